@@ -1,0 +1,264 @@
+//! The one error type of the crate.
+
+use thiserror::Error;
+
+/// Result alias used throughout the crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Everything that can go wrong in bayesgrad, each variant carrying the context
+/// needed to find the cause (the op, the shapes, the parameter, the value).
+#[derive(Debug, Clone, PartialEq, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Two operands whose shapes cannot be combined.
+    #[error("shape mismatch in {op}: lhs {lhs:?}, rhs {rhs:?}")]
+    ShapeMismatch {
+        /// The op that was given the operands.
+        op: &'static str,
+        /// Shape of the left operand.
+        lhs: Vec<usize>,
+        /// Shape of the right operand.
+        rhs: Vec<usize>,
+    },
+    /// A buffer whose length disagrees with the requested shape.
+    #[error("{op}: {len} elements do not fill shape {shape:?} ({expected} elements)")]
+    DataLength {
+        /// The constructor or op.
+        op: &'static str,
+        /// Number of elements given.
+        len: usize,
+        /// The requested shape.
+        shape: Vec<usize>,
+        /// Number of elements the shape needs.
+        expected: usize,
+    },
+    /// An index outside an axis.
+    #[error("{op}: index {index} out of range for axis {axis} of size {size}")]
+    IndexOutOfRange {
+        /// The op.
+        op: &'static str,
+        /// The offending index.
+        index: usize,
+        /// The axis indexed.
+        axis: usize,
+        /// The size of that axis.
+        size: usize,
+    },
+    /// An axis outside a tensor's rank.
+    #[error("{op}: axis {axis} out of range for a tensor of shape {shape:?}")]
+    AxisOutOfRange {
+        /// The op.
+        op: &'static str,
+        /// The offending axis.
+        axis: usize,
+        /// The shape of the tensor.
+        shape: Vec<usize>,
+    },
+    /// Any other malformed argument of an op.
+    #[error("{op}: {reason}")]
+    InvalidArgument {
+        /// The op.
+        op: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `backward` was called on a non-scalar.
+    #[error("backward needs a scalar (one-element) output, got shape {shape:?}; reduce it with sum() or mean() first")]
+    NonScalarBackward {
+        /// The shape of the var backward was called on.
+        shape: Vec<usize>,
+    },
+    /// Vars from two different tapes were combined.
+    #[error("{op}: operands come from different tapes")]
+    ForeignTape {
+        /// The op.
+        op: &'static str,
+    },
+    /// With the numerics check on, an op produced NaN or Inf.
+    #[error("op '{op}' (node {node}) produced a non-finite value {value}; inputs had shapes {input_shapes:?}")]
+    NonFinite {
+        /// Name of the first op that produced a non-finite value.
+        op: String,
+        /// Its position on the tape.
+        node: usize,
+        /// The first non-finite value.
+        value: f64,
+        /// Shapes of the op's inputs.
+        input_shapes: Vec<Vec<usize>>,
+    },
+    /// A custom op's backward returned a gradient of the wrong shape.
+    #[error("op '{op}': backward returned a gradient of shape {found:?} for input {input} of shape {expected:?}")]
+    BadGradientShape {
+        /// The op.
+        op: String,
+        /// Input position.
+        input: usize,
+        /// Shape of the input.
+        expected: Vec<usize>,
+        /// Shape of the returned gradient.
+        found: Vec<usize>,
+    },
+    /// A parameter that is not frozen received no gradient.
+    #[error("parameter '{name}' received no gradient: it was not read on the tape or the loss does not depend on it (freeze it with ParamStore::freeze if that is intended)")]
+    MissingGradient {
+        /// The parameter's name.
+        name: String,
+    },
+    /// A parameter's gradient holds NaN or Inf; the step was refused.
+    #[error("gradient of parameter '{name}' is not finite (first bad value {value} at element {index}); no parameter was updated")]
+    NonFiniteGradient {
+        /// The parameter's name.
+        name: String,
+        /// Element position.
+        index: usize,
+        /// The value.
+        value: f64,
+    },
+    /// A parameter was used with a store it does not belong to.
+    #[error("parameter #{index} does not belong to this ParamStore")]
+    ForeignParam {
+        /// The parameter's index in its own store.
+        index: usize,
+    },
+    /// Two parameters were given the same name.
+    #[error("a parameter named '{name}' already exists in this ParamStore")]
+    DuplicateParam {
+        /// The repeated name.
+        name: String,
+    },
+    /// A divergence name was registered twice on one tape.
+    #[error("divergence '{name}' is already registered on this tape; each layer registers once per forward pass (use a fresh tape per step)")]
+    DuplicateDivergence {
+        /// The repeated name.
+        name: String,
+    },
+    /// A distribution parameter outside its domain.
+    #[error("{distribution}: invalid {parameter} = {value}: {reason}")]
+    InvalidParameter {
+        /// The distribution.
+        distribution: &'static str,
+        /// The parameter.
+        parameter: &'static str,
+        /// The offending value (the first bad element).
+        value: f64,
+        /// The domain it violates.
+        reason: &'static str,
+    },
+    /// An operation a distribution does not support.
+    #[error("{distribution} does not support {what}")]
+    Unsupported {
+        /// The distribution.
+        distribution: &'static str,
+        /// The missing capability.
+        what: &'static str,
+    },
+    /// `Divergence::Analytic` was asked for a pair with no closed form.
+    #[error("no analytic KL divergence between {q} and {p}; use Divergence::MonteCarlo or Divergence::Auto")]
+    NoAnalyticKl {
+        /// The first argument.
+        q: String,
+        /// The second argument.
+        p: String,
+    },
+    /// An input a layer cannot process.
+    #[error("layer '{layer}': expected input {expected}, got shape {found:?}")]
+    LayerInput {
+        /// The layer's name.
+        layer: String,
+        /// What the layer accepts.
+        expected: String,
+        /// The shape it got.
+        found: Vec<usize>,
+    },
+    /// The finite-difference and analytic gradients disagree.
+    #[error("gradcheck failed for input {input} at element {index}: analytic {analytic}, numeric {numeric} (abs err {abs_err:.3e})")]
+    GradCheck {
+        /// Input position.
+        input: usize,
+        /// Element position.
+        index: usize,
+        /// Gradient from backward.
+        analytic: f64,
+        /// Central-difference estimate.
+        numeric: f64,
+        /// Their absolute difference.
+        abs_err: f64,
+    },
+    /// An I/O failure while saving or loading.
+    #[error("i/o error on {path}: {message}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The system's message.
+        message: String,
+    },
+    /// A file that is not a bayesgrad checkpoint.
+    #[error("not a bayesgrad checkpoint: {reason}")]
+    NotACheckpoint {
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// A checkpoint written by an unsupported format version.
+    #[error("unsupported checkpoint version {found} (this build reads version {supported})")]
+    UnsupportedVersion {
+        /// Version found in the file.
+        found: String,
+        /// Version this build reads.
+        supported: u32,
+    },
+    /// A checkpoint that ends early.
+    #[error("checkpoint is truncated: {reason}")]
+    Truncated {
+        /// Details.
+        reason: String,
+    },
+    /// Tensor bytes whose checksum disagrees with the metadata.
+    #[error("checkpoint checksum mismatch: metadata says {expected}, tensor bytes hash to {found}")]
+    ChecksumMismatch {
+        /// Checksum in the metadata.
+        expected: String,
+        /// Checksum of the bytes read.
+        found: String,
+    },
+    /// A parameter of the store is absent from the checkpoint.
+    #[error("checkpoint has no tensor for parameter '{name}'")]
+    MissingParameter {
+        /// The parameter's name.
+        name: String,
+    },
+    /// The checkpoint holds a tensor the store does not know.
+    #[error("checkpoint holds '{name}', which is not a parameter of this store")]
+    UnexpectedParameter {
+        /// The tensor's name.
+        name: String,
+    },
+    /// A tensor whose shape differs from the parameter's.
+    #[error("parameter '{name}': checkpoint shape {found:?}, store expects {expected:?}")]
+    ParamShapeMismatch {
+        /// The parameter's name.
+        name: String,
+        /// Shape in the store.
+        expected: Vec<usize>,
+        /// Shape in the file.
+        found: Vec<usize>,
+    },
+    /// A tensor whose dtype differs from the store's.
+    #[error("parameter '{name}': checkpoint dtype {found}, store expects {expected}")]
+    DtypeMismatch {
+        /// The parameter's name.
+        name: String,
+        /// Dtype of the store.
+        expected: String,
+        /// Dtype in the file.
+        found: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn invalid(op: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            op,
+            reason: reason.into(),
+        }
+    }
+}

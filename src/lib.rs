@@ -1,0 +1,50 @@
+//! # bayesgrad
+//!
+//! A tape-based reverse-mode autodiff engine in which probability
+//! distributions are differentiable values and variational Bayesian layers
+//! register their KL terms as named nodes on the tape.
+//!
+//! ```
+//! use bayesgrad::prelude::*;
+//!
+//! // Fit the mean of a Normal to data by gradient descent.
+//! let mut store = ParamStore::<f64>::new();
+//! let mu = store.add("mean", Tensor::scalar(0.0));
+//! let data = Tensor::vector(&[1.0, 2.0, 3.0]);
+//! let mut opt = Sgd::new(0.1);
+//! for _ in 0..100 {
+//!     let tape = Tape::new();
+//!     let m = tape.param(&store, mu);
+//!     let loss = ((m - data.clone()).square()).mean();
+//!     let grads = loss.backward()?;
+//!     opt.step(&mut store, &grads)?;
+//! }
+//! assert!((store.value(mu).data()[0] - 2.0).abs() < 1e-6);
+//! # Ok::<(), bayesgrad::Error>(())
+//! ```
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod gradcheck;
+pub mod ops;
+pub mod optim;
+pub mod params;
+pub mod tape;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use gradcheck::{gradcheck, GradCheck, GradCheckReport};
+pub use optim::{Adam, Optimizer, Sgd};
+pub use params::{Constraint, Param, ParamStore};
+pub use tape::{Gradients, Op, SampleMode, Tape, Var};
+pub use tensor::{Element, Tensor};
+
+/// Everything a typical program needs, in one import.
+pub mod prelude {
+    pub use crate::error::{Error, Result};
+    pub use crate::gradcheck::{gradcheck, GradCheck, GradCheckReport};
+    pub use crate::optim::{Adam, Optimizer, Sgd};
+    pub use crate::params::{Constraint, Param, ParamStore};
+    pub use crate::tape::{Gradients, Op, SampleMode, Tape, Var};
+    pub use crate::tensor::{Element, Tensor};
+}

@@ -1,0 +1,226 @@
+//! Elementwise binary ops with NumPy broadcasting, and the `+ - * /`
+//! operators between vars, tensors and scalars in either order.
+
+use crate::error::{Error, Result};
+use crate::tape::{Op, Var};
+use crate::tensor::{Element, Tensor};
+use std::borrow::Cow;
+use std::ops::{Add, Div, Mul, Neg, Sub};
+
+/// A binary scalar function with both partial derivatives.
+trait Kernel2<F: Element>: 'static {
+    const NAME: &'static str;
+    fn f(a: F, b: F) -> F;
+    /// (d f / d a, d f / d b) at (a, b) with y = f(a, b).
+    fn df(a: F, b: F, y: F) -> (F, F);
+}
+
+struct AddK;
+impl<F: Element> Kernel2<F> for AddK {
+    const NAME: &'static str = "add";
+    fn f(a: F, b: F) -> F {
+        a + b
+    }
+    fn df(_: F, _: F, _: F) -> (F, F) {
+        (F::one(), F::one())
+    }
+}
+
+struct SubK;
+impl<F: Element> Kernel2<F> for SubK {
+    const NAME: &'static str = "sub";
+    fn f(a: F, b: F) -> F {
+        a - b
+    }
+    fn df(_: F, _: F, _: F) -> (F, F) {
+        (F::one(), -F::one())
+    }
+}
+
+struct MulK;
+impl<F: Element> Kernel2<F> for MulK {
+    const NAME: &'static str = "mul";
+    fn f(a: F, b: F) -> F {
+        a * b
+    }
+    fn df(a: F, b: F, _: F) -> (F, F) {
+        (b, a)
+    }
+}
+
+struct DivK;
+impl<F: Element> Kernel2<F> for DivK {
+    const NAME: &'static str = "div";
+    fn f(a: F, b: F) -> F {
+        a / b
+    }
+    // d(a/b)/da = 1/b, d(a/b)/db = -a/b^2 = -y/b
+    fn df(_: F, b: F, y: F) -> (F, F) {
+        (b.recip(), -y / b)
+    }
+}
+
+/// The tensor broadcast to `shape`, borrowed when it already has it.
+fn widen<'a, F: Element>(t: &'a Tensor<F>, shape: &[usize]) -> Result<Cow<'a, Tensor<F>>> {
+    if t.shape() == shape {
+        Ok(Cow::Borrowed(t))
+    } else {
+        Ok(Cow::Owned(t.broadcast_to(shape)?))
+    }
+}
+
+struct Binary<K>(std::marker::PhantomData<K>);
+
+impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
+    fn name(&self) -> &str {
+        K::NAME
+    }
+    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
+        inputs[0].zip_map(inputs[1], K::NAME, K::f)
+    }
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        output: &Tensor<F>,
+        grad: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        self.backward_needed(inputs, output, grad, &[true, true])
+    }
+    fn backward_needed(
+        &self,
+        inputs: &[&Tensor<F>],
+        output: &Tensor<F>,
+        grad: &Tensor<F>,
+        needs: &[bool],
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        let shape = output.shape();
+        let (a, b) = (widen(inputs[0], shape)?, widen(inputs[1], shape)?);
+        let (a, b, y, g) = (a.data(), b.data(), output.data(), grad.data());
+        let mut out = Vec::with_capacity(2);
+        for (side, need) in needs.iter().enumerate().take(2) {
+            if !need {
+                out.push(None);
+                continue;
+            }
+            let data: Vec<F> = (0..y.len())
+                .map(|i| {
+                    let (da, db) = K::df(a[i], b[i], y[i]);
+                    g[i] * if side == 0 { da } else { db }
+                })
+                .collect();
+            let full = Tensor::new_unchecked(data, shape.to_vec());
+            out.push(Some(full.sum_to(inputs[side].shape())?));
+        }
+        Ok(out)
+    }
+}
+
+impl<'t, F: Element> Var<'t, F> {
+    fn binary<K: Kernel2<F>>(self, rhs: Var<'t, F>) -> Result<Var<'t, F>> {
+        if !std::ptr::eq(self.tape, rhs.tape) {
+            return Err(Error::ForeignTape { op: K::NAME });
+        }
+        self.tape.apply(Binary::<K>(std::marker::PhantomData), &[self, rhs])
+    }
+
+    /// `self + rhs` with broadcasting; errors on incompatible shapes.
+    pub fn try_add(self, rhs: Var<'t, F>) -> Result<Self> {
+        self.binary::<AddK>(rhs)
+    }
+    /// `self - rhs` with broadcasting.
+    pub fn try_sub(self, rhs: Var<'t, F>) -> Result<Self> {
+        self.binary::<SubK>(rhs)
+    }
+    /// `self * rhs` (elementwise) with broadcasting.
+    pub fn try_mul(self, rhs: Var<'t, F>) -> Result<Self> {
+        self.binary::<MulK>(rhs)
+    }
+    /// `self / rhs` (elementwise) with broadcasting.
+    pub fn try_div(self, rhs: Var<'t, F>) -> Result<Self> {
+        self.binary::<DivK>(rhs)
+    }
+}
+
+fn unwrap_op<T>(r: Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("{e} (use the try_ method to get a Result)"))
+}
+
+macro_rules! var_ops {
+    ($Trait:ident, $method:ident, $try:ident, $scalar_rhs:expr, $scalar_lhs:expr) => {
+        /// Panics on incompatible shapes; the `try_` method returns an error.
+        impl<'t, F: Element> $Trait<Var<'t, F>> for Var<'t, F> {
+            type Output = Var<'t, F>;
+            fn $method(self, rhs: Var<'t, F>) -> Var<'t, F> {
+                unwrap_op(self.$try(rhs))
+            }
+        }
+        /// A tensor operand is a constant; panics on incompatible shapes.
+        impl<'t, F: Element> $Trait<Tensor<F>> for Var<'t, F> {
+            type Output = Var<'t, F>;
+            fn $method(self, rhs: Tensor<F>) -> Var<'t, F> {
+                let rhs = self.tape.constant(rhs);
+                unwrap_op(self.$try(rhs))
+            }
+        }
+        impl<'t, F: Element> $Trait<F> for Var<'t, F> {
+            type Output = Var<'t, F>;
+            fn $method(self, rhs: F) -> Var<'t, F> {
+                let f: fn(Var<'t, F>, F) -> Var<'t, F> = $scalar_rhs;
+                f(self, rhs)
+            }
+        }
+        impl<'t> $Trait<Var<'t, f64>> for f64 {
+            type Output = Var<'t, f64>;
+            fn $method(self, rhs: Var<'t, f64>) -> Var<'t, f64> {
+                let f: fn(f64, Var<'t, f64>) -> Var<'t, f64> = $scalar_lhs;
+                f(self, rhs)
+            }
+        }
+        impl<'t> $Trait<Var<'t, f32>> for f32 {
+            type Output = Var<'t, f32>;
+            fn $method(self, rhs: Var<'t, f32>) -> Var<'t, f32> {
+                let f: fn(f32, Var<'t, f32>) -> Var<'t, f32> = $scalar_lhs;
+                f(self, rhs)
+            }
+        }
+    };
+}
+
+var_ops!(Add, add, try_add, |v, c| v.add_scalar(c), |c, v| v.add_scalar(c));
+var_ops!(Sub, sub, try_sub, |v, c| v.add_scalar(-c), |c, v| v.neg().add_scalar(c));
+var_ops!(Mul, mul, try_mul, |v, c| v.mul_scalar(c), |c, v| v.mul_scalar(c));
+var_ops!(Div, div, try_div, |v, c| v.mul_scalar(c.recip()), |c, v| v.scalar_div(c));
+
+impl<'t, F: Element> Neg for Var<'t, F> {
+    type Output = Var<'t, F>;
+    fn neg(self) -> Var<'t, F> {
+        Var::neg(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::prelude::*;
+
+    #[test]
+    fn scalar_operands_in_either_order() {
+        // f(x) = (2 - x) * 3 / x + x / 4 at x = 2: value 0 + 0.5; f' = -6/x^2 + 1/4 = -1.25
+        let tape = Tape::<f64>::new();
+        let x = tape.var(Tensor::scalar(2.0));
+        let y = (2.0 - x) * 3.0 / x + x / 4.0;
+        assert!((y.item().unwrap() - 0.5).abs() < 1e-15);
+        let g = y.backward().unwrap();
+        assert!((g.get(x).unwrap().data()[0] + 1.25).abs() < 1e-15);
+    }
+
+    #[test]
+    fn broadcast_gradient_is_summed_back() {
+        // y = sum(a + b) with a: [2,3], b: [3] -> db = [2,2,2]
+        let tape = Tape::<f64>::new();
+        let a = tape.var(Tensor::zeros(&[2, 3]));
+        let b = tape.var(Tensor::zeros(&[3]));
+        let g = (a + b).sum().backward().unwrap();
+        assert_eq!(g.get(b).unwrap().data(), &[2.0, 2.0, 2.0]);
+        assert!(a.try_add(tape.var(Tensor::zeros(&[2]))).is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! The differentiable ops, one file per family. Each op's forward and
+//! backward live together in one [`Op`](crate::Op) implementation.
+
+pub(crate) mod binary;
+pub(crate) mod linalg;
+pub(crate) mod reduce;
+pub(crate) mod shape;
+pub(crate) mod softmax;
+pub(crate) mod unary;
+
+pub use unary::{sigmoid, softplus};

@@ -1,0 +1,216 @@
+//! Elementwise unary ops. Each kernel states its value `f(x)` and its
+//! derivative `df(x, y)` (with `y = f(x)`) side by side; [`Map`] turns any
+//! kernel into an [`Op`].
+
+use crate::error::Result;
+use crate::tape::{Op, Var};
+use crate::tensor::{Element, Tensor};
+
+/// A scalar function and its derivative.
+pub(crate) trait Kernel<F: Element>: 'static {
+    const NAME: &'static str;
+    fn f(&self, x: F) -> F;
+    /// d f / d x at `x`, given `y = f(x)`.
+    fn df(&self, x: F, y: F) -> F;
+}
+
+/// The op applying a [`Kernel`] elementwise.
+pub(crate) struct Map<K>(pub K);
+
+impl<F: Element, K: Kernel<F>> Op<F> for Map<K> {
+    fn name(&self) -> &str {
+        K::NAME
+    }
+    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
+        Ok(inputs[0].map(|x| self.0.f(x)))
+    }
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        output: &Tensor<F>,
+        grad: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        let (x, y, g) = (inputs[0].data(), output.data(), grad.data());
+        let data = (0..x.len()).map(|i| g[i] * self.0.df(x[i], y[i])).collect();
+        Ok(vec![Some(Tensor::new_unchecked(data, output.shape().to_vec()))])
+    }
+}
+
+macro_rules! kernel {
+    ($(#[$doc:meta])* $name:ident $(($($field:ident),*))?, $label:literal, |$s:ident, $x:ident| $f:expr, |$s2:ident, $x2:ident, $y:ident| $df:expr) => {
+        $(#[$doc])*
+        pub(crate) struct $name<F> { $($(pub $field: F,)*)? _f: std::marker::PhantomData<F> }
+        impl<F> $name<F> {
+            #[allow(clippy::new_without_default)]
+            pub fn new($($($field: F),*)?) -> Self { $name { $($($field,)*)? _f: std::marker::PhantomData } }
+        }
+        impl<F: Element> Kernel<F> for $name<F> {
+            const NAME: &'static str = $label;
+            #[allow(unused_variables)]
+            fn f(&self, $x: F) -> F { let $s = self; $f }
+            #[allow(unused_variables)]
+            fn df(&self, $x2: F, $y: F) -> F { let $s2 = self; $df }
+        }
+    };
+}
+
+kernel!(Neg, "neg", |s, x| -x, |s, x, y| -F::one());
+kernel!(Exp, "exp", |s, x| x.exp(), |s, x, y| y);
+kernel!(Ln, "ln", |s, x| x.ln(), |s, x, y| x.recip());
+kernel!(Log1p, "log1p", |s, x| x.ln_1p(), |s, x, y| (F::one() + x).recip());
+kernel!(
+    /// softplus(x) = ln(1 + e^x), computed as max(x, 0) + log1p(e^-|x|): no
+    /// overflow for large x and no underflow to 0 for very negative x.
+    Softplus, "softplus",
+    |s, x| softplus(x),
+    |s, x, y| sigmoid(x)
+);
+kernel!(Sigmoid, "sigmoid", |s, x| sigmoid(x), |s, x, y| y * (F::one() - y));
+kernel!(Tanh, "tanh", |s, x| x.tanh(), |s, x, y| F::one() - y * y);
+kernel!(
+    Relu, "relu",
+    |s, x| if x > F::zero() { x } else { F::zero() },
+    |s, x, y| if x > F::zero() { F::one() } else { F::zero() }
+);
+kernel!(
+    /// |x|; its derivative at 0 is taken as 0.
+    Abs, "abs",
+    |s, x| x.abs(),
+    |s, x, y| if x > F::zero() { F::one() } else if x < F::zero() { -F::one() } else { F::zero() }
+);
+kernel!(Sqrt, "sqrt", |s, x| x.sqrt(), |s, x, y| F::lit(0.5) / y);
+kernel!(Square, "square", |s, x| x * x, |s, x, y| F::lit(2.0) * x);
+kernel!(
+    Powf(p), "powf",
+    |s, x| x.powf(s.p),
+    |s, x, y| if s.p == F::zero() { F::zero() } else { s.p * x.powf(s.p - F::one()) }
+);
+kernel!(
+    /// Clamps into [lo, hi]; the gradient is 1 strictly inside and 0 outside.
+    Clamp(lo, hi), "clamp",
+    |s, x| x.max(s.lo).min(s.hi),
+    |s, x, y| if x >= s.lo && x <= s.hi { F::one() } else { F::zero() }
+);
+kernel!(AddScalar(c), "add_scalar", |s, x| x + s.c, |s, x, y| F::one());
+kernel!(MulScalar(c), "mul_scalar", |s, x| x * s.c, |s, x, y| s.c);
+kernel!(
+    /// c / x.
+    ScalarDiv(c), "scalar_div",
+    |s, x| s.c / x,
+    |s, x, y| -y / x
+);
+
+/// softplus(x) = max(x, 0) + log1p(exp(-|x|)).
+pub fn softplus<F: Element>(x: F) -> F {
+    x.max(F::zero()) + (-x.abs()).exp().ln_1p()
+}
+
+/// The logistic function, without overflow for large |x|.
+pub fn sigmoid<F: Element>(x: F) -> F {
+    if x >= F::zero() {
+        F::one() / (F::one() + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (F::one() + e)
+    }
+}
+
+impl<'t, F: Element> Var<'t, F> {
+    fn map<K: Kernel<F>>(self, k: K) -> Var<'t, F> {
+        let value = self.tape.with_value(self.id, |x| x.map(|v| k.f(v)));
+        self.tape.record(value, Box::new(Map(k)), &[self])
+    }
+
+    /// `-x`.
+    pub fn neg(self) -> Self {
+        self.map(Neg::new())
+    }
+    /// `e^x`.
+    pub fn exp(self) -> Self {
+        self.map(Exp::new())
+    }
+    /// Natural logarithm.
+    pub fn ln(self) -> Self {
+        self.map(Ln::new())
+    }
+    /// `ln(1 + x)`, accurate for small `x`.
+    pub fn log1p(self) -> Self {
+        self.map(Log1p::new())
+    }
+    /// `ln(1 + e^x)`, stable: `softplus(-30)` in f32 is about 9.4e-14, not 0.
+    pub fn softplus(self) -> Self {
+        self.map(Softplus::new())
+    }
+    /// `1 / (1 + e^-x)`.
+    pub fn sigmoid(self) -> Self {
+        self.map(Sigmoid::new())
+    }
+    /// Hyperbolic tangent.
+    pub fn tanh(self) -> Self {
+        self.map(Tanh::new())
+    }
+    /// `max(x, 0)`.
+    pub fn relu(self) -> Self {
+        self.map(Relu::new())
+    }
+    /// `|x|` (derivative 0 at 0).
+    pub fn abs(self) -> Self {
+        self.map(Abs::new())
+    }
+    /// Square root.
+    pub fn sqrt(self) -> Self {
+        self.map(Sqrt::new())
+    }
+    /// `x * x`.
+    pub fn square(self) -> Self {
+        self.map(Square::new())
+    }
+    /// `x^p` for a constant exponent.
+    pub fn powf(self, p: F) -> Self {
+        self.map(Powf::new(p))
+    }
+    /// Clamps into `[lo, hi]` (gradient 0 outside).
+    pub fn clamp(self, lo: F, hi: F) -> Self {
+        self.map(Clamp::new(lo, hi))
+    }
+    pub(crate) fn add_scalar(self, c: F) -> Self {
+        self.map(AddScalar::new(c))
+    }
+    pub(crate) fn mul_scalar(self, c: F) -> Self {
+        self.map(MulScalar::new(c))
+    }
+    pub(crate) fn scalar_div(self, c: F) -> Self {
+        self.map(ScalarDiv::new(c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softplus_does_not_underflow_or_overflow() {
+        // softplus(-30) = ln(1 + e^-30) ≈ e^-30 = 9.357622968840175e-14
+        let v = softplus(-30.0f32);
+        assert!((v - 9.357_623e-14).abs() < 1e-19, "{v}");
+        assert_eq!(softplus(1000.0f64), 1000.0);
+        // softplus(0) = ln 2
+        assert!((softplus(0.0f64) - std::f64::consts::LN_2).abs() < 1e-16);
+    }
+
+    #[test]
+    fn sigmoid_is_stable_at_extremes() {
+        assert_eq!(sigmoid(-1000.0f64), 0.0);
+        assert_eq!(sigmoid(1000.0f64), 1.0);
+        assert!((sigmoid(0.0f64) - 0.5).abs() < 1e-16);
+    }
+
+    #[test]
+    fn derivatives_at_hand_values() {
+        // d/dx x^3 at 2 = 12; d/dx sqrt(x) at 4 = 1/4; d/dx tanh at 0 = 1
+        assert_eq!(Powf::new(3.0f64).df(2.0, 8.0), 12.0);
+        assert_eq!(Sqrt::<f64>::new().df(4.0, 2.0), 0.25);
+        assert_eq!(Tanh::<f64>::new().df(0.0, 0.0), 1.0);
+        assert_eq!(Clamp::new(0.0f64, 1.0).df(1.5, 1.0), 0.0);
+    }
+}

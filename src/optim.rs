@@ -1,0 +1,240 @@
+//! Optimizers: [`Sgd`] (with momentum) and [`Adam`].
+//!
+//! A step is all-or-nothing: every non-frozen parameter must have a finite
+//! gradient, otherwise the step returns an error naming the parameter and
+//! nothing is modified.
+
+use crate::error::{Error, Result};
+use crate::params::{Param, ParamStore};
+use crate::tape::Gradients;
+use crate::tensor::{Element, Tensor};
+
+/// Something that updates a [`ParamStore`] from [`Gradients`].
+pub trait Optimizer<F: Element> {
+    /// Applies one update to every non-frozen parameter.
+    fn step(&mut self, store: &mut ParamStore<F>, grads: &Gradients<F>) -> Result<()>;
+}
+
+/// Checks that every non-frozen parameter has a finite gradient of its shape,
+/// and returns them in store order.
+fn collect<'g, F: Element>(
+    store: &ParamStore<F>,
+    grads: &'g Gradients<F>,
+) -> Result<Vec<(Param, &'g Tensor<F>)>> {
+    let mut out = Vec::with_capacity(store.len());
+    for p in store.params() {
+        if store.is_frozen(p) {
+            continue;
+        }
+        let name = || store.name(p).to_string();
+        let g = grads
+            .param_by_key(p.key())
+            .ok_or_else(|| Error::MissingGradient { name: name() })?;
+        if g.shape() != store.value(p).shape() {
+            return Err(Error::ParamShapeMismatch {
+                name: name(),
+                expected: store.value(p).shape().to_vec(),
+                found: g.shape().to_vec(),
+            });
+        }
+        if let Some((index, v)) = g.first_non_finite() {
+            return Err(Error::NonFiniteGradient {
+                name: name(),
+                index,
+                value: v.to_f64().unwrap_or(f64::NAN),
+            });
+        }
+        out.push((p, g));
+    }
+    Ok(out)
+}
+
+/// Runs `f` over matching chunks of up to four equal-length slices, on two
+/// threads when the work is large enough to pay for it.
+fn par_chunks<F: Element>(
+    slices: [&mut [F]; 3],
+    g: &[F],
+    f: impl Fn(&mut [F], &mut [F], &mut [F], &[F]) + Sync,
+) {
+    const PAR_MIN: usize = 1 << 16;
+    let [p, a, b] = slices;
+    let n = p.len();
+    if n < PAR_MIN {
+        f(p, a, b, g);
+        return;
+    }
+    let mid = n / 2;
+    let (p0, p1) = p.split_at_mut(mid);
+    let (a0, a1) = a.split_at_mut(mid);
+    let (b0, b1) = b.split_at_mut(mid);
+    let (g0, g1) = g.split_at(mid);
+    std::thread::scope(|s| {
+        s.spawn(|| f(p1, a1, b1, g1));
+        f(p0, a0, b0, g0);
+    });
+}
+
+/// Stochastic gradient descent with optional (heavy-ball) momentum, as in
+/// PyTorch: `v = mu v + g; p -= lr v`.
+#[derive(Debug, Clone)]
+pub struct Sgd<F> {
+    lr: F,
+    momentum: F,
+    velocity: Vec<Option<Tensor<F>>>,
+}
+
+impl<F: Element> Sgd<F> {
+    /// Plain SGD with learning rate `lr`.
+    pub fn new(lr: F) -> Self {
+        Sgd {
+            lr,
+            momentum: F::zero(),
+            velocity: Vec::new(),
+        }
+    }
+
+    /// SGD with momentum.
+    pub fn with_momentum(lr: F, momentum: F) -> Self {
+        Sgd {
+            momentum,
+            ..Self::new(lr)
+        }
+    }
+}
+
+impl<F: Element> Optimizer<F> for Sgd<F> {
+    fn step(&mut self, store: &mut ParamStore<F>, grads: &Gradients<F>) -> Result<()> {
+        let updates = collect(store, grads)?;
+        self.velocity.resize_with(store.len(), || None);
+        let (lr, mu) = (self.lr, self.momentum);
+        for (p, g) in updates {
+            let idx = p.index();
+            let value = store.value_mut(p);
+            if mu == F::zero() {
+                value.data_mut().iter_mut().zip(g.data()).for_each(|(x, &g)| *x = *x - lr * g);
+                continue;
+            }
+            let v = self.velocity[idx].get_or_insert_with(|| Tensor::zeros(g.shape()));
+            for ((x, v), &g) in value.data_mut().iter_mut().zip(v.data_mut()).zip(g.data()) {
+                *v = mu * *v + g;
+                *x = *x - lr * *v;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Adam with bias correction, the update of PyTorch's `torch.optim.Adam`:
+/// `m = b1 m + (1-b1) g`, `v = b2 v + (1-b2) g^2`,
+/// `p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)`.
+#[derive(Debug, Clone)]
+pub struct Adam<F> {
+    /// Learning rate.
+    pub lr: F,
+    /// Decay of the first moment.
+    pub beta1: F,
+    /// Decay of the second moment.
+    pub beta2: F,
+    /// Added to the denominator.
+    pub eps: F,
+    state: AdamState<F>,
+}
+
+/// Adam's moments and step count (saved with checkpoints to resume exactly).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AdamState<F> {
+    /// Number of steps taken.
+    pub step: u64,
+    /// First and second moments, by parameter position in the store.
+    pub moments: Vec<Option<(Tensor<F>, Tensor<F>)>>,
+}
+
+impl<F: Element> Adam<F> {
+    /// Adam with learning rate `lr` and the usual defaults (0.9, 0.999, 1e-8).
+    pub fn new(lr: F) -> Self {
+        Adam {
+            lr,
+            beta1: F::lit(0.9),
+            beta2: F::lit(0.999),
+            eps: F::lit(1e-8),
+            state: AdamState::default(),
+        }
+    }
+
+    /// The optimizer state.
+    pub fn state(&self) -> &AdamState<F> {
+        &self.state
+    }
+
+    /// Replaces the optimizer state (to resume from a checkpoint).
+    pub fn set_state(&mut self, state: AdamState<F>) {
+        self.state = state;
+    }
+}
+
+impl<F: Element> Optimizer<F> for Adam<F> {
+    fn step(&mut self, store: &mut ParamStore<F>, grads: &Gradients<F>) -> Result<()> {
+        let updates = collect(store, grads)?;
+        self.state.moments.resize_with(store.len(), || None);
+        self.state.step += 1;
+        let t = self.state.step as i32;
+        let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
+        let bc1 = F::one() - b1.powi(t);
+        let bc2 = F::one() - b2.powi(t);
+        let step_size = self.lr / bc1;
+        let inv_sqrt_bc2 = F::one() / bc2.sqrt();
+        for (p, g) in updates {
+            let (m, v) = self.state.moments[p.index()]
+                .get_or_insert_with(|| (Tensor::zeros(g.shape()), Tensor::zeros(g.shape())));
+            let value = store.value_mut(p);
+            par_chunks(
+                [value.data_mut(), m.data_mut(), v.data_mut()],
+                g.data(),
+                |x, m, v, g| {
+                    for i in 0..x.len() {
+                        let gi = g[i];
+                        m[i] = b1 * m[i] + (F::one() - b1) * gi;
+                        v[i] = b2 * v[i] + (F::one() - b2) * gi * gi;
+                        x[i] = x[i] - step_size * m[i] / (v[i].sqrt() * inv_sqrt_bc2 + eps);
+                    }
+                },
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Tape;
+
+    #[test]
+    fn adam_first_step_moves_by_lr() {
+        // On step 1, m_hat = g and v_hat = g^2, so the update is lr * g/(|g|+eps) ~ lr * sign(g).
+        let mut store = ParamStore::<f64>::new();
+        let p = store.add("w", Tensor::vector(&[1.0, -2.0]));
+        let tape = Tape::new();
+        let w = tape.param(&store, p);
+        let loss = (w * Tensor::vector(&[3.0, -0.5])).sum();
+        let grads = loss.backward().unwrap();
+        let mut adam = Adam::new(0.1);
+        adam.step(&mut store, &grads).unwrap();
+        let v = store.value(p).data();
+        assert!((v[0] - 0.9).abs() < 1e-7 && (v[1] - (-1.9)).abs() < 1e-7, "{v:?}");
+    }
+
+    #[test]
+    fn sgd_momentum_accumulates() {
+        // g = 1 each step: v1 = 1, v2 = 1.5; x = 0 - 0.1 - 0.15 = -0.25
+        let mut store = ParamStore::<f64>::new();
+        let p = store.add("w", Tensor::scalar(0.0));
+        let mut sgd = Sgd::with_momentum(0.1, 0.5);
+        for _ in 0..2 {
+            let tape = Tape::new();
+            let grads = tape.param(&store, p).sum().backward().unwrap();
+            sgd.step(&mut store, &grads).unwrap();
+        }
+        assert!((store.value(p).data()[0] + 0.25).abs() < 1e-12);
+    }
+}

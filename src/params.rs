@@ -1,0 +1,293 @@
+//! Persistent, named parameters that outlive tapes.
+
+use crate::error::{Error, Result};
+use crate::tape::Var;
+use crate::tensor::{Element, Tensor};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static NEXT_STORE: AtomicU64 = AtomicU64::new(1);
+
+/// A handle to a parameter in a [`ParamStore`]. Layers keep these, never
+/// [`Var`]s, and read them onto each new tape with
+/// [`Tape::param`](crate::Tape::param).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Param {
+    store: u64,
+    index: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct ParamKey {
+    store: u64,
+    index: usize,
+}
+
+impl Param {
+    /// The parameter's position in its store (insertion order).
+    pub fn index(self) -> usize {
+        self.index
+    }
+
+    pub(crate) fn key(self) -> ParamKey {
+        ParamKey {
+            store: self.store,
+            index: self.index,
+        }
+    }
+}
+
+/// How a stored value maps to the value read on the tape.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Constraint {
+    /// Read as stored.
+    Real,
+    /// Stored as `rho`, read as `softplus(rho) + eps` (always positive).
+    Positive {
+        /// The floor added to the softplus.
+        eps: f64,
+    },
+}
+
+impl Constraint {
+    /// Maps an unconstrained var to the constrained space.
+    pub fn apply<'t, F: Element>(self, raw: Var<'t, F>) -> Var<'t, F> {
+        match self {
+            Constraint::Real => raw,
+            Constraint::Positive { eps } => raw.softplus() + F::lit(eps),
+        }
+    }
+
+    /// Maps a constrained value back to the stored one, or `None` outside the domain.
+    pub fn inverse(self, value: f64) -> Option<f64> {
+        match self {
+            Constraint::Real => value.is_finite().then_some(value),
+            Constraint::Positive { eps } => {
+                let y = value - eps;
+                // softplus^-1(y) = y + ln(1 - e^-y) = y + ln(-expm1(-y))
+                (y > 0.0 && y.is_finite()).then(|| y + (-(-y).exp_m1()).ln())
+            }
+        }
+    }
+}
+
+struct Entry<F> {
+    name: String,
+    value: Tensor<F>,
+    constraint: Constraint,
+    frozen: bool,
+}
+
+/// Named persistent parameters.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let mut store = ParamStore::<f64>::new();
+/// let mu = store.add("mean", Tensor::scalar(0.3));
+/// let sd = store.add_positive("std", Tensor::scalar(2.0));
+/// let tape = Tape::new();
+/// // the positive parameter is stored as rho and read as softplus(rho) + 1e-5
+/// assert!((tape.param(&store, sd).item()? - 2.0).abs() < 1e-12);
+/// assert_eq!(store.name(mu), "mean");
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+pub struct ParamStore<F> {
+    id: u64,
+    entries: Vec<Entry<F>>,
+}
+
+impl<F: Element> Default for ParamStore<F> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The floor of positive parameters made by [`ParamStore::add_positive`] (TFP's default).
+pub const POSITIVE_EPS: f64 = 1e-5;
+
+impl<F: Element> ParamStore<F> {
+    /// An empty store.
+    pub fn new() -> Self {
+        ParamStore {
+            id: NEXT_STORE.fetch_add(1, Ordering::Relaxed),
+            entries: Vec::new(),
+        }
+    }
+
+    /// Adds an unconstrained parameter.
+    ///
+    /// # Panics
+    /// On a duplicate name; [`ParamStore::try_add`] returns an error instead.
+    pub fn add(&mut self, name: impl Into<String>, init: Tensor<F>) -> Param {
+        self.try_add(name, init).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Adds an unconstrained parameter, erroring on a duplicate name.
+    pub fn try_add(&mut self, name: impl Into<String>, init: Tensor<F>) -> Result<Param> {
+        self.insert(name.into(), init, Constraint::Real)
+    }
+
+    /// Adds a positive parameter whose initial (constrained) value is `init`;
+    /// it is stored as `rho = softplus^-1(init - 1e-5)` and read as
+    /// `softplus(rho) + 1e-5`.
+    ///
+    /// # Panics
+    /// On a duplicate name or a value `<= 1e-5`; see [`ParamStore::try_add_positive`].
+    pub fn add_positive(&mut self, name: impl Into<String>, init: Tensor<F>) -> Param {
+        self.try_add_positive(name, init).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`ParamStore::add_positive`] returning errors instead of panicking.
+    pub fn try_add_positive(&mut self, name: impl Into<String>, init: Tensor<F>) -> Result<Param> {
+        let constraint = Constraint::Positive { eps: POSITIVE_EPS };
+        let mut raw = init;
+        for x in raw.data_mut() {
+            let v = x.to_f64().unwrap_or(f64::NAN);
+            match constraint.inverse(v) {
+                Some(r) => *x = F::lit(r),
+                None => {
+                    return Err(Error::invalid(
+                        "ParamStore::add_positive",
+                        format!("initial value {v} is not above the floor {POSITIVE_EPS}"),
+                    ))
+                }
+            }
+        }
+        self.insert(name.into(), raw, constraint)
+    }
+
+    /// Adds a parameter with an explicit constraint, `raw` being the stored
+    /// (unconstrained) value, e.g. TFP's `rho ~ N(-3, 0.1)`.
+    pub fn try_add_raw(
+        &mut self,
+        name: impl Into<String>,
+        raw: Tensor<F>,
+        constraint: Constraint,
+    ) -> Result<Param> {
+        self.insert(name.into(), raw, constraint)
+    }
+
+    fn insert(&mut self, name: String, value: Tensor<F>, constraint: Constraint) -> Result<Param> {
+        if self.entries.iter().any(|e| e.name == name) {
+            return Err(Error::DuplicateParam { name });
+        }
+        if let Some((i, v)) = value.first_non_finite() {
+            return Err(Error::invalid(
+                "ParamStore::add",
+                format!("parameter '{name}' has non-finite initial value {v} at element {i}"),
+            ));
+        }
+        self.entries.push(Entry {
+            name,
+            value,
+            constraint,
+            frozen: false,
+        });
+        Ok(Param {
+            store: self.id,
+            index: self.entries.len() - 1,
+        })
+    }
+
+    fn entry(&self, p: Param) -> Result<&Entry<F>> {
+        if p.store != self.id {
+            return Err(Error::ForeignParam { index: p.index });
+        }
+        self.entries.get(p.index).ok_or(Error::ForeignParam { index: p.index })
+    }
+
+    pub(crate) fn key(&self, p: Param) -> ParamKey {
+        p.key()
+    }
+
+    /// The stored (unconstrained) value.
+    pub fn try_value(&self, p: Param) -> Result<&Tensor<F>> {
+        Ok(&self.entry(p)?.value)
+    }
+
+    /// The stored (unconstrained) value.
+    ///
+    /// # Panics
+    /// If `p` belongs to another store.
+    pub fn value(&self, p: Param) -> &Tensor<F> {
+        self.try_value(p).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Overwrites the stored value (same shape required).
+    pub fn set_value(&mut self, p: Param, value: Tensor<F>) -> Result<()> {
+        let expected = self.entry(p)?.value.shape().to_vec();
+        let name = self.entry(p)?.name.clone();
+        if value.shape() != expected.as_slice() {
+            return Err(Error::ParamShapeMismatch {
+                name,
+                expected,
+                found: value.shape().to_vec(),
+            });
+        }
+        self.entries[p.index].value = value;
+        Ok(())
+    }
+
+    /// The constraint of a parameter.
+    pub fn constraint(&self, p: Param) -> Result<Constraint> {
+        Ok(self.entry(p)?.constraint)
+    }
+
+    /// The name of a parameter.
+    pub fn name(&self, p: Param) -> &str {
+        self.entry(p).map(|e| e.name.as_str()).unwrap_or("<foreign parameter>")
+    }
+
+    /// The parameter with this name.
+    pub fn get(&self, name: &str) -> Option<Param> {
+        self.entries.iter().position(|e| e.name == name).map(|index| Param {
+            store: self.id,
+            index,
+        })
+    }
+
+    /// All parameters, in insertion order.
+    pub fn params(&self) -> impl Iterator<Item = Param> + '_ {
+        (0..self.entries.len()).map(|index| Param {
+            store: self.id,
+            index,
+        })
+    }
+
+    /// Number of parameters.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Total number of scalar elements over all parameters.
+    pub fn num_elements(&self) -> usize {
+        self.entries.iter().map(|e| e.value.len()).sum()
+    }
+
+    /// Excludes a parameter from optimizer steps (no gradient is then required).
+    pub fn freeze(&mut self, p: Param) -> Result<()> {
+        self.entry(p)?;
+        self.entries[p.index].frozen = true;
+        Ok(())
+    }
+
+    /// Undoes [`ParamStore::freeze`].
+    pub fn unfreeze(&mut self, p: Param) -> Result<()> {
+        self.entry(p)?;
+        self.entries[p.index].frozen = false;
+        Ok(())
+    }
+
+    /// Whether a parameter is frozen.
+    pub fn is_frozen(&self, p: Param) -> bool {
+        self.entry(p).map(|e| e.frozen).unwrap_or(false)
+    }
+
+    pub(crate) fn value_mut(&mut self, p: Param) -> &mut Tensor<F> {
+        &mut self.entries[p.index].value
+    }
+}

@@ -1,0 +1,468 @@
+//! The tape: records every op applied to [`Var`]s and runs reverse-mode
+//! differentiation over it in [`Var::backward`].
+
+use crate::error::{Error, Result};
+use crate::params::{Param, ParamKey, ParamStore};
+use crate::tensor::{Element, Tensor};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+/// A differentiable operation: forward and backward on tensors, in one place.
+///
+/// Implement it to add a custom op (say a hand-written likelihood kernel),
+/// apply it with [`Tape::apply`] and check its backward with
+/// [`gradcheck`](crate::gradcheck::gradcheck).
+///
+/// ```
+/// use bayesgrad::prelude::*;
+///
+/// /// y = x^3, elementwise.
+/// struct Cube;
+/// impl Op<f64> for Cube {
+///     fn name(&self) -> &str { "cube" }
+///     fn forward(&self, inputs: &[&Tensor<f64>]) -> Result<Tensor<f64>> {
+///         Ok(inputs[0].map(|x| x * x * x))
+///     }
+///     fn backward(&self, inputs: &[&Tensor<f64>], _out: &Tensor<f64>, grad: &Tensor<f64>)
+///         -> Result<Vec<Option<Tensor<f64>>>> {
+///         Ok(vec![Some(grad.zip_map(inputs[0], "cube", |g, x| 3.0 * x * x * g)?)])
+///     }
+/// }
+///
+/// let report = gradcheck(
+///     |tape, xs| Ok(tape.apply(Cube, &[xs[0]])?.sum()),
+///     &[Tensor::vector(&[0.5, -1.5, 2.0])],
+///     &GradCheck::default(),
+/// )?;
+/// assert!(report.max_abs_err() < 1e-6);
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+pub trait Op<F: Element>: 'static {
+    /// Name used in error messages and the numerics check.
+    fn name(&self) -> &str;
+
+    /// Computes the output from the inputs.
+    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>>;
+
+    /// Given the inputs, the output and the gradient of the loss w.r.t. the
+    /// output, returns the gradient w.r.t. each input (same shape as that
+    /// input), or `None` for inputs that are not differentiable.
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        output: &Tensor<F>,
+        grad: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>>;
+
+    /// Like [`backward`](Op::backward), told which inputs need a gradient so
+    /// that expensive ones can be skipped. The default calls `backward`.
+    fn backward_needed(
+        &self,
+        inputs: &[&Tensor<F>],
+        output: &Tensor<F>,
+        grad: &Tensor<F>,
+        _needs: &[bool],
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        self.backward(inputs, output, grad)
+    }
+}
+
+/// How stochastic layers draw their weights on this tape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SampleMode {
+    /// Draw a fresh posterior sample each forward pass (training, MC prediction).
+    #[default]
+    Sample,
+    /// Use the posterior means (a deterministic network).
+    PosteriorMean,
+}
+
+struct Node<F: Element> {
+    value: Tensor<F>,
+    op: Option<Box<dyn Op<F>>>,
+    inputs: Vec<usize>,
+    requires_grad: bool,
+    param: Option<ParamKey>,
+}
+
+/// Records a computation for one forward pass and its backward pass.
+///
+/// A tape is cheap: make a new one per training step. [`Var`]s borrow it,
+/// so nothing built on a tape (vars, distributions) can outlive it or be
+/// stored in a layer: layers store [`Param`]s and read them with
+/// [`Tape::param`] on every call, which is what keeps their gradients alive.
+pub struct Tape<F: Element> {
+    nodes: RefCell<Vec<Node<F>>>,
+    divergences: RefCell<Vec<(String, usize)>>,
+    finite_check: bool,
+    first_non_finite: RefCell<Option<Error>>,
+    mode: Cell<SampleMode>,
+}
+
+impl<F: Element> Default for Tape<F> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A handle to a value on a [`Tape`]. `Copy`, so it can be used freely in
+/// expressions; gradients flow through every use.
+pub struct Var<'t, F: Element> {
+    pub(crate) tape: &'t Tape<F>,
+    pub(crate) id: usize,
+}
+
+impl<F: Element> Clone for Var<'_, F> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<F: Element> Copy for Var<'_, F> {}
+
+impl<F: Element> std::fmt::Debug for Var<'_, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let nodes = self.tape.nodes.borrow();
+        write!(f, "Var#{} {:?}", self.id, nodes[self.id].value)
+    }
+}
+
+impl<F: Element> Tape<F> {
+    /// An empty tape.
+    pub fn new() -> Self {
+        Tape {
+            nodes: RefCell::new(Vec::with_capacity(64)),
+            divergences: RefCell::new(Vec::new()),
+            finite_check: false,
+            first_non_finite: RefCell::new(None),
+            mode: Cell::new(SampleMode::Sample),
+        }
+    }
+
+    /// A tape that checks every op's output for NaN and Inf; the first op
+    /// that produced one is reported by [`Tape::check_finite`] and by
+    /// [`Var::backward`] as [`Error::NonFinite`].
+    pub fn with_finite_check() -> Self {
+        Tape {
+            finite_check: true,
+            ..Self::new()
+        }
+    }
+
+    /// Sets how stochastic layers draw weights on this tape.
+    pub fn set_mode(&self, mode: SampleMode) {
+        self.mode.set(mode);
+    }
+
+    /// How stochastic layers draw weights on this tape.
+    pub fn mode(&self) -> SampleMode {
+        self.mode.get()
+    }
+
+    /// The number of nodes recorded so far.
+    pub fn len(&self) -> usize {
+        self.nodes.borrow().len()
+    }
+
+    /// Whether nothing was recorded yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The first non-finite value seen by the numerics check, if it is on.
+    pub fn check_finite(&self) -> Result<()> {
+        match &*self.first_non_finite.borrow() {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    fn push(
+        &self,
+        value: Tensor<F>,
+        op: Option<Box<dyn Op<F>>>,
+        inputs: Vec<usize>,
+        requires_grad: bool,
+        param: Option<ParamKey>,
+    ) -> Var<'_, F> {
+        let mut nodes = self.nodes.borrow_mut();
+        let id = nodes.len();
+        if self.finite_check && self.first_non_finite.borrow().is_none() {
+            if let Some((_, bad)) = value.first_non_finite() {
+                let name = op.as_ref().map_or("leaf".to_string(), |o| o.name().to_string());
+                let input_shapes = inputs.iter().map(|&i| nodes[i].value.shape().to_vec()).collect();
+                *self.first_non_finite.borrow_mut() = Some(Error::NonFinite {
+                    op: name,
+                    node: id,
+                    value: bad.to_f64().unwrap_or(f64::NAN),
+                    input_shapes,
+                });
+            }
+        }
+        nodes.push(Node {
+            value,
+            op,
+            inputs,
+            requires_grad,
+            param,
+        });
+        Var { tape: self, id }
+    }
+
+    /// A constant: no gradient is computed for it.
+    pub fn constant(&self, value: Tensor<F>) -> Var<'_, F> {
+        self.push(value, None, vec![], false, None)
+    }
+
+    /// A scalar constant.
+    pub fn scalar(&self, x: F) -> Var<'_, F> {
+        self.constant(Tensor::scalar(x))
+    }
+
+    /// A leaf that receives a gradient ([`Gradients::get`]); useful for
+    /// inputs you differentiate with respect to, as in gradient checks.
+    pub fn var(&self, value: Tensor<F>) -> Var<'_, F> {
+        self.push(value, None, vec![], true, None)
+    }
+
+    /// Reads a parameter onto the tape, in its constrained form: a
+    /// positive parameter `p` stored as `rho` is read as `softplus(rho) + eps`.
+    /// The gradient reaches the stored (unconstrained) value.
+    ///
+    /// # Panics
+    /// If `param` belongs to another store; [`Tape::try_param`] returns an error instead.
+    pub fn param<'t>(&'t self, store: &ParamStore<F>, param: Param) -> Var<'t, F> {
+        self.try_param(store, param).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Tape::param`] returning an error for a foreign parameter.
+    pub fn try_param<'t>(&'t self, store: &ParamStore<F>, param: Param) -> Result<Var<'t, F>> {
+        let raw = self.try_param_raw(store, param)?;
+        Ok(store.constraint(param)?.apply(raw))
+    }
+
+    /// Reads the stored, unconstrained value of a parameter (`rho` for a
+    /// positive parameter).
+    pub fn try_param_raw<'t>(&'t self, store: &ParamStore<F>, param: Param) -> Result<Var<'t, F>> {
+        let value = store.try_value(param)?.clone();
+        Ok(self.push(value, None, vec![], true, Some(store.key(param))))
+    }
+
+    /// Applies an op to vars, recording it on the tape.
+    pub fn apply<'t, O: Op<F>>(&'t self, op: O, inputs: &[Var<'t, F>]) -> Result<Var<'t, F>> {
+        self.apply_boxed(Box::new(op), inputs)
+    }
+
+    pub(crate) fn apply_boxed<'t>(
+        &'t self,
+        op: Box<dyn Op<F>>,
+        inputs: &[Var<'t, F>],
+    ) -> Result<Var<'t, F>> {
+        for v in inputs {
+            if !std::ptr::eq(v.tape, self) {
+                return Err(Error::ForeignTape { op: "apply" });
+            }
+        }
+        let (value, requires_grad) = {
+            let nodes = self.nodes.borrow();
+            let values: Vec<&Tensor<F>> = inputs.iter().map(|v| &nodes[v.id].value).collect();
+            let value = op.forward(&values)?;
+            (value, inputs.iter().any(|v| nodes[v.id].requires_grad))
+        };
+        let ids = inputs.iter().map(|v| v.id).collect();
+        Ok(self.push(value, Some(op), ids, requires_grad, None))
+    }
+
+    /// Records an op whose output the caller already computed (for ops
+    /// whose forward produces state the backward keeps).
+    pub(crate) fn record<'t>(
+        &'t self,
+        value: Tensor<F>,
+        op: Box<dyn Op<F>>,
+        inputs: &[Var<'t, F>],
+    ) -> Var<'t, F> {
+        let requires_grad = {
+            let nodes = self.nodes.borrow();
+            inputs.iter().any(|v| nodes[v.id].requires_grad)
+        };
+        self.push(value, Some(op), inputs.iter().map(|v| v.id).collect(), requires_grad, None)
+    }
+
+    /// Runs `f` on the value of node `id` without cloning it.
+    pub(crate) fn with_value<R>(&self, id: usize, f: impl FnOnce(&Tensor<F>) -> R) -> R {
+        f(&self.nodes.borrow()[id].value)
+    }
+
+    /// Registers a divergence (KL) term under a name. Its elements are summed.
+    /// [`Elbo`](crate::elbo::Elbo) and [`Tape::total_divergence`] count each
+    /// registered term exactly once; registering a name twice is an error.
+    pub fn add_divergence(&self, name: impl Into<String>, kl: Var<'_, F>) -> Result<()> {
+        if !std::ptr::eq(kl.tape, self) {
+            return Err(Error::ForeignTape { op: "add_divergence" });
+        }
+        let name = name.into();
+        let mut divs = self.divergences.borrow_mut();
+        if divs.iter().any(|(n, _)| *n == name) {
+            return Err(Error::DuplicateDivergence { name });
+        }
+        let total = kl.sum();
+        divs.push((name, total.id));
+        Ok(())
+    }
+
+    /// The registered divergence terms, by name, with their values.
+    pub fn divergences(&self) -> Vec<(String, F)> {
+        let nodes = self.nodes.borrow();
+        self.divergences
+            .borrow()
+            .iter()
+            .map(|(n, id)| (n.clone(), nodes[*id].value.data()[0]))
+            .collect()
+    }
+
+    /// The registered divergence terms as vars, by name.
+    pub fn divergence_vars(&self) -> Vec<(String, Var<'_, F>)> {
+        self.divergences
+            .borrow()
+            .iter()
+            .map(|(n, id)| (n.clone(), Var { tape: self, id: *id }))
+            .collect()
+    }
+
+    /// The sum of every registered divergence term (0 if there are none).
+    pub fn total_divergence(&self) -> Var<'_, F> {
+        let ids: Vec<usize> = self.divergences.borrow().iter().map(|(_, id)| *id).collect();
+        let mut total = self.scalar(F::zero());
+        for id in ids {
+            total = total + Var { tape: self, id };
+        }
+        total
+    }
+}
+
+/// Gradients of a scalar w.r.t. the leaves of the tape, returned by
+/// [`Var::backward`]. Gradients live here, not on the nodes: there is no
+/// `zero_grad`.
+pub struct Gradients<F: Element> {
+    leaves: HashMap<usize, Tensor<F>>,
+    params: HashMap<ParamKey, Tensor<F>>,
+}
+
+impl<F: Element> Gradients<F> {
+    /// The gradient w.r.t. a leaf made by [`Tape::var`] or a parameter read;
+    /// `None` if the output does not depend on it.
+    pub fn get(&self, var: Var<'_, F>) -> Option<&Tensor<F>> {
+        self.leaves.get(&var.id)
+    }
+
+    /// The gradient w.r.t. a parameter's stored (unconstrained) value,
+    /// summed over every read of it on the tape; `None` if it got none.
+    pub fn param(&self, param: Param) -> Option<&Tensor<F>> {
+        self.params.get(&param.key())
+    }
+
+    /// Whether any gradient reached any parameter of the store `store_id`.
+    pub(crate) fn param_by_key(&self, key: ParamKey) -> Option<&Tensor<F>> {
+        self.params.get(&key)
+    }
+}
+
+impl<'t, F: Element> Var<'t, F> {
+    /// The tape this var lives on.
+    pub fn tape(&self) -> &'t Tape<F> {
+        self.tape
+    }
+
+    /// A copy of the value.
+    pub fn value(&self) -> Tensor<F> {
+        self.tape.with_value(self.id, |t| t.clone())
+    }
+
+    /// The shape of the value.
+    pub fn shape(&self) -> Vec<usize> {
+        self.tape.with_value(self.id, |t| t.shape().to_vec())
+    }
+
+    /// The single element of a one-element var.
+    pub fn item(&self) -> Result<F> {
+        self.tape.with_value(self.id, |t| t.item())
+    }
+
+    /// Whether gradients flow to this var.
+    pub fn requires_grad(&self) -> bool {
+        self.tape.nodes.borrow()[self.id].requires_grad
+    }
+
+    /// The same value as a constant: **gradients stop here**. Use it only
+    /// when you mean to cut the graph (e.g. a baseline or a target).
+    pub fn detach(&self) -> Var<'t, F> {
+        self.tape.constant(self.value())
+    }
+
+    /// Reverse-mode differentiation of this scalar w.r.t. every leaf.
+    ///
+    /// Errors if the var is not a one-element tensor, if the numerics check
+    /// saw a NaN/Inf, or if a custom op's backward misbehaves.
+    pub fn backward(&self) -> Result<Gradients<F>> {
+        self.tape.check_finite()?;
+        let nodes = self.tape.nodes.borrow();
+        let root = &nodes[self.id];
+        if root.value.len() != 1 {
+            return Err(Error::NonScalarBackward {
+                shape: root.value.shape().to_vec(),
+            });
+        }
+        let mut grads: Vec<Option<Tensor<F>>> = Vec::new();
+        grads.resize_with(self.id + 1, || None);
+        grads[self.id] = Some(Tensor::full(root.value.shape(), F::one()));
+        let mut out = Gradients {
+            leaves: HashMap::new(),
+            params: HashMap::new(),
+        };
+        for id in (0..=self.id).rev() {
+            let Some(grad) = grads[id].take() else { continue };
+            let node = &nodes[id];
+            if !node.requires_grad {
+                continue;
+            }
+            match &node.op {
+                None => {
+                    if let Some(key) = node.param {
+                        match out.params.get_mut(&key) {
+                            Some(acc) => acc.add_assign(&grad),
+                            None => {
+                                out.params.insert(key, grad.clone());
+                            }
+                        }
+                    }
+                    out.leaves.insert(id, grad);
+                }
+                Some(op) => {
+                    let inputs: Vec<&Tensor<F>> =
+                        node.inputs.iter().map(|&i| &nodes[i].value).collect();
+                    let needs: Vec<bool> =
+                        node.inputs.iter().map(|&i| nodes[i].requires_grad).collect();
+                    let input_grads = op.backward_needed(&inputs, &node.value, &grad, &needs)?;
+                    for (pos, (&input, g)) in node.inputs.iter().zip(input_grads).enumerate() {
+                        let Some(g) = g else { continue };
+                        if !needs[pos] {
+                            continue;
+                        }
+                        if g.shape() != nodes[input].value.shape() {
+                            return Err(Error::BadGradientShape {
+                                op: op.name().to_string(),
+                                input: pos,
+                                expected: nodes[input].value.shape().to_vec(),
+                                found: g.shape().to_vec(),
+                            });
+                        }
+                        match &mut grads[input] {
+                            Some(acc) => acc.add_assign(&g),
+                            slot @ None => *slot = Some(g),
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,724 @@
+//! `Tensor<F>`: a shape and a contiguous row-major buffer, with the numeric
+//! kernels the ops are built from. No autodiff lives here.
+
+use crate::error::{Error, Result};
+use num_traits::{Float, FromPrimitive};
+use std::fmt;
+use std::iter::Sum;
+
+/// The element types a tensor can hold: `f32` and `f64`.
+///
+/// Beyond [`num_traits::Float`] it provides a GEMM kernel (through
+/// `matrixmultiply`) and a lossless way to write literals.
+pub trait Element:
+    Float + FromPrimitive + Sum + Default + fmt::Debug + fmt::Display + Send + Sync + 'static
+{
+    /// The safetensors dtype name (`"F32"` or `"F64"`).
+    const DTYPE: &'static str;
+
+    /// Converts an `f64` literal (rounding for `f32`).
+    fn lit(x: f64) -> Self;
+
+    /// `C = alpha * A B + beta * C` over strided operands.
+    ///
+    /// # Safety
+    /// The pointers and strides must describe valid `m x k`, `k x n` and
+    /// `m x n` matrices, and `c` must not alias `a` or `b`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        beta: Self,
+        c: *mut Self,
+        rsc: isize,
+        csc: isize,
+    );
+}
+
+impl Element for f32 {
+    const DTYPE: &'static str = "F32";
+    fn lit(x: f64) -> Self {
+        x as f32
+    }
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: f32,
+        a: *const f32,
+        rsa: isize,
+        csa: isize,
+        b: *const f32,
+        rsb: isize,
+        csb: isize,
+        beta: f32,
+        c: *mut f32,
+        rsc: isize,
+        csc: isize,
+    ) {
+        matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+    }
+}
+
+impl Element for f64 {
+    const DTYPE: &'static str = "F64";
+    fn lit(x: f64) -> Self {
+        x
+    }
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: f64,
+        a: *const f64,
+        rsa: isize,
+        csa: isize,
+        b: *const f64,
+        rsb: isize,
+        csb: isize,
+        beta: f64,
+        c: *mut f64,
+        rsc: isize,
+        csc: isize,
+    ) {
+        matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+    }
+}
+
+/// A dense tensor: a shape and its elements in row-major order.
+///
+/// ```
+/// use bayesgrad::Tensor;
+/// let t = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3])?;
+/// assert_eq!(t.shape(), &[2, 3]);
+/// assert_eq!(t.sum_axis(1, false)?.data(), &[6.0, 15.0]);
+/// assert!(Tensor::from_vec(vec![1.0, 2.0], &[3]).is_err());
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+#[derive(Clone, PartialEq)]
+pub struct Tensor<F> {
+    shape: Vec<usize>,
+    data: Vec<F>,
+}
+
+impl<F: fmt::Debug> fmt::Debug for Tensor<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 8;
+        write!(f, "Tensor{:?} [", self.shape)?;
+        for (i, x) in self.data.iter().take(SHOWN).enumerate() {
+            if i > 0 {
+                write!(f, ", ")?;
+            }
+            write!(f, "{x:?}")?;
+        }
+        if self.data.len() > SHOWN {
+            write!(f, ", … {} more", self.data.len() - SHOWN)?;
+        }
+        write!(f, "]")
+    }
+}
+
+/// Number of elements of a shape.
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// The NumPy broadcast of two shapes, or `None` if they are incompatible.
+pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let rank = a.len().max(b.len());
+    let mut out = vec![0; rank];
+    for i in 0..rank {
+        let da = if i < rank - a.len() { 1 } else { a[i - (rank - a.len())] };
+        let db = if i < rank - b.len() { 1 } else { b[i - (rank - b.len())] };
+        out[i] = match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => return None,
+        };
+    }
+    Some(out)
+}
+
+/// Strides (in elements) of `shape` when read as `out_shape`; broadcast axes get 0.
+fn broadcast_strides(shape: &[usize], out_shape: &[usize]) -> Vec<usize> {
+    let offset = out_shape.len() - shape.len();
+    let mut strides = vec![0; out_shape.len()];
+    let mut acc = 1;
+    for i in (0..shape.len()).rev() {
+        strides[i + offset] = if shape[i] == 1 { 0 } else { acc };
+        acc *= shape[i];
+    }
+    strides
+}
+
+/// Calls `f(out_index, src_index)` for every element of `out_shape`, where
+/// `src_index` is the element of a tensor of `shape` broadcast to it.
+fn for_each_broadcast(shape: &[usize], out_shape: &[usize], mut f: impl FnMut(usize, usize)) {
+    let n = numel(out_shape);
+    let src_len = numel(shape);
+    if shape == out_shape {
+        (0..n).for_each(|i| f(i, i));
+        return;
+    }
+    if src_len == 1 {
+        (0..n).for_each(|i| f(i, 0));
+        return;
+    }
+    // `shape` (without leading ones) is a suffix of `out_shape`: plain repetition.
+    let trimmed: &[usize] = {
+        let lead = shape.iter().take_while(|&&d| d == 1).count();
+        &shape[lead..]
+    };
+    if out_shape.ends_with(trimmed) {
+        for i in 0..n {
+            f(i, i % src_len);
+        }
+        return;
+    }
+    let strides = broadcast_strides(shape, out_shape);
+    let rank = out_shape.len();
+    let mut idx = vec![0usize; rank];
+    let mut src = 0usize;
+    for i in 0..n {
+        f(i, src);
+        for ax in (0..rank).rev() {
+            idx[ax] += 1;
+            src += strides[ax];
+            if idx[ax] < out_shape[ax] {
+                break;
+            }
+            src -= strides[ax] * idx[ax];
+            idx[ax] = 0;
+        }
+    }
+}
+
+/// Splits a shape around `axis` into (outer, axis length, inner) element counts.
+pub(crate) fn split_at_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
+    (
+        numel(&shape[..axis]),
+        shape[axis],
+        numel(&shape[axis + 1..]),
+    )
+}
+
+impl<F: Element> Tensor<F> {
+    /// A tensor from a buffer and a shape; errors when the sizes disagree.
+    pub fn from_vec(data: Vec<F>, shape: &[usize]) -> Result<Self> {
+        let expected = numel(shape);
+        if data.len() != expected {
+            return Err(Error::DataLength {
+                op: "Tensor::from_vec",
+                len: data.len(),
+                shape: shape.to_vec(),
+                expected,
+            });
+        }
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            data,
+        })
+    }
+
+    /// Internal constructor for kernels that computed a buffer of the right size.
+    pub(crate) fn new_unchecked(data: Vec<F>, shape: Vec<usize>) -> Self {
+        debug_assert_eq!(data.len(), numel(&shape));
+        Tensor { shape, data }
+    }
+
+    /// A rank-0 tensor.
+    pub fn scalar(x: F) -> Self {
+        Tensor {
+            shape: vec![],
+            data: vec![x],
+        }
+    }
+
+    /// A rank-1 tensor from a slice.
+    pub fn vector(xs: &[F]) -> Self {
+        Tensor {
+            shape: vec![xs.len()],
+            data: xs.to_vec(),
+        }
+    }
+
+    /// A tensor with every element equal to `x`.
+    pub fn full(shape: &[usize], x: F) -> Self {
+        Tensor {
+            shape: shape.to_vec(),
+            data: vec![x; numel(shape)],
+        }
+    }
+
+    /// Zeros.
+    pub fn zeros(shape: &[usize]) -> Self {
+        Self::full(shape, F::zero())
+    }
+
+    /// Ones.
+    pub fn ones(shape: &[usize]) -> Self {
+        Self::full(shape, F::one())
+    }
+
+    /// A tensor whose element `i` (row-major) is `f(i)`.
+    pub fn from_fn(shape: &[usize], f: impl FnMut(usize) -> F) -> Self {
+        Tensor {
+            shape: shape.to_vec(),
+            data: (0..numel(shape)).map(f).collect(),
+        }
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The number of axes.
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether the tensor has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// The elements in row-major order.
+    pub fn data(&self) -> &[F] {
+        &self.data
+    }
+
+    /// Mutable access to the elements (the shape cannot change).
+    pub fn data_mut(&mut self) -> &mut [F] {
+        &mut self.data
+    }
+
+    /// Consumes the tensor, returning its buffer.
+    pub fn into_data(self) -> Vec<F> {
+        self.data
+    }
+
+    /// The single element of a one-element tensor.
+    pub fn item(&self) -> Result<F> {
+        if self.data.len() == 1 {
+            Ok(self.data[0])
+        } else {
+            Err(Error::invalid(
+                "Tensor::item",
+                format!("tensor of shape {:?} has {} elements, not 1", self.shape, self.len()),
+            ))
+        }
+    }
+
+    /// The same elements under another shape of equal size.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Self> {
+        if numel(shape) != self.len() {
+            return Err(Error::DataLength {
+                op: "reshape",
+                len: self.len(),
+                shape: shape.to_vec(),
+                expected: numel(shape),
+            });
+        }
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            data: self.data.clone(),
+        })
+    }
+
+    /// Converts every element to `f64`.
+    pub fn to_f64(&self) -> Tensor<f64> {
+        Tensor {
+            shape: self.shape.clone(),
+            data: self.data.iter().map(|x| x.to_f64().unwrap_or(f64::NAN)).collect(),
+        }
+    }
+
+    /// The first element that is NaN or infinite, with its position.
+    pub fn first_non_finite(&self) -> Option<(usize, F)> {
+        self.data
+            .iter()
+            .position(|x| !x.is_finite())
+            .map(|i| (i, self.data[i]))
+    }
+
+    /// Applies `f` to every element.
+    pub fn map(&self, f: impl Fn(F) -> F) -> Self {
+        Tensor {
+            shape: self.shape.clone(),
+            data: self.data.iter().map(|&x| f(x)).collect(),
+        }
+    }
+
+    /// Combines two tensors elementwise under NumPy broadcasting.
+    pub fn zip_map(&self, other: &Self, op: &'static str, f: impl Fn(F, F) -> F) -> Result<Self> {
+        let shape = broadcast_shape(&self.shape, &other.shape).ok_or_else(|| {
+            Error::ShapeMismatch {
+                op,
+                lhs: self.shape.clone(),
+                rhs: other.shape.clone(),
+            }
+        })?;
+        if self.shape == other.shape {
+            let data = self.data.iter().zip(&other.data).map(|(&a, &b)| f(a, b)).collect();
+            return Ok(Tensor { shape, data });
+        }
+        let mut data = vec![F::zero(); numel(&shape)];
+        let a = self.broadcast_to(&shape)?;
+        for_each_broadcast(&other.shape, &shape, |i, j| data[i] = f(a.data[i], other.data[j]));
+        Ok(Tensor { shape, data })
+    }
+
+    /// This tensor repeated to `shape` under NumPy broadcasting.
+    pub fn broadcast_to(&self, shape: &[usize]) -> Result<Self> {
+        if self.shape == shape {
+            return Ok(self.clone());
+        }
+        match broadcast_shape(&self.shape, shape) {
+            Some(s) if s == shape => {}
+            _ => {
+                return Err(Error::ShapeMismatch {
+                    op: "broadcast_to",
+                    lhs: self.shape.clone(),
+                    rhs: shape.to_vec(),
+                })
+            }
+        }
+        let mut data = vec![F::zero(); numel(shape)];
+        for_each_broadcast(&self.shape, shape, |i, j| data[i] = self.data[j]);
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            data,
+        })
+    }
+
+    /// Sums a broadcast result back down to `shape` (the adjoint of `broadcast_to`).
+    pub fn sum_to(&self, shape: &[usize]) -> Result<Self> {
+        if self.shape == shape {
+            return Ok(self.clone());
+        }
+        match broadcast_shape(shape, &self.shape) {
+            Some(s) if s == self.shape => {}
+            _ => {
+                return Err(Error::ShapeMismatch {
+                    op: "sum_to",
+                    lhs: self.shape.clone(),
+                    rhs: shape.to_vec(),
+                })
+            }
+        }
+        let mut data = vec![F::zero(); numel(shape)];
+        for_each_broadcast(shape, &self.shape, |i, j| data[j] = data[j] + self.data[i]);
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            data,
+        })
+    }
+
+    /// `self += other`, where `other` has the same shape (gradient accumulation).
+    pub(crate) fn add_assign(&mut self, other: &Self) {
+        debug_assert_eq!(self.shape, other.shape);
+        self.data.iter_mut().zip(&other.data).for_each(|(a, &b)| *a = *a + b);
+    }
+
+    fn check_axis(&self, op: &'static str, axis: usize) -> Result<()> {
+        if axis < self.rank() {
+            Ok(())
+        } else {
+            Err(Error::AxisOutOfRange {
+                op,
+                axis,
+                shape: self.shape.clone(),
+            })
+        }
+    }
+
+    fn reduced_shape(&self, axis: usize, keepdim: bool) -> Vec<usize> {
+        let mut shape = self.shape.clone();
+        if keepdim {
+            shape[axis] = 1;
+        } else {
+            shape.remove(axis);
+        }
+        shape
+    }
+
+    /// The sum of all elements.
+    pub fn sum_all(&self) -> F {
+        self.data.iter().copied().sum()
+    }
+
+    /// Sums along `axis`; `keepdim` keeps it with size 1.
+    pub fn sum_axis(&self, axis: usize, keepdim: bool) -> Result<Self> {
+        self.reduce_axis("sum_axis", axis, keepdim, F::zero(), |a, b| a + b)
+    }
+
+    /// Maximum along `axis`; errors on an empty axis.
+    pub fn max_axis(&self, axis: usize, keepdim: bool) -> Result<Self> {
+        self.check_axis("max_axis", axis)?;
+        if self.shape[axis] == 0 {
+            return Err(Error::invalid("max_axis", "cannot take the maximum of an empty axis"));
+        }
+        self.reduce_axis("max_axis", axis, keepdim, F::neg_infinity(), |a, b| {
+            if b > a || b.is_nan() {
+                b
+            } else {
+                a
+            }
+        })
+    }
+
+    fn reduce_axis(
+        &self,
+        op: &'static str,
+        axis: usize,
+        keepdim: bool,
+        init: F,
+        f: impl Fn(F, F) -> F,
+    ) -> Result<Self> {
+        self.check_axis(op, axis)?;
+        let (outer, len, inner) = split_at_axis(&self.shape, axis);
+        let mut data = vec![init; outer * inner];
+        for o in 0..outer {
+            let out = &mut data[o * inner..(o + 1) * inner];
+            for k in 0..len {
+                let row = &self.data[(o * len + k) * inner..(o * len + k + 1) * inner];
+                out.iter_mut().zip(row).for_each(|(acc, &x)| *acc = f(*acc, x));
+            }
+        }
+        Ok(Tensor {
+            shape: self.reduced_shape(axis, keepdim),
+            data,
+        })
+    }
+
+    /// Swaps the last two axes (a copy).
+    pub fn transpose(&self) -> Result<Self> {
+        if self.rank() < 2 {
+            return Err(Error::invalid(
+                "transpose",
+                format!("needs rank >= 2, got shape {:?}", self.shape),
+            ));
+        }
+        let r = self.rank();
+        let (rows, cols) = (self.shape[r - 2], self.shape[r - 1]);
+        let batch = numel(&self.shape[..r - 2]);
+        let mut data = vec![F::zero(); self.len()];
+        for b in 0..batch {
+            let src = &self.data[b * rows * cols..(b + 1) * rows * cols];
+            let dst = &mut data[b * rows * cols..(b + 1) * rows * cols];
+            for i in 0..rows {
+                for j in 0..cols {
+                    dst[j * rows + i] = src[i * cols + j];
+                }
+            }
+        }
+        let mut shape = self.shape.clone();
+        shape.swap(r - 2, r - 1);
+        Ok(Tensor { shape, data })
+    }
+
+    /// Matrix product of rank-2 tensors, optionally reading either operand
+    /// transposed (through strides, without a copy).
+    ///
+    /// ```
+    /// use bayesgrad::Tensor;
+    /// let a = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0], &[2, 2])?;
+    /// let b = Tensor::from_vec(vec![1.0, 0.0, 0.0, 1.0], &[2, 2])?;
+    /// assert_eq!(a.matmul_t(&b, true, false)?.data(), &[1.0, 3.0, 2.0, 4.0]);
+    /// # Ok::<(), bayesgrad::Error>(())
+    /// ```
+    pub fn matmul_t(&self, other: &Self, ta: bool, tb: bool) -> Result<Self> {
+        let mismatch = || Error::ShapeMismatch {
+            op: "matmul",
+            lhs: self.shape.clone(),
+            rhs: other.shape.clone(),
+        };
+        if self.rank() != 2 || other.rank() != 2 {
+            return Err(mismatch());
+        }
+        let (m, k) = if ta {
+            (self.shape[1], self.shape[0])
+        } else {
+            (self.shape[0], self.shape[1])
+        };
+        let (k2, n) = if tb {
+            (other.shape[1], other.shape[0])
+        } else {
+            (other.shape[0], other.shape[1])
+        };
+        if k != k2 {
+            return Err(mismatch());
+        }
+        let mut out = Tensor::zeros(&[m, n]);
+        gemm_into(
+            &mut out.data,
+            m,
+            k,
+            n,
+            MatRef::new(&self.data, self.shape[1], ta),
+            MatRef::new(&other.data, other.shape[1], tb),
+            F::zero(),
+        );
+        Ok(out)
+    }
+
+    /// Matrix product `self @ other` of rank-2 tensors.
+    pub fn matmul(&self, other: &Self) -> Result<Self> {
+        self.matmul_t(other, false, false)
+    }
+}
+
+/// A row-major matrix buffer read directly or transposed.
+#[derive(Clone, Copy)]
+pub(crate) struct MatRef<'a, F> {
+    data: &'a [F],
+    row_stride: isize,
+    col_stride: isize,
+}
+
+impl<'a, F> MatRef<'a, F> {
+    /// `data` is row-major with `cols` columns; `transposed` reads it as its transpose.
+    pub(crate) fn new(data: &'a [F], cols: usize, transposed: bool) -> Self {
+        let cols = cols as isize;
+        if transposed {
+            MatRef {
+                data,
+                row_stride: 1,
+                col_stride: cols,
+            }
+        } else {
+            MatRef {
+                data,
+                row_stride: cols,
+                col_stride: 1,
+            }
+        }
+    }
+}
+
+/// `c = a b + beta c` with `a: m x k`, `b: k x n`, `c: m x n` row-major.
+pub(crate) fn gemm_into<F: Element>(
+    c: &mut [F],
+    m: usize,
+    k: usize,
+    n: usize,
+    a: MatRef<'_, F>,
+    b: MatRef<'_, F>,
+    beta: F,
+) {
+    assert!(c.len() >= m * n, "gemm_into: output buffer too small");
+    assert!(m == 0 || k == 0 || a.data.len() >= m * k, "gemm_into: lhs too small");
+    assert!(n == 0 || k == 0 || b.data.len() >= k * n, "gemm_into: rhs too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: the asserts above guarantee every strided access lies inside the
+    // buffers (strides are those of row-major m x k / k x n / m x n views), and
+    // `c` is a unique borrow so it cannot alias `a` or `b`.
+    unsafe {
+        F::gemm(
+            m,
+            k,
+            n,
+            F::one(),
+            a.data.as_ptr(),
+            a.row_stride,
+            a.col_stride,
+            b.data.as_ptr(),
+            b.row_stride,
+            b.col_stride,
+            beta,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(data: &[f64], shape: &[usize]) -> Tensor<f64> {
+        Tensor::from_vec(data.to_vec(), shape).unwrap()
+    }
+
+    #[test]
+    fn broadcast_shapes_follow_numpy() {
+        assert_eq!(broadcast_shape(&[2, 3], &[3]), Some(vec![2, 3]));
+        assert_eq!(broadcast_shape(&[2, 1], &[1, 3]), Some(vec![2, 3]));
+        assert_eq!(broadcast_shape(&[], &[4]), Some(vec![4]));
+        assert_eq!(broadcast_shape(&[2, 3], &[2]), None);
+    }
+
+    #[test]
+    fn zip_map_broadcasts_columns_and_rows() {
+        // [[1,2,3],[4,5,6]] + [[10],[20]] = [[11,12,13],[24,25,26]]
+        let a = t(&[1., 2., 3., 4., 5., 6.], &[2, 3]);
+        let col = t(&[10., 20.], &[2, 1]);
+        let r = a.zip_map(&col, "add", |x, y| x + y).unwrap();
+        assert_eq!(r.data(), &[11., 12., 13., 24., 25., 26.]);
+        // sum_to is the adjoint: column sums of a ones matrix are 3 each.
+        let g = Tensor::<f64>::ones(&[2, 3]).sum_to(&[2, 1]).unwrap();
+        assert_eq!(g.data(), &[3., 3.]);
+        let g = Tensor::<f64>::ones(&[2, 3]).sum_to(&[3]).unwrap();
+        assert_eq!(g.data(), &[2., 2., 2.]);
+    }
+
+    #[test]
+    fn general_broadcast_uses_strides() {
+        // [2,1,2] with [1,3,1] -> [2,3,2]; element (i,j,k) = a[i,k] * 10^j-ish
+        let a = t(&[1., 2., 3., 4.], &[2, 1, 2]);
+        let b = t(&[0., 10., 20.], &[1, 3, 1]);
+        let r = a.zip_map(&b, "add", |x, y| x + y).unwrap();
+        assert_eq!(r.shape(), &[2, 3, 2]);
+        assert_eq!(r.data(), &[1., 2., 11., 12., 21., 22., 3., 4., 13., 14., 23., 24.]);
+        let back = r.sum_to(&[1, 3, 1]).unwrap();
+        // each j sums (1+2+3+4) + 4 * 10j
+        assert_eq!(back.data(), &[10., 50., 90.]);
+    }
+
+    #[test]
+    fn axis_reductions() {
+        let a = t(&[1., 5., 3., 4., 2., 6.], &[2, 3]);
+        assert_eq!(a.sum_axis(0, false).unwrap().data(), &[5., 7., 9.]);
+        assert_eq!(a.max_axis(1, true).unwrap().shape(), &[2, 1]);
+        assert_eq!(a.max_axis(1, true).unwrap().data(), &[5., 6.]);
+        assert!(a.sum_axis(2, false).is_err());
+    }
+
+    #[test]
+    fn matmul_with_transposed_views() {
+        // a = [[1,2],[3,4],[5,6]] (3x2); a^T a = [[35,44],[44,56]]
+        let a = t(&[1., 2., 3., 4., 5., 6.], &[3, 2]);
+        assert_eq!(a.matmul_t(&a, true, false).unwrap().data(), &[35., 44., 44., 56.]);
+        // a a^T is 3x3; its (0,2) entry is 1*5+2*6 = 17
+        let aat = a.matmul_t(&a, false, true).unwrap();
+        assert_eq!(aat.shape(), &[3, 3]);
+        assert_eq!(aat.data()[2], 17.);
+        assert!(a.matmul(&a).is_err());
+    }
+
+    #[test]
+    fn from_vec_validates() {
+        assert!(matches!(
+            Tensor::<f32>::from_vec(vec![1.0; 5], &[2, 3]),
+            Err(Error::DataLength { expected: 6, len: 5, .. })
+        ));
+    }
+}
