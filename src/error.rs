@@ -144,6 +144,20 @@ pub enum Error {
         /// The domain it violates.
         reason: &'static str,
     },
+    /// Two parameters of a distribution whose shapes do not broadcast.
+    #[error("{distribution}: batch shapes do not broadcast: {lhs_param} {lhs:?}, {rhs_param} {rhs:?}")]
+    BatchShapeMismatch {
+        /// The distribution.
+        distribution: &'static str,
+        /// First parameter.
+        lhs_param: &'static str,
+        /// Its shape.
+        lhs: Vec<usize>,
+        /// Second parameter.
+        rhs_param: &'static str,
+        /// Its shape.
+        rhs: Vec<usize>,
+    },
     /// An operation a distribution does not support.
     #[error("{distribution} does not support {what}")]
     Unsupported {
@@ -255,7 +269,8 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn invalid(op: &'static str, reason: impl Into<String>) -> Self {
+    /// An [`Error::InvalidArgument`], for custom ops and user code.
+    pub fn invalid(op: &'static str, reason: impl Into<String>) -> Self {
         Error::InvalidArgument {
             op,
             reason: reason.into(),

@@ -24,6 +24,8 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod distributions;
+pub mod divergence;
 pub mod error;
 pub mod gradcheck;
 pub mod ops;
@@ -32,6 +34,10 @@ pub mod params;
 pub mod tape;
 pub mod tensor;
 
+pub use distributions::{
+    Bernoulli, Categorical, Distribution, Independent, MixtureOfNormals, Normal, SpikeAndSlab,
+};
+pub use divergence::{kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo, Divergence};
 pub use error::{Error, Result};
 pub use gradcheck::{gradcheck, GradCheck, GradCheckReport};
 pub use optim::{Adam, Optimizer, Sgd};
@@ -41,10 +47,17 @@ pub use tensor::{Element, Tensor};
 
 /// Everything a typical program needs, in one import.
 pub mod prelude {
+    pub use crate::distributions::{
+        Bernoulli, Categorical, Distribution, Independent, MixtureOfNormals, Normal, SpikeAndSlab,
+    };
+    pub use crate::divergence::{
+        kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo, Divergence,
+    };
     pub use crate::error::{Error, Result};
     pub use crate::gradcheck::{gradcheck, GradCheck, GradCheckReport};
     pub use crate::optim::{Adam, Optimizer, Sgd};
     pub use crate::params::{Constraint, Param, ParamStore};
     pub use crate::tape::{Gradients, Op, SampleMode, Tape, Var};
     pub use crate::tensor::{Element, Tensor};
+    pub use rand::{rngs::StdRng, Rng, SeedableRng};
 }

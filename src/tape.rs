@@ -360,7 +360,11 @@ impl<F: Element> Gradients<F> {
         self.params.get(&param.key())
     }
 
-    /// Whether any gradient reached any parameter of the store `store_id`.
+    /// Whether every computed gradient is finite.
+    pub fn all_finite(&self) -> bool {
+        self.leaves.values().all(|t| t.first_non_finite().is_none())
+    }
+
     pub(crate) fn param_by_key(&self, key: ParamKey) -> Option<&Tensor<F>> {
         self.params.get(&key)
     }

@@ -19,6 +19,9 @@ pub trait Element:
     /// Converts an `f64` literal (rounding for `f32`).
     fn lit(x: f64) -> Self;
 
+    /// One draw from N(0, 1) in this precision.
+    fn standard_normal(rng: &mut dyn rand::RngCore) -> Self;
+
     /// `C = alpha * A B + beta * C` over strided operands.
     ///
     /// # Safety
@@ -48,6 +51,9 @@ impl Element for f32 {
     fn lit(x: f64) -> Self {
         x as f32
     }
+    fn standard_normal(rng: &mut dyn rand::RngCore) -> Self {
+        rand::Rng::sample(rng, rand_distr::StandardNormal)
+    }
     unsafe fn gemm(
         m: usize,
         k: usize,
@@ -72,6 +78,9 @@ impl Element for f64 {
     const DTYPE: &'static str = "F64";
     fn lit(x: f64) -> Self {
         x
+    }
+    fn standard_normal(rng: &mut dyn rand::RngCore) -> Self {
+        rand::Rng::sample(rng, rand_distr::StandardNormal)
     }
     unsafe fn gemm(
         m: usize,

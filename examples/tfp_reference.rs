@@ -1,0 +1,48 @@
+//! Checks bayesgrad against TensorFlow Probability reference values.
+//!
+//! Run: `cargo run --release --example tfp_reference -- tests/data/tfp_golden.json`
+//!
+//! Prints one line per kind with the largest relative error (for the Monte
+//! Carlo KL against spike-and-slab: the largest distance from the exact
+//! quadrature value in standard errors), then `N passed, M failed`; exits
+//! non-zero if any case fails.
+
+#[path = "../tests/common/tfp_cases.rs"]
+mod tfp_cases;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let Some(path) = std::env::args().nth(1) else {
+        eprintln!("usage: tfp_reference <reference.json>");
+        return ExitCode::from(2);
+    };
+    let doc: serde_json::Value = match std::fs::read_to_string(&path).map(|s| serde_json::from_str(&s)) {
+        Ok(Ok(doc)) => doc,
+        Ok(Err(e)) => {
+            eprintln!("{path}: not valid JSON: {e}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("{path}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let results = match tfp_cases::evaluate_all(&doc) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for (kind, (worst, pass, fail)) in tfp_cases::summarize(&results) {
+        let unit = if kind == "normal_vs_spike_slab_kl" { "standard errors" } else { "relative error" };
+        println!("{kind:<26} {pass:>3} passed {fail:>2} failed   worst {worst:.3e} {unit}");
+    }
+    for r in results.iter().filter(|r| !r.passed) {
+        println!("FAILED case {} ({}): {}", r.index, r.kind, r.detail);
+    }
+    let failed = results.iter().filter(|r| !r.passed).count();
+    println!("{} passed, {} failed", results.len() - failed, failed);
+    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}

@@ -1,0 +1,167 @@
+use super::{
+    batch_broadcast, check_finite, check_positive, same_tape, sample_shape, standard_normal,
+    Distribution, Kind, HALF_LN_2PI,
+};
+use crate::error::{Error, Result};
+use crate::params::{Param, ParamStore};
+use crate::tape::{Tape, Var};
+use crate::tensor::{Element, Tensor};
+use rand::RngCore;
+
+/// The normal distribution.
+///
+/// # Density
+/// `p(x) = exp(-(x - loc)^2 / (2 scale^2)) / (scale sqrt(2 pi))`
+///
+/// # Parameters
+/// - `loc`: any finite real.
+/// - `scale`: finite and `> 0`.
+///
+/// Their shapes broadcast to the batch shape; the event shape is `[]`.
+///
+/// # Example
+/// ```
+/// use bayesgrad::prelude::*;
+/// let mut store = ParamStore::<f64>::new();
+/// let mu = store.add("mu", Tensor::scalar(0.0));
+/// let sd = store.add_positive("sd", Tensor::scalar(1.0));
+/// let tape = Tape::new();
+/// let normal = Normal::from_params(&tape, &store, mu, sd)?;
+/// let lp = normal.log_prob(tape.constant(Tensor::vector(&[0.5, -1.0])))?.sum();
+/// let grads = lp.backward()?;
+/// assert!(grads.param(mu).is_some() && grads.param(sd).is_some());
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::InvalidParameter`] for a non-finite `loc` or a `scale` that is
+/// not `> 0`; [`Error::BatchShapeMismatch`] when the shapes do not broadcast.
+#[derive(Clone, Copy)]
+pub struct Normal<'t, F: Element> {
+    loc: Var<'t, F>,
+    scale: Var<'t, F>,
+}
+
+impl<'t, F: Element> Normal<'t, F> {
+    /// A normal distribution with the given location and scale.
+    pub fn new(loc: Var<'t, F>, scale: Var<'t, F>) -> Result<Self> {
+        same_tape("Normal::new", &loc, &scale)?;
+        check_finite("Normal", "loc", &loc)?;
+        check_positive("Normal", "scale", &scale)?;
+        batch_broadcast("Normal", ("loc", loc.shape()), ("scale", scale.shape()))?;
+        Ok(Normal { loc, scale })
+    }
+
+    /// A normal distribution whose parameters are read from a store (a
+    /// positive parameter is read as `softplus(rho) + eps`).
+    pub fn from_params(tape: &'t Tape<F>, store: &ParamStore<F>, loc: Param, scale: Param) -> Result<Self> {
+        Self::new(tape.try_param(store, loc)?, tape.try_param(store, scale)?)
+    }
+
+    /// N(0, 1) with the given batch shape, as constants.
+    pub fn standard(tape: &'t Tape<F>, shape: &[usize]) -> Self {
+        Normal {
+            loc: tape.constant(Tensor::zeros(shape)),
+            scale: tape.constant(Tensor::ones(shape)),
+        }
+    }
+
+    /// The location.
+    pub fn loc(&self) -> Var<'t, F> {
+        self.loc
+    }
+
+    /// The scale.
+    pub fn scale(&self) -> Var<'t, F> {
+        self.scale
+    }
+}
+
+impl<'t, F: Element> Distribution<'t, F> for Normal<'t, F> {
+    fn name(&self) -> &'static str {
+        "Normal"
+    }
+    fn tape(&self) -> &'t Tape<F> {
+        self.loc.tape
+    }
+    // ln p(x) = -((x - loc) / scale)^2 / 2 - ln scale - ln(2 pi) / 2
+    fn log_prob(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
+        same_tape("Normal::log_prob", &x, &self.loc)?;
+        check_finite("Normal", "value", &x)?;
+        batch_broadcast("Normal", ("value", x.shape()), ("batch", self.batch_shape()))?;
+        let z = (x - self.loc) / self.scale;
+        Ok(z.square() * F::lit(-0.5) - self.scale.ln() - F::lit(HALF_LN_2PI))
+    }
+    // loc + scale * eps, eps ~ N(0, 1): differentiable in loc and scale.
+    fn rsample_n(&self, n: Option<usize>, rng: &mut dyn RngCore) -> Result<Var<'t, F>> {
+        let eps = standard_normal(&sample_shape(n, &self.batch_shape()), rng);
+        Ok(self.loc + self.scale * eps)
+    }
+    fn sample(&self, rng: &mut dyn RngCore) -> Result<Tensor<F>> {
+        let shape = self.batch_shape();
+        let loc = self.loc.value().broadcast_to(&shape)?;
+        let scale = self.scale.value().broadcast_to(&shape)?;
+        Ok(Tensor::from_fn(&shape, |i| loc.data()[i] + scale.data()[i] * F::standard_normal(rng)))
+    }
+    // H = 1/2 + ln(2 pi)/2 + ln scale
+    fn entropy(&self) -> Result<Var<'t, F>> {
+        let h = self.scale.ln() + F::lit(0.5 + HALF_LN_2PI);
+        h.broadcast_to(&self.batch_shape())
+    }
+    fn mean(&self) -> Result<Var<'t, F>> {
+        self.loc.broadcast_to(&self.batch_shape())
+    }
+    fn variance(&self) -> Result<Var<'t, F>> {
+        self.scale.square().broadcast_to(&self.batch_shape())
+    }
+    fn stddev(&self) -> Result<Var<'t, F>> {
+        self.scale.broadcast_to(&self.batch_shape())
+    }
+    fn batch_shape(&self) -> Vec<usize> {
+        crate::tensor::broadcast_shape(&self.loc.shape(), &self.scale.shape())
+            .unwrap_or_else(|| self.loc.shape())
+    }
+    fn event_shape(&self) -> Vec<usize> {
+        vec![]
+    }
+    fn kind(&self) -> Kind<'_, 't, F> {
+        Kind::Normal(self)
+    }
+}
+
+/// KL(q || p) between normals: `ln(sp/sq) + (sq^2 + (mq - mp)^2) / (2 sp^2) - 1/2`.
+pub(crate) fn kl_normal_normal<'t, F: Element>(q: &Normal<'t, F>, p: &Normal<'t, F>) -> Result<Var<'t, F>> {
+    same_tape("kl_divergence", &q.loc, &p.loc)?;
+    batch_broadcast("Normal", ("q batch", q.batch_shape()), ("p batch", p.batch_shape()))
+        .map_err(|e| match e {
+            Error::BatchShapeMismatch { lhs, rhs, .. } => Error::ShapeMismatch { op: "kl_divergence", lhs, rhs },
+            e => e,
+        })?;
+    let ratio = q.scale / p.scale;
+    let diff = (q.loc - p.loc) / p.scale;
+    Ok((ratio.square() + diff.square() - F::one() - ratio.square().ln()) * F::lit(0.5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_prob_by_hand() {
+        // N(1, 2) at x = 3: -0.5 * 1 - ln 2 - 0.9189385 = -2.1120857137642346
+        let tape = Tape::<f64>::new();
+        let n = Normal::new(tape.scalar(1.0), tape.scalar(2.0)).unwrap();
+        let lp = n.log_prob(tape.scalar(3.0)).unwrap().item().unwrap();
+        assert!((lp + 2.112_085_713_764_234_6).abs() < 1e-14, "{lp}");
+    }
+
+    #[test]
+    fn kl_by_hand() {
+        // KL(N(0,1) || N(1,2)) = ln 2 + (1 + 1)/8 - 1/2 = 0.4431471805599453
+        let tape = Tape::<f64>::new();
+        let q = Normal::new(tape.scalar(0.0), tape.scalar(1.0)).unwrap();
+        let p = Normal::new(tape.scalar(1.0), tape.scalar(2.0)).unwrap();
+        let kl = kl_normal_normal(&q, &p).unwrap().item().unwrap();
+        assert!((kl - 0.443_147_180_559_945_3).abs() < 1e-15);
+    }
+}

@@ -1,0 +1,172 @@
+//! Evaluates the cases of a TFP reference file (the format of
+//! `tests/data/tfp_golden.json`) with bayesgrad in f64. Shared by
+//! `examples/tfp_reference.rs` and `tests/distributions.rs`.
+
+use bayesgrad::prelude::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Relative tolerance for analytic values and gradients.
+pub const RTOL: f64 = 1e-9;
+/// Absolute tolerance near zero.
+pub const ATOL: f64 = 1e-12;
+/// Monte Carlo cases pass within this many standard errors.
+pub const MC_SIGMAS: f64 = 4.0;
+/// Draws per Monte Carlo KL estimate.
+pub const MC_SAMPLES: usize = 200_000;
+
+/// The worst comparison of one case.
+pub struct CaseResult {
+    pub kind: String,
+    pub index: usize,
+    /// Largest relative error over value and gradients (for MC: |est - exact| / se).
+    pub worst: f64,
+    pub passed: bool,
+    pub detail: String,
+}
+
+fn num(case: &Value, key: &str) -> Result<f64> {
+    case[key].as_f64().ok_or_else(|| Error::invalid("tfp_reference", format!("case lacks number '{key}'")))
+}
+
+fn nums(case: &Value, key: &str) -> Result<Vec<f64>> {
+    case[key]
+        .as_array()
+        .and_then(|a| a.iter().map(Value::as_f64).collect::<Option<Vec<_>>>())
+        .ok_or_else(|| Error::invalid("tfp_reference", format!("case lacks array '{key}'")))
+}
+
+/// Compares computed numbers with expected ones; returns (worst rel err, all ok, detail).
+fn compare(pairs: &[(&str, f64, f64)]) -> (f64, bool, String) {
+    let mut worst = 0.0f64;
+    let mut ok = true;
+    let mut detail = String::new();
+    for &(name, got, want) in pairs {
+        let abs = (got - want).abs();
+        let rel = abs / want.abs().max(f64::MIN_POSITIVE);
+        let pass = abs <= ATOL || rel <= RTOL;
+        // near zero a relative error is meaningless: report the absolute one there
+        worst = worst.max(if want.abs() <= ATOL { abs } else { rel });
+        if !pass {
+            ok = false;
+            detail += &format!("{name}: got {got:e}, want {want:e}; ");
+        }
+    }
+    (worst, ok, detail)
+}
+
+/// Evaluates one case.
+pub fn evaluate(case: &Value, index: usize) -> Result<CaseResult> {
+    let kind = case["kind"].as_str().unwrap_or("?").to_string();
+    let tape = Tape::<f64>::new();
+    let s = |x: f64| tape.var(Tensor::scalar(x));
+    let mut pairs: Vec<(String, f64, f64)> = Vec::new();
+    let push_grad = |pairs: &mut Vec<(String, f64, f64)>, name: &str, got: &Tensor<f64>, want: Vec<f64>| {
+        for (i, (g, w)) in got.data().iter().zip(want).enumerate() {
+            pairs.push((format!("{name}[{i}]"), *g, w));
+        }
+    };
+    match kind.as_str() {
+        "normal_log_prob" | "normal_softplus_log_prob" => {
+            let (loc, x) = (s(num(case, "loc")?), s(num(case, "x")?));
+            let soft = kind == "normal_softplus_log_prob";
+            let raw = s(num(case, if soft { "rho" } else { "scale" })?);
+            let scale = if soft { Constraint::Positive { eps: 1e-5 }.apply(raw) } else { raw };
+            let lp = Normal::new(loc, scale)?.log_prob(x)?;
+            let g = lp.backward()?;
+            pairs.push(("value".into(), lp.item()?, num(case, "value")?));
+            push_grad(&mut pairs, "grad_loc", g.get(loc).unwrap(), vec![num(case, "grad_loc")?]);
+            let key = if soft { "grad_rho" } else { "grad_scale" };
+            push_grad(&mut pairs, key, g.get(raw).unwrap(), vec![num(case, key)?]);
+            push_grad(&mut pairs, "grad_x", g.get(x).unwrap(), vec![num(case, "grad_x")?]);
+        }
+        "normal_entropy" => {
+            let scale = s(num(case, "scale")?);
+            let h = Normal::new(tape.scalar(0.0), scale)?.entropy()?;
+            let g = h.backward()?;
+            pairs.push(("value".into(), h.item()?, num(case, "value")?));
+            push_grad(&mut pairs, "grad_scale", g.get(scale).unwrap(), vec![num(case, "grad_scale")?]);
+        }
+        "normal_kl" => {
+            let v: Vec<_> = ["loc_q", "scale_q", "loc_p", "scale_p"].iter().map(|k| num(case, k).map(s)).collect::<Result<_>>()?;
+            let kl = kl_divergence(&Normal::new(v[0], v[1])?, &Normal::new(v[2], v[3])?)?;
+            let g = kl.backward()?;
+            pairs.push(("value".into(), kl.item()?, num(case, "value")?));
+            for (var, key) in v.iter().zip(["grad_loc_q", "grad_scale_q", "grad_loc_p", "grad_scale_p"]) {
+                push_grad(&mut pairs, key, g.get(*var).unwrap(), vec![num(case, key)?]);
+            }
+        }
+        "categorical_log_prob" | "categorical_entropy" => {
+            let logits = tape.var(Tensor::vector(&nums(case, "logits")?));
+            let cat = Categorical::from_logits(logits)?;
+            let out = if kind == "categorical_entropy" {
+                cat.entropy()?
+            } else {
+                let label = case["label"].as_u64().ok_or_else(|| Error::invalid("tfp_reference", "label"))?;
+                cat.log_prob(tape.scalar(label as f64))?
+            };
+            let g = out.backward()?;
+            pairs.push(("value".into(), out.item()?, num(case, "value")?));
+            push_grad(&mut pairs, "grad_logits", g.get(logits).unwrap(), nums(case, "grad_logits")?);
+        }
+        "categorical_kl" => {
+            let lq = tape.var(Tensor::vector(&nums(case, "logits_q")?));
+            let lp = tape.var(Tensor::vector(&nums(case, "logits_p")?));
+            let kl = kl_divergence(&Categorical::from_logits(lq)?, &Categorical::from_logits(lp)?)?;
+            let g = kl.backward()?;
+            pairs.push(("value".into(), kl.item()?, num(case, "value")?));
+            push_grad(&mut pairs, "grad_logits_q", g.get(lq).unwrap(), nums(case, "grad_logits_q")?);
+            push_grad(&mut pairs, "grad_logits_p", g.get(lp).unwrap(), nums(case, "grad_logits_p")?);
+        }
+        "spike_slab_log_prob" => {
+            let v: Vec<_> = ["pi", "spike_scale", "slab_scale", "x"].iter().map(|k| num(case, k).map(s)).collect::<Result<_>>()?;
+            let lp = SpikeAndSlab::new(v[0], v[1], v[2])?.log_prob(v[3])?;
+            let g = lp.backward()?;
+            pairs.push(("value".into(), lp.item()?, num(case, "value")?));
+            for (var, key) in v.iter().zip(["grad_pi", "grad_spike_scale", "grad_slab_scale", "grad_x"]) {
+                push_grad(&mut pairs, key, g.get(*var).unwrap(), vec![num(case, key)?]);
+            }
+        }
+        "normal_vs_spike_slab_kl" => {
+            let mut rng = StdRng::seed_from_u64(index as u64);
+            let q = Normal::new(s(num(case, "loc")?), s(num(case, "scale")?))?;
+            let p = SpikeAndSlab::new(s(num(case, "pi")?), s(num(case, "spike_scale")?), s(num(case, "slab_scale")?))?;
+            let z = q.rsample_n(Some(MC_SAMPLES), &mut rng)?;
+            let d = q.log_prob(z)?.try_sub(p.log_prob(z)?)?.value();
+            let n = d.len() as f64;
+            let mean = d.data().iter().sum::<f64>() / n;
+            let var = d.data().iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+            let se = (var / n).sqrt();
+            let exact = num(case, "value")?;
+            let z_score = (mean - exact).abs() / se.max(1e-300);
+            return Ok(CaseResult {
+                kind,
+                index,
+                worst: z_score,
+                passed: z_score <= MC_SIGMAS,
+                detail: format!("estimate {mean:.6} ± {se:.2e}, exact {exact:.6}"),
+            });
+        }
+        other => return Err(Error::invalid("tfp_reference", format!("unknown case kind '{other}'"))),
+    }
+    let refs: Vec<(&str, f64, f64)> = pairs.iter().map(|(n, g, w)| (n.as_str(), *g, *w)).collect();
+    let (worst, passed, detail) = compare(&refs);
+    Ok(CaseResult { kind, index, worst, passed, detail })
+}
+
+/// Evaluates every case of a reference document.
+pub fn evaluate_all(doc: &Value) -> Result<Vec<CaseResult>> {
+    let cases = doc["cases"].as_array().ok_or_else(|| Error::invalid("tfp_reference", "no 'cases' array"))?;
+    cases.iter().enumerate().map(|(i, c)| evaluate(c, i)).collect()
+}
+
+/// Worst error and pass/fail counts by kind.
+pub fn summarize(results: &[CaseResult]) -> BTreeMap<String, (f64, usize, usize)> {
+    let mut by_kind: BTreeMap<String, (f64, usize, usize)> = BTreeMap::new();
+    for r in results {
+        let e = by_kind.entry(r.kind.clone()).or_default();
+        e.0 = e.0.max(r.worst);
+        if r.passed { e.1 += 1 } else { e.2 += 1 }
+    }
+    by_kind
+}

@@ -1,0 +1,326 @@
+//! Distributions and divergences: TFP reference values (gradients included),
+//! gradchecks, properties, extreme values, bad inputs, divergence nodes.
+
+mod common {
+    pub mod tfp_cases;
+}
+
+use bayesgrad::prelude::*;
+use common::tfp_cases;
+use proptest::prelude::*;
+
+#[test]
+fn every_tfp_reference_case_matches() {
+    let text = include_str!("data/tfp_golden.json");
+    let doc: serde_json::Value = serde_json::from_str(text).unwrap();
+    let results = tfp_cases::evaluate_all(&doc).unwrap();
+    assert_eq!(results.len(), 102);
+    let failures: Vec<String> = results
+        .iter()
+        .filter(|r| !r.passed)
+        .map(|r| format!("case {} {}: {}", r.index, r.kind, r.detail))
+        .collect();
+    assert!(failures.is_empty(), "{failures:#?}");
+    for (kind, (worst, passed, failed)) in tfp_cases::summarize(&results) {
+        assert!(passed > 0 && failed == 0, "{kind}");
+        let bound = if kind == "normal_vs_spike_slab_kl" { tfp_cases::MC_SIGMAS } else { tfp_cases::RTOL };
+        assert!(worst <= bound, "{kind}: worst {worst}");
+    }
+}
+
+fn gc<Fun>(name: &str, f: Fun, inputs: &[Tensor<f64>])
+where
+    Fun: for<'t> Fn(&'t Tape<f64>, &[Var<'t, f64>]) -> Result<Var<'t, f64>>,
+{
+    gradcheck(f, inputs, &GradCheck::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+}
+
+fn v(x: &[f64]) -> Tensor<f64> {
+    Tensor::vector(x)
+}
+
+#[test]
+fn gradcheck_log_probs_wrt_value_and_parameters() {
+    gc("normal", |_, a| Normal::new(a[0], a[1])?.log_prob(a[2]), &[v(&[0.3, -1.0]), v(&[0.7, 2.0]), v(&[1.1, -0.4])]);
+    gc("categorical", |_, a| Categorical::from_logits(a[0])?.log_prob_labels(&[2, 0]),
+        &[Tensor::from_vec(vec![0.1, -0.5, 1.2, 2.0, 0.3, -1.0], &[2, 3]).unwrap()]);
+    gc("categorical probs", |_, a| Categorical::from_probs(a[0].softmax(0)?)?.log_prob_labels(&[1]), &[v(&[0.2, -0.1, 0.4])]);
+    gc("bernoulli", |t, a| Bernoulli::from_logits(a[0])?.log_prob(t.constant(v(&[1.0, 0.0]))), &[v(&[0.4, -1.3])]);
+    gc("mixture", |_, a| MixtureOfNormals::from_logits(a[0], a[1], a[2])?.log_prob(a[3]),
+        &[v(&[0.2, -0.3, 0.5]), v(&[-1.0, 0.0, 2.0]), v(&[0.5, 1.0, 1.5]), v(&[0.7, -2.0])]);
+    gc("spike and slab", |_, a| SpikeAndSlab::new(a[0], a[1], a[2])?.log_prob(a[3]),
+        &[Tensor::scalar(0.3), Tensor::scalar(0.2), Tensor::scalar(1.5), v(&[0.1, -0.8, 2.5])]);
+    gc("independent", |_, a| Independent::new(Box::new(Normal::new(a[0], a[1])?), 1)?.log_prob(a[2]),
+        &[v(&[0.3, -1.0]), v(&[0.7, 2.0]), v(&[1.1, -0.4])]);
+}
+
+#[test]
+fn gradcheck_entropies_and_moments() {
+    gc("normal entropy", |_, a| Normal::new(a[0], a[1])?.entropy(), &[v(&[0.0]), v(&[0.7, 2.0])]);
+    gc("categorical entropy", |_, a| Categorical::from_logits(a[0])?.entropy(), &[v(&[0.3, -1.0, 2.0])]);
+    gc("bernoulli entropy", |_, a| Bernoulli::from_logits(a[0])?.entropy(), &[v(&[0.3, -1.0])]);
+    gc("bernoulli variance", |_, a| Bernoulli::from_logits(a[0])?.variance(), &[v(&[0.3, -1.0])]);
+    gc("mixture variance", |_, a| MixtureOfNormals::from_logits(a[0], a[1], a[2])?.variance(),
+        &[v(&[0.2, -0.3]), v(&[-1.0, 2.0]), v(&[0.5, 1.5])]);
+}
+
+#[test]
+fn gradcheck_kl_wrt_both_arguments() {
+    gc("normal kl", |_, a| kl_divergence(&Normal::new(a[0], a[1])?, &Normal::new(a[2], a[3])?),
+        &[v(&[0.3, -1.0]), v(&[0.7, 2.0]), v(&[0.1, 0.4]), v(&[1.3, 0.6])]);
+    gc("categorical kl", |_, a| kl_divergence(&Categorical::from_logits(a[0])?, &Categorical::from_logits(a[1])?),
+        &[v(&[0.3, -1.0, 0.5]), v(&[1.0, 0.2, -0.7])]);
+    gc("bernoulli kl", |_, a| kl_divergence(&Bernoulli::from_logits(a[0])?, &Bernoulli::from_logits(a[1])?),
+        &[v(&[0.3, -2.0]), v(&[1.0, 0.5])]);
+    gc("independent kl", |_, a| {
+        let q = Independent::new(Box::new(Normal::new(a[0], a[1])?), 1)?;
+        let p = Independent::new(Box::new(Normal::new(a[2], a[3])?), 1)?;
+        kl_divergence(&q, &p)
+    }, &[v(&[0.3, -1.0]), v(&[0.7, 2.0]), v(&[0.1, 0.4]), v(&[1.3, 0.6])]);
+    // Monte Carlo KL against spike-and-slab, with the noise fixed by a seed inside.
+    gc("mc kl vs spike-slab", |_, a| {
+        let mut rng = StdRng::seed_from_u64(7);
+        let q = Normal::new(a[0], a[1])?;
+        let p = SpikeAndSlab::new(a[2], a[3], a[4])?;
+        kl_monte_carlo(&q, &p, 8, &mut rng)
+    }, &[v(&[0.2, -0.1]), v(&[0.3, 0.5]), Tensor::scalar(0.4), Tensor::scalar(0.3), Tensor::scalar(2.0)]);
+}
+
+#[test]
+fn gradcheck_rsample_wrt_parameters() {
+    gc("normal rsample", |_, a| {
+        let mut rng = StdRng::seed_from_u64(3);
+        Normal::new(a[0], a[1])?.rsample_n(Some(4), &mut rng)
+    }, &[v(&[0.3, -1.0]), v(&[0.7, 2.0])]);
+}
+
+#[test]
+fn analytic_kl_without_closed_form_names_both() {
+    let tape = Tape::<f64>::new();
+    let q = Normal::new(tape.scalar(0.0), tape.scalar(1.0)).unwrap();
+    let p = SpikeAndSlab::tfp_default(&tape);
+    let err = kl_divergence(&q, &p).unwrap_err();
+    assert_eq!(err, Error::NoAnalyticKl { q: "Normal".into(), p: "SpikeAndSlab".into() });
+    let mut rng = StdRng::seed_from_u64(0);
+    assert!(kl_divergence_with(&q, &p, Divergence::Auto, &mut rng).is_ok());
+    assert!(kl_divergence_with(&q, &p, Divergence::Analytic, &mut rng).is_err());
+    // q without a reparameterized sampler cannot feed a Monte Carlo KL
+    let c = Categorical::from_logits(tape.var(Tensor::vector(&[0.0, 1.0]))).unwrap();
+    let err = kl_monte_carlo(&c, &c, 4, &mut rng).unwrap_err();
+    assert!(matches!(err, Error::Unsupported { distribution: "Categorical", .. }));
+}
+
+#[test]
+fn monte_carlo_kl_converges_to_the_closed_form() {
+    let tape = Tape::<f64>::new();
+    let q = Normal::new(tape.scalar(0.4), tape.scalar(0.6)).unwrap();
+    let p = Normal::new(tape.scalar(-0.2), tape.scalar(1.3)).unwrap();
+    let exact = kl_divergence(&q, &p).unwrap().item().unwrap();
+    let mut rng = StdRng::seed_from_u64(11);
+    let n = 100_000;
+    let z = q.rsample_n(Some(n), &mut rng).unwrap();
+    let d = (q.log_prob(z).unwrap() - p.log_prob(z).unwrap()).value();
+    let mean = d.data().iter().sum::<f64>() / n as f64;
+    let sd = (d.data().iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n as f64 - 1.0)).sqrt();
+    let se = sd / (n as f64).sqrt();
+    assert!((mean - exact).abs() < 4.0 * se, "MC {mean} ± {se} vs exact {exact}");
+}
+
+#[test]
+fn extreme_values_stay_finite_and_exact() {
+    let tape = Tape::<f64>::new();
+    // 0.5 N(0,1) + 0.5 N(0,2000) at x = -1000: the spike's density is e^-500000,
+    // so ln p = ln 0.5 + ln N(-1000; 0, 2000) = ln 0.5 - 0.125 - ln 2000 - ln(2 pi)/2
+    let prior = SpikeAndSlab::tfp_default(&tape);
+    let x = tape.var(Tensor::scalar(-1000.0));
+    let lp = prior.log_prob(x).unwrap();
+    let expected = 0.5f64.ln() - 0.125 - 2000f64.ln() - 0.5 * (2.0 * std::f64::consts::PI).ln();
+    assert!((lp.item().unwrap() - expected).abs() < 1e-12, "{}", lp.item().unwrap());
+    // d/dx = -x / 2000^2 = 2.5e-4
+    let g = lp.backward().unwrap();
+    assert!((g.get(x).unwrap().data()[0] - 2.5e-4).abs() < 1e-15);
+
+    // Categorical with logits of magnitude 1e4: P(class 0) = 1 - e^-2e4 -> ln P = -0 exactly enough
+    let logits = tape.var(Tensor::vector(&[1e4, -1e4, 0.0]));
+    let cat = Categorical::from_logits(logits).unwrap();
+    let lp = cat.log_prob_labels(&[0]).unwrap().item().unwrap();
+    assert!(lp.abs() < 1e-300 || lp == 0.0);
+    let lp1 = cat.log_prob_labels(&[1]).unwrap().item().unwrap();
+    assert!((lp1 + 2e4).abs() < 1e-9, "{lp1}");
+    let h = cat.entropy().unwrap().item().unwrap();
+    assert!(h.is_finite() && h >= 0.0);
+    let g = cat.log_prob_labels(&[2]).unwrap().sum().backward().unwrap();
+    assert!(g.get(logits).unwrap().data().iter().all(|x| x.is_finite()));
+
+    // f32 too
+    let tape = Tape::<f32>::new();
+    let prior = SpikeAndSlab::tfp_default(&tape);
+    assert!(prior.log_prob(tape.scalar(-1000.0)).unwrap().item().unwrap().is_finite());
+}
+
+#[test]
+fn bad_parameters_name_distribution_parameter_and_value() {
+    let tape = Tape::<f64>::new();
+    let c = |x: f64| tape.scalar(x);
+    let vec = |x: &[f64]| tape.constant(Tensor::vector(x));
+    let table: Vec<(&str, Error)> = vec![
+        ("scale 0", Normal::new(c(0.0), c(0.0)).err().unwrap()),
+        ("scale nan", Normal::new(c(0.0), c(f64::NAN)).err().unwrap()),
+        ("pi 1", SpikeAndSlab::new(c(1.0), c(1.0), c(2.0)).err().unwrap()),
+        ("pi negative", SpikeAndSlab::new(c(-0.1), c(1.0), c(2.0)).err().unwrap()),
+        ("spike scale", SpikeAndSlab::new(c(0.5), c(-1.0), c(2.0)).err().unwrap()),
+        ("empty logits", Categorical::from_logits(tape.constant(Tensor::zeros(&[0]))).err().unwrap()),
+        ("label too big", Categorical::from_logits(vec(&[0.0, 1.0])).unwrap().log_prob(c(2.0)).err().unwrap()),
+        ("batch shapes", Normal::new(vec(&[0.0, 1.0]), vec(&[1.0, 1.0, 1.0])).err().unwrap()),
+        ("probs sum", Categorical::from_probs(vec(&[0.5, 0.6])).err().unwrap()),
+        ("bernoulli value", Bernoulli::from_logits(c(0.0)).unwrap().log_prob(c(0.5)).err().unwrap()),
+        ("mixture weights", MixtureOfNormals::new(vec(&[0.5, 0.6]), vec(&[0.0, 0.0]), vec(&[1.0, 1.0])).err().unwrap()),
+    ];
+    let expect = [
+        ("Normal", "scale", Some(0.0)),
+        ("Normal", "scale", None),
+        ("SpikeAndSlab", "pi", Some(1.0)),
+        ("SpikeAndSlab", "pi", Some(-0.1)),
+        ("SpikeAndSlab", "spike_scale", Some(-1.0)),
+        ("", "", None),
+        ("Categorical", "label", Some(2.0)),
+        ("Normal", "", None),
+        ("Categorical", "sum of probs", Some(1.1)),
+        ("Bernoulli", "value", Some(0.5)),
+        ("MixtureOfNormals", "sum of weights", Some(1.1)),
+    ];
+    for ((name, err), (dist, param, value)) in table.iter().zip(expect) {
+        let msg = err.to_string();
+        match err {
+            Error::InvalidParameter { distribution, parameter, value: v, .. } => {
+                assert_eq!((*distribution, *parameter), (dist, param), "{name}: {msg}");
+                match value {
+                    Some(x) => assert!((v - x).abs() < 1e-12, "{name}: {msg}"),
+                    None => assert!(v.is_nan(), "{name}: {msg}"),
+                }
+            }
+            Error::BatchShapeMismatch { distribution, .. } => assert_eq!(*distribution, dist, "{name}"),
+            Error::InvalidArgument { op, .. } => assert_eq!(*op, "Categorical", "{name}"),
+            other => panic!("{name}: unexpected {other:?}"),
+        }
+        assert!(msg.contains(dist), "{name}: '{msg}' does not name {dist}");
+    }
+}
+
+#[test]
+fn divergence_nodes_are_named_and_counted_once() {
+    let tape = Tape::<f64>::new();
+    let q = Normal::new(tape.var(Tensor::vector(&[0.1, 0.2])), tape.var(Tensor::vector(&[0.5, 0.9]))).unwrap();
+    let p = Normal::standard(&tape, &[2]);
+    let kl = kl_divergence(&q, &p).unwrap();
+    tape.add_divergence("layer/kernel_divergence", kl).unwrap();
+    let mut rng = StdRng::seed_from_u64(0);
+    let prior = SpikeAndSlab::tfp_default(&tape);
+    let mc = tape.add_kl("layer/bias_divergence", &q, &prior, Divergence::Auto, &mut rng).unwrap();
+    let names: Vec<String> = tape.divergences().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["layer/kernel_divergence", "layer/bias_divergence"]);
+    let total = tape.total_divergence().item().unwrap();
+    let expected = kl.sum().item().unwrap() + mc.sum().item().unwrap();
+    assert!((total - expected).abs() < 1e-12);
+    assert!(matches!(
+        tape.add_divergence("layer/kernel_divergence", kl),
+        Err(Error::DuplicateDivergence { .. })
+    ));
+}
+
+#[test]
+fn sample_moments_match() {
+    let tape = Tape::<f64>::new();
+    let mut rng = StdRng::seed_from_u64(5);
+    let n = Normal::new(tape.scalar(1.5), tape.scalar(0.5)).unwrap();
+    let xs: Vec<f64> = (0..20_000).map(|_| n.sample(&mut rng).unwrap().data()[0]).collect();
+    let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
+    // se of the mean is 0.5/sqrt(20000) = 0.0035; of the variance ~0.25*sqrt(2/20000) = 0.0025
+    assert!((mean - 1.5).abs() < 0.015 && (var - 0.25).abs() < 0.01, "{mean} {var}");
+
+    let cat = Categorical::from_probs(tape.constant(Tensor::vector(&[0.2, 0.5, 0.3]))).unwrap();
+    let mut counts = [0usize; 3];
+    for _ in 0..20_000 {
+        counts[cat.sample(&mut rng).unwrap().data()[0] as usize] += 1;
+    }
+    for (c, p) in counts.iter().zip([0.2, 0.5, 0.3]) {
+        let f = *c as f64 / 20_000.0; // se <= 0.0036
+        assert!((f - p).abs() < 0.015, "{counts:?}");
+    }
+
+    let mix = SpikeAndSlab::new(tape.scalar(0.3), tape.scalar(0.1), tape.scalar(2.0)).unwrap();
+    let xs: Vec<f64> = (0..40_000).map(|_| mix.sample(&mut rng).unwrap().data()[0]).collect();
+    let var = xs.iter().map(|x| x * x).sum::<f64>() / xs.len() as f64;
+    let exact = mix.variance().unwrap().item().unwrap(); // 0.3*0.01 + 0.7*4 = 2.803
+    assert!((exact - 2.803).abs() < 1e-12);
+    assert!((var - exact).abs() < 0.1, "{var} vs {exact}");
+
+    let b = Bernoulli::from_logits(tape.scalar(0.8)).unwrap();
+    let ones: f64 = (0..20_000).map(|_| b.sample(&mut rng).unwrap().data()[0]).sum();
+    let p = b.mean().unwrap().item().unwrap();
+    assert!((ones / 20_000.0 - p).abs() < 0.015);
+}
+
+fn normal_params() -> impl Strategy<Value = (f64, f64)> {
+    (-5.0..5.0f64, 0.05..5.0f64)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn kl_of_a_distribution_with_itself_is_zero((m, s) in normal_params(), logits in prop::collection::vec(-10.0..10.0f64, 1..6)) {
+        let tape = Tape::<f64>::new();
+        let n = Normal::new(tape.scalar(m), tape.scalar(s)).unwrap();
+        prop_assert!(kl_divergence(&n, &n).unwrap().item().unwrap().abs() < 1e-12);
+        let c = Categorical::from_logits(tape.constant(Tensor::vector(&logits))).unwrap();
+        prop_assert!(kl_divergence(&c, &c).unwrap().item().unwrap().abs() < 1e-12);
+        let b = Bernoulli::from_logits(tape.scalar(logits[0])).unwrap();
+        prop_assert!(kl_divergence(&b, &b).unwrap().item().unwrap().abs() < 1e-12);
+    }
+
+    #[test]
+    fn kl_is_non_negative((m1, s1) in normal_params(), (m2, s2) in normal_params(),
+                          a in prop::collection::vec(-10.0..10.0f64, 3), b in prop::collection::vec(-10.0..10.0f64, 3)) {
+        let tape = Tape::<f64>::new();
+        let q = Normal::new(tape.scalar(m1), tape.scalar(s1)).unwrap();
+        let p = Normal::new(tape.scalar(m2), tape.scalar(s2)).unwrap();
+        prop_assert!(kl_divergence(&q, &p).unwrap().item().unwrap() >= -1e-12);
+        let cq = Categorical::from_logits(tape.constant(Tensor::vector(&a))).unwrap();
+        let cp = Categorical::from_logits(tape.constant(Tensor::vector(&b))).unwrap();
+        prop_assert!(kl_divergence(&cq, &cp).unwrap().item().unwrap() >= -1e-12);
+        let bq = Bernoulli::from_logits(tape.scalar(a[0])).unwrap();
+        let bp = Bernoulli::from_logits(tape.scalar(b[0])).unwrap();
+        prop_assert!(kl_divergence(&bq, &bp).unwrap().item().unwrap() >= -1e-12);
+    }
+
+    #[test]
+    fn log_prob_is_finite_on_the_support((m, s) in normal_params(), x in -1e4..1e4f64,
+                                         pi in 0.001..0.999f64, spike in 1e-3..1.0f64, slab in 1.0..3000.0f64) {
+        let tape = Tape::<f64>::new();
+        let n = Normal::new(tape.scalar(m), tape.scalar(s)).unwrap();
+        prop_assert!(n.log_prob(tape.scalar(x)).unwrap().item().unwrap().is_finite());
+        let mix = SpikeAndSlab::new(tape.scalar(pi), tape.scalar(spike), tape.scalar(slab)).unwrap();
+        let lp = mix.log_prob(tape.var(Tensor::scalar(x))).unwrap();
+        prop_assert!(lp.item().unwrap().is_finite());
+        let g = lp.backward().unwrap();
+        prop_assert!(g.all_finite());
+        let b = Bernoulli::from_logits(tape.scalar(x)).unwrap();
+        prop_assert!(b.log_prob(tape.scalar(1.0)).unwrap().item().unwrap().is_finite());
+    }
+
+    #[test]
+    fn entropy_is_the_mean_negative_log_prob((m, s) in normal_params(), seed in 0u64..1000) {
+        let tape = Tape::<f64>::new();
+        let n = Normal::new(tape.scalar(m), tape.scalar(s)).unwrap();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let z = n.rsample_n(Some(4000), &mut rng).unwrap();
+        let nlp = (-n.log_prob(z).unwrap()).value();
+        let k = nlp.len() as f64;
+        let mean = nlp.data().iter().sum::<f64>() / k;
+        let se = (nlp.data().iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (k - 1.0) / k).sqrt();
+        let h = n.entropy().unwrap().item().unwrap();
+        prop_assert!((mean - h).abs() < 5.0 * se, "{mean} ± {se} vs {h}");
+    }
+}
