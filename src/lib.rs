@@ -26,11 +26,14 @@
 
 pub mod distributions;
 pub mod divergence;
+pub mod elbo;
 pub mod error;
 pub mod gradcheck;
+pub mod layers;
 pub mod ops;
 pub mod optim;
 pub mod params;
+pub mod predict;
 pub mod tape;
 pub mod tensor;
 
@@ -38,8 +41,15 @@ pub use distributions::{
     Bernoulli, Categorical, Distribution, Independent, MixtureOfNormals, Normal, SpikeAndSlab,
 };
 pub use divergence::{kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo, Divergence};
+pub use elbo::{Batch, Elbo, ElboLoss, KlWeight};
 pub use error::{Error, Result};
-pub use gradcheck::{gradcheck, GradCheck, GradCheckReport};
+pub use gradcheck::{gradcheck, gradcheck_params, GradCheck, GradCheckReport};
+pub use layers::{
+    Activation, BiasMode, Conv2dFlipout, Conv2dReparameterization, Dense, DenseFlipout,
+    DenseLocalReparameterization, DenseReparameterization, Flatten, KlMethod, MaxPool2d, Module,
+    Prior, Sequential, VariationalConfig,
+};
+pub use ops::Padding;
 pub use optim::{Adam, Optimizer, Sgd};
 pub use params::{Constraint, Param, ParamStore};
 pub use tape::{Gradients, Op, SampleMode, Tape, Var};
@@ -53,9 +63,17 @@ pub mod prelude {
     pub use crate::divergence::{
         kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo, Divergence,
     };
+    pub use crate::elbo::{Batch, Elbo, ElboLoss, KlWeight};
     pub use crate::error::{Error, Result};
-    pub use crate::gradcheck::{gradcheck, GradCheck, GradCheckReport};
+    pub use crate::gradcheck::{gradcheck, gradcheck_params, GradCheck, GradCheckReport};
+    pub use crate::layers::{
+        Activation, BiasMode, Conv2dFlipout, Conv2dReparameterization, Dense, DenseFlipout,
+        DenseLocalReparameterization, DenseReparameterization, Flatten, KlMethod, MaxPool2d,
+        Module, Prior, Sequential, VariationalConfig,
+    };
+    pub use crate::ops::Padding;
     pub use crate::optim::{Adam, Optimizer, Sgd};
+    pub use crate::predict::{predict_classes, predict_regression, Predict};
     pub use crate::params::{Constraint, Param, ParamStore};
     pub use crate::tape::{Gradients, Op, SampleMode, Tape, Var};
     pub use crate::tensor::{Element, Tensor};

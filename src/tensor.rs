@@ -11,7 +11,7 @@ use std::iter::Sum;
 /// Beyond [`num_traits::Float`] it provides a GEMM kernel (through
 /// `matrixmultiply`) and a lossless way to write literals.
 pub trait Element:
-    Float + FromPrimitive + Sum + Default + fmt::Debug + fmt::Display + Send + Sync + 'static
+    Float + FromPrimitive + Sum + Default + fmt::Debug + fmt::Display + fmt::LowerExp + Send + Sync + 'static
 {
     /// The safetensors dtype name (`"F32"` or `"F64"`).
     const DTYPE: &'static str;
@@ -440,7 +440,7 @@ impl<F: Element> Tensor<F> {
 
     /// `self += other`, where `other` has the same shape (gradient accumulation).
     pub(crate) fn add_assign(&mut self, other: &Self) {
-        debug_assert_eq!(self.shape, other.shape);
+        assert_eq!(self.shape, other.shape, "add_assign: shapes differ");
         self.data.iter_mut().zip(&other.data).for_each(|(a, &b)| *a = *a + b);
     }
 

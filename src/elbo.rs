@@ -1,0 +1,177 @@
+//! The evidence lower bound with one explicit, documented KL weighting.
+//!
+//! For a minibatch `i` of `B` examples out of `N` (in `M` minibatches), the
+//! loss returned by [`Elbo::loss`] is the **per-example** objective
+//!
+//! ```text
+//! loss = (NLL_i + pi_i * KL) / B
+//! ```
+//!
+//! where `NLL_i` is the summed negative log-likelihood of the minibatch and
+//! `KL` is [`Tape::total_divergence`], the sum of every divergence node the
+//! layers registered (each counted once). The weightings:
+//!
+//! | [`KlWeight`] | `pi_i` | KL coefficient in `loss` | corresponds to |
+//! |---|---|---|---|
+//! | `PerExample { N }` | `B / N` | `1 / N` | TFP's `kl / num_examples` with a mean NLL (the usual Keras recipe) |
+//! | `PerBatch { M }` | `1 / M` | `1 / (M B)` | Blundell et al. 2015, eq. 8 split evenly (`pi_i = 1/M`) |
+//! | `Blundell { M }` | `2^(M-i) / (2^M - 1)` | `pi_i / B` | Blundell et al. 2015, eq. 9: early batches carry most of the KL |
+//! | `Annealed { N, warmup_steps }` | `B/N * min(1, step/warmup)` | | KL warm-up (Bowman et al. 2016; Sønderby et al. 2016) |
+//! | `Tempered { N, temperature }` | `T B / N` | `T / N` | a tempered (cold, `T < 1`) posterior |
+//!
+//! With full minibatches (`N = M B`), `PerExample` and `PerBatch` coincide,
+//! and `PerBatch` and `Blundell` both sum to exactly one KL per epoch.
+
+use crate::distributions::Distribution;
+use crate::error::{Error, Result};
+use crate::tape::{Tape, Var};
+use crate::tensor::Element;
+
+/// How the KL term is weighted against the minibatch likelihood.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KlWeight {
+    /// `KL / N` per example: TFP's `kl / num_examples`.
+    PerExample {
+        /// Size of the training set.
+        num_examples: usize,
+    },
+    /// `KL / M` per minibatch (Blundell et al., eq. 8 with `pi_i = 1/M`).
+    PerBatch {
+        /// Minibatches per epoch.
+        num_batches: usize,
+    },
+    /// `pi_i = 2^(M-i) / (2^M - 1)` for batch `i = 1..M` (Blundell et al., eq. 9).
+    Blundell {
+        /// Minibatches per epoch.
+        num_batches: usize,
+    },
+    /// `PerExample` scaled by `min(1, (step + 1) / warmup_steps)`.
+    Annealed {
+        /// Size of the training set.
+        num_examples: usize,
+        /// Steps over which the weight rises linearly to 1.
+        warmup_steps: usize,
+    },
+    /// `PerExample` scaled by a temperature (`< 1`: a "cold" posterior).
+    Tempered {
+        /// Size of the training set.
+        num_examples: usize,
+        /// The temperature `T > 0`.
+        temperature: f64,
+    },
+}
+
+/// Where a minibatch sits in training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batch {
+    /// Position of the minibatch within its epoch, from 0.
+    pub index: usize,
+    /// Number of examples in it.
+    pub size: usize,
+    /// Global optimizer step, from 0 (for annealing).
+    pub step: usize,
+}
+
+/// The loss and its parts, for logging.
+pub struct ElboLoss<'t, F: Element> {
+    /// The per-example loss to differentiate.
+    pub loss: Var<'t, F>,
+    /// Mean negative log-likelihood per example of the batch.
+    pub nll: F,
+    /// The total registered divergence (unweighted).
+    pub kl: F,
+    /// The coefficient of `kl` in `loss`.
+    pub kl_weight: F,
+}
+
+impl<F: Element> std::fmt::Display for ElboLoss<'_, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let loss = self.loss.item().unwrap_or(F::nan());
+        write!(f, "loss {loss:.5} = nll {:.5} + {:.3e} * kl {:.3}", self.nll, self.kl_weight, self.kl)
+    }
+}
+
+/// The negative ELBO with a [`KlWeight`].
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let tape = Tape::<f64>::new();
+/// tape.add_divergence("layer/kernel_divergence", tape.scalar(60.0))?;
+/// let nll_sum = tape.scalar(32.0 * 0.5); // 32 examples, 0.5 nats each
+/// let elbo = Elbo::new(KlWeight::PerExample { num_examples: 6000 });
+/// let out = elbo.loss(&tape, nll_sum, Batch { index: 0, size: 32, step: 0 })?;
+/// assert!((out.loss.item()? - (0.5 + 60.0 / 6000.0)).abs() < 1e-12);
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Elbo {
+    weighting: KlWeight,
+}
+
+impl Elbo {
+    /// An ELBO with the given weighting.
+    pub fn new(weighting: KlWeight) -> Self {
+        Elbo { weighting }
+    }
+
+    /// The weighting.
+    pub fn weighting(&self) -> KlWeight {
+        self.weighting
+    }
+
+    /// `pi_i` of a minibatch (the fraction of the KL it carries).
+    pub fn pi(&self, batch: Batch) -> Result<f64> {
+        let positive = |what: &str, n: usize| {
+            if n == 0 {
+                Err(Error::invalid("Elbo", format!("{what} must be >= 1")))
+            } else {
+                Ok(n as f64)
+            }
+        };
+        let b = positive("batch size", batch.size)? ;
+        match self.weighting {
+            KlWeight::PerExample { num_examples } => Ok(b / positive("num_examples", num_examples)?),
+            KlWeight::PerBatch { num_batches } => Ok(1.0 / positive("num_batches", num_batches)?),
+            KlWeight::Blundell { num_batches } => {
+                let m = positive("num_batches", num_batches)?;
+                if batch.index >= num_batches {
+                    return Err(Error::invalid("Elbo", format!("batch index {} is not below num_batches {num_batches}", batch.index)));
+                }
+                // 2^(M-i) / (2^M - 1) = 2^-i / (1 - 2^-M), i = index + 1: no overflow for large M
+                let i = (batch.index + 1) as f64;
+                Ok((-i).exp2() / (1.0 - (-m).exp2()))
+            }
+            KlWeight::Annealed { num_examples, warmup_steps } => {
+                let ramp = ((batch.step + 1) as f64 / positive("warmup_steps", warmup_steps)?).min(1.0);
+                Ok(ramp * b / positive("num_examples", num_examples)?)
+            }
+            KlWeight::Tempered { num_examples, temperature } => {
+                if !(temperature > 0.0 && temperature.is_finite()) {
+                    return Err(Error::invalid("Elbo", format!("temperature must be > 0, got {temperature}")));
+                }
+                Ok(temperature * b / positive("num_examples", num_examples)?)
+            }
+        }
+    }
+
+    /// `(nll_sum + pi_i * KL) / B`, with `KL` the tape's total divergence.
+    pub fn loss<'t, F: Element>(&self, tape: &'t Tape<F>, nll_sum: Var<'t, F>, batch: Batch) -> Result<ElboLoss<'t, F>> {
+        let pi = self.pi(batch)?;
+        let b = batch.size as f64;
+        let kl = tape.total_divergence();
+        let loss = (nll_sum.sum() + kl * F::lit(pi)) * F::lit(1.0 / b);
+        Ok(ElboLoss { loss, nll: nll_sum.sum().item()? / F::lit(b), kl: kl.item()?, kl_weight: F::lit(pi / b) })
+    }
+
+    /// [`Elbo::loss`] with `nll_sum = -sum(likelihood.log_prob(y))`.
+    pub fn loss_from_likelihood<'t, F: Element>(
+        &self,
+        tape: &'t Tape<F>,
+        likelihood: &dyn Distribution<'t, F>,
+        y: Var<'t, F>,
+        batch: Batch,
+    ) -> Result<ElboLoss<'t, F>> {
+        let nll = -likelihood.log_prob(y)?.sum();
+        self.loss(tape, nll, batch)
+    }
+}
