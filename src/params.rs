@@ -53,7 +53,7 @@ impl Constraint {
     pub fn apply<'t, F: Element>(self, raw: Var<'t, F>) -> Var<'t, F> {
         match self {
             Constraint::Real => raw,
-            Constraint::Positive { eps } => raw.softplus() + F::lit(eps),
+            Constraint::Positive { eps } => raw.softplus_shift(F::lit(eps)),
         }
     }
 

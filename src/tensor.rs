@@ -438,6 +438,15 @@ impl<F: Element> Tensor<F> {
         })
     }
 
+    /// [`Tensor::sum_to`] that returns `self` unchanged (no copy) when it already has `shape`.
+    pub fn sum_to_owned(self, shape: &[usize]) -> Result<Self> {
+        if self.shape == shape {
+            Ok(self)
+        } else {
+            self.sum_to(shape)
+        }
+    }
+
     /// `self += other`, where `other` has the same shape (gradient accumulation).
     pub(crate) fn add_assign(&mut self, other: &Self) {
         assert_eq!(self.shape, other.shape, "add_assign: shapes differ");

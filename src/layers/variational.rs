@@ -378,7 +378,7 @@ impl<F: Element, E: Estimator> Module<F> for DenseVariational<F, E> {
                 let s_in = rademacher(&[batch, self.inputs], rng);
                 let s_out = rademacher(&[batch, self.outputs], rng);
                 let perturbation = (x * s_in).matmul(delta)? * s_out;
-                (x.matmul(loc)? + perturbation, Some(loc + delta))
+                (x.matmul(loc)? + perturbation, Some(delta))
             }
             (_, EstimatorKind::LocalReparameterization) => {
                 let mean = x.matmul(loc)?;
@@ -387,7 +387,12 @@ impl<F: Element, E: Estimator> Module<F> for DenseVariational<F, E> {
                 (mean + sd * noise(&[batch, self.outputs], rng), None)
             }
         };
-        let draw = || sample.unwrap_or_else(|| loc + scale * noise(&shape, rng));
+        // Flipout's sample is loc + delta, built only if the divergence needs it.
+        let draw = || match (sample, E::KIND, tape.mode()) {
+            (Some(delta), EstimatorKind::Flipout, SampleMode::Sample) => loc + delta,
+            (Some(w), _, _) => w,
+            (None, _, _) => loc + scale * noise(&shape, rng),
+        };
         register_divergence(tape, store, format!("{}/kernel_divergence", self.name), &q, draw, &self.config, &shape)?;
         self.bias.apply(tape, store, &self.name, y, &self.config, rng)
     }

@@ -109,7 +109,7 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
                 })
                 .collect();
             let full = Tensor::new_unchecked(data, shape.to_vec());
-            out.push(Some(full.sum_to(inputs[side].shape())?));
+            out.push(Some(full.sum_to_owned(inputs[side].shape())?));
         }
         Ok(out)
     }
@@ -223,4 +223,18 @@ mod tests {
         assert_eq!(g.get(b).unwrap().data(), &[2.0, 2.0, 2.0]);
         assert!(a.try_add(tape.var(Tensor::zeros(&[2]))).is_err());
     }
+}
+
+/// Broadcasts every input to their common shape (borrowing those that have it).
+pub(crate) fn broadcast_all<'a, F: Element>(
+    op: &'static str,
+    inputs: &[&'a Tensor<F>],
+) -> Result<(Vec<usize>, Vec<Cow<'a, Tensor<F>>>)> {
+    let mut shape = inputs.first().map(|t| t.shape().to_vec()).unwrap_or_default();
+    for t in &inputs[1..] {
+        shape = crate::tensor::broadcast_shape(&shape, t.shape())
+            .ok_or_else(|| Error::ShapeMismatch { op, lhs: shape.clone(), rhs: t.shape().to_vec() })?;
+    }
+    let widened = inputs.iter().map(|t| widen(t, &shape)).collect::<Result<_>>()?;
+    Ok((shape, widened))
 }

@@ -65,6 +65,12 @@ kernel!(
     |s, x| softplus(x),
     |s, x, y| sigmoid(x)
 );
+kernel!(
+    /// softplus(x) + c in one pass (a positive parameter read as softplus(rho) + eps).
+    SoftplusShift(c), "softplus_shift",
+    |s, x| softplus(x) + s.c,
+    |s, x, y| sigmoid(x)
+);
 kernel!(Sigmoid, "sigmoid", |s, x| sigmoid(x), |s, x, y| y * (F::one() - y));
 kernel!(Tanh, "tanh", |s, x| x.tanh(), |s, x, y| F::one() - y * y);
 kernel!(
@@ -140,6 +146,10 @@ impl<'t, F: Element> Var<'t, F> {
     /// `ln(1 + e^x)`, stable: `softplus(-30)` in f32 is about 9.4e-14, not 0.
     pub fn softplus(self) -> Self {
         self.map(Softplus::new())
+    }
+    /// `softplus(x) + c`, fused.
+    pub fn softplus_shift(self, c: F) -> Self {
+        self.map(SoftplusShift::new(c))
     }
     /// `1 / (1 + e^-x)`.
     pub fn sigmoid(self) -> Self {

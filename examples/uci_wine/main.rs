@@ -1,0 +1,92 @@
+//! Bayesian neural network regression on the real UCI wine-quality-red
+//! table, following the protocol of the Bayesian deep learning UCI
+//! benchmarks (20 random 90/10 splits; see README "UCI wine").
+//!
+//! Run: `cargo run --release --example uci_wine`
+//! Flags: `--splits N --epochs N --estimator {reparameterization,flipout,local}
+//!         --seed N --lr X --rho-init X --noise-init X --kl-temperature X --validate`
+//!
+//! `--validate` never touches the test parts: it scores on 10% of each
+//! training part, for tuning.
+
+mod pipeline;
+
+use pipeline::{mean_se, Config};
+use std::process::ExitCode;
+use std::time::Instant;
+
+fn parse(args: &[String]) -> Result<Config, String> {
+    let mut cfg = Config::default();
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        if flag == "--validate" {
+            cfg.validate = true;
+            continue;
+        }
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
+        match flag.as_str() {
+            "--splits" => cfg.splits = value.parse().map_err(|e| bad(&e))?,
+            "--epochs" => cfg.epochs = value.parse().map_err(|e| bad(&e))?,
+            "--estimator" => cfg.estimator = value.parse().map_err(|e: String| bad(&e))?,
+            "--seed" => cfg.seed = value.parse().map_err(|e| bad(&e))?,
+            "--lr" => cfg.lr = value.parse().map_err(|e| bad(&e))?,
+            "--rho-init" => cfg.rho_init = value.parse().map_err(|e| bad(&e))?,
+            "--noise-init" => cfg.noise_init = value.parse().map_err(|e| bad(&e))?,
+            "--kl-temperature" => cfg.kl_temperature = value.parse().map_err(|e| bad(&e))?,
+            "--batch-size" => cfg.batch_size = value.parse().map_err(|e| bad(&e))?,
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    if cfg.splits == 0 || cfg.batch_size == 0 || cfg.test_samples == 0 {
+        return Err("--splits and --batch-size must be >= 1".into());
+    }
+    Ok(cfg)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cfg = match parse(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let start = Instant::now();
+    let data = pipeline::load();
+    println!(
+        "UCI wine-quality-red: {} rows; {} splits, {} epochs, {:?}, lr {}, batch {}, seed {}{}",
+        data.y.len(),
+        cfg.splits,
+        cfg.epochs,
+        cfg.estimator,
+        cfg.lr,
+        cfg.batch_size,
+        cfg.seed,
+        if cfg.validate { " (VALIDATION: scores on 10% of each training part)" } else { "" }
+    );
+    let (mut rmses, mut lls) = (Vec::new(), Vec::new());
+    for split in 0..cfg.splits {
+        match pipeline::run_split(&cfg, &data, split) {
+            Ok(r) => {
+                println!(
+                    "split {split:>2}: rmse {:.4}  log-lik {:>7.4}  (train-mean rmse {:.4})  {:.2} s",
+                    r.rmse, r.log_likelihood, r.baseline_rmse, r.seconds
+                );
+                rmses.push(r.rmse);
+                lls.push(r.log_likelihood);
+            }
+            Err(e) => {
+                eprintln!("split {split}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let ((rm, rse), (lm, lse)) = (mean_se(&rmses), mean_se(&lls));
+    let part = if cfg.validate { "validation" } else { "test" };
+    println!("{part} RMSE           {rm:.3} ± {rse:.3}   (TFP DenseFlipout: 0.638 ± 0.010)");
+    println!("{part} log-likelihood {lm:.3} ± {lse:.3}   (TFP DenseFlipout: -0.968 ± 0.014)");
+    println!("wall time        {:.1} s for {} splits   (TFP: 481 s for 20)", start.elapsed().as_secs_f64(), cfg.splits);
+    ExitCode::SUCCESS
+}

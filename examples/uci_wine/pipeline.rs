@@ -1,0 +1,226 @@
+#![allow(dead_code)] // shared with tests/uci_wine.rs, which uses a subset
+//! The UCI wine-quality-red protocol (see the README): data, splits,
+//! standardization, training of a mean-field Bayesian MLP, and evaluation
+//! with 100 posterior samples in the original units. Shared by the example
+//! and by `tests/uci_wine.rs`.
+
+use bayesgrad::elbo::Batch;
+use bayesgrad::layers::{DenseVariational, Estimator};
+use bayesgrad::predict::{sample_outputs, Predict};
+use bayesgrad::prelude::*;
+use bayesgrad::layers::{Flipout, LocalReparameterization, Reparameterization};
+use rand::seq::SliceRandom;
+
+/// Which variational estimator the two layers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EstimatorChoice {
+    Reparameterization,
+    Flipout,
+    Local,
+}
+
+impl std::str::FromStr for EstimatorChoice {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "reparameterization" => Ok(Self::Reparameterization),
+            "flipout" => Ok(Self::Flipout),
+            "local" => Ok(Self::Local),
+            other => Err(format!("unknown estimator '{other}' (reparameterization, flipout, local)")),
+        }
+    }
+}
+
+/// Settings of one run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub splits: usize,
+    pub epochs: usize,
+    pub estimator: EstimatorChoice,
+    pub seed: u64,
+    pub lr: f64,
+    pub batch_size: usize,
+    pub hidden: usize,
+    pub test_samples: usize,
+    /// Initial posterior rho (scale = softplus(rho)).
+    pub rho_init: f64,
+    /// Initial noise scale, in standardized units.
+    pub noise_init: f64,
+    /// KL temperature (1 = the ELBO with TFP's kl / num_examples).
+    pub kl_temperature: f64,
+    /// Evaluate on a validation part of the training split instead of the test split.
+    pub validate: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            splits: 20,
+            epochs: 40,
+            estimator: EstimatorChoice::Flipout,
+            seed: 0,
+            lr: 1e-2,
+            batch_size: 32,
+            hidden: 50,
+            test_samples: 100,
+            rho_init: -5.0,
+            noise_init: 0.5,
+            kl_temperature: 1.0,
+            validate: false,
+        }
+    }
+}
+
+/// The table: 1599 rows of 11 features, and the quality score.
+pub struct Data {
+    pub x: Vec<[f64; 11]>,
+    pub y: Vec<f64>,
+}
+
+/// Loads UCI wine-quality-red from the linfa-datasets crate.
+pub fn load() -> Data {
+    let ds = linfa_datasets::winequality();
+    let flat: Vec<f64> = ds.records.iter().copied().collect();
+    let x = flat.chunks(11).map(|r| r.try_into().expect("11 features per row")).collect();
+    let y = ds.targets.iter().map(|&t| t as f64).collect();
+    Data { x, y }
+}
+
+/// Test (or validation) metrics of one split, in the original units.
+#[derive(Debug, Clone, Copy)]
+pub struct SplitResult {
+    pub rmse: f64,
+    pub log_likelihood: f64,
+    /// RMSE of predicting the training mean (the trivial baseline).
+    pub baseline_rmse: f64,
+    pub seconds: f64,
+}
+
+struct Standardizer {
+    mean: Vec<f64>,
+    std: Vec<f64>,
+}
+
+impl Standardizer {
+    fn fit(rows: &[Vec<f64>]) -> Self {
+        let d = rows[0].len();
+        let n = rows.len() as f64;
+        let mean: Vec<f64> = (0..d).map(|j| rows.iter().map(|r| r[j]).sum::<f64>() / n).collect();
+        let std = (0..d)
+            .map(|j| {
+                let s = (rows.iter().map(|r| (r[j] - mean[j]).powi(2)).sum::<f64>() / n).sqrt();
+                if s > 0.0 { s } else { 1.0 }
+            })
+            .collect();
+        Standardizer { mean, std }
+    }
+    fn apply(&self, r: &[f64]) -> Vec<f64> {
+        r.iter().zip(&self.mean).zip(&self.std).map(|((v, m), s)| (v - m) / s).collect()
+    }
+}
+
+fn dense<E: Estimator>(store: &mut ParamStore<f64>, name: &str, i: usize, o: usize, cfg: &Config, rng: &mut StdRng) -> Result<Box<dyn Module<f64>>> {
+    let vc = VariationalConfig { rho_init: (cfg.rho_init, 0.1), ..Default::default() };
+    Ok(Box::new(DenseVariational::<f64, E>::with_config(store, name, i, o, vc, rng)?))
+}
+
+fn layer(store: &mut ParamStore<f64>, name: &str, i: usize, o: usize, cfg: &Config, rng: &mut StdRng) -> Result<Box<dyn Module<f64>>> {
+    match cfg.estimator {
+        EstimatorChoice::Reparameterization => dense::<Reparameterization>(store, name, i, o, cfg, rng),
+        EstimatorChoice::Flipout => dense::<Flipout>(store, name, i, o, cfg, rng),
+        EstimatorChoice::Local => dense::<LocalReparameterization>(store, name, i, o, cfg, rng),
+    }
+}
+
+fn matrix(rows: &[Vec<f64>]) -> Result<Tensor<f64>> {
+    Tensor::from_vec(rows.concat(), &[rows.len(), rows[0].len()])
+}
+
+/// Trains on one random 90/10 split and evaluates on its test part (or, with
+/// `validate`, on a 10% validation part of its training part).
+pub fn run_split(cfg: &Config, data: &Data, split: usize) -> Result<SplitResult> {
+    let start = std::time::Instant::now();
+    let mut rng = StdRng::seed_from_u64(cfg.seed.wrapping_mul(1_000_003).wrapping_add(split as u64));
+    let mut order: Vec<usize> = (0..data.y.len()).collect();
+    order.shuffle(&mut rng);
+    let n_test = (data.y.len() as f64 * 0.1).round() as usize;
+    let (test, mut train) = (order[..n_test].to_vec(), order[n_test..].to_vec());
+    let eval = if cfg.validate {
+        let n_val = (train.len() as f64 * 0.1).round() as usize;
+        let val = train[..n_val].to_vec();
+        train.drain(..n_val);
+        val
+    } else {
+        test
+    };
+
+    let xs = Standardizer::fit(&train.iter().map(|&i| data.x[i].to_vec()).collect::<Vec<_>>());
+    let ys = Standardizer::fit(&train.iter().map(|&i| vec![data.y[i]]).collect::<Vec<_>>());
+    let (y_mean, y_std) = (ys.mean[0], ys.std[0]);
+    let train_x: Vec<Vec<f64>> = train.iter().map(|&i| xs.apply(&data.x[i])).collect();
+    let train_y: Vec<f64> = train.iter().map(|&i| (data.y[i] - y_mean) / y_std).collect();
+
+    let mut store = ParamStore::new();
+    let net = Sequential::new()
+        .push_boxed(layer(&mut store, "hidden", 11, cfg.hidden, cfg, &mut rng)?)
+        .push(Activation::Relu)
+        .push_boxed(layer(&mut store, "output", cfg.hidden, 1, cfg, &mut rng)?);
+    let noise = store.try_add_positive("noise_scale", Tensor::scalar(cfg.noise_init))?;
+    let elbo = Elbo::new(KlWeight::Tempered { num_examples: train.len(), temperature: cfg.kl_temperature });
+    let mut opt = Adam::new(cfg.lr);
+    let mut idx: Vec<usize> = (0..train.len()).collect();
+    let mut step = 0;
+    for _ in 0..cfg.epochs {
+        idx.shuffle(&mut rng);
+        for (index, chunk) in idx.chunks(cfg.batch_size).enumerate() {
+            let x = matrix(&chunk.iter().map(|&i| train_x[i].clone()).collect::<Vec<_>>())?;
+            let y = Tensor::from_vec(chunk.iter().map(|&i| train_y[i]).collect(), &[chunk.len(), 1])?;
+            let tape = Tape::new();
+            let mean = net.forward(&tape, &store, tape.constant(x), &mut rng)?;
+            let likelihood = Normal::new(mean, tape.param(&store, noise))?;
+            let out = elbo.loss_from_likelihood(&tape, &likelihood, tape.constant(y), Batch { index, size: chunk.len(), step })?;
+            opt.step(&mut store, &out.loss.backward()?)?;
+            step += 1;
+        }
+    }
+
+    // Evaluation in the original units with `test_samples` posterior samples:
+    // RMSE of the predictive mean, and mean_i ln( mean_s N(y_i | f_s(x_i), sigma^2) ).
+    let test_x = matrix(&eval.iter().map(|&i| xs.apply(&data.x[i])).collect::<Vec<_>>())?;
+    let outs = sample_outputs(&net, &store, &test_x, Predict::Samples(cfg.test_samples), &mut rng)?;
+    let sigma = Tape::new().param(&store, noise).item()? * y_std;
+    let s = outs.len() as f64;
+    let (mut sq, mut ll, mut base) = (0.0, 0.0, 0.0);
+    let train_mean = y_mean;
+    for (k, &i) in eval.iter().enumerate() {
+        let y = data.y[i];
+        let preds: Vec<f64> = outs.iter().map(|o| o.data()[k] * y_std + y_mean).collect();
+        let mean = preds.iter().sum::<f64>() / s;
+        sq += (mean - y).powi(2);
+        base += (train_mean - y).powi(2);
+        let logs: Vec<f64> = preds
+            .iter()
+            .map(|f| -0.5 * ((y - f) / sigma).powi(2) - sigma.ln() - 0.5 * (2.0 * std::f64::consts::PI).ln())
+            .collect();
+        let m = logs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        ll += m + (logs.iter().map(|l| (l - m).exp()).sum::<f64>() / s).ln();
+    }
+    let n = eval.len() as f64;
+    Ok(SplitResult {
+        rmse: (sq / n).sqrt(),
+        log_likelihood: ll / n,
+        baseline_rmse: (base / n).sqrt(),
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Mean and standard error.
+pub fn mean_se(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    let m = xs.iter().sum::<f64>() / n;
+    if xs.len() < 2 {
+        return (m, f64::NAN);
+    }
+    let var = xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0);
+    (m, (var / n).sqrt())
+}
