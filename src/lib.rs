@@ -34,6 +34,7 @@ pub mod ops;
 pub mod optim;
 pub mod params;
 pub mod predict;
+pub mod random;
 pub mod tape;
 pub mod tensor;
 

@@ -348,10 +348,14 @@ pub struct Gradients<F: Element> {
 }
 
 impl<F: Element> Gradients<F> {
-    /// The gradient w.r.t. a leaf made by [`Tape::var`] or a parameter read;
-    /// `None` if the output does not depend on it.
+    /// The gradient w.r.t. a leaf made by [`Tape::var`]; for a parameter
+    /// read, the parameter's gradient summed over all its reads. `None` if
+    /// the output does not depend on it.
     pub fn get(&self, var: Var<'_, F>) -> Option<&Tensor<F>> {
-        self.leaves.get(&var.id)
+        match var.tape.nodes.borrow()[var.id].param {
+            Some(key) => self.params.get(&key),
+            None => self.leaves.get(&var.id),
+        }
     }
 
     /// The gradient w.r.t. a parameter's stored (unconstrained) value,
@@ -362,7 +366,7 @@ impl<F: Element> Gradients<F> {
 
     /// Whether every computed gradient is finite.
     pub fn all_finite(&self) -> bool {
-        self.leaves.values().all(|t| t.first_non_finite().is_none())
+        self.leaves.values().chain(self.params.values()).all(|t| t.first_non_finite().is_none())
     }
 
     pub(crate) fn param_by_key(&self, key: ParamKey) -> Option<&Tensor<F>> {
@@ -429,17 +433,18 @@ impl<'t, F: Element> Var<'t, F> {
                 continue;
             }
             match &node.op {
-                None => {
-                    if let Some(key) = node.param {
-                        match out.params.get_mut(&key) {
-                            Some(acc) => acc.add_assign(&grad),
-                            None => {
-                                out.params.insert(key, grad.clone());
-                            }
+                None => match node.param {
+                    // a parameter read: its gradient is summed over all reads
+                    Some(key) => match out.params.get_mut(&key) {
+                        Some(acc) => acc.add_assign(&grad),
+                        None => {
+                            out.params.insert(key, grad);
                         }
+                    },
+                    None => {
+                        out.leaves.insert(id, grad);
                     }
-                    out.leaves.insert(id, grad);
-                }
+                },
                 Some(op) => {
                     let inputs: Vec<&Tensor<F>> =
                         node.inputs.iter().map(|&i| &nodes[i].value).collect();

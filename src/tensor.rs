@@ -386,6 +386,14 @@ impl<F: Element> Tensor<F> {
             let data = self.data.iter().zip(&other.data).map(|(&a, &b)| f(a, b)).collect();
             return Ok(Tensor { shape, data });
         }
+        if other.len() == 1 && shape == self.shape {
+            let b = other.data[0];
+            return Ok(Tensor { data: self.data.iter().map(|&a| f(a, b)).collect(), shape });
+        }
+        if self.len() == 1 && shape == other.shape {
+            let a = self.data[0];
+            return Ok(Tensor { data: other.data.iter().map(|&b| f(a, b)).collect(), shape });
+        }
         let mut data = vec![F::zero(); numel(&shape)];
         let a = self.broadcast_to(&shape)?;
         for_each_broadcast(&other.shape, &shape, |i, j| data[i] = f(a.data[i], other.data[j]));

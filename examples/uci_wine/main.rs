@@ -4,7 +4,8 @@
 //!
 //! Run: `cargo run --release --example uci_wine`
 //! Flags: `--splits N --epochs N --estimator {reparameterization,flipout,local}
-//!         --seed N --lr X --rho-init X --noise-init X --kl-temperature X --validate`
+//!         --seed N --lr X --lr-final X --rho-init X --noise-init X --kl-temperature X
+//!         --kl-warmup-epochs N --loc-init-std X --batch-size N --validate`
 //!
 //! `--validate` never touches the test parts: it scores on 10% of each
 //! training part, for tuning.
@@ -30,10 +31,16 @@ fn parse(args: &[String]) -> Result<Config, String> {
             "--epochs" => cfg.epochs = value.parse().map_err(|e| bad(&e))?,
             "--estimator" => cfg.estimator = value.parse().map_err(|e: String| bad(&e))?,
             "--seed" => cfg.seed = value.parse().map_err(|e| bad(&e))?,
-            "--lr" => cfg.lr = value.parse().map_err(|e| bad(&e))?,
+            "--lr" => {
+                cfg.lr = value.parse().map_err(|e| bad(&e))?;
+                cfg.lr_final = cfg.lr;
+            }
+            "--lr-final" => cfg.lr_final = value.parse().map_err(|e| bad(&e))?,
             "--rho-init" => cfg.rho_init = value.parse().map_err(|e| bad(&e))?,
             "--noise-init" => cfg.noise_init = value.parse().map_err(|e| bad(&e))?,
             "--kl-temperature" => cfg.kl_temperature = value.parse().map_err(|e| bad(&e))?,
+            "--kl-warmup-epochs" => cfg.kl_warmup_epochs = value.parse().map_err(|e| bad(&e))?,
+            "--loc-init-std" => cfg.loc_init_std = value.parse().map_err(|e| bad(&e))?,
             "--batch-size" => cfg.batch_size = value.parse().map_err(|e| bad(&e))?,
             other => return Err(format!("unknown flag {other}")),
         }

@@ -46,6 +46,12 @@ pub struct Config {
     pub rho_init: f64,
     /// Initial noise scale, in standardized units.
     pub noise_init: f64,
+    /// Learning rate at the end of training (exponential decay from `lr`).
+    pub lr_final: f64,
+    /// Epochs over which the KL weight rises linearly from 0 (0: no warm-up).
+    pub kl_warmup_epochs: usize,
+    /// Standard deviation of the initial posterior means (TFP: 0.1).
+    pub loc_init_std: f64,
     /// KL temperature (1 = the ELBO with TFP's kl / num_examples).
     pub kl_temperature: f64,
     /// Evaluate on a validation part of the training split instead of the test split.
@@ -56,16 +62,19 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             splits: 20,
-            epochs: 40,
+            epochs: 80,
             estimator: EstimatorChoice::Flipout,
             seed: 0,
-            lr: 1e-2,
+            lr: 3e-3,
+            lr_final: 3e-4,
             batch_size: 32,
             hidden: 50,
             test_samples: 100,
-            rho_init: -5.0,
-            noise_init: 0.5,
+            rho_init: -3.0,
+            noise_init: 0.2,
             kl_temperature: 1.0,
+            kl_warmup_epochs: 0,
+            loc_init_std: 0.1,
             validate: false,
         }
     }
@@ -120,7 +129,7 @@ impl Standardizer {
 }
 
 fn dense<E: Estimator>(store: &mut ParamStore<f64>, name: &str, i: usize, o: usize, cfg: &Config, rng: &mut StdRng) -> Result<Box<dyn Module<f64>>> {
-    let vc = VariationalConfig { rho_init: (cfg.rho_init, 0.1), ..Default::default() };
+    let vc = VariationalConfig { loc_init: (0.0, cfg.loc_init_std), rho_init: (cfg.rho_init, 0.1), ..Default::default() };
     Ok(Box::new(DenseVariational::<f64, E>::with_config(store, name, i, o, vc, rng)?))
 }
 
@@ -166,10 +175,16 @@ pub fn run_split(cfg: &Config, data: &Data, split: usize) -> Result<SplitResult>
         .push(Activation::Relu)
         .push_boxed(layer(&mut store, "output", cfg.hidden, 1, cfg, &mut rng)?);
     let noise = store.try_add_positive("noise_scale", Tensor::scalar(cfg.noise_init))?;
-    let elbo = Elbo::new(KlWeight::Tempered { num_examples: train.len(), temperature: cfg.kl_temperature });
+    let batches = train.len().div_ceil(cfg.batch_size);
+    let elbo = Elbo::new(if cfg.kl_warmup_epochs > 0 {
+        KlWeight::Annealed { num_examples: train.len(), warmup_steps: cfg.kl_warmup_epochs * batches }
+    } else {
+        KlWeight::Tempered { num_examples: train.len(), temperature: cfg.kl_temperature }
+    });
     let mut opt = Adam::new(cfg.lr);
     let mut idx: Vec<usize> = (0..train.len()).collect();
     let mut step = 0;
+    let total_steps = (cfg.epochs * train.len().div_ceil(cfg.batch_size)).max(1) as f64;
     for _ in 0..cfg.epochs {
         idx.shuffle(&mut rng);
         for (index, chunk) in idx.chunks(cfg.batch_size).enumerate() {
@@ -179,6 +194,7 @@ pub fn run_split(cfg: &Config, data: &Data, split: usize) -> Result<SplitResult>
             let mean = net.forward(&tape, &store, tape.constant(x), &mut rng)?;
             let likelihood = Normal::new(mean, tape.param(&store, noise))?;
             let out = elbo.loss_from_likelihood(&tape, &likelihood, tape.constant(y), Batch { index, size: chunk.len(), step })?;
+            opt.lr = cfg.lr * (cfg.lr_final / cfg.lr).powf(step as f64 / total_steps);
             opt.step(&mut store, &out.loss.backward()?)?;
             step += 1;
         }

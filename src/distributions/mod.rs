@@ -150,10 +150,7 @@ pub(crate) fn sample_shape(n: Option<usize>, shape: &[usize]) -> Vec<usize> {
     s
 }
 
-/// Standard normal noise of a shape.
-pub(crate) fn standard_normal<F: Element>(shape: &[usize], rng: &mut dyn RngCore) -> Tensor<F> {
-    Tensor::from_fn(shape, |_| F::standard_normal(rng))
-}
+pub(crate) use crate::random::standard_normal;
 
 /// Uniform draws in [0, 1).
 pub(crate) fn uniform<F: Element>(rng: &mut dyn RngCore) -> F {

@@ -21,12 +21,12 @@ impl<F: Element> Op<F> for NormalLogProb {
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
         let (shape, t) = broadcast_all("normal_log_prob", inputs)?;
-        let (x, m, s) = (t[0].data(), t[1].data(), t[2].data());
+        let (x, m, s) = (&t[0], &t[1], &t[2]);
         let c = F::lit(HALF_LN_2PI);
-        let data = (0..x.len())
+        let data = (0..crate::tensor::numel(&shape))
             .map(|i| {
-                let z = (x[i] - m[i]) / s[i];
-                F::lit(-0.5) * z * z - s[i].ln() - c
+                let z = (x.at(i) - m.at(i)) / s.at(i);
+                F::lit(-0.5) * z * z - s.at(i).ln() - c
             })
             .collect();
         Tensor::from_vec(data, &shape)
@@ -36,14 +36,15 @@ impl<F: Element> Op<F> for NormalLogProb {
     }
     fn backward_needed(&self, inputs: &[&Tensor<F>], out: &Tensor<F>, g: &Tensor<F>, needs: &[bool]) -> Result<Vec<Option<Tensor<F>>>> {
         let (_, t) = broadcast_all("normal_log_prob", inputs)?;
-        let (x, m, s, g) = (t[0].data(), t[1].data(), t[2].data(), g.data());
-        let n = x.len();
+        let (x, m, s, g) = (&t[0], &t[1], &t[2], g.data());
+        let n = g.len();
         let mut dx = Vec::with_capacity(n);
         let mut dscale = Vec::with_capacity(n);
-        for i in 0..n {
-            let z = (x[i] - m[i]) / s[i];
-            dx.push(-z / s[i] * g[i]);
-            dscale.push((z * z - F::one()) / s[i] * g[i]);
+        for (i, &gi) in g.iter().enumerate() {
+            let si = s.at(i);
+            let z = (x.at(i) - m.at(i)) / si;
+            dx.push(-z / si * gi);
+            dscale.push((z * z - F::one()) / si * gi);
         }
         let shape = out.shape().to_vec();
         let dloc = needs[1].then(|| Tensor::new_unchecked(dx.iter().map(|&d| -d).collect(), shape.clone()));
@@ -67,12 +68,12 @@ impl<F: Element> Op<F> for NormalKl {
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
         let (shape, t) = broadcast_all("kl_divergence", inputs)?;
-        let (mq, sq, mp, sp) = (t[0].data(), t[1].data(), t[2].data(), t[3].data());
+        let (mq, sq, mp, sp) = (&t[0], &t[1], &t[2], &t[3]);
         let half = F::lit(0.5);
-        let data = (0..mq.len())
+        let data = (0..crate::tensor::numel(&shape))
             .map(|i| {
-                let r = sq[i] / sp[i];
-                let d = (mq[i] - mp[i]) / sp[i];
+                let r = sq.at(i) / sp.at(i);
+                let d = (mq.at(i) - mp.at(i)) / sp.at(i);
                 half * (r * r + d * d - F::one()) - r.ln()
             })
             .collect();
@@ -83,8 +84,8 @@ impl<F: Element> Op<F> for NormalKl {
     }
     fn backward_needed(&self, inputs: &[&Tensor<F>], out: &Tensor<F>, g: &Tensor<F>, needs: &[bool]) -> Result<Vec<Option<Tensor<F>>>> {
         let (_, t) = broadcast_all("kl_divergence", inputs)?;
-        let (mq, sq, mp, sp, g) = (t[0].data(), t[1].data(), t[2].data(), t[3].data(), g.data());
-        let n = mq.len();
+        let (mq, sq, mp, sp, g) = (&t[0], &t[1], &t[2], &t[3], g.data());
+        let n = g.len();
         let shape = out.shape();
         let grad = |k: usize, f: &dyn Fn(F, F, F, F) -> F| -> Result<Option<Tensor<F>>> {
             if !needs[k] {
@@ -92,9 +93,10 @@ impl<F: Element> Op<F> for NormalKl {
             }
             let data = (0..n)
                 .map(|i| {
-                    let r = sq[i] / sp[i];
-                    let d = (mq[i] - mp[i]) / sp[i];
-                    g[i] * f(r, d, sq[i], sp[i])
+                    let (sqi, spi) = (sq.at(i), sp.at(i));
+                    let r = sqi / spi;
+                    let d = (mq.at(i) - mp.at(i)) / spi;
+                    g[i] * f(r, d, sqi, spi)
                 })
                 .collect();
             Ok(Some(Tensor::new_unchecked(data, shape.to_vec()).sum_to_owned(inputs[k].shape())?))
@@ -200,7 +202,8 @@ impl<'t, F: Element> Distribution<'t, F> for Normal<'t, F> {
         let shape = self.batch_shape();
         let loc = self.loc.value().broadcast_to(&shape)?;
         let scale = self.scale.value().broadcast_to(&shape)?;
-        Ok(Tensor::from_fn(&shape, |i| loc.data()[i] + scale.data()[i] * F::standard_normal(rng)))
+        let eps: Tensor<F> = standard_normal(&shape, rng);
+        Ok(Tensor::from_fn(&shape, |i| loc.data()[i] + scale.data()[i] * eps.data()[i]))
     }
     // H = 1/2 + ln(2 pi)/2 + ln scale
     fn entropy(&self) -> Result<Var<'t, F>> {

@@ -169,22 +169,7 @@ impl MeanField {
     }
 }
 
-/// Standard normal noise.
-pub(crate) fn noise<F: Element>(shape: &[usize], rng: &mut dyn RngCore) -> Tensor<F> {
-    Tensor::from_fn(shape, |_| F::standard_normal(rng))
-}
-
-/// Random signs ±1, one random bit each.
-pub(crate) fn rademacher<F: Element>(shape: &[usize], rng: &mut dyn RngCore) -> Tensor<F> {
-    let mut bits = 0u64;
-    Tensor::from_fn(shape, |i| {
-        if i % 64 == 0 {
-            bits = rng.next_u64();
-        }
-        let sign = if (bits >> (i % 64)) & 1 == 1 { F::one() } else { -F::one() };
-        sign
-    })
-}
+pub(crate) use crate::random::{rademacher, standard_normal as noise};
 
 /// Computes and registers the divergence of one posterior.
 pub(crate) fn register_divergence<'t, F: Element>(

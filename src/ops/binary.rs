@@ -94,8 +94,8 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
         needs: &[bool],
     ) -> Result<Vec<Option<Tensor<F>>>> {
         let shape = output.shape();
-        let (a, b) = (widen(inputs[0], shape)?, widen(inputs[1], shape)?);
-        let (a, b, y, g) = (a.data(), b.data(), output.data(), grad.data());
+        let (_, ops) = broadcast_all(K::NAME, inputs)?;
+        let (a, b, y, g) = (&ops[0], &ops[1], output.data(), grad.data());
         let mut out = Vec::with_capacity(2);
         for (side, need) in needs.iter().enumerate().take(2) {
             if !need {
@@ -104,7 +104,7 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
             }
             let data: Vec<F> = (0..y.len())
                 .map(|i| {
-                    let (da, db) = K::df(a[i], b[i], y[i]);
+                    let (da, db) = K::df(a.at(i), b.at(i), y[i]);
                     g[i] * if side == 0 { da } else { db }
                 })
                 .collect();
@@ -225,16 +225,45 @@ mod tests {
     }
 }
 
-/// Broadcasts every input to their common shape (borrowing those that have it).
+/// An input read at the positions of a broadcast output: a one-element
+/// tensor is read with stride 0, a same-shaped one directly, anything else
+/// is materialized once.
+pub(crate) struct Operand<'a, F: Element> {
+    data: Cow<'a, Tensor<F>>,
+    scalar: bool,
+}
+
+impl<F: Element> Operand<'_, F> {
+    /// The element at output position `i`.
+    #[inline(always)]
+    pub(crate) fn at(&self, i: usize) -> F {
+        if self.scalar {
+            self.data.data()[0]
+        } else {
+            self.data.data()[i]
+        }
+    }
+}
+
+/// The common shape of the inputs and each input as an [`Operand`].
 pub(crate) fn broadcast_all<'a, F: Element>(
     op: &'static str,
     inputs: &[&'a Tensor<F>],
-) -> Result<(Vec<usize>, Vec<Cow<'a, Tensor<F>>>)> {
+) -> Result<(Vec<usize>, Vec<Operand<'a, F>>)> {
     let mut shape = inputs.first().map(|t| t.shape().to_vec()).unwrap_or_default();
     for t in &inputs[1..] {
         shape = crate::tensor::broadcast_shape(&shape, t.shape())
             .ok_or_else(|| Error::ShapeMismatch { op, lhs: shape.clone(), rhs: t.shape().to_vec() })?;
     }
-    let widened = inputs.iter().map(|t| widen(t, &shape)).collect::<Result<_>>()?;
-    Ok((shape, widened))
+    let operands = inputs
+        .iter()
+        .map(|t| {
+            if t.len() == 1 {
+                Ok(Operand { data: Cow::Borrowed(*t), scalar: true })
+            } else {
+                Ok(Operand { data: widen(t, &shape)?, scalar: false })
+            }
+        })
+        .collect::<Result<_>>()?;
+    Ok((shape, operands))
 }

@@ -1,0 +1,148 @@
+//! The benchmark workloads of BENCHMARKS.md: one full training step
+//! (forward, backward, optimizer update) timed after warm-up.
+//!
+//! Run: `cargo run --release --example bench [-- mlp|conv|tiny|all] [--steps N]`
+//! Prints `<workload> ms_per_step=<median> p10=<..> p90=<..>` per workload,
+//! then the resident memory (peak, and its change over the timed steps).
+
+use bayesgrad::elbo::Batch;
+use bayesgrad::prelude::*;
+use rand::rngs::SmallRng;
+use std::time::Instant;
+
+type Step = Box<dyn FnMut() -> Result<()>>;
+
+/// `DenseFlipout(784->512, relu) -> DenseFlipout(512->10)`, batch 128, NLL + KL/60000, Adam 1e-3.
+fn mlp() -> Result<Step> {
+    let mut rng = SmallRng::seed_from_u64(0);
+    let mut store = ParamStore::<f32>::new();
+    let net = Sequential::new()
+        .push(DenseFlipout::new(&mut store, "hidden", 784, 512, &mut rng)?)
+        .push(Activation::Relu)
+        .push(DenseFlipout::new(&mut store, "out", 512, 10, &mut rng)?);
+    let x = Tensor::from_fn(&[128, 784], |_| rng.gen::<f32>());
+    let labels: Vec<usize> = (0..128).map(|_| rng.gen_range(0..10)).collect();
+    let elbo = Elbo::new(KlWeight::PerExample { num_examples: 60_000 });
+    let mut opt = Adam::new(1e-3);
+    Ok(Box::new(move || {
+        let tape = Tape::new();
+        let logits = net.forward(&tape, &store, tape.constant(x.clone()), &mut rng)?;
+        let nll = -Categorical::from_logits(logits)?.log_prob_labels(&labels)?.sum();
+        let out = elbo.loss(&tape, nll, Batch { index: 0, size: 128, step: 0 })?;
+        opt.step(&mut store, &out.loss.backward()?)
+    }))
+}
+
+/// `Conv2dFlipout(3->64, 5x5, SAME, relu) -> MaxPool 2x2/2 -> Flatten -> DenseFlipout(16384->10)`, batch 32.
+fn conv() -> Result<Step> {
+    let mut rng = SmallRng::seed_from_u64(0);
+    let mut store = ParamStore::<f32>::new();
+    let net = Sequential::new()
+        .push(Conv2dFlipout::new(&mut store, "conv", 3, 64, 5, 1, Padding::Same, &mut rng)?)
+        .push(Activation::Relu)
+        .push(MaxPool2d { size: 2, stride: 2 })
+        .push(Flatten)
+        .push(DenseFlipout::new(&mut store, "out", 16 * 16 * 64, 10, &mut rng)?);
+    let x = Tensor::from_fn(&[32, 32, 32, 3], |_| rng.gen::<f32>());
+    let labels: Vec<usize> = (0..32).map(|_| rng.gen_range(0..10)).collect();
+    let elbo = Elbo::new(KlWeight::PerExample { num_examples: 50_000 });
+    let mut opt = Adam::new(1e-3);
+    Ok(Box::new(move || {
+        let tape = Tape::new();
+        let logits = net.forward(&tape, &store, tape.constant(x.clone()), &mut rng)?;
+        let nll = -Categorical::from_logits(logits)?.log_prob_labels(&labels)?.sum();
+        let out = elbo.loss(&tape, nll, Batch { index: 0, size: 32, step: 0 })?;
+        opt.step(&mut store, &out.loss.backward()?)
+    }))
+}
+
+/// Trainable `mu` and `rho`; loss = -sum Normal(mu, softplus(rho)).log_prob(x) over 4x100; Adam 1e-2.
+fn tiny() -> Result<Step> {
+    let mut rng = SmallRng::seed_from_u64(0);
+    let mut store = ParamStore::<f32>::new();
+    let mu = store.add("mu", Tensor::scalar(0.0));
+    let scale = store.add_positive("scale", Tensor::scalar(1.0));
+    let x = Tensor::from_fn(&[4, 100], |_| 2.0 + rng.gen::<f32>());
+    let mut opt = Adam::new(1e-2);
+    Ok(Box::new(move || {
+        let tape = Tape::new();
+        let normal = Normal::from_params(&tape, &store, mu, scale)?;
+        let loss = -normal.log_prob(tape.constant(x.clone()))?.sum();
+        opt.step(&mut store, &loss.backward()?)
+    }))
+}
+
+/// Resident set size and its peak, in MiB (Linux; 0 elsewhere).
+fn rss_mib() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn run(name: &str, mut step: Step, steps: usize) -> Result<()> {
+    let warmup = (steps / 10).clamp(3, 50);
+    for _ in 0..warmup {
+        step()?;
+    }
+    let (rss_before, _) = rss_mib();
+    // Time batches of repetitions so that even microsecond steps are measured well.
+    let probe = Instant::now();
+    step()?;
+    let reps = ((1e-3 / probe.elapsed().as_secs_f64().max(1e-9)) as usize).clamp(1, 10_000);
+    let mut times: Vec<f64> = Vec::with_capacity(steps);
+    for _ in 0..steps {
+        let start = Instant::now();
+        for _ in 0..reps {
+            step()?;
+        }
+        times.push(start.elapsed().as_secs_f64() * 1e3 / reps as f64);
+    }
+    times.sort_by(f64::total_cmp);
+    let q = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+    let (rss_after, peak) = rss_mib();
+    println!(
+        "{name} ms_per_step={:.4} p10={:.4} p90={:.4}  (steps={steps}, reps={reps}; rss {rss_after:.0} MiB, peak {peak:.0} MiB, change over timed steps {:+.1} MiB)",
+        q(0.5),
+        q(0.1),
+        q(0.9),
+        rss_after - rss_before
+    );
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let mut steps = 50;
+    let mut which = "all".to_string();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--steps" => {
+                steps = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| Error::invalid("bench", "--steps needs a positive integer"))?
+            }
+            "mlp" | "conv" | "tiny" | "all" => which = a,
+            other => return Err(Error::invalid("bench", format!("unknown argument '{other}' (mlp, conv, tiny, all, --steps N)"))),
+        }
+    }
+    println!("threads: matrixmultiply {}", std::env::var("MATMUL_NUM_THREADS").unwrap_or_else(|_| "default (all cores)".into()));
+    if which == "all" || which == "tiny" {
+        run("tiny", tiny()?, steps)?;
+    }
+    if which == "all" || which == "mlp" {
+        run("mlp", mlp()?, steps)?;
+    }
+    if which == "all" || which == "conv" {
+        run("conv", conv()?, steps)?;
+    }
+    Ok(())
+}
