@@ -24,6 +24,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod checkpoint;
 pub mod distributions;
 pub mod divergence;
 pub mod elbo;

@@ -166,6 +166,11 @@ impl<F: Element> Adam<F> {
         &self.state
     }
 
+    /// Mutable access to the state (for [`checkpoint::load`](crate::checkpoint::load)).
+    pub fn state_mut(&mut self) -> &mut AdamState<F> {
+        &mut self.state
+    }
+
     /// Replaces the optimizer state (to resume from a checkpoint).
     pub fn set_state(&mut self, state: AdamState<F>) {
         self.state = state;

@@ -22,6 +22,12 @@ pub trait Element:
     /// One draw from N(0, 1) in this precision.
     fn standard_normal(rng: &mut dyn rand::RngCore) -> Self;
 
+    /// Little-endian bytes of a slice (exact).
+    fn to_le_bytes(data: &[Self]) -> Vec<u8>;
+
+    /// Values from little-endian bytes; `None` if the length is not a multiple of the size.
+    fn from_le_bytes(bytes: &[u8]) -> Option<Vec<Self>>;
+
     /// `C = alpha * A B + beta * C` over strided operands.
     ///
     /// # Safety
@@ -54,6 +60,14 @@ impl Element for f32 {
     fn standard_normal(rng: &mut dyn rand::RngCore) -> Self {
         rand::Rng::sample(rng, rand_distr::StandardNormal)
     }
+    fn to_le_bytes(data: &[Self]) -> Vec<u8> {
+        data.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+    fn from_le_bytes(bytes: &[u8]) -> Option<Vec<Self>> {
+        (bytes.len() % 4 == 0).then(|| {
+            bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("chunk of 4"))).collect()
+        })
+    }
     unsafe fn gemm(
         m: usize,
         k: usize,
@@ -81,6 +95,14 @@ impl Element for f64 {
     }
     fn standard_normal(rng: &mut dyn rand::RngCore) -> Self {
         rand::Rng::sample(rng, rand_distr::StandardNormal)
+    }
+    fn to_le_bytes(data: &[Self]) -> Vec<u8> {
+        data.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+    fn from_le_bytes(bytes: &[u8]) -> Option<Vec<Self>> {
+        (bytes.len() % 8 == 0).then(|| {
+            bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8"))).collect()
+        })
     }
     unsafe fn gemm(
         m: usize,
@@ -651,6 +673,11 @@ pub(crate) fn gemm_into<F: Element>(
     assert!(m == 0 || k == 0 || a.data.len() >= m * k, "gemm_into: lhs too small");
     assert!(n == 0 || k == 0 || b.data.len() >= k * n, "gemm_into: rhs too small");
     if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        // an empty inner dimension: the product is zero
+        c[..m * n].iter_mut().for_each(|x| *x = beta * *x);
         return;
     }
     // SAFETY: the asserts above guarantee every strided access lies inside the

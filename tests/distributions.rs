@@ -8,6 +8,7 @@ mod common {
 use bayesgrad::prelude::*;
 use common::tfp_cases;
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 #[test]
 fn every_tfp_reference_case_matches() {
@@ -267,7 +268,11 @@ fn normal_params() -> impl Strategy<Value = (f64, f64)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/distributions.txt"))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn kl_of_a_distribution_with_itself_is_zero((m, s) in normal_params(), logits in prop::collection::vec(-10.0..10.0f64, 1..6)) {

@@ -4,6 +4,7 @@
 
 use bayesgrad::prelude::*;
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 type OpFn = for<'t> fn(&'t Tape<f64>, &[Var<'t, f64>]) -> Result<Var<'t, f64>>;
 
@@ -288,7 +289,11 @@ fn tensor_strategy(lo: f64, hi: f64) -> impl Strategy<Value = Tensor<f64>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 48,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/engine.txt"))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn elementwise_ops_pass_gradcheck(x in tensor_strategy(-3.0, 3.0), which in 0usize..8) {

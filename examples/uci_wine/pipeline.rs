@@ -71,7 +71,7 @@ impl Default for Config {
             hidden: 50,
             test_samples: 100,
             rho_init: -3.0,
-            noise_init: 0.2,
+            noise_init: 0.5,
             kl_temperature: 1.0,
             kl_warmup_epochs: 0,
             loc_init_std: 0.1,

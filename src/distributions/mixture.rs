@@ -77,11 +77,14 @@ impl<'t, F: Element> MixtureOfNormals<'t, F> {
         same_tape("MixtureOfNormals::new", &log_weights, &scales)?;
         check_finite(name, "locs", &locs)?;
         check_positive(name, "scales", &scales)?;
-        if log_weights.shape().last().copied().unwrap_or(0) == 0 {
-            return Err(Error::invalid("MixtureOfNormals", "needs at least one component (a last axis of size >= 1)"));
-        }
         let s = batch_broadcast(name, ("weights", log_weights.shape()), ("locs", locs.shape()))?;
-        batch_broadcast(name, ("weights and locs", s), ("scales", scales.shape()))?;
+        let full = batch_broadcast(name, ("weights and locs", s), ("scales", scales.shape()))?;
+        if full.last().copied().unwrap_or(0) == 0 {
+            return Err(Error::invalid(
+                "MixtureOfNormals",
+                format!("needs at least one component: the parameters broadcast to shape {full:?}"),
+            ));
+        }
         Ok(MixtureOfNormals { log_weights, locs, scales, name })
     }
 

@@ -1,0 +1,200 @@
+//! No panics reachable from the `try_` API: random small graphs over random
+//! shapes (mismatched and empty ones included) and non-finite values; the
+//! same for distribution constructors, layer forwards and checkpoint bytes.
+//! Every call must return `Ok` or an `Err`; a panic fails the property.
+
+use bayesgrad::prelude::*;
+use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
+
+fn value() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        6 => -3.0..3.0f64,
+        1 => Just(f64::NAN),
+        1 => Just(f64::INFINITY),
+        1 => Just(f64::NEG_INFINITY),
+        1 => Just(0.0),
+        1 => prop_oneof![Just(1e300), Just(-1e300), Just(1e-300)],
+    ]
+}
+
+fn tensor() -> impl Strategy<Value = Tensor<f64>> {
+    prop::collection::vec(0usize..4, 0..4).prop_flat_map(|shape| {
+        let n: usize = shape.iter().product();
+        prop::collection::vec(value(), n).prop_map(move |d| Tensor::from_vec(d, &shape).unwrap())
+    })
+}
+
+/// One step of a random graph: an op code and operand/argument choices.
+#[derive(Debug, Clone)]
+struct Step {
+    op: u8,
+    a: usize,
+    b: usize,
+    k: usize,
+    flag: bool,
+    shape: Vec<usize>,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    (0u8..32, 0usize..16, 0usize..16, 0usize..5, any::<bool>(), prop::collection::vec(0usize..4, 0..4))
+        .prop_map(|(op, a, b, k, flag, shape)| Step { op, a, b, k, flag, shape })
+}
+
+fn apply<'t>(tape: &'t Tape<f64>, pool: &[Var<'t, f64>], s: &Step) -> Result<Var<'t, f64>> {
+    let a = pool[s.a % pool.len()];
+    let b = pool[s.b % pool.len()];
+    let pad = if s.flag { Padding::Same } else { Padding::Valid };
+    match s.op {
+        0 => a.try_add(b),
+        1 => a.try_sub(b),
+        2 => a.try_mul(b),
+        3 => a.try_div(b),
+        4 => a.matmul(b),
+        5 => a.reshape(&s.shape),
+        6 => a.sum_axis(s.k, s.flag),
+        7 => a.mean_axis(s.k, s.flag),
+        8 => a.max_axis(s.k, s.flag),
+        9 => a.log_softmax(s.k),
+        10 => a.logsumexp(s.k, s.flag),
+        11 => a.index(s.k),
+        12 => a.slice(s.k % 3, s.b % 3, s.b % 3 + s.k % 2),
+        13 => a.select(s.k % 3, &s.shape),
+        14 => a.gather(&s.shape),
+        15 => Var::concat(&[a, b], s.k),
+        16 => Var::stack(&[a, b], s.k),
+        17 => a.transpose(),
+        18 => a.broadcast_to(&s.shape),
+        19 => a.unsqueeze(s.k),
+        20 => Ok(a.exp().ln().sqrt()),
+        21 => Ok(a.softplus().log1p().sigmoid().tanh()),
+        22 => Ok(a.relu().abs().square().powf(1.5).clamp(-1.0, 1.0)),
+        23 => Ok(a.sum()),
+        24 => Ok(a.mean()),
+        25 => a.conv2d(b, s.k, pad),
+        26 => a.max_pool2d(s.k, s.b % 3),
+        27 => Ok(a.detach()),
+        28 => a.softmax(s.k),
+        29 => Ok(tape.total_divergence()),
+        30 => tape.add_divergence(format!("d{}", s.k), a).map(|_| a),
+        _ => a.item().map(|v| tape.scalar(v)),
+    }
+}
+
+/// Calls every method of a distribution; only panics matter.
+fn exercise<'t>(d: &dyn Distribution<'t, f64>, x: Var<'t, f64>, rng: &mut StdRng) {
+    let _ = d.log_prob(x);
+    let _ = d.rsample(rng);
+    let _ = d.rsample_n(Some(2), rng);
+    let _ = d.sample(rng);
+    let _ = d.entropy();
+    let _ = d.mean();
+    let _ = d.variance();
+    let _ = d.stddev();
+    let _ = (d.batch_shape(), d.event_shape());
+    let _ = kl_divergence(d, d);
+    let _ = kl_monte_carlo(d, d, 2, rng);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/no_panic.txt"))),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn random_graphs_never_panic(inputs in prop::collection::vec(tensor(), 1..4),
+                                 steps in prop::collection::vec(step(), 1..12),
+                                 checked in any::<bool>()) {
+        let tape = if checked { Tape::with_finite_check() } else { Tape::new() };
+        let mut pool: Vec<Var<f64>> = inputs.into_iter().map(|t| tape.var(t)).collect();
+        for s in &steps {
+            if let Ok(v) = apply(&tape, &pool, s) {
+                pool.push(v);
+            }
+        }
+        for v in &pool {
+            let _ = v.backward();
+            let _ = v.item();
+        }
+        let _ = tape.check_finite();
+        let _ = tape.divergences();
+    }
+
+    #[test]
+    fn distribution_constructors_never_panic(a in tensor(), b in tensor(), c in tensor(), x in tensor(),
+                                             labels in prop::collection::vec(0usize..6, 0..5), seed in any::<u64>()) {
+        let tape = Tape::<f64>::new();
+        let (a, b, c, x) = (tape.var(a), tape.var(b), tape.var(c), tape.var(x));
+        let mut rng = StdRng::seed_from_u64(seed);
+        if let Ok(d) = Normal::new(a, b) { exercise(&d, x, &mut rng); }
+        if let Ok(d) = Categorical::from_logits(a) { exercise(&d, x, &mut rng); let _ = d.log_prob_labels(&labels); }
+        if let Ok(d) = Categorical::from_probs(b) { exercise(&d, x, &mut rng); }
+        if let Ok(d) = Bernoulli::from_logits(a) { exercise(&d, x, &mut rng); }
+        if let Ok(d) = MixtureOfNormals::from_logits(a, b, c) { exercise(&d, x, &mut rng); }
+        if let Ok(d) = MixtureOfNormals::new(a, b, c) { exercise(&d, x, &mut rng); }
+        if let Ok(d) = SpikeAndSlab::new(a, b, c) { exercise(&d, x, &mut rng); }
+        if let Ok(n) = Normal::new(a, b) {
+            if let Ok(d) = Independent::new(Box::new(n), labels.len() % 3) { exercise(&d, x, &mut rng); }
+        }
+    }
+
+    #[test]
+    fn layer_forwards_never_panic(x in tensor(), widths in (1usize..4, 1usize..4), seed in any::<u64>(), stride in 0usize..3) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut store = ParamStore::<f64>::new();
+        let (i, o) = widths;
+        let layers: Vec<Box<dyn Module<f64>>> = vec![
+            Box::new(Dense::new(&mut store, "d", i, o, &mut rng).unwrap()),
+            Box::new(DenseFlipout::new(&mut store, "f", i, o, &mut rng).unwrap()),
+            Box::new(DenseReparameterization::new(&mut store, "r", i, o, &mut rng).unwrap()),
+            Box::new(DenseLocalReparameterization::with_config(&mut store, "l", i, o,
+                VariationalConfig { prior: Prior::spike_and_slab_tfp(), ..Default::default() }, &mut rng).unwrap()),
+            Box::new(Activation::Relu),
+            Box::new(Flatten),
+            Box::new(MaxPool2d { size: 2, stride: stride.max(1) }),
+        ];
+        if let Ok(conv) = Conv2dFlipout::new(&mut store, "c", i, o, 2, stride, Padding::Same, &mut rng) {
+            let tape = Tape::new();
+            let _ = conv.forward(&tape, &store, tape.constant(x.clone()), &mut rng);
+        }
+        for layer in &layers {
+            let tape = Tape::new();
+            if let Ok(y) = layer.forward(&tape, &store, tape.constant(x.clone()), &mut rng) {
+                let _ = y.sum().backward();
+            }
+        }
+    }
+
+    #[test]
+    fn checkpoint_bytes_never_panic(noise in prop::collection::vec(any::<u8>(), 0..64), cut in any::<usize>(), flip in any::<usize>()) {
+        let mut store = ParamStore::<f32>::new();
+        store.add("w", Tensor::vector(&[1.0, 2.0]));
+        let _ = bayesgrad::checkpoint::load_bytes(&mut store, None, &noise);
+        let dir = std::env::temp_dir().join(format!("bayesgrad-nopanic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("c{cut}-{flip}.safetensors"));
+        bayesgrad::checkpoint::save(&store, None, &path).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).ok();
+        let i = flip % bytes.len();
+        bytes[i] ^= 0x5a;
+        let _ = bayesgrad::checkpoint::load_bytes(&mut store, None, &bytes);
+        let _ = bayesgrad::checkpoint::load_bytes(&mut store, None, &bytes[..cut % bytes.len()]);
+    }
+}
+
+/// Found by `distribution_constructors_never_panic`: weights of shape [1]
+/// broadcast with locs of shape [0] leave no component; sampling divided by zero.
+#[test]
+fn a_mixture_that_broadcasts_to_no_components_is_an_error() {
+    let tape = Tape::<f64>::new();
+    let w = tape.var(Tensor::vector(&[0.3]));
+    let locs = tape.var(Tensor::zeros(&[0]));
+    let scales = tape.var(Tensor::vector(&[1.0]));
+    assert!(matches!(
+        MixtureOfNormals::from_logits(w, locs, scales),
+        Err(Error::InvalidArgument { op: "MixtureOfNormals", .. })
+    ));
+}
