@@ -15,8 +15,16 @@ fn main() -> Result<()> {
     println!("f(1.5, 2.0)  = {:.10}", f.item()?);
     // df/dx = y sigmoid(xy) + 2x/y ; df/dy = x sigmoid(xy) - x^2/y^2
     let s = 1.0 / (1.0 + (-3.0f64).exp());
-    println!("df/dx        = {:.10} (by hand {:.10})", grads.get(x).unwrap().data()[0], 2.0 * s + 1.5);
-    println!("df/dy        = {:.10} (by hand {:.10})", grads.get(y).unwrap().data()[0], 1.5 * s - 0.5625);
+    println!(
+        "df/dx        = {:.10} (by hand {:.10})",
+        grads.get(x).unwrap().data()[0],
+        2.0 * s + 1.5
+    );
+    println!(
+        "df/dy        = {:.10} (by hand {:.10})",
+        grads.get(y).unwrap().data()[0],
+        1.5 * s - 0.5625
+    );
 
     // Check the same gradient numerically with the public gradcheck.
     let report = gradcheck(
@@ -50,6 +58,9 @@ fn main() -> Result<()> {
         times.push(start.elapsed().as_secs_f64() * 1e6 / (reps / 25) as f64);
     }
     times.sort_by(f64::total_cmp);
-    println!("10-op graph on 400 f32 elements, forward + backward: median {:.2} µs", times[12]);
+    println!(
+        "10-op graph on 400 f32 elements, forward + backward: median {:.2} µs",
+        times[12]
+    );
     Ok(())
 }

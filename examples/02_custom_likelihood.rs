@@ -25,7 +25,11 @@ impl NormalLikelihood {
     }
 
     /// The distribution, built fresh on each tape.
-    fn distribution<'t>(&self, tape: &'t Tape<f64>, store: &ParamStore<f64>) -> Result<Normal<'t, f64>> {
+    fn distribution<'t>(
+        &self,
+        tape: &'t Tape<f64>,
+        store: &ParamStore<f64>,
+    ) -> Result<Normal<'t, f64>> {
         let mu = tape.param(store, self.mu).index(0)?;
         let sigma = tape.param(store, self.sigma).index(0)?;
         Normal::new(mu, sigma)
@@ -35,7 +39,9 @@ impl NormalLikelihood {
 fn main() -> Result<()> {
     let mut rng = StdRng::seed_from_u64(42);
     let truth = (3.0, 0.7);
-    let data: Vec<f64> = (0..2000).map(|_| truth.0 + truth.1 * rng.sample::<f64, _>(rand_distr::StandardNormal)).collect();
+    let data: Vec<f64> = (0..2000)
+        .map(|_| truth.0 + truth.1 * rng.sample::<f64, _>(rand_distr::StandardNormal))
+        .collect();
     let n = data.len() as f64;
     let mean = data.iter().sum::<f64>() / n;
     let std = (data.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
@@ -46,17 +52,29 @@ fn main() -> Result<()> {
     let mut opt = Adam::new(0.05);
     for step in 0..=600 {
         let tape = Tape::new();
-        let nll = -layer.distribution(&tape, &store)?.log_prob(tape.constant(x.clone()))?.mean();
+        let nll = -layer
+            .distribution(&tape, &store)?
+            .log_prob(tape.constant(x.clone()))?
+            .mean();
         let grads = nll.backward()?;
         opt.step(&mut store, &grads)?; // errors, naming the parameter, if one got no gradient
         if step % 100 == 0 {
             let d = layer.distribution(&tape, &store)?;
-            println!("step {step:>3}  nll {:.5}  mu {:.4}  sigma {:.4}", nll.item()?, d.loc().item()?, d.scale().item()?);
+            println!(
+                "step {step:>3}  nll {:.5}  mu {:.4}  sigma {:.4}",
+                nll.item()?,
+                d.loc().item()?,
+                d.scale().item()?
+            );
         }
     }
     let tape = Tape::new();
     let d = layer.distribution(&tape, &store)?;
-    println!("fitted: mu = {:.4}, sigma = {:.4}", d.loc().item()?, d.scale().item()?);
+    println!(
+        "fitted: mu = {:.4}, sigma = {:.4}",
+        d.loc().item()?,
+        d.scale().item()?
+    );
     println!("sample: mean = {mean:.4}, std = {std:.4} (maximum likelihood)");
     Ok(())
 }

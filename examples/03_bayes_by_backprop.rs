@@ -13,7 +13,10 @@ fn main() -> Result<()> {
     // y = sin(3x) + 0.1 noise, observed only for x in [-1, 1]
     let n = 256;
     let xs: Vec<f64> = (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect();
-    let ys: Vec<f64> = xs.iter().map(|x| (3.0 * x).sin() + 0.1 * rng.sample::<f64, _>(rand_distr::StandardNormal)).collect();
+    let ys: Vec<f64> = xs
+        .iter()
+        .map(|x| (3.0 * x).sin() + 0.1 * rng.sample::<f64, _>(rand_distr::StandardNormal))
+        .collect();
 
     let mut store = ParamStore::<f64>::new();
     let net = Sequential::new()
@@ -35,7 +38,16 @@ fn main() -> Result<()> {
             let tape = Tape::new();
             let mean = net.forward(&tape, &store, tape.constant(x), &mut rng)?;
             let likelihood = Normal::new(mean, tape.param(&store, noise))?;
-            let out = elbo.loss_from_likelihood(&tape, &likelihood, tape.constant(y), Batch { index, size: chunk.len(), step })?;
+            let out = elbo.loss_from_likelihood(
+                &tape,
+                &likelihood,
+                tape.constant(y),
+                Batch {
+                    index,
+                    size: chunk.len(),
+                    step,
+                },
+            )?;
             epoch_loss += out.loss.item()? * chunk.len() as f64 / n as f64;
             opt.step(&mut store, &out.loss.backward()?)?;
             step += 1;
@@ -51,7 +63,11 @@ fn main() -> Result<()> {
     let x = Tensor::from_vec(grid.to_vec(), &[grid.len(), 1])?;
     let pred = predict_regression(&net, &store, &x, Predict::Samples(500), &mut rng)?;
     for (i, x) in grid.iter().enumerate() {
-        println!("{x:>5.1}   {:>12.3}     {:>10.3}", pred.mean.data()[i], pred.variance.data()[i].sqrt());
+        println!(
+            "{x:>5.1}   {:>12.3}     {:>10.3}",
+            pred.mean.data()[i],
+            pred.variance.data()[i].sqrt()
+        );
     }
     Ok(())
 }

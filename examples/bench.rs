@@ -22,13 +22,25 @@ fn mlp() -> Result<Step> {
         .push(DenseFlipout::new(&mut store, "out", 512, 10, &mut rng)?);
     let x = Tensor::from_fn(&[128, 784], |_| rng.gen::<f32>());
     let labels: Vec<usize> = (0..128).map(|_| rng.gen_range(0..10)).collect();
-    let elbo = Elbo::new(KlWeight::PerExample { num_examples: 60_000 });
+    let elbo = Elbo::new(KlWeight::PerExample {
+        num_examples: 60_000,
+    });
     let mut opt = Adam::new(1e-3);
     Ok(Box::new(move || {
         let tape = Tape::new();
         let logits = net.forward(&tape, &store, tape.constant(x.clone()), &mut rng)?;
-        let nll = -Categorical::from_logits(logits)?.log_prob_labels(&labels)?.sum();
-        let out = elbo.loss(&tape, nll, Batch { index: 0, size: 128, step: 0 })?;
+        let nll = -Categorical::from_logits(logits)?
+            .log_prob_labels(&labels)?
+            .sum();
+        let out = elbo.loss(
+            &tape,
+            nll,
+            Batch {
+                index: 0,
+                size: 128,
+                step: 0,
+            },
+        )?;
         opt.step(&mut store, &out.loss.backward()?)
     }))
 }
@@ -38,20 +50,47 @@ fn conv() -> Result<Step> {
     let mut rng = SmallRng::seed_from_u64(0);
     let mut store = ParamStore::<f32>::new();
     let net = Sequential::new()
-        .push(Conv2dFlipout::new(&mut store, "conv", 3, 64, 5, 1, Padding::Same, &mut rng)?)
+        .push(Conv2dFlipout::new(
+            &mut store,
+            "conv",
+            3,
+            64,
+            5,
+            1,
+            Padding::Same,
+            &mut rng,
+        )?)
         .push(Activation::Relu)
         .push(MaxPool2d { size: 2, stride: 2 })
         .push(Flatten)
-        .push(DenseFlipout::new(&mut store, "out", 16 * 16 * 64, 10, &mut rng)?);
+        .push(DenseFlipout::new(
+            &mut store,
+            "out",
+            16 * 16 * 64,
+            10,
+            &mut rng,
+        )?);
     let x = Tensor::from_fn(&[32, 32, 32, 3], |_| rng.gen::<f32>());
     let labels: Vec<usize> = (0..32).map(|_| rng.gen_range(0..10)).collect();
-    let elbo = Elbo::new(KlWeight::PerExample { num_examples: 50_000 });
+    let elbo = Elbo::new(KlWeight::PerExample {
+        num_examples: 50_000,
+    });
     let mut opt = Adam::new(1e-3);
     Ok(Box::new(move || {
         let tape = Tape::new();
         let logits = net.forward(&tape, &store, tape.constant(x.clone()), &mut rng)?;
-        let nll = -Categorical::from_logits(logits)?.log_prob_labels(&labels)?.sum();
-        let out = elbo.loss(&tape, nll, Batch { index: 0, size: 32, step: 0 })?;
+        let nll = -Categorical::from_logits(logits)?
+            .log_prob_labels(&labels)?
+            .sum();
+        let out = elbo.loss(
+            &tape,
+            nll,
+            Batch {
+                index: 0,
+                size: 32,
+                step: 0,
+            },
+        )?;
         opt.step(&mut store, &out.loss.backward()?)
     }))
 }
@@ -131,10 +170,18 @@ fn main() -> Result<()> {
                     .ok_or_else(|| Error::invalid("bench", "--steps needs a positive integer"))?
             }
             "mlp" | "conv" | "tiny" | "all" => which = a,
-            other => return Err(Error::invalid("bench", format!("unknown argument '{other}' (mlp, conv, tiny, all, --steps N)"))),
+            other => {
+                return Err(Error::invalid(
+                    "bench",
+                    format!("unknown argument '{other}' (mlp, conv, tiny, all, --steps N)"),
+                ))
+            }
         }
     }
-    println!("threads: matrixmultiply {}", std::env::var("MATMUL_NUM_THREADS").unwrap_or_else(|_| "default (all cores)".into()));
+    println!(
+        "threads: matrixmultiply {}",
+        std::env::var("MATMUL_NUM_THREADS").unwrap_or_else(|_| "default (all cores)".into())
+    );
     if which == "all" || which == "tiny" {
         run("tiny", tiny()?, steps)?;
     }

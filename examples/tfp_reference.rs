@@ -17,17 +17,18 @@ fn main() -> ExitCode {
         eprintln!("usage: tfp_reference <reference.json>");
         return ExitCode::from(2);
     };
-    let doc: serde_json::Value = match std::fs::read_to_string(&path).map(|s| serde_json::from_str(&s)) {
-        Ok(Ok(doc)) => doc,
-        Ok(Err(e)) => {
-            eprintln!("{path}: not valid JSON: {e}");
-            return ExitCode::from(2);
-        }
-        Err(e) => {
-            eprintln!("{path}: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let doc: serde_json::Value =
+        match std::fs::read_to_string(&path).map(|s| serde_json::from_str(&s)) {
+            Ok(Ok(doc)) => doc,
+            Ok(Err(e)) => {
+                eprintln!("{path}: not valid JSON: {e}");
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("{path}: {e}");
+                return ExitCode::from(2);
+            }
+        };
     let results = match tfp_cases::evaluate_all(&doc) {
         Ok(r) => r,
         Err(e) => {
@@ -36,7 +37,11 @@ fn main() -> ExitCode {
         }
     };
     for (kind, (worst, pass, fail)) in tfp_cases::summarize(&results) {
-        let unit = if kind == "normal_vs_spike_slab_kl" { "standard errors" } else { "relative error" };
+        let unit = if kind == "normal_vs_spike_slab_kl" {
+            "standard errors"
+        } else {
+            "relative error"
+        };
         println!("{kind:<26} {pass:>3} passed {fail:>2} failed   worst {worst:.3e} {unit}");
     }
     for r in results.iter().filter(|r| !r.passed) {
@@ -44,5 +49,9 @@ fn main() -> ExitCode {
     }
     let failed = results.iter().filter(|r| !r.passed).count();
     println!("{} passed, {} failed", results.len() - failed, failed);
-    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

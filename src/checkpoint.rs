@@ -75,22 +75,42 @@ fn checksum<'a>(tensors: impl Iterator<Item = (&'a str, String, &'a [usize], &'a
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> Error {
-    Error::Io { path: path.display().to_string(), message: e.to_string() }
+    Error::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
 }
 
 /// Writes the store (and Adam's state, if given) to `path` atomically.
-pub fn save<F: Element>(store: &ParamStore<F>, adam: Option<&AdamState<F>>, path: &Path) -> Result<()> {
+pub fn save<F: Element>(
+    store: &ParamStore<F>,
+    adam: Option<&AdamState<F>>,
+    path: &Path,
+) -> Result<()> {
     let mut tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
     for p in store.params() {
         let v = store.value(p);
-        tensors.insert(store.name(p).to_string(), (v.shape().to_vec(), F::to_le_bytes(v.data())));
+        tensors.insert(
+            store.name(p).to_string(),
+            (v.shape().to_vec(), F::to_le_bytes(v.data())),
+        );
         if let Some(Some((m, s))) = adam.and_then(|a| a.moments.get(p.index())) {
-            tensors.insert(format!("{ADAM_M}{}", store.name(p)), (m.shape().to_vec(), F::to_le_bytes(m.data())));
-            tensors.insert(format!("{ADAM_V}{}", store.name(p)), (s.shape().to_vec(), F::to_le_bytes(s.data())));
+            tensors.insert(
+                format!("{ADAM_M}{}", store.name(p)),
+                (m.shape().to_vec(), F::to_le_bytes(m.data())),
+            );
+            tensors.insert(
+                format!("{ADAM_V}{}", store.name(p)),
+                (s.shape().to_vec(), F::to_le_bytes(s.data())),
+            );
         }
     }
     let dtype = dtype_of::<F>();
-    let sum = checksum(tensors.iter().map(|(n, (s, d))| (n.as_str(), format!("{dtype:?}"), s.as_slice(), d.as_slice())));
+    let sum = checksum(
+        tensors
+            .iter()
+            .map(|(n, (s, d))| (n.as_str(), format!("{dtype:?}"), s.as_slice(), d.as_slice())),
+    );
     let mut meta = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("version".to_string(), VERSION.to_string()),
@@ -101,17 +121,34 @@ pub fn save<F: Element>(store: &ParamStore<F>, adam: Option<&AdamState<F>>, path
     }
     let views = tensors
         .iter()
-        .map(|(n, (s, d))| Ok((n.clone(), TensorView::new(dtype, s.clone(), d).map_err(|e| Error::invalid("checkpoint::save", e.to_string()))?)))
+        .map(|(n, (s, d))| {
+            Ok((
+                n.clone(),
+                TensorView::new(dtype, s.clone(), d)
+                    .map_err(|e| Error::invalid("checkpoint::save", e.to_string()))?,
+            ))
+        })
         .collect::<Result<Vec<_>>>()?;
-    let bytes = safetensors::serialize(views, &Some(meta)).map_err(|e| Error::invalid("checkpoint::save", e.to_string()))?;
+    let bytes = safetensors::serialize(views, &Some(meta))
+        .map_err(|e| Error::invalid("checkpoint::save", e.to_string()))?;
     write_atomic(path, &bytes)
 }
 
 /// Temporary file, flush, fsync, rename, fsync of the directory.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let file_name = path.file_name().ok_or_else(|| Error::Io { path: path.display().to_string(), message: "not a file path".into() })?;
-    let tmp = dir.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = path.file_name().ok_or_else(|| Error::Io {
+        path: path.display().to_string(),
+        message: "not a file path".into(),
+    })?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
         f.write_all(bytes).map_err(|e| io_err(&tmp, e))?;
@@ -133,62 +170,115 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Reads a checkpoint into `store` (and `adam`, if given). Every parameter
 /// of the store must be in the file with its shape and dtype, and nothing
 /// else may be; on any error the store and optimizer are unchanged.
-pub fn load<F: Element>(store: &mut ParamStore<F>, adam: Option<&mut AdamState<F>>, path: &Path) -> Result<()> {
+pub fn load<F: Element>(
+    store: &mut ParamStore<F>,
+    adam: Option<&mut AdamState<F>>,
+    path: &Path,
+) -> Result<()> {
     let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
     load_bytes(store, adam, &bytes)
 }
 
 /// [`load`] from bytes in memory.
-pub fn load_bytes<F: Element>(store: &mut ParamStore<F>, adam: Option<&mut AdamState<F>>, bytes: &[u8]) -> Result<()> {
+pub fn load_bytes<F: Element>(
+    store: &mut ParamStore<F>,
+    adam: Option<&mut AdamState<F>>,
+    bytes: &[u8],
+) -> Result<()> {
     if bytes.len() < 8 {
-        return Err(Error::Truncated { reason: format!("{} bytes, shorter than the 8-byte header length", bytes.len()) });
+        return Err(Error::Truncated {
+            reason: format!(
+                "{} bytes, shorter than the 8-byte header length",
+                bytes.len()
+            ),
+        });
     }
     let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
     if header_len > (bytes.len() - 8) as u64 {
         // A header length beyond any sane size means this is not a safetensors file at all.
         if header_len > 100_000_000 {
-            return Err(Error::NotACheckpoint { reason: format!("header length {header_len} is implausible") });
+            return Err(Error::NotACheckpoint {
+                reason: format!("header length {header_len} is implausible"),
+            });
         }
-        return Err(Error::Truncated { reason: format!("header of {header_len} bytes, but only {} follow", bytes.len() - 8) });
+        return Err(Error::Truncated {
+            reason: format!(
+                "header of {header_len} bytes, but only {} follow",
+                bytes.len() - 8
+            ),
+        });
     }
     let (n, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| match e {
         // the header is intact but the tensor data it describes is cut short
-        SafeTensorError::MetadataIncompleteBuffer => {
-            Error::Truncated { reason: "the tensor data is shorter than the header says".into() }
-        }
-        e => Error::NotACheckpoint { reason: format!("{e:?}") },
+        SafeTensorError::MetadataIncompleteBuffer => Error::Truncated {
+            reason: "the tensor data is shorter than the header says".into(),
+        },
+        e => Error::NotACheckpoint {
+            reason: format!("{e:?}"),
+        },
     })?;
     let data_len = bytes.len() - 8 - n;
-    let needed = metadata.tensors().values().map(|t| t.data_offsets.1).max().unwrap_or(0);
+    let needed = metadata
+        .tensors()
+        .values()
+        .map(|t| t.data_offsets.1)
+        .max()
+        .unwrap_or(0);
     if needed > data_len {
-        return Err(Error::Truncated { reason: format!("tensor data needs {needed} bytes, file has {data_len}") });
+        return Err(Error::Truncated {
+            reason: format!("tensor data needs {needed} bytes, file has {data_len}"),
+        });
     }
     let meta = metadata.metadata().clone().unwrap_or_default();
     if meta.get("format").map(String::as_str) != Some(FORMAT) {
-        return Err(Error::NotACheckpoint { reason: "metadata lacks format = bayesgrad-checkpoint".into() });
+        return Err(Error::NotACheckpoint {
+            reason: "metadata lacks format = bayesgrad-checkpoint".into(),
+        });
     }
     match meta.get("version") {
         Some(v) if v == &VERSION.to_string() => {}
-        other => return Err(Error::UnsupportedVersion { found: other.cloned().unwrap_or_else(|| "none".into()), supported: VERSION }),
+        other => {
+            return Err(Error::UnsupportedVersion {
+                found: other.cloned().unwrap_or_else(|| "none".into()),
+                supported: VERSION,
+            })
+        }
     }
-    let st = SafeTensors::deserialize(bytes).map_err(|e| Error::NotACheckpoint { reason: format!("{e:?}") })?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| Error::NotACheckpoint {
+        reason: format!("{e:?}"),
+    })?;
     let mut named: Vec<(String, TensorView<'_>)> = st.tensors();
     named.sort_by(|a, b| a.0.cmp(&b.0));
-    let found = checksum(named.iter().map(|(n, t)| (n.as_str(), format!("{:?}", t.dtype()), t.shape(), t.data())));
+    let found = checksum(
+        named
+            .iter()
+            .map(|(n, t)| (n.as_str(), format!("{:?}", t.dtype()), t.shape(), t.data())),
+    );
     let expected = meta.get("checksum").cloned().unwrap_or_default();
     if found != expected {
         return Err(Error::ChecksumMismatch { expected, found });
     }
 
-    let views: HashMap<&str, &TensorView<'_>> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let views: HashMap<&str, &TensorView<'_>> =
+        named.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let decode = |name: &str, t: &TensorView<'_>, expected_shape: &[usize]| -> Result<Tensor<F>> {
         if t.dtype() != dtype_of::<F>() {
-            return Err(Error::DtypeMismatch { name: name.into(), expected: F::DTYPE.into(), found: format!("{:?}", t.dtype()) });
+            return Err(Error::DtypeMismatch {
+                name: name.into(),
+                expected: F::DTYPE.into(),
+                found: format!("{:?}", t.dtype()),
+            });
         }
         if t.shape() != expected_shape {
-            return Err(Error::ParamShapeMismatch { name: name.into(), expected: expected_shape.to_vec(), found: t.shape().to_vec() });
+            return Err(Error::ParamShapeMismatch {
+                name: name.into(),
+                expected: expected_shape.to_vec(),
+                found: t.shape().to_vec(),
+            });
         }
-        let data = F::from_le_bytes(t.data()).ok_or_else(|| Error::Truncated { reason: format!("tensor '{name}' has a partial element") })?;
+        let data = F::from_le_bytes(t.data()).ok_or_else(|| Error::Truncated {
+            reason: format!("tensor '{name}' has a partial element"),
+        })?;
         Tensor::from_vec(data, expected_shape)
     };
     let mut values = Vec::with_capacity(store.len());
@@ -196,21 +286,40 @@ pub fn load_bytes<F: Element>(store: &mut ParamStore<F>, adam: Option<&mut AdamS
     for p in store.params() {
         let name = store.name(p);
         let shape = store.value(p).shape();
-        let t = views.get(name).ok_or_else(|| Error::MissingParameter { name: name.into() })?;
+        let t = views
+            .get(name)
+            .ok_or_else(|| Error::MissingParameter { name: name.into() })?;
         values.push((p, decode(name, t, shape)?));
-        let m = views.get(format!("{ADAM_M}{name}").as_str()).map(|t| decode(name, t, shape)).transpose()?;
-        let v = views.get(format!("{ADAM_V}{name}").as_str()).map(|t| decode(name, t, shape)).transpose()?;
+        let m = views
+            .get(format!("{ADAM_M}{name}").as_str())
+            .map(|t| decode(name, t, shape))
+            .transpose()?;
+        let v = views
+            .get(format!("{ADAM_V}{name}").as_str())
+            .map(|t| decode(name, t, shape))
+            .transpose()?;
         moments.push(m.zip(v));
     }
     for name in views.keys() {
-        let base = name.strip_prefix(ADAM_M).or_else(|| name.strip_prefix(ADAM_V)).unwrap_or(name);
+        let base = name
+            .strip_prefix(ADAM_M)
+            .or_else(|| name.strip_prefix(ADAM_V))
+            .unwrap_or(name);
         if store.get(base).is_none() {
-            return Err(Error::UnexpectedParameter { name: name.to_string() });
+            return Err(Error::UnexpectedParameter {
+                name: name.to_string(),
+            });
         }
     }
     let step = match (meta.get("adam_step"), &adam) {
-        (Some(s), Some(_)) => Some(s.parse::<u64>().map_err(|_| Error::NotACheckpoint { reason: format!("adam_step '{s}' is not a number") })?),
-        (None, Some(_)) => return Err(Error::NotACheckpoint { reason: "the checkpoint holds no optimizer state".into() }),
+        (Some(s), Some(_)) => Some(s.parse::<u64>().map_err(|_| Error::NotACheckpoint {
+            reason: format!("adam_step '{s}' is not a number"),
+        })?),
+        (None, Some(_)) => {
+            return Err(Error::NotACheckpoint {
+                reason: "the checkpoint holds no optimizer state".into(),
+            })
+        }
         _ => None,
     };
     // Everything is valid: apply.

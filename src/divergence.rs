@@ -76,8 +76,14 @@ fn describe<'t, F: Element>(d: &dyn Distribution<'t, F>) -> String {
     }
 }
 
-fn no_closed_form<'t, F: Element>(q: &dyn Distribution<'t, F>, p: &dyn Distribution<'t, F>) -> Error {
-    Error::NoAnalyticKl { q: describe(q), p: describe(p) }
+fn no_closed_form<'t, F: Element>(
+    q: &dyn Distribution<'t, F>,
+    p: &dyn Distribution<'t, F>,
+) -> Error {
+    Error::NoAnalyticKl {
+        q: describe(q),
+        p: describe(p),
+    }
 }
 
 /// The single-sample estimate `ln q(z) - ln p(z)` at a given draw `z ~ q`
@@ -127,7 +133,10 @@ pub fn kl_monte_carlo<'t, F: Element>(
     rng: &mut dyn RngCore,
 ) -> Result<Var<'t, F>> {
     if samples == 0 {
-        return Err(Error::invalid("kl_monte_carlo", "needs at least one sample"));
+        return Err(Error::invalid(
+            "kl_monte_carlo",
+            "needs at least one sample",
+        ));
     }
     let z = q.rsample_n(Some(samples), rng)?;
     kl_from_sample(q, p, z)

@@ -87,7 +87,11 @@ pub struct ElboLoss<'t, F: Element> {
 impl<F: Element> std::fmt::Display for ElboLoss<'_, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let loss = self.loss.item().unwrap_or(F::nan());
-        write!(f, "loss {loss:.5} = nll {:.5} + {:.3e} * kl {:.3}", self.nll, self.kl_weight, self.kl)
+        write!(
+            f,
+            "loss {loss:.5} = nll {:.5} + {:.3e} * kl {:.3}",
+            self.nll, self.kl_weight, self.kl
+        )
     }
 }
 
@@ -128,26 +132,44 @@ impl Elbo {
                 Ok(n as f64)
             }
         };
-        let b = positive("batch size", batch.size)? ;
+        let b = positive("batch size", batch.size)?;
         match self.weighting {
-            KlWeight::PerExample { num_examples } => Ok(b / positive("num_examples", num_examples)?),
+            KlWeight::PerExample { num_examples } => {
+                Ok(b / positive("num_examples", num_examples)?)
+            }
             KlWeight::PerBatch { num_batches } => Ok(1.0 / positive("num_batches", num_batches)?),
             KlWeight::Blundell { num_batches } => {
                 let m = positive("num_batches", num_batches)?;
                 if batch.index >= num_batches {
-                    return Err(Error::invalid("Elbo", format!("batch index {} is not below num_batches {num_batches}", batch.index)));
+                    return Err(Error::invalid(
+                        "Elbo",
+                        format!(
+                            "batch index {} is not below num_batches {num_batches}",
+                            batch.index
+                        ),
+                    ));
                 }
                 // 2^(M-i) / (2^M - 1) = 2^-i / (1 - 2^-M), i = index + 1: no overflow for large M
                 let i = (batch.index + 1) as f64;
                 Ok((-i).exp2() / (1.0 - (-m).exp2()))
             }
-            KlWeight::Annealed { num_examples, warmup_steps } => {
-                let ramp = ((batch.step + 1) as f64 / positive("warmup_steps", warmup_steps)?).min(1.0);
+            KlWeight::Annealed {
+                num_examples,
+                warmup_steps,
+            } => {
+                let ramp =
+                    ((batch.step + 1) as f64 / positive("warmup_steps", warmup_steps)?).min(1.0);
                 Ok(ramp * b / positive("num_examples", num_examples)?)
             }
-            KlWeight::Tempered { num_examples, temperature } => {
+            KlWeight::Tempered {
+                num_examples,
+                temperature,
+            } => {
                 if !(temperature > 0.0 && temperature.is_finite()) {
-                    return Err(Error::invalid("Elbo", format!("temperature must be > 0, got {temperature}")));
+                    return Err(Error::invalid(
+                        "Elbo",
+                        format!("temperature must be > 0, got {temperature}"),
+                    ));
                 }
                 Ok(temperature * b / positive("num_examples", num_examples)?)
             }
@@ -155,12 +177,22 @@ impl Elbo {
     }
 
     /// `(nll_sum + pi_i * KL) / B`, with `KL` the tape's total divergence.
-    pub fn loss<'t, F: Element>(&self, tape: &'t Tape<F>, nll_sum: Var<'t, F>, batch: Batch) -> Result<ElboLoss<'t, F>> {
+    pub fn loss<'t, F: Element>(
+        &self,
+        tape: &'t Tape<F>,
+        nll_sum: Var<'t, F>,
+        batch: Batch,
+    ) -> Result<ElboLoss<'t, F>> {
         let pi = self.pi(batch)?;
         let b = batch.size as f64;
         let kl = tape.total_divergence();
         let loss = (nll_sum.sum() + kl * F::lit(pi)) * F::lit(1.0 / b);
-        Ok(ElboLoss { loss, nll: nll_sum.sum().item()? / F::lit(b), kl: kl.item()?, kl_weight: F::lit(pi / b) })
+        Ok(ElboLoss {
+            loss,
+            nll: nll_sum.sum().item()? / F::lit(b),
+            kl: kl.item()?,
+            kl_weight: F::lit(pi / b),
+        })
     }
 
     /// [`Elbo::loss`] with `nll_sum = -sum(likelihood.log_prob(y))`.

@@ -145,7 +145,9 @@ pub enum Error {
         reason: &'static str,
     },
     /// Two parameters of a distribution whose shapes do not broadcast.
-    #[error("{distribution}: batch shapes do not broadcast: {lhs_param} {lhs:?}, {rhs_param} {rhs:?}")]
+    #[error(
+        "{distribution}: batch shapes do not broadcast: {lhs_param} {lhs:?}, {rhs_param} {rhs:?}"
+    )]
     BatchShapeMismatch {
         /// The distribution.
         distribution: &'static str,
@@ -227,7 +229,9 @@ pub enum Error {
         reason: String,
     },
     /// Tensor bytes whose checksum disagrees with the metadata.
-    #[error("checkpoint checksum mismatch: metadata says {expected}, tensor bytes hash to {found}")]
+    #[error(
+        "checkpoint checksum mismatch: metadata says {expected}, tensor bytes hash to {found}"
+    )]
     ChecksumMismatch {
         /// Checksum in the metadata.
         expected: String,

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::params::{Param, ParamStore};
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
+use std::cmp::Ordering;
 
 /// Settings of a gradient check: a pair fails when
 /// `|analytic - numeric| > atol + rtol * |numeric|`.
@@ -41,6 +42,37 @@ pub struct InputReport {
     pub max_rel_err: f64,
 }
 
+impl InputReport {
+    /// Records one element's comparison, or errors if it is out of tolerance (or NaN).
+    fn compare(
+        &mut self,
+        cfg: &GradCheck,
+        input: usize,
+        index: usize,
+        analytic: f64,
+        numeric: f64,
+    ) -> Result<()> {
+        let abs_err = (analytic - numeric).abs();
+        let bound = cfg.atol + cfg.rtol * numeric.abs();
+        let within = matches!(
+            abs_err.partial_cmp(&bound),
+            Some(Ordering::Less | Ordering::Equal)
+        );
+        if !within {
+            return Err(Error::GradCheck {
+                input,
+                index,
+                analytic,
+                numeric,
+                abs_err,
+            });
+        }
+        self.max_abs_err = self.max_abs_err.max(abs_err);
+        self.max_rel_err = self.max_rel_err.max(abs_err / numeric.abs().max(1e-12));
+        Ok(())
+    }
+}
+
 /// The result of a successful check: per-input error maxima.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct GradCheckReport {
@@ -51,7 +83,10 @@ pub struct GradCheckReport {
 impl GradCheckReport {
     /// The largest absolute error over all inputs.
     pub fn max_abs_err(&self) -> f64 {
-        self.inputs.iter().map(|r| r.max_abs_err).fold(0.0, f64::max)
+        self.inputs
+            .iter()
+            .map(|r| r.max_abs_err)
+            .fold(0.0, f64::max)
     }
 }
 
@@ -108,7 +143,12 @@ where
         let grads = project(f(&tape, &vars)?).backward()?;
         vars.iter()
             .zip(inputs)
-            .map(|(v, t)| grads.get(*v).cloned().unwrap_or_else(|| Tensor::zeros(t.shape())))
+            .map(|(v, t)| {
+                grads
+                    .get(*v)
+                    .cloned()
+                    .unwrap_or_else(|| Tensor::zeros(t.shape()))
+            })
             .collect()
     };
     let mut report = GradCheckReport::default();
@@ -123,19 +163,7 @@ where
             let down = evaluate(&f, &shifted)?;
             shifted[input].data_mut()[index] = x0;
             let numeric = (up - down) / (2.0 * cfg.eps);
-            let a = grad.data()[index];
-            let abs_err = (a - numeric).abs();
-            if !(abs_err <= cfg.atol + cfg.rtol * numeric.abs()) {
-                return Err(Error::GradCheck {
-                    input,
-                    index,
-                    analytic: a,
-                    numeric,
-                    abs_err,
-                });
-            }
-            r.max_abs_err = r.max_abs_err.max(abs_err);
-            r.max_rel_err = r.max_rel_err.max(abs_err / numeric.abs().max(1e-12));
+            r.compare(cfg, input, index, grad.data()[index], numeric)?;
         }
         report.inputs.push(r);
     }
@@ -188,7 +216,12 @@ where
         let grads = project(f(&tape, store)?).backward()?;
         params
             .iter()
-            .map(|&p| Ok(grads.param(p).cloned().unwrap_or_else(|| Tensor::zeros(store.value(p).shape()))))
+            .map(|&p| {
+                Ok(grads
+                    .param(p)
+                    .cloned()
+                    .unwrap_or_else(|| Tensor::zeros(store.value(p).shape())))
+            })
             .collect::<Result<_>>()?
     };
     let mut report = GradCheckReport::default();
@@ -212,14 +245,10 @@ where
                 }
             };
             let numeric = (up - down) / (2.0 * cfg.eps);
-            let a = grad.data()[index];
-            let abs_err = (a - numeric).abs();
-            if !(abs_err <= cfg.atol + cfg.rtol * numeric.abs()) {
-                outcome = Err(Error::GradCheck { input, index, analytic: a, numeric, abs_err });
+            if let Err(e) = r.compare(cfg, input, index, grad.data()[index], numeric) {
+                outcome = Err(e);
                 break;
             }
-            r.max_abs_err = r.max_abs_err.max(abs_err);
-            r.max_rel_err = r.max_rel_err.max(abs_err / numeric.abs().max(1e-12));
         }
         store.set_value(p, original)?;
         outcome?;
@@ -242,7 +271,12 @@ mod tests {
         fn forward(&self, x: &[&Tensor<f64>]) -> Result<Tensor<f64>> {
             Ok(x[0].map(|v| v * v))
         }
-        fn backward(&self, x: &[&Tensor<f64>], _: &Tensor<f64>, g: &Tensor<f64>) -> Result<Vec<Option<Tensor<f64>>>> {
+        fn backward(
+            &self,
+            x: &[&Tensor<f64>],
+            _: &Tensor<f64>,
+            g: &Tensor<f64>,
+        ) -> Result<Vec<Option<Tensor<f64>>>> {
             Ok(vec![Some(g.zip_map(x[0], "wrong", |g, x| g * x)?)]) // should be 2 g x
         }
     }
@@ -255,6 +289,16 @@ mod tests {
             &GradCheck::default(),
         )
         .unwrap_err();
-        assert!(matches!(err, Error::GradCheck { input: 0, index: 0, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::GradCheck {
+                    input: 0,
+                    index: 0,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }

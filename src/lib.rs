@@ -42,7 +42,9 @@ pub mod tensor;
 pub use distributions::{
     Bernoulli, Categorical, Distribution, Independent, MixtureOfNormals, Normal, SpikeAndSlab,
 };
-pub use divergence::{kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo, Divergence};
+pub use divergence::{
+    kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo, Divergence,
+};
 pub use elbo::{Batch, Elbo, ElboLoss, KlWeight};
 pub use error::{Error, Result};
 pub use gradcheck::{gradcheck, gradcheck_params, GradCheck, GradCheckReport};
@@ -75,8 +77,8 @@ pub mod prelude {
     };
     pub use crate::ops::Padding;
     pub use crate::optim::{Adam, Optimizer, Sgd};
-    pub use crate::predict::{predict_classes, predict_regression, Predict};
     pub use crate::params::{Constraint, Param, ParamStore};
+    pub use crate::predict::{predict_classes, predict_regression, Predict};
     pub use crate::tape::{Gradients, Op, SampleMode, Tape, Var};
     pub use crate::tensor::{Element, Tensor};
     pub use rand::{rngs::StdRng, Rng, SeedableRng};

@@ -111,7 +111,11 @@ impl<F: Element> Optimizer<F> for Sgd<F> {
             let idx = p.index();
             let value = store.value_mut(p);
             if mu == F::zero() {
-                value.data_mut().iter_mut().zip(g.data()).for_each(|(x, &g)| *x = *x - lr * g);
+                value
+                    .data_mut()
+                    .iter_mut()
+                    .zip(g.data())
+                    .for_each(|(x, &g)| *x = *x - lr * g);
                 continue;
             }
             let v = self.velocity[idx].get_or_insert_with(|| Tensor::zeros(g.shape()));
@@ -226,7 +230,10 @@ mod tests {
         let mut adam = Adam::new(0.1);
         adam.step(&mut store, &grads).unwrap();
         let v = store.value(p).data();
-        assert!((v[0] - 0.9).abs() < 1e-7 && (v[1] - (-1.9)).abs() < 1e-7, "{v:?}");
+        assert!(
+            (v[0] - 0.9).abs() < 1e-7 && (v[1] - (-1.9)).abs() < 1e-7,
+            "{v:?}"
+        );
     }
 
     #[test]

@@ -133,7 +133,8 @@ impl<F: Element> ParamStore<F> {
     /// # Panics
     /// On a duplicate name or a value `<= 1e-5`; see [`ParamStore::try_add_positive`].
     pub fn add_positive(&mut self, name: impl Into<String>, init: Tensor<F>) -> Param {
-        self.try_add_positive(name, init).unwrap_or_else(|e| panic!("{e}"))
+        self.try_add_positive(name, init)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// [`ParamStore::add_positive`] returning errors instead of panicking.
@@ -192,7 +193,9 @@ impl<F: Element> ParamStore<F> {
         if p.store != self.id {
             return Err(Error::ForeignParam { index: p.index });
         }
-        self.entries.get(p.index).ok_or(Error::ForeignParam { index: p.index })
+        self.entries
+            .get(p.index)
+            .ok_or(Error::ForeignParam { index: p.index })
     }
 
     pub(crate) fn key(&self, p: Param) -> ParamKey {
@@ -234,15 +237,20 @@ impl<F: Element> ParamStore<F> {
 
     /// The name of a parameter.
     pub fn name(&self, p: Param) -> &str {
-        self.entry(p).map(|e| e.name.as_str()).unwrap_or("<foreign parameter>")
+        self.entry(p)
+            .map(|e| e.name.as_str())
+            .unwrap_or("<foreign parameter>")
     }
 
     /// The parameter with this name.
     pub fn get(&self, name: &str) -> Option<Param> {
-        self.entries.iter().position(|e| e.name == name).map(|index| Param {
-            store: self.id,
-            index,
-        })
+        self.entries
+            .iter()
+            .position(|e| e.name == name)
+            .map(|index| Param {
+                store: self.id,
+                index,
+            })
     }
 
     /// All parameters, in insertion order.

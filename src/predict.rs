@@ -34,7 +34,9 @@ pub fn sample_outputs<F: Element>(
         .map(|_| {
             let tape = Tape::new();
             tape.set_mode(mode);
-            Ok(model.forward(&tape, store, tape.constant(x.clone()), rng)?.value())
+            Ok(model
+                .forward(&tape, store, tape.constant(x.clone()), rng)?
+                .value())
         })
         .collect()
 }
@@ -82,7 +84,10 @@ pub fn predict_regression<F: Element>(
         let d = o.zip_map(&mean, "predict", |a, m| (a - m) * (a - m))?;
         variance.add_assign(&d);
     }
-    Ok(RegressionPrediction { mean, variance: variance.map(|s| s / n) })
+    Ok(RegressionPrediction {
+        mean,
+        variance: variance.map(|s| s / n),
+    })
 }
 
 /// Class probabilities and the uncertainty decomposition of a classifier
@@ -103,7 +108,10 @@ pub struct ClassPrediction<F> {
 fn softmax_rows<F: Element>(logits: &Tensor<F>) -> Result<Tensor<F>> {
     let s = logits.shape();
     if s.len() != 2 || s[1] == 0 {
-        return Err(Error::invalid("predict_classes", format!("expects logits [batch, classes], got {s:?}")));
+        return Err(Error::invalid(
+            "predict_classes",
+            format!("expects logits [batch, classes], got {s:?}"),
+        ));
     }
     let m = logits.max_axis(1, true)?;
     let e = logits.zip_map(&m, "softmax", |x, m| (x - m).exp())?;
@@ -112,7 +120,14 @@ fn softmax_rows<F: Element>(logits: &Tensor<F>) -> Result<Tensor<F>> {
 }
 
 fn entropy_rows<F: Element>(p: &Tensor<F>) -> Result<Tensor<F>> {
-    p.map(|p| if p > F::zero() { -p * p.ln() } else { F::zero() }).sum_axis(1, false)
+    p.map(|p| {
+        if p > F::zero() {
+            -p * p.ln()
+        } else {
+            F::zero()
+        }
+    })
+    .sum_axis(1, false)
 }
 
 /// Monte Carlo class probabilities, predictive entropy, expected entropy and
@@ -145,6 +160,14 @@ pub fn predict_classes<F: Element>(
     let probs = probs.expect("at least one sample").map(|v| v / n);
     let expected_entropy = expected.expect("at least one sample").map(|v| v / n);
     let predictive_entropy = entropy_rows(&probs)?;
-    let mutual_information = predictive_entropy.zip_map(&expected_entropy, "mutual_information", |a, b| (a - b).max(F::zero()))?;
-    Ok(ClassPrediction { probs, predictive_entropy, expected_entropy, mutual_information })
+    let mutual_information =
+        predictive_entropy.zip_map(&expected_entropy, "mutual_information", |a, b| {
+            (a - b).max(F::zero())
+        })?;
+    Ok(ClassPrediction {
+        probs,
+        predictive_entropy,
+        expected_entropy,
+        mutual_information,
+    })
 }

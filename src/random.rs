@@ -45,7 +45,11 @@ pub fn rademacher<F: Element>(shape: &[usize], rng: &mut dyn RngCore) -> Tensor<
     for chunk in t.data_mut().chunks_mut(64) {
         let bits = local.next_u64();
         for (i, x) in chunk.iter_mut().enumerate() {
-            *x = if (bits >> i) & 1 == 1 { F::one() } else { -F::one() };
+            *x = if (bits >> i) & 1 == 1 {
+                F::one()
+            } else {
+                -F::one()
+            };
         }
     }
     t
@@ -63,7 +67,10 @@ mod tests {
         let n = t.len() as f64;
         let mean = t.sum_all() / n;
         let var = t.data().iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
-        assert!(mean.abs() < 5.0 / n.sqrt() && (var - 1.0).abs() < 5.0 * (2.0 / n).sqrt(), "{mean} {var}");
+        assert!(
+            mean.abs() < 5.0 / n.sqrt() && (var - 1.0).abs() < 5.0 * (2.0 / n).sqrt(),
+            "{mean} {var}"
+        );
         let again: Tensor<f64> = standard_normal(&[100_000], &mut SmallRng::seed_from_u64(1));
         assert_eq!(t, again);
         let halves_differ = t.data()[..10] != t.data()[50_000..50_010];

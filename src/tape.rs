@@ -188,8 +188,13 @@ impl<F: Element> Tape<F> {
         let id = nodes.len();
         if self.finite_check && self.first_non_finite.borrow().is_none() {
             if let Some((_, bad)) = value.first_non_finite() {
-                let name = op.as_ref().map_or("leaf".to_string(), |o| o.name().to_string());
-                let input_shapes = inputs.iter().map(|&i| nodes[i].value.shape().to_vec()).collect();
+                let name = op
+                    .as_ref()
+                    .map_or("leaf".to_string(), |o| o.name().to_string());
+                let input_shapes = inputs
+                    .iter()
+                    .map(|&i| nodes[i].value.shape().to_vec())
+                    .collect();
                 *self.first_non_finite.borrow_mut() = Some(Error::NonFinite {
                     op: name,
                     node: id,
@@ -231,7 +236,8 @@ impl<F: Element> Tape<F> {
     /// # Panics
     /// If `param` belongs to another store; [`Tape::try_param`] returns an error instead.
     pub fn param<'t>(&'t self, store: &ParamStore<F>, param: Param) -> Var<'t, F> {
-        self.try_param(store, param).unwrap_or_else(|e| panic!("{e}"))
+        self.try_param(store, param)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// [`Tape::param`] returning an error for a foreign parameter.
@@ -284,7 +290,13 @@ impl<F: Element> Tape<F> {
             let nodes = self.nodes.borrow();
             inputs.iter().any(|v| nodes[v.id].requires_grad)
         };
-        self.push(value, Some(op), inputs.iter().map(|v| v.id).collect(), requires_grad, None)
+        self.push(
+            value,
+            Some(op),
+            inputs.iter().map(|v| v.id).collect(),
+            requires_grad,
+            None,
+        )
     }
 
     /// Runs `f` on the value of node `id` without cloning it.
@@ -297,7 +309,9 @@ impl<F: Element> Tape<F> {
     /// registered term exactly once; registering a name twice is an error.
     pub fn add_divergence(&self, name: impl Into<String>, kl: Var<'_, F>) -> Result<()> {
         if !std::ptr::eq(kl.tape, self) {
-            return Err(Error::ForeignTape { op: "add_divergence" });
+            return Err(Error::ForeignTape {
+                op: "add_divergence",
+            });
         }
         let name = name.into();
         let mut divs = self.divergences.borrow_mut();
@@ -324,13 +338,26 @@ impl<F: Element> Tape<F> {
         self.divergences
             .borrow()
             .iter()
-            .map(|(n, id)| (n.clone(), Var { tape: self, id: *id }))
+            .map(|(n, id)| {
+                (
+                    n.clone(),
+                    Var {
+                        tape: self,
+                        id: *id,
+                    },
+                )
+            })
             .collect()
     }
 
     /// The sum of every registered divergence term (0 if there are none).
     pub fn total_divergence(&self) -> Var<'_, F> {
-        let ids: Vec<usize> = self.divergences.borrow().iter().map(|(_, id)| *id).collect();
+        let ids: Vec<usize> = self
+            .divergences
+            .borrow()
+            .iter()
+            .map(|(_, id)| *id)
+            .collect();
         let mut total = self.scalar(F::zero());
         for id in ids {
             total = total + Var { tape: self, id };
@@ -366,7 +393,10 @@ impl<F: Element> Gradients<F> {
 
     /// Whether every computed gradient is finite.
     pub fn all_finite(&self) -> bool {
-        self.leaves.values().chain(self.params.values()).all(|t| t.first_non_finite().is_none())
+        self.leaves
+            .values()
+            .chain(self.params.values())
+            .all(|t| t.first_non_finite().is_none())
     }
 
     pub(crate) fn param_by_key(&self, key: ParamKey) -> Option<&Tensor<F>> {
@@ -427,7 +457,9 @@ impl<'t, F: Element> Var<'t, F> {
             params: HashMap::new(),
         };
         for id in (0..=self.id).rev() {
-            let Some(grad) = grads[id].take() else { continue };
+            let Some(grad) = grads[id].take() else {
+                continue;
+            };
             let node = &nodes[id];
             if !node.requires_grad {
                 continue;
@@ -448,8 +480,11 @@ impl<'t, F: Element> Var<'t, F> {
                 Some(op) => {
                     let inputs: Vec<&Tensor<F>> =
                         node.inputs.iter().map(|&i| &nodes[i].value).collect();
-                    let needs: Vec<bool> =
-                        node.inputs.iter().map(|&i| nodes[i].requires_grad).collect();
+                    let needs: Vec<bool> = node
+                        .inputs
+                        .iter()
+                        .map(|&i| nodes[i].requires_grad)
+                        .collect();
                     let input_grads = op.backward_needed(&inputs, &node.value, &grad, &needs)?;
                     for (pos, (&input, g)) in node.inputs.iter().zip(input_grads).enumerate() {
                         let Some(g) = g else { continue };

@@ -11,7 +11,16 @@ use std::iter::Sum;
 /// Beyond [`num_traits::Float`] it provides a GEMM kernel (through
 /// `matrixmultiply`) and a lossless way to write literals.
 pub trait Element:
-    Float + FromPrimitive + Sum + Default + fmt::Debug + fmt::Display + fmt::LowerExp + Send + Sync + 'static
+    Float
+    + FromPrimitive
+    + Sum
+    + Default
+    + fmt::Debug
+    + fmt::Display
+    + fmt::LowerExp
+    + Send
+    + Sync
+    + 'static
 {
     /// The safetensors dtype name (`"F32"` or `"F64"`).
     const DTYPE: &'static str;
@@ -64,8 +73,11 @@ impl Element for f32 {
         data.iter().flat_map(|x| x.to_le_bytes()).collect()
     }
     fn from_le_bytes(bytes: &[u8]) -> Option<Vec<Self>> {
-        (bytes.len() % 4 == 0).then(|| {
-            bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("chunk of 4"))).collect()
+        bytes.len().is_multiple_of(4).then(|| {
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("chunk of 4")))
+                .collect()
         })
     }
     unsafe fn gemm(
@@ -100,8 +112,11 @@ impl Element for f64 {
         data.iter().flat_map(|x| x.to_le_bytes()).collect()
     }
     fn from_le_bytes(bytes: &[u8]) -> Option<Vec<Self>> {
-        (bytes.len() % 8 == 0).then(|| {
-            bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8"))).collect()
+        bytes.len().is_multiple_of(8).then(|| {
+            bytes
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")))
+                .collect()
         })
     }
     unsafe fn gemm(
@@ -167,8 +182,16 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let rank = a.len().max(b.len());
     let mut out = vec![0; rank];
     for i in 0..rank {
-        let da = if i < rank - a.len() { 1 } else { a[i - (rank - a.len())] };
-        let db = if i < rank - b.len() { 1 } else { b[i - (rank - b.len())] };
+        let da = if i < rank - a.len() {
+            1
+        } else {
+            a[i - (rank - a.len())]
+        };
+        let db = if i < rank - b.len() {
+            1
+        } else {
+            b[i - (rank - b.len())]
+        };
         out[i] = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -350,7 +373,11 @@ impl<F: Element> Tensor<F> {
         } else {
             Err(Error::invalid(
                 "Tensor::item",
-                format!("tensor of shape {:?} has {} elements, not 1", self.shape, self.len()),
+                format!(
+                    "tensor of shape {:?} has {} elements, not 1",
+                    self.shape,
+                    self.len()
+                ),
             ))
         }
     }
@@ -375,7 +402,11 @@ impl<F: Element> Tensor<F> {
     pub fn to_f64(&self) -> Tensor<f64> {
         Tensor {
             shape: self.shape.clone(),
-            data: self.data.iter().map(|x| x.to_f64().unwrap_or(f64::NAN)).collect(),
+            data: self
+                .data
+                .iter()
+                .map(|x| x.to_f64().unwrap_or(f64::NAN))
+                .collect(),
         }
     }
 
@@ -397,28 +428,40 @@ impl<F: Element> Tensor<F> {
 
     /// Combines two tensors elementwise under NumPy broadcasting.
     pub fn zip_map(&self, other: &Self, op: &'static str, f: impl Fn(F, F) -> F) -> Result<Self> {
-        let shape = broadcast_shape(&self.shape, &other.shape).ok_or_else(|| {
-            Error::ShapeMismatch {
+        let shape =
+            broadcast_shape(&self.shape, &other.shape).ok_or_else(|| Error::ShapeMismatch {
                 op,
                 lhs: self.shape.clone(),
                 rhs: other.shape.clone(),
-            }
-        })?;
+            })?;
         if self.shape == other.shape {
-            let data = self.data.iter().zip(&other.data).map(|(&a, &b)| f(a, b)).collect();
+            let data = self
+                .data
+                .iter()
+                .zip(&other.data)
+                .map(|(&a, &b)| f(a, b))
+                .collect();
             return Ok(Tensor { shape, data });
         }
         if other.len() == 1 && shape == self.shape {
             let b = other.data[0];
-            return Ok(Tensor { data: self.data.iter().map(|&a| f(a, b)).collect(), shape });
+            return Ok(Tensor {
+                data: self.data.iter().map(|&a| f(a, b)).collect(),
+                shape,
+            });
         }
         if self.len() == 1 && shape == other.shape {
             let a = self.data[0];
-            return Ok(Tensor { data: other.data.iter().map(|&b| f(a, b)).collect(), shape });
+            return Ok(Tensor {
+                data: other.data.iter().map(|&b| f(a, b)).collect(),
+                shape,
+            });
         }
         let mut data = vec![F::zero(); numel(&shape)];
         let a = self.broadcast_to(&shape)?;
-        for_each_broadcast(&other.shape, &shape, |i, j| data[i] = f(a.data[i], other.data[j]));
+        for_each_broadcast(&other.shape, &shape, |i, j| {
+            data[i] = f(a.data[i], other.data[j])
+        });
         Ok(Tensor { shape, data })
     }
 
@@ -480,7 +523,10 @@ impl<F: Element> Tensor<F> {
     /// `self += other`, where `other` has the same shape (gradient accumulation).
     pub(crate) fn add_assign(&mut self, other: &Self) {
         assert_eq!(self.shape, other.shape, "add_assign: shapes differ");
-        self.data.iter_mut().zip(&other.data).for_each(|(a, &b)| *a = *a + b);
+        self.data
+            .iter_mut()
+            .zip(&other.data)
+            .for_each(|(a, &b)| *a = *a + b);
     }
 
     fn check_axis(&self, op: &'static str, axis: usize) -> Result<()> {
@@ -519,7 +565,10 @@ impl<F: Element> Tensor<F> {
     pub fn max_axis(&self, axis: usize, keepdim: bool) -> Result<Self> {
         self.check_axis("max_axis", axis)?;
         if self.shape[axis] == 0 {
-            return Err(Error::invalid("max_axis", "cannot take the maximum of an empty axis"));
+            return Err(Error::invalid(
+                "max_axis",
+                "cannot take the maximum of an empty axis",
+            ));
         }
         self.reduce_axis("max_axis", axis, keepdim, F::neg_infinity(), |a, b| {
             if b > a || b.is_nan() {
@@ -545,7 +594,9 @@ impl<F: Element> Tensor<F> {
             let out = &mut data[o * inner..(o + 1) * inner];
             for k in 0..len {
                 let row = &self.data[(o * len + k) * inner..(o * len + k + 1) * inner];
-                out.iter_mut().zip(row).for_each(|(acc, &x)| *acc = f(*acc, x));
+                out.iter_mut()
+                    .zip(row)
+                    .for_each(|(acc, &x)| *acc = f(*acc, x));
             }
         }
         Ok(Tensor {
@@ -670,8 +721,14 @@ pub(crate) fn gemm_into<F: Element>(
     beta: F,
 ) {
     assert!(c.len() >= m * n, "gemm_into: output buffer too small");
-    assert!(m == 0 || k == 0 || a.data.len() >= m * k, "gemm_into: lhs too small");
-    assert!(n == 0 || k == 0 || b.data.len() >= k * n, "gemm_into: rhs too small");
+    assert!(
+        m == 0 || k == 0 || a.data.len() >= m * k,
+        "gemm_into: lhs too small"
+    );
+    assert!(
+        n == 0 || k == 0 || b.data.len() >= k * n,
+        "gemm_into: rhs too small"
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -740,7 +797,10 @@ mod tests {
         let b = t(&[0., 10., 20.], &[1, 3, 1]);
         let r = a.zip_map(&b, "add", |x, y| x + y).unwrap();
         assert_eq!(r.shape(), &[2, 3, 2]);
-        assert_eq!(r.data(), &[1., 2., 11., 12., 21., 22., 3., 4., 13., 14., 23., 24.]);
+        assert_eq!(
+            r.data(),
+            &[1., 2., 11., 12., 21., 22., 3., 4., 13., 14., 23., 24.]
+        );
         let back = r.sum_to(&[1, 3, 1]).unwrap();
         // each j sums (1+2+3+4) + 4 * 10j
         assert_eq!(back.data(), &[10., 50., 90.]);
@@ -759,7 +819,10 @@ mod tests {
     fn matmul_with_transposed_views() {
         // a = [[1,2],[3,4],[5,6]] (3x2); a^T a = [[35,44],[44,56]]
         let a = t(&[1., 2., 3., 4., 5., 6.], &[3, 2]);
-        assert_eq!(a.matmul_t(&a, true, false).unwrap().data(), &[35., 44., 44., 56.]);
+        assert_eq!(
+            a.matmul_t(&a, true, false).unwrap().data(),
+            &[35., 44., 44., 56.]
+        );
         // a a^T is 3x3; its (0,2) entry is 1*5+2*6 = 17
         let aat = a.matmul_t(&a, false, true).unwrap();
         assert_eq!(aat.shape(), &[3, 3]);
@@ -771,7 +834,11 @@ mod tests {
     fn from_vec_validates() {
         assert!(matches!(
             Tensor::<f32>::from_vec(vec![1.0; 5], &[2, 3]),
-            Err(Error::DataLength { expected: 6, len: 5, .. })
+            Err(Error::DataLength {
+                expected: 6,
+                len: 5,
+                ..
+            })
         ));
     }
 }

@@ -17,9 +17,15 @@ fn temp_dir(tag: &str) -> PathBuf {
 
 fn store_f<F: Element>() -> ParamStore<F> {
     let mut s = ParamStore::new();
-    s.add("a", Tensor::from_fn(&[2, 3], |i| F::lit(i as f64 * 0.1 - 0.25)));
+    s.add(
+        "a",
+        Tensor::from_fn(&[2, 3], |i| F::lit(i as f64 * 0.1 - 0.25)),
+    );
     s.add_positive("b", Tensor::scalar(F::lit(0.7)));
-    s.add("c/with/slashes", Tensor::from_fn(&[4], |i| F::lit(1.0 / (i as f64 + 3.0))));
+    s.add(
+        "c/with/slashes",
+        Tensor::from_fn(&[4], |i| F::lit(1.0 / (i as f64 + 3.0))),
+    );
     s
 }
 
@@ -37,7 +43,11 @@ fn round_trip<F: Element>() {
         let (x, y) = (store.value(p), fresh.value(q));
         assert_eq!(x.shape(), y.shape());
         // bit-exact
-        assert!(x.data().iter().zip(y.data()).all(|(a, b)| a.to_f64().unwrap().to_bits() == b.to_f64().unwrap().to_bits()));
+        assert!(x
+            .data()
+            .iter()
+            .zip(y.data())
+            .all(|(a, b)| a.to_f64().unwrap().to_bits() == b.to_f64().unwrap().to_bits()));
     }
     std::fs::remove_dir_all(dir).ok();
 }
@@ -59,7 +69,11 @@ fn the_file_is_plain_safetensors() {
     names.sort();
     assert_eq!(names, ["a", "b", "c/with/slashes"]);
     assert_eq!(st.tensor("a").unwrap().shape(), &[2, 3]);
-    assert!(std::fs::read_dir(&dir).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().contains(".tmp")));
+    assert!(std::fs::read_dir(&dir).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains(".tmp")));
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -100,23 +114,47 @@ fn damaged_files_give_specific_errors() {
     let mut flipped = good.clone();
     let last = flipped.len() - 3;
     flipped[last] ^= 0x40;
-    assert!(matches!(load_err(&flipped, &mut store), Error::ChecksumMismatch { .. }));
+    assert!(matches!(
+        load_err(&flipped, &mut store),
+        Error::ChecksumMismatch { .. }
+    ));
 
     // truncated at several offsets: inside the length prefix, the header, the data
     let header_len = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
-    for cut in [0, 5, 8, 20, 8 + header_len / 2, 8 + header_len + 3, good.len() - 1] {
+    for cut in [
+        0,
+        5,
+        8,
+        20,
+        8 + header_len / 2,
+        8 + header_len + 3,
+        good.len() - 1,
+    ] {
         let err = load_err(&good[..cut], &mut store);
-        assert!(matches!(err, Error::Truncated { .. }), "cut at {cut}: {err:?}");
+        assert!(
+            matches!(err, Error::Truncated { .. }),
+            "cut at {cut}: {err:?}"
+        );
     }
 
     // not a checkpoint at all
-    assert!(matches!(load_err(b"hello, this is not a checkpoint file", &mut store), Error::NotACheckpoint { .. }));
+    assert!(matches!(
+        load_err(b"hello, this is not a checkpoint file", &mut store),
+        Error::NotACheckpoint { .. }
+    ));
     let plain = safetensors::serialize(
-        [("a", safetensors::tensor::TensorView::new(safetensors::Dtype::F64, vec![1], &[0u8; 8]).unwrap())],
+        [(
+            "a",
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F64, vec![1], &[0u8; 8])
+                .unwrap(),
+        )],
         &None,
     )
     .unwrap();
-    assert!(matches!(load_err(&plain, &mut store), Error::NotACheckpoint { .. }));
+    assert!(matches!(
+        load_err(&plain, &mut store),
+        Error::NotACheckpoint { .. }
+    ));
 
     // wrong version: rewrite the metadata (same length) "version":"1" -> "version":"9"
     let text = String::from_utf8_lossy(&good[8..8 + header_len]).to_string();
@@ -124,7 +162,9 @@ fn damaged_files_give_specific_errors() {
     assert_ne!(text, patched, "the header should hold the version: {text}");
     let mut wrong = good.clone();
     wrong[8..8 + header_len].copy_from_slice(patched.as_bytes());
-    assert!(matches!(load_err(&wrong, &mut store), Error::UnsupportedVersion { found, supported: 1 } if found == "9"));
+    assert!(
+        matches!(load_err(&wrong, &mut store), Error::UnsupportedVersion { found, supported: 1 } if found == "9")
+    );
 }
 
 #[test]
@@ -133,36 +173,78 @@ fn mismatched_stores_name_the_parameter() {
     // missing: the store has a parameter the file lacks
     let mut s = zeroed_store();
     s.add("extra", Tensor::zeros(&[1]));
-    assert_eq!(load_err(&good, &mut s), Error::MissingParameter { name: "extra".into() });
+    assert_eq!(
+        load_err(&good, &mut s),
+        Error::MissingParameter {
+            name: "extra".into()
+        }
+    );
     // unexpected: the file has a tensor the store lacks
     let mut s = ParamStore::<f64>::new();
     s.add("a", Tensor::zeros(&[2, 3]));
     s.add_positive("b", Tensor::scalar(1.0));
-    assert_eq!(load_err(&good, &mut s), Error::UnexpectedParameter { name: "c/with/slashes".into() });
+    assert_eq!(
+        load_err(&good, &mut s),
+        Error::UnexpectedParameter {
+            name: "c/with/slashes".into()
+        }
+    );
     // shape
     let mut s = ParamStore::<f64>::new();
     s.add("a", Tensor::zeros(&[3, 2]));
     s.add_positive("b", Tensor::scalar(1.0));
     s.add("c/with/slashes", Tensor::zeros(&[4]));
-    assert_eq!(load_err(&good, &mut s), Error::ParamShapeMismatch { name: "a".into(), expected: vec![3, 2], found: vec![2, 3] });
+    assert_eq!(
+        load_err(&good, &mut s),
+        Error::ParamShapeMismatch {
+            name: "a".into(),
+            expected: vec![3, 2],
+            found: vec![2, 3]
+        }
+    );
     // dtype: an f32 store reading an f64 file
     let mut s32 = ParamStore::<f32>::new();
     s32.add("a", Tensor::zeros(&[2, 3]));
     let err = load_bytes(&mut s32, None, &good).unwrap_err();
-    assert_eq!(err, Error::DtypeMismatch { name: "a".into(), expected: "F32".into(), found: "F64".into() });
+    assert_eq!(
+        err,
+        Error::DtypeMismatch {
+            name: "a".into(),
+            expected: "F32".into(),
+            found: "F64".into()
+        }
+    );
     assert!(err.to_string().contains("'a'"));
 }
 
 /// One training step of a small Bayesian network, with noise seeded by the step number.
-fn train_step(net: &Sequential<f64>, store: &mut ParamStore<f64>, opt: &mut Adam<f64>, step: usize) {
+fn train_step(
+    net: &Sequential<f64>,
+    store: &mut ParamStore<f64>,
+    opt: &mut Adam<f64>,
+    step: usize,
+) {
     let mut rng = StdRng::seed_from_u64(1000 + step as u64);
     let x = Tensor::from_fn(&[8, 3], |i| ((i + step) as f64 * 0.37).sin());
     let y = Tensor::from_fn(&[8, 1], |i| ((i * 3 + step) as f64 * 0.11).cos());
     let tape = Tape::new();
-    let mean = net.forward(&tape, store, tape.constant(x), &mut rng).unwrap();
+    let mean = net
+        .forward(&tape, store, tape.constant(x), &mut rng)
+        .unwrap();
     let lik = Normal::new(mean, tape.scalar(0.5)).unwrap();
     let elbo = Elbo::new(KlWeight::PerExample { num_examples: 80 });
-    let out = elbo.loss_from_likelihood(&tape, &lik, tape.constant(y), Batch { index: 0, size: 8, step }).unwrap();
+    let out = elbo
+        .loss_from_likelihood(
+            &tape,
+            &lik,
+            tape.constant(y),
+            Batch {
+                index: 0,
+                size: 8,
+                step,
+            },
+        )
+        .unwrap();
     opt.step(store, &out.loss.backward().unwrap()).unwrap();
 }
 
@@ -204,7 +286,12 @@ fn resumed_training_is_bit_identical() {
         train_step(&net2, &mut resumed, &mut opt2, step);
     }
     for (p, q) in store.params().zip(resumed.params()) {
-        let same = store.value(p).data().iter().zip(resumed.value(q).data()).all(|(a, b)| a.to_bits() == b.to_bits());
+        let same = store
+            .value(p)
+            .data()
+            .iter()
+            .zip(resumed.value(q).data())
+            .all(|(a, b)| a.to_bits() == b.to_bits());
         assert!(same, "{} differs after resuming", store.name(p));
     }
     std::fs::remove_dir_all(dir).ok();

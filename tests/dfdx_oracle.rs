@@ -4,8 +4,8 @@
 use bayesgrad::prelude::*;
 use dfdx::prelude as dx;
 use dfdx::prelude::{
-    AsArray, Backward, BroadcastTo, Cpu, SelectTo, TryMatMul, SumTo, Tensor as DTensor, TensorFrom, Trace,
-    WithEmptyTape,
+    AsArray, Backward, BroadcastTo, Cpu, SelectTo, SumTo, Tensor as DTensor, TensorFrom, Trace,
+    TryMatMul, WithEmptyTape,
 };
 
 const B: usize = 4;
@@ -13,13 +13,18 @@ const I: usize = 5;
 const O: usize = 3;
 
 fn values(n: usize, phase: f64) -> Vec<f64> {
-    (0..n).map(|i| ((i as f64) * 1.37 + phase).sin() * 1.5).collect()
+    (0..n)
+        .map(|i| ((i as f64) * 1.37 + phase).sin() * 1.5)
+        .collect()
 }
 
 fn close(name: &str, a: &[f64], b: &[f64]) {
     assert_eq!(a.len(), b.len(), "{name}");
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!((x - y).abs() < 1e-10, "{name}[{i}]: bayesgrad {x} vs dfdx {y}");
+        assert!(
+            (x - y).abs() < 1e-10,
+            "{name}[{i}]: bayesgrad {x} vs dfdx {y}"
+        );
     }
 }
 
@@ -34,7 +39,12 @@ fn matmul_bias_log_softmax_gather_sum() {
     let w = tape.var(Tensor::from_vec(wv.clone(), &[I, O]).unwrap());
     let b = tape.var(Tensor::from_vec(bv.clone(), &[O]).unwrap());
     let logits = x.matmul(w).unwrap() + b;
-    let loss = -logits.log_softmax(1).unwrap().gather(&labels).unwrap().sum();
+    let loss = -logits
+        .log_softmax(1)
+        .unwrap()
+        .gather(&labels)
+        .unwrap()
+        .sum();
     let grads = loss.backward().unwrap();
 
     // dfdx
@@ -43,7 +53,8 @@ fn matmul_bias_log_softmax_gather_sum() {
     let dw: DTensor<dx::Rank2<I, O>, f64, _> = dev.tensor(wv);
     let db: DTensor<dx::Rank1<O>, f64, _> = dev.tensor(bv);
     // dfdx keeps its tape on the left operand
-    let dlogits = dxx.leaky_trace().matmul(dw.clone()) + db.clone().broadcast::<dx::Rank2<B, O>, _>();
+    let dlogits =
+        dxx.leaky_trace().matmul(dw.clone()) + db.clone().broadcast::<dx::Rank2<B, O>, _>();
     let idx: DTensor<dx::Rank1<B>, usize, _> = dev.tensor(labels);
     let picked = dlogits.log_softmax::<dx::Axis<1>>().select(idx);
     let dloss = -picked.sum::<dx::Rank0, _>();
@@ -51,8 +62,16 @@ fn matmul_bias_log_softmax_gather_sum() {
     let dgrads = dloss.backward();
 
     close("loss", &[loss.item().unwrap()], &[dvalue]);
-    close("grad w", grads.get(w).unwrap().data(), &dgrads.get(&dw).as_vec());
-    close("grad b", grads.get(b).unwrap().data(), &dgrads.get(&db).as_vec());
+    close(
+        "grad w",
+        grads.get(w).unwrap().data(),
+        &dgrads.get(&dw).as_vec(),
+    );
+    close(
+        "grad b",
+        grads.get(b).unwrap().data(),
+        &dgrads.get(&db).as_vec(),
+    );
 }
 
 #[test]
@@ -83,7 +102,19 @@ fn broadcast_arithmetic() {
     let dgrads = dy.backward();
 
     close("value", &[y.item().unwrap()], &[dvalue]);
-    close("grad a", grads.get(a).unwrap().data(), &dgrads.get(&da).as_vec());
-    close("grad r", grads.get(r).unwrap().data(), &dgrads.get(&dr).as_vec());
-    close("grad c", grads.get(c).unwrap().data(), &dgrads.get(&dc).as_vec());
+    close(
+        "grad a",
+        grads.get(a).unwrap().data(),
+        &dgrads.get(&da).as_vec(),
+    );
+    close(
+        "grad r",
+        grads.get(r).unwrap().data(),
+        &dgrads.get(&dr).as_vec(),
+    );
+    close(
+        "grad c",
+        grads.get(c).unwrap().data(),
+        &dgrads.get(&dc).as_vec(),
+    );
 }

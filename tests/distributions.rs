@@ -24,7 +24,11 @@ fn every_tfp_reference_case_matches() {
     assert!(failures.is_empty(), "{failures:#?}");
     for (kind, (worst, passed, failed)) in tfp_cases::summarize(&results) {
         assert!(passed > 0 && failed == 0, "{kind}");
-        let bound = if kind == "normal_vs_spike_slab_kl" { tfp_cases::MC_SIGMAS } else { tfp_cases::RTOL };
+        let bound = if kind == "normal_vs_spike_slab_kl" {
+            tfp_cases::MC_SIGMAS
+        } else {
+            tfp_cases::RTOL
+        };
         assert!(worst <= bound, "{kind}: worst {worst}");
     }
 }
@@ -42,57 +46,157 @@ fn v(x: &[f64]) -> Tensor<f64> {
 
 #[test]
 fn gradcheck_log_probs_wrt_value_and_parameters() {
-    gc("normal", |_, a| Normal::new(a[0], a[1])?.log_prob(a[2]), &[v(&[0.3, -1.0]), v(&[0.7, 2.0]), v(&[1.1, -0.4])]);
-    gc("categorical", |_, a| Categorical::from_logits(a[0])?.log_prob_labels(&[2, 0]),
-        &[Tensor::from_vec(vec![0.1, -0.5, 1.2, 2.0, 0.3, -1.0], &[2, 3]).unwrap()]);
-    gc("categorical probs", |_, a| Categorical::from_probs(a[0].softmax(0)?)?.log_prob_labels(&[1]), &[v(&[0.2, -0.1, 0.4])]);
-    gc("bernoulli", |t, a| Bernoulli::from_logits(a[0])?.log_prob(t.constant(v(&[1.0, 0.0]))), &[v(&[0.4, -1.3])]);
-    gc("mixture", |_, a| MixtureOfNormals::from_logits(a[0], a[1], a[2])?.log_prob(a[3]),
-        &[v(&[0.2, -0.3, 0.5]), v(&[-1.0, 0.0, 2.0]), v(&[0.5, 1.0, 1.5]), v(&[0.7, -2.0])]);
-    gc("spike and slab", |_, a| SpikeAndSlab::new(a[0], a[1], a[2])?.log_prob(a[3]),
-        &[Tensor::scalar(0.3), Tensor::scalar(0.2), Tensor::scalar(1.5), v(&[0.1, -0.8, 2.5])]);
-    gc("independent", |_, a| Independent::new(Box::new(Normal::new(a[0], a[1])?), 1)?.log_prob(a[2]),
-        &[v(&[0.3, -1.0]), v(&[0.7, 2.0]), v(&[1.1, -0.4])]);
+    gc(
+        "normal",
+        |_, a| Normal::new(a[0], a[1])?.log_prob(a[2]),
+        &[v(&[0.3, -1.0]), v(&[0.7, 2.0]), v(&[1.1, -0.4])],
+    );
+    gc(
+        "categorical",
+        |_, a| Categorical::from_logits(a[0])?.log_prob_labels(&[2, 0]),
+        &[Tensor::from_vec(vec![0.1, -0.5, 1.2, 2.0, 0.3, -1.0], &[2, 3]).unwrap()],
+    );
+    gc(
+        "categorical probs",
+        |_, a| Categorical::from_probs(a[0].softmax(0)?)?.log_prob_labels(&[1]),
+        &[v(&[0.2, -0.1, 0.4])],
+    );
+    gc(
+        "bernoulli",
+        |t, a| Bernoulli::from_logits(a[0])?.log_prob(t.constant(v(&[1.0, 0.0]))),
+        &[v(&[0.4, -1.3])],
+    );
+    gc(
+        "mixture",
+        |_, a| MixtureOfNormals::from_logits(a[0], a[1], a[2])?.log_prob(a[3]),
+        &[
+            v(&[0.2, -0.3, 0.5]),
+            v(&[-1.0, 0.0, 2.0]),
+            v(&[0.5, 1.0, 1.5]),
+            v(&[0.7, -2.0]),
+        ],
+    );
+    gc(
+        "spike and slab",
+        |_, a| SpikeAndSlab::new(a[0], a[1], a[2])?.log_prob(a[3]),
+        &[
+            Tensor::scalar(0.3),
+            Tensor::scalar(0.2),
+            Tensor::scalar(1.5),
+            v(&[0.1, -0.8, 2.5]),
+        ],
+    );
+    gc(
+        "independent",
+        |_, a| Independent::new(Box::new(Normal::new(a[0], a[1])?), 1)?.log_prob(a[2]),
+        &[v(&[0.3, -1.0]), v(&[0.7, 2.0]), v(&[1.1, -0.4])],
+    );
 }
 
 #[test]
 fn gradcheck_entropies_and_moments() {
-    gc("normal entropy", |_, a| Normal::new(a[0], a[1])?.entropy(), &[v(&[0.0]), v(&[0.7, 2.0])]);
-    gc("categorical entropy", |_, a| Categorical::from_logits(a[0])?.entropy(), &[v(&[0.3, -1.0, 2.0])]);
-    gc("bernoulli entropy", |_, a| Bernoulli::from_logits(a[0])?.entropy(), &[v(&[0.3, -1.0])]);
-    gc("bernoulli variance", |_, a| Bernoulli::from_logits(a[0])?.variance(), &[v(&[0.3, -1.0])]);
-    gc("mixture variance", |_, a| MixtureOfNormals::from_logits(a[0], a[1], a[2])?.variance(),
-        &[v(&[0.2, -0.3]), v(&[-1.0, 2.0]), v(&[0.5, 1.5])]);
+    gc(
+        "normal entropy",
+        |_, a| Normal::new(a[0], a[1])?.entropy(),
+        &[v(&[0.0]), v(&[0.7, 2.0])],
+    );
+    gc(
+        "categorical entropy",
+        |_, a| Categorical::from_logits(a[0])?.entropy(),
+        &[v(&[0.3, -1.0, 2.0])],
+    );
+    gc(
+        "bernoulli entropy",
+        |_, a| Bernoulli::from_logits(a[0])?.entropy(),
+        &[v(&[0.3, -1.0])],
+    );
+    gc(
+        "bernoulli variance",
+        |_, a| Bernoulli::from_logits(a[0])?.variance(),
+        &[v(&[0.3, -1.0])],
+    );
+    gc(
+        "mixture variance",
+        |_, a| MixtureOfNormals::from_logits(a[0], a[1], a[2])?.variance(),
+        &[v(&[0.2, -0.3]), v(&[-1.0, 2.0]), v(&[0.5, 1.5])],
+    );
 }
 
 #[test]
 fn gradcheck_kl_wrt_both_arguments() {
-    gc("normal kl", |_, a| kl_divergence(&Normal::new(a[0], a[1])?, &Normal::new(a[2], a[3])?),
-        &[v(&[0.3, -1.0]), v(&[0.7, 2.0]), v(&[0.1, 0.4]), v(&[1.3, 0.6])]);
-    gc("categorical kl", |_, a| kl_divergence(&Categorical::from_logits(a[0])?, &Categorical::from_logits(a[1])?),
-        &[v(&[0.3, -1.0, 0.5]), v(&[1.0, 0.2, -0.7])]);
-    gc("bernoulli kl", |_, a| kl_divergence(&Bernoulli::from_logits(a[0])?, &Bernoulli::from_logits(a[1])?),
-        &[v(&[0.3, -2.0]), v(&[1.0, 0.5])]);
-    gc("independent kl", |_, a| {
-        let q = Independent::new(Box::new(Normal::new(a[0], a[1])?), 1)?;
-        let p = Independent::new(Box::new(Normal::new(a[2], a[3])?), 1)?;
-        kl_divergence(&q, &p)
-    }, &[v(&[0.3, -1.0]), v(&[0.7, 2.0]), v(&[0.1, 0.4]), v(&[1.3, 0.6])]);
+    gc(
+        "normal kl",
+        |_, a| kl_divergence(&Normal::new(a[0], a[1])?, &Normal::new(a[2], a[3])?),
+        &[
+            v(&[0.3, -1.0]),
+            v(&[0.7, 2.0]),
+            v(&[0.1, 0.4]),
+            v(&[1.3, 0.6]),
+        ],
+    );
+    gc(
+        "categorical kl",
+        |_, a| {
+            kl_divergence(
+                &Categorical::from_logits(a[0])?,
+                &Categorical::from_logits(a[1])?,
+            )
+        },
+        &[v(&[0.3, -1.0, 0.5]), v(&[1.0, 0.2, -0.7])],
+    );
+    gc(
+        "bernoulli kl",
+        |_, a| {
+            kl_divergence(
+                &Bernoulli::from_logits(a[0])?,
+                &Bernoulli::from_logits(a[1])?,
+            )
+        },
+        &[v(&[0.3, -2.0]), v(&[1.0, 0.5])],
+    );
+    gc(
+        "independent kl",
+        |_, a| {
+            let q = Independent::new(Box::new(Normal::new(a[0], a[1])?), 1)?;
+            let p = Independent::new(Box::new(Normal::new(a[2], a[3])?), 1)?;
+            kl_divergence(&q, &p)
+        },
+        &[
+            v(&[0.3, -1.0]),
+            v(&[0.7, 2.0]),
+            v(&[0.1, 0.4]),
+            v(&[1.3, 0.6]),
+        ],
+    );
     // Monte Carlo KL against spike-and-slab, with the noise fixed by a seed inside.
-    gc("mc kl vs spike-slab", |_, a| {
-        let mut rng = StdRng::seed_from_u64(7);
-        let q = Normal::new(a[0], a[1])?;
-        let p = SpikeAndSlab::new(a[2], a[3], a[4])?;
-        kl_monte_carlo(&q, &p, 8, &mut rng)
-    }, &[v(&[0.2, -0.1]), v(&[0.3, 0.5]), Tensor::scalar(0.4), Tensor::scalar(0.3), Tensor::scalar(2.0)]);
+    gc(
+        "mc kl vs spike-slab",
+        |_, a| {
+            let mut rng = StdRng::seed_from_u64(7);
+            let q = Normal::new(a[0], a[1])?;
+            let p = SpikeAndSlab::new(a[2], a[3], a[4])?;
+            kl_monte_carlo(&q, &p, 8, &mut rng)
+        },
+        &[
+            v(&[0.2, -0.1]),
+            v(&[0.3, 0.5]),
+            Tensor::scalar(0.4),
+            Tensor::scalar(0.3),
+            Tensor::scalar(2.0),
+        ],
+    );
 }
 
 #[test]
 fn gradcheck_rsample_wrt_parameters() {
-    gc("normal rsample", |_, a| {
-        let mut rng = StdRng::seed_from_u64(3);
-        Normal::new(a[0], a[1])?.rsample_n(Some(4), &mut rng)
-    }, &[v(&[0.3, -1.0]), v(&[0.7, 2.0])]);
+    gc(
+        "normal rsample",
+        |_, a| {
+            let mut rng = StdRng::seed_from_u64(3);
+            Normal::new(a[0], a[1])?.rsample_n(Some(4), &mut rng)
+        },
+        &[v(&[0.3, -1.0]), v(&[0.7, 2.0])],
+    );
 }
 
 #[test]
@@ -101,14 +205,26 @@ fn analytic_kl_without_closed_form_names_both() {
     let q = Normal::new(tape.scalar(0.0), tape.scalar(1.0)).unwrap();
     let p = SpikeAndSlab::tfp_default(&tape);
     let err = kl_divergence(&q, &p).unwrap_err();
-    assert_eq!(err, Error::NoAnalyticKl { q: "Normal".into(), p: "SpikeAndSlab".into() });
+    assert_eq!(
+        err,
+        Error::NoAnalyticKl {
+            q: "Normal".into(),
+            p: "SpikeAndSlab".into()
+        }
+    );
     let mut rng = StdRng::seed_from_u64(0);
     assert!(kl_divergence_with(&q, &p, Divergence::Auto, &mut rng).is_ok());
     assert!(kl_divergence_with(&q, &p, Divergence::Analytic, &mut rng).is_err());
     // q without a reparameterized sampler cannot feed a Monte Carlo KL
     let c = Categorical::from_logits(tape.var(Tensor::vector(&[0.0, 1.0]))).unwrap();
     let err = kl_monte_carlo(&c, &c, 4, &mut rng).unwrap_err();
-    assert!(matches!(err, Error::Unsupported { distribution: "Categorical", .. }));
+    assert!(matches!(
+        err,
+        Error::Unsupported {
+            distribution: "Categorical",
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -124,7 +240,10 @@ fn monte_carlo_kl_converges_to_the_closed_form() {
     let mean = d.data().iter().sum::<f64>() / n as f64;
     let sd = (d.data().iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n as f64 - 1.0)).sqrt();
     let se = sd / (n as f64).sqrt();
-    assert!((mean - exact).abs() < 4.0 * se, "MC {mean} ± {se} vs exact {exact}");
+    assert!(
+        (mean - exact).abs() < 4.0 * se,
+        "MC {mean} ± {se} vs exact {exact}"
+    );
 }
 
 #[test]
@@ -136,7 +255,11 @@ fn extreme_values_stay_finite_and_exact() {
     let x = tape.var(Tensor::scalar(-1000.0));
     let lp = prior.log_prob(x).unwrap();
     let expected = 0.5f64.ln() - 0.125 - 2000f64.ln() - 0.5 * (2.0 * std::f64::consts::PI).ln();
-    assert!((lp.item().unwrap() - expected).abs() < 1e-12, "{}", lp.item().unwrap());
+    assert!(
+        (lp.item().unwrap() - expected).abs() < 1e-12,
+        "{}",
+        lp.item().unwrap()
+    );
     // d/dx = -x / 2000^2 = 2.5e-4
     let g = lp.backward().unwrap();
     assert!((g.get(x).unwrap().data()[0] - 2.5e-4).abs() < 1e-15);
@@ -156,7 +279,12 @@ fn extreme_values_stay_finite_and_exact() {
     // f32 too
     let tape = Tape::<f32>::new();
     let prior = SpikeAndSlab::tfp_default(&tape);
-    assert!(prior.log_prob(tape.scalar(-1000.0)).unwrap().item().unwrap().is_finite());
+    assert!(prior
+        .log_prob(tape.scalar(-1000.0))
+        .unwrap()
+        .item()
+        .unwrap()
+        .is_finite());
 }
 
 #[test]
@@ -167,15 +295,56 @@ fn bad_parameters_name_distribution_parameter_and_value() {
     let table: Vec<(&str, Error)> = vec![
         ("scale 0", Normal::new(c(0.0), c(0.0)).err().unwrap()),
         ("scale nan", Normal::new(c(0.0), c(f64::NAN)).err().unwrap()),
-        ("pi 1", SpikeAndSlab::new(c(1.0), c(1.0), c(2.0)).err().unwrap()),
-        ("pi negative", SpikeAndSlab::new(c(-0.1), c(1.0), c(2.0)).err().unwrap()),
-        ("spike scale", SpikeAndSlab::new(c(0.5), c(-1.0), c(2.0)).err().unwrap()),
-        ("empty logits", Categorical::from_logits(tape.constant(Tensor::zeros(&[0]))).err().unwrap()),
-        ("label too big", Categorical::from_logits(vec(&[0.0, 1.0])).unwrap().log_prob(c(2.0)).err().unwrap()),
-        ("batch shapes", Normal::new(vec(&[0.0, 1.0]), vec(&[1.0, 1.0, 1.0])).err().unwrap()),
-        ("probs sum", Categorical::from_probs(vec(&[0.5, 0.6])).err().unwrap()),
-        ("bernoulli value", Bernoulli::from_logits(c(0.0)).unwrap().log_prob(c(0.5)).err().unwrap()),
-        ("mixture weights", MixtureOfNormals::new(vec(&[0.5, 0.6]), vec(&[0.0, 0.0]), vec(&[1.0, 1.0])).err().unwrap()),
+        (
+            "pi 1",
+            SpikeAndSlab::new(c(1.0), c(1.0), c(2.0)).err().unwrap(),
+        ),
+        (
+            "pi negative",
+            SpikeAndSlab::new(c(-0.1), c(1.0), c(2.0)).err().unwrap(),
+        ),
+        (
+            "spike scale",
+            SpikeAndSlab::new(c(0.5), c(-1.0), c(2.0)).err().unwrap(),
+        ),
+        (
+            "empty logits",
+            Categorical::from_logits(tape.constant(Tensor::zeros(&[0])))
+                .err()
+                .unwrap(),
+        ),
+        (
+            "label too big",
+            Categorical::from_logits(vec(&[0.0, 1.0]))
+                .unwrap()
+                .log_prob(c(2.0))
+                .err()
+                .unwrap(),
+        ),
+        (
+            "batch shapes",
+            Normal::new(vec(&[0.0, 1.0]), vec(&[1.0, 1.0, 1.0]))
+                .err()
+                .unwrap(),
+        ),
+        (
+            "probs sum",
+            Categorical::from_probs(vec(&[0.5, 0.6])).err().unwrap(),
+        ),
+        (
+            "bernoulli value",
+            Bernoulli::from_logits(c(0.0))
+                .unwrap()
+                .log_prob(c(0.5))
+                .err()
+                .unwrap(),
+        ),
+        (
+            "mixture weights",
+            MixtureOfNormals::new(vec(&[0.5, 0.6]), vec(&[0.0, 0.0]), vec(&[1.0, 1.0]))
+                .err()
+                .unwrap(),
+        ),
     ];
     let expect = [
         ("Normal", "scale", Some(0.0)),
@@ -193,14 +362,21 @@ fn bad_parameters_name_distribution_parameter_and_value() {
     for ((name, err), (dist, param, value)) in table.iter().zip(expect) {
         let msg = err.to_string();
         match err {
-            Error::InvalidParameter { distribution, parameter, value: v, .. } => {
+            Error::InvalidParameter {
+                distribution,
+                parameter,
+                value: v,
+                ..
+            } => {
                 assert_eq!((*distribution, *parameter), (dist, param), "{name}: {msg}");
                 match value {
                     Some(x) => assert!((v - x).abs() < 1e-12, "{name}: {msg}"),
                     None => assert!(v.is_nan(), "{name}: {msg}"),
                 }
             }
-            Error::BatchShapeMismatch { distribution, .. } => assert_eq!(*distribution, dist, "{name}"),
+            Error::BatchShapeMismatch { distribution, .. } => {
+                assert_eq!(*distribution, dist, "{name}")
+            }
             Error::InvalidArgument { op, .. } => assert_eq!(*op, "Categorical", "{name}"),
             other => panic!("{name}: unexpected {other:?}"),
         }
@@ -211,13 +387,25 @@ fn bad_parameters_name_distribution_parameter_and_value() {
 #[test]
 fn divergence_nodes_are_named_and_counted_once() {
     let tape = Tape::<f64>::new();
-    let q = Normal::new(tape.var(Tensor::vector(&[0.1, 0.2])), tape.var(Tensor::vector(&[0.5, 0.9]))).unwrap();
+    let q = Normal::new(
+        tape.var(Tensor::vector(&[0.1, 0.2])),
+        tape.var(Tensor::vector(&[0.5, 0.9])),
+    )
+    .unwrap();
     let p = Normal::standard(&tape, &[2]);
     let kl = kl_divergence(&q, &p).unwrap();
     tape.add_divergence("layer/kernel_divergence", kl).unwrap();
     let mut rng = StdRng::seed_from_u64(0);
     let prior = SpikeAndSlab::tfp_default(&tape);
-    let mc = tape.add_kl("layer/bias_divergence", &q, &prior, Divergence::Auto, &mut rng).unwrap();
+    let mc = tape
+        .add_kl(
+            "layer/bias_divergence",
+            &q,
+            &prior,
+            Divergence::Auto,
+            &mut rng,
+        )
+        .unwrap();
     let names: Vec<String> = tape.divergences().into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["layer/kernel_divergence", "layer/bias_divergence"]);
     let total = tape.total_divergence().item().unwrap();
@@ -234,11 +422,16 @@ fn sample_moments_match() {
     let tape = Tape::<f64>::new();
     let mut rng = StdRng::seed_from_u64(5);
     let n = Normal::new(tape.scalar(1.5), tape.scalar(0.5)).unwrap();
-    let xs: Vec<f64> = (0..20_000).map(|_| n.sample(&mut rng).unwrap().data()[0]).collect();
+    let xs: Vec<f64> = (0..20_000)
+        .map(|_| n.sample(&mut rng).unwrap().data()[0])
+        .collect();
     let mean = xs.iter().sum::<f64>() / xs.len() as f64;
     let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
     // se of the mean is 0.5/sqrt(20000) = 0.0035; of the variance ~0.25*sqrt(2/20000) = 0.0025
-    assert!((mean - 1.5).abs() < 0.015 && (var - 0.25).abs() < 0.01, "{mean} {var}");
+    assert!(
+        (mean - 1.5).abs() < 0.015 && (var - 0.25).abs() < 0.01,
+        "{mean} {var}"
+    );
 
     let cat = Categorical::from_probs(tape.constant(Tensor::vector(&[0.2, 0.5, 0.3]))).unwrap();
     let mut counts = [0usize; 3];
@@ -251,14 +444,18 @@ fn sample_moments_match() {
     }
 
     let mix = SpikeAndSlab::new(tape.scalar(0.3), tape.scalar(0.1), tape.scalar(2.0)).unwrap();
-    let xs: Vec<f64> = (0..40_000).map(|_| mix.sample(&mut rng).unwrap().data()[0]).collect();
+    let xs: Vec<f64> = (0..40_000)
+        .map(|_| mix.sample(&mut rng).unwrap().data()[0])
+        .collect();
     let var = xs.iter().map(|x| x * x).sum::<f64>() / xs.len() as f64;
     let exact = mix.variance().unwrap().item().unwrap(); // 0.3*0.01 + 0.7*4 = 2.803
     assert!((exact - 2.803).abs() < 1e-12);
     assert!((var - exact).abs() < 0.1, "{var} vs {exact}");
 
     let b = Bernoulli::from_logits(tape.scalar(0.8)).unwrap();
-    let ones: f64 = (0..20_000).map(|_| b.sample(&mut rng).unwrap().data()[0]).sum();
+    let ones: f64 = (0..20_000)
+        .map(|_| b.sample(&mut rng).unwrap().data()[0])
+        .sum();
     let p = b.mean().unwrap().item().unwrap();
     assert!((ones / 20_000.0 - p).abs() < 0.015);
 }

@@ -14,7 +14,9 @@ fn t(data: &[f64], shape: &[usize]) -> Tensor<f64> {
 
 /// Deterministic values in [lo, hi] spread over a shape.
 fn spread(shape: &[usize], lo: f64, hi: f64, phase: f64) -> Tensor<f64> {
-    Tensor::from_fn(shape, |i| lo + (hi - lo) * (0.5 + 0.5 * ((i as f64) * 2.3 + phase).sin()))
+    Tensor::from_fn(shape, |i| {
+        lo + (hi - lo) * (0.5 + 0.5 * ((i as f64) * 2.3 + phase).sin())
+    })
 }
 
 fn check(name: &str, f: OpFn, inputs: &[Tensor<f64>]) {
@@ -41,7 +43,11 @@ fn gradcheck_every_unary_op() {
         ("square", |_, v| Ok(v[0].square()), x.clone()),
         ("powf", |_, v| Ok(v[0].powf(2.5)), pos.clone()),
         ("clamp", |_, v| Ok(v[0].clamp(-1.0, 1.0)), x.clone()),
-        ("scalar ops", |_, v| Ok((3.0 - v[0]) * 2.0 / 4.0 + 1.0), x.clone()),
+        (
+            "scalar ops",
+            |_, v| Ok((3.0 - v[0]) * 2.0 / 4.0 + 1.0),
+            x.clone(),
+        ),
         ("scalar_div", |_, v| Ok(2.0 / v[0]), pos.clone()),
     ];
     for (name, f, input) in cases {
@@ -81,7 +87,9 @@ fn gradcheck_reductions_shapes_and_softmax() {
         ("max_axis", |_, v| v[0].max_axis(1, false)),
         ("transpose", |_, v| v[0].transpose()),
         ("reshape", |_, v| v[0].reshape(&[2, 6])),
-        ("broadcast_to", |_, v| v[0].reshape(&[3, 1, 4])?.broadcast_to(&[3, 2, 4])),
+        ("broadcast_to", |_, v| {
+            v[0].reshape(&[3, 1, 4])?.broadcast_to(&[3, 2, 4])
+        }),
         ("index", |_, v| v[0].index(1)),
         ("slice", |_, v| v[0].slice(1, 1, 3)),
         ("select repeated", |_, v| v[0].select(1, &[3, 0, 3])),
@@ -95,9 +103,13 @@ fn gradcheck_reductions_shapes_and_softmax() {
         ("logsumexp keepdim", |_, v| v[0].logsumexp(0, true)),
     ];
     for (name, f) in cases {
-        check(name, f, &[x.clone()]);
+        check(name, f, std::slice::from_ref(&x));
     }
-    check("matmul", |_, v| v[0].matmul(v[1]), &[x.clone(), spread(&[4, 2], -1.0, 1.0, 0.7)]);
+    check(
+        "matmul",
+        |_, v| v[0].matmul(v[1]),
+        &[x.clone(), spread(&[4, 2], -1.0, 1.0, 0.7)],
+    );
 }
 
 #[test]
@@ -125,7 +137,14 @@ fn f32_matches_f64() {
         let tape = Tape::<F>::new();
         let x = tape.var(Tensor::from_fn(&[2, 3], |i| F::lit(0.3 * i as f64 - 0.7)));
         let w = tape.constant(Tensor::from_fn(&[3, 2], |i| F::lit(0.1 * i as f64 - 0.2)));
-        let y = x.matmul(w).unwrap().softplus().log_softmax(1).unwrap().gather(&[1, 0]).unwrap();
+        let y = x
+            .matmul(w)
+            .unwrap()
+            .softplus()
+            .log_softmax(1)
+            .unwrap()
+            .gather(&[1, 0])
+            .unwrap();
         let loss = -(y.sum() + x.tanh().mean());
         let g = loss.backward().unwrap();
         (loss.item().unwrap(), g.get(x).unwrap().data().to_vec())
@@ -171,9 +190,18 @@ fn keras_add_weight_bug_done_right() {
     let mut opt = Adam::new(0.1);
     let before = store.value(mu).clone();
     let err = opt.step(&mut store, &grads).unwrap_err();
-    assert_eq!(err, Error::MissingGradient { name: "likelihood/forgotten".into() });
+    assert_eq!(
+        err,
+        Error::MissingGradient {
+            name: "likelihood/forgotten".into()
+        }
+    );
     assert!(err.to_string().contains("likelihood/forgotten"));
-    assert_eq!(store.value(mu), &before, "a refused step must not modify anything");
+    assert_eq!(
+        store.value(mu),
+        &before,
+        "a refused step must not modify anything"
+    );
 
     store.freeze(unused).unwrap();
     opt.step(&mut store, &grads).unwrap();
@@ -191,7 +219,10 @@ fn non_finite_gradient_is_refused_without_modifying_anything() {
     let grads = loss.backward().unwrap();
     let mut opt = Sgd::new(0.1);
     let err = opt.step(&mut store, &grads).unwrap_err();
-    assert!(matches!(&err, Error::NonFiniteGradient { name, .. } if name == "b"), "{err}");
+    assert!(
+        matches!(&err, Error::NonFiniteGradient { name, .. } if name == "b"),
+        "{err}"
+    );
     assert_eq!(store.value(a).data(), &[1.0]);
 }
 
@@ -224,19 +255,61 @@ fn bad_inputs_give_specific_errors() {
     let tape = Tape::<f64>::with_finite_check();
     let a = tape.var(Tensor::zeros(&[2, 3]));
     let b = tape.var(Tensor::zeros(&[4, 5]));
-    let table: Vec<(&str, Result<Var<f64>>, fn(&Error) -> bool)> = vec![
-        ("add mismatch", a.try_add(b), |e| matches!(e, Error::ShapeMismatch { op: "add", .. })),
-        ("matmul mismatch", a.matmul(b), |e| matches!(e, Error::ShapeMismatch { op: "matmul", .. })),
-        ("reshape size", a.reshape(&[7]), |e| matches!(e, Error::DataLength { op: "reshape", .. })),
-        ("index range", a.index(2), |e| matches!(e, Error::IndexOutOfRange { index: 2, size: 2, .. })),
-        ("gather range", a.gather(&[0, 3]), |e| matches!(e, Error::IndexOutOfRange { op: "gather", .. })),
-        ("axis range", a.sum_axis(2, false), |e| matches!(e, Error::AxisOutOfRange { axis: 2, .. })),
-        ("slice range", a.slice(1, 2, 5), |e| matches!(e, Error::InvalidArgument { op: "slice", .. })),
-        ("concat shapes", Var::concat(&[a, b], 0), |e| matches!(e, Error::ShapeMismatch { op: "concat", .. })),
-        ("broadcast_to", a.broadcast_to(&[3, 3]), |e| matches!(e, Error::ShapeMismatch { op: "broadcast_to", .. })),
-        ("log_softmax empty", tape.var(Tensor::zeros(&[2, 0])).log_softmax(1), |e| {
-            matches!(e, Error::InvalidArgument { op: "log_softmax", .. })
+    type Case<'t> = (&'static str, Result<Var<'t, f64>>, fn(&Error) -> bool);
+    let table: Vec<Case> = vec![
+        ("add mismatch", a.try_add(b), |e| {
+            matches!(e, Error::ShapeMismatch { op: "add", .. })
         }),
+        ("matmul mismatch", a.matmul(b), |e| {
+            matches!(e, Error::ShapeMismatch { op: "matmul", .. })
+        }),
+        ("reshape size", a.reshape(&[7]), |e| {
+            matches!(e, Error::DataLength { op: "reshape", .. })
+        }),
+        ("index range", a.index(2), |e| {
+            matches!(
+                e,
+                Error::IndexOutOfRange {
+                    index: 2,
+                    size: 2,
+                    ..
+                }
+            )
+        }),
+        ("gather range", a.gather(&[0, 3]), |e| {
+            matches!(e, Error::IndexOutOfRange { op: "gather", .. })
+        }),
+        ("axis range", a.sum_axis(2, false), |e| {
+            matches!(e, Error::AxisOutOfRange { axis: 2, .. })
+        }),
+        ("slice range", a.slice(1, 2, 5), |e| {
+            matches!(e, Error::InvalidArgument { op: "slice", .. })
+        }),
+        ("concat shapes", Var::concat(&[a, b], 0), |e| {
+            matches!(e, Error::ShapeMismatch { op: "concat", .. })
+        }),
+        ("broadcast_to", a.broadcast_to(&[3, 3]), |e| {
+            matches!(
+                e,
+                Error::ShapeMismatch {
+                    op: "broadcast_to",
+                    ..
+                }
+            )
+        }),
+        (
+            "log_softmax empty",
+            tape.var(Tensor::zeros(&[2, 0])).log_softmax(1),
+            |e| {
+                matches!(
+                    e,
+                    Error::InvalidArgument {
+                        op: "log_softmax",
+                        ..
+                    }
+                )
+            },
+        ),
     ];
     for (name, result, expected) in table {
         let err = result.expect_err(name);
@@ -329,7 +402,7 @@ proptest! {
         let lse = v.logsumexp(axis, keep).unwrap().value();
         let max = x.max_axis(axis, keep).unwrap();
         for (l, m) in lse.data().iter().zip(max.data()) { prop_assert!(l >= m); }
-        prop_assert!(gradcheck(|_, v| v[0].logsumexp(axis, keep), &[x.clone()], &GradCheck::default()).is_ok());
+        prop_assert!(gradcheck(|_, v| v[0].logsumexp(axis, keep), std::slice::from_ref(&x), &GradCheck::default()).is_ok());
         prop_assert!(gradcheck(|_, v| v[0].mean_axis(axis, keep), &[x], &GradCheck::default()).is_ok());
     }
 }
@@ -355,9 +428,20 @@ fn custom_op_with_gradcheck() {
         fn forward(&self, x: &[&Tensor<f64>]) -> Result<Tensor<f64>> {
             Ok(x[0].map(|v| v * v.sin()))
         }
-        fn backward(&self, x: &[&Tensor<f64>], _: &Tensor<f64>, g: &Tensor<f64>) -> Result<Vec<Option<Tensor<f64>>>> {
-            Ok(vec![Some(g.zip_map(x[0], "x_sin_x", |g, v| g * (v.sin() + v * v.cos()))?)])
+        fn backward(
+            &self,
+            x: &[&Tensor<f64>],
+            _: &Tensor<f64>,
+            g: &Tensor<f64>,
+        ) -> Result<Vec<Option<Tensor<f64>>>> {
+            Ok(vec![Some(g.zip_map(x[0], "x_sin_x", |g, v| {
+                g * (v.sin() + v * v.cos())
+            })?)])
         }
     }
-    check("custom", |tape, v| tape.apply(XSinX, &[v[0]]), &[t(&[0.3, -1.2, 2.5], &[3])]);
+    check(
+        "custom",
+        |tape, v| tape.apply(XSinX, &[v[0]]),
+        &[t(&[0.3, -1.2, 2.5], &[3])],
+    );
 }

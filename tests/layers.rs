@@ -2,20 +2,28 @@
 //! divergence nodes and their KL values, ELBO weighting, bad inputs.
 
 use bayesgrad::elbo::Batch;
+use bayesgrad::layers::DenseVariational;
 use bayesgrad::layers::{Estimator, Flipout, LocalReparameterization, Reparameterization};
 use bayesgrad::predict::{predict_classes, Predict};
 use bayesgrad::prelude::*;
 use bayesgrad::DenseFlipout;
-use bayesgrad::layers::DenseVariational;
 
 fn wide_posterior() -> VariationalConfig<f64> {
-    VariationalConfig { loc_init: (0.0, 0.5), rho_init: (-1.0, 0.2), bias: BiasMode::Variational, ..Default::default() }
+    VariationalConfig {
+        loc_init: (0.0, 0.5),
+        rho_init: (-1.0, 0.2),
+        bias: BiasMode::Variational,
+        ..Default::default()
+    }
 }
 
 /// The posterior mean and standard deviation of a (loc, rho) pair, as stored.
 fn posterior(store: &ParamStore<f64>, (loc, rho): (Param, Param)) -> (Tensor<f64>, Tensor<f64>) {
     let tape = Tape::new();
-    (tape.param(store, loc).value(), tape.param(store, rho).value())
+    (
+        tape.param(store, loc).value(),
+        tape.param(store, rho).value(),
+    )
 }
 
 /// Runs `passes` forward passes and checks each output's sample mean and
@@ -33,7 +41,10 @@ fn check_marginals(
     let mut sq = Tensor::<f64>::zeros(mean.shape());
     for _ in 0..passes {
         let tape = Tape::new();
-        let y = layer.forward(&tape, store, tape.constant(x.clone()), &mut rng).unwrap().value();
+        let y = layer
+            .forward(&tape, store, tape.constant(x.clone()), &mut rng)
+            .unwrap()
+            .value();
         for i in 0..y.len() {
             sum.data_mut()[i] += y.data()[i];
             sq.data_mut()[i] += y.data()[i] * y.data()[i];
@@ -44,21 +55,56 @@ fn check_marginals(
         let m: f64 = sum.data()[i] / n;
         let v: f64 = sq.data()[i] / n - m * m;
         let (em, ev): (f64, f64) = (mean.data()[i], var.data()[i]);
-        assert!((m - em).abs() < 5.0 * (ev / n).sqrt(), "{}: unit {i} mean {m} vs {em}", layer.name());
-        assert!((v - ev).abs() < 5.0 * ev * (2.0 / n).sqrt(), "{}: unit {i} var {v} vs {ev}", layer.name());
+        assert!(
+            (m - em).abs() < 5.0 * (ev / n).sqrt(),
+            "{}: unit {i} mean {m} vs {em}",
+            layer.name()
+        );
+        assert!(
+            (v - ev).abs() < 5.0 * ev * (2.0 / n).sqrt(),
+            "{}: unit {i} var {v} vs {ev}",
+            layer.name()
+        );
     }
 }
 
 fn dense_marginals<E: Estimator>() {
     let mut store = ParamStore::<f64>::new();
     let mut rng = StdRng::seed_from_u64(1);
-    let layer = DenseVariational::<f64, E>::with_config(&mut store, E::NAME, 3, 2, wide_posterior(), &mut rng).unwrap();
+    let layer = DenseVariational::<f64, E>::with_config(
+        &mut store,
+        E::NAME,
+        3,
+        2,
+        wide_posterior(),
+        &mut rng,
+    )
+    .unwrap();
     let x = Tensor::from_vec(vec![0.5, -1.0, 2.0, 1.5, 0.3, -0.7], &[2, 3]).unwrap();
     let (loc, sd) = posterior(&store, layer.kernel_params());
-    let (bloc, bsd) = posterior(&store, (store.get(&format!("{}/bias_posterior_loc", E::NAME)).unwrap(), store.get(&format!("{}/bias_posterior_rho", E::NAME)).unwrap()));
+    let (bloc, bsd) = posterior(
+        &store,
+        (
+            store
+                .get(&format!("{}/bias_posterior_loc", E::NAME))
+                .unwrap(),
+            store
+                .get(&format!("{}/bias_posterior_rho", E::NAME))
+                .unwrap(),
+        ),
+    );
     // mean x·loc + b_loc, variance sum_i x_i^2 sd_ij^2 + sd_b^2
-    let mean = x.matmul(&loc).unwrap().zip_map(&bloc, "t", |a, b| a + b).unwrap();
-    let var = x.map(|v| v * v).matmul(&sd.map(|s| s * s)).unwrap().zip_map(&bsd, "t", |a, b| a + b * b).unwrap();
+    let mean = x
+        .matmul(&loc)
+        .unwrap()
+        .zip_map(&bloc, "t", |a, b| a + b)
+        .unwrap();
+    let var = x
+        .map(|v| v * v)
+        .matmul(&sd.map(|s| s * s))
+        .unwrap()
+        .zip_map(&bsd, "t", |a, b| a + b * b)
+        .unwrap();
     check_marginals(&layer, &store, &x, &mean, &var, 6000);
 }
 
@@ -80,13 +126,31 @@ fn dense_local_reparameterization_marginals() {
 fn conv_marginals<E: Estimator>() {
     let mut store = ParamStore::<f64>::new();
     let mut rng = StdRng::seed_from_u64(3);
-    let cfg = VariationalConfig { bias: BiasMode::Deterministic, ..wide_posterior() };
-    let layer = bayesgrad::layers::Conv2dVariational::<f64, E>::with_config(&mut store, E::NAME, 2, 2, 3, 1, Padding::Same, cfg, &mut rng).unwrap();
+    let cfg = VariationalConfig {
+        bias: BiasMode::Deterministic,
+        ..wide_posterior()
+    };
+    let layer = bayesgrad::layers::Conv2dVariational::<f64, E>::with_config(
+        &mut store,
+        E::NAME,
+        2,
+        2,
+        3,
+        1,
+        Padding::Same,
+        cfg,
+        &mut rng,
+    )
+    .unwrap();
     let x = Tensor::from_fn(&[2, 4, 4, 2], |i| ((i as f64) * 0.77).sin());
     let (loc, sd) = posterior(&store, layer.kernel_params());
     // mean conv(x, loc), variance conv(x^2, sd^2)
     let tape = Tape::new();
-    let mean = tape.constant(x.clone()).conv2d(tape.constant(loc), 1, Padding::Same).unwrap().value();
+    let mean = tape
+        .constant(x.clone())
+        .conv2d(tape.constant(loc), 1, Padding::Same)
+        .unwrap()
+        .value();
     let var = tape
         .constant(x.map(|v| v * v))
         .conv2d(tape.constant(sd.map(|s| s * s)), 1, Padding::Same)
@@ -115,22 +179,36 @@ fn flipout_decorrelates_identical_inputs_and_is_reproducible() {
     let run = |seed| {
         let tape = Tape::new();
         let mut rng = StdRng::seed_from_u64(seed);
-        layer.forward(&tape, &store, tape.constant(x.clone()), &mut rng).unwrap().value()
+        layer
+            .forward(&tape, &store, tape.constant(x.clone()), &mut rng)
+            .unwrap()
+            .value()
     };
     let y = run(9);
-    assert_ne!(&y.data()[..3], &y.data()[3..], "identical rows must get different perturbations");
+    assert_ne!(
+        &y.data()[..3],
+        &y.data()[3..],
+        "identical rows must get different perturbations"
+    );
     assert_eq!(y, run(9), "the same seed must give the same output");
     assert_ne!(y, run(10));
     // ... while the posterior-mean network gives both rows the same output
     let tape = Tape::new();
     tape.set_mode(SampleMode::PosteriorMean);
-    let m = layer.forward(&tape, &store, tape.constant(x.clone()), &mut rng).unwrap().value();
+    let m = layer
+        .forward(&tape, &store, tape.constant(x.clone()), &mut rng)
+        .unwrap()
+        .value();
     assert_eq!(&m.data()[..3], &m.data()[3..]);
 }
 
 fn gradcheck_layer(layer: &dyn Module<f64>, store: &mut ParamStore<f64>, x: Tensor<f64>) {
     let params: Vec<Param> = store.params().collect();
-    let cfg = GradCheck { atol: 1e-5, rtol: 1e-4, ..Default::default() };
+    let cfg = GradCheck {
+        atol: 1e-5,
+        rtol: 1e-4,
+        ..Default::default()
+    };
     gradcheck_params(
         |tape, store| {
             let mut rng = StdRng::seed_from_u64(5);
@@ -159,8 +237,14 @@ fn gradcheck_every_layer() {
     let x = Tensor::from_vec(vec![0.5, -1.0, 2.0, 1.5, 0.3, -0.7], &[2, 3]).unwrap();
     let ximg = Tensor::from_fn(&[2, 4, 4, 2], |i| ((i as f64) * 0.41).cos());
     let mut rng = StdRng::seed_from_u64(0);
-    let cfg = || VariationalConfig { bias: BiasMode::Variational, ..Default::default() };
-    let spike = || VariationalConfig { prior: Prior::spike_and_slab_tfp(), ..Default::default() };
+    let cfg = || VariationalConfig {
+        bias: BiasMode::Variational,
+        ..Default::default()
+    };
+    let spike = || VariationalConfig {
+        prior: Prior::spike_and_slab_tfp(),
+        ..Default::default()
+    };
 
     let mut s = ParamStore::new();
     let l = DenseReparameterization::with_config(&mut s, "r", 3, 2, cfg(), &mut rng).unwrap();
@@ -169,7 +253,8 @@ fn gradcheck_every_layer() {
     let l = DenseFlipout::with_config(&mut s, "f", 3, 2, cfg(), &mut rng).unwrap();
     gradcheck_layer(&l, &mut s, x.clone());
     let mut s = ParamStore::new();
-    let l = DenseLocalReparameterization::with_config(&mut s, "l", 3, 2, spike(), &mut rng).unwrap();
+    let l =
+        DenseLocalReparameterization::with_config(&mut s, "l", 3, 2, spike(), &mut rng).unwrap();
     gradcheck_layer(&l, &mut s, x.clone());
     let mut s = ParamStore::new();
     let l = DenseFlipout::with_config(&mut s, "fs", 3, 2, spike(), &mut rng).unwrap();
@@ -178,10 +263,22 @@ fn gradcheck_every_layer() {
     let l = Dense::new(&mut s, "d", 3, 2, &mut rng).unwrap();
     gradcheck_layer(&l, &mut s, x.clone());
     let mut s = ParamStore::new();
-    let l = Conv2dReparameterization::with_config(&mut s, "cr", 2, 3, 3, 2, Padding::Same, cfg(), &mut rng).unwrap();
+    let l = Conv2dReparameterization::with_config(
+        &mut s,
+        "cr",
+        2,
+        3,
+        3,
+        2,
+        Padding::Same,
+        cfg(),
+        &mut rng,
+    )
+    .unwrap();
     gradcheck_layer(&l, &mut s, ximg.clone());
     let mut s = ParamStore::new();
-    let l = Conv2dFlipout::with_config(&mut s, "cf", 2, 3, 2, 1, Padding::Valid, spike(), &mut rng).unwrap();
+    let l = Conv2dFlipout::with_config(&mut s, "cf", 2, 3, 2, 1, Padding::Valid, spike(), &mut rng)
+        .unwrap();
     gradcheck_layer(&l, &mut s, ximg.clone());
     let mut s = ParamStore::new();
     let net = Sequential::new()
@@ -200,13 +297,29 @@ fn analytic_kl_is_the_sum_of_per_weight_kls() {
     let layer = DenseFlipout::new(&mut store, "l", 4, 3, &mut rng).unwrap();
     let (loc, sd) = posterior(&store, layer.kernel_params());
     // KL(N(m, s) || N(0, 1)) = -ln s + (s^2 + m^2)/2 - 1/2 per weight
-    let expected: f64 = loc.data().iter().zip(sd.data()).map(|(m, s)| -s.ln() + (s * s + m * m) / 2.0 - 0.5).sum();
+    let expected: f64 = loc
+        .data()
+        .iter()
+        .zip(sd.data())
+        .map(|(m, s)| -s.ln() + (s * s + m * m) / 2.0 - 0.5)
+        .sum();
     let tape = Tape::new();
-    layer.forward(&tape, &store, tape.constant(Tensor::ones(&[2, 4])), &mut rng).unwrap();
+    layer
+        .forward(
+            &tape,
+            &store,
+            tape.constant(Tensor::ones(&[2, 4])),
+            &mut rng,
+        )
+        .unwrap();
     let divs = tape.divergences();
     assert_eq!(divs.len(), 1);
     assert_eq!(divs[0].0, "l/kernel_divergence");
-    assert!((divs[0].1 - expected).abs() < 1e-10 * expected.abs(), "{} vs {expected}", divs[0].1);
+    assert!(
+        (divs[0].1 - expected).abs() < 1e-10 * expected.abs(),
+        "{} vs {expected}",
+        divs[0].1
+    );
 }
 
 /// The TFP quadrature value of KL(N(-0.3793, 0.0836) || 0.5 N(0,1) + 0.5 N(0,2000))
@@ -218,25 +331,47 @@ const QUAD_KL: f64 = 2.7492732842525736;
 fn mc_kl_converges<E: Estimator>() {
     let mut store = ParamStore::<f64>::new();
     let mut rng = StdRng::seed_from_u64(0);
-    let cfg = VariationalConfig { prior: Prior::spike_and_slab_tfp(), ..Default::default() };
-    let layer = DenseVariational::<f64, E>::with_config(&mut store, "k", 1, 1, cfg, &mut rng).unwrap();
+    let cfg = VariationalConfig {
+        prior: Prior::spike_and_slab_tfp(),
+        ..Default::default()
+    };
+    let layer =
+        DenseVariational::<f64, E>::with_config(&mut store, "k", 1, 1, cfg, &mut rng).unwrap();
     let (loc, rho) = layer.kernel_params();
-    store.set_value(loc, Tensor::from_vec(vec![QUAD_LOC], &[1, 1]).unwrap()).unwrap();
-    let raw = Constraint::Positive { eps: 1e-5 }.inverse(QUAD_SCALE).unwrap();
-    store.set_value(rho, Tensor::from_vec(vec![raw], &[1, 1]).unwrap()).unwrap();
+    store
+        .set_value(loc, Tensor::from_vec(vec![QUAD_LOC], &[1, 1]).unwrap())
+        .unwrap();
+    let raw = Constraint::Positive { eps: 1e-5 }
+        .inverse(QUAD_SCALE)
+        .unwrap();
+    store
+        .set_value(rho, Tensor::from_vec(vec![raw], &[1, 1]).unwrap())
+        .unwrap();
     let n = 20_000;
     let kls: Vec<f64> = (0..n)
         .map(|_| {
             let tape = Tape::new();
-            layer.forward(&tape, &store, tape.constant(Tensor::ones(&[1, 1])), &mut rng).unwrap();
+            layer
+                .forward(
+                    &tape,
+                    &store,
+                    tape.constant(Tensor::ones(&[1, 1])),
+                    &mut rng,
+                )
+                .unwrap();
             let divs = tape.divergences();
             assert_eq!(divs.len(), 1);
             divs[0].1
         })
         .collect();
     let mean = kls.iter().sum::<f64>() / n as f64;
-    let se = (kls.iter().map(|k| (k - mean).powi(2)).sum::<f64>() / (n as f64 - 1.0) / n as f64).sqrt();
-    assert!((mean - QUAD_KL).abs() < 4.0 * se, "{}: {mean} ± {se} vs {QUAD_KL}", E::NAME);
+    let se =
+        (kls.iter().map(|k| (k - mean).powi(2)).sum::<f64>() / (n as f64 - 1.0) / n as f64).sqrt();
+    assert!(
+        (mean - QUAD_KL).abs() < 4.0 * se,
+        "{}: {mean} ± {se} vs {QUAD_KL}",
+        E::NAME
+    );
 }
 
 #[test]
@@ -250,36 +385,81 @@ fn monte_carlo_kl_against_spike_and_slab_converges_for_every_estimator() {
 fn divergence_nodes_are_named_and_elbo_counts_each_once() {
     let mut store = ParamStore::<f64>::new();
     let mut rng = StdRng::seed_from_u64(0);
-    let cfg = VariationalConfig { bias: BiasMode::Variational, ..Default::default() };
+    let cfg = VariationalConfig {
+        bias: BiasMode::Variational,
+        ..Default::default()
+    };
     let net = Sequential::new()
         .push(DenseFlipout::with_config(&mut store, "hidden", 3, 5, cfg, &mut rng).unwrap())
         .push(Activation::Relu)
         .push(DenseFlipout::new(&mut store, "out", 5, 2, &mut rng).unwrap());
     let tape = Tape::new();
-    let logits = net.forward(&tape, &store, tape.constant(Tensor::ones(&[4, 3])), &mut rng).unwrap();
+    let logits = net
+        .forward(
+            &tape,
+            &store,
+            tape.constant(Tensor::ones(&[4, 3])),
+            &mut rng,
+        )
+        .unwrap();
     let names: Vec<String> = tape.divergences().into_iter().map(|(n, _)| n).collect();
-    assert_eq!(names, ["hidden/kernel_divergence", "hidden/bias_divergence", "out/kernel_divergence"]);
+    assert_eq!(
+        names,
+        [
+            "hidden/kernel_divergence",
+            "hidden/bias_divergence",
+            "out/kernel_divergence"
+        ]
+    );
     let sum: f64 = tape.divergences().iter().map(|(_, v)| v).sum();
 
-    let nll = -Categorical::from_logits(logits).unwrap().log_prob_labels(&[0, 1, 1, 0]).unwrap().sum();
+    let nll = -Categorical::from_logits(logits)
+        .unwrap()
+        .log_prob_labels(&[0, 1, 1, 0])
+        .unwrap()
+        .sum();
     let elbo = Elbo::new(KlWeight::PerExample { num_examples: 100 });
-    let out = elbo.loss(&tape, nll, Batch { index: 0, size: 4, step: 0 }).unwrap();
-    assert!((out.kl - sum).abs() < 1e-12, "KL counted {} vs registered {sum}", out.kl);
+    let out = elbo
+        .loss(
+            &tape,
+            nll,
+            Batch {
+                index: 0,
+                size: 4,
+                step: 0,
+            },
+        )
+        .unwrap();
+    assert!(
+        (out.kl - sum).abs() < 1e-12,
+        "KL counted {} vs registered {sum}",
+        out.kl
+    );
     let expected = nll.item().unwrap() / 4.0 + sum / 100.0;
     assert!((out.loss.item().unwrap() - expected).abs() < 1e-12);
 
     // Every parameter of the two-layer Flipout network gets a non-zero gradient.
     let grads = out.loss.backward().unwrap();
     for p in store.params() {
-        let g = grads.param(p).unwrap_or_else(|| panic!("{} got no gradient", store.name(p)));
-        assert!(g.data().iter().any(|v| *v != 0.0), "{} got an all-zero gradient", store.name(p));
+        let g = grads
+            .param(p)
+            .unwrap_or_else(|| panic!("{} got no gradient", store.name(p)));
+        assert!(
+            g.data().iter().any(|v| *v != 0.0),
+            "{} got an all-zero gradient",
+            store.name(p)
+        );
     }
     Adam::new(1e-3).step(&mut store, &grads).unwrap();
 }
 
 #[test]
 fn kl_weightings() {
-    let b = |index| Batch { index, size: 10, step: 0 };
+    let b = |index| Batch {
+        index,
+        size: 10,
+        step: 0,
+    };
     // Blundell's pi_i = 2^(M-i)/(2^M-1) sums to 1 over an epoch; so does PerBatch.
     for m in [1usize, 3, 10, 2000] {
         let blundell = Elbo::new(KlWeight::Blundell { num_batches: m });
@@ -295,34 +475,58 @@ fn kl_weightings() {
     assert!((e.pi(b(2)).unwrap() - 1.0 / 7.0).abs() < 1e-15);
     assert!(e.pi(b(3)).is_err());
     // PerExample is TFP's kl / num_examples per example: pi = B / N
-    assert_eq!(Elbo::new(KlWeight::PerExample { num_examples: 1000 }).pi(b(0)).unwrap(), 0.01);
-    let annealed = Elbo::new(KlWeight::Annealed { num_examples: 1000, warmup_steps: 4 });
+    assert_eq!(
+        Elbo::new(KlWeight::PerExample { num_examples: 1000 })
+            .pi(b(0))
+            .unwrap(),
+        0.01
+    );
+    let annealed = Elbo::new(KlWeight::Annealed {
+        num_examples: 1000,
+        warmup_steps: 4,
+    });
     assert_eq!(annealed.pi(Batch { step: 1, ..b(0) }).unwrap(), 0.005);
     assert_eq!(annealed.pi(Batch { step: 100, ..b(0) }).unwrap(), 0.01);
-    let cold = Elbo::new(KlWeight::Tempered { num_examples: 1000, temperature: 0.5 });
+    let cold = Elbo::new(KlWeight::Tempered {
+        num_examples: 1000,
+        temperature: 0.5,
+    });
     assert_eq!(cold.pi(b(0)).unwrap(), 0.005);
-    assert!(Elbo::new(KlWeight::PerExample { num_examples: 0 }).pi(b(0)).is_err());
+    assert!(Elbo::new(KlWeight::PerExample { num_examples: 0 })
+        .pi(b(0))
+        .is_err());
 }
 
 #[test]
 fn classification_uncertainty_decomposes() {
     let mut store = ParamStore::<f64>::new();
     let mut rng = StdRng::seed_from_u64(0);
-    let cfg = VariationalConfig { rho_init: (0.0, 0.1), ..Default::default() };
+    let cfg = VariationalConfig {
+        rho_init: (0.0, 0.1),
+        ..Default::default()
+    };
     let net = DenseFlipout::with_config(&mut store, "clf", 2, 3, cfg, &mut rng).unwrap();
     let x = Tensor::from_vec(vec![0.0, 0.0, 4.0, -4.0], &[2, 2]).unwrap();
     let p = predict_classes(&net, &store, &x, Predict::Samples(300), &mut rng).unwrap();
     for r in 0..2 {
         let row: f64 = p.probs.data()[r * 3..r * 3 + 3].iter().sum();
         assert!((row - 1.0).abs() < 1e-12);
-        let (h, e, mi) = (p.predictive_entropy.data()[r], p.expected_entropy.data()[r], p.mutual_information.data()[r]);
+        let (h, e, mi) = (
+            p.predictive_entropy.data()[r],
+            p.expected_entropy.data()[r],
+            p.mutual_information.data()[r],
+        );
         assert!((h - e - mi).abs() < 1e-12 && mi >= 0.0);
     }
     // At the origin every weight sample gives the same logits (zero bias): no epistemic part.
     assert!(p.mutual_information.data()[0] < 1e-12);
     assert!(p.mutual_information.data()[1] > 1e-3);
     let mean_only = predict_classes(&net, &store, &x, Predict::PosteriorMean, &mut rng).unwrap();
-    assert!(mean_only.mutual_information.data().iter().all(|&m| m.abs() < 1e-12));
+    assert!(mean_only
+        .mutual_information
+        .data()
+        .iter()
+        .all(|&m| m.abs() < 1e-12));
 }
 
 #[test]
@@ -340,16 +544,31 @@ fn bad_inputs_name_the_layer_and_shapes() {
         (&conv, vec![2, 5, 5], "wrong rank"),
     ];
     for (layer, shape, what) in cases {
-        let err = layer.forward(&tape, &store, tape.constant(Tensor::zeros(&shape)), &mut rng).unwrap_err();
+        let err = layer
+            .forward(
+                &tape,
+                &store,
+                tape.constant(Tensor::zeros(&shape)),
+                &mut rng,
+            )
+            .unwrap_err();
         match &err {
-            Error::LayerInput { layer: name, found, .. } => {
+            Error::LayerInput {
+                layer: name, found, ..
+            } => {
                 assert_eq!(name, layer.name(), "{what}");
                 assert_eq!(found, &shape, "{what}");
             }
             other => panic!("{what}: unexpected {other:?}"),
         }
         let msg = err.to_string();
-        assert!(msg.contains(layer.name()) && msg.contains(&format!("{shape:?}")), "{what}: {msg}");
+        assert!(
+            msg.contains(layer.name()) && msg.contains(&format!("{shape:?}")),
+            "{what}: {msg}"
+        );
     }
-    assert!(tape.divergences().is_empty(), "a failed forward registers nothing");
+    assert!(
+        tape.divergences().is_empty(),
+        "a failed forward registers nothing"
+    );
 }

@@ -37,14 +37,32 @@ struct Step {
 }
 
 fn step() -> impl Strategy<Value = Step> {
-    (0u8..32, 0usize..16, 0usize..16, 0usize..5, any::<bool>(), prop::collection::vec(0usize..4, 0..4))
-        .prop_map(|(op, a, b, k, flag, shape)| Step { op, a, b, k, flag, shape })
+    (
+        0u8..32,
+        0usize..16,
+        0usize..16,
+        0usize..5,
+        any::<bool>(),
+        prop::collection::vec(0usize..4, 0..4),
+    )
+        .prop_map(|(op, a, b, k, flag, shape)| Step {
+            op,
+            a,
+            b,
+            k,
+            flag,
+            shape,
+        })
 }
 
 fn apply<'t>(tape: &'t Tape<f64>, pool: &[Var<'t, f64>], s: &Step) -> Result<Var<'t, f64>> {
     let a = pool[s.a % pool.len()];
     let b = pool[s.b % pool.len()];
-    let pad = if s.flag { Padding::Same } else { Padding::Valid };
+    let pad = if s.flag {
+        Padding::Same
+    } else {
+        Padding::Valid
+    };
     match s.op {
         0 => a.try_add(b),
         1 => a.try_sub(b),
@@ -195,6 +213,9 @@ fn a_mixture_that_broadcasts_to_no_components_is_an_error() {
     let scales = tape.var(Tensor::vector(&[1.0]));
     assert!(matches!(
         MixtureOfNormals::from_logits(w, locs, scales),
-        Err(Error::InvalidArgument { op: "MixtureOfNormals", .. })
+        Err(Error::InvalidArgument {
+            op: "MixtureOfNormals",
+            ..
+        })
     ));
 }

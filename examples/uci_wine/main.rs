@@ -71,7 +71,11 @@ fn main() -> ExitCode {
         cfg.lr,
         cfg.batch_size,
         cfg.seed,
-        if cfg.validate { " (VALIDATION: scores on 10% of each training part)" } else { "" }
+        if cfg.validate {
+            " (VALIDATION: scores on 10% of each training part)"
+        } else {
+            ""
+        }
     );
     let (mut rmses, mut lls) = (Vec::new(), Vec::new());
     for split in 0..cfg.splits {
@@ -94,6 +98,10 @@ fn main() -> ExitCode {
     let part = if cfg.validate { "validation" } else { "test" };
     println!("{part} RMSE           {rm:.3} ± {rse:.3}   (TFP DenseFlipout: 0.638 ± 0.010)");
     println!("{part} log-likelihood {lm:.3} ± {lse:.3}   (TFP DenseFlipout: -0.968 ± 0.014)");
-    println!("wall time        {:.1} s for {} splits   (TFP: 481 s for 20)", start.elapsed().as_secs_f64(), cfg.splits);
+    println!(
+        "wall time        {:.1} s for {} splits   (TFP: 481 s for 20)",
+        start.elapsed().as_secs_f64(),
+        cfg.splits
+    );
     ExitCode::SUCCESS
 }

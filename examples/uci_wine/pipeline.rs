@@ -6,9 +6,9 @@
 
 use bayesgrad::elbo::Batch;
 use bayesgrad::layers::{DenseVariational, Estimator};
+use bayesgrad::layers::{Flipout, LocalReparameterization, Reparameterization};
 use bayesgrad::predict::{sample_outputs, Predict};
 use bayesgrad::prelude::*;
-use bayesgrad::layers::{Flipout, LocalReparameterization, Reparameterization};
 use rand::seq::SliceRandom;
 
 /// Which variational estimator the two layers use.
@@ -26,7 +26,9 @@ impl std::str::FromStr for EstimatorChoice {
             "reparameterization" => Ok(Self::Reparameterization),
             "flipout" => Ok(Self::Flipout),
             "local" => Ok(Self::Local),
-            other => Err(format!("unknown estimator '{other}' (reparameterization, flipout, local)")),
+            other => Err(format!(
+                "unknown estimator '{other}' (reparameterization, flipout, local)"
+            )),
         }
     }
 }
@@ -90,7 +92,10 @@ pub struct Data {
 pub fn load() -> Data {
     let ds = linfa_datasets::winequality();
     let flat: Vec<f64> = ds.records.iter().copied().collect();
-    let x = flat.chunks(11).map(|r| r.try_into().expect("11 features per row")).collect();
+    let x = flat
+        .chunks(11)
+        .map(|r| r.try_into().expect("11 features per row"))
+        .collect();
     let y = ds.targets.iter().map(|&t| t as f64).collect();
     Data { x, y }
 }
@@ -114,28 +119,60 @@ impl Standardizer {
     fn fit(rows: &[Vec<f64>]) -> Self {
         let d = rows[0].len();
         let n = rows.len() as f64;
-        let mean: Vec<f64> = (0..d).map(|j| rows.iter().map(|r| r[j]).sum::<f64>() / n).collect();
+        let mean: Vec<f64> = (0..d)
+            .map(|j| rows.iter().map(|r| r[j]).sum::<f64>() / n)
+            .collect();
         let std = (0..d)
             .map(|j| {
                 let s = (rows.iter().map(|r| (r[j] - mean[j]).powi(2)).sum::<f64>() / n).sqrt();
-                if s > 0.0 { s } else { 1.0 }
+                if s > 0.0 {
+                    s
+                } else {
+                    1.0
+                }
             })
             .collect();
         Standardizer { mean, std }
     }
     fn apply(&self, r: &[f64]) -> Vec<f64> {
-        r.iter().zip(&self.mean).zip(&self.std).map(|((v, m), s)| (v - m) / s).collect()
+        r.iter()
+            .zip(&self.mean)
+            .zip(&self.std)
+            .map(|((v, m), s)| (v - m) / s)
+            .collect()
     }
 }
 
-fn dense<E: Estimator>(store: &mut ParamStore<f64>, name: &str, i: usize, o: usize, cfg: &Config, rng: &mut StdRng) -> Result<Box<dyn Module<f64>>> {
-    let vc = VariationalConfig { loc_init: (0.0, cfg.loc_init_std), rho_init: (cfg.rho_init, 0.1), ..Default::default() };
-    Ok(Box::new(DenseVariational::<f64, E>::with_config(store, name, i, o, vc, rng)?))
+fn dense<E: Estimator>(
+    store: &mut ParamStore<f64>,
+    name: &str,
+    i: usize,
+    o: usize,
+    cfg: &Config,
+    rng: &mut StdRng,
+) -> Result<Box<dyn Module<f64>>> {
+    let vc = VariationalConfig {
+        loc_init: (0.0, cfg.loc_init_std),
+        rho_init: (cfg.rho_init, 0.1),
+        ..Default::default()
+    };
+    Ok(Box::new(DenseVariational::<f64, E>::with_config(
+        store, name, i, o, vc, rng,
+    )?))
 }
 
-fn layer(store: &mut ParamStore<f64>, name: &str, i: usize, o: usize, cfg: &Config, rng: &mut StdRng) -> Result<Box<dyn Module<f64>>> {
+fn layer(
+    store: &mut ParamStore<f64>,
+    name: &str,
+    i: usize,
+    o: usize,
+    cfg: &Config,
+    rng: &mut StdRng,
+) -> Result<Box<dyn Module<f64>>> {
     match cfg.estimator {
-        EstimatorChoice::Reparameterization => dense::<Reparameterization>(store, name, i, o, cfg, rng),
+        EstimatorChoice::Reparameterization => {
+            dense::<Reparameterization>(store, name, i, o, cfg, rng)
+        }
         EstimatorChoice::Flipout => dense::<Flipout>(store, name, i, o, cfg, rng),
         EstimatorChoice::Local => dense::<LocalReparameterization>(store, name, i, o, cfg, rng),
     }
@@ -149,7 +186,8 @@ fn matrix(rows: &[Vec<f64>]) -> Result<Tensor<f64>> {
 /// `validate`, on a 10% validation part of its training part).
 pub fn run_split(cfg: &Config, data: &Data, split: usize) -> Result<SplitResult> {
     let start = std::time::Instant::now();
-    let mut rng = StdRng::seed_from_u64(cfg.seed.wrapping_mul(1_000_003).wrapping_add(split as u64));
+    let mut rng =
+        StdRng::seed_from_u64(cfg.seed.wrapping_mul(1_000_003).wrapping_add(split as u64));
     let mut order: Vec<usize> = (0..data.y.len()).collect();
     order.shuffle(&mut rng);
     let n_test = (data.y.len() as f64 * 0.1).round() as usize;
@@ -163,11 +201,19 @@ pub fn run_split(cfg: &Config, data: &Data, split: usize) -> Result<SplitResult>
         test
     };
 
-    let xs = Standardizer::fit(&train.iter().map(|&i| data.x[i].to_vec()).collect::<Vec<_>>());
+    let xs = Standardizer::fit(
+        &train
+            .iter()
+            .map(|&i| data.x[i].to_vec())
+            .collect::<Vec<_>>(),
+    );
     let ys = Standardizer::fit(&train.iter().map(|&i| vec![data.y[i]]).collect::<Vec<_>>());
     let (y_mean, y_std) = (ys.mean[0], ys.std[0]);
     let train_x: Vec<Vec<f64>> = train.iter().map(|&i| xs.apply(&data.x[i])).collect();
-    let train_y: Vec<f64> = train.iter().map(|&i| (data.y[i] - y_mean) / y_std).collect();
+    let train_y: Vec<f64> = train
+        .iter()
+        .map(|&i| (data.y[i] - y_mean) / y_std)
+        .collect();
 
     let mut store = ParamStore::new();
     let net = Sequential::new()
@@ -177,9 +223,15 @@ pub fn run_split(cfg: &Config, data: &Data, split: usize) -> Result<SplitResult>
     let noise = store.try_add_positive("noise_scale", Tensor::scalar(cfg.noise_init))?;
     let batches = train.len().div_ceil(cfg.batch_size);
     let elbo = Elbo::new(if cfg.kl_warmup_epochs > 0 {
-        KlWeight::Annealed { num_examples: train.len(), warmup_steps: cfg.kl_warmup_epochs * batches }
+        KlWeight::Annealed {
+            num_examples: train.len(),
+            warmup_steps: cfg.kl_warmup_epochs * batches,
+        }
     } else {
-        KlWeight::Tempered { num_examples: train.len(), temperature: cfg.kl_temperature }
+        KlWeight::Tempered {
+            num_examples: train.len(),
+            temperature: cfg.kl_temperature,
+        }
     });
     let mut opt = Adam::new(cfg.lr);
     let mut idx: Vec<usize> = (0..train.len()).collect();
@@ -188,12 +240,29 @@ pub fn run_split(cfg: &Config, data: &Data, split: usize) -> Result<SplitResult>
     for _ in 0..cfg.epochs {
         idx.shuffle(&mut rng);
         for (index, chunk) in idx.chunks(cfg.batch_size).enumerate() {
-            let x = matrix(&chunk.iter().map(|&i| train_x[i].clone()).collect::<Vec<_>>())?;
-            let y = Tensor::from_vec(chunk.iter().map(|&i| train_y[i]).collect(), &[chunk.len(), 1])?;
+            let x = matrix(
+                &chunk
+                    .iter()
+                    .map(|&i| train_x[i].clone())
+                    .collect::<Vec<_>>(),
+            )?;
+            let y = Tensor::from_vec(
+                chunk.iter().map(|&i| train_y[i]).collect(),
+                &[chunk.len(), 1],
+            )?;
             let tape = Tape::new();
             let mean = net.forward(&tape, &store, tape.constant(x), &mut rng)?;
             let likelihood = Normal::new(mean, tape.param(&store, noise))?;
-            let out = elbo.loss_from_likelihood(&tape, &likelihood, tape.constant(y), Batch { index, size: chunk.len(), step })?;
+            let out = elbo.loss_from_likelihood(
+                &tape,
+                &likelihood,
+                tape.constant(y),
+                Batch {
+                    index,
+                    size: chunk.len(),
+                    step,
+                },
+            )?;
             opt.lr = cfg.lr * (cfg.lr_final / cfg.lr).powf(step as f64 / total_steps);
             opt.step(&mut store, &out.loss.backward()?)?;
             step += 1;
@@ -202,8 +271,19 @@ pub fn run_split(cfg: &Config, data: &Data, split: usize) -> Result<SplitResult>
 
     // Evaluation in the original units with `test_samples` posterior samples:
     // RMSE of the predictive mean, and mean_i ln( mean_s N(y_i | f_s(x_i), sigma^2) ).
-    let test_x = matrix(&eval.iter().map(|&i| xs.apply(&data.x[i])).collect::<Vec<_>>())?;
-    let outs = sample_outputs(&net, &store, &test_x, Predict::Samples(cfg.test_samples), &mut rng)?;
+    let test_x = matrix(
+        &eval
+            .iter()
+            .map(|&i| xs.apply(&data.x[i]))
+            .collect::<Vec<_>>(),
+    )?;
+    let outs = sample_outputs(
+        &net,
+        &store,
+        &test_x,
+        Predict::Samples(cfg.test_samples),
+        &mut rng,
+    )?;
     let sigma = Tape::new().param(&store, noise).item()? * y_std;
     let s = outs.len() as f64;
     let (mut sq, mut ll, mut base) = (0.0, 0.0, 0.0);
@@ -216,7 +296,11 @@ pub fn run_split(cfg: &Config, data: &Data, split: usize) -> Result<SplitResult>
         base += (train_mean - y).powi(2);
         let logs: Vec<f64> = preds
             .iter()
-            .map(|f| -0.5 * ((y - f) / sigma).powi(2) - sigma.ln() - 0.5 * (2.0 * std::f64::consts::PI).ln())
+            .map(|f| {
+                -0.5 * ((y - f) / sigma).powi(2)
+                    - sigma.ln()
+                    - 0.5 * (2.0 * std::f64::consts::PI).ln()
+            })
             .collect();
         let m = logs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         ll += m + (logs.iter().map(|l| (l - m).exp()).sum::<f64>() / s).ln();

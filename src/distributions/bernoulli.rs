@@ -52,15 +52,26 @@ impl<'t, F: Element> Distribution<'t, F> for Bernoulli<'t, F> {
         self.logits.tape
     }
     fn log_prob(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
-        check_values("Bernoulli", "value", &x, "must be 0 or 1", |v| v == F::zero() || v == F::one())?;
+        check_values("Bernoulli", "value", &x, "must be 0 or 1", |v| {
+            v == F::zero() || v == F::one()
+        })?;
         x.try_mul(self.logits)?.try_sub(self.logits.softplus())
     }
     fn rsample_n(&self, _: Option<usize>, _: &mut dyn RngCore) -> Result<Var<'t, F>> {
-        Err(Error::Unsupported { distribution: "Bernoulli", what: "reparameterized sampling (rsample)" })
+        Err(Error::Unsupported {
+            distribution: "Bernoulli",
+            what: "reparameterized sampling (rsample)",
+        })
     }
     fn sample(&self, rng: &mut dyn RngCore) -> Result<Tensor<F>> {
         let l = self.logits.value();
-        let draws = l.data().iter().map(|&l| if uniform::<F>(rng) < sigmoid(l) { F::one() } else { F::zero() });
+        let draws = l.data().iter().map(|&l| {
+            if uniform::<F>(rng) < sigmoid(l) {
+                F::one()
+            } else {
+                F::zero()
+            }
+        });
         Tensor::from_vec(draws.collect(), l.shape())
     }
     // H = softplus(l) - l sigmoid(l)
@@ -87,9 +98,16 @@ impl<'t, F: Element> Distribution<'t, F> for Bernoulli<'t, F> {
 
 /// KL(q || p) = s(a) (softplus(-b) - softplus(-a)) + s(-a) (softplus(b) - softplus(a))
 /// for logits a of q and b of p, s the sigmoid.
-pub(crate) fn kl_bernoulli<'t, F: Element>(q: &Bernoulli<'t, F>, p: &Bernoulli<'t, F>) -> Result<Var<'t, F>> {
+pub(crate) fn kl_bernoulli<'t, F: Element>(
+    q: &Bernoulli<'t, F>,
+    p: &Bernoulli<'t, F>,
+) -> Result<Var<'t, F>> {
     let (a, b) = (q.logits, p.logits);
-    let on = a.sigmoid().try_mul((-b).softplus().try_sub((-a).softplus())?)?;
-    let off = (-a).sigmoid().try_mul(b.softplus().try_sub(a.softplus())?)?;
+    let on = a
+        .sigmoid()
+        .try_mul((-b).softplus().try_sub((-a).softplus())?)?;
+    let off = (-a)
+        .sigmoid()
+        .try_mul(b.softplus().try_sub(a.softplus())?)?;
     on.try_add(off)
 }

@@ -42,9 +42,17 @@ impl<'t, F: Element> Categorical<'t, F> {
         let shape = logits.shape();
         match shape.last() {
             None => {
-                return Err(Error::invalid("Categorical", "logits must have rank >= 1 (the class axis)"))
+                return Err(Error::invalid(
+                    "Categorical",
+                    "logits must have rank >= 1 (the class axis)",
+                ))
             }
-            Some(0) => return Err(Error::invalid("Categorical", format!("logits of shape {shape:?} have no classes"))),
+            Some(0) => {
+                return Err(Error::invalid(
+                    "Categorical",
+                    format!("logits of shape {shape:?} have no classes"),
+                ))
+            }
             Some(_) => {}
         }
         check_finite("Categorical", "logits", &logits)?;
@@ -53,7 +61,9 @@ impl<'t, F: Element> Categorical<'t, F> {
 
     /// From probabilities along the last axis (each `> 0`, summing to 1).
     pub fn from_probs(probs: Var<'t, F>) -> Result<Self> {
-        check_values("Categorical", "probs", &probs, "must be in (0, 1]", |p| p > F::zero() && p <= F::one())?;
+        check_values("Categorical", "probs", &probs, "must be in (0, 1]", |p| {
+            p > F::zero() && p <= F::one()
+        })?;
         let sums = probs.sum_axis(probs.shape().len().saturating_sub(1), false)?;
         check_values("Categorical", "sum of probs", &sums, "must be 1", |s| {
             (s - F::one()).abs() <= F::lit(1e-6)
@@ -85,7 +95,11 @@ impl<'t, F: Element> Categorical<'t, F> {
     /// broadcast over all labels).
     pub fn log_prob_labels(&self, labels: &[usize]) -> Result<Var<'t, F>> {
         let batch = self.batch_shape();
-        let shape = if batch.iter().product::<usize>() == labels.len() { batch } else { vec![labels.len()] };
+        let shape = if batch.iter().product::<usize>() == labels.len() {
+            batch
+        } else {
+            vec![labels.len()]
+        };
         self.labels_at(labels, &shape)
     }
 
@@ -110,11 +124,16 @@ impl<'t, F: Element> Categorical<'t, F> {
         let mut full = target.clone();
         full.push(k);
         let lp = self.log_probs()?;
-        let lp = if lp.shape() == full { lp } else { lp.broadcast_to(&full)? };
+        let lp = if lp.shape() == full {
+            lp
+        } else {
+            lp.broadcast_to(&full)?
+        };
         let labels = if target.as_slice() == shape {
             labels.to_vec()
         } else {
-            let t = Tensor::from_vec(labels.iter().map(|&c| c as f64).collect(), shape)?.broadcast_to(&target)?;
+            let t = Tensor::from_vec(labels.iter().map(|&c| c as f64).collect(), shape)?
+                .broadcast_to(&target)?;
             t.data().iter().map(|&c| c as usize).collect()
         };
         lp.gather(&labels)
@@ -130,14 +149,26 @@ impl<'t, F: Element> Distribution<'t, F> for Categorical<'t, F> {
     }
     fn log_prob(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
         let k = self.num_classes();
-        check_values("Categorical", "label", &x, "must be a class index below the number of classes", |c| {
-            c >= F::zero() && c.fract() == F::zero() && c < F::lit(k as f64)
-        })?;
-        let labels: Vec<usize> = x.value().data().iter().map(|c| c.to_usize().unwrap_or(0)).collect();
+        check_values(
+            "Categorical",
+            "label",
+            &x,
+            "must be a class index below the number of classes",
+            |c| c >= F::zero() && c.fract() == F::zero() && c < F::lit(k as f64),
+        )?;
+        let labels: Vec<usize> = x
+            .value()
+            .data()
+            .iter()
+            .map(|c| c.to_usize().unwrap_or(0))
+            .collect();
         self.labels_at(&labels, &x.shape())
     }
     fn rsample_n(&self, _: Option<usize>, _: &mut dyn RngCore) -> Result<Var<'t, F>> {
-        Err(Error::Unsupported { distribution: "Categorical", what: "reparameterized sampling (rsample)" })
+        Err(Error::Unsupported {
+            distribution: "Categorical",
+            what: "reparameterized sampling (rsample)",
+        })
     }
     fn sample(&self, rng: &mut dyn RngCore) -> Result<Tensor<F>> {
         let probs = self.probs()?.value();
@@ -162,10 +193,16 @@ impl<'t, F: Element> Distribution<'t, F> for Categorical<'t, F> {
         (-(lp.exp() * lp)).sum_axis(lp.shape().len() - 1, false)
     }
     fn mean(&self) -> Result<Var<'t, F>> {
-        Err(Error::Unsupported { distribution: "Categorical", what: "mean (class labels are not ordered)" })
+        Err(Error::Unsupported {
+            distribution: "Categorical",
+            what: "mean (class labels are not ordered)",
+        })
     }
     fn variance(&self) -> Result<Var<'t, F>> {
-        Err(Error::Unsupported { distribution: "Categorical", what: "variance (class labels are not ordered)" })
+        Err(Error::Unsupported {
+            distribution: "Categorical",
+            what: "variance (class labels are not ordered)",
+        })
     }
     fn batch_shape(&self) -> Vec<usize> {
         let s = self.logits.shape();
@@ -180,11 +217,19 @@ impl<'t, F: Element> Distribution<'t, F> for Categorical<'t, F> {
 }
 
 /// KL(q || p) = sum_c q_c (ln q_c - ln p_c).
-pub(crate) fn kl_categorical<'t, F: Element>(q: &Categorical<'t, F>, p: &Categorical<'t, F>) -> Result<Var<'t, F>> {
+pub(crate) fn kl_categorical<'t, F: Element>(
+    q: &Categorical<'t, F>,
+    p: &Categorical<'t, F>,
+) -> Result<Var<'t, F>> {
     if q.num_classes() != p.num_classes() {
-        return Err(Error::ShapeMismatch { op: "kl_divergence", lhs: q.logits.shape(), rhs: p.logits.shape() });
+        return Err(Error::ShapeMismatch {
+            op: "kl_divergence",
+            lhs: q.logits.shape(),
+            rhs: p.logits.shape(),
+        });
     }
     let (lq, lp) = (q.log_probs()?, p.log_probs()?);
-    let d = (lq.exp() * lq.try_sub(lp)?).sum_axis(lq.shape().len().max(lp.shape().len()) - 1, false);
+    let d =
+        (lq.exp() * lq.try_sub(lp)?).sum_axis(lq.shape().len().max(lp.shape().len()) - 1, false);
     d
 }

@@ -39,7 +39,10 @@ impl<'t, F: Element> Independent<'t, F> {
         if ndims > batch.len() {
             return Err(Error::invalid(
                 "Independent",
-                format!("cannot reinterpret {ndims} axes of a {} with batch shape {batch:?}", base.name()),
+                format!(
+                    "cannot reinterpret {ndims} axes of a {} with batch shape {batch:?}",
+                    base.name()
+                ),
             ));
         }
         Ok(Independent { base, ndims })

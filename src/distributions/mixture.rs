@@ -1,6 +1,6 @@
 use super::{
-    batch_broadcast, check_finite, check_positive, check_values, same_tape, standard_normal, uniform,
-    Distribution, Kind, HALF_LN_2PI,
+    batch_broadcast, check_finite, check_positive, check_values, same_tape, standard_normal,
+    uniform, Distribution, Kind, HALF_LN_2PI,
 };
 use crate::error::{Error, Result};
 use crate::tape::{Tape, Var};
@@ -49,14 +49,22 @@ pub struct MixtureOfNormals<'t, F: Element> {
 impl<'t, F: Element> MixtureOfNormals<'t, F> {
     /// From component weights (each in (0, 1), summing to 1 along the last axis).
     pub fn new(weights: Var<'t, F>, locs: Var<'t, F>, scales: Var<'t, F>) -> Result<Self> {
-        check_values("MixtureOfNormals", "weights", &weights, "must be in (0, 1)", |w| {
-            w > F::zero() && w < F::one()
-        })?;
+        check_values(
+            "MixtureOfNormals",
+            "weights",
+            &weights,
+            "must be in (0, 1)",
+            |w| w > F::zero() && w < F::one(),
+        )?;
         let last = weights.shape().len().saturating_sub(1);
         let sums = weights.sum_axis(last, false)?;
-        check_values("MixtureOfNormals", "sum of weights", &sums, "must be 1", |s| {
-            (s - F::one()).abs() <= F::lit(1e-6)
-        })?;
+        check_values(
+            "MixtureOfNormals",
+            "sum of weights",
+            &sums,
+            "must be 1",
+            |s| (s - F::one()).abs() <= F::lit(1e-6),
+        )?;
         Self::from_log_weights(weights.ln(), locs, scales, "MixtureOfNormals")
     }
 
@@ -77,7 +85,11 @@ impl<'t, F: Element> MixtureOfNormals<'t, F> {
         same_tape("MixtureOfNormals::new", &log_weights, &scales)?;
         check_finite(name, "locs", &locs)?;
         check_positive(name, "scales", &scales)?;
-        let s = batch_broadcast(name, ("weights", log_weights.shape()), ("locs", locs.shape()))?;
+        let s = batch_broadcast(
+            name,
+            ("weights", log_weights.shape()),
+            ("locs", locs.shape()),
+        )?;
         let full = batch_broadcast(name, ("weights and locs", s), ("scales", scales.shape()))?;
         if full.last().copied().unwrap_or(0) == 0 {
             return Err(Error::invalid(
@@ -85,11 +97,17 @@ impl<'t, F: Element> MixtureOfNormals<'t, F> {
                 format!("needs at least one component: the parameters broadcast to shape {full:?}"),
             ));
         }
-        Ok(MixtureOfNormals { log_weights, locs, scales, name })
+        Ok(MixtureOfNormals {
+            log_weights,
+            locs,
+            scales,
+            name,
+        })
     }
 
     fn full_shape(&self) -> Vec<usize> {
-        let s = crate::tensor::broadcast_shape(&self.log_weights.shape(), &self.locs.shape()).unwrap_or_default();
+        let s = crate::tensor::broadcast_shape(&self.log_weights.shape(), &self.locs.shape())
+            .unwrap_or_default();
         crate::tensor::broadcast_shape(&s, &self.scales.shape()).unwrap_or_default()
     }
 
@@ -129,7 +147,11 @@ impl<'t, F: Element> Distribution<'t, F> for MixtureOfNormals<'t, F> {
     fn sample(&self, rng: &mut dyn RngCore) -> Result<Tensor<F>> {
         let full = self.full_shape();
         let k = *full.last().unwrap_or(&1);
-        let w = self.log_weights.value().broadcast_to(&full)?.map(|l| l.exp());
+        let w = self
+            .log_weights
+            .value()
+            .broadcast_to(&full)?
+            .map(|l| l.exp());
         let locs = self.locs.value().broadcast_to(&full)?;
         let scales = self.scales.value().broadcast_to(&full)?;
         let noise: Tensor<F> = standard_normal(&[w.len() / k], rng);
@@ -148,13 +170,18 @@ impl<'t, F: Element> Distribution<'t, F> for MixtureOfNormals<'t, F> {
         Tensor::from_vec(out, &self.batch_shape())
     }
     fn entropy(&self) -> Result<Var<'t, F>> {
-        Err(Error::Unsupported { distribution: self.name, what: "a closed-form entropy" })
+        Err(Error::Unsupported {
+            distribution: self.name,
+            what: "a closed-form entropy",
+        })
     }
     // E[x] = sum_j w_j loc_j
     fn mean(&self) -> Result<Var<'t, F>> {
         let w = self.log_weights.exp();
         let last = self.full_shape().len() - 1;
-        w.try_mul(self.locs)?.broadcast_to(&self.full_shape())?.sum_axis(last, false)
+        w.try_mul(self.locs)?
+            .broadcast_to(&self.full_shape())?
+            .sum_axis(last, false)
     }
     // Var[x] = sum_j w_j (scale_j^2 + loc_j^2) - E[x]^2
     fn variance(&self) -> Result<Var<'t, F>> {
@@ -212,12 +239,26 @@ impl SpikeAndSlab {
         const NAME: &str = "SpikeAndSlab";
         same_tape("SpikeAndSlab::new", &pi, &spike_scale)?;
         same_tape("SpikeAndSlab::new", &pi, &slab_scale)?;
-        check_values(NAME, "pi", &pi, "must be in (0, 1)", |p| p > F::zero() && p < F::one())?;
+        check_values(NAME, "pi", &pi, "must be in (0, 1)", |p| {
+            p > F::zero() && p < F::one()
+        })?;
         check_positive(NAME, "spike_scale", &spike_scale)?;
         check_positive(NAME, "slab_scale", &slab_scale)?;
-        let s = batch_broadcast(NAME, ("pi", pi.shape()), ("spike_scale", spike_scale.shape()))?;
-        let s = batch_broadcast(NAME, ("pi and spike_scale", s), ("slab_scale", slab_scale.shape()))?;
-        let (pi, spike, slab) = (pi.broadcast_to(&s)?, spike_scale.broadcast_to(&s)?, slab_scale.broadcast_to(&s)?);
+        let s = batch_broadcast(
+            NAME,
+            ("pi", pi.shape()),
+            ("spike_scale", spike_scale.shape()),
+        )?;
+        let s = batch_broadcast(
+            NAME,
+            ("pi and spike_scale", s),
+            ("slab_scale", slab_scale.shape()),
+        )?;
+        let (pi, spike, slab) = (
+            pi.broadcast_to(&s)?,
+            spike_scale.broadcast_to(&s)?,
+            slab_scale.broadcast_to(&s)?,
+        );
         let axis = s.len();
         // ln pi and ln(1 - pi) = log1p(-pi), exact near pi = 0 and 1
         let log_w = Var::stack(&[pi.ln(), (-pi).log1p()], axis)?;

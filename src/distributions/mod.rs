@@ -99,23 +99,34 @@ pub(crate) fn check_values<F: Element>(
     reason: &'static str,
     ok: impl Fn(F) -> bool,
 ) -> Result<()> {
-    v.tape.with_value(v.id, |t| match t.data().iter().find(|&&x| !ok(x)) {
-        Some(&bad) => Err(Error::InvalidParameter {
-            distribution,
-            parameter,
-            value: bad.to_f64().unwrap_or(f64::NAN),
-            reason,
-        }),
-        None => Ok(()),
-    })
+    v.tape
+        .with_value(v.id, |t| match t.data().iter().find(|&&x| !ok(x)) {
+            Some(&bad) => Err(Error::InvalidParameter {
+                distribution,
+                parameter,
+                value: bad.to_f64().unwrap_or(f64::NAN),
+                reason,
+            }),
+            None => Ok(()),
+        })
 }
 
-pub(crate) fn check_finite<F: Element>(d: &'static str, p: &'static str, v: &Var<'_, F>) -> Result<()> {
+pub(crate) fn check_finite<F: Element>(
+    d: &'static str,
+    p: &'static str,
+    v: &Var<'_, F>,
+) -> Result<()> {
     check_values(d, p, v, "must be finite", |x| x.is_finite())
 }
 
-pub(crate) fn check_positive<F: Element>(d: &'static str, p: &'static str, v: &Var<'_, F>) -> Result<()> {
-    check_values(d, p, v, "must be finite and > 0", |x| x > F::zero() && x.is_finite())
+pub(crate) fn check_positive<F: Element>(
+    d: &'static str,
+    p: &'static str,
+    v: &Var<'_, F>,
+) -> Result<()> {
+    check_values(d, p, v, "must be finite and > 0", |x| {
+        x > F::zero() && x.is_finite()
+    })
 }
 
 /// The broadcast of two parameters' shapes, or an error naming both.
@@ -134,7 +145,11 @@ pub(crate) fn batch_broadcast(
 }
 
 /// Both vars must live on the same tape.
-pub(crate) fn same_tape<F: Element>(op: &'static str, a: &Var<'_, F>, b: &Var<'_, F>) -> Result<()> {
+pub(crate) fn same_tape<F: Element>(
+    op: &'static str,
+    a: &Var<'_, F>,
+    b: &Var<'_, F>,
+) -> Result<()> {
     if std::ptr::eq(a.tape, b.tape) {
         Ok(())
     } else {

@@ -3,10 +3,10 @@ use super::{
     Distribution, Kind, HALF_LN_2PI,
 };
 use crate::error::{Error, Result};
-use crate::params::{Param, ParamStore};
-use crate::tape::{Tape, Var};
 use crate::ops::binary::broadcast_all;
+use crate::params::{Param, ParamStore};
 use crate::tape::Op;
+use crate::tape::{Tape, Var};
 use crate::tensor::{Element, Tensor};
 use rand::RngCore;
 
@@ -31,10 +31,21 @@ impl<F: Element> Op<F> for NormalLogProb {
             .collect();
         Tensor::from_vec(data, &shape)
     }
-    fn backward(&self, inputs: &[&Tensor<F>], out: &Tensor<F>, g: &Tensor<F>) -> Result<Vec<Option<Tensor<F>>>> {
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        out: &Tensor<F>,
+        g: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
         self.backward_needed(inputs, out, g, &[true; 3])
     }
-    fn backward_needed(&self, inputs: &[&Tensor<F>], out: &Tensor<F>, g: &Tensor<F>, needs: &[bool]) -> Result<Vec<Option<Tensor<F>>>> {
+    fn backward_needed(
+        &self,
+        inputs: &[&Tensor<F>],
+        out: &Tensor<F>,
+        g: &Tensor<F>,
+        needs: &[bool],
+    ) -> Result<Vec<Option<Tensor<F>>>> {
         let (_, t) = broadcast_all("normal_log_prob", inputs)?;
         let (x, m, s, g) = (&t[0], &t[1], &t[2], g.data());
         let n = g.len();
@@ -47,12 +58,21 @@ impl<F: Element> Op<F> for NormalLogProb {
             dscale.push((z * z - F::one()) / si * gi);
         }
         let shape = out.shape().to_vec();
-        let dloc = needs[1].then(|| Tensor::new_unchecked(dx.iter().map(|&d| -d).collect(), shape.clone()));
-        let reduce = |d: Option<Tensor<F>>, k: usize| d.map(|d| d.sum_to_owned(inputs[k].shape())).transpose();
+        let dloc = needs[1]
+            .then(|| Tensor::new_unchecked(dx.iter().map(|&d| -d).collect(), shape.clone()));
+        let reduce = |d: Option<Tensor<F>>, k: usize| {
+            d.map(|d| d.sum_to_owned(inputs[k].shape())).transpose()
+        };
         Ok(vec![
-            reduce(needs[0].then(|| Tensor::new_unchecked(dx, shape.clone())), 0)?,
+            reduce(
+                needs[0].then(|| Tensor::new_unchecked(dx, shape.clone())),
+                0,
+            )?,
             reduce(dloc, 1)?,
-            reduce(needs[2].then(|| Tensor::new_unchecked(dscale, shape.clone())), 2)?,
+            reduce(
+                needs[2].then(|| Tensor::new_unchecked(dscale, shape.clone())),
+                2,
+            )?,
         ])
     }
 }
@@ -79,10 +99,21 @@ impl<F: Element> Op<F> for NormalKl {
             .collect();
         Tensor::from_vec(data, &shape)
     }
-    fn backward(&self, inputs: &[&Tensor<F>], out: &Tensor<F>, g: &Tensor<F>) -> Result<Vec<Option<Tensor<F>>>> {
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        out: &Tensor<F>,
+        g: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
         self.backward_needed(inputs, out, g, &[true; 4])
     }
-    fn backward_needed(&self, inputs: &[&Tensor<F>], out: &Tensor<F>, g: &Tensor<F>, needs: &[bool]) -> Result<Vec<Option<Tensor<F>>>> {
+    fn backward_needed(
+        &self,
+        inputs: &[&Tensor<F>],
+        out: &Tensor<F>,
+        g: &Tensor<F>,
+        needs: &[bool],
+    ) -> Result<Vec<Option<Tensor<F>>>> {
         let (_, t) = broadcast_all("kl_divergence", inputs)?;
         let (mq, sq, mp, sp, g) = (&t[0], &t[1], &t[2], &t[3], g.data());
         let n = g.len();
@@ -99,7 +130,9 @@ impl<F: Element> Op<F> for NormalKl {
                     g[i] * f(r, d, sqi, spi)
                 })
                 .collect();
-            Ok(Some(Tensor::new_unchecked(data, shape.to_vec()).sum_to_owned(inputs[k].shape())?))
+            Ok(Some(
+                Tensor::new_unchecked(data, shape.to_vec()).sum_to_owned(inputs[k].shape())?,
+            ))
         };
         Ok(vec![
             grad(0, &|_, d, _, sp| d / sp)?,
@@ -156,7 +189,12 @@ impl<'t, F: Element> Normal<'t, F> {
 
     /// A normal distribution whose parameters are read from a store (a
     /// positive parameter is read as `softplus(rho) + eps`).
-    pub fn from_params(tape: &'t Tape<F>, store: &ParamStore<F>, loc: Param, scale: Param) -> Result<Self> {
+    pub fn from_params(
+        tape: &'t Tape<F>,
+        store: &ParamStore<F>,
+        loc: Param,
+        scale: Param,
+    ) -> Result<Self> {
         Self::new(tape.try_param(store, loc)?, tape.try_param(store, scale)?)
     }
 
@@ -190,7 +228,11 @@ impl<'t, F: Element> Distribution<'t, F> for Normal<'t, F> {
     fn log_prob(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
         same_tape("Normal::log_prob", &x, &self.loc)?;
         check_finite("Normal", "value", &x)?;
-        batch_broadcast("Normal", ("value", x.shape()), ("batch", self.batch_shape()))?;
+        batch_broadcast(
+            "Normal",
+            ("value", x.shape()),
+            ("batch", self.batch_shape()),
+        )?;
         x.tape.apply(NormalLogProb, &[x, self.loc, self.scale])
     }
     // loc + scale * eps, eps ~ N(0, 1): differentiable in loc and scale.
@@ -203,7 +245,9 @@ impl<'t, F: Element> Distribution<'t, F> for Normal<'t, F> {
         let loc = self.loc.value().broadcast_to(&shape)?;
         let scale = self.scale.value().broadcast_to(&shape)?;
         let eps: Tensor<F> = standard_normal(&shape, rng);
-        Ok(Tensor::from_fn(&shape, |i| loc.data()[i] + scale.data()[i] * eps.data()[i]))
+        Ok(Tensor::from_fn(&shape, |i| {
+            loc.data()[i] + scale.data()[i] * eps.data()[i]
+        }))
     }
     // H = 1/2 + ln(2 pi)/2 + ln scale
     fn entropy(&self) -> Result<Var<'t, F>> {
@@ -232,14 +276,27 @@ impl<'t, F: Element> Distribution<'t, F> for Normal<'t, F> {
 }
 
 /// KL(q || p) between normals: `ln(sp/sq) + (sq^2 + (mq - mp)^2) / (2 sp^2) - 1/2`.
-pub(crate) fn kl_normal_normal<'t, F: Element>(q: &Normal<'t, F>, p: &Normal<'t, F>) -> Result<Var<'t, F>> {
+pub(crate) fn kl_normal_normal<'t, F: Element>(
+    q: &Normal<'t, F>,
+    p: &Normal<'t, F>,
+) -> Result<Var<'t, F>> {
     same_tape("kl_divergence", &q.loc, &p.loc)?;
-    batch_broadcast("Normal", ("q batch", q.batch_shape()), ("p batch", p.batch_shape()))
-        .map_err(|e| match e {
-            Error::BatchShapeMismatch { lhs, rhs, .. } => Error::ShapeMismatch { op: "kl_divergence", lhs, rhs },
-            e => e,
-        })?;
-    q.loc.tape.apply(NormalKl, &[q.loc, q.scale, p.loc, p.scale])
+    batch_broadcast(
+        "Normal",
+        ("q batch", q.batch_shape()),
+        ("p batch", p.batch_shape()),
+    )
+    .map_err(|e| match e {
+        Error::BatchShapeMismatch { lhs, rhs, .. } => Error::ShapeMismatch {
+            op: "kl_divergence",
+            lhs,
+            rhs,
+        },
+        e => e,
+    })?;
+    q.loc
+        .tape
+        .apply(NormalKl, &[q.loc, q.scale, p.loc, p.scale])
 }
 
 #[cfg(test)]

@@ -54,7 +54,17 @@ impl<F: Element, E: Estimator> Conv2dVariational<F, E> {
         padding: Padding,
         rng: &mut dyn RngCore,
     ) -> Result<Self> {
-        Self::with_config(store, name, in_channels, out_channels, kernel_size, stride, padding, VariationalConfig::default(), rng)
+        Self::with_config(
+            store,
+            name,
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            VariationalConfig::default(),
+            rng,
+        )
     }
 
     /// A convolution with explicit settings.
@@ -71,7 +81,10 @@ impl<F: Element, E: Estimator> Conv2dVariational<F, E> {
         rng: &mut dyn RngCore,
     ) -> Result<Self> {
         if E::KIND == EstimatorKind::LocalReparameterization {
-            return Err(Error::invalid("Conv2dVariational::new", "local reparameterization is offered for dense layers only"));
+            return Err(Error::invalid(
+                "Conv2dVariational::new",
+                "local reparameterization is offered for dense layers only",
+            ));
         }
         if in_channels == 0 || out_channels == 0 || kernel_size == 0 || stride == 0 {
             return Err(Error::invalid(
@@ -80,9 +93,24 @@ impl<F: Element, E: Estimator> Conv2dVariational<F, E> {
             ));
         }
         let shape = [kernel_size, kernel_size, in_channels, out_channels];
-        let kernel = MeanField::new(store, &format!("{name}/kernel_posterior"), &shape, &config, rng)?;
+        let kernel = MeanField::new(
+            store,
+            &format!("{name}/kernel_posterior"),
+            &shape,
+            &config,
+            rng,
+        )?;
         let bias = Bias::new(store, name, out_channels, &config, rng)?;
-        Ok(Conv2dVariational { name: name.to_string(), in_channels, kernel, bias, stride, padding, config, _estimator: PhantomData })
+        Ok(Conv2dVariational {
+            name: name.to_string(),
+            in_channels,
+            kernel,
+            bias,
+            stride,
+            padding,
+            config,
+            _estimator: PhantomData,
+        })
     }
 
     /// The kernel posterior's `loc` and `rho` parameters.
@@ -92,7 +120,13 @@ impl<F: Element, E: Estimator> Conv2dVariational<F, E> {
 }
 
 impl<F: Element, E: Estimator> Module<F> for Conv2dVariational<F, E> {
-    fn forward<'t>(&self, tape: &'t Tape<F>, store: &ParamStore<F>, x: Var<'t, F>, rng: &mut dyn RngCore) -> Result<Var<'t, F>> {
+    fn forward<'t>(
+        &self,
+        tape: &'t Tape<F>,
+        store: &ParamStore<F>,
+        x: Var<'t, F>,
+        rng: &mut dyn RngCore,
+    ) -> Result<Var<'t, F>> {
         let s = x.shape();
         if s.len() != 4 || s[0] == 0 || s[3] != self.in_channels {
             return Err(Error::LayerInput {
@@ -119,8 +153,17 @@ impl<F: Element, E: Estimator> Module<F> for Conv2dVariational<F, E> {
                 (x.conv2d(w, stride, padding)?, w)
             }
         };
-        register_divergence(tape, store, format!("{}/kernel_divergence", self.name), &q, || sample, &self.config, &shape)?;
-        self.bias.apply(tape, store, &self.name, y, &self.config, rng)
+        register_divergence(
+            tape,
+            store,
+            format!("{}/kernel_divergence", self.name),
+            &q,
+            || sample,
+            &self.config,
+            &shape,
+        )?;
+        self.bias
+            .apply(tape, store, &self.name, y, &self.config, rng)
     }
     fn name(&self) -> &str {
         &self.name

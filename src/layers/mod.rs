@@ -8,8 +8,8 @@ mod variational;
 pub use conv::{Conv2dFlipout, Conv2dReparameterization, Conv2dVariational};
 pub use variational::{
     BiasMode, DenseFlipout, DenseLocalReparameterization, DenseReparameterization,
-    DenseVariational, Estimator, Flipout, KlFn, KlMethod, LocalReparameterization, Prior,
-    PriorFn, Reparameterization, VariationalConfig,
+    DenseVariational, Estimator, Flipout, KlFn, KlMethod, LocalReparameterization, Prior, PriorFn,
+    Reparameterization, VariationalConfig,
 };
 
 use crate::error::{Error, Result};
@@ -35,7 +35,11 @@ pub trait Module<F: Element> {
 }
 
 /// Errors unless `x` is `[batch > 0, width]`.
-pub(crate) fn check_dense_input<F: Element>(layer: &str, x: &Var<'_, F>, width: usize) -> Result<()> {
+pub(crate) fn check_dense_input<F: Element>(
+    layer: &str,
+    x: &Var<'_, F>,
+    width: usize,
+) -> Result<()> {
     let s = x.shape();
     if s.len() != 2 || s[0] == 0 || s[1] != width {
         return Err(Error::LayerInput {
@@ -48,7 +52,11 @@ pub(crate) fn check_dense_input<F: Element>(layer: &str, x: &Var<'_, F>, width: 
 }
 
 /// Uniform samples in `[-limit, limit]`.
-pub(crate) fn uniform_init<F: Element>(shape: &[usize], limit: f64, rng: &mut dyn RngCore) -> Tensor<F> {
+pub(crate) fn uniform_init<F: Element>(
+    shape: &[usize],
+    limit: f64,
+    rng: &mut dyn RngCore,
+) -> Tensor<F> {
     Tensor::from_fn(shape, |_| F::lit(rng.gen_range(-limit..=limit)))
 }
 
@@ -82,19 +90,37 @@ impl Dense {
         rng: &mut dyn RngCore,
     ) -> Result<Self> {
         if inputs == 0 || outputs == 0 {
-            return Err(Error::invalid("Dense::new", format!("layer '{name}' needs inputs and outputs >= 1")));
+            return Err(Error::invalid(
+                "Dense::new",
+                format!("layer '{name}' needs inputs and outputs >= 1"),
+            ));
         }
         let limit = (6.0 / (inputs + outputs) as f64).sqrt();
-        let kernel = store.try_add(format!("{name}/kernel"), uniform_init(&[inputs, outputs], limit, rng))?;
+        let kernel = store.try_add(
+            format!("{name}/kernel"),
+            uniform_init(&[inputs, outputs], limit, rng),
+        )?;
         let bias = store.try_add(format!("{name}/bias"), Tensor::zeros(&[outputs]))?;
-        Ok(Dense { name: name.to_string(), kernel, bias, inputs })
+        Ok(Dense {
+            name: name.to_string(),
+            kernel,
+            bias,
+            inputs,
+        })
     }
 }
 
 impl<F: Element> Module<F> for Dense {
-    fn forward<'t>(&self, tape: &'t Tape<F>, store: &ParamStore<F>, x: Var<'t, F>, _: &mut dyn RngCore) -> Result<Var<'t, F>> {
+    fn forward<'t>(
+        &self,
+        tape: &'t Tape<F>,
+        store: &ParamStore<F>,
+        x: Var<'t, F>,
+        _: &mut dyn RngCore,
+    ) -> Result<Var<'t, F>> {
         check_dense_input(&self.name, &x, self.inputs)?;
-        x.matmul(tape.try_param(store, self.kernel)?)?.try_add(tape.try_param(store, self.bias)?)
+        x.matmul(tape.try_param(store, self.kernel)?)?
+            .try_add(tape.try_param(store, self.bias)?)
     }
     fn name(&self) -> &str {
         &self.name
@@ -115,7 +141,13 @@ pub enum Activation {
 }
 
 impl<F: Element> Module<F> for Activation {
-    fn forward<'t>(&self, _: &'t Tape<F>, _: &ParamStore<F>, x: Var<'t, F>, _: &mut dyn RngCore) -> Result<Var<'t, F>> {
+    fn forward<'t>(
+        &self,
+        _: &'t Tape<F>,
+        _: &ParamStore<F>,
+        x: Var<'t, F>,
+        _: &mut dyn RngCore,
+    ) -> Result<Var<'t, F>> {
         Ok(match self {
             Activation::Relu => x.relu(),
             Activation::Tanh => x.tanh(),
@@ -138,10 +170,20 @@ impl<F: Element> Module<F> for Activation {
 pub struct Flatten;
 
 impl<F: Element> Module<F> for Flatten {
-    fn forward<'t>(&self, _: &'t Tape<F>, _: &ParamStore<F>, x: Var<'t, F>, _: &mut dyn RngCore) -> Result<Var<'t, F>> {
+    fn forward<'t>(
+        &self,
+        _: &'t Tape<F>,
+        _: &ParamStore<F>,
+        x: Var<'t, F>,
+        _: &mut dyn RngCore,
+    ) -> Result<Var<'t, F>> {
         let s = x.shape();
         if s.is_empty() {
-            return Err(Error::LayerInput { layer: "flatten".into(), expected: "[batch, ...]".into(), found: s });
+            return Err(Error::LayerInput {
+                layer: "flatten".into(),
+                expected: "[batch, ...]".into(),
+                found: s,
+            });
         }
         x.reshape(&[s[0], s[1..].iter().product()])
     }
@@ -160,7 +202,13 @@ pub struct MaxPool2d {
 }
 
 impl<F: Element> Module<F> for MaxPool2d {
-    fn forward<'t>(&self, _: &'t Tape<F>, _: &ParamStore<F>, x: Var<'t, F>, _: &mut dyn RngCore) -> Result<Var<'t, F>> {
+    fn forward<'t>(
+        &self,
+        _: &'t Tape<F>,
+        _: &ParamStore<F>,
+        x: Var<'t, F>,
+        _: &mut dyn RngCore,
+    ) -> Result<Var<'t, F>> {
         x.max_pool2d(self.size, self.stride)
     }
     fn name(&self) -> &str {
@@ -219,8 +267,16 @@ impl<F: Element> Sequential<F> {
 }
 
 impl<F: Element> Module<F> for Sequential<F> {
-    fn forward<'t>(&self, tape: &'t Tape<F>, store: &ParamStore<F>, x: Var<'t, F>, rng: &mut dyn RngCore) -> Result<Var<'t, F>> {
-        self.layers.iter().try_fold(x, |h, layer| layer.forward(tape, store, h, rng))
+    fn forward<'t>(
+        &self,
+        tape: &'t Tape<F>,
+        store: &ParamStore<F>,
+        x: Var<'t, F>,
+        rng: &mut dyn RngCore,
+    ) -> Result<Var<'t, F>> {
+        self.layers
+            .iter()
+            .try_fold(x, |h, layer| layer.forward(tape, store, h, rng))
     }
     fn name(&self) -> &str {
         "sequential"

@@ -14,12 +14,16 @@ use std::rc::Rc;
 
 /// Builds a prior on a tape for a weight tensor of the given shape. Its
 /// parameters may be read from the store, i.e. trainable.
-pub type PriorFn<F> =
-    dyn for<'t> Fn(&'t Tape<F>, &ParamStore<F>, &[usize]) -> Result<Box<dyn Distribution<'t, F> + 't>>;
+pub type PriorFn<F> = dyn for<'t> Fn(
+    &'t Tape<F>,
+    &ParamStore<F>,
+    &[usize],
+) -> Result<Box<dyn Distribution<'t, F> + 't>>;
 
 /// A user-defined divergence: given the posterior, the prior and the
 /// posterior sample used in the forward pass, returns the KL term.
-pub type KlFn<F> = dyn for<'t> Fn(&Normal<'t, F>, &dyn Distribution<'t, F>, Var<'t, F>) -> Result<Var<'t, F>>;
+pub type KlFn<F> =
+    dyn for<'t> Fn(&Normal<'t, F>, &dyn Distribution<'t, F>, Var<'t, F>) -> Result<Var<'t, F>>;
 
 /// The prior over a layer's weights.
 #[derive(Clone)]
@@ -47,19 +51,31 @@ pub enum Prior<F: Element> {
 
 impl<F: Element> Default for Prior<F> {
     fn default() -> Self {
-        Prior::Normal { loc: 0.0, scale: 1.0 }
+        Prior::Normal {
+            loc: 0.0,
+            scale: 1.0,
+        }
     }
 }
 
 impl<F: Element> Prior<F> {
     /// TFP's spike-and-slab default `0.5 N(0, 1) + 0.5 N(0, 2000)`.
     pub fn spike_and_slab_tfp() -> Self {
-        Prior::SpikeAndSlab { pi: 0.5, spike_scale: 1.0, slab_scale: 2000.0 }
+        Prior::SpikeAndSlab {
+            pi: 0.5,
+            spike_scale: 1.0,
+            slab_scale: 2000.0,
+        }
     }
 
     /// A prior from a closure.
     pub fn custom(
-        f: impl for<'t> Fn(&'t Tape<F>, &ParamStore<F>, &[usize]) -> Result<Box<dyn Distribution<'t, F> + 't>> + 'static,
+        f: impl for<'t> Fn(
+                &'t Tape<F>,
+                &ParamStore<F>,
+                &[usize],
+            ) -> Result<Box<dyn Distribution<'t, F> + 't>>
+            + 'static,
     ) -> Self {
         Prior::Custom(Rc::new(f))
     }
@@ -73,9 +89,11 @@ impl<F: Element> Prior<F> {
         let c = |x: f64| tape.scalar(F::lit(x));
         Ok(match self {
             Prior::Normal { loc, scale } => Box::new(Normal::new(c(*loc), c(*scale))?),
-            Prior::SpikeAndSlab { pi, spike_scale, slab_scale } => {
-                Box::new(SpikeAndSlab::new(c(*pi), c(*spike_scale), c(*slab_scale))?)
-            }
+            Prior::SpikeAndSlab {
+                pi,
+                spike_scale,
+                slab_scale,
+            } => Box::new(SpikeAndSlab::new(c(*pi), c(*spike_scale), c(*slab_scale))?),
             Prior::Custom(f) => f(tape, store, shape)?,
         })
     }
@@ -160,12 +178,23 @@ impl MeanField {
             gauss(cfg.rho_init, rng),
             Constraint::Positive { eps: POSITIVE_EPS },
         )?;
-        Ok(MeanField { loc, rho, shape: shape.to_vec() })
+        Ok(MeanField {
+            loc,
+            rho,
+            shape: shape.to_vec(),
+        })
     }
 
     /// The posterior on the tape.
-    pub(crate) fn read<'t, F: Element>(&self, tape: &'t Tape<F>, store: &ParamStore<F>) -> Result<Normal<'t, F>> {
-        Normal::new(tape.try_param(store, self.loc)?, tape.try_param(store, self.rho)?)
+    pub(crate) fn read<'t, F: Element>(
+        &self,
+        tape: &'t Tape<F>,
+        store: &ParamStore<F>,
+    ) -> Result<Normal<'t, F>> {
+        Normal::new(
+            tape.try_param(store, self.loc)?,
+            tape.try_param(store, self.rho)?,
+        )
     }
 }
 
@@ -211,8 +240,16 @@ impl Bias {
     ) -> Result<Self> {
         Ok(match cfg.bias {
             BiasMode::None => Bias::None,
-            BiasMode::Deterministic => Bias::Deterministic(store.try_add(format!("{name}/bias"), Tensor::zeros(&[width]))?),
-            BiasMode::Variational => Bias::Variational(MeanField::new(store, &format!("{name}/bias_posterior"), &[width], cfg, rng)?),
+            BiasMode::Deterministic => {
+                Bias::Deterministic(store.try_add(format!("{name}/bias"), Tensor::zeros(&[width]))?)
+            }
+            BiasMode::Variational => Bias::Variational(MeanField::new(
+                store,
+                &format!("{name}/bias_posterior"),
+                &[width],
+                cfg,
+                rng,
+            )?),
         })
     }
 
@@ -236,7 +273,15 @@ impl Bias {
                     SampleMode::Sample => q.rsample(rng)?,
                     SampleMode::PosteriorMean => q.loc(),
                 };
-                register_divergence(tape, store, format!("{layer}/bias_divergence"), &q, || b, cfg, &mf.shape)?;
+                register_divergence(
+                    tape,
+                    store,
+                    format!("{layer}/bias_divergence"),
+                    &q,
+                    || b,
+                    cfg,
+                    &mf.shape,
+                )?;
                 y.try_add(b)
             }
         }
@@ -312,8 +357,21 @@ pub type DenseLocalReparameterization<F> = DenseVariational<F, LocalReparameteri
 impl<F: Element, E: Estimator> DenseVariational<F, E> {
     /// A layer with TFP's defaults: posterior `N(loc, softplus(rho) + 1e-5)`,
     /// `loc ~ N(0, 0.1)`, `rho ~ N(-3, 0.1)`, prior `N(0, 1)`, deterministic bias.
-    pub fn new(store: &mut ParamStore<F>, name: &str, inputs: usize, outputs: usize, rng: &mut dyn RngCore) -> Result<Self> {
-        Self::with_config(store, name, inputs, outputs, VariationalConfig::default(), rng)
+    pub fn new(
+        store: &mut ParamStore<F>,
+        name: &str,
+        inputs: usize,
+        outputs: usize,
+        rng: &mut dyn RngCore,
+    ) -> Result<Self> {
+        Self::with_config(
+            store,
+            name,
+            inputs,
+            outputs,
+            VariationalConfig::default(),
+            rng,
+        )
     }
 
     /// A layer with explicit settings.
@@ -326,11 +384,28 @@ impl<F: Element, E: Estimator> DenseVariational<F, E> {
         rng: &mut dyn RngCore,
     ) -> Result<Self> {
         if inputs == 0 || outputs == 0 {
-            return Err(Error::invalid("DenseVariational::new", format!("layer '{name}' needs inputs and outputs >= 1")));
+            return Err(Error::invalid(
+                "DenseVariational::new",
+                format!("layer '{name}' needs inputs and outputs >= 1"),
+            ));
         }
-        let kernel = MeanField::new(store, &format!("{name}/kernel_posterior"), &[inputs, outputs], &config, rng)?;
+        let kernel = MeanField::new(
+            store,
+            &format!("{name}/kernel_posterior"),
+            &[inputs, outputs],
+            &config,
+            rng,
+        )?;
         let bias = Bias::new(store, name, outputs, &config, rng)?;
-        Ok(DenseVariational { name: name.to_string(), inputs, outputs, kernel, bias, config, _estimator: PhantomData })
+        Ok(DenseVariational {
+            name: name.to_string(),
+            inputs,
+            outputs,
+            kernel,
+            bias,
+            config,
+            _estimator: PhantomData,
+        })
     }
 
     /// The kernel posterior's `loc` and `rho` parameters.
@@ -345,7 +420,13 @@ impl<F: Element, E: Estimator> DenseVariational<F, E> {
 }
 
 impl<F: Element, E: Estimator> Module<F> for DenseVariational<F, E> {
-    fn forward<'t>(&self, tape: &'t Tape<F>, store: &ParamStore<F>, x: Var<'t, F>, rng: &mut dyn RngCore) -> Result<Var<'t, F>> {
+    fn forward<'t>(
+        &self,
+        tape: &'t Tape<F>,
+        store: &ParamStore<F>,
+        x: Var<'t, F>,
+        rng: &mut dyn RngCore,
+    ) -> Result<Var<'t, F>> {
         check_dense_input(&self.name, &x, self.inputs)?;
         let q = self.kernel.read(tape, store)?;
         let (loc, scale) = (q.loc(), q.scale());
@@ -378,8 +459,17 @@ impl<F: Element, E: Estimator> Module<F> for DenseVariational<F, E> {
             (Some(w), _, _) => w,
             (None, _, _) => loc + scale * noise(&shape, rng),
         };
-        register_divergence(tape, store, format!("{}/kernel_divergence", self.name), &q, draw, &self.config, &shape)?;
-        self.bias.apply(tape, store, &self.name, y, &self.config, rng)
+        register_divergence(
+            tape,
+            store,
+            format!("{}/kernel_divergence", self.name),
+            &q,
+            draw,
+            &self.config,
+            &shape,
+        )?;
+        self.bias
+            .apply(tape, store, &self.name, y, &self.config, rng)
     }
     fn name(&self) -> &str {
         &self.name

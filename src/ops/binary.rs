@@ -120,7 +120,8 @@ impl<'t, F: Element> Var<'t, F> {
         if !std::ptr::eq(self.tape, rhs.tape) {
             return Err(Error::ForeignTape { op: K::NAME });
         }
-        self.tape.apply(Binary::<K>(std::marker::PhantomData), &[self, rhs])
+        self.tape
+            .apply(Binary::<K>(std::marker::PhantomData), &[self, rhs])
     }
 
     /// `self + rhs` with broadcasting; errors on incompatible shapes.
@@ -186,42 +187,20 @@ macro_rules! var_ops {
     };
 }
 
-var_ops!(Add, add, try_add, |v, c| v.add_scalar(c), |c, v| v.add_scalar(c));
-var_ops!(Sub, sub, try_sub, |v, c| v.add_scalar(-c), |c, v| v.neg().add_scalar(c));
-var_ops!(Mul, mul, try_mul, |v, c| v.mul_scalar(c), |c, v| v.mul_scalar(c));
-var_ops!(Div, div, try_div, |v, c| v.mul_scalar(c.recip()), |c, v| v.scalar_div(c));
+var_ops!(Add, add, try_add, |v, c| v.add_scalar(c), |c, v| v
+    .add_scalar(c));
+var_ops!(Sub, sub, try_sub, |v, c| v.add_scalar(-c), |c, v| v
+    .negate()
+    .add_scalar(c));
+var_ops!(Mul, mul, try_mul, |v, c| v.mul_scalar(c), |c, v| v
+    .mul_scalar(c));
+var_ops!(Div, div, try_div, |v, c| v.mul_scalar(c.recip()), |c, v| v
+    .scalar_div(c));
 
 impl<'t, F: Element> Neg for Var<'t, F> {
     type Output = Var<'t, F>;
     fn neg(self) -> Var<'t, F> {
-        Var::neg(self)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::prelude::*;
-
-    #[test]
-    fn scalar_operands_in_either_order() {
-        // f(x) = (2 - x) * 3 / x + x / 4 at x = 2: value 0 + 0.5; f' = -6/x^2 + 1/4 = -1.25
-        let tape = Tape::<f64>::new();
-        let x = tape.var(Tensor::scalar(2.0));
-        let y = (2.0 - x) * 3.0 / x + x / 4.0;
-        assert!((y.item().unwrap() - 0.5).abs() < 1e-15);
-        let g = y.backward().unwrap();
-        assert!((g.get(x).unwrap().data()[0] + 1.25).abs() < 1e-15);
-    }
-
-    #[test]
-    fn broadcast_gradient_is_summed_back() {
-        // y = sum(a + b) with a: [2,3], b: [3] -> db = [2,2,2]
-        let tape = Tape::<f64>::new();
-        let a = tape.var(Tensor::zeros(&[2, 3]));
-        let b = tape.var(Tensor::zeros(&[3]));
-        let g = (a + b).sum().backward().unwrap();
-        assert_eq!(g.get(b).unwrap().data(), &[2.0, 2.0, 2.0]);
-        assert!(a.try_add(tape.var(Tensor::zeros(&[2]))).is_err());
+        self.negate()
     }
 }
 
@@ -250,20 +229,61 @@ pub(crate) fn broadcast_all<'a, F: Element>(
     op: &'static str,
     inputs: &[&'a Tensor<F>],
 ) -> Result<(Vec<usize>, Vec<Operand<'a, F>>)> {
-    let mut shape = inputs.first().map(|t| t.shape().to_vec()).unwrap_or_default();
+    let mut shape = inputs
+        .first()
+        .map(|t| t.shape().to_vec())
+        .unwrap_or_default();
     for t in &inputs[1..] {
-        shape = crate::tensor::broadcast_shape(&shape, t.shape())
-            .ok_or_else(|| Error::ShapeMismatch { op, lhs: shape.clone(), rhs: t.shape().to_vec() })?;
+        shape = crate::tensor::broadcast_shape(&shape, t.shape()).ok_or_else(|| {
+            Error::ShapeMismatch {
+                op,
+                lhs: shape.clone(),
+                rhs: t.shape().to_vec(),
+            }
+        })?;
     }
     let operands = inputs
         .iter()
         .map(|t| {
             if t.len() == 1 {
-                Ok(Operand { data: Cow::Borrowed(*t), scalar: true })
+                Ok(Operand {
+                    data: Cow::Borrowed(*t),
+                    scalar: true,
+                })
             } else {
-                Ok(Operand { data: widen(t, &shape)?, scalar: false })
+                Ok(Operand {
+                    data: widen(t, &shape)?,
+                    scalar: false,
+                })
             }
         })
         .collect::<Result<_>>()?;
     Ok((shape, operands))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::prelude::*;
+
+    #[test]
+    fn scalar_operands_in_either_order() {
+        // f(x) = (2 - x) * 3 / x + x / 4 at x = 2: value 0 + 0.5; f' = -6/x^2 + 1/4 = -1.25
+        let tape = Tape::<f64>::new();
+        let x = tape.var(Tensor::scalar(2.0));
+        let y = (2.0 - x) * 3.0 / x + x / 4.0;
+        assert!((y.item().unwrap() - 0.5).abs() < 1e-15);
+        let g = y.backward().unwrap();
+        assert!((g.get(x).unwrap().data()[0] + 1.25).abs() < 1e-15);
+    }
+
+    #[test]
+    fn broadcast_gradient_is_summed_back() {
+        // y = sum(a + b) with a: [2,3], b: [3] -> db = [2,2,2]
+        let tape = Tape::<f64>::new();
+        let a = tape.var(Tensor::zeros(&[2, 3]));
+        let b = tape.var(Tensor::zeros(&[3]));
+        let g = (a + b).sum().backward().unwrap();
+        assert_eq!(g.get(b).unwrap().data(), &[2.0, 2.0, 2.0]);
+        assert!(a.try_add(tape.var(Tensor::zeros(&[2]))).is_err());
+    }
 }

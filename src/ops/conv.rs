@@ -33,7 +33,11 @@ pub(crate) struct ConvGeometry {
 
 impl ConvGeometry {
     pub(crate) fn new(x: &[usize], k: &[usize], stride: usize, padding: Padding) -> Result<Self> {
-        let mismatch = || Error::ShapeMismatch { op: "conv2d", lhs: x.to_vec(), rhs: k.to_vec() };
+        let mismatch = || Error::ShapeMismatch {
+            op: "conv2d",
+            lhs: x.to_vec(),
+            rhs: k.to_vec(),
+        };
         if x.len() != 4 || k.len() != 4 || x[3] != k[2] {
             return Err(mismatch());
         }
@@ -62,7 +66,20 @@ impl ConvGeometry {
                 (oh, ow, pad_h / 2, pad_w / 2)
             }
         };
-        Ok(ConvGeometry { n, h, w, c, kh, kw, o, stride, oh, ow, pad_top, pad_left })
+        Ok(ConvGeometry {
+            n,
+            h,
+            w,
+            c,
+            kh,
+            kw,
+            o,
+            stride,
+            oh,
+            ow,
+            pad_top,
+            pad_left,
+        })
     }
 
     pub(crate) fn output_shape(&self) -> Vec<usize> {
@@ -120,7 +137,10 @@ impl ConvGeometry {
         let mut x = vec![F::zero(); self.n * self.h * self.w * self.c];
         self.for_each_tap(|row, col, src| {
             let s = &cols[row * p + col..row * p + col + c];
-            x[src..src + c].iter_mut().zip(s).for_each(|(a, &b)| *a = *a + b);
+            x[src..src + c]
+                .iter_mut()
+                .zip(s)
+                .for_each(|(a, &b)| *a = *a + b);
         });
         x
     }
@@ -155,7 +175,8 @@ impl<F: Element> Op<F> for Conv2dOp<F> {
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
         let g = &self.geometry;
-        if inputs[0].shape() != [g.n, g.h, g.w, g.c] || inputs[1].shape() != [g.kh, g.kw, g.c, g.o] {
+        if inputs[0].shape() != [g.n, g.h, g.w, g.c] || inputs[1].shape() != [g.kh, g.kw, g.c, g.o]
+        {
             return Err(Error::ShapeMismatch {
                 op: "conv2d",
                 lhs: inputs[0].shape().to_vec(),
@@ -167,7 +188,12 @@ impl<F: Element> Op<F> for Conv2dOp<F> {
         *self.cols.borrow_mut() = Some(cols);
         Ok(out)
     }
-    fn backward(&self, inputs: &[&Tensor<F>], out: &Tensor<F>, grad: &Tensor<F>) -> Result<Vec<Option<Tensor<F>>>> {
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        out: &Tensor<F>,
+        grad: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
         self.backward_needed(inputs, out, grad, &[true, true])
     }
     fn backward_needed(
@@ -190,7 +216,15 @@ impl<F: Element> Op<F> for Conv2dOp<F> {
         };
         let dk = needs[1].then(|| {
             let mut dk = vec![F::zero(); patch * o];
-            gemm_into(&mut dk, patch, rows, o, MatRef::new(cols, patch, true), MatRef::new(grad.data(), o, false), F::zero());
+            gemm_into(
+                &mut dk,
+                patch,
+                rows,
+                o,
+                MatRef::new(cols, patch, true),
+                MatRef::new(grad.data(), o, false),
+                F::zero(),
+            );
             Tensor::new_unchecked(dk, inputs[1].shape().to_vec())
         });
         let dx = needs[0].then(|| {
@@ -220,19 +254,35 @@ struct MaxPool2d {
 impl MaxPool2d {
     fn out_shape(&self, x: &[usize]) -> Result<Vec<usize>> {
         if x.len() != 4 {
-            return Err(Error::invalid("max_pool2d", format!("needs an NHWC input, got shape {x:?}")));
+            return Err(Error::invalid(
+                "max_pool2d",
+                format!("needs an NHWC input, got shape {x:?}"),
+            ));
         }
         if self.size == 0 || self.stride == 0 || x[1] < self.size || x[2] < self.size {
             return Err(Error::invalid(
                 "max_pool2d",
-                format!("window {} stride {} does not fit input {x:?}", self.size, self.stride),
+                format!(
+                    "window {} stride {} does not fit input {x:?}",
+                    self.size, self.stride
+                ),
             ));
         }
-        Ok(vec![x[0], (x[1] - self.size) / self.stride + 1, (x[2] - self.size) / self.stride + 1, x[3]])
+        Ok(vec![
+            x[0],
+            (x[1] - self.size) / self.stride + 1,
+            (x[2] - self.size) / self.stride + 1,
+            x[3],
+        ])
     }
 
     /// Calls `f(out_index, argmax_input_index)` for every output element.
-    fn for_each_max<F: Element>(&self, x: &Tensor<F>, out: &[usize], mut f: impl FnMut(usize, usize)) {
+    fn for_each_max<F: Element>(
+        &self,
+        x: &Tensor<F>,
+        out: &[usize],
+        mut f: impl FnMut(usize, usize),
+    ) {
         let s = x.shape();
         let (h, w, c) = (s[1], s[2], s[3]);
         let d = x.data();
@@ -244,7 +294,10 @@ impl MaxPool2d {
                         let mut best = ((b * h + oy * self.stride) * w + ox * self.stride) * c + ch;
                         for ky in 0..self.size {
                             for kx in 0..self.size {
-                                let i = ((b * h + oy * self.stride + ky) * w + ox * self.stride + kx) * c + ch;
+                                let i =
+                                    ((b * h + oy * self.stride + ky) * w + ox * self.stride + kx)
+                                        * c
+                                        + ch;
                                 if d[i] > d[best] {
                                     best = i;
                                 }
@@ -270,10 +323,17 @@ impl<F: Element> Op<F> for MaxPool2d {
         self.for_each_max(x, &shape, |o, i| out.data_mut()[o] = x.data()[i]);
         Ok(out)
     }
-    fn backward(&self, inputs: &[&Tensor<F>], out: &Tensor<F>, grad: &Tensor<F>) -> Result<Vec<Option<Tensor<F>>>> {
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        out: &Tensor<F>,
+        grad: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
         let x = inputs[0];
         let mut dx = Tensor::zeros(x.shape());
-        self.for_each_max(x, out.shape(), |o, i| dx.data_mut()[i] = dx.data()[i] + grad.data()[o]);
+        self.for_each_max(x, out.shape(), |o, i| {
+            dx.data_mut()[i] = dx.data()[i] + grad.data()[o]
+        });
         Ok(vec![Some(dx)])
     }
 }
@@ -283,7 +343,13 @@ impl<'t, F: Element> Var<'t, F> {
     /// `[KH, KW, C, O]` (cross-correlation, as in TensorFlow).
     pub fn conv2d(self, kernel: Var<'t, F>, stride: usize, padding: Padding) -> Result<Self> {
         let geometry = ConvGeometry::new(&self.shape(), &kernel.shape(), stride, padding)?;
-        self.tape.apply(Conv2dOp::<F> { geometry, cols: RefCell::new(None) }, &[self, kernel])
+        self.tape.apply(
+            Conv2dOp::<F> {
+                geometry,
+                cols: RefCell::new(None),
+            },
+            &[self, kernel],
+        )
     }
 
     /// Max pooling over `size x size` windows, NHWC, VALID padding.
@@ -321,6 +387,9 @@ mod tests {
         let x = tape.var(Tensor::from_vec(vec![1., 5., 3., 2.], &[1, 2, 2, 1]).unwrap());
         let y = x.max_pool2d(2, 2).unwrap();
         assert_eq!(y.value().data(), &[5.]);
-        assert_eq!(y.sum().backward().unwrap().get(x).unwrap().data(), &[0., 1., 0., 0.]);
+        assert_eq!(
+            y.sum().backward().unwrap().get(x).unwrap().data(),
+            &[0., 1., 0., 0.]
+        );
     }
 }

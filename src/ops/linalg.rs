@@ -14,7 +14,12 @@ impl<F: Element> Op<F> for Matmul {
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
         inputs[0].matmul(inputs[1])
     }
-    fn backward(&self, inputs: &[&Tensor<F>], out: &Tensor<F>, g: &Tensor<F>) -> Result<Vec<Option<Tensor<F>>>> {
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        out: &Tensor<F>,
+        g: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
         self.backward_needed(inputs, out, g, &[true, true])
     }
     fn backward_needed(
@@ -25,8 +30,16 @@ impl<F: Element> Op<F> for Matmul {
         needs: &[bool],
     ) -> Result<Vec<Option<Tensor<F>>>> {
         let (a, b) = (inputs[0], inputs[1]);
-        let da = if needs[0] { Some(g.matmul_t(b, false, true)?) } else { None };
-        let db = if needs[1] { Some(a.matmul_t(g, true, false)?) } else { None };
+        let da = if needs[0] {
+            Some(g.matmul_t(b, false, true)?)
+        } else {
+            None
+        };
+        let db = if needs[1] {
+            Some(a.matmul_t(g, true, false)?)
+        } else {
+            None
+        };
         Ok(vec![da, db])
     }
 }
@@ -40,7 +53,12 @@ impl<F: Element> Op<F> for Transpose {
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
         inputs[0].transpose()
     }
-    fn backward(&self, _: &[&Tensor<F>], _: &Tensor<F>, g: &Tensor<F>) -> Result<Vec<Option<Tensor<F>>>> {
+    fn backward(
+        &self,
+        _: &[&Tensor<F>],
+        _: &Tensor<F>,
+        g: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
         Ok(vec![Some(g.transpose()?)])
     }
 }
@@ -73,6 +91,9 @@ mod tests {
         let g = y.backward().unwrap();
         assert_eq!(g.get(a).unwrap().data(), &[3., 4.]);
         assert_eq!(g.get(b).unwrap().data(), &[1., 2.]);
-        assert!(matches!(a.matmul(a), Err(Error::ShapeMismatch { op: "matmul", .. })));
+        assert!(matches!(
+            a.matmul(a),
+            Err(Error::ShapeMismatch { op: "matmul", .. })
+        ));
     }
 }

@@ -14,7 +14,12 @@ impl<F: Element> Op<F> for SumAll {
         Ok(Tensor::scalar(inputs[0].sum_all()))
     }
     // d sum / d x_i = 1: the gradient is the output gradient everywhere.
-    fn backward(&self, inputs: &[&Tensor<F>], _: &Tensor<F>, g: &Tensor<F>) -> Result<Vec<Option<Tensor<F>>>> {
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        _: &Tensor<F>,
+        g: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
         Ok(vec![Some(Tensor::full(inputs[0].shape(), g.data()[0]))])
     }
 }
@@ -32,10 +37,17 @@ impl<F: Element> Op<F> for SumAxis {
         inputs[0].sum_axis(self.axis, self.keepdim)
     }
     // Each input element receives the gradient of the sum it fed.
-    fn backward(&self, inputs: &[&Tensor<F>], _: &Tensor<F>, g: &Tensor<F>) -> Result<Vec<Option<Tensor<F>>>> {
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        _: &Tensor<F>,
+        g: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
         let mut kept = inputs[0].shape().to_vec();
         kept[self.axis] = 1;
-        Ok(vec![Some(g.reshape(&kept)?.broadcast_to(inputs[0].shape())?)])
+        Ok(vec![Some(
+            g.reshape(&kept)?.broadcast_to(inputs[0].shape())?,
+        )])
     }
 }
 
@@ -51,7 +63,12 @@ impl<F: Element> Op<F> for MaxAxis {
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
         inputs[0].max_axis(self.axis, self.keepdim)
     }
-    fn backward(&self, inputs: &[&Tensor<F>], out: &Tensor<F>, g: &Tensor<F>) -> Result<Vec<Option<Tensor<F>>>> {
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        out: &Tensor<F>,
+        g: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
         let x = inputs[0];
         let (outer, len, inner) = split_at_axis(x.shape(), self.axis);
         let mut dx = vec![F::zero(); x.len()];
@@ -71,7 +88,9 @@ impl<F: Element> Op<F> for MaxAxis {
 impl<'t, F: Element> Var<'t, F> {
     /// Sum of all elements (a scalar).
     pub fn sum(self) -> Self {
-        let value = self.tape.with_value(self.id, |x| Tensor::scalar(x.sum_all()));
+        let value = self
+            .tape
+            .with_value(self.id, |x| Tensor::scalar(x.sum_all()));
         self.tape.record(value, Box::new(SumAll), &[self])
     }
 

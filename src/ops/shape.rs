@@ -16,7 +16,12 @@ impl<F: Element> Op<F> for Reshape {
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
         inputs[0].reshape(&self.shape)
     }
-    fn backward(&self, inputs: &[&Tensor<F>], _: &Tensor<F>, g: &Tensor<F>) -> Result<Vec<Option<Tensor<F>>>> {
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        _: &Tensor<F>,
+        g: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
         Ok(vec![Some(g.reshape(inputs[0].shape())?)])
     }
 }
@@ -32,7 +37,12 @@ impl<F: Element> Op<F> for BroadcastTo {
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
         inputs[0].broadcast_to(&self.shape)
     }
-    fn backward(&self, inputs: &[&Tensor<F>], _: &Tensor<F>, g: &Tensor<F>) -> Result<Vec<Option<Tensor<F>>>> {
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        _: &Tensor<F>,
+        g: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
         Ok(vec![Some(g.sum_to(inputs[0].shape())?)])
     }
 }
@@ -45,11 +55,20 @@ struct Select {
 impl Select {
     fn check<F: Element>(&self, x: &Tensor<F>, op: &'static str) -> Result<()> {
         if self.axis >= x.rank() {
-            return Err(Error::AxisOutOfRange { op, axis: self.axis, shape: x.shape().to_vec() });
+            return Err(Error::AxisOutOfRange {
+                op,
+                axis: self.axis,
+                shape: x.shape().to_vec(),
+            });
         }
         let size = x.shape()[self.axis];
         match self.indices.iter().find(|&&i| i >= size) {
-            Some(&index) => Err(Error::IndexOutOfRange { op, index, axis: self.axis, size }),
+            Some(&index) => Err(Error::IndexOutOfRange {
+                op,
+                index,
+                axis: self.axis,
+                size,
+            }),
             None => Ok(()),
         }
     }
@@ -73,7 +92,12 @@ impl<F: Element> Op<F> for Select {
         shape[self.axis] = self.indices.len();
         Tensor::from_vec(data, &shape)
     }
-    fn backward(&self, inputs: &[&Tensor<F>], _: &Tensor<F>, g: &Tensor<F>) -> Result<Vec<Option<Tensor<F>>>> {
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        _: &Tensor<F>,
+        g: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
         let x = inputs[0];
         let (outer, len, inner) = split_at_axis(x.shape(), self.axis);
         let k = self.indices.len();
@@ -107,19 +131,34 @@ impl<F: Element> Op<F> for Gather {
         if numel(lead) != self.indices.len() {
             return Err(Error::invalid(
                 "gather",
-                format!("{} indices for {} rows of shape {:?}", self.indices.len(), numel(lead), x.shape()),
+                format!(
+                    "{} indices for {} rows of shape {:?}",
+                    self.indices.len(),
+                    numel(lead),
+                    x.shape()
+                ),
             ));
         }
         let mut data = Vec::with_capacity(self.indices.len());
         for (r, &i) in self.indices.iter().enumerate() {
             if i >= k {
-                return Err(Error::IndexOutOfRange { op: "gather", index: i, axis: x.rank() - 1, size: k });
+                return Err(Error::IndexOutOfRange {
+                    op: "gather",
+                    index: i,
+                    axis: x.rank() - 1,
+                    size: k,
+                });
             }
             data.push(x.data()[r * k + i]);
         }
         Tensor::from_vec(data, lead)
     }
-    fn backward(&self, inputs: &[&Tensor<F>], _: &Tensor<F>, g: &Tensor<F>) -> Result<Vec<Option<Tensor<F>>>> {
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        _: &Tensor<F>,
+        g: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
         let x = inputs[0];
         let k = x.shape().last().copied().unwrap_or(1);
         let mut dx = Tensor::zeros(x.shape());
@@ -139,9 +178,15 @@ impl<F: Element> Op<F> for Concat {
         "concat"
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
-        let first = inputs.first().ok_or_else(|| Error::invalid("concat", "needs at least one input"))?;
+        let first = inputs
+            .first()
+            .ok_or_else(|| Error::invalid("concat", "needs at least one input"))?;
         if self.axis >= first.rank() {
-            return Err(Error::AxisOutOfRange { op: "concat", axis: self.axis, shape: first.shape().to_vec() });
+            return Err(Error::AxisOutOfRange {
+                op: "concat",
+                axis: self.axis,
+                shape: first.shape().to_vec(),
+            });
         }
         let mut shape = first.shape().to_vec();
         shape[self.axis] = 0;
@@ -149,7 +194,11 @@ impl<F: Element> Op<F> for Concat {
             let same_rest = t.rank() == first.rank()
                 && (0..t.rank()).all(|a| a == self.axis || t.shape()[a] == first.shape()[a]);
             if !same_rest {
-                return Err(Error::ShapeMismatch { op: "concat", lhs: first.shape().to_vec(), rhs: t.shape().to_vec() });
+                return Err(Error::ShapeMismatch {
+                    op: "concat",
+                    lhs: first.shape().to_vec(),
+                    rhs: t.shape().to_vec(),
+                });
             }
             shape[self.axis] += t.shape()[self.axis];
         }
@@ -163,7 +212,12 @@ impl<F: Element> Op<F> for Concat {
         }
         Tensor::from_vec(data, &shape)
     }
-    fn backward(&self, inputs: &[&Tensor<F>], out: &Tensor<F>, g: &Tensor<F>) -> Result<Vec<Option<Tensor<F>>>> {
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        out: &Tensor<F>,
+        g: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
         let outer = numel(&out.shape()[..self.axis]);
         let out_block = numel(&out.shape()[self.axis..]);
         let mut offset = 0;
@@ -185,12 +239,22 @@ impl<F: Element> Op<F> for Concat {
 impl<'t, F: Element> Var<'t, F> {
     /// The same elements under a new shape; errors if the sizes differ.
     pub fn reshape(self, shape: &[usize]) -> Result<Self> {
-        self.tape.apply(Reshape { shape: shape.to_vec() }, &[self])
+        self.tape.apply(
+            Reshape {
+                shape: shape.to_vec(),
+            },
+            &[self],
+        )
     }
 
     /// Repeats the value to `shape` under NumPy broadcasting.
     pub fn broadcast_to(self, shape: &[usize]) -> Result<Self> {
-        self.tape.apply(BroadcastTo { shape: shape.to_vec() }, &[self])
+        self.tape.apply(
+            BroadcastTo {
+                shape: shape.to_vec(),
+            },
+            &[self],
+        )
     }
 
     /// Element `i` along the first axis, which is removed: `mu.index(0)` on a
@@ -208,7 +272,11 @@ impl<'t, F: Element> Var<'t, F> {
     pub fn slice(self, axis: usize, start: usize, end: usize) -> Result<Self> {
         let shape = self.shape();
         if axis >= shape.len() {
-            return Err(Error::AxisOutOfRange { op: "slice", axis, shape });
+            return Err(Error::AxisOutOfRange {
+                op: "slice",
+                axis,
+                shape,
+            });
         }
         if start > end || end > shape[axis] {
             return Err(Error::invalid(
@@ -221,20 +289,35 @@ impl<'t, F: Element> Var<'t, F> {
 
     /// Picks `indices` along `axis` (like `index_select`; repeats allowed).
     pub fn select(self, axis: usize, indices: &[usize]) -> Result<Self> {
-        self.tape.apply(Select { axis, indices: indices.to_vec() }, &[self])
+        self.tape.apply(
+            Select {
+                axis,
+                indices: indices.to_vec(),
+            },
+            &[self],
+        )
     }
 
     /// For a var of shape `[..., k]`, picks one element per leading position:
     /// `out[r] = self[r, indices[r]]`, of shape `[...]`.
     pub fn gather(self, indices: &[usize]) -> Result<Self> {
-        self.tape.apply(Gather { indices: indices.to_vec() }, &[self])
+        self.tape.apply(
+            Gather {
+                indices: indices.to_vec(),
+            },
+            &[self],
+        )
     }
 
     /// Inserts an axis of size 1 at `axis`.
     pub fn unsqueeze(self, axis: usize) -> Result<Self> {
         let mut shape = self.shape();
         if axis > shape.len() {
-            return Err(Error::AxisOutOfRange { op: "unsqueeze", axis, shape });
+            return Err(Error::AxisOutOfRange {
+                op: "unsqueeze",
+                axis,
+                shape,
+            });
         }
         shape.insert(axis, 1);
         self.reshape(&shape)
@@ -242,13 +325,18 @@ impl<'t, F: Element> Var<'t, F> {
 
     /// Joins vars along an existing axis.
     pub fn concat(vars: &[Var<'t, F>], axis: usize) -> Result<Self> {
-        let first = vars.first().ok_or_else(|| Error::invalid("concat", "needs at least one input"))?;
+        let first = vars
+            .first()
+            .ok_or_else(|| Error::invalid("concat", "needs at least one input"))?;
         first.tape.apply(Concat { axis }, vars)
     }
 
     /// Stacks equally-shaped vars along a new axis.
     pub fn stack(vars: &[Var<'t, F>], axis: usize) -> Result<Self> {
-        let expanded = vars.iter().map(|v| v.unsqueeze(axis)).collect::<Result<Vec<_>>>()?;
+        let expanded = vars
+            .iter()
+            .map(|v| v.unsqueeze(axis))
+            .collect::<Result<Vec<_>>>()?;
         Self::concat(&expanded, axis)
     }
 }
@@ -267,8 +355,14 @@ mod tests {
         let grads = g.sum().backward().unwrap();
         assert_eq!(grads.get(x).unwrap().data(), &[0., 0., 1., 1., 0., 0.]);
         let s = x.select(0, &[1, 1]).unwrap().sum();
-        assert_eq!(s.backward().unwrap().get(x).unwrap().data(), &[0., 0., 0., 2., 2., 2.]);
-        assert!(matches!(x.gather(&[3, 0]), Err(Error::IndexOutOfRange { index: 3, .. })));
+        assert_eq!(
+            s.backward().unwrap().get(x).unwrap().data(),
+            &[0., 0., 0., 2., 2., 2.]
+        );
+        assert!(matches!(
+            x.gather(&[3, 0]),
+            Err(Error::IndexOutOfRange { index: 3, .. })
+        ));
     }
 
     #[test]

@@ -16,7 +16,9 @@ fn lse<F: Element>(x: &Tensor<F>, axis: usize) -> Result<Tensor<F>> {
             if !mi.is_finite() {
                 continue; // all -inf (or +inf/NaN present): the max is the answer
             }
-            let s: F = (0..len).map(|k| (x.data()[(o * len + k) * inner + i] - mi).exp()).sum();
+            let s: F = (0..len)
+                .map(|k| (x.data()[(o * len + k) * inner + i] - mi).exp())
+                .sum();
             out.data_mut()[o * inner + i] = mi + s.ln();
         }
     }
@@ -36,7 +38,12 @@ impl<F: Element> Op<F> for LogSoftmax {
         inputs[0].zip_map(&l, "log_softmax", |x, l| x - l)
     }
     // dx = g - softmax(x) * sum(g) along the axis, with softmax = exp(y).
-    fn backward(&self, _: &[&Tensor<F>], y: &Tensor<F>, g: &Tensor<F>) -> Result<Vec<Option<Tensor<F>>>> {
+    fn backward(
+        &self,
+        _: &[&Tensor<F>],
+        y: &Tensor<F>,
+        g: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
         let gs = g.sum_axis(self.axis, true)?;
         let p_gs = y.zip_map(&gs, "log_softmax", |y, s| y.exp() * s)?;
         Ok(vec![Some(g.zip_map(&p_gs, "log_softmax", |g, q| g - q)?)])
@@ -63,12 +70,23 @@ impl<F: Element> Op<F> for LogSumExp {
         }
     }
     // d lse / d x_k = exp(x_k - lse) = softmax_k.
-    fn backward(&self, inputs: &[&Tensor<F>], y: &Tensor<F>, g: &Tensor<F>) -> Result<Vec<Option<Tensor<F>>>> {
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        y: &Tensor<F>,
+        g: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
         let x = inputs[0];
         let mut kept = x.shape().to_vec();
         kept[self.axis] = 1;
         let (y, g) = (y.reshape(&kept)?, g.reshape(&kept)?);
-        let p = x.zip_map(&y, "logsumexp", |x, l| if l.is_finite() { (x - l).exp() } else { F::zero() })?;
+        let p = x.zip_map(&y, "logsumexp", |x, l| {
+            if l.is_finite() {
+                (x - l).exp()
+            } else {
+                F::zero()
+            }
+        })?;
         Ok(vec![Some(p.zip_map(&g, "logsumexp", |p, g| p * g)?)])
     }
 }
@@ -79,7 +97,10 @@ fn check_axis<F: Element>(v: &Var<'_, F>, op: &'static str, axis: usize) -> Resu
         return Err(Error::AxisOutOfRange { op, axis, shape });
     }
     if shape[axis] == 0 {
-        return Err(Error::invalid(op, format!("axis {axis} of shape {shape:?} is empty")));
+        return Err(Error::invalid(
+            op,
+            format!("axis {axis} of shape {shape:?} is empty"),
+        ));
     }
     Ok(())
 }

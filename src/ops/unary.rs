@@ -32,7 +32,10 @@ impl<F: Element, K: Kernel<F>> Op<F> for Map<K> {
     ) -> Result<Vec<Option<Tensor<F>>>> {
         let (x, y, g) = (inputs[0].data(), output.data(), grad.data());
         let data = (0..x.len()).map(|i| g[i] * self.0.df(x[i], y[i])).collect();
-        Ok(vec![Some(Tensor::new_unchecked(data, output.shape().to_vec()))])
+        Ok(vec![Some(Tensor::new_unchecked(
+            data,
+            output.shape().to_vec(),
+        ))])
     }
 }
 
@@ -57,7 +60,8 @@ macro_rules! kernel {
 kernel!(Neg, "neg", |s, x| -x, |s, x, y| -F::one());
 kernel!(Exp, "exp", |s, x| x.exp(), |s, x, y| y);
 kernel!(Ln, "ln", |s, x| x.ln(), |s, x, y| x.recip());
-kernel!(Log1p, "log1p", |s, x| x.ln_1p(), |s, x, y| (F::one() + x).recip());
+kernel!(Log1p, "log1p", |s, x| x.ln_1p(), |s, x, y| (F::one() + x)
+    .recip());
 kernel!(
     /// softplus(x) = ln(1 + e^x), computed as max(x, 0) + log1p(e^-|x|): no
     /// overflow for large x and no underflow to 0 for very negative x.
@@ -71,10 +75,12 @@ kernel!(
     |s, x| softplus(x) + s.c,
     |s, x, y| sigmoid(x)
 );
-kernel!(Sigmoid, "sigmoid", |s, x| sigmoid(x), |s, x, y| y * (F::one() - y));
+kernel!(Sigmoid, "sigmoid", |s, x| sigmoid(x), |s, x, y| y
+    * (F::one() - y));
 kernel!(Tanh, "tanh", |s, x| x.tanh(), |s, x, y| F::one() - y * y);
 kernel!(
-    Relu, "relu",
+    Relu,
+    "relu",
     |s, x| if x > F::zero() { x } else { F::zero() },
     |s, x, y| if x > F::zero() { F::one() } else { F::zero() }
 );
@@ -87,9 +93,14 @@ kernel!(
 kernel!(Sqrt, "sqrt", |s, x| x.sqrt(), |s, x, y| F::lit(0.5) / y);
 kernel!(Square, "square", |s, x| x * x, |s, x, y| F::lit(2.0) * x);
 kernel!(
-    Powf(p), "powf",
+    Powf(p),
+    "powf",
     |s, x| x.powf(s.p),
-    |s, x, y| if s.p == F::zero() { F::zero() } else { s.p * x.powf(s.p - F::one()) }
+    |s, x, y| if s.p == F::zero() {
+        F::zero()
+    } else {
+        s.p * x.powf(s.p - F::one())
+    }
 );
 kernel!(
     /// Clamps into [lo, hi]; the gradient is 1 strictly inside and 0 outside.
@@ -97,7 +108,12 @@ kernel!(
     |s, x| x.max(s.lo).min(s.hi),
     |s, x, y| if x >= s.lo && x <= s.hi { F::one() } else { F::zero() }
 );
-kernel!(AddScalar(c), "add_scalar", |s, x| x + s.c, |s, x, y| F::one());
+kernel!(
+    AddScalar(c),
+    "add_scalar",
+    |s, x| x + s.c,
+    |s, x, y| F::one()
+);
 kernel!(MulScalar(c), "mul_scalar", |s, x| x * s.c, |s, x, y| s.c);
 kernel!(
     /// c / x.
@@ -127,8 +143,8 @@ impl<'t, F: Element> Var<'t, F> {
         self.tape.record(value, Box::new(Map(k)), &[self])
     }
 
-    /// `-x`.
-    pub fn neg(self) -> Self {
+    /// `-x` (also the unary `-` operator).
+    pub(crate) fn negate(self) -> Self {
         self.map(Neg::new())
     }
     /// `e^x`.

@@ -26,7 +26,9 @@ pub struct CaseResult {
 }
 
 fn num(case: &Value, key: &str) -> Result<f64> {
-    case[key].as_f64().ok_or_else(|| Error::invalid("tfp_reference", format!("case lacks number '{key}'")))
+    case[key]
+        .as_f64()
+        .ok_or_else(|| Error::invalid("tfp_reference", format!("case lacks number '{key}'")))
 }
 
 fn nums(case: &Value, key: &str) -> Result<Vec<f64>> {
@@ -61,38 +63,64 @@ pub fn evaluate(case: &Value, index: usize) -> Result<CaseResult> {
     let tape = Tape::<f64>::new();
     let s = |x: f64| tape.var(Tensor::scalar(x));
     let mut pairs: Vec<(String, f64, f64)> = Vec::new();
-    let push_grad = |pairs: &mut Vec<(String, f64, f64)>, name: &str, got: &Tensor<f64>, want: Vec<f64>| {
-        for (i, (g, w)) in got.data().iter().zip(want).enumerate() {
-            pairs.push((format!("{name}[{i}]"), *g, w));
-        }
-    };
+    let push_grad =
+        |pairs: &mut Vec<(String, f64, f64)>, name: &str, got: &Tensor<f64>, want: Vec<f64>| {
+            for (i, (g, w)) in got.data().iter().zip(want).enumerate() {
+                pairs.push((format!("{name}[{i}]"), *g, w));
+            }
+        };
     match kind.as_str() {
         "normal_log_prob" | "normal_softplus_log_prob" => {
             let (loc, x) = (s(num(case, "loc")?), s(num(case, "x")?));
             let soft = kind == "normal_softplus_log_prob";
             let raw = s(num(case, if soft { "rho" } else { "scale" })?);
-            let scale = if soft { Constraint::Positive { eps: 1e-5 }.apply(raw) } else { raw };
+            let scale = if soft {
+                Constraint::Positive { eps: 1e-5 }.apply(raw)
+            } else {
+                raw
+            };
             let lp = Normal::new(loc, scale)?.log_prob(x)?;
             let g = lp.backward()?;
             pairs.push(("value".into(), lp.item()?, num(case, "value")?));
-            push_grad(&mut pairs, "grad_loc", g.get(loc).unwrap(), vec![num(case, "grad_loc")?]);
+            push_grad(
+                &mut pairs,
+                "grad_loc",
+                g.get(loc).unwrap(),
+                vec![num(case, "grad_loc")?],
+            );
             let key = if soft { "grad_rho" } else { "grad_scale" };
             push_grad(&mut pairs, key, g.get(raw).unwrap(), vec![num(case, key)?]);
-            push_grad(&mut pairs, "grad_x", g.get(x).unwrap(), vec![num(case, "grad_x")?]);
+            push_grad(
+                &mut pairs,
+                "grad_x",
+                g.get(x).unwrap(),
+                vec![num(case, "grad_x")?],
+            );
         }
         "normal_entropy" => {
             let scale = s(num(case, "scale")?);
             let h = Normal::new(tape.scalar(0.0), scale)?.entropy()?;
             let g = h.backward()?;
             pairs.push(("value".into(), h.item()?, num(case, "value")?));
-            push_grad(&mut pairs, "grad_scale", g.get(scale).unwrap(), vec![num(case, "grad_scale")?]);
+            push_grad(
+                &mut pairs,
+                "grad_scale",
+                g.get(scale).unwrap(),
+                vec![num(case, "grad_scale")?],
+            );
         }
         "normal_kl" => {
-            let v: Vec<_> = ["loc_q", "scale_q", "loc_p", "scale_p"].iter().map(|k| num(case, k).map(s)).collect::<Result<_>>()?;
+            let v: Vec<_> = ["loc_q", "scale_q", "loc_p", "scale_p"]
+                .iter()
+                .map(|k| num(case, k).map(s))
+                .collect::<Result<_>>()?;
             let kl = kl_divergence(&Normal::new(v[0], v[1])?, &Normal::new(v[2], v[3])?)?;
             let g = kl.backward()?;
             pairs.push(("value".into(), kl.item()?, num(case, "value")?));
-            for (var, key) in v.iter().zip(["grad_loc_q", "grad_scale_q", "grad_loc_p", "grad_scale_p"]) {
+            for (var, key) in
+                v.iter()
+                    .zip(["grad_loc_q", "grad_scale_q", "grad_loc_p", "grad_scale_p"])
+            {
                 push_grad(&mut pairs, key, g.get(*var).unwrap(), vec![num(case, key)?]);
             }
         }
@@ -102,35 +130,65 @@ pub fn evaluate(case: &Value, index: usize) -> Result<CaseResult> {
             let out = if kind == "categorical_entropy" {
                 cat.entropy()?
             } else {
-                let label = case["label"].as_u64().ok_or_else(|| Error::invalid("tfp_reference", "label"))?;
+                let label = case["label"]
+                    .as_u64()
+                    .ok_or_else(|| Error::invalid("tfp_reference", "label"))?;
                 cat.log_prob(tape.scalar(label as f64))?
             };
             let g = out.backward()?;
             pairs.push(("value".into(), out.item()?, num(case, "value")?));
-            push_grad(&mut pairs, "grad_logits", g.get(logits).unwrap(), nums(case, "grad_logits")?);
+            push_grad(
+                &mut pairs,
+                "grad_logits",
+                g.get(logits).unwrap(),
+                nums(case, "grad_logits")?,
+            );
         }
         "categorical_kl" => {
             let lq = tape.var(Tensor::vector(&nums(case, "logits_q")?));
             let lp = tape.var(Tensor::vector(&nums(case, "logits_p")?));
-            let kl = kl_divergence(&Categorical::from_logits(lq)?, &Categorical::from_logits(lp)?)?;
+            let kl = kl_divergence(
+                &Categorical::from_logits(lq)?,
+                &Categorical::from_logits(lp)?,
+            )?;
             let g = kl.backward()?;
             pairs.push(("value".into(), kl.item()?, num(case, "value")?));
-            push_grad(&mut pairs, "grad_logits_q", g.get(lq).unwrap(), nums(case, "grad_logits_q")?);
-            push_grad(&mut pairs, "grad_logits_p", g.get(lp).unwrap(), nums(case, "grad_logits_p")?);
+            push_grad(
+                &mut pairs,
+                "grad_logits_q",
+                g.get(lq).unwrap(),
+                nums(case, "grad_logits_q")?,
+            );
+            push_grad(
+                &mut pairs,
+                "grad_logits_p",
+                g.get(lp).unwrap(),
+                nums(case, "grad_logits_p")?,
+            );
         }
         "spike_slab_log_prob" => {
-            let v: Vec<_> = ["pi", "spike_scale", "slab_scale", "x"].iter().map(|k| num(case, k).map(s)).collect::<Result<_>>()?;
+            let v: Vec<_> = ["pi", "spike_scale", "slab_scale", "x"]
+                .iter()
+                .map(|k| num(case, k).map(s))
+                .collect::<Result<_>>()?;
             let lp = SpikeAndSlab::new(v[0], v[1], v[2])?.log_prob(v[3])?;
             let g = lp.backward()?;
             pairs.push(("value".into(), lp.item()?, num(case, "value")?));
-            for (var, key) in v.iter().zip(["grad_pi", "grad_spike_scale", "grad_slab_scale", "grad_x"]) {
+            for (var, key) in
+                v.iter()
+                    .zip(["grad_pi", "grad_spike_scale", "grad_slab_scale", "grad_x"])
+            {
                 push_grad(&mut pairs, key, g.get(*var).unwrap(), vec![num(case, key)?]);
             }
         }
         "normal_vs_spike_slab_kl" => {
             let mut rng = StdRng::seed_from_u64(index as u64);
             let q = Normal::new(s(num(case, "loc")?), s(num(case, "scale")?))?;
-            let p = SpikeAndSlab::new(s(num(case, "pi")?), s(num(case, "spike_scale")?), s(num(case, "slab_scale")?))?;
+            let p = SpikeAndSlab::new(
+                s(num(case, "pi")?),
+                s(num(case, "spike_scale")?),
+                s(num(case, "slab_scale")?),
+            )?;
             let z = q.rsample_n(Some(MC_SAMPLES), &mut rng)?;
             let d = q.log_prob(z)?.try_sub(p.log_prob(z)?)?.value();
             let n = d.len() as f64;
@@ -147,17 +205,34 @@ pub fn evaluate(case: &Value, index: usize) -> Result<CaseResult> {
                 detail: format!("estimate {mean:.6} ± {se:.2e}, exact {exact:.6}"),
             });
         }
-        other => return Err(Error::invalid("tfp_reference", format!("unknown case kind '{other}'"))),
+        other => {
+            return Err(Error::invalid(
+                "tfp_reference",
+                format!("unknown case kind '{other}'"),
+            ))
+        }
     }
     let refs: Vec<(&str, f64, f64)> = pairs.iter().map(|(n, g, w)| (n.as_str(), *g, *w)).collect();
     let (worst, passed, detail) = compare(&refs);
-    Ok(CaseResult { kind, index, worst, passed, detail })
+    Ok(CaseResult {
+        kind,
+        index,
+        worst,
+        passed,
+        detail,
+    })
 }
 
 /// Evaluates every case of a reference document.
 pub fn evaluate_all(doc: &Value) -> Result<Vec<CaseResult>> {
-    let cases = doc["cases"].as_array().ok_or_else(|| Error::invalid("tfp_reference", "no 'cases' array"))?;
-    cases.iter().enumerate().map(|(i, c)| evaluate(c, i)).collect()
+    let cases = doc["cases"]
+        .as_array()
+        .ok_or_else(|| Error::invalid("tfp_reference", "no 'cases' array"))?;
+    cases
+        .iter()
+        .enumerate()
+        .map(|(i, c)| evaluate(c, i))
+        .collect()
 }
 
 /// Worst error and pass/fail counts by kind.
@@ -166,7 +241,11 @@ pub fn summarize(results: &[CaseResult]) -> BTreeMap<String, (f64, usize, usize)
     for r in results {
         let e = by_kind.entry(r.kind.clone()).or_default();
         e.0 = e.0.max(r.worst);
-        if r.passed { e.1 += 1 } else { e.2 += 1 }
+        if r.passed {
+            e.1 += 1
+        } else {
+            e.2 += 1
+        }
     }
     by_kind
 }
