@@ -29,6 +29,7 @@ pub mod distributions;
 pub mod divergence;
 pub mod elbo;
 pub mod error;
+pub mod fastmath;
 pub mod gradcheck;
 pub mod layers;
 pub mod ops;

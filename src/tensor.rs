@@ -28,6 +28,15 @@ pub trait Element:
     /// Converts an `f64` literal (rounding for `f32`).
     fn lit(x: f64) -> Self;
 
+    /// `e^x` (vectorizable polynomial in `f32`, libm in `f64`).
+    fn fast_exp(self) -> Self;
+    /// `ln x` (vectorizable in `f32`, libm in `f64`).
+    fn fast_ln(self) -> Self;
+    /// `ln(1 + e^x)` without overflow or underflow.
+    fn fast_softplus(self) -> Self;
+    /// `1 / (1 + e^-x)` without overflow.
+    fn fast_sigmoid(self) -> Self;
+
     /// One draw from N(0, 1) in this precision.
     fn standard_normal(rng: &mut dyn rand::RngCore) -> Self;
 
@@ -63,6 +72,22 @@ pub trait Element:
 
 impl Element for f32 {
     const DTYPE: &'static str = "F32";
+    #[inline(always)]
+    fn fast_exp(self) -> Self {
+        crate::fastmath::exp(self)
+    }
+    #[inline(always)]
+    fn fast_ln(self) -> Self {
+        crate::fastmath::ln(self)
+    }
+    #[inline(always)]
+    fn fast_softplus(self) -> Self {
+        crate::fastmath::softplus(self)
+    }
+    #[inline(always)]
+    fn fast_sigmoid(self) -> Self {
+        crate::fastmath::sigmoid(self)
+    }
     fn lit(x: f64) -> Self {
         x as f32
     }
@@ -102,6 +127,27 @@ impl Element for f32 {
 
 impl Element for f64 {
     const DTYPE: &'static str = "F64";
+    #[inline(always)]
+    fn fast_exp(self) -> Self {
+        self.exp()
+    }
+    #[inline(always)]
+    fn fast_ln(self) -> Self {
+        self.ln()
+    }
+    #[inline(always)]
+    fn fast_softplus(self) -> Self {
+        self.max(0.0) + (-self.abs()).exp().ln_1p()
+    }
+    #[inline(always)]
+    fn fast_sigmoid(self) -> Self {
+        if self >= 0.0 {
+            1.0 / (1.0 + (-self).exp())
+        } else {
+            let e = self.exp();
+            e / (1.0 + e)
+        }
+    }
     fn lit(x: f64) -> Self {
         x
     }
@@ -553,7 +599,16 @@ impl<F: Element> Tensor<F> {
 
     /// The sum of all elements.
     pub fn sum_all(&self) -> F {
-        self.data.iter().copied().sum()
+        // eight independent partial sums: vectorizable, and more accurate than one
+        let mut lanes = [F::zero(); 8];
+        let chunks = self.data.chunks_exact(8);
+        let rest: F = chunks.remainder().iter().copied().sum();
+        for c in chunks {
+            for (l, &x) in lanes.iter_mut().zip(c) {
+                *l = *l + x;
+            }
+        }
+        lanes.iter().copied().sum::<F>() + rest
     }
 
     /// Sums along `axis`; `keepdim` keeps it with size 1.

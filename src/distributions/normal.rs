@@ -21,14 +21,13 @@ impl<F: Element> Op<F> for NormalLogProb {
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
         let (shape, t) = broadcast_all("normal_log_prob", inputs)?;
-        let (x, m, s) = (&t[0], &t[1], &t[2]);
-        let c = F::lit(HALF_LN_2PI);
-        let data = (0..crate::tensor::numel(&shape))
-            .map(|i| {
-                let z = (x.at(i) - m.at(i)) / s.at(i);
-                F::lit(-0.5) * z * z - s.at(i).ln() - c
-            })
-            .collect();
+        let (x, m, s) = (t[0].view(), t[1].view(), t[2].view());
+        let (c, half) = (F::lit(HALF_LN_2PI), F::lit(-0.5));
+        let mut data = vec![F::zero(); crate::tensor::numel(&shape)];
+        for (i, out) in data.iter_mut().enumerate() {
+            let z = (x.at(i) - m.at(i)) / s.at(i);
+            *out = half * z * z - s.at(i).fast_ln() - c;
+        }
         Tensor::from_vec(data, &shape)
     }
     fn backward(
@@ -47,15 +46,15 @@ impl<F: Element> Op<F> for NormalLogProb {
         needs: &[bool],
     ) -> Result<Vec<Option<Tensor<F>>>> {
         let (_, t) = broadcast_all("normal_log_prob", inputs)?;
-        let (x, m, s, g) = (&t[0], &t[1], &t[2], g.data());
+        let (x, m, s, g) = (t[0].view(), t[1].view(), t[2].view(), g.data());
         let n = g.len();
-        let mut dx = Vec::with_capacity(n);
-        let mut dscale = Vec::with_capacity(n);
-        for (i, &gi) in g.iter().enumerate() {
+        let mut dx = vec![F::zero(); n];
+        let mut dscale = vec![F::zero(); n];
+        for i in 0..n {
             let si = s.at(i);
             let z = (x.at(i) - m.at(i)) / si;
-            dx.push(-z / si * gi);
-            dscale.push((z * z - F::one()) / si * gi);
+            dx[i] = -z / si * g[i];
+            dscale[i] = (z * z - F::one()) / si * g[i];
         }
         let shape = out.shape().to_vec();
         let dloc = needs[1]
@@ -88,15 +87,14 @@ impl<F: Element> Op<F> for NormalKl {
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
         let (shape, t) = broadcast_all("kl_divergence", inputs)?;
-        let (mq, sq, mp, sp) = (&t[0], &t[1], &t[2], &t[3]);
+        let (mq, sq, mp, sp) = (t[0].view(), t[1].view(), t[2].view(), t[3].view());
         let half = F::lit(0.5);
-        let data = (0..crate::tensor::numel(&shape))
-            .map(|i| {
-                let r = sq.at(i) / sp.at(i);
-                let d = (mq.at(i) - mp.at(i)) / sp.at(i);
-                half * (r * r + d * d - F::one()) - r.ln()
-            })
-            .collect();
+        let mut data = vec![F::zero(); crate::tensor::numel(&shape)];
+        for (i, out) in data.iter_mut().enumerate() {
+            let r = sq.at(i) / sp.at(i);
+            let d = (mq.at(i) - mp.at(i)) / sp.at(i);
+            *out = half * (r * r + d * d - F::one()) - r.fast_ln();
+        }
         Tensor::from_vec(data, &shape)
     }
     fn backward(
@@ -115,30 +113,42 @@ impl<F: Element> Op<F> for NormalKl {
         needs: &[bool],
     ) -> Result<Vec<Option<Tensor<F>>>> {
         let (_, t) = broadcast_all("kl_divergence", inputs)?;
-        let (mq, sq, mp, sp, g) = (&t[0], &t[1], &t[2], &t[3], g.data());
+        let (mq, sq, mp, sp, g) = (t[0].view(), t[1].view(), t[2].view(), t[3].view(), g.data());
         let n = g.len();
-        let shape = out.shape();
-        let grad = |k: usize, f: &dyn Fn(F, F, F, F) -> F| -> Result<Option<Tensor<F>>> {
-            if !needs[k] {
-                return Ok(None);
+        // With d = (mq - mp) / sp and r = sq / sp: d/dmq = d / sp = -d/dmp,
+        // d/dsq = sq / sp^2 - 1 / sq, d/dsp = (1 - r^2 - d^2) / sp.
+        let mut dmq = vec![F::zero(); n];
+        for i in 0..n {
+            let b = sp.at(i);
+            dmq[i] = g[i] * (mq.at(i) - mp.at(i)) / (b * b);
+        }
+        let dsq = needs[1].then(|| {
+            let mut d = vec![F::zero(); n];
+            for i in 0..n {
+                let (a, b) = (sq.at(i), sp.at(i));
+                d[i] = g[i] * (a / (b * b) - F::one() / a);
             }
-            let data = (0..n)
-                .map(|i| {
-                    let (sqi, spi) = (sq.at(i), sp.at(i));
-                    let r = sqi / spi;
-                    let d = (mq.at(i) - mp.at(i)) / spi;
-                    g[i] * f(r, d, sqi, spi)
-                })
-                .collect();
-            Ok(Some(
-                Tensor::new_unchecked(data, shape.to_vec()).sum_to_owned(inputs[k].shape())?,
-            ))
+            d
+        });
+        let dsp = needs[3].then(|| {
+            let mut out = vec![F::zero(); n];
+            for i in 0..n {
+                let b = sp.at(i);
+                let (r, d) = (sq.at(i) / b, (mq.at(i) - mp.at(i)) / b);
+                out[i] = g[i] * (F::one() - r * r - d * d) / b;
+            }
+            out
+        });
+        let dmp = needs[2].then(|| dmq.iter().map(|&v| -v).collect::<Vec<F>>());
+        let finish = |d: Option<Vec<F>>, k: usize| -> Result<Option<Tensor<F>>> {
+            d.map(|d| Tensor::new_unchecked(d, out.shape().to_vec()).sum_to_owned(inputs[k].shape()))
+                .transpose()
         };
         Ok(vec![
-            grad(0, &|_, d, _, sp| d / sp)?,
-            grad(1, &|r, _, sq, _| (r * r - F::one()) / sq)?,
-            grad(2, &|_, d, _, sp| -d / sp)?,
-            grad(3, &|r, d, _, sp| (F::one() - r * r - d * d) / sp)?,
+            finish(needs[0].then_some(dmq), 0)?,
+            finish(dsq, 1)?,
+            finish(dmp, 2)?,
+            finish(dsp, 3)?,
         ])
     }
 }

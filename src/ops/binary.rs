@@ -95,19 +95,19 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
     ) -> Result<Vec<Option<Tensor<F>>>> {
         let shape = output.shape();
         let (_, ops) = broadcast_all(K::NAME, inputs)?;
-        let (a, b, y, g) = (&ops[0], &ops[1], output.data(), grad.data());
+        let (a, b, y, g) = (ops[0].view(), ops[1].view(), output.data(), grad.data());
         let mut out = Vec::with_capacity(2);
-        for (side, need) in needs.iter().enumerate().take(2) {
+        for (side, &need) in needs.iter().enumerate().take(2) {
             if !need {
                 out.push(None);
                 continue;
             }
-            let data: Vec<F> = (0..y.len())
-                .map(|i| {
-                    let (da, db) = K::df(a.at(i), b.at(i), y[i]);
-                    g[i] * if side == 0 { da } else { db }
-                })
-                .collect();
+            let mut data = vec![F::zero(); y.len()];
+            if side == 0 {
+                fill2(&mut data, a, b, y, g, |a, b, y, g| g * K::df(a, b, y).0);
+            } else {
+                fill2(&mut data, a, b, y, g, |a, b, y, g| g * K::df(a, b, y).1);
+            }
             let full = Tensor::new_unchecked(data, shape.to_vec());
             out.push(Some(full.sum_to_owned(inputs[side].shape())?));
         }
@@ -213,13 +213,62 @@ pub(crate) struct Operand<'a, F: Element> {
 }
 
 impl<F: Element> Operand<'_, F> {
+    /// A `Copy` view to keep in a local inside hot loops: its fields are then
+    /// loop invariants, which lets the compiler unswitch and vectorize.
+    pub(crate) fn view(&self) -> View<'_, F> {
+        View { data: self.data.data(), scalar: self.scalar }
+    }
+}
+
+/// `out[i] = f(a_i, b_i, y[i], g[i])` with the scalar/full cases of `a`
+/// and `b` split outside the loop, so each loop is a plain vectorizable zip.
+#[inline(always)]
+pub(crate) fn fill2<F: Element>(out: &mut [F], a: View<'_, F>, b: View<'_, F>, y: &[F], g: &[F], f: impl Fn(F, F, F, F) -> F) {
+    let n = out.len();
+    let (y, g) = (&y[..n], &g[..n]);
+    match (a.scalar, b.scalar) {
+        (false, false) => {
+            let (a, b) = (&a.data[..n], &b.data[..n]);
+            for i in 0..n {
+                out[i] = f(a[i], b[i], y[i], g[i]);
+            }
+        }
+        (true, false) => {
+            let (a, b) = (a.data[0], &b.data[..n]);
+            for i in 0..n {
+                out[i] = f(a, b[i], y[i], g[i]);
+            }
+        }
+        (false, true) => {
+            let (a, b) = (&a.data[..n], b.data[0]);
+            for i in 0..n {
+                out[i] = f(a[i], b, y[i], g[i]);
+            }
+        }
+        (true, true) => {
+            let (a, b) = (a.data[0], b.data[0]);
+            for i in 0..n {
+                out[i] = f(a, b, y[i], g[i]);
+            }
+        }
+    }
+}
+
+/// See [`Operand::view`].
+#[derive(Clone, Copy)]
+pub(crate) struct View<'a, F> {
+    data: &'a [F],
+    scalar: bool,
+}
+
+impl<F: Element> View<'_, F> {
     /// The element at output position `i`.
     #[inline(always)]
-    pub(crate) fn at(&self, i: usize) -> F {
+    pub(crate) fn at(self, i: usize) -> F {
         if self.scalar {
-            self.data.data()[0]
+            self.data[0]
         } else {
-            self.data.data()[i]
+            self.data[i]
         }
     }
 }

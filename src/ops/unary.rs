@@ -7,7 +7,7 @@ use crate::tape::{Op, Var};
 use crate::tensor::{Element, Tensor};
 
 /// A scalar function and its derivative.
-pub(crate) trait Kernel<F: Element>: 'static {
+pub(crate) trait Kernel<F: Element>: 'static + Sync + Copy {
     const NAME: &'static str;
     fn f(&self, x: F) -> F;
     /// d f / d x at `x`, given `y = f(x)`.
@@ -42,7 +42,8 @@ impl<F: Element, K: Kernel<F>> Op<F> for Map<K> {
 macro_rules! kernel {
     ($(#[$doc:meta])* $name:ident $(($($field:ident),*))?, $label:literal, |$s:ident, $x:ident| $f:expr, |$s2:ident, $x2:ident, $y:ident| $df:expr) => {
         $(#[$doc])*
-        pub(crate) struct $name<F> { $($(pub $field: F,)*)? _f: std::marker::PhantomData<F> }
+        #[derive(Clone, Copy)]
+        pub(crate) struct $name<F> { $($(pub $field: F,)*)? _f: std::marker::PhantomData<fn() -> F> }
         impl<F> $name<F> {
             #[allow(clippy::new_without_default)]
             pub fn new($($($field: F),*)?) -> Self { $name { $($($field,)*)? _f: std::marker::PhantomData } }
@@ -50,16 +51,18 @@ macro_rules! kernel {
         impl<F: Element> Kernel<F> for $name<F> {
             const NAME: &'static str = $label;
             #[allow(unused_variables)]
+            #[inline(always)]
             fn f(&self, $x: F) -> F { let $s = self; $f }
             #[allow(unused_variables)]
+            #[inline(always)]
             fn df(&self, $x2: F, $y: F) -> F { let $s2 = self; $df }
         }
     };
 }
 
 kernel!(Neg, "neg", |s, x| -x, |s, x, y| -F::one());
-kernel!(Exp, "exp", |s, x| x.exp(), |s, x, y| y);
-kernel!(Ln, "ln", |s, x| x.ln(), |s, x, y| x.recip());
+kernel!(Exp, "exp", |s, x| x.fast_exp(), |s, x, y| y);
+kernel!(Ln, "ln", |s, x| x.fast_ln(), |s, x, y| x.recip());
 kernel!(Log1p, "log1p", |s, x| x.ln_1p(), |s, x, y| (F::one() + x)
     .recip());
 kernel!(
@@ -123,23 +126,22 @@ kernel!(
 );
 
 /// softplus(x) = max(x, 0) + log1p(exp(-|x|)).
+#[inline(always)]
 pub fn softplus<F: Element>(x: F) -> F {
-    x.max(F::zero()) + (-x.abs()).exp().ln_1p()
+    x.fast_softplus()
 }
 
 /// The logistic function, without overflow for large |x|.
+#[inline(always)]
 pub fn sigmoid<F: Element>(x: F) -> F {
-    if x >= F::zero() {
-        F::one() / (F::one() + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (F::one() + e)
-    }
+    x.fast_sigmoid()
 }
 
 impl<'t, F: Element> Var<'t, F> {
     fn map<K: Kernel<F>>(self, k: K) -> Var<'t, F> {
-        let value = self.tape.with_value(self.id, |x| x.map(|v| k.f(v)));
+        // the kernel is copied into the closure so that its fields are loop
+        // constants (read through a reference they block vectorization)
+        let value = self.tape.with_value(self.id, |x| x.map(move |v| k.f(v)));
         self.tape.record(value, Box::new(Map(k)), &[self])
     }
 
