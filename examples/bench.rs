@@ -1,7 +1,7 @@
 //! The benchmark workloads of BENCHMARKS.md: one full training step
 //! (forward, backward, optimizer update) timed after warm-up.
 //!
-//! Run: `cargo run --release --example bench [-- mlp|conv|tiny|all] [--steps N]`
+//! Run: `cargo run --release --example bench [-- mlp|conv|tiny|all] [--steps N] [--default-alloc]`
 //! Prints `<workload> ms_per_step=<median> p10=<..> p90=<..>` per workload,
 //! then the resident memory (peak, and its change over the timed steps).
 
@@ -159,6 +159,7 @@ fn run(name: &str, mut step: Step, steps: usize) -> Result<()> {
 fn main() -> Result<()> {
     let mut steps = 50;
     let mut which = "all".to_string();
+    let mut default_alloc = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -170,6 +171,7 @@ fn main() -> Result<()> {
                     .ok_or_else(|| Error::invalid("bench", "--steps needs a positive integer"))?
             }
             "mlp" | "conv" | "tiny" | "all" => which = a,
+            "--default-alloc" => default_alloc = true,
             other => {
                 return Err(Error::invalid(
                     "bench",
@@ -178,6 +180,9 @@ fn main() -> Result<()> {
             }
         }
     }
+    // Opt-in allocator setting (see bayesgrad::alloc); --default-alloc measures without it.
+    let retained = !default_alloc && bayesgrad::alloc::retain_freed_memory();
+    println!("allocator keeps freed memory: {retained}");
     println!(
         "threads: matrixmultiply {}",
         std::env::var("MATMUL_NUM_THREADS").unwrap_or_else(|_| "default (all cores)".into())

@@ -24,6 +24,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod alloc;
 pub mod checkpoint;
 pub mod distributions;
 pub mod divergence;

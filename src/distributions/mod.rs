@@ -99,16 +99,23 @@ pub(crate) fn check_values<F: Element>(
     reason: &'static str,
     ok: impl Fn(F) -> bool,
 ) -> Result<()> {
-    v.tape
-        .with_value(v.id, |t| match t.data().iter().find(|&&x| !ok(x)) {
-            Some(&bad) => Err(Error::InvalidParameter {
-                distribution,
-                parameter,
-                value: bad.to_f64().unwrap_or(f64::NAN),
-                reason,
-            }),
-            None => Ok(()),
-        })
+    v.tape.with_value(v.id, |t| {
+        // A branch-free pass per chunk (vectorizable); the first bad value is
+        // located only in a chunk that has one.
+        for chunk in t.data().chunks(4096) {
+            let any_bad = chunk.iter().fold(false, |bad, &x| bad | !ok(x));
+            if any_bad {
+                let bad = chunk.iter().copied().find(|&x| !ok(x)).unwrap_or_else(F::nan);
+                return Err(Error::InvalidParameter {
+                    distribution,
+                    parameter,
+                    value: bad.to_f64().unwrap_or(f64::NAN),
+                    reason,
+                });
+            }
+        }
+        Ok(())
+    })
 }
 
 pub(crate) fn check_finite<F: Element>(

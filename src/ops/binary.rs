@@ -256,12 +256,22 @@ pub(crate) fn fill2<F: Element>(out: &mut [F], a: View<'_, F>, b: View<'_, F>, y
 
 /// See [`Operand::view`].
 #[derive(Clone, Copy)]
-pub(crate) struct View<'a, F> {
+pub(crate) struct View<'a, F: Sync> {
     data: &'a [F],
     scalar: bool,
 }
 
-impl<F: Element> View<'_, F> {
+impl<'a, F: Element> View<'a, F> {
+    /// The data, if the operand is not a broadcast scalar.
+    pub(crate) fn full(self) -> Option<&'a [F]> {
+        (!self.scalar).then_some(self.data)
+    }
+
+    /// The value, if the operand is a broadcast scalar.
+    pub(crate) fn scalar_value(self) -> Option<F> {
+        self.scalar.then(|| self.data[0])
+    }
+
     /// The element at output position `i`.
     #[inline(always)]
     pub(crate) fn at(self, i: usize) -> F {

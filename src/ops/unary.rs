@@ -22,7 +22,15 @@ impl<F: Element, K: Kernel<F>> Op<F> for Map<K> {
         K::NAME
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
-        Ok(inputs[0].map(|x| self.0.f(x)))
+        let x = inputs[0].data();
+        let k = self.0;
+        let mut out = vec![F::zero(); x.len()];
+        par_fill(&mut out, move |start, chunk| {
+            for (o, &v) in chunk.iter_mut().zip(&x[start..]) {
+                *o = k.f(v);
+            }
+        });
+        Ok(Tensor::new_unchecked(out, inputs[0].shape().to_vec()))
     }
     fn backward(
         &self,
@@ -31,12 +39,34 @@ impl<F: Element, K: Kernel<F>> Op<F> for Map<K> {
         grad: &Tensor<F>,
     ) -> Result<Vec<Option<Tensor<F>>>> {
         let (x, y, g) = (inputs[0].data(), output.data(), grad.data());
-        let data = (0..x.len()).map(|i| g[i] * self.0.df(x[i], y[i])).collect();
-        Ok(vec![Some(Tensor::new_unchecked(
-            data,
-            output.shape().to_vec(),
-        ))])
+        // the kernel is copied so that its fields are loop constants
+        let k = self.0;
+        let mut out = vec![F::zero(); x.len()];
+        par_fill(&mut out, move |start, chunk| {
+            let n = chunk.len();
+            let (x, y, g) = (&x[start..start + n], &y[start..start + n], &g[start..start + n]);
+            for i in 0..n {
+                chunk[i] = g[i] * k.df(x[i], y[i]);
+            }
+        });
+        Ok(vec![Some(Tensor::new_unchecked(out, output.shape().to_vec()))])
     }
+}
+
+/// Fills `out` by calling `f(start, chunk)` on its halves in two threads
+/// when it is large enough to pay for a thread, else on the whole.
+pub(crate) fn par_fill<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync) {
+    const PARALLEL_MIN: usize = 1 << 16;
+    if out.len() < PARALLEL_MIN {
+        f(0, out);
+        return;
+    }
+    let mid = out.len() / 2;
+    let (a, b) = out.split_at_mut(mid);
+    std::thread::scope(|s| {
+        s.spawn(|| f(mid, b));
+        f(0, a);
+    });
 }
 
 macro_rules! kernel {
@@ -141,7 +171,16 @@ impl<'t, F: Element> Var<'t, F> {
     fn map<K: Kernel<F>>(self, k: K) -> Var<'t, F> {
         // the kernel is copied into the closure so that its fields are loop
         // constants (read through a reference they block vectorization)
-        let value = self.tape.with_value(self.id, |x| x.map(move |v| k.f(v)));
+        let value = self.tape.with_value(self.id, |x| {
+            let d = x.data();
+            let mut out = vec![F::zero(); d.len()];
+            par_fill(&mut out, move |start, chunk| {
+                for (o, &v) in chunk.iter_mut().zip(&d[start..]) {
+                    *o = k.f(v);
+                }
+            });
+            Tensor::new_unchecked(out, x.shape().to_vec())
+        });
         self.tape.record(value, Box::new(Map(k)), &[self])
     }
 
