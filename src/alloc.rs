@@ -26,7 +26,9 @@ mod imp {
     pub fn retain() -> bool {
         // SAFETY: mallopt only changes allocator parameters; it is safe to
         // call at any time (glibc serializes it with its own lock).
-        unsafe { mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1 && mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1 }
+        unsafe {
+            mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1 && mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1
+        }
     }
 }
 

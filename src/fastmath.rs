@@ -20,7 +20,9 @@ pub fn exp(x: f32) -> f32 {
     let ni = t.to_bits() as i32 - 0x4B40_0000;
     let r = (xc - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
-        + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     // 2^n as two factors so that n = 128 and n = -126 stay representable
     let half = ni >> 1;
     let s1 = f32::from_bits(((half + 127) as u32) << 23);
@@ -43,7 +45,9 @@ fn two_atanh(t: f32) -> f32 {
     let t2 = t * t;
     let s = 1.0
         + t2 * (1.0 / 3.0
-            + t2 * (1.0 / 5.0 + t2 * (1.0 / 7.0 + t2 * (1.0 / 9.0 + t2 * (1.0 / 11.0 + t2 * (1.0 / 13.0 + t2 / 15.0))))));
+            + t2 * (1.0 / 5.0
+                + t2 * (1.0 / 7.0
+                    + t2 * (1.0 / 9.0 + t2 * (1.0 / 11.0 + t2 * (1.0 / 13.0 + t2 / 15.0))))));
     2.0 * t * s
 }
 
@@ -118,7 +122,9 @@ mod tests {
 
     #[test]
     fn exp_is_within_a_few_ulp() {
-        let worst = sweep(-87.0, 88.0).map(|x| ulps(exp(x), (x as f64).exp())).fold(0.0, f64::max);
+        let worst = sweep(-87.0, 88.0)
+            .map(|x| ulps(exp(x), (x as f64).exp()))
+            .fold(0.0, f64::max);
         assert!(worst <= 3.0, "exp worst {worst} ulp");
         assert_eq!(exp(-100.0), 0.0);
         assert_eq!(exp(100.0), f32::INFINITY);
@@ -141,12 +147,16 @@ mod tests {
     #[test]
     fn softplus_and_sigmoid_are_accurate_without_underflow() {
         let sp = |x: f64| x.max(0.0) + (-x.abs()).exp().ln_1p();
-        let worst = sweep(-80.0, 80.0).map(|x| ulps(softplus(x), sp(x as f64))).fold(0.0, f64::max);
+        let worst = sweep(-80.0, 80.0)
+            .map(|x| ulps(softplus(x), sp(x as f64)))
+            .fold(0.0, f64::max);
         assert!(worst <= 4.0, "softplus worst {worst} ulp");
         // softplus(-30) = 9.357622968840175e-14, not 0
         assert!((softplus(-30.0) as f64 - 9.357_622_968_840_175e-14).abs() < 1e-19);
         let sg = |x: f64| 1.0 / (1.0 + (-x).exp());
-        let worst = sweep(-80.0, 80.0).map(|x| ulps(sigmoid(x), sg(x as f64))).fold(0.0, f64::max);
+        let worst = sweep(-80.0, 80.0)
+            .map(|x| ulps(sigmoid(x), sg(x as f64)))
+            .fold(0.0, f64::max);
         assert!(worst <= 4.0, "sigmoid worst {worst} ulp");
     }
 }

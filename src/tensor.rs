@@ -265,6 +265,9 @@ fn broadcast_strides(shape: &[usize], out_shape: &[usize]) -> Vec<usize> {
 fn for_each_broadcast(shape: &[usize], out_shape: &[usize], mut f: impl FnMut(usize, usize)) {
     let n = numel(out_shape);
     let src_len = numel(shape);
+    if n == 0 || src_len == 0 {
+        return; // nothing to visit (an empty source only broadcasts to an empty output)
+    }
     if shape == out_shape {
         (0..n).for_each(|i| f(i, i));
         return;
@@ -279,18 +282,36 @@ fn for_each_broadcast(shape: &[usize], out_shape: &[usize], mut f: impl FnMut(us
         &shape[lead..]
     };
     if out_shape.ends_with(trimmed) {
-        for i in 0..n {
-            f(i, i % src_len);
+        // plain repetition of the whole source, block by block (no modulo per element)
+        for block in (0..n).step_by(src_len) {
+            for k in 0..src_len {
+                f(block + k, k);
+            }
         }
         return;
     }
+    // Walk the output in runs of the trailing axes that `shape` does not
+    // broadcast (contiguous in both), keeping a multi-index only above them.
     let strides = broadcast_strides(shape, out_shape);
     let rank = out_shape.len();
-    let mut idx = vec![0usize; rank];
+    let offset = rank - shape.len();
+    let mut split = rank;
+    while split > 0 && split > offset && shape[split - 1 - offset] == out_shape[split - 1] {
+        split -= 1;
+    }
+    let run: usize = out_shape[split..].iter().product();
+    if run == 0 {
+        return;
+    }
+    let mut idx = vec![0usize; split];
     let mut src = 0usize;
-    for i in 0..n {
-        f(i, src);
-        for ax in (0..rank).rev() {
+    let mut i = 0;
+    while i < n {
+        for k in 0..run {
+            f(i + k, src + k);
+        }
+        i += run;
+        for ax in (0..split).rev() {
             idx[ax] += 1;
             src += strides[ax];
             if idx[ax] < out_shape[ax] {
@@ -504,10 +525,20 @@ impl<F: Element> Tensor<F> {
             });
         }
         let mut data = vec![F::zero(); numel(&shape)];
-        let a = self.broadcast_to(&shape)?;
-        for_each_broadcast(&other.shape, &shape, |i, j| {
-            data[i] = f(a.data[i], other.data[j])
-        });
+        if self.shape == shape {
+            for_each_broadcast(&other.shape, &shape, |i, j| {
+                data[i] = f(self.data[i], other.data[j])
+            });
+        } else if other.shape == shape {
+            for_each_broadcast(&self.shape, &shape, |i, j| {
+                data[i] = f(self.data[j], other.data[i])
+            });
+        } else {
+            let a = self.broadcast_to(&shape)?;
+            for_each_broadcast(&other.shape, &shape, |i, j| {
+                data[i] = f(a.data[i], other.data[j])
+            });
+        }
         Ok(Tensor { shape, data })
     }
 
@@ -548,6 +579,12 @@ impl<F: Element> Tensor<F> {
                     rhs: shape.to_vec(),
                 })
             }
+        }
+        if numel(shape) == 1 {
+            return Ok(Tensor {
+                shape: shape.to_vec(),
+                data: vec![self.sum_all()],
+            });
         }
         let mut data = vec![F::zero(); numel(shape)];
         for_each_broadcast(shape, &self.shape, |i, j| data[j] = data[j] + self.data[i]);

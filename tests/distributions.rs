@@ -46,6 +46,25 @@ fn v(x: &[f64]) -> Tensor<f64> {
 
 #[test]
 fn gradcheck_log_probs_wrt_value_and_parameters() {
+    // scalar parameters and a constant x take a specialized path in the fused op
+    gc(
+        "normal scalar params, constant x",
+        |t, a| {
+            let x = t.constant(Tensor::from_vec(vec![0.3, -1.2, 2.5, 0.0], &[2, 2])?);
+            Normal::new(a[0], a[1])?.log_prob(x)
+        },
+        &[Tensor::scalar(0.4), Tensor::scalar(1.7)],
+    );
+    gc(
+        "normal kl vs scalar prior",
+        |t, a| {
+            kl_divergence(
+                &Normal::new(a[0], a[1])?,
+                &Normal::new(t.scalar(0.2), t.scalar(1.5))?,
+            )
+        },
+        &[v(&[0.3, -1.0, 0.8]), v(&[0.7, 2.0, 0.05])],
+    );
     gc(
         "normal",
         |_, a| Normal::new(a[0], a[1])?.log_prob(a[2]),

@@ -105,7 +105,11 @@ pub(crate) fn check_values<F: Element>(
         for chunk in t.data().chunks(4096) {
             let any_bad = chunk.iter().fold(false, |bad, &x| bad | !ok(x));
             if any_bad {
-                let bad = chunk.iter().copied().find(|&x| !ok(x)).unwrap_or_else(F::nan);
+                let bad = chunk
+                    .iter()
+                    .copied()
+                    .find(|&x| !ok(x))
+                    .unwrap_or_else(F::nan);
                 return Err(Error::InvalidParameter {
                     distribution,
                     parameter,

@@ -25,9 +25,21 @@ impl<F: Element> Op<F> for NormalLogProb {
         let (x, m, s) = (t[0].view(), t[1].view(), t[2].view());
         let (c, half) = (F::lit(HALF_LN_2PI), F::lit(-0.5));
         let mut data = vec![F::zero(); crate::tensor::numel(&shape)];
-        for (i, out) in data.iter_mut().enumerate() {
-            let z = (x.at(i) - m.at(i)) / s.at(i);
-            *out = half * z * z - s.at(i).fast_ln() - c;
+        match (x.full(), m.scalar_value(), s.scalar_value()) {
+            // scalar parameters (a likelihood): ln(scale) and 1/scale once
+            (Some(x), Some(m), Some(s)) => {
+                let (inv, offset) = (F::one() / s, s.fast_ln() + c);
+                for (out, &xi) in data.iter_mut().zip(x) {
+                    let z = (xi - m) * inv;
+                    *out = half * z * z - offset;
+                }
+            }
+            _ => {
+                for (i, out) in data.iter_mut().enumerate() {
+                    let z = (x.at(i) - m.at(i)) / s.at(i);
+                    *out = half * z * z - s.at(i).fast_ln() - c;
+                }
+            }
         }
         Tensor::from_vec(data, &shape)
     }
@@ -49,26 +61,43 @@ impl<F: Element> Op<F> for NormalLogProb {
         let (_, t) = broadcast_all("normal_log_prob", inputs)?;
         let (x, m, s, g) = (t[0].view(), t[1].view(), t[2].view(), g.data());
         let n = g.len();
-        let mut dx = vec![F::zero(); n];
+        let shape = out.shape().to_vec();
+        if let (Some(xs), Some(mv), Some(sv), false) =
+            (x.full(), m.scalar_value(), s.scalar_value(), needs[0])
+        {
+            // scalar parameters and a constant x: reduce straight into scalars
+            let inv = F::one() / sv;
+            let (mut dloc, mut dscale) = (F::zero(), F::zero());
+            for (&xi, &gi) in xs.iter().zip(g) {
+                let z = (xi - mv) * inv;
+                dloc = dloc + gi * z;
+                dscale = dscale + gi * (z * z - F::one());
+            }
+            let scalar = |v: F, k: usize| -> Result<Option<Tensor<F>>> {
+                Ok(needs[k].then(|| Tensor::full(inputs[k].shape(), v)))
+            };
+            return Ok(vec![None, scalar(dloc * inv, 1)?, scalar(dscale * inv, 2)?]);
+        }
+        // d/dloc = z / scale = -d/dx, d/dscale = (z^2 - 1) / scale
+        let mut dloc = vec![F::zero(); n];
         let mut dscale = vec![F::zero(); n];
         for i in 0..n {
             let si = s.at(i);
             let z = (x.at(i) - m.at(i)) / si;
-            dx[i] = -z / si * g[i];
+            dloc[i] = z / si * g[i];
             dscale[i] = (z * z - F::one()) / si * g[i];
         }
-        let shape = out.shape().to_vec();
-        let dloc = needs[1]
-            .then(|| Tensor::new_unchecked(dx.iter().map(|&d| -d).collect(), shape.clone()));
+        let dx = needs[0]
+            .then(|| Tensor::new_unchecked(dloc.iter().map(|&d| -d).collect(), shape.clone()));
         let reduce = |d: Option<Tensor<F>>, k: usize| {
             d.map(|d| d.sum_to_owned(inputs[k].shape())).transpose()
         };
         Ok(vec![
+            reduce(dx, 0)?,
             reduce(
-                needs[0].then(|| Tensor::new_unchecked(dx, shape.clone())),
-                0,
+                needs[1].then(|| Tensor::new_unchecked(dloc, shape.clone())),
+                1,
             )?,
-            reduce(dloc, 1)?,
             reduce(
                 needs[2].then(|| Tensor::new_unchecked(dscale, shape.clone())),
                 2,
@@ -187,8 +216,10 @@ impl<F: Element> Op<F> for NormalKl {
         });
         let dmp = needs[2].then(|| dmq.iter().map(|&v| -v).collect::<Vec<F>>());
         let finish = |d: Option<Vec<F>>, k: usize| -> Result<Option<Tensor<F>>> {
-            d.map(|d| Tensor::new_unchecked(d, out.shape().to_vec()).sum_to_owned(inputs[k].shape()))
-                .transpose()
+            d.map(|d| {
+                Tensor::new_unchecked(d, out.shape().to_vec()).sum_to_owned(inputs[k].shape())
+            })
+            .transpose()
         };
         Ok(vec![
             finish(needs[0].then_some(dmq), 0)?,

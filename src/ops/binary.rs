@@ -102,6 +102,15 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
                 out.push(None);
                 continue;
             }
+            // d(a + b) and d(a - b) are +-1: the gradient is passed on (negated)
+            if K::NAME == "add" || (K::NAME == "sub" && side == 0) {
+                out.push(Some(grad.clone().sum_to_owned(inputs[side].shape())?));
+                continue;
+            }
+            if K::NAME == "sub" {
+                out.push(Some(grad.map(|g| -g).sum_to_owned(inputs[side].shape())?));
+                continue;
+            }
             let mut data = vec![F::zero(); y.len()];
             if side == 0 {
                 fill2(&mut data, a, b, y, g, |a, b, y, g| g * K::df(a, b, y).0);
@@ -216,14 +225,24 @@ impl<F: Element> Operand<'_, F> {
     /// A `Copy` view to keep in a local inside hot loops: its fields are then
     /// loop invariants, which lets the compiler unswitch and vectorize.
     pub(crate) fn view(&self) -> View<'_, F> {
-        View { data: self.data.data(), scalar: self.scalar }
+        View {
+            data: self.data.data(),
+            scalar: self.scalar,
+        }
     }
 }
 
 /// `out[i] = f(a_i, b_i, y[i], g[i])` with the scalar/full cases of `a`
 /// and `b` split outside the loop, so each loop is a plain vectorizable zip.
 #[inline(always)]
-pub(crate) fn fill2<F: Element>(out: &mut [F], a: View<'_, F>, b: View<'_, F>, y: &[F], g: &[F], f: impl Fn(F, F, F, F) -> F) {
+pub(crate) fn fill2<F: Element>(
+    out: &mut [F],
+    a: View<'_, F>,
+    b: View<'_, F>,
+    y: &[F],
+    g: &[F],
+    f: impl Fn(F, F, F, F) -> F,
+) {
     let n = out.len();
     let (y, g) = (&y[..n], &g[..n]);
     match (a.scalar, b.scalar) {

@@ -245,10 +245,12 @@ impl<F: Element> Op<F> for Conv2dOp<F> {
 }
 
 /// Max pooling over `size x size` windows with a stride (VALID), NHWC.
-/// The gradient goes to the first maximal element of each window.
+/// Forward keeps, for every output element, the input position of its
+/// maximum (the first one on ties); backward scatters the gradient there.
 struct MaxPool2d {
     size: usize,
     stride: usize,
+    argmax: RefCell<Vec<usize>>,
 }
 
 impl MaxPool2d {
@@ -275,41 +277,6 @@ impl MaxPool2d {
             x[3],
         ])
     }
-
-    /// Calls `f(out_index, argmax_input_index)` for every output element.
-    fn for_each_max<F: Element>(
-        &self,
-        x: &Tensor<F>,
-        out: &[usize],
-        mut f: impl FnMut(usize, usize),
-    ) {
-        let s = x.shape();
-        let (h, w, c) = (s[1], s[2], s[3]);
-        let d = x.data();
-        let mut idx = 0;
-        for b in 0..out[0] {
-            for oy in 0..out[1] {
-                for ox in 0..out[2] {
-                    for ch in 0..c {
-                        let mut best = ((b * h + oy * self.stride) * w + ox * self.stride) * c + ch;
-                        for ky in 0..self.size {
-                            for kx in 0..self.size {
-                                let i =
-                                    ((b * h + oy * self.stride + ky) * w + ox * self.stride + kx)
-                                        * c
-                                        + ch;
-                                if d[i] > d[best] {
-                                    best = i;
-                                }
-                            }
-                        }
-                        f(idx, best);
-                        idx += 1;
-                    }
-                }
-            }
-        }
-    }
 }
 
 impl<F: Element> Op<F> for MaxPool2d {
@@ -317,23 +284,55 @@ impl<F: Element> Op<F> for MaxPool2d {
         "max_pool2d"
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
-        let shape = self.out_shape(inputs[0].shape())?;
-        let mut out = Tensor::zeros(&shape);
         let x = inputs[0];
-        self.for_each_max(x, &shape, |o, i| out.data_mut()[o] = x.data()[i]);
-        Ok(out)
+        let out_shape = self.out_shape(x.shape())?;
+        let (h, w, c) = (x.shape()[1], x.shape()[2], x.shape()[3]);
+        let d = x.data();
+        let mut out = vec![F::zero(); out_shape.iter().product()];
+        let mut arg = vec![0usize; out.len()];
+        let mut o = 0;
+        for b in 0..out_shape[0] {
+            for oy in 0..out_shape[1] {
+                for ox in 0..out_shape[2] {
+                    // start from the first tap, then take channel-wise maxima over the others
+                    let first = ((b * h + oy * self.stride) * w + ox * self.stride) * c;
+                    let (best, idx) = (&mut out[o..o + c], &mut arg[o..o + c]);
+                    best.copy_from_slice(&d[first..first + c]);
+                    for (ch, i) in idx.iter_mut().enumerate() {
+                        *i = first + ch;
+                    }
+                    for ky in 0..self.size {
+                        for kx in 0..self.size {
+                            let start =
+                                ((b * h + oy * self.stride + ky) * w + ox * self.stride + kx) * c;
+                            let row = &d[start..start + c];
+                            for ch in 0..c {
+                                if row[ch] > best[ch] {
+                                    best[ch] = row[ch];
+                                    idx[ch] = start + ch;
+                                }
+                            }
+                        }
+                    }
+                    o += c;
+                }
+            }
+        }
+        *self.argmax.borrow_mut() = arg;
+        Tensor::from_vec(out, &out_shape)
     }
     fn backward(
         &self,
         inputs: &[&Tensor<F>],
-        out: &Tensor<F>,
+        _: &Tensor<F>,
         grad: &Tensor<F>,
     ) -> Result<Vec<Option<Tensor<F>>>> {
-        let x = inputs[0];
-        let mut dx = Tensor::zeros(x.shape());
-        self.for_each_max(x, out.shape(), |o, i| {
-            dx.data_mut()[i] = dx.data()[i] + grad.data()[o]
-        });
+        let arg = self.argmax.borrow();
+        let mut dx = Tensor::zeros(inputs[0].shape());
+        let d = dx.data_mut();
+        for (&i, &g) in arg.iter().zip(grad.data()) {
+            d[i] = d[i] + g;
+        }
         Ok(vec![Some(dx)])
     }
 }
@@ -354,7 +353,14 @@ impl<'t, F: Element> Var<'t, F> {
 
     /// Max pooling over `size x size` windows, NHWC, VALID padding.
     pub fn max_pool2d(self, size: usize, stride: usize) -> Result<Self> {
-        self.tape.apply(MaxPool2d { size, stride }, &[self])
+        self.tape.apply(
+            MaxPool2d {
+                size,
+                stride,
+                argmax: RefCell::new(Vec::new()),
+            },
+            &[self],
+        )
     }
 }
 

@@ -44,12 +44,19 @@ impl<F: Element, K: Kernel<F>> Op<F> for Map<K> {
         let mut out = vec![F::zero(); x.len()];
         par_fill(&mut out, move |start, chunk| {
             let n = chunk.len();
-            let (x, y, g) = (&x[start..start + n], &y[start..start + n], &g[start..start + n]);
+            let (x, y, g) = (
+                &x[start..start + n],
+                &y[start..start + n],
+                &g[start..start + n],
+            );
             for i in 0..n {
                 chunk[i] = g[i] * k.df(x[i], y[i]);
             }
         });
-        Ok(vec![Some(Tensor::new_unchecked(out, output.shape().to_vec()))])
+        Ok(vec![Some(Tensor::new_unchecked(
+            out,
+            output.shape().to_vec(),
+        ))])
     }
 }
 
