@@ -121,13 +121,29 @@ impl ConvGeometry {
         }
     }
 
-    /// The patches of `x` as a `rows x patch` matrix (zeros where padded).
+    /// The patches of `x` as a `rows x patch` matrix (zeros where padded),
+    /// written once, row by row (no zero-fill of the whole matrix first).
     pub(crate) fn im2col<F: Element>(&self, x: &[F]) -> Vec<F> {
-        let (p, c) = (self.patch(), self.c);
-        let mut cols = vec![F::zero(); self.rows() * p];
-        self.for_each_tap(|row, col, src| {
-            cols[row * p + col..row * p + col + c].copy_from_slice(&x[src..src + c]);
-        });
+        let c = self.c;
+        let mut cols = Vec::with_capacity(self.rows() * self.patch());
+        for b in 0..self.n {
+            for oy in 0..self.oh {
+                for ox in 0..self.ow {
+                    for ky in 0..self.kh {
+                        let iy = (oy * self.stride + ky) as isize - self.pad_top as isize;
+                        for kx in 0..self.kw {
+                            let ix = (ox * self.stride + kx) as isize - self.pad_left as isize;
+                            if iy < 0 || iy >= self.h as isize || ix < 0 || ix >= self.w as isize {
+                                cols.extend(std::iter::repeat_n(F::zero(), c));
+                            } else {
+                                let src = ((b * self.h + iy as usize) * self.w + ix as usize) * c;
+                                cols.extend_from_slice(&x[src..src + c]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
         cols
     }
 
