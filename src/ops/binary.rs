@@ -10,6 +10,9 @@ use std::ops::{Add, Div, Mul, Neg, Sub};
 /// A binary scalar function with both partial derivatives.
 trait Kernel2<F: Element>: 'static {
     const NAME: &'static str;
+    /// The partial derivatives when they are constants (add, sub): the
+    /// backward then scales the incoming gradient instead of evaluating `df`.
+    const CONSTANT_DF: Option<(f64, f64)> = None;
     fn f(a: F, b: F) -> F;
     /// (d f / d a, d f / d b) at (a, b) with y = f(a, b).
     fn df(a: F, b: F, y: F) -> (F, F);
@@ -18,6 +21,7 @@ trait Kernel2<F: Element>: 'static {
 struct AddK;
 impl<F: Element> Kernel2<F> for AddK {
     const NAME: &'static str = "add";
+    const CONSTANT_DF: Option<(f64, f64)> = Some((1.0, 1.0));
     fn f(a: F, b: F) -> F {
         a + b
     }
@@ -29,6 +33,7 @@ impl<F: Element> Kernel2<F> for AddK {
 struct SubK;
 impl<F: Element> Kernel2<F> for SubK {
     const NAME: &'static str = "sub";
+    const CONSTANT_DF: Option<(f64, f64)> = Some((1.0, -1.0));
     fn f(a: F, b: F) -> F {
         a - b
     }
@@ -102,13 +107,15 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
                 out.push(None);
                 continue;
             }
-            // d(a + b) and d(a - b) are +-1: the gradient is passed on (negated)
-            if K::NAME == "add" || (K::NAME == "sub" && side == 0) {
-                out.push(Some(grad.clone().sum_to_owned(inputs[side].shape())?));
-                continue;
-            }
-            if K::NAME == "sub" {
-                out.push(Some(grad.map(|g| -g).sum_to_owned(inputs[side].shape())?));
+            if let Some((da, db)) = K::CONSTANT_DF {
+                // the gradient is passed on, scaled by a constant (+-1 for add and sub)
+                let scale = if side == 0 { da } else { db };
+                let passed = if scale == 1.0 {
+                    grad.clone()
+                } else {
+                    grad.map(|g| g * F::lit(scale))
+                };
+                out.push(Some(passed.sum_to_owned(inputs[side].shape())?));
                 continue;
             }
             let mut data = vec![F::zero(); y.len()];
