@@ -5,7 +5,7 @@
 //! Run: `cargo run --release --example uci_wine`
 //! Flags: `--splits N --epochs N --estimator {reparameterization,flipout,local}
 //!         --seed N --lr X --lr-final X --rho-init X --noise-init X --kl-temperature X
-//!         --kl-warmup-epochs N --loc-init-std X --batch-size N --validate`
+//!         --kl-warmup-epochs N --loc-init-std X --batch-size N --train-samples N --validate`
 //!
 //! `--validate` never touches the test parts: it scores on 10% of each
 //! training part, for tuning.
@@ -41,6 +41,7 @@ fn parse(args: &[String]) -> Result<Config, String> {
             "--kl-temperature" => cfg.kl_temperature = value.parse().map_err(|e| bad(&e))?,
             "--kl-warmup-epochs" => cfg.kl_warmup_epochs = value.parse().map_err(|e| bad(&e))?,
             "--loc-init-std" => cfg.loc_init_std = value.parse().map_err(|e| bad(&e))?,
+            "--train-samples" => cfg.train_samples = value.parse().map_err(|e| bad(&e))?,
             "--batch-size" => cfg.batch_size = value.parse().map_err(|e| bad(&e))?,
             other => return Err(format!("unknown flag {other}")),
         }

@@ -56,6 +56,8 @@ pub struct Config {
     pub loc_init_std: f64,
     /// KL temperature (1 = the ELBO with TFP's kl / num_examples).
     pub kl_temperature: f64,
+    /// Posterior samples averaged in each training step's ELBO.
+    pub train_samples: usize,
     /// Evaluate on a validation part of the training split instead of the test split.
     pub validate: bool,
 }
@@ -78,6 +80,7 @@ impl Default for Config {
             kl_warmup_epochs: 0,
             loc_init_std: 0.1,
             validate: false,
+            train_samples: 1,
         }
     }
 }
@@ -251,12 +254,24 @@ pub fn run_split(cfg: &Config, data: &Data, split: usize) -> Result<SplitResult>
                 &[chunk.len(), 1],
             )?;
             let tape = Tape::new();
-            let mean = net.forward(&tape, &store, tape.constant(x), &mut rng)?;
+            // `train_samples` copies of the batch in one forward pass: with Flipout
+            // (and local reparameterization) every copy gets its own perturbation,
+            // so the NLL is averaged over that many weight draws while the layers
+            // register their divergence once.
+            let s = cfg.train_samples.max(1);
+            let x = tape.constant(x);
+            let y = tape.constant(y);
+            let (x, y) = if s > 1 {
+                (Var::concat(&vec![x; s], 0)?, Var::concat(&vec![y; s], 0)?)
+            } else {
+                (x, y)
+            };
+            let mean = net.forward(&tape, &store, x, &mut rng)?;
             let likelihood = Normal::new(mean, tape.param(&store, noise))?;
-            let out = elbo.loss_from_likelihood(
+            let nll = -likelihood.log_prob(y)?.sum() * (1.0 / s as f64);
+            let out = elbo.loss(
                 &tape,
-                &likelihood,
-                tape.constant(y),
+                nll,
                 Batch {
                     index,
                     size: chunk.len(),
