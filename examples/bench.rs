@@ -12,21 +12,20 @@ use std::time::Instant;
 
 type Step = Box<dyn FnMut() -> Result<()>>;
 
-/// `DenseFlipout(784->512, relu) -> DenseFlipout(512->10)`, batch 128, NLL + KL/60000, Adam 1e-3.
-fn mlp() -> Result<Step> {
-    let mut rng = SmallRng::seed_from_u64(0);
-    let mut store = ParamStore::<f32>::new();
-    let net = Sequential::new()
-        .push(DenseFlipout::new(&mut store, "hidden", 784, 512, &mut rng)?)
-        .push(Activation::Relu)
-        .push(DenseFlipout::new(&mut store, "out", 512, 10, &mut rng)?);
-    let x = Tensor::from_fn(&[128, 784], |_| rng.gen::<f32>());
-    let labels: Vec<usize> = (0..128).map(|_| rng.gen_range(0..10)).collect();
-    let elbo = Elbo::new(KlWeight::PerExample {
-        num_examples: 60_000,
-    });
+/// One training step of a 10-class Bayesian classifier on a fixed batch with
+/// random labels: Categorical NLL + KL / `num_examples`, Adam 1e-3.
+fn classifier_step(
+    net: Sequential<f32>,
+    mut store: ParamStore<f32>,
+    x: Tensor<f32>,
+    num_examples: usize,
+    mut rng: SmallRng,
+) -> Step {
+    let batch = x.shape()[0];
+    let labels: Vec<usize> = (0..batch).map(|_| rng.gen_range(0..10)).collect();
+    let elbo = Elbo::new(KlWeight::PerExample { num_examples });
     let mut opt = Adam::new(1e-3);
-    Ok(Box::new(move || {
+    Box::new(move || {
         let tape = Tape::new();
         let logits = net.forward(&tape, &store, tape.constant(x.clone()), &mut rng)?;
         let nll = -Categorical::from_logits(logits)?
@@ -37,12 +36,24 @@ fn mlp() -> Result<Step> {
             nll,
             Batch {
                 index: 0,
-                size: 128,
+                size: batch,
                 step: 0,
             },
         )?;
         opt.step(&mut store, &out.loss.backward()?)
-    }))
+    })
+}
+
+/// `DenseFlipout(784->512, relu) -> DenseFlipout(512->10)`, batch 128, NLL + KL/60000, Adam 1e-3.
+fn mlp() -> Result<Step> {
+    let mut rng = SmallRng::seed_from_u64(0);
+    let mut store = ParamStore::<f32>::new();
+    let net = Sequential::new()
+        .push(DenseFlipout::new(&mut store, "hidden", 784, 512, &mut rng)?)
+        .push(Activation::Relu)
+        .push(DenseFlipout::new(&mut store, "out", 512, 10, &mut rng)?);
+    let x = Tensor::from_fn(&[128, 784], |_| rng.gen::<f32>());
+    Ok(classifier_step(net, store, x, 60_000, rng))
 }
 
 /// `Conv2dFlipout(3->64, 5x5, SAME, relu) -> MaxPool 2x2/2 -> Flatten -> DenseFlipout(16384->10)`, batch 32.
@@ -71,28 +82,7 @@ fn conv() -> Result<Step> {
             &mut rng,
         )?);
     let x = Tensor::from_fn(&[32, 32, 32, 3], |_| rng.gen::<f32>());
-    let labels: Vec<usize> = (0..32).map(|_| rng.gen_range(0..10)).collect();
-    let elbo = Elbo::new(KlWeight::PerExample {
-        num_examples: 50_000,
-    });
-    let mut opt = Adam::new(1e-3);
-    Ok(Box::new(move || {
-        let tape = Tape::new();
-        let logits = net.forward(&tape, &store, tape.constant(x.clone()), &mut rng)?;
-        let nll = -Categorical::from_logits(logits)?
-            .log_prob_labels(&labels)?
-            .sum();
-        let out = elbo.loss(
-            &tape,
-            nll,
-            Batch {
-                index: 0,
-                size: 32,
-                step: 0,
-            },
-        )?;
-        opt.step(&mut store, &out.loss.backward()?)
-    }))
+    Ok(classifier_step(net, store, x, 50_000, rng))
 }
 
 /// Trainable `mu` and `rho`; loss = -sum Normal(mu, softplus(rho)).log_prob(x) over 4x100; Adam 1e-2.

@@ -186,10 +186,11 @@ impl Elbo {
         let pi = self.pi(batch)?;
         let b = batch.size as f64;
         let kl = tape.total_divergence();
-        let loss = (nll_sum.sum() + kl * F::lit(pi)) * F::lit(1.0 / b);
+        let nll_sum = nll_sum.sum();
+        let loss = (nll_sum + kl * F::lit(pi)) * F::lit(1.0 / b);
         Ok(ElboLoss {
             loss,
-            nll: nll_sum.sum().item()? / F::lit(b),
+            nll: nll_sum.item()? / F::lit(b),
             kl: kl.item()?,
             kl_weight: F::lit(pi / b),
         })

@@ -37,9 +37,6 @@ pub trait Element:
     /// `1 / (1 + e^-x)` without overflow.
     fn fast_sigmoid(self) -> Self;
 
-    /// One draw from N(0, 1) in this precision.
-    fn standard_normal(rng: &mut dyn rand::RngCore) -> Self;
-
     /// Little-endian bytes of a slice (exact).
     fn to_le_bytes(data: &[Self]) -> Vec<u8>;
 
@@ -90,9 +87,6 @@ impl Element for f32 {
     }
     fn lit(x: f64) -> Self {
         x as f32
-    }
-    fn standard_normal(rng: &mut dyn rand::RngCore) -> Self {
-        rand::Rng::sample(rng, rand_distr::StandardNormal)
     }
     fn to_le_bytes(data: &[Self]) -> Vec<u8> {
         data.iter().flat_map(|x| x.to_le_bytes()).collect()
@@ -150,9 +144,6 @@ impl Element for f64 {
     }
     fn lit(x: f64) -> Self {
         x
-    }
-    fn standard_normal(rng: &mut dyn rand::RngCore) -> Self {
-        rand::Rng::sample(rng, rand_distr::StandardNormal)
     }
     fn to_le_bytes(data: &[Self]) -> Vec<u8> {
         data.iter().flat_map(|x| x.to_le_bytes()).collect()

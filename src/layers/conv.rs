@@ -1,6 +1,8 @@
 //! Variational 2-D convolutions (NHWC).
 
-use super::variational::{noise, rademacher, register_divergence, Bias, EstimatorKind, MeanField};
+use super::variational::{
+    noise, rademacher, register_divergence, Bias, EstimatorKind, MeanField, PassSample,
+};
 use super::{Estimator, Flipout, Module, Reparameterization, VariationalConfig};
 use crate::error::{Error, Result};
 use crate::ops::Padding;
@@ -140,17 +142,22 @@ impl<F: Element, E: Estimator> Module<F> for Conv2dVariational<F, E> {
         let shape = self.kernel.shape.clone();
         let (stride, padding) = (self.stride, self.padding);
         let (y, sample) = match (tape.mode(), E::KIND) {
-            (SampleMode::PosteriorMean, _) => (x.conv2d(loc, stride, padding)?, loc),
+            (SampleMode::PosteriorMean, _) => {
+                (x.conv2d(loc, stride, padding)?, PassSample::Weights(loc))
+            }
             (_, EstimatorKind::Flipout) => {
                 let delta = scale * noise(&shape, rng);
                 let s_in = rademacher(&[s[0], 1, 1, shape[2]], rng);
                 let s_out = rademacher(&[s[0], 1, 1, shape[3]], rng);
                 let perturbation = (x * s_in).conv2d(delta, stride, padding)? * s_out;
-                (x.conv2d(loc, stride, padding)? + perturbation, loc + delta)
+                (
+                    x.conv2d(loc, stride, padding)? + perturbation,
+                    PassSample::Perturbation(delta),
+                )
             }
             _ => {
                 let w = loc + scale * noise(&shape, rng);
-                (x.conv2d(w, stride, padding)?, w)
+                (x.conv2d(w, stride, padding)?, PassSample::Weights(w))
             }
         };
         register_divergence(
@@ -158,7 +165,7 @@ impl<F: Element, E: Estimator> Module<F> for Conv2dVariational<F, E> {
             store,
             format!("{}/kernel_divergence", self.name),
             &q,
-            || sample,
+            || sample.weights(loc, scale, &shape, rng),
             &self.config,
             &shape,
         )?;

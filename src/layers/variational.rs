@@ -170,7 +170,7 @@ impl MeanField {
         rng: &mut dyn RngCore,
     ) -> Result<Self> {
         let gauss = |(m, s): (f64, f64), rng: &mut dyn RngCore| -> Tensor<F> {
-            Tensor::from_fn(shape, |_| F::lit(m) + F::lit(s) * F::standard_normal(rng))
+            noise::<F>(shape, rng).map(|e| F::lit(m) + F::lit(s) * e)
         };
         let loc = store.try_add(format!("{name}_loc"), gauss(cfg.loc_init, rng))?;
         let rho = store.try_add_raw(
@@ -199,6 +199,34 @@ impl MeanField {
 }
 
 pub(crate) use crate::random::{rademacher, standard_normal as noise};
+
+/// The posterior weight sample of one forward pass, turned into weights
+/// only if the divergence needs them (an analytic KL does not).
+#[derive(Clone, Copy)]
+pub(crate) enum PassSample<'t, F: Element> {
+    /// The weights themselves.
+    Weights(Var<'t, F>),
+    /// Flipout's `delta`: the weights are `loc + delta`.
+    Perturbation(Var<'t, F>),
+    /// The estimator drew no weights (local reparameterization): draw some.
+    NotDrawn,
+}
+
+impl<'t, F: Element> PassSample<'t, F> {
+    pub(crate) fn weights(
+        self,
+        loc: Var<'t, F>,
+        scale: Var<'t, F>,
+        shape: &[usize],
+        rng: &mut dyn RngCore,
+    ) -> Var<'t, F> {
+        match self {
+            PassSample::Weights(w) => w,
+            PassSample::Perturbation(delta) => loc + delta,
+            PassSample::NotDrawn => loc + scale * noise(shape, rng),
+        }
+    }
+}
 
 /// Computes and registers the divergence of one posterior.
 pub(crate) fn register_divergence<'t, F: Element>(
@@ -432,33 +460,33 @@ impl<F: Element, E: Estimator> Module<F> for DenseVariational<F, E> {
         let (loc, scale) = (q.loc(), q.scale());
         let shape = [self.inputs, self.outputs];
         let batch = x.shape()[0];
-        // The posterior sample this pass used (made lazily where the estimator has none).
-        let (y, sample): (Var<'t, F>, Option<Var<'t, F>>) = match (tape.mode(), E::KIND) {
-            (SampleMode::PosteriorMean, _) => (x.matmul(loc)?, Some(loc)),
+        let (y, sample) = match (tape.mode(), E::KIND) {
+            (SampleMode::PosteriorMean, _) => (x.matmul(loc)?, PassSample::Weights(loc)),
             (_, EstimatorKind::Reparameterization) => {
                 let w = loc + scale * noise(&shape, rng);
-                (x.matmul(w)?, Some(w))
+                (x.matmul(w)?, PassSample::Weights(w))
             }
             (_, EstimatorKind::Flipout) => {
                 let delta = scale * noise(&shape, rng);
                 let s_in = rademacher(&[batch, self.inputs], rng);
                 let s_out = rademacher(&[batch, self.outputs], rng);
                 let perturbation = (x * s_in).matmul(delta)? * s_out;
-                (x.matmul(loc)? + perturbation, Some(delta))
+                (
+                    x.matmul(loc)? + perturbation,
+                    PassSample::Perturbation(delta),
+                )
             }
             (_, EstimatorKind::LocalReparameterization) => {
                 let mean = x.matmul(loc)?;
                 let var = x.square().matmul(scale.square())?;
                 let sd = (var + F::min_positive_value()).sqrt();
-                (mean + sd * noise(&[batch, self.outputs], rng), None)
+                (
+                    mean + sd * noise(&[batch, self.outputs], rng),
+                    PassSample::NotDrawn,
+                )
             }
         };
-        // Flipout's sample is loc + delta, built only if the divergence needs it.
-        let draw = || match (sample, E::KIND, tape.mode()) {
-            (Some(delta), EstimatorKind::Flipout, SampleMode::Sample) => loc + delta,
-            (Some(w), _, _) => w,
-            (None, _, _) => loc + scale * noise(&shape, rng),
-        };
+        let draw = || sample.weights(loc, scale, &shape, rng);
         register_divergence(
             tape,
             store,
