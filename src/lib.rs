@@ -35,6 +35,7 @@ pub mod gradcheck;
 pub mod layers;
 pub mod ops;
 pub mod optim;
+mod parallel;
 pub mod params;
 pub mod predict;
 pub mod random;

@@ -60,7 +60,10 @@ fn par_chunks<F: Element>(
     let [p, a, b] = slices;
     let n = p.len();
     if n < PAR_MIN {
-        f(p, a, b, g);
+        crate::parallel::vectorized(
+            #[inline(always)]
+            || f(p, a, b, g),
+        );
         return;
     }
     let mid = n / 2;
@@ -68,10 +71,12 @@ fn par_chunks<F: Element>(
     let (a0, a1) = a.split_at_mut(mid);
     let (b0, b1) = b.split_at_mut(mid);
     let (g0, g1) = g.split_at(mid);
-    std::thread::scope(|s| {
-        s.spawn(|| f(p1, a1, b1, g1));
-        f(p0, a0, b0, g0);
-    });
+    crate::parallel::join(
+        #[inline(always)]
+        || f(p0, a0, b0, g0),
+        #[inline(always)]
+        || f(p1, a1, b1, g1),
+    );
 }
 
 /// Stochastic gradient descent with optional (heavy-ball) momentum, as in
@@ -199,6 +204,7 @@ impl<F: Element> Optimizer<F> for Adam<F> {
             par_chunks(
                 [value.data_mut(), m.data_mut(), v.data_mut()],
                 g.data(),
+                #[inline(always)]
                 |x, m, v, g| {
                     for i in 0..x.len() {
                         let gi = g[i];

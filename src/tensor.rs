@@ -36,6 +36,8 @@ pub trait Element:
     fn fast_softplus(self) -> Self;
     /// `1 / (1 + e^-x)` without overflow.
     fn fast_sigmoid(self) -> Self;
+    /// `(sin 2πx, cos 2πx)`: `x` counts turns (vectorizable in `f32`, libm in `f64`).
+    fn fast_sin_cos_turn(self) -> (Self, Self);
 
     /// Little-endian bytes of a slice (exact).
     fn to_le_bytes(data: &[Self]) -> Vec<u8>;
@@ -85,6 +87,10 @@ impl Element for f32 {
     fn fast_sigmoid(self) -> Self {
         crate::fastmath::sigmoid(self)
     }
+    #[inline(always)]
+    fn fast_sin_cos_turn(self) -> (Self, Self) {
+        crate::fastmath::sin_cos_turn(self)
+    }
     fn lit(x: f64) -> Self {
         x as f32
     }
@@ -132,6 +138,10 @@ impl Element for f64 {
     #[inline(always)]
     fn fast_softplus(self) -> Self {
         self.max(0.0) + (-self.abs()).exp().ln_1p()
+    }
+    #[inline(always)]
+    fn fast_sin_cos_turn(self) -> (Self, Self) {
+        (std::f64::consts::TAU * self).sin_cos()
     }
     #[inline(always)]
     fn fast_sigmoid(self) -> Self {
@@ -470,10 +480,16 @@ impl<F: Element> Tensor<F> {
 
     /// The first element that is NaN or infinite, with its position.
     pub fn first_non_finite(&self) -> Option<(usize, F)> {
-        self.data
-            .iter()
-            .position(|x| !x.is_finite())
-            .map(|i| (i, self.data[i]))
+        // a branch-free scan of each block (it vectorizes) before the search
+        let block = self
+            .data
+            .chunks(1024)
+            .position(|c| !c.iter().fold(true, |ok, x| ok & x.is_finite()))?;
+        let i = block * 1024
+            + self.data[block * 1024..]
+                .iter()
+                .position(|x| !x.is_finite())?;
+        Some((i, self.data[i]))
     }
 
     /// Applies `f` to every element.
@@ -746,17 +762,17 @@ impl<F: Element> Tensor<F> {
         if k != k2 {
             return Err(mismatch());
         }
-        let mut out = Tensor::zeros(&[m, n]);
-        gemm_into(
-            &mut out.data,
+        let data = gemm_new(
             m,
             k,
             n,
             MatRef::new(&self.data, self.shape[1], ta),
             MatRef::new(&other.data, other.shape[1], tb),
-            F::zero(),
         );
-        Ok(out)
+        Ok(Tensor {
+            shape: vec![m, n],
+            data,
+        })
     }
 
     /// Matrix product `self @ other` of rank-2 tensors.
@@ -791,6 +807,49 @@ impl<'a, F> MatRef<'a, F> {
             }
         }
     }
+}
+
+/// `a b` with `a: m x k`, `b: k x n` into a new row-major buffer, which
+/// the GEMM writes without a zero-filling pass first.
+pub(crate) fn gemm_new<F: Element>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: MatRef<'_, F>,
+    b: MatRef<'_, F>,
+) -> Vec<F> {
+    if m == 0 || n == 0 || k == 0 {
+        return vec![F::zero(); m * n];
+    }
+    assert!(
+        a.data.len() >= m * k && b.data.len() >= k * n,
+        "gemm_new: operand too small"
+    );
+    let mut c = Vec::with_capacity(m * n);
+    // SAFETY: as in `gemm_into`; with beta = 0 the GEMM writes every one of
+    // the m * n elements without reading them (matrixmultiply's contract:
+    // "if beta is zero, C does not need to be initialized"), so the buffer
+    // is fully initialized before `set_len`.
+    unsafe {
+        F::gemm(
+            m,
+            k,
+            n,
+            F::one(),
+            a.data.as_ptr(),
+            a.row_stride,
+            a.col_stride,
+            b.data.as_ptr(),
+            b.row_stride,
+            b.col_stride,
+            F::zero(),
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+        c.set_len(m * n);
+    }
+    c
 }
 
 /// `c = a b + beta c` with `a: m x k`, `b: k x n`, `c: m x n` row-major.

@@ -124,23 +124,31 @@ impl<F: Element> Op<F> for NormalKl {
             // a full posterior against a scalar prior (every variational layer)
             (Some(mq), Some(sq), Some(mp), Some(sp)) => {
                 let inv = F::one() / sp;
-                par_fill(&mut data, |start, chunk| {
-                    let n = chunk.len();
-                    let (mq, sq) = (&mq[start..start + n], &sq[start..start + n]);
-                    for i in 0..n {
-                        let (r, d) = (sq[i] * inv, (mq[i] - mp) * inv);
-                        chunk[i] = half * (r * r + d * d - F::one()) - r.fast_ln();
-                    }
-                });
+                par_fill(
+                    &mut data,
+                    #[inline(always)]
+                    |start, chunk| {
+                        let n = chunk.len();
+                        let (mq, sq) = (&mq[start..start + n], &sq[start..start + n]);
+                        for i in 0..n {
+                            let (r, d) = (sq[i] * inv, (mq[i] - mp) * inv);
+                            chunk[i] = half * (r * r + d * d - F::one()) - r.fast_ln();
+                        }
+                    },
+                );
             }
-            _ => par_fill(&mut data, |start, chunk| {
-                for (j, out) in chunk.iter_mut().enumerate() {
-                    let i = start + j;
-                    let r = sq.at(i) / sp.at(i);
-                    let d = (mq.at(i) - mp.at(i)) / sp.at(i);
-                    *out = half * (r * r + d * d - F::one()) - r.fast_ln();
-                }
-            }),
+            _ => par_fill(
+                &mut data,
+                #[inline(always)]
+                |start, chunk| {
+                    for (j, out) in chunk.iter_mut().enumerate() {
+                        let i = start + j;
+                        let r = sq.at(i) / sp.at(i);
+                        let d = (mq.at(i) - mp.at(i)) / sp.at(i);
+                        *out = half * (r * r + d * d - F::one()) - r.fast_ln();
+                    }
+                },
+            ),
         }
         Tensor::from_vec(data, &shape)
     }
@@ -170,38 +178,54 @@ impl<F: Element> Op<F> for NormalKl {
             // a full posterior against a scalar prior (every variational layer)
             (Some(mq), Some(sq), Some(mp), Some(sp)) => {
                 let inv2 = F::one() / (sp * sp);
-                par_fill(&mut dmq, |start, chunk| {
-                    let n = chunk.len();
-                    let (mq, g) = (&mq[start..start + n], &g[start..start + n]);
-                    for i in 0..n {
-                        chunk[i] = g[i] * (mq[i] - mp) * inv2;
-                    }
-                });
-                if let Some(d) = dsq.as_mut() {
-                    par_fill(d, |start, chunk| {
+                par_fill(
+                    &mut dmq,
+                    #[inline(always)]
+                    |start, chunk| {
                         let n = chunk.len();
-                        let (sq, g) = (&sq[start..start + n], &g[start..start + n]);
+                        let (mq, g) = (&mq[start..start + n], &g[start..start + n]);
                         for i in 0..n {
-                            chunk[i] = g[i] * (sq[i] * inv2 - F::one() / sq[i]);
+                            chunk[i] = g[i] * (mq[i] - mp) * inv2;
                         }
-                    });
+                    },
+                );
+                if let Some(d) = dsq.as_mut() {
+                    par_fill(
+                        d,
+                        #[inline(always)]
+                        |start, chunk| {
+                            let n = chunk.len();
+                            let (sq, g) = (&sq[start..start + n], &g[start..start + n]);
+                            for i in 0..n {
+                                chunk[i] = g[i] * (sq[i] * inv2 - F::one() / sq[i]);
+                            }
+                        },
+                    );
                 }
             }
             _ => {
-                par_fill(&mut dmq, |start, chunk| {
-                    for (j, out) in chunk.iter_mut().enumerate() {
-                        let (i, b) = (start + j, sp.at(start + j));
-                        *out = g[i] * (mq.at(i) - mp.at(i)) / (b * b);
-                    }
-                });
-                if let Some(d) = dsq.as_mut() {
-                    par_fill(d, |start, chunk| {
+                par_fill(
+                    &mut dmq,
+                    #[inline(always)]
+                    |start, chunk| {
                         for (j, out) in chunk.iter_mut().enumerate() {
-                            let i = start + j;
-                            let (a, b) = (sq.at(i), sp.at(i));
-                            *out = g[i] * (a / (b * b) - F::one() / a);
+                            let (i, b) = (start + j, sp.at(start + j));
+                            *out = g[i] * (mq.at(i) - mp.at(i)) / (b * b);
                         }
-                    });
+                    },
+                );
+                if let Some(d) = dsq.as_mut() {
+                    par_fill(
+                        d,
+                        #[inline(always)]
+                        |start, chunk| {
+                            for (j, out) in chunk.iter_mut().enumerate() {
+                                let i = start + j;
+                                let (a, b) = (sq.at(i), sp.at(i));
+                                *out = g[i] * (a / (b * b) - F::one() / a);
+                            }
+                        },
+                    );
                 }
             }
         }

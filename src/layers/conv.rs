@@ -137,23 +137,36 @@ impl<F: Element, E: Estimator> Module<F> for Conv2dVariational<F, E> {
                 found: s,
             });
         }
-        let q = self.kernel.read(tape, store)?;
-        let (loc, scale) = (q.loc(), q.scale());
         let shape = self.kernel.shape.clone();
         let (stride, padding) = (self.stride, self.padding);
+        let flipout = |loc: Var<'t, F>, delta: Var<'t, F>, rng: &mut dyn RngCore| {
+            let s_in = rademacher(&[s[0], 1, 1, shape[2]], rng);
+            let s_out = rademacher(&[s[0], 1, 1, shape[3]], rng);
+            let perturbation = (x * s_in).conv2d(delta, stride, padding)? * s_out;
+            Ok::<_, Error>(x.conv2d(loc, stride, padding)? + perturbation)
+        };
+        let divergence_name = format!("{}/kernel_divergence", self.name);
+        if tape.mode() == SampleMode::Sample {
+            if let Some(w) = self.kernel.fused_sample(tape, store, &self.config, rng)? {
+                let y = match E::KIND {
+                    EstimatorKind::Flipout => flipout(w.loc, w.delta, rng)?,
+                    _ => x.conv2d(w.loc + w.delta, stride, padding)?,
+                };
+                tape.add_divergence(divergence_name, w.kl)?;
+                return self
+                    .bias
+                    .apply(tape, store, &self.name, y, &self.config, rng);
+            }
+        }
+        let q = self.kernel.read(tape, store)?;
+        let (loc, scale) = (q.loc(), q.scale());
         let (y, sample) = match (tape.mode(), E::KIND) {
             (SampleMode::PosteriorMean, _) => {
                 (x.conv2d(loc, stride, padding)?, PassSample::Weights(loc))
             }
             (_, EstimatorKind::Flipout) => {
                 let delta = scale * noise(&shape, rng);
-                let s_in = rademacher(&[s[0], 1, 1, shape[2]], rng);
-                let s_out = rademacher(&[s[0], 1, 1, shape[3]], rng);
-                let perturbation = (x * s_in).conv2d(delta, stride, padding)? * s_out;
-                (
-                    x.conv2d(loc, stride, padding)? + perturbation,
-                    PassSample::Perturbation(delta),
-                )
+                (flipout(loc, delta, rng)?, PassSample::Perturbation(delta))
             }
             _ => {
                 let w = loc + scale * noise(&shape, rng);
@@ -163,7 +176,7 @@ impl<F: Element, E: Estimator> Module<F> for Conv2dVariational<F, E> {
         register_divergence(
             tape,
             store,
-            format!("{}/kernel_divergence", self.name),
+            divergence_name,
             &q,
             || sample.weights(loc, scale, &shape, rng),
             &self.config,

@@ -185,6 +185,37 @@ impl MeanField {
         })
     }
 
+    /// One posterior sample through the fused ops, for the default kind of
+    /// layer: a scalar Normal prior and an analytic divergence. Gives `loc`,
+    /// the perturbation `delta = scale * eps` (the weights are `loc + delta`)
+    /// and the summed KL. `None` for any other configuration, which then
+    /// takes the general path through [`Normal`] and [`register_divergence`].
+    pub(crate) fn fused_sample<'t, F: Element>(
+        &self,
+        tape: &'t Tape<F>,
+        store: &ParamStore<F>,
+        cfg: &VariationalConfig<F>,
+        rng: &mut dyn RngCore,
+    ) -> Result<Option<FusedSample<'t, F>>> {
+        let (m, s) = match (&cfg.prior, &cfg.divergence) {
+            (Prior::Normal { loc, scale }, KlMethod::Auto | KlMethod::Analytic)
+                if loc.is_finite() && scale.is_finite() && *scale > 0.0 =>
+            {
+                (*loc, *scale)
+            }
+            _ => return Ok(None),
+        };
+        let Constraint::Positive { eps: shift } = store.constraint(self.rho)? else {
+            return Ok(None);
+        };
+        let loc = tape.try_param(store, self.loc)?;
+        let rho = tape.try_param_raw(store, self.rho)?;
+        let shift = F::lit(shift);
+        let delta = rho.mean_field_perturbation(noise(&self.shape, rng), shift)?;
+        let kl = loc.mean_field_kl(rho, shift, F::lit(m), F::lit(s))?;
+        Ok(Some(FusedSample { loc, delta, kl }))
+    }
+
     /// The posterior on the tape.
     pub(crate) fn read<'t, F: Element>(
         &self,
@@ -199,6 +230,16 @@ impl MeanField {
 }
 
 pub(crate) use crate::random::{rademacher, standard_normal as noise};
+
+/// A posterior sample from [`MeanField::fused_sample`].
+pub(crate) struct FusedSample<'t, F: Element> {
+    /// The posterior mean.
+    pub loc: Var<'t, F>,
+    /// `scale * eps`: the weights are `loc + delta`.
+    pub delta: Var<'t, F>,
+    /// The summed KL to the prior.
+    pub kl: Var<'t, F>,
+}
 
 /// The posterior weight sample of one forward pass, turned into weights
 /// only if the divergence needs them (an analytic KL does not).
@@ -456,10 +497,28 @@ impl<F: Element, E: Estimator> Module<F> for DenseVariational<F, E> {
         rng: &mut dyn RngCore,
     ) -> Result<Var<'t, F>> {
         check_dense_input(&self.name, &x, self.inputs)?;
+        let batch = x.shape()[0];
+        let flipout = |loc: Var<'t, F>, delta: Var<'t, F>, rng: &mut dyn RngCore| {
+            let s_in = rademacher(&[batch, self.inputs], rng);
+            let s_out = rademacher(&[batch, self.outputs], rng);
+            Ok::<_, Error>(x.matmul(loc)? + (x * s_in).matmul(delta)? * s_out)
+        };
+        let divergence_name = format!("{}/kernel_divergence", self.name);
+        if tape.mode() == SampleMode::Sample && E::KIND != EstimatorKind::LocalReparameterization {
+            if let Some(w) = self.kernel.fused_sample(tape, store, &self.config, rng)? {
+                let y = match E::KIND {
+                    EstimatorKind::Flipout => flipout(w.loc, w.delta, rng)?,
+                    _ => x.matmul(w.loc + w.delta)?,
+                };
+                tape.add_divergence(divergence_name, w.kl)?;
+                return self
+                    .bias
+                    .apply(tape, store, &self.name, y, &self.config, rng);
+            }
+        }
         let q = self.kernel.read(tape, store)?;
         let (loc, scale) = (q.loc(), q.scale());
         let shape = [self.inputs, self.outputs];
-        let batch = x.shape()[0];
         let (y, sample) = match (tape.mode(), E::KIND) {
             (SampleMode::PosteriorMean, _) => (x.matmul(loc)?, PassSample::Weights(loc)),
             (_, EstimatorKind::Reparameterization) => {
@@ -468,13 +527,7 @@ impl<F: Element, E: Estimator> Module<F> for DenseVariational<F, E> {
             }
             (_, EstimatorKind::Flipout) => {
                 let delta = scale * noise(&shape, rng);
-                let s_in = rademacher(&[batch, self.inputs], rng);
-                let s_out = rademacher(&[batch, self.outputs], rng);
-                let perturbation = (x * s_in).matmul(delta)? * s_out;
-                (
-                    x.matmul(loc)? + perturbation,
-                    PassSample::Perturbation(delta),
-                )
+                (flipout(loc, delta, rng)?, PassSample::Perturbation(delta))
             }
             (_, EstimatorKind::LocalReparameterization) => {
                 let mean = x.matmul(loc)?;
@@ -487,15 +540,7 @@ impl<F: Element, E: Estimator> Module<F> for DenseVariational<F, E> {
             }
         };
         let draw = || sample.weights(loc, scale, &shape, rng);
-        register_divergence(
-            tape,
-            store,
-            format!("{}/kernel_divergence", self.name),
-            &q,
-            draw,
-            &self.config,
-            &shape,
-        )?;
+        register_divergence(tape, store, divergence_name, &q, draw, &self.config, &shape)?;
         self.bias
             .apply(tape, store, &self.name, y, &self.config, rng)
     }

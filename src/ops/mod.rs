@@ -4,6 +4,7 @@
 pub(crate) mod binary;
 pub(crate) mod conv;
 pub(crate) mod linalg;
+pub(crate) mod meanfield;
 pub(crate) mod reduce;
 pub(crate) mod shape;
 pub(crate) mod softmax;

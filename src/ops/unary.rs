@@ -3,6 +3,7 @@
 //! kernel into an [`Op`].
 
 use crate::error::Result;
+pub(crate) use crate::parallel::par_fill;
 use crate::tape::{Op, Var};
 use crate::tensor::{Element, Tensor};
 
@@ -25,11 +26,15 @@ impl<F: Element, K: Kernel<F>> Op<F> for Map<K> {
         let x = inputs[0].data();
         let k = self.0;
         let mut out = vec![F::zero(); x.len()];
-        par_fill(&mut out, move |start, chunk| {
-            for (o, &v) in chunk.iter_mut().zip(&x[start..]) {
-                *o = k.f(v);
-            }
-        });
+        par_fill(
+            &mut out,
+            #[inline(always)]
+            move |start, chunk| {
+                for (o, &v) in chunk.iter_mut().zip(&x[start..]) {
+                    *o = k.f(v);
+                }
+            },
+        );
         Ok(Tensor::new_unchecked(out, inputs[0].shape().to_vec()))
     }
     fn backward(
@@ -42,38 +47,26 @@ impl<F: Element, K: Kernel<F>> Op<F> for Map<K> {
         // the kernel is copied so that its fields are loop constants
         let k = self.0;
         let mut out = vec![F::zero(); x.len()];
-        par_fill(&mut out, move |start, chunk| {
-            let n = chunk.len();
-            let (x, y, g) = (
-                &x[start..start + n],
-                &y[start..start + n],
-                &g[start..start + n],
-            );
-            for i in 0..n {
-                chunk[i] = g[i] * k.df(x[i], y[i]);
-            }
-        });
+        par_fill(
+            &mut out,
+            #[inline(always)]
+            move |start, chunk| {
+                let n = chunk.len();
+                let (x, y, g) = (
+                    &x[start..start + n],
+                    &y[start..start + n],
+                    &g[start..start + n],
+                );
+                for i in 0..n {
+                    chunk[i] = g[i] * k.df(x[i], y[i]);
+                }
+            },
+        );
         Ok(vec![Some(Tensor::new_unchecked(
             out,
             output.shape().to_vec(),
         ))])
     }
-}
-
-/// Fills `out` by calling `f(start, chunk)` on its halves in two threads
-/// when it is large enough to pay for a thread, else on the whole.
-pub(crate) fn par_fill<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync) {
-    const PARALLEL_MIN: usize = 1 << 16;
-    if out.len() < PARALLEL_MIN {
-        f(0, out);
-        return;
-    }
-    let mid = out.len() / 2;
-    let (a, b) = out.split_at_mut(mid);
-    std::thread::scope(|s| {
-        s.spawn(|| f(mid, b));
-        f(0, a);
-    });
 }
 
 macro_rules! kernel {
@@ -181,11 +174,15 @@ impl<'t, F: Element> Var<'t, F> {
         let value = self.tape.with_value(self.id, |x| {
             let d = x.data();
             let mut out = vec![F::zero(); d.len()];
-            par_fill(&mut out, move |start, chunk| {
-                for (o, &v) in chunk.iter_mut().zip(&d[start..]) {
-                    *o = k.f(v);
-                }
-            });
+            par_fill(
+                &mut out,
+                #[inline(always)]
+                move |start, chunk| {
+                    for (o, &v) in chunk.iter_mut().zip(&d[start..]) {
+                        *o = k.f(v);
+                    }
+                },
+            );
             Tensor::new_unchecked(out, x.shape().to_vec())
         });
         self.tape.record(value, Box::new(Map(k)), &[self])
