@@ -826,10 +826,13 @@ pub(crate) fn gemm_new<F: Element>(
         "gemm_new: operand too small"
     );
     let mut c = Vec::with_capacity(m * n);
-    // SAFETY: as in `gemm_into`; with beta = 0 the GEMM writes every one of
-    // the m * n elements without reading them (matrixmultiply's contract:
-    // "if beta is zero, C does not need to be initialized"), so the buffer
-    // is fully initialized before `set_len`.
+    // SAFETY: the operands hold at least m x k and k x n elements (checked
+    // above) and their strides are those of row-major views, so every read
+    // is in bounds; `c` is a fresh buffer of capacity m * n, so it aliases
+    // nothing. With beta = 0 the GEMM writes every one of the m * n
+    // elements without reading them (matrixmultiply's contract: "if beta is
+    // zero, C does not need to be initialized"), so the buffer is fully
+    // initialized before `set_len`.
     unsafe {
         F::gemm(
             m,
@@ -850,56 +853,6 @@ pub(crate) fn gemm_new<F: Element>(
         c.set_len(m * n);
     }
     c
-}
-
-/// `c = a b + beta c` with `a: m x k`, `b: k x n`, `c: m x n` row-major.
-pub(crate) fn gemm_into<F: Element>(
-    c: &mut [F],
-    m: usize,
-    k: usize,
-    n: usize,
-    a: MatRef<'_, F>,
-    b: MatRef<'_, F>,
-    beta: F,
-) {
-    assert!(c.len() >= m * n, "gemm_into: output buffer too small");
-    assert!(
-        m == 0 || k == 0 || a.data.len() >= m * k,
-        "gemm_into: lhs too small"
-    );
-    assert!(
-        n == 0 || k == 0 || b.data.len() >= k * n,
-        "gemm_into: rhs too small"
-    );
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        // an empty inner dimension: the product is zero
-        c[..m * n].iter_mut().for_each(|x| *x = beta * *x);
-        return;
-    }
-    // SAFETY: the asserts above guarantee every strided access lies inside the
-    // buffers (strides are those of row-major m x k / k x n / m x n views), and
-    // `c` is a unique borrow so it cannot alias `a` or `b`.
-    unsafe {
-        F::gemm(
-            m,
-            k,
-            n,
-            F::one(),
-            a.data.as_ptr(),
-            a.row_stride,
-            a.col_stride,
-            b.data.as_ptr(),
-            b.row_stride,
-            b.col_stride,
-            beta,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::tape::{Op, Var};
-use crate::tensor::{gemm_into, Element, MatRef, Tensor};
+use crate::tensor::{gemm_new, Element, MatRef, Tensor};
 use std::cell::RefCell;
 
 /// Padding of a convolution, as in TensorFlow.
@@ -163,15 +163,12 @@ impl ConvGeometry {
 
     /// `cols @ kernel` as an NHWC output.
     pub(crate) fn apply<F: Element>(&self, cols: &[F], kernel: &[F]) -> Tensor<F> {
-        let mut out = vec![F::zero(); self.rows() * self.o];
-        gemm_into(
-            &mut out,
+        let out = gemm_new(
             self.rows(),
             self.patch(),
             self.o,
             MatRef::new(cols, self.patch(), false),
             MatRef::new(kernel, self.o, false),
-            F::zero(),
         );
         Tensor::new_unchecked(out, self.output_shape())
     }
@@ -231,28 +228,22 @@ impl<F: Element> Op<F> for Conv2dOp<F> {
             }
         };
         let dk = needs[1].then(|| {
-            let mut dk = vec![F::zero(); patch * o];
-            gemm_into(
-                &mut dk,
+            let dk = gemm_new(
                 patch,
                 rows,
                 o,
                 MatRef::new(cols, patch, true),
                 MatRef::new(grad.data(), o, false),
-                F::zero(),
             );
             Tensor::new_unchecked(dk, inputs[1].shape().to_vec())
         });
         let dx = needs[0].then(|| {
-            let mut dcols = vec![F::zero(); rows * patch];
-            gemm_into(
-                &mut dcols,
+            let dcols = gemm_new(
                 rows,
                 o,
                 patch,
                 MatRef::new(grad.data(), o, false),
                 MatRef::new(inputs[1].data(), o, true),
-                F::zero(),
             );
             Tensor::new_unchecked(g.col2im(&dcols), inputs[0].shape().to_vec())
         });
