@@ -185,11 +185,12 @@ impl MeanField {
         })
     }
 
-    /// One posterior sample through the fused ops, for the default kind of
-    /// layer: a scalar Normal prior and an analytic divergence. Gives `loc`,
-    /// the perturbation `delta = scale * eps` (the weights are `loc + delta`)
-    /// and the summed KL. `None` for any other configuration, which then
-    /// takes the general path through [`Normal`] and [`register_divergence`].
+    /// One posterior sample with its KL through the fused scalar KL op, for
+    /// the default kind of layer: a scalar Normal prior and an analytic
+    /// divergence. Gives `loc`, the perturbation `delta = scale * eps` (the
+    /// weights are `loc + delta`) and the summed KL. `None` for any other
+    /// configuration, which takes the general path through [`Normal`] and
+    /// [`register_divergence`].
     pub(crate) fn fused_sample<'t, F: Element>(
         &self,
         tape: &'t Tape<F>,
@@ -205,14 +206,10 @@ impl MeanField {
             }
             _ => return Ok(None),
         };
-        let Constraint::Positive { eps: shift } = store.constraint(self.rho)? else {
-            return Ok(None);
-        };
         let loc = tape.try_param(store, self.loc)?;
-        let rho = tape.try_param_raw(store, self.rho)?;
-        let shift = F::lit(shift);
-        let delta = rho.mean_field_perturbation(noise(&self.shape, rng), shift)?;
-        let kl = loc.mean_field_kl(rho, shift, F::lit(m), F::lit(s))?;
+        let scale = tape.try_param(store, self.rho)?;
+        let delta = scale * noise(&self.shape, rng);
+        let kl = loc.normal_kl_sum(scale, F::lit(m), F::lit(s))?;
         Ok(Some(FusedSample { loc, delta, kl }))
     }
 
