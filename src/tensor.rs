@@ -613,10 +613,16 @@ impl<F: Element> Tensor<F> {
     /// `self += other`, where `other` has the same shape (gradient accumulation).
     pub(crate) fn add_assign(&mut self, other: &Self) {
         assert_eq!(self.shape, other.shape, "add_assign: shapes differ");
-        self.data
-            .iter_mut()
-            .zip(&other.data)
-            .for_each(|(a, &b)| *a = *a + b);
+        let other = &other.data;
+        crate::parallel::par_fill(
+            &mut self.data,
+            #[inline(always)]
+            |start, chunk| {
+                for (a, &b) in chunk.iter_mut().zip(&other[start..]) {
+                    *a = *a + b;
+                }
+            },
+        );
     }
 
     fn check_axis(&self, op: &'static str, axis: usize) -> Result<()> {

@@ -2,6 +2,7 @@
 //! operators between vars, tensors and scalars in either order.
 
 use crate::error::{Error, Result};
+use crate::parallel::par_fill;
 use crate::tape::{Op, Var};
 use crate::tensor::{Element, Tensor};
 use std::borrow::Cow;
@@ -81,7 +82,25 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
         K::NAME
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
-        inputs[0].zip_map(inputs[1], K::NAME, K::f)
+        let (a, b) = (inputs[0], inputs[1]);
+        if a.shape() != b.shape() {
+            return a.zip_map(b, K::NAME, K::f);
+        }
+        // the common case of equal shapes: vectorized, on two threads when large
+        let (ad, bd) = (a.data(), b.data());
+        let mut out = vec![F::zero(); ad.len()];
+        par_fill(
+            &mut out,
+            #[inline(always)]
+            |start, chunk| {
+                let n = chunk.len();
+                let (ad, bd) = (&ad[start..start + n], &bd[start..start + n]);
+                for i in 0..n {
+                    chunk[i] = K::f(ad[i], bd[i]);
+                }
+            },
+        );
+        Ok(Tensor::new_unchecked(out, a.shape().to_vec()))
     }
     fn backward(
         &self,
@@ -119,11 +138,34 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
                 continue;
             }
             let mut data = vec![F::zero(); y.len()];
-            if side == 0 {
-                fill2(&mut data, a, b, y, g, |a, b, y, g| g * K::df(a, b, y).0);
-            } else {
-                fill2(&mut data, a, b, y, g, |a, b, y, g| g * K::df(a, b, y).1);
-            }
+            par_fill(
+                &mut data,
+                #[inline(always)]
+                |start, chunk| {
+                    let (a, b, y, g) = (a.skip(start), b.skip(start), &y[start..], &g[start..]);
+                    if side == 0 {
+                        fill2(
+                            chunk,
+                            a,
+                            b,
+                            y,
+                            g,
+                            #[inline(always)]
+                            |a, b, y, g| g * K::df(a, b, y).0,
+                        );
+                    } else {
+                        fill2(
+                            chunk,
+                            a,
+                            b,
+                            y,
+                            g,
+                            #[inline(always)]
+                            |a, b, y, g| g * K::df(a, b, y).1,
+                        );
+                    }
+                },
+            );
             let full = Tensor::new_unchecked(data, shape.to_vec());
             out.push(Some(full.sum_to_owned(inputs[side].shape())?));
         }
@@ -288,6 +330,18 @@ pub(crate) struct View<'a, F: Sync> {
 }
 
 impl<'a, F: Element> View<'a, F> {
+    /// The view from element `start` on (a scalar stays itself).
+    pub(crate) fn skip(self, start: usize) -> Self {
+        if self.scalar {
+            self
+        } else {
+            View {
+                data: &self.data[start..],
+                scalar: false,
+            }
+        }
+    }
+
     /// The data, if the operand is not a broadcast scalar.
     pub(crate) fn full(self) -> Option<&'a [F]> {
         (!self.scalar).then_some(self.data)
