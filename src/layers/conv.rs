@@ -145,18 +145,17 @@ impl<F: Element, E: Estimator> Module<F> for Conv2dVariational<F, E> {
             let perturbation = (x * s_in).conv2d(delta, stride, padding)? * s_out;
             Ok::<_, Error>(x.conv2d(loc, stride, padding)? + perturbation)
         };
-        let divergence_name = format!("{}/kernel_divergence", self.name);
-        if tape.mode() == SampleMode::Sample {
-            if let Some(w) = self.kernel.fused_sample(tape, store, &self.config, rng)? {
-                let y = match E::KIND {
-                    EstimatorKind::Flipout => flipout(w.loc, w.delta, rng)?,
-                    _ => x.conv2d(w.loc + w.delta, stride, padding)?,
-                };
-                tape.add_divergence(divergence_name, w.kl)?;
-                return self
-                    .bias
-                    .apply(tape, store, &self.name, y, &self.config, rng);
-            }
+        let output = |loc: Var<'t, F>, delta, rng: &mut dyn RngCore| match E::KIND {
+            EstimatorKind::Flipout => flipout(loc, delta, rng),
+            _ => x.conv2d(loc + delta, stride, padding),
+        };
+        let fused =
+            self.kernel
+                .forward_fused(tape, store, &self.name, &self.config, rng, output)?;
+        if let Some(y) = fused {
+            return self
+                .bias
+                .apply(tape, store, &self.name, y, &self.config, rng);
         }
         let q = self.kernel.read(tape, store)?;
         let (loc, scale) = (q.loc(), q.scale());
@@ -176,7 +175,7 @@ impl<F: Element, E: Estimator> Module<F> for Conv2dVariational<F, E> {
         register_divergence(
             tape,
             store,
-            divergence_name,
+            format!("{}/kernel_divergence", self.name),
             &q,
             || sample.weights(loc, scale, &shape, rng),
             &self.config,

@@ -185,32 +185,38 @@ impl MeanField {
         })
     }
 
-    /// One posterior sample with its KL through the fused scalar KL op, for
-    /// the default kind of layer: a scalar Normal prior and an analytic
-    /// divergence. Gives `loc`, the perturbation `delta = scale * eps` (the
-    /// weights are `loc + delta`) and the summed KL. `None` for any other
-    /// configuration, which takes the general path through [`Normal`] and
+    /// The fast path of the default kind of layer (a scalar Normal prior,
+    /// an analytic divergence, sampling mode): `output(loc, delta, rng)`
+    /// computes the layer's output from the posterior mean and one
+    /// perturbation `delta = scale * eps` (the weights are `loc + delta`),
+    /// and the summed KL goes on the tape, through the fused op, as
+    /// `<layer>/kernel_divergence`. `None` for any other configuration,
+    /// which takes the general path through [`Normal`] and
     /// [`register_divergence`].
-    pub(crate) fn fused_sample<'t, F: Element>(
+    pub(crate) fn forward_fused<'t, F: Element>(
         &self,
         tape: &'t Tape<F>,
         store: &ParamStore<F>,
+        layer: &str,
         cfg: &VariationalConfig<F>,
         rng: &mut dyn RngCore,
-    ) -> Result<Option<FusedSample<'t, F>>> {
-        let (m, s) = match (&cfg.prior, &cfg.divergence) {
-            (Prior::Normal { loc, scale }, KlMethod::Auto | KlMethod::Analytic)
-                if loc.is_finite() && scale.is_finite() && *scale > 0.0 =>
-            {
-                (*loc, *scale)
-            }
+        output: impl FnOnce(Var<'t, F>, Var<'t, F>, &mut dyn RngCore) -> Result<Var<'t, F>>,
+    ) -> Result<Option<Var<'t, F>>> {
+        let (m, s) = match (tape.mode(), &cfg.prior, &cfg.divergence) {
+            (
+                SampleMode::Sample,
+                Prior::Normal { loc, scale },
+                KlMethod::Auto | KlMethod::Analytic,
+            ) if loc.is_finite() && scale.is_finite() && *scale > 0.0 => (*loc, *scale),
             _ => return Ok(None),
         };
         let loc = tape.try_param(store, self.loc)?;
         let scale = tape.try_param(store, self.rho)?;
         let delta = scale * noise(&self.shape, rng);
+        let y = output(loc, delta, rng)?;
         let kl = loc.normal_kl_sum(scale, F::lit(m), F::lit(s))?;
-        Ok(Some(FusedSample { loc, delta, kl }))
+        tape.add_divergence(format!("{layer}/kernel_divergence"), kl)?;
+        Ok(Some(y))
     }
 
     /// The posterior on the tape.
@@ -227,16 +233,6 @@ impl MeanField {
 }
 
 pub(crate) use crate::random::{rademacher, standard_normal as noise};
-
-/// A posterior sample from [`MeanField::fused_sample`].
-pub(crate) struct FusedSample<'t, F: Element> {
-    /// The posterior mean.
-    pub loc: Var<'t, F>,
-    /// `scale * eps`: the weights are `loc + delta`.
-    pub delta: Var<'t, F>,
-    /// The summed KL to the prior.
-    pub kl: Var<'t, F>,
-}
 
 /// The posterior weight sample of one forward pass, turned into weights
 /// only if the divergence needs them (an analytic KL does not).
@@ -500,14 +496,15 @@ impl<F: Element, E: Estimator> Module<F> for DenseVariational<F, E> {
             let s_out = rademacher(&[batch, self.outputs], rng);
             Ok::<_, Error>(x.matmul(loc)? + (x * s_in).matmul(delta)? * s_out)
         };
-        let divergence_name = format!("{}/kernel_divergence", self.name);
-        if tape.mode() == SampleMode::Sample && E::KIND != EstimatorKind::LocalReparameterization {
-            if let Some(w) = self.kernel.fused_sample(tape, store, &self.config, rng)? {
-                let y = match E::KIND {
-                    EstimatorKind::Flipout => flipout(w.loc, w.delta, rng)?,
-                    _ => x.matmul(w.loc + w.delta)?,
-                };
-                tape.add_divergence(divergence_name, w.kl)?;
+        if E::KIND != EstimatorKind::LocalReparameterization {
+            let output = |loc: Var<'t, F>, delta, rng: &mut dyn RngCore| match E::KIND {
+                EstimatorKind::Flipout => flipout(loc, delta, rng),
+                _ => x.matmul(loc + delta),
+            };
+            let fused =
+                self.kernel
+                    .forward_fused(tape, store, &self.name, &self.config, rng, output)?;
+            if let Some(y) = fused {
                 return self
                     .bias
                     .apply(tape, store, &self.name, y, &self.config, rng);
@@ -537,7 +534,15 @@ impl<F: Element, E: Estimator> Module<F> for DenseVariational<F, E> {
             }
         };
         let draw = || sample.weights(loc, scale, &shape, rng);
-        register_divergence(tape, store, divergence_name, &q, draw, &self.config, &shape)?;
+        register_divergence(
+            tape,
+            store,
+            format!("{}/kernel_divergence", self.name),
+            &q,
+            draw,
+            &self.config,
+            &shape,
+        )?;
         self.bias
             .apply(tape, store, &self.name, y, &self.config, rng)
     }
