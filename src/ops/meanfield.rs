@@ -189,6 +189,46 @@ mod tests {
         .unwrap_or_else(|e| panic!("gradcheck of normal_kl_sum failed: {e}"));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 64,
+            failure_persistence: Some(Box::new(
+                proptest::test_runner::FileFailurePersistence::Direct(
+                    "proptest-regressions/meanfield.txt",
+                ),
+            )),
+            ..Default::default()
+        })]
+
+        /// Non-negative, zero when the posterior is the prior, equal to the
+        /// unfused formula, with its gradients, for any posterior and prior.
+        #[test]
+        fn fused_kl_matches_the_formula_and_is_non_negative(
+            post in proptest::collection::vec((-4.0..4.0f64, 0.05..4.0f64), 1..40),
+            m in -2.0..2.0f64,
+            s in 0.1..3.0f64,
+        ) {
+            let n = post.len();
+            let loc = Tensor::from_vec(post.iter().map(|p| p.0).collect(), &[n]).unwrap();
+            let scale = Tensor::from_vec(post.iter().map(|p| p.1).collect(), &[n]).unwrap();
+            let tape = Tape::new();
+            let (l, sc) = (tape.var(loc), tape.var(scale));
+            let (r, d) = (sc * (1.0 / s), (l - m) * (1.0 / s));
+            let composed = ((r.square() + d.square() - 1.0) * 0.5 - r.ln()).sum();
+            let fused = l.normal_kl_sum(sc, m, s).unwrap();
+            let (v1, v2) = (composed.item().unwrap(), fused.item().unwrap());
+            proptest::prop_assert!(v2 >= 0.0 && (v1 - v2).abs() <= 1e-10 * (1.0 + v1.abs()));
+            let (g1, g2) = (composed.backward().unwrap(), fused.backward().unwrap());
+            for var in [l, sc] {
+                let (a, b) = (g1.get(var).unwrap().data(), g2.get(var).unwrap().data());
+                proptest::prop_assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-10 * (1.0 + x.abs())));
+            }
+            let at_prior = tape.var(Tensor::full(&[n], m))
+                .normal_kl_sum(tape.var(Tensor::full(&[n], s)), m, s).unwrap();
+            proptest::prop_assert!(at_prior.item().unwrap().abs() < 1e-12);
+        }
+    }
+
     #[test]
     fn shape_mismatches_are_errors() {
         let tape = Tape::<f64>::new();
