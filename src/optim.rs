@@ -49,36 +49,6 @@ fn collect<'g, F: Element>(
     Ok(out)
 }
 
-/// Runs `f` over matching chunks of up to four equal-length slices, on two
-/// threads when the work is large enough to pay for it.
-fn par_chunks<F: Element>(
-    slices: [&mut [F]; 3],
-    g: &[F],
-    f: impl Fn(&mut [F], &mut [F], &mut [F], &[F]) + Sync,
-) {
-    const PAR_MIN: usize = 1 << 16;
-    let [p, a, b] = slices;
-    let n = p.len();
-    if n < PAR_MIN {
-        crate::parallel::vectorized(
-            #[inline(always)]
-            || f(p, a, b, g),
-        );
-        return;
-    }
-    let mid = n / 2;
-    let (p0, p1) = p.split_at_mut(mid);
-    let (a0, a1) = a.split_at_mut(mid);
-    let (b0, b1) = b.split_at_mut(mid);
-    let (g0, g1) = g.split_at(mid);
-    crate::parallel::join(
-        #[inline(always)]
-        || f(p0, a0, b0, g0),
-        #[inline(always)]
-        || f(p1, a1, b1, g1),
-    );
-}
-
 /// Stochastic gradient descent with optional (heavy-ball) momentum, as in
 /// PyTorch: `v = mu v + g; p -= lr v`.
 #[derive(Debug, Clone)]
@@ -201,7 +171,7 @@ impl<F: Element> Optimizer<F> for Adam<F> {
             let (m, v) = self.state.moments[p.index()]
                 .get_or_insert_with(|| (Tensor::zeros(g.shape()), Tensor::zeros(g.shape())));
             let value = store.value_mut(p);
-            par_chunks(
+            crate::parallel::par_chunks(
                 [value.data_mut(), m.data_mut(), v.data_mut()],
                 g.data(),
                 #[inline(always)]

@@ -12,7 +12,6 @@
 //! bits, so `|z|` never exceeds 6.7 (the pairs beyond that radius have
 //! probability `2^-32`).
 
-use crate::parallel::PARALLEL_MIN;
 use crate::tensor::{Element, Tensor};
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
@@ -98,21 +97,15 @@ fn fill_normal<F: Element>(out: &mut [F], seed: u64) {
 pub fn standard_normal<F: Element>(shape: &[usize], rng: &mut dyn RngCore) -> Tensor<F> {
     let seed = rng.next_u64();
     let mut t = Tensor::zeros(shape);
-    let data = t.data_mut();
-    if data.len() < PARALLEL_MIN {
-        crate::parallel::vectorized(
-            #[inline(always)]
-            || fill_normal(data, seed),
-        );
-    } else {
-        let (a, b) = data.split_at_mut(data.len() / 2);
-        crate::parallel::join(
-            #[inline(always)]
-            || fill_normal(a, seed),
-            #[inline(always)]
-            || fill_normal(b, seed ^ 0x9E37_79B9_7F4A_7C15),
-        );
-    }
+    // each half that `par_fill` hands out gets its own stream
+    crate::parallel::par_fill(
+        t.data_mut(),
+        #[inline(always)]
+        |start, chunk| {
+            let stream = if start == 0 { 0 } else { 0x9E37_79B9_7F4A_7C15 };
+            fill_normal(chunk, seed ^ stream)
+        },
+    );
     t
 }
 
