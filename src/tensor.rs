@@ -824,21 +824,38 @@ pub(crate) fn gemm_new<F: Element>(
     a: MatRef<'_, F>,
     b: MatRef<'_, F>,
 ) -> Vec<F> {
+    let mut c = Vec::new();
+    gemm_append(m, k, n, a, b, &mut c);
+    c
+}
+
+/// Appends `a b` (`a: m x k`, `b: k x n`, row-major `m x n`) to `c`; the
+/// GEMM writes the new elements without a zero-filling pass first.
+pub(crate) fn gemm_append<F: Element>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: MatRef<'_, F>,
+    b: MatRef<'_, F>,
+    c: &mut Vec<F>,
+) {
     if m == 0 || n == 0 || k == 0 {
-        return vec![F::zero(); m * n];
+        c.resize(c.len() + m * n, F::zero());
+        return;
     }
     assert!(
         a.data.len() >= m * k && b.data.len() >= k * n,
-        "gemm_new: operand too small"
+        "gemm_append: operand too small"
     );
-    let mut c = Vec::with_capacity(m * n);
+    c.reserve(m * n);
+    let start = c.len();
     // SAFETY: the operands hold at least m x k and k x n elements (checked
     // above) and their strides are those of row-major views, so every read
-    // is in bounds; `c` is a fresh buffer of capacity m * n, so it aliases
-    // nothing. With beta = 0 the GEMM writes every one of the m * n
-    // elements without reading them (matrixmultiply's contract: "if beta is
-    // zero, C does not need to be initialized"), so the buffer is fully
-    // initialized before `set_len`.
+    // is in bounds; the destination is the reserved, unused tail of `c`
+    // (m * n elements), which aliases nothing. With beta = 0 the GEMM
+    // writes every one of those elements without reading them
+    // (matrixmultiply's contract: "if beta is zero, C does not need to be
+    // initialized"), so they are initialized before `set_len`.
     unsafe {
         F::gemm(
             m,
@@ -852,13 +869,12 @@ pub(crate) fn gemm_new<F: Element>(
             b.row_stride,
             b.col_stride,
             F::zero(),
-            c.as_mut_ptr(),
+            c.as_mut_ptr().add(start),
             n as isize,
             1,
         );
-        c.set_len(m * n);
+        c.set_len(start + m * n);
     }
-    c
 }
 
 #[cfg(test)]

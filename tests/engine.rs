@@ -113,6 +113,125 @@ fn gradcheck_reductions_shapes_and_softmax() {
 }
 
 #[test]
+fn gradcheck_convolutions_and_pooling() {
+    let x = spread(&[2, 5, 4, 2], -1.0, 1.0, 0.3);
+    let k = spread(&[3, 3, 2, 3], -0.5, 0.5, 1.1);
+    check(
+        "conv2d SAME",
+        |_, v| v[0].conv2d(v[1], 1, Padding::Same),
+        &[x.clone(), k.clone()],
+    );
+    check(
+        "conv2d VALID stride 2",
+        |_, v| v[0].conv2d(v[1], 2, Padding::Valid),
+        &[x.clone(), k.clone()],
+    );
+    // distinct values, so that no window has a tie at its maximum
+    let distinct = Tensor::from_fn(&[2, 4, 4, 3], |i| ((i * 37) % 96) as f64 * 0.1);
+    check("max_pool2d", |_, v| v[0].max_pool2d(2, 2), &[distinct]);
+    fn flipout<'t>(v: &[Var<'t, f64>], stride: usize, padding: Padding) -> Result<Var<'t, f64>> {
+        let s_in = t(&[1.0, -1.0, -1.0, -1.0], &[2, 2]);
+        let s_out = t(&[-1.0, 1.0, 1.0, 1.0, -1.0, 1.0], &[2, 3]);
+        v[0].conv2d_flipout(v[1], v[2], &s_in, &s_out, stride, padding)
+    }
+    let cases: Vec<(&str, OpFn)> = vec![
+        ("conv2d_flipout SAME", |_, v| flipout(v, 1, Padding::Same)),
+        ("conv2d_flipout SAME stride 2", |_, v| {
+            flipout(v, 2, Padding::Same)
+        }),
+        ("conv2d_flipout VALID stride 2", |_, v| {
+            flipout(v, 2, Padding::Valid)
+        }),
+    ];
+    let delta = spread(&[3, 3, 2, 3], -0.2, 0.2, 2.0);
+    for (name, f) in cases {
+        check(name, f, &[x.clone(), k.clone(), delta.clone()]);
+    }
+}
+
+/// `conv2d_flipout` against the graph it replaces,
+/// `conv(x, loc) + conv(x * s_in, delta) * s_out`: values and every gradient.
+fn flipout_matches_two_convolutions(
+    x: &Tensor<f64>,
+    loc: &Tensor<f64>,
+    delta: &Tensor<f64>,
+    signs: (&Tensor<f64>, &Tensor<f64>),
+    stride: usize,
+    padding: Padding,
+) -> std::result::Result<(), String> {
+    let (n, c, o) = (x.shape()[0], x.shape()[3], loc.shape()[3]);
+    let (s_in, s_out) = signs;
+    let tape = Tape::<f64>::new();
+    let (xv, lv, dv) = (
+        tape.var(x.clone()),
+        tape.var(loc.clone()),
+        tape.var(delta.clone()),
+    );
+    let fused = xv
+        .conv2d_flipout(lv, dv, s_in, s_out, stride, padding)
+        .unwrap();
+    let s_in4 = s_in.reshape(&[n, 1, 1, c]).unwrap();
+    let s_out4 = s_out.reshape(&[n, 1, 1, o]).unwrap();
+    let unfused = xv.conv2d(lv, stride, padding).unwrap()
+        + (xv * s_in4).conv2d(dv, stride, padding).unwrap() * s_out4;
+    let close = |a: &Tensor<f64>, b: &Tensor<f64>, what: &str| {
+        let scale = b.data().iter().fold(1.0f64, |m, v| m.max(v.abs()));
+        match a
+            .data()
+            .iter()
+            .zip(b.data())
+            .find(|(p, q)| (*p - *q).abs() > 1e-12 * scale)
+        {
+            Some((p, q)) => Err(format!("{what}: {p} vs {q}")),
+            None => Ok(()),
+        }
+    };
+    close(&fused.value(), &unfused.value(), "value")?;
+    // a weighted sum, so that every output element has its own gradient
+    let weights = tape.constant(spread(&fused.shape(), -1.0, 1.0, 0.9));
+    let gf = (fused * weights).sum().backward().unwrap();
+    let gu = (unfused * weights).sum().backward().unwrap();
+    for (v, what) in [(xv, "dx"), (lv, "dloc"), (dv, "ddelta")] {
+        close(gf.get(v).unwrap(), gu.get(v).unwrap(), what)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn conv2d_flipout_equals_the_two_convolutions_it_fuses() {
+    let x = spread(&[3, 7, 6, 2], -2.0, 2.0, 0.5);
+    let loc = spread(&[3, 2, 2, 4], -0.5, 0.5, 0.1);
+    let delta = spread(&[3, 2, 2, 4], -0.1, 0.1, 1.7);
+    let s_in = Tensor::from_fn(&[3, 2], |i| if i % 3 == 0 { -1.0 } else { 1.0 });
+    let s_out = Tensor::from_fn(&[3, 4], |i| if i % 5 < 2 { -1.0 } else { 1.0 });
+    for stride in 1..=3 {
+        for padding in [Padding::Same, Padding::Valid] {
+            flipout_matches_two_convolutions(&x, &loc, &delta, (&s_in, &s_out), stride, padding)
+                .unwrap_or_else(|e| panic!("stride {stride} {padding:?}: {e}"));
+        }
+    }
+    // the factors may be given NHWC-shaped; anything else is refused
+    let tape = Tape::<f64>::new();
+    let (xv, lv) = (tape.constant(x.clone()), tape.var(loc.clone()));
+    let s_in4 = s_in.reshape(&[3, 1, 1, 2]).unwrap();
+    assert!(xv
+        .conv2d_flipout(lv, lv, &s_in4, &s_out, 1, Padding::Same)
+        .is_ok());
+    let err = xv
+        .conv2d_flipout(lv, lv, &s_out, &s_in, 1, Padding::Same)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("s_in must have shape [3, 2]"),
+        "{err}"
+    );
+    let other = tape.var(Tensor::zeros(&[3, 3, 2, 4]));
+    assert!(matches!(
+        xv.conv2d_flipout(lv, other, &s_in, &s_out, 1, Padding::Same),
+        Err(Error::ShapeMismatch { .. })
+    ));
+}
+
+#[test]
 fn gradcheck_ops_used_several_times_in_one_graph() {
     // x appears in five places; the gradients of every use must add up.
     check(
@@ -367,6 +486,30 @@ proptest! {
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/engine.txt"))),
         ..ProptestConfig::default()
     })]
+
+    #[test]
+    fn conv2d_flipout_matches_the_unfused_graph(
+        (n, h, w, c, o, k) in (1usize..4, 1usize..7, 1usize..7, 1usize..4, 1usize..4, 1usize..4),
+        stride in 1usize..4,
+        same in any::<bool>(),
+        bits in any::<u64>(),
+        phase in 0.0f64..6.0,
+    ) {
+        let padding = if same { Padding::Same } else { Padding::Valid };
+        prop_assume!(same || (h >= k && w >= k));
+        let sign = |i: usize| if (bits >> (i % 64)) & 1 == 1 { 1.0 } else { -1.0 };
+        let s_in = Tensor::from_fn(&[n, c], sign);
+        let s_out = Tensor::from_fn(&[n, o], |i| sign(i + 17));
+        let r = flipout_matches_two_convolutions(
+            &spread(&[n, h, w, c], -2.0, 2.0, phase),
+            &spread(&[k, k, c, o], -0.5, 0.5, phase + 1.0),
+            &spread(&[k, k, c, o], -0.2, 0.2, phase + 2.0),
+            (&s_in, &s_out),
+            stride,
+            padding,
+        );
+        prop_assert!(r.is_ok(), "{:?}", r);
+    }
 
     #[test]
     fn elementwise_ops_pass_gradcheck(x in tensor_strategy(-3.0, 3.0), which in 0usize..8) {

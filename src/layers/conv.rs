@@ -140,10 +140,9 @@ impl<F: Element, E: Estimator> Module<F> for Conv2dVariational<F, E> {
         let shape = self.kernel.shape.clone();
         let (stride, padding) = (self.stride, self.padding);
         let flipout = |loc: Var<'t, F>, delta: Var<'t, F>, rng: &mut dyn RngCore| {
-            let s_in = rademacher(&[s[0], 1, 1, shape[2]], rng);
-            let s_out = rademacher(&[s[0], 1, 1, shape[3]], rng);
-            let perturbation = (x * s_in).conv2d(delta, stride, padding)? * s_out;
-            Ok::<_, Error>(x.conv2d(loc, stride, padding)? + perturbation)
+            let s_in = rademacher(&[s[0], shape[2]], rng);
+            let s_out = rademacher(&[s[0], shape[3]], rng);
+            x.conv2d_flipout(loc, delta, &s_in, &s_out, stride, padding)
         };
         let output = |loc: Var<'t, F>, delta, rng: &mut dyn RngCore| match E::KIND {
             EstimatorKind::Flipout => flipout(loc, delta, rng),

@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::tape::{Op, Var};
-use crate::tensor::{gemm_new, Element, MatRef, Tensor};
+use crate::tensor::{gemm_append, gemm_new, Element, MatRef, Tensor};
 use std::cell::RefCell;
 
 /// Padding of a convolution, as in TensorFlow.
@@ -94,70 +94,88 @@ impl ConvGeometry {
         self.kh * self.kw * self.c
     }
 
-    /// Calls `f(col_row, col_offset, input_offset)` for every in-bounds
-    /// (output position, kernel tap): the copy of `c` channels between them.
-    fn for_each_tap(&self, mut f: impl FnMut(usize, usize, usize)) {
-        for b in 0..self.n {
-            for oy in 0..self.oh {
-                for ox in 0..self.ow {
-                    let row = (b * self.oh + oy) * self.ow + ox;
-                    for ky in 0..self.kh {
-                        let iy = (oy * self.stride + ky) as isize - self.pad_top as isize;
-                        if iy < 0 || iy >= self.h as isize {
-                            continue;
-                        }
-                        for kx in 0..self.kw {
-                            let ix = (ox * self.stride + kx) as isize - self.pad_left as isize;
-                            if ix < 0 || ix >= self.w as isize {
-                                continue;
-                            }
-                            let col = (ky * self.kw + kx) * self.c;
-                            let src = ((b * self.h + iy as usize) * self.w + ix as usize) * self.c;
-                            f(row, col, src);
-                        }
+    fn image_len(&self) -> usize {
+        self.h * self.w * self.c
+    }
+
+    /// The kernel columns `[lo, hi)` whose taps fall inside the input for
+    /// an output position starting at `base` (before padding) along an
+    /// axis of length `len`: the in-bounds taps are contiguous in memory.
+    fn taps(base: usize, pad: usize, k: usize, len: usize) -> (usize, usize) {
+        let lo = pad.saturating_sub(base).min(k);
+        let hi = (len + pad).saturating_sub(base).min(k).max(lo);
+        (lo, hi)
+    }
+
+    /// Calls `f(col_offset, input_offset, len)` for every run of in-bounds
+    /// taps of the patches of one image (row by row): `len` elements of the
+    /// image starting at `input_offset` belong in the patch matrix at
+    /// `col_offset`. Everything else in the patch matrix is padding.
+    fn for_each_run(&self, mut f: impl FnMut(usize, usize, usize)) {
+        let (c, p) = (self.c, self.patch());
+        for oy in 0..self.oh {
+            for ox in 0..self.ow {
+                let row = (oy * self.ow + ox) * p;
+                let (lo, hi) = Self::taps(ox * self.stride, self.pad_left, self.kw, self.w);
+                for ky in 0..self.kh {
+                    let iy = (oy * self.stride + ky) as isize - self.pad_top as isize;
+                    if iy < 0 || iy >= self.h as isize || lo == hi {
+                        continue;
                     }
+                    let ix = ox * self.stride + lo - self.pad_left;
+                    let col = row + (ky * self.kw + lo) * c;
+                    f(col, (iy as usize * self.w + ix) * c, (hi - lo) * c);
                 }
             }
         }
+    }
+
+    /// Appends the patches of image `b` of `x` to `cols` as an
+    /// `oh * ow x patch` matrix (zeros where padded), written once.
+    fn im2col_image<F: Element>(&self, x: &[F], b: usize, cols: &mut Vec<F>) {
+        let image = &x[b * self.image_len()..(b + 1) * self.image_len()];
+        let start = cols.len();
+        let mut written = start;
+        self.for_each_run(|col, src, len| {
+            cols.resize(start + col, F::zero());
+            cols.extend_from_slice(&image[src..src + len]);
+            written = start + col + len;
+        });
+        debug_assert_eq!(written, cols.len());
+        cols.resize(start + self.oh * self.ow * self.patch(), F::zero());
     }
 
     /// The patches of `x` as a `rows x patch` matrix (zeros where padded),
     /// written once, row by row (no zero-fill of the whole matrix first).
     pub(crate) fn im2col<F: Element>(&self, x: &[F]) -> Vec<F> {
-        let c = self.c;
         let mut cols = Vec::with_capacity(self.rows() * self.patch());
         for b in 0..self.n {
-            for oy in 0..self.oh {
-                for ox in 0..self.ow {
-                    for ky in 0..self.kh {
-                        let iy = (oy * self.stride + ky) as isize - self.pad_top as isize;
-                        for kx in 0..self.kw {
-                            let ix = (ox * self.stride + kx) as isize - self.pad_left as isize;
-                            if iy < 0 || iy >= self.h as isize || ix < 0 || ix >= self.w as isize {
-                                cols.extend(std::iter::repeat_n(F::zero(), c));
-                            } else {
-                                let src = ((b * self.h + iy as usize) * self.w + ix as usize) * c;
-                                cols.extend_from_slice(&x[src..src + c]);
-                            }
-                        }
-                    }
-                }
-            }
+            self.im2col_image(x, b, &mut cols);
         }
         cols
     }
 
-    /// Scatter-adds a `rows x patch` matrix back into an input-shaped buffer.
-    fn col2im<F: Element>(&self, cols: &[F]) -> Vec<F> {
-        let (p, c) = (self.patch(), self.c);
-        let mut x = vec![F::zero(); self.n * self.h * self.w * self.c];
-        self.for_each_tap(|row, col, src| {
-            let s = &cols[row * p + col..row * p + col + c];
-            x[src..src + c]
+    /// Scatter-adds one image's `oh * ow x patch` matrix into that image's
+    /// input-shaped buffer.
+    fn col2im_image_add<F: Element>(&self, cols: &[F], image: &mut [F]) {
+        self.for_each_run(|col, src, len| {
+            image[src..src + len]
                 .iter_mut()
-                .zip(s)
+                .zip(&cols[col..col + len])
                 .for_each(|(a, &b)| *a = *a + b);
         });
+    }
+
+    /// Scatter-adds a `rows x patch` matrix back into an input-shaped buffer.
+    fn col2im<F: Element>(&self, cols: &[F]) -> Vec<F> {
+        let mut x = vec![F::zero(); self.n * self.image_len()];
+        let per_image = self.oh * self.ow * self.patch();
+        for (image, cols) in x
+            .chunks_mut(self.image_len().max(1))
+            .zip(cols.chunks(per_image.max(1)))
+        {
+            self.col2im_image_add(cols, image);
+        }
         x
     }
 
@@ -248,6 +266,159 @@ impl<F: Element> Op<F> for Conv2dOp<F> {
             Tensor::new_unchecked(g.col2im(&dcols), inputs[0].shape().to_vec())
         });
         Ok(vec![dx, dk])
+    }
+}
+
+/// Flipout's convolution `conv(x, loc) + conv(x * s_in, delta) * s_out`
+/// with per-image channel factors `s_in: [N, C]` and `s_out: [N, O]`.
+///
+/// A convolution is linear in its kernel, and the factors are constant
+/// over each image, so image `b` is convolved with the single kernel
+/// `loc + delta * (s_in[b] ⊗ s_out[b])`: one im2col and one GEMM per
+/// image, where the unfused graph needs two im2cols and two batch GEMMs
+/// plus the sign product and the sum. Backward likewise needs one GEMM per
+/// image, `dW_b = cols_b^T g_b`, which gives both `dloc = Σ_b dW_b` and
+/// `ddelta = Σ_b dW_b * (s_in[b] ⊗ s_out[b])`. The patch matrix of one
+/// image is small enough to stay in cache, so it is rebuilt in backward
+/// rather than kept.
+struct Conv2dFlipoutOp<F> {
+    geometry: ConvGeometry,
+    s_in: Vec<F>,
+    s_out: Vec<F>,
+}
+
+impl<F: Element> Conv2dFlipoutOp<F> {
+    /// `s_in[b] ⊗ s_out[b]` laid out like a `patch x o` kernel.
+    fn signs(&self, b: usize, out: &mut Vec<F>) {
+        let g = &self.geometry;
+        let (s_in, s_out) = (
+            &self.s_in[b * g.c..(b + 1) * g.c],
+            &self.s_out[b * g.o..(b + 1) * g.o],
+        );
+        out.clear();
+        for _tap in 0..g.kh * g.kw {
+            for &si in s_in {
+                out.extend(s_out.iter().map(|&so| si * so));
+            }
+        }
+    }
+}
+
+impl<F: Element> Op<F> for Conv2dFlipoutOp<F> {
+    fn name(&self) -> &str {
+        "conv2d_flipout"
+    }
+    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
+        let g = &self.geometry;
+        let kernel_shape = [g.kh, g.kw, g.c, g.o];
+        if inputs[0].shape() != [g.n, g.h, g.w, g.c]
+            || inputs[1].shape() != kernel_shape
+            || inputs[2].shape() != kernel_shape
+        {
+            return Err(Error::ShapeMismatch {
+                op: "conv2d_flipout",
+                lhs: inputs[0].shape().to_vec(),
+                rhs: inputs[2].shape().to_vec(),
+            });
+        }
+        let (x, loc, delta) = (inputs[0].data(), inputs[1].data(), inputs[2].data());
+        let (pixels, patch) = (g.oh * g.ow, g.patch());
+        let mut out = Vec::with_capacity(g.rows() * g.o);
+        let (mut cols, mut signs, mut kernel) = (Vec::new(), Vec::new(), Vec::new());
+        for b in 0..g.n {
+            self.signs(b, &mut signs);
+            kernel.clear();
+            kernel.extend(
+                loc.iter()
+                    .zip(delta)
+                    .zip(&signs)
+                    .map(|((&l, &d), &s)| l + d * s),
+            );
+            cols.clear();
+            g.im2col_image(x, b, &mut cols);
+            gemm_append(
+                pixels,
+                patch,
+                g.o,
+                MatRef::new(&cols, patch, false),
+                MatRef::new(&kernel, g.o, false),
+                &mut out,
+            );
+        }
+        Tensor::from_vec(out, &g.output_shape())
+    }
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        out: &Tensor<F>,
+        grad: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        self.backward_needed(inputs, out, grad, &[true, true, true])
+    }
+    fn backward_needed(
+        &self,
+        inputs: &[&Tensor<F>],
+        _: &Tensor<F>,
+        grad: &Tensor<F>,
+        needs: &[bool],
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        let g = &self.geometry;
+        let (x, loc, delta) = (inputs[0].data(), inputs[1].data(), inputs[2].data());
+        let (pixels, patch, o) = (g.oh * g.ow, g.patch(), g.o);
+        let kernel_grads = needs[1] || needs[2];
+        let mut dloc = vec![F::zero(); if kernel_grads { patch * o } else { 0 }];
+        let mut ddelta = dloc.clone();
+        let mut dx = needs[0].then(|| vec![F::zero(); x.len()]);
+        let (mut cols, mut signs, mut dw) = (Vec::new(), Vec::new(), Vec::new());
+        for b in 0..g.n {
+            let gb = &grad.data()[b * pixels * o..(b + 1) * pixels * o];
+            self.signs(b, &mut signs);
+            if kernel_grads {
+                cols.clear();
+                g.im2col_image(x, b, &mut cols);
+                dw.clear();
+                gemm_append(
+                    patch,
+                    pixels,
+                    o,
+                    MatRef::new(&cols, patch, true),
+                    MatRef::new(gb, o, false),
+                    &mut dw,
+                );
+                for (((l, d), &w), &s) in dloc.iter_mut().zip(&mut ddelta).zip(&dw).zip(&signs) {
+                    *l = *l + w;
+                    *d = *d + w * s;
+                }
+            }
+            if let Some(dx) = dx.as_mut() {
+                let kernel: Vec<F> = loc
+                    .iter()
+                    .zip(delta)
+                    .zip(&signs)
+                    .map(|((&l, &d), &s)| l + d * s)
+                    .collect();
+                cols.clear();
+                gemm_append(
+                    pixels,
+                    o,
+                    patch,
+                    MatRef::new(gb, o, false),
+                    MatRef::new(&kernel, o, true),
+                    &mut cols,
+                );
+                let len = g.image_len();
+                g.col2im_image_add(&cols, &mut dx[b * len..(b + 1) * len]);
+            }
+        }
+        let kernel_shape = inputs[1].shape();
+        let wrap = |need: bool, data: Vec<F>| {
+            need.then(|| Tensor::new_unchecked(data, kernel_shape.to_vec()))
+        };
+        Ok(vec![
+            dx.map(|d| Tensor::new_unchecked(d, inputs[0].shape().to_vec())),
+            wrap(needs[1], dloc),
+            wrap(needs[2], ddelta),
+        ])
     }
 }
 
@@ -355,6 +526,72 @@ impl<'t, F: Element> Var<'t, F> {
                 cols: RefCell::new(None),
             },
             &[self, kernel],
+        )
+    }
+
+    /// Flipout's convolution `conv(x, loc) + conv(x * s_in, delta) * s_out`
+    /// (Wen et al. 2018), computed in one pass: image `b` is convolved
+    /// with the kernel `loc + delta * (s_in[b] ⊗ s_out[b])`, so the cost
+    /// is that of one convolution. `x` is `[N, H, W, C]`, `loc` and
+    /// `delta` are `[KH, KW, C, O]`, and the per-image channel factors
+    /// `s_in` and `s_out` (Flipout's random signs, though any values work)
+    /// have `N x C` and `N x O` elements: shape `[N, C]` or `[N, 1, 1, C]`.
+    ///
+    /// ```
+    /// use bayesgrad::prelude::*;
+    /// let tape = Tape::<f64>::new();
+    /// let x = tape.constant(Tensor::ones(&[2, 4, 4, 1]));
+    /// let loc = tape.var(Tensor::full(&[3, 3, 1, 2], 0.5));
+    /// let delta = tape.var(Tensor::full(&[3, 3, 1, 2], 0.1));
+    /// let s_in = Tensor::from_vec(vec![1.0, -1.0], &[2, 1])?;
+    /// let s_out = Tensor::from_vec(vec![1.0, 1.0, -1.0, 1.0], &[2, 2])?;
+    /// let y = x.conv2d_flipout(loc, delta, &s_in, &s_out, 1, Padding::Valid)?;
+    /// // image 1, channel 0: 9 taps of 0.5 + 0.1 * (-1) * (-1)
+    /// assert!((y.value().data()[4] - 9.0 * 0.6).abs() < 1e-12);
+    /// # Ok::<(), bayesgrad::Error>(())
+    /// ```
+    pub fn conv2d_flipout(
+        self,
+        loc: Var<'t, F>,
+        delta: Var<'t, F>,
+        s_in: &Tensor<F>,
+        s_out: &Tensor<F>,
+        stride: usize,
+        padding: Padding,
+    ) -> Result<Self> {
+        let geometry = ConvGeometry::new(&self.shape(), &loc.shape(), stride, padding)?;
+        let factor_ok = |t: &Tensor<F>, width: usize| {
+            let s = t.shape();
+            s.first() == Some(&geometry.n)
+                && s.last() == Some(&width)
+                && t.len() == geometry.n * width
+        };
+        if loc.shape() != delta.shape() {
+            return Err(Error::ShapeMismatch {
+                op: "conv2d_flipout",
+                lhs: loc.shape(),
+                rhs: delta.shape(),
+            });
+        }
+        for (t, width, what) in [(s_in, geometry.c, "s_in"), (s_out, geometry.o, "s_out")] {
+            if !factor_ok(t, width) {
+                return Err(Error::invalid(
+                    "conv2d_flipout",
+                    format!(
+                        "{what} must have shape [{n}, {width}] or [{n}, 1, 1, {width}], got {:?}",
+                        t.shape(),
+                        n = geometry.n
+                    ),
+                ));
+            }
+        }
+        self.tape.apply(
+            Conv2dFlipoutOp {
+                geometry,
+                s_in: s_in.data().to_vec(),
+                s_out: s_out.data().to_vec(),
+            },
+            &[self, loc, delta],
         )
     }
 
