@@ -173,10 +173,7 @@ fn main() -> Result<()> {
     // Opt-in allocator setting (see bayesgrad::alloc); --default-alloc measures without it.
     let retained = !default_alloc && bayesgrad::alloc::retain_freed_memory();
     println!("allocator keeps freed memory: {retained}");
-    println!(
-        "threads: matrixmultiply {}",
-        std::env::var("MATMUL_NUM_THREADS").unwrap_or_else(|_| "default (all cores)".into())
-    );
+    println!("threads: 2 (the caller and bayesgrad's helper thread)");
     if which == "all" || which == "tiny" {
         run("tiny", tiny()?, steps)?;
     }

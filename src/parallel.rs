@@ -8,6 +8,7 @@
 //! * [`join`] runs two closures at once, one of them on a persistent helper
 //!   thread: no thread is spawned per op.
 
+use std::ops::Range;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
@@ -121,6 +122,40 @@ pub(crate) fn par_fill<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Syn
         #[inline(always)]
         || f(mid, b),
     );
+}
+
+/// Splits `count` items (the images of a batch, say), whose outputs are
+/// `data` in equal consecutive blocks (or nothing: `data` may be empty),
+/// into two halves at an item boundary, and runs `f(items, their_blocks)`
+/// on each: on two threads when `work` (a cost estimate of all items, in
+/// elementwise operations) is at least [`PARALLEL_MIN`]. Returns the two
+/// results, first half first.
+pub(crate) fn par_blocks<T: Send, R: Send>(
+    data: &mut [T],
+    count: usize,
+    work: usize,
+    f: impl Fn(Range<usize>, &mut [T]) -> R + Sync,
+) -> (R, R) {
+    let block = data.len().checked_div(count).unwrap_or(0);
+    assert_eq!(block * count, data.len(), "par_blocks: uneven blocks");
+    let mid = count / 2;
+    let (a, b) = data.split_at_mut(mid * block);
+    if work < PARALLEL_MIN || count < 2 {
+        return vectorized(
+            #[inline(always)]
+            || (f(0..mid, a), f(mid..count, b)),
+        );
+    }
+    let (mut first, mut second) = (None, None);
+    join(
+        #[inline(always)]
+        || first = Some(f(0..mid, a)),
+        #[inline(always)]
+        || second = Some(f(mid..count, b)),
+    );
+    first
+        .zip(second)
+        .expect("join returns only after both halves ran")
 }
 
 /// [`par_fill`] over two equally long outputs: `f(start, chunk_a, chunk_b)`.

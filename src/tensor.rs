@@ -813,6 +813,22 @@ impl<'a, F> MatRef<'a, F> {
             }
         }
     }
+
+    /// The matrix without its first `rows` rows.
+    fn skip_rows(self, rows: usize) -> Self {
+        MatRef {
+            data: &self.data[rows * self.row_stride as usize..],
+            ..self
+        }
+    }
+
+    /// The matrix without its first `cols` columns.
+    fn skip_cols(self, cols: usize) -> Self {
+        MatRef {
+            data: &self.data[cols * self.col_stride as usize..],
+            ..self
+        }
+    }
 }
 
 /// `a b` with `a: m x k`, `b: k x n` into a new row-major buffer, which
@@ -839,24 +855,62 @@ pub(crate) fn gemm_append<F: Element>(
     b: MatRef<'_, F>,
     c: &mut Vec<F>,
 ) {
-    if m == 0 || n == 0 || k == 0 {
-        c.resize(c.len() + m * n, F::zero());
+    let start = c.len();
+    c.reserve(m * n);
+    gemm_uninit(m, k, n, a, b, &mut c.spare_capacity_mut()[..m * n]);
+    // SAFETY: `gemm_uninit` initialized all m * n elements after `start`.
+    unsafe { c.set_len(start + m * n) };
+}
+
+/// GEMMs with at least this many multiply-adds are split over two threads.
+const GEMM_PARALLEL_MIN: usize = 1 << 20;
+
+/// A pointer into the output of a GEMM that two threads write disjoint
+/// parts of.
+#[derive(Clone, Copy)]
+struct OutPtr<F>(*mut F);
+// SAFETY: only used by `gemm_uninit`, whose two halves write disjoint
+// elements of one buffer that outlives both.
+unsafe impl<F: Send> Send for OutPtr<F> {}
+
+/// `c = a b` (`a: m x k`, `b: k x n`, `c` row-major `m x n`), writing every
+/// element of `c` without reading it. Large products are split over two
+/// threads: along the rows of `c` when it is taller than wide, else along
+/// its columns, so each half packs only its share of the larger operand.
+/// (matrixmultiply's own threading busy-waits between calls, which cost
+/// more than it gained on the many mid-sized GEMMs of a training step.)
+pub(crate) fn gemm_uninit<F: Element>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: MatRef<'_, F>,
+    b: MatRef<'_, F>,
+    c: &mut [std::mem::MaybeUninit<F>],
+) {
+    assert_eq!(c.len(), m * n, "gemm_uninit: output of the wrong size");
+    if m == 0 || n == 0 {
         return;
     }
+    if k == 0 {
+        c.fill(std::mem::MaybeUninit::new(F::zero()));
+        return;
+    }
+    let in_bounds = |x: MatRef<'_, F>, rows: usize, cols: usize| {
+        (rows - 1) * x.row_stride as usize + (cols - 1) * (x.col_stride as usize) < x.data.len()
+    };
     assert!(
-        a.data.len() >= m * k && b.data.len() >= k * n,
-        "gemm_append: operand too small"
+        in_bounds(a, m, k) && in_bounds(b, k, n),
+        "gemm_uninit: operand too small"
     );
-    c.reserve(m * n);
-    let start = c.len();
-    // SAFETY: the operands hold at least m x k and k x n elements (checked
-    // above) and their strides are those of row-major views, so every read
-    // is in bounds; the destination is the reserved, unused tail of `c`
-    // (m * n elements), which aliases nothing. With beta = 0 the GEMM
-    // writes every one of those elements without reading them
-    // (matrixmultiply's contract: "if beta is zero, C does not need to be
-    // initialized"), so they are initialized before `set_len`.
-    unsafe {
+    let out = OutPtr(c.as_mut_ptr().cast::<F>());
+    let row_stride = n as isize;
+    // SAFETY (both calls): `a` and `b` hold every element their strides
+    // reach (checked above; strides are positive, see `MatRef::new`), and
+    // `out` points at m x n elements with row stride n. The two halves
+    // write disjoint rows or columns of it; with beta = 0 matrixmultiply
+    // writes every element of its part without reading it ("if beta is
+    // zero, C does not need to be initialized").
+    let run = |m: usize, n: usize, a: MatRef<'_, F>, b: MatRef<'_, F>, out: OutPtr<F>| unsafe {
         F::gemm(
             m,
             k,
@@ -869,11 +923,33 @@ pub(crate) fn gemm_append<F: Element>(
             b.row_stride,
             b.col_stride,
             F::zero(),
-            c.as_mut_ptr().add(start),
-            n as isize,
+            out.0,
+            row_stride,
             1,
+        )
+    };
+    if m * k * n < GEMM_PARALLEL_MIN || (m < 16 && n < 16) {
+        run(m, n, a, b, out);
+        return;
+    }
+    if m >= n {
+        let m0 = (m / 2).next_multiple_of(8).min(m);
+        let a1 = a.skip_rows(m0);
+        // SAFETY: row m0 of an m x n row-major buffer (m0 < m).
+        let out1 = OutPtr(unsafe { out.0.add(m0 * n) });
+        crate::parallel::join(
+            move || run(m0, n, a, b, out),
+            move || run(m - m0, n, a1, b, out1),
         );
-        c.set_len(start + m * n);
+    } else {
+        let n0 = (n / 2).next_multiple_of(8).min(n);
+        let b1 = b.skip_cols(n0);
+        // SAFETY: column n0 of the first row (n0 < n).
+        let out1 = OutPtr(unsafe { out.0.add(n0) });
+        crate::parallel::join(
+            move || run(m, n0, a, b, out),
+            move || run(m, n - n0, a, b1, out1),
+        );
     }
 }
 
@@ -945,6 +1021,34 @@ mod tests {
         assert_eq!(aat.shape(), &[3, 3]);
         assert_eq!(aat.data()[2], 17.);
         assert!(a.matmul(&a).is_err());
+    }
+
+    #[test]
+    fn large_products_split_over_two_threads_match_a_naive_product() {
+        // integer-valued entries, so every order of summation is exact;
+        // shapes that split by rows (tall), by columns (wide), odd sizes
+        for (m, k, n) in [(300, 70, 60), (40, 90, 333), (129, 128, 130)] {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let a_shape = if ta { [k, m] } else { [m, k] };
+                let b_shape = if tb { [n, k] } else { [k, n] };
+                let a = Tensor::<f64>::from_fn(&a_shape, |i| ((i * 7) % 13) as f64 - 6.0);
+                let b = Tensor::<f64>::from_fn(&b_shape, |i| ((i * 5) % 11) as f64 - 5.0);
+                assert!(m * k * n >= GEMM_PARALLEL_MIN);
+                let at = |i: usize, j: usize| a.data()[if ta { j * m + i } else { i * k + j }];
+                let bt = |i: usize, j: usize| b.data()[if tb { j * k + i } else { i * n + j }];
+                let c = a.matmul_t(&b, ta, tb).unwrap();
+                for i in 0..m {
+                    for j in 0..n {
+                        let want: f64 = (0..k).map(|l| at(i, l) * bt(l, j)).sum();
+                        assert_eq!(
+                            c.data()[i * n + j],
+                            want,
+                            "{m}x{k}x{n} {ta} {tb} at {i},{j}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -210,6 +210,17 @@ fn conv2d_flipout_equals_the_two_convolutions_it_fuses() {
                 .unwrap_or_else(|e| panic!("stride {stride} {padding:?}: {e}"));
         }
     }
+    // a batch large enough for the two halves to run on two threads
+    let x = spread(&[6, 12, 11, 3], -2.0, 2.0, 0.2);
+    let loc = spread(&[5, 5, 3, 8], -0.5, 0.5, 0.4);
+    let delta = spread(&[5, 5, 3, 8], -0.1, 0.1, 1.3);
+    let s_in = Tensor::from_fn(&[6, 3], |i| if i % 4 == 1 { -1.0 } else { 1.0 });
+    let s_out = Tensor::from_fn(&[6, 8], |i| if i % 3 == 2 { -1.0 } else { 1.0 });
+    flipout_matches_two_convolutions(&x, &loc, &delta, (&s_in, &s_out), 1, Padding::Same).unwrap();
+    let x = spread(&[3, 7, 6, 2], -2.0, 2.0, 0.5);
+    let loc = spread(&[3, 2, 2, 4], -0.5, 0.5, 0.1);
+    let s_in = Tensor::from_fn(&[3, 2], |i| if i % 3 == 0 { -1.0 } else { 1.0 });
+    let s_out = Tensor::from_fn(&[3, 4], |i| if i % 5 < 2 { -1.0 } else { 1.0 });
     // the factors may be given NHWC-shaped; anything else is refused
     let tape = Tape::<f64>::new();
     let (xv, lv) = (tape.constant(x.clone()), tape.var(loc.clone()));

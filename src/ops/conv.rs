@@ -1,9 +1,11 @@
 //! 2-D convolution (NHWC, im2col + GEMM) and max pooling.
 
 use crate::error::{Error, Result};
+use crate::parallel::par_blocks;
 use crate::tape::{Op, Var};
-use crate::tensor::{gemm_append, gemm_new, Element, MatRef, Tensor};
+use crate::tensor::{gemm_append, gemm_new, gemm_uninit, Element, MatRef, Tensor};
 use std::cell::RefCell;
+use std::ops::Range;
 
 /// Padding of a convolution, as in TensorFlow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -288,19 +290,41 @@ struct Conv2dFlipoutOp<F> {
 }
 
 impl<F: Element> Conv2dFlipoutOp<F> {
-    /// `s_in[b] ⊗ s_out[b]` laid out like a `patch x o` kernel.
-    fn signs(&self, b: usize, out: &mut Vec<F>) {
+    /// Image `b`'s kernel `loc + delta * (s_in[b] ⊗ s_out[b])` into
+    /// `kernel`, and the sign product `s_in[b] ⊗ s_out[b]` into `signs`,
+    /// both laid out like a `patch x o` kernel.
+    fn image_kernel(
+        &self,
+        b: usize,
+        loc: &[F],
+        delta: &[F],
+        kernel: &mut Vec<F>,
+        signs: &mut Vec<F>,
+    ) {
         let g = &self.geometry;
         let (s_in, s_out) = (
             &self.s_in[b * g.c..(b + 1) * g.c],
             &self.s_out[b * g.o..(b + 1) * g.o],
         );
-        out.clear();
+        signs.clear();
         for _tap in 0..g.kh * g.kw {
             for &si in s_in {
-                out.extend(s_out.iter().map(|&so| si * so));
+                signs.extend(s_out.iter().map(|&so| si * so));
             }
         }
+        kernel.clear();
+        kernel.extend(
+            loc.iter()
+                .zip(delta)
+                .zip(signs.iter())
+                .map(|((&l, &d), &s)| l + d * s),
+        );
+    }
+
+    /// Multiply-adds of one image's GEMM.
+    fn work(&self) -> usize {
+        let g = &self.geometry;
+        g.n * g.oh * g.ow * g.patch() * g.o
     }
 }
 
@@ -322,29 +346,34 @@ impl<F: Element> Op<F> for Conv2dFlipoutOp<F> {
             });
         }
         let (x, loc, delta) = (inputs[0].data(), inputs[1].data(), inputs[2].data());
-        let (pixels, patch) = (g.oh * g.ow, g.patch());
-        let mut out = Vec::with_capacity(g.rows() * g.o);
-        let (mut cols, mut signs, mut kernel) = (Vec::new(), Vec::new(), Vec::new());
-        for b in 0..g.n {
-            self.signs(b, &mut signs);
-            kernel.clear();
-            kernel.extend(
-                loc.iter()
-                    .zip(delta)
-                    .zip(&signs)
-                    .map(|((&l, &d), &s)| l + d * s),
-            );
-            cols.clear();
-            g.im2col_image(x, b, &mut cols);
-            gemm_append(
-                pixels,
-                patch,
-                g.o,
-                MatRef::new(&cols, patch, false),
-                MatRef::new(&kernel, g.o, false),
-                &mut out,
-            );
-        }
+        let (pixels, patch, o) = (g.oh * g.ow, g.patch(), g.o);
+        let total = g.rows() * o;
+        let mut out = Vec::with_capacity(total);
+        // the two halves of the batch on two threads, one image at a time
+        par_blocks(
+            &mut out.spare_capacity_mut()[..total],
+            g.n,
+            self.work(),
+            |images, out| {
+                let (mut cols, mut kernel, mut signs) = (Vec::new(), Vec::new(), Vec::new());
+                for (b, out) in images.zip(out.chunks_mut(pixels * o)) {
+                    self.image_kernel(b, loc, delta, &mut kernel, &mut signs);
+                    cols.clear();
+                    g.im2col_image(x, b, &mut cols);
+                    gemm_uninit(
+                        pixels,
+                        patch,
+                        o,
+                        MatRef::new(&cols, patch, false),
+                        MatRef::new(&kernel, o, false),
+                        out,
+                    );
+                }
+            },
+        );
+        // SAFETY: `par_blocks` gave every image's block of the first
+        // `total` elements to one `gemm_uninit`, which writes all of it.
+        unsafe { out.set_len(total) };
         Tensor::from_vec(out, &g.output_shape())
     }
     fn backward(
@@ -366,58 +395,67 @@ impl<F: Element> Op<F> for Conv2dFlipoutOp<F> {
         let (x, loc, delta) = (inputs[0].data(), inputs[1].data(), inputs[2].data());
         let (pixels, patch, o) = (g.oh * g.ow, g.patch(), g.o);
         let kernel_grads = needs[1] || needs[2];
-        let mut dloc = vec![F::zero(); if kernel_grads { patch * o } else { 0 }];
-        let mut ddelta = dloc.clone();
-        let mut dx = needs[0].then(|| vec![F::zero(); x.len()]);
-        let (mut cols, mut signs, mut dw) = (Vec::new(), Vec::new(), Vec::new());
-        for b in 0..g.n {
-            let gb = &grad.data()[b * pixels * o..(b + 1) * pixels * o];
-            self.signs(b, &mut signs);
-            if kernel_grads {
-                cols.clear();
-                g.im2col_image(x, b, &mut cols);
-                dw.clear();
-                gemm_append(
-                    patch,
-                    pixels,
-                    o,
-                    MatRef::new(&cols, patch, true),
-                    MatRef::new(gb, o, false),
-                    &mut dw,
-                );
-                for (((l, d), &w), &s) in dloc.iter_mut().zip(&mut ddelta).zip(&dw).zip(&signs) {
-                    *l = *l + w;
-                    *d = *d + w * s;
+        let mut dx = if needs[0] {
+            vec![F::zero(); x.len()]
+        } else {
+            Vec::new()
+        };
+        // each half of the batch sums its images' kernel gradients
+        let half = |images: Range<usize>, dx: &mut [F]| {
+            let size = if kernel_grads { patch * o } else { 0 };
+            let (mut dloc, mut ddelta) = (vec![F::zero(); size], vec![F::zero(); size]);
+            let (mut cols, mut kernel, mut signs, mut dw) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let first = images.start;
+            for b in images {
+                let gb = &grad.data()[b * pixels * o..(b + 1) * pixels * o];
+                self.image_kernel(b, loc, delta, &mut kernel, &mut signs);
+                if kernel_grads {
+                    cols.clear();
+                    g.im2col_image(x, b, &mut cols);
+                    dw.clear();
+                    gemm_append(
+                        patch,
+                        pixels,
+                        o,
+                        MatRef::new(&cols, patch, true),
+                        MatRef::new(gb, o, false),
+                        &mut dw,
+                    );
+                    for (((l, d), &w), &s) in dloc.iter_mut().zip(&mut ddelta).zip(&dw).zip(&signs)
+                    {
+                        *l = *l + w;
+                        *d = *d + w * s;
+                    }
+                }
+                if !dx.is_empty() {
+                    cols.clear();
+                    gemm_append(
+                        pixels,
+                        o,
+                        patch,
+                        MatRef::new(gb, o, false),
+                        MatRef::new(&kernel, o, true),
+                        &mut cols,
+                    );
+                    let len = g.image_len();
+                    let at = (b - first) * len;
+                    g.col2im_image_add(&cols, &mut dx[at..at + len]);
                 }
             }
-            if let Some(dx) = dx.as_mut() {
-                let kernel: Vec<F> = loc
-                    .iter()
-                    .zip(delta)
-                    .zip(&signs)
-                    .map(|((&l, &d), &s)| l + d * s)
-                    .collect();
-                cols.clear();
-                gemm_append(
-                    pixels,
-                    o,
-                    patch,
-                    MatRef::new(gb, o, false),
-                    MatRef::new(&kernel, o, true),
-                    &mut cols,
-                );
-                let len = g.image_len();
-                g.col2im_image_add(&cols, &mut dx[b * len..(b + 1) * len]);
-            }
-        }
+            (dloc, ddelta)
+        };
+        let work = self.work() * (usize::from(kernel_grads) + usize::from(needs[0]));
+        let ((dloc0, ddelta0), (dloc1, ddelta1)) = par_blocks(&mut dx, g.n, work, half);
+        let sum = |a: Vec<F>, b: Vec<F>| a.into_iter().zip(b).map(|(a, b)| a + b).collect();
         let kernel_shape = inputs[1].shape();
         let wrap = |need: bool, data: Vec<F>| {
             need.then(|| Tensor::new_unchecked(data, kernel_shape.to_vec()))
         };
         Ok(vec![
-            dx.map(|d| Tensor::new_unchecked(d, inputs[0].shape().to_vec())),
-            wrap(needs[1], dloc),
-            wrap(needs[2], ddelta),
+            needs[0].then(|| Tensor::new_unchecked(dx, inputs[0].shape().to_vec())),
+            wrap(needs[1], sum(dloc0, dloc1)),
+            wrap(needs[2], sum(ddelta0, ddelta1)),
         ])
     }
 }
