@@ -124,22 +124,43 @@ pub(crate) fn par_fill<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Syn
     );
 }
 
+/// Outputs made of `count` equal consecutive blocks, one per item, that
+/// [`par_blocks`] splits between two threads at an item boundary: a
+/// mutable slice (which may be empty: no output), or a pair of them.
+pub(crate) trait Blocks: Send + Sized {
+    /// The first `mid` items' blocks and the rest.
+    fn split_blocks(self, count: usize, mid: usize) -> (Self, Self);
+}
+
+impl<T: Send> Blocks for &mut [T] {
+    fn split_blocks(self, count: usize, mid: usize) -> (Self, Self) {
+        let block = self.len().checked_div(count).unwrap_or(0);
+        assert_eq!(block * count, self.len(), "par_blocks: uneven blocks");
+        self.split_at_mut(mid * block)
+    }
+}
+
+impl<A: Blocks, B: Blocks> Blocks for (A, B) {
+    fn split_blocks(self, count: usize, mid: usize) -> (Self, Self) {
+        let (a0, a1) = self.0.split_blocks(count, mid);
+        let (b0, b1) = self.1.split_blocks(count, mid);
+        ((a0, b0), (a1, b1))
+    }
+}
+
 /// Splits `count` items (the images of a batch, say), whose outputs are
-/// `data` in equal consecutive blocks (or nothing: `data` may be empty),
-/// into two halves at an item boundary, and runs `f(items, their_blocks)`
-/// on each: on two threads when `work` (a cost estimate of all items, in
-/// elementwise operations) is at least [`PARALLEL_MIN`]. Returns the two
-/// results, first half first.
-pub(crate) fn par_blocks<T: Send, R: Send>(
-    data: &mut [T],
+/// `data`, into two halves at an item boundary, and runs
+/// `f(items, their_blocks)` on each: on two threads when `work` (a cost
+/// estimate of all items, in elementwise operations) is at least
+/// [`PARALLEL_MIN`]. Returns the two results, first half first.
+pub(crate) fn par_blocks<D: Blocks, R: Send>(
+    data: D,
     count: usize,
     work: usize,
-    f: impl Fn(Range<usize>, &mut [T]) -> R + Sync,
+    f: impl Fn(Range<usize>, D) -> R + Sync,
 ) -> (R, R) {
-    let block = data.len().checked_div(count).unwrap_or(0);
-    assert_eq!(block * count, data.len(), "par_blocks: uneven blocks");
     let mid = count / 2;
-    let (a, b) = data.split_at_mut(mid * block);
+    let (a, b) = data.split_blocks(count, mid);
     if work < PARALLEL_MIN || count < 2 {
         return vectorized(
             #[inline(always)]

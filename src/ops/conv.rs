@@ -446,7 +446,7 @@ impl<F: Element> Op<F> for Conv2dFlipoutOp<F> {
             (dloc, ddelta)
         };
         let work = self.work() * (usize::from(kernel_grads) + usize::from(needs[0]));
-        let ((dloc0, ddelta0), (dloc1, ddelta1)) = par_blocks(&mut dx, g.n, work, half);
+        let ((dloc0, ddelta0), (dloc1, ddelta1)) = par_blocks(dx.as_mut_slice(), g.n, work, half);
         let sum = |a: Vec<F>, b: Vec<F>| a.into_iter().zip(b).map(|(a, b)| a + b).collect();
         let kernel_shape = inputs[1].shape();
         let wrap = |need: bool, data: Vec<F>| {
@@ -461,37 +461,63 @@ impl<F: Element> Op<F> for Conv2dFlipoutOp<F> {
 }
 
 /// Max pooling over `size x size` windows with a stride (VALID), NHWC.
-/// Forward keeps, for every output element, the input position of its
-/// maximum (the first one on ties); backward scatters the gradient there.
+/// Forward keeps, for every output element, which tap of its window
+/// (`ky * size + kx`) held the maximum (the first one on ties); backward
+/// adds the gradient there. Both run the two halves of the batch on two
+/// threads, with branch-free channel loops that vectorize.
 struct MaxPool2d {
+    window: Window,
+    argmax: RefCell<Vec<u32>>,
+}
+
+/// A pooling window: its side and stride.
+#[derive(Clone, Copy)]
+struct Window {
     size: usize,
     stride: usize,
-    argmax: RefCell<Vec<usize>>,
 }
 
 impl MaxPool2d {
     fn out_shape(&self, x: &[usize]) -> Result<Vec<usize>> {
+        let Window { size, stride } = self.window;
         if x.len() != 4 {
             return Err(Error::invalid(
                 "max_pool2d",
                 format!("needs an NHWC input, got shape {x:?}"),
             ));
         }
-        if self.size == 0 || self.stride == 0 || x[1] < self.size || x[2] < self.size {
+        if size == 0 || stride == 0 || x[1] < size || x[2] < size {
             return Err(Error::invalid(
                 "max_pool2d",
-                format!(
-                    "window {} stride {} does not fit input {x:?}",
-                    self.size, self.stride
-                ),
+                format!("window {size} stride {stride} does not fit input {x:?}"),
             ));
         }
         Ok(vec![
             x[0],
-            (x[1] - self.size) / self.stride + 1,
-            (x[2] - self.size) / self.stride + 1,
+            (x[1] - size) / stride + 1,
+            (x[2] - size) / stride + 1,
             x[3],
         ])
+    }
+}
+
+impl Window {
+    /// Calls `f(output_offset, window_offset)` for every output pixel of
+    /// one image: the offsets of its `c` channels in the output and of its
+    /// window's first tap in the input image.
+    fn for_each_window(&self, x: &[usize], out: &[usize], mut f: impl FnMut(usize, usize)) {
+        let (w, c) = (x[2], x[3]);
+        for oy in 0..out[1] {
+            for ox in 0..out[2] {
+                let window = (oy * self.stride * w + ox * self.stride) * c;
+                f((oy * out[2] + ox) * c, window);
+            }
+        }
+    }
+
+    /// The offset of tap `t` from its window's first tap.
+    fn tap_offset(&self, t: usize, x: &[usize]) -> usize {
+        ((t / self.size) * x[2] + t % self.size) * x[3]
     }
 }
 
@@ -501,55 +527,73 @@ impl<F: Element> Op<F> for MaxPool2d {
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
         let x = inputs[0];
-        let out_shape = self.out_shape(x.shape())?;
-        let (h, w, c) = (x.shape()[1], x.shape()[2], x.shape()[3]);
+        let xs = x.shape();
+        let out_shape = self.out_shape(xs)?;
+        let (n, c) = (xs[0], xs[3]);
+        let image = xs[1] * xs[2] * c;
         let d = x.data();
-        let mut out = vec![F::zero(); out_shape.iter().product()];
-        let mut arg = vec![0usize; out.len()];
-        let mut o = 0;
-        for b in 0..out_shape[0] {
-            for oy in 0..out_shape[1] {
-                for ox in 0..out_shape[2] {
-                    // start from the first tap, then take channel-wise maxima over the others
-                    let first = ((b * h + oy * self.stride) * w + ox * self.stride) * c;
-                    let (best, idx) = (&mut out[o..o + c], &mut arg[o..o + c]);
-                    best.copy_from_slice(&d[first..first + c]);
-                    for (ch, i) in idx.iter_mut().enumerate() {
-                        *i = first + ch;
-                    }
-                    for ky in 0..self.size {
-                        for kx in 0..self.size {
-                            let start =
-                                ((b * h + oy * self.stride + ky) * w + ox * self.stride + kx) * c;
-                            let row = &d[start..start + c];
-                            for ch in 0..c {
-                                if row[ch] > best[ch] {
-                                    best[ch] = row[ch];
-                                    idx[ch] = start + ch;
-                                }
+        let len: usize = out_shape.iter().product();
+        let (mut out, mut arg) = (vec![F::zero(); len], vec![0u32; len]);
+        let (window, taps) = (self.window, self.window.size * self.window.size);
+        par_blocks(
+            (out.as_mut_slice(), arg.as_mut_slice()),
+            n,
+            len * taps,
+            |images, (out, arg)| {
+                let per = len / n.max(1);
+                for (b, (out, arg)) in images.zip(out.chunks_mut(per).zip(arg.chunks_mut(per))) {
+                    let d = &d[b * image..(b + 1) * image];
+                    window.for_each_window(xs, &out_shape, |o, first| {
+                        let (best, idx) = (&mut out[o..o + c], &mut arg[o..o + c]);
+                        best.copy_from_slice(&d[first..first + c]);
+                        idx.fill(0);
+                        for t in 1..taps {
+                            let at = first + window.tap_offset(t, xs);
+                            let tap = t as u32;
+                            for ((b, i), &v) in
+                                best.iter_mut().zip(idx.iter_mut()).zip(&d[at..at + c])
+                            {
+                                let better = v > *b;
+                                *b = if better { v } else { *b };
+                                *i = if better { tap } else { *i };
                             }
                         }
-                    }
-                    o += c;
+                    });
                 }
-            }
-        }
+            },
+        );
         *self.argmax.borrow_mut() = arg;
         Tensor::from_vec(out, &out_shape)
     }
     fn backward(
         &self,
         inputs: &[&Tensor<F>],
-        _: &Tensor<F>,
+        output: &Tensor<F>,
         grad: &Tensor<F>,
     ) -> Result<Vec<Option<Tensor<F>>>> {
         let arg = self.argmax.borrow();
-        let mut dx = Tensor::zeros(inputs[0].shape());
-        let d = dx.data_mut();
-        for (&i, &g) in arg.iter().zip(grad.data()) {
-            d[i] = d[i] + g;
-        }
-        Ok(vec![Some(dx)])
+        let (arg, window): (&[u32], _) = (&arg, self.window);
+        let (xs, out_shape) = (inputs[0].shape(), output.shape());
+        let (n, c) = (xs[0], xs[3]);
+        let mut dx = vec![F::zero(); inputs[0].len()];
+        let per = output.len() / n.max(1);
+        let work = dx.len();
+        par_blocks(dx.as_mut_slice(), n, work, |images, dx| {
+            let image = dx.len() / images.len().max(1);
+            for (b, dx) in images.zip(dx.chunks_mut(image.max(1))) {
+                let (g, arg) = (
+                    &grad.data()[b * per..(b + 1) * per],
+                    &arg[b * per..(b + 1) * per],
+                );
+                window.for_each_window(xs, out_shape, |o, first| {
+                    for ch in 0..c {
+                        let at = first + window.tap_offset(arg[o + ch] as usize, xs) + ch;
+                        dx[at] = dx[at] + g[o + ch];
+                    }
+                });
+            }
+        });
+        Ok(vec![Some(Tensor::new_unchecked(dx, xs.to_vec()))])
     }
 }
 
@@ -637,8 +681,7 @@ impl<'t, F: Element> Var<'t, F> {
     pub fn max_pool2d(self, size: usize, stride: usize) -> Result<Self> {
         self.tape.apply(
             MaxPool2d {
-                size,
-                stride,
+                window: Window { size, stride },
                 argmax: RefCell::new(Vec::new()),
             },
             &[self],
@@ -667,6 +710,49 @@ mod tests {
         let g = y.sum().backward().unwrap();
         assert_eq!(g.get(x).unwrap().data()[0], 1.0);
         assert_eq!(g.get(x).unwrap().data()[4], 4.0);
+    }
+
+    #[test]
+    fn max_pool_matches_a_naive_pool_on_both_thread_paths() {
+        // small integers: many ties, which go to the first tap in window order
+        for (shape, size, stride) in [
+            ([2, 5, 5, 3], 2, 2),
+            ([4, 20, 18, 16], 3, 2),
+            ([3, 17, 16, 32], 2, 2),
+        ] {
+            let tape = Tape::<f64>::new();
+            let x = tape.var(Tensor::from_fn(&shape, |i| ((i * 7919) % 13) as f64));
+            let y = x.max_pool2d(size, stride).unwrap();
+            let ys = y.shape();
+            let weights = Tensor::from_fn(&ys, |i| 1.0 + i as f64);
+            let g = (y * weights.clone()).sum().backward().unwrap();
+            let (xv, dx) = (x.value(), g.get(x).unwrap().clone());
+            let mut want_dx = vec![0.0; xv.len()];
+            let at = |b: usize, iy: usize, ix: usize, ch: usize| {
+                ((b * shape[1] + iy) * shape[2] + ix) * shape[3] + ch
+            };
+            for b in 0..ys[0] {
+                for oy in 0..ys[1] {
+                    for ox in 0..ys[2] {
+                        for ch in 0..ys[3] {
+                            let mut best = at(b, oy * stride, ox * stride, ch);
+                            for ky in 0..size {
+                                for kx in 0..size {
+                                    let i = at(b, oy * stride + ky, ox * stride + kx, ch);
+                                    if xv.data()[i] > xv.data()[best] {
+                                        best = i;
+                                    }
+                                }
+                            }
+                            let o = ((b * ys[1] + oy) * ys[2] + ox) * ys[3] + ch;
+                            assert_eq!(y.value().data()[o], xv.data()[best], "{shape:?}");
+                            want_dx[best] += weights.data()[o];
+                        }
+                    }
+                }
+            }
+            assert_eq!(dx.data(), &want_dx[..], "{shape:?}");
+        }
     }
 
     #[test]
