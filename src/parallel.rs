@@ -8,6 +8,7 @@
 //! * [`join`] runs two closures at once, one of them on a persistent helper
 //!   thread: no thread is spawned per op.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -177,6 +178,24 @@ pub(crate) fn par_blocks<D: Blocks, R: Send>(
     first
         .zip(second)
         .expect("join returns only after both halves ran")
+}
+
+/// A new vector of `len` elements written by `f(start, chunk)` over the
+/// chunks [`par_fill`] hands out, without zero-filling it first.
+///
+/// # Safety
+/// `f` must initialize every element of every chunk it is given (if it
+/// panics instead, the vector is dropped without being read).
+pub(crate) unsafe fn par_new<T: Send>(
+    len: usize,
+    f: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync,
+) -> Vec<T> {
+    let mut out = Vec::with_capacity(len);
+    par_fill(&mut out.spare_capacity_mut()[..len], f);
+    // SAFETY: `par_fill` gave every one of the `len` elements to `f`,
+    // which initialized it (the caller's contract).
+    unsafe { out.set_len(len) };
+    out
 }
 
 /// [`par_fill`] over two equally long outputs: `f(start, chunk_a, chunk_b)`.

@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use num_traits::{Float, FromPrimitive};
 use std::fmt;
 use std::iter::Sum;
+use std::sync::Arc;
 
 /// The element types a tensor can hold: `f32` and `f64`.
 ///
@@ -199,7 +200,9 @@ impl Element for f64 {
 #[derive(Clone, PartialEq)]
 pub struct Tensor<F> {
     shape: Vec<usize>,
-    data: Vec<F>,
+    /// Shared, copy-on-write: cloning a tensor (a parameter read, a
+    /// gradient passed on unchanged, a reshape) copies no elements.
+    data: Arc<Vec<F>>,
 }
 
 impl<F: fmt::Debug> fmt::Debug for Tensor<F> {
@@ -347,21 +350,24 @@ impl<F: Element> Tensor<F> {
         }
         Ok(Tensor {
             shape: shape.to_vec(),
-            data,
+            data: Arc::new(data),
         })
     }
 
     /// Internal constructor for kernels that computed a buffer of the right size.
     pub(crate) fn new_unchecked(data: Vec<F>, shape: Vec<usize>) -> Self {
         debug_assert_eq!(data.len(), numel(&shape));
-        Tensor { shape, data }
+        Tensor {
+            shape,
+            data: Arc::new(data),
+        }
     }
 
     /// A rank-0 tensor.
     pub fn scalar(x: F) -> Self {
         Tensor {
             shape: vec![],
-            data: vec![x],
+            data: Arc::new(vec![x]),
         }
     }
 
@@ -369,7 +375,7 @@ impl<F: Element> Tensor<F> {
     pub fn vector(xs: &[F]) -> Self {
         Tensor {
             shape: vec![xs.len()],
-            data: xs.to_vec(),
+            data: Arc::new(xs.to_vec()),
         }
     }
 
@@ -377,7 +383,7 @@ impl<F: Element> Tensor<F> {
     pub fn full(shape: &[usize], x: F) -> Self {
         Tensor {
             shape: shape.to_vec(),
-            data: vec![x; numel(shape)],
+            data: Arc::new(vec![x; numel(shape)]),
         }
     }
 
@@ -395,7 +401,7 @@ impl<F: Element> Tensor<F> {
     pub fn from_fn(shape: &[usize], f: impl FnMut(usize) -> F) -> Self {
         Tensor {
             shape: shape.to_vec(),
-            data: (0..numel(shape)).map(f).collect(),
+            data: Arc::new((0..numel(shape)).map(f).collect()),
         }
     }
 
@@ -425,13 +431,14 @@ impl<F: Element> Tensor<F> {
     }
 
     /// Mutable access to the elements (the shape cannot change).
+    /// (A tensor sharing its elements with clones copies them first.)
     pub fn data_mut(&mut self) -> &mut [F] {
-        &mut self.data
+        Arc::make_mut(&mut self.data).as_mut_slice()
     }
 
     /// Consumes the tensor, returning its buffer.
     pub fn into_data(self) -> Vec<F> {
-        self.data
+        Arc::try_unwrap(self.data).unwrap_or_else(|shared| (*shared).clone())
     }
 
     /// The single element of a one-element tensor.
@@ -470,11 +477,12 @@ impl<F: Element> Tensor<F> {
     pub fn to_f64(&self) -> Tensor<f64> {
         Tensor {
             shape: self.shape.clone(),
-            data: self
-                .data
-                .iter()
-                .map(|x| x.to_f64().unwrap_or(f64::NAN))
-                .collect(),
+            data: Arc::new(
+                self.data
+                    .iter()
+                    .map(|x| x.to_f64().unwrap_or(f64::NAN))
+                    .collect(),
+            ),
         }
     }
 
@@ -496,7 +504,7 @@ impl<F: Element> Tensor<F> {
     pub fn map(&self, f: impl Fn(F) -> F) -> Self {
         Tensor {
             shape: self.shape.clone(),
-            data: self.data.iter().map(|&x| f(x)).collect(),
+            data: Arc::new(self.data.iter().map(|&x| f(x)).collect()),
         }
     }
 
@@ -512,22 +520,35 @@ impl<F: Element> Tensor<F> {
             let data = self
                 .data
                 .iter()
-                .zip(&other.data)
+                .zip(other.data.iter())
                 .map(|(&a, &b)| f(a, b))
                 .collect();
-            return Ok(Tensor { shape, data });
+            return Ok(Tensor {
+                shape,
+                data: Arc::new(data),
+            });
         }
         if other.len() == 1 && shape == self.shape {
             let b = other.data[0];
             return Ok(Tensor {
-                data: self.data.iter().map(|&a| f(a, b)).collect(),
+                data: self
+                    .data
+                    .iter()
+                    .map(|&a| f(a, b))
+                    .collect::<Vec<_>>()
+                    .into(),
                 shape,
             });
         }
         if self.len() == 1 && shape == other.shape {
             let a = self.data[0];
             return Ok(Tensor {
-                data: other.data.iter().map(|&b| f(a, b)).collect(),
+                data: other
+                    .data
+                    .iter()
+                    .map(|&b| f(a, b))
+                    .collect::<Vec<_>>()
+                    .into(),
                 shape,
             });
         }
@@ -546,7 +567,10 @@ impl<F: Element> Tensor<F> {
                 data[i] = f(a.data[i], other.data[j])
             });
         }
-        Ok(Tensor { shape, data })
+        Ok(Tensor {
+            shape,
+            data: Arc::new(data),
+        })
     }
 
     /// This tensor repeated to `shape` under NumPy broadcasting.
@@ -568,7 +592,7 @@ impl<F: Element> Tensor<F> {
         for_each_broadcast(&self.shape, shape, |i, j| data[i] = self.data[j]);
         Ok(Tensor {
             shape: shape.to_vec(),
-            data,
+            data: Arc::new(data),
         })
     }
 
@@ -590,14 +614,14 @@ impl<F: Element> Tensor<F> {
         if numel(shape) == 1 {
             return Ok(Tensor {
                 shape: shape.to_vec(),
-                data: vec![self.sum_all()],
+                data: Arc::new(vec![self.sum_all()]),
             });
         }
         let mut data = vec![F::zero(); numel(shape)];
         for_each_broadcast(shape, &self.shape, |i, j| data[j] = data[j] + self.data[i]);
         Ok(Tensor {
             shape: shape.to_vec(),
-            data,
+            data: Arc::new(data),
         })
     }
 
@@ -615,7 +639,7 @@ impl<F: Element> Tensor<F> {
         assert_eq!(self.shape, other.shape, "add_assign: shapes differ");
         let other = &other.data;
         crate::parallel::par_fill(
-            &mut self.data,
+            Arc::make_mut(&mut self.data).as_mut_slice(),
             #[inline(always)]
             |start, chunk| {
                 for (a, &b) in chunk.iter_mut().zip(&other[start..]) {
@@ -706,7 +730,7 @@ impl<F: Element> Tensor<F> {
         }
         Ok(Tensor {
             shape: self.reduced_shape(axis, keepdim),
-            data,
+            data: Arc::new(data),
         })
     }
 
@@ -733,7 +757,10 @@ impl<F: Element> Tensor<F> {
         }
         let mut shape = self.shape.clone();
         shape.swap(r - 2, r - 1);
-        Ok(Tensor { shape, data })
+        Ok(Tensor {
+            shape,
+            data: Arc::new(data),
+        })
     }
 
     /// Matrix product of rank-2 tensors, optionally reading either operand
@@ -777,7 +804,7 @@ impl<F: Element> Tensor<F> {
         );
         Ok(Tensor {
             shape: vec![m, n],
-            data,
+            data: Arc::new(data),
         })
     }
 

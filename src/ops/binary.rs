@@ -2,10 +2,11 @@
 //! operators between vars, tensors and scalars in either order.
 
 use crate::error::{Error, Result};
-use crate::parallel::par_fill;
+use crate::parallel::par_new;
 use crate::tape::{Op, Var};
 use crate::tensor::{Element, Tensor};
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
 /// A binary scalar function with both partial derivatives.
@@ -88,18 +89,20 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
         }
         // the common case of equal shapes: vectorized, on two threads when large
         let (ad, bd) = (a.data(), b.data());
-        let mut out = vec![F::zero(); ad.len()];
-        par_fill(
-            &mut out,
-            #[inline(always)]
-            |start, chunk| {
-                let n = chunk.len();
-                let (ad, bd) = (&ad[start..start + n], &bd[start..start + n]);
-                for i in 0..n {
-                    chunk[i] = K::f(ad[i], bd[i]);
-                }
-            },
-        );
+        // SAFETY: the loop writes every element of each chunk.
+        let out = unsafe {
+            par_new(
+                ad.len(),
+                #[inline(always)]
+                |start, chunk| {
+                    let n = chunk.len();
+                    let (ad, bd) = (&ad[start..start + n], &bd[start..start + n]);
+                    for i in 0..n {
+                        chunk[i].write(K::f(ad[i], bd[i]));
+                    }
+                },
+            )
+        };
         Ok(Tensor::new_unchecked(out, a.shape().to_vec()))
     }
     fn backward(
@@ -137,35 +140,37 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
                 out.push(Some(passed.sum_to_owned(inputs[side].shape())?));
                 continue;
             }
-            let mut data = vec![F::zero(); y.len()];
-            par_fill(
-                &mut data,
-                #[inline(always)]
-                |start, chunk| {
-                    let (a, b, y, g) = (a.skip(start), b.skip(start), &y[start..], &g[start..]);
-                    if side == 0 {
-                        fill2(
-                            chunk,
-                            a,
-                            b,
-                            y,
-                            g,
-                            #[inline(always)]
-                            |a, b, y, g| g * K::df(a, b, y).0,
-                        );
-                    } else {
-                        fill2(
-                            chunk,
-                            a,
-                            b,
-                            y,
-                            g,
-                            #[inline(always)]
-                            |a, b, y, g| g * K::df(a, b, y).1,
-                        );
-                    }
-                },
-            );
+            // SAFETY: `fill2` writes every element of each chunk.
+            let data = unsafe {
+                par_new(
+                    y.len(),
+                    #[inline(always)]
+                    |start, chunk| {
+                        let (a, b, y, g) = (a.skip(start), b.skip(start), &y[start..], &g[start..]);
+                        if side == 0 {
+                            fill2(
+                                chunk,
+                                a,
+                                b,
+                                y,
+                                g,
+                                #[inline(always)]
+                                |a, b, y, g| g * K::df(a, b, y).0,
+                            );
+                        } else {
+                            fill2(
+                                chunk,
+                                a,
+                                b,
+                                y,
+                                g,
+                                #[inline(always)]
+                                |a, b, y, g| g * K::df(a, b, y).1,
+                            );
+                        }
+                    },
+                )
+            };
             let full = Tensor::new_unchecked(data, shape.to_vec());
             out.push(Some(full.sum_to_owned(inputs[side].shape())?));
         }
@@ -281,11 +286,11 @@ impl<F: Element> Operand<'_, F> {
     }
 }
 
-/// `out[i] = f(a_i, b_i, y[i], g[i])` with the scalar/full cases of `a`
+/// Writes every `out[i] = f(a_i, b_i, y[i], g[i])`, with the scalar/full cases of `a`
 /// and `b` split outside the loop, so each loop is a plain vectorizable zip.
 #[inline(always)]
 pub(crate) fn fill2<F: Element>(
-    out: &mut [F],
+    out: &mut [MaybeUninit<F>],
     a: View<'_, F>,
     b: View<'_, F>,
     y: &[F],
@@ -298,25 +303,25 @@ pub(crate) fn fill2<F: Element>(
         (false, false) => {
             let (a, b) = (&a.data[..n], &b.data[..n]);
             for i in 0..n {
-                out[i] = f(a[i], b[i], y[i], g[i]);
+                out[i].write(f(a[i], b[i], y[i], g[i]));
             }
         }
         (true, false) => {
             let (a, b) = (a.data[0], &b.data[..n]);
             for i in 0..n {
-                out[i] = f(a, b[i], y[i], g[i]);
+                out[i].write(f(a, b[i], y[i], g[i]));
             }
         }
         (false, true) => {
             let (a, b) = (&a.data[..n], b.data[0]);
             for i in 0..n {
-                out[i] = f(a[i], b, y[i], g[i]);
+                out[i].write(f(a[i], b, y[i], g[i]));
             }
         }
         (true, true) => {
             let (a, b) = (a.data[0], b.data[0]);
             for i in 0..n {
-                out[i] = f(a, b, y[i], g[i]);
+                out[i].write(f(a, b, y[i], g[i]));
             }
         }
     }

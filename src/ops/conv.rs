@@ -505,6 +505,7 @@ impl Window {
     /// Calls `f(output_offset, window_offset)` for every output pixel of
     /// one image: the offsets of its `c` channels in the output and of its
     /// window's first tap in the input image.
+    #[inline(always)]
     fn for_each_window(&self, x: &[usize], out: &[usize], mut f: impl FnMut(usize, usize)) {
         let (w, c) = (x[2], x[3]);
         for oy in 0..out[1] {
@@ -516,6 +517,7 @@ impl Window {
     }
 
     /// The offset of tap `t` from its window's first tap.
+    #[inline(always)]
     fn tap_offset(&self, t: usize, x: &[usize]) -> usize {
         ((t / self.size) * x[2] + t % self.size) * x[3]
     }
@@ -539,6 +541,7 @@ impl<F: Element> Op<F> for MaxPool2d {
             (out.as_mut_slice(), arg.as_mut_slice()),
             n,
             len * taps,
+            #[inline(always)]
             |images, (out, arg)| {
                 let per = len / n.max(1);
                 for (b, (out, arg)) in images.zip(out.chunks_mut(per).zip(arg.chunks_mut(per))) {
@@ -578,21 +581,27 @@ impl<F: Element> Op<F> for MaxPool2d {
         let mut dx = vec![F::zero(); inputs[0].len()];
         let per = output.len() / n.max(1);
         let work = dx.len();
-        par_blocks(dx.as_mut_slice(), n, work, |images, dx| {
-            let image = dx.len() / images.len().max(1);
-            for (b, dx) in images.zip(dx.chunks_mut(image.max(1))) {
-                let (g, arg) = (
-                    &grad.data()[b * per..(b + 1) * per],
-                    &arg[b * per..(b + 1) * per],
-                );
-                window.for_each_window(xs, out_shape, |o, first| {
-                    for ch in 0..c {
-                        let at = first + window.tap_offset(arg[o + ch] as usize, xs) + ch;
-                        dx[at] = dx[at] + g[o + ch];
-                    }
-                });
-            }
-        });
+        par_blocks(
+            dx.as_mut_slice(),
+            n,
+            work,
+            #[inline(always)]
+            |images, dx| {
+                let image = dx.len() / images.len().max(1);
+                for (b, dx) in images.zip(dx.chunks_mut(image.max(1))) {
+                    let (g, arg) = (
+                        &grad.data()[b * per..(b + 1) * per],
+                        &arg[b * per..(b + 1) * per],
+                    );
+                    window.for_each_window(xs, out_shape, |o, first| {
+                        for ch in 0..c {
+                            let at = first + window.tap_offset(arg[o + ch] as usize, xs) + ch;
+                            dx[at] = dx[at] + g[o + ch];
+                        }
+                    });
+                }
+            },
+        );
         Ok(vec![Some(Tensor::new_unchecked(dx, xs.to_vec()))])
     }
 }

@@ -3,7 +3,7 @@
 //! kernel into an [`Op`].
 
 use crate::error::Result;
-pub(crate) use crate::parallel::par_fill;
+pub(crate) use crate::parallel::{par_fill, par_new};
 use crate::tape::{Op, Var};
 use crate::tensor::{Element, Tensor};
 
@@ -15,6 +15,24 @@ pub(crate) trait Kernel<F: Element>: 'static + Sync + Copy {
     fn df(&self, x: F, y: F) -> F;
 }
 
+/// `k.f` applied to every element of `x`, vectorized, on two threads when large.
+fn map_tensor<F: Element, K: Kernel<F>>(x: &Tensor<F>, k: K) -> Tensor<F> {
+    let d = x.data();
+    // SAFETY: the loop writes every element of each chunk.
+    let out = unsafe {
+        par_new(
+            d.len(),
+            #[inline(always)]
+            move |start, chunk| {
+                for (o, &v) in chunk.iter_mut().zip(&d[start..]) {
+                    o.write(k.f(v));
+                }
+            },
+        )
+    };
+    Tensor::new_unchecked(out, x.shape().to_vec())
+}
+
 /// The op applying a [`Kernel`] elementwise.
 pub(crate) struct Map<K>(pub K);
 
@@ -23,19 +41,7 @@ impl<F: Element, K: Kernel<F>> Op<F> for Map<K> {
         K::NAME
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
-        let x = inputs[0].data();
-        let k = self.0;
-        let mut out = vec![F::zero(); x.len()];
-        par_fill(
-            &mut out,
-            #[inline(always)]
-            move |start, chunk| {
-                for (o, &v) in chunk.iter_mut().zip(&x[start..]) {
-                    *o = k.f(v);
-                }
-            },
-        );
-        Ok(Tensor::new_unchecked(out, inputs[0].shape().to_vec()))
+        Ok(map_tensor(inputs[0], self.0))
     }
     fn backward(
         &self,
@@ -46,22 +52,24 @@ impl<F: Element, K: Kernel<F>> Op<F> for Map<K> {
         let (x, y, g) = (inputs[0].data(), output.data(), grad.data());
         // the kernel is copied so that its fields are loop constants
         let k = self.0;
-        let mut out = vec![F::zero(); x.len()];
-        par_fill(
-            &mut out,
-            #[inline(always)]
-            move |start, chunk| {
-                let n = chunk.len();
-                let (x, y, g) = (
-                    &x[start..start + n],
-                    &y[start..start + n],
-                    &g[start..start + n],
-                );
-                for i in 0..n {
-                    chunk[i] = g[i] * k.df(x[i], y[i]);
-                }
-            },
-        );
+        // SAFETY: the loop writes every element of each chunk.
+        let out = unsafe {
+            par_new(
+                x.len(),
+                #[inline(always)]
+                move |start, chunk| {
+                    let n = chunk.len();
+                    let (x, y, g) = (
+                        &x[start..start + n],
+                        &y[start..start + n],
+                        &g[start..start + n],
+                    );
+                    for i in 0..n {
+                        chunk[i].write(g[i] * k.df(x[i], y[i]));
+                    }
+                },
+            )
+        };
         Ok(vec![Some(Tensor::new_unchecked(
             out,
             output.shape().to_vec(),
@@ -171,20 +179,7 @@ impl<'t, F: Element> Var<'t, F> {
     fn map<K: Kernel<F>>(self, k: K) -> Var<'t, F> {
         // the kernel is copied into the closure so that its fields are loop
         // constants (read through a reference they block vectorization)
-        let value = self.tape.with_value(self.id, |x| {
-            let d = x.data();
-            let mut out = vec![F::zero(); d.len()];
-            par_fill(
-                &mut out,
-                #[inline(always)]
-                move |start, chunk| {
-                    for (o, &v) in chunk.iter_mut().zip(&d[start..]) {
-                        *o = k.f(v);
-                    }
-                },
-            );
-            Tensor::new_unchecked(out, x.shape().to_vec())
-        });
+        let value = self.tape.with_value(self.id, |x| map_tensor(x, k));
         self.tape.record(value, Box::new(Map(k)), &[self])
     }
 
