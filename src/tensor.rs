@@ -618,7 +618,19 @@ impl<F: Element> Tensor<F> {
             });
         }
         let mut data = vec![F::zero(); numel(shape)];
-        for_each_broadcast(shape, &self.shape, |i, j| data[j] = data[j] + self.data[i]);
+        if crate::ops::binary::trailing_broadcast(&self.shape, shape).is_some() {
+            // a bias gradient: the rows of `self` summed, a vectorizable loop
+            crate::parallel::vectorized(
+                #[inline(always)]
+                || {
+                    for row in self.data.chunks_exact(data.len()) {
+                        data.iter_mut().zip(row).for_each(|(d, &x)| *d = *d + x);
+                    }
+                },
+            );
+        } else {
+            for_each_broadcast(shape, &self.shape, |i, j| data[j] = data[j] + self.data[i]);
+        }
         Ok(Tensor {
             shape: shape.to_vec(),
             data: Arc::new(data),

@@ -85,6 +85,19 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
         let (a, b) = (inputs[0], inputs[1]);
         if a.shape() != b.shape() {
+            // a bias-like operand repeated along the leading axes of the other
+            if let Some(width) = trailing_broadcast(a.shape(), b.shape()) {
+                return Ok(along_rows(a, b.data(), width, K::f));
+            }
+            if let Some(width) = trailing_broadcast(b.shape(), a.shape()) {
+                return Ok(along_rows(
+                    b,
+                    a.data(),
+                    width,
+                    #[inline(always)]
+                    |y, x| K::f(x, y),
+                ));
+            }
             return a.zip_map(b, K::NAME, K::f);
         }
         // the common case of equal shapes: vectorized, on two threads when large
@@ -121,8 +134,12 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
         needs: &[bool],
     ) -> Result<Vec<Option<Tensor<F>>>> {
         let shape = output.shape();
-        let (_, ops) = broadcast_all(K::NAME, inputs)?;
-        let (a, b, y, g) = (ops[0].view(), ops[1].view(), output.data(), grad.data());
+        // the operands are broadcast to full size only if a kernel needs them
+        let ops = match K::CONSTANT_DF {
+            Some(_) => Vec::new(),
+            None => broadcast_all(K::NAME, inputs)?.1,
+        };
+        let (y, g) = (output.data(), grad.data());
         let mut out = Vec::with_capacity(2);
         for (side, &need) in needs.iter().enumerate().take(2) {
             if !need {
@@ -140,6 +157,7 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
                 out.push(Some(passed.sum_to_owned(inputs[side].shape())?));
                 continue;
             }
+            let (a, b) = (ops[0].view(), ops[1].view());
             // SAFETY: `fill2` writes every element of each chunk.
             let data = unsafe {
                 par_new(
@@ -286,6 +304,52 @@ impl<F: Element> Operand<'_, F> {
     }
 }
 
+/// If `small` is `big`'s trailing axes (after dropping leading 1s), i.e.
+/// it is repeated along `big`'s leading axes, the number of its elements.
+pub(crate) fn trailing_broadcast(big: &[usize], small: &[usize]) -> Option<usize> {
+    let first = small.iter().position(|&d| d != 1).unwrap_or(small.len());
+    let tail = &small[first..];
+    let width: usize = tail.iter().product();
+    (small.len() <= big.len() && big.ends_with(tail) && width > 1 && width < big.iter().product())
+        .then_some(width)
+}
+
+/// `f(x, r)` for every element `x` of `big`, where `r` is the element of the
+/// `width`-long `row` at the same position along the trailing axes.
+fn along_rows<F: Element>(
+    big: &Tensor<F>,
+    row: &[F],
+    width: usize,
+    f: impl Fn(F, F) -> F + Sync,
+) -> Tensor<F> {
+    let x = big.data();
+    // SAFETY: the runs cover `start..start + chunk.len()` without gaps,
+    // and each run's loop writes every element of it.
+    let out = unsafe {
+        par_new(
+            x.len(),
+            #[inline(always)]
+            |start, chunk| {
+                let mut done = 0;
+                while done < chunk.len() {
+                    let j = (start + done) % width;
+                    let run = (width - j).min(chunk.len() - done);
+                    let (out, x, r) = (
+                        &mut chunk[done..done + run],
+                        &x[start + done..start + done + run],
+                        &row[j..j + run],
+                    );
+                    for i in 0..run {
+                        out[i].write(f(x[i], r[i]));
+                    }
+                    done += run;
+                }
+            },
+        )
+    };
+    Tensor::new_unchecked(out, big.shape().to_vec())
+}
+
 /// Writes every `out[i] = f(a_i, b_i, y[i], g[i])`, with the scalar/full cases of `a`
 /// and `b` split outside the loop, so each loop is a plain vectorizable zip.
 #[inline(always)]
@@ -418,6 +482,54 @@ mod tests {
         assert!((y.item().unwrap() - 0.5).abs() < 1e-15);
         let g = y.backward().unwrap();
         assert!((g.get(x).unwrap().data()[0] + 1.25).abs() < 1e-15);
+    }
+
+    #[test]
+    fn row_broadcasts_match_explicit_broadcasting_on_both_thread_paths() {
+        // a bias-like operand on either side of every op, small and large
+        // (the large one is split over two threads mid-row), values and gradients
+        for (big, small) in [
+            (vec![3, 2, 5], vec![5]),
+            (vec![4, 2, 5], vec![1, 2, 5]),
+            (vec![701, 7, 11], vec![7, 11]),
+        ] {
+            let x = Tensor::from_fn(&big, |i| 1.0 + ((i * 37) % 101) as f64 / 50.0);
+            let r = Tensor::from_fn(&small, |i| 0.5 + i as f64 / 7.0);
+            let wide = r.broadcast_to(&big).unwrap();
+            fn apply<'t>(op: usize, a: Var<'t, f64>, b: Var<'t, f64>) -> Var<'t, f64> {
+                match op {
+                    0 => a + b,
+                    1 => a - b,
+                    2 => a * b,
+                    _ => a / b,
+                }
+            }
+            for op in 0..4 {
+                for small_first in [false, true] {
+                    let tape = Tape::<f64>::new();
+                    let (xv, rv, wv) = (
+                        tape.var(x.clone()),
+                        tape.var(r.clone()),
+                        tape.var(wide.clone()),
+                    );
+                    let (fast, slow) = if small_first {
+                        (apply(op, rv, xv), apply(op, wv, xv))
+                    } else {
+                        (apply(op, xv, rv), apply(op, xv, wv))
+                    };
+                    assert_eq!(fast.value(), slow.value(), "op {op} {big:?} {small_first}");
+                    let weights = tape.constant(Tensor::from_fn(&big, |i| (i % 13) as f64));
+                    let gf = (fast * weights).sum().backward().unwrap();
+                    let gs = (slow * weights).sum().backward().unwrap();
+                    assert_eq!(gf.get(xv), gs.get(xv));
+                    let summed = gs.get(wv).unwrap().sum_to(&small).unwrap();
+                    let got = gf.get(rv).unwrap();
+                    for (a, b) in got.data().iter().zip(summed.data()) {
+                        assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0), "{a} vs {b}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
