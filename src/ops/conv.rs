@@ -546,22 +546,27 @@ impl<F: Element> Op<F> for MaxPool2d {
                 let per = len / n.max(1);
                 for (b, (out, arg)) in images.zip(out.chunks_mut(per).zip(arg.chunks_mut(per))) {
                     let d = &d[b * image..(b + 1) * image];
-                    window.for_each_window(xs, &out_shape, |o, first| {
-                        let (best, idx) = (&mut out[o..o + c], &mut arg[o..o + c]);
-                        best.copy_from_slice(&d[first..first + c]);
-                        idx.fill(0);
-                        for t in 1..taps {
-                            let at = first + window.tap_offset(t, xs);
-                            let tap = t as u32;
-                            for ((b, i), &v) in
-                                best.iter_mut().zip(idx.iter_mut()).zip(&d[at..at + c])
-                            {
-                                let better = v > *b;
-                                *b = if better { v } else { *b };
-                                *i = if better { tap } else { *i };
+                    window.for_each_window(
+                        xs,
+                        &out_shape,
+                        #[inline(always)]
+                        |o, first| {
+                            let (best, idx) = (&mut out[o..o + c], &mut arg[o..o + c]);
+                            best.copy_from_slice(&d[first..first + c]);
+                            idx.fill(0);
+                            for t in 1..taps {
+                                let at = first + window.tap_offset(t, xs);
+                                let tap = t as u32;
+                                for ((b, i), &v) in
+                                    best.iter_mut().zip(idx.iter_mut()).zip(&d[at..at + c])
+                                {
+                                    let better = v > *b;
+                                    *b = if better { v } else { *b };
+                                    *i = if better { tap } else { *i };
+                                }
                             }
-                        }
-                    });
+                        },
+                    );
                 }
             },
         );
@@ -593,12 +598,17 @@ impl<F: Element> Op<F> for MaxPool2d {
                         &grad.data()[b * per..(b + 1) * per],
                         &arg[b * per..(b + 1) * per],
                     );
-                    window.for_each_window(xs, out_shape, |o, first| {
-                        for ch in 0..c {
-                            let at = first + window.tap_offset(arg[o + ch] as usize, xs) + ch;
-                            dx[at] = dx[at] + g[o + ch];
-                        }
-                    });
+                    window.for_each_window(
+                        xs,
+                        out_shape,
+                        #[inline(always)]
+                        |o, first| {
+                            for ch in 0..c {
+                                let at = first + window.tap_offset(arg[o + ch] as usize, xs) + ch;
+                                dx[at] = dx[at] + g[o + ch];
+                            }
+                        },
+                    );
                 }
             },
         );
