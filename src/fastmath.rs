@@ -110,8 +110,12 @@ pub fn sigmoid(x: f32) -> f32 {
 #[inline(always)]
 pub fn sin_cos_turn(u: f32) -> (f32, f32) {
     let t = u * 4.0;
-    let qf = (t + 12_582_912.0) - 12_582_912.0; // round to nearest
-    let q = qf as i32;
+    // round to nearest with the 1.5 * 2^23 trick; the integer is then in the
+    // low mantissa bits (a float-to-int `as` cast would not vectorize: it
+    // saturates and maps NaN to 0 lane by lane)
+    let shifted = t + 12_582_912.0;
+    let qf = shifted - 12_582_912.0;
+    let q = shifted.to_bits() as i32 - 0x4B40_0000;
     let a = (t - qf) * std::f32::consts::FRAC_PI_2;
     let a2 = a * a;
     let s = a * (1.0 - a2 / 6.0 * (1.0 - a2 / 20.0 * (1.0 - a2 / 42.0 * (1.0 - a2 / 72.0))));

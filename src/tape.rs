@@ -80,7 +80,8 @@ pub enum SampleMode {
 struct Node<F: Element> {
     value: Tensor<F>,
     op: Option<Box<dyn Op<F>>>,
-    inputs: Vec<usize>,
+    /// Where the ids of the inputs are in the tape's `edges`.
+    inputs: std::ops::Range<usize>,
     requires_grad: bool,
     param: Option<ParamKey>,
 }
@@ -93,6 +94,9 @@ struct Node<F: Element> {
 /// [`Tape::param`] on every call, which is what keeps their gradients alive.
 pub struct Tape<F: Element> {
     nodes: RefCell<Vec<Node<F>>>,
+    /// The input ids of all nodes, one after the other (one buffer rather
+    /// than a small vector per node).
+    edges: RefCell<Vec<usize>>,
     divergences: RefCell<Vec<(String, usize)>>,
     finite_check: bool,
     first_non_finite: RefCell<Option<Error>>,
@@ -131,6 +135,7 @@ impl<F: Element> Tape<F> {
     pub fn new() -> Self {
         Tape {
             nodes: RefCell::new(Vec::with_capacity(64)),
+            edges: RefCell::new(Vec::with_capacity(128)),
             divergences: RefCell::new(Vec::new()),
             finite_check: false,
             first_non_finite: RefCell::new(None),
@@ -180,7 +185,7 @@ impl<F: Element> Tape<F> {
         &self,
         value: Tensor<F>,
         op: Option<Box<dyn Op<F>>>,
-        inputs: Vec<usize>,
+        inputs: &[Var<'_, F>],
         requires_grad: bool,
         param: Option<ParamKey>,
     ) -> Var<'_, F> {
@@ -193,7 +198,7 @@ impl<F: Element> Tape<F> {
                     .map_or("leaf".to_string(), |o| o.name().to_string());
                 let input_shapes = inputs
                     .iter()
-                    .map(|&i| nodes[i].value.shape().to_vec())
+                    .map(|v| nodes[v.id].value.shape().to_vec())
                     .collect();
                 *self.first_non_finite.borrow_mut() = Some(Error::NonFinite {
                     op: name,
@@ -203,10 +208,13 @@ impl<F: Element> Tape<F> {
                 });
             }
         }
+        let mut edges = self.edges.borrow_mut();
+        let start = edges.len();
+        edges.extend(inputs.iter().map(|v| v.id));
         nodes.push(Node {
             value,
             op,
-            inputs,
+            inputs: start..edges.len(),
             requires_grad,
             param,
         });
@@ -215,7 +223,7 @@ impl<F: Element> Tape<F> {
 
     /// A constant: no gradient is computed for it.
     pub fn constant(&self, value: Tensor<F>) -> Var<'_, F> {
-        self.push(value, None, vec![], false, None)
+        self.push(value, None, &[], false, None)
     }
 
     /// A scalar constant.
@@ -226,7 +234,7 @@ impl<F: Element> Tape<F> {
     /// A leaf that receives a gradient ([`Gradients::get`]); useful for
     /// inputs you differentiate with respect to, as in gradient checks.
     pub fn var(&self, value: Tensor<F>) -> Var<'_, F> {
-        self.push(value, None, vec![], true, None)
+        self.push(value, None, &[], true, None)
     }
 
     /// Reads a parameter onto the tape, in its constrained form: a
@@ -250,7 +258,7 @@ impl<F: Element> Tape<F> {
     /// positive parameter).
     pub fn try_param_raw<'t>(&'t self, store: &ParamStore<F>, param: Param) -> Result<Var<'t, F>> {
         let value = store.try_value(param)?.clone();
-        Ok(self.push(value, None, vec![], true, Some(store.key(param))))
+        Ok(self.push(value, None, &[], true, Some(store.key(param))))
     }
 
     /// Applies an op to vars, recording it on the tape.
@@ -270,12 +278,22 @@ impl<F: Element> Tape<F> {
         }
         let (value, requires_grad) = {
             let nodes = self.nodes.borrow();
-            let values: Vec<&Tensor<F>> = inputs.iter().map(|v| &nodes[v.id].value).collect();
-            let value = op.forward(&values)?;
+            let value = match inputs {
+                // the common arities without allocating the list of inputs
+                [a] => op.forward(&[&nodes[a.id].value])?,
+                [a, b] => op.forward(&[&nodes[a.id].value, &nodes[b.id].value])?,
+                [a, b, c] => {
+                    op.forward(&[&nodes[a.id].value, &nodes[b.id].value, &nodes[c.id].value])?
+                }
+                _ => {
+                    let values: Vec<&Tensor<F>> =
+                        inputs.iter().map(|v| &nodes[v.id].value).collect();
+                    op.forward(&values)?
+                }
+            };
             (value, inputs.iter().any(|v| nodes[v.id].requires_grad))
         };
-        let ids = inputs.iter().map(|v| v.id).collect();
-        Ok(self.push(value, Some(op), ids, requires_grad, None))
+        Ok(self.push(value, Some(op), inputs, requires_grad, None))
     }
 
     /// Records an op whose output the caller already computed (for ops
@@ -290,13 +308,7 @@ impl<F: Element> Tape<F> {
             let nodes = self.nodes.borrow();
             inputs.iter().any(|v| nodes[v.id].requires_grad)
         };
-        self.push(
-            value,
-            Some(op),
-            inputs.iter().map(|v| v.id).collect(),
-            requires_grad,
-            None,
-        )
+        self.push(value, Some(op), inputs, requires_grad, None)
     }
 
     /// Runs `f` on the value of node `id` without cloning it.
@@ -456,6 +468,9 @@ impl<'t, F: Element> Var<'t, F> {
             leaves: HashMap::new(),
             params: HashMap::new(),
         };
+        let edges = self.tape.edges.borrow();
+        // reused from node to node
+        let (mut inputs, mut needs): (Vec<&Tensor<F>>, Vec<bool>) = (Vec::new(), Vec::new());
         for id in (0..=self.id).rev() {
             let Some(grad) = grads[id].take() else {
                 continue;
@@ -478,15 +493,13 @@ impl<'t, F: Element> Var<'t, F> {
                     }
                 },
                 Some(op) => {
-                    let inputs: Vec<&Tensor<F>> =
-                        node.inputs.iter().map(|&i| &nodes[i].value).collect();
-                    let needs: Vec<bool> = node
-                        .inputs
-                        .iter()
-                        .map(|&i| nodes[i].requires_grad)
-                        .collect();
+                    let ids = &edges[node.inputs.clone()];
+                    inputs.clear();
+                    inputs.extend(ids.iter().map(|&i| &nodes[i].value));
+                    needs.clear();
+                    needs.extend(ids.iter().map(|&i| nodes[i].requires_grad));
                     let input_grads = op.backward_needed(&inputs, &node.value, &grad, &needs)?;
-                    for (pos, (&input, g)) in node.inputs.iter().zip(input_grads).enumerate() {
+                    for (pos, (&input, g)) in ids.iter().zip(input_grads).enumerate() {
                         let Some(g) = g else { continue };
                         if !needs[pos] {
                             continue;

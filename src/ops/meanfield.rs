@@ -23,7 +23,7 @@ struct KlSum<F> {
 
 /// `sum_i term(a_i, b_i)`, accumulated in eight lanes (so that it
 /// vectorizes), on two threads for long slices.
-fn par_sum2<F: Element>(a: &[F], b: &[F], term: impl Fn(F, F) -> F + Sync) -> F {
+pub(crate) fn par_sum2<F: Element>(a: &[F], b: &[F], term: impl Fn(F, F) -> F + Sync) -> F {
     #[inline(always)]
     fn lanes<F: Element>(a: &[F], b: &[F], term: &impl Fn(F, F) -> F) -> F {
         // The terms of a block go to a buffer first: a plain map loop
