@@ -586,6 +586,15 @@ impl<F: Element> Op<F> for MaxPool2d {
         let mut dx = vec![F::zero(); inputs[0].len()];
         let per = output.len() / n.max(1);
         let work = dx.len();
+        let taps = window.size * window.size;
+        let offsets: Vec<usize> = (0..taps).map(|t| window.tap_offset(t, xs)).collect();
+        // Windows that tile the image (stride = size, no leftover rows or
+        // columns) cover every input element once: each is written directly,
+        // the gradient at its window's maximum and zero elsewhere, in loops
+        // over channels that vectorize. Otherwise the gradient is added at
+        // each maximum.
+        let tiled =
+            window.stride == window.size && xs[1] % window.size == 0 && xs[2] % window.size == 0;
         par_blocks(
             dx.as_mut_slice(),
             n,
@@ -603,9 +612,19 @@ impl<F: Element> Op<F> for MaxPool2d {
                         out_shape,
                         #[inline(always)]
                         |o, first| {
-                            for ch in 0..c {
-                                let at = first + window.tap_offset(arg[o + ch] as usize, xs) + ch;
-                                dx[at] = dx[at] + g[o + ch];
+                            let (g, arg) = (&g[o..o + c], &arg[o..o + c]);
+                            if tiled {
+                                for (t, &offset) in offsets.iter().enumerate() {
+                                    let at = first + offset;
+                                    for ((d, &a), &g) in dx[at..at + c].iter_mut().zip(arg).zip(g) {
+                                        *d = if a == t as u32 { g } else { F::zero() };
+                                    }
+                                }
+                            } else {
+                                for ch in 0..c {
+                                    let at = first + offsets[arg[ch] as usize] + ch;
+                                    dx[at] = dx[at] + g[ch];
+                                }
                             }
                         },
                     );
@@ -738,6 +757,9 @@ mod tests {
             ([2, 5, 5, 3], 2, 2),
             ([4, 20, 18, 16], 3, 2),
             ([3, 17, 16, 32], 2, 2),
+            // windows that tile the input, on one thread and on two
+            ([2, 6, 4, 5], 2, 2),
+            ([4, 32, 32, 16], 2, 2),
         ] {
             let tape = Tape::<f64>::new();
             let x = tape.var(Tensor::from_fn(&shape, |i| (((i * 7919) % 13) / 4) as f64));
