@@ -198,31 +198,6 @@ pub(crate) unsafe fn par_new<T: Send>(
     out
 }
 
-/// [`par_fill`] over two equally long outputs: `f(start, chunk_a, chunk_b)`.
-pub(crate) fn par_fill2<T: Send>(
-    a: &mut [T],
-    b: &mut [T],
-    f: impl Fn(usize, &mut [T], &mut [T]) + Sync,
-) {
-    assert_eq!(a.len(), b.len(), "par_fill2 needs equal lengths");
-    if a.len() < PARALLEL_MIN {
-        vectorized(
-            #[inline(always)]
-            || f(0, a, b),
-        );
-        return;
-    }
-    let mid = a.len() / 2;
-    let (a0, a1) = a.split_at_mut(mid);
-    let (b0, b1) = b.split_at_mut(mid);
-    join(
-        #[inline(always)]
-        || f(0, a0, b0),
-        #[inline(always)]
-        || f(mid, a1, b1),
-    );
-}
-
 /// `f` over matching chunks of three mutable slices and one shared slice,
 /// all of one length (an optimizer's parameter, moments and gradient), as
 /// in [`par_fill`].

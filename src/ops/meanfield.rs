@@ -9,7 +9,7 @@
 //! when the prior is a scalar Normal and the divergence analytic.
 
 use crate::error::{Error, Result};
-use crate::parallel::{join, par_fill2, vectorized, PARALLEL_MIN};
+use crate::parallel::{join, par_new, vectorized, PARALLEL_MIN};
 use crate::tape::{Op, Var};
 use crate::tensor::{Element, Tensor};
 
@@ -93,21 +93,29 @@ impl<F: Element> Op<F> for KlSum<F> {
         let (loc, scale) = (inputs[0].data(), inputs[1].data());
         let (g, m) = (grad.data()[0], self.prior_loc);
         let ginv2 = g / (self.prior_scale * self.prior_scale);
-        let mut dloc = vec![F::zero(); loc.len()];
-        let mut dscale = vec![F::zero(); loc.len()];
-        par_fill2(
-            &mut dloc,
-            &mut dscale,
-            #[inline(always)]
-            |start, dl, ds| {
-                let n = dl.len();
-                let (loc, scale) = (&loc[start..start + n], &scale[start..start + n]);
-                for i in 0..n {
-                    dl[i] = (loc[i] - m) * ginv2;
-                    ds[i] = scale[i] * ginv2 - g / scale[i];
-                }
-            },
-        );
+        // SAFETY (both): each loop writes every element of its chunk.
+        let dloc = unsafe {
+            par_new(
+                loc.len(),
+                #[inline(always)]
+                |start, out| {
+                    for (o, &l) in out.iter_mut().zip(&loc[start..]) {
+                        o.write((l - m) * ginv2);
+                    }
+                },
+            )
+        };
+        let dscale = unsafe {
+            par_new(
+                scale.len(),
+                #[inline(always)]
+                |start, out| {
+                    for (o, &s) in out.iter_mut().zip(&scale[start..]) {
+                        o.write(s * ginv2 - g / s);
+                    }
+                },
+            )
+        };
         let shape = inputs[0].shape().to_vec();
         Ok(vec![
             Some(Tensor::new_unchecked(dloc, shape.clone())),
