@@ -38,7 +38,7 @@ struct Step {
 
 fn step() -> impl Strategy<Value = Step> {
     (
-        0u8..32,
+        0u8..33,
         0usize..16,
         0usize..16,
         0usize..5,
@@ -95,6 +95,12 @@ fn apply<'t>(tape: &'t Tape<f64>, pool: &[Var<'t, f64>], s: &Step) -> Result<Var
         28 => a.softmax(s.k),
         29 => Ok(tape.total_divergence()),
         30 => tape.add_divergence(format!("d{}", s.k), a).map(|_| a),
+        31 => {
+            let n = a.shape().first().copied().unwrap_or(0);
+            let o = b.shape().last().copied().unwrap_or(0);
+            let (s_in, s_out) = (Tensor::ones(&s.shape), Tensor::ones(&[n, o]));
+            a.conv2d_flipout(b, b, &s_in, &s_out, s.k, pad)
+        }
         _ => a.item().map(|v| tape.scalar(v)),
     }
 }

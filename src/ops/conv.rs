@@ -356,7 +356,7 @@ impl<F: Element> Op<F> for Conv2dFlipoutOp<F> {
             self.work(),
             |images, out| {
                 let (mut cols, mut kernel, mut signs) = (Vec::new(), Vec::new(), Vec::new());
-                for (b, out) in images.zip(out.chunks_mut(pixels * o)) {
+                for (b, out) in images.zip(out.chunks_mut((pixels * o).max(1))) {
                     self.image_kernel(b, loc, delta, &mut kernel, &mut signs);
                     cols.clear();
                     g.im2col_image(x, b, &mut cols);
@@ -543,7 +543,7 @@ impl<F: Element> Op<F> for MaxPool2d {
             len * taps,
             #[inline(always)]
             |images, (out, arg)| {
-                let per = len / n.max(1);
+                let per = (len / n.max(1)).max(1);
                 for (b, (out, arg)) in images.zip(out.chunks_mut(per).zip(arg.chunks_mut(per))) {
                     let d = &d[b * image..(b + 1) * image];
                     window.for_each_window(
@@ -794,6 +794,36 @@ mod tests {
             }
             assert_eq!(dx.data(), &want_dx[..], "{shape:?}");
         }
+    }
+
+    #[test]
+    fn empty_batches_and_channels_give_empty_results() {
+        let tape = Tape::<f64>::new();
+        let no_out = tape.var(Tensor::zeros(&[2, 2, 1, 0]));
+        let x = tape.var(Tensor::ones(&[2, 3, 3, 1]));
+        let signs = (Tensor::ones(&[2, 1]), Tensor::zeros(&[2, 0]));
+        let y = x
+            .conv2d_flipout(no_out, no_out, &signs.0, &signs.1, 1, Padding::Valid)
+            .unwrap();
+        assert_eq!(y.shape(), vec![2, 2, 2, 0]);
+        assert_eq!(
+            y.sum().backward().unwrap().get(x).unwrap().data(),
+            &[0.0; 18]
+        );
+        let k = tape.var(Tensor::ones(&[2, 2, 1, 3]));
+        let none = tape.var(Tensor::zeros(&[0, 3, 3, 1]));
+        let signs = (Tensor::zeros(&[0, 1]), Tensor::zeros(&[0, 3]));
+        let y = none
+            .conv2d_flipout(k, k, &signs.0, &signs.1, 1, Padding::Same)
+            .unwrap();
+        assert_eq!(y.shape(), vec![0, 3, 3, 3]);
+        assert!(y.sum().backward().is_ok());
+        let y = tape
+            .var(Tensor::zeros(&[2, 4, 4, 0]))
+            .max_pool2d(2, 2)
+            .unwrap();
+        assert_eq!(y.shape(), vec![2, 2, 2, 0]);
+        assert!(y.sum().backward().is_ok());
     }
 
     #[test]
