@@ -1,0 +1,124 @@
+"""The three benchmark workloads in TensorFlow Probability, for ratios measured on one machine.
+
+Not part of the build or of CI. The machine's speed drifts from hour to hour, so compare
+bayesgrad's `examples/bench.rs` with TFP by running both in the same minutes:
+
+    python3 -m venv /tmp/tfenv
+    /tmp/tfenv/bin/pip install tensorflow-cpu==2.21.0 tensorflow-probability==0.25.0 tf_keras==2.21.0
+    /tmp/tfenv/bin/python examples/tfp_bench.py --steps 100      # or: mlp | conv | tiny
+    cargo run --release --example bench -- all --steps 100
+
+Prints one line per workload, `<workload> ms_per_step=<median> p10=<..> p90=<..>`, like the
+Rust bench. Each step is one `@tf.function`-compiled training step (forward, backward, Adam),
+timed after warm-up.
+"""
+
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_probability as tfp  # noqa: E402
+import tf_keras  # noqa: E402
+
+tfd, tfpl = tfp.distributions, tfp.layers
+
+
+def classifier(layers, x, num_examples, lr):
+    """A training step for a classifier whose layers add their KL terms to `losses`."""
+    model = tf_keras.Sequential(layers)
+    model.build(x.shape)
+    labels = tf.constant(np.random.default_rng(0).integers(0, 10, x.shape[0]), tf.int32)
+    opt = tf_keras.optimizers.Adam(lr)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            nll = -tf.reduce_mean(tfd.Categorical(logits=logits).log_prob(labels))
+            loss = nll + tf.add_n(model.losses) / num_examples
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    return step
+
+
+def mlp():
+    x = tf.constant(np.random.default_rng(1).random((128, 784), dtype=np.float32))
+    layers = [
+        tfpl.DenseFlipout(512, activation="relu"),
+        tfpl.DenseFlipout(10),
+    ]
+    return classifier(layers, x, 60000, 1e-3)
+
+
+def conv():
+    x = tf.constant(np.random.default_rng(2).random((32, 32, 32, 3), dtype=np.float32))
+    layers = [
+        tfpl.Convolution2DFlipout(64, 5, padding="SAME", activation="relu"),
+        tf_keras.layers.MaxPool2D(2, 2),
+        tf_keras.layers.Flatten(),
+        tfpl.DenseFlipout(10),
+    ]
+    return classifier(layers, x, 50000, 1e-3)
+
+
+def tiny():
+    x = tf.constant(2.0 + np.random.default_rng(3).random((4, 100), dtype=np.float32))
+    mu = tf.Variable(0.0)
+    rho = tf.Variable(np.log(np.expm1(1.0)), dtype=tf.float32)  # softplus(rho) = 1
+    opt = tf_keras.optimizers.Adam(1e-2)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_sum(tfd.Normal(mu, tf.nn.softplus(rho)).log_prob(x))
+        grads = tape.gradient(loss, [mu, rho])
+        opt.apply_gradients(zip(grads, [mu, rho]))
+        return loss
+
+    return step
+
+
+def run(name, step, steps):
+    for _ in range(max(3, min(50, steps // 10))):
+        step()
+    probe = time.perf_counter()
+    step()
+    reps = int(min(10000, max(1, 1e-3 / max(time.perf_counter() - probe, 1e-9))))
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        for _ in range(reps):
+            step()
+        times.append((time.perf_counter() - start) * 1e3 / reps)
+    times.sort()
+    q = lambda p: times[round((len(times) - 1) * p)]  # noqa: E731
+    print(f"{name} ms_per_step={q(0.5):.4f} p10={q(0.1):.4f} p90={q(0.9):.4f}  (steps={steps}, reps={reps})")
+    sys.stdout.flush()
+
+
+def main():
+    steps, which = 50, "all"
+    args = sys.argv[1:]
+    while args:
+        a = args.pop(0)
+        if a == "--steps":
+            steps = int(args.pop(0))
+        elif a in ("all", "mlp", "conv", "tiny"):
+            which = a
+        else:
+            sys.exit(f"unknown argument '{a}' (mlp, conv, tiny, all, --steps N)")
+    print(f"TensorFlow {tf.__version__}, TFP {tfp.__version__}, threads: TensorFlow's defaults")
+    for name, make in (("tiny", tiny), ("mlp", mlp), ("conv", conv)):
+        if which in ("all", name):
+            run(name, make(), steps)
+
+
+if __name__ == "__main__":
+    main()
