@@ -436,6 +436,11 @@ impl<F: Element> Tensor<F> {
         Arc::make_mut(&mut self.data).as_mut_slice()
     }
 
+    /// Mutable access to the elements if no clone shares them.
+    pub(crate) fn unique_data_mut(&mut self) -> Option<&mut [F]> {
+        Arc::get_mut(&mut self.data).map(Vec::as_mut_slice)
+    }
+
     /// Consumes the tensor, returning its buffer.
     pub fn into_data(self) -> Vec<F> {
         Arc::try_unwrap(self.data).unwrap_or_else(|shared| (*shared).clone())
