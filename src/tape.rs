@@ -134,8 +134,8 @@ impl<F: Element> Tape<F> {
     /// An empty tape.
     pub fn new() -> Self {
         Tape {
-            nodes: RefCell::new(Vec::with_capacity(64)),
-            edges: RefCell::new(Vec::with_capacity(128)),
+            nodes: RefCell::new(Vec::with_capacity(8)),
+            edges: RefCell::new(Vec::with_capacity(16)),
             divergences: RefCell::new(Vec::new()),
             finite_check: false,
             first_non_finite: RefCell::new(None),

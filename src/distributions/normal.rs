@@ -17,32 +17,36 @@ use rand::RngCore;
 /// `d/dscale = (z^2 - 1) / scale`.
 struct NormalLogProb;
 
+/// `(x, loc, scale)` when `loc` and `scale` are single values whose
+/// broadcast with `x` is `x`'s shape (a likelihood with scalar parameters).
+fn scalar_parameters<'a, F: Element>(inputs: &[&'a Tensor<F>]) -> Option<(&'a Tensor<F>, F, F)> {
+    let (x, m, s) = (inputs[0], inputs[1], inputs[2]);
+    let fits = |p: &Tensor<F>| p.len() == 1 && p.rank() <= x.rank();
+    (fits(m) && fits(s) && !x.is_empty()).then(|| (x, m.data()[0], s.data()[0]))
+}
+
 impl<F: Element> Op<F> for NormalLogProb {
     fn name(&self) -> &str {
         "normal_log_prob"
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
+        let (c, half) = (F::lit(HALF_LN_2PI), F::lit(-0.5));
+        if let Some((x, m, s)) = scalar_parameters(inputs) {
+            // scalar parameters (a likelihood): ln(scale) and 1/scale once
+            let (inv, offset) = (F::one() / s, s.fast_ln() + c);
+            let data = x.data().iter().map(|&xi| {
+                let z = (xi - m) * inv;
+                half * z * z - offset
+            });
+            return Tensor::from_vec(data.collect(), x.shape());
+        }
         let (shape, t) = broadcast_all("normal_log_prob", inputs)?;
         let (x, m, s) = (t[0].view(), t[1].view(), t[2].view());
-        let (c, half) = (F::lit(HALF_LN_2PI), F::lit(-0.5));
-        let mut data = vec![F::zero(); crate::tensor::numel(&shape)];
-        match (x.full(), m.scalar_value(), s.scalar_value()) {
-            // scalar parameters (a likelihood): ln(scale) and 1/scale once
-            (Some(x), Some(m), Some(s)) => {
-                let (inv, offset) = (F::one() / s, s.fast_ln() + c);
-                for (out, &xi) in data.iter_mut().zip(x) {
-                    let z = (xi - m) * inv;
-                    *out = half * z * z - offset;
-                }
-            }
-            _ => {
-                for (i, out) in data.iter_mut().enumerate() {
-                    let z = (x.at(i) - m.at(i)) / s.at(i);
-                    *out = half * z * z - s.at(i).fast_ln() - c;
-                }
-            }
-        }
-        Tensor::from_vec(data, &shape)
+        let data = (0..crate::tensor::numel(&shape)).map(|i| {
+            let z = (x.at(i) - m.at(i)) / s.at(i);
+            half * z * z - s.at(i).fast_ln() - c
+        });
+        Tensor::from_vec(data.collect(), &shape)
     }
     fn backward(
         &self,
@@ -59,14 +63,10 @@ impl<F: Element> Op<F> for NormalLogProb {
         g: &Tensor<F>,
         needs: &[bool],
     ) -> Result<Vec<Option<Tensor<F>>>> {
-        let (_, t) = broadcast_all("normal_log_prob", inputs)?;
-        let (x, m, s, g) = (t[0].view(), t[1].view(), t[2].view(), g.data());
-        let n = g.len();
-        let shape = out.shape().to_vec();
-        if let (Some(xs), Some(mv), Some(sv), false) =
-            (x.full(), m.scalar_value(), s.scalar_value(), needs[0])
-        {
+        let g = g.data();
+        if let (Some((x, mv, sv)), false) = (scalar_parameters(inputs), needs[0]) {
             // scalar parameters and a constant x: reduce straight into scalars
+            let xs = x.data();
             let inv = F::one() / sv;
             // sums in eight lanes (a single running sum does not vectorize)
             let dloc = par_sum2(xs, g, |xi, gi| gi * (xi - mv) * inv);
@@ -79,6 +79,10 @@ impl<F: Element> Op<F> for NormalLogProb {
             };
             return Ok(vec![None, scalar(dloc * inv, 1)?, scalar(dscale * inv, 2)?]);
         }
+        let (_, t) = broadcast_all("normal_log_prob", inputs)?;
+        let (x, m, s) = (t[0].view(), t[1].view(), t[2].view());
+        let n = g.len();
+        let shape = out.shape().to_vec();
         // d/dloc = z / scale = -d/dx, d/dscale = (z^2 - 1) / scale
         let mut dloc = vec![F::zero(); n];
         let mut dscale = vec![F::zero(); n];
@@ -414,6 +418,58 @@ pub(crate) fn kl_normal_normal<'t, F: Element>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scalar_parameter_fast_path_matches_full_parameters() {
+        // loc and scale given as single values (shape [] or [1]) against the
+        // same values repeated to x's shape: log-probs and gradients agree
+        let x = Tensor::from_fn(&[4, 25], |i| (i as f64 * 0.37).sin() * 3.0);
+        for (param_shape, x_needs_grad) in [(vec![], false), (vec![1], false), (vec![1, 1], true)] {
+            let tape = Tape::<f64>::new();
+            let xv = if x_needs_grad {
+                tape.var(x.clone())
+            } else {
+                tape.constant(x.clone())
+            };
+            let (m, s) = (
+                tape.var(Tensor::full(&param_shape, 0.7)),
+                tape.var(Tensor::full(&param_shape, 1.3)),
+            );
+            let (mf, sf) = (
+                tape.var(Tensor::full(&[4, 25], 0.7)),
+                tape.var(Tensor::full(&[4, 25], 1.3)),
+            );
+            let fast = Normal::new(m, s).unwrap().log_prob(xv).unwrap();
+            let full = Normal::new(mf, sf).unwrap().log_prob(xv).unwrap();
+            let (fv, uv) = (fast.value(), full.value());
+            for (a, b) in fv.data().iter().zip(uv.data()) {
+                assert!((a - b).abs() < 1e-13, "{a} vs {b}");
+            }
+            let weights = tape.constant(Tensor::from_fn(&[4, 25], |i| 1.0 + (i % 3) as f64));
+            let gf = (fast * weights).sum().backward().unwrap();
+            let gu = (full * weights).sum().backward().unwrap();
+            for (p, pf) in [(m, mf), (s, sf)] {
+                let want: f64 = gu.get(pf).unwrap().data().iter().sum();
+                let got = gf.get(p).unwrap().item().unwrap();
+                assert!(
+                    (got - want).abs() < 1e-10 * want.abs().max(1.0),
+                    "{got} vs {want}"
+                );
+            }
+            if x_needs_grad {
+                assert_eq!(gf.get(xv).unwrap().data().len(), 100);
+                for (a, b) in gf
+                    .get(xv)
+                    .unwrap()
+                    .data()
+                    .iter()
+                    .zip(gu.get(xv).unwrap().data())
+                {
+                    assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn log_prob_by_hand() {
