@@ -5,6 +5,7 @@
 //! nothing is modified.
 
 use crate::error::{Error, Result};
+use crate::parallel::par_blocks;
 use crate::params::{Param, ParamStore};
 use crate::tape::Gradients;
 use crate::tensor::{Element, Tensor};
@@ -197,13 +198,15 @@ impl<F: Element> Optimizer<F> for Adam<F> {
         for (p, g) in updates {
             let (m, v) = self.state.moments[p.index()]
                 .get_or_insert_with(|| (Tensor::zeros(g.shape()), Tensor::zeros(g.shape())));
-            let value = store.value_mut(p);
+            let (value, g, n) = (store.value_mut(p), g.data(), g.len());
             if let Some(x) = value.unique_data_mut() {
-                crate::parallel::par_chunks(
-                    [x, m.data_mut(), v.data_mut()],
-                    g.data(),
+                par_blocks(
+                    (x, (m.data_mut(), v.data_mut())),
+                    n,
+                    n,
                     #[inline(always)]
-                    |x, m, v, g| {
+                    |range, (x, (m, v))| {
+                        let g = &g[range];
                         for i in 0..x.len() {
                             x[i] = rule.update(x[i], &mut m[i], &mut v[i], g[i]);
                         }
@@ -214,9 +217,9 @@ impl<F: Element> Optimizer<F> for Adam<F> {
             // A tape that read the parameter still shares its value: the
             // update goes into a new buffer, read from the old one, instead
             // of copying the old one first and updating the copy.
-            let (old, g, n) = (value.data(), g.data(), g.len());
+            let old = value.data();
             let mut new = Vec::with_capacity(n);
-            crate::parallel::par_blocks(
+            par_blocks(
                 (
                     &mut new.spare_capacity_mut()[..n],
                     (m.data_mut(), v.data_mut()),

@@ -198,39 +198,6 @@ pub(crate) unsafe fn par_new<T: Send>(
     out
 }
 
-/// `f` over matching chunks of three mutable slices and one shared slice,
-/// all of one length (an optimizer's parameter, moments and gradient), as
-/// in [`par_fill`].
-pub(crate) fn par_chunks<T: Send + Sync>(
-    slices: [&mut [T]; 3],
-    g: &[T],
-    f: impl Fn(&mut [T], &mut [T], &mut [T], &[T]) + Sync,
-) {
-    let [p, a, b] = slices;
-    assert!(
-        a.len() == p.len() && b.len() == p.len() && g.len() == p.len(),
-        "par_chunks needs equal lengths"
-    );
-    if p.len() < PARALLEL_MIN {
-        vectorized(
-            #[inline(always)]
-            || f(p, a, b, g),
-        );
-        return;
-    }
-    let mid = p.len() / 2;
-    let (p0, p1) = p.split_at_mut(mid);
-    let (a0, a1) = a.split_at_mut(mid);
-    let (b0, b1) = b.split_at_mut(mid);
-    let (g0, g1) = g.split_at(mid);
-    join(
-        #[inline(always)]
-        || f(p0, a0, b0, g0),
-        #[inline(always)]
-        || f(p1, a1, b1, g1),
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

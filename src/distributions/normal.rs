@@ -124,37 +124,21 @@ impl<F: Element> Op<F> for NormalKl {
         let (shape, t) = broadcast_all("kl_divergence", inputs)?;
         let (mq, sq, mp, sp) = (t[0].view(), t[1].view(), t[2].view(), t[3].view());
         let half = F::lit(0.5);
+        // (the variational layers' summed KL against a scalar prior is the
+        // fused `normal_kl_sum`; this is the elementwise, broadcasting form)
         let mut data = vec![F::zero(); crate::tensor::numel(&shape)];
-        match (mq.full(), sq.full(), mp.scalar_value(), sp.scalar_value()) {
-            // a full posterior against a scalar prior (every variational layer)
-            (Some(mq), Some(sq), Some(mp), Some(sp)) => {
-                let inv = F::one() / sp;
-                par_fill(
-                    &mut data,
-                    #[inline(always)]
-                    |start, chunk| {
-                        let n = chunk.len();
-                        let (mq, sq) = (&mq[start..start + n], &sq[start..start + n]);
-                        for i in 0..n {
-                            let (r, d) = (sq[i] * inv, (mq[i] - mp) * inv);
-                            chunk[i] = half * (r * r + d * d - F::one()) - r.fast_ln();
-                        }
-                    },
-                );
-            }
-            _ => par_fill(
-                &mut data,
-                #[inline(always)]
-                |start, chunk| {
-                    for (j, out) in chunk.iter_mut().enumerate() {
-                        let i = start + j;
-                        let r = sq.at(i) / sp.at(i);
-                        let d = (mq.at(i) - mp.at(i)) / sp.at(i);
-                        *out = half * (r * r + d * d - F::one()) - r.fast_ln();
-                    }
-                },
-            ),
-        }
+        par_fill(
+            &mut data,
+            #[inline(always)]
+            |start, chunk| {
+                for (j, out) in chunk.iter_mut().enumerate() {
+                    let i = start + j;
+                    let r = sq.at(i) / sp.at(i);
+                    let d = (mq.at(i) - mp.at(i)) / sp.at(i);
+                    *out = half * (r * r + d * d - F::one()) - r.fast_ln();
+                }
+            },
+        );
         Tensor::from_vec(data, &shape)
     }
     fn backward(
@@ -179,60 +163,28 @@ impl<F: Element> Op<F> for NormalKl {
         // d/dsq = sq / sp^2 - 1 / sq, d/dsp = (1 - r^2 - d^2) / sp.
         let mut dmq = vec![F::zero(); n];
         let mut dsq = needs[1].then(|| vec![F::zero(); n]);
-        match (mq.full(), sq.full(), mp.scalar_value(), sp.scalar_value()) {
-            // a full posterior against a scalar prior (every variational layer)
-            (Some(mq), Some(sq), Some(mp), Some(sp)) => {
-                let inv2 = F::one() / (sp * sp);
-                par_fill(
-                    &mut dmq,
-                    #[inline(always)]
-                    |start, chunk| {
-                        let n = chunk.len();
-                        let (mq, g) = (&mq[start..start + n], &g[start..start + n]);
-                        for i in 0..n {
-                            chunk[i] = g[i] * (mq[i] - mp) * inv2;
-                        }
-                    },
-                );
-                if let Some(d) = dsq.as_mut() {
-                    par_fill(
-                        d,
-                        #[inline(always)]
-                        |start, chunk| {
-                            let n = chunk.len();
-                            let (sq, g) = (&sq[start..start + n], &g[start..start + n]);
-                            for i in 0..n {
-                                chunk[i] = g[i] * (sq[i] * inv2 - F::one() / sq[i]);
-                            }
-                        },
-                    );
+        par_fill(
+            &mut dmq,
+            #[inline(always)]
+            |start, chunk| {
+                for (j, out) in chunk.iter_mut().enumerate() {
+                    let (i, b) = (start + j, sp.at(start + j));
+                    *out = g[i] * (mq.at(i) - mp.at(i)) / (b * b);
                 }
-            }
-            _ => {
-                par_fill(
-                    &mut dmq,
-                    #[inline(always)]
-                    |start, chunk| {
-                        for (j, out) in chunk.iter_mut().enumerate() {
-                            let (i, b) = (start + j, sp.at(start + j));
-                            *out = g[i] * (mq.at(i) - mp.at(i)) / (b * b);
-                        }
-                    },
-                );
-                if let Some(d) = dsq.as_mut() {
-                    par_fill(
-                        d,
-                        #[inline(always)]
-                        |start, chunk| {
-                            for (j, out) in chunk.iter_mut().enumerate() {
-                                let i = start + j;
-                                let (a, b) = (sq.at(i), sp.at(i));
-                                *out = g[i] * (a / (b * b) - F::one() / a);
-                            }
-                        },
-                    );
-                }
-            }
+            },
+        );
+        if let Some(d) = dsq.as_mut() {
+            par_fill(
+                d,
+                #[inline(always)]
+                |start, chunk| {
+                    for (j, out) in chunk.iter_mut().enumerate() {
+                        let i = start + j;
+                        let (a, b) = (sq.at(i), sp.at(i));
+                        *out = g[i] * (a / (b * b) - F::one() / a);
+                    }
+                },
+            );
         }
         let dsp = needs[3].then(|| {
             let mut out = vec![F::zero(); n];

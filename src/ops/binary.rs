@@ -411,16 +411,6 @@ impl<'a, F: Element> View<'a, F> {
         }
     }
 
-    /// The data, if the operand is not a broadcast scalar.
-    pub(crate) fn full(self) -> Option<&'a [F]> {
-        (!self.scalar).then_some(self.data)
-    }
-
-    /// The value, if the operand is a broadcast scalar.
-    pub(crate) fn scalar_value(self) -> Option<F> {
-        self.scalar.then(|| self.data[0])
-    }
-
     /// The element at output position `i`.
     #[inline(always)]
     pub(crate) fn at(self, i: usize) -> F {

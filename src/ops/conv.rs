@@ -290,17 +290,9 @@ struct Conv2dFlipoutOp<F> {
 }
 
 impl<F: Element> Conv2dFlipoutOp<F> {
-    /// Image `b`'s kernel `loc + delta * (s_in[b] ⊗ s_out[b])` into
-    /// `kernel`, and the sign product `s_in[b] ⊗ s_out[b]` into `signs`,
-    /// both laid out like a `patch x o` kernel.
-    fn image_kernel(
-        &self,
-        b: usize,
-        loc: &[F],
-        delta: &[F],
-        kernel: &mut Vec<F>,
-        signs: &mut Vec<F>,
-    ) {
+    /// The sign product `s_in[b] ⊗ s_out[b]` of image `b`, laid out like a
+    /// `patch x o` kernel.
+    fn image_signs(&self, b: usize, signs: &mut Vec<F>) {
         let g = &self.geometry;
         let (s_in, s_out) = (
             &self.s_in[b * g.c..(b + 1) * g.c],
@@ -312,11 +304,16 @@ impl<F: Element> Conv2dFlipoutOp<F> {
                 signs.extend(s_out.iter().map(|&so| si * so));
             }
         }
+    }
+
+    /// Image `b`'s kernel `loc + delta * signs` into `kernel`, given its
+    /// sign product.
+    fn image_kernel(loc: &[F], delta: &[F], signs: &[F], kernel: &mut Vec<F>) {
         kernel.clear();
         kernel.extend(
             loc.iter()
                 .zip(delta)
-                .zip(signs.iter())
+                .zip(signs)
                 .map(|((&l, &d), &s)| l + d * s),
         );
     }
@@ -357,7 +354,8 @@ impl<F: Element> Op<F> for Conv2dFlipoutOp<F> {
             |images, out| {
                 let (mut cols, mut kernel, mut signs) = (Vec::new(), Vec::new(), Vec::new());
                 for (b, out) in images.zip(out.chunks_mut((pixels * o).max(1))) {
-                    self.image_kernel(b, loc, delta, &mut kernel, &mut signs);
+                    self.image_signs(b, &mut signs);
+                    Self::image_kernel(loc, delta, &signs, &mut kernel);
                     cols.clear();
                     g.im2col_image(x, b, &mut cols);
                     gemm_uninit(
@@ -409,7 +407,7 @@ impl<F: Element> Op<F> for Conv2dFlipoutOp<F> {
             let first = images.start;
             for b in images {
                 let gb = &grad.data()[b * pixels * o..(b + 1) * pixels * o];
-                self.image_kernel(b, loc, delta, &mut kernel, &mut signs);
+                self.image_signs(b, &mut signs);
                 if kernel_grads {
                     cols.clear();
                     g.im2col_image(x, b, &mut cols);
@@ -429,6 +427,7 @@ impl<F: Element> Op<F> for Conv2dFlipoutOp<F> {
                     }
                 }
                 if !dx.is_empty() {
+                    Self::image_kernel(loc, delta, &signs, &mut kernel);
                     cols.clear();
                     gemm_append(
                         pixels,
