@@ -493,15 +493,7 @@ impl<F: Element> Tensor<F> {
 
     /// The first element that is NaN or infinite, with its position.
     pub fn first_non_finite(&self) -> Option<(usize, F)> {
-        // a branch-free scan of each block (it vectorizes) before the search
-        let block = self
-            .data
-            .chunks(1024)
-            .position(|c| !c.iter().fold(true, |ok, x| ok & x.is_finite()))?;
-        let i = block * 1024
-            + self.data[block * 1024..]
-                .iter()
-                .position(|x| !x.is_finite())?;
+        let i = first_failing(&self.data, |x| x.is_finite())?;
         Some((i, self.data[i]))
     }
 
@@ -623,7 +615,7 @@ impl<F: Element> Tensor<F> {
             });
         }
         let mut data = vec![F::zero(); numel(shape)];
-        if crate::ops::binary::trailing_broadcast(&self.shape, shape).is_some() {
+        if trailing_broadcast(&self.shape, shape).is_some() {
             // a bias gradient: the rows of `self` summed, a vectorizable loop
             crate::parallel::vectorized(
                 #[inline(always)]
@@ -829,6 +821,28 @@ impl<F: Element> Tensor<F> {
     pub fn matmul(&self, other: &Self) -> Result<Self> {
         self.matmul_t(other, false, false)
     }
+}
+
+/// If `small` is `big`'s trailing axes (after dropping leading 1s), i.e.
+/// it is repeated along `big`'s leading axes, the number of its elements.
+pub(crate) fn trailing_broadcast(big: &[usize], small: &[usize]) -> Option<usize> {
+    let first = small.iter().position(|&d| d != 1).unwrap_or(small.len());
+    let tail = &small[first..];
+    let width: usize = tail.iter().product();
+    (small.len() <= big.len() && big.ends_with(tail) && width > 1 && width < big.iter().product())
+        .then_some(width)
+}
+
+/// The position of the first element for which `ok` is false. Each block
+/// is scanned branch-free first (that loop vectorizes); only a block with
+/// a failing element is searched.
+pub(crate) fn first_failing<F: Copy>(data: &[F], ok: impl Fn(F) -> bool) -> Option<usize> {
+    const BLOCK: usize = 1024;
+    let block = data
+        .chunks(BLOCK)
+        .position(|c| !c.iter().fold(true, |all, &x| all & ok(x)))?;
+    let start = block * BLOCK;
+    Some(start + data[start..].iter().position(|&x| !ok(x))?)
 }
 
 /// A row-major matrix buffer read directly or transposed.
@@ -1093,6 +1107,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn first_failing_finds_the_first_bad_element_in_any_block() {
+        let mut v = vec![1.0f64; 5000];
+        assert_eq!(first_failing(&v, |x| x > 0.0), None);
+        v[4999] = -1.0;
+        v[3001] = f64::NAN;
+        assert_eq!(first_failing(&v, |x| x > 0.0), Some(3001));
+        v[7] = 0.0;
+        assert_eq!(first_failing(&v, |x| x > 0.0), Some(7));
+        let t = Tensor::from_vec(v, &[5000]).unwrap();
+        assert_eq!(t.first_non_finite().map(|(i, _)| i), Some(3001));
     }
 
     #[test]

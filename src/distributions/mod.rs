@@ -100,25 +100,15 @@ pub(crate) fn check_values<F: Element>(
     ok: impl Fn(F) -> bool,
 ) -> Result<()> {
     v.tape.with_value(v.id, |t| {
-        // A branch-free pass per chunk (vectorizable); the first bad value is
-        // located only in a chunk that has one.
-        for chunk in t.data().chunks(4096) {
-            let any_bad = chunk.iter().fold(false, |bad, &x| bad | !ok(x));
-            if any_bad {
-                let bad = chunk
-                    .iter()
-                    .copied()
-                    .find(|&x| !ok(x))
-                    .unwrap_or_else(F::nan);
-                return Err(Error::InvalidParameter {
-                    distribution,
-                    parameter,
-                    value: bad.to_f64().unwrap_or(f64::NAN),
-                    reason,
-                });
-            }
+        match crate::tensor::first_failing(t.data(), &ok) {
+            Some(i) => Err(Error::InvalidParameter {
+                distribution,
+                parameter,
+                value: t.data()[i].to_f64().unwrap_or(f64::NAN),
+                reason,
+            }),
+            None => Ok(()),
         }
-        Ok(())
     })
 }
 

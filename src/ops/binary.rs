@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::parallel::par_new;
 use crate::tape::{Op, Var};
-use crate::tensor::{Element, Tensor};
+use crate::tensor::{trailing_broadcast, Element, Tensor};
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
 use std::ops::{Add, Div, Mul, Neg, Sub};
@@ -302,16 +302,6 @@ impl<F: Element> Operand<'_, F> {
             scalar: self.scalar,
         }
     }
-}
-
-/// If `small` is `big`'s trailing axes (after dropping leading 1s), i.e.
-/// it is repeated along `big`'s leading axes, the number of its elements.
-pub(crate) fn trailing_broadcast(big: &[usize], small: &[usize]) -> Option<usize> {
-    let first = small.iter().position(|&d| d != 1).unwrap_or(small.len());
-    let tail = &small[first..];
-    let width: usize = tail.iter().product();
-    (small.len() <= big.len() && big.ends_with(tail) && width > 1 && width < big.iter().product())
-        .then_some(width)
 }
 
 /// `f(x, r)` for every element `x` of `big`, where `r` is the element of the
