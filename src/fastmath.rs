@@ -3,8 +3,9 @@
 //! Accuracy: a few ulp over the whole range (see the tests); `f64` keeps
 //! the platform's libm so that reference values match to 1e-9 and better.
 
-const LN2_HI: f32 = 0.693_145_75;
-const LN2_LO: f32 = 1.428_606_8e-6;
+/// `ln 2` split so that `k * LN2_HI` is exact for `|k| < 2^7`.
+pub(crate) const LN2_HI: f32 = 0.693_145_75;
+pub(crate) const LN2_LO: f32 = 1.428_606_8e-6;
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 
 /// `e^x`: `x = n ln2 + r`, `|r| <= ln2/2`, degree-6 Taylor polynomial for
@@ -15,8 +16,8 @@ pub fn exp(x: f32) -> f32 {
     let xc = x.clamp(-87.3, 88.72);
     // Round to nearest with the 1.5 * 2^23 trick (f32::round is a libm call
     // without SSE4.1); the integer n is then in the low mantissa bits of t.
-    let t = xc * LOG2E + 12_582_912.0;
-    let n = t - 12_582_912.0;
+    let t = xc * LOG2E + ROUNDER;
+    let n = t - ROUNDER;
     let ni = t.to_bits() as i32 - 0x4B40_0000;
     let r = (xc - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
@@ -103,30 +104,41 @@ pub fn sigmoid(x: f32) -> f32 {
     }
 }
 
+/// `sin a = a + a^3 (S0 + a^2 (S1 + a^2 (S2 + a^2 S3)))` on `|a| <= π/4`
+/// (Taylor; truncation below 2e-9).
+pub(crate) const SIN: [f32; 4] = [-1.0 / 6.0, 1.0 / 120.0, -1.0 / 5040.0, 1.0 / 362_880.0];
+/// `cos a = 1 + a^2 (C0 + a^2 (C1 + a^2 (C2 + a^2 (C3 + a^2 C4))))` on `|a| <= π/4`.
+pub(crate) const COS: [f32; 5] = [
+    -1.0 / 2.0,
+    1.0 / 24.0,
+    -1.0 / 720.0,
+    1.0 / 40_320.0,
+    -1.0 / 3_628_800.0,
+];
+/// `1.5 * 2^23`: adding it rounds an `f32` of magnitude below `2^22` to an
+/// integer, which then sits in the low mantissa bits (a float-to-int `as`
+/// cast would not vectorize: it saturates and maps NaN to 0 lane by lane).
+pub(crate) const ROUNDER: f32 = 12_582_912.0;
+
 /// `(sin 2πu, cos 2πu)` for `|u| < 2^20` turns: `4u = q + f` with `q` the
-/// nearest integer, Taylor polynomials on `|2π f/4| <= π/4` (truncation
-/// below 2e-9), then a rotation by `q` quarter turns. Absolute error a few
-/// `f32` ulp of 1.
+/// nearest integer, polynomials in `a = 2π f/4`, `|a| <= π/4`, then a
+/// rotation by `q` quarter turns. Absolute error a few `f32` ulp of 1.
+/// (The sampler's AVX2 path computes the same operations; keep them in step.)
 #[inline(always)]
 pub fn sin_cos_turn(u: f32) -> (f32, f32) {
-    let t = u * 4.0;
-    // round to nearest with the 1.5 * 2^23 trick; the integer is then in the
-    // low mantissa bits (a float-to-int `as` cast would not vectorize: it
-    // saturates and maps NaN to 0 lane by lane)
-    let shifted = t + 12_582_912.0;
-    let qf = shifted - 12_582_912.0;
-    let q = shifted.to_bits() as i32 - 0x4B40_0000;
-    let a = (t - qf) * std::f32::consts::FRAC_PI_2;
+    let turns = u * 4.0;
+    let shifted = turns + ROUNDER;
+    let q = shifted.to_bits().wrapping_sub(ROUNDER.to_bits());
+    let a = (turns - (shifted - ROUNDER)) * std::f32::consts::FRAC_PI_2;
     let a2 = a * a;
-    let s = a * (1.0 - a2 / 6.0 * (1.0 - a2 / 20.0 * (1.0 - a2 / 42.0 * (1.0 - a2 / 72.0))));
-    let c = 1.0
-        - a2 / 2.0 * (1.0 - a2 / 12.0 * (1.0 - a2 / 30.0 * (1.0 - a2 / 56.0 * (1.0 - a2 / 90.0))));
-    // sin(a + π/2) = cos a, cos(a + π/2) = -sin a; a half turn negates both
-    let (s, c) = if q & 1 == 1 { (c, -s) } else { (s, c) };
+    let sin = a + a * a2 * (SIN[0] + a2 * (SIN[1] + a2 * (SIN[2] + a2 * SIN[3])));
+    let cos = 1.0 + a2 * (COS[0] + a2 * (COS[1] + a2 * (COS[2] + a2 * (COS[3] + a2 * COS[4]))));
+    // sin(x + π/2) = cos x, cos(x + π/2) = -sin x; a half turn negates both
+    let (sin, cos) = if q & 1 == 1 { (cos, -sin) } else { (sin, cos) };
     if q & 2 == 2 {
-        (-s, -c)
+        (-sin, -cos)
     } else {
-        (s, c)
+        (sin, cos)
     }
 }
 
