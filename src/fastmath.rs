@@ -104,6 +104,19 @@ pub fn sigmoid(x: f32) -> f32 {
     }
 }
 
+/// `(softplus(x), sigmoid(x))` with one exponential and one division
+/// between them: with `e = e^-|x|`, `e/(2 + e)` (for the logarithm) and
+/// `1/(1 + e)` both come from `1/((1 + e)(2 + e))`.
+#[inline(always)]
+pub fn softplus_sigmoid(x: f32) -> (f32, f32) {
+    let e = exp(-x.abs());
+    let (a, b) = (1.0 + e, 2.0 + e);
+    let inv = 1.0 / (a * b);
+    let softplus = x.max(0.0) + two_atanh(e * a * inv);
+    let s = b * inv;
+    (softplus, if x >= 0.0 { s } else { e * s })
+}
+
 /// `sin a = a + a^3 (S0 + a^2 (S1 + a^2 (S2 + a^2 S3)))` on `|a| <= π/4`
 /// (Taylor; truncation below 2e-9).
 pub(crate) const SIN: [f32; 4] = [-1.0 / 6.0, 1.0 / 120.0, -1.0 / 5040.0, 1.0 / 362_880.0];
@@ -197,6 +210,16 @@ mod tests {
             .map(|x| ulps(sigmoid(x), sg(x as f64)))
             .fold(0.0, f64::max);
         assert!(worst <= 4.0, "sigmoid worst {worst} ulp");
+        let worst = sweep(-80.0, 80.0)
+            .map(|x| {
+                let (p, g) = softplus_sigmoid(x);
+                ulps(p, sp(x as f64)).max(ulps(g, sg(x as f64)))
+            })
+            .fold(0.0, f64::max);
+        assert!(worst <= 4.0, "softplus_sigmoid worst {worst} ulp");
+        assert_eq!(softplus_sigmoid(f32::INFINITY), (f32::INFINITY, 1.0));
+        assert_eq!(softplus_sigmoid(f32::NEG_INFINITY), (0.0, 0.0));
+        assert!(softplus_sigmoid(f32::NAN).0.is_nan());
     }
 
     #[test]

@@ -17,7 +17,6 @@ use crate::fastmath::{sin_cos_turn, LN2_HI, LN2_LO};
 use crate::tensor::{Element, Tensor};
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
-use std::mem::MaybeUninit;
 
 /// Eight xoshiro128++ generators stepped together (one per vector lane).
 struct Lanes {
@@ -225,47 +224,64 @@ mod avx2 {
     }
 }
 
-/// Fills `out` with normals from `lanes`, sixteen at a time (the last
-/// block's surplus is dropped).
-fn fill_normal<F: Element>(out: &mut [MaybeUninit<F>], lanes: &mut Lanes) {
-    const BLOCK: usize = 256;
-    let mut buf = [0.0f32; BLOCK];
-    for chunk in out.chunks_mut(BLOCK) {
-        let used = chunk.len().next_multiple_of(16);
-        let values = &mut buf[..used];
+/// The normals of one thread's part of a [`standard_normal`] tensor, piece
+/// by piece from the part's start, so that fused kernels use the values
+/// `standard_normal` would give without writing them out first.
+pub(crate) struct NormalStream {
+    lanes: Lanes,
+    buf: [f32; NormalStream::PIECE],
+}
+
+impl NormalStream {
+    /// The length of a piece.
+    pub(crate) const PIECE: usize = 256;
+
+    /// The stream of the part starting at element `start` of a tensor drawn
+    /// with `seed`: [`parallel::par_fill`](crate::parallel) hands out parts
+    /// starting at 0 and, for long tensors, one more.
+    pub(crate) fn new(seed: u64, start: usize) -> Self {
+        let stream = if start == 0 { 0 } else { 0x9E37_79B9_7F4A_7C15 };
+        NormalStream {
+            lanes: Lanes::new(seed ^ stream),
+            buf: [0.0; Self::PIECE],
+        }
+    }
+
+    /// The next `len` normals, `len <= PIECE`; a piece shorter than
+    /// `PIECE` ends the part (the values of its last sixteen that it does
+    /// not use are dropped).
+    #[inline(always)]
+    pub(crate) fn next_piece(&mut self, len: usize) -> &[f32] {
+        let values = &mut self.buf[..len.next_multiple_of(16)];
         #[cfg(target_arch = "x86_64")]
-        let done = if std::is_x86_feature_detected!("avx2") {
+        if std::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2
-            unsafe { avx2::normals(lanes, values) };
-            true
-        } else {
-            false
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        let done = false;
-        if !done {
-            for block in values.chunks_exact_mut(16) {
-                normals_portable(lanes, block.try_into().expect("16 values"));
-            }
+            unsafe { avx2::normals(&mut self.lanes, values) };
+            return &self.buf[..len];
         }
-        for (o, &v) in chunk.iter_mut().zip(values.iter()) {
-            o.write(F::lit(f64::from(v)));
+        for block in values.chunks_exact_mut(16) {
+            normals_portable(&mut self.lanes, block.try_into().expect("16 values"));
         }
+        &self.buf[..len]
     }
 }
 
 /// `N(0, 1)` draws of a shape, seeded from `rng`.
 pub fn standard_normal<F: Element>(shape: &[usize], rng: &mut dyn RngCore) -> Tensor<F> {
     let seed = rng.next_u64();
-    // SAFETY: `fill_normal` writes every element of the chunk it is given
+    // SAFETY: every element of each chunk is written
     let data = unsafe {
         crate::parallel::par_new(
             shape.iter().product(),
             #[inline(always)]
             |start, chunk| {
-                // each half that `par_new` hands out gets its own stream
-                let stream = if start == 0 { 0 } else { 0x9E37_79B9_7F4A_7C15 };
-                fill_normal(chunk, &mut Lanes::new(seed ^ stream))
+                let mut stream = NormalStream::new(seed, start);
+                for piece in chunk.chunks_mut(NormalStream::PIECE) {
+                    let values = stream.next_piece(piece.len());
+                    for (o, &z) in piece.iter_mut().zip(values) {
+                        o.write(F::lit(f64::from(z)));
+                    }
+                }
             },
         )
     };

@@ -68,6 +68,33 @@ pub trait Op<F: Element>: 'static {
     }
 }
 
+/// An op with several outputs (crate-internal), for fused kernels whose
+/// outputs share intermediates: a layer's weight perturbation and its KL
+/// term, say. Output 0 is the op's own node; outputs 1.. are nodes that
+/// follow it on the tape and hand their gradients back to it, so its
+/// backward runs once, when any output received a gradient.
+pub(crate) trait MultiOp<F: Element>: 'static {
+    /// Name used in error messages and the numerics check.
+    fn name(&self) -> &str;
+
+    /// Computes the outputs (at least one) from the inputs.
+    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Vec<Tensor<F>>>;
+
+    /// `grads[j]` is the gradient of the loss w.r.t. output `j` (`None` if
+    /// none reached it; at least one is `Some`). `acc[i]` holds the gradient
+    /// of input `i` from the uses of it processed so far: for each input
+    /// with `needs[i]`, add this op's part to it, in place or by setting it.
+    /// (Adding in place saves the separate pass that summing two gradients
+    /// of a large input would cost.)
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        grads: &[Option<Tensor<F>>],
+        needs: &[bool],
+        acc: &mut [Option<Tensor<F>>],
+    ) -> Result<()>;
+}
+
 /// How stochastic layers draw their weights on this tape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SampleMode {
@@ -78,9 +105,24 @@ pub enum SampleMode {
     PosteriorMean,
 }
 
+/// What made a node.
+enum NodeOp<F: Element> {
+    /// Nothing: a constant, a var or a parameter read.
+    Leaf,
+    Single(Box<dyn Op<F>>),
+    /// Output 0 of an op with this many outputs; the others are the
+    /// [`NodeOp::Extra`] nodes right after it.
+    Multi(Box<dyn MultiOp<F>>, usize),
+    /// Output `index` (at least 1) of the [`NodeOp::Multi`] node `of`.
+    Extra {
+        of: usize,
+        index: usize,
+    },
+}
+
 struct Node<F: Element> {
     value: Tensor<F>,
-    op: Option<Box<dyn Op<F>>>,
+    op: NodeOp<F>,
     /// Where the ids of the inputs are in the tape's `edges`.
     inputs: std::ops::Range<usize>,
     requires_grad: bool,
@@ -185,7 +227,7 @@ impl<F: Element> Tape<F> {
     fn push(
         &self,
         value: Tensor<F>,
-        op: Option<Box<dyn Op<F>>>,
+        op: NodeOp<F>,
         inputs: &[Var<'_, F>],
         requires_grad: bool,
         param: Option<ParamKey>,
@@ -194,9 +236,15 @@ impl<F: Element> Tape<F> {
         let id = nodes.len();
         if self.finite_check && self.first_non_finite.borrow().is_none() {
             if let Some((_, bad)) = value.first_non_finite() {
-                let name = op
-                    .as_ref()
-                    .map_or("leaf".to_string(), |o| o.name().to_string());
+                let name = match &op {
+                    NodeOp::Leaf => "leaf".to_string(),
+                    NodeOp::Single(o) => o.name().to_string(),
+                    NodeOp::Multi(o, _) => o.name().to_string(),
+                    NodeOp::Extra { of, index } => match &nodes[*of].op {
+                        NodeOp::Multi(o, _) => format!("{} (output {index})", o.name()),
+                        _ => unreachable!("an extra output follows its op"),
+                    },
+                };
                 let input_shapes = inputs
                     .iter()
                     .map(|v| nodes[v.id].value.shape().to_vec())
@@ -224,7 +272,7 @@ impl<F: Element> Tape<F> {
 
     /// A constant: no gradient is computed for it.
     pub fn constant(&self, value: Tensor<F>) -> Var<'_, F> {
-        self.push(value, None, &[], false, None)
+        self.push(value, NodeOp::Leaf, &[], false, None)
     }
 
     /// A scalar constant.
@@ -235,7 +283,7 @@ impl<F: Element> Tape<F> {
     /// A leaf that receives a gradient ([`Gradients::get`]); useful for
     /// inputs you differentiate with respect to, as in gradient checks.
     pub fn var(&self, value: Tensor<F>) -> Var<'_, F> {
-        self.push(value, None, &[], true, None)
+        self.push(value, NodeOp::Leaf, &[], true, None)
     }
 
     /// Reads a parameter onto the tape, in its constrained form: a
@@ -259,7 +307,7 @@ impl<F: Element> Tape<F> {
     /// positive parameter).
     pub fn try_param_raw<'t>(&'t self, store: &ParamStore<F>, param: Param) -> Result<Var<'t, F>> {
         let value = store.try_value(param)?.clone();
-        Ok(self.push(value, None, &[], true, Some(store.key(param))))
+        Ok(self.push(value, NodeOp::Leaf, &[], true, Some(store.key(param))))
     }
 
     /// Applies an op to vars, recording it on the tape.
@@ -294,7 +342,7 @@ impl<F: Element> Tape<F> {
             };
             (value, inputs.iter().any(|v| nodes[v.id].requires_grad))
         };
-        Ok(self.push(value, Some(op), inputs, requires_grad, None))
+        Ok(self.push(value, NodeOp::Single(op), inputs, requires_grad, None))
     }
 
     /// Records an op whose output the caller already computed (for ops
@@ -309,7 +357,35 @@ impl<F: Element> Tape<F> {
             let nodes = self.nodes.borrow();
             inputs.iter().any(|v| nodes[v.id].requires_grad)
         };
-        self.push(value, Some(op), inputs, requires_grad, None)
+        self.push(value, NodeOp::Single(op), inputs, requires_grad, None)
+    }
+
+    /// Applies an op with several outputs; returns one var per output.
+    pub(crate) fn apply_multi<'t>(
+        &'t self,
+        op: Box<dyn MultiOp<F>>,
+        inputs: &[Var<'t, F>],
+    ) -> Result<Vec<Var<'t, F>>> {
+        if inputs.iter().any(|v| !std::ptr::eq(v.tape, self)) {
+            return Err(Error::ForeignTape { op: "apply" });
+        }
+        let (outputs, requires_grad) = {
+            let nodes = self.nodes.borrow();
+            let values: Vec<&Tensor<F>> = inputs.iter().map(|v| &nodes[v.id].value).collect();
+            let requires_grad = inputs.iter().any(|v| nodes[v.id].requires_grad);
+            (op.forward(&values)?, requires_grad)
+        };
+        let count = outputs.len();
+        assert!(count > 0, "MultiOp {}: no outputs", op.name());
+        let mut outputs = outputs.into_iter();
+        let first = outputs.next().expect("at least one output");
+        let first = self.push(first, NodeOp::Multi(op, count), inputs, requires_grad, None);
+        let mut vars = vec![first];
+        for (index, value) in (1..).zip(outputs) {
+            let of = first.id;
+            vars.push(self.push(value, NodeOp::Extra { of, index }, &[], requires_grad, None));
+        }
+        Ok(vars)
     }
 
     /// Runs `f` on the value of node `id` without cloning it.
@@ -497,16 +573,39 @@ impl<'t, F: Element> Var<'t, F> {
         let edges = self.tape.edges.borrow();
         // reused from node to node
         let (mut inputs, mut needs): (Vec<&Tensor<F>>, Vec<bool>) = (Vec::new(), Vec::new());
+        // the gradients of the outputs 1.. of multi-output ops, by the op's node
+        let mut extra: HashMap<usize, Vec<Option<Tensor<F>>>, BuildHasherDefault<IdHasher>> =
+            HashMap::default();
         for id in (0..=self.id).rev() {
-            let Some(grad) = grads[id].take() else {
-                continue;
-            };
             let node = &nodes[id];
+            let grad = grads[id].take();
             if !node.requires_grad {
                 continue;
             }
-            match &node.op {
-                None => match node.param {
+            match (&node.op, grad) {
+                (NodeOp::Multi(op, count), grad) => {
+                    // its backward runs if any of its outputs got a gradient
+                    let Some(mut outs) =
+                        extra.remove(&id).or_else(|| grad.is_some().then(Vec::new))
+                    else {
+                        continue;
+                    };
+                    outs.resize_with(*count, || None);
+                    outs[0] = grad;
+                    let ids = &edges[node.inputs.clone()];
+                    gather(&nodes, ids, &mut inputs, &mut needs);
+                    // an input used twice gets its accumulated gradient once
+                    let mut acc: Vec<Option<Tensor<F>>> =
+                        ids.iter().map(|&i| grads[i].take()).collect();
+                    op.backward(&inputs, &outs, &needs, &mut acc)?;
+                    for (pos, (&input, g)) in ids.iter().zip(acc).enumerate() {
+                        if let Some(g) = g {
+                            accumulate(&mut grads, &nodes, op.name(), (pos, input), g)?;
+                        }
+                    }
+                }
+                (_, None) => {}
+                (NodeOp::Leaf, Some(grad)) => match node.param {
                     // a parameter read: its gradient is summed over all reads
                     Some(key) => match out.params.get_mut(&key) {
                         Some(acc) => acc.add_assign(&grad),
@@ -518,34 +617,165 @@ impl<'t, F: Element> Var<'t, F> {
                         out.leaves.insert(id, grad);
                     }
                 },
-                Some(op) => {
+                (NodeOp::Extra { of, index }, Some(grad)) => {
+                    let outs = extra.entry(*of).or_default();
+                    if outs.len() <= *index {
+                        outs.resize_with(index + 1, || None);
+                    }
+                    outs[*index] = Some(grad);
+                }
+                (NodeOp::Single(op), Some(grad)) => {
                     let ids = &edges[node.inputs.clone()];
-                    inputs.clear();
-                    inputs.extend(ids.iter().map(|&i| &nodes[i].value));
-                    needs.clear();
-                    needs.extend(ids.iter().map(|&i| nodes[i].requires_grad));
+                    gather(&nodes, ids, &mut inputs, &mut needs);
                     let input_grads = op.backward_needed(&inputs, &node.value, &grad, &needs)?;
                     for (pos, (&input, g)) in ids.iter().zip(input_grads).enumerate() {
-                        let Some(g) = g else { continue };
-                        if !needs[pos] {
-                            continue;
-                        }
-                        if g.shape() != nodes[input].value.shape() {
-                            return Err(Error::BadGradientShape {
-                                op: op.name().to_string(),
-                                input: pos,
-                                expected: nodes[input].value.shape().to_vec(),
-                                found: g.shape().to_vec(),
-                            });
-                        }
-                        match &mut grads[input] {
-                            Some(acc) => acc.add_assign(&g),
-                            slot @ None => *slot = Some(g),
+                        if let (Some(g), true) = (g, needs[pos]) {
+                            accumulate(&mut grads, &nodes, op.name(), (pos, input), g)?;
                         }
                     }
                 }
             }
         }
         Ok(out)
+    }
+}
+
+/// The values of the nodes `ids` and whether each needs a gradient.
+fn gather<'a, F: Element>(
+    nodes: &'a [Node<F>],
+    ids: &[usize],
+    inputs: &mut Vec<&'a Tensor<F>>,
+    needs: &mut Vec<bool>,
+) {
+    inputs.clear();
+    inputs.extend(ids.iter().map(|&i| &nodes[i].value));
+    needs.clear();
+    needs.extend(ids.iter().map(|&i| nodes[i].requires_grad));
+}
+
+/// Adds `g`, the gradient an op computed for its input number `pos`
+/// (node `input`), to what that node has received so far.
+fn accumulate<F: Element>(
+    grads: &mut [Option<Tensor<F>>],
+    nodes: &[Node<F>],
+    op: &str,
+    (pos, input): (usize, usize),
+    g: Tensor<F>,
+) -> Result<()> {
+    let expected = nodes[input].value.shape();
+    if g.shape() != expected {
+        return Err(Error::BadGradientShape {
+            op: op.to_string(),
+            input: pos,
+            expected: expected.to_vec(),
+            found: g.shape().to_vec(),
+        });
+    }
+    match &mut grads[input] {
+        Some(acc) => acc.add_assign(&g),
+        slot @ None => *slot = Some(g),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `(x + y, x * y, sum x)`, adding into the accumulated gradients.
+    struct ThreeOutputs;
+    impl MultiOp<f64> for ThreeOutputs {
+        fn name(&self) -> &str {
+            "three_outputs"
+        }
+        fn forward(&self, inputs: &[&Tensor<f64>]) -> Result<Vec<Tensor<f64>>> {
+            let (x, y) = (inputs[0], inputs[1]);
+            Ok(vec![
+                x.zip_map(y, "add", |a, b| a + b)?,
+                x.zip_map(y, "mul", |a, b| a * b)?,
+                Tensor::scalar(x.sum_all()),
+            ])
+        }
+        fn backward(
+            &self,
+            inputs: &[&Tensor<f64>],
+            grads: &[Option<Tensor<f64>>],
+            needs: &[bool],
+            acc: &mut [Option<Tensor<f64>>],
+        ) -> Result<()> {
+            for (i, other) in [(0, 1), (1, 0)] {
+                // y is not in output 2
+                let reached = grads[0].is_some() || grads[1].is_some() || i == 0;
+                if !needs[i] || !reached {
+                    continue;
+                }
+                let mut g = Tensor::zeros(inputs[i].shape());
+                if let Some(g0) = &grads[0] {
+                    g = g.zip_map(g0, "add", |a, b| a + b)?;
+                }
+                if let Some(g1) = &grads[1] {
+                    let part = g1.zip_map(inputs[other], "mul", |a, b| a * b)?;
+                    g = g.zip_map(&part, "add", |a, b| a + b)?;
+                }
+                if let (0, Some(g2)) = (i, &grads[2]) {
+                    let c = g2.data()[0];
+                    g = g.map(|a| a + c);
+                }
+                acc[i] = Some(match acc[i].take() {
+                    Some(a) => a.zip_map(&g, "add", |a, b| a + b)?,
+                    None => g,
+                });
+            }
+            Ok(())
+        }
+    }
+
+    /// The same three outputs from single-output ops.
+    fn composed<'t>(x: Var<'t, f64>, y: Var<'t, f64>) -> [Var<'t, f64>; 3] {
+        [x + y, x * y, x.sum()]
+    }
+
+    #[test]
+    fn every_output_of_a_multi_output_op_carries_its_gradient() {
+        let (xv, yv) = (
+            Tensor::vector(&[0.5, -1.0, 2.0]),
+            Tensor::vector(&[3.0, 0.25, -2.0]),
+        );
+        let w = Tensor::vector(&[1.0, -2.0, 0.5]);
+        // every non-empty subset of the outputs in the loss, weighted
+        for subset in 1..8u32 {
+            let gradients = |fused: bool| {
+                let tape = Tape::new();
+                let (x, y) = (tape.var(xv.clone()), tape.var(yv.clone()));
+                let outs: Vec<Var<'_, f64>> = if fused {
+                    tape.apply_multi(Box::new(ThreeOutputs), &[x, y]).unwrap()
+                } else {
+                    composed(x, y).to_vec()
+                };
+                let wc = tape.constant(w.clone());
+                let mut loss = (x * wc).sum(); // x also used elsewhere
+                for (j, out) in outs.iter().enumerate() {
+                    if subset & (1 << j) != 0 {
+                        loss = loss + (*out * (j as f64 + 1.0)).sum();
+                    }
+                }
+                let g = loss.backward().unwrap();
+                (g.get(x).cloned(), g.get(y).cloned())
+            };
+            assert_eq!(gradients(true), gradients(false), "outputs {subset:03b}");
+        }
+    }
+
+    #[test]
+    fn an_extra_output_can_be_the_root_and_an_input_can_repeat() {
+        let xv = Tensor::vector(&[0.5, -1.0, 2.0]);
+        let tape = Tape::new();
+        let x = tape.var(xv.clone());
+        // (2x, x^2, sum x) with x as both inputs; the root is output 1
+        let outs = tape.apply_multi(Box::new(ThreeOutputs), &[x, x]).unwrap();
+        let g = outs[1].sum().backward().unwrap();
+        assert_eq!(g.get(x).unwrap(), &xv.map(|a| 2.0 * a));
+        let g = outs[2].backward().unwrap();
+        assert_eq!(g.get(x).unwrap(), &Tensor::vector(&[1.0, 1.0, 1.0]));
     }
 }

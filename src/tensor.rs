@@ -37,6 +37,11 @@ pub trait Element:
     fn fast_softplus(self) -> Self;
     /// `1 / (1 + e^-x)` without overflow.
     fn fast_sigmoid(self) -> Self;
+    /// `(softplus(x), sigmoid(x))`, sharing work where that is cheaper.
+    #[inline(always)]
+    fn fast_softplus_sigmoid(self) -> (Self, Self) {
+        (self.fast_softplus(), self.fast_sigmoid())
+    }
     /// `(sin 2πx, cos 2πx)`: `x` counts turns (vectorizable in `f32`, libm in `f64`).
     fn fast_sin_cos_turn(self) -> (Self, Self);
 
@@ -87,6 +92,10 @@ impl Element for f32 {
     #[inline(always)]
     fn fast_sigmoid(self) -> Self {
         crate::fastmath::sigmoid(self)
+    }
+    #[inline(always)]
+    fn fast_softplus_sigmoid(self) -> (Self, Self) {
+        crate::fastmath::softplus_sigmoid(self)
     }
     #[inline(always)]
     fn fast_sin_cos_turn(self) -> (Self, Self) {

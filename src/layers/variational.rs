@@ -188,8 +188,9 @@ impl MeanField {
     /// The fast path of the default kind of layer (a scalar Normal prior,
     /// an analytic divergence, sampling mode): `output(loc, delta, rng)`
     /// computes the layer's output from the posterior mean and one
-    /// perturbation `delta = scale * eps` (the weights are `loc + delta`),
-    /// and the summed KL goes on the tape, through the fused op, as
+    /// perturbation `delta = scale * eps` (the weights are `loc + delta`);
+    /// `delta` and the summed KL come from one fused op
+    /// ([`Var::mean_field_sample`]), and the KL goes on the tape as
     /// `<layer>/kernel_divergence`. `None` for any other configuration,
     /// which takes the general path through [`Normal`] and
     /// [`register_divergence`].
@@ -210,11 +211,16 @@ impl MeanField {
             ) if loc.is_finite() && scale.is_finite() && *scale > 0.0 => (*loc, *scale),
             _ => return Ok(None),
         };
+        // the op reads rho as stored and applies the softplus itself
+        let shift = match store.constraint(self.rho)? {
+            Constraint::Positive { eps } => F::lit(eps),
+            Constraint::Real => return Ok(None),
+        };
         let loc = tape.try_param(store, self.loc)?;
-        let scale = tape.try_param(store, self.rho)?;
-        let delta = scale * noise(&self.shape, rng);
+        let rho = tape.try_param_raw(store, self.rho)?;
+        let (delta, kl) =
+            loc.mean_field_sample(rho, shift, (F::lit(m), F::lit(s)), rng.next_u64())?;
         let y = output(loc, delta, rng)?;
-        let kl = loc.normal_kl_sum(scale, F::lit(m), F::lit(s))?;
         tape.add_divergence(format!("{layer}/kernel_divergence"), kl)?;
         Ok(Some(y))
     }

@@ -1,24 +1,40 @@
-//! The KL term of a mean-field Normal posterior against a scalar Normal
-//! prior, as one fused op with a scalar output.
+//! A layer's weight perturbation and KL term under a mean-field Normal
+//! posterior and a scalar Normal prior, fused into one op with two outputs.
 //!
-//! Composed from the generic ops, the divergence of a layer is an
-//! elementwise KL tensor, a sum, and in backward a full-size broadcast of
-//! the scalar gradient feeding the elementwise backward. [`Var::normal_kl_sum`]
-//! reads `loc` and `scale` once forward and writes their gradients once
-//! backward. It computes exactly the composed formula; the layers use it
-//! when the prior is a scalar Normal and the divergence analytic.
+//! Composed from the generic ops, a layer's posterior costs about a dozen
+//! passes over its weights: the softplus of `rho`, the normal draws, their
+//! product with the scale, the elementwise KL and its sum, and in backward
+//! the KL's gradients, the product's, the softplus's and two sums of
+//! gradients. The weights of a large layer do not fit in cache, so each
+//! pass is a trip to memory. [`Var::mean_field_sample`] makes one pass
+//! forward (drawing the normals as it goes) and one backward, and adds the
+//! gradient of `loc` into the one its other uses left. It computes exactly
+//! the composed formulas; the layers use it when the prior is a scalar
+//! Normal and the divergence analytic.
 
 use crate::error::{Error, Result};
-use crate::parallel::{join, par_new, vectorized, PARALLEL_MIN};
-use crate::tape::{Op, Var};
+use crate::parallel::{join, par_blocks, par_fill, par_new, vectorized, PARALLEL_MIN};
+use crate::random::NormalStream;
+use crate::tape::{MultiOp, Var};
 use crate::tensor::{Element, Tensor};
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
+/// With `scale = softplus(rho) + shift` and `eps ~ N(0, 1)` drawn from
+/// `seed` (the values [`standard_normal`](crate::random::standard_normal)
+/// gives for that seed), the outputs are the perturbation
+/// `delta = scale * eps` (the weights are `loc + delta`) and
 /// `sum_i KL(N(loc_i, scale_i) || N(m, s))`. With `r = scale / s` and
-/// `d = (loc - m) / s`, each term is `(r^2 + d^2 - 1)/2 - ln r`;
-/// `d/dloc = (loc - m) / s^2` and `d/dscale = scale / s^2 - 1 / scale`.
-struct KlSum<F> {
+/// `d = (loc - m) / s`, each KL term is `(r^2 + d^2 - 1)/2 - ln r`, with
+/// `d/dloc = (loc - m) / s^2` and `d/dscale = scale / s^2 - 1 / scale`;
+/// `d scale / d rho = sigmoid(rho)`.
+struct MeanFieldSample<F: Element> {
+    seed: u64,
+    shift: F,
     prior_loc: F,
     prior_scale: F,
+    /// The normals forward drew, for backward.
+    eps: RefCell<Option<Tensor<F>>>,
 }
 
 /// `sum_i term(a_i, b_i)`, accumulated in eight lanes (so that it
@@ -70,129 +86,321 @@ pub(crate) fn par_sum2<F: Element>(a: &[F], b: &[F], term: impl Fn(F, F) -> F + 
 /// KL term). A block of 32 values with a product that is not a normal
 /// number, or with a value that is not positive, is summed value by value
 /// instead, so zeros, negatives, infinities and NaNs give what the plain
-/// sum gives. Two threads for long slices.
+/// sum gives.
+#[inline(always)]
 fn sum_ln<F: Element>(x: &[F]) -> F {
-    #[inline(always)]
-    fn serial<F: Element>(x: &[F]) -> F {
-        let plain = |c: &[F]| c.iter().fold(F::zero(), |s, &v| s + v.fast_ln());
-        let mut acc = [F::zero(); 8];
-        let mut blocks = x.chunks_exact(32);
-        for c in &mut blocks {
-            let (mut product, mut low) = ([F::one(); 8], [F::infinity(); 8]);
-            for k in 0..4 {
-                for j in 0..8 {
-                    product[j] = product[j] * c[8 * k + j];
-                    low[j] = low[j].min(c[8 * k + j]);
-                }
-            }
-            if product.iter().all(|p| p.is_normal()) && low.iter().all(|&v| v > F::zero()) {
-                for j in 0..8 {
-                    acc[j] = acc[j] + product[j].fast_ln();
-                }
-            } else {
-                acc[0] = acc[0] + plain(c);
+    let plain = |c: &[F]| c.iter().fold(F::zero(), |s, &v| s + v.fast_ln());
+    let mut acc = [F::zero(); 8];
+    let mut blocks = x.chunks_exact(32);
+    for c in &mut blocks {
+        let (mut product, mut low) = ([F::one(); 8], [F::infinity(); 8]);
+        for k in 0..4 {
+            for j in 0..8 {
+                product[j] = product[j] * c[8 * k + j];
+                low[j] = low[j].min(c[8 * k + j]);
             }
         }
-        acc.iter().fold(plain(blocks.remainder()), |s, &v| s + v)
+        if product.iter().all(|p| p.is_normal()) && low.iter().all(|&v| v > F::zero()) {
+            for j in 0..8 {
+                acc[j] = acc[j] + product[j].fast_ln();
+            }
+        } else {
+            acc[0] = acc[0] + plain(c);
+        }
     }
-    if x.len() < PARALLEL_MIN {
-        return vectorized(
-            #[inline(always)]
-            || serial(x),
-        );
-    }
-    let mid = x.len() / 2;
-    let (mut lo, mut hi) = (F::zero(), F::zero());
-    join(
-        #[inline(always)]
-        || lo = serial(&x[..mid]),
-        #[inline(always)]
-        || hi = serial(&x[mid..]),
-    );
-    lo + hi
+    acc.iter().fold(plain(blocks.remainder()), |s, &v| s + v)
 }
 
-impl<F: Element> Op<F> for KlSum<F> {
-    fn name(&self) -> &str {
-        "normal_kl_sum"
+/// `sum_i x_i` in eight lanes (so that it vectorizes).
+#[inline(always)]
+fn sum_lanes<F: Element>(x: &[F]) -> F {
+    let mut acc = [F::zero(); 8];
+    let lanes = x.chunks_exact(8);
+    let rest = lanes.remainder().iter().fold(F::zero(), |s, &v| s + v);
+    for c in lanes {
+        for j in 0..8 {
+            acc[j] = acc[j] + c[j];
+        }
     }
-    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
-        let (loc, scale) = (inputs[0].data(), inputs[1].data());
-        let m = self.prior_loc;
-        let (inv, half) = (F::one() / self.prior_scale, F::lit(0.5));
-        // sum ln r = sum ln scale - n ln s: the logarithms in one pass of
-        // their own, four values per `ln`
-        let quadratic = par_sum2(
-            loc,
-            scale,
+    acc.iter().fold(rest, |s, &v| s + v)
+}
+
+/// Adds `terms` to the gradient `acc` of an input of `shape`: in place if
+/// there is one (a fresh gradient is not shared, so this does not copy),
+/// else into a new tensor, written once. `terms(start, out)` writes the
+/// terms of elements `start..start + out.len()`, a piece at a time.
+fn add_terms<F: Element>(
+    acc: &mut Option<Tensor<F>>,
+    shape: &[usize],
+    terms: impl Fn(usize, &mut [F]) + Sync,
+) {
+    const PIECE: usize = 256;
+    #[inline(always)]
+    fn pieces<F: Element>(
+        start: usize,
+        len: usize,
+        terms: &impl Fn(usize, &mut [F]),
+        mut sink: impl FnMut(usize, &[F]),
+    ) {
+        let mut buf = [F::zero(); PIECE];
+        for at in (0..len).step_by(PIECE) {
+            let piece = &mut buf[..PIECE.min(len - at)];
+            terms(start + at, piece);
+            sink(at, piece);
+        }
+    }
+    match acc {
+        Some(grad) => par_fill(
+            grad.data_mut(),
             #[inline(always)]
-            |loc, scale| {
-                let (r, d) = (scale * inv, (loc - m) * inv);
-                half * (r * r + d * d - F::one())
+            |start, chunk| {
+                pieces(
+                    start,
+                    chunk.len(),
+                    &terms,
+                    #[inline(always)]
+                    |at, piece| {
+                        for (g, &t) in chunk[at..].iter_mut().zip(piece) {
+                            *g = *g + t;
+                        }
+                    },
+                )
             },
-        );
-        let n = F::from_usize(scale.len()).unwrap_or_else(F::nan);
-        let total = quadratic - sum_ln(scale) + n * self.prior_scale.fast_ln();
-        Ok(Tensor::scalar(total))
+        ),
+        None => {
+            let n = shape.iter().product();
+            // SAFETY: `pieces` covers the whole chunk, and each piece's
+            // values are written
+            let data = unsafe {
+                par_new(
+                    n,
+                    #[inline(always)]
+                    |start, chunk: &mut [MaybeUninit<F>]| {
+                        pieces(
+                            start,
+                            chunk.len(),
+                            &terms,
+                            #[inline(always)]
+                            |at, piece| {
+                                for (g, &t) in chunk[at..].iter_mut().zip(piece) {
+                                    g.write(t);
+                                }
+                            },
+                        )
+                    },
+                )
+            };
+            *acc = Some(Tensor::new_unchecked(data, shape.to_vec()));
+        }
     }
+}
+
+/// What [`sample_part`] needs of a [`MeanFieldSample`].
+#[derive(Clone, Copy)]
+struct SampleParams<F> {
+    seed: u64,
+    shift: F,
+    prior_loc: F,
+    inv_scale: F,
+}
+
+/// The forward pass over the part of the weights that starts at element
+/// `start`: writes `delta` and `eps`, returns the part's sums of the
+/// quadratic KL terms `(r^2 + d^2 - 1)/2` and of `ln scale`.
+#[inline(always)]
+fn sample_part<F: Element>(
+    p: SampleParams<F>,
+    loc: &[F],
+    rho: &[F],
+    start: usize,
+    delta: &mut [MaybeUninit<F>],
+    eps: &mut [MaybeUninit<F>],
+) -> (F, F) {
+    const PIECE: usize = NormalStream::PIECE;
+    let half = F::lit(0.5);
+    let mut normals = NormalStream::new(p.seed, start);
+    let (mut quadratic, mut ln_scale) = (F::zero(), F::zero());
+    let (mut scale, mut q) = ([F::zero(); PIECE], [F::zero(); PIECE]);
+    for at in (0..rho.len()).step_by(PIECE) {
+        let len = PIECE.min(rho.len() - at);
+        let z = normals.next_piece(len);
+        let (scale, q) = (&mut scale[..len], &mut q[..len]);
+        let weights = rho[at..at + len].iter().zip(&loc[at..at + len]);
+        let outputs = delta[at..at + len].iter_mut().zip(&mut eps[at..at + len]);
+        for (((s, q), &z), ((&r, &l), (d, e))) in scale
+            .iter_mut()
+            .zip(q.iter_mut())
+            .zip(z)
+            .zip(weights.zip(outputs))
+        {
+            let z = F::lit(f64::from(z));
+            *s = r.fast_softplus() + p.shift;
+            e.write(z);
+            d.write(*s * z);
+            let (r, d) = (*s * p.inv_scale, (l - p.prior_loc) * p.inv_scale);
+            *q = half * (r * r + d * d - F::one());
+        }
+        quadratic = quadratic + sum_lanes(q);
+        ln_scale = ln_scale + sum_ln(scale);
+    }
+    (quadratic, ln_scale)
+}
+
+impl<F: Element> MultiOp<F> for MeanFieldSample<F> {
+    fn name(&self) -> &str {
+        "mean_field_sample"
+    }
+
+    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Vec<Tensor<F>>> {
+        let (loc, rho) = (inputs[0].data(), inputs[1].data());
+        let n = rho.len();
+        let (mut delta, mut eps) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        // The same parts as `standard_normal`'s (split like `par_fill`), so
+        // the same normals.
+        let p = SampleParams {
+            seed: self.seed,
+            shift: self.shift,
+            prior_loc: self.prior_loc,
+            inv_scale: F::one() / self.prior_scale,
+        };
+        let (delta_out, eps_out) = (
+            &mut delta.spare_capacity_mut()[..n],
+            &mut eps.spare_capacity_mut()[..n],
+        );
+        let ((q0, l0), (q1, l1)) = if n < PARALLEL_MIN {
+            let whole = vectorized(
+                #[inline(always)]
+                || sample_part(p, loc, rho, 0, delta_out, eps_out),
+            );
+            (whole, (F::zero(), F::zero()))
+        } else {
+            par_blocks(
+                (delta_out, eps_out),
+                n,
+                n,
+                #[inline(always)]
+                |items, (delta, eps)| {
+                    let (loc, rho) = (&loc[items.clone()], &rho[items.clone()]);
+                    sample_part(p, loc, rho, items.start, delta, eps)
+                },
+            )
+        };
+        // SAFETY: the two parts wrote every element of both
+        unsafe {
+            delta.set_len(n);
+            eps.set_len(n);
+        }
+        let count = F::from_usize(n).unwrap_or_else(F::nan);
+        // sum ln r = sum ln scale - n ln s
+        let kl = (q0 + q1) - (l0 + l1) + count * self.prior_scale.fast_ln();
+        let shape = inputs[1].shape().to_vec();
+        *self.eps.borrow_mut() = Some(Tensor::new_unchecked(eps, shape.clone()));
+        Ok(vec![
+            Tensor::new_unchecked(delta, shape),
+            Tensor::scalar(kl),
+        ])
+    }
+
     fn backward(
         &self,
         inputs: &[&Tensor<F>],
-        _out: &Tensor<F>,
-        grad: &Tensor<F>,
-    ) -> Result<Vec<Option<Tensor<F>>>> {
-        let (loc, scale) = (inputs[0].data(), inputs[1].data());
-        let (g, m) = (grad.data()[0], self.prior_loc);
-        let ginv2 = g / (self.prior_scale * self.prior_scale);
-        // SAFETY (both): each loop writes every element of its chunk.
-        let dloc = unsafe {
-            par_new(
-                loc.len(),
+        grads: &[Option<Tensor<F>>],
+        needs: &[bool],
+        acc: &mut [Option<Tensor<F>>],
+    ) -> Result<()> {
+        let (loc, rho) = (inputs[0].data(), inputs[1].data());
+        let shape = inputs[1].shape();
+        let (m, shift) = (self.prior_loc, self.shift);
+        let kl_grad = grads.get(1).and_then(|g| g.as_ref()).map(|g| g.data()[0]);
+        let eps = self.eps.borrow();
+        let eps = eps.as_ref().expect("forward ran before backward").data();
+        let [loc_acc, rho_acc] = acc else {
+            unreachable!("two inputs")
+        };
+        // an unused divergence contributes c = 0 (exactly nothing)
+        let c = kl_grad.unwrap_or_else(F::zero);
+        let c_inv2 = c / (self.prior_scale * self.prior_scale);
+        if kl_grad.is_some() && needs[0] {
+            add_terms(
+                loc_acc,
+                shape,
                 #[inline(always)]
-                |start, out| {
-                    for (o, &l) in out.iter_mut().zip(&loc[start..]) {
-                        o.write((l - m) * ginv2);
+                |i, out| {
+                    for (o, &l) in out.iter_mut().zip(&loc[i..]) {
+                        *o = (l - m) * c_inv2;
                     }
                 },
-            )
-        };
-        let dscale = unsafe {
-            par_new(
-                scale.len(),
+            );
+        }
+        if !needs[1] {
+            return Ok(());
+        }
+        match grads[0].as_ref().map(|g| g.data()) {
+            Some(g) => add_terms(
+                rho_acc,
+                shape,
                 #[inline(always)]
-                |start, out| {
-                    for (o, &s) in out.iter_mut().zip(&scale[start..]) {
-                        o.write(s * ginv2 - g / s);
+                |i, out| {
+                    let len = out.len();
+                    for (((o, &r), &g), &e) in out
+                        .iter_mut()
+                        .zip(&rho[i..i + len])
+                        .zip(&g[i..i + len])
+                        .zip(&eps[i..i + len])
+                    {
+                        let (softplus, sigmoid) = r.fast_softplus_sigmoid();
+                        let scale = softplus + shift;
+                        *o = (g * e + scale * c_inv2 - c / scale) * sigmoid;
                     }
                 },
-            )
-        };
-        let shape = inputs[0].shape().to_vec();
-        Ok(vec![
-            Some(Tensor::new_unchecked(dloc, shape.clone())),
-            Some(Tensor::new_unchecked(dscale, shape)),
-        ])
+            ),
+            None => add_terms(
+                rho_acc,
+                shape,
+                #[inline(always)]
+                |i, out| {
+                    for (o, &r) in out.iter_mut().zip(&rho[i..]) {
+                        let (softplus, sigmoid) = r.fast_softplus_sigmoid();
+                        let scale = softplus + shift;
+                        *o = (scale * c_inv2 - c / scale) * sigmoid;
+                    }
+                },
+            ),
+        }
+        Ok(())
     }
 }
 
 impl<'t, F: Element> Var<'t, F> {
-    /// `sum KL(N(self, scale) || N(prior_loc, prior_scale))` as a scalar,
-    /// `self` being the posterior mean and `scale > 0` the posterior scale.
-    pub(crate) fn normal_kl_sum(self, scale: Self, prior_loc: F, prior_scale: F) -> Result<Self> {
-        if scale.shape() != self.shape() {
+    /// One draw of the weight perturbation of a mean-field Normal posterior
+    /// with mean `self` and scale `softplus(rho) + shift`, and the summed KL
+    /// divergence from `N(prior_loc, prior_scale)`: `(delta, kl)` (see
+    /// [`MeanFieldSample`]). `seed` picks the normals.
+    pub(crate) fn mean_field_sample(
+        self,
+        rho: Self,
+        shift: F,
+        (prior_loc, prior_scale): (F, F),
+        seed: u64,
+    ) -> Result<(Self, Self)> {
+        if rho.shape() != self.shape() {
             return Err(Error::ShapeMismatch {
-                op: "normal_kl_sum",
+                op: "mean_field_sample",
                 lhs: self.shape(),
-                rhs: scale.shape(),
+                rhs: rho.shape(),
             });
         }
-        self.tape.apply(
-            KlSum {
-                prior_loc,
-                prior_scale,
-            },
-            &[self, scale],
-        )
+        let op = MeanFieldSample {
+            seed,
+            shift,
+            prior_loc,
+            prior_scale,
+            eps: RefCell::new(None),
+        };
+        match self.tape.apply_multi(Box::new(op), &[self, rho])?[..] {
+            [delta, kl] => Ok((delta, kl)),
+            _ => unreachable!("two outputs"),
+        }
     }
 }
 
@@ -200,22 +408,20 @@ impl<'t, F: Element> Var<'t, F> {
 mod tests {
     use crate::gradcheck::{gradcheck, GradCheck};
     use crate::random::standard_normal;
-    use crate::tape::Tape;
+    use crate::tape::{Tape, Var};
     use crate::tensor::Tensor;
     use rand::rngs::SmallRng;
     use rand::SeedableRng;
 
-    fn posterior(n: usize, seed: u64) -> (Tensor<f64>, Tensor<f64>) {
-        let mut rng = SmallRng::seed_from_u64(seed);
-        let loc = standard_normal(&[n], &mut rng);
-        let scale = standard_normal::<f64>(&[n], &mut rng).map(|z| (2.0 * z - 1.0).exp());
-        (loc, scale)
+    /// Posterior means, standard normal.
+    fn loc_of(n: usize, seed: u64) -> Tensor<f64> {
+        standard_normal(&[n], &mut SmallRng::seed_from_u64(seed))
     }
 
     #[test]
     fn sum_ln_matches_the_plain_sum_including_special_values() {
         let plain = |x: &[f64]| x.iter().map(|v| v.ln()).sum::<f64>();
-        // long (two threads) and short, with a ragged end
+        // long and short, with a ragged end
         for n in [5, 37, 1000, 3 * super::PARALLEL_MIN + 13] {
             let x: Vec<f64> = (0..n)
                 .map(|i| 1e-5 + ((i * 7919) % 1000) as f64 * 0.01)
@@ -251,40 +457,119 @@ mod tests {
         assert_eq!(super::sum_ln(&x), f64::INFINITY);
     }
 
+    const SHIFT: f64 = 1e-5;
+
+    /// `rho` spread over the range posteriors use (scales 0.02 to 2).
+    fn rho_of(n: usize, seed: u64) -> Tensor<f64> {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        standard_normal::<f64>(&[n], &mut rng).map(|z| -2.0 + 1.5 * z)
+    }
+
+    /// `(delta, kl)` composed from the generic ops, with the normals
+    /// `standard_normal` draws for `seed`.
+    fn composed<'t>(
+        loc: Var<'t, f64>,
+        rho: Var<'t, f64>,
+        (m, s): (f64, f64),
+        seed: u64,
+    ) -> (Var<'t, f64>, Var<'t, f64>) {
+        let eps = standard_normal(&loc.shape(), &mut SeededOnce(Some(seed)));
+        let scale = rho.softplus_shift(SHIFT);
+        let delta = scale * loc.tape.constant(eps);
+        let (r, d) = (scale * (1.0 / s), (loc - m) * (1.0 / s));
+        let kl = ((r.square() + d.square() - 1.0) * 0.5 - r.ln()).sum();
+        (delta, kl)
+    }
+
+    /// An `RngCore` whose first `next_u64` is a given seed.
+    struct SeededOnce(Option<u64>);
+    impl rand::RngCore for SeededOnce {
+        fn next_u32(&mut self) -> u32 {
+            self.next_u64() as u32
+        }
+        fn next_u64(&mut self) -> u64 {
+            self.0.take().expect("one seed")
+        }
+        fn fill_bytes(&mut self, _: &mut [u8]) {
+            unreachable!()
+        }
+        fn try_fill_bytes(&mut self, _: &mut [u8]) -> Result<(), rand::Error> {
+            unreachable!()
+        }
+    }
+
+    fn max_diff(a: &Tensor<f64>, b: &Tensor<f64>) -> f64 {
+        a.data()
+            .iter()
+            .zip(b.data())
+            .map(|(x, y)| (x - y).abs() / (1.0 + x.abs()))
+            .fold(0.0, f64::max)
+    }
+
     #[test]
-    fn fused_kl_equals_the_composed_formula() {
+    fn fused_sample_equals_the_composed_graph() {
         // long enough for the two-thread path, plus a short one
         for n in [37, 70_001] {
-            let (loc, scale) = posterior(n, 3);
+            let loc = loc_of(n, 3);
+            let rho = rho_of(n, 4);
+            let w = Tensor::from_fn(&[n], |i| ((i % 7) as f64 - 3.0) * 0.1);
+            let (prior, seed) = ((0.3, 2.0), 99);
             let tape = Tape::new();
-            let (l, s) = (tape.var(loc), tape.var(scale));
-            let (r, d) = (s * 0.5, (l - 0.3) * 0.5);
-            let composed = ((r.square() + d.square() - 1.0) * 0.5 - r.ln()).sum();
-            let fused = l.normal_kl_sum(s, 0.3, 2.0).unwrap();
-            let (v1, v2) = (composed.item().unwrap(), fused.item().unwrap());
+            let (l, r) = (tape.var(loc), tape.var(rho));
+            let wc = tape.constant(w);
+            let (delta1, kl1) = composed(l, r, prior, seed);
+            let (delta2, kl2) = l.mean_field_sample(r, SHIFT, prior, seed).unwrap();
+            assert_eq!(delta1.value(), delta2.value(), "n = {n}: the same draws");
+            let (v1, v2) = (kl1.item().unwrap(), kl2.item().unwrap());
             assert!((v1 - v2).abs() <= 1e-12 * v1.abs(), "{v1} vs {v2}");
-            let (g1, g2) = (composed.backward().unwrap(), fused.backward().unwrap());
-            for var in [l, s] {
-                let (a, b) = (g1.get(var).unwrap().data(), g2.get(var).unwrap().data());
-                let worst = a
-                    .iter()
-                    .zip(b)
-                    .map(|(x, y)| (x - y).abs())
-                    .fold(0.0, f64::max);
+            // loc also used elsewhere: the op adds into that gradient
+            let loss1 = (delta1 * wc).sum() + kl1 * 3.0 + (l * wc).sum();
+            let loss2 = (delta2 * wc).sum() + kl2 * 3.0 + (l * wc).sum();
+            let (g1, g2) = (loss1.backward().unwrap(), loss2.backward().unwrap());
+            for var in [l, r] {
+                let worst = max_diff(g1.get(var).unwrap(), g2.get(var).unwrap());
                 assert!(worst < 1e-12, "n = {n}: gradient differs by {worst}");
             }
         }
     }
 
     #[test]
-    fn fused_kl_passes_gradcheck() {
-        let (loc, scale) = posterior(12, 5);
+    fn either_output_alone_carries_its_gradient() {
+        let loc = loc_of(50, 6);
+        let rho = rho_of(50, 7);
+        let (prior, seed) = ((0.0, 1.0), 5);
+        let tape = Tape::new();
+        let (l, r) = (tape.var(loc), tape.var(rho));
+        let (delta1, kl1) = composed(l, r, prior, seed);
+        let (delta2, kl2) = l.mean_field_sample(r, SHIFT, prior, seed).unwrap();
+        // the divergence alone (the KL output is the root of backward)
+        let (g1, g2) = (kl1.backward().unwrap(), kl2.backward().unwrap());
+        for var in [l, r] {
+            assert!(max_diff(g1.get(var).unwrap(), g2.get(var).unwrap()) < 1e-12);
+        }
+        // the perturbation alone: no gradient for loc, as in the composed graph
+        let (g1, g2) = (
+            delta1.square().sum().backward().unwrap(),
+            delta2.square().sum().backward().unwrap(),
+        );
+        assert!(g1.get(l).is_none() && g2.get(l).is_none());
+        assert!(max_diff(g1.get(r).unwrap(), g2.get(r).unwrap()) < 1e-12);
+    }
+
+    #[test]
+    fn fused_sample_passes_gradcheck() {
+        let loc = loc_of(12, 5);
+        let rho = rho_of(12, 8);
+        let w = Tensor::from_fn(&[12], |i| 0.5 - 0.1 * i as f64);
         gradcheck(
-            |_, v| v[0].normal_kl_sum(v[1], 0.3, 0.7),
-            &[loc, scale],
+            |tape, v| {
+                let (delta, kl) = v[0].mean_field_sample(v[1], SHIFT, (0.3, 0.7), 17)?;
+                Ok((delta * tape.constant(w.clone())).sum() + kl)
+            },
+            &[loc, rho],
             &GradCheck::default(),
         )
-        .unwrap_or_else(|e| panic!("gradcheck of normal_kl_sum failed: {e}"));
+        .unwrap_or_else(|e| panic!("gradcheck of mean_field_sample failed: {e}"));
     }
 
     proptest::proptest! {
@@ -299,38 +584,39 @@ mod tests {
         })]
 
         /// Non-negative, zero when the posterior is the prior, equal to the
-        /// unfused formula, with its gradients, for any posterior and prior.
+        /// composed graph, with its gradients, for any posterior and prior.
         #[test]
-        fn fused_kl_matches_the_formula_and_is_non_negative(
-            post in proptest::collection::vec((-4.0..4.0f64, 0.05..4.0f64), 1..40),
+        fn fused_sample_matches_the_composed_graph_and_its_kl_is_non_negative(
+            post in proptest::collection::vec((-4.0..4.0f64, -6.0..3.0f64), 1..40),
             m in -2.0..2.0f64,
             s in 0.1..3.0f64,
+            seed in 0..1000u64,
         ) {
             let n = post.len();
             let loc = Tensor::from_vec(post.iter().map(|p| p.0).collect(), &[n]).unwrap();
-            let scale = Tensor::from_vec(post.iter().map(|p| p.1).collect(), &[n]).unwrap();
+            let rho = Tensor::from_vec(post.iter().map(|p| p.1).collect(), &[n]).unwrap();
             let tape = Tape::new();
-            let (l, sc) = (tape.var(loc), tape.var(scale));
-            let (r, d) = (sc * (1.0 / s), (l - m) * (1.0 / s));
-            let composed = ((r.square() + d.square() - 1.0) * 0.5 - r.ln()).sum();
-            let fused = l.normal_kl_sum(sc, m, s).unwrap();
-            let (v1, v2) = (composed.item().unwrap(), fused.item().unwrap());
+            let (l, r) = (tape.var(loc), tape.var(rho));
+            let (delta1, kl1) = composed(l, r, (m, s), seed);
+            let (delta2, kl2) = l.mean_field_sample(r, SHIFT, (m, s), seed).unwrap();
+            let (v1, v2) = (kl1.item().unwrap(), kl2.item().unwrap());
             proptest::prop_assert!(v2 >= 0.0 && (v1 - v2).abs() <= 1e-10 * (1.0 + v1.abs()));
-            let (g1, g2) = (composed.backward().unwrap(), fused.backward().unwrap());
-            for var in [l, sc] {
-                let (a, b) = (g1.get(var).unwrap().data(), g2.get(var).unwrap().data());
-                proptest::prop_assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-10 * (1.0 + x.abs())));
+            let (g1, g2) = ((delta1.sum() + kl1).backward().unwrap(), (delta2.sum() + kl2).backward().unwrap());
+            for var in [l, r] {
+                proptest::prop_assert!(max_diff(g1.get(var).unwrap(), g2.get(var).unwrap()) <= 1e-10);
             }
+            // the posterior at the prior (rho with softplus(rho) + shift = s)
+            let rho_s = (s - SHIFT).exp_m1().ln();
             let at_prior = tape.var(Tensor::full(&[n], m))
-                .normal_kl_sum(tape.var(Tensor::full(&[n], s)), m, s).unwrap();
-            proptest::prop_assert!(at_prior.item().unwrap().abs() < 1e-12);
+                .mean_field_sample(tape.var(Tensor::full(&[n], rho_s)), SHIFT, (m, s), seed).unwrap().1;
+            proptest::prop_assert!(at_prior.item().unwrap().abs() < 1e-9);
         }
     }
 
     #[test]
     fn shape_mismatches_are_errors() {
         let tape = Tape::<f64>::new();
-        let (l, s) = (tape.var(Tensor::zeros(&[3])), tape.var(Tensor::ones(&[4])));
-        assert!(l.normal_kl_sum(s, 0.0, 1.0).is_err());
+        let (l, r) = (tape.var(Tensor::zeros(&[3])), tape.var(Tensor::ones(&[4])));
+        assert!(l.mean_field_sample(r, SHIFT, (0.0, 1.0), 0).is_err());
     }
 }
