@@ -109,15 +109,13 @@ pub enum SampleMode {
 enum NodeOp<F: Element> {
     /// Nothing: a constant, a var or a parameter read.
     Leaf,
+    /// An op with one output.
     Single(Box<dyn Op<F>>),
     /// Output 0 of an op with this many outputs; the others are the
     /// [`NodeOp::Extra`] nodes right after it.
     Multi(Box<dyn MultiOp<F>>, usize),
     /// Output `index` (at least 1) of the [`NodeOp::Multi`] node `of`.
-    Extra {
-        of: usize,
-        index: usize,
-    },
+    Extra { of: usize, index: usize },
 }
 
 struct Node<F: Element> {

@@ -534,6 +534,48 @@ mod tests {
     }
 
     #[test]
+    fn in_f32_the_fused_sample_agrees_with_the_composed_graph() {
+        // the element type of the layers in practice, where softplus and
+        // sigmoid are the vectorized f32 polynomials (sharing one exp in
+        // backward); one thread and two
+        for n in [300, 70_001] {
+            let to32 = |t: Tensor<f64>| {
+                Tensor::<f32>::from_vec(t.data().iter().map(|&x| x as f32).collect(), t.shape())
+                    .unwrap()
+            };
+            let (loc, rho) = (to32(loc_of(n, 12)), to32(rho_of(n, 13)));
+            let w = Tensor::<f32>::from_fn(&[n], |i| ((i % 5) as f32 - 2.0) * 0.3);
+            let (seed, shift) = (7, SHIFT as f32);
+            let tape = Tape::<f32>::new();
+            let (l, r, wc) = (tape.var(loc), tape.var(rho), tape.constant(w));
+            let eps = standard_normal(&[n], &mut SeededOnce(Some(seed)));
+            let scale = r.softplus_shift(shift);
+            let delta1 = scale * tape.constant(eps);
+            let kl1 = ((scale.square() + (l - 0.1).square() - 1.0) * 0.5 - scale.ln()).sum();
+            let (delta2, kl2) = l.mean_field_sample(r, shift, (0.1, 1.0), seed).unwrap();
+            assert_eq!(delta1.value(), delta2.value(), "n = {n}: the same draws");
+            let (v1, v2) = (kl1.item().unwrap(), kl2.item().unwrap());
+            assert!((v1 - v2).abs() <= 1e-5 * v1.abs(), "n = {n}: {v1} vs {v2}");
+            let loss1 = (delta1 * wc).sum() + kl1 * 0.01 + (l * wc).sum();
+            let loss2 = (delta2 * wc).sum() + kl2 * 0.01 + (l * wc).sum();
+            let (g1, g2) = (loss1.backward().unwrap(), loss2.backward().unwrap());
+            for var in [l, r] {
+                let (a, b) = (g1.get(var).unwrap(), g2.get(var).unwrap());
+                let worst = a
+                    .data()
+                    .iter()
+                    .zip(b.data())
+                    .map(|(&x, &y)| f64::from((x - y).abs() / (1e-3 + x.abs())))
+                    .fold(0.0, f64::max);
+                assert!(
+                    worst < 1e-5,
+                    "n = {n}: gradient differs by {worst} (relative)"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn either_output_alone_carries_its_gradient() {
         let loc = loc_of(50, 6);
         let rho = rho_of(50, 7);
