@@ -68,6 +68,7 @@ const TWO_POW_MINUS_31: f32 = 1.0 / 2_147_483_648.0;
 /// `2 atanh(t) = 2t (1 + t^2/3 + t^4/5 + t^6/7 + t^8/9)`: enough for
 /// `|t| <= 0.172` (the next term is 2e-9 of the sum).
 const ATANH: [f32; 4] = [1.0 / 3.0, 1.0 / 5.0, 1.0 / 7.0, 1.0 / 9.0];
+
 /// One Box–Muller pair from two 32-bit draws: the radius from
 /// `u1 = (31 bits + 1/2) / 2^31` in `(0, 1]`, the angle from 23 bits
 /// `u2` in `[0, 1)`. Division-free except for one in the logarithm, and
@@ -138,6 +139,7 @@ mod avx2 {
     /// exactly as [`super::normals_portable`] would.
     #[target_feature(enable = "avx2")]
     pub(super) fn normals(lanes: &mut Lanes, out: &mut [f32]) {
+        // SAFETY: each state word array holds eight u32, 32 bytes
         let load = |w: &[u32; 8]| unsafe { _mm256_loadu_si256(w.as_ptr().cast()) };
         let mut s = [
             load(&lanes.s[0]),
