@@ -149,25 +149,28 @@ impl<A: Blocks, B: Blocks> Blocks for (A, B) {
     }
 }
 
-/// Splits `count` items (the images of a batch, say), whose outputs are
-/// `data`, into two halves at an item boundary, and runs
-/// `f(items, their_blocks)` on each: on two threads when `work` (a cost
-/// estimate of all items, in elementwise operations) is at least
-/// [`PARALLEL_MIN`]. Returns the two results, first half first.
+/// Runs `f(items, their_blocks)` over `count` items (the images of a
+/// batch, say) whose outputs are `data`: when `work` (a cost estimate of
+/// all items, in elementwise operations) is at least [`PARALLEL_MIN`], as
+/// two halves split at item `count / 2` on two threads; otherwise as one
+/// call on everything and one on nothing. Those are [`par_fill`]'s parts,
+/// so an item's part starts where `par_fill`'s would. Returns the two
+/// results, first part first.
 pub(crate) fn par_blocks<D: Blocks, R: Send>(
     data: D,
     count: usize,
     work: usize,
     f: impl Fn(Range<usize>, D) -> R + Sync,
 ) -> (R, R) {
-    let mid = count / 2;
-    let (a, b) = data.split_blocks(count, mid);
     if work < PARALLEL_MIN || count < 2 {
+        let (all, none) = data.split_blocks(count, count);
         return vectorized(
             #[inline(always)]
-            || (f(0..mid, a), f(mid..count, b)),
+            || (f(0..count, all), f(count..count, none)),
         );
     }
+    let mid = count / 2;
+    let (a, b) = data.split_blocks(count, mid);
     let (mut first, mut second) = (None, None);
     join(
         #[inline(always)]
@@ -201,6 +204,38 @@ pub(crate) unsafe fn par_new<T: Send>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn par_blocks_parts_start_where_par_fills_do() {
+        for n in [
+            0,
+            1,
+            7,
+            PARALLEL_MIN - 1,
+            PARALLEL_MIN,
+            3 * PARALLEL_MIN + 7,
+        ] {
+            let mut fill_starts = std::sync::Mutex::new(Vec::new());
+            par_fill(&mut vec![0u8; n], |start, chunk| {
+                if !chunk.is_empty() {
+                    fill_starts.lock().unwrap().push(start);
+                }
+            });
+            let mut out = vec![0usize; n];
+            let (a, b) = par_blocks(out.as_mut_slice(), n, n, |items, block| {
+                for (i, x) in items.clone().zip(block.iter_mut()) {
+                    *x = i + 1;
+                }
+                (!items.is_empty()).then_some(items.start)
+            });
+            let mut block_starts: Vec<usize> = [a, b].into_iter().flatten().collect();
+            block_starts.sort_unstable();
+            let fill_starts = fill_starts.get_mut().unwrap();
+            fill_starts.sort_unstable();
+            assert_eq!(&block_starts, fill_starts, "n = {n}");
+            assert!(out.iter().enumerate().all(|(i, &x)| x == i + 1), "n = {n}");
+        }
+    }
 
     #[test]
     fn par_fill_covers_every_element_once() {

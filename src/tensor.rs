@@ -657,7 +657,7 @@ impl<F: Element> Tensor<F> {
         assert_eq!(self.shape, other.shape, "add_assign: shapes differ");
         let other = &other.data;
         crate::parallel::par_fill(
-            Arc::make_mut(&mut self.data).as_mut_slice(),
+            self.data_mut(),
             #[inline(always)]
             |start, chunk| {
                 for (a, &b) in chunk.iter_mut().zip(&other[start..]) {

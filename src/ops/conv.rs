@@ -318,7 +318,7 @@ impl<F: Element> Conv2dFlipoutOp<F> {
         );
     }
 
-    /// Multiply-adds of one image's GEMM.
+    /// Multiply-adds of the GEMMs of all images (one per image).
     fn work(&self) -> usize {
         let g = &self.geometry;
         g.n * g.oh * g.ow * g.patch() * g.o

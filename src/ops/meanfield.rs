@@ -255,8 +255,8 @@ impl<F: Element> MultiOp<F> for MeanFieldSample<F> {
         let (loc, rho) = (inputs[0].data(), inputs[1].data());
         let n = rho.len();
         let (mut delta, mut eps) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        // The same parts as `standard_normal`'s (split like `par_fill`), so
-        // the same normals.
+        // `par_blocks` makes the same parts as `standard_normal`'s
+        // `par_fill`, so the parts draw the same normals.
         let p = SampleParams {
             seed: self.seed,
             shift: self.shift,
@@ -267,24 +267,16 @@ impl<F: Element> MultiOp<F> for MeanFieldSample<F> {
             &mut delta.spare_capacity_mut()[..n],
             &mut eps.spare_capacity_mut()[..n],
         );
-        let ((q0, l0), (q1, l1)) = if n < PARALLEL_MIN {
-            let whole = vectorized(
-                #[inline(always)]
-                || sample_part(p, loc, rho, 0, delta_out, eps_out),
-            );
-            (whole, (F::zero(), F::zero()))
-        } else {
-            par_blocks(
-                (delta_out, eps_out),
-                n,
-                n,
-                #[inline(always)]
-                |items, (delta, eps)| {
-                    let (loc, rho) = (&loc[items.clone()], &rho[items.clone()]);
-                    sample_part(p, loc, rho, items.start, delta, eps)
-                },
-            )
-        };
+        let ((q0, l0), (q1, l1)) = par_blocks(
+            (delta_out, eps_out),
+            n,
+            n,
+            #[inline(always)]
+            |items, (delta, eps)| {
+                let (loc, rho) = (&loc[items.clone()], &rho[items.clone()]);
+                sample_part(p, loc, rho, items.start, delta, eps)
+            },
+        );
         // SAFETY: the two parts wrote every element of both
         unsafe {
             delta.set_len(n);
