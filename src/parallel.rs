@@ -6,14 +6,16 @@
 //!   no `-C target-cpu` flag. Rust never contracts `a * b + c` into an FMA
 //!   on its own, so results are bit-identical on every x86-64 CPU.
 //! * [`join`] runs two closures at once, one of them on a persistent helper
-//!   thread: no thread is spawned per op.
+//!   thread: no thread is spawned per op, and the two threads spin briefly
+//!   for each other before they sleep, so back-to-back parallel ops do not
+//!   pay a wake-up each.
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Sender};
-use std::sync::OnceLock;
+use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 /// Slices shorter than this are processed on the calling thread alone.
 pub(crate) const PARALLEL_MIN: usize = 1 << 15;
@@ -40,67 +42,164 @@ unsafe fn with_avx2_fma<R>(f: impl FnOnce() -> R) -> R {
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
-/// The helper thread's queue; `None` if the thread could not be started.
-fn helper() -> Option<&'static Sender<Job>> {
-    static HELPER: OnceLock<Option<Sender<Job>>> = OnceLock::new();
-    HELPER
-        .get_or_init(|| {
-            let (tx, rx) = mpsc::channel::<Job>();
-            std::thread::Builder::new()
-                .name("bayesgrad-helper".into())
-                .spawn(move || {
-                    for job in rx {
-                        job();
-                    }
-                })
-                .ok()
-                .map(|_| tx)
-        })
-        .as_ref()
+/// How long a thread that waits for the other spins before it sleeps.
+/// Parallel ops in a training step follow each other within tens of
+/// microseconds; waking a sleeping thread costs about as much, so a short
+/// spin hands work over faster, and a thread idle for longer than this
+/// sleeps instead of burning its core.
+const SPIN: Duration = Duration::from_micros(50);
+
+/// Spins until `ready()` or for [`SPIN`]; returns whether it became ready.
+fn spin_until(ready: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        for _ in 0..64 {
+            if ready() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() > SPIN {
+            return ready();
+        }
+    }
+}
+
+/// The helper thread's mailbox: at most one job (only the [`join`] that
+/// holds [`BUSY`] posts to it).
+struct Mailbox {
+    slot: Mutex<Slot>,
+    /// Set (after the job is in the slot) when a job is waiting, so the
+    /// spinning helper polls an atomic rather than the lock.
+    posted: AtomicBool,
+    wake: Condvar,
+}
+
+struct Slot {
+    job: Option<Job>,
+    /// The helper is waiting on `wake` (it stopped spinning).
+    sleeping: bool,
+}
+
+impl Mailbox {
+    fn post(&self, job: Job) {
+        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.job = Some(job);
+        let sleeping = std::mem::replace(&mut slot.sleeping, false);
+        self.posted.store(true, Ordering::Release);
+        drop(slot);
+        if sleeping {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The helper thread's loop: spin for a job, else sleep until one comes.
+    fn serve(&self) -> ! {
+        loop {
+            spin_until(|| self.posted.load(Ordering::Acquire));
+            let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+            let job = loop {
+                if let Some(job) = slot.job.take() {
+                    self.posted.store(false, Ordering::Relaxed);
+                    break job;
+                }
+                slot.sleeping = true;
+                slot = self.wake.wait(slot).unwrap_or_else(PoisonError::into_inner);
+            };
+            drop(slot);
+            job(); // never unwinds: `join` wraps its half in catch_unwind
+        }
+    }
+}
+
+/// The helper thread's mailbox; `None` if the thread could not be started.
+fn helper() -> Option<&'static Mailbox> {
+    static HELPER: OnceLock<Option<&'static Mailbox>> = OnceLock::new();
+    *HELPER.get_or_init(|| {
+        let mailbox: &'static Mailbox = Box::leak(Box::new(Mailbox {
+            slot: Mutex::new(Slot {
+                job: None,
+                sleeping: false,
+            }),
+            posted: AtomicBool::new(false),
+            wake: Condvar::new(),
+        }));
+        std::thread::Builder::new()
+            .name("bayesgrad-helper".into())
+            .spawn(move || mailbox.serve())
+            .ok()
+            .map(|_| mailbox)
+    })
 }
 
 /// Whether a [`join`] is using the helper thread (nested or concurrent
 /// calls then run both halves on their own thread).
 static BUSY: AtomicBool = AtomicBool::new(false);
 
+/// The helper's half of a [`join`]: its outcome, and a flag set once the
+/// outcome is written.
+struct Finished {
+    done: AtomicBool,
+    outcome: Mutex<Option<std::thread::Result<()>>>,
+}
+
 /// Runs `a` on this thread and `b` on the helper thread, both through
 /// [`vectorized`], and returns when both are done. A panic in either is
 /// re-raised here after both have finished.
 pub(crate) fn join(a: impl FnOnce() + Send, b: impl FnOnce() + Send) {
-    let tx = match helper() {
-        Some(tx) if !BUSY.swap(true, Ordering::Acquire) => tx,
+    let mailbox = match helper() {
+        Some(mailbox) if !BUSY.swap(true, Ordering::Acquire) => mailbox,
         _ => {
             vectorized(a);
             vectorized(b);
             return;
         }
     };
-    let (done_tx, done_rx) = mpsc::sync_channel(1);
-    let job: Box<dyn FnOnce() + Send + '_> = Box::new(move || {
-        let result = catch_unwind(AssertUnwindSafe(
+    let finished = Finished {
+        done: AtomicBool::new(false),
+        outcome: Mutex::new(None),
+    };
+    let waiter = std::thread::current();
+    let job: Box<dyn FnOnce() + Send + '_> = Box::new(|| {
+        let outcome = catch_unwind(AssertUnwindSafe(
             #[inline(always)]
             || vectorized(b),
         ));
-        let _ = done_tx.send(result);
+        *finished
+            .outcome
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(outcome);
+        // `finished` may be gone as soon as `done` is seen set: the wake
+        // below uses the job's own handle of the waiting thread.
+        let waiter = waiter;
+        finished.done.store(true, Ordering::Release);
+        waiter.unpark();
     });
     // SAFETY: the job borrows from this stack frame. It is erased to
-    // 'static only to cross the channel; this function does not return (or
-    // unwind) before `done_rx` says the job has finished or was dropped
-    // unrun, so no borrow outlives the data it points to.
+    // 'static only to cross to the helper thread; this function does not
+    // return (or unwind: `a` runs under catch_unwind) before `done` says
+    // the job has finished with its borrows, so no borrow outlives the
+    // data it points to.
     let job: Job = unsafe { std::mem::transmute::<Box<dyn FnOnce() + Send + '_>, Job>(job) };
-    if let Err(mpsc::SendError(job)) = tx.send(job) {
-        job(); // the helper thread is gone: run the job here
-    }
+    mailbox.post(job);
     let result_a = catch_unwind(AssertUnwindSafe(
         #[inline(always)]
         || vectorized(a),
     ));
-    let result_b = done_rx.recv();
+    if !spin_until(|| finished.done.load(Ordering::Acquire)) {
+        while !finished.done.load(Ordering::Acquire) {
+            std::thread::park();
+        }
+    }
     BUSY.store(false, Ordering::Release);
+    let result_b = finished
+        .outcome
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
     if let Err(payload) = result_a {
         resume_unwind(payload);
     }
-    if let Ok(Err(payload)) = result_b {
+    if let Some(Err(payload)) = result_b {
         resume_unwind(payload);
     }
 }
@@ -274,6 +373,24 @@ mod tests {
             })
             .collect();
         assert!(threads.into_iter().all(|h| h.join().unwrap()));
+    }
+
+    #[test]
+    fn joins_complete_past_the_spin_on_either_side() {
+        let long = SPIN * 20;
+        for round in 0..3 {
+            // The helper half outlasts the caller's spin: the caller sleeps
+            // and must be woken.
+            let (mut a, mut b) = (0, 0);
+            join(|| a = 1, || (std::thread::sleep(long), b = 2).1);
+            assert_eq!((a, b), (1, 2), "round {round}");
+            // The helper has been idle past its spin and sleeps: a new job
+            // must wake it.
+            std::thread::sleep(long);
+            let (mut a, mut b) = (0, 0);
+            join(|| (std::thread::sleep(long), a = 3).1, || b = 4);
+            assert_eq!((a, b), (3, 4), "round {round}");
+        }
     }
 
     #[test]
