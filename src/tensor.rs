@@ -930,7 +930,7 @@ pub(crate) fn gemm_append<F: Element>(
 }
 
 /// GEMMs with at least this many multiply-adds are split over two threads.
-const GEMM_PARALLEL_MIN: usize = 1 << 20;
+const GEMM_PARALLEL_MIN: usize = 1 << 19;
 
 /// A pointer into the output of a GEMM that two threads write disjoint
 /// parts of.
