@@ -5,6 +5,7 @@ use crate::parallel::par_blocks;
 use crate::tape::{Op, Var};
 use crate::tensor::{gemm_append, gemm_new, gemm_uninit, Element, MatRef, Tensor};
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// Padding of a convolution, as in TensorFlow.
@@ -522,6 +523,44 @@ impl Window {
     }
 }
 
+/// The elements of a slice that has been written in full.
+///
+/// # Safety
+/// Every element of `s` is initialized.
+#[inline(always)]
+unsafe fn assume_init<T>(s: &mut [MaybeUninit<T>]) -> &mut [T] {
+    // SAFETY: MaybeUninit<T> has T's layout, and the caller vouches that
+    // every element holds a valid T.
+    unsafe { &mut *(s as *mut [MaybeUninit<T>] as *mut [T]) }
+}
+
+/// Calls `visit(dx_image, first_tap, g, arg)` for every window of the
+/// `images` (of shape `xs`, pooled to `out_shape`) whose gradient blocks
+/// are `dx`: the image's block, the offset of the window's first tap in
+/// it, and the window's channels of the output gradient and the argmax.
+#[inline(always)]
+fn for_each_image_window<F: Copy, T>(
+    window: Window,
+    (xs, out_shape): (&[usize], &[usize]),
+    (grad, arg): (&[F], &[u32]),
+    images: Range<usize>,
+    dx: &mut [T],
+    mut visit: impl FnMut(&mut [T], usize, &[F], &[u32]),
+) {
+    let c = xs[3];
+    let per: usize = out_shape[1..].iter().product();
+    let image = xs[1] * xs[2] * c;
+    for (b, dx) in images.zip(dx.chunks_mut(image.max(1))) {
+        let (g, arg) = (&grad[b * per..(b + 1) * per], &arg[b * per..(b + 1) * per]);
+        window.for_each_window(
+            xs,
+            out_shape,
+            #[inline(always)]
+            |o, first| visit(dx, first, &g[o..o + c], &arg[o..o + c]),
+        );
+    }
+}
+
 impl<F: Element> Op<F> for MaxPool2d {
     fn name(&self) -> &str {
         "max_pool2d"
@@ -534,10 +573,13 @@ impl<F: Element> Op<F> for MaxPool2d {
         let image = xs[1] * xs[2] * c;
         let d = x.data();
         let len: usize = out_shape.iter().product();
-        let (mut out, mut arg) = (vec![F::zero(); len], vec![0u32; len]);
+        let (mut out, mut arg) = (Vec::with_capacity(len), Vec::with_capacity(len));
         let (window, taps) = (self.window, self.window.size * self.window.size);
         par_blocks(
-            (out.as_mut_slice(), arg.as_mut_slice()),
+            (
+                &mut out.spare_capacity_mut()[..len],
+                &mut arg.spare_capacity_mut()[..len],
+            ),
             n,
             len * taps,
             #[inline(always)]
@@ -551,8 +593,16 @@ impl<F: Element> Op<F> for MaxPool2d {
                         #[inline(always)]
                         |o, first| {
                             let (best, idx) = (&mut out[o..o + c], &mut arg[o..o + c]);
-                            best.copy_from_slice(&d[first..first + c]);
-                            idx.fill(0);
+                            for ((b, i), &v) in best
+                                .iter_mut()
+                                .zip(idx.iter_mut())
+                                .zip(&d[first..first + c])
+                            {
+                                b.write(v);
+                                i.write(0);
+                            }
+                            // SAFETY: both were initialized just above.
+                            let (best, idx) = unsafe { (assume_init(best), assume_init(idx)) };
                             for t in 1..taps {
                                 let at = first + window.tap_offset(t, xs);
                                 let tap = t as u32;
@@ -569,6 +619,12 @@ impl<F: Element> Op<F> for MaxPool2d {
                 }
             },
         );
+        // SAFETY: every output pixel's window was visited above, and wrote
+        // all c channels of it in both vectors.
+        unsafe {
+            out.set_len(len);
+            arg.set_len(len);
+        }
         *self.argmax.borrow_mut() = arg;
         Tensor::from_vec(out, &out_shape)
     }
@@ -581,55 +637,72 @@ impl<F: Element> Op<F> for MaxPool2d {
         let arg = self.argmax.borrow();
         let (arg, window): (&[u32], _) = (&arg, self.window);
         let (xs, out_shape) = (inputs[0].shape(), output.shape());
-        let (n, c) = (xs[0], xs[3]);
-        let mut dx = vec![F::zero(); inputs[0].len()];
-        let per = output.len() / n.max(1);
-        let work = dx.len();
+        let (n, c, len) = (xs[0], xs[3], inputs[0].len());
         let taps = window.size * window.size;
         let offsets: Vec<usize> = (0..taps).map(|t| window.tap_offset(t, xs)).collect();
         // Windows that tile the image (stride = size, no leftover rows or
         // columns) cover every input element once: each is written directly,
         // the gradient at its window's maximum and zero elsewhere, in loops
-        // over channels that vectorize. Otherwise the gradient is added at
-        // each maximum.
+        // over channels that vectorize, into memory not zero-filled first.
+        // Otherwise the gradient is added at each maximum.
         let tiled =
             window.stride == window.size && xs[1] % window.size == 0 && xs[2] % window.size == 0;
-        par_blocks(
-            dx.as_mut_slice(),
-            n,
-            work,
-            #[inline(always)]
-            |images, dx| {
-                let image = dx.len() / images.len().max(1);
-                for (b, dx) in images.zip(dx.chunks_mut(image.max(1))) {
-                    let (g, arg) = (
-                        &grad.data()[b * per..(b + 1) * per],
-                        &arg[b * per..(b + 1) * per],
-                    );
-                    window.for_each_window(
-                        xs,
-                        out_shape,
+        let dx = if tiled {
+            let mut dx = Vec::with_capacity(len);
+            par_blocks(
+                &mut dx.spare_capacity_mut()[..len],
+                n,
+                len,
+                #[inline(always)]
+                |images, dx| {
+                    for_each_image_window(
+                        window,
+                        (xs, out_shape),
+                        (grad.data(), arg),
+                        images,
+                        dx,
                         #[inline(always)]
-                        |o, first| {
-                            let (g, arg) = (&g[o..o + c], &arg[o..o + c]);
-                            if tiled {
-                                for (t, &offset) in offsets.iter().enumerate() {
-                                    let at = first + offset;
-                                    for ((d, &a), &g) in dx[at..at + c].iter_mut().zip(arg).zip(g) {
-                                        *d = if a == t as u32 { g } else { F::zero() };
-                                    }
-                                }
-                            } else {
-                                for ch in 0..c {
-                                    let at = first + offsets[arg[ch] as usize] + ch;
-                                    dx[at] = dx[at] + g[ch];
+                        |dx, first, g, arg| {
+                            for (t, &offset) in offsets.iter().enumerate() {
+                                let at = first + offset;
+                                for ((d, &a), &g) in dx[at..at + c].iter_mut().zip(arg).zip(g) {
+                                    d.write(if a == t as u32 { g } else { F::zero() });
                                 }
                             }
                         },
-                    );
-                }
-            },
-        );
+                    )
+                },
+            );
+            // SAFETY: the tiling windows of every image cover each of its
+            // elements, and the loop above wrote every element it covers.
+            unsafe { dx.set_len(len) };
+            dx
+        } else {
+            let mut dx = vec![F::zero(); len];
+            par_blocks(
+                dx.as_mut_slice(),
+                n,
+                len,
+                #[inline(always)]
+                |images, dx| {
+                    for_each_image_window(
+                        window,
+                        (xs, out_shape),
+                        (grad.data(), arg),
+                        images,
+                        dx,
+                        #[inline(always)]
+                        |dx, first, g, arg| {
+                            for ch in 0..c {
+                                let at = first + offsets[arg[ch] as usize] + ch;
+                                dx[at] = dx[at] + g[ch];
+                            }
+                        },
+                    )
+                },
+            );
+            dx
+        };
         Ok(vec![Some(Tensor::new_unchecked(dx, xs.to_vec()))])
     }
 }
