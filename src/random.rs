@@ -293,18 +293,21 @@ pub fn standard_normal<F: Element>(shape: &[usize], rng: &mut dyn RngCore) -> Te
 /// Random signs ±1 of a shape, one random bit each.
 pub fn rademacher<F: Element>(shape: &[usize], rng: &mut dyn RngCore) -> Tensor<F> {
     let mut local = SmallRng::seed_from_u64(rng.next_u64());
-    let mut t = Tensor::zeros(shape);
-    for chunk in t.data_mut().chunks_mut(64) {
+    let len = shape.iter().product();
+    // 64 signs from each draw, appended (no zero-fill to overwrite)
+    let mut data = Vec::with_capacity(len);
+    while data.len() < len {
         let bits = local.next_u64();
-        for (i, x) in chunk.iter_mut().enumerate() {
-            *x = if (bits >> i) & 1 == 1 {
+        let take = (len - data.len()).min(64);
+        data.extend((0..take).map(|i| {
+            if (bits >> i) & 1 == 1 {
                 F::one()
             } else {
                 -F::one()
-            };
-        }
+            }
+        }));
     }
-    t
+    Tensor::new_unchecked(data, shape.to_vec())
 }
 
 #[cfg(test)]
@@ -415,6 +418,20 @@ mod tests {
             vector.s, scalar.s,
             "both paths leave the streams in the same state"
         );
+    }
+
+    #[test]
+    fn rademacher_takes_64_signs_per_draw_lowest_bit_first() {
+        for shape in [vec![150], vec![2, 64], vec![], vec![0, 3]] {
+            let t: Tensor<f64> = rademacher(&shape, &mut SmallRng::seed_from_u64(3));
+            let mut local = SmallRng::seed_from_u64(SmallRng::seed_from_u64(3).next_u64());
+            let draws: Vec<u64> = (0..3).map(|_| local.next_u64()).collect();
+            assert_eq!(t.shape(), &shape[..]);
+            for (i, &x) in t.data().iter().enumerate() {
+                let bit = (draws[i / 64] >> (i % 64)) & 1;
+                assert_eq!(x, if bit == 1 { 1.0 } else { -1.0 }, "{shape:?} at {i}");
+            }
+        }
     }
 
     #[test]
