@@ -534,31 +534,39 @@ unsafe fn assume_init<T>(s: &mut [MaybeUninit<T>]) -> &mut [T] {
     unsafe { &mut *(s as *mut [MaybeUninit<T>] as *mut [T]) }
 }
 
-/// Calls `visit(dx_image, first_tap, g, arg)` for every window of the
-/// `images` (of shape `xs`, pooled to `out_shape`) whose gradient blocks
-/// are `dx`: the image's block, the offset of the window's first tap in
-/// it, and the window's channels of the output gradient and the argmax.
-#[inline(always)]
-fn for_each_image_window<F: Copy, T>(
+/// Calls `visit(dx_image, first_tap, g, arg)` for every window of every
+/// image (of shape `xs`, pooled to `out_shape`), the images split between
+/// two threads by [`par_blocks`]: the image's block of `dx`, the offset of
+/// the window's first tap in it, and the window's channels of the output
+/// gradient and of the argmax.
+fn par_each_window<F: Element, T: Send>(
     window: Window,
     (xs, out_shape): (&[usize], &[usize]),
     (grad, arg): (&[F], &[u32]),
-    images: Range<usize>,
     dx: &mut [T],
-    mut visit: impl FnMut(&mut [T], usize, &[F], &[u32]),
+    visit: impl Fn(&mut [T], usize, &[F], &[u32]) + Sync,
 ) {
-    let c = xs[3];
+    let (n, c) = (xs[0], xs[3]);
     let per: usize = out_shape[1..].iter().product();
     let image = xs[1] * xs[2] * c;
-    for (b, dx) in images.zip(dx.chunks_mut(image.max(1))) {
-        let (g, arg) = (&grad[b * per..(b + 1) * per], &arg[b * per..(b + 1) * per]);
-        window.for_each_window(
-            xs,
-            out_shape,
-            #[inline(always)]
-            |o, first| visit(dx, first, &g[o..o + c], &arg[o..o + c]),
-        );
-    }
+    let work = dx.len();
+    par_blocks(
+        dx,
+        n,
+        work,
+        #[inline(always)]
+        |images, dx| {
+            for (b, dx) in images.zip(dx.chunks_mut(image.max(1))) {
+                let (g, arg) = (&grad[b * per..(b + 1) * per], &arg[b * per..(b + 1) * per]);
+                window.for_each_window(
+                    xs,
+                    out_shape,
+                    #[inline(always)]
+                    |o, first| visit(dx, first, &g[o..o + c], &arg[o..o + c]),
+                );
+            }
+        },
+    );
 }
 
 impl<F: Element> Op<F> for MaxPool2d {
@@ -637,7 +645,7 @@ impl<F: Element> Op<F> for MaxPool2d {
         let arg = self.argmax.borrow();
         let (arg, window): (&[u32], _) = (&arg, self.window);
         let (xs, out_shape) = (inputs[0].shape(), output.shape());
-        let (n, c, len) = (xs[0], xs[3], inputs[0].len());
+        let (c, len) = (xs[3], inputs[0].len());
         let taps = window.size * window.size;
         let offsets: Vec<usize> = (0..taps).map(|t| window.tap_offset(t, xs)).collect();
         // Windows that tile the image (stride = size, no leftover rows or
@@ -647,30 +655,22 @@ impl<F: Element> Op<F> for MaxPool2d {
         // Otherwise the gradient is added at each maximum.
         let tiled =
             window.stride == window.size && xs[1] % window.size == 0 && xs[2] % window.size == 0;
+        let shapes = (xs, out_shape);
         let dx = if tiled {
             let mut dx = Vec::with_capacity(len);
-            par_blocks(
+            par_each_window(
+                window,
+                shapes,
+                (grad.data(), arg),
                 &mut dx.spare_capacity_mut()[..len],
-                n,
-                len,
                 #[inline(always)]
-                |images, dx| {
-                    for_each_image_window(
-                        window,
-                        (xs, out_shape),
-                        (grad.data(), arg),
-                        images,
-                        dx,
-                        #[inline(always)]
-                        |dx, first, g, arg| {
-                            for (t, &offset) in offsets.iter().enumerate() {
-                                let at = first + offset;
-                                for ((d, &a), &g) in dx[at..at + c].iter_mut().zip(arg).zip(g) {
-                                    d.write(if a == t as u32 { g } else { F::zero() });
-                                }
-                            }
-                        },
-                    )
+                |dx, first, g, arg| {
+                    for (t, &offset) in offsets.iter().enumerate() {
+                        let at = first + offset;
+                        for ((d, &a), &g) in dx[at..at + c].iter_mut().zip(arg).zip(g) {
+                            d.write(if a == t as u32 { g } else { F::zero() });
+                        }
+                    }
                 },
             );
             // SAFETY: the tiling windows of every image cover each of its
@@ -679,26 +679,17 @@ impl<F: Element> Op<F> for MaxPool2d {
             dx
         } else {
             let mut dx = vec![F::zero(); len];
-            par_blocks(
-                dx.as_mut_slice(),
-                n,
-                len,
+            par_each_window(
+                window,
+                shapes,
+                (grad.data(), arg),
+                &mut dx,
                 #[inline(always)]
-                |images, dx| {
-                    for_each_image_window(
-                        window,
-                        (xs, out_shape),
-                        (grad.data(), arg),
-                        images,
-                        dx,
-                        #[inline(always)]
-                        |dx, first, g, arg| {
-                            for ch in 0..c {
-                                let at = first + offsets[arg[ch] as usize] + ch;
-                                dx[at] = dx[at] + g[ch];
-                            }
-                        },
-                    )
+                |dx, first, g, arg| {
+                    for ch in 0..c {
+                        let at = first + offsets[arg[ch] as usize] + ch;
+                        dx[at] = dx[at] + g[ch];
+                    }
                 },
             );
             dx
