@@ -240,6 +240,13 @@ impl<T: Send> Blocks for &mut [T] {
     }
 }
 
+/// No output: the items only produce the two results.
+impl Blocks for () {
+    fn split_blocks(self, _count: usize, _mid: usize) -> (Self, Self) {
+        ((), ())
+    }
+}
+
 impl<A: Blocks, B: Blocks> Blocks for (A, B) {
     fn split_blocks(self, count: usize, mid: usize) -> (Self, Self) {
         let (a0, a1) = self.0.split_blocks(count, mid);

@@ -124,8 +124,9 @@ impl<F: Element> Op<F> for NormalKl {
         let (shape, t) = broadcast_all("kl_divergence", inputs)?;
         let (mq, sq, mp, sp) = (t[0].view(), t[1].view(), t[2].view(), t[3].view());
         let half = F::lit(0.5);
-        // (the variational layers' summed KL against a scalar prior is the
-        // fused `normal_kl_sum`; this is the elementwise, broadcasting form)
+        // (the variational layers' summed KL against a scalar prior comes
+        // from the fused `mean_field_sample`; this is the elementwise,
+        // broadcasting form)
         let mut data = vec![F::zero(); crate::tensor::numel(&shape)];
         par_fill(
             &mut data,
