@@ -20,10 +20,11 @@ pub fn exp(x: f32) -> f32 {
     let n = t - ROUNDER;
     let ni = t.to_bits() as i32 - 0x4B40_0000;
     let r = (xc - n * LN2_HI) - n * LN2_LO;
+    // Estrin's scheme: pairs of terms, combined by r^2 and r^4
+    let (r2, r4) = (r * r, (r * r) * (r * r));
     let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+        + (r + (r2 * (0.5 + r * (1.0 / 6.0))
+            + r4 * ((1.0 / 24.0 + r * (1.0 / 120.0)) + r2 * (1.0 / 720.0))));
     // 2^n as two factors so that n = 128 and n = -126 stay representable
     let half = ni >> 1;
     let s1 = f32::from_bits(((half + 127) as u32) << 23);
@@ -43,12 +44,13 @@ pub fn exp(x: f32) -> f32 {
 /// `2 atanh(t) = ln((1 + t)/(1 - t))` for `|t| <= 1/3`, series to `t^15`.
 #[inline(always)]
 fn two_atanh(t: f32) -> f32 {
-    let t2 = t * t;
+    let u = t * t;
+    let (u2, u4) = (u * u, (u * u) * (u * u));
+    // Estrin's scheme, as in `exp`
     let s = 1.0
-        + t2 * (1.0 / 3.0
-            + t2 * (1.0 / 5.0
-                + t2 * (1.0 / 7.0
-                    + t2 * (1.0 / 9.0 + t2 * (1.0 / 11.0 + t2 * (1.0 / 13.0 + t2 / 15.0))))));
+        + (u * (1.0 / 3.0)
+            + (u2 * (1.0 / 5.0 + u * (1.0 / 7.0))
+                + u4 * ((1.0 / 9.0 + u * (1.0 / 11.0)) + u2 * (1.0 / 13.0 + u * (1.0 / 15.0)))));
     2.0 * t * s
 }
 
