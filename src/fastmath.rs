@@ -106,16 +106,13 @@ pub fn sigmoid(x: f32) -> f32 {
     }
 }
 
-/// `(softplus(x), sigmoid(x))` with one exponential and one division
-/// between them: with `e = e^-|x|`, `e/(2 + e)` (for the logarithm) and
-/// `1/(1 + e)` both come from `1/((1 + e)(2 + e))`.
+/// `(softplus(x), sigmoid(x))` with one exponential between them; each
+/// is bit for bit what [`softplus`] and [`sigmoid`] give.
 #[inline(always)]
 pub fn softplus_sigmoid(x: f32) -> (f32, f32) {
     let e = exp(-x.abs());
-    let (a, b) = (1.0 + e, 2.0 + e);
-    let inv = 1.0 / (a * b);
-    let softplus = x.max(0.0) + two_atanh(e * a * inv);
-    let s = b * inv;
+    let softplus = x.max(0.0) + log1p_unit(e);
+    let s = 1.0 / (1.0 + e);
     (softplus, if x >= 0.0 { s } else { e * s })
 }
 
@@ -219,6 +216,11 @@ mod tests {
             })
             .fold(0.0, f64::max);
         assert!(worst <= 4.0, "softplus_sigmoid worst {worst} ulp");
+        for x in sweep(-90.0, 90.0).chain([0.0, -0.0, f32::MIN_POSITIVE]) {
+            let (p, g) = softplus_sigmoid(x);
+            assert_eq!(p.to_bits(), softplus(x).to_bits(), "softplus at {x}");
+            assert_eq!(g.to_bits(), sigmoid(x).to_bits(), "sigmoid at {x}");
+        }
         assert_eq!(softplus_sigmoid(f32::INFINITY), (f32::INFINITY, 1.0));
         assert_eq!(softplus_sigmoid(f32::NEG_INFINITY), (0.0, 0.0));
         assert!(softplus_sigmoid(f32::NAN).0.is_nan());

@@ -37,7 +37,8 @@ pub trait Element:
     fn fast_softplus(self) -> Self;
     /// `1 / (1 + e^-x)` without overflow.
     fn fast_sigmoid(self) -> Self;
-    /// `(softplus(x), sigmoid(x))`, sharing work where that is cheaper.
+    /// `(softplus(x), sigmoid(x))`, sharing work where that is cheaper; each
+    /// equals what `fast_softplus` and `fast_sigmoid` give.
     #[inline(always)]
     fn fast_softplus_sigmoid(self) -> (Self, Self) {
         (self.fast_softplus(), self.fast_sigmoid())

@@ -28,13 +28,26 @@ use std::mem::MaybeUninit;
 /// `d = (loc - m) / s`, each KL term is `(r^2 + d^2 - 1)/2 - ln r`, with
 /// `d/dloc = (loc - m) / s^2` and `d/dscale = scale / s^2 - 1 / scale`;
 /// `d scale / d rho = sigmoid(rho)`.
+///
+/// Forward, which computes `scale` anyway, also writes the derivatives of
+/// both outputs with respect to `rho` (see [`Slopes`]), so that backward
+/// is two products and a sum per weight, with no softplus, sigmoid or
+/// division left to recompute.
 struct MeanFieldSample<F: Element> {
     seed: u64,
     shift: F,
     prior_loc: F,
     prior_scale: F,
-    /// The normals forward drew, for backward.
-    eps: RefCell<Option<Tensor<F>>>,
+    /// Written by forward, for backward.
+    slopes: RefCell<Option<Slopes<F>>>,
+}
+
+/// The derivatives with respect to `rho_i` of `delta_i`,
+/// `eps_i sigmoid(rho_i)`, and of the KL term,
+/// `(scale_i / s^2 - 1 / scale_i) sigmoid(rho_i)`.
+struct Slopes<F> {
+    delta: Tensor<F>,
+    kl: Tensor<F>,
 }
 
 /// `sum_i term(a_i, b_i)`, accumulated in eight lanes (so that it
@@ -188,20 +201,26 @@ struct SampleParams<F> {
     inv_scale: F,
 }
 
+/// The outputs [`sample_part`] writes: `delta` and the two slopes.
+type SampleOutputs<'a, F> = (
+    &'a mut [MaybeUninit<F>],
+    (&'a mut [MaybeUninit<F>], &'a mut [MaybeUninit<F>]),
+);
+
 /// The forward pass over the part of the weights that starts at element
-/// `start`: writes `delta` and `eps`, returns the part's sums of the
-/// quadratic KL terms `(r^2 + d^2 - 1)/2` and of `ln scale`.
+/// `start`: writes `delta` and the [`Slopes`], returns the part's sums of
+/// the quadratic KL terms `(r^2 + d^2 - 1)/2` and of `ln scale`.
 #[inline(always)]
 fn sample_part<F: Element>(
     p: SampleParams<F>,
     loc: &[F],
     rho: &[F],
     start: usize,
-    delta: &mut [MaybeUninit<F>],
-    eps: &mut [MaybeUninit<F>],
+    (delta, (delta_slope, kl_slope)): SampleOutputs<'_, F>,
 ) -> (F, F) {
     const PIECE: usize = NormalStream::PIECE;
     let half = F::lit(0.5);
+    let inv_scale2 = p.inv_scale * p.inv_scale;
     let mut normals = NormalStream::new(p.seed, start);
     let (mut quadratic, mut ln_scale) = (F::zero(), F::zero());
     let (mut scale, mut q) = ([F::zero(); PIECE], [F::zero(); PIECE]);
@@ -210,17 +229,24 @@ fn sample_part<F: Element>(
         let z = normals.next_piece(len);
         let (scale, q) = (&mut scale[..len], &mut q[..len]);
         let weights = rho[at..at + len].iter().zip(&loc[at..at + len]);
-        let outputs = delta[at..at + len].iter_mut().zip(&mut eps[at..at + len]);
-        for (((s, q), &z), ((&r, &l), (d, e))) in scale
+        let slopes = delta_slope[at..at + len]
+            .iter_mut()
+            .zip(&mut kl_slope[at..at + len]);
+        let outputs = delta[at..at + len].iter_mut().zip(slopes);
+        for (((s, q), &z), ((&r, &l), (d, (ds, ks)))) in scale
             .iter_mut()
             .zip(q.iter_mut())
             .zip(z)
             .zip(weights.zip(outputs))
         {
             let z = F::lit(f64::from(z));
-            *s = r.fast_softplus() + p.shift;
-            e.write(z);
+            let (softplus, sigmoid) = r.fast_softplus_sigmoid();
+            *s = softplus + p.shift;
             d.write(*s * z);
+            ds.write(z * sigmoid);
+            // sigmoid / scale, not 1 / scale: both vanish together as
+            // rho -> -inf, where their ratio stays finite
+            ks.write(*s * inv_scale2 * sigmoid - sigmoid / *s);
             let (r, d) = (*s * p.inv_scale, (l - p.prior_loc) * p.inv_scale);
             *q = half * (r * r + d * d - F::one());
         }
@@ -238,7 +264,8 @@ impl<F: Element> MultiOp<F> for MeanFieldSample<F> {
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Vec<Tensor<F>>> {
         let (loc, rho) = (inputs[0].data(), inputs[1].data());
         let n = rho.len();
-        let (mut delta, mut eps) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let mut delta = Vec::with_capacity(n);
+        let (mut delta_slope, mut kl_slope) = (Vec::with_capacity(n), Vec::with_capacity(n));
         // `par_blocks` makes the same parts as `standard_normal`'s
         // `par_fill`, so the parts draw the same normals.
         let p = SampleParams {
@@ -247,30 +274,37 @@ impl<F: Element> MultiOp<F> for MeanFieldSample<F> {
             prior_loc: self.prior_loc,
             inv_scale: F::one() / self.prior_scale,
         };
-        let (delta_out, eps_out) = (
+        let outputs = (
             &mut delta.spare_capacity_mut()[..n],
-            &mut eps.spare_capacity_mut()[..n],
+            (
+                &mut delta_slope.spare_capacity_mut()[..n],
+                &mut kl_slope.spare_capacity_mut()[..n],
+            ),
         );
         let ((q0, l0), (q1, l1)) = par_blocks(
-            (delta_out, eps_out),
+            outputs,
             n,
             n,
             #[inline(always)]
-            |items, (delta, eps)| {
+            |items, outputs| {
                 let (loc, rho) = (&loc[items.clone()], &rho[items.clone()]);
-                sample_part(p, loc, rho, items.start, delta, eps)
+                sample_part(p, loc, rho, items.start, outputs)
             },
         );
-        // SAFETY: the two parts wrote every element of both
+        // SAFETY: the two parts wrote every element of all three
         unsafe {
             delta.set_len(n);
-            eps.set_len(n);
+            delta_slope.set_len(n);
+            kl_slope.set_len(n);
         }
         let count = F::from_usize(n).unwrap_or_else(F::nan);
         // sum ln r = sum ln scale - n ln s
         let kl = (q0 + q1) - (l0 + l1) + count * self.prior_scale.fast_ln();
         let shape = inputs[1].shape().to_vec();
-        *self.eps.borrow_mut() = Some(Tensor::new_unchecked(eps, shape.clone()));
+        *self.slopes.borrow_mut() = Some(Slopes {
+            delta: Tensor::new_unchecked(delta_slope, shape.clone()),
+            kl: Tensor::new_unchecked(kl_slope, shape.clone()),
+        });
         Ok(vec![
             Tensor::new_unchecked(delta, shape),
             Tensor::scalar(kl),
@@ -284,19 +318,17 @@ impl<F: Element> MultiOp<F> for MeanFieldSample<F> {
         needs: &[bool],
         acc: &mut [Option<Tensor<F>>],
     ) -> Result<()> {
-        let (loc, rho) = (inputs[0].data(), inputs[1].data());
-        let shape = inputs[1].shape();
-        let (m, shift) = (self.prior_loc, self.shift);
+        let (loc, shape) = (inputs[0].data(), inputs[1].shape());
+        let m = self.prior_loc;
         let kl_grad = grads.get(1).and_then(|g| g.as_ref()).map(|g| g.data()[0]);
-        let eps = self.eps.borrow();
-        let eps = eps.as_ref().expect("forward ran before backward").data();
+        let slopes = self.slopes.borrow();
+        let slopes = slopes.as_ref().expect("forward ran before backward");
+        let (delta_slope, kl_slope) = (slopes.delta.data(), slopes.kl.data());
         let [loc_acc, rho_acc] = acc else {
             unreachable!("two inputs")
         };
-        // an unused divergence contributes c = 0 (exactly nothing)
-        let c = kl_grad.unwrap_or_else(F::zero);
-        let c_inv2 = c / (self.prior_scale * self.prior_scale);
-        if kl_grad.is_some() && needs[0] {
+        if let (Some(c), true) = (kl_grad, needs[0]) {
+            let c_inv2 = c / (self.prior_scale * self.prior_scale);
             add_terms(
                 loc_acc,
                 shape,
@@ -311,37 +343,42 @@ impl<F: Element> MultiOp<F> for MeanFieldSample<F> {
         if !needs[1] {
             return Ok(());
         }
-        match grads[0].as_ref().map(|g| g.data()) {
-            Some(g) => add_terms(
+        // the gradient of rho from each output that got one
+        match (grads[0].as_ref().map(|g| g.data()), kl_grad) {
+            (Some(g), Some(c)) => add_terms(
                 rho_acc,
                 shape,
                 #[inline(always)]
                 |i, out| {
                     let len = out.len();
-                    for (((o, &r), &g), &e) in out
-                        .iter_mut()
-                        .zip(&rho[i..i + len])
-                        .zip(&g[i..i + len])
-                        .zip(&eps[i..i + len])
-                    {
-                        let (softplus, sigmoid) = r.fast_softplus_sigmoid();
-                        let scale = softplus + shift;
-                        *o = (g * e + scale * c_inv2 - c / scale) * sigmoid;
+                    let slopes = delta_slope[i..i + len].iter().zip(&kl_slope[i..i + len]);
+                    for ((o, &g), (&ds, &ks)) in out.iter_mut().zip(&g[i..i + len]).zip(slopes) {
+                        *o = g * ds + c * ks;
                     }
                 },
             ),
-            None => add_terms(
+            (Some(g), None) => add_terms(
                 rho_acc,
                 shape,
                 #[inline(always)]
                 |i, out| {
-                    for (o, &r) in out.iter_mut().zip(&rho[i..]) {
-                        let (softplus, sigmoid) = r.fast_softplus_sigmoid();
-                        let scale = softplus + shift;
-                        *o = (scale * c_inv2 - c / scale) * sigmoid;
+                    for ((o, &g), &ds) in out.iter_mut().zip(&g[i..]).zip(&delta_slope[i..]) {
+                        *o = g * ds;
                     }
                 },
             ),
+            (None, Some(c)) => add_terms(
+                rho_acc,
+                shape,
+                #[inline(always)]
+                |i, out| {
+                    for (o, &ks) in out.iter_mut().zip(&kl_slope[i..]) {
+                        *o = c * ks;
+                    }
+                },
+            ),
+            // backward runs only for an output with a gradient
+            (None, None) => {}
         }
         Ok(())
     }
@@ -371,7 +408,7 @@ impl<'t, F: Element> Var<'t, F> {
             shift,
             prior_loc,
             prior_scale,
-            eps: RefCell::new(None),
+            slopes: RefCell::new(None),
         };
         match self.tape.apply_multi(Box::new(op), &[self, rho])?[..] {
             [delta, kl] => Ok((delta, kl)),
