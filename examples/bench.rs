@@ -26,21 +26,27 @@ fn classifier_step(
     let elbo = Elbo::new(KlWeight::PerExample { num_examples });
     let mut opt = Adam::new(1e-3);
     Box::new(move || {
-        let tape = Tape::new();
-        let logits = net.forward(&tape, &store, tape.constant(x.clone()), &mut rng)?;
-        let nll = -Categorical::from_logits(logits)?
-            .log_prob_labels(&labels)?
-            .sum();
-        let out = elbo.loss(
-            &tape,
-            nll,
-            Batch {
-                index: 0,
-                size: batch,
-                step: 0,
-            },
-        )?;
-        opt.step(&mut store, &out.loss.backward()?)
+        // The tape is dropped before the update: its reads of the
+        // parameters share their storage, and Adam updates unshared
+        // storage in place instead of writing new buffers.
+        let grads = {
+            let tape = Tape::new();
+            let logits = net.forward(&tape, &store, tape.constant(x.clone()), &mut rng)?;
+            let nll = -Categorical::from_logits(logits)?
+                .log_prob_labels(&labels)?
+                .sum();
+            let out = elbo.loss(
+                &tape,
+                nll,
+                Batch {
+                    index: 0,
+                    size: batch,
+                    step: 0,
+                },
+            )?;
+            out.loss.backward()?
+        };
+        opt.step(&mut store, &grads)
     })
 }
 

@@ -3,6 +3,25 @@
 //! A step is all-or-nothing: every non-frozen parameter must have a finite
 //! gradient, otherwise the step returns an error naming the parameter and
 //! nothing is modified.
+//!
+//! A tape that read a parameter shares its storage until the tape is
+//! dropped. An update while that tape is alive writes the new values to a
+//! new buffer (the tape's reads stay as they were); once the tape is gone,
+//! the update writes in place, which moves less memory. For large layers,
+//! compute the gradients in a block that owns the tape:
+//!
+//! ```
+//! use bayesgrad::prelude::*;
+//! let mut store = ParamStore::<f32>::new();
+//! let w = store.add("w", Tensor::zeros(&[256, 256]));
+//! let mut opt = Adam::new(1e-3);
+//! let grads = {
+//!     let tape = Tape::new();
+//!     (tape.param(&store, w) - 1.0).square().sum().backward()?
+//! }; // the tape is dropped here
+//! opt.step(&mut store, &grads)?; // in place
+//! # Ok::<(), bayesgrad::Error>(())
+//! ```
 
 use crate::error::{Error, Result};
 use crate::parallel::par_blocks;
@@ -277,7 +296,7 @@ mod tests {
             let (mut kept, mut dropped) = (ParamStore::new(), ParamStore::new());
             let (pk, pd) = (kept.add("w", init.clone()), dropped.add("w", init));
             let (mut adam_k, mut adam_d) = (Adam::new(0.01), Adam::new(0.01));
-            for _ in 0..3 {
+            for step in 0..3 {
                 let tape = Tape::new();
                 let w = tape.param(&kept, pk);
                 let grads = (w * w * weights.clone()).sum().backward().unwrap();
@@ -289,7 +308,12 @@ mod tests {
                     let w = tape.param(&dropped, pd);
                     (w * w * weights.clone()).sum().backward().unwrap()
                 };
+                let before = dropped.value(pd).data().as_ptr();
                 adam_d.step(&mut dropped, &grads).unwrap();
+                // (at step 0 the two stores still share `init`)
+                if step > 0 {
+                    assert_eq!(before, dropped.value(pd).data().as_ptr(), "in place");
+                }
             }
             assert_eq!(kept.value(pk), dropped.value(pd), "n = {n}");
             assert_eq!(adam_k.state().moments, adam_d.state().moments);
