@@ -503,8 +503,21 @@ impl<F: Element> Tensor<F> {
 
     /// The first element that is NaN or infinite, with its position.
     pub fn first_non_finite(&self) -> Option<(usize, F)> {
-        let i = first_failing(&self.data, |x| x.is_finite())?;
-        Some((i, self.data[i]))
+        let data = &self.data[..];
+        // a long tensor is scanned in two halves on two threads; a find in
+        // the first half comes first
+        let (first, second) = crate::parallel::par_blocks(
+            (),
+            data.len(),
+            data.len(),
+            #[inline(always)]
+            |items, ()| {
+                let start = items.start;
+                first_failing(&data[items], |x| x.is_finite()).map(|i| start + i)
+            },
+        );
+        let i = first.or(second)?;
+        Some((i, data[i]))
     }
 
     /// Applies `f` to every element.
@@ -1130,6 +1143,26 @@ mod tests {
         assert_eq!(first_failing(&v, |x| x > 0.0), Some(7));
         let t = Tensor::from_vec(v, &[5000]).unwrap();
         assert_eq!(t.first_non_finite().map(|(i, _)| i), Some(3001));
+    }
+
+    #[test]
+    fn first_non_finite_scans_both_halves_of_a_long_tensor_in_order() {
+        let n = 3 * crate::parallel::PARALLEL_MIN + 7;
+        let mut v = vec![0.5f32; n];
+        assert_eq!(
+            Tensor::from_vec(v.clone(), &[n])
+                .unwrap()
+                .first_non_finite(),
+            None
+        );
+        // only in the second half, then in both: the first one wins
+        v[n - 2] = f32::NEG_INFINITY;
+        let t = Tensor::from_vec(v.clone(), &[n]).unwrap();
+        assert_eq!(t.first_non_finite(), Some((n - 2, f32::NEG_INFINITY)));
+        v[n / 2 - 1] = f32::INFINITY;
+        v[5] = f32::NAN;
+        let t = Tensor::from_vec(v, &[n]).unwrap();
+        assert!(matches!(t.first_non_finite(), Some((5, x)) if x.is_nan()));
     }
 
     #[test]
