@@ -81,7 +81,8 @@ pub(crate) trait MultiOp<F: Element>: 'static {
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Vec<Tensor<F>>>;
 
     /// `grads[j]` is the gradient of the loss w.r.t. output `j` (`None` if
-    /// none reached it; at least one is `Some`). `acc[i]` holds the gradient
+    /// none reached it; at least one is `Some`), handed over so that its
+    /// storage can become an input's gradient. `acc[i]` holds the gradient
     /// of input `i` from the uses of it processed so far: for each input
     /// with `needs[i]`, add this op's part to it, in place or by setting it.
     /// (Adding in place saves the separate pass that summing two gradients
@@ -89,7 +90,7 @@ pub(crate) trait MultiOp<F: Element>: 'static {
     fn backward(
         &self,
         inputs: &[&Tensor<F>],
-        grads: &[Option<Tensor<F>>],
+        grads: Vec<Option<Tensor<F>>>,
         needs: &[bool],
         acc: &mut [Option<Tensor<F>>],
     ) -> Result<()>;
@@ -595,7 +596,7 @@ impl<'t, F: Element> Var<'t, F> {
                     // an input used twice gets its accumulated gradient once
                     let mut acc: Vec<Option<Tensor<F>>> =
                         ids.iter().map(|&i| grads[i].take()).collect();
-                    op.backward(&inputs, &outs, &needs, &mut acc)?;
+                    op.backward(&inputs, outs, &needs, &mut acc)?;
                     for (pos, (&input, g)) in ids.iter().zip(acc).enumerate() {
                         if let Some(g) = g {
                             accumulate(&mut grads, &nodes, op.name(), (pos, input), g)?;
@@ -697,7 +698,7 @@ mod tests {
         fn backward(
             &self,
             inputs: &[&Tensor<f64>],
-            grads: &[Option<Tensor<f64>>],
+            grads: Vec<Option<Tensor<f64>>>,
             needs: &[bool],
             acc: &mut [Option<Tensor<f64>>],
         ) -> Result<()> {

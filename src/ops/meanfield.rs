@@ -314,13 +314,15 @@ impl<F: Element> MultiOp<F> for MeanFieldSample<F> {
     fn backward(
         &self,
         inputs: &[&Tensor<F>],
-        grads: &[Option<Tensor<F>>],
+        grads: Vec<Option<Tensor<F>>>,
         needs: &[bool],
         acc: &mut [Option<Tensor<F>>],
     ) -> Result<()> {
         let (loc, shape) = (inputs[0].data(), inputs[1].shape());
         let m = self.prior_loc;
-        let kl_grad = grads.get(1).and_then(|g| g.as_ref()).map(|g| g.data()[0]);
+        let mut grads = grads.into_iter();
+        let delta_grad = grads.next().flatten();
+        let kl_grad = grads.next().flatten().map(|g| g.data()[0]);
         let slopes = self.slopes.borrow();
         let slopes = slopes.as_ref().expect("forward ran before backward");
         let (delta_slope, kl_slope) = (slopes.delta.data(), slopes.kl.data());
@@ -344,13 +346,39 @@ impl<F: Element> MultiOp<F> for MeanFieldSample<F> {
             return Ok(());
         }
         // the gradient of rho from each output that got one
-        match (grads[0].as_ref().map(|g| g.data()), kl_grad) {
+        match (delta_grad, kl_grad) {
+            // the first gradient of rho: written over delta's, whose
+            // storage becomes it (same shape), with no new buffer
+            (Some(mut g), kl_grad) if rho_acc.is_none() => {
+                par_fill(
+                    g.data_mut(),
+                    #[inline(always)]
+                    |i, out| {
+                        let len = out.len();
+                        let slopes = delta_slope[i..i + len].iter().zip(&kl_slope[i..i + len]);
+                        match kl_grad {
+                            Some(c) => {
+                                for (o, (&ds, &ks)) in out.iter_mut().zip(slopes) {
+                                    *o = *o * ds + c * ks;
+                                }
+                            }
+                            None => {
+                                for (o, &ds) in out.iter_mut().zip(&delta_slope[i..i + len]) {
+                                    *o = *o * ds;
+                                }
+                            }
+                        }
+                    },
+                );
+                *rho_acc = Some(g);
+            }
             (Some(g), Some(c)) => add_terms(
                 rho_acc,
                 shape,
                 #[inline(always)]
                 |i, out| {
                     let len = out.len();
+                    let g = g.data();
                     let slopes = delta_slope[i..i + len].iter().zip(&kl_slope[i..i + len]);
                     for ((o, &g), (&ds, &ks)) in out.iter_mut().zip(&g[i..i + len]).zip(slopes) {
                         *o = g * ds + c * ks;
@@ -362,6 +390,7 @@ impl<F: Element> MultiOp<F> for MeanFieldSample<F> {
                 shape,
                 #[inline(always)]
                 |i, out| {
+                    let g = g.data();
                     for ((o, &g), &ds) in out.iter_mut().zip(&g[i..]).zip(&delta_slope[i..]) {
                         *o = g * ds;
                     }
@@ -547,13 +576,20 @@ mod tests {
             assert_eq!(delta1.value(), delta2.value(), "n = {n}: the same draws");
             let (v1, v2) = (kl1.item().unwrap(), kl2.item().unwrap());
             assert!((v1 - v2).abs() <= 1e-12 * v1.abs(), "{v1} vs {v2}");
-            // loc also used elsewhere: the op adds into that gradient
-            let loss1 = (delta1 * wc).sum() + kl1 * 3.0 + (l * wc).sum();
-            let loss2 = (delta2 * wc).sum() + kl2 * 3.0 + (l * wc).sum();
-            let (g1, g2) = (loss1.backward().unwrap(), loss2.backward().unwrap());
-            for var in [l, r] {
-                let worst = max_diff(g1.get(var).unwrap(), g2.get(var).unwrap());
-                assert!(worst < 1e-12, "n = {n}: gradient differs by {worst}");
+            // loc also used elsewhere: the op adds into that gradient; rho
+            // too, or not: the op adds into its gradient or makes it
+            for rho_elsewhere in [false, true] {
+                let other = match rho_elsewhere {
+                    false => (l * wc).sum(),
+                    true => (l * wc).sum() + (r * wc).sum(),
+                };
+                let loss1 = (delta1 * wc).sum() + kl1 * 3.0 + other;
+                let loss2 = (delta2 * wc).sum() + kl2 * 3.0 + other;
+                let (g1, g2) = (loss1.backward().unwrap(), loss2.backward().unwrap());
+                for var in [l, r] {
+                    let worst = max_diff(g1.get(var).unwrap(), g2.get(var).unwrap());
+                    assert!(worst < 1e-12, "n = {n}: gradient differs by {worst}");
+                }
             }
         }
     }
