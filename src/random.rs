@@ -17,6 +17,7 @@ use crate::fastmath::{sin_cos_turn, LN2_HI, LN2_LO};
 use crate::tensor::{Element, Tensor};
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
+use std::mem::MaybeUninit;
 
 /// Eight xoshiro128++ generators stepped together (one per vector lane).
 struct Lanes {
@@ -294,19 +295,30 @@ pub fn standard_normal<F: Element>(shape: &[usize], rng: &mut dyn RngCore) -> Te
 pub fn rademacher<F: Element>(shape: &[usize], rng: &mut dyn RngCore) -> Tensor<F> {
     let mut local = SmallRng::seed_from_u64(rng.next_u64());
     let len = shape.iter().product();
-    // 64 signs from each draw, appended (no zero-fill to overwrite)
+    // 64 signs from each draw, lowest bit first, written without a
+    // zero-fill first, 32 at a time: the loop over the bits of a 32-bit
+    // word is arithmetic (2 bit - 1, as a float), so it vectorizes
     let mut data = Vec::with_capacity(len);
-    while data.len() < len {
-        let bits = local.next_u64();
-        let take = (len - data.len()).min(64);
-        data.extend((0..take).map(|i| {
-            if (bits >> i) & 1 == 1 {
-                F::one()
-            } else {
-                -F::one()
+    let out = &mut data.spare_capacity_mut()[..len];
+    let signs = |word: u32, out: &mut [MaybeUninit<F>]| {
+        for (i, o) in out.iter_mut().enumerate() {
+            let bit = ((word >> i) & 1) as i32;
+            o.write(F::lit(f64::from(2 * bit - 1)));
+        }
+    };
+    crate::parallel::vectorized(
+        #[inline(always)]
+        || {
+            for chunk in out.chunks_mut(64) {
+                let bits = local.next_u64();
+                let (low, high) = chunk.split_at_mut(chunk.len().min(32));
+                signs(bits as u32, low);
+                signs((bits >> 32) as u32, high);
             }
-        }));
-    }
+        },
+    );
+    // SAFETY: the chunks cover all `len` elements, each written above
+    unsafe { data.set_len(len) };
     Tensor::new_unchecked(data, shape.to_vec())
 }
 
