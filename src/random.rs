@@ -300,12 +300,13 @@ pub fn rademacher<F: Element>(shape: &[usize], rng: &mut dyn RngCore) -> Tensor<
     // word is arithmetic (2 bit - 1, as a float), so it vectorizes
     let mut data = Vec::with_capacity(len);
     let out = &mut data.spare_capacity_mut()[..len];
-    let signs = |word: u32, out: &mut [MaybeUninit<F>]| {
+    #[inline(always)]
+    fn signs<F: Element>(word: u32, out: &mut [MaybeUninit<F>]) {
         for (i, o) in out.iter_mut().enumerate() {
             let bit = ((word >> i) & 1) as i32;
             o.write(F::lit(f64::from(2 * bit - 1)));
         }
-    };
+    }
     crate::parallel::vectorized(
         #[inline(always)]
         || {
