@@ -355,15 +355,16 @@ impl<F: Element> MultiOp<F> for MeanFieldSample<F> {
                     #[inline(always)]
                     |i, out| {
                         let len = out.len();
-                        let slopes = delta_slope[i..i + len].iter().zip(&kl_slope[i..i + len]);
+                        let delta_slope = &delta_slope[i..i + len];
                         match kl_grad {
                             Some(c) => {
+                                let slopes = delta_slope.iter().zip(&kl_slope[i..i + len]);
                                 for (o, (&ds, &ks)) in out.iter_mut().zip(slopes) {
                                     *o = *o * ds + c * ks;
                                 }
                             }
                             None => {
-                                for (o, &ds) in out.iter_mut().zip(&delta_slope[i..i + len]) {
+                                for (o, &ds) in out.iter_mut().zip(delta_slope) {
                                     *o = *o * ds;
                                 }
                             }
