@@ -347,9 +347,9 @@ impl<F: Element> MultiOp<F> for MeanFieldSample<F> {
         }
         // the gradient of rho from each output that got one
         match (delta_grad, kl_grad) {
-            // the first gradient of rho: written over delta's, whose
-            // storage becomes it (same shape), with no new buffer
-            (Some(mut g), kl_grad) if rho_acc.is_none() => {
+            // written over delta's gradient (same shape), whose storage
+            // becomes it; added into one from other uses of rho
+            (Some(mut g), kl_grad) => {
                 par_fill(
                     g.data_mut(),
                     #[inline(always)]
@@ -371,32 +371,11 @@ impl<F: Element> MultiOp<F> for MeanFieldSample<F> {
                         }
                     },
                 );
-                *rho_acc = Some(g);
+                match rho_acc {
+                    Some(acc) => acc.add_assign(&g),
+                    None => *rho_acc = Some(g),
+                }
             }
-            (Some(g), Some(c)) => add_terms(
-                rho_acc,
-                shape,
-                #[inline(always)]
-                |i, out| {
-                    let len = out.len();
-                    let g = g.data();
-                    let slopes = delta_slope[i..i + len].iter().zip(&kl_slope[i..i + len]);
-                    for ((o, &g), (&ds, &ks)) in out.iter_mut().zip(&g[i..i + len]).zip(slopes) {
-                        *o = g * ds + c * ks;
-                    }
-                },
-            ),
-            (Some(g), None) => add_terms(
-                rho_acc,
-                shape,
-                #[inline(always)]
-                |i, out| {
-                    let g = g.data();
-                    for ((o, &g), &ds) in out.iter_mut().zip(&g[i..]).zip(&delta_slope[i..]) {
-                        *o = g * ds;
-                    }
-                },
-            ),
             (None, Some(c)) => add_terms(
                 rho_acc,
                 shape,
