@@ -57,7 +57,7 @@ fn two_atanh(t: f32) -> f32 {
 /// `ln(1 + e)` for `e` in `[0, 1]`, exact for tiny `e` (no `1 + e` rounding):
 /// `ln(1 + e) = 2 atanh(e / (2 + e))`.
 #[inline(always)]
-pub fn log1p_unit(e: f32) -> f32 {
+fn log1p_unit(e: f32) -> f32 {
     two_atanh(e / (2.0 + e))
 }
 

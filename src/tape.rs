@@ -319,11 +319,7 @@ impl<F: Element> Tape<F> {
         op: Box<dyn Op<F>>,
         inputs: &[Var<'t, F>],
     ) -> Result<Var<'t, F>> {
-        for v in inputs {
-            if !std::ptr::eq(v.tape, self) {
-                return Err(Error::ForeignTape { op: "apply" });
-            }
-        }
+        self.check_own(inputs)?;
         let (value, requires_grad) = {
             let nodes = self.nodes.borrow();
             let value = match inputs {
@@ -342,6 +338,14 @@ impl<F: Element> Tape<F> {
             (value, inputs.iter().any(|v| nodes[v.id].requires_grad))
         };
         Ok(self.push(value, NodeOp::Single(op), inputs, requires_grad, None))
+    }
+
+    /// An op's inputs must all be vars of this tape.
+    fn check_own(&self, inputs: &[Var<'_, F>]) -> Result<()> {
+        if inputs.iter().any(|v| !std::ptr::eq(v.tape, self)) {
+            return Err(Error::ForeignTape { op: "apply" });
+        }
+        Ok(())
     }
 
     /// Records an op whose output the caller already computed (for ops
@@ -365,9 +369,7 @@ impl<F: Element> Tape<F> {
         op: Box<dyn MultiOp<F>>,
         inputs: &[Var<'t, F>],
     ) -> Result<Vec<Var<'t, F>>> {
-        if inputs.iter().any(|v| !std::ptr::eq(v.tape, self)) {
-            return Err(Error::ForeignTape { op: "apply" });
-        }
+        self.check_own(inputs)?;
         let (outputs, requires_grad) = {
             let nodes = self.nodes.borrow();
             let values: Vec<&Tensor<F>> = inputs.iter().map(|v| &nodes[v.id].value).collect();

@@ -43,8 +43,6 @@ pub trait Element:
     fn fast_softplus_sigmoid(self) -> (Self, Self) {
         (self.fast_softplus(), self.fast_sigmoid())
     }
-    /// `(sin 2πx, cos 2πx)`: `x` counts turns (vectorizable in `f32`, libm in `f64`).
-    fn fast_sin_cos_turn(self) -> (Self, Self);
 
     /// Little-endian bytes of a slice (exact).
     fn to_le_bytes(data: &[Self]) -> Vec<u8>;
@@ -98,10 +96,6 @@ impl Element for f32 {
     fn fast_softplus_sigmoid(self) -> (Self, Self) {
         crate::fastmath::softplus_sigmoid(self)
     }
-    #[inline(always)]
-    fn fast_sin_cos_turn(self) -> (Self, Self) {
-        crate::fastmath::sin_cos_turn(self)
-    }
     fn lit(x: f64) -> Self {
         x as f32
     }
@@ -149,10 +143,6 @@ impl Element for f64 {
     #[inline(always)]
     fn fast_softplus(self) -> Self {
         self.max(0.0) + (-self.abs()).exp().ln_1p()
-    }
-    #[inline(always)]
-    fn fast_sin_cos_turn(self) -> (Self, Self) {
-        (std::f64::consts::TAU * self).sin_cos()
     }
     #[inline(always)]
     fn fast_sigmoid(self) -> Self {

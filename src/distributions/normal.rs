@@ -4,8 +4,8 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::ops::binary::broadcast_all;
-use crate::ops::meanfield::par_sum2;
 use crate::ops::unary::par_fill;
+use crate::parallel::par_sum2;
 use crate::params::{Param, ParamStore};
 use crate::tape::Op;
 use crate::tape::{Tape, Var};

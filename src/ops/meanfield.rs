@@ -13,7 +13,7 @@
 //! Normal and the divergence analytic.
 
 use crate::error::{Error, Result};
-use crate::parallel::{par_blocks, par_fill, par_new};
+use crate::parallel::{par_blocks, par_fill, par_new, sum_lanes};
 use crate::random::NormalStream;
 use crate::tape::{MultiOp, Var};
 use crate::tensor::{Element, Tensor};
@@ -50,34 +50,6 @@ struct Slopes<F> {
     kl: Tensor<F>,
 }
 
-/// `sum_i term(a_i, b_i)`, accumulated in eight lanes (so that it
-/// vectorizes), on two threads for long slices.
-pub(crate) fn par_sum2<F: Element>(a: &[F], b: &[F], term: impl Fn(F, F) -> F + Sync) -> F {
-    let (lo, hi) = par_blocks(
-        (),
-        a.len(),
-        a.len(),
-        #[inline(always)]
-        |items, ()| {
-            // The terms of a block go to a buffer first: a plain map loop
-            // vectorizes, a reduction through `term` does not.
-            const BLOCK: usize = 256;
-            let mut buf = [F::zero(); BLOCK];
-            let (a, b) = (&a[items.clone()], &b[items]);
-            let mut sum = F::zero();
-            for (x, y) in a.chunks(BLOCK).zip(b.chunks(BLOCK)) {
-                let buf = &mut buf[..x.len()];
-                for ((t, &x), &y) in buf.iter_mut().zip(x).zip(y) {
-                    *t = term(x, y);
-                }
-                sum = sum + sum_lanes(buf);
-            }
-            sum
-        },
-    );
-    lo + hi
-}
-
 /// `sum_i ln x_i` with one logarithm per four values: eight lanes of
 /// products of four, then their logarithms (`ln` is most of the cost of a
 /// KL term). A block of 32 values with a product that is not a normal
@@ -106,20 +78,6 @@ fn sum_ln<F: Element>(x: &[F]) -> F {
         }
     }
     acc.iter().fold(plain(blocks.remainder()), |s, &v| s + v)
-}
-
-/// `sum_i x_i` in eight lanes (so that it vectorizes).
-#[inline(always)]
-fn sum_lanes<F: Element>(x: &[F]) -> F {
-    let mut acc = [F::zero(); 8];
-    let lanes = x.chunks_exact(8);
-    let rest = lanes.remainder().iter().fold(F::zero(), |s, &v| s + v);
-    for c in lanes {
-        for j in 0..8 {
-            acc[j] = acc[j] + c[j];
-        }
-    }
-    acc.iter().fold(rest, |s, &v| s + v)
 }
 
 /// Adds `terms` to the gradient `acc` of an input of `shape`: in place if
@@ -438,18 +396,6 @@ mod tests {
     /// Posterior means, standard normal.
     fn loc_of(n: usize, seed: u64) -> Tensor<f64> {
         standard_normal(&[n], &mut SmallRng::seed_from_u64(seed))
-    }
-
-    #[test]
-    fn par_sum2_matches_the_plain_sum_on_one_and_two_threads() {
-        for n in [0, 7, 300, 3 * crate::parallel::PARALLEL_MIN + 5] {
-            let a: Vec<f64> = (0..n).map(|i| ((i * 31) % 17) as f64 - 8.0).collect();
-            let b: Vec<f64> = (0..n).map(|i| ((i * 7) % 5) as f64 * 0.5).collect();
-            let want: f64 = a.iter().zip(&b).map(|(x, y)| x * y + 1.0).sum();
-            let got = super::par_sum2(&a, &b, |x, y| x * y + 1.0);
-            // integer and half-integer terms: every order of summation is exact
-            assert_eq!(got, want, "n = {n}");
-        }
     }
 
     #[test]
