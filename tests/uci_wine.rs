@@ -41,3 +41,43 @@ fn wine_pipeline_beats_the_training_mean() {
         );
     }
 }
+
+#[test]
+fn splits_partition_the_rows_and_export_as_they_run() {
+    let data = pipeline::load();
+    let n = data.y.len();
+    let (_, test0, train0) = pipeline::split_rows(5, n, 0);
+    assert_eq!(test0.len(), 160);
+    let mut all: Vec<usize> = test0.iter().chain(&train0).copied().collect();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..n).collect::<Vec<_>>(),
+        "test and train partition the rows"
+    );
+    // a split follows from (seed, split) alone, and differs across both
+    assert_eq!(pipeline::split_rows(5, n, 0).1, test0);
+    assert_ne!(pipeline::split_rows(5, n, 1).1, test0);
+    assert_ne!(pipeline::split_rows(6, n, 0).1, test0);
+
+    let dir = std::env::temp_dir().join(format!("bayesgrad-wine-export-{}", std::process::id()));
+    pipeline::export_splits(&data, 5, 3, &dir).unwrap();
+    let csv = std::fs::read_to_string(dir.join("wine.csv")).unwrap();
+    let rows: Vec<Vec<f64>> = csv
+        .lines()
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(rows.len(), n);
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row[..11], data.x[i], "row {i}: features round-trip exactly");
+        assert_eq!(row[11], data.y[i], "row {i}: quality");
+    }
+    let splits = std::fs::read_to_string(dir.join("splits_seed5.txt")).unwrap();
+    let lines: Vec<&str> = splits.lines().collect();
+    assert_eq!(lines.len(), 3);
+    for (split, line) in lines.iter().enumerate() {
+        let test: Vec<usize> = line.split(',').map(|v| v.parse().unwrap()).collect();
+        assert_eq!(test, pipeline::split_rows(5, n, split).1, "split {split}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

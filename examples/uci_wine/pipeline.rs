@@ -185,16 +185,53 @@ fn matrix(rows: &[Vec<f64>]) -> Result<Tensor<f64>> {
     Tensor::from_vec(rows.concat(), &[rows.len(), rows[0].len()])
 }
 
+/// The rows of split `split` of `rows` for `seed`: the test rows (10%) and
+/// the training rows, with the generator that then initializes and trains
+/// the network (so a split's whole run follows from `seed` and `split`).
+pub fn split_rows(seed: u64, rows: usize, split: usize) -> (StdRng, Vec<usize>, Vec<usize>) {
+    let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(split as u64));
+    let mut order: Vec<usize> = (0..rows).collect();
+    order.shuffle(&mut rng);
+    let n_test = (rows as f64 * 0.1).round() as usize;
+    let train = order.split_off(n_test);
+    (rng, order, train)
+}
+
+/// Writes the table as `wine.csv` (11 features, then quality; full
+/// precision) and the test rows of each of `splits` splits for `seed` as
+/// `splits_seed<seed>.txt` (one line per split, 0-based row numbers) into
+/// `dir`, so that another library (`examples/tfp_wine.py`) can be scored on
+/// exactly the same splits.
+pub fn export_splits(
+    data: &Data,
+    seed: u64,
+    splits: usize,
+    dir: &std::path::Path,
+) -> std::io::Result<()> {
+    use std::fmt::Write as _;
+    std::fs::create_dir_all(dir)?;
+    let mut csv = String::new();
+    for (x, y) in data.x.iter().zip(&data.y) {
+        for v in x {
+            write!(csv, "{v:?},").expect("writing to a String");
+        }
+        writeln!(csv, "{y:?}").expect("writing to a String");
+    }
+    std::fs::write(dir.join("wine.csv"), csv)?;
+    let mut lines = String::new();
+    for split in 0..splits {
+        let (_, test, _) = split_rows(seed, data.y.len(), split);
+        let test: Vec<String> = test.iter().map(|i| i.to_string()).collect();
+        writeln!(lines, "{}", test.join(",")).expect("writing to a String");
+    }
+    std::fs::write(dir.join(format!("splits_seed{seed}.txt")), lines)
+}
+
 /// Trains on one random 90/10 split and evaluates on its test part (or, with
 /// `validate`, on a 10% validation part of its training part).
 pub fn run_split(cfg: &Config, data: &Data, split: usize) -> Result<SplitResult> {
     let start = std::time::Instant::now();
-    let mut rng =
-        StdRng::seed_from_u64(cfg.seed.wrapping_mul(1_000_003).wrapping_add(split as u64));
-    let mut order: Vec<usize> = (0..data.y.len()).collect();
-    order.shuffle(&mut rng);
-    let n_test = (data.y.len() as f64 * 0.1).round() as usize;
-    let (test, mut train) = (order[..n_test].to_vec(), order[n_test..].to_vec());
+    let (mut rng, test, mut train) = split_rows(cfg.seed, data.y.len(), split);
     let eval = if cfg.validate {
         let n_val = (train.len() as f64 * 0.1).round() as usize;
         let val = train[..n_val].to_vec();
