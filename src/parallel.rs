@@ -314,6 +314,7 @@ pub(crate) unsafe fn par_new<T: Send>(
 /// `sum_i term(a_i, b_i)`, accumulated in eight lanes (so that it
 /// vectorizes), on two threads for long slices.
 pub(crate) fn par_sum2<F: Element>(a: &[F], b: &[F], term: impl Fn(F, F) -> F + Sync) -> F {
+    debug_assert_eq!(a.len(), b.len(), "par_sum2: slices of different lengths");
     let (lo, hi) = par_blocks(
         (),
         a.len(),
@@ -359,7 +360,7 @@ mod tests {
 
     #[test]
     fn par_sum2_matches_the_plain_sum_on_one_and_two_threads() {
-        for n in [0, 7, 300, 3 * crate::parallel::PARALLEL_MIN + 5] {
+        for n in [0, 7, 300, 3 * PARALLEL_MIN + 5] {
             let a: Vec<f64> = (0..n).map(|i| ((i * 31) % 17) as f64 - 8.0).collect();
             let b: Vec<f64> = (0..n).map(|i| ((i * 7) % 5) as f64 * 0.5).collect();
             let want: f64 = a.iter().zip(&b).map(|(x, y)| x * y + 1.0).sum();
