@@ -377,9 +377,13 @@ impl<F: Element> Tape<F> {
             (op.forward(&values)?, requires_grad)
         };
         let count = outputs.len();
-        assert!(count > 0, "MultiOp {}: no outputs", op.name());
         let mut outputs = outputs.into_iter();
-        let first = outputs.next().expect("at least one output");
+        let Some(first) = outputs.next() else {
+            return Err(Error::InvalidArgument {
+                op: "apply_multi",
+                reason: format!("op '{}' returned no outputs", op.name()),
+            });
+        };
         let first = self.push(first, NodeOp::Multi(op, count), inputs, requires_grad, None);
         let mut vars = vec![first];
         for (index, value) in (1..).zip(outputs) {
@@ -683,19 +687,22 @@ fn accumulate<F: Element>(
 mod tests {
     use super::*;
 
-    /// `(x + y, x * y, sum x)`, adding into the accumulated gradients.
-    struct ThreeOutputs;
+    /// `(x + y, x * y, sum x)`, adding into the accumulated gradients; the
+    /// first `.0` of them (a broken op when that is 0).
+    struct ThreeOutputs(usize);
     impl MultiOp<f64> for ThreeOutputs {
         fn name(&self) -> &str {
             "three_outputs"
         }
         fn forward(&self, inputs: &[&Tensor<f64>]) -> Result<Vec<Tensor<f64>>> {
             let (x, y) = (inputs[0], inputs[1]);
-            Ok(vec![
+            let mut outputs = vec![
                 x.zip_map(y, "add", |a, b| a + b)?,
                 x.zip_map(y, "mul", |a, b| a * b)?,
                 Tensor::scalar(x.sum_all()),
-            ])
+            ];
+            outputs.truncate(self.0);
+            Ok(outputs)
         }
         fn backward(
             &self,
@@ -731,6 +738,19 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_multi_output_op_without_outputs_is_an_error_not_a_panic() {
+        let tape = Tape::<f64>::new();
+        let x = tape.constant(Tensor::vector(&[1.0, 2.0]));
+        let err = tape
+            .apply_multi(Box::new(ThreeOutputs(0)), &[x, x])
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidArgument { reason, .. } if reason.contains("three_outputs")),
+            "{err}"
+        );
+    }
+
     /// The same three outputs from single-output ops.
     fn composed<'t>(x: Var<'t, f64>, y: Var<'t, f64>) -> [Var<'t, f64>; 3] {
         [x + y, x * y, x.sum()]
@@ -749,7 +769,8 @@ mod tests {
                 let tape = Tape::new();
                 let (x, y) = (tape.var(xv.clone()), tape.var(yv.clone()));
                 let outs: Vec<Var<'_, f64>> = if fused {
-                    tape.apply_multi(Box::new(ThreeOutputs), &[x, y]).unwrap()
+                    tape.apply_multi(Box::new(ThreeOutputs(3)), &[x, y])
+                        .unwrap()
                 } else {
                     composed(x, y).to_vec()
                 };
@@ -773,7 +794,9 @@ mod tests {
         let tape = Tape::new();
         let x = tape.var(xv.clone());
         // (2x, x^2, sum x) with x as both inputs; the root is output 1
-        let outs = tape.apply_multi(Box::new(ThreeOutputs), &[x, x]).unwrap();
+        let outs = tape
+            .apply_multi(Box::new(ThreeOutputs(3)), &[x, x])
+            .unwrap();
         let g = outs[1].sum().backward().unwrap();
         assert_eq!(g.get(x).unwrap(), &xv.map(|a| 2.0 * a));
         let g = outs[2].backward().unwrap();
