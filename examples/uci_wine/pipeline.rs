@@ -280,11 +280,12 @@ pub fn run_split(cfg: &Config, data: &Data, split: usize) -> Result<SplitResult>
     for _ in 0..cfg.epochs {
         idx.shuffle(&mut rng);
         for (index, chunk) in idx.chunks(cfg.batch_size).enumerate() {
-            let x = matrix(
-                &chunk
+            let x = Tensor::from_vec(
+                chunk
                     .iter()
-                    .map(|&i| train_x[i].clone())
-                    .collect::<Vec<_>>(),
+                    .flat_map(|&i| train_x[i].iter().copied())
+                    .collect(),
+                &[chunk.len(), train_x[0].len()],
             )?;
             let y = Tensor::from_vec(
                 chunk.iter().map(|&i| train_y[i]).collect(),
