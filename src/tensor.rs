@@ -933,6 +933,70 @@ pub(crate) fn gemm_append<F: Element>(
     unsafe { c.set_len(start + m * n) };
 }
 
+/// GEMMs with at most this many multiply-adds are computed by
+/// [`small_gemm`]: matrixmultiply's packing costs about a microsecond per
+/// call, more than such a product itself.
+const SMALL_GEMM_MAX: usize = 1 << 12;
+
+/// `c += a b` (`c` row-major with `n` columns) by plain loops, for
+/// products too small for packing to pay: columns of `a` added up for a
+/// single output column when they are contiguous; rows of `b` scaled and
+/// added into rows of `c` when `b`'s rows are contiguous and not too short;
+/// else dot products (of contiguous vectors in four lanes where possible).
+#[inline(always)]
+fn small_gemm<F: Element>(k: usize, n: usize, a: MatRef<'_, F>, b: MatRef<'_, F>, c: &mut [F]) {
+    let (ar, ac) = (a.row_stride as usize, a.col_stride as usize);
+    let (br, bc) = (b.row_stride as usize, b.col_stride as usize);
+    if n == 1 && ar == 1 {
+        // one output column, and `a`'s columns are contiguous: add them up
+        let m = c.len();
+        for p in 0..k {
+            let x = b.data[p * br];
+            for (y, &v) in c.iter_mut().zip(&a.data[p * ac..][..m]) {
+                *y = *y + v * x;
+            }
+        }
+        return;
+    }
+    for (i, row) in c.chunks_exact_mut(n).enumerate() {
+        if bc == 1 && n >= 4 {
+            for p in 0..k {
+                let x = a.data[i * ar + p * ac];
+                for (y, &w) in row.iter_mut().zip(&b.data[p * br..][..n]) {
+                    *y = *y + x * w;
+                }
+            }
+        } else if ac == 1 && br == 1 {
+            let a_row = &a.data[i * ar..][..k];
+            for (j, y) in row.iter_mut().enumerate() {
+                *y = dot4(a_row, &b.data[j * bc..][..k]);
+            }
+        } else {
+            for (j, y) in row.iter_mut().enumerate() {
+                *y = (0..k).fold(F::zero(), |sum, p| {
+                    sum + a.data[i * ar + p * ac] * b.data[p * br + j * bc]
+                });
+            }
+        }
+    }
+}
+
+/// `sum_i x_i y_i` accumulated in four lanes (so that it vectorizes).
+#[inline(always)]
+fn dot4<F: Element>(x: &[F], y: &[F]) -> F {
+    let (xs, ys) = (x.chunks_exact(4), y.chunks_exact(4));
+    let rest = (xs.remainder().iter())
+        .zip(ys.remainder())
+        .fold(F::zero(), |s, (&u, &v)| s + u * v);
+    let mut acc = [F::zero(); 4];
+    for (u, v) in xs.zip(ys) {
+        for l in 0..4 {
+            acc[l] = acc[l] + u[l] * v[l];
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + rest
+}
+
 /// GEMMs with at least this many multiply-adds are split over two threads.
 const GEMM_PARALLEL_MIN: usize = 1 << 19;
 
@@ -973,6 +1037,16 @@ pub(crate) fn gemm_uninit<F: Element>(
         in_bounds(a, m, k) && in_bounds(b, k, n),
         "gemm_uninit: operand too small"
     );
+    if m * k * n <= SMALL_GEMM_MAX {
+        c.fill(std::mem::MaybeUninit::new(F::zero()));
+        // SAFETY: every element was just initialized.
+        let c = unsafe { &mut *(c as *mut [std::mem::MaybeUninit<F>] as *mut [F]) };
+        crate::parallel::vectorized(
+            #[inline(always)]
+            || small_gemm(k, n, a, b, c),
+        );
+        return;
+    }
     let out = OutPtr(c.as_mut_ptr().cast::<F>());
     let row_stride = n as isize;
     // SAFETY (both calls): `a` and `b` hold every element their strides
@@ -1120,6 +1194,51 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn small_products_match_a_naive_product_on_every_path() {
+        // integer-valued entries: every order of summation is exact. The
+        // shapes reach each loop of `small_gemm` (one output column, rows of
+        // b, four-lane and strided dot products, ragged lane remainders) and
+        // straddle SMALL_GEMM_MAX (16^3 = 4096 is small, 16x16x17 is not).
+        let shapes = [
+            (1, 1, 1),
+            (5, 3, 1),
+            (1, 7, 1),
+            (32, 50, 1),
+            (50, 32, 1),
+            (32, 1, 50),
+            (3, 4, 2),
+            (7, 9, 5),
+            (4, 1, 4),
+            (2, 13, 3),
+            (16, 16, 16),
+            (16, 16, 17),
+        ];
+        for (m, k, n) in shapes {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let a_shape = if ta { [k, m] } else { [m, k] };
+                let b_shape = if tb { [n, k] } else { [k, n] };
+                let a = Tensor::<f64>::from_fn(&a_shape, |i| ((i * 7) % 13) as f64 - 6.0);
+                let b = Tensor::<f64>::from_fn(&b_shape, |i| ((i * 5) % 11) as f64 - 5.0);
+                let at = |i: usize, j: usize| a.data()[if ta { j * m + i } else { i * k + j }];
+                let bt = |i: usize, j: usize| b.data()[if tb { j * k + i } else { i * n + j }];
+                let c = a.matmul_t(&b, ta, tb).unwrap();
+                assert_eq!(c.shape(), &[m, n]);
+                for i in 0..m {
+                    for j in 0..n {
+                        let want: f64 = (0..k).map(|l| at(i, l) * bt(l, j)).sum();
+                        assert_eq!(
+                            c.data()[i * n + j],
+                            want,
+                            "{m}x{k}x{n} {ta} {tb} at {i},{j}"
+                        );
+                    }
+                }
+            }
+        }
+        const { assert!(16 * 16 * 16 <= SMALL_GEMM_MAX && 16 * 16 * 17 > SMALL_GEMM_MAX) };
     }
 
     #[test]
