@@ -1168,40 +1168,47 @@ mod tests {
         assert!(a.matmul(&a).is_err());
     }
 
-    #[test]
-    fn large_products_split_over_two_threads_match_a_naive_product() {
-        // integer-valued entries, so every order of summation is exact;
-        // shapes that split by rows (tall), by columns (wide), odd sizes
-        for (m, k, n) in [(300, 70, 60), (40, 90, 333), (129, 128, 130)] {
-            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-                let a_shape = if ta { [k, m] } else { [m, k] };
-                let b_shape = if tb { [n, k] } else { [k, n] };
-                let a = Tensor::<f64>::from_fn(&a_shape, |i| ((i * 7) % 13) as f64 - 6.0);
-                let b = Tensor::<f64>::from_fn(&b_shape, |i| ((i * 5) % 11) as f64 - 5.0);
-                assert!(m * k * n >= GEMM_PARALLEL_MIN);
-                let at = |i: usize, j: usize| a.data()[if ta { j * m + i } else { i * k + j }];
-                let bt = |i: usize, j: usize| b.data()[if tb { j * k + i } else { i * n + j }];
-                let c = a.matmul_t(&b, ta, tb).unwrap();
-                for i in 0..m {
-                    for j in 0..n {
-                        let want: f64 = (0..k).map(|l| at(i, l) * bt(l, j)).sum();
-                        assert_eq!(
-                            c.data()[i * n + j],
-                            want,
-                            "{m}x{k}x{n} {ta} {tb} at {i},{j}"
-                        );
-                    }
+    /// `matmul_t` of `m x k` and `k x n` integer-valued operands (so every
+    /// order of summation is exact), in all four transpositions, equals the
+    /// naive triple loop element for element.
+    fn assert_products_match_naive(m: usize, k: usize, n: usize) {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let a_shape = if ta { [k, m] } else { [m, k] };
+            let b_shape = if tb { [n, k] } else { [k, n] };
+            let a = Tensor::<f64>::from_fn(&a_shape, |i| ((i * 7) % 13) as f64 - 6.0);
+            let b = Tensor::<f64>::from_fn(&b_shape, |i| ((i * 5) % 11) as f64 - 5.0);
+            let at = |i: usize, j: usize| a.data()[if ta { j * m + i } else { i * k + j }];
+            let bt = |i: usize, j: usize| b.data()[if tb { j * k + i } else { i * n + j }];
+            let c = a.matmul_t(&b, ta, tb).unwrap();
+            assert_eq!(c.shape(), &[m, n]);
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..k).map(|l| at(i, l) * bt(l, j)).sum();
+                    assert_eq!(
+                        c.data()[i * n + j],
+                        want,
+                        "{m}x{k}x{n} {ta} {tb} at {i},{j}"
+                    );
                 }
             }
         }
     }
 
     #[test]
+    fn large_products_split_over_two_threads_match_a_naive_product() {
+        // shapes that split by rows (tall), by columns (wide), odd sizes
+        for (m, k, n) in [(300, 70, 60), (40, 90, 333), (129, 128, 130)] {
+            assert!(m * k * n >= GEMM_PARALLEL_MIN);
+            assert_products_match_naive(m, k, n);
+        }
+    }
+
+    #[test]
     fn small_products_match_a_naive_product_on_every_path() {
-        // integer-valued entries: every order of summation is exact. The
-        // shapes reach each loop of `small_gemm` (one output column, rows of
-        // b, four-lane and strided dot products, ragged lane remainders) and
-        // straddle SMALL_GEMM_MAX (16^3 = 4096 is small, 16x16x17 is not).
+        // The shapes reach each loop of `small_gemm` (one output column,
+        // rows of b, four-lane and strided dot products, ragged lane
+        // remainders) and straddle SMALL_GEMM_MAX (16^3 = 4096 is small,
+        // 16x16x17 is not).
         let shapes = [
             (1, 1, 1),
             (5, 3, 1),
@@ -1217,26 +1224,7 @@ mod tests {
             (16, 16, 17),
         ];
         for (m, k, n) in shapes {
-            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-                let a_shape = if ta { [k, m] } else { [m, k] };
-                let b_shape = if tb { [n, k] } else { [k, n] };
-                let a = Tensor::<f64>::from_fn(&a_shape, |i| ((i * 7) % 13) as f64 - 6.0);
-                let b = Tensor::<f64>::from_fn(&b_shape, |i| ((i * 5) % 11) as f64 - 5.0);
-                let at = |i: usize, j: usize| a.data()[if ta { j * m + i } else { i * k + j }];
-                let bt = |i: usize, j: usize| b.data()[if tb { j * k + i } else { i * n + j }];
-                let c = a.matmul_t(&b, ta, tb).unwrap();
-                assert_eq!(c.shape(), &[m, n]);
-                for i in 0..m {
-                    for j in 0..n {
-                        let want: f64 = (0..k).map(|l| at(i, l) * bt(l, j)).sum();
-                        assert_eq!(
-                            c.data()[i * n + j],
-                            want,
-                            "{m}x{k}x{n} {ta} {tb} at {i},{j}"
-                        );
-                    }
-                }
-            }
+            assert_products_match_naive(m, k, n);
         }
         const { assert!(16 * 16 * 16 <= SMALL_GEMM_MAX && 16 * 16 * 17 > SMALL_GEMM_MAX) };
     }
