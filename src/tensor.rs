@@ -933,6 +933,17 @@ pub(crate) fn gemm_append<F: Element>(
     unsafe { c.set_len(start + m * n) };
 }
 
+/// The elements of a slice that has been written in full.
+///
+/// # Safety
+/// Every element of `s` is initialized.
+#[inline(always)]
+pub(crate) unsafe fn assume_init<T>(s: &mut [std::mem::MaybeUninit<T>]) -> &mut [T] {
+    // SAFETY: MaybeUninit<T> has the layout of T, and the caller vouches that
+    // every element holds a valid T.
+    unsafe { &mut *(s as *mut [std::mem::MaybeUninit<T>] as *mut [T]) }
+}
+
 /// GEMMs with at most this many multiply-adds are computed by
 /// [`small_gemm`]: matrixmultiply's packing costs about a microsecond per
 /// call, more than such a product itself.
@@ -1040,7 +1051,7 @@ pub(crate) fn gemm_uninit<F: Element>(
     if m * k * n <= SMALL_GEMM_MAX {
         c.fill(std::mem::MaybeUninit::new(F::zero()));
         // SAFETY: every element was just initialized.
-        let c = unsafe { &mut *(c as *mut [std::mem::MaybeUninit<F>] as *mut [F]) };
+        let c = unsafe { assume_init(c) };
         crate::parallel::vectorized(
             #[inline(always)]
             || small_gemm(k, n, a, b, c),

@@ -3,9 +3,8 @@
 use crate::error::{Error, Result};
 use crate::parallel::par_blocks;
 use crate::tape::{Op, Var};
-use crate::tensor::{gemm_append, gemm_new, gemm_uninit, Element, MatRef, Tensor};
+use crate::tensor::{assume_init, gemm_append, gemm_new, gemm_uninit, Element, MatRef, Tensor};
 use std::cell::RefCell;
-use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// Padding of a convolution, as in TensorFlow.
@@ -521,17 +520,6 @@ impl Window {
     fn tap_offset(&self, t: usize, x: &[usize]) -> usize {
         ((t / self.size) * x[2] + t % self.size) * x[3]
     }
-}
-
-/// The elements of a slice that has been written in full.
-///
-/// # Safety
-/// Every element of `s` is initialized.
-#[inline(always)]
-unsafe fn assume_init<T>(s: &mut [MaybeUninit<T>]) -> &mut [T] {
-    // SAFETY: MaybeUninit<T> has T's layout, and the caller vouches that
-    // every element holds a valid T.
-    unsafe { &mut *(s as *mut [MaybeUninit<T>] as *mut [T]) }
 }
 
 /// Calls `visit(dx_image, first_tap, g, arg)` for every window of every
