@@ -61,8 +61,13 @@ fn splits_partition_the_rows_and_export_as_they_run() {
     assert_ne!(pipeline::split_rows(6, n, 0).1, test0);
 
     let dir = std::env::temp_dir().join(format!("bayesgrad-wine-export-{}", std::process::id()));
-    pipeline::export_splits(&data, 5, 3, &dir).unwrap();
-    let csv = std::fs::read_to_string(dir.join("wine.csv")).unwrap();
+    let [table, splits] = pipeline::export_splits(&data, 5, 3, &dir).unwrap();
+    assert_eq!(
+        splits,
+        dir.join("splits_seed5.txt"),
+        "the name tfp_wine.py reads"
+    );
+    let csv = std::fs::read_to_string(table).unwrap();
     let rows: Vec<Vec<f64>> = csv
         .lines()
         .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
@@ -72,7 +77,7 @@ fn splits_partition_the_rows_and_export_as_they_run() {
         assert_eq!(row[..11], data.x[i], "row {i}: features round-trip exactly");
         assert_eq!(row[11], data.y[i], "row {i}: quality");
     }
-    let splits = std::fs::read_to_string(dir.join("splits_seed5.txt")).unwrap();
+    let splits = std::fs::read_to_string(splits).unwrap();
     let lines: Vec<&str> = splits.lines().collect();
     assert_eq!(lines.len(), 3);
     for (split, line) in lines.iter().enumerate() {

@@ -70,11 +70,11 @@ fn main() -> ExitCode {
     let data = pipeline::load();
     if let Some(dir) = export {
         return match pipeline::export_splits(&data, cfg.seed, cfg.splits, &dir) {
-            Ok(()) => {
+            Ok([table, splits]) => {
                 println!(
                     "wrote {} and {} (test rows of {} splits, seed {})",
-                    dir.join("wine.csv").display(),
-                    dir.join(format!("splits_seed{}.txt", cfg.seed)).display(),
+                    table.display(),
+                    splits.display(),
                     cfg.splits,
                     cfg.seed
                 );

@@ -201,13 +201,13 @@ pub fn split_rows(seed: u64, rows: usize, split: usize) -> (StdRng, Vec<usize>, 
 /// precision) and the test rows of each of `splits` splits for `seed` as
 /// `splits_seed<seed>.txt` (one line per split, 0-based row numbers) into
 /// `dir`, so that another library (`examples/tfp_wine.py`) can be scored on
-/// exactly the same splits.
+/// exactly the same splits. Returns the paths of the two files.
 pub fn export_splits(
     data: &Data,
     seed: u64,
     splits: usize,
     dir: &std::path::Path,
-) -> std::io::Result<()> {
+) -> std::io::Result<[std::path::PathBuf; 2]> {
     use std::fmt::Write as _;
     std::fs::create_dir_all(dir)?;
     let mut csv = String::new();
@@ -217,14 +217,19 @@ pub fn export_splits(
         }
         writeln!(csv, "{y:?}").expect("writing to a String");
     }
-    std::fs::write(dir.join("wine.csv"), csv)?;
+    let paths = [
+        dir.join("wine.csv"),
+        dir.join(format!("splits_seed{seed}.txt")),
+    ];
+    std::fs::write(&paths[0], csv)?;
     let mut lines = String::new();
     for split in 0..splits {
         let (_, test, _) = split_rows(seed, data.y.len(), split);
         let test: Vec<String> = test.iter().map(|i| i.to_string()).collect();
         writeln!(lines, "{}", test.join(",")).expect("writing to a String");
     }
-    std::fs::write(dir.join(format!("splits_seed{seed}.txt")), lines)
+    std::fs::write(&paths[1], lines)?;
+    Ok(paths)
 }
 
 /// Trains on one random 90/10 split and evaluates on its test part (or, with
