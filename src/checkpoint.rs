@@ -87,6 +87,28 @@ pub fn save<F: Element>(
     adam: Option<&AdamState<F>>,
     path: &Path,
 ) -> Result<()> {
+    write_atomic(path, &save_bytes(store, adam)?)
+}
+
+/// [`save`] to bytes in memory: the exact bytes `save` writes, which
+/// [`load_bytes`] reads back.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// use bayesgrad::checkpoint;
+/// let mut store = ParamStore::<f64>::new();
+/// let w = store.add("w", Tensor::vector(&[0.25, -1.0]));
+/// let bytes = checkpoint::save_bytes(&store, None)?;
+/// let mut fresh = ParamStore::<f64>::new();
+/// let w2 = fresh.add("w", Tensor::vector(&[0.0, 0.0]));
+/// checkpoint::load_bytes(&mut fresh, None, &bytes)?;
+/// assert_eq!(fresh.value(w2), store.value(w));
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+pub fn save_bytes<F: Element>(
+    store: &ParamStore<F>,
+    adam: Option<&AdamState<F>>,
+) -> Result<Vec<u8>> {
     let mut tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
     for p in store.params() {
         let v = store.value(p);
@@ -111,7 +133,7 @@ pub fn save<F: Element>(
             .iter()
             .map(|(n, (s, d))| (n.as_str(), format!("{dtype:?}"), s.as_slice(), d.as_slice())),
     );
-    let mut meta = HashMap::from([
+    let mut meta = BTreeMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("version".to_string(), VERSION.to_string()),
         ("checksum".to_string(), sum),
@@ -129,9 +151,48 @@ pub fn save<F: Element>(
             ))
         })
         .collect::<Result<Vec<_>>>()?;
-    let bytes = safetensors::serialize(views, &Some(meta))
+    let mut bytes = safetensors::serialize(views, &Some(meta.clone().into_iter().collect()))
         .map_err(|e| Error::invalid("checkpoint::save", e.to_string()))?;
-    write_atomic(path, &bytes)
+    sort_metadata(&mut bytes, &meta);
+    Ok(bytes)
+}
+
+/// Puts the `__metadata__` entries of serialized bytes in key order.
+///
+/// safetensors 0.4 writes them in a `HashMap`'s per-instance random order
+/// (upstream issue safetensors#584), so two saves of one state would differ
+/// in bytes and in their hashes. Sorting permutes entries of a JSON object
+/// and keeps the header's length. Our keys and values need no JSON escaping;
+/// if the header is not laid out as expected, the (valid, unsorted) bytes are
+/// left as they are, and the determinism test fails.
+fn sort_metadata(bytes: &mut [u8], meta: &BTreeMap<String, String>) {
+    let plain = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    };
+    if !meta.iter().all(|(k, v)| plain(k) && plain(v)) {
+        return;
+    }
+    let entries: Vec<String> = meta
+        .iter()
+        .map(|(k, v)| format!("\"{k}\":\"{v}\""))
+        .collect();
+    let sorted = format!("{{{}}}", entries.join(","));
+    let start = 8 + br#"{"__metadata__":"#.len();
+    let Some(found) = bytes.get(8..start + sorted.len()) else {
+        return;
+    };
+    let (prefix, object) = found.split_at(start - 8);
+    let mut written: Vec<&[u8]> = object
+        .strip_prefix(b"{")
+        .and_then(|o| o.strip_suffix(b"}"))
+        .map(|o| o.split(|&b| b == b',').collect())
+        .unwrap_or_default();
+    written.sort_unstable();
+    let expected: Vec<&[u8]> = entries.iter().map(|e| e.as_bytes()).collect();
+    if prefix == br#"{"__metadata__":"# && written == expected {
+        bytes[start..start + sorted.len()].copy_from_slice(sorted.as_bytes());
+    }
 }
 
 /// Temporary file, flush, fsync, rename, fsync of the directory.

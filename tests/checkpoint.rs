@@ -7,12 +7,21 @@ use bayesgrad::elbo::Batch;
 use bayesgrad::prelude::*;
 use std::path::PathBuf;
 
-fn temp_dir(tag: &str) -> PathBuf {
+/// A fresh directory, removed when dropped (a failing test's too).
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
+fn temp_dir(tag: &str) -> TempDir {
     static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let d = std::env::temp_dir().join(format!("bayesgrad-ckpt-{tag}-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TempDir(d)
 }
 
 fn store_f<F: Element>() -> ParamStore<F> {
@@ -31,9 +40,14 @@ fn store_f<F: Element>() -> ParamStore<F> {
 
 fn round_trip<F: Element>() {
     let dir = temp_dir(F::DTYPE);
-    let path = dir.join("model.safetensors");
+    let path = dir.0.join("model.safetensors");
     let store = store_f::<F>();
     checkpoint::save(&store, None, &path).unwrap();
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        checkpoint::save_bytes(&store, None).unwrap(),
+        "save writes exactly save_bytes"
+    );
     let mut fresh = ParamStore::<F>::new();
     fresh.add("a", Tensor::zeros(&[2, 3]));
     fresh.add_positive("b", Tensor::scalar(F::one()));
@@ -49,7 +63,6 @@ fn round_trip<F: Element>() {
             .zip(y.data())
             .all(|(a, b)| a.to_f64().unwrap().to_bits() == b.to_f64().unwrap().to_bits()));
     }
-    std::fs::remove_dir_all(dir).ok();
 }
 
 #[test]
@@ -61,7 +74,7 @@ fn round_trip_is_exact_in_f32_and_f64() {
 #[test]
 fn the_file_is_plain_safetensors() {
     let dir = temp_dir("plain");
-    let path = dir.join("m.safetensors");
+    let path = dir.0.join("m.safetensors");
     checkpoint::save(&store_f::<f32>(), None, &path).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -69,21 +82,18 @@ fn the_file_is_plain_safetensors() {
     names.sort();
     assert_eq!(names, ["a", "b", "c/with/slashes"]);
     assert_eq!(st.tensor("a").unwrap().shape(), &[2, 3]);
-    assert!(std::fs::read_dir(&dir).unwrap().all(|e| !e
+    assert!(std::fs::read_dir(&dir.0).unwrap().all(|e| !e
         .unwrap()
         .file_name()
         .to_string_lossy()
         .contains(".tmp")));
-    std::fs::remove_dir_all(dir).ok();
 }
 
 fn good_bytes() -> Vec<u8> {
     let dir = temp_dir("good");
-    let path = dir.join("m.safetensors");
+    let path = dir.0.join("m.safetensors");
     checkpoint::save(&store_f::<f64>(), None, &path).unwrap();
-    let b = std::fs::read(&path).unwrap();
-    std::fs::remove_dir_all(dir).ok();
-    b
+    std::fs::read(&path).unwrap()
 }
 
 /// Loads into a copy of the original store and checks that a failure leaves it unchanged.
@@ -267,7 +277,7 @@ fn resumed_training_is_bit_identical() {
     }
 
     let dir = temp_dir("resume");
-    let path = dir.join("ckpt.safetensors");
+    let path = dir.0.join("ckpt.safetensors");
     let mut first = ParamStore::new();
     let net1 = model(&mut first);
     let mut opt1 = Adam::new(0.01);
@@ -294,5 +304,33 @@ fn resumed_training_is_bit_identical() {
             .all(|(a, b)| a.to_bits() == b.to_bits());
         assert!(same, "{} differs after resuming", store.name(p));
     }
-    std::fs::remove_dir_all(dir).ok();
+}
+
+/// safetensors 0.4 writes the metadata in a random order; `save_bytes`
+/// sorts it, so one state always gives the same bytes (and file hash).
+#[test]
+fn a_state_always_saves_to_the_same_bytes() {
+    let mut store = ParamStore::new();
+    let net = model(&mut store);
+    let mut opt = Adam::new(0.01);
+    for step in 0..2 {
+        train_step(&net, &mut store, &mut opt, step);
+    }
+    let first = checkpoint::save_bytes(&store, Some(opt.state())).unwrap();
+    let header_len = u64::from_le_bytes(first[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&first[8..8 + header_len]).unwrap();
+    let positions: Vec<usize> = ["adam_step", "checksum", "format", "version"]
+        .iter()
+        .map(|k| header.find(&format!("\"{k}\":")).expect(k))
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "metadata keys in order: {header}"
+    );
+    for _ in 0..16 {
+        assert_eq!(
+            checkpoint::save_bytes(&store, Some(opt.state())).unwrap(),
+            first
+        );
+    }
 }
