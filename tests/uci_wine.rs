@@ -86,3 +86,30 @@ fn splits_partition_the_rows_and_export_as_they_run() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The example's calibration line: a Gaussian with σ = RMSE scores
+/// `gaussian_log_likelihood_at(rmse)` on its own errors, and other σ less.
+#[test]
+fn a_gaussian_with_sigma_at_the_rmse_scores_the_printed_optimum() {
+    let errors: Vec<f64> = (0..50)
+        .map(|i| ((i * 37 % 50) as f64 - 24.5) * 0.03)
+        .collect();
+    let rmse = (errors.iter().map(|e| e * e).sum::<f64>() / 50.0).sqrt();
+    let mean_log_density = |sigma: f64| {
+        errors
+            .iter()
+            .map(|e| {
+                -0.5 * (e / sigma).powi(2) - sigma.ln() - 0.5 * (2.0 * std::f64::consts::PI).ln()
+            })
+            .sum::<f64>()
+            / 50.0
+    };
+    let optimum = pipeline::gaussian_log_likelihood_at(rmse);
+    assert!((mean_log_density(rmse) - optimum).abs() < 1e-12);
+    for factor in [0.8, 0.95, 1.05, 1.25] {
+        assert!(
+            mean_log_density(rmse * factor) < optimum,
+            "σ = {factor} × RMSE"
+        );
+    }
+}

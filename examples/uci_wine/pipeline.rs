@@ -372,6 +372,18 @@ pub fn run_split(cfg: &Config, data: &Data, split: usize) -> Result<SplitResult>
     })
 }
 
+/// The mean test log-likelihood of the best Gaussian predictive with one
+/// variance for all test points, given the predictions' RMSE: a Gaussian
+/// with `σ = rmse` scores `-ln(rmse) - ½ ln(2πe)`, and any other `σ` less.
+///
+/// The example prints how far above this the posterior predictive lands.
+/// Near zero means the learned noise scale is calibrated and the
+/// log-likelihood follows from the RMSE; the only way to raise it much is
+/// better predictions, or a predictive whose spread varies between points.
+pub fn gaussian_log_likelihood_at(rmse: f64) -> f64 {
+    -rmse.ln() - 0.5 * (2.0 * std::f64::consts::PI * std::f64::consts::E).ln()
+}
+
 /// Mean and standard error.
 pub fn mean_se(xs: &[f64]) -> (f64, f64) {
     let n = xs.len() as f64;
