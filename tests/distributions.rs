@@ -1,12 +1,10 @@
 //! Distributions and divergences: TFP reference values (gradients included),
 //! gradchecks, properties, extreme values, bad inputs, divergence nodes.
 
-mod common {
-    pub mod tfp_cases;
-}
+#[path = "common/tfp_cases.rs"]
+mod tfp_cases;
 
 use bayesgrad::prelude::*;
-use common::tfp_cases;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
