@@ -5,8 +5,8 @@
 //! Run: `cargo run --release --example uci_wine`
 //! Flags: `--splits N --epochs N --estimator {reparameterization,flipout,local}
 //!         --seed N --lr X --lr-final X --rho-init X --noise-init X --kl-temperature X
-//!         --kl-warmup-epochs N --loc-init-std X --batch-size N --train-samples N --validate
-//!         --export-splits DIR`
+//!         --kl-warmup-epochs N --loc-init-std X --batch-size N --train-samples N
+//!         --map-epochs N --validate --export-splits DIR`
 //!
 //! `--validate` never touches the test parts: it scores on 10% of each
 //! training part, for tuning. `--export-splits DIR` writes the table and the
@@ -46,6 +46,7 @@ fn parse(args: &[String]) -> Result<(Config, Option<PathBuf>), String> {
             "--kl-warmup-epochs" => cfg.kl_warmup_epochs = value.parse().map_err(|e| bad(&e))?,
             "--loc-init-std" => cfg.loc_init_std = value.parse().map_err(|e| bad(&e))?,
             "--train-samples" => cfg.train_samples = value.parse().map_err(|e| bad(&e))?,
+            "--map-epochs" => cfg.map_epochs = value.parse().map_err(|e| bad(&e))?,
             "--batch-size" => cfg.batch_size = value.parse().map_err(|e| bad(&e))?,
             "--export-splits" => export = Some(PathBuf::from(value)),
             other => return Err(format!("unknown flag {other}")),

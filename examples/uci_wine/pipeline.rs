@@ -58,6 +58,9 @@ pub struct Config {
     pub kl_temperature: f64,
     /// Posterior samples averaged in each training step's ELBO.
     pub train_samples: usize,
+    /// Epochs of maximum-a-posteriori training of a plain network of the
+    /// same shape, whose weights then start the posterior means (0: none).
+    pub map_epochs: usize,
     /// Evaluate on a validation part of the training split instead of the test split.
     pub validate: bool,
 }
@@ -81,6 +84,7 @@ impl Default for Config {
             loc_init_std: 0.1,
             validate: false,
             train_samples: 1,
+            map_epochs: 60,
         }
     }
 }
@@ -181,6 +185,74 @@ fn layer(
     }
 }
 
+/// The rows `chunk` of the training data as a batch `([n, 11], [n, 1])`.
+fn gather(x: &[Vec<f64>], y: &[f64], chunk: &[usize]) -> Result<(Tensor<f64>, Tensor<f64>)> {
+    Ok((
+        Tensor::from_vec(
+            chunk.iter().flat_map(|&i| x[i].iter().copied()).collect(),
+            &[chunk.len(), x[0].len()],
+        )?,
+        Tensor::from_vec(chunk.iter().map(|&i| y[i]).collect(), &[chunk.len(), 1])?,
+    ))
+}
+
+/// Trains a plain network of the variational one's shape to the maximum a
+/// posteriori (Normal likelihood with a learned noise scale, the N(0, 1)
+/// prior on the kernels; `cfg.map_epochs` epochs of Adam at `cfg.lr`) and
+/// starts the posterior means of `store`'s kernels, and its biases, there.
+/// The posterior scales and the noise scale keep their initial values.
+fn start_at_the_map(
+    cfg: &Config,
+    store: &mut ParamStore<f64>,
+    train_x: &[Vec<f64>],
+    train_y: &[f64],
+    rng: &mut StdRng,
+) -> Result<()> {
+    let mut map = ParamStore::new();
+    let net = Sequential::new()
+        .push(Dense::new(&mut map, "hidden", 11, cfg.hidden, rng)?)
+        .push(Activation::Relu)
+        .push(Dense::new(&mut map, "output", cfg.hidden, 1, rng)?);
+    let noise = map.try_add_positive("noise_scale", Tensor::scalar(cfg.noise_init))?;
+    let find = |store: &ParamStore<f64>, name: &str| {
+        store.get(name).ok_or_else(|| {
+            Error::invalid(
+                "uci_wine",
+                format!("no parameter {name} to start at the MAP"),
+            )
+        })
+    };
+    let kernels = [find(&map, "hidden/kernel")?, find(&map, "output/kernel")?];
+    let mut opt = Adam::new(cfg.lr);
+    let mut idx: Vec<usize> = (0..train_y.len()).collect();
+    let prior_weight = 0.5 / train_y.len() as f64;
+    for _ in 0..cfg.map_epochs {
+        idx.shuffle(rng);
+        for chunk in idx.chunks(cfg.batch_size) {
+            let (x, y) = gather(train_x, train_y, chunk)?;
+            let tape = Tape::new();
+            let mean = net.forward(&tape, &map, tape.constant(x), rng)?;
+            let likelihood = Normal::new(mean, tape.param(&map, noise))?;
+            // -log p(batch | w) per example - log p(w) / N: the log posterior per example
+            let mut loss = -likelihood.log_prob(tape.constant(y))?.mean();
+            for k in kernels {
+                loss = loss + tape.param(&map, k).square().sum() * prior_weight;
+            }
+            opt.step(&mut map, &loss.backward()?)?;
+        }
+    }
+    for (from, to) in [
+        ("hidden/kernel", "hidden/kernel_posterior_loc"),
+        ("output/kernel", "output/kernel_posterior_loc"),
+        ("hidden/bias", "hidden/bias"),
+        ("output/bias", "output/bias"),
+    ] {
+        let value = map.value(find(&map, from)?).clone();
+        store.set_value(find(store, to)?, value)?;
+    }
+    Ok(())
+}
+
 fn matrix(rows: &[Vec<f64>]) -> Result<Tensor<f64>> {
     Tensor::from_vec(rows.concat(), &[rows.len(), rows[0].len()])
 }
@@ -266,6 +338,9 @@ pub fn run_split(cfg: &Config, data: &Data, split: usize) -> Result<SplitResult>
         .push(Activation::Relu)
         .push_boxed(layer(&mut store, "output", cfg.hidden, 1, cfg, &mut rng)?);
     let noise = store.try_add_positive("noise_scale", Tensor::scalar(cfg.noise_init))?;
+    if cfg.map_epochs > 0 {
+        start_at_the_map(cfg, &mut store, &train_x, &train_y, &mut rng)?;
+    }
     let batches = train.len().div_ceil(cfg.batch_size);
     let elbo = Elbo::new(if cfg.kl_warmup_epochs > 0 {
         KlWeight::Annealed {
@@ -285,17 +360,7 @@ pub fn run_split(cfg: &Config, data: &Data, split: usize) -> Result<SplitResult>
     for _ in 0..cfg.epochs {
         idx.shuffle(&mut rng);
         for (index, chunk) in idx.chunks(cfg.batch_size).enumerate() {
-            let x = Tensor::from_vec(
-                chunk
-                    .iter()
-                    .flat_map(|&i| train_x[i].iter().copied())
-                    .collect(),
-                &[chunk.len(), train_x[0].len()],
-            )?;
-            let y = Tensor::from_vec(
-                chunk.iter().map(|&i| train_y[i]).collect(),
-                &[chunk.len(), 1],
-            )?;
+            let (x, y) = gather(&train_x, &train_y, chunk)?;
             let tape = Tape::new();
             // `train_samples` copies of the batch in one forward pass: with Flipout
             // (and local reparameterization) every copy gets its own perturbation,
