@@ -1,8 +1,8 @@
 """TFP's DenseFlipout on exactly the UCI wine splits of bayesgrad's `uci_wine` example.
 
 Not part of the build or of CI. The 20-split means move by more than their standard errors
-from one split seed to the next (bayesgrad's RMSE over 20 splits ranges 0.630-0.649 over
-seeds 0-5), so a fair comparison scores both libraries on the same splits and looks at the
+from one split seed to the next (bayesgrad's RMSE over 20 splits ranges 0.617-0.645 over
+seeds 0-9), so a fair comparison scores both libraries on the same splits and looks at the
 per-split differences:
 
     cargo run --release --example uci_wine -- --seed 3 --export-splits /tmp/wine
@@ -17,7 +17,8 @@ part; DenseFlipout(50, relu) and DenseFlipout(1) with TFP's default mean-field p
 noise scale `softplus(rho) + 1e-5` (starting at 1 in standardized units); loss = mean NLL of
 the batch + sum(model.losses) / num_train; Adam, batch 32; by default 200 epochs at lr 1e-2
 (BENCHMARKS.md's TFP run). `--epochs 80 --lr 3e-3 --lr-final 3e-4 --noise-init 0.5` gives TFP
-bayesgrad's defaults. Test RMSE of the mean of 100 posterior samples and
+bayesgrad's defaults except the MAP start (`uci_wine --map-epochs`), which this script lacks;
+compare with `uci_wine --map-epochs 0` for the same model on both sides. Test RMSE of the mean of 100 posterior samples and
 `mean_i ln mean_s N(y_i | f_s(x_i), sigma^2)`, both in the original units.
 
 Prints a line per split in the Rust example's format, then mean +- standard error, and with
