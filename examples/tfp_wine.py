@@ -17,8 +17,9 @@ part; DenseFlipout(50, relu) and DenseFlipout(1) with TFP's default mean-field p
 noise scale `softplus(rho) + 1e-5` (starting at 1 in standardized units); loss = mean NLL of
 the batch + sum(model.losses) / num_train; Adam, batch 32; by default 200 epochs at lr 1e-2
 (BENCHMARKS.md's TFP run). `--epochs 80 --lr 3e-3 --lr-final 3e-4 --noise-init 0.5` gives TFP
-bayesgrad's defaults except the MAP start (`uci_wine --map-epochs`), which this script lacks;
-compare with `uci_wine --map-epochs 0` for the same model on both sides. Test RMSE of the mean of 100 posterior samples and
+bayesgrad's defaults before its MAP start; add `--map-epochs 60` for the MAP start as well
+(a plain Dense network trained to the maximum a posteriori, whose weights start the posterior
+means, as `uci_wine --map-epochs`). Test RMSE of the mean of 100 posterior samples and
 `mean_i ln mean_s N(y_i | f_s(x_i), sigma^2)`, both in the original units.
 
 Prints a line per split in the Rust example's format, then mean +- standard error, and with
@@ -64,6 +65,8 @@ def run_split(x, y, test, split, args):
         [tfpl.DenseFlipout(50, activation="relu"), tfpl.DenseFlipout(1)]
     )
     model.build((None, x.shape[1]))
+    if args.map_epochs > 0:
+        start_at_the_map(model, xtr, ytr_s, split, args)
     noise_rho = tf.Variable(np.log(np.expm1(args.noise_init)), dtype=tf.float32)
     variables = model.trainable_variables + [noise_rho]
     n = float(len(ytr_s))
@@ -100,6 +103,46 @@ def run_split(x, y, test, split, args):
     return rmse, ll
 
 
+def start_at_the_map(model, xtr, ytr_s, split, args):
+    """As the Rust example's --map-epochs: trains a plain Dense network to the maximum a
+    posteriori (Normal likelihood with a learned noise scale, N(0, 1) prior on the kernels,
+    Adam at a constant lr) and sets the posterior means (and the deterministic biases) there."""
+    net = tf_keras.Sequential([tf_keras.layers.Dense(50, activation="relu"), tf_keras.layers.Dense(1)])
+    net.build((None, xtr.shape[1]))
+    rho = tf.Variable(np.log(np.expm1(args.noise_init)), dtype=tf.float32)
+    variables = net.trainable_variables + [rho]
+    n = float(len(ytr_s))
+    opt = tf_keras.optimizers.Adam(args.lr)
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            mean = net(xb, training=True)[:, 0]
+            nll = -tf.reduce_mean(tfd.Normal(mean, tf.nn.softplus(rho) + 1e-5).log_prob(yb))
+            prior = sum(tf.reduce_sum(layer.kernel**2) for layer in net.layers)
+            loss = nll + 0.5 * prior / n
+        opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
+
+    rng = np.random.default_rng(1000 * args.seed + split + 500)
+    xtr32, ytr32 = xtr.astype(np.float32), ytr_s.astype(np.float32)
+    for _ in range(args.map_epochs):
+        order = rng.permutation(len(ytr32))
+        for b in range(0, len(order), 32):
+            idx = order[b : b + 32]
+            step(tf.constant(xtr32[idx]), tf.constant(ytr32[idx]))
+    assigned = 0
+    for flipout, dense in zip(model.layers, net.layers):
+        for v in flipout.trainable_variables:
+            if "kernel_posterior_loc" in v.name:
+                v.assign(dense.kernel)
+                assigned += 1
+            elif "bias_posterior_loc" in v.name:
+                v.assign(dense.bias)
+                assigned += 1
+    if assigned != 4:
+        raise SystemExit(f"MAP start: set {assigned} of the 4 posterior means (TFP renamed them?)")
+
+
 def paired(path, tfp_results):
     """Per-split differences bayesgrad - TFP from the Rust example's printed lines."""
     ours = {}
@@ -131,6 +174,8 @@ def main():
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--lr-final", type=float, help="exponential decay to this lr (default: none)")
     p.add_argument("--noise-init", type=float, default=1.0)
+    p.add_argument("--map-epochs", type=int, default=0,
+                   help="start the posterior means at a MAP fit, as uci_wine's --map-epochs")
     p.add_argument("--splits", type=int, default=20)
     p.add_argument("--paired", help="the uci_wine example's output on the same seed")
     args = p.parse_args()
@@ -144,6 +189,7 @@ def main():
         f"{args.seed}; {args.epochs} epochs, lr {args.lr}"
         + ("" if args.lr_final is None else f" decaying to {args.lr_final}")
         + f", noise init {args.noise_init}, batch 32"
+        + (f", MAP start {args.map_epochs} epochs" if args.map_epochs else "")
     )
     start, results = time.time(), {}
     for split, test in enumerate(splits[: args.splits]):
