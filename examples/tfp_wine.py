@@ -49,6 +49,16 @@ def mean_se(xs):
     return xs.mean(), xs.std(ddof=1) / np.sqrt(len(xs))
 
 
+def train(step, xtr, ytr_s, epochs, rng):
+    """`epochs` passes of `step` over the training rows in shuffled batches of 32."""
+    xtr32, ytr32 = xtr.astype(np.float32), ytr_s.astype(np.float32)
+    for _ in range(epochs):
+        order = rng.permutation(len(ytr32))
+        for b in range(0, len(order), 32):
+            idx = order[b : b + 32]
+            step(tf.constant(xtr32[idx]), tf.constant(ytr32[idx]))
+
+
 def run_split(x, y, test, split, args):
     """Trains on the rows not in `test`; returns (rmse, log-likelihood) on `test`."""
     mask = np.ones(len(y), dtype=bool)
@@ -60,7 +70,7 @@ def run_split(x, y, test, split, args):
     xtr, xte = (xtr - xm) / xs, (xte - xm) / xs
     ytr_s = (ytr - ym) / ys
 
-    tf.random.set_seed(1000 * args.seed + split)
+    tf_keras.utils.set_random_seed(1000 * args.seed + split)
     model = tf_keras.Sequential(
         [tfpl.DenseFlipout(50, activation="relu"), tfpl.DenseFlipout(1)]
     )
@@ -85,13 +95,7 @@ def run_split(x, y, test, split, args):
             loss = nll + tf.add_n(model.losses) / n
         opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
 
-    rng = np.random.default_rng(1000 * args.seed + split)
-    xtr32, ytr32 = xtr.astype(np.float32), ytr_s.astype(np.float32)
-    for _ in range(args.epochs):
-        order = rng.permutation(len(ytr32))
-        for b in range(0, len(order), 32):
-            idx = order[b : b + 32]
-            step(tf.constant(xtr32[idx]), tf.constant(ytr32[idx]))
+    train(step, xtr, ytr_s, args.epochs, np.random.default_rng(1000 * args.seed + split))
 
     xte32 = tf.constant(xte.astype(np.float32))
     preds = np.stack([model(xte32).numpy()[:, 0] for _ in range(100)]) * ys + ym
@@ -123,13 +127,7 @@ def start_at_the_map(model, xtr, ytr_s, split, args):
             loss = nll + 0.5 * prior / n
         opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
 
-    rng = np.random.default_rng(1000 * args.seed + split + 500)
-    xtr32, ytr32 = xtr.astype(np.float32), ytr_s.astype(np.float32)
-    for _ in range(args.map_epochs):
-        order = rng.permutation(len(ytr32))
-        for b in range(0, len(order), 32):
-            idx = order[b : b + 32]
-            step(tf.constant(xtr32[idx]), tf.constant(ytr32[idx]))
+    train(step, xtr, ytr_s, args.map_epochs, np.random.default_rng(1000 * args.seed + split + 500))
     assigned = 0
     for flipout, dense in zip(model.layers, net.layers):
         for v in flipout.trainable_variables:
