@@ -122,9 +122,9 @@ fn main() -> ExitCode {
     let ((rm, rse), (lm, lse)) = (mean_se(&rmses), mean_se(&lls));
     let part = if cfg.validate { "validation" } else { "test" };
     // one split has no standard error
-    let pm = |se: f64, digits: usize| {
+    let pm = |se: f64| {
         if se.is_finite() {
-            format!("± {se:.digits$}")
+            format!("± {se:.3}")
         } else {
             "(one split)".to_string()
         }
@@ -132,11 +132,11 @@ fn main() -> ExitCode {
     let tfp = "TFP, BENCHMARKS.md, its own splits";
     println!(
         "{part} RMSE           {rm:.3} {}   ({tfp}: 0.638 ± 0.010)",
-        pm(rse, 3)
+        pm(rse)
     );
     println!(
         "{part} log-likelihood {lm:.3} {}   ({tfp}: -0.968 ± 0.014)",
-        pm(lse, 3)
+        pm(lse)
     );
     let above: Vec<f64> = rmses
         .iter()
@@ -144,15 +144,20 @@ fn main() -> ExitCode {
         .map(|(&r, &ll)| ll - pipeline::gaussian_log_likelihood_at(r))
         .collect();
     let (am, ase) = mean_se(&above);
+    let by = if ase.is_finite() {
+        format!("{am:+.4} ± {ase:.4}")
+    } else {
+        format!("{am:+.4}")
+    };
     println!(
-        "  (a Gaussian with σ = each split's {part} RMSE would score {:.3}; the predictive is {am:+.4} {} above it)",
-        lm - am,
-        pm(ase, 4)
+        "  (a Gaussian with σ = each split's {part} RMSE would score {:.3}; the predictive is {by} above it)",
+        lm - am
     );
     println!(
-        "wall time        {:.1} s for {} splits   (TFP: 481 s for 20)",
+        "wall time        {:.1} s for {} split{}   (TFP: 481 s for 20)",
         start.elapsed().as_secs_f64(),
-        cfg.splits
+        cfg.splits,
+        if cfg.splits == 1 { "" } else { "s" }
     );
     ExitCode::SUCCESS
 }
