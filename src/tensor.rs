@@ -949,7 +949,8 @@ pub(crate) unsafe fn assume_init<T>(s: &mut [std::mem::MaybeUninit<T>]) -> &mut 
 /// call, more than such a product itself.
 const SMALL_GEMM_MAX: usize = 1 << 12;
 
-/// `c += a b` (`c` row-major with `n` columns) by plain loops, for
+/// `c += a b` (`c` row-major with `n` columns; every path adds into it)
+/// by plain loops, for
 /// products too small for packing to pay: columns of `a` added up for a
 /// single output column when they are contiguous; rows of `b` scaled and
 /// added into rows of `c` when `b`'s rows are contiguous and not too short;
@@ -980,11 +981,11 @@ fn small_gemm<F: Element>(k: usize, n: usize, a: MatRef<'_, F>, b: MatRef<'_, F>
         } else if ac == 1 && br == 1 {
             let a_row = &a.data[i * ar..][..k];
             for (j, y) in row.iter_mut().enumerate() {
-                *y = dot4(a_row, &b.data[j * bc..][..k]);
+                *y = *y + dot4(a_row, &b.data[j * bc..][..k]);
             }
         } else {
             for (j, y) in row.iter_mut().enumerate() {
-                *y = (0..k).fold(F::zero(), |sum, p| {
+                *y = (0..k).fold(*y, |sum, p| {
                     sum + a.data[i * ar + p * ac] * b.data[p * br + j * bc]
                 });
             }
