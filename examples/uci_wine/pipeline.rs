@@ -91,7 +91,7 @@ impl Default for Config {
 
 /// The table: 1599 rows of 11 features, and the quality score.
 pub struct Data {
-    pub x: Vec<[f64; 11]>,
+    pub x: Vec<[f64; FEATURES]>,
     pub y: Vec<f64>,
 }
 
@@ -100,7 +100,7 @@ pub fn load() -> Data {
     let ds = linfa_datasets::winequality();
     let flat: Vec<f64> = ds.records.iter().copied().collect();
     let x = flat
-        .chunks(11)
+        .chunks(FEATURES)
         .map(|r| r.try_into().expect("11 features per row"))
         .collect();
     let y = ds.targets.iter().map(|&t| t as f64).collect();
@@ -185,6 +185,13 @@ fn layer(
     }
 }
 
+/// The names of the network's two layers (the variational one's and, for
+/// the MAP start, the plain one's, so that parameters correspond by name).
+const LAYERS: [&str; 2] = ["hidden", "output"];
+
+/// Input features of the wine table.
+const FEATURES: usize = 11;
+
 /// The rows `chunk` of the training data as a batch `([n, 11], [n, 1])`.
 fn gather(x: &[Vec<f64>], y: &[f64], chunk: &[usize]) -> Result<(Tensor<f64>, Tensor<f64>)> {
     Ok((
@@ -210,9 +217,9 @@ fn start_at_the_map(
 ) -> Result<()> {
     let mut map = ParamStore::new();
     let net = Sequential::new()
-        .push(Dense::new(&mut map, "hidden", 11, cfg.hidden, rng)?)
+        .push(Dense::new(&mut map, LAYERS[0], FEATURES, cfg.hidden, rng)?)
         .push(Activation::Relu)
-        .push(Dense::new(&mut map, "output", cfg.hidden, 1, rng)?);
+        .push(Dense::new(&mut map, LAYERS[1], cfg.hidden, 1, rng)?);
     let noise = map.try_add_positive("noise_scale", Tensor::scalar(cfg.noise_init))?;
     let find = |store: &ParamStore<f64>, name: &str| {
         store.get(name).ok_or_else(|| {
@@ -222,7 +229,8 @@ fn start_at_the_map(
             )
         })
     };
-    let kernels = [find(&map, "hidden/kernel")?, find(&map, "output/kernel")?];
+    let kernel = |l: &str| find(&map, &format!("{l}/kernel"));
+    let kernels = [kernel(LAYERS[0])?, kernel(LAYERS[1])?];
     let mut opt = Adam::new(cfg.lr);
     let mut idx: Vec<usize> = (0..train_y.len()).collect();
     let prior_weight = 0.5 / train_y.len() as f64;
@@ -241,14 +249,11 @@ fn start_at_the_map(
             opt.step(&mut map, &loss.backward()?)?;
         }
     }
-    for (from, to) in [
-        ("hidden/kernel", "hidden/kernel_posterior_loc"),
-        ("output/kernel", "output/kernel_posterior_loc"),
-        ("hidden/bias", "hidden/bias"),
-        ("output/bias", "output/bias"),
-    ] {
-        let value = map.value(find(&map, from)?).clone();
-        store.set_value(find(store, to)?, value)?;
+    for l in LAYERS {
+        for (from, to) in [("kernel", "kernel_posterior_loc"), ("bias", "bias")] {
+            let value = map.value(find(&map, &format!("{l}/{from}"))?).clone();
+            store.set_value(find(store, &format!("{l}/{to}"))?, value)?;
+        }
     }
     Ok(())
 }
@@ -334,9 +339,11 @@ pub fn run_split(cfg: &Config, data: &Data, split: usize) -> Result<SplitResult>
 
     let mut store = ParamStore::new();
     let net = Sequential::new()
-        .push_boxed(layer(&mut store, "hidden", 11, cfg.hidden, cfg, &mut rng)?)
+        .push_boxed(layer(
+            &mut store, LAYERS[0], FEATURES, cfg.hidden, cfg, &mut rng,
+        )?)
         .push(Activation::Relu)
-        .push_boxed(layer(&mut store, "output", cfg.hidden, 1, cfg, &mut rng)?);
+        .push_boxed(layer(&mut store, LAYERS[1], cfg.hidden, 1, cfg, &mut rng)?);
     let noise = store.try_add_positive("noise_scale", Tensor::scalar(cfg.noise_init))?;
     if cfg.map_epochs > 0 {
         start_at_the_map(cfg, &mut store, &train_x, &train_y, &mut rng)?;
