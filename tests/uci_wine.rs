@@ -145,3 +145,29 @@ fn a_gaussian_with_sigma_at_the_rmse_scores_the_printed_optimum() {
         );
     }
 }
+
+/// `--seeds` takes `A..B` and `A..=B`, and refuses empty or malformed ranges
+/// with the text the user typed.
+#[test]
+fn seed_ranges_parse_like_rust_ranges() {
+    assert_eq!(pipeline::parse_seed_range("0..20"), Ok(0..20));
+    assert_eq!(pipeline::parse_seed_range("0..=19"), Ok(0..20));
+    assert_eq!(pipeline::parse_seed_range("7..=7"), Ok(7..8));
+    for empty in ["3..3", "5..2", "4..=3"] {
+        let err = pipeline::parse_seed_range(empty).unwrap_err();
+        assert!(err.contains("empty") && err.contains(empty), "{err}");
+    }
+    for bad in ["x", "3", "..4", "1..", "1..=x", "-1..3", "0..=18446744073709551615"] {
+        let err = pipeline::parse_seed_range(bad).unwrap_err();
+        assert!(err.contains(bad), "{bad}: {err}");
+    }
+}
+
+/// The targets are compared unrounded: 0.6304 prints as 0.630 and misses.
+#[test]
+fn the_stretch_targets_need_both_figures() {
+    assert!(pipeline::meets_targets(0.630, -0.950));
+    assert!(pipeline::meets_targets(0.61, -0.93));
+    assert!(!pipeline::meets_targets(0.6304, -0.94));
+    assert!(!pipeline::meets_targets(0.62, -0.9504));
+}

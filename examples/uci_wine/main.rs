@@ -6,22 +6,36 @@
 //! Flags: `--splits N --epochs N --estimator {reparameterization,flipout,local}
 //!         --seed N --lr X --lr-final X --rho-init X --noise-init X --kl-temperature X
 //!         --kl-warmup-epochs N --loc-init-std X --batch-size N --train-samples N
-//!         --map-epochs N --validate --export-splits DIR`
+//!         --map-epochs N --validate --export-splits DIR --seeds A..B`
 //!
 //! `--validate` never touches the test parts: it scores on 10% of each
 //! training part, for tuning. `--export-splits DIR` writes the table and the
 //! test rows of the `--seed`'s splits for `examples/tfp_wine.py` and exits.
+//! `--seeds 0..20` runs the 20 splits of every split seed in the range
+//! (`0..=19` also works) and prints one line per seed, then how the
+//! 20-split means vary across seeds and for how many the stretch targets hold.
 
 mod pipeline;
 
-use pipeline::{mean_se, Config};
+use pipeline::{mean_se, Config, Data};
+use std::ops::Range;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-fn parse(args: &[String]) -> Result<(Config, Option<PathBuf>), String> {
+/// What the command does besides its settings.
+enum Mode {
+    /// The splits of `--seed`, one line per split (the default).
+    Splits,
+    /// `--export-splits DIR`: write the table and the test rows, then exit.
+    Export(PathBuf),
+    /// `--seeds A..B`: the splits of every seed in the range, one line per seed.
+    Seeds(Range<u64>),
+}
+
+fn parse(args: &[String]) -> Result<(Config, Mode), String> {
     let mut cfg = Config::default();
-    let mut export = None;
+    let mut mode = Mode::Splits;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         if flag == "--validate" {
@@ -48,99 +62,71 @@ fn parse(args: &[String]) -> Result<(Config, Option<PathBuf>), String> {
             "--train-samples" => cfg.train_samples = value.parse().map_err(|e| bad(&e))?,
             "--map-epochs" => cfg.map_epochs = value.parse().map_err(|e| bad(&e))?,
             "--batch-size" => cfg.batch_size = value.parse().map_err(|e| bad(&e))?,
-            "--export-splits" => export = Some(PathBuf::from(value)),
+            "--export-splits" => mode = Mode::Export(PathBuf::from(value)),
+            "--seeds" => {
+                mode = Mode::Seeds(pipeline::parse_seed_range(value).map_err(|e| bad(&e))?)
+            }
             other => return Err(format!("unknown flag {other}")),
         }
+    }
+    if args.iter().any(|a| a == "--seeds") && args.iter().any(|a| a == "--export-splits") {
+        return Err("--seeds and --export-splits do not go together".into());
     }
     if cfg.splits == 0 || cfg.batch_size == 0 || cfg.test_samples == 0 {
         return Err("--splits and --batch-size must be >= 1".into());
     }
-    Ok((cfg, export))
+    Ok((cfg, mode))
 }
 
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (cfg, export) = match parse(&args) {
-        Ok(parsed) => parsed,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let start = Instant::now();
-    let data = pipeline::load();
-    if let Some(dir) = export {
-        return match pipeline::export_splits(&data, cfg.seed, cfg.splits, &dir) {
-            Ok([table, splits]) => {
-                println!(
-                    "wrote {} and {} (test rows of {} splits, seed {})",
-                    table.display(),
-                    splits.display(),
-                    cfg.splits,
-                    cfg.seed
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: writing to {}: {e}", dir.display());
-                ExitCode::FAILURE
-            }
-        };
-    }
-    println!(
-        "UCI wine-quality-red: {} rows; {} splits, {} epochs, {:?}, lr {}, batch {}, seed {}{}",
-        data.y.len(),
-        cfg.splits,
-        cfg.epochs,
-        cfg.estimator,
-        cfg.lr,
-        cfg.batch_size,
-        cfg.seed,
-        if cfg.validate {
-            " (VALIDATION: scores on 10% of each training part)"
-        } else {
-            ""
-        }
-    );
+/// Runs the splits of `cfg.seed` and returns their test (or validation)
+/// RMSEs and log-likelihoods; with `print_each`, a line per split.
+fn run_splits(cfg: &Config, data: &Data, print_each: bool) -> Result<(Vec<f64>, Vec<f64>), String> {
     let (mut rmses, mut lls) = (Vec::new(), Vec::new());
     for split in 0..cfg.splits {
-        match pipeline::run_split(&cfg, &data, split) {
-            Ok(r) => {
-                println!(
-                    "split {split:>2}: rmse {:.4}  log-lik {:>7.4}  (train-mean rmse {:.4})  {:.2} s",
-                    r.rmse, r.log_likelihood, r.baseline_rmse, r.seconds
-                );
-                rmses.push(r.rmse);
-                lls.push(r.log_likelihood);
-            }
-            Err(e) => {
-                eprintln!("split {split}: {e}");
-                return ExitCode::FAILURE;
-            }
+        let r = pipeline::run_split(cfg, data, split)
+            .map_err(|e| format!("seed {}, split {split}: {e}", cfg.seed))?;
+        if print_each {
+            println!(
+                "split {split:>2}: rmse {:.4}  log-lik {:>7.4}  (train-mean rmse {:.4})  {:.2} s",
+                r.rmse, r.log_likelihood, r.baseline_rmse, r.seconds
+            );
         }
+        rmses.push(r.rmse);
+        lls.push(r.log_likelihood);
     }
-    let ((rm, rse), (lm, lse)) = (mean_se(&rmses), mean_se(&lls));
+    Ok((rmses, lls))
+}
+
+/// `n` and `word`, with an `s` unless `n` is 1.
+fn plural(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
+/// `± se` to `digits` decimals, or a note that one value has none.
+fn plus_minus(se: f64, digits: usize) -> String {
+    if se.is_finite() {
+        format!("± {se:.digits$}")
+    } else {
+        "(one split)".to_string()
+    }
+}
+
+/// The summary of one seed's splits.
+fn report_splits(cfg: &Config, rmses: &[f64], lls: &[f64], seconds: f64) {
+    let ((rm, rse), (lm, lse)) = (mean_se(rmses), mean_se(lls));
     let part = if cfg.validate { "validation" } else { "test" };
-    // one split has no standard error
-    let pm = |se: f64| {
-        if se.is_finite() {
-            format!("± {se:.3}")
-        } else {
-            "(one split)".to_string()
-        }
-    };
     let tfp = "TFP, BENCHMARKS.md, its own splits";
     println!(
         "{part} RMSE           {rm:.3} {}   ({tfp}: 0.638 ± 0.010)",
-        pm(rse)
+        plus_minus(rse, 3)
     );
     println!(
         "{part} log-likelihood {lm:.3} {}   ({tfp}: -0.968 ± 0.014)",
-        pm(lse)
+        plus_minus(lse, 3)
     );
     let above: Vec<f64> = rmses
         .iter()
-        .zip(&lls)
+        .zip(lls)
         .map(|(&r, &ll)| ll - pipeline::gaussian_log_likelihood_at(r))
         .collect();
     let (am, ase) = mean_se(&above);
@@ -154,10 +140,150 @@ fn main() -> ExitCode {
         lm - am
     );
     println!(
-        "wall time        {:.1} s for {} split{}   (TFP: 481 s for 20)",
-        start.elapsed().as_secs_f64(),
-        cfg.splits,
-        if cfg.splits == 1 { "" } else { "s" }
+        "wall time        {seconds:.1} s for {}   (TFP: 481 s for 20)",
+        plural(cfg.splits, "split")
     );
-    ExitCode::SUCCESS
+}
+
+/// `--seeds`: every seed's splits, a line per seed, then the spread of the
+/// seeds' means and how many meet the stretch targets.
+fn across_seeds(cfg: &Config, data: &Data, seeds: Range<u64>) -> Result<(), String> {
+    let start = Instant::now();
+    let part = if cfg.validate { "validation" } else { "test" };
+    let (mut rmses, mut lls, mut passing) = (Vec::new(), Vec::new(), Vec::new());
+    for seed in seeds.clone() {
+        let seed_start = Instant::now();
+        let cfg = Config {
+            seed,
+            ..cfg.clone()
+        };
+        let (r, l) = run_splits(&cfg, data, false)?;
+        let ((rm, rse), (lm, lse)) = (mean_se(&r), mean_se(&l));
+        let both = pipeline::meets_targets(rm, lm);
+        println!(
+            "seed {seed:>3}: {part} rmse {rm:.4} {}  log-lik {lm:.4} {}  targets: {}  {:.1} s",
+            plus_minus(rse, 4),
+            plus_minus(lse, 4),
+            if both {
+                "both"
+            } else if rm <= pipeline::TARGET_RMSE {
+                "rmse only"
+            } else if lm >= pipeline::TARGET_LOG_LIKELIHOOD {
+                "log-lik only"
+            } else {
+                "neither"
+            },
+            seed_start.elapsed().as_secs_f64()
+        );
+        rmses.push(rm);
+        lls.push(lm);
+        if both {
+            passing.push(seed);
+        }
+    }
+    let n = rmses.len();
+    // the spread of the seeds' means (a single seed has none)
+    let mean_sd = |xs: &[f64]| {
+        let (m, se) = mean_se(xs);
+        if n > 1 {
+            format!("{m:.4} (sd {:.4})", se * (n as f64).sqrt())
+        } else {
+            format!("{m:.4}")
+        }
+    };
+    println!(
+        "over {} ({}..{}), the {}-split means: {part} RMSE {}, log-likelihood {}",
+        plural(n, "seed"),
+        seeds.start,
+        seeds.end,
+        cfg.splits,
+        mean_sd(&rmses),
+        mean_sd(&lls)
+    );
+    let count = |ok: &dyn Fn(usize) -> bool| (0..n).filter(|&i| ok(i)).count();
+    println!(
+        "stretch targets: RMSE <= {:.3} for {} of {n}, log-likelihood >= {:.3} for {}, both for {}{}",
+        pipeline::TARGET_RMSE,
+        count(&|i| rmses[i] <= pipeline::TARGET_RMSE),
+        pipeline::TARGET_LOG_LIKELIHOOD,
+        count(&|i| lls[i] >= pipeline::TARGET_LOG_LIKELIHOOD),
+        passing.len(),
+        if passing.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = passing.iter().map(u64::to_string).collect();
+            format!(" (seeds {})", list.join(", "))
+        }
+    );
+    println!(
+        "wall time        {:.1} s for {}",
+        start.elapsed().as_secs_f64(),
+        plural(n, "seed")
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (cfg, mode) = match parse(&args) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let start = Instant::now();
+    let data = pipeline::load();
+    let seeds = match mode {
+        Mode::Export(dir) => {
+            return match pipeline::export_splits(&data, cfg.seed, cfg.splits, &dir) {
+                Ok([table, splits]) => {
+                    println!(
+                        "wrote {} and {} (test rows of {} splits, seed {})",
+                        table.display(),
+                        splits.display(),
+                        cfg.splits,
+                        cfg.seed
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: writing to {}: {e}", dir.display());
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Mode::Seeds(seeds) => Some(seeds),
+        Mode::Splits => None,
+    };
+    println!(
+        "UCI wine-quality-red: {} rows; {}, {}, {:?}, lr {}, batch {}, {}{}",
+        data.y.len(),
+        plural(cfg.splits, "split"),
+        plural(cfg.epochs, "epoch"),
+        cfg.estimator,
+        cfg.lr,
+        cfg.batch_size,
+        match &seeds {
+            Some(seeds) => format!("seeds {}..{}", seeds.start, seeds.end),
+            None => format!("seed {}", cfg.seed),
+        },
+        if cfg.validate {
+            " (VALIDATION: scores on 10% of each training part)"
+        } else {
+            ""
+        }
+    );
+    let outcome = match seeds {
+        Some(seeds) => across_seeds(&cfg, &data, seeds),
+        None => run_splits(&cfg, &data, true)
+            .map(|(rmses, lls)| report_splits(&cfg, &rmses, &lls, start.elapsed().as_secs_f64())),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

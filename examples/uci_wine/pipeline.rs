@@ -456,6 +456,39 @@ pub fn gaussian_log_likelihood_at(rmse: f64) -> f64 {
     -rmse.ln() - 0.5 * (2.0 * std::f64::consts::PI * std::f64::consts::E).ln()
 }
 
+/// The project's stretch targets for the 20-split means (issue #6 and
+/// `BENCHMARKS.md`): test RMSE at most this, in the original units...
+pub const TARGET_RMSE: f64 = 0.630;
+/// ...and test log-likelihood at least this.
+pub const TARGET_LOG_LIKELIHOOD: f64 = -0.950;
+
+/// Whether a seed's 20-split means meet both stretch targets, compared
+/// unrounded.
+pub fn meets_targets(rmse: f64, log_likelihood: f64) -> bool {
+    rmse <= TARGET_RMSE && log_likelihood >= TARGET_LOG_LIKELIHOOD
+}
+
+/// Parses `--seeds`: `A..B` (B excluded) or `A..=B`, with at least one seed.
+pub fn parse_seed_range(s: &str) -> std::result::Result<std::ops::Range<u64>, String> {
+    let bad = || format!("'{s}' is not a seed range like 0..20 or 0..=19");
+    let (a, b) = s.split_once("..").ok_or_else(bad)?;
+    let (b, inclusive) = match b.strip_prefix('=') {
+        Some(b) => (b, true),
+        None => (b, false),
+    };
+    let a: u64 = a.trim().parse().map_err(|_| bad())?;
+    let b: u64 = b.trim().parse().map_err(|_| bad())?;
+    let end = if inclusive {
+        b.checked_add(1).ok_or_else(bad)?
+    } else {
+        b
+    };
+    if end <= a {
+        return Err(format!("seed range '{s}' is empty"));
+    }
+    Ok(a..end)
+}
+
 /// Mean and standard error.
 pub fn mean_se(xs: &[f64]) -> (f64, f64) {
     let n = xs.len() as f64;
