@@ -157,7 +157,15 @@ fn seed_ranges_parse_like_rust_ranges() {
         let err = pipeline::parse_seed_range(empty).unwrap_err();
         assert!(err.contains("empty") && err.contains(empty), "{err}");
     }
-    for bad in ["x", "3", "..4", "1..", "1..=x", "-1..3", "0..=18446744073709551615"] {
+    for bad in [
+        "x",
+        "3",
+        "..4",
+        "1..",
+        "1..=x",
+        "-1..3",
+        "0..=18446744073709551615",
+    ] {
         let err = pipeline::parse_seed_range(bad).unwrap_err();
         assert!(err.contains(bad), "{bad}: {err}");
     }

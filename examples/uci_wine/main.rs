@@ -23,6 +23,22 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+/// `println!` that ends the program quietly, with the shell's code for a
+/// closed pipe, when stdout goes away (`uci_wine | head`), where `println!`
+/// would panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(141);
+            }
+            eprintln!("error: writing to stdout: {e}");
+            std::process::exit(1);
+        }
+    }};
+}
+
 /// What the command does besides its settings.
 enum Mode {
     /// The splits of `--seed`, one line per split (the default).
@@ -86,9 +102,12 @@ fn run_splits(cfg: &Config, data: &Data, print_each: bool) -> Result<(Vec<f64>, 
         let r = pipeline::run_split(cfg, data, split)
             .map_err(|e| format!("seed {}, split {split}: {e}", cfg.seed))?;
         if print_each {
-            println!(
+            say!(
                 "split {split:>2}: rmse {:.4}  log-lik {:>7.4}  (train-mean rmse {:.4})  {:.2} s",
-                r.rmse, r.log_likelihood, r.baseline_rmse, r.seconds
+                r.rmse,
+                r.log_likelihood,
+                r.baseline_rmse,
+                r.seconds
             );
         }
         rmses.push(r.rmse);
@@ -116,11 +135,11 @@ fn report_splits(cfg: &Config, rmses: &[f64], lls: &[f64], seconds: f64) {
     let ((rm, rse), (lm, lse)) = (mean_se(rmses), mean_se(lls));
     let part = if cfg.validate { "validation" } else { "test" };
     let tfp = "TFP, BENCHMARKS.md, its own splits";
-    println!(
+    say!(
         "{part} RMSE           {rm:.3} {}   ({tfp}: 0.638 ± 0.010)",
         plus_minus(rse, 3)
     );
-    println!(
+    say!(
         "{part} log-likelihood {lm:.3} {}   ({tfp}: -0.968 ± 0.014)",
         plus_minus(lse, 3)
     );
@@ -135,11 +154,11 @@ fn report_splits(cfg: &Config, rmses: &[f64], lls: &[f64], seconds: f64) {
     } else {
         format!("{am:+.4}")
     };
-    println!(
+    say!(
         "  (a Gaussian with σ = each split's {part} RMSE would score {:.3}; the predictive is {by} above it)",
         lm - am
     );
-    println!(
+    say!(
         "wall time        {seconds:.1} s for {}   (TFP: 481 s for 20)",
         plural(cfg.splits, "split")
     );
@@ -160,7 +179,7 @@ fn across_seeds(cfg: &Config, data: &Data, seeds: Range<u64>) -> Result<(), Stri
         let (r, l) = run_splits(&cfg, data, false)?;
         let ((rm, rse), (lm, lse)) = (mean_se(&r), mean_se(&l));
         let both = pipeline::meets_targets(rm, lm);
-        println!(
+        say!(
             "seed {seed:>3}: {part} rmse {rm:.4} {}  log-lik {lm:.4} {}  targets: {}  {:.1} s",
             plus_minus(rse, 4),
             plus_minus(lse, 4),
@@ -191,7 +210,7 @@ fn across_seeds(cfg: &Config, data: &Data, seeds: Range<u64>) -> Result<(), Stri
             format!("{m:.4}")
         }
     };
-    println!(
+    say!(
         "over {} ({}..{}), the {}-split means: {part} RMSE {}, log-likelihood {}",
         plural(n, "seed"),
         seeds.start,
@@ -201,7 +220,7 @@ fn across_seeds(cfg: &Config, data: &Data, seeds: Range<u64>) -> Result<(), Stri
         mean_sd(&lls)
     );
     let count = |ok: &dyn Fn(usize) -> bool| (0..n).filter(|&i| ok(i)).count();
-    println!(
+    say!(
         "stretch targets: RMSE <= {:.3} for {} of {n}, log-likelihood >= {:.3} for {}, both for {}{}",
         pipeline::TARGET_RMSE,
         count(&|i| rmses[i] <= pipeline::TARGET_RMSE),
@@ -215,7 +234,7 @@ fn across_seeds(cfg: &Config, data: &Data, seeds: Range<u64>) -> Result<(), Stri
             format!(" (seeds {})", list.join(", "))
         }
     );
-    println!(
+    say!(
         "wall time        {:.1} s for {}",
         start.elapsed().as_secs_f64(),
         plural(n, "seed")
@@ -238,7 +257,7 @@ fn main() -> ExitCode {
         Mode::Export(dir) => {
             return match pipeline::export_splits(&data, cfg.seed, cfg.splits, &dir) {
                 Ok([table, splits]) => {
-                    println!(
+                    say!(
                         "wrote {} and {} (test rows of {} splits, seed {})",
                         table.display(),
                         splits.display(),
@@ -256,22 +275,41 @@ fn main() -> ExitCode {
         Mode::Seeds(seeds) => Some(seeds),
         Mode::Splits => None,
     };
-    println!(
-        "UCI wine-quality-red: {} rows; {}, {}, {:?}, lr {}, batch {}, {}{}",
+    say!(
+        "UCI wine-quality-red: {} rows; {}, {}, {}{}",
         data.y.len(),
         plural(cfg.splits, "split"),
-        plural(cfg.epochs, "epoch"),
-        cfg.estimator,
-        cfg.lr,
-        cfg.batch_size,
         match &seeds {
             Some(seeds) => format!("seeds {}..{}", seeds.start, seeds.end),
             None => format!("seed {}", cfg.seed),
         },
+        plural(cfg.epochs, "epoch"),
         if cfg.validate {
             " (VALIDATION: scores on 10% of each training part)"
         } else {
             ""
+        }
+    );
+    say!(
+        "  {:?}, Adam lr {}{}, batch {}, {}, posterior rho init {}, noise init {}, KL temperature {}{}",
+        cfg.estimator,
+        cfg.lr,
+        if cfg.lr_final != cfg.lr {
+            format!(" -> {}", cfg.lr_final)
+        } else {
+            String::new()
+        },
+        cfg.batch_size,
+        match cfg.map_epochs {
+            0 => "no MAP start".to_string(),
+            n => format!("MAP start of {}", plural(n, "epoch")),
+        },
+        cfg.rho_init,
+        cfg.noise_init,
+        cfg.kl_temperature,
+        match cfg.kl_warmup_epochs {
+            0 => String::new(),
+            n => format!(" (warm-up over {})", plural(n, "epoch")),
         }
     );
     let outcome = match seeds {
