@@ -2,7 +2,10 @@
 //!
 //! A step is all-or-nothing: every non-frozen parameter must have a finite
 //! gradient, otherwise the step returns an error naming the parameter and
-//! nothing is modified.
+//! nothing is modified. The same holds for the optimizer's settings, checked
+//! at every step because schedules change them between steps: a learning
+//! rate that is negative or not finite (a decay schedule's `0/0`, say),
+//! Adam betas outside `[0, 1)`, a negative `eps` or momentum.
 //!
 //! A tape that read a parameter shares its storage until the tape is
 //! dropped. An update while that tape is alive writes the new values to a
@@ -69,6 +72,29 @@ fn collect<'g, F: Element>(
     Ok(out)
 }
 
+/// Refuses a hyperparameter outside `[low, high)` (`high` may be infinite)
+/// or non-finite, naming the optimizer and the setting, as PyTorch does.
+fn check_setting<F: Element>(
+    optimizer: &'static str,
+    setting: &str,
+    value: F,
+    (low, high): (f64, f64),
+) -> Result<()> {
+    let v = value.to_f64().unwrap_or(f64::NAN);
+    if v.is_finite() && v >= low && v < high {
+        return Ok(());
+    }
+    let domain = if high.is_finite() {
+        format!("in [{low}, {high})")
+    } else {
+        format!("finite and >= {low}")
+    };
+    Err(Error::invalid(
+        optimizer,
+        format!("{setting} must be {domain}, got {v}"),
+    ))
+}
+
 /// Stochastic gradient descent with optional (heavy-ball) momentum, as in
 /// PyTorch: `v = mu v + g; p -= lr v`.
 #[derive(Debug, Clone)]
@@ -99,6 +125,8 @@ impl<F: Element> Sgd<F> {
 
 impl<F: Element> Optimizer<F> for Sgd<F> {
     fn step(&mut self, store: &mut ParamStore<F>, grads: &Gradients<F>) -> Result<()> {
+        check_setting("Sgd", "learning rate", self.lr, (0.0, f64::INFINITY))?;
+        check_setting("Sgd", "momentum", self.momentum, (0.0, f64::INFINITY))?;
         let updates = collect(store, grads)?;
         self.velocity.resize_with(store.len(), || None);
         let (lr, mu) = (self.lr, self.momentum);
@@ -198,6 +226,10 @@ impl<F: Element> AdamRule<F> {
 
 impl<F: Element> Optimizer<F> for Adam<F> {
     fn step(&mut self, store: &mut ParamStore<F>, grads: &Gradients<F>) -> Result<()> {
+        check_setting("Adam", "learning rate (lr)", self.lr, (0.0, f64::INFINITY))?;
+        check_setting("Adam", "beta1", self.beta1, (0.0, 1.0))?;
+        check_setting("Adam", "beta2", self.beta2, (0.0, 1.0))?;
+        check_setting("Adam", "eps", self.eps, (0.0, f64::INFINITY))?;
         let updates = collect(store, grads)?;
         self.state.moments.resize_with(store.len(), || None);
         self.state.step += 1;

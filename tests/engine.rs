@@ -356,6 +356,78 @@ fn non_finite_gradient_is_refused_without_modifying_anything() {
     assert_eq!(store.value(a).data(), &[1.0]);
 }
 
+/// A schedule that computes a bad learning rate (here `0 * (0/0)^t`, the
+/// exponential decay from and to 0) is refused at the step, naming the
+/// setting, with nothing modified, instead of writing NaN into every
+/// parameter; so are Adam betas outside [0, 1), negative eps and momentum.
+#[test]
+fn bad_optimizer_settings_are_refused_without_modifying_anything() {
+    let mut store = ParamStore::<f64>::new();
+    let w = store.add("w", Tensor::vector(&[1.0, -2.0]));
+    let grads = {
+        let tape = Tape::new();
+        tape.param(&store, w).square().sum().backward().unwrap()
+    };
+    let (lr, lr_final, progress) = (0.0f64, 0.0f64, 0.5);
+    let decayed = lr * (lr_final / lr).powf(progress);
+    type Tweak = fn(&mut Adam<f64>);
+    let bad: [(Tweak, &str); 7] = [
+        (
+            |o| o.lr = -1e-3,
+            "learning rate (lr) must be finite and >= 0, got -0.001",
+        ),
+        (
+            |o| o.lr = f64::INFINITY,
+            "learning rate (lr) must be finite and >= 0, got inf",
+        ),
+        (|o| o.beta1 = 1.0, "beta1 must be in [0, 1), got 1"),
+        (|o| o.beta2 = -0.1, "beta2 must be in [0, 1), got -0.1"),
+        (|o| o.beta2 = f64::NAN, "beta2 must be in [0, 1), got NaN"),
+        (
+            |o| o.eps = -1e-8,
+            "eps must be finite and >= 0, got -0.00000001",
+        ),
+        (|o| o.eps = f64::NAN, "eps must be finite and >= 0, got NaN"),
+    ];
+    let mut opt = Adam::new(decayed);
+    let err = opt.step(&mut store, &grads).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Adam: learning rate (lr) must be finite and >= 0, got NaN"
+    );
+    for (tweak, message) in bad {
+        let mut opt = Adam::new(1e-3);
+        tweak(&mut opt);
+        let err = opt.step(&mut store, &grads).unwrap_err();
+        assert_eq!(err.to_string(), format!("Adam: {message}"));
+        assert_eq!(opt.state().step, 0, "{message}: the step was not counted");
+    }
+    for (sgd, message) in [
+        (
+            Sgd::new(-0.1),
+            "learning rate must be finite and >= 0, got -0.1",
+        ),
+        (
+            Sgd::with_momentum(0.1, f64::NAN),
+            "momentum must be finite and >= 0, got NaN",
+        ),
+    ] {
+        let err = sgd.clone().step(&mut store, &grads).unwrap_err();
+        assert_eq!(err.to_string(), format!("Sgd: {message}"));
+    }
+    assert_eq!(store.value(w).data(), &[1.0, -2.0], "nothing was modified");
+    // the edges of the domains are fine: lr 0 leaves w where it is
+    let mut opt = Adam::new(0.0);
+    opt.beta1 = 0.0;
+    opt.eps = 0.0;
+    opt.step(&mut store, &grads).unwrap();
+    assert_eq!(store.value(w).data(), &[1.0, -2.0]);
+    Sgd::with_momentum(0.1, 0.0)
+        .step(&mut store, &grads)
+        .unwrap();
+    assert_eq!(store.value(w).data(), &[0.8, -1.6]);
+}
+
 #[test]
 fn positive_parameter_gradient_reaches_rho() {
     // read as s = softplus(rho) + 1e-5; d s / d rho = sigmoid(rho)
