@@ -572,3 +572,49 @@ fn bad_inputs_name_the_layer_and_shapes() {
         "a failed forward registers nothing"
     );
 }
+
+/// A negative or non-finite standard deviation for the initial posterior
+/// means or rhos is refused when the layer is built, naming the setting and
+/// the layer; a zero one starts every weight at the mean.
+#[test]
+fn a_bad_initial_spread_is_refused_when_the_layer_is_built() {
+    let mut rng = StdRng::seed_from_u64(0);
+    for (cfg, message) in [
+        (
+            VariationalConfig {
+                loc_init: (0.0, -0.1),
+                ..VariationalConfig::default()
+            },
+            "loc_init's standard deviation must be finite and >= 0, got -0.1",
+        ),
+        (
+            VariationalConfig {
+                rho_init: (-3.0, f64::NAN),
+                ..VariationalConfig::default()
+            },
+            "rho_init's standard deviation must be finite and >= 0, got NaN",
+        ),
+    ] {
+        let mut store = ParamStore::<f64>::new();
+        let err = DenseVariational::<f64, Flipout>::with_config(
+            &mut store, "hidden", 3, 2, cfg, &mut rng,
+        )
+        .err()
+        .expect("refused");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("VariationalConfig: ") && text.contains(message),
+            "{text}"
+        );
+        assert!(text.contains("hidden"), "names the layer: {text}");
+    }
+    let mut store = ParamStore::<f64>::new();
+    let cfg = VariationalConfig {
+        loc_init: (0.25, 0.0),
+        ..VariationalConfig::default()
+    };
+    DenseVariational::<f64, Flipout>::with_config(&mut store, "hidden", 3, 2, cfg, &mut rng)
+        .unwrap();
+    let loc = store.get("hidden/kernel_posterior_loc").unwrap();
+    assert!(store.value(loc).data().iter().all(|&v| v == 0.25));
+}

@@ -169,6 +169,14 @@ impl MeanField {
         cfg: &VariationalConfig<F>,
         rng: &mut dyn RngCore,
     ) -> Result<Self> {
+        for (setting, (_, std)) in [("loc_init", cfg.loc_init), ("rho_init", cfg.rho_init)] {
+            if !(std >= 0.0 && std.is_finite()) {
+                return Err(Error::invalid(
+                    "VariationalConfig",
+                    format!("{setting}'s standard deviation must be finite and >= 0, got {std} (layer '{name}')"),
+                ));
+            }
+        }
         let gauss = |(m, s): (f64, f64), rng: &mut dyn RngCore| -> Tensor<F> {
             noise::<F>(shape, rng).map(|e| F::lit(m) + F::lit(s) * e)
         };
