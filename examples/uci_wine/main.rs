@@ -88,8 +88,15 @@ fn parse(args: &[String]) -> Result<(Config, Mode), String> {
     if args.iter().any(|a| a == "--seeds") && args.iter().any(|a| a == "--export-splits") {
         return Err("--seeds and --export-splits do not go together".into());
     }
-    if cfg.splits == 0 || cfg.batch_size == 0 || cfg.test_samples == 0 {
-        return Err("--splits and --batch-size must be >= 1".into());
+    if cfg.splits == 0 || cfg.batch_size == 0 || cfg.train_samples == 0 {
+        return Err("--splits, --batch-size and --train-samples must be >= 1".into());
+    }
+    // the decay lr * (lr_final / lr)^t needs both rates positive
+    if !(cfg.lr > 0.0 && cfg.lr_final > 0.0 && cfg.lr.is_finite() && cfg.lr_final.is_finite()) {
+        return Err(format!(
+            "--lr and --lr-final must be finite and > 0, got {} and {}",
+            cfg.lr, cfg.lr_final
+        ));
     }
     Ok((cfg, mode))
 }
