@@ -5,6 +5,10 @@
 //! Prints `<workload> ms_per_step=<median> p10=<..> p90=<..>` per workload,
 //! then the resident memory (peak, and its change over the timed steps).
 
+#[macro_use]
+#[path = "common/say.rs"]
+mod say;
+
 use bayesgrad::elbo::Batch;
 use bayesgrad::prelude::*;
 use rand::rngs::SmallRng;
@@ -142,7 +146,7 @@ fn run(name: &str, mut step: Step, steps: usize) -> Result<()> {
     times.sort_by(f64::total_cmp);
     let q = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
     let (rss_after, peak) = rss_mib();
-    println!(
+    say!(
         "{name} ms_per_step={:.4} p10={:.4} p90={:.4}  (steps={steps}, reps={reps}; rss {rss_after:.0} MiB, peak {peak:.0} MiB, change over timed steps {:+.1} MiB)",
         q(0.5),
         q(0.1),
@@ -178,8 +182,8 @@ fn main() -> Result<()> {
     }
     // Opt-in allocator setting (see bayesgrad::alloc); --default-alloc measures without it.
     let retained = !default_alloc && bayesgrad::alloc::retain_freed_memory();
-    println!("allocator keeps freed memory: {retained}");
-    println!("threads: 2 (the caller and bayesgrad's helper thread)");
+    say!("allocator keeps freed memory: {retained}");
+    say!("threads: 2 (the caller and bayesgrad's helper thread)");
     if which == "all" || which == "tiny" {
         run("tiny", tiny()?, steps)?;
     }

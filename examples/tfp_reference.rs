@@ -7,6 +7,10 @@
 //! quadrature value in standard errors), then `N passed, M failed`; exits
 //! non-zero if any case fails.
 
+#[macro_use]
+#[path = "common/say.rs"]
+mod say;
+
 #[path = "../tests/common/tfp_cases.rs"]
 mod tfp_cases;
 
@@ -42,13 +46,13 @@ fn main() -> ExitCode {
         } else {
             "relative error"
         };
-        println!("{kind:<26} {pass:>3} passed {fail:>2} failed   worst {worst:.3e} {unit}");
+        say!("{kind:<26} {pass:>3} passed {fail:>2} failed   worst {worst:.3e} {unit}");
     }
     for r in results.iter().filter(|r| !r.passed) {
-        println!("FAILED case {} ({}): {}", r.index, r.kind, r.detail);
+        say!("FAILED case {} ({}): {}", r.index, r.kind, r.detail);
     }
     let failed = results.iter().filter(|r| !r.passed).count();
-    println!("{} passed, {} failed", results.len() - failed, failed);
+    say!("{} passed, {} failed", results.len() - failed, failed);
     if failed == 0 {
         ExitCode::SUCCESS
     } else {

@@ -23,21 +23,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-/// `println!` that ends the program quietly, with the shell's code for a
-/// closed pipe, when stdout goes away (`uci_wine | head`), where `println!`
-/// would panic.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                std::process::exit(141);
-            }
-            eprintln!("error: writing to stdout: {e}");
-            std::process::exit(1);
-        }
-    }};
-}
+#[macro_use]
+#[path = "../common/say.rs"]
+mod say;
 
 /// What the command does besides its settings.
 enum Mode {
