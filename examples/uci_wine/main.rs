@@ -66,15 +66,15 @@ fn parse(args: &[String]) -> Result<(Config, Mode), String> {
             "--train-samples" => cfg.train_samples = value.parse().map_err(|e| bad(&e))?,
             "--map-epochs" => cfg.map_epochs = value.parse().map_err(|e| bad(&e))?,
             "--batch-size" => cfg.batch_size = value.parse().map_err(|e| bad(&e))?,
+            "--export-splits" | "--seeds" if !matches!(mode, Mode::Splits) => {
+                return Err("--seeds and --export-splits do not go together".into())
+            }
             "--export-splits" => mode = Mode::Export(PathBuf::from(value)),
             "--seeds" => {
                 mode = Mode::Seeds(pipeline::parse_seed_range(value).map_err(|e| bad(&e))?)
             }
             other => return Err(format!("unknown flag {other}")),
         }
-    }
-    if args.iter().any(|a| a == "--seeds") && args.iter().any(|a| a == "--export-splits") {
-        return Err("--seeds and --export-splits do not go together".into());
     }
     if cfg.splits == 0 || cfg.batch_size == 0 || cfg.train_samples == 0 {
         return Err("--splits, --batch-size and --train-samples must be >= 1".into());
@@ -164,7 +164,7 @@ fn report_splits(cfg: &Config, rmses: &[f64], lls: &[f64], seconds: f64) {
 fn across_seeds(cfg: &Config, data: &Data, seeds: Range<u64>) -> Result<(), String> {
     let start = Instant::now();
     let part = if cfg.validate { "validation" } else { "test" };
-    let (mut rmses, mut lls, mut passing) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut rmses, mut lls) = (Vec::new(), Vec::new());
     for seed in seeds.clone() {
         let seed_start = Instant::now();
         let cfg = Config {
@@ -191,10 +191,13 @@ fn across_seeds(cfg: &Config, data: &Data, seeds: Range<u64>) -> Result<(), Stri
         );
         rmses.push(rm);
         lls.push(lm);
-        if both {
-            passing.push(seed);
-        }
     }
+    let passing: Vec<String> = seeds
+        .clone()
+        .zip(rmses.iter().zip(&lls))
+        .filter(|&(_, (&r, &l))| pipeline::meets_targets(r, l))
+        .map(|(seed, _)| seed.to_string())
+        .collect();
     let n = rmses.len();
     // the spread of the seeds' means (a single seed has none)
     let mean_sd = |xs: &[f64]| {
@@ -225,8 +228,7 @@ fn across_seeds(cfg: &Config, data: &Data, seeds: Range<u64>) -> Result<(), Stri
         if passing.is_empty() {
             String::new()
         } else {
-            let list: Vec<String> = passing.iter().map(u64::to_string).collect();
-            format!(" (seeds {})", list.join(", "))
+            format!(" (seeds {})", passing.join(", "))
         }
     );
     say!(
