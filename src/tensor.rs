@@ -949,12 +949,12 @@ pub(crate) unsafe fn assume_init<T>(s: &mut [std::mem::MaybeUninit<T>]) -> &mut 
 /// call, more than such a product itself.
 const SMALL_GEMM_MAX: usize = 1 << 12;
 
-/// `c += a b` (`c` row-major with `n` columns; every path adds into it)
-/// by plain loops, for
-/// products too small for packing to pay: columns of `a` added up for a
-/// single output column when they are contiguous; rows of `b` scaled and
-/// added into rows of `c` when `b`'s rows are contiguous and not too short;
-/// else dot products (of contiguous vectors in four lanes where possible).
+/// `c += a b` (`c` row-major with `n` columns; every path adds into it) by
+/// plain loops, for products too small for packing to pay: columns of `a`
+/// added up for a single output column when they are contiguous; rows of `b`
+/// scaled and added into rows of `c` when `b`'s rows are contiguous and not
+/// too short; else dot products (of contiguous vectors in four lanes where
+/// possible).
 #[inline(always)]
 fn small_gemm<F: Element>(k: usize, n: usize, a: MatRef<'_, F>, b: MatRef<'_, F>, c: &mut [F]) {
     let (ar, ac) = (a.row_stride as usize, a.col_stride as usize);
