@@ -179,3 +179,49 @@ fn the_stretch_targets_need_both_figures() {
     assert!(!pipeline::meets_targets(0.6304, -0.94));
     assert!(!pipeline::meets_targets(0.62, -0.9504));
 }
+
+/// A `Config` built in code is checked as strictly as the command line:
+/// each setting the protocol cannot run with is refused by name before any
+/// training, where it used to panic (a batch size of 0 divides by zero),
+/// give NaN (no test samples) or be read as something else (0 training
+/// samples as 1).
+#[test]
+fn a_config_that_cannot_run_is_refused_by_name() {
+    let data = pipeline::load();
+    let good = pipeline::Config {
+        splits: 1,
+        epochs: 1,
+        map_epochs: 0,
+        test_samples: 2,
+        ..Default::default()
+    };
+    assert_eq!(good.check(), Ok(()));
+    type Mend = fn(&mut pipeline::Config);
+    let cases: [(&str, Mend); 14] = [
+        ("splits", |c| c.splits = 0),
+        ("batch_size", |c| c.batch_size = 0),
+        ("train_samples", |c| c.train_samples = 0),
+        ("hidden", |c| c.hidden = 0),
+        ("test_samples", |c| c.test_samples = 0),
+        ("lr", |c| c.lr = 0.0),
+        ("lr_final", |c| c.lr_final = -1e-3),
+        ("lr", |c| c.lr = f64::INFINITY),
+        ("noise_init", |c| c.noise_init = 0.0),
+        ("noise_init", |c| c.noise_init = f64::NAN),
+        ("kl_temperature", |c| c.kl_temperature = -1.0),
+        ("loc_init_std", |c| c.loc_init_std = -0.1),
+        ("loc_init_std", |c| c.loc_init_std = f64::NAN),
+        ("rho_init", |c| c.rho_init = f64::NEG_INFINITY),
+    ];
+    for (field, mend) in cases {
+        let mut cfg = good.clone();
+        mend(&mut cfg);
+        let err = cfg.check().unwrap_err();
+        assert!(err.starts_with(&format!("{field} ")), "{field}: {err}");
+        let err = pipeline::run_split(&cfg, &data, 0).unwrap_err().to_string();
+        assert!(err.contains(field), "{field}: {err}");
+    }
+    // the good one runs: every bound above is a refusal, not a crash of the run
+    let r = pipeline::run_split(&good, &data, 0).unwrap();
+    assert!(r.rmse.is_finite() && r.log_likelihood.is_finite());
+}

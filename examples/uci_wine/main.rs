@@ -76,16 +76,7 @@ fn parse(args: &[String]) -> Result<(Config, Mode), String> {
             other => return Err(format!("unknown flag {other}")),
         }
     }
-    if cfg.splits == 0 || cfg.batch_size == 0 || cfg.train_samples == 0 {
-        return Err("--splits, --batch-size and --train-samples must be >= 1".into());
-    }
-    // the decay lr * (lr_final / lr)^t needs both rates positive
-    if !(cfg.lr > 0.0 && cfg.lr_final > 0.0 && cfg.lr.is_finite() && cfg.lr_final.is_finite()) {
-        return Err(format!(
-            "--lr and --lr-final must be finite and > 0, got {} and {}",
-            cfg.lr, cfg.lr_final
-        ));
-    }
+    cfg.check()?;
     Ok((cfg, mode))
 }
 

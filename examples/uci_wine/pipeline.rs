@@ -89,6 +89,54 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// Refuses settings the protocol cannot run with, naming the setting and
+    /// its command-line flag. `run_split` calls this first, so a `Config`
+    /// built in code is checked as strictly as one parsed from the flags.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let named = |field: &str, flag: Option<&str>| match flag {
+            Some(flag) => format!("{field} ({flag})"),
+            None => field.to_string(),
+        };
+        let counts = [
+            ("splits", Some("--splits"), self.splits),
+            ("batch_size", Some("--batch-size"), self.batch_size),
+            ("train_samples", Some("--train-samples"), self.train_samples),
+            ("hidden", None, self.hidden),
+            ("test_samples", None, self.test_samples),
+        ];
+        for (field, flag, value) in counts {
+            if value == 0 {
+                return Err(format!("{} must be >= 1, got 0", named(field, flag)));
+            }
+        }
+        // the decay lr * (lr_final / lr)^t needs both rates positive, and
+        // the noise scale is a standard deviation
+        let positive = [
+            ("lr", "--lr", self.lr),
+            ("lr_final", "--lr-final", self.lr_final),
+            ("noise_init", "--noise-init", self.noise_init),
+            ("kl_temperature", "--kl-temperature", self.kl_temperature),
+        ];
+        for (field, flag, value) in positive {
+            if !(value > 0.0 && value.is_finite()) {
+                let name = named(field, Some(flag));
+                return Err(format!("{name} must be finite and > 0, got {value}"));
+            }
+        }
+        let (std, rho) = (self.loc_init_std, self.rho_init);
+        if !(std >= 0.0 && std.is_finite()) {
+            let name = named("loc_init_std", Some("--loc-init-std"));
+            return Err(format!("{name} must be finite and >= 0, got {std}"));
+        }
+        if !rho.is_finite() {
+            let name = named("rho_init", Some("--rho-init"));
+            return Err(format!("{name} must be finite, got {rho}"));
+        }
+        Ok(())
+    }
+}
+
 /// The table: 1599 rows of 11 features, and the quality score.
 pub struct Data {
     pub x: Vec<[f64; FEATURES]>,
@@ -312,6 +360,8 @@ pub fn export_splits(
 /// Trains on one random 90/10 split and evaluates on its test part (or, with
 /// `validate`, on a 10% validation part of its training part).
 pub fn run_split(cfg: &Config, data: &Data, split: usize) -> Result<SplitResult> {
+    cfg.check()
+        .map_err(|reason| Error::invalid("uci_wine", reason))?;
     let start = std::time::Instant::now();
     let (mut rng, test, mut train) = split_rows(cfg.seed, data.y.len(), split);
     let eval = if cfg.validate {
@@ -373,7 +423,7 @@ pub fn run_split(cfg: &Config, data: &Data, split: usize) -> Result<SplitResult>
             // (and local reparameterization) every copy gets its own perturbation,
             // so the NLL is averaged over that many weight draws while the layers
             // register their divergence once.
-            let s = cfg.train_samples.max(1);
+            let s = cfg.train_samples;
             let x = tape.constant(x);
             let y = tape.constant(y);
             let (x, y) = if s > 1 {
