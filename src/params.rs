@@ -37,15 +37,29 @@ impl Param {
 }
 
 /// How a stored value maps to the value read on the tape.
+///
+/// The optimizer updates the stored, unconstrained value; [`Tape::param`]
+/// reads it through the constraint, so the value a model sees can never
+/// leave its domain, however large a step.
+///
+/// [`Tape::param`]: crate::Tape::param
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub enum Constraint {
     /// Read as stored.
     Real,
-    /// Stored as `rho`, read as `softplus(rho) + eps` (always positive).
+    /// Stored as `rho`, read as `softplus(rho) + eps` (always positive):
+    /// scales and standard deviations ([`ParamStore::add_positive`]).
     Positive {
         /// The floor added to the softplus.
         eps: f64,
     },
+    /// Stored as a logit, read as `sigmoid(logit)`, in (0, 1): mixing
+    /// weights such as a spike-and-slab prior's `pi`, probabilities
+    /// ([`ParamStore::add_unit_interval`]). Far out, the read value rounds
+    /// to exactly 1 (logits above about 17 in `f32`, 37 in `f64`); a
+    /// distribution that needs `p < 1` then refuses it by name.
+    UnitInterval,
 }
 
 impl Constraint {
@@ -54,6 +68,7 @@ impl Constraint {
         match self {
             Constraint::Real => raw,
             Constraint::Positive { eps } => raw.softplus_shift(F::lit(eps)),
+            Constraint::UnitInterval => raw.sigmoid(),
         }
     }
 
@@ -66,6 +81,19 @@ impl Constraint {
                 // softplus^-1(y) = y + ln(1 - e^-y) = y + ln(-expm1(-y))
                 (y > 0.0 && y.is_finite()).then(|| y + (-(-y).exp_m1()).ln())
             }
+            // logit(p) = ln p - ln(1 - p), with ln(1 - p) = log1p(-p) exact for small p
+            Constraint::UnitInterval => {
+                (value > 0.0 && value < 1.0).then(|| value.ln() - (-value).ln_1p())
+            }
+        }
+    }
+
+    /// The domain, for error messages.
+    fn domain(self) -> String {
+        match self {
+            Constraint::Real => "finite".into(),
+            Constraint::Positive { eps } => format!("finite and above the floor {eps}"),
+            Constraint::UnitInterval => "in (0, 1)".into(),
         }
     }
 }
@@ -140,20 +168,72 @@ impl<F: Element> ParamStore<F> {
     /// [`ParamStore::add_positive`] returning errors instead of panicking.
     pub fn try_add_positive(&mut self, name: impl Into<String>, init: Tensor<F>) -> Result<Param> {
         let constraint = Constraint::Positive { eps: POSITIVE_EPS };
+        self.try_add_constrained("ParamStore::add_positive", name.into(), init, constraint)
+    }
+
+    /// Adds a parameter in (0, 1) whose initial (constrained) value is
+    /// `init`; it is stored as the logit `ln(p / (1 - p))` and read as
+    /// `sigmoid(logit)`, so no optimizer step can take it out of (0, 1).
+    ///
+    /// ```
+    /// use bayesgrad::prelude::*;
+    /// let mut store = ParamStore::<f64>::new();
+    /// let pi = store.add_unit_interval("prior/pi", Tensor::scalar(0.5));
+    /// let tape = Tape::new();
+    /// let prior = SpikeAndSlab::new(tape.param(&store, pi), tape.scalar(1.0), tape.scalar(2000.0))?;
+    /// let lp = prior.log_prob(tape.scalar(0.3))?;
+    /// assert!(lp.backward()?.param(pi).is_some()); // the mixing weight trains
+    /// # Ok::<(), bayesgrad::Error>(())
+    /// ```
+    ///
+    /// # Panics
+    /// On a duplicate name or a value outside (0, 1); see
+    /// [`ParamStore::try_add_unit_interval`].
+    pub fn add_unit_interval(&mut self, name: impl Into<String>, init: Tensor<F>) -> Param {
+        self.try_add_unit_interval(name, init)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`ParamStore::add_unit_interval`] returning errors instead of panicking.
+    pub fn try_add_unit_interval(
+        &mut self,
+        name: impl Into<String>,
+        init: Tensor<F>,
+    ) -> Result<Param> {
+        let constraint = Constraint::UnitInterval;
+        self.try_add_constrained(
+            "ParamStore::add_unit_interval",
+            name.into(),
+            init,
+            constraint,
+        )
+    }
+
+    /// Stores `init` (a constrained value) as its unconstrained preimage.
+    fn try_add_constrained(
+        &mut self,
+        op: &'static str,
+        name: String,
+        init: Tensor<F>,
+        constraint: Constraint,
+    ) -> Result<Param> {
         let mut raw = init;
-        for x in raw.data_mut() {
+        for (i, x) in raw.data_mut().iter_mut().enumerate() {
             let v = x.to_f64().unwrap_or(f64::NAN);
             match constraint.inverse(v) {
                 Some(r) => *x = F::lit(r),
                 None => {
                     return Err(Error::invalid(
-                        "ParamStore::add_positive",
-                        format!("initial value {v} is not above the floor {POSITIVE_EPS}"),
+                        op,
+                        format!(
+                            "parameter '{name}': initial value {v} at element {i} is not {}",
+                            constraint.domain()
+                        ),
                     ))
                 }
             }
         }
-        self.insert(name.into(), raw, constraint)
+        self.insert(name, raw, constraint)
     }
 
     /// Adds a parameter with an explicit constraint, `raw` being the stored

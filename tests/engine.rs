@@ -444,6 +444,72 @@ fn positive_parameter_gradient_reaches_rho() {
 }
 
 #[test]
+fn unit_interval_parameter_reads_through_sigmoid_and_gradient_reaches_the_logit() {
+    // read as p = sigmoid(logit); d p / d logit = p (1 - p) = 0.2 * 0.8 = 0.16
+    let mut store = ParamStore::<f64>::new();
+    let p = store.add_unit_interval("pi", Tensor::vector(&[0.2, 1e-9, 0.999]));
+    // stored as logits: ln(0.2 / 0.8) = -ln 4
+    assert!((store.value(p).data()[0] + 4f64.ln()).abs() < 1e-15);
+    let tape = Tape::new();
+    let v = tape.param(&store, p);
+    for (read, want) in v.value().data().iter().zip([0.2, 1e-9, 0.999]) {
+        assert!(
+            (read - want).abs() <= 1e-15 * want.max(1e-3),
+            "{read} vs {want}"
+        );
+    }
+    let g = v.index(0).unwrap().backward().unwrap();
+    assert!((g.param(p).unwrap().data()[0] - 0.16).abs() < 1e-15);
+    gradcheck_params(
+        |tape, store| {
+            Ok((tape.param(store, p) * tape.constant(Tensor::vector(&[1.0, -2.0, 3.0]))).sum())
+        },
+        &mut store,
+        &[p],
+        &GradCheck::default(),
+    )
+    .unwrap();
+    for bad in [0.0, 1.0, -0.5, 1.5, f64::NAN] {
+        let err = store
+            .try_add_unit_interval(format!("bad{bad}"), Tensor::vector(&[0.5, bad]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("bad{bad}"))
+                && err.contains("element 1")
+                && err.contains("in (0, 1)"),
+            "{err}"
+        );
+    }
+}
+
+/// A trainable probability learned by maximum likelihood: the Bernoulli
+/// MLE is the data mean, 0.8, and the parameter gets there from 0.5,
+/// read in (0, 1) at every step.
+#[test]
+fn unit_interval_parameter_learns_a_probability() {
+    let mut store = ParamStore::<f64>::new();
+    let p = store.add_unit_interval("p", Tensor::scalar(0.5));
+    let data = Tensor::vector(&[1.0, 1.0, 0.0, 1.0, 1.0]);
+    let mut opt = Sgd::new(1.0);
+    for _ in 0..200 {
+        let tape = Tape::new();
+        let prob = tape.param(&store, p);
+        let logit = prob.ln() - (-prob).log1p();
+        let nll = -Bernoulli::from_logits(logit)
+            .unwrap()
+            .log_prob(tape.constant(data.clone()))
+            .unwrap()
+            .sum();
+        opt.step(&mut store, &nll.backward().unwrap()).unwrap();
+        let read = Tape::new().param(&store, p).item().unwrap();
+        assert!(read > 0.0 && read < 1.0, "{read}");
+    }
+    let learned = Tape::new().param(&store, p).item().unwrap();
+    assert!((learned - 0.8).abs() < 1e-9, "{learned}");
+}
+
+#[test]
 fn parameter_read_twice_accumulates() {
     let mut store = ParamStore::<f64>::new();
     let w = store.add("w", Tensor::scalar(3.0));
@@ -592,6 +658,15 @@ proptest! {
             padding,
         );
         prop_assert!(r.is_ok(), "{:?}", r);
+    }
+
+    #[test]
+    fn unit_interval_inverse_round_trips(p in 1e-12f64..(1.0 - 1e-12)) {
+        let raw = Constraint::UnitInterval.inverse(p).unwrap();
+        let tape = Tape::<f64>::new();
+        let read = Constraint::UnitInterval.apply(tape.scalar(raw)).item().unwrap();
+        // relative to the smaller of p and 1 - p: both tails keep their digits
+        prop_assert!((read - p).abs() <= 1e-14 * p.min(1.0 - p).max(1e-300) + 1e-16, "{} -> {} -> {}", p, raw, read);
     }
 
     #[test]

@@ -222,7 +222,7 @@ impl MeanField {
         // the op reads rho as stored and applies the softplus itself
         let shift = match store.constraint(self.rho)? {
             Constraint::Positive { eps } => F::lit(eps),
-            Constraint::Real => return Ok(None),
+            _ => return Ok(None),
         };
         let loc = tape.try_param(store, self.loc)?;
         let rho = tape.try_param_raw(store, self.rho)?;
