@@ -39,8 +39,9 @@ impl Param {
 /// How a stored value maps to the value read on the tape.
 ///
 /// The optimizer updates the stored, unconstrained value; [`Tape::param`]
-/// reads it through the constraint, so the value a model sees can never
-/// leave its domain, however large a step.
+/// reads it through the constraint, so however large a step, the value a
+/// model sees stays in its domain (up to rounding at the edge of the unit
+/// interval; see [`Constraint::UnitInterval`]).
 ///
 /// [`Tape::param`]: crate::Tape::param
 #[derive(Debug, Clone, Copy, PartialEq)]

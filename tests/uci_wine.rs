@@ -196,8 +196,8 @@ fn a_config_that_cannot_run_is_refused_by_name() {
         ..Default::default()
     };
     assert_eq!(good.check(), Ok(()));
-    type Mend = fn(&mut pipeline::Config);
-    let cases: [(&str, Mend); 14] = [
+    type Spoil = fn(&mut pipeline::Config);
+    let cases: [(&str, Spoil); 14] = [
         ("splits", |c| c.splits = 0),
         ("batch_size", |c| c.batch_size = 0),
         ("train_samples", |c| c.train_samples = 0),
@@ -213,15 +213,15 @@ fn a_config_that_cannot_run_is_refused_by_name() {
         ("loc_init_std", |c| c.loc_init_std = f64::NAN),
         ("rho_init", |c| c.rho_init = f64::NEG_INFINITY),
     ];
-    for (field, mend) in cases {
+    for (field, spoil) in cases {
         let mut cfg = good.clone();
-        mend(&mut cfg);
+        spoil(&mut cfg);
         let err = cfg.check().unwrap_err();
         assert!(err.starts_with(&format!("{field} ")), "{field}: {err}");
         let err = pipeline::run_split(&cfg, &data, 0).unwrap_err().to_string();
         assert!(err.contains(field), "{field}: {err}");
     }
-    // the good one runs: every bound above is a refusal, not a crash of the run
+    // and the good config, one setting away from each bad one, runs
     let r = pipeline::run_split(&good, &data, 0).unwrap();
     assert!(r.rmse.is_finite() && r.log_likelihood.is_finite());
 }
