@@ -17,7 +17,7 @@
 
 mod pipeline;
 
-use pipeline::{mean_se, Config, Data};
+use pipeline::{mean_sd, mean_se, Config, Data};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -155,7 +155,8 @@ fn report_splits(cfg: &Config, rmses: &[f64], lls: &[f64], seconds: f64) {
 fn across_seeds(cfg: &Config, data: &Data, seeds: Range<u64>) -> Result<(), String> {
     let start = Instant::now();
     let part = if cfg.validate { "validation" } else { "test" };
-    let (mut rmses, mut lls) = (Vec::new(), Vec::new());
+    // each seed's 20-split means: (seed, RMSE, log-likelihood)
+    let mut means = Vec::new();
     for seed in seeds.clone() {
         let seed_start = Instant::now();
         let cfg = Config {
@@ -164,40 +165,31 @@ fn across_seeds(cfg: &Config, data: &Data, seeds: Range<u64>) -> Result<(), Stri
         };
         let (r, l) = run_splits(&cfg, data, false)?;
         let ((rm, rse), (lm, lse)) = (mean_se(&r), mean_se(&l));
-        let both = pipeline::meets_targets(rm, lm);
+        let (rmse_ok, ll_ok) = (
+            rm <= pipeline::TARGET_RMSE,
+            lm >= pipeline::TARGET_LOG_LIKELIHOOD,
+        );
         say!(
             "seed {seed:>3}: {part} rmse {rm:.4} {}  log-lik {lm:.4} {}  targets: {}  {:.1} s",
             plus_minus(rse, 4),
             plus_minus(lse, 4),
-            if both {
-                "both"
-            } else if rm <= pipeline::TARGET_RMSE {
-                "rmse only"
-            } else if lm >= pipeline::TARGET_LOG_LIKELIHOOD {
-                "log-lik only"
-            } else {
-                "neither"
+            match (rmse_ok, ll_ok) {
+                (true, true) => "both",
+                (true, false) => "rmse only",
+                (false, true) => "log-lik only",
+                (false, false) => "neither",
             },
             seed_start.elapsed().as_secs_f64()
         );
-        rmses.push(rm);
-        lls.push(lm);
+        means.push((seed, rm, lm));
     }
-    let passing: Vec<String> = seeds
-        .clone()
-        .zip(rmses.iter().zip(&lls))
-        .filter(|&(_, (&r, &l))| pipeline::meets_targets(r, l))
-        .map(|(seed, _)| seed.to_string())
-        .collect();
-    let n = rmses.len();
+    let n = means.len();
+    let rmses: Vec<f64> = means.iter().map(|&(_, r, _)| r).collect();
+    let lls: Vec<f64> = means.iter().map(|&(_, _, l)| l).collect();
     // the spread of the seeds' means (a single seed has none)
-    let mean_sd = |xs: &[f64]| {
-        let (m, se) = mean_se(xs);
-        if n > 1 {
-            format!("{m:.4} (sd {:.4})", se * (n as f64).sqrt())
-        } else {
-            format!("{m:.4}")
-        }
+    let mean_and_spread = |xs: &[f64]| match mean_sd(xs) {
+        (m, sd) if sd.is_finite() => format!("{m:.4} (sd {sd:.4})"),
+        (m, _) => format!("{m:.4}"),
     };
     say!(
         "over {} ({}..{}), the {}-split means: {part} RMSE {}, log-likelihood {}",
@@ -205,16 +197,20 @@ fn across_seeds(cfg: &Config, data: &Data, seeds: Range<u64>) -> Result<(), Stri
         seeds.start,
         seeds.end,
         cfg.splits,
-        mean_sd(&rmses),
-        mean_sd(&lls)
+        mean_and_spread(&rmses),
+        mean_and_spread(&lls)
     );
-    let count = |ok: &dyn Fn(usize) -> bool| (0..n).filter(|&i| ok(i)).count();
+    let passing: Vec<String> = means
+        .iter()
+        .filter(|&&(_, r, l)| pipeline::meets_targets(r, l))
+        .map(|(seed, ..)| seed.to_string())
+        .collect();
     say!(
         "stretch targets: RMSE <= {:.3} for {} of {n}, log-likelihood >= {:.3} for {}, both for {}{}",
         pipeline::TARGET_RMSE,
-        count(&|i| rmses[i] <= pipeline::TARGET_RMSE),
+        rmses.iter().filter(|&&r| r <= pipeline::TARGET_RMSE).count(),
         pipeline::TARGET_LOG_LIKELIHOOD,
-        count(&|i| lls[i] >= pipeline::TARGET_LOG_LIKELIHOOD),
+        lls.iter().filter(|&&l| l >= pipeline::TARGET_LOG_LIKELIHOOD).count(),
         passing.len(),
         if passing.is_empty() {
             String::new()

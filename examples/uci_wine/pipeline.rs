@@ -540,13 +540,19 @@ pub fn parse_seed_range(s: &str) -> std::result::Result<std::ops::Range<u64>, St
     Ok(a..end)
 }
 
-/// Mean and standard error.
-pub fn mean_se(xs: &[f64]) -> (f64, f64) {
+/// Mean and sample standard deviation (NaN for fewer than two values).
+pub fn mean_sd(xs: &[f64]) -> (f64, f64) {
     let n = xs.len() as f64;
     let m = xs.iter().sum::<f64>() / n;
     if xs.len() < 2 {
         return (m, f64::NAN);
     }
     let var = xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0);
-    (m, (var / n).sqrt())
+    (m, var.sqrt())
+}
+
+/// Mean and standard error (NaN for fewer than two values).
+pub fn mean_se(xs: &[f64]) -> (f64, f64) {
+    let (m, sd) = mean_sd(xs);
+    (m, sd / (xs.len() as f64).sqrt())
 }
