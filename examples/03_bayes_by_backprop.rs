@@ -12,7 +12,7 @@ fn main() -> Result<()> {
     let mut rng = StdRng::seed_from_u64(0);
     // y = sin(3x) + 0.1 noise, observed only for x in [-1, 1]
     let n = 256;
-    let xs: Vec<f64> = (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let xs: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
     let ys: Vec<f64> = xs
         .iter()
         .map(|x| (3.0 * x).sin() + 0.1 * rng.sample::<f64, _>(rand_distr::StandardNormal))

@@ -26,7 +26,7 @@ fn classifier_step(
     mut rng: SmallRng,
 ) -> Step {
     let batch = x.shape()[0];
-    let labels: Vec<usize> = (0..batch).map(|_| rng.gen_range(0..10)).collect();
+    let labels: Vec<usize> = (0..batch).map(|_| rng.random_range(0..10)).collect();
     let elbo = Elbo::new(KlWeight::PerExample { num_examples });
     let mut opt = Adam::new(1e-3);
     Box::new(move || {
@@ -62,7 +62,7 @@ fn mlp() -> Result<Step> {
         .push(DenseFlipout::new(&mut store, "hidden", 784, 512, &mut rng)?)
         .push(Activation::Relu)
         .push(DenseFlipout::new(&mut store, "out", 512, 10, &mut rng)?);
-    let x = Tensor::from_fn(&[128, 784], |_| rng.gen::<f32>());
+    let x = Tensor::from_fn(&[128, 784], |_| rng.random::<f32>());
     Ok(classifier_step(net, store, x, 60_000, rng))
 }
 
@@ -91,7 +91,7 @@ fn conv() -> Result<Step> {
             10,
             &mut rng,
         )?);
-    let x = Tensor::from_fn(&[32, 32, 32, 3], |_| rng.gen::<f32>());
+    let x = Tensor::from_fn(&[32, 32, 32, 3], |_| rng.random::<f32>());
     Ok(classifier_step(net, store, x, 50_000, rng))
 }
 
@@ -101,7 +101,7 @@ fn tiny() -> Result<Step> {
     let mut store = ParamStore::<f32>::new();
     let mu = store.add("mu", Tensor::scalar(0.0));
     let scale = store.add_positive("scale", Tensor::scalar(1.0));
-    let x = Tensor::from_fn(&[4, 100], |_| 2.0 + rng.gen::<f32>());
+    let x = Tensor::from_fn(&[4, 100], |_| 2.0 + rng.random::<f32>());
     let mut opt = Adam::new(1e-2);
     Ok(Box::new(move || {
         let tape = Tape::new();

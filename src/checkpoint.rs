@@ -151,7 +151,7 @@ pub fn save_bytes<F: Element>(
             ))
         })
         .collect::<Result<Vec<_>>>()?;
-    let mut bytes = safetensors::serialize(views, &Some(meta.clone().into_iter().collect()))
+    let mut bytes = safetensors::serialize(views, Some(meta.clone().into_iter().collect()))
         .map_err(|e| Error::invalid("checkpoint::save", e.to_string()))?;
     sort_metadata(&mut bytes, &meta);
     Ok(bytes)
@@ -159,7 +159,7 @@ pub fn save_bytes<F: Element>(
 
 /// Puts the `__metadata__` entries of serialized bytes in key order.
 ///
-/// safetensors 0.4 writes them in a `HashMap`'s per-instance random order
+/// safetensors (0.4 through 0.8, which takes them as a `HashMap`) writes them in per-instance random order
 /// (upstream issue safetensors#584), so two saves of one state would differ
 /// in bytes and in their hashes. Sorting permutes entries of a JSON object
 /// and keeps the header's length. Our keys and values need no JSON escaping;

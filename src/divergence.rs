@@ -7,7 +7,7 @@ use crate::distributions::{Distribution, Kind};
 use crate::error::{Error, Result};
 use crate::tape::{Tape, Var};
 use crate::tensor::Element;
-use rand::RngCore;
+use rand::Rng;
 
 /// How to compute a KL divergence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +113,7 @@ pub fn kl_divergence_with<'t, F: Element>(
     q: &dyn Distribution<'t, F>,
     p: &dyn Distribution<'t, F>,
     method: Divergence,
-    rng: &mut dyn RngCore,
+    rng: &mut dyn Rng,
 ) -> Result<Var<'t, F>> {
     match method {
         Divergence::Analytic => kl_divergence(q, p),
@@ -130,7 +130,7 @@ pub fn kl_monte_carlo<'t, F: Element>(
     q: &dyn Distribution<'t, F>,
     p: &dyn Distribution<'t, F>,
     samples: usize,
-    rng: &mut dyn RngCore,
+    rng: &mut dyn Rng,
 ) -> Result<Var<'t, F>> {
     if samples == 0 {
         return Err(Error::invalid(
@@ -150,7 +150,7 @@ impl<F: Element> Tape<F> {
         q: &dyn Distribution<'t, F>,
         p: &dyn Distribution<'t, F>,
         method: Divergence,
-        rng: &mut dyn RngCore,
+        rng: &mut dyn Rng,
     ) -> Result<Var<'t, F>> {
         let kl = kl_divergence_with(q, p, method, rng)?;
         self.add_divergence(name, kl)?;

@@ -84,5 +84,8 @@ pub mod prelude {
     pub use crate::predict::{predict_classes, predict_regression, Predict};
     pub use crate::tape::{Gradients, Op, SampleMode, Tape, Var};
     pub use crate::tensor::{Element, Tensor};
-    pub use rand::{rngs::StdRng, Rng, SeedableRng};
+    pub use rand::{
+        rngs::{SmallRng, StdRng},
+        Rng, RngExt, SeedableRng,
+    };
 }

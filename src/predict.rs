@@ -6,7 +6,7 @@ use crate::layers::Module;
 use crate::params::ParamStore;
 use crate::tape::{SampleMode, Tape};
 use crate::tensor::{Element, Tensor};
-use rand::RngCore;
+use rand::Rng;
 
 /// How predictions draw the weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +23,7 @@ pub fn sample_outputs<F: Element>(
     store: &ParamStore<F>,
     x: &Tensor<F>,
     how: Predict,
-    rng: &mut dyn RngCore,
+    rng: &mut dyn Rng,
 ) -> Result<Vec<Tensor<F>>> {
     let (n, mode) = match how {
         Predict::Samples(0) => return Err(Error::invalid("predict", "needs at least one sample")),
@@ -69,7 +69,7 @@ pub fn predict_regression<F: Element>(
     store: &ParamStore<F>,
     x: &Tensor<F>,
     how: Predict,
-    rng: &mut dyn RngCore,
+    rng: &mut dyn Rng,
 ) -> Result<RegressionPrediction<F>> {
     let outs = sample_outputs(model, store, x, how, rng)?;
     let n = F::lit(outs.len() as f64);
@@ -137,7 +137,7 @@ pub fn predict_classes<F: Element>(
     store: &ParamStore<F>,
     x: &Tensor<F>,
     how: Predict,
-    rng: &mut dyn RngCore,
+    rng: &mut dyn Rng,
 ) -> Result<ClassPrediction<F>> {
     let outs = sample_outputs(model, store, x, how, rng)?;
     let n = F::lit(outs.len() as f64);

@@ -16,7 +16,7 @@
 use crate::fastmath::{sin_cos_turn, LN2_HI, LN2_LO};
 use crate::tensor::{Element, Tensor};
 use rand::rngs::SmallRng;
-use rand::{RngCore, SeedableRng};
+use rand::{Rng, SeedableRng};
 use std::mem::MaybeUninit;
 
 /// Eight xoshiro128++ generators stepped together (one per vector lane).
@@ -270,7 +270,7 @@ impl NormalStream {
 }
 
 /// `N(0, 1)` draws of a shape, seeded from `rng`.
-pub fn standard_normal<F: Element>(shape: &[usize], rng: &mut dyn RngCore) -> Tensor<F> {
+pub fn standard_normal<F: Element>(shape: &[usize], rng: &mut dyn Rng) -> Tensor<F> {
     let seed = rng.next_u64();
     // SAFETY: every element of each chunk is written
     let data = unsafe {
@@ -292,7 +292,7 @@ pub fn standard_normal<F: Element>(shape: &[usize], rng: &mut dyn RngCore) -> Te
 }
 
 /// Random signs ±1 of a shape, one random bit each.
-pub fn rademacher<F: Element>(shape: &[usize], rng: &mut dyn RngCore) -> Tensor<F> {
+pub fn rademacher<F: Element>(shape: &[usize], rng: &mut dyn Rng) -> Tensor<F> {
     let mut local = SmallRng::seed_from_u64(rng.next_u64());
     let len = shape.iter().product();
     // 64 signs from each draw, lowest bit first, written without a

@@ -78,7 +78,7 @@ fn the_file_is_plain_safetensors() {
     checkpoint::save(&store_f::<f32>(), None, &path).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut names: Vec<String> = st.names().into_iter().cloned().collect();
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
     names.sort();
     assert_eq!(names, ["a", "b", "c/with/slashes"]);
     assert_eq!(st.tensor("a").unwrap().shape(), &[2, 3]);
@@ -156,7 +156,7 @@ fn damaged_files_give_specific_errors() {
             safetensors::tensor::TensorView::new(safetensors::Dtype::F64, vec![1], &[0u8; 8])
                 .unwrap(),
         )],
-        &None,
+        None,
     )
     .unwrap();
     assert!(matches!(

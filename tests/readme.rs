@@ -4,7 +4,7 @@
 //! README and this copy differ, so the tour cannot drift from the API.
 
 use bayesgrad::prelude::*;
-use rand::Rng;
+use rand::RngExt;
 
 #[test]
 fn tour() -> Result<()> {
@@ -12,8 +12,8 @@ fn tour() -> Result<()> {
     let mut data_rng = StdRng::seed_from_u64(1);
     let batches: Vec<(Tensor<f32>, Vec<usize>)> = (0..2)
         .map(|_| {
-            let x = (0..8 * 784).map(|_| data_rng.gen::<f32>()).collect();
-            let labels = (0..8).map(|_| data_rng.gen_range(0..10)).collect();
+            let x = (0..8 * 784).map(|_| data_rng.random::<f32>()).collect();
+            let labels = (0..8).map(|_| data_rng.random_range(0..10)).collect();
             (Tensor::from_vec(x, &[8, 784]).unwrap(), labels)
         })
         .collect();

@@ -3,7 +3,7 @@ use crate::error::{Error, Result};
 use crate::ops::sigmoid;
 use crate::tape::{Tape, Var};
 use crate::tensor::{Element, Tensor};
-use rand::RngCore;
+use rand::Rng;
 
 /// A distribution over {0, 1}, parameterized by logits.
 ///
@@ -57,13 +57,13 @@ impl<'t, F: Element> Distribution<'t, F> for Bernoulli<'t, F> {
         })?;
         x.try_mul(self.logits)?.try_sub(self.logits.softplus())
     }
-    fn rsample_n(&self, _: Option<usize>, _: &mut dyn RngCore) -> Result<Var<'t, F>> {
+    fn rsample_n(&self, _: Option<usize>, _: &mut dyn Rng) -> Result<Var<'t, F>> {
         Err(Error::Unsupported {
             distribution: "Bernoulli",
             what: "reparameterized sampling (rsample)",
         })
     }
-    fn sample(&self, rng: &mut dyn RngCore) -> Result<Tensor<F>> {
+    fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         let l = self.logits.value();
         let draws = l.data().iter().map(|&l| {
             if uniform::<F>(rng) < sigmoid(l) {

@@ -2,7 +2,7 @@ use super::{check_finite, check_values, uniform, Distribution, Kind};
 use crate::error::{Error, Result};
 use crate::tape::{Tape, Var};
 use crate::tensor::{broadcast_shape, Element, Tensor};
-use rand::RngCore;
+use rand::Rng;
 
 /// A distribution over `k` classes `0..k`, parameterized by logits.
 ///
@@ -164,13 +164,13 @@ impl<'t, F: Element> Distribution<'t, F> for Categorical<'t, F> {
             .collect();
         self.labels_at(&labels, &x.shape())
     }
-    fn rsample_n(&self, _: Option<usize>, _: &mut dyn RngCore) -> Result<Var<'t, F>> {
+    fn rsample_n(&self, _: Option<usize>, _: &mut dyn Rng) -> Result<Var<'t, F>> {
         Err(Error::Unsupported {
             distribution: "Categorical",
             what: "reparameterized sampling (rsample)",
         })
     }
-    fn sample(&self, rng: &mut dyn RngCore) -> Result<Tensor<F>> {
+    fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         let probs = self.probs()?.value();
         let k = self.num_classes();
         let rows = probs.len() / k;

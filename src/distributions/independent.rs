@@ -2,7 +2,7 @@ use super::{Distribution, Kind};
 use crate::error::{Error, Result};
 use crate::tape::{Tape, Var};
 use crate::tensor::{Element, Tensor};
-use rand::RngCore;
+use rand::Rng;
 
 /// Reinterprets the trailing `ndims` batch axes of a distribution as event
 /// axes: `log_prob` and `entropy` are summed over them.
@@ -78,10 +78,10 @@ impl<'t, F: Element> Distribution<'t, F> for Independent<'t, F> {
     fn log_prob(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
         self.reduce(self.base.log_prob(x)?)
     }
-    fn rsample_n(&self, n: Option<usize>, rng: &mut dyn RngCore) -> Result<Var<'t, F>> {
+    fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
         self.base.rsample_n(n, rng)
     }
-    fn sample(&self, rng: &mut dyn RngCore) -> Result<Tensor<F>> {
+    fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         self.base.sample(rng)
     }
     fn entropy(&self) -> Result<Var<'t, F>> {

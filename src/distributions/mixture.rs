@@ -5,7 +5,7 @@ use super::{
 use crate::error::{Error, Result};
 use crate::tape::{Tape, Var};
 use crate::tensor::{Element, Tensor};
-use rand::RngCore;
+use rand::Rng;
 
 /// A mixture of `k` normals along the last axis of its parameters.
 ///
@@ -138,13 +138,13 @@ impl<'t, F: Element> Distribution<'t, F> for MixtureOfNormals<'t, F> {
         let j = self.joint_log_probs(x)?;
         j.logsumexp(j.shape().len() - 1, false)
     }
-    fn rsample_n(&self, _: Option<usize>, _: &mut dyn RngCore) -> Result<Var<'t, F>> {
+    fn rsample_n(&self, _: Option<usize>, _: &mut dyn Rng) -> Result<Var<'t, F>> {
         Err(Error::Unsupported {
             distribution: self.name,
             what: "reparameterized sampling (the component choice is discrete)",
         })
     }
-    fn sample(&self, rng: &mut dyn RngCore) -> Result<Tensor<F>> {
+    fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         let full = self.full_shape();
         let k = *full.last().unwrap_or(&1);
         let w = self

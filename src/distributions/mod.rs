@@ -31,7 +31,7 @@ pub use normal::Normal;
 use crate::error::{Error, Result};
 use crate::tape::{Tape, Var};
 use crate::tensor::{broadcast_shape, Element, Tensor};
-use rand::RngCore;
+use rand::Rng;
 
 /// `ln(2 pi) / 2`.
 pub(crate) const HALF_LN_2PI: f64 = 0.918_938_533_204_672_8;
@@ -66,13 +66,13 @@ pub trait Distribution<'t, F: Element> {
     fn log_prob(&self, x: Var<'t, F>) -> Result<Var<'t, F>>;
     /// A reparameterized draw of shape `batch + event`: differentiable
     /// w.r.t. the parameters. Errors for distributions without one.
-    fn rsample(&self, rng: &mut dyn RngCore) -> Result<Var<'t, F>> {
+    fn rsample(&self, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
         self.rsample_n(None, rng)
     }
     /// `n` reparameterized draws stacked on a new leading axis (`None`: no axis).
-    fn rsample_n(&self, n: Option<usize>, rng: &mut dyn RngCore) -> Result<Var<'t, F>>;
+    fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>>;
     /// A plain draw (no gradient) of shape `batch + event`.
-    fn sample(&self, rng: &mut dyn RngCore) -> Result<Tensor<F>>;
+    fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>>;
     /// Differential entropy (or Shannon entropy), one value per batch element.
     fn entropy(&self) -> Result<Var<'t, F>>;
     /// The mean.
@@ -169,6 +169,6 @@ pub(crate) fn sample_shape(n: Option<usize>, shape: &[usize]) -> Vec<usize> {
 pub(crate) use crate::random::standard_normal;
 
 /// Uniform draws in [0, 1).
-pub(crate) fn uniform<F: Element>(rng: &mut dyn RngCore) -> F {
-    F::lit(rand::Rng::gen::<f64>(rng))
+pub(crate) fn uniform<F: Element>(rng: &mut dyn Rng) -> F {
+    F::lit(rand::RngExt::random::<f64>(rng))
 }

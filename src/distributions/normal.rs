@@ -10,7 +10,7 @@ use crate::params::{Param, ParamStore};
 use crate::tape::Op;
 use crate::tape::{Tape, Var};
 use crate::tensor::{Element, Tensor};
-use rand::RngCore;
+use rand::Rng;
 
 /// `ln N(x; loc, scale)` elementwise over inputs `[x, loc, scale]`, fused.
 /// With `z = (x - loc) / scale`: `d/dx = -z / scale`, `d/dloc = z / scale`,
@@ -305,11 +305,11 @@ impl<'t, F: Element> Distribution<'t, F> for Normal<'t, F> {
         x.tape.apply(NormalLogProb, &[x, self.loc, self.scale])
     }
     // loc + scale * eps, eps ~ N(0, 1): differentiable in loc and scale.
-    fn rsample_n(&self, n: Option<usize>, rng: &mut dyn RngCore) -> Result<Var<'t, F>> {
+    fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
         let eps = standard_normal(&sample_shape(n, &self.batch_shape()), rng);
         Ok(self.loc + self.scale * eps)
     }
-    fn sample(&self, rng: &mut dyn RngCore) -> Result<Tensor<F>> {
+    fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         let shape = self.batch_shape();
         let loc = self.loc.value().broadcast_to(&shape)?;
         let scale = self.scale.value().broadcast_to(&shape)?;

@@ -9,7 +9,7 @@ use crate::ops::Padding;
 use crate::params::{Param, ParamStore};
 use crate::tape::{SampleMode, Tape, Var};
 use crate::tensor::Element;
-use rand::RngCore;
+use rand::Rng;
 use std::marker::PhantomData;
 
 /// A 2-D convolution with a mean-field Normal posterior over its kernel
@@ -54,7 +54,7 @@ impl<F: Element, E: Estimator> Conv2dVariational<F, E> {
         kernel_size: usize,
         stride: usize,
         padding: Padding,
-        rng: &mut dyn RngCore,
+        rng: &mut dyn Rng,
     ) -> Result<Self> {
         Self::with_config(
             store,
@@ -80,7 +80,7 @@ impl<F: Element, E: Estimator> Conv2dVariational<F, E> {
         stride: usize,
         padding: Padding,
         config: VariationalConfig<F>,
-        rng: &mut dyn RngCore,
+        rng: &mut dyn Rng,
     ) -> Result<Self> {
         if E::KIND == EstimatorKind::LocalReparameterization {
             return Err(Error::invalid(
@@ -127,7 +127,7 @@ impl<F: Element, E: Estimator> Module<F> for Conv2dVariational<F, E> {
         tape: &'t Tape<F>,
         store: &ParamStore<F>,
         x: Var<'t, F>,
-        rng: &mut dyn RngCore,
+        rng: &mut dyn Rng,
     ) -> Result<Var<'t, F>> {
         let s = x.shape();
         if s.len() != 4 || s[0] == 0 || s[3] != self.in_channels {
@@ -139,12 +139,12 @@ impl<F: Element, E: Estimator> Module<F> for Conv2dVariational<F, E> {
         }
         let shape = self.kernel.shape.clone();
         let (stride, padding) = (self.stride, self.padding);
-        let flipout = |loc: Var<'t, F>, delta: Var<'t, F>, rng: &mut dyn RngCore| {
+        let flipout = |loc: Var<'t, F>, delta: Var<'t, F>, rng: &mut dyn Rng| {
             let s_in = rademacher(&[s[0], shape[2]], rng);
             let s_out = rademacher(&[s[0], shape[3]], rng);
             x.conv2d_flipout(loc, delta, &s_in, &s_out, stride, padding)
         };
-        let output = |loc: Var<'t, F>, delta, rng: &mut dyn RngCore| match E::KIND {
+        let output = |loc: Var<'t, F>, delta, rng: &mut dyn Rng| match E::KIND {
             EstimatorKind::Flipout => flipout(loc, delta, rng),
             _ => x.conv2d(loc + delta, stride, padding),
         };

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::params::{Param, ParamStore};
 use crate::tape::{Tape, Var};
 use crate::tensor::{Element, Tensor};
-use rand::{Rng, RngCore};
+use rand::{Rng, RngExt};
 
 /// A layer or a network: maps an input var to an output var on a tape.
 pub trait Module<F: Element> {
@@ -27,7 +27,7 @@ pub trait Module<F: Element> {
         tape: &'t Tape<F>,
         store: &ParamStore<F>,
         x: Var<'t, F>,
-        rng: &mut dyn RngCore,
+        rng: &mut dyn Rng,
     ) -> Result<Var<'t, F>>;
 
     /// The layer's name (prefix of its parameters and divergence nodes).
@@ -55,9 +55,9 @@ pub(crate) fn check_dense_input<F: Element>(
 pub(crate) fn uniform_init<F: Element>(
     shape: &[usize],
     limit: f64,
-    rng: &mut dyn RngCore,
+    rng: &mut dyn Rng,
 ) -> Tensor<F> {
-    Tensor::from_fn(shape, |_| F::lit(rng.gen_range(-limit..=limit)))
+    Tensor::from_fn(shape, |_| F::lit(rng.random_range(-limit..=limit)))
 }
 
 /// A deterministic fully connected layer `y = x W + b`, Glorot-uniform
@@ -87,7 +87,7 @@ impl Dense {
         name: &str,
         inputs: usize,
         outputs: usize,
-        rng: &mut dyn RngCore,
+        rng: &mut dyn Rng,
     ) -> Result<Self> {
         if inputs == 0 || outputs == 0 {
             return Err(Error::invalid(
@@ -116,7 +116,7 @@ impl<F: Element> Module<F> for Dense {
         tape: &'t Tape<F>,
         store: &ParamStore<F>,
         x: Var<'t, F>,
-        _: &mut dyn RngCore,
+        _: &mut dyn Rng,
     ) -> Result<Var<'t, F>> {
         check_dense_input(&self.name, &x, self.inputs)?;
         x.matmul(tape.try_param(store, self.kernel)?)?
@@ -146,7 +146,7 @@ impl<F: Element> Module<F> for Activation {
         _: &'t Tape<F>,
         _: &ParamStore<F>,
         x: Var<'t, F>,
-        _: &mut dyn RngCore,
+        _: &mut dyn Rng,
     ) -> Result<Var<'t, F>> {
         Ok(match self {
             Activation::Relu => x.relu(),
@@ -175,7 +175,7 @@ impl<F: Element> Module<F> for Flatten {
         _: &'t Tape<F>,
         _: &ParamStore<F>,
         x: Var<'t, F>,
-        _: &mut dyn RngCore,
+        _: &mut dyn Rng,
     ) -> Result<Var<'t, F>> {
         let s = x.shape();
         if s.is_empty() {
@@ -207,7 +207,7 @@ impl<F: Element> Module<F> for MaxPool2d {
         _: &'t Tape<F>,
         _: &ParamStore<F>,
         x: Var<'t, F>,
-        _: &mut dyn RngCore,
+        _: &mut dyn Rng,
     ) -> Result<Var<'t, F>> {
         x.max_pool2d(self.size, self.stride)
     }
@@ -272,7 +272,7 @@ impl<F: Element> Module<F> for Sequential<F> {
         tape: &'t Tape<F>,
         store: &ParamStore<F>,
         x: Var<'t, F>,
-        rng: &mut dyn RngCore,
+        rng: &mut dyn Rng,
     ) -> Result<Var<'t, F>> {
         self.layers
             .iter()

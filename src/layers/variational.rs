@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::params::{Constraint, Param, ParamStore, POSITIVE_EPS};
 use crate::tape::{SampleMode, Tape, Var};
 use crate::tensor::{Element, Tensor};
-use rand::RngCore;
+use rand::Rng;
 use std::marker::PhantomData;
 use std::rc::Rc;
 
@@ -167,7 +167,7 @@ impl MeanField {
         name: &str,
         shape: &[usize],
         cfg: &VariationalConfig<F>,
-        rng: &mut dyn RngCore,
+        rng: &mut dyn Rng,
     ) -> Result<Self> {
         for (setting, (_, std)) in [("loc_init", cfg.loc_init), ("rho_init", cfg.rho_init)] {
             if !(std >= 0.0 && std.is_finite()) {
@@ -177,7 +177,7 @@ impl MeanField {
                 ));
             }
         }
-        let gauss = |(m, s): (f64, f64), rng: &mut dyn RngCore| -> Tensor<F> {
+        let gauss = |(m, s): (f64, f64), rng: &mut dyn Rng| -> Tensor<F> {
             noise::<F>(shape, rng).map(|e| F::lit(m) + F::lit(s) * e)
         };
         let loc = store.try_add(format!("{name}_loc"), gauss(cfg.loc_init, rng))?;
@@ -208,8 +208,8 @@ impl MeanField {
         store: &ParamStore<F>,
         layer: &str,
         cfg: &VariationalConfig<F>,
-        rng: &mut dyn RngCore,
-        output: impl FnOnce(Var<'t, F>, Var<'t, F>, &mut dyn RngCore) -> Result<Var<'t, F>>,
+        rng: &mut dyn Rng,
+        output: impl FnOnce(Var<'t, F>, Var<'t, F>, &mut dyn Rng) -> Result<Var<'t, F>>,
     ) -> Result<Option<Var<'t, F>>> {
         let (m, s) = match (tape.mode(), &cfg.prior, &cfg.divergence) {
             (
@@ -266,7 +266,7 @@ impl<'t, F: Element> PassSample<'t, F> {
         loc: Var<'t, F>,
         scale: Var<'t, F>,
         shape: &[usize],
-        rng: &mut dyn RngCore,
+        rng: &mut dyn Rng,
     ) -> Var<'t, F> {
         match self {
             PassSample::Weights(w) => w,
@@ -312,7 +312,7 @@ impl Bias {
         name: &str,
         width: usize,
         cfg: &VariationalConfig<F>,
-        rng: &mut dyn RngCore,
+        rng: &mut dyn Rng,
     ) -> Result<Self> {
         Ok(match cfg.bias {
             BiasMode::None => Bias::None,
@@ -338,7 +338,7 @@ impl Bias {
         layer: &str,
         y: Var<'t, F>,
         cfg: &VariationalConfig<F>,
-        rng: &mut dyn RngCore,
+        rng: &mut dyn Rng,
     ) -> Result<Var<'t, F>> {
         match self {
             Bias::None => Ok(y),
@@ -438,7 +438,7 @@ impl<F: Element, E: Estimator> DenseVariational<F, E> {
         name: &str,
         inputs: usize,
         outputs: usize,
-        rng: &mut dyn RngCore,
+        rng: &mut dyn Rng,
     ) -> Result<Self> {
         Self::with_config(
             store,
@@ -457,7 +457,7 @@ impl<F: Element, E: Estimator> DenseVariational<F, E> {
         inputs: usize,
         outputs: usize,
         config: VariationalConfig<F>,
-        rng: &mut dyn RngCore,
+        rng: &mut dyn Rng,
     ) -> Result<Self> {
         if inputs == 0 || outputs == 0 {
             return Err(Error::invalid(
@@ -501,17 +501,17 @@ impl<F: Element, E: Estimator> Module<F> for DenseVariational<F, E> {
         tape: &'t Tape<F>,
         store: &ParamStore<F>,
         x: Var<'t, F>,
-        rng: &mut dyn RngCore,
+        rng: &mut dyn Rng,
     ) -> Result<Var<'t, F>> {
         check_dense_input(&self.name, &x, self.inputs)?;
         let batch = x.shape()[0];
-        let flipout = |loc: Var<'t, F>, delta: Var<'t, F>, rng: &mut dyn RngCore| {
+        let flipout = |loc: Var<'t, F>, delta: Var<'t, F>, rng: &mut dyn Rng| {
             let s_in = rademacher(&[batch, self.inputs], rng);
             let s_out = rademacher(&[batch, self.outputs], rng);
             Ok::<_, Error>(x.matmul(loc)? + (x * s_in).matmul(delta)? * s_out)
         };
         if E::KIND != EstimatorKind::LocalReparameterization {
-            let output = |loc: Var<'t, F>, delta, rng: &mut dyn RngCore| match E::KIND {
+            let output = |loc: Var<'t, F>, delta, rng: &mut dyn Rng| match E::KIND {
                 EstimatorKind::Flipout => flipout(loc, delta, rng),
                 _ => x.matmul(loc + delta),
             };

@@ -461,19 +461,17 @@ mod tests {
         (delta, kl)
     }
 
-    /// An `RngCore` whose first `next_u64` is a given seed.
+    /// An RNG whose first `next_u64` is a given seed.
     struct SeededOnce(Option<u64>);
-    impl rand::RngCore for SeededOnce {
-        fn next_u32(&mut self) -> u32 {
-            self.next_u64() as u32
+    impl rand::TryRng for SeededOnce {
+        type Error = std::convert::Infallible;
+        fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+            Ok(self.try_next_u64()? as u32)
         }
-        fn next_u64(&mut self) -> u64 {
-            self.0.take().expect("one seed")
+        fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+            Ok(self.0.take().expect("one seed"))
         }
-        fn fill_bytes(&mut self, _: &mut [u8]) {
-            unreachable!()
-        }
-        fn try_fill_bytes(&mut self, _: &mut [u8]) -> Result<(), rand::Error> {
+        fn try_fill_bytes(&mut self, _: &mut [u8]) -> Result<(), Self::Error> {
             unreachable!()
         }
     }
