@@ -4,9 +4,9 @@
 //!
 //! Run: `cargo run --release --example 03_bayes_by_backprop`
 
-use bayesgrad::elbo::Batch;
-use bayesgrad::predict::{predict_regression, Predict};
+use bayesgrad::bayes::predict::{predict_regression, Predict};
 use bayesgrad::prelude::*;
+use bayesgrad::Batch;
 
 fn main() -> Result<()> {
     let mut rng = StdRng::seed_from_u64(0);
@@ -36,10 +36,11 @@ fn main() -> Result<()> {
             let x = Tensor::from_vec(chunk.iter().map(|&i| xs[i]).collect(), &[chunk.len(), 1])?;
             let y = Tensor::from_vec(chunk.iter().map(|&i| ys[i]).collect(), &[chunk.len(), 1])?;
             let tape = Tape::new();
-            let mean = net.forward(&tape, &store, tape.constant(x), &mut rng)?;
+            let mut cx = Forward::new(&tape, &store, &mut rng);
+            let mean = net.forward(&mut cx, tape.constant(x))?;
             let likelihood = Normal::new(mean, tape.param(&store, noise))?;
             let out = elbo.loss_from_likelihood(
-                &tape,
+                cx.divergences(),
                 &likelihood,
                 tape.constant(y),
                 Batch {

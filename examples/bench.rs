@@ -9,7 +9,6 @@
 #[path = "common/say.rs"]
 mod say;
 
-use bayesgrad::elbo::Batch;
 use bayesgrad::prelude::*;
 use rand::rngs::SmallRng;
 use std::time::Instant;
@@ -35,12 +34,13 @@ fn classifier_step(
         // storage in place instead of writing new buffers.
         let grads = {
             let tape = Tape::new();
-            let logits = net.forward(&tape, &store, tape.constant(x.clone()), &mut rng)?;
+            let mut cx = Forward::new(&tape, &store, &mut rng);
+            let logits = net.forward(&mut cx, tape.constant(x.clone()))?;
             let nll = -Categorical::from_logits(logits)?
                 .log_prob_labels(&labels)?
                 .sum();
             let out = elbo.loss(
-                &tape,
+                cx.divergences(),
                 nll,
                 Batch {
                     index: 0,
@@ -74,11 +74,7 @@ fn conv() -> Result<Step> {
         .push(Conv2dFlipout::new(
             &mut store,
             "conv",
-            3,
-            64,
-            5,
-            1,
-            Padding::Same,
+            Conv2dMap::new(3, 64, 5).padding(Padding::Same),
             &mut rng,
         )?)
         .push(Activation::Relu)

@@ -1,11 +1,12 @@
 //! KL divergences: analytic where a closed form exists, Monte Carlo otherwise.
 //!
-//! Divergence *nodes* live on the tape: see [`Tape::add_divergence`],
-//! [`Tape::divergences`] and [`Tape::total_divergence`].
+//! Divergence *nodes* (named KL terms of a forward pass) live in the
+//! forward context: see [`Forward::add_kl`](crate::Forward::add_kl) and
+//! [`Divergences`](crate::Divergences).
 
-use crate::distributions::{Distribution, Kind};
+use crate::distributions::{lookup_kl, Distribution};
 use crate::error::{Error, Result};
-use crate::tape::{Tape, Var};
+use crate::tape::Var;
 use crate::tensor::Element;
 use rand::Rng;
 
@@ -30,8 +31,10 @@ pub const AUTO_MC_SAMPLES: usize = 16;
 
 /// The analytic KL(q || p), one value per batch element.
 ///
-/// Closed forms: Normal/Normal, Categorical/Categorical,
-/// Bernoulli/Bernoulli and Independent/Independent (of a pair that has one).
+/// Closed forms are looked up by the two concrete types in the open
+/// registry of [`register_kl`](crate::distributions::register_kl): built in
+/// are Normal/Normal, Categorical/Categorical, Bernoulli/Bernoulli and
+/// Independent/Independent (of a pair that has one, over as many axes).
 ///
 /// ```
 /// use bayesgrad::prelude::*;
@@ -51,38 +54,12 @@ pub fn kl_divergence<'t, F: Element>(
     q: &dyn Distribution<'t, F>,
     p: &dyn Distribution<'t, F>,
 ) -> Result<Var<'t, F>> {
-    use crate::distributions::bernoulli_kl as kl_b;
-    use crate::distributions::categorical_kl as kl_c;
-    use crate::distributions::normal_kl as kl_n;
-    match (q.kind(), p.kind()) {
-        (Kind::Normal(q), Kind::Normal(p)) => kl_n(q, p),
-        (Kind::Categorical(q), Kind::Categorical(p)) => kl_c(q, p),
-        (Kind::Bernoulli(q), Kind::Bernoulli(p)) => kl_b(q, p),
-        (Kind::Independent(qi), Kind::Independent(pi)) if qi.ndims() == pi.ndims() => {
-            let inner = kl_divergence(qi.base(), pi.base()).map_err(|e| match e {
-                Error::NoAnalyticKl { .. } => no_closed_form(q, p),
-                e => e,
-            })?;
-            qi.reduce(inner)
-        }
-        _ => Err(no_closed_form(q, p)),
-    }
-}
-
-fn describe<'t, F: Element>(d: &dyn Distribution<'t, F>) -> String {
-    match d.kind() {
-        Kind::Independent(i) => format!("Independent({}, ndims={})", i.base().name(), i.ndims()),
-        _ => d.name().to_string(),
-    }
-}
-
-fn no_closed_form<'t, F: Element>(
-    q: &dyn Distribution<'t, F>,
-    p: &dyn Distribution<'t, F>,
-) -> Error {
-    Error::NoAnalyticKl {
-        q: describe(q),
-        p: describe(p),
+    match lookup_kl(q, p) {
+        Some(rule) => rule.kl(q, p),
+        None => Err(Error::NoAnalyticKl {
+            q: q.describe(),
+            p: p.describe(),
+        }),
     }
 }
 
@@ -140,20 +117,4 @@ pub fn kl_monte_carlo<'t, F: Element>(
     }
     let z = q.rsample_n(Some(samples), rng)?;
     kl_from_sample(q, p, z)
-}
-
-impl<F: Element> Tape<F> {
-    /// Computes KL(q || p) as `method` says and registers it under `name`.
-    pub fn add_kl<'t>(
-        &'t self,
-        name: impl Into<String>,
-        q: &dyn Distribution<'t, F>,
-        p: &dyn Distribution<'t, F>,
-        method: Divergence,
-        rng: &mut dyn Rng,
-    ) -> Result<Var<'t, F>> {
-        let kl = kl_divergence_with(q, p, method, rng)?;
-        self.add_divergence(name, kl)?;
-        Ok(kl)
-    }
 }

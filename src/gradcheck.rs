@@ -185,9 +185,10 @@ where
 /// let params: Vec<Param> = store.params().collect();
 /// gradcheck_params(
 ///     |tape, store| {
-///         let mut rng = StdRng::seed_from_u64(1);
-///         let y = layer.forward(tape, store, tape.constant(x.clone()), &mut rng)?;
-///         Ok(y.square().sum() + tape.total_divergence())
+///         let mut rng = StdRng::seed_from_u64(1); // the same noise at every evaluation
+///         let mut cx = Forward::new(tape, store, &mut rng);
+///         let y = layer.forward(&mut cx, tape.constant(x.clone()))?;
+///         Ok(y.square().sum() + cx.divergences().total())
 ///     },
 ///     &mut store,
 ///     &params,

@@ -25,10 +25,10 @@
 #![deny(missing_docs)]
 
 pub mod alloc;
+pub mod bayes;
 pub mod checkpoint;
 pub mod distributions;
 pub mod divergence;
-pub mod elbo;
 pub mod error;
 pub mod fastmath;
 pub mod gradcheck;
@@ -37,52 +37,56 @@ pub mod ops;
 pub mod optim;
 mod parallel;
 pub mod params;
-pub mod predict;
 pub mod random;
 pub mod tape;
 pub mod tensor;
 
+pub use bayes::elbo::{Batch, Elbo, ElboLoss, KlWeight};
+pub use bayes::forward::{Divergences, Forward, SampleMode};
+pub use bayes::predict::{predict_classes, predict_regression, Predict};
 pub use distributions::{
     Bernoulli, Categorical, Distribution, Independent, MixtureOfNormals, Normal, SpikeAndSlab,
 };
 pub use divergence::{
     kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo, Divergence,
 };
-pub use elbo::{Batch, Elbo, ElboLoss, KlWeight};
 pub use error::{Error, Result};
 pub use gradcheck::{gradcheck, gradcheck_params, GradCheck, GradCheckReport};
 pub use layers::{
-    Activation, BiasMode, Conv2dFlipout, Conv2dReparameterization, Dense, DenseFlipout,
-    DenseLocalReparameterization, DenseReparameterization, Flatten, KlMethod, MaxPool2d, Module,
-    Prior, Sequential, VariationalConfig,
+    Activation, BiasMode, Conv2dFlipout, Conv2dLocalReparameterization, Conv2dMap,
+    Conv2dReparameterization, Dense, DenseFlipout, DenseLocalReparameterization,
+    DenseReparameterization, Flatten, KlMethod, LinearMap, MaxPool2d, Module, Prior, Sequential,
+    VariationalConfig,
 };
 pub use ops::Padding;
 pub use optim::{Adam, Optimizer, Sgd};
 pub use params::{Constraint, Param, ParamStore};
-pub use tape::{Gradients, Op, SampleMode, Tape, Var};
+pub use tape::{Gradients, Op, Tape, Var};
 pub use tensor::{Element, Tensor};
 
 /// Everything a typical program needs, in one import.
 pub mod prelude {
+    pub use crate::bayes::elbo::{Batch, Elbo, ElboLoss, KlWeight};
+    pub use crate::bayes::forward::{Divergences, Forward, SampleMode};
+    pub use crate::bayes::predict::{predict_classes, predict_regression, Predict};
     pub use crate::distributions::{
         Bernoulli, Categorical, Distribution, Independent, MixtureOfNormals, Normal, SpikeAndSlab,
     };
     pub use crate::divergence::{
         kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo, Divergence,
     };
-    pub use crate::elbo::{Batch, Elbo, ElboLoss, KlWeight};
     pub use crate::error::{Error, Result};
     pub use crate::gradcheck::{gradcheck, gradcheck_params, GradCheck, GradCheckReport};
     pub use crate::layers::{
-        Activation, BiasMode, Conv2dFlipout, Conv2dReparameterization, Dense, DenseFlipout,
-        DenseLocalReparameterization, DenseReparameterization, Flatten, KlMethod, MaxPool2d,
-        Module, Prior, Sequential, VariationalConfig,
+        Activation, BiasMode, Conv2dFlipout, Conv2dLocalReparameterization, Conv2dMap,
+        Conv2dReparameterization, Dense, DenseFlipout, DenseLocalReparameterization,
+        DenseReparameterization, Flatten, KlMethod, LinearMap, MaxPool2d, Module, Prior,
+        Sequential, VariationalConfig,
     };
     pub use crate::ops::Padding;
     pub use crate::optim::{Adam, Optimizer, Sgd};
     pub use crate::params::{Constraint, Param, ParamStore};
-    pub use crate::predict::{predict_classes, predict_regression, Predict};
-    pub use crate::tape::{Gradients, Op, SampleMode, Tape, Var};
+    pub use crate::tape::{Gradients, Op, Tape, Var};
     pub use crate::tensor::{Element, Tensor};
     pub use rand::{
         rngs::{SmallRng, StdRng},

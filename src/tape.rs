@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::params::{Param, ParamKey, ParamStore};
 use crate::tensor::{Element, Tensor};
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
@@ -96,16 +96,6 @@ pub(crate) trait MultiOp<F: Element>: 'static {
     ) -> Result<()>;
 }
 
-/// How stochastic layers draw their weights on this tape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SampleMode {
-    /// Draw a fresh posterior sample each forward pass (training, MC prediction).
-    #[default]
-    Sample,
-    /// Use the posterior means (a deterministic network).
-    PosteriorMean,
-}
-
 /// What made a node.
 enum NodeOp<F: Element> {
     /// Nothing: a constant, a var or a parameter read.
@@ -139,10 +129,8 @@ pub struct Tape<F: Element> {
     /// The input ids of all nodes, one after the other (one buffer rather
     /// than a small vector per node).
     edges: RefCell<Vec<usize>>,
-    divergences: RefCell<Vec<(String, usize)>>,
     finite_check: bool,
     first_non_finite: RefCell<Option<Error>>,
-    mode: Cell<SampleMode>,
 }
 
 impl<F: Element> Default for Tape<F> {
@@ -178,10 +166,8 @@ impl<F: Element> Tape<F> {
         Tape {
             nodes: RefCell::new(Vec::with_capacity(8)),
             edges: RefCell::new(Vec::with_capacity(16)),
-            divergences: RefCell::new(Vec::new()),
             finite_check: false,
             first_non_finite: RefCell::new(None),
-            mode: Cell::new(SampleMode::Sample),
         }
     }
 
@@ -193,16 +179,6 @@ impl<F: Element> Tape<F> {
             finite_check: true,
             ..Self::new()
         }
-    }
-
-    /// Sets how stochastic layers draw weights on this tape.
-    pub fn set_mode(&self, mode: SampleMode) {
-        self.mode.set(mode);
-    }
-
-    /// How stochastic layers draw weights on this tape.
-    pub fn mode(&self) -> SampleMode {
-        self.mode.get()
     }
 
     /// The number of nodes recorded so far.
@@ -396,67 +372,6 @@ impl<F: Element> Tape<F> {
     /// Runs `f` on the value of node `id` without cloning it.
     pub(crate) fn with_value<R>(&self, id: usize, f: impl FnOnce(&Tensor<F>) -> R) -> R {
         f(&self.nodes.borrow()[id].value)
-    }
-
-    /// Registers a divergence (KL) term under a name. Its elements are summed.
-    /// [`Elbo`](crate::elbo::Elbo) and [`Tape::total_divergence`] count each
-    /// registered term exactly once; registering a name twice is an error.
-    pub fn add_divergence(&self, name: impl Into<String>, kl: Var<'_, F>) -> Result<()> {
-        if !std::ptr::eq(kl.tape, self) {
-            return Err(Error::ForeignTape {
-                op: "add_divergence",
-            });
-        }
-        let name = name.into();
-        let mut divs = self.divergences.borrow_mut();
-        if divs.iter().any(|(n, _)| *n == name) {
-            return Err(Error::DuplicateDivergence { name });
-        }
-        let total = kl.sum();
-        divs.push((name, total.id));
-        Ok(())
-    }
-
-    /// The registered divergence terms, by name, with their values.
-    pub fn divergences(&self) -> Vec<(String, F)> {
-        let nodes = self.nodes.borrow();
-        self.divergences
-            .borrow()
-            .iter()
-            .map(|(n, id)| (n.clone(), nodes[*id].value.data()[0]))
-            .collect()
-    }
-
-    /// The registered divergence terms as vars, by name.
-    pub fn divergence_vars(&self) -> Vec<(String, Var<'_, F>)> {
-        self.divergences
-            .borrow()
-            .iter()
-            .map(|(n, id)| {
-                (
-                    n.clone(),
-                    Var {
-                        tape: self,
-                        id: *id,
-                    },
-                )
-            })
-            .collect()
-    }
-
-    /// The sum of every registered divergence term (0 if there are none).
-    pub fn total_divergence(&self) -> Var<'_, F> {
-        let ids: Vec<usize> = self
-            .divergences
-            .borrow()
-            .iter()
-            .map(|(_, id)| *id)
-            .collect();
-        let mut total = self.scalar(F::zero());
-        for id in ids {
-            total = total + Var { tape: self, id };
-        }
-        total
     }
 }
 

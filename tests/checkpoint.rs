@@ -3,8 +3,8 @@
 //! to an uninterrupted one.
 
 use bayesgrad::checkpoint::{self, load_bytes};
-use bayesgrad::elbo::Batch;
 use bayesgrad::prelude::*;
+use bayesgrad::Batch;
 use std::path::PathBuf;
 
 /// A fresh directory, removed when dropped (a failing test's too).
@@ -236,14 +236,13 @@ fn train_step(
     let x = Tensor::from_fn(&[8, 3], |i| ((i + step) as f64 * 0.37).sin());
     let y = Tensor::from_fn(&[8, 1], |i| ((i * 3 + step) as f64 * 0.11).cos());
     let tape = Tape::new();
-    let mean = net
-        .forward(&tape, store, tape.constant(x), &mut rng)
-        .unwrap();
+    let mut cx = Forward::new(&tape, store, &mut rng);
+    let mean = net.forward(&mut cx, tape.constant(x)).unwrap();
     let lik = Normal::new(mean, tape.scalar(0.5)).unwrap();
     let elbo = Elbo::new(KlWeight::PerExample { num_examples: 80 });
     let out = elbo
         .loss_from_likelihood(
-            &tape,
+            cx.divergences(),
             &lik,
             tape.constant(y),
             Batch {

@@ -411,25 +411,25 @@ fn divergence_nodes_are_named_and_counted_once() {
     .unwrap();
     let p = Normal::standard(&tape, &[2]);
     let kl = kl_divergence(&q, &p).unwrap();
-    tape.add_divergence("layer/kernel_divergence", kl).unwrap();
-    let mut rng = StdRng::seed_from_u64(0);
+    let (store, mut rng) = (ParamStore::new(), StdRng::seed_from_u64(0));
+    let mut cx = Forward::new(&tape, &store, &mut rng);
+    cx.add_divergence("layer/kernel_divergence", kl).unwrap();
     let prior = SpikeAndSlab::tfp_default(&tape);
-    let mc = tape
-        .add_kl(
-            "layer/bias_divergence",
-            &q,
-            &prior,
-            Divergence::Auto,
-            &mut rng,
-        )
+    let mc = cx
+        .add_kl("layer/bias_divergence", &q, &prior, Divergence::Auto)
         .unwrap();
-    let names: Vec<String> = tape.divergences().into_iter().map(|(n, _)| n).collect();
+    let names: Vec<String> = cx
+        .divergences()
+        .values()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     assert_eq!(names, ["layer/kernel_divergence", "layer/bias_divergence"]);
-    let total = tape.total_divergence().item().unwrap();
+    let total = cx.divergences().total().item().unwrap();
     let expected = kl.sum().item().unwrap() + mc.sum().item().unwrap();
     assert!((total - expected).abs() < 1e-12);
     assert!(matches!(
-        tape.add_divergence("layer/kernel_divergence", kl),
+        cx.add_divergence("layer/kernel_divergence", kl),
         Err(Error::DuplicateDivergence { .. })
     ));
 }

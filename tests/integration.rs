@@ -11,6 +11,7 @@ mod distributions;
 mod engine;
 mod layers;
 mod no_panic;
+mod open_api;
 mod readme;
 mod uci_wine;
 

@@ -1,11 +1,11 @@
 //! Variational layers: output marginals, Flipout decorrelation, gradchecks,
 //! divergence nodes and their KL values, ELBO weighting, bad inputs.
 
-use bayesgrad::elbo::Batch;
+use bayesgrad::bayes::predict::{predict_classes, Predict};
 use bayesgrad::layers::DenseVariational;
 use bayesgrad::layers::{Estimator, Flipout, LocalReparameterization, Reparameterization};
-use bayesgrad::predict::{predict_classes, Predict};
 use bayesgrad::prelude::*;
+use bayesgrad::Batch;
 use bayesgrad::DenseFlipout;
 
 fn wide_posterior() -> VariationalConfig<f64> {
@@ -42,7 +42,10 @@ fn check_marginals(
     for _ in 0..passes {
         let tape = Tape::new();
         let y = layer
-            .forward(&tape, store, tape.constant(x.clone()), &mut rng)
+            .forward(
+                &mut Forward::new(&tape, store, &mut rng),
+                tape.constant(x.clone()),
+            )
             .unwrap()
             .value();
         for i in 0..y.len() {
@@ -133,11 +136,7 @@ fn conv_marginals<E: Estimator>() {
     let layer = bayesgrad::layers::Conv2dVariational::<f64, E>::with_config(
         &mut store,
         E::NAME,
-        2,
-        2,
-        3,
-        1,
-        Padding::Same,
+        Conv2dMap::new(2, 2, 3).padding(Padding::Same),
         cfg,
         &mut rng,
     )
@@ -170,6 +169,11 @@ fn conv_flipout_marginals() {
 }
 
 #[test]
+fn conv_local_reparameterization_marginals() {
+    conv_marginals::<LocalReparameterization>();
+}
+
+#[test]
 fn flipout_decorrelates_identical_inputs_and_is_reproducible() {
     let mut store = ParamStore::<f64>::new();
     let mut rng = StdRng::seed_from_u64(0);
@@ -180,7 +184,10 @@ fn flipout_decorrelates_identical_inputs_and_is_reproducible() {
         let tape = Tape::new();
         let mut rng = StdRng::seed_from_u64(seed);
         layer
-            .forward(&tape, &store, tape.constant(x.clone()), &mut rng)
+            .forward(
+                &mut Forward::new(&tape, &store, &mut rng),
+                tape.constant(x.clone()),
+            )
             .unwrap()
             .value()
     };
@@ -194,9 +201,9 @@ fn flipout_decorrelates_identical_inputs_and_is_reproducible() {
     assert_ne!(y, run(10));
     // ... while the posterior-mean network gives both rows the same output
     let tape = Tape::new();
-    tape.set_mode(SampleMode::PosteriorMean);
+    let mut cx = Forward::new(&tape, &store, &mut rng).with_mode(SampleMode::PosteriorMean);
     let m = layer
-        .forward(&tape, &store, tape.constant(x.clone()), &mut rng)
+        .forward(&mut cx, tape.constant(x.clone()))
         .unwrap()
         .value();
     assert_eq!(&m.data()[..3], &m.data()[3..]);
@@ -212,8 +219,9 @@ fn gradcheck_layer(layer: &dyn Module<f64>, store: &mut ParamStore<f64>, x: Tens
     gradcheck_params(
         |tape, store| {
             let mut rng = StdRng::seed_from_u64(5);
-            let y = layer.forward(tape, store, tape.constant(x.clone()), &mut rng)?;
-            Ok(y.tanh().sum() + tape.total_divergence())
+            let mut cx = Forward::new(tape, store, &mut rng);
+            let y = layer.forward(&mut cx, tape.constant(x.clone()))?;
+            Ok(y.tanh().sum() + cx.divergences().total())
         },
         store,
         &params,
@@ -224,7 +232,10 @@ fn gradcheck_layer(layer: &dyn Module<f64>, store: &mut ParamStore<f64>, x: Tens
     gradcheck(
         |tape, v| {
             let mut rng = StdRng::seed_from_u64(5);
-            Ok(layer.forward(tape, store, v[0], &mut rng)?.tanh().sum())
+            Ok(layer
+                .forward(&mut Forward::new(tape, store, &mut rng), v[0])?
+                .tanh()
+                .sum())
         },
         &[x],
         &cfg,
@@ -263,26 +274,28 @@ fn gradcheck_every_layer() {
     let l = Dense::new(&mut s, "d", 3, 2, &mut rng).unwrap();
     gradcheck_layer(&l, &mut s, x.clone());
     let mut s = ParamStore::new();
-    let l = Conv2dReparameterization::with_config(
-        &mut s,
-        "cr",
-        2,
-        3,
-        3,
-        2,
-        Padding::Same,
-        cfg(),
-        &mut rng,
-    )
-    .unwrap();
+    let map = Conv2dMap::new(2, 3, 3).stride(2).padding(Padding::Same);
+    let l = Conv2dReparameterization::with_config(&mut s, "cr", map, cfg(), &mut rng).unwrap();
     gradcheck_layer(&l, &mut s, ximg.clone());
     let mut s = ParamStore::new();
-    let l = Conv2dFlipout::with_config(&mut s, "cf", 2, 3, 2, 1, Padding::Valid, spike(), &mut rng)
-        .unwrap();
+    let map = Conv2dMap::new(2, 3, 2);
+    let l = Conv2dFlipout::with_config(&mut s, "cf", map, spike(), &mut rng).unwrap();
+    gradcheck_layer(&l, &mut s, ximg.clone());
+    let mut s = ParamStore::new();
+    let l =
+        Conv2dLocalReparameterization::with_config(&mut s, "cl", map, spike(), &mut rng).unwrap();
     gradcheck_layer(&l, &mut s, ximg.clone());
     let mut s = ParamStore::new();
     let net = Sequential::new()
-        .push(Conv2dFlipout::new(&mut s, "c", 2, 2, 3, 1, Padding::Same, &mut rng).unwrap())
+        .push(
+            Conv2dFlipout::new(
+                &mut s,
+                "c",
+                Conv2dMap::new(2, 2, 3).padding(Padding::Same),
+                &mut rng,
+            )
+            .unwrap(),
+        )
         .push(Activation::Softplus)
         .push(MaxPool2d { size: 2, stride: 2 })
         .push(Flatten)
@@ -304,15 +317,11 @@ fn analytic_kl_is_the_sum_of_per_weight_kls() {
         .map(|(m, s)| -s.ln() + (s * s + m * m) / 2.0 - 0.5)
         .sum();
     let tape = Tape::new();
+    let mut cx = Forward::new(&tape, &store, &mut rng);
     layer
-        .forward(
-            &tape,
-            &store,
-            tape.constant(Tensor::ones(&[2, 4])),
-            &mut rng,
-        )
+        .forward(&mut cx, tape.constant(Tensor::ones(&[2, 4])))
         .unwrap();
-    let divs = tape.divergences();
+    let divs = cx.divergences().values();
     assert_eq!(divs.len(), 1);
     assert_eq!(divs[0].0, "l/kernel_divergence");
     assert!(
@@ -351,15 +360,11 @@ fn mc_kl_converges<E: Estimator>() {
     let kls: Vec<f64> = (0..n)
         .map(|_| {
             let tape = Tape::new();
+            let mut cx = Forward::new(&tape, &store, &mut rng);
             layer
-                .forward(
-                    &tape,
-                    &store,
-                    tape.constant(Tensor::ones(&[1, 1])),
-                    &mut rng,
-                )
+                .forward(&mut cx, tape.constant(Tensor::ones(&[1, 1])))
                 .unwrap();
-            let divs = tape.divergences();
+            let divs = cx.divergences().values();
             assert_eq!(divs.len(), 1);
             divs[0].1
         })
@@ -394,15 +399,16 @@ fn divergence_nodes_are_named_and_elbo_counts_each_once() {
         .push(Activation::Relu)
         .push(DenseFlipout::new(&mut store, "out", 5, 2, &mut rng).unwrap());
     let tape = Tape::new();
+    let mut cx = Forward::new(&tape, &store, &mut rng);
     let logits = net
-        .forward(
-            &tape,
-            &store,
-            tape.constant(Tensor::ones(&[4, 3])),
-            &mut rng,
-        )
+        .forward(&mut cx, tape.constant(Tensor::ones(&[4, 3])))
         .unwrap();
-    let names: Vec<String> = tape.divergences().into_iter().map(|(n, _)| n).collect();
+    let names: Vec<String> = cx
+        .divergences()
+        .values()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     assert_eq!(
         names,
         [
@@ -411,7 +417,7 @@ fn divergence_nodes_are_named_and_elbo_counts_each_once() {
             "out/kernel_divergence"
         ]
     );
-    let sum: f64 = tape.divergences().iter().map(|(_, v)| v).sum();
+    let sum: f64 = cx.divergences().values().iter().map(|(_, v)| v).sum();
 
     let nll = -Categorical::from_logits(logits)
         .unwrap()
@@ -421,7 +427,7 @@ fn divergence_nodes_are_named_and_elbo_counts_each_once() {
     let elbo = Elbo::new(KlWeight::PerExample { num_examples: 100 });
     let out = elbo
         .loss(
-            &tape,
+            cx.divergences(),
             nll,
             Batch {
                 index: 0,
@@ -534,8 +540,10 @@ fn bad_inputs_name_the_layer_and_shapes() {
     let mut store = ParamStore::<f64>::new();
     let mut rng = StdRng::seed_from_u64(0);
     let dense = DenseFlipout::new(&mut store, "hidden", 3, 2, &mut rng).unwrap();
-    let conv = Conv2dFlipout::new(&mut store, "conv", 3, 4, 3, 1, Padding::Same, &mut rng).unwrap();
+    let map = Conv2dMap::new(3, 4, 3).padding(Padding::Same);
+    let conv = Conv2dFlipout::new(&mut store, "conv", map, &mut rng).unwrap();
     let tape = Tape::new();
+    let mut cx = Forward::new(&tape, &store, &mut rng);
     let cases: Vec<(&dyn Module<f64>, Vec<usize>, &str)> = vec![
         (&dense, vec![4, 5], "wrong width"),
         (&dense, vec![4, 3, 1], "wrong rank"),
@@ -545,12 +553,7 @@ fn bad_inputs_name_the_layer_and_shapes() {
     ];
     for (layer, shape, what) in cases {
         let err = layer
-            .forward(
-                &tape,
-                &store,
-                tape.constant(Tensor::zeros(&shape)),
-                &mut rng,
-            )
+            .forward(&mut cx, tape.constant(Tensor::zeros(&shape)))
             .unwrap_err();
         match &err {
             Error::LayerInput {
@@ -568,7 +571,7 @@ fn bad_inputs_name_the_layer_and_shapes() {
         );
     }
     assert!(
-        tape.divergences().is_empty(),
+        cx.divergences().is_empty(),
         "a failed forward registers nothing"
     );
 }

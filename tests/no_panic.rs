@@ -55,7 +55,12 @@ fn step() -> impl Strategy<Value = Step> {
         })
 }
 
-fn apply<'t>(tape: &'t Tape<f64>, pool: &[Var<'t, f64>], s: &Step) -> Result<Var<'t, f64>> {
+fn apply<'t>(
+    tape: &'t Tape<f64>,
+    divergences: &mut Divergences<'t, f64>,
+    pool: &[Var<'t, f64>],
+    s: &Step,
+) -> Result<Var<'t, f64>> {
     let a = pool[s.a % pool.len()];
     let b = pool[s.b % pool.len()];
     let pad = if s.flag {
@@ -93,8 +98,8 @@ fn apply<'t>(tape: &'t Tape<f64>, pool: &[Var<'t, f64>], s: &Step) -> Result<Var
         26 => a.max_pool2d(s.k, s.b % 3),
         27 => Ok(a.detach()),
         28 => a.softmax(s.k),
-        29 => Ok(tape.total_divergence()),
-        30 => tape.add_divergence(format!("d{}", s.k), a).map(|_| a),
+        29 => Ok(divergences.total()),
+        30 => divergences.add(format!("d{}", s.k), a).map(|_| a),
         31 => {
             let n = a.shape().first().copied().unwrap_or(0);
             let o = b.shape().last().copied().unwrap_or(0);
@@ -133,8 +138,9 @@ proptest! {
                                  checked in any::<bool>()) {
         let tape = if checked { Tape::with_finite_check() } else { Tape::new() };
         let mut pool: Vec<Var<f64>> = inputs.into_iter().map(|t| tape.var(t)).collect();
+        let mut divergences = Divergences::new(&tape);
         for s in &steps {
-            if let Ok(v) = apply(&tape, &pool, s) {
+            if let Ok(v) = apply(&tape, &mut divergences, &pool, s) {
                 pool.push(v);
             }
         }
@@ -143,7 +149,7 @@ proptest! {
             let _ = v.item();
         }
         let _ = tape.check_finite();
-        let _ = tape.divergences();
+        let _ = (divergences.values(), divergences.total());
     }
 
     #[test]
@@ -179,13 +185,14 @@ proptest! {
             Box::new(Flatten),
             Box::new(MaxPool2d { size: 2, stride: stride.max(1) }),
         ];
-        if let Ok(conv) = Conv2dFlipout::new(&mut store, "c", i, o, 2, stride, Padding::Same, &mut rng) {
+        let map = Conv2dMap::new(i, o, 2).stride(stride).padding(Padding::Same);
+        if let Ok(conv) = Conv2dFlipout::new(&mut store, "c", map, &mut rng) {
             let tape = Tape::new();
-            let _ = conv.forward(&tape, &store, tape.constant(x.clone()), &mut rng);
+            let _ = conv.forward(&mut Forward::new(&tape, &store, &mut rng), tape.constant(x.clone()));
         }
         for layer in &layers {
             let tape = Tape::new();
-            if let Ok(y) = layer.forward(&tape, &store, tape.constant(x.clone()), &mut rng) {
+            if let Ok(y) = layer.forward(&mut Forward::new(&tape, &store, &mut rng), tape.constant(x.clone())) {
                 let _ = y.sum().backward();
             }
         }

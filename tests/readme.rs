@@ -31,13 +31,14 @@ fn tour() -> Result<()> {
     let mut opt = Adam::new(1e-3);
     for (index, (x, labels)) in batches.iter().enumerate() {
         let tape = Tape::new(); // one tape per step
-        let logits = net.forward(&tape, &store, tape.constant(x.clone()), &mut rng)?;
+        let mut cx = Forward::new(&tape, &store, &mut rng); // what the pass carries
+        let logits = net.forward(&mut cx, tape.constant(x.clone()))?;
         let nll = -Categorical::from_logits(logits)?
             .log_prob_labels(labels)?
             .sum();
-        println!("{:?}", tape.divergences()); // [("hidden/kernel_divergence", ..), ("out/kernel_divergence", ..)]
+        let kl_terms = cx.divergences().values(); // [("hidden/kernel_divergence", ..), ("out/kernel_divergence", ..)]
         let out = elbo.loss(
-            &tape,
+            cx.divergences(),
             nll,
             Batch {
                 index,
@@ -48,7 +49,7 @@ fn tour() -> Result<()> {
         println!("{out}"); // loss = nll + weight * kl, each term shown
         opt.step(&mut store, &out.loss.backward()?)?; // Err(MissingGradient { name }) if a parameter got none
                                                       // README END
-        let names: Vec<String> = tape.divergences().into_iter().map(|(n, _)| n).collect();
+        let names: Vec<String> = kl_terms.into_iter().map(|(n, _)| n).collect();
         seen.push((names, out.loss.item()?));
     }
     // What the tour's comments promise.

@@ -4,11 +4,11 @@
 //! with 100 posterior samples in the original units. Shared by the example
 //! and by `tests/uci_wine.rs`.
 
-use bayesgrad::elbo::Batch;
+use bayesgrad::bayes::predict::{sample_outputs, Predict};
 use bayesgrad::layers::{DenseVariational, Estimator};
 use bayesgrad::layers::{Flipout, LocalReparameterization, Reparameterization};
-use bayesgrad::predict::{sample_outputs, Predict};
 use bayesgrad::prelude::*;
+use bayesgrad::Batch;
 use rand::seq::SliceRandom;
 
 /// Which variational estimator the two layers use.
@@ -287,7 +287,7 @@ fn start_at_the_map(
         for chunk in idx.chunks(cfg.batch_size) {
             let (x, y) = gather(train_x, train_y, chunk)?;
             let tape = Tape::new();
-            let mean = net.forward(&tape, &map, tape.constant(x), rng)?;
+            let mean = net.forward(&mut Forward::new(&tape, &map, rng), tape.constant(x))?;
             let likelihood = Normal::new(mean, tape.param(&map, noise))?;
             // -log p(batch | w) per example - log p(w) / N: the log posterior per example
             let mut loss = -likelihood.log_prob(tape.constant(y))?.mean();
@@ -431,11 +431,12 @@ pub fn run_split(cfg: &Config, data: &Data, split: usize) -> Result<SplitResult>
             } else {
                 (x, y)
             };
-            let mean = net.forward(&tape, &store, x, &mut rng)?;
+            let mut cx = Forward::new(&tape, &store, &mut rng);
+            let mean = net.forward(&mut cx, x)?;
             let likelihood = Normal::new(mean, tape.param(&store, noise))?;
             let nll = -likelihood.log_prob(y)?.sum() * (1.0 / s as f64);
             let out = elbo.loss(
-                &tape,
+                cx.divergences(),
                 nll,
                 Batch {
                     index,

@@ -1,4 +1,4 @@
-use super::{check_finite, check_values, uniform, Distribution, Kind};
+use super::{check_finite, check_values, uniform, Distribution};
 use crate::error::{Error, Result};
 use crate::ops::sigmoid;
 use crate::tape::{Tape, Var};
@@ -90,9 +90,6 @@ impl<'t, F: Element> Distribution<'t, F> for Bernoulli<'t, F> {
     }
     fn event_shape(&self) -> Vec<usize> {
         vec![]
-    }
-    fn kind(&self) -> Kind<'_, 't, F> {
-        Kind::Bernoulli(self)
     }
 }
 

@@ -1,4 +1,4 @@
-use super::{check_finite, check_values, uniform, Distribution, Kind};
+use super::{check_finite, check_values, uniform, Distribution};
 use crate::error::{Error, Result};
 use crate::tape::{Tape, Var};
 use crate::tensor::{broadcast_shape, Element, Tensor};
@@ -210,9 +210,6 @@ impl<'t, F: Element> Distribution<'t, F> for Categorical<'t, F> {
     }
     fn event_shape(&self) -> Vec<usize> {
         vec![]
-    }
-    fn kind(&self) -> Kind<'_, 't, F> {
-        Kind::Categorical(self)
     }
 }
 

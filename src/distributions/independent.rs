@@ -1,4 +1,4 @@
-use super::{Distribution, Kind};
+use super::Distribution;
 use crate::error::{Error, Result};
 use crate::tape::{Tape, Var};
 use crate::tensor::{Element, Tensor};
@@ -97,13 +97,17 @@ impl<'t, F: Element> Distribution<'t, F> for Independent<'t, F> {
         let b = self.base.batch_shape();
         b[..b.len() - self.ndims].to_vec()
     }
+    fn describe(&self) -> String {
+        format!(
+            "Independent({}, ndims={})",
+            self.base.describe(),
+            self.ndims
+        )
+    }
     fn event_shape(&self) -> Vec<usize> {
         let b = self.base.batch_shape();
         let mut e = b[b.len() - self.ndims..].to_vec();
         e.extend(self.base.event_shape());
         e
-    }
-    fn kind(&self) -> Kind<'_, 't, F> {
-        Kind::Independent(self)
     }
 }

@@ -1,6 +1,6 @@
 use super::{
     batch_broadcast, check_finite, check_positive, check_values, same_tape, standard_normal,
-    uniform, Distribution, Kind, HALF_LN_2PI,
+    uniform, Distribution, HALF_LN_2PI,
 };
 use crate::error::{Error, Result};
 use crate::tape::{Tape, Var};
@@ -199,9 +199,6 @@ impl<'t, F: Element> Distribution<'t, F> for MixtureOfNormals<'t, F> {
     }
     fn event_shape(&self) -> Vec<usize> {
         vec![]
-    }
-    fn kind(&self) -> Kind<'_, 't, F> {
-        Kind::Mixture(self)
     }
 }
 

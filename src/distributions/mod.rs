@@ -15,16 +15,15 @@
 mod bernoulli;
 mod categorical;
 mod independent;
+mod kl;
 mod mixture;
 mod normal;
-
-pub(crate) use bernoulli::kl_bernoulli as bernoulli_kl;
-pub(crate) use categorical::kl_categorical as categorical_kl;
-pub(crate) use normal::kl_normal_normal as normal_kl;
 
 pub use bernoulli::Bernoulli;
 pub use categorical::Categorical;
 pub use independent::Independent;
+pub(crate) use kl::lookup as lookup_kl;
+pub use kl::{register_kl, KlRule};
 pub use mixture::{MixtureOfNormals, SpikeAndSlab};
 pub use normal::Normal;
 
@@ -36,20 +35,20 @@ use rand::Rng;
 /// `ln(2 pi) / 2`.
 pub(crate) const HALF_LN_2PI: f64 = 0.918_938_533_204_672_8;
 
-/// The concrete type behind a `dyn Distribution`, for dispatching analytic
-/// KL divergences.
-#[non_exhaustive]
-pub enum Kind<'a, 't, F: Element> {
-    /// A [`Normal`].
-    Normal(&'a Normal<'t, F>),
-    /// A [`Categorical`].
-    Categorical(&'a Categorical<'t, F>),
-    /// A [`Bernoulli`].
-    Bernoulli(&'a Bernoulli<'t, F>),
-    /// An [`Independent`].
-    Independent(&'a Independent<'t, F>),
-    /// A [`MixtureOfNormals`] (including spike-and-slab).
-    Mixture(&'a MixtureOfNormals<'t, F>),
+mod sealed {
+    /// The identity of a distribution's concrete type with its lifetimes
+    /// erased. Implemented for every sized type by the blanket impl below
+    /// and by nothing else, so an implementor cannot misstate it; that is
+    /// what makes [`Distribution::downcast_ref`](super::Distribution) sound.
+    pub trait TypeKey {
+        /// The key of `Self`.
+        fn type_key(&self) -> std::any::TypeId;
+    }
+    impl<T> TypeKey for T {
+        fn type_key(&self) -> std::any::TypeId {
+            typeid::of::<T>()
+        }
+    }
 }
 
 /// A probability distribution whose parameters are vars on a tape.
@@ -57,7 +56,57 @@ pub enum Kind<'a, 't, F: Element> {
 /// Shapes follow TFP: `batch_shape` indexes independent distributions,
 /// `event_shape` is the shape of one draw of one of them. `log_prob(x)`
 /// returns one value per batch element (broadcasting `x` against the batch).
-pub trait Distribution<'t, F: Element> {
+///
+/// # Writing one
+///
+/// A type of your own implements the required methods and is then used
+/// wherever a built-in distribution is: as a likelihood, as a layer prior
+/// ([`Prior::custom`](crate::Prior::custom)), in [`kl_monte_carlo`](crate::kl_monte_carlo)
+/// and [`kl_divergence_with`](crate::kl_divergence_with). To give it analytic
+/// KL divergences, write a [`KlRule`] and [`register_kl`] it.
+/// `tests/open_api.rs` does this for a Laplace distribution.
+///
+/// A distribution's lifetime parameter is its tape's (`'t`), as for every
+/// type built from [`Var`]s; `downcast_ref` relies on that.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+///
+/// /// A point mass at `at`: `log_prob` is 0 there and -inf elsewhere.
+/// struct PointMass<'t> { at: Var<'t, f64> }
+///
+/// impl<'t> Distribution<'t, f64> for PointMass<'t> {
+///     fn name(&self) -> &'static str { "PointMass" }
+///     fn tape(&self) -> &'t Tape<f64> { self.at.tape() }
+///     fn log_prob(&self, x: Var<'t, f64>) -> Result<Var<'t, f64>> {
+///         let same = x.value().zip_map(&self.at.value(), "point_mass", |a, b| {
+///             if a == b { 0.0 } else { f64::NEG_INFINITY }
+///         })?;
+///         Ok(self.tape().constant(same))
+///     }
+///     fn rsample_n(&self, n: Option<usize>, _: &mut dyn Rng) -> Result<Var<'t, f64>> {
+///         match n {
+///             None => Ok(self.at),
+///             Some(n) => self.at.unsqueeze(0)?.broadcast_to(&[n]),
+///         }
+///     }
+///     fn sample(&self, _: &mut dyn Rng) -> Result<Tensor<f64>> { Ok(self.at.value()) }
+///     fn entropy(&self) -> Result<Var<'t, f64>> { Ok(self.at * 0.0) }
+///     fn mean(&self) -> Result<Var<'t, f64>> { Ok(self.at) }
+///     fn variance(&self) -> Result<Var<'t, f64>> { Ok(self.at * 0.0) }
+///     fn batch_shape(&self) -> Vec<usize> { self.at.shape() }
+///     fn event_shape(&self) -> Vec<usize> { vec![] }
+/// }
+///
+/// let tape = Tape::new();
+/// let d = PointMass { at: tape.var(Tensor::scalar(1.5)) };
+/// let as_dyn: &dyn Distribution<'_, f64> = &d;
+/// assert!(as_dyn.downcast_ref::<PointMass>().is_some());
+/// assert!(as_dyn.downcast_ref::<Normal<f64>>().is_none());
+/// assert_eq!(d.log_prob(tape.scalar(1.5))?.item()?, 0.0);
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+pub trait Distribution<'t, F: Element>: sealed::TypeKey {
     /// The distribution's name, used in errors.
     fn name(&self) -> &'static str;
     /// The tape the parameters live on.
@@ -87,8 +136,31 @@ pub trait Distribution<'t, F: Element> {
     fn batch_shape(&self) -> Vec<usize>;
     /// Shape of one event.
     fn event_shape(&self) -> Vec<usize>;
-    /// The concrete type, for analytic KL dispatch.
-    fn kind(&self) -> Kind<'_, 't, F>;
+    /// How errors name this distribution (its name by default).
+    fn describe(&self) -> String {
+        self.name().to_string()
+    }
+}
+
+impl<'t, F: Element> dyn Distribution<'t, F> + '_ {
+    /// The concrete distribution behind a `dyn Distribution`, if it is a `T`.
+    ///
+    /// `std::any::Any` cannot do this: distributions borrow their tape and
+    /// are not `'static`. The comparison uses a key the crate derives from
+    /// the concrete type (lifetimes erased), which an implementor cannot
+    /// override.
+    pub fn downcast_ref<T: Distribution<'t, F>>(&self) -> Option<&T> {
+        if self.type_key() == typeid::of::<T>() {
+            // SAFETY: the key is `typeid::of` of the concrete type behind
+            // `self` (the sealed blanket impl), so that type is `T` up to
+            // lifetimes. Both implement `Distribution<'t, F>`, whose vars
+            // live on a tape of lifetime `'t`; `T`'s lifetime parameters
+            // are the tape's, as for every distribution built from vars.
+            Some(unsafe { &*(self as *const Self as *const T) })
+        } else {
+            None
+        }
+    }
 }
 
 /// Errors unless every element of `v` satisfies `ok`.

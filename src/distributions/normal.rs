@@ -1,6 +1,6 @@
 use super::{
     batch_broadcast, check_finite, check_positive, same_tape, sample_shape, standard_normal,
-    Distribution, Kind, HALF_LN_2PI,
+    Distribution, HALF_LN_2PI,
 };
 use crate::error::{Error, Result};
 use crate::ops::binary::broadcast_all;
@@ -338,9 +338,6 @@ impl<'t, F: Element> Distribution<'t, F> for Normal<'t, F> {
     }
     fn event_shape(&self) -> Vec<usize> {
         vec![]
-    }
-    fn kind(&self) -> Kind<'_, 't, F> {
-        Kind::Normal(self)
     }
 }
 

@@ -2,33 +2,64 @@
 //! [`Module::forward`] reads its parameters onto the given tape, so the
 //! gradient path from the loss to every parameter is rebuilt every step.
 
-mod conv;
+mod linear_map;
 mod variational;
 
-pub use conv::{Conv2dFlipout, Conv2dReparameterization, Conv2dVariational};
+pub use linear_map::{Conv2dMap, DenseMap, LinearMap};
 pub use variational::{
-    BiasMode, DenseFlipout, DenseLocalReparameterization, DenseReparameterization,
-    DenseVariational, Estimator, Flipout, KlFn, KlMethod, LocalReparameterization, Prior, PriorFn,
-    Reparameterization, VariationalConfig,
+    BiasMode, Conv2dFlipout, Conv2dLocalReparameterization, Conv2dReparameterization,
+    Conv2dVariational, DenseFlipout, DenseLocalReparameterization, DenseReparameterization,
+    DenseVariational, Estimator, Flipout, KlFn, KlMethod, LocalReparameterization, PosteriorPass,
+    Prior, PriorFn, Reparameterization, Variational, VariationalConfig,
 };
 
+use crate::bayes::forward::Forward;
 use crate::error::{Error, Result};
 use crate::params::{Param, ParamStore};
-use crate::tape::{Tape, Var};
+use crate::tape::Var;
 use crate::tensor::{Element, Tensor};
 use rand::{Rng, RngExt};
 
-/// A layer or a network: maps an input var to an output var on a tape.
-pub trait Module<F: Element> {
-    /// The forward pass. Stochastic layers draw their noise from `rng` and
-    /// register their KL terms on `tape`.
-    fn forward<'t>(
-        &self,
-        tape: &'t Tape<F>,
-        store: &ParamStore<F>,
-        x: Var<'t, F>,
-        rng: &mut dyn Rng,
-    ) -> Result<Var<'t, F>>;
+/// A layer or a network: maps an input var to an output var in one
+/// forward pass.
+///
+/// A layer owns [`Param`]s and reads them through the [`Forward`] context
+/// on every call ([`Forward::param`]); a stochastic layer draws from
+/// [`Forward::rng`], honours [`Forward::mode`] and registers its KL terms
+/// with [`Forward::add_divergence`] or [`Forward::add_kl`]. Layers are
+/// `Send + Sync`, so a trained model can be shared between threads.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+///
+/// /// `y = x * exp(log_gain)`, one gain per feature, with a N(0, 1) prior
+/// /// on the log-gain registered as an analytic divergence.
+/// struct LogGain { log_gain: Param }
+///
+/// impl Module<f64> for LogGain {
+///     fn forward<'t>(&self, cx: &mut Forward<'t, '_, f64>, x: Var<'t, f64>) -> Result<Var<'t, f64>> {
+///         let g = cx.param(self.log_gain)?;
+///         let tape = cx.tape();
+///         let q = Normal::new(g, tape.scalar(1.0))?;
+///         cx.add_kl("gain/divergence", &q, &Normal::standard(tape, &[]), Divergence::Analytic)?;
+///         x.try_mul(g.exp())
+///     }
+///     fn name(&self) -> &str { "gain" }
+/// }
+///
+/// let mut store = ParamStore::<f64>::new();
+/// let layer = LogGain { log_gain: store.add("gain/log_gain", Tensor::vector(&[0.0, 0.5])) };
+/// let mut rng = StdRng::seed_from_u64(0);
+/// let tape = Tape::new();
+/// let mut cx = Forward::new(&tape, &store, &mut rng);
+/// let y = layer.forward(&mut cx, tape.constant(Tensor::vector(&[2.0, 2.0])))?;
+/// assert!((y.value().data()[1] - 2.0 * 0.5f64.exp()).abs() < 1e-12);
+/// assert_eq!(cx.divergences().len(), 1);
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+pub trait Module<F: Element>: Send + Sync {
+    /// The forward pass of `x` in the pass `cx`.
+    fn forward<'t>(&self, cx: &mut Forward<'t, '_, F>, x: Var<'t, F>) -> Result<Var<'t, F>>;
 
     /// The layer's name (prefix of its parameters and divergence nodes).
     fn name(&self) -> &str;
@@ -69,7 +100,8 @@ pub(crate) fn uniform_init<F: Element>(
 /// let mut rng = StdRng::seed_from_u64(0);
 /// let dense = Dense::new(&mut store, "dense", 3, 2, &mut rng)?;
 /// let tape = Tape::new();
-/// let y = dense.forward(&tape, &store, tape.constant(Tensor::zeros(&[4, 3])), &mut rng)?;
+/// let mut cx = Forward::new(&tape, &store, &mut rng);
+/// let y = dense.forward(&mut cx, tape.constant(Tensor::zeros(&[4, 3])))?;
 /// assert_eq!(y.shape(), vec![4, 2]);
 /// # Ok::<(), bayesgrad::Error>(())
 /// ```
@@ -111,16 +143,10 @@ impl Dense {
 }
 
 impl<F: Element> Module<F> for Dense {
-    fn forward<'t>(
-        &self,
-        tape: &'t Tape<F>,
-        store: &ParamStore<F>,
-        x: Var<'t, F>,
-        _: &mut dyn Rng,
-    ) -> Result<Var<'t, F>> {
+    fn forward<'t>(&self, cx: &mut Forward<'t, '_, F>, x: Var<'t, F>) -> Result<Var<'t, F>> {
         check_dense_input(&self.name, &x, self.inputs)?;
-        x.matmul(tape.try_param(store, self.kernel)?)?
-            .try_add(tape.try_param(store, self.bias)?)
+        x.matmul(cx.param(self.kernel)?)?
+            .try_add(cx.param(self.bias)?)
     }
     fn name(&self) -> &str {
         &self.name
@@ -141,13 +167,7 @@ pub enum Activation {
 }
 
 impl<F: Element> Module<F> for Activation {
-    fn forward<'t>(
-        &self,
-        _: &'t Tape<F>,
-        _: &ParamStore<F>,
-        x: Var<'t, F>,
-        _: &mut dyn Rng,
-    ) -> Result<Var<'t, F>> {
+    fn forward<'t>(&self, _: &mut Forward<'t, '_, F>, x: Var<'t, F>) -> Result<Var<'t, F>> {
         Ok(match self {
             Activation::Relu => x.relu(),
             Activation::Tanh => x.tanh(),
@@ -170,13 +190,7 @@ impl<F: Element> Module<F> for Activation {
 pub struct Flatten;
 
 impl<F: Element> Module<F> for Flatten {
-    fn forward<'t>(
-        &self,
-        _: &'t Tape<F>,
-        _: &ParamStore<F>,
-        x: Var<'t, F>,
-        _: &mut dyn Rng,
-    ) -> Result<Var<'t, F>> {
+    fn forward<'t>(&self, _: &mut Forward<'t, '_, F>, x: Var<'t, F>) -> Result<Var<'t, F>> {
         let s = x.shape();
         if s.is_empty() {
             return Err(Error::LayerInput {
@@ -202,13 +216,7 @@ pub struct MaxPool2d {
 }
 
 impl<F: Element> Module<F> for MaxPool2d {
-    fn forward<'t>(
-        &self,
-        _: &'t Tape<F>,
-        _: &ParamStore<F>,
-        x: Var<'t, F>,
-        _: &mut dyn Rng,
-    ) -> Result<Var<'t, F>> {
+    fn forward<'t>(&self, _: &mut Forward<'t, '_, F>, x: Var<'t, F>) -> Result<Var<'t, F>> {
         x.max_pool2d(self.size, self.stride)
     }
     fn name(&self) -> &str {
@@ -227,9 +235,10 @@ impl<F: Element> Module<F> for MaxPool2d {
 ///     .push(Activation::Relu)
 ///     .push(DenseFlipout::new(&mut store, "out", 8, 1, &mut rng)?);
 /// let tape = Tape::new();
-/// let y = net.forward(&tape, &store, tape.constant(Tensor::zeros(&[5, 4])), &mut rng)?;
+/// let mut cx = Forward::new(&tape, &store, &mut rng);
+/// let y = net.forward(&mut cx, tape.constant(Tensor::zeros(&[5, 4])))?;
 /// assert_eq!(y.shape(), vec![5, 1]);
-/// assert_eq!(tape.divergences().len(), 2); // hidden/kernel_divergence, out/kernel_divergence
+/// assert_eq!(cx.divergences().len(), 2); // hidden/kernel_divergence, out/kernel_divergence
 /// # Ok::<(), bayesgrad::Error>(())
 /// ```
 pub struct Sequential<F: Element> {
@@ -267,16 +276,10 @@ impl<F: Element> Sequential<F> {
 }
 
 impl<F: Element> Module<F> for Sequential<F> {
-    fn forward<'t>(
-        &self,
-        tape: &'t Tape<F>,
-        store: &ParamStore<F>,
-        x: Var<'t, F>,
-        rng: &mut dyn Rng,
-    ) -> Result<Var<'t, F>> {
+    fn forward<'t>(&self, cx: &mut Forward<'t, '_, F>, x: Var<'t, F>) -> Result<Var<'t, F>> {
         self.layers
             .iter()
-            .try_fold(x, |h, layer| layer.forward(tape, store, h, rng))
+            .try_fold(x, |h, layer| layer.forward(cx, h))
     }
     fn name(&self) -> &str {
         "sequential"

@@ -1,29 +1,30 @@
-//! Mean-field variational dense layers and the machinery they share with
-//! the convolutional ones: posterior parameters, priors, divergences.
+//! The variational layer, one implementation over every [`LinearMap`]:
+//! its posterior parameters, priors, divergences and estimators.
 
-use super::{check_dense_input, Module};
+use super::linear_map::{Conv2dMap, DenseMap, LinearMap};
+use super::Module;
+use crate::bayes::forward::{Forward, SampleMode};
 use crate::distributions::{Distribution, Normal, SpikeAndSlab};
 use crate::divergence::{kl_divergence, kl_from_sample};
 use crate::error::{Error, Result};
 use crate::params::{Constraint, Param, ParamStore, POSITIVE_EPS};
-use crate::tape::{SampleMode, Tape, Var};
+use crate::tape::{Tape, Var};
 use crate::tensor::{Element, Tensor};
 use rand::Rng;
 use std::marker::PhantomData;
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// Builds a prior on a tape for a weight tensor of the given shape. Its
 /// parameters may be read from the store, i.e. trainable.
-pub type PriorFn<F> = dyn for<'t> Fn(
-    &'t Tape<F>,
-    &ParamStore<F>,
-    &[usize],
-) -> Result<Box<dyn Distribution<'t, F> + 't>>;
+pub type PriorFn<F> = dyn for<'t> Fn(&'t Tape<F>, &ParamStore<F>, &[usize]) -> Result<Box<dyn Distribution<'t, F> + 't>>
+    + Send
+    + Sync;
 
 /// A user-defined divergence: given the posterior, the prior and the
 /// posterior sample used in the forward pass, returns the KL term.
-pub type KlFn<F> =
-    dyn for<'t> Fn(&Normal<'t, F>, &dyn Distribution<'t, F>, Var<'t, F>) -> Result<Var<'t, F>>;
+pub type KlFn<F> = dyn for<'t> Fn(&Normal<'t, F>, &dyn Distribution<'t, F>, Var<'t, F>) -> Result<Var<'t, F>>
+    + Send
+    + Sync;
 
 /// The prior over a layer's weights.
 #[derive(Clone)]
@@ -46,7 +47,7 @@ pub enum Prior<F: Element> {
         slab_scale: f64,
     },
     /// Any distribution built on the tape (e.g. with trainable parameters).
-    Custom(Rc<PriorFn<F>>),
+    Custom(Arc<PriorFn<F>>),
 }
 
 impl<F: Element> Default for Prior<F> {
@@ -75,9 +76,11 @@ impl<F: Element> Prior<F> {
                 &ParamStore<F>,
                 &[usize],
             ) -> Result<Box<dyn Distribution<'t, F> + 't>>
+            + Send
+            + Sync
             + 'static,
     ) -> Self {
-        Prior::Custom(Rc::new(f))
+        Prior::Custom(Arc::new(f))
     }
 
     pub(crate) fn build<'t>(
@@ -111,7 +114,7 @@ pub enum KlMethod<F: Element> {
     /// Always the single-sample estimate at the forward pass's posterior sample.
     SampleEstimate,
     /// A user closure.
-    Custom(Rc<KlFn<F>>),
+    Custom(Arc<KlFn<F>>),
 }
 
 /// Whether and how a layer has a bias.
@@ -193,110 +196,34 @@ impl MeanField {
         })
     }
 
-    /// The fast path of the default kind of layer (a scalar Normal prior,
-    /// an analytic divergence, sampling mode): `output(loc, delta, rng)`
-    /// computes the layer's output from the posterior mean and one
-    /// perturbation `delta = scale * eps` (the weights are `loc + delta`);
-    /// `delta` and the summed KL come from one fused op
-    /// ([`Var::mean_field_sample`]), and the KL goes on the tape as
-    /// `<layer>/kernel_divergence`. `None` for any other configuration,
-    /// which takes the general path through [`Normal`] and
-    /// [`register_divergence`].
-    pub(crate) fn forward_fused<'t, F: Element>(
-        &self,
-        tape: &'t Tape<F>,
-        store: &ParamStore<F>,
-        layer: &str,
-        cfg: &VariationalConfig<F>,
-        rng: &mut dyn Rng,
-        output: impl FnOnce(Var<'t, F>, Var<'t, F>, &mut dyn Rng) -> Result<Var<'t, F>>,
-    ) -> Result<Option<Var<'t, F>>> {
-        let (m, s) = match (tape.mode(), &cfg.prior, &cfg.divergence) {
-            (
-                SampleMode::Sample,
-                Prior::Normal { loc, scale },
-                KlMethod::Auto | KlMethod::Analytic,
-            ) if loc.is_finite() && scale.is_finite() && *scale > 0.0 => (*loc, *scale),
-            _ => return Ok(None),
-        };
-        // the op reads rho as stored and applies the softplus itself
-        let shift = match store.constraint(self.rho)? {
-            Constraint::Positive { eps } => F::lit(eps),
-            _ => return Ok(None),
-        };
-        let loc = tape.try_param(store, self.loc)?;
-        let rho = tape.try_param_raw(store, self.rho)?;
-        let (delta, kl) =
-            loc.mean_field_sample(rho, shift, (F::lit(m), F::lit(s)), rng.next_u64())?;
-        let y = output(loc, delta, rng)?;
-        tape.add_divergence(format!("{layer}/kernel_divergence"), kl)?;
-        Ok(Some(y))
-    }
-
     /// The posterior on the tape.
-    pub(crate) fn read<'t, F: Element>(
-        &self,
-        tape: &'t Tape<F>,
-        store: &ParamStore<F>,
-    ) -> Result<Normal<'t, F>> {
-        Normal::new(
-            tape.try_param(store, self.loc)?,
-            tape.try_param(store, self.rho)?,
-        )
+    pub(crate) fn read<'t, F: Element>(&self, cx: &Forward<'t, '_, F>) -> Result<Normal<'t, F>> {
+        Normal::new(cx.param(self.loc)?, cx.param(self.rho)?)
     }
 }
 
-pub(crate) use crate::random::{rademacher, standard_normal as noise};
-
-/// The posterior weight sample of one forward pass, turned into weights
-/// only if the divergence needs them (an analytic KL does not).
-#[derive(Clone, Copy)]
-pub(crate) enum PassSample<'t, F: Element> {
-    /// The weights themselves.
-    Weights(Var<'t, F>),
-    /// Flipout's `delta`: the weights are `loc + delta`.
-    Perturbation(Var<'t, F>),
-    /// The estimator drew no weights (local reparameterization): draw some.
-    NotDrawn,
-}
-
-impl<'t, F: Element> PassSample<'t, F> {
-    pub(crate) fn weights(
-        self,
-        loc: Var<'t, F>,
-        scale: Var<'t, F>,
-        shape: &[usize],
-        rng: &mut dyn Rng,
-    ) -> Var<'t, F> {
-        match self {
-            PassSample::Weights(w) => w,
-            PassSample::Perturbation(delta) => loc + delta,
-            PassSample::NotDrawn => loc + scale * noise(shape, rng),
-        }
-    }
-}
+pub(crate) use crate::random::standard_normal as noise;
 
 /// Computes and registers the divergence of one posterior.
 pub(crate) fn register_divergence<'t, F: Element>(
-    tape: &'t Tape<F>,
-    store: &ParamStore<F>,
+    cx: &mut Forward<'t, '_, F>,
     name: String,
     q: &Normal<'t, F>,
-    sample: impl FnOnce() -> Var<'t, F>,
+    sample: impl FnOnce(&mut dyn Rng) -> Var<'t, F>,
     cfg: &VariationalConfig<F>,
     shape: &[usize],
 ) -> Result<()> {
-    let p = cfg.prior.build(tape, store, shape)?;
+    let p = cfg.prior.build(cx.tape(), cx.store(), shape)?;
     let kl = match &cfg.divergence {
         KlMethod::Analytic => kl_divergence(q, p.as_ref())?,
         KlMethod::Auto => match kl_divergence(q, p.as_ref()) {
-            Err(Error::NoAnalyticKl { .. }) => kl_from_sample(q, p.as_ref(), sample())?,
+            Err(Error::NoAnalyticKl { .. }) => kl_from_sample(q, p.as_ref(), sample(cx.rng()))?,
             other => other?,
         },
-        KlMethod::SampleEstimate => kl_from_sample(q, p.as_ref(), sample())?,
-        KlMethod::Custom(f) => f(q, p.as_ref(), sample())?,
+        KlMethod::SampleEstimate => kl_from_sample(q, p.as_ref(), sample(cx.rng()))?,
+        KlMethod::Custom(f) => f(q, p.as_ref(), sample(cx.rng()))?,
     };
-    tape.add_divergence(name, kl)
+    cx.add_divergence(name, kl)
 }
 
 /// The bias of a variational layer.
@@ -333,28 +260,25 @@ impl Bias {
     /// `<layer>/bias_divergence` for a variational bias.
     pub(crate) fn apply<'t, F: Element>(
         &self,
-        tape: &'t Tape<F>,
-        store: &ParamStore<F>,
+        cx: &mut Forward<'t, '_, F>,
         layer: &str,
         y: Var<'t, F>,
         cfg: &VariationalConfig<F>,
-        rng: &mut dyn Rng,
     ) -> Result<Var<'t, F>> {
         match self {
             Bias::None => Ok(y),
-            Bias::Deterministic(b) => y.try_add(tape.try_param(store, *b)?),
+            Bias::Deterministic(b) => y.try_add(cx.param(*b)?),
             Bias::Variational(mf) => {
-                let q = mf.read(tape, store)?;
-                let b = match tape.mode() {
-                    SampleMode::Sample => q.rsample(rng)?,
+                let q = mf.read(cx)?;
+                let b = match cx.mode() {
+                    SampleMode::Sample => q.rsample(cx.rng())?,
                     SampleMode::PosteriorMean => q.loc(),
                 };
                 register_divergence(
-                    tape,
-                    store,
+                    cx,
                     format!("{layer}/bias_divergence"),
                     &q,
-                    || b,
+                    |_| b,
                     cfg,
                     &mf.shape,
                 )?;
@@ -364,75 +288,296 @@ impl Bias {
     }
 }
 
-/// Which gradient estimator a variational layer uses.
-pub trait Estimator: 'static {
+/// What the estimator drew from the kernel posterior in one pass, kept for
+/// a divergence that needs a weight sample (a prior without a closed form).
+enum Drawn<'t, F: Element> {
+    /// Nothing yet.
+    Nothing,
+    /// The fused sampler drew `delta` and computed the analytic KL with it.
+    Fused { kl: Var<'t, F> },
+    /// `delta = scale * eps`: the weights are `loc + delta`.
+    Perturbation { q: Normal<'t, F>, delta: Var<'t, F> },
+    /// Only the posterior's moments were used (local reparameterization):
+    /// weights are drawn for the divergence if it needs them.
+    Moments { q: Normal<'t, F> },
+}
+
+/// The kernel posterior of one forward pass, as an [`Estimator`] sees it:
+/// it asks for what it needs (a weight perturbation, or the moments), and
+/// the layer then registers the divergence that fits what was drawn.
+pub struct PosteriorPass<'t, 'c, 'a, F: Element> {
+    cx: &'c mut Forward<'t, 'a, F>,
+    kernel: &'c MeanField,
+    layer: &'c str,
+    config: &'c VariationalConfig<F>,
+    drawn: Drawn<'t, F>,
+}
+
+impl<'t, F: Element> PosteriorPass<'t, '_, '_, F> {
+    /// The posterior mean `loc` and one perturbation `delta = scale * eps`,
+    /// `eps ~ N(0, 1)` of the kernel's shape: the weights of this pass are
+    /// `loc + delta`. For the default layer (a Normal prior with an analytic
+    /// divergence) `delta` and the KL term come from one fused op.
+    pub fn perturbation(&mut self) -> Result<(Var<'t, F>, Var<'t, F>)> {
+        if let Some((m, s, shift)) = self.fused_prior()? {
+            let loc = self.cx.param(self.kernel.loc)?;
+            let rho = self.cx.param_raw(self.kernel.rho)?;
+            let seed = self.cx.rng().next_u64();
+            let (delta, kl) = loc.mean_field_sample(rho, shift, (m, s), seed)?;
+            self.drawn = Drawn::Fused { kl };
+            return Ok((loc, delta));
+        }
+        let q = self.kernel.read(self.cx)?;
+        let delta = q.scale() * noise(&self.kernel.shape, self.cx.rng());
+        let loc = q.loc();
+        self.drawn = Drawn::Perturbation { q, delta };
+        Ok((loc, delta))
+    }
+
+    /// The posterior mean and scale, drawing nothing.
+    pub fn moments(&mut self) -> Result<(Var<'t, F>, Var<'t, F>)> {
+        let q = self.kernel.read(self.cx)?;
+        let (loc, scale) = (q.loc(), q.scale());
+        self.drawn = Drawn::Moments { q };
+        Ok((loc, scale))
+    }
+
+    /// The pass's RNG.
+    pub fn rng(&mut self) -> &mut dyn Rng {
+        self.cx.rng()
+    }
+
+    /// `(prior loc, prior scale, softplus shift)` when the fused sampler
+    /// serves this layer: a finite scalar Normal prior, an analytic (or
+    /// automatic) divergence, and `rho` stored with the softplus constraint.
+    fn fused_prior(&self) -> Result<Option<(F, F, F)>> {
+        let (m, s) = match (&self.config.prior, &self.config.divergence) {
+            (Prior::Normal { loc, scale }, KlMethod::Auto | KlMethod::Analytic)
+                if loc.is_finite() && scale.is_finite() && *scale > 0.0 =>
+            {
+                (*loc, *scale)
+            }
+            _ => return Ok(None),
+        };
+        // the op reads rho as stored and applies the softplus itself
+        Ok(match self.cx.store().constraint(self.kernel.rho)? {
+            Constraint::Positive { eps } => Some((F::lit(m), F::lit(s), F::lit(eps))),
+            _ => None,
+        })
+    }
+
+    /// Registers `<layer>/kernel_divergence` for what was drawn.
+    fn register(self) -> Result<()> {
+        let name = format!("{}/kernel_divergence", self.layer);
+        let shape = &self.kernel.shape;
+        match self.drawn {
+            Drawn::Fused { kl } => self.cx.add_divergence(name, kl),
+            Drawn::Perturbation { q, delta } => {
+                let w = |_: &mut dyn Rng| q.loc() + delta;
+                register_divergence(self.cx, name, &q, w, self.config, shape)
+            }
+            Drawn::Moments { q } => {
+                let w = |rng: &mut dyn Rng| q.loc() + q.scale() * noise(shape, rng);
+                register_divergence(self.cx, name, &q, w, self.config, shape)
+            }
+            Drawn::Nothing => Err(Error::invalid(
+                "Estimator",
+                format!(
+                    "layer '{}': the estimator used neither the perturbation nor the moments of the posterior",
+                    self.layer
+                ),
+            )),
+        }
+    }
+}
+
+/// A gradient estimator for a variational layer: how one stochastic
+/// forward pass turns the kernel posterior into an output. Behaviour, not
+/// a tag: the layer calls it with its [`LinearMap`] and the pass's
+/// [`PosteriorPass`], and registers the divergence that fits what it drew.
+///
+/// The three of TFP are built in ([`Reparameterization`], [`Flipout`],
+/// [`LocalReparameterization`]); each works with every map.
+pub trait Estimator: Send + Sync + 'static {
     /// Its name.
     const NAME: &'static str;
-    /// Its kind.
-    const KIND: EstimatorKind;
+
+    /// One stochastic pass of `x` through `map`.
+    fn output<'t, F: Element, M: LinearMap<F>>(
+        map: &M,
+        x: Var<'t, F>,
+        posterior: &mut PosteriorPass<'t, '_, '_, F>,
+    ) -> Result<Var<'t, F>>;
 }
 
-/// The three estimators as values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EstimatorKind {
-    /// `W = loc + scale * eps`, `y = x W`.
-    Reparameterization,
-    /// `y = x loc + ((x * s_in) dW) * s_out`, Rademacher signs per example.
-    Flipout,
-    /// `y ~ N(x loc, x^2 scale^2)` sampled per output unit.
-    LocalReparameterization,
-}
-
-/// Marker: the reparameterization estimator (one weight sample per pass).
+/// The reparameterization estimator: one weight sample per pass,
+/// `W = loc + scale * eps`, `y = x ⊛ W`.
 pub struct Reparameterization;
-/// Marker: Flipout (Wen et al. 2018), decorrelating examples in a batch.
+/// Flipout (Wen et al. 2018): `y = x ⊛ loc + ((x ∘ s_in) ⊛ dW) ∘ s_out`,
+/// one `dW = scale * eps` per pass, Rademacher signs per example, so that
+/// examples in a batch get decorrelated perturbations.
 pub struct Flipout;
-/// Marker: local reparameterization (Kingma et al. 2015).
+/// Local reparameterization (Kingma et al. 2015): each output unit is
+/// drawn from its marginal `N(x ⊛ loc, x² ⊛ scale²)`. For a convolution
+/// the variance is `conv(x², scale²)` (TFP has no convolutional form).
 pub struct LocalReparameterization;
 
 impl Estimator for Reparameterization {
     const NAME: &'static str = "reparameterization";
-    const KIND: EstimatorKind = EstimatorKind::Reparameterization;
-}
-impl Estimator for Flipout {
-    const NAME: &'static str = "flipout";
-    const KIND: EstimatorKind = EstimatorKind::Flipout;
-}
-impl Estimator for LocalReparameterization {
-    const NAME: &'static str = "local_reparameterization";
-    const KIND: EstimatorKind = EstimatorKind::LocalReparameterization;
+    fn output<'t, F: Element, M: LinearMap<F>>(
+        map: &M,
+        x: Var<'t, F>,
+        posterior: &mut PosteriorPass<'t, '_, '_, F>,
+    ) -> Result<Var<'t, F>> {
+        let (loc, delta) = posterior.perturbation()?;
+        map.apply(x, loc + delta)
+    }
 }
 
-/// A fully connected layer with a mean-field Normal posterior over its
-/// kernel, trained by the estimator `E`.
+impl Estimator for Flipout {
+    const NAME: &'static str = "flipout";
+    fn output<'t, F: Element, M: LinearMap<F>>(
+        map: &M,
+        x: Var<'t, F>,
+        posterior: &mut PosteriorPass<'t, '_, '_, F>,
+    ) -> Result<Var<'t, F>> {
+        let (loc, delta) = posterior.perturbation()?;
+        map.flipout(x, loc, delta, posterior.rng())
+    }
+}
+
+impl Estimator for LocalReparameterization {
+    const NAME: &'static str = "local_reparameterization";
+    fn output<'t, F: Element, M: LinearMap<F>>(
+        map: &M,
+        x: Var<'t, F>,
+        posterior: &mut PosteriorPass<'t, '_, '_, F>,
+    ) -> Result<Var<'t, F>> {
+        let (loc, scale) = posterior.moments()?;
+        let mean = map.apply(x, loc)?;
+        let var = map.apply(x.square(), scale.square())?;
+        let sd = (var + F::min_positive_value()).sqrt();
+        let eps = noise(&mean.shape(), posterior.rng());
+        Ok(mean + sd * eps)
+    }
+}
+
+/// A variational layer: a [`LinearMap`] (dense or convolution) whose kernel
+/// has a mean-field Normal posterior, trained by the estimator `E`.
 ///
 /// Each forward pass registers `<name>/kernel_divergence` (and
-/// `<name>/bias_divergence` for a variational bias) on the tape: analytic
-/// for a Normal prior, else a Monte Carlo estimate at the posterior sample
-/// of that pass — for every estimator, including Flipout and local
-/// reparameterization, where TFP has no sample to give a spike-and-slab prior.
+/// `<name>/bias_divergence` for a variational bias) in the
+/// [`Forward`] context: analytic for a Normal prior, else a Monte Carlo
+/// estimate at the posterior sample of that pass, for every estimator,
+/// including Flipout and local reparameterization, where TFP has no sample
+/// to give a spike-and-slab prior.
 ///
-/// With the tape in [`SampleMode::PosteriorMean`] the layer is deterministic.
-pub struct DenseVariational<F: Element, E: Estimator> {
+/// In [`SampleMode::PosteriorMean`] the layer is deterministic.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let mut store = ParamStore::<f32>::new();
+/// let mut rng = StdRng::seed_from_u64(0);
+/// let dense = DenseFlipout::new(&mut store, "dense", 4, 2, &mut rng)?;
+/// let map = Conv2dMap::new(3, 8, 3).padding(Padding::Same);
+/// let conv = Conv2dLocalReparameterization::new(&mut store, "conv", map, &mut rng)?;
+/// let tape = Tape::new();
+/// let mut cx = Forward::new(&tape, &store, &mut rng);
+/// let y = dense.forward(&mut cx, tape.constant(Tensor::zeros(&[5, 4])))?;
+/// let z = conv.forward(&mut cx, tape.constant(Tensor::zeros(&[2, 6, 6, 3])))?;
+/// assert_eq!((y.shape(), z.shape()), (vec![5, 2], vec![2, 6, 6, 8]));
+/// assert_eq!(cx.divergences().len(), 2);
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+pub struct Variational<F: Element, M: LinearMap<F>, E: Estimator> {
     name: String,
-    inputs: usize,
-    outputs: usize,
+    map: M,
     kernel: MeanField,
     bias: Bias,
     config: VariationalConfig<F>,
     _estimator: PhantomData<E>,
 }
 
+/// A fully connected variational layer (`x: [batch, inputs]`).
+pub type DenseVariational<F, E> = Variational<F, DenseMap, E>;
 /// [`DenseVariational`] with the reparameterization estimator (`tfp.layers.DenseReparameterization`).
 pub type DenseReparameterization<F> = DenseVariational<F, Reparameterization>;
 /// [`DenseVariational`] with Flipout (`tfp.layers.DenseFlipout`).
 pub type DenseFlipout<F> = DenseVariational<F, Flipout>;
 /// [`DenseVariational`] with local reparameterization (`tfp.layers.DenseLocalReparameterization`).
 pub type DenseLocalReparameterization<F> = DenseVariational<F, LocalReparameterization>;
+/// A variational 2-D convolution (NHWC input, kernel `[K, K, C_in, C_out]`).
+pub type Conv2dVariational<F, E> = Variational<F, Conv2dMap, E>;
+/// [`Conv2dVariational`] with the reparameterization estimator (`tfp.layers.Convolution2DReparameterization`).
+pub type Conv2dReparameterization<F> = Conv2dVariational<F, Reparameterization>;
+/// [`Conv2dVariational`] with Flipout (`tfp.layers.Convolution2DFlipout`).
+pub type Conv2dFlipout<F> = Conv2dVariational<F, Flipout>;
+/// [`Conv2dVariational`] with local reparameterization: output variance `conv(x², scale²)`.
+pub type Conv2dLocalReparameterization<F> = Conv2dVariational<F, LocalReparameterization>;
 
-impl<F: Element, E: Estimator> DenseVariational<F, E> {
-    /// A layer with TFP's defaults: posterior `N(loc, softplus(rho) + 1e-5)`,
-    /// `loc ~ N(0, 0.1)`, `rho ~ N(-3, 0.1)`, prior `N(0, 1)`, deterministic bias.
+impl<F: Element, M: LinearMap<F>, E: Estimator> Variational<F, M, E> {
+    /// A layer over `map` with explicit settings ([`VariationalConfig`]'s
+    /// defaults are TFP's: posterior `N(loc, softplus(rho) + 1e-5)`,
+    /// `loc ~ N(0, 0.1)`, `rho ~ N(-3, 0.1)`, prior `N(0, 1)`, deterministic bias).
+    ///
+    /// # Errors
+    /// A map with a zero-sized kernel or stride; a negative or non-finite
+    /// initial spread; a name whose parameters are in the store already.
+    pub fn from_map(
+        store: &mut ParamStore<F>,
+        name: &str,
+        map: M,
+        config: VariationalConfig<F>,
+        rng: &mut dyn Rng,
+    ) -> Result<Self> {
+        let shape = map.kernel_shape();
+        if shape.contains(&0) {
+            return Err(Error::invalid(
+                "Variational::new",
+                format!("layer '{name}' needs a kernel of nonzero size, got {shape:?}"),
+            ));
+        }
+        let kernel = MeanField::new(
+            store,
+            &format!("{name}/kernel_posterior"),
+            &shape,
+            &config,
+            rng,
+        )?;
+        let bias = Bias::new(store, name, map.outputs(), &config, rng)?;
+        Ok(Variational {
+            name: name.to_string(),
+            map,
+            kernel,
+            bias,
+            config,
+            _estimator: PhantomData,
+        })
+    }
+
+    /// The kernel posterior's `loc` and `rho` parameters.
+    pub fn kernel_params(&self) -> (Param, Param) {
+        (self.kernel.loc, self.kernel.rho)
+    }
+
+    /// The number of output units.
+    pub fn outputs(&self) -> usize {
+        self.map.outputs()
+    }
+
+    /// The linear map.
+    pub fn map(&self) -> &M {
+        &self.map
+    }
+
+    /// The layer's settings.
+    pub fn config(&self) -> &VariationalConfig<F> {
+        &self.config
+    }
+}
+
+impl<F: Element, E: Estimator> Variational<F, DenseMap, E> {
+    /// A dense `inputs -> outputs` layer with TFP's defaults.
     pub fn new(
         store: &mut ParamStore<F>,
         name: &str,
@@ -450,7 +595,7 @@ impl<F: Element, E: Estimator> DenseVariational<F, E> {
         )
     }
 
-    /// A layer with explicit settings.
+    /// A dense `inputs -> outputs` layer with explicit settings.
     pub fn with_config(
         store: &mut ParamStore<F>,
         name: &str,
@@ -459,106 +604,64 @@ impl<F: Element, E: Estimator> DenseVariational<F, E> {
         config: VariationalConfig<F>,
         rng: &mut dyn Rng,
     ) -> Result<Self> {
-        if inputs == 0 || outputs == 0 {
-            return Err(Error::invalid(
-                "DenseVariational::new",
-                format!("layer '{name}' needs inputs and outputs >= 1"),
-            ));
-        }
-        let kernel = MeanField::new(
-            store,
-            &format!("{name}/kernel_posterior"),
-            &[inputs, outputs],
-            &config,
-            rng,
-        )?;
-        let bias = Bias::new(store, name, outputs, &config, rng)?;
-        Ok(DenseVariational {
-            name: name.to_string(),
-            inputs,
-            outputs,
-            kernel,
-            bias,
-            config,
-            _estimator: PhantomData,
-        })
-    }
-
-    /// The kernel posterior's `loc` and `rho` parameters.
-    pub fn kernel_params(&self) -> (Param, Param) {
-        (self.kernel.loc, self.kernel.rho)
-    }
-
-    /// The number of output units.
-    pub fn outputs(&self) -> usize {
-        self.outputs
+        Self::from_map(store, name, DenseMap { inputs, outputs }, config, rng)
     }
 }
 
-impl<F: Element, E: Estimator> Module<F> for DenseVariational<F, E> {
-    fn forward<'t>(
-        &self,
-        tape: &'t Tape<F>,
-        store: &ParamStore<F>,
-        x: Var<'t, F>,
+impl<F: Element, E: Estimator> Variational<F, Conv2dMap, E> {
+    /// A convolution over `map` with TFP's defaults.
+    pub fn new(
+        store: &mut ParamStore<F>,
+        name: &str,
+        map: Conv2dMap,
         rng: &mut dyn Rng,
-    ) -> Result<Var<'t, F>> {
-        check_dense_input(&self.name, &x, self.inputs)?;
-        let batch = x.shape()[0];
-        let flipout = |loc: Var<'t, F>, delta: Var<'t, F>, rng: &mut dyn Rng| {
-            let s_in = rademacher(&[batch, self.inputs], rng);
-            let s_out = rademacher(&[batch, self.outputs], rng);
-            Ok::<_, Error>(x.matmul(loc)? + (x * s_in).matmul(delta)? * s_out)
-        };
-        if E::KIND != EstimatorKind::LocalReparameterization {
-            let output = |loc: Var<'t, F>, delta, rng: &mut dyn Rng| match E::KIND {
-                EstimatorKind::Flipout => flipout(loc, delta, rng),
-                _ => x.matmul(loc + delta),
-            };
-            let fused =
-                self.kernel
-                    .forward_fused(tape, store, &self.name, &self.config, rng, output)?;
-            if let Some(y) = fused {
-                return self
-                    .bias
-                    .apply(tape, store, &self.name, y, &self.config, rng);
-            }
+    ) -> Result<Self> {
+        Self::with_config(store, name, map, VariationalConfig::default(), rng)
+    }
+
+    /// A convolution over `map` with explicit settings.
+    pub fn with_config(
+        store: &mut ParamStore<F>,
+        name: &str,
+        map: Conv2dMap,
+        config: VariationalConfig<F>,
+        rng: &mut dyn Rng,
+    ) -> Result<Self> {
+        if map.stride == 0 {
+            return Err(Error::invalid(
+                "Conv2dVariational::new",
+                format!("layer '{name}': the stride must be >= 1"),
+            ));
         }
-        let q = self.kernel.read(tape, store)?;
-        let (loc, scale) = (q.loc(), q.scale());
-        let shape = [self.inputs, self.outputs];
-        let (y, sample) = match (tape.mode(), E::KIND) {
-            (SampleMode::PosteriorMean, _) => (x.matmul(loc)?, PassSample::Weights(loc)),
-            (_, EstimatorKind::Reparameterization) => {
-                let w = loc + scale * noise(&shape, rng);
-                (x.matmul(w)?, PassSample::Weights(w))
+        Self::from_map(store, name, map, config, rng)
+    }
+}
+
+impl<F: Element, M: LinearMap<F>, E: Estimator> Module<F> for Variational<F, M, E> {
+    fn forward<'t>(&self, cx: &mut Forward<'t, '_, F>, x: Var<'t, F>) -> Result<Var<'t, F>> {
+        self.map.check_input(&self.name, &x)?;
+        let y = match cx.mode() {
+            SampleMode::PosteriorMean => {
+                let q = self.kernel.read(cx)?;
+                let loc = q.loc();
+                let name = format!("{}/kernel_divergence", self.name);
+                register_divergence(cx, name, &q, |_| loc, &self.config, &self.kernel.shape)?;
+                self.map.apply(x, loc)?
             }
-            (_, EstimatorKind::Flipout) => {
-                let delta = scale * noise(&shape, rng);
-                (flipout(loc, delta, rng)?, PassSample::Perturbation(delta))
-            }
-            (_, EstimatorKind::LocalReparameterization) => {
-                let mean = x.matmul(loc)?;
-                let var = x.square().matmul(scale.square())?;
-                let sd = (var + F::min_positive_value()).sqrt();
-                (
-                    mean + sd * noise(&[batch, self.outputs], rng),
-                    PassSample::NotDrawn,
-                )
+            SampleMode::Sample => {
+                let mut posterior = PosteriorPass {
+                    cx: &mut *cx,
+                    kernel: &self.kernel,
+                    layer: &self.name,
+                    config: &self.config,
+                    drawn: Drawn::Nothing,
+                };
+                let y = E::output(&self.map, x, &mut posterior)?;
+                posterior.register()?;
+                y
             }
         };
-        let draw = || sample.weights(loc, scale, &shape, rng);
-        register_divergence(
-            tape,
-            store,
-            format!("{}/kernel_divergence", self.name),
-            &q,
-            draw,
-            &self.config,
-            &shape,
-        )?;
-        self.bias
-            .apply(tape, store, &self.name, y, &self.config, rng)
+        self.bias.apply(cx, &self.name, y, &self.config)
     }
     fn name(&self) -> &str {
         &self.name

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! where `NLL_i` is the summed negative log-likelihood of the minibatch and
-//! `KL` is [`Tape::total_divergence`], the sum of every divergence node the
+//! `KL` is [`Divergences::total`], the sum of every divergence node the
 //! layers registered (each counted once). The weightings:
 //!
 //! | [`KlWeight`] | `pi_i` | KL coefficient in `loss` | corresponds to |
@@ -22,9 +22,10 @@
 //! With full minibatches (`N = M B`), `PerExample` and `PerBatch` coincide,
 //! and `PerBatch` and `Blundell` both sum to exactly one KL per epoch.
 
+use crate::bayes::forward::Divergences;
 use crate::distributions::Distribution;
 use crate::error::{Error, Result};
-use crate::tape::{Tape, Var};
+use crate::tape::Var;
 use crate::tensor::Element;
 
 /// How the KL term is weighted against the minibatch likelihood.
@@ -100,10 +101,11 @@ impl<F: Element> std::fmt::Display for ElboLoss<'_, F> {
 /// ```
 /// use bayesgrad::prelude::*;
 /// let tape = Tape::<f64>::new();
-/// tape.add_divergence("layer/kernel_divergence", tape.scalar(60.0))?;
+/// let mut divergences = Divergences::new(&tape);
+/// divergences.add("layer/kernel_divergence", tape.scalar(60.0))?;
 /// let nll_sum = tape.scalar(32.0 * 0.5); // 32 examples, 0.5 nats each
 /// let elbo = Elbo::new(KlWeight::PerExample { num_examples: 6000 });
-/// let out = elbo.loss(&tape, nll_sum, Batch { index: 0, size: 32, step: 0 })?;
+/// let out = elbo.loss(&divergences, nll_sum, Batch { index: 0, size: 32, step: 0 })?;
 /// assert!((out.loss.item()? - (0.5 + 60.0 / 6000.0)).abs() < 1e-12);
 /// # Ok::<(), bayesgrad::Error>(())
 /// ```
@@ -176,16 +178,20 @@ impl Elbo {
         }
     }
 
-    /// `(nll_sum + pi_i * KL) / B`, with `KL` the tape's total divergence.
+    /// `(nll_sum + pi_i * KL) / B`, with `KL` the sum of the pass's divergence terms
+    /// (from [`Forward::divergences`](crate::Forward::divergences)).
     pub fn loss<'t, F: Element>(
         &self,
-        tape: &'t Tape<F>,
+        divergences: &Divergences<'t, F>,
         nll_sum: Var<'t, F>,
         batch: Batch,
     ) -> Result<ElboLoss<'t, F>> {
+        if !std::ptr::eq(nll_sum.tape(), divergences.tape()) {
+            return Err(Error::ForeignTape { op: "Elbo::loss" });
+        }
         let pi = self.pi(batch)?;
         let b = batch.size as f64;
-        let kl = tape.total_divergence();
+        let kl = divergences.total();
         let nll_sum = nll_sum.sum();
         let loss = (nll_sum + kl * F::lit(pi)) * F::lit(1.0 / b);
         Ok(ElboLoss {
@@ -199,12 +205,12 @@ impl Elbo {
     /// [`Elbo::loss`] with `nll_sum = -sum(likelihood.log_prob(y))`.
     pub fn loss_from_likelihood<'t, F: Element>(
         &self,
-        tape: &'t Tape<F>,
+        divergences: &Divergences<'t, F>,
         likelihood: &dyn Distribution<'t, F>,
         y: Var<'t, F>,
         batch: Batch,
     ) -> Result<ElboLoss<'t, F>> {
         let nll = -likelihood.log_prob(y)?.sum();
-        self.loss(tape, nll, batch)
+        self.loss(divergences, nll, batch)
     }
 }

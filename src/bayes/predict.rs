@@ -1,10 +1,11 @@
 //! Monte Carlo prediction with a Bayesian network: many forward passes,
 //! each with a fresh posterior sample, summarized.
 
+use crate::bayes::forward::{Forward, SampleMode};
 use crate::error::{Error, Result};
 use crate::layers::Module;
 use crate::params::ParamStore;
-use crate::tape::{SampleMode, Tape};
+use crate::tape::Tape;
 use crate::tensor::{Element, Tensor};
 use rand::Rng;
 
@@ -33,10 +34,8 @@ pub fn sample_outputs<F: Element>(
     (0..n)
         .map(|_| {
             let tape = Tape::new();
-            tape.set_mode(mode);
-            Ok(model
-                .forward(&tape, store, tape.constant(x.clone()), rng)?
-                .value())
+            let mut cx = Forward::new(&tape, store, &mut *rng).with_mode(mode);
+            Ok(model.forward(&mut cx, tape.constant(x.clone()))?.value())
         })
         .collect()
 }
@@ -54,7 +53,7 @@ pub struct RegressionPrediction<F> {
 ///
 /// ```
 /// use bayesgrad::prelude::*;
-/// use bayesgrad::predict::{predict_regression, Predict};
+/// use bayesgrad::bayes::predict::{predict_regression, Predict};
 /// let mut store = ParamStore::<f64>::new();
 /// let mut rng = StdRng::seed_from_u64(0);
 /// let net = DenseFlipout::new(&mut store, "out", 2, 1, &mut rng)?;

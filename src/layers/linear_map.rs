@@ -1,0 +1,162 @@
+//! The linear maps a variational layer can wrap: a dense product and a 2-D
+//! convolution. A [`LinearMap`] knows its kernel's shape, checks its input
+//! and applies a kernel; the estimator decides which kernel (or kernels).
+
+use super::check_dense_input;
+use crate::error::{Error, Result};
+use crate::ops::Padding;
+use crate::random::rademacher;
+use crate::tape::Var;
+use crate::tensor::Element;
+use rand::Rng;
+
+/// A linear map `y = x ⊛ W` with a kernel `W` of a fixed shape.
+///
+/// [`Variational`](super::Variational) layers are generic over it, so the
+/// dense and the convolutional layers share one implementation of every
+/// estimator, the posterior and the divergence.
+pub trait LinearMap<F: Element>: Send + Sync + 'static {
+    /// The kernel's shape.
+    fn kernel_shape(&self) -> Vec<usize>;
+    /// The number of output units (the width of a bias).
+    fn outputs(&self) -> usize;
+    /// Errors unless `x` is an input this map takes, naming the layer.
+    fn check_input(&self, layer: &str, x: &Var<'_, F>) -> Result<()>;
+    /// `x ⊛ kernel`.
+    fn apply<'t>(&self, x: Var<'t, F>, kernel: Var<'t, F>) -> Result<Var<'t, F>>;
+    /// Flipout's output `x ⊛ loc + ((x ∘ s_in) ⊛ delta) ∘ s_out`, with
+    /// Rademacher signs `s_in` (per example and input unit) and `s_out` (per
+    /// example and output unit) drawn from `rng`.
+    fn flipout<'t>(
+        &self,
+        x: Var<'t, F>,
+        loc: Var<'t, F>,
+        delta: Var<'t, F>,
+        rng: &mut dyn Rng,
+    ) -> Result<Var<'t, F>>;
+}
+
+/// `y = x W` for `x: [batch, inputs]`, `W: [inputs, outputs]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DenseMap {
+    /// Input width.
+    pub inputs: usize,
+    /// Output width.
+    pub outputs: usize,
+}
+
+impl<F: Element> LinearMap<F> for DenseMap {
+    fn kernel_shape(&self) -> Vec<usize> {
+        vec![self.inputs, self.outputs]
+    }
+    fn outputs(&self) -> usize {
+        self.outputs
+    }
+    fn check_input(&self, layer: &str, x: &Var<'_, F>) -> Result<()> {
+        check_dense_input(layer, x, self.inputs)
+    }
+    fn apply<'t>(&self, x: Var<'t, F>, kernel: Var<'t, F>) -> Result<Var<'t, F>> {
+        x.matmul(kernel)
+    }
+    fn flipout<'t>(
+        &self,
+        x: Var<'t, F>,
+        loc: Var<'t, F>,
+        delta: Var<'t, F>,
+        rng: &mut dyn Rng,
+    ) -> Result<Var<'t, F>> {
+        let batch = x.shape()[0];
+        let s_in = rademacher(&[batch, self.inputs], rng);
+        let s_out = rademacher(&[batch, self.outputs], rng);
+        Ok(x.matmul(loc)? + (x * s_in).matmul(delta)? * s_out)
+    }
+}
+
+/// A 2-D convolution over NHWC input with a square kernel
+/// `[size, size, in_channels, out_channels]`; stride 1 and
+/// [`Padding::Valid`] unless set.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let map = Conv2dMap::new(3, 8, 5).stride(2).padding(Padding::Same);
+/// assert_eq!(LinearMap::<f32>::kernel_shape(&map), vec![5, 5, 3, 8]);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dMap {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Kernel height and width.
+    pub kernel_size: usize,
+    /// Stride in both directions.
+    pub stride: usize,
+    /// Padding.
+    pub padding: Padding,
+}
+
+impl Conv2dMap {
+    /// `in_channels -> out_channels` with a `kernel_size x kernel_size`
+    /// kernel, stride 1, no padding.
+    pub fn new(in_channels: usize, out_channels: usize, kernel_size: usize) -> Self {
+        Conv2dMap {
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride: 1,
+            padding: Padding::Valid,
+        }
+    }
+
+    /// The same map with another stride.
+    pub fn stride(mut self, stride: usize) -> Self {
+        self.stride = stride;
+        self
+    }
+
+    /// The same map with another padding.
+    pub fn padding(mut self, padding: Padding) -> Self {
+        self.padding = padding;
+        self
+    }
+}
+
+impl<F: Element> LinearMap<F> for Conv2dMap {
+    fn kernel_shape(&self) -> Vec<usize> {
+        vec![
+            self.kernel_size,
+            self.kernel_size,
+            self.in_channels,
+            self.out_channels,
+        ]
+    }
+    fn outputs(&self) -> usize {
+        self.out_channels
+    }
+    fn check_input(&self, layer: &str, x: &Var<'_, F>) -> Result<()> {
+        let s = x.shape();
+        if s.len() != 4 || s[0] == 0 || s[3] != self.in_channels {
+            return Err(Error::LayerInput {
+                layer: layer.to_string(),
+                expected: format!("NHWC [batch > 0, height, width, {}]", self.in_channels),
+                found: s,
+            });
+        }
+        Ok(())
+    }
+    fn apply<'t>(&self, x: Var<'t, F>, kernel: Var<'t, F>) -> Result<Var<'t, F>> {
+        x.conv2d(kernel, self.stride, self.padding)
+    }
+    fn flipout<'t>(
+        &self,
+        x: Var<'t, F>,
+        loc: Var<'t, F>,
+        delta: Var<'t, F>,
+        rng: &mut dyn Rng,
+    ) -> Result<Var<'t, F>> {
+        let batch = x.shape()[0];
+        let s_in = rademacher(&[batch, self.in_channels], rng);
+        let s_out = rademacher(&[batch, self.out_channels], rng);
+        x.conv2d_flipout(loc, delta, &s_in, &s_out, self.stride, self.padding)
+    }
+}
