@@ -4,7 +4,7 @@
 //!
 //! Run: `cargo run --release --example 03_bayes_by_backprop`
 
-use bayesgrad::bayes::predict::{predict_regression, Predict};
+use bayesgrad::layers::predict::{predict_regression, Predict};
 use bayesgrad::prelude::*;
 use bayesgrad::Batch;
 

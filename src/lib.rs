@@ -2,7 +2,31 @@
 //!
 //! A tape-based reverse-mode autodiff engine in which probability
 //! distributions are differentiable values and variational Bayesian layers
-//! register their KL terms as named nodes on the tape.
+//! register their KL terms as named nodes of the forward pass.
+//!
+//! # Concepts
+//!
+//! - A [`Tape`] records one forward pass; a [`Var`] is a `Copy` handle to a
+//!   value on it that borrows the tape, so nothing built from vars (a
+//!   distribution, say) can outlive the pass or be stored in a layer.
+//!   [`Var::backward`] returns [`Gradients`].
+//! - A [`ParamStore`] holds the trainable values across passes; a [`Param`]
+//!   is a handle into it. Each pass reads parameters onto its tape
+//!   ([`Tape::param`]), which is what keeps the gradient path alive.
+//! - A [`Distribution`] is built from vars: `log_prob`, `rsample`,
+//!   `entropy` and [`kl_divergence`] are differentiable in every parameter.
+//!   Distributions and analytic KL rules of your own plug in
+//!   ([`distributions::register_kl`]).
+//! - A [`Module`] maps a var to a var inside a [`Forward`] context, which
+//!   carries the store, the RNG, the [`SampleMode`] and the named
+//!   [`Divergences`] that variational layers register
+//!   (`<layer>/kernel_divergence`). [`Elbo`] weighs them explicitly.
+//!
+//! The layout follows the layers of the library, each importing only the
+//! ones below it: `kernels` (element types, GEMM, threads, random streams),
+//! `tensor`, `autodiff` (tape, parameters, ops, gradient checks), `train`
+//! (optimizers, checkpoints), `distributions` (families, KL), `bayes`
+//! (forward context, ELBO), `layers` (modules, prediction).
 //!
 //! ```
 //! use bayesgrad::prelude::*;
@@ -24,70 +48,51 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod alloc;
+pub mod autodiff;
 pub mod bayes;
-pub mod checkpoint;
 pub mod distributions;
-pub mod divergence;
 pub mod error;
-pub mod fastmath;
-pub mod gradcheck;
+mod kernels;
 pub mod layers;
-pub mod ops;
-pub mod optim;
-mod parallel;
-pub mod params;
-pub mod random;
-pub mod tape;
 pub mod tensor;
+pub mod train;
 
+pub use autodiff::{
+    gradcheck, gradcheck_params, Constraint, GradCheck, GradCheckReport, Gradients, Op, Padding,
+    Param, ParamStore, Tape, Var,
+};
 pub use bayes::elbo::{Batch, Elbo, ElboLoss, KlWeight};
 pub use bayes::forward::{Divergences, Forward, SampleMode};
-pub use bayes::predict::{predict_classes, predict_regression, Predict};
 pub use distributions::{
-    Bernoulli, Categorical, Distribution, Independent, MixtureOfNormals, Normal, SpikeAndSlab,
-};
-pub use divergence::{
-    kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo, Divergence,
+    kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo, Bernoulli, Categorical,
+    Distribution, Divergence, Independent, MixtureOfNormals, Normal, SpikeAndSlab,
 };
 pub use error::{Error, Result};
-pub use gradcheck::{gradcheck, gradcheck_params, GradCheck, GradCheckReport};
+pub use layers::predict::{predict_classes, predict_regression, Predict};
 pub use layers::{
     Activation, BiasMode, Conv2dFlipout, Conv2dLocalReparameterization, Conv2dMap,
     Conv2dReparameterization, Dense, DenseFlipout, DenseLocalReparameterization,
     DenseReparameterization, Flatten, KlMethod, LinearMap, MaxPool2d, Module, Prior, Sequential,
     VariationalConfig,
 };
-pub use ops::Padding;
-pub use optim::{Adam, Optimizer, Sgd};
-pub use params::{Constraint, Param, ParamStore};
-pub use tape::{Gradients, Op, Tape, Var};
+/// The `rand` release whose RNGs the API takes (`&mut dyn rand::Rng`).
+pub use rand;
 pub use tensor::{Element, Tensor};
+pub use train::{Adam, Optimizer, Sgd};
 
 /// Everything a typical program needs, in one import.
 pub mod prelude {
-    pub use crate::bayes::elbo::{Batch, Elbo, ElboLoss, KlWeight};
-    pub use crate::bayes::forward::{Divergences, Forward, SampleMode};
-    pub use crate::bayes::predict::{predict_classes, predict_regression, Predict};
-    pub use crate::distributions::{
-        Bernoulli, Categorical, Distribution, Independent, MixtureOfNormals, Normal, SpikeAndSlab,
-    };
-    pub use crate::divergence::{
-        kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo, Divergence,
-    };
-    pub use crate::error::{Error, Result};
-    pub use crate::gradcheck::{gradcheck, gradcheck_params, GradCheck, GradCheckReport};
-    pub use crate::layers::{
-        Activation, BiasMode, Conv2dFlipout, Conv2dLocalReparameterization, Conv2dMap,
+    pub use crate::{
+        gradcheck, gradcheck_params, kl_divergence, kl_divergence_with, kl_from_sample,
+        kl_monte_carlo, predict_classes, predict_regression, Activation, Adam, Batch, Bernoulli,
+        BiasMode, Categorical, Constraint, Conv2dFlipout, Conv2dLocalReparameterization, Conv2dMap,
         Conv2dReparameterization, Dense, DenseFlipout, DenseLocalReparameterization,
-        DenseReparameterization, Flatten, KlMethod, LinearMap, MaxPool2d, Module, Prior,
-        Sequential, VariationalConfig,
+        DenseReparameterization, Distribution, Divergence, Divergences, Elbo, ElboLoss, Element,
+        Error, Flatten, Forward, GradCheck, GradCheckReport, Gradients, Independent, KlMethod,
+        KlWeight, LinearMap, MaxPool2d, MixtureOfNormals, Module, Normal, Op, Optimizer, Padding,
+        Param, ParamStore, Predict, Prior, Result, SampleMode, Sequential, Sgd, SpikeAndSlab, Tape,
+        Tensor, Var, VariationalConfig,
     };
-    pub use crate::ops::Padding;
-    pub use crate::optim::{Adam, Optimizer, Sgd};
-    pub use crate::params::{Constraint, Param, ParamStore};
-    pub use crate::tape::{Gradients, Op, Tape, Var};
-    pub use crate::tensor::{Element, Tensor};
     pub use rand::{
         rngs::{SmallRng, StdRng},
         Rng, RngExt, SeedableRng,

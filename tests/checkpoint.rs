@@ -2,8 +2,8 @@
 //! file (the store left unchanged), and a resumed run that is bit-identical
 //! to an uninterrupted one.
 
-use bayesgrad::checkpoint::{self, load_bytes};
 use bayesgrad::prelude::*;
+use bayesgrad::train::checkpoint::{self, load_bytes};
 use bayesgrad::Batch;
 use std::path::PathBuf;
 

@@ -1,7 +1,7 @@
 //! Variational layers: output marginals, Flipout decorrelation, gradchecks,
 //! divergence nodes and their KL values, ELBO weighting, bad inputs.
 
-use bayesgrad::bayes::predict::{predict_classes, Predict};
+use bayesgrad::layers::predict::{predict_classes, Predict};
 use bayesgrad::layers::DenseVariational;
 use bayesgrad::layers::{Estimator, Flipout, LocalReparameterization, Reparameterization};
 use bayesgrad::prelude::*;

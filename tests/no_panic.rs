@@ -202,12 +202,12 @@ proptest! {
     fn checkpoint_bytes_never_panic(noise in prop::collection::vec(any::<u8>(), 0..64), cut in any::<usize>(), flip in any::<usize>()) {
         let mut store = ParamStore::<f32>::new();
         store.add("w", Tensor::vector(&[1.0, 2.0]));
-        let _ = bayesgrad::checkpoint::load_bytes(&mut store, None, &noise);
-        let mut bytes = bayesgrad::checkpoint::save_bytes(&store, None).unwrap();
+        let _ = bayesgrad::train::checkpoint::load_bytes(&mut store, None, &noise);
+        let mut bytes = bayesgrad::train::checkpoint::save_bytes(&store, None).unwrap();
         let i = flip % bytes.len();
         bytes[i] ^= 0x5a;
-        let _ = bayesgrad::checkpoint::load_bytes(&mut store, None, &bytes);
-        let _ = bayesgrad::checkpoint::load_bytes(&mut store, None, &bytes[..cut % bytes.len()]);
+        let _ = bayesgrad::train::checkpoint::load_bytes(&mut store, None, &bytes);
+        let _ = bayesgrad::train::checkpoint::load_bytes(&mut store, None, &bytes[..cut % bytes.len()]);
     }
 }
 

@@ -4,7 +4,7 @@
 //! with 100 posterior samples in the original units. Shared by the example
 //! and by `tests/uci_wine.rs`.
 
-use bayesgrad::bayes::predict::{sample_outputs, Predict};
+use bayesgrad::layers::predict::{sample_outputs, Predict};
 use bayesgrad::layers::{DenseVariational, Estimator};
 use bayesgrad::layers::{Flipout, LocalReparameterization, Reparameterization};
 use bayesgrad::prelude::*;

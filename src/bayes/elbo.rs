@@ -22,10 +22,10 @@
 //! With full minibatches (`N = M B`), `PerExample` and `PerBatch` coincide,
 //! and `PerBatch` and `Blundell` both sum to exactly one KL per epoch.
 
+use crate::autodiff::tape::Var;
 use crate::bayes::forward::Divergences;
 use crate::distributions::Distribution;
 use crate::error::{Error, Result};
-use crate::tape::Var;
 use crate::tensor::Element;
 
 /// How the KL term is weighted against the minibatch likelihood.

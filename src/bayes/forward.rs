@@ -22,11 +22,11 @@
 //! # Ok::<(), bayesgrad::Error>(())
 //! ```
 
+use crate::autodiff::params::{Param, ParamStore};
+use crate::autodiff::tape::{Tape, Var};
+use crate::distributions::kl::{kl_divergence_with, Divergence};
 use crate::distributions::Distribution;
-use crate::divergence::{kl_divergence_with, Divergence};
 use crate::error::{Error, Result};
-use crate::params::{Param, ParamStore};
-use crate::tape::{Tape, Var};
 use crate::tensor::{Element, Tensor};
 use rand::Rng;
 

@@ -1,7 +1,7 @@
 use super::{check_finite, check_values, uniform, Distribution};
+use crate::autodiff::ops::sigmoid;
+use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};
-use crate::ops::sigmoid;
-use crate::tape::{Tape, Var};
 use crate::tensor::{Element, Tensor};
 use rand::Rng;
 

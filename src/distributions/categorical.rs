@@ -1,6 +1,6 @@
 use super::{check_finite, check_values, uniform, Distribution};
+use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};
-use crate::tape::{Tape, Var};
 use crate::tensor::{broadcast_shape, Element, Tensor};
 use rand::Rng;
 

@@ -1,6 +1,6 @@
 use super::Distribution;
+use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};
-use crate::tape::{Tape, Var};
 use crate::tensor::{Element, Tensor};
 use rand::Rng;
 

@@ -2,8 +2,8 @@ use super::{
     batch_broadcast, check_finite, check_positive, check_values, same_tape, standard_normal,
     uniform, Distribution, HALF_LN_2PI,
 };
+use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};
-use crate::tape::{Tape, Var};
 use crate::tensor::{Element, Tensor};
 use rand::Rng;
 

@@ -15,20 +15,22 @@
 mod bernoulli;
 mod categorical;
 mod independent;
-mod kl;
+pub mod kl;
 mod mixture;
 mod normal;
 
 pub use bernoulli::Bernoulli;
 pub use categorical::Categorical;
 pub use independent::Independent;
-pub(crate) use kl::lookup as lookup_kl;
-pub use kl::{register_kl, KlRule};
+pub use kl::{
+    kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo, register_kl, Divergence,
+    KlRule, AUTO_MC_SAMPLES,
+};
 pub use mixture::{MixtureOfNormals, SpikeAndSlab};
 pub use normal::Normal;
 
+use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};
-use crate::tape::{Tape, Var};
 use crate::tensor::{broadcast_shape, Element, Tensor};
 use rand::Rng;
 
@@ -61,8 +63,8 @@ mod sealed {
 ///
 /// A type of your own implements the required methods and is then used
 /// wherever a built-in distribution is: as a likelihood, as a layer prior
-/// ([`Prior::custom`](crate::Prior::custom)), in [`kl_monte_carlo`](crate::kl_monte_carlo)
-/// and [`kl_divergence_with`](crate::kl_divergence_with). To give it analytic
+/// ([`Prior::custom`](crate::Prior::custom)), in [`kl_monte_carlo`]
+/// and [`kl_divergence_with`]. To give it analytic
 /// KL divergences, write a [`KlRule`] and [`register_kl`] it.
 /// `tests/open_api.rs` does this for a Laplace distribution.
 ///
@@ -238,7 +240,7 @@ pub(crate) fn sample_shape(n: Option<usize>, shape: &[usize]) -> Vec<usize> {
     s
 }
 
-pub(crate) use crate::random::standard_normal;
+pub(crate) use crate::tensor::standard_normal;
 
 /// Uniform draws in [0, 1).
 pub(crate) fn uniform<F: Element>(rng: &mut dyn Rng) -> F {

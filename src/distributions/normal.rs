@@ -2,13 +2,13 @@ use super::{
     batch_broadcast, check_finite, check_positive, same_tape, sample_shape, standard_normal,
     Distribution, HALF_LN_2PI,
 };
+use crate::autodiff::ops::binary::broadcast_all;
+use crate::autodiff::ops::unary::par_fill;
+use crate::autodiff::params::{Param, ParamStore};
+use crate::autodiff::tape::Op;
+use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};
-use crate::ops::binary::broadcast_all;
-use crate::ops::unary::par_fill;
-use crate::parallel::par_sum2;
-use crate::params::{Param, ParamStore};
-use crate::tape::Op;
-use crate::tape::{Tape, Var};
+use crate::kernels::parallel::par_sum2;
 use crate::tensor::{Element, Tensor};
 use rand::Rng;
 

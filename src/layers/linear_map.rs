@@ -3,10 +3,10 @@
 //! and applies a kernel; the estimator decides which kernel (or kernels).
 
 use super::check_dense_input;
+use crate::autodiff::ops::Padding;
+use crate::autodiff::tape::Var;
 use crate::error::{Error, Result};
-use crate::ops::Padding;
-use crate::random::rademacher;
-use crate::tape::Var;
+use crate::tensor::rademacher;
 use crate::tensor::Element;
 use rand::Rng;
 

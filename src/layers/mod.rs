@@ -3,6 +3,8 @@
 //! gradient path from the loss to every parameter is rebuilt every step.
 
 mod linear_map;
+mod meanfield;
+pub mod predict;
 mod variational;
 
 pub use linear_map::{Conv2dMap, DenseMap, LinearMap};
@@ -13,10 +15,10 @@ pub use variational::{
     Prior, PriorFn, Reparameterization, Variational, VariationalConfig,
 };
 
+use crate::autodiff::params::{Param, ParamStore};
+use crate::autodiff::tape::Var;
 use crate::bayes::forward::Forward;
 use crate::error::{Error, Result};
-use crate::params::{Param, ParamStore};
-use crate::tape::Var;
 use crate::tensor::{Element, Tensor};
 use rand::{Rng, RngExt};
 

@@ -3,12 +3,12 @@
 
 use super::linear_map::{Conv2dMap, DenseMap, LinearMap};
 use super::Module;
+use crate::autodiff::params::{Constraint, Param, ParamStore, POSITIVE_EPS};
+use crate::autodiff::tape::{Tape, Var};
 use crate::bayes::forward::{Forward, SampleMode};
+use crate::distributions::kl::{kl_divergence, kl_from_sample};
 use crate::distributions::{Distribution, Normal, SpikeAndSlab};
-use crate::divergence::{kl_divergence, kl_from_sample};
 use crate::error::{Error, Result};
-use crate::params::{Constraint, Param, ParamStore, POSITIVE_EPS};
-use crate::tape::{Tape, Var};
 use crate::tensor::{Element, Tensor};
 use rand::Rng;
 use std::marker::PhantomData;
@@ -202,7 +202,7 @@ impl MeanField {
     }
 }
 
-pub(crate) use crate::random::standard_normal as noise;
+pub(crate) use crate::tensor::standard_normal as noise;
 
 /// Computes and registers the divergence of one posterior.
 pub(crate) fn register_divergence<'t, F: Element>(

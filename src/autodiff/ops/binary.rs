@@ -1,9 +1,9 @@
 //! Elementwise binary ops with NumPy broadcasting, and the `+ - * /`
 //! operators between vars, tensors and scalars in either order.
 
+use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
-use crate::parallel::par_new;
-use crate::tape::{Op, Var};
+use crate::kernels::parallel::par_new;
 use crate::tensor::{trailing_broadcast, Element, Tensor};
 use std::borrow::Cow;
 use std::mem::MaybeUninit;

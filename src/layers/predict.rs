@@ -1,11 +1,11 @@
 //! Monte Carlo prediction with a Bayesian network: many forward passes,
 //! each with a fresh posterior sample, summarized.
 
+use crate::autodiff::params::ParamStore;
+use crate::autodiff::tape::Tape;
 use crate::bayes::forward::{Forward, SampleMode};
 use crate::error::{Error, Result};
 use crate::layers::Module;
-use crate::params::ParamStore;
-use crate::tape::Tape;
 use crate::tensor::{Element, Tensor};
 use rand::Rng;
 
@@ -53,7 +53,7 @@ pub struct RegressionPrediction<F> {
 ///
 /// ```
 /// use bayesgrad::prelude::*;
-/// use bayesgrad::bayes::predict::{predict_regression, Predict};
+/// use bayesgrad::layers::predict::{predict_regression, Predict};
 /// let mut store = ParamStore::<f64>::new();
 /// let mut rng = StdRng::seed_from_u64(0);
 /// let net = DenseFlipout::new(&mut store, "out", 2, 1, &mut rng)?;

@@ -2,9 +2,9 @@
 //! derivative `df(x, y)` (with `y = f(x)`) side by side; [`Map`] turns any
 //! kernel into an [`Op`].
 
+use crate::autodiff::tape::{Op, Var};
 use crate::error::Result;
-pub(crate) use crate::parallel::{par_fill, par_new};
-use crate::tape::{Op, Var};
+pub(crate) use crate::kernels::parallel::{par_fill, par_new};
 use crate::tensor::{Element, Tensor};
 
 /// A scalar function and its derivative.

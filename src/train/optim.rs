@@ -26,10 +26,10 @@
 //! # Ok::<(), bayesgrad::Error>(())
 //! ```
 
+use crate::autodiff::params::{Param, ParamStore};
+use crate::autodiff::tape::Gradients;
 use crate::error::{Error, Result};
-use crate::parallel::par_blocks;
-use crate::params::{Param, ParamStore};
-use crate::tape::Gradients;
+use crate::kernels::parallel::par_blocks;
 use crate::tensor::{Element, Tensor};
 
 /// Something that updates a [`ParamStore`] from [`Gradients`].
@@ -193,7 +193,7 @@ impl<F: Element> Adam<F> {
         &self.state
     }
 
-    /// Mutable access to the state (for [`checkpoint::load`](crate::checkpoint::load)).
+    /// Mutable access to the state (for [`checkpoint::load`](crate::train::checkpoint::load)).
     pub fn state_mut(&mut self) -> &mut AdamState<F> {
         &mut self.state
     }
@@ -322,7 +322,7 @@ mod tests {
         // A live tape shares the parameter's value, so Adam writes a new
         // buffer; without it, Adam updates in place. Both must agree exactly,
         // on one thread and on two (a large parameter).
-        for n in [5, 3 * crate::parallel::PARALLEL_MIN + 3] {
+        for n in [5, 3 * crate::kernels::parallel::PARALLEL_MIN + 3] {
             let init = Tensor::<f32>::from_fn(&[n], |i| (i % 17) as f32 * 0.1 - 0.8);
             let weights = Tensor::<f32>::from_fn(&[n], |i| (i % 7) as f32 - 3.0);
             let (mut kept, mut dropped) = (ParamStore::new(), ParamStore::new());

@@ -1,8 +1,8 @@
 //! The tape: records every op applied to [`Var`]s and runs reverse-mode
 //! differentiation over it in [`Var::backward`].
 
+use crate::autodiff::params::{Constraint, Param, ParamKey, ParamStore};
 use crate::error::{Error, Result};
-use crate::params::{Param, ParamKey, ParamStore};
 use crate::tensor::{Element, Tensor};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -12,7 +12,7 @@ use std::hash::BuildHasherDefault;
 ///
 /// Implement it to add a custom op (say a hand-written likelihood kernel),
 /// apply it with [`Tape::apply`] and check its backward with
-/// [`gradcheck`](crate::gradcheck::gradcheck).
+/// [`gradcheck`](crate::autodiff::gradcheck::gradcheck).
 ///
 /// ```
 /// use bayesgrad::prelude::*;
@@ -372,6 +372,19 @@ impl<F: Element> Tape<F> {
     /// Runs `f` on the value of node `id` without cloning it.
     pub(crate) fn with_value<R>(&self, id: usize, f: impl FnOnce(&Tensor<F>) -> R) -> R {
         f(&self.nodes.borrow()[id].value)
+    }
+}
+
+/// Applying a constraint is an op on the tape, so it lives beside the tape
+/// (the store itself knows nothing of tapes).
+impl Constraint {
+    /// Maps an unconstrained var to the constrained space.
+    pub fn apply<'t, F: Element>(self, raw: Var<'t, F>) -> Var<'t, F> {
+        match self {
+            Constraint::Real => raw,
+            Constraint::Positive { eps } => raw.softplus_shift(F::lit(eps)),
+            Constraint::UnitInterval => raw.sigmoid(),
+        }
     }
 }
 

@@ -1,191 +1,15 @@
 //! `Tensor<F>`: a shape and a contiguous row-major buffer, with the numeric
 //! kernels the ops are built from. No autodiff lives here.
 
+mod random;
+
+pub use crate::kernels::Element;
+pub(crate) use random::{rademacher, standard_normal};
+
 use crate::error::{Error, Result};
-use num_traits::{Float, FromPrimitive};
+use crate::kernels::gemm::{gemm_new, MatRef};
 use std::fmt;
-use std::iter::Sum;
 use std::sync::Arc;
-
-/// The element types a tensor can hold: `f32` and `f64`.
-///
-/// Beyond [`num_traits::Float`] it provides a GEMM kernel (through
-/// `matrixmultiply`) and a lossless way to write literals.
-pub trait Element:
-    Float
-    + FromPrimitive
-    + Sum
-    + Default
-    + fmt::Debug
-    + fmt::Display
-    + fmt::LowerExp
-    + Send
-    + Sync
-    + 'static
-{
-    /// The safetensors dtype name (`"F32"` or `"F64"`).
-    const DTYPE: &'static str;
-
-    /// Converts an `f64` literal (rounding for `f32`).
-    fn lit(x: f64) -> Self;
-
-    /// `e^x` (vectorizable polynomial in `f32`, libm in `f64`).
-    fn fast_exp(self) -> Self;
-    /// `ln x` (vectorizable in `f32`, libm in `f64`).
-    fn fast_ln(self) -> Self;
-    /// `ln(1 + e^x)` without overflow or underflow.
-    fn fast_softplus(self) -> Self;
-    /// `1 / (1 + e^-x)` without overflow.
-    fn fast_sigmoid(self) -> Self;
-    /// `(softplus(x), sigmoid(x))`, sharing work where that is cheaper; each
-    /// equals what `fast_softplus` and `fast_sigmoid` give.
-    #[inline(always)]
-    fn fast_softplus_sigmoid(self) -> (Self, Self) {
-        (self.fast_softplus(), self.fast_sigmoid())
-    }
-
-    /// Little-endian bytes of a slice (exact).
-    fn to_le_bytes(data: &[Self]) -> Vec<u8>;
-
-    /// Values from little-endian bytes; `None` if the length is not a multiple of the size.
-    fn from_le_bytes(bytes: &[u8]) -> Option<Vec<Self>>;
-
-    /// `C = alpha * A B + beta * C` over strided operands.
-    ///
-    /// # Safety
-    /// The pointers and strides must describe valid `m x k`, `k x n` and
-    /// `m x n` matrices, and `c` must not alias `a` or `b`.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        alpha: Self,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
-        beta: Self,
-        c: *mut Self,
-        rsc: isize,
-        csc: isize,
-    );
-}
-
-impl Element for f32 {
-    const DTYPE: &'static str = "F32";
-    #[inline(always)]
-    fn fast_exp(self) -> Self {
-        crate::fastmath::exp(self)
-    }
-    #[inline(always)]
-    fn fast_ln(self) -> Self {
-        crate::fastmath::ln(self)
-    }
-    #[inline(always)]
-    fn fast_softplus(self) -> Self {
-        crate::fastmath::softplus(self)
-    }
-    #[inline(always)]
-    fn fast_sigmoid(self) -> Self {
-        crate::fastmath::sigmoid(self)
-    }
-    #[inline(always)]
-    fn fast_softplus_sigmoid(self) -> (Self, Self) {
-        crate::fastmath::softplus_sigmoid(self)
-    }
-    fn lit(x: f64) -> Self {
-        x as f32
-    }
-    fn to_le_bytes(data: &[Self]) -> Vec<u8> {
-        data.iter().flat_map(|x| x.to_le_bytes()).collect()
-    }
-    fn from_le_bytes(bytes: &[u8]) -> Option<Vec<Self>> {
-        bytes.len().is_multiple_of(4).then(|| {
-            bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().expect("chunk of 4")))
-                .collect()
-        })
-    }
-    unsafe fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        alpha: f32,
-        a: *const f32,
-        rsa: isize,
-        csa: isize,
-        b: *const f32,
-        rsb: isize,
-        csb: isize,
-        beta: f32,
-        c: *mut f32,
-        rsc: isize,
-        csc: isize,
-    ) {
-        matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
-    }
-}
-
-impl Element for f64 {
-    const DTYPE: &'static str = "F64";
-    #[inline(always)]
-    fn fast_exp(self) -> Self {
-        self.exp()
-    }
-    #[inline(always)]
-    fn fast_ln(self) -> Self {
-        self.ln()
-    }
-    #[inline(always)]
-    fn fast_softplus(self) -> Self {
-        self.max(0.0) + (-self.abs()).exp().ln_1p()
-    }
-    #[inline(always)]
-    fn fast_sigmoid(self) -> Self {
-        if self >= 0.0 {
-            1.0 / (1.0 + (-self).exp())
-        } else {
-            let e = self.exp();
-            e / (1.0 + e)
-        }
-    }
-    fn lit(x: f64) -> Self {
-        x
-    }
-    fn to_le_bytes(data: &[Self]) -> Vec<u8> {
-        data.iter().flat_map(|x| x.to_le_bytes()).collect()
-    }
-    fn from_le_bytes(bytes: &[u8]) -> Option<Vec<Self>> {
-        bytes.len().is_multiple_of(8).then(|| {
-            bytes
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")))
-                .collect()
-        })
-    }
-    unsafe fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        alpha: f64,
-        a: *const f64,
-        rsa: isize,
-        csa: isize,
-        b: *const f64,
-        rsb: isize,
-        csb: isize,
-        beta: f64,
-        c: *mut f64,
-        rsc: isize,
-        csc: isize,
-    ) {
-        matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
-    }
-}
 
 /// A dense tensor: a shape and its elements in row-major order.
 ///
@@ -496,7 +320,7 @@ impl<F: Element> Tensor<F> {
         let data = &self.data[..];
         // a long tensor is scanned in two halves on two threads; a find in
         // the first half comes first
-        let (first, second) = crate::parallel::par_blocks(
+        let (first, second) = crate::kernels::parallel::par_blocks(
             (),
             data.len(),
             data.len(),
@@ -630,7 +454,7 @@ impl<F: Element> Tensor<F> {
         let mut data = vec![F::zero(); numel(shape)];
         if trailing_broadcast(&self.shape, shape).is_some() {
             // a bias gradient: the rows of `self` summed, a vectorizable loop
-            crate::parallel::vectorized(
+            crate::kernels::parallel::vectorized(
                 #[inline(always)]
                 || {
                     for row in self.data.chunks_exact(data.len()) {
@@ -660,7 +484,7 @@ impl<F: Element> Tensor<F> {
     pub(crate) fn add_assign(&mut self, other: &Self) {
         assert_eq!(self.shape, other.shape, "add_assign: shapes differ");
         let other = &other.data;
-        crate::parallel::par_fill(
+        crate::kernels::parallel::par_fill(
             self.data_mut(),
             #[inline(always)]
             |start, chunk| {
@@ -858,261 +682,10 @@ pub(crate) fn first_failing<F: Copy>(data: &[F], ok: impl Fn(F) -> bool) -> Opti
     Some(start + data[start..].iter().position(|&x| !ok(x))?)
 }
 
-/// A row-major matrix buffer read directly or transposed.
-#[derive(Clone, Copy)]
-pub(crate) struct MatRef<'a, F> {
-    data: &'a [F],
-    row_stride: isize,
-    col_stride: isize,
-}
-
-impl<'a, F> MatRef<'a, F> {
-    /// `data` is row-major with `cols` columns; `transposed` reads it as its transpose.
-    pub(crate) fn new(data: &'a [F], cols: usize, transposed: bool) -> Self {
-        let cols = cols as isize;
-        if transposed {
-            MatRef {
-                data,
-                row_stride: 1,
-                col_stride: cols,
-            }
-        } else {
-            MatRef {
-                data,
-                row_stride: cols,
-                col_stride: 1,
-            }
-        }
-    }
-
-    /// The matrix without its first `rows` rows.
-    fn skip_rows(self, rows: usize) -> Self {
-        MatRef {
-            data: &self.data[rows * self.row_stride as usize..],
-            ..self
-        }
-    }
-
-    /// The matrix without its first `cols` columns.
-    fn skip_cols(self, cols: usize) -> Self {
-        MatRef {
-            data: &self.data[cols * self.col_stride as usize..],
-            ..self
-        }
-    }
-}
-
-/// `a b` with `a: m x k`, `b: k x n` into a new row-major buffer, which
-/// the GEMM writes without a zero-filling pass first.
-pub(crate) fn gemm_new<F: Element>(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: MatRef<'_, F>,
-    b: MatRef<'_, F>,
-) -> Vec<F> {
-    let mut c = Vec::new();
-    gemm_append(m, k, n, a, b, &mut c);
-    c
-}
-
-/// Appends `a b` (`a: m x k`, `b: k x n`, row-major `m x n`) to `c`; the
-/// GEMM writes the new elements without a zero-filling pass first.
-pub(crate) fn gemm_append<F: Element>(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: MatRef<'_, F>,
-    b: MatRef<'_, F>,
-    c: &mut Vec<F>,
-) {
-    let start = c.len();
-    c.reserve(m * n);
-    gemm_uninit(m, k, n, a, b, &mut c.spare_capacity_mut()[..m * n]);
-    // SAFETY: `gemm_uninit` initialized all m * n elements after `start`.
-    unsafe { c.set_len(start + m * n) };
-}
-
-/// The elements of a slice that has been written in full.
-///
-/// # Safety
-/// Every element of `s` is initialized.
-#[inline(always)]
-pub(crate) unsafe fn assume_init<T>(s: &mut [std::mem::MaybeUninit<T>]) -> &mut [T] {
-    // SAFETY: MaybeUninit<T> has the layout of T, and the caller vouches that
-    // every element holds a valid T.
-    unsafe { &mut *(s as *mut [std::mem::MaybeUninit<T>] as *mut [T]) }
-}
-
-/// GEMMs with at most this many multiply-adds are computed by
-/// [`small_gemm`]: matrixmultiply's packing costs about a microsecond per
-/// call, more than such a product itself.
-const SMALL_GEMM_MAX: usize = 1 << 12;
-
-/// `c += a b` (`c` row-major with `n` columns; every path adds into it) by
-/// plain loops, for products too small for packing to pay: columns of `a`
-/// added up for a single output column when they are contiguous; rows of `b`
-/// scaled and added into rows of `c` when `b`'s rows are contiguous and not
-/// too short; else dot products (of contiguous vectors in four lanes where
-/// possible).
-#[inline(always)]
-fn small_gemm<F: Element>(k: usize, n: usize, a: MatRef<'_, F>, b: MatRef<'_, F>, c: &mut [F]) {
-    let (ar, ac) = (a.row_stride as usize, a.col_stride as usize);
-    let (br, bc) = (b.row_stride as usize, b.col_stride as usize);
-    if n == 1 && ar == 1 {
-        // one output column, and `a`'s columns are contiguous: add them up
-        let m = c.len();
-        for p in 0..k {
-            let x = b.data[p * br];
-            for (y, &v) in c.iter_mut().zip(&a.data[p * ac..][..m]) {
-                *y = *y + v * x;
-            }
-        }
-        return;
-    }
-    for (i, row) in c.chunks_exact_mut(n).enumerate() {
-        if bc == 1 && n >= 4 {
-            for p in 0..k {
-                let x = a.data[i * ar + p * ac];
-                for (y, &w) in row.iter_mut().zip(&b.data[p * br..][..n]) {
-                    *y = *y + x * w;
-                }
-            }
-        } else if ac == 1 && br == 1 {
-            let a_row = &a.data[i * ar..][..k];
-            for (j, y) in row.iter_mut().enumerate() {
-                *y = *y + dot4(a_row, &b.data[j * bc..][..k]);
-            }
-        } else {
-            for (j, y) in row.iter_mut().enumerate() {
-                *y = (0..k).fold(*y, |sum, p| {
-                    sum + a.data[i * ar + p * ac] * b.data[p * br + j * bc]
-                });
-            }
-        }
-    }
-}
-
-/// `sum_i x_i y_i` accumulated in four lanes (so that it vectorizes).
-#[inline(always)]
-fn dot4<F: Element>(x: &[F], y: &[F]) -> F {
-    let (xs, ys) = (x.chunks_exact(4), y.chunks_exact(4));
-    let rest = (xs.remainder().iter())
-        .zip(ys.remainder())
-        .fold(F::zero(), |s, (&u, &v)| s + u * v);
-    let mut acc = [F::zero(); 4];
-    for (u, v) in xs.zip(ys) {
-        for l in 0..4 {
-            acc[l] = acc[l] + u[l] * v[l];
-        }
-    }
-    (acc[0] + acc[1]) + (acc[2] + acc[3]) + rest
-}
-
-/// GEMMs with at least this many multiply-adds are split over two threads.
-const GEMM_PARALLEL_MIN: usize = 1 << 19;
-
-/// A pointer into the output of a GEMM that two threads write disjoint
-/// parts of.
-#[derive(Clone, Copy)]
-struct OutPtr<F>(*mut F);
-// SAFETY: only used by `gemm_uninit`, whose two halves write disjoint
-// elements of one buffer that outlives both.
-unsafe impl<F: Send> Send for OutPtr<F> {}
-
-/// `c = a b` (`a: m x k`, `b: k x n`, `c` row-major `m x n`), writing every
-/// element of `c` without reading it. Large products are split over two
-/// threads: along the rows of `c` when it is taller than wide, else along
-/// its columns, so each half packs only its share of the larger operand.
-/// (matrixmultiply's own threading busy-waits between calls, which cost
-/// more than it gained on the many mid-sized GEMMs of a training step.)
-pub(crate) fn gemm_uninit<F: Element>(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: MatRef<'_, F>,
-    b: MatRef<'_, F>,
-    c: &mut [std::mem::MaybeUninit<F>],
-) {
-    assert_eq!(c.len(), m * n, "gemm_uninit: output of the wrong size");
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        c.fill(std::mem::MaybeUninit::new(F::zero()));
-        return;
-    }
-    let in_bounds = |x: MatRef<'_, F>, rows: usize, cols: usize| {
-        (rows - 1) * x.row_stride as usize + (cols - 1) * (x.col_stride as usize) < x.data.len()
-    };
-    assert!(
-        in_bounds(a, m, k) && in_bounds(b, k, n),
-        "gemm_uninit: operand too small"
-    );
-    if m * k * n <= SMALL_GEMM_MAX {
-        c.fill(std::mem::MaybeUninit::new(F::zero()));
-        // SAFETY: every element was just initialized.
-        let c = unsafe { assume_init(c) };
-        crate::parallel::vectorized(
-            #[inline(always)]
-            || small_gemm(k, n, a, b, c),
-        );
-        return;
-    }
-    let out = OutPtr(c.as_mut_ptr().cast::<F>());
-    let row_stride = n as isize;
-    // SAFETY (both calls): `a` and `b` hold every element their strides
-    // reach (checked above; strides are positive, see `MatRef::new`), and
-    // `out` points at m x n elements with row stride n. The two halves
-    // write disjoint rows or columns of it; with beta = 0 matrixmultiply
-    // writes every element of its part without reading it ("if beta is
-    // zero, C does not need to be initialized").
-    let run = |m: usize, n: usize, a: MatRef<'_, F>, b: MatRef<'_, F>, out: OutPtr<F>| unsafe {
-        F::gemm(
-            m,
-            k,
-            n,
-            F::one(),
-            a.data.as_ptr(),
-            a.row_stride,
-            a.col_stride,
-            b.data.as_ptr(),
-            b.row_stride,
-            b.col_stride,
-            F::zero(),
-            out.0,
-            row_stride,
-            1,
-        )
-    };
-    if m * k * n < GEMM_PARALLEL_MIN || (m < 16 && n < 16) {
-        run(m, n, a, b, out);
-        return;
-    }
-    if m >= n {
-        let m0 = (m / 2).next_multiple_of(8).min(m);
-        let a1 = a.skip_rows(m0);
-        // SAFETY: row m0 of an m x n row-major buffer (m0 < m).
-        let out1 = OutPtr(unsafe { out.0.add(m0 * n) });
-        crate::parallel::join(
-            move || run(m0, n, a, b, out),
-            move || run(m - m0, n, a1, b, out1),
-        );
-    } else {
-        let n0 = (n / 2).next_multiple_of(8).min(n);
-        let b1 = b.skip_cols(n0);
-        // SAFETY: column n0 of the first row (n0 < n).
-        let out1 = OutPtr(unsafe { out.0.add(n0) });
-        crate::parallel::join(
-            move || run(m, n0, a, b, out),
-            move || run(m, n - n0, a, b1, out1),
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::gemm::{GEMM_PARALLEL_MIN, SMALL_GEMM_MAX};
 
     fn t(data: &[f64], shape: &[usize]) -> Tensor<f64> {
         Tensor::from_vec(data.to_vec(), shape).unwrap()
@@ -1256,7 +829,7 @@ mod tests {
 
     #[test]
     fn first_non_finite_scans_both_halves_of_a_long_tensor_in_order() {
-        let n = 3 * crate::parallel::PARALLEL_MIN + 7;
+        let n = 3 * crate::kernels::parallel::PARALLEL_MIN + 7;
         let mut v = vec![0.5f32; n];
         assert_eq!(
             Tensor::from_vec(v.clone(), &[n])

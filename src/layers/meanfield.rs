@@ -12,16 +12,16 @@
 //! the composed formulas; the layers use it when the prior is a scalar
 //! Normal and the divergence analytic.
 
+use crate::autodiff::tape::{MultiOp, Var};
 use crate::error::{Error, Result};
-use crate::parallel::{par_blocks, par_fill, par_new, sum_lanes};
-use crate::random::NormalStream;
-use crate::tape::{MultiOp, Var};
+use crate::kernels::parallel::{par_blocks, par_fill, par_new, sum_lanes};
+use crate::kernels::random::NormalStream;
 use crate::tensor::{Element, Tensor};
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
 /// With `scale = softplus(rho) + shift` and `eps ~ N(0, 1)` drawn from
-/// `seed` (the values [`standard_normal`](crate::random::standard_normal)
+/// `seed` (the values [`standard_normal`](crate::tensor::standard_normal)
 /// gives for that seed), the outputs are the perturbation
 /// `delta = scale * eps` (the weights are `loc + delta`) and
 /// `sum_i KL(N(loc_i, scale_i) || N(m, s))`. With `r = scale / s` and
@@ -386,9 +386,9 @@ impl<'t, F: Element> Var<'t, F> {
 
 #[cfg(test)]
 mod tests {
-    use crate::gradcheck::{gradcheck, GradCheck};
-    use crate::random::standard_normal;
-    use crate::tape::{Tape, Var};
+    use crate::autodiff::gradcheck::{gradcheck, GradCheck};
+    use crate::autodiff::tape::{Tape, Var};
+    use crate::tensor::standard_normal;
     use crate::tensor::Tensor;
     use rand::rngs::SmallRng;
     use rand::SeedableRng;
@@ -402,7 +402,7 @@ mod tests {
     fn sum_ln_matches_the_plain_sum_including_special_values() {
         let plain = |x: &[f64]| x.iter().map(|v| v.ln()).sum::<f64>();
         // long and short, with a ragged end
-        for n in [5, 37, 1000, 3 * crate::parallel::PARALLEL_MIN + 13] {
+        for n in [5, 37, 1000, 3 * crate::kernels::parallel::PARALLEL_MIN + 13] {
             let x: Vec<f64> = (0..n)
                 .map(|i| 1e-5 + ((i * 7919) % 1000) as f64 * 0.01)
                 .collect();

@@ -1,7 +1,7 @@
 //! Matrix product and transpose.
 
+use crate::autodiff::tape::{Op, Var};
 use crate::error::Result;
-use crate::tape::{Op, Var};
 use crate::tensor::{Element, Tensor};
 
 /// `a @ b` for rank-2 operands. Backward reads the operands transposed

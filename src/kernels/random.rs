@@ -13,8 +13,8 @@
 //! bits, so `|z|` never exceeds 6.7 (the pairs beyond that radius have
 //! probability `2^-32`).
 
-use crate::fastmath::{sin_cos_turn, LN2_HI, LN2_LO};
-use crate::tensor::{Element, Tensor};
+use super::element::Element;
+use super::fastmath::{sin_cos_turn, LN2_HI, LN2_LO};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::mem::MaybeUninit;
@@ -112,7 +112,7 @@ fn normals_portable(lanes: &mut Lanes, out: &mut [f32; 16]) {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{Lanes, ATANH, TWO_POW_MINUS_31};
-    use crate::fastmath::{COS, LN2_HI, LN2_LO, ROUNDER, SIN};
+    use crate::kernels::fastmath::{COS, LN2_HI, LN2_LO, ROUNDER, SIN};
     use std::arch::x86_64::*;
 
     /// The eight streams' `next()`.
@@ -240,7 +240,7 @@ impl NormalStream {
     pub(crate) const PIECE: usize = 256;
 
     /// The stream of the part starting at element `start` of a tensor drawn
-    /// with `seed`: [`parallel::par_fill`](crate::parallel) hands out parts
+    /// with `seed`: [`parallel::par_fill`](crate::kernels::parallel) hands out parts
     /// starting at 0 and, for long tensors, one more.
     pub(crate) fn new(seed: u64, start: usize) -> Self {
         let stream = if start == 0 { 0 } else { 0x9E37_79B9_7F4A_7C15 };
@@ -269,13 +269,13 @@ impl NormalStream {
     }
 }
 
-/// `N(0, 1)` draws of a shape, seeded from `rng`.
-pub fn standard_normal<F: Element>(shape: &[usize], rng: &mut dyn Rng) -> Tensor<F> {
+/// `len` `N(0, 1)` draws, seeded from `rng` (one `next_u64`).
+pub(crate) fn standard_normal<F: Element>(len: usize, rng: &mut dyn Rng) -> Vec<F> {
     let seed = rng.next_u64();
     // SAFETY: every element of each chunk is written
-    let data = unsafe {
-        crate::parallel::par_new(
-            shape.iter().product(),
+    unsafe {
+        super::parallel::par_new(
+            len,
             #[inline(always)]
             |start, chunk| {
                 let mut stream = NormalStream::new(seed, start);
@@ -287,14 +287,12 @@ pub fn standard_normal<F: Element>(shape: &[usize], rng: &mut dyn Rng) -> Tensor
                 }
             },
         )
-    };
-    Tensor::new_unchecked(data, shape.to_vec())
+    }
 }
 
-/// Random signs ±1 of a shape, one random bit each.
-pub fn rademacher<F: Element>(shape: &[usize], rng: &mut dyn Rng) -> Tensor<F> {
+/// `len` random signs ±1, one random bit each, seeded from `rng` (one `next_u64`).
+pub(crate) fn rademacher<F: Element>(len: usize, rng: &mut dyn Rng) -> Vec<F> {
     let mut local = SmallRng::seed_from_u64(rng.next_u64());
-    let len = shape.iter().product();
     // 64 signs from each draw, lowest bit first, written without a
     // zero-fill first, 32 at a time: the loop over the bits of a 32-bit
     // word is arithmetic (2 bit - 1, as a float), so it vectorizes
@@ -307,7 +305,7 @@ pub fn rademacher<F: Element>(shape: &[usize], rng: &mut dyn Rng) -> Tensor<F> {
             o.write(F::lit(f64::from(2 * bit - 1)));
         }
     }
-    crate::parallel::vectorized(
+    super::parallel::vectorized(
         #[inline(always)]
         || {
             for chunk in out.chunks_mut(64) {
@@ -320,12 +318,13 @@ pub fn rademacher<F: Element>(shape: &[usize], rng: &mut dyn Rng) -> Tensor<F> {
     );
     // SAFETY: the chunks cover all `len` elements, each written above
     unsafe { data.set_len(len) };
-    Tensor::new_unchecked(data, shape.to_vec())
+    data
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tensor::{rademacher, standard_normal, Tensor};
 
     #[test]
     fn normal_moments_and_reproducibility() {

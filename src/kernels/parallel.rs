@@ -13,7 +13,7 @@
 //!   two threads; [`par_sum2`] and [`sum_lanes`] are sums accumulated in
 //!   eight lanes so that they vectorize.
 
-use crate::tensor::Element;
+use super::element::Element;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};

@@ -15,7 +15,7 @@
 //!
 //! ```
 //! use bayesgrad::prelude::*;
-//! use bayesgrad::checkpoint;
+//! use bayesgrad::train::checkpoint;
 //! let dir = std::env::temp_dir().join(format!("bayesgrad-doc-{}", std::process::id()));
 //! std::fs::create_dir_all(&dir).unwrap();
 //! let path = dir.join("model.safetensors");
@@ -30,10 +30,10 @@
 //! # Ok::<(), bayesgrad::Error>(())
 //! ```
 
+use crate::autodiff::params::ParamStore;
 use crate::error::{Error, Result};
-use crate::optim::AdamState;
-use crate::params::ParamStore;
 use crate::tensor::{Element, Tensor};
+use crate::train::optim::AdamState;
 use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -95,7 +95,7 @@ pub fn save<F: Element>(
 ///
 /// ```
 /// use bayesgrad::prelude::*;
-/// use bayesgrad::checkpoint;
+/// use bayesgrad::train::checkpoint;
 /// let mut store = ParamStore::<f64>::new();
 /// let w = store.add("w", Tensor::vector(&[0.25, -1.0]));
 /// let bytes = checkpoint::save_bytes(&store, None)?;

@@ -1,8 +1,8 @@
 //! Shape ops: reshape, broadcast, index, slice, select (index along an
 //! axis), gather (one element per row), concat and stack.
 
+use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
-use crate::tape::{Op, Var};
 use crate::tensor::{numel, split_at_axis, Element, Tensor};
 
 /// Same elements, another shape of equal size.

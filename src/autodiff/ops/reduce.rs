@@ -1,7 +1,7 @@
 //! Reductions: sum and mean over everything or one axis, max over an axis.
 
+use crate::autodiff::tape::{Op, Var};
 use crate::error::Result;
-use crate::tape::{Op, Var};
 use crate::tensor::{split_at_axis, Element, Tensor};
 
 /// Sum of all elements, as a rank-0 tensor.

@@ -5,9 +5,9 @@
 //! A non-scalar output is reduced by a fixed, uneven weighting so that every
 //! output element is checked (a plain sum could hide errors that cancel).
 
+use crate::autodiff::params::{Param, ParamStore};
+use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};
-use crate::params::{Param, ParamStore};
-use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 use std::cmp::Ordering;
 
@@ -177,7 +177,7 @@ where
 ///
 /// ```
 /// use bayesgrad::prelude::*;
-/// use bayesgrad::gradcheck::gradcheck_params;
+/// use bayesgrad::autodiff::gradcheck::gradcheck_params;
 /// let mut store = ParamStore::<f64>::new();
 /// let mut rng = StdRng::seed_from_u64(0);
 /// let layer = DenseFlipout::new(&mut store, "layer", 3, 2, &mut rng)?;
@@ -261,7 +261,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tape::Op;
+    use crate::autodiff::tape::Op;
 
     /// A deliberately wrong backward must be caught.
     struct WrongSquare;

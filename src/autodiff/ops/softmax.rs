@@ -1,8 +1,8 @@
 //! `log_softmax` and `logsumexp`, both shifted by the maximum so that
 //! logits of magnitude 1e4 neither overflow nor underflow.
 
+use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
-use crate::tape::{Op, Var};
 use crate::tensor::{split_at_axis, Element, Tensor};
 
 /// `logsumexp` along `axis` of a tensor (keepdim).

@@ -1,14 +1,13 @@
 //! Persistent, named parameters that outlive tapes.
 
 use crate::error::{Error, Result};
-use crate::tape::Var;
 use crate::tensor::{Element, Tensor};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 static NEXT_STORE: AtomicU64 = AtomicU64::new(1);
 
 /// A handle to a parameter in a [`ParamStore`]. Layers keep these, never
-/// [`Var`]s, and read them onto each new tape with
+/// [`Var`](crate::Var)s, and read them onto each new tape with
 /// [`Tape::param`](crate::Tape::param).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Param {
@@ -64,15 +63,6 @@ pub enum Constraint {
 }
 
 impl Constraint {
-    /// Maps an unconstrained var to the constrained space.
-    pub fn apply<'t, F: Element>(self, raw: Var<'t, F>) -> Var<'t, F> {
-        match self {
-            Constraint::Real => raw,
-            Constraint::Positive { eps } => raw.softplus_shift(F::lit(eps)),
-            Constraint::UnitInterval => raw.sigmoid(),
-        }
-    }
-
     /// Maps a constrained value back to the stored one, or `None` outside the domain.
     pub fn inverse(self, value: f64) -> Option<f64> {
         match self {

@@ -1,0 +1,17 @@
+//! Reverse-mode autodiff: the [`Tape`] and its [`Var`] handles, the
+//! parameters the tape reads ([`ParamStore`]), the differentiable ops (one
+//! family per file under `ops/`) and the finite-difference gradient check.
+//!
+//! Nothing Bayesian lives here: divergence terms and the sample mode travel
+//! in the forward context ([`Forward`](crate::Forward)).
+
+pub mod gradcheck;
+pub(crate) mod ops;
+pub mod params;
+pub mod tape;
+
+pub use gradcheck::{gradcheck, gradcheck_params, GradCheck, GradCheckReport};
+pub use ops::Padding;
+pub use ops::{sigmoid, softplus};
+pub use params::{Constraint, Param, ParamStore};
+pub use tape::{Gradients, Op, Tape, Var};

@@ -1,0 +1,340 @@
+//! 2-D convolution (NHWC, im2col + GEMM) and the geometry the
+//! convolution ops share.
+
+use crate::autodiff::tape::{Op, Var};
+use crate::error::{Error, Result};
+use crate::kernels::gemm::{gemm_new, MatRef};
+use crate::tensor::{Element, Tensor};
+use std::cell::RefCell;
+
+/// Padding of a convolution, as in TensorFlow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Padding {
+    /// No padding: the output is `(in - k) / stride + 1`.
+    Valid,
+    /// Zero padding so that the output is `ceil(in / stride)`.
+    Same,
+}
+
+/// Geometry of one convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConvGeometry {
+    pub(crate) n: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) c: usize,
+    pub(crate) kh: usize,
+    pub(crate) kw: usize,
+    pub(crate) o: usize,
+    pub(crate) stride: usize,
+    pub(crate) oh: usize,
+    pub(crate) ow: usize,
+    pub(crate) pad_top: usize,
+    pub(crate) pad_left: usize,
+}
+
+impl ConvGeometry {
+    pub(crate) fn new(x: &[usize], k: &[usize], stride: usize, padding: Padding) -> Result<Self> {
+        let mismatch = || Error::ShapeMismatch {
+            op: "conv2d",
+            lhs: x.to_vec(),
+            rhs: k.to_vec(),
+        };
+        if x.len() != 4 || k.len() != 4 || x[3] != k[2] {
+            return Err(mismatch());
+        }
+        if stride == 0 {
+            return Err(Error::invalid("conv2d", "stride must be >= 1"));
+        }
+        let (n, h, w, c) = (x[0], x[1], x[2], x[3]);
+        let (kh, kw, o) = (k[0], k[1], k[3]);
+        if kh == 0 || kw == 0 {
+            return Err(Error::invalid("conv2d", format!("empty kernel {k:?}")));
+        }
+        let (oh, ow, pad_top, pad_left) = match padding {
+            Padding::Valid => {
+                if h < kh || w < kw {
+                    return Err(Error::invalid(
+                        "conv2d",
+                        format!("VALID padding: input {h}x{w} is smaller than kernel {kh}x{kw}"),
+                    ));
+                }
+                ((h - kh) / stride + 1, (w - kw) / stride + 1, 0, 0)
+            }
+            Padding::Same => {
+                let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
+                let pad_h = ((oh.max(1) - 1) * stride + kh).saturating_sub(h);
+                let pad_w = ((ow.max(1) - 1) * stride + kw).saturating_sub(w);
+                (oh, ow, pad_h / 2, pad_w / 2)
+            }
+        };
+        Ok(ConvGeometry {
+            n,
+            h,
+            w,
+            c,
+            kh,
+            kw,
+            o,
+            stride,
+            oh,
+            ow,
+            pad_top,
+            pad_left,
+        })
+    }
+
+    pub(crate) fn output_shape(&self) -> Vec<usize> {
+        vec![self.n, self.oh, self.ow, self.o]
+    }
+
+    pub(crate) fn rows(&self) -> usize {
+        self.n * self.oh * self.ow
+    }
+
+    pub(crate) fn patch(&self) -> usize {
+        self.kh * self.kw * self.c
+    }
+
+    pub(crate) fn image_len(&self) -> usize {
+        self.h * self.w * self.c
+    }
+
+    /// The kernel columns `[lo, hi)` whose taps fall inside the input for
+    /// an output position starting at `base` (before padding) along an
+    /// axis of length `len`: the in-bounds taps are contiguous in memory.
+    pub(crate) fn taps(base: usize, pad: usize, k: usize, len: usize) -> (usize, usize) {
+        let lo = pad.saturating_sub(base).min(k);
+        let hi = (len + pad).saturating_sub(base).min(k).max(lo);
+        (lo, hi)
+    }
+
+    /// Calls `f(col_offset, input_offset, len)` for every run of in-bounds
+    /// taps of the patches of one image (row by row): `len` elements of the
+    /// image starting at `input_offset` belong in the patch matrix at
+    /// `col_offset`. Everything else in the patch matrix is padding.
+    pub(crate) fn for_each_run(&self, mut f: impl FnMut(usize, usize, usize)) {
+        let (c, p) = (self.c, self.patch());
+        for oy in 0..self.oh {
+            for ox in 0..self.ow {
+                let row = (oy * self.ow + ox) * p;
+                let (lo, hi) = Self::taps(ox * self.stride, self.pad_left, self.kw, self.w);
+                for ky in 0..self.kh {
+                    let iy = (oy * self.stride + ky) as isize - self.pad_top as isize;
+                    if iy < 0 || iy >= self.h as isize || lo == hi {
+                        continue;
+                    }
+                    let ix = ox * self.stride + lo - self.pad_left;
+                    let col = row + (ky * self.kw + lo) * c;
+                    f(col, (iy as usize * self.w + ix) * c, (hi - lo) * c);
+                }
+            }
+        }
+    }
+
+    /// Appends the patches of image `b` of `x` to `cols` as an
+    /// `oh * ow x patch` matrix (zeros where padded), written once.
+    pub(crate) fn im2col_image<F: Element>(&self, x: &[F], b: usize, cols: &mut Vec<F>) {
+        let image = &x[b * self.image_len()..(b + 1) * self.image_len()];
+        let start = cols.len();
+        let mut written = start;
+        self.for_each_run(|col, src, len| {
+            cols.resize(start + col, F::zero());
+            cols.extend_from_slice(&image[src..src + len]);
+            written = start + col + len;
+        });
+        debug_assert_eq!(written, cols.len());
+        cols.resize(start + self.oh * self.ow * self.patch(), F::zero());
+    }
+
+    /// The patches of `x` as a `rows x patch` matrix (zeros where padded),
+    /// written once, row by row (no zero-fill of the whole matrix first).
+    pub(crate) fn im2col<F: Element>(&self, x: &[F]) -> Vec<F> {
+        let mut cols = Vec::with_capacity(self.rows() * self.patch());
+        for b in 0..self.n {
+            self.im2col_image(x, b, &mut cols);
+        }
+        cols
+    }
+
+    /// Scatter-adds one image's `oh * ow x patch` matrix into that image's
+    /// input-shaped buffer.
+    pub(crate) fn col2im_image_add<F: Element>(&self, cols: &[F], image: &mut [F]) {
+        self.for_each_run(|col, src, len| {
+            image[src..src + len]
+                .iter_mut()
+                .zip(&cols[col..col + len])
+                .for_each(|(a, &b)| *a = *a + b);
+        });
+    }
+
+    /// Scatter-adds a `rows x patch` matrix back into an input-shaped buffer.
+    pub(crate) fn col2im<F: Element>(&self, cols: &[F]) -> Vec<F> {
+        let mut x = vec![F::zero(); self.n * self.image_len()];
+        let per_image = self.oh * self.ow * self.patch();
+        for (image, cols) in x
+            .chunks_mut(self.image_len().max(1))
+            .zip(cols.chunks(per_image.max(1)))
+        {
+            self.col2im_image_add(cols, image);
+        }
+        x
+    }
+
+    /// `cols @ kernel` as an NHWC output.
+    pub(crate) fn apply<F: Element>(&self, cols: &[F], kernel: &[F]) -> Tensor<F> {
+        let out = gemm_new(
+            self.rows(),
+            self.patch(),
+            self.o,
+            MatRef::new(cols, self.patch(), false),
+            MatRef::new(kernel, self.o, false),
+        );
+        Tensor::new_unchecked(out, self.output_shape())
+    }
+}
+
+/// `conv2d(x, kernel)`: `x` is `[N, H, W, C]`, `kernel` is `[KH, KW, C, O]`.
+/// Forward keeps the im2col matrix for the backward pass:
+/// `dK = cols^T g`, `dx = col2im(g K^T)`.
+struct Conv2dOp<F> {
+    geometry: ConvGeometry,
+    cols: RefCell<Option<Vec<F>>>,
+}
+
+impl<F: Element> Op<F> for Conv2dOp<F> {
+    fn name(&self) -> &str {
+        "conv2d"
+    }
+    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
+        let g = &self.geometry;
+        if inputs[0].shape() != [g.n, g.h, g.w, g.c] || inputs[1].shape() != [g.kh, g.kw, g.c, g.o]
+        {
+            return Err(Error::ShapeMismatch {
+                op: "conv2d",
+                lhs: inputs[0].shape().to_vec(),
+                rhs: inputs[1].shape().to_vec(),
+            });
+        }
+        let cols = self.geometry.im2col(inputs[0].data());
+        let out = self.geometry.apply(&cols, inputs[1].data());
+        *self.cols.borrow_mut() = Some(cols);
+        Ok(out)
+    }
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        out: &Tensor<F>,
+        grad: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        self.backward_needed(inputs, out, grad, &[true, true])
+    }
+    fn backward_needed(
+        &self,
+        inputs: &[&Tensor<F>],
+        _: &Tensor<F>,
+        grad: &Tensor<F>,
+        needs: &[bool],
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        let g = &self.geometry;
+        let (rows, patch, o) = (g.rows(), g.patch(), g.o);
+        let cached = self.cols.borrow();
+        let recomputed;
+        let cols: &[F] = match cached.as_ref() {
+            Some(c) => c,
+            None => {
+                recomputed = g.im2col(inputs[0].data());
+                &recomputed
+            }
+        };
+        let dk = needs[1].then(|| {
+            let dk = gemm_new(
+                patch,
+                rows,
+                o,
+                MatRef::new(cols, patch, true),
+                MatRef::new(grad.data(), o, false),
+            );
+            Tensor::new_unchecked(dk, inputs[1].shape().to_vec())
+        });
+        let dx = needs[0].then(|| {
+            let dcols = gemm_new(
+                rows,
+                o,
+                patch,
+                MatRef::new(grad.data(), o, false),
+                MatRef::new(inputs[1].data(), o, true),
+            );
+            Tensor::new_unchecked(g.col2im(&dcols), inputs[0].shape().to_vec())
+        });
+        Ok(vec![dx, dk])
+    }
+}
+
+impl<'t, F: Element> Var<'t, F> {
+    /// 2-D convolution of an NHWC input `[N, H, W, C]` with a kernel
+    /// `[KH, KW, C, O]` (cross-correlation, as in TensorFlow).
+    pub fn conv2d(self, kernel: Var<'t, F>, stride: usize, padding: Padding) -> Result<Self> {
+        let geometry = ConvGeometry::new(&self.shape(), &kernel.shape(), stride, padding)?;
+        self.tape.apply(
+            Conv2dOp::<F> {
+                geometry,
+                cols: RefCell::new(None),
+            },
+            &[self, kernel],
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::prelude::*;
+    use crate::Padding;
+    #[test]
+    fn conv_by_hand() {
+        // 1x3x3x1 input 1..9, 2x2 kernel of ones, VALID: window sums 12, 16, 24, 28
+        let tape = Tape::<f64>::new();
+        let x = tape.var(Tensor::from_fn(&[1, 3, 3, 1], |i| (i + 1) as f64));
+        let k = tape.var(Tensor::ones(&[2, 2, 1, 1]));
+        let y = x.conv2d(k, 1, Padding::Valid).unwrap();
+        assert_eq!(y.value().data(), &[12., 16., 24., 28.]);
+        // SAME with stride 1 keeps 3x3; the corner (2,2) sees only x[2,2] = 9
+        let y = x.conv2d(k, 1, Padding::Same).unwrap();
+        assert_eq!(y.shape(), vec![1, 3, 3, 1]);
+        assert_eq!(y.value().data()[8], 9.0);
+        // d sum(y) / dx counts how many windows cover each pixel: centre 4
+        let g = y.sum().backward().unwrap();
+        assert_eq!(g.get(x).unwrap().data()[0], 1.0);
+        assert_eq!(g.get(x).unwrap().data()[4], 4.0);
+    }
+
+    #[test]
+    fn empty_batches_and_channels_give_empty_results() {
+        let tape = Tape::<f64>::new();
+        let no_out = tape.var(Tensor::zeros(&[2, 2, 1, 0]));
+        let x = tape.var(Tensor::ones(&[2, 3, 3, 1]));
+        let signs = (Tensor::ones(&[2, 1]), Tensor::zeros(&[2, 0]));
+        let y = x
+            .conv2d_flipout(no_out, no_out, &signs.0, &signs.1, 1, Padding::Valid)
+            .unwrap();
+        assert_eq!(y.shape(), vec![2, 2, 2, 0]);
+        assert_eq!(
+            y.sum().backward().unwrap().get(x).unwrap().data(),
+            &[0.0; 18]
+        );
+        let k = tape.var(Tensor::ones(&[2, 2, 1, 3]));
+        let none = tape.var(Tensor::zeros(&[0, 3, 3, 1]));
+        let signs = (Tensor::zeros(&[0, 1]), Tensor::zeros(&[0, 3]));
+        let y = none
+            .conv2d_flipout(k, k, &signs.0, &signs.1, 1, Padding::Same)
+            .unwrap();
+        assert_eq!(y.shape(), vec![0, 3, 3, 3]);
+        assert!(y.sum().backward().is_ok());
+        let y = tape
+            .var(Tensor::zeros(&[2, 4, 4, 0]))
+            .max_pool2d(2, 2)
+            .unwrap();
+        assert_eq!(y.shape(), vec![2, 2, 2, 0]);
+        assert!(y.sum().backward().is_ok());
+    }
+}

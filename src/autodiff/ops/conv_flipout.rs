@@ -1,0 +1,266 @@
+//! Flipout's convolution in one pass: each image convolved with its own
+//! sign-flipped kernel.
+
+use super::conv::{ConvGeometry, Padding};
+use crate::autodiff::tape::{Op, Var};
+use crate::error::{Error, Result};
+use crate::kernels::gemm::{gemm_append, gemm_uninit, MatRef};
+use crate::kernels::parallel::par_blocks;
+use crate::tensor::{Element, Tensor};
+use std::ops::Range;
+
+/// Flipout's convolution `conv(x, loc) + conv(x * s_in, delta) * s_out`
+/// with per-image channel factors `s_in: [N, C]` and `s_out: [N, O]`.
+///
+/// A convolution is linear in its kernel, and the factors are constant
+/// over each image, so image `b` is convolved with the single kernel
+/// `loc + delta * (s_in[b] ⊗ s_out[b])`: one im2col and one GEMM per
+/// image, where the unfused graph needs two im2cols and two batch GEMMs
+/// plus the sign product and the sum. Backward likewise needs one GEMM per
+/// image, `dW_b = cols_b^T g_b`, which gives both `dloc = Σ_b dW_b` and
+/// `ddelta = Σ_b dW_b * (s_in[b] ⊗ s_out[b])`. The patch matrix of one
+/// image is small enough to stay in cache, so it is rebuilt in backward
+/// rather than kept.
+struct Conv2dFlipoutOp<F> {
+    geometry: ConvGeometry,
+    s_in: Vec<F>,
+    s_out: Vec<F>,
+}
+
+impl<F: Element> Conv2dFlipoutOp<F> {
+    /// The sign product `s_in[b] ⊗ s_out[b]` of image `b`, laid out like a
+    /// `patch x o` kernel.
+    fn image_signs(&self, b: usize, signs: &mut Vec<F>) {
+        let g = &self.geometry;
+        let (s_in, s_out) = (
+            &self.s_in[b * g.c..(b + 1) * g.c],
+            &self.s_out[b * g.o..(b + 1) * g.o],
+        );
+        signs.clear();
+        for _tap in 0..g.kh * g.kw {
+            for &si in s_in {
+                signs.extend(s_out.iter().map(|&so| si * so));
+            }
+        }
+    }
+
+    /// Image `b`'s kernel `loc + delta * signs` into `kernel`, given its
+    /// sign product.
+    fn image_kernel(loc: &[F], delta: &[F], signs: &[F], kernel: &mut Vec<F>) {
+        kernel.clear();
+        kernel.extend(
+            loc.iter()
+                .zip(delta)
+                .zip(signs)
+                .map(|((&l, &d), &s)| l + d * s),
+        );
+    }
+
+    /// Multiply-adds of the GEMMs of all images (one per image).
+    fn work(&self) -> usize {
+        let g = &self.geometry;
+        g.n * g.oh * g.ow * g.patch() * g.o
+    }
+}
+
+impl<F: Element> Op<F> for Conv2dFlipoutOp<F> {
+    fn name(&self) -> &str {
+        "conv2d_flipout"
+    }
+    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
+        let g = &self.geometry;
+        let kernel_shape = [g.kh, g.kw, g.c, g.o];
+        if inputs[0].shape() != [g.n, g.h, g.w, g.c]
+            || inputs[1].shape() != kernel_shape
+            || inputs[2].shape() != kernel_shape
+        {
+            return Err(Error::ShapeMismatch {
+                op: "conv2d_flipout",
+                lhs: inputs[0].shape().to_vec(),
+                rhs: inputs[2].shape().to_vec(),
+            });
+        }
+        let (x, loc, delta) = (inputs[0].data(), inputs[1].data(), inputs[2].data());
+        let (pixels, patch, o) = (g.oh * g.ow, g.patch(), g.o);
+        let total = g.rows() * o;
+        let mut out = Vec::with_capacity(total);
+        // the two halves of the batch on two threads, one image at a time
+        par_blocks(
+            &mut out.spare_capacity_mut()[..total],
+            g.n,
+            self.work(),
+            |images, out| {
+                let (mut cols, mut kernel, mut signs) = (Vec::new(), Vec::new(), Vec::new());
+                for (b, out) in images.zip(out.chunks_mut((pixels * o).max(1))) {
+                    self.image_signs(b, &mut signs);
+                    Self::image_kernel(loc, delta, &signs, &mut kernel);
+                    cols.clear();
+                    g.im2col_image(x, b, &mut cols);
+                    gemm_uninit(
+                        pixels,
+                        patch,
+                        o,
+                        MatRef::new(&cols, patch, false),
+                        MatRef::new(&kernel, o, false),
+                        out,
+                    );
+                }
+            },
+        );
+        // SAFETY: `par_blocks` gave every image's block of the first
+        // `total` elements to one `gemm_uninit`, which writes all of it.
+        unsafe { out.set_len(total) };
+        Tensor::from_vec(out, &g.output_shape())
+    }
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        out: &Tensor<F>,
+        grad: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        self.backward_needed(inputs, out, grad, &[true, true, true])
+    }
+    fn backward_needed(
+        &self,
+        inputs: &[&Tensor<F>],
+        _: &Tensor<F>,
+        grad: &Tensor<F>,
+        needs: &[bool],
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        let g = &self.geometry;
+        let (x, loc, delta) = (inputs[0].data(), inputs[1].data(), inputs[2].data());
+        let (pixels, patch, o) = (g.oh * g.ow, g.patch(), g.o);
+        let kernel_grads = needs[1] || needs[2];
+        let mut dx = if needs[0] {
+            vec![F::zero(); x.len()]
+        } else {
+            Vec::new()
+        };
+        // each half of the batch sums its images' kernel gradients
+        let half = |images: Range<usize>, dx: &mut [F]| {
+            let size = if kernel_grads { patch * o } else { 0 };
+            let (mut dloc, mut ddelta) = (vec![F::zero(); size], vec![F::zero(); size]);
+            let (mut cols, mut kernel, mut signs, mut dw) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let first = images.start;
+            for b in images {
+                let gb = &grad.data()[b * pixels * o..(b + 1) * pixels * o];
+                self.image_signs(b, &mut signs);
+                if kernel_grads {
+                    cols.clear();
+                    g.im2col_image(x, b, &mut cols);
+                    dw.clear();
+                    gemm_append(
+                        patch,
+                        pixels,
+                        o,
+                        MatRef::new(&cols, patch, true),
+                        MatRef::new(gb, o, false),
+                        &mut dw,
+                    );
+                    for (((l, d), &w), &s) in dloc.iter_mut().zip(&mut ddelta).zip(&dw).zip(&signs)
+                    {
+                        *l = *l + w;
+                        *d = *d + w * s;
+                    }
+                }
+                if !dx.is_empty() {
+                    Self::image_kernel(loc, delta, &signs, &mut kernel);
+                    cols.clear();
+                    gemm_append(
+                        pixels,
+                        o,
+                        patch,
+                        MatRef::new(gb, o, false),
+                        MatRef::new(&kernel, o, true),
+                        &mut cols,
+                    );
+                    let len = g.image_len();
+                    let at = (b - first) * len;
+                    g.col2im_image_add(&cols, &mut dx[at..at + len]);
+                }
+            }
+            (dloc, ddelta)
+        };
+        let work = self.work() * (usize::from(kernel_grads) + usize::from(needs[0]));
+        let ((dloc0, ddelta0), (dloc1, ddelta1)) = par_blocks(dx.as_mut_slice(), g.n, work, half);
+        let sum = |a: Vec<F>, b: Vec<F>| a.into_iter().zip(b).map(|(a, b)| a + b).collect();
+        let kernel_shape = inputs[1].shape();
+        let wrap = |need: bool, data: Vec<F>| {
+            need.then(|| Tensor::new_unchecked(data, kernel_shape.to_vec()))
+        };
+        Ok(vec![
+            needs[0].then(|| Tensor::new_unchecked(dx, inputs[0].shape().to_vec())),
+            wrap(needs[1], sum(dloc0, dloc1)),
+            wrap(needs[2], sum(ddelta0, ddelta1)),
+        ])
+    }
+}
+
+impl<'t, F: Element> Var<'t, F> {
+    /// Flipout's convolution `conv(x, loc) + conv(x * s_in, delta) * s_out`
+    /// (Wen et al. 2018), computed in one pass: image `b` is convolved
+    /// with the kernel `loc + delta * (s_in[b] ⊗ s_out[b])`, so the cost
+    /// is that of one convolution. `x` is `[N, H, W, C]`, `loc` and
+    /// `delta` are `[KH, KW, C, O]`, and the per-image channel factors
+    /// `s_in` and `s_out` (Flipout's random signs, though any values work)
+    /// have `N x C` and `N x O` elements: shape `[N, C]` or `[N, 1, 1, C]`.
+    ///
+    /// ```
+    /// use bayesgrad::prelude::*;
+    /// let tape = Tape::<f64>::new();
+    /// let x = tape.constant(Tensor::ones(&[2, 4, 4, 1]));
+    /// let loc = tape.var(Tensor::full(&[3, 3, 1, 2], 0.5));
+    /// let delta = tape.var(Tensor::full(&[3, 3, 1, 2], 0.1));
+    /// let s_in = Tensor::from_vec(vec![1.0, -1.0], &[2, 1])?;
+    /// let s_out = Tensor::from_vec(vec![1.0, 1.0, -1.0, 1.0], &[2, 2])?;
+    /// let y = x.conv2d_flipout(loc, delta, &s_in, &s_out, 1, Padding::Valid)?;
+    /// // image 1, channel 0: 9 taps of 0.5 + 0.1 * (-1) * (-1)
+    /// assert!((y.value().data()[4] - 9.0 * 0.6).abs() < 1e-12);
+    /// # Ok::<(), bayesgrad::Error>(())
+    /// ```
+    pub fn conv2d_flipout(
+        self,
+        loc: Var<'t, F>,
+        delta: Var<'t, F>,
+        s_in: &Tensor<F>,
+        s_out: &Tensor<F>,
+        stride: usize,
+        padding: Padding,
+    ) -> Result<Self> {
+        let geometry = ConvGeometry::new(&self.shape(), &loc.shape(), stride, padding)?;
+        let factor_ok = |t: &Tensor<F>, width: usize| {
+            let s = t.shape();
+            s.first() == Some(&geometry.n)
+                && s.last() == Some(&width)
+                && t.len() == geometry.n * width
+        };
+        if loc.shape() != delta.shape() {
+            return Err(Error::ShapeMismatch {
+                op: "conv2d_flipout",
+                lhs: loc.shape(),
+                rhs: delta.shape(),
+            });
+        }
+        for (t, width, what) in [(s_in, geometry.c, "s_in"), (s_out, geometry.o, "s_out")] {
+            if !factor_ok(t, width) {
+                return Err(Error::invalid(
+                    "conv2d_flipout",
+                    format!(
+                        "{what} must have shape [{n}, {width}] or [{n}, 1, 1, {width}], got {:?}",
+                        t.shape(),
+                        n = geometry.n
+                    ),
+                ));
+            }
+        }
+        self.tape.apply(
+            Conv2dFlipoutOp {
+                geometry,
+                s_in: s_in.data().to_vec(),
+                s_out: s_out.data().to_vec(),
+            },
+            &[self, loc, delta],
+        )
+    }
+}

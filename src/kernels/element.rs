@@ -1,0 +1,202 @@
+//! The element trait: `f32` and `f64`, with the numeric kernels each provides.
+
+use num_traits::{Float, FromPrimitive};
+use std::fmt;
+use std::iter::Sum;
+
+/// The element types a tensor can hold: `f32` and `f64`.
+///
+/// Beyond [`num_traits::Float`] it gives a lossless way to write literals
+/// ([`Element::lit`]) and the safetensors dtype name. The trait is sealed:
+/// the numeric kernels behind it (vectorized math, byte conversion and the
+/// GEMM entry point) are the crate's own, implemented for `f32` and `f64`
+/// only.
+pub trait Element:
+    Float
+    + FromPrimitive
+    + Sum
+    + Default
+    + fmt::Debug
+    + fmt::Display
+    + fmt::LowerExp
+    + Send
+    + Sync
+    + 'static
+    + sealed::Kernels
+{
+    /// The safetensors dtype name (`"F32"` or `"F64"`).
+    const DTYPE: &'static str;
+
+    /// Converts an `f64` literal (rounding for `f32`).
+    fn lit(x: f64) -> Self;
+}
+
+pub(crate) mod sealed {
+    /// The numeric kernels of an element type: crate-internal (the
+    /// supertrait lives in a private module, so no type outside the crate
+    /// can implement [`Element`](super::Element)).
+    pub trait Kernels: Copy {
+        /// `e^x` (vectorizable polynomial in `f32`, libm in `f64`).
+        fn fast_exp(self) -> Self;
+        /// `ln x` (vectorizable in `f32`, libm in `f64`).
+        fn fast_ln(self) -> Self;
+        /// `ln(1 + e^x)` without overflow or underflow.
+        fn fast_softplus(self) -> Self;
+        /// `1 / (1 + e^-x)` without overflow.
+        fn fast_sigmoid(self) -> Self;
+        /// `(softplus(x), sigmoid(x))`, sharing work where that is cheaper; each
+        /// equals what `fast_softplus` and `fast_sigmoid` give.
+        #[inline(always)]
+        fn fast_softplus_sigmoid(self) -> (Self, Self) {
+            (self.fast_softplus(), self.fast_sigmoid())
+        }
+
+        /// Little-endian bytes of a slice (exact).
+        fn to_le_bytes(data: &[Self]) -> Vec<u8>;
+
+        /// Values from little-endian bytes; `None` if the length is not a multiple of the size.
+        fn from_le_bytes(bytes: &[u8]) -> Option<Vec<Self>>;
+
+        /// `C = alpha * A B + beta * C` over strided operands.
+        ///
+        /// # Safety
+        /// The pointers and strides must describe valid `m x k`, `k x n` and
+        /// `m x n` matrices, and `c` must not alias `a` or `b`.
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn gemm(
+            m: usize,
+            k: usize,
+            n: usize,
+            alpha: Self,
+            a: *const Self,
+            rsa: isize,
+            csa: isize,
+            b: *const Self,
+            rsb: isize,
+            csb: isize,
+            beta: Self,
+            c: *mut Self,
+            rsc: isize,
+            csc: isize,
+        );
+    }
+}
+
+impl Element for f32 {
+    const DTYPE: &'static str = "F32";
+    fn lit(x: f64) -> Self {
+        x as f32
+    }
+}
+
+impl sealed::Kernels for f32 {
+    #[inline(always)]
+    fn fast_exp(self) -> Self {
+        super::fastmath::exp(self)
+    }
+    #[inline(always)]
+    fn fast_ln(self) -> Self {
+        super::fastmath::ln(self)
+    }
+    #[inline(always)]
+    fn fast_softplus(self) -> Self {
+        super::fastmath::softplus(self)
+    }
+    #[inline(always)]
+    fn fast_sigmoid(self) -> Self {
+        super::fastmath::sigmoid(self)
+    }
+    #[inline(always)]
+    fn fast_softplus_sigmoid(self) -> (Self, Self) {
+        super::fastmath::softplus_sigmoid(self)
+    }
+    fn to_le_bytes(data: &[Self]) -> Vec<u8> {
+        data.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+    fn from_le_bytes(bytes: &[u8]) -> Option<Vec<Self>> {
+        bytes.len().is_multiple_of(4).then(|| {
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("chunk of 4")))
+                .collect()
+        })
+    }
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: f32,
+        a: *const f32,
+        rsa: isize,
+        csa: isize,
+        b: *const f32,
+        rsb: isize,
+        csb: isize,
+        beta: f32,
+        c: *mut f32,
+        rsc: isize,
+        csc: isize,
+    ) {
+        matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+    }
+}
+
+impl Element for f64 {
+    const DTYPE: &'static str = "F64";
+    fn lit(x: f64) -> Self {
+        x
+    }
+}
+
+impl sealed::Kernels for f64 {
+    #[inline(always)]
+    fn fast_exp(self) -> Self {
+        self.exp()
+    }
+    #[inline(always)]
+    fn fast_ln(self) -> Self {
+        self.ln()
+    }
+    #[inline(always)]
+    fn fast_softplus(self) -> Self {
+        self.max(0.0) + (-self.abs()).exp().ln_1p()
+    }
+    #[inline(always)]
+    fn fast_sigmoid(self) -> Self {
+        if self >= 0.0 {
+            1.0 / (1.0 + (-self).exp())
+        } else {
+            let e = self.exp();
+            e / (1.0 + e)
+        }
+    }
+    fn to_le_bytes(data: &[Self]) -> Vec<u8> {
+        data.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+    fn from_le_bytes(bytes: &[u8]) -> Option<Vec<Self>> {
+        bytes.len().is_multiple_of(8).then(|| {
+            bytes
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")))
+                .collect()
+        })
+    }
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: f64,
+        a: *const f64,
+        rsa: isize,
+        csa: isize,
+        b: *const f64,
+        rsb: isize,
+        csb: isize,
+        beta: f64,
+        c: *mut f64,
+        rsc: isize,
+        csc: isize,
+    ) {
+        matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+    }
+}
