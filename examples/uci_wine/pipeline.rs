@@ -9,7 +9,6 @@ use bayesgrad::layers::{DenseVariational, Estimator};
 use bayesgrad::layers::{Flipout, LocalReparameterization, Reparameterization};
 use bayesgrad::prelude::*;
 use bayesgrad::Batch;
-use rand::seq::SliceRandom;
 
 /// Which variational estimator the two layers use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,7 +282,7 @@ fn start_at_the_map(
     let mut idx: Vec<usize> = (0..train_y.len()).collect();
     let prior_weight = 0.5 / train_y.len() as f64;
     for _ in 0..cfg.map_epochs {
-        idx.shuffle(rng);
+        shuffle(&mut idx, rng);
         for chunk in idx.chunks(cfg.batch_size) {
             let (x, y) = gather(train_x, train_y, chunk)?;
             let tape = Tape::new();
@@ -310,13 +309,31 @@ fn matrix(rows: &[Vec<f64>]) -> Result<Tensor<f64>> {
     Tensor::from_vec(rows.concat(), &[rows.len(), rows[0].len()])
 }
 
+/// Fisher–Yates, each index drawn below `i + 1` by Lemire's multiply with
+/// rejection on 32-bit draws: the shuffle of `rand` 0.8, written out so that
+/// which rows a split seed tests does not depend on the `rand` release (0.9
+/// changed its shuffle). The protocol's splits and figures are this shuffle's.
+pub fn shuffle<T>(items: &mut [T], rng: &mut dyn Rng) {
+    for i in (1..items.len()).rev() {
+        let range = u32::try_from(i + 1).expect("fewer than 2^32 rows");
+        let zone = (range << range.leading_zeros()).wrapping_sub(1);
+        let j = loop {
+            let wide = u64::from(rng.next_u32()) * u64::from(range);
+            if wide as u32 <= zone {
+                break (wide >> 32) as usize;
+            }
+        };
+        items.swap(i, j);
+    }
+}
+
 /// The rows of split `split` of `rows` for `seed`: the test rows (10%) and
 /// the training rows, with the generator that then initializes and trains
 /// the network (so a split's whole run follows from `seed` and `split`).
 pub fn split_rows(seed: u64, rows: usize, split: usize) -> (StdRng, Vec<usize>, Vec<usize>) {
     let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(split as u64));
     let mut order: Vec<usize> = (0..rows).collect();
-    order.shuffle(&mut rng);
+    shuffle(&mut order, &mut rng);
     let n_test = (rows as f64 * 0.1).round() as usize;
     let train = order.split_off(n_test);
     (rng, order, train)
@@ -415,7 +432,7 @@ pub fn run_split(cfg: &Config, data: &Data, split: usize) -> Result<SplitResult>
     let mut step = 0;
     let total_steps = (cfg.epochs * train.len().div_ceil(cfg.batch_size)).max(1) as f64;
     for _ in 0..cfg.epochs {
-        idx.shuffle(&mut rng);
+        shuffle(&mut idx, &mut rng);
         for (index, chunk) in idx.chunks(cfg.batch_size).enumerate() {
             let (x, y) = gather(&train_x, &train_y, chunk)?;
             let tape = Tape::new();
