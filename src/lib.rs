@@ -22,6 +22,30 @@
 //!   [`Divergences`] that variational layers register
 //!   (`<layer>/kernel_divergence`). [`Elbo`] weighs them explicitly.
 //!
+//! # Randomness
+//!
+//! Every stochastic call takes the caller's RNG as `&mut dyn rand::Rng`,
+//! the generator trait of the current `rand` (0.10, re-exported as
+//! [`rand`]): its `StdRng` and `SmallRng`, or any type of yours that
+//! implements `rand_core`'s `TryRng` with `Error = Infallible`, coerce to
+//! it. A trait object rather than a generic `R: Rng` because the
+//! [`Distribution`] trait must stay object-safe (priors and likelihoods are
+//! `dyn Distribution`), and because the hot paths do not draw one number at
+//! a time: a bulk draw takes one `u64` seed from the RNG and fills the
+//! tensor from the crate's own vectorized streams, so the virtual call is
+//! paid once per tensor. The same seed gives the same values on every CPU.
+//!
+//! ```
+//! use bayesgrad::prelude::*;
+//! let tape = Tape::<f32>::new();
+//! let d = Normal::standard(&tape, &[3]);
+//! let a = d.sample(&mut StdRng::seed_from_u64(7))?;
+//! let b = d.sample(&mut SmallRng::seed_from_u64(7))?;
+//! assert_eq!(a, d.sample(&mut StdRng::seed_from_u64(7))?);
+//! assert_ne!(a, b);
+//! # Ok::<(), bayesgrad::Error>(())
+//! ```
+//!
 //! The layout follows the layers of the library, each importing only the
 //! ones below it: `kernels` (element types, GEMM, threads, random streams),
 //! `tensor`, `autodiff` (tape, parameters, ops, gradient checks), `train`
