@@ -32,6 +32,17 @@ pub enum Error {
         /// Number of elements the shape needs.
         expected: usize,
     },
+    /// A shape whose element count (or byte size) does not fit in memory's
+    /// address range, or whose allocation failed.
+    #[error("{what}: shape {shape:?} is too large ({reason})")]
+    TooLarge {
+        /// The tensor, op or layer.
+        what: String,
+        /// The requested shape.
+        shape: Vec<usize>,
+        /// Which limit it passed.
+        reason: String,
+    },
     /// An index outside an axis.
     #[error("{op}: index {index} out of range for axis {axis} of size {size}")]
     IndexOutOfRange {
@@ -97,6 +108,29 @@ pub enum Error {
         expected: Vec<usize>,
         /// Shape of the returned gradient.
         found: Vec<usize>,
+    },
+    /// A custom op's backward returned a different number of gradients than
+    /// the op has inputs.
+    #[error("op '{op}': backward returned {found} gradients for {expected} inputs (return one entry per input, None where an input gets no gradient)")]
+    BadGradientCount {
+        /// The op.
+        op: String,
+        /// Number of inputs.
+        expected: usize,
+        /// Number of gradients returned.
+        found: usize,
+    },
+    /// A gradient was computed from an older value of a parameter than the
+    /// store now holds: a tape (or a distribution built on it) outlived an
+    /// optimizer step. The step was refused.
+    #[error("gradient of parameter '{name}' was computed from version {read} of its value, but the store holds version {current}: a tape (or a distribution built on it) outlived an update; read the parameters onto a new tape for every step. No parameter was updated")]
+    StaleGradient {
+        /// The parameter's name.
+        name: String,
+        /// The version the tape read.
+        read: u64,
+        /// The version in the store.
+        current: u64,
     },
     /// A parameter that is not frozen received no gradient.
     #[error("parameter '{name}' received no gradient: it was not read on the tape or the loss does not depend on it (freeze it with ParamStore::freeze if that is intended)")]

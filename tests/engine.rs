@@ -422,6 +422,9 @@ fn bad_optimizer_settings_are_refused_without_modifying_anything() {
     opt.eps = 0.0;
     opt.step(&mut store, &grads).unwrap();
     assert_eq!(store.value(w).data(), &[1.0, -2.0]);
+    // (an update, even by 0, is a new version: the gradient is taken again)
+    let tape = Tape::new();
+    let grads = tape.param(&store, w).square().sum().backward().unwrap();
     Sgd::with_momentum(0.1, 0.0)
         .step(&mut store, &grads)
         .unwrap();

@@ -13,6 +13,7 @@ mod layers;
 mod no_panic;
 mod open_api;
 mod readme;
+mod silent;
 mod uci_wine;
 
 /// Every `tests/*.rs` besides this file is a module of this binary.

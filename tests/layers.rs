@@ -602,8 +602,7 @@ fn a_bad_initial_spread_is_refused_when_the_layer_is_built() {
         let err = DenseVariational::<f64, Flipout>::with_config(
             &mut store, "hidden", 3, 2, cfg, &mut rng,
         )
-        .err()
-        .expect("refused");
+        .expect_err("refused");
         let text = err.to_string();
         assert!(
             text.starts_with("VariationalConfig: ") && text.contains(message),

@@ -94,6 +94,9 @@ struct Entry<F> {
     value: Tensor<F>,
     constraint: Constraint,
     frozen: bool,
+    /// Bumped by every change of the value, so that a gradient computed
+    /// from an older value is refused ([`Error::StaleGradient`]).
+    version: u64,
 }
 
 /// Named persistent parameters.
@@ -253,6 +256,7 @@ impl<F: Element> ParamStore<F> {
             value,
             constraint,
             frozen: false,
+            version: 0,
         });
         Ok(Param {
             store: self.id,
@@ -297,8 +301,16 @@ impl<F: Element> ParamStore<F> {
                 found: value.shape().to_vec(),
             });
         }
-        self.entries[p.index].value = value;
+        let entry = &mut self.entries[p.index];
+        entry.value = value;
+        entry.version += 1;
         Ok(())
+    }
+
+    /// The version of a parameter's value: 0 when added, bumped by every
+    /// optimizer update, [`ParamStore::set_value`] and checkpoint load.
+    pub fn version(&self, p: Param) -> Result<u64> {
+        Ok(self.entry(p)?.version)
     }
 
     /// The constraint of a parameter.
@@ -366,7 +378,10 @@ impl<F: Element> ParamStore<F> {
         self.entry(p).map(|e| e.frozen).unwrap_or(false)
     }
 
+    /// The value, for an update in place: bumps the version.
     pub(crate) fn value_mut(&mut self, p: Param) -> &mut Tensor<F> {
-        &mut self.entries[p.index].value
+        let entry = &mut self.entries[p.index];
+        entry.version += 1;
+        &mut entry.value
     }
 }

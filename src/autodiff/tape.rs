@@ -115,7 +115,8 @@ struct Node<F: Element> {
     /// Where the ids of the inputs are in the tape's `edges`.
     inputs: std::ops::Range<usize>,
     requires_grad: bool,
-    param: Option<ParamKey>,
+    /// For a parameter read: the parameter and the version of its value.
+    param: Option<(ParamKey, u64)>,
 }
 
 /// Records a computation for one forward pass and its backward pass.
@@ -205,7 +206,7 @@ impl<F: Element> Tape<F> {
         op: NodeOp<F>,
         inputs: &[Var<'_, F>],
         requires_grad: bool,
-        param: Option<ParamKey>,
+        param: Option<(ParamKey, u64)>,
     ) -> Var<'_, F> {
         let mut nodes = self.nodes.borrow_mut();
         let id = nodes.len();
@@ -282,7 +283,8 @@ impl<F: Element> Tape<F> {
     /// positive parameter).
     pub fn try_param_raw<'t>(&'t self, store: &ParamStore<F>, param: Param) -> Result<Var<'t, F>> {
         let value = store.try_value(param)?.clone();
-        Ok(self.push(value, NodeOp::Leaf, &[], true, Some(store.key(param))))
+        let read = (store.key(param), store.version(param)?);
+        Ok(self.push(value, NodeOp::Leaf, &[], true, Some(read)))
     }
 
     /// Applies an op to vars, recording it on the tape.
@@ -394,6 +396,8 @@ impl Constraint {
 pub struct Gradients<F: Element> {
     leaves: HashMap<usize, Tensor<F>, BuildHasherDefault<IdHasher>>,
     params: HashMap<ParamKey, Tensor<F>, BuildHasherDefault<IdHasher>>,
+    /// The (oldest) version of each parameter's value that was read.
+    versions: HashMap<ParamKey, u64, BuildHasherDefault<IdHasher>>,
 }
 
 /// A hasher for the small integer keys of [`Gradients`] (node ids, store
@@ -421,13 +425,22 @@ impl std::hash::Hasher for IdHasher {
     }
 }
 
+impl<F: Element> std::fmt::Debug for Gradients<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gradients")
+            .field("params", &self.params.len())
+            .field("leaves", &self.leaves.len())
+            .finish()
+    }
+}
+
 impl<F: Element> Gradients<F> {
     /// The gradient w.r.t. a leaf made by [`Tape::var`]; for a parameter
     /// read, the parameter's gradient summed over all its reads. `None` if
     /// the output does not depend on it.
     pub fn get(&self, var: Var<'_, F>) -> Option<&Tensor<F>> {
         match var.tape.nodes.borrow()[var.id].param {
-            Some(key) => self.params.get(&key),
+            Some((key, _)) => self.params.get(&key),
             None => self.leaves.get(&var.id),
         }
     }
@@ -448,6 +461,12 @@ impl<F: Element> Gradients<F> {
 
     pub(crate) fn param_by_key(&self, key: ParamKey) -> Option<&Tensor<F>> {
         self.params.get(&key)
+    }
+
+    /// The version of a parameter's value the gradient was computed from
+    /// (the oldest, if the tape read it more than once).
+    pub fn param_version(&self, param: Param) -> Option<u64> {
+        self.versions.get(&param.key()).copied()
     }
 }
 
@@ -502,6 +521,7 @@ impl<'t, F: Element> Var<'t, F> {
         let mut out = Gradients {
             leaves: HashMap::default(),
             params: HashMap::default(),
+            versions: HashMap::default(),
         };
         let edges = self.tape.edges.borrow();
         // reused from node to node
@@ -539,11 +559,17 @@ impl<'t, F: Element> Var<'t, F> {
                 }
                 (_, None) => {}
                 (NodeOp::Leaf, Some(grad)) => match node.param {
-                    // a parameter read: its gradient is summed over all reads
-                    Some(key) => match out.params.get_mut(&key) {
-                        Some(acc) => acc.add_assign(&grad),
+                    // a parameter read: its gradient is summed over all reads,
+                    // and the oldest version read is the one it reflects
+                    Some((key, version)) => match out.params.get_mut(&key) {
+                        Some(acc) => {
+                            acc.add_assign(&grad);
+                            let read = out.versions.entry(key).or_insert(version);
+                            *read = (*read).min(version);
+                        }
                         None => {
                             out.params.insert(key, grad);
+                            out.versions.insert(key, version);
                         }
                     },
                     None => {
@@ -561,6 +587,13 @@ impl<'t, F: Element> Var<'t, F> {
                     let ids = &edges[node.inputs.clone()];
                     gather(&nodes, ids, &mut inputs, &mut needs);
                     let input_grads = op.backward_needed(&inputs, &node.value, &grad, &needs)?;
+                    if input_grads.len() != ids.len() {
+                        return Err(Error::BadGradientCount {
+                            op: op.name().to_string(),
+                            expected: ids.len(),
+                            found: input_grads.len(),
+                        });
+                    }
                     for (pos, (&input, g)) in ids.iter().zip(input_grads).enumerate() {
                         if let (Some(g), true) = (g, needs[pos]) {
                             accumulate(&mut grads, &nodes, op.name(), (pos, input), g)?;

@@ -74,6 +74,7 @@ pub struct Batch {
 }
 
 /// The loss and its parts, for logging.
+#[derive(Debug)]
 pub struct ElboLoss<'t, F: Element> {
     /// The per-example loss to differentiate.
     pub loss: Var<'t, F>,
@@ -189,6 +190,13 @@ impl Elbo {
         if !std::ptr::eq(nll_sum.tape(), divergences.tape()) {
             return Err(Error::ForeignTape { op: "Elbo::loss" });
         }
+        let shape = nll_sum.shape();
+        if shape.iter().product::<usize>() != 1 {
+            return Err(Error::invalid(
+                "Elbo::loss",
+                format!("the NLL must be one number, the sum over the batch; got shape {shape:?}"),
+            ));
+        }
         let pi = self.pi(batch)?;
         let b = batch.size as f64;
         let kl = divergences.total();
@@ -203,6 +211,13 @@ impl Elbo {
     }
 
     /// [`Elbo::loss`] with `nll_sum = -sum(likelihood.log_prob(y))`.
+    ///
+    /// # Errors
+    /// When the log-prob's shape is not the likelihood's batch shape (the
+    /// targets broadcast it up: a `[B, 1]` mean against `[B]` targets gives
+    /// a `[B, B]` log-prob, a silently wrong loss), or its leading size is
+    /// not `batch.size`; both shapes are named. Targets with extra sample
+    /// axes go through [`Elbo::loss`] with an NLL of your own.
     pub fn loss_from_likelihood<'t, F: Element>(
         &self,
         divergences: &Divergences<'t, F>,
@@ -210,7 +225,31 @@ impl Elbo {
         y: Var<'t, F>,
         batch: Batch,
     ) -> Result<ElboLoss<'t, F>> {
-        let nll = -likelihood.log_prob(y)?.sum();
-        self.loss(divergences, nll, batch)
+        let batch_shape = likelihood.batch_shape();
+        let y_shape = y.shape();
+        let log_prob = likelihood.log_prob(y)?;
+        let shape = log_prob.shape();
+        let mismatch = |why: String| {
+            Err(Error::invalid(
+                "Elbo::loss_from_likelihood",
+                format!(
+                    "{why}: the log-prob of targets {y_shape:?} under a {} of batch shape {batch_shape:?} has shape {shape:?}",
+                    likelihood.name()
+                ),
+            ))
+        };
+        if shape != batch_shape {
+            // a [B, 1] mean against [B] targets broadcasts to [B, B]
+            return mismatch(format!(
+                "the targets broadcast the likelihood's batch shape {batch_shape:?} up"
+            ));
+        }
+        if shape.first().is_some_and(|&n| n != batch.size) {
+            return mismatch(format!(
+                "its leading size is not the batch size {}",
+                batch.size
+            ));
+        }
+        self.loss(divergences, -log_prob.sum(), batch)
     }
 }

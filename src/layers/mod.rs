@@ -107,6 +107,7 @@ pub(crate) fn uniform_init<F: Element>(
 /// assert_eq!(y.shape(), vec![4, 2]);
 /// # Ok::<(), bayesgrad::Error>(())
 /// ```
+#[derive(Debug)]
 pub struct Dense {
     name: String,
     kernel: Param,
@@ -129,7 +130,8 @@ impl Dense {
                 format!("layer '{name}' needs inputs and outputs >= 1"),
             ));
         }
-        let limit = (6.0 / (inputs + outputs) as f64).sqrt();
+        crate::tensor::checked_alloc::<F>(&format!("layer '{name}'"), &[inputs, outputs])?;
+        let limit = (6.0 / (inputs as f64 + outputs as f64)).sqrt();
         let kernel = store.try_add(
             format!("{name}/kernel"),
             uniform_init(&[inputs, outputs], limit, rng),

@@ -180,6 +180,7 @@ impl MeanField {
                 ));
             }
         }
+        crate::tensor::checked_alloc::<F>(&format!("layer '{name}'"), shape)?;
         let gauss = |(m, s): (f64, f64), rng: &mut dyn Rng| -> Tensor<F> {
             noise::<F>(shape, rng).map(|e| F::lit(m) + F::lit(s) * e)
         };
@@ -496,6 +497,18 @@ pub struct Variational<F: Element, M: LinearMap<F>, E: Estimator> {
     bias: Bias,
     config: VariationalConfig<F>,
     _estimator: PhantomData<E>,
+}
+
+impl<F: Element, M: LinearMap<F> + std::fmt::Debug, E: Estimator> std::fmt::Debug
+    for Variational<F, M, E>
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Variational")
+            .field("name", &self.name)
+            .field("map", &self.map)
+            .field("estimator", &E::NAME)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A fully connected variational layer (`x: [batch, inputs]`).

@@ -47,11 +47,48 @@ impl<F: fmt::Debug> fmt::Debug for Tensor<F> {
 }
 
 /// Number of elements of a shape.
+///
+/// # Panics
+/// If the count overflows `usize` (no tensor of that shape can exist);
+/// [`checked_numel`] returns `None` instead.
 pub fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
+    checked_numel(shape)
+        .unwrap_or_else(|| panic!("shape {shape:?} has more elements than usize can count"))
 }
 
-/// The NumPy broadcast of two shapes, or `None` if they are incompatible.
+/// Number of elements of a shape, `None` if it overflows `usize`.
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+}
+
+/// The element count of a new buffer of `shape` for `what`, checked before
+/// anything is allocated: the count and the byte size must fit (`isize::MAX`
+/// bytes, Rust's limit), and a buffer above 64 MiB is reserved once as a
+/// probe, so that a size the allocator refuses is an error instead of an
+/// abort of the process.
+pub(crate) fn checked_alloc<F>(what: &str, shape: &[usize]) -> Result<usize> {
+    let too_large = |reason: String| Error::TooLarge {
+        what: what.to_string(),
+        shape: shape.to_vec(),
+        reason,
+    };
+    let len =
+        checked_numel(shape).ok_or_else(|| too_large("the element count overflows".into()))?;
+    let bytes = len
+        .checked_mul(std::mem::size_of::<F>())
+        .filter(|&b| b <= isize::MAX as usize)
+        .ok_or_else(|| too_large(format!("{len} elements exceed the address space")))?;
+    if bytes > 64 << 20 {
+        let mut probe: Vec<F> = Vec::new();
+        probe
+            .try_reserve_exact(len)
+            .map_err(|e| too_large(format!("{bytes} bytes could not be allocated: {e}")))?;
+    }
+    Ok(len)
+}
+
+/// The NumPy broadcast of two shapes, or `None` if they are incompatible
+/// (or the broadcast has more elements than `usize` counts).
 pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let rank = a.len().max(b.len());
     let mut out = vec![0; rank];
@@ -73,7 +110,8 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
             _ => return None,
         };
     }
-    Some(out)
+    // None as well when the broadcast has more elements than usize counts
+    checked_numel(&out).map(|_| out)
 }
 
 /// Strides (in elements) of `shape` when read as `out_shape`; broadcast axes get 0.
@@ -163,7 +201,11 @@ pub(crate) fn split_at_axis(shape: &[usize], axis: usize) -> (usize, usize, usiz
 impl<F: Element> Tensor<F> {
     /// A tensor from a buffer and a shape; errors when the sizes disagree.
     pub fn from_vec(data: Vec<F>, shape: &[usize]) -> Result<Self> {
-        let expected = numel(shape);
+        let expected = checked_numel(shape).ok_or_else(|| Error::TooLarge {
+            what: "Tensor::from_vec".into(),
+            shape: shape.to_vec(),
+            reason: "the element count overflows".into(),
+        })?;
         if data.len() != expected {
             return Err(Error::DataLength {
                 op: "Tensor::from_vec",
@@ -288,12 +330,17 @@ impl<F: Element> Tensor<F> {
 
     /// The same elements under another shape of equal size.
     pub fn reshape(&self, shape: &[usize]) -> Result<Self> {
-        if numel(shape) != self.len() {
+        let expected = checked_numel(shape).ok_or_else(|| Error::TooLarge {
+            what: "reshape".into(),
+            shape: shape.to_vec(),
+            reason: "the element count overflows".into(),
+        })?;
+        if expected != self.len() {
             return Err(Error::DataLength {
                 op: "reshape",
                 len: self.len(),
                 shape: shape.to_vec(),
-                expected: numel(shape),
+                expected,
             });
         }
         Ok(Tensor {
@@ -641,6 +688,8 @@ impl<F: Element> Tensor<F> {
         if k != k2 {
             return Err(mismatch());
         }
+        // [m, 0] @ [0, n] is valid for any m and n: the product may not fit
+        checked_alloc::<F>("matmul", &[m, n])?;
         let data = gemm_new(
             m,
             k,

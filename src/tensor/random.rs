@@ -7,13 +7,13 @@ use rand::Rng;
 
 /// `N(0, 1)` draws of a shape, seeded from `rng` (see [`Tensor::standard_normal`]).
 pub(crate) fn standard_normal<F: Element>(shape: &[usize], rng: &mut dyn Rng) -> Tensor<F> {
-    let len = shape.iter().product();
+    let len = super::numel(shape);
     Tensor::new_unchecked(random::standard_normal(len, rng), shape.to_vec())
 }
 
 /// Random signs ±1 of a shape (see [`Tensor::rademacher`]).
 pub(crate) fn rademacher<F: Element>(shape: &[usize], rng: &mut dyn Rng) -> Tensor<F> {
-    let len = shape.iter().product();
+    let len = super::numel(shape);
     Tensor::new_unchecked(random::rademacher(len, rng), shape.to_vec())
 }
 

@@ -1,8 +1,10 @@
 //! Optimizers: [`Sgd`] (with momentum) and [`Adam`].
 //!
 //! A step is all-or-nothing: every non-frozen parameter must have a finite
-//! gradient, otherwise the step returns an error naming the parameter and
-//! nothing is modified. The same holds for the optimizer's settings, checked
+//! gradient computed from its current value, otherwise the step returns an
+//! error naming the parameter and nothing is modified. A gradient from a
+//! tape that outlived an earlier step (a distribution built once and kept,
+//! the Keras `Normal(self.mu[0])` trap) is [`Error::StaleGradient`]. The same holds for the optimizer's settings, checked
 //! at every step because schedules change them between steps: a learning
 //! rate that is negative or not finite (a decay schedule's `0/0`, say),
 //! Adam betas outside `[0, 1)`, a negative `eps` or momentum.
@@ -53,6 +55,17 @@ fn collect<'g, F: Element>(
         let g = grads
             .param_by_key(p.key())
             .ok_or_else(|| Error::MissingGradient { name: name() })?;
+        let current = store.version(p)?;
+        match grads.param_version(p) {
+            Some(read) if read == current => {}
+            read => {
+                return Err(Error::StaleGradient {
+                    name: name(),
+                    read: read.unwrap_or(0),
+                    current,
+                })
+            }
+        }
         if g.shape() != store.value(p).shape() {
             return Err(Error::ParamShapeMismatch {
                 name: name(),

@@ -4,7 +4,7 @@
 use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
 use crate::kernels::gemm::{gemm_new, MatRef};
-use crate::tensor::{Element, Tensor};
+use crate::tensor::{checked_numel, Element, Tensor};
 use std::cell::RefCell;
 
 /// Padding of a convolution, as in TensorFlow.
@@ -43,6 +43,13 @@ impl ConvGeometry {
         if x.len() != 4 || k.len() != 4 || x[3] != k[2] {
             return Err(mismatch());
         }
+        let too_large = |shape: &[usize]| Error::TooLarge {
+            what: "conv2d".into(),
+            shape: shape.to_vec(),
+            reason: format!(
+                "the convolution of {x:?} with {k:?} has more elements than memory addresses"
+            ),
+        };
         if stride == 0 {
             return Err(Error::invalid("conv2d", "stride must be >= 1"));
         }
@@ -63,11 +70,28 @@ impl ConvGeometry {
             }
             Padding::Same => {
                 let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
-                let pad_h = ((oh.max(1) - 1) * stride + kh).saturating_sub(h);
-                let pad_w = ((ow.max(1) - 1) * stride + kw).saturating_sub(w);
-                (oh, ow, pad_h / 2, pad_w / 2)
+                // (o - 1) stride < the input's size; the kernel's side may be
+                // anything when its channels are empty
+                let pad = |o: usize, k: usize, len: usize| {
+                    ((o.max(1) - 1) * stride)
+                        .checked_add(k)
+                        .map(|need| need.saturating_sub(len) / 2)
+                };
+                match (pad(oh, kh, h), pad(ow, kw, w)) {
+                    (Some(top), Some(left)) => (oh, ow, top, left),
+                    _ => return Err(too_large(k)),
+                }
             }
         };
+        // the output and the patch matrix, in f64 (the larger element)
+        for shape in [[n, oh, ow, o, 1, 1], [n, oh, ow, kh, kw, c]] {
+            let fits = checked_numel(&shape)
+                .and_then(|len| len.checked_mul(8))
+                .is_some_and(|bytes| bytes <= isize::MAX as usize);
+            if !fits {
+                return Err(too_large(&shape));
+            }
+        }
         Ok(ConvGeometry {
             n,
             h,

@@ -1,0 +1,189 @@
+//! Nothing silently wrong: each path that used to give a wrong gradient, a
+//! wrong loss or an out-of-bounds access without an error now errors,
+//! naming what is wrong.
+
+use bayesgrad::prelude::*;
+
+/// The Keras `Normal(self.mu[0])` trap in this library's clothes: a
+/// distribution built once on a long-lived tape and reused after a step.
+#[test]
+fn a_tape_that_outlives_a_step_gives_a_stale_gradient_error() -> Result<()> {
+    let mut store = ParamStore::<f64>::new();
+    let mu = store.add("mu", Tensor::scalar(0.0));
+    let x = Tensor::from_fn(&[50], |i| 2.0 + (i as f64 * 0.7).sin());
+    let mut opt = Sgd::new(0.1);
+    let tape = Tape::new();
+    let d = Normal::new(tape.param(&store, mu), tape.scalar(1.0))?; // built once
+    let nll = -d.log_prob(tape.constant(x.clone()))?.mean();
+    opt.step(&mut store, &nll.backward()?)?; // the first step reads the current value
+    let after_first = store.value(mu).clone();
+    let nll = -d.log_prob(tape.constant(x.clone()))?.mean();
+    let err = opt.step(&mut store, &nll.backward()?).unwrap_err();
+    assert!(
+        matches!(&err, Error::StaleGradient { name, read: 0, current: 1 } if name == "mu"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("new tape"), "{err}");
+    assert_eq!(
+        store.value(mu),
+        &after_first,
+        "a refused step modifies nothing"
+    );
+    // one tape per step trains (the error shrinks by 0.9 a step)
+    for _ in 0..300 {
+        let tape = Tape::new();
+        let d = Normal::new(tape.param(&store, mu), tape.scalar(1.0))?;
+        let nll = -d.log_prob(tape.constant(x.clone()))?.mean();
+        opt.step(&mut store, &nll.backward()?)?;
+    }
+    let mean = x.data().iter().sum::<f64>() / 50.0;
+    assert!((store.value(mu).data()[0] - mean).abs() < 1e-6);
+    Ok(())
+}
+
+#[test]
+fn a_value_set_between_forward_and_step_is_a_stale_gradient() -> Result<()> {
+    let mut store = ParamStore::<f64>::new();
+    let w = store.add("w", Tensor::vector(&[1.0, 2.0]));
+    let tape = Tape::new();
+    let grads = tape.param(&store, w).square().sum().backward()?;
+    store.set_value(w, Tensor::vector(&[5.0, 5.0]))?;
+    let err = Adam::new(0.1).step(&mut store, &grads).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::StaleGradient {
+                read: 0,
+                current: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(store.version(w)?, 1);
+    Ok(())
+}
+
+/// Returns one gradient for two inputs.
+struct ShortBackward;
+impl Op<f64> for ShortBackward {
+    fn name(&self) -> &str {
+        "short_backward"
+    }
+    fn forward(&self, inputs: &[&Tensor<f64>]) -> Result<Tensor<f64>> {
+        inputs[0].zip_map(inputs[1], "short_backward", |a, b| a * b)
+    }
+    fn backward(
+        &self,
+        inputs: &[&Tensor<f64>],
+        _: &Tensor<f64>,
+        grad: &Tensor<f64>,
+    ) -> Result<Vec<Option<Tensor<f64>>>> {
+        Ok(vec![Some(grad.zip_map(
+            inputs[1],
+            "short_backward",
+            |g, b| g * b,
+        )?)])
+    }
+}
+
+#[test]
+fn an_op_returning_too_few_gradients_is_an_error_naming_it() {
+    let tape = Tape::<f64>::new();
+    let (a, b) = (tape.var(Tensor::scalar(2.0)), tape.var(Tensor::scalar(3.0)));
+    let y = tape.apply(ShortBackward, &[a, b]).unwrap();
+    let err = y.backward().unwrap_err();
+    assert!(
+        matches!(&err, Error::BadGradientCount { op, expected: 2, found: 1 } if op == "short_backward"),
+        "{err}"
+    );
+    // gradcheck reports the same error instead of "analytic 0"
+    let err = gradcheck(
+        |tape, v| tape.apply(ShortBackward, &[v[0], v[1]]),
+        &[Tensor::scalar(2.0), Tensor::scalar(3.0)],
+        &GradCheck::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::BadGradientCount { .. }), "{err}");
+}
+
+#[test]
+fn a_likelihood_broadcast_by_its_targets_is_refused() -> Result<()> {
+    let tape = Tape::<f64>::new();
+    let mean = tape.var(Tensor::from_vec(vec![0.1, 0.2, 0.3, 0.4], &[4, 1])?);
+    let likelihood = Normal::new(mean, tape.scalar(1.0))?;
+    let y = tape.constant(Tensor::vector(&[0.0, 0.5, 0.2, 0.1])); // [4], not [4, 1]
+    let elbo = Elbo::new(KlWeight::PerExample { num_examples: 100 });
+    let batch = Batch {
+        index: 0,
+        size: 4,
+        step: 0,
+    };
+    let divergences = Divergences::new(&tape);
+    let err = elbo
+        .loss_from_likelihood(&divergences, &likelihood, y, batch)
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("[4, 4]") && msg.contains("[4, 1]") && msg.contains("[4]"),
+        "{msg}"
+    );
+    // the right targets pass, and a batch size that is not the leading size does not
+    let y = tape.constant(Tensor::from_vec(vec![0.0, 0.5, 0.2, 0.1], &[4, 1])?);
+    let ok = elbo.loss_from_likelihood(&divergences, &likelihood, y, batch)?;
+    assert!((ok.nll - 0.9439).abs() < 1e-3, "{}", ok.nll);
+    let wrong = Batch { size: 8, ..batch };
+    let err = elbo
+        .loss_from_likelihood(&divergences, &likelihood, y, wrong)
+        .unwrap_err();
+    assert!(err.to_string().contains("batch size 8"), "{err}");
+    // Elbo::loss wants the NLL summed
+    let err = elbo
+        .loss(&divergences, likelihood.log_prob(y)?, batch)
+        .unwrap_err();
+    assert!(err.to_string().contains("one number"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn shapes_whose_size_overflows_are_errors_not_memory_errors() {
+    let huge = (1usize << 63) + 1;
+    let err = Tensor::<f32>::from_vec(vec![1.0; 64], &[huge, 64]).unwrap_err();
+    assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+    let t = Tensor::<f32>::ones(&[4, 4]);
+    assert!(matches!(
+        t.reshape(&[huge, 2, 8]).unwrap_err(),
+        Error::TooLarge { .. }
+    ));
+    // empty operands are valid for any other size; their product may not fit
+    let (a, b) = (
+        Tensor::<f64>::zeros(&[1 << 40, 0]),
+        Tensor::<f64>::zeros(&[0, 1 << 40]),
+    );
+    assert!(matches!(a.matmul(&b).unwrap_err(), Error::TooLarge { .. }));
+    let x = Tensor::<f64>::zeros(&[1 << 20, 1 << 20, 1 << 20, 0]);
+    let k = Tensor::<f64>::zeros(&[1, 1, 0, 1 << 30]);
+    let tape = Tape::new();
+    let err = tape
+        .constant(x)
+        .conv2d(tape.constant(k), 1, Padding::Same)
+        .unwrap_err();
+    assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+    // layers: an overflowing kernel and one the allocator refuses
+    let mut store = ParamStore::<f64>::new();
+    let mut rng = StdRng::seed_from_u64(0);
+    for (i, o) in [
+        (1usize << 32, 1usize << 32),
+        (1 << 20, 1 << 20),
+        (1 << 40, 1),
+    ] {
+        let err = DenseFlipout::new(&mut store, "l", i, o, &mut rng).unwrap_err();
+        assert!(
+            matches!(&err, Error::TooLarge { what, .. } if what.contains("layer 'l")),
+            "{i}x{o}: {err}"
+        );
+        let err = Dense::new(&mut store, "d", i, o, &mut rng).unwrap_err();
+        assert!(matches!(err, Error::TooLarge { .. }), "{i}x{o}: {err}");
+    }
+    assert!(store.is_empty(), "nothing was added");
+}
