@@ -132,6 +132,16 @@ pub enum Error {
         /// The version in the store.
         current: u64,
     },
+    /// An optimizer update whose result is not finite; the step was refused.
+    #[error("the update of parameter '{name}' gives {value} at element {index} (a learning rate too large for its values?); no parameter was updated")]
+    NonFiniteUpdate {
+        /// The parameter's name.
+        name: String,
+        /// The first bad element.
+        index: usize,
+        /// Its value.
+        value: f64,
+    },
     /// A parameter that is not frozen received no gradient.
     #[error("parameter '{name}' received no gradient: it was not read on the tape or the loss does not depend on it (freeze it with ParamStore::freeze if that is intended)")]
     MissingGradient {
@@ -242,6 +252,25 @@ pub enum Error {
         /// The system's message.
         message: String,
     },
+    /// A parameter saved with another constraint than the store gives it
+    /// (the stored value would be read through the wrong map).
+    #[error("parameter '{name}' was saved with constraint {saved}, but the store's is {expected}")]
+    ConstraintMismatch {
+        /// The parameter.
+        name: String,
+        /// The constraint in the file.
+        saved: String,
+        /// The constraint in the store.
+        expected: String,
+    },
+    /// A checkpoint without the state of a part the load asked for.
+    #[error("the checkpoint holds no '{kind}' state (it holds: [{saved}])")]
+    MissingState {
+        /// The kind asked for ("adam").
+        kind: String,
+        /// The kinds the file holds.
+        saved: String,
+    },
     /// A file that is not a bayesgrad checkpoint.
     #[error("not a bayesgrad checkpoint: {reason}")]
     NotACheckpoint {
@@ -285,7 +314,7 @@ pub enum Error {
         name: String,
     },
     /// A tensor whose shape differs from the parameter's.
-    #[error("parameter '{name}': checkpoint shape {found:?}, store expects {expected:?}")]
+    #[error("parameter '{name}' has shape {expected:?}, got a value (or gradient, or saved tensor) of shape {found:?}")]
     ParamShapeMismatch {
         /// The parameter's name.
         name: String,

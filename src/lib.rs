@@ -71,6 +71,8 @@
 //! # Ok::<(), bayesgrad::Error>(())
 //! ```
 #![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod autodiff;
 pub mod bayes;

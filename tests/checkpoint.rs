@@ -42,17 +42,17 @@ fn round_trip<F: Element>() {
     let dir = temp_dir(F::DTYPE);
     let path = dir.0.join("model.safetensors");
     let store = store_f::<F>();
-    checkpoint::save(&store, None, &path).unwrap();
+    checkpoint::save(&store, &[], &path).unwrap();
     assert_eq!(
         std::fs::read(&path).unwrap(),
-        checkpoint::save_bytes(&store, None).unwrap(),
+        checkpoint::save_bytes(&store, &[]).unwrap(),
         "save writes exactly save_bytes"
     );
     let mut fresh = ParamStore::<F>::new();
     fresh.add("a", Tensor::zeros(&[2, 3]));
     fresh.add_positive("b", Tensor::scalar(F::one()));
     fresh.add("c/with/slashes", Tensor::zeros(&[4]));
-    checkpoint::load(&mut fresh, None, &path).unwrap();
+    checkpoint::load(&mut fresh, &mut [], &path).unwrap();
     for (p, q) in store.params().zip(fresh.params()) {
         let (x, y) = (store.value(p), fresh.value(q));
         assert_eq!(x.shape(), y.shape());
@@ -75,7 +75,7 @@ fn round_trip_is_exact_in_f32_and_f64() {
 fn the_file_is_plain_safetensors() {
     let dir = temp_dir("plain");
     let path = dir.0.join("m.safetensors");
-    checkpoint::save(&store_f::<f32>(), None, &path).unwrap();
+    checkpoint::save(&store_f::<f32>(), &[], &path).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
@@ -91,13 +91,13 @@ fn the_file_is_plain_safetensors() {
 
 /// What `save` writes (`round_trip` checks that the two agree).
 fn good_bytes() -> Vec<u8> {
-    checkpoint::save_bytes(&store_f::<f64>(), None).unwrap()
+    checkpoint::save_bytes(&store_f::<f64>(), &[]).unwrap()
 }
 
 /// Loads into a copy of the original store and checks that a failure leaves it unchanged.
 fn load_err(bytes: &[u8], store: &mut ParamStore<f64>) -> Error {
     let before: Vec<Tensor<f64>> = store.params().map(|p| store.value(p).clone()).collect();
-    let err = load_bytes(store, None, bytes).unwrap_err();
+    let err = load_bytes(store, &mut [], bytes).unwrap_err();
     let after: Vec<Tensor<f64>> = store.params().map(|p| store.value(p).clone()).collect();
     assert_eq!(before, after, "a failed load modified the store ({err})");
     err
@@ -115,7 +115,7 @@ fn zeroed_store() -> ParamStore<f64> {
 fn damaged_files_give_specific_errors() {
     let good = good_bytes();
     let mut store = zeroed_store();
-    load_bytes(&mut store, None, &good).unwrap();
+    load_bytes(&mut store, &mut [], &good).unwrap();
     let mut store = zeroed_store();
 
     // a flipped byte in the tensor data
@@ -164,14 +164,14 @@ fn damaged_files_give_specific_errors() {
         Error::NotACheckpoint { .. }
     ));
 
-    // wrong version: rewrite the metadata (same length) "version":"1" -> "version":"9"
+    // wrong version: rewrite the metadata (same length) "version":"2" -> "version":"9"
     let text = String::from_utf8_lossy(&good[8..8 + header_len]).to_string();
-    let patched = text.replacen("\"version\":\"1\"", "\"version\":\"9\"", 1);
+    let patched = text.replacen("\"version\":\"2\"", "\"version\":\"9\"", 1);
     assert_ne!(text, patched, "the header should hold the version: {text}");
     let mut wrong = good.clone();
     wrong[8..8 + header_len].copy_from_slice(patched.as_bytes());
     assert!(
-        matches!(load_err(&wrong, &mut store), Error::UnsupportedVersion { found, supported: 1 } if found == "9")
+        matches!(load_err(&wrong, &mut store), Error::UnsupportedVersion { found, supported: 2 } if found == "9")
     );
 }
 
@@ -213,7 +213,7 @@ fn mismatched_stores_name_the_parameter() {
     // dtype: an f32 store reading an f64 file
     let mut s32 = ParamStore::<f32>::new();
     s32.add("a", Tensor::zeros(&[2, 3]));
-    let err = load_bytes(&mut s32, None, &good).unwrap_err();
+    let err = load_bytes(&mut s32, &mut [], &good).unwrap_err();
     assert_eq!(
         err,
         Error::DtypeMismatch {
@@ -281,13 +281,13 @@ fn resumed_training_is_bit_identical() {
     for step in 0..k {
         train_step(&net1, &mut first, &mut opt1, step);
     }
-    checkpoint::save(&first, Some(opt1.state()), &path).unwrap();
+    checkpoint::save(&first, &[&opt1], &path).unwrap();
     drop((first, net1, opt1));
 
     let mut resumed = ParamStore::new();
     let net2 = model(&mut resumed);
     let mut opt2 = Adam::new(0.01);
-    checkpoint::load(&mut resumed, Some(opt2.state_mut()), &path).unwrap();
+    checkpoint::load(&mut resumed, &mut [&mut opt2], &path).unwrap();
     assert_eq!(opt2.state().step, k as u64);
     for step in k..total {
         train_step(&net2, &mut resumed, &mut opt2, step);
@@ -303,7 +303,7 @@ fn resumed_training_is_bit_identical() {
     }
 }
 
-/// safetensors 0.4 writes the metadata in a random order; `save_bytes`
+/// safetensors writes the metadata in a random order; `save_bytes`
 /// sorts it, so one state always gives the same bytes (and file hash).
 #[test]
 fn a_state_always_saves_to_the_same_bytes() {
@@ -313,21 +313,25 @@ fn a_state_always_saves_to_the_same_bytes() {
     for step in 0..2 {
         train_step(&net, &mut store, &mut opt, step);
     }
-    let first = checkpoint::save_bytes(&store, Some(opt.state())).unwrap();
+    let first = checkpoint::save_bytes(&store, &[&opt]).unwrap();
     let header_len = u64::from_le_bytes(first[..8].try_into().unwrap()) as usize;
     let header = std::str::from_utf8(&first[8..8 + header_len]).unwrap();
-    let positions: Vec<usize> = ["adam_step", "checksum", "format", "version"]
-        .iter()
-        .map(|k| header.find(&format!("\"{k}\":")).expect(k))
-        .collect();
+    let positions: Vec<usize> = [
+        "adam_step",
+        "checksum",
+        "constraints",
+        "format",
+        "parts",
+        "version",
+    ]
+    .iter()
+    .map(|k| header.find(&format!("\"{k}\":")).expect(k))
+    .collect();
     assert!(
         positions.windows(2).all(|w| w[0] < w[1]),
         "metadata keys in order: {header}"
     );
     for _ in 0..16 {
-        assert_eq!(
-            checkpoint::save_bytes(&store, Some(opt.state())).unwrap(),
-            first
-        );
+        assert_eq!(checkpoint::save_bytes(&store, &[&opt]).unwrap(), first);
     }
 }

@@ -9,6 +9,7 @@ mod checkpoint;
 mod dfdx_oracle;
 mod distributions;
 mod engine;
+mod faults;
 mod layers;
 mod no_panic;
 mod open_api;

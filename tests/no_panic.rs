@@ -202,12 +202,12 @@ proptest! {
     fn checkpoint_bytes_never_panic(noise in prop::collection::vec(any::<u8>(), 0..64), cut in any::<usize>(), flip in any::<usize>()) {
         let mut store = ParamStore::<f32>::new();
         store.add("w", Tensor::vector(&[1.0, 2.0]));
-        let _ = bayesgrad::train::checkpoint::load_bytes(&mut store, None, &noise);
-        let mut bytes = bayesgrad::train::checkpoint::save_bytes(&store, None).unwrap();
+        let _ = bayesgrad::train::checkpoint::load_bytes(&mut store, &mut [], &noise);
+        let mut bytes = bayesgrad::train::checkpoint::save_bytes(&store, &[]).unwrap();
         let i = flip % bytes.len();
         bytes[i] ^= 0x5a;
-        let _ = bayesgrad::train::checkpoint::load_bytes(&mut store, None, &bytes);
-        let _ = bayesgrad::train::checkpoint::load_bytes(&mut store, None, &bytes[..cut % bytes.len()]);
+        let _ = bayesgrad::train::checkpoint::load_bytes(&mut store, &mut [], &bytes);
+        let _ = bayesgrad::train::checkpoint::load_bytes(&mut store, &mut [], &bytes[..cut % bytes.len()]);
     }
 }
 
@@ -226,4 +226,45 @@ fn a_mixture_that_broadcasts_to_no_components_is_an_error() {
             ..
         })
     ));
+}
+
+/// The properties above run in the test profile, which keeps overflow
+/// checks on (an arithmetic overflow panics there instead of wrapping).
+#[test]
+fn the_properties_run_with_overflow_checks_on() {
+    let overflow =
+        std::panic::catch_unwind(|| std::hint::black_box(u8::MAX) + std::hint::black_box(1u8));
+    assert!(overflow.is_err(), "build the tests with overflow checks");
+}
+
+/// A property that only ever meets errors proves little: over 256 random
+/// graphs (a fixed seed), a fair share of the steps must succeed.
+#[test]
+fn a_fair_share_of_random_graph_steps_succeed() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let graphs = (
+        prop::collection::vec(tensor(), 1..4),
+        prop::collection::vec(step(), 1..12),
+    );
+    let (mut ok, mut total) = (0usize, 0usize);
+    for _ in 0..256 {
+        let (inputs, steps) = graphs.new_tree(&mut runner).unwrap().current();
+        let tape = Tape::new();
+        let mut pool: Vec<Var<f64>> = inputs.into_iter().map(|t| tape.var(t)).collect();
+        let mut divergences = Divergences::new(&tape);
+        for s in &steps {
+            total += 1;
+            if let Ok(v) = apply(&tape, &mut divergences, &pool, s) {
+                ok += 1;
+                pool.push(v);
+            }
+        }
+    }
+    assert!(
+        ok * 3 >= total,
+        "only {ok} of {total} random steps succeeded: the properties test mostly errors"
+    );
+    eprintln!("{ok} of {total} random graph steps succeeded");
 }

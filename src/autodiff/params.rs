@@ -245,6 +245,22 @@ impl<F: Element> ParamStore<F> {
         if self.entries.iter().any(|e| e.name == name) {
             return Err(Error::DuplicateParam { name });
         }
+        if name.starts_with("__") {
+            return Err(Error::invalid(
+                "ParamStore::add",
+                format!("parameter name '{name}' starts with '__', which checkpoints reserve for optimizer state and metadata"),
+            ));
+        }
+        if let Constraint::Positive { eps } = constraint {
+            if !(eps.is_finite() && eps >= 0.0) {
+                return Err(Error::invalid(
+                    "ParamStore::add",
+                    format!(
+                        "parameter '{name}': Positive's eps must be finite and >= 0, got {eps}"
+                    ),
+                ));
+            }
+        }
         if let Some((i, v)) = value.first_non_finite() {
             return Err(Error::invalid(
                 "ParamStore::add",
@@ -290,7 +306,7 @@ impl<F: Element> ParamStore<F> {
         self.try_value(p).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Overwrites the stored value (same shape required).
+    /// Overwrites the stored (unconstrained) value: same shape, finite.
     pub fn set_value(&mut self, p: Param, value: Tensor<F>) -> Result<()> {
         let expected = self.entry(p)?.value.shape().to_vec();
         let name = self.entry(p)?.name.clone();
@@ -300,6 +316,12 @@ impl<F: Element> ParamStore<F> {
                 expected,
                 found: value.shape().to_vec(),
             });
+        }
+        if let Some((i, v)) = value.first_non_finite() {
+            return Err(Error::invalid(
+                "ParamStore::set_value",
+                format!("parameter '{name}': value {v} at element {i} is not finite"),
+            ));
         }
         let entry = &mut self.entries[p.index];
         entry.value = value;

@@ -58,9 +58,11 @@ impl<'t, F: Element> Divergences<'t, F> {
         }
     }
 
-    /// Registers a divergence term under a name; its elements are summed.
+    /// Registers a divergence term under a name; its elements are summed
+    /// (a KL per batch element becomes the pass's total).
     ///
     /// # Errors
+    /// A value (sum) that is NaN or infinite, naming the term;
     /// [`Error::DuplicateDivergence`] for a name registered before;
     /// [`Error::ForeignTape`] for a var on another tape.
     pub fn add(&mut self, name: impl Into<String>, kl: Var<'t, F>) -> Result<()> {
@@ -73,7 +75,15 @@ impl<'t, F: Element> Divergences<'t, F> {
         if self.terms.iter().any(|(n, _)| *n == name) {
             return Err(Error::DuplicateDivergence { name });
         }
-        self.terms.push((name, kl.sum()));
+        let total = kl.sum();
+        let value = total.item()?;
+        if !value.is_finite() {
+            return Err(Error::invalid(
+                "Divergences::add",
+                format!("divergence '{name}' is {value} (shape {:?})", kl.shape()),
+            ));
+        }
+        self.terms.push((name, total));
         Ok(())
     }
 

@@ -206,7 +206,7 @@ pub(crate) fn gemm_uninit<F: Element>(
     }
     let out = OutPtr(c.as_mut_ptr().cast::<F>());
     let row_stride = n as isize;
-    // SAFETY (both calls): `a` and `b` hold every element their strides
+    // SAFETY: (both calls) `a` and `b` hold every element their strides
     // reach (checked above; strides are positive, see `MatRef::new`), and
     // `out` points at m x n elements with row stride n. The two halves
     // write disjoint rows or columns of it; with beta = 0 matrixmultiply

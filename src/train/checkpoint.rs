@@ -1,17 +1,27 @@
-//! Checkpoints of a [`ParamStore`] (and optionally Adam's state) in the
-//! safetensors format, so that they open in PyTorch, candle or burn too.
+//! Checkpoints of a [`ParamStore`] and of whatever else training must
+//! resume (optimizers, the RNG) in the safetensors format, so that they
+//! open in PyTorch, candle or burn too.
 //!
 //! - Tensors are named after the parameters (stored, unconstrained values:
-//!   `rho` for a positive parameter); Adam's moments go under
-//!   `__adam__/m/<name>` and `__adam__/v/<name>`.
-//! - The metadata holds `format = bayesgrad-checkpoint`, `version = 1`, a
-//!   64-bit FNV-1a `checksum` over every tensor's name, dtype, shape and
-//!   bytes, and Adam's step count.
-//! - Writes are atomic: a temporary file in the same directory is written,
-//!   flushed and synced, then renamed over the target; a crash mid-write
-//!   leaves the previous checkpoint intact.
-//! - Loads validate everything before touching the store: a failed load
-//!   leaves the store (and optimizer) unchanged.
+//!   `rho` for a positive parameter). The state of each [`Resumable`] part
+//!   goes under `__<kind>__/<slot>/<parameter>` (Adam's moments:
+//!   `__adam__/m/w`, `__adam__/v/w`) and into metadata entries
+//!   `<kind>_<key>`. Parameter names starting with `__` are refused when
+//!   added, so no parameter can collide with them or with safetensors'
+//!   `__metadata__`.
+//! - The metadata holds `format = bayesgrad-checkpoint`, `version = 2`,
+//!   each parameter's [`Constraint`] (`constraints`, in name order), the
+//!   parts saved (`parts`), and a 64-bit FNV-1a `checksum` over every other
+//!   metadata entry and every tensor's name, dtype, shape and bytes: no
+//!   byte that affects a load is outside it.
+//! - Writes are atomic: a uniquely named temporary file in the target's
+//!   directory is written, synced and renamed over the target, which keeps
+//!   its permissions. Saves from many threads or processes to one path do
+//!   not disturb each other (the last rename wins), a crash mid-write leaves
+//!   the previous checkpoint intact, and temporary files left by writers
+//!   that died are removed by the next save to that path.
+//! - Loads validate everything before touching the store or any part: a
+//!   failed load leaves them unchanged.
 //!
 //! ```
 //! use bayesgrad::prelude::*;
@@ -21,29 +31,137 @@
 //! let path = dir.join("model.safetensors");
 //! let mut store = ParamStore::<f32>::new();
 //! let w = store.add("w", Tensor::vector(&[1.5, -2.0]));
-//! checkpoint::save(&store, None, &path)?;
+//! checkpoint::save(&store, &[], &path)?;
 //! let mut fresh = ParamStore::<f32>::new();
 //! let w2 = fresh.add("w", Tensor::vector(&[0.0, 0.0]));
-//! checkpoint::load(&mut fresh, None, &path)?;
+//! checkpoint::load(&mut fresh, &mut [], &path)?;
 //! assert_eq!(fresh.value(w2), store.value(w));
 //! # std::fs::remove_dir_all(&dir).ok();
 //! # Ok::<(), bayesgrad::Error>(())
 //! ```
+//!
+//! # Resuming bit for bit
+//!
+//! Save the optimizer and the RNG with the parameters. `rand`'s `StdRng`
+//! cannot be saved (its state is private), so a loop that must resume
+//! exactly draws from a [`ResumableRng`](crate::train::ResumableRng):
+//!
+//! ```
+//! use bayesgrad::prelude::*;
+//! use bayesgrad::train::{checkpoint, ResumableRng};
+//! let mut store = ParamStore::<f64>::new();
+//! let w = store.add("w", Tensor::vector(&[0.5, -0.5]));
+//! let (mut opt, mut rng) = (Adam::new(0.1), ResumableRng::seed_from_u64(7));
+//! let bytes = checkpoint::save_bytes(&store, &[&opt, &rng])?;
+//! let (mut opt2, mut rng2) = (Adam::new(0.1), ResumableRng::seed_from_u64(0));
+//! let mut again = ParamStore::<f64>::new();
+//! again.add("w", Tensor::zeros(&[2]));
+//! checkpoint::load_bytes(&mut again, &mut [&mut opt2, &mut rng2], &bytes)?;
+//! assert_eq!(rng.next_u64(), rng2.next_u64());
+//! # Ok::<(), bayesgrad::Error>(())
+//! ```
 
-use crate::autodiff::params::ParamStore;
+use crate::autodiff::params::{Constraint, ParamStore};
 use crate::error::{Error, Result};
 use crate::tensor::{Element, Tensor};
-use crate::train::optim::AdamState;
 use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
 
 /// The checkpoint format version this build writes and reads.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 const FORMAT: &str = "bayesgrad-checkpoint";
-const ADAM_M: &str = "__adam__/m/";
-const ADAM_V: &str = "__adam__/v/";
+
+/// State that a checkpoint saves besides the parameters and restores on
+/// load: an optimizer's moments, an RNG's position. [`Adam`](crate::Adam),
+/// [`Sgd`](crate::Sgd) and [`ResumableRng`](crate::train::ResumableRng)
+/// implement it; so can a schedule or a sampler of your own.
+///
+/// Loading is all-or-nothing: [`Resumable::check_state`] is called on every
+/// part (and every parameter is validated) before any
+/// [`Resumable::load_state`].
+pub trait Resumable<F: Element> {
+    /// A short name, unique among the parts of one checkpoint: lowercase
+    /// ASCII letters and digits (`"adam"`).
+    fn kind(&self) -> &'static str;
+    /// Writes the state.
+    fn save_state(&self, store: &ParamStore<F>, out: &mut StateWriter<F>) -> Result<()>;
+    /// Checks, changing nothing, that `state` can be restored into this
+    /// part for `store`.
+    fn check_state(&self, store: &ParamStore<F>, state: &StateReader<'_, F>) -> Result<()>;
+    /// Restores the state; called only after every check passed.
+    fn load_state(&mut self, store: &ParamStore<F>, state: &StateReader<'_, F>) -> Result<()>;
+}
+
+/// Where a [`Resumable`] part writes its state.
+pub struct StateWriter<F> {
+    kind: &'static str,
+    meta: BTreeMap<String, String>,
+    tensors: BTreeMap<String, Tensor<F>>,
+}
+
+impl<F: Element> StateWriter<F> {
+    /// A value under `key` (letters, digits and `_`; the value may hold
+    /// letters, digits and `-_.:;+`).
+    pub fn scalar(&mut self, key: &str, value: impl ToString) -> Result<()> {
+        let value = value.to_string();
+        if !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') || !plain(&value) {
+            return Err(Error::invalid(
+                "checkpoint::save",
+                format!("state '{}': key '{key}' or value '{value}' has characters a checkpoint does not store", self.kind),
+            ));
+        }
+        self.meta.insert(format!("{}_{key}", self.kind), value);
+        Ok(())
+    }
+
+    /// A tensor for the parameter named `param`, in slot `slot` (`"m"`).
+    pub fn tensor(&mut self, slot: &str, param: &str, value: &Tensor<F>) {
+        self.tensors
+            .insert(state_name(self.kind, slot, param), value.clone());
+    }
+}
+
+/// Where a [`Resumable`] part reads its state back.
+pub struct StateReader<'a, F> {
+    kind: &'static str,
+    meta: &'a BTreeMap<String, String>,
+    tensors: &'a HashMap<String, Tensor<F>>,
+}
+
+impl<F: Element> StateReader<'_, F> {
+    /// The value saved under `key`.
+    ///
+    /// # Errors
+    /// [`Error::NotACheckpoint`] naming the key when it is missing.
+    pub fn scalar(&self, key: &str) -> Result<&str> {
+        let full = format!("{}_{key}", self.kind);
+        self.meta
+            .get(&full)
+            .map(String::as_str)
+            .ok_or_else(|| Error::NotACheckpoint {
+                reason: format!("metadata lacks '{full}'"),
+            })
+    }
+
+    /// The tensor saved for the parameter `param` in slot `slot`, if any
+    /// (its dtype is checked; its shape is the part's to check).
+    pub fn tensor(&self, slot: &str, param: &str) -> Option<&Tensor<F>> {
+        self.tensors.get(&state_name(self.kind, slot, param))
+    }
+}
+
+fn state_name(kind: &str, slot: &str, param: &str) -> String {
+    format!("__{kind}__/{slot}/{param}")
+}
+
+/// Characters that a metadata value may hold: they need no escaping in
+/// JSON and keep [`sort_metadata`]'s split on commas exact.
+fn plain(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.:;+".contains(&b))
+}
 
 fn dtype_of<F: Element>() -> Dtype {
     if F::DTYPE == "F64" {
@@ -53,8 +171,22 @@ fn dtype_of<F: Element>() -> Dtype {
     }
 }
 
-/// FNV-1a (64 bit) over names, dtypes, shapes and bytes, in name order.
-fn checksum<'a>(tensors: impl Iterator<Item = (&'a str, String, &'a [usize], &'a [u8])>) -> String {
+fn encode_constraint(c: Constraint) -> String {
+    match c {
+        Constraint::Real => "real".into(),
+        Constraint::Positive { eps } => format!("positive:{eps:e}"),
+        Constraint::UnitInterval => "unit_interval".into(),
+    }
+}
+
+/// FNV-1a (64 bit) over every metadata entry but the checksum itself, then
+/// every tensor's name, dtype, shape and bytes, in name order. Each step
+/// of FNV-1a is a bijection of its state, so a change of any one byte
+/// always changes the sum.
+fn checksum<'a>(
+    meta: &BTreeMap<String, String>,
+    tensors: impl Iterator<Item = (&'a str, String, &'a [usize], &'a [u8])>,
+) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
         for &b in bytes {
@@ -62,9 +194,17 @@ fn checksum<'a>(tensors: impl Iterator<Item = (&'a str, String, &'a [usize], &'a
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
     };
+    for (k, v) in meta.iter().filter(|(k, _)| *k != "checksum") {
+        eat(&(k.len() as u64).to_le_bytes());
+        eat(k.as_bytes());
+        eat(&(v.len() as u64).to_le_bytes());
+        eat(v.as_bytes());
+    }
     for (name, dtype, shape, data) in tensors {
+        eat(&(name.len() as u64).to_le_bytes());
         eat(name.as_bytes());
         eat(dtype.as_bytes());
+        eat(&(shape.len() as u64).to_le_bytes());
         for d in shape {
             eat(&(*d as u64).to_le_bytes());
         }
@@ -74,20 +214,21 @@ fn checksum<'a>(tensors: impl Iterator<Item = (&'a str, String, &'a [usize], &'a
     format!("{h:016x}")
 }
 
-fn io_err(path: &Path, e: std::io::Error) -> Error {
+fn io_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Io {
         path: path.display().to_string(),
         message: e.to_string(),
     }
 }
 
-/// Writes the store (and Adam's state, if given) to `path` atomically.
+/// Writes the store and the state of `parts` (optimizers, the RNG) to
+/// `path` atomically.
 pub fn save<F: Element>(
     store: &ParamStore<F>,
-    adam: Option<&AdamState<F>>,
+    parts: &[&dyn Resumable<F>],
     path: &Path,
 ) -> Result<()> {
-    write_atomic(path, &save_bytes(store, adam)?)
+    write_atomic(path, &save_bytes(store, parts)?)
 }
 
 /// [`save`] to bytes in memory: the exact bytes `save` writes, which
@@ -98,52 +239,89 @@ pub fn save<F: Element>(
 /// use bayesgrad::train::checkpoint;
 /// let mut store = ParamStore::<f64>::new();
 /// let w = store.add("w", Tensor::vector(&[0.25, -1.0]));
-/// let bytes = checkpoint::save_bytes(&store, None)?;
+/// let bytes = checkpoint::save_bytes(&store, &[])?;
 /// let mut fresh = ParamStore::<f64>::new();
 /// let w2 = fresh.add("w", Tensor::vector(&[0.0, 0.0]));
-/// checkpoint::load_bytes(&mut fresh, None, &bytes)?;
+/// checkpoint::load_bytes(&mut fresh, &mut [], &bytes)?;
 /// assert_eq!(fresh.value(w2), store.value(w));
 /// # Ok::<(), bayesgrad::Error>(())
 /// ```
+///
+/// # Errors
+/// A parameter name starting with `__` (reserved), two parts of one kind,
+/// a part whose state cannot be written.
 pub fn save_bytes<F: Element>(
     store: &ParamStore<F>,
-    adam: Option<&AdamState<F>>,
+    parts: &[&dyn Resumable<F>],
 ) -> Result<Vec<u8>> {
-    let mut tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
+    let mut tensors: BTreeMap<String, Tensor<F>> = BTreeMap::new();
+    let mut constraints: BTreeMap<&str, String> = BTreeMap::new();
     for p in store.params() {
-        let v = store.value(p);
-        tensors.insert(
-            store.name(p).to_string(),
-            (v.shape().to_vec(), F::to_le_bytes(v.data())),
-        );
-        if let Some(Some((m, s))) = adam.and_then(|a| a.moments.get(p.index())) {
-            tensors.insert(
-                format!("{ADAM_M}{}", store.name(p)),
-                (m.shape().to_vec(), F::to_le_bytes(m.data())),
-            );
-            tensors.insert(
-                format!("{ADAM_V}{}", store.name(p)),
-                (s.shape().to_vec(), F::to_le_bytes(s.data())),
-            );
+        let name = store.name(p);
+        if name.starts_with("__") {
+            return Err(Error::invalid(
+                "checkpoint::save",
+                format!("parameter name '{name}' starts with '__', which checkpoints reserve"),
+            ));
         }
+        tensors.insert(name.to_string(), store.value(p).clone());
+        constraints.insert(name, encode_constraint(store.constraint(p)?));
     }
-    let dtype = dtype_of::<F>();
-    let sum = checksum(
-        tensors
-            .iter()
-            .map(|(n, (s, d))| (n.as_str(), format!("{dtype:?}"), s.as_slice(), d.as_slice())),
-    );
     let mut meta = BTreeMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("version".to_string(), VERSION.to_string()),
-        ("checksum".to_string(), sum),
+        (
+            "constraints".to_string(),
+            constraints.into_values().collect::<Vec<_>>().join(";"),
+        ),
     ]);
-    if let Some(a) = adam {
-        meta.insert("adam_step".to_string(), a.step.to_string());
+    let mut kinds = Vec::new();
+    for part in parts {
+        let kind = part.kind();
+        let valid = !kind.is_empty()
+            && kind
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if !valid || kinds.contains(&kind) {
+            return Err(Error::invalid(
+                "checkpoint::save",
+                format!(
+                    "state kind '{kind}' is not lowercase letters and digits, or is given twice"
+                ),
+            ));
+        }
+        kinds.push(kind);
+        let mut out = StateWriter {
+            kind,
+            meta: BTreeMap::new(),
+            tensors: BTreeMap::new(),
+        };
+        part.save_state(store, &mut out)?;
+        meta.extend(out.meta);
+        tensors.extend(out.tensors);
     }
-    let views = tensors
+    meta.insert("parts".to_string(), kinds.join(";"));
+    let dtype = dtype_of::<F>();
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
-        .map(|(n, (s, d))| {
+        .map(|(n, t)| (n.clone(), t.shape().to_vec(), F::to_le_bytes(t.data())))
+        .collect();
+    let sum = checksum(
+        &meta,
+        bytes
+            .iter()
+            .map(|(n, s, d)| (n.as_str(), format!("{dtype:?}"), s.as_slice(), d.as_slice())),
+    );
+    meta.insert("checksum".to_string(), sum);
+    if !meta.iter().all(|(k, v)| plain(k) && plain(v)) {
+        return Err(Error::invalid(
+            "checkpoint::save",
+            "metadata holds characters a checkpoint does not store",
+        ));
+    }
+    let views = bytes
+        .iter()
+        .map(|(n, s, d)| {
             Ok((
                 n.clone(),
                 TensorView::new(dtype, s.clone(), d)
@@ -151,10 +329,10 @@ pub fn save_bytes<F: Element>(
             ))
         })
         .collect::<Result<Vec<_>>>()?;
-    let mut bytes = safetensors::serialize(views, Some(meta.clone().into_iter().collect()))
+    let mut out = safetensors::serialize(views, Some(meta.clone().into_iter().collect()))
         .map_err(|e| Error::invalid("checkpoint::save", e.to_string()))?;
-    sort_metadata(&mut bytes, &meta);
-    Ok(bytes)
+    sort_metadata(&mut out, &meta);
+    Ok(out)
 }
 
 /// Puts the `__metadata__` entries of serialized bytes in key order.
@@ -162,14 +340,11 @@ pub fn save_bytes<F: Element>(
 /// safetensors (0.4 through 0.8, which takes them as a `HashMap`) writes them in per-instance random order
 /// (upstream issue safetensors#584), so two saves of one state would differ
 /// in bytes and in their hashes. Sorting permutes entries of a JSON object
-/// and keeps the header's length. Our keys and values need no JSON escaping;
+/// and keeps the header's length. Our keys and values need no JSON escaping
+/// and hold no commas ([`plain`]);
 /// if the header is not laid out as expected, the (valid, unsorted) bytes are
 /// left as they are, and the determinism test fails.
 fn sort_metadata(bytes: &mut [u8], meta: &BTreeMap<String, String>) {
-    let plain = |s: &str| {
-        s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    };
     if !meta.iter().all(|(k, v)| plain(k) && plain(v)) {
         return;
     }
@@ -195,57 +370,100 @@ fn sort_metadata(bytes: &mut [u8], meta: &BTreeMap<String, String>) {
     }
 }
 
-/// Temporary file, flush, fsync, rename, fsync of the directory.
+/// Writes `bytes` to a uniquely named temporary file beside `path`, syncs
+/// it, gives it the target's permissions (0644 for a new file on Unix) and
+/// renames it over the target, then syncs the directory. Temporary files of
+/// this target left by dead processes are removed first.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let file_name = path.file_name().ok_or_else(|| Error::Io {
-        path: path.display().to_string(),
-        message: "not a file path".into(),
-    })?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| io_err(&tmp, e))?;
-        f.flush().map_err(|e| io_err(&tmp, e))?;
-        f.sync_all().map_err(|e| io_err(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
-        // Persist the rename itself (best effort: not every platform can open a directory).
-        if let Ok(d) = std::fs::File::open(dir) {
-            d.sync_all().ok();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        std::fs::remove_file(&tmp).ok();
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| io_err(path, "not a file path"))?
+        .to_string_lossy()
+        .into_owned();
+    remove_stale_temporaries(dir, &file_name);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{file_name}.{}.", std::process::id()))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| io_err(path, format!("cannot create a temporary file: {e}")))?;
+    let file = tmp.as_file_mut();
+    file.write_all(bytes).map_err(|e| io_err(path, e))?;
+    file.flush().map_err(|e| io_err(path, e))?;
+    let permissions = match std::fs::metadata(path) {
+        Ok(m) => Some(m.permissions()),
+        Err(_) => default_permissions(),
+    };
+    if let Some(p) = permissions {
+        file.set_permissions(p).map_err(|e| io_err(path, e))?;
     }
-    result
+    file.sync_all().map_err(|e| io_err(path, e))?;
+    tmp.persist(path).map_err(|e| io_err(path, e.error))?;
+    // Persist the rename itself (best effort: not every platform can open a directory).
+    if let Ok(d) = std::fs::File::open(dir) {
+        d.sync_all().ok();
+    }
+    Ok(())
 }
 
-/// Reads a checkpoint into `store` (and `adam`, if given). Every parameter
-/// of the store must be in the file with its shape and dtype, and nothing
-/// else may be; on any error the store and optimizer are unchanged.
+#[cfg(unix)]
+fn default_permissions() -> Option<std::fs::Permissions> {
+    use std::os::unix::fs::PermissionsExt;
+    Some(std::fs::Permissions::from_mode(0o644))
+}
+
+#[cfg(not(unix))]
+fn default_permissions() -> Option<std::fs::Permissions> {
+    None
+}
+
+/// Removes `.<file_name>.<pid>.*.tmp` files in `dir` whose writer process
+/// no longer runs (Linux, where `/proc/<pid>` tells; elsewhere nothing is
+/// removed). Failures are ignored: cleaning is a courtesy, not the save.
+fn remove_stale_temporaries(dir: &Path, file_name: &str) {
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let prefix = format!(".{file_name}.");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .filter(|r| r.ends_with(".tmp"))
+        else {
+            continue;
+        };
+        let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            std::fs::remove_file(entry.path()).ok();
+        }
+    }
+}
+
+/// Reads a checkpoint into `store` and `parts`. Every parameter of the
+/// store must be in the file with its shape, dtype and constraint, and no
+/// other parameter may be; every part must have been saved. On any error
+/// the store and the parts are unchanged.
 pub fn load<F: Element>(
     store: &mut ParamStore<F>,
-    adam: Option<&mut AdamState<F>>,
+    parts: &mut [&mut dyn Resumable<F>],
     path: &Path,
 ) -> Result<()> {
     let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
-    load_bytes(store, adam, &bytes)
+    load_bytes(store, parts, &bytes)
 }
 
-/// [`load`] from bytes in memory.
-pub fn load_bytes<F: Element>(
-    store: &mut ParamStore<F>,
-    adam: Option<&mut AdamState<F>>,
-    bytes: &[u8],
-) -> Result<()> {
+/// The header's length and the end of the tensor data it describes.
+fn header_extent(bytes: &[u8]) -> Result<(usize, usize)> {
     if bytes.len() < 8 {
         return Err(Error::Truncated {
             reason: format!(
@@ -255,7 +473,8 @@ pub fn load_bytes<F: Element>(
         });
     }
     let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
-    if header_len > (bytes.len() - 8) as u64 {
+    let available = (bytes.len() - 8) as u64;
+    if header_len > available {
         // A header length beyond any sane size means this is not a safetensors file at all.
         if header_len > 100_000_000 {
             return Err(Error::NotACheckpoint {
@@ -263,34 +482,65 @@ pub fn load_bytes<F: Element>(
             });
         }
         return Err(Error::Truncated {
+            reason: format!("header of {header_len} bytes, but only {available} follow"),
+        });
+    }
+    let n = header_len as usize;
+    let header: serde_json::Value =
+        serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| Error::NotACheckpoint {
+            reason: format!("the header is not JSON: {e}"),
+        })?;
+    let end = header
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter(|(k, _)| *k != "__metadata__")
+                .filter_map(|(_, t)| t.get("data_offsets")?.get(1)?.as_u64())
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0);
+    Ok((n, end as usize))
+}
+
+/// [`load`] from bytes in memory.
+pub fn load_bytes<F: Element>(
+    store: &mut ParamStore<F>,
+    parts: &mut [&mut dyn Resumable<F>],
+    bytes: &[u8],
+) -> Result<()> {
+    let (n, end) = header_extent(bytes)?;
+    let data_len = bytes.len() - 8 - n;
+    if end > data_len {
+        return Err(Error::Truncated {
+            reason: format!("the tensor data needs {end} bytes, the file has {data_len}"),
+        });
+    }
+    if end < data_len {
+        return Err(Error::NotACheckpoint {
             reason: format!(
-                "header of {header_len} bytes, but only {} follow",
-                bytes.len() - 8
+                "{} bytes follow the tensor data the header describes (appended to, or cut from a larger file)",
+                data_len - end
             ),
         });
     }
-    let (n, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| match e {
-        // the header is intact but the tensor data it describes is cut short
+    let st = SafeTensors::deserialize(bytes).map_err(|e| match e {
         SafeTensorError::MetadataIncompleteBuffer => Error::Truncated {
-            reason: "the tensor data is shorter than the header says".into(),
+            reason: "the tensor data does not match the header".into(),
         },
         e => Error::NotACheckpoint {
             reason: format!("{e:?}"),
         },
     })?;
-    let data_len = bytes.len() - 8 - n;
-    let needed = metadata
-        .tensors()
-        .values()
-        .map(|t| t.data_offsets.1)
-        .max()
-        .unwrap_or(0);
-    if needed > data_len {
-        return Err(Error::Truncated {
-            reason: format!("tensor data needs {needed} bytes, file has {data_len}"),
-        });
-    }
-    let meta = metadata.metadata().clone().unwrap_or_default();
+    let (_, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| Error::NotACheckpoint {
+        reason: format!("{e:?}"),
+    })?;
+    let meta: BTreeMap<String, String> = metadata
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     if meta.get("format").map(String::as_str) != Some(FORMAT) {
         return Err(Error::NotACheckpoint {
             reason: "metadata lacks format = bayesgrad-checkpoint".into(),
@@ -305,12 +555,10 @@ pub fn load_bytes<F: Element>(
             })
         }
     }
-    let st = SafeTensors::deserialize(bytes).map_err(|e| Error::NotACheckpoint {
-        reason: format!("{e:?}"),
-    })?;
     let mut named: Vec<(String, TensorView<'_>)> = st.tensors();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     let found = checksum(
+        &meta,
         named
             .iter()
             .map(|(n, t)| (n.as_str(), format!("{:?}", t.dtype()), t.shape(), t.data())),
@@ -320,16 +568,66 @@ pub fn load_bytes<F: Element>(
         return Err(Error::ChecksumMismatch { expected, found });
     }
 
-    let views: HashMap<&str, &TensorView<'_>> =
-        named.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let decode = |name: &str, t: &TensorView<'_>, expected_shape: &[usize]| -> Result<Tensor<F>> {
+    // Decode every tensor (dtype and element count checked).
+    let mut tensors: HashMap<String, Tensor<F>> = HashMap::with_capacity(named.len());
+    for (name, t) in &named {
         if t.dtype() != dtype_of::<F>() {
             return Err(Error::DtypeMismatch {
-                name: name.into(),
+                name: name.clone(),
                 expected: F::DTYPE.into(),
                 found: format!("{:?}", t.dtype()),
             });
         }
+        let data = F::from_le_bytes(t.data()).ok_or_else(|| Error::Truncated {
+            reason: format!("tensor '{name}' has a partial element"),
+        })?;
+        tensors.insert(name.clone(), Tensor::from_vec(data, t.shape())?);
+    }
+    let saved_parts: Vec<&str> = meta
+        .get("parts")
+        .map(|p| p.split(';').filter(|k| !k.is_empty()).collect())
+        .unwrap_or_default();
+    // Every tensor is a parameter of the store or state of a saved part.
+    for name in tensors.keys() {
+        let param = match name.strip_prefix("__") {
+            Some(rest) => rest
+                .split_once("__/")
+                .filter(|(kind, _)| saved_parts.contains(kind))
+                .and_then(|(_, rest)| rest.split_once('/'))
+                .map(|(_, param)| param),
+            None => Some(name.as_str()),
+        };
+        if param.and_then(|p| store.get(p)).is_none() {
+            return Err(Error::UnexpectedParameter { name: name.clone() });
+        }
+    }
+    // Every parameter is there, with its shape and constraint.
+    let mut by_name: Vec<_> = store.params().collect();
+    by_name.sort_by(|a, b| store.name(*a).cmp(store.name(*b)));
+    let saved_constraints: Vec<&str> = meta
+        .get("constraints")
+        .map(|c| c.split(';').filter(|c| !c.is_empty()).collect())
+        .unwrap_or_default();
+    if saved_constraints.len() != by_name.len() {
+        // the parameter sets differ: name the first missing one
+        for &p in &by_name {
+            if !tensors.contains_key(store.name(p)) {
+                return Err(Error::MissingParameter {
+                    name: store.name(p).into(),
+                });
+            }
+        }
+        return Err(Error::NotACheckpoint {
+            reason: "the constraints do not match the parameters".into(),
+        });
+    }
+    let mut values = Vec::with_capacity(by_name.len());
+    for (&p, saved) in by_name.iter().zip(saved_constraints) {
+        let name = store.name(p);
+        let t = tensors
+            .get(name)
+            .ok_or_else(|| Error::MissingParameter { name: name.into() })?;
+        let expected_shape = store.value(p).shape();
         if t.shape() != expected_shape {
             return Err(Error::ParamShapeMismatch {
                 name: name.into(),
@@ -337,59 +635,47 @@ pub fn load_bytes<F: Element>(
                 found: t.shape().to_vec(),
             });
         }
-        let data = F::from_le_bytes(t.data()).ok_or_else(|| Error::Truncated {
-            reason: format!("tensor '{name}' has a partial element"),
-        })?;
-        Tensor::from_vec(data, expected_shape)
-    };
-    let mut values = Vec::with_capacity(store.len());
-    let mut moments = Vec::with_capacity(store.len());
-    for p in store.params() {
-        let name = store.name(p);
-        let shape = store.value(p).shape();
-        let t = views
-            .get(name)
-            .ok_or_else(|| Error::MissingParameter { name: name.into() })?;
-        values.push((p, decode(name, t, shape)?));
-        let m = views
-            .get(format!("{ADAM_M}{name}").as_str())
-            .map(|t| decode(name, t, shape))
-            .transpose()?;
-        let v = views
-            .get(format!("{ADAM_V}{name}").as_str())
-            .map(|t| decode(name, t, shape))
-            .transpose()?;
-        moments.push(m.zip(v));
-    }
-    for name in views.keys() {
-        let base = name
-            .strip_prefix(ADAM_M)
-            .or_else(|| name.strip_prefix(ADAM_V))
-            .unwrap_or(name);
-        if store.get(base).is_none() {
-            return Err(Error::UnexpectedParameter {
-                name: name.to_string(),
+        let expected = encode_constraint(store.constraint(p)?);
+        if saved != expected {
+            return Err(Error::ConstraintMismatch {
+                name: name.into(),
+                saved: saved.into(),
+                expected,
             });
         }
-    }
-    let step = match (meta.get("adam_step"), &adam) {
-        (Some(s), Some(_)) => Some(s.parse::<u64>().map_err(|_| Error::NotACheckpoint {
-            reason: format!("adam_step '{s}' is not a number"),
-        })?),
-        (None, Some(_)) => {
+        if let Some((i, v)) = t.first_non_finite() {
             return Err(Error::NotACheckpoint {
-                reason: "the checkpoint holds no optimizer state".into(),
-            })
+                reason: format!("parameter '{name}' holds {v} at element {i}"),
+            });
         }
-        _ => None,
-    };
-    // Everything is valid: apply.
+        values.push((p, t.clone()));
+    }
+    // The parts: all checked before any is changed.
+    for part in parts.iter() {
+        let kind = part.kind();
+        if !saved_parts.contains(&kind) {
+            return Err(Error::MissingState {
+                kind: kind.into(),
+                saved: saved_parts.join(", "),
+            });
+        }
+        let reader = StateReader {
+            kind,
+            meta: &meta,
+            tensors: &tensors,
+        };
+        part.check_state(store, &reader)?;
+    }
+    for part in parts.iter_mut() {
+        let reader = StateReader {
+            kind: part.kind(),
+            meta: &meta,
+            tensors: &tensors,
+        };
+        part.load_state(store, &reader)?;
+    }
     for (p, v) in values {
         store.set_value(p, v)?;
-    }
-    if let (Some(adam), Some(step)) = (adam, step) {
-        adam.step = step;
-        adam.moments = moments;
     }
     Ok(())
 }

@@ -33,6 +33,7 @@ use crate::autodiff::tape::Gradients;
 use crate::error::{Error, Result};
 use crate::kernels::parallel::par_blocks;
 use crate::tensor::{Element, Tensor};
+use crate::train::checkpoint::{Resumable, StateReader, StateWriter};
 
 /// Something that updates a [`ParamStore`] from [`Gradients`].
 pub trait Optimizer<F: Element> {
@@ -40,12 +41,36 @@ pub trait Optimizer<F: Element> {
     fn step(&mut self, store: &mut ParamStore<F>, grads: &Gradients<F>) -> Result<()>;
 }
 
-/// Checks that every non-frozen parameter has a finite gradient of its shape,
-/// and returns them in store order.
+/// The largest `|x|` of a tensor, or the first element that is not finite.
+fn max_abs<F: Element>(t: &Tensor<F>) -> std::result::Result<F, (usize, F)> {
+    let data = t.data();
+    let (a, b) = par_blocks((), data.len(), data.len(), |items, ()| {
+        let start = items.start;
+        let mut max = F::zero();
+        for (i, &x) in data[items].iter().enumerate() {
+            if !x.is_finite() {
+                return Err((start + i, x));
+            }
+            max = max.max(x.abs());
+        }
+        Ok(max)
+    });
+    Ok(a?.max(b?))
+}
+
+/// A gradient of a parameter, checked: its shape, finite, and its largest `|g|`.
+struct Update<'g, F: Element> {
+    param: Param,
+    grad: &'g Tensor<F>,
+    max_grad: F,
+}
+
+/// Checks that every non-frozen parameter has a finite gradient of its
+/// shape, computed from its current value, and returns them in store order.
 fn collect<'g, F: Element>(
     store: &ParamStore<F>,
     grads: &'g Gradients<F>,
-) -> Result<Vec<(Param, &'g Tensor<F>)>> {
+) -> Result<Vec<Update<'g, F>>> {
     let mut out = Vec::with_capacity(store.len());
     for p in store.params() {
         if store.is_frozen(p) {
@@ -73,14 +98,16 @@ fn collect<'g, F: Element>(
                 found: g.shape().to_vec(),
             });
         }
-        if let Some((index, v)) = g.first_non_finite() {
-            return Err(Error::NonFiniteGradient {
-                name: name(),
-                index,
-                value: v.to_f64().unwrap_or(f64::NAN),
-            });
-        }
-        out.push((p, g));
+        let max_grad = max_abs(g).map_err(|(index, v)| Error::NonFiniteGradient {
+            name: name(),
+            index,
+            value: v.to_f64().unwrap_or(f64::NAN),
+        })?;
+        out.push(Update {
+            param: p,
+            grad: g,
+            max_grad,
+        });
     }
     Ok(out)
 }
@@ -141,26 +168,89 @@ impl<F: Element> Optimizer<F> for Sgd<F> {
         check_setting("Sgd", "learning rate", self.lr, (0.0, f64::INFINITY))?;
         check_setting("Sgd", "momentum", self.momentum, (0.0, f64::INFINITY))?;
         let updates = collect(store, grads)?;
-        self.velocity.resize_with(store.len(), || None);
+        if self.velocity.len() > store.len() {
+            return Err(state_from_another_store(
+                "Sgd",
+                self.velocity.len(),
+                store.len(),
+            ));
+        }
         let (lr, mu) = (self.lr, self.momentum);
-        for (p, g) in updates {
-            let idx = p.index();
-            let value = store.value_mut(p);
-            if mu == F::zero() {
-                value
-                    .data_mut()
-                    .iter_mut()
-                    .zip(g.data())
-                    .for_each(|(x, &g)| *x = *x - lr * g);
-                continue;
+        // every new value and velocity first, checked; then all of them at once
+        let mut new = Vec::with_capacity(updates.len());
+        for Update { param: p, grad, .. } in &updates {
+            let velocity = self.velocity.get(p.index()).and_then(Option::as_ref);
+            if let Some(v) = velocity.filter(|v| v.shape() != grad.shape()) {
+                return Err(bad_state_shape("Sgd", store, *p, v));
             }
-            let v = self.velocity[idx].get_or_insert_with(|| Tensor::zeros(g.shape()));
-            for ((x, v), &g) in value.data_mut().iter_mut().zip(v.data_mut()).zip(g.data()) {
-                *v = mu * *v + g;
-                *x = *x - lr * *v;
+            let g = grad.data();
+            let v: Vec<F> = match velocity {
+                Some(v) if mu != F::zero() => {
+                    v.data().iter().zip(g).map(|(&v, &g)| mu * v + g).collect()
+                }
+                _ => g.to_vec(),
+            };
+            let x: Vec<F> = store
+                .value(*p)
+                .data()
+                .iter()
+                .zip(&v)
+                .map(|(&x, &v)| x - lr * v)
+                .collect();
+            let x = Tensor::from_vec(x, grad.shape())?;
+            refuse_non_finite(store, *p, &x)?;
+            new.push((
+                *p,
+                x,
+                (mu != F::zero())
+                    .then(|| Tensor::from_vec(v, grad.shape()))
+                    .transpose()?,
+            ));
+        }
+        self.velocity.resize_with(store.len(), || None);
+        for (p, x, v) in new {
+            *store.value_mut(p) = x;
+            if let Some(v) = v {
+                self.velocity[p.index()] = Some(v);
             }
         }
         Ok(())
+    }
+}
+
+fn state_from_another_store(optimizer: &str, len: usize, params: usize) -> Error {
+    Error::invalid(
+        "Optimizer::step",
+        format!("{optimizer}'s state covers {len} parameters, the store has {params}: it belongs to another store"),
+    )
+}
+
+fn bad_state_shape<F: Element>(
+    optimizer: &str,
+    store: &ParamStore<F>,
+    p: Param,
+    t: &Tensor<F>,
+) -> Error {
+    Error::invalid(
+        "Optimizer::step",
+        format!(
+            "{optimizer}'s state for parameter '{}' has shape {:?}, the parameter {:?}",
+            store.name(p),
+            t.shape(),
+            store.value(p).shape()
+        ),
+    )
+}
+
+/// Refuses an updated value that is not finite, naming the parameter.
+fn refuse_non_finite<F: Element>(store: &ParamStore<F>, p: Param, x: &Tensor<F>) -> Result<()> {
+    match x.first_non_finite() {
+        Some((index, v)) => Err(Error::NonFiniteUpdate {
+            name: store.name(p).to_string(),
+            index,
+            value: v.to_f64().unwrap_or(f64::NAN),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -178,6 +268,10 @@ pub struct Adam<F> {
     /// Added to the denominator.
     pub eps: F,
     state: AdamState<F>,
+    /// Whether the moments are known finite (false after `set_state`).
+    state_checked: bool,
+    /// Per parameter: a version of its value and a bound on its largest `|x|`.
+    largest: Vec<Option<(u64, f64)>>,
 }
 
 /// Adam's moments and step count (saved with checkpoints to resume exactly).
@@ -198,6 +292,8 @@ impl<F: Element> Adam<F> {
             beta2: F::lit(0.999),
             eps: F::lit(1e-8),
             state: AdamState::default(),
+            state_checked: true,
+            largest: Vec::new(),
         }
     }
 
@@ -206,14 +302,12 @@ impl<F: Element> Adam<F> {
         &self.state
     }
 
-    /// Mutable access to the state (for [`checkpoint::load`](crate::train::checkpoint::load)).
-    pub fn state_mut(&mut self) -> &mut AdamState<F> {
-        &mut self.state
-    }
-
-    /// Replaces the optimizer state (to resume from a checkpoint).
+    /// Replaces the optimizer state. The next step checks it against the
+    /// store (its length, each moment's shape, finite values) and refuses a
+    /// state that does not fit, naming the parameter.
     pub fn set_state(&mut self, state: AdamState<F>) {
         self.state = state;
+        self.state_checked = false;
     }
 }
 
@@ -237,32 +331,135 @@ impl<F: Element> AdamRule<F> {
     }
 }
 
+/// `|m_hat| / sqrt(v_hat) <= 1 / sqrt((1 - b2)(1 - b1^2 / b2))` for every
+/// step when `b1^2 < b2`: by Cauchy–Schwarz on the sums behind `m` and `v`
+/// (and `1 - b1^t >= 1 - b1`, `1 - b2^t <= 1`). So one Adam update moves
+/// no element by more than `lr` times this; `None` when `b1^2 >= b2`.
+fn adam_ratio_bound(b1: f64, b2: f64) -> Option<f64> {
+    (b1 * b1 < b2).then(|| 1.0 / ((1.0 - b2) * (1.0 - b1 * b1 / b2)).sqrt())
+}
+
 impl<F: Element> Optimizer<F> for Adam<F> {
+    /// One Adam update of every non-frozen parameter.
+    ///
+    /// An update whose result would not be finite (a learning rate too
+    /// large for the values, say) is refused with
+    /// [`Error::NonFiniteUpdate`], nothing modified. The check costs no
+    /// extra pass in the usual case: the largest `|x|` of each parameter is
+    /// kept from its last update, and when it plus `lr` times a bound on
+    /// `|m_hat| / sqrt(v_hat)` (`1 / sqrt((1 - b2)(1 - b1^2 / b2))`, about 73
+    /// for the defaults) stays far from overflow the update runs in place;
+    /// otherwise it is computed aside, checked, and only then committed.
     fn step(&mut self, store: &mut ParamStore<F>, grads: &Gradients<F>) -> Result<()> {
         check_setting("Adam", "learning rate (lr)", self.lr, (0.0, f64::INFINITY))?;
         check_setting("Adam", "beta1", self.beta1, (0.0, 1.0))?;
         check_setting("Adam", "beta2", self.beta2, (0.0, 1.0))?;
         check_setting("Adam", "eps", self.eps, (0.0, f64::INFINITY))?;
         let updates = collect(store, grads)?;
-        self.state.moments.resize_with(store.len(), || None);
-        self.state.step += 1;
-        let t = self.state.step as i32;
+        if self.state.moments.len() > store.len() {
+            return Err(state_from_another_store(
+                "Adam",
+                self.state.moments.len(),
+                store.len(),
+            ));
+        }
+        for u in &updates {
+            if let Some(Some((m, v))) = self.state.moments.get(u.param.index()) {
+                for t in [m, v] {
+                    if t.shape() != u.grad.shape() {
+                        return Err(bad_state_shape("Adam", store, u.param, t));
+                    }
+                }
+            }
+        }
+        let t = self.state.step.saturating_add(1);
         let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
-        let bc1 = F::one() - b1.powi(t);
-        let bc2 = F::one() - b2.powi(t);
-        let step_size = self.lr / bc1;
-        let inv_sqrt_bc2 = F::one() / bc2.sqrt();
+        // b^t for any t (powi would take t as an i32)
+        let bc1 = F::one() - b1.powf(F::lit(t as f64));
+        let bc2 = F::one() - b2.powf(F::lit(t as f64));
         let rule = AdamRule {
             b1,
             b2,
             eps,
-            step_size,
-            inv_sqrt_bc2,
+            step_size: self.lr / bc1,
+            inv_sqrt_bc2: F::one() / bc2.sqrt(),
         };
-        for (p, g) in updates {
-            let (m, v) = self.state.moments[p.index()]
-                .get_or_insert_with(|| (Tensor::zeros(g.shape()), Tensor::zeros(g.shape())));
-            let (value, g, n) = (store.value_mut(p), g.data(), g.len());
+        let limit = F::max_value().to_f64().unwrap_or(f64::MAX) / 4.0;
+        let reach = adam_ratio_bound(b1.to_f64().unwrap_or(1.0), b2.to_f64().unwrap_or(0.0))
+            .map(|c| c * self.lr.to_f64().unwrap_or(f64::INFINITY));
+        self.largest.resize(store.len(), None);
+        // Parameters whose update cannot overflow run in place below; the
+        // others are computed aside and checked first, so that a refused
+        // step changes nothing.
+        let mut aside = Vec::new();
+        let mut in_place = Vec::new();
+        for u in updates {
+            let idx = u.param.index();
+            let version = store.version(u.param)?;
+            let largest = match self.largest[idx] {
+                Some((v, x)) if v == version => x,
+                _ => max_abs(store.value(u.param))
+                    .map_err(|_| Error::invalid("Adam", "a parameter holds a non-finite value"))?
+                    .to_f64()
+                    .unwrap_or(f64::INFINITY),
+            };
+            // moments from set_state are checked once (finite moments stay
+            // finite under updates with bounded gradients)
+            let moments_fit = || match self.state.moments.get(idx) {
+                Some(Some((m, v))) => max_abs(m).is_ok() && max_abs(v).is_ok(),
+                _ => true,
+            };
+            let g = u.max_grad.to_f64().unwrap_or(f64::INFINITY);
+            let safe = reach.is_some_and(|r| largest + r <= limit)
+                && g <= limit.sqrt()
+                && (self.state_checked || moments_fit());
+            if safe {
+                in_place.push((u, largest + reach.unwrap_or(0.0)));
+            } else {
+                let zeros = || Tensor::zeros(u.grad.shape());
+                let (m, v) = match self.state.moments.get(idx) {
+                    Some(Some((m, v))) => (m.clone(), v.clone()),
+                    _ => (zeros(), zeros()),
+                };
+                let (mut m, mut v) = (m.data().to_vec(), v.data().to_vec());
+                let x: Vec<F> = store
+                    .value(u.param)
+                    .data()
+                    .iter()
+                    .zip(u.grad.data())
+                    .enumerate()
+                    .map(|(i, (&x, &g))| rule.update(x, &mut m[i], &mut v[i], g))
+                    .collect();
+                let shape = u.grad.shape();
+                let (x, m, v) = (
+                    Tensor::from_vec(x, shape)?,
+                    Tensor::from_vec(m, shape)?,
+                    Tensor::from_vec(v, shape)?,
+                );
+                for t in [&x, &m, &v] {
+                    refuse_non_finite(store, u.param, t)?;
+                }
+                aside.push((u.param, x, m, v));
+            }
+        }
+        // Nothing can fail from here on.
+        self.state_checked = true;
+        self.state.moments.resize_with(store.len(), || None);
+        self.state.step = t;
+        for (p, x, m, v) in aside {
+            let largest = max_abs(&x)
+                .map(|x| x.to_f64().unwrap_or(0.0))
+                .unwrap_or(0.0);
+            *store.value_mut(p) = x;
+            self.state.moments[p.index()] = Some((m, v));
+            self.largest[p.index()] = Some((store.version(p)?, largest));
+        }
+        for (u, bound) in in_place {
+            let p = u.param;
+            let (m, v) = self.state.moments[p.index()].get_or_insert_with(|| {
+                (Tensor::zeros(u.grad.shape()), Tensor::zeros(u.grad.shape()))
+            });
+            let (value, g, n) = (store.value_mut(p), u.grad.data(), u.grad.len());
             if let Some(x) = value.unique_data_mut() {
                 par_blocks(
                     (x, (m.data_mut(), v.data_mut())),
@@ -276,35 +473,151 @@ impl<F: Element> Optimizer<F> for Adam<F> {
                         }
                     },
                 );
-                continue;
+            } else {
+                // A tape that read the parameter still shares its value: the
+                // update goes into a new buffer, read from the old one, instead
+                // of copying the old one first and updating the copy.
+                let old = value.data();
+                let mut new = Vec::with_capacity(n);
+                par_blocks(
+                    (
+                        &mut new.spare_capacity_mut()[..n],
+                        (m.data_mut(), v.data_mut()),
+                    ),
+                    n,
+                    n,
+                    #[inline(always)]
+                    |range, (x, (m, v))| {
+                        let (old, g) = (&old[range.clone()], &g[range]);
+                        for i in 0..x.len() {
+                            x[i].write(rule.update(old[i], &mut m[i], &mut v[i], g[i]));
+                        }
+                    },
+                );
+                // SAFETY: `par_blocks` gave each of the n elements to one half,
+                // whose loop wrote every element of it.
+                unsafe { new.set_len(n) };
+                *value = Tensor::from_vec(new, value.shape())?;
             }
-            // A tape that read the parameter still shares its value: the
-            // update goes into a new buffer, read from the old one, instead
-            // of copying the old one first and updating the copy.
-            let old = value.data();
-            let mut new = Vec::with_capacity(n);
-            par_blocks(
-                (
-                    &mut new.spare_capacity_mut()[..n],
-                    (m.data_mut(), v.data_mut()),
-                ),
-                n,
-                n,
-                #[inline(always)]
-                |range, (x, (m, v))| {
-                    let (old, g) = (&old[range.clone()], &g[range]);
-                    for i in 0..x.len() {
-                        x[i].write(rule.update(old[i], &mut m[i], &mut v[i], g[i]));
-                    }
-                },
-            );
-            // SAFETY: `par_blocks` gave each of the n elements to one half,
-            // whose loop wrote every element of it.
-            unsafe { new.set_len(n) };
-            *value = Tensor::from_vec(new, value.shape())?;
+            // the update moved no element by more than lr times the bound
+            self.largest[p.index()] = Some((store.version(p)?, bound));
         }
         Ok(())
     }
+}
+
+impl<F: Element> Resumable<F> for Adam<F> {
+    fn kind(&self) -> &'static str {
+        "adam"
+    }
+    fn save_state(&self, store: &ParamStore<F>, out: &mut StateWriter<F>) -> Result<()> {
+        out.scalar("step", self.state.step)?;
+        for p in store.params() {
+            if let Some(Some((m, v))) = self.state.moments.get(p.index()) {
+                out.tensor("m", store.name(p), m);
+                out.tensor("v", store.name(p), v);
+            }
+        }
+        Ok(())
+    }
+    fn check_state(&self, store: &ParamStore<F>, state: &StateReader<'_, F>) -> Result<()> {
+        read_adam(store, state).map(|_| ())
+    }
+    fn load_state(&mut self, store: &ParamStore<F>, state: &StateReader<'_, F>) -> Result<()> {
+        self.set_state(read_adam(store, state)?);
+        self.state_checked = true;
+        Ok(())
+    }
+}
+
+/// Adam's state from a checkpoint, validated: a step count, and for each
+/// parameter both moments or neither, of its shape, finite, `v >= 0`.
+fn read_adam<F: Element>(
+    store: &ParamStore<F>,
+    state: &StateReader<'_, F>,
+) -> Result<AdamState<F>> {
+    let step = state.scalar("step")?;
+    let step = step.parse::<u64>().map_err(|_| Error::NotACheckpoint {
+        reason: format!("adam_step '{step}' is not a step count"),
+    })?;
+    let mut moments = Vec::with_capacity(store.len());
+    for p in store.params() {
+        let name = store.name(p);
+        let pair = match (state.tensor("m", name), state.tensor("v", name)) {
+            (Some(m), Some(v)) => {
+                for t in [m, v] {
+                    if t.shape() != store.value(p).shape() {
+                        return Err(Error::ParamShapeMismatch {
+                            name: name.into(),
+                            expected: store.value(p).shape().to_vec(),
+                            found: t.shape().to_vec(),
+                        });
+                    }
+                }
+                let bad = max_abs(m).is_err()
+                    || max_abs(v).is_err()
+                    || v.data().iter().any(|&x| x < F::zero());
+                if bad {
+                    return Err(Error::NotACheckpoint {
+                        reason: format!("Adam's moments of '{name}' are not finite, or v < 0"),
+                    });
+                }
+                Some((m.clone(), v.clone()))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(Error::NotACheckpoint {
+                    reason: format!("Adam's state of '{name}' has one moment without the other"),
+                })
+            }
+        };
+        moments.push(pair);
+    }
+    Ok(AdamState { step, moments })
+}
+
+impl<F: Element> Resumable<F> for Sgd<F> {
+    fn kind(&self) -> &'static str {
+        "sgd"
+    }
+    fn save_state(&self, store: &ParamStore<F>, out: &mut StateWriter<F>) -> Result<()> {
+        for p in store.params() {
+            if let Some(Some(v)) = self.velocity.get(p.index()) {
+                out.tensor("velocity", store.name(p), v);
+            }
+        }
+        Ok(())
+    }
+    fn check_state(&self, store: &ParamStore<F>, state: &StateReader<'_, F>) -> Result<()> {
+        read_sgd(store, state).map(|_| ())
+    }
+    fn load_state(&mut self, store: &ParamStore<F>, state: &StateReader<'_, F>) -> Result<()> {
+        self.velocity = read_sgd(store, state)?;
+        Ok(())
+    }
+}
+
+fn read_sgd<F: Element>(
+    store: &ParamStore<F>,
+    state: &StateReader<'_, F>,
+) -> Result<Vec<Option<Tensor<F>>>> {
+    store
+        .params()
+        .map(|p| {
+            let name = store.name(p);
+            match state.tensor("velocity", name) {
+                Some(v) if v.shape() != store.value(p).shape() => Err(Error::ParamShapeMismatch {
+                    name: name.into(),
+                    expected: store.value(p).shape().to_vec(),
+                    found: v.shape().to_vec(),
+                }),
+                Some(v) if max_abs(v).is_err() => Err(Error::NotACheckpoint {
+                    reason: format!("Sgd's velocity of '{name}' is not finite"),
+                }),
+                v => Ok(v.cloned()),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
