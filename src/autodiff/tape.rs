@@ -395,9 +395,8 @@ impl Constraint {
 /// `zero_grad`.
 pub struct Gradients<F: Element> {
     leaves: HashMap<usize, Tensor<F>, BuildHasherDefault<IdHasher>>,
-    params: HashMap<ParamKey, Tensor<F>, BuildHasherDefault<IdHasher>>,
-    /// The (oldest) version of each parameter's value that was read.
-    versions: HashMap<ParamKey, u64, BuildHasherDefault<IdHasher>>,
+    /// Each parameter's gradient and the (oldest) version of its value read.
+    params: HashMap<ParamKey, (Tensor<F>, u64), BuildHasherDefault<IdHasher>>,
 }
 
 /// A hasher for the small integer keys of [`Gradients`] (node ids, store
@@ -440,7 +439,7 @@ impl<F: Element> Gradients<F> {
     /// the output does not depend on it.
     pub fn get(&self, var: Var<'_, F>) -> Option<&Tensor<F>> {
         match var.tape.nodes.borrow()[var.id].param {
-            Some((key, _)) => self.params.get(&key),
+            Some((key, _)) => self.params.get(&key).map(|(g, _)| g),
             None => self.leaves.get(&var.id),
         }
     }
@@ -448,25 +447,25 @@ impl<F: Element> Gradients<F> {
     /// The gradient w.r.t. a parameter's stored (unconstrained) value,
     /// summed over every read of it on the tape; `None` if it got none.
     pub fn param(&self, param: Param) -> Option<&Tensor<F>> {
-        self.params.get(&param.key())
+        self.params.get(&param.key()).map(|(g, _)| g)
     }
 
     /// Whether every computed gradient is finite.
     pub fn all_finite(&self) -> bool {
         self.leaves
             .values()
-            .chain(self.params.values())
+            .chain(self.params.values().map(|(g, _)| g))
             .all(|t| t.first_non_finite().is_none())
     }
 
     pub(crate) fn param_by_key(&self, key: ParamKey) -> Option<&Tensor<F>> {
-        self.params.get(&key)
+        self.params.get(&key).map(|(g, _)| g)
     }
 
     /// The version of a parameter's value the gradient was computed from
     /// (the oldest, if the tape read it more than once).
     pub fn param_version(&self, param: Param) -> Option<u64> {
-        self.versions.get(&param.key()).copied()
+        self.params.get(&param.key()).map(|&(_, v)| v)
     }
 }
 
@@ -521,7 +520,6 @@ impl<'t, F: Element> Var<'t, F> {
         let mut out = Gradients {
             leaves: HashMap::default(),
             params: HashMap::default(),
-            versions: HashMap::default(),
         };
         let edges = self.tape.edges.borrow();
         // reused from node to node
@@ -562,14 +560,12 @@ impl<'t, F: Element> Var<'t, F> {
                     // a parameter read: its gradient is summed over all reads,
                     // and the oldest version read is the one it reflects
                     Some((key, version)) => match out.params.get_mut(&key) {
-                        Some(acc) => {
+                        Some((acc, read)) => {
                             acc.add_assign(&grad);
-                            let read = out.versions.entry(key).or_insert(version);
                             *read = (*read).min(version);
                         }
                         None => {
-                            out.params.insert(key, grad);
-                            out.versions.insert(key, version);
+                            out.params.insert(key, (grad, version));
                         }
                     },
                     None => {

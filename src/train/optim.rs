@@ -32,7 +32,7 @@ use crate::autodiff::params::{Param, ParamStore};
 use crate::autodiff::tape::Gradients;
 use crate::error::{Error, Result};
 use crate::kernels::parallel::par_blocks;
-use crate::tensor::{Element, Tensor};
+use crate::tensor::{first_failing, Element, Tensor};
 use crate::train::checkpoint::{Resumable, StateReader, StateWriter};
 
 /// Something that updates a [`ParamStore`] from [`Gradients`].
@@ -42,27 +42,71 @@ pub trait Optimizer<F: Element> {
 }
 
 /// The largest `|x|` of a tensor, or the first element that is not finite.
+/// Eight lanes of maxima and of `x * 0` (NaN exactly when some `x` is not
+/// finite) keep the pass vectorized; the first bad element is looked for
+/// only when there is one.
 fn max_abs<F: Element>(t: &Tensor<F>) -> std::result::Result<F, (usize, F)> {
     let data = t.data();
-    let (a, b) = par_blocks((), data.len(), data.len(), |items, ()| {
-        let start = items.start;
-        let mut max = F::zero();
-        for (i, &x) in data[items].iter().enumerate() {
-            if !x.is_finite() {
-                return Err((start + i, x));
-            }
-            max = max.max(x.abs());
+    #[inline(always)]
+    fn larger<F: Element>(a: F, b: F) -> F {
+        // one max instruction; NaN is caught by the probe
+        if a > b {
+            a
+        } else {
+            b
         }
-        Ok(max)
-    });
+    }
+    let (a, b) = par_blocks(
+        (),
+        data.len(),
+        data.len(),
+        #[inline(always)]
+        |items, ()| {
+            let part = &data[items.clone()];
+            let (mut max, mut probe) = ([F::zero(); 8], [F::zero(); 8]);
+            let mut chunks = part.chunks_exact(8);
+            for c in &mut chunks {
+                for i in 0..8 {
+                    max[i] = larger(max[i], c[i].abs());
+                    probe[i] = probe[i] + c[i] * F::zero();
+                }
+            }
+            for &x in chunks.remainder() {
+                max[0] = max[0].max(x.abs());
+                probe[0] = probe[0] + x * F::zero();
+            }
+            if probe.iter().any(|p| !p.is_finite()) {
+                let i = part.iter().position(|x| !x.is_finite()).unwrap_or(0);
+                return Err((items.start + i, part[i]));
+            }
+            Ok(max.iter().fold(F::zero(), |m, &x| m.max(x)))
+        },
+    );
     Ok(a?.max(b?))
 }
 
-/// A gradient of a parameter, checked: its shape, finite, and its largest `|g|`.
+/// A gradient of a parameter, checked: its shape, finite, and whether every
+/// `|g|` is at most `sqrt(F::MAX) / 2`, so that Adam's `g^2` cannot overflow.
 struct Update<'g, F: Element> {
     param: Param,
     grad: &'g Tensor<F>,
-    max_grad: F,
+    moderate: bool,
+    /// For an update that runs in place: a bound on its result's largest `|x|`.
+    in_place: Option<f64>,
+}
+
+/// Whether every element of `t` is finite and at most `limit` in size (one
+/// vectorized pass over two threads, as `first_non_finite`).
+fn all_within<F: Element>(t: &Tensor<F>, limit: F) -> bool {
+    let data = t.data();
+    let (a, b) = par_blocks(
+        (),
+        data.len(),
+        data.len(),
+        #[inline(always)]
+        |items, ()| first_failing(&data[items], |x| x.abs() <= limit).is_none(),
+    );
+    a && b
 }
 
 /// Checks that every non-frozen parameter has a finite gradient of its
@@ -71,6 +115,7 @@ fn collect<'g, F: Element>(
     store: &ParamStore<F>,
     grads: &'g Gradients<F>,
 ) -> Result<Vec<Update<'g, F>>> {
+    let moderate_limit = F::max_value().sqrt() * F::lit(0.5);
     let mut out = Vec::with_capacity(store.len());
     for p in store.params() {
         if store.is_frozen(p) {
@@ -98,15 +143,21 @@ fn collect<'g, F: Element>(
                 found: g.shape().to_vec(),
             });
         }
-        let max_grad = max_abs(g).map_err(|(index, v)| Error::NonFiniteGradient {
-            name: name(),
-            index,
-            value: v.to_f64().unwrap_or(f64::NAN),
-        })?;
+        let moderate = all_within(g, moderate_limit);
+        if !moderate {
+            if let Some((index, v)) = g.first_non_finite() {
+                return Err(Error::NonFiniteGradient {
+                    name: name(),
+                    index,
+                    value: v.to_f64().unwrap_or(f64::NAN),
+                });
+            }
+        }
         out.push(Update {
             param: p,
             grad: g,
-            max_grad,
+            moderate,
+            in_place: None,
         });
     }
     Ok(out)
@@ -355,7 +406,7 @@ impl<F: Element> Optimizer<F> for Adam<F> {
         check_setting("Adam", "beta1", self.beta1, (0.0, 1.0))?;
         check_setting("Adam", "beta2", self.beta2, (0.0, 1.0))?;
         check_setting("Adam", "eps", self.eps, (0.0, f64::INFINITY))?;
-        let updates = collect(store, grads)?;
+        let mut updates = collect(store, grads)?;
         if self.state.moments.len() > store.len() {
             return Err(state_from_another_store(
                 "Adam",
@@ -374,9 +425,12 @@ impl<F: Element> Optimizer<F> for Adam<F> {
         }
         let t = self.state.step.saturating_add(1);
         let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
-        // b^t for any t (powi would take t as an i32)
-        let bc1 = F::one() - b1.powf(F::lit(t as f64));
-        let bc2 = F::one() - b2.powf(F::lit(t as f64));
+        // b^t for any t (powi takes t as an i32: a larger t wrapped to NaN)
+        let pow = |b: F| match i32::try_from(t) {
+            Ok(t) => b.powi(t),
+            Err(_) => b.powf(F::lit(t as f64)),
+        };
+        let (bc1, bc2) = (F::one() - pow(b1), F::one() - pow(b2));
         let rule = AdamRule {
             b1,
             b2,
@@ -392,8 +446,7 @@ impl<F: Element> Optimizer<F> for Adam<F> {
         // others are computed aside and checked first, so that a refused
         // step changes nothing.
         let mut aside = Vec::new();
-        let mut in_place = Vec::new();
-        for u in updates {
+        for u in &mut updates {
             let idx = u.param.index();
             let version = store.version(u.param)?;
             let largest = match self.largest[idx] {
@@ -409,12 +462,11 @@ impl<F: Element> Optimizer<F> for Adam<F> {
                 Some(Some((m, v))) => max_abs(m).is_ok() && max_abs(v).is_ok(),
                 _ => true,
             };
-            let g = u.max_grad.to_f64().unwrap_or(f64::INFINITY);
             let safe = reach.is_some_and(|r| largest + r <= limit)
-                && g <= limit.sqrt()
+                && u.moderate
                 && (self.state_checked || moments_fit());
             if safe {
-                in_place.push((u, largest + reach.unwrap_or(0.0)));
+                u.in_place = Some(largest + reach.unwrap_or(0.0));
             } else {
                 let zeros = || Tensor::zeros(u.grad.shape());
                 let (m, v) = match self.state.moments.get(idx) {
@@ -454,8 +506,10 @@ impl<F: Element> Optimizer<F> for Adam<F> {
             self.state.moments[p.index()] = Some((m, v));
             self.largest[p.index()] = Some((store.version(p)?, largest));
         }
-        for (u, bound) in in_place {
-            let p = u.param;
+        for u in updates {
+            let (p, Some(bound)) = (u.param, u.in_place) else {
+                continue;
+            };
             let (m, v) = self.state.moments[p.index()].get_or_insert_with(|| {
                 (Tensor::zeros(u.grad.shape()), Tensor::zeros(u.grad.shape()))
             });
