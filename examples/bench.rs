@@ -1,4 +1,4 @@
-//! The benchmark workloads of BENCHMARKS.md: one full training step
+//! The benchmark workloads of docs/benchmarks.md: one full training step
 //! (forward, backward, optimizer update) timed after warm-up.
 //!
 //! Run: `cargo run --release --example bench [-- mlp|conv|tiny|all] [--steps N] [--default-alloc]`

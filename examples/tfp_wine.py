@@ -11,12 +11,12 @@ per-split differences:
         --paired /tmp/wine/bayesgrad_seed3.txt
 
 (`examples/tfp_bench.py` says how to make the venv.) The model follows the protocol of the
-project's BENCHMARKS.md with TFP's defaults: inputs and target standardized on the training
+project's docs/uci-wine.md with TFP's defaults: inputs and target standardized on the training
 part; DenseFlipout(50, relu) and DenseFlipout(1) with TFP's default mean-field posterior
 (`loc ~ N(0, 0.1)`, `rho ~ N(-3, 0.1)`), deterministic biases and N(0, 1) prior; a learned
 noise scale `softplus(rho) + 1e-5` (starting at 1 in standardized units); loss = mean NLL of
 the batch + sum(model.losses) / num_train; Adam, batch 32; by default 200 epochs at lr 1e-2
-(BENCHMARKS.md's TFP run). `--epochs 80 --lr 3e-3 --lr-final 3e-4 --noise-init 0.5` gives TFP
+(the TFP run of docs/uci-wine.md). `--epochs 80 --lr 3e-3 --lr-final 3e-4 --noise-init 0.5` gives TFP
 bayesgrad's defaults before its MAP start; add `--map-epochs 60` for the MAP start as well
 (a plain Dense network trained to the maximum a posteriori, whose weights start the posterior
 means, as `uci_wine --map-epochs`). Test RMSE of the mean of 100 posterior samples and

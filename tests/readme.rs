@@ -1,25 +1,21 @@
-//! The README's "API in 20 lines" runs: `tour` holds the README's Rust block
-//! verbatim between two marker comments (with a few random batches defined
-//! before it), and `readme_block_is_the_tested_code` fails as soon as the
-//! README and this copy differ, so the tour cannot drift from the API.
+//! The README's quickstart runs: `tour` holds the README's Rust block
+//! verbatim between two marker comments, and `readme_block_is_the_tested_code`
+//! fails as soon as the README and this copy differ, so the quickstart cannot
+//! drift from the API.
 
 use bayesgrad::prelude::*;
-use rand::RngExt;
 
 #[test]
 fn tour() -> Result<()> {
-    // Two batches of 8 random "images" with labels, in place of MNIST.
-    let mut data_rng = StdRng::seed_from_u64(1);
-    let batches: Vec<(Tensor<f32>, Vec<usize>)> = (0..2)
-        .map(|_| {
-            let x = (0..8 * 784).map(|_| data_rng.random::<f32>()).collect();
-            let labels = (0..8).map(|_| data_rng.random_range(0..10)).collect();
-            (Tensor::from_vec(x, &[8, 784]).unwrap(), labels)
-        })
-        .collect();
     let mut seen = Vec::new();
     // README BEGIN
     let mut rng = StdRng::seed_from_u64(0);
+    let mut batches = Vec::new(); // random "images", in place of MNIST
+    for _ in 0..2 {
+        let x = Tensor::<f32>::from_fn(&[8, 784], |_| rng.random());
+        let labels: Vec<usize> = (0..8).map(|_| rng.random_range(0..10)).collect();
+        batches.push((x, labels));
+    }
     let mut store = ParamStore::<f32>::new(); // parameters outlive tapes
     let net = Sequential::new()
         .push(DenseFlipout::new(&mut store, "hidden", 784, 512, &mut rng)?)

@@ -1,6 +1,6 @@
 //! Bayesian neural network regression on the real UCI wine-quality-red
 //! table, following the protocol of the Bayesian deep learning UCI
-//! benchmarks (20 random 90/10 splits; see README "UCI wine").
+//! benchmarks (20 random 90/10 splits; see docs/uci-wine.md).
 //!
 //! Run: `cargo run --release --example uci_wine`
 //! Flags: `--splits N --epochs N --estimator {reparameterization,flipout,local}
@@ -120,7 +120,7 @@ fn plus_minus(se: f64, digits: usize) -> String {
 fn report_splits(cfg: &Config, rmses: &[f64], lls: &[f64], seconds: f64) {
     let ((rm, rse), (lm, lse)) = (mean_se(rmses), mean_se(lls));
     let part = if cfg.validate { "validation" } else { "test" };
-    let tfp = "TFP, BENCHMARKS.md, its own splits";
+    let tfp = "TFP, docs/uci-wine.md, its own splits";
     say!(
         "{part} RMSE           {rm:.3} {}   ({tfp}: 0.638 ± 0.010)",
         plus_minus(rse, 3)

@@ -525,7 +525,7 @@ pub fn gaussian_log_likelihood_at(rmse: f64) -> f64 {
 }
 
 /// The project's stretch targets for a seed's 20-split means (TFP, same
-/// protocol, in `BENCHMARKS.md`: 0.638 and -0.968): test RMSE at most this,
+/// protocol, in docs/uci-wine.md: 0.638 and -0.968): test RMSE at most this,
 /// in the original units...
 pub const TARGET_RMSE: f64 = 0.630;
 /// ...and test log-likelihood at least this.
