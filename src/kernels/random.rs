@@ -318,17 +318,23 @@ impl SignStream {
 
     #[inline(always)]
     pub(crate) fn next_u64(&mut self) -> u64 {
-        let s = &mut self.s;
-        let out = s[0].wrapping_add(s[3]).rotate_left(23).wrapping_add(s[0]);
-        let t = s[1] << 17;
-        s[2] ^= s[0];
-        s[3] ^= s[1];
-        s[1] ^= s[2];
-        s[0] ^= s[3];
-        s[2] ^= t;
-        s[3] = s[3].rotate_left(45);
-        out
+        xoshiro256pp(&mut self.s)
     }
+}
+
+/// One step of xoshiro256++ (Blackman and Vigna): the output, and the
+/// state advanced.
+#[inline(always)]
+pub(crate) fn xoshiro256pp(s: &mut [u64; 4]) -> u64 {
+    let out = s[0].wrapping_add(s[3]).rotate_left(23).wrapping_add(s[0]);
+    let t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = s[3].rotate_left(45);
+    out
 }
 
 /// `len` random signs ±1, one random bit each, seeded from `rng` (one `next_u64`).

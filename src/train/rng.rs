@@ -2,6 +2,7 @@
 
 use crate::autodiff::params::ParamStore;
 use crate::error::{Error, Result};
+use crate::kernels::random::xoshiro256pp;
 use crate::tensor::Element;
 use crate::train::checkpoint::{Resumable, StateReader, StateWriter};
 use rand::{SeedableRng, TryRng};
@@ -51,16 +52,7 @@ impl ResumableRng {
     }
 
     fn step(&mut self) -> u64 {
-        let s = &mut self.s;
-        let out = s[0].wrapping_add(s[3]).rotate_left(23).wrapping_add(s[0]);
-        let t = s[1] << 17;
-        s[2] ^= s[0];
-        s[3] ^= s[1];
-        s[1] ^= s[2];
-        s[0] ^= s[3];
-        s[2] ^= t;
-        s[3] = s[3].rotate_left(45);
-        out
+        xoshiro256pp(&mut self.s)
     }
 }
 
