@@ -231,18 +231,27 @@ pub enum Error {
         found: Vec<usize>,
     },
     /// The finite-difference and analytic gradients disagree.
-    #[error("gradcheck failed for input {input} at element {index}: analytic {analytic}, numeric {numeric} (abs err {abs_err:.3e})")]
+    ///
+    /// For a non-scalar output both numbers are derivatives of the scalar
+    /// `sum_i w_i y_i` that the check differentiates (fixed weights `w_i` in
+    /// [0.5, 1.5], so that errors cannot cancel); for a scalar output they are
+    /// the derivatives of the output itself.
+    #[error("gradcheck failed for input {input}: {failing} element(s) out of tolerance; first at element {index}: analytic {analytic}, numeric {numeric} (abs err {abs_err:.3e}){}", list_failures(elements))]
     GradCheck {
         /// Input position.
         input: usize,
-        /// Element position.
+        /// First failing element's position.
         index: usize,
-        /// Gradient from backward.
+        /// Its gradient from backward.
         analytic: f64,
-        /// Central-difference estimate.
+        /// Its central-difference estimate.
         numeric: f64,
         /// Their absolute difference.
         abs_err: f64,
+        /// How many elements of this input fail.
+        failing: usize,
+        /// The failing elements as `(index, analytic, numeric)`, up to eight.
+        elements: Vec<(usize, f64, f64)>,
     },
     /// An I/O failure while saving or loading.
     #[error("i/o error on {path}: {message}")]
@@ -343,4 +352,16 @@ impl Error {
             reason: reason.into(),
         }
     }
+}
+
+/// `; all: [3] 0.5 vs 0.25, ...` for the failing elements after the first.
+fn list_failures(elements: &[(usize, f64, f64)]) -> String {
+    if elements.len() < 2 {
+        return String::new();
+    }
+    let all: Vec<String> = elements
+        .iter()
+        .map(|(i, a, n)| format!("[{i}] {a} vs {n}"))
+        .collect();
+    format!("; failing (analytic vs numeric): {}", all.join(", "))
 }

@@ -42,16 +42,20 @@ pub struct InputReport {
     pub max_rel_err: f64,
 }
 
-impl InputReport {
-    /// Records one element's comparison, or errors if it is out of tolerance (or NaN).
-    fn compare(
-        &mut self,
-        cfg: &GradCheck,
-        input: usize,
-        index: usize,
-        analytic: f64,
-        numeric: f64,
-    ) -> Result<()> {
+/// How many failing elements an error lists.
+const LISTED: usize = 8;
+
+/// The comparisons of one input's elements, with its failures.
+#[derive(Default)]
+struct InputCheck {
+    report: InputReport,
+    failing: usize,
+    elements: Vec<(usize, f64, f64)>,
+}
+
+impl InputCheck {
+    /// Records one element's comparison; out of tolerance (or NaN) counts as a failure.
+    fn compare(&mut self, cfg: &GradCheck, index: usize, analytic: f64, numeric: f64) {
         let abs_err = (analytic - numeric).abs();
         let bound = cfg.atol + cfg.rtol * numeric.abs();
         let within = matches!(
@@ -59,17 +63,31 @@ impl InputReport {
             Some(Ordering::Less | Ordering::Equal)
         );
         if !within {
-            return Err(Error::GradCheck {
+            self.failing += 1;
+            if self.elements.len() < LISTED {
+                self.elements.push((index, analytic, numeric));
+            }
+            return;
+        }
+        let r = &mut self.report;
+        r.max_abs_err = r.max_abs_err.max(abs_err);
+        r.max_rel_err = r.max_rel_err.max(abs_err / numeric.abs().max(1e-12));
+    }
+
+    /// The report, or the error naming every failing element (up to [`LISTED`]).
+    fn finish(self, input: usize) -> Result<InputReport> {
+        match self.elements.first() {
+            None => Ok(self.report),
+            Some(&(index, analytic, numeric)) => Err(Error::GradCheck {
                 input,
                 index,
                 analytic,
                 numeric,
-                abs_err,
-            });
+                abs_err: (analytic - numeric).abs(),
+                failing: self.failing,
+                elements: self.elements,
+            }),
         }
-        self.max_abs_err = self.max_abs_err.max(abs_err);
-        self.max_rel_err = self.max_rel_err.max(abs_err / numeric.abs().max(1e-12));
-        Ok(())
     }
 }
 
@@ -131,8 +149,9 @@ where
 /// ```
 ///
 /// # Errors
-/// [`Error::GradCheck`] naming the first input and element that disagree,
-/// or any error `f` or `backward` returns.
+/// [`Error::GradCheck`] for the first input with elements that disagree,
+/// listing them (up to eight) with both derivatives, or any error `f` or
+/// `backward` returns.
 pub fn gradcheck<Fun>(f: Fun, inputs: &[Tensor<f64>], cfg: &GradCheck) -> Result<GradCheckReport>
 where
     Fun: for<'t> Fn(&'t Tape<f64>, &[Var<'t, f64>]) -> Result<Var<'t, f64>>,
@@ -154,7 +173,7 @@ where
     let mut report = GradCheckReport::default();
     let mut shifted = inputs.to_vec();
     for (input, grad) in analytic.iter().enumerate() {
-        let mut r = InputReport::default();
+        let mut check = InputCheck::default();
         for index in 0..grad.len() {
             let x0 = inputs[input].data()[index];
             shifted[input].data_mut()[index] = x0 + cfg.eps;
@@ -163,9 +182,9 @@ where
             let down = evaluate(&f, &shifted)?;
             shifted[input].data_mut()[index] = x0;
             let numeric = (up - down) / (2.0 * cfg.eps);
-            r.compare(cfg, input, index, grad.data()[index], numeric)?;
+            check.compare(cfg, index, grad.data()[index], numeric);
         }
-        report.inputs.push(r);
+        report.inputs.push(check.finish(input)?);
     }
     Ok(report)
 }
@@ -228,7 +247,7 @@ where
     let mut report = GradCheckReport::default();
     for (input, (&p, grad)) in params.iter().zip(&analytic).enumerate() {
         let original = store.try_value(p)?.clone();
-        let mut r = InputReport::default();
+        let mut check = InputCheck::default();
         let mut outcome = Ok(());
         for index in 0..grad.len() {
             let mut shifted = original.clone();
@@ -246,14 +265,11 @@ where
                 }
             };
             let numeric = (up - down) / (2.0 * cfg.eps);
-            if let Err(e) = r.compare(cfg, input, index, grad.data()[index], numeric) {
-                outcome = Err(e);
-                break;
-            }
+            check.compare(cfg, index, grad.data()[index], numeric);
         }
         store.set_value(p, original)?;
         outcome?;
-        report.inputs.push(r);
+        report.inputs.push(check.finish(input)?);
     }
     Ok(report)
 }
@@ -280,6 +296,36 @@ mod tests {
         ) -> Result<Vec<Option<Tensor<f64>>>> {
             Ok(vec![Some(g.zip_map(x[0], "wrong", |g, x| g * x)?)]) // should be 2 g x
         }
+    }
+
+    /// Every failing element is reported with both derivatives; for a
+    /// scalar output they are the derivatives themselves (x vs 2x here).
+    #[test]
+    fn reports_every_failing_element_with_both_derivatives() {
+        let err = gradcheck(
+            |tape, x| Ok(tape.apply(WrongSquare, &[x[0]])?.sum()),
+            &[Tensor::vector(&[0.0, 1.0, 2.0, 3.0])],
+            &GradCheck::default(),
+        )
+        .unwrap_err();
+        let Error::GradCheck {
+            failing, elements, ..
+        } = &err
+        else {
+            panic!("{err}")
+        };
+        // element 0 has derivative 0 either way
+        assert_eq!(*failing, 3);
+        let got: Vec<(usize, f64)> = elements.iter().map(|&(i, a, _)| (i, a)).collect();
+        assert_eq!(got, [(1, 1.0), (2, 2.0), (3, 3.0)]);
+        for &(i, _, numeric) in elements {
+            assert!((numeric - 2.0 * i as f64).abs() < 1e-6, "{err}");
+        }
+        let text = err.to_string();
+        assert!(
+            text.contains("3 element(s)") && text.contains("[3] 3 vs"),
+            "{text}"
+        );
     }
 
     #[test]
