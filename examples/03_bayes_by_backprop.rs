@@ -30,7 +30,7 @@ fn main() -> Result<()> {
     let mut order: Vec<usize> = (0..n).collect();
     let mut step = 0;
     for epoch in 0..=600 {
-        rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rng);
+        bayesgrad::train::shuffle(&mut order, &mut rng);
         let mut epoch_loss = 0.0;
         for (index, chunk) in order.chunks(batch_size).enumerate() {
             let x = Tensor::from_vec(chunk.iter().map(|&i| xs[i]).collect(), &[chunk.len(), 1])?;

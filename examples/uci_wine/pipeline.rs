@@ -8,6 +8,7 @@ use bayesgrad::layers::predict::{sample_outputs, Predict};
 use bayesgrad::layers::{DenseVariational, Estimator};
 use bayesgrad::layers::{Flipout, LocalReparameterization, Reparameterization};
 use bayesgrad::prelude::*;
+use bayesgrad::train::{shuffle, Schedule};
 use bayesgrad::Batch;
 
 /// Which variational estimator the two layers use.
@@ -309,24 +310,6 @@ fn matrix(rows: &[Vec<f64>]) -> Result<Tensor<f64>> {
     Tensor::from_vec(rows.concat(), &[rows.len(), rows[0].len()])
 }
 
-/// Fisher–Yates, each index drawn below `i + 1` by Lemire's multiply with
-/// rejection on 32-bit draws: the shuffle of `rand` 0.8, written out so that
-/// which rows a split seed tests does not depend on the `rand` release (0.9
-/// changed its shuffle). The protocol's splits and figures are this shuffle's.
-pub fn shuffle<T>(items: &mut [T], rng: &mut dyn Rng) {
-    for i in (1..items.len()).rev() {
-        let range = u32::try_from(i + 1).expect("fewer than 2^32 rows");
-        let zone = (range << range.leading_zeros()).wrapping_sub(1);
-        let j = loop {
-            let wide = u64::from(rng.next_u32()) * u64::from(range);
-            if wide as u32 <= zone {
-                break (wide >> 32) as usize;
-            }
-        };
-        items.swap(i, j);
-    }
-}
-
 /// The rows of split `split` of `rows` for `seed`: the test rows (10%) and
 /// the training rows, with the generator that then initializes and trains
 /// the network (so a split's whole run follows from `seed` and `split`).
@@ -430,7 +413,11 @@ pub fn run_split(cfg: &Config, data: &Data, split: usize) -> Result<SplitResult>
     let mut opt = Adam::new(cfg.lr);
     let mut idx: Vec<usize> = (0..train.len()).collect();
     let mut step = 0;
-    let total_steps = (cfg.epochs * train.len().div_ceil(cfg.batch_size)).max(1) as f64;
+    let schedule = Schedule::Exponential {
+        start: cfg.lr,
+        end: cfg.lr_final,
+        steps: (cfg.epochs * train.len().div_ceil(cfg.batch_size)).max(1),
+    };
     for _ in 0..cfg.epochs {
         shuffle(&mut idx, &mut rng);
         for (index, chunk) in idx.chunks(cfg.batch_size).enumerate() {
@@ -461,7 +448,7 @@ pub fn run_split(cfg: &Config, data: &Data, split: usize) -> Result<SplitResult>
                     step,
                 },
             )?;
-            opt.lr = cfg.lr * (cfg.lr_final / cfg.lr).powf(step as f64 / total_steps);
+            opt.lr = schedule.lr(step)?;
             opt.step(&mut store, &out.loss.backward()?)?;
             step += 1;
         }

@@ -46,6 +46,61 @@ impl<F: fmt::Debug> fmt::Debug for Tensor<F> {
     }
 }
 
+/// Nested brackets, row by row, as NumPy prints: at most 6 entries per
+/// axis (the first and last 3 around `...`), and the precision of the
+/// formatter (`{:.3}`) applied to every element.
+///
+/// ```
+/// use bayesgrad::Tensor;
+/// let t = Tensor::from_rows(&[[1.0, 2.5], [-3.0, 4.0]])?;
+/// assert_eq!(format!("{t}"), "[[1, 2.5],\n [-3, 4]]");
+/// assert_eq!(format!("{:.1}", Tensor::vector(&[0.25, 1.0])), "[0.2, 1.0]");
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+impl<F: fmt::Display> fmt::Display for Tensor<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn write_axis<F: fmt::Display>(
+            f: &mut fmt::Formatter<'_>,
+            data: &[F],
+            shape: &[usize],
+            depth: usize,
+        ) -> fmt::Result {
+            let Some((&n, rest)) = shape.split_first() else {
+                return match f.precision() {
+                    Some(p) => write!(f, "{:.*}", p, data[0]),
+                    None => write!(f, "{}", data[0]),
+                };
+            };
+            let block: usize = rest.iter().product();
+            let sep = if rest.is_empty() {
+                ", ".to_string()
+            } else {
+                format!(",\n{}", " ".repeat(depth + 1))
+            };
+            write!(f, "[")?;
+            let shown: Vec<usize> = if n > 6 {
+                (0..3).chain(n - 3..n).collect()
+            } else {
+                (0..n).collect()
+            };
+            for (k, &i) in shown.iter().enumerate() {
+                if k > 0 {
+                    write!(f, "{sep}")?;
+                }
+                if n > 6 && k == 3 {
+                    write!(f, "...{sep}")?;
+                }
+                write_axis(f, &data[i * block..(i + 1) * block], rest, depth + 1)?;
+            }
+            write!(f, "]")
+        }
+        if self.data.is_empty() {
+            return write!(f, "[] (shape {:?})", self.shape);
+        }
+        write_axis(f, &self.data, &self.shape, 0)
+    }
+}
+
 /// Number of elements of a shape.
 ///
 /// # Panics
@@ -227,6 +282,68 @@ impl<F: Element> Tensor<F> {
             shape,
             data: Arc::new(data),
         }
+    }
+
+    /// A matrix from rows of equal length.
+    ///
+    /// ```
+    /// use bayesgrad::Tensor;
+    /// let t = Tensor::from_rows(&[vec![1.0, 2.0], vec![3.0, 4.0], vec![5.0, 6.0]])?;
+    /// assert_eq!(t.shape(), &[3, 2]);
+    /// assert!(Tensor::from_rows(&[vec![1.0], vec![2.0, 3.0]]).is_err());
+    /// # Ok::<(), bayesgrad::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Rows of different lengths (naming the first that differs).
+    pub fn from_rows<R: AsRef<[F]>>(rows: &[R]) -> Result<Self> {
+        let width = rows.first().map_or(0, |r| r.as_ref().len());
+        let mut data = Vec::with_capacity(rows.len() * width);
+        for (i, row) in rows.iter().enumerate() {
+            let row = row.as_ref();
+            if row.len() != width {
+                return Err(Error::invalid(
+                    "Tensor::from_rows",
+                    format!("row {i} has {} elements, row 0 has {width}", row.len()),
+                ));
+            }
+            data.extend_from_slice(row);
+        }
+        Tensor::from_vec(data, &[rows.len(), width])
+    }
+
+    /// The rows (entries along axis 0) at `rows`, in that order: a
+    /// minibatch of a data set.
+    ///
+    /// ```
+    /// use bayesgrad::Tensor;
+    /// let t = Tensor::from_rows(&[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])?;
+    /// assert_eq!(t.select_rows(&[2, 0])?.data(), &[5.0, 6.0, 1.0, 2.0]);
+    /// # Ok::<(), bayesgrad::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// A rank-0 tensor, or a row index out of range.
+    pub fn select_rows(&self, rows: &[usize]) -> Result<Self> {
+        let Some((&n, rest)) = self.shape.split_first() else {
+            return Err(Error::invalid("select_rows", "a scalar has no rows"));
+        };
+        let block: usize = rest.iter().product();
+        let mut data = Vec::with_capacity(rows.len() * block);
+        for &r in rows {
+            if r >= n {
+                return Err(Error::IndexOutOfRange {
+                    op: "select_rows",
+                    index: r,
+                    axis: 0,
+                    size: n,
+                });
+            }
+            data.extend_from_slice(&self.data[r * block..(r + 1) * block]);
+        }
+        let mut shape = self.shape.clone();
+        shape[0] = rows.len();
+        Ok(Tensor::new_unchecked(data, shape))
     }
 
     /// A rank-0 tensor.
