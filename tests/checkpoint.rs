@@ -54,7 +54,7 @@ fn round_trip<F: Element>() {
     fresh.add("c/with/slashes", Tensor::zeros(&[4]));
     checkpoint::load(&mut fresh, &mut [], &path).unwrap();
     for (p, q) in store.params().zip(fresh.params()) {
-        let (x, y) = (store.value(p), fresh.value(q));
+        let (x, y) = (store.raw(p), fresh.raw(q));
         assert_eq!(x.shape(), y.shape());
         // bit-exact
         assert!(x
@@ -96,9 +96,9 @@ fn good_bytes() -> Vec<u8> {
 
 /// Loads into a copy of the original store and checks that a failure leaves it unchanged.
 fn load_err(bytes: &[u8], store: &mut ParamStore<f64>) -> Error {
-    let before: Vec<Tensor<f64>> = store.params().map(|p| store.value(p).clone()).collect();
+    let before: Vec<Tensor<f64>> = store.params().map(|p| store.raw(p).clone()).collect();
     let err = load_bytes(store, &mut [], bytes).unwrap_err();
-    let after: Vec<Tensor<f64>> = store.params().map(|p| store.value(p).clone()).collect();
+    let after: Vec<Tensor<f64>> = store.params().map(|p| store.raw(p).clone()).collect();
     assert_eq!(before, after, "a failed load modified the store ({err})");
     err
 }
@@ -294,10 +294,10 @@ fn resumed_training_is_bit_identical() {
     }
     for (p, q) in store.params().zip(resumed.params()) {
         let same = store
-            .value(p)
+            .raw(p)
             .data()
             .iter()
-            .zip(resumed.value(q).data())
+            .zip(resumed.raw(q).data())
             .all(|(a, b)| a.to_bits() == b.to_bits());
         assert!(same, "{} differs after resuming", store.name(p));
     }

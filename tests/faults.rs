@@ -99,7 +99,7 @@ fn blank_with_net() -> (ParamStore<f64>, Sequential<f64>, ResumableRng) {
 type Snapshot = (Vec<Tensor<f64>>, AdamState<f64>, [u64; 4]);
 
 fn snapshot(store: &ParamStore<f64>, opt: &Adam<f64>, rng: &ResumableRng) -> Snapshot {
-    let values = store.params().map(|p| store.value(p).clone()).collect();
+    let values = store.params().map(|p| store.raw(p).clone()).collect();
     (values, opt.state().clone(), rng.state())
 }
 
@@ -189,7 +189,7 @@ fn the_optimizer_step_is_inside_the_checksum() {
     opt.step(&mut store, &grads).unwrap();
     assert!(store
         .params()
-        .all(|p| store.value(p).first_non_finite().is_none()));
+        .all(|p| store.raw(p).first_non_finite().is_none()));
 }
 
 #[test]
@@ -210,15 +210,13 @@ fn reserved_names_and_constraints_cannot_load_wrong_data() {
         "{err}"
     );
     assert_eq!(positive.version(pw).unwrap(), 0, "nothing loaded");
-    assert_eq!(store.value(w).data(), &[2.0, -3.0]);
+    assert_eq!(store.raw(w).data(), &[2.0, -3.0]);
     // a bad constraint and a bad value are refused when they are set
     let bad_eps = Constraint::Positive { eps: f64::NAN };
     assert!(store
         .try_add_raw("v", Tensor::scalar(0.0), bad_eps)
         .is_err());
-    assert!(store
-        .set_value(w, Tensor::vector(&[f64::NAN, 0.0]))
-        .is_err());
+    assert!(store.set_raw(w, Tensor::vector(&[f64::NAN, 0.0])).is_err());
 }
 
 #[test]
@@ -257,7 +255,7 @@ fn concurrent_saves_to_one_path_all_succeed_and_leave_a_whole_file() {
     let mut fresh = ParamStore::<f64>::new();
     let w = fresh.add("w", Tensor::zeros(&[1000]));
     checkpoint::load(&mut fresh, &mut [], &path).unwrap();
-    let first = fresh.value(w).data()[0] as usize;
+    let first = fresh.raw(w).data()[0] as usize;
     assert!(
         first.is_multiple_of(1000) && first < 8000,
         "one writer's whole file"
@@ -342,10 +340,10 @@ fn a_writer_killed_mid_save_leaves_a_whole_file() {
         let mut store = ParamStore::<f64>::new();
         let w = store.add("w", Tensor::zeros(&[200_000]));
         checkpoint::load(&mut store, &mut [], &path).expect("a whole file after the kill");
-        let v = store.value(w).data()[0];
+        let v = store.raw(w).data()[0];
         assert!(v == 1.0 || v == 2.0);
         assert!(
-            store.value(w).data().iter().all(|&x| x == v),
+            store.raw(w).data().iter().all(|&x| x == v),
             "one save's data"
         );
     }
@@ -368,7 +366,7 @@ fn updates_that_overflow_are_refused_with_nothing_modified() {
     let err = adam.step(&mut store, &grads).unwrap_err();
     assert!(matches!(err, Error::NonFiniteUpdate { .. }), "{err}");
     assert_eq!(adam.state().step, 0, "the step was not counted");
-    assert_eq!(store.value(w).data(), &[1.0, 2.0]);
+    assert_eq!(store.raw(w).data(), &[1.0, 2.0]);
     assert_eq!(store.version(w).unwrap(), 0, "nothing was written");
     // a state that does not fit the store is an error, not a panic
     let mut adam = Adam::new(0.1);
@@ -436,7 +434,7 @@ fn training_resumes_bit_identically_with_a_continuing_rng_and_either_optimizer()
                 .unwrap();
             sgd.step(&mut store, &grads).unwrap();
         }
-        store.value(w).clone()
+        store.raw(w).clone()
     };
     assert_eq!(run(true), run(false));
 }

@@ -348,13 +348,13 @@ fn mc_kl_converges<E: Estimator>() {
         DenseVariational::<f64, E>::with_config(&mut store, "k", 1, 1, cfg, &mut rng).unwrap();
     let (loc, rho) = layer.kernel_params();
     store
-        .set_value(loc, Tensor::from_vec(vec![QUAD_LOC], &[1, 1]).unwrap())
+        .set_raw(loc, Tensor::from_vec(vec![QUAD_LOC], &[1, 1]).unwrap())
         .unwrap();
     let raw = Constraint::Positive { eps: 1e-5 }
         .inverse(QUAD_SCALE)
         .unwrap();
     store
-        .set_value(rho, Tensor::from_vec(vec![raw], &[1, 1]).unwrap())
+        .set_raw(rho, Tensor::from_vec(vec![raw], &[1, 1]).unwrap())
         .unwrap();
     let n = 20_000;
     let kls: Vec<f64> = (0..n)
@@ -618,5 +618,5 @@ fn a_bad_initial_spread_is_refused_when_the_layer_is_built() {
     DenseVariational::<f64, Flipout>::with_config(&mut store, "hidden", 3, 2, cfg, &mut rng)
         .unwrap();
     let loc = store.get("hidden/kernel_posterior_loc").unwrap();
-    assert!(store.value(loc).data().iter().all(|&v| v == 0.25));
+    assert!(store.raw(loc).data().iter().all(|&v| v == 0.25));
 }

@@ -16,7 +16,7 @@ fn a_tape_that_outlives_a_step_gives_a_stale_gradient_error() -> Result<()> {
     let d = Normal::new(tape.param(&store, mu), tape.scalar(1.0))?; // built once
     let nll = -d.log_prob(tape.constant(x.clone()))?.mean();
     opt.step(&mut store, &nll.backward()?)?; // the first step reads the current value
-    let after_first = store.value(mu).clone();
+    let after_first = store.raw(mu).clone();
     let nll = -d.log_prob(tape.constant(x.clone()))?.mean();
     let err = opt.step(&mut store, &nll.backward()?).unwrap_err();
     assert!(
@@ -25,7 +25,7 @@ fn a_tape_that_outlives_a_step_gives_a_stale_gradient_error() -> Result<()> {
     );
     assert!(err.to_string().contains("new tape"), "{err}");
     assert_eq!(
-        store.value(mu),
+        store.raw(mu),
         &after_first,
         "a refused step modifies nothing"
     );
@@ -37,7 +37,7 @@ fn a_tape_that_outlives_a_step_gives_a_stale_gradient_error() -> Result<()> {
         opt.step(&mut store, &nll.backward()?)?;
     }
     let mean = x.data().iter().sum::<f64>() / 50.0;
-    assert!((store.value(mu).data()[0] - mean).abs() < 1e-6);
+    assert!((store.raw(mu).data()[0] - mean).abs() < 1e-6);
     Ok(())
 }
 
@@ -47,7 +47,7 @@ fn a_value_set_between_forward_and_step_is_a_stale_gradient() -> Result<()> {
     let w = store.add("w", Tensor::vector(&[1.0, 2.0]));
     let tape = Tape::new();
     let grads = tape.param(&store, w).square().sum().backward()?;
-    store.set_value(w, Tensor::vector(&[5.0, 5.0]))?;
+    store.set_raw(w, Tensor::vector(&[5.0, 5.0]))?;
     let err = Adam::new(0.1).step(&mut store, &grads).unwrap_err();
     assert!(
         matches!(

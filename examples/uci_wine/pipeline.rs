@@ -299,8 +299,8 @@ fn start_at_the_map(
     }
     for l in LAYERS {
         for (from, to) in [("kernel", "kernel_posterior_loc"), ("bias", "bias")] {
-            let value = map.value(find(&map, &format!("{l}/{from}"))?).clone();
-            store.set_value(find(store, &format!("{l}/{to}"))?, value)?;
+            let value = map.raw(find(&map, &format!("{l}/{from}"))?).clone();
+            store.set_raw(find(store, &format!("{l}/{to}"))?, value)?;
         }
     }
     Ok(())

@@ -240,22 +240,22 @@ where
                 Ok(grads
                     .param(p)
                     .cloned()
-                    .unwrap_or_else(|| Tensor::zeros(store.value(p).shape())))
+                    .unwrap_or_else(|| Tensor::zeros(store.raw(p).shape())))
             })
             .collect::<Result<_>>()?
     };
     let mut report = GradCheckReport::default();
     for (input, (&p, grad)) in params.iter().zip(&analytic).enumerate() {
-        let original = store.try_value(p)?.clone();
+        let original = store.try_raw(p)?.clone();
         let mut check = InputCheck::default();
         let mut outcome = Ok(());
         for index in 0..grad.len() {
             let mut shifted = original.clone();
             shifted.data_mut()[index] += cfg.eps;
-            store.set_value(p, shifted.clone())?;
+            store.set_raw(p, shifted.clone())?;
             let up = eval(store);
             shifted.data_mut()[index] -= 2.0 * cfg.eps;
-            store.set_value(p, shifted)?;
+            store.set_raw(p, shifted)?;
             let down = eval(store);
             let (up, down) = match (up, down) {
                 (Ok(u), Ok(d)) => (u, d),
@@ -267,7 +267,7 @@ where
             let numeric = (up - down) / (2.0 * cfg.eps);
             check.compare(cfg, index, grad.data()[index], numeric);
         }
-        store.set_value(p, original)?;
+        store.set_raw(p, original)?;
         outcome?;
         report.inputs.push(check.finish(input)?);
     }

@@ -293,21 +293,63 @@ impl<F: Element> ParamStore<F> {
         p.key()
     }
 
-    /// The stored (unconstrained) value.
-    pub fn try_value(&self, p: Param) -> Result<&Tensor<F>> {
+    /// The stored, unconstrained value (`rho` for a positive parameter, the
+    /// logit for one in (0, 1)): what optimizers update and checkpoints
+    /// hold. [`ParamStore::value`] gives the value a model reads.
+    pub fn try_raw(&self, p: Param) -> Result<&Tensor<F>> {
         Ok(&self.entry(p)?.value)
     }
 
-    /// The stored (unconstrained) value.
+    /// [`ParamStore::try_raw`], panicking for a parameter of another store.
     ///
     /// # Panics
     /// If `p` belongs to another store.
-    pub fn value(&self, p: Param) -> &Tensor<F> {
-        self.try_value(p).unwrap_or_else(|e| panic!("{e}"))
+    pub fn raw(&self, p: Param) -> &Tensor<F> {
+        self.try_raw(p).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Overwrites the stored (unconstrained) value: same shape, finite.
+    /// Sets the value a model reads (`2.0` for a positive parameter that
+    /// should read 2): it is stored through the constraint's inverse.
+    ///
+    /// ```
+    /// use bayesgrad::prelude::*;
+    /// let mut store = ParamStore::<f64>::new();
+    /// let sigma = store.add_positive("sigma", Tensor::scalar(0.5));
+    /// assert!((store.value(sigma).item()? - 0.5).abs() < 1e-12);
+    /// store.set_value(sigma, Tensor::scalar(2.0))?;
+    /// assert!((store.value(sigma).item()? - 2.0).abs() < 1e-12);
+    /// assert!(store.raw(sigma).item()? < 2.0); // rho = softplus^-1(2 - 1e-5)
+    /// assert!(store.set_value(sigma, Tensor::scalar(-1.0)).is_err());
+    /// # Ok::<(), bayesgrad::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Another shape, or a value outside the constraint's domain (naming the
+    /// element).
     pub fn set_value(&mut self, p: Param, value: Tensor<F>) -> Result<()> {
+        let constraint = self.entry(p)?.constraint;
+        let name = self.entry(p)?.name.clone();
+        let mut raw = value;
+        for (i, x) in raw.data_mut().iter_mut().enumerate() {
+            let v = x.to_f64().unwrap_or(f64::NAN);
+            match constraint.inverse(v) {
+                Some(r) => *x = F::lit(r),
+                None => {
+                    return Err(Error::invalid(
+                        "ParamStore::set_value",
+                        format!(
+                            "parameter '{name}': value {v} at element {i} is not {}",
+                            constraint.domain()
+                        ),
+                    ))
+                }
+            }
+        }
+        self.set_raw(p, raw)
+    }
+
+    /// Overwrites the stored, unconstrained value: same shape, finite.
+    pub fn set_raw(&mut self, p: Param, value: Tensor<F>) -> Result<()> {
         let expected = self.entry(p)?.value.shape().to_vec();
         let name = self.entry(p)?.name.clone();
         if value.shape() != expected.as_slice() {
@@ -319,7 +361,7 @@ impl<F: Element> ParamStore<F> {
         }
         if let Some((i, v)) = value.first_non_finite() {
             return Err(Error::invalid(
-                "ParamStore::set_value",
+                "ParamStore::set_raw",
                 format!("parameter '{name}': value {v} at element {i} is not finite"),
             ));
         }
@@ -330,7 +372,8 @@ impl<F: Element> ParamStore<F> {
     }
 
     /// The version of a parameter's value: 0 when added, bumped by every
-    /// optimizer update, [`ParamStore::set_value`] and checkpoint load.
+    /// optimizer update, [`ParamStore::set_value`], [`ParamStore::set_raw`]
+    /// and checkpoint load.
     pub fn version(&self, p: Param) -> Result<u64> {
         Ok(self.entry(p)?.version)
     }

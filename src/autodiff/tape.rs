@@ -282,7 +282,7 @@ impl<F: Element> Tape<F> {
     /// Reads the stored, unconstrained value of a parameter (`rho` for a
     /// positive parameter).
     pub fn try_param_raw<'t>(&'t self, store: &ParamStore<F>, param: Param) -> Result<Var<'t, F>> {
-        let value = store.try_value(param)?.clone();
+        let value = store.try_raw(param)?.clone();
         let read = (store.key(param), store.version(param)?);
         Ok(self.push(value, NodeOp::Leaf, &[], true, Some(read)))
     }
@@ -374,6 +374,27 @@ impl<F: Element> Tape<F> {
     /// Runs `f` on the value of node `id` without cloning it.
     pub(crate) fn with_value<R>(&self, id: usize, f: impl FnOnce(&Tensor<F>) -> R) -> R {
         f(&self.nodes.borrow()[id].value)
+    }
+}
+
+/// The value a model reads is the stored one through its constraint, an op
+/// on the tape: computed here, so that it is exactly what [`Tape::param`]
+/// gives.
+impl<F: Element> ParamStore<F> {
+    /// The value a model reads: `softplus(rho) + eps` for a positive
+    /// parameter, `sigmoid(logit)` for one in (0, 1), the stored value
+    /// otherwise ([`ParamStore::raw`] gives the stored one).
+    pub fn try_value(&self, p: Param) -> Result<Tensor<F>> {
+        let tape = Tape::new();
+        Ok(tape.try_param(self, p)?.value())
+    }
+
+    /// [`ParamStore::try_value`], panicking for a parameter of another store.
+    ///
+    /// # Panics
+    /// If `p` belongs to another store.
+    pub fn value(&self, p: Param) -> Tensor<F> {
+        self.try_value(p).unwrap_or_else(|e| panic!("{e}"))
     }
 }
 

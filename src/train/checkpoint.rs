@@ -264,7 +264,7 @@ pub fn save_bytes<F: Element>(
                 format!("parameter name '{name}' starts with '__', which checkpoints reserve"),
             ));
         }
-        tensors.insert(name.to_string(), store.value(p).clone());
+        tensors.insert(name.to_string(), store.raw(p).clone());
         constraints.insert(name, encode_constraint(store.constraint(p)?));
     }
     let mut meta = BTreeMap::from([
@@ -627,7 +627,7 @@ pub fn load_bytes<F: Element>(
         let t = tensors
             .get(name)
             .ok_or_else(|| Error::MissingParameter { name: name.into() })?;
-        let expected_shape = store.value(p).shape();
+        let expected_shape = store.raw(p).shape();
         if t.shape() != expected_shape {
             return Err(Error::ParamShapeMismatch {
                 name: name.into(),
@@ -675,7 +675,7 @@ pub fn load_bytes<F: Element>(
         part.load_state(store, &reader)?;
     }
     for (p, v) in values {
-        store.set_value(p, v)?;
+        store.set_raw(p, v)?;
     }
     Ok(())
 }

@@ -136,10 +136,10 @@ fn collect<'g, F: Element>(
                 })
             }
         }
-        if g.shape() != store.value(p).shape() {
+        if g.shape() != store.raw(p).shape() {
             return Err(Error::ParamShapeMismatch {
                 name: name(),
-                expected: store.value(p).shape().to_vec(),
+                expected: store.raw(p).shape().to_vec(),
                 found: g.shape().to_vec(),
             });
         }
@@ -242,7 +242,7 @@ impl<F: Element> Optimizer<F> for Sgd<F> {
                 _ => g.to_vec(),
             };
             let x: Vec<F> = store
-                .value(*p)
+                .raw(*p)
                 .data()
                 .iter()
                 .zip(&v)
@@ -288,7 +288,7 @@ fn bad_state_shape<F: Element>(
             "{optimizer}'s state for parameter '{}' has shape {:?}, the parameter {:?}",
             store.name(p),
             t.shape(),
-            store.value(p).shape()
+            store.raw(p).shape()
         ),
     )
 }
@@ -451,7 +451,7 @@ impl<F: Element> Optimizer<F> for Adam<F> {
             let version = store.version(u.param)?;
             let largest = match self.largest[idx] {
                 Some((v, x)) if v == version => x,
-                _ => max_abs(store.value(u.param))
+                _ => max_abs(store.raw(u.param))
                     .map_err(|_| Error::invalid("Adam", "a parameter holds a non-finite value"))?
                     .to_f64()
                     .unwrap_or(f64::INFINITY),
@@ -475,7 +475,7 @@ impl<F: Element> Optimizer<F> for Adam<F> {
                 };
                 let (mut m, mut v) = (m.data().to_vec(), v.data().to_vec());
                 let x: Vec<F> = store
-                    .value(u.param)
+                    .raw(u.param)
                     .data()
                     .iter()
                     .zip(u.grad.data())
@@ -600,10 +600,10 @@ fn read_adam<F: Element>(
         let pair = match (state.tensor("m", name), state.tensor("v", name)) {
             (Some(m), Some(v)) => {
                 for t in [m, v] {
-                    if t.shape() != store.value(p).shape() {
+                    if t.shape() != store.raw(p).shape() {
                         return Err(Error::ParamShapeMismatch {
                             name: name.into(),
-                            expected: store.value(p).shape().to_vec(),
+                            expected: store.raw(p).shape().to_vec(),
                             found: t.shape().to_vec(),
                         });
                     }
@@ -660,9 +660,9 @@ fn read_sgd<F: Element>(
         .map(|p| {
             let name = store.name(p);
             match state.tensor("velocity", name) {
-                Some(v) if v.shape() != store.value(p).shape() => Err(Error::ParamShapeMismatch {
+                Some(v) if v.shape() != store.raw(p).shape() => Err(Error::ParamShapeMismatch {
                     name: name.into(),
-                    expected: store.value(p).shape().to_vec(),
+                    expected: store.raw(p).shape().to_vec(),
                     found: v.shape().to_vec(),
                 }),
                 Some(v) if max_abs(v).is_err() => Err(Error::NotACheckpoint {
@@ -690,7 +690,7 @@ mod tests {
         let grads = loss.backward().unwrap();
         let mut adam = Adam::new(0.1);
         adam.step(&mut store, &grads).unwrap();
-        let v = store.value(p).data();
+        let v = store.raw(p).data();
         assert!(
             (v[0] - 0.9).abs() < 1e-7 && (v[1] - (-1.9)).abs() < 1e-7,
             "{v:?}"
@@ -714,20 +714,20 @@ mod tests {
                 let grads = (w * w * weights.clone()).sum().backward().unwrap();
                 adam_k.step(&mut kept, &grads).unwrap();
                 // the tape still holds the old value, unchanged
-                assert_ne!(w.value().data(), kept.value(pk).data());
+                assert_ne!(w.value().data(), kept.raw(pk).data());
                 let grads = {
                     let tape = Tape::new();
                     let w = tape.param(&dropped, pd);
                     (w * w * weights.clone()).sum().backward().unwrap()
                 };
-                let before = dropped.value(pd).data().as_ptr();
+                let before = dropped.raw(pd).data().as_ptr();
                 adam_d.step(&mut dropped, &grads).unwrap();
                 // (at step 0 the two stores still share `init`)
                 if step > 0 {
-                    assert_eq!(before, dropped.value(pd).data().as_ptr(), "in place");
+                    assert_eq!(before, dropped.raw(pd).data().as_ptr(), "in place");
                 }
             }
-            assert_eq!(kept.value(pk), dropped.value(pd), "n = {n}");
+            assert_eq!(kept.raw(pk), dropped.raw(pd), "n = {n}");
             assert_eq!(adam_k.state().moments, adam_d.state().moments);
         }
     }
@@ -743,6 +743,6 @@ mod tests {
             let grads = tape.param(&store, p).sum().backward().unwrap();
             sgd.step(&mut store, &grads).unwrap();
         }
-        assert!((store.value(p).data()[0] + 0.25).abs() < 1e-12);
+        assert!((store.raw(p).data()[0] + 0.25).abs() < 1e-12);
     }
 }
