@@ -438,3 +438,39 @@ fn training_resumes_bit_identically_with_a_continuing_rng_and_either_optimizer()
     };
     assert_eq!(run(true), run(false));
 }
+
+/// Adam computes an update aside when it cannot bound it in advance (here
+/// beta1^2 >= beta2); that path updates the stored value of a constrained
+/// parameter, as the in-place one does: one step from zero moments moves
+/// rho by lr * sign(g).
+#[test]
+fn adams_checked_path_updates_the_stored_value() {
+    for (b1, b2) in [(0.9, 0.999), (0.99, 0.9)] {
+        let mut store = ParamStore::<f64>::new();
+        let s = store.add_positive("scale", Tensor::vector(&[0.5, 2.0]));
+        let rho = store.raw(s).clone();
+        let grads = {
+            let tape = Tape::new();
+            let read = tape.param(&store, s);
+            (read * Tensor::vector(&[1.0, -1.0]))
+                .sum()
+                .backward()
+                .unwrap()
+        };
+        let mut adam = Adam::new(0.01);
+        adam.beta1 = b1;
+        adam.beta2 = b2;
+        adam.step(&mut store, &grads).unwrap();
+        let moved: Vec<f64> = store
+            .raw(s)
+            .data()
+            .iter()
+            .zip(rho.data())
+            .map(|(a, b)| a - b)
+            .collect();
+        assert!(
+            (moved[0] + 0.01).abs() < 1e-9 && (moved[1] - 0.01).abs() < 1e-9,
+            "beta1 {b1}, beta2 {b2}: rho moved by {moved:?}"
+        );
+    }
+}
