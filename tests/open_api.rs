@@ -484,3 +484,44 @@ fn a_trained_model_is_shared_between_threads_for_prediction() -> Result<()> {
     assert_eq!(alone, shared);
     Ok(())
 }
+
+#[test]
+fn a_users_distribution_is_a_likelihood_in_the_elbo() -> Result<()> {
+    // robust regression: a Laplace likelihood around a trainable line, one outlier
+    let mut store = ParamStore::<f64>::new();
+    let (a, b) = (
+        store.add("a", Tensor::scalar(0.0)),
+        store.add("b", Tensor::scalar(0.0)),
+    );
+    let x = Tensor::vector(&[0.0, 1.0, 2.0, 3.0, 4.0]);
+    let y = Tensor::vector(&[1.0, 3.0, 5.0, 7.0, 30.0]); // y = 2x + 1, the last an outlier
+    let elbo = Elbo::new(KlWeight::PerBatch { num_batches: 1 });
+    let mut opt = Adam::new(0.05);
+    let schedule = bayesgrad::train::Schedule::Exponential {
+        start: 0.05,
+        end: 1e-4,
+        steps: 2000,
+    };
+    for step in 0..2000 {
+        opt.lr = schedule.lr(step)?;
+        let tape = Tape::new();
+        let mean = tape.constant(x.clone()) * tape.param(&store, a) + tape.param(&store, b);
+        let likelihood = Laplace::new(mean, tape.scalar(1.0))?;
+        let batch = Batch {
+            index: 0,
+            size: 5,
+            step,
+        };
+        let divergences = Divergences::new(&tape);
+        let out =
+            elbo.loss_from_likelihood(&divergences, &likelihood, tape.constant(y.clone()), batch)?;
+        opt.step(&mut store, &out.loss.backward()?)?;
+    }
+    // the median fit ignores the outlier (a least-squares line would not)
+    let (slope, icept) = (store.value(a).item()?, store.value(b).item()?);
+    assert!(
+        (slope - 2.0).abs() < 0.05 && (icept - 1.0).abs() < 0.1,
+        "{slope} {icept}"
+    );
+    Ok(())
+}
