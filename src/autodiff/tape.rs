@@ -125,6 +125,19 @@ struct Node<F: Element> {
 /// so nothing built on a tape (vars, distributions) can outlive it or be
 /// stored in a layer: layers store [`Param`]s and read them with
 /// [`Tape::param`] on every call, which is what keeps their gradients alive.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let tape = Tape::<f64>::new();
+/// let x = tape.var(Tensor::vector(&[1.0, 2.0]));   // a leaf with a gradient
+/// let c = tape.scalar(3.0);                         // a constant
+/// let y = (x * c + 1.0).square().sum();             // sum (3x + 1)^2
+/// let grads = y.backward()?;
+/// // d/dx = 6 (3x + 1) = [24, 42]
+/// assert_eq!(grads.get(x).unwrap().data(), &[24.0, 42.0]);
+/// assert_eq!(grads.get(c), None);                   // constants get none
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
 pub struct Tape<F: Element> {
     nodes: RefCell<Vec<Node<F>>>,
     /// The input ids of all nodes, one after the other (one buffer rather
@@ -142,6 +155,23 @@ impl<F: Element> Default for Tape<F> {
 
 /// A handle to a value on a [`Tape`]. `Copy`, so it can be used freely in
 /// expressions; gradients flow through every use.
+///
+/// Operators `+ - * /` work between vars, tensors and scalars on either side
+/// (they panic on shapes that do not broadcast; the `try_` methods return
+/// the error instead).
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let tape = Tape::<f64>::new();
+/// let w = tape.var(Tensor::from_rows(&[[1.0, -1.0], [0.5, 2.0]])?);
+/// let x = tape.constant(Tensor::from_rows(&[[1.0, 2.0]])?);
+/// let h = x.matmul(w)?.relu();                       // [1, 2]
+/// assert_eq!(h.shape(), vec![1, 2]);
+/// let loss = (h - 1.0).square().mean();
+/// assert!(loss.backward()?.get(w).is_some());
+/// assert!(x.try_add(tape.scalar(1.0).broadcast_to(&[3])?).is_err());
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
 pub struct Var<'t, F: Element> {
     pub(crate) tape: &'t Tape<F>,
     pub(crate) id: usize,

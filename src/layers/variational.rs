@@ -27,6 +27,27 @@ pub type KlFn<F> = dyn for<'t> Fn(&Normal<'t, F>, &dyn Distribution<'t, F>, Var<
     + Sync;
 
 /// The prior over a layer's weights.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let mut store = ParamStore::<f64>::new();
+/// // a prior whose scale is learned: read from the store on every pass
+/// let scale = store.add_positive("prior/scale", Tensor::scalar(1.0));
+/// let learned = Prior::custom(move |tape, store, _shape| {
+///     Ok(Box::new(Normal::new(tape.scalar(0.0), tape.try_param(store, scale)?)?))
+/// });
+/// for prior in [Prior::default(), Prior::spike_and_slab_tfp(), learned] {
+///     let config = VariationalConfig { prior, ..VariationalConfig::default() };
+///     let name = format!("layer{}", store.len());
+///     let mut rng = StdRng::seed_from_u64(0);
+///     let layer = DenseFlipout::with_config(&mut store, &name, 3, 2, config, &mut rng)?;
+///     let tape = Tape::new();
+///     let mut cx = Forward::new(&tape, &store, &mut rng);
+///     layer.forward(&mut cx, tape.constant(Tensor::ones(&[4, 3])))?;
+///     assert!(cx.divergences().total().item()?.is_finite());
+/// }
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
 #[derive(Clone)]
 pub enum Prior<F: Element> {
     /// `N(loc, scale)` for every weight (the default is `N(0, 1)`).
@@ -130,6 +151,25 @@ pub enum BiasMode {
 }
 
 /// Settings of a variational layer; the defaults are TFP's.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let config = VariationalConfig::<f32> {
+///     bias: BiasMode::Variational,            // a posterior over the bias too
+///     prior: Prior::spike_and_slab_tfp(),     // 0.5 N(0, 1) + 0.5 N(0, 2000)
+///     divergence: KlMethod::SampleEstimate,   // ln q(w) - ln p(w) at the pass's sample
+///     ..VariationalConfig::default()
+/// };
+/// let mut store = ParamStore::new();
+/// let mut rng = StdRng::seed_from_u64(0);
+/// let layer = DenseReparameterization::with_config(&mut store, "h", 3, 2, config, &mut rng)?;
+/// let tape = Tape::new();
+/// let mut cx = Forward::new(&tape, &store, &mut rng);
+/// layer.forward(&mut cx, tape.constant(Tensor::ones(&[1, 3])))?;
+/// let names: Vec<String> = cx.divergences().values().into_iter().map(|(n, _)| n).collect();
+/// assert_eq!(names, ["h/kernel_divergence", "h/bias_divergence"]);
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct VariationalConfig<F: Element> {
     /// Posterior means start at `N(loc_init.0, loc_init.1)` (TFP: `N(0, 0.1)`).

@@ -308,6 +308,21 @@ fn refuse_non_finite<F: Element>(store: &ParamStore<F>, p: Param, x: &Tensor<F>)
 /// Adam with bias correction, the update of PyTorch's `torch.optim.Adam`:
 /// `m = b1 m + (1-b1) g`, `v = b2 v + (1-b2) g^2`,
 /// `p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)`.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let mut store = ParamStore::<f64>::new();
+/// let w = store.add("w", Tensor::vector(&[3.0, -2.0]));
+/// let mut opt = Adam::new(0.1);
+/// for _ in 0..300 {
+///     let tape = Tape::new();
+///     let loss = tape.param(&store, w).square().sum();   // minimum at 0
+///     opt.step(&mut store, &loss.backward()?)?;
+/// }
+/// assert!(store.value(w).data().iter().all(|x| x.abs() < 0.05));
+/// assert_eq!(opt.state().step, 300);
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Adam<F> {
     /// Learning rate.
