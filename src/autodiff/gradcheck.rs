@@ -1,4 +1,4 @@
-//! Finite-difference gradient checking in `f64`.
+//! Finite-difference gradient checking, in `f64` or `f32`.
 //!
 //! [`gradcheck`] compares the gradients from [`Var::backward`] with
 //! central differences `(f(x + h) - f(x - h)) / 2h`, element by element.
@@ -8,7 +8,7 @@
 use crate::autodiff::params::{Param, ParamStore};
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::tensor::{Element, Tensor};
 use std::cmp::Ordering;
 
 /// Settings of a gradient check: a pair fails when
@@ -24,11 +24,37 @@ pub struct GradCheck {
 }
 
 impl Default for GradCheck {
+    /// Settings for `f64`: step 1e-6, tolerances 1e-6 absolute and 1e-5 relative.
     fn default() -> Self {
         GradCheck {
             eps: 1e-6,
             atol: 1e-6,
             rtol: 1e-5,
+        }
+    }
+}
+
+impl GradCheck {
+    /// Settings for an `f32` op checked in `f32`: a step of 1e-2 (central
+    /// differences then err by about `1e-7 / eps` from rounding and
+    /// `eps^2` from curvature) and tolerances of 1e-3 absolute, 1e-2
+    /// relative.
+    ///
+    /// ```
+    /// use bayesgrad::prelude::*;
+    /// let report = gradcheck(
+    ///     |_, x| Ok(x[0].softplus().sum()),
+    ///     &[Tensor::<f32>::vector(&[-2.0, 0.5, 3.0])],
+    ///     &GradCheck::f32(),
+    /// )?;
+    /// assert!(report.max_abs_err() < 1e-3);
+    /// # Ok::<(), bayesgrad::Error>(())
+    /// ```
+    pub fn f32() -> Self {
+        GradCheck {
+            eps: 1e-2,
+            atol: 1e-3,
+            rtol: 1e-2,
         }
     }
 }
@@ -113,22 +139,25 @@ fn weight(i: usize) -> f64 {
     1.0 + 0.5 * ((i as f64) * 1.7 + 0.3).sin()
 }
 
-fn project<'t>(out: Var<'t, f64>) -> Var<'t, f64> {
+fn project<'t, F: Element>(out: Var<'t, F>) -> Var<'t, F> {
     let shape = out.shape();
     if shape.iter().product::<usize>() == 1 {
         return out.sum();
     }
-    let w = Tensor::from_fn(&shape, weight);
+    let w = Tensor::from_fn(&shape, |i| F::lit(weight(i)));
     (out * w).sum()
 }
 
-fn evaluate<Fun>(f: &Fun, inputs: &[Tensor<f64>]) -> Result<f64>
+fn evaluate<F: Element, Fun>(f: &Fun, inputs: &[Tensor<F>]) -> Result<f64>
 where
-    Fun: for<'t> Fn(&'t Tape<f64>, &[Var<'t, f64>]) -> Result<Var<'t, f64>>,
+    Fun: for<'t> Fn(&'t Tape<F>, &[Var<'t, F>]) -> Result<Var<'t, F>>,
 {
     let tape = Tape::new();
     let vars: Vec<_> = inputs.iter().map(|t| tape.var(t.clone())).collect();
-    project(f(&tape, &vars)?).item()
+    Ok(project(f(&tape, &vars)?)
+        .item()?
+        .to_f64()
+        .unwrap_or(f64::NAN))
 }
 
 /// Checks the gradient of `f` w.r.t. every element of every input.
@@ -152,11 +181,15 @@ where
 /// [`Error::GradCheck`] for the first input with elements that disagree,
 /// listing them (up to eight) with both derivatives, or any error `f` or
 /// `backward` returns.
-pub fn gradcheck<Fun>(f: Fun, inputs: &[Tensor<f64>], cfg: &GradCheck) -> Result<GradCheckReport>
+pub fn gradcheck<F: Element, Fun>(
+    f: Fun,
+    inputs: &[Tensor<F>],
+    cfg: &GradCheck,
+) -> Result<GradCheckReport>
 where
-    Fun: for<'t> Fn(&'t Tape<f64>, &[Var<'t, f64>]) -> Result<Var<'t, f64>>,
+    Fun: for<'t> Fn(&'t Tape<F>, &[Var<'t, F>]) -> Result<Var<'t, F>>,
 {
-    let analytic: Vec<Tensor<f64>> = {
+    let analytic: Vec<Tensor<F>> = {
         let tape = Tape::new();
         let vars: Vec<_> = inputs.iter().map(|t| tape.var(t.clone())).collect();
         let grads = project(f(&tape, &vars)?).backward()?;
@@ -176,13 +209,17 @@ where
         let mut check = InputCheck::default();
         for index in 0..grad.len() {
             let x0 = inputs[input].data()[index];
-            shifted[input].data_mut()[index] = x0 + cfg.eps;
+            let (xu, xd) = (x0 + F::lit(cfg.eps), x0 - F::lit(cfg.eps));
+            shifted[input].data_mut()[index] = xu;
             let up = evaluate(&f, &shifted)?;
-            shifted[input].data_mut()[index] = x0 - cfg.eps;
+            shifted[input].data_mut()[index] = xd;
             let down = evaluate(&f, &shifted)?;
             shifted[input].data_mut()[index] = x0;
-            let numeric = (up - down) / (2.0 * cfg.eps);
-            check.compare(cfg, index, grad.data()[index], numeric);
+            // the step actually taken (in f32, x0 + eps rounds)
+            let step = (xu - xd).to_f64().unwrap_or(f64::NAN);
+            let numeric = (up - down) / step;
+            let analytic = grad.data()[index].to_f64().unwrap_or(f64::NAN);
+            check.compare(cfg, index, analytic, numeric);
         }
         report.inputs.push(check.finish(input)?);
     }
@@ -296,6 +333,44 @@ mod tests {
         ) -> Result<Vec<Option<Tensor<f64>>>> {
             Ok(vec![Some(g.zip_map(x[0], "wrong", |g, x| g * x)?)]) // should be 2 g x
         }
+    }
+
+    /// `y = x^3` in f32 only, right or with the derivative off by a factor.
+    struct CubeF32(f32);
+    impl Op<f32> for CubeF32 {
+        fn name(&self) -> &str {
+            "cube_f32"
+        }
+        fn forward(&self, x: &[&Tensor<f32>]) -> Result<Tensor<f32>> {
+            Ok(x[0].map(|v| v * v * v))
+        }
+        fn backward(
+            &self,
+            x: &[&Tensor<f32>],
+            _: &Tensor<f32>,
+            g: &Tensor<f32>,
+        ) -> Result<Vec<Option<Tensor<f32>>>> {
+            let k = self.0;
+            Ok(vec![Some(g.zip_map(x[0], "cube", |g, x| k * x * x * g)?)])
+        }
+    }
+
+    #[test]
+    fn checks_an_f32_op_in_f32() {
+        let x = [Tensor::<f32>::vector(&[-1.5, -0.2, 0.7, 2.0])];
+        let report = gradcheck(
+            |tape, v| tape.apply(CubeF32(3.0), &[v[0]]),
+            &x,
+            &GradCheck::f32(),
+        )
+        .unwrap();
+        assert!(report.max_abs_err() < 1e-3, "{report:?}");
+        let wrong = gradcheck(
+            |tape, v| tape.apply(CubeF32(2.9), &[v[0]]),
+            &x,
+            &GradCheck::f32(),
+        );
+        assert!(matches!(wrong, Err(Error::GradCheck { .. })), "{wrong:?}");
     }
 
     /// Every failing element is reported with both derivatives; for a
