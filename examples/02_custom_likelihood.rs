@@ -52,14 +52,10 @@ fn main() -> Result<()> {
     let mut opt = Adam::new(0.05);
     for step in 0..=600 {
         let tape = Tape::new();
-        let nll = -layer
-            .distribution(&tape, &store)?
-            .log_prob(tape.constant(x.clone()))?
-            .mean();
-        let grads = nll.backward()?;
-        opt.step(&mut store, &grads)?; // errors, naming the parameter, if one got no gradient
+        let d = layer.distribution(&tape, &store)?;
+        let nll = -d.log_prob(tape.constant(x.clone()))?.mean();
         if step % 100 == 0 {
-            let d = layer.distribution(&tape, &store)?;
+            // the loss and the parameters it was computed from, before the update
             println!(
                 "step {step:>3}  nll {:.5}  mu {:.4}  sigma {:.4}",
                 nll.item()?,
@@ -67,6 +63,8 @@ fn main() -> Result<()> {
                 d.scale().item()?
             );
         }
+        let grads = nll.backward()?;
+        opt.step(&mut store, &grads)?; // errors, naming the parameter, if one got no gradient
     }
     let tape = Tape::new();
     let d = layer.distribution(&tape, &store)?;
