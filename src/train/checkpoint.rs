@@ -462,8 +462,17 @@ pub fn load<F: Element>(
     load_bytes(store, parts, &bytes)
 }
 
-/// The header's length and the end of the tensor data it describes.
-fn header_extent(bytes: &[u8]) -> Result<(usize, usize)> {
+/// What the JSON header says: its length, the end of the tensor data it
+/// describes, and its `__metadata__` entries. (safetensors validates the
+/// tensors; it gives no access to the metadata after doing so, so the
+/// header is read here once for both.)
+struct Header {
+    len: usize,
+    data_end: usize,
+    meta: BTreeMap<String, String>,
+}
+
+fn read_header(bytes: &[u8]) -> Result<Header> {
     if bytes.len() < 8 {
         return Err(Error::Truncated {
             reason: format!(
@@ -490,17 +499,30 @@ fn header_extent(bytes: &[u8]) -> Result<(usize, usize)> {
         serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| Error::NotACheckpoint {
             reason: format!("the header is not JSON: {e}"),
         })?;
-    let end = header
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .filter(|(k, _)| *k != "__metadata__")
-                .filter_map(|(_, t)| t.get("data_offsets")?.get(1)?.as_u64())
-                .max()
-                .unwrap_or(0)
-        })
+    let not_object = || Error::NotACheckpoint {
+        reason: "the header is not a JSON object".into(),
+    };
+    let object = header.as_object().ok_or_else(not_object)?;
+    let data_end = object
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .filter_map(|(_, t)| t.get("data_offsets")?.get(1)?.as_u64())
+        .max()
         .unwrap_or(0);
-    Ok((n, end as usize))
+    let mut meta = BTreeMap::new();
+    if let Some(m) = object.get("__metadata__") {
+        for (k, v) in m.as_object().ok_or_else(not_object)? {
+            let v = v.as_str().ok_or_else(|| Error::NotACheckpoint {
+                reason: format!("metadata entry '{k}' is not a string"),
+            })?;
+            meta.insert(k.clone(), v.to_string());
+        }
+    }
+    Ok(Header {
+        len: n,
+        data_end: data_end as usize,
+        meta,
+    })
 }
 
 /// [`load`] from bytes in memory.
@@ -509,7 +531,11 @@ pub fn load_bytes<F: Element>(
     parts: &mut [&mut dyn Resumable<F>],
     bytes: &[u8],
 ) -> Result<()> {
-    let (n, end) = header_extent(bytes)?;
+    let Header {
+        len: n,
+        data_end: end,
+        meta,
+    } = read_header(bytes)?;
     let data_len = bytes.len() - 8 - n;
     if end > data_len {
         return Err(Error::Truncated {
@@ -532,15 +558,6 @@ pub fn load_bytes<F: Element>(
             reason: format!("{e:?}"),
         },
     })?;
-    let (_, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| Error::NotACheckpoint {
-        reason: format!("{e:?}"),
-    })?;
-    let meta: BTreeMap<String, String> = metadata
-        .metadata()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
     if meta.get("format").map(String::as_str) != Some(FORMAT) {
         return Err(Error::NotACheckpoint {
             reason: "metadata lacks format = bayesgrad-checkpoint".into(),
