@@ -6,9 +6,7 @@ use super::check_dense_input;
 use crate::autodiff::ops::Padding;
 use crate::autodiff::tape::Var;
 use crate::error::{Error, Result};
-use crate::tensor::rademacher;
-use crate::tensor::Element;
-use rand::Rng;
+use crate::tensor::{Element, Tensor};
 
 /// A linear map `y = x ⊛ W` with a kernel `W` of a fixed shape.
 ///
@@ -25,14 +23,14 @@ pub trait LinearMap<F: Element>: Send + Sync + 'static {
     /// `x ⊛ kernel`.
     fn apply<'t>(&self, x: Var<'t, F>, kernel: Var<'t, F>) -> Result<Var<'t, F>>;
     /// Flipout's output `x ⊛ loc + ((x ∘ s_in) ⊛ delta) ∘ s_out`, with
-    /// Rademacher signs `s_in` (per example and input unit) and `s_out` (per
-    /// example and output unit) drawn from `rng`.
+    /// signs `s_in: [batch, inputs]` and `s_out: [batch, outputs]` (inputs
+    /// and outputs are the kernel's last two axes).
     fn flipout<'t>(
         &self,
         x: Var<'t, F>,
         loc: Var<'t, F>,
         delta: Var<'t, F>,
-        rng: &mut dyn Rng,
+        signs: (Tensor<F>, Tensor<F>),
     ) -> Result<Var<'t, F>>;
 }
 
@@ -63,11 +61,8 @@ impl<F: Element> LinearMap<F> for DenseMap {
         x: Var<'t, F>,
         loc: Var<'t, F>,
         delta: Var<'t, F>,
-        rng: &mut dyn Rng,
+        (s_in, s_out): (Tensor<F>, Tensor<F>),
     ) -> Result<Var<'t, F>> {
-        let batch = x.shape()[0];
-        let s_in = rademacher(&[batch, self.inputs], rng);
-        let s_out = rademacher(&[batch, self.outputs], rng);
         Ok(x.matmul(loc)? + (x * s_in).matmul(delta)? * s_out)
     }
 }
@@ -152,11 +147,8 @@ impl<F: Element> LinearMap<F> for Conv2dMap {
         x: Var<'t, F>,
         loc: Var<'t, F>,
         delta: Var<'t, F>,
-        rng: &mut dyn Rng,
+        (s_in, s_out): (Tensor<F>, Tensor<F>),
     ) -> Result<Var<'t, F>> {
-        let batch = x.shape()[0];
-        let s_in = rademacher(&[batch, self.in_channels], rng);
-        let s_out = rademacher(&[batch, self.out_channels], rng);
         x.conv2d_flipout(loc, delta, &s_in, &s_out, self.stride, self.padding)
     }
 }

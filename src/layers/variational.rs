@@ -243,6 +243,7 @@ impl MeanField {
     }
 }
 
+use crate::tensor::rademacher;
 pub(crate) use crate::tensor::standard_normal as noise;
 
 /// Computes and registers the divergence of one posterior.
@@ -483,7 +484,12 @@ impl Estimator for Flipout {
         posterior: &mut PosteriorPass<'t, '_, '_, F>,
     ) -> Result<Var<'t, F>> {
         let (loc, delta) = posterior.perturbation()?;
-        map.flipout(x, loc, delta, posterior.rng())
+        // one sign per example and input unit, and per example and output unit
+        let (batch, kernel) = (x.shape()[0], map.kernel_shape());
+        let (inputs, outputs) = (kernel[kernel.len() - 2], kernel[kernel.len() - 1]);
+        let s_in = rademacher(&[batch, inputs], posterior.rng());
+        let s_out = rademacher(&[batch, outputs], posterior.rng());
+        map.flipout(x, loc, delta, (s_in, s_out))
     }
 }
 
