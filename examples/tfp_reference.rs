@@ -4,8 +4,9 @@
 //!
 //! Prints one line per kind with the largest relative error (for the Monte
 //! Carlo KL against spike-and-slab: the largest distance from the exact
-//! quadrature value in standard errors), then `N passed, M failed`; exits
-//! non-zero if any case fails.
+//! quadrature value in standard errors), a line per kind it does not
+//! implement (those cases are counted as skipped, not passed), then
+//! `N passed, M failed`; exits non-zero if any case fails.
 
 #[macro_use]
 #[path = "common/say.rs"]
@@ -33,7 +34,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-    let results = match tfp_cases::evaluate_all(&doc) {
+    let tfp_cases::Evaluation { results, skipped } = match tfp_cases::evaluate_all(&doc) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -46,12 +47,19 @@ fn main() -> ExitCode {
         } else {
             "relative error"
         };
-        say!("{kind:<26} {pass:>3} passed {fail:>2} failed   worst {worst:.3e} {unit}");
+        say!("{kind:<38} {pass:>3} passed {fail:>2} failed   worst {worst:.3e} {unit}");
     }
     for r in results.iter().filter(|r| !r.passed) {
         say!("FAILED case {} ({}): {}", r.index, r.kind, r.detail);
     }
+    for (kind, n) in &skipped {
+        say!("{kind:<38} {n:>3} skipped: no implementation of this kind in bayesgrad");
+    }
     let failed = results.iter().filter(|r| !r.passed).count();
+    let skipped: usize = skipped.values().sum();
+    if skipped > 0 {
+        say!("{skipped} cases skipped (kinds listed above)");
+    }
     say!("{} passed, {} failed", results.len() - failed, failed);
     if failed == 0 {
         ExitCode::SUCCESS

@@ -253,6 +253,21 @@ pub enum Error {
         /// The failing elements as `(index, analytic, numeric)`, up to eight.
         elements: Vec<(usize, f64, f64)>,
     },
+    /// A stochastic gradient estimator's mean is further from the exact
+    /// expected gradient than the stated number of standard errors.
+    #[error("stat_gradcheck failed: {failing} of {components} component(s) beyond |z| = {max_z} over {samples} estimates: {listed}")]
+    StatGradCheck {
+        /// How many components fail.
+        failing: usize,
+        /// How many components were checked.
+        components: usize,
+        /// The bound on `|z|`.
+        max_z: f64,
+        /// The number of estimates.
+        samples: usize,
+        /// The failing components (up to eight) with mean, exact value, standard error and z.
+        listed: String,
+    },
     /// An I/O failure while saving or loading.
     #[error("i/o error on {path}: {message}")]
     Io {

@@ -91,7 +91,8 @@ pub use bayes::elbo::{Batch, Elbo, ElboLoss, KlWeight};
 pub use bayes::forward::{Divergences, Forward, SampleMode};
 pub use distributions::{
     kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo, Bernoulli, Categorical,
-    Distribution, Divergence, Independent, MixtureOfNormals, Normal, SpikeAndSlab,
+    Distribution, Divergence, Independent, MixtureOfNormals, Normal, RelaxedBernoulli,
+    RelaxedOneHotCategorical, SpikeAndSlab,
 };
 pub use error::{Error, Result};
 pub use layers::predict::{predict_classes, predict_regression, Predict};
@@ -116,8 +117,8 @@ pub mod prelude {
         DenseReparameterization, Distribution, Divergence, Divergences, Elbo, ElboLoss, Element,
         Error, Flatten, Forward, GradCheck, GradCheckReport, Gradients, Independent, KlMethod,
         KlWeight, LinearMap, MaxPool2d, MixtureOfNormals, Module, Normal, Op, Optimizer, Padding,
-        Param, ParamStore, Predict, Prior, Result, SampleMode, Sequential, Sgd, SpikeAndSlab, Tape,
-        Tensor, Var, VariationalConfig,
+        Param, ParamStore, Predict, Prior, RelaxedBernoulli, RelaxedOneHotCategorical, Result,
+        SampleMode, Sequential, Sgd, SpikeAndSlab, Tape, Tensor, Var, VariationalConfig,
     };
     pub use rand::{
         rngs::{SmallRng, StdRng},

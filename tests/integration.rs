@@ -7,6 +7,7 @@
 
 mod checkpoint;
 mod dfdx_oracle;
+mod discrete;
 mod distributions;
 mod engine;
 mod faults;

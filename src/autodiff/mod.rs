@@ -8,10 +8,12 @@
 pub mod gradcheck;
 pub(crate) mod ops;
 pub mod params;
+pub mod statcheck;
 pub mod tape;
 
 pub use gradcheck::{gradcheck, gradcheck_params, GradCheck, GradCheckReport};
 pub use ops::Padding;
 pub use ops::{sigmoid, softplus};
 pub use params::{Constraint, Param, ParamStore};
+pub use statcheck::{stat_gradcheck, stat_gradient_report, StatGradCheck, StatGradReport};
 pub use tape::{Gradients, Op, Tape, Var};

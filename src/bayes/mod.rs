@@ -5,3 +5,4 @@
 
 pub mod elbo;
 pub mod forward;
+pub mod score;

@@ -14,13 +14,16 @@
 
 mod bernoulli;
 mod categorical;
+mod expectation;
 mod independent;
 pub mod kl;
 mod mixture;
 mod normal;
+mod relaxed;
 
 pub use bernoulli::Bernoulli;
 pub use categorical::Categorical;
+pub use expectation::{expectation_enumerated, expectation_quadrature};
 pub use independent::Independent;
 pub use kl::{
     kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo, register_kl, Divergence,
@@ -28,6 +31,7 @@ pub use kl::{
 };
 pub use mixture::{MixtureOfNormals, SpikeAndSlab};
 pub use normal::Normal;
+pub use relaxed::{RelaxedBernoulli, RelaxedOneHotCategorical};
 
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};

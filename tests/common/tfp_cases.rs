@@ -57,8 +57,8 @@ fn compare(pairs: &[(&str, f64, f64)]) -> (f64, bool, String) {
     (worst, ok, detail)
 }
 
-/// Evaluates one case.
-pub fn evaluate(case: &Value, index: usize) -> Result<CaseResult> {
+/// Evaluates one case; `None` for a kind bayesgrad does not implement.
+pub fn evaluate(case: &Value, index: usize) -> Result<Option<CaseResult>> {
     let kind = case["kind"].as_str().unwrap_or("?").to_string();
     let tape = Tape::<f64>::new();
     let s = |x: f64| tape.var(Tensor::scalar(x));
@@ -197,42 +197,105 @@ pub fn evaluate(case: &Value, index: usize) -> Result<CaseResult> {
             let se = (var / n).sqrt();
             let exact = num(case, "value")?;
             let z_score = (mean - exact).abs() / se.max(1e-300);
-            return Ok(CaseResult {
+            return Ok(Some(CaseResult {
                 kind,
                 index,
                 worst: z_score,
                 passed: z_score <= MC_SIGMAS,
                 detail: format!("estimate {mean:.6} ± {se:.2e}, exact {exact:.6}"),
-            });
+            }));
         }
-        other => {
-            return Err(Error::invalid(
-                "tfp_reference",
-                format!("unknown case kind '{other}'"),
-            ))
+        "bernoulli_log_prob"
+        | "bernoulli_entropy"
+        | "bernoulli_kl"
+        | "relaxed_bernoulli_log_prob" => {
+            let names: &[&str] = match kind.as_str() {
+                "bernoulli_log_prob" => &["logits", "x"],
+                "bernoulli_entropy" => &["logits"],
+                "bernoulli_kl" => &["logits_q", "logits_p"],
+                _ => &["temperature", "logits", "x"],
+            };
+            let v: Vec<_> = names
+                .iter()
+                .map(|k| num(case, k).map(s))
+                .collect::<Result<_>>()?;
+            let out = match kind.as_str() {
+                "bernoulli_log_prob" => Bernoulli::from_logits(v[0])?.log_prob(v[1])?,
+                "bernoulli_entropy" => Bernoulli::from_logits(v[0])?.entropy()?,
+                "bernoulli_kl" => kl_divergence(
+                    &Bernoulli::from_logits(v[0])?,
+                    &Bernoulli::from_logits(v[1])?,
+                )?,
+                _ => RelaxedBernoulli::new(v[0], v[1])?.log_prob(v[2])?,
+            };
+            let g = out.backward()?;
+            pairs.push(("value".into(), out.item()?, num(case, "value")?));
+            for (var, name) in v.iter().zip(names) {
+                let key = format!("grad_{name}");
+                push_grad(
+                    &mut pairs,
+                    &key,
+                    g.get(*var).unwrap(),
+                    vec![num(case, &key)?],
+                );
+            }
         }
+        "relaxed_one_hot_categorical_log_prob" => {
+            let temperature = s(num(case, "temperature")?);
+            let logits = tape.var(Tensor::vector(&nums(case, "logits")?));
+            let x = tape.var(Tensor::vector(&nums(case, "x")?));
+            let lp = RelaxedOneHotCategorical::new(temperature, logits)?.log_prob(x)?;
+            let g = lp.backward()?;
+            pairs.push(("value".into(), lp.item()?, num(case, "value")?));
+            push_grad(
+                &mut pairs,
+                "grad_temperature",
+                g.get(temperature).unwrap(),
+                vec![num(case, "grad_temperature")?],
+            );
+            for (var, key) in [(logits, "grad_logits"), (x, "grad_x")] {
+                push_grad(&mut pairs, key, g.get(var).unwrap(), nums(case, key)?);
+            }
+        }
+        _ => return Ok(None),
     }
     let refs: Vec<(&str, f64, f64)> = pairs.iter().map(|(n, g, w)| (n.as_str(), *g, *w)).collect();
     let (worst, passed, detail) = compare(&refs);
-    Ok(CaseResult {
+    Ok(Some(CaseResult {
         kind,
         index,
         worst,
         passed,
         detail,
-    })
+    }))
+}
+
+/// The cases of a reference document that were evaluated, and the number
+/// of cases of each kind bayesgrad does not implement.
+pub struct Evaluation {
+    pub results: Vec<CaseResult>,
+    pub skipped: BTreeMap<String, usize>,
 }
 
 /// Evaluates every case of a reference document.
-pub fn evaluate_all(doc: &Value) -> Result<Vec<CaseResult>> {
+pub fn evaluate_all(doc: &Value) -> Result<Evaluation> {
     let cases = doc["cases"]
         .as_array()
         .ok_or_else(|| Error::invalid("tfp_reference", "no 'cases' array"))?;
-    cases
-        .iter()
-        .enumerate()
-        .map(|(i, c)| evaluate(c, i))
-        .collect()
+    let mut out = Evaluation {
+        results: Vec::new(),
+        skipped: BTreeMap::new(),
+    };
+    for (i, case) in cases.iter().enumerate() {
+        match evaluate(case, i)? {
+            Some(r) => out.results.push(r),
+            None => {
+                let kind = case["kind"].as_str().unwrap_or("?").to_string();
+                *out.skipped.entry(kind).or_default() += 1;
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Worst error and pass/fail counts by kind.

@@ -1,0 +1,337 @@
+//! Score-function (REINFORCE) gradients for any distribution with a
+//! `log_prob`, with control variates.
+//!
+//! For `x ~ q_θ` and an objective `f` (the quantity you minimize),
+//!
+//! ```text
+//! ∇θ E[f(x)] = E[ ∇θ f(x) + (f(x) - b) ∇θ ln q_θ(x) ]
+//! ```
+//!
+//! for any baseline `b` that does not depend on `x` (`E[∇θ ln q_θ(x)] = 0`).
+//! No reparameterization is needed, so this trains through discrete
+//! draws (a mixture assignment, a gate, a binary code). [`ScoreSample`]
+//! keeps a draw and its `ln q` on the tape; [`ScoreSample::surrogate`]
+//! builds
+//!
+//! ```text
+//! f(x) + c · (ln q(x) - stop(ln q(x))),   c = stop(f(x)) - b
+//! ```
+//!
+//! whose **value is `f(x)`** (the difference is exactly zero) and whose
+//! gradient is the estimator above. The baseline enters only as the
+//! constant `c`: it is read as plain numbers, so no gradient can flow
+//! from the objective into it.
+//!
+//! Baselines ([`Baseline`]):
+//! - [`Baseline::MovingAverage`]: an exponential average of past objectives
+//!   (updated after it is used, so it never sees the current draw).
+//! - [`Baseline::Learned`]: a var the caller computes from the input (not
+//!   from the draw), trained by the separate
+//!   [`Surrogate::baseline_loss`] `mean((stop(f) - b)²)`.
+//! - [`Baseline::LeaveOneOut`]: with `K >= 2` draws per element, draw `k`'s
+//!   baseline is the mean objective of the other `K - 1` draws (RLOO;
+//!   Kool, van Hoof, Welling 2019; the VIMCO-style control variate).
+//!
+//! ```
+//! use bayesgrad::prelude::*;
+//! use bayesgrad::bayes::score::{Baseline, ScoreSample};
+//! // minimize E[(b - 0.499)^2] over b ~ Bernoulli(sigmoid(theta))
+//! let tape = Tape::<f64>::new();
+//! let theta = tape.var(Tensor::scalar(0.0));
+//! let q = Bernoulli::from_logits(theta)?;
+//! let mut rng = StdRng::seed_from_u64(0);
+//! let draw = ScoreSample::draw(&q, Some(8), &mut rng)?;       // 8 draws, shape [8]
+//! let f = (draw.value() - 0.499).square();                     // the objective per draw
+//! let s = draw.surrogate(f, Baseline::LeaveOneOut)?;
+//! let grads = s.loss()?.backward()?;
+//! assert!(grads.get(theta).is_some());
+//! # Ok::<(), bayesgrad::Error>(())
+//! ```
+
+use crate::autodiff::tape::Var;
+use crate::distributions::Distribution;
+use crate::error::{Error, Result};
+use crate::tensor::{Element, Tensor};
+use rand::Rng;
+
+/// An exponential moving average of the objective, kept across steps.
+///
+/// The baseline used at a step is the average of the steps before it; the
+/// current objective's mean is folded in afterwards. The first step has no
+/// baseline (0).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MovingAverage {
+    decay: f64,
+    value: Option<f64>,
+}
+
+impl MovingAverage {
+    /// An average that keeps `decay` of its value at each update
+    /// (`0 <= decay < 1`; 0.9 to 0.99 are common).
+    ///
+    /// # Errors
+    /// A decay outside `[0, 1)` or not finite.
+    pub fn new(decay: f64) -> Result<Self> {
+        if !(0.0..1.0).contains(&decay) {
+            return Err(Error::invalid(
+                "MovingAverage::new",
+                format!("decay must be in [0, 1), got {decay}"),
+            ));
+        }
+        Ok(MovingAverage { decay, value: None })
+    }
+
+    /// The current average (`None` before the first update).
+    pub fn value(&self) -> Option<f64> {
+        self.value
+    }
+
+    /// The decay.
+    pub fn decay(&self) -> f64 {
+        self.decay
+    }
+
+    fn update(&mut self, mean: f64) {
+        self.value = Some(match self.value {
+            None => mean,
+            Some(v) => self.decay * v + (1.0 - self.decay) * mean,
+        });
+    }
+}
+
+/// The control variate subtracted from the objective in the score term.
+pub enum Baseline<'a, 't, F: Element> {
+    /// No baseline (plain REINFORCE; unbiased, high variance).
+    None,
+    /// A moving average of past objectives, updated by
+    /// [`ScoreSample::surrogate`].
+    MovingAverage(&'a mut MovingAverage),
+    /// A var computed from the input (never from the draw), one value per
+    /// batch element or a single value. Its value is read as a constant in
+    /// the objective; [`Surrogate::baseline_loss`] trains it.
+    Learned(Var<'t, F>),
+    /// For `K >= 2` draws per element, each draw's baseline is the mean
+    /// objective of the other `K - 1` draws.
+    LeaveOneOut,
+}
+
+/// The surrogate of a score-function estimate (see the [module docs](self)).
+pub struct Surrogate<'t, F: Element> {
+    /// One value per batch element, equal to the objective (averaged over
+    /// the draws when there is a sample axis); its gradient is the
+    /// score-function estimate.
+    pub objective: Var<'t, F>,
+    /// For a [`Baseline::Learned`]: `mean((stop(f) - b)²)`, whose gradient
+    /// reaches only the baseline's own parameters.
+    pub baseline_loss: Option<Var<'t, F>>,
+}
+
+impl<'t, F: Element> Surrogate<'t, F> {
+    /// The scalar to minimize: the objective summed over the batch, plus
+    /// the baseline's loss if there is one.
+    pub fn loss(&self) -> Result<Var<'t, F>> {
+        let total = self.objective.sum();
+        match self.baseline_loss {
+            None => Ok(total),
+            Some(b) => total.try_add(b),
+        }
+    }
+}
+
+/// Draws from a distribution kept together with their log-probability on
+/// the tape: the input of a score-function estimate.
+pub struct ScoreSample<'t, F: Element> {
+    value: Var<'t, F>,
+    log_prob: Var<'t, F>,
+    samples: Option<usize>,
+}
+
+impl<'t, F: Element> ScoreSample<'t, F> {
+    /// `samples` draws of `dist` stacked on a new leading axis (`None`: one
+    /// draw, no axis), and their `ln q` as one batched node.
+    ///
+    /// # Errors
+    /// `Some(0)` draws; whatever `dist.sample` or `dist.log_prob` returns.
+    pub fn draw(
+        dist: &dyn Distribution<'t, F>,
+        samples: Option<usize>,
+        rng: &mut dyn Rng,
+    ) -> Result<Self> {
+        let value = match samples {
+            None => dist.sample(rng)?,
+            Some(0) => {
+                return Err(Error::invalid(
+                    "ScoreSample::draw",
+                    "needs at least one draw (samples = Some(0))",
+                ))
+            }
+            Some(n) => {
+                let first = dist.sample(rng)?;
+                let mut shape = vec![n];
+                shape.extend_from_slice(first.shape());
+                let mut data = Vec::with_capacity(first.len() * n);
+                data.extend_from_slice(first.data());
+                for _ in 1..n {
+                    data.extend_from_slice(dist.sample(rng)?.data());
+                }
+                Tensor::from_vec(data, &shape)?
+            }
+        };
+        let value = dist.tape().constant(value);
+        let log_prob = dist.log_prob(value)?;
+        Ok(ScoreSample {
+            value,
+            log_prob,
+            samples,
+        })
+    }
+
+    /// The draws, a constant on the tape (shape `[samples] + batch + event`).
+    pub fn value(&self) -> Var<'t, F> {
+        self.value
+    }
+
+    /// `ln q` of the draws (shape `[samples] + batch`).
+    pub fn log_prob(&self) -> Var<'t, F> {
+        self.log_prob
+    }
+
+    /// The number of draws per element (`None`: no sample axis).
+    pub fn samples(&self) -> Option<usize> {
+        self.samples
+    }
+
+    /// The surrogate for the objective `f` (one value per draw, the shape
+    /// of [`log_prob`](Self::log_prob), on the same tape), with `baseline`.
+    ///
+    /// `f` may depend on parameters directly as well (a decoder's, say):
+    /// that pathwise gradient is kept. A [`Baseline::MovingAverage`] is
+    /// updated with the mean of `f` after it is used.
+    ///
+    /// # Errors
+    /// `f` or a learned baseline from another tape
+    /// ([`Error::ForeignTape`]); `f` of the wrong shape or not finite; a
+    /// learned baseline whose shape is neither the batch's nor a single
+    /// value; [`Baseline::LeaveOneOut`] with fewer than 2 draws. Nothing
+    /// (a moving average included) is modified on error.
+    pub fn surrogate(
+        &self,
+        f: Var<'t, F>,
+        baseline: Baseline<'_, 't, F>,
+    ) -> Result<Surrogate<'t, F>> {
+        const OP: &str = "ScoreSample::surrogate";
+        if !std::ptr::eq(f.tape(), self.log_prob.tape()) {
+            return Err(Error::ForeignTape { op: OP });
+        }
+        let fv = f.value();
+        let shape = self.log_prob.shape();
+        if fv.shape() != shape.as_slice() {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                lhs: shape,
+                rhs: fv.shape().to_vec(),
+            });
+        }
+        if let Some((i, v)) = fv.first_non_finite() {
+            return Err(Error::invalid(
+                OP,
+                format!("the objective is {v:?} at element {i}; a score-function estimate needs finite values"),
+            ));
+        }
+        let batch = match self.samples {
+            Some(_) => &shape[1..],
+            None => &shape[..],
+        };
+        let (b, baseline_loss) = match baseline {
+            Baseline::None => (None, None),
+            Baseline::MovingAverage(avg) => {
+                let b = avg.value.map(|v| Tensor::scalar(F::lit(v)));
+                let mean = fv
+                    .data()
+                    .iter()
+                    .map(|x| x.to_f64().unwrap_or(0.0))
+                    .sum::<f64>()
+                    / fv.len().max(1) as f64;
+                avg.update(mean);
+                (b, None)
+            }
+            Baseline::Learned(b) => {
+                if !std::ptr::eq(b.tape(), f.tape()) {
+                    return Err(Error::ForeignTape { op: OP });
+                }
+                let bs = b.shape();
+                if bs.as_slice() != batch && bs.iter().product::<usize>() != 1 {
+                    return Err(Error::invalid(
+                        OP,
+                        format!(
+                            "a learned baseline needs the batch shape {batch:?} or a single value, got shape {bs:?}"
+                        ),
+                    ));
+                }
+                let value = b.value();
+                let single = value.len() == 1;
+                let value = if single { value.reshape(&[])? } else { value };
+                // trained towards the objective, which is a constant here
+                let target = f.tape().constant(fv.clone());
+                let b_var = if single { b.reshape(&[])? } else { b };
+                let loss = target.try_sub(b_var)?.square().mean();
+                (Some(value), Some(loss))
+            }
+            Baseline::LeaveOneOut => {
+                let k = match self.samples {
+                    Some(k) if k >= 2 => k,
+                    other => return Err(Error::invalid(
+                        OP,
+                        format!(
+                            "the leave-one-out baseline needs at least 2 draws per element, got {}",
+                            other.map_or("no sample axis".to_string(), |k| k.to_string())
+                        ),
+                    )),
+                };
+                (Some(leave_one_out(&fv, k)), None)
+            }
+        };
+        // c = stop(f) - b, broadcast over the draws
+        let c = match b {
+            None => fv,
+            Some(b) => {
+                let b = if b.shape() == shape.as_slice() {
+                    b
+                } else {
+                    b.broadcast_to(&shape)?
+                };
+                fv.zip_map(&b, OP, |f, b| f - b)?
+            }
+        };
+        let lp = self.log_prob;
+        let score = lp.try_sub(lp.detach())? * c;
+        let term = f.try_add(score)?;
+        let objective = match self.samples {
+            Some(_) => term.mean_axis(0, false)?,
+            None => term,
+        };
+        Ok(Surrogate {
+            objective,
+            baseline_loss,
+        })
+    }
+}
+
+/// For `f` of shape `[k, rest..]`: `(Σ_j f_j - f_i) / (k - 1)` for each draw `i`.
+fn leave_one_out<F: Element>(f: &Tensor<F>, k: usize) -> Tensor<F> {
+    let rest = f.len() / k;
+    let mut total = vec![F::zero(); rest];
+    for row in f.data().chunks(rest) {
+        for (t, &x) in total.iter_mut().zip(row) {
+            *t = *t + x;
+        }
+    }
+    let others = F::lit((k - 1) as f64);
+    let mut out = f.clone();
+    for row in out.data_mut().chunks_mut(rest) {
+        for (x, &t) in row.iter_mut().zip(&total) {
+            *x = (t - *x) / others;
+        }
+    }
+    out
+}
