@@ -1,7 +1,7 @@
 //! The benchmark workloads of docs/benchmarks.md: one full training step
 //! (forward, backward, optimizer update) timed after warm-up.
 //!
-//! Run: `cargo run --release --example bench [-- mlp|conv|tiny|all] [--steps N] [--default-alloc]`
+//! Run: `cargo run --release --example bench [-- mlp|conv|tiny|discrete|all] [--steps N] [--default-alloc]`
 //! Prints `<workload> ms_per_step=<median> p10=<..> p90=<..>` per workload,
 //! then the resident memory (peak, and its change over the timed steps).
 
@@ -107,6 +107,32 @@ fn tiny() -> Result<Step> {
     }))
 }
 
+/// The 10-category toy of the discrete-estimator literature, batched:
+/// 128 independent rows of logits, `E[(c / 9 - 0.499)²]` over
+/// `c ~ Categorical(softmax(logits))`, score function with the
+/// leave-one-out baseline over K = 8 draws per row; Adam 1e-2.
+fn discrete() -> Result<Step> {
+    use bayesgrad::bayes::score::{Baseline, ScoreSample};
+    let mut rng = SmallRng::seed_from_u64(0);
+    let mut store = ParamStore::<f32>::new();
+    let logits = store.add("logits", Tensor::zeros(&[128, 10]));
+    let mut opt = Adam::new(1e-2);
+    Ok(Box::new(move || {
+        let grads = {
+            let tape = Tape::new();
+            let q = Categorical::from_logits(tape.param(&store, logits))?;
+            let draw = ScoreSample::draw(&q, Some(8), &mut rng)?;
+            let f = draw
+                .value()
+                .value()
+                .map(|c| (c / 9.0 - 0.499) * (c / 9.0 - 0.499));
+            let s = draw.surrogate(tape.constant(f), Baseline::LeaveOneOut)?;
+            s.loss()?.backward()?
+        };
+        opt.step(&mut store, &grads)
+    }))
+}
+
 /// Resident set size and its peak, in MiB (Linux; 0 elsewhere).
 fn rss_mib() -> (f64, f64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -166,12 +192,14 @@ fn main() -> Result<()> {
                     .filter(|&n| n > 0)
                     .ok_or_else(|| Error::invalid("bench", "--steps needs a positive integer"))?
             }
-            "mlp" | "conv" | "tiny" | "all" => which = a,
+            "mlp" | "conv" | "tiny" | "discrete" | "all" => which = a,
             "--default-alloc" => default_alloc = true,
             other => {
                 return Err(Error::invalid(
                     "bench",
-                    format!("unknown argument '{other}' (mlp, conv, tiny, all, --steps N)"),
+                    format!(
+                        "unknown argument '{other}' (mlp, conv, tiny, discrete, all, --steps N)"
+                    ),
                 ))
             }
         }
@@ -188,6 +216,9 @@ fn main() -> Result<()> {
     }
     if which == "all" || which == "conv" {
         run("conv", conv()?, steps)?;
+    }
+    if which == "all" || which == "discrete" {
+        run("discrete", discrete()?, steps)?;
     }
     Ok(())
 }

@@ -151,32 +151,13 @@ impl<'t, F: Element> ScoreSample<'t, F> {
     /// draw, no axis), and their `ln q` as one batched node.
     ///
     /// # Errors
-    /// `Some(0)` draws; whatever `dist.sample` or `dist.log_prob` returns.
+    /// `Some(0)` draws; whatever `dist.sample_n` or `dist.log_prob` returns.
     pub fn draw(
         dist: &dyn Distribution<'t, F>,
         samples: Option<usize>,
         rng: &mut dyn Rng,
     ) -> Result<Self> {
-        let value = match samples {
-            None => dist.sample(rng)?,
-            Some(0) => {
-                return Err(Error::invalid(
-                    "ScoreSample::draw",
-                    "needs at least one draw (samples = Some(0))",
-                ))
-            }
-            Some(n) => {
-                let first = dist.sample(rng)?;
-                let mut shape = vec![n];
-                shape.extend_from_slice(first.shape());
-                let mut data = Vec::with_capacity(first.len() * n);
-                data.extend_from_slice(first.data());
-                for _ in 1..n {
-                    data.extend_from_slice(dist.sample(rng)?.data());
-                }
-                Tensor::from_vec(data, &shape)?
-            }
-        };
+        let value = dist.sample_n(samples, rng)?;
         let value = dist.tape().constant(value);
         let log_prob = dist.log_prob(value)?;
         Ok(ScoreSample {
@@ -280,13 +261,15 @@ impl<'t, F: Element> ScoreSample<'t, F> {
             Baseline::LeaveOneOut => {
                 let k = match self.samples {
                     Some(k) if k >= 2 => k,
-                    other => return Err(Error::invalid(
-                        OP,
-                        format!(
+                    other => {
+                        return Err(Error::invalid(
+                            OP,
+                            format!(
                             "the leave-one-out baseline needs at least 2 draws per element, got {}",
                             other.map_or("no sample axis".to_string(), |k| k.to_string())
                         ),
-                    )),
+                        ))
+                    }
                 };
                 (Some(leave_one_out(&fv, k)), None)
             }

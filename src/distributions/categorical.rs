@@ -171,21 +171,39 @@ impl<'t, F: Element> Distribution<'t, F> for Categorical<'t, F> {
         })
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
-        let probs = self.probs()?.value();
-        let k = self.num_classes();
-        let rows = probs.len() / k;
-        let mut out = Vec::with_capacity(rows);
-        for r in 0..rows {
-            let u: F = uniform(rng);
-            let mut acc = F::zero();
-            let row = &probs.data()[r * k..(r + 1) * k];
-            let class = row.iter().position(|&p| {
-                acc = acc + p;
-                u < acc
-            });
-            out.push(F::lit(class.unwrap_or(k - 1) as f64));
+        self.sample_n(None, rng)
+    }
+    /// Inverse-CDF draws from `exp(logits - max)`, computed once for all
+    /// `n` draws and without tape nodes.
+    fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        if n == Some(0) {
+            return Err(Error::invalid(
+                "Distribution::sample_n",
+                "Categorical needs at least one draw (n = Some(0))",
+            ));
         }
-        Tensor::from_vec(out, &self.batch_shape())
+        let logits = self.logits.value();
+        let k = self.num_classes();
+        // unnormalized cumulative weights per row, shifted by the row's max
+        let mut cumulative = Vec::with_capacity(logits.len());
+        for row in logits.data().chunks(k) {
+            let m = row.iter().copied().fold(F::neg_infinity(), F::max);
+            let mut acc = F::zero();
+            cumulative.extend(row.iter().map(|&l| {
+                acc = acc + (l - m).exp();
+                acc
+            }));
+        }
+        let rows = logits.len() / k;
+        let mut out = Vec::with_capacity(rows * n.unwrap_or(1));
+        for _ in 0..n.unwrap_or(1) {
+            for row in cumulative.chunks(k) {
+                let u = uniform::<F>(rng) * row[k - 1];
+                let class = row.iter().position(|&c| u < c).unwrap_or(k - 1);
+                out.push(F::lit(class as f64));
+            }
+        }
+        Tensor::from_vec(out, &super::sample_shape(n, &self.batch_shape()))
     }
     // H = -sum_c p_c ln p_c
     fn entropy(&self) -> Result<Var<'t, F>> {

@@ -128,6 +128,31 @@ pub trait Distribution<'t, F: Element>: sealed::TypeKey {
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>>;
     /// A plain draw (no gradient) of shape `batch + event`.
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>>;
+    /// `n` plain draws stacked on a new leading axis (`None`: no axis).
+    /// The default calls [`sample`](Self::sample) `n` times; a family can
+    /// draw them in one pass.
+    ///
+    /// # Errors
+    /// `Some(0)`; the errors of `sample`.
+    fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        let Some(n) = n else {
+            return self.sample(rng);
+        };
+        if n == 0 {
+            return Err(Error::invalid(
+                "Distribution::sample_n",
+                format!("{} needs at least one draw (n = Some(0))", self.name()),
+            ));
+        }
+        let first = self.sample(rng)?;
+        let shape = sample_shape(Some(n), first.shape());
+        let mut data = Vec::with_capacity(first.len() * n);
+        data.extend_from_slice(first.data());
+        for _ in 1..n {
+            data.extend_from_slice(self.sample(rng)?.data());
+        }
+        Tensor::from_vec(data, &shape)
+    }
     /// Differential entropy (or Shannon entropy), one value per batch element.
     fn entropy(&self) -> Result<Var<'t, F>>;
     /// The mean.
