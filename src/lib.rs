@@ -99,8 +99,8 @@ pub use layers::predict::{predict_classes, predict_regression, Predict};
 pub use layers::{
     Activation, BiasMode, Conv2dFlipout, Conv2dLocalReparameterization, Conv2dMap,
     Conv2dReparameterization, Dense, DenseFlipout, DenseLocalReparameterization,
-    DenseReparameterization, Flatten, KlMethod, LinearMap, MaxPool2d, Module, Prior, Sequential,
-    VariationalConfig,
+    DenseReparameterization, DistributionHead, Flatten, KlMethod, LinearMap, MaxPool2d, Module,
+    Prior, Sequential, VariationalConfig,
 };
 /// The `rand` release whose RNGs the API takes (`&mut dyn rand::Rng`).
 pub use rand;
@@ -114,11 +114,12 @@ pub mod prelude {
         kl_monte_carlo, predict_classes, predict_regression, Activation, Adam, Batch, Bernoulli,
         BiasMode, Categorical, Constraint, Conv2dFlipout, Conv2dLocalReparameterization, Conv2dMap,
         Conv2dReparameterization, Dense, DenseFlipout, DenseLocalReparameterization,
-        DenseReparameterization, Distribution, Divergence, Divergences, Elbo, ElboLoss, Element,
-        Error, Flatten, Forward, GradCheck, GradCheckReport, Gradients, Independent, KlMethod,
-        KlWeight, LinearMap, MaxPool2d, MixtureOfNormals, Module, Normal, Op, Optimizer, Padding,
-        Param, ParamStore, Predict, Prior, RelaxedBernoulli, RelaxedOneHotCategorical, Result,
-        SampleMode, Sequential, Sgd, SpikeAndSlab, Tape, Tensor, Var, VariationalConfig,
+        DenseReparameterization, Distribution, DistributionHead, Divergence, Divergences, Elbo,
+        ElboLoss, Element, Error, Flatten, Forward, GradCheck, GradCheckReport, Gradients,
+        Independent, KlMethod, KlWeight, LinearMap, MaxPool2d, MixtureOfNormals, Module, Normal,
+        Op, Optimizer, Padding, Param, ParamStore, Predict, Prior, RelaxedBernoulli,
+        RelaxedOneHotCategorical, Result, SampleMode, Sequential, Sgd, SpikeAndSlab, Tape, Tensor,
+        Var, VariationalConfig,
     };
     pub use rand::{
         rngs::{SmallRng, StdRng},

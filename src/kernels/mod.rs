@@ -7,5 +7,6 @@ pub(crate) mod fastmath;
 pub(crate) mod gemm;
 pub(crate) mod parallel;
 pub(crate) mod random;
+pub(crate) mod special;
 
 pub use element::Element;

@@ -2,11 +2,13 @@
 //! [`Module::forward`] reads its parameters onto the given tape, so the
 //! gradient path from the loss to every parameter is rebuilt every step.
 
+mod head;
 mod linear_map;
 mod meanfield;
 pub mod predict;
 mod variational;
 
+pub use head::{BoxedDistribution, DistributionHead, HeadFn};
 pub use linear_map::{Conv2dMap, DenseMap, LinearMap};
 pub use variational::{
     BiasMode, Conv2dFlipout, Conv2dLocalReparameterization, Conv2dReparameterization,

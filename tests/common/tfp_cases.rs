@@ -240,6 +240,22 @@ pub fn evaluate(case: &Value, index: usize) -> Result<Option<CaseResult>> {
                 );
             }
         }
+        "lgamma" | "digamma" => {
+            let x = s(num(case, "x")?);
+            let out = if kind == "lgamma" {
+                x.lgamma()
+            } else {
+                x.digamma()
+            };
+            let g = out.backward()?;
+            pairs.push(("value".into(), out.item()?, num(case, "value")?));
+            push_grad(
+                &mut pairs,
+                "grad_x",
+                g.get(x).unwrap(),
+                vec![num(case, "grad_x")?],
+            );
+        }
         "relaxed_one_hot_categorical_log_prob" => {
             let temperature = s(num(case, "temperature")?);
             let logits = tape.var(Tensor::vector(&nums(case, "logits")?));

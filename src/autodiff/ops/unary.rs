@@ -131,6 +131,26 @@ kernel!(
     |s, x| x.abs(),
     |s, x, y| if x > F::zero() { F::one() } else if x < F::zero() { -F::one() } else { F::zero() }
 );
+kernel!(
+    Lgamma,
+    "lgamma",
+    |s, x| F::lit(crate::kernels::special::lgamma(
+        x.to_f64().unwrap_or(f64::NAN)
+    )),
+    |s, x, y| F::lit(crate::kernels::special::digamma(
+        x.to_f64().unwrap_or(f64::NAN)
+    ))
+);
+kernel!(
+    Digamma,
+    "digamma",
+    |s, x| F::lit(crate::kernels::special::digamma(
+        x.to_f64().unwrap_or(f64::NAN)
+    )),
+    |s, x, y| F::lit(crate::kernels::special::trigamma(
+        x.to_f64().unwrap_or(f64::NAN)
+    ))
+);
 kernel!(Sqrt, "sqrt", |s, x| x.sqrt(), |s, x, y| F::lit(0.5) / y);
 kernel!(Square, "square", |s, x| x * x, |s, x, y| F::lit(2.0) * x);
 kernel!(
@@ -194,6 +214,17 @@ impl<'t, F: Element> Var<'t, F> {
     /// Natural logarithm.
     pub fn ln(self) -> Self {
         self.map(Ln::new())
+    }
+    /// `ln |Γ(x)|`, accurate to about 1e-15 relative for `x > 0` (including
+    /// near 1 and 2, where it crosses zero); its derivative is the digamma
+    /// function. Computed in f64 and rounded for f32.
+    pub fn lgamma(self) -> Self {
+        self.map(Lgamma::new())
+    }
+    /// The digamma function `ψ(x) = d ln Γ(x) / dx`; its derivative is the
+    /// trigamma function. Computed in f64 and rounded for f32.
+    pub fn digamma(self) -> Self {
+        self.map(Digamma::new())
     }
     /// `ln(1 + x)`, accurate for small `x`.
     pub fn log1p(self) -> Self {
