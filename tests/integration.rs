@@ -13,6 +13,7 @@ mod engine;
 mod faults;
 mod layers;
 mod no_panic;
+mod numerics;
 mod open_api;
 mod readme;
 mod silent;

@@ -1,6 +1,6 @@
 use super::{check_finite, check_values, uniform, Distribution};
-use crate::autodiff::ops::sigmoid;
-use crate::autodiff::tape::{Tape, Var};
+use crate::autodiff::ops::{sigmoid, softplus};
+use crate::autodiff::tape::{Op, Tape, Var};
 use crate::error::{Error, Result};
 use crate::tensor::{Element, Tensor};
 use rand::Rng;
@@ -55,7 +55,18 @@ impl<'t, F: Element> Distribution<'t, F> for Bernoulli<'t, F> {
         check_values("Bernoulli", "value", &x, "must be 0 or 1", |v| {
             v == F::zero() || v == F::one()
         })?;
-        x.try_mul(self.logits)?.try_sub(self.logits.softplus())
+        let shape =
+            crate::tensor::broadcast_shape(&x.shape(), &self.logits.shape()).ok_or_else(|| {
+                Error::BatchShapeMismatch {
+                    distribution: "Bernoulli",
+                    lhs_param: "value",
+                    lhs: x.shape(),
+                    rhs_param: "logits",
+                    rhs: self.logits.shape(),
+                }
+            })?;
+        let (x, l) = (broadcast(x, &shape)?, broadcast(self.logits, &shape)?);
+        x.tape().apply(LogProb, &[x, l])
     }
     fn rsample_n(&self, _: Option<usize>, _: &mut dyn Rng) -> Result<Var<'t, F>> {
         Err(Error::Unsupported {
@@ -74,9 +85,11 @@ impl<'t, F: Element> Distribution<'t, F> for Bernoulli<'t, F> {
         });
         Tensor::from_vec(draws.collect(), l.shape())
     }
-    // H = softplus(l) - l sigmoid(l)
+    // H = softplus(l) - l sigmoid(l), written as softplus(-|l|) + |l| sigmoid(-|l|):
+    // a sum of positive terms (the first form cancels for large |l|)
     fn entropy(&self) -> Result<Var<'t, F>> {
-        Ok(self.logits.softplus() - self.logits * self.logits.sigmoid())
+        let a = self.logits.abs();
+        Ok((-a).softplus() + a * (-a).sigmoid())
     }
     fn mean(&self) -> Result<Var<'t, F>> {
         Ok(self.logits.sigmoid())
@@ -93,18 +106,144 @@ impl<'t, F: Element> Distribution<'t, F> for Bernoulli<'t, F> {
     }
 }
 
-/// KL(q || p) = s(a) (softplus(-b) - softplus(-a)) + s(-a) (softplus(b) - softplus(a))
-/// for logits a of q and b of p, s the sigmoid.
+/// `v` broadcast to `shape` (no node if it has that shape already).
+fn broadcast<'t, F: Element>(v: Var<'t, F>, shape: &[usize]) -> Result<Var<'t, F>> {
+    if v.shape() == shape {
+        Ok(v)
+    } else {
+        v.broadcast_to(shape)
+    }
+}
+
+/// `ln P(x) = x l - softplus(l)`, computed as `-softplus((1 - 2x) l)` for
+/// `x` in {0, 1} (no cancellation: at `l = 36`, `ln P(1)` is -2.3e-16, not 0).
+/// Gradients: `l` for `x` (TFP's, of the first form), `x - sigmoid(l)` for `l`.
+struct LogProb;
+
+impl<F: Element> Op<F> for LogProb {
+    fn name(&self) -> &str {
+        "bernoulli_log_prob"
+    }
+    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
+        inputs[0].zip_map(inputs[1], "bernoulli_log_prob", |x, l| {
+            -softplus((F::one() - x - x) * l)
+        })
+    }
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        _: &Tensor<F>,
+        g: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        let (x, l) = (inputs[0], inputs[1]);
+        let dx = l.zip_map(g, "bernoulli_log_prob", |l, g| l * g)?;
+        // x - sigmoid(l): sigmoid(-l) for x = 1, -sigmoid(l) for x = 0
+        let resid = x.zip_map(l, "bernoulli_log_prob", |x, l| {
+            if x == F::one() {
+                sigmoid(-l)
+            } else {
+                x - sigmoid(l)
+            }
+        })?;
+        let dl = resid.zip_map(g, "bernoulli_log_prob", |r, g| r * g)?;
+        Ok(vec![Some(dx), Some(dl)])
+    }
+}
+
+/// `e^-d - 1 + d` without cancellation for small `|d|`.
+fn exp_excess<F: Element>(d: F) -> F {
+    if d.abs() < F::lit(0.5) {
+        // d²/2 - d³/6 + d⁴/24 - ...
+        let mut term = d * d * F::lit(0.5);
+        let mut sum = term;
+        for k in 3..25 {
+            term = -term * d / F::lit(k as f64);
+            sum = sum + term;
+        }
+        sum
+    } else {
+        (-d).exp_m1() + d
+    }
+}
+
+/// `u - ln(1 + u)` without cancellation for small `|u|`.
+fn log1p_excess<F: Element>(u: F) -> F {
+    if u.abs() < F::lit(0.5) {
+        // u²/2 - u³/3 + u⁴/4 - ...
+        let mut power = u * u;
+        let mut sum = F::zero();
+        for k in 2..60 {
+            let term = power / F::lit(k as f64);
+            sum = if k % 2 == 0 { sum + term } else { sum - term };
+            power = power * u;
+        }
+        sum
+    } else {
+        u - u.ln_1p()
+    }
+}
+
+/// `KL(Bernoulli(a) || Bernoulli(b))` for logits `a`, `b`:
+/// `sigmoid(a) (a - b) - (softplus(a) - softplus(b))`, evaluated as
+/// `s φ(d) - ψ(u)` with `d = a - b`, `s = sigmoid(a)`, `u = s (e^-d - 1)`,
+/// `φ(d) = e^-d - 1 + d` and `ψ(u) = u - ln(1 + u)`, on the side where
+/// `s <= 1/2` (the KL is unchanged when both logits change sign). Both terms
+/// are then of the size of the result, so near-equal distributions give a
+/// small positive KL, not rounding noise of either sign.
+fn kl_logits<F: Element>(a: F, b: F) -> F {
+    let (a, b) = if a > F::zero() { (-a, -b) } else { (a, b) };
+    let d = a - b;
+    let s = sigmoid(a);
+    let u = s * (-d).exp_m1();
+    if !u.is_finite() || u <= F::lit(-1.0) {
+        // a far below b: the direct form has nothing left to cancel
+        return s * d - (softplus(a) - softplus(b));
+    }
+    (s * exp_excess(d) - log1p_excess(u)).max(F::zero())
+}
+
+/// The analytic Bernoulli KL as one op (see [`kl_logits`]); gradients
+/// `sigmoid(a) sigmoid(-a) (a - b)` for `a` and `sigmoid(b) - sigmoid(a)` for `b`.
+struct Kl;
+
+impl<F: Element> Op<F> for Kl {
+    fn name(&self) -> &str {
+        "bernoulli_kl"
+    }
+    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
+        inputs[0].zip_map(inputs[1], "bernoulli_kl", kl_logits)
+    }
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        _: &Tensor<F>,
+        g: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        let (a, b) = (inputs[0], inputs[1]);
+        let da = a.zip_map(b, "bernoulli_kl", |a, b| sigmoid(a) * sigmoid(-a) * (a - b))?;
+        let db = a.zip_map(b, "bernoulli_kl", |a, b| sigmoid(b) - sigmoid(a))?;
+        Ok(vec![
+            Some(da.zip_map(g, "bernoulli_kl", |d, g| d * g)?),
+            Some(db.zip_map(g, "bernoulli_kl", |d, g| d * g)?),
+        ])
+    }
+}
+
+/// KL(q || p) between Bernoullis with logits a of q and b of p, without
+/// cancellation (see [`kl_logits`]).
 pub(crate) fn kl_bernoulli<'t, F: Element>(
     q: &Bernoulli<'t, F>,
     p: &Bernoulli<'t, F>,
 ) -> Result<Var<'t, F>> {
     let (a, b) = (q.logits, p.logits);
-    let on = a
-        .sigmoid()
-        .try_mul((-b).softplus().try_sub((-a).softplus())?)?;
-    let off = (-a)
-        .sigmoid()
-        .try_mul(b.softplus().try_sub(a.softplus())?)?;
-    on.try_add(off)
+    super::same_tape("kl_divergence", &a, &b)?;
+    let shape = crate::tensor::broadcast_shape(&a.shape(), &b.shape()).ok_or_else(|| {
+        Error::ShapeMismatch {
+            op: "kl_divergence",
+            lhs: a.shape(),
+            rhs: b.shape(),
+        }
+    })?;
+    let (a, b) = (broadcast(a, &shape)?, broadcast(b, &shape)?);
+    a.tape().apply(Kl, &[a, b])
 }

@@ -183,15 +183,16 @@ impl<'t, F: Element> Distribution<'t, F> for MixtureOfNormals<'t, F> {
             .broadcast_to(&self.full_shape())?
             .sum_axis(last, false)
     }
-    // Var[x] = sum_j w_j (scale_j^2 + loc_j^2) - E[x]^2
+    // Var[x] = sum_j w_j (scale_j^2 + (loc_j - E[x])^2): no E[x²] - E[x]²
+    // cancellation, so it is never negative
     fn variance(&self) -> Result<Var<'t, F>> {
         let w = self.log_weights.exp();
         let last = self.full_shape().len() - 1;
-        let second = w
-            .try_mul(self.scales.square().try_add(self.locs.square())?)?
+        let mean = self.mean()?.unsqueeze(last)?;
+        let spread = self.locs.try_sub(mean)?.square();
+        w.try_mul(self.scales.square().try_add(spread)?)?
             .broadcast_to(&self.full_shape())?
-            .sum_axis(last, false)?;
-        second.try_sub(self.mean()?.square())
+            .sum_axis(last, false)
     }
     fn batch_shape(&self) -> Vec<usize> {
         let s = self.full_shape();

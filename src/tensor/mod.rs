@@ -682,17 +682,11 @@ impl<F: Element> Tensor<F> {
     }
 
     /// The sum of all elements.
+    ///
+    /// Pairwise over vectorized blocks: the rounding error grows with
+    /// `log n`, so the sum of 10⁶ copies of `0.1f32` is 100000 to 1e-6.
     pub fn sum_all(&self) -> F {
-        // eight independent partial sums: vectorizable, and more accurate than one
-        let mut lanes = [F::zero(); 8];
-        let chunks = self.data.chunks_exact(8);
-        let rest: F = chunks.remainder().iter().copied().sum();
-        for c in chunks {
-            for (l, &x) in lanes.iter_mut().zip(c) {
-                *l = *l + x;
-            }
-        }
-        lanes.iter().copied().sum::<F>() + rest
+        crate::kernels::parallel::sum_pairwise(&self.data)
     }
 
     /// Sums along `axis`; `keepdim` keeps it with size 1.

@@ -5,27 +5,30 @@ use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
 use crate::tensor::{split_at_axis, Element, Tensor};
 
-/// `logsumexp` along `axis` of a tensor (keepdim).
-fn lse<F: Element>(x: &Tensor<F>, axis: usize) -> Result<Tensor<F>> {
+/// The parts of a shifted log-sum-exp along `axis` (both keepdim): the
+/// maximum `m` and `ln Σ exp(x - m)`. Kept apart because `m + ln Σ` rounds:
+/// in f32 at `m = -5e7` the `ln 2` of two equal terms vanishes entirely.
+/// Rows whose maximum is not finite get `ln Σ = 0` (the max is the answer).
+fn lse_parts<F: Element>(x: &Tensor<F>, axis: usize) -> Result<(Tensor<F>, Tensor<F>)> {
     let m = x.max_axis(axis, true)?;
     let (outer, len, inner) = split_at_axis(x.shape(), axis);
-    let mut out = m.clone();
+    let mut ln_sum = Tensor::zeros(m.shape());
     for o in 0..outer {
         for i in 0..inner {
             let mi = m.data()[o * inner + i];
             if !mi.is_finite() {
-                continue; // all -inf (or +inf/NaN present): the max is the answer
+                continue;
             }
             let s: F = (0..len)
                 .map(|k| (x.data()[(o * len + k) * inner + i] - mi).exp())
                 .sum();
-            out.data_mut()[o * inner + i] = mi + s.ln();
+            ln_sum.data_mut()[o * inner + i] = s.ln();
         }
     }
-    Ok(out)
+    Ok((m, ln_sum))
 }
 
-/// `x - logsumexp(x)` along an axis.
+/// `x - logsumexp(x)` along an axis, computed as `(x - m) - ln Σ exp(x - m)`.
 struct LogSoftmax {
     axis: usize,
 }
@@ -34,8 +37,9 @@ impl<F: Element> Op<F> for LogSoftmax {
         "log_softmax"
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
-        let l = lse(inputs[0], self.axis)?;
-        inputs[0].zip_map(&l, "log_softmax", |x, l| x - l)
+        let (m, ln_sum) = lse_parts(inputs[0], self.axis)?;
+        let shifted = inputs[0].zip_map(&m, "log_softmax", |x, m| x - m)?;
+        shifted.zip_map(&ln_sum, "log_softmax", |d, l| d - l)
     }
     // dx = g - softmax(x) * sum(g) along the axis, with softmax = exp(y).
     fn backward(
@@ -60,7 +64,8 @@ impl<F: Element> Op<F> for LogSumExp {
         "logsumexp"
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
-        let out = lse(inputs[0], self.axis)?;
+        let (m, ln_sum) = lse_parts(inputs[0], self.axis)?;
+        let out = m.zip_map(&ln_sum, "logsumexp", |m, l| m + l)?;
         if self.keepdim {
             Ok(out)
         } else {
@@ -69,25 +74,34 @@ impl<F: Element> Op<F> for LogSumExp {
             out.reshape(&shape)
         }
     }
-    // d lse / d x_k = exp(x_k - lse) = softmax_k.
+    // d lse / d x_k = softmax_k = exp(x_k - m) / Σ exp(x - m): the weights
+    // come from the shifted values, not from the rounded output.
     fn backward(
         &self,
         inputs: &[&Tensor<F>],
-        y: &Tensor<F>,
+        _: &Tensor<F>,
         g: &Tensor<F>,
     ) -> Result<Vec<Option<Tensor<F>>>> {
         let x = inputs[0];
-        let mut kept = x.shape().to_vec();
-        kept[self.axis] = 1;
-        let (y, g) = (y.reshape(&kept)?, g.reshape(&kept)?);
-        let p = x.zip_map(&y, "logsumexp", |x, l| {
-            if l.is_finite() {
-                (x - l).exp()
+        let (m, ln_sum) = lse_parts(x, self.axis)?;
+        let g = g.reshape(m.shape())?;
+        // per row: g / Σ exp(x - m), or 0 where the row has no finite maximum
+        let scale = m.zip_map(&ln_sum, "logsumexp", |m, l| {
+            if m.is_finite() {
+                (-l).exp()
             } else {
                 F::zero()
             }
         })?;
-        Ok(vec![Some(p.zip_map(&g, "logsumexp", |p, g| p * g)?)])
+        let scale = scale.zip_map(&g, "logsumexp", |s, g| s * g)?;
+        let w = x.zip_map(&m, "logsumexp", |x, m| {
+            if m.is_finite() {
+                (x - m).exp()
+            } else {
+                F::zero()
+            }
+        })?;
+        Ok(vec![Some(w.zip_map(&scale, "logsumexp", |w, s| w * s)?)])
     }
 }
 

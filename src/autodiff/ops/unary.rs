@@ -13,6 +13,11 @@ pub(crate) trait Kernel<F: Element>: 'static + Sync + Copy {
     fn f(&self, x: F) -> F;
     /// d f / d x at `x`, given `y = f(x)`.
     fn df(&self, x: F, y: F) -> F;
+    /// The gradient `g · df(x, y)` passed to `x`.
+    #[inline(always)]
+    fn grad(&self, x: F, y: F, g: F) -> F {
+        g * self.df(x, y)
+    }
 }
 
 /// `k.f` applied to every element of `x`, vectorized, on two threads when large.
@@ -65,7 +70,7 @@ impl<F: Element, K: Kernel<F>> Op<F> for Map<K> {
                         &g[start..start + n],
                     );
                     for i in 0..n {
-                        chunk[i].write(g[i] * k.df(x[i], y[i]));
+                        chunk[i].write(k.grad(x[i], y[i], g[i]));
                     }
                 },
             )
@@ -100,7 +105,31 @@ macro_rules! kernel {
 
 kernel!(Neg, "neg", |s, x| -x, |s, x, y| -F::one());
 kernel!(Exp, "exp", |s, x| x.fast_exp(), |s, x, y| y);
-kernel!(Ln, "ln", |s, x| x.fast_ln(), |s, x, y| x.recip());
+/// `ln x`, whose gradient is `g / x`: not `g · (1 / x)`, whose `1 / x`
+/// overflows for a subnormal `x` in f32 even where `g / x` is finite.
+#[derive(Clone, Copy)]
+pub(crate) struct Ln<F>(std::marker::PhantomData<fn() -> F>);
+impl<F> Ln<F> {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Ln(std::marker::PhantomData)
+    }
+}
+impl<F: Element> Kernel<F> for Ln<F> {
+    const NAME: &'static str = "ln";
+    #[inline(always)]
+    fn f(&self, x: F) -> F {
+        x.fast_ln()
+    }
+    #[inline(always)]
+    fn df(&self, x: F, _: F) -> F {
+        x.recip()
+    }
+    #[inline(always)]
+    fn grad(&self, x: F, _: F, g: F) -> F {
+        g / x
+    }
+}
 kernel!(Log1p, "log1p", |s, x| x.ln_1p(), |s, x, y| (F::one() + x)
     .recip());
 kernel!(
