@@ -90,9 +90,9 @@ pub use autodiff::{
 pub use bayes::elbo::{Batch, Elbo, ElboLoss, KlWeight};
 pub use bayes::forward::{Divergences, Forward, SampleMode};
 pub use distributions::{
-    kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo, Bernoulli, Categorical,
-    Distribution, Divergence, Independent, MixtureOfNormals, Normal, RelaxedBernoulli,
-    RelaxedOneHotCategorical, SpikeAndSlab,
+    kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo, Bernoulli, Beta,
+    Categorical, Dirichlet, Distribution, Divergence, Gamma, Independent, MixtureOfNormals, Normal,
+    RelaxedBernoulli, RelaxedOneHotCategorical, SpikeAndSlab, StudentT,
 };
 pub use error::{Error, Result};
 pub use layers::predict::{predict_classes, predict_regression, Predict};
@@ -112,14 +112,14 @@ pub mod prelude {
     pub use crate::{
         gradcheck, gradcheck_params, kl_divergence, kl_divergence_with, kl_from_sample,
         kl_monte_carlo, predict_classes, predict_regression, Activation, Adam, Batch, Bernoulli,
-        BiasMode, Categorical, Constraint, Conv2dFlipout, Conv2dLocalReparameterization, Conv2dMap,
-        Conv2dReparameterization, Dense, DenseFlipout, DenseLocalReparameterization,
-        DenseReparameterization, Distribution, DistributionHead, Divergence, Divergences, Elbo,
-        ElboLoss, Element, Error, Flatten, Forward, GradCheck, GradCheckReport, Gradients,
-        Independent, KlMethod, KlWeight, LinearMap, MaxPool2d, MixtureOfNormals, Module, Normal,
-        Op, Optimizer, Padding, Param, ParamStore, Predict, Prior, RelaxedBernoulli,
-        RelaxedOneHotCategorical, Result, SampleMode, Sequential, Sgd, SpikeAndSlab, Tape, Tensor,
-        Var, VariationalConfig,
+        Beta, BiasMode, Categorical, Constraint, Conv2dFlipout, Conv2dLocalReparameterization,
+        Conv2dMap, Conv2dReparameterization, Dense, DenseFlipout, DenseLocalReparameterization,
+        DenseReparameterization, Dirichlet, Distribution, DistributionHead, Divergence,
+        Divergences, Elbo, ElboLoss, Element, Error, Flatten, Forward, Gamma, GradCheck,
+        GradCheckReport, Gradients, Independent, KlMethod, KlWeight, LinearMap, MaxPool2d,
+        MixtureOfNormals, Module, Normal, Op, Optimizer, Padding, Param, ParamStore, Predict,
+        Prior, RelaxedBernoulli, RelaxedOneHotCategorical, Result, SampleMode, Sequential, Sgd,
+        SpikeAndSlab, StudentT, Tape, Tensor, Var, VariationalConfig,
     };
     pub use rand::{
         rngs::{SmallRng, StdRng},

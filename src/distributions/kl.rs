@@ -31,7 +31,7 @@
 //! casts. A [`KlRule`] is implemented for every tape lifetime `'t` at once,
 //! so one registration serves every tape.
 
-use super::{Bernoulli, Categorical, Distribution, Independent, Normal};
+use super::{Bernoulli, Beta, Categorical, Dirichlet, Distribution, Gamma, Independent, Normal};
 use crate::autodiff::tape::Var;
 use crate::error::{Error, Result};
 use crate::tensor::Element;
@@ -154,6 +154,9 @@ builtin_rules! {
     CategoricalCategorical: Categorical => super::categorical::kl_categorical;
     BernoulliBernoulli: Bernoulli => super::bernoulli::kl_bernoulli;
     IndependentIndependent: Independent => kl_independent;
+    GammaGamma: Gamma => super::gamma::kl_gamma;
+    BetaBeta: Beta => super::gamma::kl_beta;
+    DirichletDirichlet: Dirichlet => super::gamma::kl_dirichlet;
 }
 
 /// Registers (or replaces) an analytic KL rule, process-wide, for every

@@ -15,6 +15,7 @@
 mod bernoulli;
 mod categorical;
 mod expectation;
+mod gamma;
 mod independent;
 pub mod kl;
 mod mixture;
@@ -24,6 +25,7 @@ mod relaxed;
 pub use bernoulli::Bernoulli;
 pub use categorical::Categorical;
 pub use expectation::{expectation_enumerated, expectation_quadrature};
+pub use gamma::{Beta, Dirichlet, Gamma, StudentT};
 pub use independent::Independent;
 pub use kl::{
     kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo, register_kl, Divergence,
@@ -259,6 +261,59 @@ pub(crate) fn same_tape<F: Element>(
     } else {
         Err(Error::ForeignTape { op })
     }
+}
+
+/// `lp` evaluated where `inside` holds for the value and `-inf` (with a
+/// zero gradient for the value and every parameter) elsewhere: TFP's
+/// convention for `log_prob` outside a distribution's support. `inside`
+/// gets each element of `x` and its index; outside points are replaced by
+/// `safe` before `lp` sees them, so no NaN or infinity enters its
+/// gradient. A NaN value is an error.
+pub(crate) fn on_support<'t, F: Element>(
+    distribution: &'static str,
+    x: Var<'t, F>,
+    inside: impl Fn(usize, F) -> bool,
+    safe: F,
+    lp: impl FnOnce(Var<'t, F>) -> Result<Var<'t, F>>,
+) -> Result<Var<'t, F>> {
+    check_values(distribution, "value", &x, "must not be NaN", |v| {
+        !v.is_nan()
+    })?;
+    let xv = x.value();
+    let ind: Vec<bool> = xv
+        .data()
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| inside(i, v))
+        .collect();
+    if ind.iter().all(|&b| b) {
+        return lp(x);
+    }
+    let tape = x.tape();
+    let keep = Tensor::from_vec(
+        ind.iter()
+            .map(|&b| if b { F::one() } else { F::zero() })
+            .collect(),
+        xv.shape(),
+    )?;
+    let fill = Tensor::from_vec(
+        ind.iter()
+            .map(|&b| if b { F::zero() } else { safe })
+            .collect(),
+        xv.shape(),
+    )?;
+    let mask = Tensor::from_vec(
+        ind.iter()
+            .map(|&b| if b { F::zero() } else { F::neg_infinity() })
+            .collect(),
+        xv.shape(),
+    )?;
+    let x_safe = x
+        .try_mul(tape.constant(keep.clone()))?
+        .try_add(tape.constant(fill))?;
+    lp(x_safe)?
+        .try_mul(tape.constant(keep))?
+        .try_add(tape.constant(mask))
 }
 
 /// `n` (or none) leading sample axes followed by `shape`.

@@ -38,15 +38,55 @@ fn nums(case: &Value, key: &str) -> Result<Vec<f64>> {
         .ok_or_else(|| Error::invalid("tfp_reference", format!("case lacks array '{key}'")))
 }
 
+/// Relative tolerance for the implicit-reparameterization derivatives.
+pub const IMPLICIT_RTOL: f64 = 1e-6;
+
+/// A var per named input: a scalar or, for an array, a vector or matrix.
+fn inputs<'t>(tape: &'t Tape<f64>, case: &Value, names: &[&str]) -> Result<Vec<Var<'t, f64>>> {
+    names
+        .iter()
+        .map(|name| Ok(tape.var(tensor(case, name)?)))
+        .collect()
+}
+
+/// A number, vector or matrix (array of rows) of a case as a tensor.
+fn tensor(case: &Value, key: &str) -> Result<Tensor<f64>> {
+    match &case[key] {
+        Value::Array(rows) if rows.first().is_some_and(Value::is_array) => {
+            let rows: Vec<Vec<f64>> = rows
+                .iter()
+                .map(|r| {
+                    r.as_array()
+                        .and_then(|r| r.iter().map(Value::as_f64).collect::<Option<Vec<_>>>())
+                })
+                .collect::<Option<_>>()
+                .ok_or_else(|| Error::invalid("tfp_reference", format!("bad matrix '{key}'")))?;
+            Tensor::from_rows(&rows)
+        }
+        Value::Array(_) => Ok(Tensor::vector(&nums(case, key)?)),
+        _ => Ok(Tensor::scalar(num(case, key)?)),
+    }
+}
+
+/// The numbers of a case's entry, flattened.
+fn values(case: &Value, key: &str) -> Result<Vec<f64>> {
+    Ok(tensor(case, key)?.data().to_vec())
+}
+
 /// Compares computed numbers with expected ones; returns (worst rel err, all ok, detail).
 fn compare(pairs: &[(&str, f64, f64)]) -> (f64, bool, String) {
+    compare_with(pairs, RTOL)
+}
+
+/// [`compare`] at a given relative tolerance.
+fn compare_with(pairs: &[(&str, f64, f64)], rtol: f64) -> (f64, bool, String) {
     let mut worst = 0.0f64;
     let mut ok = true;
     let mut detail = String::new();
     for &(name, got, want) in pairs {
         let abs = (got - want).abs();
         let rel = abs / want.abs().max(f64::MIN_POSITIVE);
-        let pass = abs <= ATOL || rel <= RTOL;
+        let pass = abs <= ATOL || rel <= rtol;
         // near zero a relative error is meaningless: report the absolute one there
         worst = worst.max(if want.abs() <= ATOL { abs } else { rel });
         if !pass {
@@ -239,6 +279,78 @@ pub fn evaluate(case: &Value, index: usize) -> Result<Option<CaseResult>> {
                     vec![num(case, &key)?],
                 );
             }
+        }
+        "gamma_log_prob" | "gamma_entropy" | "gamma_kl" | "beta_log_prob" | "beta_entropy"
+        | "beta_kl" | "dirichlet_log_prob" | "dirichlet_entropy" | "dirichlet_kl"
+        | "student_t_log_prob" | "student_t_entropy" => {
+            let names: &[&str] = match kind.as_str() {
+                "gamma_log_prob" => &["concentration", "rate", "x"],
+                "gamma_entropy" => &["concentration", "rate"],
+                "gamma_kl" => &["concentration_q", "rate_q", "concentration_p", "rate_p"],
+                "beta_log_prob" => &["concentration1", "concentration0", "x"],
+                "beta_entropy" => &["concentration1", "concentration0"],
+                "beta_kl" => &[
+                    "concentration1_q",
+                    "concentration0_q",
+                    "concentration1_p",
+                    "concentration0_p",
+                ],
+                "dirichlet_log_prob" => &["concentration", "x"],
+                "dirichlet_entropy" => &["concentration"],
+                "dirichlet_kl" => &["concentration_q", "concentration_p"],
+                "student_t_log_prob" => &["df", "loc", "scale", "x"],
+                _ => &["df", "scale"],
+            };
+            let v = inputs(&tape, case, names)?;
+            let out = match kind.as_str() {
+                "gamma_log_prob" => Gamma::new(v[0], v[1])?.log_prob(v[2])?,
+                "gamma_entropy" => Gamma::new(v[0], v[1])?.entropy()?,
+                "gamma_kl" => kl_divergence(&Gamma::new(v[0], v[1])?, &Gamma::new(v[2], v[3])?)?,
+                "beta_log_prob" => Beta::new(v[0], v[1])?.log_prob(v[2])?,
+                "beta_entropy" => Beta::new(v[0], v[1])?.entropy()?,
+                "beta_kl" => kl_divergence(&Beta::new(v[0], v[1])?, &Beta::new(v[2], v[3])?)?,
+                "dirichlet_log_prob" => Dirichlet::new(v[0])?.log_prob(v[1])?,
+                "dirichlet_entropy" => Dirichlet::new(v[0])?.entropy()?,
+                "dirichlet_kl" => kl_divergence(&Dirichlet::new(v[0])?, &Dirichlet::new(v[1])?)?,
+                "student_t_log_prob" => StudentT::new(v[0], v[1], v[2])?.log_prob(v[3])?,
+                _ => StudentT::new(v[0], tape.scalar(0.0), v[1])?.entropy()?,
+            };
+            let g = out.backward()?;
+            pairs.push(("value".into(), out.item()?, num(case, "value")?));
+            for (var, name) in v.iter().zip(names) {
+                let key = format!("grad_{name}");
+                push_grad(&mut pairs, &key, g.get(*var).unwrap(), values(case, &key)?);
+            }
+        }
+        "gamma_implicit_grad" | "beta_implicit_grad" => {
+            let gamma = kind == "gamma_implicit_grad";
+            let names: &[&str] = if gamma {
+                &["concentration", "rate"]
+            } else {
+                &["concentration1", "concentration0"]
+            };
+            let v = inputs(&tape, case, names)?;
+            let x = Tensor::scalar(num(case, "x")?);
+            let out = if gamma {
+                Gamma::new(v[0], v[1])?.reparameterize(x)?
+            } else {
+                Beta::new(v[0], v[1])?.reparameterize(x)?
+            };
+            let g = out.backward()?;
+            for (var, name) in v.iter().zip(names) {
+                let key = format!("dx_d{name}");
+                pairs.push((key.clone(), g.get(*var).unwrap().item()?, num(case, &key)?));
+            }
+            let refs: Vec<(&str, f64, f64)> =
+                pairs.iter().map(|(n, g, w)| (n.as_str(), *g, *w)).collect();
+            let (worst, passed, detail) = compare_with(&refs, IMPLICIT_RTOL);
+            return Ok(Some(CaseResult {
+                kind,
+                index,
+                worst,
+                passed,
+                detail,
+            }));
         }
         "lgamma" | "digamma" => {
             let x = s(num(case, "x")?);

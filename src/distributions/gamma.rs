@@ -1,0 +1,772 @@
+//! Gamma, Beta and Dirichlet, with `rsample` by implicit reparameterization.
+//!
+//! A draw `x` of `Gamma(a, 1)` is a function of `a` at a fixed value of its
+//! CDF `u = P(a, x)`; differentiating `P(a, x(a)) = u` gives
+//! `dx/da = -(∂P/∂a) / p(x; a)` (Figurnov, Mohamed, Mnih 2018). The draw
+//! itself comes from Marsaglia and Tsang's method (2000); the derivative of
+//! the regularized incomplete function in `a` is taken by central
+//! differences with a Richardson step on whichever tail is smaller, which
+//! matches 50-digit values to about 1e-9. Beta draws are `G1 / (G1 + G2)`
+//! and are differentiated through the Beta CDF the same way; Dirichlet
+//! draws are normalized Gamma draws differentiated through each Gamma.
+
+use super::{
+    batch_broadcast, check_positive, check_values, on_support, same_tape, sample_shape,
+    Distribution,
+};
+use crate::autodiff::tape::{Op, Tape, Var};
+use crate::error::{Error, Result};
+use crate::kernels::special::{beta_sample_grad, gamma_sample_grad};
+use crate::tensor::{broadcast_shape, Element, Tensor};
+use rand::{Rng, RngExt};
+
+/// A uniform draw in (0, 1).
+fn open_uniform(rng: &mut dyn Rng) -> f64 {
+    ((rng.next_u64() >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
+}
+
+/// A standard normal draw (Box–Muller, one of the pair).
+fn normal(rng: &mut dyn Rng) -> f64 {
+    let (u, v) = (open_uniform(rng), rng.random::<f64>());
+    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+}
+
+/// A `Gamma(a, 1)` draw by Marsaglia and Tsang's method; for `a < 1`,
+/// `Gamma(a + 1) · U^(1/a)` (computed in logs, so that tiny `a` gives a
+/// tiny positive draw rather than 0).
+pub(crate) fn std_gamma(a: f64, rng: &mut dyn Rng) -> f64 {
+    if a < 1.0 {
+        let g = std_gamma(a + 1.0, rng);
+        let x = (g.ln() + open_uniform(rng).ln() / a).exp();
+        return x.max(f64::MIN_POSITIVE);
+    }
+    let d = a - 1.0 / 3.0;
+    let c = 1.0 / (9.0 * d).sqrt();
+    loop {
+        let z = normal(rng);
+        let v = 1.0 + c * z;
+        if v <= 0.0 {
+            continue;
+        }
+        let v = v * v * v;
+        let u = open_uniform(rng);
+        if u.ln() < 0.5 * z * z + d - d * v + d * v.ln() {
+            return d * v;
+        }
+    }
+}
+
+/// `Gamma(a, 1)` draws as a tape node whose gradient w.r.t. `a` is the
+/// implicit one.
+struct StdGammaSample<F> {
+    x: Tensor<F>,
+}
+
+impl<F: Element> Op<F> for StdGammaSample<F> {
+    fn name(&self) -> &str {
+        "gamma_rsample"
+    }
+    fn forward(&self, _: &[&Tensor<F>]) -> Result<Tensor<F>> {
+        Ok(self.x.clone())
+    }
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        _: &Tensor<F>,
+        g: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        let da = inputs[0].zip_map(&self.x, "gamma_rsample", |a, x| {
+            let (a, x) = (
+                a.to_f64().unwrap_or(f64::NAN),
+                x.to_f64().unwrap_or(f64::NAN),
+            );
+            F::lit(gamma_sample_grad(a, x))
+        })?;
+        Ok(vec![Some(da.zip_map(g, "gamma_rsample", |d, g| d * g)?)])
+    }
+}
+
+/// `Beta(a, b)` draws as a tape node with the implicit gradients.
+struct BetaSample<F> {
+    x: Tensor<F>,
+}
+
+impl<F: Element> Op<F> for BetaSample<F> {
+    fn name(&self) -> &str {
+        "beta_rsample"
+    }
+    fn forward(&self, _: &[&Tensor<F>]) -> Result<Tensor<F>> {
+        Ok(self.x.clone())
+    }
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        _: &Tensor<F>,
+        g: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        let f = |v: F| v.to_f64().unwrap_or(f64::NAN);
+        let (a, b, x) = (inputs[0].data(), inputs[1].data(), self.x.data());
+        let mut da = Vec::with_capacity(x.len());
+        let mut db = Vec::with_capacity(x.len());
+        for i in 0..x.len() {
+            let (ga, gb) = beta_sample_grad(f(a[i]), f(b[i]), f(x[i]));
+            da.push(F::lit(ga) * g.data()[i]);
+            db.push(F::lit(gb) * g.data()[i]);
+        }
+        Ok(vec![
+            Some(Tensor::from_vec(da, self.x.shape())?),
+            Some(Tensor::from_vec(db, self.x.shape())?),
+        ])
+    }
+}
+
+/// `v` broadcast to `shape` (no node if it has that shape already).
+fn broadcast<'t, F: Element>(v: Var<'t, F>, shape: &[usize]) -> Result<Var<'t, F>> {
+    if v.shape() == shape {
+        Ok(v)
+    } else {
+        v.broadcast_to(shape)
+    }
+}
+
+/// `Gamma(a, 1)` draws of `shape` for `a` (broadcast to it), differentiable in `a`.
+pub(crate) fn std_gamma_rsample<'t, F: Element>(
+    a: Var<'t, F>,
+    shape: &[usize],
+    rng: &mut dyn Rng,
+) -> Result<Var<'t, F>> {
+    let a = broadcast(a, shape)?;
+    let av = a.value();
+    let x = Tensor::from_fn(shape, |i| {
+        F::lit(std_gamma(av.data()[i].to_f64().unwrap_or(f64::NAN), rng))
+            .max(F::min_positive_value())
+    });
+    a.tape().apply(StdGammaSample { x }, &[a])
+}
+
+/// The Gamma distribution with shape `concentration` and inverse scale `rate`.
+///
+/// # Density
+/// `ln p(x) = a ln b + (a - 1) ln x - b x - ln Γ(a)` on `x > 0`; `-inf`
+/// (gradient 0) for `x <= 0`.
+///
+/// # Sampling
+/// `rsample` is differentiable in both parameters: `x = g / rate` with
+/// `g ~ Gamma(concentration, 1)` carrying its implicit gradient.
+///
+/// # Parameters
+/// - `concentration`, `rate`: finite, `> 0`; shapes broadcast.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let tape = Tape::<f64>::new();
+/// let (a, b) = (tape.var(Tensor::scalar(2.0)), tape.var(Tensor::scalar(0.5)));
+/// let g = Gamma::new(a, b)?;
+/// assert!((g.mean()?.item()? - 4.0).abs() < 1e-12);
+/// let x = g.rsample(&mut StdRng::seed_from_u64(0))?;
+/// let grads = x.backward()?;
+/// assert!(grads.get(a).is_some() && grads.get(b).is_some());
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct Gamma<'t, F: Element> {
+    concentration: Var<'t, F>,
+    rate: Var<'t, F>,
+}
+
+impl<'t, F: Element> Gamma<'t, F> {
+    /// From a concentration (shape) and a rate (inverse scale).
+    pub fn new(concentration: Var<'t, F>, rate: Var<'t, F>) -> Result<Self> {
+        same_tape("Gamma::new", &concentration, &rate)?;
+        check_positive("Gamma", "concentration", &concentration)?;
+        check_positive("Gamma", "rate", &rate)?;
+        batch_broadcast(
+            "Gamma",
+            ("concentration", concentration.shape()),
+            ("rate", rate.shape()),
+        )?;
+        Ok(Gamma {
+            concentration,
+            rate,
+        })
+    }
+
+    /// The concentration.
+    pub fn concentration(&self) -> Var<'t, F> {
+        self.concentration
+    }
+
+    /// The rate.
+    pub fn rate(&self) -> Var<'t, F> {
+        self.rate
+    }
+
+    /// Given draws `x` of this distribution (batch shape, or with leading
+    /// sample axes), `x` as a var whose gradients w.r.t. the parameters are
+    /// the implicit ones, at a fixed value of the CDF: what `rsample`
+    /// backpropagates.
+    ///
+    /// # Errors
+    /// Values that are not finite and `> 0`; shapes that do not broadcast.
+    pub fn reparameterize(&self, x: Tensor<F>) -> Result<Var<'t, F>> {
+        let tape = self.tape();
+        let xv = tape.constant(x);
+        check_positive("Gamma", "value", &xv)?;
+        let shape = broadcast_shape(xv.value().shape(), &self.batch_shape()).ok_or_else(|| {
+            Error::ShapeMismatch {
+                op: "Gamma::reparameterize",
+                lhs: xv.shape(),
+                rhs: self.batch_shape(),
+            }
+        })?;
+        let std = xv.try_mul(self.rate)?.value().broadcast_to(&shape)?;
+        let a = broadcast(self.concentration, &shape)?;
+        tape.apply(StdGammaSample { x: std }, &[a])?
+            .try_div(self.rate)
+    }
+}
+
+impl<'t, F: Element> Distribution<'t, F> for Gamma<'t, F> {
+    fn name(&self) -> &'static str {
+        "Gamma"
+    }
+    fn tape(&self) -> &'t Tape<F> {
+        self.rate.tape()
+    }
+    fn log_prob(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
+        same_tape("Gamma::log_prob", &self.rate, &x)?;
+        let (a, b) = (self.concentration, self.rate);
+        on_support(
+            "Gamma",
+            x,
+            |_, v| v > F::zero(),
+            F::one(),
+            |x| {
+                let lp = a.try_mul(b.ln())?;
+                let lp = lp.try_add((a - F::one()).try_mul(x.ln())?)?;
+                lp.try_sub(b.try_mul(x)?)?.try_sub(a.lgamma())
+            },
+        )
+    }
+    fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
+        let shape = sample_shape(n, &self.batch_shape());
+        std_gamma_rsample(self.concentration, &shape, rng)?.try_div(self.rate)
+    }
+    fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        Ok(self.rsample(rng)?.value())
+    }
+    // H = a - ln b + ln Γ(a) + (1 - a) ψ(a)
+    fn entropy(&self) -> Result<Var<'t, F>> {
+        let a = self.concentration;
+        let h = a.try_sub(self.rate.ln())?.try_add(a.lgamma())?;
+        h.try_sub((a - F::one()).try_mul(a.digamma())?)
+    }
+    fn mean(&self) -> Result<Var<'t, F>> {
+        self.concentration.try_div(self.rate)
+    }
+    fn variance(&self) -> Result<Var<'t, F>> {
+        self.concentration.try_div(self.rate.square())
+    }
+    fn batch_shape(&self) -> Vec<usize> {
+        broadcast_shape(&self.concentration.shape(), &self.rate.shape()).unwrap_or_default()
+    }
+    fn event_shape(&self) -> Vec<usize> {
+        vec![]
+    }
+}
+
+/// KL(Gamma(a1, b1) || Gamma(a2, b2))
+/// `= (a1 - a2) ψ(a1) - ln Γ(a1) + ln Γ(a2) + a2 (ln b1 - ln b2) + a1 (b2 - b1) / b1`.
+pub(crate) fn kl_gamma<'t, F: Element>(q: &Gamma<'t, F>, p: &Gamma<'t, F>) -> Result<Var<'t, F>> {
+    let (a1, b1, a2, b2) = (q.concentration, q.rate, p.concentration, p.rate);
+    let t = a1.try_sub(a2)?.try_mul(a1.digamma())?;
+    let t = t.try_sub(a1.lgamma())?.try_add(a2.lgamma())?;
+    let t = t.try_add(a2.try_mul(b1.ln().try_sub(b2.ln())?)?)?;
+    t.try_add(a1.try_mul(b2.try_sub(b1)?.try_div(b1)?)?)
+}
+
+/// The Beta distribution on (0, 1).
+///
+/// # Density
+/// `ln p(x) = (a - 1) ln x + (b - 1) ln(1 - x) - ln B(a, b)` for
+/// `a = concentration1`, `b = concentration0`, on `0 < x < 1`; `-inf`
+/// (gradient 0) elsewhere.
+///
+/// # Sampling
+/// `x = G1 / (G1 + G2)` with `G1 ~ Gamma(a)`, `G2 ~ Gamma(b)`;
+/// `rsample` is differentiated implicitly through the Beta CDF.
+///
+/// # Parameters
+/// - `concentration1`, `concentration0`: finite, `> 0`; shapes broadcast.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let tape = Tape::<f64>::new();
+/// let b = Beta::new(tape.var(Tensor::scalar(2.0)), tape.var(Tensor::scalar(3.0)))?;
+/// assert!((b.mean()?.item()? - 0.4).abs() < 1e-12);
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct Beta<'t, F: Element> {
+    concentration1: Var<'t, F>,
+    concentration0: Var<'t, F>,
+}
+
+impl<'t, F: Element> Beta<'t, F> {
+    /// From the two concentrations (`a` of `x`, `b` of `1 - x`).
+    pub fn new(concentration1: Var<'t, F>, concentration0: Var<'t, F>) -> Result<Self> {
+        same_tape("Beta::new", &concentration1, &concentration0)?;
+        check_positive("Beta", "concentration1", &concentration1)?;
+        check_positive("Beta", "concentration0", &concentration0)?;
+        batch_broadcast(
+            "Beta",
+            ("concentration1", concentration1.shape()),
+            ("concentration0", concentration0.shape()),
+        )?;
+        Ok(Beta {
+            concentration1,
+            concentration0,
+        })
+    }
+
+    /// The concentration of `x`.
+    pub fn concentration1(&self) -> Var<'t, F> {
+        self.concentration1
+    }
+
+    /// The concentration of `1 - x`.
+    pub fn concentration0(&self) -> Var<'t, F> {
+        self.concentration0
+    }
+
+    /// Given draws `x` in (0, 1), `x` as a var whose gradients w.r.t. the
+    /// concentrations are the implicit ones (see [`Gamma::reparameterize`]).
+    ///
+    /// # Errors
+    /// Values outside (0, 1); shapes that do not broadcast.
+    pub fn reparameterize(&self, x: Tensor<F>) -> Result<Var<'t, F>> {
+        let tape = self.tape();
+        let xv = tape.constant(x);
+        check_values("Beta", "value", &xv, "must be in (0, 1)", |v| {
+            v > F::zero() && v < F::one()
+        })?;
+        let shape = broadcast_shape(xv.value().shape(), &self.batch_shape()).ok_or_else(|| {
+            Error::ShapeMismatch {
+                op: "Beta::reparameterize",
+                lhs: xv.shape(),
+                rhs: self.batch_shape(),
+            }
+        })?;
+        let a = broadcast(self.concentration1, &shape)?;
+        let b = broadcast(self.concentration0, &shape)?;
+        let x = xv.value().broadcast_to(&shape)?;
+        tape.apply(BetaSample { x }, &[a, b])
+    }
+
+    fn lbeta(&self) -> Result<Var<'t, F>> {
+        let (a, b) = (self.concentration1, self.concentration0);
+        a.lgamma()
+            .try_add(b.lgamma())?
+            .try_sub(a.try_add(b)?.lgamma())
+    }
+}
+
+impl<'t, F: Element> Distribution<'t, F> for Beta<'t, F> {
+    fn name(&self) -> &'static str {
+        "Beta"
+    }
+    fn tape(&self) -> &'t Tape<F> {
+        self.concentration1.tape()
+    }
+    fn log_prob(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
+        same_tape("Beta::log_prob", &self.concentration1, &x)?;
+        let (a, b) = (self.concentration1, self.concentration0);
+        let lbeta = self.lbeta()?;
+        on_support(
+            "Beta",
+            x,
+            |_, v| v > F::zero() && v < F::one(),
+            F::lit(0.5),
+            |x| {
+                let lp = (a - F::one()).try_mul(x.ln())?;
+                lp.try_add((b - F::one()).try_mul((-x).log1p())?)?
+                    .try_sub(lbeta)
+            },
+        )
+    }
+    fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
+        let shape = sample_shape(n, &self.batch_shape());
+        let a = broadcast(self.concentration1, &shape)?;
+        let b = broadcast(self.concentration0, &shape)?;
+        let (av, bv) = (a.value(), b.value());
+        let f = |v: F| v.to_f64().unwrap_or(f64::NAN);
+        let x = Tensor::from_fn(&shape, |i| {
+            let g1 = std_gamma(f(av.data()[i]), rng);
+            let g2 = std_gamma(f(bv.data()[i]), rng);
+            // keep the draw inside (0, 1) after rounding
+            let x = F::lit(g1 / (g1 + g2));
+            x.max(F::min_positive_value())
+                .min(F::one() - F::epsilon() / F::lit(2.0))
+        });
+        self.tape().apply(BetaSample { x }, &[a, b])
+    }
+    fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        Ok(self.rsample(rng)?.value())
+    }
+    // H = ln B(a, b) - (a - 1) ψ(a) - (b - 1) ψ(b) + (a + b - 2) ψ(a + b)
+    fn entropy(&self) -> Result<Var<'t, F>> {
+        let (a, b) = (self.concentration1, self.concentration0);
+        let ab = a.try_add(b)?;
+        let h = self
+            .lbeta()?
+            .try_sub((a - F::one()).try_mul(a.digamma())?)?;
+        let h = h.try_sub((b - F::one()).try_mul(b.digamma())?)?;
+        h.try_add((ab - F::lit(2.0)).try_mul(ab.digamma())?)
+    }
+    fn mean(&self) -> Result<Var<'t, F>> {
+        let (a, b) = (self.concentration1, self.concentration0);
+        a.try_div(a.try_add(b)?)
+    }
+    fn variance(&self) -> Result<Var<'t, F>> {
+        let (a, b) = (self.concentration1, self.concentration0);
+        let ab = a.try_add(b)?;
+        a.try_mul(b)?.try_div(ab.square().try_mul(ab + F::one())?)
+    }
+    fn batch_shape(&self) -> Vec<usize> {
+        broadcast_shape(&self.concentration1.shape(), &self.concentration0.shape())
+            .unwrap_or_default()
+    }
+    fn event_shape(&self) -> Vec<usize> {
+        vec![]
+    }
+}
+
+/// KL(Beta(a1, b1) || Beta(a2, b2)) = ln B(a2, b2) - ln B(a1, b1)
+/// + (a1 - a2) ψ(a1) + (b1 - b2) ψ(b1) + (a2 - a1 + b2 - b1) ψ(a1 + b1).
+pub(crate) fn kl_beta<'t, F: Element>(q: &Beta<'t, F>, p: &Beta<'t, F>) -> Result<Var<'t, F>> {
+    let (a1, b1, a2, b2) = (
+        q.concentration1,
+        q.concentration0,
+        p.concentration1,
+        p.concentration0,
+    );
+    let t = p.lbeta()?.try_sub(q.lbeta()?)?;
+    let t = t.try_add(a1.try_sub(a2)?.try_mul(a1.digamma())?)?;
+    let t = t.try_add(b1.try_sub(b2)?.try_mul(b1.digamma())?)?;
+    let spread = a2.try_sub(a1)?.try_add(b2.try_sub(b1)?)?;
+    t.try_add(spread.try_mul(a1.try_add(b1)?.digamma())?)
+}
+
+/// The Dirichlet distribution over the simplex (last axis).
+///
+/// # Density
+/// `ln p(x) = Σ (α_i - 1) ln x_i + ln Γ(Σ α_i) - Σ ln Γ(α_i)`.
+///
+/// # Sampling
+/// `x = g / Σ g` with `g_i ~ Gamma(α_i, 1)`, each carrying its implicit
+/// gradient, so `rsample` is differentiable in `α`.
+///
+/// # Parameters
+/// - `concentration`: shape `batch + [k]`, `k >= 2`, finite, `> 0`.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let tape = Tape::<f64>::new();
+/// let d = Dirichlet::new(tape.var(Tensor::vector(&[1.0, 2.0, 3.0])))?;
+/// let x = d.rsample(&mut StdRng::seed_from_u64(0))?;
+/// assert!((x.value().data().iter().sum::<f64>() - 1.0).abs() < 1e-12);
+/// assert!(d.log_prob(x)?.item()?.is_finite());
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+///
+/// # Errors
+/// Non-positive concentrations; fewer than 2 classes; `log_prob` at a value
+/// off the simplex (entries outside (0, 1] or a sum other than 1).
+#[derive(Clone, Copy)]
+pub struct Dirichlet<'t, F: Element> {
+    concentration: Var<'t, F>,
+}
+
+impl<'t, F: Element> Dirichlet<'t, F> {
+    /// From concentrations along the last axis.
+    pub fn new(concentration: Var<'t, F>) -> Result<Self> {
+        let shape = concentration.shape();
+        if shape.last().copied().unwrap_or(0) < 2 {
+            return Err(Error::invalid(
+                "Dirichlet",
+                format!(
+                    "concentration needs a last axis of at least 2 classes, got shape {shape:?}"
+                ),
+            ));
+        }
+        check_positive("Dirichlet", "concentration", &concentration)?;
+        Ok(Dirichlet { concentration })
+    }
+
+    /// The concentrations.
+    pub fn concentration(&self) -> Var<'t, F> {
+        self.concentration
+    }
+
+    fn axis(&self) -> usize {
+        self.concentration.shape().len() - 1
+    }
+
+    /// `Σ ln Γ(α_i) - ln Γ(Σ α_i)`.
+    fn ln_norm(&self) -> Result<Var<'t, F>> {
+        let a = self.concentration;
+        let a0 = a.sum_axis(self.axis(), false)?;
+        a.lgamma()
+            .sum_axis(self.axis(), false)?
+            .try_sub(a0.lgamma())
+    }
+}
+
+impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
+    fn name(&self) -> &'static str {
+        "Dirichlet"
+    }
+    fn tape(&self) -> &'t Tape<F> {
+        self.concentration.tape()
+    }
+    fn log_prob(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
+        same_tape("Dirichlet::log_prob", &self.concentration, &x)?;
+        let k = *self.concentration.shape().last().unwrap_or(&0);
+        let shape = x.shape();
+        if shape.last() != Some(&k) {
+            return Err(Error::invalid(
+                "Dirichlet::log_prob",
+                format!("values need a last axis of {k} classes, got shape {shape:?}"),
+            ));
+        }
+        check_values("Dirichlet", "value", &x, "must be in (0, 1]", |v| {
+            v > F::zero() && v <= F::one()
+        })?;
+        let tol = F::epsilon().sqrt() * F::lit(k as f64);
+        let sums = x.value().sum_axis(shape.len() - 1, false)?;
+        if let Some(s) = sums.data().iter().find(|&&s| (s - F::one()).abs() > tol) {
+            return Err(Error::InvalidParameter {
+                distribution: "Dirichlet",
+                parameter: "sum of value",
+                value: s.to_f64().unwrap_or(f64::NAN),
+                reason: "must be 1 (values lie on the simplex)",
+            });
+        }
+        let terms = (self.concentration - F::one()).try_mul(x.ln())?;
+        terms
+            .sum_axis(terms.shape().len() - 1, false)?
+            .try_sub(self.ln_norm()?)
+    }
+    fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
+        let mut shape = sample_shape(n, &self.batch_shape());
+        shape.push(*self.concentration.shape().last().unwrap_or(&0));
+        let g = std_gamma_rsample(self.concentration, &shape, rng)?;
+        let total = g.sum_axis(shape.len() - 1, true)?;
+        g.try_div(total)
+    }
+    fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        Ok(self.rsample(rng)?.value())
+    }
+    // H = ln B(α) + (α0 - k) ψ(α0) - Σ (α_i - 1) ψ(α_i)
+    fn entropy(&self) -> Result<Var<'t, F>> {
+        let a = self.concentration;
+        let k = *a.shape().last().unwrap_or(&0) as f64;
+        let a0 = a.sum_axis(self.axis(), false)?;
+        let h = self
+            .ln_norm()?
+            .try_add((a0 - F::lit(k)).try_mul(a0.digamma())?)?;
+        h.try_sub(
+            (a - F::one())
+                .try_mul(a.digamma())?
+                .sum_axis(self.axis(), false)?,
+        )
+    }
+    fn mean(&self) -> Result<Var<'t, F>> {
+        let a = self.concentration;
+        a.try_div(a.sum_axis(self.axis(), true)?)
+    }
+    fn variance(&self) -> Result<Var<'t, F>> {
+        let a = self.concentration;
+        let a0 = a.sum_axis(self.axis(), true)?;
+        let m = a.try_div(a0)?;
+        m.try_mul(-m + F::one())?.try_div(a0 + F::one())
+    }
+    fn batch_shape(&self) -> Vec<usize> {
+        let s = self.concentration.shape();
+        s[..s.len() - 1].to_vec()
+    }
+    fn event_shape(&self) -> Vec<usize> {
+        vec![*self.concentration.shape().last().unwrap_or(&0)]
+    }
+}
+
+/// KL(Dir(a) || Dir(b)) = ln Γ(a0) - Σ ln Γ(a_i) - ln Γ(b0) + Σ ln Γ(b_i)
+/// + Σ (a_i - b_i)(ψ(a_i) - ψ(a0)).
+pub(crate) fn kl_dirichlet<'t, F: Element>(
+    q: &Dirichlet<'t, F>,
+    p: &Dirichlet<'t, F>,
+) -> Result<Var<'t, F>> {
+    let (a, b) = (q.concentration, p.concentration);
+    if a.shape().last() != b.shape().last() {
+        return Err(Error::ShapeMismatch {
+            op: "kl_divergence",
+            lhs: a.shape(),
+            rhs: b.shape(),
+        });
+    }
+    let axis = a.shape().len().max(b.shape().len()) - 1;
+    let psi_a0 = a.sum_axis(a.shape().len() - 1, true)?.digamma();
+    let cross = a
+        .try_sub(b)?
+        .try_mul(a.digamma().try_sub(psi_a0)?)?
+        .sum_axis(axis, false)?;
+    p.ln_norm()?.try_sub(q.ln_norm()?)?.try_add(cross)
+}
+
+/// Student's t distribution.
+///
+/// # Density
+/// With `z = (x - loc) / scale`:
+/// `ln p(x) = ln Γ((ν + 1)/2) - ln Γ(ν/2) - ln(ν π)/2 - ln scale - (ν + 1)/2 · ln(1 + z²/ν)`.
+///
+/// # Sampling
+/// `x = loc + scale · ε / sqrt(g / ν)` with `ε ~ N(0, 1)` and `g = 2 G`,
+/// `G ~ Gamma(ν/2, 1)` carrying its implicit gradient: `rsample` is
+/// differentiable in `df`, `loc` and `scale`.
+///
+/// # Parameters
+/// - `df`, `scale`: finite, `> 0`; `loc`: finite; shapes broadcast.
+///
+/// The mean exists for `df > 1` and the variance for `df > 2` (infinite
+/// for `1 < df <= 2`); asking for them otherwise is an error.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let tape = Tape::<f64>::new();
+/// let t = StudentT::new(tape.scalar(4.0), tape.scalar(1.0), tape.scalar(2.0))?;
+/// assert!((t.variance()?.item()? - 8.0).abs() < 1e-12);
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct StudentT<'t, F: Element> {
+    df: Var<'t, F>,
+    loc: Var<'t, F>,
+    scale: Var<'t, F>,
+}
+
+impl<'t, F: Element> StudentT<'t, F> {
+    /// From degrees of freedom, a location and a scale.
+    pub fn new(df: Var<'t, F>, loc: Var<'t, F>, scale: Var<'t, F>) -> Result<Self> {
+        same_tape("StudentT::new", &df, &loc)?;
+        same_tape("StudentT::new", &df, &scale)?;
+        check_positive("StudentT", "df", &df)?;
+        super::check_finite("StudentT", "loc", &loc)?;
+        check_positive("StudentT", "scale", &scale)?;
+        let s = batch_broadcast("StudentT", ("df", df.shape()), ("loc", loc.shape()))?;
+        batch_broadcast("StudentT", ("df and loc", s), ("scale", scale.shape()))?;
+        Ok(StudentT { df, loc, scale })
+    }
+
+    /// Degrees of freedom.
+    pub fn df(&self) -> Var<'t, F> {
+        self.df
+    }
+
+    /// The location.
+    pub fn loc(&self) -> Var<'t, F> {
+        self.loc
+    }
+
+    /// The scale.
+    pub fn scale(&self) -> Var<'t, F> {
+        self.scale
+    }
+}
+
+impl<'t, F: Element> Distribution<'t, F> for StudentT<'t, F> {
+    fn name(&self) -> &'static str {
+        "StudentT"
+    }
+    fn tape(&self) -> &'t Tape<F> {
+        self.df.tape()
+    }
+    fn log_prob(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
+        same_tape("StudentT::log_prob", &self.df, &x)?;
+        check_values("StudentT", "value", &x, "must not be NaN", |v| !v.is_nan())?;
+        let nu = self.df;
+        let half_nu1 = (nu + F::one()) * F::lit(0.5);
+        let z = x.try_sub(self.loc)?.try_div(self.scale)?;
+        let norm = half_nu1.lgamma().try_sub((nu * F::lit(0.5)).lgamma())?;
+        let norm = norm - (nu * F::lit(std::f64::consts::PI)).ln() * F::lit(0.5);
+        let norm = norm.try_sub(self.scale.ln())?;
+        norm.try_sub(half_nu1.try_mul(z.square().try_div(nu)?.log1p())?)
+    }
+    fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
+        let shape = sample_shape(n, &self.batch_shape());
+        let eps = self.tape().constant(super::standard_normal(&shape, rng));
+        let g = std_gamma_rsample(self.df * F::lit(0.5), &shape, rng)? * F::lit(2.0);
+        let t = eps.try_div(g.try_div(self.df)?.sqrt())?;
+        self.loc.try_add(self.scale.try_mul(t)?)
+    }
+    fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        Ok(self.rsample(rng)?.value())
+    }
+    // H = (ν+1)/2 (ψ((ν+1)/2) - ψ(ν/2)) + ln(ν)/2 + ln B(ν/2, 1/2) + ln scale
+    fn entropy(&self) -> Result<Var<'t, F>> {
+        let nu = self.df;
+        let (h1, h) = ((nu + F::one()) * F::lit(0.5), nu * F::lit(0.5));
+        let t = h1.try_mul(h1.digamma().try_sub(h.digamma())?)?;
+        let lb = h.lgamma().try_sub(h1.lgamma())? + F::lit(crate::kernels::special::lgamma(0.5));
+        let t = t.try_add(nu.ln() * F::lit(0.5))?.try_add(lb)?;
+        t.try_add(self.scale.ln())
+    }
+    fn mean(&self) -> Result<Var<'t, F>> {
+        check_values(
+            "StudentT",
+            "df",
+            &self.df,
+            "must be > 1 for the mean to exist",
+            |v| v > F::one(),
+        )?;
+        broadcast(self.loc, &self.batch_shape())
+    }
+    fn variance(&self) -> Result<Var<'t, F>> {
+        check_values(
+            "StudentT",
+            "df",
+            &self.df,
+            "must be > 1 for the variance to exist (it is infinite for df <= 2)",
+            |v| v > F::one(),
+        )?;
+        // infinite for 1 < df <= 2; df there is replaced by 3 before the
+        // finite formula sees it, so no inf or NaN enters the gradient
+        let over_two = |v: F| v > F::lit(2.0);
+        let nu = self.df;
+        let nv = nu.value();
+        let keep = nv.map(|v| if over_two(v) { F::one() } else { F::zero() });
+        let fill = nv.map(|v| if over_two(v) { F::zero() } else { F::lit(3.0) });
+        let inf = nv.map(|v| {
+            if over_two(v) {
+                F::zero()
+            } else {
+                F::infinity()
+            }
+        });
+        let tape = self.tape();
+        let nu = nu
+            .try_mul(tape.constant(keep.clone()))?
+            .try_add(tape.constant(fill))?;
+        let finite = self.scale.square().try_mul(nu.try_div(nu - F::lit(2.0))?)?;
+        let shape = self.batch_shape();
+        broadcast(finite, &shape)?
+            .try_mul(tape.constant(keep))?
+            .try_add(tape.constant(inf))
+    }
+    fn batch_shape(&self) -> Vec<usize> {
+        let s = broadcast_shape(&self.df.shape(), &self.loc.shape()).unwrap_or_default();
+        broadcast_shape(&s, &self.scale.shape()).unwrap_or_default()
+    }
+    fn event_shape(&self) -> Vec<usize> {
+        vec![]
+    }
+}
