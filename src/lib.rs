@@ -91,8 +91,9 @@ pub use bayes::elbo::{Batch, Elbo, ElboLoss, KlWeight};
 pub use bayes::forward::{Divergences, Forward, SampleMode};
 pub use distributions::{
     kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo, Bernoulli, Beta,
-    Categorical, Dirichlet, Distribution, Divergence, Gamma, Independent, MixtureOfNormals, Normal,
-    RelaxedBernoulli, RelaxedOneHotCategorical, SpikeAndSlab, StudentT,
+    Categorical, Dirichlet, Distribution, Divergence, Exponential, Gamma, Independent, Laplace,
+    MixtureOfNormals, Normal, Poisson, RelaxedBernoulli, RelaxedOneHotCategorical, SpikeAndSlab,
+    StudentT, Uniform,
 };
 pub use error::{Error, Result};
 pub use layers::predict::{predict_classes, predict_regression, Predict};
@@ -115,11 +116,11 @@ pub mod prelude {
         Beta, BiasMode, Categorical, Constraint, Conv2dFlipout, Conv2dLocalReparameterization,
         Conv2dMap, Conv2dReparameterization, Dense, DenseFlipout, DenseLocalReparameterization,
         DenseReparameterization, Dirichlet, Distribution, DistributionHead, Divergence,
-        Divergences, Elbo, ElboLoss, Element, Error, Flatten, Forward, Gamma, GradCheck,
-        GradCheckReport, Gradients, Independent, KlMethod, KlWeight, LinearMap, MaxPool2d,
-        MixtureOfNormals, Module, Normal, Op, Optimizer, Padding, Param, ParamStore, Predict,
-        Prior, RelaxedBernoulli, RelaxedOneHotCategorical, Result, SampleMode, Sequential, Sgd,
-        SpikeAndSlab, StudentT, Tape, Tensor, Var, VariationalConfig,
+        Divergences, Elbo, ElboLoss, Element, Error, Exponential, Flatten, Forward, Gamma,
+        GradCheck, GradCheckReport, Gradients, Independent, KlMethod, KlWeight, Laplace, LinearMap,
+        MaxPool2d, MixtureOfNormals, Module, Normal, Op, Optimizer, Padding, Param, ParamStore,
+        Poisson, Predict, Prior, RelaxedBernoulli, RelaxedOneHotCategorical, Result, SampleMode,
+        Sequential, Sgd, SpikeAndSlab, StudentT, Tape, Tensor, Uniform, Var, VariationalConfig,
     };
     pub use rand::{
         rngs::{SmallRng, StdRng},

@@ -31,7 +31,10 @@
 //! casts. A [`KlRule`] is implemented for every tape lifetime `'t` at once,
 //! so one registration serves every tape.
 
-use super::{Bernoulli, Beta, Categorical, Dirichlet, Distribution, Gamma, Independent, Normal};
+use super::{
+    Bernoulli, Beta, Categorical, Dirichlet, Distribution, Exponential, Gamma, Independent,
+    Laplace, Normal,
+};
 use crate::autodiff::tape::Var;
 use crate::error::{Error, Result};
 use crate::tensor::Element;
@@ -157,6 +160,8 @@ builtin_rules! {
     GammaGamma: Gamma => super::gamma::kl_gamma;
     BetaBeta: Beta => super::gamma::kl_beta;
     DirichletDirichlet: Dirichlet => super::gamma::kl_dirichlet;
+    LaplaceLaplace: Laplace => super::univariate::kl_laplace;
+    ExponentialExponential: Exponential => super::univariate::kl_exponential;
 }
 
 /// Registers (or replaces) an analytic KL rule, process-wide, for every

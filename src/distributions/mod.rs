@@ -21,6 +21,7 @@ pub mod kl;
 mod mixture;
 mod normal;
 mod relaxed;
+mod univariate;
 
 pub use bernoulli::Bernoulli;
 pub use categorical::Categorical;
@@ -34,6 +35,7 @@ pub use kl::{
 pub use mixture::{MixtureOfNormals, SpikeAndSlab};
 pub use normal::Normal;
 pub use relaxed::{RelaxedBernoulli, RelaxedOneHotCategorical};
+pub use univariate::{Exponential, Laplace, Poisson, Uniform};
 
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};

@@ -322,6 +322,45 @@ pub fn evaluate(case: &Value, index: usize) -> Result<Option<CaseResult>> {
                 push_grad(&mut pairs, &key, g.get(*var).unwrap(), values(case, &key)?);
             }
         }
+        "laplace_log_prob"
+        | "laplace_entropy"
+        | "laplace_kl"
+        | "exponential_log_prob"
+        | "uniform_log_prob"
+        | "uniform_entropy"
+        | "poisson_log_prob" => {
+            let names: &[&str] = match kind.as_str() {
+                "laplace_log_prob" => &["loc", "scale", "x"],
+                "laplace_entropy" => &["scale"],
+                "laplace_kl" => &["loc_q", "scale_q", "loc_p", "scale_p"],
+                "exponential_log_prob" => &["rate", "x"],
+                "uniform_log_prob" => &["low", "high", "x"],
+                "uniform_entropy" => &["low", "high"],
+                _ => &["rate", "k"],
+            };
+            let v = inputs(&tape, case, names)?;
+            let out = match kind.as_str() {
+                "laplace_log_prob" => Laplace::new(v[0], v[1])?.log_prob(v[2])?,
+                "laplace_entropy" => Laplace::new(tape.scalar(0.0), v[0])?.entropy()?,
+                "laplace_kl" => {
+                    kl_divergence(&Laplace::new(v[0], v[1])?, &Laplace::new(v[2], v[3])?)?
+                }
+                "exponential_log_prob" => Exponential::new(v[0])?.log_prob(v[1])?,
+                "uniform_log_prob" => Uniform::new(v[0], v[1])?.log_prob(v[2])?,
+                "uniform_entropy" => Uniform::new(v[0], v[1])?.entropy()?,
+                _ => Poisson::new(v[0])?.log_prob(v[1])?,
+            };
+            let g = out.backward()?;
+            pairs.push(("value".into(), out.item()?, num(case, "value")?));
+            for (var, name) in v.iter().zip(names) {
+                let key = format!("grad_{name}");
+                let got = g
+                    .get(*var)
+                    .cloned()
+                    .unwrap_or_else(|| Tensor::zeros(&var.shape()));
+                push_grad(&mut pairs, &key, &got, values(case, &key)?);
+            }
+        }
         "gamma_implicit_grad" | "beta_implicit_grad" => {
             let gamma = kind == "gamma_implicit_grad";
             let names: &[&str] = if gamma {

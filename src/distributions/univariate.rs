@@ -1,0 +1,493 @@
+//! Laplace, Exponential, Uniform and Poisson.
+
+use super::{
+    batch_broadcast, check_finite, check_positive, check_values, on_support, same_tape,
+    sample_shape, Distribution,
+};
+use crate::autodiff::tape::{Tape, Var};
+use crate::error::{Error, Result};
+use crate::kernels::special::lgamma;
+use crate::tensor::{broadcast_shape, Element, Tensor};
+use rand::Rng;
+
+/// A uniform draw in the open interval (0, 1).
+fn open_uniform(rng: &mut dyn Rng) -> f64 {
+    ((rng.next_u64() >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
+}
+
+fn uniforms<F: Element>(shape: &[usize], rng: &mut dyn Rng) -> Tensor<F> {
+    Tensor::from_fn(shape, |_| F::lit(open_uniform(rng)))
+}
+
+/// `v` broadcast to `shape` (no node if it has that shape already).
+fn broadcast<'t, F: Element>(v: Var<'t, F>, shape: &[usize]) -> Result<Var<'t, F>> {
+    if v.shape() == shape {
+        Ok(v)
+    } else {
+        v.broadcast_to(shape)
+    }
+}
+
+/// The Laplace (double exponential) distribution.
+///
+/// # Density
+/// `ln p(x) = -ln(2 scale) - |x - loc| / scale`.
+///
+/// # Sampling
+/// `x = loc - scale · sign(u) · ln(1 - 2|u|)`, `u ~ U(-1/2, 1/2)`:
+/// `rsample` is differentiable in both parameters.
+///
+/// # Parameters
+/// - `loc`: finite; `scale`: finite, `> 0`; shapes broadcast.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let tape = Tape::<f64>::new();
+/// let d = Laplace::new(tape.scalar(1.0), tape.scalar(0.5))?;
+/// assert!((d.variance()?.item()? - 0.5).abs() < 1e-12);
+/// assert!((d.log_prob(tape.scalar(1.0))?.item()? - 0.0).abs() < 1e-12); // -ln(2 · 0.5)
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct Laplace<'t, F: Element> {
+    loc: Var<'t, F>,
+    scale: Var<'t, F>,
+}
+
+impl<'t, F: Element> Laplace<'t, F> {
+    /// From a location and a scale.
+    pub fn new(loc: Var<'t, F>, scale: Var<'t, F>) -> Result<Self> {
+        same_tape("Laplace::new", &loc, &scale)?;
+        check_finite("Laplace", "loc", &loc)?;
+        check_positive("Laplace", "scale", &scale)?;
+        batch_broadcast("Laplace", ("loc", loc.shape()), ("scale", scale.shape()))?;
+        Ok(Laplace { loc, scale })
+    }
+
+    /// The location.
+    pub fn loc(&self) -> Var<'t, F> {
+        self.loc
+    }
+
+    /// The scale.
+    pub fn scale(&self) -> Var<'t, F> {
+        self.scale
+    }
+}
+
+impl<'t, F: Element> Distribution<'t, F> for Laplace<'t, F> {
+    fn name(&self) -> &'static str {
+        "Laplace"
+    }
+    fn tape(&self) -> &'t Tape<F> {
+        self.loc.tape()
+    }
+    fn log_prob(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
+        same_tape("Laplace::log_prob", &self.loc, &x)?;
+        check_values("Laplace", "value", &x, "must not be NaN", |v| !v.is_nan())?;
+        let z = x.try_sub(self.loc)?.abs().try_div(self.scale)?;
+        (-(self.scale * F::lit(2.0)).ln()).try_sub(z)
+    }
+    fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
+        let shape = sample_shape(n, &self.batch_shape());
+        // -sign(u) ln(1 - 2|u|) for u = v - 1/2, v in (0, 1): a standard Laplace draw
+        let e: Tensor<F> = uniforms::<F>(&shape, rng).map(|v| {
+            let u = v - F::lit(0.5);
+            let mag = -(F::one() - u.abs() * F::lit(2.0)).ln();
+            if u < F::zero() {
+                -mag
+            } else {
+                mag
+            }
+        });
+        self.loc.try_add(self.scale * e)
+    }
+    fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        Ok(self.rsample(rng)?.value())
+    }
+    // H = 1 + ln(2 scale)
+    fn entropy(&self) -> Result<Var<'t, F>> {
+        let h = (self.scale * F::lit(2.0)).ln() + F::one();
+        broadcast(h, &self.batch_shape())
+    }
+    fn mean(&self) -> Result<Var<'t, F>> {
+        broadcast(self.loc, &self.batch_shape())
+    }
+    fn variance(&self) -> Result<Var<'t, F>> {
+        broadcast(self.scale.square() * F::lit(2.0), &self.batch_shape())
+    }
+    fn batch_shape(&self) -> Vec<usize> {
+        broadcast_shape(&self.loc.shape(), &self.scale.shape()).unwrap_or_default()
+    }
+    fn event_shape(&self) -> Vec<usize> {
+        vec![]
+    }
+}
+
+/// KL(Laplace(m1, b1) || Laplace(m2, b2))
+/// `= ln(b2 / b1) + |m1 - m2| / b2 + (b1 / b2) exp(-|m1 - m2| / b1) - 1`.
+pub(crate) fn kl_laplace<'t, F: Element>(
+    q: &Laplace<'t, F>,
+    p: &Laplace<'t, F>,
+) -> Result<Var<'t, F>> {
+    let (b1, b2) = (q.scale, p.scale);
+    let d = q.loc.try_sub(p.loc)?.abs();
+    let t = b2.ln().try_sub(b1.ln())?.try_add(d.try_div(b2)?)?;
+    let decay = b1.try_div(b2)?.try_mul((-d.try_div(b1)?).exp())?;
+    Ok(t.try_add(decay)? - F::one())
+}
+
+/// The exponential distribution with `rate`.
+///
+/// # Density
+/// `ln p(x) = ln rate - rate · x` for `x >= 0`; `-inf` (gradient 0) for `x < 0`.
+///
+/// # Sampling
+/// `x = -ln(u) / rate`: `rsample` is differentiable in the rate.
+///
+/// Its KL divergences go through [`Gamma`](super::Gamma) with
+/// concentration 1 ([`Exponential::to_gamma`]).
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let tape = Tape::<f64>::new();
+/// let d = Exponential::new(tape.scalar(2.0))?;
+/// assert!((d.mean()?.item()? - 0.5).abs() < 1e-12);
+/// assert_eq!(d.log_prob(tape.scalar(-1.0))?.item()?, f64::NEG_INFINITY);
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct Exponential<'t, F: Element> {
+    rate: Var<'t, F>,
+}
+
+impl<'t, F: Element> Exponential<'t, F> {
+    /// From a rate (inverse mean).
+    pub fn new(rate: Var<'t, F>) -> Result<Self> {
+        check_positive("Exponential", "rate", &rate)?;
+        Ok(Exponential { rate })
+    }
+
+    /// The rate.
+    pub fn rate(&self) -> Var<'t, F> {
+        self.rate
+    }
+
+    /// The same distribution as `Gamma(1, rate)`.
+    pub fn to_gamma(&self) -> Result<super::Gamma<'t, F>> {
+        let one = self
+            .rate
+            .tape()
+            .constant(Tensor::full(&self.rate.shape(), F::one()));
+        super::Gamma::new(one, self.rate)
+    }
+}
+
+impl<'t, F: Element> Distribution<'t, F> for Exponential<'t, F> {
+    fn name(&self) -> &'static str {
+        "Exponential"
+    }
+    fn tape(&self) -> &'t Tape<F> {
+        self.rate.tape()
+    }
+    fn log_prob(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
+        same_tape("Exponential::log_prob", &self.rate, &x)?;
+        let rate = self.rate;
+        on_support(
+            "Exponential",
+            x,
+            |_, v| v >= F::zero(),
+            F::zero(),
+            |x| rate.ln().try_sub(rate.try_mul(x)?),
+        )
+    }
+    fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
+        let shape = sample_shape(n, &self.batch_shape());
+        let e: Tensor<F> = uniforms::<F>(&shape, rng).map(|u| -u.ln());
+        self.tape().constant(e).try_div(self.rate)
+    }
+    fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        Ok(self.rsample(rng)?.value())
+    }
+    // H = 1 - ln rate
+    fn entropy(&self) -> Result<Var<'t, F>> {
+        Ok(-self.rate.ln() + F::one())
+    }
+    fn mean(&self) -> Result<Var<'t, F>> {
+        Ok(self.rate.powf(-F::one()))
+    }
+    fn variance(&self) -> Result<Var<'t, F>> {
+        Ok(self.rate.powf(F::lit(-2.0)))
+    }
+    fn batch_shape(&self) -> Vec<usize> {
+        self.rate.shape()
+    }
+    fn event_shape(&self) -> Vec<usize> {
+        vec![]
+    }
+}
+
+/// KL between Exponentials, through `Gamma(1, rate)`.
+pub(crate) fn kl_exponential<'t, F: Element>(
+    q: &Exponential<'t, F>,
+    p: &Exponential<'t, F>,
+) -> Result<Var<'t, F>> {
+    super::gamma::kl_gamma(&q.to_gamma()?, &p.to_gamma()?)
+}
+
+/// The continuous uniform distribution on `[low, high]`.
+///
+/// # Density
+/// `ln p(x) = -ln(high - low)` for `low <= x <= high`; `-inf` (gradient 0)
+/// elsewhere.
+///
+/// # Sampling
+/// `x = low + (high - low) u`: `rsample` is differentiable in both bounds.
+///
+/// # Parameters
+/// - `low < high`, both finite; shapes broadcast.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let tape = Tape::<f64>::new();
+/// let d = Uniform::new(tape.scalar(-1.0), tape.scalar(3.0))?;
+/// assert!((d.entropy()?.item()? - 4f64.ln()).abs() < 1e-12);
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct Uniform<'t, F: Element> {
+    low: Var<'t, F>,
+    high: Var<'t, F>,
+}
+
+impl<'t, F: Element> Uniform<'t, F> {
+    /// From the bounds.
+    ///
+    /// # Errors
+    /// Non-finite bounds; `low >= high` anywhere.
+    pub fn new(low: Var<'t, F>, high: Var<'t, F>) -> Result<Self> {
+        same_tape("Uniform::new", &low, &high)?;
+        check_finite("Uniform", "low", &low)?;
+        check_finite("Uniform", "high", &high)?;
+        let shape = batch_broadcast("Uniform", ("low", low.shape()), ("high", high.shape()))?;
+        let width = high.value().broadcast_to(&shape)?.zip_map(
+            &low.value().broadcast_to(&shape)?,
+            "Uniform::new",
+            |h, l| h - l,
+        )?;
+        if let Some(&w) = width.data().iter().find(|&&w| w <= F::zero()) {
+            return Err(Error::InvalidParameter {
+                distribution: "Uniform",
+                parameter: "high - low",
+                value: w.to_f64().unwrap_or(f64::NAN),
+                reason: "must be > 0",
+            });
+        }
+        Ok(Uniform { low, high })
+    }
+
+    /// The lower bound.
+    pub fn low(&self) -> Var<'t, F> {
+        self.low
+    }
+
+    /// The upper bound.
+    pub fn high(&self) -> Var<'t, F> {
+        self.high
+    }
+
+    fn width(&self) -> Result<Var<'t, F>> {
+        self.high.try_sub(self.low)
+    }
+}
+
+impl<'t, F: Element> Distribution<'t, F> for Uniform<'t, F> {
+    fn name(&self) -> &'static str {
+        "Uniform"
+    }
+    fn tape(&self) -> &'t Tape<F> {
+        self.low.tape()
+    }
+    fn log_prob(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
+        same_tape("Uniform::log_prob", &self.low, &x)?;
+        let shape = broadcast_shape(&x.shape(), &self.batch_shape()).ok_or_else(|| {
+            Error::BatchShapeMismatch {
+                distribution: "Uniform",
+                lhs_param: "value",
+                lhs: x.shape(),
+                rhs_param: "low and high",
+                rhs: self.batch_shape(),
+            }
+        })?;
+        let x = broadcast(x, &shape)?;
+        let low = self.low.value().broadcast_to(&shape)?;
+        let high = self.high.value().broadcast_to(&shape)?;
+        let width = self.width()?;
+        on_support(
+            "Uniform",
+            x,
+            |i, v| v >= low.data()[i] && v <= high.data()[i],
+            F::zero(),
+            |x| {
+                // x enters with weight 0: the density is flat in x
+                let flat = x * F::zero();
+                flat.try_sub(width.ln())
+            },
+        )
+    }
+    fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
+        let shape = sample_shape(n, &self.batch_shape());
+        let u = self.tape().constant(uniforms(&shape, rng));
+        self.low.try_add(self.width()?.try_mul(u)?)
+    }
+    fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        Ok(self.rsample(rng)?.value())
+    }
+    fn entropy(&self) -> Result<Var<'t, F>> {
+        Ok(self.width()?.ln())
+    }
+    fn mean(&self) -> Result<Var<'t, F>> {
+        Ok(self.low.try_add(self.high)? * F::lit(0.5))
+    }
+    fn variance(&self) -> Result<Var<'t, F>> {
+        Ok(self.width()?.square() / F::lit(12.0))
+    }
+    fn batch_shape(&self) -> Vec<usize> {
+        broadcast_shape(&self.low.shape(), &self.high.shape()).unwrap_or_default()
+    }
+    fn event_shape(&self) -> Vec<usize> {
+        vec![]
+    }
+}
+
+/// The Poisson distribution over counts `0, 1, 2, ...`.
+///
+/// # Mass
+/// `ln P(k) = k ln rate - rate - ln Γ(k + 1)`, differentiable in the rate
+/// (and, as TFP does, in `k` through `ln Γ`).
+///
+/// # Sampling
+/// `sample` only (a count has no reparameterization): train through it with
+/// the score-function estimator ([`bayes::score`](crate::bayes::score)).
+/// Knuth's multiplication method for rates below 10, Hörmann's transformed
+/// rejection (PTRS, 1993) above.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let tape = Tape::<f64>::new();
+/// let d = Poisson::new(tape.scalar(3.0))?;
+/// let p2 = d.log_prob(tape.scalar(2.0))?.item()?.exp();
+/// assert!((p2 - 4.5 * (-3f64).exp()).abs() < 1e-12);
+/// assert!(d.log_prob(tape.scalar(1.5)).is_err()); // not a count
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct Poisson<'t, F: Element> {
+    rate: Var<'t, F>,
+}
+
+impl<'t, F: Element> Poisson<'t, F> {
+    /// From a rate (the mean).
+    pub fn new(rate: Var<'t, F>) -> Result<Self> {
+        check_positive("Poisson", "rate", &rate)?;
+        Ok(Poisson { rate })
+    }
+
+    /// The rate.
+    pub fn rate(&self) -> Var<'t, F> {
+        self.rate
+    }
+}
+
+/// A Poisson draw.
+fn poisson_draw(lambda: f64, rng: &mut dyn Rng) -> f64 {
+    if lambda < 10.0 {
+        let limit = (-lambda).exp();
+        let (mut k, mut prod) = (0.0, open_uniform(rng));
+        while prod > limit {
+            k += 1.0;
+            prod *= open_uniform(rng);
+        }
+        return k;
+    }
+    // PTRS: transformed rejection with squeeze
+    let slam = lambda.sqrt();
+    let loglam = lambda.ln();
+    let b = 0.931 + 2.53 * slam;
+    let a = -0.059 + 0.02483 * b;
+    let inv_alpha = 1.1239 + 1.1328 / (b - 3.4);
+    let vr = 0.9277 - 3.6224 / (b - 2.0);
+    loop {
+        let u = open_uniform(rng) - 0.5;
+        let v = open_uniform(rng);
+        let us = 0.5 - u.abs();
+        let k = ((2.0 * a / us + b) * u + lambda + 0.43).floor();
+        if us >= 0.07 && v <= vr {
+            return k;
+        }
+        if k < 0.0 || (us < 0.013 && v > us) {
+            continue;
+        }
+        if v.ln() + inv_alpha.ln() - (a / (us * us) + b).ln()
+            <= -lambda + k * loglam - lgamma(k + 1.0)
+        {
+            return k;
+        }
+    }
+}
+
+impl<'t, F: Element> Distribution<'t, F> for Poisson<'t, F> {
+    fn name(&self) -> &'static str {
+        "Poisson"
+    }
+    fn tape(&self) -> &'t Tape<F> {
+        self.rate.tape()
+    }
+    fn log_prob(&self, k: Var<'t, F>) -> Result<Var<'t, F>> {
+        same_tape("Poisson::log_prob", &self.rate, &k)?;
+        check_values(
+            "Poisson",
+            "value",
+            &k,
+            "must be a count (an integer >= 0)",
+            |v| v >= F::zero() && v.fract() == F::zero() && v.is_finite(),
+        )?;
+        let r = self.rate;
+        k.try_mul(r.ln())?
+            .try_sub(r)?
+            .try_sub((k + F::one()).lgamma())
+    }
+    fn rsample_n(&self, _: Option<usize>, _: &mut dyn Rng) -> Result<Var<'t, F>> {
+        Err(Error::Unsupported {
+            distribution: "Poisson",
+            what: "reparameterized sampling (rsample); use the score-function estimator",
+        })
+    }
+    fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        let r = self.rate.value();
+        let draws = r
+            .data()
+            .iter()
+            .map(|l| F::lit(poisson_draw(l.to_f64().unwrap_or(f64::NAN), rng)))
+            .collect();
+        Tensor::from_vec(draws, r.shape())
+    }
+    fn entropy(&self) -> Result<Var<'t, F>> {
+        Err(Error::Unsupported {
+            distribution: "Poisson",
+            what: "a closed-form entropy",
+        })
+    }
+    fn mean(&self) -> Result<Var<'t, F>> {
+        Ok(self.rate)
+    }
+    fn variance(&self) -> Result<Var<'t, F>> {
+        Ok(self.rate)
+    }
+    fn batch_shape(&self) -> Vec<usize> {
+        self.rate.shape()
+    }
+    fn event_shape(&self) -> Vec<usize> {
+        vec![]
+    }
+}
