@@ -92,8 +92,8 @@ pub use bayes::forward::{Divergences, Forward, SampleMode};
 pub use distributions::{
     kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo, Bernoulli, Beta,
     Categorical, Dirichlet, Distribution, Divergence, Exponential, Gamma, Independent, Laplace,
-    MixtureOfNormals, Normal, Poisson, RelaxedBernoulli, RelaxedOneHotCategorical, SpikeAndSlab,
-    StudentT, Uniform,
+    LogNormal, LogitNormal, MixtureOfNormals, Normal, Poisson, RelaxedBernoulli,
+    RelaxedOneHotCategorical, SpikeAndSlab, StudentT, Uniform,
 };
 pub use error::{Error, Result};
 pub use layers::predict::{predict_classes, predict_regression, Predict};
@@ -118,9 +118,10 @@ pub mod prelude {
         DenseReparameterization, Dirichlet, Distribution, DistributionHead, Divergence,
         Divergences, Elbo, ElboLoss, Element, Error, Exponential, Flatten, Forward, Gamma,
         GradCheck, GradCheckReport, Gradients, Independent, KlMethod, KlWeight, Laplace, LinearMap,
-        MaxPool2d, MixtureOfNormals, Module, Normal, Op, Optimizer, Padding, Param, ParamStore,
-        Poisson, Predict, Prior, RelaxedBernoulli, RelaxedOneHotCategorical, Result, SampleMode,
-        Sequential, Sgd, SpikeAndSlab, StudentT, Tape, Tensor, Uniform, Var, VariationalConfig,
+        LogNormal, LogitNormal, MaxPool2d, MixtureOfNormals, Module, Normal, Op, Optimizer,
+        Padding, Param, ParamStore, Poisson, Predict, Prior, RelaxedBernoulli,
+        RelaxedOneHotCategorical, Result, SampleMode, Sequential, Sgd, SpikeAndSlab, StudentT,
+        Tape, Tensor, Uniform, Var, VariationalConfig,
     };
     pub use rand::{
         rngs::{SmallRng, StdRng},

@@ -33,7 +33,7 @@
 
 use super::{
     Bernoulli, Beta, Categorical, Dirichlet, Distribution, Exponential, Gamma, Independent,
-    Laplace, Normal,
+    Laplace, LogNormal, Normal,
 };
 use crate::autodiff::tape::Var;
 use crate::error::{Error, Result};
@@ -162,6 +162,7 @@ builtin_rules! {
     DirichletDirichlet: Dirichlet => super::gamma::kl_dirichlet;
     LaplaceLaplace: Laplace => super::univariate::kl_laplace;
     ExponentialExponential: Exponential => super::univariate::kl_exponential;
+    LogNormalLogNormal: LogNormal => super::transformed::kl_lognormal;
 }
 
 /// Registers (or replaces) an analytic KL rule, process-wide, for every

@@ -21,6 +21,7 @@ pub mod kl;
 mod mixture;
 mod normal;
 mod relaxed;
+mod transformed;
 mod univariate;
 
 pub use bernoulli::Bernoulli;
@@ -35,6 +36,10 @@ pub use kl::{
 pub use mixture::{MixtureOfNormals, SpikeAndSlab};
 pub use normal::Normal;
 pub use relaxed::{RelaxedBernoulli, RelaxedOneHotCategorical};
+pub use transformed::{
+    Affine, Bijector, Chain, Exp, LogNormal, LogitNormal, Sigmoid, Softplus,
+    TransformedDistribution,
+};
 pub use univariate::{Exponential, Laplace, Poisson, Uniform};
 
 use crate::autodiff::tape::{Tape, Var};

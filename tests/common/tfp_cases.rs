@@ -361,6 +361,26 @@ pub fn evaluate(case: &Value, index: usize) -> Result<Option<CaseResult>> {
                 push_grad(&mut pairs, &key, &got, values(case, &key)?);
             }
         }
+        "lognormal_log_prob" | "lognormal_kl" | "logit_normal_log_prob" => {
+            let names: &[&str] = match kind.as_str() {
+                "lognormal_kl" => &["loc_q", "scale_q", "loc_p", "scale_p"],
+                _ => &["loc", "scale", "x"],
+            };
+            let v = inputs(&tape, case, names)?;
+            let out = match kind.as_str() {
+                "lognormal_log_prob" => LogNormal::new(v[0], v[1])?.log_prob(v[2])?,
+                "lognormal_kl" => {
+                    kl_divergence(&LogNormal::new(v[0], v[1])?, &LogNormal::new(v[2], v[3])?)?
+                }
+                _ => LogitNormal::new(v[0], v[1])?.log_prob(v[2])?,
+            };
+            let g = out.backward()?;
+            pairs.push(("value".into(), out.item()?, num(case, "value")?));
+            for (var, name) in v.iter().zip(names) {
+                let key = format!("grad_{name}");
+                push_grad(&mut pairs, &key, g.get(*var).unwrap(), values(case, &key)?);
+            }
+        }
         "gamma_implicit_grad" | "beta_implicit_grad" => {
             let gamma = kind == "gamma_implicit_grad";
             let names: &[&str] = if gamma {

@@ -130,6 +130,7 @@ impl<F: Element> Kernel<F> for Ln<F> {
         g / x
     }
 }
+kernel!(Expm1, "expm1", |s, x| x.exp_m1(), |s, x, y| y + F::one());
 kernel!(Log1p, "log1p", |s, x| x.ln_1p(), |s, x, y| (F::one() + x)
     .recip());
 kernel!(
@@ -254,6 +255,10 @@ impl<'t, F: Element> Var<'t, F> {
     /// trigamma function. Computed in f64 and rounded for f32.
     pub fn digamma(self) -> Self {
         self.map(Digamma::new())
+    }
+    /// `e^x - 1`, accurate for small `x`.
+    pub fn expm1(self) -> Self {
+        self.map(Expm1::new())
     }
     /// `ln(1 + x)`, accurate for small `x`.
     pub fn log1p(self) -> Self {

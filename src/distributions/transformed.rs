@@ -1,0 +1,485 @@
+//! Bijectors, distributions transformed by them, and the log-normal and
+//! logit-normal distributions built from them.
+
+use super::{kl::kl_divergence, on_support, Distribution, Normal};
+use crate::autodiff::tape::{Tape, Var};
+use crate::error::{Error, Result};
+use crate::tensor::{broadcast_shape, Element, Tensor};
+use rand::Rng;
+
+/// An invertible, differentiable map applied elementwise, with its
+/// log-determinant of the Jacobian, on the tape.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// use bayesgrad::distributions::{Bijector, Exp};
+/// let tape = Tape::<f64>::new();
+/// let x = tape.var(Tensor::vector(&[-1.0, 0.5]));
+/// let y = Exp.forward(x)?;
+/// let back = Exp.inverse(y)?;
+/// assert!((back.value().data()[0] + 1.0).abs() < 1e-15);
+/// assert_eq!(Exp.forward_log_det_jacobian(x)?.value().data(), x.value().data());
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+pub trait Bijector<'t, F: Element> {
+    /// The bijector's name, used in errors.
+    fn name(&self) -> String;
+    /// `y = f(x)`.
+    fn forward(&self, x: Var<'t, F>) -> Result<Var<'t, F>>;
+    /// `x = f⁻¹(y)`.
+    fn inverse(&self, y: Var<'t, F>) -> Result<Var<'t, F>>;
+    /// `ln |f'(x)|`, elementwise.
+    fn forward_log_det_jacobian(&self, x: Var<'t, F>) -> Result<Var<'t, F>>;
+    /// Whether `y` is in the image of `f` (where `inverse` is defined).
+    fn in_image(&self, _y: F) -> bool {
+        true
+    }
+}
+
+/// `y = e^x`; image `y > 0`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Exp;
+
+impl<'t, F: Element> Bijector<'t, F> for Exp {
+    fn name(&self) -> String {
+        "Exp".into()
+    }
+    fn forward(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
+        Ok(x.exp())
+    }
+    fn inverse(&self, y: Var<'t, F>) -> Result<Var<'t, F>> {
+        Ok(y.ln())
+    }
+    fn forward_log_det_jacobian(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
+        Ok(x)
+    }
+    fn in_image(&self, y: F) -> bool {
+        y > F::zero()
+    }
+}
+
+/// `y = ln(1 + e^x)`; image `y > 0`. The inverse is `y + ln(-expm1(-y))`,
+/// accurate for small `y`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Softplus;
+
+impl<'t, F: Element> Bijector<'t, F> for Softplus {
+    fn name(&self) -> String {
+        "Softplus".into()
+    }
+    fn forward(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
+        Ok(x.softplus())
+    }
+    fn inverse(&self, y: Var<'t, F>) -> Result<Var<'t, F>> {
+        y.try_add((-(-y).expm1()).ln())
+    }
+    // ln sigmoid(x) = -softplus(-x)
+    fn forward_log_det_jacobian(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
+        Ok(-(-x).softplus())
+    }
+    fn in_image(&self, y: F) -> bool {
+        y > F::zero()
+    }
+}
+
+/// `y = 1 / (1 + e^-x)`; image `0 < y < 1`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sigmoid;
+
+impl<'t, F: Element> Bijector<'t, F> for Sigmoid {
+    fn name(&self) -> String {
+        "Sigmoid".into()
+    }
+    fn forward(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
+        Ok(x.sigmoid())
+    }
+    fn inverse(&self, y: Var<'t, F>) -> Result<Var<'t, F>> {
+        y.ln().try_sub((-y).log1p())
+    }
+    // ln sigmoid(x) + ln sigmoid(-x)
+    fn forward_log_det_jacobian(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
+        Ok(-(-x).softplus() - x.softplus())
+    }
+    fn in_image(&self, y: F) -> bool {
+        y > F::zero() && y < F::one()
+    }
+}
+
+/// `y = shift + scale · x` with trainable `shift` and `scale` (nonzero).
+#[derive(Clone, Copy)]
+pub struct Affine<'t, F: Element> {
+    shift: Var<'t, F>,
+    scale: Var<'t, F>,
+}
+
+impl<'t, F: Element> Affine<'t, F> {
+    /// From a shift and a scale; shapes broadcast against the values.
+    ///
+    /// # Errors
+    /// A non-finite shift; a scale that is zero or not finite.
+    pub fn new(shift: Var<'t, F>, scale: Var<'t, F>) -> Result<Self> {
+        super::same_tape("Affine::new", &shift, &scale)?;
+        super::check_finite("Affine", "shift", &shift)?;
+        super::check_values(
+            "Affine",
+            "scale",
+            &scale,
+            "must be finite and nonzero",
+            |s| s != F::zero() && s.is_finite(),
+        )?;
+        Ok(Affine { shift, scale })
+    }
+}
+
+impl<'t, F: Element> Bijector<'t, F> for Affine<'t, F> {
+    fn name(&self) -> String {
+        "Affine".into()
+    }
+    fn forward(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
+        self.shift.try_add(self.scale.try_mul(x)?)
+    }
+    fn inverse(&self, y: Var<'t, F>) -> Result<Var<'t, F>> {
+        y.try_sub(self.shift)?.try_div(self.scale)
+    }
+    fn forward_log_det_jacobian(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
+        // ln |scale|, broadcast to the values' shape
+        let l = self.scale.abs().ln();
+        let shape =
+            broadcast_shape(&x.shape(), &l.shape()).ok_or_else(|| Error::ShapeMismatch {
+                op: "Affine::forward_log_det_jacobian",
+                lhs: x.shape(),
+                rhs: l.shape(),
+            })?;
+        if l.shape() == shape {
+            Ok(l)
+        } else {
+            l.broadcast_to(&shape)
+        }
+    }
+}
+
+/// The composition of bijectors, TFP's order: `Chain::new(vec![f, g])`
+/// maps `x` to `f(g(x))`.
+pub struct Chain<'t, F: Element> {
+    parts: Vec<Box<dyn Bijector<'t, F> + 't>>,
+}
+
+impl<'t, F: Element> Chain<'t, F> {
+    /// `parts[0] ∘ parts[1] ∘ ...`; the last is applied first.
+    ///
+    /// # Errors
+    /// An empty list.
+    pub fn new(parts: Vec<Box<dyn Bijector<'t, F> + 't>>) -> Result<Self> {
+        if parts.is_empty() {
+            return Err(Error::invalid("Chain::new", "needs at least one bijector"));
+        }
+        Ok(Chain { parts })
+    }
+}
+
+impl<'t, F: Element> Bijector<'t, F> for Chain<'t, F> {
+    fn name(&self) -> String {
+        let names: Vec<String> = self.parts.iter().map(|b| b.name()).collect();
+        format!("Chain[{}]", names.join(", "))
+    }
+    fn forward(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
+        self.parts.iter().rev().try_fold(x, |x, b| b.forward(x))
+    }
+    fn inverse(&self, y: Var<'t, F>) -> Result<Var<'t, F>> {
+        self.parts.iter().try_fold(y, |y, b| b.inverse(y))
+    }
+    // Σ of each part's log-det at its own input
+    fn forward_log_det_jacobian(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
+        let mut total: Option<Var<'t, F>> = None;
+        let mut x = x;
+        for b in self.parts.iter().rev() {
+            let l = b.forward_log_det_jacobian(x)?;
+            total = Some(match total {
+                None => l,
+                Some(t) => t.try_add(l)?,
+            });
+            x = b.forward(x)?;
+        }
+        total.ok_or_else(|| Error::invalid("Chain", "no bijectors"))
+    }
+    /// The outermost part's image (inner parts are assumed onto their
+    /// successor's domain).
+    fn in_image(&self, y: F) -> bool {
+        self.parts[0].in_image(y)
+    }
+}
+
+/// A distribution pushed through a bijector: `y = f(x)`, `x ~ base`.
+///
+/// # Density
+/// `ln p(y) = ln p_base(f⁻¹(y)) - ln |f'(f⁻¹(y))|` for `y` in the image of
+/// `f`; `-inf` (gradient 0) outside it.
+///
+/// `rsample` is `f` of the base's `rsample`, so it is differentiable in the
+/// base's and the bijector's parameters. Entropy and moments have no
+/// general closed form (an error).
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// use bayesgrad::distributions::{Affine, Exp, Chain, TransformedDistribution};
+/// let tape = Tape::<f64>::new();
+/// let base = Normal::standard(&tape, &[]);
+/// // y = exp(1 + 2 x): a log-normal with loc 1 and scale 2
+/// let f = Chain::new(vec![
+///     Box::new(Exp),
+///     Box::new(Affine::new(tape.scalar(1.0), tape.scalar(2.0))?),
+/// ])?;
+/// let d = TransformedDistribution::new(Box::new(base), Box::new(f));
+/// let ln = LogNormal::new(tape.scalar(1.0), tape.scalar(2.0))?;
+/// let y = tape.scalar(3.0);
+/// assert!((d.log_prob(y)?.item()? - ln.log_prob(y)?.item()?).abs() < 1e-12);
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+pub struct TransformedDistribution<'t, F: Element> {
+    base: Box<dyn Distribution<'t, F> + 't>,
+    bijector: Box<dyn Bijector<'t, F> + 't>,
+}
+
+impl<'t, F: Element> TransformedDistribution<'t, F> {
+    /// `bijector` applied to draws of `base`.
+    pub fn new(
+        base: Box<dyn Distribution<'t, F> + 't>,
+        bijector: Box<dyn Bijector<'t, F> + 't>,
+    ) -> Self {
+        TransformedDistribution { base, bijector }
+    }
+
+    /// The base distribution.
+    pub fn base(&self) -> &(dyn Distribution<'t, F> + 't) {
+        self.base.as_ref()
+    }
+
+    /// The bijector.
+    pub fn bijector(&self) -> &(dyn Bijector<'t, F> + 't) {
+        self.bijector.as_ref()
+    }
+}
+
+impl<'t, F: Element> Distribution<'t, F> for TransformedDistribution<'t, F> {
+    fn name(&self) -> &'static str {
+        "TransformedDistribution"
+    }
+    fn describe(&self) -> String {
+        format!(
+            "TransformedDistribution({}, {})",
+            self.base.describe(),
+            self.bijector.name()
+        )
+    }
+    fn tape(&self) -> &'t Tape<F> {
+        self.base.tape()
+    }
+    fn log_prob(&self, y: Var<'t, F>) -> Result<Var<'t, F>> {
+        if !std::ptr::eq(y.tape(), self.tape()) {
+            return Err(Error::ForeignTape {
+                op: "TransformedDistribution::log_prob",
+            });
+        }
+        let b = self.bijector.as_ref();
+        // a point inside the image, for the values outside it
+        let safe = b.forward(self.tape().scalar(F::zero()))?.item()?;
+        on_support(
+            "TransformedDistribution",
+            y,
+            |_, v| b.in_image(v),
+            safe,
+            |y| {
+                let x = b.inverse(y)?;
+                self.base
+                    .log_prob(x)?
+                    .try_sub(b.forward_log_det_jacobian(x)?)
+            },
+        )
+    }
+    fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
+        self.bijector.forward(self.base.rsample_n(n, rng)?)
+    }
+    fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        let x = self.tape().constant(self.base.sample(rng)?);
+        Ok(self.bijector.forward(x)?.value())
+    }
+    fn entropy(&self) -> Result<Var<'t, F>> {
+        Err(Error::Unsupported {
+            distribution: "TransformedDistribution",
+            what: "a closed-form entropy",
+        })
+    }
+    fn mean(&self) -> Result<Var<'t, F>> {
+        Err(Error::Unsupported {
+            distribution: "TransformedDistribution",
+            what: "a closed-form mean",
+        })
+    }
+    fn variance(&self) -> Result<Var<'t, F>> {
+        Err(Error::Unsupported {
+            distribution: "TransformedDistribution",
+            what: "a closed-form variance",
+        })
+    }
+    fn batch_shape(&self) -> Vec<usize> {
+        self.base.batch_shape()
+    }
+    fn event_shape(&self) -> Vec<usize> {
+        self.base.event_shape()
+    }
+}
+
+/// The log-normal distribution: `exp` of a `Normal(loc, scale)`, i.e.
+/// `TransformedDistribution(Normal(loc, scale), Exp)`, with closed-form
+/// entropy and moments and an analytic KL (the Normals').
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let tape = Tape::<f64>::new();
+/// let d = LogNormal::new(tape.scalar(0.0), tape.scalar(1.0))?;
+/// assert!((d.mean()?.item()? - 0.5f64.exp()).abs() < 1e-12);
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct LogNormal<'t, F: Element> {
+    normal: Normal<'t, F>,
+}
+
+impl<'t, F: Element> LogNormal<'t, F> {
+    /// From the location and scale of the underlying Normal.
+    pub fn new(loc: Var<'t, F>, scale: Var<'t, F>) -> Result<Self> {
+        Ok(LogNormal {
+            normal: Normal::new(loc, scale)?,
+        })
+    }
+
+    /// The underlying Normal (of `ln y`).
+    pub fn normal(&self) -> &Normal<'t, F> {
+        &self.normal
+    }
+
+    fn as_transformed(&self) -> TransformedDistribution<'t, F> {
+        TransformedDistribution::new(Box::new(self.normal), Box::new(Exp))
+    }
+}
+
+impl<'t, F: Element> Distribution<'t, F> for LogNormal<'t, F> {
+    fn name(&self) -> &'static str {
+        "LogNormal"
+    }
+    fn tape(&self) -> &'t Tape<F> {
+        self.normal.tape()
+    }
+    fn log_prob(&self, y: Var<'t, F>) -> Result<Var<'t, F>> {
+        self.as_transformed().log_prob(y)
+    }
+    fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
+        Ok(self.normal.rsample_n(n, rng)?.exp())
+    }
+    fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        Ok(self.normal.sample(rng)?.map(|x| x.exp()))
+    }
+    // H = H(Normal) + loc
+    fn entropy(&self) -> Result<Var<'t, F>> {
+        self.normal.entropy()?.try_add(self.normal.loc())
+    }
+    // exp(loc + scale² / 2)
+    fn mean(&self) -> Result<Var<'t, F>> {
+        let s2 = self.normal.scale().square();
+        Ok(self.normal.loc().try_add(s2 * F::lit(0.5))?.exp())
+    }
+    // expm1(scale²) exp(2 loc + scale²)
+    fn variance(&self) -> Result<Var<'t, F>> {
+        let s2 = self.normal.scale().square();
+        let e = (self.normal.loc() * F::lit(2.0)).try_add(s2)?.exp();
+        s2.expm1().try_mul(e)
+    }
+    fn batch_shape(&self) -> Vec<usize> {
+        self.normal.batch_shape()
+    }
+    fn event_shape(&self) -> Vec<usize> {
+        vec![]
+    }
+}
+
+/// KL between log-normals: the KL between their Normals (a bijection
+/// leaves it unchanged).
+pub(crate) fn kl_lognormal<'t, F: Element>(
+    q: &LogNormal<'t, F>,
+    p: &LogNormal<'t, F>,
+) -> Result<Var<'t, F>> {
+    kl_divergence(&q.normal, &p.normal)
+}
+
+/// The logit-normal distribution on (0, 1): `sigmoid` of a
+/// `Normal(loc, scale)`, i.e. `TransformedDistribution(Normal, Sigmoid)`.
+/// Its moments and entropy have no closed form (an error).
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let tape = Tape::<f64>::new();
+/// let d = LogitNormal::new(tape.scalar(0.0), tape.scalar(1.0))?;
+/// let y = d.rsample(&mut StdRng::seed_from_u64(0))?;
+/// assert!(d.log_prob(y)?.item()?.is_finite());
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct LogitNormal<'t, F: Element> {
+    normal: Normal<'t, F>,
+}
+
+impl<'t, F: Element> LogitNormal<'t, F> {
+    /// From the location and scale of the underlying Normal.
+    pub fn new(loc: Var<'t, F>, scale: Var<'t, F>) -> Result<Self> {
+        Ok(LogitNormal {
+            normal: Normal::new(loc, scale)?,
+        })
+    }
+
+    /// The underlying Normal (of `logit y`).
+    pub fn normal(&self) -> &Normal<'t, F> {
+        &self.normal
+    }
+}
+
+impl<'t, F: Element> Distribution<'t, F> for LogitNormal<'t, F> {
+    fn name(&self) -> &'static str {
+        "LogitNormal"
+    }
+    fn tape(&self) -> &'t Tape<F> {
+        self.normal.tape()
+    }
+    fn log_prob(&self, y: Var<'t, F>) -> Result<Var<'t, F>> {
+        TransformedDistribution::new(Box::new(self.normal), Box::new(Sigmoid)).log_prob(y)
+    }
+    fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
+        Ok(self.normal.rsample_n(n, rng)?.sigmoid())
+    }
+    fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        Ok(self.normal.sample(rng)?.map(crate::autodiff::ops::sigmoid))
+    }
+    fn entropy(&self) -> Result<Var<'t, F>> {
+        Err(Error::Unsupported {
+            distribution: "LogitNormal",
+            what: "a closed-form entropy",
+        })
+    }
+    fn mean(&self) -> Result<Var<'t, F>> {
+        Err(Error::Unsupported {
+            distribution: "LogitNormal",
+            what: "a closed-form mean",
+        })
+    }
+    fn variance(&self) -> Result<Var<'t, F>> {
+        Err(Error::Unsupported {
+            distribution: "LogitNormal",
+            what: "a closed-form variance",
+        })
+    }
+    fn batch_shape(&self) -> Vec<usize> {
+        self.normal.batch_shape()
+    }
+    fn event_shape(&self) -> Vec<usize> {
+        vec![]
+    }
+}
