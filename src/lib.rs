@@ -92,8 +92,8 @@ pub use bayes::forward::{Divergences, Forward, SampleMode};
 pub use distributions::{
     kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo, Bernoulli, Beta,
     Categorical, Dirichlet, Distribution, Divergence, Exponential, Gamma, Independent, Laplace,
-    LogNormal, LogitNormal, MixtureOfNormals, Normal, Poisson, RelaxedBernoulli,
-    RelaxedOneHotCategorical, SpikeAndSlab, StudentT, Uniform,
+    LogNormal, LogitNormal, MixtureOfNormals, MultivariateNormal, Normal, Poisson,
+    RelaxedBernoulli, RelaxedOneHotCategorical, SpikeAndSlab, StudentT, Uniform,
 };
 pub use error::{Error, Result};
 pub use layers::predict::{predict_classes, predict_regression, Predict};
@@ -118,8 +118,8 @@ pub mod prelude {
         DenseReparameterization, Dirichlet, Distribution, DistributionHead, Divergence,
         Divergences, Elbo, ElboLoss, Element, Error, Exponential, Flatten, Forward, Gamma,
         GradCheck, GradCheckReport, Gradients, Independent, KlMethod, KlWeight, Laplace, LinearMap,
-        LogNormal, LogitNormal, MaxPool2d, MixtureOfNormals, Module, Normal, Op, Optimizer,
-        Padding, Param, ParamStore, Poisson, Predict, Prior, RelaxedBernoulli,
+        LogNormal, LogitNormal, MaxPool2d, MixtureOfNormals, Module, MultivariateNormal, Normal,
+        Op, Optimizer, Padding, Param, ParamStore, Poisson, Predict, Prior, RelaxedBernoulli,
         RelaxedOneHotCategorical, Result, SampleMode, Sequential, Sgd, SpikeAndSlab, StudentT,
         Tape, Tensor, Uniform, Var, VariationalConfig,
     };

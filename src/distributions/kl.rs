@@ -33,7 +33,7 @@
 
 use super::{
     Bernoulli, Beta, Categorical, Dirichlet, Distribution, Exponential, Gamma, Independent,
-    Laplace, LogNormal, Normal,
+    Laplace, LogNormal, MultivariateNormal, Normal,
 };
 use crate::autodiff::tape::Var;
 use crate::error::{Error, Result};
@@ -163,6 +163,7 @@ builtin_rules! {
     LaplaceLaplace: Laplace => super::univariate::kl_laplace;
     ExponentialExponential: Exponential => super::univariate::kl_exponential;
     LogNormalLogNormal: LogNormal => super::transformed::kl_lognormal;
+    MvnMvn: MultivariateNormal => super::mvn::kl_mvn;
 }
 
 /// Registers (or replaces) an analytic KL rule, process-wide, for every

@@ -19,6 +19,7 @@ mod gamma;
 mod independent;
 pub mod kl;
 mod mixture;
+mod mvn;
 mod normal;
 mod relaxed;
 mod transformed;
@@ -34,6 +35,7 @@ pub use kl::{
     KlRule, AUTO_MC_SAMPLES,
 };
 pub use mixture::{MixtureOfNormals, SpikeAndSlab};
+pub use mvn::MultivariateNormal;
 pub use normal::Normal;
 pub use relaxed::{RelaxedBernoulli, RelaxedOneHotCategorical};
 pub use transformed::{

@@ -381,6 +381,34 @@ pub fn evaluate(case: &Value, index: usize) -> Result<Option<CaseResult>> {
                 push_grad(&mut pairs, &key, g.get(*var).unwrap(), values(case, &key)?);
             }
         }
+        "mvn_tril_log_prob" | "mvn_tril_entropy" | "mvn_tril_kl" => {
+            let names: &[&str] = match kind.as_str() {
+                "mvn_tril_log_prob" => &["loc", "scale_tril", "x"],
+                "mvn_tril_entropy" => &["scale_tril"],
+                _ => &["loc_q", "scale_tril_q", "loc_p", "scale_tril_p"],
+            };
+            let v = inputs(&tape, case, names)?;
+            let out = match kind.as_str() {
+                "mvn_tril_log_prob" => {
+                    MultivariateNormal::from_scale_tril(v[0], v[1])?.log_prob(v[2])?
+                }
+                "mvn_tril_entropy" => {
+                    let d = v[0].shape()[0];
+                    MultivariateNormal::from_scale_tril(tape.constant(Tensor::zeros(&[d])), v[0])?
+                        .entropy()?
+                }
+                _ => kl_divergence(
+                    &MultivariateNormal::from_scale_tril(v[0], v[1])?,
+                    &MultivariateNormal::from_scale_tril(v[2], v[3])?,
+                )?,
+            };
+            let g = out.backward()?;
+            pairs.push(("value".into(), out.item()?, num(case, "value")?));
+            for (var, name) in v.iter().zip(names) {
+                let key = format!("grad_{name}");
+                push_grad(&mut pairs, &key, g.get(*var).unwrap(), values(case, &key)?);
+            }
+        }
         "gamma_implicit_grad" | "beta_implicit_grad" => {
             let gamma = kind == "gamma_implicit_grad";
             let names: &[&str] = if gamma {

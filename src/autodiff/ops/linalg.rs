@@ -76,6 +76,184 @@ impl<'t, F: Element> Var<'t, F> {
     }
 }
 
+/// Checks that `l` is a square matrix and `b` a matrix with as many rows.
+fn check_solve<F: Element>(l: &Tensor<F>, b: &Tensor<F>) -> Result<usize> {
+    let (ls, bs) = (l.shape(), b.shape());
+    if ls.len() != 2 || ls[0] != ls[1] || bs.len() != 2 || bs[0] != ls[0] {
+        return Err(crate::error::Error::ShapeMismatch {
+            op: "tri_solve",
+            lhs: ls.to_vec(),
+            rhs: bs.to_vec(),
+        });
+    }
+    Ok(ls[0])
+}
+
+/// Solves `L X = B` for lower-triangular `L` (`[d, d]`, only its lower
+/// triangle read) and `B: [d, n]` by forward substitution.
+fn solve_lower<F: Element>(l: &Tensor<F>, b: &Tensor<F>) -> Tensor<F> {
+    let d = l.shape()[0];
+    let n = b.shape()[1];
+    let (l, mut x) = (l.data(), b.data().to_vec());
+    for i in 0..d {
+        for c in 0..n {
+            let mut s = x[i * n + c];
+            for k in 0..i {
+                s = s - l[i * d + k] * x[k * n + c];
+            }
+            x[i * n + c] = s / l[i * d + i];
+        }
+    }
+    Tensor::new_unchecked(x, vec![d, n])
+}
+
+/// Solves `Lᵀ X = B` for lower-triangular `L` by back substitution.
+fn solve_lower_transposed<F: Element>(l: &Tensor<F>, b: &Tensor<F>) -> Tensor<F> {
+    let d = l.shape()[0];
+    let n = b.shape()[1];
+    let (l, mut x) = (l.data(), b.data().to_vec());
+    for i in (0..d).rev() {
+        for c in 0..n {
+            let mut s = x[i * n + c];
+            for k in i + 1..d {
+                s = s - l[k * d + i] * x[k * n + c];
+            }
+            x[i * n + c] = s / l[i * d + i];
+        }
+    }
+    Tensor::new_unchecked(x, vec![d, n])
+}
+
+/// `L⁻¹ B` for lower-triangular `L`.
+struct TriSolve;
+impl<F: Element> Op<F> for TriSolve {
+    fn name(&self) -> &str {
+        "tri_solve"
+    }
+    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
+        check_solve(inputs[0], inputs[1])?;
+        Ok(solve_lower(inputs[0], inputs[1]))
+    }
+    // B̄ = L⁻ᵀ X̄; L̄ = -tril(B̄ Xᵀ)
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        x: &Tensor<F>,
+        g: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        let l = inputs[0];
+        let d = l.shape()[0];
+        let gb = solve_lower_transposed(l, g);
+        let mut gl = gb.matmul_t(x, false, true)?;
+        for i in 0..d {
+            for j in 0..d {
+                let v = &mut gl.data_mut()[i * d + j];
+                *v = if j <= i { -*v } else { F::zero() };
+            }
+        }
+        Ok(vec![Some(gl), Some(gb)])
+    }
+}
+
+/// The Cholesky factor of a symmetric positive-definite matrix (its lower
+/// triangle is read).
+struct Cholesky;
+impl<F: Element> Op<F> for Cholesky {
+    fn name(&self) -> &str {
+        "cholesky"
+    }
+    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
+        let a = inputs[0];
+        let s = a.shape();
+        if s.len() != 2 || s[0] != s[1] {
+            return Err(crate::error::Error::invalid(
+                "cholesky",
+                format!("needs a square matrix, got shape {s:?}"),
+            ));
+        }
+        let d = s[0];
+        let a = a.data();
+        let mut l = vec![F::zero(); d * d];
+        for j in 0..d {
+            let mut diag = a[j * d + j];
+            for k in 0..j {
+                diag = diag - l[j * d + k] * l[j * d + k];
+            }
+            if diag <= F::zero() || !diag.is_finite() {
+                return Err(crate::error::Error::invalid(
+                    "cholesky",
+                    format!(
+                        "the matrix is not positive definite (pivot {j} is {})",
+                        diag.to_f64().unwrap_or(f64::NAN)
+                    ),
+                ));
+            }
+            let ljj = diag.sqrt();
+            l[j * d + j] = ljj;
+            for i in j + 1..d {
+                let mut v = a[i * d + j];
+                for k in 0..j {
+                    v = v - l[i * d + k] * l[j * d + k];
+                }
+                l[i * d + j] = v / ljj;
+            }
+        }
+        Ok(Tensor::new_unchecked(l, vec![d, d]))
+    }
+    // S = L⁻ᵀ Φ(Lᵀ L̄) L⁻¹ and Ā = Φ(S + Sᵀ) (Murray 2016), Φ taking the
+    // lower triangle with the diagonal halved: the gradient w.r.t. the
+    // lower-triangle entries the forward pass read.
+    fn backward(
+        &self,
+        _: &[&Tensor<F>],
+        l: &Tensor<F>,
+        g: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        let d = l.shape()[0];
+        let phi = |m: &mut Tensor<F>| {
+            for i in 0..d {
+                for j in 0..d {
+                    let v = &mut m.data_mut()[i * d + j];
+                    if j > i {
+                        *v = F::zero();
+                    } else if j == i {
+                        *v = *v * F::lit(0.5);
+                    }
+                }
+            }
+        };
+        let mut p = l.matmul_t(g, true, false)?;
+        phi(&mut p);
+        // L⁻ᵀ P L⁻¹ = L⁻ᵀ (L⁻ᵀ Pᵀ)ᵀ
+        let left = solve_lower_transposed(l, &p.transpose()?);
+        let s = solve_lower_transposed(l, &left.transpose()?);
+        let mut out = s.zip_map(&s.transpose()?, "cholesky", |a, b| a + b)?;
+        phi(&mut out);
+        Ok(vec![Some(out)])
+    }
+}
+
+impl<'t, F: Element> Var<'t, F> {
+    /// `L⁻¹ B` for a lower-triangular `self = L` (`[d, d]`; only its lower
+    /// triangle is read, and only it gets a gradient) and `b: [d, n]`.
+    pub fn tri_solve(self, b: Var<'t, F>) -> Result<Self> {
+        if !std::ptr::eq(self.tape, b.tape) {
+            return Err(crate::error::Error::ForeignTape { op: "tri_solve" });
+        }
+        self.tape.apply(TriSolve, &[self, b])
+    }
+
+    /// The lower Cholesky factor `L` of a symmetric positive-definite
+    /// matrix (`self = L Lᵀ`); only the lower triangle of `self` is read,
+    /// and the gradient goes to it.
+    ///
+    /// # Errors
+    /// A matrix that is not square or not positive definite.
+    pub fn cholesky(self) -> Result<Self> {
+        self.tape.apply(Cholesky, &[self])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::prelude::*;
