@@ -10,6 +10,7 @@ mod dfdx_oracle;
 mod discrete;
 mod distributions;
 mod engine;
+mod families;
 mod faults;
 mod layers;
 mod no_panic;

@@ -1,0 +1,754 @@
+//! The distribution families beyond Normal, Categorical and Bernoulli:
+//! gradient checks, sampler tests (Kolmogorov–Smirnov and chi-square at
+//! fixed seeds, 10⁵ draws), statistical checks of the implicit
+//! reparameterization, bijectors and bad input.
+
+use bayesgrad::autodiff::statcheck::{stat_gradcheck, StatGradCheck};
+use bayesgrad::distributions::{
+    expectation_quadrature, Affine, Bijector, Chain, Exp, Sigmoid, Softplus,
+    TransformedDistribution,
+};
+use bayesgrad::prelude::*;
+
+fn gc<Fun>(name: &str, f: Fun, inputs: &[Tensor<f64>])
+where
+    Fun: for<'t> Fn(&'t Tape<f64>, &[Var<'t, f64>]) -> Result<Var<'t, f64>>,
+{
+    gradcheck(f, inputs, &GradCheck::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+}
+
+/// The lower triangle of a 2 x 2 var (gradcheck perturbs every entry; a
+/// scale must be lower triangular).
+fn lower(m: Var<'_, f64>) -> Var<'_, f64> {
+    m * Tensor::from_rows(&[[1.0, 0.0], [1.0, 1.0]]).unwrap()
+}
+
+fn s(x: f64) -> Tensor<f64> {
+    Tensor::scalar(x)
+}
+
+fn v(x: &[f64]) -> Tensor<f64> {
+    Tensor::vector(x)
+}
+
+#[test]
+fn gradcheck_special_functions_and_linear_algebra() {
+    gc(
+        "lgamma",
+        |_, x| Ok(x[0].lgamma()),
+        &[v(&[0.3, 1.0, 1.7, 2.0, 7.5, -0.5])],
+    );
+    gc(
+        "digamma",
+        |_, x| Ok(x[0].digamma()),
+        &[v(&[0.3, 1.0, 1.7, 12.5, -1.5])],
+    );
+    gc("expm1", |_, x| Ok(x[0].expm1()), &[v(&[-2.0, 1e-3, 0.7])]);
+    let spd = Tensor::from_rows(&[[2.0, 0.3, -0.4], [0.3, 1.5, 0.2], [-0.4, 0.2, 1.1]]).unwrap();
+    gc("cholesky", |_, x| x[0].cholesky(), &[spd]);
+    let l = Tensor::from_rows(&[[1.2, 0.0, 0.0], [0.4, 0.9, 0.0], [-0.3, 0.5, 1.4]]).unwrap();
+    let b = Tensor::from_rows(&[[0.5, -1.0], [2.0, 0.1], [0.3, 0.7]]).unwrap();
+    gc("tri_solve", |_, x| x[0].tri_solve(x[1]), &[l, b]);
+}
+
+#[test]
+fn gradcheck_log_probs_entropies_and_kls() {
+    gc(
+        "Gamma",
+        |_, x| {
+            let d = Gamma::new(x[0], x[1])?;
+            d.log_prob(x[2])?.try_add(d.entropy()?)
+        },
+        &[v(&[0.7, 3.0]), v(&[1.5, 0.4]), v(&[0.3, 9.0])],
+    );
+    gc(
+        "Beta",
+        |_, x| {
+            let d = Beta::new(x[0], x[1])?;
+            d.log_prob(x[2])?.try_add(d.entropy()?)
+        },
+        &[v(&[0.7, 3.0]), v(&[1.5, 0.4]), v(&[0.3, 0.9])],
+    );
+    gc(
+        "Dirichlet",
+        |_, x| {
+            let d = Dirichlet::new(x[0])?;
+            d.log_prob(x[1].softmax(0)?)?.try_add(d.entropy()?)
+        },
+        &[v(&[0.7, 3.0, 1.2]), v(&[0.1, -0.5, 0.8])],
+    );
+    gc(
+        "StudentT",
+        |_, x| {
+            let d = StudentT::new(x[0], x[1], x[2])?;
+            d.log_prob(x[3])?.try_add(d.entropy()?)
+        },
+        &[
+            v(&[3.5, 1.2]),
+            v(&[0.1, -2.0]),
+            v(&[0.8, 2.5]),
+            v(&[1.3, -0.4]),
+        ],
+    );
+    gc(
+        "Laplace",
+        |_, x| {
+            let d = Laplace::new(x[0], x[1])?;
+            d.log_prob(x[2])?.try_add(d.entropy()?)
+        },
+        &[v(&[0.1, -2.0]), v(&[0.8, 2.5]), v(&[1.3, -0.4])],
+    );
+    gc(
+        "Exponential",
+        |_, x| {
+            let d = Exponential::new(x[0])?;
+            d.log_prob(x[1])?.try_add(d.entropy()?)
+        },
+        &[v(&[0.8, 2.5]), v(&[1.3, 0.4])],
+    );
+    gc(
+        "Uniform",
+        |_, x| {
+            let d = Uniform::new(x[0], x[1])?;
+            d.log_prob(x[2])?.try_add(d.entropy()?)
+        },
+        &[v(&[-1.0, 0.5]), v(&[2.0, 3.0]), v(&[1.3, 0.7])],
+    );
+    gc(
+        "Poisson",
+        |tape, x| Poisson::new(x[0])?.log_prob(tape.constant(v(&[0.0, 3.0]))),
+        &[v(&[0.8, 12.5])],
+    );
+    gc(
+        "LogNormal",
+        |_, x| {
+            let d = LogNormal::new(x[0], x[1])?;
+            d.log_prob(x[2])?
+                .try_add(d.entropy()?)?
+                .try_add(d.variance()?)
+        },
+        &[v(&[0.1, -1.0]), v(&[0.8, 0.5]), v(&[1.3, 0.4])],
+    );
+    gc(
+        "LogitNormal",
+        |_, x| LogitNormal::new(x[0], x[1])?.log_prob(x[2]),
+        &[v(&[0.1, -1.0]), v(&[0.8, 0.5]), v(&[0.3, 0.9])],
+    );
+    let l = Tensor::from_rows(&[[1.2, 0.0], [0.4, 0.9]]).unwrap();
+    gc(
+        "MultivariateNormal",
+        |_, x| {
+            let d = MultivariateNormal::from_scale_tril(x[0], lower(x[1]))?;
+            d.log_prob(x[2])?.sum().try_add(d.entropy()?)
+        },
+        &[
+            v(&[0.1, -1.0]),
+            l.clone(),
+            Tensor::from_rows(&[[0.3, 0.9], [1.0, -2.0]]).unwrap(),
+        ],
+    );
+    let cov = Tensor::from_rows(&[[2.0, 0.3], [0.3, 1.5]]).unwrap();
+    gc(
+        "MultivariateNormal::from_covariance",
+        |tape, x| {
+            let d = MultivariateNormal::from_covariance(x[0], x[1])?;
+            d.log_prob(tape.constant(v(&[0.3, 0.9])))
+        },
+        &[v(&[0.1, -1.0]), cov],
+    );
+    // the KLs, in both arguments
+    gc(
+        "KL Gamma",
+        |_, x| kl_divergence(&Gamma::new(x[0], x[1])?, &Gamma::new(x[2], x[3])?),
+        &[s(2.0), s(0.5), s(1.2), s(1.5)],
+    );
+    gc(
+        "KL Beta",
+        |_, x| kl_divergence(&Beta::new(x[0], x[1])?, &Beta::new(x[2], x[3])?),
+        &[s(2.0), s(0.5), s(1.2), s(1.5)],
+    );
+    gc(
+        "KL Dirichlet",
+        |_, x| kl_divergence(&Dirichlet::new(x[0])?, &Dirichlet::new(x[1])?),
+        &[v(&[2.0, 0.5, 1.0]), v(&[1.2, 1.5, 0.3])],
+    );
+    gc(
+        "KL Laplace",
+        |_, x| kl_divergence(&Laplace::new(x[0], x[1])?, &Laplace::new(x[2], x[3])?),
+        &[s(0.2), s(0.5), s(-1.2), s(1.5)],
+    );
+    gc(
+        "KL Exponential",
+        |_, x| kl_divergence(&Exponential::new(x[0])?, &Exponential::new(x[1])?),
+        &[s(0.7), s(2.5)],
+    );
+    gc(
+        "KL LogNormal",
+        |_, x| kl_divergence(&LogNormal::new(x[0], x[1])?, &LogNormal::new(x[2], x[3])?),
+        &[s(0.2), s(0.5), s(-1.2), s(1.5)],
+    );
+    let lq = Tensor::from_rows(&[[1.2, 0.0], [0.4, 0.9]]).unwrap();
+    let lp = Tensor::from_rows(&[[0.7, 0.0], [-0.2, 1.3]]).unwrap();
+    gc(
+        "KL MultivariateNormal",
+        |_, x| {
+            kl_divergence(
+                &MultivariateNormal::from_scale_tril(x[0], lower(x[1]))?,
+                &MultivariateNormal::from_scale_tril(x[2], lower(x[3]))?,
+            )
+        },
+        &[v(&[0.1, -1.0]), lq, v(&[0.5, 0.2]), lp],
+    );
+}
+
+/// Location-scale draws are smooth in the parameters at a fixed seed.
+#[test]
+fn gradcheck_reparameterized_draws() {
+    gc(
+        "Laplace",
+        |_, x| Laplace::new(x[0], x[1])?.rsample_n(Some(3), &mut StdRng::seed_from_u64(1)),
+        &[s(0.3), s(1.7)],
+    );
+    gc(
+        "Exponential",
+        |_, x| Exponential::new(x[0])?.rsample_n(Some(3), &mut StdRng::seed_from_u64(2)),
+        &[s(1.7)],
+    );
+    gc(
+        "Uniform",
+        |_, x| Uniform::new(x[0], x[1])?.rsample_n(Some(3), &mut StdRng::seed_from_u64(3)),
+        &[s(-0.3), s(1.7)],
+    );
+    gc(
+        "LogNormal",
+        |_, x| LogNormal::new(x[0], x[1])?.rsample_n(Some(3), &mut StdRng::seed_from_u64(4)),
+        &[s(-0.3), s(0.7)],
+    );
+    gc(
+        "LogitNormal",
+        |_, x| LogitNormal::new(x[0], x[1])?.rsample_n(Some(3), &mut StdRng::seed_from_u64(5)),
+        &[s(-0.3), s(0.7)],
+    );
+    gc(
+        "MultivariateNormal",
+        |_, x| {
+            MultivariateNormal::from_scale_tril(x[0], lower(x[1]))?
+                .rsample_n(Some(2), &mut StdRng::seed_from_u64(6))
+        },
+        &[
+            v(&[0.1, -1.0]),
+            Tensor::from_rows(&[[1.2, 0.0], [0.4, 0.9]]).unwrap(),
+        ],
+    );
+}
+
+/// E[∇θ f(x)] = ∇θ E[f(x)] for the implicitly reparameterized families,
+/// with the exact expectation in closed form.
+#[test]
+fn implicit_reparameterization_is_unbiased() {
+    let cfg = StatGradCheck {
+        samples: 20_000,
+        max_z: 4.0,
+    };
+    let grads = |g: &Gradients<f64>, vs: &[Var<'_, f64>]| -> Vec<f64> {
+        vs.iter()
+            .map(|v| g.get(*v).unwrap().item().unwrap())
+            .collect()
+    };
+    // Gamma(a, b), f = x²: E = a (a + 1) / b²; also a < 1
+    for (a, b) in [(2.5, 1.5), (0.3, 0.8)] {
+        let exact = vec![
+            (2.0 * a + 1.0) / (b * b),
+            -2.0 * a * (a + 1.0) / (b * b * b),
+        ];
+        stat_gradcheck(
+            |rng| {
+                let tape = Tape::new();
+                let p = [tape.var(s(a)), tape.var(s(b))];
+                let x = Gamma::new(p[0], p[1])?.rsample(rng)?;
+                Ok(grads(&x.square().backward()?, &p))
+            },
+            &exact,
+            &cfg,
+            &mut StdRng::seed_from_u64(1),
+        )
+        .unwrap_or_else(|e| panic!("Gamma({a}, {b}): {e}"));
+    }
+    // Beta(a, b), f = x²: E = a (a + 1) / ((a + b)(a + b + 1))
+    let (a, b) = (2.0, 3.0);
+    let exact = {
+        let tape = Tape::new();
+        let p = [tape.var(s(a)), tape.var(s(b))];
+        let e = (p[0] * (p[0] + 1.0)) / ((p[0] + p[1]) * (p[0] + p[1] + 1.0));
+        grads(&e.backward().unwrap(), &p)
+    };
+    stat_gradcheck(
+        |rng| {
+            let tape = Tape::new();
+            let p = [tape.var(s(a)), tape.var(s(b))];
+            let x = Beta::new(p[0], p[1])?.rsample(rng)?;
+            Ok(grads(&x.square().backward()?, &p))
+        },
+        &exact,
+        &cfg,
+        &mut StdRng::seed_from_u64(2),
+    )
+    .unwrap();
+    // Beta, f = ln(1 + x), exact by quadrature
+    let exact = {
+        let tape = Tape::new();
+        let p = [tape.var(s(a)), tape.var(s(b))];
+        let q = Beta::new(p[0], p[1]).unwrap();
+        let e = expectation_quadrature(&q, 0.0, 1.0, 4001, |x| Ok(x.log1p())).unwrap();
+        grads(&e.backward().unwrap(), &p)
+    };
+    stat_gradcheck(
+        |rng| {
+            let tape = Tape::new();
+            let p = [tape.var(s(a)), tape.var(s(b))];
+            let x = Beta::new(p[0], p[1])?.rsample(rng)?;
+            Ok(grads(&x.log1p().backward()?, &p))
+        },
+        &exact,
+        &cfg,
+        &mut StdRng::seed_from_u64(3),
+    )
+    .unwrap();
+    // Dirichlet(α), f = x0² + x1 x2: E[x_i²] = α_i (α_i + 1) / (α0 (α0 + 1)),
+    // E[x_i x_j] = α_i α_j / (α0 (α0 + 1))
+    let alpha = [1.5, 2.0, 0.7];
+    let exact = {
+        let tape = Tape::new();
+        let a = tape.var(v(&alpha));
+        let (a0, a1, a2) = (
+            a.index(0).unwrap(),
+            a.index(1).unwrap(),
+            a.index(2).unwrap(),
+        );
+        let t = a0 + a1 + a2;
+        let e = (a0 * (a0 + 1.0) + a1 * a2) / (t * (t + 1.0));
+        e.backward().unwrap().get(a).unwrap().data().to_vec()
+    };
+    stat_gradcheck(
+        |rng| {
+            let tape = Tape::new();
+            let a = tape.var(v(&alpha));
+            let x = Dirichlet::new(a)?.rsample(rng)?;
+            let f = x.index(0)?.square() + x.index(1)? * x.index(2)?;
+            Ok(f.backward()?.get(a).unwrap().data().to_vec())
+        },
+        &exact,
+        &cfg,
+        &mut StdRng::seed_from_u64(4),
+    )
+    .unwrap();
+    // StudentT(ν, loc, scale), f = x²: E = loc² + scale² ν / (ν - 2)
+    let (nu, loc, scale) = (5.0, 0.5, 1.5);
+    let exact = vec![
+        -2.0 * scale * scale / ((nu - 2.0) * (nu - 2.0)),
+        2.0 * loc,
+        2.0 * scale * nu / (nu - 2.0),
+    ];
+    stat_gradcheck(
+        |rng| {
+            let tape = Tape::new();
+            let p = [tape.var(s(nu)), tape.var(s(loc)), tape.var(s(scale))];
+            let x = StudentT::new(p[0], p[1], p[2])?.rsample(rng)?;
+            Ok(grads(&x.square().backward()?, &p))
+        },
+        &exact,
+        &StatGradCheck {
+            samples: 50_000,
+            max_z: 4.0,
+        },
+        &mut StdRng::seed_from_u64(5),
+    )
+    .unwrap();
+}
+
+/// The largest distance between the empirical CDF of `draws` and the CDF
+/// obtained by integrating `density` (Simpson on a fine grid from `lo`).
+fn ks_statistic(mut draws: Vec<f64>, lo: f64, hi: f64, density: impl Fn(f64) -> f64) -> f64 {
+    draws.sort_by(f64::total_cmp);
+    let n_grid = 20_000;
+    let h = (hi - lo) / n_grid as f64;
+    // cumulative trapezoid with a midpoint correction (Simpson per cell)
+    let mut cdf = vec![0.0; n_grid + 1];
+    for i in 0..n_grid {
+        let (a, b) = (lo + h * i as f64, lo + h * (i + 1) as f64);
+        let cell = h / 6.0 * (density(a) + 4.0 * density(0.5 * (a + b)) + density(b));
+        cdf[i + 1] = cdf[i] + cell;
+    }
+    let at = |x: f64| {
+        if x <= lo {
+            return 0.0;
+        }
+        if x >= hi {
+            return cdf[n_grid];
+        }
+        let t = (x - lo) / h;
+        let i = (t.floor() as usize).min(n_grid - 1);
+        cdf[i] + (cdf[i + 1] - cdf[i]) * (t - i as f64)
+    };
+    let n = draws.len() as f64;
+    draws
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| {
+            let f = at(x);
+            (f - i as f64 / n).abs().max(((i + 1) as f64 / n - f).abs())
+        })
+        .fold(0.0, f64::max)
+}
+
+/// Draws of a scalar family and its density as a plain function.
+fn draws_and_density<'a, 't>(
+    d: &'a dyn Distribution<'t, f64>,
+    n: usize,
+    seed: u64,
+) -> (Vec<f64>, impl Fn(f64) -> f64 + use<'a, 't>) {
+    let x = d
+        .sample_n(Some(n), &mut StdRng::seed_from_u64(seed))
+        .unwrap()
+        .data()
+        .to_vec();
+    let tape = d.tape();
+    let density = move |x: f64| d.log_prob(tape.scalar(x)).unwrap().item().unwrap().exp();
+    (x, density)
+}
+
+/// A named distribution and an interval holding its mass.
+type Support<'t> = (&'static str, Box<dyn Distribution<'t, f64> + 't>, f64, f64);
+
+/// Kolmogorov–Smirnov at 10⁵ draws, fixed seeds: the 0.1 % critical value
+/// is 1.95 / sqrt(n) = 0.0062.
+#[test]
+fn samplers_pass_kolmogorov_smirnov() {
+    let n = 100_000;
+    let critical = 1.95 / (n as f64).sqrt();
+    let tape = Tape::<f64>::new();
+    let c = |x: f64| tape.constant(s(x));
+    let cases: Vec<Support<'_>> = vec![
+        (
+            "Gamma(2.5, 1.5)",
+            Box::new(Gamma::new(c(2.5), c(1.5)).unwrap()),
+            0.0,
+            30.0,
+        ),
+        (
+            "Gamma(1.3, 0.5)",
+            Box::new(Gamma::new(c(1.3), c(0.5)).unwrap()),
+            0.0,
+            80.0,
+        ),
+        (
+            "Beta(2, 3)",
+            Box::new(Beta::new(c(2.0), c(3.0)).unwrap()),
+            0.0,
+            1.0,
+        ),
+        (
+            "Beta(1.5, 1.2)",
+            Box::new(Beta::new(c(1.5), c(1.2)).unwrap()),
+            0.0,
+            1.0,
+        ),
+        (
+            "StudentT(4, 1, 2)",
+            Box::new(StudentT::new(c(4.0), c(1.0), c(2.0)).unwrap()),
+            -400.0,
+            400.0,
+        ),
+        (
+            "Laplace(1, 0.5)",
+            Box::new(Laplace::new(c(1.0), c(0.5)).unwrap()),
+            -20.0,
+            22.0,
+        ),
+        (
+            "Exponential(2)",
+            Box::new(Exponential::new(c(2.0)).unwrap()),
+            0.0,
+            20.0,
+        ),
+        (
+            "Uniform(-1, 3)",
+            Box::new(Uniform::new(c(-1.0), c(3.0)).unwrap()),
+            -1.0,
+            3.0,
+        ),
+        (
+            "LogNormal(0.2, 0.5)",
+            Box::new(LogNormal::new(c(0.2), c(0.5)).unwrap()),
+            0.0,
+            40.0,
+        ),
+        (
+            "LogitNormal(0.2, 0.8)",
+            Box::new(LogitNormal::new(c(0.2), c(0.8)).unwrap()),
+            0.0,
+            1.0,
+        ),
+    ];
+    for (i, (name, d, lo, hi)) in cases.iter().enumerate() {
+        let (x, density) = draws_and_density(d.as_ref(), n, 100 + i as u64);
+        let ks = ks_statistic(x, *lo, *hi, density);
+        assert!(
+            ks < critical,
+            "{name}: KS statistic {ks:.5} >= {critical:.5}"
+        );
+    }
+}
+
+/// Poisson counts against the mass function: chi-square over the counts
+/// with expected frequency >= 5 (the rest pooled), at 10⁵ draws.
+#[test]
+fn poisson_sampler_passes_chi_square() {
+    let n = 100_000;
+    for (i, rate) in [0.7, 4.5, 12.0, 60.0].into_iter().enumerate() {
+        let tape = Tape::<f64>::new();
+        let d = Poisson::new(tape.scalar(rate)).unwrap();
+        let x = d
+            .sample_n(Some(n), &mut StdRng::seed_from_u64(7 + i as u64))
+            .unwrap();
+        let max = (rate + 12.0 * rate.sqrt() + 20.0) as usize;
+        let mut counts = vec![0.0; max + 1];
+        for &k in x.data() {
+            assert!(k >= 0.0 && k.fract() == 0.0);
+            counts[(k as usize).min(max)] += 1.0;
+        }
+        let pmf: Vec<f64> = (0..=max)
+            .map(|k| {
+                d.log_prob(tape.scalar(k as f64))
+                    .unwrap()
+                    .item()
+                    .unwrap()
+                    .exp()
+            })
+            .collect();
+        let (mut chi2, mut dof, mut pooled_obs, mut pooled_exp) = (0.0, 0usize, 0.0, 0.0);
+        for k in 0..=max {
+            let e = pmf[k] * n as f64;
+            if e >= 5.0 {
+                chi2 += (counts[k] - e).powi(2) / e;
+                dof += 1;
+            } else {
+                pooled_obs += counts[k];
+                pooled_exp += e;
+            }
+        }
+        if pooled_exp > 0.0 {
+            // the pool also takes the mass beyond `max`
+            let tail = n as f64 - pmf.iter().sum::<f64>() * n as f64;
+            pooled_exp += tail.max(0.0);
+            chi2 += (pooled_obs - pooled_exp).powi(2) / pooled_exp.max(1e-300);
+            dof += 1;
+        }
+        // the 0.1 % critical value of chi-square with k - 1 dof is below
+        // k - 1 + 4.5 sqrt(2 (k - 1)) for these sizes
+        let k = (dof - 1) as f64;
+        let critical = k + 4.5 * (2.0 * k).sqrt();
+        assert!(chi2 < critical, "rate {rate}: chi2 {chi2:.1} with {k} dof");
+    }
+}
+
+/// Sample moments of the families whose density is singular at an end of
+/// the support (concentration < 1), where the KS grid would be inaccurate.
+#[test]
+fn samplers_match_moments_with_small_concentrations() {
+    let n = 100_000;
+    let tape = Tape::<f64>::new();
+    let c = |x: f64| tape.constant(s(x));
+    let cases: Vec<(&str, Box<dyn Distribution<'_, f64>>)> = vec![
+        (
+            "Gamma(0.3, 2)",
+            Box::new(Gamma::new(c(0.3), c(2.0)).unwrap()),
+        ),
+        (
+            "Gamma(0.05, 1)",
+            Box::new(Gamma::new(c(0.05), c(1.0)).unwrap()),
+        ),
+        (
+            "Beta(0.4, 0.6)",
+            Box::new(Beta::new(c(0.4), c(0.6)).unwrap()),
+        ),
+    ];
+    for (i, (name, d)) in cases.iter().enumerate() {
+        let x = d
+            .sample_n(Some(n), &mut StdRng::seed_from_u64(20 + i as u64))
+            .unwrap();
+        assert!(x.data().iter().all(|&v| v > 0.0 && v.is_finite()), "{name}");
+        let m = x.data().iter().sum::<f64>() / n as f64;
+        let (mean, var) = (
+            d.mean().unwrap().item().unwrap(),
+            d.variance().unwrap().item().unwrap(),
+        );
+        let se = (var / n as f64).sqrt();
+        assert!(
+            (m - mean).abs() < 4.0 * se,
+            "{name}: mean {m} vs {mean} (se {se})"
+        );
+    }
+    // Dirichlet: each marginal is Beta(α_i, α0 - α_i)
+    let alpha = [0.3, 1.5, 4.0];
+    let d = Dirichlet::new(tape.constant(v(&alpha))).unwrap();
+    let x = d.sample_n(Some(n), &mut StdRng::seed_from_u64(30)).unwrap();
+    let a0: f64 = alpha.iter().sum();
+    for (i, a) in alpha.iter().enumerate() {
+        let m: f64 = x.data().iter().skip(i).step_by(3).sum::<f64>() / n as f64;
+        let mean = a / a0;
+        let var = mean * (1.0 - mean) / (a0 + 1.0);
+        assert!(
+            (m - mean).abs() < 4.0 * (var / n as f64).sqrt(),
+            "Dirichlet marginal {i}"
+        );
+    }
+    // MultivariateNormal: the sample covariance approaches L Lᵀ
+    let l = Tensor::from_rows(&[[1.2, 0.0], [0.4, 0.9]]).unwrap();
+    let d = MultivariateNormal::from_scale_tril(tape.constant(v(&[0.5, -1.0])), tape.constant(l))
+        .unwrap();
+    let x = d.sample_n(Some(n), &mut StdRng::seed_from_u64(31)).unwrap();
+    let (mut sx, mut sy, mut sxy) = (0.0, 0.0, 0.0);
+    for r in x.data().chunks(2) {
+        let (a, b) = (r[0] - 0.5, r[1] + 1.0);
+        sx += a * a;
+        sy += b * b;
+        sxy += a * b;
+    }
+    let nf = n as f64;
+    // Σ = [[1.44, 0.48], [0.48, 0.97]]
+    assert!((sx / nf - 1.44).abs() < 0.03 && (sy / nf - 0.97).abs() < 0.02);
+    assert!((sxy / nf - 0.48).abs() < 0.02);
+}
+
+#[test]
+fn bijectors_invert_and_their_log_det_is_the_log_derivative() {
+    let tape = Tape::<f64>::new();
+    let x = tape.var(v(&[-2.0, -0.1, 0.3, 1.7]));
+    let affine = Affine::new(tape.scalar(0.5), tape.scalar(-2.0)).unwrap();
+    let chain = Chain::new(vec![Box::new(Softplus), Box::new(affine)]).unwrap();
+    let bijectors: Vec<(&str, &dyn Bijector<'_, f64>)> = vec![
+        ("Exp", &Exp),
+        ("Softplus", &Softplus),
+        ("Sigmoid", &Sigmoid),
+        ("Affine", &affine),
+        ("Chain", &chain),
+    ];
+    for (name, b) in bijectors {
+        let y = b.forward(x).unwrap();
+        let back = b.inverse(y).unwrap().value();
+        for (a, c) in back.data().iter().zip(x.value().data()) {
+            assert!((a - c).abs() < 1e-12, "{name}: {a} vs {c}");
+        }
+        // ln |dy/dx| by central differences
+        let ldj = b.forward_log_det_jacobian(x).unwrap().value();
+        for (i, &x0) in x.value().data().iter().enumerate() {
+            let h = 1e-6;
+            let f = |t: f64| b.forward(tape.scalar(t)).unwrap().item().unwrap();
+            let d = (f(x0 + h) - f(x0 - h)) / (2.0 * h);
+            assert!(
+                (d.abs().ln() - ldj.data()[i]).abs() < 1e-6,
+                "{name} at {x0}"
+            );
+        }
+    }
+    // Chain applies its last part first: softplus(0.5 - 2 x)
+    let y = chain.forward(tape.scalar(0.25)).unwrap().item().unwrap();
+    assert!((y - (1.0f64 + 0.0f64.exp()).ln()).abs() < 1e-15);
+    // a transformed Normal through Exp is the LogNormal
+    let base = Normal::new(tape.scalar(0.3), tape.scalar(0.7)).unwrap();
+    let t = TransformedDistribution::new(Box::new(base), Box::new(Exp));
+    let ln = LogNormal::new(tape.scalar(0.3), tape.scalar(0.7)).unwrap();
+    for y in [0.2, 1.0, 3.5] {
+        let (a, b) = (
+            t.log_prob(tape.scalar(y)).unwrap().item().unwrap(),
+            ln.log_prob(tape.scalar(y)).unwrap().item().unwrap(),
+        );
+        assert!((a - b).abs() < 1e-14);
+    }
+}
+
+/// Outside the support: -inf with a zero gradient, never NaN.
+#[test]
+fn log_prob_outside_the_support_is_minus_infinity_with_zero_gradient() {
+    let tape = Tape::<f64>::new();
+    let p = tape.var(s(1.5));
+    let q = tape.var(s(2.5));
+    let cases: Vec<(&str, Box<dyn Distribution<'_, f64>>, f64)> = vec![
+        ("Gamma", Box::new(Gamma::new(p, q).unwrap()), -1.0),
+        ("Gamma at 0", Box::new(Gamma::new(p, q).unwrap()), 0.0),
+        ("Beta", Box::new(Beta::new(p, q).unwrap()), 1.5),
+        ("Exponential", Box::new(Exponential::new(p).unwrap()), -0.5),
+        ("Uniform", Box::new(Uniform::new(p, q).unwrap()), 3.0),
+        ("LogNormal", Box::new(LogNormal::new(p, q).unwrap()), -2.0),
+        (
+            "LogitNormal",
+            Box::new(LogitNormal::new(p, q).unwrap()),
+            1.0,
+        ),
+    ];
+    for (name, d, x) in cases {
+        let xv = tape.var(s(x));
+        let lp = d.log_prob(xv).unwrap();
+        assert_eq!(lp.item().unwrap(), f64::NEG_INFINITY, "{name}");
+        let g = lp.backward().unwrap();
+        for var in [p, q, xv] {
+            if let Some(t) = g.get(var) {
+                assert!(t.data().iter().all(|&v| v == 0.0), "{name}: {:?}", t.data());
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_parameters_and_values_are_named_errors() {
+    let tape = Tape::<f64>::new();
+    let c = |x: f64| tape.constant(s(x));
+    let msg = |r: Result<()>| r.err().map(|e| e.to_string()).unwrap_or_default();
+    for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        assert!(msg(Gamma::new(c(bad), c(1.0)).map(drop)).contains("concentration"));
+        assert!(msg(Gamma::new(c(1.0), c(bad)).map(drop)).contains("rate"));
+        assert!(msg(Beta::new(c(bad), c(1.0)).map(drop)).contains("concentration1"));
+        assert!(msg(Beta::new(c(1.0), c(bad)).map(drop)).contains("concentration0"));
+        assert!(msg(StudentT::new(c(bad), c(0.0), c(1.0)).map(drop)).contains("df"));
+        assert!(msg(StudentT::new(c(3.0), c(0.0), c(bad)).map(drop)).contains("scale"));
+        assert!(msg(Laplace::new(c(0.0), c(bad)).map(drop)).contains("scale"));
+        assert!(msg(Exponential::new(c(bad)).map(drop)).contains("rate"));
+        assert!(msg(Poisson::new(c(bad)).map(drop)).contains("rate"));
+        assert!(
+            msg(Dirichlet::new(tape.constant(v(&[1.0, bad]))).map(drop)).contains("concentration")
+        );
+    }
+    assert!(msg(Uniform::new(c(2.0), c(1.0)).map(drop)).contains("high - low"));
+    assert!(Dirichlet::new(tape.constant(v(&[1.0]))).is_err());
+    let d = Dirichlet::new(tape.constant(v(&[1.0, 2.0]))).unwrap();
+    assert!(msg(d.log_prob(c(0.5)).map(drop)).contains("last axis"));
+    assert!(msg(d.log_prob(tape.constant(v(&[0.5, 0.6]))).map(drop)).contains("simplex"));
+    let p = Poisson::new(c(2.0)).unwrap();
+    for k in [-1.0, 1.5, f64::NAN] {
+        assert!(msg(p.log_prob(c(k)).map(drop)).contains("count"), "{k}");
+    }
+    let loc = tape.constant(v(&[0.0, 0.0]));
+    let bad_l = [
+        Tensor::from_rows(&[[1.0, 0.0], [0.5, -1.0]]).unwrap(),
+        Tensor::from_rows(&[[1.0, 0.3], [0.5, 1.0]]).unwrap(),
+        Tensor::from_rows(&[[1.0, 0.0, 0.0]]).unwrap(),
+    ];
+    for (l, what) in bad_l
+        .into_iter()
+        .zip(["diagonal", "above the diagonal", "[d, d]"])
+    {
+        let e = msg(MultivariateNormal::from_scale_tril(loc, tape.constant(l)).map(drop));
+        assert!(e.contains(what), "{what}: {e}");
+    }
+    let not_pd = Tensor::from_rows(&[[1.0, 2.0], [2.0, 1.0]]).unwrap();
+    let e = msg(MultivariateNormal::from_covariance(loc, tape.constant(not_pd)).map(drop));
+    assert!(e.contains("positive definite"), "{e}");
+    assert!(Affine::new(c(0.0), c(0.0)).is_err());
+    assert!(Chain::<f64>::new(vec![]).is_err());
+    // moments that do not exist are errors, not NaN
+    let t = StudentT::new(c(0.8), c(0.0), c(1.0)).unwrap();
+    assert!(t.mean().is_err() && t.variance().is_err());
+    let t = StudentT::new(c(1.5), c(0.0), c(1.0)).unwrap();
+    assert_eq!(t.variance().unwrap().item().unwrap(), f64::INFINITY);
+}
