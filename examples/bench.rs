@@ -1,7 +1,7 @@
 //! The benchmark workloads of docs/benchmarks.md: one full training step
 //! (forward, backward, optimizer update) timed after warm-up.
 //!
-//! Run: `cargo run --release --example bench [-- mlp|conv|tiny|discrete|all] [--steps N] [--default-alloc]`
+//! Run: `cargo run --release --example bench [-- mlp|conv|tiny|discrete|sampling|all] [--steps N] [--default-alloc]`
 //! Prints `<workload> ms_per_step=<median> p10=<..> p90=<..>` per workload,
 //! then the resident memory (peak, and its change over the timed steps).
 
@@ -133,6 +133,83 @@ fn discrete() -> Result<Step> {
     }))
 }
 
+/// Draws per second of Gamma(2.5), Beta(2, 3) and Dirichlet([1.5, 2, 0.7])
+/// `rsample` with the implicit gradient (draw, then backward of the sum),
+/// next to `rand_distr` drawing the same without gradients, alternating.
+fn sampling(rounds: usize) -> Result<()> {
+    use rand_distr::Distribution as _;
+    const N: usize = 100_000;
+    let mut rng = SmallRng::seed_from_u64(0);
+    type Ours = fn(&mut SmallRng) -> Result<()>;
+    type Theirs = fn(&mut SmallRng) -> f64;
+    let cases: [(&str, Ours, Theirs); 3] = [
+        (
+            "Gamma(2.5, 1)",
+            |rng| {
+                let tape = Tape::<f64>::new();
+                let a = tape.var(Tensor::full(&[N], 2.5));
+                let x = Gamma::new(a, tape.scalar(1.0))?.rsample(rng)?;
+                x.sum().backward().map(drop)
+            },
+            |rng| {
+                let g = rand_distr::Gamma::new(2.5, 1.0).unwrap();
+                (0..N).map(|_| g.sample(rng)).sum()
+            },
+        ),
+        (
+            "Beta(2, 3)",
+            |rng| {
+                let tape = Tape::<f64>::new();
+                let a = tape.var(Tensor::full(&[N], 2.0));
+                let x = Beta::new(a, tape.scalar(3.0))?.rsample(rng)?;
+                x.sum().backward().map(drop)
+            },
+            |rng| {
+                let b = rand_distr::Beta::new(2.0, 3.0).unwrap();
+                (0..N).map(|_| b.sample(rng)).sum()
+            },
+        ),
+        (
+            "Dirichlet([1.5, 2, 0.7])",
+            |rng| {
+                let tape = Tape::<f64>::new();
+                let a = tape.var(Tensor::from_fn(&[N / 3, 3], |i| [1.5, 2.0, 0.7][i % 3]));
+                let x = Dirichlet::new(a)?.rsample(rng)?;
+                (x * Tensor::vector(&[1.0, 2.0, 3.0]))
+                    .sum()
+                    .backward()
+                    .map(drop)
+            },
+            |rng| {
+                let d = rand_distr::multi::Dirichlet::new(&[1.5, 2.0, 0.7]).unwrap();
+                (0..N / 3).map(|_| d.sample(rng)[0]).sum()
+            },
+        ),
+    ];
+    for (name, ours, theirs) in cases {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let t = Instant::now();
+            ours(&mut rng)?;
+            a.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            std::hint::black_box(theirs(&mut rng));
+            b.push(t.elapsed().as_secs_f64());
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (ta, tb) = (median(&mut a), median(&mut b));
+        say!(
+            "sampling {name}: rsample with gradients {:.2} M draws/s, rand_distr without {:.2} M draws/s (median of {rounds})",
+            N as f64 / ta / 1e6,
+            N as f64 / tb / 1e6
+        );
+    }
+    Ok(())
+}
+
 /// Resident set size and its peak, in MiB (Linux; 0 elsewhere).
 fn rss_mib() -> (f64, f64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -192,7 +269,7 @@ fn main() -> Result<()> {
                     .filter(|&n| n > 0)
                     .ok_or_else(|| Error::invalid("bench", "--steps needs a positive integer"))?
             }
-            "mlp" | "conv" | "tiny" | "discrete" | "all" => which = a,
+            "mlp" | "conv" | "tiny" | "discrete" | "sampling" | "all" => which = a,
             "--default-alloc" => default_alloc = true,
             other => {
                 return Err(Error::invalid(
@@ -219,6 +296,9 @@ fn main() -> Result<()> {
     }
     if which == "all" || which == "discrete" {
         run("discrete", discrete()?, steps)?;
+    }
+    if which == "all" || which == "sampling" {
+        sampling(steps.min(20))?;
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 //!
 //! Run: `cargo run --release --example uci_wine`
 //! Flags: `--splits N --epochs N --estimator {reparameterization,flipout,local}
+//!         --likelihood {normal,student-t}
 //!         --seed N --lr X --lr-final X --rho-init X --noise-init X --kl-temperature X
 //!         --kl-warmup-epochs N --loc-init-std X --batch-size N --train-samples N
 //!         --map-epochs N --validate --export-splits DIR --seeds A..B`
@@ -52,6 +53,7 @@ fn parse(args: &[String]) -> Result<(Config, Mode), String> {
             "--splits" => cfg.splits = value.parse().map_err(|e| bad(&e))?,
             "--epochs" => cfg.epochs = value.parse().map_err(|e| bad(&e))?,
             "--estimator" => cfg.estimator = value.parse().map_err(|e: String| bad(&e))?,
+            "--likelihood" => cfg.likelihood = value.parse().map_err(|e: String| bad(&e))?,
             "--seed" => cfg.seed = value.parse().map_err(|e| bad(&e))?,
             "--lr" => {
                 cfg.lr = value.parse().map_err(|e| bad(&e))?;
@@ -275,8 +277,14 @@ fn main() -> ExitCode {
         }
     );
     say!(
-        "  {:?}, Adam lr {}{}, batch {}, {}, posterior rho init {}, noise init {}, KL temperature {}{}",
+        "  {:?}, {} likelihood, Adam lr {}{}, batch {}, {}, posterior rho init {}, noise init {}, KL temperature {}{}",
         cfg.estimator,
+        match cfg.likelihood {
+            pipeline::LikelihoodChoice::Normal => "Normal".to_string(),
+            pipeline::LikelihoodChoice::StudentT => {
+                format!("Student-t (df from {})", pipeline::DF_INIT)
+            }
+        },
         cfg.lr,
         if cfg.lr_final != cfg.lr {
             format!(" -> {}", cfg.lr_final)

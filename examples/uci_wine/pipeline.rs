@@ -33,9 +33,34 @@ impl std::str::FromStr for EstimatorChoice {
     }
 }
 
+/// The noise model of the regression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LikelihoodChoice {
+    /// `y ~ Normal(f(x), σ)` with a trainable σ.
+    Normal,
+    /// `y ~ StudentT(ν, f(x), σ)` with trainable ν and σ: robust to outliers.
+    StudentT,
+}
+
+impl std::str::FromStr for LikelihoodChoice {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "normal" => Ok(Self::Normal),
+            "student-t" => Ok(Self::StudentT),
+            other => Err(format!("unknown likelihood '{other}' (normal, student-t)")),
+        }
+    }
+}
+
+/// Initial degrees of freedom of the Student-t likelihood.
+pub const DF_INIT: f64 = 10.0;
+
 /// Settings of one run.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The noise model.
+    pub likelihood: LikelihoodChoice,
     pub splits: usize,
     pub epochs: usize,
     pub estimator: EstimatorChoice,
@@ -68,6 +93,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            likelihood: LikelihoodChoice::Normal,
             splits: 20,
             epochs: 80,
             estimator: EstimatorChoice::Flipout,
@@ -395,6 +421,12 @@ pub fn run_split(cfg: &Config, data: &Data, split: usize) -> Result<SplitResult>
         .push(Activation::Relu)
         .push_boxed(layer(&mut store, LAYERS[1], cfg.hidden, 1, cfg, &mut rng)?);
     let noise = store.try_add_positive("noise_scale", Tensor::scalar(cfg.noise_init))?;
+    let df = match cfg.likelihood {
+        LikelihoodChoice::Normal => None,
+        LikelihoodChoice::StudentT => {
+            Some(store.try_add_positive("noise_df", Tensor::scalar(DF_INIT))?)
+        }
+    };
     if cfg.map_epochs > 0 {
         start_at_the_map(cfg, &mut store, &train_x, &train_y, &mut rng)?;
     }
@@ -437,8 +469,12 @@ pub fn run_split(cfg: &Config, data: &Data, split: usize) -> Result<SplitResult>
             };
             let mut cx = Forward::new(&tape, &store, &mut rng);
             let mean = net.forward(&mut cx, x)?;
-            let likelihood = Normal::new(mean, tape.param(&store, noise))?;
-            let nll = -likelihood.log_prob(y)?.sum() * (1.0 / s as f64);
+            let scale = tape.param(&store, noise);
+            let log_lik = match df {
+                None => Normal::new(mean, scale)?.log_prob(y)?,
+                Some(df) => StudentT::new(tape.param(&store, df), mean, scale)?.log_prob(y)?,
+            };
+            let nll = -log_lik.sum() * (1.0 / s as f64);
             let out = elbo.loss(
                 cx.divergences(),
                 nll,
@@ -470,6 +506,10 @@ pub fn run_split(cfg: &Config, data: &Data, split: usize) -> Result<SplitResult>
         &mut rng,
     )?;
     let sigma = Tape::new().param(&store, noise).item()? * y_std;
+    let nu = match df {
+        Some(df) => Some(Tape::new().param(&store, df).item()?),
+        None => None,
+    };
     let s = outs.len() as f64;
     let (mut sq, mut ll, mut base) = (0.0, 0.0, 0.0);
     let train_mean = y_mean;
@@ -479,16 +519,20 @@ pub fn run_split(cfg: &Config, data: &Data, split: usize) -> Result<SplitResult>
         let mean = preds.iter().sum::<f64>() / s;
         sq += (mean - y).powi(2);
         base += (train_mean - y).powi(2);
-        let logs: Vec<f64> = preds
+        // ln N(y | f_s, σ) or ln t_ν(y | f_s, σ) for every posterior sample
+        let tape = Tape::new();
+        let (loc, scale) = (tape.constant(Tensor::vector(&preds)), tape.scalar(sigma));
+        let logs = match nu {
+            None => Normal::new(loc, scale)?.log_prob(tape.scalar(y))?,
+            Some(nu) => StudentT::new(tape.scalar(nu), loc, scale)?.log_prob(tape.scalar(y))?,
+        }
+        .value();
+        let m = logs
+            .data()
             .iter()
-            .map(|f| {
-                -0.5 * ((y - f) / sigma).powi(2)
-                    - sigma.ln()
-                    - 0.5 * (2.0 * std::f64::consts::PI).ln()
-            })
-            .collect();
-        let m = logs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        ll += m + (logs.iter().map(|l| (l - m).exp()).sum::<f64>() / s).ln();
+            .cloned()
+            .fold(f64::NEG_INFINITY, f64::max);
+        ll += m + (logs.data().iter().map(|l| (l - m).exp()).sum::<f64>() / s).ln();
     }
     let n = eval.len() as f64;
     Ok(SplitResult {
