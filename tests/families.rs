@@ -752,3 +752,30 @@ fn bad_parameters_and_values_are_named_errors() {
     let t = StudentT::new(c(1.5), c(0.0), c(1.0)).unwrap();
     assert_eq!(t.variance().unwrap().item().unwrap(), f64::INFINITY);
 }
+
+/// In f32 the families' log-densities stay within a few ulp of the f64
+/// values (computed in f64 and rounded), away from cancellation.
+#[test]
+fn f32_log_probs_agree_with_f64() {
+    fn eval<F: Element>(which: usize, x: f64) -> f64 {
+        let tape = Tape::<F>::new();
+        let c = |v: f64| tape.constant(Tensor::scalar(F::from_f64(v).unwrap()));
+        let d: Box<dyn Distribution<'_, F>> = match which {
+            0 => Box::new(Gamma::new(c(2.5), c(1.5)).unwrap()),
+            1 => Box::new(Beta::new(c(2.0), c(3.5)).unwrap()),
+            2 => Box::new(StudentT::new(c(4.0), c(0.5), c(2.0)).unwrap()),
+            3 => Box::new(Laplace::new(c(0.5), c(2.0)).unwrap()),
+            4 => Box::new(Exponential::new(c(1.5)).unwrap()),
+            5 => Box::new(LogNormal::new(c(0.2), c(0.7)).unwrap()),
+            _ => Box::new(LogitNormal::new(c(0.2), c(0.7)).unwrap()),
+        };
+        d.log_prob(c(x)).unwrap().item().unwrap().to_f64().unwrap()
+    }
+    for which in 0..7 {
+        for x in [0.15, 0.4, 0.85] {
+            let (lo, hi) = (eval::<f32>(which, x), eval::<f64>(which, x));
+            let ulp = f32::EPSILON as f64 * hi.abs().max(1.0);
+            assert!((lo - hi).abs() <= 8.0 * ulp, "family {which} at {x}: {lo} vs {hi}");
+        }
+    }
+}
