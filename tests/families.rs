@@ -775,7 +775,10 @@ fn f32_log_probs_agree_with_f64() {
         for x in [0.15, 0.4, 0.85] {
             let (lo, hi) = (eval::<f32>(which, x), eval::<f64>(which, x));
             let ulp = f32::EPSILON as f64 * hi.abs().max(1.0);
-            assert!((lo - hi).abs() <= 8.0 * ulp, "family {which} at {x}: {lo} vs {hi}");
+            assert!(
+                (lo - hi).abs() <= 8.0 * ulp,
+                "family {which} at {x}: {lo} vs {hi}"
+            );
         }
     }
 }

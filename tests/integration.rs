@@ -13,6 +13,7 @@ mod engine;
 mod families;
 mod faults;
 mod layers;
+mod metrics;
 mod no_panic;
 mod numerics;
 mod open_api;

@@ -5,6 +5,7 @@
 mod head;
 mod linear_map;
 mod meanfield;
+pub mod metrics;
 pub mod predict;
 mod variational;
 
