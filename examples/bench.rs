@@ -1,7 +1,7 @@
 //! The benchmark workloads of docs/benchmarks.md: one full training step
 //! (forward, backward, optimizer update) timed after warm-up.
 //!
-//! Run: `cargo run --release --example bench [-- mlp|conv|tiny|discrete|sampling|all] [--steps N] [--default-alloc]`
+//! Run: `cargo run --release --example bench [-- mlp|sparse_vd|conv|tiny|discrete|sampling|all] [--steps N] [--default-alloc]`
 //! Prints `<workload> ms_per_step=<median> p10=<..> p90=<..>` per workload,
 //! then the resident memory (peak, and its change over the timed steps).
 
@@ -62,6 +62,22 @@ fn mlp() -> Result<Step> {
         .push(DenseFlipout::new(&mut store, "hidden", 784, 512, &mut rng)?)
         .push(Activation::Relu)
         .push(DenseFlipout::new(&mut store, "out", 512, 10, &mut rng)?);
+    let x = Tensor::from_fn(&[128, 784], |_| rng.random::<f32>());
+    Ok(classifier_step(net, store, x, 60_000, rng))
+}
+
+/// The `mlp` workload with sparse variational dropout layers
+/// (`DenseSparseVd(784->512, relu) -> DenseSparseVd(512->10)`).
+fn sparse_vd() -> Result<Step> {
+    use bayesgrad::layers::DenseSparseVd;
+    let mut rng = SmallRng::seed_from_u64(0);
+    let mut store = ParamStore::<f32>::new();
+    let net = Sequential::new()
+        .push(DenseSparseVd::new(
+            &mut store, "hidden", 784, 512, &mut rng,
+        )?)
+        .push(Activation::Relu)
+        .push(DenseSparseVd::new(&mut store, "out", 512, 10, &mut rng)?);
     let x = Tensor::from_fn(&[128, 784], |_| rng.random::<f32>());
     Ok(classifier_step(net, store, x, 60_000, rng))
 }
@@ -269,7 +285,7 @@ fn main() -> Result<()> {
                     .filter(|&n| n > 0)
                     .ok_or_else(|| Error::invalid("bench", "--steps needs a positive integer"))?
             }
-            "mlp" | "conv" | "tiny" | "discrete" | "sampling" | "all" => which = a,
+            "mlp" | "conv" | "tiny" | "discrete" | "sampling" | "sparse_vd" | "all" => which = a,
             "--default-alloc" => default_alloc = true,
             other => {
                 return Err(Error::invalid(
@@ -290,6 +306,9 @@ fn main() -> Result<()> {
     }
     if which == "all" || which == "mlp" {
         run("mlp", mlp()?, steps)?;
+    }
+    if which == "all" || which == "sparse_vd" {
+        run("sparse_vd", sparse_vd()?, steps)?;
     }
     if which == "all" || which == "conv" {
         run("conv", conv()?, steps)?;

@@ -19,6 +19,7 @@ mod numerics;
 mod open_api;
 mod readme;
 mod silent;
+mod sparse_vd;
 mod uci_wine;
 
 /// Every `tests/*.rs` besides this file is a module of this binary.

@@ -3,7 +3,7 @@
 //! benchmarks (20 random 90/10 splits; see docs/uci-wine.md).
 //!
 //! Run: `cargo run --release --example uci_wine`
-//! Flags: `--splits N --epochs N --estimator {reparameterization,flipout,local}
+//! Flags: `--splits N --epochs N --estimator {reparameterization,flipout,local,sparse-vd}
 //!         --likelihood {normal,student-t}
 //!         --seed N --lr X --lr-final X --rho-init X --noise-init X --kl-temperature X
 //!         --kl-warmup-epochs N --loc-init-std X --batch-size N --train-samples N
@@ -91,11 +91,15 @@ fn run_splits(cfg: &Config, data: &Data, print_each: bool) -> Result<(Vec<f64>, 
             .map_err(|e| format!("seed {}, split {split}: {e}", cfg.seed))?;
         if print_each {
             say!(
-                "split {split:>2}: rmse {:.4}  log-lik {:>7.4}  (train-mean rmse {:.4})  {:.2} s",
+                "split {split:>2}: rmse {:.4}  log-lik {:>7.4}  (train-mean rmse {:.4})  {:.2} s{}",
                 r.rmse,
                 r.log_likelihood,
                 r.baseline_rmse,
-                r.seconds
+                r.seconds,
+                match r.sparsity {
+                    Some(s) => format!("  pruned {:.1}%", 100.0 * s),
+                    None => String::new(),
+                }
             );
         }
         rmses.push(r.rmse);

@@ -5,7 +5,7 @@
 //! and by `tests/uci_wine.rs`.
 
 use bayesgrad::layers::predict::{sample_outputs, Predict};
-use bayesgrad::layers::{DenseVariational, Estimator};
+use bayesgrad::layers::{DenseMap, DenseSparseVd, DenseVariational, Estimator, SparseVdConfig};
 use bayesgrad::layers::{Flipout, LocalReparameterization, Reparameterization};
 use bayesgrad::prelude::*;
 use bayesgrad::train::{shuffle, Schedule};
@@ -17,6 +17,9 @@ pub enum EstimatorChoice {
     Reparameterization,
     Flipout,
     Local,
+    /// Sparse variational dropout (`DenseSparseVd`), evaluated as the pruned
+    /// posterior-mean network.
+    SparseVd,
 }
 
 impl std::str::FromStr for EstimatorChoice {
@@ -26,8 +29,9 @@ impl std::str::FromStr for EstimatorChoice {
             "reparameterization" => Ok(Self::Reparameterization),
             "flipout" => Ok(Self::Flipout),
             "local" => Ok(Self::Local),
+            "sparse-vd" => Ok(Self::SparseVd),
             other => Err(format!(
-                "unknown estimator '{other}' (reparameterization, flipout, local)"
+                "unknown estimator '{other}' (reparameterization, flipout, local, sparse-vd)"
             )),
         }
     }
@@ -189,6 +193,8 @@ pub struct SplitResult {
     /// RMSE of predicting the training mean (the trivial baseline).
     pub baseline_rmse: f64,
     pub seconds: f64,
+    /// For sparse variational dropout: the fraction of kernel weights pruned.
+    pub sparsity: Option<f64>,
 }
 
 struct Standardizer {
@@ -256,6 +262,19 @@ fn layer(
         }
         EstimatorChoice::Flipout => dense::<Flipout>(store, name, i, o, cfg, rng),
         EstimatorChoice::Local => dense::<LocalReparameterization>(store, name, i, o, cfg, rng),
+        EstimatorChoice::SparseVd => {
+            let config = SparseVdConfig {
+                theta_init_std: cfg.loc_init_std,
+                ..SparseVdConfig::default()
+            };
+            let map = DenseMap {
+                inputs: i,
+                outputs: o,
+            };
+            Ok(Box::new(DenseSparseVd::from_map(
+                store, name, map, config, rng,
+            )?))
+        }
     }
 }
 
@@ -323,8 +342,13 @@ fn start_at_the_map(
             opt.step(&mut map, &loss.backward()?)?;
         }
     }
+    let kernel_to = if cfg.estimator == EstimatorChoice::SparseVd {
+        "kernel_theta"
+    } else {
+        "kernel_posterior_loc"
+    };
     for l in LAYERS {
-        for (from, to) in [("kernel", "kernel_posterior_loc"), ("bias", "bias")] {
+        for (from, to) in [("kernel", kernel_to), ("bias", "bias")] {
             let value = map.raw(find(&map, &format!("{l}/{from}"))?).clone();
             store.set_raw(find(store, &format!("{l}/{to}"))?, value)?;
         }
@@ -498,13 +522,33 @@ pub fn run_split(cfg: &Config, data: &Data, split: usize) -> Result<SplitResult>
             .map(|&i| xs.apply(&data.x[i]))
             .collect::<Vec<_>>(),
     )?;
-    let outs = sample_outputs(
-        &net,
-        &store,
-        &test_x,
-        Predict::Samples(cfg.test_samples),
-        &mut rng,
-    )?;
+    let sparse = cfg.estimator == EstimatorChoice::SparseVd;
+    let how = if sparse {
+        Predict::PosteriorMean
+    } else {
+        Predict::Samples(cfg.test_samples)
+    };
+    let outs = sample_outputs(&net, &store, &test_x, how, &mut rng)?;
+    let sparsity = if sparse {
+        let (mut pruned, mut total) = (0usize, 0usize);
+        for l in LAYERS {
+            let get = |what: &str| {
+                store.get(&format!("{l}/kernel_{what}")).ok_or_else(|| {
+                    Error::invalid("uci_wine", format!("no parameter {l}/kernel_{what}"))
+                })
+            };
+            let (theta, ls2) = (store.raw(get("theta")?), store.raw(get("log_sigma2")?));
+            for (t, s) in theta.data().iter().zip(ls2.data()) {
+                total += 1;
+                if s - (t * t + 1e-16).ln() > SparseVdConfig::default().log_alpha_threshold {
+                    pruned += 1;
+                }
+            }
+        }
+        Some(pruned as f64 / total as f64)
+    } else {
+        None
+    };
     let sigma = Tape::new().param(&store, noise).item()? * y_std;
     let nu = match df {
         Some(df) => Some(Tape::new().param(&store, df).item()?),
@@ -540,6 +584,7 @@ pub fn run_split(cfg: &Config, data: &Data, split: usize) -> Result<SplitResult>
         log_likelihood: ll / n,
         baseline_rmse: (base / n).sqrt(),
         seconds: start.elapsed().as_secs_f64(),
+        sparsity,
     })
 }
 

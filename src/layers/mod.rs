@@ -7,10 +7,12 @@ mod linear_map;
 mod meanfield;
 pub mod metrics;
 pub mod predict;
+mod sparse;
 mod variational;
 
 pub use head::{BoxedDistribution, DistributionHead, HeadFn};
 pub use linear_map::{Conv2dMap, DenseMap, LinearMap};
+pub use sparse::{DenseSparseVd, SparseVariational, SparseVdConfig};
 pub use variational::{
     BiasMode, Conv2dFlipout, Conv2dLocalReparameterization, Conv2dReparameterization,
     Conv2dVariational, DenseFlipout, DenseLocalReparameterization, DenseReparameterization,

@@ -1,0 +1,122 @@
+//! Sparse variational dropout: gradients, the KL approximation, pruning.
+
+use bayesgrad::autodiff::gradcheck::gradcheck_params;
+use bayesgrad::layers::{DenseSparseVd, SparseVdConfig};
+use bayesgrad::prelude::*;
+
+fn layer(store: &mut ParamStore<f64>, log_sigma2: f64) -> DenseSparseVd {
+    let config = SparseVdConfig {
+        theta_init_std: 0.5,
+        log_sigma2_init: log_sigma2,
+        ..SparseVdConfig::default()
+    };
+    let map = bayesgrad::layers::DenseMap {
+        inputs: 3,
+        outputs: 2,
+    };
+    DenseSparseVd::from_map(store, "s", map, config, &mut StdRng::seed_from_u64(0)).unwrap()
+}
+
+#[test]
+fn gradcheck_sparse_vd_layer_with_its_divergence() {
+    let mut store = ParamStore::new();
+    let l = layer(&mut store, -2.0);
+    let x = Tensor::from_rows(&[[0.5, -1.0, 2.0], [0.1, 0.2, -0.3]]).unwrap();
+    let params: Vec<Param> = store.params().collect();
+    gradcheck_params(
+        |tape, store| {
+            let mut rng = StdRng::seed_from_u64(1);
+            let mut cx = Forward::new(tape, store, &mut rng);
+            let y = l.forward(&mut cx, tape.constant(x.clone()))?;
+            Ok(y.square().sum() + cx.divergences().total())
+        },
+        &mut store,
+        &params,
+        &GradCheck::default(),
+    )
+    .unwrap();
+}
+
+/// The KL approximation of Molchanov et al. (2017) at a few ln α: it tends
+/// to 0 as α grows and to (k1 - ln α / 2 ...) as α shrinks; here against
+/// the formula evaluated by hand.
+#[test]
+fn divergence_is_the_papers_approximation() {
+    let mut store = ParamStore::new();
+    let l = layer(&mut store, -2.0);
+    let (theta, ls2) = l.kernel_params();
+    store.set_raw(theta, Tensor::full(&[3, 2], 0.5)).unwrap();
+    let tape = Tape::new();
+    let mut rng = StdRng::seed_from_u64(0);
+    let mut cx = Forward::new(&tape, &store, &mut rng);
+    l.forward(&mut cx, tape.constant(Tensor::ones(&[1, 3])))
+        .unwrap();
+    let kl = cx.divergences().total().item().unwrap();
+    let la = -2.0 - (0.25f64).ln();
+    let (k1, k2, k3) = (0.63576, 1.87320, 1.48695);
+    let neg = k1 / (1.0 + (-(k2 + k3 * la)).exp()) - 0.5 * (1.0 + (-la).exp()).ln() - k1;
+    assert!((kl - 6.0 * -neg).abs() < 1e-12, "{kl} vs {}", -6.0 * neg);
+    let la_tensor = l.log_alpha(&store).unwrap();
+    assert!(la_tensor.data().iter().all(|&v| (v - la).abs() < 1e-12));
+    let _ = ls2;
+}
+
+/// Weights whose ln α exceeds the threshold are 0 in the posterior-mean
+/// network, and counted by `sparsity`.
+#[test]
+fn pruned_weights_are_zero_in_the_posterior_mean_network() {
+    let mut store = ParamStore::new();
+    let l = layer(&mut store, -10.0);
+    let (theta, ls2) = l.kernel_params();
+    store
+        .set_raw(
+            theta,
+            Tensor::from_rows(&[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]).unwrap(),
+        )
+        .unwrap();
+    // weight (0, 1) gets ln α = 10 - ln 4 > 3, the rest stay at ln σ² = -10
+    let mut s2 = Tensor::full(&[3, 2], -10.0);
+    s2.data_mut()[1] = 10.0;
+    store.set_raw(ls2, s2).unwrap();
+    assert_eq!(l.sparsity(&store).unwrap(), (1, 6));
+    let tape = Tape::new();
+    let mut rng = StdRng::seed_from_u64(0);
+    let mut cx = Forward::new(&tape, &store, &mut rng).with_mode(SampleMode::PosteriorMean);
+    let x = Tensor::from_rows(&[[1.0, 0.0, 0.0]]).unwrap();
+    let y = l.forward(&mut cx, tape.constant(x)).unwrap().value();
+    assert_eq!(y.data(), &[1.0, 0.0]); // bias 0; w01 = 2 pruned
+}
+
+#[test]
+fn sparse_vd_refuses_bad_settings_and_inputs() {
+    let mut store = ParamStore::<f64>::new();
+    let mut rng = StdRng::seed_from_u64(0);
+    for config in [
+        SparseVdConfig {
+            theta_init_std: -1.0,
+            ..SparseVdConfig::default()
+        },
+        SparseVdConfig {
+            log_alpha_threshold: f64::NAN,
+            ..SparseVdConfig::default()
+        },
+    ] {
+        let map = bayesgrad::layers::DenseMap {
+            inputs: 2,
+            outputs: 2,
+        };
+        assert!(DenseSparseVd::from_map(&mut store, "bad", map, config, &mut rng).is_err());
+    }
+    assert!(
+        store.is_empty(),
+        "a refused layer leaves the store unchanged"
+    );
+    let l = DenseSparseVd::new(&mut store, "ok", 3, 2, &mut rng).unwrap();
+    let tape = Tape::new();
+    let mut cx = Forward::new(&tape, &store, &mut rng);
+    let e = l
+        .forward(&mut cx, tape.constant(Tensor::ones(&[2, 4])))
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("ok"), "{e}");
+}
