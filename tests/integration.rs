@@ -6,6 +6,7 @@
 //! file must be declared below; the test at the end fails when it is not.
 
 mod checkpoint;
+mod convert;
 mod dfdx_oracle;
 mod discrete;
 mod distributions;

@@ -4,6 +4,7 @@
 //! with 100 posterior samples in the original units. Shared by the example
 //! and by `tests/uci_wine.rs`.
 
+use bayesgrad::layers::convert::{initialize_from_deterministic, PosteriorScales};
 use bayesgrad::layers::predict::{sample_outputs, Predict};
 use bayesgrad::layers::{DenseMap, DenseSparseVd, DenseVariational, Estimator, SparseVdConfig};
 use bayesgrad::layers::{Flipout, LocalReparameterization, Reparameterization};
@@ -299,10 +300,12 @@ fn gather(x: &[Vec<f64>], y: &[f64], chunk: &[usize]) -> Result<(Tensor<f64>, Te
 /// Trains a plain network of the variational one's shape to the maximum a
 /// posteriori (Normal likelihood with a learned noise scale, the N(0, 1)
 /// prior on the kernels; `cfg.map_epochs` epochs of Adam at `cfg.lr`) and
-/// starts the posterior means of `store`'s kernels, and its biases, there.
+/// starts the posterior means of `variational`'s kernels, and its biases,
+/// there (`initialize_from_deterministic`).
 /// The posterior scales and the noise scale keep their initial values.
 fn start_at_the_map(
     cfg: &Config,
+    variational: &Sequential<f64>,
     store: &mut ParamStore<f64>,
     train_x: &[Vec<f64>],
     train_y: &[f64],
@@ -342,18 +345,7 @@ fn start_at_the_map(
             opt.step(&mut map, &loss.backward()?)?;
         }
     }
-    let kernel_to = if cfg.estimator == EstimatorChoice::SparseVd {
-        "kernel_theta"
-    } else {
-        "kernel_posterior_loc"
-    };
-    for l in LAYERS {
-        for (from, to) in [("kernel", kernel_to), ("bias", "bias")] {
-            let value = map.raw(find(&map, &format!("{l}/{from}"))?).clone();
-            store.set_raw(find(store, &format!("{l}/{to}"))?, value)?;
-        }
-    }
-    Ok(())
+    initialize_from_deterministic(variational, store, &net, &map, PosteriorScales::Keep)
 }
 
 fn matrix(rows: &[Vec<f64>]) -> Result<Tensor<f64>> {
@@ -452,7 +444,7 @@ pub fn run_split(cfg: &Config, data: &Data, split: usize) -> Result<SplitResult>
         }
     };
     if cfg.map_epochs > 0 {
-        start_at_the_map(cfg, &mut store, &train_x, &train_y, &mut rng)?;
+        start_at_the_map(cfg, &net, &mut store, &train_x, &train_y, &mut rng)?;
     }
     let batches = train.len().div_ceil(cfg.batch_size);
     let elbo = Elbo::new(if cfg.kl_warmup_epochs > 0 {

@@ -2,6 +2,7 @@
 //! [`Module::forward`] reads its parameters onto the given tape, so the
 //! gradient path from the loss to every parameter is rebuilt every step.
 
+pub mod convert;
 mod head;
 mod linear_map;
 mod meanfield;
@@ -70,6 +71,12 @@ pub trait Module<F: Element>: Send + Sync {
 
     /// The layer's name (prefix of its parameters and divergence nodes).
     fn name(&self) -> &str;
+
+    /// The layer as [`Any`](std::any::Any), for code that needs its
+    /// concrete type (the conversions of [`convert`]); `None` by default.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 /// Errors unless `x` is `[batch > 0, width]`.
@@ -151,6 +158,23 @@ impl Dense {
     }
 }
 
+impl Dense {
+    /// The kernel parameter (`[inputs, outputs]`).
+    pub fn kernel_param(&self) -> Param {
+        self.kernel
+    }
+
+    /// The bias parameter (`[outputs]`).
+    pub fn bias_param(&self) -> Param {
+        self.bias
+    }
+
+    /// The input width.
+    pub fn inputs(&self) -> usize {
+        self.inputs
+    }
+}
+
 impl<F: Element> Module<F> for Dense {
     fn forward<'t>(&self, cx: &mut Forward<'t, '_, F>, x: Var<'t, F>) -> Result<Var<'t, F>> {
         check_dense_input(&self.name, &x, self.inputs)?;
@@ -159,6 +183,9 @@ impl<F: Element> Module<F> for Dense {
     }
     fn name(&self) -> &str {
         &self.name
+    }
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 }
 
@@ -191,6 +218,9 @@ impl<F: Element> Module<F> for Activation {
             Activation::Sigmoid => "sigmoid",
             Activation::Softplus => "softplus",
         }
+    }
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 }
 

@@ -195,7 +195,7 @@ impl<M> SparseVariational<M> {
     }
 }
 
-impl<F: Element, M: LinearMap<F>> Module<F> for SparseVariational<M> {
+impl<F: Element, M: LinearMap<F> + 'static> Module<F> for SparseVariational<M> {
     fn forward<'t>(&self, cx: &mut Forward<'t, '_, F>, x: Var<'t, F>) -> Result<Var<'t, F>> {
         self.map.check_input(&self.name, &x)?;
         let tape = cx.tape();
@@ -229,5 +229,8 @@ impl<F: Element, M: LinearMap<F>> Module<F> for SparseVariational<M> {
     }
     fn name(&self) -> &str {
         &self.name
+    }
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 }

@@ -619,6 +619,15 @@ impl<F: Element, M: LinearMap<F>, E: Estimator> Variational<F, M, E> {
         (self.kernel.loc, self.kernel.rho)
     }
 
+    /// The bias's parameter (a variational bias's posterior `loc`), if any.
+    pub fn bias_loc(&self) -> Option<Param> {
+        match &self.bias {
+            Bias::None => None,
+            Bias::Deterministic(p) => Some(*p),
+            Bias::Variational(q) => Some(q.loc),
+        }
+    }
+
     /// The number of output units.
     pub fn outputs(&self) -> usize {
         self.map.outputs()
@@ -724,5 +733,8 @@ impl<F: Element, M: LinearMap<F>, E: Estimator> Module<F> for Variational<F, M, 
     }
     fn name(&self) -> &str {
         &self.name
+    }
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 }
