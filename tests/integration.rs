@@ -13,6 +13,7 @@ mod distributions;
 mod engine;
 mod families;
 mod faults;
+mod hierarchical;
 mod layers;
 mod metrics;
 mod no_panic;

@@ -4,6 +4,7 @@
 
 pub mod convert;
 mod head;
+mod hierarchical;
 mod linear_map;
 mod meanfield;
 pub mod metrics;
@@ -12,6 +13,7 @@ mod sparse;
 mod variational;
 
 pub use head::{BoxedDistribution, DistributionHead, HeadFn};
+pub use hierarchical::{HierarchicalScale, ScalePrior};
 pub use linear_map::{Conv2dMap, DenseMap, LinearMap};
 pub use sparse::{DenseSparseVd, SparseVariational, SparseVdConfig};
 pub use variational::{

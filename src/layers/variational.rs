@@ -69,6 +69,10 @@ pub enum Prior<F: Element> {
     },
     /// Any distribution built on the tape (e.g. with trainable parameters).
     Custom(Arc<PriorFn<F>>),
+    /// `N(0, (τ λ)²)` with random scales that have variational posteriors
+    /// ([`HierarchicalScale`](super::HierarchicalScale)); the layer registers
+    /// their divergence as `<layer>/scale_divergence`. Kernels only.
+    Hierarchical(Arc<super::HierarchicalScale>),
 }
 
 impl<F: Element> Default for Prior<F> {
@@ -119,6 +123,12 @@ impl<F: Element> Prior<F> {
                 slab_scale,
             } => Box::new(SpikeAndSlab::new(c(*pi), c(*spike_scale), c(*slab_scale))?),
             Prior::Custom(f) => f(tape, store, shape)?,
+            Prior::Hierarchical(_) => {
+                return Err(Error::invalid(
+                    "Prior::Hierarchical",
+                    "a hierarchical prior draws its scales in the layer's forward pass; it has no fixed distribution",
+                ))
+            }
         })
     }
 }
@@ -255,6 +265,23 @@ pub(crate) fn register_divergence<'t, F: Element>(
     cfg: &VariationalConfig<F>,
     shape: &[usize],
 ) -> Result<()> {
+    if let Prior::Hierarchical(h) = &cfg.prior {
+        let layer = name.strip_suffix("/kernel_divergence").ok_or_else(|| {
+            Error::invalid(
+                "Prior::Hierarchical",
+                format!("'{name}': a hierarchical prior applies to kernels; give the bias a deterministic or Normal prior (BiasMode::Deterministic)"),
+            )
+        })?;
+        let (p, scale_kl) = h.prior(cx, layer, shape)?;
+        let kl = match &cfg.divergence {
+            KlMethod::SampleEstimate => kl_from_sample(q, &p, sample(cx.rng()))?,
+            KlMethod::Custom(f) => f(q, &p, sample(cx.rng()))?,
+            KlMethod::Auto | KlMethod::Analytic => kl_divergence(q, &p)?,
+        };
+        let scale_name = format!("{layer}/scale_divergence");
+        cx.add_divergence(name, kl)?;
+        return cx.add_divergence(scale_name, scale_kl);
+    }
     let p = cfg.prior.build(cx.tape(), cx.store(), shape)?;
     let kl = match &cfg.divergence {
         KlMethod::Analytic => kl_divergence(q, p.as_ref())?,
