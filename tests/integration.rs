@@ -22,6 +22,7 @@ mod open_api;
 mod readme;
 mod silent;
 mod sparse_vd;
+mod spike_slab_posterior;
 mod uci_wine;
 
 /// Every `tests/*.rs` besides this file is a module of this binary.
