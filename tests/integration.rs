@@ -7,6 +7,7 @@
 
 mod checkpoint;
 mod convert;
+#[cfg(feature = "oracle")]
 mod dfdx_oracle;
 mod discrete;
 mod distributions;
