@@ -66,18 +66,9 @@ fn score(probs: &Tensor<f64>, labels: &[usize]) -> Result<Scores> {
 fn rows(
     data: &pipeline::Data,
     idx: &[usize],
-    mean: &[f64],
-    sd: &[f64],
+    st: &pipeline::Standardizer,
 ) -> Result<(Tensor<f64>, Vec<usize>)> {
-    let x: Vec<f64> = idx
-        .iter()
-        .flat_map(|&i| {
-            data.x[i]
-                .iter()
-                .enumerate()
-                .map(|(j, v)| (v - mean[j]) / sd[j])
-        })
-        .collect();
+    let x: Vec<f64> = idx.iter().flat_map(|&i| st.apply(&data.x[i])).collect();
     let labels = idx
         .iter()
         .map(|&i| (data.y[i] as usize).saturating_sub(3).min(CLASSES - 1))
@@ -85,7 +76,7 @@ fn rows(
     Ok((Tensor::from_vec(x, &[idx.len(), 11])?, labels))
 }
 
-/// One epoch of minibatch steps; `loss` gives the loss of a batch on a tape.
+/// One epoch of minibatch steps over a fresh shuffle of `order`.
 fn epoch(
     order: &mut [usize],
     rng: &mut StdRng,
@@ -101,25 +92,14 @@ fn epoch(
 fn run_split(data: &pipeline::Data, split: usize) -> Result<(Scores, Scores)> {
     let (mut rng, test, train) = pipeline::split_rows(0, data.y.len(), split);
     let n = train.len() as f64;
-    let mean: Vec<f64> = (0..11)
-        .map(|j| train.iter().map(|&i| data.x[i][j]).sum::<f64>() / n)
-        .collect();
-    let sd: Vec<f64> = (0..11)
-        .map(|j| {
-            let v = train
-                .iter()
-                .map(|&i| (data.x[i][j] - mean[j]).powi(2))
-                .sum::<f64>()
-                / n;
-            if v > 0.0 {
-                v.sqrt()
-            } else {
-                1.0
-            }
-        })
-        .collect();
-    let (train_x, train_y) = rows(data, &train, &mean, &sd)?;
-    let (test_x, test_y) = rows(data, &test, &mean, &sd)?;
+    let st = pipeline::Standardizer::fit(
+        &train
+            .iter()
+            .map(|&i| data.x[i].to_vec())
+            .collect::<Vec<_>>(),
+    );
+    let (train_x, train_y) = rows(data, &train, &st)?;
+    let (test_x, test_y) = rows(data, &test, &st)?;
 
     // MAP
     let mut map = ParamStore::new();

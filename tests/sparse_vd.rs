@@ -44,7 +44,7 @@ fn gradcheck_sparse_vd_layer_with_its_divergence() {
 fn divergence_is_the_papers_approximation() {
     let mut store = ParamStore::new();
     let l = layer(&mut store, -2.0);
-    let (theta, ls2) = l.kernel_params();
+    let (theta, _) = l.kernel_params();
     store.set_raw(theta, Tensor::full(&[3, 2], 0.5)).unwrap();
     let tape = Tape::new();
     let mut rng = StdRng::seed_from_u64(0);
@@ -58,7 +58,6 @@ fn divergence_is_the_papers_approximation() {
     assert!((kl - 6.0 * -neg).abs() < 1e-12, "{kl} vs {}", -6.0 * neg);
     let la_tensor = l.log_alpha(&store).unwrap();
     assert!(la_tensor.data().iter().all(|&v| (v - la).abs() < 1e-12));
-    let _ = ls2;
 }
 
 /// Weights whose ln α exceeds the threshold are 0 in the posterior-mean

@@ -198,13 +198,14 @@ pub struct SplitResult {
     pub sparsity: Option<f64>,
 }
 
-struct Standardizer {
-    mean: Vec<f64>,
-    std: Vec<f64>,
+/// Per-column means and standard deviations of the training rows.
+pub struct Standardizer {
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
 }
 
 impl Standardizer {
-    fn fit(rows: &[Vec<f64>]) -> Self {
+    pub fn fit(rows: &[Vec<f64>]) -> Self {
         let d = rows[0].len();
         let n = rows.len() as f64;
         let mean: Vec<f64> = (0..d)
@@ -222,7 +223,7 @@ impl Standardizer {
             .collect();
         Standardizer { mean, std }
     }
-    fn apply(&self, r: &[f64]) -> Vec<f64> {
+    pub fn apply(&self, r: &[f64]) -> Vec<f64> {
         r.iter()
             .zip(&self.mean)
             .zip(&self.std)
@@ -523,19 +524,11 @@ pub fn run_split(cfg: &Config, data: &Data, split: usize) -> Result<SplitResult>
     let outs = sample_outputs(&net, &store, &test_x, how, &mut rng)?;
     let sparsity = if sparse {
         let (mut pruned, mut total) = (0usize, 0usize);
-        for l in LAYERS {
-            let get = |what: &str| {
-                store.get(&format!("{l}/kernel_{what}")).ok_or_else(|| {
-                    Error::invalid("uci_wine", format!("no parameter {l}/kernel_{what}"))
-                })
-            };
-            let (theta, ls2) = (store.raw(get("theta")?), store.raw(get("log_sigma2")?));
-            for (t, s) in theta.data().iter().zip(ls2.data()) {
-                total += 1;
-                if s - (t * t + 1e-16).ln() > SparseVdConfig::default().log_alpha_threshold {
-                    pruned += 1;
-                }
-            }
+        let layers = net.layers().iter().filter_map(|l| l.as_any());
+        for layer in layers.filter_map(|a| a.downcast_ref::<DenseSparseVd>()) {
+            let (p, t) = layer.sparsity(&store)?;
+            pruned += p;
+            total += t;
         }
         Some(pruned as f64 / total as f64)
     } else {

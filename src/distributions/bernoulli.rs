@@ -65,7 +65,7 @@ impl<'t, F: Element> Distribution<'t, F> for Bernoulli<'t, F> {
                     rhs: self.logits.shape(),
                 }
             })?;
-        let (x, l) = (broadcast(x, &shape)?, broadcast(self.logits, &shape)?);
+        let (x, l) = (x.broadcast_to(&shape)?, self.logits.broadcast_to(&shape)?);
         x.tape().apply(LogProb, &[x, l])
     }
     fn rsample_n(&self, _: Option<usize>, _: &mut dyn Rng) -> Result<Var<'t, F>> {
@@ -103,15 +103,6 @@ impl<'t, F: Element> Distribution<'t, F> for Bernoulli<'t, F> {
     }
     fn event_shape(&self) -> Vec<usize> {
         vec![]
-    }
-}
-
-/// `v` broadcast to `shape` (no node if it has that shape already).
-fn broadcast<'t, F: Element>(v: Var<'t, F>, shape: &[usize]) -> Result<Var<'t, F>> {
-    if v.shape() == shape {
-        Ok(v)
-    } else {
-        v.broadcast_to(shape)
     }
 }
 
@@ -244,6 +235,6 @@ pub(crate) fn kl_bernoulli<'t, F: Element>(
             rhs: b.shape(),
         }
     })?;
-    let (a, b) = (broadcast(a, &shape)?, broadcast(b, &shape)?);
+    let (a, b) = (a.broadcast_to(&shape)?, b.broadcast_to(&shape)?);
     a.tape().apply(Kl, &[a, b])
 }

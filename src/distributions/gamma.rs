@@ -12,19 +12,14 @@
 //! draws are normalized Gamma draws differentiated through each Gamma.
 
 use super::{
-    batch_broadcast, check_positive, check_values, on_support, same_tape, sample_shape,
-    Distribution,
+    batch_broadcast, check_positive, check_values, on_support, open_uniform, same_tape,
+    sample_shape, Distribution,
 };
 use crate::autodiff::tape::{Op, Tape, Var};
 use crate::error::{Error, Result};
 use crate::kernels::special::{beta_sample_grad, gamma_sample_grad};
 use crate::tensor::{broadcast_shape, Element, Tensor};
 use rand::{Rng, RngExt};
-
-/// A uniform draw in (0, 1).
-fn open_uniform(rng: &mut dyn Rng) -> f64 {
-    ((rng.next_u64() >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
-}
 
 /// Standard normal draws by the polar method, keeping the second of each pair.
 struct Normals {
@@ -143,22 +138,13 @@ impl<F: Element> Op<F> for BetaSample<F> {
     }
 }
 
-/// `v` broadcast to `shape` (no node if it has that shape already).
-fn broadcast<'t, F: Element>(v: Var<'t, F>, shape: &[usize]) -> Result<Var<'t, F>> {
-    if v.shape() == shape {
-        Ok(v)
-    } else {
-        v.broadcast_to(shape)
-    }
-}
-
 /// `Gamma(a, 1)` draws of `shape` for `a` (broadcast to it), differentiable in `a`.
 pub(crate) fn std_gamma_rsample<'t, F: Element>(
     a: Var<'t, F>,
     shape: &[usize],
     rng: &mut dyn Rng,
 ) -> Result<Var<'t, F>> {
-    let a = broadcast(a, shape)?;
+    let a = a.broadcast_to(shape)?;
     let av = a.value();
     let mut normals = Normals::new();
     let x = Tensor::from_fn(shape, |i| {
@@ -244,7 +230,7 @@ impl<'t, F: Element> Gamma<'t, F> {
             }
         })?;
         let std = xv.try_mul(self.rate)?.value().broadcast_to(&shape)?;
-        let a = broadcast(self.concentration, &shape)?;
+        let a = self.concentration.broadcast_to(&shape)?;
         tape.apply(StdGammaSample { x: std }, &[a])?
             .try_div(self.rate)
     }
@@ -381,8 +367,8 @@ impl<'t, F: Element> Beta<'t, F> {
                 rhs: self.batch_shape(),
             }
         })?;
-        let a = broadcast(self.concentration1, &shape)?;
-        let b = broadcast(self.concentration0, &shape)?;
+        let a = self.concentration1.broadcast_to(&shape)?;
+        let b = self.concentration0.broadcast_to(&shape)?;
         let x = xv.value().broadcast_to(&shape)?;
         tape.apply(BetaSample { x }, &[a, b])
     }
@@ -420,8 +406,8 @@ impl<'t, F: Element> Distribution<'t, F> for Beta<'t, F> {
     }
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
         let shape = sample_shape(n, &self.batch_shape());
-        let a = broadcast(self.concentration1, &shape)?;
-        let b = broadcast(self.concentration0, &shape)?;
+        let a = self.concentration1.broadcast_to(&shape)?;
+        let b = self.concentration0.broadcast_to(&shape)?;
         let (av, bv) = (a.value(), b.value());
         let f = |v: F| v.to_f64().unwrap_or(f64::NAN);
         let mut normals = Normals::new();
@@ -557,26 +543,7 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
     fn log_prob(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
         same_tape("Dirichlet::log_prob", &self.concentration, &x)?;
         let k = *self.concentration.shape().last().unwrap_or(&0);
-        let shape = x.shape();
-        if shape.last() != Some(&k) {
-            return Err(Error::invalid(
-                "Dirichlet::log_prob",
-                format!("values need a last axis of {k} classes, got shape {shape:?}"),
-            ));
-        }
-        check_values("Dirichlet", "value", &x, "must be in (0, 1]", |v| {
-            v > F::zero() && v <= F::one()
-        })?;
-        let tol = F::epsilon().sqrt() * F::lit(k as f64);
-        let sums = x.value().sum_axis(shape.len() - 1, false)?;
-        if let Some(s) = sums.data().iter().find(|&&s| (s - F::one()).abs() > tol) {
-            return Err(Error::InvalidParameter {
-                distribution: "Dirichlet",
-                parameter: "sum of value",
-                value: s.to_f64().unwrap_or(f64::NAN),
-                reason: "must be 1 (values lie on the simplex)",
-            });
-        }
+        super::check_simplex("Dirichlet", "Dirichlet::log_prob", &x, k)?;
         let terms = (self.concentration - F::one()).try_mul(x.ln())?;
         terms
             .sum_axis(terms.shape().len() - 1, false)?
@@ -753,7 +720,7 @@ impl<'t, F: Element> Distribution<'t, F> for StudentT<'t, F> {
             "must be > 1 for the mean to exist",
             |v| v > F::one(),
         )?;
-        broadcast(self.loc, &self.batch_shape())
+        self.loc.broadcast_to(&self.batch_shape())
     }
     fn variance(&self) -> Result<Var<'t, F>> {
         check_values(
@@ -783,7 +750,8 @@ impl<'t, F: Element> Distribution<'t, F> for StudentT<'t, F> {
             .try_add(tape.constant(fill))?;
         let finite = self.scale.square().try_mul(nu.try_div(nu - F::lit(2.0))?)?;
         let shape = self.batch_shape();
-        broadcast(finite, &shape)?
+        finite
+            .broadcast_to(&shape)?
             .try_mul(tape.constant(keep))?
             .try_add(tape.constant(inf))
     }

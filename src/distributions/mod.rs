@@ -272,6 +272,38 @@ pub(crate) fn same_tape<F: Element>(
     }
 }
 
+/// Errors unless `x` is a point of the simplex over `k` classes along its
+/// last axis: that axis has `k` entries, each in (0, 1], summing to 1
+/// within `sqrt(ε) · k`. `op` names the call in a shape error.
+pub(crate) fn check_simplex<F: Element>(
+    distribution: &'static str,
+    op: &'static str,
+    x: &Var<'_, F>,
+    k: usize,
+) -> Result<()> {
+    let shape = x.shape();
+    if shape.last() != Some(&k) {
+        return Err(Error::invalid(
+            op,
+            format!("values need a last axis of {k} classes, got shape {shape:?}"),
+        ));
+    }
+    check_values(distribution, "value", x, "must be in (0, 1]", |v| {
+        v > F::zero() && v <= F::one()
+    })?;
+    let tol = F::epsilon().sqrt() * F::lit(k as f64);
+    let sums = x.value().sum_axis(shape.len() - 1, false)?;
+    match sums.data().iter().find(|&&s| (s - F::one()).abs() > tol) {
+        Some(s) => Err(Error::InvalidParameter {
+            distribution,
+            parameter: "sum of value",
+            value: s.to_f64().unwrap_or(f64::NAN),
+            reason: "must be 1 (values lie on the simplex)",
+        }),
+        None => Ok(()),
+    }
+}
+
 /// `lp` evaluated where `inside` holds for the value and `-inf` (with a
 /// zero gradient for the value and every parameter) elsewhere: TFP's
 /// convention for `log_prob` outside a distribution's support. `inside`
@@ -334,6 +366,12 @@ pub(crate) fn sample_shape(n: Option<usize>, shape: &[usize]) -> Vec<usize> {
 }
 
 pub(crate) use crate::tensor::standard_normal;
+
+/// A uniform draw in the open interval (0, 1), where both `ln u` and
+/// `ln(1 - u)` are finite.
+pub(crate) fn open_uniform(rng: &mut dyn Rng) -> f64 {
+    ((rng.next_u64() >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
+}
 
 /// Uniform draws in [0, 1).
 pub(crate) fn uniform<F: Element>(rng: &mut dyn Rng) -> F {

@@ -1,17 +1,13 @@
 //! Continuous relaxations of discrete distributions (Concrete / Gumbel-softmax).
 
 use super::{
-    batch_broadcast, check_finite, check_positive, check_values, sample_shape, Distribution,
+    batch_broadcast, check_finite, check_positive, check_values, open_uniform, sample_shape,
+    Distribution,
 };
 use crate::autodiff::tape::{Op, Tape, Var};
 use crate::error::{Error, Result};
 use crate::tensor::{broadcast_shape, Element, Tensor};
 use rand::Rng;
-
-/// A uniform draw in the open interval (0, 1): both logs below stay finite.
-fn open_uniform(rng: &mut dyn Rng) -> f64 {
-    ((rng.next_u64() >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
-}
 
 /// Logistic noise `ln u - ln(1 - u)`, `u` uniform in (0, 1).
 fn logistic_noise<F: Element>(shape: &[usize], rng: &mut dyn Rng) -> Tensor<F> {
@@ -333,31 +329,12 @@ impl<'t, F: Element> Distribution<'t, F> for RelaxedOneHotCategorical<'t, F> {
     fn log_prob(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
         super::same_tape("RelaxedOneHotCategorical::log_prob", &self.logits, &x)?;
         let k = self.classes();
-        let shape = x.shape();
-        if shape.last() != Some(&k) {
-            return Err(Error::invalid(
-                "RelaxedOneHotCategorical::log_prob",
-                format!("values need a last axis of {k} classes, got shape {shape:?}"),
-            ));
-        }
-        check_values(
+        super::check_simplex(
             "RelaxedOneHotCategorical",
-            "value",
+            "RelaxedOneHotCategorical::log_prob",
             &x,
-            "must be in (0, 1]",
-            |v| v > F::zero() && v <= F::one(),
+            k,
         )?;
-        let axis = shape.len() - 1;
-        let tol = F::epsilon().sqrt() * F::lit(k as f64);
-        let sums = x.value().sum_axis(axis, false)?;
-        if let Some(s) = sums.data().iter().find(|&&s| (s - F::one()).abs() > tol) {
-            return Err(Error::InvalidParameter {
-                distribution: "RelaxedOneHotCategorical",
-                parameter: "sum of value",
-                value: s.to_f64().unwrap_or(f64::NAN),
-                reason: "must be 1 (values lie on the simplex)",
-            });
-        }
         let t = self.temperature_per_class()?;
         let ln_x = x.ln();
         let scores = self.logits.try_sub(t.try_mul(ln_x)?)?;

@@ -1,8 +1,8 @@
 //! Laplace, Exponential, Uniform and Poisson.
 
 use super::{
-    batch_broadcast, check_finite, check_positive, check_values, on_support, same_tape,
-    sample_shape, Distribution,
+    batch_broadcast, check_finite, check_positive, check_values, on_support, open_uniform,
+    same_tape, sample_shape, Distribution,
 };
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};
@@ -10,22 +10,8 @@ use crate::kernels::special::lgamma;
 use crate::tensor::{broadcast_shape, Element, Tensor};
 use rand::Rng;
 
-/// A uniform draw in the open interval (0, 1).
-fn open_uniform(rng: &mut dyn Rng) -> f64 {
-    ((rng.next_u64() >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
-}
-
 fn uniforms<F: Element>(shape: &[usize], rng: &mut dyn Rng) -> Tensor<F> {
     Tensor::from_fn(shape, |_| F::lit(open_uniform(rng)))
-}
-
-/// `v` broadcast to `shape` (no node if it has that shape already).
-fn broadcast<'t, F: Element>(v: Var<'t, F>, shape: &[usize]) -> Result<Var<'t, F>> {
-    if v.shape() == shape {
-        Ok(v)
-    } else {
-        v.broadcast_to(shape)
-    }
 }
 
 /// The Laplace (double exponential) distribution.
@@ -108,13 +94,13 @@ impl<'t, F: Element> Distribution<'t, F> for Laplace<'t, F> {
     // H = 1 + ln(2 scale)
     fn entropy(&self) -> Result<Var<'t, F>> {
         let h = (self.scale * F::lit(2.0)).ln() + F::one();
-        broadcast(h, &self.batch_shape())
+        h.broadcast_to(&self.batch_shape())
     }
     fn mean(&self) -> Result<Var<'t, F>> {
-        broadcast(self.loc, &self.batch_shape())
+        self.loc.broadcast_to(&self.batch_shape())
     }
     fn variance(&self) -> Result<Var<'t, F>> {
-        broadcast(self.scale.square() * F::lit(2.0), &self.batch_shape())
+        (self.scale.square() * F::lit(2.0)).broadcast_to(&self.batch_shape())
     }
     fn batch_shape(&self) -> Vec<usize> {
         broadcast_shape(&self.loc.shape(), &self.scale.shape()).unwrap_or_default()
@@ -319,7 +305,7 @@ impl<'t, F: Element> Distribution<'t, F> for Uniform<'t, F> {
                 rhs: self.batch_shape(),
             }
         })?;
-        let x = broadcast(x, &shape)?;
+        let x = x.broadcast_to(&shape)?;
         let low = self.low.value().broadcast_to(&shape)?;
         let high = self.high.value().broadcast_to(&shape)?;
         let width = self.width()?;

@@ -247,8 +247,12 @@ impl<'t, F: Element> Var<'t, F> {
         )
     }
 
-    /// Repeats the value to `shape` under NumPy broadcasting.
+    /// Repeats the value to `shape` under NumPy broadcasting (the var
+    /// itself, with no new node, when it has that shape already).
     pub fn broadcast_to(self, shape: &[usize]) -> Result<Self> {
+        if self.shape() == shape {
+            return Ok(self);
+        }
         self.tape.apply(
             BroadcastTo {
                 shape: shape.to_vec(),
