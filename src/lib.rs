@@ -89,6 +89,7 @@ pub use autodiff::{
 };
 pub use bayes::elbo::{Batch, Elbo, ElboLoss, KlWeight};
 pub use bayes::forward::{Divergences, Forward, SampleMode};
+pub use bayes::iwae::{Iwae, IwaeLoss};
 pub use distributions::{
     kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo, Bernoulli, Beta,
     Categorical, Dirichlet, Distribution, Divergence, Exponential, Gamma, Independent, Laplace,
@@ -117,11 +118,11 @@ pub mod prelude {
         Conv2dMap, Conv2dReparameterization, Dense, DenseFlipout, DenseLocalReparameterization,
         DenseReparameterization, Dirichlet, Distribution, DistributionHead, Divergence,
         Divergences, Elbo, ElboLoss, Element, Error, Exponential, Flatten, Forward, Gamma,
-        GradCheck, GradCheckReport, Gradients, Independent, KlMethod, KlWeight, Laplace, LinearMap,
-        LogNormal, LogitNormal, MaxPool2d, MixtureOfNormals, Module, MultivariateNormal, Normal,
-        Op, Optimizer, Padding, Param, ParamStore, Poisson, Predict, Prior, RelaxedBernoulli,
-        RelaxedOneHotCategorical, Result, SampleMode, Sequential, Sgd, SpikeAndSlab, StudentT,
-        Tape, Tensor, Uniform, Var, VariationalConfig,
+        GradCheck, GradCheckReport, Gradients, Independent, Iwae, IwaeLoss, KlMethod, KlWeight,
+        Laplace, LinearMap, LogNormal, LogitNormal, MaxPool2d, MixtureOfNormals, Module,
+        MultivariateNormal, Normal, Op, Optimizer, Padding, Param, ParamStore, Poisson, Predict,
+        Prior, RelaxedBernoulli, RelaxedOneHotCategorical, Result, SampleMode, Sequential, Sgd,
+        SpikeAndSlab, StudentT, Tape, Tensor, Uniform, Var, VariationalConfig,
     };
     pub use rand::{
         rngs::{SmallRng, StdRng},

@@ -15,6 +15,7 @@ mod engine;
 mod families;
 mod faults;
 mod hierarchical;
+mod iwae;
 mod layers;
 mod metrics;
 mod no_panic;

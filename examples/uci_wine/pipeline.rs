@@ -4,6 +4,7 @@
 //! with 100 posterior samples in the original units. Shared by the example
 //! and by `tests/uci_wine.rs`.
 
+use bayesgrad::bayes::iwae::log_mean_exp;
 use bayesgrad::layers::convert::{initialize_from_deterministic, PosteriorScales};
 use bayesgrad::layers::predict::{sample_outputs, Predict};
 use bayesgrad::layers::{DenseMap, DenseSparseVd, DenseVariational, Estimator, SparseVdConfig};
@@ -554,14 +555,9 @@ pub fn run_split(cfg: &Config, data: &Data, split: usize) -> Result<SplitResult>
         let logs = match nu {
             None => Normal::new(loc, scale)?.log_prob(tape.scalar(y))?,
             Some(nu) => StudentT::new(tape.scalar(nu), loc, scale)?.log_prob(tape.scalar(y))?,
-        }
-        .value();
-        let m = logs
-            .data()
-            .iter()
-            .cloned()
-            .fold(f64::NEG_INFINITY, f64::max);
-        ll += m + (logs.data().iter().map(|l| (l - m).exp()).sum::<f64>() / s).ln();
+        };
+        // the predictive log-likelihood ln (1/S) Σ_s p(y | w_s)
+        ll += log_mean_exp(logs, outs.len())?.item()?;
     }
     let n = eval.len() as f64;
     Ok(SplitResult {

@@ -190,6 +190,12 @@ impl Elbo {
         if !std::ptr::eq(nll_sum.tape(), divergences.tape()) {
             return Err(Error::ForeignTape { op: "Elbo::loss" });
         }
+        if let Some(k) = divergences.samples() {
+            return Err(Error::invalid(
+                "Elbo::loss",
+                format!("the pass drew {k} samples along a sample axis; its objective is Iwae::loss (with K = 1 it equals this ELBO)"),
+            ));
+        }
         let shape = nll_sum.shape();
         if shape.iter().product::<usize>() != 1 {
             return Err(Error::invalid(

@@ -38,15 +38,29 @@ pub enum SampleMode {
     Sample,
     /// Use the posterior means (a deterministic network).
     PosteriorMean,
+    /// `K` posterior samples in one pass along a sample axis: the input's
+    /// rows are `K` blocks of `B` examples (see [`Iwae::tile`](crate::Iwae::tile)),
+    /// block `k` goes through weight sample `k`, and every stochastic layer
+    /// registers its log ratio `ln q(w_k) − ln p(w_k)` per sample
+    /// ([`Forward::add_log_ratio`]) for the importance-weighted bound
+    /// ([`Iwae`](crate::Iwae)). Layers that cannot draw per-sample weights
+    /// refuse it with an error.
+    SampleAxis(usize),
 }
 
 /// The named divergence (KL) terms of one forward pass.
 ///
 /// Each term is a scalar var (a registered tensor is summed); a name can
 /// be registered once. [`Elbo`](crate::Elbo) counts each term exactly once.
+///
+/// In a pass with a sample axis ([`SampleMode::SampleAxis`]) every term is
+/// instead a vector of `K` log ratios, one per posterior sample
+/// ([`Divergences::add_log_ratio`]); such a pass's objective is
+/// [`Iwae`](crate::Iwae), and [`Elbo`](crate::Elbo) refuses it.
 pub struct Divergences<'t, F: Element> {
     tape: &'t Tape<F>,
     terms: Vec<(String, Var<'t, F>)>,
+    samples: Option<usize>,
 }
 
 impl<'t, F: Element> Divergences<'t, F> {
@@ -55,7 +69,83 @@ impl<'t, F: Element> Divergences<'t, F> {
         Divergences {
             tape,
             terms: Vec::new(),
+            samples: None,
         }
+    }
+
+    /// No terms yet, for a pass with `samples` posterior samples along a
+    /// sample axis: terms are registered per sample.
+    ///
+    /// # Errors
+    /// `samples == 0`.
+    pub fn per_sample(tape: &'t Tape<F>, samples: usize) -> Result<Self> {
+        if samples == 0 {
+            return Err(Error::invalid(
+                "Divergences::per_sample",
+                "a sample axis needs K >= 1 samples",
+            ));
+        }
+        Ok(Divergences {
+            tape,
+            terms: Vec::new(),
+            samples: Some(samples),
+        })
+    }
+
+    /// `Some(K)` when the terms are per-sample log ratios of a pass with a
+    /// sample axis of `K` samples.
+    pub fn samples(&self) -> Option<usize> {
+        self.samples
+    }
+
+    /// Registers a term of a pass with a sample axis: `log_ratio` holds
+    /// `ln q(w_k) − ln p(w_k)` for each of the `K` samples (shape `[K]`;
+    /// its mean over `k` is a Monte Carlo estimate of the KL).
+    ///
+    /// # Errors
+    /// A pass without a sample axis (use [`Divergences::add`]), a shape
+    /// other than `[K]`, a value that is NaN or infinite, a duplicate
+    /// name, a var on another tape; all name the term.
+    pub fn add_log_ratio(&mut self, name: impl Into<String>, log_ratio: Var<'t, F>) -> Result<()> {
+        let name = name.into();
+        let Some(k) = self.samples else {
+            return Err(Error::invalid(
+                "Divergences::add_log_ratio",
+                format!("'{name}': this pass has no sample axis; register the divergence with add"),
+            ));
+        };
+        self.check_new(&name, &log_ratio, "add_log_ratio")?;
+        if log_ratio.shape() != [k] {
+            return Err(Error::invalid(
+                "Divergences::add_log_ratio",
+                format!(
+                    "'{name}' has shape {:?}; a pass with {k} samples needs one log ratio per sample, [{k}]",
+                    log_ratio.shape()
+                ),
+            ));
+        }
+        let values = log_ratio.value();
+        if let Some(v) = values.data().iter().find(|v| !v.is_finite()) {
+            return Err(Error::invalid(
+                "Divergences::add_log_ratio",
+                format!("a log ratio of '{name}' is {v}"),
+            ));
+        }
+        self.terms.push((name, log_ratio));
+        Ok(())
+    }
+
+    /// Errors for a var on another tape or a name registered before.
+    fn check_new(&self, name: &str, var: &Var<'t, F>, op: &'static str) -> Result<()> {
+        if !std::ptr::eq(var.tape(), self.tape) {
+            return Err(Error::ForeignTape { op });
+        }
+        if self.terms.iter().any(|(n, _)| n == name) {
+            return Err(Error::DuplicateDivergence {
+                name: name.to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// Registers a divergence term under a name; its elements are summed
@@ -65,16 +155,22 @@ impl<'t, F: Element> Divergences<'t, F> {
     /// A value (sum) that is NaN or infinite, naming the term;
     /// [`Error::DuplicateDivergence`] for a name registered before;
     /// [`Error::ForeignTape`] for a var on another tape.
+    /// In a pass with a sample axis, every term must be per sample
+    /// ([`Divergences::add_log_ratio`]): one value shared by all samples
+    /// would give the importance weights a wrong term, so it is an error.
     pub fn add(&mut self, name: impl Into<String>, kl: Var<'t, F>) -> Result<()> {
-        if !std::ptr::eq(kl.tape(), self.tape) {
-            return Err(Error::ForeignTape {
-                op: "add_divergence",
-            });
-        }
         let name = name.into();
-        if self.terms.iter().any(|(n, _)| *n == name) {
-            return Err(Error::DuplicateDivergence { name });
+        if let Some(k) = self.samples {
+            return Err(Error::invalid(
+                "Divergences::add",
+                format!(
+                    "'{name}' is one divergence for a pass with {k} samples along a sample axis; \
+                     such a pass needs ln q(w_k) - ln p(w_k) per sample (add_log_ratio), \
+                     which this layer does not provide"
+                ),
+            ));
         }
+        self.check_new(&name, &kl, "add_divergence")?;
         let total = kl.sum();
         let value = total.item()?;
         if !value.is_finite() {
@@ -97,11 +193,15 @@ impl<'t, F: Element> Divergences<'t, F> {
         &self.terms
     }
 
-    /// The terms' names and values, in registration order.
+    /// The terms' names and values, in registration order (a per-sample
+    /// term's value is its mean over samples).
     pub fn values(&self) -> Vec<(String, F)> {
         self.terms
             .iter()
-            .map(|(n, v)| (n.clone(), v.item().unwrap_or_else(|_| F::nan())))
+            .map(|(n, v)| {
+                let t = v.value();
+                (n.clone(), t.sum_all() / F::lit(t.len().max(1) as f64))
+            })
             .collect()
     }
 
@@ -110,13 +210,30 @@ impl<'t, F: Element> Divergences<'t, F> {
         self.terms.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
     }
 
-    /// The sum of every term (a constant 0 if there are none).
+    /// The sum of every term (a constant 0 if there are none). In a pass
+    /// with a sample axis, the mean over samples of [`Divergences::log_ratio`].
     pub fn total(&self) -> Var<'t, F> {
-        let mut total = self.tape.scalar(F::zero());
+        match self.log_ratio() {
+            Some(r) => r.mean(),
+            None => {
+                let mut total = self.tape.scalar(F::zero());
+                for (_, v) in &self.terms {
+                    total = total + *v;
+                }
+                total
+            }
+        }
+    }
+
+    /// In a pass with a sample axis of `K` samples, the sum of every term
+    /// per sample, `[K]` (zeros if there are none); `None` otherwise.
+    pub fn log_ratio(&self) -> Option<Var<'t, F>> {
+        let k = self.samples?;
+        let mut total = self.tape.constant(Tensor::zeros(&[k]));
         for (_, v) in &self.terms {
             total = total + *v;
         }
-        total
+        Some(total)
     }
 
     /// The number of terms.
@@ -157,9 +274,41 @@ impl<'t, 'a, F: Element> Forward<'t, 'a, F> {
     }
 
     /// The same pass in another sample mode.
+    ///
+    /// For [`SampleMode::SampleAxis`] the pass's divergences become per
+    /// sample; terms registered before the switch are kept as they are, and
+    /// [`Iwae`](crate::Iwae) refuses them.
     pub fn with_mode(mut self, mode: SampleMode) -> Self {
         self.mode = mode;
+        if let SampleMode::SampleAxis(k) = mode {
+            self.divergences.samples = Some(k);
+        } else {
+            self.divergences.samples = None;
+        }
         self
+    }
+
+    /// In [`SampleMode::SampleAxis`]`(K)`, `(K, B)` for an input of
+    /// `rows = K * B` rows.
+    ///
+    /// # Errors
+    /// Another mode, `K = 0`, or `rows` not a multiple of `K`; `layer` is named.
+    pub fn sample_blocks(&self, layer: &str, rows: usize) -> Result<(usize, usize)> {
+        match self.mode {
+            SampleMode::SampleAxis(0) => Err(Error::invalid(
+                "SampleMode::SampleAxis",
+                format!("layer '{layer}': a sample axis needs K >= 1 samples"),
+            )),
+            SampleMode::SampleAxis(k) if rows.is_multiple_of(k) => Ok((k, rows / k)),
+            SampleMode::SampleAxis(k) => Err(Error::invalid(
+                "SampleMode::SampleAxis",
+                format!("layer '{layer}': {rows} input rows are not {k} equal blocks, one per sample (tile the input with Iwae::tile)"),
+            )),
+            other => Err(Error::invalid(
+                "Forward::sample_blocks",
+                format!("layer '{layer}': the pass is in {other:?}, not SampleAxis"),
+            )),
+        }
     }
 
     /// The tape.
@@ -215,6 +364,12 @@ impl<'t, 'a, F: Element> Forward<'t, 'a, F> {
         let kl = kl_divergence_with(q, p, method, &mut *self.rng)?;
         self.divergences.add(name, kl)?;
         Ok(kl)
+    }
+
+    /// Registers the per-sample log ratios of a pass with a sample axis
+    /// ([`Divergences::add_log_ratio`]).
+    pub fn add_log_ratio(&mut self, name: impl Into<String>, log_ratio: Var<'t, F>) -> Result<()> {
+        self.divergences.add_log_ratio(name, log_ratio)
     }
 
     /// The divergence terms registered so far.

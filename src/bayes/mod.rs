@@ -5,4 +5,5 @@
 
 pub mod elbo;
 pub mod forward;
+pub mod iwae;
 pub mod score;

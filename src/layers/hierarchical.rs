@@ -199,6 +199,12 @@ impl HierarchicalScale {
             SampleMode::PosteriorMean => {
                 (q_local.normal().loc().exp(), q_global.normal().loc().exp())
             }
+            SampleMode::SampleAxis(_) => {
+                return Err(super::no_sample_axis(
+                    layer,
+                    "a hierarchical prior draws one set of scales per pass, with no per-sample log ratio",
+                ))
+            }
         };
         // λ along the input axis, broadcast over the others
         let mut lshape = vec![1; rank];

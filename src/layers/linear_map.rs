@@ -22,6 +22,22 @@ pub trait LinearMap<F: Element>: Send + Sync + 'static {
     fn check_input(&self, layer: &str, x: &Var<'_, F>) -> Result<()>;
     /// `x ⊛ kernel`.
     fn apply<'t>(&self, x: Var<'t, F>, kernel: Var<'t, F>) -> Result<Var<'t, F>>;
+    /// `K` products at once, for a pass with a sample axis: block `k` of
+    /// `x` (its rows `k·B .. (k+1)·B` of `K·B`) with `kernels[k]`
+    /// (`kernels: [K, ...kernel_shape]`), the outputs in the same row
+    /// order. The default slices the blocks and joins their outputs.
+    fn apply_samples<'t>(
+        &self,
+        x: Var<'t, F>,
+        kernels: Var<'t, F>,
+        k: usize,
+    ) -> Result<Var<'t, F>> {
+        let b = x.shape()[0] / k.max(1);
+        let outputs = (0..k)
+            .map(|i| self.apply(x.slice(0, i * b, (i + 1) * b)?, kernels.index(i)?))
+            .collect::<Result<Vec<_>>>()?;
+        Var::concat(&outputs, 0)
+    }
     /// Flipout's output `x ⊛ loc + ((x ∘ s_in) ⊛ delta) ∘ s_out`, with
     /// signs `s_in: [batch, inputs]` and `s_out: [batch, outputs]` (inputs
     /// and outputs are the kernel's last two axes).
@@ -55,6 +71,19 @@ impl<F: Element> LinearMap<F> for DenseMap {
     }
     fn apply<'t>(&self, x: Var<'t, F>, kernel: Var<'t, F>) -> Result<Var<'t, F>> {
         x.matmul(kernel)
+    }
+    /// One batched product `[K, B, in] @ [K, in, out]`.
+    fn apply_samples<'t>(
+        &self,
+        x: Var<'t, F>,
+        kernels: Var<'t, F>,
+        k: usize,
+    ) -> Result<Var<'t, F>> {
+        let rows = x.shape()[0];
+        let b = rows / k.max(1);
+        x.reshape(&[k, b, self.inputs])?
+            .batched_matmul(kernels)?
+            .reshape(&[rows, self.outputs])
     }
     fn flipout<'t>(
         &self,

@@ -9,6 +9,7 @@ mod linear_map;
 mod meanfield;
 pub mod metrics;
 pub mod predict;
+mod sample_axis;
 mod sparse;
 mod spike_slab;
 mod variational;
@@ -107,6 +108,16 @@ pub(crate) fn uniform_init<F: Element>(
     rng: &mut dyn Rng,
 ) -> Tensor<F> {
     Tensor::from_fn(shape, |_| F::lit(rng.random_range(-limit..=limit)))
+}
+
+/// The error of a layer that cannot take a pass with a sample axis.
+pub(crate) fn no_sample_axis(layer: &str, why: &str) -> Error {
+    Error::invalid(
+        "SampleMode::SampleAxis",
+        format!(
+            "layer '{layer}' has no per-sample weights for the importance-weighted bound: {why}"
+        ),
+    )
 }
 
 /// A deterministic fully connected layer `y = x W + b`, Glorot-uniform

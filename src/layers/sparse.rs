@@ -1,7 +1,7 @@
 //! Sparse variational dropout (Molchanov, Ashukha, Vetrov 2017).
 
 use super::linear_map::{DenseMap, LinearMap};
-use super::Module;
+use super::{no_sample_axis, Module};
 use crate::autodiff::params::{Param, ParamStore};
 use crate::autodiff::tape::Var;
 use crate::bayes::forward::{Forward, SampleMode};
@@ -206,8 +206,13 @@ impl<F: Element, M: LinearMap<F> + 'static> Module<F> for SparseVariational<M> {
         let neg_kl = (log_alpha * F::lit(K3) + F::lit(K2)).sigmoid() * F::lit(K1)
             - (-log_alpha).softplus() * F::lit(0.5)
             - F::lit(K1);
-        cx.add_divergence(format!("{}/kernel_divergence", self.name), -neg_kl.sum())?;
         let y = match cx.mode() {
+            SampleMode::SampleAxis(_) => {
+                return Err(no_sample_axis(
+                    &self.name,
+                    "sparse variational dropout draws the outputs (additive reparameterization), not weight samples",
+                ))
+            }
             SampleMode::PosteriorMean => {
                 let t = F::lit(self.config.log_alpha_threshold);
                 let keep = log_alpha
@@ -222,6 +227,7 @@ impl<F: Element, M: LinearMap<F> + 'static> Module<F> for SparseVariational<M> {
                 mean.try_add((var + F::lit(1e-16)).sqrt().try_mul(eps)?)?
             }
         };
+        cx.add_divergence(format!("{}/kernel_divergence", self.name), -neg_kl.sum())?;
         match self.bias {
             Some(b) => y.try_add(cx.param(b)?),
             None => Ok(y),

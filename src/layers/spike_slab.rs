@@ -1,7 +1,7 @@
 //! A spike-and-slab posterior over a layer's weights, for variable selection.
 
 use super::linear_map::{DenseMap, LinearMap};
-use super::Module;
+use super::{no_sample_axis, Module};
 use crate::autodiff::params::{Param, ParamStore};
 use crate::autodiff::tape::Var;
 use crate::bayes::forward::{Forward, SampleMode};
@@ -218,10 +218,15 @@ impl<F: Element, M: LinearMap<F> + 'static> Module<F> for SpikeAndSlabVariationa
         let slab =
             (-sigma.ln() + F::lit(s.ln())).try_add(second * F::lit(0.5 / (s * s)))? - F::lit(0.5);
         let kl = bernoulli.try_add(p.try_mul(slab)?)?.sum();
-        cx.add_divergence(format!("{}/kernel_divergence", self.name), kl)?;
         let mean_w = p.try_mul(mu)?;
-        match cx.mode() {
-            SampleMode::PosteriorMean => self.map.apply(x, mean_w),
+        let y = match cx.mode() {
+            SampleMode::PosteriorMean => self.map.apply(x, mean_w)?,
+            SampleMode::SampleAxis(_) => {
+                return Err(no_sample_axis(
+                    &self.name,
+                    "the spike-and-slab posterior marginalizes the inclusion in the output moments, drawing no weight samples",
+                ))
+            }
             SampleMode::Sample => {
                 // Var w = p (σ² + μ²) - p² μ²
                 let var_w = p.try_mul(second)?.try_sub(mean_w.square())?;
@@ -230,9 +235,11 @@ impl<F: Element, M: LinearMap<F> + 'static> Module<F> for SpikeAndSlabVariationa
                 let eps = cx
                     .tape()
                     .constant(crate::tensor::standard_normal(&mean.shape(), cx.rng()));
-                mean.try_add((var + F::lit(1e-16)).sqrt().try_mul(eps)?)
+                mean.try_add((var + F::lit(1e-16)).sqrt().try_mul(eps)?)?
             }
-        }
+        };
+        cx.add_divergence(format!("{}/kernel_divergence", self.name), kl)?;
+        Ok(y)
     }
     fn name(&self) -> &str {
         &self.name

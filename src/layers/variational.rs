@@ -253,6 +253,7 @@ impl MeanField {
     }
 }
 
+use super::sample_axis::draw_and_register;
 use crate::tensor::rademacher;
 pub(crate) use crate::tensor::standard_normal as noise;
 
@@ -342,6 +343,17 @@ impl Bias {
                 let b = match cx.mode() {
                     SampleMode::Sample => q.rsample(cx.rng())?,
                     SampleMode::PosteriorMean => q.loc(),
+                    SampleMode::SampleAxis(_) => {
+                        // one bias per sample, added to its block of rows
+                        let shape = y.shape();
+                        let (k, _) = cx.sample_blocks(layer, shape[0])?;
+                        let name = format!("{layer}/bias_divergence");
+                        let b = draw_and_register(cx, name, &q, cfg, &mf.shape, k)?;
+                        let width = mf.shape.iter().product::<usize>();
+                        let rows = shape.iter().product::<usize>() / (k * width);
+                        let blocks = y.reshape(&[k, rows, width])?;
+                        return (blocks + b.reshape(&[k, 1, width])?).reshape(&shape);
+                    }
                 };
                 register_divergence(
                     cx,
@@ -742,6 +754,13 @@ impl<F: Element, M: LinearMap<F>, E: Estimator> Module<F> for Variational<F, M, 
                 let name = format!("{}/kernel_divergence", self.name);
                 register_divergence(cx, name, &q, |_| loc, &self.config, &self.kernel.shape)?;
                 self.map.apply(x, loc)?
+            }
+            SampleMode::SampleAxis(_) => {
+                let (k, _) = cx.sample_blocks(&self.name, x.shape()[0])?;
+                let q = self.kernel.read(cx)?;
+                let name = format!("{}/kernel_divergence", self.name);
+                let w = draw_and_register(cx, name, &q, &self.config, &self.kernel.shape, k)?;
+                self.map.apply_samples(x, w, k)?
             }
             SampleMode::Sample => {
                 let mut posterior = PosteriorPass {

@@ -2,6 +2,7 @@
 
 use crate::autodiff::tape::{Op, Var};
 use crate::error::Result;
+use crate::kernels::gemm::{gemm_append, MatRef};
 use crate::tensor::{Element, Tensor};
 
 /// `a @ b` for rank-2 operands. Backward reads the operands transposed
@@ -63,11 +64,117 @@ impl<F: Element> Op<F> for Transpose {
     }
 }
 
+/// `a[k] @ b[k]` for every `k` of rank-3 operands `[K, m, n]`, `[K, n, p]`:
+/// one GEMM per block on the blocks in place. Backward per block:
+/// `da[k] = g[k] b[k]^T`, `db[k] = a[k]^T g[k]`.
+struct BatchedMatmul;
+
+/// `(K, m, n, p)` of a batched product, or an error naming both shapes.
+fn batched_dims<F: Element>(a: &Tensor<F>, b: &Tensor<F>) -> Result<(usize, usize, usize, usize)> {
+    let (sa, sb) = (a.shape(), b.shape());
+    if sa.len() != 3 || sb.len() != 3 || sa[0] != sb[0] || sa[2] != sb[1] {
+        return Err(crate::error::Error::ShapeMismatch {
+            op: "batched_matmul",
+            lhs: sa.to_vec(),
+            rhs: sb.to_vec(),
+        });
+    }
+    Ok((sa[0], sa[1], sa[2], sb[2]))
+}
+
+/// Block `k` of every product `x[k]^(T?) @ y[k]^(T?)`, appended row-major:
+/// `x` blocks are `xr x xc`, `y` blocks `yr x yc` (as stored).
+fn per_block<F: Element>(
+    x: (&[F], usize, usize, bool),
+    y: (&[F], usize, usize, bool),
+    blocks: usize,
+) -> Tensor<F> {
+    let (xd, xr, xc, tx) = x;
+    let (yd, yr, yc, ty) = y;
+    let (m, k) = if tx { (xc, xr) } else { (xr, xc) };
+    let n = if ty { yr } else { yc };
+    let mut out = Vec::with_capacity(blocks * m * n);
+    for b in 0..blocks {
+        let xb = &xd[b * xr * xc..(b + 1) * xr * xc];
+        let yb = &yd[b * yr * yc..(b + 1) * yr * yc];
+        gemm_append(
+            m,
+            k,
+            n,
+            MatRef::new(xb, xc, tx),
+            MatRef::new(yb, yc, ty),
+            &mut out,
+        );
+    }
+    Tensor::new_unchecked(out, vec![blocks, m, n])
+}
+
+impl<F: Element> Op<F> for BatchedMatmul {
+    fn name(&self) -> &str {
+        "batched_matmul"
+    }
+    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
+        let (a, b) = (inputs[0], inputs[1]);
+        let (blocks, m, n, p) = batched_dims(a, b)?;
+        crate::tensor::checked_alloc::<F>("batched_matmul", &[blocks, m, p])?;
+        Ok(per_block(
+            (a.data(), m, n, false),
+            (b.data(), n, p, false),
+            blocks,
+        ))
+    }
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        out: &Tensor<F>,
+        g: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        self.backward_needed(inputs, out, g, &[true, true])
+    }
+    fn backward_needed(
+        &self,
+        inputs: &[&Tensor<F>],
+        _: &Tensor<F>,
+        g: &Tensor<F>,
+        needs: &[bool],
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        let (a, b) = (inputs[0], inputs[1]);
+        let (blocks, m, n, p) = batched_dims(a, b)?;
+        let da =
+            needs[0].then(|| per_block((g.data(), m, p, false), (b.data(), n, p, true), blocks));
+        let db =
+            needs[1].then(|| per_block((a.data(), m, n, true), (g.data(), m, p, false), blocks));
+        Ok(vec![da, db])
+    }
+}
+
 impl<'t, F: Element> Var<'t, F> {
     /// Matrix product of two rank-2 vars; errors naming both shapes when
     /// the inner dimensions disagree.
     pub fn matmul(self, rhs: Var<'t, F>) -> Result<Self> {
         self.tape.apply(Matmul, &[self, rhs])
+    }
+
+    /// The product of every block of two rank-3 vars: `[K, m, n] @ [K, n, p]`
+    /// is `[K, m, p]`, block `k` being `self[k] @ rhs[k]`. Errors naming both
+    /// shapes unless the block counts and inner dimensions agree.
+    ///
+    /// ```
+    /// use bayesgrad::prelude::*;
+    /// let tape = Tape::<f64>::new();
+    /// let a = tape.var(Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0], &[2, 1, 2])?);
+    /// let b = tape.var(Tensor::from_vec(vec![1.0, 1.0, 2.0, 0.0], &[2, 2, 1])?);
+    /// let c = a.batched_matmul(b)?;
+    /// assert_eq!(c.value().data(), &[3.0, 6.0]); // [1 2]·[1 1], [3 4]·[2 0]
+    /// # Ok::<(), bayesgrad::Error>(())
+    /// ```
+    pub fn batched_matmul(self, rhs: Var<'t, F>) -> Result<Self> {
+        if !std::ptr::eq(self.tape, rhs.tape) {
+            return Err(crate::error::Error::ForeignTape {
+                op: "batched_matmul",
+            });
+        }
+        self.tape.apply(BatchedMatmul, &[self, rhs])
     }
 
     /// Swaps the last two axes (rank >= 2).

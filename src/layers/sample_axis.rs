@@ -1,0 +1,234 @@
+//! A variational layer's pass with a sample axis ([`SampleMode::SampleAxis`]):
+//! `K` weight samples at once and their log ratios `ln q(w_k) − ln p(w_k)`
+//! for the importance-weighted bound.
+//!
+//! For the mean-field Normal posterior with a Normal prior, two fused ops
+//! do this in one pass each over the `K` samples: the draw
+//! `w_k = loc + scale ε_k`, and the log ratio, in which
+//! `ln q(w_k) = −Σ ln scale − ½ Σ ε_k² − c` is exact at the sample and
+//! depends on the parameters only through `ln scale` (the path and score
+//! terms through `loc` cancel). Other priors take the generic route
+//! through the distributions' `log_prob`.
+//!
+//! [`SampleMode::SampleAxis`]: crate::SampleMode::SampleAxis
+
+use super::variational::{noise, Prior, VariationalConfig};
+use crate::autodiff::tape::{Op, Var};
+use crate::bayes::forward::Forward;
+use crate::distributions::{Distribution, Normal};
+use crate::error::{Error, Result};
+use crate::kernels::parallel::{join, par_fill, sum_pairwise};
+use crate::tensor::{Element, Tensor};
+use rand::Rng;
+
+/// `K` draws `ε_k` of a standard Normal over `shape`, stacked to
+/// `[K, ...shape]`. Each is drawn as a pass in `SampleMode::Sample` draws its
+/// perturbation, so draw `k` is the weight noise of the `k`-th of `K`
+/// successive single-sample passes.
+fn stacked_noise<F: Element>(shape: &[usize], k: usize, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+    let n: usize = shape.iter().product();
+    crate::tensor::checked_alloc::<F>("SampleMode::SampleAxis", &[k, n])?;
+    let mut data = Vec::with_capacity(k * n);
+    for _ in 0..k {
+        data.extend_from_slice(noise::<F>(shape, rng).data());
+    }
+    let mut stacked = vec![k];
+    stacked.extend_from_slice(shape);
+    Tensor::from_vec(data, &stacked)
+}
+
+/// The pieces of `len` elements from `start` of a `[K, n]` buffer that lie
+/// in one row: `(offset from start, column of the first, length)`.
+fn segments(start: usize, len: usize, n: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at >= len || n == 0 {
+            return None;
+        }
+        let j = (start + at) % n;
+        let piece = (n - j).min(len - at);
+        let out = (at, j, piece);
+        at += piece;
+        Some(out)
+    })
+}
+
+/// `w[k] = loc + scale ∘ eps[k]` for inputs `loc, scale` of one shape and
+/// a constant `eps: [K, ...shape]`.
+struct PerSampleDraw<F: Element> {
+    eps: Tensor<F>,
+}
+
+impl<F: Element> Op<F> for PerSampleDraw<F> {
+    fn name(&self) -> &str {
+        "per_sample_draw"
+    }
+    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
+        let (loc, scale) = (inputs[0].data(), inputs[1].data());
+        let eps = self.eps.data();
+        let mut w = vec![F::zero(); eps.len()];
+        par_fill(&mut w, |start, out| {
+            for (at, j, len) in segments(start, out.len(), loc.len()) {
+                let (m, s) = (&loc[j..j + len], &scale[j..j + len]);
+                let e = &eps[start + at..start + at + len];
+                for (o, ((&m, &s), &e)) in out[at..at + len].iter_mut().zip(m.iter().zip(s).zip(e))
+                {
+                    *o = m + s * e;
+                }
+            }
+        });
+        Tensor::from_vec(w, self.eps.shape())
+    }
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        _: &Tensor<F>,
+        g: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        let shape = inputs[0].shape();
+        let n = inputs[0].len();
+        let (g, eps) = (g.data(), self.eps.data());
+        // sums over the samples, for each weight
+        let (mut dloc, mut dscale) = (vec![F::zero(); n], vec![F::zero(); n]);
+        par_fill(&mut dloc, |start, out| {
+            for gk in g.chunks_exact(n.max(1)) {
+                for (o, &g) in out.iter_mut().zip(&gk[start..]) {
+                    *o = *o + g;
+                }
+            }
+        });
+        par_fill(&mut dscale, |start, out| {
+            for (gk, ek) in g.chunks_exact(n.max(1)).zip(eps.chunks_exact(n.max(1))) {
+                for (o, (&g, &e)) in out.iter_mut().zip(gk[start..].iter().zip(&ek[start..])) {
+                    *o = *o + g * e;
+                }
+            }
+        });
+        Ok(vec![
+            Some(Tensor::from_vec(dloc, shape)?),
+            Some(Tensor::from_vec(dscale, shape)?),
+        ])
+    }
+}
+
+/// `r[k] = Σ_j (−ln scale_j − ½ ε_kj² + ½ ((w_kj − m) / s)² + ln s)`:
+/// `ln q(w_k) − ln p(w_k)` for `q = N(loc, scale)`, `p = N(m, s)` at
+/// `w_k = loc + scale ε_k`, from inputs `scale` and `w: [K, ...]`.
+struct NormalLogRatio<F: Element> {
+    eps: Tensor<F>,
+    prior: (F, F),
+}
+
+impl<F: Element> Op<F> for NormalLogRatio<F> {
+    fn name(&self) -> &str {
+        "normal_log_ratio"
+    }
+    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
+        let (scale, w) = (inputs[0].data(), inputs[1].data());
+        let (m, s) = self.prior;
+        let n = scale.len();
+        let ln_scale: Vec<F> = scale.iter().map(|v| v.ln()).collect();
+        let shared = -sum_pairwise(&ln_scale) + F::lit(n as f64) * s.ln();
+        let k = self.eps.shape()[0];
+        let eps = self.eps.data();
+        // sample i's sum of ½ (((w - m) / s)² - ε²), half the samples on each thread
+        let sums = |first: usize, out: &mut [F]| {
+            let mut terms = vec![F::zero(); n];
+            for (i, o) in out.iter_mut().enumerate() {
+                let at = (first + i) * n;
+                for ((t, &w), &e) in terms.iter_mut().zip(&w[at..at + n]).zip(&eps[at..at + n]) {
+                    let z = (w - m) / s;
+                    *t = F::lit(0.5) * (z * z - e * e);
+                }
+                *o = shared + sum_pairwise(&terms);
+            }
+        };
+        let mut r = vec![F::zero(); k];
+        let (a, b) = r.split_at_mut(k / 2);
+        join(|| sums(0, a), || sums(k / 2, b));
+        Tensor::from_vec(r, &[k])
+    }
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        _: &Tensor<F>,
+        g: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        let (scale, w) = (inputs[0], inputs[1]);
+        let (m, s) = self.prior;
+        let n = scale.len();
+        let total = g.data().iter().fold(F::zero(), |a, &b| a + b);
+        let dscale = scale.map(|v| -total / v);
+        let inv = F::one() / (s * s);
+        let (wd, g) = (w.data(), g.data());
+        let mut dw = vec![F::zero(); wd.len()];
+        par_fill(&mut dw, |start, out| {
+            for (at, _, len) in segments(start, out.len(), n) {
+                let gk = g[(start + at) / n] * inv;
+                let w = &wd[start + at..start + at + len];
+                for (o, &w) in out[at..at + len].iter_mut().zip(w) {
+                    *o = gk * (w - m);
+                }
+            }
+        });
+        Ok(vec![Some(dscale), Some(Tensor::from_vec(dw, w.shape())?)])
+    }
+}
+
+/// Draws `K` weight samples of the posterior `q` over `shape`
+/// (`[K, ...shape]`), registers their log ratios under `name`
+/// ([`Forward::add_log_ratio`]) and returns them. The layer's
+/// [`KlMethod`](super::KlMethod) is not used: the importance weights need the log ratio at each sample.
+pub(crate) fn draw_and_register<'t, F: Element>(
+    cx: &mut Forward<'t, '_, F>,
+    name: String,
+    q: &Normal<'t, F>,
+    cfg: &VariationalConfig<F>,
+    shape: &[usize],
+    k: usize,
+) -> Result<Var<'t, F>> {
+    let eps = stacked_noise::<F>(shape, k, cx.rng())?;
+    let (loc, scale) = (q.loc(), q.scale());
+    if loc.shape() != shape || scale.shape() != shape {
+        return Err(Error::invalid(
+            "SampleMode::SampleAxis",
+            format!(
+                "'{name}': the posterior's parameters do not have the kernel's shape {shape:?}"
+            ),
+        ));
+    }
+    let tape = cx.tape();
+    let w = tape.apply(PerSampleDraw { eps: eps.clone() }, &[loc, scale])?;
+    let log_ratio = match &cfg.prior {
+        Prior::Normal { loc: m, scale: s } if m.is_finite() && s.is_finite() && *s > 0.0 => {
+            let prior = (F::lit(*m), F::lit(*s));
+            tape.apply(NormalLogRatio { eps, prior }, &[scale, w])?
+        }
+        Prior::Hierarchical(_) => {
+            let layer = name.rsplit_once('/').map_or(name.as_str(), |(l, _)| l);
+            return Err(super::no_sample_axis(
+                layer,
+                "a hierarchical prior draws one set of scales per pass, with no per-sample log ratio",
+            ));
+        }
+        other => {
+            let p = other.build(tape, cx.store(), shape)?;
+            let ratio = q.log_prob(w)? - p.log_prob(w)?;
+            if ratio.shape() != w.shape() {
+                return Err(Error::invalid(
+                    "SampleMode::SampleAxis",
+                    format!(
+                        "'{name}': ln q - ln p of weights {:?} has shape {:?}; the prior must broadcast over the sample axis",
+                        w.shape(),
+                        ratio.shape()
+                    ),
+                ));
+            }
+            ratio
+                .reshape(&[k, shape.iter().product()])?
+                .sum_axis(1, false)?
+        }
+    };
+    cx.add_log_ratio(name, log_ratio)?;
+    Ok(w)
+}
