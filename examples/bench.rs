@@ -339,7 +339,7 @@ fn main() -> Result<()> {
         }
     }
     // Opt-in allocator setting (see bayesgrad::alloc); --default-alloc measures without it.
-    let retained = !default_alloc && bayesgrad::train::alloc::retain_freed_memory();
+    let retained = !default_alloc && bayesgrad::train::retain_freed_memory();
     say!("allocator keeps freed memory: {retained}");
     say!("threads: 2 (the caller and bayesgrad's helper thread)");
     if which == "all" || which == "tiny" {

@@ -6,21 +6,91 @@
 //!
 //! # Concepts
 //!
-//! - A [`Tape`] records one forward pass; a [`Var`] is a `Copy` handle to a
-//!   value on it that borrows the tape, so nothing built from vars (a
-//!   distribution, say) can outlive the pass or be stored in a layer.
-//!   [`Var::backward`] returns [`Gradients`].
-//! - A [`ParamStore`] holds the trainable values across passes; a [`Param`]
-//!   is a handle into it. Each pass reads parameters onto its tape
-//!   ([`Tape::param`]), which is what keeps the gradient path alive.
-//! - A [`Distribution`] is built from vars: `log_prob`, `rsample`,
-//!   `entropy` and [`kl_divergence`] are differentiable in every parameter.
-//!   Distributions and analytic KL rules of your own plug in
-//!   ([`distributions::register_kl`]).
-//! - A [`Module`] maps a var to a var inside a [`Forward`] context, which
-//!   carries the store, the RNG, the [`SampleMode`] and the named
-//!   [`Divergences`] that variational layers register
-//!   (`<layer>/kernel_divergence`). [`Elbo`] weighs them explicitly.
+//! **A [`Tape`] records one forward pass; a [`Var`] is a `Copy` handle to a
+//! value on it.** A var borrows its tape, so nothing built from vars (a
+//! distribution, say) can outlive the pass or be stored in a layer.
+//! [`Var::backward`] returns the [`Gradients`]; make a new tape per step.
+//!
+//! ```
+//! use bayesgrad::prelude::*;
+//! let tape = Tape::<f64>::new();
+//! let x = tape.var(Tensor::vector(&[1.0, 2.0]));
+//! let y = (x.square() * 3.0).sum(); // 3 Σ x²
+//! assert_eq!(y.backward()?.get(x).unwrap().data(), &[6.0, 12.0]);
+//! # Ok::<(), bayesgrad::Error>(())
+//! ```
+//!
+//! **A [`ParamStore`] holds the trainable values across passes; a [`Param`]
+//! is a handle into it.** Each pass reads parameters onto its tape
+//! ([`Tape::param`]), which is what keeps the gradient path alive. Positive
+//! parameters are stored unconstrained and read through a softplus:
+//! `value` speaks in what the model reads, `raw` in what is stored.
+//!
+//! ```
+//! use bayesgrad::prelude::*;
+//! let mut store = ParamStore::<f64>::new();
+//! let sigma = store.add_positive("sigma", Tensor::scalar(0.5));
+//! let tape = Tape::new();
+//! let s = tape.param(&store, sigma);
+//! assert!((s.item()? - 0.5).abs() < 1e-12);
+//! assert!(s.backward()?.param(sigma).is_some()); // d sigma / d raw
+//! # Ok::<(), bayesgrad::Error>(())
+//! ```
+//!
+//! **A [`Distribution`] is built from vars**: `log_prob`, `rsample`,
+//! `entropy` and [`kl_divergence`] are differentiable in every parameter.
+//! Distributions and analytic KL rules of your own plug in
+//! ([`guide::custom_distribution`]).
+//!
+//! ```
+//! use bayesgrad::prelude::*;
+//! let tape = Tape::<f64>::new();
+//! let mu = tape.var(Tensor::scalar(0.0));
+//! let q = Normal::new(mu, tape.scalar(1.0))?;
+//! let p = Normal::new(tape.scalar(1.0), tape.scalar(1.0))?;
+//! let kl = kl_divergence(&q, &p)?; // (mu - 1)² / 2
+//! assert_eq!(kl.item()?, 0.5);
+//! assert_eq!(kl.backward()?.get(mu).unwrap().item()?, -1.0);
+//! # Ok::<(), bayesgrad::Error>(())
+//! ```
+//!
+//! **A [`Module`] maps a var to a var inside a [`Forward`] context**, which
+//! carries the store, the RNG, the [`SampleMode`] and the named
+//! [`Divergences`] that variational layers register
+//! (`<layer>/kernel_divergence`); see [`guide::custom_layer`].
+//!
+//! ```
+//! use bayesgrad::prelude::*;
+//! let mut store = ParamStore::<f64>::new();
+//! let mut rng = StdRng::seed_from_u64(0);
+//! let layer = DenseFlipout::new(&mut store, "dense", 3, 2, &mut rng)?;
+//! let tape = Tape::new();
+//! let mut cx = Forward::new(&tape, &store, &mut rng);
+//! let y = layer.forward(&mut cx, tape.constant(Tensor::zeros(&[4, 3])))?;
+//! assert_eq!(y.shape(), vec![4, 2]);
+//! assert!(cx.divergences().get("dense/kernel_divergence").is_some());
+//! # Ok::<(), bayesgrad::Error>(())
+//! ```
+//!
+//! **[`Elbo`] weighs the registered divergences explicitly** against the
+//! likelihood, each counted once, with the [`KlWeight`] you choose; [`Iwae`]
+//! is the importance-weighted bound with the same weightings
+//! ([`guide::elbo`]).
+//!
+//! ```
+//! use bayesgrad::prelude::*;
+//! let tape = Tape::<f64>::new();
+//! let mut divergences = Divergences::new(&tape);
+//! divergences.add("dense/kernel_divergence", tape.scalar(50.0))?;
+//! let nll = tape.scalar(10.0); // summed over a batch of 10
+//! let elbo = Elbo::new(KlWeight::PerExample { num_examples: 100 });
+//! let out = elbo.loss(&divergences, nll, Batch { index: 0, size: 10, step: 0 })?;
+//! assert!((out.loss.item()? - (1.0 + 50.0 / 100.0)).abs() < 1e-12);
+//! # Ok::<(), bayesgrad::Error>(())
+//! ```
+//!
+//! The [`guide`] has a page each on writing a distribution, a layer and an
+//! op, on checkpoints, and on the ELBO's weightings.
 //!
 //! # Randomness
 //!
@@ -78,6 +148,7 @@ pub mod autodiff;
 pub mod bayes;
 pub mod distributions;
 pub mod error;
+pub mod guide;
 mod kernels;
 pub mod layers;
 pub mod tensor;

@@ -13,6 +13,18 @@ use std::cmp::Ordering;
 
 /// Settings of a gradient check: a pair fails when
 /// `|analytic - numeric| > atol + rtol * |numeric|`.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// // f32 ops are checked in f32, with a step and tolerances its rounding allows
+/// let report = gradcheck(
+///     |_, x| Ok(x[0].tanh().sum()),
+///     &[Tensor::<f32>::vector(&[-1.0, 0.2, 2.0])],
+///     &GradCheck::f32(),
+/// )?;
+/// assert!(report.max_abs_err() < 1e-3);
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct GradCheck {
     /// The finite-difference step.

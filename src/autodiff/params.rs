@@ -9,6 +9,17 @@ static NEXT_STORE: AtomicU64 = AtomicU64::new(1);
 /// A handle to a parameter in a [`ParamStore`]. Layers keep these, never
 /// [`Var`](crate::Var)s, and read them onto each new tape with
 /// [`Tape::param`](crate::Tape::param).
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let mut store = ParamStore::<f64>::new();
+/// let w: Param = store.add("w", Tensor::scalar(1.5));
+/// assert_eq!(store.name(w), "w");
+/// assert_eq!(store.get("w"), Some(w));
+/// let tape = Tape::new();
+/// assert_eq!(tape.param(&store, w).item()?, 1.5);
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Param {
     store: u64,
@@ -43,6 +54,16 @@ impl Param {
 /// interval; see [`Constraint::UnitInterval`]).
 ///
 /// [`Tape::param`]: crate::Tape::param
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let mut store = ParamStore::<f64>::new();
+/// let sigma = store.add_positive("sigma", Tensor::scalar(0.5));
+/// assert!(matches!(store.constraint(sigma)?, Constraint::Positive { .. }));
+/// assert!((store.value(sigma).item()? - 0.5).abs() < 1e-12); // what the model reads
+/// assert!(store.raw(sigma).item()? < 0.0);                    // stored: softplus⁻¹(0.5 − 1e-5)
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub enum Constraint {

@@ -444,6 +444,19 @@ impl Constraint {
 /// Gradients of a scalar w.r.t. the leaves of the tape, returned by
 /// [`Var::backward`]. Gradients live here, not on the nodes: there is no
 /// `zero_grad`.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let mut store = ParamStore::<f64>::new();
+/// let w = store.add("w", Tensor::vector(&[1.0, 2.0]));
+/// let tape = Tape::new();
+/// let x = tape.var(Tensor::vector(&[3.0, 4.0]));
+/// let loss = (tape.param(&store, w) * x).sum();
+/// let grads = loss.backward()?;
+/// assert_eq!(grads.param(w).unwrap().data(), &[3.0, 4.0]); // by parameter
+/// assert_eq!(grads.get(x).unwrap().data(), &[1.0, 2.0]);   // by var
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
 pub struct Gradients<F: Element> {
     leaves: HashMap<usize, Tensor<F>, BuildHasherDefault<IdHasher>>,
     /// Each parameter's gradient and the (oldest) version of its value read.

@@ -29,6 +29,16 @@ use crate::error::{Error, Result};
 use crate::tensor::Element;
 
 /// How the KL term is weighted against the minibatch likelihood.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let batch = Batch { index: 0, size: 32, step: 0 };
+/// // the batch's share of the KL: B / N, 1 / M, or Blundell's 2^(M-i) / (2^M - 1)
+/// assert_eq!(Elbo::new(KlWeight::PerExample { num_examples: 3200 }).pi(batch)?, 0.01);
+/// assert_eq!(Elbo::new(KlWeight::PerBatch { num_batches: 100 }).pi(batch)?, 0.01);
+/// assert_eq!(Elbo::new(KlWeight::Blundell { num_batches: 2 }).pi(batch)?, 2.0 / 3.0);
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum KlWeight {
     /// `KL / N` per example: TFP's `kl / num_examples`.

@@ -31,6 +31,23 @@ use crate::tensor::{Element, Tensor};
 use rand::Rng;
 
 /// How stochastic layers draw their weights in a forward pass.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let mut store = ParamStore::<f64>::new();
+/// let mut rng = StdRng::seed_from_u64(0);
+/// let layer = DenseFlipout::new(&mut store, "dense", 2, 1, &mut rng)?;
+/// let x = Tensor::from_rows(&[[1.0, 2.0]])?;
+/// let run = |mode: SampleMode, rng: &mut StdRng| -> Result<f64> {
+///     let tape = Tape::new();
+///     let mut cx = Forward::new(&tape, &store, rng).with_mode(mode);
+///     layer.forward(&mut cx, tape.constant(x.clone()))?.item()
+/// };
+/// // a fresh weight sample each pass, or the posterior means
+/// assert_ne!(run(SampleMode::Sample, &mut rng)?, run(SampleMode::Sample, &mut rng)?);
+/// assert_eq!(run(SampleMode::PosteriorMean, &mut rng)?, run(SampleMode::PosteriorMean, &mut rng)?);
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SampleMode {
     /// Draw a fresh posterior sample each forward pass (training, MC prediction).
@@ -57,6 +74,18 @@ pub enum SampleMode {
 /// instead a vector of `K` log ratios, one per posterior sample
 /// ([`Divergences::add_log_ratio`]); such a pass's objective is
 /// [`Iwae`](crate::Iwae), and [`Elbo`](crate::Elbo) refuses it.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let tape = Tape::<f64>::new();
+/// let mut divergences = Divergences::new(&tape);
+/// divergences.add("a/kernel_divergence", tape.scalar(2.0))?;
+/// divergences.add("b/kernel_divergence", tape.constant(Tensor::vector(&[0.5, 0.5])))?;
+/// assert_eq!(divergences.total().item()?, 3.0);
+/// // a name counts once
+/// assert!(divergences.add("a/kernel_divergence", tape.scalar(1.0)).is_err());
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
 pub struct Divergences<'t, F: Element> {
     tape: &'t Tape<F>,
     terms: Vec<(String, Var<'t, F>)>,
@@ -252,6 +281,23 @@ impl<'t, F: Element> Divergences<'t, F> {
 ///
 /// Every [`Module::forward`](crate::Module::forward) receives it. Build one
 /// per pass, next to its tape.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let mut store = ParamStore::<f64>::new();
+/// let scale = store.add_positive("scale", Tensor::scalar(0.5));
+/// let mut rng = StdRng::seed_from_u64(0);
+/// let tape = Tape::new();
+/// let mut cx = Forward::new(&tape, &store, &mut rng);
+/// assert_eq!(cx.mode(), SampleMode::Sample);
+/// // parameters come onto the tape in the form the model reads
+/// assert!((cx.param(scale)?.item()? - 0.5).abs() < 1e-12);
+/// let q = Normal::new(tape.scalar(0.0), cx.param(scale)?)?;
+/// let p = Normal::new(tape.scalar(0.0), tape.scalar(1.0))?;
+/// cx.add_kl("mine/kernel_divergence", &q, &p, Divergence::Analytic)?;
+/// assert_eq!(cx.divergences().len(), 1);
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
 pub struct Forward<'t, 'a, F: Element> {
     tape: &'t Tape<F>,
     store: &'a ParamStore<F>,

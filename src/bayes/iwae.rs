@@ -2,13 +2,13 @@
 //! 2016) over a network's weights, with `K` posterior samples evaluated in
 //! one pass along a sample axis.
 //!
-//! A pass in [`SampleMode::SampleAxis`]`(K)` takes the minibatch tiled `K`
+//! A pass in [`SampleMode::SampleAxis`](crate::SampleMode::SampleAxis)`(K)` takes the minibatch tiled `K`
 //! times ([`Iwae::tile`]: rows `k·B .. (k+1)·B` are copy `k`); each
 //! variational layer draws `K` weight samples `w_k`, sends block `k`
 //! through `w_k` (one batched product for a dense layer) and registers
 //! `r_k = ln q(w_k) − ln p(w_k)` per sample. With the minibatch
 //! log-likelihood `ℓ_k = Σ_b ln p(y_b | x_b, w_k)` of each sample and the
-//! KL share `π_i` of the [`KlWeight`](crate::KlWeight):
+//! KL share `π_i` of the [`KlWeight`]:
 //!
 //! ```text
 //! ln w_k = ℓ_k − π_i r_k
@@ -67,6 +67,24 @@ use crate::error::{Error, Result};
 use crate::tensor::Element;
 
 /// The importance-weighted objective with a [`KlWeight`].
+///
+/// See the [module](self) for a full pass; the weights of the bound come
+/// from the same [`KlWeight`] as the ELBO's:
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let tape = Tape::<f64>::new();
+/// let mut d = Divergences::per_sample(&tape, 2)?;
+/// d.add_log_ratio("w", tape.constant(Tensor::vector(&[1.0, 3.0])))?;
+/// // two samples of a batch of one: log-likelihoods -1 and -2
+/// let ll = tape.constant(Tensor::vector(&[-1.0, -2.0]));
+/// let iwae = Iwae::new(KlWeight::PerExample { num_examples: 1 });
+/// let out = iwae.loss(&d, ll, Batch { index: 0, size: 1, step: 0 })?;
+/// let want = (((-2f64).exp() + (-5f64).exp()) / 2.0).ln();
+/// assert!((out.bound - want).abs() < 1e-12);
+/// assert_eq!(out.elbo, -3.5);
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Iwae {
     elbo: Elbo,

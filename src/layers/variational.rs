@@ -134,6 +134,24 @@ impl<F: Element> Prior<F> {
 }
 
 /// How a layer computes its KL term.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let mut store = ParamStore::<f64>::new();
+/// let mut rng = StdRng::seed_from_u64(0);
+/// // a spike-and-slab prior has no closed-form KL: estimate it at the pass's sample
+/// let config = VariationalConfig {
+///     prior: Prior::spike_and_slab_tfp(),
+///     divergence: KlMethod::SampleEstimate,
+///     ..VariationalConfig::default()
+/// };
+/// let layer = DenseFlipout::with_config(&mut store, "dense", 3, 2, config, &mut rng)?;
+/// let tape = Tape::new();
+/// let mut cx = Forward::new(&tape, &store, &mut rng);
+/// layer.forward(&mut cx, tape.constant(Tensor::zeros(&[4, 3])))?;
+/// assert!(cx.divergences().get("dense/kernel_divergence").is_some());
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
 #[derive(Clone, Default)]
 pub enum KlMethod<F: Element> {
     /// Analytic where a closed form exists, else `ln q(w) - ln p(w)` at the
@@ -601,6 +619,20 @@ pub type DenseVariational<F, E> = Variational<F, DenseMap, E>;
 /// [`DenseVariational`] with the reparameterization estimator (`tfp.layers.DenseReparameterization`).
 pub type DenseReparameterization<F> = DenseVariational<F, Reparameterization>;
 /// [`DenseVariational`] with Flipout (`tfp.layers.DenseFlipout`).
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let mut store = ParamStore::<f32>::new();
+/// let mut rng = StdRng::seed_from_u64(0);
+/// let layer = DenseFlipout::new(&mut store, "dense", 784, 10, &mut rng)?;
+/// // kernel posterior loc and rho, and a deterministic bias
+/// assert_eq!(store.params().count(), 3);
+/// let tape = Tape::new();
+/// let mut cx = Forward::new(&tape, &store, &mut rng);
+/// let y = layer.forward(&mut cx, tape.constant(Tensor::zeros(&[32, 784])))?;
+/// assert_eq!(y.shape(), vec![32, 10]);
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
 pub type DenseFlipout<F> = DenseVariational<F, Flipout>;
 /// [`DenseVariational`] with local reparameterization (`tfp.layers.DenseLocalReparameterization`).
 pub type DenseLocalReparameterization<F> = DenseVariational<F, LocalReparameterization>;

@@ -2,7 +2,7 @@
 //! checkpoints of parameters, optimizer and RNG state, an RNG that can be
 //! checkpointed, and an opt-in allocator setting for long training loops.
 
-pub mod alloc;
+mod alloc;
 pub mod checkpoint;
 mod data;
 pub mod optim;

@@ -188,6 +188,20 @@ fn check_setting<F: Element>(
 
 /// Stochastic gradient descent with optional (heavy-ball) momentum, as in
 /// PyTorch: `v = mu v + g; p -= lr v`.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let mut store = ParamStore::<f64>::new();
+/// let x = store.add("x", Tensor::scalar(3.0));
+/// let mut opt = Sgd::with_momentum(0.1, 0.9);
+/// for _ in 0..200 {
+///     let tape = Tape::new();
+///     let loss = tape.param(&store, x).square(); // minimum at 0
+///     opt.step(&mut store, &loss.backward()?)?;
+/// }
+/// assert!(store.value(x).item()?.abs() < 1e-3);
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Sgd<F> {
     lr: F,
