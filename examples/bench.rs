@@ -1,7 +1,9 @@
 //! The benchmark workloads of docs/benchmarks.md: one full training step
 //! (forward, backward, optimizer update) timed after warm-up.
 //!
-//! Run: `cargo run --release --example bench [-- mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|all] [--steps N] [--default-alloc]`
+//! Run: `cargo run --release --example bench [-- mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|scaling|handover|all] [--steps N] [--load N] [--threads N] [--default-alloc]`
+//! (`--load N` starts N busy-looping competitor threads; `scaling` prints ms per step and GFLOP/s of
+//! `mlp` over batch sizes, widths and thread counts.)
 //! Prints `<workload> ms_per_step=<median> p10=<..> p90=<..>` per workload,
 //! then the resident memory (peak, and its change over the timed steps).
 
@@ -11,6 +13,8 @@ mod say;
 
 use bayesgrad::prelude::*;
 use rand::rngs::SmallRng;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 type Step = Box<dyn FnMut() -> Result<()>>;
@@ -310,38 +314,201 @@ fn run(name: &str, mut step: Step, steps: usize) -> Result<()> {
     Ok(())
 }
 
+/// `N` threads that spin until the returned flag is set: a competing load
+/// on the machine's cores, started by the bench itself.
+fn start_load(n: usize) -> (Arc<AtomicBool>, Vec<std::thread::JoinHandle<()>>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = (0..n)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut x = 1u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..1000 {
+                        x = std::hint::black_box(
+                            x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1),
+                        );
+                    }
+                }
+            })
+        })
+        .collect();
+    (stop, handles)
+}
+
+/// `c = a b` on the bench's thread count for a square `size`: the GEMM
+/// speed the machine reaches, in GFLOP/s (best of several products).
+fn gemm_peak(size: usize) -> Result<f64> {
+    let mut rng = SmallRng::seed_from_u64(1);
+    let a = Tensor::<f32>::from_fn(&[size, size], |_| rng.random::<f32>());
+    let b = Tensor::<f32>::from_fn(&[size, size], |_| rng.random::<f32>());
+    let mut best = f64::INFINITY;
+    for _ in 0..7 {
+        let start = Instant::now();
+        std::hint::black_box(a.matmul(&b)?);
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    Ok(2.0 * (size as f64).powi(3) / best / 1e9)
+}
+
+/// `mlp` at several batch sizes, widths and thread counts: ms per step,
+/// the GEMM GFLOP/s it achieves, and its FLOP floor at the machine's GEMM
+/// peak (measured first, per thread count).
+fn scaling(steps: usize) -> Result<()> {
+    let max_threads = bayesgrad::threads();
+    let steps = steps.min(10);
+    say!("scaling: mlp = DenseFlipout(784->width, relu) -> DenseFlipout(width->10), Adam; {steps} timed steps per point");
+    say!("GEMM FLOP per step: 8 B 784 w (layer 1: two products forward, two weight gradients) + 12 B w 10 (layer 2 also has two input gradients)");
+    say!(
+        "{:>7} {:>6} {:>7} {:>11} {:>9} {:>13} {:>13}",
+        "threads",
+        "batch",
+        "width",
+        "ms/step",
+        "GFLOP/s",
+        "floor ms",
+        "step / floor"
+    );
+    for threads in 1..=max_threads {
+        bayesgrad::set_threads(threads)?;
+        let peak = gemm_peak(1024)?;
+        say!("{threads} thread(s): GEMM peak {peak:.1} GFLOP/s (1024 x 1024 x 1024, best of 7)");
+        for width in [256, 1024, 4096] {
+            for batch in [32, 128, 512, 2048] {
+                let mut rng = SmallRng::seed_from_u64(0);
+                let mut store = ParamStore::<f32>::new();
+                let net = Sequential::new()
+                    .push(DenseFlipout::new(
+                        &mut store, "hidden", 784, width, &mut rng,
+                    )?)
+                    .push(Activation::Relu)
+                    .push(DenseFlipout::new(&mut store, "out", width, 10, &mut rng)?);
+                let x = Tensor::from_fn(&[batch, 784], |_| rng.random::<f32>());
+                let mut step = classifier_step(net, store, x, 60_000, rng);
+                for _ in 0..2 {
+                    step()?;
+                }
+                let mut times = Vec::with_capacity(steps);
+                for _ in 0..steps {
+                    let start = Instant::now();
+                    step()?;
+                    times.push(start.elapsed().as_secs_f64());
+                }
+                times.sort_by(f64::total_cmp);
+                let median = times[times.len() / 2];
+                let (b, w) = (batch as f64, width as f64);
+                let flop = 8.0 * b * 784.0 * w + 12.0 * b * w * 10.0;
+                let floor = flop / (peak * 1e9);
+                say!(
+                    "{threads:>7} {batch:>6} {width:>7} {:>11.3} {:>9.1} {:>13.3} {:>13.2}",
+                    median * 1e3,
+                    flop / median / 1e9,
+                    floor * 1e3,
+                    median / floor
+                );
+            }
+        }
+    }
+    bayesgrad::set_threads(max_threads)?;
+    Ok(())
+}
+
+/// What handing half an elementwise op to another thread costs: `exp` of
+/// `len` floats on a tape (bayesgrad's persistent helpers, then one
+/// thread), against the same split with a thread spawned per op by
+/// `std::thread::scope`. Medians over `reps` ops, in microseconds.
+fn handover(reps: usize) -> Result<()> {
+    let threads = bayesgrad::threads();
+    let median = |mut f: Box<dyn FnMut() -> Result<()>>| -> Result<f64> {
+        let mut times = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            let start = Instant::now();
+            f()?;
+            times.push(start.elapsed().as_secs_f64() * 1e6);
+        }
+        times.sort_by(f64::total_cmp);
+        Ok(times[reps / 2])
+    };
+    say!("handover: one elementwise exp, median of {reps} ops, microseconds");
+    for len in [1 << 15, 1 << 17, 1 << 20] {
+        let x = Tensor::<f32>::from_fn(&[len], |i| (i % 1000) as f32 * 1e-3);
+        let on_tape = |x: Tensor<f32>| -> Box<dyn FnMut() -> Result<()>> {
+            Box::new(move || {
+                let tape = Tape::new();
+                std::hint::black_box(tape.constant(x.clone()).exp().value());
+                Ok(())
+            })
+        };
+        bayesgrad::set_threads(threads.max(2))?;
+        let pool = median(on_tape(x.clone()))?;
+        bayesgrad::set_threads(1)?;
+        let one = median(on_tape(x.clone()))?;
+        bayesgrad::set_threads(threads)?;
+        let data = x.data().to_vec();
+        let scoped = median(Box::new(move || {
+            let mut out = vec![0f32; data.len()];
+            let (a, b) = out.split_at_mut(data.len() / 2);
+            let (xa, xb) = data.split_at(data.len() / 2);
+            std::thread::scope(|s| {
+                s.spawn(|| a.iter_mut().zip(xa).for_each(|(o, &v)| *o = v.exp()));
+                b.iter_mut().zip(xb).for_each(|(o, &v)| *o = v.exp());
+            });
+            std::hint::black_box(out);
+            Ok(())
+        }))?;
+        say!("{len:>8} floats: helpers {pool:8.1}   one thread {one:8.1}   std::thread::scope {scoped:8.1}");
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let mut steps = 50;
     let mut which = "all".to_string();
     let mut default_alloc = false;
+    let mut load = 0;
     let mut args = std::env::args().skip(1);
+    let number = |args: &mut std::iter::Skip<std::env::Args>, flag: &str, min: usize| {
+        args.next()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| n >= min)
+            .ok_or_else(|| Error::invalid("bench", format!("{flag} needs an integer >= {min}")))
+    };
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--steps" => {
-                steps = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| Error::invalid("bench", "--steps needs a positive integer"))?
-            }
-            "mlp" | "conv" | "tiny" | "discrete" | "sampling" | "sparse_vd" | "iwae" | "all" => {
-                which = a
-            }
+            "--steps" => steps = number(&mut args, "--steps", 1)?,
+            "--load" => load = number(&mut args, "--load", 0)?,
+            "--threads" => bayesgrad::set_threads(number(&mut args, "--threads", 1)?)?,
+            "mlp" | "conv" | "tiny" | "discrete" | "sampling" | "sparse_vd" | "iwae" | "scaling"
+            | "handover" | "all" => which = a,
             "--default-alloc" => default_alloc = true,
             other => {
                 return Err(Error::invalid(
                     "bench",
                     format!(
-                        "unknown argument '{other}' (mlp, conv, tiny, discrete, all, --steps N)"
+                        "unknown argument '{other}' (mlp, sparse_vd, iwae, conv, tiny, discrete, sampling, scaling, handover, all; --steps N, --load N, --threads N, --default-alloc)"
                     ),
                 ))
             }
         }
     }
-    // Opt-in allocator setting (see bayesgrad::alloc); --default-alloc measures without it.
+    // Opt-in allocator setting (see bayesgrad::train::retain_freed_memory); --default-alloc measures without it.
     let retained = !default_alloc && bayesgrad::train::retain_freed_memory();
     say!("allocator keeps freed memory: {retained}");
-    say!("threads: 2 (the caller and bayesgrad's helper thread)");
+    say!(
+        "threads: {} (the caller and {} helper(s); BAYESGRAD_THREADS or --threads to change)",
+        bayesgrad::threads(),
+        bayesgrad::threads() - 1
+    );
+    let (stop, competitors) = start_load(load);
+    if load > 0 {
+        say!("load: {load} busy-looping competitor thread(s)");
+    }
+    if which == "scaling" {
+        scaling(steps)?;
+    }
+    if which == "handover" {
+        handover(steps.max(200))?;
+    }
     if which == "all" || which == "tiny" {
         run("tiny", tiny()?, steps)?;
     }
@@ -362,6 +529,10 @@ fn main() -> Result<()> {
     }
     if which == "all" || which == "sampling" {
         sampling(steps.min(20))?;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in competitors {
+        c.join().ok();
     }
     Ok(())
 }

@@ -180,6 +180,37 @@ pub use rand;
 pub use tensor::{Element, Tensor};
 pub use train::{Adam, Optimizer, Sgd};
 
+/// The number of threads the parallel kernels use: the calling thread and
+/// `threads() - 1` helpers. It is `BAYESGRAD_THREADS` if that is set to a
+/// number from 1 to 256, else the machine's available parallelism, until
+/// [`set_threads`] changes it.
+///
+/// Results do not depend on it: every kernel splits its work so that each
+/// value is computed the same way on any number of threads, and random
+/// draws depend only on the seed.
+pub fn threads() -> usize {
+    kernels::parallel::threads()
+}
+
+/// Sets the number of threads the parallel kernels use, for every thread
+/// of the process, from the next kernel on. Threads that train at the same
+/// time share the helpers: a kernel uses the ones idle when it starts and
+/// runs the rest of its work itself.
+///
+/// ```
+/// bayesgrad::set_threads(1)?; // everything on the calling thread
+/// assert_eq!(bayesgrad::threads(), 1);
+/// assert!(bayesgrad::set_threads(0).is_err());
+/// # bayesgrad::set_threads(std::thread::available_parallelism().map_or(1, usize::from))?;
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+///
+/// # Errors
+/// A count outside 1..=256.
+pub fn set_threads(n: usize) -> Result<()> {
+    kernels::parallel::set_threads(n).map_err(|why| Error::invalid("set_threads", why))
+}
+
 /// Everything a typical program needs, in one import.
 pub mod prelude {
     pub use crate::{

@@ -25,6 +25,7 @@ mod readme;
 mod silent;
 mod sparse_vd;
 mod spike_slab_posterior;
+mod threads;
 mod uci_wine;
 
 /// Every `tests/*.rs` besides this file is a module of this binary.

@@ -154,21 +154,34 @@ fn dot4<F: Element>(x: &[F], y: &[F]) -> F {
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + rest
 }
 
-/// GEMMs with at least this many multiply-adds are split over two threads.
+/// GEMMs with at least this many multiply-adds are split over the threads.
 pub(crate) const GEMM_PARALLEL_MIN: usize = 1 << 19;
 
-/// A pointer into the output of a GEMM that two threads write disjoint
-/// parts of.
+/// A pointer into the output of a GEMM that several threads write
+/// disjoint parts of.
 #[derive(Clone, Copy)]
 struct OutPtr<F>(*mut F);
-// SAFETY: only used by `gemm_uninit`, whose two halves write disjoint
-// elements of one buffer that outlives both.
+// SAFETY: only used by `gemm_uninit`, whose parts write disjoint elements
+// of one buffer that outlives all of them (and never read it).
 unsafe impl<F: Send> Send for OutPtr<F> {}
+// SAFETY: as for Send: the parts share the pointer, not the elements.
+unsafe impl<F: Send> Sync for OutPtr<F> {}
+
+impl<F> OutPtr<F> {
+    /// The pointer `count` elements on.
+    ///
+    /// # Safety
+    /// The result must stay inside the output buffer.
+    unsafe fn add(self, count: usize) -> Self {
+        // SAFETY: the caller's contract.
+        OutPtr(unsafe { self.0.add(count) })
+    }
+}
 
 /// `c = a b` (`a: m x k`, `b: k x n`, `c` row-major `m x n`), writing every
-/// element of `c` without reading it. Large products are split over two
+/// element of `c` without reading it. Large products are split over the
 /// threads: along the rows of `c` when it is taller than wide, else along
-/// its columns, so each half packs only its share of the larger operand.
+/// its columns, so each part packs only its share of the larger operand.
 /// (matrixmultiply's own threading busy-waits between calls, which cost
 /// more than it gained on the many mid-sized GEMMs of a training step.)
 pub(crate) fn gemm_uninit<F: Element>(
@@ -234,23 +247,24 @@ pub(crate) fn gemm_uninit<F: Element>(
         run(m, n, a, b, out);
         return;
     }
-    if m >= n {
-        let m0 = (m / 2).next_multiple_of(8).min(m);
-        let a1 = a.skip_rows(m0);
-        // SAFETY: row m0 of an m x n row-major buffer (m0 < m).
-        let out1 = OutPtr(unsafe { out.0.add(m0 * n) });
-        super::parallel::join(
-            move || run(m0, n, a, b, out),
-            move || run(m - m0, n, a1, b, out1),
-        );
-    } else {
-        let n0 = (n / 2).next_multiple_of(8).min(n);
-        let b1 = b.skip_cols(n0);
-        // SAFETY: column n0 of the first row (n0 < n).
-        let out1 = OutPtr(unsafe { out.0.add(n0) });
-        super::parallel::join(
-            move || run(m, n0, a, b, out),
-            move || run(m, n - n0, a, b1, out1),
-        );
-    }
+    // one part per thread, each of at least half the parallel threshold,
+    // split along the longer side of c at multiples of 8 (the parts'
+    // elements are computed exactly as in one product)
+    let parts = super::parallel::threads()
+        .min(m * k * n / (GEMM_PARALLEL_MIN / 2))
+        .clamp(1, m.max(n).div_ceil(8));
+    let (long, rows) = if m >= n { (m, true) } else { (n, false) };
+    let step = long.div_ceil(parts).next_multiple_of(8);
+    super::parallel::par_for(long.div_ceil(step), |p| {
+        let (lo, hi) = (p * step, ((p + 1) * step).min(long));
+        if rows {
+            // SAFETY: row lo < m of an m x n row-major buffer.
+            let out = unsafe { out.add(lo * n) };
+            run(hi - lo, n, a.skip_rows(lo), b, out);
+        } else {
+            // SAFETY: column lo < n of the first row.
+            let out = unsafe { out.add(lo) };
+            run(m, hi - lo, a, b.skip_cols(lo), out);
+        }
+    });
 }

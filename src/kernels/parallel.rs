@@ -17,7 +17,7 @@ use super::element::Element;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -46,7 +46,7 @@ unsafe fn with_avx2_fma<R>(f: impl FnOnce() -> R) -> R {
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
-/// How long a thread that waits for the other spins before it sleeps.
+/// How long a thread that waits for another spins before it sleeps.
 /// Parallel ops in a training step follow each other within tens of
 /// microseconds; waking a sleeping thread costs about as much, so a short
 /// spin hands work over faster, and a thread idle for longer than this
@@ -69,14 +69,20 @@ fn spin_until(ready: impl Fn() -> bool) -> bool {
     }
 }
 
-/// The helper thread's mailbox: at most one job (only the [`join`] that
-/// holds [`BUSY`] posts to it).
-struct Mailbox {
+/// The most threads the pool runs (the caller and `MAX_THREADS - 1` helpers).
+pub(crate) const MAX_THREADS: usize = 256;
+
+/// A helper thread: its mailbox (at most one job, posted only by the
+/// caller that claimed it) and the claim.
+struct Helper {
     slot: Mutex<Slot>,
     /// Set (after the job is in the slot) when a job is waiting, so the
     /// spinning helper polls an atomic rather than the lock.
     posted: AtomicBool,
     wake: Condvar,
+    /// Held by the caller that posts to this helper, from the claim until
+    /// its job has finished or been taken back.
+    claimed: AtomicBool,
 }
 
 struct Slot {
@@ -85,7 +91,7 @@ struct Slot {
     sleeping: bool,
 }
 
-impl Mailbox {
+impl Helper {
     fn post(&self, job: Job) {
         let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
         slot.job = Some(job);
@@ -95,6 +101,16 @@ impl Mailbox {
         if sleeping {
             self.wake.notify_one();
         }
+    }
+
+    /// The job posted to this helper if it has not started it yet.
+    fn take_back(&self) -> Option<Job> {
+        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        let job = slot.job.take();
+        if job.is_some() {
+            self.posted.store(false, Ordering::Relaxed);
+        }
+        job
     }
 
     /// The helper thread's loop: spin for a job, else sleep until one comes.
@@ -111,101 +127,216 @@ impl Mailbox {
                 slot = self.wake.wait(slot).unwrap_or_else(PoisonError::into_inner);
             };
             drop(slot);
-            job(); // never unwinds: `join` wraps its half in catch_unwind
+            job(); // never unwinds: `run_jobs` wraps each job in catch_unwind
         }
     }
 }
 
-/// The helper thread's mailbox; `None` if the thread could not be started.
-fn helper() -> Option<&'static Mailbox> {
-    static HELPER: OnceLock<Option<&'static Mailbox>> = OnceLock::new();
-    *HELPER.get_or_init(|| {
-        let mailbox: &'static Mailbox = Box::leak(Box::new(Mailbox {
+/// Helper `i`, started on first use; `None` if its thread could not be started.
+fn helper(i: usize) -> Option<&'static Helper> {
+    static HELPERS: [OnceLock<Option<&'static Helper>>; MAX_THREADS - 1] =
+        [const { OnceLock::new() }; MAX_THREADS - 1];
+    *HELPERS.get(i)?.get_or_init(|| {
+        let helper: &'static Helper = Box::leak(Box::new(Helper {
             slot: Mutex::new(Slot {
                 job: None,
                 sleeping: false,
             }),
             posted: AtomicBool::new(false),
             wake: Condvar::new(),
+            claimed: AtomicBool::new(false),
         }));
         std::thread::Builder::new()
-            .name("bayesgrad-helper".into())
-            .spawn(move || mailbox.serve())
+            .name(format!("bayesgrad-helper-{i}"))
+            .spawn(move || helper.serve())
             .ok()
-            .map(|_| mailbox)
+            .map(|_| helper)
     })
 }
 
-/// Whether a [`join`] is using the helper thread (nested or concurrent
-/// calls then run both halves on their own thread).
-static BUSY: AtomicBool = AtomicBool::new(false);
+/// The thread count in use; 0 until first read.
+static THREADS: AtomicUsize = AtomicUsize::new(0);
 
-/// The helper's half of a [`join`]: its outcome, and a flag set once the
-/// outcome is written.
+/// The number of threads parallel kernels use (the caller and its
+/// helpers): `BAYESGRAD_THREADS` if set, else the machine's available
+/// parallelism, until [`set_threads`] changes it.
+pub(crate) fn threads() -> usize {
+    match THREADS.load(Ordering::Relaxed) {
+        0 => {
+            let n = threads_from_env(std::env::var("BAYESGRAD_THREADS").ok().as_deref());
+            // a concurrent set_threads wins
+            match THREADS.compare_exchange(0, n, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => n,
+                Err(set) => set,
+            }
+        }
+        n => n,
+    }
+}
+
+/// The thread count for a `BAYESGRAD_THREADS` value: a number from 1 to
+/// [`MAX_THREADS`], else (unset, or a value that is not one, which is
+/// reported once on stderr) the machine's available parallelism.
+fn threads_from_env(value: Option<&str>) -> usize {
+    let machine = || {
+        std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(MAX_THREADS)
+    };
+    match value.map(|v| v.trim().parse::<usize>()) {
+        None => machine(),
+        Some(Ok(n)) if (1..=MAX_THREADS).contains(&n) => n,
+        Some(_) => {
+            let n = machine();
+            eprintln!(
+                "bayesgrad: BAYESGRAD_THREADS={:?} is not a thread count from 1 to {MAX_THREADS}; using {n}",
+                value.unwrap_or_default()
+            );
+            n
+        }
+    }
+}
+
+/// Sets the thread count (see [`threads`]); takes effect for the next
+/// parallel kernel on every thread.
+pub(crate) fn set_threads(n: usize) -> Result<(), String> {
+    if !(1..=MAX_THREADS).contains(&n) {
+        return Err(format!("a thread count from 1 to {MAX_THREADS}, got {n}"));
+    }
+    THREADS.store(n, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Claims up to `want` idle helpers (of the first `threads() - 1`).
+/// Concurrent callers share the pool: each gets the helpers free at that
+/// moment, and runs the rest of its work itself.
+fn claim(want: usize, out: &mut Vec<&'static Helper>) {
+    let pool = threads().saturating_sub(1);
+    for i in 0..pool {
+        if out.len() == want {
+            return;
+        }
+        if let Some(h) = helper(i) {
+            if !h.claimed.swap(true, Ordering::Acquire) {
+                out.push(h);
+            }
+        }
+    }
+}
+
+/// A job's completion: its outcome, and a flag set once the outcome is written.
 struct Finished {
     done: AtomicBool,
     outcome: Mutex<Option<std::thread::Result<()>>>,
 }
 
-/// Runs `a` on this thread and `b` on the helper thread, both through
-/// [`vectorized`], and returns when both are done. A panic in either is
-/// re-raised here after both have finished.
-pub(crate) fn join(a: impl FnOnce() + Send, b: impl FnOnce() + Send) {
-    let mailbox = match helper() {
-        Some(mailbox) if !BUSY.swap(true, Ordering::Acquire) => mailbox,
-        _ => {
-            vectorized(a);
-            vectorized(b);
-            return;
+/// Runs every job (each wrapped in [`vectorized`] by its maker) and
+/// returns when all are done: the first on this
+/// thread, the others on idle helpers (or here, if none is idle). A job a
+/// helper has not started by the time this thread is done with its own is
+/// taken back and run here, so a helper that the OS has not scheduled
+/// (another process busy on its core) never holds the caller up. A panic
+/// in any job is re-raised here after all have finished.
+fn run_jobs<'a>(mut jobs: Vec<Box<dyn FnOnce() + Send + 'a>>) {
+    let mut helpers = Vec::new();
+    if jobs.len() > 1 {
+        claim(jobs.len() - 1, &mut helpers);
+    }
+    if helpers.is_empty() {
+        for job in jobs {
+            job();
         }
-    };
-    let finished = Finished {
-        done: AtomicBool::new(false),
-        outcome: Mutex::new(None),
-    };
+        return;
+    }
+    let finished: Vec<Finished> = (0..helpers.len())
+        .map(|_| Finished {
+            done: AtomicBool::new(false),
+            outcome: Mutex::new(None),
+        })
+        .collect();
     let waiter = std::thread::current();
-    let job: Box<dyn FnOnce() + Send + '_> = Box::new(|| {
-        let outcome = catch_unwind(AssertUnwindSafe(
-            #[inline(always)]
-            || vectorized(b),
-        ));
-        *finished
+    let mine: Vec<_> = jobs.drain(..jobs.len() - helpers.len()).collect();
+    for ((helper, job), finished) in helpers.iter().zip(jobs).zip(&finished) {
+        let waiter = waiter.clone();
+        let job: Box<dyn FnOnce() + Send + '_> = Box::new(move || {
+            let outcome = catch_unwind(AssertUnwindSafe(job));
+            *finished
+                .outcome
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(outcome);
+            // `finished` may be gone as soon as `done` is seen set: the
+            // wake below uses the job's own handle of the waiting thread.
+            finished.done.store(true, Ordering::Release);
+            waiter.unpark();
+        });
+        // SAFETY: the job borrows from this stack frame and from the
+        // caller's ('a). It is erased to 'static only to cross to a helper
+        // thread; this function does not return (or unwind: its own jobs
+        // run under catch_unwind) before each posted job is either taken
+        // back and run here or has set its `done` flag after its last use
+        // of a borrow, so no borrow outlives the data it points to.
+        // `tests::a_helper_job_finishes_before_run_jobs_returns` checks it.
+        let job: Job = unsafe { std::mem::transmute::<Box<dyn FnOnce() + Send + '_>, Job>(job) };
+        helper.post(job);
+    }
+    let own = catch_unwind(AssertUnwindSafe(|| {
+        for job in mine {
+            job();
+        }
+    }));
+    for (helper, finished) in helpers.iter().zip(&finished) {
+        if let Some(job) = helper.take_back() {
+            job(); // sets `done`; never unwinds
+        }
+        if !spin_until(|| finished.done.load(Ordering::Acquire)) {
+            while !finished.done.load(Ordering::Acquire) {
+                std::thread::park();
+            }
+        }
+        helper.claimed.store(false, Ordering::Release);
+    }
+    if let Err(payload) = own {
+        resume_unwind(payload);
+    }
+    for finished in finished {
+        if let Some(Err(payload)) = finished
             .outcome
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(outcome);
-        // `finished` may be gone as soon as `done` is seen set: the wake
-        // below uses the job's own handle of the waiting thread.
-        let waiter = waiter;
-        finished.done.store(true, Ordering::Release);
-        waiter.unpark();
-    });
-    // SAFETY: the job borrows from this stack frame. It is erased to
-    // 'static only to cross to the helper thread; this function does not
-    // return (or unwind: `a` runs under catch_unwind) before `done` says
-    // the job has finished with its borrows, so no borrow outlives the
-    // data it points to.
-    let job: Job = unsafe { std::mem::transmute::<Box<dyn FnOnce() + Send + '_>, Job>(job) };
-    mailbox.post(job);
-    let result_a = catch_unwind(AssertUnwindSafe(
-        #[inline(always)]
-        || vectorized(a),
-    ));
-    if !spin_until(|| finished.done.load(Ordering::Acquire)) {
-        while !finished.done.load(Ordering::Acquire) {
-            std::thread::park();
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            resume_unwind(payload);
         }
     }
-    BUSY.store(false, Ordering::Release);
-    let result_b = finished
-        .outcome
-        .into_inner()
-        .unwrap_or_else(PoisonError::into_inner);
-    if let Err(payload) = result_a {
-        resume_unwind(payload);
-    }
-    if let Some(Err(payload)) = result_b {
-        resume_unwind(payload);
-    }
+}
+
+/// Runs `a` on this thread and `b` on an idle helper (or here), both
+/// through [`vectorized`], and returns when both are done. A panic in
+/// either is re-raised here after both have finished.
+pub(crate) fn join(a: impl FnOnce() + Send, b: impl FnOnce() + Send) {
+    // each closure goes into `vectorized` before it is boxed, so that its
+    // body is compiled (inlined) with the wider instructions
+    run_jobs(vec![
+        Box::new(
+            #[inline(always)]
+            move || vectorized(a),
+        ),
+        Box::new(
+            #[inline(always)]
+            move || vectorized(b),
+        ),
+    ]);
+}
+
+/// Runs `f(i)` for every `i in 0..parts` on up to `parts` threads.
+pub(crate) fn par_for(parts: usize, f: impl Fn(usize) + Sync) {
+    let f = &f;
+    let job = |i: usize| -> Box<dyn FnOnce() + Send + '_> {
+        Box::new(
+            #[inline(always)]
+            move || vectorized(|| f(i)),
+        )
+    };
+    run_jobs((0..parts).map(job).collect());
 }
 
 /// Calls `f(start, chunk)` on `out` (one call for short slices; two
@@ -506,6 +637,61 @@ mod tests {
             let (mut a, mut b) = (0, 0);
             join(|| (std::thread::sleep(long), a = 3).1, || b = 4);
             assert_eq!((a, b), (3, 4), "round {round}");
+        }
+    }
+
+    /// The SAFETY argument of `run_jobs`: a job posted to a helper borrows
+    /// the caller's stack, so `run_jobs` must not return before the job's
+    /// last write, however late the helper runs it.
+    #[test]
+    fn a_helper_job_finishes_before_run_jobs_returns() {
+        for delay in [Duration::ZERO, SPIN / 2, SPIN * 10] {
+            for _ in 0..20 {
+                let mut cells = vec![0u64; 4];
+                let (first, rest) = cells.split_at_mut(1);
+                let (second, rest) = rest.split_at_mut(1);
+                let (third, fourth) = rest.split_at_mut(1);
+                let slow = |cell: &mut [u64], v: u64| {
+                    std::thread::sleep(delay);
+                    cell[0] = v; // the last use of the borrow
+                };
+                run_jobs(vec![
+                    Box::new(|| slow(first, 1)),
+                    Box::new(|| slow(second, 2)),
+                    Box::new(|| slow(third, 3)),
+                    Box::new(|| slow(fourth, 4)),
+                ]);
+                assert_eq!(cells, [1, 2, 3, 4], "delay {delay:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn par_for_runs_every_part_once_on_any_thread_count() {
+        let original = threads();
+        for t in [1, 2, 3, 5] {
+            set_threads(t).unwrap();
+            let counts: Vec<AtomicUsize> = (0..7).map(|_| AtomicUsize::new(0)).collect();
+            par_for(7, |i| {
+                counts[i].fetch_add(1, Ordering::Relaxed);
+            });
+            assert!(
+                counts.iter().all(|c| c.load(Ordering::Relaxed) == 1),
+                "{t} threads"
+            );
+        }
+        set_threads(original).unwrap();
+        assert!(set_threads(0).is_err() && set_threads(MAX_THREADS + 1).is_err());
+    }
+
+    #[test]
+    fn the_thread_count_comes_from_the_environment_or_the_machine() {
+        let machine = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(threads_from_env(None), machine);
+        assert_eq!(threads_from_env(Some("3")), 3);
+        assert_eq!(threads_from_env(Some(" 1 ")), 1);
+        for bad in ["0", "-2", "many", "100000"] {
+            assert_eq!(threads_from_env(Some(bad)), machine, "{bad}");
         }
     }
 

@@ -940,12 +940,36 @@ mod tests {
     }
 
     #[test]
-    fn large_products_split_over_two_threads_match_a_naive_product() {
+    fn large_products_split_over_threads_match_a_naive_product() {
         // shapes that split by rows (tall), by columns (wide), odd sizes
         for (m, k, n) in [(300, 70, 60), (40, 90, 333), (129, 128, 130)] {
             assert!(m * k * n >= GEMM_PARALLEL_MIN);
             assert_products_match_naive(m, k, n);
         }
+    }
+
+    /// A product split over any number of threads has the bits of the
+    /// unsplit one: every element accumulates its k terms in the same order.
+    #[test]
+    fn products_have_the_same_bits_on_every_thread_count() {
+        let original = crate::threads();
+        for (m, k, n) in [(300, 70, 60), (40, 90, 333), (256, 784, 512)] {
+            let a = Tensor::<f32>::from_fn(&[m, k], |i| ((i * 37) % 101) as f32 * 0.013 - 0.6);
+            let b = Tensor::<f32>::from_fn(&[k, n], |i| ((i * 53) % 97) as f32 * 0.011 - 0.5);
+            crate::set_threads(1).unwrap();
+            let want = a.matmul(&b).unwrap();
+            for t in [2, 3, 4, 7] {
+                crate::set_threads(t).unwrap();
+                let got = a.matmul(&b).unwrap();
+                let same = got
+                    .data()
+                    .iter()
+                    .zip(want.data())
+                    .all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "{m}x{k}x{n} on {t} threads");
+            }
+        }
+        crate::set_threads(original).unwrap();
     }
 
     #[test]
