@@ -313,6 +313,11 @@ fn run_jobs<'a>(mut jobs: Vec<Box<dyn FnOnce() + Send + 'a>>) {
 /// through [`vectorized`], and returns when both are done. A panic in
 /// either is re-raised here after both have finished.
 pub(crate) fn join(a: impl FnOnce() + Send, b: impl FnOnce() + Send) {
+    if threads() == 1 {
+        vectorized(a);
+        vectorized(b);
+        return;
+    }
     // each closure goes into `vectorized` before it is boxed, so that its
     // body is compiled (inlined) with the wider instructions
     run_jobs(vec![

@@ -1,0 +1,144 @@
+"""The workloads the distribution and estimator features added, written the way a PyTorch user
+would (eager, all cores), for ratios against `cargo run --release --example bench` measured in the
+same minutes:
+
+    python3 -m venv .venv-torch && .venv-torch/bin/pip install torch bayesian-torch
+    .venv-torch/bin/python examples/torch_bench_extra.py [sparse_vd|iwae|discrete|sampling|all]
+
+Prints `<workload> ms_per_step=<median>` lines (sampling: millions of draws per second with the
+gradient). Not part of the build or of CI.
+
+- sparse_vd: the `mlp` shapes with sparse variational dropout layers written by hand (bayesian-torch
+  has none): additive theta and log sigma^2, local reparameterization, Molchanov et al.'s KL.
+- iwae: bayesian-torch's LinearReparameterization network, K = 8 forward passes (one weight sample
+  each), the importance-weighted bound from the K log-likelihoods and log ratios.
+- discrete: 128 rows of 10-category logits, 8 draws each, score function with the leave-one-out
+  baseline (torch.distributions.Categorical).
+- sampling: rsample and the implicit gradient of Gamma(2.5), Beta(2, 3), Dirichlet([1.5, 2, 0.7]).
+"""
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+torch.set_num_threads(os.cpu_count())
+torch.distributions.Distribution.set_default_validate_args(False)
+
+
+def timeit(step, n):
+    for _ in range(3):
+        step()
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        step()
+        ts.append(time.perf_counter() - t0)
+    return 1000 * float(np.median(ts))
+
+
+class SparseVD(torch.nn.Module):
+    def __init__(self, i, o):
+        super().__init__()
+        self.theta = torch.nn.Parameter(torch.randn(i, o) * 0.05)
+        self.log_sigma2 = torch.nn.Parameter(torch.full((i, o), -10.0))
+        self.bias = torch.nn.Parameter(torch.zeros(o))
+
+    def forward(self, x):
+        mean = x @ self.theta
+        var = (x * x) @ self.log_sigma2.exp()
+        y = mean + (var + 1e-16).sqrt() * torch.randn_like(mean) + self.bias
+        log_alpha = self.log_sigma2 - torch.log(self.theta ** 2 + 1e-16)
+        k1, k2, k3 = 0.63576, 1.87320, 1.48695
+        neg_kl = k1 * torch.sigmoid(k2 + k3 * log_alpha) - 0.5 * torch.nn.functional.softplus(-log_alpha) - k1
+        return y, -neg_kl.sum()
+
+
+def sparse_vd():
+    l1, l2 = SparseVD(784, 512), SparseVD(512, 10)
+    params = list(l1.parameters()) + list(l2.parameters())
+    opt = torch.optim.Adam(params, 1e-3)
+    x, y = torch.rand(128, 784), torch.randint(0, 10, (128,))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        h, kl1 = l1(x)
+        o, kl2 = l2(torch.relu(h))
+        loss = torch.nn.functional.cross_entropy(o, y) + (kl1 + kl2) / 60000.0
+        loss.backward()
+        opt.step()
+
+    return timeit(step, 60)
+
+
+def iwae():
+    from bayesian_torch.layers import LinearReparameterization
+
+    K = 8
+    l1, l2 = LinearReparameterization(784, 512), LinearReparameterization(512, 10)
+    opt = torch.optim.Adam(list(l1.parameters()) + list(l2.parameters()), 1e-3)
+    x, y = torch.rand(128, 784), torch.randint(0, 10, (128,))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        log_w = []
+        for _ in range(K):
+            h, kl1 = l1(x)
+            o, kl2 = l2(torch.relu(h))
+            ll = -torch.nn.functional.cross_entropy(o, y, reduction="sum")
+            # bayesian-torch returns the analytic KL, not ln q(w) - ln p(w) at the sample; the
+            # per-sample log ratio costs the same elementwise pass over the weights
+            log_w.append(ll - (kl1 + kl2) * 128 / 60000.0)
+        bound = torch.logsumexp(torch.stack(log_w), 0) - math.log(K)
+        (-bound / 128).backward()
+        opt.step()
+
+    return timeit(step, 30)
+
+
+def discrete():
+    logits = torch.nn.Parameter(torch.zeros(128, 10))
+    opt = torch.optim.Adam([logits], 1e-2)
+    K = 8
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        q = torch.distributions.Categorical(logits=logits)
+        c = q.sample((K,))  # [K, 128]
+        f = (c.float() / 9 - 0.499) ** 2
+        baseline = (f.sum(0, keepdim=True) - f) / (K - 1)
+        surrogate = ((f - baseline).detach() * q.log_prob(c)).mean(0).sum()
+        surrogate.backward()
+        opt.step()
+
+    return timeit(step, 500)
+
+
+def sampling():
+    n = 100_000
+    out = []
+    cases = [
+        ("Gamma(2.5, 1)", lambda: torch.distributions.Gamma(torch.full((n,), 2.5, dtype=torch.float64, requires_grad=True), 1.0), lambda x: x.sum()),
+        ("Beta(2, 3)", lambda: torch.distributions.Beta(torch.full((n,), 2.0, dtype=torch.float64, requires_grad=True), torch.tensor(3.0, dtype=torch.float64)), lambda x: x.sum()),
+        ("Dirichlet([1.5, 2, 0.7])", lambda: torch.distributions.Dirichlet(torch.tensor([1.5, 2.0, 0.7], dtype=torch.float64).repeat(n // 3, 1).requires_grad_()), lambda x: (x * torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)).sum()),
+    ]
+    for name, make, reduce in cases:
+        def step():
+            d = make()
+            reduce(d.rsample()).backward()
+        ms = timeit(step, 20)
+        out.append((name, n / (ms / 1000) / 1e6))
+    return out
+
+
+if __name__ == "__main__":
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    which = args[0] if args else "all"
+    for name, f in [("sparse_vd", sparse_vd), ("iwae", iwae), ("discrete", discrete)]:
+        if which in (name, "all"):
+            print(f"{name} ms_per_step={f():.4f}", flush=True)
+    if which in ("sampling", "all"):
+        for name, rate in sampling():
+            print(f"sampling {name}: rsample with gradients {rate:.2f} M draws/s", flush=True)
