@@ -58,14 +58,23 @@ fn classifier_step(
     })
 }
 
+/// `DenseFlipout(784->width, relu) -> DenseFlipout(width->10)`.
+fn flipout_mlp(
+    store: &mut ParamStore<f32>,
+    width: usize,
+    rng: &mut SmallRng,
+) -> Result<Sequential<f32>> {
+    Ok(Sequential::new()
+        .push(DenseFlipout::new(store, "hidden", 784, width, rng)?)
+        .push(Activation::Relu)
+        .push(DenseFlipout::new(store, "out", width, 10, rng)?))
+}
+
 /// `DenseFlipout(784->512, relu) -> DenseFlipout(512->10)`, batch 128, NLL + KL/60000, Adam 1e-3.
 fn mlp() -> Result<Step> {
     let mut rng = SmallRng::seed_from_u64(0);
     let mut store = ParamStore::<f32>::new();
-    let net = Sequential::new()
-        .push(DenseFlipout::new(&mut store, "hidden", 784, 512, &mut rng)?)
-        .push(Activation::Relu)
-        .push(DenseFlipout::new(&mut store, "out", 512, 10, &mut rng)?);
+    let net = flipout_mlp(&mut store, 512, &mut rng)?;
     let x = Tensor::from_fn(&[128, 784], |_| rng.random::<f32>());
     Ok(classifier_step(net, store, x, 60_000, rng))
 }
@@ -94,10 +103,7 @@ fn iwae() -> Result<Step> {
     const K: usize = 8;
     let mut rng = SmallRng::seed_from_u64(0);
     let mut store = ParamStore::<f32>::new();
-    let net = Sequential::new()
-        .push(DenseFlipout::new(&mut store, "hidden", 784, 512, &mut rng)?)
-        .push(Activation::Relu)
-        .push(DenseFlipout::new(&mut store, "out", 512, 10, &mut rng)?);
+    let net = flipout_mlp(&mut store, 512, &mut rng)?;
     let x = Tensor::from_fn(&[128, 784], |_| rng.random::<f32>());
     let labels: Vec<usize> = (0..128).map(|_| rng.random_range(0..10)).collect();
     let tiled: Vec<usize> = (0..K).flat_map(|_| labels.iter().copied()).collect();
@@ -377,12 +383,7 @@ fn scaling(steps: usize) -> Result<()> {
             for batch in [32, 128, 512, 2048] {
                 let mut rng = SmallRng::seed_from_u64(0);
                 let mut store = ParamStore::<f32>::new();
-                let net = Sequential::new()
-                    .push(DenseFlipout::new(
-                        &mut store, "hidden", 784, width, &mut rng,
-                    )?)
-                    .push(Activation::Relu)
-                    .push(DenseFlipout::new(&mut store, "out", width, 10, &mut rng)?);
+                let net = flipout_mlp(&mut store, width, &mut rng)?;
                 let x = Tensor::from_fn(&[batch, 784], |_| rng.random::<f32>());
                 let mut step = classifier_step(net, store, x, 60_000, rng);
                 for _ in 0..2 {
