@@ -18,7 +18,7 @@ pub use head::{BoxedDistribution, DistributionHead, HeadFn};
 pub use hierarchical::{HierarchicalScale, ScalePrior};
 pub use linear_map::{Conv2dMap, DenseMap, LinearMap};
 pub use sparse::{DenseSparseVd, SparseVariational, SparseVdConfig};
-pub use spike_slab::{DenseSpikeAndSlab, SpikeAndSlabConfig, SpikeAndSlabVariational};
+pub use spike_slab::{DenseSpikeAndSlab, Selection, SpikeAndSlabConfig, SpikeAndSlabVariational};
 pub use variational::{
     BiasMode, Conv2dFlipout, Conv2dLocalReparameterization, Conv2dReparameterization,
     Conv2dVariational, DenseFlipout, DenseLocalReparameterization, DenseReparameterization,

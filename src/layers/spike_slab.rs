@@ -5,6 +5,7 @@ use super::{no_sample_axis, Module};
 use crate::autodiff::params::{Param, ParamStore};
 use crate::autodiff::tape::Var;
 use crate::bayes::forward::{Forward, SampleMode};
+use crate::distributions::{Distribution, RelaxedBernoulli};
 use crate::error::{Error, Result};
 use crate::tensor::{Element, Tensor};
 use rand::Rng;
@@ -24,6 +25,29 @@ pub struct SpikeAndSlabConfig {
     pub loc_init_std: f64,
     /// Posterior slab scales start here (> 0).
     pub scale_init: f64,
+    /// What one inclusion indicator switches: one weight, or every weight
+    /// of an input unit.
+    pub selection: Selection,
+}
+
+/// The unit of selection of a [`SpikeAndSlabVariational`] layer.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Selection {
+    /// One indicator per weight, marginalized exactly in the output's moments.
+    #[default]
+    PerWeight,
+    /// One indicator per input unit (an input feature of a dense layer, an
+    /// input channel of a convolution), shared by all its outgoing weights:
+    /// group selection. Indicators shared across outputs make the outputs
+    /// dependent, so they are not marginalized: each example draws them
+    /// from the Concrete relaxation ([`RelaxedBernoulli`])
+    /// at this temperature, and the slab weights by local reparameterization
+    /// given them.
+    PerInput {
+        /// The relaxation's temperature (> 0; lower is closer to 0/1 draws
+        /// and gives noisier gradients).
+        temperature: f64,
+    },
 }
 
 impl Default for SpikeAndSlabConfig {
@@ -34,6 +58,7 @@ impl Default for SpikeAndSlabConfig {
             inclusion_init: 0.5,
             loc_init_std: 0.1,
             scale_init: 0.1,
+            selection: Selection::PerWeight,
         }
     }
 }
@@ -52,10 +77,15 @@ impl Default for SpikeAndSlabConfig {
 /// without a relaxed Bernoulli. Deeper in a network the output is a sum of
 /// many independent terms and the Gaussian is the usual approximation.
 ///
+/// Group selection ([`Selection::PerInput`]) shares one indicator among
+/// the weights of an input unit; the outputs then depend on each other
+/// through it, so the indicators are drawn (relaxed) instead.
+///
 /// # Divergence
 /// With the spike an exact point mass in both, the KL per weight is
 /// `p ln(p / p₀) + (1 - p) ln((1 - p) / (1 - p₀)) + p KL(N(μ, σ²) ‖ N(0, s²))`,
-/// registered as `<name>/kernel_divergence`.
+/// registered as `<name>/kernel_divergence`. Per input unit `i` it is the
+/// Bernoulli term once plus `p_i Σ_o KL(N(μ_io, σ_io²) ‖ N(0, s²))`.
 ///
 /// ```
 /// use bayesgrad::prelude::*;
@@ -142,6 +172,15 @@ impl<M> SpikeAndSlabVariational<M> {
                 c.loc_init_std >= 0.0 && c.loc_init_std.is_finite(),
             ),
         ];
+        let temperature = match c.selection {
+            Selection::PerWeight => 1.0,
+            Selection::PerInput { temperature } => temperature,
+        };
+        let checks = checks.into_iter().chain([(
+            "selection temperature",
+            temperature,
+            temperature > 0.0 && temperature.is_finite(),
+        )]);
         for (setting, value, ok) in checks {
             if !ok {
                 return Err(Error::invalid(
@@ -165,9 +204,14 @@ impl<M> SpikeAndSlabVariational<M> {
         }
         crate::tensor::checked_alloc::<F>(&format!("layer '{name}'"), &shape)?;
         let p0 = c.inclusion_init;
+        let logit_shape = match c.selection {
+            Selection::PerWeight => shape.clone(),
+            // the input axis of the kernel (its second-to-last)
+            Selection::PerInput { .. } => vec![shape[shape.len().max(2) - 2]],
+        };
         let logit = store.try_add(
             format!("{name}/inclusion_logit"),
-            Tensor::full(&shape, F::lit((p0 / (1.0 - p0)).ln())),
+            Tensor::full(&logit_shape, F::lit((p0 / (1.0 - p0)).ln())),
         )?;
         let noise: Tensor<F> = crate::tensor::standard_normal(&shape, rng);
         let loc = store.try_add(
@@ -193,7 +237,8 @@ impl<M> SpikeAndSlabVariational<M> {
         (self.logit, self.loc, self.scale)
     }
 
-    /// The posterior inclusion probability of every weight.
+    /// The posterior inclusion probability of every weight (the kernel's
+    /// shape), or of every input unit under [`Selection::PerInput`].
     pub fn inclusion_probabilities<F: Element>(&self, store: &ParamStore<F>) -> Result<Tensor<F>> {
         Ok(store
             .try_raw(self.logit)?
@@ -204,6 +249,12 @@ impl<M> SpikeAndSlabVariational<M> {
 impl<F: Element, M: LinearMap<F> + 'static> Module<F> for SpikeAndSlabVariational<M> {
     fn forward<'t>(&self, cx: &mut Forward<'t, '_, F>, x: Var<'t, F>) -> Result<Var<'t, F>> {
         self.map.check_input(&self.name, &x)?;
+        if let SampleMode::SampleAxis(_) = cx.mode() {
+            return Err(no_sample_axis(
+                &self.name,
+                "the spike-and-slab posterior marginalizes (or relaxes) the inclusion in the output moments, drawing no weight samples",
+            ));
+        }
         let logit = cx.param(self.logit)?;
         let (mu, sigma) = (cx.param(self.loc)?, cx.param(self.scale)?);
         let p = logit.sigmoid();
@@ -217,29 +268,56 @@ impl<F: Element, M: LinearMap<F> + 'static> Module<F> for SpikeAndSlabVariationa
         let second = sigma.square().try_add(mu.square())?;
         let slab =
             (-sigma.ln() + F::lit(s.ln())).try_add(second * F::lit(0.5 / (s * s)))? - F::lit(0.5);
-        let kl = bernoulli.try_add(p.try_mul(slab)?)?.sum();
-        let mean_w = p.try_mul(mu)?;
-        let y = match cx.mode() {
-            SampleMode::PosteriorMean => self.map.apply(x, mean_w)?,
-            SampleMode::SampleAxis(_) => {
-                return Err(no_sample_axis(
-                    &self.name,
-                    "the spike-and-slab posterior marginalizes the inclusion in the output moments, drawing no weight samples",
-                ))
-            }
-            SampleMode::Sample => {
+        // the output's moments given the inclusion (or marginalized over it)
+        let (mean, var) = match self.config.selection {
+            Selection::PerWeight => {
+                let kl = bernoulli.try_add(p.try_mul(slab)?)?.sum();
+                cx.add_divergence(format!("{}/kernel_divergence", self.name), kl)?;
+                let mean_w = p.try_mul(mu)?;
+                if cx.mode() == SampleMode::PosteriorMean {
+                    return self.map.apply(x, mean_w);
+                }
                 // Var w = p (σ² + μ²) - p² μ²
                 let var_w = p.try_mul(second)?.try_sub(mean_w.square())?;
                 let mean = self.map.apply(x, mean_w)?;
                 let var = self.map.apply(x.square(), var_w)?;
-                let eps = cx
-                    .tape()
-                    .constant(crate::tensor::standard_normal(&mean.shape(), cx.rng()));
-                mean.try_add((var + F::lit(1e-16)).sqrt().try_mul(eps)?)?
+                (mean, var)
+            }
+            Selection::PerInput { temperature } => {
+                // p per input unit, along the kernel's input axis
+                let kernel = mu.shape();
+                let mut along = vec![1; kernel.len()];
+                along[kernel.len() - 2] = kernel[kernel.len() - 2];
+                let slab_kl = p.reshape(&along)?.try_mul(slab)?;
+                let kl = bernoulli.sum() + slab_kl.sum();
+                cx.add_divergence(format!("{}/kernel_divergence", self.name), kl)?;
+                // one indicator per example and input unit, broadcast over
+                // the other axes of x (a convolution's positions)
+                let xs = x.shape();
+                let mut z_shape = vec![1; xs.len()];
+                z_shape[0] = xs[0];
+                z_shape[xs.len() - 1] = xs[xs.len() - 1];
+                let z = if cx.mode() == SampleMode::PosteriorMean {
+                    p
+                } else {
+                    let t = cx.tape().scalar(F::lit(temperature));
+                    RelaxedBernoulli::new(t, logit)?
+                        .rsample_n(Some(xs[0]), cx.rng())?
+                        .reshape(&z_shape)?
+                };
+                let xz = x.try_mul(z)?;
+                if cx.mode() == SampleMode::PosteriorMean {
+                    return self.map.apply(xz, mu);
+                }
+                let mean = self.map.apply(xz, mu)?;
+                let var = self.map.apply(xz.square(), sigma.square())?;
+                (mean, var)
             }
         };
-        cx.add_divergence(format!("{}/kernel_divergence", self.name), kl)?;
-        Ok(y)
+        let eps = cx
+            .tape()
+            .constant(crate::tensor::standard_normal(&mean.shape(), cx.rng()));
+        mean.try_add((var + F::lit(1e-16)).sqrt().try_mul(eps)?)
     }
     fn name(&self) -> &str {
         &self.name
