@@ -344,6 +344,28 @@ pub(crate) fn par_for(parts: usize, f: impl Fn(usize) + Sync) {
     run_jobs((0..parts).map(job).collect());
 }
 
+/// `out[i] = f(i)` for every `i`, split over the threads in contiguous
+/// parts for work that is costly per element (from 64 elements a part,
+/// where [`par_fill`] waits for [`PARALLEL_MIN`]). Each element is
+/// computed alone, so the result does not depend on the split.
+pub(crate) fn par_map_costly<T: Send>(out: &mut [T], f: impl Fn(usize) -> T + Sync) {
+    let parts = threads().min(out.len() / 64).max(1);
+    if parts == 1 {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = f(i);
+        }
+        return;
+    }
+    let step = out.len().div_ceil(parts);
+    let chunks: Vec<Mutex<&mut [T]>> = out.chunks_mut(step).map(Mutex::new).collect();
+    par_for(chunks.len(), |p| {
+        let mut chunk = chunks[p].lock().unwrap_or_else(PoisonError::into_inner);
+        for (i, o) in chunk.iter_mut().enumerate() {
+            *o = f(p * step + i);
+        }
+    });
+}
+
 /// Calls `f(start, chunk)` on `out` (one call for short slices; two
 /// halves on two threads for long ones).
 pub(crate) fn par_fill<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync) {

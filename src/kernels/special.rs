@@ -172,6 +172,7 @@ pub(crate) fn trigamma(x: f64) -> f64 {
 /// The regularized incomplete gamma functions `(P(a, x), Q(a, x))`,
 /// `P + Q = 1`: the series for `x < a + 1`, Lentz's continued fraction
 /// otherwise, each giving its own tail to full relative precision.
+#[cfg(test)]
 pub(crate) fn gamma_pq(a: f64, x: f64) -> (f64, f64) {
     if x <= 0.0 {
         return (0.0, 1.0);
@@ -301,18 +302,72 @@ fn central_difference(a: f64, f: impl Fn(f64) -> f64) -> f64 {
 }
 
 /// `dx/da` of a `Gamma(a, 1)` draw `x` at fixed CDF value (implicit
-/// reparameterization, Figurnov et al. 2018): `-(∂P/∂a) / p(x; a)`. `∂P/∂a`
-/// is differentiated on the lower tail below `a - 1/3` (close to the
-/// median for `a >= 1`) and as `-∂Q/∂a` above it, so that a tail near 1 is
-/// never differenced.
+/// reparameterization, Figurnov et al. 2018): `-(∂P/∂a) / p(x; a)`, with
+/// `∂P/∂a` carried through the same series or continued fraction that
+/// evaluates `P` or `Q` (one pass, no `ln Γ`):
+///
+/// - for `x < a + 1`, `P = e^(a ln x - x) / Γ(a) · S` with
+///   `S = Σ x^n / (a (a+1) ... (a+n))`, so `dx/da = -x (S (ln x - ψ(a)) + S')`
+///   where `S' = -Σ t_n Σ_{j≤n} 1/(a+j)`;
+/// - otherwise `Q = e^(a ln x - x) / Γ(a) · h` with `h` Lentz's continued
+///   fraction, differentiated alongside it (`h'/h = Σ δ_i'/δ_i`), so
+///   `dx/da = x h (ln x - ψ(a) + h'/h)`.
 pub(crate) fn gamma_sample_grad(a: f64, x: f64) -> f64 {
-    let dp = if x < a - 1.0 / 3.0 {
-        central_difference(a, |a| gamma_pq(a, x).0)
+    if x.is_nan() {
+        return f64::NAN;
+    }
+    if x <= 0.0 || x.is_infinite() {
+        return 0.0;
+    }
+    let ln_x_minus_psi = x.ln() - digamma(a);
+    if x < a + 1.0 {
+        let (mut term, mut harmonic) = (1.0 / a, 1.0 / a);
+        let (mut sum, mut dsum) = (term, -term * harmonic);
+        let mut ap = a;
+        for _ in 0..10_000 {
+            ap += 1.0;
+            term *= x / ap;
+            harmonic += 1.0 / ap;
+            sum += term;
+            dsum -= term * harmonic;
+            if term.abs() < sum.abs() * 1e-17 && (term * harmonic).abs() < dsum.abs() * 1e-17 {
+                break;
+            }
+        }
+        -x * (sum * ln_x_minus_psi + dsum)
     } else {
-        -central_difference(a, |a| gamma_pq(a, x).1)
-    };
-    let log_density = (a - 1.0) * x.ln() - x - lgamma(a);
-    -dp / log_density.exp()
+        let tiny = 1e-300;
+        let mut b = x + 1.0 - a; // db/da = -1
+        let mut c = 1.0 / tiny;
+        let mut dc = 0.0;
+        let mut d = 1.0 / b;
+        let mut dd = 1.0 / (b * b);
+        let mut h = d;
+        let mut dlog_h = 1.0 / b; // h'/h
+        for i in 1..10_000 {
+            let n = i as f64;
+            let (an, dan) = (-n * (n - a), n);
+            b += 2.0;
+            let (mut big_d, mut dbig_d) = (an * d + b, dan * d + an * dd - 1.0);
+            if big_d.abs() < tiny {
+                (big_d, dbig_d) = (tiny, 0.0);
+            }
+            let (mut big_c, mut dbig_c) = (b + an / c, -1.0 + dan / c - an * dc / (c * c));
+            if big_c.abs() < tiny {
+                (big_c, dbig_c) = (tiny, 0.0);
+            }
+            (c, dc) = (big_c, dbig_c);
+            (d, dd) = (1.0 / big_d, -dbig_d / (big_d * big_d));
+            let delta = d * c;
+            let ddelta = dd * c + d * dc;
+            h *= delta;
+            dlog_h += ddelta / delta;
+            if (delta - 1.0).abs() < 1e-16 && ddelta.abs() < 1e-16 * dlog_h.abs() {
+                break;
+            }
+        }
+        x * h * (ln_x_minus_psi + dlog_h)
+    }
 }
 
 /// `(dx/da, dx/db)` of a `Beta(a, b)` draw `x` at fixed CDF value.
@@ -335,6 +390,41 @@ pub(crate) fn beta_sample_grad(a: f64, b: f64, x: f64) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The one-pass derivative against central differences of `P` (on the
+    /// lower tail) or `Q` (upper), the way it was computed before.
+    #[test]
+    fn gamma_sample_grad_matches_central_differences() {
+        let central = |a: f64, x: f64| {
+            let h = 1e-5 * a;
+            let dp = if x < a - 1.0 / 3.0 {
+                (gamma_pq(a + h, x).0 - gamma_pq(a - h, x).0) / (2.0 * h)
+            } else {
+                -(gamma_pq(a + h, x).1 - gamma_pq(a - h, x).1) / (2.0 * h)
+            };
+            -dp / ((a - 1.0) * x.ln() - x - lgamma(a)).exp()
+        };
+        for a in [0.05f64, 0.3, 0.9, 1.0, 2.5, 7.0, 30.0, 400.0] {
+            for q in [0.01, 0.2, 0.5, 0.8, 0.99] {
+                // x near the q-quantile, by bisection on P
+                let (mut lo, mut hi) = (1e-300f64, a + 50.0 * a.sqrt() + 50.0);
+                for _ in 0..200 {
+                    let mid = 0.5 * (lo + hi);
+                    if gamma_pq(a, mid).0 < q {
+                        lo = mid
+                    } else {
+                        hi = mid
+                    }
+                }
+                let x = 0.5 * (lo + hi);
+                let (got, want) = (gamma_sample_grad(a, x), central(a, x));
+                assert!(
+                    (got - want).abs() <= 1e-7 * want.abs() + 1e-300,
+                    "a = {a}, x = {x}: {got} vs {want}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn zeta_matches_closed_forms() {
