@@ -488,10 +488,24 @@ fn passes_without_per_sample_log_ratios_are_refused() {
         .loss(cx.divergences(), wrong, batch)
         .unwrap_err();
     assert!(err.to_string().contains("[4] or [2, 2]"), "{err}");
+    // a likelihood over other rows than K times the batch
+    let lik = Normal::new(tape.constant(Tensor::zeros(&[4])), tape.scalar(1.0)).unwrap();
+    let y = tape.constant(Tensor::zeros(&[4]));
+    let three = Batch { size: 3, ..batch };
+    let err = Iwae::new(weight)
+        .loss_from_likelihood(cx.divergences(), &lik, y, three)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("K times the batch size 6"),
+        "{err}"
+    );
     // a pass without a sample axis has no bound
     let plain = Forward::new(&tape, &store, &mut rng);
     assert!(Iwae::new(weight)
         .loss(plain.divergences(), ll, batch)
+        .is_err());
+    assert!(Iwae::new(weight)
+        .loss_from_likelihood(plain.divergences(), &lik, y, batch)
         .is_err());
     assert!(Iwae::tile(tape.scalar(1.0), 2).is_err());
     assert!(Iwae::tile(ll, 0).is_err());

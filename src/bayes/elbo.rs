@@ -241,31 +241,43 @@ impl Elbo {
         y: Var<'t, F>,
         batch: Batch,
     ) -> Result<ElboLoss<'t, F>> {
-        let batch_shape = likelihood.batch_shape();
-        let y_shape = y.shape();
-        let log_prob = likelihood.log_prob(y)?;
-        let shape = log_prob.shape();
-        let mismatch = |why: String| {
-            Err(Error::invalid(
-                "Elbo::loss_from_likelihood",
-                format!(
-                    "{why}: the log-prob of targets {y_shape:?} under a {} of batch shape {batch_shape:?} has shape {shape:?}",
-                    likelihood.name()
-                ),
-            ))
-        };
-        if shape != batch_shape {
-            // a [B, 1] mean against [B] targets broadcasts to [B, B]
-            return mismatch(format!(
-                "the targets broadcast the likelihood's batch shape {batch_shape:?} up"
-            ));
-        }
-        if shape.first().is_some_and(|&n| n != batch.size) {
-            return mismatch(format!(
-                "its leading size is not the batch size {}",
-                batch.size
-            ));
-        }
+        let rows = (batch.size, "the batch size");
+        let log_prob = log_prob_of_targets("Elbo::loss_from_likelihood", likelihood, y, rows)?;
         self.loss(divergences, -log_prob.sum(), batch)
     }
+}
+
+/// `likelihood.log_prob(y)`, checked to have the likelihood's batch shape
+/// (targets that broadcast it up, a `[B, 1]` mean against `[B]` targets
+/// giving a `[B, B]` log-prob, would make a silently wrong loss) and
+/// `rows.0` (described as `rows.1`) as its leading size; the error, under
+/// `op`, names every shape.
+pub(crate) fn log_prob_of_targets<'t, F: Element>(
+    op: &'static str,
+    likelihood: &dyn Distribution<'t, F>,
+    y: Var<'t, F>,
+    (rows, what): (usize, &str),
+) -> Result<Var<'t, F>> {
+    let batch_shape = likelihood.batch_shape();
+    let y_shape = y.shape();
+    let log_prob = likelihood.log_prob(y)?;
+    let shape = log_prob.shape();
+    let mismatch = |why: String| {
+        Err(Error::invalid(
+            op,
+            format!(
+                "{why}: the log-prob of targets {y_shape:?} under a {} of batch shape {batch_shape:?} has shape {shape:?}",
+                likelihood.name()
+            ),
+        ))
+    };
+    if shape != batch_shape {
+        return mismatch(format!(
+            "the targets broadcast the likelihood's batch shape {batch_shape:?} up"
+        ));
+    }
+    if shape.first().is_some_and(|&n| n != rows) {
+        return mismatch(format!("its leading size is not {what} {rows}"));
+    }
+    Ok(log_prob)
 }

@@ -16,9 +16,10 @@
 //! loss   = −bound / B
 //! ```
 //!
-//! **Relation to the ELBO weightings.** The bound is the IWAE bound of the
-//! minibatch likelihood under the prior and posterior tempered by the
-//! batch's share `π_i`: `ln E_q[p(y_i | w) (p(w)/q(w))^π_i]`. With `K = 1`
+//! **Relation to the ELBO weightings.** In expectation the bound is a lower
+//! bound on `ln E_q[p(y_i | w) (p(w)/q(w))^π_i]`, the minibatch likelihood
+//! under the prior and posterior tempered by the batch's share `π_i`, and
+//! it tends to it as `K` grows. With `K = 1`
 //! the loss is [`Elbo::loss`](crate::Elbo::loss) with the KL estimated at
 //! the sample (`(NLL + π_i r) / B`); by Jensen's inequality, for every
 //! draw the bound is at least the mean of the `K` single-sample ELBOs
@@ -26,7 +27,7 @@
 //! whole training set in one batch (`π = 1`) it is the IWAE lower bound on
 //! `ln p(D)`. With many minibatches the weight per batch is `π_i` (one KL
 //! per epoch in total), so the sum of the batch bounds is at least the
-//! ELBO but is not a bound on `ln p(D)`; and since `ℓ_k` sums a whole
+//! ELBO but is not in general a bound on `ln p(D)`; and since `ℓ_k` sums a whole
 //! batch, the weights of a large batch concentrate on one sample
 //! ([`IwaeLoss::effective_samples`] shows how many carry weight).
 //!
@@ -60,7 +61,7 @@
 //! ```
 
 use crate::autodiff::tape::Var;
-use crate::bayes::elbo::{Batch, Elbo, KlWeight};
+use crate::bayes::elbo::{log_prob_of_targets, Batch, Elbo, KlWeight};
 use crate::bayes::forward::Divergences;
 use crate::distributions::Distribution;
 use crate::error::{Error, Result};
@@ -232,7 +233,8 @@ impl Iwae {
     ///
     /// # Errors
     /// A log-prob whose shape is not the likelihood's batch shape (the
-    /// targets broadcast it up), and those of [`Iwae::loss`].
+    /// targets broadcast it up) or whose leading size is not `K * B`, and
+    /// those of [`Iwae::loss`].
     pub fn loss_from_likelihood<'t, F: Element>(
         &self,
         divergences: &Divergences<'t, F>,
@@ -240,17 +242,14 @@ impl Iwae {
         y: Var<'t, F>,
         batch: Batch,
     ) -> Result<IwaeLoss<'t, F>> {
-        let batch_shape = likelihood.batch_shape();
-        let log_prob = likelihood.log_prob(y)?;
-        if log_prob.shape() != batch_shape {
+        let Some(k) = divergences.samples() else {
             return Err(Error::invalid(
                 "Iwae::loss_from_likelihood",
-                format!(
-                    "the targets broadcast the likelihood's batch shape {batch_shape:?} up to {:?}",
-                    log_prob.shape()
-                ),
+                "the pass has no sample axis: run it with SampleMode::SampleAxis(K), or use Elbo::loss_from_likelihood",
             ));
-        }
+        };
+        let rows = (k * batch.size, "K times the batch size");
+        let log_prob = log_prob_of_targets("Iwae::loss_from_likelihood", likelihood, y, rows)?;
         self.loss(divergences, log_prob, batch)
     }
 }
