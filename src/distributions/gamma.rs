@@ -77,44 +77,19 @@ fn std_gamma_with(a: f64, rng: &mut dyn Rng, normals: &mut Normals) -> f64 {
     }
 }
 
-/// `Gamma(a, 1)` draws as a tape node whose gradient w.r.t. `a` is the
-/// implicit one.
-struct StdGammaSample<F> {
+/// Draws `x` as a tape node whose inputs are the `P` parameters (each
+/// broadcast to the draws' shape) and whose gradient is the implicit one:
+/// `grad(parameters, x)` gives `dx/d parameter` for one draw, computed for
+/// every draw on every thread.
+struct ImplicitSample<F, const P: usize> {
+    name: &'static str,
     x: Tensor<F>,
+    grad: fn([f64; P], f64) -> [f64; P],
 }
 
-impl<F: Element> Op<F> for StdGammaSample<F> {
+impl<F: Element, const P: usize> Op<F> for ImplicitSample<F, P> {
     fn name(&self) -> &str {
-        "gamma_rsample"
-    }
-    fn forward(&self, _: &[&Tensor<F>]) -> Result<Tensor<F>> {
-        Ok(self.x.clone())
-    }
-    fn backward(
-        &self,
-        inputs: &[&Tensor<F>],
-        _: &Tensor<F>,
-        g: &Tensor<F>,
-    ) -> Result<Vec<Option<Tensor<F>>>> {
-        // `a` was broadcast to the draws' shape, as `g` is
-        let f = |v: F| v.to_f64().unwrap_or(f64::NAN);
-        let (a, x, g) = (inputs[0].data(), self.x.data(), g.data());
-        let mut da = vec![F::zero(); x.len()];
-        par_map_costly(&mut da, |i| {
-            F::lit(gamma_sample_grad(f(a[i]), f(x[i]))) * g[i]
-        });
-        Ok(vec![Some(Tensor::from_vec(da, self.x.shape())?)])
-    }
-}
-
-/// `Beta(a, b)` draws as a tape node with the implicit gradients.
-struct BetaSample<F> {
-    x: Tensor<F>,
-}
-
-impl<F: Element> Op<F> for BetaSample<F> {
-    fn name(&self) -> &str {
-        "beta_rsample"
+        self.name
     }
     fn forward(&self, _: &[&Tensor<F>]) -> Result<Tensor<F>> {
         Ok(self.x.clone())
@@ -126,18 +101,39 @@ impl<F: Element> Op<F> for BetaSample<F> {
         g: &Tensor<F>,
     ) -> Result<Vec<Option<Tensor<F>>>> {
         let f = |v: F| v.to_f64().unwrap_or(f64::NAN);
-        let (a, b, x) = (inputs[0].data(), inputs[1].data(), self.x.data());
-        let g = g.data();
-        let mut both = vec![(F::zero(), F::zero()); x.len()];
-        par_map_costly(&mut both, |i| {
-            let (ga, gb) = beta_sample_grad(f(a[i]), f(b[i]), f(x[i]));
-            (F::lit(ga) * g[i], F::lit(gb) * g[i])
+        let (x, g) = (self.x.data(), g.data());
+        let mut per_draw = vec![[F::zero(); P]; x.len()];
+        par_map_costly(&mut per_draw, |i| {
+            let params = std::array::from_fn(|p| f(inputs[p].data()[i]));
+            (self.grad)(params, f(x[i])).map(|d| F::lit(d) * g[i])
         });
-        let (da, db): (Vec<F>, Vec<F>) = both.into_iter().unzip();
-        Ok(vec![
-            Some(Tensor::from_vec(da, self.x.shape())?),
-            Some(Tensor::from_vec(db, self.x.shape())?),
-        ])
+        (0..P)
+            .map(|p| {
+                let d = per_draw.iter().map(|d| d[p]).collect();
+                Ok(Some(Tensor::from_vec(d, self.x.shape())?))
+            })
+            .collect()
+    }
+}
+
+/// `Gamma(a, 1)` draws `x` as a tape node with the implicit gradient in `a`.
+fn std_gamma_node<F: Element>(x: Tensor<F>) -> ImplicitSample<F, 1> {
+    ImplicitSample {
+        name: "gamma_rsample",
+        x,
+        grad: |[a], x| [gamma_sample_grad(a, x)],
+    }
+}
+
+/// `Beta(a, b)` draws `x` as a tape node with the implicit gradients.
+fn beta_node<F: Element>(x: Tensor<F>) -> ImplicitSample<F, 2> {
+    ImplicitSample {
+        name: "beta_rsample",
+        x,
+        grad: |[a, b], x| {
+            let (ga, gb) = beta_sample_grad(a, b, x);
+            [ga, gb]
+        },
     }
 }
 
@@ -154,7 +150,7 @@ pub(crate) fn std_gamma_rsample<'t, F: Element>(
         let a = av.data()[i].to_f64().unwrap_or(f64::NAN);
         F::lit(std_gamma_with(a, rng, &mut normals)).max(F::min_positive_value())
     });
-    a.tape().apply(StdGammaSample { x }, &[a])
+    a.tape().apply(std_gamma_node(x), &[a])
 }
 
 /// The Gamma distribution with shape `concentration` and inverse scale `rate`.
@@ -234,8 +230,7 @@ impl<'t, F: Element> Gamma<'t, F> {
         })?;
         let std = xv.try_mul(self.rate)?.value().broadcast_to(&shape)?;
         let a = self.concentration.broadcast_to(&shape)?;
-        tape.apply(StdGammaSample { x: std }, &[a])?
-            .try_div(self.rate)
+        tape.apply(std_gamma_node(std), &[a])?.try_div(self.rate)
     }
 }
 
@@ -373,7 +368,7 @@ impl<'t, F: Element> Beta<'t, F> {
         let a = self.concentration1.broadcast_to(&shape)?;
         let b = self.concentration0.broadcast_to(&shape)?;
         let x = xv.value().broadcast_to(&shape)?;
-        tape.apply(BetaSample { x }, &[a, b])
+        tape.apply(beta_node(x), &[a, b])
     }
 
     fn lbeta(&self) -> Result<Var<'t, F>> {
@@ -422,7 +417,7 @@ impl<'t, F: Element> Distribution<'t, F> for Beta<'t, F> {
             x.max(F::min_positive_value())
                 .min(F::one() - F::epsilon() / F::lit(2.0))
         });
-        self.tape().apply(BetaSample { x }, &[a, b])
+        self.tape().apply(beta_node(x), &[a, b])
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())
