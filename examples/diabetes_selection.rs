@@ -3,7 +3,7 @@
 //!
 //! Run: `cargo run --release --example diabetes_selection`
 //!
-//! The 442 × 10 diabetes table of `linfa-datasets`, features standardized
+//! The 442 × 10 diabetes table (`examples/data/diabetes.csv`), features standardized
 //! and the target centred and scaled to unit variance, in the linear model
 //! `y = X w + ε`, `ε ~ N(0, σ²)` with σ fixed at the residual standard
 //! deviation of the least-squares fit on all features. Each weight has the
@@ -15,6 +15,9 @@
 //! - **Variational**: a `DenseSpikeAndSlab` layer (mean-field
 //!   spike-and-slab posterior, inclusion marginalized in the moments)
 //!   trained by the ELBO with Adam.
+
+#[path = "common/datasets.rs"]
+mod datasets;
 
 use bayesgrad::layers::DenseSpikeAndSlab;
 use bayesgrad::prelude::*;
@@ -140,10 +143,9 @@ fn residual_sigma(x: &[f64], y: &[f64], n: usize) -> f64 {
 }
 
 fn main() -> Result<()> {
-    let ds = linfa_datasets::diabetes();
-    let n = ds.records.nrows();
-    let mut x: Vec<f64> = ds.records.iter().copied().collect();
-    let mut y: Vec<f64> = ds.targets.iter().copied().collect();
+    let (rows, mut y) = datasets::diabetes();
+    let n = rows.len();
+    let mut x: Vec<f64> = rows.concat();
     for j in 0..FEATURES {
         let col = |x: &Vec<f64>| (0..n).map(|r| x[r * FEATURES + j]).collect::<Vec<_>>();
         let c = col(&x);

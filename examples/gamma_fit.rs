@@ -1,5 +1,5 @@
 //! A Gamma likelihood fitted to a real positive column: the residual sugar
-//! (g/dm³) of the 1599 UCI wine-quality-red wines, from `linfa-datasets`.
+//! (g/dm³) of the 1599 UCI wine-quality-red wines, in `examples/data/`.
 //!
 //! Run: `cargo run --release --example gamma_fit`
 //!
@@ -8,6 +8,9 @@
 //! the rows) and scored by the held-out log-likelihood per row on the
 //! other 20 %, next to the method-of-moments fit (`a = m² / v`, `b = m / v`)
 //! of the same training rows.
+
+#[path = "common/datasets.rs"]
+mod datasets;
 
 use bayesgrad::prelude::*;
 use bayesgrad::train::shuffle;
@@ -23,8 +26,11 @@ fn mean_log_lik(a: f64, b: f64, x: &Tensor<f64>) -> Result<f64> {
 }
 
 fn main() -> Result<()> {
-    let ds = linfa_datasets::winequality();
-    let column: Vec<f64> = ds.records.column(COLUMN).iter().copied().collect();
+    let column: Vec<f64> = datasets::winequality()
+        .0
+        .iter()
+        .map(|r| r[COLUMN])
+        .collect();
     let mut order: Vec<usize> = (0..column.len()).collect();
     shuffle(&mut order, &mut StdRng::seed_from_u64(0));
     let n_test = column.len() / 5;

@@ -3,7 +3,7 @@
 //! Run: `cargo run --release --example wine_mixture [-- --seeds 3 --steps 3000]`
 //!
 //! The 11 features of UCI wine-quality-red (1599 rows, from
-//! `linfa-datasets`), standardized with the training rows' statistics, are
+//! `examples/data/`), standardized with the training rows' statistics, are
 //! modelled as a mixture of `K = 5` diagonal Gaussians: `z ~ Categorical(π)`,
 //! `x | z ~ N(μ_z, diag σ_z²)`. An amortized posterior `q(z | x)` (a
 //! 11 -> 16 -> 5 tanh network) is trained jointly with the mixture by the
@@ -23,6 +23,8 @@
 #[macro_use]
 #[path = "common/say.rs"]
 mod say;
+#[path = "common/datasets.rs"]
+mod datasets;
 
 use bayesgrad::bayes::score::{Baseline, ScoreSample};
 use bayesgrad::prelude::*;
@@ -192,8 +194,7 @@ fn fit(
 
 /// Standardized train and test rows of one split.
 fn split(seed: u64) -> Result<(Tensor<f64>, Tensor<f64>)> {
-    let ds = linfa_datasets::winequality();
-    let flat: Vec<f64> = ds.records.iter().copied().collect();
+    let flat: Vec<f64> = datasets::winequality().0.concat();
     let rows = flat.len() / FEATURES;
     let mut order: Vec<usize> = (0..rows).collect();
     shuffle(&mut order, &mut StdRng::seed_from_u64(seed));

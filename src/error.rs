@@ -1,17 +1,14 @@
 //! The one error type of the crate.
 
-use thiserror::Error;
-
 /// Result alias used throughout the crate.
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// Everything that can go wrong in bayesgrad, each variant carrying the context
 /// needed to find the cause (the op, the shapes, the parameter, the value).
-#[derive(Debug, Clone, PartialEq, Error)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Error {
     /// Two operands whose shapes cannot be combined.
-    #[error("shape mismatch in {op}: lhs {lhs:?}, rhs {rhs:?}")]
     ShapeMismatch {
         /// The op that was given the operands.
         op: &'static str,
@@ -21,7 +18,6 @@ pub enum Error {
         rhs: Vec<usize>,
     },
     /// A buffer whose length disagrees with the requested shape.
-    #[error("{op}: {len} elements do not fill shape {shape:?} ({expected} elements)")]
     DataLength {
         /// The constructor or op.
         op: &'static str,
@@ -34,7 +30,6 @@ pub enum Error {
     },
     /// A shape whose element count (or byte size) does not fit in memory's
     /// address range, or whose allocation failed.
-    #[error("{what}: shape {shape:?} is too large ({reason})")]
     TooLarge {
         /// The tensor, op or layer.
         what: String,
@@ -44,7 +39,6 @@ pub enum Error {
         reason: String,
     },
     /// An index outside an axis.
-    #[error("{op}: index {index} out of range for axis {axis} of size {size}")]
     IndexOutOfRange {
         /// The op.
         op: &'static str,
@@ -56,7 +50,6 @@ pub enum Error {
         size: usize,
     },
     /// An axis outside a tensor's rank.
-    #[error("{op}: axis {axis} out of range for a tensor of shape {shape:?}")]
     AxisOutOfRange {
         /// The op.
         op: &'static str,
@@ -66,7 +59,6 @@ pub enum Error {
         shape: Vec<usize>,
     },
     /// Any other malformed argument of an op.
-    #[error("{op}: {reason}")]
     InvalidArgument {
         /// The op.
         op: &'static str,
@@ -74,19 +66,16 @@ pub enum Error {
         reason: String,
     },
     /// `backward` was called on a non-scalar.
-    #[error("backward needs a scalar (one-element) output, got shape {shape:?}; reduce it with sum() or mean() first")]
     NonScalarBackward {
         /// The shape of the var backward was called on.
         shape: Vec<usize>,
     },
     /// Vars from two different tapes were combined.
-    #[error("{op}: operands come from different tapes")]
     ForeignTape {
         /// The op.
         op: &'static str,
     },
     /// With the numerics check on, an op produced NaN or Inf.
-    #[error("op '{op}' (node {node}) produced a non-finite value {value}; inputs had shapes {input_shapes:?}")]
     NonFinite {
         /// Name of the first op that produced a non-finite value.
         op: String,
@@ -98,7 +87,6 @@ pub enum Error {
         input_shapes: Vec<Vec<usize>>,
     },
     /// A custom op's backward returned a gradient of the wrong shape.
-    #[error("op '{op}': backward returned a gradient of shape {found:?} for input {input} of shape {expected:?}")]
     BadGradientShape {
         /// The op.
         op: String,
@@ -111,7 +99,6 @@ pub enum Error {
     },
     /// A custom op's backward returned a different number of gradients than
     /// the op has inputs.
-    #[error("op '{op}': backward returned {found} gradients for {expected} inputs (return one entry per input, None where an input gets no gradient)")]
     BadGradientCount {
         /// The op.
         op: String,
@@ -123,7 +110,6 @@ pub enum Error {
     /// A gradient was computed from an older value of a parameter than the
     /// store now holds: a tape (or a distribution built on it) outlived an
     /// optimizer step. The step was refused.
-    #[error("gradient of parameter '{name}' was computed from version {read} of its value, but the store holds version {current}: a tape (or a distribution built on it) outlived an update; read the parameters onto a new tape for every step. No parameter was updated")]
     StaleGradient {
         /// The parameter's name.
         name: String,
@@ -133,7 +119,6 @@ pub enum Error {
         current: u64,
     },
     /// An optimizer update whose result is not finite; the step was refused.
-    #[error("the update of parameter '{name}' gives {value} at element {index} (a learning rate too large for its values?); no parameter was updated")]
     NonFiniteUpdate {
         /// The parameter's name.
         name: String,
@@ -143,13 +128,11 @@ pub enum Error {
         value: f64,
     },
     /// A parameter that is not frozen received no gradient.
-    #[error("parameter '{name}' received no gradient: it was not read on the tape or the loss does not depend on it (freeze it with ParamStore::freeze if that is intended)")]
     MissingGradient {
         /// The parameter's name.
         name: String,
     },
     /// A parameter's gradient holds NaN or Inf; the step was refused.
-    #[error("gradient of parameter '{name}' is not finite (first bad value {value} at element {index}); no parameter was updated")]
     NonFiniteGradient {
         /// The parameter's name.
         name: String,
@@ -159,25 +142,21 @@ pub enum Error {
         value: f64,
     },
     /// A parameter was used with a store it does not belong to.
-    #[error("parameter #{index} does not belong to this ParamStore")]
     ForeignParam {
         /// The parameter's index in its own store.
         index: usize,
     },
     /// Two parameters were given the same name.
-    #[error("a parameter named '{name}' already exists in this ParamStore")]
     DuplicateParam {
         /// The repeated name.
         name: String,
     },
     /// A divergence name was registered twice on one tape.
-    #[error("divergence '{name}' is already registered on this tape; each layer registers once per forward pass (use a fresh tape per step)")]
     DuplicateDivergence {
         /// The repeated name.
         name: String,
     },
     /// A distribution parameter outside its domain.
-    #[error("{distribution}: invalid {parameter} = {value}: {reason}")]
     InvalidParameter {
         /// The distribution.
         distribution: &'static str,
@@ -189,9 +168,6 @@ pub enum Error {
         reason: &'static str,
     },
     /// Two parameters of a distribution whose shapes do not broadcast.
-    #[error(
-        "{distribution}: batch shapes do not broadcast: {lhs_param} {lhs:?}, {rhs_param} {rhs:?}"
-    )]
     BatchShapeMismatch {
         /// The distribution.
         distribution: &'static str,
@@ -205,7 +181,6 @@ pub enum Error {
         rhs: Vec<usize>,
     },
     /// An operation a distribution does not support.
-    #[error("{distribution} does not support {what}")]
     Unsupported {
         /// The distribution.
         distribution: &'static str,
@@ -213,7 +188,6 @@ pub enum Error {
         what: &'static str,
     },
     /// `Divergence::Analytic` was asked for a pair with no closed form.
-    #[error("no analytic KL divergence between {q} and {p}; use Divergence::MonteCarlo or Divergence::Auto")]
     NoAnalyticKl {
         /// The first argument.
         q: String,
@@ -221,7 +195,6 @@ pub enum Error {
         p: String,
     },
     /// An input a layer cannot process.
-    #[error("layer '{layer}': expected input {expected}, got shape {found:?}")]
     LayerInput {
         /// The layer's name.
         layer: String,
@@ -236,7 +209,6 @@ pub enum Error {
     /// `sum_i w_i y_i` that the check differentiates (fixed weights `w_i` in
     /// [0.5, 1.5], so that errors cannot cancel); for a scalar output they are
     /// the derivatives of the output itself.
-    #[error("gradcheck failed for input {input}: {failing} element(s) out of tolerance; first at element {index}: analytic {analytic}, numeric {numeric} (abs err {abs_err:.3e}){}", list_failures(elements))]
     GradCheck {
         /// Input position.
         input: usize,
@@ -255,7 +227,6 @@ pub enum Error {
     },
     /// A stochastic gradient estimator's mean is further from the exact
     /// expected gradient than the stated number of standard errors.
-    #[error("stat_gradcheck failed: {failing} of {components} component(s) beyond |z| = {max_z} over {samples} estimates: {listed}")]
     StatGradCheck {
         /// How many components fail.
         failing: usize,
@@ -269,7 +240,6 @@ pub enum Error {
         listed: String,
     },
     /// An I/O failure while saving or loading.
-    #[error("i/o error on {path}: {message}")]
     Io {
         /// The file.
         path: String,
@@ -278,7 +248,6 @@ pub enum Error {
     },
     /// A parameter saved with another constraint than the store gives it
     /// (the stored value would be read through the wrong map).
-    #[error("parameter '{name}' was saved with constraint {saved}, but the store's is {expected}")]
     ConstraintMismatch {
         /// The parameter.
         name: String,
@@ -288,7 +257,6 @@ pub enum Error {
         expected: String,
     },
     /// A checkpoint without the state of a part the load asked for.
-    #[error("the checkpoint holds no '{kind}' state (it holds: [{saved}])")]
     MissingState {
         /// The kind asked for ("adam").
         kind: String,
@@ -296,13 +264,11 @@ pub enum Error {
         saved: String,
     },
     /// A file that is not a bayesgrad checkpoint.
-    #[error("not a bayesgrad checkpoint: {reason}")]
     NotACheckpoint {
         /// Why it was rejected.
         reason: String,
     },
     /// A checkpoint written by an unsupported format version.
-    #[error("unsupported checkpoint version {found} (this build reads version {supported})")]
     UnsupportedVersion {
         /// Version found in the file.
         found: String,
@@ -310,15 +276,11 @@ pub enum Error {
         supported: u32,
     },
     /// A checkpoint that ends early.
-    #[error("checkpoint is truncated: {reason}")]
     Truncated {
         /// Details.
         reason: String,
     },
     /// Tensor bytes whose checksum disagrees with the metadata.
-    #[error(
-        "checkpoint checksum mismatch: metadata says {expected}, tensor bytes hash to {found}"
-    )]
     ChecksumMismatch {
         /// Checksum in the metadata.
         expected: String,
@@ -326,19 +288,16 @@ pub enum Error {
         found: String,
     },
     /// A parameter of the store is absent from the checkpoint.
-    #[error("checkpoint has no tensor for parameter '{name}'")]
     MissingParameter {
         /// The parameter's name.
         name: String,
     },
     /// The checkpoint holds a tensor the store does not know.
-    #[error("checkpoint holds '{name}', which is not a parameter of this store")]
     UnexpectedParameter {
         /// The tensor's name.
         name: String,
     },
     /// A tensor whose shape differs from the parameter's.
-    #[error("parameter '{name}' has shape {expected:?}, got a value (or gradient, or saved tensor) of shape {found:?}")]
     ParamShapeMismatch {
         /// The parameter's name.
         name: String,
@@ -348,7 +307,6 @@ pub enum Error {
         found: Vec<usize>,
     },
     /// A tensor whose dtype differs from the store's.
-    #[error("parameter '{name}': checkpoint dtype {found}, store expects {expected}")]
     DtypeMismatch {
         /// The parameter's name.
         name: String,
@@ -358,6 +316,51 @@ pub enum Error {
         found: String,
     },
 }
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::ShapeMismatch { op, lhs, rhs } => write!(f, "shape mismatch in {op}: lhs {lhs:?}, rhs {rhs:?}"),
+            Error::DataLength { op, len, shape, expected } => write!(f, "{op}: {len} elements do not fill shape {shape:?} ({expected} elements)"),
+            Error::TooLarge { what, shape, reason } => write!(f, "{what}: shape {shape:?} is too large ({reason})"),
+            Error::IndexOutOfRange { op, index, axis, size } => write!(f, "{op}: index {index} out of range for axis {axis} of size {size}"),
+            Error::AxisOutOfRange { op, axis, shape } => write!(f, "{op}: axis {axis} out of range for a tensor of shape {shape:?}"),
+            Error::InvalidArgument { op, reason } => write!(f, "{op}: {reason}"),
+            Error::NonScalarBackward { shape } => write!(f, "backward needs a scalar (one-element) output, got shape {shape:?}; reduce it with sum() or mean() first"),
+            Error::ForeignTape { op } => write!(f, "{op}: operands come from different tapes"),
+            Error::NonFinite { op, node, value, input_shapes } => write!(f, "op '{op}' (node {node}) produced a non-finite value {value}; inputs had shapes {input_shapes:?}"),
+            Error::BadGradientShape { op, input, expected, found } => write!(f, "op '{op}': backward returned a gradient of shape {found:?} for input {input} of shape {expected:?}"),
+            Error::BadGradientCount { op, expected, found } => write!(f, "op '{op}': backward returned {found} gradients for {expected} inputs (return one entry per input, None where an input gets no gradient)"),
+            Error::StaleGradient { name, read, current } => write!(f, "gradient of parameter '{name}' was computed from version {read} of its value, but the store holds version {current}: a tape (or a distribution built on it) outlived an update; read the parameters onto a new tape for every step. No parameter was updated"),
+            Error::NonFiniteUpdate { name, index, value } => write!(f, "the update of parameter '{name}' gives {value} at element {index} (a learning rate too large for its values?); no parameter was updated"),
+            Error::MissingGradient { name } => write!(f, "parameter '{name}' received no gradient: it was not read on the tape or the loss does not depend on it (freeze it with ParamStore::freeze if that is intended)"),
+            Error::NonFiniteGradient { name, index, value } => write!(f, "gradient of parameter '{name}' is not finite (first bad value {value} at element {index}); no parameter was updated"),
+            Error::ForeignParam { index } => write!(f, "parameter #{index} does not belong to this ParamStore"),
+            Error::DuplicateParam { name } => write!(f, "a parameter named '{name}' already exists in this ParamStore"),
+            Error::DuplicateDivergence { name } => write!(f, "divergence '{name}' is already registered on this tape; each layer registers once per forward pass (use a fresh tape per step)"),
+            Error::InvalidParameter { distribution, parameter, value, reason } => write!(f, "{distribution}: invalid {parameter} = {value}: {reason}"),
+            Error::BatchShapeMismatch { distribution, lhs_param, lhs, rhs_param, rhs } => write!(f, "{distribution}: batch shapes do not broadcast: {lhs_param} {lhs:?}, {rhs_param} {rhs:?}"),
+            Error::Unsupported { distribution, what } => write!(f, "{distribution} does not support {what}"),
+            Error::NoAnalyticKl { q, p } => write!(f, "no analytic KL divergence between {q} and {p}; use Divergence::MonteCarlo or Divergence::Auto"),
+            Error::LayerInput { layer, expected, found } => write!(f, "layer '{layer}': expected input {expected}, got shape {found:?}"),
+            Error::GradCheck { input, index, analytic, numeric, abs_err, failing, elements } => write!(f, "gradcheck failed for input {input}: {failing} element(s) out of tolerance; first at element {index}: analytic {analytic}, numeric {numeric} (abs err {abs_err:.3e}){}", list_failures(elements)),
+            Error::StatGradCheck { failing, components, max_z, samples, listed } => write!(f, "stat_gradcheck failed: {failing} of {components} component(s) beyond |z| = {max_z} over {samples} estimates: {listed}"),
+            Error::Io { path, message } => write!(f, "i/o error on {path}: {message}"),
+            Error::ConstraintMismatch { name, saved, expected } => write!(f, "parameter '{name}' was saved with constraint {saved}, but the store's is {expected}"),
+            Error::MissingState { kind, saved } => write!(f, "the checkpoint holds no '{kind}' state (it holds: [{saved}])"),
+            Error::NotACheckpoint { reason } => write!(f, "not a bayesgrad checkpoint: {reason}"),
+            Error::UnsupportedVersion { found, supported } => write!(f, "unsupported checkpoint version {found} (this build reads version {supported})"),
+            Error::Truncated { reason } => write!(f, "checkpoint is truncated: {reason}"),
+            Error::ChecksumMismatch { expected, found } => write!(f, "checkpoint checksum mismatch: metadata says {expected}, tensor bytes hash to {found}"),
+            Error::MissingParameter { name } => write!(f, "checkpoint has no tensor for parameter '{name}'"),
+            Error::UnexpectedParameter { name } => write!(f, "checkpoint holds '{name}', which is not a parameter of this store"),
+            Error::ParamShapeMismatch { name, expected, found } => write!(f, "parameter '{name}' has shape {expected:?}, got a value (or gradient, or saved tensor) of shape {found:?}"),
+            Error::DtypeMismatch { name, expected, found } => write!(f, "parameter '{name}': checkpoint dtype {found}, store expects {expected}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
 
 impl Error {
     /// An [`Error::InvalidArgument`], for custom ops and user code.

@@ -72,21 +72,70 @@ fn round_trip_is_exact_in_f32_and_f64() {
 }
 
 #[test]
-fn the_file_is_plain_safetensors() {
+fn a_save_leaves_no_temporary_file() {
     let dir = temp_dir("plain");
     let path = dir.0.join("m.safetensors");
     checkpoint::save(&store_f::<f32>(), &[], &path).unwrap();
-    let bytes = std::fs::read(&path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    checkpoint::save(&store_f::<f32>(), &[], &path).unwrap();
+    let names: Vec<String> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["m.safetensors"]);
+}
+
+/// The reference implementation of the format reads what `save` writes
+/// (same names, shapes, bytes and metadata; the same header up to the
+/// order of the metadata, which it does not keep), and `load` reads what
+/// it writes.
+#[cfg(feature = "oracle")]
+#[test]
+fn the_reference_safetensors_reads_our_files_and_writes_files_we_read() {
+    use safetensors::tensor::TensorView;
+    let store = store_f::<f64>();
+    let ours = checkpoint::save_bytes(&store, &[]).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&ours).unwrap();
     let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
     names.sort();
     assert_eq!(names, ["a", "b", "c/with/slashes"]);
-    assert_eq!(st.tensor("a").unwrap().shape(), &[2, 3]);
-    assert!(std::fs::read_dir(&dir.0).unwrap().all(|e| !e
-        .unwrap()
-        .file_name()
-        .to_string_lossy()
-        .contains(".tmp")));
+    let (_, header) = safetensors::SafeTensors::read_metadata(&ours).unwrap();
+    let meta = header.metadata().clone().unwrap();
+    assert_eq!(meta["format"], "bayesgrad-checkpoint");
+    for name in &names {
+        let p = store.get(name).unwrap();
+        let t = st.tensor(name).unwrap();
+        assert_eq!(t.shape(), store.raw(p).shape());
+        let bytes: Vec<u8> = store
+            .raw(p)
+            .data()
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        assert_eq!(t.data(), bytes);
+    }
+    // the reference writer, given the same tensors and metadata
+    let views: Vec<(String, TensorView<'_>)> = names
+        .iter()
+        .map(|n| (n.clone(), st.tensor(n).unwrap()))
+        .collect();
+    let theirs = safetensors::serialize(views, Some(meta)).unwrap();
+    assert_eq!(theirs.len(), ours.len());
+    let header_len = u64::from_le_bytes(ours[..8].try_into().unwrap()) as usize;
+    assert_eq!(theirs[..8], ours[..8]);
+    let json =
+        |b: &[u8]| -> serde_json::Value { serde_json::from_slice(&b[8..8 + header_len]).unwrap() };
+    assert_eq!(json(&theirs), json(&ours));
+    assert_eq!(theirs[8 + header_len..], ours[8 + header_len..]);
+    let mut fresh = store_f::<f64>();
+    for p in fresh.params().collect::<Vec<_>>() {
+        let zeros = Tensor::zeros(fresh.raw(p).shape());
+        fresh.set_raw(p, zeros).unwrap();
+    }
+    load_bytes(&mut fresh, &mut [], &theirs).unwrap();
+    for name in &names {
+        let (p, q) = (fresh.get(name).unwrap(), store.get(name).unwrap());
+        assert_eq!(fresh.raw(p), store.raw(q));
+    }
 }
 
 /// What `save` writes (`round_trip` checks that the two agree).
@@ -150,15 +199,12 @@ fn damaged_files_give_specific_errors() {
         load_err(b"hello, this is not a checkpoint file", &mut store),
         Error::NotACheckpoint { .. }
     ));
-    let plain = safetensors::serialize(
-        [(
-            "a",
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F64, vec![1], &[0u8; 8])
-                .unwrap(),
-        )],
-        None,
-    )
-    .unwrap();
+    // a plain safetensors file, without the checkpoint's metadata
+    let mut plain = Vec::new();
+    let header = br#"{"a":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}}     "#;
+    plain.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    plain.extend_from_slice(header);
+    plain.extend_from_slice(&[0u8; 8]);
     assert!(matches!(
         load_err(&plain, &mut store),
         Error::NotACheckpoint { .. }

@@ -175,15 +175,12 @@ pub struct Data {
     pub y: Vec<f64>,
 }
 
-/// Loads UCI wine-quality-red from the linfa-datasets crate.
+#[path = "../common/datasets.rs"]
+mod datasets;
+
+/// Loads UCI wine-quality-red (`examples/data/winequality-red.csv`).
 pub fn load() -> Data {
-    let ds = linfa_datasets::winequality();
-    let flat: Vec<f64> = ds.records.iter().copied().collect();
-    let x = flat
-        .chunks(FEATURES)
-        .map(|r| r.try_into().expect("11 features per row"))
-        .collect();
-    let y = ds.targets.iter().map(|&t| t as f64).collect();
+    let (x, y) = datasets::winequality();
     Data { x, y }
 }
 

@@ -64,10 +64,10 @@
 use crate::autodiff::params::{Constraint, ParamStore};
 use crate::error::{Error, Result};
 use crate::tensor::{Element, Tensor};
-use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The checkpoint format version this build writes and reads.
 pub const VERSION: u32 = 2;
@@ -156,19 +156,11 @@ fn state_name(kind: &str, slot: &str, param: &str) -> String {
     format!("__{kind}__/{slot}/{param}")
 }
 
-/// Characters that a metadata value may hold: they need no escaping in
-/// JSON and keep [`sort_metadata`]'s split on commas exact.
+/// Characters that a metadata key or value may hold: they need no escaping
+/// in JSON.
 fn plain(s: &str) -> bool {
     s.bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"-_.:;+".contains(&b))
-}
-
-fn dtype_of<F: Element>() -> Dtype {
-    if F::DTYPE == "F64" {
-        Dtype::F64
-    } else {
-        Dtype::F32
-    }
 }
 
 fn encode_constraint(c: Constraint) -> String {
@@ -301,7 +293,7 @@ pub fn save_bytes<F: Element>(
         tensors.extend(out.tensors);
     }
     meta.insert("parts".to_string(), kinds.join(";"));
-    let dtype = dtype_of::<F>();
+    let dtype = F::DTYPE;
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(n, t)| (n.clone(), t.shape().to_vec(), F::to_le_bytes(t.data())))
@@ -310,7 +302,7 @@ pub fn save_bytes<F: Element>(
         &meta,
         bytes
             .iter()
-            .map(|(n, s, d)| (n.as_str(), format!("{dtype:?}"), s.as_slice(), d.as_slice())),
+            .map(|(n, s, d)| (n.as_str(), dtype.to_string(), s.as_slice(), d.as_slice())),
     );
     meta.insert("checksum".to_string(), sum);
     if !meta.iter().all(|(k, v)| plain(k) && plain(v)) {
@@ -319,55 +311,50 @@ pub fn save_bytes<F: Element>(
             "metadata holds characters a checkpoint does not store",
         ));
     }
-    let views = bytes
-        .iter()
-        .map(|(n, s, d)| {
-            Ok((
-                n.clone(),
-                TensorView::new(dtype, s.clone(), d)
-                    .map_err(|e| Error::invalid("checkpoint::save", e.to_string()))?,
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut out = safetensors::serialize(views, Some(meta.clone().into_iter().collect()))
-        .map_err(|e| Error::invalid("checkpoint::save", e.to_string()))?;
-    sort_metadata(&mut out, &meta);
-    Ok(out)
+    Ok(serialize(&meta, dtype, &bytes))
 }
 
-/// Puts the `__metadata__` entries of serialized bytes in key order.
+/// The safetensors layout: the header's length as a little-endian `u64`,
+/// the JSON header (`__metadata__` first, then each tensor's dtype, shape
+/// and byte range, in name order), padded with spaces to a multiple of 8
+/// bytes, then the tensors' bytes back to back in the same order.
 ///
-/// safetensors (0.4 through 0.8, which takes them as a `HashMap`) writes them in per-instance random order
-/// (upstream issue safetensors#584), so two saves of one state would differ
-/// in bytes and in their hashes. Sorting permutes entries of a JSON object
-/// and keeps the header's length. Our keys and values need no JSON escaping
-/// and hold no commas ([`plain`]);
-/// if the header is not laid out as expected, the (valid, unsorted) bytes are
-/// left as they are, and the determinism test fails.
-fn sort_metadata(bytes: &mut [u8], meta: &BTreeMap<String, String>) {
-    if !meta.iter().all(|(k, v)| plain(k) && plain(v)) {
-        return;
-    }
+/// This is byte for byte what the reference implementation writes for the
+/// same tensors (one dtype, so its order is the name order) with the
+/// metadata in key order, which the oracle tests check.
+fn serialize(
+    meta: &BTreeMap<String, String>,
+    dtype: &str,
+    tensors: &[(String, Vec<usize>, Vec<u8>)],
+) -> Vec<u8> {
+    // keys and values are `plain`: no JSON escaping needed
     let entries: Vec<String> = meta
         .iter()
         .map(|(k, v)| format!("\"{k}\":\"{v}\""))
         .collect();
-    let sorted = format!("{{{}}}", entries.join(","));
-    let start = 8 + br#"{"__metadata__":"#.len();
-    let Some(found) = bytes.get(8..start + sorted.len()) else {
-        return;
-    };
-    let (prefix, object) = found.split_at(start - 8);
-    let mut written: Vec<&[u8]> = object
-        .strip_prefix(b"{")
-        .and_then(|o| o.strip_suffix(b"}"))
-        .map(|o| o.split(|&b| b == b',').collect())
-        .unwrap_or_default();
-    written.sort_unstable();
-    let expected: Vec<&[u8]> = entries.iter().map(|e| e.as_bytes()).collect();
-    if prefix == br#"{"__metadata__":"# && written == expected {
-        bytes[start..start + sorted.len()].copy_from_slice(sorted.as_bytes());
+    let mut header = format!("{{\"__metadata__\":{{{}}}", entries.join(","));
+    let mut offset = 0;
+    for (name, shape, data) in tensors {
+        let shape: Vec<String> = shape.iter().map(usize::to_string).collect();
+        header.push_str(&format!(
+            ",{}:{{\"dtype\":\"{dtype}\",\"shape\":[{}],\"data_offsets\":[{offset},{}]}}",
+            serde_json::Value::from(name.as_str()),
+            shape.join(","),
+            offset + data.len()
+        ));
+        offset += data.len();
     }
+    header.push('}');
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + header.len() + offset);
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for (_, _, data) in tensors {
+        out.extend_from_slice(data);
+    }
+    out
 }
 
 /// Writes `bytes` to a uniquely named temporary file beside `path`, syncs
@@ -385,23 +372,26 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .to_string_lossy()
         .into_owned();
     remove_stale_temporaries(dir, &file_name);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{file_name}.{}.", std::process::id()))
-        .suffix(".tmp")
-        .tempfile_in(dir)
+    let (tmp_path, mut file) = create_temporary(dir, &file_name)
         .map_err(|e| io_err(path, format!("cannot create a temporary file: {e}")))?;
-    let file = tmp.as_file_mut();
-    file.write_all(bytes).map_err(|e| io_err(path, e))?;
-    file.flush().map_err(|e| io_err(path, e))?;
-    let permissions = match std::fs::metadata(path) {
-        Ok(m) => Some(m.permissions()),
-        Err(_) => default_permissions(),
-    };
-    if let Some(p) = permissions {
-        file.set_permissions(p).map_err(|e| io_err(path, e))?;
+    let written = (|| {
+        file.write_all(bytes)?;
+        file.flush()?;
+        let permissions = match std::fs::metadata(path) {
+            Ok(m) => Some(m.permissions()),
+            Err(_) => default_permissions(),
+        };
+        if let Some(p) = permissions {
+            file.set_permissions(p)?;
+        }
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp_path, path)
+    })();
+    if let Err(e) = written {
+        std::fs::remove_file(&tmp_path).ok();
+        return Err(io_err(path, e));
     }
-    file.sync_all().map_err(|e| io_err(path, e))?;
-    tmp.persist(path).map_err(|e| io_err(path, e.error))?;
     // Persist the rename itself (best effort: not every platform can open a directory).
     if let Ok(d) = std::fs::File::open(dir) {
         d.sync_all().ok();
@@ -418,6 +408,29 @@ fn default_permissions() -> Option<std::fs::Permissions> {
 #[cfg(not(unix))]
 fn default_permissions() -> Option<std::fs::Permissions> {
     None
+}
+
+/// Creates `.<file_name>.<pid>.<n>.tmp` in `dir`, new (never an existing
+/// file), with `n` counting the saves of this process.
+fn create_temporary(
+    dir: &Path,
+    file_name: &str,
+) -> std::io::Result<(std::path::PathBuf, std::fs::File)> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    loop {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".{file_name}.{}.{n}.tmp", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(file) => return Ok((tmp, file)),
+            // left by an earlier process with this pid: take the next number
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Removes `.<file_name>.<pid>.*.tmp` files in `dir` whose writer process
@@ -462,14 +475,33 @@ pub fn load<F: Element>(
     load_bytes(store, parts, &bytes)
 }
 
-/// What the JSON header says: its length, the end of the tensor data it
-/// describes, and its `__metadata__` entries. (safetensors validates the
-/// tensors; it gives no access to the metadata after doing so, so the
-/// header is read here once for both.)
+/// One tensor as the header describes it.
+struct Entry {
+    name: String,
+    dtype: String,
+    shape: Vec<usize>,
+    /// Its byte range within the data that follows the header.
+    range: std::ops::Range<usize>,
+}
+
+/// What the JSON header says: its length, its `__metadata__` entries and
+/// its tensors, in name order, each checked to be a dtype, a shape and a
+/// byte range of the right length, the ranges tiling the data exactly.
 struct Header {
     len: usize,
-    data_end: usize,
     meta: BTreeMap<String, String>,
+    entries: Vec<Entry>,
+}
+
+/// The size in bytes of a safetensors dtype's element.
+fn dtype_size(dtype: &str) -> Option<usize> {
+    Some(match dtype {
+        "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" => 1,
+        "U16" | "I16" | "F16" | "BF16" => 2,
+        "U32" | "I32" | "F32" => 4,
+        "U64" | "I64" | "F64" => 8,
+        _ => return None,
+    })
 }
 
 fn read_header(bytes: &[u8]) -> Result<Header> {
@@ -495,33 +527,79 @@ fn read_header(bytes: &[u8]) -> Result<Header> {
         });
     }
     let n = header_len as usize;
-    let header: serde_json::Value =
-        serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| Error::NotACheckpoint {
-            reason: format!("the header is not JSON: {e}"),
-        })?;
-    let not_object = || Error::NotACheckpoint {
-        reason: "the header is not a JSON object".into(),
-    };
-    let object = header.as_object().ok_or_else(not_object)?;
-    let data_end = object
-        .iter()
-        .filter(|(k, _)| *k != "__metadata__")
-        .filter_map(|(_, t)| t.get("data_offsets")?.get(1)?.as_u64())
-        .max()
-        .unwrap_or(0);
+    let bad = |reason: String| Error::NotACheckpoint { reason };
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n])
+        .map_err(|e| bad(format!("the header is not JSON: {e}")))?;
+    let object = header
+        .as_object()
+        .ok_or_else(|| bad("the header is not a JSON object".into()))?;
     let mut meta = BTreeMap::new();
-    if let Some(m) = object.get("__metadata__") {
-        for (k, v) in m.as_object().ok_or_else(not_object)? {
-            let v = v.as_str().ok_or_else(|| Error::NotACheckpoint {
-                reason: format!("metadata entry '{k}' is not a string"),
-            })?;
-            meta.insert(k.clone(), v.to_string());
+    let mut entries = Vec::with_capacity(object.len());
+    for (name, value) in object {
+        if name == "__metadata__" {
+            let m = value
+                .as_object()
+                .ok_or_else(|| bad("__metadata__ is not a JSON object".into()))?;
+            for (k, v) in m {
+                let v = v
+                    .as_str()
+                    .ok_or_else(|| bad(format!("metadata entry '{k}' is not a string")))?;
+                meta.insert(k.clone(), v.to_string());
+            }
+            continue;
         }
+        entries.push(
+            read_entry(name, value)
+                .map_err(|what| bad(format!("tensor '{name}' in the header: {what}")))?,
+        );
     }
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Header {
         len: n,
-        data_end: data_end as usize,
         meta,
+        entries,
+    })
+}
+
+/// One tensor's description: exactly `dtype`, `shape` and `data_offsets`,
+/// with as many bytes in the range as the shape has elements of the dtype.
+fn read_entry(name: &str, value: &serde_json::Value) -> std::result::Result<Entry, String> {
+    let fields = value.as_object().ok_or("not a JSON object")?;
+    if fields.len() != 3 {
+        return Err("expected exactly dtype, shape and data_offsets".into());
+    }
+    let dtype = fields
+        .get("dtype")
+        .and_then(|d| d.as_str())
+        .ok_or("no dtype string")?;
+    let size = dtype_size(dtype).ok_or_else(|| format!("unknown dtype {dtype}"))?;
+    let index = |v: &serde_json::Value| v.as_u64().and_then(|v| usize::try_from(v).ok());
+    let shape = fields
+        .get("shape")
+        .and_then(|s| s.as_array())
+        .and_then(|s| s.iter().map(index).collect::<Option<Vec<usize>>>())
+        .ok_or("no shape of non-negative integers")?;
+    let offsets = fields
+        .get("data_offsets")
+        .and_then(|o| o.as_array())
+        .and_then(|o| o.iter().map(index).collect::<Option<Vec<usize>>>())
+        .filter(|o| o.len() == 2 && o[0] <= o[1])
+        .ok_or("data_offsets are not [start, end] with start <= end")?;
+    let len = shape
+        .iter()
+        .try_fold(size, |acc, &d| acc.checked_mul(d))
+        .ok_or("the shape overflows")?;
+    if offsets[1] - offsets[0] != len {
+        return Err(format!(
+            "shape {shape:?} of {dtype} needs {len} bytes, data_offsets give {}",
+            offsets[1] - offsets[0]
+        ));
+    }
+    Ok(Entry {
+        name: name.to_string(),
+        dtype: dtype.to_string(),
+        shape,
+        range: offsets[0]..offsets[1],
     })
 }
 
@@ -533,31 +611,39 @@ pub fn load_bytes<F: Element>(
 ) -> Result<()> {
     let Header {
         len: n,
-        data_end: end,
         meta,
+        entries,
     } = read_header(bytes)?;
-    let data_len = bytes.len() - 8 - n;
-    if end > data_len {
+    let data = &bytes[8 + n..];
+    let end = entries.iter().map(|e| e.range.end).max().unwrap_or(0);
+    if end > data.len() {
         return Err(Error::Truncated {
-            reason: format!("the tensor data needs {end} bytes, the file has {data_len}"),
-        });
-    }
-    if end < data_len {
-        return Err(Error::NotACheckpoint {
             reason: format!(
-                "{} bytes follow the tensor data the header describes (appended to, or cut from a larger file)",
-                data_len - end
+                "the tensor data needs {end} bytes, the file has {}",
+                data.len()
             ),
         });
     }
-    let st = SafeTensors::deserialize(bytes).map_err(|e| match e {
-        SafeTensorError::MetadataIncompleteBuffer => Error::Truncated {
-            reason: "the tensor data does not match the header".into(),
-        },
-        e => Error::NotACheckpoint {
-            reason: format!("{e:?}"),
-        },
-    })?;
+    if end < data.len() {
+        return Err(Error::NotACheckpoint {
+            reason: format!(
+                "{} bytes follow the tensor data the header describes (appended to, or cut from a larger file)",
+                data.len() - end
+            ),
+        });
+    }
+    // The ranges tile the data: no byte is read twice or left out.
+    let mut ranges: Vec<_> = entries.iter().map(|e| e.range.clone()).collect();
+    ranges.sort_by_key(|r| (r.start, r.end));
+    let mut next = 0;
+    for r in ranges {
+        if r.start != next {
+            return Err(Error::NotACheckpoint {
+                reason: "the tensors' byte ranges overlap or leave gaps".into(),
+            });
+        }
+        next = r.end;
+    }
     if meta.get("format").map(String::as_str) != Some(FORMAT) {
         return Err(Error::NotACheckpoint {
             reason: "metadata lacks format = bayesgrad-checkpoint".into(),
@@ -572,13 +658,16 @@ pub fn load_bytes<F: Element>(
             })
         }
     }
-    let mut named: Vec<(String, TensorView<'_>)> = st.tensors();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
     let found = checksum(
         &meta,
-        named
-            .iter()
-            .map(|(n, t)| (n.as_str(), format!("{:?}", t.dtype()), t.shape(), t.data())),
+        entries.iter().map(|e| {
+            (
+                e.name.as_str(),
+                e.dtype.clone(),
+                e.shape.as_slice(),
+                &data[e.range.clone()],
+            )
+        }),
     );
     let expected = meta.get("checksum").cloned().unwrap_or_default();
     if found != expected {
@@ -586,19 +675,26 @@ pub fn load_bytes<F: Element>(
     }
 
     // Decode every tensor (dtype and element count checked).
-    let mut tensors: HashMap<String, Tensor<F>> = HashMap::with_capacity(named.len());
-    for (name, t) in &named {
-        if t.dtype() != dtype_of::<F>() {
+    let mut tensors: HashMap<String, Tensor<F>> = HashMap::with_capacity(entries.len());
+    for Entry {
+        name,
+        dtype,
+        shape,
+        range,
+    } in entries
+    {
+        if dtype != F::DTYPE {
             return Err(Error::DtypeMismatch {
-                name: name.clone(),
+                name,
                 expected: F::DTYPE.into(),
-                found: format!("{:?}", t.dtype()),
+                found: dtype,
             });
         }
-        let data = F::from_le_bytes(t.data()).ok_or_else(|| Error::Truncated {
+        let values = F::from_le_bytes(&data[range]).ok_or_else(|| Error::Truncated {
             reason: format!("tensor '{name}' has a partial element"),
         })?;
-        tensors.insert(name.clone(), Tensor::from_vec(data, t.shape())?);
+        let t = Tensor::from_vec(values, &shape)?;
+        tensors.insert(name, t);
     }
     let saved_parts: Vec<&str> = meta
         .get("parts")
