@@ -4,9 +4,9 @@
 //!
 //! Run: `cargo run --release --example 03_bayes_by_backprop`
 
-use bayesgrad::layers::predict::{predict_regression, Predict};
-use bayesgrad::prelude::*;
 use bayesgrad::Batch;
+use bayesgrad::layers::predict::{Predict, predict_regression};
+use bayesgrad::prelude::*;
 
 fn main() -> Result<()> {
     let mut rng = StdRng::seed_from_u64(0);
@@ -55,7 +55,9 @@ fn main() -> Result<()> {
         }
         if epoch % 100 == 0 {
             let sigma = Tape::new().param(&store, noise).item()?;
-            println!("epoch {epoch:>3}  negative ELBO per example {epoch_loss:>8.4}  noise scale {sigma:.3}");
+            println!(
+                "epoch {epoch:>3}  negative ELBO per example {epoch_loss:>8.4}  noise scale {sigma:.3}"
+            );
         }
     }
 

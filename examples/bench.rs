@@ -13,8 +13,8 @@ mod say;
 
 use bayesgrad::prelude::*;
 use rand::rngs::SmallRng;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 type Step = Box<dyn FnMut() -> Result<()>>;
@@ -363,8 +363,12 @@ fn gemm_peak(size: usize) -> Result<f64> {
 fn scaling(steps: usize) -> Result<()> {
     let max_threads = bayesgrad::threads();
     let steps = steps.min(10);
-    say!("scaling: mlp = DenseFlipout(784->width, relu) -> DenseFlipout(width->10), Adam; {steps} timed steps per point");
-    say!("GEMM FLOP per step: 8 B 784 w (layer 1: two products forward, two weight gradients) + 12 B w 10 (layer 2 also has two input gradients)");
+    say!(
+        "scaling: mlp = DenseFlipout(784->width, relu) -> DenseFlipout(width->10), Adam; {steps} timed steps per point"
+    );
+    say!(
+        "GEMM FLOP per step: 8 B 784 w (layer 1: two products forward, two weight gradients) + 12 B w 10 (layer 2 also has two input gradients)"
+    );
     say!(
         "{:>7} {:>6} {:>7} {:>11} {:>9} {:>13} {:>13}",
         "threads",
@@ -457,7 +461,9 @@ fn handover(reps: usize) -> Result<()> {
             std::hint::black_box(out);
             Ok(())
         }))?;
-        say!("{len:>8} floats: helpers {pool:8.1}   one thread {one:8.1}   std::thread::scope {scoped:8.1}");
+        say!(
+            "{len:>8} floats: helpers {pool:8.1}   one thread {one:8.1}   std::thread::scope {scoped:8.1}"
+        );
     }
     Ok(())
 }
@@ -479,8 +485,8 @@ fn main() -> Result<()> {
             "--steps" => steps = number(&mut args, "--steps", 1)?,
             "--load" => load = number(&mut args, "--load", 0)?,
             "--threads" => bayesgrad::set_threads(number(&mut args, "--threads", 1)?)?,
-            "mlp" | "conv" | "tiny" | "discrete" | "sampling" | "sparse_vd" | "iwae" | "scaling"
-            | "handover" | "all" => which = a,
+            "mlp" | "conv" | "tiny" | "discrete" | "sampling" | "sparse_vd" | "iwae"
+            | "scaling" | "handover" | "all" => which = a,
             "--default-alloc" => default_alloc = true,
             other => {
                 return Err(Error::invalid(
@@ -488,7 +494,7 @@ fn main() -> Result<()> {
                     format!(
                         "unknown argument '{other}' (mlp, sparse_vd, iwae, conv, tiny, discrete, sampling, scaling, handover, all; --steps N, --load N, --threads N, --default-alloc)"
                     ),
-                ))
+                ));
             }
         }
     }

@@ -189,7 +189,9 @@ fn main() -> Result<()> {
     let names = [
         "age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6",
     ];
-    println!("diabetes: {n} rows, 10 standardized features; noise sd {sigma:.4} (least squares); prior 0.5 δ₀ + 0.5 N(0, 1)\n");
+    println!(
+        "diabetes: {n} rows, 10 standardized features; noise sd {sigma:.4} (least squares); prior 0.5 δ₀ + 0.5 N(0, 1)\n"
+    );
     println!(
         "{:<8} {:>12} {:>14} {:>10}",
         "feature", "exact", "spike-slab VI", "difference"

@@ -19,7 +19,7 @@
 #[path = "common/say.rs"]
 mod say;
 
-use bayesgrad::autodiff::statcheck::{stat_gradient_report, StatGradReport};
+use bayesgrad::autodiff::statcheck::{StatGradReport, stat_gradient_report};
 use bayesgrad::bayes::score::{Baseline, MovingAverage, ScoreSample};
 use bayesgrad::distributions::expectation_enumerated;
 use bayesgrad::layers::Reparameterization;
@@ -112,11 +112,7 @@ impl Toy {
         c / (self.classes - 1) as f64
     }
     fn params(&self) -> usize {
-        if self.classes == 2 {
-            1
-        } else {
-            self.classes
-        }
+        if self.classes == 2 { 1 } else { self.classes }
     }
 
     /// The exact loss and gradient at `theta`.
@@ -258,7 +254,9 @@ fn toy_row(toy: Toy, method: Method, theta0: &[f64]) -> Result<(StatGradReport, 
 
 fn main() -> Result<()> {
     say!("gradient variance of one dense layer (32 -> 16), w.r.t. the kernel means");
-    say!("{LAYER_ESTIMATES} estimates each; mean over the 512 components of the per-component variance\n");
+    say!(
+        "{LAYER_ESTIMATES} estimates each; mean over the 512 components of the per-component variance\n"
+    );
     say!(
         "{:<28} {:>12} {:>12} {:>12}",
         "estimator",
@@ -301,7 +299,9 @@ fn main() -> Result<()> {
             "exact gradient[0] {:.4e}; loss at the start {start:.6}, at the optimum {best:.6}",
             exact[0]
         );
-        say!("bias and variance over {ESTIMATES} estimates at theta = 0 (largest |z| over the components); loss after {STEPS} Adam steps (lr 0.01)\n");
+        say!(
+            "bias and variance over {ESTIMATES} estimates at theta = 0 (largest |z| over the components); loss after {STEPS} Adam steps (lr 0.01)\n"
+        );
         say!(
             "{:<40} {:>8} {:>12} {:>12} {:>12}",
             "estimator",
@@ -330,6 +330,8 @@ fn main() -> Result<()> {
             );
         }
     }
-    say!("\n|z| > 4: the estimator is biased for the discrete objective (the relaxations are, by design).");
+    say!(
+        "\n|z| > 4: the estimator is biased for the discrete objective (the relaxations are, by design)."
+    );
     Ok(())
 }

@@ -19,14 +19,14 @@
 #[path = "uci_wine/pipeline.rs"]
 mod pipeline;
 
+use bayesgrad::layers::Flipout;
 use bayesgrad::layers::convert::variational_from_deterministic;
 use bayesgrad::layers::metrics::{
     brier_score, expected_calibration_error, negative_log_likelihood,
 };
-use bayesgrad::layers::predict::{predict_classes, Predict};
-use bayesgrad::layers::Flipout;
+use bayesgrad::layers::predict::{Predict, predict_classes};
 use bayesgrad::prelude::*;
-use bayesgrad::train::{shuffle, Schedule};
+use bayesgrad::train::{Schedule, shuffle};
 
 const CLASSES: usize = 6;
 const HIDDEN: usize = 50;
@@ -49,9 +49,9 @@ fn score(probs: &Tensor<f64>, labels: &[usize]) -> Result<Scores> {
         .data()
         .chunks(CLASSES)
         .zip(labels)
-        .filter(|(row, &y)| {
+        .filter(|(row, y)| {
             let best = (0..CLASSES).fold(0, |b, c| if row[c] > row[b] { c } else { b });
-            best == y
+            best == **y
         })
         .count();
     Ok(Scores {
@@ -186,11 +186,13 @@ fn main() -> Result<()> {
             return Err(Error::invalid(
                 "wine_calibration",
                 "usage: wine_calibration [--splits N]",
-            ))
+            ));
         }
     }
     let data = pipeline::load();
-    println!("UCI wine-red quality as {CLASSES} classes; seed 0, {splits} splits; MAP {MAP_EPOCHS} epochs, Flipout +{BAYES_EPOCHS}; ECE with {BINS} bins\n");
+    println!(
+        "UCI wine-red quality as {CLASSES} classes; seed 0, {splits} splits; MAP {MAP_EPOCHS} epochs, Flipout +{BAYES_EPOCHS}; ECE with {BINS} bins\n"
+    );
     println!(
         "{:>5}  {:>22}  {:>22}",
         "split", "MAP ece/brier/nll", "Bayesian ece/brier/nll"

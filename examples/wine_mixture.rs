@@ -247,13 +247,19 @@ fn main() -> Result<()> {
                 return Err(Error::invalid(
                     "wine_mixture",
                     format!("unknown argument '{other}' (--seeds N, --steps N)"),
-                ))
+                ));
             }
         }
     }
-    say!("UCI wine-quality-red, 11 standardized features; mixture of {COMPONENTS} diagonal Gaussians");
-    say!("amortized q(z|x): 11 -> {HIDDEN} tanh -> {COMPONENTS}; Adam 0.01, batch {BATCH}, {steps} steps; held-out: 20% of rows");
-    say!("score: {DRAWS} draws + leave-one-out baseline; gumbel: temperature {TEMPERATURE}; exact: enumeration of z\n");
+    say!(
+        "UCI wine-quality-red, 11 standardized features; mixture of {COMPONENTS} diagonal Gaussians"
+    );
+    say!(
+        "amortized q(z|x): 11 -> {HIDDEN} tanh -> {COMPONENTS}; Adam 0.01, batch {BATCH}, {steps} steps; held-out: 20% of rows"
+    );
+    say!(
+        "score: {DRAWS} draws + leave-one-out baseline; gumbel: temperature {TEMPERATURE}; exact: enumeration of z\n"
+    );
     say!(
         "{:>4} {:>8} {:>14} {:>14} {:>16} {:>8}",
         "seed",

@@ -320,42 +320,199 @@ pub enum Error {
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Error::ShapeMismatch { op, lhs, rhs } => write!(f, "shape mismatch in {op}: lhs {lhs:?}, rhs {rhs:?}"),
-            Error::DataLength { op, len, shape, expected } => write!(f, "{op}: {len} elements do not fill shape {shape:?} ({expected} elements)"),
-            Error::TooLarge { what, shape, reason } => write!(f, "{what}: shape {shape:?} is too large ({reason})"),
-            Error::IndexOutOfRange { op, index, axis, size } => write!(f, "{op}: index {index} out of range for axis {axis} of size {size}"),
-            Error::AxisOutOfRange { op, axis, shape } => write!(f, "{op}: axis {axis} out of range for a tensor of shape {shape:?}"),
+            Error::ShapeMismatch { op, lhs, rhs } => {
+                write!(f, "shape mismatch in {op}: lhs {lhs:?}, rhs {rhs:?}")
+            }
+            Error::DataLength {
+                op,
+                len,
+                shape,
+                expected,
+            } => write!(
+                f,
+                "{op}: {len} elements do not fill shape {shape:?} ({expected} elements)"
+            ),
+            Error::TooLarge {
+                what,
+                shape,
+                reason,
+            } => write!(f, "{what}: shape {shape:?} is too large ({reason})"),
+            Error::IndexOutOfRange {
+                op,
+                index,
+                axis,
+                size,
+            } => write!(
+                f,
+                "{op}: index {index} out of range for axis {axis} of size {size}"
+            ),
+            Error::AxisOutOfRange { op, axis, shape } => write!(
+                f,
+                "{op}: axis {axis} out of range for a tensor of shape {shape:?}"
+            ),
             Error::InvalidArgument { op, reason } => write!(f, "{op}: {reason}"),
-            Error::NonScalarBackward { shape } => write!(f, "backward needs a scalar (one-element) output, got shape {shape:?}; reduce it with sum() or mean() first"),
+            Error::NonScalarBackward { shape } => write!(
+                f,
+                "backward needs a scalar (one-element) output, got shape {shape:?}; reduce it with sum() or mean() first"
+            ),
             Error::ForeignTape { op } => write!(f, "{op}: operands come from different tapes"),
-            Error::NonFinite { op, node, value, input_shapes } => write!(f, "op '{op}' (node {node}) produced a non-finite value {value}; inputs had shapes {input_shapes:?}"),
-            Error::BadGradientShape { op, input, expected, found } => write!(f, "op '{op}': backward returned a gradient of shape {found:?} for input {input} of shape {expected:?}"),
-            Error::BadGradientCount { op, expected, found } => write!(f, "op '{op}': backward returned {found} gradients for {expected} inputs (return one entry per input, None where an input gets no gradient)"),
-            Error::StaleGradient { name, read, current } => write!(f, "gradient of parameter '{name}' was computed from version {read} of its value, but the store holds version {current}: a tape (or a distribution built on it) outlived an update; read the parameters onto a new tape for every step. No parameter was updated"),
-            Error::NonFiniteUpdate { name, index, value } => write!(f, "the update of parameter '{name}' gives {value} at element {index} (a learning rate too large for its values?); no parameter was updated"),
-            Error::MissingGradient { name } => write!(f, "parameter '{name}' received no gradient: it was not read on the tape or the loss does not depend on it (freeze it with ParamStore::freeze if that is intended)"),
-            Error::NonFiniteGradient { name, index, value } => write!(f, "gradient of parameter '{name}' is not finite (first bad value {value} at element {index}); no parameter was updated"),
-            Error::ForeignParam { index } => write!(f, "parameter #{index} does not belong to this ParamStore"),
-            Error::DuplicateParam { name } => write!(f, "a parameter named '{name}' already exists in this ParamStore"),
-            Error::DuplicateDivergence { name } => write!(f, "divergence '{name}' is already registered on this tape; each layer registers once per forward pass (use a fresh tape per step)"),
-            Error::InvalidParameter { distribution, parameter, value, reason } => write!(f, "{distribution}: invalid {parameter} = {value}: {reason}"),
-            Error::BatchShapeMismatch { distribution, lhs_param, lhs, rhs_param, rhs } => write!(f, "{distribution}: batch shapes do not broadcast: {lhs_param} {lhs:?}, {rhs_param} {rhs:?}"),
-            Error::Unsupported { distribution, what } => write!(f, "{distribution} does not support {what}"),
-            Error::NoAnalyticKl { q, p } => write!(f, "no analytic KL divergence between {q} and {p}; use Divergence::MonteCarlo or Divergence::Auto"),
-            Error::LayerInput { layer, expected, found } => write!(f, "layer '{layer}': expected input {expected}, got shape {found:?}"),
-            Error::GradCheck { input, index, analytic, numeric, abs_err, failing, elements } => write!(f, "gradcheck failed for input {input}: {failing} element(s) out of tolerance; first at element {index}: analytic {analytic}, numeric {numeric} (abs err {abs_err:.3e}){}", list_failures(elements)),
-            Error::StatGradCheck { failing, components, max_z, samples, listed } => write!(f, "stat_gradcheck failed: {failing} of {components} component(s) beyond |z| = {max_z} over {samples} estimates: {listed}"),
+            Error::NonFinite {
+                op,
+                node,
+                value,
+                input_shapes,
+            } => write!(
+                f,
+                "op '{op}' (node {node}) produced a non-finite value {value}; inputs had shapes {input_shapes:?}"
+            ),
+            Error::BadGradientShape {
+                op,
+                input,
+                expected,
+                found,
+            } => write!(
+                f,
+                "op '{op}': backward returned a gradient of shape {found:?} for input {input} of shape {expected:?}"
+            ),
+            Error::BadGradientCount {
+                op,
+                expected,
+                found,
+            } => write!(
+                f,
+                "op '{op}': backward returned {found} gradients for {expected} inputs (return one entry per input, None where an input gets no gradient)"
+            ),
+            Error::StaleGradient {
+                name,
+                read,
+                current,
+            } => write!(
+                f,
+                "gradient of parameter '{name}' was computed from version {read} of its value, but the store holds version {current}: a tape (or a distribution built on it) outlived an update; read the parameters onto a new tape for every step. No parameter was updated"
+            ),
+            Error::NonFiniteUpdate { name, index, value } => write!(
+                f,
+                "the update of parameter '{name}' gives {value} at element {index} (a learning rate too large for its values?); no parameter was updated"
+            ),
+            Error::MissingGradient { name } => write!(
+                f,
+                "parameter '{name}' received no gradient: it was not read on the tape or the loss does not depend on it (freeze it with ParamStore::freeze if that is intended)"
+            ),
+            Error::NonFiniteGradient { name, index, value } => write!(
+                f,
+                "gradient of parameter '{name}' is not finite (first bad value {value} at element {index}); no parameter was updated"
+            ),
+            Error::ForeignParam { index } => {
+                write!(f, "parameter #{index} does not belong to this ParamStore")
+            }
+            Error::DuplicateParam { name } => write!(
+                f,
+                "a parameter named '{name}' already exists in this ParamStore"
+            ),
+            Error::DuplicateDivergence { name } => write!(
+                f,
+                "divergence '{name}' is already registered on this tape; each layer registers once per forward pass (use a fresh tape per step)"
+            ),
+            Error::InvalidParameter {
+                distribution,
+                parameter,
+                value,
+                reason,
+            } => write!(f, "{distribution}: invalid {parameter} = {value}: {reason}"),
+            Error::BatchShapeMismatch {
+                distribution,
+                lhs_param,
+                lhs,
+                rhs_param,
+                rhs,
+            } => write!(
+                f,
+                "{distribution}: batch shapes do not broadcast: {lhs_param} {lhs:?}, {rhs_param} {rhs:?}"
+            ),
+            Error::Unsupported { distribution, what } => {
+                write!(f, "{distribution} does not support {what}")
+            }
+            Error::NoAnalyticKl { q, p } => write!(
+                f,
+                "no analytic KL divergence between {q} and {p}; use Divergence::MonteCarlo or Divergence::Auto"
+            ),
+            Error::LayerInput {
+                layer,
+                expected,
+                found,
+            } => write!(
+                f,
+                "layer '{layer}': expected input {expected}, got shape {found:?}"
+            ),
+            Error::GradCheck {
+                input,
+                index,
+                analytic,
+                numeric,
+                abs_err,
+                failing,
+                elements,
+            } => write!(
+                f,
+                "gradcheck failed for input {input}: {failing} element(s) out of tolerance; first at element {index}: analytic {analytic}, numeric {numeric} (abs err {abs_err:.3e}){}",
+                list_failures(elements)
+            ),
+            Error::StatGradCheck {
+                failing,
+                components,
+                max_z,
+                samples,
+                listed,
+            } => write!(
+                f,
+                "stat_gradcheck failed: {failing} of {components} component(s) beyond |z| = {max_z} over {samples} estimates: {listed}"
+            ),
             Error::Io { path, message } => write!(f, "i/o error on {path}: {message}"),
-            Error::ConstraintMismatch { name, saved, expected } => write!(f, "parameter '{name}' was saved with constraint {saved}, but the store's is {expected}"),
-            Error::MissingState { kind, saved } => write!(f, "the checkpoint holds no '{kind}' state (it holds: [{saved}])"),
+            Error::ConstraintMismatch {
+                name,
+                saved,
+                expected,
+            } => write!(
+                f,
+                "parameter '{name}' was saved with constraint {saved}, but the store's is {expected}"
+            ),
+            Error::MissingState { kind, saved } => write!(
+                f,
+                "the checkpoint holds no '{kind}' state (it holds: [{saved}])"
+            ),
             Error::NotACheckpoint { reason } => write!(f, "not a bayesgrad checkpoint: {reason}"),
-            Error::UnsupportedVersion { found, supported } => write!(f, "unsupported checkpoint version {found} (this build reads version {supported})"),
+            Error::UnsupportedVersion { found, supported } => write!(
+                f,
+                "unsupported checkpoint version {found} (this build reads version {supported})"
+            ),
             Error::Truncated { reason } => write!(f, "checkpoint is truncated: {reason}"),
-            Error::ChecksumMismatch { expected, found } => write!(f, "checkpoint checksum mismatch: metadata says {expected}, tensor bytes hash to {found}"),
-            Error::MissingParameter { name } => write!(f, "checkpoint has no tensor for parameter '{name}'"),
-            Error::UnexpectedParameter { name } => write!(f, "checkpoint holds '{name}', which is not a parameter of this store"),
-            Error::ParamShapeMismatch { name, expected, found } => write!(f, "parameter '{name}' has shape {expected:?}, got a value (or gradient, or saved tensor) of shape {found:?}"),
-            Error::DtypeMismatch { name, expected, found } => write!(f, "parameter '{name}': checkpoint dtype {found}, store expects {expected}"),
+            Error::ChecksumMismatch { expected, found } => write!(
+                f,
+                "checkpoint checksum mismatch: metadata says {expected}, tensor bytes hash to {found}"
+            ),
+            Error::MissingParameter { name } => {
+                write!(f, "checkpoint has no tensor for parameter '{name}'")
+            }
+            Error::UnexpectedParameter { name } => write!(
+                f,
+                "checkpoint holds '{name}', which is not a parameter of this store"
+            ),
+            Error::ParamShapeMismatch {
+                name,
+                expected,
+                found,
+            } => write!(
+                f,
+                "parameter '{name}' has shape {expected:?}, got a value (or gradient, or saved tensor) of shape {found:?}"
+            ),
+            Error::DtypeMismatch {
+                name,
+                expected,
+                found,
+            } => write!(
+                f,
+                "parameter '{name}': checkpoint dtype {found}, store expects {expected}"
+            ),
         }
     }
 }

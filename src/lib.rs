@@ -155,20 +155,20 @@ pub mod tensor;
 pub mod train;
 
 pub use autodiff::{
-    gradcheck, gradcheck_params, Constraint, GradCheck, GradCheckReport, Gradients, Op, Padding,
-    Param, ParamStore, Tape, Var,
+    Constraint, GradCheck, GradCheckReport, Gradients, Op, Padding, Param, ParamStore, Tape, Var,
+    gradcheck, gradcheck_params,
 };
 pub use bayes::elbo::{Batch, Elbo, ElboLoss, KlWeight};
 pub use bayes::forward::{Divergences, Forward, SampleMode};
 pub use bayes::iwae::{Iwae, IwaeLoss};
 pub use distributions::{
-    kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo, Bernoulli, Beta,
-    Categorical, Dirichlet, Distribution, Divergence, Exponential, Gamma, Independent, Laplace,
-    LogNormal, LogitNormal, MixtureOfNormals, MultivariateNormal, Normal, Poisson,
-    RelaxedBernoulli, RelaxedOneHotCategorical, SpikeAndSlab, StudentT, Uniform,
+    Bernoulli, Beta, Categorical, Dirichlet, Distribution, Divergence, Exponential, Gamma,
+    Independent, Laplace, LogNormal, LogitNormal, MixtureOfNormals, MultivariateNormal, Normal,
+    Poisson, RelaxedBernoulli, RelaxedOneHotCategorical, SpikeAndSlab, StudentT, Uniform,
+    kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo,
 };
 pub use error::{Error, Result};
-pub use layers::predict::{predict_classes, predict_regression, Predict};
+pub use layers::predict::{Predict, predict_classes, predict_regression};
 pub use layers::{
     Activation, BiasMode, Conv2dFlipout, Conv2dLocalReparameterization, Conv2dMap,
     Conv2dReparameterization, Dense, DenseFlipout, DenseLocalReparameterization,
@@ -214,20 +214,20 @@ pub fn set_threads(n: usize) -> Result<()> {
 /// Everything a typical program needs, in one import.
 pub mod prelude {
     pub use crate::{
-        gradcheck, gradcheck_params, kl_divergence, kl_divergence_with, kl_from_sample,
-        kl_monte_carlo, predict_classes, predict_regression, Activation, Adam, Batch, Bernoulli,
-        Beta, BiasMode, Categorical, Constraint, Conv2dFlipout, Conv2dLocalReparameterization,
-        Conv2dMap, Conv2dReparameterization, Dense, DenseFlipout, DenseLocalReparameterization,
-        DenseReparameterization, Dirichlet, Distribution, DistributionHead, Divergence,
-        Divergences, Elbo, ElboLoss, Element, Error, Exponential, Flatten, Forward, Gamma,
-        GradCheck, GradCheckReport, Gradients, Independent, Iwae, IwaeLoss, KlMethod, KlWeight,
-        Laplace, LinearMap, LogNormal, LogitNormal, MaxPool2d, MixtureOfNormals, Module,
-        MultivariateNormal, Normal, Op, Optimizer, Padding, Param, ParamStore, Poisson, Predict,
-        Prior, RelaxedBernoulli, RelaxedOneHotCategorical, Result, SampleMode, Sequential, Sgd,
-        SpikeAndSlab, StudentT, Tape, Tensor, Uniform, Var, VariationalConfig,
+        Activation, Adam, Batch, Bernoulli, Beta, BiasMode, Categorical, Constraint, Conv2dFlipout,
+        Conv2dLocalReparameterization, Conv2dMap, Conv2dReparameterization, Dense, DenseFlipout,
+        DenseLocalReparameterization, DenseReparameterization, Dirichlet, Distribution,
+        DistributionHead, Divergence, Divergences, Elbo, ElboLoss, Element, Error, Exponential,
+        Flatten, Forward, Gamma, GradCheck, GradCheckReport, Gradients, Independent, Iwae,
+        IwaeLoss, KlMethod, KlWeight, Laplace, LinearMap, LogNormal, LogitNormal, MaxPool2d,
+        MixtureOfNormals, Module, MultivariateNormal, Normal, Op, Optimizer, Padding, Param,
+        ParamStore, Poisson, Predict, Prior, RelaxedBernoulli, RelaxedOneHotCategorical, Result,
+        SampleMode, Sequential, Sgd, SpikeAndSlab, StudentT, Tape, Tensor, Uniform, Var,
+        VariationalConfig, gradcheck, gradcheck_params, kl_divergence, kl_divergence_with,
+        kl_from_sample, kl_monte_carlo, predict_classes, predict_regression,
     };
     pub use rand::{
-        rngs::{SmallRng, StdRng},
         Rng, RngExt, SeedableRng,
+        rngs::{SmallRng, StdRng},
     };
 }

@@ -2,9 +2,9 @@
 //! file (the store left unchanged), and a resumed run that is bit-identical
 //! to an uninterrupted one.
 
+use bayesgrad::Batch;
 use bayesgrad::prelude::*;
 use bayesgrad::train::checkpoint::{self, load_bytes};
-use bayesgrad::Batch;
 use std::path::PathBuf;
 
 /// A fresh directory, removed when dropped (a failing test's too).
@@ -57,11 +57,12 @@ fn round_trip<F: Element>() {
         let (x, y) = (store.raw(p), fresh.raw(q));
         assert_eq!(x.shape(), y.shape());
         // bit-exact
-        assert!(x
-            .data()
-            .iter()
-            .zip(y.data())
-            .all(|(a, b)| a.to_f64().unwrap().to_bits() == b.to_f64().unwrap().to_bits()));
+        assert!(
+            x.data()
+                .iter()
+                .zip(y.data())
+                .all(|(a, b)| a.to_f64().unwrap().to_bits() == b.to_f64().unwrap().to_bits())
+        );
     }
 }
 

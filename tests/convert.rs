@@ -1,7 +1,7 @@
 //! Bayesian networks from trained deterministic ones.
 
 use bayesgrad::layers::convert::{
-    initialize_from_deterministic, variational_from_deterministic, PosteriorScales, MIN_SCALE,
+    MIN_SCALE, PosteriorScales, initialize_from_deterministic, variational_from_deterministic,
 };
 use bayesgrad::layers::{DenseSparseVd, Flipout};
 use bayesgrad::prelude::*;
@@ -135,14 +135,10 @@ fn mismatched_networks_are_refused_with_the_store_unchanged() {
     assert!(e.to_string().contains("layer 1"), "{e}");
     let short =
         Sequential::new().push(DenseFlipout::new(&mut store, "h3", 3, 4, &mut rng).unwrap());
-    assert!(initialize_from_deterministic(
-        &short,
-        &mut store,
-        &det,
-        &weights,
-        PosteriorScales::Keep
-    )
-    .is_err());
+    assert!(
+        initialize_from_deterministic(&short, &mut store, &det, &weights, PosteriorScales::Keep)
+            .is_err()
+    );
     let e = initialize_from_deterministic(
         &short,
         &mut store,

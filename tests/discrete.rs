@@ -2,7 +2,7 @@
 //! estimator with its baselines, and the statistical gradient check of
 //! every stochastic gradient the crate ships.
 
-use bayesgrad::autodiff::statcheck::{stat_gradcheck, stat_gradient_report, StatGradCheck};
+use bayesgrad::autodiff::statcheck::{StatGradCheck, stat_gradcheck, stat_gradient_report};
 use bayesgrad::bayes::score::{Baseline, MovingAverage, ScoreSample};
 use bayesgrad::distributions::{expectation_enumerated, expectation_quadrature};
 use bayesgrad::layers::{Conv2dVariational, DenseVariational, Estimator};
@@ -155,13 +155,14 @@ fn relaxed_log_prob_of_own_draws_is_finite() {
         let y = rc.rsample(&mut rng).unwrap();
         assert!(rc.log_prob(y).unwrap().item().unwrap().is_finite());
         let y = rb.rsample(&mut rng).unwrap();
-        assert!(rb
-            .log_prob(y)
-            .unwrap()
-            .value()
-            .data()
-            .iter()
-            .all(|v| v.is_finite()));
+        assert!(
+            rb.log_prob(y)
+                .unwrap()
+                .value()
+                .data()
+                .iter()
+                .all(|v| v.is_finite())
+        );
     }
 }
 
@@ -601,9 +602,10 @@ fn score_function_refuses_bad_input_and_modifies_nothing() {
         Err(Error::ForeignTape { .. })
     ));
     let nan = tape.constant(Tensor::full(&[4, 2], f64::NAN));
-    assert!(four
-        .surrogate(nan, Baseline::MovingAverage(&mut avg))
-        .is_err());
+    assert!(
+        four.surrogate(nan, Baseline::MovingAverage(&mut avg))
+            .is_err()
+    );
     assert_eq!(avg.value(), None);
     for d in [1.0, -0.1, f64::NAN] {
         assert!(MovingAverage::new(d).is_err());

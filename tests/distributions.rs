@@ -323,12 +323,14 @@ fn extreme_values_stay_finite_and_exact() {
     // f32 too
     let tape = Tape::<f32>::new();
     let prior = SpikeAndSlab::tfp_default(&tape);
-    assert!(prior
-        .log_prob(tape.scalar(-1000.0))
-        .unwrap()
-        .item()
-        .unwrap()
-        .is_finite());
+    assert!(
+        prior
+            .log_prob(tape.scalar(-1000.0))
+            .unwrap()
+            .item()
+            .unwrap()
+            .is_finite()
+    );
 }
 
 #[test]

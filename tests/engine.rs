@@ -225,9 +225,10 @@ fn conv2d_flipout_equals_the_two_convolutions_it_fuses() {
     let tape = Tape::<f64>::new();
     let (xv, lv) = (tape.constant(x.clone()), tape.var(loc.clone()));
     let s_in4 = s_in.reshape(&[3, 1, 1, 2]).unwrap();
-    assert!(xv
-        .conv2d_flipout(lv, lv, &s_in4, &s_out, 1, Padding::Same)
-        .is_ok());
+    assert!(
+        xv.conv2d_flipout(lv, lv, &s_in4, &s_out, 1, Padding::Same)
+            .is_ok()
+    );
     let err = xv
         .conv2d_flipout(lv, lv, &s_out, &s_in, 1, Padding::Same)
         .unwrap_err();

@@ -3,10 +3,10 @@
 //! fixed seeds, 10⁵ draws), statistical checks of the implicit
 //! reparameterization, bijectors and bad input.
 
-use bayesgrad::autodiff::statcheck::{stat_gradcheck, StatGradCheck};
+use bayesgrad::autodiff::statcheck::{StatGradCheck, stat_gradcheck};
 use bayesgrad::distributions::{
-    expectation_quadrature, Affine, Bijector, Chain, Exp, Sigmoid, Softplus,
-    TransformedDistribution,
+    Affine, Bijector, Chain, Exp, Sigmoid, Softplus, TransformedDistribution,
+    expectation_quadrature,
 };
 use bayesgrad::prelude::*;
 

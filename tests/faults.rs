@@ -4,9 +4,9 @@
 //! used to load wrong data, updates that overflow.
 
 use bayesgrad::prelude::*;
+use bayesgrad::train::ResumableRng;
 use bayesgrad::train::checkpoint::{self, load_bytes, save_bytes};
 use bayesgrad::train::optim::AdamState;
-use bayesgrad::train::ResumableRng;
 use std::path::PathBuf;
 
 struct TempDir(PathBuf);
@@ -187,9 +187,11 @@ fn the_optimizer_step_is_inside_the_checksum() {
     }
     let grads = loss.backward().unwrap();
     opt.step(&mut store, &grads).unwrap();
-    assert!(store
-        .params()
-        .all(|p| store.raw(p).first_non_finite().is_none()));
+    assert!(
+        store
+            .params()
+            .all(|p| store.raw(p).first_non_finite().is_none())
+    );
 }
 
 #[test]
@@ -213,9 +215,11 @@ fn reserved_names_and_constraints_cannot_load_wrong_data() {
     assert_eq!(store.raw(w).data(), &[2.0, -3.0]);
     // a bad constraint and a bad value are refused when they are set
     let bad_eps = Constraint::Positive { eps: f64::NAN };
-    assert!(store
-        .try_add_raw("v", Tensor::scalar(0.0), bad_eps)
-        .is_err());
+    assert!(
+        store
+            .try_add_raw("v", Tensor::scalar(0.0), bad_eps)
+            .is_err()
+    );
     assert!(store.set_raw(w, Tensor::vector(&[f64::NAN, 0.0])).is_err());
 }
 
@@ -374,20 +378,22 @@ fn updates_that_overflow_are_refused_with_nothing_modified() {
         step: 1,
         moments: vec![Some((Tensor::zeros(&[3]), Tensor::zeros(&[3])))],
     });
-    assert!(adam
-        .step(&mut store, &grads)
-        .unwrap_err()
-        .to_string()
-        .contains("shape"));
+    assert!(
+        adam.step(&mut store, &grads)
+            .unwrap_err()
+            .to_string()
+            .contains("shape")
+    );
     adam.set_state(AdamState {
         step: 1,
         moments: vec![None, None],
     });
-    assert!(adam
-        .step(&mut store, &grads)
-        .unwrap_err()
-        .to_string()
-        .contains("another store"));
+    assert!(
+        adam.step(&mut store, &grads)
+            .unwrap_err()
+            .to_string()
+            .contains("another store")
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! passes that cannot give per-sample log ratios.
 
 use bayesgrad::autodiff::gradcheck::gradcheck_params;
-use bayesgrad::autodiff::statcheck::{stat_gradcheck, StatGradCheck};
+use bayesgrad::autodiff::statcheck::{StatGradCheck, stat_gradcheck};
 use bayesgrad::bayes::iwae::log_mean_exp;
 use bayesgrad::layers::{
     DenseSparseVd, DenseSpikeAndSlab, HierarchicalScale, Reparameterization, ScalePrior,
@@ -454,12 +454,16 @@ fn passes_without_per_sample_log_ratios_are_refused() {
         assert!(err.contains(what) && err.contains("per-sample"), "{err}");
         run(model, SampleMode::Sample, 4).unwrap();
     }
-    assert!(run(&flipout, axis, 5)
-        .unwrap_err()
-        .contains("not 2 equal blocks"));
-    assert!(run(&flipout, SampleMode::SampleAxis(0), 4)
-        .unwrap_err()
-        .contains("K >= 1"));
+    assert!(
+        run(&flipout, axis, 5)
+            .unwrap_err()
+            .contains("not 2 equal blocks")
+    );
+    assert!(
+        run(&flipout, SampleMode::SampleAxis(0), 4)
+            .unwrap_err()
+            .contains("K >= 1")
+    );
     run(&flipout, axis, 4).unwrap();
 
     let tape = Tape::new();
@@ -478,9 +482,11 @@ fn passes_without_per_sample_log_ratios_are_refused() {
     };
     let weight = KlWeight::PerExample { num_examples: 10 };
     let nll = tape.scalar(1.0);
-    assert!(Elbo::new(weight)
-        .loss(cx.divergences(), nll, batch)
-        .is_err());
+    assert!(
+        Elbo::new(weight)
+            .loss(cx.divergences(), nll, batch)
+            .is_err()
+    );
     let ll = tape.constant(Tensor::zeros(&[4]));
     assert!(Iwae::new(weight).loss(cx.divergences(), ll, batch).is_ok());
     let wrong = tape.constant(Tensor::zeros(&[6]));
@@ -501,12 +507,16 @@ fn passes_without_per_sample_log_ratios_are_refused() {
     );
     // a pass without a sample axis has no bound
     let plain = Forward::new(&tape, &store, &mut rng);
-    assert!(Iwae::new(weight)
-        .loss(plain.divergences(), ll, batch)
-        .is_err());
-    assert!(Iwae::new(weight)
-        .loss_from_likelihood(plain.divergences(), &lik, y, batch)
-        .is_err());
+    assert!(
+        Iwae::new(weight)
+            .loss(plain.divergences(), ll, batch)
+            .is_err()
+    );
+    assert!(
+        Iwae::new(weight)
+            .loss_from_likelihood(plain.divergences(), &lik, y, batch)
+            .is_err()
+    );
     assert!(Iwae::tile(tape.scalar(1.0), 2).is_err());
     assert!(Iwae::tile(ll, 0).is_err());
 }

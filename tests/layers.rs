@@ -1,12 +1,12 @@
 //! Variational layers: output marginals, Flipout decorrelation, gradchecks,
 //! divergence nodes and their KL values, ELBO weighting, bad inputs.
 
-use bayesgrad::layers::predict::{predict_classes, Predict};
-use bayesgrad::layers::DenseVariational;
-use bayesgrad::layers::{Estimator, Flipout, LocalReparameterization, Reparameterization};
-use bayesgrad::prelude::*;
 use bayesgrad::Batch;
 use bayesgrad::DenseFlipout;
+use bayesgrad::layers::DenseVariational;
+use bayesgrad::layers::predict::{Predict, predict_classes};
+use bayesgrad::layers::{Estimator, Flipout, LocalReparameterization, Reparameterization};
+use bayesgrad::prelude::*;
 
 fn wide_posterior() -> VariationalConfig<f64> {
     VariationalConfig {
@@ -498,9 +498,11 @@ fn kl_weightings() {
         temperature: 0.5,
     });
     assert_eq!(cold.pi(b(0)).unwrap(), 0.005);
-    assert!(Elbo::new(KlWeight::PerExample { num_examples: 0 })
-        .pi(b(0))
-        .is_err());
+    assert!(
+        Elbo::new(KlWeight::PerExample { num_examples: 0 })
+            .pi(b(0))
+            .is_err()
+    );
 }
 
 #[test]
@@ -528,11 +530,13 @@ fn classification_uncertainty_decomposes() {
     assert!(p.mutual_information.data()[0] < 1e-12);
     assert!(p.mutual_information.data()[1] > 1e-3);
     let mean_only = predict_classes(&net, &store, &x, Predict::PosteriorMean, &mut rng).unwrap();
-    assert!(mean_only
-        .mutual_information
-        .data()
-        .iter()
-        .all(|&m| m.abs() < 1e-12));
+    assert!(
+        mean_only
+            .mutual_information
+            .data()
+            .iter()
+            .all(|&m| m.abs() < 1e-12)
+    );
 }
 
 #[test]

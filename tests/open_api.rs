@@ -3,7 +3,7 @@
 //! KL rules registered for it, a custom op inside one of them, and a
 //! trained model shared between threads.
 
-use bayesgrad::distributions::{register_kl, KlRule};
+use bayesgrad::distributions::{KlRule, register_kl};
 use bayesgrad::prelude::*;
 use bayesgrad::{Divergences, Predict};
 use rand::TryRng;
@@ -166,11 +166,7 @@ impl<'t> Distribution<'t, f64> for Laplace<'t> {
     }
     fn batch_shape(&self) -> Vec<usize> {
         let (l, s) = (self.loc.shape(), self.scale.shape());
-        if l.len() >= s.len() {
-            l
-        } else {
-            s
-        }
+        if l.len() >= s.len() { l } else { s }
     }
     fn event_shape(&self) -> Vec<usize> {
         vec![]

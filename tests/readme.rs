@@ -44,7 +44,7 @@ fn tour() -> Result<()> {
         )?;
         println!("{out}"); // loss = nll + weight * kl, each term shown
         opt.step(&mut store, &out.loss.backward()?)?; // Err(MissingGradient { name }) if a parameter got none
-                                                      // README END
+        // README END
         let names: Vec<String> = kl_terms.into_iter().map(|(n, _)| n).collect();
         seen.push((names, out.loss.item()?));
     }

@@ -267,7 +267,7 @@ fn group_selection_divergence_and_mean_by_hand() {
 /// z by quadrature: `E_w (x z w - t)² = (x z μ - t)² + x² z² σ²`.
 #[test]
 fn group_selection_gradient_is_unbiased_for_the_relaxed_objective() {
-    use bayesgrad::autodiff::statcheck::{stat_gradcheck, StatGradCheck};
+    use bayesgrad::autodiff::statcheck::{StatGradCheck, stat_gradcheck};
     use bayesgrad::distributions::expectation_quadrature;
     let mut store = ParamStore::new();
     let config = SpikeAndSlabConfig {

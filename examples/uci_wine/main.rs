@@ -18,7 +18,7 @@
 
 mod pipeline;
 
-use pipeline::{mean_sd, mean_se, Config, Data};
+use pipeline::{Config, Data, mean_sd, mean_se};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,7 +69,7 @@ fn parse(args: &[String]) -> Result<(Config, Mode), String> {
             "--map-epochs" => cfg.map_epochs = value.parse().map_err(|e| bad(&e))?,
             "--batch-size" => cfg.batch_size = value.parse().map_err(|e| bad(&e))?,
             "--export-splits" | "--seeds" if !matches!(mode, Mode::Splits) => {
-                return Err("--seeds and --export-splits do not go together".into())
+                return Err("--seeds and --export-splits do not go together".into());
             }
             "--export-splits" => mode = Mode::Export(PathBuf::from(value)),
             "--seeds" => {
@@ -214,9 +214,14 @@ fn across_seeds(cfg: &Config, data: &Data, seeds: Range<u64>) -> Result<(), Stri
     say!(
         "stretch targets: RMSE <= {:.3} for {} of {n}, log-likelihood >= {:.3} for {}, both for {}{}",
         pipeline::TARGET_RMSE,
-        rmses.iter().filter(|&&r| r <= pipeline::TARGET_RMSE).count(),
+        rmses
+            .iter()
+            .filter(|&&r| r <= pipeline::TARGET_RMSE)
+            .count(),
         pipeline::TARGET_LOG_LIKELIHOOD,
-        lls.iter().filter(|&&l| l >= pipeline::TARGET_LOG_LIKELIHOOD).count(),
+        lls.iter()
+            .filter(|&&l| l >= pipeline::TARGET_LOG_LIKELIHOOD)
+            .count(),
         passing.len(),
         if passing.is_empty() {
             String::new()

@@ -4,14 +4,14 @@
 //! with 100 posterior samples in the original units. Shared by the example
 //! and by `tests/uci_wine.rs`.
 
+use bayesgrad::Batch;
 use bayesgrad::bayes::iwae::log_mean_exp;
-use bayesgrad::layers::convert::{initialize_from_deterministic, PosteriorScales};
-use bayesgrad::layers::predict::{sample_outputs, Predict};
+use bayesgrad::layers::convert::{PosteriorScales, initialize_from_deterministic};
+use bayesgrad::layers::predict::{Predict, sample_outputs};
 use bayesgrad::layers::{DenseMap, DenseSparseVd, DenseVariational, Estimator, SparseVdConfig};
 use bayesgrad::layers::{Flipout, LocalReparameterization, Reparameterization};
 use bayesgrad::prelude::*;
-use bayesgrad::train::{shuffle, Schedule};
-use bayesgrad::Batch;
+use bayesgrad::train::{Schedule, shuffle};
 
 /// Which variational estimator the two layers use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,11 +212,7 @@ impl Standardizer {
         let std = (0..d)
             .map(|j| {
                 let s = (rows.iter().map(|r| (r[j] - mean[j]).powi(2)).sum::<f64>() / n).sqrt();
-                if s > 0.0 {
-                    s
-                } else {
-                    1.0
-                }
+                if s > 0.0 { s } else { 1.0 }
             })
             .collect();
         Standardizer { mean, std }

@@ -11,9 +11,9 @@ pub mod params;
 pub mod statcheck;
 pub mod tape;
 
-pub use gradcheck::{gradcheck, gradcheck_params, GradCheck, GradCheckReport};
+pub use gradcheck::{GradCheck, GradCheckReport, gradcheck, gradcheck_params};
 pub use ops::Padding;
 pub use ops::{sigmoid, softplus};
 pub use params::{Constraint, Param, ParamStore};
-pub use statcheck::{stat_gradcheck, stat_gradient_report, StatGradCheck, StatGradReport};
+pub use statcheck::{StatGradCheck, StatGradReport, stat_gradcheck, stat_gradient_report};
 pub use tape::{Gradients, Op, Tape, Var};

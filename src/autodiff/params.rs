@@ -244,7 +244,7 @@ impl<F: Element> ParamStore<F> {
                             "parameter '{name}': initial value {v} at element {i} is not {}",
                             constraint.domain()
                         ),
-                    ))
+                    ));
                 }
             }
         }
@@ -269,7 +269,9 @@ impl<F: Element> ParamStore<F> {
         if name.starts_with("__") {
             return Err(Error::invalid(
                 "ParamStore::add",
-                format!("parameter name '{name}' starts with '__', which checkpoints reserve for optimizer state and metadata"),
+                format!(
+                    "parameter name '{name}' starts with '__', which checkpoints reserve for optimizer state and metadata"
+                ),
             ));
         }
         if let Constraint::Positive { eps } = constraint {
@@ -362,7 +364,7 @@ impl<F: Element> ParamStore<F> {
                             "parameter '{name}': value {v} at element {i} is not {}",
                             constraint.domain()
                         ),
-                    ))
+                    ));
                 }
             }
         }

@@ -203,7 +203,9 @@ impl Elbo {
         if let Some(k) = divergences.samples() {
             return Err(Error::invalid(
                 "Elbo::loss",
-                format!("the pass drew {k} samples along a sample axis; its objective is Iwae::loss (with K = 1 it equals this ELBO)"),
+                format!(
+                    "the pass drew {k} samples along a sample axis; its objective is Iwae::loss (with K = 1 it equals this ELBO)"
+                ),
             ));
         }
         let shape = nll_sum.shape();

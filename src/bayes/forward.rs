@@ -24,8 +24,8 @@
 
 use crate::autodiff::params::{Param, ParamStore};
 use crate::autodiff::tape::{Tape, Var};
-use crate::distributions::kl::{kl_divergence_with, Divergence};
 use crate::distributions::Distribution;
+use crate::distributions::kl::{Divergence, kl_divergence_with};
 use crate::error::{Error, Result};
 use crate::tensor::{Element, Tensor};
 use rand::Rng;
@@ -348,7 +348,9 @@ impl<'t, 'a, F: Element> Forward<'t, 'a, F> {
             SampleMode::SampleAxis(k) if rows.is_multiple_of(k) => Ok((k, rows / k)),
             SampleMode::SampleAxis(k) => Err(Error::invalid(
                 "SampleMode::SampleAxis",
-                format!("layer '{layer}': {rows} input rows are not {k} equal blocks, one per sample (tile the input with Iwae::tile)"),
+                format!(
+                    "layer '{layer}': {rows} input rows are not {k} equal blocks, one per sample (tile the input with Iwae::tile)"
+                ),
             )),
             other => Err(Error::invalid(
                 "Forward::sample_blocks",

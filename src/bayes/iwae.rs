@@ -61,7 +61,7 @@
 //! ```
 
 use crate::autodiff::tape::Var;
-use crate::bayes::elbo::{log_prob_of_targets, Batch, Elbo, KlWeight};
+use crate::bayes::elbo::{Batch, Elbo, KlWeight, log_prob_of_targets};
 use crate::bayes::forward::Divergences;
 use crate::distributions::Distribution;
 use crate::error::{Error, Result};
@@ -195,7 +195,10 @@ impl Iwae {
         if shape != [k * b] && shape != [k, b] {
             return Err(Error::invalid(
                 OP,
-                format!("the log-likelihood has shape {shape:?}; {k} samples of a batch of {b} need [{}] or [{k}, {b}]", k * b),
+                format!(
+                    "the log-likelihood has shape {shape:?}; {k} samples of a batch of {b} need [{}] or [{k}, {b}]",
+                    k * b
+                ),
             ));
         }
         let pi = self.elbo.pi(batch)?;
@@ -284,7 +287,7 @@ pub fn log_mean_exp<F: Element>(values: Var<'_, F>, k: usize) -> Result<Var<'_, 
             return Err(Error::invalid(
                 "log_mean_exp",
                 format!("{n} values of shape {shape:?} are not {k} samples of equal blocks"),
-            ))
+            ));
         }
     };
     let lse = values.reshape(&[k, blocks])?.logsumexp(0, false)?;

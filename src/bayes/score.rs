@@ -216,7 +216,9 @@ impl<'t, F: Element> ScoreSample<'t, F> {
         if let Some((i, v)) = fv.first_non_finite() {
             return Err(Error::invalid(
                 OP,
-                format!("the objective is {v:?} at element {i}; a score-function estimate needs finite values"),
+                format!(
+                    "the objective is {v:?} at element {i}; a score-function estimate needs finite values"
+                ),
             ));
         }
         let batch = match self.samples {
@@ -265,10 +267,10 @@ impl<'t, F: Element> ScoreSample<'t, F> {
                         return Err(Error::invalid(
                             OP,
                             format!(
-                            "the leave-one-out baseline needs at least 2 draws per element, got {}",
-                            other.map_or("no sample axis".to_string(), |k| k.to_string())
-                        ),
-                        ))
+                                "the leave-one-out baseline needs at least 2 draws per element, got {}",
+                                other.map_or("no sample axis".to_string(), |k| k.to_string())
+                            ),
+                        ));
                     }
                 };
                 (Some(leave_one_out(&fv, k)), None)

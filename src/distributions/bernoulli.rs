@@ -1,4 +1,4 @@
-use super::{check_finite, check_values, uniform, Distribution};
+use super::{Distribution, check_finite, check_values, uniform};
 use crate::autodiff::ops::{sigmoid, softplus};
 use crate::autodiff::tape::{Op, Tape, Var};
 use crate::error::{Error, Result};

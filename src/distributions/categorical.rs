@@ -1,7 +1,7 @@
-use super::{check_finite, check_values, uniform, Distribution};
+use super::{Distribution, check_finite, check_values, uniform};
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};
-use crate::tensor::{broadcast_shape, Element, Tensor};
+use crate::tensor::{Element, Tensor, broadcast_shape};
 use rand::Rng;
 
 /// A distribution over `k` classes `0..k`, parameterized by logits.
@@ -45,13 +45,13 @@ impl<'t, F: Element> Categorical<'t, F> {
                 return Err(Error::invalid(
                     "Categorical",
                     "logits must have rank >= 1 (the class axis)",
-                ))
+                ));
             }
             Some(0) => {
                 return Err(Error::invalid(
                     "Categorical",
                     format!("logits of shape {shape:?} have no classes"),
-                ))
+                ));
             }
             Some(_) => {}
         }
@@ -244,7 +244,5 @@ pub(crate) fn kl_categorical<'t, F: Element>(
         });
     }
     let (lq, lp) = (q.log_probs()?, p.log_probs()?);
-    let d =
-        (lq.exp() * lq.try_sub(lp)?).sum_axis(lq.shape().len().max(lp.shape().len()) - 1, false);
-    d
+    (lq.exp() * lq.try_sub(lp)?).sum_axis(lq.shape().len().max(lp.shape().len()) - 1, false)
 }

@@ -14,14 +14,14 @@
 //! each Gamma. The per-draw derivatives are computed on every thread.
 
 use super::{
-    batch_broadcast, check_positive, check_values, on_support, open_uniform, same_tape,
-    sample_shape, Distribution,
+    Distribution, batch_broadcast, check_positive, check_values, on_support, open_uniform,
+    same_tape, sample_shape,
 };
 use crate::autodiff::tape::{Op, Tape, Var};
 use crate::error::{Error, Result};
 use crate::kernels::parallel::par_map_costly;
 use crate::kernels::special::{beta_sample_grad, gamma_sample_grad};
-use crate::tensor::{broadcast_shape, Element, Tensor};
+use crate::tensor::{Element, Tensor, broadcast_shape};
 use rand::{Rng, RngExt};
 
 /// Standard normal draws by the polar method, keeping the second of each pair.

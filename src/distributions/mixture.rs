@@ -1,6 +1,6 @@
 use super::{
-    batch_broadcast, check_finite, check_positive, check_values, same_tape, standard_normal,
-    uniform, Distribution, HALF_LN_2PI,
+    Distribution, HALF_LN_2PI, batch_broadcast, check_finite, check_positive, check_values,
+    same_tape, standard_normal, uniform,
 };
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};

@@ -31,8 +31,8 @@ pub use expectation::{expectation_enumerated, expectation_quadrature};
 pub use gamma::{Beta, Dirichlet, Gamma, StudentT};
 pub use independent::Independent;
 pub use kl::{
-    kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo, register_kl, Divergence,
-    KlRule, AUTO_MC_SAMPLES,
+    AUTO_MC_SAMPLES, Divergence, KlRule, kl_divergence, kl_divergence_with, kl_from_sample,
+    kl_monte_carlo, register_kl,
 };
 pub use mixture::{MixtureOfNormals, SpikeAndSlab};
 pub use mvn::MultivariateNormal;
@@ -46,7 +46,7 @@ pub use univariate::{Exponential, Laplace, Poisson, Uniform};
 
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};
-use crate::tensor::{broadcast_shape, Element, Tensor};
+use crate::tensor::{Element, Tensor, broadcast_shape};
 use rand::Rng;
 
 /// `ln(2 pi) / 2`.

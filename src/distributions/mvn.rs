@@ -1,6 +1,6 @@
 //! The multivariate normal distribution with a Cholesky-factored covariance.
 
-use super::{check_finite, check_values, sample_shape, Distribution, HALF_LN_2PI};
+use super::{Distribution, HALF_LN_2PI, check_finite, check_values, sample_shape};
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};
 use crate::tensor::{Element, Tensor};
@@ -55,7 +55,9 @@ impl<'t, F: Element> MultivariateNormal<'t, F> {
         if d == 0 || ss != [d, d] {
             return Err(Error::invalid(
                 "MultivariateNormal",
-                format!("scale_tril must be [d, d] for loc of shape {ls:?} (d = its last axis), got {ss:?}"),
+                format!(
+                    "scale_tril must be [d, d] for loc of shape {ls:?} (d = its last axis), got {ss:?}"
+                ),
             ));
         }
         let l = scale_tril.value();

@@ -1,6 +1,6 @@
 use super::{
-    batch_broadcast, check_finite, check_positive, same_tape, sample_shape, standard_normal,
-    Distribution, HALF_LN_2PI,
+    Distribution, HALF_LN_2PI, batch_broadcast, check_finite, check_positive, same_tape,
+    sample_shape, standard_normal,
 };
 use crate::autodiff::ops::binary::broadcast_all;
 use crate::autodiff::ops::unary::par_fill;

@@ -1,12 +1,12 @@
 //! Continuous relaxations of discrete distributions (Concrete / Gumbel-softmax).
 
 use super::{
-    batch_broadcast, check_finite, check_positive, check_values, open_uniform, sample_shape,
-    Distribution,
+    Distribution, batch_broadcast, check_finite, check_positive, check_values, open_uniform,
+    sample_shape,
 };
 use crate::autodiff::tape::{Op, Tape, Var};
 use crate::error::{Error, Result};
-use crate::tensor::{broadcast_shape, Element, Tensor};
+use crate::tensor::{Element, Tensor, broadcast_shape};
 use rand::Rng;
 
 /// Logistic noise `ln u - ln(1 - u)`, `u` uniform in (0, 1).

@@ -1,10 +1,10 @@
 //! Bijectors, distributions transformed by them, and the log-normal and
 //! logit-normal distributions built from them.
 
-use super::{kl::kl_divergence, on_support, Distribution, Normal};
+use super::{Distribution, Normal, kl::kl_divergence, on_support};
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};
-use crate::tensor::{broadcast_shape, Element, Tensor};
+use crate::tensor::{Element, Tensor, broadcast_shape};
 use rand::Rng;
 
 /// An invertible, differentiable map applied elementwise, with its

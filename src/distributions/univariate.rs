@@ -1,13 +1,13 @@
 //! Laplace, Exponential, Uniform and Poisson.
 
 use super::{
-    batch_broadcast, check_finite, check_positive, check_values, on_support, open_uniform,
-    same_tape, sample_shape, Distribution,
+    Distribution, batch_broadcast, check_finite, check_positive, check_values, on_support,
+    open_uniform, same_tape, sample_shape,
 };
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};
 use crate::kernels::special::lgamma;
-use crate::tensor::{broadcast_shape, Element, Tensor};
+use crate::tensor::{Element, Tensor, broadcast_shape};
 use rand::Rng;
 
 fn uniforms<F: Element>(shape: &[usize], rng: &mut dyn Rng) -> Tensor<F> {
@@ -80,11 +80,7 @@ impl<'t, F: Element> Distribution<'t, F> for Laplace<'t, F> {
         let e: Tensor<F> = uniforms::<F>(&shape, rng).map(|v| {
             let u = v - F::lit(0.5);
             let mag = -(F::one() - u.abs() * F::lit(2.0)).ln();
-            if u < F::zero() {
-                -mag
-            } else {
-                mag
-            }
+            if u < F::zero() { -mag } else { mag }
         });
         self.loc.try_add(self.scale * e)
     }

@@ -99,11 +99,7 @@ pub fn softplus(x: f32) -> f32 {
 pub fn sigmoid(x: f32) -> f32 {
     let e = exp(-x.abs());
     let s = 1.0 / (1.0 + e);
-    if x >= 0.0 {
-        s
-    } else {
-        e * s
-    }
+    if x >= 0.0 { s } else { e * s }
 }
 
 /// `(softplus(x), sigmoid(x))` with one exponential between them; each
@@ -147,11 +143,7 @@ pub fn sin_cos_turn(u: f32) -> (f32, f32) {
     let cos = 1.0 + a2 * (COS[0] + a2 * (COS[1] + a2 * (COS[2] + a2 * (COS[3] + a2 * COS[4]))));
     // sin(x + π/2) = cos x, cos(x + π/2) = -sin x; a half turn negates both
     let (sin, cos) = if q & 1 == 1 { (cos, -sin) } else { (sin, cos) };
-    if q & 2 == 2 {
-        (-sin, -cos)
-    } else {
-        (sin, cos)
-    }
+    if q & 2 == 2 { (-sin, -cos) } else { (sin, cos) }
 }
 
 #[cfg(test)]

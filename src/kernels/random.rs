@@ -14,7 +14,7 @@
 //! probability `2^-32`).
 
 use super::element::Element;
-use super::fastmath::{sin_cos_turn, LN2_HI, LN2_LO};
+use super::fastmath::{LN2_HI, LN2_LO, sin_cos_turn};
 use rand::Rng;
 use std::mem::MaybeUninit;
 
@@ -110,7 +110,7 @@ fn normals_portable(lanes: &mut Lanes, out: &mut [f32; 16]) {
 /// [`normals_portable`] on AVX2 registers.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Lanes, ATANH, TWO_POW_MINUS_31};
+    use super::{ATANH, Lanes, TWO_POW_MINUS_31};
     use crate::kernels::fastmath::{COS, LN2_HI, LN2_LO, ROUNDER, SIN};
     use std::arch::x86_64::*;
 
@@ -371,9 +371,9 @@ pub(crate) fn rademacher<F: Element>(len: usize, rng: &mut dyn Rng) -> Vec<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tensor::{rademacher, standard_normal, Tensor};
-    use rand::rngs::SmallRng;
+    use crate::tensor::{Tensor, rademacher, standard_normal};
     use rand::SeedableRng;
+    use rand::rngs::SmallRng;
 
     /// The first draws of `rand` 0.8's `SmallRng::seed_from_u64(0)` and
     /// `(1)` on a 64-bit target, recorded from that release.

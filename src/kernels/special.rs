@@ -523,11 +523,7 @@ mod tests {
             let lower = beta_pq(a, b, x).0 < 0.5;
             let tail = |a: f64, b: f64| {
                 let (p, q) = beta_pq(a, b, x);
-                if lower {
-                    p
-                } else {
-                    -q
-                }
+                if lower { p } else { -q }
             };
             let (ha, hb) = (1e-5 * a, 1e-5 * b);
             let da = (tail(a + ha, b) - tail(a - ha, b)) / (2.0 * ha);

@@ -5,7 +5,7 @@
 use crate::autodiff::params::{Param, ParamStore};
 use crate::autodiff::tape::Var;
 use crate::bayes::forward::{Forward, SampleMode};
-use crate::distributions::kl::{kl_divergence_with, Divergence};
+use crate::distributions::kl::{Divergence, kl_divergence_with};
 use crate::distributions::{Distribution, Gamma, LogNormal, Normal};
 use crate::error::{Error, Result};
 use crate::tensor::{Element, Tensor};
@@ -45,7 +45,9 @@ impl ScalePrior {
         } else {
             Err(Error::invalid(
                 "HierarchicalScale",
-                format!("the {which} scale prior {self:?} needs a finite location and positive parameters"),
+                format!(
+                    "the {which} scale prior {self:?} needs a finite location and positive parameters"
+                ),
             ))
         }
     }
@@ -203,7 +205,7 @@ impl HierarchicalScale {
                 return Err(super::no_sample_axis(
                     layer,
                     "a hierarchical prior draws one set of scales per pass, with no per-sample log ratio",
-                ))
+                ));
             }
         };
         // λ along the input axis, broadcast over the others

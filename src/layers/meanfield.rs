@@ -14,7 +14,7 @@
 
 use crate::autodiff::tape::{MultiOp, Var};
 use crate::error::{Error, Result};
-use crate::kernels::parallel::{par_blocks, par_fill, par_new, sum_lanes, Pairwise};
+use crate::kernels::parallel::{Pairwise, par_blocks, par_fill, par_new, sum_lanes};
 use crate::kernels::random::NormalStream;
 use crate::tensor::{Element, Tensor};
 use std::cell::RefCell;
@@ -387,12 +387,12 @@ impl<'t, F: Element> Var<'t, F> {
 
 #[cfg(test)]
 mod tests {
-    use crate::autodiff::gradcheck::{gradcheck, GradCheck};
+    use crate::autodiff::gradcheck::{GradCheck, gradcheck};
     use crate::autodiff::tape::{Tape, Var};
-    use crate::tensor::standard_normal;
     use crate::tensor::Tensor;
-    use rand::rngs::SmallRng;
+    use crate::tensor::standard_normal;
     use rand::SeedableRng;
+    use rand::rngs::SmallRng;
 
     /// Posterior means, standard normal.
     fn loc_of(n: usize, seed: u64) -> Tensor<f64> {

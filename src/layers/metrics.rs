@@ -58,7 +58,7 @@ fn checked_rows<F: Element>(
             ));
         }
     }
-    if let Some((i, &c)) = labels.iter().enumerate().find(|(_, &c)| c >= k) {
+    if let Some((i, &c)) = labels.iter().enumerate().find(|&(_, &c)| c >= k) {
         return Err(Error::invalid(
             op,
             format!("label {c} at row {i} is not below the {k} classes"),

@@ -12,7 +12,7 @@
 //!
 //! [`SampleMode::SampleAxis`]: crate::SampleMode::SampleAxis
 
-use super::variational::{noise, Prior, VariationalConfig};
+use super::variational::{Prior, VariationalConfig, noise};
 use crate::autodiff::tape::{Op, Var};
 use crate::bayes::forward::Forward;
 use crate::distributions::{Distribution, Normal};

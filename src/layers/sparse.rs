@@ -1,7 +1,7 @@
 //! Sparse variational dropout (Molchanov, Ashukha, Vetrov 2017).
 
 use super::linear_map::{DenseMap, LinearMap};
-use super::{no_sample_axis, Module};
+use super::{Module, no_sample_axis};
 use crate::autodiff::params::{Param, ParamStore};
 use crate::autodiff::tape::Var;
 use crate::bayes::forward::{Forward, SampleMode};
@@ -211,7 +211,7 @@ impl<F: Element, M: LinearMap<F> + 'static> Module<F> for SparseVariational<M> {
                 return Err(no_sample_axis(
                     &self.name,
                     "sparse variational dropout draws the outputs (additive reparameterization), not weight samples",
-                ))
+                ));
             }
             SampleMode::PosteriorMean => {
                 let t = F::lit(self.config.log_alpha_threshold);

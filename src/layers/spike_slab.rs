@@ -1,7 +1,7 @@
 //! A spike-and-slab posterior over a layer's weights, for variable selection.
 
 use super::linear_map::{DenseMap, LinearMap};
-use super::{no_sample_axis, Module};
+use super::{Module, no_sample_axis};
 use crate::autodiff::params::{Param, ParamStore};
 use crate::autodiff::tape::Var;
 use crate::bayes::forward::{Forward, SampleMode};

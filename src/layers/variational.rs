@@ -1,9 +1,9 @@
 //! The variational layer, one implementation over every [`LinearMap`]:
 //! its posterior parameters, priors, divergences and estimators.
 
-use super::linear_map::{Conv2dMap, DenseMap, LinearMap};
 use super::Module;
-use crate::autodiff::params::{Constraint, Param, ParamStore, POSITIVE_EPS};
+use super::linear_map::{Conv2dMap, DenseMap, LinearMap};
+use crate::autodiff::params::{Constraint, POSITIVE_EPS, Param, ParamStore};
 use crate::autodiff::tape::{Tape, Var};
 use crate::bayes::forward::{Forward, SampleMode};
 use crate::distributions::kl::{kl_divergence, kl_from_sample};
@@ -97,13 +97,13 @@ impl<F: Element> Prior<F> {
     /// A prior from a closure.
     pub fn custom(
         f: impl for<'t> Fn(
-                &'t Tape<F>,
-                &ParamStore<F>,
-                &[usize],
-            ) -> Result<Box<dyn Distribution<'t, F> + 't>>
-            + Send
-            + Sync
-            + 'static,
+            &'t Tape<F>,
+            &ParamStore<F>,
+            &[usize],
+        ) -> Result<Box<dyn Distribution<'t, F> + 't>>
+        + Send
+        + Sync
+        + 'static,
     ) -> Self {
         Prior::Custom(Arc::new(f))
     }
@@ -127,7 +127,7 @@ impl<F: Element> Prior<F> {
                 return Err(Error::invalid(
                     "Prior::Hierarchical",
                     "a hierarchical prior draws its scales in the layer's forward pass; it has no fixed distribution",
-                ))
+                ));
             }
         })
     }
@@ -244,7 +244,9 @@ impl MeanField {
             if !(std >= 0.0 && std.is_finite()) {
                 return Err(Error::invalid(
                     "VariationalConfig",
-                    format!("{setting}'s standard deviation must be finite and >= 0, got {std} (layer '{name}')"),
+                    format!(
+                        "{setting}'s standard deviation must be finite and >= 0, got {std} (layer '{name}')"
+                    ),
                 ));
             }
         }

@@ -7,7 +7,7 @@ pub use crate::kernels::Element;
 pub(crate) use random::{rademacher, standard_normal};
 
 use crate::error::{Error, Result};
-use crate::kernels::gemm::{gemm_new, MatRef};
+use crate::kernels::gemm::{MatRef, gemm_new};
 use std::fmt;
 use std::sync::Arc;
 
@@ -583,7 +583,7 @@ impl<F: Element> Tensor<F> {
                     op: "broadcast_to",
                     lhs: self.shape.clone(),
                     rhs: shape.to_vec(),
-                })
+                });
             }
         }
         let mut data = vec![F::zero(); numel(shape)];
@@ -606,7 +606,7 @@ impl<F: Element> Tensor<F> {
                     op: "sum_to",
                     lhs: self.shape.clone(),
                     rhs: shape.to_vec(),
-                })
+                });
             }
         }
         if numel(shape) == 1 {
@@ -704,11 +704,7 @@ impl<F: Element> Tensor<F> {
             ));
         }
         self.reduce_axis("max_axis", axis, keepdim, F::neg_infinity(), |a, b| {
-            if b > a || b.is_nan() {
-                b
-            } else {
-                a
-            }
+            if b > a || b.is_nan() { b } else { a }
         })
     }
 

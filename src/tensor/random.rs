@@ -1,8 +1,8 @@
 //! Random tensors, drawn in bulk from one seed of the caller's RNG.
 
 use super::Tensor;
-use crate::kernels::random;
 use crate::kernels::Element;
+use crate::kernels::random;
 use rand::Rng;
 
 /// `N(0, 1)` draws of a shape, seeded from `rng` (see [`Tensor::standard_normal`]).

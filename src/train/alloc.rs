@@ -17,7 +17,7 @@ pub fn retain_freed_memory() -> bool {
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod imp {
-    extern "C" {
+    unsafe extern "C" {
         fn mallopt(param: i32, value: i32) -> i32;
     }
     const M_TRIM_THRESHOLD: i32 = -1;

@@ -109,7 +109,10 @@ impl<F: Element> StateWriter<F> {
         if !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') || !plain(&value) {
             return Err(Error::invalid(
                 "checkpoint::save",
-                format!("state '{}': key '{key}' or value '{value}' has characters a checkpoint does not store", self.kind),
+                format!(
+                    "state '{}': key '{key}' or value '{value}' has characters a checkpoint does not store",
+                    self.kind
+                ),
             ));
         }
         self.meta.insert(format!("{}_{key}", self.kind), value);
@@ -655,7 +658,7 @@ pub fn load_bytes<F: Element>(
             return Err(Error::UnsupportedVersion {
                 found: other.cloned().unwrap_or_else(|| "none".into()),
                 supported: VERSION,
-            })
+            });
         }
     }
     let found = checksum(

@@ -89,8 +89,8 @@ impl Iterator for Minibatches {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::rngs::StdRng;
     use rand::SeedableRng;
+    use rand::rngs::StdRng;
 
     /// rand 0.8's `SliceRandom::shuffle` of 0..10 with `StdRng::seed_from_u64(5)`,
     /// recorded from that release.

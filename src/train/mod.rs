@@ -11,7 +11,7 @@ mod schedule;
 
 pub use alloc::retain_freed_memory;
 pub use checkpoint::Resumable;
-pub use data::{shuffle, Minibatches};
+pub use data::{Minibatches, shuffle};
 pub use optim::{Adam, Optimizer, Sgd};
 pub use rng::ResumableRng;
 pub use schedule::Schedule;

@@ -32,7 +32,7 @@ use crate::autodiff::params::{Param, ParamStore};
 use crate::autodiff::tape::Gradients;
 use crate::error::{Error, Result};
 use crate::kernels::parallel::par_blocks;
-use crate::tensor::{first_failing, Element, Tensor};
+use crate::tensor::{Element, Tensor, first_failing};
 use crate::train::checkpoint::{Resumable, StateReader, StateWriter};
 
 /// Something that updates a [`ParamStore`] from [`Gradients`].
@@ -50,11 +50,7 @@ fn max_abs<F: Element>(t: &Tensor<F>) -> std::result::Result<F, (usize, F)> {
     #[inline(always)]
     fn larger<F: Element>(a: F, b: F) -> F {
         // one max instruction; NaN is caught by the probe
-        if a > b {
-            a
-        } else {
-            b
-        }
+        if a > b { a } else { b }
     }
     let (a, b) = par_blocks(
         (),
@@ -133,7 +129,7 @@ fn collect<'g, F: Element>(
                     name: name(),
                     read: read.unwrap_or(0),
                     current,
-                })
+                });
             }
         }
         if g.shape() != store.raw(p).shape() {
@@ -286,7 +282,9 @@ impl<F: Element> Optimizer<F> for Sgd<F> {
 fn state_from_another_store(optimizer: &str, len: usize, params: usize) -> Error {
     Error::invalid(
         "Optimizer::step",
-        format!("{optimizer}'s state covers {len} parameters, the store has {params}: it belongs to another store"),
+        format!(
+            "{optimizer}'s state covers {len} parameters, the store has {params}: it belongs to another store"
+        ),
     )
 }
 
@@ -651,7 +649,7 @@ fn read_adam<F: Element>(
             _ => {
                 return Err(Error::NotACheckpoint {
                     reason: format!("Adam's state of '{name}' has one moment without the other"),
-                })
+                });
             }
         };
         moments.push(pair);

@@ -519,11 +519,7 @@ pub fn summarize(results: &[CaseResult]) -> BTreeMap<String, (f64, usize, usize)
     for r in results {
         let e = by_kind.entry(r.kind.clone()).or_default();
         e.0 = e.0.max(r.worst);
-        if r.passed {
-            e.1 += 1
-        } else {
-            e.2 += 1
-        }
+        if r.passed { e.1 += 1 } else { e.2 += 1 }
     }
     by_kind
 }

@@ -4,7 +4,7 @@
 use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
 use crate::kernels::parallel::par_new;
-use crate::tensor::{trailing_broadcast, Element, Tensor};
+use crate::tensor::{Element, Tensor, trailing_broadcast};
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
 use std::ops::{Add, Div, Mul, Neg, Sub};

@@ -3,8 +3,8 @@
 
 use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
-use crate::kernels::gemm::{gemm_new, MatRef};
-use crate::tensor::{checked_numel, Element, Tensor};
+use crate::kernels::gemm::{MatRef, gemm_new};
+use crate::tensor::{Element, Tensor, checked_numel};
 use std::cell::RefCell;
 
 /// Padding of a convolution, as in TensorFlow.
@@ -312,8 +312,8 @@ impl<'t, F: Element> Var<'t, F> {
 
 #[cfg(test)]
 mod tests {
-    use crate::prelude::*;
     use crate::Padding;
+    use crate::prelude::*;
     #[test]
     fn conv_by_hand() {
         // 1x3x3x1 input 1..9, 2x2 kernel of ones, VALID: window sums 12, 16, 24, 28

@@ -4,7 +4,7 @@
 use super::conv::{ConvGeometry, Padding};
 use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
-use crate::kernels::gemm::{gemm_append, gemm_uninit, MatRef};
+use crate::kernels::gemm::{MatRef, gemm_append, gemm_uninit};
 use crate::kernels::parallel::par_blocks;
 use crate::tensor::{Element, Tensor};
 use std::ops::Range;

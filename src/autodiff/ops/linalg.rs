@@ -2,7 +2,7 @@
 
 use crate::autodiff::tape::{Op, Var};
 use crate::error::Result;
-use crate::kernels::gemm::{gemm_append, MatRef};
+use crate::kernels::gemm::{MatRef, gemm_append};
 use crate::tensor::{Element, Tensor};
 
 /// `a @ b` for rank-2 operands. Backward reads the operands transposed

@@ -2,7 +2,7 @@
 
 use crate::autodiff::tape::{Op, Var};
 use crate::error::Result;
-use crate::tensor::{split_at_axis, Element, Tensor};
+use crate::tensor::{Element, Tensor, split_at_axis};
 
 /// Sum of all elements, as a rank-0 tensor.
 struct SumAll;

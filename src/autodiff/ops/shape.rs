@@ -3,7 +3,7 @@
 
 use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
-use crate::tensor::{numel, split_at_axis, Element, Tensor};
+use crate::tensor::{Element, Tensor, numel, split_at_axis};
 
 /// Same elements, another shape of equal size.
 struct Reshape {

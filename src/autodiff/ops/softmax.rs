@@ -3,7 +3,7 @@
 
 use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
-use crate::tensor::{split_at_axis, Element, Tensor};
+use crate::tensor::{Element, Tensor, split_at_axis};
 
 /// The parts of a shifted log-sum-exp along `axis` (both keepdim): the
 /// maximum `m` and `ln Σ exp(x - m)`. Kept apart because `m + ln Σ` rounds:
@@ -87,11 +87,7 @@ impl<F: Element> Op<F> for LogSumExp {
         let g = g.reshape(m.shape())?;
         // per row: g / Σ exp(x - m), or 0 where the row has no finite maximum
         let scale = m.zip_map(&ln_sum, "logsumexp", |m, l| {
-            if m.is_finite() {
-                (-l).exp()
-            } else {
-                F::zero()
-            }
+            if m.is_finite() { (-l).exp() } else { F::zero() }
         })?;
         let scale = scale.zip_map(&g, "logsumexp", |s, g| s * g)?;
         let w = x.zip_map(&m, "logsumexp", |x, m| {
