@@ -8,9 +8,9 @@
 //! evaluates the incomplete gamma function, in double precision and one
 //! pass; it matches the 50-digit reference values to 4e-15. Beta draws are
 //! `G1 / (G1 + G2)` and are differentiated through the Beta CDF, whose
-//! derivatives in `a` and `b` are central differences of a double-precision
-//! evaluation (on the tail below one half), matching the reference to
-//! 6e-10; Dirichlet draws are normalized Gamma draws differentiated through
+//! derivatives in `a` and `b` are carried through the continued fraction
+//! that evaluates it (on the tail its convergence favours), matching the
+//! reference to 2e-14; Dirichlet draws are normalized Gamma draws differentiated through
 //! each Gamma. The per-draw derivatives are computed on every thread.
 
 use super::{
