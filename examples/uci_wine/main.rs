@@ -83,29 +83,63 @@ fn parse(args: &[String]) -> Result<(Config, Mode), String> {
 }
 
 /// Runs the splits of `cfg.seed` and returns their test (or validation)
-/// RMSEs and log-likelihoods; with `print_each`, a line per split.
+/// RMSEs and log-likelihoods; with `print_each`, a line per split, in order.
+///
+/// The splits are independent (each seeded by its index), so they run on
+/// as many threads as bayesgrad uses, each taking the next split; the
+/// results are the same as one after the other (concurrent tapes give
+/// bit-identical results), only sooner.
 fn run_splits(cfg: &Config, data: &Data, print_each: bool) -> Result<(Vec<f64>, Vec<f64>), String> {
-    let (mut rmses, mut lls) = (Vec::new(), Vec::new());
-    for split in 0..cfg.splits {
-        let r = pipeline::run_split(cfg, data, split)
-            .map_err(|e| format!("seed {}, split {split}: {e}", cfg.seed))?;
-        if print_each {
-            say!(
-                "split {split:>2}: rmse {:.4}  log-lik {:>7.4}  (train-mean rmse {:.4})  {:.2} s{}",
-                r.rmse,
-                r.log_likelihood,
-                r.baseline_rmse,
-                r.seconds,
-                match r.sparsity {
-                    Some(s) => format!("  pruned {:.1}%", 100.0 * s),
-                    None => String::new(),
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let workers = bayesgrad::threads().clamp(1, cfg.splits.max(1));
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            let (send, next) = (send.clone(), &next);
+            s.spawn(move || {
+                loop {
+                    let split = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if split >= cfg.splits {
+                        break;
+                    }
+                    let r = pipeline::run_split(cfg, data, split);
+                    let failed = r.is_err();
+                    if send.send((split, r)).is_err() || failed {
+                        // the receiver stopped at an error: take no more splits
+                        next.store(cfg.splits, std::sync::atomic::Ordering::Relaxed);
+                        break;
+                    }
                 }
-            );
+            });
         }
-        rmses.push(r.rmse);
-        lls.push(r.log_likelihood);
-    }
-    Ok((rmses, lls))
+        drop(send);
+        // print in split order as the results arrive
+        let mut done = std::collections::BTreeMap::new();
+        let (mut rmses, mut lls) = (Vec::new(), Vec::new());
+        for (split, r) in receive {
+            let r = r.map_err(|e| format!("seed {}, split {split}: {e}", cfg.seed))?;
+            done.insert(split, r);
+            while let Some(r) = done.remove(&rmses.len()) {
+                if print_each {
+                    say!(
+                        "split {:>2}: rmse {:.4}  log-lik {:>7.4}  (train-mean rmse {:.4})  {:.2} s{}",
+                        rmses.len(),
+                        r.rmse,
+                        r.log_likelihood,
+                        r.baseline_rmse,
+                        r.seconds,
+                        match r.sparsity {
+                            Some(s) => format!("  pruned {:.1}%", 100.0 * s),
+                            None => String::new(),
+                        }
+                    );
+                }
+                rmses.push(r.rmse);
+                lls.push(r.log_likelihood);
+            }
+        }
+        Ok((rmses, lls))
+    })
 }
 
 /// `n` and `word`, with an `s` unless `n` is 1.
