@@ -382,3 +382,42 @@ fn a_state_always_saves_to_the_same_bytes() {
         assert_eq!(checkpoint::save_bytes(&store, &[&opt]).unwrap(), first);
     }
 }
+
+/// Names that JSON must escape (a quote, a backslash, a newline, a tab,
+/// non-ASCII) are written escaped and read back as they were.
+#[test]
+fn names_that_json_escapes_round_trip() {
+    let names = [
+        "q\"uote",
+        "back\\slash",
+        "new\nline",
+        "t\tab",
+        "σ_scale",
+        "end",
+    ];
+    let store = |values: bool| {
+        let mut s = ParamStore::<f64>::new();
+        for (i, n) in names.iter().enumerate() {
+            let v = if values { i as f64 + 0.5 } else { 0.0 };
+            s.add(*n, Tensor::vector(&[v, -v]));
+        }
+        s
+    };
+    let saved = store(true);
+    let bytes = checkpoint::save_bytes(&saved, &[]).unwrap();
+    let mut fresh = store(false);
+    load_bytes(&mut fresh, &mut [], &bytes).unwrap();
+    for n in names {
+        let (p, q) = (fresh.get(n).unwrap(), saved.get(n).unwrap());
+        assert_eq!(fresh.raw(p), saved.raw(q), "{n:?}");
+    }
+    #[cfg(feature = "oracle")]
+    {
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut read: Vec<String> = st.names().into_iter().map(String::from).collect();
+        read.sort();
+        let mut want: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        want.sort();
+        assert_eq!(read, want);
+    }
+}
