@@ -271,21 +271,30 @@ impl NormalStream {
 /// `len` `N(0, 1)` draws, seeded from `rng` (one `next_u64`).
 pub(crate) fn standard_normal<F: Element>(len: usize, rng: &mut dyn Rng) -> Vec<F> {
     let seed = rng.next_u64();
-    // SAFETY: every element of each chunk is written
-    unsafe {
-        super::parallel::par_new(
-            len,
-            #[inline(always)]
-            |start, chunk| {
-                let mut stream = NormalStream::new(seed, start);
-                for piece in chunk.chunks_mut(NormalStream::PIECE) {
-                    let values = stream.next_piece(piece.len());
-                    for (o, &z) in piece.iter_mut().zip(values) {
-                        o.write(F::lit(f64::from(z)));
-                    }
-                }
-            },
-        )
+    // SAFETY: `fill_normals` writes every element of each chunk
+    unsafe { super::parallel::par_new(len, fill_normals(seed)) }
+}
+
+/// Writes into `out` the draws `standard_normal(out.len(), rng)` returns,
+/// with no vector of its own (one `next_u64` of `rng`).
+pub(crate) fn standard_normal_into<F: Element>(out: &mut [MaybeUninit<F>], rng: &mut dyn Rng) {
+    let seed = rng.next_u64();
+    super::parallel::par_fill(out, fill_normals(seed));
+}
+
+/// Writes the draws of positions `start..start + chunk.len()` of the
+/// stream `seed` into `chunk`: the values do not depend on how a buffer
+/// is cut into chunks.
+fn fill_normals<F: Element>(seed: u64) -> impl Fn(usize, &mut [MaybeUninit<F>]) + Sync {
+    #[inline(always)]
+    move |start, chunk| {
+        let mut stream = NormalStream::new(seed, start);
+        for piece in chunk.chunks_mut(NormalStream::PIECE) {
+            let values = stream.next_piece(piece.len());
+            for (o, &z) in piece.iter_mut().zip(values) {
+                o.write(F::lit(f64::from(z)));
+            }
+        }
     }
 }
 

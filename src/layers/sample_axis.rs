@@ -12,12 +12,13 @@
 //!
 //! [`SampleMode::SampleAxis`]: crate::SampleMode::SampleAxis
 
-use super::variational::{Prior, VariationalConfig, noise};
+use super::variational::{Prior, VariationalConfig};
 use crate::autodiff::tape::{Op, Var};
 use crate::bayes::forward::Forward;
 use crate::distributions::{Distribution, Normal};
 use crate::error::{Error, Result};
-use crate::kernels::parallel::{join, par_fill, sum_pairwise};
+use crate::kernels::parallel::{join, par_fill, par_new, sum_pairwise};
+use crate::kernels::random::standard_normal_into;
 use crate::tensor::{Element, Tensor};
 use rand::Rng;
 
@@ -29,9 +30,13 @@ fn stacked_noise<F: Element>(shape: &[usize], k: usize, rng: &mut dyn Rng) -> Re
     let n: usize = shape.iter().product();
     crate::tensor::checked_alloc::<F>("SampleMode::SampleAxis", &[k, n])?;
     let mut data = Vec::with_capacity(k * n);
-    for _ in 0..k {
-        data.extend_from_slice(noise::<F>(shape, rng).data());
+    let blocks = &mut data.spare_capacity_mut()[..k * n];
+    for i in 0..k {
+        // each block draws as `noise(shape, rng)` would, straight into place
+        standard_normal_into(&mut blocks[i * n..(i + 1) * n], rng);
     }
+    // SAFETY: the K blocks of n elements were all written
+    unsafe { data.set_len(k * n) };
     let mut stacked = vec![k];
     stacked.extend_from_slice(shape);
     Tensor::from_vec(data, &stacked)
@@ -66,17 +71,19 @@ impl<F: Element> Op<F> for PerSampleDraw<F> {
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
         let (loc, scale) = (inputs[0].data(), inputs[1].data());
         let eps = self.eps.data();
-        let mut w = vec![F::zero(); eps.len()];
-        par_fill(&mut w, |start, out| {
-            for (at, j, len) in segments(start, out.len(), loc.len()) {
-                let (m, s) = (&loc[j..j + len], &scale[j..j + len]);
-                let e = &eps[start + at..start + at + len];
-                for (o, ((&m, &s), &e)) in out[at..at + len].iter_mut().zip(m.iter().zip(s).zip(e))
-                {
-                    *o = m + s * e;
+        // SAFETY: the segments cover every element of each chunk
+        let w = unsafe {
+            par_new(eps.len(), |start, out| {
+                for (at, j, len) in segments(start, out.len(), loc.len()) {
+                    let (m, s) = (&loc[j..j + len], &scale[j..j + len]);
+                    let e = &eps[start + at..start + at + len];
+                    let out = &mut out[at..at + len];
+                    for (o, ((&m, &s), &e)) in out.iter_mut().zip(m.iter().zip(s).zip(e)) {
+                        o.write(m + s * e);
+                    }
                 }
-            }
-        });
+            })
+        };
         Tensor::from_vec(w, self.eps.shape())
     }
     fn backward(
@@ -132,12 +139,13 @@ impl<F: Element> Op<F> for NormalLogRatio<F> {
         let k = self.eps.shape()[0];
         let eps = self.eps.data();
         // sample i's sum of ½ (((w - m) / s)² - ε²), half the samples on each thread
+        let inv_s = F::one() / s;
         let sums = |first: usize, out: &mut [F]| {
             let mut terms = vec![F::zero(); n];
             for (i, o) in out.iter_mut().enumerate() {
                 let at = (first + i) * n;
                 for ((t, &w), &e) in terms.iter_mut().zip(&w[at..at + n]).zip(&eps[at..at + n]) {
-                    let z = (w - m) / s;
+                    let z = (w - m) * inv_s;
                     *t = F::lit(0.5) * (z * z - e * e);
                 }
                 *o = shared + sum_pairwise(&terms);
@@ -161,16 +169,18 @@ impl<F: Element> Op<F> for NormalLogRatio<F> {
         let dscale = scale.map(|v| -total / v);
         let inv = F::one() / (s * s);
         let (wd, g) = (w.data(), g.data());
-        let mut dw = vec![F::zero(); wd.len()];
-        par_fill(&mut dw, |start, out| {
-            for (at, _, len) in segments(start, out.len(), n) {
-                let gk = g[(start + at) / n] * inv;
-                let w = &wd[start + at..start + at + len];
-                for (o, &w) in out[at..at + len].iter_mut().zip(w) {
-                    *o = gk * (w - m);
+        // SAFETY: the segments cover every element of each chunk
+        let dw = unsafe {
+            par_new(wd.len(), |start, out| {
+                for (at, _, len) in segments(start, out.len(), n) {
+                    let gk = g[(start + at) / n] * inv;
+                    let w = &wd[start + at..start + at + len];
+                    for (o, &w) in out[at..at + len].iter_mut().zip(w) {
+                        o.write(gk * (w - m));
+                    }
                 }
-            }
-        });
+            })
+        };
         Ok(vec![Some(dscale), Some(Tensor::from_vec(dw, w.shape())?)])
     }
 }
