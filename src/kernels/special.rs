@@ -8,7 +8,9 @@
 //!   at least 10, where Stirling's series is accurate to double precision.
 //! - Negative non-integers use the reflection formulas.
 
+use std::cell::Cell;
 use std::f64::consts::PI;
+use std::thread::LocalKey;
 
 /// Euler–Mascheroni constant.
 const EULER: f64 = 0.577_215_664_901_532_9;
@@ -140,6 +142,29 @@ pub(crate) fn digamma(x: f64) -> f64 {
                 - r2 * (1.0 / 252.0
                     - r2 * (1.0 / 240.0 - r2 * (1.0 / 132.0 - r2 * (691.0 / 32_760.0))))));
     acc + x.ln() - 0.5 / x - series
+}
+
+/// `ψ(x)` through a one-entry memo of this thread's last argument at the
+/// call site `memo`: the implicit derivatives of many draws from one
+/// distribution (a broadcast parameter) ask for the same `ψ(a)` for every
+/// draw. The memo returns exactly what [`digamma`] returns (a NaN argument
+/// never matches, so it is recomputed).
+fn digamma_memo(memo: &'static LocalKey<Cell<(f64, f64)>>, x: f64) -> f64 {
+    memo.with(|m| {
+        let (last, value) = m.get();
+        if last.to_bits() == x.to_bits() && !x.is_nan() {
+            return value;
+        }
+        let value = digamma(x);
+        m.set((x, value));
+        value
+    })
+}
+
+thread_local! {
+    static PSI_A: Cell<(f64, f64)> = const { Cell::new((f64::NAN, f64::NAN)) };
+    static PSI_B: Cell<(f64, f64)> = const { Cell::new((f64::NAN, f64::NAN)) };
+    static PSI_AB: Cell<(f64, f64)> = const { Cell::new((f64::NAN, f64::NAN)) };
 }
 
 /// The trigamma function `ψ'(x)`; NaN at the poles.
@@ -315,15 +340,16 @@ pub(crate) fn gamma_sample_grad(a: f64, x: f64) -> f64 {
     if x <= 0.0 || x.is_infinite() {
         return 0.0;
     }
-    let ln_x_minus_psi = x.ln() - digamma(a);
+    let ln_x_minus_psi = x.ln() - digamma_memo(&PSI_A, a);
     if x < a + 1.0 {
         let (mut term, mut harmonic) = (1.0 / a, 1.0 / a);
         let (mut sum, mut dsum) = (term, -term * harmonic);
         let mut ap = a;
         for _ in 0..10_000 {
             ap += 1.0;
-            term *= x / ap;
-            harmonic += 1.0 / ap;
+            let inv = 1.0 / ap;
+            term *= x * inv;
+            harmonic += inv;
             sum += term;
             dsum -= term * harmonic;
             if term.abs() < sum.abs() * 1e-17 && (term * harmonic).abs() < dsum.abs() * 1e-17 {
@@ -458,8 +484,8 @@ pub(crate) fn beta_sample_grad(a: f64, b: f64, x: f64) -> (f64, f64) {
         return (0.0, 0.0);
     }
     let (ln_x, ln_1mx) = (x.ln(), (-x).ln_1p());
-    let psi_ab = digamma(a + b);
-    let (psi_a, psi_b) = (digamma(a), digamma(b));
+    let psi_ab = digamma_memo(&PSI_AB, a + b);
+    let (psi_a, psi_b) = (digamma_memo(&PSI_A, a), digamma_memo(&PSI_B, b));
     if x < (a + 1.0) / (a + b + 2.0) {
         let (h, lh_a, lh_b) = beta_cf_with_grad(a, b, x);
         let ratio = x * (1.0 - x) * h / a; // I / p
@@ -563,6 +589,32 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// The memo gives exactly `digamma`'s value for any sequence of
+    /// arguments: repeated, alternating, NaN, and a pole.
+    #[test]
+    fn digamma_memo_returns_what_digamma_returns() {
+        let xs = [
+            2.5,
+            2.5,
+            0.7,
+            2.5,
+            f64::NAN,
+            f64::NAN,
+            0.0,
+            -1.5,
+            -1.5,
+            1e-300,
+            2.5,
+        ];
+        for x in xs {
+            let (got, want) = (digamma_memo(&PSI_A, x), digamma(x));
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{x}: {got} vs {want}"
+            );
         }
     }
 
