@@ -322,9 +322,9 @@ pub fn save_bytes<F: Element>(
 /// and byte range, in name order), padded with spaces to a multiple of 8
 /// bytes, then the tensors' bytes back to back in the same order.
 ///
-/// This is byte for byte what the reference implementation writes for the
-/// same tensors (one dtype, so its order is the name order) with the
-/// metadata in key order, which the oracle tests check.
+/// This is the layout the reference implementation writes for the same
+/// tensors (one dtype, so its order is the name order); the oracle tests
+/// check that its header is the same JSON and its data the same bytes.
 fn serialize(
     meta: &BTreeMap<String, String>,
     dtype: &str,
