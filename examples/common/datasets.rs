@@ -38,15 +38,24 @@ fn parse(name: &str, text: &str, columns: usize, rows: usize) -> Vec<Vec<f64>> {
     table
 }
 
+/// A table of `N` features and a target in the last column.
+fn features_and_target<const N: usize>(
+    name: &str,
+    text: &str,
+    rows: usize,
+) -> (Vec<[f64; N]>, Vec<f64>) {
+    parse(name, text, N + 1, rows)
+        .into_iter()
+        .map(|r| (std::array::from_fn(|j| r[j]), r[N]))
+        .unzip()
+}
+
 /// UCI wine-quality (red): 1599 wines, 11 physico-chemical features, and
 /// the quality score (3 to 8) last.
 #[allow(dead_code)]
 pub fn winequality() -> (Vec<[f64; 11]>, Vec<f64>) {
     let text = include_str!("../data/winequality-red.csv");
-    parse("winequality-red.csv", text, 12, 1599)
-        .into_iter()
-        .map(|r| (std::array::from_fn(|j| r[j]), r[11]))
-        .unzip()
+    features_and_target("winequality-red.csv", text, 1599)
 }
 
 /// The diabetes table of Efron et al. (2004): 442 patients, 10 features
@@ -55,8 +64,5 @@ pub fn winequality() -> (Vec<[f64; 11]>, Vec<f64>) {
 #[allow(dead_code)]
 pub fn diabetes() -> (Vec<[f64; 10]>, Vec<f64>) {
     let text = include_str!("../data/diabetes.csv");
-    parse("diabetes.csv", text, 11, 442)
-        .into_iter()
-        .map(|r| (std::array::from_fn(|j| r[j]), r[10]))
-        .unzip()
+    features_and_target("diabetes.csv", text, 442)
 }
