@@ -15,6 +15,10 @@ mod say;
 #[path = "../tests/common/tfp_cases.rs"]
 mod tfp_cases;
 
+// The library's JSON reader, which `tfp_cases` reads the cases with.
+#[path = "../src/json.rs"]
+mod json;
+
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -22,18 +26,17 @@ fn main() -> ExitCode {
         eprintln!("usage: tfp_reference <reference.json>");
         return ExitCode::from(2);
     };
-    let doc: serde_json::Value =
-        match std::fs::read_to_string(&path).map(|s| serde_json::from_str(&s)) {
-            Ok(Ok(doc)) => doc,
-            Ok(Err(e)) => {
-                eprintln!("{path}: not valid JSON: {e}");
-                return ExitCode::from(2);
-            }
-            Err(e) => {
-                eprintln!("{path}: {e}");
-                return ExitCode::from(2);
-            }
-        };
+    let doc = match std::fs::read(&path).map(|s| json::parse(&s)) {
+        Ok(Ok(doc)) => doc,
+        Ok(Err(e)) => {
+            eprintln!("{path}: not valid JSON: {e}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("{path}: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let tfp_cases::Evaluation { results, skipped } = match tfp_cases::evaluate_all(&doc) {
         Ok(r) => r,
         Err(e) => {

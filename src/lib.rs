@@ -149,6 +149,7 @@ pub mod bayes;
 pub mod distributions;
 pub mod error;
 pub mod guide;
+mod json;
 mod kernels;
 pub mod layers;
 pub mod tensor;

@@ -123,8 +123,7 @@ fn the_reference_safetensors_reads_our_files_and_writes_files_we_read() {
     assert_eq!(theirs.len(), ours.len());
     let header_len = u64::from_le_bytes(ours[..8].try_into().unwrap()) as usize;
     assert_eq!(theirs[..8], ours[..8]);
-    let json =
-        |b: &[u8]| -> serde_json::Value { serde_json::from_slice(&b[8..8 + header_len]).unwrap() };
+    let json = |b: &[u8]| crate::json::parse(&b[8..8 + header_len]).unwrap();
     assert_eq!(json(&theirs), json(&ours));
     assert_eq!(theirs[8 + header_len..], ours[8 + header_len..]);
     let mut fresh = store_f::<f64>();
@@ -219,6 +218,21 @@ fn damaged_files_give_specific_errors() {
     wrong[8..8 + header_len].copy_from_slice(patched.as_bytes());
     assert!(
         matches!(load_err(&wrong, &mut store), Error::UnsupportedVersion { found, supported: 2 } if found == "9")
+    );
+
+    // a key written twice, which a lenient reader would resolve silently one way or the other
+    let doubled = text.replacen(
+        "\"version\":\"2\"",
+        "\"version\":\"2\",\"version\":\"9\"",
+        1,
+    );
+    let mut twice = (doubled.len() as u64).to_le_bytes().to_vec();
+    twice.extend_from_slice(doubled.as_bytes());
+    twice.extend_from_slice(&good[8 + header_len..]);
+    let err = load_err(&twice, &mut store);
+    assert!(
+        matches!(&err, Error::NotACheckpoint { reason } if reason.contains("a key repeated in one object")),
+        "{err}"
     );
 }
 

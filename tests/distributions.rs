@@ -11,7 +11,7 @@ use proptest::test_runner::FileFailurePersistence;
 #[test]
 fn every_tfp_reference_case_matches() {
     let text = include_str!("data/tfp_golden.json");
-    let doc: serde_json::Value = serde_json::from_str(text).unwrap();
+    let doc = crate::json::parse(text.as_bytes()).unwrap();
     let tfp_cases::Evaluation { results, skipped } = tfp_cases::evaluate_all(&doc).unwrap();
     assert!(skipped.is_empty(), "{skipped:?}");
     assert_eq!(results.len(), 102);
@@ -37,7 +37,7 @@ fn every_tfp_reference_case_matches() {
 #[test]
 fn every_family_reference_case_matches() {
     let text = include_str!("data/tfp_golden_families.json");
-    let doc: serde_json::Value = serde_json::from_str(text).unwrap();
+    let doc = crate::json::parse(text.as_bytes()).unwrap();
     let tfp_cases::Evaluation { results, skipped } = tfp_cases::evaluate_all(&doc).unwrap();
     assert!(skipped.is_empty(), "{skipped:?}");
     assert_eq!(results.len(), 310);

@@ -16,6 +16,9 @@ mod families;
 mod faults;
 mod hierarchical;
 mod iwae;
+// The library's JSON reader, for the reference files and checkpoint headers.
+#[path = "../src/json.rs"]
+mod json;
 mod layers;
 mod metrics;
 mod no_panic;

@@ -63,6 +63,7 @@
 
 use crate::autodiff::params::{Constraint, ParamStore};
 use crate::error::{Error, Result};
+use crate::json;
 use crate::tensor::{Element, Tensor};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -339,9 +340,10 @@ fn serialize(
     let mut offset = 0;
     for (name, shape, data) in tensors {
         let shape: Vec<String> = shape.iter().map(usize::to_string).collect();
+        header.push(',');
+        json::write_string(&mut header, name);
         header.push_str(&format!(
-            ",{}:{{\"dtype\":\"{dtype}\",\"shape\":[{}],\"data_offsets\":[{offset},{}]}}",
-            serde_json::Value::from(name.as_str()),
+            ":{{\"dtype\":\"{dtype}\",\"shape\":[{}],\"data_offsets\":[{offset},{}]}}",
             shape.join(","),
             offset + data.len()
         ));
@@ -531,8 +533,8 @@ fn read_header(bytes: &[u8]) -> Result<Header> {
     }
     let n = header_len as usize;
     let bad = |reason: String| Error::NotACheckpoint { reason };
-    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n])
-        .map_err(|e| bad(format!("the header is not JSON: {e}")))?;
+    let header =
+        json::parse(&bytes[8..8 + n]).map_err(|e| bad(format!("the header is not JSON: {e}")))?;
     let object = header
         .as_object()
         .ok_or_else(|| bad("the header is not a JSON object".into()))?;
@@ -566,23 +568,23 @@ fn read_header(bytes: &[u8]) -> Result<Header> {
 
 /// One tensor's description: exactly `dtype`, `shape` and `data_offsets`,
 /// with as many bytes in the range as the shape has elements of the dtype.
-fn read_entry(name: &str, value: &serde_json::Value) -> std::result::Result<Entry, String> {
+fn read_entry(name: &str, value: &json::Value) -> std::result::Result<Entry, String> {
     let fields = value.as_object().ok_or("not a JSON object")?;
     if fields.len() != 3 {
         return Err("expected exactly dtype, shape and data_offsets".into());
     }
-    let dtype = fields
+    let dtype = value
         .get("dtype")
         .and_then(|d| d.as_str())
         .ok_or("no dtype string")?;
     let size = dtype_size(dtype).ok_or_else(|| format!("unknown dtype {dtype}"))?;
-    let index = |v: &serde_json::Value| v.as_u64().and_then(|v| usize::try_from(v).ok());
-    let shape = fields
+    let index = |v: &json::Value| v.as_u64().and_then(|v| usize::try_from(v).ok());
+    let shape = value
         .get("shape")
         .and_then(|s| s.as_array())
         .and_then(|s| s.iter().map(index).collect::<Option<Vec<usize>>>())
         .ok_or("no shape of non-negative integers")?;
-    let offsets = fields
+    let offsets = value
         .get("data_offsets")
         .and_then(|o| o.as_array())
         .and_then(|o| o.iter().map(index).collect::<Option<Vec<usize>>>())

@@ -2,8 +2,8 @@
 //! `tests/data/tfp_golden.json`) with bayesgrad in f64. Shared by
 //! `examples/tfp_reference.rs` and `tests/distributions.rs`.
 
+use crate::json::Value;
 use bayesgrad::prelude::*;
-use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// Relative tolerance for analytic values and gradients.
