@@ -183,55 +183,69 @@ fn broadcast_strides(shape: &[usize], out_shape: &[usize]) -> Vec<usize> {
 
 /// Calls `f(out_index, src_index)` for every element of `out_shape`, where
 /// `src_index` is the element of a tensor of `shape` broadcast to it.
+///
+/// The walk itself is [`broadcast_runs`], compiled once; what is generic
+/// (and so compiled for every `f`) is only the two loops over a run.
+#[inline]
 fn for_each_broadcast(shape: &[usize], out_shape: &[usize], mut f: impl FnMut(usize, usize)) {
+    broadcast_runs(shape, out_shape, &mut |out, src, len, step| {
+        if step == 1 {
+            (0..len).for_each(|k| f(out + k, src + k));
+        } else {
+            (0..len).for_each(|k| f(out + k, src));
+        }
+    });
+}
+
+/// Covers `out_shape` in order with runs `run(out_start, src_start, len,
+/// step)`: output elements `out_start..out_start + len` take source elements
+/// `src_start + k * step`, where `step` is 1 (the source is contiguous
+/// along the run) or 0 (one source element, broadcast along the run).
+fn broadcast_runs(
+    shape: &[usize],
+    out_shape: &[usize],
+    run: &mut dyn FnMut(usize, usize, usize, usize),
+) {
     let n = numel(out_shape);
     let src_len = numel(shape);
     if n == 0 || src_len == 0 {
         return; // nothing to visit (an empty source only broadcasts to an empty output)
     }
     if shape == out_shape {
-        (0..n).for_each(|i| f(i, i));
-        return;
+        return run(0, 0, n, 1);
     }
     if src_len == 1 {
-        (0..n).for_each(|i| f(i, 0));
-        return;
+        return run(0, 0, n, 0);
     }
     // `shape` (without leading ones) is a suffix of `out_shape`: plain repetition.
-    let trimmed: &[usize] = {
-        let lead = shape.iter().take_while(|&&d| d == 1).count();
-        &shape[lead..]
-    };
-    if out_shape.ends_with(trimmed) {
-        // plain repetition of the whole source, block by block (no modulo per element)
+    let lead = shape.iter().take_while(|&&d| d == 1).count();
+    if out_shape.ends_with(&shape[lead..]) {
         for block in (0..n).step_by(src_len) {
-            for k in 0..src_len {
-                f(block + k, k);
-            }
+            run(block, 0, src_len, 1);
         }
         return;
     }
-    // Walk the output in runs of the trailing axes that `shape` does not
-    // broadcast (contiguous in both), keeping a multi-index only above them.
-    let strides = broadcast_strides(shape, out_shape);
+    // The trailing axes that are all kept (the source contiguous along them)
+    // or all broadcast (one source element along them) make the run; a
+    // multi-index walks the axes above them.
     let rank = out_shape.len();
     let offset = rank - shape.len();
+    let src_dim = |ax: usize| if ax < offset { 1 } else { shape[ax - offset] };
+    let kept = |ax: usize| src_dim(ax) == out_shape[ax];
+    let last = (0..rank).rev().find(|&ax| out_shape[ax] != 1).unwrap_or(0);
+    let step = usize::from(kept(last));
     let mut split = rank;
-    while split > 0 && split > offset && shape[split - 1 - offset] == out_shape[split - 1] {
+    while split > 0 && (out_shape[split - 1] == 1 || kept(split - 1) == (step == 1)) {
         split -= 1;
     }
-    let run: usize = out_shape[split..].iter().product();
-    if run == 0 {
-        return;
-    }
+    let len: usize = out_shape[split..].iter().product();
+    let strides = broadcast_strides(shape, out_shape);
     let mut idx = vec![0usize; split];
     let mut src = 0usize;
-    let mut i = 0;
-    while i < n {
-        for k in 0..run {
-            f(i + k, src + k);
-        }
-        i += run;
+    let mut out = 0;
+    while out < n {
+        run(out, src, len, step);
+        out += len;
         for ax in (0..split).rev() {
             idx[ax] += 1;
             src += strides[ax];
@@ -883,6 +897,57 @@ mod tests {
         let back = r.sum_to(&[1, 3, 1]).unwrap();
         // each j sums (1+2+3+4) + 4 * 10j
         assert_eq!(back.data(), &[10., 50., 90.]);
+    }
+
+    /// Every source shape that broadcasts to every output shape of rank up
+    /// to 4 with sides 1 to 3: the visits are each output element once, in
+    /// order, with the source element the multi-index gives.
+    #[test]
+    fn broadcast_visits_match_the_multi_index() {
+        let mut out_shapes = vec![vec![]];
+        for _ in 0..4 {
+            let longer: Vec<Vec<usize>> = out_shapes
+                .iter()
+                .filter(|s| s.len() < 4)
+                .flat_map(|s| (1..=3).map(move |d| [s.clone(), vec![d]].concat()))
+                .collect();
+            out_shapes.extend(longer);
+        }
+        out_shapes.sort();
+        out_shapes.dedup();
+        let mut checked = 0;
+        for out in &out_shapes {
+            for drop in 0..=out.len() {
+                for ones in 0..1u32 << (out.len() - drop) {
+                    let src: Vec<usize> = out[drop..]
+                        .iter()
+                        .enumerate()
+                        .map(|(ax, &d)| if ones >> ax & 1 == 1 { 1 } else { d })
+                        .collect();
+                    let mut visits = Vec::new();
+                    for_each_broadcast(&src, out, |i, j| visits.push((i, j)));
+                    let expected: Vec<(usize, usize)> = (0..numel(out))
+                        .map(|i| {
+                            // the multi-index of i in `out`, projected onto `src`
+                            let (mut rest, mut j, mut stride) = (i, 0, 1);
+                            for ax in (0..out.len()).rev() {
+                                let k = rest % out[ax];
+                                rest /= out[ax];
+                                if ax >= drop {
+                                    let d = src[ax - drop];
+                                    j += (k % d) * stride;
+                                    stride *= d;
+                                }
+                            }
+                            (i, j)
+                        })
+                        .collect();
+                    assert_eq!(visits, expected, "{src:?} -> {out:?}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 1000, "{checked}");
     }
 
     #[test]
