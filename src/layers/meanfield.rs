@@ -84,7 +84,7 @@ fn sum_ln<F: Element>(x: &[F]) -> F {
 /// there is one (a fresh gradient is not shared, so this does not copy),
 /// else into a new tensor, written once. `terms(start, out)` writes the
 /// terms of elements `start..start + out.len()`, a piece at a time.
-fn add_terms<F: Element>(
+pub(crate) fn add_terms<F: Element>(
     acc: &mut Option<Tensor<F>>,
     shape: &[usize],
     terms: impl Fn(usize, &mut [F]) + Sync,

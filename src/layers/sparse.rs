@@ -3,12 +3,15 @@
 use super::linear_map::{DenseMap, LinearMap};
 use super::{Module, no_sample_axis};
 use crate::autodiff::params::{Param, ParamStore};
-use crate::autodiff::tape::{Op, Var};
+use crate::autodiff::tape::{MultiOp, Var};
 use crate::bayes::forward::{Forward, SampleMode};
 use crate::error::{Error, Result};
-use crate::kernels::parallel::{par_fill, par_sum2};
+use crate::kernels::parallel::{PAIRWISE_BLOCK, Pairwise, par_blocks, sum_lanes};
+use crate::layers::meanfield::add_terms;
 use crate::tensor::{Element, Tensor};
 use rand::Rng;
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 /// The constants of the KL approximation of Molchanov et al. (2017), eq. 14.
 const K1: f64 = 0.63576;
@@ -35,58 +38,97 @@ fn kl_term<F: Element>(log_alpha: F) -> (F, F) {
 }
 
 /// The KL approximation summed over the weights, from `θ` and `ln σ²` in
-/// one pass, its gradient in one more: the dozen elementwise tape nodes
-/// it replaces each made a weight-sized tensor forward and backward.
-struct SparseVdKl;
+/// one pass that also keeps each weight's `dKL/d ln α`; the backward pass
+/// adds the two gradients into the inputs' accumulated ones in place, one
+/// pass each. (The dozen elementwise tape nodes this replaces each made a
+/// weight-sized tensor forward and backward.)
+struct SparseVdKl<F: Element> {
+    /// `dKL/d ln α` of each weight, from the forward pass.
+    slope: RefCell<Option<Vec<F>>>,
+}
 
-impl<F: Element> Op<F> for SparseVdKl {
+impl<F: Element> MultiOp<F> for SparseVdKl<F> {
     fn name(&self) -> &str {
         "sparse_vd_kl"
     }
 
-    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
+    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Vec<Tensor<F>>> {
         let (theta, ls2) = (inputs[0].data(), inputs[1].data());
-        let kl = par_sum2(
-            theta,
-            ls2,
+        let n = theta.len();
+        let mut slope = Vec::with_capacity(n);
+        // the blocks and the order of summation of `par_sum2`
+        let (lo, hi) = par_blocks(
+            &mut slope.spare_capacity_mut()[..n],
+            n,
+            n,
             #[inline(always)]
-            |t, l| kl_term(log_alpha_of(t, l)).0,
+            |items, slope: &mut [MaybeUninit<F>]| {
+                const BLOCK: usize = PAIRWISE_BLOCK;
+                let mut buf = [F::zero(); BLOCK];
+                let (theta, ls2) = (&theta[items.clone()], &ls2[items]);
+                let mut sum = Pairwise::new();
+                let blocks = theta.chunks(BLOCK).zip(ls2.chunks(BLOCK));
+                for ((t, l), d) in blocks.zip(slope.chunks_mut(BLOCK)) {
+                    let buf = &mut buf[..t.len()];
+                    for (((kl, d), &t), &l) in buf.iter_mut().zip(d).zip(t).zip(l) {
+                        let (value, slope) = kl_term(log_alpha_of(t, l));
+                        *kl = value;
+                        d.write(slope);
+                    }
+                    sum.add(sum_lanes(buf));
+                }
+                sum.total()
+            },
         );
-        Ok(Tensor::scalar(kl))
+        // SAFETY: the two parts wrote every element
+        unsafe { slope.set_len(n) };
+        *self.slope.borrow_mut() = Some(slope);
+        Ok(vec![Tensor::scalar(lo + hi)])
     }
 
     fn backward(
         &self,
         inputs: &[&Tensor<F>],
-        _: &Tensor<F>,
-        g: &Tensor<F>,
-    ) -> Result<Vec<Option<Tensor<F>>>> {
-        let (theta, ls2) = (inputs[0], inputs[1]);
+        grads: Vec<Option<Tensor<F>>>,
+        needs: &[bool],
+        acc: &mut [Option<Tensor<F>>],
+    ) -> Result<()> {
+        let Some(g) = grads.into_iter().next().flatten() else {
+            return Ok(());
+        };
         let g = g.data()[0];
+        let (theta, shape) = (inputs[0].data(), inputs[0].shape());
+        let slope = self.slope.borrow();
+        let slope = slope.as_deref().expect("forward ran before backward");
+        let [theta_acc, ls2_acc] = acc else {
+            unreachable!("two inputs")
+        };
         // d/d ln σ² = g dKL/d ln α; d/dθ = that times d ln α/dθ = -2θ / (θ² + ε)
-        let mut d_ls2 = Tensor::zeros(ls2.shape());
-        let (t, l) = (theta.data(), ls2.data());
-        par_fill(
-            d_ls2.data_mut(),
-            #[inline(always)]
-            |i, out| {
-                for ((o, &t), &l) in out.iter_mut().zip(&t[i..]).zip(&l[i..]) {
-                    *o = g * kl_term(log_alpha_of(t, l)).1;
-                }
-            },
-        );
-        let mut d_theta = Tensor::zeros(theta.shape());
-        let d = d_ls2.data();
-        par_fill(
-            d_theta.data_mut(),
-            #[inline(always)]
-            |i, out| {
-                for ((o, &t), &d) in out.iter_mut().zip(&t[i..]).zip(&d[i..]) {
-                    *o = -d * (t + t) / (t * t + F::lit(1e-16));
-                }
-            },
-        );
-        Ok(vec![Some(d_theta), Some(d_ls2)])
+        if needs[1] {
+            add_terms(
+                ls2_acc,
+                shape,
+                #[inline(always)]
+                |i, out| {
+                    for (o, &d) in out.iter_mut().zip(&slope[i..]) {
+                        *o = g * d;
+                    }
+                },
+            );
+        }
+        if needs[0] {
+            add_terms(
+                theta_acc,
+                shape,
+                #[inline(always)]
+                |i, out| {
+                    for ((o, &d), &t) in out.iter_mut().zip(&slope[i..]).zip(&theta[i..]) {
+                        *o = -(g * d) * (t + t) / (t * t + F::lit(1e-16));
+                    }
+                },
+            );
+        }
+        Ok(())
     }
 }
 
@@ -284,7 +326,10 @@ impl<F: Element, M: LinearMap<F> + 'static> Module<F> for SparseVariational<M> {
                 rhs: ls2.shape(),
             });
         }
-        let kl = tape.apply(SparseVdKl, &[theta, ls2])?;
+        let op = SparseVdKl {
+            slope: RefCell::new(None),
+        };
+        let kl = tape.apply_multi(Box::new(op), &[theta, ls2])?[0];
         let y = match cx.mode() {
             SampleMode::SampleAxis(_) => {
                 return Err(no_sample_axis(
