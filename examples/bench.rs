@@ -468,7 +468,23 @@ fn handover(reps: usize) -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
+const USAGE: &str = "usage: bench [mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|scaling|handover|all] [--steps N] [--load N] [--threads N] [--default-alloc]
+  --steps N        timed steps per workload (default 50)
+  --load N         start N busy-looping competitor threads
+  --threads N      threads bayesgrad uses (default: BAYESGRAD_THREADS, else every core)
+  --default-alloc  leave the allocator's release of freed memory as it is";
+
+fn main() -> std::process::ExitCode {
+    match bench() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}\n{USAGE}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn bench() -> Result<()> {
     let mut steps = 50;
     let mut which = "all".to_string();
     let mut default_alloc = false;
@@ -488,12 +504,14 @@ fn main() -> Result<()> {
             "mlp" | "conv" | "tiny" | "discrete" | "sampling" | "sparse_vd" | "iwae"
             | "scaling" | "handover" | "all" => which = a,
             "--default-alloc" => default_alloc = true,
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
             other => {
                 return Err(Error::invalid(
                     "bench",
-                    format!(
-                        "unknown argument '{other}' (mlp, sparse_vd, iwae, conv, tiny, discrete, sampling, scaling, handover, all; --steps N, --load N, --threads N, --default-alloc)"
-                    ),
+                    format!("unknown argument '{other}'"),
                 ));
             }
         }
