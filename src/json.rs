@@ -12,6 +12,7 @@
 //! (`#[path]`-included), so a few accessors exist for it alone.
 #![allow(dead_code)]
 
+use std::collections::HashSet;
 use std::fmt;
 use std::ops::Index;
 
@@ -218,17 +219,45 @@ impl Parser<'_> {
         }
     }
 
-    fn object(&mut self, depth: usize) -> Result<Value, ParseError> {
+    /// Consumes the opening bracket of an array or object; returns whether
+    /// `close` follows at once (an empty one, consumed too).
+    fn open(&mut self, depth: usize, close: u8) -> Result<bool, ParseError> {
         if depth > MAX_DEPTH {
             return Err(self.error("nesting deeper than 128"));
         }
-        self.pos += 1; // '{'
-        let mut members: Vec<(String, Value)> = Vec::new();
+        self.pos += 1;
         self.skip_whitespace();
-        if self.peek() == Some(b'}') {
+        let empty = self.peek() == Some(close);
+        if empty {
             self.pos += 1;
+        }
+        Ok(empty)
+    }
+
+    /// After an element of an array or object: consumes `,` (more follow:
+    /// `true`) or `close` (the end: `false`).
+    fn more(&mut self, close: u8, what: &'static str) -> Result<bool, ParseError> {
+        self.skip_whitespace();
+        match self.peek() {
+            Some(b',') => {
+                self.pos += 1;
+                Ok(true)
+            }
+            Some(b) if b == close => {
+                self.pos += 1;
+                Ok(false)
+            }
+            _ => Err(self.error(what)),
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> Result<Value, ParseError> {
+        let mut members: Vec<(String, Value)> = Vec::new();
+        if self.open(depth, b'}')? {
             return Ok(Value::Object(members));
         }
+        // a set, so that an object of many members is not quadratic to check
+        let mut keys = HashSet::new();
         loop {
             self.skip_whitespace();
             if self.peek() != Some(b'"') {
@@ -236,7 +265,7 @@ impl Parser<'_> {
             }
             let at = self.pos;
             let key = self.string()?;
-            if members.iter().any(|(k, _)| *k == key) {
+            if !keys.insert(key.clone()) {
                 return Err(ParseError {
                     offset: at,
                     what: "a key repeated in one object",
@@ -245,39 +274,21 @@ impl Parser<'_> {
             self.expect(b':', "expected ':' after a key")?;
             let value = self.value(depth)?;
             members.push((key, value));
-            self.skip_whitespace();
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b'}') => {
-                    self.pos += 1;
-                    return Ok(Value::Object(members));
-                }
-                _ => return Err(self.error("expected ',' or '}' in an object")),
+            if !self.more(b'}', "expected ',' or '}' in an object")? {
+                return Ok(Value::Object(members));
             }
         }
     }
 
     fn array(&mut self, depth: usize) -> Result<Value, ParseError> {
-        if depth > MAX_DEPTH {
-            return Err(self.error("nesting deeper than 128"));
-        }
-        self.pos += 1; // '['
         let mut items = Vec::new();
-        self.skip_whitespace();
-        if self.peek() == Some(b']') {
-            self.pos += 1;
+        if self.open(depth, b']')? {
             return Ok(Value::Array(items));
         }
         loop {
             items.push(self.value(depth)?);
-            self.skip_whitespace();
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b']') => {
-                    self.pos += 1;
-                    return Ok(Value::Array(items));
-                }
-                _ => return Err(self.error("expected ',' or ']' in an array")),
+            if !self.more(b']', "expected ',' or ']' in an array")? {
+                return Ok(Value::Array(items));
             }
         }
     }
