@@ -331,12 +331,16 @@ fn serialize(
     dtype: &str,
     tensors: &[(String, Vec<usize>, Vec<u8>)],
 ) -> Vec<u8> {
-    // keys and values are `plain`: no JSON escaping needed
-    let entries: Vec<String> = meta
-        .iter()
-        .map(|(k, v)| format!("\"{k}\":\"{v}\""))
-        .collect();
-    let mut header = format!("{{\"__metadata__\":{{{}}}", entries.join(","));
+    let mut header = String::from("{\"__metadata__\":{");
+    for (i, (k, v)) in meta.iter().enumerate() {
+        if i > 0 {
+            header.push(',');
+        }
+        json::write_string(&mut header, k);
+        header.push(':');
+        json::write_string(&mut header, v);
+    }
+    header.push('}');
     let mut offset = 0;
     for (name, shape, data) in tensors {
         let shape: Vec<String> = shape.iter().map(usize::to_string).collect();
