@@ -763,6 +763,55 @@ fn bad_parameters_and_values_are_named_errors() {
     assert_eq!(t.variance().unwrap().item().unwrap(), f64::INFINITY);
 }
 
+/// The implicit derivatives reach concentrations up to 1e10 (a Gamma(1e8)
+/// draw backpropagates `dx/da ≈ 1` near its median); past that, backward is
+/// a named error rather than a derivative that stopped converging.
+#[test]
+fn implicit_derivatives_of_huge_concentrations_are_exact_or_an_error() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let tape = Tape::<f64>::new();
+    let a = tape.var(Tensor::full(&[16], 1e8));
+    let x = Gamma::new(a, tape.scalar(1.0))
+        .unwrap()
+        .rsample(&mut rng)
+        .unwrap();
+    let grads = x.sum().backward().unwrap();
+    let (xs, ds) = (x.value(), grads.get(a).unwrap().clone());
+    for (&x, &d) in xs.data().iter().zip(ds.data()) {
+        // dx/da = 1 + z / (2 √a) + O(1/a) at z = (x - a) / √a
+        let want = 1.0 + (x - 1e8) / 2e8;
+        assert!((d - want).abs() < 1e-6, "x = {x}: {d} vs {want}");
+    }
+    let tape = Tape::<f64>::new();
+    let a = tape.var(Tensor::full(&[4], 1e12));
+    let x = Gamma::new(a, tape.scalar(1.0))
+        .unwrap()
+        .rsample(&mut rng)
+        .unwrap();
+    let e = x
+        .sum()
+        .backward()
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("did not converge") && e.contains("1e10"), "{e}");
+    let b = tape.var(Tensor::full(&[4], 1e12));
+    let y = Beta::new(b, tape.scalar(2.0))
+        .unwrap()
+        .rsample(&mut rng)
+        .unwrap();
+    let e = y
+        .sum()
+        .backward()
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        e.contains("beta_rsample") && e.contains("did not converge"),
+        "{e}"
+    );
+}
+
 /// In f32 the families' log-densities stay within a few ulp of the f64
 /// values (computed in f64 and rounded), away from cancellation.
 #[test]

@@ -344,25 +344,22 @@ pub(crate) fn par_for(parts: usize, f: impl Fn(usize) + Sync) {
     run_jobs((0..parts).map(job).collect());
 }
 
-/// `out[i] = f(i)` for every `i`, split over the threads in contiguous
-/// parts for work that is costly per element (from 64 elements a part,
-/// where [`par_fill`] waits for [`PARALLEL_MIN`]). Each element is
-/// computed alone, so the result does not depend on the split.
-pub(crate) fn par_map_costly<T: Send>(out: &mut [T], f: impl Fn(usize) -> T + Sync) {
+/// Calls `f(start, chunk)` on contiguous parts of `out`, split over the
+/// threads, for work that is costly per element (from 64 elements a part,
+/// where [`par_fill`] waits for [`PARALLEL_MIN`]). `f` must give each
+/// element a value that does not depend on the part it falls in, so that
+/// the result does not depend on the split.
+pub(crate) fn par_fill_costly<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync) {
     let parts = threads().min(out.len() / 64).max(1);
     if parts == 1 {
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = f(i);
-        }
+        f(0, out);
         return;
     }
     let step = out.len().div_ceil(parts);
     let chunks: Vec<Mutex<&mut [T]>> = out.chunks_mut(step).map(Mutex::new).collect();
     par_for(chunks.len(), |p| {
         let mut chunk = chunks[p].lock().unwrap_or_else(PoisonError::into_inner);
-        for (i, o) in chunk.iter_mut().enumerate() {
-            *o = f(p * step + i);
-        }
+        f(p * step, &mut chunk);
     });
 }
 

@@ -300,13 +300,14 @@ fn fill_normals<F: Element>(seed: u64) -> impl Fn(usize, &mut [MaybeUninit<F>]) 
 
 /// xoshiro256++ seeded from one `u64` through PCG32 outputs: the generator
 /// and the seeding of `rand` 0.8's `SmallRng::seed_from_u64` on 64-bit
-/// targets, written out so that the signs drawn for a seed do not change
-/// when a `rand` release changes its small generator (0.9 did).
-pub(crate) struct SignStream {
+/// targets, written out so that the signs (and the Gamma, Beta and
+/// Dirichlet draws) of a seed do not change when a `rand` release changes
+/// its small generator (0.9 did).
+pub(crate) struct Xoshiro256 {
     s: [u64; 4],
 }
 
-impl SignStream {
+impl Xoshiro256 {
     pub(crate) fn new(mut state: u64) -> Self {
         let mut words = [0u32; 8];
         for w in &mut words {
@@ -322,7 +323,7 @@ impl SignStream {
             // the one state xoshiro cannot leave (never reached from a PCG sequence)
             s[0] = 1;
         }
-        SignStream { s }
+        Xoshiro256 { s }
     }
 
     #[inline(always)]
@@ -348,7 +349,7 @@ pub(crate) fn xoshiro256pp(s: &mut [u64; 4]) -> u64 {
 
 /// `len` random signs ±1, one random bit each, seeded from `rng` (one `next_u64`).
 pub(crate) fn rademacher<F: Element>(len: usize, rng: &mut dyn Rng) -> Vec<F> {
-    let mut local = SignStream::new(rng.next_u64());
+    let mut local = Xoshiro256::new(rng.next_u64());
     // 64 signs from each draw, lowest bit first, written without a
     // zero-fill first, 32 at a time: the loop over the bits of a 32-bit
     // word is arithmetic (2 bit - 1, as a float), so it vectorizes
@@ -388,8 +389,8 @@ mod tests {
     /// `(1)` on a 64-bit target, recorded from that release.
     #[test]
     fn sign_stream_is_rand_0_8s_small_rng() {
-        assert_eq!(SignStream::new(0).next_u64(), 8_251_690_495_967_107_212);
-        let mut one = SignStream::new(1);
+        assert_eq!(Xoshiro256::new(0).next_u64(), 8_251_690_495_967_107_212);
+        let mut one = Xoshiro256::new(1);
         assert_eq!(one.next_u64(), 13_159_342_511_175_687_856);
         assert_eq!(one.next_u64(), 711_931_187_601_865_195);
     }
@@ -504,7 +505,7 @@ mod tests {
     fn rademacher_takes_64_signs_per_draw_lowest_bit_first() {
         for shape in [vec![150], vec![2, 64], vec![], vec![0, 3]] {
             let t: Tensor<f64> = rademacher(&shape, &mut SmallRng::seed_from_u64(3));
-            let mut local = SignStream::new(SmallRng::seed_from_u64(3).next_u64());
+            let mut local = Xoshiro256::new(SmallRng::seed_from_u64(3).next_u64());
             let draws: Vec<u64> = (0..3).map(|_| local.next_u64()).collect();
             assert_eq!(t.shape(), &shape[..]);
             for (i, &x) in t.data().iter().enumerate() {
