@@ -38,6 +38,8 @@ use rand::Rng;
 struct Draws {
     bits: Xoshiro256,
     spare: Option<f64>,
+    /// Marsaglia and Tsang's `d = a - 1/3` and `c = 1/√(9d)` of the last `a`.
+    constants: (f64, f64, f64),
 }
 
 impl Draws {
@@ -45,6 +47,7 @@ impl Draws {
         Draws {
             bits: Xoshiro256::new(seed),
             spare: None,
+            constants: (f64::NAN, f64::NAN, f64::NAN),
         }
     }
     /// Uniform in the open interval (0, 1), 53 bits.
@@ -79,8 +82,11 @@ fn std_gamma_with(a: f64, draws: &mut Draws) -> f64 {
         let x = (g.ln() + draws.uniform().ln() / a).exp();
         return x.max(f64::MIN_POSITIVE);
     }
-    let d = a - 1.0 / 3.0;
-    let c = 1.0 / (9.0 * d).sqrt();
+    if a.to_bits() != draws.constants.0.to_bits() {
+        let d = a - 1.0 / 3.0;
+        draws.constants = (a, d, 1.0 / (9.0 * d).sqrt());
+    }
+    let (_, d, c) = draws.constants;
     loop {
         let z = draws.normal();
         let v = 1.0 + c * z;
@@ -171,7 +177,8 @@ impl<F: Element, const P: usize> Op<F> for ImplicitSample<F, P> {
         });
         // a derivative that did not converge (a parameter past the
         // series' reach) is NaN at a draw whose inputs are numbers
-        let failed = (0..x.len()).find(|&i| {
+        let some_nan = per_draw.iter().flatten().fold(false, |n, d| n | d.is_nan());
+        let failed = (0..x.len()).filter(|_| some_nan).find(|&i| {
             per_draw[i].iter().any(|d| d.is_nan())
                 && !x[i].is_nan()
                 && params.iter().all(|p| !p[i].is_nan())

@@ -571,7 +571,10 @@ fn beta_fraction_lanes([a, b, x]: &[Lanes; 3]) -> [Lanes; 3] {
             let (a, b, x) = (a[l], b[l], x[l]);
             let mut st = (d[l], d_a[l], d_b[l], inv_c[l], c_a[l], c_b[l]);
             // even step: m (b - m) x / ((a - 1 + 2m) (a + 2m))
-            let (r2, r3) = (1.0 / (a + m2), 1.0 / (a + 1.0 + m2));
+            // 1 / (a + 2m) and 1 / (a + 1 + 2m) from one division
+            let (e2, e3) = (a + m2, a + 1.0 + m2);
+            let r = 1.0 / (e2 * e3);
+            let (r2, r3) = (e3 * r, e2 * r);
             let xr12 = x * r1[l] * r2;
             let aa = m * (b - m) * xr12;
             let (delta0, la0, lb0) = lentz_step(&mut st, aa, -aa * (r1[l] + r2), m * xr12);
@@ -671,7 +674,7 @@ pub(crate) fn beta_sample_grads(a: &[f64], b: &[f64], x: &[f64], out: &mut [[f64
                     live.push(i);
                 }
             }
-            let lower = |i: usize| x[i] < (a[i] + 1.0) / (a[i] + b[i] + 2.0);
+            let lower = |i: usize| x[i] * (a[i] + b[i] + 2.0) < a[i] + 1.0;
             // the upper tail Q = 1 - I is the fraction in (b, a, 1 - x)
             let input = |i: usize| match lower(i) {
                 true => [a[i], b[i], x[i]],
