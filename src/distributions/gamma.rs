@@ -177,12 +177,17 @@ impl<F: Element, const P: usize> Op<F> for ImplicitSample<F, P> {
         });
         // a derivative that did not converge (a parameter past the
         // series' reach) is NaN at a draw whose inputs are numbers
+        // (one branch-free pass first: NaN is rare)
         let some_nan = per_draw.iter().flatten().fold(false, |n, d| n | d.is_nan());
-        let failed = (0..x.len()).filter(|_| some_nan).find(|&i| {
-            per_draw[i].iter().any(|d| d.is_nan())
-                && !x[i].is_nan()
-                && params.iter().all(|p| !p[i].is_nan())
-        });
+        let failed = some_nan
+            .then(|| {
+                (0..x.len()).find(|&i| {
+                    per_draw[i].iter().any(|d| d.is_nan())
+                        && !x[i].is_nan()
+                        && params.iter().all(|p| !p[i].is_nan())
+                })
+            })
+            .flatten();
         if let Some(i) = failed {
             let params: Vec<f64> = params.iter().map(|p| p[i]).collect();
             return Err(Error::invalid(
