@@ -346,6 +346,17 @@ fn nan_if_live(live: &[u64; LANES], v: &mut Lanes) {
     }
 }
 
+/// A lanes function as an inlined closure. Passed as a function item, it is
+/// called through `Fn::call`, which LLVM may leave out of line, compiled
+/// without the caller's AVX2: a timing harness that did so ran the series
+/// at half speed.
+macro_rules! lanes {
+    ($f:ident) => {
+        #[inline(always)]
+        |args| $f(args)
+    };
+}
+
 /// Calls `lanes` on the draws listed in `idx`, `LANES` at a time, and hands
 /// each draw's outputs to `out`. The last group is padded with copies of its
 /// first draw. A lane stops changing once it has converged, so a draw's
@@ -358,8 +369,13 @@ fn in_lanes<const I: usize, const O: usize>(
     mut out: impl FnMut(usize, [f64; O]),
 ) {
     for group in idx.chunks(LANES) {
-        let args: [[f64; I]; LANES] = std::array::from_fn(|l| input(group[l.min(group.len() - 1)]));
-        let args: [Lanes; I] = std::array::from_fn(|k| std::array::from_fn(|l| args[l][k]));
+        let mut args = [[0.0; LANES]; I];
+        for l in 0..LANES {
+            let v = input(group[l.min(group.len() - 1)]);
+            for k in 0..I {
+                args[k][l] = v[k];
+            }
+        }
         let res = lanes(&args);
         for (l, &i) in group.iter().enumerate() {
             out(i, std::array::from_fn(|k| res[k][l]));
@@ -424,14 +440,19 @@ pub(crate) fn gamma_sample_grads(a: &[f64], x: &[f64], out: &mut [[f64; 1]]) {
             }
             let mut psi = Digamma::new();
             let input = |i: usize| [a[i], x[i]];
-            in_lanes(&series, input, gamma_series_lanes, |i, [s, ds]| {
+            in_lanes(&series, input, lanes!(gamma_series_lanes), |i, [s, ds]| {
                 let ln_x_minus_psi = x[i].ln() - psi.at(a[i]);
                 out[i] = [-x[i] * (s * ln_x_minus_psi + ds)];
             });
-            in_lanes(&fraction, input, gamma_fraction_lanes, |i, [h, dlog_h]| {
-                let ln_x_minus_psi = x[i].ln() - psi.at(a[i]);
-                out[i] = [x[i] * h * (ln_x_minus_psi + dlog_h)];
-            });
+            in_lanes(
+                &fraction,
+                input,
+                lanes!(gamma_fraction_lanes),
+                |i, [h, dlog_h]| {
+                    let ln_x_minus_psi = x[i].ln() - psi.at(a[i]);
+                    out[i] = [x[i] * h * (ln_x_minus_psi + dlog_h)];
+                },
+            );
         },
     )
 }
@@ -681,19 +702,24 @@ pub(crate) fn beta_sample_grads(a: &[f64], b: &[f64], x: &[f64], out: &mut [[f64
             };
             let (mut psi_a, mut psi_b, mut psi_ab) =
                 (Digamma::new(), Digamma::new(), Digamma::new());
-            in_lanes(&live, input, beta_fraction_lanes, |i, [h, l1, l2]| {
-                let (a, b, x) = (a[i], b[i], x[i]);
-                let (ln_x, ln_1mx) = (x.ln(), (-x).ln_1p());
-                let psi_ab = psi_ab.at(a + b);
-                let (dl_a, dl_b) = (ln_x - psi_a.at(a) + psi_ab, ln_1mx - psi_b.at(b) + psi_ab);
-                out[i] = if lower(i) {
-                    let ratio = x * (1.0 - x) * h / a; // I / p
-                    [-ratio * (dl_a + l1 - 1.0 / a), -ratio * (dl_b + l2)]
-                } else {
-                    let ratio = x * (1.0 - x) * h / b; // Q / p
-                    [ratio * (dl_a + l2), ratio * (dl_b + l1 - 1.0 / b)]
-                };
-            });
+            in_lanes(
+                &live,
+                input,
+                lanes!(beta_fraction_lanes),
+                |i, [h, l1, l2]| {
+                    let (a, b, x) = (a[i], b[i], x[i]);
+                    let (ln_x, ln_1mx) = (x.ln(), (-x).ln_1p());
+                    let psi_ab = psi_ab.at(a + b);
+                    let (dl_a, dl_b) = (ln_x - psi_a.at(a) + psi_ab, ln_1mx - psi_b.at(b) + psi_ab);
+                    out[i] = if lower(i) {
+                        let ratio = x * (1.0 - x) * h / a; // I / p
+                        [-ratio * (dl_a + l1 - 1.0 / a), -ratio * (dl_b + l2)]
+                    } else {
+                        let ratio = x * (1.0 - x) * h / b; // Q / p
+                        [ratio * (dl_a + l2), ratio * (dl_b + l1 - 1.0 / b)]
+                    };
+                },
+            );
         },
     )
 }
