@@ -1,5 +1,6 @@
 //! Threads: training on several user threads at once gives, bit for bit,
-//! what training on one gives, whatever the pool's thread count.
+//! what training on one gives, whatever the pool's thread count; so do the
+//! implicitly reparameterized draws and their gradients.
 
 use bayesgrad::prelude::*;
 
@@ -42,11 +43,33 @@ fn train(seed: u64) -> Result<Vec<Vec<f32>>> {
         .collect())
 }
 
+/// Gamma, Beta and Dirichlet draws (long enough to split the sampler and
+/// the implicit derivatives over threads) and their gradients, bit for bit.
+fn implicit_draws(seed: u64) -> Result<Vec<Vec<u64>>> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let tape = Tape::<f64>::new();
+    let a = tape.var(Tensor::from_fn(&[3000], |i| 0.3 + (i % 17) as f64 * 0.7));
+    let b = tape.var(Tensor::from_fn(&[3000], |i| 0.5 + (i % 5) as f64));
+    let c = tape.var(Tensor::from_fn(&[1000, 3], |i| [1.5, 2.0, 0.7][i % 3]));
+    let g = Gamma::new(a, tape.scalar(1.0))?.rsample(&mut rng)?;
+    let x = Beta::new(a, b)?.rsample(&mut rng)?;
+    let d = Dirichlet::new(c)?.rsample(&mut rng)?;
+    let loss = g.sum() + (x * x).sum() + (d * Tensor::vector(&[1.0, 2.0, 3.0])).sum();
+    let grads = loss.backward()?;
+    let bits = |t: &Tensor<f64>| t.data().iter().map(|v| v.to_bits()).collect::<Vec<u64>>();
+    let mut out = vec![bits(&g.value()), bits(&x.value()), bits(&d.value())];
+    for v in [a, b, c] {
+        out.push(bits(grads.get(v).expect("a gradient")));
+    }
+    Ok(out)
+}
+
 #[test]
 fn four_training_threads_match_one_thread_on_any_pool_size() -> Result<()> {
     let original = bayesgrad::threads();
     bayesgrad::set_threads(1)?;
     let want: Vec<_> = (0..4).map(train).collect::<Result<_>>()?;
+    let want_draws: Vec<_> = (0..4).map(implicit_draws).collect::<Result<_>>()?;
     for pool in [2, 3, original.max(2)] {
         bayesgrad::set_threads(pool)?;
         let handles: Vec<_> = (0..4)
@@ -58,6 +81,13 @@ fn four_training_threads_match_one_thread_on_any_pool_size() -> Result<()> {
                 a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
             });
             assert!(same, "seed {seed} with a pool of {pool} threads");
+        }
+        for seed in 0..4 {
+            let got = implicit_draws(seed)?;
+            assert!(
+                got == want_draws[seed as usize],
+                "draws of seed {seed}, {pool} threads"
+            );
         }
     }
     bayesgrad::set_threads(original)?;
