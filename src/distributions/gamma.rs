@@ -176,11 +176,9 @@ fn gamma_draws<F: Element>(
             *o = draw(start + i, &mut draws);
         }
     };
-    // the second stream's seed: the first's through one splitmix64 step
-    let other = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let other = (other ^ (other >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    let other = (other ^ (other >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    let other = other ^ (other >> 31);
+    // the second half's stream, as `NormalStream` marks its second part
+    // (`Xoshiro256::new` mixes the seed through PCG32)
+    let other = seed ^ 0x9e37_79b9_7f4a_7c15;
     let start = first.len();
     if len >= 1024 {
         join(|| fill(first, 0, seed), || fill(second, start, other));
