@@ -39,8 +39,9 @@ use std::sync::OnceLock;
 struct Draws {
     bits: Xoshiro256,
     ziggurat: &'static Ziggurat,
-    /// Marsaglia and Tsang's `d = a - 1/3` and `c = 1/√(9d)` of the last `a`.
-    constants: (f64, f64, f64),
+    /// Marsaglia and Tsang's `d = a - 1/3` and `c = 1/√(9d)` of recent
+    /// `a`s, direct-mapped (a Dirichlet's concentrations alternate).
+    constants: [(u64, f64, f64); 8],
 }
 
 /// The layers of the ziggurat for `N(0, 1)` (Marsaglia and Tsang 2000, in
@@ -83,7 +84,7 @@ impl Draws {
         Draws {
             bits: Xoshiro256::new(seed),
             ziggurat: Ziggurat::get(),
-            constants: (f64::NAN, f64::NAN, f64::NAN),
+            constants: [(f64::NAN.to_bits(), f64::NAN, f64::NAN); 8],
         }
     }
     /// Uniform in the open interval (0, 1), 53 bits.
@@ -138,11 +139,13 @@ fn std_gamma_with(a: f64, draws: &mut Draws) -> f64 {
         let x = (g.ln() + draws.uniform().ln() / a).exp();
         return x.max(f64::MIN_POSITIVE);
     }
-    if a.to_bits() != draws.constants.0.to_bits() {
+    let bits = a.to_bits();
+    let slot = &mut draws.constants[(bits.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 61) as usize];
+    if slot.0 != bits {
         let d = a - 1.0 / 3.0;
-        draws.constants = (a, d, 1.0 / (9.0 * d).sqrt());
+        *slot = (bits, d, 1.0 / (9.0 * d).sqrt());
     }
-    let (_, d, c) = draws.constants;
+    let (_, d, c) = *slot;
     loop {
         let z = draws.normal();
         let v = 1.0 + c * z;
