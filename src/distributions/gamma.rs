@@ -996,6 +996,17 @@ mod tests {
         );
     }
 
+    /// `P(lo < Z < hi)` for `Z ~ N(0, 1)` by Simpson's rule over 400 steps.
+    fn normal_mass(lo: f64, hi: f64) -> f64 {
+        let density = |x: f64| (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+        let k = 400;
+        let h = (hi - lo) / k as f64;
+        let inner: f64 = (1..k)
+            .map(|j| density(lo + j as f64 * h) * if j % 2 == 1 { 4.0 } else { 2.0 })
+            .sum();
+        h / 3.0 * (density(lo) + inner + density(hi))
+    }
+
     /// 2·10⁵ draws of the tail beyond R against its exact conditional
     /// probabilities in 20 bins of width 0.05 and the rest: chi-square over
     /// 20 degrees of freedom (mean 20, sd 6.3).
@@ -1004,15 +1015,7 @@ mod tests {
         let n = 200_000;
         let mut draws = Draws::new(5);
         let r = Ziggurat::R;
-        let density = |x: f64| (-0.5 * x * x).exp();
-        let simpson = |lo: f64, hi: f64| {
-            let k = 400;
-            let h = (hi - lo) / k as f64;
-            let inner: f64 = (1..k)
-                .map(|j| density(lo + j as f64 * h) * if j % 2 == 1 { 4.0 } else { 2.0 })
-                .sum();
-            h / 3.0 * (density(lo) + inner + density(hi))
-        };
+        let simpson = normal_mass;
         let mass = simpson(r, r + 10.0);
         let mut counts = [0usize; 21];
         for _ in 0..n {
@@ -1044,15 +1047,7 @@ mod tests {
         let n = 1_000_000;
         let mut draws = Draws::new(11);
         let z: Vec<f64> = (0..n).map(|_| draws.normal()).collect();
-        let density = |x: f64| (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
-        let simpson = |lo: f64, hi: f64| {
-            let k = 200;
-            let h = (hi - lo) / k as f64;
-            let inner: f64 = (1..k)
-                .map(|j| density(lo + j as f64 * h) * if j % 2 == 1 { 4.0 } else { 2.0 })
-                .sum();
-            h / 3.0 * (density(lo) + inner + density(hi))
-        };
+        let simpson = normal_mass;
         // Φ(-4)
         let tail = 3.167_124_183_311_992e-5;
         let mut counts = [0usize; 82];
