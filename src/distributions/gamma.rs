@@ -22,7 +22,7 @@
 //! seed gives the same draws on any machine and thread count.
 
 use super::{
-    Distribution, batch_broadcast, check_positive, check_values, on_support, same_tape,
+    Distribution, batch_broadcast, check_positive, check_values, on_support, open_unit, same_tape,
     sample_shape,
 };
 use crate::autodiff::tape::{Op, Tape, Var};
@@ -89,7 +89,7 @@ impl Draws {
     }
     /// Uniform in the open interval (0, 1), 53 bits.
     fn uniform(&mut self) -> f64 {
-        ((self.bits.next_u64() >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
+        open_unit(self.bits.next_u64())
     }
     /// `|z|` conditioned on `|z| > R`, by Marsaglia's method: `R - ln(U1)/R`
     /// accepted when `-2 ln U2 >= (ln(U1)/R)²`.
@@ -109,7 +109,7 @@ impl Draws {
         let z = self.ziggurat;
         loop {
             let bits = self.bits.next_u64();
-            let u = ((bits >> 11) as f64 + 0.5) * (2.0 / (1u64 << 53) as f64) - 1.0;
+            let u = 2.0 * open_unit(bits) - 1.0;
             let i = (bits & 0x7f) as usize;
             if u.abs() < z.ratio[i] {
                 return u * z.x[i];

@@ -370,7 +370,14 @@ pub(crate) use crate::tensor::standard_normal;
 /// A uniform draw in the open interval (0, 1), where both `ln u` and
 /// `ln(1 - u)` are finite.
 pub(crate) fn open_uniform(rng: &mut dyn Rng) -> f64 {
-    ((rng.next_u64() >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
+    open_unit(rng.next_u64())
+}
+
+/// The uniform in (0, 1) that the high 53 bits of `bits` give, centred in
+/// its cell: never 0 or 1.
+#[inline(always)]
+pub(crate) fn open_unit(bits: u64) -> f64 {
+    ((bits >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
 }
 
 /// Uniform draws in [0, 1).

@@ -388,7 +388,7 @@ mod tests {
     /// The first draws of `rand` 0.8's `SmallRng::seed_from_u64(0)` and
     /// `(1)` on a 64-bit target, recorded from that release.
     #[test]
-    fn sign_stream_is_rand_0_8s_small_rng() {
+    fn xoshiro256_is_rand_0_8s_small_rng() {
         assert_eq!(Xoshiro256::new(0).next_u64(), 8_251_690_495_967_107_212);
         let mut one = Xoshiro256::new(1);
         assert_eq!(one.next_u64(), 13_159_342_511_175_687_856);
