@@ -29,7 +29,9 @@ use crate::autodiff::tape::{Op, Tape, Var};
 use crate::error::{Error, Result};
 use crate::kernels::parallel::{join, par_fill_costly, sum_pairwise};
 use crate::kernels::random::Xoshiro256;
-use crate::kernels::special::{MAX_IMPLICIT_PARAMETER, beta_sample_grads, gamma_sample_grads};
+use crate::kernels::special::{
+    MAX_IMPLICIT_PARAMETER, Memo, beta_sample_grads, gamma_sample_grads,
+};
 use crate::tensor::{Element, Tensor, broadcast_shape};
 use rand::Rng;
 use std::sync::OnceLock;
@@ -39,9 +41,9 @@ use std::sync::OnceLock;
 struct Draws {
     bits: Xoshiro256,
     ziggurat: &'static Ziggurat,
-    /// Marsaglia and Tsang's `d = a - 1/3` and `c = 1/√(9d)` of recent
-    /// `a`s, direct-mapped (a Dirichlet's concentrations alternate).
-    constants: [(u64, f64, f64); 8],
+    /// Marsaglia and Tsang's constants of recent `a`s (a Dirichlet's
+    /// concentrations alternate).
+    constants: Memo<(f64, f64), 8>,
 }
 
 /// The layers of the ziggurat for `N(0, 1)` (Marsaglia and Tsang 2000, in
@@ -84,7 +86,7 @@ impl Draws {
         Draws {
             bits: Xoshiro256::new(seed),
             ziggurat: Ziggurat::get(),
-            constants: [(f64::NAN.to_bits(), f64::NAN, f64::NAN); 8],
+            constants: Memo::new(marsaglia_tsang),
         }
     }
     /// Uniform in the open interval (0, 1), 53 bits.
@@ -129,6 +131,12 @@ impl Draws {
     }
 }
 
+/// Marsaglia and Tsang's `d = a - 1/3` and `c = 1/√(9d)`.
+fn marsaglia_tsang(a: f64) -> (f64, f64) {
+    let d = a - 1.0 / 3.0;
+    (d, 1.0 / (9.0 * d).sqrt())
+}
+
 /// A `Gamma(a, 1)` draw by Marsaglia and Tsang's method (with its squeeze,
 /// which skips the logarithm for most draws); for `a < 1`,
 /// `Gamma(a + 1) · U^(1/a)` (computed in logs, so that tiny `a` gives a
@@ -139,13 +147,7 @@ fn std_gamma_with(a: f64, draws: &mut Draws) -> f64 {
         let x = (g.ln() + draws.uniform().ln() / a).exp();
         return x.max(f64::MIN_POSITIVE);
     }
-    let bits = a.to_bits();
-    let slot = &mut draws.constants[(bits.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 61) as usize];
-    if slot.0 != bits {
-        let d = a - 1.0 / 3.0;
-        *slot = (bits, d, 1.0 / (9.0 * d).sqrt());
-    }
-    let (_, d, c) = *slot;
+    let (d, c) = draws.constants.at(a);
     loop {
         let z = draws.normal();
         let v = 1.0 + c * z;

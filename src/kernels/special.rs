@@ -383,30 +383,37 @@ fn in_lanes<const I: usize, const O: usize>(
     }
 }
 
-/// `ψ(x)` through a small direct-mapped memo: the draws of one distribution
-/// ask for the values of a few parameters over and over (one broadcast
-/// parameter, or a Dirichlet's concentration vector along each row). The
-/// memo returns exactly what [`digamma`] returns.
-struct Digamma {
-    slots: [(u64, f64); 64],
+/// `f(x)` through a direct-mapped memo of `N` slots (a power of two) keyed
+/// by the bits of `x`: the draws of one distribution ask for the values of a
+/// few parameters over and over (one broadcast parameter, or a Dirichlet's
+/// concentration vector along each row). It returns exactly what `f`
+/// returns; an empty slot holds NaN's key and `f(NaN)`.
+pub(crate) struct Memo<V, const N: usize> {
+    f: fn(f64) -> V,
+    slots: [(u64, V); N],
 }
 
-impl Digamma {
-    fn new() -> Self {
-        // an empty slot holds NaN, whose ψ is NaN
-        Digamma {
-            slots: [(f64::NAN.to_bits(), f64::NAN); 64],
+impl<V: Copy, const N: usize> Memo<V, N> {
+    pub(crate) fn new(f: fn(f64) -> V) -> Self {
+        Memo {
+            f,
+            slots: [(f64::NAN.to_bits(), f(f64::NAN)); N],
         }
     }
-    fn at(&mut self, x: f64) -> f64 {
+    #[inline(always)]
+    pub(crate) fn at(&mut self, x: f64) -> V {
         let bits = x.to_bits();
-        let slot = &mut self.slots[(bits.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize];
+        let hash = bits.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - N.trailing_zeros());
+        let slot = &mut self.slots[hash as usize];
         if slot.0 != bits {
-            *slot = (bits, digamma(x));
+            *slot = (bits, (self.f)(x));
         }
         slot.1
     }
 }
+
+/// `ψ` through a [`Memo`].
+type Digamma = Memo<f64, 64>;
 
 /// `dx/da` of `Gamma(a, 1)` draws `x` at fixed CDF value (implicit
 /// reparameterization, Figurnov et al. 2018), into `out`: `-(∂P/∂a) / p(x; a)`,
@@ -438,7 +445,7 @@ pub(crate) fn gamma_sample_grads(a: &[f64], x: &[f64], out: &mut [[f64; 1]]) {
                     fraction.push(i);
                 }
             }
-            let mut psi = Digamma::new();
+            let mut psi = Digamma::new(digamma);
             let input = |i: usize| [a[i], x[i]];
             in_lanes(&series, input, lanes!(gamma_series_lanes), |i, [s, ds]| {
                 let ln_x_minus_psi = x[i].ln() - psi.at(a[i]);
@@ -700,8 +707,11 @@ pub(crate) fn beta_sample_grads(a: &[f64], b: &[f64], x: &[f64], out: &mut [[f64
                 true => [a[i], b[i], x[i]],
                 false => [b[i], a[i], 1.0 - x[i]],
             };
-            let (mut psi_a, mut psi_b, mut psi_ab) =
-                (Digamma::new(), Digamma::new(), Digamma::new());
+            let (mut psi_a, mut psi_b, mut psi_ab) = (
+                Digamma::new(digamma),
+                Digamma::new(digamma),
+                Digamma::new(digamma),
+            );
             in_lanes(
                 &live,
                 input,
@@ -888,7 +898,7 @@ mod tests {
     /// arguments: repeated, alternating, NaN, and a pole.
     #[test]
     fn digamma_memo_returns_what_digamma_returns() {
-        let mut memo = Digamma::new();
+        let mut memo = Digamma::new(digamma);
         let xs = [
             2.5,
             2.5,
