@@ -165,9 +165,8 @@ proptest! {
         if let Ok(d) = MixtureOfNormals::from_logits(a, b, c) { exercise(&d, x, &mut rng); }
         if let Ok(d) = MixtureOfNormals::new(a, b, c) { exercise(&d, x, &mut rng); }
         if let Ok(d) = SpikeAndSlab::new(a, b, c) { exercise(&d, x, &mut rng); }
-        if let Ok(n) = Normal::new(a, b) {
-            if let Ok(d) = Independent::new(Box::new(n), labels.len() % 3) { exercise(&d, x, &mut rng); }
-        }
+        if let Ok(n) = Normal::new(a, b)
+            && let Ok(d) = Independent::new(Box::new(n), labels.len() % 3) { exercise(&d, x, &mut rng); }
     }
 
     #[test]

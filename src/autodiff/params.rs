@@ -274,15 +274,13 @@ impl<F: Element> ParamStore<F> {
                 ),
             ));
         }
-        if let Constraint::Positive { eps } = constraint {
-            if !(eps.is_finite() && eps >= 0.0) {
-                return Err(Error::invalid(
-                    "ParamStore::add",
-                    format!(
-                        "parameter '{name}': Positive's eps must be finite and >= 0, got {eps}"
-                    ),
-                ));
-            }
+        if let Constraint::Positive { eps } = constraint
+            && !(eps.is_finite() && eps >= 0.0)
+        {
+            return Err(Error::invalid(
+                "ParamStore::add",
+                format!("parameter '{name}': Positive's eps must be finite and >= 0, got {eps}"),
+            ));
         }
         if let Some((i, v)) = value.first_non_finite() {
             return Err(Error::invalid(

@@ -240,28 +240,29 @@ impl<F: Element> Tape<F> {
     ) -> Var<'_, F> {
         let mut nodes = self.nodes.borrow_mut();
         let id = nodes.len();
-        if self.finite_check && self.first_non_finite.borrow().is_none() {
-            if let Some((_, bad)) = value.first_non_finite() {
-                let name = match &op {
-                    NodeOp::Leaf => "leaf".to_string(),
-                    NodeOp::Single(o) => o.name().to_string(),
-                    NodeOp::Multi(o, _) => o.name().to_string(),
-                    NodeOp::Extra { of, index } => match &nodes[*of].op {
-                        NodeOp::Multi(o, _) => format!("{} (output {index})", o.name()),
-                        _ => unreachable!("an extra output follows its op"),
-                    },
-                };
-                let input_shapes = inputs
-                    .iter()
-                    .map(|v| nodes[v.id].value.shape().to_vec())
-                    .collect();
-                *self.first_non_finite.borrow_mut() = Some(Error::NonFinite {
-                    op: name,
-                    node: id,
-                    value: bad.to_f64().unwrap_or(f64::NAN),
-                    input_shapes,
-                });
-            }
+        if self.finite_check
+            && self.first_non_finite.borrow().is_none()
+            && let Some((_, bad)) = value.first_non_finite()
+        {
+            let name = match &op {
+                NodeOp::Leaf => "leaf".to_string(),
+                NodeOp::Single(o) => o.name().to_string(),
+                NodeOp::Multi(o, _) => o.name().to_string(),
+                NodeOp::Extra { of, index } => match &nodes[*of].op {
+                    NodeOp::Multi(o, _) => format!("{} (output {index})", o.name()),
+                    _ => unreachable!("an extra output follows its op"),
+                },
+            };
+            let input_shapes = inputs
+                .iter()
+                .map(|v| nodes[v.id].value.shape().to_vec())
+                .collect();
+            *self.first_non_finite.borrow_mut() = Some(Error::NonFinite {
+                op: name,
+                node: id,
+                value: bad.to_f64().unwrap_or(f64::NAN),
+                input_shapes,
+            });
         }
         let mut edges = self.edges.borrow_mut();
         let start = edges.len();

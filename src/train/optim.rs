@@ -140,14 +140,12 @@ fn collect<'g, F: Element>(
             });
         }
         let moderate = all_within(g, moderate_limit);
-        if !moderate {
-            if let Some((index, v)) = g.first_non_finite() {
-                return Err(Error::NonFiniteGradient {
-                    name: name(),
-                    index,
-                    value: v.to_f64().unwrap_or(f64::NAN),
-                });
-            }
+        if !moderate && let Some((index, v)) = g.first_non_finite() {
+            return Err(Error::NonFiniteGradient {
+                name: name(),
+                index,
+                value: v.to_f64().unwrap_or(f64::NAN),
+            });
         }
         out.push(Update {
             param: p,
