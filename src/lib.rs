@@ -116,6 +116,14 @@
 //! # Ok::<(), bayesgrad::Error>(())
 //! ```
 //!
+//! Kernels run the widest instruction set the CPU has, picked when the
+//! program starts (AVX-512, else AVX2 with FMA, else the target's
+//! baseline), so no build flag is needed, and split their work over
+//! [`threads`]. A result is the same bits whichever set and however many
+//! threads run it (matrix products: on any CPU with FMA). Setting
+//! `BAYESGRAD_SIMD` to `avx2` or `portable` caps the instruction set, to
+//! compare speeds or to rule the vector code out.
+//!
 //! The layout follows the layers of the library, each importing only the
 //! ones below it: `kernels` (element types, GEMM, threads, random streams),
 //! `tensor`, `autodiff` (tape, parameters, ops, gradient checks), `train`

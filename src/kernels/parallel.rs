@@ -1,10 +1,12 @@
 //! Large elementwise work: split over two threads and compiled for the
 //! widest vector instructions the CPU has.
 //!
-//! * [`vectorized`] runs a closure in a function compiled with AVX2 and FMA
-//!   when the CPU has them (detected once at run time), so the crate needs
-//!   no `-C target-cpu` flag. Rust never contracts `a * b + c` into an FMA
-//!   on its own, so results are bit-identical on every x86-64 CPU.
+//! * [`vectorized`] runs a closure in a function compiled for AVX-512, or
+//!   else AVX2 and FMA, when the CPU has them (detected at run time), so the
+//!   crate needs no `-C target-cpu` flag. Rust never contracts `a * b + c`
+//!   into an FMA on its own and never reorders floating-point arithmetic to
+//!   vectorize it, so results are bit-identical on every x86-64 CPU
+//!   (`every_tier_gives_the_same_bits`).
 //! * [`join`] runs two closures at once, one of them on a persistent helper
 //!   thread: no thread is spawned per op, and the two threads spin briefly
 //!   for each other before they sleep, so back-to-back parallel ops do not
@@ -24,16 +26,110 @@ use std::time::{Duration, Instant};
 /// Slices shorter than this are processed on the calling thread alone.
 pub(crate) const PARALLEL_MIN: usize = 1 << 15;
 
-/// Runs `f`, compiled for AVX2 + FMA when the CPU supports them.
-#[inline(always)]
-pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            return unsafe { with_avx2_fma(f) };
+/// The instruction sets [`vectorized`] compiles its closures for, widest
+/// first (the order compares them: a wider tier is smaller).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub(crate) enum Tier {
+    /// AVX-512 F, BW, DQ and VL (with AVX2 and FMA).
+    Avx512,
+    /// AVX2 and FMA.
+    Avx2Fma,
+    /// The target's baseline.
+    Portable,
+}
+
+impl Tier {
+    /// Whether the CPU can run code compiled for this tier.
+    pub(crate) fn supported(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::is_x86_feature_detected as has;
+            match self {
+                Tier::Avx512 => {
+                    has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl")
+                }
+                Tier::Avx2Fma => has!("avx2") && has!("fma"),
+                Tier::Portable => true,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == Tier::Portable
         }
     }
+
+    /// The tier for a `BAYESGRAD_SIMD` value (`avx512`, `avx2` or
+    /// `portable`): the widest the CPU supports, at most the one named
+    /// (unset, or a value that names none, which is reported once on
+    /// stderr: no cap).
+    fn from_env(value: Option<&str>) -> Tier {
+        let cap = match value.map(str::trim) {
+            None | Some("avx512") => Tier::Avx512,
+            Some("avx2") => Tier::Avx2Fma,
+            Some("portable") => Tier::Portable,
+            Some(other) => {
+                eprintln!(
+                    "bayesgrad: BAYESGRAD_SIMD={other:?} is not one of avx512, avx2, portable; using the widest the CPU has"
+                );
+                Tier::Avx512
+            }
+        };
+        [Tier::Avx512, Tier::Avx2Fma, Tier::Portable]
+            .into_iter()
+            .find(|&t| t >= cap && t.supported())
+            .unwrap_or(Tier::Portable)
+    }
+}
+
+/// The tier [`vectorized`] compiles for: [`Tier::from_env`], decided once.
+pub(crate) fn tier() -> Tier {
+    #[cfg(test)]
+    if let Some(tier) = FORCED.get() {
+        return tier;
+    }
+    static TIER: OnceLock<Tier> = OnceLock::new();
+    *TIER.get_or_init(|| Tier::from_env(std::env::var("BAYESGRAD_SIMD").ok().as_deref()))
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The tier [`vectorized`] uses on this thread instead of the widest
+    /// one, for tests that compare tiers.
+    static FORCED: std::cell::Cell<Option<Tier>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with [`vectorized`] on this thread compiled for `tier`, or
+/// returns `None` if the CPU does not support it.
+#[cfg(test)]
+pub(crate) fn on_tier<R>(tier: Tier, f: impl FnOnce() -> R) -> Option<R> {
+    if !tier.supported() {
+        return None;
+    }
+    FORCED.set(Some(tier));
+    let r = f();
+    FORCED.set(None);
+    Some(r)
+}
+
+/// Runs `f`, compiled for [`tier`].
+#[inline(always)]
+pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    match tier() {
+        // SAFETY: the CPU supports the features the function is compiled
+        // for (`Tier::supported`; a forced tier is checked by `on_tier`).
+        #[cfg(target_arch = "x86_64")]
+        Tier::Avx512 => unsafe { with_avx512(f) },
+        // SAFETY: as for AVX-512.
+        #[cfg(target_arch = "x86_64")]
+        Tier::Avx2Fma => unsafe { with_avx2_fma(f) },
+        _ => f(),
+    }
+}
+
+/// The closure is inlined here and compiled with the extra features.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
@@ -216,10 +312,10 @@ fn claim(want: usize, out: &mut Vec<&'static Helper>) {
         if out.len() == want {
             return;
         }
-        if let Some(h) = helper(i) {
-            if !h.claimed.swap(true, Ordering::Acquire) {
-                out.push(h);
-            }
+        if let Some(h) = helper(i)
+            && !h.claimed.swap(true, Ordering::Acquire)
+        {
+            out.push(h);
         }
     }
 }
@@ -562,6 +658,78 @@ pub(crate) fn sum_lanes<F: Element>(x: &[F]) -> F {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn simd_values_cap_the_tier() {
+        let widest = Tier::from_env(None);
+        assert!(widest.supported());
+        assert_eq!(Tier::from_env(Some("avx512")), widest);
+        assert_eq!(Tier::from_env(Some(" avx512 ")), widest);
+        // a value that names no tier is reported and leaves no cap
+        assert_eq!(Tier::from_env(Some("avx1024")), widest);
+        let avx2 = Tier::from_env(Some("avx2"));
+        assert!(avx2 >= Tier::Avx2Fma && avx2 >= widest && avx2.supported());
+        assert_eq!(Tier::from_env(Some("portable")), Tier::Portable);
+    }
+
+    /// Kernels of each kind that [`vectorized`] compiles, on one tier:
+    /// elementwise `f32` math, the implicit-derivative lanes in `f64`, and
+    /// a product small enough for the plain loops. Returns their bits.
+    fn kernels_on(tier: Tier) -> Option<Vec<u64>> {
+        use super::super::{fastmath, gemm, special};
+        on_tier(tier, || {
+            let xs: Vec<f32> = (0..4099)
+                .map(|i| (i as f32 - 2049.0) * 0.0421 + if i % 7 == 0 { 1e-30 } else { 0.0 })
+                .collect();
+            let mut bits: Vec<u64> = Vec::new();
+            for f in [fastmath::exp, fastmath::softplus, fastmath::sigmoid] {
+                let ys: Vec<f32> = vectorized(|| xs.iter().map(|&x| f(x)).collect());
+                bits.extend(ys.iter().map(|y| u64::from(y.to_bits())));
+            }
+            let ys: Vec<f32> = vectorized(|| xs.iter().map(|&x| fastmath::ln(x.abs())).collect());
+            bits.extend(ys.iter().map(|y| u64::from(y.to_bits())));
+            let a: Vec<f64> = (0..37).map(|i| 0.05 + 0.37 * i as f64).collect();
+            let x: Vec<f64> = (0..37).map(|i| 0.01 + 0.29 * i as f64).collect();
+            let u: Vec<f64> = (0..37).map(|i| (i as f64 + 0.5) / 37.0).collect();
+            let mut g = vec![[0.0; 1]; 37];
+            special::gamma_sample_grads(&a, &x, &mut g);
+            let mut h = vec![[0.0; 2]; 37];
+            special::beta_sample_grads(&a, &x, &u, &mut h);
+            bits.extend(
+                g.iter()
+                    .flatten()
+                    .chain(h.iter().flatten())
+                    .map(|v| v.to_bits()),
+            );
+            let p: Vec<f32> = (0..15 * 13)
+                .map(|i| ((i * 37) % 29) as f32 * 0.173 - 2.1)
+                .collect();
+            let q: Vec<f32> = (0..13 * 9)
+                .map(|i| ((i * 11) % 23) as f32 * 0.311 - 3.3)
+                .collect();
+            let (pm, qm) = (
+                gemm::MatRef::new(&p, 13, false),
+                gemm::MatRef::new(&q, 9, false),
+            );
+            let r = gemm::gemm_new(15, 13, 9, pm, qm);
+            bits.extend(r.iter().map(|v| u64::from(v.to_bits())));
+            bits
+        })
+    }
+
+    #[test]
+    fn every_tier_gives_the_same_bits() {
+        let portable = kernels_on(Tier::Portable).expect("every CPU runs the portable tier");
+        for tier in [Tier::Avx2Fma, Tier::Avx512] {
+            match kernels_on(tier) {
+                Some(bits) => {
+                    let first = bits.iter().zip(&portable).position(|(a, b)| a != b);
+                    assert_eq!(first, None, "{tier:?} differs from the portable code");
+                }
+                None => eprintln!("skipped {tier:?}: not on this CPU"),
+            }
+        }
+    }
 
     #[test]
     fn par_sum2_matches_the_plain_sum_on_one_and_two_threads() {
