@@ -137,6 +137,22 @@ impl sealed::Kernels for f32 {
         rsc: isize,
         csc: isize,
     ) {
+        // `c = a b` with contiguous rows of `b` and `c`, narrow or short:
+        // the AVX-512 path that reads the operands unpacked (the same bits
+        // as matrixmultiply, which is as fast or faster on products both
+        // wide and tall; docs/benchmarks.md)
+        #[cfg(target_arch = "x86_64")]
+        if alpha == 1.0
+            && beta == 0.0
+            && csb == 1
+            && csc == 1
+            && m.min(k).min(n) > 0
+            && (n <= 128 || m <= 128)
+            && super::gemm512::available()
+        {
+            // SAFETY: the caller's contract below, and the CPU has AVX-512F.
+            return unsafe { super::gemm512::sgemm(m, k, n, a, rsa, csa, b, rsb, c, rsc) };
+        }
         // SAFETY: the caller upholds `gemm`'s contract, which is
         // matrixmultiply's: valid strided m x k, k x n and m x n operands,
         // `c` not aliasing `a` or `b`.

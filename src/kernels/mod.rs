@@ -5,6 +5,8 @@
 pub(crate) mod element;
 pub(crate) mod fastmath;
 pub(crate) mod gemm;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod gemm512;
 pub(crate) mod parallel;
 pub(crate) mod random;
 pub(crate) mod special;

@@ -1,0 +1,304 @@
+//! An AVX-512 `f32` product for the common case in which the right operand's
+//! rows are contiguous: it reads both operands where they lie, instead of
+//! copying them into packed panels first.
+//!
+//! matrixmultiply packs every operand before its kernel runs. For the tall
+//! products of a convolution (`32768 x 75` im2col rows times a `75 x 64`
+//! kernel) packing the left operand costs about as much memory traffic as
+//! the product itself, and the whole product is one pass over that operand.
+//! Here a tile of [`MR`] rows and up to [`NR`] columns keeps its sums in
+//! registers, broadcasts the left operand's elements from wherever its
+//! strides put them, and loads the right operand's row segments directly.
+//!
+//! Every element of the result is computed exactly as matrixmultiply's
+//! kernels compute it on a CPU with FMA: a fused multiply-add chain over `k`
+//! in order, restarted every [`KC`] steps, each block's sum added to the
+//! element once. So this path and matrixmultiply's give the same bits
+//! (`gives_matrixmultiplys_bits`), and a result does not depend on which of
+//! them ran, on the tile an element falls in, or on how the product was
+//! split over threads.
+
+use std::arch::x86_64::*;
+
+/// matrixmultiply's `f32` k block (`S_KC`): its kernels restart their sums
+/// every this many steps of `k` and add each block's sum to `c`.
+const KC: usize = 256;
+/// Rows of a tile.
+const MR: usize = 6;
+/// Columns of a tile: four 16-lane vectors (24 sums in registers).
+const NR: usize = 64;
+
+/// Whether this path runs: the CPU has AVX-512 and `BAYESGRAD_SIMD` does
+/// not cap the instruction set below it.
+#[inline]
+pub(crate) fn available() -> bool {
+    super::parallel::tier() == super::parallel::Tier::Avx512
+}
+
+/// `c = a b` for `a: m x k` (element `(i, p)` at `a + i rsa + p csa`),
+/// `b: k x n` with contiguous rows (element `(p, j)` at `b + p rsb + j`)
+/// and `c: m x n` with contiguous rows (`(i, j)` at `c + i rsc + j`),
+/// writing every element of `c` without reading it first.
+///
+/// # Safety
+/// The CPU has AVX-512F (as when [`available`]); the pointers and strides describe
+/// valid matrices of those shapes (`m`, `k`, `n` at least 1), and `c` does
+/// not overlap `a` or `b`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    c: *mut f32,
+    rsc: isize,
+) {
+    // k blocks outermost: a block of `b` (at most KC rows of one strip of
+    // columns) serves every tile of rows before the next block is read
+    let mut p0 = 0;
+    while p0 < k {
+        let kc = (k - p0).min(KC);
+        let mut j = 0;
+        while j < n {
+            let cols = (n - j).min(NR);
+            let vectors = cols.div_ceil(16);
+            // the lanes of the last vector that hold columns of `c`
+            let last = (u32::MAX >> (32 - (cols - 16 * (vectors - 1)))) as __mmask16;
+            let mut i = 0;
+            while i < m {
+                let rows = (m - i).min(MR);
+                // SAFETY: row i < m, column j < n and step p0 < k are inside
+                // the operands.
+                let t = unsafe {
+                    Tile {
+                        k: kc,
+                        a: a.offset(i as isize * rsa + p0 as isize * csa),
+                        rsa,
+                        csa,
+                        b: b.offset(p0 as isize * rsb).add(j),
+                        rsb,
+                        c: c.offset(i as isize * rsc).add(j),
+                        rsc,
+                        last,
+                        first: p0 == 0,
+                    }
+                };
+                // SAFETY: the tile's `rows` rows, `cols` columns and `kc`
+                // steps lie inside the operands, and the CPU has AVX-512F
+                // (the caller's contract).
+                unsafe {
+                    match (rows, vectors) {
+                        (6, 4) => t.run::<6, 4>(),
+                        (6, 3) => t.run::<6, 3>(),
+                        (6, 2) => t.run::<6, 2>(),
+                        (6, 1) => t.run::<6, 1>(),
+                        (r, 4) => t.run_rows::<4>(r),
+                        (r, 3) => t.run_rows::<3>(r),
+                        (r, 2) => t.run_rows::<2>(r),
+                        (r, _) => t.run_rows::<1>(r),
+                    }
+                }
+                i += MR;
+            }
+            j += NR;
+        }
+        p0 += kc;
+    }
+}
+
+/// One block of at most [`KC`] steps of one tile of `c`: where its
+/// operands start, which lanes of its last vector of columns it writes, and
+/// whether it is the first block (which stores its sums; the others add
+/// theirs to `c`).
+struct Tile {
+    k: usize,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    c: *mut f32,
+    rsc: isize,
+    last: __mmask16,
+    first: bool,
+}
+
+impl Tile {
+    /// A tile of fewer than [`MR`] rows.
+    ///
+    /// # Safety
+    /// As for [`Tile::run`], with `rows` (1 to 5) rows.
+    #[inline(always)]
+    unsafe fn run_rows<const V: usize>(&self, rows: usize) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            match rows {
+                5 => self.run::<5, V>(),
+                4 => self.run::<4, V>(),
+                3 => self.run::<3, V>(),
+                2 => self.run::<2, V>(),
+                _ => self.run::<1, V>(),
+            }
+        }
+    }
+
+    /// `R` rows and `V` vectors of columns (the last one masked by
+    /// `self.last`): a fused multiply-add chain per element from zero over
+    /// the block's steps, stored if this is the first block, else added to
+    /// `c`.
+    ///
+    /// # Safety
+    /// AVX-512F; rows `0..R` of `a` (the block's `k` columns), rows `0..k`
+    /// of `b` (the columns the vectors and mask cover) and the same rows
+    /// and columns of `c` are valid.
+    #[inline(always)]
+    unsafe fn run<const R: usize, const V: usize>(&self) {
+        let mask = |v: usize| if v + 1 == V { self.last } else { 0xffff };
+        // SAFETY: (the whole body) every address is inside the operands by
+        // the caller's contract; masked-off lanes are neither read nor
+        // written.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); V]; R];
+            let (mut a_col, mut b_row) = (self.a, self.b);
+            for _ in 0..self.k {
+                let bv: [__m512; V] =
+                    std::array::from_fn(|v| _mm512_maskz_loadu_ps(mask(v), b_row.add(16 * v)));
+                for (r, sums) in acc.iter_mut().enumerate() {
+                    let av = _mm512_set1_ps(*a_col.offset(r as isize * self.rsa));
+                    for (sum, &bv) in sums.iter_mut().zip(&bv) {
+                        *sum = _mm512_fmadd_ps(av, bv, *sum);
+                    }
+                }
+                a_col = a_col.offset(self.csa);
+                b_row = b_row.offset(self.rsb);
+            }
+            for (r, sums) in acc.iter().enumerate() {
+                let c_row = self.c.offset(r as isize * self.rsc);
+                for (v, &sum) in sums.iter().enumerate() {
+                    let at = c_row.add(16 * v);
+                    let value = if self.first {
+                        sum
+                    } else {
+                        _mm512_add_ps(_mm512_maskz_loadu_ps(mask(v), at), sum)
+                    };
+                    _mm512_mask_storeu_ps(at, mask(v), value);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic matrix of `len` values in [-1, 1), some of them
+    /// exactly zero or negative zero.
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..len)
+            .map(|i| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                match i % 97 {
+                    0 => 0.0,
+                    1 => -0.0,
+                    _ => (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn gives_matrixmultiplys_bits() {
+        if !super::super::parallel::Tier::Avx512.supported() {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        // edge rows (m mod 6) and columns (n mod 16, n mod 64), one and
+        // several k blocks (k = 256, 257, 600), a transposed `a`, and row
+        // strides wider than the rows
+        let shapes = [
+            (1, 1, 1),
+            (5, 3, 7),
+            (6, 16, 16),
+            (7, 75, 64),
+            (13, 256, 65),
+            (12, 257, 10),
+            (19, 600, 130),
+            (37, 31, 200),
+        ];
+        for (case, &(m, k, n)) in shapes.iter().enumerate() {
+            for transposed in [false, true] {
+                let pad = 3;
+                let a = values((m + pad) * (k + pad), case as u64);
+                let b = values(k * (n + pad), 100 + case as u64);
+                let (rsa, csa) = if transposed {
+                    (1, (m + pad) as isize)
+                } else {
+                    ((k + pad) as isize, 1)
+                };
+                let rsb = (n + pad) as isize;
+                let rsc = n + pad;
+                let mut ours = vec![f32::NAN; m * rsc];
+                let mut theirs = ours.clone();
+                // SAFETY: `a` holds (m + pad) x (k + pad) values, which
+                // cover m x k read either way; `b` holds k rows of n + pad,
+                // and `c` m rows of rsc >= n.
+                unsafe {
+                    sgemm(
+                        m,
+                        k,
+                        n,
+                        a.as_ptr(),
+                        rsa,
+                        csa,
+                        b.as_ptr(),
+                        rsb,
+                        ours.as_mut_ptr(),
+                        rsc as isize,
+                    );
+                    matrixmultiply::sgemm(
+                        m,
+                        k,
+                        n,
+                        1.0,
+                        a.as_ptr(),
+                        rsa,
+                        csa,
+                        b.as_ptr(),
+                        rsb,
+                        1,
+                        0.0,
+                        theirs.as_mut_ptr(),
+                        rsc as isize,
+                        1,
+                    );
+                }
+                for i in 0..m {
+                    for j in 0..rsc {
+                        let (x, y) = (ours[i * rsc + j], theirs[i * rsc + j]);
+                        if j < n {
+                            assert_eq!(
+                                x.to_bits(),
+                                y.to_bits(),
+                                "{m} x {k} x {n} (a transposed: {transposed}), element ({i}, {j}): {x} against {y}"
+                            );
+                        } else {
+                            assert!(
+                                x.is_nan(),
+                                "{m} x {k} x {n}: the padding after row {i} was written"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
