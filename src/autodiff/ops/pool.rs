@@ -9,7 +9,8 @@ use std::cell::RefCell;
 
 /// Max pooling over `size x size` windows with a stride (VALID), NHWC.
 /// Forward keeps, for every output element, which tap of its window
-/// (`ky * size + kx`) held the maximum (the first one on ties); backward
+/// (`ky * size + kx`) held the maximum (the first one on ties; a NaN is
+/// the maximum of any window that holds one, so it is not dropped); backward
 /// adds the gradient there. Both run the two halves of the batch on two
 /// threads, with branch-free channel loops that vectorize.
 struct MaxPool2d {
@@ -153,7 +154,9 @@ impl<F: Element> Op<F> for MaxPool2d {
                                 for ((b, i), &v) in
                                     best.iter_mut().zip(idx.iter_mut()).zip(&d[at..at + c])
                                 {
-                                    let better = v > *b;
+                                    // a NaN wins over any number, and the
+                                    // first NaN over later ones
+                                    let better = v > *b || (v.is_nan() && !b.is_nan());
                                     *b = if better { v } else { *b };
                                     *i = if better { tap } else { *i };
                                 }
@@ -250,6 +253,20 @@ impl<'t, F: Element> Var<'t, F> {
 #[cfg(test)]
 mod tests {
     use crate::prelude::*;
+
+    #[test]
+    fn a_nan_in_a_window_is_its_maximum() {
+        // one image, 2 x 2, one channel: the NaN sits in the last tap
+        for (values, nan) in [
+            ([1.0, 2.0, 3.0, f64::NAN], true),
+            ([1.0, 2.0, 3.0, 0.5], false),
+        ] {
+            let tape = Tape::<f64>::new();
+            let x = tape.var(Tensor::from_vec(values.to_vec(), &[1, 2, 2, 1]).unwrap());
+            let y = x.max_pool2d(2, 2).unwrap().value().data()[0];
+            assert_eq!(y.is_nan(), nan, "{values:?} pooled to {y}");
+        }
+    }
     #[test]
     fn max_pool_matches_a_naive_pool_on_both_thread_paths() {
         // small integers: many ties, which go to the first tap in window order

@@ -152,7 +152,8 @@ kernel!(Tanh, "tanh", |s, x| x.tanh(), |s, x, y| F::one() - y * y);
 kernel!(
     Relu,
     "relu",
-    |s, x| if x > F::zero() { x } else { F::zero() },
+    // `x <= 0` is false for NaN, which passes through
+    |s, x| if x <= F::zero() { F::zero() } else { x },
     |s, x, y| if x > F::zero() { F::one() } else { F::zero() }
 );
 kernel!(
@@ -280,7 +281,8 @@ impl<'t, F: Element> Var<'t, F> {
     pub fn tanh(self) -> Self {
         self.map(Tanh::new())
     }
-    /// `max(x, 0)`.
+    /// `max(x, 0)`; NaN stays NaN, so that a NaN reaching a ReLU is not
+    /// hidden as a zero.
     pub fn relu(self) -> Self {
         self.map(Relu::new())
     }
@@ -318,6 +320,18 @@ impl<'t, F: Element> Var<'t, F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relu_keeps_nan() {
+        let tape = crate::autodiff::tape::Tape::<f32>::new();
+        let y = tape
+            .var(crate::tensor::Tensor::vector(&[f32::NAN, -1.0, 0.0, -0.0, 2.0]))
+            .relu()
+            .value();
+        assert!(y.data()[0].is_nan());
+        let bits: Vec<u32> = y.data()[1..].iter().map(|v| v.to_bits()).collect();
+        assert_eq!(bits, [0, 0, 0, 2f32.to_bits()]);
+    }
 
     #[test]
     fn softplus_does_not_underflow_or_overflow() {
