@@ -624,3 +624,46 @@ fn a_bad_initial_spread_is_refused_when_the_layer_is_built() {
     let loc = store.get("hidden/kernel_posterior_loc").unwrap();
     assert!(store.raw(loc).data().iter().all(|&v| v == 0.25));
 }
+
+/// `Sequential` runs a ReLU followed by max-pooling as max-pooling then
+/// ReLU. The outputs and input gradients must be the bits of the two ops
+/// applied in the written order, on values with negatives, zeros of both
+/// signs, ties and a NaN.
+#[test]
+fn relu_then_pool_runs_as_pool_then_relu_with_the_same_bits() {
+    let shape = [2, 6, 4, 3];
+    let values = |i: usize| match i % 11 {
+        0 => -0.0,
+        1 => 0.0,
+        5 if i == 49 => f32::NAN,
+        k => (((i * 7919) % 9) as f32 - 4.0) * if k % 2 == 0 { 1.0 } else { 0.5 },
+    };
+    let net = Sequential::<f32>::new()
+        .push(Activation::Relu)
+        .push(MaxPool2d { size: 2, stride: 2 });
+    let (store, mut rng) = (ParamStore::<f32>::new(), StdRng::seed_from_u64(0));
+    let run = |fused: bool, rng: &mut StdRng| {
+        let tape = Tape::new();
+        let x = tape.var(Tensor::from_fn(&shape, values));
+        let y = if fused {
+            let mut cx = Forward::new(&tape, &store, rng);
+            net.forward(&mut cx, x).unwrap()
+        } else {
+            x.relu().max_pool2d(2, 2).unwrap()
+        };
+        let weights = Tensor::from_fn(&y.shape(), |i| 1.0 + i as f32);
+        let grads = (y * weights).sum().backward().unwrap();
+        let bits = |t: &Tensor<f32>| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        (bits(&y.value()), bits(grads.get(x).unwrap()))
+    };
+    let (written, fused) = (run(false, &mut rng), run(true, &mut rng));
+    assert!(
+        written.0.iter().any(|&b| f32::from_bits(b).is_nan()),
+        "the NaN reaches the output"
+    );
+    assert!(
+        written.0.iter().any(|&b| b == 0),
+        "some windows are all negative"
+    );
+    assert_eq!(fused, written);
+}

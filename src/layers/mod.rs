@@ -276,6 +276,9 @@ impl<F: Element> Module<F> for MaxPool2d {
     fn name(&self) -> &str {
         "max_pool2d"
     }
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
 }
 
 /// Layers applied in order.
@@ -331,9 +334,25 @@ impl<F: Element> Sequential<F> {
 
 impl<F: Element> Module<F> for Sequential<F> {
     fn forward<'t>(&self, cx: &mut Forward<'t, '_, F>, x: Var<'t, F>) -> Result<Var<'t, F>> {
-        self.layers
-            .iter()
-            .try_fold(x, |h, layer| layer.forward(cx, h))
+        let layer = |j: usize| self.layers.get(j).and_then(|l| l.as_any());
+        let mut h = x;
+        let mut i = 0;
+        while i < self.layers.len() {
+            // A ReLU followed by max-pooling runs as max-pooling then ReLU,
+            // on a quarter of the elements: both keep order (and NaN), so
+            // they commute exactly, values and gradients alike
+            // (`relu_then_pool_runs_as_pool_then_relu_with_the_same_bits`).
+            let relu = layer(i).and_then(|a| a.downcast_ref::<Activation>());
+            let pool = layer(i + 1).and_then(|a| a.downcast_ref::<MaxPool2d>());
+            if let (Some(Activation::Relu), Some(pool)) = (relu, pool) {
+                h = h.max_pool2d(pool.size, pool.stride)?.relu();
+                i += 2;
+            } else {
+                h = self.layers[i].forward(cx, h)?;
+                i += 1;
+            }
+        }
+        Ok(h)
     }
     fn name(&self) -> &str {
         "sequential"
