@@ -323,11 +323,10 @@ mod tests {
 
     #[test]
     fn relu_keeps_nan() {
-        let tape = crate::autodiff::tape::Tape::<f32>::new();
-        let y = tape
-            .var(crate::tensor::Tensor::vector(&[f32::NAN, -1.0, 0.0, -0.0, 2.0]))
-            .relu()
-            .value();
+        use crate::{autodiff::tape::Tape, tensor::Tensor};
+        let tape = Tape::<f32>::new();
+        let x = Tensor::vector(&[f32::NAN, -1.0, 0.0, -0.0, 2.0]);
+        let y = tape.var(x).relu().value();
         assert!(y.data()[0].is_nan());
         let bits: Vec<u32> = y.data()[1..].iter().map(|v| v.to_bits()).collect();
         assert_eq!(bits, [0, 0, 0, 2f32.to_bits()]);
