@@ -1,9 +1,9 @@
 //! The benchmark workloads of docs/benchmarks.md: one full training step
 //! (forward, backward, optimizer update) timed after warm-up.
 //!
-//! Run: `cargo run --release --example bench [-- mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|scaling|handover|all] [--steps N] [--load N] [--threads N] [--default-alloc]`
+//! Run: `cargo run --release --example bench [-- mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|scaling|gemm|handover|all] [--steps N] [--load N] [--threads N] [--default-alloc]`
 //! (`--load N` starts N busy-looping competitor threads; `scaling` prints ms per step and GFLOP/s of
-//! `mlp` over batch sizes, widths and thread counts.)
+//! `mlp` over batch sizes, widths and thread counts; `gemm` the GFLOP/s of the workloads' products.)
 //! Prints `<workload> ms_per_step=<median> p10=<..> p90=<..>` per workload,
 //! then the resident memory (peak, and its change over the timed steps).
 
@@ -357,6 +357,44 @@ fn gemm_peak(size: usize) -> Result<f64> {
     Ok(2.0 * (size as f64).powi(3) / best / 1e9)
 }
 
+/// The products of the workloads' steps, `(name, m, k, n, a transposed,
+/// b transposed)`.
+const PRODUCTS: &[(&str, usize, usize, usize, bool, bool)] = &[
+    ("mlp x W1", 128, 784, 512, false, false),
+    ("mlp x^T g (dW1)", 784, 128, 512, true, false),
+    ("mlp h W2", 128, 512, 10, false, false),
+    ("mlp h^T g (dW2)", 512, 128, 10, true, false),
+    ("mlp g W2^T (dh)", 128, 10, 512, false, true),
+    ("iwae x W1, K = 8", 1024, 784, 512, false, false),
+    ("conv im2col K", 32768, 75, 64, false, false),
+    ("conv im2col^T g (dK)", 75, 32768, 64, true, false),
+    ("conv dense x W", 32, 16384, 10, false, false),
+    ("square 1024", 1024, 1024, 1024, false, false),
+];
+
+/// GFLOP/s of `matmul_t` on [`PRODUCTS`] in `f32`, best of 25 (compare
+/// with `BAYESGRAD_SIMD=avx2`, which leaves every product to
+/// matrixmultiply).
+fn gemm_products() -> Result<()> {
+    say!("gemm: Tensor::matmul_t in f32, GFLOP/s, best of 25");
+    let mut rng = SmallRng::seed_from_u64(3);
+    for &(name, m, k, n, ta, tb) in PRODUCTS {
+        let a_shape = if ta { [k, m] } else { [m, k] };
+        let b_shape = if tb { [n, k] } else { [k, n] };
+        let a = Tensor::<f32>::from_fn(&a_shape, |_| rng.random::<f32>() - 0.5);
+        let b = Tensor::<f32>::from_fn(&b_shape, |_| rng.random::<f32>() - 0.5);
+        let mut best = f64::INFINITY;
+        for _ in 0..25 {
+            let start = Instant::now();
+            std::hint::black_box(a.matmul_t(&b, ta, tb)?);
+            best = best.min(start.elapsed().as_secs_f64());
+        }
+        let gflops = 2.0 * (m * k * n) as f64 / best / 1e9;
+        say!("{name:<22} {m:>6} x {k:>6} x {n:>5}  {gflops:7.1}");
+    }
+    Ok(())
+}
+
 /// `mlp` at several batch sizes, widths and thread counts: ms per step,
 /// the GEMM GFLOP/s it achieves, and its FLOP floor at the machine's GEMM
 /// peak (measured first, per thread count).
@@ -468,7 +506,7 @@ fn handover(reps: usize) -> Result<()> {
     Ok(())
 }
 
-const USAGE: &str = "usage: bench [mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|scaling|handover|all] [--steps N] [--load N] [--threads N] [--default-alloc]
+const USAGE: &str = "usage: bench [mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|scaling|gemm|handover|all] [--steps N] [--load N] [--threads N] [--default-alloc]
   --steps N        timed steps per workload (default 50)
   --load N         start N busy-looping competitor threads
   --threads N      threads bayesgrad uses (default: BAYESGRAD_THREADS, else every core)
@@ -502,7 +540,7 @@ fn bench() -> Result<()> {
             "--load" => load = number(&mut args, "--load", 0)?,
             "--threads" => bayesgrad::set_threads(number(&mut args, "--threads", 1)?)?,
             "mlp" | "conv" | "tiny" | "discrete" | "sampling" | "sparse_vd" | "iwae"
-            | "scaling" | "handover" | "all" => which = a,
+            | "scaling" | "gemm" | "handover" | "all" => which = a,
             "--default-alloc" => default_alloc = true,
             "--help" | "-h" => {
                 println!("{USAGE}");
@@ -530,6 +568,9 @@ fn bench() -> Result<()> {
     }
     if which == "scaling" {
         scaling(steps)?;
+    }
+    if which == "gemm" {
+        gemm_products()?;
     }
     if which == "handover" {
         handover(steps.max(200))?;

@@ -142,7 +142,7 @@ fn main() {
     println!("CPU: {cpu}; avx512f: {}; {threads} threads", std::is_x86_feature_detected!("avx512f"));
     type Lib = fn(&Problem, &mut [f32], usize);
     let libs: [(&str, Lib); 3] = [
-        ("matrixmultiply", matrixmultiply_split),
+        (if cfg!(feature = "avx512") { "mm avx512" } else { "mm avx2" }, matrixmultiply_split),
         ("gemm", gemm_crate),
         ("faer", faer_crate),
     ];
