@@ -121,8 +121,10 @@
 //! baseline), so no build flag is needed, and split their work over
 //! [`threads`]. A result is the same bits whichever set and however many
 //! threads run it (matrix products: on any CPU with FMA). Setting
-//! `BAYESGRAD_SIMD` to `avx2` or `portable` caps the instruction set, to
-//! compare speeds or to rule the vector code out.
+//! `BAYESGRAD_SIMD` to `avx2` or `portable` caps the instruction set of
+//! bayesgrad's own kernels (matrixmultiply, which computes the larger
+//! products, picks its kernel itself), to compare speeds or to rule the
+//! vector code out.
 //!
 //! The layout follows the layers of the library, each importing only the
 //! ones below it: `kernels` (element types, GEMM, threads, random streams),

@@ -673,8 +673,9 @@ mod tests {
     }
 
     /// Kernels of each kind that [`vectorized`] compiles, on one tier:
-    /// elementwise `f32` math, the implicit-derivative lanes in `f64`, and
-    /// a product small enough for the plain loops. Returns their bits.
+    /// elementwise `f32` math, the implicit-derivative lanes in `f64`, a
+    /// product small enough for the plain loops, and the normal sampler.
+    /// Returns their bits.
     fn kernels_on(tier: Tier) -> Option<Vec<u64>> {
         use super::super::{fastmath, gemm, special};
         on_tier(tier, || {
@@ -713,6 +714,13 @@ mod tests {
             );
             let r = gemm::gemm_new(15, 13, 9, pm, qm);
             bits.extend(r.iter().map(|v| u64::from(v.to_bits())));
+            let mut normals = super::super::random::NormalStream::new(7, 0);
+            bits.extend(
+                normals
+                    .next_piece(250)
+                    .iter()
+                    .map(|v| u64::from(v.to_bits())),
+            );
             bits
         })
     }

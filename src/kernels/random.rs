@@ -256,8 +256,8 @@ impl NormalStream {
     pub(crate) fn next_piece(&mut self, len: usize) -> &[f32] {
         let values = &mut self.buf[..len.next_multiple_of(16)];
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2
+        if super::parallel::tier() <= super::parallel::Tier::Avx2Fma {
+            // SAFETY: the CPU has AVX2 (the tier is one it supports)
             unsafe { avx2::normals(&mut self.lanes, values) };
             return &self.buf[..len];
         }
