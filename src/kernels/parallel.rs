@@ -45,8 +45,14 @@ impl Tier {
         {
             use std::is_x86_feature_detected as has;
             match self {
+                // with AVX2 and FMA, which the AVX-512 functions also enable
+                // and which a virtual CPU could in principle hide
                 Tier::Avx512 => {
-                    has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl")
+                    has!("avx512f")
+                        && has!("avx512bw")
+                        && has!("avx512dq")
+                        && has!("avx512vl")
+                        && Tier::Avx2Fma.supported()
                 }
                 Tier::Avx2Fma => has!("avx2") && has!("fma"),
                 Tier::Portable => true,

@@ -267,6 +267,7 @@ mod tests {
             assert_eq!(y.is_nan(), nan, "{values:?} pooled to {y}");
         }
     }
+
     #[test]
     fn max_pool_matches_a_naive_pool_on_both_thread_paths() {
         // small integers: many ties, which go to the first tap in window order
