@@ -4,8 +4,10 @@
 use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
 use crate::kernels::gemm::{MatRef, gemm_new};
+use crate::kernels::parallel::vectorized;
 use crate::tensor::{Element, Tensor, checked_numel};
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 /// Padding of a convolution, as in TensorFlow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,18 +159,48 @@ impl ConvGeometry {
     }
 
     /// Appends the patches of image `b` of `x` to `cols` as an
-    /// `oh * ow x patch` matrix (zeros where padded), written once.
+    /// `oh * ow x patch` matrix (zeros where padded). Row by row: a window
+    /// inside the image is `kh` copies of `kw * c` elements (the image's
+    /// rows under it), written once; a window that overlaps the padding is
+    /// zeroed first, then its in-bounds taps copied.
     pub(crate) fn im2col_image<F: Element>(&self, x: &[F], b: usize, cols: &mut Vec<F>) {
         let image = &x[b * self.image_len()..(b + 1) * self.image_len()];
-        let start = cols.len();
-        let mut written = start;
-        self.for_each_run(|col, src, len| {
-            cols.resize(start + col, F::zero());
-            cols.extend_from_slice(&image[src..src + len]);
-            written = start + col + len;
-        });
-        debug_assert_eq!(written, cols.len());
-        cols.resize(start + self.oh * self.ow * self.patch(), F::zero());
+        let (start, total) = (cols.len(), self.oh * self.ow * self.patch());
+        cols.reserve(total);
+        let mut rows = cols.spare_capacity_mut()[..total].chunks_exact_mut(self.patch().max(1));
+        let (c, line) = (self.c, self.w * self.c);
+        vectorized(
+            #[inline(always)]
+            || {
+                'image: for oy in 0..self.oh {
+                    let (y0, y1) = Self::taps(oy * self.stride, self.pad_top, self.kh, self.h);
+                    for ox in 0..self.ow {
+                        let Some(row) = rows.next() else {
+                            break 'image; // an empty patch
+                        };
+                        let (x0, x1) = Self::taps(ox * self.stride, self.pad_left, self.kw, self.w);
+                        if (y1 - y0, x1 - x0) != (self.kh, self.kw) {
+                            row.fill(MaybeUninit::new(F::zero()));
+                        }
+                        if x0 == x1 || y0 == y1 {
+                            continue;
+                        }
+                        // the window's first in-bounds tap in the image
+                        let iy = oy * self.stride + y0 - self.pad_top;
+                        let ix = ox * self.stride + x0 - self.pad_left;
+                        let (from, len) = ((iy * self.w + ix) * c, (x1 - x0) * c);
+                        for ky in y0..y1 {
+                            let (at, src) = ((ky * self.kw + x0) * c, from + (ky - y0) * line);
+                            write_copy(&mut row[at..at + len], &image[src..src + len]);
+                        }
+                    }
+                }
+            },
+        );
+        // SAFETY: the loop wrote each of the `oh * ow` rows of `patch`
+        // elements: zeroed where its window overlaps the padding, and its
+        // in-bounds taps copied (for a window inside the image, all of it).
+        unsafe { cols.set_len(start + total) };
     }
 
     /// The patches of `x` as a `rows x patch` matrix (zeros where padded),
@@ -310,6 +342,15 @@ impl<'t, F: Element> Var<'t, F> {
     }
 }
 
+/// Copies `src` into `dst` (of the same length): a `memcpy`.
+#[inline(always)]
+fn write_copy<F: Copy>(dst: &mut [MaybeUninit<F>], src: &[F]) {
+    assert_eq!(dst.len(), src.len(), "a run is copied to a run as long");
+    // SAFETY: `MaybeUninit<F>` has the layout of `F`, both cover
+    // `src.len()` elements, and a unique borrow overlaps no other.
+    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast(), src.len()) };
+}
+
 #[cfg(test)]
 mod tests {
     use crate::Padding;
@@ -360,5 +401,51 @@ mod tests {
             .unwrap();
         assert_eq!(y.shape(), vec![2, 2, 2, 0]);
         assert!(y.sum().backward().is_ok());
+    }
+
+    /// The patch matrix against its definition, element by element: every
+    /// padding, stride and kernel size up to larger than the image, an
+    /// empty channel axis, and two images appended to one buffer.
+    #[test]
+    fn im2col_writes_every_tap_or_a_zero() {
+        use super::ConvGeometry;
+        for (h, w, c) in [(5, 4, 3), (1, 1, 2), (3, 6, 1), (4, 4, 0)] {
+            for (kh, kw) in [(1, 1), (2, 3), (3, 3), (5, 5), (7, 2)] {
+                for stride in 1..=3 {
+                    for padding in [Padding::Valid, Padding::Same] {
+                        let (x, k) = ([2, h, w, c], [kh, kw, c, 4]);
+                        let Ok(g) = ConvGeometry::new(&x, &k, stride, padding) else {
+                            assert!(padding == Padding::Valid && (h < kh || w < kw));
+                            continue;
+                        };
+                        let data: Vec<f32> = (0..2 * h * w * c).map(|i| i as f32 + 1.0).collect();
+                        let mut cols = vec![-1.0f32; 3];
+                        g.im2col_image(&data, 0, &mut cols);
+                        g.im2col_image(&data, 1, &mut cols);
+                        let mut want = vec![-1.0f32; 3];
+                        for b in 0..2 {
+                            for (oy, ox) in
+                                (0..g.oh).flat_map(|oy| (0..g.ow).map(move |ox| (oy, ox)))
+                            {
+                                for (ky, kx, ch) in (0..kh).flat_map(|ky| {
+                                    (0..kw).flat_map(move |kx| (0..c).map(move |ch| (ky, kx, ch)))
+                                }) {
+                                    let iy = (oy * stride + ky) as isize - g.pad_top as isize;
+                                    let ix = (ox * stride + kx) as isize - g.pad_left as isize;
+                                    let inside = (0..h as isize).contains(&iy)
+                                        && (0..w as isize).contains(&ix);
+                                    want.push(if inside {
+                                        data[((b * h + iy as usize) * w + ix as usize) * c + ch]
+                                    } else {
+                                        0.0
+                                    });
+                                }
+                            }
+                        }
+                        assert_eq!(cols, want, "{x:?} {k:?} stride {stride} {padding:?}");
+                    }
+                }
+            }
+        }
     }
 }
