@@ -664,3 +664,47 @@ fn relu_then_pool_runs_as_pool_then_relu_with_the_same_bits() {
     assert!(written.0.contains(&0), "some windows are all negative");
     assert_eq!(fused, written);
 }
+
+/// The convolution layer adds its deterministic bias inside its Flipout
+/// op: the output moves by exactly the bias, the same draws otherwise, and
+/// the bias's gradient is the output gradient summed over the batch and
+/// pixels.
+#[test]
+fn conv_flipout_adds_its_bias_and_passes_the_bias_its_gradient() {
+    let mut store = ParamStore::<f64>::new();
+    let mut rng = StdRng::seed_from_u64(11);
+    let map = Conv2dMap::new(2, 3, 3).padding(Padding::Same);
+    let layer = Conv2dFlipout::new(&mut store, "conv", map, &mut rng).unwrap();
+    let bias = layer.bias_loc().expect("a deterministic bias by default");
+    let x = Tensor::from_fn(&[3, 5, 4, 2], |i| ((i as f64) * 0.61).cos());
+    let weights = Tensor::from_fn(&[3, 5, 4, 3], |i| ((i as f64) * 0.37).sin());
+    let run = |store: &ParamStore<f64>| {
+        let tape = Tape::new();
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut cx = Forward::new(&tape, store, &mut rng);
+        let y = layer.forward(&mut cx, tape.constant(x.clone())).unwrap();
+        let grads = (y * tape.constant(weights.clone()))
+            .sum()
+            .backward()
+            .unwrap();
+        (y.value(), grads.param(bias).unwrap().clone())
+    };
+    let (y0, g0) = run(&store);
+    let b = [0.25, -1.5, 3.0];
+    store.set_value(bias, Tensor::vector(&b)).unwrap();
+    let (y1, g1) = run(&store);
+    for (i, (p, q)) in y1.data().iter().zip(y0.data()).enumerate() {
+        assert!(
+            (p - (q + b[i % 3])).abs() < 1e-12,
+            "element {i}: {p} vs {q} + {}",
+            b[i % 3]
+        );
+    }
+    for (o, (g, h)) in g1.data().iter().zip(g0.data()).enumerate() {
+        let want: f64 = weights.data().iter().skip(o).step_by(3).sum();
+        assert!(
+            (g - want).abs() < 1e-12 && g == h,
+            "channel {o}: {g} vs {want}"
+        );
+    }
+}

@@ -48,6 +48,19 @@ pub trait LinearMap<F: Element>: Send + Sync + 'static {
         delta: Var<'t, F>,
         signs: (Tensor<F>, Tensor<F>),
     ) -> Result<Var<'t, F>>;
+    /// [`flipout`](LinearMap::flipout) plus `bias` (one value per output
+    /// unit) added along the last axis. The default adds it with a second
+    /// op; [`Conv2dMap`] adds it inside the convolution, which saves a
+    /// pass over the output each way.
+    fn flipout_bias<'t>(
+        &self,
+        x: Var<'t, F>,
+        (loc, delta): (Var<'t, F>, Var<'t, F>),
+        signs: (Tensor<F>, Tensor<F>),
+        bias: Var<'t, F>,
+    ) -> Result<Var<'t, F>> {
+        self.flipout(x, loc, delta, signs)?.try_add(bias)
+    }
 }
 
 /// `y = x W` for `x: [batch, inputs]`, `W: [inputs, outputs]`.
@@ -179,5 +192,19 @@ impl<F: Element> LinearMap<F> for Conv2dMap {
         (s_in, s_out): (Tensor<F>, Tensor<F>),
     ) -> Result<Var<'t, F>> {
         x.conv2d_flipout(loc, delta, &s_in, &s_out, self.stride, self.padding)
+    }
+    fn flipout_bias<'t>(
+        &self,
+        x: Var<'t, F>,
+        (loc, delta): (Var<'t, F>, Var<'t, F>),
+        (s_in, s_out): (Tensor<F>, Tensor<F>),
+        bias: Var<'t, F>,
+    ) -> Result<Var<'t, F>> {
+        x.conv2d_flipout_bias(
+            (loc, delta, bias),
+            (&s_in, &s_out),
+            self.stride,
+            self.padding,
+        )
     }
 }

@@ -412,6 +412,8 @@ pub struct PosteriorPass<'t, 'c, 'a, F: Element> {
     layer: &'c str,
     config: &'c VariationalConfig<F>,
     drawn: Drawn<'t, F>,
+    /// The layer's deterministic bias, until an estimator takes it.
+    bias: Option<Var<'t, F>>,
 }
 
 impl<'t, F: Element> PosteriorPass<'t, '_, '_, F> {
@@ -446,6 +448,14 @@ impl<'t, F: Element> PosteriorPass<'t, '_, '_, F> {
     /// The pass's RNG.
     pub fn rng(&mut self) -> &mut dyn Rng {
         self.cx.rng()
+    }
+
+    /// The layer's deterministic bias (`[outputs]`), for an estimator that
+    /// adds it in its own last op; `None` for a layer without one, one
+    /// with a variational bias, or once taken. The layer adds a bias that
+    /// was not taken after the estimator's output.
+    pub fn take_bias(&mut self) -> Option<Var<'t, F>> {
+        self.bias.take()
     }
 
     /// `(prior loc, prior scale, softplus shift)` when the fused sampler
@@ -548,7 +558,10 @@ impl Estimator for Flipout {
         let (inputs, outputs) = (kernel[kernel.len() - 2], kernel[kernel.len() - 1]);
         let s_in = rademacher(&[batch, inputs], posterior.rng());
         let s_out = rademacher(&[batch, outputs], posterior.rng());
-        map.flipout(x, loc, delta, (s_in, s_out))
+        match posterior.take_bias() {
+            Some(bias) => map.flipout_bias(x, (loc, delta), (s_in, s_out), bias),
+            None => map.flipout(x, loc, delta, (s_in, s_out)),
+        }
     }
 }
 
@@ -797,15 +810,25 @@ impl<F: Element, M: LinearMap<F>, E: Estimator> Module<F> for Variational<F, M, 
                 self.map.apply_samples(x, w, k)?
             }
             SampleMode::Sample => {
+                let bias = match &self.bias {
+                    Bias::Deterministic(b) => Some(cx.param(*b)?),
+                    _ => None,
+                };
                 let mut posterior = PosteriorPass {
                     cx: &mut *cx,
                     kernel: &self.kernel,
                     layer: &self.name,
                     config: &self.config,
                     drawn: Drawn::Nothing,
+                    bias,
                 };
                 let y = E::output(&self.map, x, &mut posterior)?;
+                let untaken = posterior.bias.take();
                 posterior.register()?;
+                if let Bias::Deterministic(_) = self.bias {
+                    // added by the estimator, or here
+                    return untaken.map_or(Ok(y), |b| y.try_add(b));
+                }
                 y
             }
         };

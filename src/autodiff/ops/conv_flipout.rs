@@ -4,13 +4,14 @@
 use super::conv::{ConvGeometry, Padding};
 use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
-use crate::kernels::gemm::{MatRef, gemm_append, gemm_uninit};
+use crate::kernels::gemm::{MatRef, assume_init, gemm_append, gemm_uninit};
 use crate::kernels::parallel::par_blocks;
 use crate::tensor::{Element, Tensor};
 use std::ops::Range;
 
 /// Flipout's convolution `conv(x, loc) + conv(x * s_in, delta) * s_out`
-/// with per-image channel factors `s_in: [N, C]` and `s_out: [N, O]`.
+/// with per-image channel factors `s_in: [N, C]` and `s_out: [N, O]`, and
+/// with `bias` a fourth input `[O]` added to every output pixel.
 ///
 /// A convolution is linear in its kernel, and the factors are constant
 /// over each image, so image `b` is convolved with the single kernel
@@ -20,11 +21,15 @@ use std::ops::Range;
 /// image, `dW_b = cols_b^T g_b`, which gives both `dloc = Σ_b dW_b` and
 /// `ddelta = Σ_b dW_b * (s_in[b] ⊗ s_out[b])`. The patch matrix of one
 /// image is small enough to stay in cache, so it is rebuilt in backward
-/// rather than kept.
+/// rather than kept. The bias is added to each image's output, and its
+/// gradient summed from each image's output gradient, while they are in
+/// cache: a separate op would make a pass over the whole output forward
+/// and one backward.
 struct Conv2dFlipoutOp<F> {
     geometry: ConvGeometry,
     s_in: Vec<F>,
     s_out: Vec<F>,
+    bias: bool,
 }
 
 impl<F: Element> Conv2dFlipoutOp<F> {
@@ -73,6 +78,7 @@ impl<F: Element> Op<F> for Conv2dFlipoutOp<F> {
         if inputs[0].shape() != [g.n, g.h, g.w, g.c]
             || inputs[1].shape() != kernel_shape
             || inputs[2].shape() != kernel_shape
+            || (self.bias && inputs[3].shape() != [g.o])
         {
             return Err(Error::ShapeMismatch {
                 op: "conv2d_flipout",
@@ -81,6 +87,7 @@ impl<F: Element> Op<F> for Conv2dFlipoutOp<F> {
             });
         }
         let (x, loc, delta) = (inputs[0].data(), inputs[1].data(), inputs[2].data());
+        let bias = self.bias.then(|| inputs[3].data());
         let (pixels, patch, o) = (g.oh * g.ow, g.patch(), g.o);
         let total = g.rows() * o;
         let mut out = Vec::with_capacity(total);
@@ -104,6 +111,13 @@ impl<F: Element> Op<F> for Conv2dFlipoutOp<F> {
                         MatRef::new(&kernel, o, false),
                         out,
                     );
+                    if let Some(bias) = bias {
+                        // SAFETY: `gemm_uninit` wrote all of `out`.
+                        let out = unsafe { assume_init(out) };
+                        for row in out.chunks_exact_mut(o.max(1)) {
+                            row.iter_mut().zip(bias).for_each(|(y, &b)| *y = *y + b);
+                        }
+                    }
                 }
             },
         );
@@ -118,7 +132,7 @@ impl<F: Element> Op<F> for Conv2dFlipoutOp<F> {
         out: &Tensor<F>,
         grad: &Tensor<F>,
     ) -> Result<Vec<Option<Tensor<F>>>> {
-        self.backward_needed(inputs, out, grad, &[true, true, true])
+        self.backward_needed(inputs, out, grad, &[true; 4][..inputs.len()])
     }
     fn backward_needed(
         &self,
@@ -131,21 +145,34 @@ impl<F: Element> Op<F> for Conv2dFlipoutOp<F> {
         let (x, loc, delta) = (inputs[0].data(), inputs[1].data(), inputs[2].data());
         let (pixels, patch, o) = (g.oh * g.ow, g.patch(), g.o);
         let kernel_grads = needs[1] || needs[2];
+        let bias_grad = needs.get(3) == Some(&true);
         let mut dx = if needs[0] {
             vec![F::zero(); x.len()]
         } else {
             Vec::new()
         };
-        // each half of the batch sums its images' kernel gradients
+        // each half of the batch sums its images' kernel (and bias) gradients
         let half = |images: Range<usize>, dx: &mut [F]| {
             let size = if kernel_grads { patch * o } else { 0 };
             let (mut dloc, mut ddelta) = (vec![F::zero(); size], vec![F::zero(); size]);
+            // each image's rows summed, in order
+            let mut dbias = Vec::with_capacity(if bias_grad { images.len() * o } else { 0 });
             let (mut cols, mut kernel, mut signs, mut dw) =
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let first = images.start;
             for b in images {
                 let gb = &grad.data()[b * pixels * o..(b + 1) * pixels * o];
                 self.image_signs(b, &mut signs);
+                if bias_grad {
+                    let at = dbias.len();
+                    dbias.resize(at + o, F::zero());
+                    for row in gb.chunks_exact(o.max(1)) {
+                        dbias[at..]
+                            .iter_mut()
+                            .zip(row)
+                            .for_each(|(d, &g)| *d = *d + g);
+                    }
+                }
                 if kernel_grads {
                     cols.clear();
                     g.im2col_image(x, b, &mut cols);
@@ -180,20 +207,36 @@ impl<F: Element> Op<F> for Conv2dFlipoutOp<F> {
                     g.col2im_image_add(&cols, &mut dx[at..at + len]);
                 }
             }
-            (dloc, ddelta)
+            (dloc, ddelta, dbias)
         };
         let work = self.work() * (usize::from(kernel_grads) + usize::from(needs[0]));
-        let ((dloc0, ddelta0), (dloc1, ddelta1)) = par_blocks(dx.as_mut_slice(), g.n, work, half);
+        let ((dloc0, ddelta0, dbias0), (dloc1, ddelta1, dbias1)) =
+            par_blocks(dx.as_mut_slice(), g.n, work, half);
         let sum = |a: Vec<F>, b: Vec<F>| a.into_iter().zip(b).map(|(a, b)| a + b).collect();
         let kernel_shape = inputs[1].shape();
         let wrap = |need: bool, data: Vec<F>| {
             need.then(|| Tensor::new_unchecked(data, kernel_shape.to_vec()))
         };
-        Ok(vec![
+        let mut grads = vec![
             needs[0].then(|| Tensor::new_unchecked(dx, inputs[0].shape().to_vec())),
             wrap(needs[1], sum(dloc0, dloc1)),
             wrap(needs[2], sum(ddelta0, ddelta1)),
-        ])
+        ];
+        if self.bias {
+            // the images' sums added in image order, whatever the split
+            let dbias = bias_grad.then(|| {
+                let mut total = vec![F::zero(); o];
+                for image in dbias0
+                    .chunks_exact(o.max(1))
+                    .chain(dbias1.chunks_exact(o.max(1)))
+                {
+                    total.iter_mut().zip(image).for_each(|(t, &g)| *t = *t + g);
+                }
+                Tensor::new_unchecked(total, vec![o])
+            });
+            grads.push(dbias);
+        }
+        Ok(grads)
     }
 }
 
@@ -228,6 +271,30 @@ impl<'t, F: Element> Var<'t, F> {
         stride: usize,
         padding: Padding,
     ) -> Result<Self> {
+        self.flipout_conv((loc, delta, None), (s_in, s_out), stride, padding)
+    }
+
+    /// [`conv2d_flipout`](Var::conv2d_flipout) plus `bias` (`[O]`) added
+    /// to every output pixel, in the same op: what
+    /// [`Conv2dMap`](crate::layers::Conv2dMap) runs for a layer with a
+    /// deterministic bias.
+    pub(crate) fn conv2d_flipout_bias(
+        self,
+        (loc, delta, bias): (Var<'t, F>, Var<'t, F>, Var<'t, F>),
+        signs: (&Tensor<F>, &Tensor<F>),
+        stride: usize,
+        padding: Padding,
+    ) -> Result<Self> {
+        self.flipout_conv((loc, delta, Some(bias)), signs, stride, padding)
+    }
+
+    fn flipout_conv(
+        self,
+        (loc, delta, bias): (Var<'t, F>, Var<'t, F>, Option<Var<'t, F>>),
+        (s_in, s_out): (&Tensor<F>, &Tensor<F>),
+        stride: usize,
+        padding: Padding,
+    ) -> Result<Self> {
         let geometry = ConvGeometry::new(&self.shape(), &loc.shape(), stride, padding)?;
         let factor_ok = |t: &Tensor<F>, width: usize| {
             let s = t.shape();
@@ -254,13 +321,124 @@ impl<'t, F: Element> Var<'t, F> {
                 ));
             }
         }
-        self.tape.apply(
-            Conv2dFlipoutOp {
-                geometry,
-                s_in: s_in.data().to_vec(),
-                s_out: s_out.data().to_vec(),
-            },
-            &[self, loc, delta],
-        )
+        if let Some(bias) = bias
+            && bias.shape() != [geometry.o]
+        {
+            return Err(Error::ShapeMismatch {
+                op: "conv2d_flipout",
+                lhs: geometry.output_shape(),
+                rhs: bias.shape(),
+            });
+        }
+        let op = Conv2dFlipoutOp {
+            geometry,
+            s_in: s_in.data().to_vec(),
+            s_out: s_out.data().to_vec(),
+            bias: bias.is_some(),
+        };
+        match bias {
+            Some(bias) => self.tape.apply(op, &[self, loc, delta, bias]),
+            None => self.tape.apply(op, &[self, loc, delta]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::autodiff::gradcheck::{GradCheck, gradcheck};
+    use crate::prelude::*;
+
+    fn spread(shape: &[usize], scale: f64, phase: f64) -> Tensor<f64> {
+        Tensor::from_fn(shape, |i| scale * ((i as f64) * 0.77 + phase).sin())
+    }
+
+    fn signs(n: usize, width: usize, every: usize) -> Tensor<f64> {
+        Tensor::from_fn(&[n, width], |i| if i % every == 1 { -1.0 } else { 1.0 })
+    }
+
+    #[test]
+    fn the_bias_passes_gradcheck_with_the_other_inputs() {
+        let (s_in, s_out) = (signs(2, 2, 3), signs(2, 3, 4));
+        for (stride, padding) in [(1, Padding::Same), (2, Padding::Valid)] {
+            let inputs = [
+                spread(&[2, 5, 4, 2], 1.0, 0.3),
+                spread(&[3, 3, 2, 3], 0.5, 1.1),
+                spread(&[3, 3, 2, 3], 0.2, 2.0),
+                spread(&[3], 0.4, 0.7),
+            ];
+            gradcheck(
+                |_, v| {
+                    let signs = (&s_in, &s_out);
+                    v[0].conv2d_flipout_bias((v[1], v[2], v[3]), signs, stride, padding)
+                },
+                &inputs,
+                &GradCheck::default(),
+            )
+            .unwrap_or_else(|e| panic!("stride {stride} {padding:?}: {e}"));
+        }
+    }
+
+    /// The fused bias against `conv2d_flipout` then `+ bias`: the same
+    /// values and input and kernel gradients bit for bit (the same
+    /// operations), the bias's gradient up to the order of its sum; on a
+    /// batch that runs on two threads, in f32.
+    #[test]
+    fn the_fused_bias_adds_what_a_separate_add_adds() {
+        let (n, o) = (6, 8);
+        let f32s = |t: Tensor<f64>| Tensor::from_fn(t.shape(), |i| t.data()[i] as f32);
+        let tape = Tape::<f32>::new();
+        let x = tape.var(f32s(spread(&[n, 12, 11, 3], 2.0, 0.2)));
+        let loc = tape.var(f32s(spread(&[5, 5, 3, o], 0.5, 0.4)));
+        let delta = tape.var(f32s(spread(&[5, 5, 3, o], 0.1, 1.3)));
+        let bias = tape.var(f32s(spread(&[o], 0.3, 0.9)));
+        let (s_in, s_out) = (f32s(signs(n, 3, 4)), f32s(signs(n, o, 3)));
+        let fused = x
+            .conv2d_flipout_bias((loc, delta, bias), (&s_in, &s_out), 1, Padding::Same)
+            .unwrap();
+        let apart = x
+            .conv2d_flipout(loc, delta, &s_in, &s_out, 1, Padding::Same)
+            .unwrap()
+            .try_add(bias)
+            .unwrap();
+        assert_eq!(fused.value().data(), apart.value().data());
+        let weights = tape.constant(f32s(spread(&fused.shape(), 1.0, 0.5)));
+        let gf = (fused * weights).sum().backward().unwrap();
+        let ga = (apart * weights).sum().backward().unwrap();
+        for v in [x, loc, delta] {
+            assert_eq!(gf.get(v).unwrap().data(), ga.get(v).unwrap().data());
+        }
+        let (bf, ba) = (gf.get(bias).unwrap(), ga.get(bias).unwrap());
+        for (f, a) in bf.data().iter().zip(ba.data()) {
+            assert!((f - a).abs() <= 1e-4 * a.abs().max(1.0), "{f} vs {a}");
+        }
+        // only the bias needs a gradient: one thread, the same sums
+        let constant = tape.constant(x.value());
+        let y = constant
+            .conv2d_flipout_bias(
+                (
+                    tape.constant(loc.value()),
+                    tape.constant(delta.value()),
+                    bias,
+                ),
+                (&s_in, &s_out),
+                1,
+                Padding::Same,
+            )
+            .unwrap();
+        let g = (y * weights).sum().backward().unwrap();
+        assert_eq!(g.get(bias).unwrap().data(), bf.data());
+    }
+
+    #[test]
+    fn a_bias_of_the_wrong_width_is_refused() {
+        let tape = Tape::<f64>::new();
+        let x = tape.var(Tensor::ones(&[2, 4, 4, 1]));
+        let k = tape.var(Tensor::ones(&[3, 3, 1, 2]));
+        let bias = tape.var(Tensor::ones(&[3]));
+        let (s_in, s_out) = (signs(2, 1, 2), signs(2, 2, 2));
+        let err = x
+            .conv2d_flipout_bias((k, k, bias), (&s_in, &s_out), 1, Padding::Same)
+            .unwrap_err();
+        assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
     }
 }
