@@ -708,3 +708,63 @@ fn conv_flipout_adds_its_bias_and_passes_the_bias_its_gradient() {
         );
     }
 }
+
+/// A Flipout convolution followed by max pooling (with a ReLU between or
+/// not) runs as one op in a `Sequential`: the same values and parameter
+/// gradients, bit for bit, as the layers run one by one, with a
+/// deterministic bias (fused) and with a variational one (not fused: the
+/// bias comes before the pooling).
+#[test]
+fn a_sequential_pools_inside_the_convolution_with_the_same_bits() {
+    for bias in [BiasMode::Deterministic, BiasMode::Variational] {
+        for with_relu in [true, false] {
+            // the same layer twice (the same initial values under two
+            // names): in the network, and on its own
+            let mut store = ParamStore::<f32>::new();
+            let mut layer = |name: &str| {
+                let mut rng = StdRng::seed_from_u64(2);
+                let cfg = VariationalConfig {
+                    bias,
+                    ..VariationalConfig::default()
+                };
+                let map = Conv2dMap::new(3, 4, 3).padding(Padding::Same);
+                Conv2dFlipout::with_config(&mut store, name, map, cfg, &mut rng).unwrap()
+            };
+            let mut net = Sequential::new().push(layer("in_net"));
+            let conv = layer("alone");
+            if with_relu {
+                net = net.push(Activation::Relu);
+            }
+            let net = net.push(MaxPool2d { size: 2, stride: 2 });
+            let x = Tensor::from_fn(&[6, 8, 10, 3], |i| ((i as f32) * 0.37).sin());
+            let run = |fused: bool| {
+                let tape = Tape::new();
+                let mut rng = StdRng::seed_from_u64(9);
+                let mut cx = Forward::new(&tape, &store, &mut rng);
+                let x = tape.constant(x.clone());
+                let y = if fused {
+                    net.forward(&mut cx, x).unwrap()
+                } else {
+                    let y = conv.forward(&mut cx, x).unwrap();
+                    let y = if with_relu { y.relu() } else { y };
+                    y.max_pool2d(2, 2).unwrap()
+                };
+                let weights = Tensor::from_fn(&y.shape(), |i| ((i as f32) * 0.71).cos());
+                let loss = (y * weights).sum() + cx.divergences().total();
+                let grads = loss.backward().unwrap();
+                let bits =
+                    |t: &Tensor<f32>| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                let prefix = if fused { "in_net/" } else { "alone/" };
+                let params: Vec<_> = store
+                    .params()
+                    .filter(|&p| store.name(p).starts_with(prefix))
+                    .map(|p| bits(grads.param(p).unwrap()))
+                    .collect();
+                (bits(&y.value()), params)
+            };
+            let (fused, alone) = (run(true), run(false));
+            assert!(!fused.1.is_empty());
+            assert_eq!(fused, alone, "{bias:?}, relu {with_relu}");
+        }
+    }
+}

@@ -48,18 +48,55 @@ pub trait LinearMap<F: Element>: Send + Sync + 'static {
         delta: Var<'t, F>,
         signs: (Tensor<F>, Tensor<F>),
     ) -> Result<Var<'t, F>>;
-    /// [`flipout`](LinearMap::flipout) plus `bias` (one value per output
-    /// unit) added along the last axis. The default adds it with a second
-    /// op; [`Conv2dMap`] adds it inside the convolution, which saves a
-    /// pass over the output each way.
-    fn flipout_bias<'t>(
+    /// [`flipout`](LinearMap::flipout) followed by the layer's
+    /// [`Epilogue`]. The default applies the epilogue as separate ops;
+    /// [`Conv2dMap`] adds the bias and pools inside the convolution, each
+    /// image while it is in cache.
+    fn flipout_with<'t>(
         &self,
         x: Var<'t, F>,
         (loc, delta): (Var<'t, F>, Var<'t, F>),
         signs: (Tensor<F>, Tensor<F>),
-        bias: Var<'t, F>,
+        epilogue: Epilogue<'t, F>,
     ) -> Result<Var<'t, F>> {
-        self.flipout(x, loc, delta, signs)?.try_add(bias)
+        epilogue.apply(self.flipout(x, loc, delta, signs)?)
+    }
+}
+
+/// What a layer applies after its linear map in one stochastic pass: its
+/// deterministic bias, then max pooling over `k x k` windows with stride
+/// `k` when the layer is followed by a [`MaxPool2d`](super::MaxPool2d) (in
+/// a [`Sequential`](super::Sequential)). An estimator may take it from the
+/// [`PosteriorPass`](super::PosteriorPass) and hand it to
+/// [`LinearMap::flipout_with`], which may fuse it; the layer applies
+/// whatever was not taken.
+#[derive(Debug, Clone, Copy)]
+pub struct Epilogue<'t, F: Element> {
+    /// The bias (`[outputs]`), added along the last axis.
+    pub bias: Option<Var<'t, F>>,
+    /// The side (and stride) of the pooling windows.
+    pub max_pool: Option<usize>,
+}
+
+impl<'t, F: Element> Epilogue<'t, F> {
+    /// Nothing to apply.
+    pub fn none() -> Self {
+        Epilogue {
+            bias: None,
+            max_pool: None,
+        }
+    }
+
+    /// `y` plus the bias, then pooled: the epilogue as separate ops.
+    pub fn apply(self, y: Var<'t, F>) -> Result<Var<'t, F>> {
+        let y = match self.bias {
+            Some(b) => y.try_add(b)?,
+            None => y,
+        };
+        match self.max_pool {
+            Some(k) => y.max_pool2d(k, k),
+            None => Ok(y),
+        }
     }
 }
 
@@ -193,18 +230,14 @@ impl<F: Element> LinearMap<F> for Conv2dMap {
     ) -> Result<Var<'t, F>> {
         x.conv2d_flipout(loc, delta, &s_in, &s_out, self.stride, self.padding)
     }
-    fn flipout_bias<'t>(
+    fn flipout_with<'t>(
         &self,
         x: Var<'t, F>,
-        (loc, delta): (Var<'t, F>, Var<'t, F>),
+        kernel: (Var<'t, F>, Var<'t, F>),
         (s_in, s_out): (Tensor<F>, Tensor<F>),
-        bias: Var<'t, F>,
+        Epilogue { bias, max_pool }: Epilogue<'t, F>,
     ) -> Result<Var<'t, F>> {
-        x.conv2d_flipout_bias(
-            (loc, delta, bias),
-            (&s_in, &s_out),
-            self.stride,
-            self.padding,
-        )
+        let geometry = (self.stride, self.padding);
+        x.conv2d_flipout_fused(kernel, (&s_in, &s_out), geometry, (bias, max_pool))
     }
 }

@@ -16,7 +16,7 @@ mod variational;
 
 pub use head::{BoxedDistribution, DistributionHead, HeadFn};
 pub use hierarchical::{HierarchicalScale, ScalePrior};
-pub use linear_map::{Conv2dMap, DenseMap, LinearMap};
+pub use linear_map::{Conv2dMap, DenseMap, Epilogue, LinearMap};
 pub use sparse::{DenseSparseVd, SparseVariational, SparseVdConfig};
 pub use spike_slab::{DenseSpikeAndSlab, Selection, SpikeAndSlabConfig, SpikeAndSlabVariational};
 pub use variational::{
@@ -76,6 +76,36 @@ pub trait Module<F: Element>: Send + Sync {
 
     /// The layer's name (prefix of its parameters and divergence nodes).
     fn name(&self) -> &str;
+
+    /// The forward pass followed by max pooling over `size x size` windows
+    /// with `stride` (NHWC, VALID), which [`Sequential`] calls for a layer
+    /// followed by a [`MaxPool2d`]. The default runs the two one after the
+    /// other; a layer may fuse them (a Flipout convolution pools each image
+    /// as soon as it is computed, and never stores the full-size output).
+    ///
+    /// ```
+    /// use bayesgrad::prelude::*;
+    /// let mut store = ParamStore::<f32>::new();
+    /// let map = Conv2dMap::new(3, 8, 3).padding(Padding::Same);
+    /// let conv = Conv2dFlipout::new(&mut store, "conv", map, &mut StdRng::seed_from_u64(0))?;
+    /// let tape = Tape::new();
+    /// let x = tape.constant(Tensor::from_fn(&[2, 8, 8, 3], |i| (i as f32 * 0.1).sin()));
+    /// // the same draws (one seed) for the fused and the separate ops
+    /// let (mut a, mut b) = (StdRng::seed_from_u64(1), StdRng::seed_from_u64(1));
+    /// let pooled = conv.forward_max_pooled(&mut Forward::new(&tape, &store, &mut a), x, (2, 2))?;
+    /// let apart = conv.forward(&mut Forward::new(&tape, &store, &mut b), x)?.max_pool2d(2, 2)?;
+    /// assert_eq!(pooled.shape(), [2, 4, 4, 8]);
+    /// assert_eq!(pooled.value().data(), apart.value().data());
+    /// # Ok::<(), bayesgrad::Error>(())
+    /// ```
+    fn forward_max_pooled<'t>(
+        &self,
+        cx: &mut Forward<'t, '_, F>,
+        x: Var<'t, F>,
+        (size, stride): (usize, usize),
+    ) -> Result<Var<'t, F>> {
+        self.forward(cx, x)?.max_pool2d(size, stride)
+    }
 
     /// The layer as [`Any`](std::any::Any), for code that needs its
     /// concrete type (the conversions of [`convert`]); `None` by default.
@@ -334,7 +364,15 @@ impl<F: Element> Sequential<F> {
 
 impl<F: Element> Module<F> for Sequential<F> {
     fn forward<'t>(&self, cx: &mut Forward<'t, '_, F>, x: Var<'t, F>) -> Result<Var<'t, F>> {
-        let layer = |j: usize| self.layers.get(j).and_then(|l| l.as_any());
+        let any = |j: usize| self.layers.get(j).and_then(|l| l.as_any());
+        let relu = |j: usize| {
+            let a = any(j).and_then(|a| a.downcast_ref::<Activation>());
+            matches!(a, Some(Activation::Relu))
+        };
+        let pool = |j: usize| {
+            let p = any(j).and_then(|a| a.downcast_ref::<MaxPool2d>());
+            p.map(|p| (p.size, p.stride))
+        };
         let mut h = x;
         let mut i = 0;
         while i < self.layers.len() {
@@ -342,10 +380,16 @@ impl<F: Element> Module<F> for Sequential<F> {
             // on a quarter of the elements: both keep order (and NaN), so
             // they commute exactly, values and gradients alike
             // (`relu_then_pool_runs_as_pool_then_relu_with_the_same_bits`).
-            let relu = layer(i).and_then(|a| a.downcast_ref::<Activation>());
-            let pool = layer(i + 1).and_then(|a| a.downcast_ref::<MaxPool2d>());
-            if let (Some(Activation::Relu), Some(pool)) = (relu, pool) {
-                h = h.max_pool2d(pool.size, pool.stride)?.relu();
+            // The layer before them, or before a max-pooling alone, is
+            // asked for its output pooled, which it may fuse.
+            if let (true, Some(window)) = (relu(i), pool(i + 1)) {
+                h = h.max_pool2d(window.0, window.1)?.relu();
+                i += 2;
+            } else if let (true, Some(window)) = (relu(i + 1), pool(i + 2)) {
+                h = self.layers[i].forward_max_pooled(cx, h, window)?.relu();
+                i += 3;
+            } else if let Some(window) = pool(i + 1) {
+                h = self.layers[i].forward_max_pooled(cx, h, window)?;
                 i += 2;
             } else {
                 h = self.layers[i].forward(cx, h)?;

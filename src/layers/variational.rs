@@ -2,7 +2,7 @@
 //! its posterior parameters, priors, divergences and estimators.
 
 use super::Module;
-use super::linear_map::{Conv2dMap, DenseMap, LinearMap};
+use super::linear_map::{Conv2dMap, DenseMap, Epilogue, LinearMap};
 use crate::autodiff::params::{Constraint, POSITIVE_EPS, Param, ParamStore};
 use crate::autodiff::tape::{Tape, Var};
 use crate::bayes::forward::{Forward, SampleMode};
@@ -412,8 +412,8 @@ pub struct PosteriorPass<'t, 'c, 'a, F: Element> {
     layer: &'c str,
     config: &'c VariationalConfig<F>,
     drawn: Drawn<'t, F>,
-    /// The layer's deterministic bias, until an estimator takes it.
-    bias: Option<Var<'t, F>>,
+    /// What the layer applies after the map, until an estimator takes it.
+    epilogue: Epilogue<'t, F>,
 }
 
 impl<'t, F: Element> PosteriorPass<'t, '_, '_, F> {
@@ -450,12 +450,14 @@ impl<'t, F: Element> PosteriorPass<'t, '_, '_, F> {
         self.cx.rng()
     }
 
-    /// The layer's deterministic bias (`[outputs]`), for an estimator that
-    /// adds it in its own last op; `None` for a layer without one, one
-    /// with a variational bias, or once taken. The layer adds a bias that
-    /// was not taken after the estimator's output.
-    pub fn take_bias(&mut self) -> Option<Var<'t, F>> {
-        self.bias.take()
+    /// The layer's [`Epilogue`] (its deterministic bias, and pooling when
+    /// a max-pooling layer follows), for an estimator that applies it with
+    /// its map ([`LinearMap::flipout_with`]); an empty one once taken. The
+    /// layer applies what was not taken after the estimator's output. A
+    /// variational bias is not part of it: the layer adds it (and then
+    /// pools) itself.
+    pub fn take_epilogue(&mut self) -> Epilogue<'t, F> {
+        std::mem::replace(&mut self.epilogue, Epilogue::none())
     }
 
     /// `(prior loc, prior scale, softplus shift)` when the fused sampler
@@ -558,10 +560,8 @@ impl Estimator for Flipout {
         let (inputs, outputs) = (kernel[kernel.len() - 2], kernel[kernel.len() - 1]);
         let s_in = rademacher(&[batch, inputs], posterior.rng());
         let s_out = rademacher(&[batch, outputs], posterior.rng());
-        match posterior.take_bias() {
-            Some(bias) => map.flipout_bias(x, (loc, delta), (s_in, s_out), bias),
-            None => map.flipout(x, loc, delta, (s_in, s_out)),
-        }
+        let epilogue = posterior.take_epilogue();
+        map.flipout_with(x, (loc, delta), (s_in, s_out), epilogue)
     }
 }
 
@@ -791,8 +791,17 @@ impl<F: Element, E: Estimator> Variational<F, Conv2dMap, E> {
     }
 }
 
-impl<F: Element, M: LinearMap<F>, E: Estimator> Module<F> for Variational<F, M, E> {
-    fn forward<'t>(&self, cx: &mut Forward<'t, '_, F>, x: Var<'t, F>) -> Result<Var<'t, F>> {
+impl<F: Element, M: LinearMap<F>, E: Estimator> Variational<F, M, E> {
+    /// The forward pass, followed by max pooling over `k x k` windows with
+    /// stride `k` when `max_pool` is `Some(k)`: in a stochastic pass the
+    /// estimator may fuse the pooling (and a deterministic bias) into its
+    /// map through the [`Epilogue`].
+    fn forward_with<'t>(
+        &self,
+        cx: &mut Forward<'t, '_, F>,
+        x: Var<'t, F>,
+        max_pool: Option<usize>,
+    ) -> Result<Var<'t, F>> {
         self.map.check_input(&self.name, &x)?;
         let y = match cx.mode() {
             SampleMode::PosteriorMean => {
@@ -810,29 +819,58 @@ impl<F: Element, M: LinearMap<F>, E: Estimator> Module<F> for Variational<F, M, 
                 self.map.apply_samples(x, w, k)?
             }
             SampleMode::Sample => {
-                let bias = match &self.bias {
-                    Bias::Deterministic(b) => Some(cx.param(*b)?),
-                    _ => None,
+                // a variational bias is added by the layer, and the pooling
+                // comes after it
+                let (bias, fusable) = match &self.bias {
+                    Bias::Deterministic(b) => (Some(cx.param(*b)?), true),
+                    Bias::None => (None, true),
+                    Bias::Variational(_) => (None, false),
                 };
+                let max_pool = max_pool.filter(|_| fusable);
                 let mut posterior = PosteriorPass {
                     cx: &mut *cx,
                     kernel: &self.kernel,
                     layer: &self.name,
                     config: &self.config,
                     drawn: Drawn::Nothing,
-                    bias,
+                    epilogue: Epilogue { bias, max_pool },
                 };
                 let y = E::output(&self.map, x, &mut posterior)?;
-                let untaken = posterior.bias.take();
+                let untaken = posterior.take_epilogue();
                 posterior.register()?;
-                if let Bias::Deterministic(_) = self.bias {
-                    // added by the estimator, or here
-                    return untaken.map_or(Ok(y), |b| y.try_add(b));
+                if fusable {
+                    return untaken.apply(y);
                 }
                 y
             }
         };
-        self.bias.apply(cx, &self.name, y, &self.config)
+        let y = self.bias.apply(cx, &self.name, y, &self.config)?;
+        match max_pool {
+            Some(k) => y.max_pool2d(k, k),
+            None => Ok(y),
+        }
+    }
+}
+
+impl<F: Element, M: LinearMap<F>, E: Estimator> Module<F> for Variational<F, M, E> {
+    fn forward<'t>(&self, cx: &mut Forward<'t, '_, F>, x: Var<'t, F>) -> Result<Var<'t, F>> {
+        self.forward_with(cx, x, None)
+    }
+    /// In a stochastic pass with windows that do not overlap
+    /// (`stride == size`), the pooling is handed to the estimator with the
+    /// bias ([`Epilogue`]): Flipout's convolution pools each image while it
+    /// is in cache.
+    fn forward_max_pooled<'t>(
+        &self,
+        cx: &mut Forward<'t, '_, F>,
+        x: Var<'t, F>,
+        (size, stride): (usize, usize),
+    ) -> Result<Var<'t, F>> {
+        if size == stride && matches!(cx.mode(), SampleMode::Sample) {
+            self.forward_with(cx, x, Some(size))
+        } else {
+            self.forward(cx, x)?.max_pool2d(size, stride)
+        }
     }
     fn name(&self) -> &str {
         &self.name

@@ -2,12 +2,15 @@
 //! sign-flipped kernel.
 
 use super::conv::{ConvGeometry, Padding};
+use super::pool::{Window, pool_image, spread_image};
 use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
 use crate::kernels::gemm::{MatRef, assume_init, gemm_append, gemm_uninit};
-use crate::kernels::parallel::par_blocks;
+use crate::kernels::parallel::{par_blocks, vectorized};
 use crate::tensor::{Element, Tensor};
+use std::mem::MaybeUninit;
 use std::ops::Range;
+use std::sync::{Mutex, PoisonError};
 
 /// Flipout's convolution `conv(x, loc) + conv(x * s_in, delta) * s_out`
 /// with per-image channel factors `s_in: [N, C]` and `s_out: [N, O]`, and
@@ -25,11 +28,22 @@ use std::ops::Range;
 /// gradient summed from each image's output gradient, while they are in
 /// cache: a separate op would make a pass over the whole output forward
 /// and one backward.
+///
+/// With `pool = Some(k)` the op also max-pools its output over `k x k`
+/// windows that tile it (stride `k`), each image as soon as it is
+/// computed: the full-size output is never stored. Backward spreads each
+/// image's pooled gradient to its windows' maxima (the taps kept in
+/// `argmax`) in a per-image buffer, which the rest of backward reads as it
+/// would the gradient of the unpooled output.
 struct Conv2dFlipoutOp<F> {
     geometry: ConvGeometry,
     s_in: Vec<F>,
     s_out: Vec<F>,
     bias: bool,
+    pool: Option<usize>,
+    /// Written by forward for backward (a `Mutex`: the op is shared with
+    /// the helper threads).
+    argmax: Mutex<Vec<u32>>,
 }
 
 impl<F: Element> Conv2dFlipoutOp<F> {
@@ -61,6 +75,47 @@ impl<F: Element> Conv2dFlipoutOp<F> {
         );
     }
 
+    /// One image's convolution from its patch matrix and kernel, plus the
+    /// bias if any, written over all of `y` (`oh * ow x o`).
+    fn image_output(
+        &self,
+        (cols, kernel, bias): (&[F], &[F], Option<&[F]>),
+        y: &mut [MaybeUninit<F>],
+    ) {
+        let g = &self.geometry;
+        let (pixels, patch, o) = (g.oh * g.ow, g.patch(), g.o);
+        gemm_uninit(
+            pixels,
+            patch,
+            o,
+            MatRef::new(cols, patch, false),
+            MatRef::new(kernel, o, false),
+            y,
+        );
+        if let Some(bias) = bias {
+            // SAFETY: `gemm_uninit` wrote all of `y`.
+            let y = unsafe { assume_init(y) };
+            for row in y.chunks_exact_mut(o.max(1)) {
+                row.iter_mut().zip(bias).for_each(|(y, &b)| *y = *y + b);
+            }
+        }
+    }
+
+    /// The output's shape: the convolution's, or its pooled one.
+    fn output_shape(&self) -> Vec<usize> {
+        let g = &self.geometry;
+        match self.pool {
+            Some(k) => vec![g.n, g.oh / k, g.ow / k, g.o],
+            None => g.output_shape(),
+        }
+    }
+
+    /// The shapes of one image's convolution and of its pooling by `k`.
+    fn image_shapes(&self, k: usize) -> ([usize; 4], [usize; 4]) {
+        let g = &self.geometry;
+        ([1, g.oh, g.ow, g.o], [1, g.oh / k, g.ow / k, g.o])
+    }
+
     /// Multiply-adds of the GEMMs of all images (one per image).
     fn work(&self) -> usize {
         let g = &self.geometry;
@@ -88,43 +143,60 @@ impl<F: Element> Op<F> for Conv2dFlipoutOp<F> {
         }
         let (x, loc, delta) = (inputs[0].data(), inputs[1].data(), inputs[2].data());
         let bias = self.bias.then(|| inputs[3].data());
-        let (pixels, patch, o) = (g.oh * g.ow, g.patch(), g.o);
-        let total = g.rows() * o;
-        let mut out = Vec::with_capacity(total);
+        let (pixels, o) = (g.oh * g.ow, g.o);
+        // per image, the output's elements and those kept (pooled or all)
+        let full = pixels * o;
+        let kept = self.pool.map_or(full, |k| pixels / (k * k) * o);
+        let total = g.n * kept;
+        let taps_len = if self.pool.is_some() { total } else { 0 };
+        let (mut out, mut argmax) = (Vec::with_capacity(total), Vec::with_capacity(taps_len));
         // the two halves of the batch on two threads, one image at a time
         par_blocks(
-            &mut out.spare_capacity_mut()[..total],
+            (
+                &mut out.spare_capacity_mut()[..total],
+                &mut argmax.spare_capacity_mut()[..taps_len],
+            ),
             g.n,
             self.work(),
-            |images, out| {
+            |images, (out, taps)| {
                 let (mut cols, mut kernel, mut signs) = (Vec::new(), Vec::new(), Vec::new());
-                for (b, out) in images.zip(out.chunks_mut((pixels * o).max(1))) {
+                let mut image = Vec::with_capacity(if self.pool.is_some() { full } else { 0 });
+                let mut taps = taps.chunks_mut(kept.max(1));
+                for (b, out) in images.zip(out.chunks_mut(kept.max(1))) {
                     self.image_signs(b, &mut signs);
                     Self::image_kernel(loc, delta, &signs, &mut kernel);
                     cols.clear();
                     g.im2col_image(x, b, &mut cols);
-                    gemm_uninit(
-                        pixels,
-                        patch,
-                        o,
-                        MatRef::new(&cols, patch, false),
-                        MatRef::new(&kernel, o, false),
-                        out,
-                    );
-                    if let Some(bias) = bias {
-                        // SAFETY: `gemm_uninit` wrote all of `out`.
-                        let out = unsafe { assume_init(out) };
-                        for row in out.chunks_exact_mut(o.max(1)) {
-                            row.iter_mut().zip(bias).for_each(|(y, &b)| *y = *y + b);
+                    let product = (&cols[..], &kernel[..], bias);
+                    match (self.pool, taps.next()) {
+                        (Some(k), Some(taps)) => {
+                            // into a buffer, pooled from there
+                            let y = &mut image.spare_capacity_mut()[..full];
+                            self.image_output(product, y);
+                            // SAFETY: `image_output` wrote all of `y`.
+                            let y = unsafe { assume_init(y) };
+                            let (image, pooled) = self.image_shapes(k);
+                            let window = Window { size: k, stride: k };
+                            // vectorized: this closure is compiled apart
+                            vectorized(
+                                #[inline(always)]
+                                || pool_image(window, (&image, &pooled), y, (out, taps)),
+                            );
                         }
+                        _ => self.image_output(product, out),
                     }
                 }
             },
         );
-        // SAFETY: `par_blocks` gave every image's block of the first
-        // `total` elements to one `gemm_uninit`, which writes all of it.
-        unsafe { out.set_len(total) };
-        Tensor::from_vec(out, &g.output_shape())
+        // SAFETY: `par_blocks` gave every image's block of the first `total`
+        // elements (and of the argmax) to one pass of the loop, which wrote
+        // all of it: `gemm_uninit`, or the pooling of every window.
+        unsafe {
+            out.set_len(total);
+            argmax.set_len(taps_len);
+        }
+        *self.argmax.lock().unwrap_or_else(PoisonError::into_inner) = argmax;
+        Tensor::from_vec(out, &self.output_shape())
     }
     fn backward(
         &self,
@@ -144,6 +216,10 @@ impl<F: Element> Op<F> for Conv2dFlipoutOp<F> {
         let g = &self.geometry;
         let (x, loc, delta) = (inputs[0].data(), inputs[1].data(), inputs[2].data());
         let (pixels, patch, o) = (g.oh * g.ow, g.patch(), g.o);
+        let full = pixels * o;
+        let kept = self.pool.map_or(full, |k| pixels / (k * k) * o);
+        let argmax = self.argmax.lock().unwrap_or_else(PoisonError::into_inner);
+        let argmax: &[u32] = &argmax;
         let kernel_grads = needs[1] || needs[2];
         let bias_grad = needs.get(3) == Some(&true);
         let mut dx = if needs[0] {
@@ -160,8 +236,29 @@ impl<F: Element> Op<F> for Conv2dFlipoutOp<F> {
             let (mut cols, mut kernel, mut signs, mut dw) =
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let first = images.start;
+            let mut spread = Vec::with_capacity(if self.pool.is_some() { full } else { 0 });
             for b in images {
-                let gb = &grad.data()[b * pixels * o..(b + 1) * pixels * o];
+                let part = b * kept..(b + 1) * kept;
+                // the gradient of the image's (unpooled) output
+                let gb = match self.pool {
+                    Some(k) => {
+                        let (image, pooled) = self.image_shapes(k);
+                        let window = Window { size: k, stride: k };
+                        spread.clear();
+                        let taken = (&grad.data()[part.clone()], &argmax[part]);
+                        let into = &mut spread.spare_capacity_mut()[..full];
+                        vectorized(
+                            #[inline(always)]
+                            || spread_image(window, (&image, &pooled), taken, into),
+                        );
+                        // SAFETY: the windows tile the image (checked when
+                        // the op was made), and `spread_image` wrote every
+                        // element they cover.
+                        unsafe { spread.set_len(full) };
+                        &spread[..]
+                    }
+                    None => &grad.data()[part],
+                };
                 self.image_signs(b, &mut signs);
                 if bias_grad {
                     let at = dbias.len();
@@ -271,26 +368,37 @@ impl<'t, F: Element> Var<'t, F> {
         stride: usize,
         padding: Padding,
     ) -> Result<Self> {
-        self.flipout_conv((loc, delta, None), (s_in, s_out), stride, padding)
+        self.flipout_conv((loc, delta, None, None), (s_in, s_out), stride, padding)
     }
 
     /// [`conv2d_flipout`](Var::conv2d_flipout) plus `bias` (`[O]`) added
-    /// to every output pixel, in the same op: what
-    /// [`Conv2dMap`](crate::layers::Conv2dMap) runs for a layer with a
-    /// deterministic bias.
-    pub(crate) fn conv2d_flipout_bias(
+    /// to every output pixel, then max pooling over `k x k` windows with
+    /// stride `k`, each optional, in one op where the windows tile the
+    /// output (otherwise the pooling is a second op): what
+    /// [`Conv2dMap`](crate::layers::Conv2dMap) runs for a Flipout layer's
+    /// [`Epilogue`](crate::layers::Epilogue).
+    pub(crate) fn conv2d_flipout_fused(
         self,
-        (loc, delta, bias): (Var<'t, F>, Var<'t, F>, Var<'t, F>),
+        (loc, delta): (Var<'t, F>, Var<'t, F>),
         signs: (&Tensor<F>, &Tensor<F>),
-        stride: usize,
-        padding: Padding,
+        (stride, padding): (usize, Padding),
+        (bias, pool): (Option<Var<'t, F>>, Option<usize>),
     ) -> Result<Self> {
-        self.flipout_conv((loc, delta, Some(bias)), signs, stride, padding)
+        let geometry = ConvGeometry::new(&self.shape(), &loc.shape(), stride, padding)?;
+        let tiles = |k: usize| k > 0 && geometry.oh % k == 0 && geometry.ow % k == 0;
+        match pool {
+            Some(k) if !tiles(k) => self
+                .flipout_conv((loc, delta, bias, None), signs, stride, padding)?
+                .max_pool2d(k, k),
+            _ => self.flipout_conv((loc, delta, bias, pool), signs, stride, padding),
+        }
     }
 
+    /// The op, with windows `pool` that tile the output (checked by the
+    /// caller).
     fn flipout_conv(
         self,
-        (loc, delta, bias): (Var<'t, F>, Var<'t, F>, Option<Var<'t, F>>),
+        (loc, delta, bias, pool): (Var<'t, F>, Var<'t, F>, Option<Var<'t, F>>, Option<usize>),
         (s_in, s_out): (&Tensor<F>, &Tensor<F>),
         stride: usize,
         padding: Padding,
@@ -335,6 +443,8 @@ impl<'t, F: Element> Var<'t, F> {
             s_in: s_in.data().to_vec(),
             s_out: s_out.data().to_vec(),
             bias: bias.is_some(),
+            pool,
+            argmax: Mutex::new(Vec::new()),
         };
         match bias {
             Some(bias) => self.tape.apply(op, &[self, loc, delta, bias]),
@@ -369,7 +479,8 @@ mod tests {
             gradcheck(
                 |_, v| {
                     let signs = (&s_in, &s_out);
-                    v[0].conv2d_flipout_bias((v[1], v[2], v[3]), signs, stride, padding)
+                    let geometry = (stride, padding);
+                    v[0].conv2d_flipout_fused((v[1], v[2]), signs, geometry, (Some(v[3]), None))
                 },
                 &inputs,
                 &GradCheck::default(),
@@ -392,8 +503,9 @@ mod tests {
         let delta = tape.var(f32s(spread(&[5, 5, 3, o], 0.1, 1.3)));
         let bias = tape.var(f32s(spread(&[o], 0.3, 0.9)));
         let (s_in, s_out) = (f32s(signs(n, 3, 4)), f32s(signs(n, o, 3)));
+        let same = (1, Padding::Same);
         let fused = x
-            .conv2d_flipout_bias((loc, delta, bias), (&s_in, &s_out), 1, Padding::Same)
+            .conv2d_flipout_fused((loc, delta), (&s_in, &s_out), same, (Some(bias), None))
             .unwrap();
         let apart = x
             .conv2d_flipout(loc, delta, &s_in, &s_out, 1, Padding::Same)
@@ -413,17 +525,9 @@ mod tests {
         }
         // only the bias needs a gradient: one thread, the same sums
         let constant = tape.constant(x.value());
+        let kernel = (tape.constant(loc.value()), tape.constant(delta.value()));
         let y = constant
-            .conv2d_flipout_bias(
-                (
-                    tape.constant(loc.value()),
-                    tape.constant(delta.value()),
-                    bias,
-                ),
-                (&s_in, &s_out),
-                1,
-                Padding::Same,
-            )
+            .conv2d_flipout_fused(kernel, (&s_in, &s_out), same, (Some(bias), None))
             .unwrap();
         let g = (y * weights).sum().backward().unwrap();
         assert_eq!(g.get(bias).unwrap().data(), bf.data());
@@ -436,9 +540,85 @@ mod tests {
         let k = tape.var(Tensor::ones(&[3, 3, 1, 2]));
         let bias = tape.var(Tensor::ones(&[3]));
         let (s_in, s_out) = (signs(2, 1, 2), signs(2, 2, 2));
+        let same = (1, Padding::Same);
         let err = x
-            .conv2d_flipout_bias((k, k, bias), (&s_in, &s_out), 1, Padding::Same)
+            .conv2d_flipout_fused((k, k), (&s_in, &s_out), same, (Some(bias), None))
             .unwrap_err();
         assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
+    }
+
+    /// Pooling inside the op against `max_pool2d` after it: the same
+    /// values and the same gradients, bit for bit (the same maxima, the
+    /// same spread of the gradient, the same products after it), on a
+    /// batch that runs on two threads, with a NaN and with ties; and
+    /// windows that do not tile the output fall back to the two ops.
+    #[test]
+    fn pooling_in_the_op_gives_the_bits_of_pooling_after_it() {
+        let (n, o) = (6, 8);
+        let f32s = |t: Tensor<f64>| Tensor::from_fn(t.shape(), |i| t.data()[i] as f32);
+        let mut image = f32s(spread(&[n, 12, 10, 3], 2.0, 0.2));
+        image.data_mut()[77] = f32::NAN;
+        // ties: a constant patch of the first image
+        for i in 0..30 {
+            image.data_mut()[i] = 0.5;
+        }
+        let bits = |t: &Tensor<f32>| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for (k, stride, padding) in [
+            (2, 1, Padding::Same),
+            (3, 1, Padding::Valid),
+            (2, 2, Padding::Same),
+        ] {
+            let tape = Tape::<f32>::new();
+            let x = tape.var(image.clone());
+            let loc = tape.var(f32s(spread(&[3, 3, 3, o], 0.5, 0.4)));
+            let delta = tape.var(f32s(spread(&[3, 3, 3, o], 0.1, 1.3)));
+            let bias = tape.var(f32s(spread(&[o], 0.3, 0.9)));
+            let (s_in, s_out) = (f32s(signs(n, 3, 4)), f32s(signs(n, o, 3)));
+            let geometry = (stride, padding);
+            let fused = x
+                .conv2d_flipout_fused(
+                    (loc, delta),
+                    (&s_in, &s_out),
+                    geometry,
+                    (Some(bias), Some(k)),
+                )
+                .unwrap();
+            let apart = x
+                .conv2d_flipout_fused((loc, delta), (&s_in, &s_out), geometry, (Some(bias), None))
+                .unwrap()
+                .max_pool2d(k, k)
+                .unwrap();
+            let what = format!("pool {k} stride {stride} {padding:?}");
+            assert_eq!(fused.shape(), apart.shape(), "{what}");
+            assert_eq!(bits(&fused.value()), bits(&apart.value()), "{what}");
+            let weights = tape.constant(f32s(spread(&fused.shape(), 1.0, 0.5)));
+            let gf = (fused * weights).sum().backward().unwrap();
+            let ga = (apart * weights).sum().backward().unwrap();
+            for v in [x, loc, delta, bias] {
+                let (f, a) = (gf.get(v).unwrap(), ga.get(v).unwrap());
+                assert_eq!(bits(f), bits(a), "{what}");
+            }
+        }
+    }
+
+    #[test]
+    fn pooling_in_the_op_passes_gradcheck() {
+        let (s_in, s_out) = (signs(2, 2, 3), signs(2, 3, 4));
+        let inputs = [
+            spread(&[2, 4, 6, 2], 1.0, 0.3),
+            spread(&[3, 3, 2, 3], 0.5, 1.1),
+            spread(&[3, 3, 2, 3], 0.2, 2.0),
+            spread(&[3], 0.4, 0.7),
+        ];
+        gradcheck(
+            |_, v| {
+                let geometry = (1, Padding::Same);
+                let epilogue = (Some(v[3]), Some(2));
+                v[0].conv2d_flipout_fused((v[1], v[2]), (&s_in, &s_out), geometry, epilogue)
+            },
+            &inputs,
+            &GradCheck::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
     }
 }

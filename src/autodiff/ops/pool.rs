@@ -6,6 +6,7 @@ use crate::kernels::gemm::assume_init;
 use crate::kernels::parallel::par_blocks;
 use crate::tensor::{Element, Tensor};
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 /// Max pooling over `size x size` windows with a stride (VALID), NHWC.
 /// Forward keeps, for every output element, which tap of its window
@@ -20,9 +21,9 @@ struct MaxPool2d {
 
 /// A pooling window: its side and stride.
 #[derive(Clone, Copy)]
-struct Window {
-    size: usize,
-    stride: usize,
+pub(crate) struct Window {
+    pub(crate) size: usize,
+    pub(crate) stride: usize,
 }
 
 impl MaxPool2d {
@@ -106,6 +107,78 @@ fn par_each_window<F: Element, T: Send>(
     );
 }
 
+/// Max-pools one image `d` (its shape `xs`, pooled to `out_shape`; the
+/// batch axis is not read) into `out`, and the tap of each maximum into
+/// `arg`: every element of both is written.
+#[inline(always)]
+pub(crate) fn pool_image<F: Element>(
+    window: Window,
+    (xs, out_shape): (&[usize], &[usize]),
+    d: &[F],
+    (out, arg): (&mut [MaybeUninit<F>], &mut [MaybeUninit<u32>]),
+) {
+    let (c, taps) = (xs[3], window.size * window.size);
+    window.for_each_window(
+        xs,
+        out_shape,
+        #[inline(always)]
+        |o, first| {
+            let (best, idx) = (&mut out[o..o + c], &mut arg[o..o + c]);
+            for ((b, i), &v) in best
+                .iter_mut()
+                .zip(idx.iter_mut())
+                .zip(&d[first..first + c])
+            {
+                b.write(v);
+                i.write(0);
+            }
+            // SAFETY: both were initialized just above.
+            let (best, idx) = unsafe { (assume_init(best), assume_init(idx)) };
+            for t in 1..taps {
+                let at = first + window.tap_offset(t, xs);
+                let tap = t as u32;
+                for ((b, i), &v) in best.iter_mut().zip(idx.iter_mut()).zip(&d[at..at + c]) {
+                    // a NaN wins over any number, and the first NaN over
+                    // later ones
+                    let better = v > *b || (v.is_nan() && !b.is_nan());
+                    *b = if better { v } else { *b };
+                    *i = if better { tap } else { *i };
+                }
+            }
+        },
+    );
+}
+
+/// The gradient of one image of max pooling over windows that tile it
+/// (stride = size, no leftover rows or columns), into `dx` (the image's
+/// shape `xs`): the output gradient `g` at each window's maximum (its tap
+/// in `arg`) and zero elsewhere, every element written once, in loops over
+/// channels that vectorize.
+#[inline(always)]
+pub(crate) fn spread_image<F: Element>(
+    window: Window,
+    (xs, out_shape): (&[usize], &[usize]),
+    (g, arg): (&[F], &[u32]),
+    dx: &mut [MaybeUninit<F>],
+) {
+    let c = xs[3];
+    let taps = window.size * window.size;
+    window.for_each_window(
+        xs,
+        out_shape,
+        #[inline(always)]
+        |o, first| {
+            let (g, arg) = (&g[o..o + c], &arg[o..o + c]);
+            for t in 0..taps {
+                let at = first + window.tap_offset(t, xs);
+                for ((d, &a), &g) in dx[at..at + c].iter_mut().zip(arg).zip(g) {
+                    d.write(if a == t as u32 { g } else { F::zero() });
+                }
+            }
+        },
+    );
+}
+
 impl<F: Element> Op<F> for MaxPool2d {
     fn name(&self) -> &str {
         "max_pool2d"
@@ -132,37 +205,7 @@ impl<F: Element> Op<F> for MaxPool2d {
                 let per = (len / n.max(1)).max(1);
                 for (b, (out, arg)) in images.zip(out.chunks_mut(per).zip(arg.chunks_mut(per))) {
                     let d = &d[b * image..(b + 1) * image];
-                    window.for_each_window(
-                        xs,
-                        &out_shape,
-                        #[inline(always)]
-                        |o, first| {
-                            let (best, idx) = (&mut out[o..o + c], &mut arg[o..o + c]);
-                            for ((b, i), &v) in best
-                                .iter_mut()
-                                .zip(idx.iter_mut())
-                                .zip(&d[first..first + c])
-                            {
-                                b.write(v);
-                                i.write(0);
-                            }
-                            // SAFETY: both were initialized just above.
-                            let (best, idx) = unsafe { (assume_init(best), assume_init(idx)) };
-                            for t in 1..taps {
-                                let at = first + window.tap_offset(t, xs);
-                                let tap = t as u32;
-                                for ((b, i), &v) in
-                                    best.iter_mut().zip(idx.iter_mut()).zip(&d[at..at + c])
-                                {
-                                    // a NaN wins over any number, and the
-                                    // first NaN over later ones
-                                    let better = v > *b || (v.is_nan() && !b.is_nan());
-                                    *b = if better { v } else { *b };
-                                    *i = if better { tap } else { *i };
-                                }
-                            }
-                        },
-                    );
+                    pool_image(window, (xs, &out_shape), d, (out, arg));
                 }
             },
         );
@@ -197,23 +240,23 @@ impl<F: Element> Op<F> for MaxPool2d {
         let shapes = (xs, out_shape);
         let dx = if tiled {
             let mut dx = Vec::with_capacity(len);
-            par_each_window(
-                window,
-                shapes,
-                (grad.data(), arg),
+            let (n, per) = (xs[0], output.len() / xs[0].max(1));
+            let image = len / n.max(1);
+            let (g, arg) = (grad.data(), arg);
+            par_blocks(
                 &mut dx.spare_capacity_mut()[..len],
+                n,
+                len,
                 #[inline(always)]
-                |dx, first, g, arg| {
-                    for (t, &offset) in offsets.iter().enumerate() {
-                        let at = first + offset;
-                        for ((d, &a), &g) in dx[at..at + c].iter_mut().zip(arg).zip(g) {
-                            d.write(if a == t as u32 { g } else { F::zero() });
-                        }
+                |images, dx| {
+                    for (b, dx) in images.zip(dx.chunks_mut(image.max(1))) {
+                        let part = b * per..(b + 1) * per;
+                        spread_image(window, shapes, (&g[part.clone()], &arg[part]), dx);
                     }
                 },
             );
             // SAFETY: the tiling windows of every image cover each of its
-            // elements, and the loop above wrote every element it covers.
+            // elements, and `spread_image` wrote every element it covers.
             unsafe { dx.set_len(len) };
             dx
         } else {
