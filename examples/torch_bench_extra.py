@@ -4,8 +4,10 @@ same minutes:
 
     python3 -m venv .venv-torch && .venv-torch/bin/pip install torch bayesian-torch
     .venv-torch/bin/python examples/torch_bench_extra.py [sparse_vd|iwae|discrete|sampling|all]
+        [--flush-denormal]
 
-Prints `<workload> ms_per_step=<median>` lines (sampling: millions of draws per second with the
+`--flush-denormal` turns on `torch.set_flush_denormal(True)` (subnormal numbers read and written as
+zero), which changes the arithmetic but spares Intel CPUs their slow subnormal path. Prints `<workload> ms_per_step=<median>` lines (sampling: millions of draws per second with the
 gradient). Not part of the build or of CI.
 
 - sparse_vd: the `mlp` shapes with sparse variational dropout layers written by hand (bayesian-torch
@@ -136,6 +138,8 @@ def sampling():
 if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     which = args[0] if args else "all"
+    if "--flush-denormal" in sys.argv:
+        torch.set_flush_denormal(True)
     for name, f in [("sparse_vd", sparse_vd), ("iwae", iwae), ("discrete", discrete)]:
         if which in (name, "all"):
             print(f"{name} ms_per_step={f():.4f}", flush=True)
