@@ -720,13 +720,13 @@ mod tests {
             );
             let r = gemm::gemm_new(15, 13, 9, pm, qm);
             bits.extend(r.iter().map(|v| u64::from(v.to_bits())));
+            // pieces of whole pairs of sixteen, and one ending in a single
+            // sixteen, which the AVX-512 code leaves to the AVX2 code
             let mut normals = super::super::random::NormalStream::new(7, 0);
-            bits.extend(
-                normals
-                    .next_piece(250)
-                    .iter()
-                    .map(|v| u64::from(v.to_bits())),
-            );
+            for len in [250, 20, 10, 256] {
+                let piece = normals.next_piece(len);
+                bits.extend(piece.iter().map(|v| u64::from(v.to_bits())));
+            }
             bits
         })
     }

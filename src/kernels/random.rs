@@ -3,8 +3,8 @@
 //! Drawing hundreds of thousands of normals one virtual call at a time is
 //! slow, so bulk draws take one seed from the caller's RNG and generate the
 //! values eight lanes at a time: eight interleaved xoshiro128++ streams
-//! feed the Box–Muller transform, written out in AVX2 intrinsics on CPUs
-//! that have them (bit for bit the values of the portable code), and large
+//! feed the Box–Muller transform, written out in AVX-512 or AVX2 intrinsics
+//! on CPUs that have them (bit for bit the values of the portable code), and large
 //! tensors are split over two threads. Runs stay reproducible from the
 //! caller's seed, on any CPU; the values differ from one-at-a-time draws.
 //!
@@ -117,7 +117,7 @@ mod avx2 {
     /// The eight streams' `next()`.
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn next(s: &mut [__m256i; 4]) -> __m256i {
+    pub(super) fn next(s: &mut [__m256i; 4]) -> __m256i {
         #[inline]
         #[target_feature(enable = "avx2")]
         fn rotl<const L: i32, const R: i32>(x: __m256i) -> __m256i {
@@ -226,6 +226,117 @@ mod avx2 {
     }
 }
 
+/// [`normals_portable`] on AVX-512 registers: two blocks of sixteen at a
+/// time, their draws side by side in one register (the streams still step
+/// in AVX2 registers, one block after the other), so each value is the one
+/// the portable code gives, operation for operation.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{ATANH, Lanes, TWO_POW_MINUS_31};
+    use crate::kernels::fastmath::{COS, LN2_HI, LN2_LO, ROUNDER, SIN};
+    use std::arch::x86_64::*;
+
+    /// Fills `out` (a multiple of 16 long) with normals, advancing `lanes`
+    /// exactly as [`super::normals_portable`] would.
+    #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2")]
+    pub(super) fn normals(lanes: &mut Lanes, out: &mut [f32]) {
+        // SAFETY: each state word array holds eight u32, 32 bytes
+        let load = |w: &[u32; 8]| unsafe { _mm256_loadu_si256(w.as_ptr().cast()) };
+        let mut s = [
+            load(&lanes.s[0]),
+            load(&lanes.s[1]),
+            load(&lanes.s[2]),
+            load(&lanes.s[3]),
+        ];
+        let f = _mm512_set1_ps;
+        let i = _mm512_set1_epi32;
+        let (one, two, half) = (f(1.0), f(2.0), f(0.5));
+        let mut pairs = out.chunks_exact_mut(32);
+        for pair in &mut pairs {
+            // block 1 draws a then b, block 2 after it; block 2 in the high half
+            let (a1, b1) = (super::avx2::next(&mut s), super::avx2::next(&mut s));
+            let (a2, b2) = (super::avx2::next(&mut s), super::avx2::next(&mut s));
+            let join =
+                |lo: __m256i, hi: __m256i| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+            let (a, b) = (join(a1, a2), join(b1, b2));
+            // the radius
+            let u1 = _mm512_mul_ps(
+                _mm512_add_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32::<1>(a)), half),
+                f(TWO_POW_MINUS_31),
+            );
+            let bits = _mm512_castps_si512(u1);
+            let k = _mm512_sub_epi32(_mm512_srli_epi32::<23>(bits), i(127));
+            let m = _mm512_castsi512_ps(_mm512_or_si512(
+                _mm512_and_si512(bits, i(0x007f_ffff)),
+                i(0x3f80_0000),
+            ));
+            let big = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(m, f(std::f32::consts::SQRT_2));
+            let m = _mm512_mask_blend_ps(big, m, _mm512_mul_ps(m, half));
+            let kf = _mm512_cvtepi32_ps(_mm512_mask_add_epi32(k, big, k, i(1)));
+            let t = _mm512_div_ps(_mm512_sub_ps(m, one), _mm512_add_ps(m, one));
+            let t2 = _mm512_mul_ps(t, t);
+            let horner = |c: f32, acc: __m512| _mm512_add_ps(f(c), _mm512_mul_ps(t2, acc));
+            let series = horner(
+                1.0,
+                horner(ATANH[0], horner(ATANH[1], horner(ATANH[2], f(ATANH[3])))),
+            );
+            let ln_u1 = _mm512_add_ps(
+                _mm512_mul_ps(kf, f(LN2_HI)),
+                _mm512_add_ps(
+                    _mm512_mul_ps(_mm512_mul_ps(two, t), series),
+                    _mm512_mul_ps(kf, f(LN2_LO)),
+                ),
+            );
+            let r = _mm512_sqrt_ps(_mm512_mul_ps(f(-2.0), ln_u1));
+            // the angle: fastmath::sin_cos_turn
+            let u2 = _mm512_sub_ps(
+                _mm512_castsi512_ps(_mm512_or_si512(_mm512_srli_epi32::<9>(b), i(0x3f80_0000))),
+                one,
+            );
+            let turns = _mm512_mul_ps(u2, f(4.0));
+            let shifted = _mm512_add_ps(turns, f(ROUNDER));
+            let q = _mm512_sub_epi32(_mm512_castps_si512(shifted), i(ROUNDER.to_bits() as i32));
+            let a = _mm512_mul_ps(
+                _mm512_sub_ps(turns, _mm512_sub_ps(shifted, f(ROUNDER))),
+                f(std::f32::consts::FRAC_PI_2),
+            );
+            let a2 = _mm512_mul_ps(a, a);
+            let horner = |c: f32, acc: __m512| _mm512_add_ps(f(c), _mm512_mul_ps(a2, acc));
+            let sin_poly = horner(SIN[0], horner(SIN[1], horner(SIN[2], f(SIN[3]))));
+            let sin = _mm512_add_ps(a, _mm512_mul_ps(_mm512_mul_ps(a, a2), sin_poly));
+            let cos_poly = horner(
+                COS[0],
+                horner(COS[1], horner(COS[2], horner(COS[3], f(COS[4])))),
+            );
+            let cos = _mm512_add_ps(one, _mm512_mul_ps(a2, cos_poly));
+            let sign = f(-0.0);
+            let odd = _mm512_cmpeq_epi32_mask(_mm512_and_si512(q, i(1)), i(1));
+            let (sin, cos) = (
+                _mm512_mask_blend_ps(odd, sin, cos),
+                _mm512_mask_blend_ps(odd, cos, _mm512_xor_ps(sin, sign)),
+            );
+            let half_turn = _mm512_cmpeq_epi32_mask(_mm512_and_si512(q, i(2)), i(2));
+            let flip = _mm512_maskz_mov_ps(half_turn, sign);
+            let (sin, cos) = (_mm512_xor_ps(sin, flip), _mm512_xor_ps(cos, flip));
+            let (rc, rs) = (_mm512_mul_ps(r, cos), _mm512_mul_ps(r, sin));
+            // SAFETY: the pair holds 32 values
+            unsafe {
+                let at = pair.as_mut_ptr();
+                _mm256_storeu_ps(at, _mm512_castps512_ps256(rc));
+                _mm256_storeu_ps(at.add(8), _mm512_castps512_ps256(rs));
+                _mm256_storeu_ps(at.add(16), _mm512_extractf32x8_ps::<1>(rc));
+                _mm256_storeu_ps(at.add(24), _mm512_extractf32x8_ps::<1>(rs));
+            }
+        }
+        for (w, v) in lanes.s.iter_mut().zip(s) {
+            // SAFETY: `w` holds eight u32
+            unsafe { _mm256_storeu_si256(w.as_mut_ptr().cast(), v) };
+        }
+        // a last block of sixteen
+        super::avx2::normals(lanes, pairs.into_remainder());
+    }
+}
+
 /// The normals of one thread's part of a [`standard_normal`] tensor, piece
 /// by piece from the part's start, so that fused kernels use the values
 /// `standard_normal` would give without writing them out first.
@@ -256,10 +367,19 @@ impl NormalStream {
     pub(crate) fn next_piece(&mut self, len: usize) -> &[f32] {
         let values = &mut self.buf[..len.next_multiple_of(16)];
         #[cfg(target_arch = "x86_64")]
-        if super::parallel::tier() <= super::parallel::Tier::Avx2Fma {
-            // SAFETY: the CPU has AVX2 (the tier is one it supports)
-            unsafe { avx2::normals(&mut self.lanes, values) };
-            return &self.buf[..len];
+        match super::parallel::tier() {
+            super::parallel::Tier::Avx512 => {
+                // SAFETY: the CPU has AVX-512 F, DQ, BW and VL, and AVX2
+                // (the tier is one it supports)
+                unsafe { avx512::normals(&mut self.lanes, values) };
+                return &self.buf[..len];
+            }
+            super::parallel::Tier::Avx2Fma => {
+                // SAFETY: the CPU has AVX2 (the tier is one it supports)
+                unsafe { avx2::normals(&mut self.lanes, values) };
+                return &self.buf[..len];
+            }
+            super::parallel::Tier::Portable => {}
         }
         for block in values.chunks_exact_mut(16) {
             normals_portable(&mut self.lanes, block.try_into().expect("16 values"));
