@@ -368,40 +368,21 @@ impl<'t, F: Element> Var<'t, F> {
         stride: usize,
         padding: Padding,
     ) -> Result<Self> {
-        self.flipout_conv((loc, delta, None, None), (s_in, s_out), stride, padding)
+        self.conv2d_flipout_fused((loc, delta), (s_in, s_out), (stride, padding), (None, None))
     }
 
     /// [`conv2d_flipout`](Var::conv2d_flipout) plus `bias` (`[O]`) added
     /// to every output pixel, then max pooling over `k x k` windows with
     /// stride `k`, each optional, in one op where the windows tile the
-    /// output (otherwise the pooling is a second op): what
+    /// output (otherwise the pooling is a second op, `max_pool2d`): what
     /// [`Conv2dMap`](crate::layers::Conv2dMap) runs for a Flipout layer's
     /// [`Epilogue`](crate::layers::Epilogue).
     pub(crate) fn conv2d_flipout_fused(
         self,
         (loc, delta): (Var<'t, F>, Var<'t, F>),
-        signs: (&Tensor<F>, &Tensor<F>),
+        (s_in, s_out): (&Tensor<F>, &Tensor<F>),
         (stride, padding): (usize, Padding),
         (bias, pool): (Option<Var<'t, F>>, Option<usize>),
-    ) -> Result<Self> {
-        let geometry = ConvGeometry::new(&self.shape(), &loc.shape(), stride, padding)?;
-        let tiles = |k: usize| k > 0 && geometry.oh % k == 0 && geometry.ow % k == 0;
-        match pool {
-            Some(k) if !tiles(k) => self
-                .flipout_conv((loc, delta, bias, None), signs, stride, padding)?
-                .max_pool2d(k, k),
-            _ => self.flipout_conv((loc, delta, bias, pool), signs, stride, padding),
-        }
-    }
-
-    /// The op, with windows `pool` that tile the output (checked by the
-    /// caller).
-    fn flipout_conv(
-        self,
-        (loc, delta, bias, pool): (Var<'t, F>, Var<'t, F>, Option<Var<'t, F>>, Option<usize>),
-        (s_in, s_out): (&Tensor<F>, &Tensor<F>),
-        stride: usize,
-        padding: Padding,
     ) -> Result<Self> {
         let geometry = ConvGeometry::new(&self.shape(), &loc.shape(), stride, padding)?;
         let factor_ok = |t: &Tensor<F>, width: usize| {
@@ -438,17 +419,23 @@ impl<'t, F: Element> Var<'t, F> {
                 rhs: bias.shape(),
             });
         }
+        let tiles = |&k: &usize| k > 0 && geometry.oh % k == 0 && geometry.ow % k == 0;
         let op = Conv2dFlipoutOp {
             geometry,
             s_in: s_in.data().to_vec(),
             s_out: s_out.data().to_vec(),
             bias: bias.is_some(),
-            pool,
+            pool: pool.filter(tiles),
             argmax: Mutex::new(Vec::new()),
         };
-        match bias {
-            Some(bias) => self.tape.apply(op, &[self, loc, delta, bias]),
-            None => self.tape.apply(op, &[self, loc, delta]),
+        let pooled = op.pool.is_some();
+        let y = match bias {
+            Some(bias) => self.tape.apply(op, &[self, loc, delta, bias])?,
+            None => self.tape.apply(op, &[self, loc, delta])?,
+        };
+        match pool {
+            Some(k) if !pooled => y.max_pool2d(k, k),
+            _ => Ok(y),
         }
     }
 }
