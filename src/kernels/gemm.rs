@@ -178,6 +178,72 @@ impl<F> OutPtr<F> {
     }
 }
 
+/// Whether [`gemm_gathered`] computes an `m x k x n` product of `F` here:
+/// `f32` on AVX-512 CPUs, and a product larger than those [`gemm_uninit`]
+/// sums in its small kernel (whose order of summation differs).
+pub(crate) fn gathers<F: Element>(m: usize, k: usize, n: usize) -> bool {
+    let large = m
+        .checked_mul(k)
+        .and_then(|mk| mk.checked_mul(n))
+        .is_some_and(|w| w > SMALL_GEMM_MAX);
+    #[cfg(target_arch = "x86_64")]
+    if large && std::mem::size_of::<F>() == 4 {
+        return super::gemm512::available();
+    }
+    let _ = large;
+    false
+}
+
+/// `c = a b` with the left operand's element `(i, p)` at
+/// `a[rows[i] + cols[p]]` (`m = rows.len()`, `k = cols.len()`): a
+/// convolution's patch matrix read from its padded image, without building
+/// it. `b: k x n` and `c: m x n` are row-major; every element of `c` is
+/// written, with the bits [`gemm_uninit`] gives for the matrix the offsets
+/// describe. Only where [`gathers`] says so; panics otherwise, or if an
+/// offset reaches outside `a`.
+pub(crate) fn gemm_gathered<F: Element>(
+    a: &[F],
+    (rows, cols): (&[isize], &[isize]),
+    b: &[F],
+    n: usize,
+    c: &mut [std::mem::MaybeUninit<F>],
+) {
+    let (m, k) = (rows.len(), cols.len());
+    assert!(
+        gathers::<F>(m, k, n),
+        "gemm_gathered: no kernel for this product"
+    );
+    assert_eq!(c.len(), m * n, "gemm_gathered: output of the wrong size");
+    assert!(b.len() >= k * n, "gemm_gathered: right operand too small");
+    let span = |t: &[isize]| {
+        t.iter().fold((isize::MAX, isize::MIN), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
+    };
+    let ((r0, r1), (c0, c1)) = (span(rows), span(cols));
+    assert!(
+        r0.checked_add(c0).is_some_and(|lo| lo >= 0)
+            && r1.checked_add(c1).is_some_and(|hi| (hi as usize) < a.len()),
+        "gemm_gathered: an offset outside the left operand"
+    );
+    // SAFETY: every offset rows[i] + cols[p] lies in 0..a.len() (checked
+    // above), `b` holds k x n elements and `c` m x n, `c` is a unique
+    // borrow, and m, k, n >= 1 (the product is larger than the small ones).
+    let done = unsafe {
+        F::gemm_gathered(
+            a.as_ptr(),
+            (rows, cols),
+            b.as_ptr(),
+            n,
+            c.as_mut_ptr().cast::<F>(),
+        )
+    };
+    assert!(
+        done,
+        "gemm_gathered: the kernel declined a product `gathers` accepted"
+    );
+}
+
 /// `c = a b` (`a: m x k`, `b: k x n`, `c` row-major `m x n`), writing every
 /// element of `c` without reading it. Large products are split over the
 /// threads: along the rows of `c` when it is taller than wide, else along

@@ -9,6 +9,9 @@
 //! Here a tile of [`MR`] rows and up to [`NR`] columns keeps its sums in
 //! registers, broadcasts the left operand's elements from wherever its
 //! strides put them, and loads the right operand's row segments directly.
+//! The left operand may also be laid out by tables of row and column
+//! offsets ([`sgemm_at`]): a convolution reads its patch matrix from the
+//! padded image that way, without building it.
 //!
 //! Every element of the result is computed exactly as matrixmultiply's
 //! kernels compute it on a CPU with FMA: a fused multiply-add chain over `k`
@@ -35,6 +38,37 @@ pub(crate) fn available() -> bool {
     super::parallel::tier() == super::parallel::Tier::Avx512
 }
 
+/// Where the rows or the columns of the left operand start, in elements
+/// from its first: a stride, or a table of offsets.
+pub(crate) trait Axis: Copy {
+    /// The offset of row (or column) `i`.
+    fn at(self, i: usize) -> isize;
+}
+
+/// Rows (or columns) a fixed number of elements apart.
+#[derive(Clone, Copy)]
+pub(crate) struct Stride(pub(crate) isize);
+
+impl Axis for Stride {
+    #[inline(always)]
+    fn at(self, i: usize) -> isize {
+        i as isize * self.0
+    }
+}
+
+/// Rows (or columns) at the offsets a table lists: a convolution's patch
+/// matrix read from the (padded) image itself, each element of the patch
+/// of output pixel `i` at tap `p` being `pixel[i] + tap[p]`.
+#[derive(Clone, Copy)]
+pub(crate) struct Offsets<'a>(pub(crate) &'a [isize]);
+
+impl Axis for Offsets<'_> {
+    #[inline(always)]
+    fn at(self, i: usize) -> isize {
+        self.0[i]
+    }
+}
+
 /// `c = a b` for `a: m x k` (element `(i, p)` at `a + i rsa + p csa`),
 /// `b: k x n` with contiguous rows (element `(p, j)` at `b + p rsb + j`)
 /// and `c: m x n` with contiguous rows (`(i, j)` at `c + i rsc + j`),
@@ -58,6 +92,24 @@ pub(crate) unsafe fn sgemm(
     c: *mut f32,
     rsc: isize,
 ) {
+    // SAFETY: the caller's contract
+    unsafe { sgemm_at((m, k, n), (a, Stride(rsa), Stride(csa)), (b, rsb), (c, rsc)) }
+}
+
+/// [`sgemm`] with the left operand's element `(i, p)` at
+/// `a + rows.at(i) + cols.at(p)`: the same sums in the same order, so the
+/// same bits as a product of the matrix those offsets describe.
+///
+/// # Safety
+/// As for [`sgemm`]: every `a + rows.at(i) + cols.at(p)` for `i < m`,
+/// `p < k` is a valid element.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn sgemm_at<R: Axis, C: Axis>(
+    (m, k, n): (usize, usize, usize),
+    (a, rows, cols): (*const f32, R, C),
+    (b, rsb): (*const f32, isize),
+    (c, rsc): (*mut f32, isize),
+) {
     // k blocks outermost: a block of `b` (at most KC rows of one strip of
     // columns) serves every tile of rows before the next block is read
     let mut p0 = 0;
@@ -65,21 +117,22 @@ pub(crate) unsafe fn sgemm(
         let kc = (k - p0).min(KC);
         let mut j = 0;
         while j < n {
-            let cols = (n - j).min(NR);
-            let vectors = cols.div_ceil(16);
+            let cols_left = (n - j).min(NR);
+            let vectors = cols_left.div_ceil(16);
             // the lanes of the last vector that hold columns of `c`
-            let last = (u32::MAX >> (32 - (cols - 16 * (vectors - 1)))) as __mmask16;
+            let last = (u32::MAX >> (32 - (cols_left - 16 * (vectors - 1)))) as __mmask16;
             let mut i = 0;
             while i < m {
-                let rows = (m - i).min(MR);
+                let tile_rows = (m - i).min(MR);
                 // SAFETY: row i < m, column j < n and step p0 < k are inside
                 // the operands.
                 let t = unsafe {
                     Tile {
                         k: kc,
-                        a: a.offset(i as isize * rsa + p0 as isize * csa),
-                        rsa,
-                        csa,
+                        a,
+                        rows,
+                        cols,
+                        at: (i, p0),
                         b: b.offset(p0 as isize * rsb).add(j),
                         rsb,
                         c: c.offset(i as isize * rsc).add(j),
@@ -88,11 +141,11 @@ pub(crate) unsafe fn sgemm(
                         first: p0 == 0,
                     }
                 };
-                // SAFETY: the tile's `rows` rows, `cols` columns and `kc`
-                // steps lie inside the operands, and the CPU has AVX-512F
-                // (the caller's contract).
+                // SAFETY: the tile's rows, columns and `kc` steps lie inside
+                // the operands, and the CPU has AVX-512F (the caller's
+                // contract).
                 unsafe {
-                    match (rows, vectors) {
+                    match (tile_rows, vectors) {
                         (6, 4) => t.run::<6, 4>(),
                         (6, 3) => t.run::<6, 3>(),
                         (6, 2) => t.run::<6, 2>(),
@@ -115,11 +168,14 @@ pub(crate) unsafe fn sgemm(
 /// operands start, which lanes of its last vector of columns it writes, and
 /// whether it is the first block (which stores its sums; the others add
 /// theirs to `c`).
-struct Tile {
+struct Tile<R, C> {
     k: usize,
+    /// The left operand, its rows and columns, and the tile's first row
+    /// and step in them.
     a: *const f32,
-    rsa: isize,
-    csa: isize,
+    rows: R,
+    cols: C,
+    at: (usize, usize),
     b: *const f32,
     rsb: isize,
     c: *mut f32,
@@ -128,7 +184,7 @@ struct Tile {
     first: bool,
 }
 
-impl Tile {
+impl<R: Axis, C: Axis> Tile<R, C> {
     /// A tile of fewer than [`MR`] rows.
     ///
     /// # Safety
@@ -147,7 +203,7 @@ impl Tile {
         }
     }
 
-    /// `R` rows and `V` vectors of columns (the last one masked by
+    /// `ROWS` rows and `V` vectors of columns (the last one masked by
     /// `self.last`): a fused multiply-add chain per element from zero over
     /// the block's steps, stored if this is the first block, else added to
     /// `c`.
@@ -157,24 +213,27 @@ impl Tile {
     /// of `b` (the columns the vectors and mask cover) and the same rows
     /// and columns of `c` are valid.
     #[inline(always)]
-    unsafe fn run<const R: usize, const V: usize>(&self) {
+    unsafe fn run<const ROWS: usize, const V: usize>(&self) {
         let mask = |v: usize| if v + 1 == V { self.last } else { 0xffff };
         // SAFETY: (the whole body) every address is inside the operands by
         // the caller's contract; masked-off lanes are neither read nor
         // written.
         unsafe {
-            let mut acc = [[_mm512_setzero_ps(); V]; R];
-            let (mut a_col, mut b_row) = (self.a, self.b);
-            for _ in 0..self.k {
+            let mut acc = [[_mm512_setzero_ps(); V]; ROWS];
+            let (i0, p0) = self.at;
+            let a_rows: [*const f32; ROWS] =
+                std::array::from_fn(|r| self.a.offset(self.rows.at(i0 + r)));
+            let mut b_row = self.b;
+            for p in 0..self.k {
                 let bv: [__m512; V] =
                     std::array::from_fn(|v| _mm512_maskz_loadu_ps(mask(v), b_row.add(16 * v)));
-                for (r, sums) in acc.iter_mut().enumerate() {
-                    let av = _mm512_set1_ps(*a_col.offset(r as isize * self.rsa));
+                let col = self.cols.at(p0 + p);
+                for (sums, a_row) in acc.iter_mut().zip(&a_rows) {
+                    let av = _mm512_set1_ps(*a_row.offset(col));
                     for (sum, &bv) in sums.iter_mut().zip(&bv) {
                         *sum = _mm512_fmadd_ps(av, bv, *sum);
                     }
                 }
-                a_col = a_col.offset(self.csa);
                 b_row = b_row.offset(self.rsb);
             }
             for (r, sums) in acc.iter().enumerate() {

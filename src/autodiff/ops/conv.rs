@@ -203,6 +203,51 @@ impl ConvGeometry {
         unsafe { cols.set_len(start + total) };
     }
 
+    /// The height and width of the padded image every window fits in:
+    /// `(oh - 1) stride + kh` by `(ow - 1) stride + kw`.
+    fn padded_size(&self) -> (usize, usize) {
+        let side = |out: usize, k: usize| (out.max(1) - 1) * self.stride + k;
+        (side(self.oh, self.kh), side(self.ow, self.kw))
+    }
+
+    /// Image `b` of `x` zero-padded to [`padded_size`](Self::padded_size)
+    /// (the padding before the image on top and left, the rest after),
+    /// into `out`: the patch of output pixel `i` at tap `p` is then
+    /// `out[pixels[i] + taps[p]]` with the offsets of
+    /// [`gather_offsets`](Self::gather_offsets).
+    pub(crate) fn padded_image<F: Element>(&self, x: &[F], b: usize, out: &mut Vec<F>) {
+        let image = &x[b * self.image_len()..(b + 1) * self.image_len()];
+        let (hp, wp) = self.padded_size();
+        let c = self.c;
+        out.clear();
+        out.resize(hp * wp * c, F::zero());
+        // the image's columns that land inside the padded width
+        let x0 = self.pad_left.min(wp);
+        let cols = self.w.min(wp - x0);
+        for y in 0..hp {
+            let Some(iy) = y.checked_sub(self.pad_top).filter(|&iy| iy < self.h) else {
+                continue;
+            };
+            let (to, from) = ((y * wp + x0) * c, iy * self.w * c);
+            out[to..to + cols * c].copy_from_slice(&image[from..from + cols * c]);
+        }
+    }
+
+    /// The offsets of [`padded_image`](Self::padded_image)'s patches: of
+    /// each output pixel's window in the padded image, and of each tap
+    /// (`(ky, kx, channel)`, the patch matrix's column order) in a window.
+    pub(crate) fn gather_offsets(&self) -> (Vec<isize>, Vec<isize>) {
+        let (_, wp) = self.padded_size();
+        let (s, c) = (self.stride, self.c);
+        let pixels = (0..self.oh)
+            .flat_map(|oy| (0..self.ow).map(move |ox| ((oy * s * wp + ox * s) * c) as isize))
+            .collect();
+        let taps = (0..self.kh)
+            .flat_map(|ky| (0..self.kw * c).map(move |j| (ky * wp * c + j) as isize))
+            .collect();
+        (pixels, taps)
+    }
+
     /// The patches of `x` as a `rows x patch` matrix (zeros where padded),
     /// written once, row by row (no zero-fill of the whole matrix first).
     pub(crate) fn im2col<F: Element>(&self, x: &[F]) -> Vec<F> {

@@ -5,7 +5,7 @@ use super::conv::{ConvGeometry, Padding};
 use super::pool::{Window, pool_image, spread_image};
 use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
-use crate::kernels::gemm::{MatRef, assume_init, gemm_append, gemm_uninit};
+use crate::kernels::gemm::{MatRef, assume_init, gathers, gemm_append, gemm_gathered, gemm_uninit};
 use crate::kernels::parallel::{par_blocks, vectorized};
 use crate::tensor::{Element, Tensor};
 use std::mem::MaybeUninit;
@@ -41,6 +41,10 @@ struct Conv2dFlipoutOp<F> {
     s_out: Vec<F>,
     bias: bool,
     pool: Option<usize>,
+    /// Where `gemm_gathered` reads the patch matrix from the padded image
+    /// (`f32` on AVX-512): the offsets of the pixels' windows and of the
+    /// taps; `None` where the patch matrix is built (im2col).
+    gather: Option<(Vec<isize>, Vec<isize>)>,
     /// Written by forward for backward (a `Mutex`: the op is shared with
     /// the helper threads).
     argmax: Mutex<Vec<u32>>,
@@ -75,23 +79,36 @@ impl<F: Element> Conv2dFlipoutOp<F> {
         );
     }
 
-    /// One image's convolution from its patch matrix and kernel, plus the
-    /// bias if any, written over all of `y` (`oh * ow x o`).
+    /// Image `b`'s patches into `buf`: its padded image where the
+    /// products read the patch matrix from it, else the matrix itself.
+    fn patches(&self, x: &[F], b: usize, buf: &mut Vec<F>) {
+        buf.clear();
+        match self.gather {
+            Some(_) => self.geometry.padded_image(x, b, buf),
+            None => self.geometry.im2col_image(x, b, buf),
+        }
+    }
+
+    /// One image's convolution from its [`patches`](Self::patches) and
+    /// kernel, plus the bias if any, written over all of `y` (`oh * ow x o`).
     fn image_output(
         &self,
-        (cols, kernel, bias): (&[F], &[F], Option<&[F]>),
+        (patches, kernel, bias): (&[F], &[F], Option<&[F]>),
         y: &mut [MaybeUninit<F>],
     ) {
         let g = &self.geometry;
         let (pixels, patch, o) = (g.oh * g.ow, g.patch(), g.o);
-        gemm_uninit(
-            pixels,
-            patch,
-            o,
-            MatRef::new(cols, patch, false),
-            MatRef::new(kernel, o, false),
-            y,
-        );
+        match &self.gather {
+            Some((windows, taps)) => gemm_gathered(patches, (windows, taps), kernel, o, y),
+            None => gemm_uninit(
+                pixels,
+                patch,
+                o,
+                MatRef::new(patches, patch, false),
+                MatRef::new(kernel, o, false),
+                y,
+            ),
+        }
         if let Some(bias) = bias {
             // SAFETY: `gemm_uninit` wrote all of `y`.
             let y = unsafe { assume_init(y) };
@@ -165,8 +182,7 @@ impl<F: Element> Op<F> for Conv2dFlipoutOp<F> {
                 for (b, out) in images.zip(out.chunks_mut(kept.max(1))) {
                     self.image_signs(b, &mut signs);
                     Self::image_kernel(loc, delta, &signs, &mut kernel);
-                    cols.clear();
-                    g.im2col_image(x, b, &mut cols);
+                    self.patches(x, b, &mut cols);
                     let product = (&cols[..], &kernel[..], bias);
                     match (self.pool, taps.next()) {
                         (Some(k), Some(taps)) => {
@@ -271,17 +287,26 @@ impl<F: Element> Op<F> for Conv2dFlipoutOp<F> {
                     }
                 }
                 if kernel_grads {
-                    cols.clear();
-                    g.im2col_image(x, b, &mut cols);
+                    self.patches(x, b, &mut cols);
                     dw.clear();
-                    gemm_append(
-                        patch,
-                        pixels,
-                        o,
-                        MatRef::new(&cols, patch, true),
-                        MatRef::new(gb, o, false),
-                        &mut dw,
-                    );
+                    match &self.gather {
+                        // the transposed patch matrix: taps as rows
+                        Some((windows, taps)) => {
+                            dw.reserve(patch * o);
+                            let into = &mut dw.spare_capacity_mut()[..patch * o];
+                            gemm_gathered(&cols, (taps, windows), gb, o, into);
+                            // SAFETY: `gemm_gathered` wrote all of them.
+                            unsafe { dw.set_len(patch * o) };
+                        }
+                        None => gemm_append(
+                            patch,
+                            pixels,
+                            o,
+                            MatRef::new(&cols, patch, true),
+                            MatRef::new(gb, o, false),
+                            &mut dw,
+                        ),
+                    }
                     for (((l, d), &w), &s) in dloc.iter_mut().zip(&mut ddelta).zip(&dw).zip(&signs)
                     {
                         *l = *l + w;
@@ -426,6 +451,8 @@ impl<'t, F: Element> Var<'t, F> {
             s_out: s_out.data().to_vec(),
             bias: bias.is_some(),
             pool: pool.filter(tiles),
+            gather: gathers::<F>(geometry.oh * geometry.ow, geometry.patch(), geometry.o)
+                .then(|| geometry.gather_offsets()),
             argmax: Mutex::new(Vec::new()),
         };
         let pooled = op.pool.is_some();
@@ -607,5 +634,57 @@ mod tests {
             &GradCheck::default(),
         )
         .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// The patch matrix read from the padded image (`f32` on AVX-512)
+    /// against the one im2col builds (the AVX2 tier): the same bits,
+    /// values and every gradient, over paddings (an even kernel pads
+    /// unevenly), strides, kernel sizes, a bias and pooling.
+    #[test]
+    fn reading_patches_from_the_image_gives_the_bits_of_im2col() {
+        use crate::kernels::parallel::{Tier, on_tier};
+        if !Tier::Avx512.supported() {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        let f32s = |t: Tensor<f64>| Tensor::from_fn(t.shape(), |i| t.data()[i] as f32);
+        let bits = |t: &Tensor<f32>| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let cases = [
+            ([5, 5, 3, 8], 1, Padding::Same, Some(2)),
+            ([5, 5, 3, 8], 2, Padding::Valid, None),
+            ([5, 5, 3, 8], 3, Padding::Same, None),
+            ([2, 3, 3, 8], 1, Padding::Same, None),
+            ([3, 3, 3, 8], 1, Padding::Valid, Some(3)),
+        ];
+        for (kernel, stride, padding, pool) in cases {
+            let run = |tier| {
+                on_tier(tier, || {
+                    let tape = Tape::<f32>::new();
+                    let x = tape.var(f32s(spread(&[3, 13, 12, 3], 2.0, 0.2)));
+                    let loc = tape.var(f32s(spread(&kernel, 0.5, 0.4)));
+                    let delta = tape.var(f32s(spread(&kernel, 0.1, 1.3)));
+                    let bias = tape.var(f32s(spread(&[8], 0.3, 0.9)));
+                    let (s_in, s_out) = (f32s(signs(3, 3, 4)), f32s(signs(3, 8, 3)));
+                    let y = x
+                        .conv2d_flipout_fused(
+                            (loc, delta),
+                            (&s_in, &s_out),
+                            (stride, padding),
+                            (Some(bias), pool),
+                        )
+                        .unwrap();
+                    let weights = tape.constant(f32s(spread(&y.shape(), 1.0, 0.5)));
+                    let g = (y * weights).sum().backward().unwrap();
+                    let mut all = bits(&y.value());
+                    for v in [x, loc, delta, bias] {
+                        all.extend(bits(g.get(v).unwrap()));
+                    }
+                    all
+                })
+                .expect("the CPU runs both tiers")
+            };
+            let what = format!("{kernel:?} stride {stride} {padding:?} pool {pool:?}");
+            assert_eq!(run(Tier::Avx512), run(Tier::Avx2Fma), "{what}");
+        }
     }
 }
