@@ -24,7 +24,8 @@ use std::sync::{Mutex, PoisonError};
 /// image, `dW_b = cols_b^T g_b`, which gives both `dloc = Σ_b dW_b` and
 /// `ddelta = Σ_b dW_b * (s_in[b] ⊗ s_out[b])`. The patch matrix of one
 /// image is small enough to stay in cache, so it is rebuilt in backward
-/// rather than kept. The bias is added to each image's output, and its
+/// rather than kept; in `f32` on AVX-512 it is not built at all, the GEMMs
+/// reading it from the zero-padded image (`gather`). The bias is added to each image's output, and its
 /// gradient summed from each image's output gradient, while they are in
 /// cache: a separate op would make a pass over the whole output forward
 /// and one backward.
@@ -685,6 +686,60 @@ mod tests {
             };
             let what = format!("{kernel:?} stride {stride} {padding:?} pool {pool:?}");
             assert_eq!(run(Tier::Avx512), run(Tier::Avx2Fma), "{what}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 48,
+            failure_persistence: Some(Box::new(
+                proptest::test_runner::FileFailurePersistence::Direct(
+                    "proptest-regressions/conv_flipout.txt",
+                ),
+            )),
+            ..Default::default()
+        })]
+
+        /// Any geometry, bias and pooling: the patches read from the padded
+        /// image (on AVX-512, where the product is large enough) give the
+        /// bits of im2col, values and gradients.
+        #[test]
+        fn any_geometry_reads_the_patches_im2col_builds(
+            (n, h, w, c) in (1..3usize, 1..12usize, 1..12usize, 1..4usize),
+            (kh, kw, o) in (1..6usize, 1..6usize, 1..24usize),
+            (stride, same, pool) in (1..4usize, proptest::bool::ANY, 0..3usize),
+        ) {
+            use crate::kernels::parallel::{Tier, on_tier};
+            let padding = if same { Padding::Same } else { Padding::Valid };
+            let pool = (pool > 0).then_some(pool);
+            let kernel = [kh, kw, c, o];
+            let f32s = |t: Tensor<f64>| Tensor::from_fn(t.shape(), |i| t.data()[i] as f32);
+            let bits = |t: &Tensor<f32>| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            let run = |tier| {
+                on_tier(tier, || {
+                    let tape = Tape::<f32>::new();
+                    let x = tape.var(f32s(spread(&[n, h, w, c], 2.0, 0.2)));
+                    let loc = tape.var(f32s(spread(&kernel, 0.5, 0.4)));
+                    let delta = tape.var(f32s(spread(&kernel, 0.1, 1.3)));
+                    let bias = tape.var(f32s(spread(&[o], 0.3, 0.9)));
+                    let (s_in, s_out) = (f32s(signs(n, c, 4)), f32s(signs(n, o, 3)));
+                    let geometry = (stride, padding);
+                    let epilogue = (Some(bias), pool);
+                    let y = x.conv2d_flipout_fused((loc, delta), (&s_in, &s_out), geometry, epilogue);
+                    // a geometry that does not fit is an error on both paths
+                    let Ok(y) = y else { return None };
+                    let weights = tape.constant(f32s(spread(&y.shape(), 1.0, 0.5)));
+                    let g = (y * weights).sum().backward().ok()?;
+                    let mut all = bits(&y.value());
+                    for v in [x, loc, delta, bias] {
+                        all.extend(bits(g.get(v)?));
+                    }
+                    Some(all)
+                })
+            };
+            if let (Some(wide), Some(narrow)) = (run(Tier::Avx512), run(Tier::Avx2Fma)) {
+                proptest::prop_assert_eq!(wide, narrow);
+            }
         }
     }
 }
