@@ -3,7 +3,8 @@
 
 use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
-use crate::kernels::gemm::{MatRef, gemm_new};
+use crate::kernels::gemm::{MatRef, gathers, gemm_gathered, gemm_new};
+use crate::kernels::parallel::par_blocks;
 use crate::kernels::parallel::vectorized;
 use crate::tensor::{Element, Tensor, checked_numel};
 use std::cell::RefCell;
@@ -296,11 +297,118 @@ impl ConvGeometry {
 }
 
 /// `conv2d(x, kernel)`: `x` is `[N, H, W, C]`, `kernel` is `[KH, KW, C, O]`.
-/// Forward keeps the im2col matrix for the backward pass:
-/// `dK = cols^T g`, `dx = col2im(g K^T)`.
+/// Forward keeps the patches for the backward pass:
+/// `dK = cols^T g`, `dx = col2im(g K^T)`. In `f32` on AVX-512 they are the
+/// zero-padded images, which the products read the patch matrix from
+/// through tables of offsets (the same bits as the built matrix); else the
+/// im2col matrix.
 struct Conv2dOp<F> {
     geometry: ConvGeometry,
-    cols: RefCell<Option<Vec<F>>>,
+    saved: RefCell<Option<Patches<F>>>,
+}
+
+/// The patches of a whole batch, as [`Conv2dOp`] keeps them.
+enum Patches<F> {
+    /// The im2col matrix, `rows x patch`.
+    Built(Vec<F>),
+    /// The images zero-padded one after the other, and the offsets of
+    /// every output pixel's window in them (all images' pixels in order)
+    /// and of every tap in a window.
+    Gathered {
+        images: Vec<F>,
+        windows: Vec<isize>,
+        taps: Vec<isize>,
+    },
+}
+
+impl ConvGeometry {
+    /// The batch's [`Patches`]: gathered where [`gathers`] allows the
+    /// products, else built.
+    fn batch_patches<F: Element>(&self, x: &[F]) -> Patches<F> {
+        if !gathers::<F>(self.rows(), self.patch(), self.o) {
+            return Patches::Built(self.im2col(x));
+        }
+        let (windows, taps) = self.gather_offsets();
+        let (mut images, mut one) = (Vec::new(), Vec::new());
+        for b in 0..self.n {
+            self.padded_image(x, b, &mut one);
+            images.extend_from_slice(&one);
+        }
+        let per = one.len() as isize;
+        let windows = (0..self.n as isize)
+            .flat_map(|b| windows.iter().map(move |&w| b * per + w))
+            .collect();
+        Patches::Gathered {
+            images,
+            windows,
+            taps,
+        }
+    }
+
+    /// `patches @ kernel` as an NHWC output, the rows in two halves on two
+    /// threads where gathered (each output row's sum is the same either way).
+    fn apply_patches<F: Element>(&self, patches: &Patches<F>, kernel: &[F]) -> Tensor<F> {
+        let (rows, o) = (self.rows(), self.o);
+        match patches {
+            Patches::Built(cols) => self.apply(cols, kernel),
+            Patches::Gathered {
+                images,
+                windows,
+                taps,
+            } => {
+                let mut out = Vec::with_capacity(rows * o);
+                par_blocks(
+                    &mut out.spare_capacity_mut()[..rows * o],
+                    rows,
+                    rows * self.patch() * o,
+                    |part, out| {
+                        if !part.is_empty() {
+                            gemm_gathered(images, (&windows[part], taps), kernel, o, out);
+                        }
+                    },
+                );
+                // SAFETY: the two parts cover all rows (one may be empty),
+                // and `gemm_gathered` wrote every element of each.
+                unsafe { out.set_len(rows * o) };
+                Tensor::new_unchecked(out, self.output_shape())
+            }
+        }
+    }
+
+    /// `patches^T grad`, the kernel's gradient (`patch x o`), its rows in
+    /// two halves on two threads where gathered.
+    fn kernel_grad<F: Element>(&self, patches: &Patches<F>, grad: &[F]) -> Vec<F> {
+        let (rows, patch, o) = (self.rows(), self.patch(), self.o);
+        match patches {
+            Patches::Built(cols) => gemm_new(
+                patch,
+                rows,
+                o,
+                MatRef::new(cols, patch, true),
+                MatRef::new(grad, o, false),
+            ),
+            Patches::Gathered {
+                images,
+                windows,
+                taps,
+            } => {
+                let mut dk = Vec::with_capacity(patch * o);
+                par_blocks(
+                    &mut dk.spare_capacity_mut()[..patch * o],
+                    patch,
+                    rows * patch * o,
+                    |part, dk| {
+                        if !part.is_empty() {
+                            gemm_gathered(images, (&taps[part], windows), grad, o, dk);
+                        }
+                    },
+                );
+                // SAFETY: as in `apply_patches`.
+                unsafe { dk.set_len(patch * o) };
+                dk
+            }
+        }
+    }
 }
 
 impl<F: Element> Op<F> for Conv2dOp<F> {
@@ -317,9 +425,9 @@ impl<F: Element> Op<F> for Conv2dOp<F> {
                 rhs: inputs[1].shape().to_vec(),
             });
         }
-        let cols = self.geometry.im2col(inputs[0].data());
-        let out = self.geometry.apply(&cols, inputs[1].data());
-        *self.cols.borrow_mut() = Some(cols);
+        let patches = self.geometry.batch_patches(inputs[0].data());
+        let out = self.geometry.apply_patches(&patches, inputs[1].data());
+        *self.saved.borrow_mut() = Some(patches);
         Ok(out)
     }
     fn backward(
@@ -339,23 +447,17 @@ impl<F: Element> Op<F> for Conv2dOp<F> {
     ) -> Result<Vec<Option<Tensor<F>>>> {
         let g = &self.geometry;
         let (rows, patch, o) = (g.rows(), g.patch(), g.o);
-        let cached = self.cols.borrow();
+        let saved = self.saved.borrow();
         let recomputed;
-        let cols: &[F] = match cached.as_ref() {
-            Some(c) => c,
+        let patches = match saved.as_ref() {
+            Some(p) => p,
             None => {
-                recomputed = g.im2col(inputs[0].data());
+                recomputed = g.batch_patches(inputs[0].data());
                 &recomputed
             }
         };
         let dk = needs[1].then(|| {
-            let dk = gemm_new(
-                patch,
-                rows,
-                o,
-                MatRef::new(cols, patch, true),
-                MatRef::new(grad.data(), o, false),
-            );
+            let dk = g.kernel_grad(patches, grad.data());
             Tensor::new_unchecked(dk, inputs[1].shape().to_vec())
         });
         let dx = needs[0].then(|| {
@@ -380,7 +482,7 @@ impl<'t, F: Element> Var<'t, F> {
         self.tape.apply(
             Conv2dOp::<F> {
                 geometry,
-                cols: RefCell::new(None),
+                saved: RefCell::new(None),
             },
             &[self, kernel],
         )
@@ -490,6 +592,53 @@ mod tests {
                         assert_eq!(cols, want, "{x:?} {k:?} stride {stride} {padding:?}");
                     }
                 }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 48,
+            failure_persistence: Some(Box::new(
+                proptest::test_runner::FileFailurePersistence::Direct(
+                    "proptest-regressions/conv.txt",
+                ),
+            )),
+            ..Default::default()
+        })]
+
+        /// `conv2d` over random geometries on the AVX-512 tier (the patches
+        /// read from the padded images where the products are large enough)
+        /// and on the AVX2 tier (im2col): the same bits, values and both
+        /// gradients.
+        #[test]
+        fn conv2d_reads_the_patches_im2col_builds(
+            (n, h, w, c) in (1..4usize, 1..12usize, 1..12usize, 1..4usize),
+            (kh, kw, o) in (1..6usize, 1..6usize, 1..24usize),
+            (stride, same) in (1..4usize, proptest::bool::ANY),
+        ) {
+            use crate::kernels::parallel::{Tier, on_tier};
+            let padding = if same { Padding::Same } else { Padding::Valid };
+            let values = |shape: &[usize], phase: f32| {
+                Tensor::from_fn(shape, |i| ((i as f32) * 0.77 + phase).sin())
+            };
+            let bits = |t: &Tensor<f32>| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            let run = |tier| {
+                on_tier(tier, || {
+                    let tape = Tape::<f32>::new();
+                    let x = tape.var(values(&[n, h, w, c], 0.2));
+                    let k = tape.var(values(&[kh, kw, c, o], 0.4));
+                    let Ok(y) = x.conv2d(k, stride, padding) else { return None };
+                    let weights = tape.constant(values(&y.shape(), 0.5));
+                    let g = (y * weights).sum().backward().ok()?;
+                    let mut all = bits(&y.value());
+                    all.extend(bits(g.get(x)?));
+                    all.extend(bits(g.get(k)?));
+                    Some(all)
+                })
+            };
+            if let (Some(wide), Some(narrow)) = (run(Tier::Avx512), run(Tier::Avx2Fma)) {
+                proptest::prop_assert_eq!(wide, narrow);
             }
         }
     }
