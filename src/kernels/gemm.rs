@@ -244,6 +244,33 @@ pub(crate) fn gemm_gathered<F: Element>(
     );
 }
 
+/// [`gemm_gathered`] into a new `m x n` vector, the rows of `c` split
+/// over two threads when the product is large (each row's sums are the
+/// same either way).
+pub(crate) fn gemm_gathered_new<F: Element>(
+    a: &[F],
+    (rows, cols): (&[isize], &[isize]),
+    b: &[F],
+    n: usize,
+) -> Vec<F> {
+    let m = rows.len();
+    let mut c = Vec::with_capacity(m * n);
+    super::parallel::par_blocks(
+        &mut c.spare_capacity_mut()[..m * n],
+        m,
+        m * cols.len() * n,
+        |part, c| {
+            if !part.is_empty() {
+                gemm_gathered(a, (&rows[part], cols), b, n, c);
+            }
+        },
+    );
+    // SAFETY: the two parts cover all rows (one may be empty), and
+    // `gemm_gathered` wrote every element of each.
+    unsafe { c.set_len(m * n) };
+    c
+}
+
 /// `c = a b` (`a: m x k`, `b: k x n`, `c` row-major `m x n`), writing every
 /// element of `c` without reading it. Large products are split over the
 /// threads: along the rows of `c` when it is taller than wide, else along

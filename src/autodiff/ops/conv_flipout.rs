@@ -481,26 +481,33 @@ mod tests {
         Tensor::from_fn(&[n, width], |i| if i % every == 1 { -1.0 } else { 1.0 })
     }
 
+    /// Finite differences for every input, the bias among them, with and
+    /// without pooling inside the op.
     #[test]
-    fn the_bias_passes_gradcheck_with_the_other_inputs() {
+    fn the_bias_and_the_pooling_pass_gradcheck_with_the_other_inputs() {
         let (s_in, s_out) = (signs(2, 2, 3), signs(2, 3, 4));
-        for (stride, padding) in [(1, Padding::Same), (2, Padding::Valid)] {
+        let cases = [
+            (1, Padding::Same, None),
+            (2, Padding::Valid, None),
+            (1, Padding::Same, Some(2)),
+        ];
+        for (stride, padding, pool) in cases {
             let inputs = [
-                spread(&[2, 5, 4, 2], 1.0, 0.3),
+                spread(&[2, 4, 6, 2], 1.0, 0.3),
                 spread(&[3, 3, 2, 3], 0.5, 1.1),
                 spread(&[3, 3, 2, 3], 0.2, 2.0),
                 spread(&[3], 0.4, 0.7),
             ];
             gradcheck(
                 |_, v| {
-                    let signs = (&s_in, &s_out);
                     let geometry = (stride, padding);
-                    v[0].conv2d_flipout_fused((v[1], v[2]), signs, geometry, (Some(v[3]), None))
+                    let epilogue = (Some(v[3]), pool);
+                    v[0].conv2d_flipout_fused((v[1], v[2]), (&s_in, &s_out), geometry, epilogue)
                 },
                 &inputs,
                 &GradCheck::default(),
             )
-            .unwrap_or_else(|e| panic!("stride {stride} {padding:?}: {e}"));
+            .unwrap_or_else(|e| panic!("stride {stride} {padding:?} pool {pool:?}: {e}"));
         }
     }
 
@@ -616,25 +623,38 @@ mod tests {
         }
     }
 
-    #[test]
-    fn pooling_in_the_op_passes_gradcheck() {
-        let (s_in, s_out) = (signs(2, 2, 3), signs(2, 3, 4));
-        let inputs = [
-            spread(&[2, 4, 6, 2], 1.0, 0.3),
-            spread(&[3, 3, 2, 3], 0.5, 1.1),
-            spread(&[3, 3, 2, 3], 0.2, 2.0),
-            spread(&[3], 0.4, 0.7),
-        ];
-        gradcheck(
-            |_, v| {
-                let geometry = (1, Padding::Same);
-                let epilogue = (Some(v[3]), Some(2));
-                v[0].conv2d_flipout_fused((v[1], v[2]), (&s_in, &s_out), geometry, epilogue)
-            },
-            &inputs,
-            &GradCheck::default(),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+    /// The bits of the value and of every gradient of the `f32` Flipout
+    /// convolution of an input `[n, h, w, c]` with a kernel `[kh, kw, c, o]`,
+    /// a bias and pooling, on `tier`; `None` where the tier is not this
+    /// CPU's or the geometry does not fit (an error on every tier).
+    fn flipout_bits_on(
+        tier: crate::kernels::parallel::Tier,
+        (input, kernel): ([usize; 4], [usize; 4]),
+        geometry: (usize, Padding),
+        pool: Option<usize>,
+    ) -> Option<Vec<u32>> {
+        let f32s = |t: Tensor<f64>| Tensor::from_fn(t.shape(), |i| t.data()[i] as f32);
+        let bits = |t: &Tensor<f32>| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let (n, c, o) = (input[0], input[3], kernel[3]);
+        crate::kernels::parallel::on_tier(tier, || {
+            let tape = Tape::<f32>::new();
+            let x = tape.var(f32s(spread(&input, 2.0, 0.2)));
+            let loc = tape.var(f32s(spread(&kernel, 0.5, 0.4)));
+            let delta = tape.var(f32s(spread(&kernel, 0.1, 1.3)));
+            let bias = tape.var(f32s(spread(&[o], 0.3, 0.9)));
+            let (s_in, s_out) = (f32s(signs(n, c, 4)), f32s(signs(n, o, 3)));
+            let epilogue = (Some(bias), pool);
+            let y = x.conv2d_flipout_fused((loc, delta), (&s_in, &s_out), geometry, epilogue);
+            let y = y.ok()?;
+            let weights = tape.constant(f32s(spread(&y.shape(), 1.0, 0.5)));
+            let g = (y * weights).sum().backward().ok()?;
+            let mut all = bits(&y.value());
+            for v in [x, loc, delta, bias] {
+                all.extend(bits(g.get(v)?));
+            }
+            Some(all)
+        })
+        .flatten()
     }
 
     /// The patch matrix read from the padded image (`f32` on AVX-512)
@@ -643,13 +663,11 @@ mod tests {
     /// unevenly), strides, kernel sizes, a bias and pooling.
     #[test]
     fn reading_patches_from_the_image_gives_the_bits_of_im2col() {
-        use crate::kernels::parallel::{Tier, on_tier};
+        use crate::kernels::parallel::Tier;
         if !Tier::Avx512.supported() {
             eprintln!("skipped: this CPU has no AVX-512");
             return;
         }
-        let f32s = |t: Tensor<f64>| Tensor::from_fn(t.shape(), |i| t.data()[i] as f32);
-        let bits = |t: &Tensor<f32>| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         let cases = [
             ([5, 5, 3, 8], 1, Padding::Same, Some(2)),
             ([5, 5, 3, 8], 2, Padding::Valid, None),
@@ -659,30 +677,8 @@ mod tests {
         ];
         for (kernel, stride, padding, pool) in cases {
             let run = |tier| {
-                on_tier(tier, || {
-                    let tape = Tape::<f32>::new();
-                    let x = tape.var(f32s(spread(&[3, 13, 12, 3], 2.0, 0.2)));
-                    let loc = tape.var(f32s(spread(&kernel, 0.5, 0.4)));
-                    let delta = tape.var(f32s(spread(&kernel, 0.1, 1.3)));
-                    let bias = tape.var(f32s(spread(&[8], 0.3, 0.9)));
-                    let (s_in, s_out) = (f32s(signs(3, 3, 4)), f32s(signs(3, 8, 3)));
-                    let y = x
-                        .conv2d_flipout_fused(
-                            (loc, delta),
-                            (&s_in, &s_out),
-                            (stride, padding),
-                            (Some(bias), pool),
-                        )
-                        .unwrap();
-                    let weights = tape.constant(f32s(spread(&y.shape(), 1.0, 0.5)));
-                    let g = (y * weights).sum().backward().unwrap();
-                    let mut all = bits(&y.value());
-                    for v in [x, loc, delta, bias] {
-                        all.extend(bits(g.get(v).unwrap()));
-                    }
-                    all
-                })
-                .expect("the CPU runs both tiers")
+                flipout_bits_on(tier, ([3, 13, 12, 3], kernel), (stride, padding), pool)
+                    .expect("a geometry that fits, on a tier this CPU runs")
             };
             let what = format!("{kernel:?} stride {stride} {padding:?} pool {pool:?}");
             assert_eq!(run(Tier::Avx512), run(Tier::Avx2Fma), "{what}");
@@ -709,36 +705,14 @@ mod tests {
             (kh, kw, o) in (1..6usize, 1..6usize, 1..24usize),
             (stride, same, pool) in (1..4usize, proptest::bool::ANY, 0..3usize),
         ) {
-            use crate::kernels::parallel::{Tier, on_tier};
+            use crate::kernels::parallel::Tier;
             let padding = if same { Padding::Same } else { Padding::Valid };
             let pool = (pool > 0).then_some(pool);
-            let kernel = [kh, kw, c, o];
-            let f32s = |t: Tensor<f64>| Tensor::from_fn(t.shape(), |i| t.data()[i] as f32);
-            let bits = |t: &Tensor<f32>| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-            let run = |tier| {
-                on_tier(tier, || {
-                    let tape = Tape::<f32>::new();
-                    let x = tape.var(f32s(spread(&[n, h, w, c], 2.0, 0.2)));
-                    let loc = tape.var(f32s(spread(&kernel, 0.5, 0.4)));
-                    let delta = tape.var(f32s(spread(&kernel, 0.1, 1.3)));
-                    let bias = tape.var(f32s(spread(&[o], 0.3, 0.9)));
-                    let (s_in, s_out) = (f32s(signs(n, c, 4)), f32s(signs(n, o, 3)));
-                    let geometry = (stride, padding);
-                    let epilogue = (Some(bias), pool);
-                    let y = x.conv2d_flipout_fused((loc, delta), (&s_in, &s_out), geometry, epilogue);
-                    // a geometry that does not fit is an error on both paths
-                    let Ok(y) = y else { return None };
-                    let weights = tape.constant(f32s(spread(&y.shape(), 1.0, 0.5)));
-                    let g = (y * weights).sum().backward().ok()?;
-                    let mut all = bits(&y.value());
-                    for v in [x, loc, delta, bias] {
-                        all.extend(bits(g.get(v)?));
-                    }
-                    Some(all)
-                })
-            };
-            if let (Some(wide), Some(narrow)) = (run(Tier::Avx512), run(Tier::Avx2Fma)) {
-                proptest::prop_assert_eq!(wide, narrow);
+            let shapes = ([n, h, w, c], [kh, kw, c, o]);
+            let run = |tier| flipout_bits_on(tier, shapes, (stride, padding), pool);
+            // both values, or both errors (a geometry that does not fit)
+            if Tier::Avx512.supported() {
+                proptest::prop_assert_eq!(run(Tier::Avx512), run(Tier::Avx2Fma));
             }
         }
     }
