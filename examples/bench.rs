@@ -3,7 +3,8 @@
 //!
 //! Run: `cargo run --release --example bench [-- mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|scaling|gemm|handover|all] [--steps N] [--load N] [--threads N] [--default-alloc]`
 //! (`--load N` starts N busy-looping competitor threads; `scaling` prints ms per step and GFLOP/s of
-//! `mlp` over batch sizes, widths and thread counts; `gemm` the GFLOP/s of the workloads' products.)
+//! `mlp` over batch sizes, widths and thread counts; `gemm` the GFLOP/s of the workloads' products
+//! and the time of the `conv` workload's convolution as a plain `conv2d`.)
 //! Prints `<workload> ms_per_step=<median> p10=<..> p90=<..>` per workload,
 //! then the resident memory (peak, and its change over the timed steps).
 
@@ -392,6 +393,24 @@ fn gemm_products() -> Result<()> {
         let gflops = 2.0 * (m * k * n) as f64 / best / 1e9;
         say!("{name:<22} {m:>6} x {k:>6} x {n:>5}  {gflops:7.1}");
     }
+    // the plain convolution (reparameterization layers, posterior means)
+    // on the `conv` workload's shapes, whose patch matrix is read from the
+    // padded images on AVX-512
+    let x = Tensor::<f32>::from_fn(&[32, 32, 32, 3], |_| rng.random::<f32>() - 0.5);
+    let k = Tensor::<f32>::from_fn(&[5, 5, 3, 64], |_| rng.random::<f32>() - 0.5);
+    let mut best = f64::INFINITY;
+    for _ in 0..25 {
+        let start = Instant::now();
+        let tape = Tape::new();
+        let kernel = tape.var(k.clone());
+        let y = tape.constant(x.clone()).conv2d(kernel, 1, Padding::Same)?;
+        std::hint::black_box(y.sum().backward()?);
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    say!(
+        "conv2d 32x32x32x3 * 5x5x3x64 SAME, forward and kernel gradient: {:.2} ms",
+        best * 1e3
+    );
     Ok(())
 }
 
