@@ -71,6 +71,7 @@ pub trait LinearMap<F: Element>: Send + Sync + 'static {
 /// [`LinearMap::flipout_with`], which may fuse it; the layer applies
 /// whatever was not taken.
 #[derive(Debug, Clone, Copy)]
+#[must_use = "a taken epilogue must be applied (`Epilogue::apply`, `LinearMap::flipout_with`), or the bias and pooling are lost"]
 pub struct Epilogue<'t, F: Element> {
     /// The bias (`[outputs]`), added along the last axis.
     pub bias: Option<Var<'t, F>>,
