@@ -80,25 +80,31 @@ pub(crate) mod sealed {
             csc: isize,
         );
 
+        /// Whether [`gemm_gathered`](Kernels::gemm_gathered) runs here
+        /// (`f32` on AVX-512 CPUs).
+        fn can_gather() -> bool {
+            false
+        }
+
         /// `c = a b` with the left operand's element `(i, p)` at
         /// `a + rows[i] + cols[p]`, `b: k x n` and `c: m x n` row-major
         /// (`m = rows.len()`, `k = cols.len()`), every element of `c`
         /// written, with the bits [`gemm`](Kernels::gemm) gives for the
-        /// matrix those offsets describe; or `false`, writing nothing, where
-        /// no kernel reads such an operand (`f64`, or no AVX-512).
+        /// matrix those offsets describe.
         ///
         /// # Safety
-        /// Every `a + rows[i] + cols[p]` is a valid element, `b` and `c`
-        /// hold `k x n` and `m x n` elements, `c` overlaps neither, and
-        /// `m`, `k` and `n` are at least 1.
+        /// [`can_gather`](Kernels::can_gather) holds; every
+        /// `a + rows[i] + cols[p]` is a valid element, `b` and `c` hold
+        /// `k x n` and `m x n` elements, `c` overlaps neither, and `m`, `k`
+        /// and `n` are at least 1.
         unsafe fn gemm_gathered(
             _a: *const Self,
             _offsets: (&[isize], &[isize]),
             _b: *const Self,
             _n: usize,
             _c: *mut Self,
-        ) -> bool {
-            false
+        ) {
+            unreachable!("gemm_gathered is called only where can_gather holds")
         }
     }
 }
@@ -181,29 +187,32 @@ impl sealed::Kernels for f32 {
             matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
         }
     }
+    fn can_gather() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return super::gemm512::available();
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+    #[cfg(target_arch = "x86_64")]
     unsafe fn gemm_gathered(
         a: *const f32,
         (rows, cols): (&[isize], &[isize]),
         b: *const f32,
         n: usize,
         c: *mut f32,
-    ) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        if super::gemm512::available() {
-            use super::gemm512::{Offsets, sgemm_at};
-            let (m, k) = (rows.len(), cols.len());
-            // SAFETY: the caller's contract, and the CPU has AVX-512F.
-            unsafe {
-                sgemm_at(
-                    (m, k, n),
-                    (a, Offsets(rows), Offsets(cols)),
-                    (b, n as isize),
-                    (c, n as isize),
-                )
-            };
-            return true;
-        }
-        false
+    ) {
+        use super::gemm512::{Offsets, sgemm_at};
+        let (m, k) = (rows.len(), cols.len());
+        // SAFETY: the caller's contract; `can_gather` held, so the CPU has
+        // AVX-512F.
+        unsafe {
+            sgemm_at(
+                (m, k, n),
+                (a, Offsets(rows), Offsets(cols)),
+                (b, n as isize),
+                (c, n as isize),
+            )
+        };
     }
 }
 

@@ -186,12 +186,7 @@ pub(crate) fn gathers<F: Element>(m: usize, k: usize, n: usize) -> bool {
         .checked_mul(k)
         .and_then(|mk| mk.checked_mul(n))
         .is_some_and(|w| w > SMALL_GEMM_MAX);
-    #[cfg(target_arch = "x86_64")]
-    if large && std::mem::size_of::<F>() == 4 {
-        return super::gemm512::available();
-    }
-    let _ = large;
-    false
+    large && F::can_gather()
 }
 
 /// `c = a b` with the left operand's element `(i, p)` at
@@ -228,20 +223,17 @@ pub(crate) fn gemm_gathered<F: Element>(
     );
     // SAFETY: every offset rows[i] + cols[p] lies in 0..a.len() (checked
     // above), `b` holds k x n elements and `c` m x n, `c` is a unique
-    // borrow, and m, k, n >= 1 (the product is larger than the small ones).
-    let done = unsafe {
+    // borrow, m, k, n >= 1 (the product is larger than the small ones),
+    // and `can_gather` holds (`gathers`, asserted above).
+    unsafe {
         F::gemm_gathered(
             a.as_ptr(),
             (rows, cols),
             b.as_ptr(),
             n,
-            c.as_mut_ptr().cast::<F>(),
+            c.as_mut_ptr().cast(),
         )
     };
-    assert!(
-        done,
-        "gemm_gathered: the kernel declined a product `gathers` accepted"
-    );
 }
 
 /// [`gemm_gathered`] into a new `m x n` vector, the rows of `c` split

@@ -212,15 +212,16 @@ impl ConvGeometry {
 
     /// Image `b` of `x` zero-padded to [`padded_size`](Self::padded_size)
     /// (the padding before the image on top and left, the rest after),
-    /// into `out`: the patch of output pixel `i` at tap `p` is then
+    /// appended to `out`: the patch of output pixel `i` at tap `p` is then
     /// `out[pixels[i] + taps[p]]` with the offsets of
     /// [`gather_offsets`](Self::gather_offsets).
     pub(crate) fn padded_image<F: Element>(&self, x: &[F], b: usize, out: &mut Vec<F>) {
         let image = &x[b * self.image_len()..(b + 1) * self.image_len()];
         let (hp, wp) = self.padded_size();
         let c = self.c;
-        out.clear();
-        out.resize(hp * wp * c, F::zero());
+        let start = out.len();
+        out.resize(start + hp * wp * c, F::zero());
+        let out = &mut out[start..];
         // the image's columns that land inside the padded width
         let x0 = self.pad_left.min(wp);
         let cols = self.w.min(wp - x0);
@@ -328,12 +329,11 @@ impl ConvGeometry {
             return Patches::Built(self.im2col(x));
         }
         let (windows, taps) = self.gather_offsets();
-        let (mut images, mut one) = (Vec::new(), Vec::new());
+        let mut images = Vec::new();
         for b in 0..self.n {
-            self.padded_image(x, b, &mut one);
-            images.extend_from_slice(&one);
+            self.padded_image(x, b, &mut images);
         }
-        let per = one.len() as isize;
+        let per = (images.len() / self.n.max(1)) as isize;
         let windows = (0..self.n as isize)
             .flat_map(|b| windows.iter().map(move |&w| b * per + w))
             .collect();
