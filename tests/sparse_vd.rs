@@ -17,24 +17,29 @@ fn layer(store: &mut ParamStore<f64>, log_sigma2: f64) -> DenseSparseVd {
     DenseSparseVd::from_map(store, "s", map, config, &mut StdRng::seed_from_u64(0)).unwrap()
 }
 
+/// Both passes: the sampled one, whose divergence op also hands the
+/// weights' variances to the output's variance, and the posterior mean,
+/// where the divergence alone reaches `ln σ²`.
 #[test]
 fn gradcheck_sparse_vd_layer_with_its_divergence() {
     let mut store = ParamStore::new();
     let l = layer(&mut store, -2.0);
     let x = Tensor::from_rows(&[[0.5, -1.0, 2.0], [0.1, 0.2, -0.3]]).unwrap();
     let params: Vec<Param> = store.params().collect();
-    gradcheck_params(
-        |tape, store| {
-            let mut rng = StdRng::seed_from_u64(1);
-            let mut cx = Forward::new(tape, store, &mut rng);
-            let y = l.forward(&mut cx, tape.constant(x.clone()))?;
-            Ok(y.square().sum() + cx.divergences().total())
-        },
-        &mut store,
-        &params,
-        &GradCheck::default(),
-    )
-    .unwrap();
+    for mode in [SampleMode::Sample, SampleMode::PosteriorMean] {
+        gradcheck_params(
+            |tape, store| {
+                let mut rng = StdRng::seed_from_u64(1);
+                let mut cx = Forward::new(tape, store, &mut rng).with_mode(mode);
+                let y = l.forward(&mut cx, tape.constant(x.clone()))?;
+                Ok(y.square().sum() + cx.divergences().total())
+            },
+            &mut store,
+            &params,
+            &GradCheck::default(),
+        )
+        .unwrap();
+    }
 }
 
 /// The KL approximation of Molchanov et al. (2017) at a few ln α: it tends

@@ -41,10 +41,21 @@ fn kl_term<F: Element>(log_alpha: F) -> (F, F) {
 /// one pass that also keeps each weight's `dKL/d ln α`; the backward pass
 /// adds the two gradients into the inputs' accumulated ones in place, one
 /// pass each. (The dozen elementwise tape nodes this replaces each made a
-/// weight-sized tensor forward and backward.)
+/// weight-sized tensor forward and backward.) With `variances`, the same
+/// pass also gives the weights' variances `σ² = e^(ln σ²)` as a second
+/// output, for the sampled pass, and backward adds their gradient to
+/// `ln σ²`'s in the same pass as the KL's.
 struct SparseVdKl<F: Element> {
-    /// `dKL/d ln α` of each weight, from the forward pass.
-    slope: RefCell<Option<Vec<F>>>,
+    variances: bool,
+    saved: RefCell<Option<Saved<F>>>,
+}
+
+/// What [`SparseVdKl`]'s forward pass keeps for backward.
+struct Saved<F> {
+    /// `dKL/d ln α` of each weight.
+    slope: Vec<F>,
+    /// `σ²`, when the op gives it.
+    var: Option<Tensor<F>>,
 }
 
 impl<F: Element> MultiOp<F> for SparseVdKl<F> {
@@ -56,19 +67,24 @@ impl<F: Element> MultiOp<F> for SparseVdKl<F> {
         let (theta, ls2) = (inputs[0].data(), inputs[1].data());
         let n = theta.len();
         let mut slope = Vec::with_capacity(n);
+        let mut var = Vec::with_capacity(if self.variances { n } else { 0 });
+        let var_out = match self.variances {
+            true => &mut var.spare_capacity_mut()[..n],
+            false => &mut [][..],
+        };
         // the blocks and the order of summation of `par_sum2`
         let (lo, hi) = par_blocks(
-            &mut slope.spare_capacity_mut()[..n],
+            (&mut slope.spare_capacity_mut()[..n], var_out),
             n,
             n,
             #[inline(always)]
-            |items, slope: &mut [MaybeUninit<F>]| {
+            |items, (slope, var): (&mut [MaybeUninit<F>], &mut [MaybeUninit<F>])| {
                 const BLOCK: usize = PAIRWISE_BLOCK;
                 let mut buf = [F::zero(); BLOCK];
                 let (theta, ls2) = (&theta[items.clone()], &ls2[items]);
                 let mut sum = Pairwise::new();
                 let blocks = theta.chunks(BLOCK).zip(ls2.chunks(BLOCK));
-                for ((t, l), d) in blocks.zip(slope.chunks_mut(BLOCK)) {
+                for ((t, l), d) in blocks.clone().zip(slope.chunks_mut(BLOCK)) {
                     let buf = &mut buf[..t.len()];
                     for (((kl, d), &t), &l) in buf.iter_mut().zip(d).zip(t).zip(l) {
                         let (value, slope) = kl_term(log_alpha_of(t, l));
@@ -77,13 +93,28 @@ impl<F: Element> MultiOp<F> for SparseVdKl<F> {
                     }
                     sum.add(sum_lanes(buf));
                 }
+                for (v, &l) in var.iter_mut().zip(ls2) {
+                    v.write(l.fast_exp());
+                }
                 sum.total()
             },
         );
-        // SAFETY: the two parts wrote every element
-        unsafe { slope.set_len(n) };
-        *self.slope.borrow_mut() = Some(slope);
-        Ok(vec![Tensor::scalar(lo + hi)])
+        // SAFETY: the two parts wrote every element of both
+        unsafe {
+            slope.set_len(n);
+            var.set_len(if self.variances { n } else { 0 });
+        }
+        let mut outputs = vec![Tensor::scalar(lo + hi)];
+        let var = match self.variances {
+            true => {
+                let var = Tensor::from_vec(var, inputs[1].shape())?;
+                outputs.push(var.clone());
+                Some(var)
+            }
+            false => None,
+        };
+        *self.saved.borrow_mut() = Some(Saved { slope, var });
+        Ok(outputs)
     }
 
     fn backward(
@@ -93,28 +124,44 @@ impl<F: Element> MultiOp<F> for SparseVdKl<F> {
         needs: &[bool],
         acc: &mut [Option<Tensor<F>>],
     ) -> Result<()> {
-        let Some(g) = grads.into_iter().next().flatten() else {
-            return Ok(());
-        };
-        let g = g.data()[0];
+        let mut grads = grads.into_iter();
+        let g = grads.next().flatten().map_or(F::zero(), |g| g.data()[0]);
+        let g_var = grads.next().flatten();
         let (theta, shape) = (inputs[0].data(), inputs[0].shape());
-        let slope = self.slope.borrow();
-        let slope = slope.as_deref().expect("forward ran before backward");
+        let saved = self.saved.borrow();
+        let Saved { slope, var } = saved.as_ref().expect("forward ran before backward");
         let [theta_acc, ls2_acc] = acc else {
             unreachable!("two inputs")
         };
-        // d/d ln σ² = g dKL/d ln α; d/dθ = that times d ln α/dθ = -2θ / (θ² + ε)
+        // d/d ln σ² = g dKL/d ln α (+ the variances' gradient times σ²);
+        // d/dθ = g dKL/d ln α times d ln α/dθ = -2θ / (θ² + ε)
         if needs[1] {
-            add_terms(
-                ls2_acc,
-                shape,
-                #[inline(always)]
-                |i, out| {
-                    for (o, &d) in out.iter_mut().zip(&slope[i..]) {
-                        *o = g * d;
-                    }
-                },
-            );
+            match (&g_var, var) {
+                (Some(g_var), Some(var)) => {
+                    let (g_var, var) = (g_var.data(), var.data());
+                    add_terms(
+                        ls2_acc,
+                        shape,
+                        #[inline(always)]
+                        |i, out| {
+                            let terms = slope[i..].iter().zip(&g_var[i..]).zip(&var[i..]);
+                            for (o, ((&d, &gv), &v)) in out.iter_mut().zip(terms) {
+                                *o = g * d + gv * v;
+                            }
+                        },
+                    )
+                }
+                _ => add_terms(
+                    ls2_acc,
+                    shape,
+                    #[inline(always)]
+                    |i, out| {
+                        for (o, &d) in out.iter_mut().zip(&slope[i..]) {
+                            *o = g * d;
+                        }
+                    },
+                ),
+            }
         }
         if needs[0] {
             add_terms(
@@ -326,10 +373,13 @@ impl<F: Element, M: LinearMap<F> + 'static> Module<F> for SparseVariational<M> {
                 rhs: ls2.shape(),
             });
         }
+        let sampled = matches!(cx.mode(), SampleMode::Sample);
         let op = SparseVdKl {
-            slope: RefCell::new(None),
+            variances: sampled,
+            saved: RefCell::new(None),
         };
-        let kl = tape.apply_multi(Box::new(op), &[theta, ls2])?[0];
+        let outputs = tape.apply_multi(Box::new(op), &[theta, ls2])?;
+        let kl = outputs[0];
         let y = match cx.mode() {
             SampleMode::SampleAxis(_) => {
                 return Err(no_sample_axis(
@@ -347,7 +397,7 @@ impl<F: Element, M: LinearMap<F> + 'static> Module<F> for SparseVariational<M> {
             }
             SampleMode::Sample => {
                 let mean = self.map.apply(x, theta)?;
-                let var = self.map.apply(x.square(), ls2.exp())?;
+                let var = self.map.apply(x.square(), outputs[1])?;
                 let eps = tape.constant(crate::tensor::standard_normal(&mean.shape(), cx.rng()));
                 mean.try_add((var + F::lit(1e-16)).sqrt().try_mul(eps)?)?
             }
