@@ -8,6 +8,7 @@ use crate::bayes::forward::{Forward, SampleMode};
 use crate::error::{Error, Result};
 use crate::kernels::parallel::{PAIRWISE_BLOCK, Pairwise, par_blocks, sum_lanes};
 use crate::layers::meanfield::add_terms;
+use crate::layers::variational::local_draw;
 use crate::tensor::{Element, Tensor};
 use rand::Rng;
 use std::cell::RefCell;
@@ -398,8 +399,8 @@ impl<F: Element, M: LinearMap<F> + 'static> Module<F> for SparseVariational<M> {
             SampleMode::Sample => {
                 let mean = self.map.apply(x, theta)?;
                 let var = self.map.apply(x.square(), outputs[1])?;
-                let eps = tape.constant(crate::tensor::standard_normal(&mean.shape(), cx.rng()));
-                mean.try_add((var + F::lit(1e-16)).sqrt().try_mul(eps)?)?
+                let eps = crate::tensor::standard_normal(&mean.shape(), cx.rng());
+                local_draw(mean, var, F::lit(1e-16), eps)?
             }
         };
         cx.add_divergence(format!("{}/kernel_divergence", self.name), kl)?;

@@ -1,6 +1,7 @@
 //! A spike-and-slab posterior over a layer's weights, for variable selection.
 
 use super::linear_map::{DenseMap, LinearMap};
+use super::variational::local_draw;
 use super::{Module, no_sample_axis};
 use crate::autodiff::params::{Param, ParamStore};
 use crate::autodiff::tape::Var;
@@ -314,10 +315,8 @@ impl<F: Element, M: LinearMap<F> + 'static> Module<F> for SpikeAndSlabVariationa
                 (mean, var)
             }
         };
-        let eps = cx
-            .tape()
-            .constant(crate::tensor::standard_normal(&mean.shape(), cx.rng()));
-        mean.try_add((var + F::lit(1e-16)).sqrt().try_mul(eps)?)
+        let eps = crate::tensor::standard_normal(&mean.shape(), cx.rng());
+        local_draw(mean, var, F::lit(1e-16), eps)
     }
     fn name(&self) -> &str {
         &self.name
