@@ -3,7 +3,7 @@ would (eager, all cores), for ratios against `cargo run --release --example benc
 same minutes:
 
     python3 -m venv .venv-torch && .venv-torch/bin/pip install torch bayesian-torch
-    .venv-torch/bin/python examples/torch_bench_extra.py [sparse_vd|iwae|discrete|sampling|all]
+    .venv-torch/bin/python examples/torch_bench_extra.py [sparse_vd|iwae|discrete|sampling|all|accuracy]
         [--flush-denormal]
 
 `--flush-denormal` turns on `torch.set_flush_denormal(True)` (subnormal numbers read and written as
@@ -17,6 +17,8 @@ gradient). Not part of the build or of CI.
 - discrete: 128 rows of 10-category logits, 8 draws each, score function with the leave-one-out
   baseline (torch.distributions.Categorical).
 - sampling: rsample and the implicit gradient of Gamma(2.5), Beta(2, 3), Dirichlet([1.5, 2, 0.7]).
+- accuracy (not part of `all`): the worst relative error of PyTorch's Gamma rsample derivative on
+  the reference cases in tests/data/tfp_golden_families.json.
 """
 import math
 import os
@@ -135,6 +137,26 @@ def sampling():
     return out
 
 
+def gamma_grad_accuracy():
+    """Worst relative error of PyTorch's Gamma rsample derivative (the
+    `torch._standard_gamma_grad` its backward calls) against the reference
+    cases `gamma_implicit_grad` of tests/data/tfp_golden_families.json
+    (the derivative in the concentration at fixed CDF value)."""
+    import json
+    path = os.path.join(os.path.dirname(__file__), "..", "tests", "data", "tfp_golden_families.json")
+    worst = 0.0
+    for c in json.load(open(path))["cases"]:
+        if c["kind"] != "gamma_implicit_grad":
+            continue
+        a = torch.tensor([c["concentration"]], dtype=torch.float64)
+        rate = c["rate"]
+        # x = g / rate for a standard Gamma draw g, so dx/da = (dg/da) / rate
+        g = torch.tensor([c["x"] * rate], dtype=torch.float64)
+        d = torch._standard_gamma_grad(a, g).item() / rate
+        worst = max(worst, abs(d - c["dx_dconcentration"]) / abs(c["dx_dconcentration"]))
+    return worst
+
+
 if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     which = args[0] if args else "all"
@@ -146,3 +168,5 @@ if __name__ == "__main__":
     if which in ("sampling", "all"):
         for name, rate in sampling():
             print(f"sampling {name}: rsample with gradients {rate:.2f} M draws/s", flush=True)
+    if which == "accuracy":
+        print(f"gamma rsample derivative: worst relative error {gamma_grad_accuracy():.3e}", flush=True)
