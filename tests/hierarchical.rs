@@ -1,6 +1,6 @@
 //! Hierarchical (random-scale) priors on variational kernels.
 
-use bayesgrad::autodiff::gradcheck::gradcheck_params;
+use crate::layers::gradcheck_with_divergence;
 use bayesgrad::layers::{HierarchicalScale, Reparameterization, ScalePrior};
 use bayesgrad::prelude::*;
 use std::sync::Arc;
@@ -33,20 +33,9 @@ fn gradcheck_every_parameter_including_the_scales() {
     let mut store = ParamStore::new();
     let l = layer(&mut store, LOGNORMAL, LOGNORMAL);
     let x = Tensor::from_rows(&[[0.5, -1.0, 2.0], [0.1, 0.2, -0.3]]).unwrap();
-    let params: Vec<Param> = store.params().collect();
-    assert_eq!(params.len(), 7); // kernel loc, rho, bias and four scale parameters
-    gradcheck_params(
-        |tape, store| {
-            let mut rng = StdRng::seed_from_u64(3);
-            let mut cx = Forward::new(tape, store, &mut rng);
-            let y = l.forward(&mut cx, tape.constant(x.clone()))?;
-            Ok(y.square().sum() + cx.divergences().total())
-        },
-        &mut store,
-        &params,
-        &GradCheck::default(),
-    )
-    .unwrap();
+    // kernel loc, rho, bias and four scale parameters
+    assert_eq!(store.params().count(), 7);
+    gradcheck_with_divergence(&l, &mut store, &x, (3, SampleMode::Sample));
 }
 
 /// Both divergence nodes are registered and counted once by the ELBO; with

@@ -209,6 +209,30 @@ fn flipout_decorrelates_identical_inputs_and_is_reproducible() {
     assert_eq!(&m.data()[..3], &m.data()[3..]);
 }
 
+/// Gradchecks every parameter of `layer` through `sum(y²)` plus the
+/// divergences the layer registers, for the input `x`, in `mode`, with the
+/// forward pass's draws seeded by `seed`.
+pub(crate) fn gradcheck_with_divergence(
+    layer: &dyn Module<f64>,
+    store: &mut ParamStore<f64>,
+    x: &Tensor<f64>,
+    (seed, mode): (u64, SampleMode),
+) {
+    let params: Vec<Param> = store.params().collect();
+    bayesgrad::autodiff::gradcheck::gradcheck_params(
+        |tape, store| {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut cx = Forward::new(tape, store, &mut rng).with_mode(mode);
+            let y = layer.forward(&mut cx, tape.constant(x.clone()))?;
+            Ok(y.square().sum() + cx.divergences().total())
+        },
+        store,
+        &params,
+        &GradCheck::default(),
+    )
+    .unwrap_or_else(|e| panic!("{} in {mode:?}: {e}", layer.name()));
+}
+
 fn gradcheck_layer(layer: &dyn Module<f64>, store: &mut ParamStore<f64>, x: Tensor<f64>) {
     let params: Vec<Param> = store.params().collect();
     let cfg = GradCheck {

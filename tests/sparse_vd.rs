@@ -1,6 +1,6 @@
 //! Sparse variational dropout: gradients, the KL approximation, pruning.
 
-use bayesgrad::autodiff::gradcheck::gradcheck_params;
+use crate::layers::gradcheck_with_divergence;
 use bayesgrad::layers::{DenseSparseVd, SparseVdConfig};
 use bayesgrad::prelude::*;
 
@@ -25,20 +25,8 @@ fn gradcheck_sparse_vd_layer_with_its_divergence() {
     let mut store = ParamStore::new();
     let l = layer(&mut store, -2.0);
     let x = Tensor::from_rows(&[[0.5, -1.0, 2.0], [0.1, 0.2, -0.3]]).unwrap();
-    let params: Vec<Param> = store.params().collect();
     for mode in [SampleMode::Sample, SampleMode::PosteriorMean] {
-        gradcheck_params(
-            |tape, store| {
-                let mut rng = StdRng::seed_from_u64(1);
-                let mut cx = Forward::new(tape, store, &mut rng).with_mode(mode);
-                let y = l.forward(&mut cx, tape.constant(x.clone()))?;
-                Ok(y.square().sum() + cx.divergences().total())
-            },
-            &mut store,
-            &params,
-            &GradCheck::default(),
-        )
-        .unwrap();
+        gradcheck_with_divergence(&l, &mut store, &x, (1, mode));
     }
 }
 

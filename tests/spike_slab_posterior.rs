@@ -1,5 +1,6 @@
 //! The spike-and-slab posterior layer: gradients, its KL, its moments.
 
+use crate::layers::gradcheck_with_divergence;
 use bayesgrad::autodiff::gradcheck::gradcheck_params;
 use bayesgrad::layers::{DenseMap, DenseSpikeAndSlab, Selection, SpikeAndSlabConfig};
 use bayesgrad::prelude::*;
@@ -25,19 +26,7 @@ fn gradcheck_spike_and_slab_layer_with_its_divergence() {
     let mut store = ParamStore::new();
     let l = layer(&mut store);
     let x = Tensor::from_rows(&[[0.5, -1.0, 2.0], [0.1, 0.2, -0.3]]).unwrap();
-    let params: Vec<Param> = store.params().collect();
-    gradcheck_params(
-        |tape, store| {
-            let mut rng = StdRng::seed_from_u64(1);
-            let mut cx = Forward::new(tape, store, &mut rng);
-            let y = l.forward(&mut cx, tape.constant(x.clone()))?;
-            Ok(y.square().sum() + cx.divergences().total())
-        },
-        &mut store,
-        &params,
-        &GradCheck::default(),
-    )
-    .unwrap();
+    gradcheck_with_divergence(&l, &mut store, &x, (1, SampleMode::Sample));
 }
 
 /// The output's mean and variance are those of `x ⊛ w` with every weight
