@@ -30,6 +30,34 @@ fn gradcheck_sparse_vd_layer_with_its_divergence() {
     }
 }
 
+/// A loss of the output alone, and one of the divergence alone: the
+/// divergence op's backward gets only the variances' gradient in the first,
+/// only the divergence's in the second.
+#[test]
+fn gradcheck_sparse_vd_output_and_divergence_apart() {
+    let mut store = ParamStore::new();
+    let l = layer(&mut store, -2.0);
+    let x = Tensor::from_rows(&[[0.5, -1.0, 2.0], [0.1, 0.2, -0.3]]).unwrap();
+    let params: Vec<Param> = store.params().collect();
+    for output in [true, false] {
+        bayesgrad::autodiff::gradcheck::gradcheck_params(
+            |tape, store| {
+                let mut rng = StdRng::seed_from_u64(1);
+                let mut cx = Forward::new(tape, store, &mut rng);
+                let y = l.forward(&mut cx, tape.constant(x.clone()))?;
+                Ok(match output {
+                    true => y.square().sum(),
+                    false => cx.divergences().total(),
+                })
+            },
+            &mut store,
+            &params,
+            &GradCheck::default(),
+        )
+        .unwrap_or_else(|e| panic!("output alone: {output}: {e}"));
+    }
+}
+
 /// The KL approximation of Molchanov et al. (2017) at a few ln α: it tends
 /// to 0 as α grows and to (k1 - ln α / 2 ...) as α shrinks; here against
 /// the formula evaluated by hand.

@@ -85,7 +85,7 @@ impl<F: Element> MultiOp<F> for SparseVdKl<F> {
                 let (theta, ls2) = (&theta[items.clone()], &ls2[items]);
                 let mut sum = Pairwise::new();
                 let blocks = theta.chunks(BLOCK).zip(ls2.chunks(BLOCK));
-                for ((t, l), d) in blocks.clone().zip(slope.chunks_mut(BLOCK)) {
+                for ((t, l), d) in blocks.zip(slope.chunks_mut(BLOCK)) {
                     let buf = &mut buf[..t.len()];
                     for (((kl, d), &t), &l) in buf.iter_mut().zip(d).zip(t).zip(l) {
                         let (value, slope) = kl_term(log_alpha_of(t, l));
@@ -126,7 +126,8 @@ impl<F: Element> MultiOp<F> for SparseVdKl<F> {
         acc: &mut [Option<Tensor<F>>],
     ) -> Result<()> {
         let mut grads = grads.into_iter();
-        let g = grads.next().flatten().map_or(F::zero(), |g| g.data()[0]);
+        // the divergence's gradient, and the variances' (each only if it reached them)
+        let g = grads.next().flatten().map(|g| g.data()[0]);
         let g_var = grads.next().flatten();
         let (theta, shape) = (inputs[0].data(), inputs[0].shape());
         let saved = self.saved.borrow();
@@ -134,11 +135,12 @@ impl<F: Element> MultiOp<F> for SparseVdKl<F> {
         let [theta_acc, ls2_acc] = acc else {
             unreachable!("two inputs")
         };
-        // d/d ln σ² = g dKL/d ln α (+ the variances' gradient times σ²);
+        // d/d ln σ² = g dKL/d ln α + (the variances' gradient) σ²;
         // d/dθ = g dKL/d ln α times d ln α/dθ = -2θ / (θ² + ε)
         if needs[1] {
-            match (&g_var, var) {
-                (Some(g_var), Some(var)) => {
+            let variances = g_var.as_ref().zip(var.as_ref());
+            match (g, variances) {
+                (Some(g), Some((g_var, var))) => {
                     let (g_var, var) = (g_var.data(), var.data());
                     add_terms(
                         ls2_acc,
@@ -152,7 +154,7 @@ impl<F: Element> MultiOp<F> for SparseVdKl<F> {
                         },
                     )
                 }
-                _ => add_terms(
+                (Some(g), None) => add_terms(
                     ls2_acc,
                     shape,
                     #[inline(always)]
@@ -162,9 +164,25 @@ impl<F: Element> MultiOp<F> for SparseVdKl<F> {
                         }
                     },
                 ),
+                (None, Some((g_var, var))) => {
+                    let (g_var, var) = (g_var.data(), var.data());
+                    add_terms(
+                        ls2_acc,
+                        shape,
+                        #[inline(always)]
+                        |i, out| {
+                            for (o, (&gv, &v)) in
+                                out.iter_mut().zip(g_var[i..].iter().zip(&var[i..]))
+                            {
+                                *o = gv * v;
+                            }
+                        },
+                    )
+                }
+                (None, None) => {}
             }
         }
-        if needs[0] {
+        if let (true, Some(g)) = (needs[0], g) {
             add_terms(
                 theta_acc,
                 shape,
