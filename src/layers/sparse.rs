@@ -137,50 +137,36 @@ impl<F: Element> MultiOp<F> for SparseVdKl<F> {
         };
         // d/d ln σ² = g dKL/d ln α + (the variances' gradient) σ²;
         // d/dθ = g dKL/d ln α times d ln α/dθ = -2θ / (θ² + ε)
-        if needs[1] {
-            let variances = g_var.as_ref().zip(var.as_ref());
-            match (g, variances) {
-                (Some(g), Some((g_var, var))) => {
-                    let (g_var, var) = (g_var.data(), var.data());
-                    add_terms(
-                        ls2_acc,
-                        shape,
-                        #[inline(always)]
-                        |i, out| {
-                            let terms = slope[i..].iter().zip(&g_var[i..]).zip(&var[i..]);
+        let variances = g_var.as_ref().zip(var.as_ref());
+        if needs[1] && (g.is_some() || variances.is_some()) {
+            add_terms(
+                ls2_acc,
+                shape,
+                #[inline(always)]
+                |i, out| {
+                    let slope = &slope[i..];
+                    let variances = variances.map(|(gv, v)| (&gv.data()[i..], &v.data()[i..]));
+                    match (g, variances) {
+                        (Some(g), Some((g_var, var))) => {
+                            let terms = slope.iter().zip(g_var).zip(var);
                             for (o, ((&d, &gv), &v)) in out.iter_mut().zip(terms) {
                                 *o = g * d + gv * v;
                             }
-                        },
-                    )
-                }
-                (Some(g), None) => add_terms(
-                    ls2_acc,
-                    shape,
-                    #[inline(always)]
-                    |i, out| {
-                        for (o, &d) in out.iter_mut().zip(&slope[i..]) {
-                            *o = g * d;
                         }
-                    },
-                ),
-                (None, Some((g_var, var))) => {
-                    let (g_var, var) = (g_var.data(), var.data());
-                    add_terms(
-                        ls2_acc,
-                        shape,
-                        #[inline(always)]
-                        |i, out| {
-                            for (o, (&gv, &v)) in
-                                out.iter_mut().zip(g_var[i..].iter().zip(&var[i..]))
-                            {
+                        (Some(g), None) => {
+                            for (o, &d) in out.iter_mut().zip(slope) {
+                                *o = g * d;
+                            }
+                        }
+                        (None, Some((g_var, var))) => {
+                            for (o, (&gv, &v)) in out.iter_mut().zip(g_var.iter().zip(var)) {
                                 *o = gv * v;
                             }
-                        },
-                    )
-                }
-                (None, None) => {}
-            }
+                        }
+                        (None, None) => unreachable!("checked before the pass"),
+                    }
+                },
+            );
         }
         if let (true, Some(g)) = (needs[0], g) {
             add_terms(
