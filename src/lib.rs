@@ -165,6 +165,23 @@ pub mod layers;
 pub mod tensor;
 pub mod train;
 
+/// Settings shared by the crate's own property tests.
+#[cfg(test)]
+pub(crate) mod proptest_settings {
+    use proptest::test_runner::{Config, FileFailurePersistence};
+
+    /// `cases` cases, with failing seeds kept in `file` (a committed
+    /// `proptest-regressions/<name>.txt`), so that a failure found once is
+    /// replayed on every run.
+    pub(crate) fn persisted(cases: u32, file: &'static str) -> Config {
+        Config {
+            cases,
+            failure_persistence: Some(Box::new(FileFailurePersistence::Direct(file))),
+            ..Config::default()
+        }
+    }
+}
+
 pub use autodiff::{
     Constraint, GradCheck, GradCheckReport, Gradients, Op, Padding, Param, ParamStore, Tape, Var,
     gradcheck, gradcheck_params,

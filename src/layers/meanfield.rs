@@ -601,15 +601,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::test_runner::Config {
-            cases: 64,
-            failure_persistence: Some(Box::new(
-                proptest::test_runner::FileFailurePersistence::Direct(
-                    "proptest-regressions/meanfield.txt",
-                ),
-            )),
-            ..Default::default()
-        })]
+        #![proptest_config(crate::proptest_settings::persisted(64, "proptest-regressions/meanfield.txt"))]
 
         /// Non-negative, zero when the posterior is the prior, equal to the
         /// composed graph, with its gradients, for any posterior and prior.

@@ -565,15 +565,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::test_runner::Config {
-            cases: 48,
-            failure_persistence: Some(Box::new(
-                proptest::test_runner::FileFailurePersistence::Direct(
-                    "proptest-regressions/conv.txt",
-                ),
-            )),
-            ..Default::default()
-        })]
+        #![proptest_config(crate::proptest_settings::persisted(48, "proptest-regressions/conv.txt"))]
 
         /// `conv2d` over random geometries on the AVX-512 tier (the patches
         /// read from the padded images where the products are large enough)

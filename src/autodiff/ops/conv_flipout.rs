@@ -686,15 +686,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::test_runner::Config {
-            cases: 48,
-            failure_persistence: Some(Box::new(
-                proptest::test_runner::FileFailurePersistence::Direct(
-                    "proptest-regressions/conv_flipout.txt",
-                ),
-            )),
-            ..Default::default()
-        })]
+        #![proptest_config(crate::proptest_settings::persisted(48, "proptest-regressions/conv_flipout.txt"))]
 
         /// Any geometry, bias and pooling: the patches read from the padded
         /// image (on AVX-512, where the product is large enough) give the
