@@ -81,6 +81,78 @@ fn divergence_is_the_papers_approximation() {
     assert!(la_tensor.data().iter().all(|&v| (v - la).abs() < 1e-12));
 }
 
+/// Over more weights than one block of the divergence's summation (680:
+/// two whole blocks of 256 and part of a third), each with its own θ and
+/// ln σ², the divergence is the sum of the paper's terms and its gradients
+/// in ln σ² and θ are each weight's own derivative: a term or a slope
+/// given to the wrong weight shows here, where every weight differs.
+#[test]
+fn divergence_and_gradients_over_several_blocks_are_each_weights() {
+    let (inputs, outputs) = (40, 17);
+    let mut store = ParamStore::<f64>::new();
+    let map = bayesgrad::layers::DenseMap { inputs, outputs };
+    let l = DenseSparseVd::from_map(
+        &mut store,
+        "s",
+        map,
+        SparseVdConfig::default(),
+        &mut StdRng::seed_from_u64(0),
+    )
+    .unwrap();
+    let (theta, ls2) = l.kernel_params();
+    let n = inputs * outputs;
+    let t: Vec<f64> = (0..n)
+        .map(|i| ((i * 37 % 101) as f64 - 50.0) / 40.0)
+        .collect();
+    let s: Vec<f64> = (0..n).map(|i| (i * 53 % 89) as f64 / 6.0 - 10.0).collect();
+    store
+        .set_raw(
+            theta,
+            Tensor::from_vec(t.clone(), &[inputs, outputs]).unwrap(),
+        )
+        .unwrap();
+    store
+        .set_raw(
+            ls2,
+            Tensor::from_vec(s.clone(), &[inputs, outputs]).unwrap(),
+        )
+        .unwrap();
+    let tape = Tape::new();
+    let mut rng = StdRng::seed_from_u64(0);
+    let mut cx = Forward::new(&tape, &store, &mut rng).with_mode(SampleMode::PosteriorMean);
+    l.forward(&mut cx, tape.constant(Tensor::ones(&[1, inputs])))
+        .unwrap();
+    let kl = cx.divergences().total();
+    let grads = kl.backward().unwrap();
+    let (k1, k2, k3) = (0.63576, 1.87320, 1.48695);
+    let sigmoid = |z: f64| 1.0 / (1.0 + (-z).exp());
+    let (mut total, mut scale) = (0.0, 0.0);
+    let (g_theta, g_ls2) = (grads.param(theta).unwrap(), grads.param(ls2).unwrap());
+    for i in 0..n {
+        let u = t[i] * t[i] + 1e-16;
+        let la = s[i] - u.ln();
+        let term = k1 - k1 * sigmoid(k2 + k3 * la) + 0.5 * (-la).exp().ln_1p();
+        total += term;
+        scale += term.abs();
+        let sg = sigmoid(k2 + k3 * la);
+        let slope = -k1 * k3 * sg * (1.0 - sg) - 0.5 * sigmoid(-la);
+        let close = |x: f64, y: f64| (x - y).abs() <= 1e-12 * (1.0 + y.abs());
+        let d_theta = slope * -2.0 * t[i] / u;
+        assert!(
+            close(g_ls2.data()[i], slope),
+            "weight {i}: dKL/d ln σ² {} against {slope}",
+            g_ls2.data()[i]
+        );
+        assert!(
+            close(g_theta.data()[i], d_theta),
+            "weight {i}: dKL/dθ {} against {d_theta}",
+            g_theta.data()[i]
+        );
+    }
+    let kl = kl.item().unwrap();
+    assert!((kl - total).abs() <= 1e-12 * scale, "{kl} against {total}");
+}
+
 /// Weights whose ln α exceeds the threshold are 0 in the posterior-mean
 /// network, and counted by `sparsity`.
 #[test]

@@ -26,16 +26,22 @@ fn log_alpha_of<F: Element>(theta: F, log_sigma2: F) -> F {
 }
 
 /// One weight's term of the KL approximation, `-(k1 σ(k2 + k3 ln α) -
-/// softplus(-ln α) / 2 - k1)`, and its derivative in `ln α`.
+/// softplus(-ln α) / 2 - k1)`, and its derivative in `ln α`, given
+/// `s = σ(k2 + k3 ln α)` (see [`kl_sigmoid`]).
 #[inline(always)]
-fn kl_term<F: Element>(log_alpha: F) -> (F, F) {
-    let (k1, k2, k3, half) = (F::lit(K1), F::lit(K2), F::lit(K3), F::lit(0.5));
-    let s = (k2 + k3 * log_alpha).fast_sigmoid();
+fn kl_term<F: Element>(log_alpha: F, s: F) -> (F, F) {
+    let (k1, k3, half) = (F::lit(K1), F::lit(K3), F::lit(0.5));
     let (softplus, sigmoid) = (-log_alpha).fast_softplus_sigmoid();
     let kl = k1 - k1 * s + half * softplus;
     // d softplus(-a)/da = -sigmoid(-a)
     let slope = -(k1 * k3 * s * (F::one() - s)) - half * sigmoid;
     (kl, slope)
+}
+
+/// `σ(k2 + k3 ln α)`, the first part of [`kl_term`].
+#[inline(always)]
+fn kl_sigmoid<F: Element>(log_alpha: F) -> F {
+    (F::lit(K2) + F::lit(K3) * log_alpha).fast_sigmoid()
 }
 
 /// The KL approximation summed over the weights, from `θ` and `ln σ²` in
@@ -81,15 +87,27 @@ impl<F: Element> MultiOp<F> for SparseVdKl<F> {
             #[inline(always)]
             |items, (slope, var): (&mut [MaybeUninit<F>], &mut [MaybeUninit<F>])| {
                 const BLOCK: usize = PAIRWISE_BLOCK;
-                let mut buf = [F::zero(); BLOCK];
+                // A block goes through three short passes (ln α, the
+                // sigmoid, the rest) rather than one long one: each weight's
+                // chain of dependent operations is long enough that a single
+                // pass waits on latency, while short passes keep many
+                // weights in flight. The operations, and so the bits, are
+                // those of one pass.
+                let (mut buf, mut sig) = ([F::zero(); BLOCK], [F::zero(); BLOCK]);
                 let (theta, ls2) = (&theta[items.clone()], &ls2[items]);
                 let mut sum = Pairwise::new();
                 let blocks = theta.chunks(BLOCK).zip(ls2.chunks(BLOCK));
                 for ((t, l), d) in blocks.zip(slope.chunks_mut(BLOCK)) {
-                    let buf = &mut buf[..t.len()];
-                    for (((kl, d), &t), &l) in buf.iter_mut().zip(d).zip(t).zip(l) {
-                        let (value, slope) = kl_term(log_alpha_of(t, l));
-                        *kl = value;
+                    let (buf, sig) = (&mut buf[..t.len()], &mut sig[..t.len()]);
+                    for ((la, &t), &l) in buf.iter_mut().zip(t).zip(l) {
+                        *la = log_alpha_of(t, l);
+                    }
+                    for (s, &la) in sig.iter_mut().zip(buf.iter()) {
+                        *s = kl_sigmoid(la);
+                    }
+                    for ((v, d), &s) in buf.iter_mut().zip(d).zip(sig.iter()) {
+                        let (value, slope) = kl_term(*v, s);
+                        *v = value;
                         d.write(slope);
                     }
                     sum.add(sum_lanes(buf));
