@@ -10,7 +10,7 @@
 
 use std::f64::consts::PI;
 
-use crate::kernels::parallel::vectorized;
+use crate::kernels::parallel::{Tier, tier, vectorized};
 
 /// Euler–Mascheroni constant.
 const EULER: f64 = 0.577_215_664_901_532_9;
@@ -299,10 +299,17 @@ pub(crate) fn beta_pq(a: f64, b: f64, x: f64) -> (f64, f64) {
     }
 }
 
-/// How many draws the implicit derivatives advance together: under AVX2,
-/// two vector registers (four draws ran no faster, sixteen slower).
+/// How many draws the Beta derivatives advance together: under AVX2, two
+/// vector registers (four draws ran no faster, sixteen slower; sixteen in
+/// AVX-512 registers ran no faster either, the fraction's divisions being
+/// the bound). The Gamma derivatives choose theirs by tier
+/// ([`gamma_sample_grads`]).
 const LANES: usize = 8;
 type Lanes = [f64; LANES];
+
+/// Steps of the Gamma series and fraction between convergence tests
+/// ([`gamma_series_lanes`]).
+const ROUND: usize = 4;
 
 /// `new` where `mask` is all ones, `old` where it is zero: a blend the
 /// vectorizer keeps in registers, unlike a branch.
@@ -318,7 +325,7 @@ fn mask(c: bool) -> u64 {
 
 /// Whether any lane still iterates.
 #[inline(always)]
-fn any(live: &[u64; LANES]) -> bool {
+fn any<const L: usize>(live: &[u64; L]) -> bool {
     live.iter().fold(0, |a, &l| a | l) != 0
 }
 
@@ -330,7 +337,7 @@ pub(crate) const MAX_IMPLICIT_PARAMETER: f64 = 1e10;
 /// sampling op reports as an error): enough for any parameter up to
 /// [`MAX_IMPLICIT_PARAMETER`], whose series need `√(78 a)` terms at worst.
 #[inline(always)]
-fn step_cap(params: &[&Lanes]) -> usize {
+fn step_cap<const L: usize>(params: &[&[f64; L]]) -> usize {
     let largest = params
         .iter()
         .flat_map(|p| p.iter())
@@ -340,8 +347,8 @@ fn step_cap(params: &[&Lanes]) -> usize {
 
 /// NaN in the lanes that are still live (did not converge).
 #[inline(always)]
-fn nan_if_live(live: &[u64; LANES], v: &mut Lanes) {
-    for l in 0..LANES {
+fn nan_if_live<const L: usize>(live: &[u64; L], v: &mut [f64; L]) {
+    for l in 0..L {
         v[l] = select(live[l], f64::NAN, v[l]);
     }
 }
@@ -351,7 +358,7 @@ fn nan_if_live(live: &[u64; LANES], v: &mut Lanes) {
 /// without the caller's AVX2: a timing harness that did so ran the series
 /// at half speed.
 macro_rules! lanes {
-    ($f:ident) => {
+    ($f:path) => {
         #[inline(always)]
         |args| $f(args)
     };
@@ -366,20 +373,20 @@ fn inlined<A, R>(f: impl Fn(A) -> R) -> impl Fn(A) -> R {
     f
 }
 
-/// Calls `lanes` on the draws listed in `idx`, `LANES` at a time, and hands
+/// Calls `lanes` on the draws listed in `idx`, `L` at a time, and hands
 /// each draw's outputs to `out`. The last group is padded with copies of its
 /// first draw. A lane stops changing once it has converged, so a draw's
 /// outputs do not depend on the draws it shares a group with.
 #[inline(always)]
-fn in_lanes<const I: usize, const O: usize>(
+fn in_lanes<const I: usize, const O: usize, const L: usize>(
     idx: &[usize],
     input: impl Fn(usize) -> [f64; I],
-    lanes: impl Fn(&[Lanes; I]) -> [Lanes; O],
+    lanes: impl Fn(&[[f64; L]; I]) -> [[f64; L]; O],
     mut out: impl FnMut(usize, [f64; O]),
 ) {
-    for group in idx.chunks(LANES) {
-        let mut args = [[0.0; LANES]; I];
-        for l in 0..LANES {
+    for group in idx.chunks(L) {
+        let mut args = [[0.0; L]; I];
+        for l in 0..L {
             let v = input(group[l.min(group.len() - 1)]);
             for k in 0..I {
                 args[k][l] = v[k];
@@ -435,8 +442,9 @@ type Digamma = Memo<f64, 64>;
 ///   fraction, differentiated alongside it (`h'/h = Σ δ_i'/δ_i`), so
 ///   `dx/da = x h (ln x - ψ(a) + h'/h)`.
 ///
-/// The draws of each branch advance `LANES` at a time; each value is what a
-/// draw computed alone would give, bit for bit, on any CPU.
+/// The draws of each branch advance together, 16 at a time in AVX-512
+/// registers and 8 otherwise (16 lanes do not fit AVX2's registers); each
+/// value is what a draw computed alone would give, bit for bit, on any CPU.
 pub(crate) fn gamma_sample_grads(a: &[f64], x: &[f64], out: &mut [[f64; 1]]) {
     vectorized(
         #[inline(always)]
@@ -454,33 +462,49 @@ pub(crate) fn gamma_sample_grads(a: &[f64], x: &[f64], out: &mut [[f64; 1]]) {
                     fraction.push(i);
                 }
             }
-            let mut psi = Digamma::new(digamma);
-            let input = inlined(
-                #[inline(always)]
-                |i: usize| [a[i], x[i]],
-            );
-            in_lanes(
-                &series,
-                &input,
-                lanes!(gamma_series_lanes),
-                #[inline(always)]
-                |i, [s, ds]| {
-                    let ln_x_minus_psi = x[i].ln() - psi.at(a[i]);
-                    out[i] = [-x[i] * (s * ln_x_minus_psi + ds)];
-                },
-            );
-            in_lanes(
-                &fraction,
-                &input,
-                lanes!(gamma_fraction_lanes),
-                #[inline(always)]
-                |i, [h, dlog_h]| {
-                    let ln_x_minus_psi = x[i].ln() - psi.at(a[i]);
-                    out[i] = [x[i] * h * (ln_x_minus_psi + dlog_h)];
-                },
-            );
+            let branches = (&series[..], &fraction[..]);
+            match tier() {
+                Tier::Avx512 => gamma_grads_in_lanes::<16>(a, x, branches, out),
+                _ => gamma_grads_in_lanes::<8>(a, x, branches, out),
+            }
         },
     )
+}
+
+/// [`gamma_sample_grads`] of the draws listed in `series` and `fraction`,
+/// `L` at a time.
+#[inline(always)]
+fn gamma_grads_in_lanes<const L: usize>(
+    a: &[f64],
+    x: &[f64],
+    (series, fraction): (&[usize], &[usize]),
+    out: &mut [[f64; 1]],
+) {
+    let mut psi = Digamma::new(digamma);
+    let input = inlined(
+        #[inline(always)]
+        |i: usize| [a[i], x[i]],
+    );
+    in_lanes(
+        series,
+        &input,
+        lanes!(gamma_series_lanes::<L>),
+        #[inline(always)]
+        |i, [s, ds]| {
+            let ln_x_minus_psi = x[i].ln() - psi.at(a[i]);
+            out[i] = [-x[i] * (s * ln_x_minus_psi + ds)];
+        },
+    );
+    in_lanes(
+        fraction,
+        &input,
+        lanes!(gamma_fraction_lanes::<L>),
+        #[inline(always)]
+        |i, [h, dlog_h]| {
+            let ln_x_minus_psi = x[i].ln() - psi.at(a[i]);
+            out[i] = [x[i] * h * (ln_x_minus_psi + dlog_h)];
+        },
+    );
 }
 
 /// The series `S = Σ_{n≥0} x^n / (a (a+1) ... (a+n))` and `∂S/∂a`, without
@@ -489,33 +513,50 @@ pub(crate) fn gamma_sample_grads(a: &[f64], x: &[f64], out: &mut [[f64; 1]]) {
 /// `P_n = P_{n-1} (a+n) + x^n`, and the derivative's numerator
 /// `Q_n = P_n' D_n - P_n D_n'` obeys `Q_n = (a+n)² Q_{n-1} - x^n D_n'`: every
 /// term of it has the same sign, so `S' = Q / D²` carries no cancellation.
-/// The sums are scaled by `2^-100` (exactly) whenever `D` passes `2^100`.
+///
+/// The lanes take [`ROUND`] steps between convergence tests, and a lane
+/// that has converged keeps the state of the round's end: so a draw stops
+/// after the first multiple of `ROUND` steps at which its last terms are
+/// below 10⁻¹⁷ of the sums, whatever its group, and a step is only its
+/// arithmetic (about 10 operations). With no test or blend inside a round
+/// the steps of a group are one chain of dependent operations; 16 lanes
+/// (two AVX-512 registers) are two chains, which keep the core busy while
+/// each waits. The sums are rescaled by a power of two (exactly) whenever
+/// `D` passes `2^100` at a round's end.
 #[inline(always)]
-fn gamma_series_lanes([a, x]: &[Lanes; 2]) -> [Lanes; 2] {
+fn gamma_series_lanes<const L: usize>([a, x]: &[[f64; L]; 2]) -> [[f64; L]; 2] {
     const BIG: f64 = 1.2676506002282294e30; // 2^100
-    const SMALL: f64 = 7.888609052210118e-31; // 2^-100
-    let (mut xn, mut p, mut q) = ([1.0; LANES], [1.0; LANES], [-1.0; LANES]);
-    let (mut d, mut dd, mut ap) = (*a, [1.0; LANES], *a);
-    let mut live = [u64::MAX; LANES];
-    for _ in 0..step_cap(&[a]) {
-        for l in 0..LANES {
-            let ap1 = ap[l] + 1.0;
-            let xn1 = xn[l] * x[l];
-            let dd1 = dd[l] * ap1 + d[l];
-            let d1 = d[l] * ap1;
-            let p1 = p[l] * ap1 + xn1;
-            let dq = xn1 * dd1;
-            let q1 = q[l] * (ap1 * ap1) - dq;
-            // the terms x^n / D_n and x^n D_n' / D_n² against the sums so far
-            let done = xn1 <= 1e-17 * p1 && dq <= -1e-17 * q1;
-            let s = select(mask(d1 > BIG), SMALL, 1.0);
+    let (mut xn, mut p, mut q) = ([1.0; L], [1.0; L], [-1.0; L]);
+    let (mut d, mut dd, mut ap) = (*a, [1.0; L], *a);
+    let mut live = [u64::MAX; L];
+    for _ in 0..step_cap(&[a]).div_ceil(ROUND) {
+        let (mut xn1, mut p1, mut q1) = (xn, p, q);
+        let (mut d1, mut dd1, mut ap1, mut dq) = (d, dd, ap, [0.0; L]);
+        for _ in 0..ROUND {
+            for l in 0..L {
+                ap1[l] += 1.0;
+                xn1[l] *= x[l];
+                dd1[l] = dd1[l] * ap1[l] + d1[l];
+                d1[l] *= ap1[l];
+                p1[l] = p1[l] * ap1[l] + xn1[l];
+                dq[l] = xn1[l] * dd1[l];
+                q1[l] = q1[l] * (ap1[l] * ap1[l]) - dq[l];
+            }
+        }
+        for l in 0..L {
+            // the last step's terms x^n / D_n and x^n D_n' / D_n² against the sums
+            let done = xn1[l] <= 1e-17 * p1[l] && dq[l] <= -1e-17 * q1[l];
+            // 2^-e for D = m 2^e (e >= 100 here): D back to [1, 2), exactly
+            let e = ((d1[l].to_bits() >> 52) & 0x7ff) as i64 - 1023;
+            let small = f64::from_bits(((1023 - e.clamp(0, 1000)) as u64) << 52);
+            let s = select(mask(d1[l] > BIG), small, 1.0);
             let lv = live[l];
-            ap[l] = select(lv, ap1, ap[l]);
-            xn[l] = select(lv, xn1 * s, xn[l]);
-            dd[l] = select(lv, dd1 * s, dd[l]);
-            d[l] = select(lv, d1 * s, d[l]);
-            p[l] = select(lv, p1 * s, p[l]);
-            q[l] = select(lv, q1 * (s * s), q[l]);
+            ap[l] = select(lv, ap1[l], ap[l]);
+            xn[l] = select(lv, xn1[l] * s, xn[l]);
+            dd[l] = select(lv, dd1[l] * s, dd[l]);
+            d[l] = select(lv, d1[l] * s, d[l]);
+            p[l] = select(lv, p1[l] * s, p[l]);
+            q[l] = select(lv, q1[l] * (s * s), q[l]);
             live[l] = lv & !mask(done);
         }
         if !any(&live) {
@@ -530,42 +571,56 @@ fn gamma_series_lanes([a, x]: &[Lanes; 2]) -> [Lanes; 2] {
 /// Lentz's continued fraction `h` of `Q(a, x)` (the `x ≥ a + 1` branch of
 /// [`gamma_sample_grads`]) and `∂ ln h/∂a`, carried alongside it: each step
 /// multiplies `h` by `δ = c / D`, so `∂ ln h = Σ (c'/c - D'/D)`. Two
-/// divisions a step, `1/D` and `1/c`.
+/// divisions a step, `1/D` and `1/c`. Like [`gamma_series_lanes`], the
+/// lanes take [`ROUND`] steps between convergence tests (`δ` within 10⁻¹⁶
+/// of 1 at the round's last step) and a converged lane keeps the state of
+/// its round's end.
 #[inline(always)]
-fn gamma_fraction_lanes([a, x]: &[Lanes; 2]) -> [Lanes; 2] {
+fn gamma_fraction_lanes<const L: usize>([a, x]: &[[f64; L]; 2]) -> [[f64; L]; 2] {
     let tiny = 1e-300;
-    let mut b: Lanes = std::array::from_fn(|l| x[l] + 1.0 - a[l]); // db/da = -1
-    let (mut dc, mut inv_c) = ([0.0; LANES], [tiny; LANES]); // c = 1/tiny
-    let mut d: Lanes = std::array::from_fn(|l| 1.0 / b[l]);
-    let mut dd: Lanes = std::array::from_fn(|l| d[l] * d[l]); // d' = -b'/b²
+    let mut b: [f64; L] = std::array::from_fn(|l| x[l] + 1.0 - a[l]); // db/da = -1
+    let (mut dc, mut inv_c) = ([0.0; L], [tiny; L]); // c = 1/tiny
+    let mut d: [f64; L] = std::array::from_fn(|l| 1.0 / b[l]);
+    let mut dd: [f64; L] = std::array::from_fn(|l| d[l] * d[l]); // d' = -b'/b²
     let (mut h, mut dlog_h) = (d, d); // ln h = -ln b
-    let mut live = [u64::MAX; LANES];
-    for i in 1..step_cap(&[a]) {
-        let n = i as f64;
-        for l in 0..LANES {
-            let (an, dan) = (-n * (n - a[l]), n);
-            let b1 = b[l] + 2.0;
-            let mut big_d = an * d[l] + b1;
-            let mut dbig_d = dan * d[l] + an * dd[l] - 1.0;
-            let m = mask(big_d.abs() < tiny);
-            (big_d, dbig_d) = (select(m, tiny, big_d), select(m, 0.0, dbig_d));
-            let mut big_c = b1 + an * inv_c[l];
-            let mut dbig_c = -1.0 + (dan - an * dc[l] * inv_c[l]) * inv_c[l];
-            let m = mask(big_c.abs() < tiny);
-            (big_c, dbig_c) = (select(m, tiny, big_c), select(m, 0.0, dbig_c));
-            let (d1, inv_c1) = (1.0 / big_d, 1.0 / big_c);
-            let delta = d1 * big_c;
-            let dlog_delta = dbig_c * inv_c1 - dbig_d * d1;
-            let dlog_h1 = dlog_h[l] + dlog_delta;
-            let done = (delta - 1.0).abs() < 1e-16 && dlog_delta.abs() < 1e-16 * dlog_h1.abs();
+    let mut live = [u64::MAX; L];
+    for round in 0..step_cap(&[a]).div_ceil(ROUND) {
+        let (mut b1, mut d1, mut dd1, mut inv_c1, mut dc1) = (b, d, dd, inv_c, dc);
+        let (mut h1, mut dlog_h1) = (h, dlog_h);
+        let (mut delta, mut dlog_delta) = ([0.0; L], [0.0; L]);
+        for step in 1..=ROUND {
+            let n = (round * ROUND + step) as f64;
+            for l in 0..L {
+                let (an, dan) = (-n * (n - a[l]), n);
+                b1[l] += 2.0;
+                let mut big_d = an * d1[l] + b1[l];
+                let mut dbig_d = dan * d1[l] + an * dd1[l] - 1.0;
+                let m = mask(big_d.abs() < tiny);
+                (big_d, dbig_d) = (select(m, tiny, big_d), select(m, 0.0, dbig_d));
+                let mut big_c = b1[l] + an * inv_c1[l];
+                let mut dbig_c = -1.0 + (dan - an * dc1[l] * inv_c1[l]) * inv_c1[l];
+                let m = mask(big_c.abs() < tiny);
+                (big_c, dbig_c) = (select(m, tiny, big_c), select(m, 0.0, dbig_c));
+                (d1[l], inv_c1[l]) = (1.0 / big_d, 1.0 / big_c);
+                delta[l] = d1[l] * big_c;
+                dlog_delta[l] = dbig_c * inv_c1[l] - dbig_d * d1[l];
+                dd1[l] = -dbig_d * d1[l] * d1[l];
+                dc1[l] = dbig_c;
+                h1[l] *= delta[l];
+                dlog_h1[l] += dlog_delta[l];
+            }
+        }
+        for l in 0..L {
+            let done =
+                (delta[l] - 1.0).abs() < 1e-16 && dlog_delta[l].abs() < 1e-16 * dlog_h1[l].abs();
             let lv = live[l];
-            b[l] = select(lv, b1, b[l]);
-            d[l] = select(lv, d1, d[l]);
-            dd[l] = select(lv, -dbig_d * d1 * d1, dd[l]);
-            inv_c[l] = select(lv, inv_c1, inv_c[l]);
-            dc[l] = select(lv, dbig_c, dc[l]);
-            h[l] = select(lv, h[l] * delta, h[l]);
-            dlog_h[l] = select(lv, dlog_h1, dlog_h[l]);
+            b[l] = select(lv, b1[l], b[l]);
+            d[l] = select(lv, d1[l], d[l]);
+            dd[l] = select(lv, dd1[l], dd[l]);
+            inv_c[l] = select(lv, inv_c1[l], inv_c[l]);
+            dc[l] = select(lv, dc1[l], dc[l]);
+            h[l] = select(lv, h1[l], h[l]);
+            dlog_h[l] = select(lv, dlog_h1[l], dlog_h[l]);
             live[l] = lv & !mask(done);
         }
         if !any(&live) {
@@ -820,7 +875,7 @@ mod tests {
     /// (past 10⁷ they once stopped at a fixed count, 60 % off at 10⁸).
     #[test]
     fn gamma_sample_grad_converges_for_large_concentrations() {
-        for a in [1e6f64, 1e7, 1e8, 1e9] {
+        for a in [1e6f64, 1e7, 1e8, 1e9, MAX_IMPLICIT_PARAMETER] {
             for z in [-2.0, -0.5, 0.0, 0.5, 2.0] {
                 let x = a + z * a.sqrt();
                 let (got, want) = (gamma_sample_grad(a, x), 1.0 + z / (2.0 * a.sqrt()));
