@@ -449,20 +449,24 @@ pub(crate) fn gamma_sample_grads(a: &[f64], x: &[f64], out: &mut [[f64; 1]]) {
     vectorized(
         #[inline(always)]
         || {
-            let (mut series, mut fraction) = (Vec::new(), Vec::new());
+            // without a branch a draw: which branch a draw takes is as good
+            // as random, and a mispredicted branch costs about a step
+            let (mut series, mut fraction) = (vec![0; out.len()], vec![0; out.len()]);
+            let (mut in_series, mut in_fraction) = (0, 0);
             for (i, o) in out.iter_mut().enumerate() {
                 let (a, x) = (a[i], x[i]);
-                if x.is_nan() || a.is_nan() || a > MAX_IMPLICIT_PARAMETER {
-                    *o = [f64::NAN];
-                } else if x <= 0.0 || x.is_infinite() {
-                    *o = [0.0];
-                } else if x < a + 1.0 {
-                    series.push(i);
-                } else {
-                    fraction.push(i);
-                }
+                let invalid = x.is_nan() || a.is_nan() || a > MAX_IMPLICIT_PARAMETER;
+                let edge = x <= 0.0 || x.is_infinite();
+                // NaN or 0; the live draws' values are written below
+                *o = [f64::from_bits(mask(invalid) & f64::NAN.to_bits())];
+                let live = !invalid & !edge;
+                let lower = x < a + 1.0;
+                series[in_series] = i;
+                fraction[in_fraction] = i;
+                in_series += usize::from(live & lower);
+                in_fraction += usize::from(live & !lower);
             }
-            let branches = (&series[..], &fraction[..]);
+            let branches = (&series[..in_series], &fraction[..in_fraction]);
             match tier() {
                 Tier::Avx512 => gamma_grads_in_lanes::<16>(a, x, branches, out),
                 _ => gamma_grads_in_lanes::<8>(a, x, branches, out),
