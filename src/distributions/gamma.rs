@@ -220,41 +220,43 @@ impl<F: Element, const P: usize> Op<F> for ImplicitSample<F, P> {
         _: &Tensor<F>,
         g: &Tensor<F>,
     ) -> Result<Vec<Option<Tensor<F>>>> {
-        let f64s = |t: &Tensor<F>| -> Vec<f64> {
-            t.data()
-                .iter()
-                .map(|v| v.to_f64().unwrap_or(f64::NAN))
-                .collect()
-        };
-        let params: [Vec<f64>; P] = std::array::from_fn(|p| f64s(inputs[p]));
-        let x = f64s(&self.x);
-        let mut per_draw = vec![[0.0; P]; x.len()];
+        let to_f64 = |v: F| v.to_f64().unwrap_or(f64::NAN);
+        let f64s = |t: &[F]| -> Vec<f64> { t.iter().map(|&v| to_f64(v)).collect() };
+        let (x, n) = (self.x.data(), self.x.len());
+        let mut per_draw = vec![[0.0; P]; n];
+        // each part converts its own draws, on its own thread
         par_fill_costly(&mut per_draw, |start, part| {
             let draws = start..start + part.len();
-            let params = std::array::from_fn(|p| &params[p][draws.clone()]);
-            (self.grad)(params, &x[draws], part)
+            let params: [Vec<f64>; P] =
+                std::array::from_fn(|p| f64s(&inputs[p].data()[draws.clone()]));
+            (self.grad)(
+                std::array::from_fn(|p| &params[p][..]),
+                &f64s(&x[draws]),
+                part,
+            )
         });
         // a derivative that did not converge (a parameter past the
         // series' reach) is NaN at a draw whose inputs are numbers
         // (one branch-free pass first: NaN is rare)
         let some_nan = per_draw.iter().flatten().fold(false, |n, d| n | d.is_nan());
+        let number = |v: F| !to_f64(v).is_nan();
         let failed = some_nan
             .then(|| {
-                (0..x.len()).find(|&i| {
+                (0..n).find(|&i| {
                     per_draw[i].iter().any(|d| d.is_nan())
-                        && !x[i].is_nan()
-                        && params.iter().all(|p| !p[i].is_nan())
+                        && number(x[i])
+                        && inputs.iter().all(|p| number(p.data()[i]))
                 })
             })
             .flatten();
         if let Some(i) = failed {
-            let params: Vec<f64> = params.iter().map(|p| p[i]).collect();
+            let params: Vec<f64> = inputs.iter().map(|p| to_f64(p.data()[i])).collect();
             return Err(Error::invalid(
                 self.name,
                 format!(
                     "the implicit derivative of the draw {} with parameters {params:?} did not \
                      converge; parameters up to {MAX_IMPLICIT_PARAMETER:e} are supported",
-                    x[i]
+                    to_f64(x[i])
                 ),
             ));
         }
