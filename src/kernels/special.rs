@@ -353,17 +353,6 @@ fn nan_if_live<const L: usize>(live: &[u64; L], v: &mut [f64; L]) {
     }
 }
 
-/// A lanes function as an inlined closure. Passed as a function item, it is
-/// called through `Fn::call`, which LLVM may leave out of line, compiled
-/// without the caller's AVX2: a timing harness that did so ran the series
-/// at half speed.
-macro_rules! lanes {
-    ($f:path) => {
-        #[inline(always)]
-        |args| $f(args)
-    };
-}
-
 /// A closure marked `#[inline(always)]` (an attribute a closure takes only
 /// as an argument). The per-draw closures of the Beta derivatives, left out
 /// of line (and so without the caller's AVX-512), held a tenth of their
@@ -377,6 +366,11 @@ fn inlined<A, R>(f: impl Fn(A) -> R) -> impl Fn(A) -> R {
 /// each draw's outputs to `out`. The last group is padded with copies of its
 /// first draw. A lane stops changing once it has converged, so a draw's
 /// outputs do not depend on the draws it shares a group with.
+///
+/// `lanes` is best an `#[inline(always)]` closure: a function item is
+/// called through `Fn::call`, which LLVM may leave out of line, compiled
+/// without the caller's AVX2 (a timing harness that did so ran the series
+/// at half speed).
 #[inline(always)]
 fn in_lanes<const I: usize, const O: usize, const L: usize>(
     idx: &[usize],
@@ -465,6 +459,22 @@ fn ln_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
         }
         let kf = k as f64;
         ln[l] = kf * LN2_HI + ((2.0 * s + s * (z * series)) + kf * LN2_LO);
+    }
+    ln
+}
+
+/// `ln(1 - x)` of each lane for `x` in `(0, 1)`, within about two ulp:
+/// [`ln_lanes`] of `u = 1 - x` corrected by `((1 - u) - x) / u` for the
+/// rounding of `u` (both differences are exact).
+#[inline(always)]
+fn ln_1m_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
+    let mut u = [0.0; L];
+    for l in 0..L {
+        u[l] = 1.0 - x[l];
+    }
+    let mut ln = ln_lanes(&u);
+    for l in 0..L {
+        ln[l] += ((1.0 - u[l]) - x[l]) / u[l];
     }
     ln
 }
@@ -830,12 +840,13 @@ pub(crate) fn beta_sample_grads(a: &[f64], b: &[f64], x: &[f64], out: &mut [[f64
                 #[inline(always)]
                 |i: usize| x[i] * (a[i] + b[i] + 2.0) < a[i] + 1.0,
             );
-            // the upper tail Q = 1 - I is the fraction in (b, a, 1 - x)
+            // the upper tail Q = 1 - I is the fraction in (b, a, 1 - x); the
+            // draw itself comes last, for its logarithms
             let input = inlined(
                 #[inline(always)]
                 |i: usize| match lower(i) {
-                    true => [a[i], b[i], x[i]],
-                    false => [b[i], a[i], 1.0 - x[i]],
+                    true => [a[i], b[i], x[i], x[i]],
+                    false => [b[i], a[i], 1.0 - x[i], x[i]],
                 },
             );
             let (mut psi_a, mut psi_b, mut psi_ab) = (
@@ -846,11 +857,14 @@ pub(crate) fn beta_sample_grads(a: &[f64], b: &[f64], x: &[f64], out: &mut [[f64
             in_lanes(
                 &live,
                 input,
-                lanes!(beta_fraction_lanes),
                 #[inline(always)]
-                |i, [h, l1, l2]| {
+                |[a, b, x, draw]: &[Lanes; 4]| {
+                    let [h, l1, l2] = beta_fraction_lanes(&[*a, *b, *x]);
+                    [h, l1, l2, ln_lanes(draw), ln_1m_lanes(draw)]
+                },
+                #[inline(always)]
+                |i, [h, l1, l2, ln_x, ln_1mx]| {
                     let (a, b, x) = (a[i], b[i], x[i]);
-                    let (ln_x, ln_1mx) = (x.ln(), (-x).ln_1p());
                     let psi_ab = psi_ab.at(a + b);
                     let (dl_a, dl_b) = (ln_x - psi_a.at(a) + psi_ab, ln_1mx - psi_b.at(b) + psi_ab);
                     out[i] = if lower(i) {
@@ -977,7 +991,7 @@ mod tests {
 
     /// `ln_lanes` against libm's `ln` from the smallest subnormal to the
     /// largest finite value, a thousand points a binade: within 2 ulp (1 at
-    /// worst when written).
+    /// worst when written); `ln_1m_lanes` against `ln_1p` on `(0, 1)`.
     #[test]
     fn ln_lanes_is_within_two_ulp_of_libm() {
         let mut worst = 0.0f64;
@@ -999,6 +1013,23 @@ mod tests {
             worst > 0.0,
             "the lanes never differ from libm: the check checks nothing"
         );
+        // ln(1 - x) against ln_1p(-x), from the smallest x to the largest below 1
+        let mut bits = 1u64;
+        while bits < 1f64.to_bits() {
+            let x: [f64; 8] = std::array::from_fn(|l| f64::from_bits(bits + 7919 * l as u64));
+            let got = ln_1m_lanes(&x);
+            for l in 0..8 {
+                let want = (-x[l]).ln_1p();
+                let ulp = f64::from_bits(want.abs().to_bits() + 1) - want.abs();
+                assert!(
+                    (got[l] - want).abs() <= 2.0 * ulp,
+                    "ln(1 - {}): {} against {want}",
+                    x[l],
+                    got[l]
+                );
+            }
+            bits = bits.saturating_add(bits / 997 + 1);
+        }
     }
 
     /// The one-pass Beta derivatives against central differences of the
