@@ -139,12 +139,12 @@ fn marsaglia_tsang(a: f64) -> (f64, f64) {
 
 /// A `Gamma(a, 1)` draw by Marsaglia and Tsang's method (with its squeeze,
 /// which skips the logarithm for most draws); for `a < 1`,
-/// `Gamma(a + 1) · U^(1/a)` (computed in logs, so that tiny `a` gives a
-/// tiny positive draw rather than 0).
+/// `Gamma(a + 1) · U^(1/a)`, at least the smallest normal number (so that
+/// tiny `a` gives a tiny positive draw rather than 0).
 fn std_gamma_with(a: f64, draws: &mut Draws) -> f64 {
     if a < 1.0 {
         let g = std_gamma_with(a + 1.0, draws);
-        let x = (g.ln() + draws.uniform().ln() / a).exp();
+        let x = g * (draws.uniform().ln() / a).exp();
         return x.max(f64::MIN_POSITIVE);
     }
     let (d, c) = draws.constants.at(a);
