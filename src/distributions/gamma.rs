@@ -13,9 +13,10 @@
 //! reference to 4e-15; Dirichlet draws are normalized Gamma draws
 //! differentiated through each Gamma.
 //!
-//! The per-draw derivatives advance eight draws at a time (AVX2 where the
-//! CPU has it, the same values without) on every thread, and run as long as
-//! the parameter needs: up to `1e10`, past which `backward` is an error.
+//! The per-draw derivatives advance several draws at a time in vector
+//! registers (the Gamma's 16 under AVX-512, otherwise 8; the same values on
+//! every tier) on every thread, and run as long as the parameter needs: up
+//! to `1e10`, past which `backward` is an error.
 //! The draws take one `u64` from the caller's RNG and come from two
 //! xoshiro256++ streams seeded from it, one for each half of the tensor, on
 //! two threads, with Marsaglia and Tsang's normals drawn from a ziggurat: a
