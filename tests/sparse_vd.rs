@@ -153,6 +153,91 @@ fn divergence_and_gradients_over_several_blocks_are_each_weights() {
     assert!((kl - total).abs() <= 1e-12 * scale, "{kl} against {total}");
 }
 
+/// The `f32` divergence (vectorizable `ln`, `exp`, sigmoid and softplus)
+/// against the `f64` formula at the same weights, over several blocks; a
+/// weight whose `θ²` overflows makes the divergence infinite (an error).
+#[test]
+fn f32_divergence_and_gradients_match_the_f64_formula() {
+    let (inputs, outputs) = (40, 17);
+    let n = inputs * outputs;
+    let t: Vec<f32> = (0..n)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
+        .collect();
+    let s: Vec<f32> = (0..n).map(|i| (i * 53 % 89) as f32 / 6.0 - 10.0).collect();
+    let run = |t: &[f32]| {
+        let mut store = ParamStore::<f32>::new();
+        let map = bayesgrad::layers::DenseMap { inputs, outputs };
+        let config = SparseVdConfig::default();
+        let mut rng = StdRng::seed_from_u64(0);
+        let l = DenseSparseVd::from_map(&mut store, "s", map, config, &mut rng).unwrap();
+        let (theta, ls2) = l.kernel_params();
+        for (p, v) in [(theta, t), (ls2, &s[..])] {
+            let v = Tensor::from_vec(v.to_vec(), &[inputs, outputs]).unwrap();
+            store.set_raw(p, v).unwrap();
+        }
+        let tape = Tape::new();
+        let mut cx = Forward::new(&tape, &store, &mut rng);
+        let y = l.forward(&mut cx, tape.constant(Tensor::ones(&[1, inputs])))?;
+        let kl = cx.divergences().total();
+        let grads = kl.backward()?;
+        let (g_theta, g_ls2) = (grads.param(theta).unwrap(), grads.param(ls2).unwrap());
+        // the output's gradient in ln σ², through the variances the op gives
+        let g_out = y.sum().backward()?.param(ls2).unwrap().data().to_vec();
+        let g = (g_theta.data().to_vec(), g_ls2.data().to_vec(), g_out);
+        Ok::<_, bayesgrad::Error>((kl.item()?, g))
+    };
+    let (kl, (g_theta, g_ls2, g_out)) = run(&t).unwrap();
+    // y_j = Σ_i θ_ij + ε_j (Σ_i σ²_ij)^½ for an input of ones: its gradient in
+    // ln σ²_ij over σ²_ij is the same along a column
+    for j in 0..outputs {
+        let ratio =
+            |i: usize| f64::from(g_out[i * outputs + j]) / f64::from(s[i * outputs + j]).exp();
+        let first = ratio(0);
+        for i in 1..inputs {
+            let r = ratio(i);
+            assert!(
+                (r - first).abs() <= 1e-5 * first.abs(),
+                "column {j}, row {i}: {r} against {first}"
+            );
+        }
+    }
+    let (k1, k2, k3) = (0.63576, 1.87320, 1.48695);
+    let sigmoid = |z: f64| 1.0 / (1.0 + (-z).exp());
+    let (mut total, mut scale) = (0.0, 0.0);
+    for i in 0..n {
+        let (t, s) = (f64::from(t[i]), f64::from(s[i]));
+        let u = t * t + 1e-16;
+        let la = s - u.ln();
+        let term = k1 - k1 * sigmoid(k2 + k3 * la) + 0.5 * (-la).exp().ln_1p();
+        total += term;
+        scale += term.abs();
+        let sg = sigmoid(k2 + k3 * la);
+        let slope = -k1 * k3 * sg * (1.0 - sg) - 0.5 * sigmoid(-la);
+        let close = |x: f32, y: f64| (f64::from(x) - y).abs() <= 1e-5 * (1.0 + y.abs());
+        assert!(
+            close(g_ls2[i], slope),
+            "weight {i}: {} against {slope}",
+            g_ls2[i]
+        );
+        let d_theta = slope * -2.0 * t / u;
+        assert!(
+            close(g_theta[i], d_theta),
+            "weight {i}: {} against {d_theta}",
+            g_theta[i]
+        );
+    }
+    let kl = f64::from(kl);
+    assert!((kl - total).abs() <= 1e-5 * scale, "{kl} against {total}");
+    // θ² overflows f32: the divergence is infinite, which the layer refuses
+    // (instead of a finite value)
+    let mut t = t;
+    t[300] = 1e20;
+    let err = run(&t)
+        .map(|r| r.0)
+        .expect_err("θ = 1e20 gave a finite divergence");
+    assert!(err.to_string().contains("is inf"), "{err}");
+}
+
 /// Weights whose ln α exceeds the threshold are 0 in the posterior-mean
 /// network, and counted by `sparsity`.
 #[test]

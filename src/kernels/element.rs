@@ -40,6 +40,9 @@ pub(crate) mod sealed {
         fn fast_exp(self) -> Self;
         /// `ln x` (vectorizable in `f32`, libm in `f64`).
         fn fast_ln(self) -> Self;
+        /// `fast_ln` of a value known to be at least the smallest normal
+        /// number, or +inf, or NaN (the same bits, fewer checks in `f32`).
+        fn fast_ln_of_normal(self) -> Self;
         /// `ln(1 + e^x)` without overflow or underflow.
         fn fast_softplus(self) -> Self;
         /// `1 / (1 + e^-x)` without overflow.
@@ -124,6 +127,10 @@ impl sealed::Kernels for f32 {
     #[inline(always)]
     fn fast_ln(self) -> Self {
         super::fastmath::ln(self)
+    }
+    #[inline(always)]
+    fn fast_ln_of_normal(self) -> Self {
+        super::fastmath::ln_of_normal(self)
     }
     #[inline(always)]
     fn fast_softplus(self) -> Self {
@@ -230,6 +237,10 @@ impl sealed::Kernels for f64 {
     }
     #[inline(always)]
     fn fast_ln(self) -> Self {
+        self.ln()
+    }
+    #[inline(always)]
+    fn fast_ln_of_normal(self) -> Self {
         self.ln()
     }
     #[inline(always)]

@@ -71,7 +71,7 @@ fn sum_ln<F: Element>(x: &[F]) -> F {
         }
         if product.iter().all(|p| p.is_normal()) && low.iter().all(|&v| v > F::zero()) {
             for j in 0..8 {
-                acc[j] = acc[j] + product[j].fast_ln();
+                acc[j] = acc[j] + product[j].fast_ln_of_normal();
             }
         } else {
             acc[0] = acc[0] + plain(c);

@@ -19,10 +19,11 @@ const K1: f64 = 0.63576;
 const K2: f64 = 1.87320;
 const K3: f64 = 1.48695;
 
-/// `ln α = ln σ² - ln(θ² + 10⁻¹⁶)` of one weight.
+/// `ln α = ln σ² - ln(θ² + 10⁻¹⁶)` of one weight (`θ² + 10⁻¹⁶` is a
+/// normal number, +inf or NaN).
 #[inline(always)]
 fn log_alpha_of<F: Element>(theta: F, log_sigma2: F) -> F {
-    log_sigma2 - (theta * theta + F::lit(1e-16)).fast_ln()
+    log_sigma2 - (theta * theta + F::lit(1e-16)).fast_ln_of_normal()
 }
 
 /// One weight's term of the KL approximation, `-(k1 σ(k2 + k3 ln α) -
@@ -97,10 +98,16 @@ impl<F: Element> MultiOp<F> for SparseVdKl<F> {
                 let (theta, ls2) = (&theta[items.clone()], &ls2[items]);
                 let mut sum = Pairwise::new();
                 let blocks = theta.chunks(BLOCK).zip(ls2.chunks(BLOCK));
+                let mut var = var.chunks_mut(BLOCK);
                 for ((t, l), d) in blocks.zip(slope.chunks_mut(BLOCK)) {
                     let (buf, sig) = (&mut buf[..t.len()], &mut sig[..t.len()]);
                     for ((la, &t), &l) in buf.iter_mut().zip(t).zip(l) {
                         *la = log_alpha_of(t, l);
+                    }
+                    // σ² while ln σ² is in the L1 cache (an empty `var`
+                    // when the op does not give it)
+                    for (v, &l) in var.next().unwrap_or_default().iter_mut().zip(l) {
+                        v.write(l.fast_exp());
                     }
                     for (s, &la) in sig.iter_mut().zip(buf.iter()) {
                         *s = kl_sigmoid(la);
@@ -111,9 +118,6 @@ impl<F: Element> MultiOp<F> for SparseVdKl<F> {
                         d.write(slope);
                     }
                     sum.add(sum_lanes(buf));
-                }
-                for (v, &l) in var.iter_mut().zip(ls2) {
-                    v.write(l.fast_exp());
                 }
                 sum.total()
             },
