@@ -183,24 +183,29 @@ fn sample_part<F: Element>(
     // pairwise over the blocks: a layer of 10⁶ f32 weights keeps its KL's digits
     let (mut quadratic, mut ln_scale) = (Pairwise::new(), Pairwise::new());
     let (mut scale, mut q) = ([F::zero(); PIECE], [F::zero(); PIECE]);
+    let mut sig = [F::zero(); PIECE];
     for at in (0..rho.len()).step_by(PIECE) {
         let len = PIECE.min(rho.len() - at);
         let z = normals.next_piece(len);
-        let (scale, q) = (&mut scale[..len], &mut q[..len]);
-        let weights = rho[at..at + len].iter().zip(&loc[at..at + len]);
+        let (scale, q, sig) = (&mut scale[..len], &mut q[..len], &mut sig[..len]);
+        // two passes: the scales first, then the rest (see `sparse`)
+        for ((s, g), &r) in scale.iter_mut().zip(sig.iter_mut()).zip(&rho[at..at + len]) {
+            let (softplus, sigmoid) = r.fast_softplus_sigmoid();
+            *s = softplus + p.shift;
+            *g = sigmoid;
+        }
+        let weights = sig.iter().zip(&loc[at..at + len]);
         let slopes = delta_slope[at..at + len]
             .iter_mut()
             .zip(&mut kl_slope[at..at + len]);
         let outputs = delta[at..at + len].iter_mut().zip(slopes);
-        for (((s, q), &z), ((&r, &l), (d, (ds, ks)))) in scale
+        for (((s, q), &z), ((&sigmoid, &l), (d, (ds, ks)))) in scale
             .iter_mut()
             .zip(q.iter_mut())
             .zip(z)
             .zip(weights.zip(outputs))
         {
             let z = F::lit(f64::from(z));
-            let (softplus, sigmoid) = r.fast_softplus_sigmoid();
-            *s = softplus + p.shift;
             d.write(*s * z);
             ds.write(z * sigmoid);
             // sigmoid / scale, not 1 / scale: both vanish together as
