@@ -222,17 +222,17 @@ impl<F: Element, const P: usize> Op<F> for ImplicitSample<F, P> {
         g: &Tensor<F>,
     ) -> Result<Vec<Option<Tensor<F>>>> {
         let to_f64 = |v: F| v.to_f64().unwrap_or(f64::NAN);
-        let f64s = |t: &[F]| -> Vec<f64> { t.iter().map(|&v| to_f64(v)).collect() };
         let (x, n) = (self.x.data(), self.x.len());
         let mut per_draw = vec![[0.0; P]; n];
-        // each part converts its own draws, on its own thread
+        // each part converts its own draws (in f32; f64 reads them in
+        // place), on its own thread
         par_fill_costly(&mut per_draw, |start, part| {
             let draws = start..start + part.len();
-            let params: [Vec<f64>; P] =
-                std::array::from_fn(|p| f64s(&inputs[p].data()[draws.clone()]));
+            let params: [_; P] =
+                std::array::from_fn(|p| F::as_f64s(&inputs[p].data()[draws.clone()]));
             (self.grad)(
                 std::array::from_fn(|p| &params[p][..]),
-                &f64s(&x[draws]),
+                &F::as_f64s(&x[draws]),
                 part,
             )
         });

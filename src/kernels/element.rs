@@ -54,6 +54,9 @@ pub(crate) mod sealed {
             (self.fast_softplus(), self.fast_sigmoid())
         }
 
+        /// The values as `f64`: borrowed in `f64`, converted (exactly) in `f32`.
+        fn as_f64s(data: &[Self]) -> std::borrow::Cow<'_, [f64]>;
+
         /// Little-endian bytes of a slice (exact).
         fn to_le_bytes(data: &[Self]) -> Vec<u8>;
 
@@ -143,6 +146,9 @@ impl sealed::Kernels for f32 {
     #[inline(always)]
     fn fast_softplus_sigmoid(self) -> (Self, Self) {
         super::fastmath::softplus_sigmoid(self)
+    }
+    fn as_f64s(data: &[Self]) -> std::borrow::Cow<'_, [f64]> {
+        std::borrow::Cow::Owned(data.iter().map(|&v| f64::from(v)).collect())
     }
     fn to_le_bytes(data: &[Self]) -> Vec<u8> {
         data.iter().flat_map(|x| x.to_le_bytes()).collect()
@@ -255,6 +261,9 @@ impl sealed::Kernels for f64 {
             let e = self.exp();
             e / (1.0 + e)
         }
+    }
+    fn as_f64s(data: &[Self]) -> std::borrow::Cow<'_, [f64]> {
+        std::borrow::Cow::Borrowed(data)
     }
     fn to_le_bytes(data: &[Self]) -> Vec<u8> {
         data.iter().flat_map(|x| x.to_le_bytes()).collect()
