@@ -91,6 +91,7 @@ impl Draws {
         }
     }
     /// Uniform in the open interval (0, 1), 53 bits.
+    #[inline(always)]
     fn uniform(&mut self) -> f64 {
         open_unit(self.bits.next_u64())
     }
@@ -108,6 +109,7 @@ impl Draws {
     /// `N(0, 1)` from the ziggurat: one 64-bit draw gives a uniform `u` in
     /// (-1, 1) from its high 53 bits and the layer `i` from its low 7; most
     /// draws end at the first comparison.
+    #[inline(always)]
     fn normal(&mut self) -> f64 {
         let z = self.ziggurat;
         loop {
@@ -142,12 +144,23 @@ fn marsaglia_tsang(a: f64) -> (f64, f64) {
 /// which skips the logarithm for most draws); for `a < 1`,
 /// `Gamma(a + 1) · U^(1/a)`, at least the smallest normal number (so that
 /// tiny `a` gives a tiny positive draw rather than 0).
+///
+/// Inlined into the caller's loop, so that it runs with the caller's
+/// instruction set (the draws' loops run under `vectorized`); the
+/// operations, and so the draws, are the same on every CPU.
+#[inline(always)]
 fn std_gamma_with(a: f64, draws: &mut Draws) -> f64 {
     if a < 1.0 {
-        let g = std_gamma_with(a + 1.0, draws);
+        let g = marsaglia_tsang_draw(a + 1.0, draws);
         let x = g * (draws.uniform().ln() / a).exp();
         return x.max(f64::MIN_POSITIVE);
     }
+    marsaglia_tsang_draw(a, draws)
+}
+
+/// A `Gamma(a, 1)` draw for `a >= 1` by Marsaglia and Tsang's method.
+#[inline(always)]
+fn marsaglia_tsang_draw(a: f64, draws: &mut Draws) -> f64 {
     let (d, c) = draws.constants.at(a);
     loop {
         let z = draws.normal();
@@ -977,6 +990,31 @@ mod tests {
                 &GradCheck::default(),
             )
             .unwrap();
+        }
+    }
+
+    /// The draws are compiled into each tier's loops; they are the same
+    /// numbers on every tier (no operation may differ, a fused multiply-add
+    /// say).
+    #[test]
+    fn every_tier_draws_the_same_gammas() {
+        use crate::kernels::parallel::{Tier, on_tier, vectorized};
+        let draw = || {
+            vectorized(|| {
+                let mut draws = Draws::new(11);
+                [0.03, 0.7, 1.0, 2.5, 40.0, 3e4]
+                    .iter()
+                    .flat_map(|&a| (0..500).map(move |_| a))
+                    .map(|a| std_gamma_with(a, &mut draws).to_bits())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let portable = on_tier(Tier::Portable, draw).expect("every CPU runs the portable tier");
+        for tier in [Tier::Avx2Fma, Tier::Avx512] {
+            match on_tier(tier, draw) {
+                Some(bits) => assert!(bits == portable, "{tier:?} draws other numbers"),
+                None => eprintln!("skipped {tier:?}: not on this CPU"),
+            }
         }
     }
 
