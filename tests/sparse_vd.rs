@@ -81,6 +81,19 @@ fn divergence_is_the_papers_approximation() {
     assert!(la_tensor.data().iter().all(|&v| (v - la).abs() < 1e-12));
 }
 
+/// One weight's term of the paper's approximation (eq. 14) in `f64` and its
+/// derivatives in `ln σ²` and in `θ`: `(term, dterm/d ln σ², dterm/dθ)`.
+fn papers_term(t: f64, s: f64) -> (f64, f64, f64) {
+    let (k1, k2, k3) = (0.63576, 1.87320, 1.48695);
+    let sigmoid = |z: f64| 1.0 / (1.0 + (-z).exp());
+    let u = t * t + 1e-16;
+    let la = s - u.ln();
+    let sg = sigmoid(k2 + k3 * la);
+    let term = k1 - k1 * sg + 0.5 * (-la).exp().ln_1p();
+    let slope = -k1 * k3 * sg * (1.0 - sg) - 0.5 * sigmoid(-la);
+    (term, slope, slope * -2.0 * t / u)
+}
+
 /// Over more weights than one block of the divergence's summation (680:
 /// two whole blocks of 256 and part of a third), each with its own θ and
 /// ln σ², the divergence is the sum of the paper's terms and its gradients
@@ -124,20 +137,13 @@ fn divergence_and_gradients_over_several_blocks_are_each_weights() {
         .unwrap();
     let kl = cx.divergences().total();
     let grads = kl.backward().unwrap();
-    let (k1, k2, k3) = (0.63576, 1.87320, 1.48695);
-    let sigmoid = |z: f64| 1.0 / (1.0 + (-z).exp());
     let (mut total, mut scale) = (0.0, 0.0);
     let (g_theta, g_ls2) = (grads.param(theta).unwrap(), grads.param(ls2).unwrap());
     for i in 0..n {
-        let u = t[i] * t[i] + 1e-16;
-        let la = s[i] - u.ln();
-        let term = k1 - k1 * sigmoid(k2 + k3 * la) + 0.5 * (-la).exp().ln_1p();
+        let (term, slope, d_theta) = papers_term(t[i], s[i]);
         total += term;
         scale += term.abs();
-        let sg = sigmoid(k2 + k3 * la);
-        let slope = -k1 * k3 * sg * (1.0 - sg) - 0.5 * sigmoid(-la);
         let close = |x: f64, y: f64| (x - y).abs() <= 1e-12 * (1.0 + y.abs());
-        let d_theta = slope * -2.0 * t[i] / u;
         assert!(
             close(g_ls2.data()[i], slope),
             "weight {i}: dKL/d ln σ² {} against {slope}",
@@ -201,25 +207,17 @@ fn f32_divergence_and_gradients_match_the_f64_formula() {
             );
         }
     }
-    let (k1, k2, k3) = (0.63576, 1.87320, 1.48695);
-    let sigmoid = |z: f64| 1.0 / (1.0 + (-z).exp());
     let (mut total, mut scale) = (0.0, 0.0);
     for i in 0..n {
-        let (t, s) = (f64::from(t[i]), f64::from(s[i]));
-        let u = t * t + 1e-16;
-        let la = s - u.ln();
-        let term = k1 - k1 * sigmoid(k2 + k3 * la) + 0.5 * (-la).exp().ln_1p();
+        let (term, slope, d_theta) = papers_term(f64::from(t[i]), f64::from(s[i]));
         total += term;
         scale += term.abs();
-        let sg = sigmoid(k2 + k3 * la);
-        let slope = -k1 * k3 * sg * (1.0 - sg) - 0.5 * sigmoid(-la);
         let close = |x: f32, y: f64| (f64::from(x) - y).abs() <= 1e-5 * (1.0 + y.abs());
         assert!(
             close(g_ls2[i], slope),
             "weight {i}: {} against {slope}",
             g_ls2[i]
         );
-        let d_theta = slope * -2.0 * t / u;
         assert!(
             close(g_theta[i], d_theta),
             "weight {i}: {} against {d_theta}",
