@@ -85,6 +85,18 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
         let (a, b) = (inputs[0], inputs[1]);
         if a.shape() != b.shape() {
+            // a single value (with no more axes than the other operand)
+            if b.len() == 1 && b.shape().len() <= a.shape().len() {
+                return Ok(with_value(a, b.data()[0], K::f));
+            }
+            if a.len() == 1 && a.shape().len() <= b.shape().len() {
+                return Ok(with_value(
+                    b,
+                    a.data()[0],
+                    #[inline(always)]
+                    |y, x| K::f(x, y),
+                ));
+            }
             // a bias-like operand repeated along the leading axes of the other
             if let Some(width) = trailing_broadcast(a.shape(), b.shape()) {
                 return Ok(along_rows(a, b.data(), width, K::f));
@@ -304,6 +316,26 @@ impl<F: Element> Operand<'_, F> {
     }
 }
 
+/// `f(x, v)` for every element `x` of `big`: vectorized, on two threads
+/// when large.
+fn with_value<F: Element>(big: &Tensor<F>, v: F, f: impl Fn(F, F) -> F + Sync) -> Tensor<F> {
+    let x = big.data();
+    // SAFETY: the loop writes every element of each chunk.
+    let out = unsafe {
+        par_new(
+            x.len(),
+            #[inline(always)]
+            |start, chunk| {
+                let x = &x[start..start + chunk.len()];
+                for (o, &x) in chunk.iter_mut().zip(x) {
+                    o.write(f(x, v));
+                }
+            },
+        )
+    };
+    Tensor::new_unchecked(out, big.shape().to_vec())
+}
+
 /// `f(x, r)` for every element `x` of `big`, where `r` is the element of the
 /// `width`-long `row` at the same position along the trailing axes.
 fn along_rows<F: Element>(
@@ -466,12 +498,15 @@ mod tests {
 
     #[test]
     fn row_broadcasts_match_explicit_broadcasting_on_both_thread_paths() {
-        // a bias-like operand on either side of every op, small and large
+        // a bias-like operand or a single value on either side of every op, small and large
         // (the large one is split over two threads mid-row), values and gradients
         for (big, small) in [
             (vec![3, 2, 5], vec![5]),
             (vec![4, 2, 5], vec![1, 2, 5]),
             (vec![701, 7, 11], vec![7, 11]),
+            // a single value
+            (vec![3, 2, 5], vec![]),
+            (vec![701, 7, 11], vec![1, 1]),
         ] {
             let x = Tensor::from_fn(&big, |i| 1.0 + ((i * 37) % 101) as f64 / 50.0);
             let r = Tensor::from_fn(&small, |i| 0.5 + i as f64 / 7.0);
