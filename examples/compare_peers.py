@@ -1,0 +1,108 @@
+"""Pairs bayesgrad's `bench` with the peer scripts, run by run, and reports the ratio of each pair.
+
+usage: python examples/compare_peers.py [--pairs N] [--bench PATH] [--torch PY] [--tf PY] [workload ...]
+    workloads: mlp conv tiny sparse_vd iwae discrete sampling (default: all of them)
+
+Each pair is one run of `bench <workload>` followed at once by one run of each peer on the same
+workload (PyTorch eager through `torch_bench.py` or `torch_bench_extra.py`; TFP through
+`tfp_bench.py` for mlp, conv and tiny), so that both sides of a ratio see the machine in the same
+state; a machine whose speed drifts from minute to minute moves both. For each workload it prints
+the medians of each side and, per pair, the faster peer's time over bayesgrad's (for sampling, the
+rates the other way round: bayesgrad's draws per second over PyTorch's), with the median, the
+smallest, and how many pairs reach 3.
+
+`--torch` and `--tf` are the Python interpreters of environments with PyTorch + bayesian-torch
+and TensorFlow + TFP (defaults: `.venv-torch/bin/python`, `.venv-tf/bin/python`); a peer whose
+interpreter is missing is skipped. Build the bench first: `cargo build --release --example bench`.
+Not part of the build or of CI.
+"""
+import os
+import re
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+WORKLOADS = ["mlp", "conv", "tiny", "sparse_vd", "iwae", "discrete", "sampling"]
+SAMPLING = ["Gamma(2.5, 1)", "Beta(2, 3)", "Dirichlet([1.5, 2, 0.7])"]
+
+
+def run(cmd):
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
+    return out.stdout
+
+
+def times(output, workload):
+    """ms per step (or, for sampling, ms per million draws for each distribution)."""
+    if workload == "sampling":
+        rates = re.findall(r"sampling (.+?): rsample with gradients ([0-9.]+) M draws/s", output)
+        found = {name: 1000.0 / float(rate) for name, rate in rates}
+        return [found[name] for name in SAMPLING]
+    m = re.search(rf"^{workload}[ :].*?([0-9]+\.[0-9]+)", output, re.M)
+    if m is None:
+        raise SystemExit(f"no figure for {workload} in:\n{output}")
+    m = re.search(r"ms_per_step=([0-9.]+)", m.group(0)) or m
+    return [float(m.group(1))]
+
+
+def main(argv):
+    pairs, bench = 5, os.path.join(ROOT, "target", "release", "examples", "bench")
+    torch_py = os.path.join(ROOT, ".venv-torch", "bin", "python")
+    tf_py = os.path.join(ROOT, ".venv-tf", "bin", "python")
+    chosen = []
+    args = iter(argv)
+    for a in args:
+        if a == "--pairs":
+            pairs = int(next(args))
+        elif a == "--bench":
+            bench = next(args)
+        elif a == "--torch":
+            torch_py = next(args)
+        elif a == "--tf":
+            tf_py = next(args)
+        elif a in WORKLOADS:
+            chosen.append(a)
+        else:
+            raise SystemExit(__doc__)
+    if pairs < 1 or not os.path.exists(bench):
+        raise SystemExit(f"need --pairs >= 1 and a built bench at {bench}\n{__doc__}")
+    for workload in chosen or WORKLOADS:
+        peers = {}
+        if os.path.exists(torch_py):
+            script = "torch_bench.py" if workload in ("mlp", "conv", "tiny") else "torch_bench_extra.py"
+            peers["PyTorch"] = [torch_py, os.path.join(HERE, script), workload]
+        if os.path.exists(tf_py) and workload in ("mlp", "conv", "tiny"):
+            peers["TFP"] = [tf_py, os.path.join(HERE, "tfp_bench.py"), workload]
+        if not peers:
+            print(f"{workload}: no peer interpreter found, skipped")
+            continue
+        ours, theirs, ratios = [], {p: [] for p in peers}, []
+        for i in range(pairs):
+            mine = times(run([bench, workload]), workload)
+            other = {p: times(run(cmd), workload) for p, cmd in peers.items()}
+            ours.append(mine)
+            for p in peers:
+                theirs[p].append(other[p])
+            # the faster peer's time over ours, per figure
+            ratios.append([min(other[p][k] for p in peers) / mine[k] for k in range(len(mine))])
+            print(f"  {workload} pair {i + 1}: " + ", ".join(f"{r:.2f}" for r in ratios[-1]), flush=True)
+        names = SAMPLING if workload == "sampling" else [workload]
+        for k, name in enumerate(names):
+            unit = "ms per M draws" if workload == "sampling" else "ms per step"
+            column = [r[k] for r in ratios]
+            peer_medians = ", ".join(
+                f"{p} {statistics.median(t[k] for t in theirs[p]):.4g}" for p in peers
+            )
+            print(
+                f"{name}: bayesgrad {statistics.median(m[k] for m in ours):.4g} {unit}, {peer_medians}; "
+                f"faster peer / bayesgrad per pair: median {statistics.median(column):.2f}, "
+                f"smallest {min(column):.2f}, {sum(r >= 3.0 for r in column)} of {pairs} at 3 or more",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
