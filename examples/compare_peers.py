@@ -40,6 +40,9 @@ def times(output, workload):
     if workload == "sampling":
         rates = re.findall(r"sampling (.+?): rsample with gradients ([0-9.]+) M draws/s", output)
         found = {name: 1000.0 / float(rate) for name, rate in rates}
+        missing = [name for name in SAMPLING if name not in found]
+        if missing:
+            raise SystemExit(f"no rate for {', '.join(missing)} in:\n{output}")
         return [found[name] for name in SAMPLING]
     m = re.search(rf"^{workload}[ :].*?([0-9]+\.[0-9]+)", output, re.M)
     if m is None:
@@ -54,19 +57,22 @@ def main(argv):
     tf_py = os.path.join(ROOT, ".venv-tf", "bin", "python")
     chosen = []
     args = iter(argv)
-    for a in args:
-        if a == "--pairs":
-            pairs = int(next(args))
-        elif a == "--bench":
-            bench = next(args)
-        elif a == "--torch":
-            torch_py = next(args)
-        elif a == "--tf":
-            tf_py = next(args)
-        elif a in WORKLOADS:
-            chosen.append(a)
-        else:
-            raise SystemExit(__doc__)
+    try:
+        for a in args:
+            if a == "--pairs":
+                pairs = int(next(args))
+            elif a == "--bench":
+                bench = next(args)
+            elif a == "--torch":
+                torch_py = next(args)
+            elif a == "--tf":
+                tf_py = next(args)
+            elif a in WORKLOADS:
+                chosen.append(a)
+            else:
+                raise SystemExit(f"unknown argument {a!r}\n{__doc__}")
+    except (StopIteration, ValueError):
+        raise SystemExit(f"{a} needs a value (a whole number for --pairs)\n{__doc__}")
     if pairs < 1 or not os.path.exists(bench):
         raise SystemExit(f"need --pairs >= 1 and a built bench at {bench}\n{__doc__}")
     for workload in chosen or WORKLOADS:
