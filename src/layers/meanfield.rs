@@ -188,7 +188,9 @@ fn sample_part<F: Element>(
         let len = PIECE.min(rho.len() - at);
         let z = normals.next_piece(len);
         let (scale, q, sig) = (&mut scale[..len], &mut q[..len], &mut sig[..len]);
-        // two passes: the scales first, then the rest (see `sparse`)
+        // two passes, the scales first and then the rest: in one, the chain
+        // of exp, division and log1p a weight waits on latency (as in the
+        // sparse-VD KL pass)
         for ((s, g), &r) in scale.iter_mut().zip(sig.iter_mut()).zip(&rho[at..at + len]) {
             let (softplus, sigmoid) = r.fast_softplus_sigmoid();
             *s = softplus + p.shift;
