@@ -573,3 +573,30 @@ proptest! {
         prop_assert!((mean - h).abs() < 5.0 * se, "{mean} ± {se} vs {h}");
     }
 }
+
+/// A long parameter tensor is checked in two halves on two threads: a bad
+/// value in either half is reported, and of two, the first.
+#[test]
+fn a_bad_value_anywhere_in_a_long_parameter_is_reported() {
+    let n = 300_000;
+    for (bad, want) in [
+        (vec![(n - 1, -2.0)], -2.0),
+        (vec![(3, 0.0), (n - 1, -2.0)], 0.0),
+        (vec![(n / 2 + 1, f64::INFINITY), (n / 2 - 1, -5.0)], -5.0),
+    ] {
+        let tape = Tape::<f64>::new();
+        let mut data = vec![1.5; n];
+        for &(i, v) in &bad {
+            data[i] = v;
+        }
+        let a = tape.var(Tensor::from_vec(data, &[n]).unwrap());
+        match Gamma::new(a, tape.scalar(1.0)) {
+            Err(Error::InvalidParameter {
+                parameter, value, ..
+            }) => assert_eq!((parameter, value), ("concentration", want)),
+            other => panic!("{bad:?}: {:?}", other.map(|_| ())),
+        }
+    }
+    let tape = Tape::<f64>::new();
+    assert!(Gamma::new(tape.var(Tensor::full(&[n], 1.5)), tape.scalar(1.0)).is_ok());
+}

@@ -211,10 +211,10 @@ pub(crate) fn check_values<F: Element>(
     parameter: &'static str,
     v: &Var<'_, F>,
     reason: &'static str,
-    ok: impl Fn(F) -> bool,
+    ok: impl Fn(F) -> bool + Sync,
 ) -> Result<()> {
     v.tape.with_value(v.id, |t| {
-        match crate::tensor::first_failing(t.data(), &ok) {
+        match crate::tensor::par_first_failing(t.data(), &ok) {
             Some(i) => Err(Error::InvalidParameter {
                 distribution,
                 parameter,

@@ -495,21 +495,8 @@ impl<F: Element> Tensor<F> {
 
     /// The first element that is NaN or infinite, with its position.
     pub fn first_non_finite(&self) -> Option<(usize, F)> {
-        let data = &self.data[..];
-        // a long tensor is scanned in two halves on two threads; a find in
-        // the first half comes first
-        let (first, second) = crate::kernels::parallel::par_blocks(
-            (),
-            data.len(),
-            data.len(),
-            #[inline(always)]
-            |items, ()| {
-                let start = items.start;
-                first_failing(&data[items], |x| x.is_finite()).map(|i| start + i)
-            },
-        );
-        let i = first.or(second)?;
-        Some((i, data[i]))
+        let i = par_first_failing(&self.data[..], |x| x.is_finite())?;
+        Some((i, self.data[i]))
     }
 
     /// Applies `f` to every element.
@@ -850,6 +837,26 @@ pub(crate) fn first_failing<F: Copy>(data: &[F], ok: impl Fn(F) -> bool) -> Opti
         .position(|c| !c.iter().fold(true, |all, &x| all & ok(x)))?;
     let start = block * BLOCK;
     Some(start + data[start..].iter().position(|&x| !ok(x))?)
+}
+
+/// [`first_failing`] in AVX2 or AVX-512 where the CPU has them, and for a
+/// long slice in two halves on two threads (a find in the first half comes
+/// first).
+pub(crate) fn par_first_failing<F: Copy + Sync>(
+    data: &[F],
+    ok: impl Fn(F) -> bool + Sync,
+) -> Option<usize> {
+    let (first, second) = crate::kernels::parallel::par_blocks(
+        (),
+        data.len(),
+        data.len(),
+        #[inline(always)]
+        |items, ()| {
+            let start = items.start;
+            first_failing(&data[items], &ok).map(|i| start + i)
+        },
+    );
+    first.or(second)
 }
 
 #[cfg(test)]
