@@ -28,7 +28,7 @@ use super::{
 };
 use crate::autodiff::tape::{Op, Tape, Var};
 use crate::error::{Error, Result};
-use crate::kernels::parallel::{join, par_blocks, par_fill_costly, sum_pairwise};
+use crate::kernels::parallel::{join, par_blocks, par_fill, par_fill_costly, sum_pairwise};
 use crate::kernels::random::Xoshiro256;
 use crate::kernels::special::{
     MAX_IMPLICIT_PARAMETER, Memo, beta_sample_grads, gamma_sample_grads,
@@ -36,6 +36,7 @@ use crate::kernels::special::{
 use crate::tensor::{Element, Tensor, broadcast_shape};
 use rand::Rng;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The uniform and normal draws of the Gamma sampler, from one xoshiro256++
 /// stream (no virtual call a draw).
@@ -237,8 +238,10 @@ impl<F: Element, const P: usize> Op<F> for ImplicitSample<F, P> {
         let to_f64 = |v: F| v.to_f64().unwrap_or(f64::NAN);
         let (x, n) = (self.x.data(), self.x.len());
         let mut per_draw = vec![[0.0; P]; n];
+        let some_nan = AtomicBool::new(false);
         // each part converts its own draws (in f32; f64 reads them in
-        // place), on its own thread
+        // place), on its own thread, and notes a NaN among its derivatives
+        // (one branch-free pass: NaN is rare)
         par_fill_costly(&mut per_draw, |start, part| {
             let draws = start..start + part.len();
             let params: [_; P] =
@@ -247,12 +250,14 @@ impl<F: Element, const P: usize> Op<F> for ImplicitSample<F, P> {
                 std::array::from_fn(|p| &params[p][..]),
                 &F::as_f64s(&x[draws]),
                 part,
-            )
+            );
+            if part.iter().flatten().fold(false, |n, d| n | d.is_nan()) {
+                some_nan.store(true, Ordering::Relaxed);
+            }
         });
         // a derivative that did not converge (a parameter past the
         // series' reach) is NaN at a draw whose inputs are numbers
-        // (one branch-free pass first: NaN is rare)
-        let some_nan = per_draw.iter().flatten().fold(false, |n, d| n | d.is_nan());
+        let some_nan = some_nan.into_inner();
         let number = |v: F| !to_f64(v).is_nan();
         let failed = some_nan
             .then(|| {
@@ -277,11 +282,13 @@ impl<F: Element, const P: usize> Op<F> for ImplicitSample<F, P> {
         let g = g.data();
         (0..P)
             .map(|p| {
-                let d = per_draw
-                    .iter()
-                    .zip(g)
-                    .map(|(d, &g)| F::lit(d[p]) * g)
-                    .collect();
+                let mut d = vec![F::zero(); n];
+                par_fill(&mut d, |start, part| {
+                    let (per_draw, g) = (&per_draw[start..], &g[start..]);
+                    for ((d, per_draw), &g) in part.iter_mut().zip(per_draw).zip(g) {
+                        *d = F::lit(per_draw[p]) * g;
+                    }
+                });
                 Ok(Some(Tensor::from_vec(d, self.x.shape())?))
             })
             .collect()
