@@ -511,24 +511,27 @@ pub(crate) fn gamma_sample_grads(a: &[f64], x: &[f64], out: &mut [[f64; 1]]) {
         || {
             // without a branch a draw: which branch a draw takes is as good
             // as random, and a mispredicted branch costs about a step
-            // one list: the series' draws from the front, the fraction's
-            // from the back (each draw writes both ends; only its own
-            // branch's end moves past its slot)
-            let mut idx = vec![0; out.len()];
-            let (mut front, mut back) = (0, out.len());
-            for (i, o) in out.iter_mut().enumerate() {
-                let (a, x) = (a[i], x[i]);
-                let invalid = x.is_nan() || a.is_nan() || a > MAX_IMPLICIT_PARAMETER;
-                let edge = x <= 0.0 || x.is_infinite();
+            // each draw's branch (0: none, 1: series, 2: fraction) in a
+            // pass that vectorizes, then one list: the series' draws from
+            // the front, the fraction's from the back (each draw writes both
+            // ends; only its own branch's end moves past its slot)
+            let mut branch = vec![0u8; out.len()];
+            for ((o, b), (&a, &x)) in out.iter_mut().zip(&mut branch).zip(a.iter().zip(x)) {
+                let invalid = x.is_nan() | a.is_nan() | (a > MAX_IMPLICIT_PARAMETER);
+                let edge = (x <= 0.0) | x.is_infinite();
                 // NaN or 0; the live draws' values are written below
                 *o = [f64::from_bits(mask(invalid) & f64::NAN.to_bits())];
                 let live = !invalid & !edge;
-                let lower = x < a + 1.0;
+                *b = u8::from(live) << u8::from(x >= a + 1.0);
+            }
+            let mut idx = vec![0; out.len()];
+            let (mut front, mut back) = (0, out.len());
+            for (i, &b) in branch.iter().enumerate() {
                 // front < back: each earlier draw took at most one slot
                 idx[back - 1] = i;
                 idx[front] = i;
-                front += usize::from(live & lower);
-                back -= usize::from(live & !lower);
+                front += usize::from(b == 1);
+                back -= usize::from(b == 2);
             }
             let (series, fraction) = idx.split_at_mut(back);
             // the fraction's draws in their order (the list is read in groups)
