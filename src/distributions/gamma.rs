@@ -28,13 +28,14 @@ use super::{
 };
 use crate::autodiff::tape::{Op, Tape, Var};
 use crate::error::{Error, Result};
-use crate::kernels::parallel::{join, par_blocks, par_fill, par_fill_costly, sum_pairwise};
+use crate::kernels::parallel::{join, par_blocks, par_fill_costly, par_new, sum_pairwise};
 use crate::kernels::random::Xoshiro256;
 use crate::kernels::special::{
     MAX_IMPLICIT_PARAMETER, Memo, beta_sample_grads, gamma_sample_grads,
 };
 use crate::tensor::{Element, Tensor, broadcast_shape};
 use rand::Rng;
+use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -188,12 +189,12 @@ fn gamma_draws<F: Element>(
     draw: impl Fn(usize, &mut Draws) -> F + Sync,
 ) -> Vec<F> {
     let seed = rng.next_u64();
-    let mut out = vec![F::zero(); len];
-    let (first, second) = out.split_at_mut(len / 2);
-    let fill = |part: &mut [F], start: usize, seed: u64| {
+    let mut out = Vec::with_capacity(len);
+    let (first, second) = out.spare_capacity_mut()[..len].split_at_mut(len / 2);
+    let fill = |part: &mut [MaybeUninit<F>], start: usize, seed: u64| {
         let mut draws = Draws::new(seed);
         for (i, o) in part.iter_mut().enumerate() {
-            *o = draw(start + i, &mut draws);
+            o.write(draw(start + i, &mut draws));
         }
     };
     // the second half's stream, as `NormalStream` marks its second part
@@ -206,6 +207,9 @@ fn gamma_draws<F: Element>(
         fill(first, 0, seed);
         fill(second, start, other);
     }
+    // SAFETY: the two halves cover the `len` elements, and `fill` wrote
+    // every element of each (a panic in `draw` drops `out` unread).
+    unsafe { out.set_len(len) };
     out
 }
 
@@ -282,13 +286,19 @@ impl<F: Element, const P: usize> Op<F> for ImplicitSample<F, P> {
         let g = g.data();
         (0..P)
             .map(|p| {
-                let mut d = vec![F::zero(); n];
-                par_fill(&mut d, |start, part| {
-                    let (per_draw, g) = (&per_draw[start..], &g[start..]);
-                    for ((d, per_draw), &g) in part.iter_mut().zip(per_draw).zip(g) {
-                        *d = F::lit(per_draw[p]) * g;
-                    }
-                });
+                // SAFETY: the loop writes every element of each chunk.
+                let d = unsafe {
+                    par_new(
+                        n,
+                        #[inline(always)]
+                        |start, part| {
+                            let (per_draw, g) = (&per_draw[start..], &g[start..]);
+                            for ((d, per_draw), &g) in part.iter_mut().zip(per_draw).zip(g) {
+                                d.write(F::lit(per_draw[p]) * g);
+                            }
+                        },
+                    )
+                };
                 Ok(Some(Tensor::from_vec(d, self.x.shape())?))
             })
             .collect()

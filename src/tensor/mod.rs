@@ -378,9 +378,18 @@ impl<F: Element> Tensor<F> {
 
     /// A tensor with every element equal to `x`.
     pub fn full(shape: &[usize], x: F) -> Self {
+        // vectorized, and on two threads when large
+        // SAFETY: the closure writes every element of each chunk.
+        let data = unsafe {
+            crate::kernels::parallel::par_new(
+                numel(shape),
+                #[inline(always)]
+                |_, chunk| chunk.fill(std::mem::MaybeUninit::new(x)),
+            )
+        };
         Tensor {
             shape: shape.to_vec(),
-            data: Arc::new(vec![x; numel(shape)]),
+            data: Arc::new(data),
         }
     }
 
@@ -1064,6 +1073,24 @@ mod tests {
             assert_products_match_naive(m, k, n);
         }
         const { assert!(16 * 16 * 16 <= SMALL_GEMM_MAX && 16 * 16 * 17 > SMALL_GEMM_MAX) };
+    }
+
+    /// `full` writes every element, on two threads for a long tensor, and
+    /// an empty shape gives an empty tensor.
+    #[test]
+    fn full_writes_every_element() {
+        let n = 3 * crate::kernels::parallel::PARALLEL_MIN + 5;
+        let t = Tensor::<f32>::full(&[n], -2.5);
+        assert_eq!(t.len(), n);
+        assert!(t.data().iter().all(|&v| v == -2.5));
+        assert!(
+            Tensor::<f64>::zeros(&[3, n])
+                .data()
+                .iter()
+                .all(|&v| v == 0.0)
+        );
+        assert_eq!(Tensor::<f64>::ones(&[0, 4]).len(), 0);
+        assert_eq!(Tensor::<f64>::full(&[], 7.0).data(), &[7.0]);
     }
 
     #[test]
