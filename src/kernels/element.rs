@@ -53,6 +53,10 @@ pub(crate) mod sealed {
         fn fast_softplus_sigmoid(self) -> (Self, Self) {
             (self.fast_softplus(), self.fast_sigmoid())
         }
+        /// [`fast_softplus_sigmoid`](Kernels::fast_softplus_sigmoid) given
+        /// `e = e^-|x|`, which the caller has (or can get more cheaply or
+        /// more accurately than an exponential of `x`); NaN in `e` gives NaN.
+        fn fast_softplus_sigmoid_given(self, e: Self) -> (Self, Self);
 
         /// The values as `f64`: borrowed in `f64`, converted (exactly) in `f32`.
         fn as_f64s(data: &[Self]) -> std::borrow::Cow<'_, [f64]>;
@@ -146,6 +150,10 @@ impl sealed::Kernels for f32 {
     #[inline(always)]
     fn fast_softplus_sigmoid(self) -> (Self, Self) {
         super::fastmath::softplus_sigmoid(self)
+    }
+    #[inline(always)]
+    fn fast_softplus_sigmoid_given(self, e: Self) -> (Self, Self) {
+        super::fastmath::softplus_sigmoid_given(self, e)
     }
     fn as_f64s(data: &[Self]) -> std::borrow::Cow<'_, [f64]> {
         std::borrow::Cow::Owned(data.iter().map(|&v| f64::from(v)).collect())
@@ -261,6 +269,14 @@ impl sealed::Kernels for f64 {
             let e = self.exp();
             e / (1.0 + e)
         }
+    }
+    #[inline(always)]
+    fn fast_softplus_sigmoid_given(self, e: Self) -> (Self, Self) {
+        let u = 1.0 + e;
+        (
+            self.max(0.0) + e.ln_1p(),
+            if self >= 0.0 { 1.0 / u } else { e / u },
+        )
     }
     fn as_f64s(data: &[Self]) -> std::borrow::Cow<'_, [f64]> {
         std::borrow::Cow::Borrowed(data)

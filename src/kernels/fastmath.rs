@@ -145,7 +145,12 @@ pub fn sigmoid(x: f32) -> f32 {
 /// each is bit for bit what [`softplus`] and [`sigmoid`] give.
 #[inline(always)]
 pub fn softplus_sigmoid(x: f32) -> (f32, f32) {
-    let e = exp(-x.abs());
+    softplus_sigmoid_given(x, exp(-x.abs()))
+}
+
+/// [`softplus_sigmoid`] given `e = e^-|x|` (NaN in `e` gives NaN).
+#[inline(always)]
+pub fn softplus_sigmoid_given(x: f32, e: f32) -> (f32, f32) {
     let u = 1.0 + e;
     let s = 1.0 / u;
     let softplus = x.max(0.0) + log1p_unit(e, u, s);
