@@ -6,7 +6,7 @@
 //! itself comes from Marsaglia and Tsang's method (2000). For the Gamma,
 //! `∂P/∂a` is carried through the same series (or continued fraction) that
 //! evaluates the incomplete gamma function, in double precision and one
-//! pass; it matches the 50-digit reference values to 3e-15. Beta draws are
+//! pass; it matches the 50-digit reference values to 4e-15. Beta draws are
 //! `G1 / (G1 + G2)` and are differentiated through the Beta CDF, whose
 //! derivatives in `a` and `b` are carried through the continued fraction
 //! that evaluates it (on the tail its convergence favours), matching the
