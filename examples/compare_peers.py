@@ -5,11 +5,11 @@ usage: python examples/compare_peers.py [--pairs N] [--bench PATH] [--torch PY] 
 
 Each pair is one run of `bench <workload>` followed at once by one run of each peer on the same
 workload (PyTorch eager through `torch_bench.py` or `torch_bench_extra.py`; TFP through
-`tfp_bench.py` for mlp, conv and tiny), so that both sides of a ratio see the machine in the same
-state; a machine whose speed drifts from minute to minute moves both. For each workload it prints
-the medians of each side and, per pair, the faster peer's time over bayesgrad's (for sampling, the
-rates the other way round: bayesgrad's draws per second over PyTorch's), with the median, the
-smallest, and how many pairs reach 3.
+`tfp_bench.py` for mlp, conv, tiny and sampling), so that both sides of a ratio see the machine
+in the same state; a machine whose speed drifts from minute to minute moves both. For each
+workload it prints the medians of each side and, per pair, the faster peer's time over
+bayesgrad's (for sampling, the rates the other way round: bayesgrad's draws per second over the
+faster peer's), with the median, the smallest, and how many pairs reach 3.
 
 `--torch` and `--tf` are the Python interpreters of environments with PyTorch + bayesian-torch
 and TensorFlow + TFP (defaults: `.venv-torch/bin/python`, `.venv-tf/bin/python`); a peer whose
@@ -80,7 +80,7 @@ def main(argv):
         if os.path.exists(torch_py):
             script = "torch_bench.py" if workload in ("mlp", "conv", "tiny") else "torch_bench_extra.py"
             peers["PyTorch"] = [torch_py, os.path.join(HERE, script), workload]
-        if os.path.exists(tf_py) and workload in ("mlp", "conv", "tiny"):
+        if os.path.exists(tf_py) and workload in ("mlp", "conv", "tiny", "sampling"):
             peers["TFP"] = [tf_py, os.path.join(HERE, "tfp_bench.py"), workload]
         if not peers:
             print(f"{workload}: no peer interpreter found, skipped")

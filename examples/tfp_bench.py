@@ -1,16 +1,17 @@
-"""The three benchmark workloads in TensorFlow Probability, for ratios measured on one machine.
+"""The benchmark workloads in TensorFlow Probability (mlp, conv, tiny and the sampling rates), for
+ratios measured on one machine.
 
 Not part of the build or of CI. The machine's speed drifts from hour to hour, so compare
 bayesgrad's `examples/bench.rs` with TFP by running both in the same minutes:
 
     python3 -m venv /tmp/tfenv
     /tmp/tfenv/bin/pip install tensorflow-cpu==2.21.0 tensorflow-probability==0.25.0 tf_keras==2.21.0
-    /tmp/tfenv/bin/python examples/tfp_bench.py --steps 100      # or: mlp | conv | tiny
+    /tmp/tfenv/bin/python examples/tfp_bench.py --steps 100      # or: mlp | conv | tiny | sampling
     cargo run --release --example bench -- all --steps 100
 
 Prints one line per workload, `<workload> ms_per_step=<median> p10=<..> p90=<..>`, like the
-Rust bench. Each step is one `@tf.function`-compiled training step (forward, backward, Adam),
-timed after warm-up.
+Rust bench (for sampling, `sampling <family>: rsample with gradients <rate> M draws/s`). Each
+step is one `@tf.function`-compiled training step (forward, backward, Adam), timed after warm-up.
 """
 
 import os
@@ -85,6 +86,44 @@ def tiny():
     return step
 
 
+def sampling():
+    """Draws per second of `rsample` with the gradient (float64, 100 000 draws a step, a fresh
+    stateless seed each step), as `torch_bench_extra.py sampling` and bayesgrad's `bench -- sampling`
+    measure them: Gamma(2.5, 1), Beta(2, 3) and Dirichlet([1.5, 2, 0.7]), each through TFP's
+    implicitly reparameterized sampler."""
+    n = 100_000
+    f64 = tf.float64
+    weights = tf.constant([1.0, 2.0, 3.0], f64)
+    cases = [
+        ("Gamma(2.5, 1)", tf.fill([n], tf.constant(2.5, f64)),
+         lambda c, seed: tf.reduce_sum(tfd.Gamma(c, tf.constant(1.0, f64)).sample(seed=seed))),
+        ("Beta(2, 3)", tf.fill([n], tf.constant(2.0, f64)),
+         lambda c, seed: tf.reduce_sum(tfd.Beta(c, tf.constant(3.0, f64)).sample(seed=seed))),
+        ("Dirichlet([1.5, 2, 0.7])", tf.tile(tf.constant([[1.5, 2.0, 0.7]], f64), [n // 3, 1]),
+         lambda c, seed: tf.reduce_sum(tfd.Dirichlet(c).sample(seed=seed) * weights)),
+    ]
+    for name, init, draw in cases:
+        c = tf.Variable(init)
+
+        @tf.function
+        def step(seed):
+            with tf.GradientTape() as tape:
+                total = draw(c, seed)
+            return tape.gradient(total, c)
+
+        seeds = iter(range(1_000_000))
+        seed = lambda: tf.constant([next(seeds), 0], tf.int32)  # noqa: E731
+        for _ in range(3):
+            step(seed())
+        times = []
+        for _ in range(20):
+            start = time.perf_counter()
+            step(seed()).numpy()
+            times.append(time.perf_counter() - start)
+        rate = n / float(np.median(times)) / 1e6
+        print(f"sampling {name}: rsample with gradients {rate:.2f} M draws/s", flush=True)
+
+
 def run(name, step, steps):
     for _ in range(max(3, min(50, steps // 10))):
         step()
@@ -110,14 +149,16 @@ def main():
         a = args.pop(0)
         if a == "--steps":
             steps = int(args.pop(0))
-        elif a in ("all", "mlp", "conv", "tiny"):
+        elif a in ("all", "mlp", "conv", "tiny", "sampling"):
             which = a
         else:
-            sys.exit(f"unknown argument '{a}' (mlp, conv, tiny, all, --steps N)")
+            sys.exit(f"unknown argument '{a}' (mlp, conv, tiny, sampling, all, --steps N)")
     print(f"TensorFlow {tf.__version__}, TFP {tfp.__version__}, threads: TensorFlow's defaults")
     for name, make in (("tiny", tiny), ("mlp", mlp), ("conv", conv)):
         if which in ("all", name):
             run(name, make(), steps)
+    if which in ("all", "sampling"):
+        sampling()
 
 
 if __name__ == "__main__":
