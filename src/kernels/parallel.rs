@@ -698,8 +698,13 @@ mod tests {
             let a: Vec<f64> = (0..37).map(|i| 0.05 + 0.37 * i as f64).collect();
             let x: Vec<f64> = (0..37).map(|i| 0.01 + 0.29 * i as f64).collect();
             let u: Vec<f64> = (0..37).map(|i| (i as f64 + 0.5) / 37.0).collect();
-            let mut g = vec![[0.0; 1]; 37];
-            special::gamma_sample_grads(&a, &x, &mut g);
+            // draws on both branches of the Gamma derivative (x < a + 1:
+            // series, x >= a + 1: continued fraction)
+            let x_upper: Vec<f64> = a.iter().map(|a| a + 1.0 + 0.43 * a.sqrt()).collect();
+            let mut g = vec![[0.0; 1]; 74];
+            let (lower, upper) = g.split_at_mut(37);
+            special::gamma_sample_grads(&a, &x, lower);
+            special::gamma_sample_grads(&a, &x_upper, upper);
             let mut h = vec![[0.0; 2]; 37];
             special::beta_sample_grads(&a, &x, &u, &mut h);
             bits.extend(
