@@ -579,7 +579,16 @@ fn gamma_grads_in_lanes<const L: usize>(
         &input,
         #[inline(always)]
         |args: &[[f64; L]; 2]| {
-            let [h, dlog_h] = gamma_fraction_lanes(args);
+            // where b₀ = x + 1 - a is past 2^64, b₀⁵ may overflow in the
+            // first round: that group runs the scaled recurrences
+            let huge = args[0]
+                .iter()
+                .zip(&args[1])
+                .any(|(a, x)| x + 1.0 - a > 1.8e19);
+            let [h, dlog_h] = match huge {
+                true => gamma_fraction_lanes::<L, true>(args),
+                false => gamma_fraction_lanes::<L, false>(args),
+            };
             [h, dlog_h, ln_lanes(&args[1])]
         },
         #[inline(always)]
@@ -671,7 +680,9 @@ fn gamma_series_lanes<const L: usize>([a, x]: &[[f64; L]; 2]) -> [[f64; L]; 2] {
 // a lane index runs over the state's arrays together: the loops vectorize
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-fn gamma_fraction_lanes<const L: usize>([a, x]: &[[f64; L]; 2]) -> [[f64; L]; 2] {
+fn gamma_fraction_lanes<const L: usize, const SCALED: bool>(
+    [a, x]: &[[f64; L]; 2],
+) -> [[f64; L]; 2] {
     /// Each lane's `A_n, A_{n-1}, B_n, B_{n-1}`, their derivatives in `a`,
     /// `W_n`, `W_n'` and `b_n`.
     #[derive(Clone, Copy)]
@@ -688,13 +699,31 @@ fn gamma_fraction_lanes<const L: usize>([a, x]: &[[f64; L]; 2]) -> [[f64; L]; 2]
         dw: [f64; L],
         b: [f64; L],
     }
-    // A_0 = b_0, A_{-1} = 1, B_0 = 1, B_{-1} = 0, b_0' = -1, W_0 = -1
-    let b0 = each(|l| x[l] + 1.0 - a[l]);
+    // `SCALED`: every b_n divided by c = 2^e ≈ b₀ and every a_n by c², so
+    // that the recurrences give A_n / c^(n+1) and B_n / c^n (and W_n / c^(2n)),
+    // exactly, from the same first values but A_0 = b₀/c: the state starts
+    // near 1 where b₀⁵ would overflow within the first round, and
+    // h = (B/A) / c. Where nothing overflows or underflows the values are
+    // the unscaled ones times powers of two, so the choice does not change a
+    // draw's result.
+    let b0: [f64; L] = each(|l| x[l] + 1.0 - a[l]);
+    let inv_c: [f64; L] = each(|l| match SCALED {
+        true => {
+            let e = ((b0[l].to_bits() >> 52) & 0x7ff) as i64 - 1023;
+            f64::from_bits(((1023 - e.clamp(0, 1000)) as u64) << 52)
+        }
+        false => 1.0,
+    });
+    // (c² underflows past c = 2^511: a_n/c² is then 0, below the precision of K/c)
+    let inv_c2: [f64; L] = each(|l| inv_c[l] * inv_c[l]);
+    // A_0 = b_0, A_{-1} = 1, B_0 = 1, B_{-1} = 0, b_0' = -1, W_0 = -1 (A_0,
+    // b_0 and b_0' over c)
+    let b0c: [f64; L] = each(|l| b0[l] * inv_c[l]);
     #[rustfmt::skip]
     let mut state = State {
-        den: b0, den_prev: [1.0; L], num: [1.0; L], num_prev: [0.0; L],
-        dden: [-1.0; L], dden_prev: [0.0; L], dnum: [0.0; L], dnum_prev: [0.0; L],
-        w: [-1.0; L], dw: [0.0; L], b: b0,
+        den: b0c, den_prev: [1.0; L], num: [1.0; L], num_prev: [0.0; L],
+        dden: each(|l| -inv_c[l]), dden_prev: [0.0; L], dnum: [0.0; L], dnum_prev: [0.0; L],
+        w: [-1.0; L], dw: [0.0; L], b: b0c,
     };
     let mut live = [u64::MAX; L];
     for round in 0..step_cap(&[a]).div_ceil(ROUND) {
@@ -702,18 +731,28 @@ fn gamma_fraction_lanes<const L: usize>([a, x]: &[[f64; L]; 2]) -> [[f64; L]; 2]
         for step in 1..=ROUND {
             let n = (round * ROUND + step) as f64;
             for l in 0..L {
-                let an = n * (a[l] - n); // a_n' = n, b_n' = -1
-                s.b[l] += 2.0;
+                // a_n and a_n' = n over c², b_n and b_n' = -1 over c
+                let (an, dan, db) = match SCALED {
+                    true => (n * (a[l] - n) * inv_c2[l], n * inv_c2[l], inv_c[l]),
+                    false => (n * (a[l] - n), n, 1.0),
+                };
+                s.b[l] += 2.0 * db;
                 let b = s.b[l];
                 let den = b * s.den[l] + an * s.den_prev[l];
-                let dden = (b * s.dden[l] - s.den[l]) + (an * s.dden_prev[l] + n * s.den_prev[l]);
+                let (d0, d1) = (s.den[l], s.den_prev[l]);
+                let (n0, n1) = (s.num[l], s.num_prev[l]);
+                let (d0, d1, n0, n1) = match SCALED {
+                    true => (d0 * db, d1 * dan, n0 * db, n1 * dan),
+                    false => (d0, n * d1, n0, n * n1),
+                };
+                let dden = (b * s.dden[l] - d0) + (an * s.dden_prev[l] + d1);
                 let num = b * s.num[l] + an * s.num_prev[l];
-                let dnum = (b * s.dnum[l] - s.num[l]) + (an * s.dnum_prev[l] + n * s.num_prev[l]);
+                let dnum = (b * s.dnum[l] - n0) + (an * s.dnum_prev[l] + n1);
                 (s.den_prev[l], s.den[l]) = (s.den[l], den);
                 (s.dden_prev[l], s.dden[l]) = (s.dden[l], dden);
                 (s.num_prev[l], s.num[l]) = (s.num[l], num);
                 (s.dnum_prev[l], s.dnum[l]) = (s.dnum[l], dnum);
-                (s.w[l], s.dw[l]) = (-an * s.w[l], -(n * s.w[l] + an * s.dw[l]));
+                (s.w[l], s.dw[l]) = (-an * s.w[l], -(dan * s.w[l] + an * s.dw[l]));
             }
         }
         for l in 0..L {
@@ -741,9 +780,15 @@ fn gamma_fraction_lanes<const L: usize>([a, x]: &[[f64; L]; 2]) -> [[f64; L]; 2]
             let prod = den * num_prev;
             let dprod = dden * num_prev + den * dnum_prev;
             let dlog_h = dnum * den - dden * num;
+            // (both sides of the second times c, exactly: ∂ ln h is of the
+            // order of 1/c, and the right side would underflow for c near 2^1000)
+            let c = match SCALED {
+                true => 1.0 / inv_c[l],
+                false => 1.0,
+            };
             let done = w.abs() < 1e-16 * prod.abs()
-                && (dw * prod - w * dprod).abs() * (den * num).abs()
-                    < 1e-16 * dlog_h.abs() * (prod * prod);
+                && (dw * prod - w * dprod).abs() * (den * num).abs() * c
+                    < 1e-16 * (dlog_h.abs() * c) * (prod * prod);
             let lv = live[l];
             state.den[l] = select(lv, den, state.den[l]);
             state.den_prev[l] = select(lv, den_prev, state.den_prev[l]);
@@ -763,7 +808,7 @@ fn gamma_fraction_lanes<const L: usize>([a, x]: &[[f64; L]; 2]) -> [[f64; L]; 2]
         }
     }
     let s = &state;
-    let mut h = each(|l| s.num[l] / s.den[l]);
+    let mut h = each(|l| s.num[l] / s.den[l] * inv_c[l]);
     nan_if_live(&live, &mut h);
     [h, each(|l| s.dnum[l] / s.num[l] - s.dden[l] / s.den[l])]
 }
@@ -1037,6 +1082,56 @@ mod tests {
                 ((got - want) / want).abs()
             );
         }
+    }
+
+    /// Far in the upper tail, `dx/da = (ln x - ψ(a)) (1 + O(a/x))`: draws
+    /// given to `reparameterize` may be that large, and `b₀⁵` of the
+    /// fraction's first round overflows past about 10⁶¹, which the scaled
+    /// recurrences avoid (unscaled, these came out NaN).
+    #[test]
+    fn gamma_sample_grad_holds_for_huge_draws() {
+        for x in [1e20, 1e30, 1e60, 1e100, 1e300, f64::MAX] {
+            for a in [0.5, 2.0, 1e3] {
+                let (got, want) = (gamma_sample_grad(a, x), x.ln() - digamma(a));
+                assert!(
+                    (got - want).abs() <= 1e-13 * want,
+                    "a = {a}, x = {x:e}: {got} vs {want}"
+                );
+            }
+        }
+    }
+
+    /// The scaled recurrences give the unscaled ones' bits wherever both
+    /// run, so a group of lanes taking either does not change a draw.
+    #[test]
+    fn scaled_and_unscaled_fractions_agree_bit_for_bit() {
+        // a from 0.003 to 1e9, x from a + 1 to 10^17 (a + 1)
+        let mut compared = 0;
+        for i in 0..400 {
+            let a: [f64; 8] =
+                std::array::from_fn(|l| (f64::from(i * 8 + l as i32) * 0.0083).exp() * 0.003);
+            let x: [f64; 8] = std::array::from_fn(|l| {
+                let spread = 1.0 + 10f64.powf(f64::from((i * 13 + l as i32 * 7) % 170) / 10.0);
+                (a[l] + 1.0) * spread
+            });
+            let plain = gamma_fraction_lanes::<8, false>(&[a, x]);
+            let scaled = gamma_fraction_lanes::<8, true>(&[a, x]);
+            for k in 0..2 {
+                for l in 0..8 {
+                    assert_eq!(
+                        plain[k][l].to_bits(),
+                        scaled[k][l].to_bits(),
+                        "a = {}, x = {:e}: {} vs {}",
+                        a[l],
+                        x[l],
+                        plain[k][l],
+                        scaled[k][l]
+                    );
+                }
+            }
+            compared += 16;
+        }
+        assert_eq!(compared, 6400);
     }
 
     /// Near the median of `Gamma(a)` for large `a`, `dx/da = 1 + z / (2 √a)`
