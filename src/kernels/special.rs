@@ -307,6 +307,10 @@ pub(crate) fn beta_pq(a: f64, b: f64, x: f64) -> (f64, f64) {
 const LANES: usize = 8;
 type Lanes = [f64; LANES];
 
+/// `2^64`: from this `b₀ = x + 1 - a` on, the Gamma fraction runs its
+/// scaled recurrences ([`gamma_fraction_lanes`]).
+const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
+
 /// Steps of the Gamma series and fraction between convergence tests
 /// ([`gamma_series_lanes`]).
 const ROUND: usize = 4;
@@ -584,7 +588,7 @@ fn gamma_grads_in_lanes<const L: usize>(
             let huge = args[0]
                 .iter()
                 .zip(&args[1])
-                .any(|(a, x)| x + 1.0 - a > 1.8e19);
+                .any(|(a, x)| x + 1.0 - a > TWO_POW_64);
             let [h, dlog_h] = match huge {
                 true => gamma_fraction_lanes::<L, true>(args),
                 false => gamma_fraction_lanes::<L, false>(args),
@@ -1106,7 +1110,6 @@ mod tests {
     #[test]
     fn scaled_and_unscaled_fractions_agree_bit_for_bit() {
         // a from 0.003 to 1e9, x from a + 1 to 10^17 (a + 1)
-        let mut compared = 0;
         for i in 0..400 {
             let a: [f64; 8] =
                 std::array::from_fn(|l| (f64::from(i * 8 + l as i32) * 0.0083).exp() * 0.003);
@@ -1129,9 +1132,7 @@ mod tests {
                     );
                 }
             }
-            compared += 16;
         }
-        assert_eq!(compared, 6400);
     }
 
     /// Near the median of `Gamma(a)` for large `a`, `dx/da = 1 + z / (2 √a)`
