@@ -1,10 +1,11 @@
 //! The benchmark workloads of docs/benchmarks.md: one full training step
 //! (forward, backward, optimizer update) timed after warm-up.
 //!
-//! Run: `cargo run --release --example bench [-- mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|scaling|gemm|handover|all] [--steps N] [--load N] [--threads N] [--default-alloc]`
+//! Run: `cargo run --release --example bench [-- mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|scaling|gemm|handover|all] [--steps N] [--load N] [--threads N] [--default-alloc] [--ops]`
 //! (`--load N` starts N busy-looping competitor threads; `scaling` prints ms per step and GFLOP/s of
 //! `mlp` over batch sizes, widths and thread counts; `gemm` the GFLOP/s of the workloads' products
-//! and the time of the `conv` workload's convolution as a plain `conv2d`.)
+//! and the time of the `conv` workload's convolution as a plain `conv2d`; `--ops` then times as many
+//! steps again op by op with `bayesgrad::autodiff::profile::OpTimer` and prints its table.)
 //! Prints `<workload> ms_per_step=<median> p10=<..> p90=<..>` per workload,
 //! then the resident memory (peak, and its change over the timed steps).
 
@@ -12,6 +13,7 @@
 #[path = "common/say.rs"]
 mod say;
 
+use bayesgrad::autodiff::profile::OpTimer;
 use bayesgrad::prelude::*;
 use rand::rngs::SmallRng;
 use std::sync::Arc;
@@ -290,7 +292,7 @@ fn rss_mib() -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-fn run(name: &str, mut step: Step, steps: usize) -> Result<()> {
+fn run(name: &str, mut step: Step, steps: usize, ops: bool) -> Result<()> {
     let warmup = (steps / 10).clamp(3, 50);
     for _ in 0..warmup {
         step()?;
@@ -318,6 +320,22 @@ fn run(name: &str, mut step: Step, steps: usize) -> Result<()> {
         q(0.9),
         rss_after - rss_before
     );
+    if ops {
+        // as many steps again, each op timed (apart from the figures above,
+        // which the timer's clock reads would touch)
+        let timer = OpTimer::start()?;
+        let start = Instant::now();
+        for _ in 0..steps * reps {
+            step()?;
+        }
+        let wall = start.elapsed().as_secs_f64() * 1e3 / (steps * reps) as f64;
+        let times = timer.finish();
+        let covered = times.total().as_secs_f64() * 1e3 / (steps * reps) as f64;
+        say!(
+            "{name}: time by op over {} steps, {wall:.4} ms a step, {covered:.4} of it in the ops below\n{times}",
+            steps * reps
+        );
+    }
     Ok(())
 }
 
@@ -525,11 +543,12 @@ fn handover(reps: usize) -> Result<()> {
     Ok(())
 }
 
-const USAGE: &str = "usage: bench [mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|scaling|gemm|handover|all] [--steps N] [--load N] [--threads N] [--default-alloc]
+const USAGE: &str = "usage: bench [mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|scaling|gemm|handover|all] [--steps N] [--load N] [--threads N] [--default-alloc] [--ops]
   --steps N        timed steps per workload (default 50)
   --load N         start N busy-looping competitor threads
   --threads N      threads bayesgrad uses (default: BAYESGRAD_THREADS, else every core)
-  --default-alloc  leave the allocator's release of freed memory as it is";
+  --default-alloc  leave the allocator's release of freed memory as it is
+  --ops            then time as many steps again op by op, and print the table";
 
 fn main() -> std::process::ExitCode {
     match bench() {
@@ -546,6 +565,7 @@ fn bench() -> Result<()> {
     let mut which = "all".to_string();
     let mut default_alloc = false;
     let mut load = 0;
+    let mut ops = false;
     let mut args = std::env::args().skip(1);
     let number = |args: &mut std::iter::Skip<std::env::Args>, flag: &str, min: usize| {
         args.next()
@@ -561,6 +581,7 @@ fn bench() -> Result<()> {
             "mlp" | "conv" | "tiny" | "discrete" | "sampling" | "sparse_vd" | "iwae"
             | "scaling" | "gemm" | "handover" | "all" => which = a,
             "--default-alloc" => default_alloc = true,
+            "--ops" => ops = true,
             "--help" | "-h" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -595,22 +616,22 @@ fn bench() -> Result<()> {
         handover(steps.max(200))?;
     }
     if which == "all" || which == "tiny" {
-        run("tiny", tiny()?, steps)?;
+        run("tiny", tiny()?, steps, ops)?;
     }
     if which == "all" || which == "mlp" {
-        run("mlp", mlp()?, steps)?;
+        run("mlp", mlp()?, steps, ops)?;
     }
     if which == "all" || which == "sparse_vd" {
-        run("sparse_vd", sparse_vd()?, steps)?;
+        run("sparse_vd", sparse_vd()?, steps, ops)?;
     }
     if which == "all" || which == "iwae" {
-        run("iwae", iwae()?, steps)?;
+        run("iwae", iwae()?, steps, ops)?;
     }
     if which == "all" || which == "conv" {
-        run("conv", conv()?, steps)?;
+        run("conv", conv()?, steps, ops)?;
     }
     if which == "all" || which == "discrete" {
-        run("discrete", discrete()?, steps)?;
+        run("discrete", discrete()?, steps, ops)?;
     }
     if which == "all" || which == "sampling" {
         sampling(steps.min(20))?;

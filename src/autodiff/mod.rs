@@ -1,6 +1,7 @@
 //! Reverse-mode autodiff: the [`Tape`] and its [`Var`] handles, the
 //! parameters the tape reads ([`ParamStore`]), the differentiable ops (one
-//! family per file under `ops/`) and the finite-difference gradient check.
+//! family per file under `ops/`), the finite-difference gradient check and
+//! the per-op timer ([`profile::OpTimer`]).
 //!
 //! Nothing Bayesian lives here: divergence terms and the sample mode travel
 //! in the forward context ([`Forward`](crate::Forward)).
@@ -8,6 +9,7 @@
 pub mod gradcheck;
 pub(crate) mod ops;
 pub mod params;
+pub mod profile;
 pub mod statcheck;
 pub mod tape;
 

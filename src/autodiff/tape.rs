@@ -2,6 +2,7 @@
 //! differentiation over it in [`Var::backward`].
 
 use crate::autodiff::params::{Constraint, Param, ParamKey, ParamStore};
+use crate::autodiff::profile::{self, Pass};
 use crate::error::{Error, Result};
 use crate::tensor::{Element, Tensor};
 use std::cell::RefCell;
@@ -329,6 +330,7 @@ impl<F: Element> Tape<F> {
         inputs: &[Var<'t, F>],
     ) -> Result<Var<'t, F>> {
         self.check_own(inputs)?;
+        let span = profile::span();
         let (value, requires_grad) = {
             let nodes = self.nodes.borrow();
             let value = match inputs {
@@ -346,6 +348,7 @@ impl<F: Element> Tape<F> {
             };
             (value, inputs.iter().any(|v| nodes[v.id].requires_grad))
         };
+        span.end(op.name(), Pass::Forward);
         Ok(self.push(value, NodeOp::Single(op), inputs, requires_grad, None))
     }
 
@@ -357,14 +360,16 @@ impl<F: Element> Tape<F> {
         Ok(())
     }
 
-    /// Records an op whose output the caller already computed (for ops
-    /// whose forward produces state the backward keeps).
+    /// Records an op whose output the caller already computed, since the
+    /// `span` it started before computing it (which this ends).
     pub(crate) fn record<'t>(
         &'t self,
+        span: profile::Span,
         value: Tensor<F>,
         op: Box<dyn Op<F>>,
         inputs: &[Var<'t, F>],
     ) -> Var<'t, F> {
+        span.end(op.name(), Pass::Forward);
         let requires_grad = {
             let nodes = self.nodes.borrow();
             inputs.iter().any(|v| nodes[v.id].requires_grad)
@@ -383,7 +388,10 @@ impl<F: Element> Tape<F> {
             let nodes = self.nodes.borrow();
             let values: Vec<&Tensor<F>> = inputs.iter().map(|v| &nodes[v.id].value).collect();
             let requires_grad = inputs.iter().any(|v| nodes[v.id].requires_grad);
-            (op.forward(&values)?, requires_grad)
+            let span = profile::span();
+            let outputs = op.forward(&values)?;
+            span.end(op.name(), Pass::Forward);
+            (outputs, requires_grad)
         };
         let count = outputs.len();
         let mut outputs = outputs.into_iter();
@@ -613,7 +621,9 @@ impl<'t, F: Element> Var<'t, F> {
                     // an input used twice gets its accumulated gradient once
                     let mut acc: Vec<Option<Tensor<F>>> =
                         ids.iter().map(|&i| grads[i].take()).collect();
+                    let span = profile::span();
                     op.backward(&inputs, outs, &needs, &mut acc)?;
+                    span.end(op.name(), Pass::Backward);
                     for (pos, (&input, g)) in ids.iter().zip(acc).enumerate() {
                         if let Some(g) = g {
                             accumulate(&mut grads, &nodes, op.name(), (pos, input), g)?;
@@ -647,7 +657,9 @@ impl<'t, F: Element> Var<'t, F> {
                 (NodeOp::Single(op), Some(grad)) => {
                     let ids = &edges[node.inputs.clone()];
                     gather(&nodes, ids, &mut inputs, &mut needs);
+                    let span = profile::span();
                     let input_grads = op.backward_needed(&inputs, &node.value, &grad, &needs)?;
+                    span.end(op.name(), Pass::Backward);
                     if input_grads.len() != ids.len() {
                         return Err(Error::BadGradientCount {
                             op: op.name().to_string(),

@@ -29,6 +29,7 @@
 //! ```
 
 use crate::autodiff::params::{Param, ParamStore};
+use crate::autodiff::profile::{self, Pass};
 use crate::autodiff::tape::Gradients;
 use crate::error::{Error, Result};
 use crate::kernels::parallel::par_blocks;
@@ -103,6 +104,16 @@ fn all_within<F: Element>(t: &Tensor<F>, limit: F) -> bool {
         |items, ()| first_failing(&data[items], |x| x.abs() <= limit).is_none(),
     );
     a && b
+}
+
+/// Runs an optimizer's update, timed as `name` when an
+/// [`OpTimer`](crate::autodiff::profile::OpTimer) runs on this thread (a
+/// refused update counts nothing).
+fn timed_update(name: &str, update: impl FnOnce() -> Result<()>) -> Result<()> {
+    let span = profile::span();
+    update()?;
+    span.end(name, Pass::Update);
+    Ok(())
 }
 
 /// Checks that every non-frozen parameter has a finite gradient of its
@@ -224,6 +235,13 @@ impl<F: Element> Sgd<F> {
 
 impl<F: Element> Optimizer<F> for Sgd<F> {
     fn step(&mut self, store: &mut ParamStore<F>, grads: &Gradients<F>) -> Result<()> {
+        timed_update("sgd", || self.update(store, grads))
+    }
+}
+
+impl<F: Element> Sgd<F> {
+    /// The update behind [`Optimizer::step`].
+    fn update(&mut self, store: &mut ParamStore<F>, grads: &Gradients<F>) -> Result<()> {
         check_setting("Sgd", "learning rate", self.lr, (0.0, f64::INFINITY))?;
         check_setting("Sgd", "momentum", self.momentum, (0.0, f64::INFINITY))?;
         let updates = collect(store, grads)?;
@@ -427,6 +445,13 @@ impl<F: Element> Optimizer<F> for Adam<F> {
     /// for the defaults) stays far from overflow the update runs in place;
     /// otherwise it is computed aside, checked, and only then committed.
     fn step(&mut self, store: &mut ParamStore<F>, grads: &Gradients<F>) -> Result<()> {
+        timed_update("adam", || self.update(store, grads))
+    }
+}
+
+impl<F: Element> Adam<F> {
+    /// The update behind [`Optimizer::step`].
+    fn update(&mut self, store: &mut ParamStore<F>, grads: &Gradients<F>) -> Result<()> {
         check_setting("Adam", "learning rate (lr)", self.lr, (0.0, f64::INFINITY))?;
         check_setting("Adam", "beta1", self.beta1, (0.0, 1.0))?;
         check_setting("Adam", "beta2", self.beta2, (0.0, 1.0))?;

@@ -1,5 +1,6 @@
 //! Reductions: sum and mean over everything or one axis, max over an axis.
 
+use crate::autodiff::profile;
 use crate::autodiff::tape::{Op, Var};
 use crate::error::Result;
 use crate::tensor::{Element, Tensor, split_at_axis};
@@ -88,10 +89,11 @@ impl<F: Element> Op<F> for MaxAxis {
 impl<'t, F: Element> Var<'t, F> {
     /// Sum of all elements (a scalar).
     pub fn sum(self) -> Self {
+        let span = profile::span();
         let value = self
             .tape
             .with_value(self.id, |x| Tensor::scalar(x.sum_all()));
-        self.tape.record(value, Box::new(SumAll), &[self])
+        self.tape.record(span, value, Box::new(SumAll), &[self])
     }
 
     /// Mean of all elements (a scalar; NaN for an empty tensor, caught by the numerics check).

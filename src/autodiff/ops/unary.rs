@@ -2,6 +2,7 @@
 //! derivative `df(x, y)` (with `y = f(x)`) side by side; [`Map`] turns any
 //! kernel into an [`Op`].
 
+use crate::autodiff::profile;
 use crate::autodiff::tape::{Op, Var};
 use crate::error::Result;
 pub(crate) use crate::kernels::parallel::{par_fill, par_new};
@@ -230,8 +231,9 @@ impl<'t, F: Element> Var<'t, F> {
     fn map<K: Kernel<F>>(self, k: K) -> Var<'t, F> {
         // the kernel is copied into the closure so that its fields are loop
         // constants (read through a reference they block vectorization)
+        let span = profile::span();
         let value = self.tape.with_value(self.id, |x| map_tensor(x, k));
-        self.tape.record(value, Box::new(Map(k)), &[self])
+        self.tape.record(span, value, Box::new(Map(k)), &[self])
     }
 
     /// `-x` (also the unary `-` operator).
