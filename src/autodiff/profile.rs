@@ -277,6 +277,27 @@ mod tests {
     }
 
     #[test]
+    fn counts_ops_with_several_outputs() {
+        use crate::layers::DenseSparseVd;
+        let mut store = ParamStore::<f64>::new();
+        let mut rng = StdRng::seed_from_u64(0);
+        let layer = DenseSparseVd::new(&mut store, "h", 4, 3, &mut rng).unwrap();
+        let timer = OpTimer::start().unwrap();
+        let tape = Tape::new();
+        let mut cx = Forward::new(&tape, &store, &mut rng);
+        let y = layer
+            .forward(&mut cx, tape.constant(Tensor::ones(&[2, 4])))
+            .unwrap();
+        let kl = cx.divergences().total();
+        (y.sum() + kl).backward().unwrap();
+        let times = timer.finish();
+        for pass in [Pass::Forward, Pass::Backward] {
+            let time = times.get("sparse_vd_kl", pass);
+            assert_eq!(time.map(|t| t.calls), Some(1), "{pass}\n{times}");
+        }
+    }
+
+    #[test]
     fn one_timer_at_a_time_and_nothing_timed_without_one() {
         let timer = OpTimer::start().unwrap();
         assert!(OpTimer::start().is_err());
