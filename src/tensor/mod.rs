@@ -1018,8 +1018,14 @@ mod tests {
 
     #[test]
     fn large_products_split_over_threads_match_a_naive_product() {
-        // shapes that split by rows (tall), by columns (wide), odd sizes
-        for (m, k, n) in [(300, 70, 60), (40, 90, 333), (129, 128, 130)] {
+        // shapes that split by rows (tall, or wide with a small right
+        // operand), by columns (wide), odd sizes
+        for (m, k, n) in [
+            (300, 70, 60),
+            (40, 90, 333),
+            (129, 128, 130),
+            (100, 20, 700),
+        ] {
             assert!(m * k * n >= GEMM_PARALLEL_MIN);
             assert_products_match_naive(m, k, n);
         }
@@ -1030,7 +1036,12 @@ mod tests {
     #[test]
     fn products_have_the_same_bits_on_every_thread_count() {
         let original = crate::threads();
-        for (m, k, n) in [(300, 70, 60), (40, 90, 333), (256, 784, 512)] {
+        for (m, k, n) in [
+            (300, 70, 60),
+            (40, 90, 333),
+            (256, 784, 512),
+            (128, 10, 520),
+        ] {
             let a = Tensor::<f32>::from_fn(&[m, k], |i| ((i * 37) % 101) as f32 * 0.013 - 0.6);
             let b = Tensor::<f32>::from_fn(&[k, n], |i| ((i * 53) % 97) as f32 * 0.011 - 0.5);
             crate::set_threads(1).unwrap();
