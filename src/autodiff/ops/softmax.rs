@@ -28,6 +28,21 @@ fn lse_parts<F: Element>(x: &Tensor<F>, axis: usize) -> Result<(Tensor<F>, Tenso
     Ok((m, ln_sum))
 }
 
+/// The length of `axis` when it is the last of `shape` (its rows are
+/// contiguous) and not empty.
+fn last_axis_len(shape: &[usize], axis: usize) -> Option<usize> {
+    (axis + 1 == shape.len() && shape[axis] > 0).then(|| shape[axis])
+}
+
+/// The maximum of a row as `Tensor::max_axis` takes it: NaN if any
+/// element is NaN.
+fn row_max<F: Element>(row: &[F]) -> F {
+    row.iter().fold(
+        F::neg_infinity(),
+        |a, &b| if b > a || b.is_nan() { b } else { a },
+    )
+}
+
 /// `x - logsumexp(x)` along an axis, computed as `(x - m) - ln Σ exp(x - m)`.
 struct LogSoftmax {
     axis: usize,
@@ -37,8 +52,27 @@ impl<F: Element> Op<F> for LogSoftmax {
         "log_softmax"
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
-        let (m, ln_sum) = lse_parts(inputs[0], self.axis)?;
-        let shifted = inputs[0].zip_map(&m, "log_softmax", |x, m| x - m)?;
+        let x = inputs[0];
+        if let Some(len) = last_axis_len(x.shape(), self.axis) {
+            // rows of the last axis, contiguous: one pass a row, with the
+            // operations (and so the bits) of the general path below
+            let mut out = Vec::with_capacity(x.len());
+            for row in x.data().chunks_exact(len) {
+                let m = row_max(row);
+                let l = match m.is_finite() {
+                    true => row
+                        .iter()
+                        .map(|&v| (v - m).exp())
+                        .fold(F::zero(), |s, e| s + e)
+                        .ln(),
+                    false => F::zero(),
+                };
+                out.extend(row.iter().map(|&v| (v - m) - l));
+            }
+            return Tensor::from_vec(out, x.shape());
+        }
+        let (m, ln_sum) = lse_parts(x, self.axis)?;
+        let shifted = x.zip_map(&m, "log_softmax", |x, m| x - m)?;
         shifted.zip_map(&ln_sum, "log_softmax", |d, l| d - l)
     }
     // dx = g - softmax(x) * sum(g) along the axis, with softmax = exp(y).
@@ -48,6 +82,15 @@ impl<F: Element> Op<F> for LogSoftmax {
         y: &Tensor<F>,
         g: &Tensor<F>,
     ) -> Result<Vec<Option<Tensor<F>>>> {
+        if let Some(len) = last_axis_len(y.shape(), self.axis) {
+            // the same operations as below, a row at a time
+            let mut out = Vec::with_capacity(y.len());
+            for (y, g) in y.data().chunks_exact(len).zip(g.data().chunks_exact(len)) {
+                let s = g.iter().fold(F::zero(), |s, &g| s + g);
+                out.extend(y.iter().zip(g).map(|(&y, &g)| g - y.exp() * s));
+            }
+            return Ok(vec![Some(Tensor::from_vec(out, y.shape())?)]);
+        }
         let gs = g.sum_axis(self.axis, true)?;
         let p_gs = y.zip_map(&gs, "log_softmax", |y, s| y.exp() * s)?;
         Ok(vec![Some(g.zip_map(&p_gs, "log_softmax", |g, q| g - q)?)])
@@ -169,6 +212,58 @@ mod tests {
         assert!((l - (1e4 + std::f64::consts::LN_2)).abs() < 1e-9);
         let ls = x.log_softmax(0).unwrap().value();
         assert!((ls.data()[0] + std::f64::consts::LN_2).abs() < 1e-12);
+    }
+
+    /// The last-axis path gives the bits of the general one: `log_softmax`
+    /// of `x` along its rows against that of `xᵀ` along its columns,
+    /// forward and backward, with rows of huge, tiny, infinite and NaN
+    /// logits.
+    #[test]
+    fn rows_of_the_last_axis_give_the_general_paths_bits() {
+        let (rows, cols) = (7, 5);
+        let mut x: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.7)
+            .collect();
+        x[5..10].copy_from_slice(&[3e4, 3e4 - 1.0, -3e4, 2.5, 3e4]);
+        x[10..15].fill(f32::NEG_INFINITY);
+        x[15..20].copy_from_slice(&[1.0, f32::INFINITY, 2.0, 0.5, -1.0]);
+        x[21] = f32::NAN;
+        let g: Vec<f32> = (0..rows * cols)
+            .map(|i| (i % 7) as f32 * 0.3 - 0.8)
+            .collect();
+        let transpose = |v: &[f32]| {
+            let t: Vec<f32> = (0..rows * cols)
+                .map(|i| v[(i % rows) * cols + i / rows])
+                .collect();
+            Tensor::from_vec(t, &[cols, rows]).unwrap()
+        };
+        let bits = |t: &Tensor<f32>| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let run = |x: Tensor<f32>, g: Tensor<f32>, axis: usize| {
+            let tape = Tape::new();
+            let v = tape.var(x);
+            let y = v.log_softmax(axis).unwrap();
+            let grads = (y * g).sum().backward().unwrap();
+            (y.value(), grads.get(v).unwrap().clone())
+        };
+        let shape = [rows, cols];
+        let (y, dx) = run(
+            Tensor::from_vec(x.clone(), &shape).unwrap(),
+            Tensor::from_vec(g.clone(), &shape).unwrap(),
+            1,
+        );
+        let (yt, dxt) = run(transpose(&x), transpose(&g), 0);
+        assert_eq!(bits(&transpose(y.data())), bits(&yt));
+        assert_eq!(bits(&transpose(dx.data())), bits(&dxt));
+        // the huge row keeps ln(2 + e^-1) apart, the -inf row is NaN, the
+        // NaN row NaN
+        let want = -(2.0 + (-1.0f64).exp()).ln();
+        assert!(
+            (f64::from(y.data()[5]) - want).abs() < 1e-6,
+            "{}",
+            y.data()[5]
+        );
+        assert!(y.data()[10..15].iter().all(|v| v.is_nan()));
+        assert!(y.data()[20..25].iter().all(|v| v.is_nan()));
     }
 
     #[test]
