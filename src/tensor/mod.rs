@@ -596,8 +596,43 @@ impl<F: Element> Tensor<F> {
                 });
             }
         }
-        let mut data = vec![F::zero(); numel(shape)];
-        for_each_broadcast(&self.shape, shape, |i, j| data[i] = self.data[j]);
+        let (n, src_len) = (numel(shape), self.data.len());
+        let lead = self.shape.iter().take_while(|&&d| d == 1).count();
+        if src_len > 1 && shape.ends_with(&self.shape[lead..]) {
+            // copies of the source one after the other (a batch tiled K
+            // times): element i is source element i mod its length, written
+            // in slices, on two threads when large
+            // SAFETY: the loop writes every element of each chunk.
+            let data = unsafe {
+                crate::kernels::parallel::par_new(n, |start, chunk| {
+                    let mut done = 0;
+                    while done < chunk.len() {
+                        let from = (start + done) % src_len;
+                        let len = (src_len - from).min(chunk.len() - done);
+                        let src = &self.data[from..from + len];
+                        for (o, &v) in chunk[done..done + len].iter_mut().zip(src) {
+                            o.write(v);
+                        }
+                        done += len;
+                    }
+                })
+            };
+            return Ok(Tensor {
+                shape: shape.to_vec(),
+                data: Arc::new(data),
+            });
+        }
+        // the runs cover the output in order: each is a slice of the source
+        // or one source element repeated
+        let mut data = Vec::with_capacity(n);
+        broadcast_runs(&self.shape, shape, &mut |out, src, len, step| {
+            debug_assert_eq!(out, data.len(), "broadcast runs out of order");
+            match step {
+                1 => data.extend_from_slice(&self.data[src..src + len]),
+                _ => data.extend(std::iter::repeat_n(self.data[src], len)),
+            }
+        });
+        debug_assert_eq!(data.len(), n);
         Ok(Tensor {
             shape: shape.to_vec(),
             data: Arc::new(data),
@@ -917,7 +952,8 @@ mod tests {
 
     /// Every source shape that broadcasts to every output shape of rank up
     /// to 4 with sides 1 to 3: the visits are each output element once, in
-    /// order, with the source element the multi-index gives.
+    /// order, with the source element the multi-index gives, and
+    /// `broadcast_to` copies those elements.
     #[test]
     fn broadcast_visits_match_the_multi_index() {
         let mut out_shapes = vec![vec![]];
@@ -959,11 +995,38 @@ mod tests {
                         })
                         .collect();
                     assert_eq!(visits, expected, "{src:?} -> {out:?}");
+                    // broadcast_to copies those elements
+                    let values = (0..numel(&src)).map(|v| v as f64).collect();
+                    let b = Tensor::from_vec(values, &src)
+                        .unwrap()
+                        .broadcast_to(out)
+                        .unwrap();
+                    let want: Vec<f64> = expected.iter().map(|&(_, j)| j as f64).collect();
+                    assert_eq!(b.data(), &want[..], "broadcast_to {src:?} -> {out:?}");
                     checked += 1;
                 }
             }
         }
         assert!(checked > 1000, "{checked}");
+    }
+
+    /// A source tiled into an output long enough to be written on two
+    /// threads: the second part starts inside a copy, at an odd offset.
+    #[test]
+    fn a_tiled_source_is_copied_on_every_thread_count() {
+        let original = crate::threads();
+        let src = Tensor::<f32>::from_fn(&[1, 7, 1001], |i| i as f32);
+        let out = [41, 7, 1001];
+        assert!(numel(&out) > 2 * crate::kernels::parallel::PARALLEL_MIN);
+        for t in [1, 2, 3] {
+            crate::set_threads(t).unwrap();
+            let b = src.broadcast_to(&out).unwrap();
+            assert_eq!(b.shape(), &out);
+            for (i, &v) in b.data().iter().enumerate() {
+                assert_eq!(v, (i % 7007) as f32, "element {i} on {t} threads");
+            }
+        }
+        crate::set_threads(original).unwrap();
     }
 
     #[test]
