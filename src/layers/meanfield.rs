@@ -57,7 +57,7 @@ struct Slopes<F> {
 /// instead, so zeros, negatives, infinities and NaNs give what the plain
 /// sum gives.
 #[inline(always)]
-fn sum_ln<F: Element>(x: &[F]) -> F {
+pub(crate) fn sum_ln<F: Element>(x: &[F]) -> F {
     let plain = |c: &[F]| c.iter().fold(F::zero(), |s, &v| s + v.fast_ln());
     let mut acc = [F::zero(); 8];
     let mut blocks = x.chunks_exact(32);
