@@ -12,9 +12,9 @@
 //!
 //! [`SampleMode::SampleAxis`]: crate::SampleMode::SampleAxis
 
-use super::meanfield::sum_ln;
+use super::meanfield::{add_terms, sum_ln};
 use super::variational::{Prior, VariationalConfig};
-use crate::autodiff::tape::{Op, Var};
+use crate::autodiff::tape::{MultiOp, Op, Var};
 use crate::bayes::forward::Forward;
 use crate::distributions::{Distribution, Normal};
 use crate::error::{Error, Result};
@@ -129,11 +129,11 @@ struct NormalLogRatio<F: Element> {
     prior: (F, F),
 }
 
-impl<F: Element> Op<F> for NormalLogRatio<F> {
+impl<F: Element> MultiOp<F> for NormalLogRatio<F> {
     fn name(&self) -> &str {
         "normal_log_ratio"
     }
-    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
+    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Vec<Tensor<F>>> {
         let (scale, w) = (inputs[0].data(), inputs[1].data());
         let (m, s) = self.prior;
         let n = scale.len();
@@ -179,43 +179,52 @@ impl<F: Element> Op<F> for NormalLogRatio<F> {
         let mut r = vec![F::zero(); k];
         let (a, b) = r.split_at_mut(k / 2);
         join(|| sums(0, a), || sums(k / 2, b));
-        Tensor::from_vec(r, &[k])
+        Ok(vec![Tensor::from_vec(r, &[k])?])
     }
+    /// Adds `-Σ_k g_k / scale` to the scale's gradient and
+    /// `g_k (w_k - m) / s²` to the samples', in place: the samples' gradient
+    /// from the product that reads them (as large as all K samples) is not
+    /// summed with a second one in a pass of its own.
     fn backward(
         &self,
         inputs: &[&Tensor<F>],
-        _: &Tensor<F>,
-        g: &Tensor<F>,
-    ) -> Result<Vec<Option<Tensor<F>>>> {
+        grads: Vec<Option<Tensor<F>>>,
+        needs: &[bool],
+        acc: &mut [Option<Tensor<F>>],
+    ) -> Result<()> {
+        let Some(g) = grads.into_iter().next().flatten() else {
+            return Ok(());
+        };
+        let [scale_acc, w_acc] = acc else {
+            unreachable!("two inputs")
+        };
         let (scale, w) = (inputs[0], inputs[1]);
         let (m, s) = self.prior;
         let n = scale.len();
-        let total = g.data().iter().fold(F::zero(), |a, &b| a + b);
-        let sd = scale.data();
-        // SAFETY: the loop writes every element of each chunk
-        let dscale = unsafe {
-            par_new(sd.len(), |start, out| {
+        let g = g.data();
+        if needs[0] {
+            let total = g.iter().fold(F::zero(), |a, &b| a + b);
+            let sd = scale.data();
+            add_terms(scale_acc, scale.shape(), |start, out| {
                 for (o, &v) in out.iter_mut().zip(&sd[start..]) {
-                    o.write(-total / v);
+                    *o = -total / v;
                 }
-            })
-        };
-        let dscale = Tensor::from_vec(dscale, scale.shape())?;
-        let inv = F::one() / (s * s);
-        let (wd, g) = (w.data(), g.data());
-        // SAFETY: the segments cover every element of each chunk
-        let dw = unsafe {
-            par_new(wd.len(), |start, out| {
+            });
+        }
+        if needs[1] {
+            let inv = F::one() / (s * s);
+            let wd = w.data();
+            add_terms(w_acc, w.shape(), |start, out| {
                 for (at, _, len) in segments(start, out.len(), n) {
                     let gk = g[(start + at) / n] * inv;
                     let w = &wd[start + at..start + at + len];
                     for (o, &w) in out[at..at + len].iter_mut().zip(w) {
-                        o.write(gk * (w - m));
+                        *o = gk * (w - m);
                     }
                 }
-            })
-        };
-        Ok(vec![Some(dscale), Some(Tensor::from_vec(dw, w.shape())?)])
+            });
+        }
+        Ok(())
     }
 }
 
@@ -246,7 +255,7 @@ pub(crate) fn draw_and_register<'t, F: Element>(
     let log_ratio = match &cfg.prior {
         Prior::Normal { loc: m, scale: s } if m.is_finite() && s.is_finite() && *s > 0.0 => {
             let prior = (F::lit(*m), F::lit(*s));
-            tape.apply(NormalLogRatio { eps, prior }, &[scale, w])?
+            tape.apply_multi(Box::new(NormalLogRatio { eps, prior }), &[scale, w])?[0]
         }
         Prior::Hierarchical(_) => {
             let layer = name.rsplit_once('/').map_or(name.as_str(), |(l, _)| l);
@@ -303,7 +312,8 @@ mod tests {
             };
             let out = op
                 .forward(&[&tensor(&scale, &[n]), &tensor(&w, &[k, n])])
-                .unwrap();
+                .unwrap()
+                .remove(0);
             let rounded = |v: f64| F::lit(v).to_f64().unwrap();
             for sample in 0..k {
                 let (mut want, mut size) = (0.0, 0.0);
