@@ -185,40 +185,31 @@ impl sealed::Kernels for f32 {
         rsc: isize,
         csc: isize,
     ) {
-        // `c = a b` with contiguous rows of `b` and `c`, narrow or short:
-        // the AVX-512 path that reads the operands unpacked (the same bits
-        // as matrixmultiply, which is as fast or faster on products both
-        // wide and tall; docs/benchmarks.md)
+        // `c = a b` with contiguous rows of `c`, narrow or short: the
+        // AVX-512 path that reads the operands unpacked (the same bits as
+        // matrixmultiply, which is as fast or faster on products both wide
+        // and tall; docs/benchmarks.md), for a `b` with contiguous rows, or
+        // with contiguous columns and small, as in the backward pass of a
+        // narrow layer (`g W^T`), whose rows are copied out first (which
+        // costs less than matrixmultiply's packing of both operands)
         #[cfg(target_arch = "x86_64")]
         if alpha == 1.0
             && beta == 0.0
-            && csb == 1
             && csc == 1
             && m.min(k).min(n) > 0
             && (n <= 128 || m <= 128)
             && super::gemm512::available()
         {
-            // SAFETY: the caller's contract below, and the CPU has AVX-512F.
-            return unsafe { super::gemm512::sgemm(m, k, n, a, rsa, csa, b, rsb, c, rsc) };
-        }
-        // the same with `b` read transposed (its columns contiguous) and
-        // small, as in the backward pass of a narrow layer (`g W^T`): its
-        // rows copied out first, which costs less than matrixmultiply's
-        // packing of both operands
-        #[cfg(target_arch = "x86_64")]
-        if alpha == 1.0
-            && beta == 0.0
-            && rsb == 1
-            && csc == 1
-            && m.min(k).min(n) > 0
-            && (n <= 128 || m <= 128)
-            && k * n <= super::gemm512::TRANSPOSE_MAX
-            && super::gemm512::available()
-        {
-            // SAFETY: the caller's contract, and the CPU has AVX-512F.
-            return unsafe {
-                super::gemm512::sgemm_b_transposed(m, k, n, a, rsa, csa, b, csb, c, rsc)
-            };
+            if csb == 1 {
+                // SAFETY: the caller's contract below, and the CPU has AVX-512F.
+                return unsafe { super::gemm512::sgemm(m, k, n, a, rsa, csa, b, rsb, c, rsc) };
+            }
+            if rsb == 1 && k * n <= super::gemm512::TRANSPOSE_MAX {
+                // SAFETY: as above, with `b`'s columns contiguous.
+                return unsafe {
+                    super::gemm512::sgemm_b_transposed((m, k, n), (a, rsa, csa), (b, csb), (c, rsc))
+                };
+            }
         }
         // SAFETY: the caller upholds `gemm`'s contract, which is
         // matrixmultiply's: valid strided m x k, k x n and m x n operands,

@@ -124,19 +124,12 @@ pub(crate) const TRANSPOSE_MAX: usize = 1 << 14;
 ///
 /// # Safety
 /// As for [`sgemm`], with `b` describing a valid `k x n` matrix that way.
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn sgemm_b_transposed(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: *const f32,
-    rsa: isize,
-    csa: isize,
-    b: *const f32,
-    csb: isize,
-    c: *mut f32,
-    rsc: isize,
+    (m, k, n): (usize, usize, usize),
+    (a, rsa, csa): (*const f32, isize, isize),
+    (b, csb): (*const f32, isize),
+    (c, rsc): (*mut f32, isize),
 ) {
     let mut rows = Vec::with_capacity(k * n);
     let out = &mut rows.spare_capacity_mut()[..k * n];
@@ -405,16 +398,10 @@ mod tests {
                         rsc as isize,
                     );
                     sgemm_b_transposed(
-                        m,
-                        k,
-                        n,
-                        a.as_ptr(),
-                        rsa,
-                        csa,
-                        b_columns.as_ptr(),
-                        csb as isize,
-                        copied.as_mut_ptr(),
-                        rsc as isize,
+                        (m, k, n),
+                        (a.as_ptr(), rsa, csa),
+                        (b_columns.as_ptr(), csb as isize),
+                        (copied.as_mut_ptr(), rsc as isize),
                     );
                     matrixmultiply::sgemm(
                         m,
