@@ -140,6 +140,7 @@ impl<F: Element> Op<F> for Gather {
             ));
         }
         let mut data = Vec::with_capacity(self.indices.len());
+        let xd = x.data();
         for (r, &i) in self.indices.iter().enumerate() {
             if i >= k {
                 return Err(Error::IndexOutOfRange {
@@ -149,7 +150,7 @@ impl<F: Element> Op<F> for Gather {
                     size: k,
                 });
             }
-            data.push(x.data()[r * k + i]);
+            data.push(xd[r * k + i]);
         }
         Tensor::from_vec(data, lead)
     }
@@ -162,8 +163,9 @@ impl<F: Element> Op<F> for Gather {
         let x = inputs[0];
         let k = x.shape().last().copied().unwrap_or(1);
         let mut dx = Tensor::zeros(x.shape());
+        let (d, g) = (dx.data_mut(), g.data());
         for (r, &i) in self.indices.iter().enumerate() {
-            dx.data_mut()[r * k + i] = g.data()[r];
+            d[r * k + i] = g[r];
         }
         Ok(vec![Some(dx)])
     }
