@@ -712,6 +712,40 @@ proptest! {
         prop_assert!(gradcheck(|_, v| v[0].logsumexp(axis, keep), std::slice::from_ref(&x), &GradCheck::default()).is_ok());
         prop_assert!(gradcheck(|_, v| v[0].mean_axis(axis, keep), &[x], &GradCheck::default()).is_ok());
     }
+
+    /// `f32` products of integer-valued operands (every partial sum exact)
+    /// over shapes that cross each path's threshold: the small kernel,
+    /// matrixmultiply, the unpacked AVX-512 kernel with the right operand
+    /// by rows or copied from columns, split over the threads by rows or by
+    /// columns, on one to three threads; each element is the exact sum.
+    #[test]
+    fn products_on_every_path_are_exact(
+        (m, k, n) in (1usize..160, 1usize..80, 1usize..400),
+        ta in any::<bool>(),
+        tb in any::<bool>(),
+        threads in 1usize..4,
+        seed in 0usize..1000,
+    ) {
+        let value = |i: usize| ((i * 5 + i / 3 + seed) % 7) as f32 - 3.0;
+        let a_shape = if ta { [k, m] } else { [m, k] };
+        let b_shape = if tb { [n, k] } else { [k, n] };
+        let a = Tensor::<f32>::from_fn(&a_shape, value);
+        let b = Tensor::<f32>::from_fn(&b_shape, |i| value(i + 3));
+        let at = |i: usize, p: usize| a.data()[if ta { p * m + i } else { i * k + p }];
+        let bt = |p: usize, j: usize| b.data()[if tb { j * k + p } else { p * n + j }];
+        let original = bayesgrad::threads();
+        bayesgrad::set_threads(threads).unwrap();
+        let c = a.matmul_t(&b, ta, tb);
+        bayesgrad::set_threads(original).unwrap();
+        let c = c.unwrap();
+        prop_assert_eq!(c.shape(), &[m, n]);
+        for i in 0..m {
+            for j in 0..n {
+                let want: f32 = (0..k).map(|p| at(i, p) * bt(p, j)).sum();
+                prop_assert_eq!(c.data()[i * n + j], want, "{}x{}x{} {} {} at {},{}", m, k, n, ta, tb, i, j);
+            }
+        }
+    }
 }
 
 #[test]
