@@ -4,9 +4,12 @@
 //!
 //! The time of an op is the wall time of its call on the calling thread,
 //! the work the op hands to helper threads included; what a step spends
-//! between ops (building the tape, allocating, the caller's own code) is
-//! the step's time less the table's total. Timing reads the clock twice an op, which costs tens of nanoseconds: nothing
-//! next to the ops of a layer, but visible on a tape of scalar ops.
+//! between ops (building the tape, drawing noise outside an op, the
+//! caller's own code) is the step's time less the table's total. Timing
+//! reads the clock twice an op, which costs tens of nanoseconds: nothing
+//! next to the ops of a layer, but visible on a tape of scalar ops (the
+//! `tiny` benchmark step takes 3.4 µs with a timer running against 2.7
+//! without, on an Intel Xeon).
 //!
 //! ```
 //! use bayesgrad::prelude::*;
