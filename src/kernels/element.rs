@@ -186,12 +186,14 @@ impl sealed::Kernels for f32 {
         csc: isize,
     ) {
         // `c = a b` with contiguous rows of `c`, narrow or short: the
-        // AVX-512 path that reads the operands unpacked (the same bits as
+        // AVX-512 paths that read the operands unpacked (the same bits as
         // matrixmultiply, which is as fast or faster on products both wide
-        // and tall; docs/benchmarks.md), for a `b` with contiguous rows, or
-        // with contiguous columns and small, as in the backward pass of a
-        // narrow layer (`g W^T`), whose rows are copied out first (which
-        // costs less than matrixmultiply's packing of both operands)
+        // and tall; docs/benchmarks.md): sixteen rows a vector for a result
+        // of at most 16 columns whose `a` has contiguous columns (`xᵀ g` of
+        // a narrow layer); else row tiles, for a `b` with contiguous rows,
+        // or with contiguous columns and small (`g W^T`), whose rows are
+        // copied out first (which costs less than matrixmultiply's packing
+        // of both operands)
         #[cfg(target_arch = "x86_64")]
         if alpha == 1.0
             && beta == 0.0
@@ -200,6 +202,12 @@ impl sealed::Kernels for f32 {
             && (n <= 128 || m <= 128)
             && super::gemm512::available()
         {
+            if n <= super::gemm512::NARROW_MAX && rsa == 1 && m >= 16 {
+                // SAFETY: as below, with `a`'s columns contiguous and n <= 16.
+                return unsafe {
+                    super::gemm512::sgemm_narrow((m, k, n), (a, csa), (b, rsb, csb), (c, rsc))
+                };
+            }
             if csb == 1 {
                 // SAFETY: the caller's contract below, and the CPU has AVX-512F.
                 return unsafe { super::gemm512::sgemm(m, k, n, a, rsa, csa, b, rsb, c, rsc) };

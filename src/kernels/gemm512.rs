@@ -315,6 +315,97 @@ impl<R: Axis, C: Axis> Tile<R, C> {
     }
 }
 
+/// The widest result [`sgemm_narrow`] computes: one accumulator per column.
+pub(crate) const NARROW_MAX: usize = 16;
+
+/// `c = a b` for a narrow result (`n` at most [`NARROW_MAX`]) whose left
+/// operand has contiguous columns (element `(i, p)` at `a + i + p csa`, as
+/// in `xᵀ g`): sixteen rows of `c` a vector, each step of `k` one load of
+/// `a` and one fused multiply-add per column with `b`'s element broadcast,
+/// where the row tiles of [`sgemm`] would fill a 16-lane vector with the
+/// few columns there are. The sums are the same chains as [`sgemm`]'s (and
+/// so matrixmultiply's): in order over `k`, restarted every [`KC`] steps,
+/// each block's sum added to `c`, so the bits are the same.
+///
+/// # Safety
+/// The CPU has AVX-512F; `a` holds the `m x k` matrix so described, `b`
+/// (element `(p, j)` at `b + p rsb + j csb`) the `k x n` one and `c` (rows
+/// `rsc` apart, columns contiguous) the `m x n` one, which overlaps
+/// neither; `m`, `k`, `n` are at least 1 and `n` at most [`NARROW_MAX`].
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn sgemm_narrow(
+    (m, k, n): (usize, usize, usize),
+    (a, csa): (*const f32, isize),
+    (b, rsb, csb): (*const f32, isize, isize),
+    (c, rsc): (*mut f32, isize),
+) {
+    let operands = ((m, k), (a, csa), (b, rsb, csb), (c, rsc));
+    // the accumulators in registers: one instance per width
+    macro_rules! widths {
+        ($($w:literal)*) => {
+            match n {
+                // SAFETY: the caller's contract, with n = $w.
+                $($w => unsafe { narrow::<$w>(operands) },)*
+                _ => unreachable!("sgemm_narrow: n = {n} is not 1 to {NARROW_MAX}"),
+            }
+        };
+    }
+    widths!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+}
+
+/// [`sgemm_narrow`] for `n = N`.
+///
+/// # Safety
+/// As for [`sgemm_narrow`].
+#[allow(clippy::type_complexity)]
+#[inline(always)]
+unsafe fn narrow<const N: usize>(
+    ((m, k), (a, csa), (b, rsb, csb), (c, rsc)): (
+        (usize, usize),
+        (*const f32, isize),
+        (*const f32, isize, isize),
+        (*mut f32, isize),
+    ),
+) {
+    let mut i0 = 0;
+    while i0 < m {
+        let rows = (m - i0).min(16);
+        let mask = (u32::MAX >> (32 - rows)) as __mmask16;
+        let mut p0 = 0;
+        while p0 < k {
+            let kc = (k - p0).min(KC);
+            // SAFETY: (the whole block) rows i0..i0 + rows < m, steps
+            // p0..p0 + kc <= k and columns j < N are inside the operands;
+            // masked-off lanes are neither read nor written.
+            unsafe {
+                let mut acc = [_mm512_setzero_ps(); N];
+                for p in p0..p0 + kc {
+                    let av = _mm512_maskz_loadu_ps(mask, a.add(i0).offset(p as isize * csa));
+                    let b_row = b.offset(p as isize * rsb);
+                    for (j, sum) in acc.iter_mut().enumerate() {
+                        let bv = _mm512_set1_ps(*b_row.offset(j as isize * csb));
+                        *sum = _mm512_fmadd_ps(av, bv, *sum);
+                    }
+                }
+                // the block's sums, column by column, into the rows of `c`
+                let mut block = [[0.0f32; 16]; N];
+                for (sums, sum) in block.iter_mut().zip(&acc) {
+                    _mm512_storeu_ps(sums.as_mut_ptr(), *sum);
+                }
+                for r in 0..rows {
+                    let c_row = c.offset((i0 + r) as isize * rsc);
+                    for (j, sums) in block.iter().enumerate() {
+                        let at = c_row.add(j);
+                        *at = if p0 == 0 { sums[r] } else { *at + sums[r] };
+                    }
+                }
+            }
+            p0 += kc;
+        }
+        i0 += 16;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,6 +446,10 @@ mod tests {
             (12, 257, 10),
             (19, 600, 130),
             (37, 31, 200),
+            (37, 600, 10),
+            (16, 257, 16),
+            (33, 31, 1),
+            (200, 513, 13),
         ];
         for (case, &(m, k, n)) in shapes.iter().enumerate() {
             for transposed in [false, true] {
@@ -371,6 +466,7 @@ mod tests {
                 let mut ours = vec![f32::NAN; m * rsc];
                 let mut theirs = ours.clone();
                 let mut copied = ours.clone();
+                let mut narrow = ours.clone();
                 // the same right operand stored by columns (column j at
                 // j * (k + pad)), for the path that copies it into rows
                 let csb = k + pad;
@@ -383,7 +479,8 @@ mod tests {
                 // SAFETY: `a` holds (m + pad) x (k + pad) values, which
                 // cover m x k read either way; `b` holds k rows of n + pad,
                 // `b_columns` n columns of k + pad, and each `c` m rows of
-                // rsc >= n.
+                // rsc >= n; the narrow kernel runs only on the transposed
+                // `a`, whose columns are contiguous, and n <= 16.
                 unsafe {
                     sgemm(
                         m,
@@ -403,6 +500,15 @@ mod tests {
                         (b_columns.as_ptr(), csb as isize),
                         (copied.as_mut_ptr(), rsc as isize),
                     );
+                    if transposed && n <= NARROW_MAX {
+                        // `a`'s columns are contiguous: the narrow kernel
+                        sgemm_narrow(
+                            (m, k, n),
+                            (a.as_ptr(), csa),
+                            (b.as_ptr(), rsb, 1),
+                            (narrow.as_mut_ptr(), rsc as isize),
+                        );
+                    }
                     matrixmultiply::sgemm(
                         m,
                         k,
@@ -424,6 +530,20 @@ mod tests {
                     for j in 0..rsc {
                         let (x, y) = (ours[i * rsc + j], theirs[i * rsc + j]);
                         let z = copied[i * rsc + j];
+                        let narrow_ran = transposed && n <= NARROW_MAX;
+                        let w = if narrow_ran { narrow[i * rsc + j] } else { y };
+                        if j < n {
+                            assert_eq!(
+                                w.to_bits(),
+                                y.to_bits(),
+                                "{m} x {k} x {n} (narrow kernel), element ({i}, {j}): {w} against {y}"
+                            );
+                        } else if narrow_ran {
+                            assert!(
+                                w.is_nan(),
+                                "{m} x {k} x {n}: the narrow kernel wrote the padding after row {i}"
+                            );
+                        }
                         if j < n {
                             assert_eq!(
                                 x.to_bits(),
