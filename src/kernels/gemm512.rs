@@ -113,9 +113,10 @@ pub(crate) unsafe fn sgemm(
 
 /// The largest right operand (in elements) that [`sgemm_b_transposed`]
 /// copies: `g W2^T` of the `mlp` workload (128 × 10 × 512, 5 120
-/// elements) ran at 82 GFLOP/s this way against matrixmultiply's 70
-/// (`bench -- gemm`, Intel Xeon, two threads). Copying a larger operand
-/// costs about as much as a product as short as these.
+/// elements, split over two threads by rows) ran at 136–165 GFLOP/s this
+/// way against matrixmultiply's 76–112 (`bench -- gemm`, Intel Xeon, seven
+/// alternations). Copying a larger operand costs about as much as a
+/// product as short as these.
 pub(crate) const TRANSPOSE_MAX: usize = 1 << 14;
 
 /// [`sgemm`] for a right operand whose columns are contiguous (element
