@@ -13,16 +13,17 @@ fn lse_parts<F: Element>(x: &Tensor<F>, axis: usize) -> Result<(Tensor<F>, Tenso
     let m = x.max_axis(axis, true)?;
     let (outer, len, inner) = split_at_axis(x.shape(), axis);
     let mut ln_sum = Tensor::zeros(m.shape());
+    let (xd, md, out) = (x.data(), m.data(), ln_sum.data_mut());
     for o in 0..outer {
         for i in 0..inner {
-            let mi = m.data()[o * inner + i];
+            let mi = md[o * inner + i];
             if !mi.is_finite() {
                 continue;
             }
             let s: F = (0..len)
-                .map(|k| (x.data()[(o * len + k) * inner + i] - mi).exp())
+                .map(|k| (xd[(o * len + k) * inner + i] - mi).exp())
                 .sum();
-            ln_sum.data_mut()[o * inner + i] = s.ln();
+            out[o * inner + i] = s.ln();
         }
     }
     Ok((m, ln_sum))
