@@ -1,7 +1,7 @@
 //! The benchmark workloads of docs/benchmarks.md: one full training step
 //! (forward, backward, optimizer update) timed after warm-up.
 //!
-//! Run: `cargo run --release --example bench [-- mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|scaling|gemm|handover|all] [--steps N] [--load N] [--threads N] [--default-alloc] [--ops]`
+//! Run: `cargo run --release --example bench [-- mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|scaling|floor|gemm|handover|all] [--steps N] [--load N] [--threads N] [--default-alloc] [--ops]`
 //! (`--load N` starts N busy-looping competitor threads; `scaling` prints ms per step and GFLOP/s of
 //! `mlp` over batch sizes, widths and thread counts; `gemm` the GFLOP/s of the workloads' products
 //! and the time of the `conv` workload's convolution as a plain `conv2d`; `--ops` then times as many
@@ -493,6 +493,107 @@ fn scaling(steps: usize) -> Result<()> {
     Ok(())
 }
 
+/// The `mlp` step against a floor of three parts measured here, which a
+/// step runs one after another: the products' FLOP at the GEMM peak (as
+/// `scaling`), one normal draw per weight at the sampler's speed
+/// (`Tensor::standard_normal`), and the memory traffic Adam cannot avoid
+/// (read each parameter, its gradient and two moments; write back three)
+/// as a plain pass on every thread, arrays touched before timing.
+fn floor(steps: usize) -> Result<()> {
+    let (batch, width) = (128usize, 512usize);
+    let threads = bayesgrad::threads();
+    let peak = gemm_peak(1024)?;
+    let flop = 8.0 * (batch * 784 * width) as f64 + 12.0 * (batch * width * 10) as f64;
+    let gemm = flop / (peak * 1e9);
+    let weights = 784 * width + width * 10;
+    let mut rng = SmallRng::seed_from_u64(0);
+    let mut best = f64::INFINITY;
+    for _ in 0..25 {
+        let start = Instant::now();
+        std::hint::black_box(Tensor::<f32>::standard_normal(&[weights], &mut rng));
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    let normals = best;
+    let mut store = ParamStore::<f32>::new();
+    let net = flipout_mlp(&mut store, width, &mut rng)?;
+    let params: usize = store.params().map(|p| store.raw(p).len()).sum();
+    let traffic = adam_traffic(params, threads);
+    let whole = gemm + normals + traffic;
+    let x = Tensor::from_fn(&[batch, 784], |_| rng.random::<f32>());
+    let mut step = classifier_step(net, store, x, 60_000, rng);
+    for _ in 0..5 {
+        step()?;
+    }
+    let mut times = Vec::with_capacity(steps);
+    for _ in 0..steps {
+        let start = Instant::now();
+        step()?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let ms = |s: f64| s * 1e3;
+    say!("floor: the mlp step (batch {batch}, width {width}) on {threads} thread(s)");
+    say!(
+        "  GEMM        {:8.3} ms  {:.3} GFLOP at {peak:.1} GFLOP/s (1024 x 1024 x 1024, best of 7)",
+        ms(gemm),
+        flop / 1e9
+    );
+    say!(
+        "  normals     {:8.3} ms  {weights} draws, Tensor::standard_normal (best of 25)",
+        ms(normals)
+    );
+    say!(
+        "  Adam memory {:8.3} ms  {params} f32 parameters, 4 arrays read and 3 written (best of 25)",
+        ms(traffic)
+    );
+    say!(
+        "  step        {:8.3} ms  median of {steps}: {:.2} x the GEMM floor, {:.2} x the floor of all three ({:.3} ms)",
+        ms(median),
+        median / gemm,
+        median / whole,
+        ms(whole)
+    );
+    Ok(())
+}
+
+/// The best time of a pass that reads `x`, `g`, `m`, `v` and writes `x`,
+/// `m`, `v` (`len` `f32` each, no division or square root), split over
+/// `threads` threads started once, the arrays written before timing.
+fn adam_traffic(len: usize, threads: usize) -> f64 {
+    let part = len.div_ceil(threads);
+    let barrier = std::sync::Barrier::new(threads);
+    let best = std::sync::Mutex::new(f64::INFINITY);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (barrier, best) = (&barrier, &best);
+            s.spawn(move || {
+                let n = part.min(len.saturating_sub(t * part));
+                let fill = |c: f32| vec![c; n];
+                let (mut x, g, mut m, mut v) = (fill(0.5), fill(1e-3), fill(0.0), fill(0.0));
+                for _ in 0..27 {
+                    barrier.wait();
+                    let start = Instant::now();
+                    let moments = m.iter_mut().zip(v.iter_mut());
+                    for ((x, &g), (m, v)) in x.iter_mut().zip(&g).zip(moments) {
+                        *m = 0.9 * *m + 0.1 * g;
+                        *v = 0.999 * *v + 0.001 * g * g;
+                        *x -= 1e-3 * *m * *v;
+                    }
+                    std::hint::black_box((&x, &m, &v));
+                    // the pass ends when the slowest thread's part does
+                    barrier.wait();
+                    if t == 0 {
+                        let mut b = best.lock().unwrap_or_else(|e| e.into_inner());
+                        *b = b.min(start.elapsed().as_secs_f64());
+                    }
+                }
+            });
+        }
+    });
+    best.into_inner().unwrap_or_else(|e| e.into_inner())
+}
+
 /// What handing half an elementwise op to another thread costs: `exp` of
 /// `len` floats on a tape (bayesgrad's persistent helpers, then one
 /// thread), against the same split with a thread spawned per op by
@@ -543,7 +644,7 @@ fn handover(reps: usize) -> Result<()> {
     Ok(())
 }
 
-const USAGE: &str = "usage: bench [mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|scaling|gemm|handover|all] [--steps N] [--load N] [--threads N] [--default-alloc] [--ops]
+const USAGE: &str = "usage: bench [mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|scaling|floor|gemm|handover|all] [--steps N] [--load N] [--threads N] [--default-alloc] [--ops]
   --steps N        timed steps per workload (default 50)
   --load N         start N busy-looping competitor threads
   --threads N      threads bayesgrad uses (default: BAYESGRAD_THREADS, else every core)
@@ -579,7 +680,7 @@ fn bench() -> Result<()> {
             "--load" => load = number(&mut args, "--load", 0)?,
             "--threads" => bayesgrad::set_threads(number(&mut args, "--threads", 1)?)?,
             "mlp" | "conv" | "tiny" | "discrete" | "sampling" | "sparse_vd" | "iwae"
-            | "scaling" | "gemm" | "handover" | "all" => which = a,
+            | "scaling" | "floor" | "gemm" | "handover" | "all" => which = a,
             "--default-alloc" => default_alloc = true,
             "--ops" => ops = true,
             "--help" | "-h" => {
@@ -608,6 +709,9 @@ fn bench() -> Result<()> {
     }
     if which == "scaling" {
         scaling(steps)?;
+    }
+    if which == "floor" {
+        floor(steps)?;
     }
     if which == "gemm" {
         gemm_products()?;
