@@ -353,9 +353,8 @@ impl NormalStream {
     /// with `seed`: [`parallel::par_fill`](crate::kernels::parallel) hands out parts
     /// starting at 0 and, for long tensors, one more.
     pub(crate) fn new(seed: u64, start: usize) -> Self {
-        let stream = if start == 0 { 0 } else { 0x9E37_79B9_7F4A_7C15 };
         NormalStream {
-            lanes: Lanes::new(seed ^ stream),
+            lanes: Lanes::new(part_seed(seed, start)),
             buf: [0.0; Self::PIECE],
         }
     }
@@ -467,14 +466,28 @@ pub(crate) fn xoshiro256pp(s: &mut [u64; 4]) -> u64 {
     out
 }
 
-/// `len` random signs ±1, one random bit each, seeded from `rng` (one `next_u64`).
+/// The seed of the random stream of the part of a tensor that starts at
+/// element `start`, for a tensor drawn with `seed`: `par_fill` hands out
+/// parts starting at 0 and, for long tensors, one more.
+fn part_seed(seed: u64, start: usize) -> u64 {
+    if start == 0 {
+        seed
+    } else {
+        seed ^ 0x9E37_79B9_7F4A_7C15
+    }
+}
+
+/// `len` random signs ±1, one random bit each, seeded from `rng` (one
+/// `next_u64`). Each of `par_fill`'s parts (one for a short tensor, two
+/// halves on two threads for a long one) takes its signs from its own
+/// xoshiro256++ stream, 64 from each draw, lowest bit first; the first
+/// part's stream is the seed's. So the signs of a seed do not depend on
+/// the thread count.
 pub(crate) fn rademacher<F: Element>(len: usize, rng: &mut dyn Rng) -> Vec<F> {
-    let mut local = Xoshiro256::new(rng.next_u64());
-    // 64 signs from each draw, lowest bit first, written without a
-    // zero-fill first, 32 at a time: the loop over the bits of a 32-bit
-    // word is arithmetic (2 bit - 1, as a float), so it vectorizes
-    let mut data = Vec::with_capacity(len);
-    let out = &mut data.spare_capacity_mut()[..len];
+    let seed = rng.next_u64();
+    // written without a zero-fill first, 32 at a time: the loop over the
+    // bits of a 32-bit word is arithmetic (2 bit - 1, as a float), so it
+    // vectorizes
     #[inline(always)]
     fn signs<F: Element>(word: u32, out: &mut [MaybeUninit<F>]) {
         for (i, o) in out.iter_mut().enumerate() {
@@ -482,20 +495,23 @@ pub(crate) fn rademacher<F: Element>(len: usize, rng: &mut dyn Rng) -> Vec<F> {
             o.write(F::lit(f64::from(2 * bit - 1)));
         }
     }
-    super::parallel::vectorized(
-        #[inline(always)]
-        || {
-            for chunk in out.chunks_mut(64) {
-                let bits = local.next_u64();
-                let (low, high) = chunk.split_at_mut(chunk.len().min(32));
-                signs(bits as u32, low);
-                signs((bits >> 32) as u32, high);
-            }
-        },
-    );
-    // SAFETY: the chunks cover all `len` elements, each written above
-    unsafe { data.set_len(len) };
-    data
+    // SAFETY: the chunks of 64 cover each part, and `signs` writes every
+    // element of both halves of a chunk
+    unsafe {
+        super::parallel::par_new(
+            len,
+            #[inline(always)]
+            |start, part| {
+                let mut local = Xoshiro256::new(part_seed(seed, start));
+                for chunk in part.chunks_mut(64) {
+                    let bits = local.next_u64();
+                    let (low, high) = chunk.split_at_mut(chunk.len().min(32));
+                    signs(bits as u32, low);
+                    signs((bits >> 32) as u32, high);
+                }
+            },
+        )
+    }
 }
 
 #[cfg(test)]
@@ -633,6 +649,32 @@ mod tests {
                 assert_eq!(x, if bit == 1 { 1.0 } else { -1.0 }, "{shape:?} at {i}");
             }
         }
+    }
+
+    /// A long tensor's two halves (`par_fill`'s parts) take their signs
+    /// from two streams: the seed's, and a second one from the middle on.
+    #[test]
+    fn long_rademacher_tensors_draw_each_half_from_its_own_stream() {
+        let len = 3 * crate::kernels::parallel::PARALLEL_MIN + 13;
+        let t: Tensor<f32> = rademacher(&[len], &mut SmallRng::seed_from_u64(5));
+        let seed = SmallRng::seed_from_u64(5).next_u64();
+        let mid = len / 2;
+        for (start, part) in [(0, &t.data()[..mid]), (mid, &t.data()[mid..])] {
+            let mut local = Xoshiro256::new(part_seed(seed, start));
+            let mut bits = 0;
+            for (i, &x) in part.iter().enumerate() {
+                if i % 64 == 0 {
+                    bits = local.next_u64();
+                }
+                let want = if (bits >> (i % 64)) & 1 == 1 {
+                    1.0
+                } else {
+                    -1.0
+                };
+                assert_eq!(x, want, "part at {start}, element {i}");
+            }
+        }
+        assert_ne!(part_seed(seed, 0), part_seed(seed, mid));
     }
 
     #[test]
