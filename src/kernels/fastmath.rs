@@ -13,7 +13,26 @@ const LOG2E: f32 = std::f32::consts::LOG2_E;
 /// Returns 0 below -87.3 (flushing a few subnormals) and +inf above 88.72; NaN stays NaN.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    let xc = x.clamp(-87.3, 88.72);
+    let (p, ni) = exp_parts(x.clamp(-87.3, 88.72));
+    // 2^n as two factors so that n = 128 and n = -126 stay representable
+    let half = ni >> 1;
+    let s1 = f32::from_bits(((half + 127) as u32) << 23);
+    let s2 = f32::from_bits(((ni - half + 127) as u32) << 23);
+    let y = p * s1 * s2;
+    if x < -87.3 {
+        0.0
+    } else if x > 88.72 {
+        f32::INFINITY
+    } else if x.is_nan() {
+        x
+    } else {
+        y
+    }
+}
+
+/// `(e^r, n)` with `e^xc = e^r 2^n`, for `xc` in `[-87.3, 88.72]`.
+#[inline(always)]
+fn exp_parts(xc: f32) -> (f32, i32) {
     // Round to nearest with the 1.5 * 2^23 trick (f32::round is a libm call
     // without SSE4.1); the integer n is then in the low mantissa bits of t.
     let t = xc * LOG2E + ROUNDER;
@@ -25,15 +44,20 @@ pub fn exp(x: f32) -> f32 {
     let p = 1.0
         + (r + (r2 * (0.5 + r * (1.0 / 6.0))
             + r4 * ((1.0 / 24.0 + r * (1.0 / 120.0)) + r2 * (1.0 / 720.0))));
-    // 2^n as two factors so that n = 128 and n = -126 stay representable
-    let half = ni >> 1;
-    let s1 = f32::from_bits(((half + 127) as u32) << 23);
-    let s2 = f32::from_bits(((ni - half + 127) as u32) << 23);
-    let y = p * s1 * s2;
+    (p, ni)
+}
+
+/// [`exp`] of an `x` that is not positive (or is NaN), with the same bits,
+/// for `e^-|x|` in the sigmoid and softplus: there `n` is in `[-126, 0]`,
+/// so `2^n` is one normal number (and `p 2^n` rounds once, as `p s1 s2`
+/// does), and there is no overflow to check.
+#[inline(always)]
+fn exp_nonpositive(x: f32) -> f32 {
+    debug_assert!(x <= 0.0 || x.is_nan(), "exp_nonpositive({x})");
+    let (p, ni) = exp_parts(x.max(-87.3));
+    let y = p * f32::from_bits(((ni + 127) as u32) << 23);
     if x < -87.3 {
         0.0
-    } else if x > 88.72 {
-        f32::INFINITY
     } else if x.is_nan() {
         x
     } else {
@@ -86,10 +110,14 @@ fn ln_normal(x: f32) -> (f32, f32) {
 /// `ln(1 + e)` for `e` in `[0, 1]` from `u = 1 + e` (rounded) and its
 /// reciprocal `inv_u`, which the callers need anyway: `ln u` plus the
 /// rounding error of `u`, `e - (u - 1)` (exact), divided by `u`. Exact for
-/// tiny `e`, where `u` rounds to 1.
+/// tiny `e`, where `u` rounds to 1. `u` is in `[1, 2]`, where
+/// [`ln_normal`]'s reduction is `(0, u)` up to `√2` and `(1, u / 2)` above,
+/// taken here without reading the exponent bits (the same values).
 #[inline(always)]
 fn log1p_unit(e: f32, u: f32, inv_u: f32) -> f32 {
-    let (k, ln_m) = ln_normal(u);
+    let above = u > std::f32::consts::SQRT_2;
+    let (k, m) = if above { (1.0, u * 0.5) } else { (0.0, u) };
+    let ln_m = ln1p_reduced(m - 1.0);
     k * LN2_HI + (ln_m + k * LN2_LO) + (e - (u - 1.0)) * inv_u
 }
 
@@ -135,7 +163,7 @@ pub fn softplus(x: f32) -> f32 {
 /// The logistic function `1 / (1 + e^-x)`.
 #[inline(always)]
 pub fn sigmoid(x: f32) -> f32 {
-    let e = exp(-x.abs());
+    let e = exp_nonpositive(-x.abs());
     let s = 1.0 / (1.0 + e);
     if x >= 0.0 { s } else { e * s }
 }
@@ -145,7 +173,7 @@ pub fn sigmoid(x: f32) -> f32 {
 /// each is bit for bit what [`softplus`] and [`sigmoid`] give.
 #[inline(always)]
 pub fn softplus_sigmoid(x: f32) -> (f32, f32) {
-    softplus_sigmoid_given(x, exp(-x.abs()))
+    softplus_sigmoid_given(x, exp_nonpositive(-x.abs()))
 }
 
 /// [`softplus_sigmoid`] given `e = e^-|x|` (NaN in `e` gives NaN).
@@ -218,6 +246,45 @@ mod tests {
         assert_eq!(exp(100.0), f32::INFINITY);
         assert!(exp(f32::NAN).is_nan());
         assert_eq!(exp(0.0), 1.0);
+    }
+
+    /// The reductions the sigmoid and softplus take (`exp_nonpositive`,
+    /// `log1p_unit`) give the bits of the general ones.
+    #[test]
+    fn the_sigmoids_reductions_give_the_general_bits() {
+        let nonpositive = sweep(-100.0, 0.0)
+            .chain((0..4000).map(|i| -f32::from_bits(i * 265_000)))
+            .chain([
+                -87.3,
+                -87.299_99,
+                -87.300_01,
+                -0.0,
+                f32::NEG_INFINITY,
+                f32::NAN,
+            ]);
+        for x in nonpositive {
+            assert_eq!(
+                exp_nonpositive(x).to_bits(),
+                exp(x).to_bits(),
+                "exp at {x:e}"
+            );
+        }
+        let general = |e: f32, u: f32, inv_u: f32| {
+            let (k, ln_m) = ln_normal(u);
+            k * LN2_HI + (ln_m + k * LN2_LO) + (e - (u - 1.0)) * inv_u
+        };
+        let units = sweep(0.0, 1.0)
+            .chain((0..4000).map(|i| f32::from_bits(i * 265_000)))
+            .chain([std::f32::consts::SQRT_2 - 1.0, 1.0, f32::NAN]);
+        for e in units.filter(|e| *e <= 1.0 || e.is_nan()) {
+            let u = 1.0 + e;
+            let want = general(e, u, 1.0 / u);
+            assert_eq!(
+                log1p_unit(e, u, 1.0 / u).to_bits(),
+                want.to_bits(),
+                "log1p at {e:e}"
+            );
+        }
     }
 
     #[test]
