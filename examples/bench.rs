@@ -432,6 +432,29 @@ fn gemm_products() -> Result<()> {
     Ok(())
 }
 
+/// The GEMM FLOP of an `mlp` step at a batch and width: layer 1's two
+/// products forward and two weight gradients, layer 2's also two input
+/// gradients.
+fn mlp_flop(batch: usize, width: usize) -> f64 {
+    let (b, w) = (batch as f64, width as f64);
+    8.0 * b * 784.0 * w + 12.0 * b * w * 10.0
+}
+
+/// The median time in seconds of `steps` steps, after `warmup` untimed ones.
+fn median_step(mut step: Step, warmup: usize, steps: usize) -> Result<f64> {
+    for _ in 0..warmup {
+        step()?;
+    }
+    let mut times = Vec::with_capacity(steps);
+    for _ in 0..steps {
+        let start = Instant::now();
+        step()?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
 /// `mlp` at several batch sizes, widths and thread counts: ms per step,
 /// the GEMM GFLOP/s it achieves, and its FLOP floor at the machine's GEMM
 /// peak (measured first, per thread count).
@@ -464,20 +487,9 @@ fn scaling(steps: usize) -> Result<()> {
                 let mut store = ParamStore::<f32>::new();
                 let net = flipout_mlp(&mut store, width, &mut rng)?;
                 let x = Tensor::from_fn(&[batch, 784], |_| rng.random::<f32>());
-                let mut step = classifier_step(net, store, x, 60_000, rng);
-                for _ in 0..2 {
-                    step()?;
-                }
-                let mut times = Vec::with_capacity(steps);
-                for _ in 0..steps {
-                    let start = Instant::now();
-                    step()?;
-                    times.push(start.elapsed().as_secs_f64());
-                }
-                times.sort_by(f64::total_cmp);
-                let median = times[times.len() / 2];
-                let (b, w) = (batch as f64, width as f64);
-                let flop = 8.0 * b * 784.0 * w + 12.0 * b * w * 10.0;
+                let step = classifier_step(net, store, x, 60_000, rng);
+                let median = median_step(step, 2, steps)?;
+                let flop = mlp_flop(batch, width);
                 let floor = flop / (peak * 1e9);
                 say!(
                     "{threads:>7} {batch:>6} {width:>7} {:>11.3} {:>9.1} {:>13.3} {:>13.2}",
@@ -503,7 +515,7 @@ fn floor(steps: usize) -> Result<()> {
     let (batch, width) = (128usize, 512usize);
     let threads = bayesgrad::threads();
     let peak = gemm_peak(1024)?;
-    let flop = 8.0 * (batch * 784 * width) as f64 + 12.0 * (batch * width * 10) as f64;
+    let flop = mlp_flop(batch, width);
     let gemm = flop / (peak * 1e9);
     let weights = 784 * width + width * 10;
     let mut rng = SmallRng::seed_from_u64(0);
@@ -520,18 +532,7 @@ fn floor(steps: usize) -> Result<()> {
     let traffic = adam_traffic(params, threads);
     let whole = gemm + normals + traffic;
     let x = Tensor::from_fn(&[batch, 784], |_| rng.random::<f32>());
-    let mut step = classifier_step(net, store, x, 60_000, rng);
-    for _ in 0..5 {
-        step()?;
-    }
-    let mut times = Vec::with_capacity(steps);
-    for _ in 0..steps {
-        let start = Instant::now();
-        step()?;
-        times.push(start.elapsed().as_secs_f64());
-    }
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
+    let median = median_step(classifier_step(net, store, x, 60_000, rng), 5, steps)?;
     let ms = |s: f64| s * 1e3;
     say!("floor: the mlp step (batch {batch}, width {width}) on {threads} thread(s)");
     say!(
