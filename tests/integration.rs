@@ -31,6 +31,42 @@ mod spike_slab_posterior;
 mod threads;
 mod uci_wine;
 
+// The integration tests run on the allocator that starts large blocks on a
+// cache line, the unit tests on the system allocator: each serves a whole
+// suite, threads included.
+#[global_allocator]
+static ALLOC: bayesgrad::train::CacheAligned = bayesgrad::train::CacheAligned;
+
+/// A training step's weight-sized tensors (parameters, gradients, Adam's
+/// state written in place) start on a cache line under [`ALLOC`].
+#[test]
+fn large_tensors_start_on_a_cache_line() {
+    use bayesgrad::layers::DenseSparseVd;
+    use bayesgrad::prelude::*;
+    let mut rng = StdRng::seed_from_u64(0);
+    let mut store = ParamStore::<f32>::new();
+    let layer = DenseSparseVd::new(&mut store, "l", 64, 48, &mut rng).unwrap();
+    let x = Tensor::from_fn(&[16, 64], |i| (i % 7) as f32 - 3.0);
+    let mut opt = Adam::new(1e-2);
+    for _ in 0..3 {
+        let tape = Tape::new();
+        let mut cx = Forward::new(&tape, &store, &mut rng);
+        let y = layer.forward(&mut cx, tape.constant(x.clone())).unwrap();
+        let loss = y.square().mean() + cx.divergences().total();
+        let grads = loss.backward().unwrap();
+        for p in store.params() {
+            let g = grads.param(p).unwrap();
+            for (what, t) in [("value", &store.value(p)), ("gradient", g)] {
+                if t.len() * 4 >= bayesgrad::train::CacheAligned::MIN_SIZE {
+                    let at = t.data().as_ptr() as usize % 64;
+                    assert_eq!(at, 0, "{what} of {}", store.name(p));
+                }
+            }
+        }
+        opt.step(&mut store, &grads).unwrap();
+    }
+}
+
 /// Every `tests/*.rs` besides this file is a module of this binary.
 #[test]
 fn every_test_file_is_declared_here() {

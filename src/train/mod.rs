@@ -9,7 +9,7 @@ pub mod optim;
 mod rng;
 mod schedule;
 
-pub use alloc::retain_freed_memory;
+pub use alloc::{CacheAligned, retain_freed_memory};
 pub use checkpoint::Resumable;
 pub use data::{Minibatches, shuffle};
 pub use optim::{Adam, Optimizer, Sgd};
