@@ -725,7 +725,9 @@ const USAGE: &str = "usage: bench [mlp|sparse_vd|iwae|conv|tiny|discrete|samplin
   --load N         start N busy-looping competitor threads
   --threads N      threads bayesgrad uses (default: BAYESGRAD_THREADS, else every core)
   --default-alloc  leave the allocator's release of freed memory as it is
-  --ops            then time as many steps again op by op, and print the table";
+  --ops            then time as many steps again op by op, and print the table
+environment: BENCH_SYSTEM_ALLOC=1 leaves every block to the system allocator (by default blocks of
+  4 KiB or more start on a cache line: bayesgrad::train::CacheAligned)";
 
 fn main() -> std::process::ExitCode {
     match bench() {
