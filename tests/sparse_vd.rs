@@ -58,6 +58,38 @@ fn gradcheck_sparse_vd_output_and_divergence_apart() {
     }
 }
 
+/// `ln σ²` read a second time by the loss, outside the layer: the tape sums
+/// that read's gradient with the one the divergence op gives (the unit test
+/// `gradcheck_divergence_op_with_log_sigma2_used_again` uses one var for
+/// both). With the divergence in the loss, and without it.
+#[test]
+fn gradcheck_sparse_vd_with_log_sigma2_used_twice() {
+    let mut store = ParamStore::new();
+    let l = layer(&mut store, -2.0);
+    let (_, ls2) = l.kernel_params();
+    let x = Tensor::from_rows(&[[0.5, -1.0, 2.0], [0.1, 0.2, -0.3]]).unwrap();
+    let params: Vec<Param> = store.params().collect();
+    for with_divergence in [true, false] {
+        bayesgrad::autodiff::gradcheck::gradcheck_params(
+            |tape, store| {
+                let mut rng = StdRng::seed_from_u64(1);
+                let mut cx = Forward::new(tape, store, &mut rng);
+                let y = l.forward(&mut cx, tape.constant(x.clone()))?;
+                let again = cx.param(ls2)?.square().sum() * 0.1;
+                let loss = y.square().sum() + again;
+                Ok(match with_divergence {
+                    true => loss + cx.divergences().total(),
+                    false => loss,
+                })
+            },
+            &mut store,
+            &params,
+            &GradCheck::default(),
+        )
+        .unwrap_or_else(|e| panic!("with the divergence: {with_divergence}: {e}"));
+    }
+}
+
 /// The KL approximation of Molchanov et al. (2017) at a few ln α: it tends
 /// to 0 as α grows and to (k1 - ln α / 2 ...) as α shrinks; here against
 /// the formula evaluated by hand.
