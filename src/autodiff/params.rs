@@ -290,7 +290,8 @@ impl<F: Element> ParamStore<F> {
         }
         self.entries.push(Entry {
             name,
-            value,
+            // read by every step and updated in place: on a cache line
+            value: value.line_aligned(),
             constraint,
             frozen: false,
             version: 0,
@@ -387,7 +388,7 @@ impl<F: Element> ParamStore<F> {
             ));
         }
         let entry = &mut self.entries[p.index];
-        entry.value = value;
+        entry.value = value.line_aligned();
         entry.version += 1;
         Ok(())
     }

@@ -92,8 +92,9 @@ impl<F: Element> Op<F> for NormalLogProb {
             dloc[i] = z / si * g[i];
             dscale[i] = (z * z - F::one()) / si * g[i];
         }
-        let dx = needs[0]
-            .then(|| Tensor::new_unchecked(dloc.iter().map(|&d| -d).collect(), shape.clone()));
+        let dx = needs[0].then(|| {
+            Tensor::new_unchecked(dloc.iter().map(|&d| -d).collect::<Vec<_>>(), shape.clone())
+        });
         let reduce = |d: Option<Tensor<F>>, k: usize| {
             d.map(|d| d.sum_to_owned(inputs[k].shape())).transpose()
         };

@@ -2,6 +2,7 @@
 //! with a small-matrix path and a two-thread split of large products.
 
 use super::element::Element;
+use crate::tensor::Storage;
 
 /// A row-major matrix buffer read directly or transposed.
 #[derive(Clone, Copy)]
@@ -48,17 +49,17 @@ impl<'a, F> MatRef<'a, F> {
 }
 
 /// `a b` with `a: m x k`, `b: k x n` into a new row-major buffer, which
-/// the GEMM writes without a zero-filling pass first.
+/// the GEMM writes without a zero-filling pass first (starting on a cache
+/// line when large, [`Storage::build`]).
 pub(crate) fn gemm_new<F: Element>(
     m: usize,
     k: usize,
     n: usize,
     a: MatRef<'_, F>,
     b: MatRef<'_, F>,
-) -> Vec<F> {
-    let mut c = Vec::new();
-    gemm_append(m, k, n, a, b, &mut c);
-    c
+) -> Storage<F> {
+    // SAFETY: `gemm_uninit` writes every element of its output.
+    unsafe { Storage::build(m * n, |c| gemm_uninit(m, k, n, a, b, c)) }
 }
 
 /// Appends `a b` (`a: m x k`, `b: k x n`, row-major `m x n`) to `c`; the
@@ -248,29 +249,25 @@ pub(crate) fn gemm_gathered<F: Element>(
 
 /// [`gemm_gathered`] into a new `m x n` vector, the rows of `c` split
 /// over two threads when the product is large (each row's sums are the
-/// same either way).
+/// same either way; starting on a cache line when large).
 pub(crate) fn gemm_gathered_new<F: Element>(
     a: &[F],
     (rows, cols): (&[isize], &[isize]),
     b: &[F],
     n: usize,
-) -> Vec<F> {
+) -> Storage<F> {
     let m = rows.len();
-    let mut c = Vec::with_capacity(m * n);
-    super::parallel::par_blocks(
-        &mut c.spare_capacity_mut()[..m * n],
-        m,
-        m * cols.len() * n,
-        |part, c| {
-            if !part.is_empty() {
-                gemm_gathered(a, (&rows[part], cols), b, n, c);
-            }
-        },
-    );
     // SAFETY: the two parts cover all rows (one may be empty), and
-    // `gemm_gathered` wrote every element of each.
-    unsafe { c.set_len(m * n) };
-    c
+    // `gemm_gathered` writes every element of each.
+    unsafe {
+        Storage::build(m * n, |c| {
+            super::parallel::par_blocks(c, m, m * cols.len() * n, |part, c| {
+                if !part.is_empty() {
+                    gemm_gathered(a, (&rows[part], cols), b, n, c);
+                }
+            });
+        })
+    }
 }
 
 /// `c = a b` (`a: m x k`, `b: k x n`, `c` row-major `m x n`), writing every

@@ -16,6 +16,7 @@
 //!   eight lanes so that they vectorize.
 
 use super::element::Element;
+use crate::tensor::Storage;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -550,22 +551,20 @@ pub(crate) fn par_blocks<D: Blocks, R: Send>(
         .expect("join returns only after both halves ran")
 }
 
-/// A new vector of `len` elements written by `f(start, chunk)` over the
-/// chunks [`par_fill`] hands out, without zero-filling it first.
+/// A new tensor buffer of `len` elements written by `f(start, chunk)` over
+/// the chunks [`par_fill`] hands out, without zero-filling it first, and
+/// starting on a cache line when large ([`Storage::build`]).
 ///
 /// # Safety
 /// `f` must initialize every element of every chunk it is given (if it
-/// panics instead, the vector is dropped without being read).
-pub(crate) unsafe fn par_new<T: Send>(
+/// panics instead, the buffer is dropped without being read).
+pub(crate) unsafe fn par_new<F: Element>(
     len: usize,
-    f: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync,
-) -> Vec<T> {
-    let mut out = Vec::with_capacity(len);
-    par_fill(&mut out.spare_capacity_mut()[..len], f);
-    // SAFETY: `par_fill` gave every one of the `len` elements to `f`,
-    // which initialized it (the caller's contract).
-    unsafe { out.set_len(len) };
-    out
+    f: impl Fn(usize, &mut [MaybeUninit<F>]) + Sync,
+) -> Storage<F> {
+    // SAFETY: `par_fill` gives every one of the `len` elements to `f`,
+    // which initializes it (the caller's contract).
+    unsafe { Storage::build(len, |out| par_fill(out, f)) }
 }
 
 /// `sum_i term(a_i, b_i)`, accumulated in eight lanes (so that it

@@ -15,6 +15,7 @@
 
 use super::element::Element;
 use super::fastmath::{LN2_HI, LN2_LO, sin_cos_turn};
+use crate::tensor::Storage;
 use rand::Rng;
 use std::mem::MaybeUninit;
 
@@ -388,7 +389,7 @@ impl NormalStream {
 }
 
 /// `len` `N(0, 1)` draws, seeded from `rng` (one `next_u64`).
-pub(crate) fn standard_normal<F: Element>(len: usize, rng: &mut dyn Rng) -> Vec<F> {
+pub(crate) fn standard_normal<F: Element>(len: usize, rng: &mut dyn Rng) -> Storage<F> {
     let seed = rng.next_u64();
     // SAFETY: `fill_normals` writes every element of each chunk
     unsafe { super::parallel::par_new(len, fill_normals(seed)) }
@@ -483,7 +484,7 @@ fn part_seed(seed: u64, start: usize) -> u64 {
 /// xoshiro256++ stream, 64 from each draw, lowest bit first; the first
 /// part's stream is the seed's. So the signs of a seed do not depend on
 /// the thread count.
-pub(crate) fn rademacher<F: Element>(len: usize, rng: &mut dyn Rng) -> Vec<F> {
+pub(crate) fn rademacher<F: Element>(len: usize, rng: &mut dyn Rng) -> Storage<F> {
     let seed = rng.next_u64();
     // written without a zero-fill first, 32 at a time: the loop over the
     // bits of a 32-bit word is arithmetic (2 bit - 1, as a float), so it

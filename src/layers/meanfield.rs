@@ -16,7 +16,7 @@ use crate::autodiff::tape::{MultiOp, Var};
 use crate::error::{Error, Result};
 use crate::kernels::parallel::{Pairwise, par_blocks, par_fill, par_new, sum_lanes};
 use crate::kernels::random::NormalStream;
-use crate::tensor::{Element, Tensor};
+use crate::tensor::{Element, Tensor, Uninit};
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
@@ -230,8 +230,8 @@ impl<F: Element> MultiOp<F> for MeanFieldSample<F> {
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Vec<Tensor<F>>> {
         let (loc, rho) = (inputs[0].data(), inputs[1].data());
         let n = rho.len();
-        let mut delta = Vec::with_capacity(n);
-        let (mut delta_slope, mut kl_slope) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let mut delta = Uninit::new(n);
+        let (mut delta_slope, mut kl_slope) = (Uninit::new(n), Uninit::new(n));
         // `par_blocks` makes the same parts as `standard_normal`'s
         // `par_fill`, so the parts draw the same normals.
         let p = SampleParams {
@@ -240,13 +240,7 @@ impl<F: Element> MultiOp<F> for MeanFieldSample<F> {
             prior_loc: self.prior_loc,
             inv_scale: F::one() / self.prior_scale,
         };
-        let outputs = (
-            &mut delta.spare_capacity_mut()[..n],
-            (
-                &mut delta_slope.spare_capacity_mut()[..n],
-                &mut kl_slope.spare_capacity_mut()[..n],
-            ),
-        );
+        let outputs = (delta.slots(), (delta_slope.slots(), kl_slope.slots()));
         let ((q0, l0), (q1, l1)) = par_blocks(
             outputs,
             n,
@@ -258,11 +252,13 @@ impl<F: Element> MultiOp<F> for MeanFieldSample<F> {
             },
         );
         // SAFETY: the two parts wrote every element of all three
-        unsafe {
-            delta.set_len(n);
-            delta_slope.set_len(n);
-            kl_slope.set_len(n);
-        }
+        let (delta, delta_slope, kl_slope) = unsafe {
+            (
+                delta.assume_init(),
+                delta_slope.assume_init(),
+                kl_slope.assume_init(),
+            )
+        };
         let count = F::from_usize(n).unwrap_or_else(F::nan);
         // sum ln r = sum ln scale - n ln s
         let kl = (q0 + q1) - (l0 + l1) + count * self.prior_scale.fast_ln();

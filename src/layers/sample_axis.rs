@@ -22,7 +22,7 @@ use crate::kernels::parallel::{
     PAIRWISE_BLOCK, Pairwise, join, par_blocks, par_fill, par_new, sum_lanes,
 };
 use crate::kernels::random::standard_normal_into;
-use crate::tensor::{Element, Tensor};
+use crate::tensor::{Element, Tensor, Uninit};
 use rand::Rng;
 
 /// `K` draws `ε_k` of a standard Normal over `shape`, stacked to
@@ -32,17 +32,17 @@ use rand::Rng;
 fn stacked_noise<F: Element>(shape: &[usize], k: usize, rng: &mut dyn Rng) -> Result<Tensor<F>> {
     let n: usize = shape.iter().product();
     crate::tensor::checked_alloc::<F>("SampleMode::SampleAxis", &[k, n])?;
-    let mut data = Vec::with_capacity(k * n);
-    let blocks = &mut data.spare_capacity_mut()[..k * n];
+    let mut data = Uninit::new(k * n);
+    let blocks = data.slots();
     for i in 0..k {
         // each block draws as `noise(shape, rng)` would, straight into place
         standard_normal_into(&mut blocks[i * n..(i + 1) * n], rng);
     }
     // SAFETY: the K blocks of n elements were all written
-    unsafe { data.set_len(k * n) };
+    let data = unsafe { data.assume_init() };
     let mut stacked = vec![k];
     stacked.extend_from_slice(shape);
-    Tensor::from_vec(data, &stacked)
+    Ok(Tensor::new_unchecked(data, stacked))
 }
 
 /// The pieces of `len` elements from `start` of a `[K, n]` buffer that lie
@@ -87,7 +87,7 @@ impl<F: Element> Op<F> for PerSampleDraw<F> {
                 }
             })
         };
-        Tensor::from_vec(w, self.eps.shape())
+        Ok(Tensor::new_unchecked(w, self.eps.shape().to_vec()))
     }
     fn backward(
         &self,
@@ -99,25 +99,22 @@ impl<F: Element> Op<F> for PerSampleDraw<F> {
         let n = inputs[0].len();
         let (g, eps) = (g.data(), self.eps.data());
         // sums over the samples, for each weight
-        let (mut dloc, mut dscale) = (vec![F::zero(); n], vec![F::zero(); n]);
-        par_fill(&mut dloc, |start, out| {
+        let (mut dloc, mut dscale) = (Tensor::zeros(shape), Tensor::zeros(shape));
+        par_fill(dloc.data_mut(), |start, out| {
             for gk in g.chunks_exact(n.max(1)) {
                 for (o, &g) in out.iter_mut().zip(&gk[start..]) {
                     *o = *o + g;
                 }
             }
         });
-        par_fill(&mut dscale, |start, out| {
+        par_fill(dscale.data_mut(), |start, out| {
             for (gk, ek) in g.chunks_exact(n.max(1)).zip(eps.chunks_exact(n.max(1))) {
                 for (o, (&g, &e)) in out.iter_mut().zip(gk[start..].iter().zip(&ek[start..])) {
                     *o = *o + g * e;
                 }
             }
         });
-        Ok(vec![
-            Some(Tensor::from_vec(dloc, shape)?),
-            Some(Tensor::from_vec(dscale, shape)?),
-        ])
+        Ok(vec![Some(dloc), Some(dscale)])
     }
 }
 

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::kernels::parallel::{PAIRWISE_BLOCK, Pairwise, par_blocks, par_fill, sum_lanes};
 use crate::layers::meanfield::add_terms;
 use crate::layers::variational::local_draw;
-use crate::tensor::{Element, Tensor};
+use crate::tensor::{Element, Storage, Tensor, Uninit};
 use rand::Rng;
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
@@ -77,7 +77,7 @@ struct SparseVdKl<F: Element> {
 /// What [`SparseVdKl`]'s forward pass keeps for backward.
 struct Saved<F> {
     /// `dKL/d ln α` of each weight.
-    slope: Vec<F>,
+    slope: Storage<F>,
     /// `σ²`, when the op gives it.
     var: Option<Tensor<F>>,
 }
@@ -90,15 +90,11 @@ impl<F: Element> MultiOp<F> for SparseVdKl<F> {
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Vec<Tensor<F>>> {
         let (theta, ls2) = (inputs[0].data(), inputs[1].data());
         let n = theta.len();
-        let mut slope = Vec::with_capacity(n);
-        let mut var = Vec::with_capacity(if self.variances { n } else { 0 });
-        let var_out = match self.variances {
-            true => &mut var.spare_capacity_mut()[..n],
-            false => &mut [][..],
-        };
+        let mut slope = Uninit::new(n);
+        let mut var = Uninit::new(if self.variances { n } else { 0 });
         // the blocks and the order of summation of `par_sum2`
         let (lo, hi) = par_blocks(
-            (&mut slope.spare_capacity_mut()[..n], var_out),
+            (slope.slots(), var.slots()),
             n,
             n,
             #[inline(always)]
@@ -151,14 +147,11 @@ impl<F: Element> MultiOp<F> for SparseVdKl<F> {
             },
         );
         // SAFETY: the two parts wrote every element of both
-        unsafe {
-            slope.set_len(n);
-            var.set_len(if self.variances { n } else { 0 });
-        }
+        let (slope, var) = unsafe { (slope.assume_init(), var.assume_init()) };
         let mut outputs = vec![Tensor::scalar(lo + hi)];
         let var = match self.variances {
             true => {
-                let var = Tensor::from_vec(var, inputs[1].shape())?;
+                let var = Tensor::new_unchecked(var, inputs[1].shape().to_vec());
                 outputs.push(var.clone());
                 Some(var)
             }

@@ -2,6 +2,7 @@
 //! kernels the ops are built from. No autodiff lives here.
 
 mod random;
+mod storage;
 
 pub use crate::kernels::Element;
 pub(crate) use random::{rademacher, standard_normal};
@@ -9,7 +10,9 @@ pub(crate) use random::{rademacher, standard_normal};
 use crate::error::{Error, Result};
 use crate::kernels::gemm::{MatRef, gemm_new};
 use std::fmt;
+use std::ops::DerefMut;
 use std::sync::Arc;
+pub(crate) use storage::{Storage, Uninit};
 
 /// A dense tensor: a shape and its elements in row-major order.
 ///
@@ -26,7 +29,7 @@ pub struct Tensor<F> {
     shape: Vec<usize>,
     /// Shared, copy-on-write: cloning a tensor (a parameter read, a
     /// gradient passed on unchanged, a reshape) copies no elements.
-    data: Arc<Vec<F>>,
+    data: Arc<Storage<F>>,
 }
 
 impl<F: fmt::Debug> fmt::Debug for Tensor<F> {
@@ -285,12 +288,13 @@ impl<F: Element> Tensor<F> {
         }
         Ok(Tensor {
             shape: shape.to_vec(),
-            data: Arc::new(data),
+            data: Arc::new(Storage::from_vec(data)),
         })
     }
 
     /// Internal constructor for kernels that computed a buffer of the right size.
-    pub(crate) fn new_unchecked(data: Vec<F>, shape: Vec<usize>) -> Self {
+    pub(crate) fn new_unchecked(data: impl Into<Storage<F>>, shape: Vec<usize>) -> Self {
+        let data = data.into();
         debug_assert_eq!(data.len(), numel(&shape));
         Tensor {
             shape,
@@ -364,7 +368,7 @@ impl<F: Element> Tensor<F> {
     pub fn scalar(x: F) -> Self {
         Tensor {
             shape: vec![],
-            data: Arc::new(vec![x]),
+            data: Arc::new(Storage::from_vec(vec![x])),
         }
     }
 
@@ -372,7 +376,7 @@ impl<F: Element> Tensor<F> {
     pub fn vector(xs: &[F]) -> Self {
         Tensor {
             shape: vec![xs.len()],
-            data: Arc::new(xs.to_vec()),
+            data: Arc::new(Storage::from_vec(xs.to_vec())),
         }
     }
 
@@ -404,10 +408,31 @@ impl<F: Element> Tensor<F> {
     }
 
     /// A tensor whose element `i` (row-major) is `f(i)`.
-    pub fn from_fn(shape: &[usize], f: impl FnMut(usize) -> F) -> Self {
+    pub fn from_fn(shape: &[usize], mut f: impl FnMut(usize) -> F) -> Self {
+        // SAFETY: the loop writes every slot
+        let data = unsafe {
+            Storage::build(numel(shape), |out| {
+                for (i, o) in out.iter_mut().enumerate() {
+                    o.write(f(i));
+                }
+            })
+        };
         Tensor {
             shape: shape.to_vec(),
-            data: Arc::new((0..numel(shape)).map(f).collect()),
+            data: Arc::new(data),
+        }
+    }
+
+    /// The same tensor with its elements starting on a cache line when it
+    /// is large ([`Storage::build`]): a copy if they do not, for a value
+    /// kept and read for long (a parameter).
+    pub(crate) fn line_aligned(self) -> Self {
+        if self.data.is_aligned() {
+            return self;
+        }
+        Tensor {
+            data: Arc::new(Storage::clone(&self.data)),
+            shape: self.shape,
         }
     }
 
@@ -439,17 +464,20 @@ impl<F: Element> Tensor<F> {
     /// Mutable access to the elements (the shape cannot change).
     /// (A tensor sharing its elements with clones copies them first.)
     pub fn data_mut(&mut self) -> &mut [F] {
-        Arc::make_mut(&mut self.data).as_mut_slice()
+        Arc::make_mut(&mut self.data).deref_mut()
     }
 
     /// Mutable access to the elements if no clone shares them.
     pub(crate) fn unique_data_mut(&mut self) -> Option<&mut [F]> {
-        Arc::get_mut(&mut self.data).map(Vec::as_mut_slice)
+        Arc::get_mut(&mut self.data).map(|s| &mut **s)
     }
 
     /// Consumes the tensor, returning its buffer.
     pub fn into_data(self) -> Vec<F> {
-        Arc::try_unwrap(self.data).unwrap_or_else(|shared| (*shared).clone())
+        match Arc::try_unwrap(self.data) {
+            Ok(storage) => storage.into_vec(),
+            Err(shared) => shared.to_vec(),
+        }
     }
 
     /// The single element of a one-element tensor.
@@ -493,12 +521,12 @@ impl<F: Element> Tensor<F> {
     pub fn to_f64(&self) -> Tensor<f64> {
         Tensor {
             shape: self.shape.clone(),
-            data: Arc::new(
+            data: Arc::new(Storage::from_vec(
                 self.data
                     .iter()
                     .map(|x| x.to_f64().unwrap_or(f64::NAN))
                     .collect(),
-            ),
+            )),
         }
     }
 
@@ -512,7 +540,7 @@ impl<F: Element> Tensor<F> {
     pub fn map(&self, f: impl Fn(F) -> F) -> Self {
         Tensor {
             shape: self.shape.clone(),
-            data: Arc::new(self.data.iter().map(|&x| f(x)).collect()),
+            data: Arc::new(Storage::from_vec(self.data.iter().map(|&x| f(x)).collect())),
         }
     }
 
@@ -533,30 +561,22 @@ impl<F: Element> Tensor<F> {
                 .collect();
             return Ok(Tensor {
                 shape,
-                data: Arc::new(data),
+                data: Arc::new(Storage::from_vec(data)),
             });
         }
         if other.len() == 1 && shape == self.shape {
             let b = other.data[0];
+            let data = self.data.iter().map(|&a| f(a, b)).collect();
             return Ok(Tensor {
-                data: self
-                    .data
-                    .iter()
-                    .map(|&a| f(a, b))
-                    .collect::<Vec<_>>()
-                    .into(),
+                data: Arc::new(Storage::from_vec(data)),
                 shape,
             });
         }
         if self.len() == 1 && shape == other.shape {
             let a = self.data[0];
+            let data = other.data.iter().map(|&b| f(a, b)).collect();
             return Ok(Tensor {
-                data: other
-                    .data
-                    .iter()
-                    .map(|&b| f(a, b))
-                    .collect::<Vec<_>>()
-                    .into(),
+                data: Arc::new(Storage::from_vec(data)),
                 shape,
             });
         }
@@ -577,7 +597,7 @@ impl<F: Element> Tensor<F> {
         }
         Ok(Tensor {
             shape,
-            data: Arc::new(data),
+            data: Arc::new(Storage::from_vec(data)),
         })
     }
 
@@ -635,7 +655,7 @@ impl<F: Element> Tensor<F> {
         debug_assert_eq!(data.len(), n);
         Ok(Tensor {
             shape: shape.to_vec(),
-            data: Arc::new(data),
+            data: Arc::new(Storage::from_vec(data)),
         })
     }
 
@@ -657,7 +677,7 @@ impl<F: Element> Tensor<F> {
         if numel(shape) == 1 {
             return Ok(Tensor {
                 shape: shape.to_vec(),
-                data: Arc::new(vec![self.sum_all()]),
+                data: Arc::new(Storage::from_vec(vec![self.sum_all()])),
             });
         }
         let mut data = vec![F::zero(); numel(shape)];
@@ -676,7 +696,7 @@ impl<F: Element> Tensor<F> {
         }
         Ok(Tensor {
             shape: shape.to_vec(),
-            data: Arc::new(data),
+            data: Arc::new(Storage::from_vec(data)),
         })
     }
 
@@ -775,7 +795,7 @@ impl<F: Element> Tensor<F> {
         }
         Ok(Tensor {
             shape: self.reduced_shape(axis, keepdim),
-            data: Arc::new(data),
+            data: Arc::new(Storage::from_vec(data)),
         })
     }
 
@@ -804,7 +824,7 @@ impl<F: Element> Tensor<F> {
         shape.swap(r - 2, r - 1);
         Ok(Tensor {
             shape,
-            data: Arc::new(data),
+            data: Arc::new(Storage::from_vec(data)),
         })
     }
 

@@ -5,6 +5,7 @@ use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
 use crate::kernels::gemm::{MatRef, gathers, gemm_gathered_new, gemm_new};
 use crate::kernels::parallel::vectorized;
+use crate::tensor::Storage;
 use crate::tensor::{Element, Tensor, checked_numel};
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
@@ -360,7 +361,7 @@ impl ConvGeometry {
     }
 
     /// `patches^T grad`, the kernel's gradient (`patch x o`).
-    fn kernel_grad<F: Element>(&self, patches: &Patches<F>, grad: &[F]) -> Vec<F> {
+    fn kernel_grad<F: Element>(&self, patches: &Patches<F>, grad: &[F]) -> Storage<F> {
         let (rows, patch, o) = (self.rows(), self.patch(), self.o);
         match patches {
             Patches::Built(cols) => gemm_new(

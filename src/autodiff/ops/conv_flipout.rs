@@ -7,7 +7,7 @@ use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
 use crate::kernels::gemm::{MatRef, assume_init, gathers, gemm_append, gemm_gathered, gemm_uninit};
 use crate::kernels::parallel::{par_blocks, vectorized};
-use crate::tensor::{Element, Tensor};
+use crate::tensor::{Element, Storage, Tensor, Uninit};
 use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::{Mutex, PoisonError};
@@ -78,6 +78,24 @@ impl<F: Element> Conv2dFlipoutOp<F> {
                 .zip(signs)
                 .map(|((&l, &d), &s)| l + d * s),
         );
+    }
+
+    /// [`Self::image_kernel`] into a buffer of its own, on a cache line
+    /// (the forward product loads its rows where they lie).
+    fn image_kernel_aligned(loc: &[F], delta: &[F], signs: &[F]) -> Storage<F> {
+        // the op checked the kernel's shapes, and draws a sign per element
+        assert!(
+            delta.len() == loc.len() && signs.len() == loc.len(),
+            "conv_flipout: the kernel's parts differ in length"
+        );
+        // SAFETY: the zip covers every slot (all four have the same length)
+        unsafe {
+            Storage::build(loc.len(), |out| {
+                for (o, ((&l, &d), &s)) in out.iter_mut().zip(loc.iter().zip(delta).zip(signs)) {
+                    o.write(l + d * s);
+                }
+            })
+        }
     }
 
     /// Image `b`'s patches into `buf`: its padded image where the
@@ -177,18 +195,19 @@ impl<F: Element> Op<F> for Conv2dFlipoutOp<F> {
             g.n,
             self.work(),
             |images, (out, taps)| {
-                let (mut cols, mut kernel, mut signs) = (Vec::new(), Vec::new(), Vec::new());
-                let mut image = Vec::with_capacity(if self.pool.is_some() { full } else { 0 });
+                let (mut cols, mut signs) = (Vec::new(), Vec::new());
+                // the output of one image before pooling, on a cache line
+                let mut image = Uninit::new(if self.pool.is_some() { full } else { 0 });
                 let mut taps = taps.chunks_mut(kept.max(1));
                 for (b, out) in images.zip(out.chunks_mut(kept.max(1))) {
                     self.image_signs(b, &mut signs);
-                    Self::image_kernel(loc, delta, &signs, &mut kernel);
+                    let kernel = Self::image_kernel_aligned(loc, delta, &signs);
                     self.patches(x, b, &mut cols);
                     let product = (&cols[..], &kernel[..], bias);
                     match (self.pool, taps.next()) {
                         (Some(k), Some(taps)) => {
                             // into a buffer, pooled from there
-                            let y = &mut image.spare_capacity_mut()[..full];
+                            let y = image.slots();
                             self.image_output(product, y);
                             // SAFETY: `image_output` wrote all of `y`.
                             let y = unsafe { assume_init(y) };

@@ -2,7 +2,8 @@
 
 use crate::autodiff::tape::{Op, Var};
 use crate::error::Result;
-use crate::kernels::gemm::{MatRef, gemm_append};
+use crate::kernels::gemm::{MatRef, gemm_uninit};
+use crate::tensor::Storage;
 use crate::tensor::{Element, Tensor};
 
 /// `a @ b` for rank-2 operands. Backward reads the operands transposed
@@ -93,19 +94,20 @@ fn per_block<F: Element>(
     let (yd, yr, yc, ty) = y;
     let (m, k) = if tx { (xc, xr) } else { (xr, xc) };
     let n = if ty { yr } else { yc };
-    let mut out = Vec::with_capacity(blocks * m * n);
-    for b in 0..blocks {
-        let xb = &xd[b * xr * xc..(b + 1) * xr * xc];
-        let yb = &yd[b * yr * yc..(b + 1) * yr * yc];
-        gemm_append(
-            m,
-            k,
-            n,
-            MatRef::new(xb, xc, tx),
-            MatRef::new(yb, yc, ty),
-            &mut out,
-        );
-    }
+    // SAFETY: each block's product writes its m x n elements, and the
+    // blocks cover the output (which is empty when m x n is)
+    let out = unsafe {
+        Storage::build(blocks * m * n, |out| {
+            if m * n == 0 {
+                return;
+            }
+            for (b, c) in out.chunks_mut(m * n).enumerate() {
+                let xb = &xd[b * xr * xc..(b + 1) * xr * xc];
+                let yb = &yd[b * yr * yc..(b + 1) * yr * yc];
+                gemm_uninit(m, k, n, MatRef::new(xb, xc, tx), MatRef::new(yb, yc, ty), c);
+            }
+        })
+    };
     Tensor::new_unchecked(out, vec![blocks, m, n])
 }
 
