@@ -7,10 +7,10 @@
 //! in the process avoids that; resident memory then stays at the peak of one
 //! step instead of oscillating (it does not grow from step to step).
 //!
-//! The C allocator also aligns blocks to 16 bytes only, so a tensor's first
+//! The C allocator also aligns blocks to 16 bytes only, so a buffer's first
 //! element falls anywhere in a 64-byte cache line, and every AVX-512 vector
-//! read from it then spans two lines. [`CacheAligned`] starts every large
-//! block on a line.
+//! read from it then spans two lines. Tensors pad themselves to a line;
+//! [`CacheAligned`] starts every other large block on a line too.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
@@ -36,11 +36,14 @@ pub fn retain_freed_memory() -> bool {
 /// ```
 ///
 /// The system allocator aligns blocks to 16 bytes; an AVX-512 load from a
-/// tensor that starts 16, 32 or 48 bytes into a line reads two lines, and
-/// the unpacked GEMM path, which loads the right operand's rows where they
-/// lie, runs about 13% slower on the `mlp` product that way
-/// (`docs/benchmarks.md`, "Cache-line alignment"). PyTorch aligns its CPU
-/// tensors to 64 bytes for the same reason.
+/// buffer that starts 16, 32 or 48 bytes into a line reads two lines.
+/// The tensors bayesgrad builds start on a line already (their storage
+/// pads itself); this allocator lines up everything else as well: vectors
+/// a program hands to `Tensor::from_vec`, and the scratch buffers of some
+/// kernels (a Flipout convolution's padded images and patches), which
+/// gave the `conv` step another 2–3% (`docs/benchmarks.md`, "Cache-line
+/// alignment"). PyTorch aligns its CPU tensors to 64 bytes for the same
+/// reason.
 ///
 /// A large block is taken from the system allocator 64 bytes longer than
 /// asked for, and the pointer handed out is the first line boundary past its
