@@ -451,21 +451,32 @@ fn gemm_peak() -> Result<(f64, &'static str)> {
         ("128 x 784 x 512", 128, 784, 512, false),
         ("784 x 128 x 512", 784, 128, 512, true),
     ] {
-        let a_shape = if ta { [k, m] } else { [m, k] };
-        let a = Tensor::<f32>::from_fn(&a_shape, |_| rng.random::<f32>());
-        let b = Tensor::<f32>::from_fn(&[k, n], |_| rng.random::<f32>());
-        let mut best = f64::INFINITY;
-        for _ in 0..25 {
-            let start = Instant::now();
-            std::hint::black_box(a.matmul_t(&b, ta, false)?);
-            best = best.min(start.elapsed().as_secs_f64());
-        }
-        let gflops = 2.0 * (m * k * n) as f64 / best / 1e9;
+        let gflops = product_gflops((m, k, n), (ta, false), &mut rng)?;
         if gflops > peak.0 {
             peak = (gflops, name);
         }
     }
     Ok(peak)
+}
+
+/// GFLOP/s of `Tensor::matmul_t` in `f32` on an `m x k x n` product of
+/// operands stored transposed or not, best of 25.
+fn product_gflops(
+    (m, k, n): (usize, usize, usize),
+    (ta, tb): (bool, bool),
+    rng: &mut SmallRng,
+) -> Result<f64> {
+    let a_shape = if ta { [k, m] } else { [m, k] };
+    let b_shape = if tb { [n, k] } else { [k, n] };
+    let a = Tensor::<f32>::from_fn(&a_shape, |_| rng.random::<f32>() - 0.5);
+    let b = Tensor::<f32>::from_fn(&b_shape, |_| rng.random::<f32>() - 0.5);
+    let mut best = f64::INFINITY;
+    for _ in 0..25 {
+        let start = Instant::now();
+        std::hint::black_box(a.matmul_t(&b, ta, tb)?);
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    Ok(2.0 * (m * k * n) as f64 / best / 1e9)
 }
 
 /// How [`gemm_peak`] is taken, for the lines that print it.
@@ -493,17 +504,7 @@ fn gemm_products() -> Result<()> {
     say!("gemm: Tensor::matmul_t in f32, GFLOP/s, best of 25");
     let mut rng = SmallRng::seed_from_u64(3);
     for &(name, m, k, n, ta, tb) in PRODUCTS {
-        let a_shape = if ta { [k, m] } else { [m, k] };
-        let b_shape = if tb { [n, k] } else { [k, n] };
-        let a = Tensor::<f32>::from_fn(&a_shape, |_| rng.random::<f32>() - 0.5);
-        let b = Tensor::<f32>::from_fn(&b_shape, |_| rng.random::<f32>() - 0.5);
-        let mut best = f64::INFINITY;
-        for _ in 0..25 {
-            let start = Instant::now();
-            std::hint::black_box(a.matmul_t(&b, ta, tb)?);
-            best = best.min(start.elapsed().as_secs_f64());
-        }
-        let gflops = 2.0 * (m * k * n) as f64 / best / 1e9;
+        let gflops = product_gflops((m, k, n), (ta, tb), &mut rng)?;
         say!("{name:<22} {m:>6} x {k:>6} x {n:>5}  {gflops:7.1}");
     }
     // the plain convolution (reparameterization layers, posterior means)

@@ -90,6 +90,30 @@ impl CacheAligned {
         }
     }
 
+    /// A block for `layout` from `get` (the system allocator's `alloc` or
+    /// `alloc_zeroed`): padded and handed out at its line boundary when
+    /// large, else as it is.
+    ///
+    /// # Safety
+    /// `layout` has a nonzero size.
+    unsafe fn from_system(layout: Layout, get: unsafe fn(&System, Layout) -> *mut u8) -> *mut u8 {
+        // SAFETY: (all three) a nonzero size, padded or not; `hand_out`
+        // gets the start of a live padded block
+        unsafe {
+            match Self::padded(layout) {
+                Some(padded) => {
+                    let raw = get(&System, padded);
+                    if raw.is_null() {
+                        raw
+                    } else {
+                        Self::hand_out(raw)
+                    }
+                }
+                None => get(&System, layout),
+            }
+        }
+    }
+
     /// The start of the system allocator's block behind a pointer
     /// [`Self::hand_out`] gave.
     ///
@@ -109,38 +133,14 @@ impl CacheAligned {
 // its alignment (a line boundary is a multiple of every alignment up to 64).
 unsafe impl GlobalAlloc for CacheAligned {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: (both) the caller's contract: `layout` has a nonzero size
-        unsafe {
-            match Self::padded(layout) {
-                Some(padded) => {
-                    let raw = System.alloc(padded);
-                    if raw.is_null() {
-                        raw
-                    } else {
-                        Self::hand_out(raw)
-                    }
-                }
-                None => System.alloc(layout),
-            }
-        }
+        // SAFETY: the caller's contract: `layout` has a nonzero size
+        unsafe { Self::from_system(layout, System::alloc) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as for `alloc`; a zeroed padded block is zero at its
         // line boundary too
-        unsafe {
-            match Self::padded(layout) {
-                Some(padded) => {
-                    let raw = System.alloc_zeroed(padded);
-                    if raw.is_null() {
-                        raw
-                    } else {
-                        Self::hand_out(raw)
-                    }
-                }
-                None => System.alloc_zeroed(layout),
-            }
-        }
+        unsafe { Self::from_system(layout, System::alloc_zeroed) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
