@@ -472,7 +472,10 @@ impl<F: Element> Tensor<F> {
         Arc::get_mut(&mut self.data).map(|s| &mut **s)
     }
 
-    /// Consumes the tensor, returning its buffer.
+    /// Consumes the tensor, returning its elements as a vector: its own
+    /// buffer when no clone shares it (the elements moved to the front when
+    /// a large tensor keeps them past a few padding elements that start
+    /// them on a cache line), else a copy.
     pub fn into_data(self) -> Vec<F> {
         match Arc::try_unwrap(self.data) {
             Ok(storage) => storage.into_vec(),
