@@ -272,7 +272,9 @@ impl<F: Element> Op<F> for Conv2dFlipoutOp<F> {
             let (mut cols, mut kernel, mut signs, mut dw) =
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let first = images.start;
-            let mut spread = Vec::with_capacity(if self.pool.is_some() { full } else { 0 });
+            // the gradient of one image's unpooled output, on a cache line
+            // (the kernel gradient's product loads its rows where they lie)
+            let mut spread = Uninit::new(if self.pool.is_some() { full } else { 0 });
             for b in images {
                 let part = b * kept..(b + 1) * kept;
                 // the gradient of the image's (unpooled) output
@@ -280,9 +282,8 @@ impl<F: Element> Op<F> for Conv2dFlipoutOp<F> {
                     Some(k) => {
                         let (image, pooled) = self.image_shapes(k);
                         let window = Window { size: k, stride: k };
-                        spread.clear();
                         let taken = (&grad.data()[part.clone()], &argmax[part]);
-                        let into = &mut spread.spare_capacity_mut()[..full];
+                        let into = spread.slots();
                         vectorized(
                             #[inline(always)]
                             || spread_image(window, (&image, &pooled), taken, into),
@@ -290,8 +291,7 @@ impl<F: Element> Op<F> for Conv2dFlipoutOp<F> {
                         // SAFETY: the windows tile the image (checked when
                         // the op was made), and `spread_image` wrote every
                         // element they cover.
-                        unsafe { spread.set_len(full) };
-                        &spread[..]
+                        &*unsafe { assume_init(into) }
                     }
                     None => &grad.data()[part],
                 };
