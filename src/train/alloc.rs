@@ -38,12 +38,13 @@ pub fn retain_freed_memory() -> bool {
 /// The system allocator aligns blocks to 16 bytes; an AVX-512 load from a
 /// buffer that starts 16, 32 or 48 bytes into a line reads two lines.
 /// The tensors bayesgrad builds start on a line already (their storage
-/// pads itself); this allocator lines up everything else as well: vectors
-/// a program hands to `Tensor::from_vec`, and the scratch buffers of some
-/// kernels (a Flipout convolution's padded images and patches), which
-/// gave the `conv` step another 2–3% (`docs/benchmarks.md`, "Cache-line
-/// alignment"). PyTorch aligns its CPU tensors to 64 bytes for the same
-/// reason.
+/// pads itself), and so do the scratch buffers its products read rows
+/// from; this allocator lines up everything else as well: vectors a
+/// program hands to `Tensor::from_vec` or keeps for its own kernels, and
+/// the remaining scratch buffers. On the benchmark workloads it adds
+/// nothing measurable to the tensors' own alignment (`docs/benchmarks.md`,
+/// "Cache-line alignment"). PyTorch aligns its CPU tensors to 64 bytes for
+/// the same reason.
 ///
 /// A large block is taken from the system allocator 64 bytes longer than
 /// asked for, and the pointer handed out is the first line boundary past its
