@@ -408,18 +408,11 @@ impl<F: Element> Tensor<F> {
     }
 
     /// A tensor whose element `i` (row-major) is `f(i)`.
-    pub fn from_fn(shape: &[usize], mut f: impl FnMut(usize) -> F) -> Self {
-        // SAFETY: the loop writes every slot
-        let data = unsafe {
-            Storage::build(numel(shape), |out| {
-                for (i, o) in out.iter_mut().enumerate() {
-                    o.write(f(i));
-                }
-            })
-        };
+    pub fn from_fn(shape: &[usize], f: impl FnMut(usize) -> F) -> Self {
+        let n = numel(shape);
         Tensor {
             shape: shape.to_vec(),
-            data: Arc::new(data),
+            data: Arc::new(Storage::collect(n, (0..n).map(f))),
         }
     }
 
@@ -543,7 +536,10 @@ impl<F: Element> Tensor<F> {
     pub fn map(&self, f: impl Fn(F) -> F) -> Self {
         Tensor {
             shape: self.shape.clone(),
-            data: Arc::new(Storage::from_vec(self.data.iter().map(|&x| f(x)).collect())),
+            data: Arc::new(Storage::collect(
+                self.len(),
+                self.data.iter().map(|&x| f(x)),
+            )),
         }
     }
 
@@ -555,31 +551,27 @@ impl<F: Element> Tensor<F> {
                 lhs: self.shape.clone(),
                 rhs: other.shape.clone(),
             })?;
-        if self.shape == other.shape {
-            let data = self
-                .data
-                .iter()
-                .zip(other.data.iter())
-                .map(|(&a, &b)| f(a, b))
-                .collect();
-            return Ok(Tensor {
-                shape,
-                data: Arc::new(Storage::from_vec(data)),
-            });
-        }
-        if other.len() == 1 && shape == self.shape {
+        let pairs = self.data.iter().zip(other.data.iter());
+        let data = if self.shape == other.shape {
+            Some(Storage::collect(self.len(), pairs.map(|(&a, &b)| f(a, b))))
+        } else if other.len() == 1 && shape == self.shape {
             let b = other.data[0];
-            let data = self.data.iter().map(|&a| f(a, b)).collect();
-            return Ok(Tensor {
-                data: Arc::new(Storage::from_vec(data)),
-                shape,
-            });
-        }
-        if self.len() == 1 && shape == other.shape {
+            Some(Storage::collect(
+                self.len(),
+                self.data.iter().map(|&a| f(a, b)),
+            ))
+        } else if self.len() == 1 && shape == other.shape {
             let a = self.data[0];
-            let data = other.data.iter().map(|&b| f(a, b)).collect();
+            Some(Storage::collect(
+                other.len(),
+                other.data.iter().map(|&b| f(a, b)),
+            ))
+        } else {
+            None
+        };
+        if let Some(data) = data {
             return Ok(Tensor {
-                data: Arc::new(Storage::from_vec(data)),
+                data: Arc::new(data),
                 shape,
             });
         }

@@ -45,6 +45,20 @@ impl<F: Element> Storage<F> {
         unsafe { out.assume_init() }
     }
 
+    /// The first `len` items, laid out as [`Storage::build`] does. Panics
+    /// if there are fewer (a caller's error, found before any is read).
+    pub(crate) fn collect(len: usize, items: impl IntoIterator<Item = F>) -> Self {
+        let mut out = Uninit::new(len);
+        let mut written = 0;
+        for (slot, x) in out.slots().iter_mut().zip(items) {
+            slot.write(x);
+            written += 1;
+        }
+        assert_eq!(written, len, "Storage::collect: fewer items than slots");
+        // SAFETY: all `len` slots were written (asserted)
+        unsafe { out.assume_init() }
+    }
+
     /// Whether the elements start where [`Storage::build`] would put them:
     /// on a cache line, or anywhere for a small buffer.
     pub(crate) fn is_aligned(&self) -> bool {
@@ -174,6 +188,8 @@ mod tests {
         let normals = Tensor::<f32>::standard_normal(&[5000], &mut rng);
         let tape = Tape::new();
         let mapped = tape.constant(a.clone()).exp().value();
+        let by_map = a.map(|x| x + 1.0);
+        let by_zip = a.zip_map(&by_map, "sub", |x, y| y - x).unwrap();
         let mut store = ParamStore::<f32>::new();
         let mut given = Vec::new();
         // vectors of 5000 until one starts off a line (or give up: the
@@ -194,11 +210,23 @@ mod tests {
             ("matmul", &product),
             ("standard_normal", &normals),
             ("exp", &mapped),
+            ("map", &by_map),
+            ("zip_map", &by_zip),
             ("a parameter", store.raw(p)),
         ] {
             assert!(on_line(t), "{what}");
         }
         assert!(store.raw(p).data().iter().all(|&x| x == 0.25));
+        let expect = a.data().iter().zip(by_map.data()).map(|(&x, &y)| y - x);
+        assert!(by_zip.data().iter().copied().eq(expect));
+    }
+
+    /// `collect` refuses an iterator shorter than its length before
+    /// anything could read the slots left unwritten.
+    #[test]
+    #[should_panic(expected = "fewer items than slots")]
+    fn collect_refuses_too_few_items() {
+        Storage::<f32>::collect(2000, (0..1999).map(|i| i as f32));
     }
 
     /// Builds, clones and unwraps storages of many lengths, some alive at
