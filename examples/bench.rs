@@ -8,9 +8,6 @@
 //! steps again op by op with `bayesgrad::autodiff::profile::OpTimer` and prints its table.)
 //! Prints `<workload> ms_per_step=<median> p10=<..> p90=<..>` per workload,
 //! then the resident memory (peak, and its change over the timed steps).
-//! Large blocks start on a cache line (`bayesgrad::train::CacheAligned`);
-//! with the environment variable `BENCH_SYSTEM_ALLOC` set, the system
-//! allocator serves every block as it is.
 
 #[macro_use]
 #[path = "common/say.rs"]
@@ -24,78 +21,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 type Step = Box<dyn FnMut() -> Result<()>>;
-
-/// The bench's global allocator: [`bayesgrad::train::CacheAligned`], or the
-/// system allocator alone when `BENCH_SYSTEM_ALLOC` is set. The choice is
-/// made at the first allocation (the variable read through the C library's
-/// `getenv`, which does not allocate) and kept, so that every block goes
-/// back to the allocator it came from.
-struct BenchAlloc;
-
-#[global_allocator]
-static ALLOC: BenchAlloc = BenchAlloc;
-
-/// 0 until the first allocation, then 1 for cache-line alignment, 2 for the
-/// system allocator.
-static ALLOC_MODE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
-
-unsafe extern "C" {
-    fn getenv(name: *const std::ffi::c_char) -> *mut std::ffi::c_char;
-}
-
-impl BenchAlloc {
-    /// Whether large blocks are aligned (decided once; concurrent first
-    /// calls read the same variable and decide alike).
-    fn aligned() -> bool {
-        match ALLOC_MODE.load(Ordering::Relaxed) {
-            1 => true,
-            2 => false,
-            _ => {
-                // SAFETY: a NUL-terminated name; the result is only compared with null
-                let system = unsafe { !getenv(c"BENCH_SYSTEM_ALLOC".as_ptr()).is_null() };
-                ALLOC_MODE.store(if system { 2 } else { 1 }, Ordering::Relaxed);
-                !system
-            }
-        }
-    }
-}
-
-// SAFETY: every call goes to the one allocator chosen at the first call.
-unsafe impl std::alloc::GlobalAlloc for BenchAlloc {
-    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        // SAFETY: (all four) the caller's contract, passed on
-        unsafe {
-            match Self::aligned() {
-                true => bayesgrad::train::CacheAligned.alloc(layout),
-                false => std::alloc::System.alloc(layout),
-            }
-        }
-    }
-    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
-        unsafe {
-            match Self::aligned() {
-                true => bayesgrad::train::CacheAligned.alloc_zeroed(layout),
-                false => std::alloc::System.alloc_zeroed(layout),
-            }
-        }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        unsafe {
-            match Self::aligned() {
-                true => bayesgrad::train::CacheAligned.dealloc(ptr, layout),
-                false => std::alloc::System.dealloc(ptr, layout),
-            }
-        }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
-        unsafe {
-            match Self::aligned() {
-                true => bayesgrad::train::CacheAligned.realloc(ptr, layout, size),
-                false => std::alloc::System.realloc(ptr, layout, size),
-            }
-        }
-    }
-}
 
 /// One training step of a 10-class Bayesian classifier on a fixed batch with
 /// random labels: Categorical NLL + KL / `num_examples`, Adam 1e-3.
@@ -746,9 +671,7 @@ const USAGE: &str = "usage: bench [mlp|sparse_vd|iwae|conv|tiny|discrete|samplin
   --load N         start N busy-looping competitor threads
   --threads N      threads bayesgrad uses (default: BAYESGRAD_THREADS, else every core)
   --default-alloc  leave the allocator's release of freed memory as it is
-  --ops            then time as many steps again op by op, and print the table
-environment: BENCH_SYSTEM_ALLOC=1 leaves every block to the system allocator (by default blocks of
-  4 KiB or more start on a cache line: bayesgrad::train::CacheAligned)";
+  --ops            then time as many steps again op by op, and print the table";
 
 fn main() -> std::process::ExitCode {
     match bench() {
@@ -797,12 +720,6 @@ fn bench() -> Result<()> {
     // Opt-in allocator setting (see bayesgrad::train::retain_freed_memory); --default-alloc measures without it.
     let retained = !default_alloc && bayesgrad::train::retain_freed_memory();
     say!("allocator keeps freed memory: {retained}");
-    let aligned = BenchAlloc::aligned();
-    let why = match aligned {
-        true => "set BENCH_SYSTEM_ALLOC to use the system allocator alone",
-        false => "BENCH_SYSTEM_ALLOC is set",
-    };
-    say!("blocks of 4 KiB or more start on a cache line: {aligned} ({why})");
     say!(
         "threads: {} (the caller and {} helper(s); BAYESGRAD_THREADS or --threads to change)",
         bayesgrad::threads(),
