@@ -12,7 +12,7 @@ use crate::kernels::gemm::{MatRef, gemm_new};
 use std::fmt;
 use std::ops::DerefMut;
 use std::sync::Arc;
-pub(crate) use storage::{Storage, Uninit};
+pub(crate) use storage::{ALIGNED_MIN_BYTES, LINE, Storage, Uninit};
 
 /// A dense tensor: a shape and its elements in row-major order.
 ///

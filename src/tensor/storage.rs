@@ -13,7 +13,7 @@ use std::mem::MaybeUninit;
 use std::ops::{Deref, DerefMut};
 
 /// A cache line, in bytes.
-const LINE: usize = 64;
+pub(crate) const LINE: usize = 64;
 
 /// Buffers of at least this many bytes start their elements on a line;
 /// smaller ones are not worth the padding.

@@ -12,6 +12,7 @@
 //! read from it then spans two lines. Tensors pad themselves to a line;
 //! [`CacheAligned`] starts every other large block on a line too.
 
+use crate::tensor::{ALIGNED_MIN_BYTES, LINE};
 use std::alloc::{GlobalAlloc, Layout, System};
 
 /// Asks the C allocator to keep freed memory for reuse (glibc on Linux:
@@ -55,12 +56,10 @@ pub fn retain_freed_memory() -> bool {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CacheAligned;
 
-/// A cache line, in bytes.
-const LINE: usize = 64;
-
 impl CacheAligned {
-    /// Blocks of this many bytes or more start on a cache line.
-    pub const MIN_SIZE: usize = 4096;
+    /// Blocks of this many bytes or more start on a cache line (the size
+    /// from which tensors pad themselves to a line).
+    pub const MIN_SIZE: usize = ALIGNED_MIN_BYTES;
 
     /// The block asked of the system allocator for a large `layout` (64
     /// bytes longer), or `None` for a layout passed through unchanged
@@ -81,7 +80,7 @@ impl CacheAligned {
     /// # Safety
     /// `raw` is the start of a live block of a [`Self::padded`] layout.
     unsafe fn hand_out(raw: *mut u8) -> *mut u8 {
-        let shift = LINE - raw as usize % LINE;
+        let shift = Self::shift(raw);
         // SAFETY: shift <= 64 bytes into a block 64 bytes longer than the
         // caller's size, and the byte before it is in the block (shift >= 1).
         unsafe {
@@ -89,6 +88,12 @@ impl CacheAligned {
             ptr.sub(1).write(shift as u8);
             ptr
         }
+    }
+
+    /// How far past `raw` the first line boundary after it lies: 1 to 64
+    /// bytes, so that there is always a byte before it to record it in.
+    fn shift(raw: *mut u8) -> usize {
+        LINE - raw as usize % LINE
     }
 
     /// A block for `layout` from `get` (the system allocator's `alloc` or
@@ -163,16 +168,18 @@ unsafe impl GlobalAlloc for CacheAligned {
             match (Self::padded(layout), Self::padded(new)) {
                 (None, None) => System.realloc(ptr, layout, new_size),
                 (Some(old_padded), Some(new_padded)) => {
-                    let (raw, shift) = (Self::raw_of(ptr), ptr.offset_from(Self::raw_of(ptr)));
+                    let raw = Self::raw_of(ptr);
+                    let old_shift = ptr.offset_from(raw);
                     let moved = System.realloc(raw, old_padded, new_padded.size());
                     if moved.is_null() {
                         return moved; // the old block is untouched
                     }
                     // the data came along at the old distance from the
                     // block's start (shift + min(sizes) <= the new block's
-                    // size); move it to the new block's line boundary
-                    let out = moved.add(LINE - moved as usize % LINE);
-                    std::ptr::copy(moved.offset(shift), out, layout.size().min(new_size));
+                    // size); moved to the new block's line boundary before
+                    // `hand_out` writes the byte in front of it
+                    let out = moved.add(Self::shift(moved));
+                    std::ptr::copy(moved.offset(old_shift), out, layout.size().min(new_size));
                     Self::hand_out(moved)
                 }
                 // across the size threshold: a new block of the other kind
