@@ -36,6 +36,9 @@ use crate::kernels::special::{
 use crate::tensor::{Element, Tensor, broadcast_shape};
 use rand::Rng;
 use std::mem::MaybeUninit;
+
+/// `ln(2π) / 2`.
+const HALF_LN_2PI: f64 = 0.918_938_533_204_672_8;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -485,10 +488,13 @@ impl<'t, F: Element> Distribution<'t, F> for Gamma<'t, F> {
             x,
             |_, v| v > F::zero(),
             F::one(),
+            // a ln b + (a - 1) ln x - b x - ln Γ(a), with ln Γ(a) written as
+            // Stirling's terms plus their correction C(a): the terms of size
+            // a ln a cancel analytically, leaving
+            // ln(a)/2 - C(a) - ln(2π)/2 - bd0(a, b x) - ln x
             |x| {
-                let lp = a.try_mul(b.ln())?;
-                let lp = lp.try_add((a - F::one()).try_mul(x.ln())?)?;
-                lp.try_sub(b.try_mul(x)?)?.try_sub(a.lgamma())
+                let front = a.ln() * F::lit(0.5) - a.lgamma_correction() - F::lit(HALF_LN_2PI);
+                front.try_sub(a.bd0(b.try_mul(x)?)?)?.try_sub(x.ln())
             },
         )
     }
@@ -499,11 +505,15 @@ impl<'t, F: Element> Distribution<'t, F> for Gamma<'t, F> {
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())
     }
-    // H = a - ln b + ln Γ(a) + (1 - a) ψ(a)
+    // H = a - ln b + ln Γ(a) + (1 - a) ψ(a); with ln Γ and ψ written as
+    // their leading terms plus corrections (C and C'), the terms that grow
+    // with a cancel: H = ln(a)/2 - ln b + ln(2π)/2 + 1/2 - 1/(2a) + C(a)
+    // + (1 - a) C'(a)
     fn entropy(&self) -> Result<Var<'t, F>> {
         let a = self.concentration;
-        let h = a.try_sub(self.rate.ln())?.try_add(a.lgamma())?;
-        h.try_sub((a - F::one()).try_mul(a.digamma())?)
+        let h = a.ln() * F::lit(0.5) + a.lgamma_correction() - a.scalar_div(F::lit(0.5));
+        let h = h.try_sub((a - F::one()).try_mul(a.digamma_correction())?)?;
+        (h + F::lit(HALF_LN_2PI + 0.5)).try_sub(self.rate.ln())
     }
     fn mean(&self) -> Result<Var<'t, F>> {
         self.concentration.try_div(self.rate)
@@ -519,14 +529,32 @@ impl<'t, F: Element> Distribution<'t, F> for Gamma<'t, F> {
     }
 }
 
+/// `(a - b) ψ(a) - ln Γ(a) + ln Γ(b)`, the part of a Gamma, Beta or
+/// Dirichlet divergence that compares two concentrations. With `ln Γ` and
+/// `ψ` written as their leading terms plus corrections (`C`, `C'`), the
+/// terms of size `a ln a` cancel analytically:
+/// `bd0(b, a) - ln(b/a)/2 - (a - b)/(2a) + (a - b) C'(a) + C(b) - C(a)`,
+/// with `bd0(b, a) = b ln(b/a) + a - b`. Each part is small when `a` and
+/// `b` are close, so the divergence between two large, close
+/// concentrations keeps its digits (the direct sum loses them to
+/// rounding errors of size `a ln a` ulps).
+fn shape_divergence<'t, F: Element>(a: Var<'t, F>, b: Var<'t, F>) -> Result<Var<'t, F>> {
+    let diff = a.try_sub(b)?;
+    let t = b.bd0(a)?.try_sub(b.try_div(a)?.ln() * F::lit(0.5))?;
+    let t = t.try_sub(diff.try_div(a)? * F::lit(0.5))?;
+    let t = t.try_add(diff.try_mul(a.digamma_correction())?)?;
+    t.try_add(b.lgamma_correction().try_sub(a.lgamma_correction())?)
+}
+
 /// KL(Gamma(a1, b1) || Gamma(a2, b2))
-/// `= (a1 - a2) ψ(a1) - ln Γ(a1) + ln Γ(a2) + a2 (ln b1 - ln b2) + a1 (b2 - b1) / b1`.
+/// `= (a1 - a2) ψ(a1) - ln Γ(a1) + ln Γ(a2) + a2 (ln b1 - ln b2) + a1 (b2 - b1) / b1`:
+/// the first three terms are [`shape_divergence`]`(a1, a2)`, and with
+/// `r = b2 / b1` the last two are `bd0(a1, a1 r) + (a1 - a2) ln r`.
 pub(crate) fn kl_gamma<'t, F: Element>(q: &Gamma<'t, F>, p: &Gamma<'t, F>) -> Result<Var<'t, F>> {
     let (a1, b1, a2, b2) = (q.concentration, q.rate, p.concentration, p.rate);
-    let t = a1.try_sub(a2)?.try_mul(a1.digamma())?;
-    let t = t.try_sub(a1.lgamma())?.try_add(a2.lgamma())?;
-    let t = t.try_add(a2.try_mul(b1.ln().try_sub(b2.ln())?)?)?;
-    t.try_add(a1.try_mul(b2.try_sub(b1)?.try_div(b1)?)?)
+    let r = b2.try_div(b1)?;
+    let t = shape_divergence(a1, a2)?.try_add(a1.bd0(a1.try_mul(r)?)?)?;
+    t.try_add(a1.try_sub(a2)?.try_mul(r.ln())?)
 }
 
 /// The Beta distribution on (0, 1).
@@ -608,10 +636,7 @@ impl<'t, F: Element> Beta<'t, F> {
     }
 
     fn lbeta(&self) -> Result<Var<'t, F>> {
-        let (a, b) = (self.concentration1, self.concentration0);
-        a.lgamma()
-            .try_add(b.lgamma())?
-            .try_sub(a.try_add(b)?.lgamma())
+        self.concentration1.lbeta(self.concentration0)
     }
 }
 
@@ -658,15 +683,22 @@ impl<'t, F: Element> Distribution<'t, F> for Beta<'t, F> {
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())
     }
-    // H = ln B(a, b) - (a - 1) ψ(a) - (b - 1) ψ(b) + (a + b - 2) ψ(a + b)
+    // H = ln B(a, b) - (a - 1) ψ(a) - (b - 1) ψ(b) + (a + b - 2) ψ(a + b):
+    // the Dirichlet entropy (`dirichlet_entropy`) of the pair
     fn entropy(&self) -> Result<Var<'t, F>> {
         let (a, b) = (self.concentration1, self.concentration0);
-        let ab = a.try_add(b)?;
-        let h = self
-            .lbeta()?
-            .try_sub((a - F::one()).try_mul(a.digamma())?)?;
-        let h = h.try_sub((b - F::one()).try_mul(b.digamma())?)?;
-        h.try_add((ab - F::lit(2.0)).try_mul(ab.digamma())?)
+        let s = a.try_add(b)?;
+        // ln(a/s) = -ln(1 + b/a), and the same for b
+        let ln_a = -b.try_div(a)?.log1p();
+        let ln_b = -a.try_div(b)?.log1p();
+        let terms = |x: Var<'t, F>, ln_x: Var<'t, F>| -> Result<Var<'t, F>> {
+            let t = ln_x * F::lit(0.5) - x.scalar_div(F::lit(0.5)) + x.lgamma_correction();
+            let slope = x.digamma_correction().try_sub(s.digamma_correction())?;
+            t.try_sub((x - F::one()).try_mul(slope)?)
+        };
+        let h = terms(a, ln_a)?.try_add(terms(b, ln_b)?)?;
+        let h = h.try_add(s.scalar_div(F::one()) - s.ln() * F::lit(0.5) - s.lgamma_correction())?;
+        Ok(h + F::lit(HALF_LN_2PI + 0.5))
     }
     fn mean(&self) -> Result<Var<'t, F>> {
         let (a, b) = (self.concentration1, self.concentration0);
@@ -686,8 +718,10 @@ impl<'t, F: Element> Distribution<'t, F> for Beta<'t, F> {
     }
 }
 
-/// KL(Beta(a1, b1) || Beta(a2, b2)) = ln B(a2, b2) - ln B(a1, b1)
-/// + (a1 - a2) ψ(a1) + (b1 - b2) ψ(b1) + (a2 - a1 + b2 - b1) ψ(a1 + b1).
+/// `KL(Beta(a1, b1) || Beta(a2, b2))`, which is `ln B(a2, b2) - ln B(a1,
+/// b1) + (a1 - a2) ψ(a1) + (b1 - b2) ψ(b1) + (a2 - a1 + b2 - b1) ψ(a1 +
+/// b1)`, gathered as `D(a1, a2) + D(b1, b2) - D(a1 + b1, a2 + b2)` with
+/// `D` the [`shape_divergence`].
 pub(crate) fn kl_beta<'t, F: Element>(q: &Beta<'t, F>, p: &Beta<'t, F>) -> Result<Var<'t, F>> {
     let (a1, b1, a2, b2) = (
         q.concentration1,
@@ -695,11 +729,8 @@ pub(crate) fn kl_beta<'t, F: Element>(q: &Beta<'t, F>, p: &Beta<'t, F>) -> Resul
         p.concentration1,
         p.concentration0,
     );
-    let t = p.lbeta()?.try_sub(q.lbeta()?)?;
-    let t = t.try_add(a1.try_sub(a2)?.try_mul(a1.digamma())?)?;
-    let t = t.try_add(b1.try_sub(b2)?.try_mul(b1.digamma())?)?;
-    let spread = a2.try_sub(a1)?.try_add(b2.try_sub(b1)?)?;
-    t.try_add(spread.try_mul(a1.try_add(b1)?.digamma())?)
+    let t = shape_divergence(a1, a2)?.try_add(shape_divergence(b1, b2)?)?;
+    t.try_sub(shape_divergence(a1.try_add(b1)?, a2.try_add(b2)?)?)
 }
 
 /// The Dirichlet distribution over the simplex (last axis).
@@ -757,13 +788,22 @@ impl<'t, F: Element> Dirichlet<'t, F> {
         self.concentration.shape().len() - 1
     }
 
-    /// `Σ ln Γ(α_i) - ln Γ(Σ α_i)`.
+    /// `ln B(α) = Σ ln Γ(α_i) - ln Γ(α0)`, `α0 = Σ α_i`, with each `ln Γ`
+    /// written as Stirling's leading terms plus its correction `C`: the
+    /// terms that grow with `α` cancel analytically, leaving
+    /// `Σ (α_i - 1/2) ln(α_i/α0) - (k - 1) ln(α0)/2 + (k - 1) ln(2π)/2
+    /// + Σ C(α_i) - C(α0)`, whose digits survive large concentrations.
     fn ln_norm(&self) -> Result<Var<'t, F>> {
         let a = self.concentration;
-        let a0 = a.sum_axis(self.axis(), false)?;
-        a.lgamma()
-            .sum_axis(self.axis(), false)?
-            .try_sub(a0.lgamma())
+        let k = F::from_usize(*a.shape().last().unwrap_or(&0)).unwrap_or_else(F::nan);
+        let axis = self.axis();
+        let a0 = a.sum_axis(axis, true)?;
+        let sum = |v: Var<'t, F>| v.sum_axis(axis, false);
+        let ratios = (a - F::lit(0.5)).try_mul(a.try_div(a0)?.ln())?;
+        let a0 = a0.sum_axis(axis, false)?;
+        let t = sum(ratios)?.try_sub(a0.ln() * ((k - F::one()) * F::lit(0.5)))?;
+        let t = t.try_add(sum(a.lgamma_correction())?)?;
+        Ok(t.try_sub(a0.lgamma_correction())? + (k - F::one()) * F::lit(HALF_LN_2PI))
     }
 }
 
@@ -792,19 +832,22 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())
     }
-    // H = ln B(α) + (α0 - k) ψ(α0) - Σ (α_i - 1) ψ(α_i)
+    // H = ln B(α) + (α0 - k) ψ(α0) - Σ (α_i - 1) ψ(α_i): see `dirichlet_entropy`
     fn entropy(&self) -> Result<Var<'t, F>> {
         let a = self.concentration;
-        let k = *a.shape().last().unwrap_or(&0) as f64;
-        let a0 = a.sum_axis(self.axis(), false)?;
-        let h = self
-            .ln_norm()?
-            .try_add((a0 - F::lit(k)).try_mul(a0.digamma())?)?;
-        h.try_sub(
-            (a - F::one())
-                .try_mul(a.digamma())?
-                .sum_axis(self.axis(), false)?,
-        )
+        let axis = self.axis();
+        let k = F::from_usize(*a.shape().last().unwrap_or(&0)).unwrap_or_else(F::nan);
+        let a0 = a.sum_axis(axis, true)?;
+        let sum = |v: Var<'t, F>| v.sum_axis(axis, false);
+        let slopes = a.digamma_correction().try_sub(a0.digamma_correction())?;
+        let each =
+            a.try_div(a0)?.ln() * F::lit(0.5) - a.scalar_div(F::lit(0.5)) + a.lgamma_correction();
+        let each = each.try_sub((a - F::one()).try_mul(slopes)?)?;
+        let a0 = a0.sum_axis(axis, false)?;
+        let whole = a0.scalar_div(k * F::lit(0.5))
+            - a0.ln() * ((k - F::one()) * F::lit(0.5))
+            - a0.lgamma_correction();
+        Ok(sum(each)?.try_add(whole)? + (k - F::one()) * F::lit(HALF_LN_2PI + 0.5))
     }
     fn mean(&self) -> Result<Var<'t, F>> {
         let a = self.concentration;
@@ -825,8 +868,9 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
     }
 }
 
-/// KL(Dir(a) || Dir(b)) = ln Γ(a0) - Σ ln Γ(a_i) - ln Γ(b0) + Σ ln Γ(b_i)
-/// + Σ (a_i - b_i)(ψ(a_i) - ψ(a0)).
+/// `KL(Dir(a) || Dir(b))`, which is `ln Γ(a0) - Σ ln Γ(a_i) - ln Γ(b0) +
+/// Σ ln Γ(b_i) + Σ (a_i - b_i)(ψ(a_i) - ψ(a0))`, gathered as `Σ D(a_i,
+/// b_i) - D(a0, b0)` with `D` the [`shape_divergence`].
 pub(crate) fn kl_dirichlet<'t, F: Element>(
     q: &Dirichlet<'t, F>,
     p: &Dirichlet<'t, F>,
@@ -839,13 +883,16 @@ pub(crate) fn kl_dirichlet<'t, F: Element>(
             rhs: b.shape(),
         });
     }
+    // Σ_i D(a_i, b_i) - D(a0, b0), D the `shape_divergence`: the sums of
+    // ln Γ and ψ terms regrouped by pairs (Σ (a_i - b_i) = a0 - b0)
     let axis = a.shape().len().max(b.shape().len()) - 1;
-    let psi_a0 = a.sum_axis(a.shape().len() - 1, true)?.digamma();
-    let cross = a
-        .try_sub(b)?
-        .try_mul(a.digamma().try_sub(psi_a0)?)?
-        .sum_axis(axis, false)?;
-    p.ln_norm()?.try_sub(q.ln_norm()?)?.try_add(cross)
+    let (a0, b0) = (
+        a.sum_axis(a.shape().len() - 1, false)?,
+        b.sum_axis(b.shape().len() - 1, false)?,
+    );
+    shape_divergence(a, b)?
+        .sum_axis(axis, false)?
+        .try_sub(shape_divergence(a0, b0)?)
 }
 
 /// Student's t distribution.
@@ -921,8 +968,10 @@ impl<'t, F: Element> Distribution<'t, F> for StudentT<'t, F> {
         let nu = self.df;
         let half_nu1 = (nu + F::one()) * F::lit(0.5);
         let z = x.try_sub(self.loc)?.try_div(self.scale)?;
-        let norm = half_nu1.lgamma().try_sub((nu * F::lit(0.5)).lgamma())?;
-        let norm = norm - (nu * F::lit(std::f64::consts::PI)).ln() * F::lit(0.5);
+        // ln Γ((ν + 1)/2) - ln Γ(ν/2) - ln(πν)/2 = -ln B(ν/2, 1/2) - ln(ν)/2
+        // (ln Γ(1/2) = ln(π)/2), which keeps its digits for large ν
+        let half = self.tape().scalar(F::lit(0.5));
+        let norm = -(nu * F::lit(0.5)).lbeta(half)? - nu.ln() * F::lit(0.5);
         let norm = norm.try_sub(self.scale.ln())?;
         norm.try_sub(half_nu1.try_mul(z.square().try_div(nu)?.log1p())?)
     }
@@ -936,13 +985,15 @@ impl<'t, F: Element> Distribution<'t, F> for StudentT<'t, F> {
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())
     }
-    // H = (ν+1)/2 (ψ((ν+1)/2) - ψ(ν/2)) + ln(ν)/2 + ln B(ν/2, 1/2) + ln scale
+    // H = (ν+1)/2 (ψ((ν+1)/2) - ψ(ν/2)) + ln(ν)/2 + ln B(ν/2, 1/2) + ln scale,
+    // the digamma difference and ln B taken whole (their parts are large
+    // numbers that cancel for large ν)
     fn entropy(&self) -> Result<Var<'t, F>> {
         let nu = self.df;
         let (h1, h) = ((nu + F::one()) * F::lit(0.5), nu * F::lit(0.5));
-        let t = h1.try_mul(h1.digamma().try_sub(h.digamma())?)?;
-        let lb = h.lgamma().try_sub(h1.lgamma())? + F::lit(crate::kernels::special::lgamma(0.5));
-        let t = t.try_add(nu.ln() * F::lit(0.5))?.try_add(lb)?;
+        let half = self.tape().scalar(F::lit(0.5));
+        let t = -h1.try_mul(h.digamma_diff(half)?)?;
+        let t = t.try_add(nu.ln() * F::lit(0.5))?.try_add(h.lbeta(half)?)?;
         t.try_add(self.scale.ln())
     }
     fn mean(&self) -> Result<Var<'t, F>> {
@@ -1000,6 +1051,32 @@ impl<'t, F: Element> Distribution<'t, F> for StudentT<'t, F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The ops the large-concentration formulas are built from, against
+    /// finite differences: below and above 10, where their special
+    /// functions switch to asymptotic series, and `bd0` on both sides of
+    /// its switch to a series near `a = y`.
+    #[test]
+    fn corrections_and_bd0_pass_gradcheck() {
+        use crate::autodiff::gradcheck::{GradCheck, gradcheck};
+        let x = Tensor::vector(&[0.3, 2.5, 9.0, 11.0, 60.0]);
+        gradcheck(
+            |_, v| Ok(v[0].lgamma_correction()),
+            std::slice::from_ref(&x),
+            &GradCheck::default(),
+        )
+        .unwrap_or_else(|e| panic!("lgamma_correction: {e}"));
+        gradcheck(
+            |_, v| Ok(v[0].digamma_correction()),
+            &[x],
+            &GradCheck::default(),
+        )
+        .unwrap_or_else(|e| panic!("digamma_correction: {e}"));
+        let a = Tensor::vector(&[0.5, 3.0, 10.0, 10.0, 40.0]);
+        let y = Tensor::vector(&[2.0, 0.2, 10.5, 30.0, 39.0]);
+        gradcheck(|_, v| v[0].bd0(v[1]), &[a, y], &GradCheck::default())
+            .unwrap_or_else(|e| panic!("bd0: {e}"));
+    }
 
     /// The fused normalization of Dirichlet draws against finite
     /// differences, rows of 3 and of 1, and a loss that weighs each

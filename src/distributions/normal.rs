@@ -137,7 +137,9 @@ impl<F: Element> Op<F> for NormalKl {
                     let i = start + j;
                     let r = sq.at(i) / sp.at(i);
                     let d = (mq.at(i) - mp.at(i)) / sp.at(i);
-                    *out = half * (r * r + d * d - F::one()) - r.fast_ln();
+                    // r² - 1 as (r - 1)(r + 1): exact factors near r = 1,
+                    // where the rounding of r² would be all of a small KL
+                    *out = half * ((r - F::one()) * (r + F::one()) + d * d) - r.fast_ln();
                 }
             },
         );

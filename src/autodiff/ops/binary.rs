@@ -4,6 +4,7 @@
 use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
 use crate::kernels::parallel::par_new;
+use crate::kernels::special;
 use crate::tensor::{Element, Tensor, trailing_broadcast};
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
@@ -64,6 +65,53 @@ impl<F: Element> Kernel2<F> for DivK {
     // d(a/b)/da = 1/b, d(a/b)/db = -a/b^2 = -y/b
     fn df(_: F, b: F, y: F) -> (F, F) {
         (b.recip(), -y / b)
+    }
+}
+
+/// A special function of two arguments, evaluated in f64.
+fn special2<F: Element>(f: fn(f64, f64) -> f64, a: F, b: F) -> F {
+    let f64_of = |v: F| v.to_f64().unwrap_or(f64::NAN);
+    F::lit(f(f64_of(a), f64_of(b)))
+}
+
+/// `ln B(a, b)`; `d/da = ψ(a) - ψ(a + b)`, and symmetrically for `b`.
+struct LbetaK;
+impl<F: Element> Kernel2<F> for LbetaK {
+    const NAME: &'static str = "lbeta";
+    fn f(a: F, b: F) -> F {
+        special2(special::lbeta, a, b)
+    }
+    fn df(a: F, b: F, _: F) -> (F, F) {
+        let d = |x, y| special2(special::digamma_diff, x, y);
+        (d(a, b), d(b, a))
+    }
+}
+
+/// `ψ(a) - ψ(a + b)`; `d/da = ψ'(a) - ψ'(a + b)`, `d/db = -ψ'(a + b)`.
+struct DigammaDiffK;
+impl<F: Element> Kernel2<F> for DigammaDiffK {
+    const NAME: &'static str = "digamma_diff";
+    fn f(a: F, b: F) -> F {
+        special2(special::digamma_diff, a, b)
+    }
+    fn df(a: F, b: F, _: F) -> (F, F) {
+        let da = special2(special::trigamma_diff, a, b);
+        (da, -special2(|a, b| special::trigamma(a + b), a, b))
+    }
+}
+
+/// `a ln(a / y) + y - a`; `d/da = ln(a / y)`, `d/dy = 1 - a / y`.
+struct Bd0K;
+impl<F: Element> Kernel2<F> for Bd0K {
+    const NAME: &'static str = "bd0";
+    fn f(a: F, y: F) -> F {
+        special2(special::bd0, a, y)
+    }
+    fn df(a: F, y: F, _: F) -> (F, F) {
+        (
+            special2(special::ln_ratio, a, y),
+            special2(|a, y| 1.0 - a / y, a, y),
+        )
     }
 }
 
@@ -232,6 +280,41 @@ impl<'t, F: Element> Var<'t, F> {
     /// `self / rhs` (elementwise) with broadcasting.
     pub fn try_div(self, rhs: Var<'t, F>) -> Result<Self> {
         self.binary::<DivK>(rhs)
+    }
+    /// `ln B(a, b) = ln Γ(a) + ln Γ(b) - ln Γ(a + b)` of `a = self` and
+    /// `b`, elementwise with broadcasting, for `a, b > 0`. Unlike the sum of
+    /// three [`lgamma`](Var::lgamma)s, it keeps its accuracy for large
+    /// arguments, where those are large numbers that cancel: `ln B(10¹⁰,
+    /// 1/2)` has its digits, and `ln B(10³⁰⁰, 1/2)` is not 0. Its gradients
+    /// are [`digamma_diff`](Var::digamma_diff)s, as accurate. Computed in
+    /// f64 and rounded for f32.
+    ///
+    /// ```
+    /// use bayesgrad::prelude::*;
+    /// let tape = Tape::<f64>::new();
+    /// let (a, b) = (tape.scalar(2.0), tape.scalar(3.0));
+    /// let lb = a.lbeta(b)?; // B(2, 3) = 1/12
+    /// assert!((lb.item()? + 12f64.ln()).abs() < 1e-14);
+    /// # Ok::<(), bayesgrad::Error>(())
+    /// ```
+    pub fn lbeta(self, b: Var<'t, F>) -> Result<Self> {
+        self.binary::<LbetaK>(b)
+    }
+    /// `ψ(a) - ψ(a + b)` of `a = self` and `b`, elementwise with
+    /// broadcasting, for `a, b > 0` (ψ is the [`digamma`](Var::digamma)
+    /// function): the derivative of [`lbeta`](Var::lbeta) in `a`, and the
+    /// difference that Beta and Student-t entropies and divergences need.
+    /// For large `a` the two digammas agree in most of their digits; this
+    /// keeps the digits of the difference (about `-b / a`). Computed in f64
+    /// and rounded for f32.
+    pub fn digamma_diff(self, b: Var<'t, F>) -> Result<Self> {
+        self.binary::<DigammaDiffK>(b)
+    }
+    /// `a ln(a / y) + y - a` of `a = self` and `y`, elementwise with
+    /// broadcasting, for `a, y >= 0`: accurate where `y` is near `a` (the
+    /// Gamma log-density around its mode at large concentrations).
+    pub(crate) fn bd0(self, y: Var<'t, F>) -> Result<Self> {
+        self.binary::<Bd0K>(y)
     }
 }
 

@@ -183,6 +183,28 @@ kernel!(
         x.to_f64().unwrap_or(f64::NAN)
     ))
 );
+kernel!(
+    /// `ln Γ(x)` less its leading Stirling terms (see `special::lgamma_correction`).
+    LgammaCorrection,
+    "lgamma_correction",
+    |s, x| F::lit(crate::kernels::special::lgamma_correction(
+        x.to_f64().unwrap_or(f64::NAN)
+    )),
+    |s, x, y| F::lit(crate::kernels::special::digamma_correction(
+        x.to_f64().unwrap_or(f64::NAN)
+    ))
+);
+kernel!(
+    /// `ψ(x) - ln x + 1/(2x)`, the derivative of [`LgammaCorrection`].
+    DigammaCorrection,
+    "digamma_correction",
+    |s, x| F::lit(crate::kernels::special::digamma_correction(
+        x.to_f64().unwrap_or(f64::NAN)
+    )),
+    |s, x, y| F::lit(crate::kernels::special::trigamma_correction(
+        x.to_f64().unwrap_or(f64::NAN)
+    ))
+);
 kernel!(Sqrt, "sqrt", |s, x| x.sqrt(), |s, x, y| F::lit(0.5) / y);
 kernel!(Square, "square", |s, x| x * x, |s, x, y| F::lit(2.0) * x);
 kernel!(
@@ -258,6 +280,17 @@ impl<'t, F: Element> Var<'t, F> {
     /// trigamma function. Computed in f64 and rounded for f32.
     pub fn digamma(self) -> Self {
         self.map(Digamma::new())
+    }
+    /// `ln Γ(x) - ((x - 1/2) ln x - x + ln(2π)/2)` for `x > 0`: about
+    /// `1/(12x)` for large `x`, so that a formula which cancels the growing
+    /// terms of `ln Γ` analytically keeps its digits.
+    pub(crate) fn lgamma_correction(self) -> Self {
+        self.map(LgammaCorrection::new())
+    }
+    /// `ψ(x) - ln x + 1/(2x)` for `x > 0`, the derivative of
+    /// [`lgamma_correction`](Var::lgamma_correction).
+    pub(crate) fn digamma_correction(self) -> Self {
+        self.map(DigammaCorrection::new())
     }
     /// `e^x - 1`, accurate for small `x`.
     pub fn expm1(self) -> Self {
