@@ -83,7 +83,9 @@ impl<F: Element> Op<F> for StraightThrough {
 /// `y = sigmoid((logits + L) / temperature)` with logistic noise
 /// `L = ln u - ln(1 - u)`, so `rsample` is differentiable w.r.t. the logits
 /// and the temperature. As the temperature falls to 0, `y` approaches a
-/// Bernoulli draw (and its gradient's variance grows).
+/// Bernoulli draw (and its gradient's variance grows). A `y` that rounds to
+/// 0 or 1 is moved to the nearest value inside (0, 1), so that `log_prob`
+/// takes every draw.
 ///
 /// # Density
 /// With `z = logit(x)` and `u = temperature z - logits`,
@@ -181,10 +183,19 @@ impl<'t, F: Element> Distribution<'t, F> for RelaxedBernoulli<'t, F> {
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
         let noise = logistic_noise::<F>(&sample_shape(n, &self.batch_shape()), rng);
         let noise = self.tape().constant(noise);
+        // At low temperatures the sigmoid rounds to exactly 0 or 1, outside
+        // the support, where `log_prob` would refuse the draw: such values
+        // are moved to the nearest representable ones inside, where the
+        // sigmoid's gradient is below the smallest normal number anyway
+        // (as `torch.distributions` clamps its relaxed draws)
+        let inside = (
+            F::min_positive_value(),
+            F::one() - F::epsilon() * F::lit(0.5),
+        );
         noise
             .try_add(self.logits)?
             .try_div(self.temperature)
-            .map(|v| v.sigmoid())
+            .map(|v| v.sigmoid().clamp(inside.0, inside.1))
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())
@@ -224,7 +235,8 @@ impl<'t, F: Element> Distribution<'t, F> for RelaxedBernoulli<'t, F> {
 /// `y = softmax((logits + g) / temperature)` along the last axis with Gumbel
 /// noise `g = -ln(-ln u)`: differentiable w.r.t. the logits and the
 /// temperature. As the temperature falls to 0, `y` approaches a one-hot
-/// Categorical draw.
+/// Categorical draw. A weight that underflows to 0 is given the smallest
+/// normal number instead, so that `log_prob` takes every draw.
 ///
 /// # Density
 /// For `k` classes, with `l = ln x`,
@@ -353,7 +365,11 @@ impl<'t, F: Element> Distribution<'t, F> for RelaxedOneHotCategorical<'t, F> {
         let z = noise
             .try_add(self.logits)?
             .try_div(self.temperature_per_class()?)?;
-        z.softmax(shape.len() - 1)
+        // a class whose weight underflows to 0 at a low temperature is
+        // given the smallest normal number instead, so that `log_prob`
+        // accepts the draw (see `RelaxedBernoulli::rsample_n`)
+        Ok(z.softmax(shape.len() - 1)?
+            .clamp(F::min_positive_value(), F::one()))
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())
