@@ -970,6 +970,25 @@ fn large_parameters_keep_their_digits() {
         1e-14,
     ));
 
+    // a count of 10⁸ (its d/dλ = k/λ - 1 never had the cancellation)
+    let rate = tape.var(s(1e8));
+    let l = Poisson::new(rate)
+        .unwrap()
+        .log_prob(tape.scalar(1e8 + 1e4))
+        .unwrap();
+    checks.push((
+        "Poisson log_prob".into(),
+        item(l),
+        -10.629_312_237_680_889,
+        1e-14,
+    ));
+    checks.push((
+        "Poisson d log_prob / d rate".into(),
+        grad(l, rate),
+        1e-4,
+        1e-12,
+    ));
+
     // divergences between close, large concentrations (a posterior near
     // its prior), and between close normals, where the rounding of r² - 1
     // was all of a small divergence

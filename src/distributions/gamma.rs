@@ -1055,7 +1055,8 @@ mod tests {
     /// The ops the large-concentration formulas are built from, against
     /// finite differences: below and above 10, where their special
     /// functions switch to asymptotic series, and `bd0` on both sides of
-    /// its switch to a series near `a = y`.
+    /// its switch to a series near `a = y`; and the Poisson log-mass built
+    /// on them.
     #[test]
     fn corrections_and_bd0_pass_gradcheck() {
         use crate::autodiff::gradcheck::{GradCheck, gradcheck};
@@ -1074,8 +1075,19 @@ mod tests {
         .unwrap_or_else(|e| panic!("digamma_correction: {e}"));
         let a = Tensor::vector(&[0.5, 3.0, 10.0, 10.0, 40.0]);
         let y = Tensor::vector(&[2.0, 0.2, 10.5, 30.0, 39.0]);
-        gradcheck(|_, v| v[0].bd0(v[1]), &[a, y], &GradCheck::default())
-            .unwrap_or_else(|e| panic!("bd0: {e}"));
+        gradcheck(
+            |_, v| v[0].bd0(v[1]),
+            &[a.clone(), y.clone()],
+            &GradCheck::default(),
+        )
+        .unwrap_or_else(|e| panic!("bd0: {e}"));
+        // (in the count too, through the continuous extension)
+        gradcheck(
+            |_, v| v[0].poisson_log_mass(v[1]),
+            &[a, y],
+            &GradCheck::default(),
+        )
+        .unwrap_or_else(|e| panic!("poisson_log_mass: {e}"));
     }
 
     /// The fused normalization of Dirichlet draws against finite

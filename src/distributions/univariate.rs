@@ -434,10 +434,8 @@ impl<'t, F: Element> Distribution<'t, F> for Poisson<'t, F> {
             "must be a count (an integer >= 0)",
             |v| v >= F::zero() && v.fract() == F::zero() && v.is_finite(),
         )?;
-        let r = self.rate;
-        k.try_mul(r.ln())?
-            .try_sub(r)?
-            .try_sub((k + F::one()).lgamma())
+        // k ln λ - λ - ln Γ(k + 1) without its cancellation for large counts
+        k.poisson_log_mass(self.rate)
     }
     fn rsample_n(&self, _: Option<usize>, _: &mut dyn Rng) -> Result<Var<'t, F>> {
         Err(Error::Unsupported {

@@ -243,6 +243,23 @@ pub(crate) fn bd0(a: f64, y: f64) -> f64 {
     a * ln_ratio(a, y) + y - a
 }
 
+/// `ln P(k; λ) = k ln λ - λ - ln Γ(k + 1)` of a count `k >= 0` under a
+/// Poisson rate `λ > 0`, as `-bd0(k, λ) - (ln Γ(k + 1) - k ln k + k)`,
+/// the second part `ln(2πk)/2 + C(k)` ([`lgamma_correction`]) from
+/// `k = 1` (directly below, 0 at `k = 0`): for large counts the direct sum
+/// cancels values of size `k ln k`. (Defined for any `k >= 0`, so that the
+/// op's derivative in `k` is that of the continuous extension.)
+pub(crate) fn poisson_log_mass(k: f64, rate: f64) -> f64 {
+    let stirling = if k >= 1.0 {
+        0.5 * k.ln() + HALF_LN_2PI + lgamma_correction(k)
+    } else if k > 0.0 {
+        lgamma(k + 1.0) - k * k.ln() + k
+    } else {
+        0.0
+    };
+    -bd0(k, rate) - stirling
+}
+
 /// `ln(a / y)`, from the logarithms when the ratio over- or underflows.
 pub(crate) fn ln_ratio(a: f64, y: f64) -> f64 {
     let r = a / y;
@@ -1619,6 +1636,29 @@ mod tests {
         for y in [8.1f64, 8.2, 12.2, 12.3] {
             let direct = 10.0 * (10.0 / y).ln() + y - 10.0;
             close(bd0(10.0, y), direct, 1e-13, &format!("bd0(10, {y})"));
+        }
+        // ln P(k; λ) for a count of 10¹⁰ at its rate (mpmath), and the
+        // direct formula for small counts
+        close(
+            poisson_log_mass(1e10, 1e10),
+            -12.431_863_998_183_234,
+            1e-14,
+            "Poisson 1e10",
+        );
+        for (k, rate) in [
+            (0.0f64, 3.5f64),
+            (0.5, 2.0),
+            (1.0, 0.2),
+            (4.0, 3.5),
+            (12.0, 40.0),
+        ] {
+            let direct = k * rate.ln() - rate - lgamma(k + 1.0);
+            close(
+                poisson_log_mass(k, rate),
+                direct,
+                1e-14,
+                &format!("Poisson({rate}) at {k}"),
+            );
         }
         // ln(a / y) from the logarithms when the ratio overflows
         close(

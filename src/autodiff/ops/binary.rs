@@ -115,6 +115,22 @@ impl<F: Element> Kernel2<F> for Bd0K {
     }
 }
 
+/// `ln P(k; λ)` of a Poisson count; `d/dk = ln λ - ψ(k + 1)` (of the
+/// continuous extension), `d/dλ = k / λ - 1`.
+struct PoissonLogMassK;
+impl<F: Element> Kernel2<F> for PoissonLogMassK {
+    const NAME: &'static str = "poisson_log_mass";
+    fn f(k: F, rate: F) -> F {
+        special2(special::poisson_log_mass, k, rate)
+    }
+    fn df(k: F, rate: F, _: F) -> (F, F) {
+        (
+            special2(|k, r| r.ln() - special::digamma(k + 1.0), k, rate),
+            special2(|k, r| k / r - 1.0, k, rate),
+        )
+    }
+}
+
 /// The tensor broadcast to `shape`, borrowed when it already has it.
 fn widen<'a, F: Element>(t: &'a Tensor<F>, shape: &[usize]) -> Result<Cow<'a, Tensor<F>>> {
     if t.shape() == shape {
@@ -315,6 +331,11 @@ impl<'t, F: Element> Var<'t, F> {
     /// Gamma log-density around its mode at large concentrations).
     pub(crate) fn bd0(self, y: Var<'t, F>) -> Result<Self> {
         self.binary::<Bd0K>(y)
+    }
+    /// `k ln λ - λ - ln Γ(k + 1)` of counts `k = self` and rates `λ`,
+    /// elementwise with broadcasting, accurate for large counts.
+    pub(crate) fn poisson_log_mass(self, rate: Var<'t, F>) -> Result<Self> {
+        self.binary::<PoissonLogMassK>(rate)
     }
 }
 
