@@ -1039,3 +1039,56 @@ fn large_parameters_keep_their_digits() {
         .collect();
     assert!(failed.is_empty(), "{failed:#?}");
 }
+
+/// The Gamma density where `rate * x` is below the smallest normal number
+/// (subnormal, or rounded to 0): there its large-concentration form cannot
+/// be used and the direct sum is, per element, in f32 and f64, with the
+/// gradient in x of the direct formula, `(a - 1)/x - b`. The same for the
+/// Gamma KL's rate part.
+#[test]
+fn gamma_log_prob_and_kl_where_a_product_underflows() {
+    fn check<F: Element>(a: f64, b: f64, xs: &[f64], ulps: f64) {
+        let tape = Tape::<F>::new();
+        let lit = |v: f64| F::from(v).unwrap();
+        let x = tape.var(Tensor::from_fn(&[xs.len()], |i| lit(xs[i])));
+        let d = Gamma::new(tape.scalar(lit(a)), tape.scalar(lit(b))).unwrap();
+        let lp = d.log_prob(x).unwrap();
+        let g = lp.sum().backward().unwrap();
+        let lgamma_a = Tape::<f64>::new().scalar(a).lgamma().item().unwrap();
+        for (i, &xv) in xs.iter().enumerate() {
+            // the value as F holds it, in f64
+            let xv = lit(xv).to_f64().unwrap();
+            let want = a * b.ln() + (a - 1.0) * xv.ln() - b * xv - lgamma_a;
+            let got = lp.value().data()[i].to_f64().unwrap();
+            let tol = ulps * F::epsilon().to_f64().unwrap() * want.abs();
+            assert!((got - want).abs() <= tol, "x = {xv:e}: {got} vs {want}");
+            // (-inf where it overflows, as in the direct formula)
+            let slope = lit((a - 1.0) / xv - b).to_f64().unwrap();
+            let got = g.get(x).unwrap().data()[i].to_f64().unwrap();
+            let close = got == slope
+                || (got - slope).abs() <= ulps * F::epsilon().to_f64().unwrap() * slope.abs();
+            assert!(close, "d/dx at {xv:e}: {got} vs {slope}");
+        }
+    }
+    // 0.5 * 5e-324 rounds to 0 in f64; 1e-8 * 1e-38 to 0 in f32, and
+    // 1e-3 * 1.2e-38 is subnormal; the last values are ordinary, so
+    // one tensor mixes both forms
+    check::<f64>(0.5, 0.5, &[5e-324, 1e-310, 0.7], 8.0);
+    check::<f32>(0.5, 1e-8, &[1e-38, 2e-38, 3.0e7], 4.0);
+    check::<f32>(0.5, 1e-3, &[1.2e-38, 0.25], 4.0);
+
+    // the Gamma KL's rate part takes a1 b2 / b1, here 1e-30 * 1e-16 = 0
+    // in f32: a2 ln(b1/b2) + a1 (b2 - b1)/b1 (the shape part is 0)
+    let tape = Tape::<f32>::new();
+    let g = |a: f32, b: f32| Gamma::new(tape.scalar(a), tape.scalar(b)).unwrap();
+    let kl = kl_divergence(&g(1e-30, 1.0), &g(1e-30, 1e-16))
+        .unwrap()
+        .item()
+        .unwrap();
+    let (a, b2) = (f64::from(1e-30f32), f64::from(1e-16f32));
+    let want = a * (1.0 / b2).ln() + a * (b2 - 1.0);
+    assert!(
+        (f64::from(kl) - want).abs() <= 4.0 * f64::from(f32::EPSILON) * want,
+        "{kl} vs {want}"
+    );
+}

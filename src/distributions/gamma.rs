@@ -488,14 +488,7 @@ impl<'t, F: Element> Distribution<'t, F> for Gamma<'t, F> {
             x,
             |_, v| v > F::zero(),
             F::one(),
-            // a ln b + (a - 1) ln x - b x - ln Γ(a), with ln Γ(a) written as
-            // Stirling's terms plus their correction C(a): the terms of size
-            // a ln a cancel analytically, leaving
-            // ln(a)/2 - C(a) - ln(2π)/2 - bd0(a, b x) - ln x
-            |x| {
-                let front = a.ln() * F::lit(0.5) - a.lgamma_correction() - F::lit(HALF_LN_2PI);
-                front.try_sub(a.bd0(b.try_mul(x)?)?)?.try_sub(x.ln())
-            },
+            |x| gamma_log_density(a, b, x),
         )
     }
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
@@ -529,6 +522,56 @@ impl<'t, F: Element> Distribution<'t, F> for Gamma<'t, F> {
     }
 }
 
+/// `stable(y)` where `y` is a normal number and `direct()` elsewhere,
+/// element by element, for the forms below that take a product `y` which
+/// can underflow (they need `y` itself, while the direct sums take its
+/// factors' logarithms, and lose nothing where `y` is that small).
+/// `stable` sees `y = 1` where its value is not used.
+fn where_normal<'t, F: Element>(
+    y: Var<'t, F>,
+    stable: impl Fn(Var<'t, F>) -> Result<Var<'t, F>>,
+    direct: impl FnOnce() -> Result<Var<'t, F>>,
+) -> Result<Var<'t, F>> {
+    let yv = y.value();
+    if yv.data().iter().all(|v| v.is_normal()) {
+        return stable(y);
+    }
+    let tape = y.tape();
+    let keep = yv.map(|v| if v.is_normal() { F::one() } else { F::zero() });
+    let other = keep.map(|k| F::one() - k);
+    let y_safe = y
+        .try_mul(tape.constant(keep.clone()))?
+        .try_add(tape.constant(other.clone()))?;
+    stable(y_safe)?
+        .try_mul(tape.constant(keep))?
+        .try_add(direct()?.try_mul(tape.constant(other))?)
+}
+
+/// `ln p(x) = a ln b + (a - 1) ln x - b x - ln Γ(a)` of a Gamma(a, b) at
+/// `x > 0`. With `ln Γ(a)` written as Stirling's terms plus their
+/// correction `C(a)`, the terms of size `a ln a` cancel analytically:
+/// `ln(a)/2 - C(a) - ln(2π)/2 - bd0(a, y) - ln x`, `y = b x`, which keeps
+/// its digits at large concentrations (the direct sum where `y`
+/// underflows, see [`where_normal`]).
+fn gamma_log_density<'t, F: Element>(
+    a: Var<'t, F>,
+    b: Var<'t, F>,
+    x: Var<'t, F>,
+) -> Result<Var<'t, F>> {
+    let y = b.try_mul(x)?;
+    let stable = |y: Var<'t, F>| -> Result<Var<'t, F>> {
+        let front = a.ln() * F::lit(0.5) - a.lgamma_correction() - F::lit(HALF_LN_2PI);
+        front.try_sub(a.bd0(y)?)?.try_sub(x.ln())
+    };
+    let direct = || -> Result<Var<'t, F>> {
+        let t = a
+            .try_mul(b.ln())?
+            .try_add((a - F::one()).try_mul(x.ln())?)?;
+        t.try_sub(b.try_mul(x)?)?.try_sub(a.lgamma())
+    };
+    where_normal(y, stable, direct)
+}
+
 /// `(a - b) ψ(a) - ln Γ(a) + ln Γ(b)`, the part of a Gamma, Beta or
 /// Dirichlet divergence that compares two concentrations. With `ln Γ` and
 /// `ψ` written as their leading terms plus corrections (`C`, `C'`), the
@@ -549,12 +592,23 @@ fn shape_divergence<'t, F: Element>(a: Var<'t, F>, b: Var<'t, F>) -> Result<Var<
 /// KL(Gamma(a1, b1) || Gamma(a2, b2))
 /// `= (a1 - a2) ψ(a1) - ln Γ(a1) + ln Γ(a2) + a2 (ln b1 - ln b2) + a1 (b2 - b1) / b1`:
 /// the first three terms are [`shape_divergence`]`(a1, a2)`, and with
-/// `r = b2 / b1` the last two are `bd0(a1, a1 r) + (a1 - a2) ln r`.
+/// `r = b2 / b1` the last two are `bd0(a1, a1 r) + (a1 - a2) ln r` (the
+/// direct sum where `a1 r` underflows, see [`where_normal`]).
 pub(crate) fn kl_gamma<'t, F: Element>(q: &Gamma<'t, F>, p: &Gamma<'t, F>) -> Result<Var<'t, F>> {
     let (a1, b1, a2, b2) = (q.concentration, q.rate, p.concentration, p.rate);
     let r = b2.try_div(b1)?;
-    let t = shape_divergence(a1, a2)?.try_add(a1.bd0(a1.try_mul(r)?)?)?;
-    t.try_add(a1.try_sub(a2)?.try_mul(r.ln())?)
+    let rates = where_normal(
+        a1.try_mul(r)?,
+        |y| {
+            a1.bd0(y)?
+                .try_add(a1.try_sub(a2)?.try_mul(b2.ln().try_sub(b1.ln())?)?)
+        },
+        || {
+            let t = a2.try_mul(b1.ln().try_sub(b2.ln())?)?;
+            t.try_add(a1.try_mul(b2.try_sub(b1)?.try_div(b1)?)?)
+        },
+    )?;
+    shape_divergence(a1, a2)?.try_add(rates)
 }
 
 /// The Beta distribution on (0, 1).
