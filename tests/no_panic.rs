@@ -25,6 +25,21 @@ fn tensor() -> impl Strategy<Value = Tensor<f64>> {
     })
 }
 
+/// Distribution parameters: mostly valid (positive, down to 1e-300 and up
+/// to 1e300), sometimes not, over non-empty shapes, so that constructors
+/// succeed often enough for the methods behind them to run.
+fn param() -> impl Strategy<Value = Tensor<f64>> {
+    let v = prop_oneof![
+        8 => 0.01..5.0f64,
+        1 => prop_oneof![Just(1e-300), Just(1e300), Just(1e10), Just(0.5)],
+        1 => prop_oneof![Just(-1.0), Just(f64::NAN), Just(0.0)],
+    ];
+    prop::collection::vec(1usize..4, 0..3).prop_flat_map(move |shape| {
+        let n: usize = shape.iter().product();
+        prop::collection::vec(v.clone(), n).prop_map(move |d| Tensor::from_vec(d, &shape).unwrap())
+    })
+}
+
 /// One step of a random graph: an op code and operand/argument choices.
 #[derive(Debug, Clone)]
 struct Step {
@@ -125,6 +140,23 @@ fn exercise<'t>(d: &dyn Distribution<'t, f64>, x: Var<'t, f64>, rng: &mut StdRng
     let _ = kl_monte_carlo(d, d, 2, rng);
 }
 
+/// [`exercise`], then the backward pass of every var it can make: the
+/// special functions of the Gamma-family densities run only there.
+fn exercise_backward<'t>(d: &dyn Distribution<'t, f64>, x: Var<'t, f64>, rng: &mut StdRng) {
+    exercise(d, x, rng);
+    let outputs = [
+        d.log_prob(x),
+        d.rsample(rng),
+        d.entropy(),
+        d.mean(),
+        d.variance(),
+        kl_divergence(d, d),
+    ];
+    for v in outputs.into_iter().flatten() {
+        let _ = v.sum().backward();
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 256,
@@ -167,6 +199,30 @@ proptest! {
         if let Ok(d) = SpikeAndSlab::new(a, b, c) { exercise(&d, x, &mut rng); }
         if let Ok(n) = Normal::new(a, b)
             && let Ok(d) = Independent::new(Box::new(n), labels.len() % 3) { exercise(&d, x, &mut rng); }
+    }
+
+    #[test]
+    fn the_other_families_never_panic(a in param(), b in param(), c in prop_oneof![param(), tensor()],
+                                      x in prop_oneof![param(), tensor()], seed in any::<u64>()) {
+        let tape = Tape::<f64>::new();
+        let (a, b, c, x) = (tape.var(a), tape.var(b), tape.var(c), tape.var(x));
+        let mut rng = StdRng::seed_from_u64(seed);
+        if let Ok(d) = Gamma::new(a, b) { exercise_backward(&d, x, &mut rng); }
+        if let Ok(d) = Beta::new(a, b) { exercise_backward(&d, x, &mut rng); }
+        if let Ok(d) = Dirichlet::new(a) { exercise_backward(&d, x, &mut rng); }
+        if let Ok(d) = StudentT::new(a, b, c) { exercise_backward(&d, x, &mut rng); }
+        if let Ok(d) = Poisson::new(a) { exercise_backward(&d, x, &mut rng); }
+        if let Ok(d) = Laplace::new(a, b) { exercise_backward(&d, x, &mut rng); }
+        if let Ok(d) = Exponential::new(a) { exercise_backward(&d, x, &mut rng); }
+        if let Ok(d) = Uniform::new(a, b) { exercise_backward(&d, x, &mut rng); }
+        if let Ok(d) = LogNormal::new(a, b) { exercise_backward(&d, x, &mut rng); }
+        if let Ok(d) = LogitNormal::new(a, b) { exercise_backward(&d, x, &mut rng); }
+        if let Ok(d) = RelaxedBernoulli::new(a, b) { exercise_backward(&d, x, &mut rng); }
+        if let Ok(d) = RelaxedOneHotCategorical::new(a, b) { exercise_backward(&d, x, &mut rng); }
+        if let Ok(d) = MultivariateNormal::from_scale_tril(a, b) { exercise_backward(&d, x, &mut rng); }
+        if let Ok(d) = MultivariateNormal::from_covariance(a, b) { exercise_backward(&d, x, &mut rng); }
+        let _ = a.lbeta(b).map(|v| v.sum().backward());
+        let _ = a.digamma_diff(b).map(|v| v.sum().backward());
     }
 
     #[test]
