@@ -707,6 +707,47 @@ fn log_prob_outside_the_support_is_minus_infinity_with_zero_gradient() {
             Box::new(LogitNormal::new(p, q).unwrap()),
             1.0,
         ),
+        // infinite values: chosen out, not multiplied by 0 (which gave NaN)
+        (
+            "Gamma at -inf",
+            Box::new(Gamma::new(p, q).unwrap()),
+            f64::NEG_INFINITY,
+        ),
+        (
+            "Gamma at +inf",
+            Box::new(Gamma::new(p, q).unwrap()),
+            f64::INFINITY,
+        ),
+        (
+            "Beta at -inf",
+            Box::new(Beta::new(p, q).unwrap()),
+            f64::NEG_INFINITY,
+        ),
+        (
+            "Beta at +inf",
+            Box::new(Beta::new(p, q).unwrap()),
+            f64::INFINITY,
+        ),
+        (
+            "Exponential at -inf",
+            Box::new(Exponential::new(p).unwrap()),
+            f64::NEG_INFINITY,
+        ),
+        (
+            "Uniform at +inf",
+            Box::new(Uniform::new(p, q).unwrap()),
+            f64::INFINITY,
+        ),
+        (
+            "StudentT at +inf",
+            Box::new(StudentT::new(p, q, q).unwrap()),
+            f64::INFINITY,
+        ),
+        (
+            "StudentT at -inf",
+            Box::new(StudentT::new(p, q, q).unwrap()),
+            f64::NEG_INFINITY,
+        ),
     ];
     for (name, d, x) in cases {
         let xv = tape.var(s(x));
@@ -1091,4 +1132,143 @@ fn gamma_log_prob_and_kl_where_a_product_underflows() {
         (f64::from(kl) - want).abs() <= 4.0 * f64::from(f32::EPSILON) * want,
         "{kl} vs {want}"
     );
+}
+
+/// A tensor whose concentrations lie on both sides of the switch to the
+/// large-concentration forms (and down to 1e-300) gives, element by
+/// element, the values and gradients each element gives alone, and no NaN:
+/// the two forms are chosen per element, not blended.
+#[test]
+fn concentrations_on_both_sides_of_the_switch_in_one_tensor() {
+    let conc = [1e-300, 0.7, 3.0, 9.99, 10.0, 250.0, 1e7];
+    let other = [2.0, 0.3, 12.0, 40.0, 9.0, 260.0, 1.1e7];
+    type Build = for<'t> fn(&'t Tape<f64>, Var<'t, f64>, Var<'t, f64>) -> Result<Var<'t, f64>>;
+    let cases: [(&str, Build); 7] = [
+        ("Gamma log_prob", |t, a, b| {
+            Gamma::new(a, b)?.log_prob(t.constant(v(&[1.5; 7])))
+        }),
+        ("Gamma entropy", |_, a, b| Gamma::new(a, b)?.entropy()),
+        ("Gamma KL", |t, a, b| {
+            let q = Gamma::new(a, t.constant(v(&[2.0; 7])))?;
+            kl_divergence(&q, &Gamma::new(b, t.constant(v(&[2.5; 7])))?)
+        }),
+        ("Beta log_prob", |t, a, b| {
+            Beta::new(a, b)?.log_prob(t.constant(v(&[0.3; 7])))
+        }),
+        ("Beta entropy", |_, a, b| Beta::new(a, b)?.entropy()),
+        ("Beta KL", |_, a, b| {
+            kl_divergence(&Beta::new(a, b)?, &Beta::new(b, a)?)
+        }),
+        ("Dirichlet entropy", |_, a, b| {
+            // rows (a_i, b_i): some all large, some not
+            Dirichlet::new(Var::stack(&[a, b], 1)?)?.entropy()
+        }),
+    ];
+    for (name, build) in cases {
+        let tape = Tape::<f64>::new();
+        let (a, b) = (tape.var(v(&conc)), tape.var(v(&other)));
+        let y = build(&tape, a, b).unwrap();
+        let g = y.sum().backward().unwrap();
+        for i in 0..conc.len() {
+            let one = Tape::<f64>::new();
+            // all seven elements equal to element i: one form throughout
+            let (ai, bi) = (
+                one.var(Tensor::full(&[7], conc[i])),
+                one.var(Tensor::full(&[7], other[i])),
+            );
+            let yi = build(&one, ai, bi).unwrap();
+            let gi = yi.sum().backward().unwrap();
+            let (want, got) = (yi.value().data()[i], y.value().data()[i]);
+            assert!(
+                !got.is_nan() && (got == want || (got - want).abs() <= 1e-14 * want.abs()),
+                "{name} at {i}: {got} vs {want}"
+            );
+            for (var, vi) in [(a, ai), (b, bi)] {
+                let (got, want) = (g.get(var).unwrap().data()[i], gi.get(vi).unwrap().data()[i]);
+                assert!(!got.is_nan(), "{name} at {i}: NaN gradient");
+                assert!(
+                    got == want || (got - want).abs() <= 1e-12 * want.abs(),
+                    "{name} at {i}: gradient {got} vs {want}"
+                );
+            }
+        }
+    }
+}
+
+/// No NaN, in a value or a gradient, from parameters anywhere from 1e-10
+/// to 1e10 (on both sides of the switch to the large-concentration forms)
+/// and values across each support: every pair of a grid, broadcast.
+#[test]
+fn parameters_from_1e_minus_10_to_1e10_give_no_nan() {
+    let grid = [1e-10, 0.01, 0.5, 1.0, 3.0, 9.99, 10.0, 1e5, 1e10];
+    let at = |shape: &[usize]| Tensor::from_vec(grid.to_vec(), shape).unwrap();
+    type Build = for<'t> fn(&'t Tape<f64>, [Var<'t, f64>; 4]) -> Result<Var<'t, f64>>;
+    let cases: [(&str, Build); 10] = [
+        ("Gamma log_prob", |t, [a, b, ..]| {
+            Gamma::new(a, b)?.log_prob(t.constant(Tensor::from_vec(
+                vec![1e-10, 0.5, 7.0, 1e10],
+                &[4, 1, 1, 1, 1],
+            )?))
+        }),
+        ("Gamma entropy", |_, [a, b, ..]| Gamma::new(a, b)?.entropy()),
+        ("Gamma KL", |_, [a, b, c, d]| {
+            kl_divergence(&Gamma::new(a, b)?, &Gamma::new(c, d)?)
+        }),
+        ("Beta log_prob", |t, [a, b, ..]| {
+            Beta::new(a, b)?.log_prob(t.constant(Tensor::from_vec(
+                vec![1e-10, 0.25, 1.0 - 1e-10],
+                &[3, 1, 1, 1, 1],
+            )?))
+        }),
+        ("Beta entropy", |_, [a, b, ..]| Beta::new(a, b)?.entropy()),
+        ("Beta KL", |_, [a, b, c, d]| {
+            kl_divergence(&Beta::new(a, b)?, &Beta::new(c, d)?)
+        }),
+        ("StudentT log_prob", |t, [a, b, ..]| {
+            let x = t.constant(Tensor::from_vec(
+                vec![-1e10, 0.0, 1.0, 1e10],
+                &[4, 1, 1, 1, 1],
+            )?);
+            StudentT::new(a, t.scalar(0.5), b)?.log_prob(x)
+        }),
+        ("StudentT entropy", |t, [a, b, ..]| {
+            StudentT::new(a, t.scalar(0.5), b)?.entropy()
+        }),
+        ("Dirichlet entropy", |_, [a, b, ..]| {
+            let rows = Var::stack(
+                &[
+                    a.broadcast_to(&[9, 9, 1, 1])?,
+                    b.broadcast_to(&[9, 9, 1, 1])?,
+                ],
+                4,
+            )?;
+            Dirichlet::new(rows)?.entropy()
+        }),
+        ("Poisson log_prob", |t, [a, ..]| {
+            Poisson::new(a)?.log_prob(t.constant(Tensor::from_vec(
+                vec![0.0, 1.0, 7.0, 1e10],
+                &[4, 1, 1, 1, 1],
+            )?))
+        }),
+    ];
+    for (name, build) in cases {
+        let tape = Tape::<f64>::new();
+        let vars = [
+            tape.var(at(&[9, 1, 1, 1])),
+            tape.var(at(&[9, 1, 1])),
+            tape.var(at(&[9, 1])),
+            tape.var(at(&[9])),
+        ];
+        let y = build(&tape, vars).unwrap();
+        assert!(
+            y.value().data().iter().all(|x| !x.is_nan()),
+            "{name}: NaN value"
+        );
+        let g = y.sum().backward().unwrap();
+        for var in vars {
+            if let Some(t) = g.get(var) {
+                assert!(t.data().iter().all(|x| !x.is_nan()), "{name}: NaN gradient");
+            }
+        }
+    }
 }

@@ -486,7 +486,9 @@ impl<'t, F: Element> Distribution<'t, F> for Gamma<'t, F> {
         on_support(
             "Gamma",
             x,
-            |_, v| v > F::zero(),
+            // (+inf too is outside: the density vanishes there, and the
+            // formula would be inf - inf)
+            |_, v| v > F::zero() && v < F::infinity(),
             F::one(),
             |x| gamma_log_density(a, b, x),
         )
@@ -501,12 +503,20 @@ impl<'t, F: Element> Distribution<'t, F> for Gamma<'t, F> {
     // H = a - ln b + ln Γ(a) + (1 - a) ψ(a); with ln Γ and ψ written as
     // their leading terms plus corrections (C and C'), the terms that grow
     // with a cancel: H = ln(a)/2 - ln b + ln(2π)/2 + 1/2 - 1/(2a) + C(a)
-    // + (1 - a) C'(a)
+    // + (1 - a) C'(a), taken from `LARGE` on (`by_size`)
     fn entropy(&self) -> Result<Var<'t, F>> {
-        let a = self.concentration;
-        let h = a.ln() * F::lit(0.5) + a.lgamma_correction() - a.scalar_div(F::lit(0.5));
-        let h = h.try_sub((a - F::one()).try_mul(a.digamma_correction())?)?;
-        (h + F::lit(HALF_LN_2PI + 0.5)).try_sub(self.rate.ln())
+        let large = |v: &[Var<'t, F>]| {
+            let a = v[0];
+            let h = a.ln() * F::lit(0.5) + a.lgamma_correction() - a.scalar_div(F::lit(0.5));
+            let h = h.try_sub((a - F::one()).try_mul(a.digamma_correction())?)?;
+            Ok(h + F::lit(HALF_LN_2PI + 0.5))
+        };
+        let small = |v: &[Var<'t, F>]| {
+            let a = v[0];
+            a.try_add(a.lgamma())?
+                .try_sub((a - F::one()).try_mul(a.digamma())?)
+        };
+        by_size(&[self.concentration], large, small)?.try_sub(self.rate.ln())
     }
     fn mean(&self) -> Result<Var<'t, F>> {
         self.concentration.try_div(self.rate)
@@ -522,54 +532,119 @@ impl<'t, F: Element> Distribution<'t, F> for Gamma<'t, F> {
     }
 }
 
-/// `stable(y)` where `y` is a normal number and `direct()` elsewhere,
-/// element by element, for the forms below that take a product `y` which
-/// can underflow (they need `y` itself, while the direct sums take its
-/// factors' logarithms, and lose nothing where `y` is that small).
-/// `stable` sees `y = 1` where its value is not used.
-fn where_normal<'t, F: Element>(
-    y: Var<'t, F>,
-    stable: impl Fn(Var<'t, F>) -> Result<Var<'t, F>>,
-    direct: impl FnOnce() -> Result<Var<'t, F>>,
+/// From this size on, a concentration's `ln Γ` and ψ are taken as
+/// Stirling's terms plus their corrections (see [`by_size`]).
+const LARGE: f64 = 10.0;
+
+/// Whether `y` is within a factor of 16 of `a` (the range where the
+/// forms built on `bd0(a, y)` cancel what the direct sums cannot).
+fn near<F: Element>(y: F, a: F) -> bool {
+    let r = y / a;
+    r >= F::lit(0.0625) && r <= F::lit(16.0)
+}
+
+/// `large(inputs)` where `in_mask` is 1 and `small(inputs)` where it is 0,
+/// chosen element by element on the outputs by `out_mask` (the same mask,
+/// reduced over any axis the formulas sum). Each formula sees the value
+/// [`LARGE`] in place of the inputs it does not use, so that nothing
+/// infinite or NaN from the other side's range reaches its value or
+/// gradient. With one mask value throughout, only that side is built.
+fn split<'t, F: Element>(
+    inputs: &[Var<'t, F>],
+    (in_mask, out_mask): (Tensor<F>, Tensor<F>),
+    large: impl FnOnce(&[Var<'t, F>]) -> Result<Var<'t, F>>,
+    small: impl FnOnce(&[Var<'t, F>]) -> Result<Var<'t, F>>,
 ) -> Result<Var<'t, F>> {
-    let yv = y.value();
-    if yv.data().iter().all(|v| v.is_normal()) {
-        return stable(y);
+    if in_mask.data().iter().all(|&m| m == F::one()) {
+        return large(inputs);
     }
-    let tape = y.tape();
-    let keep = yv.map(|v| if v.is_normal() { F::one() } else { F::zero() });
-    let other = keep.map(|k| F::one() - k);
-    let y_safe = y
-        .try_mul(tape.constant(keep.clone()))?
-        .try_add(tape.constant(other.clone()))?;
-    stable(y_safe)?
-        .try_mul(tape.constant(keep))?
-        .try_add(direct()?.try_mul(tape.constant(other))?)
+    if in_mask.data().iter().all(|&m| m == F::zero()) {
+        return small(inputs);
+    }
+    let safe = inputs[0].tape().scalar(F::lit(LARGE));
+    let not = in_mask.map(|m| F::one() - m);
+    let side = |mask: &Tensor<F>| -> Result<Vec<Var<'t, F>>> {
+        inputs
+            .iter()
+            .map(|v| v.choose(mask.clone(), safe))
+            .collect()
+    };
+    large(&side(&in_mask)?)?.choose(out_mask, small(&side(&not)?)?)
+}
+
+/// 1 where `keep` holds for the inputs' values (broadcast together),
+/// else 0.
+fn mask_where<F: Element>(inputs: &[Var<'_, F>], keep: impl Fn(&[F]) -> bool) -> Result<Tensor<F>> {
+    let mut shape = Vec::new();
+    for v in inputs {
+        shape = broadcast_shape(&shape, &v.shape()).ok_or_else(|| Error::ShapeMismatch {
+            op: "broadcast",
+            lhs: shape.clone(),
+            rhs: v.shape(),
+        })?;
+    }
+    let values = inputs
+        .iter()
+        .map(|v| v.value().broadcast_to(&shape))
+        .collect::<Result<Vec<_>>>()?;
+    let mut at = Vec::with_capacity(values.len());
+    Tensor::from_vec(
+        (0..crate::tensor::numel(&shape))
+            .map(|i| {
+                at.clear();
+                at.extend(values.iter().map(|t| t.data()[i]));
+                if keep(&at) { F::one() } else { F::zero() }
+            })
+            .collect(),
+        &shape,
+    )
+}
+
+/// [`split`] of elementwise formulas by whether all their inputs are at
+/// least [`LARGE`]: there the forms with Stirling's corrections keep the
+/// digits that sums of `ln Γ` and ψ lose; below, the direct sums are as
+/// accurate, and they keep their range at tiny concentrations, where the
+/// corrections are differences of numbers that overflow.
+fn by_size<'t, F: Element>(
+    inputs: &[Var<'t, F>],
+    large: impl FnOnce(&[Var<'t, F>]) -> Result<Var<'t, F>>,
+    small: impl FnOnce(&[Var<'t, F>]) -> Result<Var<'t, F>>,
+) -> Result<Var<'t, F>> {
+    let mask = mask_where(inputs, |v| v.iter().all(|&x| x >= F::lit(LARGE)))?;
+    split(inputs, (mask.clone(), mask), large, small)
 }
 
 /// `ln p(x) = a ln b + (a - 1) ln x - b x - ln Γ(a)` of a Gamma(a, b) at
 /// `x > 0`. With `ln Γ(a)` written as Stirling's terms plus their
 /// correction `C(a)`, the terms of size `a ln a` cancel analytically:
 /// `ln(a)/2 - C(a) - ln(2π)/2 - bd0(a, y) - ln x`, `y = b x`, which keeps
-/// its digits at large concentrations (the direct sum where `y`
-/// underflows, see [`where_normal`]).
+/// its digits at large concentrations. It is taken where `a` is at least
+/// [`LARGE`] and `y` is [`near`] `a`, the direct sum elsewhere
+/// ([`split`]): the terms that cancel are large only when both hold, and
+/// far from `a` the stable form's `y` and `a / y` can underflow or
+/// overflow where the direct sum's logarithms do not.
 fn gamma_log_density<'t, F: Element>(
     a: Var<'t, F>,
     b: Var<'t, F>,
     x: Var<'t, F>,
 ) -> Result<Var<'t, F>> {
-    let y = b.try_mul(x)?;
-    let stable = |y: Var<'t, F>| -> Result<Var<'t, F>> {
+    let stable = |v: &[Var<'t, F>]| {
+        let (a, b, x) = (v[0], v[1], v[2]);
         let front = a.ln() * F::lit(0.5) - a.lgamma_correction() - F::lit(HALF_LN_2PI);
-        front.try_sub(a.bd0(y)?)?.try_sub(x.ln())
+        front.try_sub(a.bd0(b.try_mul(x)?)?)?.try_sub(x.ln())
     };
-    let direct = || -> Result<Var<'t, F>> {
+    let direct = |v: &[Var<'t, F>]| {
+        let (a, b, x) = (v[0], v[1], v[2]);
         let t = a
             .try_mul(b.ln())?
             .try_add((a - F::one()).try_mul(x.ln())?)?;
         t.try_sub(b.try_mul(x)?)?.try_sub(a.lgamma())
     };
-    where_normal(y, stable, direct)
+    let inputs = [a, b, x];
+    let mask = mask_where(&inputs, |v| {
+        v[0] >= F::lit(LARGE) && near(v[1] * v[2], v[0])
+    })?;
+    split(&inputs, (mask.clone(), mask), stable, direct)
 }
 
 /// `(a - b) ψ(a) - ln Γ(a) + ln Γ(b)`, the part of a Gamma, Beta or
@@ -577,37 +652,49 @@ fn gamma_log_density<'t, F: Element>(
 /// `ψ` written as their leading terms plus corrections (`C`, `C'`), the
 /// terms of size `a ln a` cancel analytically:
 /// `bd0(b, a) - ln(b/a)/2 - (a - b)/(2a) + (a - b) C'(a) + C(b) - C(a)`,
-/// with `bd0(b, a) = b ln(b/a) + a - b`. Each part is small when `a` and
+/// with `bd0(b, a) = b ln(b/a) + a - b` (the direct sum where either is
+/// below [`LARGE`], see [`by_size`]). Each part is small when `a` and
 /// `b` are close, so the divergence between two large, close
 /// concentrations keeps its digits (the direct sum loses them to
 /// rounding errors of size `a ln a` ulps).
 fn shape_divergence<'t, F: Element>(a: Var<'t, F>, b: Var<'t, F>) -> Result<Var<'t, F>> {
-    let diff = a.try_sub(b)?;
-    let t = b.bd0(a)?.try_sub(b.try_div(a)?.ln() * F::lit(0.5))?;
-    let t = t.try_sub(diff.try_div(a)? * F::lit(0.5))?;
-    let t = t.try_add(diff.try_mul(a.digamma_correction())?)?;
-    t.try_add(b.lgamma_correction().try_sub(a.lgamma_correction())?)
+    let large = |v: &[Var<'t, F>]| {
+        let (a, b) = (v[0], v[1]);
+        let diff = a.try_sub(b)?;
+        let t = b.bd0(a)?.try_sub(b.try_div(a)?.ln() * F::lit(0.5))?;
+        let t = t.try_sub(diff.try_div(a)? * F::lit(0.5))?;
+        let t = t.try_add(diff.try_mul(a.digamma_correction())?)?;
+        t.try_add(b.lgamma_correction().try_sub(a.lgamma_correction())?)
+    };
+    let small = |v: &[Var<'t, F>]| {
+        let (a, b) = (v[0], v[1]);
+        let t = a.try_sub(b)?.try_mul(a.digamma())?;
+        t.try_sub(a.lgamma())?.try_add(b.lgamma())
+    };
+    by_size(&[a, b], large, small)
 }
 
 /// KL(Gamma(a1, b1) || Gamma(a2, b2))
 /// `= (a1 - a2) ψ(a1) - ln Γ(a1) + ln Γ(a2) + a2 (ln b1 - ln b2) + a1 (b2 - b1) / b1`:
 /// the first three terms are [`shape_divergence`]`(a1, a2)`, and with
 /// `r = b2 / b1` the last two are `bd0(a1, a1 r) + (a1 - a2) ln r` (the
-/// direct sum where `a1 r` underflows, see [`where_normal`]).
+/// direct sum where `r` is not [`near`] 1, see [`split`]).
 pub(crate) fn kl_gamma<'t, F: Element>(q: &Gamma<'t, F>, p: &Gamma<'t, F>) -> Result<Var<'t, F>> {
     let (a1, b1, a2, b2) = (q.concentration, q.rate, p.concentration, p.rate);
-    let r = b2.try_div(b1)?;
-    let rates = where_normal(
-        a1.try_mul(r)?,
-        |y| {
-            a1.bd0(y)?
-                .try_add(a1.try_sub(a2)?.try_mul(b2.ln().try_sub(b1.ln())?)?)
-        },
-        || {
-            let t = a2.try_mul(b1.ln().try_sub(b2.ln())?)?;
-            t.try_add(a1.try_mul(b2.try_sub(b1)?.try_div(b1)?)?)
-        },
-    )?;
+    let stable = |v: &[Var<'t, F>]| {
+        let (a1, b1, a2, b2) = (v[0], v[1], v[2], v[3]);
+        let y = a1.try_mul(b2.try_div(b1)?)?;
+        a1.bd0(y)?
+            .try_add(a1.try_sub(a2)?.try_mul(b2.ln().try_sub(b1.ln())?)?)
+    };
+    let direct = |v: &[Var<'t, F>]| {
+        let (a1, b1, a2, b2) = (v[0], v[1], v[2], v[3]);
+        let t = a2.try_mul(b1.ln().try_sub(b2.ln())?)?;
+        t.try_add(a1.try_mul(b2.try_sub(b1)?.try_div(b1)?)?)
+    };
+    let inputs = [a1, b1, a2, b2];
+    let mask = mask_where(&inputs, |v| near(v[0] * (v[3] / v[1]), v[0]))?;
+    let rates = split(&inputs, (mask.clone(), mask), stable, direct)?;
     shape_divergence(a1, a2)?.try_add(rates)
 }
 
@@ -738,21 +825,34 @@ impl<'t, F: Element> Distribution<'t, F> for Beta<'t, F> {
         Ok(self.rsample(rng)?.value())
     }
     // H = ln B(a, b) - (a - 1) ψ(a) - (b - 1) ψ(b) + (a + b - 2) ψ(a + b):
-    // the Dirichlet entropy (`dirichlet_entropy`) of the pair
+    // from `LARGE` on, the Dirichlet entropy's form with Stirling's
+    // corrections for the pair; below, with the digamma differences whole
     fn entropy(&self) -> Result<Var<'t, F>> {
-        let (a, b) = (self.concentration1, self.concentration0);
-        let s = a.try_add(b)?;
-        // ln(a/s) = -ln(1 + b/a), and the same for b
-        let ln_a = -b.try_div(a)?.log1p();
-        let ln_b = -a.try_div(b)?.log1p();
-        let terms = |x: Var<'t, F>, ln_x: Var<'t, F>| -> Result<Var<'t, F>> {
-            let t = ln_x * F::lit(0.5) - x.scalar_div(F::lit(0.5)) + x.lgamma_correction();
-            let slope = x.digamma_correction().try_sub(s.digamma_correction())?;
-            t.try_sub((x - F::one()).try_mul(slope)?)
+        let large = |v: &[Var<'t, F>]| {
+            let (a, b) = (v[0], v[1]);
+            let s = a.try_add(b)?;
+            // ln(a/s) = -ln(1 + b/a), and the same for b
+            let ln_a = -b.try_div(a)?.log1p();
+            let ln_b = -a.try_div(b)?.log1p();
+            let terms = |x: Var<'t, F>, ln_x: Var<'t, F>| -> Result<Var<'t, F>> {
+                let t = ln_x * F::lit(0.5) - x.scalar_div(F::lit(0.5)) + x.lgamma_correction();
+                let slope = x.digamma_correction().try_sub(s.digamma_correction())?;
+                t.try_sub((x - F::one()).try_mul(slope)?)
+            };
+            let h = terms(a, ln_a)?.try_add(terms(b, ln_b)?)?;
+            let h =
+                h.try_add(s.scalar_div(F::one()) - s.ln() * F::lit(0.5) - s.lgamma_correction())?;
+            Ok(h + F::lit(HALF_LN_2PI + 0.5))
         };
-        let h = terms(a, ln_a)?.try_add(terms(b, ln_b)?)?;
-        let h = h.try_add(s.scalar_div(F::one()) - s.ln() * F::lit(0.5) - s.lgamma_correction())?;
-        Ok(h + F::lit(HALF_LN_2PI + 0.5))
+        // ln B(a, b) - (a - 1) (ψ(a) - ψ(a + b)) - (b - 1) (ψ(b) - ψ(a + b))
+        let small = |v: &[Var<'t, F>]| {
+            let (a, b) = (v[0], v[1]);
+            let h = a
+                .lbeta(b)?
+                .try_sub((a - F::one()).try_mul(a.digamma_diff(b)?)?)?;
+            h.try_sub((b - F::one()).try_mul(b.digamma_diff(a)?)?)
+        };
+        by_size(&[self.concentration1, self.concentration0], large, small)
     }
     fn mean(&self) -> Result<Var<'t, F>> {
         let (a, b) = (self.concentration1, self.concentration0);
@@ -842,22 +942,63 @@ impl<'t, F: Element> Dirichlet<'t, F> {
         self.concentration.shape().len() - 1
     }
 
-    /// `ln B(α) = Σ ln Γ(α_i) - ln Γ(α0)`, `α0 = Σ α_i`, with each `ln Γ`
-    /// written as Stirling's leading terms plus its correction `C`: the
-    /// terms that grow with `α` cancel analytically, leaving
-    /// `Σ (α_i - 1/2) ln(α_i/α0) - (k - 1) ln(α0)/2 + (k - 1) ln(2π)/2
-    /// + Σ C(α_i) - C(α0)`, whose digits survive large concentrations.
+    /// `ln B(α) = Σ ln Γ(α_i) - ln Γ(α0)`, `α0 = Σ α_i`. For rows whose
+    /// concentrations are all at least [`LARGE`], each `ln Γ` is written as
+    /// Stirling's leading terms plus its correction `C`, and the terms
+    /// that grow with `α` cancel analytically, leaving `Σ (α_i - 1/2)
+    /// ln(α_i/α0) - (k - 1) ln(α0)/2 + (k - 1) ln(2π)/2 + Σ C(α_i) -
+    /// C(α0)`, whose digits survive large concentrations; the direct sum
+    /// for the other rows.
     fn ln_norm(&self) -> Result<Var<'t, F>> {
-        let a = self.concentration;
-        let k = F::from_usize(*a.shape().last().unwrap_or(&0)).unwrap_or_else(F::nan);
-        let axis = self.axis();
-        let a0 = a.sum_axis(axis, true)?;
-        let sum = |v: Var<'t, F>| v.sum_axis(axis, false);
-        let ratios = (a - F::lit(0.5)).try_mul(a.try_div(a0)?.ln())?;
-        let a0 = a0.sum_axis(axis, false)?;
-        let t = sum(ratios)?.try_sub(a0.ln() * ((k - F::one()) * F::lit(0.5)))?;
-        let t = t.try_add(sum(a.lgamma_correction())?)?;
-        Ok(t.try_sub(a0.lgamma_correction())? + (k - F::one()) * F::lit(HALF_LN_2PI))
+        let (axis, k) = (self.axis(), self.classes());
+        let large = |v: &[Var<'t, F>]| {
+            let a = v[0];
+            let a0 = a.sum_axis(axis, true)?;
+            let ratios = (a - F::lit(0.5)).try_mul(a.try_div(a0)?.ln())?;
+            let a0 = a0.sum_axis(axis, false)?;
+            let t = ratios
+                .sum_axis(axis, false)?
+                .try_sub(a0.ln() * ((k - F::one()) * F::lit(0.5)))?;
+            let t = t.try_add(a.lgamma_correction().sum_axis(axis, false)?)?;
+            Ok(t.try_sub(a0.lgamma_correction())? + (k - F::one()) * F::lit(HALF_LN_2PI))
+        };
+        let small = |v: &[Var<'t, F>]| Self::ln_norm_direct(v[0], axis);
+        split(&[self.concentration], self.large_rows()?, large, small)
+    }
+
+    /// `Σ ln Γ(α_i) - ln Γ(α0)` summed directly.
+    fn ln_norm_direct(a: Var<'t, F>, axis: usize) -> Result<Var<'t, F>> {
+        let a0 = a.sum_axis(axis, false)?;
+        a.lgamma().sum_axis(axis, false)?.try_sub(a0.lgamma())
+    }
+
+    /// The number of classes, as `F`.
+    fn classes(&self) -> F {
+        F::from_usize(*self.concentration.shape().last().unwrap_or(&0)).unwrap_or_else(F::nan)
+    }
+
+    /// The masks for [`split`] of the rows whose concentrations are all at
+    /// least [`LARGE`]: over the concentrations, and over the rows.
+    fn large_rows(&self) -> Result<(Tensor<F>, Tensor<F>)> {
+        let a = self.concentration.value();
+        let k = *a.shape().last().unwrap_or(&1);
+        let rows: Vec<F> = a
+            .data()
+            .chunks(k.max(1))
+            .map(|row| {
+                let large = row.iter().all(|&x| x >= F::lit(LARGE));
+                if large { F::one() } else { F::zero() }
+            })
+            .collect();
+        let in_mask: Vec<F> = rows
+            .iter()
+            .flat_map(|&m| std::iter::repeat_n(m, k))
+            .collect();
+        let batch = &a.shape()[..a.shape().len() - 1];
+        Ok((
+            Tensor::from_vec(in_mask, a.shape())?,
+            Tensor::from_vec(rows, batch)?,
+        ))
     }
 }
 
@@ -886,22 +1027,34 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())
     }
-    // H = ln B(α) + (α0 - k) ψ(α0) - Σ (α_i - 1) ψ(α_i): see `dirichlet_entropy`
+    // H = ln B(α) + (α0 - k) ψ(α0) - Σ (α_i - 1) ψ(α_i). For rows whose
+    // concentrations are all at least `LARGE`, with ln Γ and ψ written as
+    // Stirling's terms plus corrections (C, C'), the growing terms cancel:
+    // H = Σ [ln(α_i/α0)/2 - 1/(2α_i) + C(α_i) - (α_i - 1)(C'(α_i) - C'(α0))]
+    //   + k/(2α0) - (k - 1) ln(α0)/2 - C(α0) + (k - 1)(ln(2π) + 1)/2
     fn entropy(&self) -> Result<Var<'t, F>> {
-        let a = self.concentration;
-        let axis = self.axis();
-        let k = F::from_usize(*a.shape().last().unwrap_or(&0)).unwrap_or_else(F::nan);
-        let a0 = a.sum_axis(axis, true)?;
-        let sum = |v: Var<'t, F>| v.sum_axis(axis, false);
-        let slopes = a.digamma_correction().try_sub(a0.digamma_correction())?;
-        let each =
-            a.try_div(a0)?.ln() * F::lit(0.5) - a.scalar_div(F::lit(0.5)) + a.lgamma_correction();
-        let each = each.try_sub((a - F::one()).try_mul(slopes)?)?;
-        let a0 = a0.sum_axis(axis, false)?;
-        let whole = a0.scalar_div(k * F::lit(0.5))
-            - a0.ln() * ((k - F::one()) * F::lit(0.5))
-            - a0.lgamma_correction();
-        Ok(sum(each)?.try_add(whole)? + (k - F::one()) * F::lit(HALF_LN_2PI + 0.5))
+        let (axis, k) = (self.axis(), self.classes());
+        let large = |v: &[Var<'t, F>]| {
+            let a = v[0];
+            let a0 = a.sum_axis(axis, true)?;
+            let slopes = a.digamma_correction().try_sub(a0.digamma_correction())?;
+            let each = a.try_div(a0)?.ln() * F::lit(0.5) - a.scalar_div(F::lit(0.5))
+                + a.lgamma_correction();
+            let each = each.try_sub((a - F::one()).try_mul(slopes)?)?;
+            let a0 = a0.sum_axis(axis, false)?;
+            let whole = a0.scalar_div(k * F::lit(0.5))
+                - a0.ln() * ((k - F::one()) * F::lit(0.5))
+                - a0.lgamma_correction();
+            let h = each.sum_axis(axis, false)?.try_add(whole)?;
+            Ok(h + (k - F::one()) * F::lit(HALF_LN_2PI + 0.5))
+        };
+        let small = |v: &[Var<'t, F>]| {
+            let a = v[0];
+            let a0 = a.sum_axis(axis, false)?;
+            let h = Self::ln_norm_direct(a, axis)?.try_add((a0 - k).try_mul(a0.digamma())?)?;
+            h.try_sub((a - F::one()).try_mul(a.digamma())?.sum_axis(axis, false)?)
+        };
+        split(&[self.concentration], self.large_rows()?, large, small)
     }
     fn mean(&self) -> Result<Var<'t, F>> {
         let a = self.concentration;
@@ -1018,16 +1171,25 @@ impl<'t, F: Element> Distribution<'t, F> for StudentT<'t, F> {
     }
     fn log_prob(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
         same_tape("StudentT::log_prob", &self.df, &x)?;
-        check_values("StudentT", "value", &x, "must not be NaN", |v| !v.is_nan())?;
         let nu = self.df;
         let half_nu1 = (nu + F::one()) * F::lit(0.5);
-        let z = x.try_sub(self.loc)?.try_div(self.scale)?;
         // ln Γ((ν + 1)/2) - ln Γ(ν/2) - ln(πν)/2 = -ln B(ν/2, 1/2) - ln(ν)/2
         // (ln Γ(1/2) = ln(π)/2), which keeps its digits for large ν
         let half = self.tape().scalar(F::lit(0.5));
         let norm = -(nu * F::lit(0.5)).lbeta(half)? - nu.ln() * F::lit(0.5);
         let norm = norm.try_sub(self.scale.ln())?;
-        norm.try_sub(half_nu1.try_mul(z.square().try_div(nu)?.log1p())?)
+        // ±inf: -inf with a zero gradient (the formula's gradient there is
+        // inf / inf)
+        on_support(
+            "StudentT",
+            x,
+            |_, v| v.is_finite(),
+            F::zero(),
+            |x| {
+                let z = x.try_sub(self.loc)?.try_div(self.scale)?;
+                norm.try_sub(half_nu1.try_mul(z.square().try_div(nu)?.log1p())?)
+            },
+        )
     }
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
         let shape = sample_shape(n, &self.batch_shape());

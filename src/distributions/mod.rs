@@ -337,24 +337,9 @@ pub(crate) fn on_support<'t, F: Element>(
             .collect(),
         xv.shape(),
     )?;
-    let fill = Tensor::from_vec(
-        ind.iter()
-            .map(|&b| if b { F::zero() } else { safe })
-            .collect(),
-        xv.shape(),
-    )?;
-    let mask = Tensor::from_vec(
-        ind.iter()
-            .map(|&b| if b { F::zero() } else { F::neg_infinity() })
-            .collect(),
-        xv.shape(),
-    )?;
-    let x_safe = x
-        .try_mul(tape.constant(keep.clone()))?
-        .try_add(tape.constant(fill))?;
-    lp(x_safe)?
-        .try_mul(tape.constant(keep))?
-        .try_add(tape.constant(mask))
+    // chosen, not blended: x * 0 would be NaN at x = ±inf
+    let x_safe = x.choose(keep.clone(), tape.scalar(safe))?;
+    lp(x_safe)?.choose(keep, tape.scalar(F::neg_infinity()))
 }
 
 /// `n` (or none) leading sample axes followed by `shape`.

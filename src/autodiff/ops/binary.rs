@@ -131,6 +131,67 @@ impl<F: Element> Kernel2<F> for PoissonLogMassK {
     }
 }
 
+/// `a` where `mask` is nonzero and `b` elsewhere, over inputs
+/// `[mask, a, b]` broadcast together; each of `a` and `b` gets the
+/// incoming gradient where it was chosen and 0 elsewhere. Unlike
+/// `a m + b (1 - m)`, an infinite or NaN value that is not chosen reaches
+/// neither the output nor a gradient.
+struct Choose;
+
+impl<F: Element> Op<F> for Choose {
+    fn name(&self) -> &str {
+        "choose"
+    }
+    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
+        let (shape, t) = broadcast_all("choose", inputs)?;
+        let (m, a, b) = (t[0].view(), t[1].view(), t[2].view());
+        Tensor::from_vec(
+            (0..crate::tensor::numel(&shape))
+                .map(|i| {
+                    if m.at(i) != F::zero() {
+                        a.at(i)
+                    } else {
+                        b.at(i)
+                    }
+                })
+                .collect(),
+            &shape,
+        )
+    }
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        output: &Tensor<F>,
+        grad: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        self.backward_needed(inputs, output, grad, &[false, true, true])
+    }
+    fn backward_needed(
+        &self,
+        inputs: &[&Tensor<F>],
+        output: &Tensor<F>,
+        grad: &Tensor<F>,
+        needs: &[bool],
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        let mask = inputs[0].broadcast_to(output.shape())?;
+        let mut out = vec![None];
+        for side in 1..3 {
+            if !needs[side] {
+                out.push(None);
+                continue;
+            }
+            let chosen = |m: F| (m != F::zero()) == (side == 1);
+            let g = grad.zip_map(
+                &mask,
+                "choose",
+                |g, m| if chosen(m) { g } else { F::zero() },
+            )?;
+            out.push(Some(g.sum_to_owned(inputs[side].shape())?));
+        }
+        Ok(out)
+    }
+}
+
 /// The tensor broadcast to `shape`, borrowed when it already has it.
 fn widen<'a, F: Element>(t: &'a Tensor<F>, shape: &[usize]) -> Result<Cow<'a, Tensor<F>>> {
     if t.shape() == shape {
@@ -331,6 +392,17 @@ impl<'t, F: Element> Var<'t, F> {
     /// Gamma log-density around its mode at large concentrations).
     pub(crate) fn bd0(self, y: Var<'t, F>) -> Result<Self> {
         self.binary::<Bd0K>(y)
+    }
+    /// `self` where `mask` is nonzero and `other` elsewhere (all three
+    /// broadcast together); the gradient reaches each only where it was
+    /// chosen, and an infinite or NaN value that is not chosen reaches
+    /// nothing.
+    pub(crate) fn choose(self, mask: Tensor<F>, other: Var<'t, F>) -> Result<Self> {
+        if !std::ptr::eq(self.tape, other.tape) {
+            return Err(Error::ForeignTape { op: "choose" });
+        }
+        let mask = self.tape.constant(mask);
+        self.tape.apply(Choose, &[mask, self, other])
     }
     /// `k ln λ - λ - ln Γ(k + 1)` of counts `k = self` and rates `λ`,
     /// elementwise with broadcasting, accurate for large counts.
@@ -588,6 +660,39 @@ pub(crate) fn broadcast_all<'a, F: Element>(
 #[cfg(test)]
 mod tests {
     use crate::prelude::*;
+
+    /// `choose` takes each element from its side, broadcasts a mask over
+    /// rows, passes each side the gradient only where it was chosen
+    /// (gradcheck), and keeps an infinite value that is not chosen out of
+    /// both the value and the gradients.
+    #[test]
+    fn choose_picks_by_mask_and_routes_gradients() {
+        let mask = Tensor::vector(&[1.0, 0.0, 1.0]);
+        let a = Tensor::from_rows(&[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]).unwrap();
+        let b = Tensor::vector(&[-1.0, -2.0, -3.0]);
+        let tape = Tape::<f64>::new();
+        let y = tape
+            .var(a.clone())
+            .choose(mask.clone(), tape.var(b.clone()))
+            .unwrap();
+        assert_eq!(y.value().data(), &[1.0, -2.0, 3.0, 4.0, -2.0, 6.0]);
+        let w = Tensor::from_rows(&[[0.5, 1.5, -1.0], [2.0, 0.25, 3.0]]).unwrap();
+        gradcheck(
+            |t, v| Ok((v[0].choose(mask.clone(), v[1])? * t.constant(w.clone())).sum()),
+            &[a, b],
+            &GradCheck::default(),
+        )
+        .unwrap();
+        let x = tape.var(Tensor::vector(&[f64::INFINITY, 2.0]));
+        let z = tape.var(Tensor::vector(&[5.0, f64::NAN]));
+        let y = (x * 3.0)
+            .choose(Tensor::vector(&[0.0, 1.0]), z * 2.0)
+            .unwrap();
+        assert_eq!(y.value().data(), &[10.0, 6.0]);
+        let g = y.sum().backward().unwrap();
+        assert_eq!(g.get(x).unwrap().data(), &[0.0, 3.0]);
+        assert_eq!(g.get(z).unwrap().data(), &[2.0, 0.0]);
+    }
 
     #[test]
     fn scalar_operands_in_either_order() {
