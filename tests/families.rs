@@ -1272,3 +1272,55 @@ fn parameters_from_1e_minus_10_to_1e10_give_no_nan() {
         }
     }
 }
+
+/// A flat prior over every float, `Uniform(-MAX, MAX)`: its width
+/// overflows, and `log_prob`, `entropy`, `rsample` and `mean` come from
+/// the halved bounds instead of giving -inf, inf draws or an infinite
+/// mean (f64 and f32). The gradients stay those of `-ln(high - low)`.
+#[test]
+fn a_uniform_over_every_float_is_not_infinitely_wide() {
+    fn check<F: Element>() {
+        let tape = Tape::<F>::new();
+        let (lo, hi) = (
+            tape.var(Tensor::scalar(-F::max_value())),
+            tape.var(Tensor::scalar(F::max_value())),
+        );
+        let d = Uniform::new(lo, hi).unwrap();
+        // ln(2 MAX)
+        let want = F::max_value().to_f64().unwrap().ln() + std::f64::consts::LN_2;
+        let rel = 4.0 * F::epsilon().to_f64().unwrap();
+        let lp = d.log_prob(tape.scalar(F::zero())).unwrap();
+        let close = |got: F, want: f64| (got.to_f64().unwrap() - want).abs() <= rel * want.abs();
+        assert!(close(lp.item().unwrap(), -want), "log_prob {:?}", lp.item());
+        assert!(close(d.entropy().unwrap().item().unwrap(), want));
+        assert_eq!(d.mean().unwrap().item().unwrap(), F::zero());
+        // d/d high of -ln(high - low) = -1 / (2 MAX)
+        let g = lp.backward().unwrap();
+        let slope = -0.5 / F::max_value().to_f64().unwrap();
+        let got = g.get(hi).unwrap().item().unwrap().to_f64().unwrap();
+        assert!(
+            (got - slope).abs() <= 1e-3 * slope.abs(),
+            "{got:e} vs {slope:e}"
+        );
+        let x = d
+            .rsample_n(Some(200), &mut StdRng::seed_from_u64(5))
+            .unwrap();
+        assert!(x.value().data().iter().all(|v| v.is_finite()));
+        let positive = x.value().data().iter().filter(|&&v| v > F::zero()).count();
+        assert!((60..=140).contains(&positive), "{positive} of 200 above 0");
+        let g = x.sum().backward().unwrap();
+        // d/d low + d/d high = 1 for each draw
+        let total = g.get(lo).unwrap().item().unwrap() + g.get(hi).unwrap().item().unwrap();
+        assert!((total.to_f64().unwrap() - 200.0).abs() < 1e-3);
+        // bounds whose sum overflows though their difference does not
+        let d = Uniform::new(
+            tape.scalar(F::max_value() * F::from(0.5).unwrap()),
+            tape.scalar(F::max_value()),
+        )
+        .unwrap();
+        let mean = d.mean().unwrap().item().unwrap().to_f64().unwrap();
+        assert!((mean - 0.75 * F::max_value().to_f64().unwrap()).abs() <= rel * mean);
+    }
+    check::<f64>();
+    check::<f32>();
+}

@@ -281,6 +281,33 @@ impl<'t, F: Element> Uniform<'t, F> {
     fn width(&self) -> Result<Var<'t, F>> {
         self.high.try_sub(self.low)
     }
+
+    /// Whether `high - low` overflows somewhere (both bounds are finite,
+    /// but a flat prior from `-f64::MAX` to `f64::MAX` is twice as wide as
+    /// any number): then the quantities below are taken from the halved
+    /// bounds, which cannot overflow.
+    fn overflows(&self) -> bool {
+        let (l, h) = (self.low.value(), self.high.value());
+        let shape = self.batch_shape();
+        match (l.broadcast_to(&shape), h.broadcast_to(&shape)) {
+            (Ok(l), Ok(h)) => l
+                .data()
+                .iter()
+                .zip(h.data())
+                .any(|(&l, &h)| !(h - l).is_finite()),
+            _ => false,
+        }
+    }
+
+    /// `ln(high - low)`, as `ln(high/2 - low/2) + ln 2` where the width
+    /// overflows.
+    fn ln_width(&self) -> Result<Var<'t, F>> {
+        if !self.overflows() {
+            return Ok(self.width()?.ln());
+        }
+        let half = (self.high * F::lit(0.5)).try_sub(self.low * F::lit(0.5))?;
+        Ok(half.ln() + F::lit(std::f64::consts::LN_2))
+    }
 }
 
 impl<'t, F: Element> Distribution<'t, F> for Uniform<'t, F> {
@@ -304,7 +331,7 @@ impl<'t, F: Element> Distribution<'t, F> for Uniform<'t, F> {
         let x = x.broadcast_to(&shape)?;
         let low = self.low.value().broadcast_to(&shape)?;
         let high = self.high.value().broadcast_to(&shape)?;
-        let width = self.width()?;
+        let ln_width = self.ln_width()?;
         on_support(
             "Uniform",
             x,
@@ -313,23 +340,33 @@ impl<'t, F: Element> Distribution<'t, F> for Uniform<'t, F> {
             |x| {
                 // x enters with weight 0: the density is flat in x
                 let flat = x * F::zero();
-                flat.try_sub(width.ln())
+                flat.try_sub(ln_width)
             },
         )
     }
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
         let shape = sample_shape(n, &self.batch_shape());
         let u = self.tape().constant(uniforms(&shape, rng));
+        if self.overflows() {
+            // low (1 - u) + high u: the same draw without the width
+            let v = self.tape().constant(u.value().map(|u| F::one() - u));
+            return self.low.try_mul(v)?.try_add(self.high.try_mul(u)?);
+        }
         self.low.try_add(self.width()?.try_mul(u)?)
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())
     }
     fn entropy(&self) -> Result<Var<'t, F>> {
-        Ok(self.width()?.ln())
+        self.ln_width()
     }
     fn mean(&self) -> Result<Var<'t, F>> {
-        Ok(self.low.try_add(self.high)? * F::lit(0.5))
+        let sum = self.low.try_add(self.high)?;
+        if sum.value().data().iter().all(|s| s.is_finite()) {
+            return Ok(sum * F::lit(0.5));
+        }
+        // the sum of the bounds overflows, their halves' does not
+        (self.low * F::lit(0.5)).try_add(self.high * F::lit(0.5))
     }
     fn variance(&self) -> Result<Var<'t, F>> {
         Ok(self.width()?.square() / F::lit(12.0))
