@@ -527,6 +527,32 @@ fn kl_weightings() {
             .pi(b(0))
             .is_err()
     );
+    // the number of batches passed as num_examples (here 4 batches of 10):
+    // a weight 25 times too large unless it is refused; a batch as large
+    // as the training set is fine
+    for weighting in [
+        KlWeight::PerExample { num_examples: 4 },
+        KlWeight::Annealed {
+            num_examples: 4,
+            warmup_steps: 2,
+        },
+        KlWeight::Tempered {
+            num_examples: 4,
+            temperature: 0.5,
+        },
+    ] {
+        let e = Elbo::new(weighting).pi(b(0)).unwrap_err().to_string();
+        assert!(
+            e.contains("num_examples is the size of the training set"),
+            "{e}"
+        );
+    }
+    assert_eq!(
+        Elbo::new(KlWeight::PerExample { num_examples: 10 })
+            .pi(b(0))
+            .unwrap(),
+        1.0
+    );
 }
 
 #[test]

@@ -137,6 +137,14 @@ impl Elbo {
     }
 
     /// `pi_i` of a minibatch (the fraction of the KL it carries).
+    ///
+    /// # Errors
+    /// A batch size, `num_examples`, `num_batches` or `warmup_steps` of 0;
+    /// a batch index not below `num_batches` (Blundell); a temperature
+    /// that is not finite and positive; a batch larger than
+    /// `num_examples`, which is most often the number of batches passed as
+    /// the size of the training set (a KL weight too large by a factor of
+    /// the batch size squared, which would train without a sign of it).
     pub fn pi(&self, batch: Batch) -> Result<f64> {
         let positive = |what: &str, n: usize| {
             if n == 0 {
@@ -146,6 +154,30 @@ impl Elbo {
             }
         };
         let b = positive("batch size", batch.size)?;
+        // a batch larger than the training set is most often the number of
+        // batches passed as `num_examples`: a KL weight too large by the
+        // batch size squared, which trains without a sign of it
+        let within = |num_examples: usize| {
+            if num_examples > 0 && batch.size > num_examples {
+                Err(Error::invalid(
+                    "Elbo",
+                    format!(
+                        "a batch of {} examples from a training set of num_examples = {num_examples}: \
+                         num_examples is the size of the training set (the number of batches goes \
+                         into KlWeight::PerBatch)",
+                        batch.size
+                    ),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        match self.weighting {
+            KlWeight::PerExample { num_examples }
+            | KlWeight::Annealed { num_examples, .. }
+            | KlWeight::Tempered { num_examples, .. } => within(num_examples)?,
+            KlWeight::PerBatch { .. } | KlWeight::Blundell { .. } => {}
+        }
         match self.weighting {
             KlWeight::PerExample { num_examples } => {
                 Ok(b / positive("num_examples", num_examples)?)
