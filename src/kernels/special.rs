@@ -175,13 +175,14 @@ pub(crate) fn lbeta(a: f64, b: f64) -> f64 {
         return lgamma(p) + lgamma(q) - lgamma(p + q);
     }
     let s = p + q;
-    let p_over_q = (p / q).ln_1p();
-    let ln_s = q.ln() + p_over_q;
+    // ln(1 + p/q) = ln(s/q)
+    let ln_s_over_q = (p / q).ln_1p();
+    let ln_s = q.ln() + ln_s_over_q;
     let corrections = lgamma_correction(q) - lgamma_correction(s);
     if p < 10.0 {
-        lgamma(p) + (p - (q - 0.5) * p_over_q) - p * ln_s + corrections
+        lgamma(p) + (p - (q - 0.5) * ln_s_over_q) - p * ln_s + corrections
     } else {
-        HALF_LN_2PI - 0.5 * ln_s - (p - 0.5) * (q / p).ln_1p() - (q - 0.5) * p_over_q
+        HALF_LN_2PI - 0.5 * ln_s - (p - 0.5) * (q / p).ln_1p() - (q - 0.5) * ln_s_over_q
             + lgamma_correction(p)
             + corrections
     }
@@ -318,7 +319,8 @@ pub(crate) fn trigamma(x: f64) -> f64 {
         x += 1.0;
     }
     let r = 1.0 / x;
-    acc + r + 0.5 * r * r + trigamma_tail(x)
+    // (grouped as before the tail had a name of its own: the same bits)
+    acc + (r + 0.5 * (r * r) + trigamma_tail(x))
 }
 
 /// `ψ'(x) - 1/x - 1/(2x²)` for `x >= 10`, from the asymptotic series.
