@@ -74,62 +74,51 @@ fn special2<F: Element>(f: fn(f64, f64) -> f64, a: F, b: F) -> F {
     F::lit(f(f64_of(a), f64_of(b)))
 }
 
-/// `ln B(a, b)`; `d/da = ψ(a) - ψ(a + b)`, and symmetrically for `b`.
-struct LbetaK;
-impl<F: Element> Kernel2<F> for LbetaK {
-    const NAME: &'static str = "lbeta";
-    fn f(a: F, b: F) -> F {
-        special2(special::lbeta, a, b)
-    }
-    fn df(a: F, b: F, _: F) -> (F, F) {
-        let d = |x, y| special2(special::digamma_diff, x, y);
-        (d(a, b), d(b, a))
-    }
+/// A [`Kernel2`] whose value is a special function of f64 (`special2`)
+/// and whose derivatives are `$df` of the arguments.
+macro_rules! special_kernel {
+    ($(#[$doc:meta])* $name:ident, $label:literal, $f:path, |$a:ident, $b:ident| $df:expr) => {
+        $(#[$doc])*
+        struct $name;
+        impl<F: Element> Kernel2<F> for $name {
+            const NAME: &'static str = $label;
+            fn f(a: F, b: F) -> F {
+                special2($f, a, b)
+            }
+            fn df($a: F, $b: F, _: F) -> (F, F) {
+                $df
+            }
+        }
+    };
 }
 
-/// `ψ(a) - ψ(a + b)`; `d/da = ψ'(a) - ψ'(a + b)`, `d/db = -ψ'(a + b)`.
-struct DigammaDiffK;
-impl<F: Element> Kernel2<F> for DigammaDiffK {
-    const NAME: &'static str = "digamma_diff";
-    fn f(a: F, b: F) -> F {
-        special2(special::digamma_diff, a, b)
-    }
-    fn df(a: F, b: F, _: F) -> (F, F) {
-        let da = special2(special::trigamma_diff, a, b);
-        (da, -special2(|a, b| special::trigamma(a + b), a, b))
-    }
-}
-
-/// `a ln(a / y) + y - a`; `d/da = ln(a / y)`, `d/dy = 1 - a / y`.
-struct Bd0K;
-impl<F: Element> Kernel2<F> for Bd0K {
-    const NAME: &'static str = "bd0";
-    fn f(a: F, y: F) -> F {
-        special2(special::bd0, a, y)
-    }
-    fn df(a: F, y: F, _: F) -> (F, F) {
-        (
-            special2(special::ln_ratio, a, y),
-            special2(|a, y| 1.0 - a / y, a, y),
-        )
-    }
-}
-
-/// `ln P(k; λ)` of a Poisson count; `d/dk = ln λ - ψ(k + 1)` (of the
-/// continuous extension), `d/dλ = k / λ - 1`.
-struct PoissonLogMassK;
-impl<F: Element> Kernel2<F> for PoissonLogMassK {
-    const NAME: &'static str = "poisson_log_mass";
-    fn f(k: F, rate: F) -> F {
-        special2(special::poisson_log_mass, k, rate)
-    }
-    fn df(k: F, rate: F, _: F) -> (F, F) {
-        (
-            special2(|k, r| r.ln() - special::digamma(k + 1.0), k, rate),
-            special2(|k, r| k / r - 1.0, k, rate),
-        )
-    }
-}
+special_kernel!(
+    /// `ln B(a, b)`; `d/da = ψ(a) - ψ(a + b)`, and symmetrically for `b`.
+    LbetaK, "lbeta", special::lbeta,
+    |a, b| (special2(special::digamma_diff, a, b), special2(special::digamma_diff, b, a))
+);
+special_kernel!(
+    /// `ψ(a) - ψ(a + b)`; `d/da = ψ'(a) - ψ'(a + b)`, `d/db = -ψ'(a + b)`.
+    DigammaDiffK, "digamma_diff", special::digamma_diff,
+    |a, b| (
+        special2(special::trigamma_diff, a, b),
+        -special2(|a, b| special::trigamma(a + b), a, b),
+    )
+);
+special_kernel!(
+    /// `a ln(a / y) + y - a`; `d/da = ln(a / y)`, `d/dy = 1 - a / y`.
+    Bd0K, "bd0", special::bd0,
+    |a, y| (special2(special::ln_ratio, a, y), special2(|a, y| 1.0 - a / y, a, y))
+);
+special_kernel!(
+    /// `ln P(k; λ)` of a Poisson count; `d/dk = ln λ - ψ(k + 1)` (of the
+    /// continuous extension), `d/dλ = k / λ - 1`.
+    PoissonLogMassK, "poisson_log_mass", special::poisson_log_mass,
+    |k, rate| (
+        special2(|k, r| r.ln() - special::digamma(k + 1.0), k, rate),
+        special2(|k, r| k / r - 1.0, k, rate),
+    )
+);
 
 /// `a` where `mask` is nonzero and `b` elsewhere, over inputs
 /// `[mask, a, b]` broadcast together; each of `a` and `b` gets the
