@@ -1146,6 +1146,48 @@ impl<'t, F: Element> StudentT<'t, F> {
         Ok(StudentT { df, loc, scale })
     }
 
+    /// `ln(1 + z²/ν)` with `z = (x - loc) / scale`. Where `|z|` passes
+    /// `sqrt(MAX) / 1e4` (so that `z²` would overflow, or nearly), it is
+    /// `2 (ln|x - loc| - ln scale) - ln ν + ln(1 + ν (scale / (x - loc))²)`,
+    /// finite for any finite `x`: a value 1e200 from the location is far
+    /// out in the tails, not impossible. Each form sees, where the other is
+    /// taken, a value at which it is finite (`z = 0` for the direct one,
+    /// `z = 1` for the far one), and the two are chosen, not blended.
+    fn log1p_z2_over_df(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
+        let (nu, loc, scale) = (self.df, self.loc, self.scale);
+        let direct = |x: Var<'t, F>| -> Result<Var<'t, F>> {
+            let z = x.try_sub(loc)?.try_div(scale)?;
+            Ok(z.square().try_div(nu)?.log1p())
+        };
+        let limit = F::max_value().sqrt() * F::lit(1e-4);
+        // (an overflowing |x - loc| is far; so is a NaN, as the value it would give is)
+        let far = mask_where(&[x, loc, scale], |v| {
+            let z = (v[0] - v[1]).abs() / v[2];
+            z > limit || z.is_nan()
+        })?;
+        if far.data().iter().all(|&m| m == F::zero()) {
+            return direct(x);
+        }
+        let shape = far.shape().to_vec();
+        let (l, s) = (
+            loc.value().broadcast_to(&shape)?,
+            scale.value().broadcast_to(&shape)?,
+        );
+        let near = far.map(|m| F::one() - m);
+        let tape = self.tape();
+        let x_near = x.choose(near.clone(), tape.constant(l.clone()))?;
+        let x_far = x.choose(
+            far.clone(),
+            tape.constant(l.zip_map(&s, "StudentT", |l, s| l + s)?),
+        )?;
+        let d = x_far.try_sub(loc)?;
+        let ln_z2 = (d.abs().ln().try_sub(scale.ln())?) * F::lit(2.0);
+        let far_form = ln_z2
+            .try_sub(nu.ln())?
+            .try_add(scale.try_div(d)?.square().try_mul(nu)?.log1p())?;
+        far_form.choose(far, direct(x_near)?)
+    }
+
     /// Degrees of freedom.
     pub fn df(&self) -> Var<'t, F> {
         self.df
@@ -1185,10 +1227,7 @@ impl<'t, F: Element> Distribution<'t, F> for StudentT<'t, F> {
             x,
             |_, v| v.is_finite(),
             F::zero(),
-            |x| {
-                let z = x.try_sub(self.loc)?.try_div(self.scale)?;
-                norm.try_sub(half_nu1.try_mul(z.square().try_div(nu)?.log1p())?)
-            },
+            |x| norm.try_sub(half_nu1.try_mul(self.log1p_z2_over_df(x)?)?),
         )
     }
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
