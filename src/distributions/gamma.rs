@@ -1146,8 +1146,9 @@ impl<'t, F: Element> StudentT<'t, F> {
         Ok(StudentT { df, loc, scale })
     }
 
-    /// `ln(1 + z²/ν)` with `z = (x - loc) / scale`. Where `|z|` passes
-    /// `sqrt(MAX) / 1e4` (so that `z²` would overflow, or nearly), it is
+    /// `ln(1 + z²/ν)` with `z = (x - loc) / scale`. Where `|z|` or
+    /// `|z| / sqrt(ν)` passes `sqrt(MAX) / 1e4` (so that `z²` or `z²/ν`
+    /// would overflow, or nearly), it is
     /// `2 (ln|x - loc| - ln scale) - ln ν + ln(1 + ν (scale / (x - loc))²)`,
     /// finite for any finite `x`: a value 1e200 from the location is far
     /// out in the tails, not impossible. Each form sees, where the other is
@@ -1161,9 +1162,9 @@ impl<'t, F: Element> StudentT<'t, F> {
         };
         let limit = F::max_value().sqrt() * F::lit(1e-4);
         // (an overflowing |x - loc| is far; so is a NaN, as the value it would give is)
-        let far = mask_where(&[x, loc, scale], |v| {
+        let far = mask_where(&[x, loc, scale, nu], |v| {
             let z = (v[0] - v[1]).abs() / v[2];
-            z > limit || z.is_nan()
+            z > limit || z / v[3].sqrt() > limit || z.is_nan()
         })?;
         if far.data().iter().all(|&m| m == F::zero()) {
             return direct(x);
