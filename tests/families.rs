@@ -1352,6 +1352,8 @@ fn student_t_far_in_the_tails_is_finite() {
         ),
         (3.0, 1.0, 0.0, 1e-300, -2_071.130_247_966_928_4, -4.0),
         (2.5, -1e160, 3.0, 2.0, -1_287.127_914_937_946_4, 3.5e-160),
+        // df near 1e-300: z²/df overflows though z² does not
+        (1e-300, 1e10, 0.0, 1.0, -714.494_526_008_714_11, -1.0e-10),
     ];
     let tape = Tape::<f64>::new();
     let col = |k: usize| {
