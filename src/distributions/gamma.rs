@@ -23,8 +23,8 @@
 //! seed gives the same draws on any machine and thread count.
 
 use super::{
-    Distribution, batch_broadcast, check_positive, check_values, on_support, open_unit, same_tape,
-    sample_shape,
+    Distribution, HALF_LN_2PI, batch_broadcast, check_positive, check_values, on_support,
+    open_unit, same_tape, sample_shape,
 };
 use crate::autodiff::tape::{Op, Tape, Var};
 use crate::error::{Error, Result};
@@ -37,8 +37,6 @@ use crate::tensor::{Element, Tensor, broadcast_shape};
 use rand::Rng;
 use std::mem::MaybeUninit;
 
-/// `ln(2π) / 2`.
-const HALF_LN_2PI: f64 = 0.918_938_533_204_672_8;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -693,7 +691,7 @@ pub(crate) fn kl_gamma<'t, F: Element>(q: &Gamma<'t, F>, p: &Gamma<'t, F>) -> Re
         t.try_add(a1.try_mul(b2.try_sub(b1)?.try_div(b1)?)?)
     };
     let inputs = [a1, b1, a2, b2];
-    let mask = mask_where(&inputs, |v| near(v[0] * (v[3] / v[1]), v[0]))?;
+    let mask = mask_where(&inputs, |v| near(v[3] / v[1], F::one()))?;
     let rates = split(&inputs, (mask.clone(), mask), stable, direct)?;
     shape_divergence(a1, a2)?.try_add(rates)
 }
