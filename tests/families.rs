@@ -31,6 +31,11 @@ fn v(x: &[f64]) -> Tensor<f64> {
     Tensor::vector(x)
 }
 
+/// Whether `got` is within `rel` of `want`, relatively (NaN is not).
+fn close(got: f64, want: f64, rel: f64) -> bool {
+    (got - want).abs() <= rel * want.abs()
+}
+
 #[test]
 fn gradcheck_special_functions_and_linear_algebra() {
     gc(
@@ -1086,6 +1091,71 @@ fn large_parameters_keep_their_digits() {
         .map(|(what, got, want, _)| format!("{what}: {got:e} vs {want:e}"))
         .collect();
     assert!(failed.is_empty(), "{failed:#?}");
+}
+
+/// `ψ(a) - ψ(a + b)` and its derivative in `a`, `ψ'(a) - ψ'(a + b)`,
+/// where `b` is small beside `a`: the difference of the two digammas
+/// keeps `-log10(b / a)` fewer digits and is 0 once `a + b` rounds to `a`,
+/// and so was the large-`a` form's sum of corrections, which lost the
+/// corrections' own difference. Against mpmath at 1300 digits.
+#[test]
+#[allow(clippy::excessive_precision)] // mpmath's 17 digits
+fn digamma_differences_keep_their_digits_for_small_increments() {
+    // (a, b, ψ(a) - ψ(a + b), ψ'(a) - ψ'(a + b))
+    let cases = [
+        (
+            1.0,
+            1e-20,
+            -1.644_934_066_848_226_3e-20,
+            2.404_113_806_319_188_4e-20,
+        ),
+        (
+            2.5,
+            1e-10,
+            -4.903_577_560_884_246_8e-11,
+            2.362_040_516_305_321_2e-11,
+        ),
+        (
+            10.0,
+            1e-20,
+            -1.051_663_356_816_857_4e-21,
+            1.104_983_497_080_206_7e-22,
+        ),
+        (
+            37.0,
+            1e-10,
+            -2.739_554_700_272_015_8e-12,
+            7.504_690_783_457_741_1e-14,
+        ),
+        (
+            1e5,
+            1e-20,
+            -1.000_005_000_016_666_6e-25,
+            1.000_010_000_049_999_9e-30,
+        ),
+        (
+            0.3,
+            1e-300,
+            -1.224_536_454_610_773_2e-299,
+            7.527_253_658_872_604_1e-299,
+        ),
+    ];
+    for (a, b, want, want_da) in cases {
+        let tape = Tape::<f64>::new();
+        let av = tape.var(s(a));
+        let d = av.digamma_diff(tape.scalar(b)).unwrap();
+        let da = d.backward().unwrap().get(av).unwrap().item().unwrap();
+        let got = d.item().unwrap();
+        assert!(
+            close(got, want, 1e-13),
+            "ψ({a}) - ψ({a} + {b:e}): {got:e} vs {want:e}"
+        );
+        // (the trigamma series at 10 is good to a few 1e-12)
+        assert!(
+            close(da, want_da, 1e-11),
+            "ψ'({a}) - ψ'({a} + {b:e}): {da:e} vs {want_da:e}"
+        );
+    }
 }
 
 /// The Gamma density where `rate * x` is below the smallest normal number

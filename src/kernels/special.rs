@@ -189,27 +189,88 @@ pub(crate) fn lbeta(a: f64, b: f64) -> f64 {
 }
 
 /// `ψ(a) - ψ(a + b)` for `a, b > 0` (the derivative of [`lbeta`] in `a`),
-/// accurate for large `a`, where the two digammas agree in most of their
-/// digits: there it is `-ln(1 + b/a) - b / (2 a (a + b))` plus the
-/// [`digamma_correction`]s.
+/// with its relative accuracy wherever `b` is small beside `a`, where the
+/// two digammas agree in most of their digits. For `a` of at least 10 it
+/// is `-ln(1 + b/a) - b / (2 a (a + b))` plus the
+/// [`digamma_correction`]s; a smaller `a` is first raised past 10 by the
+/// recurrence `ψ(x) = ψ(x + 1) - 1/x`, whose terms for the two arguments
+/// differ by `-b / (x (x + b))`, computed as such (every term has the sign
+/// of the result, so nothing cancels). The plain difference of digammas
+/// at `a = 1`, `b = 1e-10` keeps 6 digits, and at `b = 1e-20` gives 0.
 pub(crate) fn digamma_diff(a: f64, b: f64) -> f64 {
-    if a < 10.0 || a.is_nan() {
-        return digamma(a) - digamma(a + b);
+    if a.is_nan() || b.is_nan() {
+        return f64::NAN;
     }
-    let s = a + b;
-    -(b / a).ln_1p() - (b / a) / (2.0 * s) + digamma_correction(a) - digamma_correction(s)
+    let (mut x, mut sum) = (a, 0.0);
+    while x < 10.0 {
+        // b / (x + b) <= 1 first, so that only a result beyond the range overflows
+        sum -= (b / (x + b)) / x;
+        x += 1.0;
+    }
+    let s = x + b;
+    sum - (b / x).ln_1p() - (b / x) / (2.0 * s) - tail_differences(x, b).0
 }
 
 /// `ψ'(a) - ψ'(a + b)` for `a, b > 0` (the derivative of [`digamma_diff`]
-/// in `a`), accurate for large `a`: `t (1 + 1/(2a) + 1/(2(a + b)))` with
-/// `t = b / (a (a + b))`, plus the [`trigamma_correction`]s.
+/// in `a`), with its relative accuracy where `b` is small beside `a`: for
+/// `a` of at least 10, `t (1 + 1/(2a) + 1/(2(a + b)))` with
+/// `t = b / (a (a + b))`, plus the [`trigamma_correction`]s; a smaller `a`
+/// is raised past 10 by `ψ'(x) = ψ'(x + 1) + 1/x²`, whose terms for the
+/// two arguments differ by `b (2x + b) / (x² (x + b)²)`.
 pub(crate) fn trigamma_diff(a: f64, b: f64) -> f64 {
-    if a < 10.0 || a.is_nan() {
-        return trigamma(a) - trigamma(a + b);
+    if a.is_nan() || b.is_nan() {
+        return f64::NAN;
     }
-    let s = a + b;
-    let t = (b / a) / s;
-    t * (1.0 + 0.5 / a + 0.5 / s) + trigamma_correction(a) - trigamma_correction(s)
+    let (mut x, mut sum) = (a, 0.0);
+    while x < 10.0 {
+        let u = x + b;
+        sum += (b / u) * ((x + u) / u) / x / x;
+        x += 1.0;
+    }
+    let s = x + b;
+    let t = (b / x) / s;
+    sum + t * (1.0 + 0.5 / x + 0.5 / s) + tail_differences(x, b).1
+}
+
+/// `(T(x) - T(x + b), T'(x) - T'(x + b))` for `x >= 10`, `b > 0`, with `T`
+/// and `T'` the series of [`digamma_tail`] and [`trigamma_tail`], term by
+/// term: with `q = x / (x + b)`, a term `c / x^m` differs by
+/// `c (1 - q^m) / x^m`, and `1 - q^m` comes from `1 - q² = -expm1(-2
+/// ln(1 + b/x))` by `1 - q^(m+2) = (1 - q^m) + q^m (1 - q²)`, so that every
+/// difference keeps its relative accuracy where `b` is small beside `x`.
+/// (Subtracting the tails themselves gives 0 once `x + b` rounds to `x`,
+/// and loses digits well before.)
+fn tail_differences(x: f64, b: f64) -> (f64, f64) {
+    const DIGAMMA: [f64; 6] = [
+        1.0 / 12.0,
+        -1.0 / 120.0,
+        1.0 / 252.0,
+        -1.0 / 240.0,
+        1.0 / 132.0,
+        -691.0 / 32_760.0,
+    ];
+    const TRIGAMMA: [f64; 5] = [1.0 / 6.0, -1.0 / 30.0, 1.0 / 42.0, -1.0 / 30.0, 5.0 / 66.0];
+    let u = (b / x).ln_1p();
+    let two = -(-2.0 * u).exp_m1();
+    let r = 1.0 / x;
+    let r2 = r * r;
+    // the terms in r^2k (digamma) and r^(2k+1) (trigamma) with their 1 - q^m
+    let (mut even, mut odd) = (two, -(-3.0 * u).exp_m1());
+    let (mut even_power, mut odd_power) = (r2, r2 * r);
+    let (mut digamma, mut trigamma) = (0.0, 0.0);
+    for (k, c) in DIGAMMA.iter().enumerate() {
+        if k > 0 {
+            even += (1.0 - even) * two;
+            odd += (1.0 - odd) * two;
+            even_power *= r2;
+            odd_power *= r2;
+        }
+        digamma += c * even_power * even;
+        if let Some(c) = TRIGAMMA.get(k) {
+            trigamma += c * odd_power * odd;
+        }
+    }
+    (digamma, trigamma)
 }
 
 /// `a ln(a / y) + y - a` for `a, y >= 0` (Loader's `bd0`, the deviance of

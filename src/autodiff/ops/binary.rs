@@ -19,6 +19,13 @@ trait Kernel2<F: Element>: 'static {
     fn f(a: F, b: F) -> F;
     /// (d f / d a, d f / d b) at (a, b) with y = f(a, b).
     fn df(a: F, b: F, y: F) -> (F, F);
+    /// The gradient `g · d f / d a` (`side` 0) or `g · d f / d b` (1)
+    /// passed to that operand.
+    #[inline(always)]
+    fn grad(side: usize, a: F, b: F, y: F, g: F) -> F {
+        let (da, db) = Self::df(a, b, y);
+        g * if side == 0 { da } else { db }
+    }
 }
 
 struct AddK;
@@ -66,6 +73,26 @@ impl<F: Element> Kernel2<F> for DivK {
     fn df(_: F, b: F, y: F) -> (F, F) {
         (b.recip(), -y / b)
     }
+    // `g / b` rather than `g (1 / b)`, and `-(g / b) y` rather than
+    // `g (-y / b)`: `1 / b` and `y / b` overflow for a tiny `b` where the
+    // gradients do not (`g = 1e-300` through `y = 1e290` and `b = 1e-300`
+    // gives -1e290, not -inf). Where `g / b` itself leaves the normal
+    // range, `-(g y) / b` is taken (`g = 1e300`, `y = 1e-290`, `b = 1e-10`
+    // gives -1e20). A zero `g` gives 0.
+    #[inline(always)]
+    fn grad(side: usize, _: F, b: F, y: F, g: F) -> F {
+        let g_over_b = g / b;
+        if side == 0 {
+            g_over_b
+        } else if g == F::zero() {
+            // (also where y overflowed: 0, not 0 · inf)
+            F::zero()
+        } else if g_over_b.is_normal() {
+            -(g_over_b * y)
+        } else {
+            -((g * y) / b)
+        }
+    }
 }
 
 /// A special function of two arguments, evaluated in f64.
@@ -75,9 +102,15 @@ fn special2<F: Element>(f: fn(f64, f64) -> f64, a: F, b: F) -> F {
 }
 
 /// A [`Kernel2`] whose value is a special function of f64 (`special2`)
-/// and whose derivatives are `$df` of the arguments.
+/// and whose derivatives are `$da` and `$db` of the arguments, each
+/// evaluated only for the operand that needs it. A zero incoming gradient
+/// passes on zero, also where a derivative overflows at an argument in
+/// the domain (ψ'(a) = 1/a² is +inf in f64 for `a` below 1e-154): there
+/// `0 · inf` would be NaN where the derivative of the whole expression is
+/// finite (a divergence between two equal concentrations of 1e-300 has the
+/// factor `a1 - a2 = 0` in front of it).
 macro_rules! special_kernel {
-    ($(#[$doc:meta])* $name:ident, $label:literal, $f:path, |$a:ident, $b:ident| $df:expr) => {
+    ($(#[$doc:meta])* $name:ident, $label:literal, $f:path, |$a:ident, $b:ident| ($da:expr, $db:expr $(,)?)) => {
         $(#[$doc])*
         struct $name;
         impl<F: Element> Kernel2<F> for $name {
@@ -86,7 +119,16 @@ macro_rules! special_kernel {
                 special2($f, a, b)
             }
             fn df($a: F, $b: F, _: F) -> (F, F) {
-                $df
+                ($da, $db)
+            }
+            fn grad(side: usize, $a: F, $b: F, _: F, g: F) -> F {
+                if g == F::zero() {
+                    F::zero()
+                } else if side == 0 {
+                    g * $da
+                } else {
+                    g * $db
+                }
             }
         }
     };
@@ -299,7 +341,7 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
                                 y,
                                 g,
                                 #[inline(always)]
-                                |a, b, y, g| g * K::df(a, b, y).0,
+                                |a, b, y, g| K::grad(0, a, b, y, g),
                             );
                         } else {
                             fill2(
@@ -309,7 +351,7 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
                                 y,
                                 g,
                                 #[inline(always)]
-                                |a, b, y, g| g * K::df(a, b, y).1,
+                                |a, b, y, g| K::grad(1, a, b, y, g),
                             );
                         }
                     },
@@ -649,6 +691,55 @@ pub(crate) fn broadcast_all<'a, F: Element>(
 #[cfg(test)]
 mod tests {
     use crate::prelude::*;
+
+    /// The quotient's gradients where `1 / b` or `y / b` overflows and the
+    /// gradients do not, in both orders of the divisor's cases: `g / b`
+    /// normal, and `g / b` beyond the range with `g y` in it.
+    #[test]
+    fn division_gradients_where_a_reciprocal_overflows() {
+        // (a, b, the gradient reaching a / b, d/da, d/db), d/db = -g a / b²
+        let cases = [
+            (1e-10, 1e-300, 1e-300, 1.0, -1e290),
+            (1e-280, 1e-10, 1e300, f64::INFINITY, -1e40),
+            (1e20, 1e-300, 1e-10, 1e290, f64::NEG_INFINITY),
+            (2.0, 5e-324, 0.0, 0.0, 0.0),
+        ];
+        for (a, b, g, da, db) in cases {
+            let tape = Tape::<f64>::new();
+            let (av, bv) = (tape.var(Tensor::scalar(a)), tape.var(Tensor::scalar(b)));
+            let y = (av / bv) * g;
+            let grads = y.backward().unwrap();
+            let (ga, gb) = (
+                grads.get(av).unwrap().item().unwrap(),
+                grads.get(bv).unwrap().item().unwrap(),
+            );
+            let close =
+                |got: f64, want: f64| got == want || (got - want).abs() <= 1e-15 * want.abs();
+            assert!(
+                close(ga, da) && close(gb, db),
+                "a {a:e} b {b:e} g {g:e}: {ga:e} {gb:e}"
+            );
+        }
+    }
+
+    /// A zero gradient reaching a special function passes on zero where its
+    /// derivative overflows: `(x - c) ψ(x)` at `x = c = 1e-300` has the
+    /// derivative `ψ(x) + (x - c) ψ'(x) = ψ(x)`, with ψ'(x) = 1e600 beyond
+    /// the range; likewise through `digamma_diff`'s derivative.
+    #[test]
+    fn a_zero_factor_before_an_overflowing_derivative_gives_zero() {
+        let tape = Tape::<f64>::new();
+        let x = tape.var(Tensor::scalar(1e-300));
+        let zero = x - 1e-300;
+        let y = zero * x.digamma() + zero * x.digamma_diff(tape.scalar(1e-300)).unwrap();
+        let g = y.backward().unwrap().get(x).unwrap().item().unwrap();
+        let want = x.digamma().item().unwrap()
+            + x.digamma_diff(tape.scalar(1e-300)).unwrap().item().unwrap();
+        assert!(
+            g.is_finite() && (g - want).abs() <= 1e-15 * want.abs(),
+            "{g:e} vs {want:e}"
+        );
+    }
 
     /// `choose` takes each element from its side, broadcasts a mask over
     /// rows, passes each side the gradient only where it was chosen

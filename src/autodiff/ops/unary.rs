@@ -85,6 +85,9 @@ impl<F: Element, K: Kernel<F>> Op<F> for Map<K> {
 
 macro_rules! kernel {
     ($(#[$doc:meta])* $name:ident $(($($field:ident),*))?, $label:literal, |$s:ident, $x:ident| $f:expr, |$s2:ident, $x2:ident, $y:ident| $df:expr) => {
+        kernel!($(#[$doc])* $name $(($($field),*))?, $label, |$s, $x| $f, |$s2, $x2, $y| $df, |k, x, y, g| g * k.df(x, y));
+    };
+    ($(#[$doc:meta])* $name:ident $(($($field:ident),*))?, $label:literal, |$s:ident, $x:ident| $f:expr, |$s2:ident, $x2:ident, $y:ident| $df:expr, |$k:ident, $gx:ident, $gy:ident, $g:ident| $grad:expr) => {
         $(#[$doc])*
         #[derive(Clone, Copy)]
         pub(crate) struct $name<F> { $($(pub $field: F,)*)? _f: std::marker::PhantomData<fn() -> F> }
@@ -100,8 +103,21 @@ macro_rules! kernel {
             #[allow(unused_variables)]
             #[inline(always)]
             fn df(&self, $x2: F, $y: F) -> F { let $s2 = self; $df }
+            #[inline(always)]
+            fn grad(&self, $gx: F, $gy: F, $g: F) -> F { let $k = self; $grad }
         }
     };
+}
+
+/// The gradient of a special function's kernel: `g · df`, except that a
+/// zero `g` passes on zero also where `df` overflows at an argument in the
+/// domain (ψ'(x) = 1/x² is +inf in f64 for `x` below 1e-154, ψ(x) = -1/x
+/// for a subnormal `x`), where `0 · inf` would be NaN and the derivative
+/// of the whole expression is finite (a divergence between two equal
+/// concentrations of 1e-300 has the factor `a1 - a2 = 0` in front of ψ).
+#[inline(always)]
+fn special_grad<F: Element>(g: F, df: impl FnOnce() -> F) -> F {
+    if g == F::zero() { F::zero() } else { g * df() }
 }
 
 kernel!(Neg, "neg", |s, x| -x, |s, x, y| -F::one());
@@ -171,7 +187,8 @@ kernel!(
     )),
     |s, x, y| F::lit(crate::kernels::special::digamma(
         x.to_f64().unwrap_or(f64::NAN)
-    ))
+    )),
+    |k, x, y, g| special_grad(g, || k.df(x, y))
 );
 kernel!(
     Digamma,
@@ -181,7 +198,8 @@ kernel!(
     )),
     |s, x, y| F::lit(crate::kernels::special::trigamma(
         x.to_f64().unwrap_or(f64::NAN)
-    ))
+    )),
+    |k, x, y, g| special_grad(g, || k.df(x, y))
 );
 kernel!(
     /// `ln Γ(x)` less its leading Stirling terms (see `special::lgamma_correction`).
@@ -192,7 +210,8 @@ kernel!(
     )),
     |s, x, y| F::lit(crate::kernels::special::digamma_correction(
         x.to_f64().unwrap_or(f64::NAN)
-    ))
+    )),
+    |k, x, y, g| special_grad(g, || k.df(x, y))
 );
 kernel!(
     /// `ψ(x) - ln x + 1/(2x)`, the derivative of [`LgammaCorrection`].
@@ -203,7 +222,8 @@ kernel!(
     )),
     |s, x, y| F::lit(crate::kernels::special::trigamma_correction(
         x.to_f64().unwrap_or(f64::NAN)
-    ))
+    )),
+    |k, x, y, g| special_grad(g, || k.df(x, y))
 );
 kernel!(Sqrt, "sqrt", |s, x| x.sqrt(), |s, x, y| F::lit(0.5) / y);
 kernel!(Square, "square", |s, x| x * x, |s, x, y| F::lit(2.0) * x);
