@@ -1093,6 +1093,92 @@ fn large_parameters_keep_their_digits() {
     assert!(failed.is_empty(), "{failed:#?}");
 }
 
+/// The Gamma divergence from a large concentration `a1` to a small one:
+/// the direct sum's first terms add up to about `a1` and its rate terms to
+/// about `-a1` when the mean of `q` times the rate of `p` is far below
+/// `a1`, so it kept `16 - log10(a1)` digits at best (4 at 10¹², none at
+/// 10²⁰, where it gave 0). Values and gradients in `q`'s parameters
+/// against mpmath at 1300 digits.
+#[test]
+#[allow(clippy::excessive_precision)] // mpmath's 17 digits
+fn gamma_kl_from_a_large_concentration_keeps_its_digits() {
+    // (a1, b1, a2, b2, KL, d/da1, d/db1)
+    let cases = [
+        (
+            1e8,
+            1e8,
+            1.0,
+            1.0,
+            8.791_401_842_104_843_3,
+            4.999_999_966_666_666_5e-9,
+            0.0,
+        ),
+        (
+            1e12,
+            1e12,
+            1.0,
+            1.0,
+            13.396_572_024_759_935,
+            4.999_999_999_996_666_7e-13,
+            0.0,
+        ),
+        (
+            1e12,
+            1e12,
+            3.0,
+            3e-12,
+            92.686_945_687_105_195,
+            -2.499_999_999_998_333_3e-12,
+            2.999_999_999_997e-12,
+        ),
+        (
+            1e20,
+            1.0,
+            2.0,
+            1e-20,
+            22.606_912_396_735_784,
+            -5.000_000_000_000_000_5e-21,
+            1.000_000_000_000_000_1,
+        ),
+        (
+            1e10,
+            1e10,
+            1e5,
+            1e5,
+            5.256_468_565_801_781,
+            4.999_950_000_166_665e-11,
+            0.0,
+        ),
+    ];
+    for (a1, b1, a2, b2, kl, da, db) in cases {
+        let tape = Tape::<f64>::new();
+        let (a, b) = (tape.var(s(a1)), tape.var(s(b1)));
+        let q = Gamma::new(a, b).unwrap();
+        let p = Gamma::new(tape.scalar(a2), tape.scalar(b2)).unwrap();
+        let value = kl_divergence(&q, &p).unwrap();
+        let g = value.backward().unwrap();
+        let (got_da, got_db) = (
+            g.get(a).unwrap().item().unwrap(),
+            g.get(b).unwrap().item().unwrap(),
+        );
+        let what = format!("KL(Gamma({a1:e}, {b1:e}) || Gamma({a2:e}, {b2:e}))");
+        assert!(
+            close(value.item().unwrap(), kl, 1e-13),
+            "{what}: {} vs {kl}",
+            value.item().unwrap()
+        );
+        assert!(
+            close(got_da, da, 1e-10),
+            "{what} d/da1: {got_da:e} vs {da:e}"
+        );
+        // d/db1 = a2 / b1 - a1 b2 / b1²: where it is 0, a rounding of the two terms
+        assert!(
+            (got_db - db).abs() <= 1e-10 * db.abs().max(a2 / b1),
+            "{what} d/db1: {got_db:e} vs {db:e}"
+        );
+    }
+}
+
 /// `ψ(a) - ψ(a + b)` and its derivative in `a`, `ψ'(a) - ψ'(a + b)`,
 /// where `b` is small beside `a`: the difference of the two digammas
 /// keeps `-log10(b / a)` fewer digits and is 0 once `a + b` rounds to `a`,
@@ -1156,6 +1242,80 @@ fn digamma_differences_keep_their_digits_for_small_increments() {
             "ψ'({a}) - ψ'({a} + {b:e}): {da:e} vs {want_da:e}"
         );
     }
+}
+
+/// Divergences at concentrations of 1e-300, where ψ' = 1/a² overflows and
+/// single terms of the sums overflow with opposite signs: a zero factor in
+/// front of an overflowing derivative gives 0, not NaN; a sum whose parts
+/// overflow is taken in a form whose parts do not (a finite value), or
+/// gives +inf where the divergence itself is beyond the range; and the
+/// division's gradient does not overflow where it is finite. Against
+/// mpmath at 1300 digits.
+#[test]
+#[allow(clippy::excessive_precision)] // mpmath's 17 digits
+fn divergences_at_tiny_concentrations_are_finite_where_they_should_be() {
+    let tape = Tape::<f64>::new();
+    let grads = |kl: Var<'_, f64>, x: [Var<'_, f64>; 2]| {
+        let g = kl.backward().unwrap();
+        x.map(|x| g.get(x).unwrap().item().unwrap())
+    };
+    // (each was NaN or inf)
+    let (a, b) = (tape.var(s(1e-300)), tape.var(s(1.0)));
+    let q = Gamma::new(a, b).unwrap();
+    let kl = kl_divergence(
+        &q,
+        &Gamma::new(tape.scalar(1e-300), tape.scalar(3.0)).unwrap(),
+    )
+    .unwrap();
+    let [da, db] = grads(kl, [a, b]);
+    assert!(
+        close(kl.item().unwrap(), 9.013_877_113_318_903_3e-301, 1e-14),
+        "{:e}",
+        kl.item().unwrap()
+    );
+    assert!(
+        close(da, 2.0, 1e-14) && close(db, -2.000_000_000_000_000_1e-300, 1e-14),
+        "{da:e} {db:e}"
+    );
+
+    let (a, b) = (tape.var(s(1e-300)), tape.var(s(1e-10)));
+    let q = Gamma::new(a, b).unwrap();
+    let kl = kl_divergence(
+        &q,
+        &Gamma::new(tape.scalar(0.5), tape.scalar(1e300)).unwrap(),
+    )
+    .unwrap();
+    let [_, db] = grads(kl, [a, b]);
+    assert!(
+        close(kl.item().unwrap(), 5e299, 1e-14),
+        "{:e}",
+        kl.item().unwrap()
+    );
+    assert!(close(db, -9.999_999_999_5e19, 1e-14), "{db:e}");
+
+    let (a, b) = (tape.var(s(1e-300)), tape.var(s(1e-10)));
+    let q = Beta::new(a, b).unwrap();
+    let kl = kl_divergence(
+        &q,
+        &Beta::new(tape.scalar(1e-10), tape.scalar(1e300)).unwrap(),
+    )
+    .unwrap();
+    let [_, db] = grads(kl, [a, b]);
+    assert!(
+        close(kl.item().unwrap(), 1e290, 1e-14),
+        "{:e}",
+        kl.item().unwrap()
+    );
+    assert!(close(db, -2e30, 1e-13), "{db:e}");
+
+    // 5e309: beyond the range
+    let q = Beta::new(tape.scalar(1e-300), tape.scalar(1e-300)).unwrap();
+    let kl = kl_divergence(
+        &q,
+        &Beta::new(tape.scalar(1e-300), tape.scalar(1e10)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(kl.item().unwrap(), f64::INFINITY);
 }
 
 /// The Gamma density where `rate * x` is below the smallest normal number

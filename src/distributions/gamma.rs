@@ -673,27 +673,93 @@ fn shape_divergence<'t, F: Element>(a: Var<'t, F>, b: Var<'t, F>) -> Result<Var<
 }
 
 /// KL(Gamma(a1, b1) || Gamma(a2, b2))
-/// `= (a1 - a2) ψ(a1) - ln Γ(a1) + ln Γ(a2) + a2 (ln b1 - ln b2) + a1 (b2 - b1) / b1`:
-/// the first three terms are [`shape_divergence`]`(a1, a2)`, and with
-/// `r = b2 / b1` the last two are `bd0(a1, a1 r) + (a1 - a2) ln r` (the
-/// direct sum where `r` is not [`near`] 1, see [`split`]).
+/// `= (a1 - a2) ψ(a1) - ln Γ(a1) + ln Γ(a2) + a2 (ln b1 - ln b2) + a1 (b2 - b1) / b1`.
+///
+/// Where `a1` is at least [`LARGE`], `ln Γ(a1)` and `ψ(a1)` are written as
+/// Stirling's terms plus their corrections (`C`, `C'`), and the terms of
+/// sizes `a1 ln a1` and `a1` cancel analytically. With `y = a1 b2 / b1`
+/// (the mean of `q` times the rate of `p`), what is left is `y - a2 ln y +
+/// ln Γ(a2) - ln(2π)/2 + ln(a1)/2 - (a1 - a2)/(2 a1) + (a1 - a2) C'(a1) -
+/// C(a1)`, taken
+/// - for `a2` at least [`LARGE`] too, as `bd0(a2, y) - ln(a2/a1)/2 -
+///   (a1 - a2)/(2 a1) + (a1 - a2) C'(a1) + C(a2) - C(a1)`, with
+///   `bd0(a2, y) = a2 ln(a2 / y) + y - a2` (from the logarithms of the
+///   parameters where `y` is not [`near`] `a2`, so that `y` may leave the
+///   range where `ln y` does not); each part is small when the two are
+///   close, so the divergence keeps its digits;
+/// - else as written, with `ln y` from the logarithms of the parameters.
+///
+/// The direct sum keeps its digits only where `a1` is small: its first
+/// terms add up to about `a1` and its last to about `-a1` when `y` is far
+/// below `a1` (`KL(Gamma(1e12, 1e12) || Gamma(1, 1)) = 13.39657...` came
+/// out as 13.39661, and at `a1 = 1e20` as 0 instead of 22.6). Below
+/// [`LARGE`] it is taken, with its rate terms as `bd0(a1, y) + (a1 - a2)
+/// ln(b2 / b1)` where `b2 / b1` is [`near`] 1 and `a1 (b2 - b1) / b1` as
+/// `(a1 / b1) (b2 - b1)` elsewhere.
 pub(crate) fn kl_gamma<'t, F: Element>(q: &Gamma<'t, F>, p: &Gamma<'t, F>) -> Result<Var<'t, F>> {
-    let (a1, b1, a2, b2) = (q.concentration, q.rate, p.concentration, p.rate);
-    let stable = |v: &[Var<'t, F>]| {
+    let inputs = [q.concentration, q.rate, p.concentration, p.rate];
+    let large = |v: &[Var<'t, F>]| {
         let (a1, b1, a2, b2) = (v[0], v[1], v[2], v[3]);
+        let diff = a1.try_sub(a2)?;
+        // -(a1 - a2)/(2 a1) + (a1 - a2) C'(a1) - C(a1), common to both forms
+        let common = diff.try_mul(a1.digamma_correction())?;
+        let common = common.try_sub(diff.try_div(a1)? * F::lit(0.5))?;
+        let common = common.try_sub(a1.lgamma_correction())?;
         let y = a1.try_mul(b2.try_div(b1)?)?;
-        a1.bd0(y)?
-            .try_add(a1.try_sub(a2)?.try_mul(b2.ln().try_sub(b1.ln())?)?)
+        let ln_y = a1.ln().try_add(b2.ln().try_sub(b1.ln())?)?;
+        let both_large = |w: &[Var<'t, F>]| {
+            let (a1, a2, y, ln_y) = (w[0], w[1], w[2], w[3]);
+            let near_form = |u: &[Var<'t, F>]| u[0].bd0(u[1]);
+            let far_form = |u: &[Var<'t, F>]| {
+                let (a2, y, ln_y) = (u[0], u[1], u[2]);
+                a2.try_mul(a2.ln().try_sub(ln_y)?)?.try_add(y.try_sub(a2)?)
+            };
+            let close = mask_where(&[a2, y], |v| near(v[1], v[0]))?;
+            let bd0 = split(&[a2, y, ln_y], (close.clone(), close), near_form, far_form)?;
+            let t = bd0.try_sub(a2.try_div(a1)?.ln() * F::lit(0.5))?;
+            t.try_add(a2.lgamma_correction())
+        };
+        let small_a2 = |w: &[Var<'t, F>]| {
+            let (a1, a2, y, ln_y) = (w[0], w[1], w[2], w[3]);
+            let t = y.try_sub(a2.try_mul(ln_y)?)?.try_add(a2.lgamma())?;
+            t.try_add(a1.ln() * F::lit(0.5) - F::lit(HALF_LN_2PI))
+        };
+        let a2_large = mask_where(&[a2], |v| v[0] >= F::lit(LARGE))?;
+        let split_inputs = [a1, a2, y, ln_y];
+        let rest = split(
+            &split_inputs,
+            (a2_large.clone(), a2_large),
+            both_large,
+            small_a2,
+        )?;
+        common.try_add(rest)
     };
-    let direct = |v: &[Var<'t, F>]| {
-        let (a1, b1, a2, b2) = (v[0], v[1], v[2], v[3]);
-        let t = a2.try_mul(b1.ln().try_sub(b2.ln())?)?;
-        t.try_add(a1.try_mul(b2.try_sub(b1)?.try_div(b1)?)?)
+    let small = |v: &[Var<'t, F>]| {
+        let (a1, a2) = (v[0], v[2]);
+        let stable = |w: &[Var<'t, F>]| {
+            let (a1, b1, a2, b2) = (w[0], w[1], w[2], w[3]);
+            let y = a1.try_mul(b2.try_div(b1)?)?;
+            a1.bd0(y)?
+                .try_add(a1.try_sub(a2)?.try_mul(b2.ln().try_sub(b1.ln())?)?)
+        };
+        let direct = |w: &[Var<'t, F>]| {
+            let (a1, b1, a2, b2) = (w[0], w[1], w[2], w[3]);
+            // a1 (b2 - b1) / b1 as (a1 / b1) (b2 - b1): `(b2 - b1) / b1`
+            // overflows for a tiny b1 where the term does not (a1 = 1e-300,
+            // b1 = 1e-10, b2 = 1e300)
+            let t = a2.try_mul(b1.ln().try_sub(b2.ln())?)?;
+            t.try_add(a1.try_div(b1)?.try_mul(b2.try_sub(b1)?)?)
+        };
+        let close = mask_where(v, |v| near(v[3] / v[1], F::one()))?;
+        let rates = split(v, (close.clone(), close), stable, direct)?;
+        let shape = a1.try_sub(a2)?.try_mul(a1.digamma())?;
+        shape
+            .try_sub(a1.lgamma())?
+            .try_add(a2.lgamma())?
+            .try_add(rates)
     };
-    let inputs = [a1, b1, a2, b2];
-    let mask = mask_where(&inputs, |v| near(v[3] / v[1], F::one()))?;
-    let rates = split(&inputs, (mask.clone(), mask), stable, direct)?;
-    shape_divergence(a1, a2)?.try_add(rates)
+    let a1_large = mask_where(&inputs, |v| v[0] >= F::lit(LARGE))?;
+    split(&inputs, (a1_large.clone(), a1_large), large, small)
 }
 
 /// The Beta distribution on (0, 1).
@@ -874,15 +940,44 @@ impl<'t, F: Element> Distribution<'t, F> for Beta<'t, F> {
 /// b1) + (a1 - a2) ψ(a1) + (b1 - b2) ψ(b1) + (a2 - a1 + b2 - b1) ψ(a1 +
 /// b1)`, gathered as `D(a1, a2) + D(b1, b2) - D(a1 + b1, a2 + b2)` with
 /// `D` the [`shape_divergence`].
+///
+/// Where that sum is not finite (its three parts can overflow with
+/// opposite signs when a concentration of `q` is far below 1e-10 and one
+/// of `p` is large), the divergence is taken as `ln B(a2, b2) - ln B(a1,
+/// b1) + (a1 - a2) (ψ(a1) - ψ(a1 + b1)) + (b1 - b2) (ψ(b1) - ψ(a1 + b1))`,
+/// whose differences of digammas do not overflow: +inf where the
+/// divergence is beyond the range, instead of NaN.
 pub(crate) fn kl_beta<'t, F: Element>(q: &Beta<'t, F>, p: &Beta<'t, F>) -> Result<Var<'t, F>> {
-    let (a1, b1, a2, b2) = (
+    let inputs = [
         q.concentration1,
         q.concentration0,
         p.concentration1,
         p.concentration0,
-    );
-    let t = shape_divergence(a1, a2)?.try_add(shape_divergence(b1, b2)?)?;
-    t.try_sub(shape_divergence(a1.try_add(b1)?, a2.try_add(b2)?)?)
+    ];
+    let by_divergences = |v: &[Var<'t, F>]| {
+        let (a1, b1, a2, b2) = (v[0], v[1], v[2], v[3]);
+        let t = shape_divergence(a1, a2)?.try_add(shape_divergence(b1, b2)?)?;
+        t.try_sub(shape_divergence(a1.try_add(b1)?, a2.try_add(b2)?)?)
+    };
+    let by_digamma_diffs = |v: &[Var<'t, F>]| {
+        let (a1, b1, a2, b2) = (v[0], v[1], v[2], v[3]);
+        let t = a2.lbeta(b2)?.try_sub(a1.lbeta(b1)?)?;
+        let t = t.try_add(a1.try_sub(a2)?.try_mul(a1.digamma_diff(b1)?)?)?;
+        t.try_add(b1.try_sub(b2)?.try_mul(b1.digamma_diff(a1)?)?)
+    };
+    let kl = by_divergences(&inputs)?;
+    if kl.value().data().iter().all(|v| v.is_finite()) {
+        return Ok(kl);
+    }
+    let overflow = kl
+        .value()
+        .map(|v| if v.is_finite() { F::zero() } else { F::one() });
+    split(
+        &inputs,
+        (overflow.clone(), overflow),
+        by_digamma_diffs,
+        by_divergences,
+    )
 }
 
 /// The Dirichlet distribution over the simplex (last axis).
