@@ -672,6 +672,35 @@ fn shape_divergence<'t, F: Element>(a: Var<'t, F>, b: Var<'t, F>) -> Result<Var<
     by_size(&[a, b], large, small)
 }
 
+/// The [`shape_divergence`] `D(a, b)` of each pair, less `a` where `a` is
+/// at least [`LARGE`] and `b` is below it (`r` is 1 there, else 0). There
+/// `D(a, b)` is about `a`, and a Beta or Dirichlet divergence sums three or
+/// more of them whose `a`s cancel (`a1 + b1 - (a1 + b1)`): from a large
+/// posterior to a small prior (`Beta(1e8, 1e8)` against `Beta(1, 1)`) the
+/// sum kept `16 - log10(a)` digits at best. Less `a`, with `ln Γ(a)` and
+/// `ψ(a)` as Stirling's terms plus their corrections, it is
+/// `(1/2 - b) ln a - (a - b)/(2a) + (a - b) C'(a) - ln(2π)/2 - C(a) +
+/// ln Γ(b)`, of the size of `b ln a`; the caller adds back the `a`s that
+/// do not cancel.
+fn pair_divergence<'t, F: Element>(
+    a: Var<'t, F>,
+    b: Var<'t, F>,
+) -> Result<(Var<'t, F>, Tensor<F>)> {
+    let less_a = |v: &[Var<'t, F>]| {
+        let (a, b) = (v[0], v[1]);
+        let diff = a.try_sub(b)?;
+        let t = (-b + F::lit(0.5)).try_mul(a.ln())?;
+        let t = t.try_sub(diff.try_div(a)? * F::lit(0.5))?;
+        let t = t.try_add(diff.try_mul(a.digamma_correction())?)?;
+        let t = t.try_sub(a.lgamma_correction())? - F::lit(HALF_LN_2PI);
+        t.try_add(b.lgamma())
+    };
+    let whole = |v: &[Var<'t, F>]| shape_divergence(v[0], v[1]);
+    let removed = mask_where(&[a, b], |v| v[0] >= F::lit(LARGE) && v[1] < F::lit(LARGE))?;
+    let d = split(&[a, b], (removed.clone(), removed.clone()), less_a, whole)?;
+    Ok((d, removed))
+}
+
 /// KL(Gamma(a1, b1) || Gamma(a2, b2))
 /// `= (a1 - a2) ψ(a1) - ln Γ(a1) + ln Γ(a2) + a2 (ln b1 - ln b2) + a1 (b2 - b1) / b1`.
 ///
@@ -694,8 +723,8 @@ fn shape_divergence<'t, F: Element>(a: Var<'t, F>, b: Var<'t, F>) -> Result<Var<
 /// below `a1` (`KL(Gamma(1e12, 1e12) || Gamma(1, 1)) = 13.39657...` came
 /// out as 13.39661, and at `a1 = 1e20` as 0 instead of 22.6). Below
 /// [`LARGE`] it is taken, with its rate terms as `bd0(a1, y) + (a1 - a2)
-/// ln(b2 / b1)` where `b2 / b1` is [`near`] 1 and `a1 (b2 - b1) / b1` as
-/// `(a1 / b1) (b2 - b1)` elsewhere.
+/// ln(b2 / b1)` where `b2 / b1` is [`near`] 1, and `a1 (b2 - b1) / b1` in
+/// an order whose intermediate does not leave the range.
 pub(crate) fn kl_gamma<'t, F: Element>(q: &Gamma<'t, F>, p: &Gamma<'t, F>) -> Result<Var<'t, F>> {
     let inputs = [q.concentration, q.rate, p.concentration, p.rate];
     let large = |v: &[Var<'t, F>]| {
@@ -744,11 +773,16 @@ pub(crate) fn kl_gamma<'t, F: Element>(q: &Gamma<'t, F>, p: &Gamma<'t, F>) -> Re
         };
         let direct = |w: &[Var<'t, F>]| {
             let (a1, b1, a2, b2) = (w[0], w[1], w[2], w[3]);
-            // a1 (b2 - b1) / b1 as (a1 / b1) (b2 - b1): `(b2 - b1) / b1`
-            // overflows for a tiny b1 where the term does not (a1 = 1e-300,
-            // b1 = 1e-10, b2 = 1e300)
             let t = a2.try_mul(b1.ln().try_sub(b2.ln())?)?;
-            t.try_add(a1.try_div(b1)?.try_mul(b2.try_sub(b1)?)?)
+            // a1 (b2 - b1) / b1, as a1 ((b2 - b1) / b1) where that ratio is
+            // finite, else as (a1 / b1) (b2 - b1): the ratio overflows for a
+            // tiny b1 where the term does not (a1 = 1e-300, b1 = 1e-10,
+            // b2 = 1e300), and a1 / b1 underflows for a huge b1
+            let ratio = |u: &[Var<'t, F>]| u[0].try_mul(u[2].try_sub(u[1])?.try_div(u[1])?);
+            let scaled = |u: &[Var<'t, F>]| u[0].try_div(u[1])?.try_mul(u[2].try_sub(u[1])?);
+            let sides = [a1, b1, b2];
+            let finite = mask_where(&sides, |v| ((v[2] - v[1]) / v[1]).is_finite())?;
+            t.try_add(split(&sides, (finite.clone(), finite), ratio, scaled)?)
         };
         let close = mask_where(v, |v| near(v[3] / v[1], F::one()))?;
         let rates = split(v, (close.clone(), close), stable, direct)?;
@@ -939,7 +973,10 @@ impl<'t, F: Element> Distribution<'t, F> for Beta<'t, F> {
 /// `KL(Beta(a1, b1) || Beta(a2, b2))`, which is `ln B(a2, b2) - ln B(a1,
 /// b1) + (a1 - a2) ψ(a1) + (b1 - b2) ψ(b1) + (a2 - a1 + b2 - b1) ψ(a1 +
 /// b1)`, gathered as `D(a1, a2) + D(b1, b2) - D(a1 + b1, a2 + b2)` with
-/// `D` the [`shape_divergence`].
+/// `D` the [`shape_divergence`], each taken less its first argument where
+/// that is large and the second small ([`pair_divergence`]); the first
+/// arguments so removed cancel (`a1 + b1 - (a1 + b1)`), and those that do
+/// not are added back.
 ///
 /// Where that sum is not finite (its three parts can overflow with
 /// opposite signs when a concentration of `q` is far below 1e-10 and one
@@ -956,8 +993,13 @@ pub(crate) fn kl_beta<'t, F: Element>(q: &Beta<'t, F>, p: &Beta<'t, F>) -> Resul
     ];
     let by_divergences = |v: &[Var<'t, F>]| {
         let (a1, b1, a2, b2) = (v[0], v[1], v[2], v[3]);
-        let t = shape_divergence(a1, a2)?.try_add(shape_divergence(b1, b2)?)?;
-        t.try_sub(shape_divergence(a1.try_add(b1)?, a2.try_add(b2)?)?)
+        let (da, ra) = pair_divergence(a1, a2)?;
+        let (db, rb) = pair_divergence(b1, b2)?;
+        let (ds, rs) = pair_divergence(a1.try_add(b1)?, a2.try_add(b2)?)?;
+        let removed = [(a1, ra), (b1, rb)];
+        da.try_add(db)?
+            .try_sub(ds)?
+            .try_add(added_back(&removed, rs, None)?)
     };
     let by_digamma_diffs = |v: &[Var<'t, F>]| {
         let (a1, b1, a2, b2) = (v[0], v[1], v[2], v[3]);
@@ -978,6 +1020,42 @@ pub(crate) fn kl_beta<'t, F: Element>(q: &Beta<'t, F>, p: &Beta<'t, F>) -> Resul
         by_digamma_diffs,
         by_divergences,
     )
+}
+
+/// The first arguments that [`pair_divergence`] removed and that do not
+/// cancel in `Σ D(x_i, y_i) - D(Σ x_i, Σ y_i)`: with `r_i` the parts'
+/// masks and `r0` the sum's, `Σ x_i r_i - (Σ x_i) r0`, written without the
+/// sum where `r0` is 1 (`-Σ x_i (1 - r_i)`) so that nothing of the size of
+/// `Σ x_i` is left to round. `axis` sums the parts along an axis of one
+/// tensor (a Dirichlet's) instead of over the list.
+fn added_back<'t, F: Element>(
+    parts: &[(Var<'t, F>, Tensor<F>)],
+    r0: Tensor<F>,
+    axis: Option<usize>,
+) -> Result<Var<'t, F>> {
+    let mut kept: Option<Var<'t, F>> = None;
+    let mut dropped: Option<Var<'t, F>> = None;
+    for (x, r) in parts {
+        let not = r.map(|m| F::one() - m);
+        let constant = |m: Tensor<F>| x.tape().constant(m);
+        let (k, d) = (x.try_mul(constant(r.clone()))?, x.try_mul(constant(not))?);
+        let (k, d) = match axis {
+            Some(axis) => (k.sum_axis(axis, false)?, d.sum_axis(axis, false)?),
+            None => (k, d),
+        };
+        kept = Some(match kept {
+            Some(t) => t.try_add(k)?,
+            None => k,
+        });
+        dropped = Some(match dropped {
+            Some(t) => t.try_add(d)?,
+            None => d,
+        });
+    }
+    let (Some(kept), Some(dropped)) = (kept, dropped) else {
+        unreachable!("at least one part")
+    };
+    (-dropped).choose(r0, kept)
 }
 
 /// The Dirichlet distribution over the simplex (last axis).
@@ -1184,15 +1262,20 @@ pub(crate) fn kl_dirichlet<'t, F: Element>(
         });
     }
     // Σ_i D(a_i, b_i) - D(a0, b0), D the `shape_divergence`: the sums of
-    // ln Γ and ψ terms regrouped by pairs (Σ (a_i - b_i) = a0 - b0)
+    // ln Γ and ψ terms regrouped by pairs (Σ (a_i - b_i) = a0 - b0), each
+    // less its first argument where that is large and the second small
+    // (see `kl_beta`)
     let axis = a.shape().len().max(b.shape().len()) - 1;
     let (a0, b0) = (
         a.sum_axis(a.shape().len() - 1, false)?,
         b.sum_axis(b.shape().len() - 1, false)?,
     );
-    shape_divergence(a, b)?
-        .sum_axis(axis, false)?
-        .try_sub(shape_divergence(a0, b0)?)
+    let (d, r) = pair_divergence(a, b)?;
+    let (d0, r0) = pair_divergence(a0, b0)?;
+    // the parts' first arguments broadcast to the parts' shape
+    let a_full = a.broadcast_to(&d.shape())?;
+    let back = added_back(&[(a_full, r)], r0, Some(axis))?;
+    d.sum_axis(axis, false)?.try_sub(d0)?.try_add(back)
 }
 
 /// Student's t distribution.
