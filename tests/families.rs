@@ -786,6 +786,21 @@ fn log_prob_outside_the_support_is_minus_infinity_with_zero_gradient() {
             Box::new(StudentT::new(p, q, q).unwrap()),
             f64::NEG_INFINITY,
         ),
+        // the positive half-line's bijectors: +inf is outside their image
+        // (it was handed to the base Normal, whose error named "Normal")
+        (
+            "LogNormal at +inf",
+            Box::new(LogNormal::new(p, q).unwrap()),
+            f64::INFINITY,
+        ),
+        (
+            "Softplus-transformed Normal at +inf",
+            Box::new(TransformedDistribution::new(
+                Box::new(Normal::new(p, q).unwrap()),
+                Box::new(Softplus),
+            )),
+            f64::INFINITY,
+        ),
     ];
     for (name, d, x) in cases {
         let xv = tape.var(s(x));

@@ -53,8 +53,9 @@ impl<'t, F: Element> Bijector<'t, F> for Exp {
     fn forward_log_det_jacobian(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
         Ok(x)
     }
+    // (+inf is not in the image: no finite x maps to it)
     fn in_image(&self, y: F) -> bool {
-        y > F::zero()
+        y > F::zero() && y < F::infinity()
     }
 }
 
@@ -78,7 +79,7 @@ impl<'t, F: Element> Bijector<'t, F> for Softplus {
         Ok(-(-x).softplus())
     }
     fn in_image(&self, y: F) -> bool {
-        y > F::zero()
+        y > F::zero() && y < F::infinity()
     }
 }
 
