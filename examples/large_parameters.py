@@ -27,6 +27,8 @@ CASES = [
     "KL N(0,1)||N(1e-5,1+1e-6)",
     "Poisson(1e8).log_prob(1e8+1e4)",
     "Uniform(-MAX,MAX).log_prob(0)",
+    "KL Gamma(1e12,1e12)||Gamma(1,1)",
+    "KL Beta(1e8,1e8)||Beta(1,1)",
 ]
 
 
@@ -73,6 +75,8 @@ def mpmath_values():
     k, r = f(1e8 + 1e4), f(1e8)
     v[CASES[11]] = k * mp.log(r) - r - lg(k + 1)
     v[CASES[12]] = -mp.log(2 * f(MAX))
+    v[CASES[13]] = kl_gamma(f(1e12), f(1e12), f(1), f(1))
+    v[CASES[14]] = kl_beta(f(1e8), f(1e8), f(1), f(1))
     mp.mp.dps = 700
     v[CASES[2]] = t_lp(f(1e300), f(0.5))
     return {k: float(x) for k, x in v.items()}
@@ -100,6 +104,8 @@ def torch_values():
     v[CASES[10]] = kl(D.Normal(t(0.0), t(1.0)), D.Normal(t(1e-5), t(1.0 + 1e-6)))
     v[CASES[11]] = D.Poisson(t(1e8)).log_prob(t(1e8 + 1e4))
     v[CASES[12]] = D.Uniform(t(-MAX), t(MAX)).log_prob(t(0.0))
+    v[CASES[13]] = kl(D.Gamma(t(1e12), t(1e12)), D.Gamma(t(1.0), t(1.0)))
+    v[CASES[14]] = kl(D.Beta(t(1e8), t(1e8)), D.Beta(t(1.0), t(1.0)))
     return {k: float(x) for k, x in v.items()}
 
 
@@ -128,6 +134,8 @@ def tfp_values():
     v[CASES[10]] = kl(tfd.Normal(c(0.0), c(1.0)), tfd.Normal(c(1e-5), c(1.0 + 1e-6)))
     v[CASES[11]] = tfd.Poisson(c(1e8)).log_prob(c(1e8 + 1e4))
     v[CASES[12]] = tfd.Uniform(c(-MAX), c(MAX)).log_prob(c(0.0))
+    v[CASES[13]] = kl(tfd.Gamma(c(1e12), c(1e12)), tfd.Gamma(c(1.0), c(1.0)))
+    v[CASES[14]] = kl(tfd.Beta(c(1e8), c(1e8)), tfd.Beta(c(1.0), c(1.0)))
     return {k: float(x.numpy()) for k, x in v.items()}
 
 

@@ -16,7 +16,7 @@ fn slope<'t>(x: Var<'t, f64>, y: Var<'t, f64>) -> Result<f64> {
 }
 
 fn main() -> Result<()> {
-    let cases: [Case; 13] = [
+    let cases: [Case; 15] = [
         ("StudentT(1e10).log_prob(1)", |t| {
             StudentT::new(t.scalar(1e10), t.scalar(0.0), t.scalar(1.0))?
                 .log_prob(t.scalar(1.0))?
@@ -77,6 +77,14 @@ fn main() -> Result<()> {
             Uniform::new(t.scalar(-f64::MAX), t.scalar(f64::MAX))?
                 .log_prob(t.scalar(0.0))?
                 .item()
+        }),
+        ("KL Gamma(1e12,1e12)||Gamma(1,1)", |t| {
+            let q = Gamma::new(t.scalar(1e12), t.scalar(1e12))?;
+            kl_divergence(&q, &Gamma::new(t.scalar(1.0), t.scalar(1.0))?)?.item()
+        }),
+        ("KL Beta(1e8,1e8)||Beta(1,1)", |t| {
+            let q = Beta::new(t.scalar(1e8), t.scalar(1e8))?;
+            kl_divergence(&q, &Beta::new(t.scalar(1.0), t.scalar(1.0))?)?.item()
         }),
     ];
     for (name, case) in cases {

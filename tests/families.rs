@@ -1338,7 +1338,7 @@ fn beta_and_dirichlet_kl_from_large_concentrations_keep_their_digits() {
 
 /// `ψ(a) - ψ(a + b)` and its derivative in `a`, `ψ'(a) - ψ'(a + b)`,
 /// where `b` is small beside `a`: the difference of the two digammas
-/// keeps `-log10(b / a)` fewer digits and is 0 once `a + b` rounds to `a`,
+/// loses up to `-log10(b / a)` digits and is 0 once `a + b` rounds to `a`,
 /// and so was the large-`a` form's sum of corrections, which lost the
 /// corrections' own difference. Against mpmath at 1300 digits.
 #[test]

@@ -191,12 +191,13 @@ pub(crate) fn lbeta(a: f64, b: f64) -> f64 {
 /// `ψ(a) - ψ(a + b)` for `a, b > 0` (the derivative of [`lbeta`] in `a`),
 /// with its relative accuracy wherever `b` is small beside `a`, where the
 /// two digammas agree in most of their digits. For `a` of at least 10 it
-/// is `-ln(1 + b/a) - b / (2 a (a + b))` plus the
-/// [`digamma_correction`]s; a smaller `a` is first raised past 10 by the
-/// recurrence `ψ(x) = ψ(x + 1) - 1/x`, whose terms for the two arguments
-/// differ by `-b / (x (x + b))`, computed as such (every term has the sign
-/// of the result, so nothing cancels). The plain difference of digammas
-/// at `a = 1`, `b = 1e-10` keeps 6 digits, and at `b = 1e-20` gives 0.
+/// is `-ln(1 + b/a) - b / (2 a (a + b))` plus the difference of the
+/// [`digamma_correction`]s, taken term by term ([`tail_differences`]); a
+/// smaller `a` is first raised past 10 by the recurrence `ψ(x) = ψ(x + 1) -
+/// 1/x`, whose terms for the two arguments differ by `-b / (x (x + b))`,
+/// computed as such (every term has the sign of the result, so nothing
+/// cancels). The plain difference of digammas kept 8 digits at `(9.99,
+/// 1e-10)` and gave 0 at `(1, 1e-20)`.
 pub(crate) fn digamma_diff(a: f64, b: f64) -> f64 {
     if a.is_nan() || b.is_nan() {
         return f64::NAN;
@@ -214,7 +215,8 @@ pub(crate) fn digamma_diff(a: f64, b: f64) -> f64 {
 /// `ψ'(a) - ψ'(a + b)` for `a, b > 0` (the derivative of [`digamma_diff`]
 /// in `a`), with its relative accuracy where `b` is small beside `a`: for
 /// `a` of at least 10, `t (1 + 1/(2a) + 1/(2(a + b)))` with
-/// `t = b / (a (a + b))`, plus the [`trigamma_correction`]s; a smaller `a`
+/// `t = b / (a (a + b))`, plus the difference of the
+/// [`trigamma_correction`]s ([`tail_differences`]); a smaller `a`
 /// is raised past 10 by `ψ'(x) = ψ'(x + 1) + 1/x²`, whose terms for the
 /// two arguments differ by `b (2x + b) / (x² (x + b)²)`.
 pub(crate) fn trigamma_diff(a: f64, b: f64) -> f64 {
