@@ -36,6 +36,20 @@ fn close(got: f64, want: f64, rel: f64) -> bool {
     (got - want).abs() <= rel * want.abs()
 }
 
+/// The value of `f` at scalars `(a, b)` and its derivatives in them.
+fn value_and_gradients(
+    f: impl for<'t> Fn(&'t Tape<f64>, Var<'t, f64>, Var<'t, f64>) -> Result<Var<'t, f64>>,
+    a: f64,
+    b: f64,
+) -> (f64, f64, f64) {
+    let tape = Tape::<f64>::new();
+    let (av, bv) = (tape.var(s(a)), tape.var(s(b)));
+    let y = f(&tape, av, bv).unwrap();
+    let g = y.backward().unwrap();
+    let d = |x: Var<'_, f64>| g.get(x).unwrap().item().unwrap();
+    (y.item().unwrap(), d(av), d(bv))
+}
+
 #[test]
 fn gradcheck_special_functions_and_linear_algebra() {
     gc(
@@ -1199,22 +1213,13 @@ fn gamma_kl_from_a_large_concentration_keeps_its_digits() {
         ),
     ];
     for (a1, b1, a2, b2, kl, da, db) in cases {
-        let tape = Tape::<f64>::new();
-        let (a, b) = (tape.var(s(a1)), tape.var(s(b1)));
-        let q = Gamma::new(a, b).unwrap();
-        let p = Gamma::new(tape.scalar(a2), tape.scalar(b2)).unwrap();
-        let value = kl_divergence(&q, &p).unwrap();
-        let g = value.backward().unwrap();
-        let (got_da, got_db) = (
-            g.get(a).unwrap().item().unwrap(),
-            g.get(b).unwrap().item().unwrap(),
+        let (value, got_da, got_db) = value_and_gradients(
+            |t, a, b| kl_divergence(&Gamma::new(a, b)?, &Gamma::new(t.scalar(a2), t.scalar(b2))?),
+            a1,
+            b1,
         );
         let what = format!("KL(Gamma({a1:e}, {b1:e}) || Gamma({a2:e}, {b2:e}))");
-        assert!(
-            close(value.item().unwrap(), kl, 1e-13),
-            "{what}: {} vs {kl}",
-            value.item().unwrap()
-        );
+        assert!(close(value, kl, 1e-13), "{what}: {value} vs {kl}");
         assert!(
             close(got_da, da, 1e-10),
             "{what} d/da1: {got_da:e} vs {da:e}"
@@ -1276,27 +1281,19 @@ fn beta_and_dirichlet_kl_from_large_concentrations_keep_their_digits() {
         ),
     ];
     for (a1, b1, a2, b2, kl, da, db) in cases {
-        let tape = Tape::<f64>::new();
-        let (a, b) = (tape.var(s(a1)), tape.var(s(b1)));
-        let q = Beta::new(a, b).unwrap();
-        let p = Beta::new(tape.scalar(a2), tape.scalar(b2)).unwrap();
-        let value = kl_divergence(&q, &p).unwrap();
-        let g = value.backward().unwrap();
-        let (got_da, got_db) = (
-            g.get(a).unwrap().item().unwrap(),
-            g.get(b).unwrap().item().unwrap(),
+        let (value, got_da, got_db) = value_and_gradients(
+            |t, a, b| kl_divergence(&Beta::new(a, b)?, &Beta::new(t.scalar(a2), t.scalar(b2))?),
+            a1,
+            b1,
         );
         let what = format!("KL(Beta({a1:e}, {b1:e}) || Beta({a2:e}, {b2:e}))");
-        assert!(
-            close(value.item().unwrap(), kl, 1e-14),
-            "{what}: {} vs {kl}",
-            value.item().unwrap()
-        );
+        assert!(close(value, kl, 1e-14), "{what}: {value} vs {kl}");
         assert!(
             close(got_da, da, 1e-12) && close(got_db, db, 1e-12),
             "{what}: {got_da:e} {got_db:e}"
         );
         // the same two-class Dirichlet
+        let tape = Tape::<f64>::new();
         let c = tape.var(v(&[a1, b1]));
         let q = Dirichlet::new(c).unwrap();
         let p = Dirichlet::new(tape.var(v(&[a2, b2]))).unwrap();
