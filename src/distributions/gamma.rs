@@ -996,10 +996,11 @@ pub(crate) fn kl_beta<'t, F: Element>(q: &Beta<'t, F>, p: &Beta<'t, F>) -> Resul
         let (da, ra) = pair_divergence(a1, a2)?;
         let (db, rb) = pair_divergence(b1, b2)?;
         let (ds, rs) = pair_divergence(a1.try_add(b1)?, a2.try_add(b2)?)?;
-        let removed = [(a1, ra), (b1, rb)];
-        da.try_add(db)?
-            .try_sub(ds)?
-            .try_add(added_back(&removed, rs, None)?)
+        let kl = da.try_add(db)?.try_sub(ds)?;
+        match added_back(&[(a1, ra), (b1, rb)], rs, None)? {
+            Some(back) => kl.try_add(back),
+            None => Ok(kl),
+        }
     };
     let by_digamma_diffs = |v: &[Var<'t, F>]| {
         let (a1, b1, a2, b2) = (v[0], v[1], v[2], v[3]);
@@ -1027,12 +1028,20 @@ pub(crate) fn kl_beta<'t, F: Element>(q: &Beta<'t, F>, p: &Beta<'t, F>) -> Resul
 /// masks and `r0` the sum's, `Σ x_i r_i - (Σ x_i) r0`, written without the
 /// sum where `r0` is 1 (`-Σ x_i (1 - r_i)`) so that nothing of the size of
 /// `Σ x_i` is left to round. `axis` sums the parts along an axis of one
-/// tensor (a Dirichlet's) instead of over the list.
+/// tensor (a Dirichlet's) instead of over the list. `None` where that is 0
+/// throughout (every mask 0, or every mask 1: the usual cases), so that
+/// nothing is added.
 fn added_back<'t, F: Element>(
     parts: &[(Var<'t, F>, Tensor<F>)],
     r0: Tensor<F>,
     axis: Option<usize>,
-) -> Result<Var<'t, F>> {
+) -> Result<Option<Var<'t, F>>> {
+    let all = |m: &Tensor<F>, v: F| m.data().iter().all(|&x| x == v);
+    for v in [F::zero(), F::one()] {
+        if all(&r0, v) && parts.iter().all(|(_, r)| all(r, v)) {
+            return Ok(None);
+        }
+    }
     let mut kept: Option<Var<'t, F>> = None;
     let mut dropped: Option<Var<'t, F>> = None;
     for (x, r) in parts {
@@ -1055,7 +1064,7 @@ fn added_back<'t, F: Element>(
     let (Some(kept), Some(dropped)) = (kept, dropped) else {
         unreachable!("at least one part")
     };
-    (-dropped).choose(r0, kept)
+    Ok(Some((-dropped).choose(r0, kept)?))
 }
 
 /// The Dirichlet distribution over the simplex (last axis).
@@ -1274,8 +1283,11 @@ pub(crate) fn kl_dirichlet<'t, F: Element>(
     let (d0, r0) = pair_divergence(a0, b0)?;
     // the parts' first arguments broadcast to the parts' shape
     let a_full = a.broadcast_to(&d.shape())?;
-    let back = added_back(&[(a_full, r)], r0, Some(axis))?;
-    d.sum_axis(axis, false)?.try_sub(d0)?.try_add(back)
+    let kl = d.sum_axis(axis, false)?.try_sub(d0)?;
+    match added_back(&[(a_full, r)], r0, Some(axis))? {
+        Some(back) => kl.try_add(back),
+        None => Ok(kl),
+    }
 }
 
 /// Student's t distribution.

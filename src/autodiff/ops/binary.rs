@@ -175,6 +175,26 @@ impl<F: Element> Op<F> for Choose {
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
         let (shape, t) = broadcast_all("choose", inputs)?;
+        let n = crate::tensor::numel(&shape);
+        // the usual operands: each of the full size (so laid out as the
+        // output: broadcasting adds no element) or a single value
+        if inputs.iter().all(|t| t.len() == n || t.len() == 1) {
+            fn at<F: Element>(t: &Tensor<F>, n: usize) -> (&[F], usize) {
+                (t.data(), usize::from(t.len() == n))
+            }
+            let (m, sm) = at(inputs[0], n);
+            let ((a, sa), (b, sb)) = (at(inputs[1], n), at(inputs[2], n));
+            let out = (0..n)
+                .map(|i| {
+                    if m[i * sm] != F::zero() {
+                        a[i * sa]
+                    } else {
+                        b[i * sb]
+                    }
+                })
+                .collect();
+            return Tensor::from_vec(out, &shape);
+        }
         let (m, a, b) = (t[0].view(), t[1].view(), t[2].view());
         Tensor::from_vec(
             (0..crate::tensor::numel(&shape))
@@ -204,7 +224,7 @@ impl<F: Element> Op<F> for Choose {
         grad: &Tensor<F>,
         needs: &[bool],
     ) -> Result<Vec<Option<Tensor<F>>>> {
-        let mask = inputs[0].broadcast_to(output.shape())?;
+        let mask = widen(inputs[0], output.shape())?;
         let mut out = vec![None];
         for side in 1..3 {
             if !needs[side] {
@@ -212,11 +232,13 @@ impl<F: Element> Op<F> for Choose {
                 continue;
             }
             let chosen = |m: F| (m != F::zero()) == (side == 1);
-            let g = grad.zip_map(
-                &mask,
-                "choose",
-                |g, m| if chosen(m) { g } else { F::zero() },
-            )?;
+            let g: Vec<F> = grad
+                .data()
+                .iter()
+                .zip(mask.data())
+                .map(|(&g, &m)| if chosen(m) { g } else { F::zero() })
+                .collect();
+            let g = Tensor::from_vec(g, output.shape())?;
             out.push(Some(g.sum_to_owned(inputs[side].shape())?));
         }
         Ok(out)
@@ -759,7 +781,7 @@ mod tests {
         let w = Tensor::from_rows(&[[0.5, 1.5, -1.0], [2.0, 0.25, 3.0]]).unwrap();
         gradcheck(
             |t, v| Ok((v[0].choose(mask.clone(), v[1])? * t.constant(w.clone())).sum()),
-            &[a, b],
+            &[a.clone(), b],
             &GradCheck::default(),
         )
         .unwrap();
@@ -772,6 +794,15 @@ mod tests {
         let g = y.sum().backward().unwrap();
         assert_eq!(g.get(x).unwrap().data(), &[0.0, 3.0]);
         assert_eq!(g.get(z).unwrap().data(), &[2.0, 0.0]);
+        // a full mask with a single value on one side (the fast path), its
+        // gradient summed over the elements that chose it
+        let full = Tensor::from_rows(&[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).unwrap();
+        let (av, s) = (tape.var(a.clone()), tape.var(Tensor::scalar(-7.0)));
+        let y = av.choose(full.clone(), s).unwrap();
+        assert_eq!(y.value().data(), &[1.0, -7.0, -7.0, -7.0, 5.0, -7.0]);
+        let g = (y * w.clone()).sum().backward().unwrap();
+        assert_eq!(g.get(av).unwrap().data(), &[0.5, 0.0, 0.0, 0.0, 0.25, 0.0]);
+        assert_eq!(g.get(s).unwrap().item().unwrap(), 1.5 - 1.0 + 2.0 + 3.0);
     }
 
     #[test]
