@@ -175,39 +175,24 @@ impl<F: Element> Op<F> for Choose {
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
         let (shape, t) = broadcast_all("choose", inputs)?;
-        let n = crate::tensor::numel(&shape);
-        // the usual operands: each of the full size (so laid out as the
-        // output: broadcasting adds no element) or a single value
-        if inputs.iter().all(|t| t.len() == n || t.len() == 1) {
-            fn at<F: Element>(t: &Tensor<F>, n: usize) -> (&[F], usize) {
-                (t.data(), usize::from(t.len() == n))
-            }
-            let (m, sm) = at(inputs[0], n);
-            let ((a, sa), (b, sb)) = (at(inputs[1], n), at(inputs[2], n));
-            let out = (0..n)
-                .map(|i| {
-                    if m[i * sm] != F::zero() {
-                        a[i * sa]
-                    } else {
-                        b[i * sb]
-                    }
-                })
-                .collect();
-            return Tensor::from_vec(out, &shape);
-        }
-        let (m, a, b) = (t[0].view(), t[1].view(), t[2].view());
-        Tensor::from_vec(
-            (0..crate::tensor::numel(&shape))
-                .map(|i| {
-                    if m.at(i) != F::zero() {
-                        a.at(i)
-                    } else {
-                        b.at(i)
-                    }
-                })
-                .collect(),
-            &shape,
-        )
+        // each operand is now of the full size or a single value: indexed
+        // with a stride of 1 or 0, which keeps the loop free of branches on
+        // which it is
+        let ((m, sm), (a, sa), (b, sb)) = (
+            t[0].view().strided(),
+            t[1].view().strided(),
+            t[2].view().strided(),
+        );
+        let out = (0..crate::tensor::numel(&shape))
+            .map(|i| {
+                if m[i * sm] != F::zero() {
+                    a[i * sa]
+                } else {
+                    b[i * sb]
+                }
+            })
+            .collect();
+        Tensor::from_vec(out, &shape)
     }
     fn backward(
         &self,
@@ -660,6 +645,12 @@ impl<'a, F: Element> View<'a, F> {
                 scalar: false,
             }
         }
+    }
+
+    /// The data and the step between output positions (0 for a single
+    /// value), for loops that index rather than branch.
+    pub(crate) fn strided(self) -> (&'a [F], usize) {
+        (self.data, usize::from(!self.scalar))
     }
 
     /// The element at output position `i`.
