@@ -120,6 +120,26 @@ fn special_grad<F: Element>(g: F, df: impl FnOnce() -> F) -> F {
     if g == F::zero() { F::zero() } else { g * df() }
 }
 
+/// A [`Kernel`] whose value and derivative are special functions of f64
+/// (`crate::kernels::special::$f` and `$df`), rounded for f32, with the
+/// gradient of [`special_grad`].
+macro_rules! special_kernel {
+    ($(#[$doc:meta])* $name:ident, $label:literal, $f:ident, $df:ident) => {
+        kernel!(
+            $(#[$doc])* $name, $label,
+            |s, x| special1(crate::kernels::special::$f, x),
+            |s, x, y| special1(crate::kernels::special::$df, x),
+            |k, x, y, g| special_grad(g, || k.df(x, y))
+        );
+    };
+}
+
+/// A special function of f64 at `x` (NaN where `x` has no f64 value).
+#[inline(always)]
+fn special1<F: Element>(f: fn(f64) -> f64, x: F) -> F {
+    F::lit(f(x.to_f64().unwrap_or(f64::NAN)))
+}
+
 kernel!(Neg, "neg", |s, x| -x, |s, x, y| -F::one());
 kernel!(Exp, "exp", |s, x| x.fast_exp(), |s, x, y| y);
 /// `ln x`, whose gradient is `g / x`: not `g · (1 / x)`, whose `1 / x`
@@ -179,51 +199,21 @@ kernel!(
     |s, x| x.abs(),
     |s, x, y| if x > F::zero() { F::one() } else if x < F::zero() { -F::one() } else { F::zero() }
 );
-kernel!(
-    Lgamma,
-    "lgamma",
-    |s, x| F::lit(crate::kernels::special::lgamma(
-        x.to_f64().unwrap_or(f64::NAN)
-    )),
-    |s, x, y| F::lit(crate::kernels::special::digamma(
-        x.to_f64().unwrap_or(f64::NAN)
-    )),
-    |k, x, y, g| special_grad(g, || k.df(x, y))
-);
-kernel!(
-    Digamma,
-    "digamma",
-    |s, x| F::lit(crate::kernels::special::digamma(
-        x.to_f64().unwrap_or(f64::NAN)
-    )),
-    |s, x, y| F::lit(crate::kernels::special::trigamma(
-        x.to_f64().unwrap_or(f64::NAN)
-    )),
-    |k, x, y, g| special_grad(g, || k.df(x, y))
-);
-kernel!(
+special_kernel!(Lgamma, "lgamma", lgamma, digamma);
+special_kernel!(Digamma, "digamma", digamma, trigamma);
+special_kernel!(
     /// `ln Γ(x)` less its leading Stirling terms (see `special::lgamma_correction`).
     LgammaCorrection,
     "lgamma_correction",
-    |s, x| F::lit(crate::kernels::special::lgamma_correction(
-        x.to_f64().unwrap_or(f64::NAN)
-    )),
-    |s, x, y| F::lit(crate::kernels::special::digamma_correction(
-        x.to_f64().unwrap_or(f64::NAN)
-    )),
-    |k, x, y, g| special_grad(g, || k.df(x, y))
+    lgamma_correction,
+    digamma_correction
 );
-kernel!(
+special_kernel!(
     /// `ψ(x) - ln x + 1/(2x)`, the derivative of [`LgammaCorrection`].
     DigammaCorrection,
     "digamma_correction",
-    |s, x| F::lit(crate::kernels::special::digamma_correction(
-        x.to_f64().unwrap_or(f64::NAN)
-    )),
-    |s, x, y| F::lit(crate::kernels::special::trigamma_correction(
-        x.to_f64().unwrap_or(f64::NAN)
-    )),
-    |k, x, y, g| special_grad(g, || k.df(x, y))
+    digamma_correction,
+    trigamma_correction
 );
 kernel!(Sqrt, "sqrt", |s, x| x.sqrt(), |s, x, y| F::lit(0.5) / y);
 kernel!(Square, "square", |s, x| x * x, |s, x, y| F::lit(2.0) * x);
