@@ -426,11 +426,23 @@ const PRODUCTS: &[(&str, usize, usize, usize, bool, bool)] = &[
 /// with `BAYESGRAD_SIMD=avx2`, which leaves every product to
 /// matrixmultiply).
 fn gemm_products() -> Result<()> {
-    say!("gemm: Tensor::matmul_t in f32, GFLOP/s, best of 25");
+    let threads = bayesgrad::threads();
+    let peak = fma_peak(threads);
+    match peak {
+        Some((gflops, width)) => say!(
+            "gemm: the CPU's multiply-add peak on {threads} thread(s): {gflops:.1} GFLOP/s \
+             ({width}-bit fused multiply-adds on registers, best of 5)"
+        ),
+        None => say!("gemm: no multiply-add peak on this CPU (x86-64 with FMA only)"),
+    }
+    say!("gemm: Tensor::matmul_t in f32, GFLOP/s, best of 25, and its share of that peak");
     let mut rng = SmallRng::seed_from_u64(3);
     for &(name, m, k, n, ta, tb) in PRODUCTS {
         let gflops = product_gflops((m, k, n), (ta, tb), &mut rng)?;
-        say!("{name:<22} {m:>6} x {k:>6} x {n:>5}  {gflops:7.1}");
+        let share = peak.map_or(String::new(), |(p, _)| {
+            format!("  {:5.1}%", 100.0 * gflops / p)
+        });
+        say!("{name:<22} {m:>6} x {k:>6} x {n:>5}  {gflops:7.1}{share}");
     }
     // the plain convolution (reparameterization layers, posterior means)
     // on the `conv` workload's shapes, whose patch matrix is read from the
@@ -451,6 +463,86 @@ fn gemm_products() -> Result<()> {
         best * 1e3
     );
     Ok(())
+}
+
+/// The `f32` multiply-add peak of `threads` threads in GFLOP/s, and the
+/// vector width it used: each thread runs 24 independent chains of fused
+/// multiply-adds on registers (no memory operand), so that nothing but the
+/// FMA units and the clock limits it; best of 5 runs of about 15 ms.
+/// `None` without FMA or off x86-64.
+fn fma_peak(threads: usize) -> Option<(f64, u32)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        const CHAINS: usize = 24;
+        /// `iters` rounds of one multiply-add on each of `CHAINS` chains.
+        macro_rules! chains {
+            ($name:ident, $features:literal, $vec:ty, $set1:ident, $fma:ident, $add:ident, $store:ident, $lanes:literal) => {
+                #[target_feature(enable = $features)]
+                fn $name(iters: usize) -> f32 {
+                    let (a, b) = ($set1(1.000_000_1), $set1(0.999_999_9));
+                    let mut acc: [$vec; CHAINS] = [$set1(0.0); CHAINS];
+                    for _ in 0..iters {
+                        for x in acc.iter_mut() {
+                            *x = $fma(a, *x, b);
+                        }
+                    }
+                    let sum = acc.iter().fold($set1(0.0), |s, &x| $add(s, x));
+                    let mut lanes = [0.0f32; $lanes];
+                    // SAFETY: `lanes` holds one vector's worth of f32.
+                    unsafe { $store(lanes.as_mut_ptr(), sum) };
+                    lanes.iter().sum()
+                }
+            };
+        }
+        chains!(
+            chains512,
+            "avx512f",
+            __m512,
+            _mm512_set1_ps,
+            _mm512_fmadd_ps,
+            _mm512_add_ps,
+            _mm512_storeu_ps,
+            16
+        );
+        chains!(
+            chains256,
+            "avx2,fma",
+            __m256,
+            _mm256_set1_ps,
+            _mm256_fmadd_ps,
+            _mm256_add_ps,
+            _mm256_storeu_ps,
+            8
+        );
+        let (run, lanes): (fn(usize) -> f32, usize) = if is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F.
+            (|iters| unsafe { chains512(iters) }, 16)
+        } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA.
+            (|iters| unsafe { chains256(iters) }, 8)
+        } else {
+            return None;
+        };
+        let iters = 4_000_000;
+        let mut best = 0.0f64;
+        for _ in 0..5 {
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..threads {
+                    s.spawn(|| std::hint::black_box(run(std::hint::black_box(iters))));
+                }
+            });
+            let flop = (threads * iters * CHAINS * lanes * 2) as f64;
+            best = best.max(flop / start.elapsed().as_secs_f64() / 1e9);
+        }
+        Some((best, 32 * lanes as u32))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = threads;
+        None
+    }
 }
 
 /// The GEMM FLOP of an `mlp` step at a batch and width: layer 1's two
@@ -569,6 +661,12 @@ fn floor(steps: usize) -> Result<()> {
         "  Adam memory {:8.3} ms  {params} f32 parameters, 4 arrays read and 3 written (best of 25)",
         ms(traffic)
     );
+    if let Some((fma, _)) = fma_peak(threads) {
+        say!(
+            "  (the GEMM FLOP at the CPU's multiply-add peak, {fma:.1} GFLOP/s: {:.3} ms; see `-- gemm`)",
+            ms(flop / (fma * 1e9))
+        );
+    }
     say!(
         "  step        {:8.3} ms  median of {steps}: {:.2} x the GEMM floor, {:.2} x the floor of all three ({:.3} ms)",
         ms(median),
