@@ -3,7 +3,7 @@ would (eager, all cores), for ratios against `cargo run --release --example benc
 same minutes:
 
     python3 -m venv .venv-torch && .venv-torch/bin/pip install torch bayesian-torch
-    .venv-torch/bin/python examples/torch_bench_extra.py [sparse_vd|iwae|discrete|sampling|all|accuracy]
+    .venv-torch/bin/python examples/torch_bench_extra.py [sparse_vd|iwae|discrete|sampling|all|gemm|accuracy]
         [--flush-denormal]
 
 `--flush-denormal` turns on `torch.set_flush_denormal(True)` (subnormal numbers read and written as
@@ -17,6 +17,9 @@ gradient). Not part of the build or of CI.
 - discrete: 128 rows of 10-category logits, 8 draws each, score function with the leave-one-out
   baseline (torch.distributions.Categorical).
 - sampling: rsample and the implicit gradient of Gamma(2.5), Beta(2, 3), Dirichlet([1.5, 2, 0.7]).
+- gemm (not part of `all`): GFLOP/s of `torch.matmul` in float32 on the products of the `mlp`
+  step, best of 25 as in `bench -- gemm` (the left operand of `x^T g` is a transposed view, as in
+  autograd's weight gradient).
 - accuracy (not part of `all`): the worst relative error of PyTorch's Gamma rsample derivative on
   the reference cases in tests/data/tfp_golden_families.json.
 """
@@ -157,6 +160,29 @@ def gamma_grad_accuracy():
     return worst
 
 
+def gemm():
+    """(name, GFLOP/s) of each `mlp` product, best of 25 after 5 warm-up products."""
+    products = [
+        ("mlp x W1", 128, 784, 512, False),
+        ("mlp x^T g (dW1)", 784, 128, 512, True),
+        ("mlp h W2", 128, 512, 10, False),
+        ("mlp h^T g (dW2)", 512, 128, 10, True),
+    ]
+    out = []
+    for name, m, k, n, transposed in products:
+        a = torch.rand(k, m).t() if transposed else torch.rand(m, k)
+        b = torch.rand(k, n)
+        for _ in range(5):
+            a @ b
+        best = math.inf
+        for _ in range(25):
+            t0 = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - t0)
+        out.append((f"{name:<22} {m:>6} x {k:>6} x {n:>5}", 2 * m * k * n / best / 1e9))
+    return out
+
+
 if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     which = args[0] if args else "all"
@@ -168,5 +194,9 @@ if __name__ == "__main__":
     if which in ("sampling", "all"):
         for name, rate in sampling():
             print(f"sampling {name}: rsample with gradients {rate:.2f} M draws/s", flush=True)
+    if which == "gemm":
+        print("gemm: torch.matmul in float32, GFLOP/s, best of 25", flush=True)
+        for name, gflops in gemm():
+            print(f"{name}  {gflops:7.1f}", flush=True)
     if which == "accuracy":
         print(f"gamma rsample derivative: worst relative error {gamma_grad_accuracy():.3e}", flush=True)
