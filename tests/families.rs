@@ -73,7 +73,19 @@ fn gradcheck_special_functions_and_linear_algebra() {
         |_, x| x[0].digamma_diff(x[1]),
         &[a.clone(), b],
     );
-    gc("digamma_diff", |_, x| x[0].digamma_diff(x[1]), &[a, s(0.5)]);
+    gc(
+        "digamma_diff",
+        |_, x| x[0].digamma_diff(x[1]),
+        &[a.clone(), s(0.5)],
+    );
+    // below and past 10 in x, small and large h
+    let h = v(&[1e-3, 0.7, 25.0, 0.05]);
+    gc(
+        "lgamma_diff",
+        |_, x| x[0].lgamma_diff(x[1]),
+        &[a.clone(), h],
+    );
+    gc("lgamma_diff", |_, x| x[0].lgamma_diff(x[1]), &[a, s(0.5)]);
     let spd = Tensor::from_rows(&[[2.0, 0.3, -0.4], [0.3, 1.5, 0.2], [-0.4, 0.2, 1.1]]).unwrap();
     gc("cholesky", |_, x| x[0].cholesky(), &[spd]);
     let l = Tensor::from_rows(&[[1.2, 0.0, 0.0], [0.4, 0.9, 0.0], [-0.3, 0.5, 1.4]]).unwrap();

@@ -223,6 +223,7 @@ proptest! {
         if let Ok(d) = MultivariateNormal::from_covariance(a, b) { exercise_backward(&d, x, &mut rng); }
         let _ = a.lbeta(b).map(|v| v.sum().backward());
         let _ = a.digamma_diff(b).map(|v| v.sum().backward());
+        let _ = a.lgamma_diff(b).map(|v| v.sum().backward());
     }
 
     #[test]
