@@ -228,15 +228,16 @@ fn gradcheck_log_probs_entropies_and_kls() {
         ],
     );
     // pairs whose first concentration is from 10 and second below (taken
-    // less the first), both from 10, and both below
+    // less the first), both from 10, and both below; then the `a`s small
+    // beside the `b`s, and the `b`s beside the `a`s (the shifted forms)
     gc(
         "KL Beta, every form",
         |_, x| kl_divergence(&Beta::new(x[0], x[1])?, &Beta::new(x[2], x[3])?),
         &[
-            v(&[2.0, 15.0, 40.0]),
-            v(&[0.5, 20.0, 30.0]),
-            v(&[1.2, 3.0, 50.0]),
-            v(&[1.5, 2.0, 35.0]),
+            v(&[2.0, 15.0, 40.0, 0.05, 3.0]),
+            v(&[0.5, 20.0, 30.0, 3.0, 0.05]),
+            v(&[1.2, 3.0, 50.0, 0.1, 2.0]),
+            v(&[1.5, 2.0, 35.0, 2.0, 0.1]),
         ],
     );
     gc(
@@ -1241,6 +1242,73 @@ fn gamma_kl_from_a_large_concentration_keeps_its_digits() {
             (got_db - db).abs() <= 1e-10 * db.abs().max(a2 / b1),
             "{what} d/db1: {got_db:e} vs {db:e}"
         );
+    }
+}
+
+/// Divergences between Betas whose `a`s (or `b`s) are small beside the
+/// other concentrations: the general form takes them as differences of two
+/// divergences between the `b`s that agree in most of their digits (it
+/// kept 5 digits of the first case and gave 0 for the second). Values and
+/// gradients against mpmath at 80 digits.
+#[test]
+#[allow(clippy::excessive_precision)] // mpmath's 17 digits
+fn beta_kl_with_small_shared_concentrations_keeps_its_digits() {
+    // (q, p, KL, d/da1, d/db1)
+    let cases = [
+        (
+            (1e-10, 3.0),
+            (1e-10, 1.0),
+            7.101_318_662_564_585_3e-11,
+            -0.789_868_133_665_630_11,
+            3.082_276_126_264_832_1e-11,
+        ),
+        (
+            (1e-10, 1e10),
+            (1e-10, 1e5),
+            1.051_294_046_487_856_2e-9,
+            -0.999_990_000_049_999_5,
+            9.999_900_000_999_990_4e-21,
+        ),
+        (
+            (1e-10, 3.0),
+            (2e-10, 1.0),
+            0.306_852_819_661_067_88,
+            -10_000_000_000.789_868,
+            7.031_616_794_592_982_8e-11,
+        ),
+        (
+            (0.01, 1e5),
+            (0.01, 7.0),
+            0.086_394_338_961_791_102,
+            -0.999_934_899_672_675_56,
+            9.999_398_993_555_066_2e-8,
+        ),
+    ];
+    for ((a1, b1), (a2, b2), want, want_da, want_db) in cases {
+        // as given, and with the two concentrations of each swapped
+        for flip in [false, true] {
+            let (value, da, db) = value_and_gradients(
+                |t, a, b| {
+                    let (c, e) = (t.scalar(a2), t.scalar(b2));
+                    match flip {
+                        false => kl_divergence(&Beta::new(a, b)?, &Beta::new(c, e)?),
+                        true => kl_divergence(&Beta::new(b, a)?, &Beta::new(e, c)?),
+                    }
+                },
+                a1,
+                b1,
+            );
+            let case = format!("KL(Beta({a1:e}, {b1:e}) || Beta({a2:e}, {b2:e})), flipped: {flip}");
+            assert!(close(value, want, 1e-13), "{case}: {value:e} vs {want:e}");
+            assert!(
+                close(da, want_da, 1e-12),
+                "{case}, d/da1: {da:e} vs {want_da:e}"
+            );
+            assert!(
+                close(db, want_db, 1e-12),
+                "{case}, d/db1: {db:e} vs {want_db:e}"
+            );
+        }
     }
 }
 

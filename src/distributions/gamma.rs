@@ -573,6 +573,11 @@ fn split<'t, F: Element>(
 /// 1 where `keep` holds for the inputs' values (broadcast together),
 /// else 0.
 fn mask_where<F: Element>(inputs: &[Var<'_, F>], keep: impl Fn(&[F]) -> bool) -> Result<Tensor<F>> {
+    per_element(inputs, |v| if keep(v) { F::one() } else { F::zero() })
+}
+
+/// `f` of the inputs' values (broadcast together), element by element.
+fn per_element<F: Element>(inputs: &[Var<'_, F>], f: impl Fn(&[F]) -> F) -> Result<Tensor<F>> {
     let mut shape = Vec::new();
     for v in inputs {
         shape = broadcast_shape(&shape, &v.shape()).ok_or_else(|| Error::ShapeMismatch {
@@ -591,7 +596,7 @@ fn mask_where<F: Element>(inputs: &[Var<'_, F>], keep: impl Fn(&[F]) -> bool) ->
             .map(|i| {
                 at.clear();
                 at.extend(values.iter().map(|t| t.data()[i]));
-                if keep(&at) { F::one() } else { F::zero() }
+                f(&at)
             })
             .collect(),
         &shape,
@@ -972,18 +977,27 @@ impl<'t, F: Element> Distribution<'t, F> for Beta<'t, F> {
 
 /// `KL(Beta(a1, b1) || Beta(a2, b2))`, which is `ln B(a2, b2) - ln B(a1,
 /// b1) + (a1 - a2) ψ(a1) + (b1 - b2) ψ(b1) + (a2 - a1 + b2 - b1) ψ(a1 +
-/// b1)`, gathered as `D(a1, a2) + D(b1, b2) - D(a1 + b1, a2 + b2)` with
-/// `D` the [`shape_divergence`], each taken less its first argument where
-/// that is large and the second small ([`pair_divergence`]); the first
-/// arguments so removed cancel (`a1 + b1 - (a1 + b1)`), and those that do
-/// not are added back.
-///
-/// Where that sum is not finite (its three parts can overflow with
-/// opposite signs when a concentration of `q` is far below 1e-10 and one
-/// of `p` is large), the divergence is taken as `ln B(a2, b2) - ln B(a1,
-/// b1) + (a1 - a2) (ψ(a1) - ψ(a1 + b1)) + (b1 - b2) (ψ(b1) - ψ(a1 + b1))`,
-/// whose differences of digammas do not overflow: +inf where the
-/// divergence is beyond the range, instead of NaN.
+/// b1)`, in one of three forms, chosen element by element:
+/// - Where the two `a`s are below [`LARGE`] and both 16 times smaller than
+///   the `b`s, `b1` at most [`SHIFTED_MAX`] (or the same with the roles
+///   swapped; see [`kl_beta_shifted`]),
+///   as `D(a1, a2)` plus the differences that adding the `a`s makes to
+///   the `b`s' terms. Those differences are of the size of the `a`s, where
+///   the general form below takes them as differences of two divergences
+///   between the `b`s that agree in most of their digits:
+///   `KL(Beta(1e-10, 3) || Beta(1e-10, 1))` kept 5 of them, and at `b`s of
+///   1e10 and 1e5 the divergence came out as 0 instead of 1.05e-9.
+/// - Elsewhere as `D(a1, a2) + D(b1, b2) - D(a1 + b1, a2 + b2)`, with `D`
+///   the [`shape_divergence`], each taken less its first argument where
+///   that is large and the second small ([`pair_divergence`]); the first
+///   arguments so removed cancel (`a1 + b1 - (a1 + b1)`), and those that do
+///   not are added back.
+/// - Where that sum is not finite (its three parts can overflow with
+///   opposite signs when a concentration of `q` is far below 1e-10 and one
+///   of `p` is large), as `ln B(a2, b2) - ln B(a1, b1) + (a1 - a2) (ψ(a1) -
+///   ψ(a1 + b1)) + (b1 - b2) (ψ(b1) - ψ(a1 + b1))`, whose differences of
+///   digammas do not overflow: +inf where the divergence is beyond the
+///   range, instead of NaN.
 pub(crate) fn kl_beta<'t, F: Element>(q: &Beta<'t, F>, p: &Beta<'t, F>) -> Result<Var<'t, F>> {
     let inputs = [
         q.concentration1,
@@ -991,6 +1005,77 @@ pub(crate) fn kl_beta<'t, F: Element>(q: &Beta<'t, F>, p: &Beta<'t, F>) -> Resul
         p.concentration1,
         p.concentration0,
     ];
+    // the `a`s (or, flipped, the `b`s) below LARGE and 16 times below the
+    // others, `b1` at most SHIFTED_MAX
+    let shifts = |v: &[F], flip: bool| {
+        let (a1, b1, a2, b2) = match flip {
+            false => (v[0], v[1], v[2], v[3]),
+            true => (v[1], v[0], v[3], v[2]),
+        };
+        let small = if a1 > a2 { a1 } else { a2 };
+        let low = if b1 < b2 { b1 } else { b2 };
+        small < F::lit(LARGE) && small * F::lit(16.0) <= low && b1 <= F::lit(SHIFTED_MAX)
+    };
+    // 1 where the `a`s are the small ones, 2 where the `b`s are (one scan)
+    let form = per_element(&inputs, |v| match (shifts(v, false), shifts(v, true)) {
+        (true, _) => F::one(),
+        (_, true) => F::lit(2.0),
+        _ => F::zero(),
+    })?;
+    let small_a = form.map(|c| if c == F::one() { F::one() } else { F::zero() });
+    let small_b = form.map(|c| {
+        if c == F::lit(2.0) {
+            F::one()
+        } else {
+            F::zero()
+        }
+    });
+    let rest = |v: &[Var<'t, F>]| {
+        split(
+            v,
+            (small_b.clone(), small_b.clone()),
+            |w| kl_beta_shifted([w[1], w[0], w[3], w[2]]),
+            kl_beta_general,
+        )
+    };
+    split(
+        &inputs,
+        (small_a.clone(), small_a.clone()),
+        |v| kl_beta_shifted([v[0], v[1], v[2], v[3]]),
+        rest,
+    )
+}
+
+/// The largest `b1` of [`kl_beta_shifted`]: its gradient in `b1` has the
+/// factor `ψ'(b1) - ψ'(b1 + a1)`, about `a1 / b1²`, which underflows for a
+/// `b1` near 1e300 where the gradient (about `a1 / b1`) does not.
+const SHIFTED_MAX: f64 = 1e100;
+
+/// `KL(Beta(a1, b1) || Beta(a2, b2))` from the inputs `[a1, b1, a2, b2]`
+/// where the `a`s are small beside the `b`s: `D(a1, a2) + (ln Γ(b1 + a1) -
+/// ln Γ(b1)) - (ln Γ(b2 + a2) - ln Γ(b2)) - (a1 - a2) ψ(a1 + b1) + (b1 -
+/// b2) (ψ(b1) - ψ(b1 + a1))`, with `D(a1, a2)` the direct sum `(a1 - a2)
+/// ψ(a1) - ln Γ(a1) + ln Γ(a2)` and the differences of `ln Γ` and of `ψ`
+/// taken as such
+/// ([`Var::lgamma_diff`], [`Var::digamma_diff`]), each of the size of the
+/// `a`s. `D` is one op, whose derivative in `a1` is `(a1 - a2) ψ'(a1)`:
+/// as the sum of its terms' derivatives, `ψ(a1) - ψ(a1)` (about `∓1/a1`
+/// for a tiny `a1`) with the other terms' added in between, `d/da1` kept
+/// 6 digits at `a1 = a2 = 1e-10`. Swapping the `a`s and `b`s gives the
+/// same divergence with the `b`s as the small ones.
+fn kl_beta_shifted<F: Element>([a1, b1, a2, b2]: [Var<'_, F>; 4]) -> Result<Var<'_, F>> {
+    let da = a1.try_sub(a2)?;
+    let t = a1.shape_divergence_direct(a2)?;
+    let t = t
+        .try_add(b1.lgamma_diff(a1)?)?
+        .try_sub(b2.lgamma_diff(a2)?)?;
+    let t = t.try_sub(da.try_mul(a1.try_add(b1)?.digamma())?)?;
+    t.try_add(b1.try_sub(b2)?.try_mul(b1.digamma_diff(a1)?)?)
+}
+
+/// The second and third forms of [`kl_beta`] from the inputs `[a1, b1,
+/// a2, b2]`.
+fn kl_beta_general<'t, F: Element>(inputs: &[Var<'t, F>]) -> Result<Var<'t, F>> {
     let by_divergences = |v: &[Var<'t, F>]| {
         let (a1, b1, a2, b2) = (v[0], v[1], v[2], v[3]);
         let (da, ra) = pair_divergence(a1, a2)?;
@@ -1008,7 +1093,7 @@ pub(crate) fn kl_beta<'t, F: Element>(q: &Beta<'t, F>, p: &Beta<'t, F>) -> Resul
         let t = t.try_add(a1.try_sub(a2)?.try_mul(a1.digamma_diff(b1)?)?)?;
         t.try_add(b1.try_sub(b2)?.try_mul(b1.digamma_diff(a1)?)?)
     };
-    let kl = by_divergences(&inputs)?;
+    let kl = by_divergences(inputs)?;
     if kl.value().data().iter().all(|v| v.is_finite()) {
         return Ok(kl);
     }
@@ -1016,7 +1101,7 @@ pub(crate) fn kl_beta<'t, F: Element>(q: &Beta<'t, F>, p: &Beta<'t, F>) -> Resul
         .value()
         .map(|v| if v.is_finite() { F::zero() } else { F::one() });
     split(
-        &inputs,
+        inputs,
         (overflow.clone(), overflow),
         by_digamma_diffs,
         by_divergences,

@@ -252,6 +252,20 @@ fn stirling_tail_difference(x: f64, h: f64, u: f64) -> f64 {
     sum
 }
 
+/// `(a - b) ψ(a) - ln Γ(a) + ln Γ(b)`, the part of a Gamma, Beta or
+/// Dirichlet divergence that compares two concentrations, summed directly
+/// (for concentrations below 10; larger ones need Stirling's forms). As
+/// one function its derivatives `(a - b) ψ'(a)` and `ψ(b) - ψ(a)` are 0
+/// where `a = b`, where the sum of its terms' derivatives (`ψ(a)` and
+/// `-ψ(a)`, about `∓1/a` for a tiny `a`) would keep the rounding error of
+/// whatever else was added to one of them first.
+pub(crate) fn shape_divergence_direct(a: f64, b: f64) -> f64 {
+    if a == b {
+        return 0.0;
+    }
+    (a - b) * digamma(a) - lgamma(a) + lgamma(b)
+}
+
 /// `ψ(a) - ψ(a + b)` for `a, b > 0` (the derivative of [`lbeta`] in `a`),
 /// with its relative accuracy wherever `b` is small beside `a`, where the
 /// two digammas agree in most of their digits. For `a` of at least 10 it

@@ -148,6 +148,15 @@ special_kernel!(
     )
 );
 special_kernel!(
+    /// `(a - b) ψ(a) - ln Γ(a) + ln Γ(b)`; `d/da = (a - b) ψ'(a)`,
+    /// `d/db = ψ(b) - ψ(a)`.
+    ShapeDivergenceK, "shape_divergence", special::shape_divergence_direct,
+    |a, b| (
+        special2(|a, b| if a == b { 0.0 } else { (a - b) * special::trigamma(a) }, a, b),
+        special2(|a, b| if a == b { 0.0 } else { special::digamma(b) - special::digamma(a) }, a, b),
+    )
+);
+special_kernel!(
     /// `ln Γ(x + h) - ln Γ(x)`; `d/dx = ψ(x + h) - ψ(x)`, `d/dh = ψ(x + h)`.
     LgammaDiffK, "lgamma_diff", special::lgamma_diff,
     |x, h| (
@@ -455,6 +464,13 @@ impl<'t, F: Element> Var<'t, F> {
     /// ```
     pub fn lgamma_diff(self, h: Var<'t, F>) -> Result<Self> {
         self.binary::<LgammaDiffK>(h)
+    }
+    /// `(a - b) ψ(a) - ln Γ(a) + ln Γ(b)` of `a = self` and `b`,
+    /// elementwise with broadcasting, for `a, b > 0` below 10 or so (its
+    /// terms grow as `a ln a`): with its derivatives computed as a whole,
+    /// so that they are 0 where `a = b`.
+    pub(crate) fn shape_divergence_direct(self, b: Var<'t, F>) -> Result<Self> {
+        self.binary::<ShapeDivergenceK>(b)
     }
     /// `a ln(a / y) + y - a` of `a = self` and `y`, elementwise with
     /// broadcasting, for `a, y >= 0`: accurate where `y` is near `a` (the
