@@ -29,6 +29,7 @@ CASES = [
     "Uniform(-MAX,MAX).log_prob(0)",
     "KL Gamma(1e12,1e12)||Gamma(1,1)",
     "KL Beta(1e8,1e8)||Beta(1,1)",
+    "KL Beta(1e-10,3)||Beta(1e-10,1)",
 ]
 
 
@@ -77,6 +78,7 @@ def mpmath_values():
     v[CASES[12]] = -mp.log(2 * f(MAX))
     v[CASES[13]] = kl_gamma(f(1e12), f(1e12), f(1), f(1))
     v[CASES[14]] = kl_beta(f(1e8), f(1e8), f(1), f(1))
+    v[CASES[15]] = kl_beta(f(1e-10), f(3), f(1e-10), f(1))
     mp.mp.dps = 700
     v[CASES[2]] = t_lp(f(1e300), f(0.5))
     return {k: float(x) for k, x in v.items()}
@@ -106,6 +108,7 @@ def torch_values():
     v[CASES[12]] = D.Uniform(t(-MAX), t(MAX)).log_prob(t(0.0))
     v[CASES[13]] = kl(D.Gamma(t(1e12), t(1e12)), D.Gamma(t(1.0), t(1.0)))
     v[CASES[14]] = kl(D.Beta(t(1e8), t(1e8)), D.Beta(t(1.0), t(1.0)))
+    v[CASES[15]] = kl(D.Beta(t(1e-10), t(3.0)), D.Beta(t(1e-10), t(1.0)))
     return {k: float(x) for k, x in v.items()}
 
 
@@ -136,6 +139,7 @@ def tfp_values():
     v[CASES[12]] = tfd.Uniform(c(-MAX), c(MAX)).log_prob(c(0.0))
     v[CASES[13]] = kl(tfd.Gamma(c(1e12), c(1e12)), tfd.Gamma(c(1.0), c(1.0)))
     v[CASES[14]] = kl(tfd.Beta(c(1e8), c(1e8)), tfd.Beta(c(1.0), c(1.0)))
+    v[CASES[15]] = kl(tfd.Beta(c(1e-10), c(3.0)), tfd.Beta(c(1e-10), c(1.0)))
     return {k: float(x.numpy()) for k, x in v.items()}
 
 

@@ -16,7 +16,7 @@ fn slope<'t>(x: Var<'t, f64>, y: Var<'t, f64>) -> Result<f64> {
 }
 
 fn main() -> Result<()> {
-    let cases: [Case; 15] = [
+    let cases: [Case; 16] = [
         ("StudentT(1e10).log_prob(1)", |t| {
             StudentT::new(t.scalar(1e10), t.scalar(0.0), t.scalar(1.0))?
                 .log_prob(t.scalar(1.0))?
@@ -85,6 +85,10 @@ fn main() -> Result<()> {
         ("KL Beta(1e8,1e8)||Beta(1,1)", |t| {
             let q = Beta::new(t.scalar(1e8), t.scalar(1e8))?;
             kl_divergence(&q, &Beta::new(t.scalar(1.0), t.scalar(1.0))?)?.item()
+        }),
+        ("KL Beta(1e-10,3)||Beta(1e-10,1)", |t| {
+            let q = Beta::new(t.scalar(1e-10), t.scalar(3.0))?;
+            kl_divergence(&q, &Beta::new(t.scalar(1e-10), t.scalar(1.0))?)?.item()
         }),
     ];
     for (name, case) in cases {
