@@ -240,6 +240,16 @@ fn gradcheck_log_probs_entropies_and_kls() {
             v(&[1.5, 2.0, 35.0, 2.0, 0.1]),
         ],
     );
+    // two categories: the Beta divergence of the two concentrations, here
+    // on its form for one small beside the other and on the general one
+    gc(
+        "KL Dirichlet, two categories",
+        |_, x| kl_divergence(&Dirichlet::new(x[0])?, &Dirichlet::new(x[1])?),
+        &[
+            Tensor::from_rows(&[[0.05, 3.0], [2.0, 0.5]]).unwrap(),
+            Tensor::from_rows(&[[0.1, 2.0], [1.5, 0.7]]).unwrap(),
+        ],
+    );
     gc(
         "KL Dirichlet, every form",
         |_, x| kl_divergence(&Dirichlet::new(x[0])?, &Dirichlet::new(x[1])?),
@@ -1309,6 +1319,17 @@ fn beta_kl_with_small_shared_concentrations_keeps_its_digits() {
                 "{case}, d/db1: {db:e} vs {want_db:e}"
             );
         }
+    }
+    // a Dirichlet over two categories is the same divergence
+    for ((a1, b1), (a2, b2), want, _, _) in cases {
+        let tape = Tape::<f64>::new();
+        let q = Dirichlet::new(tape.constant(Tensor::vector(&[a1, b1]))).unwrap();
+        let p = Dirichlet::new(tape.constant(Tensor::vector(&[a2, b2]))).unwrap();
+        let got = kl_divergence(&q, &p).unwrap().item().unwrap();
+        assert!(
+            close(got, want, 1e-13),
+            "KL(Dir([{a1:e}, {b1:e}]) || Dir([{a2:e}, {b2:e}])): {got:e} vs {want:e}"
+        );
     }
     // in f32, where the general form was off by 1.3 and 1.9 (mpmath at the
     // f32 inputs, 1e-6 being 9.99999997e-7)

@@ -1342,7 +1342,11 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
 
 /// `KL(Dir(a) || Dir(b))`, which is `ln Γ(a0) - Σ ln Γ(a_i) - ln Γ(b0) +
 /// Σ ln Γ(b_i) + Σ (a_i - b_i)(ψ(a_i) - ψ(a0))`, gathered as `Σ D(a_i,
-/// b_i) - D(a0, b0)` with `D` the [`shape_divergence`].
+/// b_i) - D(a0, b0)` with `D` the [`shape_divergence`]. Over two
+/// categories it is the divergence between the Betas of the two
+/// concentrations ([`kl_beta`]), whose form for one concentration small
+/// beside the other keeps the digits that the sum loses there
+/// (`KL(Dir([1e-10, 3]) || Dir([1e-10, 1]))` was 2.5e-5 off, and 0 in f32).
 pub(crate) fn kl_dirichlet<'t, F: Element>(
     q: &Dirichlet<'t, F>,
     p: &Dirichlet<'t, F>,
@@ -1360,6 +1364,12 @@ pub(crate) fn kl_dirichlet<'t, F: Element>(
     // less its first argument where that is large and the second small
     // (see `kl_beta`)
     let axis = a.shape().len().max(b.shape().len()) - 1;
+    if a.shape().last() == Some(&2) {
+        let part = |v: Var<'t, F>, i: usize| v.slice(v.shape().len() - 1, i, i + 1);
+        let q = Beta::new(part(a, 0)?, part(a, 1)?)?;
+        let p = Beta::new(part(b, 0)?, part(b, 1)?)?;
+        return kl_beta(&q, &p)?.sum_axis(axis, false);
+    }
     let (a0, b0) = (
         a.sum_axis(a.shape().len() - 1, false)?,
         b.sum_axis(b.shape().len() - 1, false)?,
