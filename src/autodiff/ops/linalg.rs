@@ -14,17 +14,7 @@ impl<F: Element> Op<F> for Matmul {
         "matmul"
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
-        let t0 = std::time::Instant::now();
-        let r = inputs[0].matmul(inputs[1]);
-        if std::env::var("MMT").is_ok() {
-            eprintln!(
-                "MM fwd {:?} {:?} {}",
-                inputs[0].shape(),
-                inputs[1].shape(),
-                t0.elapsed().as_nanos()
-            );
-        }
-        r
+        inputs[0].matmul(inputs[1])
     }
     fn backward(
         &self,
@@ -48,17 +38,7 @@ impl<F: Element> Op<F> for Matmul {
             None
         };
         let db = if needs[1] {
-            let t0 = std::time::Instant::now();
-            let r = Some(a.matmul_t(g, true, false)?);
-            if std::env::var("MMT").is_ok() {
-                eprintln!(
-                    "MM bwd {:?} {:?} {}",
-                    a.shape(),
-                    g.shape(),
-                    t0.elapsed().as_nanos()
-                );
-            }
-            r
+            Some(a.matmul_t(g, true, false)?)
         } else {
             None
         };
