@@ -590,18 +590,27 @@ fn per_element<F: Element>(inputs: &[Var<'_, F>], f: impl Fn(&[F]) -> F) -> Resu
         .iter()
         .map(|v| v.value().broadcast_to(&shape))
         .collect::<Result<Vec<_>>>()?;
-    let mut at = Vec::with_capacity(values.len());
+    let data: Vec<&[F]> = values.iter().map(|t| t.data()).collect();
+    // one element's inputs, in place (the callers pass at most four)
+    let mut at = [F::zero(); PER_ELEMENT_MAX];
+    let at = at
+        .get_mut(..data.len())
+        .expect("per_element: at most PER_ELEMENT_MAX inputs");
     Tensor::from_vec(
         (0..crate::tensor::numel(&shape))
             .map(|i| {
-                at.clear();
-                at.extend(values.iter().map(|t| t.data()[i]));
-                f(&at)
+                for (x, d) in at.iter_mut().zip(&data) {
+                    *x = d[i];
+                }
+                f(at)
             })
             .collect(),
         &shape,
     )
 }
+
+/// The most inputs [`per_element`] takes.
+const PER_ELEMENT_MAX: usize = 8;
 
 /// [`split`] of elementwise formulas by whether all their inputs are at
 /// least [`LARGE`]: there the forms with Stirling's corrections keep the
