@@ -664,8 +664,9 @@ fn gamma_log_density<'t, F: Element>(
 /// `ψ` written as their leading terms plus corrections (`C`, `C'`), the
 /// terms of size `a ln a` cancel analytically:
 /// `bd0(b, a) - ln(b/a)/2 - (a - b)/(2a) + (a - b) C'(a) + C(b) - C(a)`,
-/// with `bd0(b, a) = b ln(b/a) + a - b` (the direct sum where either is
-/// below [`LARGE`], see [`by_size`]). Each part is small when `a` and
+/// with `bd0(b, a) = b ln(b/a) + a - b` (the direct sum, one op, where
+/// either is below [`LARGE`], see [`by_size`] and
+/// [`Var::shape_divergence_direct`]). Each part is small when `a` and
 /// `b` are close, so the divergence between two large, close
 /// concentrations keeps its digits (the direct sum loses them to
 /// rounding errors of size `a ln a` ulps).
@@ -678,11 +679,7 @@ fn shape_divergence<'t, F: Element>(a: Var<'t, F>, b: Var<'t, F>) -> Result<Var<
         let t = t.try_add(diff.try_mul(a.digamma_correction())?)?;
         t.try_add(b.lgamma_correction().try_sub(a.lgamma_correction())?)
     };
-    let small = |v: &[Var<'t, F>]| {
-        let (a, b) = (v[0], v[1]);
-        let t = a.try_sub(b)?.try_mul(a.digamma())?;
-        t.try_sub(a.lgamma())?.try_add(b.lgamma())
-    };
+    let small = |v: &[Var<'t, F>]| v[0].shape_divergence_direct(v[1]);
     by_size(&[a, b], large, small)
 }
 
@@ -800,11 +797,7 @@ pub(crate) fn kl_gamma<'t, F: Element>(q: &Gamma<'t, F>, p: &Gamma<'t, F>) -> Re
         };
         let close = mask_where(v, |v| near(v[3] / v[1], F::one()))?;
         let rates = split(v, (close.clone(), close), stable, direct)?;
-        let shape = a1.try_sub(a2)?.try_mul(a1.digamma())?;
-        shape
-            .try_sub(a1.lgamma())?
-            .try_add(a2.lgamma())?
-            .try_add(rates)
+        a1.shape_divergence_direct(a2)?.try_add(rates)
     };
     let a1_large = mask_where(&inputs, |v| v[0] >= F::lit(LARGE))?;
     split(&inputs, (a1_large.clone(), a1_large), large, small)
