@@ -1251,7 +1251,11 @@ impl<'t, F: Element> Dirichlet<'t, F> {
             return Ok(None);
         }
         let axis = a.shape().len() - 1;
-        Beta::new(a.slice(axis, 0, 1)?, a.slice(axis, 1, 2)?).map(Some)
+        // checked when the Dirichlet was built: finite, positive, one tape
+        Ok(Some(Beta {
+            concentration1: a.slice(axis, 0, 1)?,
+            concentration0: a.slice(axis, 1, 2)?,
+        }))
     }
     fn classes(&self) -> F {
         F::from_usize(*self.concentration.shape().last().unwrap_or(&0)).unwrap_or_else(F::nan)
