@@ -85,6 +85,10 @@ fn gradcheck_reductions_shapes_and_softmax() {
         ("sum_axis 1 keepdim", |_, v| v[0].sum_axis(1, true)),
         ("mean_axis", |_, v| v[0].mean_axis(1, false)),
         ("max_axis", |_, v| v[0].max_axis(1, false)),
+        ("cumsum", |_, v| v[0].cumsum(1)),
+        ("cumsum axis 0", |_, v| v[0].cumsum(0)),
+        ("cumsum_from_end", |_, v| v[0].cumsum_from_end(1)),
+        ("cumsum_from_end axis 0", |_, v| v[0].cumsum_from_end(0)),
         ("transpose", |_, v| v[0].transpose()),
         ("reshape", |_, v| v[0].reshape(&[2, 6])),
         ("broadcast_to", |_, v| {
@@ -553,6 +557,16 @@ fn bad_inputs_give_specific_errors() {
         }),
         ("axis range", a.sum_axis(2, false), |e| {
             matches!(e, Error::AxisOutOfRange { axis: 2, .. })
+        }),
+        ("cumsum axis range", a.cumsum_from_end(2), |e| {
+            matches!(
+                e,
+                Error::AxisOutOfRange {
+                    op: "cumsum_from_end",
+                    axis: 2,
+                    ..
+                }
+            )
         }),
         ("slice range", a.slice(1, 2, 5), |e| {
             matches!(e, Error::InvalidArgument { op: "slice", .. })

@@ -53,7 +53,7 @@ struct Step {
 
 fn step() -> impl Strategy<Value = Step> {
     (
-        0u8..33,
+        0u8..34,
         0usize..16,
         0usize..16,
         0usize..5,
@@ -121,6 +121,8 @@ fn apply<'t>(
             let (s_in, s_out) = (Tensor::ones(&s.shape), Tensor::ones(&[n, o]));
             a.conv2d_flipout(b, b, &s_in, &s_out, s.k, pad)
         }
+        32 if s.flag => a.cumsum_from_end(s.k),
+        32 => a.cumsum(s.k),
         _ => a.item().map(|v| tape.scalar(v)),
     }
 }

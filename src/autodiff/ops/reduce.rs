@@ -1,8 +1,9 @@
-//! Reductions: sum and mean over everything or one axis, max over an axis.
+//! Reductions: sum and mean over everything or one axis, max over an
+//! axis; running sums along an axis.
 
 use crate::autodiff::profile;
 use crate::autodiff::tape::{Op, Var};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::tensor::{Element, Tensor, split_at_axis};
 
 /// Sum of all elements, as a rank-0 tensor.
@@ -86,6 +87,71 @@ impl<F: Element> Op<F> for MaxAxis {
     }
 }
 
+/// Running sums along one axis, from its start or, with `from_end`, from
+/// its end. Each is added up in order, one element at a time.
+struct CumSum {
+    axis: usize,
+    from_end: bool,
+}
+
+impl CumSum {
+    fn apply<F: Element>(&self, x: &Tensor<F>) -> Result<Tensor<F>> {
+        let (op, axis) = (self.name_of(), self.axis);
+        if axis >= x.shape().len() {
+            return Err(Error::AxisOutOfRange {
+                op,
+                axis,
+                shape: x.shape().to_vec(),
+            });
+        }
+        let (outer, len, inner) = split_at_axis(x.shape(), axis);
+        let (data, mut out) = (x.data(), vec![F::zero(); x.len()]);
+        for o in 0..outer {
+            for i in 0..inner {
+                let at = |k: usize| (o * len + k) * inner + i;
+                let mut sum = F::zero();
+                for step in 0..len {
+                    let k = if self.from_end { len - 1 - step } else { step };
+                    sum = sum + data[at(k)];
+                    out[at(k)] = sum;
+                }
+            }
+        }
+        Tensor::from_vec(out, x.shape())
+    }
+    fn name_of(&self) -> &'static str {
+        if self.from_end {
+            "cumsum_from_end"
+        } else {
+            "cumsum"
+        }
+    }
+}
+
+impl<F: Element> Op<F> for CumSum {
+    fn name(&self) -> &str {
+        self.name_of()
+    }
+    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
+        self.apply(inputs[0])
+    }
+    // Element `j` feeds the running sums at `j` and past it (before it,
+    // from the end): its gradient is the running sum of the output
+    // gradients the other way.
+    fn backward(
+        &self,
+        _: &[&Tensor<F>],
+        _: &Tensor<F>,
+        g: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        let other = CumSum {
+            axis: self.axis,
+            from_end: !self.from_end,
+        };
+        Ok(vec![Some(other.apply(g)?)])
+    }
+}
+
 impl<'t, F: Element> Var<'t, F> {
     /// Sum of all elements (a scalar).
     pub fn sum(self) -> Self {
@@ -117,6 +183,48 @@ impl<'t, F: Element> Var<'t, F> {
     /// Maximum along `axis` (gradient to the first maximal element).
     pub fn max_axis(self, axis: usize, keepdim: bool) -> Result<Self> {
         self.tape.apply(MaxAxis { axis, keepdim }, &[self])
+    }
+
+    /// Running sums along `axis`: element `k` is the sum of elements
+    /// `0..=k`, added up in that order.
+    ///
+    /// ```
+    /// use bayesgrad::prelude::*;
+    /// let tape = Tape::<f64>::new();
+    /// let x = tape.var(Tensor::vector(&[1.0, 2.0, 3.0]));
+    /// assert_eq!(x.cumsum(0)?.value().data(), &[1.0, 3.0, 6.0]);
+    /// # Ok::<(), bayesgrad::Error>(())
+    /// ```
+    pub fn cumsum(self, axis: usize) -> Result<Self> {
+        let op = CumSum {
+            axis,
+            from_end: false,
+        };
+        self.tape.apply(op, &[self])
+    }
+
+    /// Running sums along `axis` from its end: element `k` is the sum of
+    /// elements `k..`, added up from the last one. These are the tails of a
+    /// stick-breaking construction, each as accurate as its own terms:
+    /// `total - cumsum` would lose a small tail's digits to the total.
+    ///
+    /// ```
+    /// use bayesgrad::prelude::*;
+    /// let tape = Tape::<f64>::new();
+    /// let x = tape.var(Tensor::vector(&[1e20, 1.0, 2.0]));
+    /// let tails = x.cumsum_from_end(0)?;
+    /// assert_eq!(tails.value().data(), &[1e20, 3.0, 2.0]);
+    /// // the total less the running sum from the start has lost the tail
+    /// let total = x.sum().item()?;
+    /// assert_eq!(total - x.cumsum(0)?.value().data()[0], 0.0);
+    /// # Ok::<(), bayesgrad::Error>(())
+    /// ```
+    pub fn cumsum_from_end(self, axis: usize) -> Result<Self> {
+        let op = CumSum {
+            axis,
+            from_end: true,
+        };
+        self.tape.apply(op, &[self])
     }
 }
 
