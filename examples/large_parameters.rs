@@ -16,7 +16,7 @@ fn slope<'t>(x: Var<'t, f64>, y: Var<'t, f64>) -> Result<f64> {
 }
 
 fn main() -> Result<()> {
-    let cases: [Case; 16] = [
+    let cases: [Case; 17] = [
         ("StudentT(1e10).log_prob(1)", |t| {
             StudentT::new(t.scalar(1e10), t.scalar(0.0), t.scalar(1.0))?
                 .log_prob(t.scalar(1.0))?
@@ -89,6 +89,11 @@ fn main() -> Result<()> {
         ("KL Beta(1e-10,3)||Beta(1e-10,1)", |t| {
             let q = Beta::new(t.scalar(1e-10), t.scalar(3.0))?;
             kl_divergence(&q, &Beta::new(t.scalar(1e-10), t.scalar(1.0))?)?.item()
+        }),
+        ("KL Dir(1e-6,2e-6,3)||Dir(1e-6,2e-6,2.5)", |t| {
+            let q = Dirichlet::new(t.var(Tensor::vector(&[1e-6, 2e-6, 3.0])))?;
+            let p = Dirichlet::new(t.var(Tensor::vector(&[1e-6, 2e-6, 2.5])))?;
+            kl_divergence(&q, &p)?.item()
         }),
     ];
     for (name, case) in cases {

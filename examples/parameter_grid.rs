@@ -1,5 +1,6 @@
-//! Values and gradients of the Gamma and Beta divergences, the Beta and
-//! Dirichlet entropies and the Student-t density over a grid of parameters
+//! Values and gradients of the Gamma, Beta and three-category Dirichlet
+//! divergences, the Beta and Dirichlet entropies and the Student-t density
+//! over a grid of parameters
 //! from 1e-300 to 1e300, for `examples/parameter_grid.py` to check against
 //! mpmath (`docs/accuracy.md`, Limits).
 //!
@@ -52,6 +53,16 @@ fn main() -> Result<()> {
                     print(format!("KL Gamma({c:e},{e:e})"), kl_divergence(&gamma, &p));
                     let p = Beta::new(tape.scalar(c), tape.scalar(e))?;
                     print(format!("KL Beta({c:e},{e:e})"), kl_divergence(&beta, &p));
+                    // over three categories, the third shared
+                    for shared in [1e-10, 3.0] {
+                        let s = tape.scalar(shared);
+                        let q = Dirichlet::new(Var::stack(&[av, bv, s], 0)?)?;
+                        let p = Dirichlet::new(tape.var(Tensor::vector(&[c, e, shared])))?;
+                        print(
+                            format!("KL Dirichlet({c:e},{e:e};{shared:e})"),
+                            kl_divergence(&q, &p),
+                        );
+                    }
                 }
             }
         }
