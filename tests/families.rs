@@ -1488,6 +1488,27 @@ fn dirichlet_kl_over_three_categories_keeps_its_digits() {
     }
 }
 
+/// A Dirichlet divergence needs the sums of the concentrations; where they
+/// pass the largest float it is an error naming that, where the closed
+/// form gave NaN.
+#[test]
+fn dirichlet_kl_whose_concentrations_overflow_their_sum_is_an_error() {
+    for (q, p) in [
+        ([1.0, 1e308, 1e308], [1.0, 1.0, 1.0]),
+        ([1.0, 1.0, 1.0], [1.0, 1e308, 1e308]),
+    ] {
+        let tape = Tape::<f64>::new();
+        let dir = |v: &[f64]| Dirichlet::new(tape.var(Tensor::vector(v))).unwrap();
+        match kl_divergence(&dir(&q), &dir(&p)) {
+            Err(Error::InvalidArgument { op, reason }) => {
+                assert_eq!(op, "kl_divergence");
+                assert!(reason.contains("past the largest float"), "{reason}");
+            }
+            other => panic!("KL(Dir({q:?}) || Dir({p:?})): {other:?}"),
+        }
+    }
+}
+
 /// The entropy of a Dirichlet over two categories is the Beta's, whose
 /// differences of digammas are taken whole: the sum over categories was
 /// 1.4e-6 off at `[0.5, 1e10]` and its gradient in the large concentration
