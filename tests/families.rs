@@ -1493,9 +1493,11 @@ fn dirichlet_kl_over_three_categories_keeps_its_digits() {
 /// form gave NaN.
 #[test]
 fn dirichlet_kl_whose_concentrations_overflow_their_sum_is_an_error() {
+    // on the sticks (the first two) and on the closed form
     for (q, p) in [
         ([1.0, 1e308, 1e308], [1.0, 1.0, 1.0]),
         ([1.0, 1.0, 1.0], [1.0, 1e308, 1e308]),
+        ([1e308, 1e308, 1e308], [1e308, 1e308, 1e308]),
     ] {
         let tape = Tape::<f64>::new();
         let dir = |v: &[f64]| Dirichlet::new(tape.var(Tensor::vector(v))).unwrap();

@@ -1398,13 +1398,7 @@ pub(crate) fn kl_dirichlet<'t, F: Element>(
             let axis = c.shape().len() - 1;
             let tails = c.cumsum_from_end(axis)?.slice(axis, 1, k)?;
             if let Some(&t) = tails.value().data().iter().find(|t| !t.is_finite()) {
-                return Err(Error::invalid(
-                    "kl_divergence",
-                    format!(
-                        "a Dirichlet's concentrations add up to {t:?}, past the largest \
-                         float: the divergence needs their sums"
-                    ),
-                ));
+                return Err(overflowed_sum(t));
             }
             // the heads were checked when the Dirichlet was built (finite,
             // positive, one tape), and the tails are sums of them
@@ -1416,6 +1410,13 @@ pub(crate) fn kl_dirichlet<'t, F: Element>(
         kl_beta(&beta(v[0])?, &beta(v[1])?)?.sum_axis(axis, false)
     };
     let closed = |v: &[Var<'t, F>]| kl_dirichlet_closed(v[0], v[1], axis);
+    // the sums both forms need (the tails, and the closed form's totals)
+    for c in [a, b] {
+        let sums = c.value().sum_axis(c.shape().len() - 1, false)?;
+        if let Some(t) = sums.data().iter().find(|t| !t.is_finite()) {
+            return Err(overflowed_sum(*t));
+        }
+    }
     if k == 2 {
         return sticks(&[a, b]);
     }
@@ -1453,6 +1454,18 @@ fn sticks_spread<F: Element>() -> F {
     } else {
         F::lit(512.0)
     }
+}
+
+/// The error of a Dirichlet divergence whose concentrations add up to `t`,
+/// past the largest float.
+fn overflowed_sum<F: Element>(t: F) -> Error {
+    Error::invalid(
+        "kl_divergence",
+        format!(
+            "a Dirichlet's concentrations add up to {t:?}, past the largest float: the \
+             divergence needs their sums"
+        ),
+    )
 }
 
 /// 1 for each row of `a` and `b` (broadcast together) whose
