@@ -31,6 +31,7 @@ CASES = [
     "KL Beta(1e8,1e8)||Beta(1,1)",
     "KL Beta(1e-10,3)||Beta(1e-10,1)",
     "KL Dir(1e-6,2e-6,3)||Dir(1e-6,2e-6,2.5)",
+    "Dir(3,1e10,1).entropy",
 ]
 
 
@@ -83,6 +84,9 @@ def mpmath_values():
     q, p = [f(1e-6), f(2e-6), f(3)], [f(1e-6), f(2e-6), f(2.5)]
     q0, p0 = sum(q), sum(p)
     v[CASES[16]] = lg(q0) - lg(p0) + sum(lg(y) - lg(x) + (x - y) * (psi(x) - psi(q0)) for x, y in zip(q, p))
+    a = [f(3), f(1e10), f(1)]
+    a0 = sum(a)
+    v[CASES[17]] = sum(lg(x) - (x - 1) * psi(x) for x in a) - lg(a0) + (a0 - 3) * psi(a0)
     mp.mp.dps = 700
     v[CASES[2]] = t_lp(f(1e300), f(0.5))
     return {k: float(x) for k, x in v.items()}
@@ -114,6 +118,7 @@ def torch_values():
     v[CASES[14]] = kl(D.Beta(t(1e8), t(1e8)), D.Beta(t(1.0), t(1.0)))
     v[CASES[15]] = kl(D.Beta(t(1e-10), t(3.0)), D.Beta(t(1e-10), t(1.0)))
     v[CASES[16]] = kl(D.Dirichlet(t([1e-6, 2e-6, 3.0])), D.Dirichlet(t([1e-6, 2e-6, 2.5])))
+    v[CASES[17]] = D.Dirichlet(t([3.0, 1e10, 1.0])).entropy()
     return {k: float(x) for k, x in v.items()}
 
 
@@ -146,6 +151,7 @@ def tfp_values():
     v[CASES[14]] = kl(tfd.Beta(c(1e8), c(1e8)), tfd.Beta(c(1.0), c(1.0)))
     v[CASES[15]] = kl(tfd.Beta(c(1e-10), c(3.0)), tfd.Beta(c(1e-10), c(1.0)))
     v[CASES[16]] = kl(tfd.Dirichlet(c([1e-6, 2e-6, 3.0])), tfd.Dirichlet(c([1e-6, 2e-6, 2.5])))
+    v[CASES[17]] = tfd.Dirichlet(c([3.0, 1e10, 1.0])).entropy()
     return {k: float(x.numpy()) for k, x in v.items()}
 
 

@@ -16,7 +16,7 @@ fn slope<'t>(x: Var<'t, f64>, y: Var<'t, f64>) -> Result<f64> {
 }
 
 fn main() -> Result<()> {
-    let cases: [Case; 17] = [
+    let cases: [Case; 18] = [
         ("StudentT(1e10).log_prob(1)", |t| {
             StudentT::new(t.scalar(1e10), t.scalar(0.0), t.scalar(1.0))?
                 .log_prob(t.scalar(1.0))?
@@ -94,6 +94,11 @@ fn main() -> Result<()> {
             let q = Dirichlet::new(t.var(Tensor::vector(&[1e-6, 2e-6, 3.0])))?;
             let p = Dirichlet::new(t.var(Tensor::vector(&[1e-6, 2e-6, 2.5])))?;
             kl_divergence(&q, &p)?.item()
+        }),
+        ("Dir(3,1e10,1).entropy", |t| {
+            Dirichlet::new(t.var(Tensor::vector(&[3.0, 1e10, 1.0])))?
+                .entropy()?
+                .item()
         }),
     ];
     for (name, case) in cases {

@@ -40,6 +40,14 @@ def reference(case, a, b):
         value = lg(c) + lg(e) - lg(s2) - lg(a) - lg(b) + lg(s1)
         value += (a - c) * dg(a) + (b - e) * dg(b) + (s2 - s1) * dg(s1)
         return value, (a - c) * tg(a) - (s1 - s2) * tg(s1), (b - e) * tg(b) - (s1 - s2) * tg(s1)
+    m = re.fullmatch(r"Dirichlet3 entropy\(([^)]+)\)", case)
+    if m:
+        # Dir(a, b, s)
+        s = mpf(float(m.group(1)))
+        s1 = a + b + s
+        value = lg(a) + lg(b) + lg(s) - lg(s1) + (s1 - 3) * dg(s1)
+        value -= (a - 1) * dg(a) + (b - 1) * dg(b) + (s - 1) * dg(s)
+        return value, -(a - 1) * tg(a) + (s1 - 3) * tg(s1), -(b - 1) * tg(b) + (s1 - 3) * tg(s1)
     m = re.fullmatch(r"KL Dirichlet\(([^,]+),([^;]+);([^)]+)\)", case)
     if m:
         # Dir(a, b, s) against Dir(c, e, s)

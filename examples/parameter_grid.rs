@@ -1,5 +1,6 @@
 //! Values and gradients of the Gamma, Beta and three-category Dirichlet
-//! divergences, the Beta and Dirichlet entropies and the Student-t density
+//! divergences, the Beta and Dirichlet (two and three categories)
+//! entropies and the Student-t density
 //! over a grid of parameters
 //! from 1e-300 to 1e300, for `examples/parameter_grid.py` to check against
 //! mpmath (`docs/accuracy.md`, Limits).
@@ -40,6 +41,13 @@ fn main() -> Result<()> {
             print("Beta entropy".into(), beta.entropy());
             let pair = Var::stack(&[av, bv], 0)?;
             print("Dirichlet entropy".into(), Dirichlet::new(pair)?.entropy());
+            for shared in [1e-10, 3.0] {
+                let three = Var::stack(&[av, bv, tape.scalar(shared)], 0)?;
+                print(
+                    format!("Dirichlet3 entropy({shared:e})"),
+                    Dirichlet::new(three)?.entropy(),
+                );
+            }
             let t = StudentT::new(av, tape.scalar(0.0), bv)?;
             for x in [0.0, 1.0, -1e10, 1e300] {
                 print(

@@ -276,6 +276,13 @@ fn gradcheck_log_probs_entropies_and_kls() {
                 .unwrap(),
         ],
     );
+    // rows on the stick-breaking pieces (a spread past 2^15), on the
+    // sums, and on the sums' form for large concentrations
+    gc(
+        "Dirichlet entropy, every form",
+        |_, x| Dirichlet::new(x[0])?.entropy(),
+        &[Tensor::from_rows(&[[0.5, 2.0, 2e4], [0.5, 2.0, 1.5], [20.0, 30.0, 15.0]]).unwrap()],
+    );
     gc(
         "KL Laplace",
         |_, x| kl_divergence(&Laplace::new(x[0], x[1])?, &Laplace::new(x[2], x[3])?),
@@ -1488,9 +1495,9 @@ fn dirichlet_kl_over_three_categories_keeps_its_digits() {
     }
 }
 
-/// A Dirichlet divergence needs the sums of the concentrations; where they
-/// pass the largest float it is an error naming that, where the closed
-/// form gave NaN.
+/// A Dirichlet divergence and entropy need the sums of the concentrations;
+/// where they pass the largest float it is an error naming that, where the
+/// closed forms gave NaN.
 #[test]
 fn dirichlet_kl_whose_concentrations_overflow_their_sum_is_an_error() {
     // on the sticks (the first two) and on the closed form
@@ -1509,6 +1516,98 @@ fn dirichlet_kl_whose_concentrations_overflow_their_sum_is_an_error() {
             other => panic!("KL(Dir({q:?}) || Dir({p:?})): {other:?}"),
         }
     }
+    // the entropy likewise (it was NaN)
+    let tape = Tape::<f64>::new();
+    let d = Dirichlet::new(tape.var(Tensor::vector(&[1.0, 1e308, 1e308]))).unwrap();
+    match d.entropy() {
+        Err(Error::InvalidArgument {
+            op: "entropy",
+            reason,
+        }) => {
+            assert!(reason.contains("past the largest float"), "{reason}")
+        }
+        other => panic!("H(Dir([1, 1e308, 1e308])): {other:?}"),
+    }
+}
+
+/// The entropy of a Dirichlet over more categories whose concentrations
+/// spread widely, from its stick-breaking pieces: the sums over categories
+/// cancel `ln Γ` of the large concentration against the others
+/// (`H(Dir([3, 1e10, 1]))` was 9e-7 off, its gradient in 1e10 8e-8; `[0.5,
+/// 2, 1e5]` 3e-12 and 6e-12). Against mpmath at 80 digits.
+#[test]
+#[allow(clippy::excessive_precision)] // mpmath's 17 digits
+fn dirichlet_entropy_with_spread_concentrations_keeps_its_digits() {
+    // (a, H, dH/da)
+    type Case<'a> = (&'a [f64], f64, &'a [f64]);
+    let cases: [Case; 3] = [
+        (
+            &[3.0, 1e10, 1.0],
+            -43.204_123_350_417_903,
+            &[
+                0.210_131_866_053_547_13,
+                -1.999_999_999_1e-10,
+                0.999_999_999_75,
+            ],
+        ),
+        (
+            &[0.5, 2.0, 1e5],
+            -21.358_077_834_660_358,
+            &[
+                3.467_376_100_763_996_9,
+                0.355_040_933_643_430_77,
+                -1.999_947_500_929_148_9e-5,
+            ],
+        ),
+        (
+            &[0.3, 0.7, 1.1, 5.0, 2e6],
+            -55.249_668_499_970_3,
+            &[
+                9.571_752_932_282_816_2,
+                1.850_212_497_015_787_5,
+                0.856_667_834_928_128_15,
+                0.114_705_927_058_942_84,
+                -1.999_992_512_524_297_2e-6,
+            ],
+        ),
+    ];
+    for (a, want, want_grad) in cases {
+        let tape = Tape::<f64>::new();
+        let av = tape.var(Tensor::vector(a));
+        let h = Dirichlet::new(av).unwrap().entropy().unwrap();
+        let got = h.item().unwrap();
+        assert!(
+            close(got, want, 1e-14),
+            "H(Dir({a:?})): {got:e} vs {want:e}"
+        );
+        let grads = h.backward().unwrap();
+        for (i, (&g, &w)) in grads
+            .get(av)
+            .unwrap()
+            .data()
+            .iter()
+            .zip(want_grad)
+            .enumerate()
+        {
+            assert!(close(g, w, 1e-12), "H(Dir({a:?})), d/da{i}: {g:e} vs {w:e}");
+        }
+    }
+    // a batch of rows on the pieces, on the sums and on the sums' form for
+    // large concentrations gives each row's own entropy
+    let rows = [[3.0, 1e10, 1.0], [0.5, 2.0, 1.5], [20.0, 30.0, 15.0]];
+    let tape = Tape::<f64>::new();
+    let batch = Dirichlet::new(tape.constant(Tensor::from_rows(&rows).unwrap())).unwrap();
+    let single = |a: &[f64]| {
+        let t = Tape::<f64>::new();
+        let d = Dirichlet::new(t.constant(Tensor::vector(a))).unwrap();
+        d.entropy().unwrap().item().unwrap()
+    };
+    let want: Vec<f64> = rows.iter().map(|r| single(r)).collect();
+    assert_eq!(
+        batch.entropy().unwrap().value().data(),
+        &want[..],
+        "a batch of the forms"
+    );
 }
 
 /// The entropy of a Dirichlet over two categories is the Beta's, whose
