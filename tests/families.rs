@@ -1608,6 +1608,24 @@ fn dirichlet_entropy_with_spread_concentrations_keeps_its_digits() {
         &want[..],
         "a batch of the forms"
     );
+    // in f32, where the sums over categories were 3.4e-7, 6.4e-6 and
+    // 7.4e-4 off (mpmath at the f32 inputs)
+    for (a, want) in [
+        ([0.5f32, 2.0, 10.0], -3.421_109_051_528_280_4),
+        ([0.5, 2.0, 100.0], -7.594_556_050_798_483_9),
+        ([3.0, 1e4, 1.0], -15.574_002_085_290_012),
+    ] {
+        let tape = Tape::<f32>::new();
+        let h = Dirichlet::new(tape.constant(Tensor::vector(&a)))
+            .unwrap()
+            .entropy()
+            .unwrap();
+        let got = f64::from(h.item().unwrap());
+        assert!(
+            close(got, want, 1e-7),
+            "f32 H(Dir({a:?})): {got:e} vs {want:e}"
+        );
+    }
 }
 
 /// The entropy of a Dirichlet over two categories is the Beta's, whose
