@@ -1334,7 +1334,6 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
             return beta.entropy()?.sum_axis(axis, false);
         }
         let a = self.concentration;
-        check_sums("entropy", a)?;
         let classes = *a.shape().last().unwrap_or(&0);
         let sticks = |v: &[Var<'t, F>]| -> Result<Var<'t, F>> {
             let a = v[0];
@@ -1378,7 +1377,7 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
             let a = v[0];
             split(&[a], Self::large_rows_of(&a.value())?, large, small)
         };
-        by_spread(a, a, entropy_spread(), sticks, sums)
+        by_spread("entropy", a, a, entropy_spread(), sticks, sums)
     }
     fn mean(&self) -> Result<Var<'t, F>> {
         let a = self.concentration;
@@ -1447,25 +1446,28 @@ pub(crate) fn kl_dirichlet<'t, F: Element>(
         kl_beta(&beta(v[0])?, &beta(v[1])?)?.sum_axis(axis, false)
     };
     let closed = |v: &[Var<'t, F>]| kl_dirichlet_closed(v[0], v[1], axis);
-    check_sums("kl_divergence", a)?;
-    check_sums("kl_divergence", b)?;
     if k == 2 {
+        check_sums("kl_divergence", a)?;
+        check_sums("kl_divergence", b)?;
         return sticks(&[a, b]);
     }
-    by_spread(a, b, sticks_spread(), sticks, closed)
+    by_spread("kl_divergence", a, b, sticks_spread(), sticks, closed)
 }
 
 /// `sticks(&[a, b])` in the rows of `a` and `b` (broadcast together) whose
 /// concentrations spread over more than `spread`, `sums(&[a, b])`
 /// in the others ([`split`]; only one is built where every row takes it).
+/// A row of either whose sum passes the largest float is an error of `op`:
+/// both need those sums.
 fn by_spread<'t, F: Element>(
+    op: &'static str,
     a: Var<'t, F>,
     b: Var<'t, F>,
     spread: F,
     sticks: impl FnOnce(&[Var<'t, F>]) -> Result<Var<'t, F>>,
     sums: impl FnOnce(&[Var<'t, F>]) -> Result<Var<'t, F>>,
 ) -> Result<Var<'t, F>> {
-    let (rows, shape) = spread_rows(a, b, spread)?;
+    let (rows, shape) = spread_rows(op, a, b, spread)?;
     if rows.iter().all(|&m| m == F::zero()) {
         return sums(&[a, b]);
     }
@@ -1541,8 +1543,10 @@ fn overflowed_sum<F: Element>(op: &'static str, t: F) -> Error {
 
 /// 1 for each row of `a` and `b` (broadcast together) whose
 /// concentrations spread over more than `spread`, else 0; and the
-/// broadcast shape.
+/// broadcast shape. A row whose sum, added up in order as `sum_axis` does,
+/// passes the largest float is an error of `op` ([`check_sums`]).
 fn spread_rows<F: Element>(
+    op: &'static str,
     a: Var<'_, F>,
     b: Var<'_, F>,
     spread: F,
@@ -1569,13 +1573,18 @@ fn spread_rows<F: Element>(
                 lo = if c < lo { c } else { lo };
                 hi = if c > hi { c } else { hi };
             }
-            if hi > lo * spread {
+            for sum in [x, y].map(|v| v.iter().fold(F::zero(), |s, &c| s + c)) {
+                if !sum.is_finite() {
+                    return Err(overflowed_sum(op, sum));
+                }
+            }
+            Ok(if hi > lo * spread {
                 F::one()
             } else {
                 F::zero()
-            }
+            })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     Ok((rows, shape))
 }
 
