@@ -1409,7 +1409,7 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
 /// divergence ([`kl_beta`]) that is at least 0, so the sum cancels
 /// nothing, and each takes the Beta's forms for small and large
 /// concentrations. The other rows take the closed form
-/// ([`kl_dirichlet_closed`]), within about 1e-9 there and about ten times
+/// ([`kl_dirichlet_closed`]), within about 1e-9 there in f64 and about ten times
 /// cheaper;
 /// where small concentrations are shared it loses the digits of a small
 /// divergence to terms of order 1: `KL(Dir([1e-6, 2e-6, 3]) || Dir([1e-6,
