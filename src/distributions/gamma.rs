@@ -1411,9 +1411,10 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
 /// concentrations. The other rows take the closed form
 /// ([`kl_dirichlet_closed`]), within about 1e-9 there in f64 and about
 /// ten times cheaper; where small concentrations are shared it loses the
-/// digits of a small divergence to terms of order 1: `KL(Dir([1e-6, 2e-6, 3]) || Dir([1e-6,
-/// 2e-6, 2.5]))` was 3e-8 off, `[1e-10, 1e-10, 3]` against `[1e-10, 1e-10,
-/// 1]` 2e-5, and `[0.01, 0.02, 3]` against `[0.01, 0.02, 2.5]` 6e-12.
+/// digits of a small divergence to terms of order 1: `KL(Dir([1e-6, 2e-6,
+/// 3]) || Dir([1e-6, 2e-6, 2.5]))` was 3e-8 off, `[1e-10, 1e-10, 3]`
+/// against `[1e-10, 1e-10, 1]` 2e-5, and `[0.01, 0.02, 3]` against `[0.01,
+/// 0.02, 2.5]` 6e-12.
 pub(crate) fn kl_dirichlet<'t, F: Element>(
     q: &Dirichlet<'t, F>,
     p: &Dirichlet<'t, F>,
