@@ -1278,16 +1278,22 @@ impl<'t, F: Element> Dirichlet<'t, F> {
                 if large { F::one() } else { F::zero() }
             })
             .collect();
-        let in_mask: Vec<F> = rows
-            .iter()
-            .flat_map(|&m| std::iter::repeat_n(m, k))
-            .collect();
-        let batch = &a.shape()[..a.shape().len() - 1];
-        Ok((
-            Tensor::from_vec(in_mask, a.shape())?,
-            Tensor::from_vec(rows, batch)?,
-        ))
+        row_masks(rows, a.shape())
     }
+}
+
+/// The masks for [`split`] of a tensor of `shape` from one value (0 or 1)
+/// per row along its last axis: over the elements, and over the rows.
+fn row_masks<F: Element>(rows: Vec<F>, shape: &[usize]) -> Result<(Tensor<F>, Tensor<F>)> {
+    let k = *shape.last().unwrap_or(&1);
+    let in_mask: Vec<F> = rows
+        .iter()
+        .flat_map(|&m| std::iter::repeat_n(m, k))
+        .collect();
+    Ok((
+        Tensor::from_vec(in_mask, shape)?,
+        Tensor::from_vec(rows, &shape[..shape.len() - 1])?,
+    ))
 }
 
 impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
@@ -1337,8 +1343,8 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
         let classes = *a.shape().last().unwrap_or(&0);
         let sticks = |v: &[Var<'t, F>]| -> Result<Var<'t, F>> {
             let a = v[0];
-            let heads = a.slice(axis, 0, classes - 1)?;
-            let tails = a.cumsum_from_end(axis)?.slice(axis, 1, classes)?;
+            let pieces = stick_pieces("entropy", a)?;
+            let (heads, tails) = (pieces.concentration1, pieces.concentration0);
             let weights = (0..classes - 1)
                 .map(|j| F::from_usize(classes - 2 - j).unwrap_or_else(F::nan))
                 .collect();
@@ -1346,12 +1352,7 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
                 .tape()
                 .constant(Tensor::from_vec(weights, &[classes - 1])?);
             let jacobian = tails.digamma_diff(heads)?.try_mul(weights)?;
-            // the heads and tails are positive and finite (checked)
-            let beta = Beta {
-                concentration1: heads,
-                concentration0: tails,
-            };
-            beta.entropy()?.try_add(jacobian)?.sum_axis(axis, false)
+            pieces.entropy()?.try_add(jacobian)?.sum_axis(axis, false)
         };
         let large = |v: &[Var<'t, F>]| {
             let a = v[0];
@@ -1419,40 +1420,25 @@ pub(crate) fn kl_dirichlet<'t, F: Element>(
     q: &Dirichlet<'t, F>,
     p: &Dirichlet<'t, F>,
 ) -> Result<Var<'t, F>> {
+    const OP: &str = "kl_divergence";
     let (a, b) = (q.concentration, p.concentration);
     let k = *a.shape().last().unwrap_or(&0);
     if b.shape().last() != Some(&k) {
         return Err(Error::ShapeMismatch {
-            op: "kl_divergence",
+            op: OP,
             lhs: a.shape(),
             rhs: b.shape(),
         });
     }
     let axis = a.shape().len().max(b.shape().len()) - 1;
     let sticks = |v: &[Var<'t, F>]| -> Result<Var<'t, F>> {
-        // each along its own last axis (the two may differ in rank)
-        let beta = |c: Var<'t, F>| -> Result<Beta<'t, F>> {
-            let axis = c.shape().len() - 1;
-            let tails = c.cumsum_from_end(axis)?.slice(axis, 1, k)?;
-            if let Some(&t) = tails.value().data().iter().find(|t| !t.is_finite()) {
-                return Err(overflowed_sum("kl_divergence", t));
-            }
-            // the heads were checked when the Dirichlet was built (finite,
-            // positive, one tape), and the tails are sums of them
-            Ok(Beta {
-                concentration1: c.slice(axis, 0, k - 1)?,
-                concentration0: tails,
-            })
-        };
-        kl_beta(&beta(v[0])?, &beta(v[1])?)?.sum_axis(axis, false)
+        let (q, p) = (stick_pieces(OP, v[0])?, stick_pieces(OP, v[1])?);
+        kl_beta(&q, &p)?.sum_axis(axis, false)
     };
     let closed = |v: &[Var<'t, F>]| kl_dirichlet_closed(v[0], v[1], axis);
-    if k == 2 {
-        check_sums("kl_divergence", a)?;
-        check_sums("kl_divergence", b)?;
-        return sticks(&[a, b]);
-    }
-    by_spread("kl_divergence", a, b, sticks_spread(), sticks, closed)
+    // over two categories every row is one stick
+    let spread = if k == 2 { F::zero() } else { sticks_spread() };
+    by_spread(OP, a, b, spread, sticks, closed)
 }
 
 /// `sticks(&[a, b])` in the rows of `a` and `b` (broadcast together) whose
@@ -1475,27 +1461,26 @@ fn by_spread<'t, F: Element>(
     if rows.iter().all(|&m| m == F::one()) {
         return sticks(&[a, b]);
     }
-    let k = *shape.last().unwrap_or(&1);
-    let in_mask: Vec<F> = rows
-        .iter()
-        .flat_map(|&m| std::iter::repeat_n(m, k))
-        .collect();
-    let masks = (
-        Tensor::from_vec(in_mask, &shape)?,
-        Tensor::from_vec(rows, &shape[..shape.len() - 1])?,
-    );
-    split(&[a, b], masks, sticks, sums)
+    split(&[a, b], row_masks(rows, &shape)?, sticks, sums)
 }
 
-/// An error naming `op` where the concentrations `a` of a Dirichlet add up
-/// past the largest float along their last axis: the stick-breaking tails
-/// and the closed forms' totals need those sums.
-fn check_sums<F: Element>(op: &'static str, a: Var<'_, F>) -> Result<()> {
-    let sums = a.value().sum_axis(a.shape().len() - 1, false)?;
-    match sums.data().iter().find(|t| !t.is_finite()) {
-        Some(t) => Err(overflowed_sum(op, *t)),
-        None => Ok(()),
+/// The stick-breaking pieces of a Dirichlet's concentrations `c` along
+/// their last axis, as the Betas `(c_k, t_k)` for every category but the
+/// last, with the tails `t_k = Σ_{j>k} c_j` summed from the end. A tail
+/// past the largest float is an error of `op`.
+fn stick_pieces<'t, F: Element>(op: &'static str, c: Var<'t, F>) -> Result<Beta<'t, F>> {
+    let axis = c.shape().len() - 1;
+    let k = c.shape()[axis];
+    let tails = c.cumsum_from_end(axis)?.slice(axis, 1, k)?;
+    if let Some(&t) = tails.value().data().iter().find(|t| !t.is_finite()) {
+        return Err(overflowed_sum(op, t));
     }
+    // the heads were checked when the Dirichlet was built (finite,
+    // positive, one tape), and the tails are sums of them
+    Ok(Beta {
+        concentration1: c.slice(axis, 0, k - 1)?,
+        concentration0: tails,
+    })
 }
 
 /// How far the concentrations of a row, the two Dirichlets' together, may
@@ -1545,7 +1530,7 @@ fn overflowed_sum<F: Element>(op: &'static str, t: F) -> Error {
 /// 1 for each row of `a` and `b` (broadcast together) whose
 /// concentrations spread over more than `spread`, else 0; and the
 /// broadcast shape. A row whose sum, added up in order as `sum_axis` does,
-/// passes the largest float is an error of `op` ([`check_sums`]).
+/// passes the largest float is an error of `op`: both forms need it.
 fn spread_rows<F: Element>(
     op: &'static str,
     a: Var<'_, F>,
