@@ -1240,23 +1240,6 @@ impl<'t, F: Element> Dirichlet<'t, F> {
     }
 
     /// The number of classes, as `F`.
-    /// Over two categories, the Beta of the two concentrations (each
-    /// keeping the last axis, of length 1), whose entropy and divergence
-    /// take the difference of the two digammas whole where the sums over
-    /// categories lose it: the two-category entropy's gradient at `[x,
-    /// 1e10]` was 2e-5 off.
-    fn as_beta(&self) -> Result<Option<Beta<'t, F>>> {
-        let a = self.concentration;
-        if a.shape().last() != Some(&2) {
-            return Ok(None);
-        }
-        let axis = a.shape().len() - 1;
-        // checked when the Dirichlet was built: finite, positive, one tape
-        Ok(Some(Beta {
-            concentration1: a.slice(axis, 0, 1)?,
-            concentration0: a.slice(axis, 1, 2)?,
-        }))
-    }
     fn classes(&self) -> F {
         F::from_usize(*self.concentration.shape().last().unwrap_or(&0)).unwrap_or_else(F::nan)
     }
@@ -1336,11 +1319,15 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
     // others (`H(Dir([3, 1e10, 1]))` was 9e-7 off).
     fn entropy(&self) -> Result<Var<'t, F>> {
         let (axis, k) = (self.axis(), self.classes());
-        if let Some(beta) = self.as_beta()? {
-            return beta.entropy()?.sum_axis(axis, false);
-        }
         let a = self.concentration;
         let classes = *a.shape().last().unwrap_or(&0);
+        // over two categories the Dirichlet is the Beta of its one stick,
+        // whose entropy takes the difference of the two digammas whole
+        // where the sums over categories lose it (the gradient at `[x,
+        // 1e10]` was 2e-5 off)
+        if classes == 2 {
+            return stick_pieces("entropy", a)?.entropy()?.sum_axis(axis, false);
+        }
         let sticks = |v: &[Var<'t, F>]| -> Result<Var<'t, F>> {
             let a = v[0];
             let pieces = stick_pieces("entropy", a)?;
