@@ -1499,35 +1499,48 @@ fn dirichlet_kl_over_three_categories_keeps_its_digits() {
 /// where they pass the largest float it is an error naming that, where the
 /// closed forms gave NaN.
 #[test]
-fn dirichlet_kl_whose_concentrations_overflow_their_sum_is_an_error() {
-    // on the sticks (the first two) and on the closed form
-    for (q, p) in [
-        ([1.0, 1e308, 1e308], [1.0, 1.0, 1.0]),
-        ([1.0, 1.0, 1.0], [1.0, 1e308, 1e308]),
-        ([1e308, 1e308, 1e308], [1e308, 1e308, 1e308]),
-    ] {
+fn dirichlet_whose_concentrations_overflow_their_sum_is_refused() {
+    // the density, mean, draws, entropy and divergences all need the sums:
+    // the mean of Dir([1e308, 1e308]) was [0, 0], its draws [0, 0], its
+    // log-density inf and its entropy -inf
+    let refused = |row: &[f64], rows: usize| {
         let tape = Tape::<f64>::new();
-        let dir = |v: &[f64]| Dirichlet::new(tape.var(Tensor::vector(v))).unwrap();
-        match kl_divergence(&dir(&q), &dir(&p)) {
-            Err(Error::InvalidArgument { op, reason }) => {
-                assert_eq!(op, "kl_divergence");
+        let a = Tensor::from_fn(&[rows, row.len()], |i| {
+            // every row moderate but the last
+            if i / row.len() + 1 == rows {
+                row[i % row.len()]
+            } else {
+                1.0
+            }
+        });
+        match Dirichlet::new(tape.var(a)) {
+            Err(Error::InvalidParameter {
+                distribution: "Dirichlet",
+                parameter: "concentration",
+                value,
+                reason,
+            }) => {
+                assert_eq!(value, 1e308, "{row:?}: the row's largest");
                 assert!(reason.contains("past the largest float"), "{reason}");
             }
-            other => panic!("KL(Dir({q:?}) || Dir({p:?})): {other:?}"),
+            other => panic!(
+                "Dir({row:?}): {:?}",
+                other.map(|d| d.concentration().value())
+            ),
         }
-    }
-    // the entropy likewise (it was NaN)
+    };
+    refused(&[1.0, 1e308, 1e308], 1);
+    refused(&[1e308, 1e308], 3);
+    // a sum just below the largest float is kept
     let tape = Tape::<f64>::new();
-    let d = Dirichlet::new(tape.var(Tensor::vector(&[1.0, 1e308, 1e308]))).unwrap();
-    match d.entropy() {
-        Err(Error::InvalidArgument {
-            op: "entropy",
-            reason,
-        }) => {
-            assert!(reason.contains("past the largest float"), "{reason}")
-        }
-        other => panic!("H(Dir([1, 1e308, 1e308])): {other:?}"),
-    }
+    let d = Dirichlet::new(tape.var(Tensor::vector(&[8e307, 8e307]))).unwrap();
+    assert_eq!(d.mean().unwrap().value().data(), &[0.5, 0.5]);
+    // in f32
+    let tape = Tape::<f32>::new();
+    assert!(matches!(
+        Dirichlet::new(tape.var(Tensor::vector(&[2e38f32, 2e38, 1.0]))),
+        Err(Error::InvalidParameter { .. })
+    ));
 }
 
 /// The entropy of a Dirichlet over more categories whose concentrations

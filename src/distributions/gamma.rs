@@ -1164,7 +1164,8 @@ fn added_back<'t, F: Element>(
 /// gradient, so `rsample` is differentiable in `α`.
 ///
 /// # Parameters
-/// - `concentration`: shape `batch + [k]`, `k >= 2`, finite, `> 0`.
+/// - `concentration`: shape `batch + [k]`, `k >= 2`, finite, `> 0`, each
+///   row adding up to a finite number.
 ///
 /// ```
 /// use bayesgrad::prelude::*;
@@ -1177,8 +1178,9 @@ fn added_back<'t, F: Element>(
 /// ```
 ///
 /// # Errors
-/// Non-positive concentrations; fewer than 2 classes; `log_prob` at a value
-/// off the simplex (entries outside (0, 1] or a sum other than 1).
+/// Non-positive concentrations, or a row of them that adds up past the
+/// largest float; fewer than 2 classes; `log_prob` at a value off the
+/// simplex (entries outside (0, 1] or a sum other than 1).
 #[derive(Clone, Copy)]
 pub struct Dirichlet<'t, F: Element> {
     concentration: Var<'t, F>,
@@ -1197,6 +1199,22 @@ impl<'t, F: Element> Dirichlet<'t, F> {
             ));
         }
         check_positive("Dirichlet", "concentration", &concentration)?;
+        // the density, moments, draws and divergences all need the sums
+        let k = shape[shape.len() - 1];
+        let values = concentration.value();
+        let overflowing = values.data().chunks(k).find(|row| {
+            let total = row.iter().fold(F::zero(), |s, &c| s + c);
+            !total.is_finite()
+        });
+        if let Some(row) = overflowing {
+            let largest = row.iter().fold(F::zero(), |m, &c| m.max(c));
+            return Err(Error::InvalidParameter {
+                distribution: "Dirichlet",
+                parameter: "concentration",
+                value: largest.to_f64().unwrap_or(f64::NAN),
+                reason: "its row (the last axis) adds up past the largest float",
+            });
+        }
         Ok(Dirichlet { concentration })
     }
 
@@ -1431,8 +1449,6 @@ pub(crate) fn kl_dirichlet<'t, F: Element>(
 /// `sticks(&[a, b])` in the rows of `a` and `b` (broadcast together) whose
 /// concentrations spread over more than `spread`, `sums(&[a, b])`
 /// in the others ([`split`]; only one is built where every row takes it).
-/// A row of either whose sum passes the largest float is an error of `op`:
-/// both need those sums.
 fn by_spread<'t, F: Element>(
     op: &'static str,
     a: Var<'t, F>,
@@ -1516,8 +1532,7 @@ fn overflowed_sum<F: Element>(op: &'static str, t: F) -> Error {
 
 /// 1 for each row of `a` and `b` (broadcast together) whose
 /// concentrations spread over more than `spread`, else 0; and the
-/// broadcast shape. A row whose sum, added up in order as `sum_axis` does,
-/// passes the largest float is an error of `op`: both forms need it.
+/// broadcast shape (`op` names a shape error).
 fn spread_rows<F: Element>(
     op: &'static str,
     a: Var<'_, F>,
@@ -1539,25 +1554,20 @@ fn spread_rows<F: Element>(
         .chunks(k)
         .zip(bv.data().chunks(k))
         .map(|(x, y)| {
-            // (the concentrations are positive and finite: checked when
-            // the Dirichlets were built)
+            // (the concentrations are positive and finite, and so are
+            // their sums: checked when the Dirichlets were built)
             let (mut lo, mut hi) = (F::infinity(), F::zero());
             for &c in x.iter().chain(y) {
                 lo = if c < lo { c } else { lo };
                 hi = if c > hi { c } else { hi };
             }
-            for sum in [x, y].map(|v| v.iter().fold(F::zero(), |s, &c| s + c)) {
-                if !sum.is_finite() {
-                    return Err(overflowed_sum(op, sum));
-                }
-            }
-            Ok(if hi > lo * spread {
+            if hi > lo * spread {
                 F::one()
             } else {
                 F::zero()
-            })
+            }
         })
-        .collect::<Result<_>>()?;
+        .collect();
     Ok((rows, shape))
 }
 
