@@ -32,6 +32,14 @@ CASES = [
     "KL Beta(1e-10,3)||Beta(1e-10,1)",
     "KL Dir(1e-6,2e-6,3)||Dir(1e-6,2e-6,2.5)",
     "Dir(3,1e10,1).entropy",
+    "Dir(1e10,1,2).log_prob(1-3e-10,1e-10,2e-10)",
+    "Dir(0.5,3,1e30).log_prob(1e-30,3e-30,1)",
+]
+
+# the concentrations and the point of the last two cases
+DIRICHLET_LOG_PROBS = [
+    ([1e10, 1.0, 2.0], [1 - 3e-10, 1e-10, 2e-10]),
+    ([0.5, 3.0, 1e30], [1e-30, 3e-30, 1.0]),
 ]
 
 
@@ -87,6 +95,9 @@ def mpmath_values():
     a = [f(3), f(1e10), f(1)]
     a0 = sum(a)
     v[CASES[17]] = sum(lg(x) - (x - 1) * psi(x) for x in a) - lg(a0) + (a0 - 3) * psi(a0)
+    for case, (a, x) in zip(CASES[18:], DIRICHLET_LOG_PROBS):
+        a, x = [f(v) for v in a], [f(v) for v in x]
+        v[case] = lg(sum(a)) + sum((c - 1) * mp.log(y) - lg(c) for c, y in zip(a, x))
     mp.mp.dps = 700
     v[CASES[2]] = t_lp(f(1e300), f(0.5))
     return {k: float(x) for k, x in v.items()}
@@ -119,6 +130,8 @@ def torch_values():
     v[CASES[15]] = kl(D.Beta(t(1e-10), t(3.0)), D.Beta(t(1e-10), t(1.0)))
     v[CASES[16]] = kl(D.Dirichlet(t([1e-6, 2e-6, 3.0])), D.Dirichlet(t([1e-6, 2e-6, 2.5])))
     v[CASES[17]] = D.Dirichlet(t([3.0, 1e10, 1.0])).entropy()
+    for case, (a, x) in zip(CASES[18:], DIRICHLET_LOG_PROBS):
+        v[case] = D.Dirichlet(t(a)).log_prob(t(x))
     return {k: float(x) for k, x in v.items()}
 
 
@@ -152,6 +165,8 @@ def tfp_values():
     v[CASES[15]] = kl(tfd.Beta(c(1e-10), c(3.0)), tfd.Beta(c(1e-10), c(1.0)))
     v[CASES[16]] = kl(tfd.Dirichlet(c([1e-6, 2e-6, 3.0])), tfd.Dirichlet(c([1e-6, 2e-6, 2.5])))
     v[CASES[17]] = tfd.Dirichlet(c([3.0, 1e10, 1.0])).entropy()
+    for case, (a, x) in zip(CASES[18:], DIRICHLET_LOG_PROBS):
+        v[case] = tfd.Dirichlet(c(a)).log_prob(c(x))
     return {k: float(x.numpy()) for k, x in v.items()}
 
 

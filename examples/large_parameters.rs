@@ -16,7 +16,7 @@ fn slope<'t>(x: Var<'t, f64>, y: Var<'t, f64>) -> Result<f64> {
 }
 
 fn main() -> Result<()> {
-    let cases: [Case; 18] = [
+    let cases: [Case; 20] = [
         ("StudentT(1e10).log_prob(1)", |t| {
             StudentT::new(t.scalar(1e10), t.scalar(0.0), t.scalar(1.0))?
                 .log_prob(t.scalar(1.0))?
@@ -98,6 +98,16 @@ fn main() -> Result<()> {
         ("Dir(3,1e10,1).entropy", |t| {
             Dirichlet::new(t.var(Tensor::vector(&[3.0, 1e10, 1.0])))?
                 .entropy()?
+                .item()
+        }),
+        ("Dir(1e10,1,2).log_prob(1-3e-10,1e-10,2e-10)", |t| {
+            Dirichlet::new(t.var(Tensor::vector(&[1e10, 1.0, 2.0])))?
+                .log_prob(t.constant(Tensor::vector(&[1.0 - 3e-10, 1e-10, 2e-10])))?
+                .item()
+        }),
+        ("Dir(0.5,3,1e30).log_prob(1e-30,3e-30,1)", |t| {
+            Dirichlet::new(t.var(Tensor::vector(&[0.5, 3.0, 1e30])))?
+                .log_prob(t.constant(Tensor::vector(&[1e-30, 3e-30, 1.0])))?
                 .item()
         }),
     ];
