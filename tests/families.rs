@@ -434,33 +434,36 @@ fn implicit_reparameterization_is_unbiased() {
     )
     .unwrap();
     // Dirichlet(α), f = x0² + x1 x2: E[x_i²] = α_i (α_i + 1) / (α0 (α0 + 1)),
-    // E[x_i x_j] = α_i α_j / (α0 (α0 + 1))
-    let alpha = [1.5, 2.0, 0.7];
-    let exact = {
-        let tape = Tape::new();
-        let a = tape.var(v(&alpha));
-        let (a0, a1, a2) = (
-            a.index(0).unwrap(),
-            a.index(1).unwrap(),
-            a.index(2).unwrap(),
-        );
-        let t = a0 + a1 + a2;
-        let e = (a0 * (a0 + 1.0) + a1 * a2) / (t * (t + 1.0));
-        e.backward().unwrap().get(a).unwrap().data().to_vec()
-    };
-    stat_gradcheck(
-        |rng| {
+    // E[x_i x_j] = α_i α_j / (α0 (α0 + 1)); the last two normalize the
+    // Gamma draws' logarithms (a concentration below 0.1), the last where
+    // its Gamma draws underflow
+    for alpha in [[1.5, 2.0, 0.7], [0.05, 0.3, 1.2], [1e-3, 0.5, 1.0]] {
+        let exact = {
             let tape = Tape::new();
             let a = tape.var(v(&alpha));
-            let x = Dirichlet::new(a)?.rsample(rng)?;
-            let f = x.index(0)?.square() + x.index(1)? * x.index(2)?;
-            Ok(f.backward()?.get(a).unwrap().data().to_vec())
-        },
-        &exact,
-        &cfg,
-        &mut StdRng::seed_from_u64(4),
-    )
-    .unwrap();
+            let (a0, a1, a2) = (
+                a.index(0).unwrap(),
+                a.index(1).unwrap(),
+                a.index(2).unwrap(),
+            );
+            let t = a0 + a1 + a2;
+            let e = (a0 * (a0 + 1.0) + a1 * a2) / (t * (t + 1.0));
+            e.backward().unwrap().get(a).unwrap().data().to_vec()
+        };
+        stat_gradcheck(
+            |rng| {
+                let tape = Tape::new();
+                let a = tape.var(v(&alpha));
+                let x = Dirichlet::new(a)?.rsample(rng)?;
+                let f = x.index(0)?.square() + x.index(1)? * x.index(2)?;
+                Ok(f.backward()?.get(a).unwrap().data().to_vec())
+            },
+            &exact,
+            &cfg,
+            &mut StdRng::seed_from_u64(4),
+        )
+        .unwrap_or_else(|e| panic!("Dirichlet({alpha:?}): {e}"));
+    }
     // StudentT(ν, loc, scale), f = x²: E = loc² + scale² ν / (ν - 2)
     let (nu, loc, scale) = (5.0, 0.5, 1.5);
     let exact = vec![
@@ -483,6 +486,62 @@ fn implicit_reparameterization_is_unbiased() {
         &mut StdRng::seed_from_u64(5),
     )
     .unwrap();
+}
+
+/// Beta and Dirichlet draws from concentrations far below 1, which the
+/// Gamma draws' logarithms normalize: their Gamma draws underflow, and
+/// floored at the smallest normal number they made a `Beta(1e-3, 1e-3)`
+/// draw exactly 0.5 one time in four (`1e-5`: 98 times in a hundred), where
+/// the law puts 0.2% of its mass in (0.1, 0.9). Counts there, and the
+/// mean, within four standard errors of the law's (mpmath's regularized
+/// incomplete beta), in f64 and f32.
+#[test]
+#[allow(clippy::excessive_precision)] // mpmath's 17 digits
+fn beta_and_dirichlet_draws_from_tiny_concentrations_keep_their_law() {
+    const N: usize = 40_000;
+    // (a, b, P(0.1 < x < 0.9))
+    let cases = [
+        (1e-3, 1e-3, 0.002_193_389_148_335_861_6),
+        (1e-5, 1e-5, 2.197_186_153_088_555_1e-5),
+        (1e-3, 3e-3, 0.003_284_348_951_111_200_9),
+    ];
+    let within = |what: &str, got: f64, p: f64| {
+        let se = (p * (1.0 - p) / N as f64).sqrt();
+        assert!(
+            (got - p).abs() <= 4.0 * se + 1.0 / N as f64,
+            "{what}: {got} vs {p} (std err {se:e})"
+        );
+    };
+    let check = |what: &str, first: &[f64], (a, b, p): (f64, f64, f64)| {
+        let middle = first.iter().filter(|&&x| x > 0.1 && x < 0.9).count();
+        within(
+            &format!("{what} in (0.1, 0.9)"),
+            middle as f64 / N as f64,
+            p,
+        );
+        // nearly every draw sits within rounding of 0 or 1: the mean is the
+        // share of ones, a / (a + b)
+        let mean = first.iter().sum::<f64>() / N as f64;
+        within(&format!("{what} mean"), mean, a / (a + b));
+        assert!(first.iter().all(|x| (0.0..=1.0).contains(x)), "{what}");
+    };
+    let mut rng = StdRng::seed_from_u64(11);
+    for case in cases {
+        let (a, b, _) = case;
+        let tape = Tape::<f64>::new();
+        let beta = Beta::new(tape.constant(Tensor::full(&[N], a)), tape.scalar(b)).unwrap();
+        let x = beta.sample(&mut rng).unwrap();
+        check(&format!("Beta({a}, {b})"), x.data(), case);
+        let dir = Dirichlet::new(tape.constant(Tensor::vector(&[a, b]))).unwrap();
+        let x = dir.rsample_n(Some(N), &mut rng).unwrap().value();
+        let first: Vec<f64> = x.data().chunks(2).map(|r| r[0]).collect();
+        check(&format!("Dirichlet([{a}, {b}])"), &first, case);
+        let tape = Tape::<f32>::new();
+        let dir = Dirichlet::new(tape.constant(Tensor::vector(&[a as f32, b as f32]))).unwrap();
+        let x = dir.rsample_n(Some(N), &mut rng).unwrap().value();
+        let first: Vec<f64> = x.data().chunks(2).map(|r| f64::from(r[0])).collect();
+        check(&format!("f32 Dirichlet([{a}, {b}])"), &first, case);
+    }
 }
 
 /// The largest distance between the empirical CDF of `draws` and the CDF

@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::kernels::parallel::{join, par_blocks, par_fill_costly, par_new, sum_pairwise};
 use crate::kernels::random::Xoshiro256;
 use crate::kernels::special::{
-    MAX_IMPLICIT_PARAMETER, Memo, beta_sample_grads, gamma_sample_grads,
+    MAX_IMPLICIT_PARAMETER, Memo, beta_sample_grads, gamma_sample_grads, gamma_sample_log_grads,
 };
 use crate::tensor::{Element, Tensor, broadcast_shape};
 use rand::Rng;
@@ -159,6 +159,41 @@ fn std_gamma_with(a: f64, draws: &mut Draws) -> f64 {
         return x.max(f64::MIN_POSITIVE);
     }
     marsaglia_tsang_draw(a, draws)
+}
+
+/// The logarithm of a `Gamma(a, 1)` draw, from the same random numbers as
+/// [`std_gamma_with`] but without its floor: for `a < 1`,
+/// `ln Gamma(a + 1) + ln(U) / a`, which goes down to about `-37 / a`, where
+/// the draw itself underflows for `a` below about 0.05 (to 0 in every draw
+/// of `a = 10⁻⁵` but about one in a hundred).
+#[inline(always)]
+fn ln_std_gamma_with(a: f64, draws: &mut Draws) -> f64 {
+    if a < 1.0 {
+        let g = marsaglia_tsang_draw(a + 1.0, draws);
+        return g.ln() + draws.uniform().ln() / a;
+    }
+    marsaglia_tsang_draw(a, draws).ln()
+}
+
+/// Below this concentration the Beta and Dirichlet draws are normalized
+/// from the Gamma draws' logarithms ([`ln_std_gamma_with`]): a Gamma draw
+/// of `a >= 0.1` is at least `Gamma(1.1)`'s draw times `U^10 >= 2^-530`, so
+/// it does not underflow but with a probability below 10⁻¹⁴⁰, and the
+/// draws' ratios are exact; below, the floored draws of a row could all sit
+/// at the smallest normal number, where their ratios say nothing (a
+/// `Beta(10⁻³, 10⁻³)` draw was exactly 0.5 one time in four).
+const LOG_SPACE_BELOW: f64 = 0.1;
+
+/// `e^l1 / (e^l1 + e^l2)` without overflow or underflow before the end.
+#[inline(always)]
+fn logistic_of_difference(l1: f64, l2: f64) -> f64 {
+    let d = l1 - l2;
+    if d >= 0.0 {
+        1.0 / (1.0 + (-d).exp())
+    } else {
+        let e = d.exp();
+        e / (1.0 + e)
+    }
 }
 
 /// A `Gamma(a, 1)` draw for `a >= 1` by Marsaglia and Tsang's method.
@@ -356,6 +391,59 @@ impl<F: Element> Op<F> for NormalizeRows {
     }
 }
 
+/// `x = e^l / Σ e^l` along the last axis of the logarithms `l` of a
+/// Dirichlet's Gamma draws ([`ln_std_gamma_rsample`]), at least the
+/// smallest normal number: the draw from concentrations that
+/// [`LOG_SPACE_BELOW`] sends to log space. The values come from the
+/// logarithms in `f64` that the op keeps (in `f32` the rounded ones would
+/// move a draw by their error, up to `|l|` ulps); its backward is the
+/// softmax's, `∂L/∂l_k = x_k (∂L/∂x_k - Σ_j ∂L/∂x_j x_j)`.
+struct NormalizeLogs {
+    logs: Vec<f64>,
+}
+
+impl<F: Element> Op<F> for NormalizeLogs {
+    fn name(&self) -> &str {
+        "dirichlet_normalize_logs"
+    }
+    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
+        let shape = inputs[0].shape();
+        let k = shape.last().copied().unwrap_or(1).max(1);
+        let floor = F::min_positive_value()
+            .to_f64()
+            .unwrap_or(f64::MIN_POSITIVE);
+        let mut x = Vec::with_capacity(self.logs.len());
+        for row in self.logs.chunks(k) {
+            let m = row.iter().fold(f64::NEG_INFINITY, |m, &l| m.max(l));
+            let total: f64 = row.iter().map(|&l| (l - m).exp()).sum();
+            x.extend(
+                row.iter()
+                    .map(|&l| F::lit(((l - m).exp() / total).max(floor))),
+            );
+        }
+        Tensor::from_vec(x, shape)
+    }
+    fn backward(
+        &self,
+        _: &[&Tensor<F>],
+        output: &Tensor<F>,
+        g: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        let k = output.shape().last().copied().unwrap_or(1).max(1);
+        let mut out = g.data().to_vec();
+        for (x, grad) in output.data().chunks(k).zip(out.chunks_mut(k)) {
+            let dot = x
+                .iter()
+                .zip(grad.iter())
+                .fold(F::zero(), |s, (&x, &d)| s + x * d);
+            grad.iter_mut()
+                .zip(x)
+                .for_each(|(d, &x)| *d = x * (*d - dot));
+        }
+        Ok(vec![Some(Tensor::from_vec(out, output.shape())?)])
+    }
+}
+
 /// `Gamma(a, 1)` draws `x` as a tape node with the implicit gradient in `a`.
 fn std_gamma_node<F: Element>(x: Tensor<F>) -> ImplicitSample<F, 1> {
     ImplicitSample {
@@ -390,6 +478,28 @@ pub(crate) fn std_gamma_rsample<'t, F: Element>(
         .apply(std_gamma_node(Tensor::from_vec(x, shape)?), &[a])
 }
 
+/// The logarithms of `Gamma(a, 1)` draws of `shape` ([`ln_std_gamma_with`]),
+/// differentiable in `a` (the implicit derivative of `ln x`,
+/// [`gamma_sample_log_grads`]), and the same logarithms in `f64`.
+fn ln_std_gamma_rsample<'t, F: Element>(
+    a: Var<'t, F>,
+    shape: &[usize],
+    rng: &mut dyn Rng,
+) -> Result<(Var<'t, F>, Vec<f64>)> {
+    let a = a.broadcast_to(shape)?;
+    let av = a.value();
+    let logs = gamma_draws(av.len(), rng, |i, draws| {
+        ln_std_gamma_with(av.data()[i].to_f64().unwrap_or(f64::NAN), draws)
+    });
+    let rounded = logs.iter().map(|&l| F::lit(l)).collect();
+    let node = ImplicitSample {
+        name: "gamma_rsample_log",
+        x: Tensor::from_vec(rounded, shape)?,
+        grad: |[a], ln_x, out| gamma_sample_log_grads(a, ln_x, out),
+    };
+    Ok((a.tape().apply(node, &[a])?, logs))
+}
+
 /// The Gamma distribution with shape `concentration` and inverse scale `rate`.
 ///
 /// # Density
@@ -398,7 +508,9 @@ pub(crate) fn std_gamma_rsample<'t, F: Element>(
 ///
 /// # Sampling
 /// `rsample` is differentiable in both parameters: `x = g / rate` with
-/// `g ~ Gamma(concentration, 1)` carrying its implicit gradient.
+/// `g ~ Gamma(concentration, 1)` carrying its implicit gradient. A draw
+/// below the smallest normal number (most draws of a concentration of
+/// 10⁻⁵) is that number.
 ///
 /// # Parameters
 /// - `concentration`, `rate`: finite, `> 0`; shapes broadcast.
@@ -811,8 +923,10 @@ pub(crate) fn kl_gamma<'t, F: Element>(q: &Gamma<'t, F>, p: &Gamma<'t, F>) -> Re
 /// (gradient 0) elsewhere.
 ///
 /// # Sampling
-/// `x = G1 / (G1 + G2)` with `G1 ~ Gamma(a)`, `G2 ~ Gamma(b)`;
-/// `rsample` is differentiated implicitly through the Beta CDF.
+/// `x = G1 / (G1 + G2)` with `G1 ~ Gamma(a)`, `G2 ~ Gamma(b)`, taken from
+/// their logarithms when `a` or `b` is below 0.1, where the Gamma draws
+/// underflow; `rsample` is differentiated implicitly through the Beta CDF.
+/// Draws stay in `[MIN_POSITIVE, 1 - ε/2]`.
 ///
 /// # Parameters
 /// - `concentration1`, `concentration0`: finite, `> 0`; shapes broadcast.
@@ -916,10 +1030,16 @@ impl<'t, F: Element> Distribution<'t, F> for Beta<'t, F> {
         let (av, bv) = (a.value(), b.value());
         let f = |v: F| v.to_f64().unwrap_or(f64::NAN);
         let x = gamma_draws(av.len(), rng, |i, draws| {
-            let g1 = std_gamma_with(f(av.data()[i]), draws);
-            let g2 = std_gamma_with(f(bv.data()[i]), draws);
+            let (a, b) = (f(av.data()[i]), f(bv.data()[i]));
+            let x = if a.min(b) < LOG_SPACE_BELOW {
+                let l1 = ln_std_gamma_with(a, draws);
+                logistic_of_difference(l1, ln_std_gamma_with(b, draws))
+            } else {
+                let g1 = std_gamma_with(a, draws);
+                g1 / (g1 + std_gamma_with(b, draws))
+            };
             // keep the draw inside (0, 1) after rounding
-            let x = F::lit(g1 / (g1 + g2));
+            let x = F::lit(x);
             x.max(F::min_positive_value())
                 .min(F::one() - F::epsilon() / F::lit(2.0))
         });
@@ -1161,7 +1281,11 @@ fn added_back<'t, F: Element>(
 ///
 /// # Sampling
 /// `x = g / Σ g` with `g_i ~ Gamma(α_i, 1)`, each carrying its implicit
-/// gradient, so `rsample` is differentiable in `α`.
+/// gradient, so `rsample` is differentiable in `α`. Where a concentration
+/// is below 0.1 the Gamma draws can underflow, and the draws are
+/// normalized from their logarithms, `x = e^(ln g - max) / Σ e^(ln g - max)`,
+/// with the implicit derivatives of `ln g`; a component below the smallest
+/// normal number is that number.
 ///
 /// # Parameters
 /// - `concentration`: shape `batch + [k]`, `k >= 2`, finite, `> 0`, each
@@ -1327,6 +1451,16 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
         let mut shape = sample_shape(n, &self.batch_shape());
         shape.push(*self.concentration.shape().last().unwrap_or(&0));
+        let small = self
+            .concentration
+            .value()
+            .data()
+            .iter()
+            .any(|&c| c < F::lit(LOG_SPACE_BELOW));
+        if small {
+            let (l, logs) = ln_std_gamma_rsample(self.concentration, &shape, rng)?;
+            return self.tape().apply(NormalizeLogs { logs }, &[l]);
+        }
         let g = std_gamma_rsample(self.concentration, &shape, rng)?;
         self.tape().apply(NormalizeRows, &[g])
     }
@@ -1877,6 +2011,38 @@ mod tests {
             )
             .unwrap();
         }
+    }
+
+    /// The normalization of the Gamma draws' logarithms against finite
+    /// differences (the op built from the logarithms it is given, as the
+    /// draws build it), with rows far below 0 and spread past the floor.
+    #[test]
+    fn normalize_logs_passes_gradcheck() {
+        use crate::autodiff::gradcheck::{GradCheck, gradcheck};
+        let l = Tensor::from_rows(&[[-800.0, -799.5, -801.2], [0.3, -2.0, 1.1]]).unwrap();
+        let weights = Tensor::from_fn(&[2, 3], |i| 1.0 + (i * i) as f64);
+        gradcheck(
+            |t, v| {
+                let logs = v[0].value().data().to_vec();
+                Ok((t.apply(NormalizeLogs { logs }, &[v[0]])? * weights.clone()).sum())
+            },
+            &[l],
+            &GradCheck::default(),
+        )
+        .unwrap();
+        // a component 10⁴ below the rest is the floor, and the row still
+        // adds up to 1
+        let t = Tape::<f64>::new();
+        let logs = vec![0.0, -1e4, -0.5];
+        let x = t
+            .apply(
+                NormalizeLogs { logs },
+                &[t.constant(Tensor::vector(&[0.0; 3]))],
+            )
+            .unwrap()
+            .value();
+        assert_eq!(x.data()[1], f64::MIN_POSITIVE);
+        assert!((x.data().iter().sum::<f64>() - 1.0).abs() < 1e-15);
     }
 
     /// Rows split between two threads (60 000 values) give what each row

@@ -805,6 +805,26 @@ fn ln_1m_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
 /// registers and 8 otherwise (16 lanes do not fit AVX2's registers); each
 /// value is what a draw computed alone would give, bit for bit, on any CPU.
 pub(crate) fn gamma_sample_grads(a: &[f64], x: &[f64], out: &mut [[f64; 1]]) {
+    gamma_grads(a, x, None, out)
+}
+
+/// `d ln x / da` of `Gamma(a, 1)` draws given by their logarithms `ln_x`,
+/// into `out`: [`gamma_sample_grads`]' derivatives over `x`, which they
+/// carry as a factor, so that they hold where `x` underflows. Draws of
+/// concentrations far below 1 are as small as `e^-10⁵`, whose own
+/// derivatives underflow with them (the Dirichlet draws from such
+/// concentrations normalize them in log space). There `x` is taken as
+/// `e^(ln x)`, 0 where it underflows, in the series, whose terms beyond
+/// the first vanish with it; `ln x` itself enters as given. An infinite
+/// `ln x` (a draw of 0 or +inf) gives 0.
+pub(crate) fn gamma_sample_log_grads(a: &[f64], ln_x: &[f64], out: &mut [[f64; 1]]) {
+    let x: Vec<f64> = ln_x.iter().map(|l| l.exp()).collect();
+    gamma_grads(a, &x, Some(ln_x), out)
+}
+
+/// [`gamma_sample_grads`] (`ln_x` None) or [`gamma_sample_log_grads`]
+/// (`ln_x` the draws' logarithms, `x` their exponentials).
+fn gamma_grads(a: &[f64], x: &[f64], ln_x: Option<&[f64]>, out: &mut [[f64; 1]]) {
     vectorized(
         #[inline(always)]
         || {
@@ -817,11 +837,21 @@ pub(crate) fn gamma_sample_grads(a: &[f64], x: &[f64], out: &mut [[f64; 1]]) {
             let mut branch = vec![0u8; out.len()];
             for ((o, b), (&a, &x)) in out.iter_mut().zip(&mut branch).zip(a.iter().zip(x)) {
                 let invalid = x.is_nan() | a.is_nan() | (a > MAX_IMPLICIT_PARAMETER);
-                let edge = (x <= 0.0) | x.is_infinite();
+                // (with logarithms given, x = 0 is a draw that underflowed,
+                // and an infinite logarithm makes x 0 or +inf)
+                let edge = match ln_x {
+                    None => (x <= 0.0) | x.is_infinite(),
+                    Some(_) => x.is_infinite(),
+                };
                 // NaN or 0; the live draws' values are written below
                 *o = [f64::from_bits(mask(invalid) & f64::NAN.to_bits())];
                 let live = !invalid & !edge;
                 *b = u8::from(live) << u8::from(x >= a + 1.0);
+            }
+            if let Some(ln_x) = ln_x {
+                for (b, l) in branch.iter_mut().zip(ln_x) {
+                    *b *= u8::from(l.is_finite());
+                }
             }
             let mut idx = vec![0; out.len()];
             let (mut front, mut back) = (0, out.len());
@@ -837,22 +867,32 @@ pub(crate) fn gamma_sample_grads(a: &[f64], x: &[f64], out: &mut [[f64; 1]]) {
             fraction.reverse();
             let branches = (&series[..front], &*fraction);
             match tier() {
-                Tier::Avx512 => gamma_grads_in_lanes::<16>(a, x, branches, out),
-                _ => gamma_grads_in_lanes::<8>(a, x, branches, out),
+                Tier::Avx512 => gamma_grads_in_lanes::<16>(a, x, ln_x, branches, out),
+                _ => gamma_grads_in_lanes::<8>(a, x, ln_x, branches, out),
             }
         },
     )
 }
 
-/// [`gamma_sample_grads`] of the draws listed in `series` and `fraction`,
-/// `L` at a time.
+/// [`gamma_grads`] of the draws listed in `series` and `fraction`, `L` at
+/// a time: `dx/da`, or `d ln x/da` with the logarithms `ln_x` given.
 #[inline(always)]
 fn gamma_grads_in_lanes<const L: usize>(
     a: &[f64],
     x: &[f64],
+    ln_x: Option<&[f64]>,
     (series, fraction): (&[usize], &[usize]),
     out: &mut [[f64; 1]],
 ) {
+    // the given logarithm over the lanes' (which `x = 0` would not give),
+    // and the factor x of dx/da = x d ln x/da
+    let ln_and_scale = inlined(
+        #[inline(always)]
+        |(i, ln_lanes): (usize, f64)| match ln_x {
+            None => (ln_lanes, x[i]),
+            Some(ln_x) => (ln_x[i], 1.0),
+        },
+    );
     let mut psi = Digamma::new(digamma);
     let input = inlined(
         #[inline(always)]
@@ -869,8 +909,9 @@ fn gamma_grads_in_lanes<const L: usize>(
         },
         #[inline(always)]
         |i, [s, ds, ln_x]| {
+            let (ln_x, scale) = ln_and_scale((i, ln_x));
             let ln_x_minus_psi = ln_x - psi.at(a[i]);
-            out[i] = [-x[i] * (s * ln_x_minus_psi + ds)];
+            out[i] = [-scale * (s * ln_x_minus_psi + ds)];
         },
     );
     in_lanes(
@@ -892,8 +933,9 @@ fn gamma_grads_in_lanes<const L: usize>(
         },
         #[inline(always)]
         |i, [h, dlog_h, ln_x]| {
+            let (ln_x, scale) = ln_and_scale((i, ln_x));
             let ln_x_minus_psi = ln_x - psi.at(a[i]);
-            out[i] = [x[i] * h * (ln_x_minus_psi + dlog_h)];
+            out[i] = [scale * h * (ln_x_minus_psi + dlog_h)];
         },
     );
 }
@@ -1426,6 +1468,41 @@ mod tests {
     /// given to `reparameterize` may be that large, and `b₀⁵` of the
     /// fraction's first round overflows past about 10⁶¹, which the scaled
     /// recurrences avoid (unscaled, these came out NaN).
+    /// `d ln x/da` from `ln x`: `dx/da / x` where `x` is a number, on both
+    /// branches; where `x` underflows, the series' limit `S = 1/a`,
+    /// `S' = -1/a²`: `-((ln x - ψ(a))/a - 1/a²)`, from the given `ln x`.
+    #[test]
+    fn gamma_sample_log_grad_is_the_grad_over_the_draw() {
+        let log_grad = |a: f64, ln_x: f64| {
+            let mut out = [[0.0]];
+            gamma_sample_log_grads(&[a], &[ln_x], &mut out);
+            out[0][0]
+        };
+        for (a, x) in [
+            (0.3, 1e-200f64),
+            (0.3, 0.2),
+            (2.5, 1.0),
+            (2.5, 6.0),
+            (40.0, 55.0),
+        ] {
+            let (got, want) = (log_grad(a, x.ln()), gamma_sample_grad(a, x) / x);
+            assert!(
+                (got - want).abs() <= 1e-14 * want.abs(),
+                "a = {a}, x = {x}: {got} vs {want}"
+            );
+        }
+        for (a, ln_x) in [(1e-3, -1e4), (1e-5, -3e6), (0.05, -800.0)] {
+            let want = -((ln_x - digamma(a)) / a - 1.0 / (a * a));
+            let got = log_grad(a, ln_x);
+            assert!(
+                (got - want).abs() <= 1e-14 * want.abs(),
+                "a = {a}, ln x = {ln_x}: {got} vs {want}"
+            );
+        }
+        assert_eq!(log_grad(0.5, f64::NEG_INFINITY), 0.0);
+        assert!(log_grad(0.5, f64::NAN).is_nan());
+    }
+
     #[test]
     fn gamma_sample_grad_holds_for_huge_draws() {
         for x in [1e20, 1e30, 1e60, 1e100, 1e300, f64::MAX] {
