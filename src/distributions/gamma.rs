@@ -1760,7 +1760,11 @@ fn kl_dirichlet_closed<'t, F: Element>(
 /// # Sampling
 /// `x = loc + scale · ε / sqrt(g / ν)` with `ε ~ N(0, 1)` and `g = 2 G`,
 /// `G ~ Gamma(ν/2, 1)` carrying its implicit gradient: `rsample` is
-/// differentiable in `df`, `loc` and `scale`.
+/// differentiable in `df`, `loc` and `scale`. `G` is at least the smallest
+/// normal number, which bounds a draw's distance from `loc` at about
+/// `5·10¹⁵³ √ν |ε|` scales: below a `df` of about 0.05 the law has mass
+/// past that bound (8e-4 of it at 0.02, 3% at 0.01), and those draws are
+/// cut to it.
 ///
 /// # Parameters
 /// - `df`, `scale`: finite, `> 0`; `loc`: finite; shapes broadcast.
