@@ -654,11 +654,19 @@ fn near<F: Element>(y: F, a: F) -> bool {
 }
 
 /// `large(inputs)` where `in_mask` is 1 and `small(inputs)` where it is 0,
-/// chosen element by element on the outputs by `out_mask` (the same mask,
-/// reduced over any axis the formulas sum). Each formula sees the value
-/// [`LARGE`] in place of the inputs it does not use, so that nothing
-/// infinite or NaN from the other side's range reaches its value or
-/// gradient. With one mask value throughout, only that side is built.
+/// chosen on the outputs by `out_mask` (the same mask, or the mask over
+/// rows where the formulas sum the last axis). With one mask value
+/// throughout, only that side is built.
+///
+/// - An elementwise mask (`out_mask` of `in_mask`'s shape): each formula
+///   is built on its own elements alone, gathered from the inputs
+///   (broadcast together and flattened), and the two results are put back
+///   in place; each side pays only for its elements, and nothing infinite
+///   or NaN from the other side's range reaches its value or gradient. The
+///   formulas must be elementwise, and a mask they use must come from the
+///   inputs they are given (a mask of the whole would not fit a side).
+/// - A row mask: each formula sees the value [`LARGE`] in place of the
+///   inputs it does not use, and the outputs are chosen row by row.
 fn split<'t, F: Element>(
     inputs: &[Var<'t, F>],
     (in_mask, out_mask): (Tensor<F>, Tensor<F>),
@@ -671,6 +679,9 @@ fn split<'t, F: Element>(
     if in_mask.data().iter().all(|&m| m == F::zero()) {
         return small(inputs);
     }
+    if in_mask.shape() == out_mask.shape() {
+        return split_elements(inputs, &in_mask, large, small);
+    }
     let safe = inputs[0].tape().scalar(F::lit(LARGE));
     let not = in_mask.map(|m| F::one() - m);
     let side = |mask: &Tensor<F>| -> Result<Vec<Var<'t, F>>> {
@@ -680,6 +691,47 @@ fn split<'t, F: Element>(
             .collect()
     };
     large(&side(&in_mask)?)?.choose(out_mask, small(&side(&not)?)?)
+}
+
+/// [`split`] by an elementwise `mask` that has both values: each side's
+/// elements gathered (in order), its formula on them, and the two results
+/// joined and put back in place, of `mask`'s shape.
+fn split_elements<'t, F: Element>(
+    inputs: &[Var<'t, F>],
+    mask: &Tensor<F>,
+    large: impl FnOnce(&[Var<'t, F>]) -> Result<Var<'t, F>>,
+    small: impl FnOnce(&[Var<'t, F>]) -> Result<Var<'t, F>>,
+) -> Result<Var<'t, F>> {
+    let shape = mask.shape();
+    let n = mask.len();
+    let (mut ones, mut zeros) = (Vec::new(), Vec::new());
+    for (i, &m) in mask.data().iter().enumerate() {
+        if m == F::one() {
+            ones.push(i);
+        } else {
+            zeros.push(i);
+        }
+    }
+    let flat = inputs
+        .iter()
+        .map(|v| v.broadcast_to(shape)?.reshape(&[n]))
+        .collect::<Result<Vec<_>>>()?;
+    let side = |idx: &[usize]| -> Result<Vec<Var<'t, F>>> {
+        flat.iter().map(|v| v.select(0, idx)).collect()
+    };
+    // each formula's result over its elements (a constant formula may come
+    // out as a scalar)
+    let (y1, y0) = (large(&side(&ones)?)?, small(&side(&zeros)?)?);
+    let (y1, y0) = (
+        y1.broadcast_to(&[ones.len()])?,
+        y0.broadcast_to(&[zeros.len()])?,
+    );
+    // element i is at place[i] of the joined results
+    let mut place = vec![0; n];
+    for (at, &i) in ones.iter().chain(&zeros).enumerate() {
+        place[i] = at;
+    }
+    Var::concat(&[y1, y0], 0)?.select(0, &place)?.reshape(shape)
 }
 
 /// 1 where `keep` holds for the inputs' values (broadcast together),
@@ -1138,24 +1190,15 @@ pub(crate) fn kl_beta<'t, F: Element>(q: &Beta<'t, F>, p: &Beta<'t, F>) -> Resul
         let low = if b1 < b2 { b1 } else { b2 };
         small < F::lit(LARGE) && small * F::lit(16.0) <= low && b1 <= F::lit(SHIFTED_MAX)
     };
-    // 1 where the `a`s are the small ones, 2 where the `b`s are (one scan)
-    let form = per_element(&inputs, |v| match (shifts(v, false), shifts(v, true)) {
-        (true, _) => F::one(),
-        (_, true) => F::lit(2.0),
-        _ => F::zero(),
-    })?;
-    let small_a = form.map(|c| if c == F::one() { F::one() } else { F::zero() });
-    let small_b = form.map(|c| {
-        if c == F::lit(2.0) {
-            F::one()
-        } else {
-            F::zero()
-        }
-    });
+    let small_a = mask_where(&inputs, |v| shifts(v, false))?;
+    // where the `a`s are not the small ones, the `b`s may be (a mask from
+    // the inputs `rest` is given: one of the whole would not fit the
+    // elements `split` hands it)
     let rest = |v: &[Var<'t, F>]| {
+        let small_b = mask_where(v, |v| shifts(v, true))?;
         split(
             v,
-            (small_b.clone(), small_b.clone()),
+            (small_b.clone(), small_b),
             |w| kl_beta_shifted([w[1], w[0], w[3], w[2]]),
             kl_beta_general,
         )
@@ -1560,8 +1603,8 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
 /// divergence ([`kl_beta`]) that is at least 0, so the sum cancels
 /// nothing, and each takes the Beta's forms for small and large
 /// concentrations. The other rows take the closed form
-/// ([`kl_dirichlet_closed`]), within about 1e-9 there in f64 and about
-/// ten times cheaper; where small concentrations are shared it loses the
+/// ([`kl_dirichlet_closed`]), within about 1e-9 there in f64 and several
+/// times cheaper; where small concentrations are shared it loses the
 /// digits of a small divergence to terms of order 1: `KL(Dir([1e-6, 2e-6,
 /// 3]) || Dir([1e-6, 2e-6, 2.5]))` was 3e-8 off, `[1e-10, 1e-10, 3]`
 /// against `[1e-10, 1e-10, 1]` 2e-5, and `[0.01, 0.02, 3]` against `[0.01,
@@ -1638,7 +1681,7 @@ fn stick_pieces<'t, F: Element>(op: &'static str, c: Var<'t, F>) -> Result<Beta<
 /// shared (`[x, 2x, 3]` against `[x, 2x, 2.5]`): in `f64` 6e-12 at 300,
 /// 3.6e-10 at 10⁴, 7.9e-10 at 3.3·10⁴, 2.8e-9 at 10⁵, 3e-8 at 3·10⁶; in
 /// `f32` up to 2.4e-6 to 500, then 1.1e-5 at 10³ and 4.5e-4 at 1.7·10⁴,
-/// where the sticks stay within 1.1e-6. The sticks cost about ten times as
+/// where the sticks stay within 1.1e-6. The sticks cost several times as
 /// much (a Beta divergence, with its choice of forms, for each
 /// concentration), so the rows below the spread keep the closed form.
 fn sticks_spread<F: Element>() -> F {
