@@ -654,19 +654,17 @@ fn near<F: Element>(y: F, a: F) -> bool {
 }
 
 /// `large(inputs)` where `in_mask` is 1 and `small(inputs)` where it is 0,
-/// chosen on the outputs by `out_mask` (the same mask, or the mask over
-/// rows where the formulas sum the last axis). With one mask value
-/// throughout, only that side is built.
-///
-/// - An elementwise mask (`out_mask` of `in_mask`'s shape): each formula
-///   is built on its own elements alone, gathered from the inputs
-///   (broadcast together and flattened), and the two results are put back
-///   in place; each side pays only for its elements, and nothing infinite
-///   or NaN from the other side's range reaches its value or gradient. The
-///   formulas must be elementwise, and a mask they use must come from the
-///   inputs they are given (a mask of the whole would not fit a side).
-/// - A row mask: each formula sees the value [`LARGE`] in place of the
-///   inputs it does not use, and the outputs are chosen row by row.
+/// chosen on the outputs by `out_mask`: the same mask, or the mask over
+/// rows where the formulas sum the last axis (`in_mask` is then the row's
+/// value repeated along it). With one mask value throughout, only that
+/// side is built. Otherwise each formula is built on its own elements (or
+/// rows) alone, gathered from the inputs (broadcast together, and
+/// flattened to a vector or to rows of the last axis), and the two results
+/// are put back in place: each side pays only for its part, and nothing
+/// infinite or NaN from the other side's range reaches its value or
+/// gradient. So the formulas must be elementwise (or sum only the last
+/// axis, taken as the inputs' last), and a mask they use must come from
+/// the inputs they are given: a mask of the whole would not fit a side.
 fn split<'t, F: Element>(
     inputs: &[Var<'t, F>],
     (in_mask, out_mask): (Tensor<F>, Tensor<F>),
@@ -679,33 +677,14 @@ fn split<'t, F: Element>(
     if in_mask.data().iter().all(|&m| m == F::zero()) {
         return small(inputs);
     }
-    if in_mask.shape() == out_mask.shape() {
-        return split_elements(inputs, &in_mask, large, small);
-    }
-    let safe = inputs[0].tape().scalar(F::lit(LARGE));
-    let not = in_mask.map(|m| F::one() - m);
-    let side = |mask: &Tensor<F>| -> Result<Vec<Var<'t, F>>> {
-        inputs
-            .iter()
-            .map(|v| v.choose(mask.clone(), safe))
-            .collect()
+    let (shape, units) = (in_mask.shape(), out_mask.len());
+    // a vector of elements, or rows of the last axis
+    let flat = match units == in_mask.len() {
+        true => vec![units],
+        false => vec![units, in_mask.len() / units.max(1)],
     };
-    large(&side(&in_mask)?)?.choose(out_mask, small(&side(&not)?)?)
-}
-
-/// [`split`] by an elementwise `mask` that has both values: each side's
-/// elements gathered (in order), its formula on them, and the two results
-/// joined and put back in place, of `mask`'s shape.
-fn split_elements<'t, F: Element>(
-    inputs: &[Var<'t, F>],
-    mask: &Tensor<F>,
-    large: impl FnOnce(&[Var<'t, F>]) -> Result<Var<'t, F>>,
-    small: impl FnOnce(&[Var<'t, F>]) -> Result<Var<'t, F>>,
-) -> Result<Var<'t, F>> {
-    let shape = mask.shape();
-    let n = mask.len();
     let (mut ones, mut zeros) = (Vec::new(), Vec::new());
-    for (i, &m) in mask.data().iter().enumerate() {
+    for (i, &m) in out_mask.data().iter().enumerate() {
         if m == F::one() {
             ones.push(i);
         } else {
@@ -714,24 +693,26 @@ fn split_elements<'t, F: Element>(
     }
     let flat = inputs
         .iter()
-        .map(|v| v.broadcast_to(shape)?.reshape(&[n]))
+        .map(|v| v.broadcast_to(shape)?.reshape(&flat))
         .collect::<Result<Vec<_>>>()?;
     let side = |idx: &[usize]| -> Result<Vec<Var<'t, F>>> {
         flat.iter().map(|v| v.select(0, idx)).collect()
     };
-    // each formula's result over its elements (a constant formula may come
-    // out as a scalar)
+    // each formula's result over its part (a constant formula may come out
+    // as a scalar)
     let (y1, y0) = (large(&side(&ones)?)?, small(&side(&zeros)?)?);
     let (y1, y0) = (
         y1.broadcast_to(&[ones.len()])?,
         y0.broadcast_to(&[zeros.len()])?,
     );
-    // element i is at place[i] of the joined results
-    let mut place = vec![0; n];
+    // unit i is at place[i] of the joined results
+    let mut place = vec![0; units];
     for (at, &i) in ones.iter().chain(&zeros).enumerate() {
         place[i] = at;
     }
-    Var::concat(&[y1, y0], 0)?.select(0, &place)?.reshape(shape)
+    Var::concat(&[y1, y0], 0)?
+        .select(0, &place)?
+        .reshape(out_mask.shape())
 }
 
 /// 1 where `keep` holds for the inputs' values (broadcast together),
@@ -1409,9 +1390,12 @@ impl<'t, F: Element> Dirichlet<'t, F> {
     ///   (k - 1) ln(α0)/2 + (k - 1) ln(2π)/2 + Σ C(α_i) - C(α0)`;
     /// - else the direct sum.
     fn ln_norm(&self) -> Result<Var<'t, F>> {
-        let (axis, k) = (self.axis(), self.classes());
+        let k = self.classes();
+        // (each formula takes the last axis of the inputs it is given,
+        // which `split` may hand it as rows)
+        let last = |v: &[Var<'t, F>]| v[0].shape().len() - 1;
         let large = |v: &[Var<'t, F>]| {
-            let a = v[0];
+            let (a, axis) = (v[0], last(v));
             let a0 = a.sum_axis(axis, true)?;
             let ratios = (a - F::lit(0.5)).try_mul(a.try_div(a0)?.ln())?;
             let a0 = a0.sum_axis(axis, false)?;
@@ -1421,13 +1405,13 @@ impl<'t, F: Element> Dirichlet<'t, F> {
             let t = t.try_add(a.lgamma_correction().sum_axis(axis, false)?)?;
             Ok(t.try_sub(a0.lgamma_correction())? + (k - F::one()) * F::lit(HALF_LN_2PI))
         };
-        let small = |v: &[Var<'t, F>]| Self::ln_norm_direct(v[0], axis);
+        let small = |v: &[Var<'t, F>]| Self::ln_norm_direct(v[0], last(v));
         let sums =
             |v: &[Var<'t, F>]| split(&[v[0]], Self::large_rows_of(&v[0].value())?, large, small);
         let sticks = |v: &[Var<'t, F>]| {
             stick_pieces("log_prob", v[0])?
                 .lbeta()?
-                .sum_axis(axis, false)
+                .sum_axis(last(v), false)
         };
         let a = self.concentration;
         by_spread("log_prob", a, a, pieces_spread(), sticks, sums)
@@ -1527,6 +1511,9 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
         let (axis, k) = (self.axis(), self.classes());
         let a = self.concentration;
         let classes = *a.shape().last().unwrap_or(&0);
+        // (each formula below takes the last axis of the inputs it is
+        // given, which `split` may hand it as rows)
+        let last = |v: &[Var<'t, F>]| v[0].shape().len() - 1;
         // over two categories the Dirichlet is the Beta of its one stick,
         // whose entropy takes the difference of the two digammas whole
         // where the sums over categories lose it (the gradient at `[x,
@@ -1535,7 +1522,7 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
             return stick_pieces("entropy", a)?.entropy()?.sum_axis(axis, false);
         }
         let sticks = |v: &[Var<'t, F>]| -> Result<Var<'t, F>> {
-            let a = v[0];
+            let (a, axis) = (v[0], last(v));
             let pieces = stick_pieces("entropy", a)?;
             let (heads, tails) = (pieces.concentration1, pieces.concentration0);
             let weights = (0..classes - 1)
@@ -1548,7 +1535,7 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
             pieces.entropy()?.try_add(jacobian)?.sum_axis(axis, false)
         };
         let large = |v: &[Var<'t, F>]| {
-            let a = v[0];
+            let (a, axis) = (v[0], last(v));
             let a0 = a.sum_axis(axis, true)?;
             let slopes = a.digamma_correction().try_sub(a0.digamma_correction())?;
             let each = a.try_div(a0)?.ln() * F::lit(0.5) - a.scalar_div(F::lit(0.5))
@@ -1562,7 +1549,7 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
             Ok(h + (k - F::one()) * F::lit(HALF_LN_2PI + 0.5))
         };
         let small = |v: &[Var<'t, F>]| {
-            let a = v[0];
+            let (a, axis) = (v[0], last(v));
             let a0 = a.sum_axis(axis, false)?;
             let h = Self::ln_norm_direct(a, axis)?.try_add((a0 - k).try_mul(a0.digamma())?)?;
             h.try_sub((a - F::one()).try_mul(a.digamma())?.sum_axis(axis, false)?)
@@ -1623,12 +1610,14 @@ pub(crate) fn kl_dirichlet<'t, F: Element>(
             rhs: b.shape(),
         });
     }
-    let axis = a.shape().len().max(b.shape().len()) - 1;
+    // (each form takes the last axis of the inputs it is given, which
+    // `split` may hand it as rows)
+    let last = |v: &[Var<'t, F>]| v[0].shape().len().max(v[1].shape().len()) - 1;
     let sticks = |v: &[Var<'t, F>]| -> Result<Var<'t, F>> {
         let (q, p) = (stick_pieces(OP, v[0])?, stick_pieces(OP, v[1])?);
-        kl_beta(&q, &p)?.sum_axis(axis, false)
+        kl_beta(&q, &p)?.sum_axis(last(v), false)
     };
-    let closed = |v: &[Var<'t, F>]| kl_dirichlet_closed(v[0], v[1], axis);
+    let closed = |v: &[Var<'t, F>]| kl_dirichlet_closed(v[0], v[1], last(v));
     // over two categories every row is one stick
     let spread = if k == 2 { F::zero() } else { sticks_spread() };
     by_spread(OP, a, b, spread, sticks, closed)
