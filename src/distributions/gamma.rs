@@ -679,7 +679,7 @@ fn split<'t, F: Element>(
     }
     let (shape, units) = (in_mask.shape(), out_mask.len());
     // a vector of elements, or rows of the last axis
-    let flat = match units == in_mask.len() {
+    let flat = match in_mask.shape() == out_mask.shape() {
         true => vec![units],
         false => vec![units, in_mask.len() / units.max(1)],
     };
@@ -1381,9 +1381,9 @@ impl<'t, F: Element> Dirichlet<'t, F> {
     ///   the sum of the stick-breaking pieces'
     ///   `ln B(α_k, t_k)` ([`stick_pieces`]), which telescopes to it: each
     ///   is one [`Var::lbeta`], which keeps its digits where a large
-    ///   concentration meets small ones, and where the sums below cancel
-    ///   `ln Γ` of the large one against `ln Γ(α0)` (to every digit from
-    ///   about 10³⁰ on);
+    ///   concentration meets small ones; there the sums below cancel `ln Γ`
+    ///   of the large one against `ln Γ(α0)`, and from about 10³⁰ on lose
+    ///   every digit;
     /// - where all are at least [`LARGE`], each `ln Γ` written as Stirling's
     ///   leading terms plus its correction `C`, so that the terms that grow
     ///   with `α` cancel analytically, leaving `Σ (α_i - 1/2) ln(α_i/α0) -
@@ -1685,8 +1685,8 @@ fn sticks_spread<F: Element>() -> F {
 /// its normalizer `ln B(α)` are taken by the stick-breaking pieces
 /// (`Dirichlet::entropy`, `Dirichlet::ln_norm`): 2^15 in `f64`, as for the
 /// divergence; 2^4 in `f32`. Below it the sums over categories are as
-/// accurate and cost less (the normalizer's pieces, a `ln B` each, took
-/// two to three times as long with the gradient). Past it they lose digits:
+/// accurate and cost less (the normalizer's pieces, a `ln B` each, take
+/// several times as long with the gradient). Past it they lose digits:
 /// - the entropy in `f32` was 3.4e-7 off at a spread of 20 (`[0.5, 2,
 ///   10]`), 6.4e-6 at 200 and 7.4e-4 at 10⁴, against 1.5e-8, 6.7e-9 and
 ///   5.9e-8 by the pieces;

@@ -1464,10 +1464,6 @@ mod tests {
         }
     }
 
-    /// Far in the upper tail, `dx/da = (ln x - ψ(a)) (1 + O(a/x))`: draws
-    /// given to `reparameterize` may be that large, and `b₀⁵` of the
-    /// fraction's first round overflows past about 10⁶¹, which the scaled
-    /// recurrences avoid (unscaled, these came out NaN).
     /// `d ln x/da` from `ln x`: `dx/da / x` where `x` is a number, on both
     /// branches; where `x` underflows, the series' limit `S = 1/a`,
     /// `S' = -1/a²`: `-((ln x - ψ(a))/a - 1/a²)`, from the given `ln x`.
@@ -1503,6 +1499,10 @@ mod tests {
         assert!(log_grad(0.5, f64::NAN).is_nan());
     }
 
+    /// Far in the upper tail, `dx/da = (ln x - ψ(a)) (1 + O(a/x))`: draws
+    /// given to `reparameterize` may be that large, and `b₀⁵` of the
+    /// fraction's first round overflows past about 10⁶¹, which the scaled
+    /// recurrences avoid (unscaled, these came out NaN).
     #[test]
     fn gamma_sample_grad_holds_for_huge_draws() {
         for x in [1e20, 1e30, 1e60, 1e100, 1e300, f64::MAX] {
