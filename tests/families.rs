@@ -542,6 +542,22 @@ fn beta_and_dirichlet_draws_from_tiny_concentrations_keep_their_law() {
         let first: Vec<f64> = x.data().chunks(2).map(|r| f64::from(r[0])).collect();
         check(&format!("f32 Dirichlet([{a}, {b}])"), &first, case);
     }
+    // below about 1e-307 `ln(U) / a` passes the largest float: where every
+    // coordinate's logarithm does, the draw is an error (it was NaN, and
+    // before the logarithms a share of the floor); one of them is a draw
+    let tape = Tape::<f64>::new();
+    let tiny = || tape.constant(Tensor::full(&[64], 1e-310));
+    let refused = |r: Result<Tensor<f64>>, what: &str| match r {
+        Err(Error::InvalidArgument { reason, .. }) => {
+            assert!(reason.contains("cannot be normalized"), "{what}: {reason}")
+        }
+        other => panic!("{what}: {other:?}"),
+    };
+    refused(Beta::new(tiny(), tiny()).unwrap().sample(&mut rng), "Beta");
+    let dir = Dirichlet::new(tape.constant(Tensor::vector(&[1e-310, 1e-310]))).unwrap();
+    refused(dir.rsample_n(Some(64), &mut rng).map(|x| x.value()), "Dirichlet");
+    let x = Beta::new(tiny(), tape.scalar(1.0)).unwrap().sample(&mut rng).unwrap();
+    assert!(x.data().iter().all(|&x| x == f64::MIN_POSITIVE), "{:?}", x.data());
 }
 
 /// The largest distance between the empirical CDF of `draws` and the CDF

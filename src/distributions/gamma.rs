@@ -184,7 +184,26 @@ fn ln_std_gamma_with(a: f64, draws: &mut Draws) -> f64 {
 /// `Beta(10⁻³, 10⁻³)` draw was exactly 0.5 one time in four).
 const LOG_SPACE_BELOW: f64 = 0.1;
 
-/// `e^l1 / (e^l1 + e^l2)` without overflow or underflow before the end.
+/// The error of a Beta or Dirichlet draw whose Gamma draws all fell below
+/// the range of their logarithms (`ln(U) / a` past the largest float, for
+/// concentrations below about 10⁻³⁰⁷), with those concentrations: the
+/// draw's coordinates cannot be told apart.
+fn beyond_logarithms<F: Element>(distribution: &'static str, concentrations: &[F]) -> Error {
+    let c: Vec<f64> = concentrations
+        .iter()
+        .map(|c| c.to_f64().unwrap_or(f64::NAN))
+        .collect();
+    Error::invalid(
+        "rsample",
+        format!(
+            "{distribution} concentrations {c:?}: their Gamma draws' logarithms all fall below \
+             -f64::MAX, so the draw cannot be normalized"
+        ),
+    )
+}
+
+/// `e^l1 / (e^l1 + e^l2)` without overflow or underflow before the end
+/// (NaN where both are -inf).
 #[inline(always)]
 fn logistic_of_difference(l1: f64, l2: f64) -> f64 {
     let d = l1 - l2;
@@ -1071,11 +1090,19 @@ impl<'t, F: Element> Distribution<'t, F> for Beta<'t, F> {
                 let g1 = std_gamma_with(a, draws);
                 g1 / (g1 + std_gamma_with(b, draws))
             };
-            // keep the draw inside (0, 1) after rounding
+            // keep the draw inside (0, 1) after rounding (NaN, where both
+            // logarithms underflowed, is refused below)
             let x = F::lit(x);
-            x.max(F::min_positive_value())
-                .min(F::one() - F::epsilon() / F::lit(2.0))
+            match x.is_nan() {
+                true => x,
+                false => x
+                    .max(F::min_positive_value())
+                    .min(F::one() - F::epsilon() / F::lit(2.0)),
+            }
         });
+        if let Some(i) = x.iter().position(|x| x.is_nan()) {
+            return Err(beyond_logarithms("Beta", &[av.data()[i], bv.data()[i]]));
+        }
         self.tape()
             .apply(beta_node(Tensor::from_vec(x, &shape)?), &[a, b])
     }
@@ -1486,6 +1513,14 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
             .any(|&c| c < F::lit(LOG_SPACE_BELOW));
         if small {
             let (l, logs) = ln_std_gamma_rsample(self.concentration, &shape, rng)?;
+            let k = shape[shape.len() - 1];
+            let lost = logs
+                .chunks(k)
+                .position(|row| row.iter().all(|&l| l == f64::NEG_INFINITY));
+            if let Some(r) = lost {
+                let c = self.concentration.broadcast_to(&shape)?.value();
+                return Err(beyond_logarithms("Dirichlet", &c.data()[r * k..][..k]));
+            }
             return self.tape().apply(NormalizeLogs { logs }, &[l]);
         }
         let g = std_gamma_rsample(self.concentration, &shape, rng)?;
