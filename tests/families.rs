@@ -555,9 +555,19 @@ fn beta_and_dirichlet_draws_from_tiny_concentrations_keep_their_law() {
     };
     refused(Beta::new(tiny(), tiny()).unwrap().sample(&mut rng), "Beta");
     let dir = Dirichlet::new(tape.constant(Tensor::vector(&[1e-310, 1e-310]))).unwrap();
-    refused(dir.rsample_n(Some(64), &mut rng).map(|x| x.value()), "Dirichlet");
-    let x = Beta::new(tiny(), tape.scalar(1.0)).unwrap().sample(&mut rng).unwrap();
-    assert!(x.data().iter().all(|&x| x == f64::MIN_POSITIVE), "{:?}", x.data());
+    refused(
+        dir.rsample_n(Some(64), &mut rng).map(|x| x.value()),
+        "Dirichlet",
+    );
+    let x = Beta::new(tiny(), tape.scalar(1.0))
+        .unwrap()
+        .sample(&mut rng)
+        .unwrap();
+    assert!(
+        x.data().iter().all(|&x| x == f64::MIN_POSITIVE),
+        "{:?}",
+        x.data()
+    );
 }
 
 /// The largest distance between the empirical CDF of `draws` and the CDF
