@@ -26,6 +26,7 @@ use super::{
     Distribution, HALF_LN_2PI, batch_broadcast, check_positive, check_values, on_support,
     open_unit, same_tape, sample_shape,
 };
+use crate::autodiff::ops::sigmoid;
 use crate::autodiff::tape::{Op, Tape, Var};
 use crate::error::{Error, Result};
 use crate::kernels::parallel::{join, par_blocks, par_fill_costly, par_new, sum_pairwise};
@@ -200,19 +201,6 @@ fn beyond_logarithms<F: Element>(distribution: &'static str, concentrations: &[F
              -f64::MAX, so the draw cannot be normalized"
         ),
     )
-}
-
-/// `e^l1 / (e^l1 + e^l2)` without overflow or underflow before the end
-/// (NaN where both are -inf).
-#[inline(always)]
-fn logistic_of_difference(l1: f64, l2: f64) -> f64 {
-    let d = l1 - l2;
-    if d >= 0.0 {
-        1.0 / (1.0 + (-d).exp())
-    } else {
-        let e = d.exp();
-        e / (1.0 + e)
-    }
 }
 
 /// A `Gamma(a, 1)` draw for `a >= 1` by Marsaglia and Tsang's method.
@@ -700,7 +688,7 @@ fn split<'t, F: Element>(
     // a vector of elements, or rows of the last axis
     let flat = match in_mask.shape() == out_mask.shape() {
         true => vec![units],
-        false => vec![units, in_mask.len() / units.max(1)],
+        false => vec![units, in_mask.len() / units],
     };
     let (mut ones, mut zeros) = (Vec::new(), Vec::new());
     for (i, &m) in out_mask.data().iter().enumerate() {
@@ -1084,8 +1072,9 @@ impl<'t, F: Element> Distribution<'t, F> for Beta<'t, F> {
         let x = gamma_draws(av.len(), rng, |i, draws| {
             let (a, b) = (f(av.data()[i]), f(bv.data()[i]));
             let x = if a.min(b) < LOG_SPACE_BELOW {
+                // e^l1 / (e^l1 + e^l2), NaN where both are -inf
                 let l1 = ln_std_gamma_with(a, draws);
-                logistic_of_difference(l1, ln_std_gamma_with(b, draws))
+                sigmoid(l1 - ln_std_gamma_with(b, draws))
             } else {
                 let g1 = std_gamma_with(a, draws);
                 g1 / (g1 + std_gamma_with(b, draws))
@@ -1418,11 +1407,8 @@ impl<'t, F: Element> Dirichlet<'t, F> {
     /// - else the direct sum.
     fn ln_norm(&self) -> Result<Var<'t, F>> {
         let k = self.classes();
-        // (each formula takes the last axis of the inputs it is given,
-        // which `split` may hand it as rows)
-        let last = |v: &[Var<'t, F>]| v[0].shape().len() - 1;
         let large = |v: &[Var<'t, F>]| {
-            let (a, axis) = (v[0], last(v));
+            let (a, axis) = (v[0], last_axis(v));
             let a0 = a.sum_axis(axis, true)?;
             let ratios = (a - F::lit(0.5)).try_mul(a.try_div(a0)?.ln())?;
             let a0 = a0.sum_axis(axis, false)?;
@@ -1432,13 +1418,13 @@ impl<'t, F: Element> Dirichlet<'t, F> {
             let t = t.try_add(a.lgamma_correction().sum_axis(axis, false)?)?;
             Ok(t.try_sub(a0.lgamma_correction())? + (k - F::one()) * F::lit(HALF_LN_2PI))
         };
-        let small = |v: &[Var<'t, F>]| Self::ln_norm_direct(v[0], last(v));
+        let small = |v: &[Var<'t, F>]| Self::ln_norm_direct(v[0], last_axis(v));
         let sums =
             |v: &[Var<'t, F>]| split(&[v[0]], Self::large_rows_of(&v[0].value())?, large, small);
         let sticks = |v: &[Var<'t, F>]| {
             stick_pieces("log_prob", v[0])?
                 .lbeta()?
-                .sum_axis(last(v), false)
+                .sum_axis(last_axis(v), false)
         };
         let a = self.concentration;
         by_spread("log_prob", a, a, pieces_spread(), sticks, sums)
@@ -1518,7 +1504,7 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
                 .chunks(k)
                 .position(|row| row.iter().all(|&l| l == f64::NEG_INFINITY));
             if let Some(r) = lost {
-                let c = self.concentration.broadcast_to(&shape)?.value();
+                let c = self.concentration.value().broadcast_to(&shape)?;
                 return Err(beyond_logarithms("Dirichlet", &c.data()[r * k..][..k]));
             }
             return self.tape().apply(NormalizeLogs { logs }, &[l]);
@@ -1546,9 +1532,6 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
         let (axis, k) = (self.axis(), self.classes());
         let a = self.concentration;
         let classes = *a.shape().last().unwrap_or(&0);
-        // (each formula below takes the last axis of the inputs it is
-        // given, which `split` may hand it as rows)
-        let last = |v: &[Var<'t, F>]| v[0].shape().len() - 1;
         // over two categories the Dirichlet is the Beta of its one stick,
         // whose entropy takes the difference of the two digammas whole
         // where the sums over categories lose it (the gradient at `[x,
@@ -1557,7 +1540,7 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
             return stick_pieces("entropy", a)?.entropy()?.sum_axis(axis, false);
         }
         let sticks = |v: &[Var<'t, F>]| -> Result<Var<'t, F>> {
-            let (a, axis) = (v[0], last(v));
+            let (a, axis) = (v[0], last_axis(v));
             let pieces = stick_pieces("entropy", a)?;
             let (heads, tails) = (pieces.concentration1, pieces.concentration0);
             let weights = (0..classes - 1)
@@ -1570,7 +1553,7 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
             pieces.entropy()?.try_add(jacobian)?.sum_axis(axis, false)
         };
         let large = |v: &[Var<'t, F>]| {
-            let (a, axis) = (v[0], last(v));
+            let (a, axis) = (v[0], last_axis(v));
             let a0 = a.sum_axis(axis, true)?;
             let slopes = a.digamma_correction().try_sub(a0.digamma_correction())?;
             let each = a.try_div(a0)?.ln() * F::lit(0.5) - a.scalar_div(F::lit(0.5))
@@ -1584,7 +1567,7 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
             Ok(h + (k - F::one()) * F::lit(HALF_LN_2PI + 0.5))
         };
         let small = |v: &[Var<'t, F>]| {
-            let (a, axis) = (v[0], last(v));
+            let (a, axis) = (v[0], last_axis(v));
             let a0 = a.sum_axis(axis, false)?;
             let h = Self::ln_norm_direct(a, axis)?.try_add((a0 - k).try_mul(a0.digamma())?)?;
             h.try_sub((a - F::one()).try_mul(a.digamma())?.sum_axis(axis, false)?)
@@ -1645,17 +1628,20 @@ pub(crate) fn kl_dirichlet<'t, F: Element>(
             rhs: b.shape(),
         });
     }
-    // (each form takes the last axis of the inputs it is given, which
-    // `split` may hand it as rows)
-    let last = |v: &[Var<'t, F>]| v[0].shape().len().max(v[1].shape().len()) - 1;
     let sticks = |v: &[Var<'t, F>]| -> Result<Var<'t, F>> {
         let (q, p) = (stick_pieces(OP, v[0])?, stick_pieces(OP, v[1])?);
-        kl_beta(&q, &p)?.sum_axis(last(v), false)
+        kl_beta(&q, &p)?.sum_axis(last_axis(v), false)
     };
-    let closed = |v: &[Var<'t, F>]| kl_dirichlet_closed(v[0], v[1], last(v));
+    let closed = |v: &[Var<'t, F>]| kl_dirichlet_closed(v[0], v[1], last_axis(v));
     // over two categories every row is one stick
     let spread = if k == 2 { F::zero() } else { sticks_spread() };
     by_spread(OP, a, b, spread, sticks, closed)
+}
+
+/// The last axis of the inputs a Dirichlet formula is given (the largest
+/// rank less one): `split` may hand them as rows, of rank 2.
+fn last_axis<F: Element>(inputs: &[Var<'_, F>]) -> usize {
+    inputs.iter().map(|v| v.shape().len()).max().unwrap_or(1) - 1
 }
 
 /// `sticks(&[a, b])` in the rows of `a` and `b` (broadcast together) whose
