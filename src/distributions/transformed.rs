@@ -36,7 +36,25 @@ pub trait Bijector<'t, F: Element> {
     }
 }
 
-/// `y = e^x`; image `y > 0`.
+/// `y` with the values below the smallest normal number (0 among them)
+/// raised to it; NaN and `+inf` stay.
+fn above_zero<'t, F: Element>(y: Var<'t, F>) -> Var<'t, F> {
+    y.clamp(F::min_positive_value(), F::infinity())
+}
+
+/// The smallest normal number and the largest number below 1: the values
+/// a draw in (0, 1) is kept between.
+fn open_unit_bounds<F: Element>() -> (F, F) {
+    (
+        F::min_positive_value(),
+        F::one() - F::epsilon() * F::lit(0.5),
+    )
+}
+
+/// `y = e^x`; image `y > 0`. An `e^x` that underflows to 0 or below the
+/// smallest normal number is that number, `F::MIN_POSITIVE`, so that a
+/// draw through it stays in the image (the true gradient there is below
+/// it too; it is 0). One that overflows is `+inf`, outside the image.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Exp;
 
@@ -45,7 +63,7 @@ impl<'t, F: Element> Bijector<'t, F> for Exp {
         "Exp".into()
     }
     fn forward(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
-        Ok(x.exp())
+        Ok(above_zero(x.exp()))
     }
     fn inverse(&self, y: Var<'t, F>) -> Result<Var<'t, F>> {
         Ok(y.ln())
@@ -60,7 +78,8 @@ impl<'t, F: Element> Bijector<'t, F> for Exp {
 }
 
 /// `y = ln(1 + e^x)`; image `y > 0`. The inverse is `y + ln(-expm1(-y))`,
-/// accurate for small `y`.
+/// accurate for small `y`. A `y` below the smallest normal number is that
+/// number, as in [`Exp`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Softplus;
 
@@ -69,7 +88,7 @@ impl<'t, F: Element> Bijector<'t, F> for Softplus {
         "Softplus".into()
     }
     fn forward(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
-        Ok(x.softplus())
+        Ok(above_zero(x.softplus()))
     }
     fn inverse(&self, y: Var<'t, F>) -> Result<Var<'t, F>> {
         y.try_add((-(-y).expm1()).ln())
@@ -83,7 +102,11 @@ impl<'t, F: Element> Bijector<'t, F> for Softplus {
     }
 }
 
-/// `y = 1 / (1 + e^-x)`; image `0 < y < 1`.
+/// `y = 1 / (1 + e^-x)`; image `0 < y < 1`. A `y` that rounds to 1 is the
+/// largest number below 1, and one below the smallest normal number is
+/// that number, so that a draw through it stays in the image (as
+/// `torch.distributions` clamps it; where this acts the true gradient is
+/// below `F::EPSILON`, and it is 0).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Sigmoid;
 
@@ -92,7 +115,8 @@ impl<'t, F: Element> Bijector<'t, F> for Sigmoid {
         "Sigmoid".into()
     }
     fn forward(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
-        Ok(x.sigmoid())
+        let (lo, hi) = open_unit_bounds();
+        Ok(x.sigmoid().clamp(lo, hi))
     }
     fn inverse(&self, y: Var<'t, F>) -> Result<Var<'t, F>> {
         y.ln().try_sub((-y).log1p())
@@ -332,7 +356,9 @@ impl<'t, F: Element> Distribution<'t, F> for TransformedDistribution<'t, F> {
 
 /// The log-normal distribution: `exp` of a `Normal(loc, scale)`, i.e.
 /// `TransformedDistribution(Normal(loc, scale), Exp)`, with closed-form
-/// entropy and moments and an analytic KL (the Normals').
+/// entropy and moments and an analytic KL (the Normals'). Draws are those
+/// of [`Exp`]: one below the smallest normal number is that number, one
+/// that overflows is `+inf` (outside the support).
 ///
 /// ```
 /// use bayesgrad::prelude::*;
@@ -375,10 +401,15 @@ impl<'t, F: Element> Distribution<'t, F> for LogNormal<'t, F> {
         self.as_transformed().log_prob(y)
     }
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
-        Ok(self.normal.rsample_n(n, rng)?.exp())
+        self.as_transformed().rsample_n(n, rng)
     }
+    // the values of `Exp::forward`, without the tape
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
-        Ok(self.normal.sample(rng)?.map(|x| x.exp()))
+        let floor = F::min_positive_value();
+        Ok(self.normal.sample(rng)?.map(|x| {
+            let y = x.exp();
+            if y < floor { floor } else { y }
+        }))
     }
     // H = H(Normal) + loc
     fn entropy(&self) -> Result<Var<'t, F>> {
@@ -414,7 +445,8 @@ pub(crate) fn kl_lognormal<'t, F: Element>(
 
 /// The logit-normal distribution on (0, 1): `sigmoid` of a
 /// `Normal(loc, scale)`, i.e. `TransformedDistribution(Normal, Sigmoid)`.
-/// Its moments and entropy have no closed form (an error).
+/// Its moments and entropy have no closed form (an error). Draws are those
+/// of [`Sigmoid`], inside (0, 1) however large the scale.
 ///
 /// ```
 /// use bayesgrad::prelude::*;
@@ -441,6 +473,10 @@ impl<'t, F: Element> LogitNormal<'t, F> {
     pub fn normal(&self) -> &Normal<'t, F> {
         &self.normal
     }
+
+    fn as_transformed(&self) -> TransformedDistribution<'t, F> {
+        TransformedDistribution::new(Box::new(self.normal), Box::new(Sigmoid))
+    }
 }
 
 impl<'t, F: Element> Distribution<'t, F> for LogitNormal<'t, F> {
@@ -451,13 +487,18 @@ impl<'t, F: Element> Distribution<'t, F> for LogitNormal<'t, F> {
         self.normal.tape()
     }
     fn log_prob(&self, y: Var<'t, F>) -> Result<Var<'t, F>> {
-        TransformedDistribution::new(Box::new(self.normal), Box::new(Sigmoid)).log_prob(y)
+        self.as_transformed().log_prob(y)
     }
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
-        Ok(self.normal.rsample_n(n, rng)?.sigmoid())
+        self.as_transformed().rsample_n(n, rng)
     }
+    // the values of `Sigmoid::forward`, without the tape
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
-        Ok(self.normal.sample(rng)?.map(crate::autodiff::ops::sigmoid))
+        let (lo, hi) = open_unit_bounds();
+        Ok(self.normal.sample(rng)?.map(|x| {
+            let y = crate::autodiff::ops::sigmoid(x);
+            if y.is_nan() { y } else { y.max(lo).min(hi) }
+        }))
     }
     fn entropy(&self) -> Result<Var<'t, F>> {
         Err(Error::Unsupported {

@@ -228,9 +228,10 @@ kernel!(
     }
 );
 kernel!(
-    /// Clamps into [lo, hi]; the gradient is 1 strictly inside and 0 outside.
+    /// Clamps into [lo, hi]; the gradient is 1 inside and 0 outside. NaN
+    /// stays NaN (`max` alone would give `lo`).
     Clamp(lo, hi), "clamp",
-    |s, x| x.max(s.lo).min(s.hi),
+    |s, x| if x.is_nan() { x } else { x.max(s.lo).min(s.hi) },
     |s, x, y| if x >= s.lo && x <= s.hi { F::one() } else { F::zero() }
 );
 kernel!(
@@ -347,7 +348,7 @@ impl<'t, F: Element> Var<'t, F> {
     pub fn powf(self, p: F) -> Self {
         self.map(Powf::new(p))
     }
-    /// Clamps into `[lo, hi]` (gradient 0 outside).
+    /// Clamps into `[lo, hi]` (gradient 0 outside); NaN stays NaN.
     pub fn clamp(self, lo: F, hi: F) -> Self {
         self.map(Clamp::new(lo, hi))
     }
@@ -375,6 +376,24 @@ mod tests {
         assert!(y.data()[0].is_nan());
         let bits: Vec<u32> = y.data()[1..].iter().map(|v| v.to_bits()).collect();
         assert_eq!(bits, [0, 0, 0, 2f32.to_bits()]);
+    }
+
+    #[test]
+    fn clamp_keeps_nan() {
+        use crate::{autodiff::tape::Tape, tensor::Tensor};
+        // long enough for the parallel, vectorized path
+        let n = 3 * crate::kernels::parallel::PARALLEL_MIN;
+        let mut x = vec![0.5f32; n];
+        (x[0], x[n - 1], x[n / 2]) = (f32::NAN, -3.0, 7.0);
+        let tape = Tape::<f32>::new();
+        let y = tape.var(Tensor::vector(&x)).clamp(0.0, 1.0).value();
+        assert!(y.data()[0].is_nan());
+        assert_eq!(
+            (y.data()[n - 1], y.data()[n / 2], y.data()[1]),
+            (0.0, 1.0, 0.5)
+        );
+        let y64 = Tape::<f64>::new().scalar(f64::NAN).clamp(-1.0, 1.0).value();
+        assert!(y64.data()[0].is_nan());
     }
 
     #[test]
