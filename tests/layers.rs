@@ -589,6 +589,28 @@ fn classification_uncertainty_decomposes() {
     );
 }
 
+/// A row whose logits are NaN has NaN probabilities and NaN entropies and
+/// mutual information: before, `0 ln 0 = 0` and the clamp at 0 turned
+/// them into 0 (no uncertainty at all).
+#[test]
+fn classification_uncertainty_of_a_nan_row_is_nan() {
+    let mut store = ParamStore::<f64>::new();
+    let mut rng = StdRng::seed_from_u64(0);
+    let net = DenseFlipout::new(&mut store, "clf", 2, 3, &mut rng).unwrap();
+    let x = Tensor::from_vec(vec![f64::NAN, 1.0, 4.0, -4.0], &[2, 2]).unwrap();
+    for how in [Predict::Samples(20), Predict::PosteriorMean] {
+        let p = predict_classes(&net, &store, &x, how, &mut rng).unwrap();
+        for t in [
+            &p.predictive_entropy,
+            &p.expected_entropy,
+            &p.mutual_information,
+        ] {
+            assert!(t.data()[0].is_nan(), "{how:?}: {:?}", t.data());
+            assert!(t.data()[1].is_finite(), "{how:?}: {:?}", t.data());
+        }
+    }
+}
+
 #[test]
 fn bad_inputs_name_the_layer_and_shapes() {
     let mut store = ParamStore::<f64>::new();

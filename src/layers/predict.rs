@@ -118,10 +118,13 @@ fn softmax_rows<F: Element>(logits: &Tensor<F>) -> Result<Tensor<F>> {
     e.zip_map(&z, "softmax", |e, z| e / z)
 }
 
+/// `-Σ p ln p` by rows (`0 ln 0 = 0`); a NaN probability gives NaN.
 fn entropy_rows<F: Element>(p: &Tensor<F>) -> Result<Tensor<F>> {
     p.map(|p| {
         if p > F::zero() {
             -p * p.ln()
+        } else if p.is_nan() {
+            p
         } else {
             F::zero()
         }
@@ -161,7 +164,9 @@ pub fn predict_classes<F: Element>(
     let predictive_entropy = entropy_rows(&probs)?;
     let mutual_information =
         predictive_entropy.zip_map(&expected_entropy, "mutual_information", |a, b| {
-            (a - b).max(F::zero())
+            // rounding can take the difference below 0; NaN stays NaN
+            let d = a - b;
+            if d < F::zero() { F::zero() } else { d }
         })?;
     Ok(ClassPrediction {
         probs,
