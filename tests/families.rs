@@ -488,6 +488,54 @@ fn implicit_reparameterization_is_unbiased() {
     .unwrap();
 }
 
+/// Student-t draws at a small `df`, whose Gamma draws are tiny: the
+/// gradient of `ln |x|` in `df` is unbiased (its expectation is
+/// `1/(2ν) - ψ'(ν/2)/4`, mpmath), and in `f32` it is finite and the `f64`
+/// one of the same draws (it was NaN at `df` = 0.3: the gradients of `g/ν`
+/// and its square root passed the largest `f32`).
+#[test]
+#[allow(clippy::excessive_precision)] // mpmath's digits
+fn student_t_draws_at_a_small_df_have_their_gradient() {
+    let nu = 0.3;
+    stat_gradcheck(
+        |rng| {
+            let tape = Tape::new();
+            let df = tape.var(s(nu));
+            let t = StudentT::new(df, tape.scalar(0.0), tape.scalar(1.0))?;
+            let x = t.rsample(rng)?;
+            Ok(vec![x.abs().ln().backward()?.get(df).unwrap().item()?])
+        },
+        &[-9.780_834_282_453_471],
+        &StatGradCheck {
+            samples: 50_000,
+            max_z: 4.0,
+        },
+        &mut StdRng::seed_from_u64(6),
+    )
+    .unwrap();
+    fn summed<F: Element>(nu: f64) -> [f64; 2] {
+        let tape = Tape::<F>::new();
+        let (df, scale) = (
+            tape.var(Tensor::scalar(F::lit(nu))),
+            tape.var(Tensor::scalar(F::one())),
+        );
+        let t = StudentT::new(df, tape.scalar(F::zero()), scale).unwrap();
+        let x = t
+            .rsample_n(Some(20_000), &mut StdRng::seed_from_u64(7))
+            .unwrap();
+        let g = x.sum().backward().unwrap();
+        let item = |v| g.get(v).unwrap().item().unwrap().to_f64().unwrap();
+        [item(df), item(scale)]
+    }
+    let (single, double) = (summed::<f32>(nu), summed::<f64>(nu));
+    for (a, b) in single.iter().zip(&double) {
+        assert!(
+            a.is_finite() && (a - b).abs() <= 1e-4 * b.abs(),
+            "{single:?} vs {double:?}"
+        );
+    }
+}
+
 /// Beta and Dirichlet draws from concentrations far below 1, which the
 /// Gamma draws' logarithms normalize: their Gamma draws underflow, and
 /// floored at the smallest normal number they made a `Beta(1e-3, 1e-3)`
@@ -1024,6 +1072,41 @@ fn draws_through_sigmoid_exp_and_softplus_stay_in_the_support() {
     check::<f32>("LogNormal(-60, 20), f32", (-60.0, 20.0), "exp");
     check::<f64>("LogNormal(-600, 100), f64", (-600.0, 100.0), "exp");
     check::<f32>("Softplus(Normal(0, 30)), f32", (0.0, 30.0), "softplus");
+}
+
+/// Gamma draws divided by a large rate: one that falls below the smallest
+/// normal number is that number, as the draw before the division is, so
+/// that `log_prob` takes it (`Gamma(0.05, 1e20)` in `f32` drew 0, outside
+/// the support, 6% of the time; `Gamma(1e-3, 1e20)` in `f64` half the time).
+#[test]
+fn gamma_draws_divided_by_a_large_rate_stay_in_the_support() {
+    fn check<F: Element>(a: f64) {
+        let tape = Tape::<F>::new();
+        let (a, rate) = (
+            tape.var(Tensor::scalar(F::lit(a))),
+            tape.var(Tensor::scalar(F::lit(1e20))),
+        );
+        let d = Gamma::new(a, rate).unwrap();
+        let mut rng = StdRng::seed_from_u64(12);
+        let x = d.rsample_n(Some(20_000), &mut rng).unwrap();
+        for draws in [x.value(), d.sample_n(Some(20_000), &mut rng).unwrap()] {
+            let floor = draws
+                .data()
+                .iter()
+                .filter(|&&v| v == F::min_positive_value())
+                .count();
+            assert!(floor > 100, "{floor} draws at the floor");
+            assert!(draws.data().iter().all(|&v| v >= F::min_positive_value()));
+        }
+        let lp = d.log_prob(x).unwrap();
+        assert!(lp.value().data().iter().all(|v| v.is_finite()));
+        let g = lp.sum().backward().unwrap();
+        for p in [a, rate] {
+            assert!(g.get(p).unwrap().item().unwrap().is_finite());
+        }
+    }
+    check::<f32>(0.05);
+    check::<f64>(1e-3);
 }
 
 #[test]

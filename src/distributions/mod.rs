@@ -358,6 +358,13 @@ pub(crate) fn open_uniform(rng: &mut dyn Rng) -> f64 {
     open_unit(rng.next_u64())
 }
 
+/// `y` with the values below the smallest normal number (0 among them)
+/// raised to it, with a gradient of 0 there; NaN and `+inf` stay. Draws on
+/// the positive half-line go through it, so that `log_prob` takes them.
+pub(crate) fn above_zero<'t, F: Element>(y: Var<'t, F>) -> Var<'t, F> {
+    y.clamp(F::min_positive_value(), F::infinity())
+}
+
 /// The uniform in (0, 1) that the high 53 bits of `bits` give, centred in
 /// its cell: never 0 or 1.
 #[inline(always)]

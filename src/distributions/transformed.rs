@@ -1,7 +1,7 @@
 //! Bijectors, distributions transformed by them, and the log-normal and
 //! logit-normal distributions built from them.
 
-use super::{Distribution, Normal, kl::kl_divergence, on_support};
+use super::{Distribution, Normal, above_zero, kl::kl_divergence, on_support};
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};
 use crate::tensor::{Element, Tensor, broadcast_shape};
@@ -34,12 +34,6 @@ pub trait Bijector<'t, F: Element> {
     fn in_image(&self, _y: F) -> bool {
         true
     }
-}
-
-/// `y` with the values below the smallest normal number (0 among them)
-/// raised to it; NaN and `+inf` stay.
-fn above_zero<'t, F: Element>(y: Var<'t, F>) -> Var<'t, F> {
-    y.clamp(F::min_positive_value(), F::infinity())
 }
 
 /// The smallest normal number and the largest number below 1: the values
