@@ -229,10 +229,14 @@ kernel!(
 );
 kernel!(
     /// Clamps into [lo, hi]; the gradient is 1 inside and 0 outside. NaN
-    /// stays NaN (`max` alone would give `lo`).
+    /// stays NaN (`max` alone would give `lo`). Outside, the incoming
+    /// gradient is replaced by 0, not multiplied by it: the output does not
+    /// depend on `x` there, and an incoming `inf` (`ln`'s `g / x` at a
+    /// value clamped to the smallest normal number) would give NaN.
     Clamp(lo, hi), "clamp",
     |s, x| if x.is_nan() { x } else { x.max(s.lo).min(s.hi) },
-    |s, x, y| if x >= s.lo && x <= s.hi { F::one() } else { F::zero() }
+    |s, x, y| if x >= s.lo && x <= s.hi { F::one() } else { F::zero() },
+    |k, x, _y, g| if x >= k.lo && x <= k.hi { g } else { F::zero() }
 );
 kernel!(
     AddScalar(c),
