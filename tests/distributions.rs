@@ -600,3 +600,39 @@ fn a_bad_value_anywhere_in_a_long_parameter_is_reported() {
     let tape = Tape::<f64>::new();
     assert!(Gamma::new(tape.var(Tensor::full(&[n], 1.5)), tape.scalar(1.0)).is_ok());
 }
+
+/// A mixture component whose density at `x` underflows to 0 (a scale far
+/// below `x`'s distance from its location) gets exactly no responsibility,
+/// and so no gradient: `0 · z / scale` was NaN where `z / scale`
+/// overflows, in every parameter of the mixture. The same for a Normal
+/// whose log-density is multiplied by 0.
+#[test]
+fn a_component_with_no_responsibility_gets_a_zero_gradient() {
+    fn check<F: Element>(tiny: f64, huge: f64, x: f64) {
+        let tape = Tape::<F>::new();
+        let c = |v: &[f64]| tape.var(Tensor::from_fn(&[v.len()], |i| F::lit(v[i])));
+        let (w, m, s) = (c(&[0.5, 0.5]), c(&[-10.0, 10.0]), c(&[tiny, huge]));
+        let xs = tape.constant(Tensor::from_fn(&[3], |i| F::lit(x * (i as f64 + 1.0))));
+        let lp = MixtureOfNormals::new(w, m, s)
+            .unwrap()
+            .log_prob(xs)
+            .unwrap();
+        assert!(lp.value().data().iter().all(|v| v.is_finite()));
+        let g = lp.sum().backward().unwrap();
+        for p in [w, m, s] {
+            let d = g.get(p).unwrap();
+            assert!(d.data().iter().all(|v| v.is_finite()), "{:?}", d.data());
+        }
+        // the tiny component's location and scale: no responsibility at all
+        assert_eq!(g.get(m).unwrap().data()[0], F::zero());
+        assert_eq!(g.get(s).unwrap().data()[0], F::zero());
+        let normal = Normal::new(m.index(0).unwrap(), s.index(0).unwrap()).unwrap();
+        let g = (normal.log_prob(xs).unwrap() * F::zero())
+            .sum()
+            .backward()
+            .unwrap();
+        assert_eq!(g.get(s).unwrap().data()[0], F::zero());
+    }
+    check::<f32>(1e-20, 1e20, 1e20);
+    check::<f64>(1e-200, 1e200, 1e200);
+}

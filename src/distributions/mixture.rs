@@ -1,6 +1,6 @@
 use super::{
-    Distribution, HALF_LN_2PI, batch_broadcast, check_finite, check_positive, check_values,
-    same_tape, standard_normal, uniform,
+    Distribution, batch_broadcast, check_finite, check_positive, check_values,
+    normal::normal_log_prob, same_tape, standard_normal, uniform,
 };
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};
@@ -114,9 +114,7 @@ impl<'t, F: Element> MixtureOfNormals<'t, F> {
     /// Log-density of each component plus its log-weight, shape `batch + [k]`.
     fn joint_log_probs(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
         let x = x.unsqueeze(x.shape().len())?;
-        let z = x.try_sub(self.locs)?.try_div(self.scales)?;
-        let log_density = z.square() * F::lit(-0.5) - self.scales.ln() - F::lit(HALF_LN_2PI);
-        log_density.try_add(self.log_weights)
+        normal_log_prob(x, self.locs, self.scales)?.try_add(self.log_weights)
     }
 
     /// The posterior responsibility of each component at `x`.

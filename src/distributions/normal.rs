@@ -14,8 +14,21 @@ use rand::Rng;
 
 /// `ln N(x; loc, scale)` elementwise over inputs `[x, loc, scale]`, fused.
 /// With `z = (x - loc) / scale`: `d/dx = -z / scale`, `d/dloc = z / scale`,
-/// `d/dscale = (z^2 - 1) / scale`.
+/// `d/dscale = (z^2 - 1) / scale`. An element whose incoming gradient is 0
+/// passes on 0, also where `z / scale` overflows (a component of a mixture
+/// whose density underflows to 0 gets a zero gradient from the
+/// log-sum-exp, and `0 · inf` would be NaN).
 struct NormalLogProb;
+
+/// `ln N(x; loc, scale)` elementwise with broadcasting, unchecked: the
+/// fused op behind [`Normal::log_prob`], for the mixtures' components.
+pub(crate) fn normal_log_prob<'t, F: Element>(
+    x: Var<'t, F>,
+    loc: Var<'t, F>,
+    scale: Var<'t, F>,
+) -> Result<Var<'t, F>> {
+    x.tape.apply(NormalLogProb, &[x, loc, scale])
+}
 
 /// `(x, loc, scale)` when `loc` and `scale` are single values whose
 /// broadcast with `x` is `x`'s shape (a likelihood with scalar parameters).
@@ -69,10 +82,15 @@ impl<F: Element> Op<F> for NormalLogProb {
             let xs = x.data();
             let inv = F::one() / sv;
             // sums in eight lanes (a single running sum does not vectorize)
+            // (gi times the difference first: 0 stays 0)
             let dloc = par_sum2(xs, g, |xi, gi| gi * (xi - mv) * inv);
             let dscale = par_sum2(xs, g, |xi, gi| {
                 let z = (xi - mv) * inv;
-                gi * (z * z - F::one())
+                if gi == F::zero() {
+                    gi
+                } else {
+                    gi * (z * z - F::one())
+                }
             });
             let scalar = |v: F, k: usize| -> Result<Option<Tensor<F>>> {
                 Ok(needs[k].then(|| Tensor::full(inputs[k].shape(), v)))
@@ -86,7 +104,7 @@ impl<F: Element> Op<F> for NormalLogProb {
         // d/dloc = z / scale = -d/dx, d/dscale = (z^2 - 1) / scale
         let mut dloc = vec![F::zero(); n];
         let mut dscale = vec![F::zero(); n];
-        for i in 0..n {
+        for i in (0..n).filter(|&i| g[i] != F::zero()) {
             let si = s.at(i);
             let z = (x.at(i) - m.at(i)) / si;
             dloc[i] = z / si * g[i];
@@ -305,7 +323,7 @@ impl<'t, F: Element> Distribution<'t, F> for Normal<'t, F> {
             ("value", x.shape()),
             ("batch", self.batch_shape()),
         )?;
-        x.tape.apply(NormalLogProb, &[x, self.loc, self.scale])
+        normal_log_prob(x, self.loc, self.scale)
     }
     // loc + scale * eps, eps ~ N(0, 1): differentiable in loc and scale.
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
