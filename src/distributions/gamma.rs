@@ -267,6 +267,11 @@ struct ImplicitSample<F, const P: usize> {
     name: &'static str,
     x: Tensor<F>,
     grad: ImplicitGrad<P>,
+    /// The draws in `f64` where the derivatives are taken, when `x` has
+    /// lost what they depend on: an `f32` Beta draw within 2^-24 of 1
+    /// keeps that much of its distance to 1, and the derivative there
+    /// belonged to another draw (up to hundreds of times the true one).
+    at: Option<Vec<f64>>,
 }
 
 impl<F: Element, const P: usize> Op<F> for ImplicitSample<F, P> {
@@ -293,11 +298,11 @@ impl<F: Element, const P: usize> Op<F> for ImplicitSample<F, P> {
             let draws = start..start + part.len();
             let params: [_; P] =
                 std::array::from_fn(|p| F::as_f64s(&inputs[p].data()[draws.clone()]));
-            (self.grad)(
-                std::array::from_fn(|p| &params[p][..]),
-                &F::as_f64s(&x[draws]),
-                part,
-            );
+            let at = match &self.at {
+                Some(at) => std::borrow::Cow::Borrowed(&at[draws]),
+                None => F::as_f64s(&x[draws]),
+            };
+            (self.grad)(std::array::from_fn(|p| &params[p][..]), &at, part);
             if part.iter().flatten().fold(false, |n, d| n | d.is_nan()) {
                 some_nan.store(true, Ordering::Relaxed);
             }
@@ -457,15 +462,18 @@ fn std_gamma_node<F: Element>(x: Tensor<F>) -> ImplicitSample<F, 1> {
         name: "gamma_rsample",
         x,
         grad: |[a], x, out| gamma_sample_grads(a, x, out),
+        at: None,
     }
 }
 
-/// `Beta(a, b)` draws `x` as a tape node with the implicit gradients.
-fn beta_node<F: Element>(x: Tensor<F>) -> ImplicitSample<F, 2> {
+/// `Beta(a, b)` draws `x` as a tape node with the implicit gradients, taken
+/// at the draws `at` (in `f64`, where they are finer than `x`).
+fn beta_node<F: Element>(x: Tensor<F>, at: Option<Vec<f64>>) -> ImplicitSample<F, 2> {
     ImplicitSample {
         name: "beta_rsample",
         x,
         grad: |[a, b], x, out| beta_sample_grads(a, b, x, out),
+        at,
     }
 }
 
@@ -503,6 +511,7 @@ fn ln_std_gamma_rsample<'t, F: Element>(
         name: "gamma_rsample_log",
         x: Tensor::from_vec(rounded, shape)?,
         grad: |[a], ln_x, out| gamma_sample_log_grads(a, ln_x, out),
+        at: None,
     };
     Ok((a.tape().apply(node, &[a])?, logs))
 }
@@ -1036,7 +1045,7 @@ impl<'t, F: Element> Beta<'t, F> {
         let a = self.concentration1.broadcast_to(&shape)?;
         let b = self.concentration0.broadcast_to(&shape)?;
         let x = xv.value().broadcast_to(&shape)?;
-        tape.apply(beta_node(x), &[a, b])
+        tape.apply(beta_node(x, None), &[a, b])
     }
 
     fn lbeta(&self) -> Result<Var<'t, F>> {
@@ -1073,31 +1082,36 @@ impl<'t, F: Element> Distribution<'t, F> for Beta<'t, F> {
         let b = self.concentration0.broadcast_to(&shape)?;
         let (av, bv) = (a.value(), b.value());
         let f = |v: F| v.to_f64().unwrap_or(f64::NAN);
-        let x = gamma_draws(av.len(), rng, |i, draws| {
+        // keep a draw inside (0, 1) after rounding (NaN, where both
+        // logarithms underflowed, is refused below)
+        fn inside<T: Element>(x: T) -> T {
+            match x.is_nan() {
+                true => x,
+                false => x
+                    .max(T::min_positive_value())
+                    .min(T::one() - T::epsilon() / T::lit(2.0)),
+            }
+        }
+        let x64: Vec<f64> = gamma_draws(av.len(), rng, |i, draws| {
             let (a, b) = (f(av.data()[i]), f(bv.data()[i]));
-            let x = if a.min(b) < LOG_SPACE_BELOW {
+            inside(if a.min(b) < LOG_SPACE_BELOW {
                 // e^l1 / (e^l1 + e^l2), NaN where both are -inf
                 let l1 = ln_std_gamma_with(a, draws);
                 sigmoid(l1 - ln_std_gamma_with(b, draws))
             } else {
                 let g1 = std_gamma_with(a, draws);
                 g1 / (g1 + std_gamma_with(b, draws))
-            };
-            // keep the draw inside (0, 1) after rounding (NaN, where both
-            // logarithms underflowed, is refused below)
-            let x = F::lit(x);
-            match x.is_nan() {
-                true => x,
-                false => x
-                    .max(F::min_positive_value())
-                    .min(F::one() - F::epsilon() / F::lit(2.0)),
-            }
+            })
         });
-        if let Some(i) = x.iter().position(|x| x.is_nan()) {
+        if let Some(i) = x64.iter().position(|x| x.is_nan()) {
             return Err(beyond_logarithms("Beta", &[av.data()[i], bv.data()[i]]));
         }
-        self.tape()
-            .apply(beta_node(Tensor::from_vec(x, &shape)?), &[a, b])
+        // f32 keeps the draws for the derivatives (f64 has them in `x`,
+        // collected in place)
+        let at = (size_of::<F>() < size_of::<f64>()).then(|| x64.clone());
+        let x = x64.into_iter().map(|x| inside(F::lit(x))).collect();
+        let x = Tensor::from_vec(x, &shape)?;
+        self.tape().apply(beta_node(x, at), &[a, b])
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())

@@ -186,8 +186,9 @@ impl<'t, F: Element> Distribution<'t, F> for RelaxedBernoulli<'t, F> {
         // At low temperatures the sigmoid rounds to exactly 0 or 1, outside
         // the support, where `log_prob` would refuse the draw: such values
         // are moved to the nearest representable ones inside, where the
-        // sigmoid's gradient is below the smallest normal number anyway
-        // (as `torch.distributions` clamps its relaxed draws)
+        // sigmoid's gradient is below `F::EPSILON` (near 1) or the smallest
+        // normal number (near 0) anyway (as `torch.distributions` clamps
+        // its relaxed draws)
         let inside = (
             F::min_positive_value(),
             F::one() - F::epsilon() * F::lit(0.5),
