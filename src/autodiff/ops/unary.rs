@@ -167,7 +167,14 @@ impl<F: Element> Kernel<F> for Ln<F> {
         g / x
     }
 }
-kernel!(Expm1, "expm1", |s, x| x.exp_m1(), |s, x, y| y + F::one());
+kernel!(
+    /// `e^x - 1`; its derivative `e^x` from `x`, not `y + 1`, which loses
+    /// the digits of `e^x` as `y` nears -1 (all of them below x = -17 in
+    /// `f32`).
+    Expm1, "expm1",
+    |s, x| x.exp_m1(),
+    |s, x, y| x.fast_exp()
+);
 kernel!(Log1p, "log1p", |s, x| x.ln_1p(), |s, x, y| (F::one() + x)
     .recip());
 kernel!(
@@ -433,6 +440,20 @@ mod tests {
             assert!((t.df(x, t.f(x)) - exact_tanh(x)).abs() <= 1e-14 * exact_tanh(x));
         }
         assert!(worst[0] <= 4.0 && worst[1] <= 4.0, "{worst:?} ulp");
+    }
+
+    #[test]
+    fn expm1_derivative_keeps_its_digits() {
+        let k = Expm1::<f32>::new();
+        for i in -870..=880 {
+            let x = i as f32 * 0.1;
+            let (got, want) = (f64::from(k.df(x, k.f(x))), f64::from(x).exp());
+            let ulp = f64::from(f32::EPSILON) * want;
+            assert!(
+                (got - want).abs() <= 4.0 * ulp,
+                "x {x}: {got:e} vs {want:e}"
+            );
+        }
     }
 
     #[test]
