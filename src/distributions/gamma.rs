@@ -624,8 +624,11 @@ impl<'t, F: Element> Distribution<'t, F> for Gamma<'t, F> {
         let shape = sample_shape(n, &self.batch_shape());
         let x = std_gamma_rsample(self.concentration, &shape, rng)?.try_div(self.rate)?;
         // a draw divided below the smallest normal number by a large rate
-        // is that number, as the draw before it
-        Ok(super::above_zero(x))
+        // is that number, as the draw before it (a rate up to 1 cannot)
+        match self.rate.value().data().iter().all(|&r| r <= F::one()) {
+            true => Ok(x),
+            false => Ok(super::above_zero(x)),
+        }
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())
@@ -1092,7 +1095,7 @@ impl<'t, F: Element> Distribution<'t, F> for Beta<'t, F> {
                     .min(T::one() - T::epsilon() / T::lit(2.0)),
             }
         }
-        let x64: Vec<f64> = gamma_draws(av.len(), rng, |i, draws| {
+        let draw = |i: usize, draws: &mut Draws| {
             let (a, b) = (f(av.data()[i]), f(bv.data()[i]));
             inside(if a.min(b) < LOG_SPACE_BELOW {
                 // e^l1 / (e^l1 + e^l2), NaN where both are -inf
@@ -1102,14 +1105,18 @@ impl<'t, F: Element> Distribution<'t, F> for Beta<'t, F> {
                 let g1 = std_gamma_with(a, draws);
                 g1 / (g1 + std_gamma_with(b, draws))
             })
-        });
-        if let Some(i) = x64.iter().position(|x| x.is_nan()) {
+        };
+        // f32 keeps the f64 draws for the derivatives (f64 has them in `x`)
+        let (x, at) = match size_of::<F>() < size_of::<f64>() {
+            true => {
+                let x64: Vec<f64> = gamma_draws(av.len(), rng, draw);
+                (x64.iter().map(|&x| inside(F::lit(x))).collect(), Some(x64))
+            }
+            false => (gamma_draws(av.len(), rng, |i, d| F::lit(draw(i, d))), None),
+        };
+        if let Some(i) = x.iter().position(|x: &F| x.is_nan()) {
             return Err(beyond_logarithms("Beta", &[av.data()[i], bv.data()[i]]));
         }
-        // f32 keeps the draws for the derivatives (f64 has them in `x`,
-        // collected in place)
-        let at = (size_of::<F>() < size_of::<f64>()).then(|| x64.clone());
-        let x = x64.into_iter().map(|x| inside(F::lit(x))).collect();
         let x = Tensor::from_vec(x, &shape)?;
         self.tape().apply(beta_node(x, at), &[a, b])
     }
