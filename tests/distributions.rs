@@ -636,3 +636,78 @@ fn a_component_with_no_responsibility_gets_a_zero_gradient() {
     check::<f32>(1e-20, 1e20, 1e20);
     check::<f64>(1e-200, 1e200, 1e200);
 }
+
+/// A mixture with one set of components for every value takes a fused
+/// op; a batch of one (components of shape `[1, K]`) takes the composed
+/// form. The two agree in value and in every gradient, over enough values
+/// for two threads and a ragged last block, with a component that has no
+/// responsibility at some values.
+#[test]
+fn a_mixture_of_single_components_matches_the_composed_form() {
+    fn run<F: Element>(batch: bool) -> Vec<Vec<f64>> {
+        let tape = Tape::<F>::new();
+        let shape: &[usize] = if batch { &[1, 3] } else { &[3] };
+        let c = |v: [f64; 3]| {
+            tape.var(Tensor::from_vec(v.iter().map(|&x| F::lit(x)).collect(), shape).unwrap())
+        };
+        let (w, m, s) = (
+            c([0.2, 0.5, 0.3]),
+            c([-1.0, 0.5, 40.0]),
+            c([0.3, 2.0, 1e-3]),
+        );
+        let n = 70_001;
+        let x = tape.var(Tensor::from_fn(&[n], |i| {
+            F::lit(((i * 7919) % 1000) as f64 * 0.01 - 5.0)
+        }));
+        let lp = MixtureOfNormals::new(w, m, s).unwrap().log_prob(x).unwrap();
+        let g = (lp * Tensor::from_fn(&[n], |i| F::lit(1.0 + (i % 3) as f64)))
+            .sum()
+            .backward()
+            .unwrap();
+        let f = |t: &Tensor<F>| {
+            t.data()
+                .iter()
+                .map(|v| v.to_f64().unwrap())
+                .collect::<Vec<f64>>()
+        };
+        let mut out = vec![f(&lp.value())];
+        out.extend([x, w, m, s].iter().map(|v| f(g.get(*v).unwrap())));
+        out
+    }
+    for (fused, composed, rel) in [
+        (run::<f64>(false), run::<f64>(true), 1e-12),
+        (run::<f32>(false), run::<f32>(true), 1e-4),
+    ] {
+        for (a, b) in fused.iter().zip(&composed) {
+            assert_eq!(a.len(), b.len());
+            let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            for (u, v) in a.iter().zip(b) {
+                assert!((u - v).abs() <= rel * scale.max(v.abs()), "{u} vs {v}");
+            }
+        }
+    }
+}
+
+/// A Normal with a location and a scale per value takes a parallel path;
+/// broadcast against a value with one more axis, the general one: the same
+/// bits, forward and backward.
+#[test]
+fn a_normal_with_one_scale_per_value_gives_the_general_bits() {
+    let n = 50_003;
+    let tape = Tape::<f32>::new();
+    let m = tape.var(Tensor::from_fn(&[n], |i| ((i % 101) as f32 - 50.0) * 0.1));
+    let s = tape.var(Tensor::from_fn(&[n], |i| 0.05 + (i % 37) as f32 * 0.1));
+    let x = Tensor::from_fn(&[n], |i| ((i * 31) % 997) as f32 * 0.01 - 5.0);
+    let d = Normal::new(m, s).unwrap();
+    let same = d.log_prob(tape.var(x.clone())).unwrap();
+    let wide = d.log_prob(tape.var(x.reshape(&[1, n]).unwrap())).unwrap();
+    let bits = |t: &Tensor<f32>| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&same.value()), bits(&wide.value()));
+    let (g1, g2) = (
+        same.sum().backward().unwrap(),
+        wide.sum().backward().unwrap(),
+    );
+    for v in [m, s] {
+        assert_eq!(bits(g1.get(v).unwrap()), bits(g2.get(v).unwrap()));
+    }
+}

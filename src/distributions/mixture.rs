@@ -1,9 +1,10 @@
 use super::{
-    Distribution, batch_broadcast, check_finite, check_positive, check_values,
+    Distribution, HALF_LN_2PI, batch_broadcast, check_finite, check_positive, check_values,
     normal::normal_log_prob, same_tape, standard_normal, uniform,
 };
-use crate::autodiff::tape::{Tape, Var};
+use crate::autodiff::tape::{Op, Tape, Var};
 use crate::error::{Error, Result};
+use crate::kernels::parallel::{par_blocks, par_fill, sum_lanes};
 use crate::tensor::{Element, Tensor};
 use rand::Rng;
 
@@ -124,6 +125,165 @@ impl<'t, F: Element> MixtureOfNormals<'t, F> {
     }
 }
 
+/// `ln Σ_k w_k N(x; m_k, s_k)` elementwise over `x`, for one set of `K`
+/// components (inputs `[x, ln w, m, s]`, the last three of shape `[K]`):
+/// one pass over `x` forward and one backward, where the composed form
+/// builds `[..x, K]` tensors in a dozen mostly serial passes (a
+/// spike-and-slab prior over a layer's weights took many times the rest
+/// of its step). With
+/// `z_k = (x - m_k) / s_k`, `t_k = ln w_k - ln s_k - ln √(2π) - z_k²/2` and
+/// the responsibilities `r_k` (the softmax of the `t_k`, from their
+/// differences to the largest): `d/dx = -Σ r_k z_k / s_k`, `d/d ln w_k = r_k`,
+/// `d/dm_k = r_k z_k / s_k`, `d/ds_k = r_k (z_k² - 1) / s_k`. A value whose
+/// incoming gradient is 0, or a component whose responsibility is 0, adds
+/// nothing, also where `z_k / s_k` overflows (`0 · inf` would be NaN). The
+/// sums over the values are taken in `f64`.
+struct ScalarMixtureLogProb;
+
+/// Each component's `(ln w - ln s - ln √(2π), m, 1 / s)`.
+fn component_terms<F: Element>(inputs: &[&Tensor<F>]) -> Vec<(F, F, F)> {
+    let (lw, m, s) = (inputs[1].data(), inputs[2].data(), inputs[3].data());
+    let c = F::lit(HALF_LN_2PI);
+    (0..lw.len())
+        .map(|k| (lw[k] - s[k].ln() - c, m[k], F::one() / s[k]))
+        .collect()
+}
+
+/// Values a block of the op handles at a time.
+const BLOCK: usize = 256;
+
+/// The `t_k` of a block of values `x` (`t[k * BLOCK + i]`), the largest of
+/// each value's (`top`) and `Σ_k e^(t_k - top)` (`total`): loops over the
+/// block, which vectorize, one component after the other.
+#[inline(always)]
+fn joint_terms<F: Element>(
+    comps: &[(F, F, F)],
+    x: &[F],
+    t: &mut [F],
+    top: &mut [F; BLOCK],
+    total: &mut [F; BLOCK],
+) {
+    let n = x.len();
+    top[..n].fill(F::neg_infinity());
+    for (k, &(c, m, inv)) in comps.iter().enumerate() {
+        let tk = &mut t[k * BLOCK..k * BLOCK + n];
+        for ((tk, &xi), top) in tk.iter_mut().zip(x).zip(top.iter_mut()) {
+            let z = (xi - m) * inv;
+            *tk = c - F::lit(0.5) * z * z;
+            *top = top.max(*tk);
+        }
+    }
+    total[..n].fill(F::zero());
+    for k in 0..comps.len() {
+        let tk = &t[k * BLOCK..k * BLOCK + n];
+        for ((total, &tk), &top) in total.iter_mut().zip(tk).zip(top.iter()) {
+            *total = *total + (tk - top).fast_exp();
+        }
+    }
+}
+
+impl<F: Element> Op<F> for ScalarMixtureLogProb {
+    fn name(&self) -> &str {
+        "mixture_log_prob"
+    }
+    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
+        let comps = component_terms(inputs);
+        let x = inputs[0].data();
+        let mut out = vec![F::zero(); x.len()];
+        par_fill(
+            &mut out,
+            #[inline(always)]
+            |start, chunk| {
+                let mut t = vec![F::zero(); comps.len() * BLOCK];
+                let (mut top, mut total) = ([F::zero(); BLOCK], [F::zero(); BLOCK]);
+                let x = &x[start..start + chunk.len()];
+                for (out, x) in chunk.chunks_mut(BLOCK).zip(x.chunks(BLOCK)) {
+                    joint_terms(&comps, x, &mut t, &mut top, &mut total);
+                    for ((o, &top), &total) in out.iter_mut().zip(top.iter()).zip(total.iter()) {
+                        // every density underflowed: -inf (the sum would be NaN)
+                        *o = if top == F::neg_infinity() {
+                            top
+                        } else {
+                            top + total.fast_ln()
+                        };
+                    }
+                }
+            },
+        );
+        Tensor::from_vec(out, inputs[0].shape())
+    }
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        _: &Tensor<F>,
+        g: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        let comps = component_terms(inputs);
+        let k = comps.len();
+        let (x, g) = (inputs[0].data(), g.data());
+        let n = x.len();
+        let mut dx = vec![F::zero(); n];
+        // per component: Σ g r, Σ g r z / s and Σ g r (z² - 1) / s, each
+        // block's sum in lanes, the blocks' in f64
+        let (first, second) = par_blocks(
+            &mut dx[..],
+            n,
+            n * k,
+            #[inline(always)]
+            |items, dx| {
+                let mut sums = vec![[0.0f64; 3]; k];
+                let mut t = vec![F::zero(); k * BLOCK];
+                let (mut top, mut total) = ([F::zero(); BLOCK], [F::zero(); BLOCK]);
+                let (mut r, mut dm, mut ds) =
+                    ([F::zero(); BLOCK], [F::zero(); BLOCK], [F::zero(); BLOCK]);
+                let (x, g) = (&x[items.clone()], &g[items]);
+                for ((dx, x), g) in dx
+                    .chunks_mut(BLOCK)
+                    .zip(x.chunks(BLOCK))
+                    .zip(g.chunks(BLOCK))
+                {
+                    let len = x.len();
+                    joint_terms(&comps, x, &mut t, &mut top, &mut total);
+                    dx.fill(F::zero());
+                    for (c, &(_, m, inv)) in comps.iter().enumerate() {
+                        let tk = &t[c * BLOCK..c * BLOCK + len];
+                        for i in 0..len {
+                            let rate = (tk[i] - top[i]).fast_exp() * (g[i] / total[i]);
+                            let z = (x[i] - m) * inv;
+                            // nothing from a value with no incoming gradient or a
+                            // component with no responsibility (z / s may be inf)
+                            let idle = rate == F::zero() || g[i] == F::zero();
+                            r[i] = if idle { F::zero() } else { rate };
+                            dm[i] = if idle { F::zero() } else { rate * z * inv };
+                            ds[i] = if idle {
+                                F::zero()
+                            } else {
+                                rate * (z * z - F::one()) * inv
+                            };
+                            dx[i] = dx[i] - dm[i];
+                        }
+                        let block_sum = |v: &[F]| sum_lanes(v).to_f64().unwrap_or(f64::NAN);
+                        sums[c][0] += block_sum(&r[..len]);
+                        sums[c][1] += block_sum(&dm[..len]);
+                        sums[c][2] += block_sum(&ds[..len]);
+                    }
+                }
+                sums
+            },
+        );
+        let column = |c: usize| {
+            let v = (0..k).map(|i| F::lit(first[i][c] + second[i][c])).collect();
+            Tensor::from_vec(v, &[k]).map(Some)
+        };
+        Ok(vec![
+            Some(Tensor::from_vec(dx, inputs[0].shape())?),
+            column(0)?,
+            column(1)?,
+            column(2)?,
+        ])
+    }
+}
+
 impl<'t, F: Element> Distribution<'t, F> for MixtureOfNormals<'t, F> {
     fn name(&self) -> &'static str {
         self.name
@@ -133,6 +293,12 @@ impl<'t, F: Element> Distribution<'t, F> for MixtureOfNormals<'t, F> {
     }
     fn log_prob(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
         check_finite(self.name, "value", &x)?;
+        let k = self.locs.shape();
+        if k.len() == 1 && self.log_weights.shape() == k && self.scales.shape() == k {
+            // one set of components for every value (a prior over weights)
+            let inputs = [x, self.log_weights, self.locs, self.scales];
+            return x.tape.apply(ScalarMixtureLogProb, &inputs);
+        }
         let j = self.joint_log_probs(x)?;
         j.logsumexp(j.shape().len() - 1, false)
     }
