@@ -119,6 +119,39 @@ fn bernoulli_log_prob_entropy_and_kl_without_cancellation() {
     }
 }
 
+/// KLs between Bernoullis whose logits are far apart (mpmath): taken as the
+/// difference of two terms that both grow like `u = s (e^-d - 1)`, the KL
+/// lost its digits, 4e-5 of it from -1 against 30 in `f64` (all of it in
+/// `f32`) and all of it from -80 against 80.
+#[test]
+#[allow(clippy::excessive_precision)] // mpmath's digits
+fn bernoulli_kl_between_distant_logits_keeps_its_digits() {
+    let cases = [
+        (-80.0, 80.0, 79.999_999_999_999_999_93),
+        (-1.0, 30.0, 21.349_554_250_012_022),
+        (0.0, 30.0, 14.306_852_819_440_148),
+        (3.0, -20.0, 18.860_617_567_403_376),
+        (-20.0, 30.0, 29.999_999_894_881_259),
+        (2.0, -2.0, 1.523_188_311_911_529_8),
+        (0.5, 0.25, 0.007_477_268_499_200_522_5),
+    ];
+    for (a, b, want) in cases {
+        let tape = Tape::<f64>::new();
+        let q = Bernoulli::from_logits(tape.scalar(a)).unwrap();
+        let p = Bernoulli::from_logits(tape.scalar(b)).unwrap();
+        let kl = kl_divergence(&q, &p).unwrap().item().unwrap();
+        assert!(rel(kl, want) < 1e-14, "KL({a} || {b}) = {kl}, want {want}");
+        let tape = Tape::<f32>::new();
+        let q = Bernoulli::from_logits(tape.scalar(a as f32)).unwrap();
+        let p = Bernoulli::from_logits(tape.scalar(b as f32)).unwrap();
+        let kl = kl_divergence(&q, &p).unwrap().item().unwrap();
+        assert!(
+            close_f32(kl, want, 8.0),
+            "f32 KL({a} || {b}) = {kl}, want {want}"
+        );
+    }
+}
+
 /// `Categorical::from_probs` with a subnormal probability: the gradient of
 /// `ln p` is `g / p`, finite, where `g · (1 / p)` overflowed to −inf.
 #[test]
