@@ -150,6 +150,20 @@ fn bernoulli_kl_between_distant_logits_keeps_its_digits() {
             "f32 KL({a} || {b}) = {kl}, want {want}"
         );
     }
+    // the gradient in p's logit, sigmoid(b) - sigmoid(a), from the
+    // complements near 1: 1 - sigmoid(30) = 9.357622968840175e-14 (mpmath)
+    for (a, b) in [(80.0f32, 30.0f32), (-30.0, -80.0)] {
+        let tape = Tape::<f32>::new();
+        let (qa, pb) = (tape.var(Tensor::scalar(a)), tape.var(Tensor::scalar(b)));
+        let q = Bernoulli::from_logits(qa).unwrap();
+        let p = Bernoulli::from_logits(pb).unwrap();
+        let g = kl_divergence(&q, &p).unwrap().backward().unwrap();
+        let db = -g.get(pb).unwrap().item().unwrap();
+        assert!(
+            close_f32(db, 9.357_622_968_840_175e-14, 8.0),
+            "({a}, {b}): {db}"
+        );
+    }
 }
 
 /// `Categorical::from_probs` with a subnormal probability: the gradient of

@@ -203,7 +203,8 @@ fn kl_logits<F: Element>(a: F, b: F) -> F {
 }
 
 /// The analytic Bernoulli KL as one op (see [`kl_logits`]); gradients
-/// `sigmoid(a) sigmoid(-a) (a - b)` for `a` and `sigmoid(b) - sigmoid(a)` for `b`.
+/// `sigmoid(a) sigmoid(-a) (a - b)` for `a` and `sigmoid(b) - sigmoid(a)`
+/// (`sigmoid(-a) - sigmoid(-b)` where `a + b > 0`) for `b`.
 struct Kl;
 
 impl<F: Element> Op<F> for Kl {
@@ -221,7 +222,15 @@ impl<F: Element> Op<F> for Kl {
     ) -> Result<Vec<Option<Tensor<F>>>> {
         let (a, b) = (inputs[0], inputs[1]);
         let da = a.zip_map(b, "bernoulli_kl", |a, b| sigmoid(a) * sigmoid(-a) * (a - b))?;
-        let db = a.zip_map(b, "bernoulli_kl", |a, b| sigmoid(b) - sigmoid(a))?;
+        // sigmoid(b) - sigmoid(a), from the complements when both are near
+        // 1 (the difference of two numbers near 1 lost it: 0 at 30 and 80)
+        let db = a.zip_map(b, "bernoulli_kl", |a, b| {
+            if a + b > F::zero() {
+                sigmoid(-a) - sigmoid(-b)
+            } else {
+                sigmoid(b) - sigmoid(a)
+            }
+        })?;
         Ok(vec![
             Some(da.zip_map(g, "bernoulli_kl", |d, g| d * g)?),
             Some(db.zip_map(g, "bernoulli_kl", |d, g| d * g)?),
