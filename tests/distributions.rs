@@ -711,3 +711,20 @@ fn a_normal_with_one_scale_per_value_gives_the_general_bits() {
         assert_eq!(bits(g1.get(v).unwrap()), bits(g2.get(v).unwrap()));
     }
 }
+
+/// The Categorical KL op's gradients, near-equal (its `expm1` form) and far
+/// apart (its direct sum), over a batch broadcast against one distribution.
+#[test]
+fn categorical_kl_gradcheck_in_both_forms() {
+    fn kl<'t>(_: &'t Tape<f64>, a: &[Var<'t, f64>]) -> Result<Var<'t, f64>> {
+        let (q, p) = (
+            Categorical::from_logits(a[0])?,
+            Categorical::from_logits(a[1])?,
+        );
+        Ok(kl_divergence(&q, &p)?.sum())
+    }
+    let near = Tensor::from_vec(vec![0.3, -0.2, 0.1, 1.0, 0.0, -1.0], &[2, 3]).unwrap();
+    gc("categorical KL, near", kl, &[near, v(&[0.31, -0.2, 0.1])]);
+    let far = Tensor::from_vec(vec![4.0, -3.0, 0.5, -2.0, 6.0, 1.0], &[2, 3]).unwrap();
+    gc("categorical KL, far", kl, &[far, v(&[-1.0, 3.0, 0.0])]);
+}

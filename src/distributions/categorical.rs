@@ -231,18 +231,120 @@ impl<'t, F: Element> Distribution<'t, F> for Categorical<'t, F> {
     }
 }
 
-/// KL(q || p) = sum_c q_c (ln q_c - ln p_c).
+/// `KL(q || p) = Σ_c q_c (ln q_c - ln p_c)` along the last axis of logits
+/// `a` (of `q`) and `b` (of `p`), one shape, as one op over the rows, each
+/// in `f64`. With `e_c = a_c - b_c` and `m = Σ_c q_c e_c`, the KL is
+/// `-ln(1 + u)`, `u = Σ_c w_c expm1(e_c - m) / Σ_c w_c` (`w = e^(b - max b)`,
+/// the weights of `p` unnormalized), where `|u| <= 1/2`: the terms of `u`
+/// are of the size of the logits' differences, not of the logits, so the
+/// KL between near-equal distributions keeps its digits (as the difference
+/// of the log-softmaxes it was 7e-8 of itself off in `f64` and came out
+/// negative in `f32`). Past that the distributions are far apart, `1 + u`
+/// nears 0, and the direct sum, which has nothing to cancel, is taken. It
+/// is at least 0. Gradients: `q_c (e_c - m)` for `a_c`, `p_c - q_c` for
+/// `b_c`.
+struct CategoricalKl {
+    classes: usize,
+}
+
+/// One row's `(q, p, e - m, KL)` in `f64`.
+fn kl_row<F: Element>(a: &[F], b: &[F]) -> (Vec<f64>, Vec<f64>, Vec<f64>, f64) {
+    let f = |v: &F| v.to_f64().unwrap_or(f64::NAN);
+    let (a, b): (Vec<f64>, Vec<f64>) = (a.iter().map(f).collect(), b.iter().map(f).collect());
+    // the weights from the logits less their largest, their sum, and
+    // the log of the normalizer
+    let softmax = |x: &[f64]| {
+        let top = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let w: Vec<f64> = x.iter().map(|&v| (v - top).exp()).collect();
+        let total: f64 = w.iter().sum();
+        (w, total, top + total.ln())
+    };
+    let ((wq, tq, lnq), (wp, tp, lnp)) = (softmax(&a), softmax(&b));
+    let q: Vec<f64> = wq.iter().map(|w| w / tq).collect();
+    let p: Vec<f64> = wp.iter().map(|w| w / tp).collect();
+    let e: Vec<f64> = a.iter().zip(&b).map(|(a, b)| a - b).collect();
+    let m: f64 = q.iter().zip(&e).map(|(q, e)| q * e).sum();
+    let centred: Vec<f64> = e.iter().map(|e| e - m).collect();
+    let u: f64 = wp
+        .iter()
+        .zip(&centred)
+        .map(|(w, c)| w * c.exp_m1())
+        .sum::<f64>()
+        / tp;
+    let kl = if u.abs() <= 0.5 {
+        -u.ln_1p()
+    } else {
+        // far apart (1 + u near 0 would lose the KL): Σ q (ln q - ln p)
+        let terms = q.iter().zip(a.iter().zip(&b));
+        terms
+            .map(|(&q, (a, b))| match q {
+                0.0 => 0.0,
+                _ => q * ((a - lnq) - (b - lnp)),
+            })
+            .sum()
+    };
+    (q, p, centred, if kl < 0.0 { 0.0 } else { kl })
+}
+
+impl<F: Element> crate::autodiff::tape::Op<F> for CategoricalKl {
+    fn name(&self) -> &str {
+        "categorical_kl"
+    }
+    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
+        let k = self.classes;
+        let (a, b) = (inputs[0].data(), inputs[1].data());
+        let kl = a
+            .chunks(k)
+            .zip(b.chunks(k))
+            .map(|(a, b)| F::lit(kl_row(a, b).3))
+            .collect();
+        let shape = inputs[0].shape();
+        Tensor::from_vec(kl, &shape[..shape.len() - 1])
+    }
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        _: &Tensor<F>,
+        g: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        let k = self.classes;
+        let (a, b) = (inputs[0].data(), inputs[1].data());
+        let (mut da, mut db) = (Vec::with_capacity(a.len()), Vec::with_capacity(a.len()));
+        for ((a, b), &g) in a.chunks(k).zip(b.chunks(k)).zip(g.data()) {
+            let (q, p, centred, _) = kl_row(a, b);
+            let g = g.to_f64().unwrap_or(f64::NAN);
+            for c in 0..k {
+                da.push(F::lit(g * q[c] * centred[c]));
+                db.push(F::lit(g * (p[c] - q[c])));
+            }
+        }
+        let shape = inputs[0].shape();
+        Ok(vec![
+            Some(Tensor::from_vec(da, shape)?),
+            Some(Tensor::from_vec(db, shape)?),
+        ])
+    }
+}
+
+/// KL(q || p) between categoricals (see [`CategoricalKl`]).
 pub(crate) fn kl_categorical<'t, F: Element>(
     q: &Categorical<'t, F>,
     p: &Categorical<'t, F>,
 ) -> Result<Var<'t, F>> {
-    if q.num_classes() != p.num_classes() {
+    let k = q.num_classes();
+    if k != p.num_classes() {
         return Err(Error::ShapeMismatch {
             op: "kl_divergence",
             lhs: q.logits.shape(),
             rhs: p.logits.shape(),
         });
     }
-    let (lq, lp) = (q.log_probs()?, p.log_probs()?);
-    (lq.exp() * lq.try_sub(lp)?).sum_axis(lq.shape().len().max(lp.shape().len()) - 1, false)
+    let (a, b) = (q.logits, p.logits);
+    let shape = broadcast_shape(&a.shape(), &b.shape()).ok_or_else(|| Error::ShapeMismatch {
+        op: "kl_divergence",
+        lhs: a.shape(),
+        rhs: b.shape(),
+    })?;
+    let (a, b) = (a.broadcast_to(&shape)?, b.broadcast_to(&shape)?);
+    a.tape.apply(CategoricalKl { classes: k }, &[a, b])
 }
