@@ -1,6 +1,7 @@
 use super::{Distribution, check_finite, check_values, uniform};
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};
+use crate::kernels::parallel::par_blocks;
 use crate::tensor::{Element, Tensor, broadcast_shape};
 use rand::Rng;
 
@@ -247,43 +248,80 @@ struct CategoricalKl {
     classes: usize,
 }
 
-/// One row's `(q, p, e - m, KL)` in `f64`.
-fn kl_row<F: Element>(a: &[F], b: &[F]) -> (Vec<f64>, Vec<f64>, Vec<f64>, f64) {
-    let f = |v: &F| v.to_f64().unwrap_or(f64::NAN);
-    let (a, b): (Vec<f64>, Vec<f64>) = (a.iter().map(f).collect(), b.iter().map(f).collect());
-    // the weights from the logits less their largest, their sum, and
-    // the log of the normalizer
-    let softmax = |x: &[f64]| {
-        let top = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let w: Vec<f64> = x.iter().map(|&v| (v - top).exp()).collect();
-        let total: f64 = w.iter().sum();
-        (w, total, top + total.ln())
-    };
-    let ((wq, tq, lnq), (wp, tp, lnp)) = (softmax(&a), softmax(&b));
-    let q: Vec<f64> = wq.iter().map(|w| w / tq).collect();
-    let p: Vec<f64> = wp.iter().map(|w| w / tp).collect();
-    let e: Vec<f64> = a.iter().zip(&b).map(|(a, b)| a - b).collect();
-    let m: f64 = q.iter().zip(&e).map(|(q, e)| q * e).sum();
-    let centred: Vec<f64> = e.iter().map(|e| e - m).collect();
-    let u: f64 = wp
-        .iter()
-        .zip(&centred)
-        .map(|(w, c)| w * c.exp_m1())
-        .sum::<f64>()
-        / tp;
-    let kl = if u.abs() <= 0.5 {
-        -u.ln_1p()
-    } else {
-        // far apart (1 + u near 0 would lose the KL): Σ q (ln q - ln p)
-        let terms = q.iter().zip(a.iter().zip(&b));
-        terms
-            .map(|(&q, (a, b))| match q {
-                0.0 => 0.0,
-                _ => q * ((a - lnq) - (b - lnp)),
-            })
-            .sum()
-    };
-    (q, p, centred, if kl < 0.0 { 0.0 } else { kl })
+/// One row's `q`, `p`, `e - m` and the logits in `f64`, reused row after row.
+struct Row {
+    a: Vec<f64>,
+    b: Vec<f64>,
+    q: Vec<f64>,
+    p: Vec<f64>,
+    centred: Vec<f64>,
+}
+
+impl Row {
+    fn new(k: usize) -> Self {
+        let v = || vec![0.0; k];
+        Row {
+            a: v(),
+            b: v(),
+            q: v(),
+            p: v(),
+            centred: v(),
+        }
+    }
+
+    /// Fills the row from logits `a` and `b` and returns its KL.
+    fn kl<F: Element>(&mut self, a: &[F], b: &[F]) -> f64 {
+        let f = |v: &F| v.to_f64().unwrap_or(f64::NAN);
+        for (o, v) in self.a.iter_mut().zip(a) {
+            *o = f(v);
+        }
+        for (o, v) in self.b.iter_mut().zip(b) {
+            *o = f(v);
+        }
+        // the weights from the logits less their largest (into `out`),
+        // their sum, and the log of the normalizer
+        let weights = |x: &[f64], out: &mut [f64]| {
+            let top = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = (v - top).exp();
+            }
+            let total: f64 = out.iter().sum();
+            (total, top + total.ln())
+        };
+        let (tq, lnq) = weights(&self.a, &mut self.q);
+        let (tp, lnp) = weights(&self.b, &mut self.p);
+        // the mean of e = a - b under q, and p's weights against e - m
+        let mut m = 0.0;
+        for (q, (a, b)) in self.q.iter_mut().zip(self.a.iter().zip(&self.b)) {
+            *q /= tq;
+            m += *q * (a - b);
+        }
+        let mut u = 0.0;
+        for ((c, p), (a, b)) in self
+            .centred
+            .iter_mut()
+            .zip(&mut self.p)
+            .zip(self.a.iter().zip(&self.b))
+        {
+            *c = (a - b) - m;
+            u += *p * c.exp_m1();
+            *p /= tp;
+        }
+        let u = u / tp;
+        let kl = if u.abs() <= 0.5 {
+            -u.ln_1p()
+        } else {
+            // far apart (1 + u near 0 would lose the KL): Σ q (ln q - ln p)
+            let terms = self.q.iter().zip(self.a.iter().zip(&self.b));
+            terms
+                .map(|(&q, (a, b))| match q {
+                    0.0 => 0.0,
+                    _ => q * ((a - lnq) - (b - lnp)),
+                })
+                .sum()
+        };
+        if kl < 0.0 { 0.0 } else { kl }
+    }
 }
 
 impl<F: Element> crate::autodiff::tape::Op<F> for CategoricalKl {
@@ -293,11 +331,13 @@ impl<F: Element> crate::autodiff::tape::Op<F> for CategoricalKl {
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
         let k = self.classes;
         let (a, b) = (inputs[0].data(), inputs[1].data());
-        let kl = a
-            .chunks(k)
-            .zip(b.chunks(k))
-            .map(|(a, b)| F::lit(kl_row(a, b).3))
-            .collect();
+        let mut kl = vec![F::zero(); a.len() / k];
+        par_blocks(&mut kl[..], a.len() / k, a.len() * 8, |rows, out| {
+            let mut row = Row::new(k);
+            for (r, o) in rows.zip(out) {
+                *o = F::lit(row.kl(&a[r * k..(r + 1) * k], &b[r * k..(r + 1) * k]));
+            }
+        });
         let shape = inputs[0].shape();
         Tensor::from_vec(kl, &shape[..shape.len() - 1])
     }
@@ -308,16 +348,25 @@ impl<F: Element> crate::autodiff::tape::Op<F> for CategoricalKl {
         g: &Tensor<F>,
     ) -> Result<Vec<Option<Tensor<F>>>> {
         let k = self.classes;
-        let (a, b) = (inputs[0].data(), inputs[1].data());
-        let (mut da, mut db) = (Vec::with_capacity(a.len()), Vec::with_capacity(a.len()));
-        for ((a, b), &g) in a.chunks(k).zip(b.chunks(k)).zip(g.data()) {
-            let (q, p, centred, _) = kl_row(a, b);
-            let g = g.to_f64().unwrap_or(f64::NAN);
-            for c in 0..k {
-                da.push(F::lit(g * q[c] * centred[c]));
-                db.push(F::lit(g * (p[c] - q[c])));
-            }
-        }
+        let (a, b, g) = (inputs[0].data(), inputs[1].data(), g.data());
+        let (mut da, mut db) = (vec![F::zero(); a.len()], vec![F::zero(); a.len()]);
+        par_blocks(
+            (&mut da[..], &mut db[..]),
+            g.len(),
+            a.len() * 8,
+            |rows, (da, db)| {
+                let mut row = Row::new(k);
+                let outputs = da.chunks_mut(k).zip(db.chunks_mut(k));
+                for (r, (da, db)) in rows.zip(outputs) {
+                    row.kl(&a[r * k..(r + 1) * k], &b[r * k..(r + 1) * k]);
+                    let g = g[r].to_f64().unwrap_or(f64::NAN);
+                    for c in 0..k {
+                        da[c] = F::lit(g * row.q[c] * row.centred[c]);
+                        db[c] = F::lit(g * (row.p[c] - row.q[c]));
+                    }
+                }
+            },
+        );
         let shape = inputs[0].shape();
         Ok(vec![
             Some(Tensor::from_vec(da, shape)?),
