@@ -521,9 +521,10 @@ fn f32_beta_draws_near_1_have_the_gradient_of_their_draw() {
 
 /// Student-t draws at a small `df`, whose Gamma draws are tiny: the
 /// gradient of `ln |x|` in `df` is unbiased (its expectation is
-/// `1/(2ν) - ψ'(ν/2)/4`, mpmath), and in `f32` it is finite and the `f64`
-/// one of the same draws (it was NaN at `df` = 0.3: the gradients of `g/ν`
-/// and its square root passed the largest `f32`).
+/// `1/(2ν) - ψ'(ν/2)/4`, mpmath), and in `f32` the gradient of the draws'
+/// sum is finite and that of `f64` on the same draws (it was NaN at `df` =
+/// 0.3: the gradients of `g/ν` and its square root passed the largest
+/// `f32`).
 #[test]
 #[allow(clippy::excessive_precision)] // mpmath's digits
 fn student_t_draws_at_a_small_df_have_their_gradient() {
