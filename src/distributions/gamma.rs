@@ -23,8 +23,8 @@
 //! seed gives the same draws on any machine and thread count.
 
 use super::{
-    Distribution, HALF_LN_2PI, batch_broadcast, check_positive, check_values, on_support,
-    open_unit, same_tape, sample_shape,
+    Distribution, HALF_LN_2PI, batch_broadcast, check_positive, check_values, into_open_unit,
+    on_support, open_unit, same_tape, sample_shape,
 };
 use crate::autodiff::ops::sigmoid;
 use crate::autodiff::tape::{Op, Tape, Var};
@@ -1085,19 +1085,11 @@ impl<'t, F: Element> Distribution<'t, F> for Beta<'t, F> {
         let b = self.concentration0.broadcast_to(&shape)?;
         let (av, bv) = (a.value(), b.value());
         let f = |v: F| v.to_f64().unwrap_or(f64::NAN);
-        // keep a draw inside (0, 1) after rounding (NaN, where both
-        // logarithms underflowed, is refused below)
-        fn inside<T: Element>(x: T) -> T {
-            match x.is_nan() {
-                true => x,
-                false => x
-                    .max(T::min_positive_value())
-                    .min(T::one() - T::epsilon() / T::lit(2.0)),
-            }
-        }
         let draw = |i: usize, draws: &mut Draws| {
             let (a, b) = (f(av.data()[i]), f(bv.data()[i]));
-            inside(if a.min(b) < LOG_SPACE_BELOW {
+            // kept inside (0, 1) after rounding (NaN, where both
+            // logarithms underflowed, is refused below)
+            into_open_unit(if a.min(b) < LOG_SPACE_BELOW {
                 // e^l1 / (e^l1 + e^l2), NaN where both are -inf
                 let l1 = ln_std_gamma_with(a, draws);
                 sigmoid(l1 - ln_std_gamma_with(b, draws))
@@ -1110,7 +1102,10 @@ impl<'t, F: Element> Distribution<'t, F> for Beta<'t, F> {
         let (x, at) = match size_of::<F>() < size_of::<f64>() {
             true => {
                 let x64: Vec<f64> = gamma_draws(av.len(), rng, draw);
-                (x64.iter().map(|&x| inside(F::lit(x))).collect(), Some(x64))
+                (
+                    x64.iter().map(|&x| into_open_unit(F::lit(x))).collect(),
+                    Some(x64),
+                )
             }
             false => (gamma_draws(av.len(), rng, |i, d| F::lit(draw(i, d))), None),
         };

@@ -358,6 +358,22 @@ pub(crate) fn open_uniform(rng: &mut dyn Rng) -> f64 {
     open_unit(rng.next_u64())
 }
 
+/// The smallest normal number and the largest number below 1: the values
+/// a draw in (0, 1) that rounds to 0 or 1 is moved to (the gradient there
+/// is below `F::EPSILON`).
+pub(crate) fn open_unit_bounds<F: Element>() -> (F, F) {
+    (
+        F::min_positive_value(),
+        F::one() - F::epsilon() * F::lit(0.5),
+    )
+}
+
+/// `x` moved into [`open_unit_bounds`]; NaN stays NaN.
+pub(crate) fn into_open_unit<F: Element>(x: F) -> F {
+    let (lo, hi) = open_unit_bounds();
+    if x.is_nan() { x } else { x.max(lo).min(hi) }
+}
+
 /// `y` with the values below the smallest normal number (0 among them)
 /// raised to it, with a gradient of 0 there; NaN and `+inf` stay. Draws on
 /// the positive half-line go through it, so that `log_prob` takes them.

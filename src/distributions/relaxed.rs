@@ -189,14 +189,11 @@ impl<'t, F: Element> Distribution<'t, F> for RelaxedBernoulli<'t, F> {
         // sigmoid's gradient is below `F::EPSILON` (near 1) or the smallest
         // normal number (near 0) anyway (as `torch.distributions` clamps
         // its relaxed draws)
-        let inside = (
-            F::min_positive_value(),
-            F::one() - F::epsilon() * F::lit(0.5),
-        );
+        let (lo, hi) = super::open_unit_bounds();
         noise
             .try_add(self.logits)?
             .try_div(self.temperature)
-            .map(|v| v.sigmoid().clamp(inside.0, inside.1))
+            .map(|v| v.sigmoid().clamp(lo, hi))
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())

@@ -1,7 +1,10 @@
 //! Bijectors, distributions transformed by them, and the log-normal and
 //! logit-normal distributions built from them.
 
-use super::{Distribution, Normal, above_zero, kl::kl_divergence, on_support};
+use super::{
+    Distribution, Normal, above_zero, into_open_unit, kl::kl_divergence, on_support,
+    open_unit_bounds,
+};
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};
 use crate::tensor::{Element, Tensor, broadcast_shape};
@@ -34,15 +37,6 @@ pub trait Bijector<'t, F: Element> {
     fn in_image(&self, _y: F) -> bool {
         true
     }
-}
-
-/// The smallest normal number and the largest number below 1: the values
-/// a draw in (0, 1) is kept between.
-fn open_unit_bounds<F: Element>() -> (F, F) {
-    (
-        F::min_positive_value(),
-        F::one() - F::epsilon() * F::lit(0.5),
-    )
 }
 
 /// `y = e^x`; image `y > 0`. An `e^x` that underflows to 0 or below the
@@ -488,11 +482,10 @@ impl<'t, F: Element> Distribution<'t, F> for LogitNormal<'t, F> {
     }
     // the values of `Sigmoid::forward`, without the tape
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
-        let (lo, hi) = open_unit_bounds();
-        Ok(self.normal.sample(rng)?.map(|x| {
-            let y = crate::autodiff::ops::sigmoid(x);
-            if y.is_nan() { y } else { y.max(lo).min(hi) }
-        }))
+        Ok(self
+            .normal
+            .sample(rng)?
+            .map(|x| into_open_unit(crate::autodiff::ops::sigmoid(x))))
     }
     fn entropy(&self) -> Result<Var<'t, F>> {
         Err(Error::Unsupported {
