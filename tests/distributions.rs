@@ -608,9 +608,11 @@ fn a_bad_value_anywhere_in_a_long_parameter_is_reported() {
 /// whose log-density is multiplied by 0.
 #[test]
 fn a_component_with_no_responsibility_gets_a_zero_gradient() {
-    fn check<F: Element>(tiny: f64, huge: f64, x: f64) {
+    // components of shape [2] take the mixture's fused op, a batch of one
+    // ([1, 2]) the Normal op's broadcasting branch
+    fn check<F: Element>(tiny: f64, huge: f64, x: f64, shape: &[usize]) {
         let tape = Tape::<F>::new();
-        let c = |v: &[f64]| tape.var(Tensor::from_fn(&[v.len()], |i| F::lit(v[i])));
+        let c = |v: &[f64]| tape.var(Tensor::from_fn(shape, |i| F::lit(v[i])));
         let (w, m, s) = (c(&[0.5, 0.5]), c(&[-10.0, 10.0]), c(&[tiny, huge]));
         let xs = tape.constant(Tensor::from_fn(&[3], |i| F::lit(x * (i as f64 + 1.0))));
         let lp = MixtureOfNormals::new(w, m, s)
@@ -626,15 +628,28 @@ fn a_component_with_no_responsibility_gets_a_zero_gradient() {
         // the tiny component's location and scale: no responsibility at all
         assert_eq!(g.get(m).unwrap().data()[0], F::zero());
         assert_eq!(g.get(s).unwrap().data()[0], F::zero());
-        let normal = Normal::new(m.index(0).unwrap(), s.index(0).unwrap()).unwrap();
-        let g = (normal.log_prob(xs).unwrap() * F::zero())
-            .sum()
-            .backward()
-            .unwrap();
-        assert_eq!(g.get(s).unwrap().data()[0], F::zero());
+        // a Normal with one loc and scale for all values, and one per value
+        let m0 = m.reshape(&[2]).unwrap().index(0).unwrap();
+        let s0 = s.reshape(&[2]).unwrap().index(0).unwrap();
+        for (loc, scale) in [
+            (m0, s0),
+            (
+                m0.broadcast_to(&[3]).unwrap(),
+                s0.broadcast_to(&[3]).unwrap(),
+            ),
+        ] {
+            let normal = Normal::new(loc, scale).unwrap();
+            let g = (normal.log_prob(xs).unwrap() * F::zero())
+                .sum()
+                .backward()
+                .unwrap();
+            assert_eq!(g.get(s).unwrap().data()[0], F::zero());
+        }
     }
-    check::<f32>(1e-20, 1e20, 1e20);
-    check::<f64>(1e-200, 1e200, 1e200);
+    for shape in [&[2][..], &[1, 2]] {
+        check::<f32>(1e-20, 1e20, 1e20, shape);
+        check::<f64>(1e-200, 1e200, 1e200, shape);
+    }
 }
 
 /// A mixture with one set of components for every value takes a fused
