@@ -215,17 +215,23 @@ kernel!(
     }
 );
 kernel!(
+    /// `max(x, 0)`. Where `x <= 0` the gradient is 0 whatever comes in, not
+    /// `0 · g`: an infinite `g` (`ln`'s `g / x` at an output of 0) would
+    /// give NaN where the output does not depend on `x`.
     Relu,
     "relu",
     // `x <= 0` is false for NaN, which passes through
     |s, x| if x <= F::zero() { F::zero() } else { x },
-    |s, x, y| if x > F::zero() { F::one() } else { F::zero() }
+    |s, x, y| if x > F::zero() { F::one() } else { F::zero() },
+    |_k, x, _y, g| if x > F::zero() { g } else { F::zero() }
 );
 kernel!(
-    /// |x|; its derivative at 0 is taken as 0.
+    /// |x|; its derivative at 0 is taken as 0, and the gradient there is 0
+    /// whatever comes in (as [`Relu`]'s).
     Abs, "abs",
     |s, x| x.abs(),
-    |s, x, y| if x > F::zero() { F::one() } else if x < F::zero() { -F::one() } else { F::zero() }
+    |s, x, y| if x > F::zero() { F::one() } else if x < F::zero() { -F::one() } else { F::zero() },
+    |_k, x, _y, g| if x > F::zero() { g } else if x < F::zero() { -g } else { F::zero() }
 );
 special_kernel!(Lgamma, "lgamma", lgamma, digamma);
 special_kernel!(Digamma, "digamma", digamma, trigamma);
@@ -408,6 +414,21 @@ mod tests {
         assert!(y.data()[0].is_nan());
         let bits: Vec<u32> = y.data()[1..].iter().map(|v| v.to_bits()).collect();
         assert_eq!(bits, [0, 0, 0, 2f32.to_bits()]);
+    }
+
+    /// Where `relu` and `abs` do not depend on `x` (at 0 for `abs`), their
+    /// gradient is 0 even when an infinite one comes in: `ln(relu(x))`
+    /// gets `1 / 0 = inf` from `ln` at the units that are off, and
+    /// `inf · 0` made every such unit's gradient NaN.
+    #[test]
+    fn relu_and_abs_pass_zero_where_they_are_flat() {
+        use crate::{autodiff::tape::Tape, tensor::Tensor};
+        let tape = Tape::<f64>::new();
+        let x = tape.var(Tensor::vector(&[-1.0, 0.0, 2.0, -4.0]));
+        let relu = x.relu().ln().sum().backward().unwrap();
+        assert_eq!(relu.get(x).unwrap().data(), &[0.0, 0.0, 0.5, 0.0]);
+        let abs = x.abs().ln().sum().backward().unwrap();
+        assert_eq!(abs.get(x).unwrap().data(), &[-1.0, 0.0, 0.5, -0.25]);
     }
 
     /// The derivatives of the logistic function and of tanh in `f32`
