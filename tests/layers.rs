@@ -410,6 +410,64 @@ fn monte_carlo_kl_against_spike_and_slab_converges_for_every_estimator() {
     mc_kl_converges::<LocalReparameterization>();
 }
 
+/// A layer under a spike-and-slab prior draws its weights and estimates
+/// `ln q(w) - ln p(w)` at them in one fused op, for the automatic and the
+/// sample-estimate divergence: the same outputs, divergence and gradients
+/// as the composed estimate (the same mixture as a custom prior, which the
+/// fused op does not serve) at the same draw.
+#[test]
+fn a_spike_and_slab_layer_takes_the_composed_estimate_in_one_op() {
+    use bayesgrad::autodiff::profile::{OpTimer, Pass};
+    let (pi, spike, slab) = (0.3, 0.2, 5.0);
+    let composed = Prior::custom(move |tape, _, _| {
+        let c = |v: f64| tape.scalar(v);
+        Ok(Box::new(SpikeAndSlab::new(c(pi), c(spike), c(slab))?))
+    });
+    let fused = Prior::SpikeAndSlab {
+        pi,
+        spike_scale: spike,
+        slab_scale: slab,
+    };
+    let x = Tensor::from_fn(&[3, 4], |i| ((i as f64) * 0.37).sin());
+    let run = |prior: Prior<f64>, divergence: KlMethod<f64>| {
+        let config = VariationalConfig {
+            prior,
+            divergence,
+            rho_init: (-1.0, 0.5),
+            ..Default::default()
+        };
+        let mut store = ParamStore::new();
+        let mut rng = StdRng::seed_from_u64(1);
+        let layer = DenseFlipout::with_config(&mut store, "s", 4, 5, config, &mut rng).unwrap();
+        let timer = OpTimer::start().unwrap();
+        let tape = Tape::new();
+        let mut cx = Forward::new(&tape, &store, &mut rng);
+        let y = layer.forward(&mut cx, tape.constant(x.clone())).unwrap();
+        let kl = cx.divergences().total();
+        let grads = (y.square().sum() + kl).backward().unwrap();
+        let fused = timer
+            .finish()
+            .get("mean_field_sample", Pass::Forward)
+            .is_some();
+        let (loc, rho) = layer.kernel_params();
+        let grad = |p| grads.param(p).unwrap().clone();
+        (y.value(), kl.item().unwrap(), [grad(loc), grad(rho)], fused)
+    };
+    let (y0, kl0, g0, fused0) = run(composed, KlMethod::Auto);
+    assert!(!fused0, "a custom prior takes the composed path");
+    for method in [KlMethod::Auto, KlMethod::SampleEstimate] {
+        let (y, kl, g, fused) = run(fused.clone(), method);
+        assert!(fused, "the spike-and-slab prior takes the fused op");
+        assert_eq!(y, y0, "the same draws");
+        assert!((kl - kl0).abs() <= 1e-12 * kl0.abs(), "{kl} vs {kl0}");
+        for (a, b) in g.iter().zip(&g0) {
+            for (&a, &b) in a.data().iter().zip(b.data()) {
+                assert!((a - b).abs() <= 1e-11 * (1.0 + b.abs()), "{a} vs {b}");
+            }
+        }
+    }
+}
+
 #[test]
 fn divergence_nodes_are_named_and_elbo_counts_each_once() {
     let mut store = ParamStore::<f64>::new();

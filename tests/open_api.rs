@@ -521,3 +521,122 @@ fn a_users_distribution_is_a_likelihood_in_the_elbo() -> Result<()> {
     );
     Ok(())
 }
+
+/// KL(N || N) as twice the closed form: a replacement a layer must not
+/// bypass.
+struct DoubledNormalKl;
+
+impl<'t> KlRule<'t, f64> for DoubledNormalKl {
+    type Q = Normal<'t, f64>;
+    type P = Normal<'t, f64>;
+    fn kl(&self, q: &Normal<'t, f64>, p: &Normal<'t, f64>) -> Result<Var<'t, f64>> {
+        let r = q.scale() / p.scale();
+        let d = (q.loc() - p.loc()) / p.scale();
+        Ok(((r.square() + d.square() - 1.0) * 0.5 - r.ln()) * 2.0)
+    }
+}
+
+/// A closed form of the user's for KL(N || mixture): here just `loc²`.
+struct SquaredLocKl;
+
+impl<'t> KlRule<'t, f64> for SquaredLocKl {
+    type Q = Normal<'t, f64>;
+    type P = bayesgrad::distributions::MixtureOfNormals<'t, f64>;
+    fn kl(
+        &self,
+        q: &Normal<'t, f64>,
+        _: &bayesgrad::distributions::MixtureOfNormals<'t, f64>,
+    ) -> Result<Var<'t, f64>> {
+        Ok(q.loc().square())
+    }
+}
+
+/// Run as a child process by the test below (a registration is process-wide,
+/// and the rules here would change what the other tests compute).
+#[test]
+#[ignore = "a helper process for layers_apply_the_users_rules_over_their_fused_samplers"]
+fn registered_rules_in_a_process_of_their_own() {
+    if std::env::var_os("BAYESGRAD_RULES_CHILD").is_none() {
+        return;
+    }
+    use bayesgrad::autodiff::profile::{OpTimer, Pass};
+    // the layer's kernel divergence, whether the fused op ran, and the
+    // posterior's loc and scale
+    let pass = |prior: Prior<f64>, divergence: KlMethod<f64>| {
+        let config = VariationalConfig {
+            prior,
+            divergence,
+            ..Default::default()
+        };
+        let mut store = ParamStore::new();
+        let mut rng = StdRng::seed_from_u64(3);
+        let layer = DenseFlipout::with_config(&mut store, "l", 3, 2, config, &mut rng).unwrap();
+        let timer = OpTimer::start().unwrap();
+        let tape = Tape::new();
+        let mut cx = Forward::new(&tape, &store, &mut rng);
+        layer
+            .forward(&mut cx, tape.constant(Tensor::ones(&[2, 3])))
+            .unwrap();
+        let kl = cx.divergences().total().item().unwrap();
+        let fused = timer
+            .finish()
+            .get("mean_field_sample", Pass::Forward)
+            .is_some();
+        let (loc, rho) = layer.kernel_params();
+        let (loc, scale) = (
+            tape.param(&store, loc).value(),
+            tape.param(&store, rho).value(),
+        );
+        (kl, fused, loc, scale)
+    };
+    let spike = Prior::spike_and_slab_tfp;
+    // before any registration the fused op serves both priors
+    assert!(pass(Prior::default(), KlMethod::Auto).1);
+    assert!(pass(spike(), KlMethod::Auto).1);
+    assert!(!register_kl(SquaredLocKl), "no rule for the pair before");
+    assert!(register_kl(DoubledNormalKl), "the built-in rule replaced");
+    let (kl, fused, loc, scale) = pass(Prior::default(), KlMethod::Auto);
+    let closed: f64 = loc
+        .data()
+        .iter()
+        .zip(scale.data())
+        .map(|(m, s)| (s * s + m * m - 1.0) * 0.5 - s.ln())
+        .sum();
+    assert!(
+        !fused && (kl - 2.0 * closed).abs() <= 1e-12 * closed,
+        "{kl} vs 2 × {closed}"
+    );
+    let (kl, fused, loc, _) = pass(spike(), KlMethod::Auto);
+    let squares: f64 = loc.data().iter().map(|m| m * m).sum();
+    assert!(
+        !fused && (kl - squares).abs() <= 1e-12 * squares,
+        "{kl} vs {squares}"
+    );
+    // asked for the sample estimate, the layer still estimates (fused)
+    let (kl, fused, ..) = pass(spike(), KlMethod::SampleEstimate);
+    assert!(fused && (kl - squares).abs() > 1e-3, "{kl}");
+}
+
+/// A rule the user registers for the pair of a layer's posterior and prior
+/// (`register_kl`, replacing a built-in one or not) is what the layer's
+/// automatic or analytic divergence applies: the fused samplers, which
+/// compute the built-in Normal divergence or the spike-and-slab estimate
+/// themselves, step aside for it (they used to compute theirs regardless).
+#[test]
+fn layers_apply_the_users_rules_over_their_fused_samplers() {
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "open_api::registered_rules_in_a_process_of_their_own",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env("BAYESGRAD_RULES_CHILD", "1")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "the child process failed (run it to see why)"
+    );
+}

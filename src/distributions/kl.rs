@@ -40,7 +40,7 @@ use crate::error::{Error, Result};
 use crate::tensor::Element;
 use rand::Rng;
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock, RwLock};
 
 /// An analytic KL(q || p) for `q` of type `Q` and `p` of type `P`.
@@ -180,7 +180,28 @@ pub fn register_kl<F: Element, R: for<'t> KlRule<'t, F>>(rule: R) -> bool {
     let mut rules = RULES
         .write()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
+    USER_RULES
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .insert((
+            typeid::of::<<R as KlRule<'static, F>>::Q>(),
+            typeid::of::<<R as KlRule<'static, F>>::P>(),
+        ));
     insert::<F, R>(&mut rules, rule)
+}
+
+/// The pairs [`register_kl`] has filed a rule for, built-in or not.
+static USER_RULES: LazyLock<RwLock<HashSet<(TypeId, TypeId)>>> = LazyLock::new(Default::default);
+
+/// Whether a user registered a rule for `(Q, P)` (each type with its
+/// lifetime `'static`): the layers' fused samplers, which compute the
+/// built-in divergence themselves, then step aside for
+/// [`kl_divergence`].
+pub(crate) fn user_rule_for<Q: ?Sized, P: ?Sized>() -> bool {
+    USER_RULES
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .contains(&(typeid::of::<Q>(), typeid::of::<P>()))
 }
 
 /// The registered rule for the pair, if any. The lock is released before

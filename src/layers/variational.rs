@@ -390,6 +390,14 @@ impl Bias {
     }
 }
 
+/// A prior whose divergence a fused sampler computes with the draw.
+enum FusedPrior<F> {
+    /// `N(loc, scale)`, the analytic KL.
+    Normal(F, F),
+    /// `(pi, spike_scale, slab_scale)`, the single-sample estimate.
+    SpikeAndSlab((f64, f64, f64)),
+}
+
 /// What the estimator drew from the kernel posterior in one pass, kept for
 /// a divergence that needs a weight sample (a prior without a closed form).
 enum Drawn<'t, F: Element> {
@@ -423,11 +431,16 @@ impl<'t, F: Element> PosteriorPass<'t, '_, '_, F> {
     /// `loc + delta`. For the default layer (a Normal prior with an analytic
     /// divergence) `delta` and the KL term come from one fused op.
     pub fn perturbation(&mut self) -> Result<(Var<'t, F>, Var<'t, F>)> {
-        if let Some((m, s, shift)) = self.fused_prior()? {
+        if let Some((prior, shift)) = self.fused_prior()? {
             let loc = self.cx.param(self.kernel.loc)?;
             let rho = self.cx.param_raw(self.kernel.rho)?;
             let seed = self.cx.rng().next_u64();
-            let (delta, kl) = loc.mean_field_sample(rho, shift, (m, s), seed)?;
+            let (delta, kl) = match prior {
+                FusedPrior::Normal(m, s) => loc.mean_field_sample(rho, shift, (m, s), seed)?,
+                FusedPrior::SpikeAndSlab(parts) => {
+                    loc.mean_field_sample_spike_slab(rho, shift, parts, seed)?
+                }
+            };
             self.drawn = Drawn::Fused { kl };
             return Ok((loc, delta));
         }
@@ -461,21 +474,50 @@ impl<'t, F: Element> PosteriorPass<'t, '_, '_, F> {
         std::mem::replace(&mut self.epilogue, Epilogue::none())
     }
 
-    /// `(prior loc, prior scale, softplus shift)` when the fused sampler
-    /// serves this layer: a finite scalar Normal prior, an analytic (or
-    /// automatic) divergence, and `rho` stored with the softplus constraint.
-    fn fused_prior(&self) -> Result<Option<(F, F, F)>> {
-        let (m, s) = match (&self.config.prior, &self.config.divergence) {
+    /// The prior and the softplus shift when a fused sampler serves this
+    /// layer, with `rho` stored with the softplus constraint:
+    ///
+    /// - a finite scalar Normal prior with an analytic (or automatic)
+    ///   divergence: the closed form;
+    /// - a valid spike-and-slab prior with the single-sample estimate (or
+    ///   the automatic divergence, which is that estimate for it): the
+    ///   estimate at the pass's weights.
+    ///
+    /// A rule registered by the user for the pair (`register_kl`) is for
+    /// [`kl_divergence`] to apply: then the composed path serves.
+    fn fused_prior(&self) -> Result<Option<(FusedPrior<F>, F)>> {
+        use crate::distributions::MixtureOfNormals;
+        use crate::distributions::kl::user_rule_for;
+        let valid = |v: f64, lo: F, hi: F| F::lit(v) > lo && F::lit(v) < hi;
+        let prior = match (&self.config.prior, &self.config.divergence) {
             (Prior::Normal { loc, scale }, KlMethod::Auto | KlMethod::Analytic)
-                if loc.is_finite() && scale.is_finite() && *scale > 0.0 =>
+                if valid(*loc, F::neg_infinity(), F::infinity())
+                    && valid(*scale, F::zero(), F::infinity())
+                    && !user_rule_for::<Normal<'static, F>, Normal<'static, F>>() =>
             {
-                (*loc, *scale)
+                FusedPrior::Normal(F::lit(*loc), F::lit(*scale))
+            }
+            (
+                Prior::SpikeAndSlab {
+                    pi,
+                    spike_scale,
+                    slab_scale,
+                },
+                method @ (KlMethod::Auto | KlMethod::SampleEstimate),
+            ) if valid(*pi, F::zero(), F::one())
+                && [spike_scale, slab_scale]
+                    .iter()
+                    .all(|&&s| valid(s, F::zero(), F::infinity()))
+                && (matches!(method, KlMethod::SampleEstimate)
+                    || !user_rule_for::<Normal<'static, F>, MixtureOfNormals<'static, F>>()) =>
+            {
+                FusedPrior::SpikeAndSlab((*pi, *spike_scale, *slab_scale))
             }
             _ => return Ok(None),
         };
         // the op reads rho as stored and applies the softplus itself
         Ok(match self.cx.store().constraint(self.kernel.rho)? {
-            Constraint::Positive { eps } => Some((F::lit(m), F::lit(s), F::lit(eps))),
+            Constraint::Positive { eps } => Some((prior, F::lit(eps))),
             _ => None,
         })
     }
