@@ -411,12 +411,12 @@ fn monte_carlo_kl_against_spike_and_slab_converges_for_every_estimator() {
 }
 
 /// A layer under a spike-and-slab prior draws its weights and estimates
-/// `ln q(w) - ln p(w)` at them in one fused op, for the automatic and the
-/// sample-estimate divergence: the same outputs, divergence and gradients
-/// as the composed estimate (the same mixture as a custom prior, which the
-/// fused op does not serve) at the same draw.
-#[test]
-fn a_spike_and_slab_layer_takes_the_composed_estimate_in_one_op() {
+/// `ln q(w) - ln p(w)` at them in one fused op (with local
+/// reparameterization, weights drawn for the divergence alone), for the
+/// automatic and the sample-estimate divergence: the same outputs,
+/// divergence and gradients as the composed estimate (the same mixture as
+/// a custom prior, which the fused op does not serve) at the same draws.
+fn spike_and_slab_takes_the_composed_estimate_in_one_op<E: Estimator>() {
     use bayesgrad::autodiff::profile::{OpTimer, Pass};
     let (pi, spike, slab) = (0.3, 0.2, 5.0);
     let composed = Prior::custom(move |tape, _, _| {
@@ -438,7 +438,9 @@ fn a_spike_and_slab_layer_takes_the_composed_estimate_in_one_op() {
         };
         let mut store = ParamStore::new();
         let mut rng = StdRng::seed_from_u64(1);
-        let layer = DenseFlipout::with_config(&mut store, "s", 4, 5, config, &mut rng).unwrap();
+        let layer =
+            DenseVariational::<f64, E>::with_config(&mut store, "s", 4, 5, config, &mut rng)
+                .unwrap();
         let timer = OpTimer::start().unwrap();
         let tape = Tape::new();
         let mut cx = Forward::new(&tape, &store, &mut rng);
@@ -454,18 +456,36 @@ fn a_spike_and_slab_layer_takes_the_composed_estimate_in_one_op() {
         (y.value(), kl.item().unwrap(), [grad(loc), grad(rho)], fused)
     };
     let (y0, kl0, g0, fused0) = run(composed, KlMethod::Auto);
-    assert!(!fused0, "a custom prior takes the composed path");
+    assert!(
+        !fused0,
+        "{}: a custom prior takes the composed path",
+        E::NAME
+    );
     for method in [KlMethod::Auto, KlMethod::SampleEstimate] {
         let (y, kl, g, fused) = run(fused.clone(), method);
-        assert!(fused, "the spike-and-slab prior takes the fused op");
-        assert_eq!(y, y0, "the same draws");
-        assert!((kl - kl0).abs() <= 1e-12 * kl0.abs(), "{kl} vs {kl0}");
+        let name = E::NAME;
+        assert!(fused, "{name}: the spike-and-slab prior takes the fused op");
+        assert_eq!(y, y0, "{name}: the same draws");
+        assert!(
+            (kl - kl0).abs() <= 1e-12 * kl0.abs(),
+            "{name}: {kl} vs {kl0}"
+        );
         for (a, b) in g.iter().zip(&g0) {
             for (&a, &b) in a.data().iter().zip(b.data()) {
-                assert!((a - b).abs() <= 1e-11 * (1.0 + b.abs()), "{a} vs {b}");
+                assert!(
+                    (a - b).abs() <= 1e-11 * (1.0 + b.abs()),
+                    "{name}: {a} vs {b}"
+                );
             }
         }
     }
+}
+
+#[test]
+fn a_spike_and_slab_layer_takes_the_composed_estimate_in_one_op() {
+    spike_and_slab_takes_the_composed_estimate_in_one_op::<Reparameterization>();
+    spike_and_slab_takes_the_composed_estimate_in_one_op::<Flipout>();
+    spike_and_slab_takes_the_composed_estimate_in_one_op::<LocalReparameterization>();
 }
 
 #[test]

@@ -533,6 +533,15 @@ impl<'t, F: Element> PosteriorPass<'t, '_, '_, F> {
                 register_divergence(self.cx, name, &q, w, self.config, shape)
             }
             Drawn::Moments { q } => {
+                // weights drawn for the divergence alone: for a spike-and-slab
+                // prior, by the fused op (the same draw as `noise` would give)
+                if let Some((FusedPrior::SpikeAndSlab(parts), shift)) = self.fused_prior()? {
+                    let loc = self.cx.param(self.kernel.loc)?;
+                    let rho = self.cx.param_raw(self.kernel.rho)?;
+                    let seed = self.cx.rng().next_u64();
+                    let (_, kl) = loc.mean_field_sample_spike_slab(rho, shift, parts, seed)?;
+                    return self.cx.add_divergence(name, kl);
+                }
                 let w = |rng: &mut dyn Rng| q.loc() + q.scale() * noise(shape, rng);
                 register_divergence(self.cx, name, &q, w, self.config, shape)
             }
