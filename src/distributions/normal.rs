@@ -2,7 +2,7 @@ use super::{
     Distribution, HALF_LN_2PI, batch_broadcast, check_finite, check_positive, same_tape,
     sample_shape, standard_normal,
 };
-use crate::autodiff::ops::binary::broadcast_all;
+use crate::autodiff::ops::binary::{Kernel4, View, broadcast_all, map4};
 use crate::autodiff::ops::unary::par_fill;
 use crate::autodiff::params::{Param, ParamStore};
 use crate::autodiff::tape::Op;
@@ -44,6 +44,43 @@ fn one_per_value<'a, F: Element>(inputs: &[&'a Tensor<F>]) -> Option<(&'a [F], &
     (x.shape() == m.shape() && x.shape() == s.shape()).then(|| (x.data(), m.data(), s.data()))
 }
 
+/// `ln N(x; m, s)` of `(x, m, s, _)`: the general branch's formula.
+struct LogDensity;
+
+impl<F: Element> Kernel4<F> for LogDensity {
+    #[inline(always)]
+    fn value(&self, x: F, m: F, s: F, _: F) -> F {
+        let z = (x - m) / s;
+        F::lit(-0.5) * z * z - s.fast_ln() - F::lit(HALF_LN_2PI)
+    }
+}
+
+/// `g z / s` of `(g, x, m, s)`, with `z = (x - m) / s` (0 where `g` is).
+struct LocSlope;
+
+impl<F: Element> Kernel4<F> for LocSlope {
+    #[inline(always)]
+    fn value(&self, g: F, x: F, m: F, s: F) -> F {
+        let z = (x - m) / s;
+        if g == F::zero() { F::zero() } else { z / s * g }
+    }
+}
+
+/// `g (z² - 1) / s` of `(g, x, m, s)` (0 where `g` is).
+struct ScaleSlope;
+
+impl<F: Element> Kernel4<F> for ScaleSlope {
+    #[inline(always)]
+    fn value(&self, g: F, x: F, m: F, s: F) -> F {
+        let z = (x - m) / s;
+        if g == F::zero() {
+            F::zero()
+        } else {
+            (z * z - F::one()) / s * g
+        }
+    }
+}
+
 impl<F: Element> Op<F> for NormalLogProb {
     fn name(&self) -> &str {
         "normal_log_prob"
@@ -78,11 +115,10 @@ impl<F: Element> Op<F> for NormalLogProb {
         }
         let (shape, t) = broadcast_all("normal_log_prob", inputs)?;
         let (x, m, s) = (t[0].view(), t[1].view(), t[2].view());
-        let data = (0..crate::tensor::numel(&shape)).map(|i| {
-            let z = (x.at(i) - m.at(i)) / s.at(i);
-            half * z * z - s.at(i).fast_ln() - c
-        });
-        Tensor::from_vec(data.collect(), &shape)
+        let mut out = vec![F::zero(); crate::tensor::numel(&shape)];
+        // (the fourth operand is unused)
+        map4(&LogDensity, [x, m, s, s], &mut out);
+        Tensor::from_vec(out, &shape)
     }
     fn backward(
         &self,
@@ -153,13 +189,9 @@ impl<F: Element> Op<F> for NormalLogProb {
             );
         } else {
             let (_, t) = broadcast_all("normal_log_prob", inputs)?;
-            let (x, m, s) = (t[0].view(), t[1].view(), t[2].view());
-            for i in (0..n).filter(|&i| g[i] != F::zero()) {
-                let si = s.at(i);
-                let z = (x.at(i) - m.at(i)) / si;
-                dloc[i] = z / si * g[i];
-                dscale[i] = (z * z - F::one()) / si * g[i];
-            }
+            let views = [View::each(g), t[0].view(), t[1].view(), t[2].view()];
+            map4(&LocSlope, views, &mut dloc);
+            map4(&ScaleSlope, views, &mut dscale);
         }
         let dx = needs[0].then(|| {
             Tensor::new_unchecked(dloc.iter().map(|&d| -d).collect::<Vec<_>>(), shape.clone())
@@ -181,6 +213,40 @@ impl<F: Element> Op<F> for NormalLogProb {
     }
 }
 
+/// `KL(N(mq, sq) || N(mp, sp))` of `(mq, sq, mp, sp)`, with `r = sq / sp`
+/// and `d = (mq - mp) / sp`: `r² - 1` as `(r - 1)(r + 1)`, exact factors
+/// near `r = 1`, where the rounding of `r²` would be all of a small KL.
+struct NormalKlTerm;
+
+impl<F: Element> Kernel4<F> for NormalKlTerm {
+    #[inline(always)]
+    fn value(&self, mq: F, sq: F, mp: F, sp: F) -> F {
+        let r = sq / sp;
+        let d = (mq - mp) / sp;
+        F::lit(0.5) * ((r - F::one()) * (r + F::one()) + d * d) - r.fast_ln()
+    }
+}
+
+/// `g (mq - mp) / sp²` of `(g, mq, mp, sp)`.
+struct KlLocSlope;
+
+impl<F: Element> Kernel4<F> for KlLocSlope {
+    #[inline(always)]
+    fn value(&self, g: F, mq: F, mp: F, sp: F) -> F {
+        g * (mq - mp) / (sp * sp)
+    }
+}
+
+/// `g (sq / sp² - 1 / sq)` of `(g, sq, sp, _)`.
+struct KlScaleSlope;
+
+impl<F: Element> Kernel4<F> for KlScaleSlope {
+    #[inline(always)]
+    fn value(&self, g: F, sq: F, sp: F, _: F) -> F {
+        g * (sq / (sp * sp) - F::one() / sq)
+    }
+}
+
 /// KL(N(mq, sq) || N(mp, sp)) elementwise over inputs `[mq, sq, mp, sp]`, fused.
 /// With `r = sq / sp`, `d = (mq - mp) / sp`: `KL = (r^2 + d^2 - 1)/2 - ln r`,
 /// `d/dmq = d / sp = -d/dmp`, `d/dsq = (r^2 - 1) / sq`, `d/dsp = (1 - r^2 - d^2) / sp`.
@@ -193,25 +259,11 @@ impl<F: Element> Op<F> for NormalKl {
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
         let (shape, t) = broadcast_all("kl_divergence", inputs)?;
         let (mq, sq, mp, sp) = (t[0].view(), t[1].view(), t[2].view(), t[3].view());
-        let half = F::lit(0.5);
         // (the variational layers' summed KL against a scalar prior comes
         // from the fused `mean_field_sample`; this is the elementwise,
         // broadcasting form)
         let mut data = vec![F::zero(); crate::tensor::numel(&shape)];
-        par_fill(
-            &mut data,
-            #[inline(always)]
-            |start, chunk| {
-                for (j, out) in chunk.iter_mut().enumerate() {
-                    let i = start + j;
-                    let r = sq.at(i) / sp.at(i);
-                    let d = (mq.at(i) - mp.at(i)) / sp.at(i);
-                    // r² - 1 as (r - 1)(r + 1): exact factors near r = 1,
-                    // where the rounding of r² would be all of a small KL
-                    *out = half * ((r - F::one()) * (r + F::one()) + d * d) - r.fast_ln();
-                }
-            },
-        );
+        map4(&NormalKlTerm, [mq, sq, mp, sp], &mut data);
         Tensor::from_vec(data, &shape)
     }
     fn backward(
@@ -236,36 +288,26 @@ impl<F: Element> Op<F> for NormalKl {
         // d/dsq = sq / sp^2 - 1 / sq, d/dsp = (1 - r^2 - d^2) / sp.
         let mut dmq = vec![F::zero(); n];
         let mut dsq = needs[1].then(|| vec![F::zero(); n]);
-        par_fill(
-            &mut dmq,
-            #[inline(always)]
-            |start, chunk| {
-                for (j, out) in chunk.iter_mut().enumerate() {
-                    let (i, b) = (start + j, sp.at(start + j));
-                    *out = g[i] * (mq.at(i) - mp.at(i)) / (b * b);
-                }
-            },
-        );
+        let gv = View::each(g);
+        map4(&KlLocSlope, [gv, mq, mp, sp], &mut dmq);
         if let Some(d) = dsq.as_mut() {
+            // (the fourth operand is unused)
+            map4(&KlScaleSlope, [gv, sq, sp, sp], d);
+        }
+        let dsp = needs[3].then(|| {
+            let mut out = vec![F::zero(); n];
             par_fill(
-                d,
+                &mut out,
                 #[inline(always)]
                 |start, chunk| {
                     for (j, out) in chunk.iter_mut().enumerate() {
                         let i = start + j;
-                        let (a, b) = (sq.at(i), sp.at(i));
-                        *out = g[i] * (a / (b * b) - F::one() / a);
+                        let b = sp.at(i);
+                        let (r, d) = (sq.at(i) / b, (mq.at(i) - mp.at(i)) / b);
+                        *out = g[i] * (F::one() - r * r - d * d) / b;
                     }
                 },
             );
-        }
-        let dsp = needs[3].then(|| {
-            let mut out = vec![F::zero(); n];
-            for i in 0..n {
-                let b = sp.at(i);
-                let (r, d) = (sq.at(i) / b, (mq.at(i) - mp.at(i)) / b);
-                out[i] = g[i] * (F::one() - r * r - d * d) / b;
-            }
             out
         });
         let dmp = needs[2].then(|| dmq.iter().map(|&v| -v).collect::<Vec<F>>());
@@ -440,6 +482,102 @@ pub(crate) fn kl_normal_normal<'t, F: Element>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every mix of single-value and full operands of the log-density and
+    /// of the KL (a loop compiled for each mix) gives the bits of the same
+    /// values all given in full, forward and backward, on one thread and
+    /// two.
+    #[test]
+    fn every_mix_of_single_and_full_operands_gives_the_bits_of_full_ones() {
+        use crate::distributions::kl::kl_divergence;
+        for n in [7, 70_001] {
+            // operand k of `count` (the scales positive)
+            let full = |count: usize, k: usize| {
+                let scale = (count == 3 && k == 2) || (count == 4 && k % 2 == 1);
+                Tensor::<f32>::from_fn(&[n], move |i| {
+                    let v = ((i * (k + 3)) % 101) as f32 * 0.02;
+                    if scale { 0.3 + v } else { v - 1.0 }
+                })
+            };
+            let one = |count: usize, k: usize| full(count, k).data()[n / 2];
+            let weights = Tensor::<f32>::from_fn(&[n], |i| ((i % 5) as f32 - 2.0) * 0.5);
+            // operand k single where bit k of `mix` is set (its value then
+            // repeated in the full run)
+            let operands = |count: usize, mix: usize, spread: bool| -> Vec<Tensor<f32>> {
+                (0..count)
+                    .map(|k| match (mix >> k & 1 == 1, spread) {
+                        (false, _) => full(count, k),
+                        (true, false) => Tensor::scalar(one(count, k)),
+                        (true, true) => Tensor::full(&[n], one(count, k)),
+                    })
+                    .collect()
+            };
+            // the first position where two tensors' bits differ
+            let differ = |a: &Tensor<f32>, b: &Tensor<f32>| {
+                let bits =
+                    |t: &Tensor<f32>| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                let (a, b) = (bits(a), bits(b));
+                (a.len() != b.len())
+                    .then_some(0)
+                    .or_else(|| (0..a.len()).find(|&i| a[i] != b[i]))
+            };
+            for (count, name) in [(3, "log_prob"), (4, "kl")] {
+                // (all single: a single value, not comparable)
+                for mix in 0..(1 << count) - 1 {
+                    let run = |spread: bool| {
+                        let tape = Tape::<f32>::new();
+                        let v: Vec<_> = operands(count, mix, spread)
+                            .into_iter()
+                            .map(|t| tape.var(t))
+                            .collect();
+                        let y = match count {
+                            3 => Normal::new(v[1], v[2]).unwrap().log_prob(v[0]).unwrap(),
+                            _ => {
+                                let q = Normal::new(v[0], v[1]).unwrap();
+                                kl_divergence(&q, &Normal::new(v[2], v[3]).unwrap()).unwrap()
+                            }
+                        };
+                        let g = (y * tape.constant(weights.clone()))
+                            .sum()
+                            .backward()
+                            .unwrap();
+                        let grads: Vec<Tensor<f32>> =
+                            v.iter().map(|&v| g.get(v).unwrap().clone()).collect();
+                        (y.value(), grads)
+                    };
+                    let ((y, g), (y_full, g_full)) = (run(false), run(true));
+                    let what = format!("{name} n {n} mix {mix:b}");
+                    if (count, mix) == (3, 0b110) {
+                        // a single loc and scale take the likelihood's own
+                        // path, `(x - m) / s` as `(x - m) (1 / s)`
+                        let close = y
+                            .data()
+                            .iter()
+                            .zip(y_full.data())
+                            .all(|(a, b)| (a - b).abs() <= 1e-6 * b.abs().max(1.0));
+                        assert!(close, "{what}");
+                    } else {
+                        assert_eq!(differ(&y, &y_full), None, "{what}");
+                    }
+                    for (k, (g, g_full)) in g.iter().zip(&g_full).enumerate() {
+                        if mix >> k & 1 == 0 {
+                            assert_eq!(differ(g, g_full), None, "{what} d{k}");
+                        } else {
+                            // a single value's gradient is the sum of the full one's
+                            let want: f64 = g_full.data().iter().map(|&v| f64::from(v)).sum();
+                            let got = f64::from(g.item().unwrap());
+                            let scale: f64 =
+                                g_full.data().iter().map(|&v| f64::from(v.abs())).sum();
+                            assert!(
+                                (got - want).abs() <= 1e-5 * scale.max(1e-30),
+                                "{name} n {n} mix {mix:b} d{k}: {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn scalar_parameter_fast_path_matches_full_parameters() {

@@ -3,7 +3,7 @@
 
 use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
-use crate::kernels::parallel::par_new;
+use crate::kernels::parallel::{par_fill, par_new};
 use crate::kernels::special;
 use crate::tensor::{Element, Tensor, trailing_broadcast};
 use std::borrow::Cow;
@@ -682,6 +682,14 @@ pub(crate) struct View<'a, F: Sync> {
 }
 
 impl<'a, F: Element> View<'a, F> {
+    /// A value per position, read from `data`.
+    pub(crate) fn each(data: &'a [F]) -> Self {
+        View {
+            data,
+            scalar: false,
+        }
+    }
+
     /// The view from element `start` on (a scalar stays itself).
     pub(crate) fn skip(self, start: usize) -> Self {
         if self.scalar {
@@ -709,6 +717,101 @@ impl<'a, F: Element> View<'a, F> {
             self.data[i]
         }
     }
+}
+
+/// An operand of an elementwise kernel as its loop reads it: one value
+/// for every position ([`Same`]) or a value per position ([`Each`]). A
+/// kernel generic over its operands' kinds compiles a loop for each
+/// combination, so that every loop is a plain vectorizable zip (a branch on
+/// the kind at each element kept the loops scalar, several times slower).
+pub(crate) trait Lane<F>: Copy + Send + Sync {
+    fn at(self, i: usize) -> F;
+    /// The operand at positions `start..start + len` (a loop over exactly
+    /// `len` positions then reads it without bounds checks).
+    fn window(self, start: usize, len: usize) -> Self;
+}
+
+/// One value for every position.
+#[derive(Clone, Copy)]
+pub(crate) struct Same<F>(pub F);
+
+/// A value per position.
+#[derive(Clone, Copy)]
+pub(crate) struct Each<'a, F>(pub &'a [F]);
+
+impl<F: Element> Lane<F> for Same<F> {
+    #[inline(always)]
+    fn at(self, _: usize) -> F {
+        self.0
+    }
+    #[inline(always)]
+    fn window(self, _: usize, _: usize) -> Self {
+        self
+    }
+}
+
+impl<F: Element> Lane<F> for Each<'_, F> {
+    #[inline(always)]
+    fn at(self, i: usize) -> F {
+        self.0[i]
+    }
+    #[inline(always)]
+    fn window(self, start: usize, len: usize) -> Self {
+        Each(&self.0[start..start + len])
+    }
+}
+
+/// An elementwise kernel of four operands: `value(a_i, b_i, c_i, d_i)` at
+/// each position.
+pub(crate) trait Kernel4<F: Element>: Sync {
+    fn value(&self, a: F, b: F, c: F, d: F) -> F;
+}
+
+/// Writes `out[i] = k.value(a_i, b_i, c_i, d_i)` for the views of four
+/// operands broadcast to `out`'s length, on every thread, with one loop per
+/// combination of the operands' kinds ([`Lane`]).
+pub(crate) fn map4<F: Element, K: Kernel4<F>>(k: &K, v: [View<'_, F>; 4], out: &mut [F]) {
+    fn run<F: Element, K: Kernel4<F>>(
+        k: &K,
+        (a, b, c, d): (impl Lane<F>, impl Lane<F>, impl Lane<F>, impl Lane<F>),
+        out: &mut [F],
+    ) {
+        par_fill(
+            out,
+            #[inline(always)]
+            |start, chunk| {
+                let n = chunk.len();
+                let (a, b, c, d) = (
+                    a.window(start, n),
+                    b.window(start, n),
+                    c.window(start, n),
+                    d.window(start, n),
+                );
+                for (i, o) in chunk.iter_mut().enumerate() {
+                    *o = k.value(a.at(i), b.at(i), c.at(i), d.at(i));
+                }
+            },
+        )
+    }
+    // `$body` with `$l` bound to the view's lane of either kind
+    macro_rules! by_kind {
+        ($v:expr, |$l:ident| $body:expr) => {
+            match $v.scalar {
+                true => {
+                    let $l = Same($v.data[0]);
+                    $body
+                }
+                false => {
+                    let $l = Each($v.data);
+                    $body
+                }
+            }
+        };
+    }
+    let [a, b, c, d] = v;
+    by_kind!(a, |a| by_kind!(b, |b| by_kind!(c, |c| by_kind!(d, |d| {
+        run(k, (a, b, c, d), out)
+    }))))
 }
 
 /// The common shape of the inputs and each input as an [`Operand`].
