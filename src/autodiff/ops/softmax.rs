@@ -3,6 +3,7 @@
 
 use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
+use crate::kernels::parallel::par_blocks;
 use crate::tensor::{Element, Tensor, split_at_axis};
 
 /// The parts of a shifted log-sum-exp along `axis` (both keepdim): the
@@ -31,7 +32,7 @@ fn lse_parts<F: Element>(x: &Tensor<F>, axis: usize) -> Result<(Tensor<F>, Tenso
             let top = (0..len).position(|k| at(k) == mi).unwrap_or(len);
             let others = (0..len)
                 .filter(|&k| k != top)
-                .fold(F::zero(), |s, k| s + (at(k) - mi).exp());
+                .fold(F::zero(), |s, k| s + (at(k) - mi).fast_exp());
             out[o * inner + i] = others.ln_1p();
         }
     }
@@ -39,13 +40,45 @@ fn lse_parts<F: Element>(x: &Tensor<F>, axis: usize) -> Result<(Tensor<F>, Tenso
 }
 
 /// `ln Σ exp(v - m)` of a row whose maximum `m` is finite, as
-/// [`lse_parts`] computes it (the same operations, so the same bits).
+/// [`lse_parts`] computes it (the same operations, so the same bits): the
+/// exponentials a piece at a time, which vectorize, then their sum in
+/// order.
+#[inline(always)]
 fn row_ln_sum<F: Element>(row: &[F], m: F) -> F {
+    const PIECE: usize = 64;
     let top = row.iter().position(|&v| v == m).unwrap_or(row.len());
-    let (before, after) = row.split_at(top);
-    let exp_sum = |s: F, &v: &F| s + (v - m).exp();
-    let s = before.iter().fold(F::zero(), exp_sum);
-    after.iter().skip(1).fold(s, exp_sum).ln_1p()
+    let mut terms = [F::zero(); PIECE];
+    let mut s = F::zero();
+    for (p, piece) in row.chunks(PIECE).enumerate() {
+        for (t, &v) in terms.iter_mut().zip(piece) {
+            *t = (v - m).fast_exp();
+        }
+        for (j, &t) in terms[..piece.len()].iter().enumerate() {
+            if p * PIECE + j != top {
+                s = s + t;
+            }
+        }
+    }
+    s.ln_1p()
+}
+
+/// Calls `f(x_row, out_row)` for each row of `len` elements of `x` and
+/// `out`, the rows split over the threads when there are enough.
+fn by_rows<F: Element>(x: &[F], out: &mut [F], len: usize, f: impl Fn(&[F], &mut [F]) + Sync) {
+    let rows = x.len() / len;
+    // (an exponential and a few operations an element)
+    par_blocks(
+        out,
+        rows,
+        4 * x.len(),
+        #[inline(always)]
+        |items, part: &mut [F]| {
+            let x = &x[items.start * len..items.end * len];
+            for (x, out) in x.chunks_exact(len).zip(part.chunks_exact_mut(len)) {
+                f(x, out);
+            }
+        },
+    );
 }
 
 /// The length of `axis` when it is the last of `shape` (its rows are
@@ -63,6 +96,23 @@ fn row_max<F: Element>(row: &[F]) -> F {
     )
 }
 
+/// From here down (`f32`'s `fast_exp` flushes to 0 below -87.3) [`prob`]
+/// takes the platform's `exp`.
+const FAST_EXP_FROM: f64 = -87.0;
+
+/// `e^y` of a log-probability `y`, vectorized where the result is a normal
+/// number, and with the subnormal results `fast_exp` would flush to 0: a
+/// class of probability 1e-40 (`Categorical::from_probs`) would lose its
+/// gradient through `ln p`, whose backward is `g / p`.
+#[inline(always)]
+fn prob<F: Element>(y: F) -> F {
+    if y < F::lit(FAST_EXP_FROM) {
+        y.exp()
+    } else {
+        y.fast_exp()
+    }
+}
+
 /// `x - logsumexp(x)` along an axis, computed as `(x - m) - ln Σ exp(x - m)`
 /// ([`lse_parts`]).
 struct LogSoftmax {
@@ -77,15 +127,23 @@ impl<F: Element> Op<F> for LogSoftmax {
         if let Some(len) = last_axis_len(x.shape(), self.axis) {
             // rows of the last axis, contiguous: one pass a row, with the
             // operations (and so the bits) of the general path below
-            let mut out = Vec::with_capacity(x.len());
-            for row in x.data().chunks_exact(len) {
-                let m = row_max(row);
-                let l = match m.is_finite() {
-                    true => row_ln_sum(row, m),
-                    false => F::zero(),
-                };
-                out.extend(row.iter().map(|&v| (v - m) - l));
-            }
+            let mut out = vec![F::zero(); x.len()];
+            by_rows(
+                x.data(),
+                &mut out,
+                len,
+                #[inline(always)]
+                |row, out| {
+                    let m = row_max(row);
+                    let l = match m.is_finite() {
+                        true => row_ln_sum(row, m),
+                        false => F::zero(),
+                    };
+                    for (o, &v) in out.iter_mut().zip(row) {
+                        *o = (v - m) - l;
+                    }
+                },
+            );
             return Tensor::from_vec(out, x.shape());
         }
         let (m, ln_sum) = lse_parts(x, self.axis)?;
@@ -100,16 +158,42 @@ impl<F: Element> Op<F> for LogSoftmax {
         g: &Tensor<F>,
     ) -> Result<Vec<Option<Tensor<F>>>> {
         if let Some(len) = last_axis_len(y.shape(), self.axis) {
-            // the same operations as below, a row at a time
-            let mut out = Vec::with_capacity(y.len());
-            for (y, g) in y.data().chunks_exact(len).zip(g.data().chunks_exact(len)) {
-                let s = g.iter().fold(F::zero(), |s, &g| s + g);
-                out.extend(y.iter().zip(g).map(|(&y, &g)| g - y.exp() * s));
-            }
-            return Ok(vec![Some(Tensor::from_vec(out, y.shape())?)]);
+            // the same operations as below, a row at a time (the rows of
+            // the incoming gradient, which become the rows of the result)
+            let mut out = g.data().to_vec();
+            let (y, g_in) = (y.data(), g.data());
+            let rows = y.len() / len;
+            let low = F::lit(FAST_EXP_FROM);
+            par_blocks(
+                &mut out[..],
+                rows,
+                4 * y.len(),
+                #[inline(always)]
+                |items, part: &mut [F]| {
+                    let span = items.start * len..items.end * len;
+                    let (y, g_in) = (&y[span.clone()], &g_in[span]);
+                    let rows = y.chunks_exact(len).zip(g_in.chunks_exact(len));
+                    for ((y, g_in), g) in rows.zip(part.chunks_exact_mut(len)) {
+                        let s = g.iter().fold(F::zero(), |s, &g| s + g);
+                        // `prob` in two passes: the vectorized exponential,
+                        // then the rare probabilities below its range
+                        for (g, &y) in g.iter_mut().zip(y) {
+                            *g = *g - y.fast_exp() * s;
+                        }
+                        if y.iter().any(|&y| y < low) {
+                            for ((g, &g_in), &y) in g.iter_mut().zip(g_in).zip(y) {
+                                if y < low {
+                                    *g = g_in - prob(y) * s;
+                                }
+                            }
+                        }
+                    }
+                },
+            );
+            return Ok(vec![Some(Tensor::from_vec(out, g.shape())?)]);
         }
         let gs = g.sum_axis(self.axis, true)?;
-        let p_gs = y.zip_map(&gs, "log_softmax", |y, s| y.exp() * s)?;
+        let p_gs = y.zip_map(&gs, "log_softmax", |y, s| prob(y) * s)?;
         Ok(vec![Some(g.zip_map(&p_gs, "log_softmax", |g, q| g - q)?)])
     }
 }
@@ -124,7 +208,37 @@ impl<F: Element> Op<F> for LogSumExp {
         "logsumexp"
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
-        let (m, ln_sum) = lse_parts(inputs[0], self.axis)?;
+        let x = inputs[0];
+        if let Some(len) = last_axis_len(x.shape(), self.axis) {
+            // rows of the last axis: [`lse_parts`]' operations a row at a time
+            let mut out = vec![F::zero(); x.len() / len];
+            let x = x.data();
+            par_blocks(
+                &mut out[..],
+                x.len() / len,
+                4 * x.len(),
+                #[inline(always)]
+                |items, part: &mut [F]| {
+                    let x = &x[items.start * len..items.end * len];
+                    for (row, o) in x.chunks_exact(len).zip(part.iter_mut()) {
+                        let m = row_max(row);
+                        *o = match m.is_finite() {
+                            true => m + row_ln_sum(row, m),
+                            false => m,
+                        };
+                    }
+                },
+            );
+            let mut shape = inputs[0].shape().to_vec();
+            match self.keepdim {
+                true => shape[self.axis] = 1,
+                false => {
+                    shape.remove(self.axis);
+                }
+            }
+            return Tensor::from_vec(out, &shape);
+        }
+        let (m, ln_sum) = lse_parts(x, self.axis)?;
         let out = m.zip_map(&ln_sum, "logsumexp", |m, l| m + l)?;
         if self.keepdim {
             Ok(out)
@@ -145,6 +259,38 @@ impl<F: Element> Op<F> for LogSumExp {
         g: &Tensor<F>,
     ) -> Result<Vec<Option<Tensor<F>>>> {
         let x = inputs[0];
+        let cutoff = F::min_positive_value().ln() / F::lit(2.0);
+        if let Some(len) = last_axis_len(x.shape(), self.axis) {
+            // the operations below, a row at a time
+            let mut out = vec![F::zero(); x.len()];
+            let (x, g) = (x.data(), g.data());
+            par_blocks(
+                &mut out[..],
+                x.len() / len,
+                4 * x.len(),
+                #[inline(always)]
+                |items, part: &mut [F]| {
+                    let rows = x[items.start * len..items.end * len].chunks_exact(len);
+                    let parts = part.chunks_exact_mut(len).zip(&g[items]);
+                    for (row, (out, &g)) in rows.zip(parts) {
+                        let m = row_max(row);
+                        if !m.is_finite() {
+                            out.fill(F::zero());
+                            continue;
+                        }
+                        let scale = (-row_ln_sum(row, m)).exp() * g;
+                        for (o, &x) in out.iter_mut().zip(row) {
+                            let w = match x - m >= cutoff {
+                                true => (x - m).fast_exp(),
+                                false => F::zero(),
+                            };
+                            *o = w * scale;
+                        }
+                    }
+                },
+            );
+            return Ok(vec![Some(Tensor::from_vec(out, inputs[0].shape())?)]);
+        }
         let (m, ln_sum) = lse_parts(x, self.axis)?;
         let g = g.reshape(m.shape())?;
         // per row: g / Σ exp(x - m), or 0 where the row has no finite maximum
@@ -152,10 +298,9 @@ impl<F: Element> Op<F> for LogSumExp {
             if m.is_finite() { (-l).exp() } else { F::zero() }
         })?;
         let scale = scale.zip_map(&g, "logsumexp", |s, g| s * g)?;
-        let cutoff = F::min_positive_value().ln() / F::lit(2.0);
         let w = x.zip_map(&m, "logsumexp", |x, m| {
             if m.is_finite() && x - m >= cutoff {
-                (x - m).exp()
+                (x - m).fast_exp()
             } else {
                 F::zero()
             }
@@ -271,6 +416,21 @@ mod tests {
         let (yt, dxt) = run(transpose(&x), transpose(&g), 0);
         assert_eq!(bits(&transpose(y.data())), bits(&yt));
         assert_eq!(bits(&transpose(dx.data())), bits(&dxt));
+        // logsumexp, kept dimension or not
+        for keepdim in [false, true] {
+            let lse = |x: Tensor<f32>, axis: usize| {
+                let tape = Tape::new();
+                let v = tape.var(x);
+                let l = v.logsumexp(axis, keepdim).unwrap();
+                let w = Tensor::from_fn(&l.shape(), |i| 0.5 + i as f32);
+                let grads = (l * w).sum().backward().unwrap();
+                (l.value(), grads.get(v).unwrap().clone())
+            };
+            let (l, dl) = lse(Tensor::from_vec(x.clone(), &shape).unwrap(), 1);
+            let (lt, dlt) = lse(transpose(&x), 0);
+            assert_eq!(bits(&l), bits(&lt), "keepdim {keepdim}");
+            assert_eq!(bits(&transpose(dl.data())), bits(&dlt), "keepdim {keepdim}");
+        }
         // the huge row keeps ln(2 + e^-1) apart, the -inf row is NaN, the
         // NaN row NaN
         let want = -(2.0 + (-1.0f64).exp()).ln();
