@@ -774,20 +774,30 @@ impl<F: Element> Tensor<F> {
         axis: usize,
         keepdim: bool,
         init: F,
-        f: impl Fn(F, F) -> F,
+        f: impl Fn(F, F) -> F + Sync,
     ) -> Result<Self> {
         self.check_axis(op, axis)?;
         let (outer, len, inner) = split_at_axis(&self.shape, axis);
         let mut data = vec![init; outer * inner];
-        for o in 0..outer {
-            let out = &mut data[o * inner..(o + 1) * inner];
-            for k in 0..len {
-                let row = &self.data[(o * len + k) * inner..(o * len + k + 1) * inner];
-                out.iter_mut()
-                    .zip(row)
-                    .for_each(|(acc, &x)| *acc = f(*acc, x));
-            }
-        }
+        // the outer blocks split over the threads (each element of the
+        // result takes its values in order, whatever the split)
+        let x = &self.data[..];
+        crate::kernels::parallel::par_blocks(
+            &mut data[..],
+            outer,
+            outer * len * inner,
+            #[inline(always)]
+            |items, part: &mut [F]| {
+                for (o, out) in items.zip(part.chunks_exact_mut(inner.max(1))) {
+                    for k in 0..len {
+                        let row = &x[(o * len + k) * inner..(o * len + k + 1) * inner];
+                        out.iter_mut()
+                            .zip(row)
+                            .for_each(|(acc, &x)| *acc = f(*acc, x));
+                    }
+                }
+            },
+        );
         Ok(Tensor {
             shape: self.reduced_shape(axis, keepdim),
             data: Arc::new(Storage::from_vec(data)),
@@ -925,6 +935,31 @@ mod tests {
 
     fn t(data: &[f64], shape: &[usize]) -> Tensor<f64> {
         Tensor::from_vec(data.to_vec(), shape).unwrap()
+    }
+
+    /// Reductions along an axis split the leading blocks over the threads
+    /// and give the bits of the values taken one after the other.
+    #[test]
+    fn reductions_along_an_axis_take_their_values_in_order() {
+        for shape in [[600usize, 100, 1], [60, 100, 10], [3, 100_000, 1]] {
+            let x = Tensor::<f32>::from_fn(&shape, |i| ((i * 7919) % 1009) as f32 * 0.37 - 150.0);
+            let (outer, len, inner) = (shape[0], shape[1], shape[2]);
+            let sum = x.sum_axis(1, false).unwrap();
+            let max = x.max_axis(1, false).unwrap();
+            for o in 0..outer {
+                for i in 0..inner {
+                    let values = (0..len).map(|k| x.data()[(o * len + k) * inner + i]);
+                    let (s, m) =
+                        values.fold((0.0f32, f32::NEG_INFINITY), |(s, m), v| (s + v, m.max(v)));
+                    assert_eq!(
+                        sum.data()[o * inner + i].to_bits(),
+                        s.to_bits(),
+                        "{shape:?} sum {o} {i}"
+                    );
+                    assert_eq!(max.data()[o * inner + i], m, "{shape:?} max {o} {i}");
+                }
+            }
+        }
     }
 
     #[test]
