@@ -264,14 +264,15 @@ type MixtureOutputs<'a, F> = (
 #[derive(Clone, Copy)]
 struct SpikeSlabTerms<F> {
     c: [F; 2],
-    inv2: [F; 2],
+    /// `1 / s_k²`.
+    precision: [F; 2],
 }
 
 impl<F: Element> SpikeSlabTerms<F> {
     fn new(components: [(F, F); 2]) -> Self {
         SpikeSlabTerms {
             c: components.map(|(c, _)| c),
-            inv2: components.map(|(_, inv)| inv * inv),
+            precision: components.map(|(_, inv)| inv * inv),
         }
     }
 }
@@ -290,8 +291,8 @@ fn sample_part_mixture<F: Element>(
     const PIECE: usize = NormalStream::PIECE;
     let half = F::lit(0.5);
     let [c1, c2] = prior.c;
-    let [inv1, inv2] = prior.inv2;
-    let gap = inv1 - inv2;
+    let [prec1, prec2] = prior.precision;
+    let gap = prec1 - prec2;
     let mut normals = NormalStream::new(seed, start);
     let (mut terms, mut ln_scale) = (Pairwise::new(), Pairwise::new());
     let (mut scale, mut q) = ([F::zero(); PIECE], [F::zero(); PIECE]);
@@ -321,7 +322,7 @@ fn sample_part_mixture<F: Element>(
             ds.write(z * sigmoid);
             let w = l + delta;
             let w2 = half * w * w;
-            let (t1, t2) = (c1 - w2 * inv1, c2 - w2 * inv2);
+            let (t1, t2) = (c1 - w2 * prec1, c2 - w2 * prec2);
             let u = t1 - t2;
             // softplus(-|u|) and sigmoid(-|u|), the smaller responsibility
             let (soft, small) = (-u.abs()).fast_softplus_sigmoid();
@@ -330,7 +331,7 @@ fn sample_part_mixture<F: Element>(
             } else {
                 small
             };
-            let slope = w * (inv2 + r1 * gap);
+            let slope = w * (prec2 + r1 * gap);
             ls.write(slope);
             ks.write(sigmoid * (z * slope) - sigmoid / *s);
             *q = -(half * z * z) - (t1.max(t2) + soft);

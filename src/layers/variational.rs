@@ -429,7 +429,9 @@ impl<'t, F: Element> PosteriorPass<'t, '_, '_, F> {
     /// The posterior mean `loc` and one perturbation `delta = scale * eps`,
     /// `eps ~ N(0, 1)` of the kernel's shape: the weights of this pass are
     /// `loc + delta`. For the default layer (a Normal prior with an analytic
-    /// divergence) `delta` and the KL term come from one fused op.
+    /// divergence) `delta` and the KL term come from one fused op, and so do
+    /// `delta` and the single-sample estimate at `loc + delta` for a
+    /// spike-and-slab prior.
     pub fn perturbation(&mut self) -> Result<(Var<'t, F>, Var<'t, F>)> {
         if let Some((prior, shift)) = self.fused_prior()? {
             let loc = self.cx.param(self.kernel.loc)?;

@@ -290,6 +290,19 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
                     |y, x| K::f(x, y),
                 ));
             }
+            // one value per run of the trailing axes (a column of per-row values)
+            if let Some(run) = leading_broadcast(a.shape(), b.shape()) {
+                return Ok(along_runs(a, b.data(), run, K::f));
+            }
+            if let Some(run) = leading_broadcast(b.shape(), a.shape()) {
+                return Ok(along_runs(
+                    b,
+                    a.data(),
+                    run,
+                    #[inline(always)]
+                    |y, x| K::f(x, y),
+                ));
+            }
             return a.zip_map(b, K::NAME, K::f);
         }
         // the common case of equal shapes: vectorized, on two threads when large
@@ -633,6 +646,56 @@ fn along_rows<F: Element>(
     Tensor::new_unchecked(out, big.shape().to_vec())
 }
 
+/// The length of the runs of `big`'s elements that share one element of
+/// `small`, when `small` is `big`'s shape with its trailing axes set to 1
+/// (a column `[n, 1]` against `[n, m]`: runs of `m`), with runs longer
+/// than one and more than one of them.
+fn leading_broadcast(big: &[usize], small: &[usize]) -> Option<usize> {
+    let lead = big.len().checked_sub(small.len())?;
+    // small's axes aligned with big's trailing ones: big's own, then ones
+    let kept = small.iter().rposition(|&d| d != 1).map_or(0, |p| p + 1);
+    let aligned = &big[lead..];
+    let run: usize = aligned[kept..].iter().product();
+    let leading_ones = big[..lead].iter().all(|&d| d == 1);
+    (leading_ones
+        && small[..kept] == aligned[..kept]
+        && run > 1
+        && small.iter().product::<usize>() > 1)
+        .then_some(run)
+}
+
+/// `f(x, r)` for every element `x` of `big`, where `r` is the element of
+/// `small` whose run (of `run` consecutive elements) it falls in.
+fn along_runs<F: Element>(
+    big: &Tensor<F>,
+    small: &[F],
+    run: usize,
+    f: impl Fn(F, F) -> F + Sync,
+) -> Tensor<F> {
+    let x = big.data();
+    // SAFETY: the runs cover `start..start + chunk.len()` without gaps,
+    // and each run's loop writes every element of it.
+    let out = unsafe {
+        par_new(
+            x.len(),
+            #[inline(always)]
+            |start, chunk| {
+                let mut done = 0;
+                while done < chunk.len() {
+                    let at = start + done;
+                    let (r, len) = (small[at / run], (run - at % run).min(chunk.len() - done));
+                    let (out, x) = (&mut chunk[done..done + len], &x[at..at + len]);
+                    for (o, &x) in out.iter_mut().zip(x) {
+                        o.write(f(x, r));
+                    }
+                    done += len;
+                }
+            },
+        )
+    };
+    Tensor::new_unchecked(out, big.shape().to_vec())
+}
+
 /// Writes every `out[i] = f(a_i, b_i, y[i], g[i])`, with the scalar/full cases of `a`
 /// and `b` split outside the loop, so each loop is a plain vectorizable zip.
 #[inline(always)]
@@ -854,6 +917,46 @@ pub(crate) fn broadcast_all<'a, F: Element>(
 #[cfg(test)]
 mod tests {
     use crate::prelude::*;
+
+    /// A column of per-row values (and its kin: trailing axes of 1) against
+    /// a full tensor takes the runs path, with the bits of the same values
+    /// broadcast in full, in either order and for each binary op, forward
+    /// and backward, on one thread and two.
+    #[test]
+    fn per_row_values_give_the_bits_of_full_ones() {
+        let cases: [(&[usize], &[usize]); 5] = [
+            (&[3001, 41], &[3001, 1]),
+            (&[5, 7], &[5, 1]),
+            (&[2, 3, 4], &[2, 3, 1]),
+            (&[2, 3, 4], &[2, 1, 1]),
+            (&[1, 6, 5], &[6, 1]),
+        ];
+        let bits = |t: &Tensor<f32>| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for (big, small) in cases {
+            let x = Tensor::<f32>::from_fn(big, |i| 1.5 + ((i * 7) % 13) as f32 * 0.25);
+            let r = Tensor::<f32>::from_fn(small, |i| 0.5 + (i % 11) as f32 * 0.75);
+            let wide = r.broadcast_to(big).unwrap();
+            type BinaryOp = for<'t> fn(Var<'t, f32>, Var<'t, f32>) -> Var<'t, f32>;
+            let ops: [BinaryOp; 4] = [|a, b| a + b, |a, b| a - b, |a, b| a * b, |a, b| a / b];
+            for (k, op) in ops.iter().enumerate() {
+                for swap in [false, true] {
+                    let run = |r: &Tensor<f32>| {
+                        let tape = Tape::new();
+                        let (xv, rv) = (tape.var(x.clone()), tape.var(r.clone()));
+                        let y = if swap { op(rv, xv) } else { op(xv, rv) };
+                        let w = tape.constant(Tensor::from_fn(big, |i| (i % 5) as f32 - 2.0));
+                        let g = (y * w).sum().backward().unwrap();
+                        (y.value(), g.get(xv).unwrap().clone())
+                    };
+                    let ((y, gx), (y_full, gx_full)) = (run(&r), run(&wide));
+                    let what = format!("{big:?} {small:?} op {k} swap {swap}");
+                    assert_eq!(y.shape(), big, "{what}");
+                    assert!(bits(&y) == bits(&y_full), "{what}: values");
+                    assert!(bits(&gx) == bits(&gx_full), "{what}: gradient of x");
+                }
+            }
+        }
+    }
 
     /// The quotient's gradients where `1 / b` or `y / b` overflows and the
     /// gradients do not, in both orders of the divisor's cases: `g / b`
