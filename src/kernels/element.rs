@@ -47,6 +47,8 @@ pub(crate) mod sealed {
         fn fast_softplus(self) -> Self;
         /// `1 / (1 + e^-x)` without overflow.
         fn fast_sigmoid(self) -> Self;
+        /// `tanh x` (vectorizable in `f32`, within 3 ulp; libm in `f64`).
+        fn fast_tanh(self) -> Self;
         /// `(softplus(x), sigmoid(x))`, sharing work where that is cheaper; each
         /// equals what `fast_softplus` and `fast_sigmoid` give.
         #[inline(always)]
@@ -146,6 +148,10 @@ impl sealed::Kernels for f32 {
     #[inline(always)]
     fn fast_sigmoid(self) -> Self {
         super::fastmath::sigmoid(self)
+    }
+    #[inline(always)]
+    fn fast_tanh(self) -> Self {
+        super::fastmath::tanh(self)
     }
     #[inline(always)]
     fn fast_softplus_sigmoid(self) -> (Self, Self) {
@@ -278,6 +284,10 @@ impl sealed::Kernels for f64 {
     #[inline(always)]
     fn fast_softplus(self) -> Self {
         self.max(0.0) + (-self.abs()).exp().ln_1p()
+    }
+    #[inline(always)]
+    fn fast_tanh(self) -> Self {
+        self.tanh()
     }
     #[inline(always)]
     fn fast_sigmoid(self) -> Self {
