@@ -1,10 +1,11 @@
 //! The benchmark workloads of docs/benchmarks.md: one full training step
 //! (forward, backward, optimizer update) timed after warm-up.
 //!
-//! Run: `cargo run --release --example bench [-- mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|scaling|floor|gemm|handover|all] [--steps N] [--load N] [--threads N] [--default-alloc] [--ops]`
+//! Run: `cargo run --release --example bench [-- mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|scaling|floor|gemm|handover|survey|all] [--steps N] [--load N] [--threads N] [--default-alloc] [--ops]`
 //! (`--load N` starts N busy-looping competitor threads; `scaling` prints ms per step and GFLOP/s of
 //! `mlp` over batch sizes, widths and thread counts; `gemm` the GFLOP/s of the workloads' products
-//! and the time of the `conv` workload's convolution as a plain `conv2d`; `--ops` then times as many
+//! and the time of the `conv` workload's convolution as a plain `conv2d`; `survey` the time per
+//! element of ops, log-densities and divergences over 400 000 values; `--ops` then times as many
 //! steps again op by op with `bayesgrad::autodiff::profile::OpTimer` and prints its table.)
 //! Prints `<workload> ms_per_step=<median> p10=<..> p90=<..>` per workload,
 //! then the resident memory (peak, and its change over the timed steps).
@@ -764,7 +765,180 @@ fn handover(reps: usize) -> Result<()> {
     Ok(())
 }
 
-const USAGE: &str = "usage: bench [mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|scaling|floor|gemm|handover|all] [--steps N] [--load N] [--threads N] [--default-alloc] [--ops]
+/// The values [`survey`] evaluates at, `[400, 1000]` of each kind.
+struct Values {
+    real: Tensor<f32>,
+    pos: Tensor<f32>,
+    unit: Tensor<f32>,
+}
+
+/// A distribution on a tape from [`Values`], its parameters made by the
+/// closure (a full tensor, or a single value).
+type Build = for<'t> fn(
+    &'t Tape<f32>,
+    &Values,
+    &dyn Fn(&Tensor<f32>, f32) -> Var<'t, f32>,
+) -> Result<Box<dyn Distribution<'t, f32> + 't>>;
+
+/// The time per element of elementwise ops, reductions, log-densities and
+/// divergences over 400 000 `f32` values, forward and backward of a
+/// weighted sum: the median of 15 runs of each. A distribution's
+/// parameters are full tensors (`full`) or single values (`single`).
+fn survey() -> Result<()> {
+    use bayesgrad::distributions::kl::kl_divergence;
+    const N: usize = 400_000;
+    const RUNS: usize = 15;
+    let time = |name: &str, f: &dyn Fn() -> Result<()>| -> Result<()> {
+        let mut t = Vec::with_capacity(RUNS);
+        for _ in 0..RUNS {
+            let start = Instant::now();
+            f()?;
+            t.push(start.elapsed().as_secs_f64());
+        }
+        t.sort_by(f64::total_cmp);
+        let median = t[RUNS / 2];
+        say!(
+            "survey {name:<38} {:8.3} ms  {:6.2} ns/element",
+            median * 1e3,
+            median * 1e9 / N as f64
+        );
+        Ok(())
+    };
+    let (rows, cols) = (400, 1000);
+    let of = |f: fn(usize) -> f32| Tensor::<f32>::from_fn(&[rows, cols], f);
+    let v = Values {
+        real: of(|i| ((i * 7) % 97) as f32 / 20.0 - 2.4),
+        pos: of(|i| 0.2 + ((i * 7) % 97) as f32 / 50.0),
+        unit: of(|i| 0.01 + ((i * 7) % 97) as f32 / 100.0),
+    };
+    let bits = of(|i| (i % 2) as f32);
+    let weights = of(|i| ((i * 13) % 89) as f32 / 50.0 - 0.9);
+    // y = f(x) for a var x, then the backward of Σ w y
+    let unary = |name: &str, f: &dyn for<'t> Fn(Var<'t, f32>) -> Result<Var<'t, f32>>| {
+        time(name, &|| {
+            let tape = Tape::new();
+            let x = tape.var(v.real.clone());
+            let y = f(x)?;
+            let w = tape.constant(Tensor::from_vec(
+                weights.data()[..y.value().len()].to_vec(),
+                &y.shape(),
+            )?);
+            (y * w).sum().backward().map(drop)
+        })
+    };
+    unary("exp", &|x| Ok(x.exp()))?;
+    unary("tanh", &|x| Ok(x.tanh()))?;
+    unary("softplus", &|x| Ok(x.softplus()))?;
+    unary("lgamma", &|x| Ok((x.abs() + 1.0).lgamma()))?;
+    unary("x + a column [400, 1]", &|x| {
+        x.try_add(x.tape().var(Tensor::from_fn(&[rows, 1], |i| i as f32)))
+    })?;
+    unary("log_softmax, last axis", &|x| x.log_softmax(1))?;
+    unary("logsumexp, last axis", &|x| x.logsumexp(1, true))?;
+    unary("sum, last axis", &|x| x.sum_axis(1, true))?;
+    let densities: [(&str, &Tensor<f32>, Build); 6] = [
+        ("Normal", &v.real, |_, v, p| {
+            Ok(Box::new(Normal::new(p(&v.real, 0.1), p(&v.pos, 1.3))?))
+        }),
+        ("Laplace", &v.real, |_, v, p| {
+            Ok(Box::new(Laplace::new(p(&v.real, 0.1), p(&v.pos, 1.3))?))
+        }),
+        ("Gamma", &v.pos, |_, v, p| {
+            Ok(Box::new(Gamma::new(p(&v.pos, 1.5), p(&v.pos, 1.3))?))
+        }),
+        ("Beta", &v.unit, |_, v, p| {
+            Ok(Box::new(Beta::new(p(&v.pos, 1.5), p(&v.pos, 1.3))?))
+        }),
+        ("StudentT", &v.real, |_, v, p| {
+            let (df, loc, scale) = (p(&v.pos, 3.0), p(&v.real, 0.1), p(&v.pos, 1.3));
+            Ok(Box::new(StudentT::new(df, loc, scale)?))
+        }),
+        ("Bernoulli", &bits, |_, v, p| {
+            Ok(Box::new(Bernoulli::from_logits(p(&v.real, 0.3))?))
+        }),
+    ];
+    for (name, x, build) in densities {
+        for full in [true, false] {
+            let label = format!(
+                "{name} log_prob, {} parameters",
+                ["one", "full"][usize::from(full)]
+            );
+            time(&label, &|| {
+                let tape = Tape::new();
+                let param = |t: &Tensor<f32>, one: f32| match full {
+                    true => tape.var(t.clone()),
+                    false => tape.var(Tensor::scalar(one)),
+                };
+                let d = build(&tape, &v, &param)?;
+                d.log_prob(tape.constant(x.clone()))?
+                    .sum()
+                    .backward()
+                    .map(drop)
+            })?;
+        }
+    }
+    // KL(q || p) of a posterior of full tensors against a prior
+    let divergences: [(&str, Build, Build); 4] = [
+        (
+            "Normal",
+            |t, v, _| {
+                Ok(Box::new(Normal::new(
+                    t.var(v.real.clone()),
+                    t.var(v.pos.clone()),
+                )?))
+            },
+            |_, v, p| Ok(Box::new(Normal::new(p(&v.real, 0.0), p(&v.pos, 1.0))?)),
+        ),
+        (
+            "Gamma",
+            |t, v, _| {
+                Ok(Box::new(Gamma::new(
+                    t.var(v.pos.clone()),
+                    t.var(v.pos.clone()),
+                )?))
+            },
+            |_, v, p| Ok(Box::new(Gamma::new(p(&v.unit, 1.0), p(&v.unit, 1.0))?)),
+        ),
+        (
+            "Beta",
+            |t, v, _| {
+                Ok(Box::new(Beta::new(
+                    t.var(v.pos.clone()),
+                    t.var(v.pos.clone()),
+                )?))
+            },
+            |_, v, p| Ok(Box::new(Beta::new(p(&v.unit, 1.0), p(&v.unit, 1.0))?)),
+        ),
+        (
+            "Bernoulli",
+            |t, v, _| Ok(Box::new(Bernoulli::from_logits(t.var(v.real.clone()))?)),
+            |_, v, p| Ok(Box::new(Bernoulli::from_logits(p(&v.pos, 0.0))?)),
+        ),
+    ];
+    for (name, q, p) in divergences {
+        for full in [true, false] {
+            let label = format!(
+                "{name} KL, {} prior parameters",
+                ["one", "full"][usize::from(full)]
+            );
+            time(&label, &|| {
+                let tape = Tape::new();
+                let param = |t: &Tensor<f32>, one: f32| match full {
+                    true => tape.var(t.clone()),
+                    false => tape.var(Tensor::scalar(one)),
+                };
+                let (q, p) = (q(&tape, &v, &param)?, p(&tape, &v, &param)?);
+                kl_divergence(q.as_ref(), p.as_ref())?
+                    .sum()
+                    .backward()
+                    .map(drop)
+            })?;
+        }
+    }
+    Ok(())
+}
+
+const USAGE: &str = "usage: bench [mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|scaling|floor|gemm|handover|survey|all] [--steps N] [--load N] [--threads N] [--default-alloc] [--ops]
   --steps N        timed steps per workload (default 50)
   --load N         start N busy-looping competitor threads
   --threads N      threads bayesgrad uses (default: BAYESGRAD_THREADS, else every core)
@@ -800,7 +974,7 @@ fn bench() -> Result<()> {
             "--load" => load = number(&mut args, "--load", 0)?,
             "--threads" => bayesgrad::set_threads(number(&mut args, "--threads", 1)?)?,
             "mlp" | "conv" | "tiny" | "discrete" | "sampling" | "sparse_vd" | "iwae"
-            | "scaling" | "floor" | "gemm" | "handover" | "all" => which = a,
+            | "scaling" | "floor" | "gemm" | "handover" | "survey" | "all" => which = a,
             "--default-alloc" => default_alloc = true,
             "--ops" => ops = true,
             "--help" | "-h" => {
@@ -838,6 +1012,9 @@ fn bench() -> Result<()> {
     }
     if which == "handover" {
         handover(steps.max(200))?;
+    }
+    if which == "survey" {
+        survey()?;
     }
     if which == "all" || which == "tiny" {
         run("tiny", tiny()?, steps, ops)?;
