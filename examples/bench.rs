@@ -861,7 +861,7 @@ fn survey() -> Result<()> {
         for full in [true, false] {
             let label = format!(
                 "{name} log_prob, {} parameters",
-                ["one", "full"][usize::from(full)]
+                ["single", "full"][usize::from(full)]
             );
             time(&label, &|| {
                 let tape = Tape::new();
@@ -919,7 +919,7 @@ fn survey() -> Result<()> {
         for full in [true, false] {
             let label = format!(
                 "{name} KL, {} prior parameters",
-                ["one", "full"][usize::from(full)]
+                ["single", "full"][usize::from(full)]
             );
             time(&label, &|| {
                 let tape = Tape::new();
