@@ -857,25 +857,29 @@ fn survey() -> Result<()> {
             Ok(Box::new(Bernoulli::from_logits(p(&v.real, 0.3))?))
         }),
     ];
-    for (name, x, build) in densities {
+    // each case with full and with single-valued parameters
+    type Case<'c> = &'c dyn for<'t> Fn(
+        &'t Tape<f32>,
+        &dyn Fn(&Tensor<f32>, f32) -> Var<'t, f32>,
+    ) -> Result<Var<'t, f32>>;
+    let with_parameters = |name: &str, what: &str, case: Case<'_>| -> Result<()> {
         for full in [true, false] {
-            let label = format!(
-                "{name} log_prob, {} parameters",
-                ["single", "full"][usize::from(full)]
-            );
-            time(&label, &|| {
+            let kind = ["single", "full"][usize::from(full)];
+            time(&format!("{name}, {kind} {what}"), &|| {
                 let tape = Tape::new();
                 let param = |t: &Tensor<f32>, one: f32| match full {
                     true => tape.var(t.clone()),
                     false => tape.var(Tensor::scalar(one)),
                 };
-                let d = build(&tape, &v, &param)?;
-                d.log_prob(tape.constant(x.clone()))?
-                    .sum()
-                    .backward()
-                    .map(drop)
+                case(&tape, &param)?.sum().backward().map(drop)
             })?;
         }
+        Ok(())
+    };
+    for (name, x, build) in densities {
+        with_parameters(&format!("{name} log_prob"), "parameters", &|tape, param| {
+            build(tape, &v, param)?.log_prob(tape.constant(x.clone()))
+        })?;
     }
     // KL(q || p) of a posterior of full tensors against a prior
     let divergences: [(&str, Build, Build); 4] = [
@@ -916,24 +920,10 @@ fn survey() -> Result<()> {
         ),
     ];
     for (name, q, p) in divergences {
-        for full in [true, false] {
-            let label = format!(
-                "{name} KL, {} prior parameters",
-                ["single", "full"][usize::from(full)]
-            );
-            time(&label, &|| {
-                let tape = Tape::new();
-                let param = |t: &Tensor<f32>, one: f32| match full {
-                    true => tape.var(t.clone()),
-                    false => tape.var(Tensor::scalar(one)),
-                };
-                let (q, p) = (q(&tape, &v, &param)?, p(&tape, &v, &param)?);
-                kl_divergence(q.as_ref(), p.as_ref())?
-                    .sum()
-                    .backward()
-                    .map(drop)
-            })?;
-        }
+        with_parameters(&format!("{name} KL"), "prior parameters", &|tape, param| {
+            let (q, p) = (q(tape, &v, param)?, p(tape, &v, param)?);
+            kl_divergence(q.as_ref(), p.as_ref())
+        })?;
     }
     Ok(())
 }

@@ -610,6 +610,36 @@ fn with_value<F: Element>(big: &Tensor<F>, v: F, f: impl Fn(F, F) -> F + Sync) -
     Tensor::new_unchecked(out, big.shape().to_vec())
 }
 
+/// A tensor of `big`'s shape written a segment at a time, on two threads
+/// when large: `fill(at, x, out)` gets the elements `x` of `big` from `at`
+/// to the next multiple of `seg` (or the end of a thread's part) and
+/// writes every element of `out`, their results.
+fn in_segments<F: Element>(
+    big: &Tensor<F>,
+    seg: usize,
+    fill: impl Fn(usize, &[F], &mut [MaybeUninit<F>]) + Sync,
+) -> Tensor<F> {
+    let x = big.data();
+    // SAFETY: the segments cover `start..start + chunk.len()` without
+    // gaps, and `fill` writes every element of each.
+    let out = unsafe {
+        par_new(
+            x.len(),
+            #[inline(always)]
+            |start, chunk| {
+                let mut done = 0;
+                while done < chunk.len() {
+                    let at = start + done;
+                    let len = (seg - at % seg).min(chunk.len() - done);
+                    fill(at, &x[at..at + len], &mut chunk[done..done + len]);
+                    done += len;
+                }
+            },
+        )
+    };
+    Tensor::new_unchecked(out, big.shape().to_vec())
+}
+
 /// `f(x, r)` for every element `x` of `big`, where `r` is the element of the
 /// `width`-long `row` at the same position along the trailing axes.
 fn along_rows<F: Element>(
@@ -618,32 +648,17 @@ fn along_rows<F: Element>(
     width: usize,
     f: impl Fn(F, F) -> F + Sync,
 ) -> Tensor<F> {
-    let x = big.data();
-    // SAFETY: the runs cover `start..start + chunk.len()` without gaps,
-    // and each run's loop writes every element of it.
-    let out = unsafe {
-        par_new(
-            x.len(),
-            #[inline(always)]
-            |start, chunk| {
-                let mut done = 0;
-                while done < chunk.len() {
-                    let j = (start + done) % width;
-                    let run = (width - j).min(chunk.len() - done);
-                    let (out, x, r) = (
-                        &mut chunk[done..done + run],
-                        &x[start + done..start + done + run],
-                        &row[j..j + run],
-                    );
-                    for i in 0..run {
-                        out[i].write(f(x[i], r[i]));
-                    }
-                    done += run;
-                }
-            },
-        )
-    };
-    Tensor::new_unchecked(out, big.shape().to_vec())
+    in_segments(
+        big,
+        width,
+        #[inline(always)]
+        |at, x, out| {
+            let r = &row[at % width..at % width + x.len()];
+            for i in 0..x.len() {
+                out[i].write(f(x[i], r[i]));
+            }
+        },
+    )
 }
 
 /// The length of the runs of `big`'s elements that share one element of
@@ -672,28 +687,17 @@ fn along_runs<F: Element>(
     run: usize,
     f: impl Fn(F, F) -> F + Sync,
 ) -> Tensor<F> {
-    let x = big.data();
-    // SAFETY: the runs cover `start..start + chunk.len()` without gaps,
-    // and each run's loop writes every element of it.
-    let out = unsafe {
-        par_new(
-            x.len(),
-            #[inline(always)]
-            |start, chunk| {
-                let mut done = 0;
-                while done < chunk.len() {
-                    let at = start + done;
-                    let (r, len) = (small[at / run], (run - at % run).min(chunk.len() - done));
-                    let (out, x) = (&mut chunk[done..done + len], &x[at..at + len]);
-                    for (o, &x) in out.iter_mut().zip(x) {
-                        o.write(f(x, r));
-                    }
-                    done += len;
-                }
-            },
-        )
-    };
-    Tensor::new_unchecked(out, big.shape().to_vec())
+    in_segments(
+        big,
+        run,
+        #[inline(always)]
+        |at, x, out| {
+            let r = small[at / run];
+            for (o, &x) in out.iter_mut().zip(x) {
+                o.write(f(x, r));
+            }
+        },
+    )
 }
 
 /// Writes every `out[i] = f(a_i, b_i, y[i], g[i])`, with the scalar/full cases of `a`
