@@ -179,9 +179,10 @@ impl<F: Element> Op<F> for LogProb {
 }
 
 /// Whether a series whose terms shrink in magnitude (by a factor of at
-/// least 2 a term here) is done after `term`: the terms left add up to
-/// less than `2 |term|`, under a thousandth of an ulp of `sum`, so none of
-/// them would change it and stopping gives the bits of the whole series.
+/// least 2 a term here) is done after `term`: each term left is below
+/// `|term|`, a five-hundredth of an ulp of `sum` (an ulp is at least
+/// `ε |sum| / 2`), so none of them would change it and stopping gives the
+/// bits of the whole series.
 #[inline(always)]
 fn settled<F: Element>(term: F, sum: F) -> bool {
     term.abs() <= sum.abs() * F::epsilon() * F::lit(1e-3)

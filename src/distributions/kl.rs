@@ -168,7 +168,10 @@ builtin_rules! {
 
 /// Registers (or replaces) an analytic KL rule, process-wide, for every
 /// later [`kl_divergence`] call on any thread.
-/// Returns whether a rule for the pair existed before.
+/// Returns whether a rule for the pair existed before. A variational layer
+/// whose posterior and prior make the pair applies the rule under the
+/// automatic or analytic divergence: its fused sampler, which computes the
+/// built-in divergence itself, steps aside.
 ///
 /// Check a rule with
 /// [`gradcheck`](crate::autodiff::gradcheck::gradcheck) and against
@@ -190,7 +193,7 @@ pub fn register_kl<F: Element, R: for<'t> KlRule<'t, F>>(rule: R) -> bool {
     insert::<F, R>(&mut rules, rule)
 }
 
-/// The pairs [`register_kl`] has filed a rule for, built-in or not.
+/// The pairs [`register_kl`] has filed a rule for (a built-in pair or not).
 static USER_RULES: LazyLock<RwLock<HashSet<(TypeId, TypeId)>>> = LazyLock::new(Default::default);
 
 /// Whether a user registered a rule for `(Q, P)` (each type with its
