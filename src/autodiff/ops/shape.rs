@@ -53,6 +53,21 @@ struct Select {
     indices: Vec<usize>,
 }
 impl Select {
+    /// The indices as runs of consecutive ones, `(first, length)` in order
+    /// (a slice is one run): each run is one copy of `length * inner`
+    /// elements, where one copy an index cost a call per element along the
+    /// last axis.
+    fn runs(&self) -> Vec<(usize, usize)> {
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for &i in &self.indices {
+            match runs.last_mut() {
+                Some((first, len)) if *first + *len == i => *len += 1,
+                _ => runs.push((i, 1)),
+            }
+        }
+        runs
+    }
+
     fn check<F: Element>(&self, x: &Tensor<F>, op: &'static str) -> Result<()> {
         if self.axis >= x.rank() {
             return Err(Error::AxisOutOfRange {
@@ -82,10 +97,11 @@ impl<F: Element> Op<F> for Select {
         self.check(x, "select")?;
         let (outer, len, inner) = split_at_axis(x.shape(), self.axis);
         let mut data = Vec::with_capacity(outer * self.indices.len() * inner);
+        let runs = self.runs();
         for o in 0..outer {
-            for &i in &self.indices {
+            for &(i, n) in &runs {
                 let start = (o * len + i) * inner;
-                data.extend_from_slice(&x.data()[start..start + inner]);
+                data.extend_from_slice(&x.data()[start..start + n * inner]);
             }
         }
         let mut shape = x.shape().to_vec();
@@ -103,11 +119,16 @@ impl<F: Element> Op<F> for Select {
         let k = self.indices.len();
         let mut dx = Tensor::zeros(x.shape());
         let d = dx.data_mut();
+        // (each run's elements are distinct, and the runs are added in the
+        // indices' order: a repeated index gets its terms in the same order)
+        let runs = self.runs();
         for o in 0..outer {
-            for (j, &i) in self.indices.iter().enumerate() {
-                let src = &g.data()[(o * k + j) * inner..(o * k + j + 1) * inner];
-                let dst = &mut d[(o * len + i) * inner..(o * len + i + 1) * inner];
+            let mut j = 0;
+            for &(i, n) in &runs {
+                let src = &g.data()[(o * k + j) * inner..(o * k + j + n) * inner];
+                let dst = &mut d[(o * len + i) * inner..(o * len + i + n) * inner];
                 dst.iter_mut().zip(src).for_each(|(a, &b)| *a = *a + b);
+                j += n;
             }
         }
         Ok(vec![Some(dx)])
@@ -369,6 +390,43 @@ mod tests {
             x.gather(&[3, 0]),
             Err(Error::IndexOutOfRange { index: 3, .. })
         ));
+    }
+
+    /// `select` copies runs of consecutive indices at once and adds them
+    /// back in the indices' order: the values and gradients of an element
+    /// at a time, repeats included, along each axis.
+    #[test]
+    fn select_by_runs_gives_the_elementwise_values() {
+        let shape = [4, 9, 3];
+        let x = Tensor::<f64>::from_fn(&shape, |i| (i as f64 * 0.37).sin());
+        let indices = [3, 4, 5, 1, 1, 2, 0, 3, 8];
+        for axis in 0..3 {
+            let idx: Vec<usize> = indices
+                .iter()
+                .copied()
+                .filter(|&i| i < shape[axis])
+                .collect();
+            let (outer, len, inner) = crate::tensor::split_at_axis(&shape, axis);
+            let mut want = Vec::new();
+            let mut want_grad = vec![0.0; x.len()];
+            let weight = |j: usize| 1.0 + j as f64 * 0.5;
+            for o in 0..outer {
+                for &i in &idx {
+                    for r in 0..inner {
+                        let at = (o * len + i) * inner + r;
+                        want_grad[at] += weight(want.len());
+                        want.push(x.data()[at]);
+                    }
+                }
+            }
+            let tape = Tape::<f64>::new();
+            let v = tape.var(x.clone());
+            let y = v.select(axis, &idx).unwrap();
+            assert_eq!(y.value().data(), &want[..], "axis {axis}");
+            let w = tape.constant(Tensor::from_fn(&y.shape(), weight));
+            let g = (y * w).sum().backward().unwrap();
+            assert_eq!(g.get(v).unwrap().data(), &want_grad[..], "axis {axis}");
+        }
     }
 
     #[test]
