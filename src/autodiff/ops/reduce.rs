@@ -4,6 +4,7 @@
 use crate::autodiff::profile;
 use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
+use crate::kernels::parallel::par_blocks;
 use crate::tensor::{Element, Tensor, split_at_axis};
 
 /// Sum of all elements, as a rank-0 tensor.
@@ -106,17 +107,45 @@ impl CumSum {
         }
         let (outer, len, inner) = split_at_axis(x.shape(), axis);
         let (data, mut out) = (x.data(), vec![F::zero(); x.len()]);
-        for o in 0..outer {
-            for i in 0..inner {
-                let at = |k: usize| (o * len + k) * inner + i;
-                let mut sum = F::zero();
-                for step in 0..len {
-                    let k = if self.from_end { len - 1 - step } else { step };
-                    sum = sum + data[at(k)];
-                    out[at(k)] = sum;
-                }
-            }
+        if x.is_empty() {
+            return Tensor::from_vec(out, x.shape());
         }
+        let block = len * inner;
+        // the outer blocks over the threads; in a block, the running sums
+        // of all inner positions advance a row at a time (a loop that
+        // vectorizes), each adding its values in the axis' order
+        par_blocks(
+            &mut out[..],
+            outer,
+            x.len(),
+            #[inline(always)]
+            |items, part: &mut [F]| {
+                let mut sum = vec![F::zero(); inner];
+                for (o, out) in items.zip(part.chunks_exact_mut(block)) {
+                    let src = &data[o * block..(o + 1) * block];
+                    if inner == 1 {
+                        // a row of the last axis: one running sum
+                        let mut s = F::zero();
+                        for step in 0..len {
+                            let k = if self.from_end { len - 1 - step } else { step };
+                            s = s + src[k];
+                            out[k] = s;
+                        }
+                        continue;
+                    }
+                    sum.fill(F::zero());
+                    for step in 0..len {
+                        let k = if self.from_end { len - 1 - step } else { step };
+                        let row = &src[k * inner..(k + 1) * inner];
+                        let out = &mut out[k * inner..(k + 1) * inner];
+                        for ((s, &v), o) in sum.iter_mut().zip(row).zip(out) {
+                            *s = *s + v;
+                            *o = *s;
+                        }
+                    }
+                }
+            },
+        );
         Tensor::from_vec(out, x.shape())
     }
     fn name_of(&self) -> &'static str {
@@ -231,6 +260,56 @@ impl<'t, F: Element> Var<'t, F> {
 #[cfg(test)]
 mod tests {
     use crate::prelude::*;
+
+    /// Running sums along each axis, from either end, on one thread and
+    /// two: the bits of each position's values added one after the other,
+    /// and the gradient (the running sums the other way) likewise.
+    #[test]
+    fn running_sums_add_their_values_in_order() {
+        for shape in [[3usize, 5, 4], [2, 20_000, 2]] {
+            let x = Tensor::<f32>::from_fn(&shape, |i| ((i * 7919) % 1009) as f32 * 0.37 - 150.0);
+            let w = Tensor::<f32>::from_fn(&shape, |i| ((i * 13) % 7) as f32 - 3.0);
+            for axis in 0..3 {
+                let (outer, len, inner) = crate::tensor::split_at_axis(&shape, axis);
+                // the running sums of `v` in the order `steps` visits the axis
+                let running = |v: &Tensor<f32>, from_end: bool| {
+                    let mut out = vec![0.0f32; v.len()];
+                    for o in 0..outer {
+                        for i in 0..inner {
+                            let mut sum = 0.0f32;
+                            for step in 0..len {
+                                let k = if from_end { len - 1 - step } else { step };
+                                let at = (o * len + k) * inner + i;
+                                sum += v.data()[at];
+                                out[at] = sum;
+                            }
+                        }
+                    }
+                    out
+                };
+                for from_end in [false, true] {
+                    let tape = Tape::<f32>::new();
+                    let v = tape.var(x.clone());
+                    let y = match from_end {
+                        false => v.cumsum(axis).unwrap(),
+                        true => v.cumsum_from_end(axis).unwrap(),
+                    };
+                    let bits = |d: &[f32]| d.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    let what = format!("{shape:?} axis {axis} from_end {from_end}");
+                    assert!(
+                        bits(y.value().data()) == bits(&running(&x, from_end)),
+                        "{what}"
+                    );
+                    let g = (y * tape.constant(w.clone())).sum().backward().unwrap();
+                    let want = running(&w, !from_end);
+                    assert!(
+                        bits(g.get(v).unwrap().data()) == bits(&want),
+                        "{what}: gradient"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn max_axis_routes_gradient_to_argmax() {
