@@ -1,8 +1,8 @@
 use super::{Distribution, check_finite, check_values, uniform};
+use crate::autodiff::ops::binary::{View, map4};
 use crate::autodiff::ops::{sigmoid, softplus};
 use crate::autodiff::tape::{Op, Tape, Var};
 use crate::error::{Error, Result};
-use crate::kernels::parallel::par_new;
 use crate::tensor::{Element, Tensor};
 use rand::Rng;
 
@@ -112,41 +112,18 @@ impl<'t, F: Element> Distribution<'t, F> for Bernoulli<'t, F> {
 /// Gradients: `l` for `x` (TFP's, of the first form), `x - sigmoid(l)` for `l`.
 struct LogProb;
 
-/// `f(a_i, b_i, c_i)` over tensors of one shape (`a`'s), vectorized where
-/// `f` allows and on every thread: the Bernoulli ops' passes, whose inputs
-/// are broadcast to one shape before they are applied.
+/// `f(a_i, b_i, c_i)` over tensors of one shape (`a`'s; the Bernoulli ops'
+/// inputs are broadcast to one shape before they are applied), by
+/// [`map4`]: vectorized where `f` allows, and on every thread.
 fn map3<F: Element>(
     a: &Tensor<F>,
     b: &Tensor<F>,
     c: &Tensor<F>,
     f: impl Fn(F, F, F) -> F + Sync,
 ) -> Tensor<F> {
-    let shape = a.shape().to_vec();
-    let (a, b, c, n) = (
-        a.data(),
-        &b.data()[..a.len()],
-        &c.data()[..a.len()],
-        a.len(),
-    );
-    // SAFETY: the loop writes every element of each chunk.
-    let out = unsafe {
-        par_new(
-            n,
-            #[inline(always)]
-            |start, chunk| {
-                let len = chunk.len();
-                let (a, b, c) = (
-                    &a[start..start + len],
-                    &b[start..start + len],
-                    &c[start..start + len],
-                );
-                for (i, o) in chunk.iter_mut().enumerate() {
-                    o.write(f(a[i], b[i], c[i]));
-                }
-            },
-        )
-    };
-    Tensor::new_unchecked(out, shape)
+    let views = [a, b, c, c].map(|t| View::each(t.data()));
+    let out = map4(|a, b, c, _| f(a, b, c), views, a.len());
+    Tensor::new_unchecked(out, a.shape().to_vec())
 }
 
 impl<F: Element> Op<F> for LogProb {

@@ -2,14 +2,14 @@ use super::{
     Distribution, HALF_LN_2PI, batch_broadcast, check_finite, check_positive, same_tape,
     sample_shape, standard_normal,
 };
-use crate::autodiff::ops::binary::{Kernel4, View, broadcast_all, map4};
+use crate::autodiff::ops::binary::{View, broadcast_all, map4};
 use crate::autodiff::ops::unary::par_fill;
 use crate::autodiff::params::{Param, ParamStore};
 use crate::autodiff::tape::Op;
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};
-use crate::kernels::parallel::{par_blocks, par_sum2};
-use crate::tensor::{Element, Tensor};
+use crate::kernels::parallel::par_sum2;
+use crate::tensor::{Element, Storage, Tensor};
 use rand::Rng;
 
 /// `ln N(x; loc, scale)` elementwise over inputs `[x, loc, scale]`, fused.
@@ -38,46 +38,28 @@ fn scalar_parameters<'a, F: Element>(inputs: &[&'a Tensor<F>]) -> Option<(&'a Te
     (fits(m) && fits(s) && !x.is_empty()).then(|| (x, m.data()[0], s.data()[0]))
 }
 
-/// `(x, loc, scale)` when all three have one shape (no broadcasting).
-fn one_per_value<'a, F: Element>(inputs: &[&'a Tensor<F>]) -> Option<(&'a [F], &'a [F], &'a [F])> {
-    let (x, m, s) = (inputs[0], inputs[1], inputs[2]);
-    (x.shape() == m.shape() && x.shape() == s.shape()).then(|| (x.data(), m.data(), s.data()))
+/// `ln N(x; m, s)`: the general branch's formula.
+#[inline(always)]
+fn log_density<F: Element>(x: F, m: F, s: F) -> F {
+    let z = (x - m) / s;
+    F::lit(-0.5) * z * z - s.fast_ln() - F::lit(HALF_LN_2PI)
 }
 
-/// `ln N(x; m, s)` of `(x, m, s, _)`: the general branch's formula.
-struct LogDensity;
-
-impl<F: Element> Kernel4<F> for LogDensity {
-    #[inline(always)]
-    fn value(&self, x: F, m: F, s: F, _: F) -> F {
-        let z = (x - m) / s;
-        F::lit(-0.5) * z * z - s.fast_ln() - F::lit(HALF_LN_2PI)
-    }
+/// `g z / s`, with `z = (x - m) / s` (0 where `g` is).
+#[inline(always)]
+fn loc_slope<F: Element>(g: F, x: F, m: F, s: F) -> F {
+    let z = (x - m) / s;
+    if g == F::zero() { F::zero() } else { z / s * g }
 }
 
-/// `g z / s` of `(g, x, m, s)`, with `z = (x - m) / s` (0 where `g` is).
-struct LocSlope;
-
-impl<F: Element> Kernel4<F> for LocSlope {
-    #[inline(always)]
-    fn value(&self, g: F, x: F, m: F, s: F) -> F {
-        let z = (x - m) / s;
-        if g == F::zero() { F::zero() } else { z / s * g }
-    }
-}
-
-/// `g (z² - 1) / s` of `(g, x, m, s)` (0 where `g` is).
-struct ScaleSlope;
-
-impl<F: Element> Kernel4<F> for ScaleSlope {
-    #[inline(always)]
-    fn value(&self, g: F, x: F, m: F, s: F) -> F {
-        let z = (x - m) / s;
-        if g == F::zero() {
-            F::zero()
-        } else {
-            (z * z - F::one()) / s * g
-        }
+/// `g (z² - 1) / s` (0 where `g` is).
+#[inline(always)]
+fn scale_slope<F: Element>(g: F, x: F, m: F, s: F) -> F {
+    let z = (x - m) / s;
+    if g == F::zero() {
+        F::zero()
+    } else {
+        (z * z - F::one()) / s * g
     }
 }
 
@@ -96,29 +78,13 @@ impl<F: Element> Op<F> for NormalLogProb {
             });
             return Tensor::from_vec(data.collect(), x.shape());
         }
-        if let Some((x, m, s)) = one_per_value(inputs) {
-            // a loc and a scale per value (a posterior at its own draws):
-            // the general branch's formula, on two threads, vectorized
-            let mut out = vec![F::zero(); x.len()];
-            par_fill(
-                &mut out,
-                #[inline(always)]
-                |start, chunk| {
-                    let values = x[start..].iter().zip(&m[start..]).zip(&s[start..]);
-                    for (o, ((&x, &m), &s)) in chunk.iter_mut().zip(values) {
-                        let z = (x - m) / s;
-                        *o = half * z * z - s.fast_ln() - c;
-                    }
-                },
-            );
-            return Tensor::from_vec(out, inputs[0].shape());
-        }
+        // a loc and a scale per value (a posterior at its own draws), or any
+        // mix of single values and full tensors
         let (shape, t) = broadcast_all("normal_log_prob", inputs)?;
         let (x, m, s) = (t[0].view(), t[1].view(), t[2].view());
-        let mut out = vec![F::zero(); crate::tensor::numel(&shape)];
-        // (the fourth operand is unused)
-        map4(&LogDensity, [x, m, s, s], &mut out);
-        Tensor::from_vec(out, &shape)
+        let n = crate::tensor::numel(&shape);
+        let out = map4(|x, m, s, _| log_density(x, m, s), [x, m, s, s], n);
+        Ok(Tensor::new_unchecked(out, shape))
     }
     fn backward(
         &self,
@@ -159,40 +125,9 @@ impl<F: Element> Op<F> for NormalLogProb {
         let n = g.len();
         let shape = out.shape().to_vec();
         // d/dloc = z / scale = -d/dx, d/dscale = (z^2 - 1) / scale
-        let mut dloc = vec![F::zero(); n];
-        let mut dscale = vec![F::zero(); n];
-        if let Some((x, m, s)) = one_per_value(inputs) {
-            // as below, on two threads, vectorized
-            par_blocks(
-                (&mut dloc[..], &mut dscale[..]),
-                n,
-                n,
-                #[inline(always)]
-                |items, (dloc, dscale)| {
-                    let (x, m, s, g) = (
-                        &x[items.clone()],
-                        &m[items.clone()],
-                        &s[items.clone()],
-                        &g[items],
-                    );
-                    for i in 0..g.len() {
-                        let z = (x[i] - m[i]) / s[i];
-                        let idle = g[i] == F::zero();
-                        dloc[i] = if idle { F::zero() } else { z / s[i] * g[i] };
-                        dscale[i] = if idle {
-                            F::zero()
-                        } else {
-                            (z * z - F::one()) / s[i] * g[i]
-                        };
-                    }
-                },
-            );
-        } else {
-            let (_, t) = broadcast_all("normal_log_prob", inputs)?;
-            let views = [View::each(g), t[0].view(), t[1].view(), t[2].view()];
-            map4(&LocSlope, views, &mut dloc);
-            map4(&ScaleSlope, views, &mut dscale);
-        }
+        let (_, t) = broadcast_all("normal_log_prob", inputs)?;
+        let views = [View::each(g), t[0].view(), t[1].view(), t[2].view()];
+        let (dloc, dscale) = (map4(loc_slope, views, n), map4(scale_slope, views, n));
         let dx = needs[0].then(|| {
             Tensor::new_unchecked(dloc.iter().map(|&d| -d).collect::<Vec<_>>(), shape.clone())
         });
@@ -213,38 +148,14 @@ impl<F: Element> Op<F> for NormalLogProb {
     }
 }
 
-/// `KL(N(mq, sq) || N(mp, sp))` of `(mq, sq, mp, sp)`, with `r = sq / sp`
-/// and `d = (mq - mp) / sp`: `r² - 1` as `(r - 1)(r + 1)`, exact factors
-/// near `r = 1`, where the rounding of `r²` would be all of a small KL.
-struct NormalKlTerm;
-
-impl<F: Element> Kernel4<F> for NormalKlTerm {
-    #[inline(always)]
-    fn value(&self, mq: F, sq: F, mp: F, sp: F) -> F {
-        let r = sq / sp;
-        let d = (mq - mp) / sp;
-        F::lit(0.5) * ((r - F::one()) * (r + F::one()) + d * d) - r.fast_ln()
-    }
-}
-
-/// `g (mq - mp) / sp²` of `(g, mq, mp, sp)`.
-struct KlLocSlope;
-
-impl<F: Element> Kernel4<F> for KlLocSlope {
-    #[inline(always)]
-    fn value(&self, g: F, mq: F, mp: F, sp: F) -> F {
-        g * (mq - mp) / (sp * sp)
-    }
-}
-
-/// `g (sq / sp² - 1 / sq)` of `(g, sq, sp, _)`.
-struct KlScaleSlope;
-
-impl<F: Element> Kernel4<F> for KlScaleSlope {
-    #[inline(always)]
-    fn value(&self, g: F, sq: F, sp: F, _: F) -> F {
-        g * (sq / (sp * sp) - F::one() / sq)
-    }
+/// `KL(N(mq, sq) || N(mp, sp))`, with `r = sq / sp` and
+/// `d = (mq - mp) / sp`: `r² - 1` as `(r - 1)(r + 1)`, exact factors near
+/// `r = 1`, where the rounding of `r²` would be all of a small KL.
+#[inline(always)]
+fn normal_kl_term<F: Element>(mq: F, sq: F, mp: F, sp: F) -> F {
+    let r = sq / sp;
+    let d = (mq - mp) / sp;
+    F::lit(0.5) * ((r - F::one()) * (r + F::one()) + d * d) - r.fast_ln()
 }
 
 /// KL(N(mq, sq) || N(mp, sp)) elementwise over inputs `[mq, sq, mp, sp]`, fused.
@@ -262,9 +173,12 @@ impl<F: Element> Op<F> for NormalKl {
         // (the variational layers' summed KL against a scalar prior comes
         // from the fused `mean_field_sample`; this is the elementwise,
         // broadcasting form)
-        let mut data = vec![F::zero(); crate::tensor::numel(&shape)];
-        map4(&NormalKlTerm, [mq, sq, mp, sp], &mut data);
-        Tensor::from_vec(data, &shape)
+        let data = map4(
+            normal_kl_term,
+            [mq, sq, mp, sp],
+            crate::tensor::numel(&shape),
+        );
+        Ok(Tensor::new_unchecked(data, shape))
     }
     fn backward(
         &self,
@@ -286,14 +200,20 @@ impl<F: Element> Op<F> for NormalKl {
         let n = g.len();
         // With d = (mq - mp) / sp and r = sq / sp: d/dmq = d / sp = -d/dmp,
         // d/dsq = sq / sp^2 - 1 / sq, d/dsp = (1 - r^2 - d^2) / sp.
-        let mut dmq = vec![F::zero(); n];
-        let mut dsq = needs[1].then(|| vec![F::zero(); n]);
         let gv = View::each(g);
-        map4(&KlLocSlope, [gv, mq, mp, sp], &mut dmq);
-        if let Some(d) = dsq.as_mut() {
-            // (the fourth operand is unused)
-            map4(&KlScaleSlope, [gv, sq, sp, sp], d);
-        }
+        // g (mq - mp) / sp² and g (sq / sp² - 1 / sq)
+        let dmq = map4(
+            |g, mq, mp, sp| g * (mq - mp) / (sp * sp),
+            [gv, mq, mp, sp],
+            n,
+        );
+        let dsq = needs[1].then(|| {
+            map4(
+                |g, sq, sp, _| g * (sq / (sp * sp) - F::one() / sq),
+                [gv, sq, sp, sp],
+                n,
+            )
+        });
         let dsp = needs[3].then(|| {
             let mut out = vec![F::zero(); n];
             par_fill(
@@ -308,10 +228,10 @@ impl<F: Element> Op<F> for NormalKl {
                     }
                 },
             );
-            out
+            Storage::from_vec(out)
         });
-        let dmp = needs[2].then(|| dmq.iter().map(|&v| -v).collect::<Vec<F>>());
-        let finish = |d: Option<Vec<F>>, k: usize| -> Result<Option<Tensor<F>>> {
+        let dmp = needs[2].then(|| Storage::collect(n, dmq.iter().map(|&v| -v)));
+        let finish = |d: Option<Storage<F>>, k: usize| -> Result<Option<Tensor<F>>> {
             d.map(|d| {
                 Tensor::new_unchecked(d, out.shape().to_vec()).sum_to_owned(inputs[k].shape())
             })

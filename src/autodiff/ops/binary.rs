@@ -3,9 +3,9 @@
 
 use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
-use crate::kernels::parallel::{par_fill, par_new};
+use crate::kernels::parallel::par_new;
 use crate::kernels::special;
-use crate::tensor::{Element, Tensor, trailing_broadcast};
+use crate::tensor::{Element, Storage, Tensor, trailing_broadcast};
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
 use std::ops::{Add, Div, Mul, Neg, Sub};
@@ -828,37 +828,32 @@ impl<F: Element> Lane<F> for Each<'_, F> {
     }
 }
 
-/// An elementwise kernel of four operands: `value(a_i, b_i, c_i, d_i)` at
-/// each position.
-pub(crate) trait Kernel4<F: Element>: Sync {
-    fn value(&self, a: F, b: F, c: F, d: F) -> F;
-}
-
-/// Writes `out[i] = k.value(a_i, b_i, c_i, d_i)` for the views of four
-/// operands broadcast to `out`'s length, on every thread, with one loop per
-/// combination of the operands' kinds ([`Lane`]).
-pub(crate) fn map4<F: Element, K: Kernel4<F>>(k: &K, v: [View<'_, F>; 4], out: &mut [F]) {
-    fn run<F: Element, K: Kernel4<F>>(
-        k: &K,
+/// `k(a_i, b_i, c_i, d_i)` at each of `n` positions for the views of four
+/// operands broadcast to them, on every thread, with one loop per
+/// combination of the operands' kinds ([`Lane`]). A kernel of fewer
+/// operands repeats one and ignores it.
+pub(crate) fn map4<F: Element>(
+    k: impl Fn(F, F, F, F) -> F + Sync,
+    v: [View<'_, F>; 4],
+    n: usize,
+) -> Storage<F> {
+    #[inline(always)]
+    fn run<F: Element>(
+        k: &impl Fn(F, F, F, F) -> F,
         (a, b, c, d): (impl Lane<F>, impl Lane<F>, impl Lane<F>, impl Lane<F>),
-        out: &mut [F],
+        start: usize,
+        chunk: &mut [MaybeUninit<F>],
     ) {
-        par_fill(
-            out,
-            #[inline(always)]
-            |start, chunk| {
-                let n = chunk.len();
-                let (a, b, c, d) = (
-                    a.window(start, n),
-                    b.window(start, n),
-                    c.window(start, n),
-                    d.window(start, n),
-                );
-                for (i, o) in chunk.iter_mut().enumerate() {
-                    *o = k.value(a.at(i), b.at(i), c.at(i), d.at(i));
-                }
-            },
-        )
+        let n = chunk.len();
+        let (a, b, c, d) = (
+            a.window(start, n),
+            b.window(start, n),
+            c.window(start, n),
+            d.window(start, n),
+        );
+        for (i, o) in chunk.iter_mut().enumerate() {
+            o.write(k(a.at(i), b.at(i), c.at(i), d.at(i)));
+        }
     }
     // `$body` with `$l` bound to the view's lane of either kind
     macro_rules! by_kind {
@@ -876,9 +871,18 @@ pub(crate) fn map4<F: Element, K: Kernel4<F>>(k: &K, v: [View<'_, F>; 4], out: &
         };
     }
     let [a, b, c, d] = v;
-    by_kind!(a, |a| by_kind!(b, |b| by_kind!(c, |c| by_kind!(d, |d| {
-        run(k, (a, b, c, d), out)
-    }))))
+    // SAFETY: `run` writes every element of each chunk.
+    unsafe {
+        par_new(
+            n,
+            #[inline(always)]
+            |start, chunk| {
+                by_kind!(a, |a| by_kind!(b, |b| by_kind!(c, |c| by_kind!(d, |d| {
+                    run(&k, (a, b, c, d), start, chunk)
+                }))))
+            },
+        )
+    }
 }
 
 /// The common shape of the inputs and each input as an [`Operand`].
