@@ -62,20 +62,24 @@ fn row_ln_sum<F: Element>(row: &[F], m: F) -> F {
     s.ln_1p()
 }
 
-/// Calls `f(x_row, out_row)` for each row of `len` elements of `x` and
-/// `out`, the rows split over the threads when there are enough.
-fn by_rows<F: Element>(x: &[F], out: &mut [F], len: usize, f: impl Fn(&[F], &mut [F]) + Sync) {
-    let rows = x.len() / len;
-    // (an exponential and a few operations an element)
+/// Calls `f(r, out_r)` for each row `r` of `out`, `width` elements a row,
+/// the rows split over the threads when there are enough (`len` elements
+/// of input a row, an exponential and a few operations each).
+fn by_rows<F: Element>(
+    out: &mut [F],
+    width: usize,
+    len: usize,
+    f: impl Fn(usize, &mut [F]) + Sync,
+) {
+    let rows = out.len() / width;
     par_blocks(
         out,
         rows,
-        4 * x.len(),
+        4 * rows * len,
         #[inline(always)]
         |items, part: &mut [F]| {
-            let x = &x[items.start * len..items.end * len];
-            for (x, out) in x.chunks_exact(len).zip(part.chunks_exact_mut(len)) {
-                f(x, out);
+            for (r, out) in items.zip(part.chunks_exact_mut(width)) {
+                f(r, out);
             }
         },
     );
@@ -128,12 +132,14 @@ impl<F: Element> Op<F> for LogSoftmax {
             // rows of the last axis, contiguous: one pass a row, with the
             // operations (and so the bits) of the general path below
             let mut out = vec![F::zero(); x.len()];
+            let x = x.data();
             by_rows(
-                x.data(),
                 &mut out,
                 len,
+                len,
                 #[inline(always)]
-                |row, out| {
+                |r, out| {
+                    let row = &x[r * len..(r + 1) * len];
                     let m = row_max(row);
                     let l = match m.is_finite() {
                         true => row_ln_sum(row, m),
@@ -144,7 +150,7 @@ impl<F: Element> Op<F> for LogSoftmax {
                     }
                 },
             );
-            return Tensor::from_vec(out, x.shape());
+            return Tensor::from_vec(out, inputs[0].shape());
         }
         let (m, ln_sum) = lse_parts(x, self.axis)?;
         let shifted = x.zip_map(&m, "log_softmax", |x, m| x - m)?;
@@ -162,29 +168,25 @@ impl<F: Element> Op<F> for LogSoftmax {
             // the incoming gradient, which become the rows of the result)
             let mut out = g.data().to_vec();
             let (y, g_in) = (y.data(), g.data());
-            let rows = y.len() / len;
             let low = F::lit(FAST_EXP_FROM);
-            par_blocks(
-                &mut out[..],
-                rows,
-                4 * y.len(),
+            by_rows(
+                &mut out,
+                len,
+                len,
                 #[inline(always)]
-                |items, part: &mut [F]| {
-                    let span = items.start * len..items.end * len;
+                |r, g| {
+                    let span = r * len..(r + 1) * len;
                     let (y, g_in) = (&y[span.clone()], &g_in[span]);
-                    let rows = y.chunks_exact(len).zip(g_in.chunks_exact(len));
-                    for ((y, g_in), g) in rows.zip(part.chunks_exact_mut(len)) {
-                        let s = g.iter().fold(F::zero(), |s, &g| s + g);
-                        // `prob` in two passes: the vectorized exponential,
-                        // then the rare probabilities below its range
-                        for (g, &y) in g.iter_mut().zip(y) {
-                            *g = *g - y.fast_exp() * s;
-                        }
-                        if y.iter().any(|&y| y < low) {
-                            for ((g, &g_in), &y) in g.iter_mut().zip(g_in).zip(y) {
-                                if y < low {
-                                    *g = g_in - prob(y) * s;
-                                }
+                    let s = g.iter().fold(F::zero(), |s, &g| s + g);
+                    // `prob` in two passes: the vectorized exponential,
+                    // then the rare probabilities below its range
+                    for (g, &y) in g.iter_mut().zip(y) {
+                        *g = *g - y.fast_exp() * s;
+                    }
+                    if y.iter().any(|&y| y < low) {
+                        for ((g, &g_in), &y) in g.iter_mut().zip(g_in).zip(y) {
+                            if y < low {
+                                *g = g_in - prob(y) * s;
                             }
                         }
                     }
@@ -213,20 +215,18 @@ impl<F: Element> Op<F> for LogSumExp {
             // rows of the last axis: [`lse_parts`]' operations a row at a time
             let mut out = vec![F::zero(); x.len() / len];
             let x = x.data();
-            par_blocks(
-                &mut out[..],
-                x.len() / len,
-                4 * x.len(),
+            by_rows(
+                &mut out,
+                1,
+                len,
                 #[inline(always)]
-                |items, part: &mut [F]| {
-                    let x = &x[items.start * len..items.end * len];
-                    for (row, o) in x.chunks_exact(len).zip(part.iter_mut()) {
-                        let m = row_max(row);
-                        *o = match m.is_finite() {
-                            true => m + row_ln_sum(row, m),
-                            false => m,
-                        };
-                    }
+                |r, o| {
+                    let row = &x[r * len..(r + 1) * len];
+                    let m = row_max(row);
+                    o[0] = match m.is_finite() {
+                        true => m + row_ln_sum(row, m),
+                        false => m,
+                    };
                 },
             );
             let mut shape = inputs[0].shape().to_vec();
@@ -264,28 +264,25 @@ impl<F: Element> Op<F> for LogSumExp {
             // the operations below, a row at a time
             let mut out = vec![F::zero(); x.len()];
             let (x, g) = (x.data(), g.data());
-            par_blocks(
-                &mut out[..],
-                x.len() / len,
-                4 * x.len(),
+            by_rows(
+                &mut out,
+                len,
+                len,
                 #[inline(always)]
-                |items, part: &mut [F]| {
-                    let rows = x[items.start * len..items.end * len].chunks_exact(len);
-                    let parts = part.chunks_exact_mut(len).zip(&g[items]);
-                    for (row, (out, &g)) in rows.zip(parts) {
-                        let m = row_max(row);
-                        if !m.is_finite() {
-                            out.fill(F::zero());
-                            continue;
-                        }
-                        let scale = (-row_ln_sum(row, m)).exp() * g;
-                        for (o, &x) in out.iter_mut().zip(row) {
-                            let w = match x - m >= cutoff {
-                                true => (x - m).fast_exp(),
-                                false => F::zero(),
-                            };
-                            *o = w * scale;
-                        }
+                |r, out| {
+                    let row = &x[r * len..(r + 1) * len];
+                    let m = row_max(row);
+                    if !m.is_finite() {
+                        out.fill(F::zero());
+                        return;
+                    }
+                    let scale = (-row_ln_sum(row, m)).exp() * g[r];
+                    for (o, &x) in out.iter_mut().zip(row) {
+                        let w = match x - m >= cutoff {
+                            true => (x - m).fast_exp(),
+                            false => F::zero(),
+                        };
+                        *o = w * scale;
                     }
                 },
             );
