@@ -433,16 +433,8 @@ impl<'t, F: Element> PosteriorPass<'t, '_, '_, F> {
     /// `delta` and the single-sample estimate at `loc + delta` for a
     /// spike-and-slab prior.
     pub fn perturbation(&mut self) -> Result<(Var<'t, F>, Var<'t, F>)> {
-        if let Some((prior, shift)) = self.fused_prior()? {
-            let loc = self.cx.param(self.kernel.loc)?;
-            let rho = self.cx.param_raw(self.kernel.rho)?;
-            let seed = self.cx.rng().next_u64();
-            let (delta, kl) = match prior {
-                FusedPrior::Normal(m, s) => loc.mean_field_sample(rho, shift, (m, s), seed)?,
-                FusedPrior::SpikeAndSlab(parts) => {
-                    loc.mean_field_sample_spike_slab(rho, shift, parts, seed)?
-                }
-            };
+        if let Some(fused) = self.fused_prior()? {
+            let (loc, delta, kl) = self.fused_draw(fused)?;
             self.drawn = Drawn::Fused { kl };
             return Ok((loc, delta));
         }
@@ -474,6 +466,25 @@ impl<'t, F: Element> PosteriorPass<'t, '_, '_, F> {
     /// pools) itself.
     pub fn take_epilogue(&mut self) -> Epilogue<'t, F> {
         std::mem::replace(&mut self.epilogue, Epilogue::none())
+    }
+
+    /// `(loc, delta, kl)` from the fused sampler for `prior` and the
+    /// softplus shift, its normals seeded from the pass's RNG (the draw
+    /// `noise` would give).
+    fn fused_draw(
+        &mut self,
+        (prior, shift): (FusedPrior<F>, F),
+    ) -> Result<(Var<'t, F>, Var<'t, F>, Var<'t, F>)> {
+        let loc = self.cx.param(self.kernel.loc)?;
+        let rho = self.cx.param_raw(self.kernel.rho)?;
+        let seed = self.cx.rng().next_u64();
+        let (delta, kl) = match prior {
+            FusedPrior::Normal(m, s) => loc.mean_field_sample(rho, shift, (m, s), seed)?,
+            FusedPrior::SpikeAndSlab(parts) => {
+                loc.mean_field_sample_spike_slab(rho, shift, parts, seed)?
+            }
+        };
+        Ok((loc, delta, kl))
     }
 
     /// The prior and the softplus shift when a fused sampler serves this
@@ -525,7 +536,7 @@ impl<'t, F: Element> PosteriorPass<'t, '_, '_, F> {
     }
 
     /// Registers `<layer>/kernel_divergence` for what was drawn.
-    fn register(self) -> Result<()> {
+    fn register(mut self) -> Result<()> {
         let name = format!("{}/kernel_divergence", self.layer);
         let shape = &self.kernel.shape;
         match self.drawn {
@@ -537,11 +548,8 @@ impl<'t, F: Element> PosteriorPass<'t, '_, '_, F> {
             Drawn::Moments { q } => {
                 // weights drawn for the divergence alone: for a spike-and-slab
                 // prior, by the fused op (the same draw as `noise` would give)
-                if let Some((FusedPrior::SpikeAndSlab(parts), shift)) = self.fused_prior()? {
-                    let loc = self.cx.param(self.kernel.loc)?;
-                    let rho = self.cx.param_raw(self.kernel.rho)?;
-                    let seed = self.cx.rng().next_u64();
-                    let (_, kl) = loc.mean_field_sample_spike_slab(rho, shift, parts, seed)?;
+                if let Some(fused @ (FusedPrior::SpikeAndSlab(_), _)) = self.fused_prior()? {
+                    let (_, _, kl) = self.fused_draw(fused)?;
                     return self.cx.add_divergence(name, kl);
                 }
                 let w = |rng: &mut dyn Rng| q.loc() + q.scale() * noise(shape, rng);
