@@ -624,7 +624,7 @@ fn registered_rules_in_a_process_of_their_own() {
 /// themselves, step aside for it (they used to compute theirs regardless).
 #[test]
 fn layers_apply_the_users_rules_over_their_fused_samplers() {
-    let status = std::process::Command::new(std::env::current_exe().unwrap())
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
             "open_api::registered_rules_in_a_process_of_their_own",
@@ -632,11 +632,14 @@ fn layers_apply_the_users_rules_over_their_fused_samplers() {
             "--test-threads=1",
         ])
         .env("BAYESGRAD_RULES_CHILD", "1")
-        .stdout(std::process::Stdio::null())
-        .status()
+        .output()
         .unwrap();
+    let out = String::from_utf8_lossy(&child.stdout);
     assert!(
-        status.success(),
-        "the child process failed (run it to see why)"
+        child.status.success(),
+        "the child process failed:\n{out}\n{}",
+        String::from_utf8_lossy(&child.stderr)
     );
+    // (a filter that matched no test would also succeed)
+    assert!(out.contains("1 passed"), "the child ran no test:\n{out}");
 }
