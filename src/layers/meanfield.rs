@@ -45,7 +45,7 @@ struct MeanFieldSample<F: Element> {
 
 /// The prior a [`MeanFieldSample`] measures its divergence against.
 #[derive(Clone, Copy)]
-enum FusedPrior<F> {
+pub(crate) enum FusedPrior<F> {
     /// `N(loc, scale)`: the analytic KL.
     Normal { loc: F, scale: F },
     /// `Σ_k w_k N(0, s_k)` over two components, each given as
@@ -550,52 +550,26 @@ impl<F: Element> MeanFieldSample<F> {
     }
 }
 
+impl<F: Element> FusedPrior<F> {
+    /// `pi N(0, spike) + (1 - pi) N(0, slab)`, its components' `ln w - ln s`
+    /// computed in `f64` and rounded once.
+    pub(crate) fn spike_and_slab(pi: f64, spike: f64, slab: f64) -> Self {
+        let component = |ln_w: f64, s: f64| (F::lit(ln_w - s.ln()), F::lit(1.0 / s));
+        FusedPrior::Mixture([component(pi.ln(), spike), component((-pi).ln_1p(), slab)])
+    }
+}
+
 impl<'t, F: Element> Var<'t, F> {
     /// One draw of the weight perturbation of a mean-field Normal posterior
-    /// with mean `self` and scale `softplus(rho) + shift`, and the summed KL
-    /// divergence from `N(prior_loc, prior_scale)`: `(delta, kl)` (see
-    /// [`MeanFieldSample`]). `seed` picks the normals.
-    pub(crate) fn mean_field_sample(
-        self,
-        rho: Self,
-        shift: F,
-        (prior_loc, prior_scale): (F, F),
-        seed: u64,
-    ) -> Result<(Self, Self)> {
-        if rho.shape() != self.shape() {
-            return Err(Error::ShapeMismatch {
-                op: "mean_field_sample",
-                lhs: self.shape(),
-                rhs: rho.shape(),
-            });
-        }
-        let prior = FusedPrior::Normal {
-            loc: prior_loc,
-            scale: prior_scale,
-        };
-        self.mean_field_op(rho, shift, prior, seed)
-    }
-
-    /// [`Var::mean_field_sample`] against the spike-and-slab prior
-    /// `pi N(0, spike) + (1 - pi) N(0, slab)`, whose divergence has no closed
-    /// form: the second output is the single-sample estimate
+    /// with mean `self` and scale `softplus(rho) + shift`, and its
+    /// divergence from `prior`: `(delta, kl)` (see [`MeanFieldSample`]).
+    /// For a Normal prior `kl` is the summed KL; for a spike-and-slab one,
+    /// whose divergence has no closed form, the single-sample estimate
     /// `Σ_i ln q(w_i) - ln p(w_i)` at the drawn weights `w = self + delta`
     /// (what [`kl_from_sample`](crate::distributions::kl::kl_from_sample)
-    /// gives at that draw), with its gradients (see [`SpikeSlabTerms`]).
-    pub(crate) fn mean_field_sample_spike_slab(
-        self,
-        rho: Self,
-        shift: F,
-        (pi, spike, slab): (f64, f64, f64),
-        seed: u64,
-    ) -> Result<(Self, Self)> {
-        // ln w_k - ln s_k in f64, rounded once
-        let component = |ln_w: f64, s: f64| (F::lit(ln_w - s.ln()), F::lit(1.0 / s));
-        let components = [component(pi.ln(), spike), component((-pi).ln_1p(), slab)];
-        self.mean_field_op(rho, shift, FusedPrior::Mixture(components), seed)
-    }
-
-    fn mean_field_op(
+    /// gives at that draw, see [`SpikeSlabTerms`]). `seed` picks the
+    /// normals.
+    pub(crate) fn mean_field_sample(
         self,
         rho: Self,
         shift: F,
@@ -624,10 +598,11 @@ impl<'t, F: Element> Var<'t, F> {
 
 #[cfg(test)]
 mod tests {
+    use super::FusedPrior;
     use crate::autodiff::gradcheck::{GradCheck, gradcheck};
     use crate::autodiff::tape::{Tape, Var};
-    use crate::tensor::Tensor;
     use crate::tensor::standard_normal;
+    use crate::tensor::{Element, Tensor};
     use rand::SeedableRng;
     use rand::rngs::SmallRng;
 
@@ -676,6 +651,16 @@ mod tests {
     }
 
     const SHIFT: f64 = 1e-5;
+
+    /// `N(m, s)` as the fused op's prior.
+    fn normal<F: Element>((loc, scale): (F, F)) -> FusedPrior<F> {
+        FusedPrior::Normal { loc, scale }
+    }
+
+    /// `pi N(0, spike) + (1 - pi) N(0, slab)` as the fused op's prior.
+    fn spike_slab<F: Element>((pi, spike, slab): (f64, f64, f64)) -> FusedPrior<F> {
+        FusedPrior::spike_and_slab(pi, spike, slab)
+    }
 
     /// `rho` spread over the range posteriors use (scales 0.02 to 2).
     fn rho_of(n: usize, seed: u64) -> Tensor<f64> {
@@ -763,7 +748,7 @@ mod tests {
             let (l, r) = (tape.var(loc), tape.var(rho));
             let wc = tape.constant(w);
             let composed = composed(l, r, prior, seed);
-            let fused = l.mean_field_sample(r, SHIFT, prior, seed).unwrap();
+            let fused = l.mean_field_sample(r, SHIFT, normal(prior), seed).unwrap();
             assert_agree(&format!("n = {n}"), (l, r, wc), composed, fused, 1e-12);
         }
     }
@@ -787,7 +772,9 @@ mod tests {
             let scale = r.softplus_shift(shift);
             let delta1 = scale * tape.constant(eps);
             let kl1 = ((scale.square() + (l - 0.1).square() - 1.0) * 0.5 - scale.ln()).sum();
-            let (delta2, kl2) = l.mean_field_sample(r, shift, (0.1, 1.0), seed).unwrap();
+            let (delta2, kl2) = l
+                .mean_field_sample(r, shift, normal((0.1, 1.0)), seed)
+                .unwrap();
             assert_eq!(delta1.value(), delta2.value(), "n = {n}: the same draws");
             let (v1, v2) = (kl1.item().unwrap(), kl2.item().unwrap());
             assert!((v1 - v2).abs() <= 1e-5 * v1.abs(), "n = {n}: {v1} vs {v2}");
@@ -818,7 +805,7 @@ mod tests {
         let tape = Tape::new();
         let (l, r) = (tape.var(loc), tape.var(rho));
         let (delta1, kl1) = composed(l, r, prior, seed);
-        let (delta2, kl2) = l.mean_field_sample(r, SHIFT, prior, seed).unwrap();
+        let (delta2, kl2) = l.mean_field_sample(r, SHIFT, normal(prior), seed).unwrap();
         // the divergence alone (the KL output is the root of backward)
         let (g1, g2) = (kl1.backward().unwrap(), kl2.backward().unwrap());
         for var in [l, r] {
@@ -840,7 +827,7 @@ mod tests {
         let w = Tensor::from_fn(&[12], |i| 0.5 - 0.1 * i as f64);
         gradcheck(
             |tape, v| {
-                let (delta, kl) = v[0].mean_field_sample(v[1], SHIFT, (0.3, 0.7), 17)?;
+                let (delta, kl) = v[0].mean_field_sample(v[1], SHIFT, normal((0.3, 0.7)), 17)?;
                 Ok((delta * tape.constant(w.clone())).sum() + kl)
             },
             &[loc, rho],
@@ -867,7 +854,7 @@ mod tests {
             let tape = Tape::new();
             let (l, r) = (tape.var(loc), tape.var(rho));
             let (delta1, kl1) = composed(l, r, (m, s), seed);
-            let (delta2, kl2) = l.mean_field_sample(r, SHIFT, (m, s), seed).unwrap();
+            let (delta2, kl2) = l.mean_field_sample(r, SHIFT, normal((m, s)), seed).unwrap();
             let (v1, v2) = (kl1.item().unwrap(), kl2.item().unwrap());
             proptest::prop_assert!(v2 >= 0.0 && (v1 - v2).abs() <= 1e-10 * (1.0 + v1.abs()));
             let (g1, g2) = ((delta1.sum() + kl1).backward().unwrap(), (delta2.sum() + kl2).backward().unwrap());
@@ -877,7 +864,7 @@ mod tests {
             // the posterior at the prior (rho with softplus(rho) + shift = s)
             let rho_s = (s - SHIFT).exp_m1().ln();
             let at_prior = tape.var(Tensor::full(&[n], m))
-                .mean_field_sample(tape.var(Tensor::full(&[n], rho_s)), SHIFT, (m, s), seed).unwrap().1;
+                .mean_field_sample(tape.var(Tensor::full(&[n], rho_s)), SHIFT, normal((m, s)), seed).unwrap().1;
             proptest::prop_assert!(at_prior.item().unwrap().abs() < 1e-9);
         }
     }
@@ -915,7 +902,7 @@ mod tests {
             let (l, r, wc) = (tape.var(loc), tape.var(rho), tape.constant(w));
             let (delta1, kl1) = composed_spike_slab(l, r, prior, seed);
             let (delta2, kl2) = l
-                .mean_field_sample_spike_slab(r, SHIFT, prior, seed)
+                .mean_field_sample(r, SHIFT, spike_slab(prior), seed)
                 .unwrap();
             let what = format!("n = {n}");
             assert_agree(&what, (l, r, wc), (delta1, kl1), (delta2, kl2), 1e-11);
@@ -935,7 +922,7 @@ mod tests {
         for prior in [(0.5, 1.0, 2000.0), (0.9, 2.0, 0.1)] {
             gradcheck(
                 |tape, v| {
-                    let (delta, kl) = v[0].mean_field_sample_spike_slab(v[1], SHIFT, prior, 3)?;
+                    let (delta, kl) = v[0].mean_field_sample(v[1], SHIFT, spike_slab(prior), 3)?;
                     Ok((delta * tape.constant(w.clone())).sum() + kl)
                 },
                 &[loc.clone(), rho.clone()],
@@ -962,7 +949,7 @@ mod tests {
                 tape.var(Tensor::from_vec(to(&loc32), &[n]).unwrap()),
                 tape.var(Tensor::from_vec(to(&rho32), &[n]).unwrap()),
             );
-            let (delta, kl) = l.mean_field_sample_spike_slab(r, SHIFT, prior, 9).unwrap();
+            let (delta, kl) = l.mean_field_sample(r, SHIFT, spike_slab(prior), 9).unwrap();
             let wc = tape.constant(Tensor::from_vec(to(&weights), &[n]).unwrap());
             let g = ((delta * wc).sum() + kl * 0.01).backward().unwrap();
             let grads = [l, r].map(|v| g.get(v).unwrap().data().to_vec());
@@ -974,7 +961,7 @@ mod tests {
             tape.var(Tensor::from_vec(rho32.clone(), &[n]).unwrap()),
         );
         let (delta, kl) = l
-            .mean_field_sample_spike_slab(r, SHIFT as f32, prior, 9)
+            .mean_field_sample(r, SHIFT as f32, spike_slab(prior), 9)
             .unwrap();
         let wc = tape.constant(Tensor::from_vec(weights.clone(), &[n]).unwrap());
         let g = ((delta * wc).sum() + kl * 0.01).backward().unwrap();
@@ -1013,7 +1000,7 @@ mod tests {
             let tape = Tape::new();
             let (l, r) = (tape.var(loc), tape.var(rho));
             let (delta1, kl1) = composed_spike_slab(l, r, (pi, spike, slab), seed);
-            let (delta2, kl2) = l.mean_field_sample_spike_slab(r, SHIFT, (pi, spike, slab), seed).unwrap();
+            let (delta2, kl2) = l.mean_field_sample(r, SHIFT, spike_slab((pi, spike, slab)), seed).unwrap();
             let (v1, v2) = (kl1.item().unwrap(), kl2.item().unwrap());
             proptest::prop_assert!((v1 - v2).abs() <= 1e-10 * (1.0 + v1.abs()), "{} vs {}", v1, v2);
             let (g1, g2) = ((delta1.sum() + kl1).backward().unwrap(), (delta2.sum() + kl2).backward().unwrap());
@@ -1028,6 +1015,9 @@ mod tests {
     fn shape_mismatches_are_errors() {
         let tape = Tape::<f64>::new();
         let (l, r) = (tape.var(Tensor::zeros(&[3])), tape.var(Tensor::ones(&[4])));
-        assert!(l.mean_field_sample(r, SHIFT, (0.0, 1.0), 0).is_err());
+        assert!(
+            l.mean_field_sample(r, SHIFT, normal((0.0, 1.0)), 0)
+                .is_err()
+        );
     }
 }

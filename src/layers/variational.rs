@@ -274,6 +274,7 @@ impl MeanField {
     }
 }
 
+use super::meanfield::FusedPrior;
 use super::sample_axis::draw_and_register;
 use crate::tensor::rademacher;
 pub(crate) use crate::tensor::standard_normal as noise;
@@ -390,14 +391,6 @@ impl Bias {
     }
 }
 
-/// A prior whose divergence a fused sampler computes with the draw.
-enum FusedPrior<F> {
-    /// `N(loc, scale)`, the analytic KL.
-    Normal(F, F),
-    /// `(pi, spike_scale, slab_scale)`, the single-sample estimate.
-    SpikeAndSlab((f64, f64, f64)),
-}
-
 /// What the estimator drew from the kernel posterior in one pass, kept for
 /// a divergence that needs a weight sample (a prior without a closed form).
 enum Drawn<'t, F: Element> {
@@ -478,12 +471,7 @@ impl<'t, F: Element> PosteriorPass<'t, '_, '_, F> {
         let loc = self.cx.param(self.kernel.loc)?;
         let rho = self.cx.param_raw(self.kernel.rho)?;
         let seed = self.cx.rng().next_u64();
-        let (delta, kl) = match prior {
-            FusedPrior::Normal(m, s) => loc.mean_field_sample(rho, shift, (m, s), seed)?,
-            FusedPrior::SpikeAndSlab(parts) => {
-                loc.mean_field_sample_spike_slab(rho, shift, parts, seed)?
-            }
-        };
+        let (delta, kl) = loc.mean_field_sample(rho, shift, prior, seed)?;
         Ok((loc, delta, kl))
     }
 
@@ -508,7 +496,10 @@ impl<'t, F: Element> PosteriorPass<'t, '_, '_, F> {
                     && valid(*scale, F::zero(), F::infinity())
                     && !user_rule_for::<Normal<'static, F>, Normal<'static, F>>() =>
             {
-                FusedPrior::Normal(F::lit(*loc), F::lit(*scale))
+                FusedPrior::Normal {
+                    loc: F::lit(*loc),
+                    scale: F::lit(*scale),
+                }
             }
             (
                 Prior::SpikeAndSlab {
@@ -524,7 +515,7 @@ impl<'t, F: Element> PosteriorPass<'t, '_, '_, F> {
                 && (matches!(method, KlMethod::SampleEstimate)
                     || !user_rule_for::<Normal<'static, F>, MixtureOfNormals<'static, F>>()) =>
             {
-                FusedPrior::SpikeAndSlab((*pi, *spike_scale, *slab_scale))
+                FusedPrior::spike_and_slab(*pi, *spike_scale, *slab_scale)
             }
             _ => return Ok(None),
         };
@@ -548,7 +539,7 @@ impl<'t, F: Element> PosteriorPass<'t, '_, '_, F> {
             Drawn::Moments { q } => {
                 // weights drawn for the divergence alone: for a spike-and-slab
                 // prior, by the fused op (the same draw as `noise` would give)
-                if let Some(fused @ (FusedPrior::SpikeAndSlab(_), _)) = self.fused_prior()? {
+                if let Some(fused @ (FusedPrior::Mixture(_), _)) = self.fused_prior()? {
                     let (_, _, kl) = self.fused_draw(fused)?;
                     return self.cx.add_divergence(name, kl);
                 }
