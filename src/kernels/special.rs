@@ -763,11 +763,14 @@ fn ln_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
         let f = m - 1.0;
         let s = f / (2.0 + f);
         let z = s * s;
-        // Σ_{j=1..10} 2 z^j / (2j + 1)
-        let mut series = 2.0 / 21.0;
-        for j in (1..10).rev() {
-            series = 2.0 / (2 * j + 1) as f64 + z * series;
-        }
+        // Σ_{j=1..10} 2 z^(j-1) / (2j + 1), in pairs and then pairs of
+        // pairs (Estrin's scheme): four multiply-add levels where Horner's
+        // rule takes nine in a chain
+        let c = |j: usize| 2.0 / (2 * j + 1) as f64;
+        let pair = |j: usize| c(j) + z * c(j + 1);
+        let (z2, z4) = (z * z, (z * z) * (z * z));
+        let low = (pair(1) + z2 * pair(3)) + z4 * (pair(5) + z2 * pair(7));
+        let series = low + (z4 * z4) * pair(9);
         let kf = k as f64;
         ln[l] = kf * LN2_HI + ((2.0 * s + s * (z * series)) + kf * LN2_LO);
     }
@@ -825,50 +828,60 @@ pub(crate) fn gamma_sample_log_grads(a: &[f64], ln_x: &[f64], out: &mut [[f64; 1
 /// [`gamma_sample_grads`] (`ln_x` None) or [`gamma_sample_log_grads`]
 /// (`ln_x` the draws' logarithms, `x` their exponentials).
 fn gamma_grads(a: &[f64], x: &[f64], ln_x: Option<&[f64]>, out: &mut [[f64; 1]]) {
+    /// Draws sorted into branches at a time: their lists stay in the
+    /// first-level cache.
+    const BLOCK: usize = 2048;
     vectorized(
         #[inline(always)]
         || {
-            // without a branch a draw: which branch a draw takes is as good
-            // as random, and a mispredicted branch costs about a step
-            // each draw's branch (0: none, 1: series, 2: fraction) in a
-            // pass that vectorizes, then one list: the series' draws from
-            // the front, the fraction's from the back (each draw writes both
-            // ends; only its own branch's end moves past its slot)
-            let mut branch = vec![0u8; out.len()];
-            for ((o, b), (&a, &x)) in out.iter_mut().zip(&mut branch).zip(a.iter().zip(x)) {
-                let invalid = x.is_nan() | a.is_nan() | (a > MAX_IMPLICIT_PARAMETER);
-                // (with logarithms given, x = 0 is a draw that underflowed,
-                // and an infinite logarithm makes x 0 or +inf)
-                let edge = match ln_x {
-                    None => (x <= 0.0) | x.is_infinite(),
-                    Some(_) => x.is_infinite(),
-                };
-                // NaN or 0; the live draws' values are written below
-                *o = [f64::from_bits(mask(invalid) & f64::NAN.to_bits())];
-                let live = !invalid & !edge;
-                *b = u8::from(live) << u8::from(x >= a + 1.0);
-            }
-            if let Some(ln_x) = ln_x {
-                for (b, l) in branch.iter_mut().zip(ln_x) {
-                    *b *= u8::from(l.is_finite());
+            let mut psi = Digamma::new(digamma);
+            for start in (0..out.len()).step_by(BLOCK) {
+                let end = (start + BLOCK).min(out.len());
+                // without a branch a draw: which branch a draw takes is as
+                // good as random, and a mispredicted branch costs about a step
+                // each draw's branch (0: none, 1: series, 2: fraction) in a
+                // pass that vectorizes, then one list: the series' draws from
+                // the front, the fraction's from the back (each draw writes
+                // both ends; only its own branch's end moves past its slot)
+                let mut branch = [0u8; BLOCK];
+                let branch = &mut branch[..end - start];
+                let args = a[start..end].iter().zip(&x[start..end]);
+                for ((o, b), (&a, &x)) in out[start..end].iter_mut().zip(&mut *branch).zip(args) {
+                    let invalid = x.is_nan() | a.is_nan() | (a > MAX_IMPLICIT_PARAMETER);
+                    // (with logarithms given, x = 0 is a draw that underflowed,
+                    // and an infinite logarithm makes x 0 or +inf)
+                    let edge = match ln_x {
+                        None => (x <= 0.0) | x.is_infinite(),
+                        Some(_) => x.is_infinite(),
+                    };
+                    // NaN or 0; the live draws' values are written below
+                    *o = [f64::from_bits(mask(invalid) & f64::NAN.to_bits())];
+                    let live = !invalid & !edge;
+                    *b = u8::from(live) << u8::from(x >= a + 1.0);
                 }
-            }
-            let mut idx = vec![0; out.len()];
-            let (mut front, mut back) = (0, out.len());
-            for (i, &b) in branch.iter().enumerate() {
-                // front < back: each earlier draw took at most one slot
-                idx[back - 1] = i;
-                idx[front] = i;
-                front += usize::from(b == 1);
-                back -= usize::from(b == 2);
-            }
-            let (series, fraction) = idx.split_at_mut(back);
-            // the fraction's draws in their order (the list is read in groups)
-            fraction.reverse();
-            let branches = (&series[..front], &*fraction);
-            match tier() {
-                Tier::Avx512 => gamma_grads_in_lanes::<16>(a, x, ln_x, branches, out),
-                _ => gamma_grads_in_lanes::<8>(a, x, ln_x, branches, out),
+                if let Some(ln_x) = ln_x {
+                    for (b, l) in branch.iter_mut().zip(&ln_x[start..end]) {
+                        *b *= u8::from(l.is_finite());
+                    }
+                }
+                let mut idx = [0; BLOCK];
+                let idx = &mut idx[..end - start];
+                let (mut front, mut back) = (0, idx.len());
+                for (i, &b) in branch.iter().enumerate() {
+                    // front < back: each earlier draw took at most one slot
+                    idx[back - 1] = start + i;
+                    idx[front] = start + i;
+                    front += usize::from(b == 1);
+                    back -= usize::from(b == 2);
+                }
+                let (series, fraction) = idx.split_at_mut(back);
+                // the fraction's draws in their order (the list is read in groups)
+                fraction.reverse();
+                let branches = (&series[..front], &*fraction);
+                match tier() {
+                    Tier::Avx512 => gamma_grads_in_lanes::<16>(a, x, ln_x, branches, out, &mut psi),
+                    _ => gamma_grads_in_lanes::<8>(a, x, ln_x, branches, out, &mut psi),
+                }
             }
         },
     )
@@ -883,6 +896,7 @@ fn gamma_grads_in_lanes<const L: usize>(
     ln_x: Option<&[f64]>,
     (series, fraction): (&[usize], &[usize]),
     out: &mut [[f64; 1]],
+    psi: &mut Digamma,
 ) {
     // the given logarithm over the lanes' (which `x = 0` would not give),
     // and the factor x of dx/da = x d ln x/da
@@ -893,7 +907,6 @@ fn gamma_grads_in_lanes<const L: usize>(
             Some(ln_x) => (ln_x[i], 1.0),
         },
     );
-    let mut psi = Digamma::new(digamma);
     let input = inlined(
         #[inline(always)]
         |i: usize| [a[i], x[i]],
@@ -948,10 +961,13 @@ fn gamma_grads_in_lanes<const L: usize>(
 /// term of it has the same sign, so `S' = Q / D²` carries no cancellation.
 ///
 /// The lanes take [`ROUND`] steps between convergence tests, and a lane
-/// that has converged keeps the state of the round's end: so a draw stops
+/// that has converged keeps the sums of the round's end: so a draw stops
 /// after the first multiple of `ROUND` steps at which its last terms are
 /// below 10⁻¹⁷ of the sums, whatever its group, and a step is only its
-/// arithmetic (about 10 operations). With no test or blend inside a round
+/// arithmetic (eight operations, three of them fused multiply-adds, which
+/// every tier computes alike). A converged lane runs on with its group
+/// (keeping it would take a blend of each of its six values a round) with
+/// its `x^n` held at 0. With no test or blend inside a round
 /// the steps of a group are one chain of dependent operations; 16 lanes
 /// (two AVX-512 registers) are two chains, which keep the core busy while
 /// each waits. The sums are rescaled by a power of two (exactly) whenever
@@ -959,46 +975,61 @@ fn gamma_grads_in_lanes<const L: usize>(
 #[inline(always)]
 fn gamma_series_lanes<const L: usize>([a, x]: &[[f64; L]; 2]) -> [[f64; L]; 2] {
     const BIG: f64 = 1.2676506002282294e30; // 2^100
-    let (mut xn, mut p, mut q) = ([1.0; L], [1.0; L], [-1.0; L]);
-    let (mut d, mut dd, mut ap) = (*a, [1.0; L], *a);
+    let (mut xn, mut p, mut q) = ([1.0f64; L], [1.0f64; L], [-1.0f64; L]);
+    let (mut d, mut dd, mut ap) = (*a, [1.0f64; L], *a);
     let mut live = [u64::MAX; L];
+    // each lane's P, Q, D at the end of the round it converged in
+    let (mut p_end, mut q_end, mut d_end) = ([1.0; L], [-1.0; L], *a);
     for _ in 0..step_cap(&[a]).div_ceil(ROUND) {
-        let (mut xn1, mut p1, mut q1) = (xn, p, q);
-        let (mut d1, mut dd1, mut ap1, mut dq) = (d, dd, ap, [0.0; L]);
+        let mut dq = [0.0; L];
         for _ in 0..ROUND {
             for l in 0..L {
-                ap1[l] += 1.0;
-                xn1[l] *= x[l];
-                dd1[l] = dd1[l] * ap1[l] + d1[l];
-                d1[l] *= ap1[l];
-                p1[l] = p1[l] * ap1[l] + xn1[l];
-                dq[l] = xn1[l] * dd1[l];
-                q1[l] = q1[l] * (ap1[l] * ap1[l]) - dq[l];
+                ap[l] += 1.0;
+                xn[l] *= x[l];
+                dd[l] = dd[l].mul_add(ap[l], d[l]);
+                d[l] *= ap[l];
+                p[l] = p[l].mul_add(ap[l], xn[l]);
+                dq[l] = xn[l] * dd[l];
+                q[l] = q[l].mul_add(ap[l] * ap[l], -dq[l]);
             }
         }
+        let (mut newly, mut big) = ([0; L], 0);
         for l in 0..L {
             // the last step's terms x^n / D_n and x^n D_n' / D_n² against the sums
-            let done = xn1[l] <= 1e-17 * p1[l] && dq[l] <= -1e-17 * q1[l];
-            // 2^-e for D = m 2^e (e >= 100 here): D back to [1, 2), exactly
-            let e = ((d1[l].to_bits() >> 52) & 0x7ff) as i64 - 1023;
-            let small = f64::from_bits(((1023 - e.clamp(0, 1000)) as u64) << 52);
-            let s = select(mask(d1[l] > BIG), small, 1.0);
-            let lv = live[l];
-            ap[l] = select(lv, ap1[l], ap[l]);
-            xn[l] = select(lv, xn1[l] * s, xn[l]);
-            dd[l] = select(lv, dd1[l] * s, dd[l]);
-            d[l] = select(lv, d1[l] * s, d[l]);
-            p[l] = select(lv, p1[l] * s, p[l]);
-            q[l] = select(lv, q1[l] * (s * s), q[l]);
-            live[l] = lv & !mask(done);
+            let done = xn[l] <= 1e-17 * p[l] && dq[l] <= -1e-17 * q[l];
+            newly[l] = live[l] & mask(done);
+            live[l] &= !mask(done);
+            big |= mask(d[l] > BIG);
+        }
+        if big != 0 {
+            for l in 0..L {
+                // 2^-e for D = m 2^e (e >= 100 here): D back to [1, 2), exactly
+                let e = ((d[l].to_bits() >> 52) & 0x7ff) as i64 - 1023;
+                let small = f64::from_bits(((1023 - e.clamp(0, 1000)) as u64) << 52);
+                let s = select(mask(d[l] > BIG), small, 1.0);
+                xn[l] *= s;
+                dd[l] *= s;
+                d[l] *= s;
+                p[l] *= s;
+                q[l] *= s * s;
+            }
+        }
+        // a lane that converged runs on with the others; its sums are
+        // kept, and its x^n, which shrinks a step, is held at 0 (never
+        // subnormal)
+        for l in 0..L {
+            p_end[l] = select(newly[l], p[l], p_end[l]);
+            q_end[l] = select(newly[l], q[l], q_end[l]);
+            d_end[l] = select(newly[l], d[l], d_end[l]);
+            xn[l] = f64::from_bits(xn[l].to_bits() & live[l]);
         }
         if !any(&live) {
             break;
         }
     }
-    let mut s = each(|l| p[l] / d[l]);
+    let mut s = each(|l| p_end[l] / d_end[l]);
     nan_if_live(&live, &mut s);
-    [s, each(|l| q[l] / (d[l] * d[l]))]
+    [s, each(|l| q_end[l] / (d_end[l] * d_end[l]))]
 }
 
 /// The continued fraction `h` of `Q(a, x)` (the `x ≥ a + 1` branch of
@@ -1079,21 +1110,21 @@ fn gamma_fraction_lanes<const L: usize, const SCALED: bool>(
                 };
                 s.b[l] += 2.0 * db;
                 let b = s.b[l];
-                let den = b * s.den[l] + an * s.den_prev[l];
+                let den = b.mul_add(s.den[l], an * s.den_prev[l]);
                 let (d0, d1) = (s.den[l], s.den_prev[l]);
                 let (n0, n1) = (s.num[l], s.num_prev[l]);
                 let (d0, d1, n0, n1) = match SCALED {
                     true => (d0 * db, d1 * dan, n0 * db, n1 * dan),
                     false => (d0, n * d1, n0, n * n1),
                 };
-                let dden = (b * s.dden[l] - d0) + (an * s.dden_prev[l] + d1);
-                let num = b * s.num[l] + an * s.num_prev[l];
-                let dnum = (b * s.dnum[l] - n0) + (an * s.dnum_prev[l] + n1);
+                let dden = b.mul_add(s.dden[l], -d0) + an.mul_add(s.dden_prev[l], d1);
+                let num = b.mul_add(s.num[l], an * s.num_prev[l]);
+                let dnum = b.mul_add(s.dnum[l], -n0) + an.mul_add(s.dnum_prev[l], n1);
                 (s.den_prev[l], s.den[l]) = (s.den[l], den);
                 (s.dden_prev[l], s.dden[l]) = (s.dden[l], dden);
                 (s.num_prev[l], s.num[l]) = (s.num[l], num);
                 (s.dnum_prev[l], s.dnum[l]) = (s.dnum[l], dnum);
-                (s.w[l], s.dw[l]) = (-an * s.w[l], -(dan * s.w[l] + an * s.dw[l]));
+                (s.w[l], s.dw[l]) = (-an * s.w[l], -dan.mul_add(s.w[l], an * s.dw[l]));
             }
         }
         for l in 0..L {
@@ -1566,19 +1597,65 @@ mod tests {
         assert!(out[0][0].is_nan());
     }
 
+    /// Uniform numbers in `[0, 1)` from a xorshift stream.
+    fn uniforms(mut state: u64) -> impl FnMut() -> f64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    /// The derivatives are the same bits on every instruction set (the
+    /// kernels' fused multiply-adds are exact on each) and, across the
+    /// blocks the draws are sorted in, the same as a draw's alone.
+    #[test]
+    fn every_tier_and_every_block_give_the_same_derivatives() {
+        use crate::kernels::parallel::{Tier, on_tier};
+        let mut u = uniforms(0x9e37_79b9_7f4a_7c15u64);
+        // past two blocks, both branches, and b₀ past 2^64 (scaled fraction)
+        let n = 4500;
+        let a: Vec<f64> = (0..n).map(|_| (u() * 16.0 - 6.0).exp()).collect();
+        let mut x: Vec<f64> = (0..n).map(|i| a[i] * (u() * 6.0 - 3.0).exp()).collect();
+        x[4000] = 1e21;
+        let ln_x: Vec<f64> = x.iter().map(|x| x.ln()).collect();
+        let b: Vec<f64> = (0..n).map(|_| (u() * 12.0 - 6.0).exp()).collect();
+        let y: Vec<f64> = (0..n).map(|_| u()).collect();
+        let run = || {
+            let mut g = vec![[0.0]; n];
+            gamma_sample_grads(&a, &x, &mut g);
+            let mut lg = vec![[0.0]; n];
+            gamma_sample_log_grads(&a, &ln_x, &mut lg);
+            let mut bg = vec![[0.0; 2]; n];
+            beta_sample_grads(&a, &b, &y, &mut bg);
+            let bits = |v: &[f64]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            (
+                bits(g.as_flattened()),
+                bits(lg.as_flattened()),
+                bits(bg.as_flattened()),
+            )
+        };
+        let portable = on_tier(Tier::Portable, run).expect("every CPU runs the portable tier");
+        for tier in [Tier::Avx2Fma, Tier::Avx512] {
+            match on_tier(tier, run) {
+                Some(bits) => assert!(bits == portable, "{tier:?} computes other derivatives"),
+                None => eprintln!("skipped {tier:?}: not on this CPU"),
+            }
+        }
+        for i in 0..n {
+            let alone = gamma_sample_grad(a[i], x[i]);
+            assert_eq!(portable.0[i], alone.to_bits(), "draw {i} of x = {}", x[i]);
+        }
+    }
+
     /// Each draw's derivatives are the same bits whether it is computed
     /// alone or among others that converge earlier or later (the lanes of a
     /// group stop changing once they converge), so results do not depend on
     /// how the draws are split over threads.
     #[test]
     fn a_draw_in_a_batch_gets_what_it_gets_alone() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut u = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut u = uniforms(0x2545_f491_4f6c_dd1du64);
         let n = 203;
         let mut a: Vec<f64> = (0..n).map(|_| (u() * 12.0 - 6.0).exp()).collect();
         let mut b: Vec<f64> = (0..n).map(|_| (u() * 12.0 - 6.0).exp()).collect();
