@@ -595,9 +595,9 @@ pub(crate) fn beta_pq(a: f64, b: f64, x: f64) -> (f64, f64) {
 }
 
 /// How many draws the Beta derivatives advance together: under AVX2, two
-/// vector registers (four draws ran no faster, sixteen slower; sixteen in
-/// AVX-512 registers ran no faster either, the fraction's divisions being
-/// the bound). The Gamma derivatives choose theirs by tier
+/// vector registers (four draws ran no faster, sixteen slower); sixteen in
+/// AVX-512 registers ran slower too, the fraction's seventeen values a
+/// draw no longer fitting in the registers. The Gamma derivatives choose theirs by tier
 /// ([`gamma_sample_grads`]).
 const LANES: usize = 8;
 type Lanes = [f64; LANES];
@@ -1185,123 +1185,188 @@ fn gamma_fraction_lanes<const L: usize, const SCALED: bool>(
     [h, each(|l| s.dnum[l] / s.num[l] - s.dden[l] / s.den[l])]
 }
 
-/// Lentz's continued fraction of the incomplete beta function (as in
+/// The continued fraction of the incomplete beta function (as in
 /// `beta_cf`) with its logarithmic derivatives in `a` and `b`, carried
-/// alongside it: `[h, ∂ ln h/∂a, ∂ ln h/∂b]`.
+/// alongside it: `[h, ∂ ln h/∂a, ∂ ln h/∂b]`, without a division a step.
 ///
-/// Each step multiplies `h` by `δ = c / D` (Lentz's `d = 1/D`), so
-/// `∂ ln h = Σ (∂c/c - ∂D/D)`; `c` and `D` are rational in the step's
-/// coefficient, whose partials are closed forms. A step divides twice
-/// (`1/D`, `1/c`); a pair of steps shares its coefficients' reciprocals.
+/// `h = 1/K` with `K = 1 + d₁/(1 + d₂/(1 + ...))`, `d_n = p_n / q_n`:
+/// `p_{2m} = m (b - m) x`, `p_{2m+1} = -(a + m)(a + b + m) x` and
+/// `q_n = (a + n - 1)(a + n)`. Multiplying the n-th partial numerator by
+/// `c_{n-1} c_n` and denominator by `c_n`, with `c_1 = a + 1` and
+/// `c_n = q_n` after, leaves `K` as it is and makes the fraction's terms
+/// polynomials (`d₁`'s factor `a` cancels, which keeps small
+/// concentrations from underflowing): the convergents `A_n / B_n` then
+/// follow `A_n = c_n A_{n-1} + c_{n-1} p_n A_{n-2}` (the same for `B`), and
+/// their partials follow these differentiated; at the end `h = B/A` and
+/// `∂ ln h = B'/B - A'/A`. Lentz's method, which this replaces, took two
+/// divisions a step. Both `A` and `B` carry the factor `c₁ c₂ ... c_n`,
+/// whose logarithmic partial (about `2 ln n`) cancels in `∂ ln h`: so its
+/// error is absolute, a few ulps of that sum, where the partial itself is
+/// near 0.
+///
+/// As in [`gamma_fraction_lanes`], the lanes take [`ROUND`] steps between
+/// convergence tests, the state is rescaled by a power of two (exactly) at
+/// each round's end, and `W_n = A_n B_{n-1} - A_{n-1} B_n` (which obeys
+/// `W_n = -c_{n-1} p_n W_{n-1}`) measures the last step without
+/// cancellation: a lane stops once the last step changed `h` by less than
+/// 10⁻¹⁶ of itself and each partial of `ln h` by less than 10⁻¹⁶ of itself
+/// plus one (so that a partial near 0 does not hold it to the cap). A lane
+/// that has converged keeps its values of that round's end and runs on
+/// with its group, its `W` held at 0.
+// a lane index runs over the state's arrays together: the loops vectorize
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
-fn beta_fraction_lanes([a, b, x]: &[Lanes; 3]) -> [Lanes; 3] {
-    let tiny = 1e-300;
-    let z = [0.0; LANES];
-    let (mut d, mut d_a, mut d_b) = (z, z, z);
-    let (mut h, mut lh_a, mut lh_b) = (z, z, z);
-    let (mut r1, mut inv_c, mut c_a, mut c_b) = (z, [1.0; LANES], z, z);
-    for l in 0..LANES {
-        // the first step: D = 1 - (a + b) x / (a + 1), c = 1 (no dependence)
-        let (qab, r) = (a[l] + b[l], 1.0 / (a[l] + 1.0));
-        let big_d = 1.0 - qab * x[l] * r;
-        let (big_d_a, big_d_b) = ((qab * r - 1.0) * x[l] * r, -x[l] * r);
-        let m = mask(big_d.abs() < tiny);
-        let (big_d, big_d_a, big_d_b) = (
-            select(m, tiny, big_d),
-            select(m, 0.0, big_d_a),
-            select(m, 0.0, big_d_b),
-        );
-        d[l] = 1.0 / big_d;
-        // partials of d itself: d' = -D' / D² = -D' d²
-        (d_a[l], d_b[l]) = (-big_d_a * d[l] * d[l], -big_d_b * d[l] * d[l]);
-        (h[l], lh_a[l], lh_b[l]) = (d[l], -big_d_a * d[l], -big_d_b * d[l]);
-        // 1 / (a - 1 + 2m) for m = 1; later the previous pair's 1 / (a + 1 + 2m)
-        r1[l] = 1.0 / (a[l] + 1.0);
+fn beta_fraction_lanes<const L: usize>([a, b, x]: &[[f64; L]; 3]) -> [[f64; L]; 3] {
+    /// A value of each lane: `A` (`den`, `h`'s denominator) and `B` (`num`)
+    /// and their partials in `a` and `b`, each as `[previous, current]`;
+    /// `W` with its partials; `c_{n-1}` with its partial in `a`.
+    #[derive(Clone, Copy)]
+    struct State<const L: usize> {
+        den: [[f64; L]; 2],
+        num: [[f64; L]; 2],
+        den_a: [[f64; L]; 2],
+        num_a: [[f64; L]; 2],
+        den_b: [[f64; L]; 2],
+        num_b: [[f64; L]; 2],
+        w: [f64; L],
+        w_a: [f64; L],
+        w_b: [f64; L],
+        c: [f64; L],
+        c_a: [f64; L],
     }
-    let mut live = [u64::MAX; LANES];
-    for m in 1..step_cap(&[a, b]) {
-        let m = m as f64;
-        let m2 = 2.0 * m;
-        for l in 0..LANES {
-            let (a, b, x) = (a[l], b[l], x[l]);
-            let mut st = (d[l], d_a[l], d_b[l], inv_c[l], c_a[l], c_b[l]);
-            // even step: m (b - m) x / ((a - 1 + 2m) (a + 2m))
-            // 1 / (a + 2m) and 1 / (a + 1 + 2m) from one division
-            let (e2, e3) = (a + m2, a + 1.0 + m2);
-            let r = 1.0 / (e2 * e3);
-            let (r2, r3) = (e3 * r, e2 * r);
-            let xr12 = x * r1[l] * r2;
-            let aa = m * (b - m) * xr12;
-            let (delta0, la0, lb0) = lentz_step(&mut st, aa, -aa * (r1[l] + r2), m * xr12);
-            // odd step: -(a + m) (a + b + m) x / ((a + 2m) (a + 1 + 2m))
-            let xr23 = x * r2 * r3;
-            let aa = -(a + m) * (a + b + m) * xr23;
-            let aa_a = -(a + b + a + m2) * xr23 - aa * (r2 + r3);
-            let (delta, la, lb) = lentz_step(&mut st, aa, aa_a, -(a + m) * xr23);
-            let (lh_a1, lh_b1) = (lh_a[l] + la0 + la, lh_b[l] + lb0 + lb);
-            // the partials converge with δ; the `+ 1` keeps a partial near
-            // zero from holding the loop to its cap
-            let small = |step: f64, total: f64| step.abs() <= 1e-16 * (total.abs() + 1.0);
-            let done = (delta - 1.0).abs() < 1e-16 && small(la, lh_a1) && small(lb, lh_b1);
-            let lv = live[l];
-            d[l] = select(lv, st.0, d[l]);
-            d_a[l] = select(lv, st.1, d_a[l]);
-            d_b[l] = select(lv, st.2, d_b[l]);
-            inv_c[l] = select(lv, st.3, inv_c[l]);
-            c_a[l] = select(lv, st.4, c_a[l]);
-            c_b[l] = select(lv, st.5, c_b[l]);
-            h[l] = select(lv, h[l] * delta0 * delta, h[l]);
-            lh_a[l] = select(lv, lh_a1, lh_a[l]);
-            lh_b[l] = select(lv, lh_b1, lh_b[l]);
-            r1[l] = select(lv, r3, r1[l]);
-            live[l] = lv & !mask(done);
+    let (zero, one) = ([0.0f64; L], [1.0f64; L]);
+    // A_0 = 1, A_{-1} = 1, B_0 = 1, B_{-1} = 0, W_0 = -1, c_0 = 1
+    let mut s = State {
+        den: [one, one],
+        num: [zero, one],
+        den_a: [zero; 2],
+        num_a: [zero; 2],
+        den_b: [zero; 2],
+        num_b: [zero; 2],
+        w: [-1.0; L],
+        w_a: zero,
+        w_b: zero,
+        c: one,
+        c_a: zero,
+    };
+    // [A, B, A_a, B_a, A_b, B_b] of the round each lane converged in
+    let mut end = [zero; 6];
+    let mut live = [u64::MAX; L];
+    for round in 0..(2 * step_cap(&[a, b])).div_ceil(ROUND) {
+        for step in 1..=ROUND {
+            let n = (round * ROUND + step) as f64;
+            for l in 0..L {
+                let (a, b, x) = (a[l], b[l], x[l]);
+                let (p, p_a, p_b) = match step % 2 {
+                    // n = 1: p₁ over the a that c₁ leaves out
+                    1 if n == 1.0 => (-(a + b) * x, -x, -x),
+                    // n = 2m + 1
+                    1 => {
+                        let am = a + (n - 1.0) * 0.5;
+                        let abm = am + b;
+                        (-(am * abm) * x, -(am + abm) * x, -am * x)
+                    }
+                    // n = 2m
+                    _ => {
+                        let mx = n * 0.5 * x;
+                        (mx * (b - n * 0.5), 0.0, mx)
+                    }
+                };
+                // c_n and its partial: a + 1 for n = 1, (a + n - 1)(a + n) after
+                let (e0, e1) = (a + (n - 1.0), a + n);
+                let (c, c_a) = match n == 1.0 {
+                    true => (e1, 1.0),
+                    false => (e0 * e1, e0 + e1),
+                };
+                let beta = s.c[l] * p;
+                let beta_a = s.c_a[l].mul_add(p, s.c[l] * p_a);
+                let beta_b = s.c[l] * p_b;
+                let advance =
+                    |v: &mut [[f64; L]; 2], va: &mut [[f64; L]; 2], vb: &mut [[f64; L]; 2]| {
+                        let (v0, v1) = (v[0][l], v[1][l]);
+                        let next = c.mul_add(v1, beta * v0);
+                        let next_a = c.mul_add(
+                            va[1][l],
+                            c_a.mul_add(v1, beta.mul_add(va[0][l], beta_a * v0)),
+                        );
+                        let next_b = c.mul_add(vb[1][l], beta.mul_add(vb[0][l], beta_b * v0));
+                        (v[0][l], v[1][l]) = (v1, next);
+                        (va[0][l], va[1][l]) = (va[1][l], next_a);
+                        (vb[0][l], vb[1][l]) = (vb[1][l], next_b);
+                    };
+                advance(&mut s.den, &mut s.den_a, &mut s.den_b);
+                advance(&mut s.num, &mut s.num_a, &mut s.num_b);
+                let w = s.w[l];
+                s.w[l] = -beta * w;
+                s.w_a[l] = -beta_a.mul_add(w, beta * s.w_a[l]);
+                s.w_b[l] = -beta_b.mul_add(w, beta * s.w_b[l]);
+                (s.c[l], s.c_a[l]) = (c, c_a);
+            }
+        }
+        for l in 0..L {
+            // 2^-e for the largest |A|, |B| = m 2^e: back to [1, 2), exactly
+            let big = (s.den[0][l].abs().max(s.den[1][l].abs()))
+                .max(s.num[0][l].abs().max(s.num[1][l].abs()));
+            let e = ((big.to_bits() >> 52) & 0x7ff) as i64 - 1023;
+            let k = f64::from_bits(((1023 - e.clamp(-1000, 1000)) as u64) << 52);
+            for v in [
+                &mut s.den,
+                &mut s.num,
+                &mut s.den_a,
+                &mut s.num_a,
+                &mut s.den_b,
+                &mut s.num_b,
+            ] {
+                v[0][l] *= k;
+                v[1][l] *= k;
+            }
+            s.w[l] *= k * k;
+            s.w_a[l] *= k * k;
+            s.w_b[l] *= k * k;
+            let (den, num) = (s.den[1][l], s.num[1][l]);
+            let (den_a, den_b, num_a, num_b) =
+                (s.den_a[1][l], s.den_b[1][l], s.num_a[1][l], s.num_b[1][l]);
+            // the last step multiplied h by 1 - W/P, P = A_n B_{n-1}, and
+            // moved ∂ ln h by -(W'P - W P')/P² (to first order in W/P, which
+            // the first test makes below 10⁻¹⁶), against ∂ ln h = (B'A - A'B)/(AB)
+            let w = s.w[l];
+            let prod = den * s.num[0][l];
+            let ab = (den * num).abs();
+            let small = |w_d: f64, prod_d: f64, total: f64| {
+                (w_d * prod - w * prod_d).abs() * ab <= 1e-16 * (prod * prod) * (total.abs() + ab)
+            };
+            let done = w.abs() < 1e-16 * prod.abs()
+                && small(
+                    s.w_a[l],
+                    den_a * s.num[0][l] + den * s.num_a[0][l],
+                    num_a * den - den_a * num,
+                )
+                && small(
+                    s.w_b[l],
+                    den_b * s.num[0][l] + den * s.num_b[0][l],
+                    num_b * den - den_b * num,
+                );
+            let newly = live[l] & mask(done);
+            for (end, now) in end.iter_mut().zip([den, num, den_a, num_a, den_b, num_b]) {
+                end[l] = select(newly, now, end[l]);
+            }
+            live[l] &= !mask(done);
+            for w in [&mut s.w, &mut s.w_a, &mut s.w_b] {
+                w[l] = f64::from_bits(w[l].to_bits() & live[l]);
+            }
         }
         if !any(&live) {
             break;
         }
     }
+    let [den, num, den_a, num_a, den_b, num_b] = end;
+    let mut h = each(|l| num[l] / den[l]);
     nan_if_live(&live, &mut h);
-    [h, lh_a, lh_b]
-}
-
-/// One Lentz step of [`beta_fraction_lanes`] with coefficient `aa` and its
-/// partials, on the state `(d, ∂d/∂a, ∂d/∂b, 1/c, ∂c/∂a, ∂c/∂b)`; returns
-/// `δ` and its logarithmic partials.
-#[inline(always)]
-fn lentz_step(
-    (d, d_a, d_b, inv_c, c_a, c_b): &mut (f64, f64, f64, f64, f64, f64),
-    aa: f64,
-    aa_a: f64,
-    aa_b: f64,
-) -> (f64, f64, f64) {
-    let tiny = 1e-300;
-    let big_d = 1.0 + aa * *d;
-    let (big_d_a, big_d_b) = (aa_a * *d + aa * *d_a, aa_b * *d + aa * *d_b);
-    let m = mask(big_d.abs() < tiny);
-    let (big_d, big_d_a, big_d_b) = (
-        select(m, tiny, big_d),
-        select(m, 0.0, big_d_a),
-        select(m, 0.0, big_d_b),
-    );
-    let big_c = 1.0 + aa * *inv_c;
-    let big_c_a = (aa_a - aa * *c_a * *inv_c) * *inv_c;
-    let big_c_b = (aa_b - aa * *c_b * *inv_c) * *inv_c;
-    let m = mask(big_c.abs() < tiny);
-    let (big_c, big_c_a, big_c_b) = (
-        select(m, tiny, big_c),
-        select(m, 0.0, big_c_a),
-        select(m, 0.0, big_c_b),
-    );
-    *d = 1.0 / big_d;
-    *inv_c = 1.0 / big_c;
-    (*d_a, *d_b) = (-big_d_a * *d * *d, -big_d_b * *d * *d);
-    (*c_a, *c_b) = (big_c_a, big_c_b);
-    // ln δ = ln c - ln D
-    (
-        *d * big_c,
-        big_c_a * *inv_c - big_d_a * *d,
-        big_c_b * *inv_c - big_d_b * *d,
-    )
+    [
+        h,
+        each(|l| num_a[l] / num[l] - den_a[l] / den[l]),
+        each(|l| num_b[l] / num[l] - den_b[l] / den[l]),
+    ]
 }
 
 /// `(dx/da, dx/db)` of `Beta(a, b)` draws `x` at fixed CDF value (implicit
