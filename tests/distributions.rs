@@ -652,6 +652,66 @@ fn a_component_with_no_responsibility_gets_a_zero_gradient() {
     }
 }
 
+/// A value so far from every component, in its scales, that each `z²`
+/// overflows has the log-density -inf (its correctly rounded value) and the
+/// gradients of the limit: the nearest component takes all of the
+/// responsibility (components tied in `|z|` share it by weight), as the
+/// same mixture in `f64`, which does not overflow there, gives. They were
+/// NaN in every parameter.
+#[test]
+fn a_value_beyond_the_float_range_of_every_component_gets_the_limiting_gradients() {
+    fn run<F: Element>(x: f64, locs: [f64; 2], scales: [f64; 2]) -> (f64, Vec<Vec<f64>>) {
+        let tape = Tape::<F>::new();
+        let c = |v: [f64; 2]| tape.var(Tensor::from_fn(&[2], |i| F::lit(v[i])));
+        let (w, m, s) = (c([0.3, 0.7]), c(locs), c(scales));
+        let xs = tape.var(Tensor::from_fn(&[2], |i| {
+            F::lit(x * (1.0 - 2.0 * i as f64))
+        }));
+        let lp = MixtureOfNormals::new(w, m, s)
+            .unwrap()
+            .log_prob(xs)
+            .unwrap();
+        let g = lp.sum().backward().unwrap();
+        let f = |v| {
+            let t: &Tensor<F> = g.get(v).unwrap();
+            t.data().iter().map(|v| v.to_f64().unwrap()).collect()
+        };
+        let value = lp.value().data()[0].to_f64().unwrap();
+        (value, vec![f(xs), f(w), f(m), f(s)])
+    }
+    // the nearest component: the second at both values (half the distance
+    // over twice the scale); against f64, which does not overflow there
+    let (value, got) = run::<f32>(1e20, [0.0, 1.0], [1.0, 2.0]);
+    let (_, want) = run::<f64>(1e20, [0.0, 1.0], [1.0, 2.0]);
+    assert_eq!(value, f64::NEG_INFINITY);
+    for (got, want) in got.iter().zip(&want) {
+        for (&g, &w) in got.iter().zip(want) {
+            // (a scale's gradient, z²/s, overflows f32 as it should)
+            let w32 = w as f32 as f64;
+            assert!(
+                g == w32 || (g - w).abs() <= 1e-6 * w.abs(),
+                "{got:?} vs {want:?}"
+            );
+        }
+    }
+    // two components tied in |z| share by weight: ∂/∂w_k = Σ r_k / w_k = 2
+    // (f64 rounds the weights' ln w_k away against z²/2 = 5e39 and splits
+    // evenly, so the limit is written out)
+    let (_, got) = run::<f32>(1e20, [0.0, 0.0], [1.0, 1.0]);
+    let x = 1e20f32 as f64;
+    assert_eq!(got[0], [-x, x]);
+    assert_eq!(got[2], [0.0, 0.0]);
+    assert_eq!(got[3], [f64::INFINITY; 2]);
+    for dw in &got[1] {
+        assert!((dw - 2.0).abs() < 1e-6, "{:?}", got[1]);
+    }
+    // and in f64 past 1.3e154 scales, against the gradient of the nearest
+    // component alone
+    let (_, got) = run::<f64>(1e200, [0.0, 1.0], [1.0, 2.0]);
+    assert_eq!(got[0], [-2.5e199, 2.5e199]);
+    assert_eq!(got[1], [0.0, 2.0 / 0.7]);
+}
+
 /// A mixture with one set of components for every value takes a fused
 /// op; a batch of one (components of shape `[1, K]`) takes the composed
 /// form. The two agree in value and in every gradient, over enough values

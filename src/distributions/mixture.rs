@@ -14,6 +14,11 @@ use rand::Rng;
 /// `p(x) = sum_j w_j N(x; loc_j, scale_j)`, evaluated as
 /// `logsumexp_j(ln w_j + ln N(x; loc_j, scale_j))`: far in the tails, where
 /// every component density underflows to 0, the log density stays exact.
+/// Past the float range (every `((x - loc_j) / scale_j)²` overflows: about
+/// 1.8e19 scales away in `f32`, 1.3e154 in `f64`) it is -inf; with one set
+/// of components for every value (parameters of shape `[k]`) its gradients
+/// there are their limit, all of the responsibility on the nearest
+/// components, while a batch of component sets gives NaN gradients.
 ///
 /// # Parameters
 /// - `log_weights` (or weights in (0, 1) summing to 1, or logits):
@@ -182,6 +187,40 @@ fn joint_terms<F: Element>(
     }
 }
 
+/// Where every component's `t_k` of a value is -inf (each `z²` overflowed:
+/// the value lies farther from every component, in its scales, than the
+/// float range reaches), the responsibilities that the backward reads from
+/// `t`, `top` and `total` are their limit: all of it on the components
+/// nearest in `|z|`, shared among those in proportion to `e^(c_k)` (their
+/// weights over their scales), none on the others. The value itself stays
+/// -inf, its correctly rounded value.
+#[inline(always)]
+fn limit_terms<F: Element>(
+    comps: &[(F, F, F)],
+    x: &[F],
+    t: &mut [F],
+    top: &mut [F; BLOCK],
+    total: &mut [F; BLOCK],
+) {
+    let far = F::neg_infinity();
+    for (i, &x) in x.iter().enumerate() {
+        if top[i] != far {
+            continue;
+        }
+        let distance = |&(_, m, inv): &(F, F, F)| ((x - m) * inv).abs();
+        let nearest = comps.iter().map(distance).fold(F::infinity(), F::min);
+        for (k, comp) in comps.iter().enumerate() {
+            t[k * BLOCK + i] = if distance(comp) == nearest {
+                comp.0
+            } else {
+                far
+            };
+            top[i] = top[i].max(t[k * BLOCK + i]);
+        }
+        total[i] = (0..comps.len()).fold(F::zero(), |s, k| s + (t[k * BLOCK + i] - top[i]).exp());
+    }
+}
+
 impl<F: Element> Op<F> for ScalarMixtureLogProb {
     fn name(&self) -> &str {
         "mixture_log_prob"
@@ -244,6 +283,9 @@ impl<F: Element> Op<F> for ScalarMixtureLogProb {
                 {
                     let len = x.len();
                     joint_terms(&comps, x, &mut t, &mut top, &mut total);
+                    if top[..len].contains(&F::neg_infinity()) {
+                        limit_terms(&comps, x, &mut t, &mut top, &mut total);
+                    }
                     dx.fill(F::zero());
                     for (c, &(_, m, inv)) in comps.iter().enumerate() {
                         let tk = &t[c * BLOCK..c * BLOCK + len];
