@@ -596,9 +596,9 @@ pub(crate) fn beta_pq(a: f64, b: f64, x: f64) -> (f64, f64) {
 
 /// How many draws the Beta derivatives advance together: under AVX2, two
 /// vector registers (four draws ran no faster, sixteen slower); sixteen in
-/// AVX-512 registers ran slower too, the fraction's seventeen values a
-/// draw no longer fitting in the registers. The Gamma derivatives choose theirs by tier
-/// ([`gamma_sample_grads`]).
+/// AVX-512 registers ran slower too, the fraction's seventeen values a draw
+/// no longer fitting in the registers. The Gamma derivatives choose theirs
+/// by tier ([`gamma_sample_grads`]).
 const LANES: usize = 8;
 type Lanes = [f64; LANES];
 
@@ -1196,8 +1196,9 @@ fn gamma_fraction_lanes<const L: usize, const SCALED: bool>(
 /// `c_n = q_n` after, leaves `K` as it is and makes the fraction's terms
 /// polynomials (`d₁`'s factor `a` cancels, which keeps small
 /// concentrations from underflowing): the convergents `A_n / B_n` then
-/// follow `A_n = c_n A_{n-1} + c_{n-1} p_n A_{n-2}` (the same for `B`), and
-/// their partials follow these differentiated; at the end `h = B/A` and
+/// follow `A_n = c_n A_{n-1} + e_n A_{n-2}` (the same for `B`), with
+/// `e_n = c_{n-1} p_n` (and `e₁ = p₁ / a`), and their partials follow these
+/// differentiated; at the end `h = B/A` and
 /// `∂ ln h = B'/B - A'/A`. Lentz's method, which this replaces, took two
 /// divisions a step. Both `A` and `B` carry the factor `c₁ c₂ ... c_n`,
 /// whose logarithmic partial (about `2 ln n`) cancels in `∂ ln h`: so its
@@ -1207,7 +1208,7 @@ fn gamma_fraction_lanes<const L: usize, const SCALED: bool>(
 /// As in [`gamma_fraction_lanes`], the lanes take [`ROUND`] steps between
 /// convergence tests, the state is rescaled by a power of two (exactly) at
 /// each round's end, and `W_n = A_n B_{n-1} - A_{n-1} B_n` (which obeys
-/// `W_n = -c_{n-1} p_n W_{n-1}`) measures the last step without
+/// `W_n = -e_n W_{n-1}`) measures the last step without
 /// cancellation: a lane stops once the last step changed `h` by less than
 /// 10⁻¹⁶ of itself and each partial of `ln h` by less than 10⁻¹⁶ of itself
 /// plus one (so that a partial near 0 does not hold it to the cap). A lane
@@ -1278,18 +1279,16 @@ fn beta_fraction_lanes<const L: usize>([a, b, x]: &[[f64; L]; 3]) -> [[f64; L]; 
                     true => (e1, 1.0),
                     false => (e0 * e1, e0 + e1),
                 };
-                let beta = s.c[l] * p;
-                let beta_a = s.c_a[l].mul_add(p, s.c[l] * p_a);
-                let beta_b = s.c[l] * p_b;
+                let e = s.c[l] * p;
+                let e_a = s.c_a[l].mul_add(p, s.c[l] * p_a);
+                let e_b = s.c[l] * p_b;
                 let advance =
                     |v: &mut [[f64; L]; 2], va: &mut [[f64; L]; 2], vb: &mut [[f64; L]; 2]| {
                         let (v0, v1) = (v[0][l], v[1][l]);
-                        let next = c.mul_add(v1, beta * v0);
-                        let next_a = c.mul_add(
-                            va[1][l],
-                            c_a.mul_add(v1, beta.mul_add(va[0][l], beta_a * v0)),
-                        );
-                        let next_b = c.mul_add(vb[1][l], beta.mul_add(vb[0][l], beta_b * v0));
+                        let next = c.mul_add(v1, e * v0);
+                        let next_a =
+                            c.mul_add(va[1][l], c_a.mul_add(v1, e.mul_add(va[0][l], e_a * v0)));
+                        let next_b = c.mul_add(vb[1][l], e.mul_add(vb[0][l], e_b * v0));
                         (v[0][l], v[1][l]) = (v1, next);
                         (va[0][l], va[1][l]) = (va[1][l], next_a);
                         (vb[0][l], vb[1][l]) = (vb[1][l], next_b);
@@ -1297,9 +1296,9 @@ fn beta_fraction_lanes<const L: usize>([a, b, x]: &[[f64; L]; 3]) -> [[f64; L]; 
                 advance(&mut s.den, &mut s.den_a, &mut s.den_b);
                 advance(&mut s.num, &mut s.num_a, &mut s.num_b);
                 let w = s.w[l];
-                s.w[l] = -beta * w;
-                s.w_a[l] = -beta_a.mul_add(w, beta * s.w_a[l]);
-                s.w_b[l] = -beta_b.mul_add(w, beta * s.w_b[l]);
+                s.w[l] = -e * w;
+                s.w_a[l] = -e_a.mul_add(w, e * s.w_a[l]);
+                s.w_b[l] = -e_b.mul_add(w, e * s.w_b[l]);
                 (s.c[l], s.c_a[l]) = (c, c_a);
             }
         }
