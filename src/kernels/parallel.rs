@@ -7,9 +7,9 @@
 //!   into an FMA on its own and never reorders floating-point arithmetic to
 //!   vectorize it, so results are bit-identical on every x86-64 CPU
 //!   (`every_tier_gives_the_same_bits`). Where a kernel asks for a fused
-//!   multiply-add (`mul_add`: the Gamma derivatives' series and fraction),
-//!   every tier computes the same correctly rounded value, the portable one
-//!   through libm's `fma` (slower there, the same bits).
+//!   multiply-add (`mul_add`: the Gamma and Beta derivatives' series and
+//!   fractions), every tier computes the same correctly rounded value, the
+//!   portable one through libm's `fma` (slower there, the same bits).
 //! * [`join`] runs two closures at once, one of them on a persistent helper
 //!   thread: no thread is spawned per op, and the two threads spin briefly
 //!   for each other before they sleep, so back-to-back parallel ops do not
