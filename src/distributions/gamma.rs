@@ -10,7 +10,7 @@
 //! `G1 / (G1 + G2)` and are differentiated through the Beta CDF, whose
 //! derivatives in `a` and `b` are carried through the continued fraction
 //! that evaluates it (on the tail its convergence favours), matching the
-//! reference to 8e-15; Dirichlet draws are normalized Gamma draws
+//! reference to 4e-15; Dirichlet draws are normalized Gamma draws
 //! differentiated through each Gamma.
 //!
 //! The per-draw derivatives advance several draws at a time in vector

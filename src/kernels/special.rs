@@ -1201,9 +1201,12 @@ fn gamma_fraction_lanes<const L: usize, const SCALED: bool>(
 /// differentiated; at the end `h = B/A` and
 /// `∂ ln h = B'/B - A'/A`. Lentz's method, which this replaces, took two
 /// divisions a step. Both `A` and `B` carry the factor `c₁ c₂ ... c_n`,
-/// whose logarithmic partial (about `2 ln n`) cancels in `∂ ln h`: so its
-/// error is absolute, a few ulps of that sum, where the partial itself is
-/// near 0.
+/// whose logarithmic partial `S_n` (about `2 ln n`) would cancel in
+/// `∂ ln h` and leave it an absolute error of a few ulps of `S_n` (twice
+/// Lentz's at the references); the partials in `a` are therefore carried as
+/// those of `A / (c₁ ... c_n)` times it, `A' - S_n A`, whose recurrence is
+/// the same with `c_n' = 0` and `e_n' - e_n ∂ ln c_n` in place of `e_n'`:
+/// one division a step, for `∂ ln c_n`.
 ///
 /// As in [`gamma_fraction_lanes`], the lanes take [`ROUND`] steps between
 /// convergence tests, the state is rescaled by a power of two (exactly) at
@@ -1220,7 +1223,8 @@ fn gamma_fraction_lanes<const L: usize, const SCALED: bool>(
 fn beta_fraction_lanes<const L: usize>([a, b, x]: &[[f64; L]; 3]) -> [[f64; L]; 3] {
     /// A value of each lane: `A` (`den`, `h`'s denominator) and `B` (`num`)
     /// and their partials in `a` and `b`, each as `[previous, current]`;
-    /// `W` with its partials; `c_{n-1}` with its partial in `a`.
+    /// `W` with its partials; `c_{n-1}`. The partials in `a` are kept less
+    /// the part that the factor `c₁ ... c_n` gives them.
     #[derive(Clone, Copy)]
     struct State<const L: usize> {
         den: [[f64; L]; 2],
@@ -1233,7 +1237,6 @@ fn beta_fraction_lanes<const L: usize>([a, b, x]: &[[f64; L]; 3]) -> [[f64; L]; 
         w_a: [f64; L],
         w_b: [f64; L],
         c: [f64; L],
-        c_a: [f64; L],
     }
     let (zero, one) = ([0.0f64; L], [1.0f64; L]);
     // A_0 = 1, A_{-1} = 1, B_0 = 1, B_{-1} = 0, W_0 = -1, c_0 = 1
@@ -1248,7 +1251,6 @@ fn beta_fraction_lanes<const L: usize>([a, b, x]: &[[f64; L]; 3]) -> [[f64; L]; 
         w_a: zero,
         w_b: zero,
         c: one,
-        c_a: zero,
     };
     // [A, B, A_a, B_a, A_b, B_b] of the round each lane converged in
     let mut end = [zero; 6];
@@ -1273,21 +1275,21 @@ fn beta_fraction_lanes<const L: usize>([a, b, x]: &[[f64; L]; 3]) -> [[f64; L]; 
                         (mx * (b - n * 0.5), 0.0, mx)
                     }
                 };
-                // c_n and its partial: a + 1 for n = 1, (a + n - 1)(a + n) after
+                // c_n, and ∂ ln c_n: a + 1 for n = 1, (a + n - 1)(a + n) after
                 let (e0, e1) = (a + (n - 1.0), a + n);
-                let (c, c_a) = match n == 1.0 {
-                    true => (e1, 1.0),
-                    false => (e0 * e1, e0 + e1),
+                let (c, ln_c_a) = match n == 1.0 {
+                    true => (e1, 1.0 / e1),
+                    false => (e0 * e1, (e0 + e1) / (e0 * e1)),
                 };
                 let e = s.c[l] * p;
-                let e_a = s.c_a[l].mul_add(p, s.c[l] * p_a);
+                // (the partials in a are those of A / (c₁ ... c_n), times it)
+                let e_a = s.c[l].mul_add(p_a, -(e * ln_c_a));
                 let e_b = s.c[l] * p_b;
                 let advance =
                     |v: &mut [[f64; L]; 2], va: &mut [[f64; L]; 2], vb: &mut [[f64; L]; 2]| {
                         let (v0, v1) = (v[0][l], v[1][l]);
                         let next = c.mul_add(v1, e * v0);
-                        let next_a =
-                            c.mul_add(va[1][l], c_a.mul_add(v1, e.mul_add(va[0][l], e_a * v0)));
+                        let next_a = c.mul_add(va[1][l], e.mul_add(va[0][l], e_a * v0));
                         let next_b = c.mul_add(vb[1][l], e.mul_add(vb[0][l], e_b * v0));
                         (v[0][l], v[1][l]) = (v1, next);
                         (va[0][l], va[1][l]) = (va[1][l], next_a);
@@ -1299,7 +1301,7 @@ fn beta_fraction_lanes<const L: usize>([a, b, x]: &[[f64; L]; 3]) -> [[f64; L]; 
                 s.w[l] = -e * w;
                 s.w_a[l] = -e_a.mul_add(w, e * s.w_a[l]);
                 s.w_b[l] = -e_b.mul_add(w, e * s.w_b[l]);
-                (s.c[l], s.c_a[l]) = (c, c_a);
+                s.c[l] = c;
             }
         }
         for l in 0..L {
