@@ -675,7 +675,8 @@ fn each<T: Copy + Default, const N: usize>(f: impl Fn(usize) -> T) -> [T; N] {
 
 /// Calls `lanes` on the draws listed in `idx`, `L` at a time, and hands
 /// each draw's outputs to `out`. The last group is padded with copies of its
-/// first draw. A lane stops changing once it has converged, so a draw's
+/// first draw. A lane's results are fixed in the round it converges in
+/// (its state kept, or its values set aside while it runs on), so a draw's
 /// outputs do not depend on the draws it shares a group with.
 ///
 /// `lanes` is best an `#[inline(always)]` closure: a function item is
@@ -1225,7 +1226,6 @@ fn beta_fraction_lanes<const L: usize>([a, b, x]: &[[f64; L]; 3]) -> [[f64; L]; 
     /// and their partials in `a` and `b`, each as `[previous, current]`;
     /// `W` with its partials; `c_{n-1}`. The partials in `a` are kept less
     /// the part that the factor `c₁ ... c_n` gives them.
-    #[derive(Clone, Copy)]
     struct State<const L: usize> {
         den: [[f64; L]; 2],
         num: [[f64; L]; 2],
@@ -1716,8 +1716,8 @@ mod tests {
     }
 
     /// Each draw's derivatives are the same bits whether it is computed
-    /// alone or among others that converge earlier or later (the lanes of a
-    /// group stop changing once they converge), so results do not depend on
+    /// alone or among others that converge earlier or later (a lane's
+    /// results are fixed once it converges), so results do not depend on
     /// how the draws are split over threads.
     #[test]
     fn a_draw_in_a_batch_gets_what_it_gets_alone() {
