@@ -712,6 +712,54 @@ fn a_value_beyond_the_float_range_of_every_component_gets_the_limiting_gradients
     assert_eq!(got[1], [0.0, 2.0 / 0.7]);
 }
 
+/// Far in the tail of two components that nearly coincide, the
+/// responsibilities keep what tells the components apart. At one loc and
+/// scale, weights 0.3 and 0.7, a value 10⁴ scales away in `f32` (10⁹ in
+/// `f64`) has `z²/2` past `2^24` (`2^53`) times `ln(0.7/0.3)`; taken as
+/// differences of the rounded `ln w_k - z_k²/2` the weights were rounded
+/// away and the responsibility split evenly. At locs 0 and 10⁻⁴ and one
+/// scale, the quadratic terms differ by `(2x - 10⁻⁴) 10⁻⁴ / 2 ≈ 1`, which
+/// `x - 10⁻⁴` itself rounds away in `f32` at `x = 10⁴`. The
+/// responsibilities are `w_k ∂/∂w_k` of the log-density.
+#[test]
+fn far_in_the_tail_the_responsibilities_keep_what_tells_the_components_apart() {
+    fn responsibilities<F: Element>(x: f64, locs: [f64; 2]) -> Vec<f64> {
+        let tape = Tape::<F>::new();
+        let c = |v: [f64; 2]| tape.var(Tensor::from_fn(&[2], |i| F::lit(v[i])));
+        let (w, m, s) = (c([0.3, 0.7]), c(locs), c([1.0, 1.0]));
+        let lp = MixtureOfNormals::new(w, m, s)
+            .unwrap()
+            .log_prob(tape.var(Tensor::from_fn(&[3], |_| F::lit(x))))
+            .unwrap();
+        let g = lp.sum().backward().unwrap();
+        let dw: &Tensor<F> = g.get(w).unwrap();
+        // three values, each with the same responsibilities
+        let dw: Vec<f64> = dw
+            .data()
+            .iter()
+            .map(|v| v.to_f64().unwrap() / 3.0)
+            .collect();
+        vec![0.3 * dw[0], 0.7 * dw[1]]
+    }
+    let close = |got: Vec<f64>, want: [f64; 2], tol: f64| {
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() <= tol, "{got:?} against {want:?}");
+        }
+    };
+    close(responsibilities::<f32>(1e4, [0.0, 0.0]), [0.3, 0.7], 1e-6);
+    close(responsibilities::<f64>(1e9, [0.0, 0.0]), [0.3, 0.7], 1e-12);
+    // e_0 - e_1 = ln(0.3 / 0.7) - ((2x - d) d) / 2 with x = 10⁴, d = 10⁻⁴
+    // (the locs as f32 rounds them)
+    let d = 1e-4f32 as f64;
+    let gap = (0.3f64 / 0.7).ln() - (2.0 * 1e4 - d) * d / 2.0;
+    let r0 = 1.0 / (1.0 + (-gap).exp());
+    close(
+        responsibilities::<f32>(1e4, [0.0, 1e-4]),
+        [r0, 1.0 - r0],
+        1e-5,
+    );
+}
+
 /// A mixture with one set of components for every value takes a fused
 /// op; a batch of one (components of shape `[1, K]`) takes the composed
 /// form. The two agree in value and in every gradient, over enough values
