@@ -121,6 +121,19 @@ fn gradcheck_log_probs_wrt_value_and_parameters() {
             v(&[0.7, -2.0]),
         ],
     );
+    // a set of components per value, broadcast against a value with one
+    // more axis (its gradients summed over it)
+    let t = |v: &[f64], shape: &[usize]| Tensor::from_vec(v.to_vec(), shape).unwrap();
+    gc(
+        "mixture, a component set per value",
+        |_, a| MixtureOfNormals::from_logits(a[0], a[1], a[2])?.log_prob(a[3]),
+        &[
+            t(&[0.2, -0.3, 0.5, 1.0, 0.0, -1.0], &[2, 3]),
+            t(&[-1.0, 0.0, 2.0, 0.5, 0.6, -3.0], &[2, 3]),
+            t(&[0.5, 1.0, 1.5, 2.0, 0.4, 0.8], &[2, 3]),
+            t(&[0.7, -2.0, 1.5, 0.1, -0.4, 3.0, 2.5, -1.0], &[4, 2]),
+        ],
+    );
     gc(
         "spike and slab",
         |_, a| SpikeAndSlab::new(a[0], a[1], a[2])?.log_prob(a[3]),
@@ -657,12 +670,19 @@ fn a_component_with_no_responsibility_gets_a_zero_gradient() {
 /// gradients of the limit: the nearest component takes all of the
 /// responsibility (components tied in `|z|` share it by weight), as the
 /// same mixture in `f64`, which does not overflow there, gives. They were
-/// NaN in every parameter.
+/// NaN in every parameter. Both fused ops: one set of components, and a
+/// set per value (which was the composed form's, NaN as well).
 #[test]
 fn a_value_beyond_the_float_range_of_every_component_gets_the_limiting_gradients() {
-    fn run<F: Element>(x: f64, locs: [f64; 2], scales: [f64; 2]) -> (f64, Vec<Vec<f64>>) {
+    fn run<F: Element>(
+        x: f64,
+        locs: [f64; 2],
+        scales: [f64; 2],
+        per_value: bool,
+    ) -> (f64, Vec<Vec<f64>>) {
         let tape = Tape::<F>::new();
-        let c = |v: [f64; 2]| tape.var(Tensor::from_fn(&[2], |i| F::lit(v[i])));
+        let shape: &[usize] = if per_value { &[1, 2] } else { &[2] };
+        let c = |v: [f64; 2]| tape.var(Tensor::from_fn(shape, |i| F::lit(v[i])));
         let (w, m, s) = (c([0.3, 0.7]), c(locs), c(scales));
         let xs = tape.var(Tensor::from_fn(&[2], |i| {
             F::lit(x * (1.0 - 2.0 * i as f64))
@@ -679,37 +699,37 @@ fn a_value_beyond_the_float_range_of_every_component_gets_the_limiting_gradients
         let value = lp.value().data()[0].to_f64().unwrap();
         (value, vec![f(xs), f(w), f(m), f(s)])
     }
-    // the nearest component: the second at both values (half the distance
-    // over twice the scale); against f64, which does not overflow there
-    let (value, got) = run::<f32>(1e20, [0.0, 1.0], [1.0, 2.0]);
-    let (_, want) = run::<f64>(1e20, [0.0, 1.0], [1.0, 2.0]);
-    assert_eq!(value, f64::NEG_INFINITY);
-    for (got, want) in got.iter().zip(&want) {
-        for (&g, &w) in got.iter().zip(want) {
-            // (a scale's gradient, z²/s, overflows f32 as it should)
-            let w32 = w as f32 as f64;
-            assert!(
-                g == w32 || (g - w).abs() <= 1e-6 * w.abs(),
-                "{got:?} vs {want:?}"
-            );
+    for per_value in [false, true] {
+        // the nearest component: the second at both values (half the distance
+        // over twice the scale); against f64, which does not overflow there
+        let (value, got) = run::<f32>(1e20, [0.0, 1.0], [1.0, 2.0], per_value);
+        let (_, want) = run::<f64>(1e20, [0.0, 1.0], [1.0, 2.0], per_value);
+        assert_eq!(value, f64::NEG_INFINITY);
+        for (got, want) in got.iter().zip(&want) {
+            for (&g, &w) in got.iter().zip(want) {
+                // (a scale's gradient, z²/s, overflows f32 as it should)
+                let w32 = w as f32 as f64;
+                assert!(
+                    g == w32 || (g - w).abs() <= 1e-6 * w.abs(),
+                    "{got:?} vs {want:?}"
+                );
+            }
         }
+        // two components tied in |z| share by weight: ∂/∂w_k = Σ r_k / w_k = 2
+        let (_, got) = run::<f32>(1e20, [0.0, 0.0], [1.0, 1.0], per_value);
+        let x = 1e20f32 as f64;
+        assert_eq!(got[0], [-x, x]);
+        assert_eq!(got[2], [0.0, 0.0]);
+        assert_eq!(got[3], [f64::INFINITY; 2]);
+        for dw in &got[1] {
+            assert!((dw - 2.0).abs() < 1e-6, "{:?}", got[1]);
+        }
+        // and in f64 past 1.3e154 scales, against the gradient of the nearest
+        // component alone
+        let (_, got) = run::<f64>(1e200, [0.0, 1.0], [1.0, 2.0], per_value);
+        assert_eq!(got[0], [-2.5e199, 2.5e199]);
+        assert_eq!(got[1], [0.0, 2.0 / 0.7]);
     }
-    // two components tied in |z| share by weight: ∂/∂w_k = Σ r_k / w_k = 2
-    // (f64 rounds the weights' ln w_k away against z²/2 = 5e39 and splits
-    // evenly, so the limit is written out)
-    let (_, got) = run::<f32>(1e20, [0.0, 0.0], [1.0, 1.0]);
-    let x = 1e20f32 as f64;
-    assert_eq!(got[0], [-x, x]);
-    assert_eq!(got[2], [0.0, 0.0]);
-    assert_eq!(got[3], [f64::INFINITY; 2]);
-    for dw in &got[1] {
-        assert!((dw - 2.0).abs() < 1e-6, "{:?}", got[1]);
-    }
-    // and in f64 past 1.3e154 scales, against the gradient of the nearest
-    // component alone
-    let (_, got) = run::<f64>(1e200, [0.0, 1.0], [1.0, 2.0]);
-    assert_eq!(got[0], [-2.5e199, 2.5e199]);
-    assert_eq!(got[1], [0.0, 2.0 / 0.7]);
 }
 
 /// Far in the tail of two components that nearly coincide, the
@@ -717,15 +737,18 @@ fn a_value_beyond_the_float_range_of_every_component_gets_the_limiting_gradients
 /// scale, weights 0.3 and 0.7, a value 10⁴ scales away in `f32` (10⁹ in
 /// `f64`) has `z²/2` past `2^24` (`2^53`) times `ln(0.7/0.3)`; taken as
 /// differences of the rounded `ln w_k - z_k²/2` the weights were rounded
-/// away and the responsibility split evenly. At locs 0 and 10⁻⁴ and one
-/// scale, the quadratic terms differ by `(2x - 10⁻⁴) 10⁻⁴ / 2 ≈ 1`, which
-/// `x - 10⁻⁴` itself rounds away in `f32` at `x = 10⁴`. The
-/// responsibilities are `w_k ∂/∂w_k` of the log-density.
+/// away (0.02 and 0.98 in `f32` with one set of components, 0.5 and 0.5
+/// with a set per value). At locs 0 and 10⁻⁴ and one scale, the quadratic
+/// terms differ by `(2x - 10⁻⁴) 10⁻⁴ / 2 ≈ 1`, which `x - 10⁻⁴` itself
+/// rounds away in `f32` at `x = 10⁴`. The responsibilities are
+/// `w_k ∂/∂w_k` of the log-density; both fused ops (one set of components,
+/// and a set per value) are checked.
 #[test]
 fn far_in_the_tail_the_responsibilities_keep_what_tells_the_components_apart() {
-    fn responsibilities<F: Element>(x: f64, locs: [f64; 2]) -> Vec<f64> {
+    fn responsibilities<F: Element>(x: f64, locs: [f64; 2], per_value: bool) -> Vec<f64> {
         let tape = Tape::<F>::new();
-        let c = |v: [f64; 2]| tape.var(Tensor::from_fn(&[2], |i| F::lit(v[i])));
+        let shape: &[usize] = if per_value { &[1, 2] } else { &[2] };
+        let c = |v: [f64; 2]| tape.var(Tensor::from_fn(shape, |i| F::lit(v[i])));
         let (w, m, s) = (c([0.3, 0.7]), c(locs), c([1.0, 1.0]));
         let lp = MixtureOfNormals::new(w, m, s)
             .unwrap()
@@ -746,30 +769,46 @@ fn far_in_the_tail_the_responsibilities_keep_what_tells_the_components_apart() {
             assert!((g - w).abs() <= tol, "{got:?} against {want:?}");
         }
     };
-    close(responsibilities::<f32>(1e4, [0.0, 0.0]), [0.3, 0.7], 1e-6);
-    close(responsibilities::<f64>(1e9, [0.0, 0.0]), [0.3, 0.7], 1e-12);
     // e_0 - e_1 = ln(0.3 / 0.7) - ((2x - d) d) / 2 with x = 10⁴, d = 10⁻⁴
     // (the locs as f32 rounds them)
     let d = 1e-4f32 as f64;
     let gap = (0.3f64 / 0.7).ln() - (2.0 * 1e4 - d) * d / 2.0;
     let r0 = 1.0 / (1.0 + (-gap).exp());
-    close(
-        responsibilities::<f32>(1e4, [0.0, 1e-4]),
-        [r0, 1.0 - r0],
-        1e-5,
-    );
+    for per_value in [false, true] {
+        let r = |x, locs| responsibilities::<f32>(x, locs, per_value);
+        close(r(1e4, [0.0, 0.0]), [0.3, 0.7], 1e-6);
+        close(r(1e4, [0.0, 1e-4]), [r0, 1.0 - r0], 1e-5);
+        let r64 = responsibilities::<f64>(1e9, [0.0, 0.0], per_value);
+        close(r64, [0.3, 0.7], 1e-12);
+    }
 }
 
-/// A mixture with one set of components for every value takes a fused
-/// op; a batch of one (components of shape `[1, K]`) takes the composed
-/// form. The two agree in value and in every gradient, over enough values
-/// for two threads and a ragged last block, with a component that has no
-/// responsibility at some values.
+/// How [`a_mixture_takes_the_composed_forms_values_and_gradients`] computes
+/// a mixture's log-density.
+#[derive(Clone, Copy, PartialEq)]
+enum MixtureForm {
+    /// One set of components for every value (shape `[K]`): a fused op.
+    Shared,
+    /// A batch of one (components of shape `[1, K]`): the fused op for a
+    /// component set per value.
+    PerValue,
+    /// `logsumexp(ln w + ln N(x; m, s))` written out.
+    Composed,
+}
+
+/// The fused ops for one set of components and for a set per value agree
+/// with the composed form, in value and in every gradient, over enough
+/// values for two threads and a ragged last block, with a component that
+/// has no responsibility at some values.
 #[test]
-fn a_mixture_of_single_components_matches_the_composed_form() {
-    fn run<F: Element>(batch: bool) -> Vec<Vec<f64>> {
+fn a_mixture_takes_the_composed_forms_values_and_gradients() {
+    fn run<F: Element>(form: MixtureForm) -> Vec<Vec<f64>> {
         let tape = Tape::<F>::new();
-        let shape: &[usize] = if batch { &[1, 3] } else { &[3] };
+        let shape: &[usize] = if form == MixtureForm::Shared {
+            &[3]
+        } else {
+            &[1, 3]
+        };
         let c = |v: [f64; 3]| {
             tape.var(Tensor::from_vec(v.iter().map(|&x| F::lit(x)).collect(), shape).unwrap())
         };
@@ -782,7 +821,14 @@ fn a_mixture_of_single_components_matches_the_composed_form() {
         let x = tape.var(Tensor::from_fn(&[n], |i| {
             F::lit(((i * 7919) % 1000) as f64 * 0.01 - 5.0)
         }));
-        let lp = MixtureOfNormals::new(w, m, s).unwrap().log_prob(x).unwrap();
+        let lp = match form {
+            MixtureForm::Composed => {
+                let x1 = x.unsqueeze(1).unwrap();
+                let joint = Normal::new(m, s).unwrap().log_prob(x1).unwrap() + w.ln();
+                joint.logsumexp(1, false).unwrap()
+            }
+            _ => MixtureOfNormals::new(w, m, s).unwrap().log_prob(x).unwrap(),
+        };
         let g = (lp * Tensor::from_fn(&[n], |i| F::lit(1.0 + (i % 3) as f64)))
             .sum()
             .backward()
@@ -797,15 +843,18 @@ fn a_mixture_of_single_components_matches_the_composed_form() {
         out.extend([x, w, m, s].iter().map(|v| f(g.get(*v).unwrap())));
         out
     }
-    for (fused, composed, rel) in [
-        (run::<f64>(false), run::<f64>(true), 1e-12),
-        (run::<f32>(false), run::<f32>(true), 1e-4),
-    ] {
-        for (a, b) in fused.iter().zip(&composed) {
-            assert_eq!(a.len(), b.len());
-            let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-            for (u, v) in a.iter().zip(b) {
-                assert!((u - v).abs() <= rel * scale.max(v.abs()), "{u} vs {v}");
+    use MixtureForm::*;
+    for fused in [Shared, PerValue] {
+        for (fused, composed, rel) in [
+            (run::<f64>(fused), run::<f64>(Composed), 1e-12),
+            (run::<f32>(fused), run::<f32>(Composed), 1e-4),
+        ] {
+            for (a, b) in fused.iter().zip(&composed) {
+                assert_eq!(a.len(), b.len());
+                let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                for (u, v) in a.iter().zip(b) {
+                    assert!((u - v).abs() <= rel * scale.max(v.abs()), "{u} vs {v}");
+                }
             }
         }
     }

@@ -4,7 +4,7 @@ use super::{
 };
 use crate::autodiff::tape::{Op, Tape, Var};
 use crate::error::{Error, Result};
-use crate::kernels::parallel::{par_blocks, par_fill, sum_lanes};
+use crate::kernels::parallel::{join, par_blocks, par_fill, sum_lanes};
 use crate::tensor::{Element, Tensor};
 use rand::Rng;
 
@@ -15,17 +15,18 @@ use rand::Rng;
 /// `logsumexp_j(ln w_j + ln N(x; loc_j, scale_j))`: far in the tails, where
 /// every component density underflows to 0, the log density stays exact.
 /// Past the float range (every `((x - loc_j) / scale_j)²` overflows: about
-/// 1.8e19 scales away in `f32`, 1.3e154 in `f64`) it is -inf; with one set
-/// of components for every value (parameters of shape `[k]`) its gradients
-/// there are their limit, all of the responsibility on the nearest
-/// components, while a batch of component sets gives NaN gradients.
+/// 1.8e19 scales away in `f32`, 1.3e154 in `f64`) it is -inf, and its
+/// gradients there are their limit: all of the responsibility on the
+/// nearest components. The responsibilities (the gradients' shares) come
+/// from differences that keep what tells nearly coincident components
+/// apart far in the tails (their weights, or locs closer than the value's
+/// rounding), where differences of the rounded joint log-densities lose it
+/// once `z²/2` passes `2^24` (`f32`) or `2^53` (`f64`) times it.
 ///
-/// With one set of components the responsibilities (the gradients' shares)
-/// are computed from differences that keep what tells nearly coincident
-/// components apart far in the tails (their weights, or locs closer than
-/// the value's rounding); a batch of component sets takes differences of
-/// the rounded joint log-densities, which lose it once `z²/2` passes
-/// `2^24` (`f32`) or `2^53` (`f64`) times it.
+/// The log-density is one fused op, forward and backward: vectorized over
+/// the values when one set of components serves every value (parameters of
+/// shape `[k]`, a prior over weights), one value after another against its
+/// own components otherwise (a mixture density network's output).
 ///
 /// # Parameters
 /// - `log_weights` (or weights in (0, 1) summing to 1, or logits):
@@ -130,7 +131,12 @@ impl<'t, F: Element> MixtureOfNormals<'t, F> {
         normal_log_prob(x, self.locs, self.scales)?.try_add(self.log_weights)
     }
 
-    /// The posterior responsibility of each component at `x`.
+    /// The posterior responsibility of each component at `x`: the softmax
+    /// of the joint log-densities `ln w_k + ln N(x; m_k, s_k)` along the
+    /// last axis. Far in the tails, once `z²/2` passes `2^24` (`f32`) or
+    /// `2^53` (`f64`) times what tells two components apart, those
+    /// log-densities round it away and so does this softmax (the
+    /// log-density's own gradients keep it, see the type's docs).
     pub fn responsibilities(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
         let j = self.joint_log_probs(x)?;
         Ok(j.log_softmax(j.shape().len() - 1)?.exp())
@@ -249,6 +255,17 @@ fn joint_terms<F: Element, const EXACT: bool>(
     }
 }
 
+/// A value's log-density from its `top` and `total`: -inf where every
+/// density underflowed (`top + ln total` would be NaN).
+#[inline(always)]
+fn log_density<F: Element>(top: F, total: F) -> F {
+    if top == F::neg_infinity() {
+        top
+    } else {
+        top + total.fast_ln()
+    }
+}
+
 /// Where every component's `t_k` of a value is -inf (each `z²` overflowed:
 /// the value lies farther from every component, in its scales, than the
 /// float range reaches), the responsibilities that the backward reads from
@@ -301,12 +318,7 @@ impl<F: Element> Op<F> for ScalarMixtureLogProb {
                 for (out, x) in chunk.chunks_mut(BLOCK).zip(x.chunks(BLOCK)) {
                     joint_terms::<F, false>(&comps, x, &mut t, &mut top, &mut total);
                     for ((o, &top), &total) in out.iter_mut().zip(top.iter()).zip(total.iter()) {
-                        // every density underflowed: -inf (the sum would be NaN)
-                        *o = if top == F::neg_infinity() {
-                            top
-                        } else {
-                            top + total.fast_ln()
-                        };
+                        *o = log_density(top, total);
                     }
                 }
             },
@@ -389,6 +401,184 @@ impl<F: Element> Op<F> for ScalarMixtureLogProb {
     }
 }
 
+/// [`ScalarMixtureLogProb`] with a set of `K` components for each value
+/// (inputs `[x, ln w, m, s]`, `x` of the batch shape and the others of the
+/// batch shape and `[K]`, broadcast to them before): the same formulas,
+/// one value after another against its own components ([`value_terms`]),
+/// where the composed form built `[..x, K]` tensors in a dozen passes and
+/// lost the responsibilities far in the tails (as differences of rounded
+/// joint log-densities) and past the float range (NaN).
+struct BatchedMixtureLogProb;
+
+/// The components of value `i`: `K` consecutive entries of `ln w`, `m` and
+/// `s` from `i K`, into `comps`.
+#[inline(always)]
+fn components_of<F: Element>(inputs: &[&Tensor<F>], i: usize, comps: &mut [Component<F>]) {
+    let k = comps.len();
+    let row = i * k..(i + 1) * k;
+    let (lw, m, s) = (
+        &inputs[1].data()[row.clone()],
+        &inputs[2].data()[row.clone()],
+        &inputs[3].data()[row],
+    );
+    let half_ln_2pi = F::lit(HALF_LN_2PI);
+    for (j, comp) in comps.iter_mut().enumerate() {
+        let inv = F::one() / s[j];
+        *comp = Component {
+            c: lw[j] - s[j].fast_ln() - half_ln_2pi,
+            m: m[j],
+            inv,
+            m_inv: m[j] * inv,
+        };
+    }
+}
+
+/// The terms of one value `x` against its components: each `e_k` (the
+/// `EXACT` differences of [`joint_terms`] to the largest `t_k`) into `e`,
+/// and `(top, Σ_k e^(e_k))`. Where every `t_k` is -inf, the `e_k` of the
+/// limit of [`limit_terms`] (`top` stays -inf).
+#[inline(always)]
+fn value_terms<F: Element>(comps: &[Component<F>], x: F, e: &mut [F]) -> (F, F) {
+    let (half, far) = (F::lit(0.5), F::neg_infinity());
+    let (mut top, mut j) = (far, 0);
+    for (k, comp) in comps.iter().enumerate() {
+        let z = (x - comp.m) * comp.inv;
+        let t = comp.c - half * z * z;
+        e[k] = z;
+        if t > top {
+            (top, j) = (t, k);
+        }
+    }
+    if top == far {
+        let nearest = e.iter().fold(F::infinity(), |n, z| n.min(z.abs()));
+        let best = (0..comps.len())
+            .filter(|&k| e[k].abs() == nearest)
+            .fold(far, |b, k| b.max(comps[k].c));
+        for (e, comp) in e.iter_mut().zip(comps) {
+            *e = if e.abs() == nearest {
+                comp.c - best
+            } else {
+                far
+            };
+        }
+    } else {
+        let (r, z_top) = (comps[j], e[j]);
+        for (e, comp) in e.iter_mut().zip(comps) {
+            let dz = x * (comp.inv - r.inv) - (comp.m_inv - r.m_inv);
+            *e = (comp.c - r.c) - half * dz * (*e + z_top);
+        }
+    }
+    (top, e.iter().fold(F::zero(), |s, e| s + e.fast_exp()))
+}
+
+/// [`BatchedMixtureLogProb`]'s backward over the values from `start`: the
+/// gradients of `x` into `dx` and of `ln w`, `m` and `s` into `dp` (`K` a
+/// value each).
+fn batched_backward<F: Element>(
+    inputs: &[&Tensor<F>],
+    g: &[F],
+    start: usize,
+    dx: &mut [F],
+    [dlw, dm, ds]: [&mut [F]; 3],
+) {
+    let k = dlw.len() / dx.len().max(1);
+    let mut comps = vec![inputs_component_zero(); k];
+    let mut e = vec![F::zero(); k];
+    let x = inputs[0].data();
+    for (i, dx) in dx.iter_mut().enumerate() {
+        let v = start + i;
+        components_of(inputs, v, &mut comps);
+        let (_, total) = value_terms(&comps, x[v], &mut e);
+        let (g, at) = (g[v], i * k);
+        *dx = F::zero();
+        for (j, comp) in comps.iter().enumerate() {
+            let rate = e[j].fast_exp() * (g / total);
+            let z = (x[v] - comp.m) * comp.inv;
+            // nothing from a value with no incoming gradient or a component
+            // with no responsibility (z / s may be inf)
+            let idle = rate == F::zero() || g == F::zero();
+            let (r, slope) = match idle {
+                true => (F::zero(), F::zero()),
+                false => (rate, rate * z * comp.inv),
+            };
+            dlw[at + j] = r;
+            dm[at + j] = slope;
+            ds[at + j] = match idle {
+                true => F::zero(),
+                false => rate * (z * z - F::one()) * comp.inv,
+            };
+            *dx = *dx - slope;
+        }
+    }
+}
+
+/// A placeholder [`Component`], overwritten before it is read.
+fn inputs_component_zero<F: Element>() -> Component<F> {
+    Component {
+        c: F::zero(),
+        m: F::zero(),
+        inv: F::one(),
+        m_inv: F::zero(),
+    }
+}
+
+impl<F: Element> Op<F> for BatchedMixtureLogProb {
+    fn name(&self) -> &str {
+        "mixture_log_prob"
+    }
+    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
+        let x = inputs[0].data();
+        let k = inputs[1].len() / x.len().max(1);
+        let mut out = vec![F::zero(); x.len()];
+        par_fill(&mut out, |start, chunk| {
+            let (mut comps, mut e) = (vec![inputs_component_zero(); k], vec![F::zero(); k]);
+            for (i, o) in chunk.iter_mut().enumerate() {
+                components_of(inputs, start + i, &mut comps);
+                let (top, total) = value_terms(&comps, x[start + i], &mut e);
+                *o = log_density(top, total);
+            }
+        });
+        Tensor::from_vec(out, inputs[0].shape())
+    }
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        _: &Tensor<F>,
+        g: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        let (n, len) = (inputs[0].len(), inputs[1].len());
+        let k = len / n.max(1);
+        let mut dx = vec![F::zero(); n];
+        let (mut dlw, mut dm, mut ds) = (
+            vec![F::zero(); len],
+            vec![F::zero(); len],
+            vec![F::zero(); len],
+        );
+        let g = g.data();
+        let half = n / 2;
+        let (dx0, dx1) = dx.split_at_mut(half);
+        let (dlw0, dlw1) = dlw.split_at_mut(half * k);
+        let (dm0, dm1) = dm.split_at_mut(half * k);
+        let (ds0, ds1) = ds.split_at_mut(half * k);
+        if len >= 4096 {
+            join(
+                || batched_backward(inputs, g, 0, dx0, [dlw0, dm0, ds0]),
+                || batched_backward(inputs, g, half, dx1, [dlw1, dm1, ds1]),
+            );
+        } else {
+            batched_backward(inputs, g, 0, dx0, [dlw0, dm0, ds0]);
+            batched_backward(inputs, g, half, dx1, [dlw1, dm1, ds1]);
+        }
+        let params = inputs[1].shape();
+        Ok(vec![
+            Some(Tensor::from_vec(dx, inputs[0].shape())?),
+            Some(Tensor::from_vec(dlw, params)?),
+            Some(Tensor::from_vec(dm, params)?),
+            Some(Tensor::from_vec(ds, params)?),
+        ])
+    }
+}
+
 impl<'t, F: Element> Distribution<'t, F> for MixtureOfNormals<'t, F> {
     fn name(&self) -> &'static str {
         self.name
@@ -404,8 +594,26 @@ impl<'t, F: Element> Distribution<'t, F> for MixtureOfNormals<'t, F> {
             let inputs = [x, self.log_weights, self.locs, self.scales];
             return x.tape.apply(ScalarMixtureLogProb, &inputs);
         }
-        let j = self.joint_log_probs(x)?;
-        j.logsumexp(j.shape().len() - 1, false)
+        // a set of components for each value (BatchedMixtureLogProb)
+        let batch = self.batch_shape();
+        let mut shape = crate::tensor::broadcast_shape(&x.shape(), &batch).ok_or_else(|| {
+            Error::invalid(
+                self.name,
+                format!(
+                    "a value of shape {:?} does not broadcast with the batch shape {batch:?}",
+                    x.shape()
+                ),
+            )
+        })?;
+        let x = x.broadcast_to(&shape)?;
+        shape.push(self.full_shape().last().copied().unwrap_or(1));
+        let inputs = [
+            x,
+            self.log_weights.broadcast_to(&shape)?,
+            self.locs.broadcast_to(&shape)?,
+            self.scales.broadcast_to(&shape)?,
+        ];
+        x.tape.apply(BatchedMixtureLogProb, &inputs)
     }
     fn rsample_n(&self, _: Option<usize>, _: &mut dyn Rng) -> Result<Var<'t, F>> {
         Err(Error::Unsupported {
