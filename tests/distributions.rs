@@ -860,6 +860,50 @@ fn a_mixture_takes_the_composed_forms_values_and_gradients() {
     }
 }
 
+/// Components of their own for each of 5 001 values (several blocks, both
+/// halves of the backward): the fused op takes each value's own, in value
+/// and in every gradient, as the composed form does.
+#[test]
+fn a_mixture_with_components_of_its_own_per_value_takes_the_composed_form() {
+    let n = 5001;
+    let run = |fused: bool| {
+        let tape = Tape::<f64>::new();
+        let p = |f: fn(usize) -> f64| tape.var(Tensor::from_fn(&[n, 3], f));
+        let w = p(|i| ((i * 7) % 13) as f64 * 0.1 - 0.6);
+        let m = p(|i| ((i * 5) % 11) as f64 * 0.5 - 2.5);
+        let s = p(|i| 0.3 + ((i * 3) % 7) as f64 * 0.2);
+        let x = tape.var(Tensor::from_fn(&[n], |i| {
+            ((i * 31) % 97) as f64 * 0.1 - 4.8
+        }));
+        let lp = if fused {
+            MixtureOfNormals::from_logits(w, m, s)
+                .unwrap()
+                .log_prob(x)
+                .unwrap()
+        } else {
+            let joint = Normal::new(m, s)
+                .unwrap()
+                .log_prob(x.unsqueeze(1).unwrap())
+                .unwrap();
+            (joint + w.log_softmax(1).unwrap())
+                .logsumexp(1, false)
+                .unwrap()
+        };
+        let g = (lp * Tensor::from_fn(&[n], |i| 1.0 + (i % 5) as f64))
+            .sum()
+            .backward()
+            .unwrap();
+        let mut out = vec![lp.value()];
+        out.extend([x, w, m, s].iter().map(|v| g.get(*v).unwrap().clone()));
+        out
+    };
+    for (a, b) in run(true).iter().zip(&run(false)) {
+        for (u, v) in a.data().iter().zip(b.data()) {
+            assert!((u - v).abs() <= 1e-12 * v.abs().max(1.0), "{u} vs {v}");
+        }
+    }
+}
+
 /// A Normal with a location and a scale per value takes a parallel path;
 /// broadcast against a value with one more axis, the general one: the same
 /// bits, forward and backward.

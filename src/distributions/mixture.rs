@@ -4,7 +4,7 @@ use super::{
 };
 use crate::autodiff::tape::{Op, Tape, Var};
 use crate::error::{Error, Result};
-use crate::kernels::parallel::{join, par_blocks, par_fill, sum_lanes};
+use crate::kernels::parallel::{join, par_blocks, par_fill, sum_lanes, vectorized};
 use crate::tensor::{Element, Tensor};
 use rand::Rng;
 
@@ -23,10 +23,10 @@ use rand::Rng;
 /// rounding), where differences of the rounded joint log-densities lose it
 /// once `z²/2` passes `2^24` (`f32`) or `2^53` (`f64`) times it.
 ///
-/// The log-density is one fused op, forward and backward: vectorized over
-/// the values when one set of components serves every value (parameters of
-/// shape `[k]`, a prior over weights), one value after another against its
-/// own components otherwise (a mixture density network's output).
+/// The log-density is one fused op, forward and backward, vectorized over
+/// the values, whether one set of components serves every value
+/// (parameters of shape `[k]`, a prior over weights) or each value has its
+/// own (a mixture density network's output).
 ///
 /// # Parameters
 /// - `log_weights` (or weights in (0, 1) summing to 1, or logits):
@@ -188,6 +188,88 @@ fn component_terms<F: Element>(inputs: &[&Tensor<F>]) -> Vec<Component<F>> {
 /// Values a block of the op handles at a time.
 const BLOCK: usize = 256;
 
+/// The components a block of values is measured against: one set for every
+/// value (a slice of [`Component`]s) or a set per value ([`PerValue`]).
+trait Components<F> {
+    /// How many components a value has.
+    fn count(&self) -> usize;
+    /// Component `k` of the block's value `i`.
+    fn at(&self, k: usize, i: usize) -> Component<F>;
+}
+
+impl<F: Copy> Components<F> for [Component<F>] {
+    #[inline(always)]
+    fn count(&self) -> usize {
+        self.len()
+    }
+    #[inline(always)]
+    fn at(&self, k: usize, _: usize) -> Component<F> {
+        self[k]
+    }
+}
+
+/// The components of a block of values, each its own: the terms of
+/// component `k` of value `i` at `k * BLOCK + i` of each array.
+struct PerValue<F> {
+    k: usize,
+    c: Vec<F>,
+    m: Vec<F>,
+    inv: Vec<F>,
+    m_inv: Vec<F>,
+}
+
+impl<F: Element> PerValue<F> {
+    fn new(k: usize) -> Self {
+        let zeros = || vec![F::zero(); k * BLOCK];
+        PerValue {
+            k,
+            c: zeros(),
+            m: zeros(),
+            inv: zeros(),
+            m_inv: zeros(),
+        }
+    }
+
+    /// The components of the `n` values from `start`: `K` consecutive
+    /// entries of `ln w`, `m` and `s` (inputs 1 to 3) from `start K`.
+    #[inline(always)]
+    fn fill(&mut self, inputs: &[&Tensor<F>], start: usize, n: usize) {
+        let k = self.k;
+        let (lw, m, s) = (inputs[1].data(), inputs[2].data(), inputs[3].data());
+        let half_ln_2pi = F::lit(HALF_LN_2PI);
+        for j in 0..k {
+            let at = |i: usize| (start + i) * k + j;
+            let row = j * BLOCK..j * BLOCK + n;
+            let (c, mj) = (&mut self.c[row.clone()], &mut self.m[row.clone()]);
+            let (inv, m_inv) = (&mut self.inv[row.clone()], &mut self.m_inv[row]);
+            for i in 0..n {
+                let (lw, m, s) = (lw[at(i)], m[at(i)], s[at(i)]);
+                inv[i] = F::one() / s;
+                c[i] = lw - s.fast_ln() - half_ln_2pi;
+                mj[i] = m;
+                m_inv[i] = m * inv[i];
+            }
+        }
+    }
+}
+
+impl<F: Element> Components<F> for PerValue<F> {
+    #[inline(always)]
+    fn count(&self) -> usize {
+        self.k
+    }
+    #[inline(always)]
+    fn at(&self, k: usize, i: usize) -> Component<F> {
+        let at = k * BLOCK + i;
+        Component {
+            c: self.c[at],
+            m: self.m[at],
+            inv: self.inv[at],
+            m_inv: self.m_inv[at],
+        }
+    }
+}
+
 /// The terms of a block of values `x`: the largest `t_k` of each value
 /// (`top`), each component's difference to it `e_k = t_k - top`
 /// (`t[k * BLOCK + i]`) and `Σ_k e^(e_k)` (`total`); loops over the block,
@@ -204,8 +286,8 @@ const BLOCK: usize = 256;
 /// loc and scale with weights 0.3 and 0.7 shared the responsibility for a
 /// value 10⁴ scales away unevenly (0.02 and 0.98) in `f32`.
 #[inline(always)]
-fn joint_terms<F: Element, const EXACT: bool>(
-    comps: &[Component<F>],
+fn joint_terms<F: Element, C: Components<F> + ?Sized, const EXACT: bool>(
+    comps: &C,
     x: &[F],
     t: &mut [F],
     top: &mut [F; BLOCK],
@@ -215,13 +297,17 @@ fn joint_terms<F: Element, const EXACT: bool>(
     let half = F::lit(0.5);
     // with EXACT, the component of the largest t_k (the first where they
     // tie) and its z; where every t_k of a value is -inf, the first
-    let first = comps[0];
-    let (mut c, mut inv, mut m_inv) = ([first.c; BLOCK], [first.inv; BLOCK], [first.m_inv; BLOCK]);
+    let (mut c, mut inv, mut m_inv) = ([F::zero(); BLOCK], [F::one(); BLOCK], [F::zero(); BLOCK]);
+    for i in 0..n {
+        let first = comps.at(0, i);
+        (c[i], inv[i], m_inv[i]) = (first.c, first.inv, first.m_inv);
+    }
     let mut z_top = [F::zero(); BLOCK];
     top[..n].fill(F::neg_infinity());
-    for (k, comp) in comps.iter().enumerate() {
+    for k in 0..comps.count() {
         let tk = &mut t[k * BLOCK..k * BLOCK + n];
         for i in 0..n {
+            let comp = comps.at(k, i);
             let z = (x[i] - comp.m) * comp.inv;
             let t = comp.c - half * z * z;
             if EXACT {
@@ -239,9 +325,10 @@ fn joint_terms<F: Element, const EXACT: bool>(
         }
     }
     total[..n].fill(F::zero());
-    for (k, comp) in comps.iter().enumerate() {
+    for k in 0..comps.count() {
         let ek = &mut t[k * BLOCK..k * BLOCK + n];
         for i in 0..n {
+            let comp = comps.at(k, i);
             let e = if EXACT {
                 let z = ek[i];
                 let dz = x[i] * (comp.inv - inv[i]) - (comp.m_inv - m_inv[i]);
@@ -274,8 +361,8 @@ fn log_density<F: Element>(top: F, total: F) -> F {
 /// their scales), none on the others. The value itself stays -inf, its
 /// correctly rounded value.
 #[inline(always)]
-fn limit_terms<F: Element>(
-    comps: &[Component<F>],
+fn limit_terms<F: Element, C: Components<F> + ?Sized>(
+    comps: &C,
     x: &[F],
     t: &mut [F],
     top: &[F; BLOCK],
@@ -286,17 +373,56 @@ fn limit_terms<F: Element>(
         if top[i] != far {
             continue;
         }
-        let distance = |comp: &Component<F>| ((x - comp.m) * comp.inv).abs();
-        let nearest = comps.iter().map(distance).fold(F::infinity(), F::min);
-        let near = |comp: &Component<F>| distance(comp) == nearest;
-        let best = comps
-            .iter()
-            .filter(|&comp| near(comp))
-            .fold(far, |b, comp| b.max(comp.c));
-        for (k, comp) in comps.iter().enumerate() {
-            t[k * BLOCK + i] = if near(comp) { comp.c - best } else { far };
+        let ks = 0..comps.count();
+        let distance = |k: usize| {
+            let comp = comps.at(k, i);
+            ((x - comp.m) * comp.inv).abs()
+        };
+        let nearest = ks.clone().map(distance).fold(F::infinity(), F::min);
+        let near = |k: &usize| distance(*k) == nearest;
+        let best = ks
+            .clone()
+            .filter(near)
+            .fold(far, |b, k| b.max(comps.at(k, i).c));
+        for k in ks.clone() {
+            t[k * BLOCK + i] = if near(&k) {
+                comps.at(k, i).c - best
+            } else {
+                far
+            };
         }
-        total[i] = (0..comps.len()).fold(F::zero(), |s, k| s + t[k * BLOCK + i].exp());
+        total[i] = ks.fold(F::zero(), |s, k| s + t[k * BLOCK + i].exp());
+    }
+}
+
+/// The backward's shares of component `k` of a block's values `x` with
+/// incoming gradients `g`, from [`joint_terms`]' `e_k` (`ek`) and `total`:
+/// `g r` into `r`, `g r z / s` into `dm` and `g r (z² - 1) / s` into `ds`,
+/// and `dm` taken off `dx`. A value with no incoming gradient or a
+/// component with no responsibility adds nothing (`z / s` may be inf).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn shares<F: Element, C: Components<F> + ?Sized>(
+    comps: &C,
+    k: usize,
+    (x, g): (&[F], &[F]),
+    (ek, total): (&[F], &[F; BLOCK]),
+    [r, dm, ds]: [&mut [F; BLOCK]; 3],
+    dx: &mut [F],
+) {
+    for i in 0..x.len() {
+        let comp = comps.at(k, i);
+        let rate = ek[i].fast_exp() * (g[i] / total[i]);
+        let z = (x[i] - comp.m) * comp.inv;
+        let idle = rate == F::zero() || g[i] == F::zero();
+        r[i] = if idle { F::zero() } else { rate };
+        dm[i] = if idle { F::zero() } else { rate * z * comp.inv };
+        ds[i] = if idle {
+            F::zero()
+        } else {
+            rate * (z * z - F::one()) * comp.inv
+        };
+        dx[i] = dx[i] - dm[i];
     }
 }
 
@@ -316,7 +442,7 @@ impl<F: Element> Op<F> for ScalarMixtureLogProb {
                 let (mut top, mut total) = ([F::zero(); BLOCK], [F::zero(); BLOCK]);
                 let x = &x[start..start + chunk.len()];
                 for (out, x) in chunk.chunks_mut(BLOCK).zip(x.chunks(BLOCK)) {
-                    joint_terms::<F, false>(&comps, x, &mut t, &mut top, &mut total);
+                    joint_terms::<F, _, false>(&comps[..], x, &mut t, &mut top, &mut total);
                     for ((o, &top), &total) in out.iter_mut().zip(top.iter()).zip(total.iter()) {
                         *o = log_density(top, total);
                     }
@@ -356,29 +482,16 @@ impl<F: Element> Op<F> for ScalarMixtureLogProb {
                     .zip(g.chunks(BLOCK))
                 {
                     let len = x.len();
-                    joint_terms::<F, true>(&comps, x, &mut t, &mut top, &mut total);
+                    let comps = &comps[..];
+                    joint_terms::<F, _, true>(comps, x, &mut t, &mut top, &mut total);
                     if top[..len].contains(&F::neg_infinity()) {
-                        limit_terms(&comps, x, &mut t, &top, &mut total);
+                        limit_terms(comps, x, &mut t, &top, &mut total);
                     }
                     dx.fill(F::zero());
-                    for (c, comp) in comps.iter().enumerate() {
-                        let (m, inv) = (comp.m, comp.inv);
+                    for c in 0..k {
                         let ek = &t[c * BLOCK..c * BLOCK + len];
-                        for i in 0..len {
-                            let rate = ek[i].fast_exp() * (g[i] / total[i]);
-                            let z = (x[i] - m) * inv;
-                            // nothing from a value with no incoming gradient or a
-                            // component with no responsibility (z / s may be inf)
-                            let idle = rate == F::zero() || g[i] == F::zero();
-                            r[i] = if idle { F::zero() } else { rate };
-                            dm[i] = if idle { F::zero() } else { rate * z * inv };
-                            ds[i] = if idle {
-                                F::zero()
-                            } else {
-                                rate * (z * z - F::one()) * inv
-                            };
-                            dx[i] = dx[i] - dm[i];
-                        }
+                        let terms = (ek, &total);
+                        shares(comps, c, (x, g), terms, [&mut r, &mut dm, &mut ds], dx);
                         let block_sum = |v: &[F]| sum_lanes(v).to_f64().unwrap_or(f64::NAN);
                         sums[c][0] += block_sum(&r[..len]);
                         sums[c][1] += block_sum(&dm[..len]);
@@ -403,78 +516,19 @@ impl<F: Element> Op<F> for ScalarMixtureLogProb {
 
 /// [`ScalarMixtureLogProb`] with a set of `K` components for each value
 /// (inputs `[x, ln w, m, s]`, `x` of the batch shape and the others of the
-/// batch shape and `[K]`, broadcast to them before): the same formulas,
-/// one value after another against its own components ([`value_terms`]),
-/// where the composed form built `[..x, K]` tensors in a dozen passes and
-/// lost the responsibilities far in the tails (as differences of rounded
-/// joint log-densities) and past the float range (NaN).
+/// batch shape and `[K]`, broadcast to them before): the same formulas and
+/// loops, a block's components laid out by component and value
+/// ([`PerValue`]), where the composed form built `[..x, K]` tensors in a
+/// dozen passes and lost the responsibilities far in the tails (as
+/// differences of rounded joint log-densities) and past the float range
+/// (NaN).
 struct BatchedMixtureLogProb;
-
-/// The components of value `i`: `K` consecutive entries of `ln w`, `m` and
-/// `s` from `i K`, into `comps`.
-#[inline(always)]
-fn components_of<F: Element>(inputs: &[&Tensor<F>], i: usize, comps: &mut [Component<F>]) {
-    let k = comps.len();
-    let row = i * k..(i + 1) * k;
-    let (lw, m, s) = (
-        &inputs[1].data()[row.clone()],
-        &inputs[2].data()[row.clone()],
-        &inputs[3].data()[row],
-    );
-    let half_ln_2pi = F::lit(HALF_LN_2PI);
-    for (j, comp) in comps.iter_mut().enumerate() {
-        let inv = F::one() / s[j];
-        *comp = Component {
-            c: lw[j] - s[j].fast_ln() - half_ln_2pi,
-            m: m[j],
-            inv,
-            m_inv: m[j] * inv,
-        };
-    }
-}
-
-/// The terms of one value `x` against its components: each `e_k` (the
-/// `EXACT` differences of [`joint_terms`] to the largest `t_k`) into `e`,
-/// and `(top, Σ_k e^(e_k))`. Where every `t_k` is -inf, the `e_k` of the
-/// limit of [`limit_terms`] (`top` stays -inf).
-#[inline(always)]
-fn value_terms<F: Element>(comps: &[Component<F>], x: F, e: &mut [F]) -> (F, F) {
-    let (half, far) = (F::lit(0.5), F::neg_infinity());
-    let (mut top, mut j) = (far, 0);
-    for (k, comp) in comps.iter().enumerate() {
-        let z = (x - comp.m) * comp.inv;
-        let t = comp.c - half * z * z;
-        e[k] = z;
-        if t > top {
-            (top, j) = (t, k);
-        }
-    }
-    if top == far {
-        let nearest = e.iter().fold(F::infinity(), |n, z| n.min(z.abs()));
-        let best = (0..comps.len())
-            .filter(|&k| e[k].abs() == nearest)
-            .fold(far, |b, k| b.max(comps[k].c));
-        for (e, comp) in e.iter_mut().zip(comps) {
-            *e = if e.abs() == nearest {
-                comp.c - best
-            } else {
-                far
-            };
-        }
-    } else {
-        let (r, z_top) = (comps[j], e[j]);
-        for (e, comp) in e.iter_mut().zip(comps) {
-            let dz = x * (comp.inv - r.inv) - (comp.m_inv - r.m_inv);
-            *e = (comp.c - r.c) - half * dz * (*e + z_top);
-        }
-    }
-    (top, e.iter().fold(F::zero(), |s, e| s + e.fast_exp()))
-}
 
 /// [`BatchedMixtureLogProb`]'s backward over the values from `start`: the
 /// gradients of `x` into `dx` and of `ln w`, `m` and `s` into `dp` (`K` a
 /// value each).
-fn batched_backward<F: Element>(
+#[inline(always)]
+fn per_value_backward<F: Element>(
     inputs: &[&Tensor<F>],
     g: &[F],
     start: usize,
@@ -482,43 +536,30 @@ fn batched_backward<F: Element>(
     [dlw, dm, ds]: [&mut [F]; 3],
 ) {
     let k = dlw.len() / dx.len().max(1);
-    let mut comps = vec![inputs_component_zero(); k];
-    let mut e = vec![F::zero(); k];
+    let mut comps = PerValue::new(k);
+    let mut t = vec![F::zero(); k * BLOCK];
+    let (mut top, mut total) = ([F::zero(); BLOCK], [F::zero(); BLOCK]);
+    let mut out = [[F::zero(); BLOCK]; 3];
     let x = inputs[0].data();
-    for (i, dx) in dx.iter_mut().enumerate() {
-        let v = start + i;
-        components_of(inputs, v, &mut comps);
-        let (_, total) = value_terms(&comps, x[v], &mut e);
-        let (g, at) = (g[v], i * k);
-        *dx = F::zero();
-        for (j, comp) in comps.iter().enumerate() {
-            let rate = e[j].fast_exp() * (g / total);
-            let z = (x[v] - comp.m) * comp.inv;
-            // nothing from a value with no incoming gradient or a component
-            // with no responsibility (z / s may be inf)
-            let idle = rate == F::zero() || g == F::zero();
-            let (r, slope) = match idle {
-                true => (F::zero(), F::zero()),
-                false => (rate, rate * z * comp.inv),
-            };
-            dlw[at + j] = r;
-            dm[at + j] = slope;
-            ds[at + j] = match idle {
-                true => F::zero(),
-                false => rate * (z * z - F::one()) * comp.inv,
-            };
-            *dx = *dx - slope;
+    for (b, dx) in dx.chunks_mut(BLOCK).enumerate() {
+        let (from, len) = (start + b * BLOCK, dx.len());
+        let (x, g) = (&x[from..from + len], &g[from..from + len]);
+        comps.fill(inputs, from, len);
+        joint_terms::<F, _, true>(&comps, x, &mut t, &mut top, &mut total);
+        if top[..len].contains(&F::neg_infinity()) {
+            limit_terms(&comps, x, &mut t, &top, &mut total);
         }
-    }
-}
-
-/// A placeholder [`Component`], overwritten before it is read.
-fn inputs_component_zero<F: Element>() -> Component<F> {
-    Component {
-        c: F::zero(),
-        m: F::zero(),
-        inv: F::one(),
-        m_inv: F::zero(),
+        dx.fill(F::zero());
+        for c in 0..k {
+            let ek = &t[c * BLOCK..c * BLOCK + len];
+            let [r, m, s] = &mut out;
+            shares(&comps, c, (x, g), (ek, &total), [r, m, s], dx);
+            // component c of each value
+            let at = |i: usize| (b * BLOCK + i) * k + c;
+            for i in 0..len {
+                (dlw[at(i)], dm[at(i)], ds[at(i)]) = (r[i], m[i], s[i]);
+            }
+        }
     }
 }
 
@@ -530,14 +571,24 @@ impl<F: Element> Op<F> for BatchedMixtureLogProb {
         let x = inputs[0].data();
         let k = inputs[1].len() / x.len().max(1);
         let mut out = vec![F::zero(); x.len()];
-        par_fill(&mut out, |start, chunk| {
-            let (mut comps, mut e) = (vec![inputs_component_zero(); k], vec![F::zero(); k]);
-            for (i, o) in chunk.iter_mut().enumerate() {
-                components_of(inputs, start + i, &mut comps);
-                let (top, total) = value_terms(&comps, x[start + i], &mut e);
-                *o = log_density(top, total);
-            }
-        });
+        par_fill(
+            &mut out,
+            #[inline(always)]
+            |start, chunk| {
+                let mut comps = PerValue::new(k);
+                let mut t = vec![F::zero(); k * BLOCK];
+                let (mut top, mut total) = ([F::zero(); BLOCK], [F::zero(); BLOCK]);
+                for (b, out) in chunk.chunks_mut(BLOCK).enumerate() {
+                    let from = start + b * BLOCK;
+                    let x = &x[from..from + out.len()];
+                    comps.fill(inputs, from, out.len());
+                    joint_terms::<F, _, false>(&comps, x, &mut t, &mut top, &mut total);
+                    for ((o, &top), &total) in out.iter_mut().zip(top.iter()).zip(total.iter()) {
+                        *o = log_density(top, total);
+                    }
+                }
+            },
+        );
         Tensor::from_vec(out, inputs[0].shape())
     }
     fn backward(
@@ -549,25 +600,30 @@ impl<F: Element> Op<F> for BatchedMixtureLogProb {
         let (n, len) = (inputs[0].len(), inputs[1].len());
         let k = len / n.max(1);
         let mut dx = vec![F::zero(); n];
-        let (mut dlw, mut dm, mut ds) = (
-            vec![F::zero(); len],
-            vec![F::zero(); len],
-            vec![F::zero(); len],
-        );
+        let zeros = || vec![F::zero(); len];
+        let (mut dlw, mut dm, mut ds) = (zeros(), zeros(), zeros());
         let g = g.data();
         let half = n / 2;
         let (dx0, dx1) = dx.split_at_mut(half);
         let (dlw0, dlw1) = dlw.split_at_mut(half * k);
         let (dm0, dm1) = dm.split_at_mut(half * k);
         let (ds0, ds1) = ds.split_at_mut(half * k);
+        // (each half inlined into `vectorized`, whose instructions it takes)
         if len >= 4096 {
             join(
-                || batched_backward(inputs, g, 0, dx0, [dlw0, dm0, ds0]),
-                || batched_backward(inputs, g, half, dx1, [dlw1, dm1, ds1]),
+                #[inline(always)]
+                || per_value_backward(inputs, g, 0, dx0, [dlw0, dm0, ds0]),
+                #[inline(always)]
+                || per_value_backward(inputs, g, half, dx1, [dlw1, dm1, ds1]),
             );
         } else {
-            batched_backward(inputs, g, 0, dx0, [dlw0, dm0, ds0]);
-            batched_backward(inputs, g, half, dx1, [dlw1, dm1, ds1]);
+            vectorized(
+                #[inline(always)]
+                || {
+                    per_value_backward(inputs, g, 0, dx0, [dlw0, dm0, ds0]);
+                    per_value_backward(inputs, g, half, dx1, [dlw1, dm1, ds1]);
+                },
+            );
         }
         let params = inputs[1].shape();
         Ok(vec![
