@@ -134,6 +134,17 @@ fn gradcheck_log_probs_wrt_value_and_parameters() {
             t(&[0.7, -2.0, 1.5, 0.1, -0.4, 3.0, 2.5, -1.0], &[4, 2]),
         ],
     );
+    // weights shared by the values, locs per value, scales broadcast
+    gc(
+        "mixture, parameters of mixed shapes",
+        |_, a| MixtureOfNormals::from_logits(a[0], a[1], a[2])?.log_prob(a[3]),
+        &[
+            v(&[0.2, -0.3, 0.5]),
+            t(&[-1.0, 0.0, 2.0, 0.5, 0.6, -3.0], &[2, 3]),
+            t(&[0.5, 1.0, 1.5], &[1, 3]),
+            v(&[0.7, -2.0]),
+        ],
+    );
     gc(
         "spike and slab",
         |_, a| SpikeAndSlab::new(a[0], a[1], a[2])?.log_prob(a[3]),
