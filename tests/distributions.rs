@@ -134,6 +134,26 @@ fn gradcheck_log_probs_wrt_value_and_parameters() {
             t(&[0.7, -2.0, 1.5, 0.1, -0.4, 3.0, 2.5, -1.0], &[4, 2]),
         ],
     );
+    gc(
+        "mixture responsibilities, one set of components",
+        |_, a| MixtureOfNormals::from_logits(a[0], a[1], a[2])?.responsibilities(a[3]),
+        &[
+            v(&[0.2, -0.3, 0.5]),
+            v(&[-1.0, 0.0, 2.0]),
+            v(&[0.5, 1.0, 1.5]),
+            v(&[0.7, -2.0]),
+        ],
+    );
+    gc(
+        "mixture responsibilities, a component set per value",
+        |_, a| MixtureOfNormals::from_logits(a[0], a[1], a[2])?.responsibilities(a[3]),
+        &[
+            t(&[0.2, -0.3, 0.5, 1.0, 0.0, -1.0], &[2, 3]),
+            t(&[-1.0, 0.0, 2.0, 0.5, 0.6, -3.0], &[2, 3]),
+            t(&[0.5, 1.0, 1.5, 2.0, 0.4, 0.8], &[2, 3]),
+            t(&[0.7, -2.0, 1.5, 0.1, -0.4, 3.0, 2.5, -1.0], &[4, 2]),
+        ],
+    );
     // weights shared by the values, locs per value, scales broadcast
     gc(
         "mixture, parameters of mixed shapes",
@@ -741,6 +761,21 @@ fn a_value_beyond_the_float_range_of_every_component_gets_the_limiting_gradients
         assert_eq!(got[0], [-2.5e199, 2.5e199]);
         assert_eq!(got[1], [0.0, 2.0 / 0.7]);
     }
+    // `responsibilities` gives the same limit: all on the nearest, a tie
+    // shared by weight
+    let tape = Tape::<f32>::new();
+    let c = |v: [f32; 2]| tape.var(Tensor::from_vec(v.to_vec(), &[2]).unwrap());
+    let x = tape.var(Tensor::from_vec(vec![1e20, -1e20], &[2]).unwrap());
+    for (locs, scales, want) in [
+        ([0.0, 1.0], [1.0, 2.0], [0.0, 1.0]),
+        ([0.0, 0.0], [1.0, 1.0], [0.3, 0.7]),
+    ] {
+        let mix = MixtureOfNormals::new(c([0.3, 0.7]), c(locs), c(scales)).unwrap();
+        let r = mix.responsibilities(x).unwrap().value();
+        for (got, want) in r.data().iter().zip(want.iter().cycle()) {
+            assert!((got - want).abs() < 1e-6, "{:?} against {want:?}", r.data());
+        }
+    }
 }
 
 /// Far in the tail of two components that nearly coincide, the
@@ -773,7 +808,23 @@ fn far_in_the_tail_the_responsibilities_keep_what_tells_the_components_apart() {
             .iter()
             .map(|v| v.to_f64().unwrap() / 3.0)
             .collect();
-        vec![0.3 * dw[0], 0.7 * dw[1]]
+        let from_gradients = vec![0.3 * dw[0], 0.7 * dw[1]];
+        // and as `responsibilities` gives them, at each of the values
+        let mix = MixtureOfNormals::new(w, m, s).unwrap();
+        let r = mix
+            .responsibilities(tape.var(Tensor::from_fn(&[3], |_| F::lit(x))))
+            .unwrap()
+            .value();
+        for v in r.data().chunks(2) {
+            for (a, b) in v.iter().zip(&from_gradients) {
+                let a = a.to_f64().unwrap();
+                assert!(
+                    (a - b).abs() <= 1e-6 * b.abs().max(1e-30),
+                    "{a} against {b}"
+                );
+            }
+        }
+        from_gradients
     }
     let close = |got: Vec<f64>, want: [f64; 2], tol: f64| {
         for (g, w) in got.iter().zip(want) {
@@ -871,12 +922,14 @@ fn a_mixture_takes_the_composed_forms_values_and_gradients() {
     }
 }
 
-/// Components of their own for each of 5 001 values (several blocks, both
-/// halves of the backward): the fused op takes each value's own, in value
-/// and in every gradient, as the composed form does.
+/// Components of their own for each of 12 001 values (several blocks,
+/// both halves of the backward, and two parts of the responsibilities that
+/// split a value's three): the fused ops take each value's own, in the
+/// log-density and the responsibilities and in every gradient of each, as
+/// the composed forms do.
 #[test]
 fn a_mixture_with_components_of_its_own_per_value_takes_the_composed_form() {
-    let n = 5001;
+    let n = 12_001;
     let run = |fused: bool| {
         let tape = Tape::<f64>::new();
         let p = |f: fn(usize) -> f64| tape.var(Tensor::from_fn(&[n, 3], f));
@@ -886,26 +939,26 @@ fn a_mixture_with_components_of_its_own_per_value_takes_the_composed_form() {
         let x = tape.var(Tensor::from_fn(&[n], |i| {
             ((i * 31) % 97) as f64 * 0.1 - 4.8
         }));
-        let lp = if fused {
-            MixtureOfNormals::from_logits(w, m, s)
-                .unwrap()
-                .log_prob(x)
-                .unwrap()
-        } else {
+        let mix = MixtureOfNormals::from_logits(w, m, s).unwrap();
+        let joint = || {
             let joint = Normal::new(m, s)
                 .unwrap()
                 .log_prob(x.unsqueeze(1).unwrap())
                 .unwrap();
-            (joint + w.log_softmax(1).unwrap())
-                .logsumexp(1, false)
-                .unwrap()
+            joint + w.log_softmax(1).unwrap()
         };
-        let g = (lp * Tensor::from_fn(&[n], |i| 1.0 + (i % 5) as f64))
-            .sum()
-            .backward()
-            .unwrap();
-        let mut out = vec![lp.value()];
-        out.extend([x, w, m, s].iter().map(|v| g.get(*v).unwrap().clone()));
+        let (lp, r) = if fused {
+            (mix.log_prob(x).unwrap(), mix.responsibilities(x).unwrap())
+        } else {
+            let r = joint().log_softmax(1).unwrap().exp();
+            (joint().logsumexp(1, false).unwrap(), r)
+        };
+        let weights = |shape: &[usize]| Tensor::from_fn(shape, |i| 1.0 + (i % 5) as f64);
+        let mut out = vec![lp.value(), r.value()];
+        for y in [lp, r] {
+            let g = (y * weights(&y.shape())).sum().backward().unwrap();
+            out.extend([x, w, m, s].iter().map(|v| g.get(*v).unwrap().clone()));
+        }
         out
     };
     for (a, b) in run(true).iter().zip(&run(false)) {

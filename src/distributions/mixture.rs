@@ -1,6 +1,6 @@
 use super::{
     Distribution, HALF_LN_2PI, batch_broadcast, check_finite, check_positive, check_values,
-    normal::normal_log_prob, same_tape, standard_normal, uniform,
+    same_tape, standard_normal, uniform,
 };
 use crate::autodiff::tape::{Op, Tape, Var};
 use crate::error::{Error, Result};
@@ -17,11 +17,12 @@ use rand::Rng;
 /// Past the float range (every `((x - loc_j) / scale_j)²` overflows: about
 /// 1.8e19 scales away in `f32`, 1.3e154 in `f64`) it is -inf, and its
 /// gradients there are their limit: all of the responsibility on the
-/// nearest components. The responsibilities (the gradients' shares) come
-/// from differences that keep what tells nearly coincident components
-/// apart far in the tails (their weights, or locs closer than the value's
-/// rounding), where differences of the rounded joint log-densities lose it
-/// once `z²/2` passes `2^24` (`f32`) or `2^53` (`f64`) times it.
+/// nearest components. The responsibilities (the gradients' shares, and
+/// what [`responsibilities`](Self::responsibilities) gives) come from
+/// differences that keep what tells nearly coincident components apart far
+/// in the tails (their weights, or locs closer than the value's rounding),
+/// where differences of the rounded joint log-densities lose it once
+/// `z²/2` passes `2^24` (`f32`) or `2^53` (`f64`) times it.
 ///
 /// The log-density is one fused op, forward and backward, vectorized over
 /// the values, whether one set of components serves every value
@@ -125,21 +126,44 @@ impl<'t, F: Element> MixtureOfNormals<'t, F> {
         crate::tensor::broadcast_shape(&s, &self.scales.shape()).unwrap_or_default()
     }
 
-    /// Log-density of each component plus its log-weight, shape `batch + [k]`.
-    fn joint_log_probs(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
-        let x = x.unsqueeze(x.shape().len())?;
-        normal_log_prob(x, self.locs, self.scales)?.try_add(self.log_weights)
+    /// The posterior responsibility of each component at `x`, of shape
+    /// `batch + [k]`: the softmax of the joint log-densities
+    /// `ln w_k + ln N(x; m_k, s_k)` along the last axis, from the
+    /// differences that keep nearly coincident components apart far in the
+    /// tails and with the limit past the float range (see the type's docs),
+    /// in one op, forward and backward.
+    ///
+    /// # Errors
+    /// A value that is not finite, or whose shape does not broadcast with
+    /// the batch shape.
+    pub fn responsibilities(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
+        check_finite(self.name, "value", &x)?;
+        let inputs = self.per_value_inputs(x)?;
+        x.tape.apply(MixtureResponsibilities, &inputs)
     }
 
-    /// The posterior responsibility of each component at `x`: the softmax
-    /// of the joint log-densities `ln w_k + ln N(x; m_k, s_k)` along the
-    /// last axis. Far in the tails, once `z²/2` passes `2^24` (`f32`) or
-    /// `2^53` (`f64`) times what tells two components apart, those
-    /// log-densities round it away and so does this softmax (the
-    /// log-density's own gradients keep it, see the type's docs).
-    pub fn responsibilities(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
-        let j = self.joint_log_probs(x)?;
-        Ok(j.log_softmax(j.shape().len() - 1)?.exp())
+    /// `[x, ln w, m, s]` broadcast to a set of components for each value:
+    /// `x` to the broadcast of its shape and the batch shape, the others
+    /// to that and `[k]`.
+    fn per_value_inputs(&self, x: Var<'t, F>) -> Result<[Var<'t, F>; 4]> {
+        let batch = self.batch_shape();
+        let mut shape = crate::tensor::broadcast_shape(&x.shape(), &batch).ok_or_else(|| {
+            Error::invalid(
+                self.name,
+                format!(
+                    "a value of shape {:?} does not broadcast with the batch shape {batch:?}",
+                    x.shape()
+                ),
+            )
+        })?;
+        let x = x.broadcast_to(&shape)?;
+        shape.push(self.full_shape().last().copied().unwrap_or(1));
+        Ok([
+            x,
+            self.log_weights.broadcast_to(&shape)?,
+            self.locs.broadcast_to(&shape)?,
+            self.scales.broadcast_to(&shape)?,
+        ])
     }
 }
 
@@ -395,26 +419,26 @@ fn limit_terms<F: Element, C: Components<F> + ?Sized>(
     }
 }
 
-/// The backward's shares of component `k` of a block's values `x` with
-/// incoming gradients `g`, from [`joint_terms`]' `e_k` (`ek`) and `total`:
-/// `g r` into `r`, `g r z / s` into `dm` and `g r (z² - 1) / s` into `ds`,
-/// and `dm` taken off `dx`. A value with no incoming gradient or a
-/// component with no responsibility adds nothing (`z / s` may be inf).
+/// The backward's shares of component `k` of a block's values `x`, each
+/// value's `rate(i)` the derivative of the output in `t_k` (`g r_k` for
+/// the log-density): the rate into `r`, `rate z / s` into `dm` and
+/// `rate (z² - 1) / s` into `ds`, and `dm` taken off `dx`. A value whose
+/// rate is 0 adds nothing (`z / s` may be inf where it has no
+/// responsibility).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn shares<F: Element, C: Components<F> + ?Sized>(
     comps: &C,
     k: usize,
-    (x, g): (&[F], &[F]),
-    (ek, total): (&[F], &[F; BLOCK]),
+    x: &[F],
+    rate: impl Fn(usize) -> F,
     [r, dm, ds]: [&mut [F; BLOCK]; 3],
     dx: &mut [F],
 ) {
     for i in 0..x.len() {
         let comp = comps.at(k, i);
-        let rate = ek[i].fast_exp() * (g[i] / total[i]);
+        let rate = rate(i);
         let z = (x[i] - comp.m) * comp.inv;
-        let idle = rate == F::zero() || g[i] == F::zero();
+        let idle = rate == F::zero();
         r[i] = if idle { F::zero() } else { rate };
         dm[i] = if idle { F::zero() } else { rate * z * comp.inv };
         ds[i] = if idle {
@@ -423,6 +447,17 @@ fn shares<F: Element, C: Components<F> + ?Sized>(
             rate * (z * z - F::one()) * comp.inv
         };
         dx[i] = dx[i] - dm[i];
+    }
+}
+
+/// The log-density's rate of a value (see [`shares`]): `g r_k` from `e_k`
+/// and `total`, 0 where the incoming gradient is.
+#[inline(always)]
+fn density_rate<F: Element>(g: F, e: F, total: F) -> F {
+    if g == F::zero() {
+        F::zero()
+    } else {
+        e.fast_exp() * (g / total)
     }
 }
 
@@ -490,8 +525,8 @@ impl<F: Element> Op<F> for ScalarMixtureLogProb {
                     dx.fill(F::zero());
                     for c in 0..k {
                         let ek = &t[c * BLOCK..c * BLOCK + len];
-                        let terms = (ek, &total);
-                        shares(comps, c, (x, g), terms, [&mut r, &mut dm, &mut ds], dx);
+                        let rate = |i: usize| density_rate(g[i], ek[i], total[i]);
+                        shares(comps, c, x, rate, [&mut r, &mut dm, &mut ds], dx);
                         let block_sum = |v: &[F]| sum_lanes(v).to_f64().unwrap_or(f64::NAN);
                         sums[c][0] += block_sum(&r[..len]);
                         sums[c][1] += block_sum(&dm[..len]);
@@ -524,13 +559,35 @@ impl<F: Element> Op<F> for ScalarMixtureLogProb {
 /// (NaN).
 struct BatchedMixtureLogProb;
 
-/// [`BatchedMixtureLogProb`]'s backward over the values from `start`: the
-/// gradients of `x` into `dx` and of `ln w`, `m` and `s` into `dp` (`K` a
-/// value each).
+/// The terms of the `x.len()` values from `from`: their components into
+/// `comps`, and [`joint_terms`]' exact `e_k`, `top` and `total` (the limit
+/// where every `t_k` is -inf).
+#[inline(always)]
+fn per_value_terms<F: Element>(
+    inputs: &[&Tensor<F>],
+    from: usize,
+    x: &[F],
+    comps: &mut PerValue<F>,
+    t: &mut [F],
+    (top, total): (&mut [F; BLOCK], &mut [F; BLOCK]),
+) {
+    comps.fill(inputs, from, x.len());
+    joint_terms::<F, _, true>(comps, x, t, top, total);
+    if top[..x.len()].contains(&F::neg_infinity()) {
+        limit_terms(comps, x, t, top, total);
+    }
+}
+
+/// The backward of the per-value ops over the values from `start`: the
+/// gradients of `x` into `dx` and of `ln w`, `m` and `s` into the three
+/// others (`K` a value each), for an incoming gradient `g` of the
+/// log-density (a value each) or, with `of_responsibilities`, of the
+/// responsibilities (`K` a value each), whose `t_k` get
+/// `r_k (g_k - Σ_j r_j g_j)`.
 #[inline(always)]
 fn per_value_backward<F: Element>(
     inputs: &[&Tensor<F>],
-    g: &[F],
+    (g, of_responsibilities): (&[F], bool),
     start: usize,
     dx: &mut [F],
     [dlw, dm, ds]: [&mut [F]; 3],
@@ -540,27 +597,84 @@ fn per_value_backward<F: Element>(
     let mut t = vec![F::zero(); k * BLOCK];
     let (mut top, mut total) = ([F::zero(); BLOCK], [F::zero(); BLOCK]);
     let mut out = [[F::zero(); BLOCK]; 3];
+    let mut dot = [F::zero(); BLOCK];
     let x = inputs[0].data();
     for (b, dx) in dx.chunks_mut(BLOCK).enumerate() {
         let (from, len) = (start + b * BLOCK, dx.len());
-        let (x, g) = (&x[from..from + len], &g[from..from + len]);
-        comps.fill(inputs, from, len);
-        joint_terms::<F, _, true>(&comps, x, &mut t, &mut top, &mut total);
-        if top[..len].contains(&F::neg_infinity()) {
-            limit_terms(&comps, x, &mut t, &top, &mut total);
+        let x = &x[from..from + len];
+        per_value_terms(inputs, from, x, &mut comps, &mut t, (&mut top, &mut total));
+        // component c of value i: its incoming gradient, its gradients' place
+        let at = |i: usize, c: usize| (from + i) * k + c;
+        if of_responsibilities {
+            // the responsibilities in place of the e_k, and Σ_j r_j g_j
+            dot[..len].fill(F::zero());
+            for c in 0..k {
+                let rc = &mut t[c * BLOCK..c * BLOCK + len];
+                for i in 0..len {
+                    rc[i] = rc[i].fast_exp() / total[i];
+                    dot[i] = dot[i] + rc[i] * g[at(i, c)];
+                }
+            }
         }
         dx.fill(F::zero());
         for c in 0..k {
             let ek = &t[c * BLOCK..c * BLOCK + len];
             let [r, m, s] = &mut out;
-            shares(&comps, c, (x, g), (ek, &total), [r, m, s], dx);
-            // component c of each value
-            let at = |i: usize| (b * BLOCK + i) * k + c;
+            let rate = |i: usize| match of_responsibilities {
+                true => ek[i] * (g[at(i, c)] - dot[i]),
+                false => density_rate(g[from + i], ek[i], total[i]),
+            };
+            shares(&comps, c, x, rate, [r, m, s], dx);
             for i in 0..len {
-                (dlw[at(i)], dm[at(i)], ds[at(i)]) = (r[i], m[i], s[i]);
+                let at = at(i, c) - start * k;
+                (dlw[at], dm[at], ds[at]) = (r[i], m[i], s[i]);
             }
         }
     }
+}
+
+/// The gradients of the per-value ops' inputs ([`per_value_backward`] on
+/// two halves of the values).
+fn per_value_gradients<F: Element>(
+    inputs: &[&Tensor<F>],
+    g: &Tensor<F>,
+    of_responsibilities: bool,
+) -> Result<Vec<Option<Tensor<F>>>> {
+    let (n, len) = (inputs[0].len(), inputs[1].len());
+    let k = len / n.max(1);
+    let mut dx = vec![F::zero(); n];
+    let zeros = || vec![F::zero(); len];
+    let (mut dlw, mut dm, mut ds) = (zeros(), zeros(), zeros());
+    let g = (g.data(), of_responsibilities);
+    let half = n / 2;
+    let (dx0, dx1) = dx.split_at_mut(half);
+    let (dlw0, dlw1) = dlw.split_at_mut(half * k);
+    let (dm0, dm1) = dm.split_at_mut(half * k);
+    let (ds0, ds1) = ds.split_at_mut(half * k);
+    // (each half inlined into `vectorized`, whose instructions it takes)
+    if len >= 4096 {
+        join(
+            #[inline(always)]
+            || per_value_backward(inputs, g, 0, dx0, [dlw0, dm0, ds0]),
+            #[inline(always)]
+            || per_value_backward(inputs, g, half, dx1, [dlw1, dm1, ds1]),
+        );
+    } else {
+        vectorized(
+            #[inline(always)]
+            || {
+                per_value_backward(inputs, g, 0, dx0, [dlw0, dm0, ds0]);
+                per_value_backward(inputs, g, half, dx1, [dlw1, dm1, ds1]);
+            },
+        );
+    }
+    let params = inputs[1].shape();
+    Ok(vec![
+        Some(Tensor::from_vec(dx, inputs[0].shape())?),
+        Some(Tensor::from_vec(dlw, params)?),
+        Some(Tensor::from_vec(dm, params)?),
+        Some(Tensor::from_vec(ds, params)?),
+    ])
 }
 
 impl<F: Element> Op<F> for BatchedMixtureLogProb {
@@ -597,41 +711,60 @@ impl<F: Element> Op<F> for BatchedMixtureLogProb {
         _: &Tensor<F>,
         g: &Tensor<F>,
     ) -> Result<Vec<Option<Tensor<F>>>> {
-        let (n, len) = (inputs[0].len(), inputs[1].len());
-        let k = len / n.max(1);
-        let mut dx = vec![F::zero(); n];
-        let zeros = || vec![F::zero(); len];
-        let (mut dlw, mut dm, mut ds) = (zeros(), zeros(), zeros());
-        let g = g.data();
-        let half = n / 2;
-        let (dx0, dx1) = dx.split_at_mut(half);
-        let (dlw0, dlw1) = dlw.split_at_mut(half * k);
-        let (dm0, dm1) = dm.split_at_mut(half * k);
-        let (ds0, ds1) = ds.split_at_mut(half * k);
-        // (each half inlined into `vectorized`, whose instructions it takes)
-        if len >= 4096 {
-            join(
-                #[inline(always)]
-                || per_value_backward(inputs, g, 0, dx0, [dlw0, dm0, ds0]),
-                #[inline(always)]
-                || per_value_backward(inputs, g, half, dx1, [dlw1, dm1, ds1]),
-            );
-        } else {
-            vectorized(
-                #[inline(always)]
-                || {
-                    per_value_backward(inputs, g, 0, dx0, [dlw0, dm0, ds0]);
-                    per_value_backward(inputs, g, half, dx1, [dlw1, dm1, ds1]);
-                },
-            );
-        }
-        let params = inputs[1].shape();
-        Ok(vec![
-            Some(Tensor::from_vec(dx, inputs[0].shape())?),
-            Some(Tensor::from_vec(dlw, params)?),
-            Some(Tensor::from_vec(dm, params)?),
-            Some(Tensor::from_vec(ds, params)?),
-        ])
+        per_value_gradients(inputs, g, false)
+    }
+}
+
+/// The responsibilities of each value's components (inputs as
+/// [`BatchedMixtureLogProb`]'s, the output of the parameters' shape):
+/// `e^(e_k) / total` from [`joint_terms`]' exact differences, the limit
+/// past the float range. The incoming gradients `g_k` give each `t_k`
+/// `r_k (g_k - Σ_j r_j g_j)`, passed on as the log-density's are.
+struct MixtureResponsibilities;
+
+impl<F: Element> Op<F> for MixtureResponsibilities {
+    fn name(&self) -> &str {
+        "mixture_responsibilities"
+    }
+    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
+        let x = inputs[0].data();
+        let k = inputs[1].len() / x.len().max(1);
+        let mut out = vec![F::zero(); inputs[1].len()];
+        let values = x.len();
+        par_fill(
+            &mut out,
+            #[inline(always)]
+            |start, chunk| {
+                // the chunk's whole values (par_fill splits at a multiple of K
+                // only by chance, so each part recomputes the value it starts in)
+                let (first, last) = (start / k, (start + chunk.len()).div_ceil(k).min(values));
+                let mut comps = PerValue::new(k);
+                let mut t = vec![F::zero(); k * BLOCK];
+                let (mut top, mut total) = ([F::zero(); BLOCK], [F::zero(); BLOCK]);
+                for from in (first..last).step_by(BLOCK) {
+                    let x = &x[from..last.min(from + BLOCK)];
+                    let terms = (&mut top, &mut total);
+                    per_value_terms(inputs, from, x, &mut comps, &mut t, terms);
+                    for c in 0..k {
+                        for i in 0..x.len() {
+                            let at = (from + i) * k + c;
+                            if (start..start + chunk.len()).contains(&at) {
+                                chunk[at - start] = t[c * BLOCK + i].fast_exp() / total[i];
+                            }
+                        }
+                    }
+                }
+            },
+        );
+        Tensor::from_vec(out, inputs[1].shape())
+    }
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        _: &Tensor<F>,
+        g: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        per_value_gradients(inputs, g, true)
     }
 }
 
@@ -650,25 +783,8 @@ impl<'t, F: Element> Distribution<'t, F> for MixtureOfNormals<'t, F> {
             let inputs = [x, self.log_weights, self.locs, self.scales];
             return x.tape.apply(ScalarMixtureLogProb, &inputs);
         }
-        // a set of components for each value (BatchedMixtureLogProb)
-        let batch = self.batch_shape();
-        let mut shape = crate::tensor::broadcast_shape(&x.shape(), &batch).ok_or_else(|| {
-            Error::invalid(
-                self.name,
-                format!(
-                    "a value of shape {:?} does not broadcast with the batch shape {batch:?}",
-                    x.shape()
-                ),
-            )
-        })?;
-        let x = x.broadcast_to(&shape)?;
-        shape.push(self.full_shape().last().copied().unwrap_or(1));
-        let inputs = [
-            x,
-            self.log_weights.broadcast_to(&shape)?,
-            self.locs.broadcast_to(&shape)?,
-            self.scales.broadcast_to(&shape)?,
-        ];
+        // a set of components for each value
+        let inputs = self.per_value_inputs(x)?;
         x.tape.apply(BatchedMixtureLogProb, &inputs)
     }
     fn rsample_n(&self, _: Option<usize>, _: &mut dyn Rng) -> Result<Var<'t, F>> {
