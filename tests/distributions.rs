@@ -968,6 +968,25 @@ fn a_mixture_with_components_of_its_own_per_value_takes_the_composed_form() {
     }
 }
 
+/// No values: an empty log-density and empty responsibilities, with zero
+/// gradients, for one set of components and for a set per value.
+#[test]
+fn a_mixture_at_no_values_gives_empty_results() {
+    for shape in [&[3][..], &[1, 3]] {
+        let tape = Tape::<f64>::new();
+        let c = |v: [f64; 3]| tape.var(Tensor::from_vec(v.to_vec(), shape).unwrap());
+        let (w, m, s) = (c([0.1, 0.2, 0.3]), c([0.0, 1.0, 2.0]), c([1.0, 1.0, 2.0]));
+        let mix = MixtureOfNormals::from_logits(w, m, s).unwrap();
+        let x = tape.var(Tensor::from_vec(vec![], &[0]).unwrap());
+        let (lp, r) = (mix.log_prob(x).unwrap(), mix.responsibilities(x).unwrap());
+        assert_eq!((lp.shape(), r.shape()), (vec![0], vec![0, 3]));
+        for y in [lp, r] {
+            let g = y.sum().backward().unwrap();
+            assert_eq!(g.get(w).unwrap().data(), [0.0; 3]);
+        }
+    }
+}
+
 /// A Normal with a location and a scale per value takes a parallel path;
 /// broadcast against a value with one more axis, the general one: the same
 /// bits, forward and backward.

@@ -559,6 +559,12 @@ impl<F: Element> Op<F> for ScalarMixtureLogProb {
 /// (NaN).
 struct BatchedMixtureLogProb;
 
+/// `K` of the per-value ops' inputs: the last axis of the parameters (at
+/// least 1, which construction checks), also where there are no values.
+fn components_per_value<F: Element>(inputs: &[&Tensor<F>]) -> usize {
+    inputs[1].shape().last().copied().unwrap_or(1).max(1)
+}
+
 /// The terms of the `x.len()` values from `from`: their components into
 /// `comps`, and [`joint_terms`]' exact `e_k`, `top` and `total` (the limit
 /// where every `t_k` is -inf).
@@ -592,7 +598,7 @@ fn per_value_backward<F: Element>(
     dx: &mut [F],
     [dlw, dm, ds]: [&mut [F]; 3],
 ) {
-    let k = dlw.len() / dx.len().max(1);
+    let k = components_per_value(inputs);
     let mut comps = PerValue::new(k);
     let mut t = vec![F::zero(); k * BLOCK];
     let (mut top, mut total) = ([F::zero(); BLOCK], [F::zero(); BLOCK]);
@@ -641,7 +647,7 @@ fn per_value_gradients<F: Element>(
     of_responsibilities: bool,
 ) -> Result<Vec<Option<Tensor<F>>>> {
     let (n, len) = (inputs[0].len(), inputs[1].len());
-    let k = len / n.max(1);
+    let k = components_per_value(inputs);
     let mut dx = vec![F::zero(); n];
     let zeros = || vec![F::zero(); len];
     let (mut dlw, mut dm, mut ds) = (zeros(), zeros(), zeros());
@@ -683,7 +689,7 @@ impl<F: Element> Op<F> for BatchedMixtureLogProb {
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
         let x = inputs[0].data();
-        let k = inputs[1].len() / x.len().max(1);
+        let k = components_per_value(inputs);
         let mut out = vec![F::zero(); x.len()];
         par_fill(
             &mut out,
@@ -728,7 +734,7 @@ impl<F: Element> Op<F> for MixtureResponsibilities {
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
         let x = inputs[0].data();
-        let k = inputs[1].len() / x.len().max(1);
+        let k = components_per_value(inputs);
         let mut out = vec![F::zero(); inputs[1].len()];
         let values = x.len();
         par_fill(
