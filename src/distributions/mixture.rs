@@ -192,20 +192,25 @@ struct Component<F> {
     m_inv: F,
 }
 
+impl<F: Element> Component<F> {
+    /// The terms of `w N(m, s)` from `ln w`, `m`, `s` and `ln s`.
+    #[inline(always)]
+    fn new(ln_w: F, m: F, s: F, ln_s: F) -> Self {
+        let inv = F::one() / s;
+        Component {
+            c: ln_w - ln_s - F::lit(HALF_LN_2PI),
+            m,
+            inv,
+            m_inv: m * inv,
+        }
+    }
+}
+
 /// Each component's [`Component`] terms.
 fn component_terms<F: Element>(inputs: &[&Tensor<F>]) -> Vec<Component<F>> {
     let (lw, m, s) = (inputs[1].data(), inputs[2].data(), inputs[3].data());
-    let half_ln_2pi = F::lit(HALF_LN_2PI);
     (0..lw.len())
-        .map(|k| {
-            let inv = F::one() / s[k];
-            Component {
-                c: lw[k] - s[k].ln() - half_ln_2pi,
-                m: m[k],
-                inv,
-                m_inv: m[k] * inv,
-            }
-        })
+        .map(|k| Component::new(lw[k], m[k], s[k], s[k].ln()))
         .collect()
 }
 
@@ -219,9 +224,12 @@ trait Components<F> {
     fn count(&self) -> usize;
     /// Component `k` of the block's value `i`.
     fn at(&self, k: usize, i: usize) -> Component<F>;
+    /// Takes the components of the `n` values from `start` (of the inputs
+    /// `[x, ln w, m, s]`); one set for every value has them already.
+    fn load(&mut self, _inputs: &[&Tensor<F>], _start: usize, _n: usize) {}
 }
 
-impl<F: Copy> Components<F> for [Component<F>] {
+impl<F: Copy> Components<F> for Vec<Component<F>> {
     #[inline(always)]
     fn count(&self) -> usize {
         self.len()
@@ -253,34 +261,30 @@ impl<F: Element> PerValue<F> {
             m_inv: zeros(),
         }
     }
-
-    /// The components of the `n` values from `start`: `K` consecutive
-    /// entries of `ln w`, `m` and `s` (inputs 1 to 3) from `start K`.
-    #[inline(always)]
-    fn fill(&mut self, inputs: &[&Tensor<F>], start: usize, n: usize) {
-        let k = self.k;
-        let (lw, m, s) = (inputs[1].data(), inputs[2].data(), inputs[3].data());
-        let half_ln_2pi = F::lit(HALF_LN_2PI);
-        for j in 0..k {
-            let at = |i: usize| (start + i) * k + j;
-            let row = j * BLOCK..j * BLOCK + n;
-            let (c, mj) = (&mut self.c[row.clone()], &mut self.m[row.clone()]);
-            let (inv, m_inv) = (&mut self.inv[row.clone()], &mut self.m_inv[row]);
-            for i in 0..n {
-                let (lw, m, s) = (lw[at(i)], m[at(i)], s[at(i)]);
-                inv[i] = F::one() / s;
-                c[i] = lw - s.fast_ln() - half_ln_2pi;
-                mj[i] = m;
-                m_inv[i] = m * inv[i];
-            }
-        }
-    }
 }
 
 impl<F: Element> Components<F> for PerValue<F> {
     #[inline(always)]
     fn count(&self) -> usize {
         self.k
+    }
+    /// `K` consecutive entries of `ln w`, `m` and `s` a value, from
+    /// `start K`.
+    #[inline(always)]
+    fn load(&mut self, inputs: &[&Tensor<F>], start: usize, n: usize) {
+        let k = self.k;
+        let (lw, m, s) = (inputs[1].data(), inputs[2].data(), inputs[3].data());
+        for j in 0..k {
+            let at = |i: usize| (start + i) * k + j;
+            let row = j * BLOCK..j * BLOCK + n;
+            let (c, mj) = (&mut self.c[row.clone()], &mut self.m[row.clone()]);
+            let (inv, m_inv) = (&mut self.inv[row.clone()], &mut self.m_inv[row]);
+            for i in 0..n {
+                let s = s[at(i)];
+                let comp = Component::new(lw[at(i)], m[at(i)], s, s.fast_ln());
+                (c[i], mj[i], inv[i], m_inv[i]) = (comp.c, comp.m, comp.inv, comp.m_inv);
+            }
+        }
     }
     #[inline(always)]
     fn at(&self, k: usize, i: usize) -> Component<F> {
@@ -461,30 +465,42 @@ fn density_rate<F: Element>(g: F, e: F, total: F) -> F {
     }
 }
 
+/// The log-density of each value (input 0) against the components that
+/// `new` makes for each part of the values, loaded a block at a time.
+fn log_densities<F: Element, C: Components<F>>(
+    inputs: &[&Tensor<F>],
+    new: impl Fn() -> C + Sync,
+) -> Result<Tensor<F>> {
+    let x = inputs[0].data();
+    let mut out = vec![F::zero(); x.len()];
+    par_fill(
+        &mut out,
+        #[inline(always)]
+        |start, chunk| {
+            let mut comps = new();
+            let mut t = vec![F::zero(); comps.count() * BLOCK];
+            let (mut top, mut total) = ([F::zero(); BLOCK], [F::zero(); BLOCK]);
+            for (b, out) in chunk.chunks_mut(BLOCK).enumerate() {
+                let from = start + b * BLOCK;
+                let x = &x[from..from + out.len()];
+                comps.load(inputs, from, out.len());
+                joint_terms::<F, C, false>(&comps, x, &mut t, &mut top, &mut total);
+                for ((o, &top), &total) in out.iter_mut().zip(top.iter()).zip(total.iter()) {
+                    *o = log_density(top, total);
+                }
+            }
+        },
+    );
+    Tensor::from_vec(out, inputs[0].shape())
+}
+
 impl<F: Element> Op<F> for ScalarMixtureLogProb {
     fn name(&self) -> &str {
         "mixture_log_prob"
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
         let comps = component_terms(inputs);
-        let x = inputs[0].data();
-        let mut out = vec![F::zero(); x.len()];
-        par_fill(
-            &mut out,
-            #[inline(always)]
-            |start, chunk| {
-                let mut t = vec![F::zero(); comps.len() * BLOCK];
-                let (mut top, mut total) = ([F::zero(); BLOCK], [F::zero(); BLOCK]);
-                let x = &x[start..start + chunk.len()];
-                for (out, x) in chunk.chunks_mut(BLOCK).zip(x.chunks(BLOCK)) {
-                    joint_terms::<F, _, false>(&comps[..], x, &mut t, &mut top, &mut total);
-                    for ((o, &top), &total) in out.iter_mut().zip(top.iter()).zip(total.iter()) {
-                        *o = log_density(top, total);
-                    }
-                }
-            },
-        );
-        Tensor::from_vec(out, inputs[0].shape())
+        log_densities(inputs, || comps.clone())
     }
     fn backward(
         &self,
@@ -517,16 +533,15 @@ impl<F: Element> Op<F> for ScalarMixtureLogProb {
                     .zip(g.chunks(BLOCK))
                 {
                     let len = x.len();
-                    let comps = &comps[..];
-                    joint_terms::<F, _, true>(comps, x, &mut t, &mut top, &mut total);
+                    joint_terms::<F, _, true>(&comps, x, &mut t, &mut top, &mut total);
                     if top[..len].contains(&F::neg_infinity()) {
-                        limit_terms(comps, x, &mut t, &top, &mut total);
+                        limit_terms(&comps, x, &mut t, &top, &mut total);
                     }
                     dx.fill(F::zero());
                     for c in 0..k {
                         let ek = &t[c * BLOCK..c * BLOCK + len];
                         let rate = |i: usize| density_rate(g[i], ek[i], total[i]);
-                        shares(comps, c, x, rate, [&mut r, &mut dm, &mut ds], dx);
+                        shares(&comps, c, x, rate, [&mut r, &mut dm, &mut ds], dx);
                         let block_sum = |v: &[F]| sum_lanes(v).to_f64().unwrap_or(f64::NAN);
                         sums[c][0] += block_sum(&r[..len]);
                         sums[c][1] += block_sum(&dm[..len]);
@@ -577,7 +592,7 @@ fn per_value_terms<F: Element>(
     t: &mut [F],
     (top, total): (&mut [F; BLOCK], &mut [F; BLOCK]),
 ) {
-    comps.fill(inputs, from, x.len());
+    comps.load(inputs, from, x.len());
     joint_terms::<F, _, true>(comps, x, t, top, total);
     if top[..x.len()].contains(&F::neg_infinity()) {
         limit_terms(comps, x, t, top, total);
@@ -587,13 +602,13 @@ fn per_value_terms<F: Element>(
 /// The backward of the per-value ops over the values from `start`: the
 /// gradients of `x` into `dx` and of `ln w`, `m` and `s` into the three
 /// others (`K` a value each), for an incoming gradient `g` of the
-/// log-density (a value each) or, with `of_responsibilities`, of the
+/// log-density (a value each) or, with `RESPONSIBILITIES`, of the
 /// responsibilities (`K` a value each), whose `t_k` get
 /// `r_k (g_k - Σ_j r_j g_j)`.
 #[inline(always)]
-fn per_value_backward<F: Element>(
+fn per_value_backward<F: Element, const RESPONSIBILITIES: bool>(
     inputs: &[&Tensor<F>],
-    (g, of_responsibilities): (&[F], bool),
+    g: &[F],
     start: usize,
     dx: &mut [F],
     [dlw, dm, ds]: [&mut [F]; 3],
@@ -607,11 +622,11 @@ fn per_value_backward<F: Element>(
     let x = inputs[0].data();
     for (b, dx) in dx.chunks_mut(BLOCK).enumerate() {
         let (from, len) = (start + b * BLOCK, dx.len());
-        let x = &x[from..from + len];
+        let (x, g_value) = (&x[from..from + len], &g[from..]);
         per_value_terms(inputs, from, x, &mut comps, &mut t, (&mut top, &mut total));
         // component c of value i: its incoming gradient, its gradients' place
         let at = |i: usize, c: usize| (from + i) * k + c;
-        if of_responsibilities {
+        if RESPONSIBILITIES {
             // the responsibilities in place of the e_k, and Σ_j r_j g_j
             dot[..len].fill(F::zero());
             for c in 0..k {
@@ -626,9 +641,9 @@ fn per_value_backward<F: Element>(
         for c in 0..k {
             let ek = &t[c * BLOCK..c * BLOCK + len];
             let [r, m, s] = &mut out;
-            let rate = |i: usize| match of_responsibilities {
+            let rate = |i: usize| match RESPONSIBILITIES {
                 true => ek[i] * (g[at(i, c)] - dot[i]),
-                false => density_rate(g[from + i], ek[i], total[i]),
+                false => density_rate(g_value[i], ek[i], total[i]),
             };
             shares(&comps, c, x, rate, [r, m, s], dx);
             for i in 0..len {
@@ -641,17 +656,16 @@ fn per_value_backward<F: Element>(
 
 /// The gradients of the per-value ops' inputs ([`per_value_backward`] on
 /// two halves of the values).
-fn per_value_gradients<F: Element>(
+fn per_value_gradients<F: Element, const RESPONSIBILITIES: bool>(
     inputs: &[&Tensor<F>],
     g: &Tensor<F>,
-    of_responsibilities: bool,
 ) -> Result<Vec<Option<Tensor<F>>>> {
     let (n, len) = (inputs[0].len(), inputs[1].len());
     let k = components_per_value(inputs);
     let mut dx = vec![F::zero(); n];
     let zeros = || vec![F::zero(); len];
     let (mut dlw, mut dm, mut ds) = (zeros(), zeros(), zeros());
-    let g = (g.data(), of_responsibilities);
+    let g = g.data();
     let half = n / 2;
     let (dx0, dx1) = dx.split_at_mut(half);
     let (dlw0, dlw1) = dlw.split_at_mut(half * k);
@@ -661,16 +675,16 @@ fn per_value_gradients<F: Element>(
     if len >= 4096 {
         join(
             #[inline(always)]
-            || per_value_backward(inputs, g, 0, dx0, [dlw0, dm0, ds0]),
+            || per_value_backward::<F, RESPONSIBILITIES>(inputs, g, 0, dx0, [dlw0, dm0, ds0]),
             #[inline(always)]
-            || per_value_backward(inputs, g, half, dx1, [dlw1, dm1, ds1]),
+            || per_value_backward::<F, RESPONSIBILITIES>(inputs, g, half, dx1, [dlw1, dm1, ds1]),
         );
     } else {
         vectorized(
             #[inline(always)]
             || {
-                per_value_backward(inputs, g, 0, dx0, [dlw0, dm0, ds0]);
-                per_value_backward(inputs, g, half, dx1, [dlw1, dm1, ds1]);
+                per_value_backward::<F, RESPONSIBILITIES>(inputs, g, 0, dx0, [dlw0, dm0, ds0]);
+                per_value_backward::<F, RESPONSIBILITIES>(inputs, g, half, dx1, [dlw1, dm1, ds1]);
             },
         );
     }
@@ -688,28 +702,8 @@ impl<F: Element> Op<F> for BatchedMixtureLogProb {
         "mixture_log_prob"
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
-        let x = inputs[0].data();
         let k = components_per_value(inputs);
-        let mut out = vec![F::zero(); x.len()];
-        par_fill(
-            &mut out,
-            #[inline(always)]
-            |start, chunk| {
-                let mut comps = PerValue::new(k);
-                let mut t = vec![F::zero(); k * BLOCK];
-                let (mut top, mut total) = ([F::zero(); BLOCK], [F::zero(); BLOCK]);
-                for (b, out) in chunk.chunks_mut(BLOCK).enumerate() {
-                    let from = start + b * BLOCK;
-                    let x = &x[from..from + out.len()];
-                    comps.fill(inputs, from, out.len());
-                    joint_terms::<F, _, false>(&comps, x, &mut t, &mut top, &mut total);
-                    for ((o, &top), &total) in out.iter_mut().zip(top.iter()).zip(total.iter()) {
-                        *o = log_density(top, total);
-                    }
-                }
-            },
-        );
-        Tensor::from_vec(out, inputs[0].shape())
+        log_densities(inputs, || PerValue::new(k))
     }
     fn backward(
         &self,
@@ -717,7 +711,7 @@ impl<F: Element> Op<F> for BatchedMixtureLogProb {
         _: &Tensor<F>,
         g: &Tensor<F>,
     ) -> Result<Vec<Option<Tensor<F>>>> {
-        per_value_gradients(inputs, g, false)
+        per_value_gradients::<F, false>(inputs, g)
     }
 }
 
@@ -770,7 +764,7 @@ impl<F: Element> Op<F> for MixtureResponsibilities {
         _: &Tensor<F>,
         g: &Tensor<F>,
     ) -> Result<Vec<Option<Tensor<F>>>> {
-        per_value_gradients(inputs, g, true)
+        per_value_gradients::<F, true>(inputs, g)
     }
 }
 
