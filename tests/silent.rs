@@ -187,3 +187,25 @@ fn shapes_whose_size_overflows_are_errors_not_memory_errors() {
     }
     assert!(store.is_empty(), "nothing was added");
 }
+
+/// A var of another tape shares node ids with this tape's leaves: its
+/// gradient lookup used to return the gradient of the leaf with its id.
+#[test]
+fn a_var_of_another_tape_gets_no_gradient() -> Result<()> {
+    let mut store = ParamStore::<f64>::new();
+    let w = store.add("w", Tensor::scalar(3.0));
+    let (tape, other) = (Tape::<f64>::new(), Tape::<f64>::new());
+    let x = tape.var(Tensor::scalar(2.0));
+    let w_here = tape.param(&store, w);
+    let (y, w_there) = (other.var(Tensor::scalar(5.0)), other.param(&store, w));
+    let grads = (x * x * w_here).backward()?;
+    assert_eq!(grads.get(x).map(|g| g.data()[0]), Some(12.0));
+    assert_eq!(grads.get(w_here).map(|g| g.data()[0]), Some(4.0));
+    assert!(grads.get(y).is_none(), "node 0 of the other tape");
+    assert!(
+        grads.get(w_there).is_none(),
+        "a read of the same parameter elsewhere"
+    );
+    assert_eq!(grads.param(w).map(|g| g.data()[0]), Some(4.0));
+    Ok(())
+}

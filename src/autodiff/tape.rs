@@ -8,6 +8,7 @@ use crate::tensor::{Element, Tensor};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A differentiable operation: forward and backward on tensors, in one place.
 ///
@@ -140,6 +141,9 @@ struct Node<F: Element> {
 /// # Ok::<(), bayesgrad::Error>(())
 /// ```
 pub struct Tape<F: Element> {
+    /// Unique among the process's tapes (never reused): it tells
+    /// [`Gradients::get`] whether a var is on the tape it differentiated.
+    id: u64,
     nodes: RefCell<Vec<Node<F>>>,
     /// The input ids of all nodes, one after the other (one buffer rather
     /// than a small vector per node).
@@ -195,7 +199,9 @@ impl<F: Element> std::fmt::Debug for Var<'_, F> {
 impl<F: Element> Tape<F> {
     /// An empty tape.
     pub fn new() -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Tape {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             nodes: RefCell::new(Vec::with_capacity(8)),
             edges: RefCell::new(Vec::with_capacity(16)),
             finite_check: false,
@@ -467,6 +473,9 @@ impl Constraint {
 /// # Ok::<(), bayesgrad::Error>(())
 /// ```
 pub struct Gradients<F: Element> {
+    /// The id of the tape whose output was differentiated.
+    tape: u64,
+    /// By node id on that tape.
     leaves: HashMap<usize, Tensor<F>, BuildHasherDefault<IdHasher>>,
     /// Each parameter's gradient and the (oldest) version of its value read.
     params: HashMap<ParamKey, (Tensor<F>, u64), BuildHasherDefault<IdHasher>>,
@@ -509,8 +518,24 @@ impl<F: Element> std::fmt::Debug for Gradients<F> {
 impl<F: Element> Gradients<F> {
     /// The gradient w.r.t. a leaf made by [`Tape::var`]; for a parameter
     /// read, the parameter's gradient summed over all its reads. `None` if
-    /// the output does not depend on it.
+    /// the output does not depend on it, as for a var of another tape (whose
+    /// node id may be that of a leaf of this one; a parameter's gradient
+    /// whatever tape read it is [`Gradients::param`]).
+    ///
+    /// ```
+    /// use bayesgrad::prelude::*;
+    /// let (tape, other) = (Tape::<f64>::new(), Tape::<f64>::new());
+    /// let x = tape.var(Tensor::scalar(2.0));
+    /// let y = other.var(Tensor::scalar(5.0)); // the first leaf of its tape, as x is of its own
+    /// let grads = (x * x).backward()?;
+    /// assert_eq!(grads.get(x).map(|g| g.data()[0]), Some(4.0));
+    /// assert!(grads.get(y).is_none());
+    /// # Ok::<(), bayesgrad::Error>(())
+    /// ```
     pub fn get(&self, var: Var<'_, F>) -> Option<&Tensor<F>> {
+        if var.tape.id != self.tape {
+            return None;
+        }
         match var.tape.nodes.borrow()[var.id].param {
             Some((key, _)) => self.params.get(&key).map(|(g, _)| g),
             None => self.leaves.get(&var.id),
@@ -591,6 +616,7 @@ impl<'t, F: Element> Var<'t, F> {
         grads.resize_with(self.id + 1, || None);
         grads[self.id] = Some(Tensor::full(root.value.shape(), F::one()));
         let mut out = Gradients {
+            tape: self.tape.id,
             leaves: HashMap::default(),
             params: HashMap::default(),
         };
