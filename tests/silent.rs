@@ -209,3 +209,36 @@ fn a_var_of_another_tape_gets_no_gradient() -> Result<()> {
     assert_eq!(grads.param(w).map(|g| g.data()[0]), Some(4.0));
     Ok(())
 }
+
+/// A label slice of the wrong length used to broadcast: one label for a
+/// batch of four gave that label's log-probability in every row, and a
+/// row of three labels for a `[2, 3]` batch was repeated down its rows.
+#[test]
+fn labels_that_do_not_match_the_batch_are_an_error() -> Result<()> {
+    let tape = Tape::<f64>::new();
+    let logits = Tensor::from_fn(&[4, 3], |i| (i as f64 * 0.7).sin());
+    let cat = Categorical::from_logits(tape.var(logits.clone()))?;
+    let err = cat.log_prob_labels(&[2]).unwrap_err();
+    assert!(
+        err.to_string().contains("1 label(s) for a batch of 4"),
+        "{err}"
+    );
+    assert!(cat.log_prob_labels(&[2, 0]).is_err());
+    let grid = Categorical::from_logits(tape.var(logits.reshape(&[2, 2, 3])?))?;
+    assert!(
+        grid.log_prob_labels(&[0, 1]).is_err(),
+        "one row of a [2, 2] batch"
+    );
+    // one label per distribution, in row-major order
+    let lp = grid.log_prob_labels(&[0, 1, 2, 0])?.value();
+    assert_eq!(lp.shape(), [2, 2]);
+    let row = |i: usize| {
+        Categorical::from_logits(tape.var(Tensor::from_fn(&[3], |j| logits.data()[3 * i + j])))
+    };
+    for (i, &label) in [0, 1, 2, 0].iter().enumerate() {
+        assert_eq!(lp.data()[i], row(i)?.log_prob_labels(&[label])?.item()?);
+    }
+    // a single distribution takes any number of labels
+    assert_eq!(row(0)?.log_prob_labels(&[0, 2, 2])?.shape(), [3]);
+    Ok(())
+}

@@ -91,15 +91,42 @@ impl<'t, F: Element> Categorical<'t, F> {
         *self.logits.shape().last().unwrap_or(&0)
     }
 
-    /// Log-probability of integer labels; `labels.len()` must equal the
-    /// number of batch elements (or the batch is a single distribution
-    /// broadcast over all labels).
+    /// Log-probability of integer labels, one per distribution of the
+    /// batch (in the batch's row-major order, result of the batch shape),
+    /// or any number for a single distribution (result `[labels.len()]`).
+    ///
+    /// # Errors
+    /// A label outside `0..k`; a number of labels that is neither the
+    /// batch's size nor, for a single distribution, any number: a slice of
+    /// the wrong length is not broadcast (one label for a batch of 128 would
+    /// give that label's log-probability in every row).
+    ///
+    /// ```
+    /// use bayesgrad::prelude::*;
+    /// let tape = Tape::<f64>::new();
+    /// let batch = Categorical::from_logits(tape.var(Tensor::zeros(&[4, 3])))?;
+    /// assert_eq!(batch.log_prob_labels(&[0, 2, 1, 1])?.shape(), [4]);
+    /// assert!(batch.log_prob_labels(&[0]).is_err()); // not one label for all four
+    /// let single = Categorical::from_logits(tape.var(Tensor::zeros(&[3])))?;
+    /// assert_eq!(single.log_prob_labels(&[0, 2, 1, 1, 0])?.shape(), [5]);
+    /// # Ok::<(), bayesgrad::Error>(())
+    /// ```
     pub fn log_prob_labels(&self, labels: &[usize]) -> Result<Var<'t, F>> {
         let batch = self.batch_shape();
-        let shape = if batch.iter().product::<usize>() == labels.len() {
+        let size = batch.iter().product::<usize>();
+        let shape = if size == labels.len() {
             batch
-        } else {
+        } else if size == 1 {
             vec![labels.len()]
+        } else {
+            return Err(Error::invalid(
+                "Categorical::log_prob_labels",
+                format!(
+                    "{} label(s) for a batch of {size} distributions (batch shape {batch:?}): \
+                     give one label per distribution",
+                    labels.len()
+                ),
+            ));
         };
         self.labels_at(labels, &shape)
     }
