@@ -242,3 +242,27 @@ fn labels_that_do_not_match_the_batch_are_an_error() -> Result<()> {
     assert_eq!(row(0)?.log_prob_labels(&[0, 2, 2])?.shape(), [3]);
     Ok(())
 }
+
+/// Bounds with no interval between them used to clamp every value to `hi`.
+#[test]
+fn clamp_bounds_that_are_not_ordered_are_refused() -> Result<()> {
+    let tape = Tape::<f32>::new();
+    let x = tape.var(Tensor::vector(&[-2.0, 0.5, 3.0]));
+    for (lo, hi) in [(1.0, 0.0), (f32::NAN, 1.0), (0.0, f32::NAN)] {
+        let err = x.try_clamp(lo, hi).unwrap_err();
+        assert!(err.to_string().contains("lo <= hi"), "{err}");
+        let clamp = std::panic::AssertUnwindSafe(|| x.clamp(lo, hi));
+        let panicked = std::panic::catch_unwind(clamp).unwrap_err();
+        let message = panicked
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
+        assert!(message.contains("try_clamp"), "{message}");
+    }
+    assert_eq!(x.try_clamp(0.5, 0.5)?.value().data(), [0.5; 3]);
+    assert_eq!(
+        x.clamp(f32::NEG_INFINITY, 1.0).value().data(),
+        [-2.0, 0.5, 1.0]
+    );
+    Ok(())
+}

@@ -4,7 +4,7 @@
 
 use crate::autodiff::profile;
 use crate::autodiff::tape::{Op, Var};
-use crate::error::Result;
+use crate::error::{Error, Result};
 pub(crate) use crate::kernels::parallel::{par_fill, par_new};
 use crate::tensor::{Element, Tensor};
 
@@ -388,8 +388,37 @@ impl<'t, F: Element> Var<'t, F> {
         self.map(Powf::new(p))
     }
     /// Clamps into `[lo, hi]` (gradient 0 outside); NaN stays NaN.
+    ///
+    /// # Panics
+    /// If `lo > hi` or either bound is NaN, as `f64::clamp` does
+    /// ([`Var::try_clamp`] returns the error instead): such bounds have no
+    /// interval to clamp into, and the result would be `hi` everywhere.
     pub fn clamp(self, lo: F, hi: F) -> Self {
-        self.map(Clamp::new(lo, hi))
+        self.try_clamp(lo, hi)
+            .unwrap_or_else(|e| panic!("{e} (use try_clamp to get a Result)"))
+    }
+    /// [`Var::clamp`], with bounds that are not ordered (`lo > hi`, or
+    /// either NaN) an error.
+    ///
+    /// ```
+    /// use bayesgrad::prelude::*;
+    /// let tape = Tape::<f64>::new();
+    /// let x = tape.var(Tensor::vector(&[-2.0, 0.5, 3.0]));
+    /// assert_eq!(x.try_clamp(0.0, 1.0)?.value().data(), [0.0, 0.5, 1.0]);
+    /// assert!(x.try_clamp(1.0, 0.0).is_err());
+    /// assert!(x.try_clamp(f64::NAN, 1.0).is_err());
+    /// # Ok::<(), bayesgrad::Error>(())
+    /// ```
+    pub fn try_clamp(self, lo: F, hi: F) -> Result<Self> {
+        if lo.is_nan() || hi.is_nan() || lo > hi {
+            return Err(Error::invalid(
+                "clamp",
+                format!(
+                    "the bounds must satisfy lo <= hi (neither NaN), got lo = {lo:e}, hi = {hi:e}"
+                ),
+            ));
+        }
+        Ok(self.map(Clamp::new(lo, hi)))
     }
     pub(crate) fn add_scalar(self, c: F) -> Self {
         self.map(AddScalar::new(c))
