@@ -418,7 +418,11 @@ impl std::fmt::Display for Error {
                 parameter,
                 value,
                 reason,
-            } => write!(f, "{distribution}: invalid {parameter} = {value}: {reason}"),
+            } => write!(
+                f,
+                "{distribution}: invalid {parameter} = {}: {reason}",
+                Number(*value)
+            ),
             Error::BatchShapeMismatch {
                 distribution,
                 lhs_param,
@@ -454,7 +458,9 @@ impl std::fmt::Display for Error {
                 elements,
             } => write!(
                 f,
-                "gradcheck failed for input {input}: {failing} element(s) out of tolerance; first at element {index}: analytic {analytic}, numeric {numeric} (abs err {abs_err:.3e}){}",
+                "gradcheck failed for input {input}: {failing} element(s) out of tolerance; first at element {index}: analytic {}, numeric {} (abs err {abs_err:.3e}){}",
+                Number(*analytic),
+                Number(*numeric),
                 list_failures(elements)
             ),
             Error::StatGradCheck {
@@ -529,6 +535,23 @@ impl Error {
     }
 }
 
+/// A number in a message: as `Display` prints it where that is short
+/// (zero, non-finite, or a magnitude from 1e-4 up to 1e15), else in
+/// scientific notation, where `Display` would print `1e-300` with three
+/// hundred digits.
+pub(crate) struct Number(pub(crate) f64);
+
+impl std::fmt::Display for Number {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = self.0;
+        if v == 0.0 || !v.is_finite() || (1e-4..1e15).contains(&v.abs()) {
+            write!(f, "{v}")
+        } else {
+            write!(f, "{v:e}")
+        }
+    }
+}
+
 /// `; all: [3] 0.5 vs 0.25, ...` for the failing elements after the first.
 fn list_failures(elements: &[(usize, f64, f64)]) -> String {
     if elements.len() < 2 {
@@ -536,7 +559,36 @@ fn list_failures(elements: &[(usize, f64, f64)]) -> String {
     }
     let all: Vec<String> = elements
         .iter()
-        .map(|(i, a, n)| format!("[{i}] {a} vs {n}"))
+        .map(|&(i, a, n)| format!("[{i}] {} vs {}", Number(a), Number(n)))
         .collect();
     format!("; failing (analytic vs numeric): {}", all.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_in_messages_stay_short() {
+        let shown = |v: f64| Number(v).to_string();
+        assert_eq!(shown(0.5), "0.5");
+        assert_eq!(shown(-1234.25), "-1234.25");
+        assert_eq!(shown(1e-4), "0.0001");
+        assert_eq!(shown(1e-5), "1e-5");
+        assert_eq!(shown(-1e-300), "-1e-300");
+        assert_eq!(shown(2.5e20), "2.5e20");
+        assert_eq!(shown(0.0), "0");
+        assert_eq!(shown(f64::NEG_INFINITY), "-inf");
+        assert_eq!(shown(f64::NAN), "NaN");
+        let err = Error::InvalidParameter {
+            distribution: "Gamma",
+            parameter: "rate",
+            value: -1e-300,
+            reason: "must be > 0",
+        };
+        assert_eq!(
+            err.to_string(),
+            "Gamma: invalid rate = -1e-300: must be > 0"
+        );
+    }
 }

@@ -266,3 +266,44 @@ fn clamp_bounds_that_are_not_ordered_are_refused() -> Result<()> {
     );
     Ok(())
 }
+
+/// Checker settings that make a check meaningless are refused: a NaN `|z|`
+/// bound passed every estimator (`|z| > NaN` is false), a step of 0 failed
+/// every element with a message about the derivatives, not the setting.
+#[test]
+fn gradient_checks_refuse_settings_that_cannot_check() {
+    use bayesgrad::autodiff::statcheck::{StatGradCheck, stat_gradcheck};
+    // an estimator whose mean is 1 against an exact gradient of 0
+    let biased = |_: &mut dyn Rng| Ok(vec![1.0]);
+    let mut rng = StdRng::seed_from_u64(0);
+    let at = |max_z: f64, rng: &mut StdRng| {
+        stat_gradcheck(biased, &[0.0], &StatGradCheck { samples: 10, max_z }, rng)
+    };
+    assert!(matches!(
+        at(4.0, &mut rng),
+        Err(Error::StatGradCheck { .. })
+    ));
+    for max_z in [f64::NAN, 0.0, -1.0] {
+        let err = at(max_z, &mut rng).unwrap_err();
+        assert!(err.to_string().contains("max_z must be > 0"), "{err}");
+    }
+    fn square<'t>(_: &'t Tape<f64>, v: &[Var<'t, f64>]) -> Result<Var<'t, f64>> {
+        Ok(v[0].square().sum())
+    }
+    let x = [Tensor::vector(&[1.0, -2.0])];
+    for (eps, atol, rtol, says) in [
+        (0.0, 1e-6, 1e-5, "eps"),
+        (f64::NAN, 1e-6, 1e-5, "eps"),
+        (f64::INFINITY, 1e-6, 1e-5, "eps"),
+        (-1e-6, 1e-6, 1e-5, "eps"),
+        (1e-6, f64::NAN, 1e-5, "tolerances"),
+        (1e-6, 1e-6, -1.0, "tolerances"),
+    ] {
+        let err = gradcheck(square, &x, &GradCheck { eps, atol, rtol }).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidArgument { .. }) && err.to_string().contains(says),
+            "{err}"
+        );
+    }
+    assert!(gradcheck(square, &x, &GradCheck::default()).is_ok());
+}

@@ -7,7 +7,7 @@
 
 use crate::autodiff::params::{Param, ParamStore};
 use crate::autodiff::tape::{Tape, Var};
-use crate::error::{Error, Result};
+use crate::error::{Error, Number, Result};
 use crate::tensor::{Element, Tensor};
 use std::cmp::Ordering;
 
@@ -68,6 +68,28 @@ impl GradCheck {
             atol: 1e-3,
             rtol: 1e-2,
         }
+    }
+
+    /// An error unless the step is finite and positive and the tolerances
+    /// are not negative (or NaN): a step of 0 divides 0 by 0, and a NaN
+    /// tolerance fails every element, each with a message that names the
+    /// derivatives rather than the setting.
+    fn check(&self) -> Result<()> {
+        let reason = if !(self.eps.is_finite() && self.eps > 0.0) {
+            format!(
+                "the step eps must be finite and > 0, got {}",
+                Number(self.eps)
+            )
+        } else if self.atol.is_nan() || self.rtol.is_nan() || self.atol < 0.0 || self.rtol < 0.0 {
+            format!(
+                "the tolerances must be >= 0, got atol = {}, rtol = {}",
+                Number(self.atol),
+                Number(self.rtol)
+            )
+        } else {
+            return Ok(());
+        };
+        Err(Error::invalid("gradcheck", reason))
     }
 }
 
@@ -192,7 +214,8 @@ where
 /// # Errors
 /// [`Error::GradCheck`] for the first input with elements that disagree,
 /// listing them (up to eight) with both derivatives, or any error `f` or
-/// `backward` returns.
+/// `backward` returns; [`Error::InvalidArgument`] for a step that is not
+/// finite and positive, or a negative or NaN tolerance.
 pub fn gradcheck<F: Element, Fun>(
     f: Fun,
     inputs: &[Tensor<F>],
@@ -201,6 +224,7 @@ pub fn gradcheck<F: Element, Fun>(
 where
     Fun: for<'t> Fn(&'t Tape<F>, &[Var<'t, F>]) -> Result<Var<'t, F>>,
 {
+    cfg.check()?;
     let analytic: Vec<Tensor<F>> = {
         let tape = Tape::new();
         let vars: Vec<_> = inputs.iter().map(|t| tape.var(t.clone())).collect();
@@ -266,7 +290,8 @@ where
 /// ```
 ///
 /// # Errors
-/// [`Error::GradCheck`] with `input` the position of the parameter in `params`.
+/// [`Error::GradCheck`] with `input` the position of the parameter in
+/// `params`; the settings as for [`gradcheck`].
 pub fn gradcheck_params<Fun>(
     f: Fun,
     store: &mut ParamStore<f64>,
@@ -276,6 +301,7 @@ pub fn gradcheck_params<Fun>(
 where
     Fun: for<'t> Fn(&'t Tape<f64>, &ParamStore<f64>) -> Result<Var<'t, f64>>,
 {
+    cfg.check()?;
     let eval = |store: &ParamStore<f64>| -> Result<f64> {
         let tape = Tape::new();
         project(f(&tape, store)?).item()

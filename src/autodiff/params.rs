@@ -1,6 +1,6 @@
 //! Persistent, named parameters that outlive tapes.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Number, Result};
 use crate::tensor::{Element, Tensor};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -104,7 +104,7 @@ impl Constraint {
     fn domain(self) -> String {
         match self {
             Constraint::Real => "finite".into(),
-            Constraint::Positive { eps } => format!("finite and above the floor {eps}"),
+            Constraint::Positive { eps } => format!("finite and above the floor {}", Number(eps)),
             Constraint::UnitInterval => "in (0, 1)".into(),
         }
     }
@@ -241,7 +241,8 @@ impl<F: Element> ParamStore<F> {
                     return Err(Error::invalid(
                         op,
                         format!(
-                            "parameter '{name}': initial value {v} at element {i} is not {}",
+                            "parameter '{name}': initial value {} at element {i} is not {}",
+                            Number(v),
                             constraint.domain()
                         ),
                     ));

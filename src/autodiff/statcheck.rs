@@ -216,13 +216,21 @@ pub fn stat_gradient_report(
 ///
 /// # Errors
 /// [`Error::StatGradCheck`] naming the worst components; the errors of
-/// [`stat_gradient_report`].
+/// [`stat_gradient_report`]; [`Error::InvalidArgument`] for a `max_z` that
+/// is not positive (NaN included, which would pass every estimator).
 pub fn stat_gradcheck(
     estimate: impl FnMut(&mut dyn Rng) -> Result<Vec<f64>>,
     exact: &[f64],
     cfg: &StatGradCheck,
     rng: &mut dyn Rng,
 ) -> Result<StatGradReport> {
+    // `|z| > NaN` is false: a NaN bound would pass every estimator
+    if cfg.max_z.is_nan() || cfg.max_z <= 0.0 {
+        return Err(Error::invalid(
+            "stat_gradcheck",
+            format!("max_z must be > 0, got {}", cfg.max_z),
+        ));
+    }
     let report = stat_gradient_report(estimate, exact, cfg.samples, rng)?;
     let failing: Vec<(usize, ComponentStats)> = report
         .components
