@@ -307,3 +307,34 @@ fn gradient_checks_refuse_settings_that_cannot_check() {
     }
     assert!(gradcheck(square, &x, &GradCheck::default()).is_ok());
 }
+
+/// Gradients of one store's parameters, stepped on another store: the error
+/// says so, where it said that the parameter was not read on the tape.
+#[test]
+fn stepping_another_stores_gradients_names_the_mix_up() -> Result<()> {
+    let (mut read, mut other) = (ParamStore::<f64>::new(), ParamStore::<f64>::new());
+    let p = read.add("p", Tensor::scalar(1.0));
+    let q = other.add("p", Tensor::scalar(1.0));
+    let tape = Tape::new();
+    let v = tape.param(&read, p);
+    let grads = (v * v).backward()?;
+    let err = Adam::new(0.1).step(&mut other, &grads).unwrap_err();
+    assert!(err.to_string().contains("another ParamStore"), "{err}");
+    assert_eq!(other.value(q).data(), [1.0], "nothing was updated");
+    // a tape that read both stores steps each with its own gradients
+    let tape = Tape::new();
+    let loss = tape.param(&read, p) * tape.param(&other, q);
+    let grads = loss.backward()?;
+    Adam::new(0.1).step(&mut read, &grads)?;
+    Adam::new(0.1).step(&mut other, &grads)?;
+    // a parameter of this store the loss does not read is still the usual error
+    read.add("unread", Tensor::scalar(0.0));
+    let tape = Tape::new();
+    let grads = tape.param(&read, p).square().backward()?;
+    let err = Adam::new(0.1).step(&mut read, &grads).unwrap_err();
+    assert!(
+        matches!(&err, Error::MissingGradient { name } if name == "unread"),
+        "{err}"
+    );
+    Ok(())
+}

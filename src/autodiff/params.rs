@@ -46,6 +46,13 @@ impl Param {
     }
 }
 
+impl ParamKey {
+    /// Whether the parameter belongs to the same store as `p`.
+    pub(crate) fn same_store(self, p: Param) -> bool {
+        self.store == p.store
+    }
+}
+
 /// How a stored value maps to the value read on the tape.
 ///
 /// The optimizer updates the stored, unconstrained value; [`Tape::param`]

@@ -556,6 +556,12 @@ impl<F: Element> Gradients<F> {
             .all(|t| t.first_non_finite().is_none())
     }
 
+    /// Whether the output depends on parameters only of other stores than
+    /// `p`'s (and on at least one).
+    pub(crate) fn only_other_stores_than(&self, p: Param) -> bool {
+        !self.params.is_empty() && self.params.keys().all(|k| !k.same_store(p))
+    }
+
     pub(crate) fn param_by_key(&self, key: ParamKey) -> Option<&Tensor<F>> {
         self.params.get(&key).map(|(g, _)| g)
     }

@@ -129,9 +129,20 @@ fn collect<'g, F: Element>(
             continue;
         }
         let name = || store.name(p).to_string();
-        let g = grads
-            .param_by_key(p.key())
-            .ok_or_else(|| Error::MissingGradient { name: name() })?;
+        let g = grads.param_by_key(p.key()).ok_or_else(|| {
+            if grads.only_other_stores_than(p) {
+                Error::invalid(
+                    "Optimizer::step",
+                    format!(
+                        "the gradients are of parameters of another ParamStore, none of this one's \
+                         (such as '{}'): step the store the tape read them from",
+                        name()
+                    ),
+                )
+            } else {
+                Error::MissingGradient { name: name() }
+            }
+        })?;
         let current = store.version(p)?;
         match grads.param_version(p) {
             Some(read) if read == current => {}
