@@ -659,3 +659,50 @@ fn score_function_refuses_bad_input_and_modifies_nothing() {
     let g = s.baseline_loss.unwrap().backward().unwrap();
     assert!(g.get(b).is_some() && g.get(t).is_none());
 }
+
+/// A `-inf` logit (how PyTorch and TFP users rule a class out) is refused
+/// with the way to do it here; the way it names works: a logit of -1e30
+/// gives the class probability 0, no entropy, no draws, finite gradients.
+#[test]
+fn a_ruled_out_class_is_a_large_negative_logit() -> Result<()> {
+    let tape = Tape::<f32>::new();
+    let masked = tape.var(Tensor::vector(&[0.3, f32::NEG_INFINITY, 1.0]));
+    let errors = [
+        Categorical::from_logits(masked).err(),
+        Bernoulli::from_logits(masked).err(),
+        RelaxedBernoulli::new(tape.scalar(0.5), masked).err(),
+        RelaxedOneHotCategorical::new(tape.scalar(0.5), masked).err(),
+    ];
+    for err in errors {
+        let err = err.expect("a -inf logit is refused").to_string();
+        assert!(err.contains("-1e30"), "{err}");
+    }
+    for bad in [f32::INFINITY, f32::NAN] {
+        let err = Categorical::from_logits(tape.var(Tensor::vector(&[0.3, bad]))).err();
+        let err = err.expect("refused").to_string();
+        assert!(
+            err.contains("must be finite") && !err.contains("-1e30"),
+            "{err}"
+        );
+    }
+    let logits = tape.var(Tensor::vector(&[0.3, -1e30, 1.0]));
+    let cat = Categorical::from_logits(logits)?;
+    let kept = Categorical::from_logits(tape.var(Tensor::vector(&[0.3, 1.0])))?;
+    assert_eq!(cat.probs()?.value().data()[1], 0.0);
+    let (h, h_kept) = (cat.entropy()?, kept.entropy()?.item()?);
+    assert!(
+        (h.item()? - h_kept).abs() <= 1e-6 * h_kept,
+        "{} vs {h_kept}",
+        h.item()?
+    );
+    let draws = cat.sample_n(Some(5000), &mut StdRng::seed_from_u64(3))?;
+    assert!(draws.data().iter().all(|&c| c != 1.0));
+    let g = (h + cat.log_prob_labels(&[2])?.sum()).backward()?;
+    let g = g.get(logits).expect("a gradient");
+    assert!(
+        g.data().iter().all(|v| v.is_finite()) && g.data()[1] == 0.0,
+        "{:?}",
+        g.data()
+    );
+    Ok(())
+}

@@ -1,4 +1,4 @@
-use super::{Distribution, check_finite, check_values, uniform};
+use super::{Distribution, check_logits, check_values, uniform};
 use crate::autodiff::ops::binary::{View, map4};
 use crate::autodiff::ops::{sigmoid, softplus};
 use crate::autodiff::tape::{Op, Tape, Var};
@@ -35,7 +35,7 @@ pub struct Bernoulli<'t, F: Element> {
 impl<'t, F: Element> Bernoulli<'t, F> {
     /// From log-odds.
     pub fn from_logits(logits: Var<'t, F>) -> Result<Self> {
-        check_finite("Bernoulli", "logits", &logits)?;
+        check_logits("Bernoulli", &logits)?;
         Ok(Bernoulli { logits })
     }
 

@@ -1,4 +1,4 @@
-use super::{Distribution, check_finite, check_values, uniform};
+use super::{Distribution, check_logits, check_values, uniform};
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};
 use crate::kernels::parallel::par_blocks;
@@ -56,7 +56,7 @@ impl<'t, F: Element> Categorical<'t, F> {
             }
             Some(_) => {}
         }
-        check_finite("Categorical", "logits", &logits)?;
+        check_logits("Categorical", &logits)?;
         Ok(Categorical { logits })
     }
 

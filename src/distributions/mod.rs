@@ -234,6 +234,24 @@ pub(crate) fn check_finite<F: Element>(
     check_values(d, p, v, "must be finite", |x| x.is_finite())
 }
 
+/// [`check_finite`] for logits, whose `-inf` (a class ruled out, as
+/// PyTorch and TFP users write it) gets an error that says how to rule a
+/// class out here.
+pub(crate) fn check_logits<F: Element>(d: &'static str, v: &Var<'_, F>) -> Result<()> {
+    check_finite(d, "logits", v).map_err(|e| match e {
+        Error::InvalidParameter { value, .. } if value == f64::NEG_INFINITY => {
+            Error::InvalidParameter {
+                distribution: d,
+                parameter: "logits",
+                value,
+                reason: "must be finite; to rule a class out, give it a large negative logit such \
+                         as -1e30 (its probability is then 0)",
+            }
+        }
+        e => e,
+    })
+}
+
 pub(crate) fn check_positive<F: Element>(
     d: &'static str,
     p: &'static str,

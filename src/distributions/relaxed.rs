@@ -1,7 +1,7 @@
 //! Continuous relaxations of discrete distributions (Concrete / Gumbel-softmax).
 
 use super::{
-    Distribution, batch_broadcast, check_finite, check_positive, check_values, open_uniform,
+    Distribution, batch_broadcast, check_logits, check_positive, check_values, open_uniform,
     sample_shape,
 };
 use crate::autodiff::tape::{Op, Tape, Var};
@@ -128,7 +128,7 @@ impl<'t, F: Element> RelaxedBernoulli<'t, F> {
     pub fn new(temperature: Var<'t, F>, logits: Var<'t, F>) -> Result<Self> {
         super::same_tape("RelaxedBernoulli", &temperature, &logits)?;
         check_temperature("RelaxedBernoulli", &temperature)?;
-        check_finite("RelaxedBernoulli", "logits", &logits)?;
+        check_logits("RelaxedBernoulli", &logits)?;
         batch_broadcast(
             "RelaxedBernoulli",
             ("temperature", temperature.shape()),
@@ -288,7 +288,7 @@ impl<'t, F: Element> RelaxedOneHotCategorical<'t, F> {
             ));
         }
         check_temperature("RelaxedOneHotCategorical", &temperature)?;
-        check_finite("RelaxedOneHotCategorical", "logits", &logits)?;
+        check_logits("RelaxedOneHotCategorical", &logits)?;
         batch_broadcast(
             "RelaxedOneHotCategorical",
             ("temperature", temperature.shape()),
