@@ -388,10 +388,7 @@ fn bad_optimizer_settings_are_refused_without_modifying_anything() {
         (|o| o.beta1 = 1.0, "beta1 must be in [0, 1), got 1"),
         (|o| o.beta2 = -0.1, "beta2 must be in [0, 1), got -0.1"),
         (|o| o.beta2 = f64::NAN, "beta2 must be in [0, 1), got NaN"),
-        (
-            |o| o.eps = -1e-8,
-            "eps must be finite and >= 0, got -0.00000001",
-        ),
+        (|o| o.eps = -1e-8, "eps must be finite and >= 0, got -1e-8"),
         (|o| o.eps = f64::NAN, "eps must be finite and >= 0, got NaN"),
     ];
     let mut opt = Adam::new(decayed);

@@ -38,7 +38,7 @@
 //! # Ok::<(), bayesgrad::Error>(())
 //! ```
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Number, Result};
 use rand::Rng;
 use std::fmt;
 
@@ -228,7 +228,7 @@ pub fn stat_gradcheck(
     if cfg.max_z.is_nan() || cfg.max_z <= 0.0 {
         return Err(Error::invalid(
             "stat_gradcheck",
-            format!("max_z must be > 0, got {}", cfg.max_z),
+            format!("max_z must be > 0, got {}", Number(cfg.max_z)),
         ));
     }
     let report = stat_gradient_report(estimate, exact, cfg.samples, rng)?;

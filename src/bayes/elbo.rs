@@ -25,7 +25,7 @@
 use crate::autodiff::tape::Var;
 use crate::bayes::forward::Divergences;
 use crate::distributions::Distribution;
-use crate::error::{Error, Result};
+use crate::error::{Error, Number, Result};
 use crate::tensor::Element;
 
 /// How the KL term is weighted against the minibatch likelihood.
@@ -213,7 +213,7 @@ impl Elbo {
                 if !(temperature > 0.0 && temperature.is_finite()) {
                     return Err(Error::invalid(
                         "Elbo",
-                        format!("temperature must be > 0, got {temperature}"),
+                        format!("temperature must be > 0, got {}", Number(temperature)),
                     ));
                 }
                 Ok(temperature * b / positive("num_examples", num_examples)?)

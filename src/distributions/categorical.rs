@@ -96,10 +96,10 @@ impl<'t, F: Element> Categorical<'t, F> {
     /// or any number for a single distribution (result `[labels.len()]`).
     ///
     /// # Errors
-    /// A label outside `0..k`; a number of labels that is neither the
-    /// batch's size nor, for a single distribution, any number: a slice of
-    /// the wrong length is not broadcast (one label for a batch of 128 would
-    /// give that label's log-probability in every row).
+    /// A label outside `0..k`; for a batch of several distributions, a
+    /// number of labels other than the batch's size: a slice of another
+    /// length is not broadcast (one label for a batch of 128 would give that
+    /// label's log-probability in every row).
     ///
     /// ```
     /// use bayesgrad::prelude::*;

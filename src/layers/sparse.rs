@@ -5,7 +5,7 @@ use super::{Module, no_sample_axis};
 use crate::autodiff::params::{Param, ParamStore};
 use crate::autodiff::tape::{MultiOp, Var};
 use crate::bayes::forward::{Forward, SampleMode};
-use crate::error::{Error, Result};
+use crate::error::{Error, Number, Result};
 use crate::kernels::parallel::{PAIRWISE_BLOCK, Pairwise, par_blocks, par_fill, sum_lanes};
 use crate::layers::meanfield::add_terms;
 use crate::layers::variational::local_draw;
@@ -367,7 +367,8 @@ impl<M> SparseVariational<M> {
                 return Err(Error::invalid(
                     "SparseVdConfig",
                     format!(
-                        "{setting} must be finite (and the std >= 0), got {v} (layer '{name}')"
+                        "{setting} must be finite (and the std >= 0), got {} (layer '{name}')",
+                        Number(v)
                     ),
                 ));
             }

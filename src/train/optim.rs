@@ -31,7 +31,7 @@
 use crate::autodiff::params::{Param, ParamStore};
 use crate::autodiff::profile::{self, Pass};
 use crate::autodiff::tape::Gradients;
-use crate::error::{Error, Result};
+use crate::error::{Error, Number, Result};
 use crate::kernels::parallel::par_blocks;
 use crate::tensor::{Element, Tensor, first_failing};
 use crate::train::checkpoint::{Resumable, StateReader, StateWriter};
@@ -198,7 +198,7 @@ fn check_setting<F: Element>(
     };
     Err(Error::invalid(
         optimizer,
-        format!("{setting} must be {domain}, got {v}"),
+        format!("{setting} must be {domain}, got {}", Number(v)),
     ))
 }
 

@@ -1,6 +1,6 @@
 //! Learning-rate schedules: the learning rate as a function of the step.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Number, Result};
 
 /// A learning-rate schedule; [`Schedule::lr`] gives the rate for a step.
 ///
@@ -60,7 +60,7 @@ impl Schedule {
             } else {
                 Err(Error::invalid(
                     "Schedule",
-                    format!("{what} must be finite and >= 0, got {x}"),
+                    format!("{what} must be finite and >= 0, got {}", Number(x)),
                 ))
             }
         };
