@@ -381,6 +381,11 @@ impl<F: Element> Tensor<F> {
     }
 
     /// A tensor with every element equal to `x`.
+    ///
+    /// # Panics
+    /// If the element count of `shape` overflows `usize` (as [`numel`];
+    /// [`Tensor::from_vec`] returns [`Error::TooLarge`] instead). The same
+    /// holds for [`Tensor::zeros`], [`Tensor::ones`] and [`Tensor::from_fn`].
     pub fn full(shape: &[usize], x: F) -> Self {
         // vectorized, and on two threads when large
         // SAFETY: the closure writes every element of each chunk.
@@ -397,17 +402,18 @@ impl<F: Element> Tensor<F> {
         }
     }
 
-    /// Zeros.
+    /// Zeros. Panics as [`Tensor::full`] does.
     pub fn zeros(shape: &[usize]) -> Self {
         Self::full(shape, F::zero())
     }
 
-    /// Ones.
+    /// Ones. Panics as [`Tensor::full`] does.
     pub fn ones(shape: &[usize]) -> Self {
         Self::full(shape, F::one())
     }
 
-    /// A tensor whose element `i` (row-major) is `f(i)`.
+    /// A tensor whose element `i` (row-major) is `f(i)`. Panics as
+    /// [`Tensor::full`] does.
     pub fn from_fn(shape: &[usize], f: impl FnMut(usize) -> F) -> Self {
         let n = numel(shape);
         Tensor {
