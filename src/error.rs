@@ -539,12 +539,17 @@ impl Error {
 /// (zero, non-finite, or a magnitude from 1e-4 up to 1e15), else in
 /// scientific notation, where `Display` would print `1e-300` with three
 /// hundred digits.
-pub(crate) struct Number(pub(crate) f64);
+/// An `f32` shows its own shortest digits (`0.4`, not the `f64` of it).
+pub(crate) struct Number<T>(pub(crate) T);
 
-impl std::fmt::Display for Number {
+impl<T> std::fmt::Display for Number<T>
+where
+    T: num_traits::Float + std::fmt::Display + std::fmt::LowerExp,
+{
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let v = self.0;
-        if v == 0.0 || !v.is_finite() || (1e-4..1e15).contains(&v.abs()) {
+        let size = v.abs().to_f64().unwrap_or(f64::NAN);
+        if v.is_zero() || !v.is_finite() || (1e-4..1e15).contains(&size) {
             write!(f, "{v}")
         } else {
             write!(f, "{v:e}")
@@ -571,6 +576,8 @@ mod tests {
     #[test]
     fn numbers_in_messages_stay_short() {
         let shown = |v: f64| Number(v).to_string();
+        assert_eq!(Number(0.4f32).to_string(), "0.4");
+        assert_eq!(Number(-3e-30f32).to_string(), "-3e-30");
         assert_eq!(shown(0.5), "0.5");
         assert_eq!(shown(-1234.25), "-1234.25");
         assert_eq!(shown(1e-4), "0.0001");

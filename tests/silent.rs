@@ -338,3 +338,33 @@ fn stepping_another_stores_gradients_names_the_mix_up() -> Result<()> {
     );
     Ok(())
 }
+
+/// A covariance that is not symmetric used to be read by its lower triangle
+/// alone: `[[2, 0.1], [0.9, 2]]` gave the density of `[[2, 0.9], [0.9, 2]]`.
+#[test]
+fn a_covariance_that_is_not_symmetric_is_refused() -> Result<()> {
+    fn check<F: bayesgrad::Element>(nudge: f64) -> Result<()> {
+        let tape = Tape::<F>::new();
+        let loc = tape.var(Tensor::zeros(&[3]));
+        let cov = |c: [f64; 9]| tape.var(Tensor::from_fn(&[3, 3], |i| F::lit(c[i])));
+        let symmetric = [2.0, 0.9, 0.2, 0.9, 2.0, -0.3, 0.2, -0.3, 1.5];
+        MultivariateNormal::from_covariance(loc, cov(symmetric))?;
+        let mut off = symmetric;
+        off[5] = 0.4; // (1, 2) against (2, 1) = -0.3
+        let err = MultivariateNormal::from_covariance(loc, cov(off))
+            .err()
+            .expect("refused");
+        assert!(
+            err.to_string()
+                .contains("entry (1, 2) is 0.4 and (2, 1) is -0.3"),
+            "{err}"
+        );
+        // an asymmetry at the scale of rounding (or of a finite-difference step) is not refused
+        let mut near = symmetric;
+        near[1] += nudge;
+        MultivariateNormal::from_covariance(loc, cov(near))?;
+        Ok(())
+    }
+    check::<f64>(1e-6)?;
+    check::<f32>(1e-4)
+}

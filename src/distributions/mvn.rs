@@ -2,7 +2,7 @@
 
 use super::{Distribution, HALF_LN_2PI, check_finite, check_values, sample_shape};
 use crate::autodiff::tape::{Tape, Var};
-use crate::error::{Error, Result};
+use crate::error::{Error, Number, Result};
 use crate::tensor::{Element, Tensor};
 use rand::Rng;
 
@@ -94,8 +94,26 @@ impl<'t, F: Element> MultivariateNormal<'t, F> {
         Ok(MultivariateNormal { loc, scale_tril })
     }
 
-    /// From a mean and a symmetric positive-definite covariance (its lower
-    /// triangle is read), factored by the differentiable [`Var::cholesky`].
+    /// From a mean and a symmetric positive-definite covariance, factored
+    /// by the differentiable [`Var::cholesky`] (which reads the lower
+    /// triangle, so the gradient goes to it).
+    ///
+    /// # Errors
+    /// Non-finite entries; a covariance that is not symmetric (an entry
+    /// further from its mirror image than `1e-5` of their scale in `f64`,
+    /// `3.5e-4` in `f32`: the entries above the diagonal would be ignored);
+    /// one that is not positive definite; those of
+    /// [`MultivariateNormal::from_scale_tril`].
+    ///
+    /// ```
+    /// use bayesgrad::prelude::*;
+    /// let tape = Tape::<f64>::new();
+    /// let cov = |c: [f64; 4]| tape.var(Tensor::from_vec(c.to_vec(), &[2, 2]).unwrap());
+    /// let loc = tape.var(Tensor::zeros(&[2]));
+    /// assert!(MultivariateNormal::from_covariance(loc, cov([2.0, 0.9, 0.9, 2.0])).is_ok());
+    /// assert!(MultivariateNormal::from_covariance(loc, cov([2.0, 0.1, 0.9, 2.0])).is_err());
+    /// # Ok::<(), bayesgrad::Error>(())
+    /// ```
     pub fn from_covariance(loc: Var<'t, F>, covariance: Var<'t, F>) -> Result<Self> {
         check_values(
             "MultivariateNormal",
@@ -104,6 +122,35 @@ impl<'t, F: Element> MultivariateNormal<'t, F> {
             "must be finite",
             |v| v.is_finite(),
         )?;
+        if let [d, e] = covariance.shape()[..]
+            && d == e
+        {
+            let c = covariance.value();
+            let at = |i: usize, j: usize| c.data()[i * d + j];
+            // loose enough for rounding and for a finite-difference step
+            // of 1e-6 on one entry of a unit-scale matrix
+            let tolerance = F::epsilon().sqrt().max(F::lit(1e-5));
+            for i in 0..d {
+                for j in i + 1..d {
+                    let (upper, lower) = (at(i, j), at(j, i));
+                    let scale = upper
+                        .abs()
+                        .max(lower.abs())
+                        .max((at(i, i) * at(j, j)).abs().sqrt());
+                    if (upper - lower).abs() > tolerance * scale {
+                        return Err(Error::invalid(
+                            "MultivariateNormal::from_covariance",
+                            format!(
+                                "the covariance is not symmetric: entry ({i}, {j}) is {} and ({j}, {i}) is {} \
+                                 (only the lower triangle would be read)",
+                                Number(upper),
+                                Number(lower),
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
         Self::from_scale_tril(loc, covariance.cholesky()?)
     }
 
