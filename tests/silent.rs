@@ -368,3 +368,78 @@ fn a_covariance_that_is_not_symmetric_is_refused() -> Result<()> {
     check::<f64>(1e-6)?;
     check::<f32>(1e-4)
 }
+
+/// A bijector over a base with events (an `Independent`, a
+/// `MultivariateNormal`) used to subtract each element's log-Jacobian from
+/// the event's log-density: the result had the value's shape, each entry
+/// the whole event's density, and summing it counted the density once per
+/// element.
+#[test]
+fn a_transformed_distribution_sums_the_log_jacobian_over_each_event() -> Result<()> {
+    use bayesgrad::distributions::{Affine, Exp, TransformedDistribution};
+    let tape = Tape::<f64>::new();
+    let (loc, scale) = (
+        tape.var(Tensor::from_fn(&[2, 3], |i| 0.1 * i as f64 - 0.2)),
+        tape.var(Tensor::from_fn(&[2, 3], |i| 0.5 + 0.2 * i as f64)),
+    );
+    let base = || Independent::new(Box::new(Normal::new(loc, scale).unwrap()), 1).unwrap();
+    let stretch = tape.var(Tensor::vector(&[2.0, -0.5, 3.0])); // one per event element
+    let shift = tape.scalar(0.7);
+    let d = TransformedDistribution::new(Box::new(base()), Box::new(Affine::new(shift, stretch)?));
+    let y = tape.var(Tensor::from_fn(&[4, 2, 3], |i| {
+        (i as f64 * 0.37).sin() * 2.0
+    }));
+    let lp = d.log_prob(y)?;
+    assert_eq!(lp.shape(), [4, 2], "one log-density per event");
+    // by hand: the base at x = (y - shift) / stretch, less Σ ln |stretch| over the event
+    let x = (y - shift) / stretch;
+    let expected = base().log_prob(x)? - stretch.abs().ln().sum();
+    for (a, b) in lp.value().data().iter().zip(expected.value().data()) {
+        assert!((a - b).abs() <= 1e-12 * b.abs(), "{a} vs {b}");
+    }
+    // a multivariate normal through y = 2x is the one with twice the mean and scale
+    let l = Tensor::from_rows(&[[1.0, 0.0], [0.5, 1.5]])?;
+    let m = tape.var(Tensor::vector(&[0.3, -0.1]));
+    let mvn = |s: f64| MultivariateNormal::from_scale_tril(m * s, tape.constant(l.map(|v| v * s)));
+    let doubled = TransformedDistribution::new(
+        Box::new(mvn(1.0)?),
+        Box::new(Affine::new(tape.scalar(0.0), tape.scalar(2.0))?),
+    );
+    let y = tape.var(Tensor::vector(&[0.9, -1.4]));
+    let (got, want) = (doubled.log_prob(y)?.item()?, mvn(2.0)?.log_prob(y)?.item()?);
+    assert!((got - want).abs() <= 1e-12 * want.abs(), "{got} vs {want}");
+    // through Exp, an event with one element outside the image is -inf, the other finite
+    let positive = TransformedDistribution::new(Box::new(base()), Box::new(Exp));
+    let y = tape.var(Tensor::from_rows(&[[0.5, 1.0, 2.0], [0.5, -1.0, 2.0]])?);
+    let lp = positive.log_prob(y)?.value();
+    assert_eq!(lp.shape(), [2]);
+    assert!(
+        lp.data()[0].is_finite() && lp.data()[1] == f64::NEG_INFINITY,
+        "{:?}",
+        lp.data()
+    );
+    Ok(())
+}
+
+#[test]
+fn gradcheck_a_transformed_distribution_over_events() {
+    use bayesgrad::distributions::{Affine, TransformedDistribution};
+    let report = gradcheck(
+        |tape, v| {
+            let base = Independent::new(Box::new(Normal::new(v[0], v[1])?), 1)?;
+            let d = TransformedDistribution::new(
+                Box::new(base),
+                Box::new(Affine::new(tape.scalar(0.2), v[2])?),
+            );
+            Ok(d.log_prob(v[3])?.sum())
+        },
+        &[
+            Tensor::vector(&[0.1, -0.3, 0.4]),
+            Tensor::vector(&[0.8, 1.3, 0.6]),
+            Tensor::vector(&[1.5, -2.0, 0.7]),
+            Tensor::from_fn(&[2, 3], |i| 0.3 * i as f64 - 0.6),
+        ],
+        &GradCheck::default(),
+    );
+    assert!(report.is_ok(), "{report:?}");
+}

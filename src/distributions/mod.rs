@@ -335,6 +335,22 @@ pub(crate) fn on_support<'t, F: Element>(
     safe: F,
     lp: impl FnOnce(Var<'t, F>) -> Result<Var<'t, F>>,
 ) -> Result<Var<'t, F>> {
+    let tape = x.tape();
+    on_support_of_events(distribution, x, 0, inside, || Ok(tape.scalar(safe)), lp)
+}
+
+/// [`on_support`] for values whose last `event_rank` axes make one event,
+/// of which `lp` gives one log-density (an event with an element outside
+/// is `-inf`), with the points inside from `safe` (called only if a value
+/// is outside; its result broadcasts against `x`).
+pub(crate) fn on_support_of_events<'t, F: Element>(
+    distribution: &'static str,
+    x: Var<'t, F>,
+    event_rank: usize,
+    inside: impl Fn(usize, F) -> bool,
+    safe: impl FnOnce() -> Result<Var<'t, F>>,
+    lp: impl FnOnce(Var<'t, F>) -> Result<Var<'t, F>>,
+) -> Result<Var<'t, F>> {
     check_values(distribution, "value", &x, "must not be NaN", |v| {
         !v.is_nan()
     })?;
@@ -349,15 +365,24 @@ pub(crate) fn on_support<'t, F: Element>(
         return lp(x);
     }
     let tape = x.tape();
-    let keep = Tensor::from_vec(
-        ind.iter()
-            .map(|&b| if b { F::one() } else { F::zero() })
-            .collect(),
-        xv.shape(),
-    )?;
+    let mask = |ind: &[bool], shape: &[usize]| {
+        Tensor::from_vec(
+            ind.iter()
+                .map(|&b| if b { F::one() } else { F::zero() })
+                .collect(),
+            shape,
+        )
+    };
+    let split = xv.shape().len().saturating_sub(event_rank);
+    let (batch, event) = xv.shape().split_at(split);
+    let per_event = event.iter().product::<usize>().max(1);
+    let events: Vec<bool> = ind
+        .chunks(per_event)
+        .map(|e| e.iter().all(|&b| b))
+        .collect();
     // chosen, not blended: x * 0 would be NaN at x = ±inf
-    let x_safe = x.choose(keep.clone(), tape.scalar(safe))?;
-    lp(x_safe)?.choose(keep, tape.scalar(F::neg_infinity()))
+    let x_safe = x.choose(mask(&ind, xv.shape())?, safe()?)?;
+    lp(x_safe)?.choose(mask(&events, batch)?, tape.scalar(F::neg_infinity()))
 }
 
 /// `n` (or none) leading sample axes followed by `shape`.

@@ -2,7 +2,7 @@
 //! logit-normal distributions built from them.
 
 use super::{
-    Distribution, Normal, above_zero, into_open_unit, kl::kl_divergence, on_support,
+    Distribution, Normal, above_zero, into_open_unit, kl::kl_divergence, on_support_of_events,
     open_unit_bounds,
 };
 use crate::autodiff::tape::{Tape, Var};
@@ -226,7 +226,11 @@ impl<'t, F: Element> Bijector<'t, F> for Chain<'t, F> {
 ///
 /// # Density
 /// `ln p(y) = ln p_base(f⁻¹(y)) - ln |f'(f⁻¹(y))|` for `y` in the image of
-/// `f`; `-inf` (gradient 0) outside it.
+/// `f`; `-inf` (gradient 0) outside it. Over a base with events (an
+/// [`Independent`](crate::Independent), a multivariate normal), `f` acts on
+/// each element and the `ln |f'|` of an event's elements are summed: one
+/// log-density per event, as the base gives, and `-inf` for an event with
+/// an element outside the image.
 ///
 /// `rsample` is `f` of the base's `rsample`, so it is differentiable in the
 /// base's and the bijector's parameters. Entropy and moments have no
@@ -294,18 +298,31 @@ impl<'t, F: Element> Distribution<'t, F> for TransformedDistribution<'t, F> {
             });
         }
         let b = self.bijector.as_ref();
-        // a point inside the image, for the values outside it
-        let safe = b.forward(self.tape().scalar(F::zero()))?.item()?;
-        on_support(
+        // the bijector acts elementwise; the base's log-density is one per
+        // event, so its elements' log-Jacobians are summed over each event
+        let event_rank = self.base.event_shape().len();
+        let shape = y.shape();
+        on_support_of_events(
             "TransformedDistribution",
             y,
+            event_rank,
             |_, v| b.in_image(v),
-            safe,
+            // a point inside each element's image (its map's parameters may
+            // differ from element to element), for the values outside it
+            || {
+                Ok(b.forward(self.tape().constant(Tensor::zeros(&shape)))?
+                    .detach())
+            },
             |y| {
                 let x = b.inverse(y)?;
-                self.base
-                    .log_prob(x)?
-                    .try_sub(b.forward_log_det_jacobian(x)?)
+                let mut log_det = b.forward_log_det_jacobian(x)?;
+                if log_det.shape() != x.shape() {
+                    log_det = log_det.broadcast_to(&x.shape())?;
+                }
+                for _ in 0..event_rank {
+                    log_det = log_det.sum_axis(log_det.shape().len() - 1, false)?;
+                }
+                self.base.log_prob(x)?.try_sub(log_det)
             },
         )
     }
