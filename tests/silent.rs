@@ -443,3 +443,27 @@ fn gradcheck_a_transformed_distribution_over_events() {
     );
     assert!(report.is_ok(), "{report:?}");
 }
+
+/// An elementwise bijector over a simplex-valued base has no density to
+/// carry (k entries, k - 1 degrees of freedom): an error, not a number.
+#[test]
+fn a_transformed_distribution_over_the_simplex_is_refused() -> Result<()> {
+    use bayesgrad::distributions::{Exp, TransformedDistribution};
+    let tape = Tape::<f64>::new();
+    let conc = tape.var(Tensor::vector(&[1.5, 2.0, 0.7]));
+    let y = tape.var(Tensor::vector(&[1.2, 1.3, 1.4]));
+    let bases: Vec<Box<dyn Distribution<'_, f64> + '_>> = vec![
+        Box::new(Dirichlet::new(conc)?),
+        Box::new(Independent::new(
+            Box::new(Dirichlet::new(conc.unsqueeze(0)?)?),
+            1,
+        )?),
+        Box::new(RelaxedOneHotCategorical::new(tape.scalar(0.5), conc)?),
+    ];
+    for base in bases {
+        let d = TransformedDistribution::new(base, Box::new(Exp));
+        let err = d.log_prob(y).expect_err("refused");
+        assert!(err.to_string().contains("simplex"), "{err}");
+    }
+    Ok(())
+}

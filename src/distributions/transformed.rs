@@ -230,7 +230,10 @@ impl<'t, F: Element> Bijector<'t, F> for Chain<'t, F> {
 /// [`Independent`](crate::Independent), a multivariate normal), `f` acts on
 /// each element and the `ln |f'|` of an event's elements are summed: one
 /// log-density per event, as the base gives, and `-inf` for an event with
-/// an element outside the image.
+/// an element outside the image. A base on the simplex (a Dirichlet, a
+/// relaxed one-hot categorical) is an error in `log_prob`: its `k`
+/// entries have `k - 1` degrees of freedom, and the elementwise Jacobian
+/// does not carry its density.
 ///
 /// `rsample` is `f` of the base's `rsample`, so it is differentiable in the
 /// base's and the bijector's parameters. Entropy and moments have no
@@ -277,6 +280,18 @@ impl<'t, F: Element> TransformedDistribution<'t, F> {
     }
 }
 
+/// Whether `d`'s events lie on the simplex (directly or through
+/// [`Independent`](crate::Independent)).
+fn on_the_simplex<'t, F: Element>(d: &(dyn Distribution<'t, F> + 't)) -> bool {
+    use super::{Dirichlet, Independent, RelaxedOneHotCategorical};
+    if let Some(inner) = d.downcast_ref::<Independent<'t, F>>() {
+        return on_the_simplex(inner.base());
+    }
+    d.downcast_ref::<Dirichlet<'t, F>>().is_some()
+        || d.downcast_ref::<RelaxedOneHotCategorical<'t, F>>()
+            .is_some()
+}
+
 impl<'t, F: Element> Distribution<'t, F> for TransformedDistribution<'t, F> {
     fn name(&self) -> &'static str {
         "TransformedDistribution"
@@ -295,6 +310,14 @@ impl<'t, F: Element> Distribution<'t, F> for TransformedDistribution<'t, F> {
         if !std::ptr::eq(y.tape(), self.tape()) {
             return Err(Error::ForeignTape {
                 op: "TransformedDistribution::log_prob",
+            });
+        }
+        if on_the_simplex(self.base.as_ref()) {
+            return Err(Error::Unsupported {
+                distribution: "TransformedDistribution",
+                what: "a base on the simplex (Dirichlet, RelaxedOneHotCategorical): its k \
+                       entries have k - 1 degrees of freedom, so an elementwise bijector's \
+                       Jacobian does not carry its density",
             });
         }
         let b = self.bijector.as_ref();
