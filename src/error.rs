@@ -539,6 +539,7 @@ impl Error {
 /// (zero, non-finite, or a magnitude from 1e-4 up to 1e15), else in
 /// scientific notation, where `Display` would print `1e-300` with three
 /// hundred digits.
+///
 /// An `f32` shows its own shortest digits (`0.4`, not the `f64` of it).
 pub(crate) struct Number<T>(pub(crate) T);
 
