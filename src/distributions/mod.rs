@@ -373,16 +373,24 @@ pub(crate) fn on_support_of_events<'t, F: Element>(
             shape,
         )
     };
-    let split = xv.shape().len().saturating_sub(event_rank);
-    let (batch, event) = xv.shape().split_at(split);
-    let per_event = event.iter().product::<usize>().max(1);
-    let events: Vec<bool> = ind
-        .chunks(per_event)
-        .map(|e| e.iter().all(|&b| b))
-        .collect();
+    let keep = mask(&ind, xv.shape())?;
+    // an event is kept when all its elements are (each element its own
+    // event at rank 0, where the element mask serves)
+    let keep_events = if event_rank == 0 {
+        keep.clone()
+    } else {
+        let split = xv.shape().len().saturating_sub(event_rank);
+        let (batch, event) = xv.shape().split_at(split);
+        let per_event = event.iter().product::<usize>().max(1);
+        let events: Vec<bool> = ind
+            .chunks(per_event)
+            .map(|e| e.iter().all(|&b| b))
+            .collect();
+        mask(&events, batch)?
+    };
     // chosen, not blended: x * 0 would be NaN at x = ±inf
-    let x_safe = x.choose(mask(&ind, xv.shape())?, safe()?)?;
-    lp(x_safe)?.choose(mask(&events, batch)?, tape.scalar(F::neg_infinity()))
+    let x_safe = x.choose(keep, safe()?)?;
+    lp(x_safe)?.choose(keep_events, tape.scalar(F::neg_infinity()))
 }
 
 /// `n` (or none) leading sample axes followed by `shape`.
