@@ -467,3 +467,98 @@ fn a_transformed_distribution_over_the_simplex_is_refused() -> Result<()> {
     }
     Ok(())
 }
+
+/// A Monte Carlo KL averages its draws and nothing else. Against a prior
+/// with a wider batch it gives one divergence per batch element (three
+/// draws of a scalar posterior used to be read as the prior's batch of
+/// three and averaged into one number), and a prior over a whole kernel
+/// (an `Independent`) is compared with the posterior's whole kernel (each
+/// weight's log-density used to be set against the kernel's, summing the
+/// prior's once per weight).
+#[test]
+fn a_sampled_kl_keeps_the_batch_and_compares_whole_events() -> Result<()> {
+    let tape = Tape::<f64>::new();
+    let mut rng = StdRng::seed_from_u64(3);
+    let q = Normal::new(tape.scalar(0.0), tape.scalar(1.0))?;
+    let p = Normal::new(
+        tape.constant(Tensor::vector(&[0.0, 3.0, -3.0])),
+        tape.scalar(1.0),
+    )?;
+    for samples in [3, 4000] {
+        let kl = kl_monte_carlo(&q, &p, samples, &mut rng)?;
+        assert_eq!(kl.shape(), vec![3], "{samples} draws");
+        // ln q(z) - ln p(z) = m²/2 - m z: at the same draws the two shifted
+        // priors' estimates are 4.5 ∓ 3 z̄, and the unshifted one's is 0
+        let v = kl.value();
+        assert_eq!(v.data()[0], 0.0);
+        assert!((v.data()[1] + v.data()[2] - 9.0).abs() < 1e-9, "{v:?}");
+    }
+
+    // a posterior per weight against a prior over the whole kernel, and
+    // the other way round: one divergence, the log-densities' sums
+    let q = Normal::new(
+        tape.var(Tensor::from_fn(&[2, 3], |i| 0.1 * i as f64)),
+        tape.constant(Tensor::full(&[2, 3], 0.7)),
+    )?;
+    let p = Normal::new(
+        tape.constant(Tensor::full(&[2, 3], 0.5)),
+        tape.constant(Tensor::full(&[2, 3], 1.3)),
+    )?;
+    let z = q.rsample(&mut rng)?;
+    let by_hand = (q.log_prob(z)? - p.log_prob(z)?).sum().item()?;
+    let joint = |d| Independent::new(Box::new(d), 2);
+    for kl in [
+        kl_from_sample(&q, &joint(p)?, z)?,
+        kl_from_sample(&joint(q)?, &p, z)?,
+    ] {
+        assert_eq!(kl.shape(), Vec::<usize>::new());
+        assert!(
+            (kl.item()? - by_hand).abs() < 1e-12 * by_hand.abs(),
+            "{kl:?}"
+        );
+    }
+    // events that neither spans are refused
+    let rows = Independent::new(Box::new(q), 1)?; // events [3]
+    let cols = Independent::new(
+        Box::new(Normal::standard(&tape, &[3, 2])),
+        1, // events [2]
+    )?;
+    let err = kl_from_sample(&rows, &cols, z).unwrap_err();
+    assert!(err.to_string().contains("events of shape [3]"), "{err}");
+    Ok(())
+}
+
+/// A layer under a custom prior over its whole kernel (TFP's habit:
+/// `Independent(Normal(0, 1), reinterpreted_batch_ndims=2)`) registers the
+/// same divergence as under the per-weight prior, at the same draws.
+#[test]
+fn a_layer_under_a_prior_over_its_whole_kernel_gets_the_right_divergence() -> Result<()> {
+    let run = |joint: bool| -> Result<f64> {
+        let prior = Prior::custom(move |tape, _, shape| {
+            let p = Normal::standard(tape, shape);
+            Ok(if joint {
+                Box::new(Independent::new(Box::new(p), shape.len())?)
+            } else {
+                Box::new(p)
+            })
+        });
+        let config = VariationalConfig {
+            prior,
+            divergence: KlMethod::SampleEstimate,
+            ..Default::default()
+        };
+        let mut store = ParamStore::new();
+        let mut rng = StdRng::seed_from_u64(5);
+        let layer = DenseReparameterization::with_config(&mut store, "d", 4, 3, config, &mut rng)?;
+        let tape = Tape::new();
+        let mut cx = Forward::new(&tape, &store, &mut rng);
+        layer.forward(&mut cx, tape.constant(Tensor::ones(&[2, 4])))?;
+        cx.divergences().total().item()
+    };
+    let (per_weight, whole) = (run(false)?, run(true)?);
+    assert!(
+        (whole - per_weight).abs() < 1e-12 * per_weight.abs(),
+        "{whole} against {per_weight}"
+    );
+    Ok(())
+}

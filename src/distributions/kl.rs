@@ -295,16 +295,89 @@ pub fn kl_divergence<'t, F: Element>(
 
 /// The single-sample estimate `ln q(z) - ln p(z)` at a given draw `z ~ q`
 /// (for example the posterior weight sample a layer used in its forward
-/// pass). If `z` has leading sample axes, they are averaged.
+/// pass). If `z` has leading sample axes (those before `q`'s batch and
+/// event axes), they are averaged.
+///
+/// The result has the batch shape of `q` and `p` broadcast together: a
+/// scalar `q` against a `p` with batch `[3]` gives three divergences, as
+/// [`kl_divergence`] does. `q` and `p` must have the same event shape, or
+/// one's events must span the other's trailing batch axes (a prior
+/// `Independent` over a whole kernel against a posterior with one
+/// distribution per weight): that one's log-densities are then summed over
+/// those axes, as an [`Independent`] over them would give.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let tape = Tape::<f64>::new();
+/// let mut rng = StdRng::seed_from_u64(0);
+/// // one posterior per weight, a prior over the whole [2, 3] kernel
+/// let q = Normal::new(tape.var(Tensor::zeros(&[2, 3])), tape.var(Tensor::ones(&[2, 3])))?;
+/// let p = Independent::new(Box::new(Normal::standard(&tape, &[2, 3])), 2)?;
+/// let z = q.rsample(&mut rng)?;
+/// let kl = kl_from_sample(&q, &p, z)?;
+/// assert_eq!(kl.shape(), Vec::<usize>::new()); // one divergence for the kernel
+/// assert!(kl.item()?.abs() < 1e-12);            // q and p are the same
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+///
+/// # Errors
+/// Event shapes that differ other than as above; shapes that do not
+/// broadcast.
 pub fn kl_from_sample<'t, F: Element>(
     q: &dyn Distribution<'t, F>,
     p: &dyn Distribution<'t, F>,
     z: Var<'t, F>,
 ) -> Result<Var<'t, F>> {
-    let d = q.log_prob(z)?.try_sub(p.log_prob(z)?)?;
-    let batch_rank = q.batch_shape().len();
-    let mut d = d;
-    while d.shape().len() > batch_rank {
+    let (qb, qe, pb, pe) = (
+        q.batch_shape(),
+        q.event_shape(),
+        p.batch_shape(),
+        p.event_shape(),
+    );
+    // how many trailing batch axes of q (or of p) the other's events span
+    let spans = |b: &[usize], e: &[usize], wide: &[usize]| {
+        let k = wide.len().checked_sub(e.len())?;
+        (wide.ends_with(e) && b.ends_with(&wide[..k])).then_some(k)
+    };
+    let (sum_q, sum_p) = if qe == pe {
+        (0, 0)
+    } else if let Some(k) = spans(&qb, &qe, &pe) {
+        (k, 0)
+    } else if let Some(k) = spans(&pb, &pe, &qe) {
+        (0, k)
+    } else {
+        return Err(Error::invalid(
+            "kl_from_sample",
+            format!(
+                "q ({}) has events of shape {qe:?} and p ({}) {pe:?}: the log-densities of \
+                 different events cannot be compared (give both the same event shape)",
+                q.describe(),
+                p.describe()
+            ),
+        ));
+    };
+    // the axes before q's batch and event axes are sample axes; with p's
+    // batch and event axes more than q's, singleton axes after them align
+    // z with p's batch (a draw of a scalar q against a p with batch [3])
+    let (q_rank, p_rank) = (qb.len() + qe.len(), pb.len() + pe.len());
+    let samples = z.shape().len().saturating_sub(q_rank);
+    let z = if samples > 0 && p_rank > q_rank {
+        let mut shape = z.shape();
+        shape.splice(samples..samples, std::iter::repeat_n(1, p_rank - q_rank));
+        z.reshape(&shape)?
+    } else {
+        z
+    };
+    let summed = |mut l: Var<'t, F>, k: usize| -> Result<Var<'t, F>> {
+        for _ in 0..k {
+            l = l.sum_axis(l.shape().len() - 1, false)?;
+        }
+        Ok(l)
+    };
+    let lq = summed(q.log_prob(z)?, sum_q)?;
+    let lp = summed(p.log_prob(z)?, sum_p)?;
+    let mut d = lq.try_sub(lp)?;
+    for _ in 0..samples {
         d = d.mean_axis(0, false)?;
     }
     Ok(d)
