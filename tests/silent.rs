@@ -562,3 +562,31 @@ fn a_layer_under_a_prior_over_its_whole_kernel_gets_the_right_divergence() -> Re
     );
     Ok(())
 }
+
+/// A NaN predictive sample or target is refused by the regression
+/// metrics: it used to be counted as outside its interval (a lower
+/// coverage) or as a draw above the target (a PIT of 0), silently.
+#[test]
+fn regression_metrics_refuse_nan() {
+    use bayesgrad::layers::metrics::{interval_coverage, pit_histogram};
+    let samples = |bad: f64| -> Vec<Tensor<f64>> {
+        (1..=5)
+            .map(|s| Tensor::vector(&[s as f64, if s == 3 { bad } else { s as f64 }]))
+            .collect()
+    };
+    let targets = [3.0, 3.0];
+    // with the third draw at 3, both targets sit in the middle
+    assert_eq!(interval_coverage(&samples(3.0), &targets, 0.5), Ok(1.0));
+    assert_eq!(
+        pit_histogram(&samples(3.0), &targets, 2),
+        Ok(vec![0.0, 1.0])
+    );
+    let e = |r: Result<f64>| r.unwrap_err().to_string();
+    let h = |r: Result<Vec<f64>>| r.unwrap_err().to_string();
+    let at = "sample 2 is NaN at element 1";
+    assert!(e(interval_coverage(&samples(f64::NAN), &targets, 0.5)).contains(at));
+    assert!(h(pit_histogram(&samples(f64::NAN), &targets, 2)).contains(at));
+    let nan_target = [3.0, f64::NAN];
+    assert!(e(interval_coverage(&samples(3.0), &nan_target, 0.5)).contains("target 1 is NaN"));
+    assert!(h(pit_histogram(&samples(3.0), &nan_target, 2)).contains("target 1 is NaN"));
+}

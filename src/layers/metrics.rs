@@ -207,6 +207,19 @@ fn checked_samples<F: Element>(
     if targets.is_empty() {
         return Err(Error::invalid(op, "needs at least one target"));
     }
+    // a NaN is inside no interval and below no target: it would be counted
+    // as a miss or a draw above, silently
+    if let Some(i) = targets.iter().position(|v| v.is_nan()) {
+        return Err(Error::invalid(op, format!("target {i} is NaN")));
+    }
+    for (s, t) in samples.iter().enumerate() {
+        if let Some(i) = t.data().iter().position(|v| v.is_nan()) {
+            return Err(Error::invalid(
+                op,
+                format!("sample {s} is NaN at element {i}"),
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -217,7 +230,7 @@ fn checked_samples<F: Element>(
 ///
 /// # Errors
 /// `level` outside (0, 1); no samples; samples whose length differs from
-/// the targets'.
+/// the targets'; a NaN target or sample value.
 pub fn interval_coverage<F: Element>(
     samples: &[Tensor<F>],
     targets: &[f64],
