@@ -962,12 +962,66 @@ fn bijectors_invert_and_their_log_det_is_the_log_derivative() {
     }
 }
 
+/// A chain's image is met part by part, element by element; a part that
+/// broadcasts the values (parameters of a larger shape) asks for values
+/// of the full shape, since its copies of one value could lie on both
+/// sides.
+#[test]
+fn a_chain_checks_every_parts_image() -> Result<()> {
+    let tape = Tape::<f64>::new();
+    let base = || Box::new(Normal::standard(&tape, &[]));
+    let exp_sigmoid = Chain::new(vec![Box::new(Exp), Box::new(Sigmoid)])?;
+    let d = TransformedDistribution::new(base(), Box::new(exp_sigmoid));
+    let lp = d.log_prob(tape.constant(v(&[0.5, 2.0, 3.0])))?.value();
+    // inside: the Normal at logit(ln y), less ln |d exp(sigmoid(x)) / dx|
+    let (l, x) = (2f64.ln(), (2f64.ln() / (1.0 - 2f64.ln())).ln());
+    let expected =
+        -0.5 * x * x - 0.5 * (2.0 * std::f64::consts::PI).ln() - 2f64.ln() - (l * (1.0 - l)).ln();
+    assert_eq!(lp.data()[0], f64::NEG_INFINITY);
+    assert!(
+        (lp.data()[1] - expected).abs() < 1e-12,
+        "{lp:?} against {expected}"
+    );
+    assert_eq!(lp.data()[2], f64::NEG_INFINITY);
+
+    let shifts = Affine::new(tape.constant(v(&[0.0, 10.0])), tape.scalar(1.0))?;
+    let d = TransformedDistribution::new(
+        base(),
+        Box::new(Chain::new(vec![Box::new(shifts), Box::new(Exp)])?),
+    );
+    let err = d.log_prob(tape.scalar(5.0)).map(drop).unwrap_err();
+    assert!(
+        err.to_string().contains("pass values of that shape"),
+        "{err}"
+    );
+    let lp = d.log_prob(tape.constant(v(&[5.0, 5.0])))?.value();
+    assert!(
+        lp.data()[0].is_finite() && lp.data()[1] == f64::NEG_INFINITY,
+        "{lp:?}"
+    );
+    Ok(())
+}
+
 /// Outside the support: -inf with a zero gradient, never NaN.
 #[test]
 fn log_prob_outside_the_support_is_minus_infinity_with_zero_gradient() {
     let tape = Tape::<f64>::new();
     let p = tape.var(s(1.5));
     let q = tape.var(s(2.5));
+    fn chained<'t>(
+        (p, q): (Var<'t, f64>, Var<'t, f64>),
+        parts: Vec<Box<dyn Bijector<'t, f64> + 't>>,
+    ) -> Box<dyn Distribution<'t, f64> + 't> {
+        Box::new(TransformedDistribution::new(
+            Box::new(Normal::new(p, q).unwrap()),
+            Box::new(Chain::new(parts).unwrap()),
+        ))
+    }
+    let exp_sigmoid = || chained((p, q), vec![Box::new(Exp), Box::new(Sigmoid)]);
+    let negative_exp = || {
+        let flip = Affine::new(tape.scalar(0.0), tape.scalar(-1.0)).unwrap();
+        chained((p, q), vec![Box::new(flip), Box::new(Exp)])
+    };
     let cases: Vec<(&str, Box<dyn Distribution<'_, f64>>, f64)> = vec![
         ("Gamma", Box::new(Gamma::new(p, q).unwrap()), -1.0),
         ("Gamma at 0", Box::new(Gamma::new(p, q).unwrap()), 0.0),
@@ -1036,6 +1090,12 @@ fn log_prob_outside_the_support_is_minus_infinity_with_zero_gradient() {
             )),
             f64::INFINITY,
         ),
+        // a chain's inner parts have images of their own: exp(sigmoid(x))
+        // lies in (1, e) and -exp(x) below 0 (only the outer part's image
+        // was checked, and the inverse's NaN reached the base's check)
+        ("exp(sigmoid) below 1", exp_sigmoid(), 0.5),
+        ("exp(sigmoid) above e", exp_sigmoid(), 5.0),
+        ("-exp above 0", negative_exp(), 1.0),
     ];
     for (name, d, x) in cases {
         let xv = tape.var(s(x));

@@ -37,6 +37,14 @@ pub trait Bijector<'t, F: Element> {
     fn in_image(&self, _y: F) -> bool {
         true
     }
+    /// Whether each element of `y` is in the image of `f`, in order: what
+    /// [`TransformedDistribution::log_prob`] reads. By default
+    /// [`in_image`](Bijector::in_image) of each element; a bijector whose
+    /// image one value cannot tell (a [`Chain`], whose inner parts' images
+    /// are met at their own inputs) says it here.
+    fn image_mask(&self, y: Var<'t, F>) -> Result<Vec<bool>> {
+        Ok(y.value().data().iter().map(|&v| self.in_image(v)).collect())
+    }
 }
 
 /// `y = e^x`; image `y > 0`. An `e^x` that underflows to 0 or below the
@@ -215,11 +223,55 @@ impl<'t, F: Element> Bijector<'t, F> for Chain<'t, F> {
         }
         total.ok_or_else(|| Error::invalid("Chain", "no bijectors"))
     }
-    /// The outermost part's image (inner parts are assumed onto their
-    /// successor's domain).
+    /// Whether `y` is in the outermost part's image: necessary, not
+    /// sufficient (`exp(sigmoid(x))` lies in (1, e), not in all of `exp`'s
+    /// image); [`image_mask`](Bijector::image_mask) checks every part.
     fn in_image(&self, y: F) -> bool {
         self.parts[0].in_image(y)
     }
+    /// Each part's image at its own input: `y` in the outermost part's,
+    /// its inverse there in the next part's, and so on.
+    fn image_mask(&self, y: Var<'t, F>) -> Result<Vec<bool>> {
+        let shape = y.shape();
+        let mut mask = image_mask(self.parts[0].as_ref(), y)?;
+        let mut at = y.detach();
+        for (outer, part) in self.parts.iter().zip(&self.parts[1..]) {
+            if !mask.contains(&true) {
+                break;
+            }
+            at = outer.inverse(at)?.detach();
+            if at.shape() != shape {
+                // an element's copies could lie in and out of the image,
+                // and its one entry of the mask could not say so
+                return Err(Error::invalid(
+                    "Chain",
+                    format!(
+                        "{} broadcast values of shape {shape:?} to {:?}, so which of them \
+                         lie in the chain's image depends on the copy: pass values of that shape",
+                        outer.name(),
+                        at.shape()
+                    ),
+                ));
+            }
+            for (m, i) in mask.iter_mut().zip(image_mask(part.as_ref(), at)?) {
+                *m &= i;
+            }
+        }
+        Ok(mask)
+    }
+}
+
+/// `b.image_mask(y)`, checked to answer for every value.
+fn image_mask<'t, F: Element>(b: &(dyn Bijector<'t, F> + 't), y: Var<'t, F>) -> Result<Vec<bool>> {
+    let mask = b.image_mask(y)?;
+    let n = y.value().len();
+    if mask.len() != n {
+        return Err(Error::invalid(
+            "Bijector::image_mask",
+            format!("{} answered for {} of {n} values", b.name(), mask.len()),
+        ));
+    }
+    Ok(mask)
 }
 
 /// A distribution pushed through a bijector: `y = f(x)`, `x ~ base`.
@@ -325,11 +377,12 @@ impl<'t, F: Element> Distribution<'t, F> for TransformedDistribution<'t, F> {
         // event, so its elements' log-Jacobians are summed over each event
         let event_rank = self.base.event_shape().len();
         let shape = y.shape();
+        let inside = image_mask(b, y)?;
         on_support_of_events(
             "TransformedDistribution",
             y,
             event_rank,
-            |_, v| b.in_image(v),
+            |i, _| inside[i],
             // a point inside each element's image (its map's parameters may
             // differ from element to element), for the values outside it
             || {
