@@ -136,3 +136,45 @@ fn hierarchical_priors_refuse_bad_settings_by_name() {
         .unwrap();
     assert!(e.to_string().contains("bias"), "{e}");
 }
+
+/// A scale shared by two layers (a global shrinkage over a network) is
+/// drawn once a pass and its divergence registered once; each layer used
+/// to draw it anew and register it again, counting `KL(q(λ, τ) ‖ p)` once
+/// per layer in the ELBO.
+#[test]
+fn a_scale_shared_by_layers_is_drawn_and_counted_once_a_pass() -> Result<()> {
+    let mut store = ParamStore::<f64>::new();
+    let scale = Arc::new(HierarchicalScale::new(
+        &mut store, "shared", 3, LOGNORMAL, GAMMA,
+    )?);
+    // two layers with the same posterior (the same seed), one scale
+    let mut layer = |name: &str| {
+        let config = VariationalConfig {
+            prior: Prior::Hierarchical(scale.clone()),
+            ..VariationalConfig::default()
+        };
+        let mut rng = StdRng::seed_from_u64(0);
+        DenseReparameterization::with_config(&mut store, name, 3, 2, config, &mut rng)
+    };
+    let (a, b) = (layer("a")?, layer("b")?);
+    let mut rng = StdRng::seed_from_u64(1);
+    let tape = Tape::new();
+    let mut cx = Forward::new(&tape, &store, &mut rng);
+    let x = tape.constant(Tensor::ones(&[4, 3]));
+    a.forward(&mut cx, x)?;
+    b.forward(&mut cx, x)?;
+    let d = cx.divergences();
+    let names: Vec<String> = d.values().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "a/kernel_divergence",
+            "a/scale_divergence",
+            "b/kernel_divergence"
+        ]
+    );
+    // the same posterior against the same drawn prior: the same divergence
+    let kernel = |n: &str| d.get(n).unwrap().item().unwrap();
+    assert_eq!(kernel("a/kernel_divergence"), kernel("b/kernel_divergence"));
+    Ok(())
+}

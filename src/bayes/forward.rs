@@ -304,6 +304,10 @@ pub struct Forward<'t, 'a, F: Element> {
     rng: &'a mut dyn Rng,
     mode: SampleMode,
     divergences: Divergences<'t, F>,
+    /// The draws of the hierarchical scales this pass has read, by their
+    /// first parameter: a scale shared by several layers is drawn, and its
+    /// divergence registered, once a pass.
+    scale_draws: Vec<(Param, Var<'t, F>, Var<'t, F>)>,
 }
 
 impl<'t, 'a, F: Element> Forward<'t, 'a, F> {
@@ -316,6 +320,7 @@ impl<'t, 'a, F: Element> Forward<'t, 'a, F> {
             rng,
             mode: SampleMode::Sample,
             divergences: Divergences::new(tape),
+            scale_draws: Vec::new(),
         }
     }
 
@@ -418,6 +423,20 @@ impl<'t, 'a, F: Element> Forward<'t, 'a, F> {
     /// ([`Divergences::add_log_ratio`]).
     pub fn add_log_ratio(&mut self, name: impl Into<String>, log_ratio: Var<'t, F>) -> Result<()> {
         self.divergences.add_log_ratio(name, log_ratio)
+    }
+
+    /// The draws of the hierarchical scale whose first parameter is `key`,
+    /// if this pass has read it.
+    pub(crate) fn scale_draw(&self, key: Param) -> Option<(Var<'t, F>, Var<'t, F>)> {
+        self.scale_draws
+            .iter()
+            .find(|(k, ..)| *k == key)
+            .map(|&(_, local, global)| (local, global))
+    }
+
+    /// Records the draws of the hierarchical scale whose first parameter is `key`.
+    pub(crate) fn keep_scale_draw(&mut self, key: Param, local: Var<'t, F>, global: Var<'t, F>) {
+        self.scale_draws.push((key, local, global));
     }
 
     /// The divergence terms registered so far.

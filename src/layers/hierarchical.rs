@@ -79,6 +79,12 @@ impl ScalePrior {
 /// `KL(q(λ) ‖ p(λ)) + KL(q(τ) ‖ p(τ))` as `<layer>/scale_divergence` (Monte
 /// Carlo where no closed form exists, e.g. a Gamma prior).
 ///
+/// One scale may serve several layers (a global shrinkage shared by a
+/// network, as horseshoe priors often have it; their kernels then need the
+/// same number of input units): a pass draws it once, for the first layer
+/// that reads it, and registers its divergence once, under that layer's
+/// name. Every layer reads the same draws.
+///
 /// ```
 /// use bayesgrad::prelude::*;
 /// use bayesgrad::layers::{HierarchicalScale, ScalePrior};
@@ -176,13 +182,13 @@ impl HierarchicalScale {
 
     /// The kernel prior `N(0, (τ λ)²)` of one pass (draws of `λ` and `τ`,
     /// or their medians in [`SampleMode::PosteriorMean`]), and the scales'
-    /// divergence.
+    /// divergence: `None` when another layer of the pass has drawn them.
     pub(crate) fn prior<'t, F: Element>(
         &self,
         cx: &mut Forward<'t, '_, F>,
         layer: &str,
         shape: &[usize],
-    ) -> Result<(Normal<'t, F>, Var<'t, F>)> {
+    ) -> Result<(Normal<'t, F>, Option<Var<'t, F>>)> {
         let rank = shape.len();
         if rank < 2 || shape[rank - 2] != self.units {
             return Err(Error::invalid(
@@ -193,6 +199,14 @@ impl HierarchicalScale {
                     self.units
                 ),
             ));
+        }
+        // λ along the input axis, broadcast over the others
+        let mut lshape = vec![1; rank];
+        lshape[rank - 2] = self.units;
+        let zero = cx.tape().constant(Tensor::zeros(&[]));
+        if let Some((lambda, tau)) = cx.scale_draw(self.local.0) {
+            let scale = lambda.reshape(&lshape)?.try_mul(tau)?;
+            return Ok((Normal::new(zero, scale)?, None));
         }
         let q_local = LogNormal::new(cx.param(self.local.0)?, cx.param(self.local.1)?)?;
         let q_global = LogNormal::new(cx.param(self.global.0)?, cx.param(self.global.1)?)?;
@@ -208,16 +222,13 @@ impl HierarchicalScale {
                 ));
             }
         };
-        // λ along the input axis, broadcast over the others
-        let mut lshape = vec![1; rank];
-        lshape[rank - 2] = self.units;
+        cx.keep_scale_draw(self.local.0, lambda, tau);
         let scale = lambda.reshape(&lshape)?.try_mul(tau)?;
-        let zero = cx.tape().constant(Tensor::zeros(&[]));
         let p = Normal::new(zero, scale)?;
         let (pl, pg) = (self.local_prior.build(cx)?, self.global_prior.build(cx)?);
         let auto = Divergence::Auto;
         let kl_local = kl_divergence_with(&q_local, pl.as_ref(), auto, cx.rng())?.sum();
         let kl_global = kl_divergence_with(&q_global, pg.as_ref(), auto, cx.rng())?.sum();
-        Ok((p, kl_local.try_add(kl_global)?))
+        Ok((p, Some(kl_local.try_add(kl_global)?)))
     }
 }

@@ -303,7 +303,11 @@ pub(crate) fn register_divergence<'t, F: Element>(
         };
         let scale_name = format!("{layer}/scale_divergence");
         cx.add_divergence(name, kl)?;
-        return cx.add_divergence(scale_name, scale_kl);
+        return match scale_kl {
+            Some(scale_kl) => cx.add_divergence(scale_name, scale_kl),
+            // another layer of the pass drew the shared scale and registered it
+            None => Ok(()),
+        };
     }
     let p = cfg.prior.build(cx.tape(), cx.store(), shape)?;
     let kl = match &cfg.divergence {
