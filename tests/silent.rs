@@ -590,3 +590,27 @@ fn regression_metrics_refuse_nan() {
     assert!(e(interval_coverage(&samples(3.0), &nan_target, 0.5)).contains("target 1 is NaN"));
     assert!(h(pit_histogram(&samples(3.0), &nan_target, 2)).contains("target 1 is NaN"));
 }
+
+/// The analytic KL between two `Independent`s refuses events of different
+/// shapes, as TFP does: the base pair's KL broadcast a prior over `R^1`
+/// across a posterior's three entries and summed it (1.5 for three unit
+/// shifts, silently).
+#[test]
+fn an_analytic_kl_between_events_of_different_shapes_is_refused() -> Result<()> {
+    let tape = Tape::<f64>::new();
+    let normal = |shape: &[usize], loc: f64| {
+        Normal::new(
+            tape.constant(Tensor::full(shape, loc)),
+            tape.constant(Tensor::ones(shape)),
+        )
+    };
+    let q = Independent::new(Box::new(normal(&[2, 3], 0.0)?), 1)?;
+    let one = Independent::new(Box::new(normal(&[1], 1.0)?), 1)?;
+    let err = kl_divergence(&q, &one).map(drop).unwrap_err();
+    assert!(err.to_string().contains("events of shape [3]"), "{err}");
+    // the same event shape is served, the base KLs summed over each event
+    let three = Independent::new(Box::new(normal(&[3], 1.0)?), 1)?;
+    let kl = kl_divergence(&q, &three)?.value();
+    assert_eq!((kl.shape(), kl.data()), (&[2][..], &[1.5, 1.5][..]));
+    Ok(())
+}

@@ -220,8 +220,8 @@ pub(crate) fn lookup<'t, F: Element>(
     rule.downcast_ref::<Arc<dyn ErasedKl<F>>>().cloned()
 }
 
-/// KL between two Independent distributions that reinterpret as many axes:
-/// the base pair's KL summed over those axes.
+/// KL between two Independent distributions that reinterpret as many axes
+/// into events of the same shape: the base pair's KL summed over those axes.
 fn kl_independent<'t, F: Element>(
     q: &Independent<'t, F>,
     p: &Independent<'t, F>,
@@ -232,6 +232,20 @@ fn kl_independent<'t, F: Element>(
     };
     if q.ndims() != p.ndims() {
         return Err(mismatch());
+    }
+    let (qe, pe) = (q.event_shape(), p.event_shape());
+    if qe != pe {
+        // the base pair's KL would broadcast one event over the other's
+        // entries: a density on R^1 set against one on R^3, say
+        return Err(Error::invalid(
+            "kl_divergence",
+            format!(
+                "{} has events of shape {qe:?} and {} {pe:?}: distributions over \
+                 different spaces have no divergence (give both the same event shape)",
+                q.describe(),
+                p.describe()
+            ),
+        ));
     }
     let inner = kl_divergence(q.base(), p.base()).map_err(|e| match e {
         Error::NoAnalyticKl { .. } => mismatch(),
