@@ -614,3 +614,51 @@ fn an_analytic_kl_between_events_of_different_shapes_is_refused() -> Result<()> 
     assert_eq!((kl.shape(), kl.data()), (&[2][..], &[1.5, 1.5][..]));
     Ok(())
 }
+
+/// One optimizer stepping two stores (a k-fold loop that makes a new store
+/// per fold but keeps the optimizer, say) is refused: its state is indexed
+/// by parameter position, so the second store's parameter took the first
+/// one's moments and step count, and moved against its own gradient.
+#[test]
+fn an_optimizer_that_stepped_another_store_refuses_to_step() -> Result<()> {
+    fn fold<O: Optimizer<f64>>(opt: &mut O) -> Result<(ParamStore<f64>, Param)> {
+        let mut store = ParamStore::new();
+        let w = store.add("w", Tensor::scalar(1.0));
+        for _ in 0..3 {
+            let tape = Tape::new();
+            let loss = tape.param(&store, w).square(); // pulls w down
+            opt.step(&mut store, &loss.backward()?)?;
+        }
+        Ok((store, w))
+    }
+    fn check<O: Optimizer<f64>>(mut opt: O, fresh: O) -> Result<()> {
+        fold(&mut opt)?;
+        let mut next = ParamStore::new();
+        let w = next.add("w", Tensor::scalar(1.0));
+        let tape = Tape::new();
+        let grads = (-tape.param(&next, w)).backward()?; // pushes w up
+        let err = opt.step(&mut next, &grads).unwrap_err();
+        assert!(
+            err.to_string().contains("stepped another ParamStore"),
+            "{err}"
+        );
+        assert_eq!(next.value(w).item()?, 1.0, "a refused step changes nothing");
+        // a fresh optimizer moves it up, by the learning rate
+        let mut fresh = fresh;
+        fresh.step(&mut next, &grads)?;
+        assert!((next.value(w).item()? - 1.1).abs() < 1e-8);
+        Ok(())
+    }
+    check(Adam::new(0.1), Adam::new(0.1))?;
+    check(Sgd::with_momentum(0.1, 0.9), Sgd::with_momentum(0.1, 0.9))?;
+    // plain SGD keeps no state, and set_state moves Adam's on purpose
+    let mut sgd = Sgd::new(0.1);
+    fold(&mut sgd)?;
+    fold(&mut sgd)?;
+    let mut adam = Adam::new(0.1);
+    let (first, _) = fold(&mut adam)?;
+    drop(first);
+    adam.set_state(adam.state().clone());
+    fold(&mut adam)?;
+    Ok(())
+}

@@ -163,6 +163,11 @@ impl<F: Element> ParamStore<F> {
         }
     }
 
+    /// The store's process-unique identity.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Adds an unconstrained parameter.
     ///
     /// # Panics

@@ -37,6 +37,13 @@ use crate::tensor::{Element, Tensor, first_failing};
 use crate::train::checkpoint::{Resumable, StateReader, StateWriter};
 
 /// Something that updates a [`ParamStore`] from [`Gradients`].
+///
+/// An optimizer with state (Adam's moments, SGD's momentum) serves one
+/// store: once it has stepped one, a step on another is an error, since its
+/// state is indexed by parameter position and would be applied to the other
+/// store's parameters. Make a new optimizer for a new model (each fold of a
+/// cross-validation, say); [`Adam::set_state`] or a checkpoint moves a
+/// state on purpose.
 pub trait Optimizer<F: Element> {
     /// Applies one update to every non-frozen parameter.
     fn step(&mut self, store: &mut ParamStore<F>, grads: &Gradients<F>) -> Result<()>;
@@ -223,6 +230,8 @@ pub struct Sgd<F> {
     lr: F,
     momentum: F,
     velocity: Vec<Option<Tensor<F>>>,
+    /// The store the velocities belong to (the last one stepped).
+    store: Option<u64>,
 }
 
 impl<F: Element> Sgd<F> {
@@ -232,6 +241,7 @@ impl<F: Element> Sgd<F> {
             lr,
             momentum: F::zero(),
             velocity: Vec::new(),
+            store: None,
         }
     }
 
@@ -256,6 +266,10 @@ impl<F: Element> Sgd<F> {
         check_setting("Sgd", "learning rate", self.lr, (0.0, f64::INFINITY))?;
         check_setting("Sgd", "momentum", self.momentum, (0.0, f64::INFINITY))?;
         let updates = collect(store, grads)?;
+        let has_state = self.velocity.iter().any(Option::is_some);
+        if has_state && self.store.is_some_and(|id| id != store.id()) {
+            return Err(stepped_another_store("Sgd", "velocities", "a checkpoint"));
+        }
         if self.velocity.len() > store.len() {
             return Err(state_from_another_store(
                 "Sgd",
@@ -296,6 +310,7 @@ impl<F: Element> Sgd<F> {
             ));
         }
         self.velocity.resize_with(store.len(), || None);
+        self.store = Some(store.id());
         for (p, x, v) in new {
             *store.value_mut(p) = x;
             if let Some(v) = v {
@@ -304,6 +319,20 @@ impl<F: Element> Sgd<F> {
         }
         Ok(())
     }
+}
+
+/// A step on one store by an optimizer whose state another store's steps
+/// built: its state is indexed by parameter position, so it would apply
+/// that store's moments to this one's parameters.
+fn stepped_another_store(optimizer: &str, state: &str, moving: &str) -> Error {
+    Error::invalid(
+        "Optimizer::step",
+        format!(
+            "this {optimizer} has stepped another ParamStore, and its {state} belong to that \
+             store's parameters: use one optimizer per store (a new one for a new model); \
+             {moving} moves a state on purpose"
+        ),
+    )
 }
 
 fn state_from_another_store(optimizer: &str, len: usize, params: usize) -> Error {
@@ -377,6 +406,9 @@ pub struct Adam<F> {
     state_checked: bool,
     /// Per parameter: a version of its value and a bound on its largest `|x|`.
     largest: Vec<Option<(u64, f64)>>,
+    /// The store the state belongs to (the last one stepped; none after
+    /// `set_state`).
+    store: Option<u64>,
 }
 
 /// Adam's moments and step count (saved with checkpoints to resume exactly).
@@ -399,6 +431,7 @@ impl<F: Element> Adam<F> {
             state: AdamState::default(),
             state_checked: true,
             largest: Vec::new(),
+            store: None,
         }
     }
 
@@ -413,6 +446,8 @@ impl<F: Element> Adam<F> {
     pub fn set_state(&mut self, state: AdamState<F>) {
         self.state = state;
         self.state_checked = false;
+        self.store = None;
+        self.largest.clear();
     }
 }
 
@@ -468,6 +503,13 @@ impl<F: Element> Adam<F> {
         check_setting("Adam", "beta2", self.beta2, (0.0, 1.0))?;
         check_setting("Adam", "eps", self.eps, (0.0, f64::INFINITY))?;
         let mut updates = collect(store, grads)?;
+        if self.store.is_some_and(|id| id != store.id()) {
+            return Err(stepped_another_store(
+                "Adam",
+                "moments and step count",
+                "set_state or a checkpoint",
+            ));
+        }
         if self.state.moments.len() > store.len() {
             return Err(state_from_another_store(
                 "Adam",
@@ -557,6 +599,7 @@ impl<F: Element> Adam<F> {
         }
         // Nothing can fail from here on.
         self.state_checked = true;
+        self.store = Some(store.id());
         self.state.moments.resize_with(store.len(), || None);
         self.state.step = t;
         for (p, x, m, v) in aside {
@@ -641,6 +684,7 @@ impl<F: Element> Resumable<F> for Adam<F> {
     fn load_state(&mut self, store: &ParamStore<F>, state: &StateReader<'_, F>) -> Result<()> {
         self.set_state(read_adam(store, state)?);
         self.state_checked = true;
+        self.store = Some(store.id());
         Ok(())
     }
 }
@@ -708,6 +752,7 @@ impl<F: Element> Resumable<F> for Sgd<F> {
     }
     fn load_state(&mut self, store: &ParamStore<F>, state: &StateReader<'_, F>) -> Result<()> {
         self.velocity = read_sgd(store, state)?;
+        self.store = Some(store.id());
         Ok(())
     }
 }
