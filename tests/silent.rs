@@ -465,7 +465,60 @@ fn a_transformed_distribution_over_the_simplex_is_refused() -> Result<()> {
         let err = d.log_prob(y).expect_err("refused");
         assert!(err.to_string().contains("simplex"), "{err}");
     }
+    // a distribution of a user's own says so through the trait
+    let d = TransformedDistribution::new(Box::new(OnTheLine { tape: &tape }), Box::new(Exp));
+    let err = d
+        .log_prob(tape.var(Tensor::vector(&[0.3, 0.7])))
+        .expect_err("refused");
+    assert!(err.to_string().contains("simplex"), "{err}");
     Ok(())
+}
+
+/// The uniform distribution on the segment `{(p, 1 - p)}`: two entries, one
+/// degree of freedom.
+struct OnTheLine<'t> {
+    tape: &'t Tape<f64>,
+}
+
+impl<'t> Distribution<'t, f64> for OnTheLine<'t> {
+    fn name(&self) -> &'static str {
+        "OnTheLine"
+    }
+    fn tape(&self) -> &'t Tape<f64> {
+        self.tape
+    }
+    fn log_prob(&self, x: Var<'t, f64>) -> Result<Var<'t, f64>> {
+        Ok(x.sum_axis(x.shape().len() - 1, false)? * 0.0)
+    }
+    fn rsample_n(&self, _: Option<usize>, _: &mut dyn Rng) -> Result<Var<'t, f64>> {
+        Err(Error::Unsupported {
+            distribution: "OnTheLine",
+            what: "draws",
+        })
+    }
+    fn sample(&self, _: &mut dyn Rng) -> Result<Tensor<f64>> {
+        Ok(Tensor::vector(&[0.5, 0.5]))
+    }
+    fn entropy(&self) -> Result<Var<'t, f64>> {
+        Ok(self.tape.scalar(0.0))
+    }
+    fn mean(&self) -> Result<Var<'t, f64>> {
+        Ok(self.tape.constant(Tensor::vector(&[0.5, 0.5])))
+    }
+    fn variance(&self) -> Result<Var<'t, f64>> {
+        Ok(self
+            .tape
+            .constant(Tensor::vector(&[1.0 / 12.0, 1.0 / 12.0])))
+    }
+    fn batch_shape(&self) -> Vec<usize> {
+        vec![]
+    }
+    fn event_shape(&self) -> Vec<usize> {
+        vec![2]
+    }
+    fn events_on_the_simplex(&self) -> bool {
+        true
+    }
 }
 
 /// A Monte Carlo KL averages its draws and nothing else. Against a prior

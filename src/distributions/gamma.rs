@@ -1496,6 +1496,9 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
     fn name(&self) -> &'static str {
         "Dirichlet"
     }
+    fn events_on_the_simplex(&self) -> bool {
+        true
+    }
     fn tape(&self) -> &'t Tape<F> {
         self.concentration.tape()
     }

@@ -72,6 +72,9 @@ impl<'t, F: Element> Distribution<'t, F> for Independent<'t, F> {
     fn name(&self) -> &'static str {
         "Independent"
     }
+    fn events_on_the_simplex(&self) -> bool {
+        self.base().events_on_the_simplex()
+    }
     fn tape(&self) -> &'t Tape<F> {
         self.base.tape()
     }

@@ -178,6 +178,15 @@ pub trait Distribution<'t, F: Element>: sealed::TypeKey {
     fn batch_shape(&self) -> Vec<usize>;
     /// Shape of one event.
     fn event_shape(&self) -> Vec<usize>;
+    /// Whether one event's entries have fewer degrees of freedom than there
+    /// are entries, as on the simplex (a Dirichlet's `k` entries sum to 1):
+    /// its density is on a `(k - 1)`-dimensional set, not on `R^k`, so an
+    /// elementwise change of variables does not carry it, and
+    /// [`TransformedDistribution`] refuses such a base. `false` by default;
+    /// a distribution of your own on such a set says `true`.
+    fn events_on_the_simplex(&self) -> bool {
+        false
+    }
     /// How errors name this distribution (its name by default).
     fn describe(&self) -> String {
         self.name().to_string()

@@ -333,6 +333,9 @@ impl<'t, F: Element> Distribution<'t, F> for RelaxedOneHotCategorical<'t, F> {
     fn name(&self) -> &'static str {
         "RelaxedOneHotCategorical"
     }
+    fn events_on_the_simplex(&self) -> bool {
+        true
+    }
     fn tape(&self) -> &'t Tape<F> {
         self.logits.tape
     }

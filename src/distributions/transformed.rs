@@ -332,18 +332,6 @@ impl<'t, F: Element> TransformedDistribution<'t, F> {
     }
 }
 
-/// Whether `d`'s events lie on the simplex (directly or through
-/// [`Independent`](crate::Independent)).
-fn on_the_simplex<'t, F: Element>(d: &(dyn Distribution<'t, F> + 't)) -> bool {
-    use super::{Dirichlet, Independent, RelaxedOneHotCategorical};
-    if let Some(inner) = d.downcast_ref::<Independent<'t, F>>() {
-        return on_the_simplex(inner.base());
-    }
-    d.downcast_ref::<Dirichlet<'t, F>>().is_some()
-        || d.downcast_ref::<RelaxedOneHotCategorical<'t, F>>()
-            .is_some()
-}
-
 impl<'t, F: Element> Distribution<'t, F> for TransformedDistribution<'t, F> {
     fn name(&self) -> &'static str {
         "TransformedDistribution"
@@ -364,7 +352,7 @@ impl<'t, F: Element> Distribution<'t, F> for TransformedDistribution<'t, F> {
                 op: "TransformedDistribution::log_prob",
             });
         }
-        if on_the_simplex(self.base.as_ref()) {
+        if self.base.events_on_the_simplex() {
             return Err(Error::Unsupported {
                 distribution: "TransformedDistribution",
                 what: "a base on the simplex (Dirichlet, RelaxedOneHotCategorical): its k \
@@ -432,6 +420,9 @@ impl<'t, F: Element> Distribution<'t, F> for TransformedDistribution<'t, F> {
     }
     fn event_shape(&self) -> Vec<usize> {
         self.base.event_shape()
+    }
+    fn events_on_the_simplex(&self) -> bool {
+        self.base.events_on_the_simplex()
     }
 }
 
