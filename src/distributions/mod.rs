@@ -345,18 +345,26 @@ pub(crate) fn on_support<'t, F: Element>(
     lp: impl FnOnce(Var<'t, F>) -> Result<Var<'t, F>>,
 ) -> Result<Var<'t, F>> {
     let tape = x.tape();
-    on_support_of_events(distribution, x, 0, inside, || Ok(tape.scalar(safe)), lp)
+    let ind = x
+        .value()
+        .data()
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| inside(i, v))
+        .collect();
+    on_support_of_events(distribution, x, 0, ind, || Ok(tape.scalar(safe)), lp)
 }
 
 /// [`on_support`] for values whose last `event_rank` axes make one event,
 /// of which `lp` gives one log-density (an event with an element outside
-/// is `-inf`), with the points inside from `safe` (called only if a value
-/// is outside; its result broadcasts against `x`).
+/// is `-inf`), given whether each element of `x` is inside (`ind`, one per
+/// element), with the points inside from `safe` (called only if a value is
+/// outside; its result broadcasts against `x`).
 pub(crate) fn on_support_of_events<'t, F: Element>(
     distribution: &'static str,
     x: Var<'t, F>,
     event_rank: usize,
-    inside: impl Fn(usize, F) -> bool,
+    ind: Vec<bool>,
     safe: impl FnOnce() -> Result<Var<'t, F>>,
     lp: impl FnOnce(Var<'t, F>) -> Result<Var<'t, F>>,
 ) -> Result<Var<'t, F>> {
@@ -364,12 +372,7 @@ pub(crate) fn on_support_of_events<'t, F: Element>(
         !v.is_nan()
     })?;
     let xv = x.value();
-    let ind: Vec<bool> = xv
-        .data()
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| inside(i, v))
-        .collect();
+    debug_assert_eq!(ind.len(), xv.len(), "one answer per element");
     if ind.iter().all(|&b| b) {
         return lp(x);
     }

@@ -365,12 +365,11 @@ impl<'t, F: Element> Distribution<'t, F> for TransformedDistribution<'t, F> {
         // event, so its elements' log-Jacobians are summed over each event
         let event_rank = self.base.event_shape().len();
         let shape = y.shape();
-        let inside = image_mask(b, y)?;
         on_support_of_events(
             "TransformedDistribution",
             y,
             event_rank,
-            |i, _| inside[i],
+            image_mask(b, y)?,
             // a point inside each element's image (its map's parameters may
             // differ from element to element), for the values outside it
             || {
