@@ -715,3 +715,107 @@ fn an_optimizer_that_stepped_another_store_refuses_to_step() -> Result<()> {
     fold(&mut adam)?;
     Ok(())
 }
+
+/// The mean over `passes` forward passes of the divergences a layer
+/// registers, and its standard error.
+fn mean_divergence(
+    layer: &dyn Module<f64>,
+    store: &ParamStore<f64>,
+    mode: SampleMode,
+    passes: usize,
+    seed: u64,
+) -> Result<(f64, f64)> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let x = Tensor::from_fn(&[4, 6], |i| (i as f64 * 0.37).sin());
+    let mut kls = Vec::with_capacity(passes);
+    for _ in 0..passes {
+        let tape = Tape::new();
+        let mut cx = Forward::new(&tape, store, &mut rng).with_mode(mode);
+        layer.forward(&mut cx, tape.constant(x.clone()))?;
+        kls.push(
+            cx.divergences()
+                .values()
+                .iter()
+                .map(|(_, v)| v)
+                .sum::<f64>(),
+        );
+    }
+    let n = passes as f64;
+    let mean = kls.iter().sum::<f64>() / n;
+    let var = kls.iter().map(|k| (k - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    Ok((mean, (var / n).sqrt()))
+}
+
+/// A pass at the posterior means registers the same divergences, on
+/// average, as a pass that draws the weights: a sampled divergence is taken
+/// at a posterior draw made for it, not at the means (where `ln q` is at its
+/// largest, half a nat a weight above its average), and a hierarchical
+/// prior's scales are drawn, not taken at their medians. The network's
+/// output stays the deterministic one at the means.
+#[test]
+fn a_pass_at_the_posterior_means_registers_the_divergences_of_a_drawn_pass() -> Result<()> {
+    use bayesgrad::layers::{HierarchicalScale, ScalePrior};
+    use std::sync::Arc;
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut store = ParamStore::<f64>::new();
+    // a prior without a closed form (the sampled divergence), over a
+    // variational bias as well as the kernel (6 x 5 + 5 weights)
+    let sampled = VariationalConfig {
+        prior: Prior::spike_and_slab_tfp(),
+        bias: BiasMode::Variational,
+        ..VariationalConfig::default()
+    };
+    let flipout = DenseFlipout::with_config(&mut store, "f", 6, 5, sampled.clone(), &mut rng)?;
+    let local =
+        DenseLocalReparameterization::with_config(&mut store, "l", 6, 5, sampled, &mut rng)?;
+    // random scales with wide posteriors, where E[1/s²] is far from the
+    // value at the median
+    let lognormal = ScalePrior::LogNormal {
+        loc: 0.0,
+        scale: 1.0,
+    };
+    let scale = HierarchicalScale::new(&mut store, "h/prior", 6, lognormal, lognormal)?;
+    let ((local_loc, local_rho), (global_loc, global_rho)) = scale.params();
+    for (loc, rho) in [(local_loc, local_rho), (global_loc, global_rho)] {
+        let shape = store.raw(loc).shape().to_vec();
+        store.set_value(loc, Tensor::full(&shape, -1.0))?;
+        store.set_value(rho, Tensor::full(&shape, 0.4))?;
+    }
+    let hierarchical = VariationalConfig {
+        prior: Prior::Hierarchical(Arc::new(scale)),
+        ..VariationalConfig::default()
+    };
+    let h = DenseFlipout::with_config(&mut store, "h", 6, 5, hierarchical, &mut rng)?;
+    let layers: [(&str, &dyn Module<f64>); 3] = [
+        ("flipout", &flipout),
+        ("local", &local),
+        ("hierarchical", &h),
+    ];
+    for (name, layer) in layers {
+        let (drawn, se_drawn) = mean_divergence(layer, &store, SampleMode::Sample, 4000, 1)?;
+        let (at_means, se_means) =
+            mean_divergence(layer, &store, SampleMode::PosteriorMean, 4000, 2)?;
+        let z = (at_means - drawn) / (se_drawn.powi(2) + se_means.powi(2)).sqrt();
+        assert!(
+            z.abs() < 5.0,
+            "{name}: {at_means:.3} ± {se_means:.3} at the means against {drawn:.3} ± {se_drawn:.3} drawn (z = {z:.1})"
+        );
+    }
+    // the output at the means does not depend on the draws
+    let out = output_at_the_means(&h, &store, 5)?;
+    assert_eq!(out, output_at_the_means(&h, &store, 6)?);
+    Ok(())
+}
+
+/// The output of a pass at the posterior means, with the RNG seeded by `seed`.
+fn output_at_the_means(
+    layer: &dyn Module<f64>,
+    store: &ParamStore<f64>,
+    seed: u64,
+) -> Result<Tensor<f64>> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let tape = Tape::new();
+    let mut cx = Forward::new(&tape, store, &mut rng).with_mode(SampleMode::PosteriorMean);
+    let x = Tensor::from_fn(&[4, 6], |i| (i as f64 * 0.37).sin());
+    Ok(layer.forward(&mut cx, tape.constant(x))?.value())
+}

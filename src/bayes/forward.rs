@@ -53,7 +53,9 @@ pub enum SampleMode {
     /// Draw a fresh posterior sample each forward pass (training, MC prediction).
     #[default]
     Sample,
-    /// Use the posterior means (a deterministic network).
+    /// Use the posterior means (a deterministic network). The divergences
+    /// are those of a drawn pass: one without a closed form is estimated at
+    /// a posterior draw made for it (the RNG is read), not at the means.
     PosteriorMean,
     /// `K` posterior samples in one pass along a sample axis: the input's
     /// rows are `K` blocks of `B` examples (see [`Iwae::tile`](crate::Iwae::tile)),

@@ -8,10 +8,11 @@
 //! # The registry
 //!
 //! [`kl_divergence`] looks the pair `(type of q, type of p)` up in a
-//! process-wide registry. The built-in pairs (Normal/Normal,
-//! Categorical/Categorical, Bernoulli/Bernoulli, Independent/Independent)
-//! are registered through the same call a user makes for a pair of their
-//! own, [`register_kl`]. See [`KlRule`] for a rule written out and `tests/open_api.rs` for a
+//! process-wide registry. The built-in pairs (each family against
+//! itself: Normal, LogNormal, Laplace, Exponential, Gamma, Beta, Dirichlet,
+//! Bernoulli, Categorical, MultivariateNormal, and Independent of a pair
+//! that has one) are registered through the same call a user makes for a
+//! pair of their own, [`register_kl`]. See [`KlRule`] for a rule written out and `tests/open_api.rs` for a
 //! distribution defined outside the crate, given a KL against [`Normal`],
 //! registered and used as a layer prior.
 //!
@@ -276,9 +277,10 @@ pub const AUTO_MC_SAMPLES: usize = 16;
 /// The analytic KL(q || p), one value per batch element.
 ///
 /// Closed forms are looked up by the two concrete types in the open
-/// registry of [`register_kl`]: built in
-/// are Normal/Normal, Categorical/Categorical, Bernoulli/Bernoulli and
-/// Independent/Independent (of a pair that has one, over as many axes).
+/// registry of [`register_kl`]: built in are Normal, LogNormal, Laplace,
+/// Exponential, Gamma, Beta, Dirichlet, Bernoulli, Categorical and
+/// MultivariateNormal, each against itself, and Independent/Independent (of
+/// a pair that has one, over as many axes).
 ///
 /// ```
 /// use bayesgrad::prelude::*;

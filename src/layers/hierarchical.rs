@@ -181,8 +181,8 @@ impl HierarchicalScale {
     }
 
     /// The kernel prior `N(0, (τ λ)²)` of one pass (draws of `λ` and `τ`,
-    /// or their medians in [`SampleMode::PosteriorMean`]), and the scales'
-    /// divergence: `None` when another layer of the pass has drawn them.
+    /// in [`SampleMode::PosteriorMean`] too), and the scales' divergence:
+    /// `None` when another layer of the pass has drawn them.
     pub(crate) fn prior<'t, F: Element>(
         &self,
         cx: &mut Forward<'t, '_, F>,
@@ -210,10 +210,12 @@ impl HierarchicalScale {
         }
         let q_local = LogNormal::new(cx.param(self.local.0)?, cx.param(self.local.1)?)?;
         let q_global = LogNormal::new(cx.param(self.global.0)?, cx.param(self.global.1)?)?;
+        // drawn in a pass at the posterior means too: the scales enter only
+        // the kernel's divergence, which is an expectation over them (their
+        // medians would give the divergence at one point, not its mean)
         let (lambda, tau) = match cx.mode() {
-            SampleMode::Sample => (q_local.rsample(cx.rng())?, q_global.rsample(cx.rng())?),
-            SampleMode::PosteriorMean => {
-                (q_local.normal().loc().exp(), q_global.normal().loc().exp())
+            SampleMode::Sample | SampleMode::PosteriorMean => {
+                (q_local.rsample(cx.rng())?, q_global.rsample(cx.rng())?)
             }
             SampleMode::SampleAxis(_) => {
                 return Err(super::no_sample_axis(

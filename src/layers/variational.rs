@@ -279,6 +279,18 @@ use super::sample_axis::draw_and_register;
 use crate::tensor::rademacher;
 pub(crate) use crate::tensor::standard_normal as noise;
 
+/// A posterior draw `loc + scale · ε` made for the divergence alone, for
+/// a pass whose output did not draw the weights (the moments of local
+/// reparameterization, or the posterior means): a sampled divergence is
+/// then still `ln q(w) - ln p(w)` at a draw from `q`, not at its mean,
+/// where `ln q` is at its largest (`Σ ε²/2` too high: half a nat a weight).
+fn divergence_draw<'t, 'q, F: Element>(
+    q: &'q Normal<'t, F>,
+    shape: &'q [usize],
+) -> impl FnOnce(&mut dyn Rng) -> Var<'t, F> + 'q {
+    move |rng| q.loc() + q.scale() * noise(shape, rng)
+}
+
 /// Computes and registers the divergence of one posterior.
 pub(crate) fn register_divergence<'t, F: Element>(
     cx: &mut Forward<'t, '_, F>,
@@ -368,7 +380,12 @@ impl Bias {
                 let q = mf.read(cx)?;
                 let b = match cx.mode() {
                     SampleMode::Sample => q.rsample(cx.rng())?,
-                    SampleMode::PosteriorMean => q.loc(),
+                    SampleMode::PosteriorMean => {
+                        let name = format!("{layer}/bias_divergence");
+                        let draw = divergence_draw(&q, &mf.shape);
+                        register_divergence(cx, name, &q, draw, cfg, &mf.shape)?;
+                        return y.try_add(q.loc());
+                    }
                     SampleMode::SampleAxis(_) => {
                         // one bias per sample, added to its block of rows
                         let shape = y.shape();
@@ -547,7 +564,7 @@ impl<'t, F: Element> PosteriorPass<'t, '_, '_, F> {
                     let (_, _, kl) = self.fused_draw(fused)?;
                     return self.cx.add_divergence(name, kl);
                 }
-                let w = |rng: &mut dyn Rng| q.loc() + q.scale() * noise(shape, rng);
+                let w = divergence_draw(&q, shape);
                 register_divergence(self.cx, name, &q, w, self.config, shape)
             }
             Drawn::Nothing => Err(Error::invalid(
@@ -938,10 +955,17 @@ impl<F: Element, M: LinearMap<F>, E: Estimator> Variational<F, M, E> {
         let y = match cx.mode() {
             SampleMode::PosteriorMean => {
                 let q = self.kernel.read(cx)?;
-                let loc = q.loc();
                 let name = format!("{}/kernel_divergence", self.name);
-                register_divergence(cx, name, &q, |_| loc, &self.config, &self.kernel.shape)?;
-                self.map.apply(x, loc)?
+                let shape = &self.kernel.shape;
+                register_divergence(
+                    cx,
+                    name,
+                    &q,
+                    divergence_draw(&q, shape),
+                    &self.config,
+                    shape,
+                )?;
+                self.map.apply(x, q.loc())?
             }
             SampleMode::SampleAxis(_) => {
                 let (k, _) = cx.sample_blocks(&self.name, x.shape()[0])?;
