@@ -185,7 +185,7 @@ fn report_splits(cfg: &Config, rmses: &[f64], lls: &[f64], seconds: f64) {
         lm - am
     );
     say!(
-        "wall time        {seconds:.1} s for {}   (TFP: 481 s for 20)",
+        "wall time        {seconds:.1} s for {}   (TFP's, timed on another machine: docs/uci-wine.md)",
         plural(cfg.splits, "split")
     );
 }
