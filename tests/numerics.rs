@@ -272,3 +272,88 @@ fn long_f32_sums_are_pairwise() {
     let s = x.sum().item().unwrap();
     assert!(rel(s as f64, 100_000.001_490_116_12) < 1e-6, "{s}");
 }
+
+/// Beta, Dirichlet and Gamma variances from shares that neither cancel nor
+/// overflow. `1 - a_i / a0` rounded away a Dirichlet's dominant share (a
+/// variance of 0 in f32 for concentrations [1e8, 3], 19 % off at [1e7, 1]),
+/// and the Beta's `a b / (s² (s + 1))` overflowed or underflowed (0 at
+/// a = b = 1e19, NaN at 1e-25). Exact: `(a/s)(b/s)/(s+1)` in f64 from the
+/// f32 inputs (`s = a + b` exact in f64 for these pairs to well under an
+/// f32 ulp of the result). The gradients are checked in f64.
+#[test]
+fn beta_dirichlet_and_gamma_variances_keep_their_digits_in_f32() {
+    let tape = Tape::<f32>::new();
+    for (a, b) in [
+        (1e4f32, 1.0f32),
+        (1e7, 1.0),
+        (1e8, 3.0),
+        (3.0, 1e8),
+        (1e19, 1e19),
+        (1e-25, 1e-25),
+        (0.5, 2.5),
+    ] {
+        let (a64, b64) = (f64::from(a), f64::from(b));
+        let s = a64 + b64;
+        let exact = (a64 / s) * (b64 / s) / (s + 1.0);
+        let dirichlet = Dirichlet::new(tape.constant(Tensor::vector(&[a, b]))).unwrap();
+        let beta = Beta::new(tape.scalar(a), tape.scalar(b)).unwrap();
+        for got in dirichlet.variance().unwrap().value().data() {
+            assert!(
+                close_f32(*got, exact, 4.0),
+                "Dirichlet [{a:e}, {b:e}]: {got:e} vs {exact:e}"
+            );
+        }
+        let got = beta.variance().unwrap().item().unwrap();
+        assert!(
+            close_f32(got, exact, 4.0),
+            "Beta({a:e}, {b:e}): {got:e} vs {exact:e}"
+        );
+    }
+    // three categories, one dominant: each variance a_i (a0 - a_i) / (a0² (a0 + 1))
+    let a = [1e7f32, 2.0, 0.5];
+    let dirichlet = Dirichlet::new(tape.constant(Tensor::vector(&a))).unwrap();
+    let a0: f64 = a.iter().map(|&x| f64::from(x)).sum();
+    for (i, got) in dirichlet
+        .variance()
+        .unwrap()
+        .value()
+        .data()
+        .iter()
+        .enumerate()
+    {
+        let ai = f64::from(a[i]);
+        let exact = (ai / a0) * ((a0 - ai) / a0) / (a0 + 1.0);
+        assert!(
+            close_f32(*got, exact, 4.0),
+            "Dirichlet {a:?}[{i}]: {got:e} vs {exact:e}"
+        );
+    }
+    // Gamma(1e30, 1e20): r² overflows f32, the variance is 1e-10
+    let gamma = Gamma::new(tape.scalar(1e30), tape.scalar(1e20)).unwrap();
+    let got = gamma.variance().unwrap().item().unwrap();
+    assert!(
+        close_f32(got, 1e30f32 as f64 / (1e20f32 as f64).powi(2), 4.0),
+        "{got:e}"
+    );
+    // the gradients of the three, checked in f64
+    let cfg = GradCheck::default();
+    let v = |x: &[f64]| Tensor::vector(x);
+    gradcheck(
+        |_, x| Dirichlet::new(x[0])?.variance(),
+        &[Tensor::from_rows(&[[0.7, 3.0, 1.5], [40.0, 0.2, 2.0]]).unwrap()],
+        &cfg,
+    )
+    .unwrap();
+    gradcheck(
+        |_, x| Beta::new(x[0], x[1])?.variance(),
+        &[v(&[0.7, 30.0]), v(&[2.5, 0.4])],
+        &cfg,
+    )
+    .unwrap();
+    gradcheck(
+        |_, x| Gamma::new(x[0], x[1])?.variance(),
+        &[v(&[0.7, 30.0]), v(&[2.5, 0.4])],
+        &cfg,
+    )
+    .unwrap();
+}
