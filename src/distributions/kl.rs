@@ -12,9 +12,10 @@
 //! itself: Normal, LogNormal, Laplace, Exponential, Gamma, Beta, Dirichlet,
 //! Bernoulli, Categorical, MultivariateNormal, and Independent of a pair
 //! that has one) are registered through the same call a user makes for a
-//! pair of their own, [`register_kl`]. See [`KlRule`] for a rule written out and `tests/open_api.rs` for a
-//! distribution defined outside the crate, given a KL against [`Normal`],
-//! registered and used as a layer prior.
+//! pair of their own, [`register_kl`]. See [`KlRule`] for a rule written
+//! out and `tests/open_api.rs` for a distribution defined outside the
+//! crate, given a KL against [`Normal`], registered and used as a layer
+//! prior.
 //!
 //! A pair matches when both types match exactly (Rust has no subclasses,
 //! so there is no "most specific" rule to apply); [`Independent`] is
