@@ -27,6 +27,7 @@ use super::{
     on_support, open_unit, same_tape, sample_shape,
 };
 use crate::autodiff::ops::sigmoid;
+use crate::autodiff::profile::untimed;
 use crate::autodiff::tape::{Op, Tape, Var};
 use crate::error::{Error, Result};
 use crate::kernels::parallel::{join, par_blocks, par_fill_costly, par_new, sum_pairwise};
@@ -1252,12 +1253,14 @@ impl<F: Element> Op<F> for InF64 {
         self.name
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
-        let tape = Tape::<f64>::new();
-        let vars = inputs
-            .iter()
-            .map(|t| tape.constant(t.to_f64()))
-            .collect::<Vec<_>>();
-        narrowed(&(self.f)(&vars)?.value())
+        untimed(|| {
+            let tape = Tape::<f64>::new();
+            let vars = inputs
+                .iter()
+                .map(|t| tape.constant(t.to_f64()))
+                .collect::<Vec<_>>();
+            narrowed(&(self.f)(&vars)?.value())
+        })
     }
     fn backward(
         &self,
@@ -1265,17 +1268,19 @@ impl<F: Element> Op<F> for InF64 {
         _output: &Tensor<F>,
         grad: &Tensor<F>,
     ) -> Result<Vec<Option<Tensor<F>>>> {
-        let tape = Tape::<f64>::new();
-        let vars = inputs
-            .iter()
-            .map(|t| tape.var(t.to_f64()))
-            .collect::<Vec<_>>();
-        let out = (self.f)(&vars)?;
-        let weighted = out.try_mul(tape.constant(grad.to_f64()))?.sum();
-        let grads = weighted.backward()?;
-        vars.iter()
-            .map(|v| grads.get(*v).map(narrowed).transpose())
-            .collect()
+        untimed(|| {
+            let tape = Tape::<f64>::new();
+            let vars = inputs
+                .iter()
+                .map(|t| tape.var(t.to_f64()))
+                .collect::<Vec<_>>();
+            let out = (self.f)(&vars)?;
+            let weighted = out.try_mul(tape.constant(grad.to_f64()))?.sum();
+            let grads = weighted.backward()?;
+            vars.iter()
+                .map(|v| grads.get(*v).map(narrowed).transpose())
+                .collect()
+        })
     }
 }
 
