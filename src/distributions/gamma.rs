@@ -1248,19 +1248,29 @@ fn narrowed<F: Element>(t: &Tensor<f64>) -> Result<Tensor<F>> {
     Tensor::from_vec(t.data().iter().map(|&x| F::lit(x)).collect(), t.shape())
 }
 
+impl InF64 {
+    /// `f` on the inputs widened to `f64`, as variables of a tape of its
+    /// own, then `then` of its output, with this thread's op timer paused.
+    fn run<F: Element, R>(
+        &self,
+        inputs: &[&Tensor<F>],
+        then: impl for<'s> FnOnce(&[Var<'s, f64>], Var<'s, f64>) -> Result<R>,
+    ) -> Result<R> {
+        untimed(|| {
+            let tape = Tape::<f64>::new();
+            let vars: Vec<_> = inputs.iter().map(|t| tape.var(t.to_f64())).collect();
+            let out = (self.f)(&vars)?;
+            then(&vars, out)
+        })
+    }
+}
+
 impl<F: Element> Op<F> for InF64 {
     fn name(&self) -> &str {
         self.name
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
-        untimed(|| {
-            let tape = Tape::<f64>::new();
-            let vars = inputs
-                .iter()
-                .map(|t| tape.constant(t.to_f64()))
-                .collect::<Vec<_>>();
-            narrowed(&(self.f)(&vars)?.value())
-        })
+        self.run(inputs, |_, out| narrowed(&out.value()))
     }
     fn backward(
         &self,
@@ -1268,14 +1278,8 @@ impl<F: Element> Op<F> for InF64 {
         _output: &Tensor<F>,
         grad: &Tensor<F>,
     ) -> Result<Vec<Option<Tensor<F>>>> {
-        untimed(|| {
-            let tape = Tape::<f64>::new();
-            let vars = inputs
-                .iter()
-                .map(|t| tape.var(t.to_f64()))
-                .collect::<Vec<_>>();
-            let out = (self.f)(&vars)?;
-            let weighted = out.try_mul(tape.constant(grad.to_f64()))?.sum();
+        self.run(inputs, |vars, out| {
+            let weighted = out.try_mul(out.tape.constant(grad.to_f64()))?.sum();
             let grads = weighted.backward()?;
             vars.iter()
                 .map(|v| grads.get(*v).map(narrowed).transpose())
@@ -1719,7 +1723,7 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
 
 /// `KL(Dir(a) || Dir(b))`. Over two categories, and in the rows whose
 /// concentrations (`a`'s and `b`'s together) spread over more than
-/// [`sticks_spread`], it is the sum of the divergences of its sticks: a
+/// [`STICKS_SPREAD`], it is the sum of the divergences of its sticks: a
 /// Dirichlet draw is `x_1 ~ Beta(a_1, a_2 + ... + a_K)`, then the rest of
 /// the stick shared out by `Dir(a_2, ..., a_K)` independently of it, and
 /// the two densities' Jacobians cancel, so
@@ -1773,7 +1777,11 @@ fn kl_dirichlet_of<'t, F: Element>(a: Var<'t, F>, b: Var<'t, F>) -> Result<Var<'
     };
     let closed = |v: &[Var<'t, F>]| kl_dirichlet_closed(v[0], v[1], last_axis(v));
     // over two categories every row is one stick
-    let spread = if k == 2 { F::zero() } else { sticks_spread() };
+    let spread = if k == 2 {
+        F::zero()
+    } else {
+        F::lit(STICKS_SPREAD)
+    };
     by_spread(OP, a, b, spread, sticks, closed)
 }
 
@@ -1825,21 +1833,15 @@ fn stick_pieces<'t, F: Element>(op: &'static str, c: Var<'t, F>) -> Result<Beta<
 
 /// How far the concentrations of a row, the two Dirichlets' together, may
 /// spread (the largest over the smallest) before their divergence is taken
-/// by sticks ([`kl_dirichlet`]): 2^15 in `f64`, 2^9 in `f32`. The closed
-/// form's error grows with the spread where the small concentrations are
-/// shared (`[x, 2x, 3]` against `[x, 2x, 2.5]`): in `f64` 6e-12 at 300,
-/// 3.6e-10 at 10⁴, 7.9e-10 at 3.3·10⁴, 2.8e-9 at 10⁵, 3e-8 at 3·10⁶; in
-/// `f32` up to 2.4e-6 to 500, then 1.1e-5 at 10³ and 4.5e-4 at 1.7·10⁴,
-/// where the sticks stay within 1.1e-6. The sticks cost several times as
-/// much (a Beta divergence, with its choice of forms, for each
-/// concentration), so the rows below the spread keep the closed form.
-fn sticks_spread<F: Element>() -> F {
-    if F::epsilon() < F::lit(1e-10) {
-        F::lit(32_768.0)
-    } else {
-        F::lit(512.0)
-    }
-}
+/// by sticks ([`kl_dirichlet`]): 2^15. The divergence is always computed
+/// in `f64` (an `f32` one through [`InF64`]). The closed form's error grows
+/// with the spread where the small concentrations are shared (`[x, 2x, 3]`
+/// against `[x, 2x, 2.5]`): 6e-12 at 300, 3.6e-10 at 10⁴, 7.9e-10 at
+/// 3.3·10⁴, 2.8e-9 at 10⁵, 3e-8 at 3·10⁶ (in `f32` arithmetic it was up to
+/// 2.4e-6 to 500, 1.1e-5 at 10³ and 4.5e-4 at 1.7·10⁴). The sticks cost
+/// several times as much (a Beta divergence, with its choice of forms, for
+/// each concentration), so the rows below the spread keep the closed form.
+const STICKS_SPREAD: f64 = 32_768.0;
 
 /// How far the concentrations of a row may spread before its entropy and
 /// its normalizer `ln B(α)` are taken by the stick-breaking pieces
