@@ -162,3 +162,63 @@ fn mismatched_networks_are_refused_with_the_store_unchanged() {
     assert!(matches!(r, Err(Error::DuplicateParam { .. })));
     assert_eq!(taken.len(), n);
 }
+
+/// A MOPED scale `delta · |w|` that overflows in the second layer only:
+/// refused, naming the parameter, with the store as it was (before, the
+/// first layer's posterior had been written, and a conversion into a new
+/// store left its parameters behind), so that a retry with a sane `delta`
+/// starts clean.
+#[test]
+fn a_conversion_that_fails_part_way_leaves_the_store_unchanged() {
+    let mut rng = StdRng::seed_from_u64(4);
+    let (det, mut weights) = trained(&mut rng);
+    let k = weights.get("o/kernel").unwrap();
+    weights.set_value(k, Tensor::full(&[4, 2], 1e10)).unwrap();
+    let huge = PosteriorScales::Moped { delta: 1e300 };
+
+    let mut store = ParamStore::new();
+    let bnn = Sequential::new()
+        .push(DenseFlipout::new(&mut store, "h", 3, 4, &mut rng).unwrap())
+        .push(Activation::Tanh)
+        .push(DenseFlipout::new(&mut store, "o", 4, 2, &mut rng).unwrap());
+    let state = |s: &ParamStore<f64>| -> Vec<(Tensor<f64>, u64)> {
+        s.params()
+            .map(|p| (s.raw(p).clone(), s.version(p).unwrap()))
+            .collect()
+    };
+    let before = state(&store);
+    let e = initialize_from_deterministic(&bnn, &mut store, &det, &weights, huge).unwrap_err();
+    assert!(e.to_string().contains("o/kernel_posterior_rho"), "{e}");
+    assert_eq!(state(&store), before);
+
+    let mut fresh = ParamStore::new();
+    fresh.add("other", Tensor::zeros(&[2]));
+    let config = VariationalConfig::default();
+    let r = variational_from_deterministic::<f64, Flipout>(
+        &det,
+        &weights,
+        &mut fresh,
+        &config,
+        Some(1e300),
+        &mut rng,
+    );
+    assert!(
+        r.err()
+            .unwrap()
+            .to_string()
+            .contains("o/kernel_posterior_rho")
+    );
+    assert_eq!(fresh.len(), 1);
+    assert!(fresh.get("h/kernel_posterior_loc").is_none());
+    let net = variational_from_deterministic::<f64, Flipout>(
+        &det,
+        &weights,
+        &mut fresh,
+        &config,
+        Some(0.1),
+        &mut rng,
+    )
+    .unwrap();
+    assert_eq!(net.layers().len(), 3);
+    assert_eq!(fresh.len(), 7);
+}

@@ -315,6 +315,29 @@ impl<F: Element> ParamStore<F> {
         })
     }
 
+    /// What [`set_raw`](Self::set_raw) checks of a stored value: its
+    /// parameter's shape, finite.
+    fn check_raw(&self, p: Param, value: &Tensor<F>) -> Result<()> {
+        let entry = self.entry(p)?;
+        if value.shape() != entry.value.shape() {
+            return Err(Error::ParamShapeMismatch {
+                name: entry.name.clone(),
+                expected: entry.value.shape().to_vec(),
+                found: value.shape().to_vec(),
+            });
+        }
+        if let Some((i, v)) = value.first_non_finite() {
+            return Err(Error::invalid(
+                "ParamStore::set_raw",
+                format!(
+                    "parameter '{}': value {v} at element {i} is not finite",
+                    entry.name
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn entry(&self, p: Param) -> Result<&Entry<F>> {
         if p.store != self.id {
             return Err(Error::ForeignParam { index: p.index });
@@ -362,8 +385,17 @@ impl<F: Element> ParamStore<F> {
     /// Another shape, or a value outside the constraint's domain (naming the
     /// element).
     pub fn set_value(&mut self, p: Param, value: Tensor<F>) -> Result<()> {
-        let constraint = self.entry(p)?.constraint;
-        let name = self.entry(p)?.name.clone();
+        let raw = self.raw_for(p, value)?;
+        self.set_raw(p, raw)
+    }
+
+    /// The stored value that [`set_value`](Self::set_value) would write for
+    /// `value`, checked as it checks it (the shape, the constraint's
+    /// domain, a finite result), without writing: for callers that validate
+    /// several writes before making the first.
+    pub(crate) fn raw_for(&self, p: Param, value: Tensor<F>) -> Result<Tensor<F>> {
+        let entry = self.entry(p)?;
+        let (constraint, name) = (entry.constraint, &entry.name);
         let mut raw = value;
         for (i, x) in raw.data_mut().iter_mut().enumerate() {
             let v = x.to_f64().unwrap_or(f64::NAN);
@@ -380,26 +412,20 @@ impl<F: Element> ParamStore<F> {
                 }
             }
         }
-        self.set_raw(p, raw)
+        self.check_raw(p, &raw)?;
+        Ok(raw)
+    }
+
+    /// Removes the parameters added after the first `len`, whose handles the
+    /// caller has dropped: undoes the additions of an operation that
+    /// failed part-way.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.entries.truncate(len);
     }
 
     /// Overwrites the stored, unconstrained value: same shape, finite.
     pub fn set_raw(&mut self, p: Param, value: Tensor<F>) -> Result<()> {
-        let expected = self.entry(p)?.value.shape().to_vec();
-        let name = self.entry(p)?.name.clone();
-        if value.shape() != expected.as_slice() {
-            return Err(Error::ParamShapeMismatch {
-                name,
-                expected,
-                found: value.shape().to_vec(),
-            });
-        }
-        if let Some((i, v)) = value.first_non_finite() {
-            return Err(Error::invalid(
-                "ParamStore::set_raw",
-                format!("parameter '{name}': value {v} at element {i} is not finite"),
-            ));
-        }
+        self.check_raw(p, &value)?;
         let entry = &mut self.entries[p.index];
         entry.value = value.line_aligned();
         entry.version += 1;

@@ -119,8 +119,9 @@ fn check_delta(delta: f64) -> Result<()> {
 /// Networks of different lengths; a pair of layers that is not a `Dense`
 /// and a dense variational layer (or two equal activations); kernels or
 /// biases of different shapes; a variational layer without a bias where
-/// the trained one has one; a non-positive `delta`. The store is unchanged
-/// on error.
+/// the trained one has one; a non-positive `delta`; a posterior scale
+/// `delta · |w|` that is not finite, or not above the layer's scale floor.
+/// The store is unchanged on error.
 pub fn initialize_from_deterministic<F: Element>(
     variational: &Sequential<F>,
     store: &mut ParamStore<F>,
@@ -142,8 +143,9 @@ pub fn initialize_from_deterministic<F: Element>(
             ),
         ));
     }
-    // every write, validated before the first is made
-    let mut writes: Vec<(Param, Tensor<F>, bool)> = Vec::new();
+    // every write, as the stored value it makes, validated before the
+    // first is made (a scale that overflows, say, fails here)
+    let mut writes: Vec<(Param, Tensor<F>)> = Vec::new();
     for (i, (vl, dl)) in v.iter().zip(d).enumerate() {
         let dense = dl.as_any().and_then(|a| a.downcast_ref::<Dense>());
         if let Some(dense) = dense {
@@ -191,10 +193,10 @@ pub fn initialize_from_deterministic<F: Element>(
                         "has no posterior scales to set (sparse variational dropout)".into(),
                     )
                 })?;
-                writes.push((rho, moped_scale(&w, delta), true));
+                writes.push((rho, store.raw_for(rho, moped_scale(&w, delta))?));
             }
-            writes.push((parts.loc, w, true));
-            writes.push((bias, b, true));
+            writes.push((parts.loc, store.raw_for(parts.loc, w)?));
+            writes.push((bias, store.raw_for(bias, b)?));
             continue;
         }
         let same_activation = match (
@@ -216,10 +218,8 @@ pub fn initialize_from_deterministic<F: Element>(
             ));
         }
     }
-    for (p, value, constrained) in writes {
-        if constrained {
-            store.set_value(p, value)?;
-        }
+    for (p, raw) in writes {
+        store.set_raw(p, raw)?;
     }
     Ok(())
 }
@@ -235,8 +235,9 @@ pub fn initialize_from_deterministic<F: Element>(
 /// # Errors
 /// A layer other than `Dense` or an activation; `config.bias` other than
 /// `BiasMode::Deterministic` (the trained bias is kept as is); parameter
-/// names taken in `store`; a non-positive `delta`. The store is unchanged
-/// on error.
+/// names taken in `store`; a non-positive `delta`, or one whose scales
+/// `delta · |w|` are not finite. The store is unchanged on error: the
+/// parameters of the layers made before the failure are removed again.
 pub fn variational_from_deterministic<F: Element, E: Estimator>(
     deterministic: &Sequential<F>,
     trained: &ParamStore<F>,
@@ -273,40 +274,50 @@ pub fn variational_from_deterministic<F: Element, E: Estimator>(
             ));
         }
     }
-    let mut net = Sequential::new();
-    for l in deterministic.layers() {
-        let any = l.as_any();
-        if let Some(&a) = any.and_then(|a| a.downcast_ref::<Activation>()) {
-            net = net.push(a);
-            continue;
+    // the layers add their parameters as they are made: a failure after
+    // the first (a MOPED scale that overflows, say) removes them again
+    let added_from = store.len();
+    let mut build = || -> Result<Sequential<F>> {
+        let mut net = Sequential::new();
+        for l in deterministic.layers() {
+            let any = l.as_any();
+            if let Some(&a) = any.and_then(|a| a.downcast_ref::<Activation>()) {
+                net = net.push(a);
+                continue;
+            }
+            let Some(dense) = any.and_then(|a| a.downcast_ref::<Dense>()) else {
+                continue;
+            };
+            let w = trained.try_value(dense.kernel_param())?;
+            let mut cfg = config.clone();
+            if let Some(delta) = moped {
+                let (loc, scale) = (Arc::new(w.clone()), Arc::new(moped_scale(&w, delta)));
+                cfg.prior = Prior::custom(move |tape, _, _| {
+                    Ok(Box::new(Normal::new(
+                        tape.constant((*loc).clone()),
+                        tape.constant((*scale).clone()),
+                    )?))
+                });
+            }
+            let map = DenseMap {
+                inputs: w.shape()[0],
+                outputs: w.shape()[1],
+            };
+            let name = Module::<F>::name(dense).to_string();
+            net = net.push(DenseVariational::<F, E>::from_map(
+                store, &name, map, cfg, rng,
+            )?);
         }
-        let Some(dense) = any.and_then(|a| a.downcast_ref::<Dense>()) else {
-            continue;
+        let scales = match moped {
+            Some(delta) => PosteriorScales::Moped { delta },
+            None => PosteriorScales::Keep,
         };
-        let w = trained.try_value(dense.kernel_param())?;
-        let mut cfg = config.clone();
-        if let Some(delta) = moped {
-            let (loc, scale) = (Arc::new(w.clone()), Arc::new(moped_scale(&w, delta)));
-            cfg.prior = Prior::custom(move |tape, _, _| {
-                Ok(Box::new(Normal::new(
-                    tape.constant((*loc).clone()),
-                    tape.constant((*scale).clone()),
-                )?))
-            });
-        }
-        let map = DenseMap {
-            inputs: w.shape()[0],
-            outputs: w.shape()[1],
-        };
-        let name = Module::<F>::name(dense).to_string();
-        net = net.push(DenseVariational::<F, E>::from_map(
-            store, &name, map, cfg, rng,
-        )?);
-    }
-    let scales = match moped {
-        Some(delta) => PosteriorScales::Moped { delta },
-        None => PosteriorScales::Keep,
+        initialize_from_deterministic(&net, store, deterministic, trained, scales)?;
+        Ok(net)
     };
-    initialize_from_deterministic(&net, store, deterministic, trained, scales)?;
-    Ok(net)
+    let built = build();
+    if built.is_err() {
+        store.truncate(added_from);
+    }
+    built
 }
