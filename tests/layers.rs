@@ -918,3 +918,59 @@ fn a_sequential_pools_inside_the_convolution_with_the_same_bits() {
         }
     }
 }
+
+/// A layer whose constructor fails after adding some of its parameters (a
+/// later name taken, a setting finite in `f64` that overflows `f32`)
+/// removes them again: they used to stay in the store, where every later
+/// optimizer step refused them for having no gradient and checkpoints
+/// saved them.
+#[test]
+fn a_layer_that_fails_to_build_adds_no_parameters() {
+    use bayesgrad::layers::{
+        DenseMap, DenseSparseVd, DenseSpikeAndSlab, SparseVdConfig, SpikeAndSlabConfig,
+    };
+    let mut rng = StdRng::seed_from_u64(1);
+    let names = |s: &ParamStore<f32>| -> Vec<String> {
+        s.params().map(|p| s.name(p).to_string()).collect()
+    };
+    let map = DenseMap {
+        inputs: 3,
+        outputs: 2,
+    };
+
+    let mut store = ParamStore::<f32>::new();
+    store.add("h/bias", Tensor::zeros(&[2]));
+    let e = DenseFlipout::new(&mut store, "h", 3, 2, &mut rng).err();
+    assert!(matches!(e, Some(Error::DuplicateParam { .. })), "{e:?}");
+    store.add("d/bias", Tensor::zeros(&[2]));
+    let e = Dense::new(&mut store, "d", 3, 2, &mut rng).err();
+    assert!(matches!(e, Some(Error::DuplicateParam { .. })), "{e:?}");
+    store.add("v/bias_posterior_loc", Tensor::zeros(&[2]));
+    let config = VariationalConfig {
+        bias: BiasMode::Variational,
+        ..VariationalConfig::default()
+    };
+    let e =
+        DenseVariational::<f32, Flipout>::from_map(&mut store, "v", map, config, &mut rng).err();
+    assert!(matches!(e, Some(Error::DuplicateParam { .. })), "{e:?}");
+    assert_eq!(names(&store), ["h/bias", "d/bias", "v/bias_posterior_loc"]);
+
+    let mut store = ParamStore::<f32>::new();
+    let sparse = SparseVdConfig {
+        log_sigma2_init: 1e300,
+        ..SparseVdConfig::default()
+    };
+    let e = DenseSparseVd::from_map(&mut store, "s", map, sparse, &mut rng).err();
+    assert!(e.is_some_and(|e| e.to_string().contains("s/kernel_log_sigma2")));
+    let slab = SpikeAndSlabConfig {
+        scale_init: 1e300,
+        ..SpikeAndSlabConfig::default()
+    };
+    let e = DenseSpikeAndSlab::from_map(&mut store, "k", map, slab, &mut rng).err();
+    assert!(e.is_some_and(|e| e.to_string().contains("k/slab_scale")));
+    assert!(store.is_empty(), "{:?}", names(&store));
+    // and the names are free for a layer that builds
+    DenseSparseVd::from_map(&mut store, "s", map, SparseVdConfig::default(), &mut rng).unwrap();
+    DenseFlipout::new(&mut store, "k", 3, 2, &mut rng).unwrap();
+    assert_eq!(store.len(), 6);
+}

@@ -416,11 +416,19 @@ impl<F: Element> ParamStore<F> {
         Ok(raw)
     }
 
-    /// Removes the parameters added after the first `len`, whose handles the
-    /// caller has dropped: undoes the additions of an operation that
-    /// failed part-way.
-    pub(crate) fn truncate(&mut self, len: usize) {
-        self.entries.truncate(len);
+    /// Runs `add`, which adds parameters (a layer's constructor), and on an
+    /// error removes the parameters it added, so that a constructor that
+    /// fails part-way (a later name taken, an initial value that overflows)
+    /// leaves no parameters behind for the optimizer and checkpoints to
+    /// find. Only additions are undone: `add` changes no existing value.
+    pub(crate) fn adding<R>(&mut self, add: impl FnOnce(&mut Self) -> Result<R>) -> Result<R> {
+        let len = self.entries.len();
+        let out = add(self);
+        if out.is_err() {
+            // the handles `add` made went with its result
+            self.entries.truncate(len);
+        }
+        out
     }
 
     /// Overwrites the stored, unconstrained value: same shape, finite.

@@ -276,8 +276,7 @@ pub fn variational_from_deterministic<F: Element, E: Estimator>(
     }
     // the layers add their parameters as they are made: a failure after
     // the first (a MOPED scale that overflows, say) removes them again
-    let added_from = store.len();
-    let mut build = || -> Result<Sequential<F>> {
+    store.adding(|store| {
         let mut net = Sequential::new();
         for l in deterministic.layers() {
             let any = l.as_any();
@@ -314,10 +313,5 @@ pub fn variational_from_deterministic<F: Element, E: Estimator>(
         };
         initialize_from_deterministic(&net, store, deterministic, trained, scales)?;
         Ok(net)
-    };
-    let built = build();
-    if built.is_err() {
-        store.truncate(added_from);
-    }
-    built
+    })
 }

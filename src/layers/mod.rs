@@ -174,6 +174,11 @@ pub struct Dense {
 
 impl Dense {
     /// A dense layer with `inputs -> outputs` units; parameters `<name>/kernel`, `<name>/bias`.
+    ///
+    /// # Errors
+    /// Zero inputs or outputs; a kernel too large to allocate; a name whose
+    /// parameters are in the store already. Nothing is added to the store
+    /// on error.
     pub fn new<F: Element>(
         store: &mut ParamStore<F>,
         name: &str,
@@ -189,11 +194,16 @@ impl Dense {
         }
         crate::tensor::checked_alloc::<F>(&format!("layer '{name}'"), &[inputs, outputs])?;
         let limit = (6.0 / (inputs as f64 + outputs as f64)).sqrt();
-        let kernel = store.try_add(
-            format!("{name}/kernel"),
-            uniform_init(&[inputs, outputs], limit, rng),
-        )?;
-        let bias = store.try_add(format!("{name}/bias"), Tensor::zeros(&[outputs]))?;
+        let (kernel, bias) = store.adding(|store| {
+            let kernel = store.try_add(
+                format!("{name}/kernel"),
+                uniform_init(&[inputs, outputs], limit, rng),
+            )?;
+            Ok((
+                kernel,
+                store.try_add(format!("{name}/bias"), Tensor::zeros(&[outputs]))?,
+            ))
+        })?;
         Ok(Dense {
             name: name.to_string(),
             kernel,

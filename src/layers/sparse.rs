@@ -339,7 +339,9 @@ impl<M> SparseVariational<M> {
     /// `<name>/kernel_log_sigma2` and `<name>/bias`).
     ///
     /// # Errors
-    /// A zero-sized kernel; a non-finite setting; names taken in the store.
+    /// A zero-sized kernel; a non-finite setting, or one whose initial
+    /// values overflow `F`; names taken in the store. Nothing is added to
+    /// the store on error.
     pub fn from_map<F: Element>(
         store: &mut ParamStore<F>,
         name: &str,
@@ -382,19 +384,24 @@ impl<M> SparseVariational<M> {
             }
         }
         let noise: Tensor<F> = crate::tensor::standard_normal(&shape, rng);
-        let theta = store.try_add(
-            format!("{name}/kernel_theta"),
-            noise.map(|e| e * F::lit(config.theta_init_std)),
-        )?;
-        let log_sigma2 = store.try_add(
-            format!("{name}/kernel_log_sigma2"),
-            Tensor::full(&shape, F::lit(config.log_sigma2_init)),
-        )?;
-        let bias = if config.bias {
-            Some(store.try_add(format!("{name}/bias"), Tensor::zeros(&[map.outputs()]))?)
-        } else {
-            None
-        };
+        // (a setting finite in f64 may overflow F: then nothing is added)
+        let (theta, log_sigma2, bias) = store.adding(|store| {
+            let theta = store.try_add(
+                format!("{name}/kernel_theta"),
+                noise.map(|e| e * F::lit(config.theta_init_std)),
+            )?;
+            let log_sigma2 = store.try_add(
+                format!("{name}/kernel_log_sigma2"),
+                Tensor::full(&shape, F::lit(config.log_sigma2_init)),
+            )?;
+            let bias = match config.bias {
+                true => {
+                    Some(store.try_add(format!("{name}/bias"), Tensor::zeros(&[map.outputs()]))?)
+                }
+                false => None,
+            };
+            Ok((theta, log_sigma2, bias))
+        })?;
         Ok(SparseVariational {
             name: name.to_string(),
             map,

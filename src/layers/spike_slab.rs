@@ -133,8 +133,9 @@ impl<M> SpikeAndSlabVariational<M> {
     /// `<name>/slab_loc`, `<name>/slab_scale`).
     ///
     /// # Errors
-    /// Probabilities outside (0, 1), non-positive scales, a zero-sized
-    /// kernel, names taken in the store (which is then unchanged).
+    /// Probabilities outside (0, 1), non-positive scales, initial values
+    /// that overflow `F`, a zero-sized kernel, names taken in the store.
+    /// Nothing is added to the store on error.
     pub fn from_map<F: Element>(
         store: &mut ParamStore<F>,
         name: &str,
@@ -210,19 +211,23 @@ impl<M> SpikeAndSlabVariational<M> {
             // the input axis of the kernel (its second-to-last)
             Selection::PerInput { .. } => vec![shape[shape.len().max(2) - 2]],
         };
-        let logit = store.try_add(
-            format!("{name}/inclusion_logit"),
-            Tensor::full(&logit_shape, F::lit((p0 / (1.0 - p0)).ln())),
-        )?;
         let noise: Tensor<F> = crate::tensor::standard_normal(&shape, rng);
-        let loc = store.try_add(
-            format!("{name}/slab_loc"),
-            noise.map(|e| e * F::lit(c.loc_init_std)),
-        )?;
-        let scale = store.try_add_positive(
-            format!("{name}/slab_scale"),
-            Tensor::full(&shape, F::lit(c.scale_init)),
-        )?;
+        // (a setting finite in f64 may overflow F: then nothing is added)
+        let (logit, loc, scale) = store.adding(|store| {
+            let logit = store.try_add(
+                format!("{name}/inclusion_logit"),
+                Tensor::full(&logit_shape, F::lit((p0 / (1.0 - p0)).ln())),
+            )?;
+            let loc = store.try_add(
+                format!("{name}/slab_loc"),
+                noise.map(|e| e * F::lit(c.loc_init_std)),
+            )?;
+            let scale = store.try_add_positive(
+                format!("{name}/slab_scale"),
+                Tensor::full(&shape, F::lit(c.scale_init)),
+            )?;
+            Ok((logit, loc, scale))
+        })?;
         Ok(SpikeAndSlabVariational {
             name: name.to_string(),
             map,

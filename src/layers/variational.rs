@@ -817,6 +817,7 @@ impl<F: Element, M: LinearMap<F>, E: Estimator> Variational<F, M, E> {
     /// # Errors
     /// A map with a zero-sized kernel or stride; a negative or non-finite
     /// initial spread; a name whose parameters are in the store already.
+    /// Nothing is added to the store on error.
     pub fn from_map(
         store: &mut ParamStore<F>,
         name: &str,
@@ -831,14 +832,17 @@ impl<F: Element, M: LinearMap<F>, E: Estimator> Variational<F, M, E> {
                 format!("layer '{name}' needs a kernel of nonzero size, got {shape:?}"),
             ));
         }
-        let kernel = MeanField::new(
-            store,
-            &format!("{name}/kernel_posterior"),
-            &shape,
-            &config,
-            rng,
-        )?;
-        let bias = Bias::new(store, name, map.outputs(), &config, rng)?;
+        // a bias whose name is taken removes the kernel's parameters again
+        let (kernel, bias) = store.adding(|store| {
+            let kernel = MeanField::new(
+                store,
+                &format!("{name}/kernel_posterior"),
+                &shape,
+                &config,
+                rng,
+            )?;
+            Ok((kernel, Bias::new(store, name, map.outputs(), &config, rng)?))
+        })?;
         Ok(Variational {
             name: name.to_string(),
             map,
