@@ -819,3 +819,49 @@ fn output_at_the_means(
     let x = Tensor::from_fn(&[4, 6], |i| (i as f64 * 0.37).sin());
     Ok(layer.forward(&mut cx, tape.constant(x))?.value())
 }
+
+/// A spike-and-slab prior with a narrow spike in `f32`: the fused posterior
+/// op weighs the components by `1 / s²`, which overflows below about 5e-20,
+/// and its gradients came out NaN (`0 · inf` where the spike's
+/// responsibility is 0) while its divergence looked fine. Such a prior now
+/// takes the mixture op, whose gradients stay finite; a scale whose
+/// reciprocal overflows `F` (subnormal in `f32`) is refused by name, where
+/// the mixture's log-density was NaN at the spike's mean.
+#[test]
+fn a_narrow_spike_in_f32_gives_finite_gradients() -> Result<()> {
+    for spike_scale in [1e-20, 1e-30] {
+        let mut rng = StdRng::seed_from_u64(0);
+        let mut store = ParamStore::<f32>::new();
+        let config = VariationalConfig {
+            prior: Prior::SpikeAndSlab {
+                pi: 0.5,
+                spike_scale,
+                slab_scale: 1.0,
+            },
+            ..VariationalConfig::default()
+        };
+        let layer = DenseFlipout::with_config(&mut store, "h", 3, 2, config, &mut rng)?;
+        let tape = Tape::new();
+        let mut cx = Forward::new(&tape, &store, &mut rng);
+        let y = layer.forward(&mut cx, tape.constant(Tensor::ones(&[2, 3])))?;
+        let kl = cx.divergences().total();
+        assert!(kl.item()?.is_finite());
+        let grads = (kl + y.sum()).backward()?;
+        let (loc, rho) = layer.kernel_params();
+        for p in [loc, rho] {
+            let g = grads.param(p).expect("a gradient");
+            assert!(g.first_non_finite().is_none(), "{spike_scale}: {g:?}");
+        }
+    }
+    let tape = Tape::<f32>::new();
+    let e = SpikeAndSlab::new(tape.scalar(0.5), tape.scalar(1e-40), tape.scalar(1.0)).err();
+    assert!(e.is_some_and(|e| e.to_string().contains("spike_scale")));
+    let e = MixtureOfNormals::new(
+        tape.var(Tensor::vector(&[0.5, 0.5])),
+        tape.var(Tensor::vector(&[0.0, 0.0])),
+        tape.var(Tensor::vector(&[1.0, 1e-40])),
+    )
+    .err();
+    assert!(e.is_some_and(|e| e.to_string().contains("scales")));
+    Ok(())
+}

@@ -1,6 +1,6 @@
 use super::{
-    Distribution, HALF_LN_2PI, batch_broadcast, check_finite, check_positive, check_values,
-    same_tape, standard_normal, uniform,
+    Distribution, HALF_LN_2PI, batch_broadcast, check_finite, check_values, same_tape,
+    standard_normal, uniform,
 };
 use crate::autodiff::tape::{Op, Tape, Var};
 use crate::error::{Error, Result};
@@ -51,8 +51,9 @@ use rand::Rng;
 /// ```
 ///
 /// # Errors
-/// Weights outside (0, 1) or not summing to 1, non-positive scales,
-/// shapes that do not broadcast, no components.
+/// Weights outside (0, 1) or not summing to 1, non-positive scales or
+/// scales whose reciprocal overflows (subnormal in `f32`), shapes that do
+/// not broadcast, no components.
 #[derive(Clone, Copy)]
 pub struct MixtureOfNormals<'t, F: Element> {
     log_weights: Var<'t, F>,
@@ -99,7 +100,7 @@ impl<'t, F: Element> MixtureOfNormals<'t, F> {
         same_tape("MixtureOfNormals::new", &log_weights, &locs)?;
         same_tape("MixtureOfNormals::new", &log_weights, &scales)?;
         check_finite(name, "locs", &locs)?;
-        check_positive(name, "scales", &scales)?;
+        check_scales(name, "scales", &scales)?;
         let s = batch_broadcast(
             name,
             ("weights", log_weights.shape()),
@@ -181,6 +182,20 @@ impl<'t, F: Element> MixtureOfNormals<'t, F> {
 /// nothing, also where `z_k / s_k` overflows (`0 · inf` would be NaN). The
 /// sums over the values are taken in `f64`.
 struct ScalarMixtureLogProb;
+
+/// Refuses component scales that are not positive and finite, or whose
+/// reciprocal overflows (an `f32` scale below about 3e-39, subnormal): the
+/// log-density divides by them, and `0 · inf` at the component's mean would
+/// be NaN.
+fn check_scales<F: Element>(d: &'static str, p: &'static str, v: &Var<'_, F>) -> Result<()> {
+    check_values(
+        d,
+        p,
+        v,
+        "must be finite and > 0, with a finite reciprocal",
+        |x| x > F::zero() && x.is_finite() && (F::one() / x).is_finite(),
+    )
+}
 
 /// A component's terms: `c = ln w - ln s - ln √(2π)`, `m`, `1 / s` and
 /// `m / s` (as `m · (1 / s)`).
@@ -872,7 +887,8 @@ impl<'t, F: Element> Distribution<'t, F> for MixtureOfNormals<'t, F> {
 /// ```
 ///
 /// # Errors
-/// `pi` outside (0, 1); scales not `> 0`; shapes that do not broadcast.
+/// `pi` outside (0, 1); scales not `> 0`, or whose reciprocal overflows
+/// (subnormal in `f32`); shapes that do not broadcast.
 pub struct SpikeAndSlab;
 
 impl SpikeAndSlab {
@@ -889,8 +905,8 @@ impl SpikeAndSlab {
         check_values(NAME, "pi", &pi, "must be in (0, 1)", |p| {
             p > F::zero() && p < F::one()
         })?;
-        check_positive(NAME, "spike_scale", &spike_scale)?;
-        check_positive(NAME, "slab_scale", &slab_scale)?;
+        check_scales(NAME, "spike_scale", &spike_scale)?;
+        check_scales(NAME, "slab_scale", &slab_scale)?;
         let s = batch_broadcast(
             NAME,
             ("pi", pi.shape()),

@@ -511,6 +511,13 @@ impl<'t, F: Element> PosteriorPass<'t, '_, '_, F> {
         use crate::distributions::MixtureOfNormals;
         use crate::distributions::kl::user_rule_for;
         let valid = |v: f64, lo: F, hi: F| F::lit(v) > lo && F::lit(v) < hi;
+        // the fused op weighs a mixture's components by `1 / s²` in F: a
+        // scale whose square's reciprocal overflows (below about 5e-20 in
+        // f32) takes the mixture op, which keeps its gradients finite
+        let precise = |s: f64| {
+            let inv = F::lit(1.0 / s);
+            valid(s, F::zero(), F::infinity()) && (inv * inv).is_finite()
+        };
         let prior = match (&self.config.prior, &self.config.divergence) {
             (Prior::Normal { loc, scale }, KlMethod::Auto | KlMethod::Analytic)
                 if valid(*loc, F::neg_infinity(), F::infinity())
@@ -530,9 +537,7 @@ impl<'t, F: Element> PosteriorPass<'t, '_, '_, F> {
                 },
                 method @ (KlMethod::Auto | KlMethod::SampleEstimate),
             ) if valid(*pi, F::zero(), F::one())
-                && [spike_scale, slab_scale]
-                    .iter()
-                    .all(|&&s| valid(s, F::zero(), F::infinity()))
+                && [spike_scale, slab_scale].iter().all(|&&s| precise(s))
                 && (matches!(method, KlMethod::SampleEstimate)
                     || !user_rule_for::<Normal<'static, F>, MixtureOfNormals<'static, F>>()) =>
             {
