@@ -865,3 +865,25 @@ fn a_narrow_spike_in_f32_gives_finite_gradients() -> Result<()> {
     assert!(e.is_some_and(|e| e.to_string().contains("scales")));
     Ok(())
 }
+
+/// A relaxed one-hot categorical in `f32` at a subnormal temperature drew
+/// NaN (the logits are divided by the temperature, whose reciprocal
+/// overflows): such a temperature is refused by name, and the smallest
+/// normal one still draws finite values with finite gradients.
+#[test]
+fn a_subnormal_temperature_is_refused() -> Result<()> {
+    let tape = Tape::<f32>::new();
+    let logits = tape.var(Tensor::vector(&[2.0, -1.0, 0.5]));
+    for t in [1e-42f32, 1e-45] {
+        let e = RelaxedOneHotCategorical::new(tape.scalar(t), logits).err();
+        assert!(e.is_some_and(|e| e.to_string().contains("temperature")), "{t}");
+        let e = RelaxedBernoulli::new(tape.scalar(t), logits).err();
+        assert!(e.is_some_and(|e| e.to_string().contains("temperature")), "{t}");
+    }
+    let d = RelaxedOneHotCategorical::new(tape.scalar(f32::MIN_POSITIVE), logits)?;
+    let x = d.rsample(&mut StdRng::seed_from_u64(3))?;
+    assert!(x.value().first_non_finite().is_none(), "{:?}", x.value());
+    let g = x.square().sum().backward()?;
+    assert!(g.get(logits).expect("a gradient").first_non_finite().is_none());
+    Ok(())
+}

@@ -1,6 +1,6 @@
 use super::{
-    Distribution, HALF_LN_2PI, batch_broadcast, check_finite, check_values, same_tape,
-    standard_normal, uniform,
+    Distribution, HALF_LN_2PI, batch_broadcast, check_finite, check_positive_invertible,
+    check_values, same_tape, standard_normal, uniform,
 };
 use crate::autodiff::tape::{Op, Tape, Var};
 use crate::error::{Error, Result};
@@ -100,7 +100,7 @@ impl<'t, F: Element> MixtureOfNormals<'t, F> {
         same_tape("MixtureOfNormals::new", &log_weights, &locs)?;
         same_tape("MixtureOfNormals::new", &log_weights, &scales)?;
         check_finite(name, "locs", &locs)?;
-        check_scales(name, "scales", &scales)?;
+        check_positive_invertible(name, "scales", &scales)?;
         let s = batch_broadcast(
             name,
             ("weights", log_weights.shape()),
@@ -182,20 +182,6 @@ impl<'t, F: Element> MixtureOfNormals<'t, F> {
 /// nothing, also where `z_k / s_k` overflows (`0 · inf` would be NaN). The
 /// sums over the values are taken in `f64`.
 struct ScalarMixtureLogProb;
-
-/// Refuses component scales that are not positive and finite, or whose
-/// reciprocal overflows (an `f32` scale below about 3e-39, subnormal): the
-/// log-density divides by them, and `0 · inf` at the component's mean would
-/// be NaN.
-fn check_scales<F: Element>(d: &'static str, p: &'static str, v: &Var<'_, F>) -> Result<()> {
-    check_values(
-        d,
-        p,
-        v,
-        "must be finite and > 0, with a finite reciprocal",
-        |x| x > F::zero() && x.is_finite() && (F::one() / x).is_finite(),
-    )
-}
 
 /// A component's terms: `c = ln w - ln s - ln √(2π)`, `m`, `1 / s` and
 /// `m / s` (as `m · (1 / s)`).
@@ -905,8 +891,8 @@ impl SpikeAndSlab {
         check_values(NAME, "pi", &pi, "must be in (0, 1)", |p| {
             p > F::zero() && p < F::one()
         })?;
-        check_scales(NAME, "spike_scale", &spike_scale)?;
-        check_scales(NAME, "slab_scale", &slab_scale)?;
+        check_positive_invertible(NAME, "spike_scale", &spike_scale)?;
+        check_positive_invertible(NAME, "slab_scale", &slab_scale)?;
         let s = batch_broadcast(
             NAME,
             ("pi", pi.shape()),

@@ -271,6 +271,24 @@ pub(crate) fn check_positive<F: Element>(
     })
 }
 
+/// [`check_positive`] for a parameter the computations divide by: its
+/// reciprocal must be finite too (a subnormal `f32` scale or temperature,
+/// below about 3e-39, has an infinite one, and `0 · inf` at the point it
+/// is centred on would be NaN).
+pub(crate) fn check_positive_invertible<F: Element>(
+    d: &'static str,
+    p: &'static str,
+    v: &Var<'_, F>,
+) -> Result<()> {
+    check_values(
+        d,
+        p,
+        v,
+        "must be finite and > 0, with a finite reciprocal",
+        |x| x > F::zero() && x.is_finite() && (F::one() / x).is_finite(),
+    )
+}
+
 /// The broadcast of two parameters' shapes, or an error naming both.
 pub(crate) fn batch_broadcast(
     distribution: &'static str,
