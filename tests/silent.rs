@@ -876,14 +876,57 @@ fn a_subnormal_temperature_is_refused() -> Result<()> {
     let logits = tape.var(Tensor::vector(&[2.0, -1.0, 0.5]));
     for t in [1e-42f32, 1e-45] {
         let e = RelaxedOneHotCategorical::new(tape.scalar(t), logits).err();
-        assert!(e.is_some_and(|e| e.to_string().contains("temperature")), "{t}");
+        assert!(
+            e.is_some_and(|e| e.to_string().contains("temperature")),
+            "{t}"
+        );
         let e = RelaxedBernoulli::new(tape.scalar(t), logits).err();
-        assert!(e.is_some_and(|e| e.to_string().contains("temperature")), "{t}");
+        assert!(
+            e.is_some_and(|e| e.to_string().contains("temperature")),
+            "{t}"
+        );
     }
     let d = RelaxedOneHotCategorical::new(tape.scalar(f32::MIN_POSITIVE), logits)?;
     let x = d.rsample(&mut StdRng::seed_from_u64(3))?;
     assert!(x.value().first_non_finite().is_none(), "{:?}", x.value());
     let g = x.square().sum().backward()?;
-    assert!(g.get(logits).expect("a gradient").first_non_finite().is_none());
+    assert!(
+        g.get(logits)
+            .expect("a gradient")
+            .first_non_finite()
+            .is_none()
+    );
+    Ok(())
+}
+
+/// A subnormal scale (or Student-t `df`) in `f32` gave NaN log-densities
+/// and gradients: `Normal(0, 1e-42)` at its mean was NaN (its reciprocal
+/// overflows, and `0 · inf` follows). Such parameters are refused by name;
+/// the smallest normal scale still gives finite values and gradients.
+#[test]
+fn a_subnormal_scale_is_refused() -> Result<()> {
+    let tape = Tape::<f32>::new();
+    let (zero, tiny) = (tape.scalar(0.0), tape.scalar(1e-42));
+    let refused = |r: Result<()>, what: &str| match r {
+        Err(e) => assert!(e.to_string().contains(what), "{e}"),
+        Ok(()) => panic!("{what} accepted"),
+    };
+    refused(Normal::new(zero, tiny).map(|_| ()), "scale");
+    refused(LogNormal::new(zero, tiny).map(|_| ()), "scale");
+    refused(Laplace::new(zero, tiny).map(|_| ()), "scale");
+    refused(
+        StudentT::new(tape.scalar(3.0), zero, tiny).map(|_| ()),
+        "scale",
+    );
+    refused(
+        StudentT::new(tiny, zero, tape.scalar(1.0)).map(|_| ()),
+        "df",
+    );
+    let scale = tape.var(Tensor::scalar(f32::MIN_POSITIVE));
+    let lp = Normal::new(zero, scale)?.log_prob(tape.scalar(0.0))?;
+    assert!(lp.item()?.is_finite());
+    let grads = lp.backward()?;
+    let g = grads.get(scale).expect("a gradient");
+    assert!(g.first_non_finite().is_none(), "{g:?}");
     Ok(())
 }

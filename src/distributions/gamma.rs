@@ -23,8 +23,8 @@
 //! seed gives the same draws on any machine and thread count.
 
 use super::{
-    Distribution, HALF_LN_2PI, batch_broadcast, check_positive, check_values, into_open_unit,
-    on_support, open_unit, same_tape, sample_shape,
+    Distribution, HALF_LN_2PI, batch_broadcast, check_divisor, check_positive, check_values,
+    into_open_unit, on_support, open_unit, same_tape, sample_shape,
 };
 use crate::autodiff::ops::sigmoid;
 use crate::autodiff::profile::untimed;
@@ -1961,7 +1961,8 @@ fn kl_dirichlet_closed<'t, F: Element>(
 /// of it in `f32` and 8e-4 in `f64`); those draws are `±inf`.
 ///
 /// # Parameters
-/// - `df`, `scale`: finite, `> 0`; `loc`: finite; shapes broadcast.
+/// - `df`, `scale`: finite, at least the smallest normal number; `loc`:
+///   finite; shapes broadcast.
 ///
 /// The mean exists for `df > 1` and the variance for `df > 2` (infinite
 /// for `1 < df <= 2`); asking for them otherwise is an error.
@@ -1985,9 +1986,9 @@ impl<'t, F: Element> StudentT<'t, F> {
     pub fn new(df: Var<'t, F>, loc: Var<'t, F>, scale: Var<'t, F>) -> Result<Self> {
         same_tape("StudentT::new", &df, &loc)?;
         same_tape("StudentT::new", &df, &scale)?;
-        check_positive("StudentT", "df", &df)?;
+        check_divisor("StudentT", "df", &df)?;
         super::check_finite("StudentT", "loc", &loc)?;
-        check_positive("StudentT", "scale", &scale)?;
+        check_divisor("StudentT", "scale", &scale)?;
         let s = batch_broadcast("StudentT", ("df", df.shape()), ("loc", loc.shape()))?;
         batch_broadcast("StudentT", ("df and loc", s), ("scale", scale.shape()))?;
         Ok(StudentT { df, loc, scale })

@@ -1,6 +1,6 @@
 use super::{
-    Distribution, HALF_LN_2PI, batch_broadcast, check_finite, check_positive_invertible,
-    check_values, same_tape, standard_normal, uniform,
+    Distribution, HALF_LN_2PI, batch_broadcast, check_divisor, check_finite, check_values,
+    same_tape, standard_normal, uniform,
 };
 use crate::autodiff::tape::{Op, Tape, Var};
 use crate::error::{Error, Result};
@@ -51,9 +51,8 @@ use rand::Rng;
 /// ```
 ///
 /// # Errors
-/// Weights outside (0, 1) or not summing to 1, non-positive scales or
-/// scales whose reciprocal overflows (subnormal in `f32`), shapes that do
-/// not broadcast, no components.
+/// Weights outside (0, 1) or not summing to 1, scales below the smallest
+/// normal number, shapes that do not broadcast, no components.
 #[derive(Clone, Copy)]
 pub struct MixtureOfNormals<'t, F: Element> {
     log_weights: Var<'t, F>,
@@ -100,7 +99,7 @@ impl<'t, F: Element> MixtureOfNormals<'t, F> {
         same_tape("MixtureOfNormals::new", &log_weights, &locs)?;
         same_tape("MixtureOfNormals::new", &log_weights, &scales)?;
         check_finite(name, "locs", &locs)?;
-        check_positive_invertible(name, "scales", &scales)?;
+        check_divisor(name, "scales", &scales)?;
         let s = batch_broadcast(
             name,
             ("weights", log_weights.shape()),
@@ -873,8 +872,8 @@ impl<'t, F: Element> Distribution<'t, F> for MixtureOfNormals<'t, F> {
 /// ```
 ///
 /// # Errors
-/// `pi` outside (0, 1); scales not `> 0`, or whose reciprocal overflows
-/// (subnormal in `f32`); shapes that do not broadcast.
+/// `pi` outside (0, 1); scales below the smallest normal number; shapes
+/// that do not broadcast.
 pub struct SpikeAndSlab;
 
 impl SpikeAndSlab {
@@ -891,8 +890,8 @@ impl SpikeAndSlab {
         check_values(NAME, "pi", &pi, "must be in (0, 1)", |p| {
             p > F::zero() && p < F::one()
         })?;
-        check_positive_invertible(NAME, "spike_scale", &spike_scale)?;
-        check_positive_invertible(NAME, "slab_scale", &slab_scale)?;
+        check_divisor(NAME, "spike_scale", &spike_scale)?;
+        check_divisor(NAME, "slab_scale", &slab_scale)?;
         let s = batch_broadcast(
             NAME,
             ("pi", pi.shape()),

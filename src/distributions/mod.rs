@@ -271,21 +271,23 @@ pub(crate) fn check_positive<F: Element>(
     })
 }
 
-/// [`check_positive`] for a parameter the computations divide by: its
-/// reciprocal must be finite too (a subnormal `f32` scale or temperature,
-/// below about 3e-39, has an infinite one, and `0 · inf` at the point it
-/// is centred on would be NaN).
-pub(crate) fn check_positive_invertible<F: Element>(
+/// [`check_positive`] for a parameter the computations divide by (a scale,
+/// a temperature, degrees of freedom): it must also be a normal number.
+/// The reciprocal of a subnormal one can overflow (below about 3e-39 in
+/// `f32`), and `0 · inf` at the point the distribution is centred on was
+/// NaN; no such value comes out of a positive parameter's floor.
+pub(crate) fn check_divisor<F: Element>(
     d: &'static str,
     p: &'static str,
     v: &Var<'_, F>,
 ) -> Result<()> {
+    let smallest = F::min_positive_value();
     check_values(
         d,
         p,
         v,
-        "must be finite and > 0, with a finite reciprocal",
-        |x| x > F::zero() && x.is_finite() && (F::one() / x).is_finite(),
+        "must be finite and at least the smallest normal number (1.2e-38 in f32, 2.2e-308 in f64)",
+        |x| x >= smallest && x.is_finite(),
     )
 }
 

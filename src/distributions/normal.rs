@@ -1,5 +1,5 @@
 use super::{
-    Distribution, HALF_LN_2PI, batch_broadcast, check_finite, check_positive, same_tape,
+    Distribution, HALF_LN_2PI, batch_broadcast, check_divisor, check_finite, same_tape,
     sample_shape, standard_normal,
 };
 use crate::autodiff::ops::binary::{View, broadcast_all, map4};
@@ -253,7 +253,8 @@ impl<F: Element> Op<F> for NormalKl {
 ///
 /// # Parameters
 /// - `loc`: any finite real.
-/// - `scale`: finite and `> 0`.
+/// - `scale`: finite and at least the smallest normal number (a subnormal
+///   scale's reciprocal can overflow).
 ///
 /// Their shapes broadcast to the batch shape; the event shape is `[]`.
 ///
@@ -285,7 +286,7 @@ impl<'t, F: Element> Normal<'t, F> {
     pub fn new(loc: Var<'t, F>, scale: Var<'t, F>) -> Result<Self> {
         same_tape("Normal::new", &loc, &scale)?;
         check_finite("Normal", "loc", &loc)?;
-        check_positive("Normal", "scale", &scale)?;
+        check_divisor("Normal", "scale", &scale)?;
         batch_broadcast("Normal", ("loc", loc.shape()), ("scale", scale.shape()))?;
         Ok(Normal { loc, scale })
     }

@@ -1,8 +1,8 @@
 //! Continuous relaxations of discrete distributions (Concrete / Gumbel-softmax).
 
 use super::{
-    Distribution, batch_broadcast, check_logits, check_positive_invertible, check_values,
-    open_uniform, sample_shape,
+    Distribution, batch_broadcast, check_divisor, check_logits, check_values, open_uniform,
+    sample_shape,
 };
 use crate::autodiff::tape::{Op, Tape, Var};
 use crate::error::{Error, Result};
@@ -22,10 +22,10 @@ fn gumbel_noise<F: Element>(shape: &[usize], rng: &mut dyn Rng) -> Tensor<F> {
     Tensor::from_fn(shape, |_| F::lit(-(-open_uniform(rng).ln()).ln()))
 }
 
-/// Errors unless the temperature is finite and `> 0`, with a finite
-/// reciprocal (the logits are divided by it).
+/// Errors unless the temperature is finite and at least the smallest
+/// normal number (the logits are divided by it).
 fn check_temperature<F: Element>(distribution: &'static str, t: &Var<'_, F>) -> Result<()> {
-    check_positive_invertible(distribution, "temperature", t)
+    check_divisor(distribution, "temperature", t)
 }
 
 /// The straight-through estimator's op: the forward pass rounds a relaxed
@@ -116,8 +116,7 @@ impl<F: Element> Op<F> for StraightThrough {
 /// ```
 ///
 /// # Errors
-/// A temperature that is not finite and positive, or whose reciprocal
-/// overflows (subnormal in `f32`); non-finite logits;
+/// A temperature that is not finite or below the smallest normal number; non-finite logits;
 /// shapes that do not broadcast; `log_prob` at values outside (0, 1).
 #[derive(Clone, Copy)]
 pub struct RelaxedBernoulli<'t, F: Element> {
@@ -268,8 +267,7 @@ impl<'t, F: Element> Distribution<'t, F> for RelaxedBernoulli<'t, F> {
 /// ```
 ///
 /// # Errors
-/// A temperature that is not finite and positive, or whose reciprocal
-/// overflows (subnormal in `f32`); logits with fewer than
+/// A temperature that is not finite or below the smallest normal number; logits with fewer than
 /// two classes or non-finite entries; a temperature whose shape does not
 /// broadcast against the batch; `log_prob` at values off the simplex.
 #[derive(Clone, Copy)]

@@ -1,8 +1,8 @@
 //! Laplace, Exponential, Uniform and Poisson.
 
 use super::{
-    Distribution, batch_broadcast, check_finite, check_positive, check_values, on_support,
-    open_uniform, same_tape, sample_shape,
+    Distribution, batch_broadcast, check_divisor, check_finite, check_positive, check_values,
+    on_support, open_uniform, same_tape, sample_shape,
 };
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};
@@ -24,7 +24,8 @@ fn uniforms<F: Element>(shape: &[usize], rng: &mut dyn Rng) -> Tensor<F> {
 /// `rsample` is differentiable in both parameters.
 ///
 /// # Parameters
-/// - `loc`: finite; `scale`: finite, `> 0`; shapes broadcast.
+/// - `loc`: finite; `scale`: finite, at least the smallest normal number;
+///   shapes broadcast.
 ///
 /// ```
 /// use bayesgrad::prelude::*;
@@ -45,7 +46,7 @@ impl<'t, F: Element> Laplace<'t, F> {
     pub fn new(loc: Var<'t, F>, scale: Var<'t, F>) -> Result<Self> {
         same_tape("Laplace::new", &loc, &scale)?;
         check_finite("Laplace", "loc", &loc)?;
-        check_positive("Laplace", "scale", &scale)?;
+        check_divisor("Laplace", "scale", &scale)?;
         batch_broadcast("Laplace", ("loc", loc.shape()), ("scale", scale.shape()))?;
         Ok(Laplace { loc, scale })
     }
