@@ -899,9 +899,10 @@ fn a_subnormal_temperature_is_refused() -> Result<()> {
     Ok(())
 }
 
-/// A subnormal scale (or Student-t `df`) in `f32` gave NaN log-densities
-/// and gradients: `Normal(0, 1e-42)` at its mean was NaN (its reciprocal
-/// overflows, and `0 · inf` follows). Such parameters are refused by name;
+/// A subnormal scale (or Student-t `df`, or a multivariate normal's
+/// `scale_tril` diagonal) in `f32` gave NaN log-densities or gradients:
+/// `Normal(0, 1e-42)` at its mean was NaN (its reciprocal overflows, and
+/// `0 · inf` follows). Such parameters are refused by name;
 /// the smallest normal scale still gives finite values and gradients.
 #[test]
 fn a_subnormal_scale_is_refused() -> Result<()> {
@@ -922,6 +923,9 @@ fn a_subnormal_scale_is_refused() -> Result<()> {
         StudentT::new(tiny, zero, tape.scalar(1.0)).map(|_| ()),
         "df",
     );
+    let tril = tape.var(Tensor::from_rows(&[[1.0, 0.0], [0.5, 1e-42]])?);
+    let mvn = MultivariateNormal::from_scale_tril(tape.var(Tensor::zeros(&[2])), tril);
+    refused(mvn.map(|_| ()), "scale_tril diagonal");
     let scale = tape.var(Tensor::scalar(f32::MIN_POSITIVE));
     let lp = Normal::new(zero, scale)?.log_prob(tape.scalar(0.0))?;
     assert!(lp.item()?.is_finite());

@@ -19,7 +19,8 @@ use rand::Rng;
 /// # Parameters
 /// - `loc`: shape `batch + [d]`, finite.
 /// - `scale_tril`: `[d, d]`, lower triangular (entries above the diagonal
-///   must be 0), finite, with a positive diagonal; shared by the batch.
+///   must be 0), finite, with a positive diagonal (at least the smallest
+///   normal number); shared by the batch.
 ///   [`from_covariance`](Self::from_covariance) factors a covariance with
 ///   a differentiable Cholesky op.
 ///
@@ -45,7 +46,9 @@ impl<'t, F: Element> MultivariateNormal<'t, F> {
     ///
     /// # Errors
     /// Non-finite entries; a scale that is not `[d, d]` for the mean's last
-    /// axis `d`, not lower triangular, or without a positive diagonal.
+    /// axis `d`, not lower triangular, or with a diagonal entry below the
+    /// smallest normal number (the solves divide by it; a subnormal one
+    /// gave NaN gradients).
     pub fn from_scale_tril(loc: Var<'t, F>, scale_tril: Var<'t, F>) -> Result<Self> {
         super::same_tape("MultivariateNormal::new", &loc, &scale_tril)?;
         check_finite("MultivariateNormal", "loc", &loc)?;
@@ -63,12 +66,12 @@ impl<'t, F: Element> MultivariateNormal<'t, F> {
         let l = scale_tril.value();
         for i in 0..d {
             let diag = l.data()[i * d + i];
-            if diag <= F::zero() || diag.is_nan() {
+            if diag < F::min_positive_value() || diag.is_nan() {
                 return Err(Error::InvalidParameter {
                     distribution: "MultivariateNormal",
                     parameter: "scale_tril diagonal",
                     value: diag.to_f64().unwrap_or(f64::NAN),
-                    reason: "must be > 0",
+                    reason: "must be at least the smallest normal number (1.2e-38 in f32, 2.2e-308 in f64)",
                 });
             }
             for j in i + 1..d {
