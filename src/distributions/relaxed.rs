@@ -116,8 +116,9 @@ impl<F: Element> Op<F> for StraightThrough {
 /// ```
 ///
 /// # Errors
-/// A temperature that is not finite or below the smallest normal number; non-finite logits;
-/// shapes that do not broadcast; `log_prob` at values outside (0, 1).
+/// A temperature that is not finite or is below the smallest normal
+/// number; non-finite logits; shapes that do not broadcast; `log_prob` at
+/// values outside (0, 1).
 #[derive(Clone, Copy)]
 pub struct RelaxedBernoulli<'t, F: Element> {
     temperature: Var<'t, F>,
@@ -267,9 +268,10 @@ impl<'t, F: Element> Distribution<'t, F> for RelaxedBernoulli<'t, F> {
 /// ```
 ///
 /// # Errors
-/// A temperature that is not finite or below the smallest normal number; logits with fewer than
-/// two classes or non-finite entries; a temperature whose shape does not
-/// broadcast against the batch; `log_prob` at values off the simplex.
+/// A temperature that is not finite or is below the smallest normal
+/// number; logits with fewer than two classes or non-finite entries; a
+/// temperature whose shape does not broadcast against the batch; `log_prob`
+/// at values off the simplex.
 #[derive(Clone, Copy)]
 pub struct RelaxedOneHotCategorical<'t, F: Element> {
     temperature: Var<'t, F>,

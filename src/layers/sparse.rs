@@ -394,11 +394,11 @@ impl<M> SparseVariational<M> {
                 format!("{name}/kernel_log_sigma2"),
                 Tensor::full(&shape, F::lit(config.log_sigma2_init)),
             )?;
-            let bias = match config.bias {
-                true => {
-                    Some(store.try_add(format!("{name}/bias"), Tensor::zeros(&[map.outputs()]))?)
-                }
-                false => None,
+            let bias = if config.bias {
+                let zeros = Tensor::zeros(&[map.outputs()]);
+                Some(store.try_add(format!("{name}/bias"), zeros)?)
+            } else {
+                None
             };
             Ok((theta, log_sigma2, bias))
         })?;
