@@ -255,18 +255,12 @@ pub fn variational_from_deterministic<F: Element, E: Estimator>(
             "the conversion keeps the trained bias: use BiasMode::Deterministic",
         ));
     }
-    // validate everything before the store changes
+    // every layer converts (the loop below passes over any other kind);
+    // names taken and trained values missing fail inside `adding`
     for (i, l) in deterministic.layers().iter().enumerate() {
         let any = l.as_any();
-        if let Some(dense) = any.and_then(|a| a.downcast_ref::<Dense>()) {
-            for part in ["kernel_posterior_loc", "kernel_posterior_rho", "bias"] {
-                let name = format!("{}/{part}", Module::<F>::name(dense));
-                if store.get(&name).is_some() {
-                    return Err(Error::DuplicateParam { name });
-                }
-            }
-            trained.try_value(dense.kernel_param())?;
-        } else if any.and_then(|a| a.downcast_ref::<Activation>()).is_none() {
+        let dense = any.and_then(|a| a.downcast_ref::<Dense>()).is_some();
+        if !dense && any.and_then(|a| a.downcast_ref::<Activation>()).is_none() {
             return Err(layer_error(
                 i,
                 l.name(),

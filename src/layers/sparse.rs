@@ -376,15 +376,9 @@ impl<M> SparseVariational<M> {
             }
         }
         crate::tensor::checked_alloc::<F>(&format!("layer '{name}'"), &shape)?;
-        // all names free first, so that a refusal leaves the store unchanged
-        for part in ["kernel_theta", "kernel_log_sigma2", "bias"] {
-            let full = format!("{name}/{part}");
-            if store.get(&full).is_some() {
-                return Err(Error::DuplicateParam { name: full });
-            }
-        }
         let noise: Tensor<F> = crate::tensor::standard_normal(&shape, rng);
-        // (a setting finite in f64 may overflow F: then nothing is added)
+        // (a name taken, or a setting finite in f64 that overflows F: then
+        // nothing is added)
         let (theta, log_sigma2, bias) = store.adding(|store| {
             let theta = store.try_add(
                 format!("{name}/kernel_theta"),

@@ -198,12 +198,6 @@ impl<M> SpikeAndSlabVariational<M> {
                 format!("layer '{name}' needs a kernel of nonzero size, got {shape:?}"),
             ));
         }
-        for part in ["inclusion_logit", "slab_loc", "slab_scale"] {
-            let full = format!("{name}/{part}");
-            if store.get(&full).is_some() {
-                return Err(Error::DuplicateParam { name: full });
-            }
-        }
         crate::tensor::checked_alloc::<F>(&format!("layer '{name}'"), &shape)?;
         let p0 = c.inclusion_init;
         let logit_shape = match c.selection {
@@ -212,7 +206,8 @@ impl<M> SpikeAndSlabVariational<M> {
             Selection::PerInput { .. } => vec![shape[shape.len().max(2) - 2]],
         };
         let noise: Tensor<F> = crate::tensor::standard_normal(&shape, rng);
-        // (a setting finite in f64 may overflow F: then nothing is added)
+        // (a name taken, or a setting finite in f64 that overflows F: then
+        // nothing is added)
         let (logit, loc, scale) = store.adding(|store| {
             let logit = store.try_add(
                 format!("{name}/inclusion_logit"),
