@@ -2,6 +2,7 @@
 //! wrong loss or an out-of-bounds access without an error now errors,
 //! naming what is wrong.
 
+use bayesgrad::bayes::score::{Baseline, ScoreSample};
 use bayesgrad::prelude::*;
 
 /// The Keras `Normal(self.mu[0])` trap in this library's clothes: a
@@ -932,5 +933,38 @@ fn a_subnormal_scale_is_refused() -> Result<()> {
     let grads = lp.backward()?;
     let g = grads.get(scale).expect("a gradient");
     assert!(g.first_non_finite().is_none(), "{g:?}");
+    Ok(())
+}
+
+/// The leave-one-out baseline of draws whose total overflows `f32`, though
+/// every mean of the others is finite: it was the total less each draw, so
+/// `inf` for all of them, and the score-function gradient came out
+/// infinite or NaN. It is now the mean of the others, and so is the
+/// gradient's value.
+#[test]
+fn a_leave_one_out_baseline_is_finite_where_the_total_overflows() -> Result<()> {
+    let f = [2e38f32, 2e38, 1.0];
+    let tape = Tape::<f32>::new();
+    let t = tape.var(Tensor::vector(&[0.3]));
+    let mut rng = StdRng::seed_from_u64(7);
+    let draw = ScoreSample::draw(&Bernoulli::from_logits(t)?, Some(3), &mut rng)?;
+    let objective = tape.constant(Tensor::from_vec(f.to_vec(), &[3, 1])?);
+    let s = draw.surrogate(objective, Baseline::LeaveOneOut)?;
+    let grad = s.objective.sum().backward()?.get(t).unwrap().data()[0];
+    // (1/3) Σ_i (f_i - mean of the others) d ln q(x_i)/dt, with
+    // d ln q(x)/dt = x - σ(t) for a Bernoulli of logit t
+    let x = draw.value().value();
+    let sigma = 1.0 / (1.0 + (-0.3f64).exp());
+    let want: f64 = (0..3)
+        .map(|i| {
+            let others = (0..3).filter(|&j| j != i).map(|j| f[j] as f64).sum::<f64>() / 2.0;
+            (f[i] as f64 - others) * (x.data()[i] as f64 - sigma) / 3.0
+        })
+        .sum();
+    assert!(grad.is_finite(), "{grad}");
+    assert!(
+        (grad as f64 - want).abs() <= 1e-5 * want.abs().max(1e30),
+        "{grad} vs {want}"
+    );
     Ok(())
 }

@@ -302,21 +302,67 @@ impl<'t, F: Element> ScoreSample<'t, F> {
     }
 }
 
-/// For `f` of shape `[k, rest..]`: `(Σ_j f_j - f_i) / (k - 1)` for each draw `i`.
+/// For `f` of shape `[k, rest..]`: the mean of the other draws,
+/// `Σ_{j≠i} f_j / (k - 1)`, for each draw `i`.
+///
+/// Each mean is summed from the other draws alone (those before `i` and
+/// those after it), in `f64`, not as the total less `f_i`: that difference
+/// keeps `f_i`'s rounding error, which swamps the others when `f_i` is much
+/// larger (`f32` `[1e8, 1, 2]` gave draw 0 a baseline of 0 or 4 for 1.5),
+/// and the total can overflow where no mean does. The terms are divided by
+/// `k - 1` first, so that no partial sum exceeds the largest `|f_j|`.
 fn leave_one_out<F: Element>(f: &Tensor<F>, k: usize) -> Tensor<F> {
     let rest = f.len() / k;
-    let mut total = vec![F::zero(); rest];
-    for row in f.data().chunks(rest) {
-        for (t, &x) in total.iter_mut().zip(row) {
-            *t = *t + x;
+    let others = (k - 1) as f64;
+    let terms: Vec<f64> = f
+        .data()
+        .iter()
+        .map(|x| x.to_f64().unwrap_or(f64::NAN) / others)
+        .collect();
+    // the draws before each one, then those after it
+    let mut means = vec![0.0; terms.len()];
+    let mut sum = vec![0.0; rest];
+    for (mean, term) in means.chunks_mut(rest).zip(terms.chunks(rest)) {
+        for ((m, s), &t) in mean.iter_mut().zip(&mut sum).zip(term) {
+            *m = *s;
+            *s += t;
         }
     }
-    let others = F::lit((k - 1) as f64);
-    let mut out = f.clone();
-    for row in out.data_mut().chunks_mut(rest) {
-        for (x, &t) in row.iter_mut().zip(&total) {
-            *x = (t - *x) / others;
+    sum.fill(0.0);
+    for (mean, term) in means.chunks_mut(rest).zip(terms.chunks(rest)).rev() {
+        for ((m, s), &t) in mean.iter_mut().zip(&mut sum).zip(term) {
+            *m += *s;
+            *s += t;
         }
     }
-    out
+    Tensor::new_unchecked(
+        means.into_iter().map(F::lit).collect::<Vec<_>>(),
+        f.shape().to_vec(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each draw's baseline is the mean of the others to `f32` rounding,
+    /// however large the others are: the total less the draw lost them.
+    #[test]
+    fn leave_one_out_keeps_the_small_draws_beside_large_ones() {
+        // two columns: a cancellation, and a total beyond f32's range
+        let f = Tensor::<f32>::from_vec(vec![1.0, 2e38, 1e8, 2e38, -1e8, 1.0, 1.0, 0.0], &[4, 2])
+            .unwrap();
+        let b = leave_one_out(&f, 4);
+        let data = f.data();
+        for i in 0..4 {
+            for c in 0..2 {
+                let others: f64 = (0..4)
+                    .filter(|&j| j != i)
+                    .map(|j| data[j * 2 + c] as f64)
+                    .sum();
+                let want = (others / 3.0) as f32;
+                assert_eq!(b.data()[i * 2 + c], want, "draw {i}, column {c}");
+            }
+        }
+    }
 }
