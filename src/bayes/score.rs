@@ -32,6 +32,11 @@
 //!   baseline is the mean objective of the other `K - 1` draws (RLOO;
 //!   Kool, van Hoof, Welling 2019; the VIMCO-style control variate).
 //!
+//! For a latent-variable model trained on the `K`-sample bound
+//! `L = ln (1/K) Σ_k p(x, h_k) / q(h_k)` instead of an objective per draw,
+//! [`ScoreSample::vimco`] gives VIMCO's surrogate (Mnih and Rezende 2016),
+//! whose per-draw baselines come from the other draws of the same bound.
+//!
 //! ```
 //! use bayesgrad::prelude::*;
 //! use bayesgrad::bayes::score::{Baseline, ScoreSample};
@@ -118,7 +123,8 @@ pub enum Baseline<'a, 't, F: Element> {
 /// The surrogate of a score-function estimate (see the [module docs](self)).
 pub struct Surrogate<'t, F: Element> {
     /// One value per batch element, equal to the objective (averaged over
-    /// the draws when there is a sample axis); its gradient is the
+    /// the draws when there is a sample axis), or for
+    /// [`ScoreSample::vimco`] to the negative bound; its gradient is the
     /// score-function estimate.
     pub objective: Var<'t, F>,
     /// For a [`Baseline::Learned`]: `mean((stop(f) - b)²)`, whose gradient
@@ -201,26 +207,8 @@ impl<'t, F: Element> ScoreSample<'t, F> {
         baseline: Baseline<'_, 't, F>,
     ) -> Result<Surrogate<'t, F>> {
         const OP: &str = "ScoreSample::surrogate";
-        if !std::ptr::eq(f.tape(), self.log_prob.tape()) {
-            return Err(Error::ForeignTape { op: OP });
-        }
-        let fv = f.value();
+        let fv = self.per_draw_values(f, OP, "the objective")?;
         let shape = self.log_prob.shape();
-        if fv.shape() != shape.as_slice() {
-            return Err(Error::ShapeMismatch {
-                op: OP,
-                lhs: shape,
-                rhs: fv.shape().to_vec(),
-            });
-        }
-        if let Some((i, v)) = fv.first_non_finite() {
-            return Err(Error::invalid(
-                OP,
-                format!(
-                    "the objective is {v:?} at element {i}; a score-function estimate needs finite values"
-                ),
-            ));
-        }
         let batch = match self.samples {
             Some(_) => &shape[1..],
             None => &shape[..],
@@ -261,18 +249,7 @@ impl<'t, F: Element> ScoreSample<'t, F> {
                 (Some(value), Some(loss))
             }
             Baseline::LeaveOneOut => {
-                let k = match self.samples {
-                    Some(k) if k >= 2 => k,
-                    other => {
-                        return Err(Error::invalid(
-                            OP,
-                            format!(
-                                "the leave-one-out baseline needs at least 2 draws per element, got {}",
-                                other.map_or("no sample axis".to_string(), |k| k.to_string())
-                            ),
-                        ));
-                    }
-                };
+                let k = self.draws_per_element(OP, "the leave-one-out baseline")?;
                 (Some(leave_one_out(&fv, k)), None)
             }
         };
@@ -300,6 +277,99 @@ impl<'t, F: Element> ScoreSample<'t, F> {
             baseline_loss,
         })
     }
+
+    /// The VIMCO surrogate (Mnih and Rezende 2016) of the `K`-sample bound
+    /// `L = ln (1/K) Σ_k e^(f_k)` on the log weights `f_k`, one per draw
+    /// (the shape of [`log_prob`](Self::log_prob)): typically
+    /// `ln p(x, h_k) - ln q(h_k)`, differentiable in the model's parameters
+    /// and in `q`'s.
+    ///
+    /// The surrogate's `objective` is **`-L`** per batch element, a quantity
+    /// to minimize as with [`surrogate`](Self::surrogate), and its gradient
+    /// is VIMCO's unbiased estimate of `-∇E[L]`: the pathwise gradient of
+    /// `L` through the log weights, plus each draw's score `∇ ln q(h_k)`
+    /// times `L - L_-k`, where `L_-k` is the bound with `f_k` replaced by
+    /// the mean of the other draws' log weights (a baseline that does not
+    /// depend on draw `k`). The coefficients are computed in `f64`, each
+    /// log-sum-exp shifted by its own largest term and summed over the
+    /// other draws directly, in `O(K²)` per batch element.
+    ///
+    /// ```
+    /// use bayesgrad::prelude::*;
+    /// use bayesgrad::bayes::score::ScoreSample;
+    /// // q(h) = Bernoulli(sigmoid(theta)) for a binary code h of 3 bits;
+    /// // the model: ln p(x, h) = -(Σ h - 1)² + const
+    /// let tape = Tape::<f64>::new();
+    /// let theta = tape.var(Tensor::zeros(&[3]));
+    /// let q = Independent::new(Box::new(Bernoulli::from_logits(theta)?), 1)?;
+    /// let mut rng = StdRng::seed_from_u64(0);
+    /// let draw = ScoreSample::draw(&q, Some(5), &mut rng)?;        // h: [5, 3]
+    /// let log_joint = -(draw.value().sum_axis(1, false)? - 1.0).square();
+    /// let log_weights = log_joint - draw.log_prob();                 // [5]
+    /// let s = draw.vimco(log_weights)?;                             // objective: -L
+    /// let bound = log_weights.logsumexp(0, false)?.item()? - 5f64.ln();
+    /// assert!((s.objective.item()? + bound).abs() < 1e-12);
+    /// assert!(s.loss()?.backward()?.get(theta).is_some());
+    /// # Ok::<(), bayesgrad::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Fewer than 2 draws per element, or no sample axis; log weights from
+    /// another tape ([`Error::ForeignTape`]), of another shape, or not
+    /// finite.
+    pub fn vimco(&self, log_weights: Var<'t, F>) -> Result<Surrogate<'t, F>> {
+        const OP: &str = "ScoreSample::vimco";
+        let k = self.draws_per_element(OP, "VIMCO")?;
+        let fv = self.per_draw_values(log_weights, OP, "the log weight")?;
+        let c = vimco_coefficients(&fv, k);
+        let lp = self.log_prob;
+        let score = (lp.try_sub(lp.detach())? * c).sum_axis(0, false)?;
+        let bound = log_weights.logsumexp(0, false)? - F::lit((k as f64).ln());
+        Ok(Surrogate {
+            objective: -bound.try_add(score)?,
+            baseline_loss: None,
+        })
+    }
+
+    /// The values of `f`, checked to be one finite number per draw on this
+    /// draw's tape (`what` names them in the error).
+    fn per_draw_values(&self, f: Var<'t, F>, op: &'static str, what: &str) -> Result<Tensor<F>> {
+        if !std::ptr::eq(f.tape(), self.log_prob.tape()) {
+            return Err(Error::ForeignTape { op });
+        }
+        let fv = f.value();
+        let shape = self.log_prob.shape();
+        if fv.shape() != shape.as_slice() {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: shape,
+                rhs: fv.shape().to_vec(),
+            });
+        }
+        if let Some((i, v)) = fv.first_non_finite() {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "{what} is {v:?} at element {i}; a score-function estimate needs finite values"
+                ),
+            ));
+        }
+        Ok(fv)
+    }
+
+    /// The number of draws per element, refused below 2 (`what` needs them).
+    fn draws_per_element(&self, op: &'static str, what: &str) -> Result<usize> {
+        match self.samples {
+            Some(k) if k >= 2 => Ok(k),
+            other => Err(Error::invalid(
+                op,
+                format!(
+                    "{what} needs at least 2 draws per element, got {}",
+                    other.map_or("no sample axis".to_string(), |k| k.to_string())
+                ),
+            )),
+        }
+    }
 }
 
 /// For `f` of shape `[k, rest..]`: the mean of the other draws,
@@ -312,6 +382,15 @@ impl<'t, F: Element> ScoreSample<'t, F> {
 /// and the total can overflow where no mean does. The terms are divided by
 /// `k - 1` first, so that no partial sum exceeds the largest `|f_j|`.
 fn leave_one_out<F: Element>(f: &Tensor<F>, k: usize) -> Tensor<F> {
+    let means = leave_one_out_means(f, k);
+    Tensor::new_unchecked(
+        means.into_iter().map(F::lit).collect::<Vec<_>>(),
+        f.shape().to_vec(),
+    )
+}
+
+/// [`leave_one_out`] in `f64`.
+fn leave_one_out_means<F: Element>(f: &Tensor<F>, k: usize) -> Vec<f64> {
     let rest = f.len() / k;
     let others = (k - 1) as f64;
     let terms: Vec<f64> = f
@@ -335,10 +414,45 @@ fn leave_one_out<F: Element>(f: &Tensor<F>, k: usize) -> Tensor<F> {
             *s += t;
         }
     }
+    means
+}
+
+/// For log weights `f` of shape `[k, rest..]`: VIMCO's `L - L_-i` for
+/// each draw `i`, where `L = ln Σ_j e^(f_j)` and `L_-i` is the same with
+/// `f_i` replaced by the mean of the other draws' (the `-ln K` of both
+/// cancels). Each log-sum-exp, in `f64`, is shifted by its own largest
+/// term and sums the other draws directly, so that neither a dominant
+/// draw nor one far below the rest loses the others to rounding; the
+/// difference of the two is exact to the rounding of each.
+fn vimco_coefficients<F: Element>(f: &Tensor<F>, k: usize) -> Tensor<F> {
+    let rest = f.len() / k;
+    let values: Vec<f64> = f
+        .data()
+        .iter()
+        .map(|x| x.to_f64().unwrap_or(f64::NAN))
+        .collect();
+    let replaced = leave_one_out_means(f, k);
+    let mut out = vec![0.0; values.len()];
+    for col in 0..rest {
+        let draws: Vec<f64> = (0..k).map(|j| values[j * rest + col]).collect();
+        let bound = log_sum_exp(&draws);
+        let mut others = draws.clone();
+        for i in 0..k {
+            others[i] = replaced[i * rest + col];
+            out[i * rest + col] = bound - log_sum_exp(&others);
+            others[i] = draws[i];
+        }
+    }
     Tensor::new_unchecked(
-        means.into_iter().map(F::lit).collect::<Vec<_>>(),
+        out.into_iter().map(F::lit).collect::<Vec<_>>(),
         f.shape().to_vec(),
     )
+}
+
+/// `ln Σ e^(x_i)` of finite values, shifted by the largest.
+fn log_sum_exp(x: &[f64]) -> f64 {
+    let m = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    m + x.iter().map(|&v| (v - m).exp()).sum::<f64>().ln()
 }
 
 #[cfg(test)]
