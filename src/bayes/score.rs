@@ -459,6 +459,45 @@ fn log_sum_exp(x: &[f64]) -> f64 {
 mod tests {
     use super::*;
 
+    /// VIMCO's bound and swap-one-out bounds against 50-digit references
+    /// (`tests/data/vimco_reference.py`): dominant, tiny, equal, widely
+    /// spread and large log weights, 2 to 16 draws.
+    #[test]
+    fn vimco_bounds_match_the_references() {
+        let text = include_str!("../../tests/data/vimco_reference.json");
+        let root = crate::json::parse(text.as_bytes()).unwrap();
+        let cases = root.get("cases").and_then(|c| c.as_array()).unwrap();
+        let numbers = |v: &crate::json::Value| -> Vec<f64> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        };
+        // to the rounding of the larger of the two bounds a coefficient
+        // is the difference of
+        let close = |got: f64, want: f64, scale: f64| {
+            (got - want).abs() <= 1e-13 * want.abs().max(scale).max(1.0)
+        };
+        for case in cases {
+            let f = numbers(case.get("log_weights").unwrap());
+            let k = f.len();
+            let bound = log_sum_exp(&f) - (k as f64).ln();
+            let want = case.get("bound").unwrap().as_f64().unwrap();
+            assert!(close(bound, want, 0.0), "{f:?}: bound {bound} vs {want}");
+            let c = vimco_coefficients(&Tensor::from_vec(f.clone(), &[k]).unwrap(), k);
+            let swapped = numbers(case.get("swap_one_out").unwrap());
+            for (i, (&c, &want)) in c.data().iter().zip(&swapped).enumerate() {
+                let got = bound - c;
+                assert!(
+                    close(got, want, bound.abs()),
+                    "{f:?}, draw {i}: {got} vs {want}"
+                );
+            }
+        }
+        assert_eq!(cases.len(), 10);
+    }
+
     /// Each draw's baseline is the mean of the others to `f32` rounding,
     /// however large the others are: the total less the draw lost them.
     #[test]
