@@ -9,6 +9,9 @@
 //!   [`gradcheck`](crate::gradcheck()) in `f64` and `f32`.
 //! - [`checkpoints`]: saving and resuming training bit for bit.
 //! - [`elbo`]: the KL weightings, and the importance-weighted bound.
+//! - [`discrete_latents`]: training through discrete draws (the score
+//!   function with baselines, VIMCO, relaxed draws) and checking the
+//!   estimators.
 
 #[doc = include_str!("../docs/guide/custom-distribution.md")]
 pub mod custom_distribution {}
@@ -24,3 +27,6 @@ pub mod checkpoints {}
 
 #[doc = include_str!("../docs/guide/elbo.md")]
 pub mod elbo {}
+
+#[doc = include_str!("../docs/guide/discrete-latents.md")]
+pub mod discrete_latents {}
