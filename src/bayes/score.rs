@@ -378,7 +378,7 @@ impl<'t, F: Element> ScoreSample<'t, F> {
 /// Each mean is summed from the other draws alone (those before `i` and
 /// those after it), in `f64`, not as the total less `f_i`: that difference
 /// keeps `f_i`'s rounding error, which swamps the others when `f_i` is much
-/// larger (`f32` `[1e8, 1, 2]` gave draw 0 a baseline of 0 or 4 for 1.5),
+/// larger (`f32` `[1e8, 1, 2]` gave draw 0 a baseline of 0 for 1.5),
 /// and the total can overflow where no mean does. The terms are divided by
 /// `k - 1` first, so that no partial sum exceeds the largest `|f_j|`.
 fn leave_one_out<F: Element>(f: &Tensor<F>, k: usize) -> Tensor<F> {
