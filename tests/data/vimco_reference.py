@@ -25,6 +25,7 @@ vectors = [
     [1.0, 1e-12, -1e-12, 2e-12, 0.0],
     [rng.gauss(0.0, 3.0) for _ in range(8)],
     [rng.gauss(-700.0, 40.0) for _ in range(16)],
+    [rng.gauss(-300.0, 200.0) for _ in range(64)],
 ]
 
 
