@@ -141,7 +141,9 @@ pub enum Error {
         /// The value.
         value: f64,
     },
-    /// A parameter was used with a store it does not belong to.
+    /// A parameter was used with a store it does not belong to (or with its
+    /// own store after a failed
+    /// [`ParamStore::adding`](crate::ParamStore::adding) removed it).
     ForeignParam {
         /// The parameter's index in its own store.
         index: usize,
@@ -403,7 +405,10 @@ impl std::fmt::Display for Error {
                 "gradient of parameter '{name}' is not finite (first bad value {value} at element {index}); no parameter was updated"
             ),
             Error::ForeignParam { index } => {
-                write!(f, "parameter #{index} does not belong to this ParamStore")
+                write!(
+                    f,
+                    "parameter #{index} does not belong to this ParamStore (it is another store's, or was removed when the constructor that added it failed)"
+                )
             }
             Error::DuplicateParam { name } => write!(
                 f,

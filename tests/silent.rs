@@ -968,3 +968,56 @@ fn a_leave_one_out_baseline_is_finite_where_the_total_overflows() -> Result<()> 
     );
     Ok(())
 }
+
+/// A parameter that a failed `ParamStore::adding` removed leaves nothing a
+/// later one could inherit. Its handle, kept out of the constructor, is
+/// refused even after a new parameter takes its position (and gradients
+/// have nothing under it), and an optimizer stepped inside the failed
+/// constructor starts the newcomer afresh instead of applying the removed
+/// parameter's moments or velocity to it.
+#[test]
+fn a_parameter_removed_by_a_failed_constructor_leaves_no_trace() -> Result<()> {
+    fn check<O: Optimizer<f64>>(mut opt: O, first_move: f64) -> Result<()> {
+        let mut store = ParamStore::<f64>::new();
+        let kept = store.add("kept", Tensor::scalar(1.0));
+        let mut leaked = None;
+        let built = store.adding(|store| {
+            let temp = store.try_add("temp", Tensor::scalar(5.0))?;
+            leaked = Some(temp);
+            // a step inside the constructor leaves state at temp's position
+            let tape = Tape::new();
+            let loss = tape.param(store, kept) + tape.param(store, temp) * -100.0;
+            opt.step(store, &loss.backward()?)?;
+            Err::<(), _>(Error::invalid("test", "the constructor fails"))
+        });
+        assert!(built.is_err());
+        let leaked = leaked.unwrap();
+        let newcomer = store.add("newcomer", Tensor::scalar(3.0));
+        assert_eq!(newcomer.index(), leaked.index(), "the same position");
+        assert_ne!(newcomer, leaked);
+        assert!(matches!(
+            store.try_raw(leaked),
+            Err(Error::ForeignParam { .. })
+        ));
+        let err = store.set_raw(leaked, Tensor::scalar(0.0)).unwrap_err();
+        assert!(err.to_string().contains("removed"), "{err}");
+        let tape = Tape::new();
+        assert!(tape.try_param(&store, leaked).is_err());
+        let grads = (tape.param(&store, kept) + tape.param(&store, newcomer)).backward()?;
+        assert!(grads.param(leaked).is_none());
+        assert!(grads.param(newcomer).is_some());
+        opt.step(&mut store, &grads)?;
+        let moved = 3.0 - store.raw(newcomer).item()?;
+        assert!(
+            (moved - first_move).abs() < 1e-12,
+            "{moved} vs {first_move}"
+        );
+        Ok(())
+    }
+    // SGD with momentum: a fresh velocity moves by lr * g
+    check(Sgd::with_momentum(0.1, 0.9), 0.1)?;
+    // Adam at its second step with fresh moments and g = 1:
+    // lr (m / (1 - b1²)) / (sqrt(v / (1 - b2²)) + eps), m = 0.1, v = 0.001
+    let fresh = 0.1 * (0.1 / (1.0 - 0.81)) / ((0.001f64 / (1.0 - 0.998001)).sqrt() + 1e-8);
+    check(Adam::new(0.1), fresh)
+}

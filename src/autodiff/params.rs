@@ -24,16 +24,24 @@ static NEXT_STORE: AtomicU64 = AtomicU64::new(1);
 pub struct Param {
     store: u64,
     index: usize,
+    /// Which addition to its store made it: a position freed by a failed
+    /// [`ParamStore::adding`] and taken by a later parameter does not make
+    /// an old handle refer to the new one.
+    serial: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct ParamKey {
     store: u64,
     index: usize,
+    serial: u64,
 }
 
 impl Param {
-    /// The parameter's position in its store (insertion order).
+    /// The parameter's position in its store (insertion order). A position
+    /// freed by a failed [`ParamStore::adding`] goes to the next parameter
+    /// added; the two handles still differ (`==`, hashing), and the store
+    /// refuses the removed one's.
     pub fn index(self) -> usize {
         self.index
     }
@@ -42,6 +50,7 @@ impl Param {
         ParamKey {
             store: self.store,
             index: self.index,
+            serial: self.serial,
         }
     }
 }
@@ -125,6 +134,8 @@ struct Entry<F> {
     /// Bumped by every change of the value, so that a gradient computed
     /// from an older value is refused ([`Error::StaleGradient`]).
     version: u64,
+    /// The store's count of additions when this one was made.
+    serial: u64,
 }
 
 /// Named persistent parameters.
@@ -143,6 +154,10 @@ struct Entry<F> {
 pub struct ParamStore<F> {
     id: u64,
     entries: Vec<Entry<F>>,
+    /// Parameters ever added (removed ones included).
+    added: u64,
+    /// How many times [`ParamStore::adding`] removed parameters.
+    removals: u64,
 }
 
 impl<F: Element> Default for ParamStore<F> {
@@ -160,12 +175,20 @@ impl<F: Element> ParamStore<F> {
         ParamStore {
             id: NEXT_STORE.fetch_add(1, Ordering::Relaxed),
             entries: Vec::new(),
+            added: 0,
+            removals: 0,
         }
     }
 
     /// The store's process-unique identity.
     pub(crate) fn id(&self) -> u64 {
         self.id
+    }
+
+    /// How many times a failed [`ParamStore::adding`] removed parameters:
+    /// optimizers look for state of removed parameters only when it moved.
+    pub(crate) fn removals(&self) -> u64 {
+        self.removals
     }
 
     /// Adds an unconstrained parameter.
@@ -308,11 +331,10 @@ impl<F: Element> ParamStore<F> {
             constraint,
             frozen: false,
             version: 0,
+            serial: self.added,
         });
-        Ok(Param {
-            store: self.id,
-            index: self.entries.len() - 1,
-        })
+        self.added += 1;
+        Ok(self.handle(self.entries.len() - 1))
     }
 
     /// What [`set_raw`](Self::set_raw) checks of a stored value: its
@@ -344,7 +366,17 @@ impl<F: Element> ParamStore<F> {
         }
         self.entries
             .get(p.index)
+            .filter(|e| e.serial == p.serial)
             .ok_or(Error::ForeignParam { index: p.index })
+    }
+
+    /// The handle of the parameter at `index`.
+    fn handle(&self, index: usize) -> Param {
+        Param {
+            store: self.id,
+            index,
+            serial: self.entries[index].serial,
+        }
     }
 
     pub(crate) fn key(&self, p: Param) -> ParamKey {
@@ -417,16 +449,40 @@ impl<F: Element> ParamStore<F> {
     }
 
     /// Runs `add`, which adds parameters (a layer's constructor), and on an
-    /// error removes the parameters it added, so that a constructor that
+    /// error removes every parameter it added, so that a constructor that
     /// fails part-way (a later name taken, an initial value that overflows)
-    /// leaves no parameters behind for the optimizer and checkpoints to
-    /// find. Only additions are undone: `add` changes no existing value.
-    pub(crate) fn adding<R>(&mut self, add: impl FnOnce(&mut Self) -> Result<R>) -> Result<R> {
+    /// leaves nothing behind for the optimizer, which would refuse its next
+    /// step for want of their gradients, and for checkpoints. The built-in
+    /// layers construct this way.
+    ///
+    /// Only additions are undone: a value `add` set or a parameter it froze
+    /// stays. A handle to a removed parameter is refused by the store
+    /// ([`Error::ForeignParam`]) even after another parameter takes its
+    /// position, and the optimizers start afresh for a parameter in a
+    /// position whose previous one was removed.
+    ///
+    /// ```
+    /// use bayesgrad::prelude::*;
+    /// let mut store = ParamStore::<f64>::new();
+    /// store.add("gain/scale", Tensor::scalar(1.0));
+    /// // a layer whose second parameter's name is taken
+    /// let built = store.adding(|store| {
+    ///     let loc = store.try_add("gain/loc", Tensor::scalar(0.0))?;
+    ///     let scale = store.try_add_positive("gain/scale", Tensor::scalar(0.1))?;
+    ///     Ok((loc, scale))
+    /// });
+    /// assert!(matches!(built, Err(Error::DuplicateParam { .. })));
+    /// assert_eq!(store.get("gain/loc"), None); // removed with the failure
+    /// assert_eq!(store.len(), 1);
+    /// # Ok::<(), bayesgrad::Error>(())
+    /// ```
+    pub fn adding<R>(&mut self, add: impl FnOnce(&mut Self) -> Result<R>) -> Result<R> {
         let len = self.entries.len();
         let out = add(self);
-        if out.is_err() {
-            // the handles `add` made went with its result
+        if out.is_err() && self.entries.len() > len {
+            // a handle kept from `add` is refused by its serial
             self.entries.truncate(len);
+            self.removals += 1;
         }
         out
     }
@@ -464,18 +520,12 @@ impl<F: Element> ParamStore<F> {
         self.entries
             .iter()
             .position(|e| e.name == name)
-            .map(|index| Param {
-                store: self.id,
-                index,
-            })
+            .map(|index| self.handle(index))
     }
 
     /// All parameters, in insertion order.
     pub fn params(&self) -> impl Iterator<Item = Param> + '_ {
-        (0..self.entries.len()).map(|index| Param {
-            store: self.id,
-            index,
-        })
+        (0..self.entries.len()).map(|index| self.handle(index))
     }
 
     /// Number of parameters.

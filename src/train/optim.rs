@@ -232,6 +232,7 @@ pub struct Sgd<F> {
     velocity: Vec<Option<Tensor<F>>>,
     /// The store the velocities belong to (the last one stepped).
     store: Option<u64>,
+    owners: Owners,
 }
 
 impl<F: Element> Sgd<F> {
@@ -242,6 +243,7 @@ impl<F: Element> Sgd<F> {
             momentum: F::zero(),
             velocity: Vec::new(),
             store: None,
+            owners: Owners::default(),
         }
     }
 
@@ -266,6 +268,10 @@ impl<F: Element> Sgd<F> {
         check_setting("Sgd", "learning rate", self.lr, (0.0, f64::INFINITY))?;
         check_setting("Sgd", "momentum", self.momentum, (0.0, f64::INFINITY))?;
         let updates = collect(store, grads)?;
+        if self.store == Some(store.id()) {
+            self.owners
+                .drop_removed::<F, _, ()>(store, &mut self.velocity, &mut []);
+        }
         let has_state = self.velocity.iter().any(Option::is_some);
         if has_state && self.store.is_some_and(|id| id != store.id()) {
             return Err(stepped_another_store("Sgd", "velocities", "a checkpoint"));
@@ -313,11 +319,64 @@ impl<F: Element> Sgd<F> {
         self.store = Some(store.id());
         for (p, x, v) in new {
             *store.value_mut(p) = x;
+            self.owners.record(p);
             if let Some(v) = v {
                 self.velocity[p.index()] = Some(v);
             }
         }
         Ok(())
+    }
+}
+
+/// The parameter each position of an optimizer's state was last updated
+/// for. A failed [`ParamStore::adding`] removes the parameters it added, and
+/// a later one may take a removed one's position: its state (stepped inside
+/// the failed constructor) must not carry over to the newcomer.
+#[derive(Debug, Clone, Default)]
+struct Owners {
+    of: Vec<Option<Param>>,
+    /// The store's count of removals when this last looked.
+    seen: u64,
+}
+
+impl Owners {
+    fn record(&mut self, p: Param) {
+        if self.of.len() <= p.index() {
+            self.of.resize(p.index() + 1, None);
+        }
+        self.of[p.index()] = Some(p);
+    }
+
+    /// Clears the state (`state`, and `extra` where it has the position) of
+    /// every position whose parameter is no longer in `store`, and drops
+    /// cleared positions past the store's end; a comparison when the store
+    /// has removed nothing since the last look.
+    fn drop_removed<F: Element, S, E>(
+        &mut self,
+        store: &ParamStore<F>,
+        state: &mut Vec<Option<S>>,
+        extra: &mut [Option<E>],
+    ) {
+        if store.removals() == self.seen {
+            return;
+        }
+        self.seen = store.removals();
+        let mut current = store.params();
+        for (i, owner) in self.of.iter_mut().enumerate() {
+            let here = current.next();
+            if owner.is_some_and(|p| here != Some(p)) {
+                *owner = None;
+                if let Some(s) = state.get_mut(i) {
+                    *s = None;
+                }
+                if let Some(e) = extra.get_mut(i) {
+                    *e = None;
+                }
+            }
+        }
+        while state.len() > store.len() && state.last().is_some_and(Option::is_none) {
+            state.pop();
+        }
     }
 }
 
@@ -409,6 +468,7 @@ pub struct Adam<F> {
     /// The store the state belongs to (the last one stepped; none after
     /// `set_state`).
     store: Option<u64>,
+    owners: Owners,
 }
 
 /// Adam's moments and step count (saved with checkpoints to resume exactly).
@@ -432,6 +492,7 @@ impl<F: Element> Adam<F> {
             state_checked: true,
             largest: Vec::new(),
             store: None,
+            owners: Owners::default(),
         }
     }
 
@@ -448,6 +509,7 @@ impl<F: Element> Adam<F> {
         self.state_checked = false;
         self.store = None;
         self.largest.clear();
+        self.owners = Owners::default();
     }
 }
 
@@ -503,6 +565,10 @@ impl<F: Element> Adam<F> {
         check_setting("Adam", "beta2", self.beta2, (0.0, 1.0))?;
         check_setting("Adam", "eps", self.eps, (0.0, f64::INFINITY))?;
         let mut updates = collect(store, grads)?;
+        if self.store == Some(store.id()) {
+            self.owners
+                .drop_removed(store, &mut self.state.moments, &mut self.largest);
+        }
         if self.store.is_some_and(|id| id != store.id()) {
             return Err(stepped_another_store(
                 "Adam",
@@ -607,6 +673,7 @@ impl<F: Element> Adam<F> {
                 .map(|x| x.to_f64().unwrap_or(0.0))
                 .unwrap_or(0.0);
             *store.value_mut(p) = x;
+            self.owners.record(p);
             self.state.moments[p.index()] = Some((m, v));
             self.largest[p.index()] = Some((store.version(p)?, largest));
         }
@@ -614,6 +681,7 @@ impl<F: Element> Adam<F> {
             let (p, Some(bound)) = (u.param, u.in_place) else {
                 continue;
             };
+            self.owners.record(p);
             let (m, v) = self.state.moments[p.index()].get_or_insert_with(|| {
                 (Tensor::zeros(u.grad.shape()), Tensor::zeros(u.grad.shape()))
             });
@@ -753,6 +821,7 @@ impl<F: Element> Resumable<F> for Sgd<F> {
     fn load_state(&mut self, store: &ParamStore<F>, state: &StateReader<'_, F>) -> Result<()> {
         self.velocity = read_sgd(store, state)?;
         self.store = Some(store.id());
+        self.owners = Owners::default();
         Ok(())
     }
 }
