@@ -382,22 +382,23 @@ impl<'t, F: Element> ScoreSample<'t, F> {
 /// and the total can overflow where no mean does. The terms are divided by
 /// `k - 1` first, so that no partial sum exceeds the largest `|f_j|`.
 fn leave_one_out<F: Element>(f: &Tensor<F>, k: usize) -> Tensor<F> {
-    let means = leave_one_out_means(f, k);
+    let means = leave_one_out_means(f.to_f64().data(), k);
+    narrowed(means, f.shape())
+}
+
+/// `f64` values rounded to `F`, as a tensor of `shape`.
+fn narrowed<F: Element>(values: Vec<f64>, shape: &[usize]) -> Tensor<F> {
     Tensor::new_unchecked(
-        means.into_iter().map(F::lit).collect::<Vec<_>>(),
-        f.shape().to_vec(),
+        values.into_iter().map(F::lit).collect::<Vec<_>>(),
+        shape.to_vec(),
     )
 }
 
-/// [`leave_one_out`] in `f64`.
-fn leave_one_out_means<F: Element>(f: &Tensor<F>, k: usize) -> Vec<f64> {
-    let rest = f.len() / k;
+/// [`leave_one_out`] of values `[k, rest..]` in `f64`.
+fn leave_one_out_means(values: &[f64], k: usize) -> Vec<f64> {
+    let rest = values.len() / k;
     let others = (k - 1) as f64;
-    let terms: Vec<f64> = f
-        .data()
-        .iter()
-        .map(|x| x.to_f64().unwrap_or(f64::NAN) / others)
-        .collect();
+    let terms: Vec<f64> = values.iter().map(|x| x / others).collect();
     // the draws before each one, then those after it
     let mut means = vec![0.0; terms.len()];
     let mut sum = vec![0.0; rest];
@@ -430,12 +431,9 @@ fn leave_one_out_means<F: Element>(f: &Tensor<F>, k: usize) -> Vec<f64> {
 /// their digits.
 fn vimco_coefficients<F: Element>(f: &Tensor<F>, k: usize) -> Tensor<F> {
     let rest = f.len() / k;
-    let values: Vec<f64> = f
-        .data()
-        .iter()
-        .map(|x| x.to_f64().unwrap_or(f64::NAN))
-        .collect();
-    let replaced = leave_one_out_means(f, k);
+    let values = f.to_f64();
+    let values = values.data();
+    let replaced = leave_one_out_means(values, k);
     let mut out = vec![0.0; values.len()];
     let (mut draws, mut scaled, mut after) = (vec![0.0; k], vec![0.0; k], vec![0.0; k]);
     for col in 0..rest {
@@ -459,9 +457,11 @@ fn vimco_coefficients<F: Element>(f: &Tensor<F>, k: usize) -> Tensor<F> {
         for i in 0..k {
             let g = replaced[i * rest + col];
             let swapped = if i == top {
-                let mut rest_of = draws.clone();
-                rest_of[i] = g;
-                log_sum_exp(&rest_of)
+                // the largest draw swapped out in place, and back
+                draws[i] = g;
+                let s = log_sum_exp(&draws);
+                draws[i] = m;
+                s
             } else {
                 // the others include the largest draw: a sum of at least 1
                 m + (before + after[i] + (g - m).exp()).ln()
@@ -470,10 +470,7 @@ fn vimco_coefficients<F: Element>(f: &Tensor<F>, k: usize) -> Tensor<F> {
             before += scaled[i];
         }
     }
-    Tensor::new_unchecked(
-        out.into_iter().map(F::lit).collect::<Vec<_>>(),
-        f.shape().to_vec(),
-    )
+    narrowed(out, f.shape())
 }
 
 /// `ln Σ e^(x_i)` of finite values, shifted by the largest.
