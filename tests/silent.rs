@@ -936,11 +936,11 @@ fn a_subnormal_scale_is_refused() -> Result<()> {
     Ok(())
 }
 
-/// The leave-one-out baseline of draws whose total overflows `f32`, though
-/// every mean of the others is finite: it was the total less each draw, so
-/// `inf` for all of them, and the score-function gradient came out
-/// infinite or NaN. It is now the mean of the others, and so is the
-/// gradient's value.
+/// Draws whose total overflows `f32`, though every mean of the others is
+/// finite: each leave-one-out baseline is the mean of the others (the total
+/// less the draw would be `inf` for all of them, and the score-function
+/// gradient infinite or NaN), the gradient is finite, and so is the
+/// surrogate's value, the mean of the draws' objectives.
 #[test]
 fn a_leave_one_out_baseline_is_finite_where_the_total_overflows() -> Result<()> {
     let f = [2e38f32, 2e38, 1.0];
@@ -950,6 +950,10 @@ fn a_leave_one_out_baseline_is_finite_where_the_total_overflows() -> Result<()> 
     let draw = ScoreSample::draw(&Bernoulli::from_logits(t)?, Some(3), &mut rng)?;
     let objective = tape.constant(Tensor::from_vec(f.to_vec(), &[3, 1])?);
     let s = draw.surrogate(objective, Baseline::LeaveOneOut)?;
+    // the surrogate's value is the mean of the draws' objectives, finite
+    // though their sum is not
+    let value = f64::from(s.objective.value().data()[0]);
+    assert!((value - (4e38 + 1.0) / 3.0).abs() <= 1e32, "{value}");
     let grad = s.objective.sum().backward()?.get(t).unwrap().data()[0];
     // (1/3) Σ_i (f_i - mean of the others) d ln q(x_i)/dt, with
     // d ln q(x)/dt = x - σ(t) for a Bernoulli of logit t
