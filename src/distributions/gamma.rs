@@ -618,7 +618,16 @@ impl<'t, F: Element> Distribution<'t, F> for Gamma<'t, F> {
             // formula would be inf - inf)
             |_, v| v > F::zero() && v < F::infinity(),
             F::one(),
-            |x| gamma_log_density(a, b, x),
+            |x| match F::DTYPE {
+                "F32" => a.tape.apply(
+                    InF64 {
+                        name: "gamma_log_density",
+                        f: |v| gamma_log_density(v[0], v[1], v[2]),
+                    },
+                    &[a, b, x],
+                ),
+                _ => gamma_log_density(a, b, x),
+            },
         )
     }
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
@@ -639,6 +648,19 @@ impl<'t, F: Element> Distribution<'t, F> for Gamma<'t, F> {
     // with a cancel: H = ln(a)/2 - ln b + ln(2π)/2 + 1/2 - 1/(2a) + C(a)
     // + (1 - a) C'(a), taken from `LARGE` on (`by_size`)
     fn entropy(&self) -> Result<Var<'t, F>> {
+        if F::DTYPE == "F32" {
+            let op = InF64 {
+                name: "gamma_entropy",
+                f: |v| {
+                    let g = Gamma {
+                        concentration: v[0],
+                        rate: v[1],
+                    };
+                    g.entropy()
+                },
+            };
+            return self.rate.tape.apply(op, &[self.concentration, self.rate]);
+        }
         let large = |v: &[Var<'t, F>]| {
             let a = v[0];
             let h = a.ln() * F::lit(0.5) + a.lgamma_correction() - a.scalar_div(F::lit(0.5));
@@ -1085,16 +1107,20 @@ impl<'t, F: Element> Distribution<'t, F> for Beta<'t, F> {
     fn log_prob(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
         same_tape("Beta::log_prob", &self.concentration1, &x)?;
         let (a, b) = (self.concentration1, self.concentration0);
-        let lbeta = self.lbeta()?;
         on_support(
             "Beta",
             x,
             |_, v| v > F::zero() && v < F::one(),
             F::lit(0.5),
-            |x| {
-                let lp = (a - F::one()).try_mul(x.ln())?;
-                lp.try_add((b - F::one()).try_mul((-x).log1p())?)?
-                    .try_sub(lbeta)
+            |x| match F::DTYPE {
+                "F32" => a.tape.apply(
+                    InF64 {
+                        name: "beta_log_density",
+                        f: |v| beta_log_density(v[0], v[1], v[2]),
+                    },
+                    &[a, b, x],
+                ),
+                _ => beta_log_density(a, b, x),
             },
         )
     }
@@ -1141,6 +1167,20 @@ impl<'t, F: Element> Distribution<'t, F> for Beta<'t, F> {
     // from `LARGE` on, the Dirichlet entropy's form with Stirling's
     // corrections for the pair; below, with the digamma differences whole
     fn entropy(&self) -> Result<Var<'t, F>> {
+        if F::DTYPE == "F32" {
+            let op = InF64 {
+                name: "beta_entropy",
+                f: |v| {
+                    let beta = Beta {
+                        concentration1: v[0],
+                        concentration0: v[1],
+                    };
+                    beta.entropy()
+                },
+            };
+            let inputs = [self.concentration1, self.concentration0];
+            return self.concentration1.tape.apply(op, &inputs);
+        }
         let large = |v: &[Var<'t, F>]| {
             let (a, b) = (v[0], v[1]);
             let s = a.try_add(b)?;
@@ -1186,6 +1226,18 @@ impl<'t, F: Element> Distribution<'t, F> for Beta<'t, F> {
     fn event_shape(&self) -> Vec<usize> {
         vec![]
     }
+}
+
+/// `ln p(x)` of `Beta(a, b)` at `x` in (0, 1): `(a - 1) ln x + (b - 1)
+/// ln(1 - x) - ln B(a, b)`.
+fn beta_log_density<'t, F: Element>(
+    a: Var<'t, F>,
+    b: Var<'t, F>,
+    x: Var<'t, F>,
+) -> Result<Var<'t, F>> {
+    let lp = (a - F::one()).try_mul(x.ln())?;
+    lp.try_add((b - F::one()).try_mul((-x).log1p())?)?
+        .try_sub(a.lbeta(b)?)
 }
 
 /// `KL(Beta(a1, b1) || Beta(a2, b2))`, which is `ln B(a2, b2) - ln B(a1,
@@ -1506,6 +1558,15 @@ impl<'t, F: Element> Dirichlet<'t, F> {
         self.concentration.shape().len() - 1
     }
 
+    /// `ln p(x)` at a point `x` of the simplex (checked by the caller):
+    /// `Σ (α_i - 1) ln x_i - ln B(α)`.
+    fn log_density(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
+        let terms = (self.concentration - F::one()).try_mul(x.ln())?;
+        terms
+            .sum_axis(terms.shape().len() - 1, false)?
+            .try_sub(self.ln_norm()?)
+    }
+
     /// `ln B(α) = Σ ln Γ(α_i) - ln Γ(α0)`, `α0 = Σ α_i`, in one of three
     /// forms by row:
     /// - where the concentrations spread over more than [`pieces_spread`],
@@ -1601,10 +1662,19 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
         same_tape("Dirichlet::log_prob", &self.concentration, &x)?;
         let k = *self.concentration.shape().last().unwrap_or(&0);
         super::check_simplex("Dirichlet", "Dirichlet::log_prob", &x, k)?;
-        let terms = (self.concentration - F::one()).try_mul(x.ln())?;
-        terms
-            .sum_axis(terms.shape().len() - 1, false)?
-            .try_sub(self.ln_norm()?)
+        if F::DTYPE == "F32" {
+            let op = InF64 {
+                name: "dirichlet_log_density",
+                f: |v| {
+                    Dirichlet {
+                        concentration: v[0],
+                    }
+                    .log_density(v[1])
+                },
+            };
+            return x.tape.apply(op, &[self.concentration, x]);
+        }
+        self.log_density(x)
     }
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
         let mut shape = sample_shape(n, &self.batch_shape());
@@ -1647,6 +1717,18 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
     // the sums above cancel `ln Γ` of a large concentration against the
     // others (`H(Dir([3, 1e10, 1]))` was 9e-7 off).
     fn entropy(&self) -> Result<Var<'t, F>> {
+        if F::DTYPE == "F32" {
+            let op = InF64 {
+                name: "dirichlet_entropy",
+                f: |v| {
+                    Dirichlet {
+                        concentration: v[0],
+                    }
+                    .entropy()
+                },
+            };
+            return self.concentration.tape.apply(op, &[self.concentration]);
+        }
         let (axis, k) = (self.axis(), self.classes());
         let a = self.concentration;
         let classes = *a.shape().last().unwrap_or(&0);
