@@ -2783,6 +2783,66 @@ fn gamma_beta_dirichlet_densities_in_f32_are_the_f64_values_rounded() {
     }
 }
 
+/// The `f32` Gamma and Beta log-densities through `f64` with parameters of
+/// the values' shape (whose partial derivatives the forward pass keeps) and
+/// with single parameters broadcast over the values (evaluated again in the
+/// backward pass), each needing a gradient or not: the values and every
+/// gradient are the `f64` ones rounded.
+#[test]
+fn f32_densities_through_f64_broadcast_their_parameters() {
+    const X: [f64; 3] = [0.25, 0.5, 0.875]; // exact in f32, as the parameters
+    /// The value and the gradients (those the tape gives) as f64; `a`
+    /// per value or single, `b` single, each a var or a constant.
+    fn eval<F: Element>(beta: bool, a_per_value: bool, vars: [bool; 3]) -> Vec<f64> {
+        let tape = Tape::<F>::new();
+        let leaf = |v: Tensor<F>, var: bool| if var { tape.var(v) } else { tape.constant(v) };
+        let a = match a_per_value {
+            true => Tensor::vector(&[F::lit(3.0), F::lit(1e4), F::lit(0.75)]),
+            false => Tensor::scalar(F::lit(1e4)),
+        };
+        let (a, b) = (leaf(a, vars[0]), leaf(Tensor::scalar(F::lit(1e3)), vars[1]));
+        let x = leaf(Tensor::vector(&X.map(F::lit)), vars[2]);
+        let y = match beta {
+            true => Beta::new(a, b).unwrap().log_prob(x),
+            false => Gamma::new(a, b).unwrap().log_prob(x),
+        }
+        .unwrap();
+        let mut out: Vec<f64> = y
+            .value()
+            .data()
+            .iter()
+            .map(|v| v.to_f64().unwrap())
+            .collect();
+        let w = tape.constant(Tensor::vector(&[0.5, -2.0, 3.0].map(F::lit)));
+        let g = (y * w).sum().backward().unwrap();
+        for v in [a, b, x] {
+            if let Some(t) = g.get(v) {
+                out.extend(t.data().iter().map(|d| d.to_f64().unwrap()));
+            }
+        }
+        out
+    }
+    for beta in [false, true] {
+        for a_per_value in [false, true] {
+            for vars in [
+                [true, true, true],
+                [true, false, false],
+                [false, true, true],
+            ] {
+                let got = eval::<f32>(beta, a_per_value, vars);
+                let want = eval::<f64>(beta, a_per_value, vars);
+                assert_eq!(got.len(), want.len());
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= f64::from(f32::EPSILON) * w.abs(),
+                        "beta {beta}, a per value {a_per_value}, vars {vars:?}, entry {i}: {g} vs {w}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// The Dirichlet divergence in `f32` is the `f64` one rounded, in the rows
 /// of the closed form too, which in `f32` lost up to 1.1e-5 where small
 /// concentrations are shared (`[3, 30, 2]` against `[1, 1, 1]` was 4.6e-7

@@ -619,11 +619,9 @@ impl<'t, F: Element> Distribution<'t, F> for Gamma<'t, F> {
             |_, v| v > F::zero() && v < F::infinity(),
             F::one(),
             |x| match F::DTYPE {
-                "F32" => a.tape.apply(
-                    InF64 {
-                        name: "gamma_log_density",
-                        f: |v| gamma_log_density(v[0], v[1], v[2]),
-                    },
+                "F32" => in_f64_elementwise(
+                    "gamma_log_density",
+                    |v| gamma_log_density(v[0], v[1], v[2]),
                     &[a, b, x],
                 ),
                 _ => gamma_log_density(a, b, x),
@@ -649,17 +647,17 @@ impl<'t, F: Element> Distribution<'t, F> for Gamma<'t, F> {
     // + (1 - a) C'(a), taken from `LARGE` on (`by_size`)
     fn entropy(&self) -> Result<Var<'t, F>> {
         if F::DTYPE == "F32" {
-            let op = InF64 {
-                name: "gamma_entropy",
-                f: |v| {
+            return in_f64_elementwise(
+                "gamma_entropy",
+                |v| {
                     let g = Gamma {
                         concentration: v[0],
                         rate: v[1],
                     };
                     g.entropy()
                 },
-            };
-            return self.rate.tape.apply(op, &[self.concentration, self.rate]);
+                &[self.concentration, self.rate],
+            );
         }
         let large = |v: &[Var<'t, F>]| {
             let a = v[0];
@@ -1113,11 +1111,9 @@ impl<'t, F: Element> Distribution<'t, F> for Beta<'t, F> {
             |_, v| v > F::zero() && v < F::one(),
             F::lit(0.5),
             |x| match F::DTYPE {
-                "F32" => a.tape.apply(
-                    InF64 {
-                        name: "beta_log_density",
-                        f: |v| beta_log_density(v[0], v[1], v[2]),
-                    },
+                "F32" => in_f64_elementwise(
+                    "beta_log_density",
+                    |v| beta_log_density(v[0], v[1], v[2]),
                     &[a, b, x],
                 ),
                 _ => beta_log_density(a, b, x),
@@ -1168,18 +1164,17 @@ impl<'t, F: Element> Distribution<'t, F> for Beta<'t, F> {
     // corrections for the pair; below, with the digamma differences whole
     fn entropy(&self) -> Result<Var<'t, F>> {
         if F::DTYPE == "F32" {
-            let op = InF64 {
-                name: "beta_entropy",
-                f: |v| {
+            return in_f64_elementwise(
+                "beta_entropy",
+                |v| {
                     let beta = Beta {
                         concentration1: v[0],
                         concentration0: v[1],
                     };
                     beta.entropy()
                 },
-            };
-            let inputs = [self.concentration1, self.concentration0];
-            return self.concentration1.tape.apply(op, &inputs);
+                &[self.concentration1, self.concentration0],
+            );
         }
         let large = |v: &[Var<'t, F>]| {
             let (a, b) = (v[0], v[1]);
@@ -1277,11 +1272,11 @@ pub(crate) fn kl_beta<'t, F: Element>(q: &Beta<'t, F>, p: &Beta<'t, F>) -> Resul
         p.concentration0,
     ];
     if F::DTYPE == "F32" {
-        let op = InF64 {
-            name: "kl_beta",
-            f: |v| kl_beta_of(&[v[0], v[1], v[2], v[3]]),
-        };
-        return q.concentration1.tape.apply(op, &inputs);
+        return in_f64_elementwise(
+            "kl_beta",
+            |v| kl_beta_of(&[v[0], v[1], v[2], v[3]]),
+            &inputs,
+        );
     }
     kl_beta_of(&inputs)
 }
@@ -1337,6 +1332,96 @@ impl<F: Element> Op<F> for InF64 {
                 .map(|v| grads.get(*v).map(narrowed).transpose())
                 .collect()
         })
+    }
+}
+
+/// [`InF64`] for an elementwise `f` (each output element depends only on
+/// the elements of the inputs it is broadcast from), applied to `inputs`.
+/// Where every input that needs a gradient has the output's shape (a
+/// parameter per value), forward runs `f` once and, for those inputs, its
+/// backward too, keeping their partial derivatives element by element; the
+/// op's backward multiplies them by the incoming gradient in `f64` and
+/// rounds once, one evaluation of `f` fewer than [`InF64`]'s backward,
+/// which evaluates it again. Where such an input is broadcast (a single
+/// parameter for many values), [`InF64`] runs instead: there the partials
+/// would need `f` at every element of the broadcast input, where `f` takes
+/// it once.
+fn in_f64_elementwise<'t, F: Element>(
+    name: &'static str,
+    f: for<'s> fn(&[Var<'s, f64>]) -> Result<Var<'s, f64>>,
+    inputs: &[Var<'t, F>],
+) -> Result<Var<'t, F>> {
+    let tape = inputs[0].tape;
+    let shape = inputs.iter().try_fold(Vec::new(), |shape, v| {
+        broadcast_shape(&shape, &v.shape()).ok_or_else(|| Error::ShapeMismatch {
+            op: name,
+            lhs: shape.clone(),
+            rhs: v.shape(),
+        })
+    })?;
+    let needs: Vec<bool> = inputs.iter().map(|v| v.requires_grad()).collect();
+    let per_value = inputs
+        .iter()
+        .zip(&needs)
+        .all(|(v, &need)| !need || v.shape() == shape);
+    if !per_value {
+        return tape.apply(InF64 { name, f }, inputs);
+    }
+    let op = InF64Elementwise {
+        name,
+        f,
+        needs,
+        partials: std::cell::RefCell::new(Vec::new()),
+    };
+    tape.apply(op, inputs)
+}
+
+/// The op of [`in_f64_elementwise`] where the inputs that need a gradient
+/// have the output's shape.
+struct InF64Elementwise {
+    name: &'static str,
+    f: for<'s> fn(&[Var<'s, f64>]) -> Result<Var<'s, f64>>,
+    /// Whether each input needs a gradient.
+    needs: Vec<bool>,
+    /// `∂ output_i / ∂ input_i` of each input that needs a gradient.
+    partials: std::cell::RefCell<Vec<Option<Tensor<f64>>>>,
+}
+
+impl<F: Element> Op<F> for InF64Elementwise {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
+        untimed(|| {
+            let tape = Tape::<f64>::new();
+            let vars: Vec<_> = inputs.iter().map(|t| tape.var(t.to_f64())).collect();
+            let out = (self.f)(&vars)?;
+            let mut partials = self.partials.borrow_mut();
+            partials.clear();
+            if self.needs.iter().any(|&n| n) {
+                let grads = out.sum().backward()?;
+                for (v, &need) in vars.iter().zip(&self.needs) {
+                    let zeros = || Tensor::zeros(&v.shape());
+                    partials.push(need.then(|| grads.get(*v).cloned().unwrap_or_else(zeros)));
+                }
+            }
+            narrowed(&out.value())
+        })
+    }
+    fn backward(
+        &self,
+        _inputs: &[&Tensor<F>],
+        _output: &Tensor<F>,
+        grad: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        let partials = self.partials.borrow();
+        let g = grad.to_f64();
+        (0..self.needs.len())
+            .map(|i| match partials.get(i) {
+                Some(Some(d)) => narrowed(&g.zip_map(d, self.name, |g, d| g * d)?).map(Some),
+                _ => Ok(None),
+            })
+            .collect()
     }
 }
 
