@@ -1368,8 +1368,7 @@ fn in_f64_elementwise<'t, F: Element>(
         return tape.apply(InF64 { name, f }, inputs);
     }
     let op = InF64Elementwise {
-        name,
-        f,
+        formula: InF64 { name, f },
         needs,
         partials: std::cell::RefCell::new(Vec::new()),
     };
@@ -1379,8 +1378,8 @@ fn in_f64_elementwise<'t, F: Element>(
 /// The op of [`in_f64_elementwise`] where the inputs that need a gradient
 /// have the output's shape.
 struct InF64Elementwise {
-    name: &'static str,
-    f: for<'s> fn(&[Var<'s, f64>]) -> Result<Var<'s, f64>>,
+    /// The formula, run as [`InF64`] runs it.
+    formula: InF64,
     /// Whether each input needs a gradient.
     needs: Vec<bool>,
     /// `∂ output_i / ∂ input_i` of each input that needs a gradient.
@@ -1389,13 +1388,10 @@ struct InF64Elementwise {
 
 impl<F: Element> Op<F> for InF64Elementwise {
     fn name(&self) -> &str {
-        self.name
+        self.formula.name
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
-        untimed(|| {
-            let tape = Tape::<f64>::new();
-            let vars: Vec<_> = inputs.iter().map(|t| tape.var(t.to_f64())).collect();
-            let out = (self.f)(&vars)?;
+        self.formula.run(inputs, |vars, out| {
             let mut partials = self.partials.borrow_mut();
             partials.clear();
             if self.needs.iter().any(|&n| n) {
@@ -1418,7 +1414,9 @@ impl<F: Element> Op<F> for InF64Elementwise {
         let g = grad.to_f64();
         (0..self.needs.len())
             .map(|i| match partials.get(i) {
-                Some(Some(d)) => narrowed(&g.zip_map(d, self.name, |g, d| g * d)?).map(Some),
+                Some(Some(d)) => {
+                    narrowed(&g.zip_map(d, self.formula.name, |g, d| g * d)?).map(Some)
+                }
                 _ => Ok(None),
             })
             .collect()

@@ -309,11 +309,13 @@ impl<'t, F: Element> Var<'t, F> {
     /// ```
     pub fn mean(self) -> Self {
         let span = profile::span();
-        let n = self.tape.with_value(self.id, |x| x.len());
-        let op = MeanAll {
-            inv_n: F::one() / F::lit(n as f64),
-        };
-        let value = self.tape.with_value(self.id, |x| op.mean(x));
+        let (op, value) = self.tape.with_value(self.id, |x| {
+            let op = MeanAll {
+                inv_n: F::one() / F::lit(x.len() as f64),
+            };
+            let value = op.mean(x);
+            (op, value)
+        });
         self.tape.record(span, value, Box::new(op), &[self])
     }
 
