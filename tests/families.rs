@@ -2698,6 +2698,38 @@ fn beta_kl_in_f32_is_the_f64_value_rounded() {
     }
 }
 
+/// Each of `got` (from `f32`) within one `f32` epsilon, relative, of the
+/// same entry of `want` (from `f64`), or equal to it.
+fn assert_rounded_from_f64(got: &[f64], want: &[f64], case: &str) {
+    assert_eq!(got.len(), want.len(), "{case}");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= f64::from(f32::EPSILON) * w.abs() || g == w,
+            "{case}, entry {i}: {g} vs {w}"
+        );
+    }
+}
+
+/// The three values of `y`, then the gradients of `y · [0.5, -2, 3]`
+/// summed, in each of `vars` that gets one, as `f64`.
+fn values_and_weighted_gradients<'t, F: Element>(y: Var<'t, F>, vars: &[Var<'t, F>]) -> Vec<f64> {
+    let f64s = |t: &Tensor<F>| {
+        t.data()
+            .iter()
+            .map(|v| v.to_f64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let mut out = f64s(&y.value());
+    let w = y
+        .tape()
+        .constant(Tensor::vector(&[0.5, -2.0, 3.0].map(F::lit)));
+    let g = (y * w).sum().backward().unwrap();
+    for v in vars {
+        out.extend(g.get(*v).map(f64s).unwrap_or_default());
+    }
+    out
+}
+
 /// In `f32` the Gamma, Beta and Dirichlet log-densities and entropies are
 /// the `f64` values rounded, with their gradients in the parameters and
 /// the point: their sums cancel terms of the size of `ln Γ` of a
@@ -2744,9 +2776,6 @@ fn gamma_beta_dirichlet_densities_in_f32_are_the_f64_values_rounded() {
             });
         (y.item().unwrap().to_f64().unwrap(), grads.collect())
     }
-    let within = |got: f64, want: f64| {
-        (got - want).abs() <= f64::from(f32::EPSILON) * want.abs() || got == want
-    };
     let cases: [(usize, &[f64], &[f64]); 14] = [
         (0, &[0.001, 1.0], &[0.001]),
         (0, &[100.0, 1e6], &[6e-5]),
@@ -2767,19 +2796,14 @@ fn gamma_beta_dirichlet_densities_in_f32_are_the_f64_values_rounded() {
         // the parameters and the point as f32 holds them
         let p: Vec<f64> = p.iter().map(|&c| f64::from(c as f32)).collect();
         let x: Vec<f64> = x.iter().map(|&c| f64::from(c as f32)).collect();
-        let (got, got_grads) = eval::<f32>(family, &p, &x);
-        let (want, want_grads) = eval::<f64>(family, &p, &x);
-        assert!(
-            within(got, want),
-            "family {family} at {p:?}, {x:?}: {got} vs {want}"
-        );
-        assert_eq!(got_grads.len(), want_grads.len());
-        for (i, (g, w)) in got_grads.iter().zip(&want_grads).enumerate() {
-            assert!(
-                within(*g, *w),
-                "gradient {i} of family {family} at {p:?}, {x:?}: {g} vs {w}"
-            );
-        }
+        let both = |(value, mut grads): (f64, Vec<f64>)| {
+            grads.insert(0, value);
+            grads
+        };
+        let got = both(eval::<f32>(family, &p, &x));
+        let want = both(eval::<f64>(family, &p, &x));
+        // entry 0 the value, then the gradients
+        assert_rounded_from_f64(&got, &want, &format!("family {family} at {p:?}, {x:?}"));
     }
 }
 
@@ -2807,20 +2831,7 @@ fn f32_densities_through_f64_broadcast_their_parameters() {
             false => Gamma::new(a, b).unwrap().log_prob(x),
         }
         .unwrap();
-        let mut out: Vec<f64> = y
-            .value()
-            .data()
-            .iter()
-            .map(|v| v.to_f64().unwrap())
-            .collect();
-        let w = tape.constant(Tensor::vector(&[0.5, -2.0, 3.0].map(F::lit)));
-        let g = (y * w).sum().backward().unwrap();
-        for v in [a, b, x] {
-            if let Some(t) = g.get(v) {
-                out.extend(t.data().iter().map(|d| d.to_f64().unwrap()));
-            }
-        }
-        out
+        values_and_weighted_gradients(y, &[a, b, x])
     }
     for beta in [false, true] {
         for a_per_value in [false, true] {
@@ -2831,13 +2842,8 @@ fn f32_densities_through_f64_broadcast_their_parameters() {
             ] {
                 let got = eval::<f32>(beta, a_per_value, vars);
                 let want = eval::<f64>(beta, a_per_value, vars);
-                assert_eq!(got.len(), want.len());
-                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                    assert!(
-                        (g - w).abs() <= f64::from(f32::EPSILON) * w.abs(),
-                        "beta {beta}, a per value {a_per_value}, vars {vars:?}, entry {i}: {g} vs {w}"
-                    );
-                }
+                let case = format!("beta {beta}, a per value {a_per_value}, vars {vars:?}");
+                assert_rounded_from_f64(&got, &want, &case);
             }
         }
     }
@@ -2863,28 +2869,11 @@ fn f32_entropies_and_beta_divergence_per_element_are_the_f64_ones_rounded() {
                 (kl_divergence(&q, &p), vec![a, b, c, d])
             }
         };
-        let y = y.unwrap();
-        let mut out: Vec<f64> = y
-            .value()
-            .data()
-            .iter()
-            .map(|v| v.to_f64().unwrap())
-            .collect();
-        let w = tape.constant(Tensor::vector(&[0.5, -2.0, 3.0].map(F::lit)));
-        let g = (y * w).sum().backward().unwrap();
-        for v in vars {
-            out.extend(g.get(v).unwrap().data().iter().map(|d| d.to_f64().unwrap()));
-        }
-        out
+        values_and_weighted_gradients(y.unwrap(), &vars)
     }
     for which in 0..3 {
         let (got, want) = (eval::<f32>(which), eval::<f64>(which));
-        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert!(
-                (g - w).abs() <= f64::from(f32::EPSILON) * w.abs(),
-                "case {which}, entry {i}: {g} vs {w}"
-            );
-        }
+        assert_rounded_from_f64(&got, &want, &format!("case {which}"));
     }
 }
 
