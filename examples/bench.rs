@@ -445,6 +445,7 @@ fn gemm_products() -> Result<()> {
         });
         say!("{name:<22} {m:>6} x {k:>6} x {n:>5}  {gflops:7.1}{share}");
     }
+    pair_products(&mut rng)?;
     // the plain convolution (reparameterization layers, posterior means)
     // on the `conv` workload's shapes, whose patch matrix is read from the
     // padded images on AVX-512
@@ -462,6 +463,46 @@ fn gemm_products() -> Result<()> {
     say!(
         "conv2d 32x32x32x3 * 5x5x3x64 SAME, forward and kernel gradient: {:.2} ms",
         best * 1e3
+    );
+    Ok(())
+}
+
+/// The `mlp` layer's two products (`128 × 784 × 512`, Flipout's mean and
+/// perturbation) and their weight gradients, forward and backward on a
+/// tape: as two `matmul`s one after the other, and as one
+/// `Var::matmul_pair`, which runs them side by side. Medians of 100 of
+/// each, alternating, with 16 MiB written before each so that the operands
+/// come from memory as they do in a step.
+fn pair_products(rng: &mut SmallRng) -> Result<()> {
+    let mut random = |shape: &[usize]| Tensor::<f32>::from_fn(shape, |_| rng.random::<f32>() - 0.5);
+    let (x, x2) = (random(&[128, 784]), random(&[128, 784]));
+    let (w, w2) = (random(&[784, 512]), random(&[784, 512]));
+    let mut evict = vec![0u8; 16 << 20];
+    let mut times = [Vec::new(), Vec::new()];
+    for rep in 0..200 {
+        let side_by_side = rep % 2 == 1;
+        evict.iter_mut().for_each(|b| *b = b.wrapping_add(1));
+        std::hint::black_box(&evict);
+        let start = Instant::now();
+        let tape = Tape::new();
+        let (a, b) = (tape.constant(x.clone()), tape.constant(x2.clone()));
+        let (v, v2) = (tape.var(w.clone()), tape.var(w2.clone()));
+        let (p, q) = match side_by_side {
+            true => Var::matmul_pair((a, v), (b, v2))?,
+            false => (a.matmul(v)?, b.matmul(v2)?),
+        };
+        std::hint::black_box((p + q).sum().backward()?);
+        times[usize::from(side_by_side)].push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    let [apart, together] = times.map(|mut t| {
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    });
+    say!(
+        "gemm: two 128 x 784 x 512 products and their weight gradients on a tape, operands \
+         from memory, medians of 100: one after the other {apart:.3} ms, side by side \
+         (Var::matmul_pair) {together:.3} ms ({:.2}x)",
+        apart / together
     );
     Ok(())
 }

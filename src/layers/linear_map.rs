@@ -22,6 +22,17 @@ pub trait LinearMap<F: Element>: Send + Sync + 'static {
     fn check_input(&self, layer: &str, x: &Var<'_, F>) -> Result<()>;
     /// `x ⊛ kernel`.
     fn apply<'t>(&self, x: Var<'t, F>, kernel: Var<'t, F>) -> Result<Var<'t, F>>;
+    /// `(x1 ⊛ kernel1, x2 ⊛ kernel2)`: the two products of a local
+    /// reparameterization (the mean's and the variance's). The default
+    /// applies them one after the other; [`DenseMap`] computes them side
+    /// by side.
+    fn apply_pair<'t>(
+        &self,
+        (x1, kernel1): (Var<'t, F>, Var<'t, F>),
+        (x2, kernel2): (Var<'t, F>, Var<'t, F>),
+    ) -> Result<(Var<'t, F>, Var<'t, F>)> {
+        Ok((self.apply(x1, kernel1)?, self.apply(x2, kernel2)?))
+    }
     /// `K` products at once, for a pass with a sample axis: block `k` of
     /// `x` (its rows `k·B .. (k+1)·B` of `K·B`) with `kernels[k]`
     /// (`kernels: [K, ...kernel_shape]`), the outputs in the same row
@@ -123,6 +134,13 @@ impl<F: Element> LinearMap<F> for DenseMap {
     fn apply<'t>(&self, x: Var<'t, F>, kernel: Var<'t, F>) -> Result<Var<'t, F>> {
         x.matmul(kernel)
     }
+    fn apply_pair<'t>(
+        &self,
+        first: (Var<'t, F>, Var<'t, F>),
+        second: (Var<'t, F>, Var<'t, F>),
+    ) -> Result<(Var<'t, F>, Var<'t, F>)> {
+        Var::matmul_pair(first, second)
+    }
     /// One batched product `[K, B, in] @ [K, in, out]`.
     fn apply_samples<'t>(
         &self,
@@ -143,7 +161,8 @@ impl<F: Element> LinearMap<F> for DenseMap {
         delta: Var<'t, F>,
         (s_in, s_out): (Tensor<F>, Tensor<F>),
     ) -> Result<Var<'t, F>> {
-        Ok(x.matmul(loc)? + (x * s_in).matmul(delta)? * s_out)
+        let (mean, perturbation) = Var::matmul_pair((x, loc), (x * s_in, delta))?;
+        Ok(mean + perturbation * s_out)
     }
 }
 

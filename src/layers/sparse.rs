@@ -471,8 +471,7 @@ impl<F: Element, M: LinearMap<F> + 'static> Module<F> for SparseVariational<M> {
                 self.map.apply(x, theta * keep)?
             }
             SampleMode::Sample => {
-                let mean = self.map.apply(x, theta)?;
-                let var = self.map.apply(x.square(), outputs[1])?;
+                let (mean, var) = self.map.apply_pair((x, theta), (x.square(), outputs[1]))?;
                 let eps = crate::tensor::standard_normal(&mean.shape(), cx.rng());
                 local_draw(mean, var, F::lit(1e-16), eps)?
             }

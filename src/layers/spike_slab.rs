@@ -280,9 +280,7 @@ impl<F: Element, M: LinearMap<F> + 'static> Module<F> for SpikeAndSlabVariationa
                 }
                 // Var w = p (σ² + μ²) - p² μ²
                 let var_w = p.try_mul(second)?.try_sub(mean_w.square())?;
-                let mean = self.map.apply(x, mean_w)?;
-                let var = self.map.apply(x.square(), var_w)?;
-                (mean, var)
+                self.map.apply_pair((x, mean_w), (x.square(), var_w))?
             }
             Selection::PerInput { temperature } => {
                 // p per input unit, along the kernel's input axis

@@ -652,8 +652,7 @@ impl Estimator for LocalReparameterization {
         posterior: &mut PosteriorPass<'t, '_, '_, F>,
     ) -> Result<Var<'t, F>> {
         let (loc, scale) = posterior.moments()?;
-        let mean = map.apply(x, loc)?;
-        let var = map.apply(x.square(), scale.square())?;
+        let (mean, var) = map.apply_pair((x, loc), (x.square(), scale.square()))?;
         let eps = noise(&mean.shape(), posterior.rng());
         local_draw(mean, var, F::min_positive_value(), eps)
     }
