@@ -465,31 +465,37 @@ pub(crate) fn gemm_new_many<F: Element>(products: &[Product<'_, F>]) -> Vec<Stor
             .collect();
     }
     let mut outs: Vec<Uninit<F>> = products.iter().map(|p| Uninit::new(p.m * p.n)).collect();
-    // the large products' parts: (product, its split, part)
-    let mut parts = Vec::new();
     let mut ptrs = Vec::with_capacity(products.len());
-    for (p, out) in products.iter().zip(&mut outs) {
+    let mut rest = Vec::with_capacity(products.len());
+    for (i, (p, out)) in products.iter().zip(&mut outs).enumerate() {
         p.check_bounds();
         let c = out.slots();
         ptrs.push(OutPtr(c.as_mut_ptr().cast::<F>()));
-        if small_product(p, c) {
-            continue;
+        if !small_product(p, c) {
+            rest.push(i);
         }
-        // its share of the threads, by its share of the work
-        let share = if large(p) {
-            (threads * p.work()).div_ceil(total).max(1)
-        } else {
-            1
-        };
-        let split = p.split(share);
-        parts.extend((0..split.parts).map(|part| (ptrs.len() - 1, split, part)));
     }
-    super::parallel::par_for(parts.len(), |j| {
-        let (i, split, part) = parts[j];
-        // SAFETY: bounds checked above, `ptrs[i]` is product i's output
-        // buffer of m x n elements, each part is run once, on one thread,
-        // and `k >= 1` (small products were written above).
-        unsafe { products[i].run_part(split, part, ptrs[i]) }
+    // Each large product in parts by its share of the work (one part for
+    // half of it on two threads), the parts dealt to the threads largest
+    // first; if that leaves a thread more than a tenth above an even share
+    // (three equal products on two threads), every large product is split
+    // over all the threads instead.
+    let mut plan = deal(products, &rest, threads, |p| {
+        (threads * p.work()).div_ceil(total)
+    });
+    if plan.uneven {
+        plan = deal(products, &rest, threads, |_| threads);
+    }
+    let Plan { parts, bins, .. } = plan;
+    super::parallel::par_for(bins.len(), |b| {
+        for &j in &bins[b] {
+            let (i, split, part) = parts[j];
+            // SAFETY: bounds checked above, `ptrs[i]` is product i's output
+            // buffer of m x n elements, each part is in one bin and each bin
+            // runs once, on one thread, and `k >= 1` (small products were
+            // written above).
+            unsafe { products[i].run_part(split, part, ptrs[i]) }
+        }
     });
     outs.into_iter()
         // SAFETY: every product's elements were written: by
@@ -497,6 +503,55 @@ pub(crate) fn gemm_new_many<F: Element>(products: &[Product<'_, F>]) -> Vec<Stor
         // columns).
         .map(|out| unsafe { out.assume_init() })
         .collect()
+}
+
+/// The parts of a set of products and how they are dealt to the threads.
+struct Plan {
+    /// (product, its split, part)
+    parts: Vec<(usize, Split, usize)>,
+    /// The parts each thread runs.
+    bins: Vec<Vec<usize>>,
+    /// Whether a thread has more than a tenth above an even share of the work.
+    uneven: bool,
+}
+
+/// Splits products `rest` of `products` (a large one into `share(p)` parts,
+/// another into one) and deals the parts to `threads` bins, largest first,
+/// each to the bin with the least work so far.
+fn deal<F: Element>(
+    products: &[Product<'_, F>],
+    rest: &[usize],
+    threads: usize,
+    share: impl Fn(&Product<'_, F>) -> usize,
+) -> Plan {
+    let mut parts = Vec::new();
+    let mut work = Vec::new();
+    for &i in rest {
+        let p = &products[i];
+        let large = p.work() >= GEMM_PARALLEL_MIN && (p.m >= 16 || p.n >= 16);
+        let split = p.split(if large { share(p).max(1) } else { 1 });
+        for part in 0..split.parts {
+            let lines = ((part + 1) * split.step).min(split.long) - part * split.step;
+            parts.push((i, split, part));
+            work.push(p.work() / split.long * lines);
+        }
+    }
+    let mut order: Vec<usize> = (0..parts.len()).collect();
+    order.sort_by_key(|&j| std::cmp::Reverse(work[j]));
+    let mut bins = vec![Vec::new(); threads.min(parts.len()).max(1)];
+    let mut load = vec![0usize; bins.len()];
+    for j in order {
+        let b = (0..bins.len()).min_by_key(|&b| load[b]).unwrap_or(0);
+        bins[b].push(j);
+        load[b] += work[j];
+    }
+    let even = work.iter().sum::<usize>() as f64 / threads as f64;
+    let uneven = load.iter().any(|&l| l as f64 > 1.1 * even);
+    Plan {
+        parts,
+        bins,
+        uneven,
+    }
 }
 
 #[cfg(test)]
