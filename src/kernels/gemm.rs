@@ -451,6 +451,32 @@ pub(crate) fn gemm_uninit<F: Element>(
 /// products took 0.59 ms side by side against 0.69 one after another on
 /// two threads (Intel Xeon, AVX-512; see docs/benchmarks.md).
 pub(crate) fn gemm_new_many<F: Element>(products: &[Product<'_, F>]) -> Vec<Storage<F>> {
+    let mut outs: Vec<Uninit<F>> = products.iter().map(|p| Uninit::new(p.m * p.n)).collect();
+    gemm_many_uninit(products, outs.iter_mut().map(Uninit::slots).collect());
+    outs.into_iter()
+        // SAFETY: `gemm_many_uninit` wrote every element of every output.
+        .map(|out| unsafe { out.assume_init() })
+        .collect()
+}
+
+/// [`gemm_new_many`] into `outs` (product `i`'s `m x n` row-major output
+/// in `outs[i]`), writing every element without reading it.
+pub(crate) fn gemm_many_uninit<F: Element>(
+    products: &[Product<'_, F>],
+    mut outs: Vec<&mut [std::mem::MaybeUninit<F>]>,
+) {
+    assert_eq!(
+        outs.len(),
+        products.len(),
+        "gemm_many_uninit: one output a product"
+    );
+    for (p, c) in products.iter().zip(&outs) {
+        assert_eq!(
+            c.len(),
+            p.m * p.n,
+            "gemm_many_uninit: output of the wrong size"
+        );
+    }
     let threads = super::parallel::threads();
     let large = |p: &Product<'_, F>| p.work() >= GEMM_PARALLEL_MIN && (p.m >= 16 || p.n >= 16);
     let total: usize = products
@@ -459,17 +485,15 @@ pub(crate) fn gemm_new_many<F: Element>(products: &[Product<'_, F>]) -> Vec<Stor
         .map(Product::work)
         .sum();
     if threads < 2 || products.iter().filter(|p| large(p)).count() < 2 {
-        return products
-            .iter()
-            .map(|p| gemm_new(p.m, p.k, p.n, p.a, p.b))
-            .collect();
+        for (p, c) in products.iter().zip(outs) {
+            gemm_uninit(p.m, p.k, p.n, p.a, p.b, c);
+        }
+        return;
     }
-    let mut outs: Vec<Uninit<F>> = products.iter().map(|p| Uninit::new(p.m * p.n)).collect();
     let mut ptrs = Vec::with_capacity(products.len());
     let mut rest = Vec::with_capacity(products.len());
-    for (i, (p, out)) in products.iter().zip(&mut outs).enumerate() {
+    for (i, (p, c)) in products.iter().zip(&mut outs).enumerate() {
         p.check_bounds();
-        let c = out.slots();
         ptrs.push(OutPtr(c.as_mut_ptr().cast::<F>()));
         if !small_product(p, c) {
             rest.push(i);
@@ -497,12 +521,6 @@ pub(crate) fn gemm_new_many<F: Element>(products: &[Product<'_, F>]) -> Vec<Stor
             unsafe { products[i].run_part(split, part, ptrs[i]) }
         }
     });
-    outs.into_iter()
-        // SAFETY: every product's elements were written: by
-        // `small_product`, or by its parts, which cover its rows (or
-        // columns).
-        .map(|out| unsafe { out.assume_init() })
-        .collect()
 }
 
 /// The parts of a set of products and how they are dealt to the threads.

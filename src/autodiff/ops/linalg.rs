@@ -3,7 +3,7 @@
 use crate::autodiff::tape::MultiOp;
 use crate::autodiff::tape::{Op, Var};
 use crate::error::Result;
-use crate::kernels::gemm::{MatRef, Product, gemm_new_many, gemm_uninit};
+use crate::kernels::gemm::{MatRef, Product, gemm_many_uninit, gemm_new_many};
 use crate::tensor::Storage;
 use crate::tensor::{Element, Tensor};
 
@@ -166,7 +166,8 @@ impl<F: Element> Op<F> for Transpose {
 }
 
 /// `a[k] @ b[k]` for every `k` of rank-3 operands `[K, m, n]`, `[K, n, p]`:
-/// one GEMM per block on the blocks in place. Backward per block:
+/// one GEMM per block on the blocks in place, the blocks side by side
+/// (`gemm_many_uninit`). Backward per block:
 /// `da[k] = g[k] b[k]^T`, `db[k] = a[k]^T g[k]`.
 struct BatchedMatmul;
 
@@ -201,11 +202,16 @@ fn per_block<F: Element>(
             if m * n == 0 {
                 return;
             }
-            for (b, c) in out.chunks_mut(m * n).enumerate() {
-                let xb = &xd[b * xr * xc..(b + 1) * xr * xc];
-                let yb = &yd[b * yr * yc..(b + 1) * yr * yc];
-                gemm_uninit(m, k, n, MatRef::new(xb, xc, tx), MatRef::new(yb, yc, ty), c);
-            }
+            let products: Vec<Product<'_, F>> = (0..blocks)
+                .map(|b| Product {
+                    m,
+                    k,
+                    n,
+                    a: MatRef::new(&xd[b * xr * xc..(b + 1) * xr * xc], xc, tx),
+                    b: MatRef::new(&yd[b * yr * yc..(b + 1) * yr * yc], yc, ty),
+                })
+                .collect();
+            gemm_many_uninit(&products, out.chunks_mut(m * n).collect());
         })
     };
     Tensor::new_unchecked(out, vec![blocks, m, n])
@@ -554,6 +560,38 @@ mod tests {
                     "{m}x{k}x{n}, case {case}"
                 );
             }
+        }
+    }
+
+    /// A batched product's blocks (run side by side) and their gradients
+    /// are those of each block's `matmul`, bit for bit, for three blocks
+    /// large enough to split (three equal products on two threads are dealt
+    /// split) and for small ones.
+    #[test]
+    fn batched_blocks_are_each_blocks_matmul_bit_for_bit() {
+        for (m, k, n) in [(64, 256, 64), (2, 3, 4)] {
+            let run = |batched: bool| -> Result<Vec<Vec<u32>>> {
+                let tape = Tape::<f32>::new();
+                let a = tape.var(values(&[3, m, k], 1));
+                let b = tape.var(values(&[3, k, n], 2));
+                let c = match batched {
+                    true => a.batched_matmul(b)?,
+                    false => {
+                        let blocks = (0..3)
+                            .map(|i| a.index(i)?.matmul(b.index(i)?)?.reshape(&[1, m, n]))
+                            .collect::<Result<Vec<_>>>()?;
+                        Var::concat(&blocks, 0)?
+                    }
+                };
+                let grads = (c * values::<f32>(&[3, m, n], 3)).sum().backward()?;
+                let bits = |t: &Tensor<f32>| t.data().iter().map(|v| v.to_bits()).collect();
+                Ok(vec![
+                    bits(&c.value()),
+                    bits(grads.get(a).unwrap()),
+                    bits(grads.get(b).unwrap()),
+                ])
+            };
+            assert!(run(true).unwrap() == run(false).unwrap(), "{m}x{k}x{n}");
         }
     }
 
