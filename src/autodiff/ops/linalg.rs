@@ -516,14 +516,14 @@ mod tests {
     /// bit: products large enough to run side by side (and small ones),
     /// the left operands one var and its product with signs (as Flipout's
     /// are) or the same var twice, a constant right operand, and only the
-    /// first product used.
+    /// first product used; and products without an inner dimension or rows.
     #[test]
     fn a_matmul_pair_is_two_matmuls_bit_for_bit() {
         type Run<'t> = fn(
             (Var<'t, f32>, Var<'t, f32>),
             (Var<'t, f32>, Var<'t, f32>),
         ) -> Result<(Var<'t, f32>, Var<'t, f32>)>;
-        for (m, k, n) in [(64, 256, 64), (3, 4, 5)] {
+        for (m, k, n) in [(64, 256, 64), (3, 4, 5), (4, 0, 3), (0, 5, 2)] {
             for case in 0..4 {
                 let run = |pair: bool| -> Result<Vec<Vec<u32>>> {
                     let tape = Tape::new();
