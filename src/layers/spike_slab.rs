@@ -308,9 +308,8 @@ impl<F: Element, M: LinearMap<F> + 'static> Module<F> for SpikeAndSlabVariationa
                 if cx.mode() == SampleMode::PosteriorMean {
                     return self.map.apply(xz, mu);
                 }
-                let mean = self.map.apply(xz, mu)?;
-                let var = self.map.apply(xz.square(), sigma.square())?;
-                (mean, var)
+                self.map
+                    .apply_pair((xz, mu), (xz.square(), sigma.square()))?
             }
         };
         let eps = crate::tensor::standard_normal(&mean.shape(), cx.rng());
