@@ -1,5 +1,6 @@
 //! Matrix products: the strided GEMM behind `matmul` and the convolutions,
-//! with a small-matrix path and a two-thread split of large products.
+//! with a small-matrix path, large products split over the threads, and
+//! several products side by side.
 
 use super::element::Element;
 use crate::tensor::{Storage, Uninit};
@@ -286,6 +287,11 @@ impl<F: Element> Product<'_, F> {
         self.m * self.k * self.n
     }
 
+    /// Whether it is large enough to split over threads.
+    fn large(&self) -> bool {
+        self.work() >= GEMM_PARALLEL_MIN && (self.m >= 16 || self.n >= 16)
+    }
+
     /// Panics unless `a` and `b` hold every element their strides reach.
     fn check_bounds(&self) {
         let in_bounds = |x: MatRef<'_, F>, rows: usize, cols: usize| {
@@ -425,8 +431,7 @@ pub(crate) fn gemm_uninit<F: Element>(
         return;
     }
     let out = OutPtr(c.as_mut_ptr().cast::<F>());
-    let parallel = p.work() >= GEMM_PARALLEL_MIN && (m >= 16 || n >= 16);
-    let split = p.split(if parallel {
+    let split = p.split(if p.large() {
         super::parallel::threads()
     } else {
         1
@@ -448,8 +453,9 @@ pub(crate) fn gemm_uninit<F: Element>(
 /// (one each, on two), rather than one after another over all of them:
 /// a product on one thread packs and reads its operands alone, and the
 /// threads meet once instead of once per product. Two `128 x 784 x 512`
-/// products took 0.59 ms side by side against 0.69 one after another on
-/// two threads (Intel Xeon, AVX-512; see docs/benchmarks.md).
+/// products and their weight gradients took 1.37–1.42 ms side by side
+/// against 1.44–1.52 one after the other on two threads (`bench -- gemm`,
+/// Intel Xeon, AVX-512; docs/benchmarks.md).
 pub(crate) fn gemm_new_many<F: Element>(products: &[Product<'_, F>]) -> Vec<Storage<F>> {
     let mut outs: Vec<Uninit<F>> = products.iter().map(|p| Uninit::new(p.m * p.n)).collect();
     gemm_many_uninit(products, outs.iter_mut().map(Uninit::slots).collect());
@@ -478,13 +484,12 @@ pub(crate) fn gemm_many_uninit<F: Element>(
         );
     }
     let threads = super::parallel::threads();
-    let large = |p: &Product<'_, F>| p.work() >= GEMM_PARALLEL_MIN && (p.m >= 16 || p.n >= 16);
     let total: usize = products
         .iter()
-        .filter(|p| large(p))
+        .filter(|p| p.large())
         .map(Product::work)
         .sum();
-    if threads < 2 || products.iter().filter(|p| large(p)).count() < 2 {
+    if threads < 2 || products.iter().filter(|p| p.large()).count() < 2 {
         for (p, c) in products.iter().zip(outs) {
             gemm_uninit(p.m, p.k, p.n, p.a, p.b, c);
         }
@@ -546,8 +551,7 @@ fn deal<F: Element>(
     let mut work = Vec::new();
     for &i in rest {
         let p = &products[i];
-        let large = p.work() >= GEMM_PARALLEL_MIN && (p.m >= 16 || p.n >= 16);
-        let split = p.split(if large { share(p).max(1) } else { 1 });
+        let split = p.split(if p.large() { share(p).max(1) } else { 1 });
         for part in 0..split.parts {
             let lines = ((part + 1) * split.step).min(split.long) - part * split.step;
             parts.push((i, split, part));

@@ -1,7 +1,6 @@
 //! Matrix product and transpose.
 
-use crate::autodiff::tape::MultiOp;
-use crate::autodiff::tape::{Op, Var};
+use crate::autodiff::tape::{MultiOp, Op, Var};
 use crate::error::Result;
 use crate::kernels::gemm::{MatRef, Product, gemm_many_uninit, gemm_new_many};
 use crate::tensor::Storage;
@@ -266,7 +265,9 @@ impl<'t, F: Element> Var<'t, F> {
     /// `(a1 @ b1, a2 @ b2)`: the values and gradients of two
     /// [`matmul`](Var::matmul)s, bit for bit, with the two products (and
     /// those of the backward pass) computed side by side, each on its share
-    /// of the threads. For a layer with two products of about the same
+    /// of the threads. (An input used by both products, and by other ops
+    /// too, may have its gradient's terms added in another order than
+    /// after two `matmul`s.) For a layer with two products of about the same
     /// size, such as a local reparameterization's mean `x μ` and variance
     /// `x² σ²`, this takes less time than one product after the other
     /// (`cargo run --release --example bench -- gemm` times both).
