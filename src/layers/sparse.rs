@@ -63,8 +63,9 @@ fn kl_sigmoid<F: Element>(log_alpha: F) -> F {
 
 /// The KL approximation summed over the weights, from `θ` and `ln σ²` in
 /// one pass that also keeps each weight's `dKL/d ln α`; the backward pass
-/// adds the two gradients into the inputs' accumulated ones in place, one
-/// pass each. (The dozen elementwise tape nodes this replaces each made a
+/// adds the two gradients into the inputs' accumulated ones in place (in
+/// one pass for both in a training step, where the products' backward has
+/// made both). (The dozen elementwise tape nodes this replaces each made a
 /// weight-sized tensor forward and backward.) With `variances`, the same
 /// pass also gives the weights' variances `σ² = e^(ln σ²)` as a second
 /// output, for the sampled pass, and backward adds their gradient to
@@ -187,6 +188,37 @@ impl<F: Element> MultiOp<F> for SparseVdKl<F> {
         // into a new tensor: a weight-sized buffer less to bring into the
         // cache, and the same operations.
         let mut ls2_done = false;
+        // The usual case of a training step, in one pass instead of two
+        // (the slopes read once): `θ`'s gradient from the products is in
+        // place too, and the same terms are added to it as below.
+        if let (true, true, Some(g), None, Some(gv), Some(v), Some(tg)) = (
+            needs[0],
+            needs[1],
+            g,
+            ls2_acc.as_ref(),
+            g_var.as_mut(),
+            var.as_ref(),
+            theta_acc.as_mut(),
+        ) && let (Some(out), Some(tg)) = (gv.unique_data_mut(), tg.unique_data_mut())
+        {
+            let (v, n) = (v.data(), theta.len());
+            par_blocks(
+                (out, tg),
+                n,
+                n,
+                #[inline(always)]
+                |items, (out, tg): (&mut [F], &mut [F])| {
+                    let terms = slope[items.clone()].iter().zip(&v[items.clone()]);
+                    let outs = out.iter_mut().zip(tg.iter_mut());
+                    for ((o, tg), ((&d, &v), &t)) in outs.zip(terms.zip(&theta[items])) {
+                        *o = g * d + *o * v;
+                        *tg = *tg + -(g * d) * (t + t) / (t * t + F::lit(1e-16));
+                    }
+                },
+            );
+            *ls2_acc = g_var.take();
+            return Ok(());
+        }
         if let (true, Some(g), None, Some(gv), Some(v)) =
             (needs[1], g, ls2_acc.as_ref(), g_var.as_mut(), var.as_ref())
             && let Some(out) = gv.unique_data_mut()
