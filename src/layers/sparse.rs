@@ -61,6 +61,13 @@ fn kl_sigmoid<F: Element>(log_alpha: F) -> F {
     (F::lit(K2) + F::lit(K3) * log_alpha).fast_sigmoid()
 }
 
+/// The term of `θ`'s gradient from the divergence's gradient `g` and a
+/// weight's slope `d = dKL/d ln α`: `g d` times `d ln α/dθ = -2θ / (θ² + ε)`.
+#[inline(always)]
+fn theta_term<F: Element>(g: F, d: F, t: F) -> F {
+    -(g * d) * (t + t) / (t * t + F::lit(1e-16))
+}
+
 /// The KL approximation summed over the weights, from `θ` and `ln σ²` in
 /// one pass that also keeps each weight's `dKL/d ln α`; the backward pass
 /// adds the two gradients into the inputs' accumulated ones in place (in
@@ -212,7 +219,7 @@ impl<F: Element> MultiOp<F> for SparseVdKl<F> {
                     let outs = out.iter_mut().zip(tg.iter_mut());
                     for ((o, tg), ((&d, &v), &t)) in outs.zip(terms.zip(&theta[items])) {
                         *o = g * d + *o * v;
-                        *tg = *tg + -(g * d) * (t + t) / (t * t + F::lit(1e-16));
+                        *tg = *tg + theta_term(g, d, t);
                     }
                 },
             );
@@ -275,7 +282,7 @@ impl<F: Element> MultiOp<F> for SparseVdKl<F> {
                 #[inline(always)]
                 |i, out| {
                     for ((o, &d), &t) in out.iter_mut().zip(&slope[i..]).zip(&theta[i..]) {
-                        *o = -(g * d) * (t + t) / (t * t + F::lit(1e-16));
+                        *o = theta_term(g, d, t);
                     }
                 },
             );
