@@ -116,8 +116,15 @@ impl<F: Element> Op<F> for MeanAxis<F> {
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
         let x = inputs[0];
         let inv_n = self.inv_n;
-        let mean = x.sum_axis(self.axis, self.keepdim)?.map(|s| s * inv_n);
-        if mean.first_non_finite().is_none() {
+        // the sums scaled where they are (a fresh tensor: no copy), noting
+        // in the same pass whether any mean is out of range
+        let mut mean = x.sum_axis(self.axis, self.keepdim)?;
+        let mut finite = true;
+        for m in mean.data_mut() {
+            *m = *m * inv_n;
+            finite &= m.is_finite();
+        }
+        if finite {
             return Ok(mean);
         }
         let (_, len, inner) = split_at_axis(x.shape(), self.axis);
