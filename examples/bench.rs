@@ -14,7 +14,7 @@
 #[path = "common/say.rs"]
 mod say;
 
-use bayesgrad::autodiff::profile::OpTimer;
+use bayesgrad::autodiff::profile::{OpTimer, Pass};
 use bayesgrad::prelude::*;
 use rand::rngs::SmallRng;
 use std::sync::Arc;
@@ -596,7 +596,7 @@ fn mlp_flop(batch: usize, width: usize) -> f64 {
 }
 
 /// The median time in seconds of `steps` steps, after `warmup` untimed ones.
-fn median_step(mut step: Step, warmup: usize, steps: usize) -> Result<f64> {
+fn median_step(step: &mut Step, warmup: usize, steps: usize) -> Result<f64> {
     for _ in 0..warmup {
         step()?;
     }
@@ -642,8 +642,8 @@ fn scaling(steps: usize) -> Result<()> {
                 let mut store = ParamStore::<f32>::new();
                 let net = flipout_mlp(&mut store, width, &mut rng)?;
                 let x = Tensor::from_fn(&[batch, 784], |_| rng.random::<f32>());
-                let step = classifier_step(net, store, x, 60_000, rng);
-                let median = median_step(step, 2, steps)?;
+                let mut step = classifier_step(net, store, x, 60_000, rng);
+                let median = median_step(&mut step, 2, steps)?;
                 let flop = mlp_flop(batch, width);
                 let floor = flop / (peak * 1e9);
                 say!(
@@ -665,7 +665,9 @@ fn scaling(steps: usize) -> Result<()> {
 /// `scaling`), one normal draw per weight at the sampler's speed
 /// (`Tensor::standard_normal`), and the memory traffic Adam cannot avoid
 /// (read each parameter, its gradient and two moments; write back three)
-/// as a plain pass on every thread, arrays touched before timing.
+/// as a plain pass on every thread, arrays touched before timing. Then
+/// the step's own products, timed op by op inside the step, against the
+/// first part alone.
 fn floor(steps: usize) -> Result<()> {
     let (batch, width) = (128usize, 512usize);
     let threads = bayesgrad::threads();
@@ -687,7 +689,22 @@ fn floor(steps: usize) -> Result<()> {
     let traffic = adam_traffic(params, threads);
     let whole = gemm + normals + traffic;
     let x = Tensor::from_fn(&[batch, 784], |_| rng.random::<f32>());
-    let median = median_step(classifier_step(net, store, x, 60_000, rng), 5, steps)?;
+    let mut step = classifier_step(net, store, x, 60_000, rng);
+    let median = median_step(&mut step, 5, steps)?;
+    // the products as they run inside the step (operands from memory, as
+    // the step leaves them), timed op by op over as many steps again
+    let timer = OpTimer::start()?;
+    for _ in 0..steps {
+        step()?;
+    }
+    let times = timer.finish();
+    let products: f64 = ["matmul_pair", "matmul"]
+        .iter()
+        .flat_map(|&op| [Pass::Forward, Pass::Backward].map(|pass| times.get(op, pass)))
+        .flatten()
+        .map(|t| t.total.as_secs_f64())
+        .sum::<f64>()
+        / steps as f64;
     let ms = |s: f64| s * 1e3;
     say!("floor: the mlp step (batch {batch}, width {width}) on {threads} thread(s)");
     say!(
@@ -715,6 +732,11 @@ fn floor(steps: usize) -> Result<()> {
         median / gemm,
         median / whole,
         ms(whole)
+    );
+    say!(
+        "  products    {:8.3} ms  a step inside it (forward and backward, mean of {steps} timed op by op): {:.2} x the GEMM floor",
+        ms(products),
+        products / gemm
     );
     Ok(())
 }
