@@ -1,10 +1,13 @@
 //! GEMM libraries on the products of bayesgrad's `mlp` and `conv` steps, in
 //! f32, one thread and all threads: matrixmultiply (what bayesgrad uses,
 //! split over threads by bayesgrad's own kernel, emulated here with scoped
-//! threads), the `gemm` crate and `faer`. Prints GFLOP/s, best of 15 runs
-//! each, the libraries alternating within each shape.
+//! threads), the `gemm` crate and `faer`, and with the `openblas` feature
+//! the system's OpenBLAS (`cblas_sgemm`; Debian: `apt-get install
+//! libopenblas-dev`, whose library picks its kernels for the CPU at run
+//! time). Prints GFLOP/s, best of 15 runs each, the libraries alternating
+//! within each shape.
 //!
-//! Run: `cargo run --release` in this directory.
+//! Run: `cargo run --release [--features avx512,openblas]` in this directory.
 
 use std::time::Instant;
 
@@ -129,26 +132,106 @@ fn faer_crate(p: &Problem, c: &mut [f32], threads: usize) {
             MatMut::from_raw_parts_mut(c.as_mut_ptr(), p.m, p.n, p.n as isize, 1),
         )
     };
-    let par = if threads == 1 { Par::Seq } else { Par::rayon(threads) };
+    let par = if threads == 1 {
+        Par::Seq
+    } else {
+        Par::rayon(threads)
+    };
     matmul(c, Accum::Replace, a, b, 1.0f32, par);
+}
+
+#[cfg(feature = "openblas")]
+mod openblas {
+    #[link(name = "openblas")]
+    extern "C" {
+        pub fn cblas_sgemm(
+            order: i32,
+            trans_a: i32,
+            trans_b: i32,
+            m: i32,
+            n: i32,
+            k: i32,
+            alpha: f32,
+            a: *const f32,
+            lda: i32,
+            b: *const f32,
+            ldb: i32,
+            beta: f32,
+            c: *mut f32,
+            ldc: i32,
+        );
+        pub fn openblas_set_num_threads(n: i32);
+    }
+}
+
+/// OpenBLAS's `cblas_sgemm`, row-major, on `threads` of its own threads.
+#[cfg(feature = "openblas")]
+fn openblas_sgemm(p: &Problem, c: &mut [f32], threads: usize) {
+    const ROW_MAJOR: i32 = 101;
+    let trans = |t: bool| if t { 112 } else { 111 };
+    // a stored k x m when read transposed, else m x k; b likewise
+    let lda = if p.ta { p.m } else { p.k };
+    let ldb = if p.tb { p.k } else { p.n };
+    // SAFETY: the operands hold m x k and k x n values as the leading
+    // dimensions say, and c holds m x n.
+    unsafe {
+        openblas::openblas_set_num_threads(threads as i32);
+        openblas::cblas_sgemm(
+            ROW_MAJOR,
+            trans(p.ta),
+            trans(p.tb),
+            p.m as i32,
+            p.n as i32,
+            p.k as i32,
+            1.0,
+            p.a.as_ptr(),
+            lda as i32,
+            p.b.as_ptr(),
+            ldb as i32,
+            0.0,
+            c.as_mut_ptr(),
+            p.n as i32,
+        );
+    }
 }
 
 fn main() {
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
-    println!("CPU: {cpu}; avx512f: {}; {threads} threads", std::is_x86_feature_detected!("avx512f"));
+    println!(
+        "CPU: {cpu}; avx512f: {}; {threads} threads",
+        std::is_x86_feature_detected!("avx512f")
+    );
     type Lib = fn(&Problem, &mut [f32], usize);
-    let libs: [(&str, Lib); 3] = [
-        (if cfg!(feature = "avx512") { "mm avx512" } else { "mm avx2" }, matrixmultiply_split),
+    #[allow(unused_mut)]
+    let mut libs: Vec<(&str, Lib)> = vec![
+        (
+            if cfg!(feature = "avx512") {
+                "mm avx512"
+            } else {
+                "mm avx2"
+            },
+            matrixmultiply_split,
+        ),
         ("gemm", gemm_crate),
         ("faer", faer_crate),
     ];
+    #[cfg(feature = "openblas")]
+    libs.push(("openblas", openblas_sgemm));
     for t in [1, threads] {
         println!("\n{t} thread(s): GFLOP/s, best of 15 (alternating)");
-        println!("{:<20} {:>16} {:>10} {:>10}", "product (m k n)", libs[0].0, libs[1].0, libs[2].0);
+        print!("{:<20} {:>16}", "product (m k n)", libs[0].0);
+        for (name, _) in &libs[1..] {
+            print!(" {name:>10}");
+        }
+        println!();
         for &(name, m, k, n, ta, tb) in SHAPES {
             let mut seed = 1u32;
             let mut rnd = || {
@@ -164,8 +247,8 @@ fn main() {
                 ta,
                 tb,
             };
-            let mut best = [f64::INFINITY; 3];
-            let mut outs = vec![vec![0f32; m * n]; 3];
+            let mut best = vec![f64::INFINITY; libs.len()];
+            let mut outs = vec![vec![0f32; m * n]; libs.len()];
             for _ in 0..15 {
                 for (i, (_, f)) in libs.iter().enumerate() {
                     let start = Instant::now();
@@ -173,19 +256,22 @@ fn main() {
                     best[i] = best[i].min(start.elapsed().as_secs_f64());
                 }
             }
-            // the three agree (to f32 rounding of k-term sums)
+            // the libraries agree (to f32 rounding of k-term sums)
             let tol = 1e-4 * k as f32;
             for o in &outs[1..] {
-                let worst = o.iter().zip(&outs[0]).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+                let worst = o
+                    .iter()
+                    .zip(&outs[0])
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0.0, f32::max);
                 assert!(worst < tol, "{name}: the libraries disagree by {worst}");
             }
             let flop = 2.0 * (m * k * n) as f64;
-            println!(
-                "{name} {:>16.1} {:>10.1} {:>10.1}",
-                flop / best[0] / 1e9,
-                flop / best[1] / 1e9,
-                flop / best[2] / 1e9
-            );
+            print!("{name} {:>16.1}", flop / best[0] / 1e9);
+            for b in &best[1..] {
+                print!(" {:>10.1}", flop / b / 1e9);
+            }
+            println!();
         }
     }
 }
