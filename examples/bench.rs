@@ -1,12 +1,13 @@
 //! The benchmark workloads of docs/benchmarks.md: one full training step
 //! (forward, backward, optimizer update) timed after warm-up.
 //!
-//! Run: `cargo run --release --example bench [-- mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|scaling|floor|gemm|handover|survey|all] [--steps N] [--load N] [--threads N] [--default-alloc] [--ops]`
+//! Run: `cargo run --release --example bench [-- mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|scaling|floor|gemm|handover|repeat|survey|all] [--steps N] [--load N] [--threads N] [--default-alloc] [--ops]`
 //! (`--load N` starts N busy-looping competitor threads; `scaling` prints ms per step and GFLOP/s of
 //! `mlp` over batch sizes, widths and thread counts; `gemm` the GFLOP/s of the workloads' products
 //! and the time of the `conv` workload's convolution as a plain `conv2d`; `survey` the time per
 //! element of ops, log-densities and divergences over 400 000 values; `--ops` then times as many
-//! steps again op by op with `bayesgrad::autodiff::profile::OpTimer` and prints its table.)
+//! steps again op by op with `bayesgrad::autodiff::profile::OpTimer` and prints its table;
+//! `repeat` counts the rounds in which a product repeated on the pool ran at one thread's speed.)
 //! Prints `<workload> ms_per_step=<median> p10=<..> p90=<..>` per workload,
 //! then the resident memory (peak, and its change over the timed steps).
 
@@ -778,6 +779,45 @@ fn adam_traffic(len: usize, threads: usize) -> f64 {
     best.into_inner().unwrap_or_else(|e| e.into_inner())
 }
 
+/// How often a product repeated on the pool runs at one thread's speed:
+/// `rounds` rounds, each after two threads of its own have been busy for
+/// 100 ms, of 40 `x W1` products (`128 x 784 x 512`, split over the
+/// pool). A round is slow when its fastest product took more than 1.5
+/// times the fastest of all rounds: the helper did not join any of them.
+fn repeat(rounds: usize) -> Result<()> {
+    let mut rng = SmallRng::seed_from_u64(1);
+    let a = Tensor::<f32>::from_fn(&[128, 784], |_| rng.random::<f32>() - 0.5);
+    let b = Tensor::<f32>::from_fn(&[784, 512], |_| rng.random::<f32>() - 0.5);
+    let mut bests = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    let start = Instant::now();
+                    let mut x = 1.0f64;
+                    while start.elapsed().as_millis() < 100 {
+                        x = std::hint::black_box(x * 1.000_000_1 + 1e-9);
+                    }
+                });
+            }
+        });
+        let mut best = f64::INFINITY;
+        for _ in 0..40 {
+            let start = Instant::now();
+            std::hint::black_box(a.matmul(&b)?);
+            best = best.min(start.elapsed().as_secs_f64());
+        }
+        bests.push(best * 1e6);
+    }
+    let fastest = bests.iter().copied().fold(f64::INFINITY, f64::min);
+    let slow = bests.iter().filter(|&&t| t > 1.5 * fastest).count();
+    say!(
+        "repeat: x W1 (128 x 784 x 512) 40 times after two busy threads, {rounds} rounds on {} thread(s): fastest product {fastest:.0} us; {slow} of {rounds} rounds slow (their fastest over 1.5 x that)",
+        bayesgrad::threads()
+    );
+    Ok(())
+}
+
 /// What handing half an elementwise op to another thread costs: `exp` of
 /// `len` floats on a tape (bayesgrad's persistent helpers, then one
 /// thread), against the same split with a thread spawned per op by
@@ -991,7 +1031,7 @@ fn survey() -> Result<()> {
     Ok(())
 }
 
-const USAGE: &str = "usage: bench [mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|scaling|floor|gemm|handover|survey|all] [--steps N] [--load N] [--threads N] [--default-alloc] [--ops]
+const USAGE: &str = "usage: bench [mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|scaling|floor|gemm|handover|repeat|survey|all] [--steps N] [--load N] [--threads N] [--default-alloc] [--ops]
   --steps N        timed steps per workload (default 50)
   --load N         start N busy-looping competitor threads
   --threads N      threads bayesgrad uses (default: BAYESGRAD_THREADS, else every core)
@@ -1027,7 +1067,7 @@ fn bench() -> Result<()> {
             "--load" => load = number(&mut args, "--load", 0)?,
             "--threads" => bayesgrad::set_threads(number(&mut args, "--threads", 1)?)?,
             "mlp" | "conv" | "tiny" | "discrete" | "sampling" | "sparse_vd" | "iwae"
-            | "scaling" | "floor" | "gemm" | "handover" | "survey" | "all" => which = a,
+            | "scaling" | "floor" | "gemm" | "handover" | "repeat" | "survey" | "all" => which = a,
             "--default-alloc" => default_alloc = true,
             "--ops" => ops = true,
             "--help" | "-h" => {
@@ -1065,6 +1105,9 @@ fn bench() -> Result<()> {
     }
     if which == "handover" {
         handover(steps.max(200))?;
+    }
+    if which == "repeat" {
+        repeat(steps)?;
     }
     if which == "survey" {
         survey()?;

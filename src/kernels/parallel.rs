@@ -159,8 +159,23 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 /// sleeps instead of burning its core.
 const SPIN: Duration = Duration::from_micros(50);
 
+/// How long a helper spins after a wake that found its job already taken
+/// back: the caller that posted it is running that job itself, as long
+/// as its own part took, and will likely post the next part when done. A
+/// helper that slept again at once would be asleep for that post too, and
+/// where waking a thread takes longer than a part (an idle virtual CPU
+/// that the host must schedule again), every later part would be taken
+/// back the same way: a product repeated on two threads ran at one
+/// thread's speed for as long as the caller kept posting.
+const SPIN_AFTER_MISS: Duration = Duration::from_millis(1);
+
 /// Spins until `ready()` or for [`SPIN`]; returns whether it became ready.
 fn spin_until(ready: impl Fn() -> bool) -> bool {
+    spin_for(SPIN, ready)
+}
+
+/// Spins until `ready()` or for `limit`; returns whether it became ready.
+fn spin_for(limit: Duration, ready: impl Fn() -> bool) -> bool {
     let start = Instant::now();
     loop {
         for _ in 0..64 {
@@ -169,7 +184,7 @@ fn spin_until(ready: impl Fn() -> bool) -> bool {
             }
             std::hint::spin_loop();
         }
-        if start.elapsed() > SPIN {
+        if start.elapsed() > limit {
             return ready();
         }
     }
@@ -219,21 +234,34 @@ impl Helper {
         job
     }
 
-    /// The helper thread's loop: spin for a job, else sleep until one comes.
+    /// The helper thread's loop: spin for a job, else sleep until one
+    /// comes; after a wake that finds none (taken back by the caller, or
+    /// a spurious wake), spin for [`SPIN_AFTER_MISS`] before sleeping
+    /// again.
     fn serve(&self) -> ! {
+        let mut spin = SPIN;
         loop {
-            spin_until(|| self.posted.load(Ordering::Acquire));
+            spin_for(spin, || self.posted.load(Ordering::Acquire));
             let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
-            let job = loop {
-                if let Some(job) = slot.job.take() {
-                    self.posted.store(false, Ordering::Relaxed);
-                    break job;
-                }
-                slot.sleeping = true;
-                slot = self.wake.wait(slot).unwrap_or_else(PoisonError::into_inner);
-            };
-            drop(slot);
-            job(); // never unwinds: `run_jobs` wraps each job in catch_unwind
+            if let Some(job) = slot.job.take() {
+                self.posted.store(false, Ordering::Relaxed);
+                drop(slot);
+                spin = SPIN;
+                job(); // never unwinds: `run_jobs` wraps each job in catch_unwind
+                continue;
+            }
+            slot.sleeping = true;
+            slot = self.wake.wait(slot).unwrap_or_else(PoisonError::into_inner);
+            // (a post clears the flag; a spurious wake leaves it set)
+            slot.sleeping = false;
+            if let Some(job) = slot.job.take() {
+                self.posted.store(false, Ordering::Relaxed);
+                drop(slot);
+                spin = SPIN;
+                job();
+                continue;
+            }
+            spin = SPIN_AFTER_MISS;
         }
     }
 }
