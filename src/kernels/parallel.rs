@@ -160,13 +160,14 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 const SPIN: Duration = Duration::from_micros(50);
 
 /// How long a helper spins after a wake that found its job already taken
-/// back: the caller that posted it is running that job itself, as long
-/// as its own part took, and will likely post the next part when done. A
-/// helper that slept again at once would be asleep for that post too, and
-/// where waking a thread takes longer than a part (an idle virtual CPU
-/// that the host must schedule again), every later part would be taken
-/// back the same way: a product repeated on two threads ran at one
-/// thread's speed for as long as the caller kept posting.
+/// back: the caller that posted it is running that job itself, for about
+/// as long as its own part took, and will likely post the next part when
+/// done. A helper that slept again at once would be asleep for that post
+/// too, and where waking it takes longer than a part (the scheduler woke
+/// it on the caller's own CPU, as seen on virtual machines), every later
+/// part would be taken back the same way: a product repeated on two
+/// threads ran at one thread's speed for as long as the caller kept
+/// posting (`bench -- repeat`).
 const SPIN_AFTER_MISS: Duration = Duration::from_millis(1);
 
 /// Spins until `ready()` or for [`SPIN`]; returns whether it became ready.
@@ -243,25 +244,22 @@ impl Helper {
         loop {
             spin_for(spin, || self.posted.load(Ordering::Acquire));
             let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(job) = slot.job.take() {
-                self.posted.store(false, Ordering::Relaxed);
-                drop(slot);
-                spin = SPIN;
-                job(); // never unwinds: `run_jobs` wraps each job in catch_unwind
-                continue;
+            if slot.job.is_none() {
+                slot.sleeping = true;
+                slot = self.wake.wait(slot).unwrap_or_else(PoisonError::into_inner);
+                // (a post clears the flag; a spurious wake leaves it set)
+                slot.sleeping = false;
             }
-            slot.sleeping = true;
-            slot = self.wake.wait(slot).unwrap_or_else(PoisonError::into_inner);
-            // (a post clears the flag; a spurious wake leaves it set)
-            slot.sleeping = false;
-            if let Some(job) = slot.job.take() {
-                self.posted.store(false, Ordering::Relaxed);
-                drop(slot);
-                spin = SPIN;
-                job();
-                continue;
+            match slot.job.take() {
+                Some(job) => {
+                    self.posted.store(false, Ordering::Relaxed);
+                    drop(slot);
+                    spin = SPIN;
+                    job(); // never unwinds: `run_jobs` wraps each job in catch_unwind
+                }
+                // woken with its job taken back (or spuriously)
+                None => spin = SPIN_AFTER_MISS,
             }
-            spin = SPIN_AFTER_MISS;
         }
     }
 }
