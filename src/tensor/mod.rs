@@ -8,7 +8,7 @@ pub use crate::kernels::Element;
 pub(crate) use random::{rademacher, standard_normal};
 
 use crate::error::{Error, Result};
-use crate::kernels::gemm::{MatRef, gemm_new};
+use crate::kernels::gemm::{MatRef, Product, gemm_new};
 use std::fmt;
 use std::ops::DerefMut;
 use std::sync::Arc;
@@ -850,6 +850,22 @@ impl<F: Element> Tensor<F> {
     /// # Ok::<(), bayesgrad::Error>(())
     /// ```
     pub fn matmul_t(&self, other: &Self, ta: bool, tb: bool) -> Result<Self> {
+        let p = self.product_t(other, ta, tb)?;
+        Ok(Tensor {
+            shape: vec![p.m, p.n],
+            data: Arc::new(gemm_new(p.m, p.k, p.n, p.a, p.b)),
+        })
+    }
+
+    /// The product [`matmul_t`](Tensor::matmul_t) computes, its shapes
+    /// checked and its output's size allowed, for a caller that computes
+    /// several products at once (`gemm_new_many`).
+    pub(crate) fn product_t<'a>(
+        &'a self,
+        other: &'a Self,
+        ta: bool,
+        tb: bool,
+    ) -> Result<Product<'a, F>> {
         let mismatch = || Error::ShapeMismatch {
             op: "matmul",
             lhs: self.shape.clone(),
@@ -873,16 +889,12 @@ impl<F: Element> Tensor<F> {
         }
         // [m, 0] @ [0, n] is valid for any m and n: the product may not fit
         checked_alloc::<F>("matmul", &[m, n])?;
-        let data = gemm_new(
+        Ok(Product {
             m,
             k,
             n,
-            MatRef::new(&self.data, self.shape[1], ta),
-            MatRef::new(&other.data, other.shape[1], tb),
-        );
-        Ok(Tensor {
-            shape: vec![m, n],
-            data: Arc::new(data),
+            a: MatRef::new(&self.data, self.shape[1], ta),
+            b: MatRef::new(&other.data, other.shape[1], tb),
         })
     }
 

@@ -54,40 +54,19 @@ impl<F: Element> Op<F> for Matmul {
 /// spends less time in them this way than one product after the other.
 struct MatmulPair;
 
-/// The `(m, k, n)` of `a @ b`, or the error `Matmul` gives.
-fn matmul_dims<F: Element>(a: &Tensor<F>, b: &Tensor<F>) -> Result<(usize, usize, usize)> {
-    let (sa, sb) = (a.shape(), b.shape());
-    if sa.len() != 2 || sb.len() != 2 || sa[1] != sb[0] {
-        return Err(crate::error::Error::ShapeMismatch {
-            op: "matmul",
-            lhs: sa.to_vec(),
-            rhs: sb.to_vec(),
-        });
-    }
-    Ok((sa[0], sa[1], sb[1]))
-}
-
 impl<F: Element> MultiOp<F> for MatmulPair {
     fn name(&self) -> &str {
         "matmul_pair"
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Vec<Tensor<F>>> {
-        let mut products = Vec::with_capacity(2);
-        for pair in inputs.chunks_exact(2) {
-            let (a, b) = (pair[0], pair[1]);
-            let (m, k, n) = matmul_dims(a, b)?;
-            crate::tensor::checked_alloc::<F>("matmul", &[m, n])?;
-            let (a, b) = (
-                MatRef::new(a.data(), k, false),
-                MatRef::new(b.data(), n, false),
-            );
-            products.push((Product { m, k, n, a, b }, vec![m, n]));
-        }
-        let (products, shapes): (Vec<_>, Vec<_>) = products.into_iter().unzip();
+        let products = inputs
+            .chunks_exact(2)
+            .map(|pair| pair[0].product_t(pair[1], false, false))
+            .collect::<Result<Vec<_>>>()?;
         Ok(gemm_new_many(&products)
             .into_iter()
-            .zip(shapes)
-            .map(|(c, shape)| Tensor::new_unchecked(c, shape))
+            .zip(&products)
+            .map(|(c, p)| Tensor::new_unchecked(c, vec![p.m, p.n]))
             .collect())
     }
     fn backward(
@@ -97,40 +76,16 @@ impl<F: Element> MultiOp<F> for MatmulPair {
         needs: &[bool],
         acc: &mut [Option<Tensor<F>>],
     ) -> Result<()> {
-        // (the input it is the gradient of, the product)
+        // (the input it is the gradient of, the product): `g bᵀ` and `aᵀ g`
         let mut products = Vec::with_capacity(4);
         for (j, g) in grads.iter().enumerate() {
             let Some(g) = g else { continue };
             let (a, b) = (inputs[2 * j], inputs[2 * j + 1]);
-            let (m, k, n) = matmul_dims(a, b)?;
-            let g = MatRef::new(g.data(), n, false);
             if needs[2 * j] {
-                // g bᵀ: m x n times n x k
-                let b = MatRef::new(b.data(), n, true);
-                products.push((
-                    2 * j,
-                    Product {
-                        m,
-                        k: n,
-                        n: k,
-                        a: g,
-                        b,
-                    },
-                ));
+                products.push((2 * j, g.product_t(b, false, true)?));
             }
             if needs[2 * j + 1] {
-                // aᵀ g: k x m times m x n
-                let a = MatRef::new(a.data(), k, true);
-                products.push((
-                    2 * j + 1,
-                    Product {
-                        m: k,
-                        k: m,
-                        n,
-                        a,
-                        b: g,
-                    },
-                ));
+                products.push((2 * j + 1, a.product_t(g, true, false)?));
             }
         }
         let (targets, products): (Vec<_>, Vec<_>) = products.into_iter().unzip();
