@@ -1,7 +1,7 @@
 //! The benchmark workloads of docs/benchmarks.md: one full training step
 //! (forward, backward, optimizer update) timed after warm-up.
 //!
-//! Run: `cargo run --release --example bench [-- mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|scaling|floor|gemm|handover|repeat|survey|all] [--steps N] [--load N] [--threads N] [--default-alloc] [--ops]`
+//! Run: `cargo run --release --example bench [-- mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|scaling|floor|gemm|handover|repeat|survey|all] [--steps N] [--batch B] [--width W] [--load N] [--threads N] [--default-alloc] [--ops]`
 //! (`--load N` starts N busy-looping competitor threads; `scaling` prints ms per step and GFLOP/s of
 //! `mlp` over batch sizes, widths and thread counts; `gemm` the GFLOP/s of the workloads' products
 //! and the time of the `conv` workload's convolution as a plain `conv2d`; `survey` the time per
@@ -75,12 +75,13 @@ fn flipout_mlp(
         .push(DenseFlipout::new(store, "out", width, 10, rng)?))
 }
 
-/// `DenseFlipout(784->512, relu) -> DenseFlipout(512->10)`, batch 128, NLL + KL/60000, Adam 1e-3.
-fn mlp() -> Result<Step> {
+/// `DenseFlipout(784->width, relu) -> DenseFlipout(width->10)`, NLL + KL/60000, Adam 1e-3
+/// (the `mlp` workload at batch 128 and width 512; `scaling`'s points at others).
+fn mlp(batch: usize, width: usize) -> Result<Step> {
     let mut rng = SmallRng::seed_from_u64(0);
     let mut store = ParamStore::<f32>::new();
-    let net = flipout_mlp(&mut store, 512, &mut rng)?;
-    let x = Tensor::from_fn(&[128, 784], |_| rng.random::<f32>());
+    let net = flipout_mlp(&mut store, width, &mut rng)?;
+    let x = Tensor::from_fn(&[batch, 784], |_| rng.random::<f32>());
     Ok(classifier_step(net, store, x, 60_000, rng))
 }
 
@@ -1031,8 +1032,10 @@ fn survey() -> Result<()> {
     Ok(())
 }
 
-const USAGE: &str = "usage: bench [mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|scaling|floor|gemm|handover|repeat|survey|all] [--steps N] [--load N] [--threads N] [--default-alloc] [--ops]
+const USAGE: &str = "usage: bench [mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|scaling|floor|gemm|handover|repeat|survey|all] [--steps N] [--batch B] [--width W] [--load N] [--threads N] [--default-alloc] [--ops]
   --steps N        timed steps per workload (default 50)
+  --batch B        the mlp workload's batch (default 128), as in a point of scaling
+  --width W        the mlp workload's hidden width (default 512)
   --load N         start N busy-looping competitor threads
   --threads N      threads bayesgrad uses (default: BAYESGRAD_THREADS, else every core)
   --default-alloc  leave the allocator's release of freed memory as it is
@@ -1054,6 +1057,7 @@ fn bench() -> Result<()> {
     let mut default_alloc = false;
     let mut load = 0;
     let mut ops = false;
+    let (mut batch, mut width) = (128, 512);
     let mut args = std::env::args().skip(1);
     let number = |args: &mut std::iter::Skip<std::env::Args>, flag: &str, min: usize| {
         args.next()
@@ -1064,6 +1068,8 @@ fn bench() -> Result<()> {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--steps" => steps = number(&mut args, "--steps", 1)?,
+            "--batch" => batch = number(&mut args, "--batch", 1)?,
+            "--width" => width = number(&mut args, "--width", 1)?,
             "--load" => load = number(&mut args, "--load", 0)?,
             "--threads" => bayesgrad::set_threads(number(&mut args, "--threads", 1)?)?,
             "mlp" | "conv" | "tiny" | "discrete" | "sampling" | "sparse_vd" | "iwae"
@@ -1116,7 +1122,7 @@ fn bench() -> Result<()> {
         run("tiny", tiny()?, steps, ops)?;
     }
     if which == "all" || which == "mlp" {
-        run("mlp", mlp()?, steps, ops)?;
+        run("mlp", mlp(batch, width)?, steps, ops)?;
     }
     if which == "all" || which == "sparse_vd" {
         run("sparse_vd", sparse_vd()?, steps, ops)?;
