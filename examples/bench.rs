@@ -419,6 +419,8 @@ const PRODUCTS: &[(&str, usize, usize, usize, bool, bool)] = &[
     ("mlp h^T g (dW2)", 512, 128, 10, true, false),
     ("mlp g W2^T (dh)", 128, 10, 512, false, true),
     ("iwae x W1, K = 8", 1024, 784, 512, false, false),
+    ("x W1, B 2048, w 1024", 2048, 784, 1024, false, false),
+    ("x^T g, B 2048, w 1024", 784, 2048, 1024, true, false),
     ("conv im2col K", 32768, 75, 64, false, false),
     ("conv im2col^T g (dK)", 75, 32768, 64, true, false),
     ("conv dense x W", 32, 16384, 10, false, false),

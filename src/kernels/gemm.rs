@@ -604,7 +604,7 @@ mod tests {
     fn products_side_by_side_are_each_product_alone() {
         // (m, k, n, a transposed, b transposed)
         type Shape = (usize, usize, usize, bool, bool);
-        let sets: [&[Shape]; 6] = [
+        let sets: [&[Shape]; 7] = [
             &[(128, 96, 80, false, false), (128, 96, 80, false, false)],
             &[(96, 128, 80, true, false), (80, 64, 200, false, true)],
             &[
@@ -624,6 +624,9 @@ mod tests {
                 (120, 90, 88, false, false),
             ],
             &[(1, 700, 1000, false, false), (1000, 700, 1, false, false)],
+            // tall and wide with `a` by rows (AVX-512's blocked order when
+            // whole, other paths in parts)
+            &[(260, 300, 150, false, false), (150, 40, 400, false, false)],
         ];
         let original = threads();
         for (s, set) in sets.iter().enumerate() {
