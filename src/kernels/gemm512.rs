@@ -237,7 +237,7 @@ pub(crate) const BLOCKED_MAX_K: usize = BLOCK_BYTES / (4 * NR);
 ///
 /// In a step, where the operands come from memory, Intel Xeon (AVX-512,
 /// two threads): the forward products of `DenseFlipout(784 → 1024)` at a
-/// batch of 2048 took 13.1–13.2 ms a step against 16.4 with matrixmultiply
+/// batch of 2048 took 26.1–26.5 ms a step against 32.7–32.9 with matrixmultiply
 /// (`bench -- mlp --batch 2048 --width 1024 --ops`; docs/benchmarks.md,
 /// "Products both tall and wide").
 ///
