@@ -7,6 +7,7 @@ bayesgrad's `examples/bench.rs` with TFP by running both in the same minutes:
     python3 -m venv /tmp/tfenv
     /tmp/tfenv/bin/pip install tensorflow-cpu==2.21.0 tensorflow-probability==0.25.0 tf_keras==2.21.0
     /tmp/tfenv/bin/python examples/tfp_bench.py --steps 100      # or: mlp | conv | tiny | sampling
+    /tmp/tfenv/bin/python examples/tfp_bench.py mlp --batch 2048 --width 1024   # as bench's --batch, --width
     cargo run --release --example bench -- all --steps 100
 
 Prints one line per workload, `<workload> ms_per_step=<median> p10=<..> p90=<..>`, like the
@@ -49,10 +50,10 @@ def classifier(layers, x, num_examples, lr):
     return step
 
 
-def mlp():
-    x = tf.constant(np.random.default_rng(1).random((128, 784), dtype=np.float32))
+def mlp(batch=128, width=512):
+    x = tf.constant(np.random.default_rng(1).random((batch, 784), dtype=np.float32))
     layers = [
-        tfpl.DenseFlipout(512, activation="relu"),
+        tfpl.DenseFlipout(width, activation="relu"),
         tfpl.DenseFlipout(10),
     ]
     return classifier(layers, x, 60000, 1e-3)
@@ -143,18 +144,23 @@ def run(name, step, steps):
 
 
 def main():
-    steps, which = 50, "all"
+    steps, which, batch, width = 50, "all", 128, 512
     args = sys.argv[1:]
     while args:
         a = args.pop(0)
         if a == "--steps":
             steps = int(args.pop(0))
+        elif a == "--batch":
+            batch = int(args.pop(0))
+        elif a == "--width":
+            width = int(args.pop(0))
         elif a in ("all", "mlp", "conv", "tiny", "sampling"):
             which = a
         else:
-            sys.exit(f"unknown argument '{a}' (mlp, conv, tiny, sampling, all, --steps N)")
+            sys.exit(f"unknown argument '{a}' (mlp, conv, tiny, sampling, all, --steps N,"
+                     " --batch B and --width W for mlp)")
     print(f"TensorFlow {tf.__version__}, TFP {tfp.__version__}, threads: TensorFlow's defaults")
-    for name, make in (("tiny", tiny), ("mlp", mlp), ("conv", conv)):
+    for name, make in (("tiny", tiny), ("mlp", lambda: mlp(batch, width)), ("conv", conv)):
         if which in ("all", name):
             run(name, make(), steps)
     if which in ("all", "sampling"):

@@ -161,12 +161,15 @@ def gamma_grad_accuracy():
 
 
 def gemm():
-    """(name, GFLOP/s) of each `mlp` product, best of 25 after 5 warm-up products."""
+    """(name, GFLOP/s) of each `mlp` product and of the first layer's at a batch of 2048 and a
+    width of 1024 (rows of `bench -- gemm`), best of 25 after 5 warm-up products."""
     products = [
         ("mlp x W1", 128, 784, 512, False),
         ("mlp x^T g (dW1)", 784, 128, 512, True),
         ("mlp h W2", 128, 512, 10, False),
         ("mlp h^T g (dW2)", 512, 128, 10, True),
+        ("x W1, B 2048, w 1024", 2048, 784, 1024, False),
+        ("x^T g, B 2048, w 1024", 784, 2048, 1024, True),
     ]
     out = []
     for name, m, k, n, transposed in products:
