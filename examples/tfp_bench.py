@@ -146,14 +146,21 @@ def run(name, step, steps):
 def main():
     steps, which, batch, width = 50, "all", 128, 512
     args = sys.argv[1:]
+
+    def number(flag):
+        value = args.pop(0) if args else ""
+        if not value.isdigit() or int(value) < 1:
+            sys.exit(f"{flag} needs an integer >= 1")
+        return int(value)
+
     while args:
         a = args.pop(0)
         if a == "--steps":
-            steps = int(args.pop(0))
+            steps = number(a)
         elif a == "--batch":
-            batch = int(args.pop(0))
+            batch = number(a)
         elif a == "--width":
-            width = int(args.pop(0))
+            width = number(a)
         elif a in ("all", "mlp", "conv", "tiny", "sampling"):
             which = a
         else:

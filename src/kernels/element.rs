@@ -197,9 +197,10 @@ impl sealed::Kernels for f32 {
         // contiguous (a layer's forward product at a batch above 128):
         // `b` packed a block of columns at a time, each tile of `c` written
         // once. A transposed `a` (the weight gradient `xᵀ g`) stays with
-        // matrixmultiply, which packs it: read unpacked in this order it
-        // was 2-3 times slower, and packed too, faster on some shapes and
-        // 10-15% slower on others (784 × 1024 × 512 on one thread).
+        // matrixmultiply, which packs it: in this order with neither
+        // operand packed it ran 2-3 times slower, and with both packed it
+        // was faster on some shapes and 10-15% slower on others (784 ×
+        // 1024 × 512 on one thread).
         #[cfg(target_arch = "x86_64")]
         if alpha == 1.0
             && beta == 0.0

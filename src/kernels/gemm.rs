@@ -624,8 +624,8 @@ mod tests {
                 (120, 90, 88, false, false),
             ],
             &[(1, 700, 1000, false, false), (1000, 700, 1, false, false)],
-            // tall and wide with `a` by rows (AVX-512's blocked order when
-            // whole, other paths in parts)
+            // tall and wide with `a` by rows (on AVX-512 the blocked order
+            // whole and in large parts, the unpacked kernel in small ones)
             &[(260, 300, 150, false, false), (150, 40, 400, false, false)],
         ];
         let original = threads();
