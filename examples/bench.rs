@@ -642,12 +642,7 @@ fn scaling(steps: usize) -> Result<()> {
         say!("{threads} thread(s): GEMM peak {peak:.1} GFLOP/s ({shape}, {PEAK_OF})");
         for width in [256, 1024, 4096] {
             for batch in [32, 128, 512, 2048] {
-                let mut rng = SmallRng::seed_from_u64(0);
-                let mut store = ParamStore::<f32>::new();
-                let net = flipout_mlp(&mut store, width, &mut rng)?;
-                let x = Tensor::from_fn(&[batch, 784], |_| rng.random::<f32>());
-                let mut step = classifier_step(net, store, x, 60_000, rng);
-                let median = median_step(&mut step, 2, steps)?;
+                let median = median_step(&mut mlp(batch, width)?, 2, steps)?;
                 let flop = mlp_flop(batch, width);
                 let floor = flop / (peak * 1e9);
                 say!(
@@ -1089,6 +1084,12 @@ fn bench() -> Result<()> {
                 ));
             }
         }
+    }
+    if (batch, width) != (128, 512) && which != "mlp" {
+        return Err(Error::invalid(
+            "bench",
+            "--batch and --width apply to the mlp workload only",
+        ));
     }
     // Opt-in allocator setting (see bayesgrad::train::retain_freed_memory); --default-alloc measures without it.
     let retained = !default_alloc && bayesgrad::train::retain_freed_memory();
