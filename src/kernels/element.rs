@@ -193,60 +193,58 @@ impl sealed::Kernels for f32 {
     ) {
         // `c = a b` with contiguous rows of `c` on AVX-512, each path with
         // the same bits as matrixmultiply (docs/benchmarks.md, "GEMM
-        // libraries"). Both tall and wide, with the rows of `a` and `b`
-        // contiguous (a layer's forward product at a batch above 128):
-        // `b` packed a block of columns at a time, each tile of `c` written
-        // once. A transposed `a` (the weight gradient `xᵀ g`) stays with
-        // matrixmultiply, which packs it: in this order with neither
-        // operand packed it ran 2-3 times slower, and with both packed it
-        // was faster on some shapes and 10-15% slower on others (784 ×
-        // 1024 × 512 on one thread).
-        #[cfg(target_arch = "x86_64")]
-        if alpha == 1.0
-            && beta == 0.0
-            && csc == 1
-            && csa == 1
-            && csb == 1
-            && m > 128
-            && n > 128
-            && (1..=super::gemm512::BLOCKED_MAX_K).contains(&k)
-            && super::gemm512::available()
-        {
-            // SAFETY: the caller's contract below with `a`'s and `b`'s rows
-            // contiguous and `k` in range; the CPU has AVX-512F.
-            return unsafe {
-                super::gemm512::sgemm_blocked((m, k, n), (a, rsa), (b, rsb), (c, rsc))
-            };
-        }
-        // Narrow or short: the paths that read the operands unpacked:
-        // sixteen rows a vector for a result of at most 16 columns whose
-        // `a` has contiguous columns (`xᵀ g` of a narrow layer); else row
-        // tiles, for a `b` with contiguous rows, or with contiguous columns
-        // and small (`g W^T`), whose rows are copied out first (which costs
-        // less than matrixmultiply's packing of both operands)
+        // libraries")
         #[cfg(target_arch = "x86_64")]
         if alpha == 1.0
             && beta == 0.0
             && csc == 1
             && m.min(k).min(n) > 0
-            && (n <= 128 || m <= 128)
             && super::gemm512::available()
         {
+            // Both tall and wide, with the rows of `a` and `b` contiguous (a
+            // layer's forward product at a batch above 128): `b` packed a
+            // block of columns at a time, each tile of `c` written once. A
+            // transposed `a` (the weight gradient `xᵀ g`) stays with
+            // matrixmultiply, which packs it: in this order with neither
+            // operand packed it ran 2-3 times slower, and with both packed
+            // it was faster on some shapes and 10-15% slower on others (784
+            // × 1024 × 512 on one thread).
+            if m > 128 && n > 128 && csa == 1 && csb == 1 && k <= super::gemm512::BLOCKED_MAX_K {
+                // SAFETY: the caller's contract below with `a`'s and `b`'s
+                // rows contiguous and `k` in range; the CPU has AVX-512F.
+                return unsafe {
+                    super::gemm512::sgemm_blocked((m, k, n), (a, rsa), (b, rsb), (c, rsc))
+                };
+            }
+            // Narrow or short: the paths that read the operands unpacked:
+            // sixteen rows a vector for a result of at most 16 columns whose
+            // `a` has contiguous columns (`xᵀ g` of a narrow layer); else row
+            // tiles, for a `b` with contiguous rows, or with contiguous
+            // columns and small (`g W^T`), whose rows are copied out first
+            // (which costs less than matrixmultiply's packing of both
+            // operands)
             if n <= super::gemm512::NARROW_MAX && rsa == 1 && m >= 16 {
                 // SAFETY: as below, with `a`'s columns contiguous and n <= 16.
                 return unsafe {
                     super::gemm512::sgemm_narrow((m, k, n), (a, csa), (b, rsb, csb), (c, rsc))
                 };
             }
-            if csb == 1 {
-                // SAFETY: the caller's contract below, and the CPU has AVX-512F.
-                return unsafe { super::gemm512::sgemm(m, k, n, a, rsa, csa, b, rsb, c, rsc) };
-            }
-            if rsb == 1 && k * n <= super::gemm512::TRANSPOSE_MAX {
-                // SAFETY: as above, with `b`'s columns contiguous.
-                return unsafe {
-                    super::gemm512::sgemm_b_transposed((m, k, n), (a, rsa, csa), (b, csb), (c, rsc))
-                };
+            if n <= 128 || m <= 128 {
+                if csb == 1 {
+                    // SAFETY: the caller's contract below, and the CPU has AVX-512F.
+                    return unsafe { super::gemm512::sgemm(m, k, n, a, rsa, csa, b, rsb, c, rsc) };
+                }
+                if rsb == 1 && k * n <= super::gemm512::TRANSPOSE_MAX {
+                    // SAFETY: as above, with `b`'s columns contiguous.
+                    return unsafe {
+                        super::gemm512::sgemm_b_transposed(
+                            (m, k, n),
+                            (a, rsa, csa),
+                            (b, csb),
+                            (c, rsc),
+                        )
+                    };
+                }
             }
         }
         // SAFETY: the caller upholds `gemm`'s contract, which is
