@@ -937,7 +937,7 @@ fn survey() -> Result<()> {
     unary("log_softmax, last axis", &|x| x.log_softmax(1))?;
     unary("logsumexp, last axis", &|x| x.logsumexp(1, true))?;
     unary("sum, last axis", &|x| x.sum_axis(1, true))?;
-    let densities: [(&str, &Tensor<f32>, Build); 6] = [
+    let densities: [(&str, &Tensor<f32>, Build); 8] = [
         ("Normal", &v.real, |_, v, p| {
             Ok(Box::new(Normal::new(p(&v.real, 0.1), p(&v.pos, 1.3))?))
         }),
@@ -956,6 +956,12 @@ fn survey() -> Result<()> {
         }),
         ("Bernoulli", &bits, |_, v, p| {
             Ok(Box::new(Bernoulli::from_logits(p(&v.real, 0.3))?))
+        }),
+        ("LogNormal", &v.pos, |_, v, p| {
+            Ok(Box::new(LogNormal::new(p(&v.real, 0.1), p(&v.pos, 1.3))?))
+        }),
+        ("LogitNormal", &v.unit, |_, v, p| {
+            Ok(Box::new(LogitNormal::new(p(&v.real, 0.1), p(&v.pos, 1.3))?))
         }),
     ];
     // each case with full and with single-valued parameters

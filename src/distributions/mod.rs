@@ -18,6 +18,7 @@ mod expectation;
 mod gamma;
 mod independent;
 pub mod kl;
+mod linked;
 mod mixture;
 mod mvn;
 mod normal;

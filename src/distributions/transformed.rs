@@ -2,8 +2,8 @@
 //! logit-normal distributions built from them.
 
 use super::{
-    Distribution, Normal, above_zero, into_open_unit, kl::kl_divergence, on_support_of_events,
-    open_unit_bounds,
+    Distribution, Normal, above_zero, into_open_unit, kl::kl_divergence,
+    linked::linked_normal_log_prob, on_support_of_events, open_unit_bounds,
 };
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};
@@ -429,7 +429,10 @@ impl<'t, F: Element> Distribution<'t, F> for TransformedDistribution<'t, F> {
 /// `TransformedDistribution(Normal(loc, scale), Exp)`, with closed-form
 /// entropy and moments and an analytic KL (the Normals'). Draws are those
 /// of [`Exp`]: one below the smallest normal number is that number, one
-/// that overflows is `+inf` (outside the support).
+/// that overflows is `+inf` (outside the support). The log-density and its
+/// gradients are one op that computes each element in `f64`, so that in
+/// `f32` they are the `f64` values rounded (composed in `f32`, the rounding
+/// of `ln y` is divided by the scale).
 ///
 /// ```
 /// use bayesgrad::prelude::*;
@@ -468,8 +471,10 @@ impl<'t, F: Element> Distribution<'t, F> for LogNormal<'t, F> {
     fn tape(&self) -> &'t Tape<F> {
         self.normal.tape()
     }
+    // one op, each element in `f64` ([`linked_normal_log_prob`])
     fn log_prob(&self, y: Var<'t, F>) -> Result<Var<'t, F>> {
-        self.as_transformed().log_prob(y)
+        let n = &self.normal;
+        linked_normal_log_prob("LogNormal", false, y, n.loc(), n.scale())
     }
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
         self.as_transformed().rsample_n(n, rng)
@@ -517,7 +522,8 @@ pub(crate) fn kl_lognormal<'t, F: Element>(
 /// The logit-normal distribution on (0, 1): `sigmoid` of a
 /// `Normal(loc, scale)`, i.e. `TransformedDistribution(Normal, Sigmoid)`.
 /// Its moments and entropy have no closed form (an error). Draws are those
-/// of [`Sigmoid`], inside (0, 1) however large the scale.
+/// of [`Sigmoid`], inside (0, 1) however large the scale. The log-density
+/// is computed as [`LogNormal`]'s is, each element in `f64`.
 ///
 /// ```
 /// use bayesgrad::prelude::*;
@@ -557,8 +563,10 @@ impl<'t, F: Element> Distribution<'t, F> for LogitNormal<'t, F> {
     fn tape(&self) -> &'t Tape<F> {
         self.normal.tape()
     }
+    // one op, each element in `f64` ([`linked_normal_log_prob`])
     fn log_prob(&self, y: Var<'t, F>) -> Result<Var<'t, F>> {
-        self.as_transformed().log_prob(y)
+        let n = &self.normal;
+        linked_normal_log_prob("LogitNormal", true, y, n.loc(), n.scale())
     }
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
         self.as_transformed().rsample_n(n, rng)

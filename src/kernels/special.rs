@@ -613,12 +613,12 @@ const ROUND: usize = 4;
 /// `new` where `mask` is all ones, `old` where it is zero: a blend the
 /// vectorizer keeps in registers, unlike a branch.
 #[inline(always)]
-fn select(mask: u64, new: f64, old: f64) -> f64 {
+pub(crate) fn select(mask: u64, new: f64, old: f64) -> f64 {
     f64::from_bits((new.to_bits() & mask) | (old.to_bits() & !mask))
 }
 
 #[inline(always)]
-fn mask(c: bool) -> u64 {
+pub(crate) fn mask(c: bool) -> u64 {
     (c as u64).wrapping_neg()
 }
 
@@ -744,7 +744,7 @@ type Digamma = Memo<f64, 64>;
 /// ten terms of `atanh`'s series (`|s| < 0.172`, the next is below 10⁻¹⁸
 /// of the sum). `ln 2` is split so that `k ln 2` rounds once.
 #[inline(always)]
-fn ln_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
+pub(crate) fn ln_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
     // ln 2 with its 11 low bits cleared, and the rest (computed in 200 bits)
     const LN2_HI: f64 = 0.6931471805598903;
     const LN2_LO: f64 = 5.497923018708371e-14;
@@ -782,7 +782,7 @@ fn ln_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
 /// [`ln_lanes`] of `u = 1 - x` corrected by `((1 - u) - x) / u` for the
 /// rounding of `u` (both differences are exact).
 #[inline(always)]
-fn ln_1m_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
+pub(crate) fn ln_1m_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
     let mut u = [0.0; L];
     for l in 0..L {
         u[l] = 1.0 - x[l];
