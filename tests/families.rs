@@ -1443,6 +1443,27 @@ fn f32_log_normal_and_logit_normal_are_the_f64_values_rounded() {
     }
 }
 
+/// A value of another tape is refused by name, not read against these
+/// parameters.
+#[test]
+fn log_normal_densities_refuse_a_value_of_another_tape() {
+    let (tape, other) = (Tape::<f32>::new(), Tape::<f32>::new());
+    let (loc, scale) = (tape.scalar(0.2), tape.scalar(0.7));
+    let y = other.scalar(0.4);
+    for (name, lp) in [
+        ("LogNormal", LogNormal::new(loc, scale).unwrap().log_prob(y)),
+        (
+            "LogitNormal",
+            LogitNormal::new(loc, scale).unwrap().log_prob(y),
+        ),
+    ] {
+        match lp {
+            Err(Error::ForeignTape { op }) => assert!(op.starts_with(name), "{name}: {op}"),
+            other => panic!("{name}: {:?}", other.map(|v| v.value())),
+        }
+    }
+}
+
 /// Values and gradients at large parameters, where `ln Γ` and ψ are large
 /// numbers whose sums cancel, against mpmath at 80 digits (700 for
 /// df = 10³⁰⁰); each of these was wrong in its leading digits, or in all

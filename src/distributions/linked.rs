@@ -34,7 +34,11 @@ pub(super) fn linked_normal_log_prob<'t, F: Element>(
 ) -> Result<Var<'t, F>> {
     if !std::ptr::eq(y.tape(), loc.tape()) {
         return Err(Error::ForeignTape {
-            op: "TransformedDistribution::log_prob",
+            op: if logit {
+                "LogitNormal::log_prob"
+            } else {
+                "LogNormal::log_prob"
+            },
         });
     }
     let tape = y.tape();
