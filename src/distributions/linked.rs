@@ -11,7 +11,7 @@ use super::{HALF_LN_2PI, on_support_of_events};
 use crate::autodiff::ops::binary::{View, broadcast_all};
 use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
-use crate::kernels::parallel::par_blocks;
+use crate::kernels::parallel::{Pairwise, par_blocks};
 use crate::kernels::special::{ln_1m_lanes, ln_lanes, mask, select};
 use crate::tensor::{Element, Tensor, numel};
 use std::cell::RefCell;
@@ -20,37 +20,39 @@ use std::mem::MaybeUninit;
 /// Elements a pass takes at a time, in `f64` lanes.
 const L: usize = 16;
 
+/// Blocks of `L` whose summed gradient terms are added in lanes before
+/// they join a pairwise sum.
+const SUM_BLOCKS: usize = 32;
+
 /// `ln p(y)` of `Normal(loc, scale)` pushed through `exp` (`logit: false`)
 /// or the sigmoid, for `y` inside the image (`0 < y`, or `0 < y < 1`),
 /// with `loc` and `scale` broadcast against `y`: `-inf` (gradient 0) at
 /// the values outside the image, and the composed density's error for a
 /// NaN value.
 pub(super) fn linked_normal_log_prob<'t, F: Element>(
-    distribution: &'static str,
     logit: bool,
     y: Var<'t, F>,
     loc: Var<'t, F>,
     scale: Var<'t, F>,
 ) -> Result<Var<'t, F>> {
+    let (distribution, op) = match logit {
+        true => ("LogitNormal", "LogitNormal::log_prob"),
+        false => ("LogNormal", "LogNormal::log_prob"),
+    };
     if !std::ptr::eq(y.tape(), loc.tape()) {
-        return Err(Error::ForeignTape {
-            op: if logit {
-                "LogitNormal::log_prob"
-            } else {
-                "LogNormal::log_prob"
-            },
-        });
+        return Err(Error::ForeignTape { op });
     }
     let tape = y.tape();
     let inside = |v: F| v > F::zero() && v < if logit { F::one() } else { F::infinity() };
     let mask = y.value().data().iter().map(|&v| inside(v)).collect();
-    let half = if logit { F::lit(0.5) } else { F::one() };
+    // the image of 0, for the values outside the image
+    let inner = if logit { F::lit(0.5) } else { F::one() };
     on_support_of_events(
         distribution,
         y,
         0,
         mask,
-        || Ok(tape.constant(Tensor::full(&y.shape(), half))),
+        || Ok(tape.constant(Tensor::full(&y.shape(), inner))),
         |y| {
             let op = LinkedNormalLogProb {
                 link: Link { logit },
@@ -67,7 +69,8 @@ pub(super) fn linked_normal_log_prob<'t, F: Element>(
 /// `ln p = -z²/2 - ln scale - ln √(2π) - j`, `d/dloc = z / scale`,
 /// `d/dscale = (z² - 1) / scale`, `d/dy = -(z / scale) x' - j'`. An element
 /// whose incoming gradient is 0 passes on 0 (as the Normal's density does).
-/// A gradient of an input broadcast from one value is summed in `f64`.
+/// A gradient of an input broadcast from one value is summed in `f64`,
+/// pairwise over blocks of [`SUM_BLOCKS`] lanes' worth.
 struct LinkedNormalLogProb {
     link: Link,
     /// `x` of each output element from the forward pass, for the backward
@@ -166,43 +169,42 @@ impl Link {
         }
         (x, log_det)
     }
+}
 
-    /// The terms at elements `at` given their `x`.
-    #[inline(always)]
-    fn point<F: Element>(
-        &self,
-        x: [f64; L],
-        [loc, scale]: [View<'_, F>; 2],
-        shared: Option<(f64, f64)>,
-        at: (usize, usize),
-        with_ln_scale: bool,
-    ) -> Point {
-        let (ln_scale, inv_scale) = match shared {
-            Some((ln, inv)) => ([ln; L], [inv; L]),
-            None => {
-                let s = lanes(scale, at, 1.0);
-                let mut inv = [0.0; L];
-                for l in 0..L {
-                    inv[l] = 1.0 / s[l];
-                }
-                let ln = if with_ln_scale {
-                    ln_lanes(&s)
-                } else {
-                    [0.0; L]
-                };
-                (ln, inv)
+/// The terms at elements `at` given their `x`.
+#[inline(always)]
+fn point<F: Element>(
+    x: [f64; L],
+    [loc, scale]: [View<'_, F>; 2],
+    shared: Option<(f64, f64)>,
+    at: (usize, usize),
+    with_ln_scale: bool,
+) -> Point {
+    let (ln_scale, inv_scale) = match shared {
+        Some((ln, inv)) => ([ln; L], [inv; L]),
+        None => {
+            let s = lanes(scale, at, 1.0);
+            let mut inv = [0.0; L];
+            for l in 0..L {
+                inv[l] = 1.0 / s[l];
             }
-        };
-        let m = lanes(loc, at, 0.0);
-        let mut z = [0.0; L];
-        for l in 0..L {
-            z[l] = (x[l] - m[l]) * inv_scale[l];
+            let ln = if with_ln_scale {
+                ln_lanes(&s)
+            } else {
+                [0.0; L]
+            };
+            (ln, inv)
         }
-        Point {
-            z,
-            inv_scale,
-            ln_scale,
-        }
+    };
+    let m = lanes(loc, at, 0.0);
+    let mut z = [0.0; L];
+    for l in 0..L {
+        z[l] = (x[l] - m[l]) * inv_scale[l];
+    }
+    Point {
+        z,
+        inv_scale,
+        ln_scale,
     }
 }
 
@@ -232,7 +234,7 @@ impl<F: Element> Op<F> for LinkedNormalLogProb {
                 for (b, (out, x_out)) in values.chunks_mut(L).zip(xs.chunks_mut(L)).enumerate() {
                     let at = (items.start + b * L, out.len());
                     let (x, log_det) = link.link(y, at);
-                    let p = link.point(x, [loc, scale], shared, at, true);
+                    let p = point(x, [loc, scale], shared, at, true);
                     let mut value = [0.0; L];
                     for l in 0..L {
                         let z = p.z[l];
@@ -292,21 +294,28 @@ impl<F: Element> Op<F> for LinkedNormalLogProb {
             #[inline(always)]
             |items, ((dy, dloc), dscale)| {
                 let mut sums = [[0.0f64; L]; 3];
+                let mut totals = [Pairwise::new(), Pairwise::new(), Pairwise::new()];
                 let outs: [&mut [F]; 3] = [dy, dloc, dscale];
-                for i in items.clone().step_by(L) {
+                for (b, i) in items.clone().step_by(L).enumerate() {
+                    if b % SUM_BLOCKS == 0 {
+                        for (total, lanes) in totals.iter_mut().zip(&mut sums) {
+                            total.add(lanes.iter().sum::<f64>());
+                            *lanes = [0.0; L];
+                        }
+                    }
                     let at = (i, L.min(items.end - i));
                     let mut x = [0.0; L];
                     x[..at.1].copy_from_slice(&xs[i..i + at.1]);
-                    let p = link.point(x, [loc, scale], shared, at, false);
+                    let p = point(x, [loc, scale], shared, at, false);
                     // 0 past the block's end, and a 0 term wherever g is 0
                     let g = lanes(gv, at, 0.0);
                     let mut terms = [[0.0; L]; 3];
                     for l in 0..L {
                         let slope = p.z[l] * p.inv_scale[l];
-                        let keep = mask(g[l] == 0.0);
-                        terms[1][l] = select(keep, 0.0, g[l] * slope);
+                        let no_g = mask(g[l] == 0.0);
+                        terms[1][l] = select(no_g, 0.0, g[l] * slope);
                         let d_scale = (p.z[l] * p.z[l] - 1.0) * p.inv_scale[l];
-                        terms[2][l] = select(keep, 0.0, g[l] * d_scale);
+                        terms[2][l] = select(no_g, 0.0, g[l] * d_scale);
                     }
                     if needs[0] {
                         let y = lanes(y, at, 0.5);
@@ -332,7 +341,10 @@ impl<F: Element> Op<F> for LinkedNormalLogProb {
                         }
                     }
                 }
-                sums.map(|s| s.iter().sum::<f64>())
+                for (total, lanes) in totals.iter_mut().zip(&sums) {
+                    total.add(lanes.iter().sum::<f64>());
+                }
+                totals.map(|t| t.total())
             },
         );
         let grads = [dy, dloc, dscale];

@@ -474,7 +474,7 @@ impl<'t, F: Element> Distribution<'t, F> for LogNormal<'t, F> {
     // one op, each element in `f64` ([`linked_normal_log_prob`])
     fn log_prob(&self, y: Var<'t, F>) -> Result<Var<'t, F>> {
         let n = &self.normal;
-        linked_normal_log_prob("LogNormal", false, y, n.loc(), n.scale())
+        linked_normal_log_prob(false, y, n.loc(), n.scale())
     }
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
         self.as_transformed().rsample_n(n, rng)
@@ -566,7 +566,7 @@ impl<'t, F: Element> Distribution<'t, F> for LogitNormal<'t, F> {
     // one op, each element in `f64` ([`linked_normal_log_prob`])
     fn log_prob(&self, y: Var<'t, F>) -> Result<Var<'t, F>> {
         let n = &self.normal;
-        linked_normal_log_prob("LogitNormal", true, y, n.loc(), n.scale())
+        linked_normal_log_prob(true, y, n.loc(), n.scale())
     }
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
         self.as_transformed().rsample_n(n, rng)
