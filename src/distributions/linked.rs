@@ -154,7 +154,11 @@ impl Link {
     /// `(x, j)` at elements `at = (i, len)`, `len ≤ L`: `x = ln y` (`logit
     /// y`) and the log-Jacobian `j = ln y` (`ln y + ln(1 - y)`).
     #[inline(always)]
-    fn link<F: Element>(&self, y: View<'_, F>, at: (usize, usize)) -> ([f64; L], [f64; L]) {
+    fn x_and_log_det<F: Element>(
+        &self,
+        y: View<'_, F>,
+        at: (usize, usize),
+    ) -> ([f64; L], [f64; L]) {
         // a value inside either image in the lanes past `len`
         let y = lanes(y, at, 0.5);
         let ln_y = ln_lanes(&y);
@@ -233,7 +237,7 @@ impl<F: Element> Op<F> for LinkedNormalLogProb {
             |items, (values, xs)| {
                 for (b, (out, x_out)) in values.chunks_mut(L).zip(xs.chunks_mut(L)).enumerate() {
                     let at = (items.start + b * L, out.len());
-                    let (x, log_det) = link.link(y, at);
+                    let (x, log_det) = link.x_and_log_det(y, at);
                     let p = point(x, [loc, scale], shared, at, true);
                     let mut value = [0.0; L];
                     for l in 0..L {
