@@ -27,8 +27,8 @@ const SUM_BLOCKS: usize = 32;
 /// `ln p(y)` of `Normal(loc, scale)` pushed through `exp` (`logit: false`)
 /// or the sigmoid, for `y` inside the image (`0 < y`, or `0 < y < 1`),
 /// with `loc` and `scale` broadcast against `y`: `-inf` (gradient 0) at
-/// the values outside the image, and the composed density's error for a
-/// NaN value.
+/// the values outside the image, and an error for a NaN value (as the
+/// composed density gave).
 pub(super) fn linked_normal_log_prob<'t, F: Element>(
     logit: bool,
     y: Var<'t, F>,
@@ -44,14 +44,14 @@ pub(super) fn linked_normal_log_prob<'t, F: Element>(
     }
     let tape = y.tape();
     let inside = |v: F| v > F::zero() && v < if logit { F::one() } else { F::infinity() };
-    let mask = y.value().data().iter().map(|&v| inside(v)).collect();
+    let in_image = y.value().data().iter().map(|&v| inside(v)).collect();
     // the image of 0, for the values outside the image
     let inner = if logit { F::lit(0.5) } else { F::one() };
     on_support_of_events(
         distribution,
         y,
         0,
-        mask,
+        in_image,
         || Ok(tape.constant(Tensor::full(&y.shape(), inner))),
         |y| {
             let op = LinkedNormalLogProb {
