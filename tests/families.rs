@@ -1339,8 +1339,9 @@ fn f32_log_probs_agree_with_f64() {
     }
 }
 
-/// Over a wide range (values from 1e-6 to 1e6, or within 1e-6 of either
-/// end of (0, 1); scales from 1e-3 to 100; locations from -10 to 10) the
+/// Over a wide range (values log-uniform from 1e-6 to 1e6, or for the
+/// logit-normal from 1e-6 to 1 and one less such values; scales
+/// log-uniform from 1e-3 to 100; locations from -10 to 10) the
 /// f32 log-densities of the log-normal and logit-normal and their gradients
 /// per value are within an ulp of the formula evaluated with the
 /// platform's f64 logarithms, a reference that shares no code with them.
