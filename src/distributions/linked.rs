@@ -13,7 +13,7 @@ use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
 use crate::kernels::parallel::{Pairwise, par_blocks};
 use crate::kernels::special::{ln_1m_lanes, ln_lanes, mask, select};
-use crate::tensor::{Element, Tensor, numel};
+use crate::tensor::{Element, Tensor, Uninit, numel};
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
@@ -224,11 +224,8 @@ impl<F: Element> Op<F> for LinkedNormalLogProb {
         let mut xs = self.x.borrow_mut();
         xs.clear();
         xs.reserve_exact(n);
-        let mut values: Vec<F> = Vec::with_capacity(n);
-        let data = (
-            &mut values.spare_capacity_mut()[..n],
-            &mut xs.spare_capacity_mut()[..n],
-        );
+        let mut values = Uninit::new(n);
+        let data = (values.slots(), &mut xs.spare_capacity_mut()[..n]);
         par_blocks(
             data,
             n,
@@ -254,11 +251,11 @@ impl<F: Element> Op<F> for LinkedNormalLogProb {
             },
         );
         // SAFETY: the loops above wrote the first `n` elements of both.
-        unsafe {
-            values.set_len(n);
+        let values = unsafe {
             xs.set_len(n);
-        }
-        Tensor::from_vec(values, &shape)
+            values.assume_init()
+        };
+        Ok(Tensor::new_unchecked(values, shape))
     }
     fn backward(
         &self,
@@ -288,9 +285,9 @@ impl<F: Element> Op<F> for LinkedNormalLogProb {
         // an input of one value gets its gradient summed in `f64` lanes;
         // any other one that needs it a gradient per output element
         let summed: [bool; 3] = std::array::from_fn(|k| needs[k] && inputs[k].len() == 1);
-        let full = |k: usize| vec![F::zero(); if needs[k] && !summed[k] { n } else { 0 }];
+        let full = |k: usize| Uninit::new(if needs[k] && !summed[k] { n } else { 0 });
         let (mut dy, mut dloc, mut dscale) = (full(0), full(1), full(2));
-        let data = ((&mut dy[..], &mut dloc[..]), &mut dscale[..]);
+        let data = ((dy.slots(), dloc.slots()), dscale.slots());
         let (first, second) = par_blocks(
             data,
             n,
@@ -299,7 +296,7 @@ impl<F: Element> Op<F> for LinkedNormalLogProb {
             |items, ((dy, dloc), dscale)| {
                 let mut sums = [[0.0f64; L]; 3];
                 let mut totals = [Pairwise::new(), Pairwise::new(), Pairwise::new()];
-                let outs: [&mut [F]; 3] = [dy, dloc, dscale];
+                let outs: [&mut [MaybeUninit<F>]; 3] = [dy, dloc, dscale];
                 for (b, i) in items.clone().step_by(L).enumerate() {
                     if b % SUM_BLOCKS == 0 {
                         for (total, lanes) in totals.iter_mut().zip(&mut sums) {
@@ -341,7 +338,9 @@ impl<F: Element> Op<F> for LinkedNormalLogProb {
                         } else if needs[k] {
                             let start = i - items.start;
                             let out = &mut outs[k][start..start + at.1];
-                            store(out, &terms[k], |o, v| *o = v);
+                            store(out, &terms[k], |o: &mut MaybeUninit<F>, v| {
+                                o.write(v);
+                            });
                         }
                     }
                 }
@@ -358,7 +357,12 @@ impl<F: Element> Op<F> for LinkedNormalLogProb {
             result.push(match (needs[k], summed[k]) {
                 (false, _) => None,
                 (true, true) => Some(Tensor::full(shape, F::lit(first[k] + second[k]))),
-                (true, false) => Some(Tensor::from_vec(grad, out.shape())?.sum_to_owned(shape)?),
+                (true, false) => {
+                    // SAFETY: the passes above wrote every element of the
+                    // gradients they were given (`n` of those needed here)
+                    let grad = unsafe { grad.assume_init() };
+                    Some(Tensor::new_unchecked(grad, out.shape().to_vec()).sum_to_owned(shape)?)
+                }
             });
         }
         Ok(result)
