@@ -727,8 +727,10 @@ proptest! {
     /// `f32` products of integer-valued operands (every partial sum exact)
     /// over shapes that cross each path's threshold: the small kernel,
     /// matrixmultiply, the unpacked AVX-512 kernel with the right operand
-    /// by rows or copied from columns, split over the threads by rows or by
-    /// columns, on one to three threads; each element is the exact sum.
+    /// by rows or copied from columns, the packed one for a transposed left
+    /// operand more than 128 rows by 128 columns, split over the threads by
+    /// rows or by columns, on one to three threads; each element is the
+    /// exact sum.
     #[test]
     fn products_on_every_path_are_exact(
         (m, k, n) in (1usize..160, 1usize..80, 1usize..400),

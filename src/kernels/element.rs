@@ -203,17 +203,25 @@ impl sealed::Kernels for f32 {
         {
             // Both tall and wide, with the rows of `a` and `b` contiguous (a
             // layer's forward product at a batch above 128): `b` packed a
-            // block of columns at a time, each tile of `c` written once. A
-            // transposed `a` (the weight gradient `xᵀ g`) stays with
-            // matrixmultiply, which packs it: in this order with neither
-            // operand packed it ran 2-3 times slower, and with both packed
-            // it was faster on some shapes and 10-15% slower on others (784
-            // × 1024 × 512 on one thread).
+            // block of columns at a time, each tile of `c` written once (a
+            // transposed `a` in this order, unpacked, ran 2-3 times slower)
             if m > 128 && n > 128 && csa == 1 && csb == 1 && k <= super::gemm512::BLOCKED_MAX_K {
                 // SAFETY: the caller's contract below with `a`'s and `b`'s
                 // rows contiguous and `k` in range; the CPU has AVX-512F.
                 return unsafe {
                     super::gemm512::sgemm_blocked((m, k, n), (a, rsa), (b, rsb), (c, rsc))
+                };
+            }
+            // Both tall and wide with `a` transposed or strided (the weight
+            // gradient `xᵀ g`): both operands packed into panels, so that a
+            // strip of `b` stays in the L1 cache down a block of rows (the
+            // layer's forward product, whose `a` has contiguous rows, ran
+            // no faster this way: docs/benchmarks.md, "GEMM libraries")
+            if m > 128 && n > 128 && csa != 1 && csb == 1 {
+                // SAFETY: the caller's contract below with `b`'s rows
+                // contiguous; the CPU has AVX-512F.
+                return unsafe {
+                    super::gemm512::sgemm_packed((m, k, n), (a, rsa, csa), (b, rsb), (c, rsc))
                 };
             }
             // Narrow or short: the paths that read the operands unpacked:

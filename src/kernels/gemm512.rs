@@ -19,6 +19,11 @@
 //! of columns at a time into contiguous strips, so that each tile of the
 //! result is written once.
 //!
+//! Products both tall and wide whose left operand is transposed (the weight
+//! gradient `xᵀ g`) take [`sgemm_packed`]: both operands copied into
+//! contiguous panels, the right one in strips narrow enough for a block of
+//! it to stay in the L1 cache.
+//!
 //! Every element of the result is computed exactly as matrixmultiply's
 //! kernels compute it on a CPU with FMA: a fused multiply-add chain over `k`
 //! in order, restarted every [`KC`] steps, each block's sum added to the
@@ -318,11 +323,200 @@ pub(crate) unsafe fn sgemm_blocked(
     PACKED_STRIPS.set(packed);
 }
 
+/// Rows of a tile of [`sgemm_packed`]: twelve rows by [`PACKED_NR`]
+/// columns keep 24 sums in registers, as the [`MR`] × [`NR`] tiles do.
+const PACKED_MR: usize = 12;
+/// Columns of a tile of [`sgemm_packed`]: two 16-lane vectors, so that a
+/// strip of `b` over a whole block of [`KC`] steps (32 KiB) stays in the L1
+/// cache while the tiles of rows run down it.
+const PACKED_NR: usize = 32;
+/// Rows of `a` that [`sgemm_packed`] packs at a time: 22 panels of
+/// [`PACKED_MR`] rows over [`KC`] steps, 264 KiB, which the L2 cache holds
+/// beside the block of `b`.
+const PACKED_MC: usize = 22 * PACKED_MR;
+/// Columns of `b` that [`sgemm_packed`] packs at a time: 16 strips over
+/// [`KC`] steps, 512 KiB.
+const PACKED_NC: usize = 16 * PACKED_NR;
+
+/// `c = a b` with both operands copied into contiguous panels first: `a`
+/// (any strides; the weight gradient `xᵀ g` has it transposed) in panels of
+/// [`PACKED_MR`] rows by a block of [`KC`] steps, `b` (contiguous rows) in
+/// strips of [`PACKED_NR`] columns by the same steps, zero-padded. For each
+/// `k` block, each strip of `b` is read from the L1 cache by every panel
+/// of a block of [`PACKED_MC`] rows, which the L2 cache holds. A tile's
+/// sums are the same chains as [`sgemm_at`]'s (from zero over the block's
+/// steps in order, the block's sum stored, or added to `c` after the first
+/// block), so the bits are matrixmultiply's.
+///
+/// # Safety
+/// As for [`sgemm`]: the CPU has AVX-512F; `a` (element `(i, p)` at
+/// `a + i rsa + p csa`), `b` (element `(p, j)` at `b + p rsb + j`) and `c`
+/// (element `(i, j)` at `c + i rsc + j`) describe valid matrices of those
+/// shapes (`m`, `k`, `n` at least 1), and `c` overlaps neither.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn sgemm_packed(
+    (m, k, n): (usize, usize, usize),
+    (a, rsa, csa): (*const f32, isize, isize),
+    (b, rsb): (*const f32, isize),
+    (c, rsc): (*mut f32, isize),
+) {
+    let nc_max = n.min(PACKED_NC).next_multiple_of(PACKED_NR);
+    let mc_max = m.min(PACKED_MC).next_multiple_of(PACKED_MR);
+    let (mut b_pack, mut a_pack) = (PACKED_STRIPS.take(), PACKED_PANELS.take());
+    // (grown zeroed; a value left by an earlier product is overwritten
+    // before it is read: the packing below writes the padding too)
+    for (pack, len) in [(&mut b_pack, nc_max), (&mut a_pack, mc_max)] {
+        if pack.len() < len * k.min(KC) {
+            pack.resize(len * k.min(KC), 0.0);
+        }
+    }
+    let mut j0 = 0;
+    while j0 < n {
+        let nc = (n - j0).min(PACKED_NC);
+        let strips = nc.div_ceil(PACKED_NR);
+        // the k blocks outside the blocks of rows: each block of `b` is
+        // packed once
+        let mut p0 = 0;
+        while p0 < k {
+            let kc = (k - p0).min(KC);
+            // strip s: kc rows of PACKED_NR columns, row p at p PACKED_NR
+            for (s, strip) in b_pack[..strips * PACKED_NR * kc]
+                .chunks_exact_mut(PACKED_NR * kc)
+                .enumerate()
+            {
+                let j = j0 + s * PACKED_NR;
+                let cols = (j0 + nc - j).min(PACKED_NR);
+                for (p, row) in strip.chunks_exact_mut(PACKED_NR).enumerate() {
+                    // SAFETY: row p0 + p < k of `b`, columns j..j + cols <= n.
+                    let from = unsafe {
+                        std::slice::from_raw_parts(b.offset((p0 + p) as isize * rsb).add(j), cols)
+                    };
+                    row[..cols].copy_from_slice(from);
+                    row[cols..].fill(0.0);
+                }
+            }
+            let mut i0 = 0;
+            while i0 < m {
+                let mc = (m - i0).min(PACKED_MC);
+                let panels = mc.div_ceil(PACKED_MR);
+                // panel q: kc steps of PACKED_MR rows, step p at p PACKED_MR
+                for (q, panel) in a_pack[..panels * PACKED_MR * kc]
+                    .chunks_exact_mut(PACKED_MR * kc)
+                    .enumerate()
+                {
+                    let i = i0 + q * PACKED_MR;
+                    let rows = (m - i).min(PACKED_MR);
+                    for (p, step) in panel.chunks_exact_mut(PACKED_MR).enumerate() {
+                        // SAFETY: row i < m, step p0 + p < k of `a`.
+                        let first = unsafe { a.offset(i as isize * rsa + (p0 + p) as isize * csa) };
+                        if rsa == 1 {
+                            // (`xᵀ g`: the panel's rows of a step are contiguous)
+                            // SAFETY: rows i..i + rows <= m of step p0 + p.
+                            step[..rows].copy_from_slice(unsafe {
+                                std::slice::from_raw_parts(first, rows)
+                            });
+                        } else {
+                            for (r, x) in step[..rows].iter_mut().enumerate() {
+                                // SAFETY: row i + r < m of step p0 + p.
+                                *x = unsafe { *first.offset(r as isize * rsa) };
+                            }
+                        }
+                        step[rows..].fill(0.0);
+                    }
+                }
+                for s in 0..strips {
+                    let j = j0 + s * PACKED_NR;
+                    let cols = (j0 + nc - j).min(PACKED_NR);
+                    let vectors = cols.div_ceil(16);
+                    let last = (u32::MAX >> (32 - (cols - 16 * (vectors - 1)))) as __mmask16;
+                    let strip = b_pack[s * PACKED_NR * kc..].as_ptr();
+                    for q in 0..panels {
+                        let i = i0 + q * PACKED_MR;
+                        let tile = PackedTile {
+                            k: kc,
+                            a: a_pack[q * PACKED_MR * kc..].as_ptr(),
+                            b: strip,
+                            // SAFETY: row i < m, column j < n of `c`.
+                            c: unsafe { c.offset(i as isize * rsc).add(j) },
+                            rsc,
+                            rows: (m - i).min(PACKED_MR),
+                            last,
+                            first: p0 == 0,
+                        };
+                        // SAFETY: the panel and strip hold kc packed steps,
+                        // the tile's rows and columns of `c` are valid, and
+                        // the CPU has AVX-512F (the caller's contract).
+                        unsafe {
+                            match vectors {
+                                2 => tile.run::<2>(),
+                                _ => tile.run::<1>(),
+                            }
+                        }
+                    }
+                }
+                i0 += mc;
+            }
+            p0 += kc;
+        }
+        j0 += nc;
+    }
+    PACKED_STRIPS.set(b_pack);
+    PACKED_PANELS.set(a_pack);
+}
+
+/// One block of at most [`KC`] steps of one tile of [`sgemm_packed`]:
+/// a packed panel of `a`, a packed strip of `b`, and the tile's place in
+/// `c`, of which it writes `rows` rows and the columns of its vectors (the
+/// last masked by `last`).
+struct PackedTile {
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    rsc: isize,
+    rows: usize,
+    last: __mmask16,
+    first: bool,
+}
+
+impl PackedTile {
+    /// A fused multiply-add chain per element from zero over the block's
+    /// steps, stored if this is the first block, else added to `c`.
+    ///
+    /// # Safety
+    /// AVX-512F; `a` holds `k` steps of [`PACKED_MR`] values, `b` `k` rows
+    /// of [`PACKED_NR`], and `c` the tile's rows and columns.
+    #[inline(always)]
+    unsafe fn run<const V: usize>(&self) {
+        // SAFETY: (the whole body) every address is inside the panels or
+        // `c` by the caller's contract; masked-off lanes are not written.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); V]; PACKED_MR];
+            let (mut a, mut b) = (self.a, self.b);
+            for _ in 0..self.k {
+                let bv: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(b.add(16 * v)));
+                for (r, sums) in acc.iter_mut().enumerate() {
+                    let av = _mm512_set1_ps(*a.add(r));
+                    for (sum, &bv) in sums.iter_mut().zip(&bv) {
+                        *sum = _mm512_fmadd_ps(av, bv, *sum);
+                    }
+                }
+                a = a.add(PACKED_MR);
+                b = b.add(PACKED_NR);
+            }
+            write_sums(&acc, self.rows, (self.c, self.rsc), (self.last, self.first));
+        }
+    }
+}
+
 thread_local! {
     /// The strips [`sgemm_blocked`] packs `b` into, kept by each thread
     /// between products (the pool's helpers persist), so that a product
     /// neither allocates nor zeroes them: at most [`BLOCK_BYTES`].
     static PACKED_STRIPS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// The panels [`sgemm_packed`] packs `a` into, kept as [`PACKED_STRIPS`]
+    /// is: at most [`PACKED_MC`] rows by [`KC`] steps.
+    static PACKED_PANELS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// One block of at most [`KC`] steps of one tile of `c`: where its
@@ -429,17 +623,40 @@ impl<R: Axis, C: Axis> Tile<R, C> {
                 }
                 b_row = b_row.offset(self.rsb);
             }
-            for (r, sums) in acc.iter().enumerate() {
-                let c_row = self.c.offset(r as isize * self.rsc);
-                for (v, &sum) in sums.iter().enumerate() {
-                    let at = c_row.add(16 * v);
-                    let value = if self.first {
-                        sum
-                    } else {
-                        _mm512_add_ps(_mm512_maskz_loadu_ps(mask(v), at), sum)
-                    };
-                    _mm512_mask_storeu_ps(at, mask(v), value);
-                }
+            write_sums(&acc, ROWS, (self.c, self.rsc), (self.last, self.first));
+        }
+    }
+}
+
+/// Writes the first `rows` rows of a tile's block sums into `c` (row `r`
+/// at `c + r rsc`): stored if this is the first block, else added to what
+/// `c` holds; the last vector of each row masked by `last`. (The whole
+/// array is passed, not a slice of it, so that the sums stay in registers.)
+///
+/// # Safety
+/// AVX-512F; the first `rows` rows of `sums` and the columns of their
+/// vectors (the last one's lanes in `last`) are valid elements of `c`.
+#[inline(always)]
+unsafe fn write_sums<const R: usize, const V: usize>(
+    sums: &[[__m512; V]; R],
+    rows: usize,
+    (c, rsc): (*mut f32, isize),
+    (last, first): (__mmask16, bool),
+) {
+    let mask = |v: usize| if v + 1 == V { last } else { 0xffff };
+    // SAFETY: every address written or read is inside `c` by the caller's
+    // contract; masked-off lanes are neither read nor written.
+    unsafe {
+        for (r, row) in sums.iter().enumerate().take(rows) {
+            let c_row = c.offset(r as isize * rsc);
+            for (v, &sum) in row.iter().enumerate() {
+                let at = c_row.add(16 * v);
+                let value = if first {
+                    sum
+                } else {
+                    _mm512_add_ps(_mm512_maskz_loadu_ps(mask(v), at), sum)
+                };
+                _mm512_mask_storeu_ps(at, mask(v), value);
             }
         }
     }
@@ -587,6 +804,10 @@ mod tests {
             (131, 600, 400),
             (7, BLOCKED_MAX_K, 130),
             (9, 1, 200),
+            // the packed path's blocks of rows (264) and columns (512),
+            // and its edge panels and strips
+            (281, 520, 530),
+            (13, 3, 33),
         ];
         for (case, &(m, k, n)) in shapes.iter().enumerate() {
             for transposed in [false, true] {
@@ -605,6 +826,7 @@ mod tests {
                 let mut copied = ours.clone();
                 let mut narrow = ours.clone();
                 let mut blocked = ours.clone();
+                let mut packed = ours.clone();
                 // the same right operand stored by columns (column j at
                 // j * (k + pad)), for the path that copies it into rows
                 let csb = k + pad;
@@ -649,6 +871,12 @@ mod tests {
                             (blocked.as_mut_ptr(), rsc as isize),
                         );
                     }
+                    sgemm_packed(
+                        (m, k, n),
+                        (a.as_ptr(), rsa, csa),
+                        (b.as_ptr(), rsb),
+                        (packed.as_mut_ptr(), rsc as isize),
+                    );
                     if transposed && n <= NARROW_MAX {
                         // `a`'s columns are contiguous: the narrow kernel
                         sgemm_narrow(
@@ -679,6 +907,7 @@ mod tests {
                     for j in 0..rsc {
                         let (x, y) = (ours[i * rsc + j], theirs[i * rsc + j]);
                         let z = copied[i * rsc + j];
+                        let u = packed[i * rsc + j];
                         let v = if transposed { y } else { blocked[i * rsc + j] };
                         let narrow_ran = transposed && n <= NARROW_MAX;
                         let w = if narrow_ran { narrow[i * rsc + j] } else { y };
@@ -710,9 +939,17 @@ mod tests {
                                 y.to_bits(),
                                 "{m} x {k} x {n} (blocked), element ({i}, {j}): {v} against {y}"
                             );
+                            assert_eq!(
+                                u.to_bits(),
+                                y.to_bits(),
+                                "{m} x {k} x {n} (a transposed: {transposed}, packed), element ({i}, {j}): {u} against {y}"
+                            );
                         } else {
                             assert!(
-                                x.is_nan() && z.is_nan() && (transposed || v.is_nan()),
+                                x.is_nan()
+                                    && z.is_nan()
+                                    && u.is_nan()
+                                    && (transposed || v.is_nan()),
                                 "{m} x {k} x {n}: the padding after row {i} was written"
                             );
                         }
