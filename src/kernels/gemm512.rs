@@ -337,6 +337,8 @@ const PACKED_MC: usize = 22 * PACKED_MR;
 /// Columns of `b` that [`sgemm_packed`] packs at a time: 16 strips over
 /// [`KC`] steps, 512 KiB.
 const PACKED_NC: usize = 16 * PACKED_NR;
+// (its strips share `sgemm_blocked`'s buffer, which is at most BLOCK_BYTES)
+const _: () = assert!(PACKED_NC * KC * 4 <= BLOCK_BYTES);
 
 /// `c = a b` with both operands copied into contiguous panels first: `a`
 /// (any strides; the weight gradient `xᵀ g` has it transposed) in panels of
@@ -510,9 +512,11 @@ impl PackedTile {
 }
 
 thread_local! {
-    /// The strips [`sgemm_blocked`] packs `b` into, kept by each thread
-    /// between products (the pool's helpers persist), so that a product
-    /// neither allocates nor zeroes them: at most [`BLOCK_BYTES`].
+    /// The strips [`sgemm_blocked`] and [`sgemm_packed`] pack `b` into,
+    /// kept by each thread between products (the pool's helpers persist),
+    /// so that a product neither allocates nor zeroes them: at most
+    /// [`BLOCK_BYTES`] (`sgemm_packed`'s [`PACKED_NC`] columns by [`KC`]
+    /// steps are as many).
     static PACKED_STRIPS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
     /// The panels [`sgemm_packed`] packs `a` into, kept as [`PACKED_STRIPS`]
     /// is: at most [`PACKED_MC`] rows by [`KC`] steps.
