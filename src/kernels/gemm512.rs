@@ -410,17 +410,17 @@ pub(crate) unsafe fn sgemm_packed(
                     let rows = (m - i).min(PACKED_MR);
                     for (p, step) in panel.chunks_exact_mut(PACKED_MR).enumerate() {
                         // SAFETY: row i < m, step p0 + p < k of `a`.
-                        let first = unsafe { a.offset(i as isize * rsa + (p0 + p) as isize * csa) };
+                        let start = unsafe { a.offset(i as isize * rsa + (p0 + p) as isize * csa) };
                         if rsa == 1 {
                             // (`xᵀ g`: the panel's rows of a step are contiguous)
                             // SAFETY: rows i..i + rows <= m of step p0 + p.
                             step[..rows].copy_from_slice(unsafe {
-                                std::slice::from_raw_parts(first, rows)
+                                std::slice::from_raw_parts(start, rows)
                             });
                         } else {
                             for (r, x) in step[..rows].iter_mut().enumerate() {
                                 // SAFETY: row i + r < m of step p0 + p.
-                                *x = unsafe { *first.offset(r as isize * rsa) };
+                                *x = unsafe { *start.offset(r as isize * rsa) };
                             }
                         }
                         step[rows..].fill(0.0);
