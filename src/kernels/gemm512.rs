@@ -779,6 +779,82 @@ mod tests {
             .collect()
     }
 
+    /// [`sgemm_packed`] against matrixmultiply, bit for bit, over shapes
+    /// drawn at random (a third of the sizes at the edges of its tiles and
+    /// blocks), with `a` transposed or not and strides wider than the rows.
+    #[test]
+    fn packed_gives_matrixmultiplys_bits_on_drawn_shapes() {
+        if !super::super::parallel::Tier::Avx512.supported() {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        let edges = [
+            1, 11, 12, 13, 31, 32, 33, 255, 256, 257, 263, 264, 265, 511, 512, 513,
+        ];
+        let mut draws = values(180, 99)
+            .into_iter()
+            .map(|v| (v.abs() * 1e6) as usize);
+        let mut size = |limit: usize| {
+            let d = draws.next().unwrap_or(1);
+            match d % 3 {
+                0 => edges[d % edges.len()].min(limit),
+                _ => d % limit + 1,
+            }
+        };
+        for case in 0..60 {
+            let (m, k, n) = (size(300), size(600), size(560));
+            let (transposed, pad) = (case % 2 == 0, case % 4);
+            let a = values((m + pad) * (k + pad), case as u64);
+            let b = values(k * (n + pad), 1000 + case as u64);
+            let (rsa, csa) = match transposed {
+                true => (1, (m + pad) as isize),
+                false => ((k + pad) as isize, 1),
+            };
+            let (rsb, rsc) = ((n + pad) as isize, n + pad);
+            let mut ours = vec![f32::NAN; m * rsc];
+            let mut theirs = ours.clone();
+            // SAFETY: `a` holds (m + pad) x (k + pad) values, which cover
+            // m x k read either way; `b` k rows of n + pad, each `c` m rows
+            // of rsc >= n.
+            unsafe {
+                sgemm_packed(
+                    (m, k, n),
+                    (a.as_ptr(), rsa, csa),
+                    (b.as_ptr(), rsb),
+                    (ours.as_mut_ptr(), rsc as isize),
+                );
+                let (a, b, c) = (a.as_ptr(), b.as_ptr(), theirs.as_mut_ptr());
+                matrixmultiply::sgemm(
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    a,
+                    rsa,
+                    csa,
+                    b,
+                    rsb,
+                    1,
+                    0.0,
+                    c,
+                    rsc as isize,
+                    1,
+                );
+            }
+            for (i, (x, y)) in ours.iter().zip(&theirs).enumerate() {
+                let (row, col) = (i / rsc, i % rsc);
+                match col < n {
+                    true => assert_eq!(
+                        x.to_bits(),
+                        y.to_bits(),
+                        "{m} x {k} x {n} (a transposed: {transposed}), element ({row}, {col})"
+                    ),
+                    false => assert!(x.is_nan(), "{m} x {k} x {n}: padding of row {row} written"),
+                }
+            }
+        }
+    }
+
     #[test]
     fn gives_matrixmultiplys_bits() {
         if !super::super::parallel::Tier::Avx512.supported() {
