@@ -267,18 +267,8 @@ pub(crate) unsafe fn sgemm_blocked(
     let mut j0 = 0;
     while j0 < n {
         let j_end = (j0 + block_cols).min(n);
-        // strip s of the block: k rows of NR columns, row p at p NR (the
-        // columns past `j_end` of the last strip are not read)
-        let strips = packed[..block_len].chunks_exact_mut(NR * k);
-        for (j, strip) in (j0..j_end).step_by(NR).zip(strips) {
-            let cols = (j_end - j).min(NR);
-            for (p, row) in strip.chunks_exact_mut(NR).enumerate() {
-                // SAFETY: row p < k of `b`, columns j..j + cols <= n.
-                let from =
-                    unsafe { std::slice::from_raw_parts(b.offset(p as isize * rsb).add(j), cols) };
-                row[..cols].copy_from_slice(from);
-            }
-        }
+        // SAFETY: rows 0..k and columns j0..j_end <= n of `b`.
+        unsafe { pack_strips::<NR>((b, rsb), 0..k, j0..j_end, &mut packed[..block_len]) };
         let mut i = 0;
         while i < m {
             let tile_rows = (m - i).min(MR);
@@ -321,6 +311,34 @@ pub(crate) unsafe fn sgemm_blocked(
         j0 = j_end;
     }
     PACKED_STRIPS.set(packed);
+}
+
+/// Copies `rows` of `b` (element `(p, j)` at `b + p rsb + j`), columns
+/// `cols`, into strips of `W` columns in `out`: strip `s` holds columns
+/// `cols.start + s W ..` of each row, row `p` of it at `p W`; the columns
+/// of the last strip past `cols.end` are zeros. Strips that `out` has no
+/// room for are not written.
+///
+/// # Safety
+/// Every element of those rows and columns of `b` is valid.
+unsafe fn pack_strips<const W: usize>(
+    (b, rsb): (*const f32, isize),
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+    out: &mut [f32],
+) {
+    let strips = out.chunks_exact_mut(W * rows.len());
+    for (j, strip) in cols.clone().step_by(W).zip(strips) {
+        let width = (cols.end - j).min(W);
+        for (p, row) in rows.clone().zip(strip.chunks_exact_mut(W)) {
+            // SAFETY: row p and columns j..j + width of `b` (the caller's
+            // contract).
+            let from =
+                unsafe { std::slice::from_raw_parts(b.offset(p as isize * rsb).add(j), width) };
+            row[..width].copy_from_slice(from);
+            row[width..].fill(0.0);
+        }
+    }
 }
 
 /// Rows of a tile of [`sgemm_packed`]: twelve rows by [`PACKED_NR`]
@@ -381,22 +399,9 @@ pub(crate) unsafe fn sgemm_packed(
         let mut p0 = 0;
         while p0 < k {
             let kc = (k - p0).min(KC);
-            // strip s: kc rows of PACKED_NR columns, row p at p PACKED_NR
-            for (s, strip) in b_pack[..strips * PACKED_NR * kc]
-                .chunks_exact_mut(PACKED_NR * kc)
-                .enumerate()
-            {
-                let j = j0 + s * PACKED_NR;
-                let cols = (j0 + nc - j).min(PACKED_NR);
-                for (p, row) in strip.chunks_exact_mut(PACKED_NR).enumerate() {
-                    // SAFETY: row p0 + p < k of `b`, columns j..j + cols <= n.
-                    let from = unsafe {
-                        std::slice::from_raw_parts(b.offset((p0 + p) as isize * rsb).add(j), cols)
-                    };
-                    row[..cols].copy_from_slice(from);
-                    row[cols..].fill(0.0);
-                }
-            }
+            let block = &mut b_pack[..strips * PACKED_NR * kc];
+            // SAFETY: rows p0..p0 + kc <= k and columns j0..j0 + nc <= n of `b`.
+            unsafe { pack_strips::<PACKED_NR>((b, rsb), p0..p0 + kc, j0..j0 + nc, block) };
             let mut i0 = 0;
             while i0 < m {
                 let mc = (m - i0).min(PACKED_MC);
