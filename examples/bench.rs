@@ -512,22 +512,25 @@ fn pair_products(rng: &mut SmallRng) -> Result<()> {
 }
 
 /// The `f32` multiply-add peak of `threads` threads in GFLOP/s, and the
-/// vector width it used: each thread runs 24 independent chains of fused
+/// vector width it used: each thread runs independent chains of fused
 /// multiply-adds on registers (no memory operand), so that nothing but the
-/// FMA units and the clock limits it; best of 5 runs of about 15 ms.
+/// FMA units and the clock limits it; best of 5 runs of about 15 ms. The
+/// chains fill the registers without spilling: 24 of AVX-512's 32, 12 of
+/// AVX2's 16 (24 AVX2 chains spill to the stack and measured half the
+/// peak on AMD EPYC), either more than the FMA units' latency times their
+/// count.
 /// `None` without FMA or off x86-64.
 fn fma_peak(threads: usize) -> Option<(f64, u32)> {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::*;
-        const CHAINS: usize = 24;
-        /// `iters` rounds of one multiply-add on each of `CHAINS` chains.
+        /// `iters` rounds of one multiply-add on each of `$chains` chains.
         macro_rules! chains {
-            ($name:ident, $features:literal, $vec:ty, $set1:ident, $fma:ident, $add:ident, $store:ident, $lanes:literal) => {
+            ($name:ident, $features:literal, $vec:ty, $set1:ident, $fma:ident, $add:ident, $store:ident, $lanes:literal, $chains:literal) => {
                 #[target_feature(enable = $features)]
                 fn $name(iters: usize) -> f32 {
                     let (a, b) = ($set1(1.000_000_1), $set1(0.999_999_9));
-                    let mut acc: [$vec; CHAINS] = [$set1(0.0); CHAINS];
+                    let mut acc: [$vec; $chains] = [$set1(0.0); $chains];
                     for _ in 0..iters {
                         for x in acc.iter_mut() {
                             *x = $fma(a, *x, b);
@@ -549,7 +552,8 @@ fn fma_peak(threads: usize) -> Option<(f64, u32)> {
             _mm512_fmadd_ps,
             _mm512_add_ps,
             _mm512_storeu_ps,
-            16
+            16,
+            24
         );
         chains!(
             chains256,
@@ -559,17 +563,19 @@ fn fma_peak(threads: usize) -> Option<(f64, u32)> {
             _mm256_fmadd_ps,
             _mm256_add_ps,
             _mm256_storeu_ps,
-            8
+            8,
+            12
         );
-        let (run, lanes): (fn(usize) -> f32, usize) = if is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F.
-            (|iters| unsafe { chains512(iters) }, 16)
-        } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has AVX2 and FMA.
-            (|iters| unsafe { chains256(iters) }, 8)
-        } else {
-            return None;
-        };
+        let (run, lanes, chains): (fn(usize) -> f32, usize, usize) =
+            if is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F.
+                (|iters| unsafe { chains512(iters) }, 16, 24)
+            } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU has AVX2 and FMA.
+                (|iters| unsafe { chains256(iters) }, 8, 12)
+            } else {
+                return None;
+            };
         let iters = 4_000_000;
         let mut best = 0.0f64;
         for _ in 0..5 {
@@ -579,7 +585,7 @@ fn fma_peak(threads: usize) -> Option<(f64, u32)> {
                     s.spawn(|| std::hint::black_box(run(std::hint::black_box(iters))));
                 }
             });
-            let flop = (threads * iters * CHAINS * lanes * 2) as f64;
+            let flop = (threads * iters * chains * lanes * 2) as f64;
             best = best.max(flop / start.elapsed().as_secs_f64() / 1e9);
         }
         Some((best, 32 * lanes as u32))
