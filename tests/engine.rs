@@ -726,7 +726,7 @@ proptest! {
 
     /// `f32` products of integer-valued operands (every partial sum exact)
     /// over shapes that cross each path's threshold: the small kernel,
-    /// matrixmultiply, the unpacked AVX-512 kernel with the right operand
+    /// matrixmultiply, the unpacked AVX-512 (or AVX2) kernel with the right operand
     /// by rows or copied from columns, the packed one for a transposed left
     /// operand more than 128 rows by 128 columns, split over the threads by
     /// rows or by columns, on one to three threads; each element is the

@@ -93,7 +93,7 @@ pub(crate) mod sealed {
         );
 
         /// Whether [`gemm_gathered`](Kernels::gemm_gathered) runs here
-        /// (`f32` on AVX-512 CPUs).
+        /// (`f32` on CPUs with AVX-512, or AVX2 and FMA).
         fn can_gather() -> bool {
             false
         }
@@ -191,68 +191,22 @@ impl sealed::Kernels for f32 {
         rsc: isize,
         csc: isize,
     ) {
-        // `c = a b` with contiguous rows of `c` on AVX-512, each path with
-        // the same bits as matrixmultiply (docs/benchmarks.md, "GEMM
-        // libraries")
+        // `c = a b` with contiguous rows of `c` on AVX-512 or AVX2, each
+        // path with the same bits as matrixmultiply (docs/benchmarks.md,
+        // "GEMM libraries")
         #[cfg(target_arch = "x86_64")]
         if alpha == 1.0
             && beta == 0.0
             && csc == 1
             && m.min(k).min(n) > 0
-            && super::gemm512::available()
+            && let Some(kernels) = super::simd_gemm::available()
         {
-            // Both tall and wide, with the rows of `a` and `b` contiguous (a
-            // layer's forward product at a batch above 128): `b` packed a
-            // block of columns at a time, each tile of `c` written once (a
-            // transposed `a` in this order, unpacked, ran 2-3 times slower)
-            if m > 128 && n > 128 && csa == 1 && csb == 1 && k <= super::gemm512::BLOCKED_MAX_K {
-                // SAFETY: the caller's contract below with `a`'s and `b`'s
-                // rows contiguous and `k` in range; the CPU has AVX-512F.
-                return unsafe {
-                    super::gemm512::sgemm_blocked((m, k, n), (a, rsa), (b, rsb), (c, rsc))
-                };
-            }
-            // Both tall and wide with `a` transposed or strided (the weight
-            // gradient `xᵀ g`): both operands packed into panels, so that a
-            // strip of `b` stays in the L1 cache down a block of rows (the
-            // layer's forward product, whose `a` has contiguous rows, ran
-            // no faster this way: docs/benchmarks.md, "GEMM libraries")
-            if m > 128 && n > 128 && csa != 1 && csb == 1 {
-                // SAFETY: the caller's contract below with `b`'s rows
-                // contiguous; the CPU has AVX-512F.
-                return unsafe {
-                    super::gemm512::sgemm_packed((m, k, n), (a, rsa, csa), (b, rsb), (c, rsc))
-                };
-            }
-            // Narrow or short: the paths that read the operands unpacked:
-            // sixteen rows a vector for a result of at most 16 columns whose
-            // `a` has contiguous columns (`xᵀ g` of a narrow layer); else row
-            // tiles, for a `b` with contiguous rows, or with contiguous
-            // columns and small (`g W^T`), whose rows are copied out first
-            // (which costs less than matrixmultiply's packing of both
-            // operands)
-            if n <= super::gemm512::NARROW_MAX && rsa == 1 && m >= 16 {
-                // SAFETY: as below, with `a`'s columns contiguous and n <= 16.
-                return unsafe {
-                    super::gemm512::sgemm_narrow((m, k, n), (a, csa), (b, rsb, csb), (c, rsc))
-                };
-            }
-            if n <= 128 || m <= 128 {
-                if csb == 1 {
-                    // SAFETY: the caller's contract below, and the CPU has AVX-512F.
-                    return unsafe { super::gemm512::sgemm(m, k, n, a, rsa, csa, b, rsb, c, rsc) };
-                }
-                if rsb == 1 && k * n <= super::gemm512::TRANSPOSE_MAX {
-                    // SAFETY: as above, with `b`'s columns contiguous.
-                    return unsafe {
-                        super::gemm512::sgemm_b_transposed(
-                            (m, k, n),
-                            (a, rsa, csa),
-                            (b, csb),
-                            (c, rsc),
-                        )
-                    };
-                }
+            let (shape, c) = ((m, k, n), (c, rsc));
+            // SAFETY: the caller's contract below, with `c`'s rows
+            // contiguous; `available` checked the CPU.
+            if unsafe { super::simd_gemm::product(kernels, shape, (a, rsa, csa), (b, rsb, csb), c) }
+            {
+                return;
             }
         }
         // SAFETY: the caller upholds `gemm`'s contract, which is
@@ -264,30 +218,23 @@ impl sealed::Kernels for f32 {
     }
     fn can_gather() -> bool {
         #[cfg(target_arch = "x86_64")]
-        return super::gemm512::available();
+        return super::simd_gemm::available().is_some();
         #[cfg(not(target_arch = "x86_64"))]
         false
     }
     #[cfg(target_arch = "x86_64")]
     unsafe fn gemm_gathered(
         a: *const f32,
-        (rows, cols): (&[isize], &[isize]),
+        offsets: (&[isize], &[isize]),
         b: *const f32,
         n: usize,
         c: *mut f32,
     ) {
-        use super::gemm512::{Offsets, sgemm_at};
-        let (m, k) = (rows.len(), cols.len());
-        // SAFETY: the caller's contract; `can_gather` held, so the CPU has
-        // AVX-512F.
-        unsafe {
-            sgemm_at(
-                (m, k, n),
-                (a, Offsets(rows), Offsets(cols)),
-                (b, n as isize),
-                (c, n as isize),
-            )
-        };
+        let kernels =
+            super::simd_gemm::available().expect("can_gather held: the CPU has AVX2 and FMA");
+        // SAFETY: the caller's contract; `can_gather` held, so `available`
+        // names the CPU's instruction set.
+        unsafe { super::simd_gemm::gathered(kernels, a, offsets, b, n, c) };
     }
 }
 

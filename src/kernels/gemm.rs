@@ -191,7 +191,7 @@ impl<F> OutPtr<F> {
 }
 
 /// Whether [`gemm_gathered`] computes an `m x k x n` product of `F` here:
-/// `f32` on AVX-512 CPUs, and a product larger than those [`gemm_uninit`]
+/// `f32` on CPUs with AVX-512, or AVX2 and FMA, and a product larger than those [`gemm_uninit`]
 /// sums in its small kernel (whose order of summation differs).
 pub(crate) fn gathers<F: Element>(m: usize, k: usize, n: usize) -> bool {
     let large = m

@@ -5,10 +5,10 @@
 pub(crate) mod element;
 pub(crate) mod fastmath;
 pub(crate) mod gemm;
-#[cfg(target_arch = "x86_64")]
-pub(crate) mod gemm512;
 pub(crate) mod parallel;
 pub(crate) mod random;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod simd_gemm;
 pub(crate) mod special;
 
 pub use element::Element;

@@ -139,14 +139,14 @@ pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
 /// The closure is inlined here and compiled with the extra features.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
 /// The closure is inlined here and compiled with the extra features.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn with_avx2_fma<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) unsafe fn with_avx2_fma<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 

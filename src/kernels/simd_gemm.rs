@@ -1,13 +1,13 @@
-//! An AVX-512 `f32` product for the common case in which the right operand's
-//! rows are contiguous: it reads both operands where they lie, instead of
-//! copying them into packed panels first.
+//! `f32` products on the CPU's vector unit, for the common case in which the
+//! right operand's rows are contiguous: AVX-512 (16 lanes) and AVX2 with FMA
+//! (8 lanes), from one generic body per kernel ([`Isa`]).
 //!
 //! matrixmultiply packs every operand before its kernel runs. For the tall
 //! products of a convolution (`32768 x 75` im2col rows times a `75 x 64`
 //! kernel) packing the left operand costs about as much memory traffic as
 //! the product itself, and the whole product is one pass over that operand.
-//! Here a tile of [`MR`] rows and up to [`NR`] columns keeps its sums in
-//! registers, broadcasts the left operand's elements from wherever its
+//! Here a tile of [`MR`] rows and up to [`Isa::NR`] columns keeps its sums
+//! in registers, broadcasts the left operand's elements from wherever its
 //! strides put them, and loads the right operand's row segments directly.
 //! The left operand may also be laid out by tables of row and column
 //! offsets ([`sgemm_at`]): a convolution reads its patch matrix from the
@@ -27,20 +27,28 @@
 //! Every element of the result is computed exactly as matrixmultiply's
 //! kernels compute it on a CPU with FMA: a fused multiply-add chain over `k`
 //! in order, restarted every [`KC`] steps, each block's sum added to the
-//! element once. So this path and matrixmultiply's give the same bits
-//! (`gives_matrixmultiplys_bits`), and a result does not depend on which of
-//! them ran, on the tile an element falls in, or on how the product was
-//! split over threads.
+//! element once. So these paths and matrixmultiply's give the same bits
+//! (`gives_matrixmultiplys_bits`, on each instruction set the CPU has), and
+//! a result does not depend on which of them ran, on the tile an element
+//! falls in, on the vector width, or on how the product was split over
+//! threads.
+//!
+//! The kernels are `#[inline(always)]` and generic over the instruction
+//! set: they run inside [`Isa::enter`], into which they are inlined and
+//! compiled with its features (by an `#[inline(always)]` closure: a plain
+//! one of this size is compiled on its own, without them, and calls each
+//! intrinsic as a function, 50–70 times slower). The entry point for a
+//! whole product is [`product`].
 
 use std::arch::x86_64::*;
+
+use super::parallel::{Tier, tier, with_avx2_fma, with_avx512};
 
 /// matrixmultiply's `f32` k block (`S_KC`): its kernels restart their sums
 /// every this many steps of `k` and add each block's sum to `c`.
 const KC: usize = 256;
 /// Rows of a tile.
 const MR: usize = 6;
-/// Columns of a tile: four 16-lane vectors (24 sums in registers).
-const NR: usize = 64;
 /// How many rows of the right operand ahead a tile asks the cache for: a
 /// block of [`KC`] rows of a 64-column strip (64 KiB) does not fit the L1
 /// cache, so every tile streams it from L2 (or, the first time, from L3 or
@@ -57,11 +65,283 @@ const PREFETCH_ROWS: isize = 4;
 /// alternations.
 const PREFETCH_MIN_STEPS: usize = 128;
 
-/// Whether this path runs: the CPU has AVX-512 and `BAYESGRAD_SIMD` does
-/// not cap the instruction set below it.
+/// An instruction set the kernels are compiled for: its vector of `f32`
+/// lanes, the operations the kernels use on it, and the shapes of its
+/// tiles, which fill its registers with sums (24 of AVX-512's 32, 12 of
+/// AVX2's 16) and leave room for the right operand's vectors and the
+/// broadcast element.
+///
+/// # Safety
+/// Every method but [`Isa::enter`] may only run inside [`Isa::enter`] (they
+/// are `#[inline(always)]`, and compiled with the features of the function
+/// they are inlined into).
+pub(crate) trait Isa: Copy {
+    /// A vector of [`Isa::LANES`] `f32`.
+    type V: Copy;
+    /// Which lanes of a vector a masked load or store touches.
+    type Mask: Copy;
+    /// `f32` lanes in a vector.
+    const LANES: usize;
+    /// Vectors of columns in a tile of [`MR`] rows.
+    const VECTORS: usize;
+    /// Columns of a tile of [`MR`] rows.
+    const NR: usize = Self::LANES * Self::VECTORS;
+    /// Rows of a tile of [`sgemm_packed`], by two vectors of columns.
+    const PACKED_MR: usize;
+    /// Columns of a tile of [`sgemm_packed`]: two vectors.
+    const PACKED_NR: usize = 2 * Self::LANES;
+    /// The widest result [`sgemm_narrow`] computes: one accumulator per
+    /// column, beside the left operand's vector and the broadcast element.
+    const NARROW_MAX: usize;
+    /// Whether these kernels take every product [`route`] has a path for,
+    /// or only the narrow ones (at most 128 columns) whose operands have
+    /// contiguous rows, and the narrow kernel's: see [`Avx2`].
+    const WIDE: bool;
+
+    /// Runs `f` compiled with this instruction set's features.
+    ///
+    /// # Safety
+    /// The CPU has them.
+    unsafe fn enter<R>(f: impl FnOnce() -> R) -> R;
+    /// The first `lanes` lanes (1 to [`Isa::LANES`]).
+    fn mask(lanes: usize) -> Self::Mask;
+    /// All lanes zero.
+    unsafe fn zero() -> Self::V;
+    /// Every lane `x`.
+    unsafe fn splat(x: f32) -> Self::V;
+    /// The vector at `p`.
+    unsafe fn load(p: *const f32) -> Self::V;
+    /// The lanes in `mask` from `p` (the others zero and not read).
+    unsafe fn load_masked(mask: Self::Mask, p: *const f32) -> Self::V;
+    /// Writes `v` at `p`.
+    unsafe fn store(p: *mut f32, v: Self::V);
+    /// Writes the lanes of `v` in `mask` at `p` (the others not written).
+    unsafe fn store_masked(p: *mut f32, mask: Self::Mask, v: Self::V);
+    /// `a b + c`, rounded once.
+    unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// `a + b`.
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+    /// Runs a tile of `rows` (1 to [`MR`]) rows and `vectors` (1 to
+    /// [`Isa::VECTORS`]) vectors: one instance of [`Tile::run`] per shape.
+    ///
+    /// # Safety
+    /// As for [`Tile::run`].
+    unsafe fn tile<R: Axis, C: Axis>(t: &Tile<Self, R, C>, rows: usize, vectors: usize);
+    /// Runs a tile of [`sgemm_packed`] of `vectors` (1 or 2) vectors.
+    ///
+    /// # Safety
+    /// As for [`PackedTile::run`].
+    unsafe fn packed_tile(t: &PackedTile<Self>, vectors: usize);
+}
+
+/// The methods of [`Isa`] that are one intrinsic each with the same
+/// arguments, for vector type `$v`.
+macro_rules! vector_ops {
+    ($v:ty, $zero:ident, $splat:ident, $load:ident, $store:ident, $fmadd:ident, $add:ident) => {
+        #[inline(always)]
+        unsafe fn zero() -> $v {
+            // SAFETY: inside `enter` (the trait's contract).
+            unsafe { $zero() }
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> $v {
+            // SAFETY: as for `zero`.
+            unsafe { $splat(x) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> $v {
+            // SAFETY: as for `zero`, and the caller's contract for `p`.
+            unsafe { $load(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: $v) {
+            // SAFETY: as for `load`.
+            unsafe { $store(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: $v, b: $v, c: $v) -> $v {
+            // SAFETY: as for `zero`.
+            unsafe { $fmadd(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn add(a: $v, b: $v) -> $v {
+            // SAFETY: as for `zero`.
+            unsafe { $add(a, b) }
+        }
+    };
+}
+
+/// AVX-512F: 16 lanes, tiles of 6 × 64 and (packed) 12 × 32.
+#[derive(Clone, Copy)]
+pub(crate) struct Avx512;
+
+impl Isa for Avx512 {
+    type V = __m512;
+    type Mask = __mmask16;
+    const LANES: usize = 16;
+    const VECTORS: usize = 4;
+    const PACKED_MR: usize = 12;
+    const NARROW_MAX: usize = 16;
+    const WIDE: bool = true;
+
+    #[inline(always)]
+    unsafe fn enter<R>(f: impl FnOnce() -> R) -> R {
+        // SAFETY: the caller's contract.
+        unsafe { with_avx512(f) }
+    }
+    #[inline(always)]
+    fn mask(lanes: usize) -> __mmask16 {
+        (u32::MAX >> (32 - lanes)) as __mmask16
+    }
+    vector_ops!(
+        __m512,
+        _mm512_setzero_ps,
+        _mm512_set1_ps,
+        _mm512_loadu_ps,
+        _mm512_storeu_ps,
+        _mm512_fmadd_ps,
+        _mm512_add_ps
+    );
+    #[inline(always)]
+    unsafe fn load_masked(mask: __mmask16, p: *const f32) -> __m512 {
+        // SAFETY: inside `enter` (the trait's contract), and the caller's
+        // contract for the lanes of `p` in `mask`.
+        unsafe { _mm512_maskz_loadu_ps(mask, p) }
+    }
+    #[inline(always)]
+    unsafe fn store_masked(p: *mut f32, mask: __mmask16, v: __m512) {
+        // SAFETY: inside `enter` (the trait's contract), and the caller's
+        // contract for the lanes of `p` in `mask`.
+        unsafe { _mm512_mask_storeu_ps(p, mask, v) }
+    }
+    #[inline(always)]
+    unsafe fn tile<R: Axis, C: Axis>(t: &Tile<Self, R, C>, rows: usize, vectors: usize) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            match (rows, vectors) {
+                (6, 4) => t.run::<6, 4>(),
+                (6, 3) => t.run::<6, 3>(),
+                (6, 2) => t.run::<6, 2>(),
+                (6, 1) => t.run::<6, 1>(),
+                (r, 4) => t.run_rows::<4>(r),
+                (r, 3) => t.run_rows::<3>(r),
+                (r, 2) => t.run_rows::<2>(r),
+                (r, _) => t.run_rows::<1>(r),
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn packed_tile(t: &PackedTile<Self>, vectors: usize) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            match vectors {
+                2 => t.run::<12, 2>(),
+                _ => t.run::<12, 1>(),
+            }
+        }
+    }
+}
+
+/// AVX2 with FMA: 8 lanes, tiles of 6 × 16 and (packed) 6 × 16.
+#[derive(Clone, Copy)]
+pub(crate) struct Avx2;
+
+impl Isa for Avx2 {
+    type V = __m256;
+    type Mask = __m256i;
+    const LANES: usize = 8;
+    const VECTORS: usize = 2;
+    const PACKED_MR: usize = 6;
+    const NARROW_MAX: usize = 12;
+    /// On AMD EPYC (AVX2 + FMA), matrixmultiply's packed 8 × 8 kernel
+    /// runs the wide products as fast as these tiles do alone (`bench --
+    /// gemm --threads 1`: `mlp x W1` and `xᵀ g` at 77–87 GFLOP/s on either),
+    /// and faster in a step (`bench -- mlp`: the build routing them here
+    /// was 6–27% slower in five pairs of six), and the products with a
+    /// transposed operand no slower (the `conv` kernel's gradient at 58
+    /// GFLOP/s against the tiles' 49–53). The narrow products run about
+    /// twice as fast here (`h W2`, `128 x 512 x 10`: 58 against 26–32;
+    /// `hᵀ g`: 68 against 30–33; the `conv` layer's dense product 54
+    /// against 30), and the convolution's patch product 1.4 times (82
+    /// against 58–60).
+    const WIDE: bool = false;
+
+    #[inline(always)]
+    unsafe fn enter<R>(f: impl FnOnce() -> R) -> R {
+        // SAFETY: the caller's contract.
+        unsafe { with_avx2_fma(f) }
+    }
+    #[inline(always)]
+    fn mask(lanes: usize) -> __m256i {
+        // SAFETY: AVX, which every caller inside `enter` has.
+        unsafe {
+            _mm256_cmpgt_epi32(
+                _mm256_set1_epi32(lanes as i32),
+                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            )
+        }
+    }
+    vector_ops!(
+        __m256,
+        _mm256_setzero_ps,
+        _mm256_set1_ps,
+        _mm256_loadu_ps,
+        _mm256_storeu_ps,
+        _mm256_fmadd_ps,
+        _mm256_add_ps
+    );
+    #[inline(always)]
+    unsafe fn load_masked(mask: __m256i, p: *const f32) -> __m256 {
+        // SAFETY: inside `enter` (the trait's contract), and the caller's
+        // contract for the lanes of `p` in `mask`.
+        unsafe { _mm256_maskload_ps(p, mask) }
+    }
+    #[inline(always)]
+    unsafe fn store_masked(p: *mut f32, mask: __m256i, v: __m256) {
+        // SAFETY: inside `enter` (the trait's contract), and the caller's
+        // contract for the lanes of `p` in `mask`.
+        unsafe { _mm256_maskstore_ps(p, mask, v) }
+    }
+    #[inline(always)]
+    unsafe fn tile<R: Axis, C: Axis>(t: &Tile<Self, R, C>, rows: usize, vectors: usize) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            match (rows, vectors) {
+                (6, 2) => t.run::<6, 2>(),
+                (6, 1) => t.run::<6, 1>(),
+                (r, 2) => t.run_rows::<2>(r),
+                (r, _) => t.run_rows::<1>(r),
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn packed_tile(t: &PackedTile<Self>, vectors: usize) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            match vectors {
+                2 => t.run::<6, 2>(),
+                _ => t.run::<6, 1>(),
+            }
+        }
+    }
+}
+
+/// The instruction set the kernels run on: the widest of [`Avx512`] and
+/// [`Avx2`] the CPU has and `BAYESGRAD_SIMD` allows, or none.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Kernels {
+    Avx512,
+    Avx2,
+}
+
+/// The kernels for this CPU, if it has AVX2 and FMA.
 #[inline]
-pub(crate) fn available() -> bool {
-    super::parallel::tier() == super::parallel::Tier::Avx512
+pub(crate) fn available() -> Option<Kernels> {
+    match tier() {
+        Tier::Avx512 => Some(Kernels::Avx512),
+        Tier::Avx2Fma => Some(Kernels::Avx2),
+        Tier::Portable => None,
+    }
 }
 
 /// Where the rows or the columns of the left operand start, in elements
@@ -101,12 +381,12 @@ impl Axis for Offsets<'_> {
 /// writing every element of `c` without reading it first.
 ///
 /// # Safety
-/// The CPU has AVX-512F (as when [`available`]); the pointers and strides describe
-/// valid matrices of those shapes (`m`, `k`, `n` at least 1), and `c` does
-/// not overlap `a` or `b`.
+/// Inside [`Isa::enter`]; the pointers and strides describe valid matrices
+/// of those shapes (`m`, `k`, `n` at least 1), and `c` does not overlap `a`
+/// or `b`.
 #[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn sgemm(
+#[inline(always)]
+pub(crate) unsafe fn sgemm<S: Isa>(
     m: usize,
     k: usize,
     n: usize,
@@ -119,7 +399,7 @@ pub(crate) unsafe fn sgemm(
     rsc: isize,
 ) {
     // SAFETY: the caller's contract
-    unsafe { sgemm_at((m, k, n), (a, Stride(rsa), Stride(csa)), (b, rsb), (c, rsc)) }
+    unsafe { sgemm_at::<S, _, _>((m, k, n), (a, Stride(rsa), Stride(csa)), (b, rsb), (c, rsc)) }
 }
 
 /// The largest right operand (in elements) that [`sgemm_b_transposed`]
@@ -136,8 +416,8 @@ pub(crate) const TRANSPOSE_MAX: usize = 1 << 14;
 ///
 /// # Safety
 /// As for [`sgemm`], with `b` describing a valid `k x n` matrix that way.
-#[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn sgemm_b_transposed(
+#[inline(always)]
+pub(crate) unsafe fn sgemm_b_transposed<S: Isa>(
     (m, k, n): (usize, usize, usize),
     (a, rsa, csa): (*const f32, isize, isize),
     (b, csb): (*const f32, isize),
@@ -156,7 +436,7 @@ pub(crate) unsafe fn sgemm_b_transposed(
     // contract, with `rows` a contiguous k x n matrix.
     unsafe {
         rows.set_len(k * n);
-        sgemm(m, k, n, a, rsa, csa, rows.as_ptr(), n as isize, c, rsc)
+        sgemm::<S>(m, k, n, a, rsa, csa, rows.as_ptr(), n as isize, c, rsc)
     }
 }
 
@@ -167,8 +447,8 @@ pub(crate) unsafe fn sgemm_b_transposed(
 /// # Safety
 /// As for [`sgemm`]: every `a + rows.at(i) + cols.at(p)` for `i < m`,
 /// `p < k` is a valid element.
-#[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn sgemm_at<R: Axis, C: Axis>(
+#[inline(always)]
+pub(crate) unsafe fn sgemm_at<S: Isa, R: Axis, C: Axis>(
     (m, k, n): (usize, usize, usize),
     (a, rows, cols): (*const f32, R, C),
     (b, rsb): (*const f32, isize),
@@ -181,10 +461,10 @@ pub(crate) unsafe fn sgemm_at<R: Axis, C: Axis>(
         let kc = (k - p0).min(KC);
         let mut j = 0;
         while j < n {
-            let cols_left = (n - j).min(NR);
-            let vectors = cols_left.div_ceil(16);
+            let cols_left = (n - j).min(S::NR);
+            let vectors = cols_left.div_ceil(S::LANES);
             // the lanes of the last vector that hold columns of `c`
-            let last = (u32::MAX >> (32 - (cols_left - 16 * (vectors - 1)))) as __mmask16;
+            let last = S::mask(cols_left - S::LANES * (vectors - 1));
             let mut i = 0;
             while i < m {
                 let tile_rows = (m - i).min(MR);
@@ -207,26 +487,26 @@ pub(crate) unsafe fn sgemm_at<R: Axis, C: Axis>(
                     }
                 };
                 // SAFETY: the tile's rows, columns and `kc` steps lie inside
-                // the operands, and the CPU has AVX-512F (the caller's
-                // contract).
-                unsafe { t.run_shape(tile_rows, vectors) }
+                // the operands, inside `S::enter` (the caller's contract).
+                unsafe { S::tile(&t, tile_rows, vectors) }
                 i += MR;
             }
-            j += NR;
+            j += S::NR;
         }
         p0 += kc;
     }
 }
 
 /// The size of the block of `b` that [`sgemm_blocked`] packs at a time:
-/// `k` rows and as many strips of [`NR`] columns as fit in these bytes
+/// `k` rows and as many strips of [`Isa::NR`] columns as fit in these bytes
 /// (512 KiB, a quarter of the L2 cache of the Intel Xeon measured; 1 MiB
 /// did as well, 1.5 MiB 5–27% less).
 const BLOCK_BYTES: usize = 1 << 19;
 
-/// The longest `k` [`sgemm_blocked`] takes: one strip of `k x NR` fills
-/// [`BLOCK_BYTES`], so a thread's packing buffer is never larger.
-pub(crate) const BLOCKED_MAX_K: usize = BLOCK_BYTES / (4 * NR);
+/// The longest `k` [`sgemm_blocked`] takes: one strip of `k x 64` (the
+/// widest [`Isa::NR`]) fills [`BLOCK_BYTES`], so a thread's packing buffer
+/// is never larger.
+pub(crate) const BLOCKED_MAX_K: usize = BLOCK_BYTES / (4 * 64);
 
 /// [`sgemm`] for products both tall and wide (`a` with contiguous rows,
 /// `b` with contiguous rows and `k` at most [`BLOCKED_MAX_K`]), where
@@ -249,15 +529,15 @@ pub(crate) const BLOCKED_MAX_K: usize = BLOCK_BYTES / (4 * NR);
 /// # Safety
 /// As for [`sgemm`], with `k` at most [`BLOCKED_MAX_K`] (a longer `k`
 /// gives the same result from a larger buffer).
-#[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn sgemm_blocked(
+#[inline(always)]
+pub(crate) unsafe fn sgemm_blocked<S: Isa>(
     (m, k, n): (usize, usize, usize),
     (a, rsa): (*const f32, isize),
     (b, rsb): (*const f32, isize),
     (c, rsc): (*mut f32, isize),
 ) {
-    let block_cols = (BLOCK_BYTES / (4 * k)).max(NR) / NR * NR;
-    let block_len = block_cols.min(n).next_multiple_of(NR) * k;
+    let block_cols = (BLOCK_BYTES / (4 * k)).max(S::NR) / S::NR * S::NR;
+    let block_len = block_cols.min(n).next_multiple_of(S::NR) * k;
     let mut packed = PACKED_STRIPS.take();
     if packed.len() < block_len {
         // (zeroed once, as it grows: a value left by an earlier product
@@ -268,27 +548,27 @@ pub(crate) unsafe fn sgemm_blocked(
     while j0 < n {
         let j_end = (j0 + block_cols).min(n);
         // SAFETY: rows 0..k and columns j0..j_end <= n of `b`.
-        unsafe { pack_strips::<NR>((b, rsb), 0..k, j0..j_end, &mut packed[..block_len]) };
+        unsafe { pack_strips((b, rsb), 0..k, (j0..j_end, S::NR), &mut packed[..block_len]) };
         let mut i = 0;
         while i < m {
             let tile_rows = (m - i).min(MR);
             let mut j = j0;
             while j < j_end {
-                let cols_left = (j_end - j).min(NR);
-                let vectors = cols_left.div_ceil(16);
-                let last = (u32::MAX >> (32 - (cols_left - 16 * (vectors - 1)))) as __mmask16;
+                let cols_left = (j_end - j).min(S::NR);
+                let vectors = cols_left.div_ceil(S::LANES);
+                let last = S::mask(cols_left - S::LANES * (vectors - 1));
                 let strip = &packed[(j - j0) * k..];
                 let mut p0 = 0;
                 while p0 < k {
                     let kc = (k - p0).min(KC);
-                    let t = Tile {
+                    let t = Tile::<S, _, _> {
                         k: kc,
                         a,
                         rows: Stride(rsa),
                         cols: Stride(1),
                         at: (i, p0),
-                        b: strip[p0 * NR..].as_ptr(),
-                        rsb: NR as isize,
+                        b: strip[p0 * S::NR..].as_ptr(),
+                        rsb: S::NR as isize,
                         // SAFETY: row i < m, column j < n of `c`.
                         c: unsafe { c.offset(i as isize * rsc).add(j) },
                         rsc,
@@ -299,12 +579,12 @@ pub(crate) unsafe fn sgemm_blocked(
                     // SAFETY: the tile's rows of `a` (steps p0..p0 + kc),
                     // `kc` rows of its strip (the columns its vectors and
                     // mask cover, packed above) and its rows and columns of
-                    // `c` are valid, and the CPU has AVX-512F (the caller's
+                    // `c` are valid, inside `S::enter` (the caller's
                     // contract).
-                    unsafe { t.run_shape(tile_rows, vectors) }
+                    unsafe { S::tile(&t, tile_rows, vectors) }
                     p0 += kc;
                 }
-                j += NR;
+                j += S::NR;
             }
             i += MR;
         }
@@ -314,23 +594,24 @@ pub(crate) unsafe fn sgemm_blocked(
 }
 
 /// Copies `rows` of `b` (element `(p, j)` at `b + p rsb + j`), columns
-/// `cols`, into strips of `W` columns in `out`: strip `s` holds columns
-/// `cols.start + s W ..` of each row, row `p` of it at `p W`; the columns
+/// `cols`, into strips of `w` columns in `out`: strip `s` holds columns
+/// `cols.start + s w ..` of each row, row `p` of it at `p w`; the columns
 /// of the last strip past `cols.end` are zeros. Strips that `out` has no
 /// room for are not written.
 ///
 /// # Safety
 /// Every element of those rows and columns of `b` is valid.
-unsafe fn pack_strips<const W: usize>(
+#[inline(always)]
+unsafe fn pack_strips(
     (b, rsb): (*const f32, isize),
     rows: std::ops::Range<usize>,
-    cols: std::ops::Range<usize>,
+    (cols, w): (std::ops::Range<usize>, usize),
     out: &mut [f32],
 ) {
-    let strips = out.chunks_exact_mut(W * rows.len());
-    for (j, strip) in cols.clone().step_by(W).zip(strips) {
-        let width = (cols.end - j).min(W);
-        for (p, row) in rows.clone().zip(strip.chunks_exact_mut(W)) {
+    let strips = out.chunks_exact_mut(w * rows.len());
+    for (j, strip) in cols.clone().step_by(w).zip(strips) {
+        let width = (cols.end - j).min(w);
+        for (p, row) in rows.clone().zip(strip.chunks_exact_mut(w)) {
             // SAFETY: row p and columns j..j + width of `b` (the caller's
             // contract).
             let from =
@@ -341,27 +622,23 @@ unsafe fn pack_strips<const W: usize>(
     }
 }
 
-/// Rows of a tile of [`sgemm_packed`]: twelve rows by [`PACKED_NR`]
-/// columns keep 24 sums in registers, as the [`MR`] × [`NR`] tiles do.
-const PACKED_MR: usize = 12;
-/// Columns of a tile of [`sgemm_packed`]: two 16-lane vectors, so that a
-/// strip of `b` over a whole block of [`KC`] steps (32 KiB) stays in the L1
-/// cache while the tiles of rows run down it.
-const PACKED_NR: usize = 32;
-/// Rows of `a` that [`sgemm_packed`] packs at a time: 22 panels of
-/// [`PACKED_MR`] rows over [`KC`] steps, 264 KiB, which the L2 cache holds
-/// beside the block of `b`.
-const PACKED_MC: usize = 22 * PACKED_MR;
-/// Columns of `b` that [`sgemm_packed`] packs at a time: 16 strips over
-/// [`KC`] steps, 512 KiB.
-const PACKED_NC: usize = 16 * PACKED_NR;
+/// Rows of `a` that [`sgemm_packed`] packs at a time: 22 panels of 12
+/// rows (AVX-512's [`Isa::PACKED_MR`]; 44 of AVX2's 6) over [`KC`] steps,
+/// 264 KiB, which the L2 cache holds beside the block of `b`. A tile's
+/// strip of `b` ([`Isa::PACKED_NR`] columns: two vectors) over a whole
+/// block of steps (32 KiB under AVX-512) stays in the L1 cache while the
+/// tiles of rows run down it.
+const PACKED_MC: usize = 264;
+/// Columns of `b` that [`sgemm_packed`] packs at a time: 16 strips of
+/// AVX-512's 32 columns (32 of AVX2's 16) over [`KC`] steps, 512 KiB.
+const PACKED_NC: usize = 512;
 // (its strips share `sgemm_blocked`'s buffer, which is at most BLOCK_BYTES)
 const _: () = assert!(PACKED_NC * KC * 4 <= BLOCK_BYTES);
 
 /// `c = a b` with both operands copied into contiguous panels first: `a`
 /// (any strides; the weight gradient `xᵀ g` has it transposed) in panels of
-/// [`PACKED_MR`] rows by a block of [`KC`] steps, `b` (contiguous rows) in
-/// strips of [`PACKED_NR`] columns by the same steps, zero-padded. For each
+/// [`Isa::PACKED_MR`] rows by a block of [`KC`] steps, `b` (contiguous rows) in
+/// strips of [`Isa::PACKED_NR`] columns by the same steps, zero-padded. For each
 /// `k` block, each strip of `b` is read from the L1 cache by every panel
 /// of a block of [`PACKED_MC`] rows, which the L2 cache holds. A tile's
 /// sums are the same chains as [`sgemm_at`]'s (from zero over the block's
@@ -369,19 +646,19 @@ const _: () = assert!(PACKED_NC * KC * 4 <= BLOCK_BYTES);
 /// block), so the bits are matrixmultiply's.
 ///
 /// # Safety
-/// As for [`sgemm`]: the CPU has AVX-512F; `a` (element `(i, p)` at
+/// As for [`sgemm`]: inside [`Isa::enter`]; `a` (element `(i, p)` at
 /// `a + i rsa + p csa`), `b` (element `(p, j)` at `b + p rsb + j`) and `c`
 /// (element `(i, j)` at `c + i rsc + j`) describe valid matrices of those
 /// shapes (`m`, `k`, `n` at least 1), and `c` overlaps neither.
-#[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn sgemm_packed(
+#[inline(always)]
+pub(crate) unsafe fn sgemm_packed<S: Isa>(
     (m, k, n): (usize, usize, usize),
     (a, rsa, csa): (*const f32, isize, isize),
     (b, rsb): (*const f32, isize),
     (c, rsc): (*mut f32, isize),
 ) {
-    let nc_max = n.min(PACKED_NC).next_multiple_of(PACKED_NR);
-    let mc_max = m.min(PACKED_MC).next_multiple_of(PACKED_MR);
+    let nc_max = n.min(PACKED_NC).next_multiple_of(S::PACKED_NR);
+    let mc_max = m.min(PACKED_MC).next_multiple_of(S::PACKED_MR);
     let (mut b_pack, mut a_pack) = (PACKED_STRIPS.take(), PACKED_PANELS.take());
     // (grown zeroed; a value left by an earlier product is overwritten
     // before it is read: the packing below writes the padding too)
@@ -393,27 +670,28 @@ pub(crate) unsafe fn sgemm_packed(
     let mut j0 = 0;
     while j0 < n {
         let nc = (n - j0).min(PACKED_NC);
-        let strips = nc.div_ceil(PACKED_NR);
+        let strips = nc.div_ceil(S::PACKED_NR);
         // the k blocks outside the blocks of rows: each block of `b` is
         // packed once
         let mut p0 = 0;
         while p0 < k {
             let kc = (k - p0).min(KC);
-            let block = &mut b_pack[..strips * PACKED_NR * kc];
+            let block = &mut b_pack[..strips * S::PACKED_NR * kc];
+            let cols = (j0..j0 + nc, S::PACKED_NR);
             // SAFETY: rows p0..p0 + kc <= k and columns j0..j0 + nc <= n of `b`.
-            unsafe { pack_strips::<PACKED_NR>((b, rsb), p0..p0 + kc, j0..j0 + nc, block) };
+            unsafe { pack_strips((b, rsb), p0..p0 + kc, cols, block) };
             let mut i0 = 0;
             while i0 < m {
                 let mc = (m - i0).min(PACKED_MC);
-                let panels = mc.div_ceil(PACKED_MR);
+                let panels = mc.div_ceil(S::PACKED_MR);
                 // panel q: kc steps of PACKED_MR rows, step p at p PACKED_MR
-                for (q, panel) in a_pack[..panels * PACKED_MR * kc]
-                    .chunks_exact_mut(PACKED_MR * kc)
+                for (q, panel) in a_pack[..panels * S::PACKED_MR * kc]
+                    .chunks_exact_mut(S::PACKED_MR * kc)
                     .enumerate()
                 {
-                    let i = i0 + q * PACKED_MR;
-                    let rows = (m - i).min(PACKED_MR);
-                    for (p, step) in panel.chunks_exact_mut(PACKED_MR).enumerate() {
+                    let i = i0 + q * S::PACKED_MR;
+                    let rows = (m - i).min(S::PACKED_MR);
+                    for (p, step) in panel.chunks_exact_mut(S::PACKED_MR).enumerate() {
                         // SAFETY: row i < m, step p0 + p < k of `a`.
                         let start = unsafe { a.offset(i as isize * rsa + (p0 + p) as isize * csa) };
                         if rsa == 1 {
@@ -432,33 +710,28 @@ pub(crate) unsafe fn sgemm_packed(
                     }
                 }
                 for s in 0..strips {
-                    let j = j0 + s * PACKED_NR;
-                    let cols = (j0 + nc - j).min(PACKED_NR);
-                    let vectors = cols.div_ceil(16);
-                    let last = (u32::MAX >> (32 - (cols - 16 * (vectors - 1)))) as __mmask16;
-                    let strip = b_pack[s * PACKED_NR * kc..].as_ptr();
+                    let j = j0 + s * S::PACKED_NR;
+                    let cols = (j0 + nc - j).min(S::PACKED_NR);
+                    let vectors = cols.div_ceil(S::LANES);
+                    let last = S::mask(cols - S::LANES * (vectors - 1));
+                    let strip = b_pack[s * S::PACKED_NR * kc..].as_ptr();
                     for q in 0..panels {
-                        let i = i0 + q * PACKED_MR;
-                        let tile = PackedTile {
+                        let i = i0 + q * S::PACKED_MR;
+                        let tile = PackedTile::<S> {
                             k: kc,
-                            a: a_pack[q * PACKED_MR * kc..].as_ptr(),
+                            a: a_pack[q * S::PACKED_MR * kc..].as_ptr(),
                             b: strip,
                             // SAFETY: row i < m, column j < n of `c`.
                             c: unsafe { c.offset(i as isize * rsc).add(j) },
                             rsc,
-                            rows: (m - i).min(PACKED_MR),
+                            rows: (m - i).min(S::PACKED_MR),
                             last,
                             first: p0 == 0,
                         };
                         // SAFETY: the panel and strip hold kc packed steps,
-                        // the tile's rows and columns of `c` are valid, and
-                        // the CPU has AVX-512F (the caller's contract).
-                        unsafe {
-                            match vectors {
-                                2 => tile.run::<2>(),
-                                _ => tile.run::<1>(),
-                            }
-                        }
+                        // the tile's rows and columns of `c` are valid,
+                        // inside `S::enter` (the caller's contract).
+                        unsafe { S::packed_tile(&tile, vectors) }
                     }
                 }
                 i0 += mc;
@@ -475,43 +748,44 @@ pub(crate) unsafe fn sgemm_packed(
 /// a packed panel of `a`, a packed strip of `b`, and the tile's place in
 /// `c`, of which it writes `rows` rows and the columns of its vectors (the
 /// last masked by `last`).
-struct PackedTile {
+pub(crate) struct PackedTile<S: Isa> {
     k: usize,
     a: *const f32,
     b: *const f32,
     c: *mut f32,
     rsc: isize,
     rows: usize,
-    last: __mmask16,
+    last: S::Mask,
     first: bool,
 }
 
-impl PackedTile {
+impl<S: Isa> PackedTile<S> {
     /// A fused multiply-add chain per element from zero over the block's
     /// steps, stored if this is the first block, else added to `c`.
     ///
     /// # Safety
-    /// AVX-512F; `a` holds `k` steps of [`PACKED_MR`] values, `b` `k` rows
-    /// of [`PACKED_NR`], and `c` the tile's rows and columns.
+    /// Inside [`Isa::enter`], with `ROWS` [`Isa::PACKED_MR`]; `a` holds `k`
+    /// steps of [`Isa::PACKED_MR`] values, `b` `k` rows of
+    /// [`Isa::PACKED_NR`], and `c` the tile's rows and columns.
     #[inline(always)]
-    unsafe fn run<const V: usize>(&self) {
+    unsafe fn run<const ROWS: usize, const V: usize>(&self) {
         // SAFETY: (the whole body) every address is inside the panels or
         // `c` by the caller's contract; masked-off lanes are not written.
         unsafe {
-            let mut acc = [[_mm512_setzero_ps(); V]; PACKED_MR];
+            let mut acc = [[S::zero(); V]; ROWS];
             let (mut a, mut b) = (self.a, self.b);
             for _ in 0..self.k {
-                let bv: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(b.add(16 * v)));
+                let bv: [S::V; V] = std::array::from_fn(|v| S::load(b.add(S::LANES * v)));
                 for (r, sums) in acc.iter_mut().enumerate() {
-                    let av = _mm512_set1_ps(*a.add(r));
+                    let av = S::splat(*a.add(r));
                     for (sum, &bv) in sums.iter_mut().zip(&bv) {
-                        *sum = _mm512_fmadd_ps(av, bv, *sum);
+                        *sum = S::fmadd(av, bv, *sum);
                     }
                 }
-                a = a.add(PACKED_MR);
-                b = b.add(PACKED_NR);
+                a = a.add(ROWS);
+                b = b.add(S::PACKED_NR);
             }
-            write_sums(&acc, self.rows, (self.c, self.rsc), (self.last, self.first));
+            write_sums::<S, ROWS, V>(&acc, self.rows, (self.c, self.rsc), (self.last, self.first));
         }
     }
 }
@@ -532,7 +806,7 @@ thread_local! {
 /// operands start, which lanes of its last vector of columns it writes, and
 /// whether it is the first block (which stores its sums; the others add
 /// theirs to `c`).
-struct Tile<R, C> {
+pub(crate) struct Tile<S: Isa, R, C> {
     k: usize,
     /// The left operand, its rows and columns, and the tile's first row
     /// and step in them.
@@ -544,35 +818,13 @@ struct Tile<R, C> {
     rsb: isize,
     c: *mut f32,
     rsc: isize,
-    last: __mmask16,
+    last: S::Mask,
     first: bool,
     /// Whether to ask for the right operand's rows ahead ([`PREFETCH_ROWS`]).
     prefetch: bool,
 }
 
-impl<R: Axis, C: Axis> Tile<R, C> {
-    /// A tile of `rows` (1 to [`MR`]) rows and `vectors` (1 to 4) vectors
-    /// of columns.
-    ///
-    /// # Safety
-    /// As for [`Tile::run`], with that many rows and vectors.
-    #[inline(always)]
-    unsafe fn run_shape(&self, rows: usize, vectors: usize) {
-        // SAFETY: the caller's contract.
-        unsafe {
-            match (rows, vectors) {
-                (6, 4) => self.run::<6, 4>(),
-                (6, 3) => self.run::<6, 3>(),
-                (6, 2) => self.run::<6, 2>(),
-                (6, 1) => self.run::<6, 1>(),
-                (r, 4) => self.run_rows::<4>(r),
-                (r, 3) => self.run_rows::<3>(r),
-                (r, 2) => self.run_rows::<2>(r),
-                (r, _) => self.run_rows::<1>(r),
-            }
-        }
-    }
-
+impl<S: Isa, R: Axis, C: Axis> Tile<S, R, C> {
     /// A tile of fewer than [`MR`] rows.
     ///
     /// # Safety
@@ -597,17 +849,16 @@ impl<R: Axis, C: Axis> Tile<R, C> {
     /// `c`.
     ///
     /// # Safety
-    /// AVX-512F; rows `0..R` of `a` (the block's `k` columns), rows `0..k`
-    /// of `b` (the columns the vectors and mask cover) and the same rows
-    /// and columns of `c` are valid.
+    /// Inside [`Isa::enter`]; rows `0..R` of `a` (the block's `k` columns),
+    /// rows `0..k` of `b` (the columns the vectors and mask cover) and the
+    /// same rows and columns of `c` are valid.
     #[inline(always)]
     unsafe fn run<const ROWS: usize, const V: usize>(&self) {
-        let mask = |v: usize| if v + 1 == V { self.last } else { 0xffff };
         // SAFETY: (the whole body) every address is inside the operands by
         // the caller's contract; masked-off lanes are neither read nor
         // written.
         unsafe {
-            let mut acc = [[_mm512_setzero_ps(); V]; ROWS];
+            let mut acc = [[S::zero(); V]; ROWS];
             let (i0, p0) = self.at;
             let a_rows: [*const f32; ROWS] =
                 std::array::from_fn(|r| self.a.offset(self.rows.at(i0 + r)));
@@ -618,21 +869,27 @@ impl<R: Axis, C: Axis> Tile<R, C> {
                 if self.prefetch {
                     let ahead = b_row.wrapping_offset(PREFETCH_ROWS * self.rsb);
                     for v in 0..V {
-                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(16 * v).cast());
+                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(S::LANES * v).cast());
                     }
                 }
-                let bv: [__m512; V] =
-                    std::array::from_fn(|v| _mm512_maskz_loadu_ps(mask(v), b_row.add(16 * v)));
+                let bv: [S::V; V] = std::array::from_fn(|v| {
+                    let at = b_row.add(S::LANES * v);
+                    if v + 1 == V {
+                        S::load_masked(self.last, at)
+                    } else {
+                        S::load(at)
+                    }
+                });
                 let col = self.cols.at(p0 + p);
                 for (sums, a_row) in acc.iter_mut().zip(&a_rows) {
-                    let av = _mm512_set1_ps(*a_row.offset(col));
+                    let av = S::splat(*a_row.offset(col));
                     for (sum, &bv) in sums.iter_mut().zip(&bv) {
-                        *sum = _mm512_fmadd_ps(av, bv, *sum);
+                        *sum = S::fmadd(av, bv, *sum);
                     }
                 }
                 b_row = b_row.offset(self.rsb);
             }
-            write_sums(&acc, ROWS, (self.c, self.rsc), (self.last, self.first));
+            write_sums::<S, ROWS, V>(&acc, ROWS, (self.c, self.rsc), (self.last, self.first));
         }
     }
 }
@@ -643,53 +900,55 @@ impl<R: Axis, C: Axis> Tile<R, C> {
 /// array is passed, not a slice of it, so that the sums stay in registers.)
 ///
 /// # Safety
-/// AVX-512F; the first `rows` rows of `sums` and the columns of their
-/// vectors (the last one's lanes in `last`) are valid elements of `c`.
+/// Inside [`Isa::enter`]; the first `rows` rows of `sums` and the columns
+/// of their vectors (the last one's lanes in `last`) are valid elements of
+/// `c`.
 #[inline(always)]
-unsafe fn write_sums<const R: usize, const V: usize>(
-    sums: &[[__m512; V]; R],
+unsafe fn write_sums<S: Isa, const R: usize, const V: usize>(
+    sums: &[[S::V; V]; R],
     rows: usize,
     (c, rsc): (*mut f32, isize),
-    (last, first): (__mmask16, bool),
+    (last, first): (S::Mask, bool),
 ) {
-    let mask = |v: usize| if v + 1 == V { last } else { 0xffff };
     // SAFETY: every address written or read is inside `c` by the caller's
     // contract; masked-off lanes are neither read nor written.
     unsafe {
         for (r, row) in sums.iter().enumerate().take(rows) {
             let c_row = c.offset(r as isize * rsc);
             for (v, &sum) in row.iter().enumerate() {
-                let at = c_row.add(16 * v);
-                let value = if first {
-                    sum
+                let at = c_row.add(S::LANES * v);
+                if v + 1 == V {
+                    let value = if first {
+                        sum
+                    } else {
+                        S::add(S::load_masked(last, at), sum)
+                    };
+                    S::store_masked(at, last, value);
                 } else {
-                    _mm512_add_ps(_mm512_maskz_loadu_ps(mask(v), at), sum)
-                };
-                _mm512_mask_storeu_ps(at, mask(v), value);
+                    let value = if first { sum } else { S::add(S::load(at), sum) };
+                    S::store(at, value);
+                }
             }
         }
     }
 }
 
-/// The widest result [`sgemm_narrow`] computes: one accumulator per column.
-pub(crate) const NARROW_MAX: usize = 16;
-
-/// `c = a b` for a narrow result (`n` at most [`NARROW_MAX`]) whose left
+/// `c = a b` for a narrow result (`n` at most [`Isa::NARROW_MAX`]) whose left
 /// operand has contiguous columns (element `(i, p)` at `a + i + p csa`, as
-/// in `xᵀ g`): sixteen rows of `c` a vector, each step of `k` one load of
+/// in `xᵀ g`): [`Isa::LANES`] rows of `c` a vector, each step of `k` one load of
 /// `a` and one fused multiply-add per column with `b`'s element broadcast,
-/// where the row tiles of [`sgemm`] would fill a 16-lane vector with the
-/// few columns there are. The sums are the same chains as [`sgemm`]'s (and
+/// where the row tiles of [`sgemm`] would fill a vector with the few
+/// columns there are. The sums are the same chains as [`sgemm`]'s (and
 /// so matrixmultiply's): in order over `k`, restarted every [`KC`] steps,
 /// each block's sum added to `c`, so the bits are the same.
 ///
 /// # Safety
-/// The CPU has AVX-512F; `a` holds the `m x k` matrix so described, `b`
+/// Inside [`Isa::enter`]; `a` holds the `m x k` matrix so described, `b`
 /// (element `(p, j)` at `b + p rsb + j csb`) the `k x n` one and `c` (rows
 /// `rsc` apart, columns contiguous) the `m x n` one, which overlaps
-/// neither; `m`, `k`, `n` are at least 1 and `n` at most [`NARROW_MAX`].
-#[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn sgemm_narrow(
+/// neither; `m`, `k`, `n` are at least 1 and `n` at most [`Isa::NARROW_MAX`].
+#[inline(always)]
+pub(crate) unsafe fn sgemm_narrow<S: Isa>(
     (m, k, n): (usize, usize, usize),
     (a, csa): (*const f32, isize),
     (b, rsb, csb): (*const f32, isize, isize),
@@ -701,8 +960,8 @@ pub(crate) unsafe fn sgemm_narrow(
         ($($w:literal)*) => {
             match n {
                 // SAFETY: the caller's contract, with n = $w.
-                $($w => unsafe { narrow::<$w>(operands) },)*
-                _ => unreachable!("sgemm_narrow: n = {n} is not 1 to {NARROW_MAX}"),
+                $($w if $w <= S::NARROW_MAX => unsafe { narrow::<S, $w>(operands) },)*
+                _ => unreachable!("sgemm_narrow: n = {n} is not 1 to {}", S::NARROW_MAX),
             }
         };
     }
@@ -715,7 +974,7 @@ pub(crate) unsafe fn sgemm_narrow(
 /// As for [`sgemm_narrow`].
 #[allow(clippy::type_complexity)]
 #[inline(always)]
-unsafe fn narrow<const N: usize>(
+unsafe fn narrow<S: Isa, const N: usize>(
     ((m, k), (a, csa), (b, rsb, csb), (c, rsc)): (
         (usize, usize),
         (*const f32, isize),
@@ -725,8 +984,8 @@ unsafe fn narrow<const N: usize>(
 ) {
     let mut i0 = 0;
     while i0 < m {
-        let rows = (m - i0).min(16);
-        let mask = (u32::MAX >> (32 - rows)) as __mmask16;
+        let rows = (m - i0).min(S::LANES);
+        let mask = S::mask(rows);
         let mut p0 = 0;
         while p0 < k {
             let kc = (k - p0).min(KC);
@@ -734,19 +993,20 @@ unsafe fn narrow<const N: usize>(
             // p0..p0 + kc <= k and columns j < N are inside the operands;
             // masked-off lanes are neither read nor written.
             unsafe {
-                let mut acc = [_mm512_setzero_ps(); N];
+                let mut acc = [S::zero(); N];
                 for p in p0..p0 + kc {
-                    let av = _mm512_maskz_loadu_ps(mask, a.add(i0).offset(p as isize * csa));
+                    let av = S::load_masked(mask, a.add(i0).offset(p as isize * csa));
                     let b_row = b.offset(p as isize * rsb);
                     for (j, sum) in acc.iter_mut().enumerate() {
-                        let bv = _mm512_set1_ps(*b_row.offset(j as isize * csb));
-                        *sum = _mm512_fmadd_ps(av, bv, *sum);
+                        let bv = S::splat(*b_row.offset(j as isize * csb));
+                        *sum = S::fmadd(av, bv, *sum);
                     }
                 }
                 // the block's sums, column by column, into the rows of `c`
+                // (16 lanes: the widest vector)
                 let mut block = [[0.0f32; 16]; N];
                 for (sums, sum) in block.iter_mut().zip(&acc) {
-                    _mm512_storeu_ps(sums.as_mut_ptr(), *sum);
+                    S::store(sums.as_mut_ptr(), *sum);
                 }
                 for r in 0..rows {
                     let c_row = c.offset((i0 + r) as isize * rsc);
@@ -758,7 +1018,145 @@ unsafe fn narrow<const N: usize>(
             }
             p0 += kc;
         }
-        i0 += 16;
+        i0 += S::LANES;
+    }
+}
+
+/// `c = a b` (`a: m x k` with element `(i, p)` at `a + i rsa + p csa`,
+/// `b: k x n` with `(p, j)` at `b + p rsb + j csb`, `c: m x n` with
+/// contiguous rows `rsc` apart, written without being read) by the path
+/// these kernels have for its shape and strides; `false`, with `c`
+/// untouched, if they have none (matrixmultiply's product then).
+///
+/// # Safety
+/// The CPU has the instruction set of `kernels` (as when [`available`]
+/// returned it); the operands are valid matrices of those shapes (`m`, `k`,
+/// `n` at least 1), and `c` overlaps neither.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn product(
+    kernels: Kernels,
+    (m, k, n): (usize, usize, usize),
+    (a, rsa, csa): (*const f32, isize, isize),
+    (b, rsb, csb): (*const f32, isize, isize),
+    (c, rsc): (*mut f32, isize),
+) -> bool {
+    let operands = ((m, k, n), (a, rsa, csa), (b, rsb, csb), (c, rsc));
+    // SAFETY: the caller's contract.
+    unsafe {
+        match kernels {
+            Kernels::Avx512 => Avx512::enter(
+                #[inline(always)]
+                || route::<Avx512>(operands),
+            ),
+            Kernels::Avx2 => Avx2::enter(
+                #[inline(always)]
+                || route::<Avx2>(operands),
+            ),
+        }
+    }
+}
+
+/// [`product`] on `S`.
+///
+/// # Safety
+/// As for [`product`], inside [`Isa::enter`].
+#[allow(clippy::type_complexity)]
+#[inline(always)]
+unsafe fn route<S: Isa>(
+    ((m, k, n), (a, rsa, csa), (b, rsb, csb), (c, rsc)): (
+        (usize, usize, usize),
+        (*const f32, isize, isize),
+        (*const f32, isize, isize),
+        (*mut f32, isize),
+    ),
+) -> bool {
+    // Both tall and wide, with the rows of `a` and `b` contiguous (a
+    // layer's forward product at a batch above 128): `b` packed a block of
+    // columns at a time, each tile of `c` written once (a transposed `a` in
+    // this order, unpacked, ran 2-3 times slower)
+    if S::WIDE && m > 128 && n > 128 && csa == 1 && csb == 1 && k <= BLOCKED_MAX_K {
+        // SAFETY: the caller's contract with `a`'s and `b`'s rows
+        // contiguous and `k` in range.
+        unsafe { sgemm_blocked::<S>((m, k, n), (a, rsa), (b, rsb), (c, rsc)) };
+        return true;
+    }
+    // Both tall and wide with `a` transposed or strided (the weight
+    // gradient `xᵀ g`): both operands packed into panels, so that a strip
+    // of `b` stays in the L1 cache down a block of rows (the layer's
+    // forward product, whose `a` has contiguous rows, ran no faster this
+    // way: docs/benchmarks.md, "GEMM libraries")
+    if S::WIDE && m > 128 && n > 128 && csa != 1 && csb == 1 {
+        // SAFETY: the caller's contract with `b`'s rows contiguous.
+        unsafe { sgemm_packed::<S>((m, k, n), (a, rsa, csa), (b, rsb), (c, rsc)) };
+        return true;
+    }
+    // Narrow or short: the paths that read the operands unpacked: a vector
+    // of rows for a narrow result whose `a` has contiguous columns (`xᵀ g`
+    // of a narrow layer); else row tiles, for a `b` with contiguous rows,
+    // or with contiguous columns and small (`g W^T`), whose rows are copied
+    // out first (which costs less than matrixmultiply's packing of both
+    // operands)
+    if n <= S::NARROW_MAX && rsa == 1 && m >= S::LANES {
+        // SAFETY: the caller's contract with `a`'s columns contiguous and
+        // n <= S::NARROW_MAX.
+        unsafe { sgemm_narrow::<S>((m, k, n), (a, csa), (b, rsb, csb), (c, rsc)) };
+        return true;
+    }
+    let narrow = n <= 128 && csa == 1;
+    if (n <= 128 || m <= 128) && (S::WIDE || narrow) {
+        if csb == 1 {
+            // SAFETY: the caller's contract with `b`'s rows contiguous.
+            unsafe { sgemm::<S>(m, k, n, a, rsa, csa, b, rsb, c, rsc) };
+            return true;
+        }
+        if rsb == 1 && k * n <= TRANSPOSE_MAX && S::WIDE {
+            // SAFETY: the caller's contract with `b`'s columns contiguous.
+            unsafe { sgemm_b_transposed::<S>((m, k, n), (a, rsa, csa), (b, csb), (c, rsc)) };
+            return true;
+        }
+    }
+    false
+}
+
+/// [`sgemm_at`] on the instruction set of `kernels`, with the left
+/// operand's rows and columns at the offsets of two tables and `b` and `c`
+/// contiguous (`n` columns).
+///
+/// # Safety
+/// As for [`product`], with every `a + rows[i] + cols[p]` a valid element.
+pub(crate) unsafe fn gathered(
+    kernels: Kernels,
+    a: *const f32,
+    (rows, cols): (&[isize], &[isize]),
+    b: *const f32,
+    n: usize,
+    c: *mut f32,
+) {
+    let (m, k) = (rows.len(), cols.len());
+    let operands = (
+        (m, k, n),
+        (a, Offsets(rows), Offsets(cols)),
+        (b, n as isize),
+        (c, n as isize),
+    );
+    // SAFETY: the caller's contract.
+    unsafe {
+        match kernels {
+            Kernels::Avx512 => Avx512::enter(
+                #[inline(always)]
+                || {
+                    let (shape, a, b, c) = operands;
+                    sgemm_at::<Avx512, _, _>(shape, a, b, c)
+                },
+            ),
+            Kernels::Avx2 => Avx2::enter(
+                #[inline(always)]
+                || {
+                    let (shape, a, b, c) = operands;
+                    sgemm_at::<Avx2, _, _>(shape, a, b, c)
+                },
+            ),
+        }
     }
 }
 
@@ -787,12 +1185,45 @@ mod tests {
     /// [`sgemm_packed`] against matrixmultiply, bit for bit, over shapes
     /// drawn at random (a third of the sizes at the edges of its tiles and
     /// blocks), with `a` transposed or not and strides wider than the rows.
+    /// Runs `check::<S>()` inside `S::enter` for each instruction set `S`
+    /// the CPU has.
+    macro_rules! on_each_isa {
+        ($check:ident) => {
+            let mut ran = false;
+            if Tier::Avx512.supported() {
+                // SAFETY: the CPU has AVX-512.
+                unsafe {
+                    Avx512::enter(
+                        #[inline(always)]
+                        || $check::<Avx512>(),
+                    )
+                };
+                ran = true;
+            }
+            if Tier::Avx2Fma.supported() {
+                // SAFETY: the CPU has AVX2 and FMA.
+                unsafe {
+                    Avx2::enter(
+                        #[inline(always)]
+                        || $check::<Avx2>(),
+                    )
+                };
+                ran = true;
+            }
+            if !ran {
+                eprintln!("skipped: this CPU has neither AVX-512 nor AVX2 with FMA");
+            }
+        };
+    }
+
     #[test]
     fn packed_gives_matrixmultiplys_bits_on_drawn_shapes() {
-        if !super::super::parallel::Tier::Avx512.supported() {
-            eprintln!("skipped: this CPU has no AVX-512");
-            return;
-        }
+        on_each_isa!(packed_on_drawn_shapes);
+    }
+
+    #[inline(always)]
+    fn packed_on_drawn_shapes<S: Isa>() {
+        eprintln!("{} lanes", S::LANES);
         let edges = [
             1, 11, 12, 13, 31, 32, 33, 255, 256, 257, 263, 264, 265, 511, 512, 513,
         ];
@@ -822,7 +1253,7 @@ mod tests {
             // m x k read either way; `b` k rows of n + pad, each `c` m rows
             // of rsc >= n.
             unsafe {
-                sgemm_packed(
+                sgemm_packed::<S>(
                     (m, k, n),
                     (a.as_ptr(), rsa, csa),
                     (b.as_ptr(), rsb),
@@ -862,11 +1293,13 @@ mod tests {
 
     #[test]
     fn gives_matrixmultiplys_bits() {
-        if !super::super::parallel::Tier::Avx512.supported() {
-            eprintln!("skipped: this CPU has no AVX-512");
-            return;
-        }
-        // edge rows (m mod 6) and columns (n mod 16, n mod 64), one and
+        on_each_isa!(every_path_on_edge_shapes);
+    }
+
+    #[inline(always)]
+    fn every_path_on_edge_shapes<S: Isa>() {
+        eprintln!("{} lanes", S::LANES);
+        // edge rows (m mod 6) and columns (n mod 8, 16 and 64: a vector and a tile of each instruction set), one and
         // several k blocks (k = 256, 257, 600), a transposed `a`, and row
         // strides wider than the rows; `sgemm_blocked` where `a`'s rows are
         // contiguous
@@ -883,6 +1316,8 @@ mod tests {
             (16, 257, 16),
             (33, 31, 1),
             (200, 513, 13),
+            // AVX2's widest narrow result, rows a vector of 8
+            (45, 300, 12),
             // the blocked path's blocks of columns: three at k = 600 (192
             // columns each, the last 16), three at its longest k (64 each,
             // the last 2)
@@ -929,7 +1364,7 @@ mod tests {
                 // blocked order only on the other, whose rows are, with
                 // k <= BLOCKED_MAX_K.
                 unsafe {
-                    sgemm(
+                    sgemm::<S>(
                         m,
                         k,
                         n,
@@ -941,7 +1376,7 @@ mod tests {
                         ours.as_mut_ptr(),
                         rsc as isize,
                     );
-                    sgemm_b_transposed(
+                    sgemm_b_transposed::<S>(
                         (m, k, n),
                         (a.as_ptr(), rsa, csa),
                         (b_columns.as_ptr(), csb as isize),
@@ -949,22 +1384,22 @@ mod tests {
                     );
                     if !transposed {
                         // `a`'s rows are contiguous: the blocked order
-                        sgemm_blocked(
+                        sgemm_blocked::<S>(
                             (m, k, n),
                             (a.as_ptr(), rsa),
                             (b.as_ptr(), rsb),
                             (blocked.as_mut_ptr(), rsc as isize),
                         );
                     }
-                    sgemm_packed(
+                    sgemm_packed::<S>(
                         (m, k, n),
                         (a.as_ptr(), rsa, csa),
                         (b.as_ptr(), rsb),
                         (packed.as_mut_ptr(), rsc as isize),
                     );
-                    if transposed && n <= NARROW_MAX {
+                    if transposed && n <= S::NARROW_MAX {
                         // `a`'s columns are contiguous: the narrow kernel
-                        sgemm_narrow(
+                        sgemm_narrow::<S>(
                             (m, k, n),
                             (a.as_ptr(), csa),
                             (b.as_ptr(), rsb, 1),
@@ -994,7 +1429,7 @@ mod tests {
                         let z = copied[i * rsc + j];
                         let u = packed[i * rsc + j];
                         let v = if transposed { y } else { blocked[i * rsc + j] };
-                        let narrow_ran = transposed && n <= NARROW_MAX;
+                        let narrow_ran = transposed && n <= S::NARROW_MAX;
                         let w = if narrow_ran { narrow[i * rsc + j] } else { y };
                         if j < n {
                             assert_eq!(
