@@ -516,9 +516,9 @@ fn pair_products(rng: &mut SmallRng) -> Result<()> {
 /// multiply-adds on registers (no memory operand), so that nothing but the
 /// FMA units and the clock limits it; best of 5 runs of about 15 ms. The
 /// chains fill the registers without spilling: 24 of AVX-512's 32, 12 of
-/// AVX2's 16 (24 AVX2 chains spill to the stack and measured half the
-/// peak on AMD EPYC), either more than the FMA units' latency times their
-/// count.
+/// AVX2's 16 (24 AVX2 chains spill to the stack and measured a third of
+/// the peak on AMD EPYC: 65 GFLOP/s on two threads against 191), either
+/// more than the FMA units' latency times their count.
 /// `None` without FMA or off x86-64.
 fn fma_peak(threads: usize) -> Option<(f64, u32)> {
     #[cfg(target_arch = "x86_64")]
