@@ -594,13 +594,20 @@ pub(crate) fn beta_pq(a: f64, b: f64, x: f64) -> (f64, f64) {
     }
 }
 
-/// How many draws the Beta derivatives advance together: under AVX2, two
-/// vector registers (four draws ran no faster, sixteen slower); sixteen in
-/// AVX-512 registers ran slower too, the fraction's seventeen values a draw
-/// no longer fitting in the registers. The Gamma derivatives choose theirs
-/// by tier ([`gamma_sample_grads`]).
-const LANES: usize = 8;
-type Lanes = [f64; LANES];
+/// How many draws the Beta derivatives advance together under AVX-512: one
+/// register a value (sixteen ran slower, the fraction's seventeen values a
+/// draw no longer fitting in the registers). Under AVX2 it is
+/// [`BETA_LANES_AVX2`]. The Gamma derivatives choose theirs by tier too
+/// ([`gamma_sample_grads`]).
+const BETA_LANES: usize = 8;
+/// How many draws the Beta derivatives advance together under AVX2 and the
+/// portable code: one register a value, where eight (two registers a value,
+/// 34 for the fraction's seventeen values) spill out of AVX2's sixteen. On
+/// AMD EPYC (Zen 3, `bench -- sampling`, eight alternations, the order
+/// flipped every pair) four lanes drew Beta(2, 3) with gradients at
+/// 10.7–11.1 M draws/s in seven pairs (9.2 in one) against eight lanes'
+/// 9.0–9.3.
+const BETA_LANES_AVX2: usize = 4;
 
 /// `2^64`: from this `b₀ = x + 1 - a` on, the Gamma fraction runs its
 /// scaled recurrences ([`gamma_fraction_lanes`]).
@@ -659,6 +666,34 @@ fn nan_if_live<const L: usize>(live: &[u64; L], v: &mut [f64; L]) {
 #[inline(always)]
 fn inlined<A, R>(f: impl Fn(A) -> R) -> impl Fn(A) -> R {
     f
+}
+
+/// [`inlined`] for the closure that takes each draw's outputs in
+/// [`in_lanes`], typed before it is handed on.
+#[inline(always)]
+fn inlined_finish<const O: usize>(f: impl FnMut(usize, [f64; O])) -> impl FnMut(usize, [f64; O]) {
+    f
+}
+
+/// [`beta_sample_grads`] of the draws listed in `live`, `L` at a time:
+/// each draw's fraction `h`, its two logarithmic slopes and the draw's
+/// `ln x` and `ln(1 - x)`, handed to `finish`.
+#[inline(always)]
+fn beta_grads_in_lanes<const L: usize>(
+    live: &[usize],
+    input: impl Fn(usize) -> [f64; 4],
+    finish: impl FnMut(usize, [f64; 5]),
+) {
+    in_lanes(
+        live,
+        input,
+        #[inline(always)]
+        |[a, b, x, draw]: &[[f64; L]; 4]| {
+            let [h, l1, l2] = beta_fraction_lanes(&[*a, *b, *x]);
+            [h, l1, l2, ln_lanes(draw), ln_1m_lanes(draw)]
+        },
+        finish,
+    )
 }
 
 /// `[f(0), f(1), ...]` by a loop: `array::from_fn`, which LLVM may leave out
@@ -1379,7 +1414,8 @@ fn beta_fraction_lanes<const L: usize>([a, b, x]: &[[f64; L]; 3]) -> [[f64; L]; 
 /// so `I / p = x (1 - x) h / a` and `∂ ln I/∂a = ln x - ψ(a) + ψ(a + b) +
 /// ∂ ln h/∂a - 1/a` (likewise in `b`); above it the same holds for the upper
 /// tail `1 - I` with the roles of `a` and `b` (and `x` and `1 - x`) swapped.
-/// The draws advance `LANES` at a time, each bit for bit as if alone.
+/// The draws advance [`BETA_LANES`] at a time under AVX-512 and
+/// [`BETA_LANES_AVX2`] otherwise, each bit for bit as if alone.
 pub(crate) fn beta_sample_grads(a: &[f64], b: &[f64], x: &[f64], out: &mut [[f64; 2]]) {
     vectorized(
         #[inline(always)]
@@ -1413,14 +1449,7 @@ pub(crate) fn beta_sample_grads(a: &[f64], b: &[f64], x: &[f64], out: &mut [[f64
                 Digamma::new(digamma),
                 Digamma::new(digamma),
             );
-            in_lanes(
-                &live,
-                input,
-                #[inline(always)]
-                |[a, b, x, draw]: &[Lanes; 4]| {
-                    let [h, l1, l2] = beta_fraction_lanes(&[*a, *b, *x]);
-                    [h, l1, l2, ln_lanes(draw), ln_1m_lanes(draw)]
-                },
+            let finish = inlined_finish(
                 #[inline(always)]
                 |i, [h, l1, l2, ln_x, ln_1mx]| {
                     let (a, b, x) = (a[i], b[i], x[i]);
@@ -1435,6 +1464,10 @@ pub(crate) fn beta_sample_grads(a: &[f64], b: &[f64], x: &[f64], out: &mut [[f64
                     };
                 },
             );
+            match tier() {
+                Tier::Avx512 => beta_grads_in_lanes::<BETA_LANES>(&live, input, finish),
+                _ => beta_grads_in_lanes::<BETA_LANES_AVX2>(&live, input, finish),
+            }
         },
     )
 }
