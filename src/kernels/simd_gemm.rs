@@ -104,7 +104,7 @@ pub(crate) trait Isa: Copy {
     /// The CPU has them.
     unsafe fn enter<R>(f: impl FnOnce() -> R) -> R;
     /// The first `lanes` lanes (1 to [`Isa::LANES`]).
-    fn mask(lanes: usize) -> Self::Mask;
+    unsafe fn mask(lanes: usize) -> Self::Mask;
     /// All lanes zero.
     unsafe fn zero() -> Self::V;
     /// Every lane `x`.
@@ -190,7 +190,7 @@ impl Isa for Avx512 {
         unsafe { with_avx512(f) }
     }
     #[inline(always)]
-    fn mask(lanes: usize) -> __mmask16 {
+    unsafe fn mask(lanes: usize) -> __mmask16 {
         (u32::MAX >> (32 - lanes)) as __mmask16
     }
     vector_ops!(
@@ -272,8 +272,8 @@ impl Isa for Avx2 {
         unsafe { with_avx2_fma(f) }
     }
     #[inline(always)]
-    fn mask(lanes: usize) -> __m256i {
-        // SAFETY: AVX, which every caller inside `enter` has.
+    unsafe fn mask(lanes: usize) -> __m256i {
+        // SAFETY: inside `enter` (the trait's contract).
         unsafe {
             _mm256_cmpgt_epi32(
                 _mm256_set1_epi32(lanes as i32),
@@ -464,7 +464,8 @@ pub(crate) unsafe fn sgemm_at<S: Isa, R: Axis, C: Axis>(
             let cols_left = (n - j).min(S::NR);
             let vectors = cols_left.div_ceil(S::LANES);
             // the lanes of the last vector that hold columns of `c`
-            let last = S::mask(cols_left - S::LANES * (vectors - 1));
+            // SAFETY: inside `S::enter` (the caller's contract).
+            let last = unsafe { S::mask(cols_left - S::LANES * (vectors - 1)) };
             let mut i = 0;
             while i < m {
                 let tile_rows = (m - i).min(MR);
@@ -556,7 +557,8 @@ pub(crate) unsafe fn sgemm_blocked<S: Isa>(
             while j < j_end {
                 let cols_left = (j_end - j).min(S::NR);
                 let vectors = cols_left.div_ceil(S::LANES);
-                let last = S::mask(cols_left - S::LANES * (vectors - 1));
+                // SAFETY: inside `S::enter` (the caller's contract).
+                let last = unsafe { S::mask(cols_left - S::LANES * (vectors - 1)) };
                 let strip = &packed[(j - j0) * k..];
                 let mut p0 = 0;
                 while p0 < k {
@@ -713,7 +715,8 @@ pub(crate) unsafe fn sgemm_packed<S: Isa>(
                     let j = j0 + s * S::PACKED_NR;
                     let cols = (j0 + nc - j).min(S::PACKED_NR);
                     let vectors = cols.div_ceil(S::LANES);
-                    let last = S::mask(cols - S::LANES * (vectors - 1));
+                    // SAFETY: inside `S::enter` (the caller's contract).
+                    let last = unsafe { S::mask(cols - S::LANES * (vectors - 1)) };
                     let strip = b_pack[s * S::PACKED_NR * kc..].as_ptr();
                     for q in 0..panels {
                         let i = i0 + q * S::PACKED_MR;
@@ -985,7 +988,8 @@ unsafe fn narrow<S: Isa, const N: usize>(
     let mut i0 = 0;
     while i0 < m {
         let rows = (m - i0).min(S::LANES);
-        let mask = S::mask(rows);
+        // SAFETY: inside `S::enter` (the caller's contract).
+        let mask = unsafe { S::mask(rows) };
         let mut p0 = 0;
         while p0 < k {
             let kc = (k - p0).min(KC);
