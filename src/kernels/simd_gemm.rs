@@ -507,7 +507,7 @@ const BLOCK_BYTES: usize = 1 << 19;
 /// The longest `k` [`sgemm_blocked`] takes: one strip of `k x 64` (the
 /// widest [`Isa::NR`]) fills [`BLOCK_BYTES`], so a thread's packing buffer
 /// is never larger.
-pub(crate) const BLOCKED_MAX_K: usize = BLOCK_BYTES / (4 * 64);
+pub(crate) const BLOCKED_MAX_K: usize = BLOCK_BYTES / (4 * <Avx512 as Isa>::NR);
 
 /// [`sgemm`] for products both tall and wide (`a` with contiguous rows,
 /// `b` with contiguous rows and `k` at most [`BLOCKED_MAX_K`]), where
@@ -1008,6 +1008,7 @@ unsafe fn narrow<S: Isa, const N: usize>(
                 }
                 // the block's sums, column by column, into the rows of `c`
                 // (16 lanes: the widest vector)
+                const { assert!(S::LANES <= 16) };
                 let mut block = [[0.0f32; 16]; N];
                 for (sums, sum) in block.iter_mut().zip(&acc) {
                     S::store(sums.as_mut_ptr(), *sum);
@@ -1024,6 +1025,33 @@ unsafe fn narrow<S: Isa, const N: usize>(
         }
         i0 += S::LANES;
     }
+}
+
+/// Runs `$body` with `$S` the instruction set `$kernels` names, inside its
+/// [`Isa::enter`] (by an `#[inline(always)]` closure, so that the kernels
+/// are compiled with its features).
+///
+/// # Safety
+/// As for [`Isa::enter`]: the CPU has that instruction set.
+macro_rules! on_kernels {
+    ($kernels:expr, $S:ident => $body:expr) => {
+        match $kernels {
+            Kernels::Avx512 => {
+                type $S = Avx512;
+                $S::enter(
+                    #[inline(always)]
+                    || $body,
+                )
+            }
+            Kernels::Avx2 => {
+                type $S = Avx2;
+                $S::enter(
+                    #[inline(always)]
+                    || $body,
+                )
+            }
+        }
+    };
 }
 
 /// `c = a b` (`a: m x k` with element `(i, p)` at `a + i rsa + p csa`,
@@ -1046,18 +1074,7 @@ pub(crate) unsafe fn product(
 ) -> bool {
     let operands = ((m, k, n), (a, rsa, csa), (b, rsb, csb), (c, rsc));
     // SAFETY: the caller's contract.
-    unsafe {
-        match kernels {
-            Kernels::Avx512 => Avx512::enter(
-                #[inline(always)]
-                || route::<Avx512>(operands),
-            ),
-            Kernels::Avx2 => Avx2::enter(
-                #[inline(always)]
-                || route::<Avx2>(operands),
-            ),
-        }
-    }
+    unsafe { on_kernels!(kernels, S => route::<S>(operands)) }
 }
 
 /// [`product`] on `S`.
@@ -1137,31 +1154,14 @@ pub(crate) unsafe fn gathered(
     c: *mut f32,
 ) {
     let (m, k) = (rows.len(), cols.len());
-    let operands = (
+    let (shape, a, b, c) = (
         (m, k, n),
         (a, Offsets(rows), Offsets(cols)),
         (b, n as isize),
         (c, n as isize),
     );
     // SAFETY: the caller's contract.
-    unsafe {
-        match kernels {
-            Kernels::Avx512 => Avx512::enter(
-                #[inline(always)]
-                || {
-                    let (shape, a, b, c) = operands;
-                    sgemm_at::<Avx512, _, _>(shape, a, b, c)
-                },
-            ),
-            Kernels::Avx2 => Avx2::enter(
-                #[inline(always)]
-                || {
-                    let (shape, a, b, c) = operands;
-                    sgemm_at::<Avx2, _, _>(shape, a, b, c)
-                },
-            ),
-        }
-    }
+    unsafe { on_kernels!(kernels, S => sgemm_at::<S, _, _>(shape, a, b, c)) }
 }
 
 #[cfg(test)]
