@@ -1193,25 +1193,11 @@ mod tests {
     /// the CPU has.
     macro_rules! on_each_isa {
         ($check:ident) => {
+            let isas = [(Tier::Avx512, Kernels::Avx512), (Tier::Avx2Fma, Kernels::Avx2)];
             let mut ran = false;
-            if Tier::Avx512.supported() {
-                // SAFETY: the CPU has AVX-512.
-                unsafe {
-                    Avx512::enter(
-                        #[inline(always)]
-                        || $check::<Avx512>(),
-                    )
-                };
-                ran = true;
-            }
-            if Tier::Avx2Fma.supported() {
-                // SAFETY: the CPU has AVX2 and FMA.
-                unsafe {
-                    Avx2::enter(
-                        #[inline(always)]
-                        || $check::<Avx2>(),
-                    )
-                };
+            for (_, kernels) in isas.into_iter().filter(|(tier, _)| tier.supported()) {
+                // SAFETY: the CPU has the instruction set.
+                unsafe { on_kernels!(kernels, S => $check::<S>()) };
                 ran = true;
             }
             if !ran {
