@@ -1273,6 +1273,62 @@ fn beta_fraction_lanes<const L: usize>([a, b, x]: &[[f64; L]; 3]) -> [[f64; L]; 
         w_b: [f64; L],
         c: [f64; L],
     }
+    /// The kinds of step: `n = 1`, odd `n` after it, even `n`.
+    const FIRST: u8 = 0;
+    const ODD: u8 = 1;
+    const EVEN: u8 = 2;
+    /// Step `n` of the recurrences, of the kind `KIND` (a constant, so that
+    /// each step of a round compiles to its own straight-line code rather
+    /// than computing every kind and blending).
+    #[allow(clippy::needless_range_loop)]
+    #[inline(always)]
+    fn step<const L: usize, const KIND: u8>(s: &mut State<L>, [a, b, x]: &[[f64; L]; 3], n: f64) {
+        for l in 0..L {
+            let (a, b, x) = (a[l], b[l], x[l]);
+            let (p, p_a, p_b) = match KIND {
+                // n = 1: p₁ over the a that c₁ leaves out
+                FIRST => (-(a + b) * x, -x, -x),
+                // n = 2m + 1
+                ODD => {
+                    let am = a + (n - 1.0) * 0.5;
+                    let abm = am + b;
+                    (-(am * abm) * x, -(am + abm) * x, -am * x)
+                }
+                // n = 2m
+                _ => {
+                    let mx = n * 0.5 * x;
+                    (mx * (b - n * 0.5), 0.0, mx)
+                }
+            };
+            // c_n, and ∂ ln c_n: a + 1 for n = 1, (a + n - 1)(a + n) after
+            let (e0, e1) = (a + (n - 1.0), a + n);
+            let (c, ln_c_a) = match KIND {
+                FIRST => (e1, 1.0 / e1),
+                _ => (e0 * e1, (e0 + e1) / (e0 * e1)),
+            };
+            let e = s.c[l] * p;
+            // (the partials in a are those of A / (c₁ ... c_n), times it)
+            let e_a = s.c[l].mul_add(p_a, -(e * ln_c_a));
+            let e_b = s.c[l] * p_b;
+            let advance =
+                |v: &mut [[f64; L]; 2], va: &mut [[f64; L]; 2], vb: &mut [[f64; L]; 2]| {
+                    let (v0, v1) = (v[0][l], v[1][l]);
+                    let next = c.mul_add(v1, e * v0);
+                    let next_a = c.mul_add(va[1][l], e.mul_add(va[0][l], e_a * v0));
+                    let next_b = c.mul_add(vb[1][l], e.mul_add(vb[0][l], e_b * v0));
+                    (v[0][l], v[1][l]) = (v1, next);
+                    (va[0][l], va[1][l]) = (va[1][l], next_a);
+                    (vb[0][l], vb[1][l]) = (vb[1][l], next_b);
+                };
+            advance(&mut s.den, &mut s.den_a, &mut s.den_b);
+            advance(&mut s.num, &mut s.num_a, &mut s.num_b);
+            let w = s.w[l];
+            s.w[l] = -e * w;
+            s.w_a[l] = -e_a.mul_add(w, e * s.w_a[l]);
+            s.w_b[l] = -e_b.mul_add(w, e * s.w_b[l]);
+            s.c[l] = c;
+        }
+    }
     let (zero, one) = ([0.0f64; L], [1.0f64; L]);
     // A_0 = 1, A_{-1} = 1, B_0 = 1, B_{-1} = 0, W_0 = -1, c_0 = 1
     let mut s = State {
@@ -1290,55 +1346,22 @@ fn beta_fraction_lanes<const L: usize>([a, b, x]: &[[f64; L]; 3]) -> [[f64; L]; 
     // [A, B, A_a, B_a, A_b, B_b] of the round each lane converged in
     let mut end = [zero; 6];
     let mut live = [u64::MAX; L];
+    const {
+        assert!(
+            ROUND == 4,
+            "a round is an odd, an even, an odd and an even step"
+        )
+    };
+    let args = &[*a, *b, *x];
     for round in 0..(2 * step_cap(&[a, b])).div_ceil(ROUND) {
-        for step in 1..=ROUND {
-            let n = (round * ROUND + step) as f64;
-            for l in 0..L {
-                let (a, b, x) = (a[l], b[l], x[l]);
-                let (p, p_a, p_b) = match step % 2 {
-                    // n = 1: p₁ over the a that c₁ leaves out
-                    1 if n == 1.0 => (-(a + b) * x, -x, -x),
-                    // n = 2m + 1
-                    1 => {
-                        let am = a + (n - 1.0) * 0.5;
-                        let abm = am + b;
-                        (-(am * abm) * x, -(am + abm) * x, -am * x)
-                    }
-                    // n = 2m
-                    _ => {
-                        let mx = n * 0.5 * x;
-                        (mx * (b - n * 0.5), 0.0, mx)
-                    }
-                };
-                // c_n, and ∂ ln c_n: a + 1 for n = 1, (a + n - 1)(a + n) after
-                let (e0, e1) = (a + (n - 1.0), a + n);
-                let (c, ln_c_a) = match n == 1.0 {
-                    true => (e1, 1.0 / e1),
-                    false => (e0 * e1, (e0 + e1) / (e0 * e1)),
-                };
-                let e = s.c[l] * p;
-                // (the partials in a are those of A / (c₁ ... c_n), times it)
-                let e_a = s.c[l].mul_add(p_a, -(e * ln_c_a));
-                let e_b = s.c[l] * p_b;
-                let advance =
-                    |v: &mut [[f64; L]; 2], va: &mut [[f64; L]; 2], vb: &mut [[f64; L]; 2]| {
-                        let (v0, v1) = (v[0][l], v[1][l]);
-                        let next = c.mul_add(v1, e * v0);
-                        let next_a = c.mul_add(va[1][l], e.mul_add(va[0][l], e_a * v0));
-                        let next_b = c.mul_add(vb[1][l], e.mul_add(vb[0][l], e_b * v0));
-                        (v[0][l], v[1][l]) = (v1, next);
-                        (va[0][l], va[1][l]) = (va[1][l], next_a);
-                        (vb[0][l], vb[1][l]) = (vb[1][l], next_b);
-                    };
-                advance(&mut s.den, &mut s.den_a, &mut s.den_b);
-                advance(&mut s.num, &mut s.num_a, &mut s.num_b);
-                let w = s.w[l];
-                s.w[l] = -e * w;
-                s.w_a[l] = -e_a.mul_add(w, e * s.w_a[l]);
-                s.w_b[l] = -e_b.mul_add(w, e * s.w_b[l]);
-                s.c[l] = c;
-            }
+        let n = (round * ROUND) as f64;
+        match round {
+            0 => step::<L, FIRST>(&mut s, args, 1.0),
+            _ => step::<L, ODD>(&mut s, args, n + 1.0),
         }
+        step::<L, EVEN>(&mut s, args, n + 2.0);
+        step::<L, ODD>(&mut s, args, n + 3.0);
+        step::<L, EVEN>(&mut s, args, n + 4.0);
         for l in 0..L {
             // 2^-e for the largest |A|, |B| = m 2^e: back to [1, 2), exactly
             let big = (s.den[0][l].abs().max(s.den[1][l].abs()))
