@@ -1002,8 +1002,9 @@ fn gamma_grads_in_lanes<const L: usize>(
 /// below 10⁻¹⁷ of the sums, whatever its group, and a step is only its
 /// arithmetic (eight operations, three of them fused multiply-adds, which
 /// every tier computes alike). A converged lane runs on with its group
-/// (keeping it would take a blend of each of its six values a round) with
-/// its `x^n` held at 0. With no test or blend inside a round
+/// with its `a + n` held at 1 and its `x^n` at 0, steps that leave its sums
+/// as they are (setting its values aside instead took three more values a
+/// lane, which spilled out of AVX2's registers). With no test or blend inside a round
 /// the steps of a group are one chain of dependent operations; 16 lanes
 /// (two AVX-512 registers) are two chains, which keep the core busy while
 /// each waits. The sums are rescaled by a power of two (exactly) whenever
@@ -1013,14 +1014,15 @@ fn gamma_series_lanes<const L: usize>([a, x]: &[[f64; L]; 2]) -> [[f64; L]; 2] {
     const BIG: f64 = 1.2676506002282294e30; // 2^100
     let (mut xn, mut p, mut q) = ([1.0f64; L], [1.0f64; L], [-1.0f64; L]);
     let (mut d, mut dd, mut ap) = (*a, [1.0f64; L], *a);
+    // a + n steps by 1 while a lane is live; a lane that has converged
+    // steps with a + n = 1 and x^n = 0, which leave P, Q and D as they are
+    let mut inc = [1.0f64; L];
     let mut live = [u64::MAX; L];
-    // each lane's P, Q, D at the end of the round it converged in
-    let (mut p_end, mut q_end, mut d_end) = ([1.0; L], [-1.0; L], *a);
     for _ in 0..step_cap(&[a]).div_ceil(ROUND) {
         let mut dq = [0.0; L];
         for _ in 0..ROUND {
             for l in 0..L {
-                ap[l] += 1.0;
+                ap[l] += inc[l];
                 xn[l] *= x[l];
                 dd[l] = dd[l].mul_add(ap[l], d[l]);
                 d[l] *= ap[l];
@@ -1029,11 +1031,10 @@ fn gamma_series_lanes<const L: usize>([a, x]: &[[f64; L]; 2]) -> [[f64; L]; 2] {
                 q[l] = q[l].mul_add(ap[l] * ap[l], -dq[l]);
             }
         }
-        let (mut newly, mut big) = ([0; L], 0);
+        let mut big = 0;
         for l in 0..L {
             // the last step's terms x^n / D_n and x^n D_n' / D_n² against the sums
             let done = xn[l] <= 1e-17 * p[l] && dq[l] <= -1e-17 * q[l];
-            newly[l] = live[l] & mask(done);
             live[l] &= !mask(done);
             big |= mask(d[l] > BIG);
         }
@@ -1050,22 +1051,22 @@ fn gamma_series_lanes<const L: usize>([a, x]: &[[f64; L]; 2]) -> [[f64; L]; 2] {
                 q[l] *= s * s;
             }
         }
-        // a lane that converged runs on with the others; its sums are
-        // kept, and its x^n, which shrinks a step, is held at 0 (never
-        // subnormal)
+        // a lane that converged runs on with the others, its P, Q and D
+        // those of this round's end: with a + n = 1 and x^n = 0 (never
+        // subnormal) a step multiplies them by 1 and adds 0, exactly (D',
+        // which only x^n multiplies, grows by D a step)
         for l in 0..L {
-            p_end[l] = select(newly[l], p[l], p_end[l]);
-            q_end[l] = select(newly[l], q[l], q_end[l]);
-            d_end[l] = select(newly[l], d[l], d_end[l]);
             xn[l] = f64::from_bits(xn[l].to_bits() & live[l]);
+            ap[l] = select(live[l], ap[l], 1.0);
+            inc[l] = f64::from_bits(inc[l].to_bits() & live[l]);
         }
         if !any(&live) {
             break;
         }
     }
-    let mut s = each(|l| p_end[l] / d_end[l]);
+    let mut s = each(|l| p[l] / d[l]);
     nan_if_live(&live, &mut s);
-    [s, each(|l| q_end[l] / (d_end[l] * d_end[l]))]
+    [s, each(|l| q[l] / (d[l] * d[l]))]
 }
 
 /// The continued fraction `h` of `Q(a, x)` (the `x ≥ a + 1` branch of
