@@ -1080,8 +1080,9 @@ fn gamma_series_lanes<const L: usize>([a, x]: &[[f64; L]; 2]) -> [[f64; L]; 2] {
 /// ran 1.4 times as long that way).
 ///
 /// Like [`gamma_series_lanes`], the lanes take [`ROUND`] steps between
-/// convergence tests and a converged lane keeps the state of its round's
-/// end. The test is Lentz's (the last step changed `h` by less than 10⁻¹⁶
+/// convergence tests; a converged lane's `A`, `B` and their derivatives of
+/// its round's end are set aside, and it runs on with its group (keeping
+/// its whole state took a blend of each of its eleven values a round). The test is Lentz's (the last step changed `h` by less than 10⁻¹⁶
 /// of itself and `∂ ln h` by less than 10⁻¹⁶ of itself), evaluated without
 /// cancellation: `W_n = A_n B_{n-1} - A_{n-1} B_n` obeys `W_n = -a_n W_{n-1}`
 /// and is carried, with its derivative, alongside. The state is rescaled by
@@ -1094,7 +1095,6 @@ fn gamma_fraction_lanes<const L: usize, const SCALED: bool>(
 ) -> [[f64; L]; 2] {
     /// Each lane's `A_n, A_{n-1}, B_n, B_{n-1}`, their derivatives in `a`,
     /// `W_n`, `W_n'` and `b_n`.
-    #[derive(Clone, Copy)]
     struct State<const L: usize> {
         den: [f64; L],
         den_prev: [f64; L],
@@ -1134,9 +1134,11 @@ fn gamma_fraction_lanes<const L: usize, const SCALED: bool>(
         dden: each(|l| -inv_c[l]), dden_prev: [0.0; L], dnum: [0.0; L], dnum_prev: [0.0; L],
         w: [-1.0; L], dw: [0.0; L], b: b0c,
     };
+    // [A, B, A', B'] at the end of the round each lane converged in
+    let mut end = [[1.0; L]; 4];
     let mut live = [u64::MAX; L];
     for round in 0..step_cap(&[a]).div_ceil(ROUND) {
-        let mut s = state;
+        let s = &mut state;
         for step in 1..=ROUND {
             let n = (round * ROUND + step) as f64;
             for l in 0..L {
@@ -1198,28 +1200,26 @@ fn gamma_fraction_lanes<const L: usize, const SCALED: bool>(
             let done = w.abs() < 1e-16 * prod.abs()
                 && (dw * prod - w * dprod).abs() * (den * num).abs() * c
                     < 1e-16 * (dlog_h.abs() * c) * (prod * prod);
-            let lv = live[l];
-            state.den[l] = select(lv, den, state.den[l]);
-            state.den_prev[l] = select(lv, den_prev, state.den_prev[l]);
-            state.num[l] = select(lv, num, state.num[l]);
-            state.num_prev[l] = select(lv, num_prev, state.num_prev[l]);
-            state.dden[l] = select(lv, dden, state.dden[l]);
-            state.dden_prev[l] = select(lv, dden_prev, state.dden_prev[l]);
-            state.dnum[l] = select(lv, dnum, state.dnum[l]);
-            state.dnum_prev[l] = select(lv, dnum_prev, state.dnum_prev[l]);
-            state.w[l] = select(lv, w, state.w[l]);
-            state.dw[l] = select(lv, dw, state.dw[l]);
-            state.b[l] = select(lv, s.b[l], state.b[l]);
-            live[l] = lv & !mask(done);
+            (s.den[l], s.den_prev[l], s.num[l], s.num_prev[l]) = (den, den_prev, num, num_prev);
+            (s.dden[l], s.dden_prev[l]) = (dden, dden_prev);
+            (s.dnum[l], s.dnum_prev[l]) = (dnum, dnum_prev);
+            (s.w[l], s.dw[l]) = (w, dw);
+            // a lane that converged runs on with its group; its values of
+            // this round are the ones it gives
+            let newly = live[l] & mask(done);
+            for (end, now) in end.iter_mut().zip([den, num, dden, dnum]) {
+                end[l] = select(newly, now, end[l]);
+            }
+            live[l] &= !mask(done);
         }
         if !any(&live) {
             break;
         }
     }
-    let s = &state;
-    let mut h = each(|l| s.num[l] / s.den[l] * inv_c[l]);
+    let [den, num, dden, dnum] = end;
+    let mut h = each(|l| num[l] / den[l] * inv_c[l]);
     nan_if_live(&live, &mut h);
-    [h, each(|l| s.dnum[l] / s.num[l] - s.dden[l] / s.den[l])]
+    [h, each(|l| dnum[l] / num[l] - dden[l] / den[l])]
 }
 
 /// The continued fraction of the incomplete beta function (as in
