@@ -211,7 +211,8 @@ fn sampling(rounds: usize) -> Result<()> {
     use rand_distr::Distribution as _;
     const N: usize = 100_000;
     let mut rng = SmallRng::seed_from_u64(0);
-    type Ours = fn(&mut SmallRng) -> Result<()>;
+    // each of ours returns the seconds of its backward pass
+    type Ours = fn(&mut SmallRng) -> Result<f64>;
     type Theirs = fn(&mut SmallRng) -> f64;
     let cases: [(&str, Ours, Theirs); 3] = [
         (
@@ -220,7 +221,7 @@ fn sampling(rounds: usize) -> Result<()> {
                 let tape = Tape::<f64>::new();
                 let a = tape.var(Tensor::full(&[N], 2.5));
                 let x = Gamma::new(a, tape.scalar(1.0))?.rsample(rng)?;
-                x.sum().backward().map(drop)
+                backward_seconds(x.sum())
             },
             |rng| {
                 let g = rand_distr::Gamma::new(2.5, 1.0).unwrap();
@@ -233,7 +234,7 @@ fn sampling(rounds: usize) -> Result<()> {
                 let tape = Tape::<f64>::new();
                 let a = tape.var(Tensor::full(&[N], 2.0));
                 let x = Beta::new(a, tape.scalar(3.0))?.rsample(rng)?;
-                x.sum().backward().map(drop)
+                backward_seconds(x.sum())
             },
             |rng| {
                 let b = rand_distr::Beta::new(2.0, 3.0).unwrap();
@@ -246,10 +247,7 @@ fn sampling(rounds: usize) -> Result<()> {
                 let tape = Tape::<f64>::new();
                 let a = tape.var(Tensor::from_fn(&[N / 3, 3], |i| [1.5, 2.0, 0.7][i % 3]));
                 let x = Dirichlet::new(a)?.rsample(rng)?;
-                (x * Tensor::vector(&[1.0, 2.0, 3.0]))
-                    .sum()
-                    .backward()
-                    .map(drop)
+                backward_seconds((x * Tensor::vector(&[1.0, 2.0, 3.0])).sum())
             },
             |rng| {
                 let d = rand_distr::multi::Dirichlet::new(&[1.5, 2.0, 0.7]).unwrap();
@@ -258,10 +256,10 @@ fn sampling(rounds: usize) -> Result<()> {
         ),
     ];
     for (name, ours, theirs) in cases {
-        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let (mut a, mut b, mut backward) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
             let t = Instant::now();
-            ours(&mut rng)?;
+            backward.push(ours(&mut rng)?);
             a.push(t.elapsed().as_secs_f64());
             let t = Instant::now();
             std::hint::black_box(theirs(&mut rng));
@@ -271,14 +269,23 @@ fn sampling(rounds: usize) -> Result<()> {
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
         };
-        let (ta, tb) = (median(&mut a), median(&mut b));
+        let (ta, tb, tg) = (median(&mut a), median(&mut b), median(&mut backward));
         say!(
-            "sampling {name}: rsample with gradients {:.2} M draws/s, rand_distr without {:.2} M draws/s (median of {rounds})",
+            "sampling {name}: rsample with gradients {:.2} M draws/s (a round {:.3} ms, its backward {:.3} ms), rand_distr without {:.2} M draws/s (medians of {rounds})",
             N as f64 / ta / 1e6,
+            ta * 1e3,
+            tg * 1e3,
             N as f64 / tb / 1e6
         );
     }
     Ok(())
+}
+
+/// Backpropagates from `loss` and returns the seconds that took.
+fn backward_seconds(loss: Var<'_, f64>) -> Result<f64> {
+    let t = Instant::now();
+    loss.backward()?;
+    Ok(t.elapsed().as_secs_f64())
 }
 
 /// Resident set size and its peak, in MiB (Linux; 0 elsewhere).
