@@ -696,6 +696,29 @@ fn beta_grads_in_lanes<const L: usize>(
     )
 }
 
+/// The indices `i` of `sides` (pairs `(i, side)`) whose side is 1 and
+/// those whose side is 2, as two lists in `idx` (at least as long as
+/// `sides`), each in the order given; side 0 is in neither. Without a
+/// branch a draw (which side a draw takes is as good as random, and a
+/// mispredicted branch costs about a step of the series): each pair writes
+/// its index at both ends of what is left, and only its own side's end
+/// moves past it.
+#[inline(always)]
+fn two_lists(idx: &mut [usize], sides: impl Iterator<Item = (usize, u8)>) -> (&[usize], &[usize]) {
+    let (mut front, mut back) = (0, idx.len());
+    for (i, side) in sides {
+        // front < back: each earlier pair took at most one slot
+        idx[back - 1] = i;
+        idx[front] = i;
+        front += usize::from(side == 1);
+        back -= usize::from(side == 2);
+    }
+    let (first, second) = idx.split_at_mut(back);
+    // the second list in the order given (the lists are read in groups)
+    second.reverse();
+    (&first[..front], second)
+}
+
 /// `[f(0), f(1), ...]` by a loop: `array::from_fn`, which LLVM may leave out
 /// of line (compiled without the caller's wider instructions), held about a
 /// hundredth of the Gamma derivatives' profile.
@@ -873,12 +896,8 @@ fn gamma_grads(a: &[f64], x: &[f64], ln_x: Option<&[f64]>, out: &mut [[f64; 1]])
             let mut psi = Digamma::new(digamma);
             for start in (0..out.len()).step_by(BLOCK) {
                 let end = (start + BLOCK).min(out.len());
-                // without a branch a draw: which branch a draw takes is as
-                // good as random, and a mispredicted branch costs about a step
                 // each draw's branch (0: none, 1: series, 2: fraction) in a
-                // pass that vectorizes, then one list: the series' draws from
-                // the front, the fraction's from the back (each draw writes
-                // both ends; only its own branch's end moves past its slot)
+                // pass that vectorizes, then the two lists ([`two_lists`])
                 let mut branch = [0u8; BLOCK];
                 let branch = &mut branch[..end - start];
                 let args = a[start..end].iter().zip(&x[start..end]);
@@ -901,19 +920,8 @@ fn gamma_grads(a: &[f64], x: &[f64], ln_x: Option<&[f64]>, out: &mut [[f64; 1]])
                     }
                 }
                 let mut idx = [0; BLOCK];
-                let idx = &mut idx[..end - start];
-                let (mut front, mut back) = (0, idx.len());
-                for (i, &b) in branch.iter().enumerate() {
-                    // front < back: each earlier draw took at most one slot
-                    idx[back - 1] = start + i;
-                    idx[front] = start + i;
-                    front += usize::from(b == 1);
-                    back -= usize::from(b == 2);
-                }
-                let (series, fraction) = idx.split_at_mut(back);
-                // the fraction's draws in their order (the list is read in groups)
-                fraction.reverse();
-                let branches = (&series[..front], &*fraction);
+                let sides = branch.iter().enumerate().map(|(i, &b)| (start + i, b));
+                let branches = two_lists(&mut idx[..end - start], sides);
                 match tier() {
                     Tier::Avx512 => gamma_grads_in_lanes::<16>(a, x, ln_x, branches, out, &mut psi),
                     _ => gamma_grads_in_lanes::<8>(a, x, ln_x, branches, out, &mut psi),
@@ -1004,11 +1012,11 @@ fn gamma_grads_in_lanes<const L: usize>(
 /// every tier computes alike). A converged lane runs on with its group
 /// with its `a + n` held at 1 and its `x^n` at 0, steps that leave its sums
 /// as they are (setting its values aside instead took three more values a
-/// lane, which spilled out of AVX2's registers). With no test or blend inside a round
-/// the steps of a group are one chain of dependent operations; 16 lanes
-/// (two AVX-512 registers) are two chains, which keep the core busy while
-/// each waits. The sums are rescaled by a power of two (exactly) whenever
-/// `D` passes `2^100` at a round's end.
+/// lane, which spilled out of AVX2's registers). With no test or blend
+/// inside a round the steps of a group are one chain of dependent
+/// operations; 16 lanes (two AVX-512 registers) are two chains, which keep
+/// the core busy while each waits. The sums are rescaled by a power of two
+/// (exactly) whenever `D` passes `2^100` at a round's end.
 #[inline(always)]
 fn gamma_series_lanes<const L: usize>([a, x]: &[[f64; L]; 2]) -> [[f64; L]; 2] {
     const BIG: f64 = 1.2676506002282294e30; // 2^100
@@ -1082,8 +1090,9 @@ fn gamma_series_lanes<const L: usize>([a, x]: &[[f64; L]; 2]) -> [[f64; L]; 2] {
 /// Like [`gamma_series_lanes`], the lanes take [`ROUND`] steps between
 /// convergence tests; a converged lane's `A`, `B` and their derivatives of
 /// its round's end are set aside, and it runs on with its group (keeping
-/// its whole state took a blend of each of its eleven values a round). The test is Lentz's (the last step changed `h` by less than 10⁻¹⁶
-/// of itself and `∂ ln h` by less than 10⁻¹⁶ of itself), evaluated without
+/// its whole state took a blend of each of its eleven values a round). The
+/// test is Lentz's (the last step changed `h` by less than 10⁻¹⁶ of itself
+/// and `∂ ln h` by less than 10⁻¹⁶ of itself), evaluated without
 /// cancellation: `W_n = A_n B_{n-1} - A_{n-1} B_n` obeys `W_n = -a_n W_{n-1}`
 /// and is carried, with its derivative, alongside. The state is rescaled by
 /// a power of two (exactly) at each round's end.
@@ -1444,33 +1453,25 @@ pub(crate) fn beta_sample_grads(a: &[f64], b: &[f64], x: &[f64], out: &mut [[f64
     vectorized(
         #[inline(always)]
         || {
-            // the live draws, those below (a + 1) / (a + b + 2) from the
-            // front of one list and the others from its back, without a
-            // branch a draw: which side a draw falls on is as good as
-            // random, and choosing it per draw in gathering each group's
-            // inputs and again in writing its results took about a tenth
-            // of the derivatives' time
-            let mut idx = vec![0; out.len()];
-            let (mut front, mut back) = (0, idx.len());
-            for (i, o) in out.iter_mut().enumerate() {
+            // the live draws, those below (a + 1) / (a + b + 2) and the
+            // others, in two lists ([`two_lists`]): choosing the side per
+            // draw in gathering each group's inputs and again in writing its
+            // results took about a tenth of the derivatives' time
+            let side = |(i, o): (usize, &mut [f64; 2])| {
                 let too_large = a[i].max(b[i]) > MAX_IMPLICIT_PARAMETER;
                 if x[i].is_nan() || a[i].is_nan() || b[i].is_nan() || too_large {
                     *o = [f64::NAN; 2];
+                    (i, 0)
                 } else if x[i] <= 0.0 || x[i] >= 1.0 {
                     *o = [0.0; 2];
+                    (i, 0)
                 } else {
                     let lower = x[i] * (a[i] + b[i] + 2.0) < a[i] + 1.0;
-                    // front < back: each earlier draw took at most one slot
-                    idx[back - 1] = i;
-                    idx[front] = i;
-                    front += usize::from(lower);
-                    back -= usize::from(!lower);
+                    (i, 2 - u8::from(lower))
                 }
-            }
-            let (lower, upper) = idx.split_at_mut(back);
-            // the upper side's draws in their order (the list is read in groups)
-            upper.reverse();
-            let sides = (&lower[..front], &*upper);
+            };
+            let mut idx = vec![0; out.len()];
+            let sides = two_lists(&mut idx, out.iter_mut().enumerate().map(side));
             let mut psi = [(); 3].map(|()| Digamma::new(digamma));
             match tier() {
                 Tier::Avx512 => beta_sides::<BETA_LANES>(sides, [a, b, x], out, &mut psi),
