@@ -716,35 +716,39 @@ fn bucket(r: f64) -> u8 {
 
 /// The indices `start + j` of the draws whose `keys[j]` is in `1..=BUCKETS`
 /// and those whose key is in `BUCKETS + 1..=2 BUCKETS`, as two lists in
-/// `idx` (at least as long as `keys`), each ordered by key and, within a
-/// key, as given; key 0 is in neither. A key is a side (the series or the
-/// fraction) and a [`bucket`] of a measure of the steps a draw takes, so
-/// that the `L` draws of a group take about as many steps as each other:
-/// a group runs until its last lane converges, and in the order drawn the
-/// largest step count among 8 draws of `Gamma(2.5)` is about a fifth above
-/// the mean in the series and a sixth in the fraction. A counting sort,
-/// without a branch a draw (which side a draw takes is as good as random,
-/// and a mispredicted branch costs about a step of the series).
+/// `idx` (at least as long as `keys`), each ordered by key; key 0 is in
+/// neither. A key is a side (the series or the fraction) and a [`bucket`]
+/// of a measure of the steps a draw takes, so that the `L` draws of a group
+/// take about as many steps as each other: a group runs until its last
+/// lane converges, and in the order drawn the largest step count among 8
+/// draws of `Gamma(2.5)` is about a fifth above the mean in the series and
+/// a sixth in the fraction. A counting sort, without a branch a draw (which
+/// side a draw takes is as good as random, and a mispredicted branch costs
+/// about a step of the series); consecutive draws count into and take
+/// their slots from four sets of counters in turn, so that a run of one
+/// key is not one chain of dependent increments.
 #[inline(always)]
 fn sorted_lists<'a>(idx: &'a mut [usize], start: usize, keys: &[u8]) -> (&'a [usize], &'a [usize]) {
     const KEYS: usize = 2 * BUCKETS + 1;
-    let mut next = [0usize; KEYS];
-    for &k in keys {
-        next[usize::from(k)] += 1;
-    }
-    // each key's first slot: the lists' keys in order, key 0 after them
-    let (mut at, ignored) = (0, next[0]);
-    for n in &mut next[1..] {
-        (*n, at) = (at, at + *n);
-    }
-    let (first, live) = (next[BUCKETS + 1], at);
-    next[0] = live;
+    const WAYS: usize = 4;
+    let mut next = [[0usize; KEYS]; WAYS];
     for (j, &k) in keys.iter().enumerate() {
-        let slot = &mut next[usize::from(k)];
+        next[j % WAYS][usize::from(k)] += 1;
+    }
+    // each key's first slot in each set: the lists' keys in order, key 0
+    // after them
+    let mut at = 0;
+    for k in (1..KEYS).chain([0]) {
+        for next in &mut next {
+            (next[k], at) = (at, at + next[k]);
+        }
+    }
+    let (first, live) = (next[0][BUCKETS + 1], next[0][0]);
+    for (j, &k) in keys.iter().enumerate() {
+        let slot = &mut next[j % WAYS][usize::from(k)];
         idx[*slot] = start + j;
         *slot += 1;
     }
-    debug_assert_eq!(live + ignored, keys.len());
     (&idx[..first], &idx[first..live])
 }
 
