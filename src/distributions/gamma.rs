@@ -30,7 +30,7 @@ use crate::autodiff::ops::sigmoid;
 use crate::autodiff::profile::untimed;
 use crate::autodiff::tape::{Op, Tape, Var};
 use crate::error::{Error, Result};
-use crate::kernels::parallel::{join, par_blocks, par_fill_costly, par_new, sum_pairwise};
+use crate::kernels::parallel::{join, par_blocks, par_fill_costly, sum_pairwise};
 use crate::kernels::random::Xoshiro256;
 use crate::kernels::special::{
     MAX_IMPLICIT_PARAMETER, Memo, beta_sample_grads, gamma_sample_grads, gamma_sample_log_grads,
@@ -40,7 +40,7 @@ use rand::Rng;
 use std::mem::MaybeUninit;
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The uniform and normal draws of the Gamma sampler, from one xoshiro256++
 /// stream (no virtual call a draw).
@@ -289,39 +289,54 @@ impl<F: Element, const P: usize> Op<F> for ImplicitSample<F, P> {
         g: &Tensor<F>,
     ) -> Result<Vec<Option<Tensor<F>>>> {
         let to_f64 = |v: F| v.to_f64().unwrap_or(f64::NAN);
-        let (x, n) = (self.x.data(), self.x.len());
-        let mut per_draw = vec![[0.0; P]; n];
-        let some_nan = AtomicBool::new(false);
-        // each part converts its own draws (in f32; f64 reads them in
-        // place), on its own thread, and notes a NaN among its derivatives
-        // (one branch-free pass: NaN is rare)
-        par_fill_costly(&mut per_draw, |start, part| {
-            let draws = start..start + part.len();
-            let params: [_; P] =
-                std::array::from_fn(|p| F::as_f64s(&inputs[p].data()[draws.clone()]));
-            let at = match &self.at {
-                Some(at) => std::borrow::Cow::Borrowed(&at[draws]),
-                None => F::as_f64s(&x[draws]),
-            };
-            (self.grad)(std::array::from_fn(|p| &params[p][..]), &at, part);
-            if part.iter().flatten().fold(false, |n, d| n | d.is_nan()) {
-                some_nan.store(true, Ordering::Relaxed);
+        let (x, n, g) = (self.x.data(), self.x.len(), g.data());
+        let number = |v: F| !to_f64(v).is_nan();
+        // (each gradient is written in full below)
+        let mut grads: [Vec<F>; P] = std::array::from_fn(|_| vec![F::zero(); n]);
+        // the first draw whose derivative did not converge (a parameter
+        // past the series' reach): NaN at a draw whose inputs are numbers
+        let failed = AtomicUsize::new(usize::MAX);
+        // each part on its own thread, a block of draws at a time: their
+        // derivatives (in f64) stay in the first-level cache on their way
+        // into the gradients
+        par_fill_costly(grads.each_mut().map(|v| &mut v[..]), |start, mut part| {
+            const BLOCK: usize = 1024;
+            let mut per_draw = [[0.0; P]; BLOCK];
+            let len = part.first().map_or(0, |p| p.len());
+            for block in (0..len).step_by(BLOCK) {
+                let local = block..(block + BLOCK).min(len);
+                let draws = start + local.start..start + local.end;
+                let per_draw = &mut per_draw[..local.len()];
+                // the draws converted (in f32; f64 reads them in place)
+                let params: [_; P] =
+                    std::array::from_fn(|p| F::as_f64s(&inputs[p].data()[draws.clone()]));
+                let at = match &self.at {
+                    Some(at) => std::borrow::Cow::Borrowed(&at[draws.clone()]),
+                    None => F::as_f64s(&x[draws.clone()]),
+                };
+                (self.grad)(std::array::from_fn(|p| &params[p][..]), &at, per_draw);
+                for (p, part) in part.iter_mut().enumerate() {
+                    let (part, g) = (&mut part[local.clone()], &g[draws.clone()]);
+                    for ((d, per_draw), &g) in part.iter_mut().zip(&*per_draw).zip(g) {
+                        *d = F::lit(per_draw[p]) * g;
+                    }
+                }
+                // (one branch-free pass: NaN is rare)
+                if per_draw.iter().flatten().fold(false, |n, d| n | d.is_nan()) {
+                    let first = per_draw.iter().zip(draws).find(|&(d, i)| {
+                        d.iter().any(|d| d.is_nan())
+                            && number(x[i])
+                            && inputs.iter().all(|p| number(p.data()[i]))
+                    });
+                    if let Some((_, i)) = first {
+                        failed.fetch_min(i, Ordering::Relaxed);
+                    }
+                }
             }
         });
-        // a derivative that did not converge (a parameter past the
-        // series' reach) is NaN at a draw whose inputs are numbers
-        let some_nan = some_nan.into_inner();
-        let number = |v: F| !to_f64(v).is_nan();
-        let failed = some_nan
-            .then(|| {
-                (0..n).find(|&i| {
-                    per_draw[i].iter().any(|d| d.is_nan())
-                        && number(x[i])
-                        && inputs.iter().all(|p| number(p.data()[i]))
-                })
-            })
-            .flatten();
-        if let Some(i) = failed {
+        let failed = failed.into_inner();
+        if failed < n {
+            let i = failed;
             let params: Vec<f64> = inputs.iter().map(|p| to_f64(p.data()[i])).collect();
             return Err(Error::invalid(
                 self.name,
@@ -332,24 +347,10 @@ impl<F: Element, const P: usize> Op<F> for ImplicitSample<F, P> {
                 ),
             ));
         }
-        let g = g.data();
-        (0..P)
-            .map(|p| {
-                // SAFETY: the loop writes every element of each chunk.
-                let d = unsafe {
-                    par_new(
-                        n,
-                        #[inline(always)]
-                        |start, part| {
-                            let (per_draw, g) = (&per_draw[start..], &g[start..]);
-                            for ((d, per_draw), &g) in part.iter_mut().zip(per_draw).zip(g) {
-                                d.write(F::lit(per_draw[p]) * g);
-                            }
-                        },
-                    )
-                };
-                Ok(Some(Tensor::new_unchecked(d, self.x.shape().to_vec())))
-            })
+        let shape = self.x.shape();
+        grads
+            .into_iter()
+            .map(|d| Ok(Some(Tensor::from_vec(d, shape)?)))
             .collect()
     }
 }
@@ -486,8 +487,11 @@ pub(crate) fn std_gamma_rsample<'t, F: Element>(
 ) -> Result<Var<'t, F>> {
     let a = a.broadcast_to(shape)?;
     let av = a.value();
+    // (the slice taken once: through the tensor, each draw's read took
+    // three dependent loads)
+    let data = av.data();
     let x = gamma_draws(av.len(), rng, |i, draws| {
-        let a = av.data()[i].to_f64().unwrap_or(f64::NAN);
+        let a = data[i].to_f64().unwrap_or(f64::NAN);
         F::lit(std_gamma_with(a, draws)).max(F::min_positive_value())
     });
     a.tape()
@@ -504,8 +508,9 @@ fn ln_std_gamma_rsample<'t, F: Element>(
 ) -> Result<(Var<'t, F>, Vec<f64>)> {
     let a = a.broadcast_to(shape)?;
     let av = a.value();
-    let logs = gamma_draws(av.len(), rng, |i, draws| {
-        ln_std_gamma_with(av.data()[i].to_f64().unwrap_or(f64::NAN), draws)
+    let data = av.data();
+    let logs = gamma_draws(data.len(), rng, |i, draws| {
+        ln_std_gamma_with(data[i].to_f64().unwrap_or(f64::NAN), draws)
     });
     let rounded = logs.iter().map(|&l| F::lit(l)).collect();
     let node = ImplicitSample {
@@ -1125,9 +1130,10 @@ impl<'t, F: Element> Distribution<'t, F> for Beta<'t, F> {
         let a = self.concentration1.broadcast_to(&shape)?;
         let b = self.concentration0.broadcast_to(&shape)?;
         let (av, bv) = (a.value(), b.value());
+        let (a_data, b_data) = (av.data(), bv.data());
         let f = |v: F| v.to_f64().unwrap_or(f64::NAN);
         let draw = |i: usize, draws: &mut Draws| {
-            let (a, b) = (f(av.data()[i]), f(bv.data()[i]));
+            let (a, b) = (f(a_data[i]), f(b_data[i]));
             // kept inside (0, 1) after rounding (NaN, where both
             // logarithms underflowed, is refused below)
             into_open_unit(if a.min(b) < LOG_SPACE_BELOW {

@@ -476,22 +476,30 @@ pub(crate) fn par_for(parts: usize, f: impl Fn(usize) + Sync) {
     run_jobs((0..parts).map(job).collect());
 }
 
-/// Calls `f(start, chunk)` on contiguous parts of `out`, split over the
-/// threads, for work that is costly per element (from 64 elements a part,
-/// where [`par_fill`] waits for [`PARALLEL_MIN`]). `f` must give each
+/// Calls `f(start, chunks)` on contiguous parts of the `P` slices `outs`
+/// (of one length, that of the first), the same part of each, split over
+/// the threads, for work that is costly per element (from 64 elements a
+/// part, where [`par_fill`] waits for [`PARALLEL_MIN`]). `f` must give each
 /// element a value that does not depend on the part it falls in, so that
 /// the result does not depend on the split.
-pub(crate) fn par_fill_costly<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync) {
-    let parts = threads().min(out.len() / 64).max(1);
+pub(crate) fn par_fill_costly<T: Send, const P: usize>(
+    outs: [&mut [T]; P],
+    f: impl Fn(usize, [&mut [T]; P]) + Sync,
+) {
+    let len = outs.first().map_or(0, |o| o.len());
+    let parts = threads().min(len / 64).max(1);
     if parts == 1 {
-        f(0, out);
+        f(0, outs);
         return;
     }
-    let step = out.len().div_ceil(parts);
-    let chunks: Vec<Mutex<&mut [T]>> = out.chunks_mut(step).map(Mutex::new).collect();
+    let step = len.div_ceil(parts);
+    let mut each = outs.map(|o| o.chunks_mut(step));
+    let chunks: Vec<Mutex<[&mut [T]; P]>> = (0..len.div_ceil(step))
+        .map(|_| Mutex::new(each.each_mut().map(|c| c.next().unwrap_or_default())))
+        .collect();
     par_for(chunks.len(), |p| {
         let mut chunk = chunks[p].lock().unwrap_or_else(PoisonError::into_inner);
-        f(p * step, &mut chunk);
+        f(p * step, chunk.each_mut().map(|c| &mut **c));
     });
 }
 
