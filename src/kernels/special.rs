@@ -696,8 +696,8 @@ fn beta_grads_in_lanes<const L: usize>(
     )
 }
 
-/// Draws sorted into lists ([`sorted_lists`]) at a time: the lists, and the
-/// draws' inputs and outputs they point to, stay in the first-level cache.
+/// Draws sorted into lists ([`sorted_lists`]) at a time: the lists stay in
+/// the first-level cache, and the draws' inputs and outputs in the second.
 const SORT_BLOCK: usize = 2048;
 
 /// Buckets of each list of [`sorted_lists`].
