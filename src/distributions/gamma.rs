@@ -291,15 +291,16 @@ impl<F: Element, const P: usize> Op<F> for ImplicitSample<F, P> {
         let to_f64 = |v: F| v.to_f64().unwrap_or(f64::NAN);
         let (x, n, g) = (self.x.data(), self.x.len(), g.data());
         let number = |v: F| !to_f64(v).is_nan();
-        // (each gradient is written in full below)
-        let mut grads: [Vec<F>; P] = std::array::from_fn(|_| vec![F::zero(); n]);
+        // (not zero-filled: every element is written below)
+        let mut grads: [Vec<F>; P] = std::array::from_fn(|_| Vec::with_capacity(n));
         // the first draw whose derivative did not converge (a parameter
         // past the series' reach): NaN at a draw whose inputs are numbers
         let failed = AtomicUsize::new(usize::MAX);
         // each part on its own thread, a block of draws at a time: their
         // derivatives (in f64) stay in the first-level cache on their way
         // into the gradients
-        par_fill_costly(grads.each_mut().map(|v| &mut v[..]), |start, mut part| {
+        let spare = grads.each_mut().map(|v| &mut v.spare_capacity_mut()[..n]);
+        par_fill_costly(spare, |start, mut part| {
             const BLOCK: usize = 1024;
             let mut per_draw = [[0.0; P]; BLOCK];
             let len = part.first().map_or(0, |p| p.len());
@@ -318,7 +319,7 @@ impl<F: Element, const P: usize> Op<F> for ImplicitSample<F, P> {
                 for (p, part) in part.iter_mut().enumerate() {
                     let (part, g) = (&mut part[local.clone()], &g[draws.clone()]);
                     for ((d, per_draw), &g) in part.iter_mut().zip(&*per_draw).zip(g) {
-                        *d = F::lit(per_draw[p]) * g;
+                        d.write(F::lit(per_draw[p]) * g);
                     }
                 }
                 // (one branch-free pass: NaN is rare)
@@ -334,9 +335,8 @@ impl<F: Element, const P: usize> Op<F> for ImplicitSample<F, P> {
                 }
             }
         });
-        let failed = failed.into_inner();
-        if failed < n {
-            let i = failed;
+        let i = failed.into_inner();
+        if i < n {
             let params: Vec<f64> = inputs.iter().map(|p| to_f64(p.data()[i])).collect();
             return Err(Error::invalid(
                 self.name,
@@ -346,6 +346,12 @@ impl<F: Element, const P: usize> Op<F> for ImplicitSample<F, P> {
                     to_f64(x[i])
                 ),
             ));
+        }
+        for d in &mut grads {
+            // SAFETY: `par_fill_costly` hands every one of the `n` elements
+            // of each gradient to one block, which writes each of them (a
+            // panic drops the vectors unread, at length 0).
+            unsafe { d.set_len(n) };
         }
         let shape = self.x.shape();
         grads
