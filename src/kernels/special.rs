@@ -931,10 +931,10 @@ fn gamma_grads(a: &[f64], x: &[f64], ln_x: Option<&[f64]>, out: &mut [[f64; 1]])
                 // ([`sorted_lists`]); the steps grow as `x` nears `a + 1`
                 // from either side, so the bucket is of `x / (a + 1)` in the
                 // series and of its inverse in the fraction
-                let mut branch = [0u8; SORT_BLOCK];
-                let branch = &mut branch[..end - start];
+                let mut keys = [0u8; SORT_BLOCK];
+                let keys = &mut keys[..end - start];
                 let args = a[start..end].iter().zip(&x[start..end]);
-                for ((o, b), (&a, &x)) in out[start..end].iter_mut().zip(&mut *branch).zip(args) {
+                for ((o, k), (&a, &x)) in out[start..end].iter_mut().zip(&mut *keys).zip(args) {
                     let invalid = x.is_nan() | a.is_nan() | (a > MAX_IMPLICIT_PARAMETER);
                     // (with logarithms given, x = 0 is a draw that underflowed,
                     // and an infinite logarithm makes x 0 or +inf)
@@ -947,15 +947,15 @@ fn gamma_grads(a: &[f64], x: &[f64], ln_x: Option<&[f64]>, out: &mut [[f64; 1]])
                     let live = !invalid & !edge;
                     let (fraction, r) = (x >= a + 1.0, x.min(a + 1.0) / x.max(a + 1.0));
                     let side = BUCKETS as u8 * u8::from(fraction);
-                    *b = u8::from(live) * (1 + side + bucket(r));
+                    *k = u8::from(live) * (1 + side + bucket(r));
                 }
                 if let Some(ln_x) = ln_x {
-                    for (b, l) in branch.iter_mut().zip(&ln_x[start..end]) {
-                        *b *= u8::from(l.is_finite());
+                    for (k, l) in keys.iter_mut().zip(&ln_x[start..end]) {
+                        *k *= u8::from(l.is_finite());
                     }
                 }
                 let mut idx = [0; SORT_BLOCK];
-                let branches = sorted_lists(&mut idx, start, branch);
+                let branches = sorted_lists(&mut idx, start, keys);
                 match tier() {
                     Tier::Avx512 => gamma_grads_in_lanes::<16>(a, x, ln_x, branches, out, &mut psi),
                     _ => gamma_grads_in_lanes::<8>(a, x, ln_x, branches, out, &mut psi),
@@ -1493,7 +1493,7 @@ pub(crate) fn beta_sample_grads(a: &[f64], b: &[f64], x: &[f64], out: &mut [[f64
             // results took about a tenth of the derivatives' time. The steps
             // grow as `x` nears that point from either side: the bucket is
             // of `x` over it below, and of `1 - x` over `1` minus it above.
-            let key = |(i, o): (usize, &mut [f64; 2])| {
+            let key = |i: usize, o: &mut [f64; 2]| {
                 let too_large = a[i].max(b[i]) > MAX_IMPLICIT_PARAMETER;
                 if x[i].is_nan() || a[i].is_nan() || b[i].is_nan() || too_large {
                     *o = [f64::NAN; 2];
@@ -1517,7 +1517,7 @@ pub(crate) fn beta_sample_grads(a: &[f64], b: &[f64], x: &[f64], out: &mut [[f64
                 let mut keys = [0u8; SORT_BLOCK];
                 let keys = &mut keys[..end - start];
                 for (k, i) in keys.iter_mut().zip(start..end) {
-                    *k = key((i, &mut out[i]));
+                    *k = key(i, &mut out[i]);
                 }
                 let mut idx = [0; SORT_BLOCK];
                 let sides = sorted_lists(&mut idx, start, keys);
