@@ -612,6 +612,9 @@ const BETA_LANES_AVX2: usize = 4;
 /// `2^64`: from this `b₀ = x + 1 - a` on, the Gamma fraction runs its
 /// scaled recurrences ([`gamma_fraction_lanes`]).
 const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
+/// `2^-64`: below it (or past [`TWO_POW_64`]) the Gamma fraction's state
+/// is rescaled at a round's end.
+const TWO_POW_MINUS_64: f64 = 1.0 / TWO_POW_64;
 
 /// Steps of the Gamma series and fraction between convergence tests
 /// ([`gamma_series_lanes`]).
@@ -1128,8 +1131,10 @@ fn gamma_series_lanes<const L: usize>([a, x]: &[[f64; L]; 2]) -> [[f64; L]; 2] {
 /// test is Lentz's (the last step changed `h` by less than 10⁻¹⁶ of itself
 /// and `∂ ln h` by less than 10⁻¹⁶ of itself), evaluated without
 /// cancellation: `W_n = A_n B_{n-1} - A_{n-1} B_n` obeys `W_n = -a_n W_{n-1}`
-/// and is carried, with its derivative, alongside. The state is rescaled by
-/// a power of two (exactly) at each round's end.
+/// and is carried, with its derivative, alongside; the test of `∂ ln h`
+/// is taken only in rounds where a live lane passes that of `h`. The state
+/// is rescaled by a power of two (exactly) at a round's end where its
+/// largest value has left `[2^-64, 2^64]`.
 // a lane index runs over the state's arrays together: the loops vectorize
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
@@ -1209,51 +1214,69 @@ fn gamma_fraction_lanes<const L: usize, const SCALED: bool>(
                 (s.w[l], s.dw[l]) = (-an * s.w[l], -dan.mul_add(s.w[l], an * s.dw[l]));
             }
         }
+        // each lane's largest |A|, |B| = m 2^e; the lanes past 2^±64 (all
+        // of them with `SCALED`, whose test below needs values near 1) are
+        // brought back to [1, 2) by 2^-e, exactly. The recurrences are
+        // linear and the test homogeneous in that factor, so when a lane is
+        // rescaled changes none of its results; a round's four steps
+        // multiply the values by at most about 2^264 (b_n < 2^65 and
+        // |a_n| < 2^56 here), so from 2^64 they do not overflow.
+        let mut big = [0.0; L];
+        let mut rescale = [0u64; L];
         for l in 0..L {
-            // 2^-e for the largest |A|, |B| = m 2^e: back to [1, 2), exactly
-            let big = (s.den[l].abs().max(s.den_prev[l].abs()))
+            big[l] = (s.den[l].abs().max(s.den_prev[l].abs()))
                 .max(s.num[l].abs().max(s.num_prev[l].abs()));
-            let e = ((big.to_bits() >> 52) & 0x7ff) as i64 - 1023;
-            let k = f64::from_bits(((1023 - e.clamp(-1000, 1000)) as u64) << 52);
-            let (den, den_prev, num, num_prev) = (
-                s.den[l] * k,
-                s.den_prev[l] * k,
-                s.num[l] * k,
-                s.num_prev[l] * k,
-            );
-            let (dden, dden_prev, dnum, dnum_prev) = (
-                s.dden[l] * k,
-                s.dden_prev[l] * k,
-                s.dnum[l] * k,
-                s.dnum_prev[l] * k,
-            );
-            let (w, dw) = (s.w[l] * (k * k), s.dw[l] * (k * k));
-            // the last step multiplied h by 1 - W_n/(A_n B_{n-1}), and its
-            // derivative moved ln h by that factor's, against
+            rescale[l] = mask(SCALED | !(TWO_POW_MINUS_64..=TWO_POW_64).contains(&big[l]));
+        }
+        if any(&rescale) {
+            for l in 0..L {
+                let e = ((big[l].to_bits() >> 52) & 0x7ff) as i64 - 1023;
+                let k = f64::from_bits(((1023 - e.clamp(-1000, 1000)) as u64) << 52);
+                let k = select(rescale[l], k, 1.0);
+                for v in [&mut s.den, &mut s.den_prev, &mut s.num, &mut s.num_prev] {
+                    v[l] *= k;
+                }
+                for v in [&mut s.dden, &mut s.dden_prev, &mut s.dnum, &mut s.dnum_prev] {
+                    v[l] *= k;
+                }
+                s.w[l] *= k * k;
+                s.dw[l] *= k * k;
+            }
+        }
+        // the last step multiplied h by 1 - W_n/(A_n B_{n-1}): the lanes
+        // where that is below 10⁻¹⁶ of h; only where a live one is does
+        // the test of ∂ ln h follow
+        let mut h_done = [0u64; L];
+        for l in 0..L {
+            let prod = s.den[l] * s.num_prev[l];
+            h_done[l] = live[l] & mask(s.w[l].abs() < 1e-16 * prod.abs());
+        }
+        if !any(&h_done) {
+            continue;
+        }
+        for l in 0..L {
+            let (den, num, dden, dnum) = (s.den[l], s.num[l], s.dden[l], s.dnum[l]);
+            let (w, dw) = (s.w[l], s.dw[l]);
+            // the last step moved ln h by that factor's derivative, against
             // ∂ ln h = (B'A - A'B)/(AB)
-            let prod = den * num_prev;
-            let dprod = dden * num_prev + den * dnum_prev;
+            let prod = den * s.num_prev[l];
+            let dprod = dden * s.num_prev[l] + den * s.dnum_prev[l];
             let dlog_h = dnum * den - dden * num;
-            // (both sides of the second times c, exactly: ∂ ln h is of the
-            // order of 1/c, and the right side would underflow for c near 2^1000)
+            // (both sides times c, exactly: ∂ ln h is of the order of 1/c,
+            // and the right side would underflow for c near 2^1000)
             let c = match SCALED {
                 true => 1.0 / inv_c[l],
                 false => 1.0,
             };
-            let done = w.abs() < 1e-16 * prod.abs()
-                && (dw * prod - w * dprod).abs() * (den * num).abs() * c
-                    < 1e-16 * (dlog_h.abs() * c) * (prod * prod);
-            (s.den[l], s.den_prev[l], s.num[l], s.num_prev[l]) = (den, den_prev, num, num_prev);
-            (s.dden[l], s.dden_prev[l]) = (dden, dden_prev);
-            (s.dnum[l], s.dnum_prev[l]) = (dnum, dnum_prev);
-            (s.w[l], s.dw[l]) = (w, dw);
+            let done = (dw * prod - w * dprod).abs() * (den * num).abs() * c
+                < 1e-16 * (dlog_h.abs() * c) * (prod * prod);
             // a lane that converged runs on with its group; its values of
             // this round are the ones it gives
-            let newly = live[l] & mask(done);
+            let newly = h_done[l] & mask(done);
             for (end, now) in end.iter_mut().zip([den, num, dden, dnum]) {
                 end[l] = select(newly, now, end[l]);
             }
-            live[l] &= !mask(done);
+            live[l] &= !newly;
         }
         if !any(&live) {
             break;
