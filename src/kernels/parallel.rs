@@ -476,17 +476,28 @@ pub(crate) fn par_for(parts: usize, f: impl Fn(usize) + Sync) {
     run_jobs((0..parts).map(job).collect());
 }
 
-/// Calls `f(start, chunks)` on contiguous parts of the `P` slices `outs`
-/// (of one length, that of the first), the same part of each, split over
-/// the threads, for work that is costly per element (from 64 elements a
-/// part, where [`par_fill`] waits for [`PARALLEL_MIN`]). `f` must give each
-/// element a value that does not depend on the part it falls in, so that
-/// the result does not depend on the split.
+/// Calls `f(start, chunks)` on contiguous parts of the `P` slices `outs`,
+/// the same part of each, split over the threads, for work that is costly
+/// per element (from 64 elements a part, where [`par_fill`] waits for
+/// [`PARALLEL_MIN`]). `f` must give each element a value that does not
+/// depend on the part it falls in, so that the result does not depend on
+/// the split.
+///
+/// # Panics
+///
+/// If the slices differ in length: the tail of a longer one would be
+/// handed to no call, and a caller that writes every element it is handed
+/// (the sampling op's backward fills spare capacity so) would leave it
+/// unwritten.
 pub(crate) fn par_fill_costly<T: Send, const P: usize>(
     outs: [&mut [T]; P],
     f: impl Fn(usize, [&mut [T]; P]) + Sync,
 ) {
     let len = outs.first().map_or(0, |o| o.len());
+    assert!(
+        outs.iter().all(|o| o.len() == len),
+        "par_fill_costly: slices of different lengths"
+    );
     let parts = threads().min(len / 64).max(1);
     if parts == 1 {
         f(0, outs);
@@ -700,6 +711,29 @@ pub(crate) fn sum_lanes<F: Element>(x: &[F]) -> F {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn par_fill_costly_hands_every_element_once() {
+        let (mut a, mut b) = (vec![0usize; 1000], vec![0usize; 1000]);
+        par_fill_costly([&mut a[..], &mut b[..]], |start, [a, b]| {
+            for (i, (a, b)) in a.iter_mut().zip(b.iter_mut()).enumerate() {
+                *a += start + i;
+                *b += 1;
+            }
+        });
+        assert!(a.iter().enumerate().all(|(i, &v)| v == i));
+        assert!(b.iter().all(|&v| v == 1));
+    }
+
+    #[test]
+    #[should_panic(expected = "slices of different lengths")]
+    fn par_fill_costly_refuses_slices_of_different_lengths() {
+        let (mut a, mut b) = (vec![0.0; 1000], vec![0.0; 1200]);
+        par_fill_costly([&mut a[..], &mut b[..]], |_, [a, b]| {
+            a.fill(1.0);
+            b.fill(1.0);
+        });
+    }
 
     #[test]
     fn simd_values_cap_the_tier() {
