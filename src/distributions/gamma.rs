@@ -641,10 +641,17 @@ impl<'t, F: Element> Distribution<'t, F> for Gamma<'t, F> {
     }
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
         let shape = sample_shape(n, &self.batch_shape());
-        let x = std_gamma_rsample(self.concentration, &shape, rng)?.try_div(self.rate)?;
+        let g = std_gamma_rsample(self.concentration, &shape, rng)?;
+        let rate = self.rate.value();
+        // a constant rate of 1 divides by nothing: the same values, and
+        // the same gradient in the concentration, without two passes
+        if !self.rate.requires_grad() && rate.data().iter().all(|&r| r == F::one()) {
+            return Ok(g);
+        }
+        let x = g.try_div(self.rate)?;
         // a draw divided below the smallest normal number by a large rate
         // is that number, as the draw before it (a rate up to 1 cannot)
-        match self.rate.value().data().iter().all(|&r| r <= F::one()) {
+        match rate.data().iter().all(|&r| r <= F::one()) {
             true => Ok(x),
             false => Ok(super::above_zero(x)),
         }
@@ -2445,6 +2452,52 @@ mod tests {
                 assert_eq!(x.data()[r * k + j], xr[j], "row {r}");
                 assert_eq!(back.data()[r * k + j], (dr[j] - dot) / total, "row {r}");
             }
+        }
+    }
+
+    /// A constant rate of 1 skips the division by the rate: the draws and
+    /// the concentration's gradient are bit for bit those of a rate of 1
+    /// that receives a gradient (and so is divided by), for a rate
+    /// broadcast over the concentrations, of their shape, and of a larger
+    /// shape than theirs; a constant rate other than 1 still divides.
+    #[test]
+    fn a_constant_rate_of_one_gives_the_divided_draws() {
+        use rand::SeedableRng;
+        let cases: [(&[usize], &[usize]); 4] = [
+            (&[2, 3], &[]),
+            (&[2, 3], &[3]),
+            (&[2, 3], &[2, 3]),
+            (&[3], &[2, 3]),
+        ];
+        for (a_shape, rate_shape) in cases {
+            let run = |constant: bool, rate: f64| {
+                let tape = Tape::<f64>::new();
+                // (0.5: a concentration below 1, drawn from a + 1)
+                let a = tape.var(Tensor::from_fn(a_shape, |i| 0.5 + 1.5 * i as f64));
+                let r = Tensor::full(rate_shape, rate);
+                let r = if constant {
+                    tape.constant(r)
+                } else {
+                    tape.var(r)
+                };
+                let mut rng = rand::rngs::SmallRng::seed_from_u64(3);
+                let x = Gamma::new(a, r)
+                    .unwrap()
+                    .rsample_n(Some(4), &mut rng)
+                    .unwrap();
+                let w = Tensor::from_fn(&x.shape(), |i| 1.0 + i as f64);
+                let grads = (x * w).sum().backward().unwrap();
+                let bits =
+                    |t: &Tensor<f64>| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                (bits(&x.value()), bits(grads.get(a).unwrap()))
+            };
+            let skipped = run(true, 1.0);
+            assert_eq!(skipped, run(false, 1.0), "{a_shape:?} / {rate_shape:?}");
+            let half = run(true, 0.5);
+            assert_ne!(
+                half.0, skipped.0,
+                "{a_shape:?} / {rate_shape:?}: a rate of 0.5 divides"
+            );
         }
     }
 
