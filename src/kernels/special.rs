@@ -609,6 +609,16 @@ const BETA_LANES: usize = 8;
 /// 9.0–9.3.
 const BETA_LANES_AVX2: usize = 4;
 
+/// `2^-e` for `v = m 2^e` (`m` in [1, 2), `e` taken in `lowest..=1000`):
+/// the power of two that takes `v` back to [1, 2), exactly, when `e` is in
+/// that range. The continued fractions and the Gamma series rescale their
+/// state by it.
+#[inline(always)]
+fn pow2_inverse(v: f64, lowest: i64) -> f64 {
+    let e = ((v.to_bits() >> 52) & 0x7ff) as i64 - 1023;
+    f64::from_bits(((1023 - e.clamp(lowest, 1000)) as u64) << 52)
+}
+
 /// `2^64`: from this `b₀ = x + 1 - a` on, the Gamma fraction runs its
 /// scaled recurrences ([`gamma_fraction_lanes`]).
 const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
@@ -1085,10 +1095,8 @@ fn gamma_series_lanes<const L: usize>([a, x]: &[[f64; L]; 2]) -> [[f64; L]; 2] {
         }
         if big != 0 {
             for l in 0..L {
-                // 2^-e for D = m 2^e (e >= 100 here): D back to [1, 2), exactly
-                let e = ((d[l].to_bits() >> 52) & 0x7ff) as i64 - 1023;
-                let small = f64::from_bits(((1023 - e.clamp(0, 1000)) as u64) << 52);
-                let s = select(mask(d[l] > BIG), small, 1.0);
+                // D = m 2^e (e >= 100 here) back to [1, 2), exactly
+                let s = select(mask(d[l] > BIG), pow2_inverse(d[l], 0), 1.0);
                 xn[l] *= s;
                 dd[l] *= s;
                 d[l] *= s;
@@ -1165,10 +1173,7 @@ fn gamma_fraction_lanes<const L: usize, const SCALED: bool>(
     // draw's result.
     let b0: [f64; L] = each(|l| x[l] + 1.0 - a[l]);
     let inv_c: [f64; L] = each(|l| match SCALED {
-        true => {
-            let e = ((b0[l].to_bits() >> 52) & 0x7ff) as i64 - 1023;
-            f64::from_bits(((1023 - e.clamp(0, 1000)) as u64) << 52)
-        }
+        true => pow2_inverse(b0[l], 0),
         false => 1.0,
     });
     // (c² underflows past c = 2^511: a_n/c² is then 0, below the precision of K/c)
@@ -1230,9 +1235,7 @@ fn gamma_fraction_lanes<const L: usize, const SCALED: bool>(
         }
         if any(&rescale) {
             for l in 0..L {
-                let e = ((big[l].to_bits() >> 52) & 0x7ff) as i64 - 1023;
-                let k = f64::from_bits(((1023 - e.clamp(-1000, 1000)) as u64) << 52);
-                let k = select(rescale[l], k, 1.0);
+                let k = select(rescale[l], pow2_inverse(big[l], -1000), 1.0);
                 for v in [&mut s.den, &mut s.den_prev, &mut s.num, &mut s.num_prev] {
                     v[l] *= k;
                 }
@@ -1430,11 +1433,10 @@ fn beta_fraction_lanes<const L: usize>([a, b, x]: &[[f64; L]; 3]) -> [[f64; L]; 
         step::<L, ODD>(&mut s, args, n + 3.0);
         step::<L, EVEN>(&mut s, args, n + 4.0);
         for l in 0..L {
-            // 2^-e for the largest |A|, |B| = m 2^e: back to [1, 2), exactly
+            // the largest |A|, |B| back to [1, 2), exactly
             let big = (s.den[0][l].abs().max(s.den[1][l].abs()))
                 .max(s.num[0][l].abs().max(s.num[1][l].abs()));
-            let e = ((big.to_bits() >> 52) & 0x7ff) as i64 - 1023;
-            let k = f64::from_bits(((1023 - e.clamp(-1000, 1000)) as u64) << 52);
+            let k = pow2_inverse(big, -1000);
             for v in [
                 &mut s.den,
                 &mut s.num,
@@ -1630,6 +1632,26 @@ fn beta_sample_grad(a: f64, b: f64, x: f64) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `pow2_inverse` takes a value back to [1, 2) exactly across the
+    /// exponents it covers (the product is `m`, its significand), and
+    /// stops at the ends of its range: 2^-1000 past 2^1000, `2^-lowest`
+    /// below `2^lowest`.
+    #[test]
+    fn pow2_inverse_scales_into_one_to_two() {
+        for e in -1000..=1000 {
+            for m in [1.0, 1.5, 2.0 - f64::EPSILON] {
+                let v = m * 2f64.powi(e);
+                let k = pow2_inverse(v, -1000);
+                assert_eq!(v * k, m, "v = {m} 2^{e}");
+                assert_eq!(k, 2f64.powi(-e));
+            }
+        }
+        assert_eq!(pow2_inverse(1.5 * 2f64.powi(1010), -1000), 2f64.powi(-1000));
+        assert_eq!(pow2_inverse(1e-310, -1000), 2f64.powi(1000));
+        assert_eq!(pow2_inverse(0.25, 0), 1.0);
+        assert_eq!(pow2_inverse(6.0, 0), 0.25);
+    }
 
     /// The one-pass derivative against central differences of `P` (on the
     /// lower tail) or `Q` (upper), the way it was computed before.
