@@ -206,7 +206,8 @@ fn discrete() -> Result<Step> {
 
 /// Draws per second of Gamma(2.5), Beta(2, 3) and Dirichlet([1.5, 2, 0.7])
 /// `rsample` with the implicit gradient (draw, then backward of the sum),
-/// next to `rand_distr` drawing the same without gradients, alternating.
+/// next to `rand_distr` drawing the same without gradients, alternating,
+/// after three untimed rounds of each.
 fn sampling(rounds: usize) -> Result<()> {
     use rand_distr::Distribution as _;
     const N: usize = 100_000;
@@ -256,6 +257,11 @@ fn sampling(rounds: usize) -> Result<()> {
         ),
     ];
     for (name, ours, theirs) in cases {
+        // three rounds untimed first, as the peer scripts warm up
+        for _ in 0..3 {
+            ours(&mut rng)?;
+            std::hint::black_box(theirs(&mut rng));
+        }
         let (mut a, mut b, mut backward) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
             let t = Instant::now();
