@@ -645,16 +645,24 @@ impl<'t, F: Element> Distribution<'t, F> for Gamma<'t, F> {
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
         let shape = sample_shape(n, &self.batch_shape());
         let g = std_gamma_rsample(self.concentration, &shape, rng)?;
-        let rate = self.rate.value();
+        // (every rate is 1, every rate is at most 1), in one scan
+        let (ones, at_most_one) = self
+            .rate
+            .value()
+            .data()
+            .iter()
+            .fold((true, true), |(o, m), &r| {
+                (o && r == F::one(), m && r <= F::one())
+            });
         // a constant rate of 1 divides by nothing: the same values, and
         // the same gradient in the concentration, without two passes
-        if !self.rate.requires_grad() && rate.data().iter().all(|&r| r == F::one()) {
+        if ones && !self.rate.requires_grad() {
             return Ok(g);
         }
         let x = g.try_div(self.rate)?;
         // a draw divided below the smallest normal number by a large rate
         // is that number, as the draw before it (a rate up to 1 cannot)
-        match rate.data().iter().all(|&r| r <= F::one()) {
+        match at_most_one {
             true => Ok(x),
             false => Ok(super::above_zero(x)),
         }
