@@ -1,6 +1,6 @@
 """Pairs bayesgrad's `bench` with the peer scripts, run by run, and reports the ratio of each pair.
 
-usage: python examples/compare_peers.py [--pairs N] [--bench PATH] [--torch PY] [--tf PY] [workload ...]
+usage: python examples/compare_peers.py [--pairs N] [--bench PATH] [--torch PY] [--tf PY] [--compile] [workload ...]
     workloads: mlp conv tiny sparse_vd iwae discrete sampling (default: all of them)
 
 Each pair is one run of `bench <workload>` followed at once by one run of each peer on the same
@@ -10,6 +10,10 @@ in the same state; a machine whose speed drifts from minute to minute moves both
 workload it prints the medians of each side and, per pair, the faster peer's time over
 bayesgrad's (for sampling, the rates the other way round: bayesgrad's draws per second over the
 faster peer's), with the median, the smallest, and how many pairs reach 3.
+
+`--compile` adds PyTorch under `torch.compile` as a third peer on every workload but sampling (the
+same scripts with `--compile`; each run compiles the step, or loads it from torch's cache, in its
+untimed warm-up steps).
 
 `--torch` and `--tf` are the Python interpreters of environments with PyTorch + bayesian-torch
 and TensorFlow + TFP (defaults: `.venv-torch/bin/python`, `.venv-tf/bin/python`); a peer whose
@@ -55,7 +59,7 @@ def main(argv):
     pairs, bench = 5, os.path.join(ROOT, "target", "release", "examples", "bench")
     torch_py = os.path.join(ROOT, ".venv-torch", "bin", "python")
     tf_py = os.path.join(ROOT, ".venv-tf", "bin", "python")
-    chosen = []
+    chosen, compile_too = [], False
     args = iter(argv)
     try:
         for a in args:
@@ -67,6 +71,8 @@ def main(argv):
                 torch_py = next(args)
             elif a == "--tf":
                 tf_py = next(args)
+            elif a == "--compile":
+                compile_too = True
             elif a in WORKLOADS:
                 chosen.append(a)
             else:
@@ -80,6 +86,8 @@ def main(argv):
         if os.path.exists(torch_py):
             script = "torch_bench.py" if workload in ("mlp", "conv", "tiny") else "torch_bench_extra.py"
             peers["PyTorch"] = [torch_py, os.path.join(HERE, script), workload]
+            if compile_too and workload != "sampling":
+                peers["torch.compile"] = peers["PyTorch"] + ["--compile"]
         if os.path.exists(tf_py) and workload in ("mlp", "conv", "tiny", "sampling"):
             peers["TFP"] = [tf_py, os.path.join(HERE, "tfp_bench.py"), workload]
         if not peers:

@@ -4,10 +4,12 @@ same minutes:
 
     python3 -m venv .venv-torch && .venv-torch/bin/pip install torch bayesian-torch
     .venv-torch/bin/python examples/torch_bench_extra.py [sparse_vd|iwae|discrete|sampling|all|gemm|accuracy]
-        [--flush-denormal]
+        [--flush-denormal] [--compile]
 
 `--flush-denormal` turns on `torch.set_flush_denormal(True)` (subnormal numbers read and written as
-zero), which changes the arithmetic but spares Intel CPUs their slow subnormal path. Prints `<workload> ms_per_step=<median>` lines (sampling: millions of draws per second with the
+zero), which changes the arithmetic but spares Intel CPUs their slow subnormal path. `--compile`
+runs the loss of `sparse_vd`, `iwae` and `discrete` under `torch.compile` (forward and, through it,
+backward; the optimizer's update stays eager), as `torch_bench.py --compile` does. Prints `<workload> ms_per_step=<median>` lines (sampling: millions of draws per second with the
 gradient). Not part of the build or of CI.
 
 - sparse_vd: the `mlp` shapes with sparse variational dropout layers written by hand (bayesian-torch
@@ -33,6 +35,11 @@ import torch
 
 torch.set_num_threads(os.cpu_count())
 torch.distributions.Distribution.set_default_validate_args(False)
+COMPILE = "--compile" in sys.argv
+
+
+def compiled(f):
+    return torch.compile(f) if COMPILE else f
 
 
 def timeit(step, n):
@@ -69,12 +76,15 @@ def sparse_vd():
     opt = torch.optim.Adam(params, 1e-3)
     x, y = torch.rand(128, 784), torch.randint(0, 10, (128,))
 
-    def step():
-        opt.zero_grad(set_to_none=True)
+    @compiled
+    def loss_fn(x, y):
         h, kl1 = l1(x)
         o, kl2 = l2(torch.relu(h))
-        loss = torch.nn.functional.cross_entropy(o, y) + (kl1 + kl2) / 60000.0
-        loss.backward()
+        return torch.nn.functional.cross_entropy(o, y) + (kl1 + kl2) / 60000.0
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss_fn(x, y).backward()
         opt.step()
 
     return timeit(step, 60)
@@ -88,8 +98,8 @@ def iwae():
     opt = torch.optim.Adam(list(l1.parameters()) + list(l2.parameters()), 1e-3)
     x, y = torch.rand(128, 784), torch.randint(0, 10, (128,))
 
-    def step():
-        opt.zero_grad(set_to_none=True)
+    @compiled
+    def loss_fn(x, y):
         log_w = []
         for _ in range(K):
             h, kl1 = l1(x)
@@ -99,7 +109,11 @@ def iwae():
             # per-sample log ratio costs the same elementwise pass over the weights
             log_w.append(ll - (kl1 + kl2) * 128 / 60000.0)
         bound = torch.logsumexp(torch.stack(log_w), 0) - math.log(K)
-        (-bound / 128).backward()
+        return -bound / 128
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss_fn(x, y).backward()
         opt.step()
 
     return timeit(step, 30)
@@ -110,14 +124,17 @@ def discrete():
     opt = torch.optim.Adam([logits], 1e-2)
     K = 8
 
-    def step():
-        opt.zero_grad(set_to_none=True)
+    @compiled
+    def loss_fn():
         q = torch.distributions.Categorical(logits=logits)
         c = q.sample((K,))  # [K, 128]
         f = (c.float() / 9 - 0.499) ** 2
         baseline = (f.sum(0, keepdim=True) - f) / (K - 1)
-        surrogate = ((f - baseline).detach() * q.log_prob(c)).mean(0).sum()
-        surrogate.backward()
+        return ((f - baseline).detach() * q.log_prob(c)).mean(0).sum()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss_fn().backward()
         opt.step()
 
     return timeit(step, 500)
