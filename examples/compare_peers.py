@@ -11,9 +11,8 @@ workload it prints the medians of each side and, per pair, the faster peer's tim
 bayesgrad's (for sampling, the rates the other way round: bayesgrad's draws per second over the
 faster peer's), with the median, the smallest, and how many pairs reach 3.
 
-`--compile` adds PyTorch under `torch.compile` as a third peer on every workload but sampling (the
-same scripts with `--compile`; each run compiles the step, or loads it from torch's cache, in its
-untimed warm-up steps).
+`--compile` adds PyTorch under `torch.compile` as a third peer (the same scripts with `--compile`;
+each run compiles the step, or loads it from torch's cache, in its untimed warm-up steps).
 
 `--torch` and `--tf` are the Python interpreters of environments with PyTorch + bayesian-torch
 and TensorFlow + TFP (defaults: `.venv-torch/bin/python`, `.venv-tf/bin/python`); a peer whose
@@ -86,7 +85,7 @@ def main(argv):
         if os.path.exists(torch_py):
             script = "torch_bench.py" if workload in ("mlp", "conv", "tiny") else "torch_bench_extra.py"
             peers["PyTorch"] = [torch_py, os.path.join(HERE, script), workload]
-            if compile_too and workload != "sampling":
+            if compile_too:
                 peers["torch.compile"] = peers["PyTorch"] + ["--compile"]
         if os.path.exists(tf_py) and workload in ("mlp", "conv", "tiny", "sampling"):
             peers["TFP"] = [tf_py, os.path.join(HERE, "tfp_bench.py"), workload]
