@@ -10,8 +10,8 @@ same minutes:
 zero), which changes the arithmetic but spares Intel CPUs their slow subnormal path. `--compile`
 runs the loss of `sparse_vd`, `iwae` and `discrete`, and the draws of `sampling`, under
 `torch.compile` (forward and, through it, backward; the optimizer's update stays eager), as
-`torch_bench.py --compile` does. Prints `<workload> ms_per_step=<median>` lines (sampling: millions of draws per second with the
-gradient). Not part of the build or of CI.
+`torch_bench.py --compile` does. Prints `<workload> ms_per_step=<median>` lines (sampling:
+millions of draws per second with the gradient). Not part of the build or of CI.
 
 - sparse_vd: the `mlp` shapes with sparse variational dropout layers written by hand (bayesian-torch
   has none): additive theta and log sigma^2, local reparameterization, Molchanov et al.'s KL.
