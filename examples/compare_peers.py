@@ -1,7 +1,7 @@
 """Pairs bayesgrad's `bench` with the peer scripts, run by run, and reports the ratio of each pair.
 
 usage: python examples/compare_peers.py [--pairs N] [--bench PATH] [--torch PY] [--tf PY] [--compile] [workload ...]
-    workloads: mlp conv tiny sparse_vd iwae discrete sampling (default: all of them)
+    workloads: mlp conv tiny sparse_vd iwae discrete sampling (default: all of them), survey
 
 Each pair is one run of `bench <workload>` followed at once by one run of each peer on the same
 workload (PyTorch eager through `torch_bench.py` or `torch_bench_extra.py`; TFP through
@@ -10,6 +10,10 @@ in the same state; a machine whose speed drifts from minute to minute moves both
 workload it prints the medians of each side and, per pair, the faster peer's time over
 bayesgrad's (for sampling, the rates the other way round: bayesgrad's draws per second over the
 faster peer's), with the median, the smallest, and how many pairs reach 3.
+
+`survey` (only when named) pairs `bench survey` with `torch_bench_extra.py survey`: every row
+(ops, log-densities and KL divergences over 400 000 float32 values, forward and backward) in
+nanoseconds per element, PyTorch eager's time over bayesgrad's per row.
 
 `--compile` adds PyTorch under `torch.compile` as a third peer (the same scripts with `--compile`;
 each run compiles the step, or loads it from torch's cache, in its untimed warm-up steps).
@@ -28,6 +32,8 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 WORKLOADS = ["mlp", "conv", "tiny", "sparse_vd", "iwae", "discrete", "sampling"]
+# the rows of `bench survey`, as its output names them
+SURVEY = []
 SAMPLING = ["Gamma(2.5, 1)", "Beta(2, 3)", "Dirichlet([1.5, 2, 0.7])"]
 
 
@@ -47,6 +53,15 @@ def times(output, workload):
         if missing:
             raise SystemExit(f"no rate for {', '.join(missing)} in:\n{output}")
         return [found[name] for name in SAMPLING]
+    if workload == "survey":
+        rows = re.findall(r"^survey (.+?) +[0-9.]+ ms +([0-9.]+) ns/element", output, re.M)
+        found = {name: float(ns) for name, ns in rows}
+        if not SURVEY:
+            SURVEY.extend(found)
+        missing = [name for name in SURVEY if name not in found]
+        if missing:
+            raise SystemExit(f"no survey row {', '.join(missing)} in:\n{output}")
+        return [found[name] for name in SURVEY]
     m = re.search(rf"^{workload}[ :].*?([0-9]+\.[0-9]+)", output, re.M)
     if m is None:
         raise SystemExit(f"no figure for {workload} in:\n{output}")
@@ -72,7 +87,7 @@ def main(argv):
                 tf_py = next(args)
             elif a == "--compile":
                 compile_too = True
-            elif a in WORKLOADS:
+            elif a in WORKLOADS or a == "survey":
                 chosen.append(a)
             else:
                 raise SystemExit(f"unknown argument {a!r}\n{__doc__}")
@@ -87,6 +102,8 @@ def main(argv):
             peers["PyTorch"] = [torch_py, os.path.join(HERE, script), workload]
             if compile_too:
                 peers["torch.compile"] = peers["PyTorch"] + ["--compile"]
+        if workload == "survey":
+            peers.pop("torch.compile", None)
         if os.path.exists(tf_py) and workload in ("mlp", "conv", "tiny", "sampling"):
             peers["TFP"] = [tf_py, os.path.join(HERE, "tfp_bench.py"), workload]
         if not peers:
@@ -102,9 +119,9 @@ def main(argv):
             # the faster peer's time over ours, per figure
             ratios.append([min(other[p][k] for p in peers) / mine[k] for k in range(len(mine))])
             print(f"  {workload} pair {i + 1}: " + ", ".join(f"{r:.2f}" for r in ratios[-1]), flush=True)
-        names = SAMPLING if workload == "sampling" else [workload]
+        names = {"sampling": SAMPLING, "survey": SURVEY}.get(workload, [workload])
         for k, name in enumerate(names):
-            unit = "ms per M draws" if workload == "sampling" else "ms per step"
+            unit = {"sampling": "ms per M draws", "survey": "ns per element"}.get(workload, "ms per step")
             column = [r[k] for r in ratios]
             peer_medians = ", ".join(
                 f"{p} {statistics.median(t[k] for t in theirs[p]):.4g}" for p in peers

@@ -3,7 +3,7 @@ would (eager, all cores), for ratios against `cargo run --release --example benc
 same minutes:
 
     python3 -m venv .venv-torch && .venv-torch/bin/pip install torch bayesian-torch
-    .venv-torch/bin/python examples/torch_bench_extra.py [sparse_vd|iwae|discrete|sampling|all|gemm|accuracy]
+    .venv-torch/bin/python examples/torch_bench_extra.py [sparse_vd|iwae|discrete|sampling|all|gemm|survey|accuracy]
         [--flush-denormal] [--compile]
 
 `--flush-denormal` turns on `torch.set_flush_denormal(True)` (subnormal numbers read and written as
@@ -23,6 +23,11 @@ millions of draws per second with the gradient). Not part of the build or of CI.
 - gemm (not part of `all`): GFLOP/s of `torch.matmul` in float32 on the products of the `mlp`
   step, best of 25 as in `bench -- gemm` (the left operand of `x^T g` is a transposed view, as in
   autograd's weight gradient).
+- survey (not part of `all`): the rows of `bench -- survey` that PyTorch has, on the same values:
+  ops, log-densities and KL divergences over 400 000 float32 values (`[400, 1000]`), each the
+  forward pass and the backward of a (weighted) sum, every parameter trainable, the median of 15
+  runs in nanoseconds per element. The logit-normal is a `TransformedDistribution` of a Normal
+  through `SigmoidTransform` (PyTorch has no class of its name).
 - accuracy (not part of `all`): the worst relative error of PyTorch's Gamma rsample derivative on
   the reference cases in tests/data/tfp_golden_families.json.
 """
@@ -211,6 +216,87 @@ def gemm():
     return out
 
 
+def survey():
+    """(row, ns per element) for the rows of `bench -- survey`, with its values and its names."""
+    d = torch.distributions
+    n, rows, cols = 400_000, 400, 1000
+    i = torch.arange(n)
+
+    def of(values):
+        return values.reshape(rows, cols)
+
+    real = of(((i * 7) % 97).float() / 20.0 - 2.4)
+    pos = of(0.2 + ((i * 7) % 97).float() / 50.0)
+    unit = of(0.01 + ((i * 7) % 97).float() / 100.0)
+    bits = of((i % 2).float())
+    weights = ((i * 13) % 89).float() / 50.0 - 0.9
+    out = []
+
+    def time_row(name, f):
+        ts = []
+        for _ in range(15):
+            t0 = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t0)
+        out.append((name, float(np.median(ts)) * 1e9 / n))
+
+    def var(t):
+        return t.clone().requires_grad_()
+
+    # y = f(x) for a trainable x, then the backward of the sum of w y
+    def unary(name, f):
+        def run():
+            y = f(var(real))
+            (y * weights[: y.numel()].reshape(y.shape)).sum().backward()
+        time_row(name, run)
+
+    column = torch.arange(rows).float().reshape(rows, 1)
+    unary("exp", torch.exp)
+    unary("tanh", torch.tanh)
+    unary("softplus", torch.nn.functional.softplus)
+    unary("lgamma", lambda x: torch.lgamma(x.abs() + 1.0))
+    unary("x + a column [400, 1]", lambda x: x + var(column))
+    unary("log_softmax, last axis", lambda x: torch.log_softmax(x, 1))
+    unary("logsumexp, last axis", lambda x: torch.logsumexp(x, 1, keepdim=True))
+    unary("sum, last axis", lambda x: x.sum(1, keepdim=True))
+
+    def logit_normal(loc, scale):
+        return d.TransformedDistribution(d.Normal(loc, scale), [d.transforms.SigmoidTransform()])
+
+    densities = [
+        ("Normal", real, lambda p: d.Normal(p(real, 0.1), p(pos, 1.3))),
+        ("Laplace", real, lambda p: d.Laplace(p(real, 0.1), p(pos, 1.3))),
+        ("Gamma", pos, lambda p: d.Gamma(p(pos, 1.5), p(pos, 1.3))),
+        ("Beta", unit, lambda p: d.Beta(p(pos, 1.5), p(pos, 1.3))),
+        ("StudentT", real, lambda p: d.StudentT(p(pos, 3.0), p(real, 0.1), p(pos, 1.3))),
+        ("Bernoulli", bits, lambda p: d.Bernoulli(logits=p(real, 0.3))),
+        ("LogNormal", pos, lambda p: d.LogNormal(p(real, 0.1), p(pos, 1.3))),
+        ("LogitNormal", unit, lambda p: logit_normal(p(real, 0.1), p(pos, 1.3))),
+    ]
+    # each case with parameters per value and single ones, all trainable
+    def parameters(full):
+        return lambda t, one: var(t) if full else torch.tensor(one, requires_grad=True)
+
+    for name, x, build in densities:
+        for full in (True, False):
+            kind = "full" if full else "single"
+            p = parameters(full)
+            time_row(f"{name} log_prob, {kind} parameters", lambda: build(p).log_prob(x).sum().backward())
+    # KL(q || p) of a posterior of full tensors against a prior
+    divergences = [
+        ("Normal", lambda: d.Normal(var(real), var(pos)), lambda p: d.Normal(p(real, 0.0), p(pos, 1.0))),
+        ("Gamma", lambda: d.Gamma(var(pos), var(pos)), lambda p: d.Gamma(p(unit, 1.0), p(unit, 1.0))),
+        ("Beta", lambda: d.Beta(var(pos), var(pos)), lambda p: d.Beta(p(unit, 1.0), p(unit, 1.0))),
+        ("Bernoulli", lambda: d.Bernoulli(logits=var(real)), lambda p: d.Bernoulli(logits=p(pos, 0.0))),
+    ]
+    for name, q, prior in divergences:
+        for full in (True, False):
+            kind = "full" if full else "single"
+            p = parameters(full)
+            time_row(f"{name} KL, {kind} prior parameters", lambda: d.kl_divergence(q(), prior(p)).sum().backward())
+    return out
+
+
 if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     which = args[0] if args else "all"
@@ -226,5 +312,8 @@ if __name__ == "__main__":
         print("gemm: torch.matmul in float32, GFLOP/s, best of 25", flush=True)
         for name, gflops in gemm():
             print(f"{name}  {gflops:7.1f}", flush=True)
+    if which == "survey":
+        for name, ns in survey():
+            print(f"survey {name:<38} {ns * 400_000 / 1e6:8.3f} ms  {ns:6.2f} ns/element", flush=True)
     if which == "accuracy":
         print(f"gamma rsample derivative: worst relative error {gamma_grad_accuracy():.3e}", flush=True)
