@@ -3,46 +3,23 @@
 
 use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
-use crate::kernels::parallel::par_blocks;
+use crate::kernels::parallel::{par_blocks, sum_lanes, sum_pairwise};
 use crate::tensor::{Element, Tensor, split_at_axis};
+use std::borrow::Cow;
 
-/// The parts of a shifted log-sum-exp along `axis` (both keepdim): the
-/// maximum `m` and `ln Σ exp(x - m)`. Kept apart because `m + ln Σ` rounds:
-/// in f32 at `m = -5e7` the `ln 2` of two equal terms vanishes entirely.
-/// Rows whose maximum is not finite get `ln Σ = 0` (the max is the answer).
+/// `ln Σ exp(v - m)` of a row whose maximum `m` is finite, shifted by
+/// that maximum so that logits of magnitude 1e4 neither overflow nor
+/// underflow; `m + ln Σ` is not formed (it rounds: in f32 at `m = -5e7`
+/// the `ln 2` of two equal terms vanishes entirely).
 ///
 /// `ln Σ` is `log1p` of the sum of the terms other than the (first)
 /// maximum's, whose term is exactly 1: `ln` of the rounded `1 + s` keeps
 /// none of `s` below `ε/2` and few of its digits above, so that the
 /// log-probability of a class that holds almost all the mass (`-s`, a
 /// confident classifier's loss) or a near one-hot entropy lost most of
-/// their relative precision.
-fn lse_parts<F: Element>(x: &Tensor<F>, axis: usize) -> Result<(Tensor<F>, Tensor<F>)> {
-    let m = x.max_axis(axis, true)?;
-    let (outer, len, inner) = split_at_axis(x.shape(), axis);
-    let mut ln_sum = Tensor::zeros(m.shape());
-    let (xd, md, out) = (x.data(), m.data(), ln_sum.data_mut());
-    for o in 0..outer {
-        for i in 0..inner {
-            let mi = md[o * inner + i];
-            if !mi.is_finite() {
-                continue;
-            }
-            let at = |k: usize| xd[(o * len + k) * inner + i];
-            let top = (0..len).position(|k| at(k) == mi).unwrap_or(len);
-            let others = (0..len)
-                .filter(|&k| k != top)
-                .fold(F::zero(), |s, k| s + (at(k) - mi).fast_exp());
-            out[o * inner + i] = others.ln_1p();
-        }
-    }
-    Ok((m, ln_sum))
-}
-
-/// `ln Σ exp(v - m)` of a row whose maximum `m` is finite, as
-/// [`lse_parts`] computes it (the same operations, so the same bits): the
-/// exponentials a piece at a time, which vectorize, then their sum in
-/// order.
+/// their relative precision. The exponentials are taken a piece at a
+/// time and each piece summed in eight lanes (both vectorize), the
+/// pieces' sums in order: the same bits on every instruction set.
 #[inline(always)]
 fn row_ln_sum<F: Element>(row: &[F], m: F) -> F {
     const PIECE: usize = 64;
@@ -53,11 +30,12 @@ fn row_ln_sum<F: Element>(row: &[F], m: F) -> F {
         for (t, &v) in terms.iter_mut().zip(piece) {
             *t = (v - m).fast_exp();
         }
-        for (j, &t) in terms[..piece.len()].iter().enumerate() {
-            if p * PIECE + j != top {
-                s = s + t;
-            }
+        // the maximum's own term is left out (adding 0 to a sum of
+        // non-negative terms changes nothing)
+        if top / PIECE == p {
+            terms[top % PIECE] = F::zero();
         }
+        s = s + sum_lanes(&terms[..piece.len()]);
     }
     s.ln_1p()
 }
@@ -85,19 +63,63 @@ fn by_rows<F: Element>(
     );
 }
 
-/// The length of `axis` when it is the last of `shape` (its rows are
-/// contiguous) and not empty.
-fn last_axis_len(shape: &[usize], axis: usize) -> Option<usize> {
-    (axis + 1 == shape.len() && shape[axis] > 0).then(|| shape[axis])
+/// The larger of two values, NaN if either is (`b` if they are equal).
+#[inline(always)]
+fn larger<F: Element>(a: F, b: F) -> F {
+    if b > a || b.is_nan() { b } else { a }
 }
 
-/// The maximum of a row as `Tensor::max_axis` takes it: NaN if any
-/// element is NaN.
+/// The maximum of a row, NaN if any element is NaN: eight running maxima
+/// (which vectorize), then theirs in order.
+#[inline(always)]
 fn row_max<F: Element>(row: &[F]) -> F {
-    row.iter().fold(
-        F::neg_infinity(),
-        |a, &b| if b > a || b.is_nan() { b } else { a },
-    )
+    let mut acc = [F::neg_infinity(); 8];
+    let lanes = row.chunks_exact(8);
+    let rest = lanes
+        .remainder()
+        .iter()
+        .fold(F::neg_infinity(), |m, &v| larger(m, v));
+    for c in lanes {
+        for j in 0..8 {
+            acc[j] = larger(acc[j], c[j]);
+        }
+    }
+    acc.iter().fold(rest, |m, &v| larger(m, v))
+}
+
+/// A tensor's values with `axis` moved to the last place, so that each
+/// of its `outer · inner` rows is contiguous (row `o · inner + i`), for
+/// `(outer, len, inner)` of [`split_at_axis`]; borrowed when it is there
+/// already (`inner == 1`).
+fn rows_of<F: Element>(x: &[F], (outer, len, inner): (usize, usize, usize)) -> Cow<'_, [F]> {
+    if inner == 1 {
+        return Cow::Borrowed(x);
+    }
+    let mut rows = Vec::with_capacity(x.len());
+    for o in 0..outer {
+        for i in 0..inner {
+            rows.extend((0..len).map(|k| x[(o * len + k) * inner + i]));
+        }
+    }
+    Cow::Owned(rows)
+}
+
+/// The inverse of [`rows_of`]: rows of `len` values back into a tensor's
+/// order with the axis in its place.
+fn from_rows<F: Element>(rows: Vec<F>, (outer, len, inner): (usize, usize, usize)) -> Vec<F> {
+    if inner == 1 {
+        return rows;
+    }
+    let mut out = vec![F::zero(); rows.len()];
+    for o in 0..outer {
+        for i in 0..inner {
+            let row = &rows[(o * inner + i) * len..][..len];
+            for (k, &v) in row.iter().enumerate() {
+                out[(o * len + k) * inner + i] = v;
+            }
+        }
+    }
+    out
 }
 
 /// From here down (`f32`'s `fast_exp` flushes to 0 below -87.3) [`prob`]
@@ -118,7 +140,8 @@ fn prob<F: Element>(y: F) -> F {
 }
 
 /// `x - logsumexp(x)` along an axis, computed as `(x - m) - ln Σ exp(x - m)`
-/// ([`lse_parts`]).
+/// ([`row_ln_sum`]) a row at a time; along another axis than the last, on
+/// the rows of the axis moved to the last place (the same operations).
 struct LogSoftmax {
     axis: usize,
 }
@@ -127,34 +150,28 @@ impl<F: Element> Op<F> for LogSoftmax {
         "log_softmax"
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
-        let x = inputs[0];
-        if let Some(len) = last_axis_len(x.shape(), self.axis) {
-            // rows of the last axis, contiguous: one pass a row, with the
-            // operations (and so the bits) of the general path below
-            let mut out = vec![F::zero(); x.len()];
-            let x = x.data();
-            by_rows(
-                &mut out,
-                len,
-                len,
-                #[inline(always)]
-                |r, out| {
-                    let row = &x[r * len..(r + 1) * len];
-                    let m = row_max(row);
-                    let l = match m.is_finite() {
-                        true => row_ln_sum(row, m),
-                        false => F::zero(),
-                    };
-                    for (o, &v) in out.iter_mut().zip(row) {
-                        *o = (v - m) - l;
-                    }
-                },
-            );
-            return Tensor::from_vec(out, inputs[0].shape());
-        }
-        let (m, ln_sum) = lse_parts(x, self.axis)?;
-        let shifted = x.zip_map(&m, "log_softmax", |x, m| x - m)?;
-        shifted.zip_map(&ln_sum, "log_softmax", |d, l| d - l)
+        let parts = split_at_axis(inputs[0].shape(), self.axis);
+        let len = parts.1;
+        let x = rows_of(inputs[0].data(), parts);
+        let mut out = vec![F::zero(); x.len()];
+        by_rows(
+            &mut out,
+            len,
+            len,
+            #[inline(always)]
+            |r, out| {
+                let row = &x[r * len..(r + 1) * len];
+                let m = row_max(row);
+                let l = match m.is_finite() {
+                    true => row_ln_sum(row, m),
+                    false => F::zero(),
+                };
+                for (o, &v) in out.iter_mut().zip(row) {
+                    *o = (v - m) - l;
+                }
+            },
+        );
+        Tensor::from_vec(from_rows(out, parts), inputs[0].shape())
     }
     // dx = g - softmax(x) * sum(g) along the axis, with softmax = exp(y).
     fn backward(
@@ -163,40 +180,38 @@ impl<F: Element> Op<F> for LogSoftmax {
         y: &Tensor<F>,
         g: &Tensor<F>,
     ) -> Result<Vec<Option<Tensor<F>>>> {
-        if let Some(len) = last_axis_len(y.shape(), self.axis) {
-            // the same operations as below, a row at a time (the rows of
-            // the incoming gradient, which become the rows of the result)
-            let mut out = g.data().to_vec();
-            let (y, g_in) = (y.data(), g.data());
-            let low = F::lit(FAST_EXP_FROM);
-            by_rows(
-                &mut out,
-                len,
-                len,
-                #[inline(always)]
-                |r, g| {
-                    let span = r * len..(r + 1) * len;
-                    let (y, g_in) = (&y[span.clone()], &g_in[span]);
-                    let s = g.iter().fold(F::zero(), |s, &g| s + g);
-                    // `prob` in two passes: the vectorized exponential,
-                    // then the rare probabilities below its range
-                    for (g, &y) in g.iter_mut().zip(y) {
-                        *g = *g - y.fast_exp() * s;
-                    }
-                    if y.iter().any(|&y| y < low) {
-                        for ((g, &g_in), &y) in g.iter_mut().zip(g_in).zip(y) {
-                            if y < low {
-                                *g = g_in - prob(y) * s;
-                            }
+        let parts = split_at_axis(y.shape(), self.axis);
+        let len = parts.1;
+        let (y_rows, g_in) = (rows_of(y.data(), parts), rows_of(g.data(), parts));
+        let mut out = g_in.to_vec();
+        let low = F::lit(FAST_EXP_FROM);
+        by_rows(
+            &mut out,
+            len,
+            len,
+            #[inline(always)]
+            |r, g| {
+                let span = r * len..(r + 1) * len;
+                let (y, g_in) = (&y_rows[span.clone()], &g_in[span]);
+                let s = sum_pairwise(g);
+                // `prob` in two passes: the vectorized exponential, then
+                // the rare probabilities below its range
+                for (g, &y) in g.iter_mut().zip(y) {
+                    *g = *g - y.fast_exp() * s;
+                }
+                if y.iter().fold(false, |any, &y| any | (y < low)) {
+                    for ((g, &g_in), &y) in g.iter_mut().zip(g_in).zip(y) {
+                        if y < low {
+                            *g = g_in - prob(y) * s;
                         }
                     }
-                },
-            );
-            return Ok(vec![Some(Tensor::from_vec(out, g.shape())?)]);
-        }
-        let gs = g.sum_axis(self.axis, true)?;
-        let p_gs = y.zip_map(&gs, "log_softmax", |y, s| prob(y) * s)?;
-        Ok(vec![Some(g.zip_map(&p_gs, "log_softmax", |g, q| g - q)?)])
+                }
+            },
+        );
+        Ok(vec![Some(Tensor::from_vec(
+            from_rows(out, parts),
+            g.shape(),
+        )?)])
     }
 }
 
@@ -210,43 +225,33 @@ impl<F: Element> Op<F> for LogSumExp {
         "logsumexp"
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
-        let x = inputs[0];
-        if let Some(len) = last_axis_len(x.shape(), self.axis) {
-            // rows of the last axis: [`lse_parts`]' operations a row at a time
-            let mut out = vec![F::zero(); x.len() / len];
-            let x = x.data();
-            by_rows(
-                &mut out,
-                1,
-                len,
-                #[inline(always)]
-                |r, o| {
-                    let row = &x[r * len..(r + 1) * len];
-                    let m = row_max(row);
-                    o[0] = match m.is_finite() {
-                        true => m + row_ln_sum(row, m),
-                        false => m,
-                    };
-                },
-            );
-            let mut shape = inputs[0].shape().to_vec();
-            match self.keepdim {
-                true => shape[self.axis] = 1,
-                false => {
-                    shape.remove(self.axis);
-                }
+        let parts = split_at_axis(inputs[0].shape(), self.axis);
+        let len = parts.1;
+        let x = rows_of(inputs[0].data(), parts);
+        // one value a row, in the order of the result (`o · inner + i`)
+        let mut out = vec![F::zero(); x.len() / len];
+        by_rows(
+            &mut out,
+            1,
+            len,
+            #[inline(always)]
+            |r, o| {
+                let row = &x[r * len..(r + 1) * len];
+                let m = row_max(row);
+                o[0] = match m.is_finite() {
+                    true => m + row_ln_sum(row, m),
+                    false => m,
+                };
+            },
+        );
+        let mut shape = inputs[0].shape().to_vec();
+        match self.keepdim {
+            true => shape[self.axis] = 1,
+            false => {
+                shape.remove(self.axis);
             }
-            return Tensor::from_vec(out, &shape);
         }
-        let (m, ln_sum) = lse_parts(x, self.axis)?;
-        let out = m.zip_map(&ln_sum, "logsumexp", |m, l| m + l)?;
-        if self.keepdim {
-            Ok(out)
-        } else {
-            let mut shape = inputs[0].shape().to_vec();
-            shape.remove(self.axis);
-            out.reshape(&shape)
-        }
+        Tensor::from_vec(out, &shape)
     }
     // d lse / d x_k = softmax_k = exp(x_k - m) / Σ exp(x - m): the weights
     // come from the shifted values, not from the rounded output. A weight
@@ -258,51 +263,39 @@ impl<F: Element> Op<F> for LogSumExp {
         _: &Tensor<F>,
         g: &Tensor<F>,
     ) -> Result<Vec<Option<Tensor<F>>>> {
-        let x = inputs[0];
         let cutoff = F::min_positive_value().ln() / F::lit(2.0);
-        if let Some(len) = last_axis_len(x.shape(), self.axis) {
-            // the operations below, a row at a time
-            let mut out = vec![F::zero(); x.len()];
-            let (x, g) = (x.data(), g.data());
-            by_rows(
-                &mut out,
-                len,
-                len,
-                #[inline(always)]
-                |r, out| {
-                    let row = &x[r * len..(r + 1) * len];
-                    let m = row_max(row);
-                    if !m.is_finite() {
-                        out.fill(F::zero());
-                        return;
-                    }
-                    let scale = (-row_ln_sum(row, m)).exp() * g[r];
-                    for (o, &x) in out.iter_mut().zip(row) {
-                        let w = match x - m >= cutoff {
-                            true => (x - m).fast_exp(),
-                            false => F::zero(),
-                        };
-                        *o = w * scale;
-                    }
-                },
-            );
-            return Ok(vec![Some(Tensor::from_vec(out, inputs[0].shape())?)]);
-        }
-        let (m, ln_sum) = lse_parts(x, self.axis)?;
-        let g = g.reshape(m.shape())?;
-        // per row: g / Σ exp(x - m), or 0 where the row has no finite maximum
-        let scale = m.zip_map(&ln_sum, "logsumexp", |m, l| {
-            if m.is_finite() { (-l).exp() } else { F::zero() }
-        })?;
-        let scale = scale.zip_map(&g, "logsumexp", |s, g| s * g)?;
-        let w = x.zip_map(&m, "logsumexp", |x, m| {
-            if m.is_finite() && x - m >= cutoff {
-                (x - m).fast_exp()
-            } else {
-                F::zero()
-            }
-        })?;
-        Ok(vec![Some(w.zip_map(&scale, "logsumexp", |w, s| w * s)?)])
+        let parts = split_at_axis(inputs[0].shape(), self.axis);
+        let len = parts.1;
+        let x = rows_of(inputs[0].data(), parts);
+        // the incoming gradient has one value a row, in the rows' order
+        let g = g.data();
+        let mut out = vec![F::zero(); x.len()];
+        by_rows(
+            &mut out,
+            len,
+            len,
+            #[inline(always)]
+            |r, out| {
+                let row = &x[r * len..(r + 1) * len];
+                let m = row_max(row);
+                if !m.is_finite() {
+                    out.fill(F::zero());
+                    return;
+                }
+                let scale = (-row_ln_sum(row, m)).exp() * g[r];
+                for (o, &x) in out.iter_mut().zip(row) {
+                    let w = match x - m >= cutoff {
+                        true => (x - m).fast_exp(),
+                        false => F::zero(),
+                    };
+                    *o = w * scale;
+                }
+            },
+        );
+        Ok(vec![Some(Tensor::from_vec(
+            from_rows(out, parts),
+            inputs[0].shape(),
+        )?)])
     }
 }
 
