@@ -240,8 +240,9 @@ def survey():
             ts.append(time.perf_counter() - t0)
         out.append((name, float(np.median(ts)) * 1e9 / n))
 
+    # a new leaf on the same storage, as `tape.var` takes a tensor without copying it
     def var(t):
-        return t.clone().requires_grad_()
+        return t.detach().requires_grad_()
 
     # y = f(x) for a trainable x, then the backward of the sum of w y
     def unary(name, f):
