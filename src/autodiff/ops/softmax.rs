@@ -183,26 +183,29 @@ impl<F: Element> Op<F> for LogSoftmax {
         let parts = split_at_axis(y.shape(), self.axis);
         let len = parts.1;
         let (y_rows, g_in) = (rows_of(y.data(), parts), rows_of(g.data(), parts));
-        let mut out = g_in.to_vec();
+        let mut out = vec![F::zero(); g_in.len()];
         let low = F::lit(FAST_EXP_FROM);
         by_rows(
             &mut out,
             len,
             len,
             #[inline(always)]
-            |r, g| {
+            |r, out| {
                 let span = r * len..(r + 1) * len;
                 let (y, g_in) = (&y_rows[span.clone()], &g_in[span]);
-                let s = sum_pairwise(g);
-                // `prob` in two passes: the vectorized exponential, then
-                // the rare probabilities below its range
-                for (g, &y) in g.iter_mut().zip(y) {
-                    *g = *g - y.fast_exp() * s;
+                let s = sum_pairwise(g_in);
+                // `prob` in two passes: the vectorized exponential (which
+                // notes whether any probability is below its range), then
+                // those rare ones
+                let mut any_low = false;
+                for ((o, &g), &y) in out.iter_mut().zip(g_in).zip(y) {
+                    *o = g - y.fast_exp() * s;
+                    any_low |= y < low;
                 }
-                if y.iter().fold(false, |any, &y| any | (y < low)) {
-                    for ((g, &g_in), &y) in g.iter_mut().zip(g_in).zip(y) {
+                if any_low {
+                    for ((o, &g), &y) in out.iter_mut().zip(g_in).zip(y) {
                         if y < low {
-                            *g = g_in - prob(y) * s;
+                            *o = g - prob(y) * s;
                         }
                     }
                 }
