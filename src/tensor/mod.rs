@@ -952,6 +952,7 @@ fn leading_kept(big: &[usize], small: &[usize]) -> Option<usize> {
 /// pairwise over vectorized blocks (`sum_pairwise`), the rows split over
 /// the threads.
 fn row_sums<F: Element>(data: &[F], rows: usize, len: usize) -> Vec<F> {
+    use crate::kernels::parallel::{PAIRWISE_BLOCK, sum_lanes, sum_pairwise};
     let mut out = vec![F::zero(); rows];
     if rows == 0 || len == 0 {
         return out;
@@ -963,7 +964,13 @@ fn row_sums<F: Element>(data: &[F], rows: usize, len: usize) -> Vec<F> {
         #[inline(always)]
         |items, part: &mut [F]| {
             for (o, out) in items.zip(part.iter_mut()) {
-                *out = crate::kernels::parallel::sum_pairwise(&data[o * len..(o + 1) * len]);
+                let row = &data[o * len..(o + 1) * len];
+                // (`sum_pairwise` of a row this short is `sum_lanes`, here
+                // without a call per row)
+                *out = match len <= PAIRWISE_BLOCK {
+                    true => sum_lanes(row),
+                    false => sum_pairwise(row),
+                };
             }
         },
     );
