@@ -1319,6 +1319,9 @@ pub(crate) fn kl_beta<'t, F: Element>(q: &Beta<'t, F>, p: &Beta<'t, F>) -> Resul
 struct InF64 {
     name: &'static str,
     f: for<'s> fn(&[Var<'s, f64>]) -> Result<Var<'s, f64>>,
+    /// Which inputs need no gradient: constants of the `f64` tape, whose
+    /// backward then skips them (a log-density's values, say).
+    fixed: Vec<bool>,
 }
 
 fn narrowed<F: Element>(t: &Tensor<f64>) -> Result<Tensor<F>> {
@@ -1326,8 +1329,19 @@ fn narrowed<F: Element>(t: &Tensor<f64>) -> Result<Tensor<F>> {
 }
 
 impl InF64 {
+    /// `f` as an op of `inputs`' tape, for `inputs`.
+    fn new<F: Element>(
+        name: &'static str,
+        f: for<'s> fn(&[Var<'s, f64>]) -> Result<Var<'s, f64>>,
+        inputs: &[Var<'_, F>],
+    ) -> Self {
+        let fixed = inputs.iter().map(|v| !v.requires_grad()).collect();
+        InF64 { name, f, fixed }
+    }
+
     /// `f` on the inputs widened to `f64`, as variables of a tape of its
-    /// own, then `then` of its output, with this thread's op timer paused.
+    /// own (constants where they need no gradient), then `then` of its
+    /// output, with this thread's op timer paused.
     fn run<F: Element, R>(
         &self,
         inputs: &[&Tensor<F>],
@@ -1335,7 +1349,14 @@ impl InF64 {
     ) -> Result<R> {
         untimed(|| {
             let tape = Tape::<f64>::new();
-            let vars: Vec<_> = inputs.iter().map(|t| tape.var(t.to_f64())).collect();
+            let vars: Vec<_> = inputs
+                .iter()
+                .enumerate()
+                .map(|(i, t)| match self.fixed.get(i) {
+                    Some(true) => tape.constant(t.to_f64()),
+                    _ => tape.var(t.to_f64()),
+                })
+                .collect();
             let out = (self.f)(&vars)?;
             then(&vars, out)
         })
@@ -1395,10 +1416,10 @@ fn in_f64_elementwise<'t, F: Element>(
         .zip(&needs)
         .all(|(v, &need)| !need || v.shape() == shape);
     if !per_value {
-        return tape.apply(InF64 { name, f }, inputs);
+        return tape.apply(InF64::new(name, f, inputs), inputs);
     }
     let op = InF64Elementwise {
-        formula: InF64 { name, f },
+        formula: InF64::new(name, f, inputs),
         needs,
         partials: std::cell::RefCell::new(Vec::new()),
     };
@@ -1776,16 +1797,18 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
         let k = *self.concentration.shape().last().unwrap_or(&0);
         super::check_simplex("Dirichlet", "Dirichlet::log_prob", &x, k)?;
         if F::DTYPE == "F32" {
-            let op = InF64 {
-                name: "dirichlet_log_density",
-                f: |v| {
+            let inputs = [self.concentration, x];
+            let op = InF64::new(
+                "dirichlet_log_density",
+                |v| {
                     Dirichlet {
                         concentration: v[0],
                     }
                     .log_density(v[1])
                 },
-            };
-            return x.tape.apply(op, &[self.concentration, x]);
+                &inputs,
+            );
+            return x.tape.apply(op, &inputs);
         }
         self.log_density(x)
     }
@@ -1831,16 +1854,18 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
     // others (`H(Dir([3, 1e10, 1]))` was 9e-7 off).
     fn entropy(&self) -> Result<Var<'t, F>> {
         if F::DTYPE == "F32" {
-            let op = InF64 {
-                name: "dirichlet_entropy",
-                f: |v| {
+            let inputs = [self.concentration];
+            let op = InF64::new(
+                "dirichlet_entropy",
+                |v| {
                     Dirichlet {
                         concentration: v[0],
                     }
                     .entropy()
                 },
-            };
-            return self.concentration.tape.apply(op, &[self.concentration]);
+                &inputs,
+            );
+            return self.concentration.tape.apply(op, &inputs);
         }
         let (axis, k) = (self.axis(), self.classes());
         let a = self.concentration;
@@ -1952,10 +1977,7 @@ pub(crate) fn kl_dirichlet<'t, F: Element>(
         });
     }
     if F::DTYPE == "F32" {
-        let op = InF64 {
-            name: "kl_dirichlet",
-            f: |v| kl_dirichlet_of(v[0], v[1]),
-        };
+        let op = InF64::new("kl_dirichlet", |v| kl_dirichlet_of(v[0], v[1]), &[a, b]);
         return a.tape.apply(op, &[a, b]);
     }
     kl_dirichlet_of(a, b)
