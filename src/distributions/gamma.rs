@@ -1319,9 +1319,10 @@ pub(crate) fn kl_beta<'t, F: Element>(q: &Beta<'t, F>, p: &Beta<'t, F>) -> Resul
 struct InF64 {
     name: &'static str,
     f: for<'s> fn(&[Var<'s, f64>]) -> Result<Var<'s, f64>>,
-    /// Which inputs need no gradient: constants of the `f64` tape, whose
-    /// backward then skips them (a log-density's values, say).
-    fixed: Vec<bool>,
+    /// Whether each input needs a gradient; the others are constants of
+    /// the `f64` tape, whose backward then skips them (a log-density's
+    /// values, say).
+    needs: Vec<bool>,
 }
 
 fn narrowed<F: Element>(t: &Tensor<f64>) -> Result<Tensor<F>> {
@@ -1335,8 +1336,8 @@ impl InF64 {
         f: for<'s> fn(&[Var<'s, f64>]) -> Result<Var<'s, f64>>,
         inputs: &[Var<'_, F>],
     ) -> Self {
-        let fixed = inputs.iter().map(|v| !v.requires_grad()).collect();
-        InF64 { name, f, fixed }
+        let needs = inputs.iter().map(|v| v.requires_grad()).collect();
+        InF64 { name, f, needs }
     }
 
     /// `f` on the inputs widened to `f64`, as variables of a tape of its
@@ -1352,8 +1353,8 @@ impl InF64 {
             let vars: Vec<_> = inputs
                 .iter()
                 .enumerate()
-                .map(|(i, t)| match self.fixed.get(i) {
-                    Some(true) => tape.constant(t.to_f64()),
+                .map(|(i, t)| match self.needs.get(i) {
+                    Some(false) => tape.constant(t.to_f64()),
                     _ => tape.var(t.to_f64()),
                 })
                 .collect();
@@ -1410,17 +1411,16 @@ fn in_f64_elementwise<'t, F: Element>(
             rhs: v.shape(),
         })
     })?;
-    let needs: Vec<bool> = inputs.iter().map(|v| v.requires_grad()).collect();
+    let formula = InF64::new(name, f, inputs);
     let per_value = inputs
         .iter()
-        .zip(&needs)
+        .zip(&formula.needs)
         .all(|(v, &need)| !need || v.shape() == shape);
     if !per_value {
-        return tape.apply(InF64::new(name, f, inputs), inputs);
+        return tape.apply(formula, inputs);
     }
     let op = InF64Elementwise {
-        formula: InF64::new(name, f, inputs),
-        needs,
+        formula,
         partials: std::cell::RefCell::new(Vec::new()),
     };
     tape.apply(op, inputs)
@@ -1429,10 +1429,9 @@ fn in_f64_elementwise<'t, F: Element>(
 /// The op of [`in_f64_elementwise`] where the inputs that need a gradient
 /// have the output's shape.
 struct InF64Elementwise {
-    /// The formula, run as [`InF64`] runs it.
+    /// The formula, run as [`InF64`] runs it (with which inputs need a
+    /// gradient).
     formula: InF64,
-    /// Whether each input needs a gradient.
-    needs: Vec<bool>,
     /// `∂ output_i / ∂ input_i` of each input that needs a gradient.
     partials: std::cell::RefCell<Vec<Option<Tensor<f64>>>>,
 }
@@ -1445,9 +1444,9 @@ impl<F: Element> Op<F> for InF64Elementwise {
         self.formula.run(inputs, |vars, out| {
             let mut partials = self.partials.borrow_mut();
             partials.clear();
-            if self.needs.iter().any(|&n| n) {
+            if self.formula.needs.iter().any(|&n| n) {
                 let grads = out.sum().backward()?;
-                for (v, &need) in vars.iter().zip(&self.needs) {
+                for (v, &need) in vars.iter().zip(&self.formula.needs) {
                     let zeros = || Tensor::zeros(&v.shape());
                     partials.push(need.then(|| grads.get(*v).cloned().unwrap_or_else(zeros)));
                 }
@@ -1463,7 +1462,7 @@ impl<F: Element> Op<F> for InF64Elementwise {
     ) -> Result<Vec<Option<Tensor<F>>>> {
         let partials = self.partials.borrow();
         let g = grad.to_f64();
-        (0..self.needs.len())
+        (0..self.formula.needs.len())
             .map(|i| match partials.get(i) {
                 Some(Some(d)) => {
                     narrowed(&g.zip_map(d, self.formula.name, |g, d| g * d)?).map(Some)
