@@ -139,8 +139,46 @@ fn prob<F: Element>(y: F) -> F {
     }
 }
 
+/// A row's maximum `m` and `ln Σ exp(v - m)` ([`row_ln_sum`]), the latter
+/// 0 where the maximum is not finite (the maximum is then the answer).
+#[inline(always)]
+fn row_parts<F: Element>(row: &[F]) -> (F, F) {
+    let m = row_max(row);
+    match m.is_finite() {
+        true => (m, row_ln_sum(row, m)),
+        false => (m, F::zero()),
+    }
+}
+
+/// `f(r, row, out)` for each row `r` of `x` along the axis of `parts`
+/// (`(outer, len, inner)` of [`split_at_axis`]), gathered into contiguous
+/// rows where they are not, with `width` outputs a row (split over the
+/// threads by [`by_rows`]); the outputs in the rows' order, put back in the
+/// tensor's order when there is one for each value (`width == len`).
+fn map_rows<F: Element>(
+    x: &[F],
+    parts: (usize, usize, usize),
+    width: usize,
+    f: impl Fn(usize, &[F], &mut [F]) + Sync,
+) -> Vec<F> {
+    let len = parts.1;
+    let rows = rows_of(x, parts);
+    let mut out = vec![F::zero(); rows.len() / len * width];
+    by_rows(
+        &mut out,
+        width,
+        len,
+        #[inline(always)]
+        |r, out| f(r, &rows[r * len..(r + 1) * len], out),
+    );
+    match width == len {
+        true => from_rows(out, parts),
+        false => out,
+    }
+}
+
 /// `x - logsumexp(x)` along an axis, computed as `(x - m) - ln Σ exp(x - m)`
-/// ([`row_ln_sum`]) a row at a time; along another axis than the last, on
+/// ([`row_parts`]) a row at a time; along another axis than the last, on
 /// the rows of the axis moved to the last place (the same operations).
 struct LogSoftmax {
     axis: usize,
@@ -150,28 +188,21 @@ impl<F: Element> Op<F> for LogSoftmax {
         "log_softmax"
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
-        let parts = split_at_axis(inputs[0].shape(), self.axis);
-        let len = parts.1;
-        let x = rows_of(inputs[0].data(), parts);
-        let mut out = vec![F::zero(); x.len()];
-        by_rows(
-            &mut out,
-            len,
-            len,
+        let x = inputs[0];
+        let parts = split_at_axis(x.shape(), self.axis);
+        let out = map_rows(
+            x.data(),
+            parts,
+            parts.1,
             #[inline(always)]
-            |r, out| {
-                let row = &x[r * len..(r + 1) * len];
-                let m = row_max(row);
-                let l = match m.is_finite() {
-                    true => row_ln_sum(row, m),
-                    false => F::zero(),
-                };
+            |_, row, out| {
+                let (m, l) = row_parts(row);
                 for (o, &v) in out.iter_mut().zip(row) {
                     *o = (v - m) - l;
                 }
             },
         );
-        Tensor::from_vec(from_rows(out, parts), inputs[0].shape())
+        Tensor::from_vec(out, x.shape())
     }
     // dx = g - softmax(x) * sum(g) along the axis, with softmax = exp(y).
     fn backward(
@@ -182,17 +213,15 @@ impl<F: Element> Op<F> for LogSoftmax {
     ) -> Result<Vec<Option<Tensor<F>>>> {
         let parts = split_at_axis(y.shape(), self.axis);
         let len = parts.1;
-        let (y_rows, g_in) = (rows_of(y.data(), parts), rows_of(g.data(), parts));
-        let mut out = vec![F::zero(); g_in.len()];
+        let g_rows = rows_of(g.data(), parts);
         let low = F::lit(FAST_EXP_FROM);
-        by_rows(
-            &mut out,
-            len,
+        let out = map_rows(
+            y.data(),
+            parts,
             len,
             #[inline(always)]
-            |r, out| {
-                let span = r * len..(r + 1) * len;
-                let (y, g_in) = (&y_rows[span.clone()], &g_in[span]);
+            |r, y, out| {
+                let g_in = &g_rows[r * len..(r + 1) * len];
                 let s = sum_pairwise(g_in);
                 // `prob` in two passes: the vectorized exponential (which
                 // notes whether any probability is below its range), then
@@ -211,10 +240,7 @@ impl<F: Element> Op<F> for LogSoftmax {
                 }
             },
         );
-        Ok(vec![Some(Tensor::from_vec(
-            from_rows(out, parts),
-            g.shape(),
-        )?)])
+        Ok(vec![Some(Tensor::from_vec(out, g.shape())?)])
     }
 }
 
@@ -228,26 +254,20 @@ impl<F: Element> Op<F> for LogSumExp {
         "logsumexp"
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
-        let parts = split_at_axis(inputs[0].shape(), self.axis);
-        let len = parts.1;
-        let x = rows_of(inputs[0].data(), parts);
-        // one value a row, in the order of the result (`o · inner + i`)
-        let mut out = vec![F::zero(); x.len() / len];
-        by_rows(
-            &mut out,
+        let x = inputs[0];
+        // one value a row, in the order of the result (`o · inner + i`);
+        // `m + 0` is `m` where the maximum is not finite
+        let out = map_rows(
+            x.data(),
+            split_at_axis(x.shape(), self.axis),
             1,
-            len,
             #[inline(always)]
-            |r, o| {
-                let row = &x[r * len..(r + 1) * len];
-                let m = row_max(row);
-                o[0] = match m.is_finite() {
-                    true => m + row_ln_sum(row, m),
-                    false => m,
-                };
+            |_, row, o| {
+                let (m, l) = row_parts(row);
+                o[0] = m + l;
             },
         );
-        let mut shape = inputs[0].shape().to_vec();
+        let mut shape = x.shape().to_vec();
         match self.keepdim {
             true => shape[self.axis] = 1,
             false => {
@@ -267,25 +287,22 @@ impl<F: Element> Op<F> for LogSumExp {
         g: &Tensor<F>,
     ) -> Result<Vec<Option<Tensor<F>>>> {
         let cutoff = F::min_positive_value().ln() / F::lit(2.0);
-        let parts = split_at_axis(inputs[0].shape(), self.axis);
-        let len = parts.1;
-        let x = rows_of(inputs[0].data(), parts);
+        let x = inputs[0];
+        let parts = split_at_axis(x.shape(), self.axis);
         // the incoming gradient has one value a row, in the rows' order
         let g = g.data();
-        let mut out = vec![F::zero(); x.len()];
-        by_rows(
-            &mut out,
-            len,
-            len,
+        let out = map_rows(
+            x.data(),
+            parts,
+            parts.1,
             #[inline(always)]
-            |r, out| {
-                let row = &x[r * len..(r + 1) * len];
-                let m = row_max(row);
+            |r, row, out| {
+                let (m, l) = row_parts(row);
                 if !m.is_finite() {
                     out.fill(F::zero());
                     return;
                 }
-                let scale = (-row_ln_sum(row, m)).exp() * g[r];
+                let scale = (-l).exp() * g[r];
                 for (o, &x) in out.iter_mut().zip(row) {
                     let w = match x - m >= cutoff {
                         true => (x - m).fast_exp(),
@@ -295,10 +312,7 @@ impl<F: Element> Op<F> for LogSumExp {
                 }
             },
         );
-        Ok(vec![Some(Tensor::from_vec(
-            from_rows(out, parts),
-            inputs[0].shape(),
-        )?)])
+        Ok(vec![Some(Tensor::from_vec(out, x.shape())?)])
     }
 }
 
