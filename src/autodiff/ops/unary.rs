@@ -7,6 +7,7 @@ use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
 pub(crate) use crate::kernels::parallel::{par_fill, par_new};
 use crate::tensor::{Element, Tensor};
+use std::mem::MaybeUninit;
 
 /// A scalar function and its derivative.
 pub(crate) trait Kernel<F: Element>: 'static + Sync + Copy {
@@ -19,6 +20,25 @@ pub(crate) trait Kernel<F: Element>: 'static + Sync + Copy {
     fn grad(&self, x: F, y: F, g: F) -> F {
         g * self.df(x, y)
     }
+    /// [`f`](Kernel::f) of each element of `x` into `out` (of the same
+    /// length): a kernel whose function is computed in lanes (several
+    /// elements at once) gives the same values through its own.
+    #[inline(always)]
+    fn f_slice(&self, x: &[F], out: &mut [MaybeUninit<F>]) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            o.write(self.f(v));
+        }
+    }
+    /// [`grad`](Kernel::grad) of each element into `out`, as
+    /// [`f_slice`](Kernel::f_slice) is of `f`.
+    #[inline(always)]
+    fn grad_slice(&self, x: &[F], y: &[F], g: &[F], out: &mut [MaybeUninit<F>]) {
+        let n = out.len();
+        let (x, y, g) = (&x[..n], &y[..n], &g[..n]);
+        for i in 0..n {
+            out[i].write(self.grad(x[i], y[i], g[i]));
+        }
+    }
 }
 
 /// `k.f` applied to every element of `x`, vectorized, on two threads when large.
@@ -29,11 +49,7 @@ fn map_tensor<F: Element, K: Kernel<F>>(x: &Tensor<F>, k: K) -> Tensor<F> {
         par_new(
             d.len(),
             #[inline(always)]
-            move |start, chunk| {
-                for (o, &v) in chunk.iter_mut().zip(&d[start..]) {
-                    o.write(k.f(v));
-                }
-            },
+            move |start, chunk| k.f_slice(&d[start..start + chunk.len()], chunk),
         )
     };
     Tensor::new_unchecked(out, x.shape().to_vec())
@@ -65,14 +81,8 @@ impl<F: Element, K: Kernel<F>> Op<F> for Map<K> {
                 #[inline(always)]
                 move |start, chunk| {
                     let n = chunk.len();
-                    let (x, y, g) = (
-                        &x[start..start + n],
-                        &y[start..start + n],
-                        &g[start..start + n],
-                    );
-                    for i in 0..n {
-                        chunk[i].write(k.grad(x[i], y[i], g[i]));
-                    }
+                    let at = start..start + n;
+                    k.grad_slice(&x[at.clone()], &y[at.clone()], &g[at], chunk)
                 },
             )
         };
@@ -122,16 +132,88 @@ fn special_grad<F: Element>(g: F, df: impl FnOnce() -> F) -> F {
 
 /// A [`Kernel`] whose value and derivative are special functions of f64
 /// (`crate::kernels::special::$f` and `$df`), rounded for f32, with the
-/// gradient of [`special_grad`].
+/// gradient of [`special_grad`]. Over slices they are taken
+/// [`SPECIAL_LANES`] elements at a time through their lane forms (`$fl`,
+/// `$dfl`), which give what the scalar functions give.
 macro_rules! special_kernel {
-    ($(#[$doc:meta])* $name:ident, $label:literal, $f:ident, $df:ident) => {
-        kernel!(
-            $(#[$doc])* $name, $label,
-            |s, x| special1(crate::kernels::special::$f, x),
-            |s, x, y| special1(crate::kernels::special::$df, x),
-            |k, x, y, g| special_grad(g, || k.df(x, y))
-        );
+    ($(#[$doc:meta])* $name:ident, $label:literal, $f:ident, $df:ident, $fl:ident, $dfl:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy)]
+        pub(crate) struct $name<F>(std::marker::PhantomData<fn() -> F>);
+        impl<F> $name<F> {
+            #[allow(clippy::new_without_default)]
+            pub fn new() -> Self {
+                $name(std::marker::PhantomData)
+            }
+        }
+        impl<F: Element> Kernel<F> for $name<F> {
+            const NAME: &'static str = $label;
+            #[inline(always)]
+            fn f(&self, x: F) -> F {
+                special1(crate::kernels::special::$f, x)
+            }
+            #[inline(always)]
+            fn df(&self, x: F, _: F) -> F {
+                special1(crate::kernels::special::$df, x)
+            }
+            #[inline(always)]
+            fn grad(&self, x: F, y: F, g: F) -> F {
+                special_grad(g, || self.df(x, y))
+            }
+            #[inline(always)]
+            fn f_slice(&self, x: &[F], out: &mut [MaybeUninit<F>]) {
+                special_lanes(
+                    x,
+                    out,
+                    #[inline(always)]
+                    |v, _| v,
+                    #[inline(always)]
+                    |x| crate::kernels::special::$fl(x),
+                )
+            }
+            #[inline(always)]
+            fn grad_slice(&self, x: &[F], _: &[F], g: &[F], out: &mut [MaybeUninit<F>]) {
+                special_lanes(
+                    x,
+                    out,
+                    #[inline(always)]
+                    |d, i| special_grad(g[i], || d),
+                    #[inline(always)]
+                    |x| crate::kernels::special::$dfl(x),
+                )
+            }
+        }
     };
+}
+
+/// Elements a special function's lane form takes at once: two AVX2
+/// registers of `f64`, one AVX-512 register.
+const SPECIAL_LANES: usize = 8;
+
+/// `finish(F(lanes(x)_i), i)` into `out` for each element `i` of `x`,
+/// [`SPECIAL_LANES`] at a time (the last group padded with 3, an argument
+/// every branch takes).
+#[inline(always)]
+fn special_lanes<F: Element>(
+    x: &[F],
+    out: &mut [MaybeUninit<F>],
+    finish: impl Fn(F, usize) -> F,
+    lanes: impl Fn(&[f64; SPECIAL_LANES]) -> [f64; SPECIAL_LANES],
+) {
+    for (at, (xs, os)) in x
+        .chunks(SPECIAL_LANES)
+        .zip(out.chunks_mut(SPECIAL_LANES))
+        .enumerate()
+    {
+        let mut v = [3.0; SPECIAL_LANES];
+        for (v, &x) in v.iter_mut().zip(xs) {
+            *v = x.to_f64().unwrap_or(f64::NAN);
+        }
+        let r = lanes(&v);
+        for (j, (o, &r)) in os.iter_mut().zip(&r).enumerate() {
+            o.write(finish(F::lit(r), at * SPECIAL_LANES + j));
+        }
+    }
 }
 
 /// A special function of f64 at `x` (NaN where `x` has no f64 value).
@@ -234,21 +316,39 @@ kernel!(
     |s, x, y| if x > F::zero() { F::one() } else if x < F::zero() { -F::one() } else { F::zero() },
     |_k, x, _y, g| if x > F::zero() { g } else if x < F::zero() { -g } else { F::zero() }
 );
-special_kernel!(Lgamma, "lgamma", lgamma, digamma);
-special_kernel!(Digamma, "digamma", digamma, trigamma);
+special_kernel!(
+    Lgamma,
+    "lgamma",
+    lgamma,
+    digamma,
+    lgamma_lanes,
+    digamma_lanes
+);
+special_kernel!(
+    Digamma,
+    "digamma",
+    digamma,
+    trigamma,
+    digamma_lanes,
+    trigamma_lanes
+);
 special_kernel!(
     /// `ln Γ(x)` less its leading Stirling terms (see `special::lgamma_correction`).
     LgammaCorrection,
     "lgamma_correction",
     lgamma_correction,
-    digamma_correction
+    digamma_correction,
+    lgamma_correction_lanes,
+    digamma_correction_lanes
 );
 special_kernel!(
     /// `ψ(x) - ln x + 1/(2x)`, the derivative of [`LgammaCorrection`].
     DigammaCorrection,
     "digamma_correction",
     digamma_correction,
-    trigamma_correction
+    trigamma_correction,
+    digamma_correction_lanes,
+    trigamma_correction_lanes
 );
 kernel!(Sqrt, "sqrt", |s, x| x.sqrt(), |s, x, y| F::lit(0.5) / y);
 kernel!(Square, "square", |s, x| x * x, |s, x, y| F::lit(2.0) * x);
