@@ -1204,6 +1204,74 @@ pub(crate) fn trigamma_correction_lanes<const L: usize>(x: &[f64; L]) -> [f64; L
     out
 }
 
+/// [`lbeta`] of each lane's pair: where both are below 10 (and above 0),
+/// `ln Γ(p) + ln Γ(q) - ln Γ(p + q)` from [`lgamma_lanes`] with `p <= q`
+/// (so that it is symmetric, as [`lbeta`] is); elsewhere [`lbeta`], one
+/// lane at a time.
+#[inline(always)]
+pub(crate) fn lbeta_lanes<const L: usize>(a: &[f64; L], b: &[f64; L]) -> [f64; L] {
+    let (mut p, mut q, mut s) = ([0.0; L], [0.0; L], [0.0; L]);
+    let mut off = [0; L];
+    for l in 0..L {
+        p[l] = a[l].min(b[l]);
+        q[l] = a[l].max(b[l]);
+        s[l] = p[l] + q[l];
+        off[l] = !(mask(a[l] > 0.0) & mask(b[l] > 0.0) & mask(a[l] < 10.0) & mask(b[l] < 10.0));
+    }
+    let (lp, lq, ls) = (lgamma_lanes(&p), lgamma_lanes(&q), lgamma_lanes(&s));
+    let mut out = [0.0; L];
+    for l in 0..L {
+        out[l] = lp[l] + lq[l] - ls[l];
+    }
+    if any(&off) {
+        for l in 0..L {
+            if off[l] != 0 {
+                out[l] = lbeta(a[l], b[l]);
+            }
+        }
+    }
+    out
+}
+
+/// [`shape_divergence_direct`] of each lane's pair, from the lane forms of
+/// `ln Γ` and ψ (0 where `a == b`).
+#[inline(always)]
+pub(crate) fn shape_divergence_lanes<const L: usize>(a: &[f64; L], b: &[f64; L]) -> [f64; L] {
+    let (psi, la, lb) = (digamma_lanes(a), lgamma_lanes(a), lgamma_lanes(b));
+    let mut out = [0.0; L];
+    for l in 0..L {
+        let d = (a[l] - b[l]) * psi[l] - la[l] + lb[l];
+        out[l] = select(mask(a[l] == b[l]), 0.0, d);
+    }
+    out
+}
+
+/// The derivatives of [`shape_divergence_direct`] in each lane: in `a`
+/// (`side` 0) `(a - b) ψ'(a)`, in `b` `ψ(b) - ψ(a)`; 0 where `a == b`.
+#[inline(always)]
+pub(crate) fn shape_divergence_grad_lanes<const L: usize>(
+    side: usize,
+    a: &[f64; L],
+    b: &[f64; L],
+) -> [f64; L] {
+    let mut out = [0.0; L];
+    if side == 0 {
+        let psi1 = trigamma_lanes(a);
+        for l in 0..L {
+            out[l] = (a[l] - b[l]) * psi1[l];
+        }
+    } else {
+        let (pa, pb) = (digamma_lanes(a), digamma_lanes(b));
+        for l in 0..L {
+            out[l] = pb[l] - pa[l];
+        }
+    }
+    for l in 0..L {
+        out[l] = select(mask(a[l] == b[l]), 0.0, out[l]);
+    }
+    out
+}
+
 /// `dx/da` of `Gamma(a, 1)` draws `x` at fixed CDF value (implicit
 /// reparameterization, Figurnov et al. 2018), into `out`: `-(∂P/∂a) / p(x; a)`,
 /// with `∂P/∂a` carried through the same series or continued fraction that
@@ -2344,6 +2412,98 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The two-argument lane forms (`ln B` and the shape divergence with
+    /// its derivatives) against the scalar functions, over pairs from tiny
+    /// to large (so that `ln B` takes its scalar branches too), equal pairs,
+    /// and arguments outside the domain; and each lane's bits alone and
+    /// among others.
+    #[test]
+    fn two_argument_lane_forms_agree_with_the_scalar_functions() {
+        let mut u = uniforms(0x9e37_79b9_7f4a_7c15);
+        let mut pairs: Vec<(f64, f64)> = (0..4000)
+            .map(|_| (10f64.powf(u() * 8.0 - 4.0), 10f64.powf(u() * 8.0 - 4.0)))
+            .collect();
+        pairs.extend((0..2000).map(|_| (u() * 12.0, u() * 12.0)));
+        pairs.extend([
+            (2.5, 2.5),
+            (1e-3, 1e-3),
+            (9.99, 10.0),
+            (1e9, 0.5),
+            (f64::NAN, 1.0),
+            (-1.5, 2.0),
+            (0.0, 3.0),
+            (1.0, f64::INFINITY),
+        ]);
+        let close = |what: &str, (a, b): (f64, f64), got: f64, want: f64| {
+            if !want.is_finite() {
+                assert!(
+                    got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                    "{what}({a:e}, {b:e}): {got:e}, scalar {want:e}"
+                );
+            } else {
+                // both carry an absolute error of a few ulp of the terms
+                // that cancel (ln Γ(a), ln Γ(b), and a ψ(a) or ψ(b))
+                let terms = [want, lgamma(a), lgamma(b), a * digamma(a), b * digamma(b)];
+                let scale = terms.iter().fold(1.0f64, |m, t| m.max(t.abs()));
+                assert!(
+                    (got - want).abs() <= 2e-14 * scale,
+                    "{what}({a:e}, {b:e}): {got:e}, scalar {want:e}"
+                );
+            }
+        };
+        type Form = (
+            &'static str,
+            fn(f64, f64) -> f64,
+            fn(&[f64; 8], &[f64; 8]) -> [f64; 8],
+            fn(&[f64; 1], &[f64; 1]) -> [f64; 1],
+        );
+        let forms: [Form; 4] = [
+            ("lbeta", lbeta, lbeta_lanes::<8>, lbeta_lanes::<1>),
+            (
+                "shape divergence",
+                shape_divergence_direct,
+                shape_divergence_lanes::<8>,
+                shape_divergence_lanes::<1>,
+            ),
+            (
+                "its derivative in a",
+                |a, b| if a == b { 0.0 } else { (a - b) * trigamma(a) },
+                |a, b| shape_divergence_grad_lanes::<8>(0, a, b),
+                |a, b| shape_divergence_grad_lanes::<1>(0, a, b),
+            ),
+            (
+                "its derivative in b",
+                |a, b| if a == b { 0.0 } else { digamma(b) - digamma(a) },
+                |a, b| shape_divergence_grad_lanes::<8>(1, a, b),
+                |a, b| shape_divergence_grad_lanes::<1>(1, a, b),
+            ),
+        ];
+        for (what, scalar, eight, one) in forms {
+            let alone: Vec<f64> = pairs.iter().map(|&(a, b)| one(&[a], &[b])[0]).collect();
+            for (&pair, &got) in pairs.iter().zip(&alone) {
+                close(what, pair, got, scalar(pair.0, pair.1));
+            }
+            for (k, group) in pairs.chunks(8).enumerate() {
+                let (mut a, mut b) = ([1.5; 8], [2.5; 8]);
+                for (l, &(x, y)) in group.iter().enumerate() {
+                    (a[l], b[l]) = (x, y);
+                }
+                for (l, &r) in eight(&a, &b).iter().take(group.len()).enumerate() {
+                    let want = alone[k * 8 + l];
+                    assert!(
+                        r.to_bits() == want.to_bits() || (r.is_nan() && want.is_nan()),
+                        "{what} at {:?}: {r:e} among others, {want:e} alone",
+                        group[l]
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            lbeta_lanes(&[2.0, 3.0], &[3.0, 2.0]),
+            [lbeta_lanes(&[2.0], &[3.0])[0]; 2]
+        );
     }
 
     /// Each draw's derivatives are the same bits whether it is computed

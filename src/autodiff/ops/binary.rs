@@ -1,6 +1,7 @@
 //! Elementwise binary ops with NumPy broadcasting, and the `+ - * /`
 //! operators between vars, tensors and scalars in either order.
 
+use crate::autodiff::ops::unary::SPECIAL_LANES;
 use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
 use crate::kernels::parallel::par_new;
@@ -25,6 +26,33 @@ trait Kernel2<F: Element>: 'static {
     fn grad(side: usize, a: F, b: F, y: F, g: F) -> F {
         let (da, db) = Self::df(a, b, y);
         g * if side == 0 { da } else { db }
+    }
+    /// Whether the op takes its values and gradients through
+    /// [`f_lanes`](Kernel2::f_lanes) and [`grad_lanes`](Kernel2::grad_lanes)
+    /// (a kernel computed several elements at a time), over the operands
+    /// broadcast together, instead of the per-element loops.
+    const LANES: bool = false;
+    /// `f` of each position of the broadcast operands into `out`.
+    #[inline(always)]
+    fn f_lanes(a: View<'_, F>, b: View<'_, F>, out: &mut [MaybeUninit<F>]) {
+        for (i, o) in out.iter_mut().enumerate() {
+            o.write(Self::f(a.at(i), b.at(i)));
+        }
+    }
+    /// [`grad`](Kernel2::grad) of each position into `out` (the output
+    /// values are not passed: the kernels that take lanes do not use them).
+    #[inline(always)]
+    fn grad_lanes(
+        side: usize,
+        a: View<'_, F>,
+        b: View<'_, F>,
+        g: &[F],
+        out: &mut [MaybeUninit<F>],
+    ) {
+        for (i, o) in out.iter_mut().enumerate() {
+            let (a, b) = (a.at(i), b.at(i));
+            o.write(Self::grad(side, a, b, Self::f(a, b), g[i]));
+        }
     }
 }
 
@@ -95,6 +123,46 @@ impl<F: Element> Kernel2<F> for DivK {
     }
 }
 
+/// `finish(i, F(lanes(a, b)_i))` into `out` for each position `i`,
+/// [`SPECIAL_LANES`] at a time (the last group padded with `(3, 3)`, in
+/// every form's range).
+#[inline(always)]
+fn binary_lanes<F: Element>(
+    a: View<'_, F>,
+    b: View<'_, F>,
+    out: &mut [MaybeUninit<F>],
+    finish: impl Fn(usize, F) -> F,
+    lanes: impl Fn(&[f64; SPECIAL_LANES], &[f64; SPECIAL_LANES]) -> [f64; SPECIAL_LANES],
+) {
+    let f64_of = |v: F| v.to_f64().unwrap_or(f64::NAN);
+    for (at, os) in out.chunks_mut(SPECIAL_LANES).enumerate() {
+        let start = at * SPECIAL_LANES;
+        let (mut va, mut vb) = ([3.0; SPECIAL_LANES], [3.0; SPECIAL_LANES]);
+        for j in 0..os.len() {
+            va[j] = f64_of(a.at(start + j));
+            vb[j] = f64_of(b.at(start + j));
+        }
+        let r = lanes(&va, &vb);
+        for (j, (o, &r)) in os.iter_mut().zip(&r).enumerate() {
+            o.write(finish(start + j, F::lit(r)));
+        }
+    }
+}
+
+/// `f` of each lane's pair, one by one (a derivative with no lane form).
+#[inline(always)]
+fn each_lane(
+    a: &[f64; SPECIAL_LANES],
+    b: &[f64; SPECIAL_LANES],
+    f: fn(f64, f64) -> f64,
+) -> [f64; SPECIAL_LANES] {
+    let mut out = [0.0; SPECIAL_LANES];
+    for l in 0..SPECIAL_LANES {
+        out[l] = f(a[l], b[l]);
+    }
+    out
+}
+
 /// A special function of two arguments, evaluated in f64.
 fn special2<F: Element>(f: fn(f64, f64) -> f64, a: F, b: F) -> F {
     let f64_of = |v: F| v.to_f64().unwrap_or(f64::NAN);
@@ -111,10 +179,36 @@ fn special2<F: Element>(f: fn(f64, f64) -> f64, a: F, b: F) -> F {
 /// factor `a1 - a2 = 0` in front of it).
 macro_rules! special_kernel {
     ($(#[$doc:meta])* $name:ident, $label:literal, $f:path, |$a:ident, $b:ident| ($da:expr, $db:expr $(,)?)) => {
+        special_kernel!($(#[$doc])* $name, $label, $f, |$a, $b| ($da, $db), {});
+    };
+    ($(#[$doc:meta])* $name:ident, $label:literal, $f:path, |$a:ident, $b:ident| ($da:expr, $db:expr $(,)?),
+     lanes: |$la:ident, $lb:ident| $lanes:expr, grads: |$gs:ident, $ga:ident, $gb:ident| $grads:expr $(,)?) => {
+        special_kernel!($(#[$doc])* $name, $label, $f, |$a, $b| ($da, $db), {
+            const LANES: bool = true;
+            #[inline(always)]
+            fn f_lanes(a: View<'_, F>, b: View<'_, F>, out: &mut [MaybeUninit<F>]) {
+                binary_lanes(a, b, out, |_, v| v, #[inline(always)] |$la, $lb| $lanes)
+            }
+            #[inline(always)]
+            fn grad_lanes(side: usize, a: View<'_, F>, b: View<'_, F>, g: &[F], out: &mut [MaybeUninit<F>]) {
+                binary_lanes(
+                    a,
+                    b,
+                    out,
+                    #[inline(always)]
+                    |i, d| if g[i] == F::zero() { F::zero() } else { g[i] * d },
+                    #[inline(always)]
+                    |$ga, $gb| { let $gs = side; $grads },
+                )
+            }
+        });
+    };
+    ($(#[$doc:meta])* $name:ident, $label:literal, $f:path, |$a:ident, $b:ident| ($da:expr, $db:expr $(,)?), {$($lanes:tt)*}) => {
         $(#[$doc])*
         struct $name;
         impl<F: Element> Kernel2<F> for $name {
             const NAME: &'static str = $label;
+            $($lanes)*
             fn f(a: F, b: F) -> F {
                 special2($f, a, b)
             }
@@ -136,8 +230,14 @@ macro_rules! special_kernel {
 
 special_kernel!(
     /// `ln B(a, b)`; `d/da = ψ(a) - ψ(a + b)`, and symmetrically for `b`.
+    /// Its value is taken in lanes ([`special::lbeta_lanes`]).
     LbetaK, "lbeta", special::lbeta,
-    |a, b| (special2(special::digamma_diff, a, b), special2(special::digamma_diff, b, a))
+    |a, b| (special2(special::digamma_diff, a, b), special2(special::digamma_diff, b, a)),
+    lanes: |a, b| special::lbeta_lanes(a, b),
+    grads: |side, a, b| match side {
+        0 => each_lane(a, b, special::digamma_diff),
+        _ => each_lane(b, a, special::digamma_diff),
+    }
 );
 special_kernel!(
     /// `ψ(a) - ψ(a + b)`; `d/da = ψ'(a) - ψ'(a + b)`, `d/db = -ψ'(a + b)`.
@@ -149,12 +249,15 @@ special_kernel!(
 );
 special_kernel!(
     /// `(a - b) ψ(a) - ln Γ(a) + ln Γ(b)`; `d/da = (a - b) ψ'(a)`,
-    /// `d/db = ψ(b) - ψ(a)`.
+    /// `d/db = ψ(b) - ψ(a)`. Value and derivatives are taken in lanes
+    /// ([`special::shape_divergence_lanes`]).
     ShapeDivergenceK, "shape_divergence", special::shape_divergence_direct,
     |a, b| (
         special2(|a, b| if a == b { 0.0 } else { (a - b) * special::trigamma(a) }, a, b),
         special2(|a, b| if a == b { 0.0 } else { special::digamma(b) - special::digamma(a) }, a, b),
-    )
+    ),
+    lanes: |a, b| special::shape_divergence_lanes(a, b),
+    grads: |side, a, b| special::shape_divergence_grad_lanes(side, a, b)
 );
 special_kernel!(
     /// `ln Γ(x + h) - ln Γ(x)`; `d/dx = ψ(x + h) - ψ(x)`, `d/dh = ψ(x + h)`.
@@ -264,6 +367,19 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
         let (a, b) = (inputs[0], inputs[1]);
+        if K::LANES {
+            let (shape, ops) = broadcast_all(K::NAME, inputs)?;
+            let (a, b) = (ops[0].view(), ops[1].view());
+            // SAFETY: `f_lanes` writes every element of each chunk.
+            let out = unsafe {
+                par_new(
+                    crate::tensor::numel(&shape),
+                    #[inline(always)]
+                    |start, chunk| K::f_lanes(a.skip(start), b.skip(start), chunk),
+                )
+            };
+            return Ok(Tensor::new_unchecked(out, shape));
+        }
         if a.shape() != b.shape() {
             // a single value (with no more axes than the other operand)
             if b.len() == 1 && b.shape().len() <= a.shape().len() {
@@ -363,14 +479,17 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
                 continue;
             }
             let (a, b) = (ops[0].view(), ops[1].view());
-            // SAFETY: `fill2` writes every element of each chunk.
+            // SAFETY: `grad_lanes` and `fill2` write every element of each
+            // chunk.
             let data = unsafe {
                 par_new(
                     y.len(),
                     #[inline(always)]
                     |start, chunk| {
                         let (a, b, y, g) = (a.skip(start), b.skip(start), &y[start..], &g[start..]);
-                        if side == 0 {
+                        if K::LANES {
+                            K::grad_lanes(side, a, b, g, chunk);
+                        } else if side == 0 {
                             fill2(
                                 chunk,
                                 a,

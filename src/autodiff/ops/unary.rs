@@ -188,7 +188,7 @@ macro_rules! special_kernel {
 
 /// Elements a special function's lane form takes at once: two AVX2
 /// registers of `f64`, one AVX-512 register.
-const SPECIAL_LANES: usize = 8;
+pub(crate) const SPECIAL_LANES: usize = 8;
 
 /// `finish(F(lanes(x)_i), i)` into `out` for each element `i` of `x`,
 /// [`SPECIAL_LANES`] at a time (the last group padded with 3, an argument
