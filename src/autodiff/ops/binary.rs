@@ -230,22 +230,29 @@ macro_rules! special_kernel {
 
 special_kernel!(
     /// `ln B(a, b)`; `d/da = ψ(a) - ψ(a + b)`, and symmetrically for `b`.
-    /// Its value is taken in lanes ([`special::lbeta_lanes`]).
+    /// Value and derivatives are taken in lanes ([`special::lbeta_lanes`],
+    /// [`special::digamma_diff_lanes`]).
     LbetaK, "lbeta", special::lbeta,
     |a, b| (special2(special::digamma_diff, a, b), special2(special::digamma_diff, b, a)),
     lanes: |a, b| special::lbeta_lanes(a, b),
     grads: |side, a, b| match side {
-        0 => each_lane(a, b, special::digamma_diff),
-        _ => each_lane(b, a, special::digamma_diff),
+        0 => special::digamma_diff_lanes(a, b),
+        _ => special::digamma_diff_lanes(b, a),
     }
 );
 special_kernel!(
     /// `ψ(a) - ψ(a + b)`; `d/da = ψ'(a) - ψ'(a + b)`, `d/db = -ψ'(a + b)`.
+    /// Its value is taken in lanes ([`special::digamma_diff_lanes`]).
     DigammaDiffK, "digamma_diff", special::digamma_diff,
     |a, b| (
         special2(special::trigamma_diff, a, b),
         -special2(|a, b| special::trigamma(a + b), a, b),
-    )
+    ),
+    lanes: |a, b| special::digamma_diff_lanes(a, b),
+    grads: |side, a, b| match side {
+        0 => each_lane(a, b, special::trigamma_diff),
+        _ => each_lane(a, b, |a, b| -special::trigamma(a + b)),
+    }
 );
 special_kernel!(
     /// `(a - b) ψ(a) - ln Γ(a) + ln Γ(b)`; `d/da = (a - b) ψ'(a)`,
