@@ -21,8 +21,9 @@ pub(crate) trait Kernel<F: Element>: 'static + Sync + Copy {
         g * self.df(x, y)
     }
     /// [`f`](Kernel::f) of each element of `x` into `out` (of the same
-    /// length): a kernel whose function is computed in lanes (several
-    /// elements at once) gives the same values through its own.
+    /// length). A kernel computed several elements at a time overrides it
+    /// (the special functions' lane forms, which agree with `f` to its
+    /// accuracy, not bit for bit).
     #[inline(always)]
     fn f_slice(&self, x: &[F], out: &mut [MaybeUninit<F>]) {
         for (o, &v) in out.iter_mut().zip(x) {
@@ -132,9 +133,10 @@ fn special_grad<F: Element>(g: F, df: impl FnOnce() -> F) -> F {
 
 /// A [`Kernel`] whose value and derivative are special functions of f64
 /// (`crate::kernels::special::$f` and `$df`), rounded for f32, with the
-/// gradient of [`special_grad`]. Over slices they are taken
-/// [`SPECIAL_LANES`] elements at a time through their lane forms (`$fl`,
-/// `$dfl`), which give what the scalar functions give.
+/// gradient of [`special_grad`]. Over slices (the op's forward and
+/// backward) they are taken [`SPECIAL_LANES`] elements at a time through
+/// their lane forms (`$fl`, `$dfl`), which agree with the scalar functions
+/// to their accuracy, not bit for bit.
 macro_rules! special_kernel {
     ($(#[$doc:meta])* $name:ident, $label:literal, $f:ident, $df:ident, $fl:ident, $dfl:ident) => {
         $(#[$doc])*
