@@ -23,8 +23,8 @@ const EULER: f64 = 0.577_215_664_901_532_9;
 /// `ln(2 pi) / 2`.
 const HALF_LN_2PI: f64 = 0.918_938_533_204_672_8;
 /// Terms of the Taylor series of `ln Γ(1 + z)` taken near 1 and 2
-/// ([`lgamma1p_lanes`]): at `|z| <` [`TAYLOR_RADIUS`] the first left out
-/// is below 10⁻¹⁸ of the value.
+/// (`lgamma1p_series`, [`lgamma1p_lanes`]): at `|z| <` [`TAYLOR_RADIUS`]
+/// the first left out is below 10⁻¹⁸ of the value.
 const TAYLOR_TERMS: usize = 24;
 /// `|z|` below which the Taylor series around 1 (or 2) is used.
 const TAYLOR_RADIUS: f64 = 0.2;
