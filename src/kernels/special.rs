@@ -120,6 +120,7 @@ fn stirling(x: f64) -> f64 {
 
 /// The part of Stirling's series after its leading terms, `ln Γ(x) -
 /// ((x - 1/2) ln x - x + ln(2π)/2)`, for `x >= 10` (0 at +inf).
+#[inline(always)]
 fn stirling_tail(x: f64) -> f64 {
     stirling_tail_of_inverse(1.0 / x)
 }
@@ -325,6 +326,17 @@ pub(crate) fn trigamma_diff(a: f64, b: f64) -> f64 {
     sum + t * (1.0 + 0.5 / x + 0.5 / s) + tail_differences(x, b).1
 }
 
+/// The coefficients of [`digamma_tail`]'s series in `1/x²` (`B_2k / 2k`),
+/// which [`tail_differences`] and [`digamma_diff_lanes`] take term by term.
+const DIGAMMA_TAIL: [f64; 6] = [
+    1.0 / 12.0,
+    -1.0 / 120.0,
+    1.0 / 252.0,
+    -1.0 / 240.0,
+    1.0 / 132.0,
+    -691.0 / 32_760.0,
+];
+
 /// `(T(x) - T(x + b), T'(x) - T'(x + b))` for `x >= 10`, `b > 0`, with `T`
 /// and `T'` the series of [`digamma_tail`] and [`trigamma_tail`], term by
 /// term: with `q = x / (x + b)`, a term `c / x^m` differs by
@@ -334,14 +346,6 @@ pub(crate) fn trigamma_diff(a: f64, b: f64) -> f64 {
 /// (Subtracting the tails themselves gives 0 once `x + b` rounds to `x`,
 /// and loses digits well before.)
 fn tail_differences(x: f64, b: f64) -> (f64, f64) {
-    const DIGAMMA: [f64; 6] = [
-        1.0 / 12.0,
-        -1.0 / 120.0,
-        1.0 / 252.0,
-        -1.0 / 240.0,
-        1.0 / 132.0,
-        -691.0 / 32_760.0,
-    ];
     const TRIGAMMA: [f64; 5] = [1.0 / 6.0, -1.0 / 30.0, 1.0 / 42.0, -1.0 / 30.0, 5.0 / 66.0];
     let u = (b / x).ln_1p();
     let two = -(-2.0 * u).exp_m1();
@@ -351,7 +355,7 @@ fn tail_differences(x: f64, b: f64) -> (f64, f64) {
     let (mut even, mut odd) = (two, -(-3.0 * u).exp_m1());
     let (mut even_power, mut odd_power) = (r2, r2 * r);
     let (mut digamma, mut trigamma) = (0.0, 0.0);
-    for (k, c) in DIGAMMA.iter().enumerate() {
+    for (k, c) in DIGAMMA_TAIL.iter().enumerate() {
         if k > 0 {
             even += (1.0 - even) * two;
             odd += (1.0 - odd) * two;
@@ -484,6 +488,7 @@ pub(crate) fn trigamma(x: f64) -> f64 {
 }
 
 /// `ψ'(x) - 1/x - 1/(2x²)` for `x >= 10`, from the asymptotic series.
+#[inline(always)]
 fn trigamma_tail(x: f64) -> f64 {
     trigamma_tail_of_inverse(1.0 / x)
 }
@@ -1085,10 +1090,17 @@ fn outside<const L: usize>(x: &[f64; L], out: &mut [f64; L], f: fn(f64) -> f64) 
     for l in 0..L {
         off[l] = !mask((LANE_MIN..=LANE_MAX).contains(&x[l]));
     }
-    if any(&off) {
+    one_by_one(&off, out, |l| f(x[l]));
+}
+
+/// `out[l] = f(l)` in the lanes whose `off` is set (a scalar form where the
+/// lane form does not reach), if any.
+#[inline(always)]
+fn one_by_one<const L: usize>(off: &[u64; L], out: &mut [f64; L], f: impl Fn(usize) -> f64) {
+    if any(off) {
         for l in 0..L {
             if off[l] != 0 {
-                out[l] = f(x[l]);
+                out[l] = f(l);
             }
         }
     }
@@ -1141,67 +1153,78 @@ pub(crate) fn trigamma_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
     out
 }
 
+/// A correction of each lane: `tail(x)` (an asymptotic series) from 10,
+/// `direct(x)` below (the function less its leading terms), the latter
+/// only where some lane is below 10.
+#[inline(always)]
+fn correction_lanes<const L: usize>(
+    x: &[f64; L],
+    tail: impl Fn(f64) -> f64,
+    direct: impl Fn(&[f64; L]) -> [f64; L],
+) -> [f64; L] {
+    let mut out = [0.0; L];
+    let mut small = [0; L];
+    for l in 0..L {
+        out[l] = tail(x[l]);
+        small[l] = !mask(x[l] >= 10.0);
+    }
+    if any(&small) {
+        let direct = direct(x);
+        for l in 0..L {
+            out[l] = select(small[l], direct[l], out[l]);
+        }
+    }
+    out
+}
+
 /// [`lgamma_correction`] of each lane: the tail of Stirling's series from
 /// 10, `ln Γ(x) - ((x - 1/2) ln x - x + ln(2π)/2)` below (NaN for `x <=
 /// 0`, where `ln x` is).
 #[inline(always)]
 pub(crate) fn lgamma_correction_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
-    let mut out = [0.0; L];
-    let mut small = [0; L];
-    for l in 0..L {
-        out[l] = stirling_tail(x[l]);
-        small[l] = !mask(x[l] >= 10.0);
-    }
-    if any(&small) {
-        let (lg, ln_x) = (lgamma_lanes(x), ln_lanes(x));
-        for l in 0..L {
-            let direct = lg[l] - ((x[l] - 0.5) * ln_x[l] - x[l] + HALF_LN_2PI);
-            let direct = select(mask(x[l] > 0.0), direct, f64::NAN);
-            out[l] = select(small[l], direct, out[l]);
-        }
-    }
-    out
+    correction_lanes(
+        x,
+        stirling_tail,
+        #[inline(always)]
+        |x| {
+            let (lg, ln_x) = (lgamma_lanes(x), ln_lanes(x));
+            each(|l| {
+                let direct = lg[l] - ((x[l] - 0.5) * ln_x[l] - x[l] + HALF_LN_2PI);
+                select(mask(x[l] > 0.0), direct, f64::NAN)
+            })
+        },
+    )
 }
 
 /// [`digamma_correction`] of each lane: `-T(x)` from 10 ([`digamma_tail`]),
 /// `ψ(x) - ln x + 1/(2x)` below (NaN for `x <= 0`).
 #[inline(always)]
 pub(crate) fn digamma_correction_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
-    let mut out = [0.0; L];
-    let mut small = [0; L];
-    for l in 0..L {
-        out[l] = -digamma_tail(x[l]);
-        small[l] = !mask(x[l] >= 10.0);
-    }
-    if any(&small) {
-        let (psi, ln_x) = (digamma_lanes(x), ln_lanes(x));
-        for l in 0..L {
-            let direct = psi[l] - ln_x[l] + 0.5 / x[l];
-            let direct = select(mask(x[l] > 0.0), direct, f64::NAN);
-            out[l] = select(small[l], direct, out[l]);
-        }
-    }
-    out
+    correction_lanes(
+        x,
+        #[inline(always)]
+        |x| -digamma_tail(x),
+        #[inline(always)]
+        |x| {
+            let (psi, ln_x) = (digamma_lanes(x), ln_lanes(x));
+            each(|l| select(mask(x[l] > 0.0), psi[l] - ln_x[l] + 0.5 / x[l], f64::NAN))
+        },
+    )
 }
 
 /// [`trigamma_correction`] of each lane: `T(x)` from 10
 /// ([`trigamma_tail`]), `ψ'(x) - 1/x - 1/(2x²)` below.
 #[inline(always)]
 pub(crate) fn trigamma_correction_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
-    let mut out = [0.0; L];
-    let mut small = [0; L];
-    for l in 0..L {
-        out[l] = trigamma_tail(x[l]);
-        small[l] = !mask(x[l] >= 10.0);
-    }
-    if any(&small) {
-        let psi1 = trigamma_lanes(x);
-        for l in 0..L {
-            let direct = psi1[l] - 1.0 / x[l] - 0.5 / (x[l] * x[l]);
-            out[l] = select(small[l], direct, out[l]);
-        }
-    }
-    out
+    correction_lanes(
+        x,
+        trigamma_tail,
+        #[inline(always)]
+        |x| {
+            let psi1 = trigamma_lanes(x);
+            each(|l| psi1[l] - 1.0 / x[l] - 0.5 / (x[l] * x[l]))
+        },
+    )
 }
 
 /// [`lbeta`] of each lane's pair: where both are below 10 (and above 0),
@@ -1223,13 +1246,7 @@ pub(crate) fn lbeta_lanes<const L: usize>(a: &[f64; L], b: &[f64; L]) -> [f64; L
     for l in 0..L {
         out[l] = lp[l] + lq[l] - ls[l];
     }
-    if any(&off) {
-        for l in 0..L {
-            if off[l] != 0 {
-                out[l] = lbeta(a[l], b[l]);
-            }
-        }
-    }
+    one_by_one(&off, &mut out, |l| lbeta(a[l], b[l]));
     out
 }
 
@@ -1267,14 +1284,6 @@ const DIFF_LANE_MAX: f64 = 1e20;
 /// [`DIFF_LANE_MIN`]`..=`[`DIFF_LANE_MAX`] go to [`digamma_diff`].
 #[inline(always)]
 pub(crate) fn digamma_diff_lanes<const L: usize>(a: &[f64; L], b: &[f64; L]) -> [f64; L] {
-    const DIGAMMA: [f64; 6] = [
-        1.0 / 12.0,
-        -1.0 / 120.0,
-        1.0 / 252.0,
-        -1.0 / 240.0,
-        1.0 / 132.0,
-        -691.0 / 32_760.0,
-    ];
     let ShiftedLanes {
         z,
         mut factors,
@@ -1303,7 +1312,7 @@ pub(crate) fn digamma_diff_lanes<const L: usize>(a: &[f64; L], b: &[f64; L]) -> 
         let r = 1.0 / z;
         let r2 = r * r;
         let (mut even, mut power, mut tail) = (two, r2, 0.0);
-        for (k, c) in DIGAMMA.iter().enumerate() {
+        for (k, c) in DIGAMMA_TAIL.iter().enumerate() {
             if k > 0 {
                 even += (1.0 - even) * two;
                 power *= r2;
@@ -1314,13 +1323,7 @@ pub(crate) fn digamma_diff_lanes<const L: usize>(a: &[f64; L], b: &[f64; L]) -> 
         let inside = |x: f64| (DIFF_LANE_MIN..=DIFF_LANE_MAX).contains(&x);
         off[l] = !(mask(inside(a[l])) & mask(inside(b[l])));
     }
-    if any(&off) {
-        for l in 0..L {
-            if off[l] != 0 {
-                out[l] = digamma_diff(a[l], b[l]);
-            }
-        }
-    }
+    one_by_one(&off, &mut out, |l| digamma_diff(a[l], b[l]));
     out
 }
 
