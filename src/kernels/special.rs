@@ -896,45 +896,51 @@ pub(crate) fn ln_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
         k += i64::from(big);
         let f = m - 1.0;
         let s = f / (2.0 + f);
+        let z = s * s;
+        // Σ_{j=1..10} 2 z^(j-1) / (2j + 1), in pairs and then pairs of
+        // pairs (Estrin's scheme): four multiply-add levels where Horner's
+        // rule takes nine in a chain
+        let c = |j: usize| 2.0 / (2 * j + 1) as f64;
+        let pair = |j: usize| c(j) + z * c(j + 1);
+        let (z2, z4) = (z * z, (z * z) * (z * z));
+        let low = (pair(1) + z2 * pair(3)) + z4 * (pair(5) + z2 * pair(7));
+        let series = low + (z4 * z4) * pair(9);
         // `k as f64` without the conversion AVX2 lacks (a vector of i64 to
         // f64 is AVX-512 only): k + 4096 as the low bits of 2^52's mantissa,
         // exact
         const MAGIC: f64 = 4_503_599_627_370_496.0 + 4096.0;
         let kf = f64::from_bits(MAGIC.to_bits().wrapping_add(k as u64)) - MAGIC;
-        ln[l] = kf * LN2_HI + ((2.0 * s + atanh_beyond_first(s)) + kf * LN2_LO);
+        ln[l] = kf * LN2_HI + ((2.0 * s + s * (z * series)) + kf * LN2_LO);
     }
     ln
 }
 
-/// `2 atanh(s) - 2s` for `|s| < 0.172`: `s z Σ_{j=1..10} 2 z^(j-1) / (2j +
-/// 1)` with `z = s²` (the next term is below 10⁻¹⁸ of the sum), in pairs
-/// and then pairs of pairs (Estrin's scheme): four multiply-add levels
-/// where Horner's rule takes nine in a chain.
+/// `ln(1 + v)` of each lane for finite `v > -1`, within about two ulp:
+/// [`ln_lanes`] of `u = 1 + v` corrected by `(v - (u - 1)) / u` for the
+/// rounding of `u`.
 #[inline(always)]
-fn atanh_beyond_first(s: f64) -> f64 {
-    let z = s * s;
-    let c = |j: usize| 2.0 / (2 * j + 1) as f64;
-    let pair = |j: usize| c(j) + z * c(j + 1);
-    let (z2, z4) = (z * z, (z * z) * (z * z));
-    let low = (pair(1) + z2 * pair(3)) + z4 * (pair(5) + z2 * pair(7));
-    let series = low + (z4 * z4) * pair(9);
-    s * (z * series)
-}
-
-/// `ln(1 - x)` of each lane for `x` in `(0, 1)`, within about two ulp:
-/// [`ln_lanes`] of `u = 1 - x` corrected by `((1 - u) - x) / u` for the
-/// rounding of `u` (both differences are exact).
-#[inline(always)]
-pub(crate) fn ln_1m_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
+fn ln_1p_lanes<const L: usize>(v: &[f64; L]) -> [f64; L] {
     let mut u = [0.0; L];
     for l in 0..L {
-        u[l] = 1.0 - x[l];
+        u[l] = 1.0 + v[l];
     }
     let mut ln = ln_lanes(&u);
     for l in 0..L {
-        ln[l] += ((1.0 - u[l]) - x[l]) / u[l];
+        ln[l] += (v[l] - (u[l] - 1.0)) / u[l];
     }
     ln
+}
+
+/// `ln(1 - x)` of each lane for `x` in `(0, 1)`, within about two ulp:
+/// [`ln_1p_lanes`] of `-x`, with `u = 1 - x` and the correction `((1 - u)
+/// - x) / u` (both differences exact).
+#[inline(always)]
+pub(crate) fn ln_1m_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
+    let mut v = [0.0; L];
+    for l in 0..L {
+        v[l] = -x[l];
+    }
+    ln_1p_lanes(&v)
 }
 
 /// The range of arguments that the lane forms of `ln Γ`, ψ and ψ'
@@ -1069,12 +1075,10 @@ pub(crate) fn lgamma_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
         t[l] = select(mask(x[l] < 1.5), x[l] - 1.0, x[l] - 2.0);
     }
     if any(&near) {
-        let series = lgamma1p_lanes(&t);
+        let (series, ln_1p) = (lgamma1p_lanes(&t), ln_1p_lanes(&t));
         for l in 0..L {
             // ln Γ(2 + t) = ln(1 + t) + ln Γ(1 + t)
-            let t = t[l];
-            let ln_1p = 2.0 * (t / (2.0 + t)) + atanh_beyond_first(t / (2.0 + t));
-            let taylor = select(mask(x[l] < 1.5), series[l], ln_1p + series[l]);
+            let taylor = select(mask(x[l] < 1.5), series[l], ln_1p[l] + series[l]);
             out[l] = select(near[l], taylor, out[l]);
         }
     }
@@ -1248,22 +1252,6 @@ pub(crate) fn lbeta_lanes<const L: usize>(a: &[f64; L], b: &[f64; L]) -> [f64; L
     }
     one_by_one(&off, &mut out, |l| lbeta(a[l], b[l]));
     out
-}
-
-/// `ln(1 + v)` of each lane for `v >= 0` (finite), within about two ulp:
-/// [`ln_lanes`] of `u = 1 + v` corrected by `(v - (u - 1)) / u` for the
-/// rounding of `u` (`u - 1` is exact).
-#[inline(always)]
-fn ln_1p_lanes<const L: usize>(v: &[f64; L]) -> [f64; L] {
-    let mut u = [0.0; L];
-    for l in 0..L {
-        u[l] = 1.0 + v[l];
-    }
-    let mut ln = ln_lanes(&u);
-    for l in 0..L {
-        ln[l] += (v[l] - (u[l] - 1.0)) / u[l];
-    }
-    ln
 }
 
 /// The range of both arguments that [`digamma_diff_lanes`] takes in
