@@ -2937,6 +2937,19 @@ fn assert_rounded_from_f64(got: &[f64], want: &[f64], case: &str) {
 /// The three values of `y`, then the gradients of `y · [0.5, -2, 3]`
 /// summed, in each of `vars` that gets one, as `f64`.
 fn values_and_weighted_gradients<'t, F: Element>(y: Var<'t, F>, vars: &[Var<'t, F>]) -> Vec<f64> {
+    let w = y
+        .tape()
+        .constant(Tensor::vector(&[0.5, -2.0, 3.0].map(F::lit)));
+    values_and_gradients_weighted_by(y, vars, w)
+}
+
+/// The values of `y`, then the gradients of `y · w` summed, in each of
+/// `vars` that gets one, as `f64`.
+fn values_and_gradients_weighted_by<'t, F: Element>(
+    y: Var<'t, F>,
+    vars: &[Var<'t, F>],
+    w: Var<'t, F>,
+) -> Vec<f64> {
     let f64s = |t: &Tensor<F>| {
         t.data()
             .iter()
@@ -2944,9 +2957,6 @@ fn values_and_weighted_gradients<'t, F: Element>(y: Var<'t, F>, vars: &[Var<'t, 
             .collect::<Vec<_>>()
     };
     let mut out = f64s(&y.value());
-    let w = y
-        .tape()
-        .constant(Tensor::vector(&[0.5, -2.0, 3.0].map(F::lit)));
     let g = (y * w).sum().backward().unwrap();
     for v in vars {
         out.extend(g.get(*v).map(f64s).unwrap_or_default());
@@ -3032,10 +3042,10 @@ fn gamma_beta_dirichlet_densities_in_f32_are_the_f64_values_rounded() {
 }
 
 /// The `f32` Gamma and Beta log-densities through `f64` with parameters of
-/// the values' shape (whose partial derivatives the forward pass keeps) and
-/// with single parameters broadcast over the values (evaluated again in the
-/// backward pass), each needing a gradient or not: the values and every
-/// gradient are the `f64` ones rounded.
+/// the values' shape and with single parameters broadcast over the values
+/// (whose gradients sum the partial derivatives over the values), each
+/// needing a gradient or not: the values and every gradient are the `f64`
+/// ones rounded.
 #[test]
 fn f32_densities_through_f64_broadcast_their_parameters() {
     const X: [f64; 3] = [0.25, 0.5, 0.875]; // exact in f32, as the parameters
@@ -3145,6 +3155,75 @@ fn dirichlet_kl_in_f32_is_the_f64_value_rounded() {
                 within(*g, *w) || g == w,
                 "gradient {i} at {a:?} || {b:?}: {g} vs {w}"
             );
+        }
+    }
+}
+
+/// The `f32` Gamma, Beta and Student-t log-densities, computed in `f64`
+/// eight positions at a time with their partial derivatives, over 6 000
+/// positions (two threads' halves, many groups of eight with a short last
+/// one) that mix the forms each density chooses between (the Gamma's
+/// stable form where `a >= 10` and `b x` is near `a`), with single
+/// parameters, parameters per row, and parameters per value: the values
+/// and every gradient are the `f64` ones rounded.
+#[test]
+fn f32_densities_in_lanes_are_the_f64_values_rounded_in_every_layout() {
+    const ROWS: usize = 60;
+    const COLS: usize = 100;
+    /// The parameters and the point at position `i` (`row` its row), as
+    /// f32 holds them.
+    fn at(family: usize, i: usize, row: usize) -> [f64; 4] {
+        let f = |v: f64| f64::from(v as f32);
+        let a = [1e-3, 0.4, 1.0, 2.5, 9.5, 10.0, 37.0, 1e4][row % 8];
+        let b = [0.5, 1.0, 3.0, 1e3][(row / 8) % 4];
+        let u = ((i * 37) % 101) as f64 / 101.0 + 0.004; // in (0, 1)
+        match family {
+            // x from a tenth of the mean to ten times it: near and far
+            0 => [f(a), f(b), f(a / b * (0.1 + 10.0 * u * u)), 0.0],
+            1 => [f(a.min(1e3)), f(b), f(u), 0.0],
+            _ => [f(a + 0.5), f(b - 2.0), f(b * 0.7), f(8.0 * u - 4.0)],
+        }
+    }
+    fn eval<F: Element>(family: usize, layout: usize) -> Vec<f64> {
+        let tape = Tape::<F>::new();
+        let n = ROWS * COLS;
+        let values =
+            |k: usize| -> Vec<F> { (0..n).map(|i| F::lit(at(family, i, i / COLS)[k])).collect() };
+        let param = |k: usize| -> Var<'_, F> {
+            let v = values(k);
+            tape.var(match layout {
+                0 => Tensor::scalar(v[COLS * 13 + 7]),
+                1 => Tensor::from_fn(&[ROWS, 1], |r| v[r * COLS]),
+                _ => Tensor::from_vec(v, &[ROWS, COLS]).unwrap(),
+            })
+        };
+        let point = |k: usize| tape.var(Tensor::from_vec(values(k), &[ROWS, COLS]).unwrap());
+        let (y, vars) = match family {
+            0 => {
+                let (a, b, x) = (param(0), param(1), point(2));
+                (Gamma::new(a, b).unwrap().log_prob(x), vec![a, b, x])
+            }
+            1 => {
+                let (a, b, x) = (param(0), param(1), point(2));
+                (Beta::new(a, b).unwrap().log_prob(x), vec![a, b, x])
+            }
+            _ => {
+                let (df, loc, scale, x) = (param(0), param(1), param(2), point(3));
+                let y = StudentT::new(df, loc, scale).unwrap().log_prob(x);
+                (y, vec![df, loc, scale, x])
+            }
+        };
+        let y = y.unwrap();
+        // weights that f32 holds exactly (a multiple of 1/64)
+        let w = tape.constant(Tensor::from_fn(&[ROWS, COLS], |i| {
+            F::lit(((i * 13) % 89) as f64 / 64.0 - 0.75)
+        }));
+        values_and_gradients_weighted_by(y, &vars, w)
+    }
+    for family in 0..3 {
+        for layout in 0..3 {
+            let (got, want) = (eval::<f32>(family, layout), eval::<f64>(family, layout));
+            assert_rounded_from_f64(&got, &want, &format!("family {family}, layout {layout}"));
         }
     }
 }

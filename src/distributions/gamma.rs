@@ -22,6 +22,7 @@
 //! two threads, with Marsaglia and Tsang's normals drawn from a ziggurat: a
 //! seed gives the same draws on any machine and thread count.
 
+use super::pointwise::{self, LANES, Lanes, Pointwise, ln_each};
 use super::{
     Distribution, HALF_LN_2PI, batch_broadcast, check_divisor, check_positive, check_values,
     into_open_unit, on_support, open_unit, same_tape, sample_shape,
@@ -33,7 +34,8 @@ use crate::error::{Error, Result};
 use crate::kernels::parallel::{join, par_blocks, par_fill_costly, sum_pairwise};
 use crate::kernels::random::Xoshiro256;
 use crate::kernels::special::{
-    MAX_IMPLICIT_PARAMETER, Memo, beta_sample_grads, gamma_sample_grads, gamma_sample_log_grads,
+    self, MAX_IMPLICIT_PARAMETER, Memo, beta_sample_grads, digamma_correction_lanes, digamma_lanes,
+    gamma_sample_grads, gamma_sample_log_grads, lgamma_correction_lanes, lgamma_lanes,
 };
 use crate::tensor::{Element, Tensor, broadcast_shape};
 use rand::Rng;
@@ -633,11 +635,7 @@ impl<'t, F: Element> Distribution<'t, F> for Gamma<'t, F> {
             |_, v| v > F::zero() && v < F::infinity(),
             F::one(),
             |x| match F::DTYPE {
-                "F32" => in_f64_elementwise(
-                    "gamma_log_density",
-                    |v| gamma_log_density(v[0], v[1], v[2]),
-                    &[a, b, x],
-                ),
+                "F32" => pointwise::apply(GammaLogDensity, &[a, b, x]),
                 _ => gamma_log_density(a, b, x),
             },
         )
@@ -895,6 +893,77 @@ fn gamma_log_density<'t, F: Element>(
     split(&inputs, (mask.clone(), mask), stable, direct)
 }
 
+/// [`gamma_log_density`] as one [`Pointwise`] formula of `[a, b, x]` in
+/// `f64` (for `f32`): the same two forms, chosen at each position by the
+/// same test, with their partial derivatives: `∂a = ln b + ln x - ψ(a)`,
+/// `∂b = a / b - x`, `∂x = (a - 1) / x - b` from the direct sum, and from
+/// the stable form `∂a = 1/(2a) - C'(a) - ln(a / y)` and, through `y = b
+/// x`, `∂b = (a / y - 1) x`, `∂x = (a / y - 1) b - 1 / x`.
+#[derive(Clone, Copy)]
+struct GammaLogDensity;
+
+/// The terms of [`GammaLogDensity`]'s parameters at eight positions.
+#[derive(Clone, Copy)]
+struct GammaTerms {
+    lgamma: Lanes,
+    digamma: Lanes,
+    ln_b: Lanes,
+    /// `ln a`, `C(a)` and `C'(a)` for the stable form, where a lane's `a`
+    /// is at least [`LARGE`] (else unused).
+    large: Option<(Lanes, Lanes, Lanes)>,
+}
+
+impl Pointwise<3> for GammaLogDensity {
+    const NAME: &'static str = "gamma_log_density";
+    const KEYED: usize = 2;
+    type Pre = GammaTerms;
+
+    #[inline(always)]
+    fn pre(v: &[Lanes; 3]) -> GammaTerms {
+        let a = &v[0];
+        let large = a.iter().any(|&a| a >= LARGE).then(|| {
+            (
+                ln_each(a),
+                lgamma_correction_lanes(a),
+                digamma_correction_lanes(a),
+            )
+        });
+        GammaTerms {
+            lgamma: lgamma_lanes(a),
+            digamma: digamma_lanes(a),
+            ln_b: ln_each(&v[1]),
+            large,
+        }
+    }
+
+    #[inline(always)]
+    fn eval(v: &[Lanes; 3], t: &GammaTerms, out: &mut Lanes, d: &mut [Lanes; 3]) {
+        let ([a, b, x], ln_x) = (v, ln_each(&v[2]));
+        for l in 0..LANES {
+            let (a, b, x) = (a[l], b[l], x[l]);
+            out[l] = ((a * t.ln_b[l] + (a - 1.0) * ln_x[l]) - b * x) - t.lgamma[l];
+            d[0][l] = t.ln_b[l] + ln_x[l] - t.digamma[l];
+            d[1][l] = a / b - x;
+            d[2][l] = (a - 1.0) / x - b;
+        }
+        if let Some((ln_a, c, dc)) = &t.large {
+            for l in 0..LANES {
+                let (a, b, x) = (a[l], b[l], x[l]);
+                let y = b * x;
+                if !(a >= LARGE && near(y, a)) {
+                    continue;
+                }
+                let front = ln_a[l] * 0.5 - c[l] - HALF_LN_2PI;
+                out[l] = front - special::bd0(a, y) - ln_x[l];
+                let dy = a / y - 1.0;
+                d[0][l] = 0.5 / a - dc[l] - special::ln_ratio(a, y);
+                d[1][l] = dy * x;
+                d[2][l] = dy * b - 1.0 / x;
+            }
+        }
+    }
+}
+
 /// `(a - b) ψ(a) - ln Γ(a) + ln Γ(b)`, the part of a Gamma, Beta or
 /// Dirichlet divergence that compares two concentrations. With `ln Γ` and
 /// `ψ` written as their leading terms plus corrections (`C`, `C'`), the
@@ -1140,11 +1209,7 @@ impl<'t, F: Element> Distribution<'t, F> for Beta<'t, F> {
             |_, v| v > F::zero() && v < F::one(),
             F::lit(0.5),
             |x| match F::DTYPE {
-                "F32" => in_f64_elementwise(
-                    "beta_log_density",
-                    |v| beta_log_density(v[0], v[1], v[2]),
-                    &[a, b, x],
-                ),
+                "F32" => pointwise::apply(BetaLogDensity, &[a, b, x]),
                 _ => beta_log_density(a, b, x),
             },
         )
@@ -1263,6 +1328,114 @@ fn beta_log_density<'t, F: Element>(
     let lp = (a - F::one()).try_mul(x.ln())?;
     lp.try_add((b - F::one()).try_mul((-x).log1p())?)?
         .try_sub(a.lbeta(b)?)
+}
+
+/// [`beta_log_density`] as one [`Pointwise`] formula of `[a, b, x]` in
+/// `f64` (for `f32`), with `∂a = ln x - (ψ(a) - ψ(a + b))`, `∂b = ln(1 -
+/// x) - (ψ(b) - ψ(a + b))` (the differences of digammas whole, as `lbeta`'s
+/// gradient takes them) and `∂x = (a - 1) / x - (b - 1) / (1 - x)`.
+#[derive(Clone, Copy)]
+struct BetaLogDensity;
+
+/// The terms of [`BetaLogDensity`]'s parameters at eight positions:
+/// `ln B(a, b)`, `ψ(a) - ψ(a + b)` and `ψ(b) - ψ(a + b)`.
+#[derive(Clone, Copy)]
+struct BetaTerms {
+    lbeta: Lanes,
+    da: Lanes,
+    db: Lanes,
+}
+
+impl Pointwise<3> for BetaLogDensity {
+    const NAME: &'static str = "beta_log_density";
+    const KEYED: usize = 2;
+    type Pre = BetaTerms;
+
+    #[inline(always)]
+    fn pre(v: &[Lanes; 3]) -> BetaTerms {
+        let [a, b, _] = v;
+        BetaTerms {
+            lbeta: special::lbeta_lanes(a, b),
+            da: special::digamma_diff_lanes(a, b),
+            db: special::digamma_diff_lanes(b, a),
+        }
+    }
+
+    #[inline(always)]
+    fn eval(v: &[Lanes; 3], t: &BetaTerms, out: &mut Lanes, d: &mut [Lanes; 3]) {
+        let [a, b, x] = v;
+        let (ln_x, ln_1m_x) = (ln_each(x), special::ln_1m_lanes(x));
+        for l in 0..LANES {
+            let (a, b, x) = (a[l], b[l], x[l]);
+            out[l] = ((a - 1.0) * ln_x[l] + (b - 1.0) * ln_1m_x[l]) - t.lbeta[l];
+            d[0][l] = ln_x[l] - t.da[l];
+            d[1][l] = ln_1m_x[l] - t.db[l];
+            d[2][l] = (a - 1.0) / x - (b - 1.0) / (1.0 - x);
+        }
+    }
+}
+
+/// The Student-t log-density `N(ν, s) - (ν + 1)/2 ln(1 + z²/ν)`, `z = (x -
+/// loc) / s`, `N(ν, s) = -ln B(ν/2, 1/2) - ln(ν)/2 - ln s`, as one
+/// [`Pointwise`] formula of `[ν, loc, s, x]` in `f64` (for `f32`, whose
+/// values give no `z²/ν` beyond `f64`'s range: the far form of
+/// `StudentT::log1p_z2_over_df` is not needed). With `h = (ν + 1)/2` and
+/// `c = h / (1 + z²/ν)`: `∂loc = 2 c z / (ν s) = -∂x`, `∂s = -1/s + ∂loc
+/// z`, `∂ν = ∂N/∂ν - ln(1 + z²/ν)/2 + c z² / ν²`, where `∂N/∂ν = -(ψ(ν/2) -
+/// ψ(ν/2 + 1/2))/2 - 1/(2ν)`.
+#[derive(Clone, Copy)]
+struct StudentTLogDensity;
+
+/// The terms of [`StudentTLogDensity`]'s parameters at eight positions.
+#[derive(Clone, Copy)]
+struct StudentTTerms {
+    /// `N(ν, s)`.
+    norm: Lanes,
+    /// `∂N/∂ν`.
+    norm_dnu: Lanes,
+}
+
+impl Pointwise<4> for StudentTLogDensity {
+    const NAME: &'static str = "student_t_log_density";
+    const KEYED: usize = 3;
+    type Pre = StudentTTerms;
+
+    #[inline(always)]
+    fn pre(v: &[Lanes; 4]) -> StudentTTerms {
+        let [nu, _, s, _] = v;
+        let (half_nu, half) = (nu.map(|nu| nu * 0.5), [0.5; LANES]);
+        let (lbeta, dd) = (
+            special::lbeta_lanes(&half_nu, &half),
+            special::digamma_diff_lanes(&half_nu, &half),
+        );
+        let (ln_nu, ln_s) = (ln_each(nu), ln_each(s));
+        StudentTTerms {
+            norm: std::array::from_fn(|l| (-lbeta[l] - ln_nu[l] * 0.5) - ln_s[l]),
+            norm_dnu: std::array::from_fn(|l| -0.5 * dd[l] - 0.5 / nu[l]),
+        }
+    }
+
+    #[inline(always)]
+    fn eval(v: &[Lanes; 4], t: &StudentTTerms, out: &mut Lanes, d: &mut [Lanes; 4]) {
+        let [nu, loc, s, x] = v;
+        let z: Lanes = std::array::from_fn(|l| (x[l] - loc[l]) / s[l]);
+        let q: Lanes = std::array::from_fn(|l| z[l] * z[l] / nu[l]);
+        let ln_1p_q = match q.iter().all(|&q| (0.0..f64::INFINITY).contains(&q)) {
+            true => special::ln_1p_lanes(&q),
+            false => q.map(f64::ln_1p),
+        };
+        for l in 0..LANES {
+            let (nu, s, z, q) = (nu[l], s[l], z[l], q[l]);
+            let h = (nu + 1.0) * 0.5;
+            out[l] = t.norm[l] - h * ln_1p_q[l];
+            let c = h / (1.0 + q);
+            let dloc = 2.0 * c * z / (nu * s);
+            d[0][l] = t.norm_dnu[l] - 0.5 * ln_1p_q[l] + c * q / nu;
+            d[1][l] = dloc;
+            d[2][l] = -1.0 / s + dloc * z;
+            d[3][l] = -dloc;
+        }
+    }
 }
 
 /// `KL(Beta(a1, b1) || Beta(a2, b2))`, which is `ln B(a2, b2) - ln B(a1,
@@ -2279,12 +2452,6 @@ impl<'t, F: Element> Distribution<'t, F> for StudentT<'t, F> {
     fn log_prob(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
         same_tape("StudentT::log_prob", &self.df, &x)?;
         let nu = self.df;
-        let half_nu1 = (nu + F::one()) * F::lit(0.5);
-        // ln Γ((ν + 1)/2) - ln Γ(ν/2) - ln(πν)/2 = -ln B(ν/2, 1/2) - ln(ν)/2
-        // (ln Γ(1/2) = ln(π)/2), which keeps its digits for large ν
-        let half = self.tape().scalar(F::lit(0.5));
-        let norm = -(nu * F::lit(0.5)).lbeta(half)? - nu.ln() * F::lit(0.5);
-        let norm = norm.try_sub(self.scale.ln())?;
         // ±inf: -inf with a zero gradient (the formula's gradient there is
         // inf / inf)
         on_support(
@@ -2292,7 +2459,19 @@ impl<'t, F: Element> Distribution<'t, F> for StudentT<'t, F> {
             x,
             |_, v| v.is_finite(),
             F::zero(),
-            |x| norm.try_sub(half_nu1.try_mul(self.log1p_z2_over_df(x)?)?),
+            |x| {
+                if F::DTYPE == "F32" {
+                    return pointwise::apply(StudentTLogDensity, &[nu, self.loc, self.scale, x]);
+                }
+                let half_nu1 = (nu + F::one()) * F::lit(0.5);
+                // ln Γ((ν + 1)/2) - ln Γ(ν/2) - ln(πν)/2 = -ln B(ν/2, 1/2) -
+                // ln(ν)/2 (ln Γ(1/2) = ln(π)/2), which keeps its digits for
+                // large ν
+                let half = self.tape().scalar(F::lit(0.5));
+                let norm = -(nu * F::lit(0.5)).lbeta(half)? - nu.ln() * F::lit(0.5);
+                let norm = norm.try_sub(self.scale.ln())?;
+                norm.try_sub(half_nu1.try_mul(self.log1p_z2_over_df(x)?)?)
+            },
         )
     }
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {

@@ -22,6 +22,7 @@ mod linked;
 mod mixture;
 mod mvn;
 mod normal;
+mod pointwise;
 mod relaxed;
 mod transformed;
 mod univariate;

@@ -919,7 +919,7 @@ pub(crate) fn ln_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
 /// [`ln_lanes`] of `u = 1 + v` corrected by `(v - (u - 1)) / u` for the
 /// rounding of `u`.
 #[inline(always)]
-fn ln_1p_lanes<const L: usize>(v: &[f64; L]) -> [f64; L] {
+pub(crate) fn ln_1p_lanes<const L: usize>(v: &[f64; L]) -> [f64; L] {
     let mut u = [0.0; L];
     for l in 0..L {
         u[l] = 1.0 + v[l];

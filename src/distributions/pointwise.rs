@@ -1,0 +1,258 @@
+//! Elementwise formulas of `f32` tensors computed in `f64`, eight positions
+//! at a time, with their partial derivatives in the same pass.
+//!
+//! The log-densities whose `f32` evaluation cancels (the Gamma's `a ln b +
+//! (a - 1) ln x - b x - ln Γ(a)`, say) are computed in `f64` and rounded
+//! once. Built from the tape's ops on an `f64` tape of its own, such a
+//! formula makes a tensor for every operation, forward and backward, and
+//! takes `ln Γ(a)` at every value when `a` is one parameter broadcast to
+//! many. A [`Pointwise`] formula instead reads its inputs where they lie
+//! (a single value once), computes the terms of its parameters once when
+//! they are single values ([`Pointwise::pre`]), and writes the value and
+//! the partial derivatives of each position in one pass; backward
+//! multiplies the incoming gradient by the partials in `f64`, sums over the
+//! positions an input was broadcast to, and rounds once.
+
+use crate::autodiff::ops::binary::broadcast_all;
+use crate::autodiff::tape::{Op, Var};
+use crate::error::Result;
+use crate::kernels::parallel::{PAIRWISE_BLOCK, Pairwise, join, sum_lanes};
+use crate::kernels::special::ln_lanes;
+use crate::tensor::{Element, Tensor};
+use std::cell::RefCell;
+use std::marker::PhantomData;
+
+/// Positions a formula takes at once: two AVX2 registers of `f64`, one
+/// AVX-512 register.
+pub(crate) const LANES: usize = 8;
+
+/// Eight positions' values of one input, as `f64`.
+pub(crate) type Lanes = [f64; LANES];
+
+/// From this many positions on, forward runs as two halves on two threads.
+const SPLIT_MIN: usize = 4096;
+
+/// An elementwise formula of `N` inputs, the first `KEYED` of them
+/// parameters (the rest values), evaluated in `f64` eight positions at a
+/// time.
+pub(crate) trait Pointwise<const N: usize>: Copy + Send + Sync + 'static {
+    /// The op's name.
+    const NAME: &'static str;
+    /// How many of the inputs, from the first, [`pre`](Self::pre) reads.
+    const KEYED: usize;
+    /// What the formula needs of the parameters alone (`ln Γ(a)`, `ψ(a)`,
+    /// ...), for eight positions.
+    type Pre: Copy + Send + Sync;
+    /// The terms of the parameters `v[..KEYED]` at eight positions. Where
+    /// every parameter is a single value it is called once, on eight
+    /// copies of it, and the result serves every position.
+    fn pre(v: &[Lanes; N]) -> Self::Pre;
+    /// The value at eight positions into `out`, and its partial derivative
+    /// in each input into `d`.
+    fn eval(v: &[Lanes; N], pre: &Self::Pre, out: &mut Lanes, d: &mut [Lanes; N]);
+}
+
+/// `k` of `inputs` (broadcast together) as one op of their tape.
+pub(crate) fn apply<'t, F: Element, K: Pointwise<N>, const N: usize>(
+    _formula: K,
+    inputs: &[Var<'t, F>; N],
+) -> Result<Var<'t, F>> {
+    let op = Fused::<K, N> {
+        k: PhantomData,
+        needs: inputs.each_ref().map(|v| v.requires_grad()),
+        partials: RefCell::new(std::array::from_fn(|_| Vec::new())),
+    };
+    inputs[0].tape().apply(op, inputs)
+}
+
+/// The op of [`apply`].
+struct Fused<K, const N: usize> {
+    k: PhantomData<fn() -> K>,
+    /// Whether each input needs a gradient (the partials of the others are
+    /// not kept).
+    needs: [bool; N],
+    /// `∂ output_i / ∂ input` at each position `i`, of each input that
+    /// needs a gradient (empty for the others).
+    partials: RefCell<[Vec<f64>; N]>,
+}
+
+/// An input as the loops read it: its data and the step between positions
+/// (0 for a single value, 1 for a value per position).
+type Strided<'a, F> = (&'a [F], usize);
+
+/// The formula at positions `start..start + out.len()` into `out` (and the
+/// partials into `d`, those that are not empty), from inputs read at those
+/// positions. `pre` is the parameters' terms where they are single values.
+#[inline(always)]
+fn run<F: Element, K: Pointwise<N>, const N: usize>(
+    inputs: &[Strided<'_, F>; N],
+    pre: Option<&K::Pre>,
+    start: usize,
+    out: &mut [F],
+    d: &mut [&mut [f64]; N],
+) {
+    let n = out.len();
+    let mut at = 0;
+    while at < n {
+        let len = LANES.min(n - at);
+        // the inputs at eight positions; a short last group repeats its
+        // last position (values are computed and dropped)
+        let v: [Lanes; N] = std::array::from_fn(|j| {
+            let (data, step) = inputs[j];
+            std::array::from_fn(|l| {
+                let i = (start + at + l.min(len - 1)) * step;
+                data[i].to_f64().unwrap_or(f64::NAN)
+            })
+        });
+        let own;
+        let pre = match pre {
+            Some(pre) => pre,
+            None => {
+                own = K::pre(&v);
+                &own
+            }
+        };
+        let mut value = [0.0; LANES];
+        let mut partials = [[0.0; LANES]; N];
+        K::eval(&v, pre, &mut value, &mut partials);
+        for (o, &y) in out[at..at + len].iter_mut().zip(&value) {
+            *o = F::lit(y);
+        }
+        for (d, p) in d.iter_mut().zip(&partials) {
+            if !d.is_empty() {
+                d[at..at + len].copy_from_slice(&p[..len]);
+            }
+        }
+        at += len;
+    }
+}
+
+impl<F: Element, K: Pointwise<N>, const N: usize> Op<F> for Fused<K, N> {
+    fn name(&self) -> &str {
+        K::NAME
+    }
+
+    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
+        let (shape, operands) = broadcast_all(K::NAME, inputs)?;
+        let views: Vec<_> = operands.iter().map(|o| o.view()).collect();
+        let strided: [Strided<'_, F>; N] = std::array::from_fn(|j| views[j].strided());
+        let n: usize = shape.iter().product();
+        // single-valued parameters: their terms once
+        let single = strided[..K::KEYED].iter().all(|&(_, step)| step == 0);
+        let pre = single.then(|| {
+            let v: [Lanes; N] = std::array::from_fn(|j| {
+                let x = strided[j].0.first().copied().unwrap_or_else(F::zero);
+                [x.to_f64().unwrap_or(f64::NAN); LANES]
+            });
+            K::pre(&v)
+        });
+        let mut out = vec![F::zero(); n];
+        let mut partials: [Vec<f64>; N] = std::array::from_fn(|j| {
+            if self.needs[j] {
+                vec![0.0; n]
+            } else {
+                Vec::new()
+            }
+        });
+        {
+            let mut d: [&mut [f64]; N] = partials.each_mut().map(|p| p.as_mut_slice());
+            let pre = pre.as_ref();
+            if n >= SPLIT_MIN {
+                let mid = n / 2;
+                let (o0, o1) = out.split_at_mut(mid);
+                let mut halves = d.each_mut().map(|d| {
+                    let d = std::mem::take(d);
+                    if d.is_empty() {
+                        (d, &mut [][..])
+                    } else {
+                        d.split_at_mut(mid)
+                    }
+                });
+                let d0 = halves.each_mut().map(|h| std::mem::take(&mut h.0));
+                let d1 = halves.each_mut().map(|h| std::mem::take(&mut h.1));
+                let (mut d0, mut d1) = (d0, d1);
+                join(
+                    #[inline(always)]
+                    || run::<F, K, N>(&strided, pre, 0, o0, &mut d0),
+                    #[inline(always)]
+                    || run::<F, K, N>(&strided, pre, mid, o1, &mut d1),
+                );
+            } else {
+                crate::kernels::parallel::vectorized(
+                    #[inline(always)]
+                    || run::<F, K, N>(&strided, pre, 0, &mut out, &mut d),
+                );
+            }
+        }
+        *self.partials.borrow_mut() = partials;
+        Tensor::from_vec(out, &shape)
+    }
+
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        output: &Tensor<F>,
+        grad: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        self.backward_needed(inputs, output, grad, &self.needs)
+    }
+
+    fn backward_needed(
+        &self,
+        inputs: &[&Tensor<F>],
+        output: &Tensor<F>,
+        grad: &Tensor<F>,
+        needs: &[bool],
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        let partials = self.partials.borrow();
+        let g = grad.data();
+        (0..N)
+            .map(|j| {
+                let p = &partials[j];
+                if !needs[j] || p.is_empty() {
+                    return Ok(None);
+                }
+                let shape = inputs[j].shape();
+                let g = |i: usize| g[i].to_f64().unwrap_or(f64::NAN);
+                if shape == output.shape() {
+                    let each = p.iter().enumerate().map(|(i, &p)| F::lit(g(i) * p));
+                    return Tensor::from_vec(each.collect(), shape).map(Some);
+                }
+                if inputs[j].len() == 1 {
+                    let sum = products_summed(p, g);
+                    return Tensor::from_vec(vec![F::lit(sum)], shape).map(Some);
+                }
+                let each = p.iter().enumerate().map(|(i, &p)| g(i) * p);
+                let full = Tensor::from_vec(each.collect(), output.shape())?.sum_to(shape)?;
+                let narrowed = full.data().iter().map(|&x| F::lit(x)).collect();
+                Tensor::from_vec(narrowed, shape).map(Some)
+            })
+            .collect()
+    }
+}
+
+/// `ln x` of each lane: [`ln_lanes`] where every lane is positive and
+/// finite (its domain), the platform's `ln` lane by lane otherwise.
+#[inline(always)]
+pub(crate) fn ln_each(x: &Lanes) -> Lanes {
+    if x.iter().all(|&x| x > 0.0 && x < f64::INFINITY) {
+        ln_lanes(x)
+    } else {
+        x.map(f64::ln)
+    }
+}
+
+/// `Σ_i g(i) p_i`, pairwise (as [`sum_pairwise`](crate::kernels::parallel::sum_pairwise)
+/// sums), without a tensor of the products.
+fn products_summed(p: &[f64], g: impl Fn(usize) -> f64) -> f64 {
+    let mut sum = Pairwise::new();
+    let mut block = [0.0; PAIRWISE_BLOCK];
+    for (b, p) in p.chunks(PAIRWISE_BLOCK).enumerate() {
+        let block = &mut block[..p.len()];
+        for (k, (o, &p)) in block.iter_mut().zip(p).enumerate() {
+            *o = g(b * PAIRWISE_BLOCK + k) * p;
+        }
+        sum.add(sum_lanes(block));
+    }
+    sum.total()
+}
