@@ -16,7 +16,7 @@
 use crate::autodiff::ops::binary::broadcast_all;
 use crate::autodiff::tape::{Op, Var};
 use crate::error::Result;
-use crate::kernels::parallel::{PAIRWISE_BLOCK, Pairwise, join, sum_lanes};
+use crate::kernels::parallel::{PAIRWISE_BLOCK, Pairwise, join, par_blocks, sum_lanes, vectorized};
 use crate::kernels::special::ln_lanes;
 use crate::tensor::{Element, Tensor};
 use std::cell::RefCell;
@@ -178,7 +178,7 @@ impl<F: Element, K: Pointwise<N>, const N: usize> Op<F> for Fused<K, N> {
                     || run::<F, K, N>(&strided, pre, mid, o1, &mut d1),
                 );
             } else {
-                crate::kernels::parallel::vectorized(
+                vectorized(
                     #[inline(always)]
                     || run::<F, K, N>(&strided, pre, 0, &mut out, &mut d),
                 );
@@ -213,16 +213,24 @@ impl<F: Element, K: Pointwise<N>, const N: usize> Op<F> for Fused<K, N> {
                     return Ok(None);
                 }
                 let shape = inputs[j].shape();
-                let g = |i: usize| g[i].to_f64().unwrap_or(f64::NAN);
+                let wide = |g: F| g.to_f64().unwrap_or(f64::NAN);
                 if shape == output.shape() {
-                    let each = p.iter().enumerate().map(|(i, &p)| F::lit(g(i) * p));
-                    return Tensor::from_vec(each.collect(), shape).map(Some);
+                    let each = vectorized(
+                        #[inline(always)]
+                        || {
+                            g.iter()
+                                .zip(p)
+                                .map(|(&g, &p)| F::lit(wide(g) * p))
+                                .collect()
+                        },
+                    );
+                    return Tensor::from_vec(each, shape).map(Some);
                 }
                 if inputs[j].len() == 1 {
-                    let sum = products_summed(p, g);
+                    let sum = products_summed(g, p);
                     return Tensor::from_vec(vec![F::lit(sum)], shape).map(Some);
                 }
-                let each = p.iter().enumerate().map(|(i, &p)| g(i) * p);
+                let each = g.iter().zip(p).map(|(&g, &p)| wide(g) * p);
                 let full = Tensor::from_vec(each.collect(), output.shape())?.sum_to(shape)?;
                 let narrowed = full.data().iter().map(|&x| F::lit(x)).collect();
                 Tensor::from_vec(narrowed, shape).map(Some)
@@ -242,17 +250,29 @@ pub(crate) fn ln_each(x: &Lanes) -> Lanes {
     }
 }
 
-/// `Σ_i g(i) p_i`, pairwise (as [`sum_pairwise`](crate::kernels::parallel::sum_pairwise)
-/// sums), without a tensor of the products.
-fn products_summed(p: &[f64], g: impl Fn(usize) -> f64) -> f64 {
-    let mut sum = Pairwise::new();
-    let mut block = [0.0; PAIRWISE_BLOCK];
-    for (b, p) in p.chunks(PAIRWISE_BLOCK).enumerate() {
-        let block = &mut block[..p.len()];
-        for (k, (o, &p)) in block.iter_mut().zip(p).enumerate() {
-            *o = g(b * PAIRWISE_BLOCK + k) * p;
-        }
-        sum.add(sum_lanes(block));
-    }
-    sum.total()
+/// `Σ_i g_i p_i`, in `f64`, pairwise over blocks (as
+/// [`sum_pairwise`](crate::kernels::parallel::sum_pairwise) sums) in two
+/// halves on two threads when long, without a tensor of the products.
+fn products_summed<F: Element>(g: &[F], p: &[f64]) -> f64 {
+    let n = p.len();
+    let (lo, hi) = par_blocks(
+        (),
+        n,
+        n,
+        #[inline(always)]
+        |items, ()| {
+            let mut sum = Pairwise::new();
+            let mut block = [0.0; PAIRWISE_BLOCK];
+            let pieces = g[items.clone()].chunks(PAIRWISE_BLOCK);
+            for (g, p) in pieces.zip(p[items].chunks(PAIRWISE_BLOCK)) {
+                let block = &mut block[..p.len()];
+                for ((o, &g), &p) in block.iter_mut().zip(g).zip(p) {
+                    *o = g.to_f64().unwrap_or(f64::NAN) * p;
+                }
+                sum.add(sum_lanes(block));
+            }
+            sum.total()
+        },
+    );
+    lo + hi
 }
