@@ -18,9 +18,10 @@ use crate::autodiff::tape::{Op, Var};
 use crate::error::Result;
 use crate::kernels::parallel::{PAIRWISE_BLOCK, Pairwise, join, par_blocks, sum_lanes, vectorized};
 use crate::kernels::special::ln_lanes;
-use crate::tensor::{Element, Tensor};
+use crate::tensor::{Element, Storage, Tensor, Uninit};
 use std::cell::RefCell;
 use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 
 /// Positions a formula takes at once: two AVX2 registers of `f64`, one
 /// AVX-512 register.
@@ -52,7 +53,8 @@ pub(crate) trait Pointwise<const N: usize>: Copy + Send + Sync + 'static {
     fn eval(v: &[Lanes; N], pre: &Self::Pre, out: &mut Lanes, d: &mut [Lanes; N]);
 }
 
-/// `k` of `inputs` (broadcast together) as one op of their tape.
+/// The formula `K` of `inputs` (broadcast together) as one op of their
+/// tape (`_formula` names it at the call).
 pub(crate) fn apply<'t, F: Element, K: Pointwise<N>, const N: usize>(
     _formula: K,
     inputs: &[Var<'t, F>; N],
@@ -60,7 +62,7 @@ pub(crate) fn apply<'t, F: Element, K: Pointwise<N>, const N: usize>(
     let op = Fused::<K, N> {
         k: PhantomData,
         needs: inputs.each_ref().map(|v| v.requires_grad()),
-        partials: RefCell::new(std::array::from_fn(|_| Vec::new())),
+        partials: RefCell::new(std::array::from_fn(|_| Storage::from_vec(Vec::new()))),
     };
     inputs[0].tape().apply(op, inputs)
 }
@@ -73,7 +75,7 @@ struct Fused<K, const N: usize> {
     needs: [bool; N],
     /// `∂ output_i / ∂ input` at each position `i`, of each input that
     /// needs a gradient (empty for the others).
-    partials: RefCell<[Vec<f64>; N]>,
+    partials: RefCell<[Storage<f64>; N]>,
 }
 
 /// An input as the loops read it: its data and the step between positions
@@ -82,14 +84,15 @@ type Strided<'a, F> = (&'a [F], usize);
 
 /// The formula at positions `start..start + out.len()` into `out` (and the
 /// partials into `d`, those that are not empty), from inputs read at those
-/// positions. `pre` is the parameters' terms where they are single values.
+/// positions: every element of `out` and of each `d` that is not empty is
+/// written. `pre` is the parameters' terms where they are single values.
 #[inline(always)]
 fn run<F: Element, K: Pointwise<N>, const N: usize>(
     inputs: &[Strided<'_, F>; N],
     pre: Option<&K::Pre>,
     start: usize,
-    out: &mut [F],
-    d: &mut [&mut [f64]; N],
+    out: &mut [MaybeUninit<F>],
+    d: &mut [&mut [MaybeUninit<f64>]; N],
 ) {
     let n = out.len();
     let mut at = 0;
@@ -116,11 +119,13 @@ fn run<F: Element, K: Pointwise<N>, const N: usize>(
         let mut partials = [[0.0; LANES]; N];
         K::eval(&v, pre, &mut value, &mut partials);
         for (o, &y) in out[at..at + len].iter_mut().zip(&value) {
-            *o = F::lit(y);
+            o.write(F::lit(y));
         }
         for (d, p) in d.iter_mut().zip(&partials) {
             if !d.is_empty() {
-                d[at..at + len].copy_from_slice(&p[..len]);
+                for (d, &p) in d[at..at + len].iter_mut().zip(p) {
+                    d.write(p);
+                }
             }
         }
         at += len;
@@ -146,16 +151,12 @@ impl<F: Element, K: Pointwise<N>, const N: usize> Op<F> for Fused<K, N> {
             });
             K::pre(&v)
         });
-        let mut out = vec![F::zero(); n];
-        let mut partials: [Vec<f64>; N] = std::array::from_fn(|j| {
-            if self.needs[j] {
-                vec![0.0; n]
-            } else {
-                Vec::new()
-            }
-        });
+        let mut out = Uninit::<F>::new(n);
+        let mut partials: [Uninit<f64>; N] =
+            std::array::from_fn(|j| Uninit::new(if self.needs[j] { n } else { 0 }));
         {
-            let mut d: [&mut [f64]; N] = partials.each_mut().map(|p| p.as_mut_slice());
+            let mut d: [&mut [MaybeUninit<f64>]; N] = partials.each_mut().map(|p| p.slots());
+            let out = out.slots();
             let pre = pre.as_ref();
             if n >= SPLIT_MIN {
                 let mid = n / 2;
@@ -180,12 +181,15 @@ impl<F: Element, K: Pointwise<N>, const N: usize> Op<F> for Fused<K, N> {
             } else {
                 vectorized(
                     #[inline(always)]
-                    || run::<F, K, N>(&strided, pre, 0, &mut out, &mut d),
+                    || run::<F, K, N>(&strided, pre, 0, out, &mut d),
                 );
             }
         }
+        // SAFETY: `run` wrote every position of `out` and of each partial
+        // that is not empty, over the one part or the two halves
+        let (out, partials) = unsafe { (out.assume_init(), partials.map(|p| p.assume_init())) };
         *self.partials.borrow_mut() = partials;
-        Tensor::from_vec(out, &shape)
+        Ok(Tensor::new_unchecked(out, shape))
     }
 
     fn backward(
@@ -208,7 +212,7 @@ impl<F: Element, K: Pointwise<N>, const N: usize> Op<F> for Fused<K, N> {
         let g = grad.data();
         (0..N)
             .map(|j| {
-                let p = &partials[j];
+                let p: &[f64] = &partials[j];
                 if !needs[j] || p.is_empty() {
                     return Ok(None);
                 }
