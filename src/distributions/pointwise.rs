@@ -16,7 +16,7 @@
 use crate::autodiff::ops::binary::broadcast_all;
 use crate::autodiff::tape::{Op, Var};
 use crate::error::Result;
-use crate::kernels::parallel::{PAIRWISE_BLOCK, Pairwise, join, par_blocks, sum_lanes, vectorized};
+use crate::kernels::parallel::{join, par_sum2, vectorized};
 use crate::kernels::special::ln_lanes;
 use crate::tensor::{Element, Storage, Tensor, Uninit};
 use std::cell::RefCell;
@@ -231,7 +231,7 @@ impl<F: Element, K: Pointwise<N>, const N: usize> Op<F> for Fused<K, N> {
                     return Tensor::from_vec(each, shape).map(Some);
                 }
                 if inputs[j].len() == 1 {
-                    let sum = products_summed(g, p);
+                    let sum = par_sum2(g, p, |g, p| wide(g) * p);
                     return Tensor::from_vec(vec![F::lit(sum)], shape).map(Some);
                 }
                 let each = g.iter().zip(p).map(|(&g, &p)| wide(g) * p);
@@ -252,31 +252,4 @@ pub(crate) fn ln_each(x: &Lanes) -> Lanes {
     } else {
         x.map(f64::ln)
     }
-}
-
-/// `Σ_i g_i p_i`, in `f64`, pairwise over blocks (as
-/// [`sum_pairwise`](crate::kernels::parallel::sum_pairwise) sums) in two
-/// halves on two threads when long, without a tensor of the products.
-fn products_summed<F: Element>(g: &[F], p: &[f64]) -> f64 {
-    let n = p.len();
-    let (lo, hi) = par_blocks(
-        (),
-        n,
-        n,
-        #[inline(always)]
-        |items, ()| {
-            let mut sum = Pairwise::new();
-            let mut block = [0.0; PAIRWISE_BLOCK];
-            let pieces = g[items.clone()].chunks(PAIRWISE_BLOCK);
-            for (g, p) in pieces.zip(p[items].chunks(PAIRWISE_BLOCK)) {
-                let block = &mut block[..p.len()];
-                for ((o, &g), &p) in block.iter_mut().zip(g).zip(p) {
-                    *o = g.to_f64().unwrap_or(f64::NAN) * p;
-                }
-                sum.add(sum_lanes(block));
-            }
-            sum.total()
-        },
-    );
-    lo + hi
 }

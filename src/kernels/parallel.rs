@@ -616,8 +616,13 @@ pub(crate) unsafe fn par_new<F: Element>(
 }
 
 /// `sum_i term(a_i, b_i)`, accumulated in eight lanes (so that it
-/// vectorizes), on two threads for long slices.
-pub(crate) fn par_sum2<F: Element>(a: &[F], b: &[F], term: impl Fn(F, F) -> F + Sync) -> F {
+/// vectorizes), on two threads for long slices. The slices may hold
+/// another type than the sum (`f32` gradients and `f64` partials, say).
+pub(crate) fn par_sum2<A: Copy + Sync, B: Copy + Sync, F: Element>(
+    a: &[A],
+    b: &[B],
+    term: impl Fn(A, B) -> F + Sync,
+) -> F {
     debug_assert_eq!(a.len(), b.len(), "par_sum2: slices of different lengths");
     let (lo, hi) = par_blocks(
         (),
