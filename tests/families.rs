@@ -3227,3 +3227,56 @@ fn f32_densities_in_lanes_are_the_f64_values_rounded_in_every_layout() {
         }
     }
 }
+
+/// The `f32` Gamma divergence, computed in `f64` eight positions at a time
+/// with its partial derivatives, over 6 000 positions that mix its forms
+/// (a concentration of `q` below and above 10, one of `p` below and above
+/// it, rates near each other and far apart, `|δ|` below 1e-3), with the
+/// prior's parameters single, per row and per value, and `q`'s single
+/// against a prior per value: the values and every gradient are the `f64`
+/// ones rounded.
+#[test]
+fn f32_gamma_kl_in_lanes_is_the_f64_value_rounded_in_every_layout() {
+    const ROWS: usize = 60;
+    const COLS: usize = 100;
+    /// `[a1, b1, a2, b2]` at position `i` (`row` its row), as f32 holds
+    /// them.
+    fn at(i: usize, row: usize) -> [f64; 4] {
+        let f = |v: f64| f64::from(v as f32);
+        let u = ((i * 37) % 101) as f64 / 101.0;
+        let a1 = [1e-3, 0.4, 1.0, 2.5, 9.5, 10.0, 37.0, 1e4, 3e7][(i * 7) % 9] * (1.0 + 0.1 * u);
+        let b1 = [0.5, 1.0, 3.0, 1e3][(i / 3) % 4];
+        let a2 = [0.1, 1.0, 2.0, 9.99, 12.0, 500.0, 1e4, 2.9e7][row % 8] * (1.0 + 0.3 * u);
+        let ratio = [1.0, 1.0 + 2e-4, 0.7, 5.0, 1e-3, 40.0][(row / 8 + i) % 6];
+        [f(a1), f(b1), f(a2), f(b1 * ratio)]
+    }
+    fn eval<F: Element>(layout: usize) -> Vec<f64> {
+        let tape = Tape::<F>::new();
+        let n = ROWS * COLS;
+        let values = |k: usize| -> Vec<F> { (0..n).map(|i| F::lit(at(i, i / COLS)[k])).collect() };
+        // a parameter single (at one position), per row, or per value
+        let param = |k: usize, how: usize| -> Var<'_, F> {
+            let v = values(k);
+            tape.var(match how {
+                0 => Tensor::scalar(v[COLS * 13 + 7]),
+                1 => Tensor::from_fn(&[ROWS, 1], |r| v[r * COLS]),
+                _ => Tensor::from_vec(v, &[ROWS, COLS]).unwrap(),
+            })
+        };
+        let (q_how, p_how) = [(2, 0), (2, 1), (2, 2), (0, 2)][layout];
+        let (a1, b1) = (param(0, q_how), param(1, q_how));
+        let (a2, b2) = (param(2, p_how), param(3, p_how));
+        let q = Gamma::new(a1, b1).unwrap();
+        let p = Gamma::new(a2, b2).unwrap();
+        let y = kl_divergence(&q, &p).unwrap();
+        // weights that f32 holds exactly (a multiple of 1/64)
+        let w = tape.constant(Tensor::from_fn(&[ROWS, COLS], |i| {
+            F::lit(((i * 13) % 89) as f64 / 64.0 - 0.75)
+        }));
+        values_and_gradients_weighted_by(y, &[a1, b1, a2, b2], w)
+    }
+    for layout in 0..4 {
+        let (got, want) = (eval::<f32>(layout), eval::<f64>(layout));
+        assert_rounded_from_f64(&got, &want, &format!("layout {layout}"));
+    }
+}

@@ -1041,7 +1041,14 @@ fn pair_divergence<'t, F: Element>(
 /// [`LARGE`] it is taken, with its rate terms as `bd0(a1, y) + (a1 - a2)
 /// ln(b2 / b1)` where `b2 / b1` is [`near`] 1, and `a1 (b2 - b1) / b1` in
 /// an order whose intermediate does not leave the range.
+///
+/// In `f32` the divergence is computed in `f64` by [`GammaDivergence`] (the
+/// same forms) and rounded once.
 pub(crate) fn kl_gamma<'t, F: Element>(q: &Gamma<'t, F>, p: &Gamma<'t, F>) -> Result<Var<'t, F>> {
+    if F::DTYPE == "F32" {
+        let prior_first = [p.concentration, p.rate, q.concentration, q.rate];
+        return pointwise::apply(GammaDivergence, &prior_first);
+    }
     let inputs = [q.concentration, q.rate, p.concentration, p.rate];
     let large = |v: &[Var<'t, F>]| {
         let (a1, b1, a2, b2) = (v[0], v[1], v[2], v[3]);
@@ -1106,6 +1113,121 @@ pub(crate) fn kl_gamma<'t, F: Element>(q: &Gamma<'t, F>, p: &Gamma<'t, F>) -> Re
     };
     let a1_large = mask_where(&inputs, |v| v[0] >= F::lit(LARGE))?;
     split(&inputs, (a1_large.clone(), a1_large), large, small)
+}
+
+/// [`kl_gamma`] as one [`Pointwise`] formula in `f64` (for `f32`), of the
+/// inputs `[a2, b2, a1, b1]` (the prior's parameters first: their terms are
+/// computed once when they are single values). With `δ = (b2 - b1) / b1`,
+/// `r = ln(b2 / b1)` (as `ln(1 + δ)` where `b2 / b1` is [`near`] 1, else
+/// from the logarithms) and `y = a1 b2 / b1`:
+/// - where `a1` is below [`LARGE`], `D(a1, a2) + a1 (δ - r) + (a1 - a2)
+///   r`, with `D` the direct [`shape_divergence`] and `δ - r` from its
+///   series `δ²/2 - δ³/3 + ...` where `|δ| < 1e-3` (the first two forms of
+///   [`kl_gamma`], regrouped: `a1 (δ - r) = bd0(a1, y)`);
+/// - else [`kl_gamma`]'s large forms, the same as on the tape.
+///
+/// The partial derivatives are the same functions in every form:
+/// - `∂a1 = (a1 - a2) ψ'(a1) + δ`, for a large `a1` from Stirling's terms
+///   as `(y - a2)/a1 + (a1 - a2)/(2 a1²) + (a1 - a2) C''(a1)` (which does
+///   not cancel `1 - 1`);
+/// - `∂b1 = (a2 - y) / b1` and `∂b2 = (y - a2) / b2`;
+/// - `∂a2 = ψ(a2) - ψ(a1) - r`, for a large `a1` with `ψ` from Stirling's
+///   terms: `ln(a2 / y) - 1/(2 a2) + 1/(2 a1) + C'(a2) - C'(a1)` where `a2`
+///   is large too, else `ψ(a2) - ln y + 1/(2 a1) - C'(a1)`.
+#[derive(Clone, Copy)]
+struct GammaDivergence;
+
+/// The terms of [`GammaDivergence`]'s prior parameters `a2`, `b2` at eight
+/// positions.
+#[derive(Clone, Copy)]
+struct PriorTerms {
+    lgamma: Lanes,
+    digamma: Lanes,
+    ln_b: Lanes,
+    /// `C(a2)` and `C'(a2)` where a lane's `a2` is at least [`LARGE`] (else
+    /// unused).
+    large: Option<(Lanes, Lanes)>,
+}
+
+impl Pointwise<4> for GammaDivergence {
+    const NAME: &'static str = "kl_gamma";
+    const KEYED: usize = 2;
+    type Pre = PriorTerms;
+
+    #[inline(always)]
+    fn pre(v: &[Lanes; 4]) -> PriorTerms {
+        let a2 = &v[0];
+        let large = a2
+            .iter()
+            .any(|&a| a >= LARGE)
+            .then(|| (lgamma_correction_lanes(a2), digamma_correction_lanes(a2)));
+        PriorTerms {
+            lgamma: lgamma_lanes(a2),
+            digamma: digamma_lanes(a2),
+            ln_b: ln_each(&v[1]),
+            large,
+        }
+    }
+
+    #[inline(always)]
+    fn eval(v: &[Lanes; 4], t: &PriorTerms, out: &mut Lanes, d: &mut [Lanes; 4]) {
+        let [a2, b2, a1, b1] = v;
+        let (psi1, lgamma1) = (digamma_lanes(a1), lgamma_lanes(a1));
+        let (trigamma1, ln_b1) = (special::trigamma_lanes(a1), ln_each(b1));
+        let ratio: Lanes = std::array::from_fn(|l| b2[l] / b1[l]);
+        let close: [u64; LANES] = std::array::from_fn(|l| special::mask(near(ratio[l], 1.0)));
+        // δ where the rates are close (then exact, and above -1), else 0
+        let delta: Lanes = std::array::from_fn(|l| (b2[l] - b1[l]) / b1[l]);
+        let near_delta: Lanes = std::array::from_fn(|l| special::select(close[l], delta[l], 0.0));
+        let ln_1p = special::ln_1p_lanes(&near_delta);
+        let mut r = [0.0; LANES];
+        for l in 0..LANES {
+            let (a1, a2, delta) = (a1[l], a2[l], delta[l]);
+            r[l] = special::select(close[l], ln_1p[l], t.ln_b[l] - ln_b1[l]);
+            let series = delta
+                * delta
+                * (0.5 - delta * (1.0 / 3.0 - delta * (0.25 - delta * (0.2 - delta / 6.0))));
+            let excess = special::select(special::mask(delta.abs() < 1e-3), series, delta - r[l]);
+            let diff = a1 - a2;
+            let shape = diff * psi1[l] - lgamma1[l] + t.lgamma[l];
+            let shape = special::select(special::mask(diff == 0.0), 0.0, shape);
+            out[l] = shape + (a1 * excess + diff * r[l]);
+            let y = a1 * ratio[l];
+            d[0][l] = t.digamma[l] - psi1[l] - r[l];
+            d[1][l] = (y - a2) / b2[l];
+            d[2][l] = diff * trigamma1[l] + delta;
+            d[3][l] = (a2 - y) / b1[l];
+        }
+        if a1.iter().all(|&a| a < LARGE) {
+            return;
+        }
+        let (ln_a1, c1) = (ln_each(a1), lgamma_correction_lanes(a1));
+        let (dc1, tc1) = (
+            digamma_correction_lanes(a1),
+            special::trigamma_correction_lanes(a1),
+        );
+        for l in 0..LANES {
+            let (a1, a2) = (a1[l], a2[l]);
+            if a1 < LARGE {
+                continue;
+            }
+            let (y, ln_y, diff) = (a1 * ratio[l], ln_a1[l] + r[l], a1 - a2);
+            let common = (diff * dc1[l] - diff / (2.0 * a1)) - c1[l];
+            let (rest, d_a2) = match t.large {
+                Some((c2, dc2)) if a2 >= LARGE => (
+                    (special::bd0(a2, y) - 0.5 * (a2 / a1).ln()) + c2[l],
+                    special::ln_ratio(a2, y) - 0.5 / a2 + 0.5 / a1 + (dc2[l] - dc1[l]),
+                ),
+                _ => (
+                    (y - a2 * ln_y) + t.lgamma[l] + (0.5 * ln_a1[l] - HALF_LN_2PI),
+                    t.digamma[l] - ln_y + 0.5 / a1 - dc1[l],
+                ),
+            };
+            out[l] = common + rest;
+            d[0][l] = d_a2;
+            d[2][l] = (y - a2) / a1 + diff / (2.0 * a1 * a1) + diff * tc1[l];
+        }
+    }
 }
 
 /// The Beta distribution on (0, 1).
