@@ -2923,12 +2923,13 @@ fn beta_kl_in_f32_is_the_f64_value_rounded() {
 }
 
 /// Each of `got` (from `f32`) within one `f32` epsilon, relative, of the
-/// same entry of `want` (from `f64`), or equal to it.
+/// same entry of `want` (from `f64`), or equal to its rounding to `f32`
+/// (where that is subnormal or infinite).
 fn assert_rounded_from_f64(got: &[f64], want: &[f64], case: &str) {
     assert_eq!(got.len(), want.len(), "{case}");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         assert!(
-            (g - w).abs() <= f64::from(f32::EPSILON) * w.abs() || g == w,
+            (g - w).abs() <= f64::from(f32::EPSILON) * w.abs() || *g == f64::from(*w as f32),
             "{case}, entry {i}: {g} vs {w}"
         );
     }
@@ -3159,6 +3160,27 @@ fn dirichlet_kl_in_f32_is_the_f64_value_rounded() {
     }
 }
 
+/// `values` (a matrix of `cols` columns, row-major) as a variable of
+/// `tape` in a layout: `0` a single value (the one at row 13, column 7),
+/// `1` a column (each row's first value), else the whole matrix.
+fn in_layout<F: Element>(tape: &Tape<F>, values: Vec<F>, cols: usize, layout: usize) -> Var<'_, F> {
+    let rows = values.len() / cols;
+    tape.var(match layout {
+        0 => Tensor::scalar(values[cols * 13 + 7]),
+        1 => Tensor::from_fn(&[rows, 1], |r| values[r * cols]),
+        _ => Tensor::from_vec(values, &[rows, cols]).unwrap(),
+    })
+}
+
+/// Weights of `shape` that `f32` holds exactly (multiples of 1/64 from
+/// -0.75 to 0.625), so that a weighted gradient in `f32` and in `f64` differ
+/// by the roundings of the gradient alone.
+fn exact_weights<'t, F: Element>(tape: &'t Tape<F>, shape: &[usize]) -> Var<'t, F> {
+    tape.constant(Tensor::from_fn(shape, |i| {
+        F::lit(((i * 13) % 89) as f64 / 64.0 - 0.75)
+    }))
+}
+
 /// The `f32` Gamma, Beta and Student-t log-densities, computed in `f64`
 /// eight positions at a time with their partial derivatives, over 6 000
 /// positions (two threads' halves, many groups of eight with a short last
@@ -3189,15 +3211,8 @@ fn f32_densities_in_lanes_are_the_f64_values_rounded_in_every_layout() {
         let n = ROWS * COLS;
         let values =
             |k: usize| -> Vec<F> { (0..n).map(|i| F::lit(at(family, i, i / COLS)[k])).collect() };
-        let param = |k: usize| -> Var<'_, F> {
-            let v = values(k);
-            tape.var(match layout {
-                0 => Tensor::scalar(v[COLS * 13 + 7]),
-                1 => Tensor::from_fn(&[ROWS, 1], |r| v[r * COLS]),
-                _ => Tensor::from_vec(v, &[ROWS, COLS]).unwrap(),
-            })
-        };
-        let point = |k: usize| tape.var(Tensor::from_vec(values(k), &[ROWS, COLS]).unwrap());
+        let param = |k: usize| in_layout(&tape, values(k), COLS, layout);
+        let point = |k: usize| in_layout(&tape, values(k), COLS, 2);
         let (y, vars) = match family {
             0 => {
                 let (a, b, x) = (param(0), param(1), point(2));
@@ -3214,10 +3229,7 @@ fn f32_densities_in_lanes_are_the_f64_values_rounded_in_every_layout() {
             }
         };
         let y = y.unwrap();
-        // weights that f32 holds exactly (a multiple of 1/64)
-        let w = tape.constant(Tensor::from_fn(&[ROWS, COLS], |i| {
-            F::lit(((i * 13) % 89) as f64 / 64.0 - 0.75)
-        }));
+        let w = exact_weights(&tape, &[ROWS, COLS]);
         values_and_gradients_weighted_by(y, &vars, w)
     }
     for family in 0..3 {
@@ -3254,26 +3266,57 @@ fn f32_gamma_kl_in_lanes_is_the_f64_value_rounded_in_every_layout() {
         let tape = Tape::<F>::new();
         let n = ROWS * COLS;
         let values = |k: usize| -> Vec<F> { (0..n).map(|i| F::lit(at(i, i / COLS)[k])).collect() };
-        // a parameter single (at one position), per row, or per value
-        let param = |k: usize, how: usize| -> Var<'_, F> {
-            let v = values(k);
-            tape.var(match how {
-                0 => Tensor::scalar(v[COLS * 13 + 7]),
-                1 => Tensor::from_fn(&[ROWS, 1], |r| v[r * COLS]),
-                _ => Tensor::from_vec(v, &[ROWS, COLS]).unwrap(),
-            })
-        };
+        let param = |k: usize, how: usize| in_layout(&tape, values(k), COLS, how);
         let (q_how, p_how) = [(2, 0), (2, 1), (2, 2), (0, 2)][layout];
         let (a1, b1) = (param(0, q_how), param(1, q_how));
         let (a2, b2) = (param(2, p_how), param(3, p_how));
         let q = Gamma::new(a1, b1).unwrap();
         let p = Gamma::new(a2, b2).unwrap();
         let y = kl_divergence(&q, &p).unwrap();
-        // weights that f32 holds exactly (a multiple of 1/64)
-        let w = tape.constant(Tensor::from_fn(&[ROWS, COLS], |i| {
-            F::lit(((i * 13) % 89) as f64 / 64.0 - 0.75)
-        }));
+        let w = exact_weights(&tape, &[ROWS, COLS]);
         values_and_gradients_weighted_by(y, &[a1, b1, a2, b2], w)
+    }
+    for layout in 0..4 {
+        let (got, want) = (eval::<f32>(layout), eval::<f64>(layout));
+        assert_rounded_from_f64(&got, &want, &format!("layout {layout}"));
+    }
+}
+
+/// The `f32` Bernoulli divergence, computed in `f64` eight positions at a
+/// time with its partial derivatives, over 6 000 positions whose logits
+/// take each of its forms (equal and nearly equal logits, far apart, on
+/// both sides of 0, and `q`'s far below `p`'s, where `e^-d` overflows),
+/// with the prior's logit single, per row and per value, and `q`'s single
+/// against a prior per value: the values and both gradients are the `f64`
+/// ones rounded.
+#[test]
+fn f32_bernoulli_kl_in_lanes_is_the_f64_value_rounded_in_every_layout() {
+    const ROWS: usize = 60;
+    const COLS: usize = 100;
+    /// `[a, b]`, the logits of `q` and `p` at position `i` (`row` its
+    /// row), as f32 holds them.
+    fn at(i: usize, row: usize) -> [f64; 2] {
+        let f = |v: f64| f64::from(v as f32);
+        let u = ((i * 37) % 101) as f64 / 101.0;
+        let a = [
+            -100.0, -30.0, -5.0, -1.0, -1e-3, 0.0, 2e-4, 0.7, 3.0, 17.0, 40.0, -3e30,
+        ][i % 12]
+            * (1.0 + 0.1 * u);
+        let offset = [0.0, 1e-6, -3e-5, 5e-3, -0.3, 2.0, -15.0, 60.0, 1e31][(row + i / 12) % 9];
+        [f(a), f(f(a) + offset)]
+    }
+    fn eval<F: Element>(layout: usize) -> Vec<f64> {
+        let tape = Tape::<F>::new();
+        let n = ROWS * COLS;
+        let values = |k: usize| -> Vec<F> { (0..n).map(|i| F::lit(at(i, i / COLS)[k])).collect() };
+        let logit = |k: usize, how: usize| in_layout(&tape, values(k), COLS, how);
+        let (q_how, p_how) = [(2, 0), (2, 1), (2, 2), (0, 2)][layout];
+        let (a, b) = (logit(0, q_how), logit(1, p_how));
+        let q = Bernoulli::from_logits(a).unwrap();
+        let p = Bernoulli::from_logits(b).unwrap();
+        let y = kl_divergence(&q, &p).unwrap();
+        let w = exact_weights(&tape, &[ROWS, COLS]);
+        values_and_gradients_weighted_by(y, &[a, b], w)
     }
     for layout in 0..4 {
         let (got, want) = (eval::<f32>(layout), eval::<f64>(layout));

@@ -1,8 +1,10 @@
+use super::pointwise::{self, LANES, Lanes, Pointwise};
 use super::{Distribution, check_logits, check_values, uniform};
 use crate::autodiff::ops::binary::{View, map4};
 use crate::autodiff::ops::{sigmoid, softplus};
 use crate::autodiff::tape::{Op, Tape, Var};
 use crate::error::{Error, Result};
+use crate::kernels::special::{exp_lanes, exp_m1_lanes, ln_1p_lanes, mask, select};
 use crate::tensor::{Element, Tensor};
 use rand::Rng;
 
@@ -268,13 +270,17 @@ impl<F: Element> Op<F> for Kl {
 }
 
 /// KL(q || p) between Bernoullis with logits a of q and b of p, without
-/// cancellation (see [`kl_logits`]).
+/// cancellation (see [`kl_logits`]); in `f32` computed in `f64` by
+/// [`Divergence`] and rounded once.
 pub(crate) fn kl_bernoulli<'t, F: Element>(
     q: &Bernoulli<'t, F>,
     p: &Bernoulli<'t, F>,
 ) -> Result<Var<'t, F>> {
     let (a, b) = (q.logits, p.logits);
     super::same_tape("kl_divergence", &a, &b)?;
+    if F::DTYPE == "F32" {
+        return pointwise::apply(Divergence, &[b, a]);
+    }
     let shape = crate::tensor::broadcast_shape(&a.shape(), &b.shape()).ok_or_else(|| {
         Error::ShapeMismatch {
             op: "kl_divergence",
@@ -284,6 +290,103 @@ pub(crate) fn kl_bernoulli<'t, F: Element>(
     })?;
     let (a, b) = (a.broadcast_to(&shape)?, b.broadcast_to(&shape)?);
     a.tape().apply(Kl, &[a, b])
+}
+
+/// [`kl_logits`] as one [`Pointwise`] formula in `f64` (for `f32`) of the
+/// logits `[b, a]` of `p` and `q` (the prior's first: its terms are
+/// computed once when it is a single value), with the same three forms
+/// chosen lane by lane, and `φ(d)` and `ψ(u)` from their series where
+/// `|d|`, `|u|` are below 1e-2 (beyond, `e^-d - 1 + d` and `u - ln(1 + u)`
+/// lose at most two digits of `f64`'s sixteen). The partial derivatives are
+/// the [`Kl`] op's.
+#[derive(Clone, Copy)]
+struct Divergence;
+
+/// The terms of [`Divergence`]'s prior logit `b` at eight positions.
+#[derive(Clone, Copy)]
+struct PriorLogit {
+    /// `e^-|b|`.
+    exp_neg_abs: Lanes,
+    /// `sigmoid(b)` and `sigmoid(-b)`, each from `e^-|b|`.
+    sigmoid: Lanes,
+    sigmoid_neg: Lanes,
+}
+
+impl Pointwise<2> for Divergence {
+    const NAME: &'static str = "bernoulli_kl";
+    const KEYED: usize = 1;
+    type Pre = PriorLogit;
+
+    #[inline(always)]
+    fn pre(v: &[Lanes; 2]) -> PriorLogit {
+        let b = &v[0];
+        let e = exp_lanes(&b.map(|b| -b.abs()));
+        let (mut sigmoid, mut sigmoid_neg) = ([0.0; LANES], [0.0; LANES]);
+        for l in 0..LANES {
+            // sigmoid(-|b|) and sigmoid(|b|)
+            let (low, high) = (e[l] / (1.0 + e[l]), 1.0 / (1.0 + e[l]));
+            let negative = mask(b[l] <= 0.0);
+            sigmoid[l] = select(negative, low, high);
+            sigmoid_neg[l] = select(negative, high, low);
+        }
+        PriorLogit {
+            exp_neg_abs: e,
+            sigmoid,
+            sigmoid_neg,
+        }
+    }
+
+    #[inline(always)]
+    fn eval(v: &[Lanes; 2], t: &PriorLogit, out: &mut Lanes, d: &mut [Lanes; 2]) {
+        let [b, a] = v;
+        // the side where q's logit is at most 0: (a, b) -> (-a, -b)
+        let flip: [u64; LANES] = std::array::from_fn(|l| mask(a[l] > 0.0));
+        let a: Lanes = std::array::from_fn(|l| -a[l].abs());
+        let b: Lanes = std::array::from_fn(|l| select(flip[l], -b[l], b[l]));
+        let e = exp_lanes(&a);
+        let s: Lanes = std::array::from_fn(|l| e[l] / (1.0 + e[l]));
+        let diff: Lanes = std::array::from_fn(|l| a[l] - b[l]);
+        let em = exp_m1_lanes(&diff.map(|d| -d));
+        let u: Lanes = std::array::from_fn(|l| s[l] * em[l]);
+        let finite: [u64; LANES] = std::array::from_fn(|l| mask(u[l] < f64::INFINITY));
+        let finite_u: Lanes = std::array::from_fn(|l| select(finite[l], u[l], 0.0));
+        let ln_1p_u = ln_1p_lanes(&finite_u);
+        for l in 0..LANES {
+            let (dl, ul) = (diff[l], u[l]);
+            let phi = select(
+                mask(dl.abs() < 1e-2),
+                dl * dl
+                    * (0.5
+                        - dl * (1.0 / 6.0 - dl * (1.0 / 24.0 - dl * (1.0 / 120.0 - dl / 720.0)))),
+                em[l] + dl,
+            );
+            let psi = select(
+                mask(ul.abs() < 1e-2),
+                ul * ul
+                    * (0.5
+                        - ul * (1.0 / 3.0
+                            - ul * (0.25 - ul * (0.2 - ul * (1.0 / 6.0 - ul / 7.0))))),
+                ul - ln_1p_u[l],
+            );
+            let middle = (s[l] * phi - psi).max(0.0);
+            let beyond = ln_1p_u[l] + s[l] * dl;
+            out[l] = select(mask(ul > 1.0), beyond, middle);
+            let sigmoid_b = select(flip[l], t.sigmoid_neg[l], t.sigmoid[l]);
+            let sign = select(flip[l], -1.0, 1.0);
+            d[0][l] = sign * (sigmoid_b - s[l]);
+            d[1][l] = sign * (s[l] * (1.0 - s[l]) * dl);
+        }
+        // a far below b, where e^-d overflows: the direct form, with
+        // nothing left to cancel
+        if finite.contains(&0) {
+            for l in 0..LANES {
+                if finite[l] == 0 {
+                    let softplus_b = b[l].max(0.0) + t.exp_neg_abs[l].ln_1p();
+                    out[l] = s[l] * diff[l] - (e[l].ln_1p() - softplus_b);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -943,6 +943,98 @@ pub(crate) fn ln_1m_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
     ln_1p_lanes(&v)
 }
 
+/// `e^x` of each lane, within about two ulp where the result is normal
+/// (0 below `e^-745`, `+inf` above `e^709.78`; NaN for NaN), in
+/// operations that vectorize: `x = k ln 2 + r` with `|r| <= ln(2)/2` and
+/// `e^r` from its Taylor polynomial of degree 13 ([`exp_m1_reduced`]),
+/// scaled by `2^k` as two factors (so that neither leaves the range).
+#[inline(always)]
+pub(crate) fn exp_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
+    let mut out = [0.0; L];
+    for l in 0..L {
+        let (r, k) = reduced(x[l]);
+        out[l] = scaled(1.0 + exp_m1_reduced(r), k);
+    }
+    out
+}
+
+/// `e^x - 1` of each lane, within about two ulp of the result (`-1` below
+/// `e^-745`, `+inf` above `e^709.78`): the Taylor polynomial itself where
+/// `|x| <= ln(2)/2` (no `1` added and taken away), [`exp_lanes`]' form
+/// less 1 beyond, where `|e^x - 1| > 0.29` cancels at most two bits.
+#[inline(always)]
+pub(crate) fn exp_m1_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
+    let mut out = [0.0; L];
+    for l in 0..L {
+        let (r, k) = reduced(x[l]);
+        let small = exp_m1_reduced(x[l]);
+        let large = scaled(1.0 + exp_m1_reduced(r), k) - 1.0;
+        out[l] = select(mask(x[l].abs() <= 0.5 * LN_2), small, large);
+    }
+    out
+}
+
+/// `ln 2`.
+const LN_2: f64 = std::f64::consts::LN_2;
+
+/// `(r, k)` with `x = k ln 2 + r`, `|r| <= ln(2)/2` and `k` an integer,
+/// for `x` clamped to `[-746, 710]` (beyond, `e^x` is 0 or `+inf` as the
+/// clamped value gives it). `k ln 2` is taken away in two parts (`ln 2` with
+/// its 11 low bits cleared, exact times `k`, then the rest).
+#[inline(always)]
+fn reduced(x: f64) -> (f64, f64) {
+    const LN2_HI: f64 = 0.6931471805598903;
+    const LN2_LO: f64 = 5.497923018708371e-14;
+    // 1.5 * 2^52: adding it rounds to an integer (to even)
+    const ROUND: f64 = 6_755_399_441_055_744.0;
+    let x = x.clamp(-746.0, 710.0);
+    let k = (x * std::f64::consts::LOG2_E + ROUND) - ROUND;
+    ((x - k * LN2_HI) - k * LN2_LO, k)
+}
+
+/// `e^r - 1` for `|r| <= ln(2)/2` from the Taylor polynomial of degree 13
+/// (the next term is below 2e-16 of the result), its terms in pairs,
+/// pairs of pairs and so on (Estrin's scheme).
+#[inline(always)]
+fn exp_m1_reduced(r: f64) -> f64 {
+    // 1/n! for n = 1..=13
+    const C: [f64; 13] = [
+        1.0,
+        1.0 / 2.0,
+        1.0 / 6.0,
+        1.0 / 24.0,
+        1.0 / 120.0,
+        1.0 / 720.0,
+        1.0 / 5040.0,
+        1.0 / 40320.0,
+        1.0 / 362_880.0,
+        1.0 / 3_628_800.0,
+        1.0 / 39_916_800.0,
+        1.0 / 479_001_600.0,
+        1.0 / 6_227_020_800.0,
+    ];
+    let (r2, r4) = (r * r, (r * r) * (r * r));
+    let r8 = r4 * r4;
+    // Σ C[j] r^j for j = 0..13, then times r
+    let pair = |j: usize| C[j] + r * C[j + 1];
+    let low = (pair(0) + r2 * pair(2)) + r4 * (pair(4) + r2 * pair(6));
+    let high = (pair(8) + r2 * pair(10)) + r4 * C[12];
+    r * (low + r8 * high)
+}
+
+/// `m 2^k` for an integer-valued `k` in `[-1076, 1025]`, as `m 2^(k - j)
+/// 2^j` with `j = k/2` rounded down, both factors normal powers of two.
+#[inline(always)]
+fn scaled(m: f64, k: f64) -> f64 {
+    // 2^e from the biased exponent `e + 1023` (in 0..2048) as the low bits
+    // of 2^52's mantissa, shifted into place: no conversion to an integer,
+    // which AVX2 lacks for f64
+    const TWO_52: f64 = 4_503_599_627_370_496.0;
+    let half = (k * 0.5).floor();
+    let power = |e: f64| f64::from_bits(((e + 1023.0) + TWO_52).to_bits() << 52);
+    (m * power(k - half)) * power(half)
+}
+
 /// The range of arguments that the lane forms of `ln Γ`, ψ and ψ'
 /// ([`lgamma_lanes`], [`digamma_lanes`], [`trigamma_lanes`]) take through
 /// their shift and asymptotic series; the others (NaN, `x <= 0`, tinier,
@@ -2677,6 +2769,59 @@ mod tests {
             }
             bits = bits.saturating_add(bits / 997 + 1);
         }
+    }
+
+    /// `exp_lanes` and `exp_m1_lanes` against libm from -750 to 712, a
+    /// thousand points a binade of `|x|` on both sides of 0: within 2 ulp
+    /// of the result where it is normal, 0, -1 and `+inf` beyond the range.
+    #[test]
+    fn exp_lanes_are_within_two_ulp_of_libm() {
+        let ulp = |v: f64| (f64::from_bits(v.abs().to_bits() + 1) - v.abs()).max(f64::MIN_POSITIVE);
+        let mut worst = 0.0f64;
+        let mut bits = 1u64;
+        while bits < 750f64.to_bits() {
+            for sign in [1.0, -1.0] {
+                let x: [f64; 8] =
+                    std::array::from_fn(|l| sign * f64::from_bits(bits + 7919 * l as u64));
+                let (got, got_m1) = (exp_lanes(&x), exp_m1_lanes(&x));
+                for l in 0..8 {
+                    for (got, want, what) in [
+                        (got[l], x[l].exp(), "exp"),
+                        (got_m1[l], x[l].exp_m1(), "exp_m1"),
+                    ] {
+                        let err = (got - want).abs();
+                        let fine = err <= 2.0 * ulp(want) || (want.is_infinite() && got == want);
+                        assert!(fine, "{what} {}: {got} against {want}", x[l]);
+                        if want.is_finite() {
+                            worst = worst.max(err / ulp(want));
+                        }
+                    }
+                }
+            }
+            bits = bits.saturating_add(bits / 997 + 1);
+        }
+        assert!(
+            worst > 0.0,
+            "the lanes never differ from libm: the check checks nothing"
+        );
+        let x = [-1e300, -746.0, -745.2, 709.8, 710.0, 1e300, 0.0, -0.0];
+        assert_eq!(
+            exp_lanes(&x),
+            [
+                0.0,
+                0.0,
+                0.0,
+                f64::INFINITY,
+                f64::INFINITY,
+                f64::INFINITY,
+                1.0,
+                1.0
+            ]
+        );
+        let m1 = exp_m1_lanes(&x);
+        assert_eq!(m1[..3], [-1.0; 3]);
+        assert_eq!(m1[3..6], [f64::INFINITY; 3]);
+        assert_eq!((m1[6], m1[7]), (0.0, 0.0));
     }
 
     /// The one-pass Beta derivatives against central differences of the
