@@ -3323,3 +3323,72 @@ fn f32_bernoulli_kl_in_lanes_is_the_f64_value_rounded_in_every_layout() {
         assert_rounded_from_f64(&got, &want, &format!("layout {layout}"));
     }
 }
+
+/// The `f32` Beta divergence, computed in `f64` eight positions at a time
+/// where `q`'s concentrations sum below 10 (and neither pair is far
+/// smaller than the other), on an `f64` tape of its own at the other
+/// positions, over 6 000 positions that mix both (large and tiny
+/// concentrations, equal ones, a prior far from `q`), with the prior's
+/// parameters single, per row and per value, and `q`'s single against a
+/// prior per value: the values and every gradient are the `f64` ones
+/// rounded.
+#[test]
+fn f32_beta_kl_in_lanes_is_the_f64_value_rounded_in_every_layout() {
+    const ROWS: usize = 60;
+    const COLS: usize = 100;
+    /// `[a1, b1, a2, b2]` at position `i` (`row` its row), as f32 holds
+    /// them.
+    fn at(i: usize, row: usize) -> [f64; 4] {
+        let f = |v: f64| f64::from(v as f32);
+        let u = ((i * 37) % 101) as f64 / 101.0;
+        let q = [
+            (0.3, 0.6),
+            (1.0, 1.0),
+            (2.5, 4.0),
+            (0.05, 3.0),
+            (4.0, 5.5),
+            (1e-3, 0.02),
+            (50.0, 30.0),
+            (3.0, 0.1),
+            (1e4, 2.0),
+            (1e8, 1e8),
+            (1e-10, 3.0),
+        ][(i * 7) % 11];
+        let (a1, b1) = (q.0 * (1.0 + 0.1 * u), q.1 * (1.0 + 0.2 * u));
+        let p = [
+            (1.0, 1.0),
+            (0.5, 0.5),
+            (2.0, 3.0),
+            (30.0, 0.7),
+            (1e-2, 4.0),
+            (2e5, 1e5),
+            (1e-10, 1.0),
+        ];
+        let (a2, b2) = p[(row + i / 11) % 7];
+        // some priors equal to q, where the divergence and its gradient are
+        // 0 (of the forms in lanes: the tape's forms elsewhere leave
+        // rounding noise there, of other bits in a tensor of other
+        // positions)
+        let equal = (row + i).is_multiple_of(17) && (i * 7) % 11 < 3;
+        let (a2, b2) = if equal { (a1, b1) } else { (a2, b2) };
+        [f(a1), f(b1), f(a2), f(b2)]
+    }
+    fn eval<F: Element>(layout: usize) -> Vec<f64> {
+        let tape = Tape::<F>::new();
+        let n = ROWS * COLS;
+        let values = |k: usize| -> Vec<F> { (0..n).map(|i| F::lit(at(i, i / COLS)[k])).collect() };
+        let param = |k: usize, how: usize| in_layout(&tape, values(k), COLS, how);
+        let (q_how, p_how) = [(2, 0), (2, 1), (2, 2), (0, 2)][layout];
+        let (a1, b1) = (param(0, q_how), param(1, q_how));
+        let (a2, b2) = (param(2, p_how), param(3, p_how));
+        let q = Beta::new(a1, b1).unwrap();
+        let p = Beta::new(a2, b2).unwrap();
+        let y = kl_divergence(&q, &p).unwrap();
+        let w = exact_weights(&tape, &[ROWS, COLS]);
+        values_and_gradients_weighted_by(y, &[a1, b1, a2, b2], w)
+    }
+    for layout in 0..4 {
+        let (got, want) = (eval::<f32>(layout), eval::<f64>(layout));
+        assert_rounded_from_f64(&got, &want, &format!("layout {layout}"));
+    }
+}

@@ -1597,13 +1597,95 @@ pub(crate) fn kl_beta<'t, F: Element>(q: &Beta<'t, F>, p: &Beta<'t, F>) -> Resul
         p.concentration0,
     ];
     if F::DTYPE == "F32" {
-        return in_f64_elementwise(
-            "kl_beta",
-            |v| kl_beta_of(&[v[0], v[1], v[2], v[3]]),
-            &inputs,
-        );
+        let prior_first = [inputs[2], inputs[3], inputs[0], inputs[1]];
+        return pointwise::apply(BetaDivergence, &prior_first);
     }
     kl_beta_of(&inputs)
+}
+
+/// [`kl_beta`] as one [`Pointwise`] formula in `f64` (for `f32`), of the
+/// inputs `[a2, b2, a1, b1]` (the prior's first: its `ln Γ` and ψ are
+/// computed once when its parameters are single values). Where `s1 = a1 +
+/// b1` is below [`LARGE`] and neither pair of concentrations is taken by
+/// [`kl_beta_shifted`], [`kl_beta`] is the sum `D(a1, a2) + D(b1, b2) -
+/// D(s1, s2)` of direct [`shape_divergence`]s (the first argument of each
+/// is below [`LARGE`]: nothing is removed or added back), which this
+/// computes lane by lane, with `∂a1 = (a1 - a2) ψ'(a1) - (s1 - s2)
+/// ψ'(s1)`, `∂b1` the same with `b`s, `∂a2 = ψ(a2) - ψ(a1) - (ψ(s2) -
+/// ψ(s1))` and `∂b2` the same with `b`s. Elsewhere [`kl_beta_of`] on an
+/// `f64` tape of those positions.
+#[derive(Clone, Copy)]
+struct BetaDivergence;
+
+/// The terms of [`BetaDivergence`]'s prior parameters at eight positions:
+/// `ln Γ` and ψ of `a2`, `b2` and `s2 = a2 + b2`.
+#[derive(Clone, Copy)]
+struct BetaPriorTerms {
+    lgamma: [Lanes; 3],
+    digamma: [Lanes; 3],
+}
+
+impl Pointwise<4> for BetaDivergence {
+    const NAME: &'static str = "kl_beta";
+    const KEYED: usize = 2;
+    type Pre = BetaPriorTerms;
+    const FALLBACK: Option<pointwise::Fallback> = Some(|v| kl_beta_of(&[v[2], v[3], v[0], v[1]]));
+
+    fn covers(v: &[f64; 4]) -> bool {
+        let [a2, b2, a1, b1] = *v;
+        // kl_beta_of's test for its shifted form, either way round
+        let shifted = |a1: f64, b1: f64, a2: f64, b2: f64| {
+            let small = a1.max(a2);
+            small < LARGE && small * 16.0 <= b1.min(b2) && b1 <= SHIFTED_MAX
+        };
+        a1 + b1 < LARGE && !shifted(a1, b1, a2, b2) && !shifted(b1, a1, b2, a2)
+    }
+
+    #[inline(always)]
+    fn pre(v: &[Lanes; 4]) -> BetaPriorTerms {
+        let [a2, b2, ..] = v;
+        let s2: Lanes = std::array::from_fn(|l| a2[l] + b2[l]);
+        BetaPriorTerms {
+            lgamma: [lgamma_lanes(a2), lgamma_lanes(b2), lgamma_lanes(&s2)],
+            digamma: [digamma_lanes(a2), digamma_lanes(b2), digamma_lanes(&s2)],
+        }
+    }
+
+    #[inline(always)]
+    fn eval(v: &[Lanes; 4], t: &BetaPriorTerms, out: &mut Lanes, d: &mut [Lanes; 4]) {
+        let [a2, b2, a1, b1] = v;
+        let s1: Lanes = std::array::from_fn(|l| a1[l] + b1[l]);
+        let s2: Lanes = std::array::from_fn(|l| a2[l] + b2[l]);
+        let q = [a1, b1, &s1];
+        let p = [a2, b2, &s2];
+        // D(q_k, p_k), ∂D/∂q_k and ∂D/∂p_k of the three pairs
+        let mut div = [[0.0; LANES]; 3];
+        let mut dq = [[0.0; LANES]; 3];
+        let mut dp = [[0.0; LANES]; 3];
+        for k in 0..3 {
+            let (q, p) = (q[k], p[k]);
+            let (lg, psi, psi1) = (
+                lgamma_lanes(q),
+                digamma_lanes(q),
+                special::trigamma_lanes(q),
+            );
+            for l in 0..LANES {
+                let diff = q[l] - p[l];
+                let same = special::mask(diff == 0.0);
+                let value = diff * psi[l] - lg[l] + t.lgamma[k][l];
+                div[k][l] = special::select(same, 0.0, value);
+                dq[k][l] = special::select(same, 0.0, diff * psi1[l]);
+                dp[k][l] = special::select(same, 0.0, t.digamma[k][l] - psi[l]);
+            }
+        }
+        for l in 0..LANES {
+            out[l] = (div[0][l] + div[1][l]) - div[2][l];
+            d[0][l] = dp[0][l] - dp[2][l];
+            d[1][l] = dp[1][l] - dp[2][l];
+            d[2][l] = dq[0][l] - dq[2][l];
+            d[3][l] = dq[1][l] - dq[2][l];
+        }
+    }
 }
 
 /// An `f64` computation applied to `f32` (or `f64`) inputs: forward and

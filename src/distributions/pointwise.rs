@@ -14,7 +14,8 @@
 //! positions an input was broadcast to, and rounds once.
 
 use crate::autodiff::ops::binary::broadcast_all;
-use crate::autodiff::tape::{Op, Var};
+use crate::autodiff::profile::untimed;
+use crate::autodiff::tape::{Op, Tape, Var};
 use crate::error::Result;
 use crate::kernels::parallel::{join, par_sum2, vectorized};
 use crate::kernels::special::ln_lanes;
@@ -32,6 +33,10 @@ pub(crate) type Lanes = [f64; LANES];
 
 /// From this many positions on, forward runs as two halves on two threads.
 const SPLIT_MIN: usize = 4096;
+
+/// An elementwise formula on an `f64` tape of its own, for the positions a
+/// [`Pointwise`] formula does not cover.
+pub(crate) type Fallback = for<'s> fn(&[Var<'s, f64>]) -> Result<Var<'s, f64>>;
 
 /// An elementwise formula of `N` inputs, the first `KEYED` of them
 /// parameters (the rest values), evaluated in `f64` eight positions at a
@@ -51,6 +56,15 @@ pub(crate) trait Pointwise<const N: usize>: Copy + Send + Sync + 'static {
     /// The value at eight positions into `out`, and its partial derivative
     /// in each input into `d`.
     fn eval(v: &[Lanes; N], pre: &Self::Pre, out: &mut Lanes, d: &mut [Lanes; N]);
+    /// The formula, elementwise on an `f64` tape, for the positions that
+    /// [`covers`](Self::covers) leaves out (`None`: it covers every one).
+    const FALLBACK: Option<Fallback> = None;
+    /// Whether [`eval`](Self::eval) computes the position whose inputs are
+    /// `v`; where it does not, the value and partials come from
+    /// [`FALLBACK`](Self::FALLBACK) (asked only where that is set).
+    fn covers(_v: &[f64; N]) -> bool {
+        true
+    }
 }
 
 /// The formula `K` of `inputs` (broadcast together) as one op of their
@@ -187,7 +201,11 @@ impl<F: Element, K: Pointwise<N>, const N: usize> Op<F> for Fused<K, N> {
         }
         // SAFETY: `run` wrote every position of `out` and of each partial
         // that is not empty, over the one part or the two halves
-        let (out, partials) = unsafe { (out.assume_init(), partials.map(|p| p.assume_init())) };
+        let (mut out, mut partials) =
+            unsafe { (out.assume_init(), partials.map(|p| p.assume_init())) };
+        if let Some(f) = K::FALLBACK {
+            self.fall_back(f, &strided, &mut out, &mut partials)?;
+        }
         *self.partials.borrow_mut() = partials;
         Ok(Tensor::new_unchecked(out, shape))
     }
@@ -240,6 +258,60 @@ impl<F: Element, K: Pointwise<N>, const N: usize> Op<F> for Fused<K, N> {
                 Tensor::from_vec(narrowed, shape).map(Some)
             })
             .collect()
+    }
+}
+
+impl<K: Pointwise<N>, const N: usize> Fused<K, N> {
+    /// The value and the partials, into `out` and `partials`, of the
+    /// positions that `K` does not cover, from `f` on an `f64` tape of
+    /// those positions' inputs (variables where they need a gradient).
+    fn fall_back<F: Element>(
+        &self,
+        f: Fallback,
+        inputs: &[Strided<'_, F>; N],
+        out: &mut [F],
+        partials: &mut [crate::tensor::Storage<f64>; N],
+    ) -> Result<()> {
+        let at = |i: usize| -> [f64; N] {
+            std::array::from_fn(|j| {
+                let (data, step) = inputs[j];
+                data[i * step].to_f64().unwrap_or(f64::NAN)
+            })
+        };
+        let left: Vec<usize> = (0..out.len()).filter(|&i| !K::covers(&at(i))).collect();
+        if left.is_empty() {
+            return Ok(());
+        }
+        untimed(|| {
+            let tape = Tape::<f64>::new();
+            let vars: Vec<Var<'_, f64>> = (0..N)
+                .map(|j| {
+                    let column =
+                        Tensor::from_vec(left.iter().map(|&i| at(i)[j]).collect(), &[left.len()])?;
+                    Ok(match self.needs[j] {
+                        true => tape.var(column),
+                        false => tape.constant(column),
+                    })
+                })
+                .collect::<Result<_>>()?;
+            let y = f(&vars)?;
+            for (&i, &v) in left.iter().zip(y.value().data()) {
+                out[i] = F::lit(v);
+            }
+            if self.needs.iter().any(|&n| n) {
+                let grads = y.sum().backward()?;
+                for (j, p) in partials.iter_mut().enumerate() {
+                    if !self.needs[j] {
+                        continue;
+                    }
+                    let g = grads.get(vars[j]);
+                    for (k, &i) in left.iter().enumerate() {
+                        p[i] = g.map_or(0.0, |g| g.data()[k]);
+                    }
+                }
+            }
+            Ok(())
+        })
     }
 }
 
