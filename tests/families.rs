@@ -3240,6 +3240,46 @@ fn f32_densities_in_lanes_are_the_f64_values_rounded_in_every_layout() {
     }
 }
 
+/// The rows and columns of the divergence tests in lanes.
+const KL_ROWS: usize = 60;
+/// See [`KL_ROWS`].
+const KL_COLS: usize = 100;
+
+/// Over `KL_ROWS × KL_COLS` positions whose `[a1, b1, a2, b2]` are `at(i,
+/// row)`, the `f32` divergence of `family` (0 Gamma, 1 Beta) from `(a1, b1)`
+/// to `(a2, b2)` is the `f64` one rounded, values and every gradient, with
+/// the prior's parameters single, per row and per value, and `q`'s single
+/// against a prior per value.
+fn assert_kl_rounded_from_f64_in_every_layout(family: usize, at: fn(usize, usize) -> [f64; 4]) {
+    fn eval<F: Element>(
+        family: usize,
+        at: fn(usize, usize) -> [f64; 4],
+        layout: usize,
+    ) -> Vec<f64> {
+        let tape = Tape::<F>::new();
+        let n = KL_ROWS * KL_COLS;
+        let values =
+            |k: usize| -> Vec<F> { (0..n).map(|i| F::lit(at(i, i / KL_COLS)[k])).collect() };
+        let param = |k: usize, how: usize| in_layout(&tape, values(k), KL_COLS, how);
+        let (q_how, p_how) = [(2, 0), (2, 1), (2, 2), (0, 2)][layout];
+        let (a1, b1) = (param(0, q_how), param(1, q_how));
+        let (a2, b2) = (param(2, p_how), param(3, p_how));
+        let y = match family {
+            0 => kl_divergence(&Gamma::new(a1, b1).unwrap(), &Gamma::new(a2, b2).unwrap()),
+            _ => kl_divergence(&Beta::new(a1, b1).unwrap(), &Beta::new(a2, b2).unwrap()),
+        };
+        let w = exact_weights(&tape, &[KL_ROWS, KL_COLS]);
+        values_and_gradients_weighted_by(y.unwrap(), &[a1, b1, a2, b2], w)
+    }
+    for layout in 0..4 {
+        let (got, want) = (
+            eval::<f32>(family, at, layout),
+            eval::<f64>(family, at, layout),
+        );
+        assert_rounded_from_f64(&got, &want, &format!("family {family}, layout {layout}"));
+    }
+}
+
 /// The `f32` Gamma divergence, computed in `f64` eight positions at a time
 /// with its partial derivatives, over 6 000 positions that mix its forms
 /// (a concentration of `q` below and above 10, one of `p` below and above
@@ -3249,8 +3289,6 @@ fn f32_densities_in_lanes_are_the_f64_values_rounded_in_every_layout() {
 /// ones rounded.
 #[test]
 fn f32_gamma_kl_in_lanes_is_the_f64_value_rounded_in_every_layout() {
-    const ROWS: usize = 60;
-    const COLS: usize = 100;
     /// `[a1, b1, a2, b2]` at position `i` (`row` its row), as f32 holds
     /// them.
     fn at(i: usize, row: usize) -> [f64; 4] {
@@ -3262,24 +3300,7 @@ fn f32_gamma_kl_in_lanes_is_the_f64_value_rounded_in_every_layout() {
         let ratio = [1.0, 1.0 + 2e-4, 0.7, 5.0, 1e-3, 40.0][(row / 8 + i) % 6];
         [f(a1), f(b1), f(a2), f(b1 * ratio)]
     }
-    fn eval<F: Element>(layout: usize) -> Vec<f64> {
-        let tape = Tape::<F>::new();
-        let n = ROWS * COLS;
-        let values = |k: usize| -> Vec<F> { (0..n).map(|i| F::lit(at(i, i / COLS)[k])).collect() };
-        let param = |k: usize, how: usize| in_layout(&tape, values(k), COLS, how);
-        let (q_how, p_how) = [(2, 0), (2, 1), (2, 2), (0, 2)][layout];
-        let (a1, b1) = (param(0, q_how), param(1, q_how));
-        let (a2, b2) = (param(2, p_how), param(3, p_how));
-        let q = Gamma::new(a1, b1).unwrap();
-        let p = Gamma::new(a2, b2).unwrap();
-        let y = kl_divergence(&q, &p).unwrap();
-        let w = exact_weights(&tape, &[ROWS, COLS]);
-        values_and_gradients_weighted_by(y, &[a1, b1, a2, b2], w)
-    }
-    for layout in 0..4 {
-        let (got, want) = (eval::<f32>(layout), eval::<f64>(layout));
-        assert_rounded_from_f64(&got, &want, &format!("layout {layout}"));
-    }
+    assert_kl_rounded_from_f64_in_every_layout(0, at);
 }
 
 /// The `f32` Bernoulli divergence, computed in `f64` eight positions at a
@@ -3334,8 +3355,6 @@ fn f32_bernoulli_kl_in_lanes_is_the_f64_value_rounded_in_every_layout() {
 /// rounded.
 #[test]
 fn f32_beta_kl_in_lanes_is_the_f64_value_rounded_in_every_layout() {
-    const ROWS: usize = 60;
-    const COLS: usize = 100;
     /// `[a1, b1, a2, b2]` at position `i` (`row` its row), as f32 holds
     /// them.
     fn at(i: usize, row: usize) -> [f64; 4] {
@@ -3373,22 +3392,5 @@ fn f32_beta_kl_in_lanes_is_the_f64_value_rounded_in_every_layout() {
         let (a2, b2) = if equal { (a1, b1) } else { (a2, b2) };
         [f(a1), f(b1), f(a2), f(b2)]
     }
-    fn eval<F: Element>(layout: usize) -> Vec<f64> {
-        let tape = Tape::<F>::new();
-        let n = ROWS * COLS;
-        let values = |k: usize| -> Vec<F> { (0..n).map(|i| F::lit(at(i, i / COLS)[k])).collect() };
-        let param = |k: usize, how: usize| in_layout(&tape, values(k), COLS, how);
-        let (q_how, p_how) = [(2, 0), (2, 1), (2, 2), (0, 2)][layout];
-        let (a1, b1) = (param(0, q_how), param(1, q_how));
-        let (a2, b2) = (param(2, p_how), param(3, p_how));
-        let q = Beta::new(a1, b1).unwrap();
-        let p = Beta::new(a2, b2).unwrap();
-        let y = kl_divergence(&q, &p).unwrap();
-        let w = exact_weights(&tape, &[ROWS, COLS]);
-        values_and_gradients_weighted_by(y, &[a1, b1, a2, b2], w)
-    }
-    for layout in 0..4 {
-        let (got, want) = (eval::<f32>(layout), eval::<f64>(layout));
-        assert_rounded_from_f64(&got, &want, &format!("layout {layout}"));
-    }
+    assert_kl_rounded_from_f64_in_every_layout(1, at);
 }
