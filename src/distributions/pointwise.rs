@@ -16,7 +16,7 @@
 use crate::autodiff::ops::binary::broadcast_all;
 use crate::autodiff::profile::untimed;
 use crate::autodiff::tape::{Op, Tape, Var};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::kernels::parallel::{join, par_sum2, vectorized};
 use crate::kernels::special::ln_lanes;
 use crate::tensor::{Element, Storage, Tensor, Uninit};
@@ -295,6 +295,15 @@ impl<K: Pointwise<N>, const N: usize> Fused<K, N> {
                 })
                 .collect::<Result<_>>()?;
             let y = f(&vars)?;
+            // (a fallback that is not elementwise would scatter values to
+            // the wrong positions)
+            if y.shape() != [left.len()] {
+                return Err(Error::ShapeMismatch {
+                    op: K::NAME,
+                    lhs: y.shape(),
+                    rhs: vec![left.len()],
+                });
+            }
             for (&i, &v) in left.iter().zip(y.value().data()) {
                 out[i] = F::lit(v);
             }
@@ -323,5 +332,50 @@ pub(crate) fn ln_each(x: &Lanes) -> Lanes {
         ln_lanes(x)
     } else {
         x.map(f64::ln)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::autodiff::tape::Tape;
+    use crate::error::Error;
+
+    /// `x` in lanes where `x >= 0`, and a fallback that sums its inputs
+    /// instead of mapping them.
+    #[derive(Clone, Copy)]
+    struct Summed;
+
+    impl Pointwise<1> for Summed {
+        const NAME: &'static str = "summed";
+        const KEYED: usize = 0;
+        type Pre = ();
+        fn pre(_: &[Lanes; 1]) {}
+        fn eval(v: &[Lanes; 1], _: &(), out: &mut Lanes, d: &mut [Lanes; 1]) {
+            *out = v[0];
+            d[0] = [1.0; LANES];
+        }
+        const FALLBACK: Option<Fallback> = Some(|v| Ok(v[0].sum()));
+        fn covers(v: &[f64; 1]) -> bool {
+            v[0] >= 0.0
+        }
+    }
+
+    /// A fallback whose output is not one value per position it was given
+    /// is an error naming the op, not values scattered to positions they
+    /// do not belong to; where every position is covered it is not run.
+    #[test]
+    fn a_fallback_that_is_not_elementwise_is_an_error() {
+        let tape = Tape::<f32>::new();
+        let x = tape.var(Tensor::vector(&[1.0, -2.0, 3.0, -4.0]));
+        match apply(Summed, &[x]) {
+            Err(Error::ShapeMismatch { op, lhs, rhs }) => {
+                assert_eq!((op, lhs, rhs), ("summed", vec![], vec![2]));
+            }
+            other => panic!("{:?}", other.map(|v| v.value())),
+        }
+        let covered = tape.var(Tensor::vector(&[1.0, 2.0]));
+        let y = apply(Summed, &[covered]).unwrap();
+        assert_eq!(y.value().data(), &[1.0, 2.0]);
     }
 }
