@@ -3245,15 +3245,16 @@ const KL_ROWS: usize = 60;
 /// See [`KL_ROWS`].
 const KL_COLS: usize = 100;
 
-/// Over `KL_ROWS × KL_COLS` positions whose `[a1, b1, a2, b2]` are `at(i,
-/// row)`, the `f32` divergence of `family` (0 Gamma, 1 Beta) from `(a1, b1)`
-/// to `(a2, b2)` is the `f64` one rounded, values and every gradient, with
-/// the prior's parameters single, per row and per value, and `q`'s single
-/// against a prior per value.
-fn assert_kl_rounded_from_f64_in_every_layout(family: usize, at: fn(usize, usize) -> [f64; 4]) {
+/// Over `KL_ROWS × KL_COLS` positions whose parameters are `at(i, row)`
+/// (`q`'s, then as many of `p`'s), the `f32` divergence of `family` (0
+/// Gamma, 1 Beta, 2 Bernoulli by its logits) from `q` to `p` is the `f64`
+/// one rounded, values and every gradient, with the prior's parameters
+/// single, per row and per value, and `q`'s single against a prior per
+/// value.
+fn assert_kl_rounded_from_f64_in_every_layout(family: usize, at: fn(usize, usize) -> Vec<f64>) {
     fn eval<F: Element>(
         family: usize,
-        at: fn(usize, usize) -> [f64; 4],
+        at: fn(usize, usize) -> Vec<f64>,
         layout: usize,
     ) -> Vec<f64> {
         let tape = Tape::<F>::new();
@@ -3262,14 +3263,25 @@ fn assert_kl_rounded_from_f64_in_every_layout(family: usize, at: fn(usize, usize
             |k: usize| -> Vec<F> { (0..n).map(|i| F::lit(at(i, i / KL_COLS)[k])).collect() };
         let param = |k: usize, how: usize| in_layout(&tape, values(k), KL_COLS, how);
         let (q_how, p_how) = [(2, 0), (2, 1), (2, 2), (0, 2)][layout];
-        let (a1, b1) = (param(0, q_how), param(1, q_how));
-        let (a2, b2) = (param(2, p_how), param(3, p_how));
+        let side = at(0, 0).len() / 2;
+        let q: Vec<_> = (0..side).map(|k| param(k, q_how)).collect();
+        let p: Vec<_> = (side..2 * side).map(|k| param(k, p_how)).collect();
         let y = match family {
-            0 => kl_divergence(&Gamma::new(a1, b1).unwrap(), &Gamma::new(a2, b2).unwrap()),
-            _ => kl_divergence(&Beta::new(a1, b1).unwrap(), &Beta::new(a2, b2).unwrap()),
+            0 => kl_divergence(
+                &Gamma::new(q[0], q[1]).unwrap(),
+                &Gamma::new(p[0], p[1]).unwrap(),
+            ),
+            1 => kl_divergence(
+                &Beta::new(q[0], q[1]).unwrap(),
+                &Beta::new(p[0], p[1]).unwrap(),
+            ),
+            _ => kl_divergence(
+                &Bernoulli::from_logits(q[0]).unwrap(),
+                &Bernoulli::from_logits(p[0]).unwrap(),
+            ),
         };
         let w = exact_weights(&tape, &[KL_ROWS, KL_COLS]);
-        values_and_gradients_weighted_by(y.unwrap(), &[a1, b1, a2, b2], w)
+        values_and_gradients_weighted_by(y.unwrap(), &[q, p].concat(), w)
     }
     for layout in 0..4 {
         let (got, want) = (
@@ -3291,14 +3303,14 @@ fn assert_kl_rounded_from_f64_in_every_layout(family: usize, at: fn(usize, usize
 fn f32_gamma_kl_in_lanes_is_the_f64_value_rounded_in_every_layout() {
     /// `[a1, b1, a2, b2]` at position `i` (`row` its row), as f32 holds
     /// them.
-    fn at(i: usize, row: usize) -> [f64; 4] {
+    fn at(i: usize, row: usize) -> Vec<f64> {
         let f = |v: f64| f64::from(v as f32);
         let u = ((i * 37) % 101) as f64 / 101.0;
         let a1 = [1e-3, 0.4, 1.0, 2.5, 9.5, 10.0, 37.0, 1e4, 3e7][(i * 7) % 9] * (1.0 + 0.1 * u);
         let b1 = [0.5, 1.0, 3.0, 1e3][(i / 3) % 4];
         let a2 = [0.1, 1.0, 2.0, 9.99, 12.0, 500.0, 1e4, 2.9e7][row % 8] * (1.0 + 0.3 * u);
         let ratio = [1.0, 1.0 + 2e-4, 0.7, 5.0, 1e-3, 40.0][(row / 8 + i) % 6];
-        [f(a1), f(b1), f(a2), f(b1 * ratio)]
+        vec![f(a1), f(b1), f(a2), f(b1 * ratio)]
     }
     assert_kl_rounded_from_f64_in_every_layout(0, at);
 }
@@ -3312,11 +3324,9 @@ fn f32_gamma_kl_in_lanes_is_the_f64_value_rounded_in_every_layout() {
 /// ones rounded.
 #[test]
 fn f32_bernoulli_kl_in_lanes_is_the_f64_value_rounded_in_every_layout() {
-    const ROWS: usize = 60;
-    const COLS: usize = 100;
     /// `[a, b]`, the logits of `q` and `p` at position `i` (`row` its
     /// row), as f32 holds them.
-    fn at(i: usize, row: usize) -> [f64; 2] {
+    fn at(i: usize, row: usize) -> Vec<f64> {
         let f = |v: f64| f64::from(v as f32);
         let u = ((i * 37) % 101) as f64 / 101.0;
         let a = [
@@ -3324,25 +3334,9 @@ fn f32_bernoulli_kl_in_lanes_is_the_f64_value_rounded_in_every_layout() {
         ][i % 12]
             * (1.0 + 0.1 * u);
         let offset = [0.0, 1e-6, -3e-5, 5e-3, -0.3, 2.0, -15.0, 60.0, 1e31][(row + i / 12) % 9];
-        [f(a), f(f(a) + offset)]
+        vec![f(a), f(f(a) + offset)]
     }
-    fn eval<F: Element>(layout: usize) -> Vec<f64> {
-        let tape = Tape::<F>::new();
-        let n = ROWS * COLS;
-        let values = |k: usize| -> Vec<F> { (0..n).map(|i| F::lit(at(i, i / COLS)[k])).collect() };
-        let logit = |k: usize, how: usize| in_layout(&tape, values(k), COLS, how);
-        let (q_how, p_how) = [(2, 0), (2, 1), (2, 2), (0, 2)][layout];
-        let (a, b) = (logit(0, q_how), logit(1, p_how));
-        let q = Bernoulli::from_logits(a).unwrap();
-        let p = Bernoulli::from_logits(b).unwrap();
-        let y = kl_divergence(&q, &p).unwrap();
-        let w = exact_weights(&tape, &[ROWS, COLS]);
-        values_and_gradients_weighted_by(y, &[a, b], w)
-    }
-    for layout in 0..4 {
-        let (got, want) = (eval::<f32>(layout), eval::<f64>(layout));
-        assert_rounded_from_f64(&got, &want, &format!("layout {layout}"));
-    }
+    assert_kl_rounded_from_f64_in_every_layout(2, at);
 }
 
 /// The `f32` Beta divergence, computed in `f64` eight positions at a time
@@ -3357,7 +3351,7 @@ fn f32_bernoulli_kl_in_lanes_is_the_f64_value_rounded_in_every_layout() {
 fn f32_beta_kl_in_lanes_is_the_f64_value_rounded_in_every_layout() {
     /// `[a1, b1, a2, b2]` at position `i` (`row` its row), as f32 holds
     /// them.
-    fn at(i: usize, row: usize) -> [f64; 4] {
+    fn at(i: usize, row: usize) -> Vec<f64> {
         let f = |v: f64| f64::from(v as f32);
         let u = ((i * 37) % 101) as f64 / 101.0;
         let q = [
@@ -3390,7 +3384,7 @@ fn f32_beta_kl_in_lanes_is_the_f64_value_rounded_in_every_layout() {
         // positions)
         let equal = (row + i).is_multiple_of(17) && (i * 7) % 11 < 3;
         let (a2, b2) = if equal { (a1, b1) } else { (a2, b2) };
-        [f(a1), f(b1), f(a2), f(b2)]
+        vec![f(a1), f(b1), f(a2), f(b2)]
     }
     assert_kl_rounded_from_f64_in_every_layout(1, at);
 }
