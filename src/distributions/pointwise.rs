@@ -278,7 +278,11 @@ impl<K: Pointwise<N>, const N: usize> Fused<K, N> {
                 data[i * step].to_f64().unwrap_or(f64::NAN)
             })
         };
-        let left: Vec<usize> = (0..out.len()).filter(|&i| !K::covers(&at(i))).collect();
+        // the positions left out, with their inputs
+        let (left, rows): (Vec<usize>, Vec<[f64; N]>) = (0..out.len())
+            .map(|i| (i, at(i)))
+            .filter(|(_, v)| !K::covers(v))
+            .unzip();
         if left.is_empty() {
             return Ok(());
         }
@@ -287,7 +291,7 @@ impl<K: Pointwise<N>, const N: usize> Fused<K, N> {
             let vars: Vec<Var<'_, f64>> = (0..N)
                 .map(|j| {
                     let column =
-                        Tensor::from_vec(left.iter().map(|&i| at(i)[j]).collect(), &[left.len()])?;
+                        Tensor::from_vec(rows.iter().map(|v| v[j]).collect(), &[left.len()])?;
                     Ok(match self.needs[j] {
                         true => tape.var(column),
                         false => tape.constant(column),
