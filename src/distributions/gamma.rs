@@ -1633,12 +1633,8 @@ impl Pointwise<4> for BetaDivergence {
 
     fn covers(v: &[f64; 4]) -> bool {
         let [a2, b2, a1, b1] = *v;
-        // kl_beta_of's test for its shifted form, either way round
-        let shifted = |a1: f64, b1: f64, a2: f64, b2: f64| {
-            let small = a1.max(a2);
-            small < LARGE && small * 16.0 <= b1.min(b2) && b1 <= SHIFTED_MAX
-        };
-        a1 + b1 < LARGE && !shifted(a1, b1, a2, b2) && !shifted(b1, a1, b2, a2)
+        let q_first = [a1, b1, a2, b2];
+        a1 + b1 < LARGE && !beta_shifted(&q_first, false) && !beta_shifted(&q_first, true)
     }
 
     #[inline(always)]
@@ -1855,15 +1851,7 @@ fn kl_beta_of<'t, F: Element>(inputs: &[Var<'t, F>; 4]) -> Result<Var<'t, F>> {
     let inputs = *inputs;
     // the `a`s (or, flipped, the `b`s) below LARGE and 16 times below the
     // others, `b1` at most SHIFTED_MAX
-    let shifts = |v: &[F], flip: bool| {
-        let (a1, b1, a2, b2) = match flip {
-            false => (v[0], v[1], v[2], v[3]),
-            true => (v[1], v[0], v[3], v[2]),
-        };
-        let small = if a1 > a2 { a1 } else { a2 };
-        let low = if b1 < b2 { b1 } else { b2 };
-        small < F::lit(LARGE) && small * F::lit(16.0) <= low && b1 <= F::lit(SHIFTED_MAX)
-    };
+    let shifts = beta_shifted::<F>;
     let small_a = mask_where(&inputs, |v| shifts(v, false))?;
     // where the `a`s are not the small ones, the `b`s may be (a mask from
     // the inputs `rest` is given: one of the whole would not fit the
@@ -1883,6 +1871,20 @@ fn kl_beta_of<'t, F: Element>(inputs: &[Var<'t, F>; 4]) -> Result<Var<'t, F>> {
         |v| kl_beta_shifted([v[0], v[1], v[2], v[3]]),
         rest,
     )
+}
+
+/// Whether [`kl_beta_of`] takes [`kl_beta_shifted`] at the inputs `v = [a1,
+/// b1, a2, b2]`: the `a`s (with `flip`, the `b`s) below [`LARGE`] and 16
+/// times below the others, `b1` (with `flip`, `a1`) at most
+/// [`SHIFTED_MAX`].
+fn beta_shifted<F: Element>(v: &[F], flip: bool) -> bool {
+    let (a1, b1, a2, b2) = match flip {
+        false => (v[0], v[1], v[2], v[3]),
+        true => (v[1], v[0], v[3], v[2]),
+    };
+    let small = if a1 > a2 { a1 } else { a2 };
+    let low = if b1 < b2 { b1 } else { b2 };
+    small < F::lit(LARGE) && small * F::lit(16.0) <= low && b1 <= F::lit(SHIFTED_MAX)
 }
 
 /// The largest `b1` of [`kl_beta_shifted`]: its gradient in `b1` has the
