@@ -3368,6 +3368,9 @@ fn f32_beta_kl_in_lanes_is_the_f64_value_rounded_in_every_layout() {
             (1e-10, 3.0),
         ][(i * 7) % 11];
         let (a1, b1) = (q.0 * (1.0 + 0.1 * u), q.1 * (1.0 + 0.2 * u));
+        // priors near the large posteriors too, where the large forms'
+        // terms are small and cancel, and priors with one small
+        // concentration and a large sum
         let p = [
             (1.0, 1.0),
             (0.5, 0.5),
@@ -3376,8 +3379,14 @@ fn f32_beta_kl_in_lanes_is_the_f64_value_rounded_in_every_layout() {
             (1e-2, 4.0),
             (2e5, 1e5),
             (1e-10, 1.0),
+            (50.0, 30.0),
+            (1e4, 2.0),
+            (1.05e8, 1e8),
+            // one concentration small, their sum large
+            (2.0, 40.0),
+            (40.0, 2.0),
         ];
-        let (a2, b2) = p[(row + i / 11) % 7];
+        let (a2, b2) = p[(row + i / 11) % p.len()];
         // some priors equal to q, where the divergence and its gradient are
         // 0 (of the forms in lanes: the tape's forms elsewhere leave
         // rounding noise there, of other bits in a tensor of other

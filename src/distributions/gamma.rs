@@ -1605,24 +1605,31 @@ pub(crate) fn kl_beta<'t, F: Element>(q: &Beta<'t, F>, p: &Beta<'t, F>) -> Resul
 
 /// [`kl_beta`] as one [`Pointwise`] formula in `f64` (for `f32`), of the
 /// inputs `[a2, b2, a1, b1]` (the prior's first: its `ln Γ` and ψ are
-/// computed once when its parameters are single values). Where `s1 = a1 +
-/// b1` is below [`LARGE`] and neither pair of concentrations is taken by
-/// [`kl_beta_shifted`], [`kl_beta`] is the sum `D(a1, a2) + D(b1, b2) -
-/// D(s1, s2)` of direct [`shape_divergence`]s (the first argument of each
-/// is below [`LARGE`]: nothing is removed or added back), which this
-/// computes lane by lane, with `∂a1 = (a1 - a2) ψ'(a1) - (s1 - s2)
-/// ψ'(s1)`, `∂b1` the same with `b`s, `∂a2 = ψ(a2) - ψ(a1) - (ψ(s2) -
-/// ψ(s1))` and `∂b2` the same with `b`s. Elsewhere [`kl_beta_of`] on an
-/// `f64` tape of those positions.
+/// computed once when its parameters are single values). Where neither
+/// pair of concentrations is taken by [`kl_beta_shifted`], [`kl_beta`] is
+/// `D(a1, a2) + D(b1, b2) - D(s1, s2)` (`s = a + b`) of [`pair_divergence`]s
+/// plus what [`added_back`] adds, which this computes lane by lane with the
+/// same forms: the direct sum where the first argument is below [`LARGE`],
+/// the large form where both are at least [`LARGE`], the form less `a`
+/// where only the first is. The partials of each pair are those of its
+/// form: `∂x = (x - y) ψ'(x)` (less 1 where `x` is removed, written as
+/// `(1/2 - y)/x - y/(2x²) + (x - y) C''(x)`) and `∂y = ψ(y) - ψ(x)` (from
+/// `ln(y/x)` and the corrections where both are large, so that close
+/// concentrations keep their digits). Where a pair is taken by
+/// [`kl_beta_shifted`], [`kl_beta_of`] on an `f64` tape of those
+/// positions. (The inputs are `f32`: no sum of these forms overflows in
+/// `f64`, so [`kl_beta_general`]'s other form is never taken.)
 #[derive(Clone, Copy)]
 struct BetaDivergence;
 
 /// The terms of [`BetaDivergence`]'s prior parameters at eight positions:
-/// `ln Γ` and ψ of `a2`, `b2` and `s2 = a2 + b2`.
+/// `ln Γ` and ψ of `a2`, `b2` and `s2 = a2 + b2`, and where any of them is
+/// at least [`LARGE`] their corrections `C` and `C'`.
 #[derive(Clone, Copy)]
 struct BetaPriorTerms {
     lgamma: [Lanes; 3],
     digamma: [Lanes; 3],
+    large: Option<[[Lanes; 3]; 2]>,
 }
 
 impl Pointwise<4> for BetaDivergence {
@@ -1634,16 +1641,23 @@ impl Pointwise<4> for BetaDivergence {
     fn covers(v: &[f64; 4]) -> bool {
         let [a2, b2, a1, b1] = *v;
         let q_first = [a1, b1, a2, b2];
-        a1 + b1 < LARGE && !beta_shifted(&q_first, false) && !beta_shifted(&q_first, true)
+        !beta_shifted(&q_first, false) && !beta_shifted(&q_first, true)
     }
 
     #[inline(always)]
     fn pre(v: &[Lanes; 4]) -> BetaPriorTerms {
         let [a2, b2, ..] = v;
         let s2: Lanes = std::array::from_fn(|l| a2[l] + b2[l]);
+        let large = s2.iter().any(|&s| s >= LARGE).then(|| {
+            [
+                [a2, b2, &s2].map(lgamma_correction_lanes),
+                [a2, b2, &s2].map(digamma_correction_lanes),
+            ]
+        });
         BetaPriorTerms {
             lgamma: [lgamma_lanes(a2), lgamma_lanes(b2), lgamma_lanes(&s2)],
             digamma: [digamma_lanes(a2), digamma_lanes(b2), digamma_lanes(&s2)],
+            large,
         }
     }
 
@@ -1680,6 +1694,68 @@ impl Pointwise<4> for BetaDivergence {
             d[1][l] = dp[1][l] - dp[2][l];
             d[2][l] = dq[0][l] - dq[2][l];
             d[3][l] = dq[1][l] - dq[2][l];
+        }
+        // a pair's first concentration is at most s1
+        if s1.iter().all(|&s| s < LARGE) {
+            return;
+        }
+        let ln_q = q.map(ln_each);
+        let (c_q, dc_q) = (
+            q.map(lgamma_correction_lanes),
+            q.map(digamma_correction_lanes),
+        );
+        let tc_q = q.map(special::trigamma_correction_lanes);
+        for l in 0..LANES {
+            if s1[l] < LARGE {
+                continue;
+            }
+            // each pair's divergence, partials and whether its `x` was removed
+            let mut pair = [(0.0, 0.0, 0.0, false); 3];
+            for k in 0..3 {
+                let (x, y) = (q[k][l], p[k][l]);
+                let diff = x - y;
+                pair[k] = if x < LARGE || diff == 0.0 {
+                    (div[k][l], dq[k][l], dp[k][l], false)
+                } else if y >= LARGE {
+                    let Some([c_p, dc_p]) = t.large else {
+                        unreachable!("y >= LARGE: the prior's corrections were computed")
+                    };
+                    let value = (special::bd0(y, x) - 0.5 * (y / x).ln())
+                        + (diff * dc_q[k][l] - diff / (2.0 * x))
+                        + (c_p[k][l] - c_q[k][l]);
+                    let d_y =
+                        special::ln_ratio(y, x) - 0.5 / y + 0.5 / x + (dc_p[k][l] - dc_q[k][l]);
+                    (value, dq[k][l], d_y, false)
+                } else {
+                    let ln_x = ln_q[k][l];
+                    let value = (0.5 - y) * ln_x - diff / (2.0 * x) + diff * dc_q[k][l]
+                        - HALF_LN_2PI
+                        - c_q[k][l]
+                        + t.lgamma[k][l];
+                    let d_x = (0.5 - y) / x - y / (2.0 * x * x) + diff * tc_q[k][l];
+                    let d_y = t.digamma[k][l] - ln_x + 0.5 / x - dc_q[k][l];
+                    (value, d_x, d_y, true)
+                };
+            }
+            let [(va, qa, pa, ra), (vb, qb, pb, rb), (vs, qs, ps, rs)] = pair;
+            // what `added_back` adds: the removed `x`s that do not cancel,
+            // and its derivatives (0 or ±1) in `a1` and `b1`
+            let (a1, b1) = (q[0][l], q[1][l]);
+            let (back, back_a, back_b) = match rs {
+                true => {
+                    let (ka, kb) = (f64::from(u8::from(!ra)), f64::from(u8::from(!rb)));
+                    (-(a1 * ka + b1 * kb), -ka, -kb)
+                }
+                false => {
+                    let (ka, kb) = (f64::from(u8::from(ra)), f64::from(u8::from(rb)));
+                    (a1 * ka + b1 * kb, ka, kb)
+                }
+            };
+            out[l] = ((va + vb) - vs) + back;
+            d[0][l] = pa - ps;
+            d[1][l] = pb - ps;
+            d[2][l] = (qa - qs) + back_a;
+            d[3][l] = (qb - qs) + back_b;
         }
     }
 }
