@@ -1008,7 +1008,7 @@ fn survey() -> Result<()> {
         })?;
     }
     // KL(q || p) of a posterior of full tensors against a prior
-    let divergences: [(&str, Build, Build); 4] = [
+    let divergences: [(&str, Build, Build); 5] = [
         (
             "Normal",
             |t, v, _| {
@@ -1035,6 +1035,17 @@ fn survey() -> Result<()> {
                 Ok(Box::new(Beta::new(
                     t.var(v.pos.clone()),
                     t.var(v.pos.clone()),
+                )?))
+            },
+            |_, v, p| Ok(Box::new(Beta::new(p(&v.unit, 1.0), p(&v.unit, 1.0))?)),
+        ),
+        // a posterior after tens of observations: concentrations of 10 to 50
+        (
+            "Beta (q large)",
+            |t, v, _| {
+                Ok(Box::new(Beta::new(
+                    t.var(v.pos.map(|x| 8.0 + 20.0 * x)),
+                    t.var(v.pos.map(|x| 8.0 + 10.0 * x)),
                 )?))
             },
             |_, v, p| Ok(Box::new(Beta::new(p(&v.unit, 1.0), p(&v.unit, 1.0))?)),

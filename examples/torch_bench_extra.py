@@ -288,6 +288,9 @@ def survey():
         ("Normal", lambda: d.Normal(var(real), var(pos)), lambda p: d.Normal(p(real, 0.0), p(pos, 1.0))),
         ("Gamma", lambda: d.Gamma(var(pos), var(pos)), lambda p: d.Gamma(p(unit, 1.0), p(unit, 1.0))),
         ("Beta", lambda: d.Beta(var(pos), var(pos)), lambda p: d.Beta(p(unit, 1.0), p(unit, 1.0))),
+        # a posterior after tens of observations: concentrations of 10 to 50
+        ("Beta (q large)", lambda: d.Beta(var(8.0 + 20.0 * pos), var(8.0 + 10.0 * pos)),
+         lambda p: d.Beta(p(unit, 1.0), p(unit, 1.0))),
         ("Bernoulli", lambda: d.Bernoulli(logits=var(real)), lambda p: d.Bernoulli(logits=p(pos, 0.0))),
     ]
     for name, q, prior in divergences:
