@@ -1668,24 +1668,29 @@ impl Pointwise<4> for BetaDivergence {
         let s2: Lanes = std::array::from_fn(|l| a2[l] + b2[l]);
         let q = [a1, b1, &s1];
         let p = [a2, b2, &s2];
-        // D(q_k, p_k), ∂D/∂q_k and ∂D/∂p_k of the three pairs
+        // D(q_k, p_k), ∂D/∂q_k and ∂D/∂p_k of the three pairs by the direct
+        // sum, where a pair's first concentration is below LARGE at some
+        // position (a pair's first concentration is at most s1)
         let mut div = [[0.0; LANES]; 3];
         let mut dq = [[0.0; LANES]; 3];
         let mut dp = [[0.0; LANES]; 3];
-        for k in 0..3 {
-            let (q, p) = (q[k], p[k]);
-            let (lg, psi, psi1) = (
-                lgamma_lanes(q),
-                digamma_lanes(q),
-                special::trigamma_lanes(q),
-            );
-            for l in 0..LANES {
-                let diff = q[l] - p[l];
-                let same = special::mask(diff == 0.0);
-                let value = diff * psi[l] - lg[l] + t.lgamma[k][l];
-                div[k][l] = special::select(same, 0.0, value);
-                dq[k][l] = special::select(same, 0.0, diff * psi1[l]);
-                dp[k][l] = special::select(same, 0.0, t.digamma[k][l] - psi[l]);
+        let direct = (0..LANES).any(|l| a1[l] < LARGE || b1[l] < LARGE);
+        if direct {
+            for k in 0..3 {
+                let (q, p) = (q[k], p[k]);
+                let (lg, psi, psi1) = (
+                    lgamma_lanes(q),
+                    digamma_lanes(q),
+                    special::trigamma_lanes(q),
+                );
+                for l in 0..LANES {
+                    let diff = q[l] - p[l];
+                    let same = special::mask(diff == 0.0);
+                    let value = diff * psi[l] - lg[l] + t.lgamma[k][l];
+                    div[k][l] = special::select(same, 0.0, value);
+                    dq[k][l] = special::select(same, 0.0, diff * psi1[l]);
+                    dp[k][l] = special::select(same, 0.0, t.digamma[k][l] - psi[l]);
+                }
             }
         }
         for l in 0..LANES {
@@ -1695,7 +1700,6 @@ impl Pointwise<4> for BetaDivergence {
             d[2][l] = dq[0][l] - dq[2][l];
             d[3][l] = dq[1][l] - dq[2][l];
         }
-        // a pair's first concentration is at most s1
         if s1.iter().all(|&s| s < LARGE) {
             return;
         }
@@ -1714,8 +1718,12 @@ impl Pointwise<4> for BetaDivergence {
             for k in 0..3 {
                 let (x, y) = (q[k][l], p[k][l]);
                 let diff = x - y;
-                pair[k] = if x < LARGE || diff == 0.0 {
+                // ψ'(x) for x >= LARGE
+                let psi1 = 1.0 / x + 0.5 / (x * x) + tc_q[k][l];
+                pair[k] = if x < LARGE {
                     (div[k][l], dq[k][l], dp[k][l], false)
+                } else if diff == 0.0 {
+                    (0.0, 0.0, 0.0, false)
                 } else if y >= LARGE {
                     let Some([c_p, dc_p]) = t.large else {
                         unreachable!("y >= LARGE: the prior's corrections were computed")
@@ -1725,7 +1733,7 @@ impl Pointwise<4> for BetaDivergence {
                         + (c_p[k][l] - c_q[k][l]);
                     let d_y =
                         special::ln_ratio(y, x) - 0.5 / y + 0.5 / x + (dc_p[k][l] - dc_q[k][l]);
-                    (value, dq[k][l], d_y, false)
+                    (value, diff * psi1, d_y, false)
                 } else {
                     let ln_x = ln_q[k][l];
                     let value = (0.5 - y) * ln_x - diff / (2.0 * x) + diff * dc_q[k][l]
