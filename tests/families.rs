@@ -3181,13 +3181,14 @@ fn exact_weights<'t, F: Element>(tape: &'t Tape<F>, shape: &[usize]) -> Var<'t, 
     }))
 }
 
-/// The `f32` Gamma, Beta and Student-t log-densities, computed in `f64`
-/// eight positions at a time with their partial derivatives, over 6 000
-/// positions (two threads' halves, many groups of eight with a short last
-/// one) that mix the forms each density chooses between (the Gamma's
-/// stable form where `a >= 10` and `b x` is near `a`), with single
-/// parameters, parameters per row, and parameters per value: the values
-/// and every gradient are the `f64` ones rounded.
+/// The `f32` Gamma, Beta and Student-t log-densities and the Gamma
+/// entropy, computed in `f64` eight positions at a time with their partial
+/// derivatives, over 6 000 positions (two threads' halves, many groups of
+/// eight with a short last one) that mix the forms each chooses between
+/// (the Gamma's stable form where `a >= 10` and `b x` is near `a`; the
+/// entropy's large form where `a >= 10`), with single parameters,
+/// parameters per row, and parameters per value: the values and every
+/// gradient are the `f64` ones rounded.
 #[test]
 fn f32_densities_in_lanes_are_the_f64_values_rounded_in_every_layout() {
     const ROWS: usize = 60;
@@ -3203,7 +3204,14 @@ fn f32_densities_in_lanes_are_the_f64_values_rounded_in_every_layout() {
             // x from a tenth of the mean to ten times it: near and far
             0 => [f(a), f(b), f(a / b * (0.1 + 10.0 * u * u)), 0.0],
             1 => [f(a.min(1e3)), f(b), f(u), 0.0],
-            _ => [f(a + 0.5), f(b - 2.0), f(b * 0.7), f(8.0 * u - 4.0)],
+            2 => [f(a + 0.5), f(b - 2.0), f(b * 0.7), f(8.0 * u - 4.0)],
+            // the Gamma entropy: a concentration per row (1e12 for 1e4,
+            // where the direct sum in f64 loses 4 of its 16 digits), rates
+            // per value
+            _ => {
+                let a = if a > 1e3 { 1e12 } else { a };
+                [f(a * (1.0 + 0.01 * u)), f(b * (0.5 + u)), 0.0, 0.0]
+            }
         }
     }
     fn eval<F: Element>(family: usize, layout: usize) -> Vec<f64> {
@@ -3222,17 +3230,21 @@ fn f32_densities_in_lanes_are_the_f64_values_rounded_in_every_layout() {
                 let (a, b, x) = (param(0), param(1), point(2));
                 (Beta::new(a, b).unwrap().log_prob(x), vec![a, b, x])
             }
-            _ => {
+            2 => {
                 let (df, loc, scale, x) = (param(0), param(1), param(2), point(3));
                 let y = StudentT::new(df, loc, scale).unwrap().log_prob(x);
                 (y, vec![df, loc, scale, x])
+            }
+            _ => {
+                let (a, b) = (param(0), point(1));
+                (Gamma::new(a, b).unwrap().entropy(), vec![a, b])
             }
         };
         let y = y.unwrap();
         let w = exact_weights(&tape, &[ROWS, COLS]);
         values_and_gradients_weighted_by(y, &vars, w)
     }
-    for family in 0..3 {
+    for family in 0..4 {
         for layout in 0..3 {
             let (got, want) = (eval::<f32>(family, layout), eval::<f64>(family, layout));
             assert_rounded_from_f64(&got, &want, &format!("family {family}, layout {layout}"));

@@ -674,17 +674,7 @@ impl<'t, F: Element> Distribution<'t, F> for Gamma<'t, F> {
     // + (1 - a) C'(a), taken from `LARGE` on (`by_size`)
     fn entropy(&self) -> Result<Var<'t, F>> {
         if F::DTYPE == "F32" {
-            return in_f64_elementwise(
-                "gamma_entropy",
-                |v| {
-                    let g = Gamma {
-                        concentration: v[0],
-                        rate: v[1],
-                    };
-                    g.entropy()
-                },
-                &[self.concentration, self.rate],
-            );
+            return pointwise::apply(GammaEntropy, &[self.concentration, self.rate]);
         }
         let large = |v: &[Var<'t, F>]| {
             let a = v[0];
@@ -1201,11 +1191,7 @@ impl Pointwise<4> for GammaDivergence {
         if a1.iter().all(|&a| a < LARGE) {
             return;
         }
-        let (ln_a1, c1) = (ln_each(a1), lgamma_correction_lanes(a1));
-        let (dc1, tc1) = (
-            digamma_correction_lanes(a1),
-            special::trigamma_correction_lanes(a1),
-        );
+        let [ln_a1, c1, dc1, tc1] = stirling_terms(a1);
         for l in 0..LANES {
             let (a1, a2) = (a1[l], a2[l]);
             if a1 < LARGE {
@@ -1226,6 +1212,63 @@ impl Pointwise<4> for GammaDivergence {
             out[l] = common + rest;
             d[0][l] = d_a2;
             d[2][l] = (y - a2) / a1 + diff / (2.0 * a1 * a1) + diff * tc1[l];
+        }
+    }
+}
+
+/// `ln x` and the corrections `C(x)`, `C'(x)`, `C''(x)` of Stirling's
+/// series at each lane: the terms of the large-concentration forms.
+#[inline(always)]
+fn stirling_terms(x: &Lanes) -> [Lanes; 4] {
+    [
+        ln_each(x),
+        lgamma_correction_lanes(x),
+        digamma_correction_lanes(x),
+        special::trigamma_correction_lanes(x),
+    ]
+}
+
+/// [`Gamma::entropy`] as one [`Pointwise`] formula in `f64` (for `f32`), of
+/// `[a, b]`, with the tape's forms: `a - ln b + ln Γ(a) - (a - 1) ψ(a)`,
+/// `∂a = 1 - (a - 1) ψ'(a)`, `∂b = -1/b`; where `a` is at least [`LARGE`],
+/// with `ln Γ(a)` and `ψ(a)` as Stirling's terms plus their corrections
+/// (the terms of size `a ln a` cancel), `ln(a)/2 + C(a) - 1/(2a) - (a - 1)
+/// C'(a) + (ln(2π) + 1)/2 - ln b` and `∂a = 1/(2a) + 1/(2a²) - (a - 1)
+/// C''(a)`.
+#[derive(Clone, Copy)]
+struct GammaEntropy;
+
+impl Pointwise<2> for GammaEntropy {
+    const NAME: &'static str = "gamma_entropy";
+    const KEYED: usize = 2;
+    type Pre = ();
+
+    #[inline(always)]
+    fn pre(_: &[Lanes; 2]) {}
+
+    #[inline(always)]
+    fn eval(v: &[Lanes; 2], _: &(), out: &mut Lanes, d: &mut [Lanes; 2]) {
+        let [a, b] = v;
+        let (lgamma, psi) = (lgamma_lanes(a), digamma_lanes(a));
+        let (psi1, ln_b) = (special::trigamma_lanes(a), ln_each(b));
+        for l in 0..LANES {
+            let a = a[l];
+            out[l] = ((a + lgamma[l]) - (a - 1.0) * psi[l]) - ln_b[l];
+            d[0][l] = 1.0 - (a - 1.0) * psi1[l];
+            d[1][l] = -1.0 / b[l];
+        }
+        if a.iter().all(|&a| a < LARGE) {
+            return;
+        }
+        let [ln_a, c, dc, tc] = stirling_terms(a);
+        for l in 0..LANES {
+            let a = a[l];
+            if a < LARGE {
+                continue;
+            }
+            let h = ((ln_a[l] * 0.5 + c[l]) - 0.5 / a) - (a - 1.0) * dc[l];
+            out[l] = (h + (HALF_LN_2PI + 0.5)) - ln_b[l];
+            d[0][l] = (0.5 / a + 0.5 / (a * a)) - (a - 1.0) * tc[l];
         }
     }
 }
