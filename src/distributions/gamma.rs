@@ -1712,8 +1712,8 @@ impl Pointwise<4> for BetaDivergence {
         let q = [a1, b1, &s1];
         let p = [a2, b2, &s2];
         // D(q_k, p_k), ∂D/∂q_k and ∂D/∂p_k of the three pairs by the direct
-        // sum, where a pair's first concentration is below LARGE at some
-        // position (a pair's first concentration is at most s1)
+        // sum, unless a1 and b1 (and so s1) are at least LARGE at every
+        // position, where no pair takes it
         let mut div = [[0.0; LANES]; 3];
         let mut dq = [[0.0; LANES]; 3];
         let mut dp = [[0.0; LANES]; 3];
@@ -1743,6 +1743,7 @@ impl Pointwise<4> for BetaDivergence {
             d[2][l] = dq[0][l] - dq[2][l];
             d[3][l] = dq[1][l] - dq[2][l];
         }
+        // where s1 (at least a1 and b1) is below LARGE, every pair is direct
         if s1.iter().all(|&s| s < LARGE) {
             return;
         }
