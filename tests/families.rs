@@ -3205,9 +3205,9 @@ fn f32_densities_in_lanes_are_the_f64_values_rounded_in_every_layout() {
             0 => [f(a), f(b), f(a / b * (0.1 + 10.0 * u * u)), 0.0],
             1 => [f(a.min(1e3)), f(b), f(u), 0.0],
             2 => [f(a + 0.5), f(b - 2.0), f(b * 0.7), f(8.0 * u - 4.0)],
-            // the Gamma entropy: a concentration per row (1e12 for 1e4,
-            // where the direct sum in f64 loses 4 of its 16 digits), rates
-            // per value
+            // the Gamma entropy: a concentration per row (1e12 for 1e4: at
+            // 1e12 the direct sum in f64 keeps about 4 of its 16 digits,
+            // at 1e4 enough for f32), rates per value
             _ => {
                 let a = if a > 1e3 { 1e12 } else { a };
                 [f(a * (1.0 + 0.01 * u)), f(b * (0.5 + u)), 0.0, 0.0]
