@@ -900,8 +900,8 @@ type Build = for<'t> fn(
     &dyn Fn(&Tensor<f32>, f32) -> Var<'t, f32>,
 ) -> Result<Box<dyn Distribution<'t, f32> + 't>>;
 
-/// The time per element of elementwise ops, reductions, log-densities and
-/// divergences over 400 000 `f32` values, forward and backward of a
+/// The time per element of elementwise ops, reductions, log-densities,
+/// divergences and the Gamma entropy over 400 000 `f32` values, forward and backward of a
 /// weighted sum: the median of 15 runs of each. A distribution's
 /// parameters are full tensors (`full`) or single values (`single`).
 fn survey() -> Result<()> {
@@ -1060,6 +1060,19 @@ fn survey() -> Result<()> {
         with_parameters(&format!("{name} KL"), "prior parameters", &|tape, param| {
             let (q, p) = (q(tape, &v, param)?, p(tape, &v, param)?);
             kl_divergence(q.as_ref(), p.as_ref())
+        })?;
+    }
+    // the Gamma entropy of rates per value, the concentration per value or single
+    for full in [true, false] {
+        let kind = ["single concentration", "full parameters"][usize::from(full)];
+        time(&format!("Gamma entropy, {kind}"), &|| {
+            let tape = Tape::new();
+            let a = match full {
+                true => tape.var(v.pos.clone()),
+                false => tape.var(Tensor::scalar(1.5)),
+            };
+            let h = Gamma::new(a, tape.var(v.pos.clone()))?.entropy()?;
+            h.sum().backward().map(drop)
         })?;
     }
     Ok(())

@@ -24,7 +24,7 @@ millions of draws per second with the gradient). Not part of the build or of CI.
   step, best of 25 as in `bench -- gemm` (the left operand of `x^T g` is a transposed view, as in
   autograd's weight gradient).
 - survey (not part of `all`): the rows of `bench -- survey` that PyTorch has, on the same values:
-  ops, log-densities and KL divergences over 400 000 float32 values (`[400, 1000]`), each the
+  ops, log-densities, KL divergences and the Gamma entropy over 400 000 float32 values (`[400, 1000]`), each the
   forward pass and the backward of a (weighted) sum, every parameter trainable, the median of 15
   runs in nanoseconds per element. The logit-normal is a `TransformedDistribution` of a Normal
   through `SigmoidTransform` (PyTorch has no class of its name).
@@ -298,6 +298,11 @@ def survey():
             kind = "full" if full else "single"
             p = parameters(full)
             time_row(f"{name} KL, {kind} prior parameters", lambda: d.kl_divergence(q(), prior(p)).sum().backward())
+    # the Gamma entropy of rates per value, the concentration per value or single
+    for full in (True, False):
+        kind = "full parameters" if full else "single concentration"
+        p = parameters(full)
+        time_row(f"Gamma entropy, {kind}", lambda: d.Gamma(p(pos, 1.5), var(pos)).entropy().sum().backward())
     return out
 
 
