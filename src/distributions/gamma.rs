@@ -1234,41 +1234,59 @@ fn stirling_terms(x: &Lanes) -> [Lanes; 4] {
 /// with `ln Γ(a)` and `ψ(a)` as Stirling's terms plus their corrections
 /// (the terms of size `a ln a` cancel), `ln(a)/2 + C(a) - 1/(2a) - (a - 1)
 /// C'(a) + (ln(2π) + 1)/2 - ln b` and `∂a = 1/(2a) + 1/(2a²) - (a - 1)
-/// C''(a)`.
+/// C''(a)`. What depends on `a` alone is its [`Pointwise::pre`], computed
+/// once where the concentration is a single value.
 #[derive(Clone, Copy)]
 struct GammaEntropy;
 
+/// [`GammaEntropy`]'s terms of `a` at eight positions: the entropy less
+/// `ln b`, and its derivative in `a`.
+#[derive(Clone, Copy)]
+struct EntropyTerms {
+    h: Lanes,
+    dh: Lanes,
+}
+
 impl Pointwise<2> for GammaEntropy {
     const NAME: &'static str = "gamma_entropy";
-    const KEYED: usize = 2;
-    type Pre = ();
+    const KEYED: usize = 1;
+    type Pre = EntropyTerms;
 
     #[inline(always)]
-    fn pre(_: &[Lanes; 2]) {}
-
-    #[inline(always)]
-    fn eval(v: &[Lanes; 2], _: &(), out: &mut Lanes, d: &mut [Lanes; 2]) {
-        let [a, b] = v;
+    fn pre(v: &[Lanes; 2]) -> EntropyTerms {
+        let a = &v[0];
         let (lgamma, psi) = (lgamma_lanes(a), digamma_lanes(a));
-        let (psi1, ln_b) = (special::trigamma_lanes(a), ln_each(b));
+        let psi1 = special::trigamma_lanes(a);
+        let mut h = [0.0; LANES];
+        let mut dh = [0.0; LANES];
         for l in 0..LANES {
             let a = a[l];
-            out[l] = ((a + lgamma[l]) - (a - 1.0) * psi[l]) - ln_b[l];
-            d[0][l] = 1.0 - (a - 1.0) * psi1[l];
-            d[1][l] = -1.0 / b[l];
+            h[l] = (a + lgamma[l]) - (a - 1.0) * psi[l];
+            dh[l] = 1.0 - (a - 1.0) * psi1[l];
         }
-        if a.iter().all(|&a| a < LARGE) {
-            return;
-        }
-        let [ln_a, c, dc, tc] = stirling_terms(a);
-        for l in 0..LANES {
-            let a = a[l];
-            if a < LARGE {
-                continue;
+        if a.iter().any(|&a| a >= LARGE) {
+            let [ln_a, c, dc, tc] = stirling_terms(a);
+            for l in 0..LANES {
+                let a = a[l];
+                if a < LARGE {
+                    continue;
+                }
+                let t = ((ln_a[l] * 0.5 + c[l]) - 0.5 / a) - (a - 1.0) * dc[l];
+                h[l] = t + (HALF_LN_2PI + 0.5);
+                dh[l] = (0.5 / a + 0.5 / (a * a)) - (a - 1.0) * tc[l];
             }
-            let h = ((ln_a[l] * 0.5 + c[l]) - 0.5 / a) - (a - 1.0) * dc[l];
-            out[l] = (h + (HALF_LN_2PI + 0.5)) - ln_b[l];
-            d[0][l] = (0.5 / a + 0.5 / (a * a)) - (a - 1.0) * tc[l];
+        }
+        EntropyTerms { h, dh }
+    }
+
+    #[inline(always)]
+    fn eval(v: &[Lanes; 2], t: &EntropyTerms, out: &mut Lanes, d: &mut [Lanes; 2]) {
+        let b = &v[1];
+        let ln_b = ln_each(b);
+        for l in 0..LANES {
+            out[l] = t.h[l] - ln_b[l];
+            d[0][l] = t.dh[l];
+            d[1][l] = -1.0 / b[l];
         }
     }
 }
