@@ -1780,8 +1780,6 @@ impl Pointwise<4> for BetaDivergence {
             for k in 0..3 {
                 let (x, y) = (q[k][l], p[k][l]);
                 let diff = x - y;
-                // ψ'(x) for x >= LARGE
-                let psi1 = 1.0 / x + 0.5 / (x * x) + tc_q[k][l];
                 pair[k] = if x < LARGE {
                     (div[k][l], dq[k][l], dp[k][l], false)
                 } else if diff == 0.0 {
@@ -1795,6 +1793,8 @@ impl Pointwise<4> for BetaDivergence {
                         + (c_p[k][l] - c_q[k][l]);
                     let d_y =
                         special::ln_ratio(y, x) - 0.5 / y + 0.5 / x + (dc_p[k][l] - dc_q[k][l]);
+                    // ψ'(x) from Stirling's terms
+                    let psi1 = 1.0 / x + 0.5 / (x * x) + tc_q[k][l];
                     (value, diff * psi1, d_y, false)
                 } else {
                     let ln_x = ln_q[k][l];
