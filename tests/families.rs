@@ -343,6 +343,161 @@ fn gradcheck_log_probs_entropies_and_kls() {
 }
 
 /// Location-scale draws are smooth in the parameters at a fixed seed.
+/// The Laplace log-density is one fused op with a path for single
+/// parameters and a constant value and one for any broadcast: each has
+/// the formula's value, its finite-difference gradients, `abs`'s
+/// derivative of 0 at `x = loc`, and zero gradients (not NaN) where the
+/// incoming gradient is 0 and `|z| / scale` overflows.
+#[test]
+fn laplace_log_prob_in_every_layout() {
+    let xs = [0.3, -1.2, 2.5, 0.0, 0.4, 7.0];
+    let x = || Tensor::from_vec(xs.to_vec(), &[2, 3]).unwrap();
+    // single parameters, a constant value (the likelihood path)
+    gc(
+        "Laplace, single parameters, constant x",
+        |t, a| Laplace::new(a[0], a[1])?.log_prob(t.constant(x())),
+        &[s(0.45), s(1.7)],
+    );
+    // single parameters, the value a var; parameters per row; per value
+    gc(
+        "Laplace, single parameters",
+        |_, a| Laplace::new(a[0], a[1])?.log_prob(a[2]),
+        &[s(0.45), s(1.7), x()],
+    );
+    gc(
+        "Laplace, parameters per row",
+        |t, a| Laplace::new(a[0], a[1])?.log_prob(t.constant(x())),
+        &[
+            Tensor::from_vec(vec![0.45, -2.0], &[2, 1]).unwrap(),
+            Tensor::from_vec(vec![1.7, 0.6], &[2, 1]).unwrap(),
+        ],
+    );
+    // the value at the formula, in each layout
+    let formula = |x: f64, m: f64, b: f64| -(2.0 * b).ln() - (x - m).abs() / b;
+    for (m, b) in [(vec![0.45], vec![1.7]), (vec![0.45, -2.0], vec![1.7, 0.6])] {
+        let tape = Tape::<f64>::new();
+        // a single value, or one per row
+        let shape: &[usize] = if m.len() == 1 { &[] } else { &[2, 1] };
+        let d = Laplace::new(
+            tape.var(Tensor::from_vec(m.clone(), shape).unwrap()),
+            tape.var(Tensor::from_vec(b.clone(), shape).unwrap()),
+        )
+        .unwrap();
+        let lp = d.log_prob(tape.constant(x())).unwrap().value();
+        for (i, &got) in lp.data().iter().enumerate() {
+            let r = (i / 3) % m.len();
+            let want = formula(xs[i], m[r], b[r]);
+            assert!(close(got, want, 1e-15), "{i}: {got} vs {want}");
+        }
+    }
+    // at x = loc: d/dx = d/dloc = 0, d/dscale = -1/scale, on both paths
+    for value_is_var in [false, true] {
+        let tape = Tape::<f64>::new();
+        let (m, b) = (tape.var(s(0.4)), tape.var(s(2.0)));
+        let at = Tensor::from_vec(vec![0.4, 0.4], &[2]).unwrap();
+        let x = match value_is_var {
+            true => tape.var(at),
+            false => tape.constant(at),
+        };
+        let g = Laplace::new(m, b)
+            .unwrap()
+            .log_prob(x)
+            .unwrap()
+            .sum()
+            .backward()
+            .unwrap();
+        assert_eq!(g.get(m).unwrap().item().unwrap(), 0.0);
+        assert_eq!(g.get(b).unwrap().item().unwrap(), -1.0);
+        if value_is_var {
+            assert_eq!(g.get(x).unwrap().data(), &[0.0, 0.0]);
+        }
+    }
+    // f32: the values and gradients of f64 rounded, to a few ε
+    for single in [true, false] {
+        let f64_side = {
+            let tape = Tape::<f64>::new();
+            let (m, b) = match single {
+                true => (tape.var(s(0.45)), tape.var(s(1.7))),
+                false => (
+                    tape.var(
+                        Tensor::from_vec(vec![0.45, -2.0, 0.1, 3.0, 0.4, 6.5], &[2, 3]).unwrap(),
+                    ),
+                    tape.var(
+                        Tensor::from_vec(vec![1.7, 0.6, 2.0, 0.3, 1.1, 4.0], &[2, 3]).unwrap(),
+                    ),
+                ),
+            };
+            let lp = Laplace::new(m, b)
+                .unwrap()
+                .log_prob(tape.constant(x()))
+                .unwrap();
+            let g = lp.sum().backward().unwrap();
+            let mut all = lp.value().data().to_vec();
+            all.extend(g.get(m).unwrap().data());
+            all.extend(g.get(b).unwrap().data());
+            all
+        };
+        let tape = Tape::<f32>::new();
+        let cast = |t: Tensor<f64>| {
+            Tensor::from_vec(t.data().iter().map(|&v| v as f32).collect(), t.shape()).unwrap()
+        };
+        let (m, b) = match single {
+            true => (
+                tape.var(Tensor::scalar(0.45f32)),
+                tape.var(Tensor::scalar(1.7f32)),
+            ),
+            false => (
+                tape.var(cast(
+                    Tensor::from_vec(vec![0.45, -2.0, 0.1, 3.0, 0.4, 6.5], &[2, 3]).unwrap(),
+                )),
+                tape.var(cast(
+                    Tensor::from_vec(vec![1.7, 0.6, 2.0, 0.3, 1.1, 4.0], &[2, 3]).unwrap(),
+                )),
+            ),
+        };
+        let lp = Laplace::new(m, b)
+            .unwrap()
+            .log_prob(tape.constant(cast(x())))
+            .unwrap();
+        let g = lp.sum().backward().unwrap();
+        let mut all = lp.value().data().to_vec();
+        all.extend(g.get(m).unwrap().data());
+        all.extend(g.get(b).unwrap().data());
+        for (i, (&got, &want)) in all.iter().zip(&f64_side).enumerate() {
+            // the inputs are f32-rounded: a relative 4 ε plus 4 ε absolute
+            let tol = 4.0 * f64::from(f32::EPSILON) * (1.0 + want.abs());
+            assert!(
+                (f64::from(got) - want).abs() <= tol,
+                "single {single}, {i}: {got} vs {want}"
+            );
+        }
+    }
+    // an incoming gradient of 0 where |z| / scale overflows: 0, not NaN
+    for value_is_var in [false, true] {
+        let tape = Tape::<f32>::new();
+        let (m, b) = (
+            tape.var(Tensor::scalar(0.0f32)),
+            tape.var(Tensor::scalar(1e-30f32)),
+        );
+        let at = Tensor::vector(&[1e30f32, 0.0]);
+        let x = match value_is_var {
+            true => tape.var(at),
+            false => tape.constant(at),
+        };
+        let lp = Laplace::new(m, b).unwrap().log_prob(x).unwrap();
+        let g = (lp * Tensor::vector(&[0.0f32, 1.0]))
+            .sum()
+            .backward()
+            .unwrap();
+        let db = g.get(b).unwrap().item().unwrap();
+        assert_eq!(
+            (g.get(m).unwrap().item().unwrap(), db),
+            (0.0, -1e30),
+            "x a var: {value_is_var}"
+        );
+    }
+}
+
 #[test]
 fn gradcheck_reparameterized_draws() {
     gc(

@@ -12,22 +12,98 @@ use crate::kernels::parallel::par_sum2;
 use crate::tensor::{Element, Storage, Tensor};
 use rand::Rng;
 
-/// `ln N(x; loc, scale)` elementwise over inputs `[x, loc, scale]`, fused.
-/// With `z = (x - loc) / scale`: `d/dx = -z / scale`, `d/dloc = z / scale`,
-/// `d/dscale = (z^2 - 1) / scale`. An element whose incoming gradient is 0
-/// passes on 0, also where `z / scale` overflows (a component of a mixture
-/// whose density underflows to 0 gets a zero gradient from the
-/// log-sum-exp, and `0 · inf` would be NaN).
-struct NormalLogProb;
+/// A location-scale family by its standard density: `ln p(x) =
+/// log_density(z) - ln scale - LN_C` with `z = (x - loc) / scale`, and
+/// `slope(z) = -d log_density / dz`.
+///
+/// The op over `[x, loc, scale]` then has `d/dloc = slope(z) / scale =
+/// -d/dx` and `d/dscale = (z slope(z) - 1) / scale`.
+pub(crate) trait Standardized: Send + Sync + 'static {
+    /// The op's name.
+    const NAME: &'static str;
+    /// The constant subtracted with `ln scale`.
+    const LN_C: f64;
+    /// `ln p(z)` of the standard member, less `LN_C`.
+    fn log_density<F: Element>(z: F) -> F;
+    /// `-d log_density / dz`.
+    fn slope<F: Element>(z: F) -> F;
+    /// `z slope(z)`, the scale's term.
+    #[inline(always)]
+    fn scale_term<F: Element>(z: F) -> F {
+        z * Self::slope(z)
+    }
+}
 
-/// `ln N(x; loc, scale)` elementwise with broadcasting, unchecked: the
-/// fused op behind [`Normal::log_prob`], for the mixtures' components.
+/// The standard normal: `-z²/2 - ln √(2π)`, slope `z`.
+pub(crate) struct StandardNormal;
+
+impl Standardized for StandardNormal {
+    const NAME: &'static str = "normal_log_prob";
+    const LN_C: f64 = HALF_LN_2PI;
+    #[inline(always)]
+    fn log_density<F: Element>(z: F) -> F {
+        F::lit(-0.5) * z * z
+    }
+    #[inline(always)]
+    fn slope<F: Element>(z: F) -> F {
+        z
+    }
+}
+
+/// The standard Laplace: `-|z| - ln 2`, slope `sign z` (0 at `z = 0`, as
+/// the derivative of [`Var::abs`] there).
+pub(crate) struct StandardLaplace;
+
+impl Standardized for StandardLaplace {
+    const NAME: &'static str = "laplace_log_prob";
+    const LN_C: f64 = std::f64::consts::LN_2;
+    #[inline(always)]
+    fn log_density<F: Element>(z: F) -> F {
+        -z.abs()
+    }
+    #[inline(always)]
+    fn slope<F: Element>(z: F) -> F {
+        // two selects, which vectorize (a chain of branches did not)
+        let up = if z > F::zero() { F::one() } else { F::zero() };
+        let down = if z < F::zero() { F::one() } else { F::zero() };
+        up - down
+    }
+    #[inline(always)]
+    fn scale_term<F: Element>(z: F) -> F {
+        z.abs()
+    }
+}
+
+/// `ln p(x; loc, scale)` of the location-scale family `K` elementwise over
+/// inputs `[x, loc, scale]`, fused (see [`Standardized`] for the
+/// partials). An element whose incoming gradient is 0 passes on 0, also
+/// where `slope(z) / scale` overflows (a component of a mixture whose
+/// density underflows to 0 gets a zero gradient from the log-sum-exp, and
+/// `0 · inf` would be NaN).
+pub(crate) struct LocScaleLogProb<K>(std::marker::PhantomData<K>);
+
+/// `ln p(x; loc, scale)` of the family `K` elementwise with broadcasting,
+/// unchecked: the fused op behind [`Normal::log_prob`] and
+/// [`Laplace::log_prob`](super::Laplace), also for the mixtures'
+/// components.
+pub(crate) fn loc_scale_log_prob<'t, K: Standardized, F: Element>(
+    x: Var<'t, F>,
+    loc: Var<'t, F>,
+    scale: Var<'t, F>,
+) -> Result<Var<'t, F>> {
+    x.tape.apply(
+        LocScaleLogProb::<K>(std::marker::PhantomData),
+        &[x, loc, scale],
+    )
+}
+
+/// `ln N(x; loc, scale)` elementwise with broadcasting, unchecked.
 pub(crate) fn normal_log_prob<'t, F: Element>(
     x: Var<'t, F>,
     loc: Var<'t, F>,
     scale: Var<'t, F>,
 ) -> Result<Var<'t, F>> {
-    x.tape.apply(NormalLogProb, &[x, loc, scale])
+    loc_scale_log_prob::<StandardNormal, F>(x, loc, scale)
 }
 
 /// `(x, loc, scale)` when `loc` and `scale` are single values whose
@@ -38,52 +114,55 @@ fn scalar_parameters<'a, F: Element>(inputs: &[&'a Tensor<F>]) -> Option<(&'a Te
     (fits(m) && fits(s) && !x.is_empty()).then(|| (x, m.data()[0], s.data()[0]))
 }
 
-/// `ln N(x; m, s)`: the general branch's formula.
+/// `ln p(x; m, s)`: the general branch's formula.
 #[inline(always)]
-fn log_density<F: Element>(x: F, m: F, s: F) -> F {
+fn log_density<K: Standardized, F: Element>(x: F, m: F, s: F) -> F {
     let z = (x - m) / s;
-    F::lit(-0.5) * z * z - s.fast_ln() - F::lit(HALF_LN_2PI)
+    K::log_density(z) - s.fast_ln() - F::lit(K::LN_C)
 }
 
-/// `g z / s`, with `z = (x - m) / s` (0 where `g` is).
+/// `g slope(z) / s`, with `z = (x - m) / s` (0 where `g` is).
 #[inline(always)]
-fn loc_slope<F: Element>(g: F, x: F, m: F, s: F) -> F {
-    let z = (x - m) / s;
-    if g == F::zero() { F::zero() } else { z / s * g }
-}
-
-/// `g (z² - 1) / s` (0 where `g` is).
-#[inline(always)]
-fn scale_slope<F: Element>(g: F, x: F, m: F, s: F) -> F {
+fn loc_slope<K: Standardized, F: Element>(g: F, x: F, m: F, s: F) -> F {
     let z = (x - m) / s;
     if g == F::zero() {
         F::zero()
     } else {
-        (z * z - F::one()) / s * g
+        K::slope(z) / s * g
     }
 }
 
-impl<F: Element> Op<F> for NormalLogProb {
+/// `g (z slope(z) - 1) / s` (0 where `g` is).
+#[inline(always)]
+fn scale_slope<K: Standardized, F: Element>(g: F, x: F, m: F, s: F) -> F {
+    let z = (x - m) / s;
+    if g == F::zero() {
+        F::zero()
+    } else {
+        (K::scale_term(z) - F::one()) / s * g
+    }
+}
+
+impl<K: Standardized, F: Element> Op<F> for LocScaleLogProb<K> {
     fn name(&self) -> &str {
-        "normal_log_prob"
+        K::NAME
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
-        let (c, half) = (F::lit(HALF_LN_2PI), F::lit(-0.5));
         if let Some((x, m, s)) = scalar_parameters(inputs) {
             // scalar parameters (a likelihood): ln(scale) and 1/scale once
-            let (inv, offset) = (F::one() / s, s.fast_ln() + c);
-            let data = x.data().iter().map(|&xi| {
-                let z = (xi - m) * inv;
-                half * z * z - offset
-            });
+            let (inv, offset) = (F::one() / s, s.fast_ln() + F::lit(K::LN_C));
+            let data = x
+                .data()
+                .iter()
+                .map(|&xi| K::log_density((xi - m) * inv) - offset);
             return Tensor::from_vec(data.collect(), x.shape());
         }
         // a loc and a scale per value (a posterior at its own draws), or any
         // mix of single values and full tensors
-        let (shape, t) = broadcast_all("normal_log_prob", inputs)?;
+        let (shape, t) = broadcast_all(K::NAME, inputs)?;
         let (x, m, s) = (t[0].view(), t[1].view(), t[2].view());
         let n = crate::tensor::numel(&shape);
-        let out = map4(|x, m, s, _| log_density(x, m, s), [x, m, s, s], n);
+        let out = map4(|x, m, s, _| log_density::<K, F>(x, m, s), [x, m, s, s], n);
         Ok(Tensor::new_unchecked(out, shape))
     }
     fn backward(
@@ -106,15 +185,21 @@ impl<F: Element> Op<F> for NormalLogProb {
             // scalar parameters and a constant x: reduce straight into scalars
             let xs = x.data();
             let inv = F::one() / sv;
-            // sums in eight lanes (a single running sum does not vectorize)
-            // (gi times the difference first: 0 stays 0)
-            let dloc = par_sum2(xs, g, |xi, gi| gi * (xi - mv) * inv);
+            // sums in eight lanes (a single running sum does not vectorize);
+            // 0 where gi is, also where z overflows
+            let dloc = par_sum2(xs, g, |xi, gi| {
+                if gi == F::zero() {
+                    gi
+                } else {
+                    gi * K::slope((xi - mv) * inv)
+                }
+            });
             let dscale = par_sum2(xs, g, |xi, gi| {
                 let z = (xi - mv) * inv;
                 if gi == F::zero() {
                     gi
                 } else {
-                    gi * (z * z - F::one())
+                    gi * (K::scale_term(z) - F::one())
                 }
             });
             let scalar = |v: F, k: usize| -> Result<Option<Tensor<F>>> {
@@ -124,10 +209,12 @@ impl<F: Element> Op<F> for NormalLogProb {
         }
         let n = g.len();
         let shape = out.shape().to_vec();
-        // d/dloc = z / scale = -d/dx, d/dscale = (z^2 - 1) / scale
-        let (_, t) = broadcast_all("normal_log_prob", inputs)?;
+        let (_, t) = broadcast_all(K::NAME, inputs)?;
         let views = [View::each(g), t[0].view(), t[1].view(), t[2].view()];
-        let (dloc, dscale) = (map4(loc_slope, views, n), map4(scale_slope, views, n));
+        let (dloc, dscale) = (
+            map4(loc_slope::<K, F>, views, n),
+            map4(scale_slope::<K, F>, views, n),
+        );
         let dx = needs[0].then(|| {
             Tensor::new_unchecked(dloc.iter().map(|&d| -d).collect::<Vec<_>>(), shape.clone())
         });

@@ -1,5 +1,6 @@
 //! Laplace, Exponential, Uniform and Poisson.
 
+use super::normal::{StandardLaplace, loc_scale_log_prob};
 use super::{
     Distribution, batch_broadcast, check_divisor, check_finite, check_positive, check_values,
     on_support, open_uniform, same_tape, sample_shape,
@@ -72,8 +73,13 @@ impl<'t, F: Element> Distribution<'t, F> for Laplace<'t, F> {
     fn log_prob(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
         same_tape("Laplace::log_prob", &self.loc, &x)?;
         check_values("Laplace", "value", &x, "must not be NaN", |v| !v.is_nan())?;
-        let z = x.try_sub(self.loc)?.abs().try_div(self.scale)?;
-        (-(self.scale * F::lit(2.0)).ln()).try_sub(z)
+        batch_broadcast(
+            "Laplace",
+            ("value", x.shape()),
+            ("batch", self.batch_shape()),
+        )?;
+        // one fused op: -|z| - ln scale - ln 2, z = (x - loc) / scale
+        loc_scale_log_prob::<StandardLaplace, F>(x, self.loc, self.scale)
     }
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
         let shape = sample_shape(n, &self.batch_shape());
