@@ -4,8 +4,9 @@
 use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
 use crate::kernels::parallel::{par_blocks, sum_lanes, sum_pairwise};
-use crate::tensor::{Element, Tensor, split_at_axis};
+use crate::tensor::{Element, Storage, Tensor, split_at_axis};
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 
 /// `ln Σ exp(v - m)` of a row whose maximum `m` is finite, shifted by
 /// that maximum so that logits of magnitude 1e4 neither overflow nor
@@ -44,10 +45,10 @@ fn row_ln_sum<F: Element>(row: &[F], m: F) -> F {
 /// the rows split over the threads when there are enough (`len` elements
 /// of input a row, an exponential and a few operations each).
 fn by_rows<F: Element>(
-    out: &mut [F],
+    out: &mut [MaybeUninit<F>],
     width: usize,
     len: usize,
-    f: impl Fn(usize, &mut [F]) + Sync,
+    f: impl Fn(usize, &mut [MaybeUninit<F>]) + Sync,
 ) {
     let rows = out.len() / width;
     par_blocks(
@@ -55,7 +56,7 @@ fn by_rows<F: Element>(
         rows,
         4 * rows * len,
         #[inline(always)]
-        |items, part: &mut [F]| {
+        |items, part: &mut [MaybeUninit<F>]| {
             for (r, out) in items.zip(part.chunks_exact_mut(width)) {
                 f(r, out);
             }
@@ -106,7 +107,10 @@ fn rows_of<F: Element>(x: &[F], (outer, len, inner): (usize, usize, usize)) -> C
 
 /// The inverse of [`rows_of`]: rows of `len` values back into a tensor's
 /// order with the axis in its place.
-fn from_rows<F: Element>(rows: Vec<F>, (outer, len, inner): (usize, usize, usize)) -> Vec<F> {
+fn from_rows<F: Element>(
+    rows: Storage<F>,
+    (outer, len, inner): (usize, usize, usize),
+) -> Storage<F> {
     if inner == 1 {
         return rows;
     }
@@ -119,7 +123,7 @@ fn from_rows<F: Element>(rows: Vec<F>, (outer, len, inner): (usize, usize, usize
             }
         }
     }
-    out
+    Storage::from_vec(out)
 }
 
 /// From here down (`f32`'s `fast_exp` flushes to 0 below -87.3) [`prob`]
@@ -153,24 +157,32 @@ fn row_parts<F: Element>(row: &[F]) -> (F, F) {
 /// `f(r, row, out)` for each row `r` of `x` along the axis of `parts`
 /// (`(outer, len, inner)` of [`split_at_axis`]), gathered into contiguous
 /// rows where they are not, with `width` outputs a row (split over the
-/// threads by [`by_rows`]); the outputs in the rows' order, put back in the
-/// tensor's order when there is one for each value (`width == len`).
-fn map_rows<F: Element>(
+/// threads by [`by_rows`]) written into a buffer that is not zero-filled
+/// first; the outputs in the rows' order, put back in the tensor's order
+/// when there is one for each value (`width == len`).
+///
+/// # Safety
+/// `f` must initialize every element of the `out` it is given.
+unsafe fn map_rows<F: Element>(
     x: &[F],
     parts: (usize, usize, usize),
     width: usize,
-    f: impl Fn(usize, &[F], &mut [F]) + Sync,
-) -> Vec<F> {
+    f: impl Fn(usize, &[F], &mut [MaybeUninit<F>]) + Sync,
+) -> Storage<F> {
     let len = parts.1;
     let rows = rows_of(x, parts);
-    let mut out = vec![F::zero(); rows.len() / len * width];
-    by_rows(
-        &mut out,
-        width,
-        len,
-        #[inline(always)]
-        |r, out| f(r, &rows[r * len..(r + 1) * len], out),
-    );
+    let build = |out: &mut [MaybeUninit<F>]| {
+        by_rows(
+            out,
+            width,
+            len,
+            #[inline(always)]
+            |r, out| f(r, &rows[r * len..(r + 1) * len], out),
+        )
+    };
+    // SAFETY: `by_rows` hands every row of `out` to `f`, which initializes
+    // it (the caller's contract)
+    let out = unsafe { Storage::build(rows.len() / len * width, build) };
     match width == len {
         true => from_rows(out, parts),
         false => out,
@@ -190,19 +202,22 @@ impl<F: Element> Op<F> for LogSoftmax {
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
         let x = inputs[0];
         let parts = split_at_axis(x.shape(), self.axis);
-        let out = map_rows(
-            x.data(),
-            parts,
-            parts.1,
-            #[inline(always)]
-            |_, row, out| {
-                let (m, l) = row_parts(row);
-                for (o, &v) in out.iter_mut().zip(row) {
-                    *o = (v - m) - l;
-                }
-            },
-        );
-        Tensor::from_vec(out, x.shape())
+        // SAFETY: every element of `out` is written (it is as long as `row`)
+        let out = unsafe {
+            map_rows(
+                x.data(),
+                parts,
+                parts.1,
+                #[inline(always)]
+                |_, row, out| {
+                    let (m, l) = row_parts(row);
+                    for (o, &v) in out.iter_mut().zip(row) {
+                        o.write((v - m) - l);
+                    }
+                },
+            )
+        };
+        Ok(Tensor::new_unchecked(out, x.shape().to_vec()))
     }
     // dx = g - softmax(x) * sum(g) along the axis, with softmax = exp(y).
     fn backward(
@@ -215,32 +230,35 @@ impl<F: Element> Op<F> for LogSoftmax {
         let len = parts.1;
         let g_rows = rows_of(g.data(), parts);
         let low = F::lit(FAST_EXP_FROM);
-        let out = map_rows(
-            y.data(),
-            parts,
-            len,
-            #[inline(always)]
-            |r, y, out| {
-                let g_in = &g_rows[r * len..(r + 1) * len];
-                let s = sum_pairwise(g_in);
-                // `prob` in two passes: the vectorized exponential (which
-                // notes whether any probability is below its range), then
-                // those rare ones
-                let mut any_low = false;
-                for ((o, &g), &y) in out.iter_mut().zip(g_in).zip(y) {
-                    *o = g - y.fast_exp() * s;
-                    any_low |= y < low;
-                }
-                if any_low {
+        // SAFETY: every element of `out` is written (it is as long as `y`)
+        let out = unsafe {
+            map_rows(
+                y.data(),
+                parts,
+                len,
+                #[inline(always)]
+                |r, y, out| {
+                    let g_in = &g_rows[r * len..(r + 1) * len];
+                    let s = sum_pairwise(g_in);
+                    // `prob` in two passes: the vectorized exponential (which
+                    // notes whether any probability is below its range), then
+                    // those rare ones
+                    let mut any_low = false;
                     for ((o, &g), &y) in out.iter_mut().zip(g_in).zip(y) {
-                        if y < low {
-                            *o = g - prob(y) * s;
+                        o.write(g - y.fast_exp() * s);
+                        any_low |= y < low;
+                    }
+                    if any_low {
+                        for ((o, &g), &y) in out.iter_mut().zip(g_in).zip(y) {
+                            if y < low {
+                                o.write(g - prob(y) * s);
+                            }
                         }
                     }
-                }
-            },
-        );
-        Ok(vec![Some(Tensor::from_vec(out, g.shape())?)])
+                },
+            )
+        };
+        Ok(vec![Some(Tensor::new_unchecked(out, g.shape().to_vec()))])
     }
 }
 
@@ -257,16 +275,19 @@ impl<F: Element> Op<F> for LogSumExp {
         let x = inputs[0];
         // one value a row, in the order of the result (`o · inner + i`);
         // `m + 0` is `m` where the maximum is not finite
-        let out = map_rows(
-            x.data(),
-            split_at_axis(x.shape(), self.axis),
-            1,
-            #[inline(always)]
-            |_, row, o| {
-                let (m, l) = row_parts(row);
-                o[0] = m + l;
-            },
-        );
+        // SAFETY: the one element of `o` is written
+        let out = unsafe {
+            map_rows(
+                x.data(),
+                split_at_axis(x.shape(), self.axis),
+                1,
+                #[inline(always)]
+                |_, row, o| {
+                    let (m, l) = row_parts(row);
+                    o[0].write(m + l);
+                },
+            )
+        };
         let mut shape = x.shape().to_vec();
         match self.keepdim {
             true => shape[self.axis] = 1,
@@ -274,7 +295,7 @@ impl<F: Element> Op<F> for LogSumExp {
                 shape.remove(self.axis);
             }
         }
-        Tensor::from_vec(out, &shape)
+        Ok(Tensor::new_unchecked(out, shape))
     }
     // d lse / d x_k = softmax_k = exp(x_k - m) / Σ exp(x - m): the weights
     // come from the shifted values, not from the rounded output. A weight
@@ -291,28 +312,31 @@ impl<F: Element> Op<F> for LogSumExp {
         let parts = split_at_axis(x.shape(), self.axis);
         // the incoming gradient has one value a row, in the rows' order
         let g = g.data();
-        let out = map_rows(
-            x.data(),
-            parts,
-            parts.1,
-            #[inline(always)]
-            |r, row, out| {
-                let (m, l) = row_parts(row);
-                if !m.is_finite() {
-                    out.fill(F::zero());
-                    return;
-                }
-                let scale = (-l).exp() * g[r];
-                for (o, &x) in out.iter_mut().zip(row) {
-                    let w = match x - m >= cutoff {
-                        true => (x - m).fast_exp(),
-                        false => F::zero(),
-                    };
-                    *o = w * scale;
-                }
-            },
-        );
-        Ok(vec![Some(Tensor::from_vec(out, x.shape())?)])
+        // SAFETY: every element of `out` is written (it is as long as `row`)
+        let out = unsafe {
+            map_rows(
+                x.data(),
+                parts,
+                parts.1,
+                #[inline(always)]
+                |r, row, out| {
+                    let (m, l) = row_parts(row);
+                    if !m.is_finite() {
+                        out.fill(MaybeUninit::new(F::zero()));
+                        return;
+                    }
+                    let scale = (-l).exp() * g[r];
+                    for (o, &x) in out.iter_mut().zip(row) {
+                        let w = match x - m >= cutoff {
+                            true => (x - m).fast_exp(),
+                            false => F::zero(),
+                        };
+                        o.write(w * scale);
+                    }
+                },
+            )
+        };
+        Ok(vec![Some(Tensor::new_unchecked(out, x.shape().to_vec()))])
     }
 }
 
