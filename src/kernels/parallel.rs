@@ -666,6 +666,19 @@ pub(crate) fn sum_pairwise<F: Element>(x: &[F]) -> F {
     sum_pairwise(a) + sum_pairwise(b)
 }
 
+/// [`sum_pairwise`] with its two halves on two threads when the slice is
+/// long: the same split, so the same bits.
+pub(crate) fn par_sum_pairwise<F: Element>(x: &[F]) -> F {
+    if x.len() < PARALLEL_MIN {
+        return sum_pairwise(x);
+    }
+    let half = x.len().div_ceil(2 * PAIRWISE_BLOCK) * PAIRWISE_BLOCK;
+    let (a, b) = x.split_at(half.min(x.len()));
+    let (mut first, mut second) = (F::zero(), F::zero());
+    join(|| first = sum_pairwise(a), || second = sum_pairwise(b));
+    first + second
+}
+
 /// Adds a stream of block sums pairwise: block sums of equal rank are
 /// combined as they arrive (a binary counter), so `n` blocks cost
 /// `O(log n)` memory and `O(log n)` rounding per value.
@@ -821,6 +834,33 @@ mod tests {
                     assert_eq!(first, None, "{tier:?} differs from the portable code");
                 }
                 None => eprintln!("skipped {tier:?}: not on this CPU"),
+            }
+        }
+    }
+
+    #[test]
+    fn par_sum_pairwise_has_the_bits_of_sum_pairwise() {
+        for n in [
+            0,
+            1,
+            300,
+            PARALLEL_MIN - 1,
+            PARALLEL_MIN,
+            3 * PARALLEL_MIN + 77,
+        ] {
+            let x: Vec<f32> = (0..n)
+                .map(|i| ((i * 37) % 101) as f32 * 0.013 - 0.6)
+                .collect();
+            let want = sum_pairwise(&x);
+            assert_eq!(par_sum_pairwise(&x).to_bits(), want.to_bits(), "{n}");
+            // and the split is the one sum_pairwise takes: a sum in order differs
+            if n > PARALLEL_MIN {
+                let plain = x.iter().fold(0.0f32, |s, &v| s + v);
+                assert_ne!(
+                    plain.to_bits(),
+                    want.to_bits(),
+                    "{n}: a sum that cannot tell"
+                );
             }
         }
     }

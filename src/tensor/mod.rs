@@ -761,7 +761,7 @@ impl<F: Element> Tensor<F> {
     /// Pairwise over vectorized blocks: the rounding error grows with
     /// `log n`, so the sum of 10⁶ copies of `0.1f32` is 100000 to 1e-6.
     pub fn sum_all(&self) -> F {
-        crate::kernels::parallel::sum_pairwise(&self.data)
+        crate::kernels::parallel::par_sum_pairwise(&self.data)
     }
 
     /// Sums along `axis`; `keepdim` keeps it with size 1. Along the last
