@@ -27,6 +27,19 @@ pub(crate) trait Standardized: Send + Sync + 'static {
     fn log_density<F: Element>(z: F) -> F;
     /// `-d log_density / dz`.
     fn slope<F: Element>(z: F) -> F;
+    /// `g slope(d / scale)` for `inv = 1 / scale`, 0 where `g` is (also
+    /// where `d / scale` overflows): the term of the location's sum with
+    /// single parameters. The default tests `g`; a family whose form
+    /// gives 0 without the test (which keeps the sum from vectorizing)
+    /// writes it.
+    #[inline(always)]
+    fn weighted_slope<F: Element>(g: F, d: F, inv: F) -> F {
+        if g == F::zero() {
+            g
+        } else {
+            g * Self::slope(d * inv)
+        }
+    }
     /// `z slope(z)`, the scale's term.
     #[inline(always)]
     fn scale_term<F: Element>(z: F) -> F {
@@ -48,6 +61,11 @@ impl Standardized for StandardNormal {
     fn slope<F: Element>(z: F) -> F {
         z
     }
+    /// `g d` first: 0 stays 0 whatever `inv` is.
+    #[inline(always)]
+    fn weighted_slope<F: Element>(g: F, d: F, inv: F) -> F {
+        g * d * inv
+    }
 }
 
 /// The standard Laplace: `-|z| - ln 2`, slope `sign z` (0 at `z = 0`, as
@@ -67,6 +85,11 @@ impl Standardized for StandardLaplace {
         let up = if z > F::zero() { F::one() } else { F::zero() };
         let down = if z < F::zero() { F::one() } else { F::zero() };
         up - down
+    }
+    /// `sign(d / scale)` is `sign d`, finite.
+    #[inline(always)]
+    fn weighted_slope<F: Element>(g: F, d: F, _inv: F) -> F {
+        g * Self::slope(d)
     }
     #[inline(always)]
     fn scale_term<F: Element>(z: F) -> F {
@@ -187,13 +210,7 @@ impl<K: Standardized, F: Element> Op<F> for LocScaleLogProb<K> {
             let inv = F::one() / sv;
             // sums in eight lanes (a single running sum does not vectorize);
             // 0 where gi is, also where z overflows
-            let dloc = par_sum2(xs, g, |xi, gi| {
-                if gi == F::zero() {
-                    gi
-                } else {
-                    gi * K::slope((xi - mv) * inv)
-                }
-            });
+            let dloc = par_sum2(xs, g, |xi, gi| K::weighted_slope(gi, xi - mv, inv));
             let dscale = par_sum2(xs, g, |xi, gi| {
                 let z = (xi - mv) * inv;
                 if gi == F::zero() {
