@@ -8,7 +8,7 @@ use crate::autodiff::params::{Param, ParamStore};
 use crate::autodiff::tape::Op;
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};
-use crate::kernels::parallel::par_sum2;
+use crate::kernels::parallel::{par_new, par_sum2};
 use crate::tensor::{Element, Storage, Tensor};
 use rand::Rng;
 
@@ -172,13 +172,24 @@ impl<K: Standardized, F: Element> Op<F> for LocScaleLogProb<K> {
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
         if let Some((x, m, s)) = scalar_parameters(inputs) {
-            // scalar parameters (a likelihood): ln(scale) and 1/scale once
+            // scalar parameters (a likelihood): ln(scale) and 1/scale once;
+            // on two threads when long, as the backward's sums are (a pass
+            // on one thread between them left the helper asleep)
             let (inv, offset) = (F::one() / s, s.fast_ln() + F::lit(K::LN_C));
-            let data = x
-                .data()
-                .iter()
-                .map(|&xi| K::log_density((xi - m) * inv) - offset);
-            return Tensor::from_vec(data.collect(), x.shape());
+            let xs = x.data();
+            // SAFETY: every element of each chunk is written
+            let out = unsafe {
+                par_new(
+                    xs.len(),
+                    #[inline(always)]
+                    |start, chunk| {
+                        for (o, &xi) in chunk.iter_mut().zip(&xs[start..]) {
+                            o.write(K::log_density((xi - m) * inv) - offset);
+                        }
+                    },
+                )
+            };
+            return Ok(Tensor::new_unchecked(out, x.shape().to_vec()));
         }
         // a loc and a scale per value (a posterior at its own draws), or any
         // mix of single values and full tensors
