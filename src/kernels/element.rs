@@ -38,6 +38,9 @@ pub(crate) mod sealed {
     pub trait Kernels: Copy {
         /// `e^x` (vectorizable polynomial in `f32`, libm in `f64`).
         fn fast_exp(self) -> Self;
+        /// `fast_exp` of an `x` that is not positive (or is NaN): the same
+        /// bits, with no overflow to handle in `f32`.
+        fn fast_exp_nonpositive(self) -> Self;
         /// `ln x` (vectorizable in `f32`, libm in `f64`).
         fn fast_ln(self) -> Self;
         /// `fast_ln` of a value known to be at least the smallest normal
@@ -132,6 +135,10 @@ impl sealed::Kernels for f32 {
     #[inline(always)]
     fn fast_exp(self) -> Self {
         super::fastmath::exp(self)
+    }
+    #[inline(always)]
+    fn fast_exp_nonpositive(self) -> Self {
+        super::fastmath::exp_nonpositive(self)
     }
     #[inline(always)]
     fn fast_ln(self) -> Self {
@@ -248,6 +255,10 @@ impl Element for f64 {
 impl sealed::Kernels for f64 {
     #[inline(always)]
     fn fast_exp(self) -> Self {
+        self.exp()
+    }
+    #[inline(always)]
+    fn fast_exp_nonpositive(self) -> Self {
         self.exp()
     }
     #[inline(always)]

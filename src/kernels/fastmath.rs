@@ -52,7 +52,7 @@ fn exp_parts(xc: f32) -> (f32, i32) {
 /// so `2^n` is one normal number (and `p 2^n` rounds once, as `p s1 s2`
 /// does), and there is no overflow to check.
 #[inline(always)]
-fn exp_nonpositive(x: f32) -> f32 {
+pub(crate) fn exp_nonpositive(x: f32) -> f32 {
     debug_assert!(x <= 0.0 || x.is_nan(), "exp_nonpositive({x})");
     let (p, ni) = exp_parts(x.max(-87.3));
     let y = p * f32::from_bits(((ni + 127) as u32) << 23);

@@ -29,7 +29,8 @@ fn row_ln_sum<F: Element>(row: &[F], m: F) -> F {
     let mut s = F::zero();
     for (p, piece) in row.chunks(PIECE).enumerate() {
         for (t, &v) in terms.iter_mut().zip(piece) {
-            *t = (v - m).fast_exp();
+            // (not positive: m is the row's maximum)
+            *t = (v - m).fast_exp_nonpositive();
         }
         // the maximum's own term is left out (adding 0 to a sum of
         // non-negative terms changes nothing)
@@ -245,7 +246,8 @@ impl<F: Element> Op<F> for LogSoftmax {
                     // those rare ones
                     let mut any_low = false;
                     for ((o, &g), &y) in out.iter_mut().zip(g_in).zip(y) {
-                        o.write(g - y.fast_exp() * s);
+                        // (y is a log-probability, not positive)
+                        o.write(g - y.fast_exp_nonpositive() * s);
                         any_low |= y < low;
                     }
                     if any_low {
@@ -328,7 +330,7 @@ impl<F: Element> Op<F> for LogSumExp {
                     let scale = (-l).exp() * g[r];
                     for (o, &x) in out.iter_mut().zip(row) {
                         let w = match x - m >= cutoff {
-                            true => (x - m).fast_exp(),
+                            true => (x - m).fast_exp_nonpositive(),
                             false => F::zero(),
                         };
                         o.write(w * scale);
