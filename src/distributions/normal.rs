@@ -107,8 +107,7 @@ pub(crate) struct LocScaleLogProb<K>(std::marker::PhantomData<K>);
 
 /// `ln p(x; loc, scale)` of the family `K` elementwise with broadcasting,
 /// unchecked: the fused op behind [`Normal::log_prob`] and
-/// [`Laplace::log_prob`](super::Laplace), also for the mixtures'
-/// components.
+/// [`Laplace::log_prob`](super::Laplace).
 pub(crate) fn loc_scale_log_prob<'t, K: Standardized, F: Element>(
     x: Var<'t, F>,
     loc: Var<'t, F>,
