@@ -616,6 +616,57 @@ proptest! {
         let h = n.entropy().unwrap().item().unwrap();
         prop_assert!((mean - h).abs() < 5.0 * se, "{mean} ± {se} vs {h}");
     }
+
+    /// The fused Laplace log-density (its path for single parameters and a
+    /// constant value, and its broadcasting path) has the value and the
+    /// gradients of its formula composed of tape ops.
+    #[test]
+    fn laplace_log_prob_is_its_composed_formula(
+        (m, s) in normal_params(),
+        xs in prop::collection::vec(-20.0..20.0f64, 1..40),
+        per_value in any::<bool>(),
+        value_is_var in any::<bool>(),
+    ) {
+        let n = xs.len();
+        // the fused op's value and gradients, then the composed formula's
+        let run = |fused: bool| {
+            let tape = Tape::<f64>::new();
+            let (loc, scale) = match per_value {
+                true => (
+                    tape.var(Tensor::from_fn(&[n], |i| m + 0.1 * i as f64)),
+                    tape.var(Tensor::from_fn(&[n], |i| s * (1.0 + 0.05 * i as f64))),
+                ),
+                false => (tape.scalar(m), tape.scalar(s)),
+            };
+            let x = match value_is_var {
+                true => tape.var(Tensor::vector(&xs)),
+                false => tape.constant(Tensor::vector(&xs)),
+            };
+            let lp = match fused {
+                true => Laplace::new(loc, scale).unwrap().log_prob(x).unwrap(),
+                false => {
+                    let z = x.try_sub(loc).unwrap().abs().try_div(scale).unwrap();
+                    (-(scale * 2.0).ln()).try_sub(z).unwrap()
+                }
+            };
+            // weights that differ by value, so that a gradient summed
+            // into the wrong place shows
+            let w = Tensor::from_fn(&[n], |i| 0.5 + (i % 7) as f64 * 0.3);
+            let g = (lp * w).sum().backward().unwrap();
+            let mut all = lp.value().data().to_vec();
+            for v in [loc, scale, x] {
+                if let Some(d) = g.get(v) {
+                    all.extend(d.data());
+                }
+            }
+            all
+        };
+        let (fused, composed) = (run(true), run(false));
+        prop_assert_eq!(fused.len(), composed.len());
+        for (i, (a, b)) in fused.iter().zip(&composed).enumerate() {
+            prop_assert!((a - b).abs() <= 1e-12 * (1.0 + b.abs()), "{}: {} vs {}", i, a, b);
+        }
+    }
 }
 
 /// A long parameter tensor is checked in two halves on two threads: a bad
