@@ -2,13 +2,13 @@ use super::{
     Distribution, HALF_LN_2PI, batch_broadcast, check_divisor, check_finite, same_tape,
     sample_shape, standard_normal,
 };
-use crate::autodiff::ops::binary::{View, broadcast_all, map4};
+use crate::autodiff::ops::binary::{View, broadcast_all, map4, with_value};
 use crate::autodiff::ops::unary::par_fill;
 use crate::autodiff::params::{Param, ParamStore};
 use crate::autodiff::tape::Op;
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};
-use crate::kernels::parallel::{par_new, par_sum2};
+use crate::kernels::parallel::par_sum2;
 use crate::tensor::{Element, Storage, Tensor};
 use rand::Rng;
 
@@ -175,20 +175,9 @@ impl<K: Standardized, F: Element> Op<F> for LocScaleLogProb<K> {
             // on two threads when long, as the backward's sums are (a pass
             // on one thread between them left the helper asleep)
             let (inv, offset) = (F::one() / s, s.fast_ln() + F::lit(K::LN_C));
-            let xs = x.data();
-            // SAFETY: every element of each chunk is written
-            let out = unsafe {
-                par_new(
-                    xs.len(),
-                    #[inline(always)]
-                    |start, chunk| {
-                        for (o, &xi) in chunk.iter_mut().zip(&xs[start..]) {
-                            o.write(K::log_density((xi - m) * inv) - offset);
-                        }
-                    },
-                )
-            };
-            return Ok(Tensor::new_unchecked(out, x.shape().to_vec()));
+            return Ok(with_value(x, m, |xi, m| {
+                K::log_density((xi - m) * inv) - offset
+            }));
         }
         // a loc and a scale per value (a posterior at its own draws), or any
         // mix of single values and full tensors

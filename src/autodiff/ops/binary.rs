@@ -718,7 +718,11 @@ impl<F: Element> Operand<'_, F> {
 
 /// `f(x, v)` for every element `x` of `big`: vectorized, on two threads
 /// when large.
-fn with_value<F: Element>(big: &Tensor<F>, v: F, f: impl Fn(F, F) -> F + Sync) -> Tensor<F> {
+pub(crate) fn with_value<F: Element>(
+    big: &Tensor<F>,
+    v: F,
+    f: impl Fn(F, F) -> F + Sync,
+) -> Tensor<F> {
     let x = big.data();
     // SAFETY: the loop writes every element of each chunk.
     let out = unsafe {
