@@ -109,18 +109,32 @@ fn run<F: Element, K: Pointwise<N>, const N: usize>(
     d: &mut [&mut [MaybeUninit<f64>]; N],
 ) {
     let n = out.len();
+    let wide = |x: F| x.to_f64().unwrap_or(f64::NAN);
+    // a single value's lanes once, for every group
+    let single: [Option<Lanes>; N] = std::array::from_fn(|j| match inputs[j] {
+        (data, 0) => Some([data.first().copied().map_or(f64::NAN, wide); LANES]),
+        _ => None,
+    });
     let mut at = 0;
     while at < n {
         let len = LANES.min(n - at);
         // the inputs at eight positions; a short last group repeats its
         // last position (values are computed and dropped)
-        let v: [Lanes; N] = std::array::from_fn(|j| {
+        let mut v = [[0.0; LANES]; N];
+        for (j, v) in v.iter_mut().enumerate() {
             let (data, step) = inputs[j];
-            std::array::from_fn(|l| {
-                let i = (start + at + l.min(len - 1)) * step;
-                data[i].to_f64().unwrap_or(f64::NAN)
-            })
-        });
+            *v = match single[j] {
+                Some(lanes) => lanes,
+                None if step == 1 && len == LANES => {
+                    let first = start + at;
+                    let group: &[F; LANES] = data[first..first + LANES]
+                        .try_into()
+                        .expect("a group of eight");
+                    group.map(wide)
+                }
+                None => std::array::from_fn(|l| wide(data[(start + at + l.min(len - 1)) * step])),
+            };
+        }
         let own;
         let pre = match pre {
             Some(pre) => pre,
