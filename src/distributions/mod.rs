@@ -48,6 +48,7 @@ pub use univariate::{Exponential, Laplace, Poisson, Uniform};
 
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};
+use crate::kernels::parallel::par_blocks;
 use crate::tensor::{Element, Tensor, broadcast_shape};
 use rand::Rng;
 
@@ -362,14 +363,33 @@ pub(crate) fn check_simplex<F: Element>(
 pub(crate) fn on_support<'t, F: Element>(
     distribution: &'static str,
     x: Var<'t, F>,
-    inside: impl Fn(usize, F) -> bool,
+    inside: impl Fn(usize, F) -> bool + Sync,
     safe: F,
     lp: impl FnOnce(Var<'t, F>) -> Result<Var<'t, F>>,
 ) -> Result<Var<'t, F>> {
     let tape = x.tape();
-    let ind = x
-        .value()
-        .data()
+    let xv = x.value();
+    let data = xv.data();
+    // the usual case, every value a number inside, in one branch-free pass
+    // on every thread (a pass on the calling thread alone also lets the
+    // helper fall asleep before the density's own pass)
+    let (first, second) = par_blocks(
+        (),
+        data.len(),
+        data.len(),
+        #[inline(always)]
+        |items, ()| {
+            let start = items.start;
+            let values = data[items].iter().enumerate();
+            values.fold(true, |all, (k, &v)| {
+                all & !v.is_nan() & inside(start + k, v)
+            })
+        },
+    );
+    if first && second {
+        return lp(x);
+    }
+    let ind = data
         .iter()
         .enumerate()
         .map(|(i, &v)| inside(i, v))
