@@ -17,7 +17,7 @@ use crate::autodiff::ops::binary::broadcast_all;
 use crate::autodiff::profile::untimed;
 use crate::autodiff::tape::{Op, Tape, Var};
 use crate::error::{Error, Result};
-use crate::kernels::parallel::{join, par_sum2, vectorized};
+use crate::kernels::parallel::{join, par_new, par_sum2, vectorized};
 use crate::kernels::special::ln_lanes;
 use crate::tensor::{Element, Storage, Tensor, Uninit};
 use std::cell::RefCell;
@@ -251,16 +251,20 @@ impl<F: Element, K: Pointwise<N>, const N: usize> Op<F> for Fused<K, N> {
                 let shape = inputs[j].shape();
                 let wide = |g: F| g.to_f64().unwrap_or(f64::NAN);
                 if shape == output.shape() {
-                    let each = vectorized(
-                        #[inline(always)]
-                        || {
-                            g.iter()
-                                .zip(p)
-                                .map(|(&g, &p)| F::lit(wide(g) * p))
-                                .collect()
-                        },
-                    );
-                    return Tensor::from_vec(each, shape).map(Some);
+                    // SAFETY: every element of each chunk is written
+                    let each = unsafe {
+                        par_new(
+                            g.len(),
+                            #[inline(always)]
+                            |start, chunk: &mut [MaybeUninit<F>]| {
+                                let terms = g[start..].iter().zip(&p[start..]);
+                                for (o, (&g, &p)) in chunk.iter_mut().zip(terms) {
+                                    o.write(F::lit(wide(g) * p));
+                                }
+                            },
+                        )
+                    };
+                    return Ok(Some(Tensor::new_unchecked(each, shape.to_vec())));
                 }
                 if inputs[j].len() == 1 {
                     let sum = par_sum2(g, p, |g, p| wide(g) * p);
