@@ -251,13 +251,15 @@ impl<F: Element, K: Pointwise<N>, const N: usize> Op<F> for Fused<K, N> {
                 let shape = inputs[j].shape();
                 let wide = |g: F| g.to_f64().unwrap_or(f64::NAN);
                 if shape == output.shape() {
-                    // SAFETY: every element of each chunk is written
+                    // SAFETY: every element of each chunk is written (the
+                    // slices of its length, if either were shorter, panic)
                     let each = unsafe {
                         par_new(
                             g.len(),
                             #[inline(always)]
                             |start, chunk: &mut [MaybeUninit<F>]| {
-                                let terms = g[start..].iter().zip(&p[start..]);
+                                let span = start..start + chunk.len();
+                                let terms = g[span.clone()].iter().zip(&p[span]);
                                 for (o, (&g, &p)) in chunk.iter_mut().zip(terms) {
                                     o.write(F::lit(wide(g) * p));
                                 }
