@@ -150,7 +150,19 @@ fn run<F: Element, K: Pointwise<N>, const N: usize>(
             o.write(F::lit(y));
         }
         for (d, p) in d.iter_mut().zip(&partials) {
-            if !d.is_empty() {
+            if d.is_empty() {
+                continue;
+            }
+            // a full group as eight stores of a fixed length (a length known
+            // only at run time made each copy a call to `memmove`)
+            if len == LANES {
+                let group: &mut [MaybeUninit<f64>; LANES] = (&mut d[at..at + LANES])
+                    .try_into()
+                    .expect("a group of eight");
+                for (d, &p) in group.iter_mut().zip(p) {
+                    d.write(p);
+                }
+            } else {
                 for (d, &p) in d[at..at + len].iter_mut().zip(p) {
                     d.write(p);
                 }
