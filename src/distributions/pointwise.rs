@@ -96,6 +96,14 @@ struct Fused<K, const N: usize> {
 /// (0 for a single value, 1 for a value per position).
 type Strided<'a, F> = (&'a [F], usize);
 
+/// An input's first value (0 if it has none) in every lane: a single
+/// value's lanes.
+#[inline(always)]
+fn first_lanes<F: Element>(data: &[F]) -> Lanes {
+    let x = data.first().copied().unwrap_or_else(F::zero);
+    [x.to_f64().unwrap_or(f64::NAN); LANES]
+}
+
 /// The formula at positions `start..start + out.len()` into `out` (and the
 /// partials into `d`, those that are not empty), from inputs read at those
 /// positions: every element of `out` and of each `d` that is not empty is
@@ -112,7 +120,7 @@ fn run<F: Element, K: Pointwise<N>, const N: usize>(
     let wide = |x: F| x.to_f64().unwrap_or(f64::NAN);
     // a single value's lanes once, for every group
     let single: [Option<Lanes>; N] = std::array::from_fn(|j| match inputs[j] {
-        (data, 0) => Some([data.first().copied().map_or(f64::NAN, wide); LANES]),
+        (data, 0) => Some(first_lanes(data)),
         _ => None,
     });
     let mut at = 0;
@@ -185,10 +193,7 @@ impl<F: Element, K: Pointwise<N>, const N: usize> Op<F> for Fused<K, N> {
         // single-valued parameters: their terms once
         let single = strided[..K::KEYED].iter().all(|&(_, step)| step == 0);
         let pre = single.then(|| {
-            let v: [Lanes; N] = std::array::from_fn(|j| {
-                let x = strided[j].0.first().copied().unwrap_or_else(F::zero);
-                [x.to_f64().unwrap_or(f64::NAN); LANES]
-            });
+            let v: [Lanes; N] = std::array::from_fn(|j| first_lanes(strided[j].0));
             K::pre(&v)
         });
         let mut out = Uninit::<F>::new(n);
