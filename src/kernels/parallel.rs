@@ -477,11 +477,14 @@ pub(crate) fn par_for(parts: usize, f: impl Fn(usize) + Sync) {
 }
 
 /// Calls `f(start, chunks)` on contiguous parts of the `P` slices `outs`,
-/// the same part of each, split over the threads, for work that is costly
-/// per element (from 64 elements a part, where [`par_fill`] waits for
-/// [`PARALLEL_MIN`]). `f` must give each element a value that does not
-/// depend on the part it falls in, so that the result does not depend on
-/// the split.
+/// the same part of each, for work that is costly per element (from 64
+/// elements a part, where [`par_fill`] waits for [`PARALLEL_MIN`]). The
+/// parts, [`PIECES_PER_THREAD`] for each thread, are claimed one after
+/// another by every thread as it becomes free: a thread whose core the OS
+/// shares with another process does fewer of them, where with one equal
+/// share each the others would wait for it. `f` must give each element a
+/// value that does not depend on the part it falls in, so that the result
+/// does not depend on the split.
 ///
 /// # Panics
 ///
@@ -498,21 +501,31 @@ pub(crate) fn par_fill_costly<T: Send, const P: usize>(
         outs.iter().all(|o| o.len() == len),
         "par_fill_costly: slices of different lengths"
     );
-    let parts = threads().min(len / 64).max(1);
-    if parts == 1 {
+    let threads = threads().min(len / 64).max(1);
+    if threads == 1 {
         f(0, outs);
         return;
     }
-    let step = len.div_ceil(parts);
+    // parts of at least 64 elements, a multiple of 64 long but the last
+    let pieces = (threads * PIECES_PER_THREAD).min(len / 64);
+    let step = len.div_ceil(pieces).next_multiple_of(64);
     let mut each = outs.map(|o| o.chunks_mut(step));
     let chunks: Vec<Mutex<[&mut [T]; P]>> = (0..len.div_ceil(step))
         .map(|_| Mutex::new(each.each_mut().map(|c| c.next().unwrap_or_default())))
         .collect();
-    par_for(chunks.len(), |p| {
-        let mut chunk = chunks[p].lock().unwrap_or_else(PoisonError::into_inner);
-        f(p * step, chunk.each_mut().map(|c| &mut **c));
+    let next = AtomicUsize::new(0);
+    par_for(threads, |_| {
+        loop {
+            let p = next.fetch_add(1, Ordering::Relaxed);
+            let Some(chunk) = chunks.get(p) else { return };
+            let mut chunk = chunk.lock().unwrap_or_else(PoisonError::into_inner);
+            f(p * step, chunk.each_mut().map(|c| &mut **c));
+        }
     });
 }
+
+/// The parts [`par_fill_costly`] makes for each thread.
+const PIECES_PER_THREAD: usize = 8;
 
 /// Calls `f(start, chunk)` on `out` (one call for short slices; two
 /// halves on two threads for long ones).
@@ -732,15 +745,24 @@ mod tests {
 
     #[test]
     fn par_fill_costly_hands_every_element_once() {
-        let (mut a, mut b) = (vec![0usize; 1000], vec![0usize; 1000]);
-        par_fill_costly([&mut a[..], &mut b[..]], |start, [a, b]| {
-            for (i, (a, b)) in a.iter_mut().zip(b.iter_mut()).enumerate() {
-                *a += start + i;
-                *b += 1;
+        for len in [0, 1, 63, 64, 127, 128, 130, 1000, 100_003] {
+            let (mut a, mut b) = (vec![0usize; len], vec![0usize; len]);
+            let calls = AtomicUsize::new(0);
+            par_fill_costly([&mut a[..], &mut b[..]], |start, [a, b]| {
+                calls.fetch_add(1, Ordering::Relaxed);
+                for (i, (a, b)) in a.iter_mut().zip(b.iter_mut()).enumerate() {
+                    *a += start + i;
+                    *b += 1;
+                }
+            });
+            assert!(a.iter().enumerate().all(|(i, &v)| v == i), "length {len}");
+            assert!(b.iter().all(|&v| v == 1), "length {len}");
+            // a long slice is cut into more parts than there are threads,
+            // which the threads claim as they become free
+            if len == 100_003 && threads() > 1 {
+                assert!(calls.into_inner() > threads());
             }
-        });
-        assert!(a.iter().enumerate().all(|(i, &v)| v == i));
-        assert!(b.iter().all(|&v| v == 1));
+        }
     }
 
     #[test]
