@@ -622,7 +622,10 @@ impl<F: Element> Tensor<F> {
         if src_len > 1 && shape.ends_with(&self.shape[lead..]) {
             // copies of the source one after the other (a batch tiled K
             // times): element i is source element i mod its length, written
-            // in slices, on two threads when large
+            // in slices (of a short source repeated, which has the same
+            // element there), on two threads when large
+            let src = crate::autodiff::ops::binary::tiled(&self.data[..]);
+            let src_len = src.len();
             // SAFETY: the loop writes every element of each chunk.
             let data = unsafe {
                 crate::kernels::parallel::par_new(n, |start, chunk| {
@@ -630,7 +633,7 @@ impl<F: Element> Tensor<F> {
                     while done < chunk.len() {
                         let from = (start + done) % src_len;
                         let len = (src_len - from).min(chunk.len() - done);
-                        let src = &self.data[from..from + len];
+                        let src = &src[from..from + len];
                         for (o, &v) in chunk[done..done + len].iter_mut().zip(src) {
                             o.write(v);
                         }

@@ -770,14 +770,39 @@ fn in_segments<F: Element>(
     Tensor::new_unchecked(out, big.shape().to_vec())
 }
 
+/// Rows shorter than this are repeated to at least its length by
+/// [`along_rows`] and [`Tensor::broadcast_to`], so that the loop over a
+/// segment is long enough to pay for itself.
+pub(crate) const SHORT_ROW: usize = 64;
+
+/// `row` repeated to at least [`SHORT_ROW`] elements (a whole number of
+/// times), or itself when it is that long already.
+pub(crate) fn tiled<F: Copy>(row: &[F]) -> Cow<'_, [F]> {
+    match row.len() {
+        0 => Cow::Borrowed(row),
+        n if n < SHORT_ROW => Cow::Owned(
+            row.iter()
+                .copied()
+                .cycle()
+                .take(SHORT_ROW.div_ceil(n) * n)
+                .collect(),
+        ),
+        _ => Cow::Borrowed(row),
+    }
+}
+
 /// `f(x, r)` for every element `x` of `big`, where `r` is the element of the
-/// `width`-long `row` at the same position along the trailing axes.
+/// `width`-long `row` at the same position along the trailing axes. A short
+/// row is taken repeated ([`tiled`]): the element at a position is the same.
 fn along_rows<F: Element>(
     big: &Tensor<F>,
     row: &[F],
     width: usize,
     f: impl Fn(F, F) -> F + Sync,
 ) -> Tensor<F> {
+    debug_assert_eq!(row.len(), width);
+    let row = tiled(row);
+    let (row, width) = (&row[..], row.len());
     in_segments(
         big,
         width,
@@ -1206,13 +1231,19 @@ mod tests {
             (vec![3, 2, 5], vec![5]),
             (vec![4, 2, 5], vec![1, 2, 5]),
             (vec![701, 7, 11], vec![7, 11]),
+            // rows shorter than their repetition in the loops, whose count
+            // the output's length is not a multiple of
+            (vec![20011, 3], vec![3]),
+            (vec![1001, 70], vec![70]),
             // a single value
             (vec![3, 2, 5], vec![]),
             (vec![701, 7, 11], vec![1, 1]),
         ] {
             let x = Tensor::from_fn(&big, |i| 1.0 + ((i * 37) % 101) as f64 / 50.0);
             let r = Tensor::from_fn(&small, |i| 0.5 + i as f64 / 7.0);
-            let wide = r.broadcast_to(&big).unwrap();
+            // (each case's `small` is a trailing part of `big`)
+            let wide = Tensor::from_fn(&big, |i| r.data()[i % r.len()]);
+            assert_eq!(r.broadcast_to(&big).unwrap(), wide, "{big:?} {small:?}");
             fn apply<'t>(op: usize, a: Var<'t, f64>, b: Var<'t, f64>) -> Var<'t, f64> {
                 match op {
                     0 => a + b,
