@@ -2930,11 +2930,6 @@ impl<'t, F: Element> Distribution<'t, F> for StudentT<'t, F> {
 mod tests {
     use super::*;
 
-    /// The ops the large-concentration formulas are built from, against
-    /// finite differences: below and above 10, where their special
-    /// functions switch to asymptotic series, and `bd0` on both sides of
-    /// its switch to a series near `a = y`; and the Poisson log-mass built
-    /// on them.
     /// The Dirichlet draws' normalization over many rows of each length
     /// (those of two to four values take their own loop): each row over
     /// its sum, and the gradient of every row.
@@ -2984,6 +2979,11 @@ mod tests {
         }
     }
 
+    /// The ops the large-concentration formulas are built from, against
+    /// finite differences: below and above 10, where their special
+    /// functions switch to asymptotic series, and `bd0` on both sides of
+    /// its switch to a series near `a = y`; and the Poisson log-mass built
+    /// on them.
     #[test]
     fn corrections_and_bd0_pass_gradcheck() {
         use crate::autodiff::gradcheck::{GradCheck, gradcheck};

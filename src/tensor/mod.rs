@@ -624,7 +624,7 @@ impl<F: Element> Tensor<F> {
             // times): element i is source element i mod its length, written
             // in slices (of a short source repeated, which has the same
             // element there), on two threads when large
-            let src = crate::autodiff::ops::binary::tiled(&self.data[..]);
+            let src = tiled(&self.data[..]);
             let src_len = src.len();
             // SAFETY: the loop writes every element of each chunk.
             let data = unsafe {
@@ -936,6 +936,28 @@ pub(crate) fn trailing_broadcast(big: &[usize], small: &[usize]) -> Option<usize
     let width: usize = tail.iter().product();
     (small.len() <= big.len() && big.ends_with(tail) && width > 1 && width < big.iter().product())
         .then_some(width)
+}
+
+/// Rows shorter than this are repeated to at least its length where a row
+/// is broadcast along leading axes ([`Tensor::broadcast_to`], and a binary
+/// op's operand along the rows of the other), so that the loop over a
+/// segment is long enough to pay for itself.
+const SHORT_ROW: usize = 64;
+
+/// `row` repeated to at least [`SHORT_ROW`] elements (a whole number of
+/// times), or itself when it is that long already.
+pub(crate) fn tiled<F: Copy>(row: &[F]) -> std::borrow::Cow<'_, [F]> {
+    match row.len() {
+        0 => std::borrow::Cow::Borrowed(row),
+        n if n < SHORT_ROW => std::borrow::Cow::Owned(
+            row.iter()
+                .copied()
+                .cycle()
+                .take(SHORT_ROW.div_ceil(n) * n)
+                .collect(),
+        ),
+        _ => std::borrow::Cow::Borrowed(row),
+    }
 }
 
 /// When `small` (broadcast to `big`) keeps the leading axes of `big` and is

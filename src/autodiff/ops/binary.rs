@@ -6,7 +6,7 @@ use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
 use crate::kernels::parallel::par_new;
 use crate::kernels::special;
-use crate::tensor::{Element, Storage, Tensor, trailing_broadcast};
+use crate::tensor::{Element, Storage, Tensor, tiled, trailing_broadcast};
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
 use std::ops::{Add, Div, Mul, Neg, Sub};
@@ -768,27 +768,6 @@ fn in_segments<F: Element>(
         )
     };
     Tensor::new_unchecked(out, big.shape().to_vec())
-}
-
-/// Rows shorter than this are repeated to at least its length by
-/// [`along_rows`] and [`Tensor::broadcast_to`], so that the loop over a
-/// segment is long enough to pay for itself.
-pub(crate) const SHORT_ROW: usize = 64;
-
-/// `row` repeated to at least [`SHORT_ROW`] elements (a whole number of
-/// times), or itself when it is that long already.
-pub(crate) fn tiled<F: Copy>(row: &[F]) -> Cow<'_, [F]> {
-    match row.len() {
-        0 => Cow::Borrowed(row),
-        n if n < SHORT_ROW => Cow::Owned(
-            row.iter()
-                .copied()
-                .cycle()
-                .take(SHORT_ROW.div_ceil(n) * n)
-                .collect(),
-        ),
-        _ => Cow::Borrowed(row),
-    }
 }
 
 /// `f(x, r)` for every element `x` of `big`, where `r` is the element of the
