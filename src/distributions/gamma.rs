@@ -383,7 +383,7 @@ impl<F: Element> Op<F> for NormalizeRows {
         let rows = x.len() / k;
         // rows on both threads (each row computed alike)
         par_blocks(&mut x[..], rows, rows * k, |_, part: &mut [F]| {
-            for_rows(part, k, |row| {
+            for_rows(part, k, |_, row| {
                 let total = sum_pairwise(row);
                 row.iter_mut().for_each(|v| *v = *v / total);
             })
@@ -403,10 +403,8 @@ impl<F: Element> Op<F> for NormalizeRows {
         par_blocks(&mut out[..], rows, rows * k, |items, part: &mut [F]| {
             let span = items.start * k..items.end * k;
             let (draws, x) = (&draws[span.clone()], &x[span]);
-            let mut row_at = 0;
-            for_rows(part, k, |grad| {
-                let at = row_at..row_at + grad.len();
-                row_at += grad.len();
+            for_rows(part, k, |r, grad| {
+                let at = r * k..(r + 1) * k;
                 let total = sum_pairwise(&draws[at.clone()]);
                 let dot = x[at]
                     .iter()
@@ -419,23 +417,28 @@ impl<F: Element> Op<F> for NormalizeRows {
     }
 }
 
-/// `row_op` on each row of `k` values of `part` in turn; rows of two to
-/// four values are handed over as slices of a length known at compile
-/// time, whose loops the compiler unrolls (a Dirichlet over three
-/// categories spent most of its normalization in the loops' overhead).
+/// `row_op(r, row)` on each row `r` of `k` values of `part` in turn (`k`
+/// not 0); rows of two to four values are handed over as slices of a
+/// length known at compile time, whose loops the compiler unrolls (a
+/// Dirichlet over three categories spent most of its normalization in the
+/// loops' overhead).
 #[inline(always)]
-fn for_rows<F>(part: &mut [F], k: usize, mut row_op: impl FnMut(&mut [F])) {
+fn for_rows<F>(part: &mut [F], k: usize, mut row_op: impl FnMut(usize, &mut [F])) {
     #[inline(always)]
-    fn each<F, const K: usize>(part: &mut [F], row_op: &mut impl FnMut(&mut [F])) {
-        for row in part.chunks_exact_mut(K) {
-            row_op(&mut row[..K]);
+    fn each<F, const K: usize>(part: &mut [F], row_op: &mut impl FnMut(usize, &mut [F])) {
+        for (r, row) in part.chunks_exact_mut(K).enumerate() {
+            row_op(r, &mut row[..K]);
         }
     }
     match k {
         2 => each::<F, 2>(part, &mut row_op),
         3 => each::<F, 3>(part, &mut row_op),
         4 => each::<F, 4>(part, &mut row_op),
-        _ => part.chunks_mut(k).for_each(row_op),
+        _ => {
+            for (r, row) in part.chunks_mut(k).enumerate() {
+                row_op(r, row);
+            }
+        }
     }
 }
 

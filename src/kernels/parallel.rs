@@ -501,20 +501,20 @@ pub(crate) fn par_fill_costly<T: Send, const P: usize>(
         outs.iter().all(|o| o.len() == len),
         "par_fill_costly: slices of different lengths"
     );
-    let threads = threads().min(len / 64).max(1);
-    if threads == 1 {
+    let workers = threads().min(len / 64).max(1);
+    if workers == 1 {
         f(0, outs);
         return;
     }
     // parts of at least 64 elements, a multiple of 64 long but the last
-    let pieces = (threads * PIECES_PER_THREAD).min(len / 64);
+    let pieces = (workers * PIECES_PER_THREAD).min(len / 64);
     let step = len.div_ceil(pieces).next_multiple_of(64);
     let mut each = outs.map(|o| o.chunks_mut(step));
     let chunks: Vec<Mutex<[&mut [T]; P]>> = (0..len.div_ceil(step))
         .map(|_| Mutex::new(each.each_mut().map(|c| c.next().unwrap_or_default())))
         .collect();
     let next = AtomicUsize::new(0);
-    par_for(threads, |_| {
+    par_for(workers, |_| {
         loop {
             let p = next.fetch_add(1, Ordering::Relaxed);
             let Some(chunk) = chunks.get(p) else { return };
