@@ -628,6 +628,40 @@ pub(crate) unsafe fn par_new<F: Element>(
     unsafe { Storage::build(len, |out| par_fill(out, f)) }
 }
 
+/// [`par_new`] with each chunk cut further at the multiples of `seg`:
+/// `f(at, part)` for consecutive parts, none of which crosses a multiple
+/// of `seg` (`at` is the index of a part's first element), so that a part
+/// lines up with one period of a source that repeats every `seg` elements
+/// (a broadcast row, a tiled batch). `seg` is at least 1 when `len` is.
+///
+/// # Safety
+/// `f` must initialize every element of every part it is given (as for
+/// [`par_new`]).
+#[inline(always)]
+pub(crate) unsafe fn par_new_in_segments<F: Element>(
+    len: usize,
+    seg: usize,
+    f: impl Fn(usize, &mut [MaybeUninit<F>]) + Sync,
+) -> Storage<F> {
+    // SAFETY: the parts cover each chunk without gaps, and `f` initializes
+    // every element of each (the caller's contract).
+    unsafe {
+        par_new(
+            len,
+            #[inline(always)]
+            |start, chunk| {
+                let mut done = 0;
+                while done < chunk.len() {
+                    let at = start + done;
+                    let part = (seg - at % seg).min(chunk.len() - done);
+                    f(at, &mut chunk[done..done + part]);
+                    done += part;
+                }
+            },
+        )
+    }
+}
+
 /// `sum_i term(a_i, b_i)`, accumulated in eight lanes (so that it
 /// vectorizes), on two threads for long slices. The slices may hold
 /// another type than the sum (`f32` gradients and `f64` partials, say).

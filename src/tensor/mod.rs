@@ -626,18 +626,13 @@ impl<F: Element> Tensor<F> {
             // element there), on two threads when large
             let src = tiled(&self.data[..]);
             let src_len = src.len();
-            // SAFETY: the loop writes every element of each chunk.
+            // SAFETY: each part is written from the source's elements at
+            // the same positions of its period.
             let data = unsafe {
-                crate::kernels::parallel::par_new(n, |start, chunk| {
-                    let mut done = 0;
-                    while done < chunk.len() {
-                        let from = (start + done) % src_len;
-                        let len = (src_len - from).min(chunk.len() - done);
-                        let src = &src[from..from + len];
-                        for (o, &v) in chunk[done..done + len].iter_mut().zip(src) {
-                            o.write(v);
-                        }
-                        done += len;
+                crate::kernels::parallel::par_new_in_segments(n, src_len, |at, part| {
+                    let (from, len) = (at % src_len, part.len());
+                    for (o, &v) in part.iter_mut().zip(&src[from..from + len]) {
+                        o.write(v);
                     }
                 })
             };

@@ -4,7 +4,7 @@
 use crate::autodiff::ops::unary::SPECIAL_LANES;
 use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
-use crate::kernels::parallel::par_new;
+use crate::kernels::parallel::{par_new, par_new_in_segments};
 use crate::kernels::special;
 use crate::tensor::{Element, Storage, Tensor, tiled, trailing_broadcast};
 use std::borrow::Cow;
@@ -750,21 +750,13 @@ fn in_segments<F: Element>(
     fill: impl Fn(usize, &[F], &mut [MaybeUninit<F>]) + Sync,
 ) -> Tensor<F> {
     let x = big.data();
-    // SAFETY: the segments cover `start..start + chunk.len()` without
-    // gaps, and `fill` writes every element of each.
+    // SAFETY: `fill` writes every element of each part.
     let out = unsafe {
-        par_new(
+        par_new_in_segments(
             x.len(),
+            seg,
             #[inline(always)]
-            |start, chunk| {
-                let mut done = 0;
-                while done < chunk.len() {
-                    let at = start + done;
-                    let len = (seg - at % seg).min(chunk.len() - done);
-                    fill(at, &x[at..at + len], &mut chunk[done..done + len]);
-                    done += len;
-                }
-            },
+            |at, part| fill(at, &x[at..at + part.len()], part),
         )
     };
     Tensor::new_unchecked(out, big.shape().to_vec())
