@@ -632,7 +632,8 @@ pub(crate) unsafe fn par_new<F: Element>(
 /// `f(at, part)` for consecutive parts, none of which crosses a multiple
 /// of `seg` (`at` is the index of a part's first element), so that a part
 /// lines up with one period of a source that repeats every `seg` elements
-/// (a broadcast row, a tiled batch). `seg` is at least 1 when `len` is.
+/// (a broadcast row, a tiled batch). `seg` must be at least 1 unless
+/// `len` is 0.
 ///
 /// # Safety
 /// `f` must initialize every element of every part it is given (as for
