@@ -462,10 +462,16 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
         needs: &[bool],
     ) -> Result<Vec<Option<Tensor<F>>>> {
         let shape = output.shape();
-        // the operands are broadcast to full size only if a kernel needs them
-        let ops = match K::CONSTANT_DF {
-            Some(_) => Vec::new(),
-            None => broadcast_all(K::NAME, inputs)?.1,
+        // a row repeated along the leading axes of the other operand is read
+        // in place, a segment at a time; other operands are broadcast to
+        // full size, and only if a kernel needs them
+        let row = match K::CONSTANT_DF {
+            Some(_) => None,
+            None => row_operand(shape, inputs),
+        };
+        let ops = match (K::CONSTANT_DF, &row) {
+            (None, None) => broadcast_all(K::NAME, inputs)?.1,
+            _ => Vec::new(),
         };
         let (y, g) = (output.data(), grad.data());
         let mut out = Vec::with_capacity(2);
@@ -485,46 +491,86 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
                 out.push(Some(passed.sum_to_owned(inputs[side].shape())?));
                 continue;
             }
-            let (a, b) = (ops[0].view(), ops[1].view());
-            // SAFETY: `grad_lanes` and `fill2` write every element of each
-            // chunk.
+            // SAFETY: `grad_into` writes every element of each chunk or part.
             let data = unsafe {
-                par_new(
-                    y.len(),
-                    #[inline(always)]
-                    |start, chunk| {
-                        let (a, b, y, g) = (a.skip(start), b.skip(start), &y[start..], &g[start..]);
-                        if K::LANES {
-                            K::grad_lanes(side, a, b, g, chunk);
-                        } else if side == 0 {
-                            fill2(
-                                chunk,
-                                a,
-                                b,
-                                y,
-                                g,
-                                #[inline(always)]
-                                |a, b, y, g| K::grad(0, a, b, y, g),
-                            );
-                        } else {
-                            fill2(
-                                chunk,
-                                a,
-                                b,
-                                y,
-                                g,
-                                #[inline(always)]
-                                |a, b, y, g| K::grad(1, a, b, y, g),
-                            );
-                        }
-                    },
-                )
+                match &row {
+                    Some((r, tiled)) => par_new_in_segments(
+                        y.len(),
+                        tiled.len(),
+                        #[inline(always)]
+                        |at, part| {
+                            let row = View::each(&tiled[at % tiled.len()..]);
+                            let full = View::each(&inputs[1 - r].data()[at..]);
+                            let (a, b) = if *r == 0 { (row, full) } else { (full, row) };
+                            grad_into::<F, K>(side, (a, b), (&y[at..], &g[at..]), part);
+                        },
+                    ),
+                    None => {
+                        let (a, b) = (ops[0].view(), ops[1].view());
+                        par_new(
+                            y.len(),
+                            #[inline(always)]
+                            |start, chunk| {
+                                let (a, b) = (a.skip(start), b.skip(start));
+                                grad_into::<F, K>(side, (a, b), (&y[start..], &g[start..]), chunk);
+                            },
+                        )
+                    }
+                }
             };
             let full = Tensor::new_unchecked(data, shape.to_vec());
             out.push(Some(full.sum_to_owned(inputs[side].shape())?));
         }
         Ok(out)
     }
+}
+
+/// The gradient of a binary op's operand `side` at the operands `a`, `b`,
+/// the output `y` and its gradient `g` (each from the first position of
+/// `out`), into every element of `out`.
+#[inline(always)]
+fn grad_into<F: Element, K: Kernel2<F>>(
+    side: usize,
+    (a, b): (View<'_, F>, View<'_, F>),
+    (y, g): (&[F], &[F]),
+    out: &mut [MaybeUninit<F>],
+) {
+    if K::LANES {
+        K::grad_lanes(side, a, b, g, out);
+    } else if side == 0 {
+        fill2(
+            out,
+            a,
+            b,
+            y,
+            g,
+            #[inline(always)]
+            |a, b, y, g| K::grad(0, a, b, y, g),
+        );
+    } else {
+        fill2(
+            out,
+            a,
+            b,
+            y,
+            g,
+            #[inline(always)]
+            |a, b, y, g| K::grad(1, a, b, y, g),
+        );
+    }
+}
+
+/// Which operand of a binary op is a row repeated along the leading axes
+/// of the other, which has the output's shape, with that row [`tiled`].
+fn row_operand<'a, F: Element>(
+    shape: &[usize],
+    inputs: &[&'a Tensor<F>],
+) -> Option<(usize, Cow<'a, [F]>)> {
+    (0..2).find_map(|r| {
+        let repeated = inputs[1 - r].shape() == shape
+            && trailing_broadcast(shape, inputs[r].shape()).is_some();
+        repeated.then(|| (r, tiled(inputs[r].data())))
+    })
 }
 
 impl<'t, F: Element> Var<'t, F> {
