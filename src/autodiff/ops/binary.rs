@@ -462,14 +462,15 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
         needs: &[bool],
     ) -> Result<Vec<Option<Tensor<F>>>> {
         let shape = output.shape();
-        // a row repeated along the leading axes of the other operand is read
-        // in place, a segment at a time; other operands are broadcast to
-        // full size, and only if a kernel needs them
-        let row = match K::CONSTANT_DF {
+        // a row repeated along the leading axes of the other operand, or a
+        // value per run of its trailing axes, is read in place, a segment at
+        // a time; other operands are broadcast to full size, and only if a
+        // kernel needs them
+        let repeated = match K::CONSTANT_DF {
             Some(_) => None,
-            None => row_operand(shape, inputs),
+            None => repeated_operand(shape, inputs),
         };
-        let ops = match (K::CONSTANT_DF, &row) {
+        let ops = match (K::CONSTANT_DF, &repeated) {
             (None, None) => broadcast_all(K::NAME, inputs)?.1,
             _ => Vec::new(),
         };
@@ -493,15 +494,19 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
             }
             // SAFETY: `grad_into` writes every element of each chunk or part.
             let data = unsafe {
-                match &row {
-                    Some((r, tiled)) => par_new_in_segments(
+                match &repeated {
+                    Some((r, small)) => par_new_in_segments(
                         y.len(),
-                        tiled.len(),
+                        small.period(),
                         #[inline(always)]
                         |at, part| {
-                            let row = View::each(&tiled[at % tiled.len()..]);
+                            let small = small.view_at(at);
                             let full = View::each(&inputs[1 - r].data()[at..]);
-                            let (a, b) = if *r == 0 { (row, full) } else { (full, row) };
+                            let (a, b) = if *r == 0 {
+                                (small, full)
+                            } else {
+                                (full, small)
+                            };
                             grad_into::<F, K>(side, (a, b), (&y[at..], &g[at..]), part);
                         },
                     ),
@@ -560,16 +565,53 @@ fn grad_into<F: Element, K: Kernel2<F>>(
     }
 }
 
-/// Which operand of a binary op is a row repeated along the leading axes
-/// of the other, which has the output's shape, with that row [`tiled`].
-fn row_operand<'a, F: Element>(
+/// An operand of a binary op repeated over the other, which has the
+/// output's shape: read where it lies, a segment of the output at a time
+/// ([`par_new_in_segments`] over [`Repeated::period`]).
+enum Repeated<'a, F: Clone> {
+    /// A row repeated along the leading axes, [`tiled`].
+    Row(Cow<'a, [F]>),
+    /// A value for each run of this many consecutive elements (a column
+    /// `[n, 1]` against `[n, m]`: runs of `m`).
+    Runs(&'a [F], usize),
+}
+
+impl<'a, F: Element> Repeated<'a, F> {
+    /// The segments' period: no segment crosses a multiple of it.
+    fn period(&self) -> usize {
+        match self {
+            Repeated::Row(row) => row.len(),
+            Repeated::Runs(_, run) => *run,
+        }
+    }
+
+    /// The operand over the segment that starts at output element `at`.
+    #[inline(always)]
+    fn view_at(&self, at: usize) -> View<'_, F> {
+        match self {
+            Repeated::Row(row) => View::each(&row[at % row.len()..]),
+            Repeated::Runs(values, run) => View {
+                data: &values[at / run..],
+                scalar: true,
+            },
+        }
+    }
+}
+
+/// Which operand of a binary op is [`Repeated`] over the other, and how.
+fn repeated_operand<'a, F: Element>(
     shape: &[usize],
     inputs: &[&'a Tensor<F>],
-) -> Option<(usize, Cow<'a, [F]>)> {
+) -> Option<(usize, Repeated<'a, F>)> {
     (0..2).find_map(|r| {
-        let repeated = inputs[1 - r].shape() == shape
-            && trailing_broadcast(shape, inputs[r].shape()).is_some();
-        repeated.then(|| (r, tiled(inputs[r].data())))
+        let (small, other) = (inputs[r], inputs[1 - r]);
+        if other.shape() != shape {
+            return None;
+        }
+        if trailing_broadcast(shape, small.shape()).is_some() {
+            return Some((r, Repeated::Row(tiled(small.data()))));
+        }
+        leading_broadcast(shape, small.shape()).map(|run| (r, Repeated::Runs(small.data(), run)))
     })
 }
 
