@@ -937,7 +937,7 @@ pub(crate) fn trailing_broadcast(big: &[usize], small: &[usize]) -> Option<usize
 /// is broadcast along leading axes ([`Tensor::broadcast_to`], and a binary
 /// op's operand along the rows of the other), so that the loop over a
 /// segment is long enough to pay for itself.
-const SHORT_ROW: usize = 64;
+pub(crate) const SHORT_ROW: usize = 64;
 
 /// `row` repeated to at least [`SHORT_ROW`] elements (a whole number of
 /// times), or itself when it is that long already.

@@ -6,7 +6,7 @@ use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
 use crate::kernels::parallel::{par_new, par_new_in_segments};
 use crate::kernels::special;
-use crate::tensor::{Element, Storage, Tensor, tiled, trailing_broadcast};
+use crate::tensor::{Element, SHORT_ROW, Storage, Tensor, tiled, trailing_broadcast};
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
 use std::ops::{Add, Div, Mul, Neg, Sub};
@@ -611,7 +611,11 @@ fn repeated_operand<'a, F: Element>(
         if trailing_broadcast(shape, small.shape()).is_some() {
             return Some((r, Repeated::Row(tiled(small.data()))));
         }
-        leading_broadcast(shape, small.shape()).map(|run| (r, Repeated::Runs(small.data(), run)))
+        // (shorter runs, a segment each, would cost more than broadcasting
+        // the values to full size: the bound is the length rows are tiled to)
+        leading_broadcast(shape, small.shape())
+            .filter(|&run| run >= SHORT_ROW)
+            .map(|run| (r, Repeated::Runs(small.data(), run)))
     })
 }
 
@@ -1146,8 +1150,11 @@ mod tests {
     /// and backward, on one thread and two.
     #[test]
     fn per_row_values_give_the_bits_of_full_ones() {
-        let cases: [(&[usize], &[usize]); 5] = [
+        let cases: [(&[usize], &[usize]); 7] = [
             (&[3001, 41], &[3001, 1]),
+            // runs long enough for the backward to read the values in place
+            (&[3001, 70], &[3001, 1]),
+            (&[5, 2, 64], &[5, 2, 1]),
             (&[5, 7], &[5, 1]),
             (&[2, 3, 4], &[2, 3, 1]),
             (&[2, 3, 4], &[2, 1, 1]),
@@ -1168,13 +1175,18 @@ mod tests {
                         let y = if swap { op(rv, xv) } else { op(xv, rv) };
                         let w = tape.constant(Tensor::from_fn(big, |i| (i % 5) as f32 - 2.0));
                         let g = (y * w).sum().backward().unwrap();
-                        (y.value(), g.get(xv).unwrap().clone())
+                        let (gx, gr) = (g.get(xv).unwrap(), g.get(rv).unwrap());
+                        (y.value(), gx.clone(), gr.clone().sum_to_owned(small).unwrap())
                     };
-                    let ((y, gx), (y_full, gx_full)) = (run(&r), run(&wide));
+                    let ((y, gx, gr), (y_full, gx_full, gr_full)) = (run(&r), run(&wide));
                     let what = format!("{big:?} {small:?} op {k} swap {swap}");
                     assert_eq!(y.shape(), big, "{what}");
                     assert!(bits(&y) == bits(&y_full), "{what}: values");
                     assert!(bits(&gx) == bits(&gx_full), "{what}: gradient of x");
+                    assert!(
+                        bits(&gr) == bits(&gr_full),
+                        "{what}: gradient of the values"
+                    );
                 }
             }
         }
