@@ -1176,7 +1176,11 @@ mod tests {
                         let w = tape.constant(Tensor::from_fn(big, |i| (i % 5) as f32 - 2.0));
                         let g = (y * w).sum().backward().unwrap();
                         let (gx, gr) = (g.get(xv).unwrap(), g.get(rv).unwrap());
-                        (y.value(), gx.clone(), gr.clone().sum_to_owned(small).unwrap())
+                        (
+                            y.value(),
+                            gx.clone(),
+                            gr.clone().sum_to_owned(small).unwrap(),
+                        )
                     };
                     let ((y, gx, gr), (y_full, gx_full, gr_full)) = (run(&r), run(&wide));
                     let what = format!("{big:?} {small:?} op {k} swap {swap}");
