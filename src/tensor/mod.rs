@@ -936,10 +936,8 @@ pub(crate) fn trailing_broadcast(big: &[usize], small: &[usize]) -> Option<usize
 /// Rows shorter than this are repeated to at least its length where a row
 /// is broadcast along leading axes ([`Tensor::broadcast_to`], and a binary
 /// op's operand along the rows of the other), so that the loop over a
-/// segment is long enough to pay for itself; for the same reason a binary
-/// op's backward reads a column of per-row values in place only for rows
-/// at least this long.
-pub(crate) const SHORT_ROW: usize = 64;
+/// segment is long enough to pay for itself.
+const SHORT_ROW: usize = 64;
 
 /// `row` repeated to at least [`SHORT_ROW`] elements (a whole number of
 /// times), or itself when it is that long already.

@@ -6,7 +6,7 @@ use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
 use crate::kernels::parallel::{par_new, par_new_in_segments};
 use crate::kernels::special;
-use crate::tensor::{Element, SHORT_ROW, Storage, Tensor, tiled, trailing_broadcast};
+use crate::tensor::{Element, Storage, Tensor, tiled, trailing_broadcast};
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
 use std::ops::{Add, Div, Mul, Neg, Sub};
@@ -373,78 +373,27 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
         K::NAME
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
-        let (a, b) = (inputs[0], inputs[1]);
-        if K::LANES {
-            let (shape, ops) = broadcast_all(K::NAME, inputs)?;
-            let (a, b) = (ops[0].view(), ops[1].view());
-            // SAFETY: `f_lanes` writes every element of each chunk.
-            let out = unsafe {
-                par_new(
-                    crate::tensor::numel(&shape),
-                    #[inline(always)]
-                    |start, chunk| K::f_lanes(a.skip(start), b.skip(start), chunk),
-                )
-            };
-            return Ok(Tensor::new_unchecked(out, shape));
-        }
-        if a.shape() != b.shape() {
-            // a single value (with no more axes than the other operand)
-            if b.len() == 1 && b.shape().len() <= a.shape().len() {
-                return Ok(with_value(a, b.data()[0], K::f));
-            }
-            if a.len() == 1 && a.shape().len() <= b.shape().len() {
-                return Ok(with_value(
-                    b,
-                    a.data()[0],
-                    #[inline(always)]
-                    |y, x| K::f(x, y),
-                ));
-            }
-            // a bias-like operand repeated along the leading axes of the other
-            if let Some(width) = trailing_broadcast(a.shape(), b.shape()) {
-                return Ok(along_rows(a, b.data(), width, K::f));
-            }
-            if let Some(width) = trailing_broadcast(b.shape(), a.shape()) {
-                return Ok(along_rows(
-                    b,
-                    a.data(),
-                    width,
-                    #[inline(always)]
-                    |y, x| K::f(x, y),
-                ));
-            }
-            // one value per run of the trailing axes (a column of per-row values)
-            if let Some(run) = leading_broadcast(a.shape(), b.shape()) {
-                return Ok(along_runs(a, b.data(), run, K::f));
-            }
-            if let Some(run) = leading_broadcast(b.shape(), a.shape()) {
-                return Ok(along_runs(
-                    b,
-                    a.data(),
-                    run,
-                    #[inline(always)]
-                    |y, x| K::f(x, y),
-                ));
-            }
-            return a.zip_map(b, K::NAME, K::f);
-        }
-        // the common case of equal shapes: vectorized, on two threads when large
-        let (ad, bd) = (a.data(), b.data());
-        // SAFETY: the loop writes every element of each chunk.
+        let ops = Operands2::new(K::NAME, inputs, RUN_FORWARD)?;
+        // SAFETY: both kernels write every element of each chunk or segment.
         let out = unsafe {
-            par_new(
-                ad.len(),
+            ops.new_output(
                 #[inline(always)]
-                |start, chunk| {
-                    let n = chunk.len();
-                    let (ad, bd) = (&ad[start..start + n], &bd[start..start + n]);
-                    for i in 0..n {
-                        chunk[i].write(K::f(ad[i], bd[i]));
+                |_, a, b, out| {
+                    if K::LANES {
+                        K::f_lanes(a, b, out);
+                    } else {
+                        zip2(
+                            out,
+                            a,
+                            b,
+                            #[inline(always)]
+                            |_, a, b| K::f(a, b),
+                        );
                     }
                 },
             )
         };
-        Ok(Tensor::new_unchecked(out, a.shape().to_vec()))
+        Ok(Tensor::new_unchecked(out, ops.shape))
     }
     fn backward(
         &self,
@@ -462,18 +411,25 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
         needs: &[bool],
     ) -> Result<Vec<Option<Tensor<F>>>> {
         let shape = output.shape();
-        // a row repeated along the leading axes of the other operand, or a
-        // value per run of its trailing axes, is read in place, a segment at
-        // a time; other operands are broadcast to full size, and only if a
-        // kernel needs them
-        let repeated = match K::CONSTANT_DF {
-            Some(_) => None,
-            None => repeated_operand(shape, inputs),
-        };
-        let ops = match (K::CONSTANT_DF, &repeated) {
-            (None, None) => broadcast_all(K::NAME, inputs)?.1,
-            _ => Vec::new(),
-        };
+        if let Some((da, db)) = K::CONSTANT_DF {
+            // the gradient is passed on, scaled by a constant (+-1 for add
+            // and sub)
+            return (needs.iter().enumerate().take(2))
+                .map(|(side, &need)| {
+                    if !need {
+                        return Ok(None);
+                    }
+                    let scale = if side == 0 { da } else { db };
+                    let passed = if scale == 1.0 {
+                        grad.clone()
+                    } else {
+                        grad.map(|g| g * F::lit(scale))
+                    };
+                    passed.sum_to_owned(inputs[side].shape()).map(Some)
+                })
+                .collect();
+        }
+        let ops = Operands2::new(K::NAME, inputs, RUN_BACKWARD)?;
         let (y, g) = (output.data(), grad.data());
         let mut out = Vec::with_capacity(2);
         for (side, &need) in needs.iter().enumerate().take(2) {
@@ -481,47 +437,14 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
                 out.push(None);
                 continue;
             }
-            if let Some((da, db)) = K::CONSTANT_DF {
-                // the gradient is passed on, scaled by a constant (+-1 for add and sub)
-                let scale = if side == 0 { da } else { db };
-                let passed = if scale == 1.0 {
-                    grad.clone()
-                } else {
-                    grad.map(|g| g * F::lit(scale))
-                };
-                out.push(Some(passed.sum_to_owned(inputs[side].shape())?));
-                continue;
-            }
-            // SAFETY: `grad_into` writes every element of each chunk or part.
+            // SAFETY: `grad_into` writes every element of each chunk or segment.
             let data = unsafe {
-                match &repeated {
-                    Some((r, small)) => par_new_in_segments(
-                        y.len(),
-                        small.period(),
-                        #[inline(always)]
-                        |at, part| {
-                            let small = small.view_at(at);
-                            let full = View::each(&inputs[1 - r].data()[at..]);
-                            let (a, b) = if *r == 0 {
-                                (small, full)
-                            } else {
-                                (full, small)
-                            };
-                            grad_into::<F, K>(side, (a, b), (&y[at..], &g[at..]), part);
-                        },
-                    ),
-                    None => {
-                        let (a, b) = (ops[0].view(), ops[1].view());
-                        par_new(
-                            y.len(),
-                            #[inline(always)]
-                            |start, chunk| {
-                                let (a, b) = (a.skip(start), b.skip(start));
-                                grad_into::<F, K>(side, (a, b), (&y[start..], &g[start..]), chunk);
-                            },
-                        )
-                    }
-                }
+                ops.new_output(
+                    #[inline(always)]
+                    |at, a, b, part| {
+                        grad_into::<F, K>(side, (a, b), (&y[at..], &g[at..]), part);
+                    },
+                )
             };
             let full = Tensor::new_unchecked(data, shape.to_vec());
             out.push(Some(full.sum_to_owned(inputs[side].shape())?));
@@ -542,33 +465,49 @@ fn grad_into<F: Element, K: Kernel2<F>>(
 ) {
     if K::LANES {
         K::grad_lanes(side, a, b, g, out);
-    } else if side == 0 {
-        fill2(
+        return;
+    }
+    let (y, g) = (&y[..out.len()], &g[..out.len()]);
+    if side == 0 {
+        zip2(
             out,
             a,
             b,
-            y,
-            g,
             #[inline(always)]
-            |a, b, y, g| K::grad(0, a, b, y, g),
+            |i, a, b| K::grad(0, a, b, y[i], g[i]),
         );
     } else {
-        fill2(
+        zip2(
             out,
             a,
             b,
-            y,
-            g,
             #[inline(always)]
-            |a, b, y, g| K::grad(1, a, b, y, g),
+            |i, a, b| K::grad(1, a, b, y[i], g[i]),
         );
     }
 }
 
-/// An operand of a binary op repeated over the other, which has the
-/// output's shape: read where it lies, a segment of the output at a time
-/// ([`par_new_in_segments`] over [`Repeated::period`]).
-enum Repeated<'a, F: Clone> {
+/// The shortest runs of a per-run value (a column `[n, 1]` against
+/// `[n, m]`: runs of `m`) that a binary op's forward reads in place, a
+/// segment per run; shorter runs are broadcast to the output's shape
+/// first, which is faster at runs of 2 and slower at runs of 4 and more
+/// (`docs/benchmarks.md`, "Repeated operands read in place").
+const RUN_FORWARD: usize = 4;
+
+/// The same bound for the backward, which makes a pass per operand's
+/// gradient: reading in place is slower there for runs of 16 and faster
+/// from 32.
+const RUN_BACKWARD: usize = 32;
+
+/// An operand of a binary op as its loops read it, a segment of the
+/// output at a time: every kind is read where it lies but a broadcast
+/// that is none of them, which is widened to the output's shape first.
+enum Reading<'a, F: Clone> {
+    /// One value at every position (its tensor's one element).
+    Same(&'a [F]),
+    /// A value per position: the operand has the output's elements in its
+    /// order, or was broadcast to them.
+    Each(Cow<'a, Tensor<F>>),
     /// A row repeated along the leading axes, [`tiled`].
     Row(Cow<'a, [F]>),
     /// A value for each run of this many consecutive elements (a column
@@ -576,21 +515,29 @@ enum Repeated<'a, F: Clone> {
     Runs(&'a [F], usize),
 }
 
-impl<'a, F: Element> Repeated<'a, F> {
-    /// The segments' period: no segment crosses a multiple of it.
-    fn period(&self) -> usize {
+impl<F: Element> Reading<'_, F> {
+    /// The period of the segments it must be read in (no segment may cross
+    /// a multiple of it), if it has one.
+    fn period(&self) -> Option<usize> {
         match self {
-            Repeated::Row(row) => row.len(),
-            Repeated::Runs(_, run) => *run,
+            Reading::Row(row) => Some(row.len()),
+            Reading::Runs(_, run) => Some(*run),
+            Reading::Same(_) | Reading::Each(_) => None,
         }
     }
 
-    /// The operand over the segment that starts at output element `at`.
+    /// The operand over the segment or chunk that starts at output
+    /// element `at`.
     #[inline(always)]
     fn view_at(&self, at: usize) -> View<'_, F> {
         match self {
-            Repeated::Row(row) => View::each(&row[at % row.len()..]),
-            Repeated::Runs(values, run) => View {
+            Reading::Same(value) => View {
+                data: value,
+                scalar: true,
+            },
+            Reading::Each(t) => View::each(&t.data()[at..]),
+            Reading::Row(row) => View::each(&row[at % row.len()..]),
+            Reading::Runs(values, run) => View {
                 data: &values[at / run..],
                 scalar: true,
             },
@@ -598,25 +545,88 @@ impl<'a, F: Element> Repeated<'a, F> {
     }
 }
 
-/// Which operand of a binary op is [`Repeated`] over the other, and how.
-fn repeated_operand<'a, F: Element>(
-    shape: &[usize],
-    inputs: &[&'a Tensor<F>],
-) -> Option<(usize, Repeated<'a, F>)> {
-    (0..2).find_map(|r| {
-        let (small, other) = (inputs[r], inputs[1 - r]);
-        if other.shape() != shape {
-            return None;
+/// The two operands of a binary op broadcast together, each as a
+/// [`Reading`]: a single value, the output's elements, a row repeated
+/// along the leading axes, or a value per run of at least
+/// [`RUN_FORWARD`] or [`RUN_BACKWARD`] elements are read in place. Of two
+/// operands that are both repeated, the second is widened.
+struct Operands2<'a, F: Element> {
+    shape: Vec<usize>,
+    a: Reading<'a, F>,
+    b: Reading<'a, F>,
+}
+
+impl<'a, F: Element> Operands2<'a, F> {
+    /// `shortest_run`: the shortest run of a per-run value read in place
+    /// (shorter ones are widened).
+    fn new(op: &'static str, inputs: &[&'a Tensor<F>], shortest_run: usize) -> Result<Self> {
+        let (x, y) = (inputs[0], inputs[1]);
+        let shape = crate::tensor::broadcast_shape(x.shape(), y.shape()).ok_or_else(|| {
+            Error::ShapeMismatch {
+                op,
+                lhs: x.shape().to_vec(),
+                rhs: y.shape().to_vec(),
+            }
+        })?;
+        let n = crate::tensor::numel(&shape);
+        let read = |t: &'a Tensor<F>, repeated: bool| -> Result<Reading<'a, F>> {
+            if t.len() == 1 {
+                return Ok(Reading::Same(t.data()));
+            }
+            // (as many elements as the output: its shape with leading 1s)
+            if t.len() == n {
+                return Ok(Reading::Each(Cow::Borrowed(t)));
+            }
+            if repeated {
+                if trailing_broadcast(&shape, t.shape()).is_some() {
+                    return Ok(Reading::Row(tiled(t.data())));
+                }
+                if let Some(run) =
+                    leading_broadcast(&shape, t.shape()).filter(|&run| run >= shortest_run)
+                {
+                    return Ok(Reading::Runs(t.data(), run));
+                }
+            }
+            Ok(Reading::Each(Cow::Owned(t.broadcast_to(&shape)?)))
+        };
+        let a = read(x, true)?;
+        let b = read(y, a.period().is_none())?;
+        Ok(Operands2 { shape, a, b })
+    }
+
+    /// The output's elements, written by `fill(at, a, b, out)` a chunk at
+    /// a time on every thread, or a segment at a time (none crossing a
+    /// multiple of the repeated operand's period), with `a` and `b` the
+    /// operands from output element `at` on.
+    ///
+    /// # Safety
+    /// `fill` must initialize every element of each `out` (as for
+    /// [`par_new`]).
+    #[inline(always)]
+    unsafe fn new_output(
+        &self,
+        fill: impl Fn(usize, View<'_, F>, View<'_, F>, &mut [MaybeUninit<F>]) + Sync,
+    ) -> Storage<F> {
+        let n = crate::tensor::numel(&self.shape);
+        let (a, b) = (&self.a, &self.b);
+        // SAFETY: the parts cover the output, and `fill` initializes every
+        // element of each (the caller's contract).
+        unsafe {
+            match a.period().or(b.period()) {
+                Some(period) => par_new_in_segments(
+                    n,
+                    period,
+                    #[inline(always)]
+                    |at, out| fill(at, a.view_at(at), b.view_at(at), out),
+                ),
+                None => par_new(
+                    n,
+                    #[inline(always)]
+                    |at, out| fill(at, a.view_at(at), b.view_at(at), out),
+                ),
+            }
         }
-        if trailing_broadcast(shape, small.shape()).is_some() {
-            return Some((r, Repeated::Row(tiled(small.data()))));
-        }
-        // (shorter runs, a segment each, would cost more than broadcasting
-        // the values to full size: the bound is the length rows are tiled to)
-        leading_broadcast(shape, small.shape())
-            .filter(|&run| run >= SHORT_ROW)
-            .map(|run| (r, Repeated::Runs(small.data(), run)))
-    })
+    }
 }
 
 impl<'t, F: Element> Var<'t, F> {
@@ -832,53 +842,6 @@ pub(crate) fn with_value<F: Element>(
     Tensor::new_unchecked(out, big.shape().to_vec())
 }
 
-/// A tensor of `big`'s shape written a segment at a time, on two threads
-/// when large: `fill(at, x, out)` gets the elements `x` of `big` from `at`
-/// to the next multiple of `seg` (or the end of a thread's part) and
-/// writes every element of `out`, their results.
-fn in_segments<F: Element>(
-    big: &Tensor<F>,
-    seg: usize,
-    fill: impl Fn(usize, &[F], &mut [MaybeUninit<F>]) + Sync,
-) -> Tensor<F> {
-    let x = big.data();
-    // SAFETY: `fill` writes every element of each part.
-    let out = unsafe {
-        par_new_in_segments(
-            x.len(),
-            seg,
-            #[inline(always)]
-            |at, part| fill(at, &x[at..at + part.len()], part),
-        )
-    };
-    Tensor::new_unchecked(out, big.shape().to_vec())
-}
-
-/// `f(x, r)` for every element `x` of `big`, where `r` is the element of the
-/// `width`-long `row` at the same position along the trailing axes. A short
-/// row is taken repeated ([`tiled`]): the element at a position is the same.
-fn along_rows<F: Element>(
-    big: &Tensor<F>,
-    row: &[F],
-    width: usize,
-    f: impl Fn(F, F) -> F + Sync,
-) -> Tensor<F> {
-    debug_assert_eq!(row.len(), width);
-    let row = tiled(row);
-    let (row, width) = (&row[..], row.len());
-    in_segments(
-        big,
-        width,
-        #[inline(always)]
-        |at, x, out| {
-            let r = &row[at % width..at % width + x.len()];
-            for i in 0..x.len() {
-                out[i].write(f(x[i], r[i]));
-            }
-        },
-    )
-}
-
 /// The length of the runs of `big`'s elements that share one element of
 /// `small`, when `small` is `big`'s shape with its trailing axes set to 1
 /// (a column `[n, 1]` against `[n, m]`: runs of `m`), with runs longer
@@ -897,63 +860,40 @@ fn leading_broadcast(big: &[usize], small: &[usize]) -> Option<usize> {
         .then_some(run)
 }
 
-/// `f(x, r)` for every element `x` of `big`, where `r` is the element of
-/// `small` whose run (of `run` consecutive elements) it falls in.
-fn along_runs<F: Element>(
-    big: &Tensor<F>,
-    small: &[F],
-    run: usize,
-    f: impl Fn(F, F) -> F + Sync,
-) -> Tensor<F> {
-    in_segments(
-        big,
-        run,
-        #[inline(always)]
-        |at, x, out| {
-            let r = small[at / run];
-            for (o, &x) in out.iter_mut().zip(x) {
-                o.write(f(x, r));
-            }
-        },
-    )
-}
-
-/// Writes every `out[i] = f(a_i, b_i, y[i], g[i])`, with the scalar/full cases of `a`
-/// and `b` split outside the loop, so each loop is a plain vectorizable zip.
+/// Writes every `out[i] = f(i, a_i, b_i)`, with the single-value and
+/// per-position cases of `a` and `b` split outside the loop, so that each
+/// loop is a plain vectorizable zip.
 #[inline(always)]
-pub(crate) fn fill2<F: Element>(
+fn zip2<F: Element>(
     out: &mut [MaybeUninit<F>],
     a: View<'_, F>,
     b: View<'_, F>,
-    y: &[F],
-    g: &[F],
-    f: impl Fn(F, F, F, F) -> F,
+    f: impl Fn(usize, F, F) -> F,
 ) {
     let n = out.len();
-    let (y, g) = (&y[..n], &g[..n]);
     match (a.scalar, b.scalar) {
         (false, false) => {
             let (a, b) = (&a.data[..n], &b.data[..n]);
             for i in 0..n {
-                out[i].write(f(a[i], b[i], y[i], g[i]));
+                out[i].write(f(i, a[i], b[i]));
             }
         }
         (true, false) => {
             let (a, b) = (a.data[0], &b.data[..n]);
             for i in 0..n {
-                out[i].write(f(a, b[i], y[i], g[i]));
+                out[i].write(f(i, a, b[i]));
             }
         }
         (false, true) => {
             let (a, b) = (&a.data[..n], b.data[0]);
             for i in 0..n {
-                out[i].write(f(a[i], b, y[i], g[i]));
+                out[i].write(f(i, a[i], b));
             }
         }
         (true, true) => {
             let (a, b) = (a.data[0], b.data[0]);
-            for i in 0..n {
-                out[i].write(f(a, b, y[i], g[i]));
+            for (i, o) in out.iter_mut().enumerate() {
+                o.write(f(i, a, b));
             }
         }
     }
@@ -972,18 +912,6 @@ impl<'a, F: Element> View<'a, F> {
         View {
             data,
             scalar: false,
-        }
-    }
-
-    /// The view from element `start` on (a scalar stays itself).
-    pub(crate) fn skip(self, start: usize) -> Self {
-        if self.scalar {
-            self
-        } else {
-            View {
-                data: &self.data[start..],
-                scalar: false,
-            }
         }
     }
 
@@ -1150,9 +1078,13 @@ mod tests {
     /// and backward, on one thread and two.
     #[test]
     fn per_row_values_give_the_bits_of_full_ones() {
-        let cases: [(&[usize], &[usize]); 7] = [
+        let cases: [(&[usize], &[usize]); 9] = [
+            // runs too short to be read in place, broadcast first
+            (&[20011, 2], &[20011, 1]),
+            // runs the forward reads in place and the backward does not
+            (&[3001, 17], &[3001, 1]),
+            // runs both read in place
             (&[3001, 41], &[3001, 1]),
-            // runs long enough for the backward to read the values in place
             (&[3001, 70], &[3001, 1]),
             (&[5, 2, 64], &[5, 2, 1]),
             (&[5, 7], &[5, 1]),
@@ -1166,7 +1098,14 @@ mod tests {
             let r = Tensor::<f32>::from_fn(small, |i| 0.5 + (i % 11) as f32 * 0.75);
             let wide = r.broadcast_to(big).unwrap();
             type BinaryOp = for<'t> fn(Var<'t, f32>, Var<'t, f32>) -> Var<'t, f32>;
-            let ops: [BinaryOp; 4] = [|a, b| a + b, |a, b| a - b, |a, b| a * b, |a, b| a / b];
+            let ops: [BinaryOp; 5] = [
+                |a, b| a + b,
+                |a, b| a - b,
+                |a, b| a * b,
+                |a, b| a / b,
+                // (a kernel in lanes)
+                |a, b| a.lbeta(b).unwrap(),
+            ];
             for (k, op) in ops.iter().enumerate() {
                 for swap in [false, true] {
                     let run = |r: &Tensor<f32>| {
@@ -1324,10 +1263,11 @@ mod tests {
                     0 => a + b,
                     1 => a - b,
                     2 => a * b,
-                    _ => a / b,
+                    3 => a / b,
+                    _ => a.lbeta(b).unwrap(),
                 }
             }
-            for op in 0..4 {
+            for op in 0..5 {
                 for small_first in [false, true] {
                     let tape = Tape::<f64>::new();
                     let (xv, rv, wv) = (
@@ -1350,6 +1290,57 @@ mod tests {
                     for (a, b) in got.data().iter().zip(summed.data()) {
                         assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0), "{a} vs {b}");
                     }
+                }
+            }
+        }
+    }
+
+    /// Two operands that are both repeated (a column against a row, a row
+    /// against a value per run): one is read in place and the other
+    /// broadcast, with the bits of both broadcast in full, forward and
+    /// backward, in either order, on one thread and two.
+    #[test]
+    fn two_repeated_operands_give_the_bits_of_full_ones() {
+        let cases: [(&[usize], &[usize]); 6] = [
+            // runs shorter than the row: a segment of the row's period would
+            // cross them
+            (&[3, 4, 1], &[4, 5]),
+            (&[400, 4, 1], &[4, 40]),
+            (&[3001, 1], &[70]),
+            (&[300, 1], &[1, 3]),
+            (&[2, 1, 1], &[3, 40]),
+            (&[3, 1, 5], &[4, 1]),
+        ];
+        let bits = |t: &Tensor<f32>| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        type BinaryOp = for<'t> fn(Var<'t, f32>, Var<'t, f32>) -> Var<'t, f32>;
+        let ops: [BinaryOp; 3] = [|a, b| a - b, |a, b| a / b, |a, b| a.lbeta(b).unwrap()];
+        for (p, q) in cases {
+            let x = Tensor::<f32>::from_fn(p, |i| 1.5 + ((i * 7) % 13) as f32 * 0.25);
+            let r = Tensor::<f32>::from_fn(q, |i| 0.5 + (i % 11) as f32 * 0.75);
+            let shape = crate::tensor::broadcast_shape(p, q).unwrap();
+            let (x_full, r_full) = (
+                x.broadcast_to(&shape).unwrap(),
+                r.broadcast_to(&shape).unwrap(),
+            );
+            for (k, op) in ops.iter().enumerate() {
+                for swap in [false, true] {
+                    let run = |x: &Tensor<f32>, r: &Tensor<f32>| {
+                        let tape = Tape::new();
+                        let (xv, rv) = (tape.var(x.clone()), tape.var(r.clone()));
+                        let y = if swap { op(rv, xv) } else { op(xv, rv) };
+                        let w = tape.constant(Tensor::from_fn(&shape, |i| (i % 5) as f32 - 2.0));
+                        let g = (y * w).sum().backward().unwrap();
+                        let summed = |v: Var<'_, f32>, to: &[usize]| {
+                            g.get(v).unwrap().clone().sum_to_owned(to).unwrap()
+                        };
+                        (y.value(), summed(xv, p), summed(rv, q))
+                    };
+                    let (fast, full) = (run(&x, &r), run(&x_full, &r_full));
+                    let what = format!("{p:?} {q:?} op {k} swap {swap}");
+                    assert_eq!(fast.0.shape(), &shape[..], "{what}");
+                    assert!(bits(&fast.0) == bits(&full.0), "{what}: values");
+                    assert!(bits(&fast.1) == bits(&full.1), "{what}: gradient of x");
+                    assert!(bits(&fast.2) == bits(&full.2), "{what}: gradient of r");
                 }
             }
         }
