@@ -491,7 +491,8 @@ fn grad_into<F: Element, K: Kernel2<F>>(
 /// `[n, m]`: runs of `m`) that a binary op's forward reads in place, a
 /// segment per run; shorter runs are broadcast to the output's shape
 /// first, which is faster at runs of 2 and slower at runs of 4 and more
-/// (`docs/benchmarks.md`, "Repeated operands read in place").
+/// (`docs/benchmarks.md`, "Repeated operands of the binary ops read in
+/// place").
 const RUN_FORWARD: usize = 4;
 
 /// The same bound for the backward, which makes a pass per operand's
