@@ -2,7 +2,9 @@ use super::{
     Distribution, HALF_LN_2PI, batch_broadcast, check_divisor, check_finite, same_tape,
     sample_shape, standard_normal,
 };
-use crate::autodiff::ops::binary::{View, broadcast_all, map4, with_value};
+use crate::autodiff::ops::binary::{
+    Operands, RUN_BACKWARD, RUN_FORWARD, View, broadcast_all, fill4, map4, with_value,
+};
 use crate::autodiff::ops::unary::par_fill;
 use crate::autodiff::params::{Param, ParamStore};
 use crate::autodiff::tape::Op;
@@ -143,6 +145,12 @@ fn log_density<K: Standardized, F: Element>(x: F, m: F, s: F) -> F {
     K::log_density(z) - s.fast_ln() - F::lit(K::LN_C)
 }
 
+/// [`log_density`] of the first three of four operands (for [`fill4`]).
+#[inline(always)]
+fn log_density4<K: Standardized, F: Element>(x: F, m: F, s: F, _: F) -> F {
+    log_density::<K, F>(x, m, s)
+}
+
 /// `g slope(z) / s`, with `z = (x - m) / s` (0 where `g` is).
 #[inline(always)]
 fn loc_slope<K: Standardized, F: Element>(g: F, x: F, m: F, s: F) -> F {
@@ -173,19 +181,25 @@ impl<K: Standardized, F: Element> Op<F> for LocScaleLogProb<K> {
         if let Some((x, m, s)) = scalar_parameters(inputs) {
             // scalar parameters (a likelihood): ln(scale) and 1/scale once;
             // on two threads when long, as the backward's sums are (a pass
-            // on one thread between them left the helper asleep)
+            // on one thread between them left the helper asleep); `move`,
+            // so that the loop vectorizes (see `with_value`)
             let (inv, offset) = (F::one() / s, s.fast_ln() + F::lit(K::LN_C));
-            return Ok(with_value(x, m, |xi, m| {
+            return Ok(with_value(x, m, move |xi, m| {
                 K::log_density((xi - m) * inv) - offset
             }));
         }
         // a loc and a scale per value (a posterior at its own draws), or any
         // mix of single values and full tensors
-        let (shape, t) = broadcast_all(K::NAME, inputs)?;
-        let (x, m, s) = (t[0].view(), t[1].view(), t[2].view());
-        let n = crate::tensor::numel(&shape);
-        let out = map4(|x, m, s, _| log_density::<K, F>(x, m, s), [x, m, s, s], n);
-        Ok(Tensor::new_unchecked(out, shape))
+        // (a row or a column of parameters is read where it lies)
+        let ops = Operands::<F, 3>::new(K::NAME, inputs, RUN_FORWARD)?;
+        // SAFETY: `fill4` writes every element of each part.
+        let out = unsafe {
+            ops.new_output(
+                #[inline(always)]
+                |_, [x, m, s], out| fill4(&log_density4::<K, F>, [x, m, s, s], out),
+            )
+        };
+        Ok(Tensor::new_unchecked(out, ops.shape))
     }
     fn backward(
         &self,
@@ -223,13 +237,11 @@ impl<K: Standardized, F: Element> Op<F> for LocScaleLogProb<K> {
             };
             return Ok(vec![None, scalar(dloc * inv, 1)?, scalar(dscale * inv, 2)?]);
         }
-        let n = g.len();
         let shape = out.shape().to_vec();
-        let (_, t) = broadcast_all(K::NAME, inputs)?;
-        let views = [View::each(g), t[0].view(), t[1].view(), t[2].view()];
+        let ops = Operands::<F, 3>::new(K::NAME, inputs, RUN_BACKWARD)?;
         let (dloc, dscale) = (
-            map4(loc_slope::<K, F>, views, n),
-            map4(scale_slope::<K, F>, views, n),
+            slopes(&ops, g, loc_slope::<K, F>),
+            slopes(&ops, g, scale_slope::<K, F>),
         );
         let dx = needs[0].then(|| {
             Tensor::new_unchecked(dloc.iter().map(|&d| -d).collect::<Vec<_>>(), shape.clone())
@@ -248,6 +260,22 @@ impl<K: Standardized, F: Element> Op<F> for LocScaleLogProb<K> {
                 2,
             )?,
         ])
+    }
+}
+
+/// `slope(g_i, x_i, m_i, s_i)` at every position of the operands `ops`
+/// (`x`, `m`, `s`) and the incoming gradient `g`.
+fn slopes<F: Element>(
+    ops: &Operands<'_, F, 3>,
+    g: &[F],
+    slope: impl Fn(F, F, F, F) -> F + Sync,
+) -> Storage<F> {
+    // SAFETY: `fill4` writes every element of each part.
+    unsafe {
+        ops.new_output(
+            #[inline(always)]
+            |at, [x, m, s], out| fill4(&slope, [View::each(&g[at..]), x, m, s], out),
+        )
     }
 }
 
@@ -599,6 +627,70 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Parameters given as a row along the leading axes, a column of
+    /// per-row values, or a mix of these with single values and full ones,
+    /// read where they lie, give the bits of the same parameters broadcast
+    /// in full: the log-density and every gradient, on one thread and two.
+    #[test]
+    fn rows_and_columns_of_parameters_give_the_bits_of_full_ones() {
+        let bits = |t: &Tensor<f32>| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        // (x, loc, scale) shapes
+        let cases: [[&[usize]; 3]; 8] = [
+            // a row and runs of different periods: the runs broadcast
+            [&[5, 3, 4], &[3, 4], &[5, 3, 1]],
+            [&[3001, 70], &[70], &[70]],
+            [&[3001, 70], &[3001, 70], &[1, 70]],
+            [&[3001, 70], &[3001, 1], &[3001, 1]],
+            [&[3001, 70], &[3001, 1], &[70]],
+            [&[20011, 3], &[3], &[20011, 1]],
+            [&[70], &[3001, 70], &[]],
+            [&[5, 1, 4], &[5, 3, 1], &[3, 4]],
+        ];
+        for shapes in cases {
+            let shape = shapes.iter().fold(vec![], |s, t| {
+                crate::tensor::broadcast_shape(&s, t).unwrap()
+            });
+            let values: Vec<Tensor<f32>> = shapes
+                .iter()
+                .enumerate()
+                .map(|(k, s)| {
+                    Tensor::from_fn(s, |i| {
+                        let v = ((i * (k + 3)) % 101) as f32 * 0.02;
+                        if k == 2 { 0.3 + v } else { v - 1.0 }
+                    })
+                })
+                .collect();
+            let run = |wide: bool| {
+                let tape = Tape::<f32>::new();
+                let v: Vec<_> = values
+                    .iter()
+                    .map(|t| {
+                        tape.var(if wide {
+                            t.broadcast_to(&shape).unwrap()
+                        } else {
+                            t.clone()
+                        })
+                    })
+                    .collect();
+                let y = Normal::new(v[1], v[2]).unwrap().log_prob(v[0]).unwrap();
+                let w = Tensor::<f32>::from_fn(&shape, |i| ((i % 5) as f32 - 2.0) * 0.5);
+                let g = (y * tape.constant(w)).sum().backward().unwrap();
+                let grads: Vec<Tensor<f32>> = v
+                    .iter()
+                    .zip(shapes)
+                    .map(|(&v, s)| g.get(v).unwrap().clone().sum_to_owned(s).unwrap())
+                    .collect();
+                (y.value(), grads)
+            };
+            let ((y, g), (y_full, g_full)) = (run(false), run(true));
+            assert_eq!(y.shape(), &shape[..], "{shapes:?}");
+            assert!(bits(&y) == bits(&y_full), "{shapes:?}: values");
+            for k in 0..3 {
+                assert!(bits(&g[k]) == bits(&g_full[k]), "{shapes:?}: gradient {k}");
             }
         }
     }

@@ -373,12 +373,12 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
         K::NAME
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
-        let ops = Operands2::new(K::NAME, inputs, RUN_FORWARD)?;
+        let ops = Operands::<F, 2>::new(K::NAME, inputs, RUN_FORWARD)?;
         // SAFETY: both kernels write every element of each chunk or segment.
         let out = unsafe {
             ops.new_output(
                 #[inline(always)]
-                |_, a, b, out| {
+                |_, [a, b], out| {
                     if K::LANES {
                         K::f_lanes(a, b, out);
                     } else {
@@ -429,7 +429,7 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
                 })
                 .collect();
         }
-        let ops = Operands2::new(K::NAME, inputs, RUN_BACKWARD)?;
+        let ops = Operands::<F, 2>::new(K::NAME, inputs, RUN_BACKWARD)?;
         let (y, g) = (output.data(), grad.data());
         let mut out = Vec::with_capacity(2);
         for (side, &need) in needs.iter().enumerate().take(2) {
@@ -441,7 +441,7 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
             let data = unsafe {
                 ops.new_output(
                     #[inline(always)]
-                    |at, a, b, part| {
+                    |at, [a, b], part| {
                         grad_into::<F, K>(side, (a, b), (&y[at..], &g[at..]), part);
                     },
                 )
@@ -493,12 +493,12 @@ fn grad_into<F: Element, K: Kernel2<F>>(
 /// first, which is faster at runs of 2 and slower at runs of 4 and more
 /// (`docs/benchmarks.md`, "Repeated operands of the binary ops read in
 /// place").
-const RUN_FORWARD: usize = 4;
+pub(crate) const RUN_FORWARD: usize = 4;
 
 /// The same bound for the backward, which makes a pass per operand's
 /// gradient: reading in place is slower there for runs of 16 and faster
 /// from 32.
-const RUN_BACKWARD: usize = 32;
+pub(crate) const RUN_BACKWARD: usize = 32;
 
 /// An operand of a binary op as its loops read it, a segment of the
 /// output at a time: every kind is read where it lies but a broadcast
@@ -546,84 +546,106 @@ impl<F: Element> Reading<'_, F> {
     }
 }
 
-/// The two operands of a binary op broadcast together, each as a
+/// The operands of an elementwise op broadcast together, each as a
 /// [`Reading`]: a single value, the output's elements, a row repeated
 /// along the leading axes, or a value per run of at least
-/// [`RUN_FORWARD`] or [`RUN_BACKWARD`] elements are read in place. Of two
-/// operands that are both repeated, the second is widened.
-struct Operands2<'a, F: Element> {
-    shape: Vec<usize>,
-    a: Reading<'a, F>,
-    b: Reading<'a, F>,
+/// `shortest_run` elements ([`RUN_FORWARD`], [`RUN_BACKWARD`]) are read in
+/// place; other broadcasts are widened to the output's shape. Repeated
+/// operands are read a segment at a time, so all of them must share a
+/// period: one whose period differs from the first's is widened.
+pub(crate) struct Operands<'a, F: Element, const N: usize> {
+    pub(crate) shape: Vec<usize>,
+    readings: [Reading<'a, F>; N],
+    period: Option<usize>,
 }
 
-impl<'a, F: Element> Operands2<'a, F> {
-    /// `shortest_run`: the shortest run of a per-run value read in place
-    /// (shorter ones are widened).
-    fn new(op: &'static str, inputs: &[&'a Tensor<F>], shortest_run: usize) -> Result<Self> {
-        let (x, y) = (inputs[0], inputs[1]);
-        let shape = crate::tensor::broadcast_shape(x.shape(), y.shape()).ok_or_else(|| {
-            Error::ShapeMismatch {
+impl<'a, F: Element, const N: usize> Operands<'a, F, N> {
+    pub(crate) fn new(
+        op: &'static str,
+        inputs: &[&'a Tensor<F>],
+        shortest_run: usize,
+    ) -> Result<Self> {
+        if inputs.len() != N {
+            return Err(Error::invalid(
                 op,
-                lhs: x.shape().to_vec(),
-                rhs: y.shape().to_vec(),
-            }
-        })?;
+                format!("{} inputs, expected {N}", inputs.len()),
+            ));
+        }
+        let mut shape: Vec<usize> = Vec::new();
+        for t in inputs {
+            shape = crate::tensor::broadcast_shape(&shape, t.shape()).ok_or_else(|| {
+                Error::ShapeMismatch {
+                    op,
+                    lhs: shape.clone(),
+                    rhs: t.shape().to_vec(),
+                }
+            })?;
+        }
         let n = crate::tensor::numel(&shape);
-        let read = |t: &'a Tensor<F>, repeated: bool| -> Result<Reading<'a, F>> {
-            if t.len() == 1 {
-                return Ok(Reading::Same(t.data()));
-            }
-            // (as many elements as the output: its shape with leading 1s)
-            if t.len() == n {
-                return Ok(Reading::Each(Cow::Borrowed(t)));
-            }
-            if repeated {
-                if trailing_broadcast(&shape, t.shape()).is_some() {
-                    return Ok(Reading::Row(tiled(t.data())));
+        let mut period = None;
+        let mut readings = Vec::with_capacity(N);
+        for t in inputs {
+            let repeated = if t.len() == 1 || t.len() == n {
+                None
+            } else if trailing_broadcast(&shape, t.shape()).is_some() {
+                Some(Reading::Row(tiled(t.data())))
+            } else {
+                leading_broadcast(&shape, t.shape())
+                    .filter(|&run| run >= shortest_run)
+                    .map(|run| Reading::Runs(t.data(), run))
+            };
+            let fits = |r: &Reading<'a, F>| period.is_none() || r.period() == period;
+            let reading = match repeated {
+                Some(r) if fits(&r) => {
+                    period = r.period();
+                    r
                 }
-                if let Some(run) =
-                    leading_broadcast(&shape, t.shape()).filter(|&run| run >= shortest_run)
-                {
-                    return Ok(Reading::Runs(t.data(), run));
-                }
-            }
-            Ok(Reading::Each(Cow::Owned(t.broadcast_to(&shape)?)))
-        };
-        let a = read(x, true)?;
-        let b = read(y, a.period().is_none())?;
-        Ok(Operands2 { shape, a, b })
+                _ if t.len() == 1 => Reading::Same(t.data()),
+                // (as many elements as the output: its shape with leading 1s)
+                _ if t.len() == n => Reading::Each(Cow::Borrowed(*t)),
+                _ => Reading::Each(Cow::Owned(t.broadcast_to(&shape)?)),
+            };
+            readings.push(reading);
+        }
+        let readings = readings
+            .try_into()
+            .map_err(|_| Error::invalid(op, format!("{} inputs, expected {N}", inputs.len())))?;
+        Ok(Operands {
+            shape,
+            readings,
+            period,
+        })
     }
 
-    /// The output's elements, written by `fill(at, a, b, out)` a chunk at
-    /// a time on every thread, or a segment at a time (none crossing a
-    /// multiple of the repeated operand's period), with `a` and `b` the
-    /// operands from output element `at` on.
+    /// The output's elements, written by `fill(at, operands, out)` a chunk
+    /// at a time on every thread, or a segment at a time (none crossing a
+    /// multiple of the repeated operands' period), with the operands from
+    /// output element `at` on.
     ///
     /// # Safety
     /// `fill` must initialize every element of each `out` (as for
     /// [`par_new`]).
     #[inline(always)]
-    unsafe fn new_output(
+    pub(crate) unsafe fn new_output(
         &self,
-        fill: impl Fn(usize, View<'_, F>, View<'_, F>, &mut [MaybeUninit<F>]) + Sync,
+        fill: impl Fn(usize, [View<'_, F>; N], &mut [MaybeUninit<F>]) + Sync,
     ) -> Storage<F> {
         let n = crate::tensor::numel(&self.shape);
-        let (a, b) = (&self.a, &self.b);
+        let views = |at: usize| std::array::from_fn(|k| self.readings[k].view_at(at));
         // SAFETY: the parts cover the output, and `fill` initializes every
         // element of each (the caller's contract).
         unsafe {
-            match a.period().or(b.period()) {
+            match self.period {
                 Some(period) => par_new_in_segments(
                     n,
                     period,
                     #[inline(always)]
-                    |at, out| fill(at, a.view_at(at), b.view_at(at), out),
+                    |at, out| fill(at, views(at), out),
                 ),
                 None => par_new(
                     n,
                     #[inline(always)]
-                    |at, out| fill(at, a.view_at(at), b.view_at(at), out),
+                    |at, out| fill(at, views(at), out),
                 ),
             }
         }
@@ -820,7 +842,10 @@ impl<F: Element> Operand<'_, F> {
 }
 
 /// `f(x, v)` for every element `x` of `big`: vectorized, on two threads
-/// when large.
+/// when large. A closure `f` that captures values should own them
+/// (`move`): one that borrows them has them loaded again at every element
+/// (the loop's stores might change them, for all the compiler knows),
+/// which keeps the loop scalar.
 pub(crate) fn with_value<F: Element>(
     big: &Tensor<F>,
     v: F,
@@ -916,6 +941,17 @@ impl<'a, F: Element> View<'a, F> {
         }
     }
 
+    /// The view from output position `start` on (a single value stays
+    /// itself).
+    #[inline(always)]
+    pub(crate) fn skip(self, start: usize) -> Self {
+        if self.scalar {
+            self
+        } else {
+            View::each(&self.data[start..])
+        }
+    }
+
     /// The data and the step between output positions (0 for a single
     /// value), for loops that index rather than branch.
     pub(crate) fn strided(self) -> (&'a [F], usize) {
@@ -976,29 +1012,47 @@ impl<F: Element> Lane<F> for Each<'_, F> {
 }
 
 /// `k(a_i, b_i, c_i, d_i)` at each of `n` positions for the views of four
-/// operands broadcast to them, on every thread, with one loop per
-/// combination of the operands' kinds ([`Lane`]). A kernel of fewer
-/// operands repeats one and ignores it.
+/// operands broadcast to them, on every thread ([`fill4`] a chunk at a
+/// time).
 pub(crate) fn map4<F: Element>(
     k: impl Fn(F, F, F, F) -> F + Sync,
     v: [View<'_, F>; 4],
     n: usize,
 ) -> Storage<F> {
+    // SAFETY: `fill4` writes every element of each chunk.
+    unsafe {
+        par_new(
+            n,
+            #[inline(always)]
+            |start, chunk| fill4(&k, v.map(|v| v.skip(start)), chunk),
+        )
+    }
+}
+
+/// `k(a_i, b_i, c_i, d_i)` into every element of `out` for the views of
+/// four operands from its first position on, with one loop per
+/// combination of the operands' kinds ([`Lane`]). A kernel of fewer
+/// operands repeats one and ignores it.
+#[inline(always)]
+pub(crate) fn fill4<F: Element>(
+    k: &impl Fn(F, F, F, F) -> F,
+    v: [View<'_, F>; 4],
+    out: &mut [MaybeUninit<F>],
+) {
     #[inline(always)]
     fn run<F: Element>(
         k: &impl Fn(F, F, F, F) -> F,
         (a, b, c, d): (impl Lane<F>, impl Lane<F>, impl Lane<F>, impl Lane<F>),
-        start: usize,
-        chunk: &mut [MaybeUninit<F>],
+        out: &mut [MaybeUninit<F>],
     ) {
-        let n = chunk.len();
+        let n = out.len();
         let (a, b, c, d) = (
-            a.window(start, n),
-            b.window(start, n),
-            c.window(start, n),
-            d.window(start, n),
+            a.window(0, n),
+            b.window(0, n),
+            c.window(0, n),
+            d.window(0, n),
         );
-        for (i, o) in chunk.iter_mut().enumerate() {
+        for (i, o) in out.iter_mut().enumerate() {
             o.write(k(a.at(i), b.at(i), c.at(i), d.at(i)));
         }
     }
@@ -1018,18 +1072,9 @@ pub(crate) fn map4<F: Element>(
         };
     }
     let [a, b, c, d] = v;
-    // SAFETY: `run` writes every element of each chunk.
-    unsafe {
-        par_new(
-            n,
-            #[inline(always)]
-            |start, chunk| {
-                by_kind!(a, |a| by_kind!(b, |b| by_kind!(c, |c| by_kind!(d, |d| {
-                    run(&k, (a, b, c, d), start, chunk)
-                }))))
-            },
-        )
-    }
+    by_kind!(a, |a| by_kind!(b, |b| by_kind!(c, |c| by_kind!(d, |d| {
+        run(k, (a, b, c, d), out)
+    }))))
 }
 
 /// The common shape of the inputs and each input as an [`Operand`].
@@ -1297,9 +1342,10 @@ mod tests {
     }
 
     /// Two operands that are both repeated (a column against a row, a row
-    /// against a value per run): one is read in place and the other
-    /// broadcast, with the bits of both broadcast in full, forward and
-    /// backward, in either order, on one thread and two.
+    /// against a value per run): both read in place where they share a
+    /// period, the second broadcast where not, with the bits of both
+    /// broadcast in full, forward and backward, in either order, on one
+    /// thread and two.
     #[test]
     fn two_repeated_operands_give_the_bits_of_full_ones() {
         let cases: [(&[usize], &[usize]); 6] = [
