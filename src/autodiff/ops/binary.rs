@@ -571,16 +571,7 @@ impl<'a, F: Element, const N: usize> Operands<'a, F, N> {
                 format!("{} inputs, expected {N}", inputs.len()),
             ));
         }
-        let mut shape: Vec<usize> = Vec::new();
-        for t in inputs {
-            shape = crate::tensor::broadcast_shape(&shape, t.shape()).ok_or_else(|| {
-                Error::ShapeMismatch {
-                    op,
-                    lhs: shape.clone(),
-                    rhs: t.shape().to_vec(),
-                }
-            })?;
-        }
+        let shape = common_shape(op, inputs)?;
         let n = crate::tensor::numel(&shape);
         let mut period = None;
         let mut readings = Vec::with_capacity(N);
@@ -1077,16 +1068,14 @@ pub(crate) fn fill4<F: Element>(
     }))))
 }
 
-/// The common shape of the inputs and each input as an [`Operand`].
-pub(crate) fn broadcast_all<'a, F: Element>(
-    op: &'static str,
-    inputs: &[&'a Tensor<F>],
-) -> Result<(Vec<usize>, Vec<Operand<'a, F>>)> {
+/// The shape the inputs broadcast to together (an error naming `op` and
+/// the first pair that does not broadcast).
+fn common_shape<F: Element>(op: &'static str, inputs: &[&Tensor<F>]) -> Result<Vec<usize>> {
     let mut shape = inputs
         .first()
         .map(|t| t.shape().to_vec())
         .unwrap_or_default();
-    for t in &inputs[1..] {
+    for t in inputs.iter().skip(1) {
         shape = crate::tensor::broadcast_shape(&shape, t.shape()).ok_or_else(|| {
             Error::ShapeMismatch {
                 op,
@@ -1095,6 +1084,15 @@ pub(crate) fn broadcast_all<'a, F: Element>(
             }
         })?;
     }
+    Ok(shape)
+}
+
+/// The common shape of the inputs and each input as an [`Operand`].
+pub(crate) fn broadcast_all<'a, F: Element>(
+    op: &'static str,
+    inputs: &[&'a Tensor<F>],
+) -> Result<(Vec<usize>, Vec<Operand<'a, F>>)> {
+    let shape = common_shape(op, inputs)?;
     let operands = inputs
         .iter()
         .map(|t| {
