@@ -488,7 +488,8 @@ fn grad_into<F: Element, K: Kernel2<F>>(
 }
 
 /// The shortest runs of a per-run value (a column `[n, 1]` against
-/// `[n, m]`: runs of `m`) that a binary op's forward reads in place, a
+/// `[n, m]`: runs of `m`) that the forward of a binary op (or of a
+/// log-density, through [`Operands`]) reads in place, a
 /// segment per run; shorter runs are broadcast to the output's shape
 /// first, which is faster at runs of 2 and slower at runs of 4 and more
 /// (`docs/benchmarks.md`, "Repeated operands of the binary ops read in
@@ -500,7 +501,7 @@ pub(crate) const RUN_FORWARD: usize = 4;
 /// from 32.
 pub(crate) const RUN_BACKWARD: usize = 32;
 
-/// An operand of a binary op as its loops read it, a segment of the
+/// An operand of an elementwise op as its loops read it, a segment of the
 /// output at a time: every kind is read where it lies but a broadcast
 /// that is none of them, which is widened to the output's shape first.
 enum Reading<'a, F: Clone> {
