@@ -301,25 +301,27 @@ impl<F: Element> Op<F> for Choose {
         "choose"
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
-        let (shape, t) = broadcast_all("choose", inputs)?;
-        // each operand is now of the full size or a single value: indexed
-        // with a stride of 1 or 0, which keeps the loop free of branches on
-        // which it is
-        let ((m, sm), (a, sa), (b, sb)) = (
-            t[0].view().strided(),
-            t[1].view().strided(),
-            t[2].view().strided(),
-        );
-        let out = (0..crate::tensor::numel(&shape))
-            .map(|i| {
-                if m[i * sm] != F::zero() {
-                    a[i * sa]
-                } else {
-                    b[i * sb]
-                }
-            })
-            .collect();
-        Tensor::from_vec(out, &shape)
+        let ops = Operands::<F, 3>::new("choose", inputs, RUN_FORWARD)?;
+        // SAFETY: the loop writes every element of each part.
+        let out = unsafe {
+            ops.new_output(
+                #[inline(always)]
+                |_, [m, a, b], out| {
+                    // each operand is indexed with a stride of 1 or 0 (a
+                    // single value), which keeps the loop free of branches
+                    // on which it is
+                    let ((m, sm), (a, sa), (b, sb)) = (m.strided(), a.strided(), b.strided());
+                    for (i, o) in out.iter_mut().enumerate() {
+                        o.write(if m[i * sm] != F::zero() {
+                            a[i * sa]
+                        } else {
+                            b[i * sb]
+                        });
+                    }
+                },
+            )
+        };
+        Ok(Tensor::new_unchecked(out, ops.shape))
     }
     fn backward(
         &self,
