@@ -1047,74 +1047,111 @@ const LANE_MAX: f64 = 1e150;
 /// [`LANE_MIN`] to at least 10.
 const SHIFTS: usize = 10;
 
-/// The recurrence for each lane without a branch: `z = x + n`, the first
-/// of `x, x + 1, ...` at least 10, and the `SHIFTS` terms `x + i`, each
-/// with 1 where `i < n` (`counted`) and 0 beyond; the factors past `n` are
-/// 1 (`factors`), so that their product is `x (x + 1) ... (x + n - 1)`.
+/// Step `i` of the recurrence in each lane, without a branch: `x + i`,
+/// and whether it is below 10 (a step taken). `x + i` rises with `i`, so
+/// the steps taken are the first `n`, and `x + n` is the first of `x, x +
+/// 1, ...` at least 10 ([`shifted`]).
+///
+/// The lane forms build their terms from the steps one at a time, never
+/// as arrays of `SHIFTS` rows written and then read: for AVX-512 the
+/// compiler vectorized such a loop across the rows, with a scatter for
+/// every row written and a gather for every row read, which made ψ and
+/// `ψ(a) - ψ(a + b)` slower there than with AVX2 (`docs/benchmarks.md`,
+/// "The lane forms of `ln Γ` and ψ on AVX-512").
 #[inline(always)]
-fn shift_lanes<const L: usize>(x: &[f64; L]) -> ShiftedLanes<L> {
+fn step<const L: usize>(x: &[f64; L], i: usize) -> ([f64; L], [u64; L]) {
+    let (mut y, mut below) = ([0.0; L], [0; L]);
+    for l in 0..L {
+        y[l] = x[l] + i as f64;
+        below[l] = mask(y[l] < 10.0);
+    }
+    (y, below)
+}
+
+/// `z = x + n` of each lane, `n` the steps taken ([`step`]).
+#[inline(always)]
+fn shifted<const L: usize>(x: &[f64; L]) -> [f64; L] {
     let mut n = [0.0; L];
-    let mut factors = [[1.0; L]; SHIFTS];
-    let mut counted = [[0.0; L]; SHIFTS];
     for i in 0..SHIFTS {
+        let (_, below) = step(x, i);
         for l in 0..L {
-            let y = x[l] + i as f64;
-            let below = mask(y < 10.0);
-            factors[i][l] = select(below, y, 1.0);
-            counted[i][l] = select(below, 1.0, 0.0);
-            n[l] += counted[i][l];
+            n[l] += select(below[l], 1.0, 0.0);
         }
     }
     let mut z = [0.0; L];
     for l in 0..L {
-        // (`x + i` rises with `i`, so the terms below 10 are the first n,
-        // and x + n is at least 10)
         z[l] = x[l] + n[l];
     }
-    ShiftedLanes {
-        z,
-        factors,
-        counted,
+    z
+}
+
+/// `f(y, b)` where step `i` is taken, `beyond` elsewhere, in each lane
+/// (`y = x + i`, [`step`]).
+#[inline(always)]
+fn on_step<const L: usize>(
+    x: &[f64; L],
+    i: usize,
+    f: impl Fn(f64, usize) -> f64,
+    beyond: f64,
+) -> [f64; L] {
+    let (y, below) = step(x, i);
+    let mut out = [0.0; L];
+    for l in 0..L {
+        out[l] = select(below[l], f(y[l], l), beyond);
     }
+    out
 }
 
-/// What [`shift_lanes`] gives.
-struct ShiftedLanes<const L: usize> {
-    z: [f64; L],
-    factors: [[f64; L]; SHIFTS],
-    counted: [[f64; L]; SHIFTS],
+/// Step `i` where it is taken, 1 elsewhere ([`step`]).
+#[inline(always)]
+fn factor<const L: usize>(x: &[f64; L], i: usize) -> [f64; L] {
+    on_step(
+        x,
+        i,
+        #[inline(always)]
+        |y, _| y,
+        1.0,
+    )
 }
 
-/// `Σ num_i / den_i` of each lane as one fraction `(num, den)`, the terms
-/// combined in pairs (`a/b + c/d = (a d + c b) / (b d)`) in a tree of four
-/// levels rather than a chain of divisions. The terms are positive (or 0 /
-/// positive), so no digits cancel.
+/// `a/b + c/d = (a d + c b) / (b d)` of each lane.
+#[inline(always)]
+fn add_fractions<const L: usize>(
+    (a, b): ([f64; L], [f64; L]),
+    (c, d): ([f64; L], [f64; L]),
+) -> ([f64; L], [f64; L]) {
+    let (mut num, mut den) = ([0.0; L], [0.0; L]);
+    for l in 0..L {
+        num[l] = a[l] * d[l] + c[l] * b[l];
+        den[l] = b[l] * d[l];
+    }
+    (num, den)
+}
+
+/// `Σ num_i / den_i` over the `SHIFTS` steps of each lane, `term(i) =
+/// (num_i, den_i)`, as one fraction `(num, den)`: the terms combined in
+/// pairs ([`add_fractions`]) in a tree of four levels rather than a chain
+/// of divisions (the five pairs of neighbours, then the first two of those
+/// and the next two, then those two, and last the fifth pair). The terms
+/// are positive (or 0 / positive), so no digits cancel.
 #[inline(always)]
 fn fraction_sum<const L: usize>(
-    mut num: [[f64; L]; SHIFTS],
-    mut den: [[f64; L]; SHIFTS],
+    term: impl Fn(usize) -> ([f64; L], [f64; L]),
 ) -> ([f64; L], [f64; L]) {
-    let mut len = SHIFTS;
-    while len > 1 {
-        for j in 0..len / 2 {
-            for l in 0..L {
-                let (a, b, c, d) = (
-                    num[2 * j][l],
-                    den[2 * j][l],
-                    num[2 * j + 1][l],
-                    den[2 * j + 1][l],
-                );
-                num[j][l] = a * d + c * b;
-                den[j][l] = b * d;
-            }
-        }
-        if len % 2 == 1 {
-            num[len / 2] = num[len - 1];
-            den[len / 2] = den[len - 1];
-        }
-        len = len.div_ceil(2);
-    }
-    (num[0], den[0])
+    const { assert!(SHIFTS == 10, "the tree takes ten terms") };
+    let (p0, p1) = (
+        add_fractions(term(0), term(1)),
+        add_fractions(term(2), term(3)),
+    );
+    let (p2, p3) = (
+        add_fractions(term(4), term(5)),
+        add_fractions(term(6), term(7)),
+    );
+    let p4 = add_fractions(term(8), term(9));
+    add_fractions(
+        add_fractions(add_fractions(p0, p1), add_fractions(p2, p3)),
+        p4,
+    )
 }
 
 /// `ln Γ(1 + z)` of each lane for `|z| <` [`TAYLOR_RADIUS`], from
@@ -1139,7 +1176,7 @@ fn lgamma1p_lanes<const L: usize>(z: &[f64; L]) -> [f64; L] {
 }
 
 /// `ln Γ(x)` of each lane ([`lgamma`] to its accuracy), in operations
-/// that vectorize: the recurrence to `z >= 10` ([`shift_lanes`]) and
+/// that vectorize: the recurrence to `z >= 10` ([`shifted`]) and
 /// Stirling's series there, less the logarithm of the product of the
 /// factors (below `10^10`: no overflow); near 1 and 2, where `ln Γ`
 /// crosses zero, its Taylor series ([`lgamma1p_lanes`]) for the relative
@@ -1147,7 +1184,24 @@ fn lgamma1p_lanes<const L: usize>(z: &[f64; L]) -> [f64; L] {
 /// one by one by the scalar function.
 #[inline(always)]
 pub(crate) fn lgamma_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
-    let ShiftedLanes { z, factors: f, .. } = shift_lanes(x);
+    // the steps taken and 1 beyond, whose product is x (x + 1) ... (x + n
+    // - 1), in one loop with their count `n` (z = x + n): the sum carried
+    // from step to step keeps the compiler from vectorizing the loop across
+    // the steps, with a scatter for each (see `step`); built as a tree of
+    // products of `factor`s instead, `lgamma` ran 1.6 times slower with
+    // AVX-512 and `lbeta` a quarter slower with AVX2
+    let (mut n, mut f) = ([0.0; L], [[1.0; L]; SHIFTS]);
+    for (i, f) in f.iter_mut().enumerate() {
+        let (y, below) = step(x, i);
+        for l in 0..L {
+            f[l] = select(below[l], y[l], 1.0);
+            n[l] += select(below[l], 1.0, 0.0);
+        }
+    }
+    let mut z = [0.0; L];
+    for l in 0..L {
+        z[l] = x[l] + n[l];
+    }
     let mut p = [0.0; L];
     for l in 0..L {
         p[l] = ((f[0][l] * f[1][l]) * (f[2][l] * f[3][l]))
@@ -1203,17 +1257,28 @@ fn one_by_one<const L: usize>(off: &[u64; L], out: &mut [f64; L], f: impl Fn(usi
 }
 
 /// `ψ(x)` of each lane ([`digamma`] to its accuracy): `ln z - 1/(2z) -
-/// T(z) - Σ 1/(x + i)` with `z` and the terms from [`shift_lanes`], the
+/// T(z) - Σ 1/(x + i)` with `z` and the terms from [`step`], the
 /// sum as one fraction ([`fraction_sum`]), `T` the tail of the asymptotic
 /// series ([`digamma_tail`]).
 #[inline(always)]
 pub(crate) fn digamma_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
-    let ShiftedLanes {
-        z,
-        factors,
-        counted,
-    } = shift_lanes(x);
-    let (num, den) = fraction_sum(counted, factors);
+    let z = shifted(x);
+    // Σ 1 / (x + i) over the steps taken
+    let (num, den) = fraction_sum(
+        #[inline(always)]
+        |i| {
+            (
+                on_step(
+                    x,
+                    i,
+                    #[inline(always)]
+                    |_, _| 1.0,
+                    0.0,
+                ),
+                factor(x, i),
+            )
+        },
+    );
     let ln_z = ln_lanes(&z);
     let mut out = [0.0; L];
     for l in 0..L {
@@ -1229,17 +1294,30 @@ pub(crate) fn digamma_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
 /// tail of the asymptotic series ([`trigamma_tail`]).
 #[inline(always)]
 pub(crate) fn trigamma_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
-    let ShiftedLanes {
-        z,
-        mut factors,
-        counted,
-    } = shift_lanes(x);
-    for f in &mut factors {
-        for v in f.iter_mut() {
-            *v *= *v;
-        }
-    }
-    let (num, den) = fraction_sum(counted, factors);
+    let z = shifted(x);
+    // Σ 1 / (x + i)² over the steps taken
+    let (num, den) = fraction_sum(
+        #[inline(always)]
+        |i| {
+            let one = on_step(
+                x,
+                i,
+                #[inline(always)]
+                |_, _| 1.0,
+                0.0,
+            );
+            (
+                one,
+                on_step(
+                    x,
+                    i,
+                    #[inline(always)]
+                    |y, _| y * y,
+                    1.0,
+                ),
+            )
+        },
+    );
     let mut out = [0.0; L];
     for l in 0..L {
         let r = 1.0 / z[l];
@@ -1355,7 +1433,7 @@ const DIFF_LANE_MAX: f64 = 1e20;
 
 /// [`digamma_diff`] `ψ(a) - ψ(a + b)` of each lane's pair, to its
 /// accuracy: the terms `-b / (x (x + b))` of the recurrence from
-/// [`shift_lanes`] summed as one fraction ([`fraction_sum`]), then at `z
+/// [`step`] summed as one fraction ([`fraction_sum`]), then at `z
 /// >= 10`, `-ln(1 + b/z) - (b/z) / (2(z + b))` less the difference of the
 /// tails, term by term as [`tail_differences`] takes it, with `1 - q²`
 /// (`q = z / (z + b)`) as `(b / s)((s + z) / s)`, `s = z + b`, where the
@@ -1364,20 +1442,29 @@ const DIFF_LANE_MAX: f64 = 1e20;
 /// [`DIFF_LANE_MIN`]`..=`[`DIFF_LANE_MAX`] go to [`digamma_diff`].
 #[inline(always)]
 pub(crate) fn digamma_diff_lanes<const L: usize>(a: &[f64; L], b: &[f64; L]) -> [f64; L] {
-    let ShiftedLanes {
-        z,
-        mut factors,
-        mut counted,
-    } = shift_lanes(a);
-    for (f, c) in factors.iter_mut().zip(&mut counted) {
-        for l in 0..L {
-            // x (x + b) for the terms taken, 1 beyond; b over it
-            let x = f[l];
-            f[l] = select(mask(c[l] != 0.0), x * (x + b[l]), 1.0);
-            c[l] *= b[l];
-        }
-    }
-    let (num, den) = fraction_sum(counted, factors);
+    let z = shifted(a);
+    // Σ b / (x (x + b)) over the steps taken, x = a + i
+    let (num, den) = fraction_sum(
+        #[inline(always)]
+        |i| {
+            (
+                on_step(
+                    a,
+                    i,
+                    #[inline(always)]
+                    |_, l| b[l],
+                    0.0,
+                ),
+                on_step(
+                    a,
+                    i,
+                    #[inline(always)]
+                    |y, l| y * (y + b[l]),
+                    1.0,
+                ),
+            )
+        },
+    );
     let mut v = [0.0; L];
     for l in 0..L {
         v[l] = b[l] / z[l];
