@@ -175,7 +175,21 @@ fn spin_until(ready: impl Fn() -> bool) -> bool {
     spin_for(SPIN, ready)
 }
 
-/// Spins until `ready()` or for `limit`; returns whether it became ready.
+/// How long a waiting thread spins before it starts yielding its core
+/// between its checks ([`spin_for`]). Where every core is busy (another
+/// process, or more threads than cores), a thread that spins holds a core
+/// that the thread it waits for, or the caller it should take work from,
+/// could run on; one that yields gives it up to any thread that is ready,
+/// and is back at once where none is. On AMD EPYC family 25 model 17 (2
+/// cores) beside one busy-looping thread, `bench -- mlp --load 1` took
+/// 5.5–5.8 ms a step against 7.0–7.3 spinning throughout, `sparse_vd`
+/// 5.7–5.9 against 7.2–7.3 and `conv` 8.9–9.9 against 11.3–11.9; idle, the
+/// workloads were within 2 % either way (`docs/benchmarks.md`, "Threads and
+/// a competing load").
+const YIELD_AFTER: Duration = Duration::from_micros(5);
+
+/// Spins until `ready()` or for `limit`, yielding the core between checks
+/// after [`YIELD_AFTER`]; returns whether it became ready.
 fn spin_for(limit: Duration, ready: impl Fn() -> bool) -> bool {
     let start = Instant::now();
     loop {
@@ -185,8 +199,12 @@ fn spin_for(limit: Duration, ready: impl Fn() -> bool) -> bool {
             }
             std::hint::spin_loop();
         }
-        if start.elapsed() > limit {
+        let spun = start.elapsed();
+        if spun > limit {
             return ready();
+        }
+        if spun > YIELD_AFTER {
+            std::thread::yield_now();
         }
     }
 }
