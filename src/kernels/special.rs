@@ -1114,6 +1114,18 @@ fn factor<const L: usize>(x: &[f64; L], i: usize) -> [f64; L] {
     )
 }
 
+/// 1 where step `i` is taken, 0 elsewhere ([`step`]).
+#[inline(always)]
+fn taken<const L: usize>(x: &[f64; L], i: usize) -> [f64; L] {
+    on_step(
+        x,
+        i,
+        #[inline(always)]
+        |_, _| 1.0,
+        0.0,
+    )
+}
+
 /// `a/b + c/d = (a d + c b) / (b d)` of each lane.
 #[inline(always)]
 fn add_fractions<const L: usize>(
@@ -1267,18 +1279,7 @@ pub(crate) fn digamma_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
     // Σ 1 / (x + i) over the steps taken
     let (num, den) = fraction_sum(
         #[inline(always)]
-        |i| {
-            (
-                on_step(
-                    x,
-                    i,
-                    #[inline(always)]
-                    |_, _| 1.0,
-                    0.0,
-                ),
-                factor(x, i),
-            )
-        },
+        |i| (taken(x, i), factor(x, i)),
     );
     let ln_z = ln_lanes(&z);
     let mut out = [0.0; L];
@@ -1300,15 +1301,8 @@ pub(crate) fn trigamma_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
     let (num, den) = fraction_sum(
         #[inline(always)]
         |i| {
-            let one = on_step(
-                x,
-                i,
-                #[inline(always)]
-                |_, _| 1.0,
-                0.0,
-            );
             (
-                one,
+                taken(x, i),
                 on_step(
                     x,
                     i,
