@@ -579,7 +579,7 @@ fn deal<F: Element>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::parallel::{set_threads, threads};
+    use crate::kernels::parallel::{set_threads, thread_count_held, threads};
 
     /// A deterministic pseudo-random matrix of `len` elements: values with
     /// many significant bits, so that any change in the order of a sum
@@ -628,6 +628,7 @@ mod tests {
             // whole and in large parts, the unpacked kernel in small ones)
             &[(260, 300, 150, false, false), (150, 40, 400, false, false)],
         ];
+        let _held = thread_count_held();
         let original = threads();
         for (s, set) in sets.iter().enumerate() {
             let data: Vec<(Vec<f32>, Vec<f32>)> = (set.iter().enumerate())

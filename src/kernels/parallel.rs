@@ -357,6 +357,16 @@ pub(crate) fn set_threads(n: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// Held by every test that sets the thread count or depends on it: tests
+/// run on several threads at once, and one test's `set_threads` would
+/// otherwise change the count under another (or restore a count it read
+/// while a third test had changed it).
+#[cfg(test)]
+pub(crate) fn thread_count_held() -> std::sync::MutexGuard<'static, ()> {
+    static HELD: Mutex<()> = Mutex::new(());
+    HELD.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Claims up to `want` idle helpers (of the first `threads() - 1`).
 /// Concurrent callers share the pool: each gets the helpers free at that
 /// moment, and runs the rest of its work itself.
@@ -798,6 +808,9 @@ mod tests {
 
     #[test]
     fn par_fill_costly_hands_every_element_once() {
+        let _held = thread_count_held();
+        let original = threads();
+        set_threads(2).unwrap();
         for len in [0, 1, 63, 64, 127, 128, 130, 1000, 100_003] {
             let (mut a, mut b) = (vec![0usize; len], vec![0usize; len]);
             let calls = AtomicUsize::new(0);
@@ -812,10 +825,11 @@ mod tests {
             assert!(b.iter().all(|&v| v == 1), "length {len}");
             // a long slice is cut into more parts than there are threads,
             // which the threads claim as they become free
-            if len == 100_003 && threads() > 1 {
-                assert!(calls.into_inner() > threads());
+            if len == 100_003 {
+                assert!(calls.into_inner() > 2);
             }
         }
+        set_threads(original).unwrap();
     }
 
     #[test]
@@ -1069,6 +1083,7 @@ mod tests {
 
     #[test]
     fn par_for_runs_every_part_once_on_any_thread_count() {
+        let _held = thread_count_held();
         let original = threads();
         for t in [1, 2, 3, 5] {
             set_threads(t).unwrap();

@@ -1222,6 +1222,7 @@ mod tests {
     /// threads: the second part starts inside a copy, at an odd offset.
     #[test]
     fn a_tiled_source_is_copied_on_every_thread_count() {
+        let _held = crate::kernels::parallel::thread_count_held();
         let original = crate::threads();
         let src = Tensor::<f32>::from_fn(&[1, 7, 1001], |i| i as f32);
         let out = [41, 7, 1001];
@@ -1306,6 +1307,7 @@ mod tests {
     /// unsplit one: every element accumulates its k terms in the same order.
     #[test]
     fn products_have_the_same_bits_on_every_thread_count() {
+        let _held = crate::kernels::parallel::thread_count_held();
         let original = crate::threads();
         for (m, k, n) in [
             (300, 70, 60),
