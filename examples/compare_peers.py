@@ -118,7 +118,17 @@ def main(argv):
                 theirs[p].append(other[p])
             # the faster peer's time over ours, per figure
             ratios.append([min(other[p][k] for p in peers) / mine[k] for k in range(len(mine))])
-            print(f"  {workload} pair {i + 1}: " + ", ".join(f"{r:.2f}" for r in ratios[-1]), flush=True)
+            # each side's figures too (but the survey's dozens of rows), so that a
+            # pair in which one side met a slower machine than the other shows as such
+            sides = "; ".join(
+                f"{p} " + ", ".join(f"{v:.4g}" for v in vs)
+                for p, vs in [("bayesgrad", mine), *other.items()]
+            )
+            sides = f"  ({sides})" if workload != "survey" else ""
+            print(
+                f"  {workload} pair {i + 1}: " + ", ".join(f"{r:.2f}" for r in ratios[-1]) + sides,
+                flush=True,
+            )
         names = {"sampling": SAMPLING, "survey": SURVEY}.get(workload, [workload])
         for k, name in enumerate(names):
             unit = {"sampling": "ms per M draws", "survey": "ns per element"}.get(workload, "ms per step")
