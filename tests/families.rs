@@ -3574,3 +3574,70 @@ fn f32_beta_kl_in_lanes_is_the_f64_value_rounded_in_every_layout() {
     }
     assert_kl_rounded_from_f64_in_every_layout(1, at);
 }
+
+/// Single parameters give every value the bits that the same parameters
+/// repeated per value give (the value and the value's gradient), at every
+/// length around the groups the formulas take positions in (eight, and two
+/// groups at a time where the parameters are single) and the halves that
+/// long inputs are split into: the Gamma, Beta and Student-t
+/// log-densities and the Gamma entropy with a single concentration.
+#[test]
+fn single_parameters_give_the_bits_of_parameters_per_value_at_every_length() {
+    /// The values and the gradient in `x`, with parameters `params` single
+    /// or repeated over the `n` values.
+    fn eval(which: usize, params: &[f64], n: usize, per_value: bool) -> Vec<u32> {
+        let tape = Tape::<f32>::new();
+        let param = |p: f64| match per_value {
+            true => tape.constant(Tensor::from_fn(&[n], |_| p as f32)),
+            false => tape.constant(Tensor::scalar(p as f32)),
+        };
+        let x = tape.var(Tensor::from_fn(&[n], |i| match which {
+            1 => ((i % 17) + 1) as f32 / 19.0,
+            2 => (i % 23) as f32 * 0.41 - 4.0,
+            _ => 0.1 + (i % 13) as f32 * 0.37,
+        }));
+        let y = match which {
+            0 => Gamma::new(param(params[0]), param(params[1]))
+                .unwrap()
+                .log_prob(x),
+            1 => Beta::new(param(params[0]), param(params[1]))
+                .unwrap()
+                .log_prob(x),
+            2 => StudentT::new(param(params[0]), param(params[1]), param(params[2]))
+                .unwrap()
+                .log_prob(x),
+            // the entropy of Gamma(a, x): `a` single, the rates per value
+            _ => Gamma::new(param(params[0]), x).unwrap().entropy(),
+        }
+        .unwrap();
+        let g = y.sum().backward().unwrap();
+        let bits = |t: &Tensor<f32>| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let mut out = bits(&y.value());
+        out.extend(bits(g.get(x).expect("a gradient in x")));
+        out
+    }
+    let cases: [&[f64]; 4] = [&[2.5, 1.5], &[2.0, 3.0], &[4.0, 0.5, 1.5], &[0.75]];
+    for (which, params) in cases.into_iter().enumerate() {
+        for n in [
+            1,
+            7,
+            8,
+            9,
+            15,
+            16,
+            17,
+            24,
+            31,
+            32,
+            33,
+            47,
+            4096,
+            4096 + 17,
+            5000 + 3,
+        ] {
+            let single = eval(which, params, n, false);
+            let per_value = eval(which, params, n, true);
+            assert!(single == per_value, "formula {which}, {n} values");
+        }
+    }
+}
