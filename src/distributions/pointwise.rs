@@ -109,11 +109,12 @@ fn first_lanes<F: Element>(data: &[F]) -> Lanes {
 /// positions: every element of `out` and of each `d` that is not empty is
 /// written. `pre` is the parameters' terms where they are single values;
 /// then the groups are evaluated two at a time (each with the values it
-/// gives alone), which took a third to a half less time per element on the
-/// Gamma, Beta and Student-t densities with single parameters (`bench --
-/// survey`, docs/benchmarks.md). The loop for terms of each group is kept
-/// apart: with one loop for both, testing `pre` at every group, the Gamma
-/// entropy with a concentration per value ran 1.4 times slower with AVX-512.
+/// gives alone), which took the Gamma, Beta and Student-t densities and the
+/// Gamma entropy with single parameters to 0.48–0.89 of their time per
+/// element (`bench -- survey`, docs/benchmarks.md). The loop for terms of
+/// each group is kept apart: with one loop for both, testing `pre` at every
+/// group, the Gamma entropy with a concentration per value ran 1.4 times
+/// slower with AVX-512.
 #[inline(always)]
 fn run<F: Element, K: Pointwise<N>, const N: usize>(
     inputs: &[Strided<'_, F>; N],
