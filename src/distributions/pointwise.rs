@@ -137,10 +137,8 @@ fn run<F: Element, K: Pointwise<N>, const N: usize>(
                     group(inputs, &single, start + at, LANES),
                     group(inputs, &single, start + at + LANES, LANES),
                 );
-                let (mut value0, mut partials0) = ([0.0; LANES], [[0.0; LANES]; N]);
-                let (mut value1, mut partials1) = ([0.0; LANES], [[0.0; LANES]; N]);
-                K::eval(&v0, pre, &mut value0, &mut partials0);
-                K::eval(&v1, pre, &mut value1, &mut partials1);
+                let (value0, partials0) = eval::<K, N>(&v0, pre);
+                let (value1, partials1) = eval::<K, N>(&v1, pre);
                 write(out, d, at, LANES, &value0, &partials0);
                 write(out, d, at + LANES, LANES, &value1, &partials1);
                 at += 2 * LANES;
@@ -148,8 +146,7 @@ fn run<F: Element, K: Pointwise<N>, const N: usize>(
             while at < n {
                 let len = LANES.min(n - at);
                 let v = group(inputs, &single, start + at, len);
-                let (mut value, mut partials) = ([0.0; LANES], [[0.0; LANES]; N]);
-                K::eval(&v, pre, &mut value, &mut partials);
+                let (value, partials) = eval::<K, N>(&v, pre);
                 write(out, d, at, len, &value, &partials);
                 at += len;
             }
@@ -158,14 +155,33 @@ fn run<F: Element, K: Pointwise<N>, const N: usize>(
             while at < n {
                 let len = LANES.min(n - at);
                 let v = group(inputs, &single, start + at, len);
-                let pre = K::pre(&v);
-                let (mut value, mut partials) = ([0.0; LANES], [[0.0; LANES]; N]);
-                K::eval(&v, &pre, &mut value, &mut partials);
+                let (value, partials) = pre_and_eval::<K, N>(&v);
                 write(out, d, at, len, &value, &partials);
                 at += len;
             }
         }
     }
+}
+
+/// [`Pointwise::eval`] of one group: its value and partials. An optimized
+/// build inlines it into [`run`] with the formula; an unoptimized one keeps
+/// each call in a frame of its own, since `run` calls it at three places
+/// and the formulas' frames, inlined at each, added up to more than a test
+/// thread's stack (the Beta divergence's overflowed it).
+#[cfg_attr(debug_assertions, inline(never))]
+#[cfg_attr(not(debug_assertions), inline(always))]
+fn eval<K: Pointwise<N>, const N: usize>(v: &[Lanes; N], pre: &K::Pre) -> (Lanes, [Lanes; N]) {
+    let (mut value, mut partials) = ([0.0; LANES], [[0.0; LANES]; N]);
+    K::eval(v, pre, &mut value, &mut partials);
+    (value, partials)
+}
+
+/// [`Pointwise::pre`] and [`eval`] of one group whose parameters' terms are
+/// its own (inlined as [`eval`] is).
+#[cfg_attr(debug_assertions, inline(never))]
+#[cfg_attr(not(debug_assertions), inline(always))]
+fn pre_and_eval<K: Pointwise<N>, const N: usize>(v: &[Lanes; N]) -> (Lanes, [Lanes; N]) {
+    eval::<K, N>(v, &K::pre(v))
 }
 
 /// The inputs at the `len` (1 to eight) positions from `first`, as eight

@@ -215,6 +215,18 @@ fn special_lanes<F: Element>(
         }
         v
     }
+    /// `lanes` of the group of `xs`. An optimized build inlines it; an
+    /// unoptimized one keeps each call in a frame of its own, as
+    /// `pointwise`'s formulas (the lane forms' frames, inlined at each of
+    /// the three calls, would add up).
+    #[cfg_attr(debug_assertions, inline(never))]
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    fn of<F: Element>(
+        lanes: &impl Fn(&[f64; SPECIAL_LANES]) -> [f64; SPECIAL_LANES],
+        xs: &[F],
+    ) -> [f64; SPECIAL_LANES] {
+        lanes(&group(xs))
+    }
     const PAIR: usize = 2 * SPECIAL_LANES;
     let paired = match tier() {
         Tier::Avx512 => x.len() / PAIR * PAIR,
@@ -227,7 +239,7 @@ fn special_lanes<F: Element>(
         .enumerate()
     {
         let (first, second) = xs.split_at(SPECIAL_LANES);
-        let (r0, r1) = (lanes(&group(first)), lanes(&group(second)));
+        let (r0, r1) = (of(&lanes, first), of(&lanes, second));
         for (j, (o, &r)) in os.iter_mut().zip(r0.iter().chain(&r1)).enumerate() {
             o.write(finish(F::lit(r), at * PAIR + j));
         }
@@ -236,7 +248,7 @@ fn special_lanes<F: Element>(
         .zip(out_rest.chunks_mut(SPECIAL_LANES))
         .enumerate()
     {
-        let r = lanes(&group(xs));
+        let r = of(&lanes, xs);
         for (j, (o, &r)) in os.iter_mut().zip(&r).enumerate() {
             o.write(finish(F::lit(r), paired + at * SPECIAL_LANES + j));
         }
