@@ -163,11 +163,12 @@ fn run<F: Element, K: Pointwise<N>, const N: usize>(
     }
 }
 
-/// [`Pointwise::eval`] of one group: its value and partials. An optimized
-/// build inlines it into [`run`] with the formula; an unoptimized one keeps
-/// each call in a frame of its own, since `run` calls it at three places
-/// and the formulas' frames, inlined at each, added up to more than a test
-/// thread's stack (the Beta divergence's overflowed it).
+/// [`Pointwise::eval`] of one group: its value and partials. Without debug
+/// assertions (release builds) it is inlined into [`run`] with the formula;
+/// with them (debug builds, unoptimized) each call keeps a frame of its
+/// own, since `run` calls it at three places and the formulas' frames,
+/// inlined at each, added up to more than a test thread's stack (the Beta
+/// divergence's overflowed it).
 #[cfg_attr(debug_assertions, inline(never))]
 #[cfg_attr(not(debug_assertions), inline(always))]
 fn eval<K: Pointwise<N>, const N: usize>(v: &[Lanes; N], pre: &K::Pre) -> (Lanes, [Lanes; N]) {

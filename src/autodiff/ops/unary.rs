@@ -215,10 +215,10 @@ fn special_lanes<F: Element>(
         }
         v
     }
-    /// `lanes` of the group of `xs`. An optimized build inlines it; an
-    /// unoptimized one keeps each call in a frame of its own, as
-    /// `pointwise`'s formulas (the lane forms' frames, inlined at each of
-    /// the three calls, would add up).
+    /// `lanes` of the group of `xs`. Without debug assertions it is
+    /// inlined; with them each call keeps a frame of its own, as
+    /// `pointwise`'s formulas do (the lane forms' frames, inlined at each of
+    /// the three calls, would add up in an unoptimized build).
     #[cfg_attr(debug_assertions, inline(never))]
     #[cfg_attr(not(debug_assertions), inline(always))]
     fn of<F: Element>(
