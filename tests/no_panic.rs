@@ -2,8 +2,12 @@
 //! shapes (mismatched and empty ones included) and non-finite values; the
 //! same for distribution constructors, layer forwards and checkpoint bytes.
 //! Every call must return `Ok` or an `Err`; a panic fails the property.
+//! The graphs, distributions and layers run in `f64` and in `f32` (whose
+//! kernels are separate vector code); the values are drawn in `f64` and
+//! rounded, so that `1e300` is `inf` and `1e-40` a subnormal in `f32`.
 
 use bayesgrad::prelude::*;
+use bayesgrad::tensor::Element;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
@@ -14,7 +18,7 @@ fn value() -> impl Strategy<Value = f64> {
         1 => Just(f64::INFINITY),
         1 => Just(f64::NEG_INFINITY),
         1 => Just(0.0),
-        1 => prop_oneof![Just(1e300), Just(-1e300), Just(1e-300)],
+        1 => prop_oneof![Just(1e300), Just(-1e300), Just(1e-300), Just(3e38), Just(1e-40)],
     ]
 }
 
@@ -31,7 +35,7 @@ fn tensor() -> impl Strategy<Value = Tensor<f64>> {
 fn param() -> impl Strategy<Value = Tensor<f64>> {
     let v = prop_oneof![
         8 => 0.01..5.0f64,
-        1 => prop_oneof![Just(1e-300), Just(1e300), Just(1e10), Just(0.5)],
+        1 => prop_oneof![Just(1e-300), Just(1e300), Just(1e10), Just(0.5), Just(1e-40)],
         1 => prop_oneof![Just(-1.0), Just(f64::NAN), Just(0.0)],
     ];
     prop::collection::vec(1usize..4, 0..3).prop_flat_map(move |shape| {
@@ -70,12 +74,17 @@ fn step() -> impl Strategy<Value = Step> {
         })
 }
 
-fn apply<'t>(
-    tape: &'t Tape<f64>,
-    divergences: &mut Divergences<'t, f64>,
-    pool: &[Var<'t, f64>],
+/// `t` in the element type `F` (rounded for `f32`).
+fn cast<F: Element>(t: Tensor<f64>) -> Tensor<F> {
+    Tensor::from_vec(t.data().iter().map(|&v| F::lit(v)).collect(), t.shape()).unwrap()
+}
+
+fn apply<'t, F: Element>(
+    tape: &'t Tape<F>,
+    divergences: &mut Divergences<'t, F>,
+    pool: &[Var<'t, F>],
     s: &Step,
-) -> Result<Var<'t, f64>> {
+) -> Result<Var<'t, F>> {
     let a = pool[s.a % pool.len()];
     let b = pool[s.b % pool.len()];
     let pad = if s.flag {
@@ -106,7 +115,12 @@ fn apply<'t>(
         19 => a.unsqueeze(s.k),
         20 => Ok(a.exp().ln().sqrt()),
         21 => Ok(a.softplus().log1p().sigmoid().tanh()),
-        22 => Ok(a.relu().abs().square().powf(1.5).clamp(-1.0, 1.0)),
+        22 => Ok(a
+            .relu()
+            .abs()
+            .square()
+            .powf(F::lit(1.5))
+            .clamp(F::lit(-1.0), F::one())),
         23 => Ok(a.sum()),
         24 => Ok(a.mean()),
         25 => a.conv2d(b, s.k, pad),
@@ -128,7 +142,7 @@ fn apply<'t>(
 }
 
 /// Calls every method of a distribution; only panics matter.
-fn exercise<'t>(d: &dyn Distribution<'t, f64>, x: Var<'t, f64>, rng: &mut StdRng) {
+fn exercise<'t, F: Element>(d: &dyn Distribution<'t, F>, x: Var<'t, F>, rng: &mut StdRng) {
     let _ = d.log_prob(x);
     let _ = d.rsample(rng);
     let _ = d.rsample_n(Some(2), rng);
@@ -144,7 +158,7 @@ fn exercise<'t>(d: &dyn Distribution<'t, f64>, x: Var<'t, f64>, rng: &mut StdRng
 
 /// [`exercise`], then the backward pass of every var it can make: the
 /// special functions of the Gamma-family densities run only there.
-fn exercise_backward<'t>(d: &dyn Distribution<'t, f64>, x: Var<'t, f64>, rng: &mut StdRng) {
+fn exercise_backward<'t, F: Element>(d: &dyn Distribution<'t, F>, x: Var<'t, F>, rng: &mut StdRng) {
     exercise(d, x, rng);
     let outputs = [
         d.log_prob(x),
@@ -159,6 +173,171 @@ fn exercise_backward<'t>(d: &dyn Distribution<'t, f64>, x: Var<'t, f64>, rng: &m
     }
 }
 
+/// A random graph of `steps` over `inputs` in `F`, then the backward pass
+/// of every var it made.
+fn random_graph<F: Element>(inputs: &[Tensor<f64>], steps: &[Step], checked: bool) {
+    let tape = if checked {
+        Tape::with_finite_check()
+    } else {
+        Tape::new()
+    };
+    let mut pool: Vec<Var<F>> = inputs.iter().map(|t| tape.var(cast(t.clone()))).collect();
+    let mut divergences = Divergences::new(&tape);
+    for s in steps {
+        if let Ok(v) = apply(&tape, &mut divergences, &pool, s) {
+            pool.push(v);
+        }
+    }
+    for v in &pool {
+        let _ = v.backward();
+        let _ = v.item();
+    }
+    let _ = tape.check_finite();
+    let _ = (divergences.values(), divergences.total());
+}
+
+/// Every constructor of the Normal-based and discrete distributions from
+/// `[a, b, c, x]` in `F`, and every method of those that accept them.
+fn constructors<F: Element>(t: [&Tensor<f64>; 4], labels: &[usize], seed: u64) {
+    let tape = Tape::<F>::new();
+    let [a, b, c, x] = t.map(|t| tape.var(cast(t.clone())));
+    let mut rng = StdRng::seed_from_u64(seed);
+    if let Ok(d) = Normal::new(a, b) {
+        exercise(&d, x, &mut rng);
+    }
+    if let Ok(d) = Categorical::from_logits(a) {
+        exercise(&d, x, &mut rng);
+        let _ = d.log_prob_labels(labels);
+    }
+    if let Ok(d) = Categorical::from_probs(b) {
+        exercise(&d, x, &mut rng);
+    }
+    if let Ok(d) = Bernoulli::from_logits(a) {
+        exercise(&d, x, &mut rng);
+    }
+    if let Ok(d) = MixtureOfNormals::from_logits(a, b, c) {
+        exercise(&d, x, &mut rng);
+    }
+    if let Ok(d) = MixtureOfNormals::new(a, b, c) {
+        exercise(&d, x, &mut rng);
+    }
+    if let Ok(d) = SpikeAndSlab::new(a, b, c) {
+        exercise(&d, x, &mut rng);
+    }
+    if let Ok(n) = Normal::new(a, b)
+        && let Ok(d) = Independent::new(Box::new(n), labels.len() % 3)
+    {
+        exercise(&d, x, &mut rng);
+    }
+}
+
+/// The other families from `[a, b, c, x]` in `F`, each method and its
+/// backward pass.
+fn other_families<F: Element>(t: [&Tensor<f64>; 4], seed: u64) {
+    let tape = Tape::<F>::new();
+    let [a, b, c, x] = t.map(|t| tape.var(cast(t.clone())));
+    let mut rng = StdRng::seed_from_u64(seed);
+    let rng = &mut rng;
+    if let Ok(d) = Gamma::new(a, b) {
+        exercise_backward(&d, x, rng);
+    }
+    if let Ok(d) = Beta::new(a, b) {
+        exercise_backward(&d, x, rng);
+    }
+    if let Ok(d) = Dirichlet::new(a) {
+        exercise_backward(&d, x, rng);
+    }
+    if let Ok(d) = StudentT::new(a, b, c) {
+        exercise_backward(&d, x, rng);
+    }
+    if let Ok(d) = Poisson::new(a) {
+        exercise_backward(&d, x, rng);
+    }
+    if let Ok(d) = Laplace::new(a, b) {
+        exercise_backward(&d, x, rng);
+    }
+    if let Ok(d) = Exponential::new(a) {
+        exercise_backward(&d, x, rng);
+    }
+    if let Ok(d) = Uniform::new(a, b) {
+        exercise_backward(&d, x, rng);
+    }
+    if let Ok(d) = LogNormal::new(a, b) {
+        exercise_backward(&d, x, rng);
+    }
+    if let Ok(d) = LogitNormal::new(a, b) {
+        exercise_backward(&d, x, rng);
+    }
+    if let Ok(d) = RelaxedBernoulli::new(a, b) {
+        exercise_backward(&d, x, rng);
+    }
+    if let Ok(d) = RelaxedOneHotCategorical::new(a, b) {
+        exercise_backward(&d, x, rng);
+    }
+    if let Ok(d) = MultivariateNormal::from_scale_tril(a, b) {
+        exercise_backward(&d, x, rng);
+    }
+    if let Ok(d) = MultivariateNormal::from_covariance(a, b) {
+        exercise_backward(&d, x, rng);
+    }
+    let _ = a.lbeta(b).map(|v| v.sum().backward());
+    let _ = a.digamma_diff(b).map(|v| v.sum().backward());
+    let _ = a.lgamma_diff(b).map(|v| v.sum().backward());
+}
+
+/// Each layer in `F` (`widths` in and out) on the input `x`, and the
+/// backward pass of what it gives.
+fn layer_forwards<F: Element>(x: &Tensor<f64>, (i, o): (usize, usize), seed: u64, stride: usize) {
+    let x: Tensor<F> = cast(x.clone());
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut store = ParamStore::<F>::new();
+    let spike_and_slab = VariationalConfig {
+        prior: Prior::spike_and_slab_tfp(),
+        ..Default::default()
+    };
+    let layers: Vec<Box<dyn Module<F>>> = vec![
+        Box::new(Dense::new(&mut store, "d", i, o, &mut rng).unwrap()),
+        Box::new(DenseFlipout::new(&mut store, "f", i, o, &mut rng).unwrap()),
+        Box::new(DenseReparameterization::new(&mut store, "r", i, o, &mut rng).unwrap()),
+        Box::new(
+            DenseLocalReparameterization::with_config(
+                &mut store,
+                "l",
+                i,
+                o,
+                spike_and_slab,
+                &mut rng,
+            )
+            .unwrap(),
+        ),
+        Box::new(Activation::Relu),
+        Box::new(Flatten),
+        Box::new(MaxPool2d {
+            size: 2,
+            stride: stride.max(1),
+        }),
+    ];
+    let map = Conv2dMap::new(i, o, 2)
+        .stride(stride)
+        .padding(Padding::Same);
+    if let Ok(conv) = Conv2dFlipout::new(&mut store, "c", map, &mut rng) {
+        let tape = Tape::new();
+        let _ = conv.forward(
+            &mut Forward::new(&tape, &store, &mut rng),
+            tape.constant(x.clone()),
+        );
+    }
+    for layer in &layers {
+        let tape = Tape::new();
+        if let Ok(y) = layer.forward(
+            &mut Forward::new(&tape, &store, &mut rng),
+            tape.constant(x.clone()),
+        ) {
+            let _ = y.sum().backward();
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 256,
@@ -170,90 +349,28 @@ proptest! {
     fn random_graphs_never_panic(inputs in prop::collection::vec(tensor(), 1..4),
                                  steps in prop::collection::vec(step(), 1..12),
                                  checked in any::<bool>()) {
-        let tape = if checked { Tape::with_finite_check() } else { Tape::new() };
-        let mut pool: Vec<Var<f64>> = inputs.into_iter().map(|t| tape.var(t)).collect();
-        let mut divergences = Divergences::new(&tape);
-        for s in &steps {
-            if let Ok(v) = apply(&tape, &mut divergences, &pool, s) {
-                pool.push(v);
-            }
-        }
-        for v in &pool {
-            let _ = v.backward();
-            let _ = v.item();
-        }
-        let _ = tape.check_finite();
-        let _ = (divergences.values(), divergences.total());
+        random_graph::<f64>(&inputs, &steps, checked);
+        random_graph::<f32>(&inputs, &steps, checked);
     }
 
     #[test]
     fn distribution_constructors_never_panic(a in tensor(), b in tensor(), c in tensor(), x in tensor(),
                                              labels in prop::collection::vec(0usize..6, 0..5), seed in any::<u64>()) {
-        let tape = Tape::<f64>::new();
-        let (a, b, c, x) = (tape.var(a), tape.var(b), tape.var(c), tape.var(x));
-        let mut rng = StdRng::seed_from_u64(seed);
-        if let Ok(d) = Normal::new(a, b) { exercise(&d, x, &mut rng); }
-        if let Ok(d) = Categorical::from_logits(a) { exercise(&d, x, &mut rng); let _ = d.log_prob_labels(&labels); }
-        if let Ok(d) = Categorical::from_probs(b) { exercise(&d, x, &mut rng); }
-        if let Ok(d) = Bernoulli::from_logits(a) { exercise(&d, x, &mut rng); }
-        if let Ok(d) = MixtureOfNormals::from_logits(a, b, c) { exercise(&d, x, &mut rng); }
-        if let Ok(d) = MixtureOfNormals::new(a, b, c) { exercise(&d, x, &mut rng); }
-        if let Ok(d) = SpikeAndSlab::new(a, b, c) { exercise(&d, x, &mut rng); }
-        if let Ok(n) = Normal::new(a, b)
-            && let Ok(d) = Independent::new(Box::new(n), labels.len() % 3) { exercise(&d, x, &mut rng); }
+        constructors::<f64>([&a, &b, &c, &x], &labels, seed);
+        constructors::<f32>([&a, &b, &c, &x], &labels, seed);
     }
 
     #[test]
     fn the_other_families_never_panic(a in param(), b in param(), c in prop_oneof![param(), tensor()],
                                       x in prop_oneof![param(), tensor()], seed in any::<u64>()) {
-        let tape = Tape::<f64>::new();
-        let (a, b, c, x) = (tape.var(a), tape.var(b), tape.var(c), tape.var(x));
-        let mut rng = StdRng::seed_from_u64(seed);
-        if let Ok(d) = Gamma::new(a, b) { exercise_backward(&d, x, &mut rng); }
-        if let Ok(d) = Beta::new(a, b) { exercise_backward(&d, x, &mut rng); }
-        if let Ok(d) = Dirichlet::new(a) { exercise_backward(&d, x, &mut rng); }
-        if let Ok(d) = StudentT::new(a, b, c) { exercise_backward(&d, x, &mut rng); }
-        if let Ok(d) = Poisson::new(a) { exercise_backward(&d, x, &mut rng); }
-        if let Ok(d) = Laplace::new(a, b) { exercise_backward(&d, x, &mut rng); }
-        if let Ok(d) = Exponential::new(a) { exercise_backward(&d, x, &mut rng); }
-        if let Ok(d) = Uniform::new(a, b) { exercise_backward(&d, x, &mut rng); }
-        if let Ok(d) = LogNormal::new(a, b) { exercise_backward(&d, x, &mut rng); }
-        if let Ok(d) = LogitNormal::new(a, b) { exercise_backward(&d, x, &mut rng); }
-        if let Ok(d) = RelaxedBernoulli::new(a, b) { exercise_backward(&d, x, &mut rng); }
-        if let Ok(d) = RelaxedOneHotCategorical::new(a, b) { exercise_backward(&d, x, &mut rng); }
-        if let Ok(d) = MultivariateNormal::from_scale_tril(a, b) { exercise_backward(&d, x, &mut rng); }
-        if let Ok(d) = MultivariateNormal::from_covariance(a, b) { exercise_backward(&d, x, &mut rng); }
-        let _ = a.lbeta(b).map(|v| v.sum().backward());
-        let _ = a.digamma_diff(b).map(|v| v.sum().backward());
-        let _ = a.lgamma_diff(b).map(|v| v.sum().backward());
+        other_families::<f64>([&a, &b, &c, &x], seed);
+        other_families::<f32>([&a, &b, &c, &x], seed);
     }
 
     #[test]
     fn layer_forwards_never_panic(x in tensor(), widths in (1usize..4, 1usize..4), seed in any::<u64>(), stride in 0usize..3) {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let mut store = ParamStore::<f64>::new();
-        let (i, o) = widths;
-        let layers: Vec<Box<dyn Module<f64>>> = vec![
-            Box::new(Dense::new(&mut store, "d", i, o, &mut rng).unwrap()),
-            Box::new(DenseFlipout::new(&mut store, "f", i, o, &mut rng).unwrap()),
-            Box::new(DenseReparameterization::new(&mut store, "r", i, o, &mut rng).unwrap()),
-            Box::new(DenseLocalReparameterization::with_config(&mut store, "l", i, o,
-                VariationalConfig { prior: Prior::spike_and_slab_tfp(), ..Default::default() }, &mut rng).unwrap()),
-            Box::new(Activation::Relu),
-            Box::new(Flatten),
-            Box::new(MaxPool2d { size: 2, stride: stride.max(1) }),
-        ];
-        let map = Conv2dMap::new(i, o, 2).stride(stride).padding(Padding::Same);
-        if let Ok(conv) = Conv2dFlipout::new(&mut store, "c", map, &mut rng) {
-            let tape = Tape::new();
-            let _ = conv.forward(&mut Forward::new(&tape, &store, &mut rng), tape.constant(x.clone()));
-        }
-        for layer in &layers {
-            let tape = Tape::new();
-            if let Ok(y) = layer.forward(&mut Forward::new(&tape, &store, &mut rng), tape.constant(x.clone())) {
-                let _ = y.sum().backward();
-            }
-        }
+        layer_forwards::<f64>(&x, widths, seed, stride);
+        layer_forwards::<f32>(&x, widths, seed, stride);
     }
 
     #[test]
