@@ -535,6 +535,15 @@ pub(crate) fn std_gamma_rsample<'t, F: Element>(
         .apply(std_gamma_node(Tensor::from_vec(x, shape)?), &[a])
 }
 
+/// The logarithms of `Gamma(a, 1)` draws, one for each `a`
+/// ([`ln_std_gamma_with`]), in `f64`.
+fn ln_std_gamma_draws<F: Element>(a: &Tensor<F>, rng: &mut dyn Rng) -> Vec<f64> {
+    let data = a.data();
+    gamma_draws(data.len(), rng, |i, draws| {
+        ln_std_gamma_with(data[i].to_f64().unwrap_or(f64::NAN), draws)
+    })
+}
+
 /// The logarithms of `Gamma(a, 1)` draws of `shape` ([`ln_std_gamma_with`]),
 /// differentiable in `a` (the implicit derivative of `ln x`,
 /// [`gamma_sample_log_grads`]), and the same logarithms in `f64`.
@@ -544,11 +553,7 @@ fn ln_std_gamma_rsample<'t, F: Element>(
     rng: &mut dyn Rng,
 ) -> Result<(Var<'t, F>, Vec<f64>)> {
     let a = a.broadcast_to(shape)?;
-    let av = a.value();
-    let data = av.data();
-    let logs = gamma_draws(data.len(), rng, |i, draws| {
-        ln_std_gamma_with(data[i].to_f64().unwrap_or(f64::NAN), draws)
-    });
+    let logs = ln_std_gamma_draws(&a.value(), rng);
     let rounded = logs.iter().map(|&l| F::lit(l)).collect();
     let node = ImplicitSample {
         name: "gamma_rsample_log",
@@ -557,6 +562,42 @@ fn ln_std_gamma_rsample<'t, F: Element>(
         at: None,
     };
     Ok((a.tape().apply(node, &[a])?, logs))
+}
+
+/// `h = ln a - ln G` for `G ~ Gamma(a, 1)` drawn for each `a` (broadcast
+/// to `shape`): with `a = ν/2`, `sqrt(ν / 2G) = e^(h/2)` for the Student-t.
+/// Taken in `f64` and rounded once, and differentiable in `a` with its
+/// derivative `1/a - ψ_G` (`ψ_G` the implicit derivative of `ln G` in `a`,
+/// [`gamma_sample_log_grads`]) as one factor: through `ln a` and the
+/// Gamma draw as two nodes, the two terms each overflowed near the largest
+/// float, with opposite signs, and their sum was NaN where the derivative
+/// is a large number, or an infinity of one sign.
+fn ln_ratio_to_gamma_draw<'t, F: Element>(
+    a: Var<'t, F>,
+    shape: &[usize],
+    rng: &mut dyn Rng,
+) -> Result<Var<'t, F>> {
+    let a = a.broadcast_to(shape)?;
+    let av = a.value();
+    let logs = ln_std_gamma_draws(&av, rng);
+    let h = av
+        .data()
+        .iter()
+        .zip(&logs)
+        .map(|(&a, &ln_g)| F::lit(a.to_f64().unwrap_or(f64::NAN).ln() - ln_g))
+        .collect();
+    let node = ImplicitSample {
+        name: "gamma_rsample_log_ratio",
+        x: Tensor::from_vec(h, shape)?,
+        grad: |[a], ln_g, out| {
+            gamma_sample_log_grads(a, ln_g, out);
+            for (d, &a) in out.iter_mut().zip(a) {
+                d[0] = 1.0 / a - d[0];
+            }
+        },
+        at: Some(logs),
+    };
+    a.tape().apply(node, &[a])
 }
 
 /// The Gamma distribution with shape `concentration` and inverse scale `rate`.
@@ -2725,12 +2766,11 @@ fn kl_dirichlet_closed<'t, F: Element>(
 /// gradient: `rsample` is differentiable in `df`, `loc` and `scale`, with
 /// finite gradients where `G` is below the smallest normal number. At a
 /// small `df` the law has mass past the largest float (at `df` = 0.01, 40%
-/// of it in `f32` and 8e-4 in `f64`); those draws are `±inf`, and a finite
-/// draw within a few times of the largest float can get a NaN gradient for
-/// `df` (its two terms, through `ln ν` and through the Gamma draw, each
-/// overflow, with opposite signs; seen in `f32` at `df` = 0.05, not from
-/// `df` = 0.5 on in 8000 cases of a property test with `df` from 1e-4 to
-/// 1e5). The optimizers refuse such a gradient, naming the parameter.
+/// of it in `f32` and 8e-4 in `f64`); those draws are `±inf`. The
+/// derivative of `ln(ν / 2G)` in `df` is taken as one factor, `1/ν - ψ_G/2`
+/// (`ψ_G` the implicit derivative of `ln G`), so that a draw near or past
+/// the largest float gets a gradient of one sign, infinite where it
+/// overflows, not the NaN of two overflowing terms of opposite signs.
 ///
 /// # Parameters
 /// - `df`, `scale`: finite, at least the smallest normal number; `loc`:
@@ -2863,9 +2903,8 @@ impl<'t, F: Element> Distribution<'t, F> for StudentT<'t, F> {
         // sqrt(ν / 2G) from ln G: where G is tiny, the gradients of G / ν
         // and of its square root pass the largest float on the way to a
         // finite one (NaN in `f32` at ν = 0.3), and G underflows
-        let (ln_g, _) = ln_std_gamma_rsample(self.df * F::lit(0.5), &shape, rng)?;
-        let half = self.df.ln().try_sub(ln_g)? - F::lit(std::f64::consts::LN_2);
-        let t = eps.try_mul((half * F::lit(0.5)).exp())?;
+        let h = ln_ratio_to_gamma_draw(self.df * F::lit(0.5), &shape, rng)?;
+        let t = eps.try_mul((h * F::lit(0.5)).exp())?;
         self.loc.try_add(self.scale.try_mul(t)?)
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
