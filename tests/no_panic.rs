@@ -75,7 +75,7 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 /// `t` in the element type `F` (rounded for `f32`).
-fn cast<F: Element>(t: Tensor<f64>) -> Tensor<F> {
+fn cast<F: Element>(t: &Tensor<f64>) -> Tensor<F> {
     Tensor::from_vec(t.data().iter().map(|&v| F::lit(v)).collect(), t.shape()).unwrap()
 }
 
@@ -181,7 +181,7 @@ fn random_graph<F: Element>(inputs: &[Tensor<f64>], steps: &[Step], checked: boo
     } else {
         Tape::new()
     };
-    let mut pool: Vec<Var<F>> = inputs.iter().map(|t| tape.var(cast(t.clone()))).collect();
+    let mut pool: Vec<Var<F>> = inputs.iter().map(|t| tape.var(cast(t))).collect();
     let mut divergences = Divergences::new(&tape);
     for s in steps {
         if let Ok(v) = apply(&tape, &mut divergences, &pool, s) {
@@ -200,7 +200,7 @@ fn random_graph<F: Element>(inputs: &[Tensor<f64>], steps: &[Step], checked: boo
 /// `[a, b, c, x]` in `F`, and every method of those that accept them.
 fn constructors<F: Element>(t: [&Tensor<f64>; 4], labels: &[usize], seed: u64) {
     let tape = Tape::<F>::new();
-    let [a, b, c, x] = t.map(|t| tape.var(cast(t.clone())));
+    let [a, b, c, x] = t.map(|t| tape.var(cast(t)));
     let mut rng = StdRng::seed_from_u64(seed);
     if let Ok(d) = Normal::new(a, b) {
         exercise(&d, x, &mut rng);
@@ -235,7 +235,7 @@ fn constructors<F: Element>(t: [&Tensor<f64>; 4], labels: &[usize], seed: u64) {
 /// backward pass.
 fn other_families<F: Element>(t: [&Tensor<f64>; 4], seed: u64) {
     let tape = Tape::<F>::new();
-    let [a, b, c, x] = t.map(|t| tape.var(cast(t.clone())));
+    let [a, b, c, x] = t.map(|t| tape.var(cast(t)));
     let mut rng = StdRng::seed_from_u64(seed);
     let rng = &mut rng;
     if let Ok(d) = Gamma::new(a, b) {
@@ -288,7 +288,7 @@ fn other_families<F: Element>(t: [&Tensor<f64>; 4], seed: u64) {
 /// Each layer in `F` (`widths` in and out) on the input `x`, and the
 /// backward pass of what it gives.
 fn layer_forwards<F: Element>(x: &Tensor<f64>, (i, o): (usize, usize), seed: u64, stride: usize) {
-    let x: Tensor<F> = cast(x.clone());
+    let x: Tensor<F> = cast(x);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut store = ParamStore::<F>::new();
     let spike_and_slab = VariationalConfig {
