@@ -415,11 +415,20 @@ fn run_jobs<'a>(mut jobs: Vec<Box<dyn FnOnce() + Send + 'a>>) {
         })
         .collect();
     let waiter = std::thread::current();
+    // (a tier a test forces on this thread holds for its jobs on the
+    // helpers too: each job enters `vectorized` where it runs)
+    #[cfg(test)]
+    let forced = FORCED.get();
     let mine: Vec<_> = jobs.drain(..jobs.len() - helpers.len()).collect();
     for ((helper, job), finished) in helpers.iter().zip(jobs).zip(&finished) {
         let waiter = waiter.clone();
         let job: Box<dyn FnOnce() + Send + '_> = Box::new(move || {
+            // (restored after: the caller may take the job back and run it)
+            #[cfg(test)]
+            let before = FORCED.replace(forced);
             let outcome = catch_unwind(AssertUnwindSafe(job));
+            #[cfg(test)]
+            FORCED.set(before);
             *finished
                 .outcome
                 .lock()
@@ -1079,6 +1088,55 @@ mod tests {
                 assert_eq!(cells, [1, 2, 3, 4], "delay {delay:?}");
             }
         }
+    }
+
+    /// A tier forced on the calling thread holds for the parts of its work
+    /// that helpers run: the tests that compare the tiers compare what each
+    /// computes, parallel parts included (a helper used to run them with the
+    /// widest tier, and with `BAYESGRAD_SIMD=portable` a convolution forced
+    /// to a wider tier found no kernel on the helper).
+    #[test]
+    fn a_forced_tier_holds_on_the_helpers() {
+        let _held = thread_count_held();
+        let original = threads();
+        set_threads(2).unwrap();
+        let caller = std::thread::current().id();
+        let mut on_helper = false;
+        // (a helper busy with another test's work leaves both parts here)
+        for round in 0..50 {
+            for tier in [Tier::Portable, Tier::Avx2Fma, Tier::Avx512] {
+                let seen = Mutex::new(Vec::new());
+                // every other round the helper is asleep when the parts are
+                // posted and the caller's part is short, so that the caller
+                // mostly takes the helper's part back and runs it itself
+                let caller_waits = round % 2 == 0;
+                if !caller_waits {
+                    std::thread::sleep(SPIN_AFTER_MISS * 3);
+                }
+                on_tier(tier, || {
+                    par_for(2, |i| {
+                        if i == 0 && caller_waits {
+                            // time for the helper to take its own part
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                        let here = (std::thread::current().id(), super::tier());
+                        seen.lock().unwrap().push(here);
+                    });
+                    // (also where the caller took a part back and ran it)
+                    assert_eq!(super::tier(), tier, "the caller's tier changed");
+                });
+                let seen = seen.into_inner().unwrap();
+                for &(_, ran) in &seen {
+                    assert_eq!(ran, tier, "a part ran with another tier than the caller's");
+                }
+                on_helper |= seen.iter().any(|&(id, _)| id != caller);
+            }
+            if on_helper && round >= 10 {
+                break;
+            }
+        }
+        set_threads(original).unwrap();
+        assert!(on_helper, "no part ran on a helper");
     }
 
     #[test]
