@@ -1092,9 +1092,9 @@ mod tests {
 
     /// A tier forced on the calling thread holds for the parts of its work
     /// that helpers run: the tests that compare the tiers compare what each
-    /// computes, parallel parts included (a helper used to run them with the
-    /// widest tier, and with `BAYESGRAD_SIMD=portable` a convolution forced
-    /// to a wider tier found no kernel on the helper).
+    /// computes, parallel parts included (a helper on the process's tier
+    /// would run them wider, and under `BAYESGRAD_SIMD=portable` a
+    /// convolution forced to a wider tier would find no kernel there).
     #[test]
     fn a_forced_tier_holds_on_the_helpers() {
         let _held = thread_count_held();
