@@ -9,10 +9,11 @@
 //!
 //! [`kl_divergence`] looks the pair `(type of q, type of p)` up in a
 //! process-wide registry. The built-in pairs (each family against
-//! itself: Normal, LogNormal, Laplace, Exponential, Gamma, Beta, Dirichlet,
-//! Bernoulli, Categorical, MultivariateNormal, and Independent of a pair
-//! that has one) are registered through the same call a user makes for a
-//! pair of their own, [`register_kl`]. See [`KlRule`] for a rule written
+//! itself: Normal, LogNormal, LogitNormal, Laplace, Exponential, Gamma,
+//! Beta, Dirichlet, Uniform, Poisson, Bernoulli, Categorical,
+//! MultivariateNormal, and Independent of a pair that has one; and
+//! Exponential against Gamma either way) are registered through the same
+//! call a user makes for a pair of their own, [`register_kl`]. See [`KlRule`] for a rule written
 //! out and `tests/open_api.rs` for a distribution defined outside the
 //! crate, given a KL against [`Normal`], registered and used as a layer
 //! prior.
@@ -35,7 +36,7 @@
 
 use super::{
     Bernoulli, Beta, Categorical, Dirichlet, Distribution, Exponential, Gamma, Independent,
-    Laplace, LogNormal, MultivariateNormal, Normal,
+    Laplace, LogNormal, LogitNormal, MultivariateNormal, Normal, Poisson, Uniform,
 };
 use crate::autodiff::tape::Var;
 use crate::error::{Error, Result};
@@ -137,13 +138,13 @@ fn insert<F: Element, R: for<'t> KlRule<'t, F>>(rules: &mut Rules, rule: R) -> b
 
 /// The built-in pairs: a unit struct per pair.
 macro_rules! builtin_rules {
-    ($($rule:ident: $ty:ident => $f:path;)*) => {
+    ($($rule:ident: $q:ident, $p:ident => $f:path;)*) => {
         $(
             struct $rule;
             impl<'t, F: Element> KlRule<'t, F> for $rule {
-                type Q = $ty<'t, F>;
-                type P = $ty<'t, F>;
-                fn kl(&self, q: &$ty<'t, F>, p: &$ty<'t, F>) -> Result<Var<'t, F>> {
+                type Q = $q<'t, F>;
+                type P = $p<'t, F>;
+                fn kl(&self, q: &$q<'t, F>, p: &$p<'t, F>) -> Result<Var<'t, F>> {
                     $f(q, p)
                 }
             }
@@ -155,17 +156,22 @@ macro_rules! builtin_rules {
 }
 
 builtin_rules! {
-    NormalNormal: Normal => super::normal::kl_normal_normal;
-    CategoricalCategorical: Categorical => super::categorical::kl_categorical;
-    BernoulliBernoulli: Bernoulli => super::bernoulli::kl_bernoulli;
-    IndependentIndependent: Independent => kl_independent;
-    GammaGamma: Gamma => super::gamma::kl_gamma;
-    BetaBeta: Beta => super::gamma::kl_beta;
-    DirichletDirichlet: Dirichlet => super::gamma::kl_dirichlet;
-    LaplaceLaplace: Laplace => super::univariate::kl_laplace;
-    ExponentialExponential: Exponential => super::univariate::kl_exponential;
-    LogNormalLogNormal: LogNormal => super::transformed::kl_lognormal;
-    MvnMvn: MultivariateNormal => super::mvn::kl_mvn;
+    NormalNormal: Normal, Normal => super::normal::kl_normal_normal;
+    CategoricalCategorical: Categorical, Categorical => super::categorical::kl_categorical;
+    BernoulliBernoulli: Bernoulli, Bernoulli => super::bernoulli::kl_bernoulli;
+    IndependentIndependent: Independent, Independent => kl_independent;
+    GammaGamma: Gamma, Gamma => super::gamma::kl_gamma;
+    BetaBeta: Beta, Beta => super::gamma::kl_beta;
+    DirichletDirichlet: Dirichlet, Dirichlet => super::gamma::kl_dirichlet;
+    LaplaceLaplace: Laplace, Laplace => super::univariate::kl_laplace;
+    ExponentialExponential: Exponential, Exponential => super::univariate::kl_exponential;
+    LogNormalLogNormal: LogNormal, LogNormal => super::transformed::kl_lognormal;
+    MvnMvn: MultivariateNormal, MultivariateNormal => super::mvn::kl_mvn;
+    LogitNormalLogitNormal: LogitNormal, LogitNormal => super::transformed::kl_logit_normal;
+    UniformUniform: Uniform, Uniform => super::univariate::kl_uniform;
+    PoissonPoisson: Poisson, Poisson => super::univariate::kl_poisson;
+    ExponentialGamma: Exponential, Gamma => super::univariate::kl_exponential_gamma;
+    GammaExponential: Gamma, Exponential => super::univariate::kl_gamma_exponential;
 }
 
 /// Registers (or replaces) an analytic KL rule, process-wide, for every
@@ -278,10 +284,13 @@ pub const AUTO_MC_SAMPLES: usize = 16;
 /// The analytic KL(q || p), one value per batch element.
 ///
 /// Closed forms are looked up by the two concrete types in the open
-/// registry of [`register_kl`]: built in are Normal, LogNormal, Laplace,
-/// Exponential, Gamma, Beta, Dirichlet, Bernoulli, Categorical and
-/// MultivariateNormal, each against itself, and Independent/Independent (of
-/// a pair that has one, over as many axes).
+/// registry of [`register_kl`]: built in are Normal, LogNormal,
+/// LogitNormal, Laplace, Exponential, Gamma, Beta, Dirichlet, Uniform,
+/// Poisson, Bernoulli, Categorical and MultivariateNormal, each against
+/// itself, Exponential against Gamma either way, and
+/// Independent/Independent (of a pair that has one, over as many axes).
+/// KL(Uniform || Uniform) is `+inf`, with a zero gradient, where the
+/// first's interval is not inside the second's.
 ///
 /// ```
 /// use bayesgrad::prelude::*;

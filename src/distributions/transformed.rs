@@ -519,6 +519,15 @@ pub(crate) fn kl_lognormal<'t, F: Element>(
     kl_divergence(&q.normal, &p.normal)
 }
 
+/// KL between logit-normals: the KL of their Normals (a divergence does not
+/// change under the same bijection of both).
+pub(crate) fn kl_logit_normal<'t, F: Element>(
+    q: &LogitNormal<'t, F>,
+    p: &LogitNormal<'t, F>,
+) -> Result<Var<'t, F>> {
+    kl_divergence(&q.normal, &p.normal)
+}
+
 /// The logit-normal distribution on (0, 1): `sigmoid` of a
 /// `Normal(loc, scale)`, i.e. `TransformedDistribution(Normal, Sigmoid)`.
 /// Its moments and entropy have no closed form (an error). Draws are those

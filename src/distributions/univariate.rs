@@ -224,6 +224,22 @@ pub(crate) fn kl_exponential<'t, F: Element>(
     super::gamma::kl_gamma(&q.to_gamma()?, &p.to_gamma()?)
 }
 
+/// KL(Exponential || Gamma), through `Gamma(1, rate)`.
+pub(crate) fn kl_exponential_gamma<'t, F: Element>(
+    q: &Exponential<'t, F>,
+    p: &super::Gamma<'t, F>,
+) -> Result<Var<'t, F>> {
+    super::gamma::kl_gamma(&q.to_gamma()?, p)
+}
+
+/// KL(Gamma || Exponential), through `Gamma(1, rate)`.
+pub(crate) fn kl_gamma_exponential<'t, F: Element>(
+    q: &super::Gamma<'t, F>,
+    p: &Exponential<'t, F>,
+) -> Result<Var<'t, F>> {
+    super::gamma::kl_gamma(q, &p.to_gamma()?)
+}
+
 /// The continuous uniform distribution on `[low, high]`.
 ///
 /// # Density
@@ -384,6 +400,49 @@ impl<'t, F: Element> Distribution<'t, F> for Uniform<'t, F> {
     fn event_shape(&self) -> Vec<usize> {
         vec![]
     }
+}
+
+/// KL(Uniform(a, b) || Uniform(c, d)) `= ln((d - c) / (b - a))` where
+/// `[a, b]` lies inside `[c, d]`, and `+inf` (with a zero gradient) where
+/// it does not: `q` then puts mass where `p` has none. The widths are
+/// those of [`Distribution::entropy`], so a bound pair as wide as the
+/// whole range of `F` does not overflow.
+pub(crate) fn kl_uniform<'t, F: Element>(
+    q: &Uniform<'t, F>,
+    p: &Uniform<'t, F>,
+) -> Result<Var<'t, F>> {
+    same_tape("kl_divergence", &q.low, &p.low)?;
+    let shape = batch_broadcast(
+        "Uniform",
+        ("the posterior's bounds", q.batch_shape()),
+        ("the prior's bounds", p.batch_shape()),
+    )?;
+    let bound = |v: Var<'t, F>| v.value().broadcast_to(&shape);
+    let (ql, qh, pl, ph) = (bound(q.low)?, bound(q.high)?, bound(p.low)?, bound(p.high)?);
+    let inside: Vec<F> = (ql.data().iter().zip(qh.data()))
+        .zip(pl.data().iter().zip(ph.data()))
+        .map(|((ql, qh), (pl, ph))| match pl <= ql && qh <= ph {
+            true => F::one(),
+            false => F::zero(),
+        })
+        .collect();
+    let kl = p.ln_width()?.try_sub(q.ln_width()?)?.broadcast_to(&shape)?;
+    if inside.iter().all(|&m| m == F::one()) {
+        return Ok(kl);
+    }
+    let infinite = q.tape().scalar(F::infinity());
+    kl.choose(Tensor::new_unchecked(inside, shape), infinite)
+}
+
+/// KL(Poisson(λ1) || Poisson(λ2)) `= λ1 ln(λ1 / λ2) + λ2 - λ1`, computed as
+/// Loader's deviance `bd0(λ1, λ2)`, which keeps its relative accuracy
+/// where the rates are close and the three terms nearly cancel.
+pub(crate) fn kl_poisson<'t, F: Element>(
+    q: &Poisson<'t, F>,
+    p: &Poisson<'t, F>,
+) -> Result<Var<'t, F>> {
+    same_tape("kl_divergence", &q.rate, &p.rate)?;
+    q.rate.bd0(p.rate)
 }
 
 /// The Poisson distribution over counts `0, 1, 2, ...`.

@@ -362,9 +362,20 @@ pub fn evaluate(case: &Value, index: usize) -> Result<Option<CaseResult>> {
                 push_grad(&mut pairs, &key, &got, values(case, &key)?);
             }
         }
-        "lognormal_log_prob" | "lognormal_kl" | "logit_normal_log_prob" => {
+        "lognormal_log_prob"
+        | "lognormal_kl"
+        | "logit_normal_log_prob"
+        | "logit_normal_kl"
+        | "uniform_kl"
+        | "poisson_kl"
+        | "exponential_gamma_kl"
+        | "gamma_exponential_kl" => {
             let names: &[&str] = match kind.as_str() {
-                "lognormal_kl" => &["loc_q", "scale_q", "loc_p", "scale_p"],
+                "lognormal_kl" | "logit_normal_kl" => &["loc_q", "scale_q", "loc_p", "scale_p"],
+                "uniform_kl" => &["low_q", "high_q", "low_p", "high_p"],
+                "poisson_kl" => &["rate_q", "rate_p"],
+                "exponential_gamma_kl" => &["rate_q", "concentration_p", "rate_p"],
+                "gamma_exponential_kl" => &["concentration_q", "rate_q", "rate_p"],
                 _ => &["loc", "scale", "x"],
             };
             let v = inputs(&tape, case, names)?;
@@ -372,6 +383,20 @@ pub fn evaluate(case: &Value, index: usize) -> Result<Option<CaseResult>> {
                 "lognormal_log_prob" => LogNormal::new(v[0], v[1])?.log_prob(v[2])?,
                 "lognormal_kl" => {
                     kl_divergence(&LogNormal::new(v[0], v[1])?, &LogNormal::new(v[2], v[3])?)?
+                }
+                "logit_normal_kl" => kl_divergence(
+                    &LogitNormal::new(v[0], v[1])?,
+                    &LogitNormal::new(v[2], v[3])?,
+                )?,
+                "uniform_kl" => {
+                    kl_divergence(&Uniform::new(v[0], v[1])?, &Uniform::new(v[2], v[3])?)?
+                }
+                "poisson_kl" => kl_divergence(&Poisson::new(v[0])?, &Poisson::new(v[1])?)?,
+                "exponential_gamma_kl" => {
+                    kl_divergence(&Exponential::new(v[0])?, &Gamma::new(v[1], v[2])?)?
+                }
+                "gamma_exponential_kl" => {
+                    kl_divergence(&Gamma::new(v[0], v[1])?, &Exponential::new(v[2])?)?
                 }
                 _ => LogitNormal::new(v[0], v[1])?.log_prob(v[2])?,
             };
