@@ -1,5 +1,5 @@
 //! Checks bayesgrad against TensorFlow Probability reference values (and
-//! the 50-digit mpmath ones of `tests/data/kl_pairs_reference.json`, in the
+//! the 50-digit mpmath ones of `tests/data/mpmath_reference.json`, in the
 //! same format).
 //!
 //! Run: `cargo run --release --example tfp_reference -- tests/data/tfp_golden.json`

@@ -109,6 +109,17 @@ fn families(p: [f64; 4], (xp, xu, xr): (f64, f64, f64), n: usize, seed: u64) {
     let logit = LogitNormal::new(c.ln(), b).unwrap();
     check("LogitNormal log_prob", logit.log_prob(xu));
     check("Laplace log_prob", Laplace::new(c, b).unwrap().log_prob(xr));
+    let (cq, cp) = (Cauchy::new(c, b).unwrap(), Cauchy::new(d, a).unwrap());
+    check("Cauchy log_prob", cq.log_prob(xr));
+    check("Cauchy KL", kl_divergence(&cq, &cp));
+    check("Cauchy rsample", cq.rsample(&mut rng));
+    let (hq, hp) = (HalfCauchy::new(b).unwrap(), HalfCauchy::new(a).unwrap());
+    check("HalfCauchy log_prob", hq.log_prob(xp));
+    check("HalfCauchy KL", kl_divergence(&hq, &hp));
+    let (nq, np) = (HalfNormal::new(b).unwrap(), HalfNormal::new(a).unwrap());
+    check("HalfNormal log_prob", nq.log_prob(xp));
+    check("HalfNormal KL", kl_divergence(&nq, &np));
+    check("HalfNormal rsample", nq.rsample(&mut rng));
     check(
         "Exponential log_prob",
         Exponential::new(a).unwrap().log_prob(xp),

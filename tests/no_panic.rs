@@ -256,6 +256,15 @@ fn other_families<F: Element>(t: [&Tensor<f64>; 4], seed: u64) {
     if let Ok(d) = Laplace::new(a, b) {
         exercise_backward(&d, x, rng);
     }
+    if let Ok(d) = Cauchy::new(a, b) {
+        exercise_backward(&d, x, rng);
+    }
+    if let Ok(d) = HalfCauchy::new(a) {
+        exercise_backward(&d, x, rng);
+    }
+    if let Ok(d) = HalfNormal::new(a) {
+        exercise_backward(&d, x, rng);
+    }
     if let Ok(d) = Exponential::new(a) {
         exercise_backward(&d, x, rng);
     }

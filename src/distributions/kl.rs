@@ -9,9 +9,10 @@
 //!
 //! [`kl_divergence`] looks the pair `(type of q, type of p)` up in a
 //! process-wide registry. The built-in pairs (each family against
-//! itself: Normal, LogNormal, LogitNormal, Laplace, Exponential, Gamma,
-//! Beta, Dirichlet, Uniform, Poisson, Bernoulli, Categorical,
-//! MultivariateNormal, and Independent of a pair that has one; and
+//! itself: Normal, HalfNormal, LogNormal, LogitNormal, Cauchy, HalfCauchy,
+//! Laplace, Exponential, Gamma, Beta, Dirichlet, Uniform, Poisson,
+//! Bernoulli, Categorical, MultivariateNormal, and Independent of a pair
+//! that has one; and
 //! Exponential against Gamma either way) are registered through the same
 //! call a user makes for a pair of their own, [`register_kl`]. See [`KlRule`] for a rule written
 //! out and `tests/open_api.rs` for a distribution defined outside the
@@ -35,8 +36,9 @@
 //! so one registration serves every tape.
 
 use super::{
-    Bernoulli, Beta, Categorical, Dirichlet, Distribution, Exponential, Gamma, Independent,
-    Laplace, LogNormal, LogitNormal, MultivariateNormal, Normal, Poisson, Uniform,
+    Bernoulli, Beta, Categorical, Cauchy, Dirichlet, Distribution, Exponential, Gamma, HalfCauchy,
+    HalfNormal, Independent, Laplace, LogNormal, LogitNormal, MultivariateNormal, Normal, Poisson,
+    Uniform,
 };
 use crate::autodiff::tape::Var;
 use crate::error::{Error, Result};
@@ -172,6 +174,9 @@ builtin_rules! {
     PoissonPoisson: Poisson, Poisson => super::univariate::kl_poisson;
     ExponentialGamma: Exponential, Gamma => super::univariate::kl_exponential_gamma;
     GammaExponential: Gamma, Exponential => super::univariate::kl_gamma_exponential;
+    HalfNormalHalfNormal: HalfNormal, HalfNormal => super::normal::kl_half_normal;
+    CauchyCauchy: Cauchy, Cauchy => super::cauchy::kl_cauchy;
+    HalfCauchyHalfCauchy: HalfCauchy, HalfCauchy => super::cauchy::kl_half_cauchy;
 }
 
 /// Registers (or replaces) an analytic KL rule, process-wide, for every
@@ -284,10 +289,10 @@ pub const AUTO_MC_SAMPLES: usize = 16;
 /// The analytic KL(q || p), one value per batch element.
 ///
 /// Closed forms are looked up by the two concrete types in the open
-/// registry of [`register_kl`]: built in are Normal, LogNormal,
-/// LogitNormal, Laplace, Exponential, Gamma, Beta, Dirichlet, Uniform,
-/// Poisson, Bernoulli, Categorical and MultivariateNormal, each against
-/// itself, Exponential against Gamma either way, and
+/// registry of [`register_kl`]: built in are Normal, HalfNormal,
+/// LogNormal, LogitNormal, Cauchy, HalfCauchy, Laplace, Exponential, Gamma,
+/// Beta, Dirichlet, Uniform, Poisson, Bernoulli, Categorical and
+/// MultivariateNormal, each against itself, Exponential against Gamma either way, and
 /// Independent/Independent (of a pair that has one, over as many axes).
 /// KL(Uniform || Uniform) is `+inf`, with a zero gradient, where the
 /// first's interval is not inside the second's.

@@ -14,6 +14,7 @@
 
 mod bernoulli;
 mod categorical;
+mod cauchy;
 mod expectation;
 mod gamma;
 mod independent;
@@ -29,6 +30,7 @@ mod univariate;
 
 pub use bernoulli::Bernoulli;
 pub use categorical::Categorical;
+pub use cauchy::{Cauchy, HalfCauchy};
 pub use expectation::{expectation_enumerated, expectation_quadrature};
 pub use gamma::{Beta, Dirichlet, Gamma, StudentT};
 pub use independent::Independent;
@@ -38,7 +40,7 @@ pub use kl::{
 };
 pub use mixture::{MixtureOfNormals, SpikeAndSlab};
 pub use mvn::MultivariateNormal;
-pub use normal::Normal;
+pub use normal::{HalfNormal, Normal};
 pub use relaxed::{RelaxedBernoulli, RelaxedOneHotCategorical};
 pub use transformed::{
     Affine, Bijector, Chain, Exp, LogNormal, LogitNormal, Sigmoid, Softplus,

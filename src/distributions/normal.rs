@@ -1,5 +1,5 @@
 use super::{
-    Distribution, HALF_LN_2PI, batch_broadcast, check_divisor, check_finite, same_tape,
+    Distribution, HALF_LN_2PI, batch_broadcast, check_divisor, check_finite, on_support, same_tape,
     sample_shape, standard_normal,
 };
 use crate::autodiff::ops::binary::{
@@ -529,6 +529,117 @@ pub(crate) fn kl_normal_normal<'t, F: Element>(
     q.loc
         .tape
         .apply(NormalKl, &[q.loc, q.scale, p.loc, p.scale])
+}
+
+/// The half-normal distribution on `[0, inf)`: `|x|` for `x ~ N(0, scale)`,
+/// a weakly informative prior for a scale.
+///
+/// # Density
+/// `ln p(x) = ln 2 + ln N(x; 0, scale)` for `x >= 0`; `-inf` (gradient 0)
+/// for `x < 0`.
+///
+/// # Sampling
+/// `x = scale · |ε|`, `ε ~ N(0, 1)`: `rsample` is differentiable in the
+/// scale.
+///
+/// # Moments
+/// Mean `scale √(2/π)`, variance `scale² (1 - 2/π)`, entropy
+/// `ln scale + ln(π/2)/2 + 1/2`.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let tape = Tape::<f64>::new();
+/// let d = HalfNormal::new(tape.scalar(2.0))?;
+/// assert!((d.mean()?.item()? - 2.0 * (2.0 / std::f64::consts::PI).sqrt()).abs() < 1e-12);
+/// assert_eq!(d.log_prob(tape.scalar(-0.5))?.item()?, f64::NEG_INFINITY);
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct HalfNormal<'t, F: Element> {
+    scale: Var<'t, F>,
+}
+
+impl<'t, F: Element> HalfNormal<'t, F> {
+    /// From a scale (the standard deviation of the normal it folds).
+    ///
+    /// # Errors
+    /// A scale that is not finite or is below the smallest normal number.
+    pub fn new(scale: Var<'t, F>) -> Result<Self> {
+        check_divisor("HalfNormal", "scale", &scale)?;
+        Ok(HalfNormal { scale })
+    }
+
+    /// The scale.
+    pub fn scale(&self) -> Var<'t, F> {
+        self.scale
+    }
+
+    /// The normal it folds, `N(0, scale)`.
+    fn unfolded(&self) -> Normal<'t, F> {
+        Normal {
+            loc: self.scale.tape.scalar(F::zero()),
+            scale: self.scale,
+        }
+    }
+}
+
+impl<'t, F: Element> Distribution<'t, F> for HalfNormal<'t, F> {
+    fn name(&self) -> &'static str {
+        "HalfNormal"
+    }
+    fn tape(&self) -> &'t Tape<F> {
+        self.scale.tape
+    }
+    fn log_prob(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
+        same_tape("HalfNormal::log_prob", &x, &self.scale)?;
+        check_finite("HalfNormal", "value", &x)?;
+        batch_broadcast(
+            "HalfNormal",
+            ("value", x.shape()),
+            ("batch", self.batch_shape()),
+        )?;
+        let normal = self.unfolded();
+        on_support(
+            "HalfNormal",
+            x,
+            |_, v| v >= F::zero(),
+            F::zero(),
+            |x| Ok(normal_log_prob(x, normal.loc, normal.scale)? + F::lit(std::f64::consts::LN_2)),
+        )
+    }
+    fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
+        let eps: Tensor<F> = standard_normal(&sample_shape(n, &self.batch_shape()), rng);
+        Ok(self.scale * eps.map(|e| e.abs()))
+    }
+    fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        Ok(self.rsample(rng)?.value())
+    }
+    fn entropy(&self) -> Result<Var<'t, F>> {
+        let c = 0.5 * (std::f64::consts::PI / 2.0).ln() + 0.5;
+        Ok(self.scale.ln() + F::lit(c))
+    }
+    fn mean(&self) -> Result<Var<'t, F>> {
+        Ok(self.scale * F::lit((2.0 / std::f64::consts::PI).sqrt()))
+    }
+    fn variance(&self) -> Result<Var<'t, F>> {
+        Ok(self.scale.square() * F::lit(1.0 - 2.0 / std::f64::consts::PI))
+    }
+    fn batch_shape(&self) -> Vec<usize> {
+        self.scale.shape()
+    }
+    fn event_shape(&self) -> Vec<usize> {
+        vec![]
+    }
+}
+
+/// KL(HalfNormal || HalfNormal): the KL of the normals they fold (folding
+/// both densities at 0 doubles each, and leaves their ratio),
+/// `ln(s2/s1) + s1² / (2 s2²) - 1/2`.
+pub(crate) fn kl_half_normal<'t, F: Element>(
+    q: &HalfNormal<'t, F>,
+    p: &HalfNormal<'t, F>,
+) -> Result<Var<'t, F>> {
+    kl_normal_normal(&q.unfolded(), &p.unfolded())
 }
 
 #[cfg(test)]

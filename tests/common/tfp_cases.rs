@@ -369,8 +369,22 @@ pub fn evaluate(case: &Value, index: usize) -> Result<Option<CaseResult>> {
         | "uniform_kl"
         | "poisson_kl"
         | "exponential_gamma_kl"
-        | "gamma_exponential_kl" => {
+        | "gamma_exponential_kl"
+        | "cauchy_log_prob"
+        | "cauchy_entropy"
+        | "cauchy_kl"
+        | "half_cauchy_log_prob"
+        | "half_cauchy_entropy"
+        | "half_cauchy_kl"
+        | "half_normal_log_prob"
+        | "half_normal_entropy"
+        | "half_normal_kl" => {
             let names: &[&str] = match kind.as_str() {
+                "cauchy_log_prob" => &["loc", "scale", "x"],
+                "cauchy_kl" => &["loc_q", "scale_q", "loc_p", "scale_p"],
+                "half_cauchy_log_prob" | "half_normal_log_prob" => &["scale", "x"],
+                "cauchy_entropy" | "half_cauchy_entropy" | "half_normal_entropy" => &["scale"],
+                "half_cauchy_kl" | "half_normal_kl" => &["scale_q", "scale_p"],
                 "lognormal_kl" | "logit_normal_kl" => &["loc_q", "scale_q", "loc_p", "scale_p"],
                 "uniform_kl" => &["low_q", "high_q", "low_p", "high_p"],
                 "poisson_kl" => &["rate_q", "rate_p"],
@@ -397,6 +411,19 @@ pub fn evaluate(case: &Value, index: usize) -> Result<Option<CaseResult>> {
                 }
                 "gamma_exponential_kl" => {
                     kl_divergence(&Gamma::new(v[0], v[1])?, &Exponential::new(v[2])?)?
+                }
+                "cauchy_log_prob" => Cauchy::new(v[0], v[1])?.log_prob(v[2])?,
+                "cauchy_entropy" => Cauchy::new(tape.scalar(0.0), v[0])?.entropy()?,
+                "cauchy_kl" => kl_divergence(&Cauchy::new(v[0], v[1])?, &Cauchy::new(v[2], v[3])?)?,
+                "half_cauchy_log_prob" => HalfCauchy::new(v[0])?.log_prob(v[1])?,
+                "half_cauchy_entropy" => HalfCauchy::new(v[0])?.entropy()?,
+                "half_cauchy_kl" => {
+                    kl_divergence(&HalfCauchy::new(v[0])?, &HalfCauchy::new(v[1])?)?
+                }
+                "half_normal_log_prob" => HalfNormal::new(v[0])?.log_prob(v[1])?,
+                "half_normal_entropy" => HalfNormal::new(v[0])?.entropy()?,
+                "half_normal_kl" => {
+                    kl_divergence(&HalfNormal::new(v[0])?, &HalfNormal::new(v[1])?)?
                 }
                 _ => LogitNormal::new(v[0], v[1])?.log_prob(v[2])?,
             };

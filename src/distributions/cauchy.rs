@@ -1,0 +1,309 @@
+//! Cauchy and HalfCauchy: the heavy-tailed location and scale priors of
+//! robust regression and horseshoe shrinkage.
+
+use super::normal::{Standardized, loc_scale_log_prob};
+use super::{
+    Distribution, batch_broadcast, check_divisor, check_finite, check_values, on_support,
+    open_uniform, same_tape, sample_shape,
+};
+use crate::autodiff::tape::{Tape, Var};
+use crate::error::{Error, Result};
+use crate::tensor::{Element, Tensor};
+use rand::Rng;
+use std::f64::consts::PI;
+
+/// The standard Cauchy: `-ln(1 + z²) - ln π`, slope `2z / (1 + z²)`.
+/// Beyond `|z| = 1` both are taken from `1/z` (`-2 ln|z| - ln(1 + 1/z²)`
+/// and `2 / (z + 1/z)`), so that a `z` whose square overflows keeps its
+/// finite log-density and slope.
+pub(crate) struct StandardCauchy;
+
+impl Standardized for StandardCauchy {
+    const NAME: &'static str = "cauchy_log_prob";
+    const LN_C: f64 = 1.144_729_885_849_400_2; // ln π
+    #[inline(always)]
+    fn log_density<F: Element>(z: F) -> F {
+        let a = z.abs();
+        if a <= F::one() {
+            -(z * z).ln_1p()
+        } else {
+            let r = a.recip();
+            -(a.ln() * F::lit(2.0) + (r * r).ln_1p())
+        }
+    }
+    #[inline(always)]
+    fn slope<F: Element>(z: F) -> F {
+        if z.abs() <= F::one() {
+            (z + z) / (F::one() + z * z)
+        } else {
+            F::lit(2.0) / (z + z.recip())
+        }
+    }
+}
+
+/// A standard Cauchy draw, `tan(π (u - 1/2))` for `u` uniform in (0, 1)
+/// (in `f64`: finite, at most about 3e15 in size).
+fn standard_cauchy<F: Element>(rng: &mut dyn Rng) -> F {
+    F::lit((PI * (open_uniform(rng) - 0.5)).tan())
+}
+
+/// The Cauchy distribution (Student's t with one degree of freedom).
+///
+/// # Density
+/// `ln p(x) = -ln(π scale) - ln(1 + z²)`, `z = (x - loc) / scale`, finite
+/// and with a finite gradient for every finite `x`.
+///
+/// # Sampling
+/// `x = loc + scale · tan(π (u - 1/2))`: `rsample` is differentiable in
+/// both parameters.
+///
+/// # Moments
+/// It has none: `mean` and `variance` are errors. The entropy is
+/// `ln(4π scale)`.
+///
+/// # Parameters
+/// - `loc`: finite; `scale`: finite, at least the smallest normal number;
+///   shapes broadcast.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let tape = Tape::<f64>::new();
+/// let d = Cauchy::new(tape.scalar(1.0), tape.scalar(2.0))?;
+/// // at the location: -ln(2π)
+/// assert!((d.log_prob(tape.scalar(1.0))?.item()? + (2.0 * std::f64::consts::PI).ln()).abs() < 1e-12);
+/// assert!(d.mean().is_err());
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct Cauchy<'t, F: Element> {
+    loc: Var<'t, F>,
+    scale: Var<'t, F>,
+}
+
+impl<'t, F: Element> Cauchy<'t, F> {
+    /// From a location and a scale.
+    ///
+    /// # Errors
+    /// A non-finite location; a scale that is not finite or is below the
+    /// smallest normal number; shapes that do not broadcast.
+    pub fn new(loc: Var<'t, F>, scale: Var<'t, F>) -> Result<Self> {
+        same_tape("Cauchy::new", &loc, &scale)?;
+        check_finite("Cauchy", "loc", &loc)?;
+        check_divisor("Cauchy", "scale", &scale)?;
+        batch_broadcast("Cauchy", ("loc", loc.shape()), ("scale", scale.shape()))?;
+        Ok(Cauchy { loc, scale })
+    }
+
+    /// The location (the median).
+    pub fn loc(&self) -> Var<'t, F> {
+        self.loc
+    }
+
+    /// The scale (half the interquartile range).
+    pub fn scale(&self) -> Var<'t, F> {
+        self.scale
+    }
+}
+
+impl<'t, F: Element> Distribution<'t, F> for Cauchy<'t, F> {
+    fn name(&self) -> &'static str {
+        "Cauchy"
+    }
+    fn tape(&self) -> &'t Tape<F> {
+        self.loc.tape()
+    }
+    fn log_prob(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
+        same_tape("Cauchy::log_prob", &self.loc, &x)?;
+        check_finite("Cauchy", "value", &x)?;
+        batch_broadcast(
+            "Cauchy",
+            ("value", x.shape()),
+            ("batch", self.batch_shape()),
+        )?;
+        loc_scale_log_prob::<StandardCauchy, F>(x, self.loc, self.scale)
+    }
+    fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
+        let shape = sample_shape(n, &self.batch_shape());
+        let z = Tensor::from_fn(&shape, |_| standard_cauchy::<F>(rng));
+        self.loc.try_add(self.scale * z)
+    }
+    fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        Ok(self.rsample(rng)?.value())
+    }
+    fn entropy(&self) -> Result<Var<'t, F>> {
+        (self.scale.ln() + F::lit((4.0 * PI).ln())).broadcast_to(&self.batch_shape())
+    }
+    fn mean(&self) -> Result<Var<'t, F>> {
+        Err(Error::Unsupported {
+            distribution: "Cauchy",
+            what: "a mean (it has none)",
+        })
+    }
+    fn variance(&self) -> Result<Var<'t, F>> {
+        Err(Error::Unsupported {
+            distribution: "Cauchy",
+            what: "a variance (it has none)",
+        })
+    }
+    fn batch_shape(&self) -> Vec<usize> {
+        crate::tensor::broadcast_shape(&self.loc.shape(), &self.scale.shape()).unwrap_or_default()
+    }
+    fn event_shape(&self) -> Vec<usize> {
+        vec![]
+    }
+}
+
+/// `ln(1 + (u² + v²))` with `u = (s1 - s2) / (2 √(s1 s2))` and `v = (m1 -
+/// m2) / (2 √(s1 s2))`: the KL between Cauchys, `ln(((s1 + s2)² + (m1 -
+/// m2)²) / (4 s1 s2))` (Chyzak and Nielsen 2019), in a form that is 0 at
+/// equal parameters, keeps its digits near them, and does not overflow
+/// for large scales.
+fn cauchy_kl_form<'t, F: Element>(
+    (m1, s1): (Var<'t, F>, Var<'t, F>),
+    (m2, s2): (Var<'t, F>, Var<'t, F>),
+) -> Result<Var<'t, F>> {
+    let half_root = (s1.sqrt().try_mul(s2.sqrt())?) * F::lit(2.0);
+    let u = s1.try_sub(s2)?.try_div(half_root)?;
+    let v = m1.try_sub(m2)?.try_div(half_root)?;
+    Ok(u.square().try_add(v.square())?.log1p())
+}
+
+/// KL(Cauchy || Cauchy): see [`cauchy_kl_form`]; symmetric in its arguments.
+pub(crate) fn kl_cauchy<'t, F: Element>(
+    q: &Cauchy<'t, F>,
+    p: &Cauchy<'t, F>,
+) -> Result<Var<'t, F>> {
+    same_tape("kl_divergence", &q.loc, &p.loc)?;
+    let shape = batch_broadcast(
+        "Cauchy",
+        ("the posterior's parameters", q.batch_shape()),
+        ("the prior's parameters", p.batch_shape()),
+    )?;
+    cauchy_kl_form((q.loc, q.scale), (p.loc, p.scale))?.broadcast_to(&shape)
+}
+
+/// The half-Cauchy distribution on `[0, inf)`: `|x|` for `x` Cauchy with
+/// location 0, the scale prior of horseshoe shrinkage (Carvalho, Polson and
+/// Scott 2010) and of Gelman's (2006) hierarchical variances.
+///
+/// # Density
+/// `ln p(x) = ln 2 - ln(π scale) - ln(1 + (x / scale)²)` for `x >= 0`;
+/// `-inf` (gradient 0) for `x < 0`.
+///
+/// # Sampling
+/// `x = scale · tan(π u / 2)`: `rsample` is differentiable in the scale.
+///
+/// # Moments
+/// Its mean and variance are infinite: both are errors. The entropy is
+/// `ln(2π scale)`.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let tape = Tape::<f64>::new();
+/// let d = HalfCauchy::new(tape.scalar(1.0))?;
+/// // at 0: ln 2 - ln π
+/// assert!((d.log_prob(tape.scalar(0.0))?.item()? - (2.0 / std::f64::consts::PI).ln()).abs() < 1e-12);
+/// assert_eq!(d.log_prob(tape.scalar(-1.0))?.item()?, f64::NEG_INFINITY);
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct HalfCauchy<'t, F: Element> {
+    scale: Var<'t, F>,
+}
+
+impl<'t, F: Element> HalfCauchy<'t, F> {
+    /// From a scale.
+    ///
+    /// # Errors
+    /// A scale that is not finite or is below the smallest normal number.
+    pub fn new(scale: Var<'t, F>) -> Result<Self> {
+        check_divisor("HalfCauchy", "scale", &scale)?;
+        Ok(HalfCauchy { scale })
+    }
+
+    /// The scale (the median).
+    pub fn scale(&self) -> Var<'t, F> {
+        self.scale
+    }
+}
+
+impl<'t, F: Element> Distribution<'t, F> for HalfCauchy<'t, F> {
+    fn name(&self) -> &'static str {
+        "HalfCauchy"
+    }
+    fn tape(&self) -> &'t Tape<F> {
+        self.scale.tape()
+    }
+    fn log_prob(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
+        same_tape("HalfCauchy::log_prob", &self.scale, &x)?;
+        check_values(
+            "HalfCauchy",
+            "value",
+            &x,
+            "must not be NaN or infinite",
+            |v| v.is_finite(),
+        )?;
+        batch_broadcast(
+            "HalfCauchy",
+            ("value", x.shape()),
+            ("batch", self.batch_shape()),
+        )?;
+        let zero = self.tape().scalar(F::zero());
+        on_support(
+            "HalfCauchy",
+            x,
+            |_, v| v >= F::zero(),
+            F::zero(),
+            |x| {
+                let lp = loc_scale_log_prob::<StandardCauchy, F>(x, zero, self.scale)?;
+                Ok(lp + F::lit(std::f64::consts::LN_2))
+            },
+        )
+    }
+    fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
+        let shape = sample_shape(n, &self.batch_shape());
+        let z: Tensor<F> =
+            Tensor::from_fn(&shape, |_| F::lit((0.5 * PI * open_uniform(rng)).tan()));
+        Ok(self.scale * z)
+    }
+    fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        Ok(self.rsample(rng)?.value())
+    }
+    fn entropy(&self) -> Result<Var<'t, F>> {
+        Ok(self.scale.ln() + F::lit((2.0 * PI).ln()))
+    }
+    fn mean(&self) -> Result<Var<'t, F>> {
+        Err(Error::Unsupported {
+            distribution: "HalfCauchy",
+            what: "a mean (it is infinite)",
+        })
+    }
+    fn variance(&self) -> Result<Var<'t, F>> {
+        Err(Error::Unsupported {
+            distribution: "HalfCauchy",
+            what: "a variance (it is infinite)",
+        })
+    }
+    fn batch_shape(&self) -> Vec<usize> {
+        self.scale.shape()
+    }
+    fn event_shape(&self) -> Vec<usize> {
+        vec![]
+    }
+}
+
+/// KL(HalfCauchy || HalfCauchy): the KL of the two Cauchys at location 0
+/// (folding both densities at 0 doubles each, and leaves their ratio).
+pub(crate) fn kl_half_cauchy<'t, F: Element>(
+    q: &HalfCauchy<'t, F>,
+    p: &HalfCauchy<'t, F>,
+) -> Result<Var<'t, F>> {
+    same_tape("kl_divergence", &q.scale, &p.scale)?;
+    let shape = batch_broadcast(
+        "HalfCauchy",
+        ("the posterior's scale", q.batch_shape()),
+        ("the prior's scale", p.batch_shape()),
+    )?;
+    let zero = q.tape().scalar(F::zero());
+    cauchy_kl_form((zero, q.scale), (zero, p.scale))?.broadcast_to(&shape)
+}

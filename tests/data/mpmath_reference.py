@@ -1,0 +1,319 @@
+"""Writes mpmath_reference.json: reference values in the format of TFP's files, for what those files
+do not hold: the KL divergences of Uniform/Uniform, Poisson/Poisson, Exponential/Gamma,
+Gamma/Exponential and LogitNormal/LogitNormal, and the Cauchy, HalfCauchy and HalfNormal
+log-densities, entropies and KLs, each with its gradients, from closed forms in 50-digit mpmath.
+The first group's derivatives are written out and checked against mpmath's numerical ones; the
+second group's are mpmath's numerical derivatives, and its entropies and KLs are checked against
+mpmath's quadrature of their integrals. TensorFlow Probability's float64 value stands beside each
+case (`tfp_value`) when TFP is installed and has it.
+
+Run: python3 tests/data/mpmath_reference.py   (needs `pip install mpmath`; TFP optional)
+"""
+import json
+import math
+import os
+
+import mpmath as mp
+
+mp.mp.dps = 50
+
+
+def gamma_kl(a1, b1, a2, b2):
+    """KL(Gamma(a1, b1) || Gamma(a2, b2)) and its derivatives in a1, b1, a2, b2."""
+    value = ((a1 - a2) * mp.digamma(a1) - mp.loggamma(a1) + mp.loggamma(a2)
+             + a2 * (mp.log(b1) - mp.log(b2)) + a1 * (b2 - b1) / b1)
+    y = a1 * b2 / b1
+    grads = [
+        (a1 - a2) * mp.polygamma(1, a1) + (b2 - b1) / b1,
+        (a2 - y) / b1,
+        mp.digamma(a2) - mp.digamma(a1) - mp.log(b2 / b1),
+        (y - a2) / b2,
+    ]
+    return value, grads
+
+
+def uniform_kl(lq, hq, lp, hp):
+    assert lp <= lq and hq <= hp, "the reference holds contained intervals only"
+    value = mp.log((hp - lp) / (hq - lq))
+    wq, wp = hq - lq, hp - lp
+    return value, [1 / wq, -1 / wq, -1 / wp, 1 / wp]
+
+
+def poisson_kl(rq, rp):
+    value = rq * mp.log(rq / rp) + rp - rq
+    return value, [mp.log(rq / rp), 1 - rq / rp]
+
+
+def exponential_gamma_kl(rq, ap, bp):
+    value, g = gamma_kl(mp.mpf(1), rq, ap, bp)
+    return value, [g[1], g[2], g[3]]
+
+
+def gamma_exponential_kl(aq, bq, rp):
+    value, g = gamma_kl(aq, bq, mp.mpf(1), rp)
+    return value, [g[0], g[1], g[3]]
+
+
+def normal_kl(mq, sq, mp_, sp):
+    d = mq - mp_
+    value = mp.log(sp / sq) + (sq ** 2 + d ** 2) / (2 * sp ** 2) - mp.mpf(1) / 2
+    return value, [d / sp ** 2, sq / sp ** 2 - 1 / sq, -d / sp ** 2,
+                   1 / sp - (sq ** 2 + d ** 2) / sp ** 3]
+
+
+KINDS = {
+    "uniform_kl": (uniform_kl, ["low_q", "high_q", "low_p", "high_p"], [
+        (0.0, 1.0, -1.0, 2.0),
+        (0.3, 0.30000001, 0.0, 1.0),
+        (2.0, 3.0, 2.0, 5.0),
+        (-4.0, 4.0, -4.0, 4.0),
+        (1e-3, 2e-3, -1e6, 1e6),
+        (-1e300, 1e300, -1.7e308, 1.7e308),
+        (5.0, 5.5, 4.9, 5.6),
+        (-3.0, -2.0, -10.0, 0.0),
+    ]),
+    "poisson_kl": (poisson_kl, ["rate_q", "rate_p"], [
+        (3.0, 2.0),
+        (1e-3, 5.0),
+        (50.0, 50.000001),
+        (1e6, 1e6 + 1.0),
+        (1e-8, 1.5e-8),
+        (1e10, 3e9),
+        (0.5, 1e4),
+        (7.0, 7.0),
+        (2.0, 1e-6),
+    ]),
+    "exponential_gamma_kl": (exponential_gamma_kl, ["rate_q", "concentration_p", "rate_p"], [
+        (2.0, 2.0, 3.0),
+        (1e-3, 0.5, 10.0),
+        (50.0, 100.0, 2.0),
+        (1.0, 1.0, 1.0),
+        (3.0, 1e4, 1e4),
+        (0.1, 1e-3, 2.0),
+        (7.0, 1.0, 7.0),
+        (1e3, 2.5, 0.01),
+    ]),
+    "gamma_exponential_kl": (gamma_exponential_kl, ["concentration_q", "rate_q", "rate_p"], [
+        (2.0, 3.0, 2.0),
+        (1e-3, 2.0, 3.0),
+        (1e4, 1e4, 1.0),
+        (1.0, 5.0, 5.0),
+        (0.5, 0.1, 10.0),
+        (100.0, 2.0, 50.0),
+        (1e6, 1e6, 1.0000001),
+        (30.0, 1e-3, 1e3),
+    ]),
+    "logit_normal_kl": (normal_kl, ["loc_q", "scale_q", "loc_p", "scale_p"], [
+        (0.0, 1.0, 1.0, 2.0),
+        (-3.0, 0.1, 2.0, 5.0),
+        (10.0, 1e-3, -10.0, 3.0),
+        (0.5, 0.5, 0.5, 0.5),
+        (1.0, 1e3, 0.0, 1e-2),
+        (-1.0, 2.0, -1.0000001, 2.0),
+        (4.0, 0.3, 3.0, 0.35),
+        (0.0, 1.0, 0.0, 1.000001),
+    ]),
+}
+
+
+
+# The second group: a value function, its gradients from mpmath's numerical derivatives.
+LN_PI = mp.log(mp.pi)
+
+
+def cauchy_log_prob(loc, scale, x):
+    z = (x - loc) / scale
+    return -LN_PI - mp.log(scale) - mp.log1p(z * z)
+
+
+def cauchy_entropy(scale):
+    return mp.log(4 * mp.pi * scale)
+
+
+def cauchy_kl(mq, sq, mp_, sp):
+    return mp.log(((sq + sp) ** 2 + (mq - mp_) ** 2) / (4 * sq * sp))
+
+
+def half_cauchy_log_prob(scale, x):
+    return mp.log(2) + cauchy_log_prob(0, scale, x)
+
+
+def half_cauchy_entropy(scale):
+    return mp.log(2 * mp.pi * scale)
+
+
+def half_cauchy_kl(sq, sp):
+    return cauchy_kl(0, sq, 0, sp)
+
+
+def half_normal_log_prob(scale, x):
+    return mp.log(2) - mp.log(scale) - mp.log(2 * mp.pi) / 2 - (x / scale) ** 2 / 2
+
+
+def half_normal_entropy(scale):
+    return mp.log(scale) + mp.log(mp.pi / 2) / 2 + mp.mpf(1) / 2
+
+
+def half_normal_kl(sq, sp):
+    return mp.log(sp / sq) + sq ** 2 / (2 * sp ** 2) - mp.mpf(1) / 2
+
+
+def by_quadrature(kind, args):
+    """The entropy or KL of a case as the integral that defines it (None for a density)."""
+    if not kind.endswith(("entropy", "kl")):
+        return None
+    if kind == "cauchy_entropy":
+        f = lambda x: -mp.exp(cauchy_log_prob(0, args[0], x)) * cauchy_log_prob(0, args[0], x)
+        return mp.quad(f, [-mp.inf, 0, mp.inf])
+    if kind == "cauchy_kl":
+        lq = lambda x: cauchy_log_prob(args[0], args[1], x)
+        lp = lambda x: cauchy_log_prob(args[2], args[3], x)
+        f = lambda x: mp.exp(lq(x)) * (lq(x) - lp(x))
+        return mp.quad(f, [-mp.inf, args[0] - args[1], args[0], args[0] + args[1], mp.inf])
+    if kind.startswith("half_"):
+        lq = {"half_cauchy": half_cauchy_log_prob, "half_normal": half_normal_log_prob}[
+            kind.rsplit("_", 1)[0]]
+        if kind.endswith("entropy"):
+            f = lambda x: -mp.exp(lq(args[0], x)) * lq(args[0], x)
+        else:
+            f = lambda x: mp.exp(lq(args[0], x)) * (lq(args[0], x) - lq(args[1], x))
+        return mp.quad(f, [0, args[0], mp.inf])
+    return None
+
+
+NUMERIC = {
+    "cauchy_log_prob": (cauchy_log_prob, ["loc", "scale", "x"], [
+        (0.0, 1.0, 0.5),
+        (1.0, 2.0, 1.0),
+        (-3.0, 0.01, 5.0),
+        (0.0, 1.0, 1e20),
+        (0.0, 1.0, -1e200),
+        (2.0, 1e3, -7.0),
+        (0.5, 3.0, 0.5000001),
+        (1e10, 1e-5, 1e10 + 1.0),
+    ]),
+    "cauchy_entropy": (cauchy_entropy, ["scale"], [(1.0,), (1e-3,), (37.0,), (1e10,)]),
+    "cauchy_kl": (cauchy_kl, ["loc_q", "scale_q", "loc_p", "scale_p"], [
+        (0.0, 1.0, 1.0, 2.0),
+        (-3.0, 0.1, 2.0, 5.0),
+        (0.5, 0.5, 0.5, 0.5),
+        (1.0, 1.0, 1.0, 1.000001),
+        (0.0, 1e-3, 10.0, 1e3),
+        (4.0, 2.0, -4.0, 2.0),
+        (1e6, 1e6, -1e6, 3e6),
+        (0.1, 7.0, 0.0, 0.2),
+    ]),
+    "half_cauchy_log_prob": (half_cauchy_log_prob, ["scale", "x"], [
+        (1.0, 0.0), (1.0, 0.5), (2.0, 10.0), (0.01, 3.0), (1.0, 1e20), (5.0, 1e-8),
+        (1e3, 2e3), (1e-3, 1e-3),
+    ]),
+    "half_cauchy_entropy": (half_cauchy_entropy, ["scale"], [(1.0,), (1e-3,), (37.0,), (1e10,)]),
+    "half_cauchy_kl": (half_cauchy_kl, ["scale_q", "scale_p"], [
+        (1.0, 2.0), (0.1, 5.0), (0.5, 0.5), (1.0, 1.000001), (1e-3, 1e3), (3.0, 0.2),
+        (1e6, 3e6), (7.0, 0.07),
+    ]),
+    "half_normal_log_prob": (half_normal_log_prob, ["scale", "x"], [
+        (1.0, 0.0), (1.0, 0.5), (2.0, 10.0), (0.01, 0.3), (1.0, 30.0), (5.0, 1e-8),
+        (1e3, 2e3), (1e-3, 1e-3),
+    ]),
+    "half_normal_entropy": (half_normal_entropy, ["scale"], [(1.0,), (1e-3,), (37.0,), (1e10,)]),
+    "half_normal_kl": (half_normal_kl, ["scale_q", "scale_p"], [
+        (1.0, 2.0), (0.1, 5.0), (0.5, 0.5), (1.0, 1.000001), (1e-3, 1e3), (3.0, 0.2),
+        (1e6, 3e6), (7.0, 0.07),
+    ]),
+}
+
+def check_derivatives(f, args, grads):
+    """Each analytic derivative against mpmath's numerical one, where the step fits."""
+    for i, g in enumerate(grads):
+        def along(t, i=i):
+            shifted = list(args)
+            shifted[i] = t
+            return f(*shifted)[0]
+        numeric = mp.diff(along, args[i])
+        scale = max(abs(g), mp.mpf(10) ** -30)
+        assert abs(numeric - g) <= mp.mpf(10) ** -20 * scale, (f.__name__, args, i, g, numeric)
+
+
+try:
+    import numpy as np
+    import tensorflow_probability as tfp
+    tfd = tfp.distributions
+
+    def tfp_value(kind, args):
+        a = [np.float64(x) for x in args]
+        pairs = {
+            "uniform_kl": lambda: (tfd.Uniform(a[0], a[1]), tfd.Uniform(a[2], a[3])),
+            "exponential_gamma_kl": lambda: (tfd.Exponential(a[0]), tfd.Gamma(a[1], a[2])),
+            "gamma_exponential_kl": lambda: (tfd.Gamma(a[0], a[1]), tfd.Exponential(a[2])),
+            "logit_normal_kl": lambda: (tfd.LogitNormal(a[0], a[1]), tfd.LogitNormal(a[2], a[3])),
+        }
+        single = {
+            "cauchy_log_prob": lambda: tfd.Cauchy(a[0], a[1]).log_prob(a[2]),
+            "cauchy_entropy": lambda: tfd.Cauchy(np.float64(0), a[0]).entropy(),
+            "half_cauchy_log_prob": lambda: tfd.HalfCauchy(np.float64(0), a[0]).log_prob(a[1]),
+            "half_cauchy_entropy": lambda: tfd.HalfCauchy(np.float64(0), a[0]).entropy(),
+            "half_normal_log_prob": lambda: tfd.HalfNormal(a[0]).log_prob(a[1]),
+            "half_normal_entropy": lambda: tfd.HalfNormal(a[0]).entropy(),
+            "half_normal_kl": lambda: tfd.kl_divergence(tfd.HalfNormal(a[0]), tfd.HalfNormal(a[1])),
+        }
+        if kind in single:
+            return float(single[kind]())
+        if kind not in pairs:
+            return None
+        q, p = pairs[kind]()
+        return float(tfd.kl_divergence(q, p))
+except ImportError:
+    tfp_value = None
+
+cases = []
+for kind, (f, names, rows) in KINDS.items():
+    for row in rows:
+        args = [mp.mpf(x) for x in row]
+        value, grads = f(*args)
+        if kind != "uniform_kl":
+            check_derivatives(f, args, grads)
+        case = {"kind": kind}
+        case.update({name: x for name, x in zip(names, row)})
+        case["value"] = float(value)
+        case.update({f"grad_{name}": float(g) for name, g in zip(names, grads)})
+        if tfp_value is not None:
+            v = tfp_value(kind, row)
+            if v is not None:
+                # (JSON has no infinity: a non-finite value is written as a string)
+                case["tfp_value"] = v if math.isfinite(v) else str(v)
+        cases.append(case)
+
+for kind, (f, names, rows) in NUMERIC.items():
+    for row in rows:
+        args = [mp.mpf(x) for x in row]
+        value = f(*args)
+        grads = []
+        for i in range(len(args)):
+            def along(t, i=i):
+                shifted = list(args)
+                shifted[i] = t
+                return f(*shifted)
+            grads.append(mp.diff(along, args[i]))
+        quad = by_quadrature(kind, args)
+        if quad is not None:
+            assert abs(quad - value) <= mp.mpf(10) ** -15 * max(abs(value), 1), (kind, row, value, quad)
+        case = {"kind": kind}
+        case.update({name: x for name, x in zip(names, row)})
+        case["value"] = float(value)
+        case.update({f"grad_{name}": float(g) for name, g in zip(names, grads)})
+        if tfp_value is not None:
+            try:
+                v = tfp_value(kind, row)
+            except Exception:  # a case TFP cannot take
+                v = None
+            if v is not None:
+                case["tfp_value"] = v if math.isfinite(v) else str(v)
+        cases.append(case)
+
+out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mpmath_reference.json")
+with open(out, "w") as fh:
+    json.dump({"source": "tests/data/mpmath_reference.py: mpmath " + mp.__version__ + ", 50 digits",
+               "cases": cases}, fh, indent=1)
+    fh.write("\n")
+print(f"{len(cases)} cases -> {out}")
