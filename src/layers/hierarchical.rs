@@ -1,12 +1,13 @@
 //! Hierarchical priors: a kernel prior whose scale is itself random, with
 //! a variational posterior (automatic relevance determination, or
-//! horseshoe-like shrinkage with a global and a local scale).
+//! shrinkage with a global and a local scale: the horseshoe under
+//! half-Cauchy scale priors).
 
 use crate::autodiff::params::{Param, ParamStore};
 use crate::autodiff::tape::Var;
 use crate::bayes::forward::{Forward, SampleMode};
 use crate::distributions::kl::{Divergence, kl_divergence_with};
-use crate::distributions::{Distribution, Gamma, LogNormal, Normal};
+use crate::distributions::{Distribution, Gamma, HalfCauchy, LogNormal, Normal};
 use crate::error::{Error, Result};
 use crate::tensor::{Element, Tensor};
 
@@ -27,6 +28,13 @@ pub enum ScalePrior {
         /// Inverse scale (> 0).
         rate: f64,
     },
+    /// `HalfCauchy(scale)`: with scale 1 for both the local and the global
+    /// scale, the horseshoe prior (Carvalho, Polson and Scott 2010). Its
+    /// divergence from the LogNormal posterior is a Monte Carlo estimate.
+    HalfCauchy {
+        /// The median (> 0).
+        scale: f64,
+    },
 }
 
 impl ScalePrior {
@@ -39,6 +47,7 @@ impl ScalePrior {
                 concentration,
                 rate,
             } => concentration > 0.0 && concentration.is_finite() && rate > 0.0 && rate.is_finite(),
+            ScalePrior::HalfCauchy { scale } => scale > 0.0 && scale.is_finite(),
         };
         if ok {
             Ok(())
@@ -63,6 +72,7 @@ impl ScalePrior {
                 concentration,
                 rate,
             } => Box::new(Gamma::new(c(concentration), c(rate))?),
+            ScalePrior::HalfCauchy { scale } => Box::new(HalfCauchy::new(c(scale))?),
         })
     }
 }
