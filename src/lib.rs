@@ -192,8 +192,9 @@ pub use bayes::iwae::{Iwae, IwaeLoss};
 pub use distributions::{
     Bernoulli, Beta, Categorical, Cauchy, Dirichlet, Distribution, Divergence, Exponential, Gamma,
     HalfCauchy, HalfNormal, Independent, Laplace, LogNormal, LogitNormal, MixtureOfNormals,
-    MultivariateNormal, Normal, Poisson, RelaxedBernoulli, RelaxedOneHotCategorical, SpikeAndSlab,
-    StudentT, Uniform, kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo,
+    MultivariateNormal, NegativeBinomial, Normal, Poisson, RelaxedBernoulli,
+    RelaxedOneHotCategorical, SpikeAndSlab, StudentT, Uniform, kl_divergence, kl_divergence_with,
+    kl_from_sample, kl_monte_carlo,
 };
 pub use error::{Error, Result};
 pub use layers::predict::{Predict, predict_classes, predict_regression};
@@ -248,11 +249,12 @@ pub mod prelude {
         Distribution, DistributionHead, Divergence, Divergences, Elbo, ElboLoss, Element, Error,
         Exponential, Flatten, Forward, Gamma, GradCheck, GradCheckReport, Gradients, HalfCauchy,
         HalfNormal, Independent, Iwae, IwaeLoss, KlMethod, KlWeight, Laplace, LinearMap, LogNormal,
-        LogitNormal, MaxPool2d, MixtureOfNormals, Module, MultivariateNormal, Normal, Op,
-        Optimizer, Padding, Param, ParamStore, Poisson, Predict, Prior, RelaxedBernoulli,
-        RelaxedOneHotCategorical, Result, SampleMode, Sequential, Sgd, SpikeAndSlab, StudentT,
-        Tape, Tensor, Uniform, Var, VariationalConfig, gradcheck, gradcheck_params, kl_divergence,
-        kl_divergence_with, kl_from_sample, kl_monte_carlo, predict_classes, predict_regression,
+        LogitNormal, MaxPool2d, MixtureOfNormals, Module, MultivariateNormal, NegativeBinomial,
+        Normal, Op, Optimizer, Padding, Param, ParamStore, Poisson, Predict, Prior,
+        RelaxedBernoulli, RelaxedOneHotCategorical, Result, SampleMode, Sequential, Sgd,
+        SpikeAndSlab, StudentT, Tape, Tensor, Uniform, Var, VariationalConfig, gradcheck,
+        gradcheck_params, kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo,
+        predict_classes, predict_regression,
     };
     pub use rand::{
         Rng, RngExt, SeedableRng,

@@ -129,6 +129,12 @@ fn families(p: [f64; 4], (xp, xu, xr): (f64, f64, f64), n: usize, seed: u64) {
         "Poisson log_prob",
         Poisson::new(a).unwrap().log_prob(counts),
     );
+    check(
+        "NegativeBinomial log_prob",
+        NegativeBinomial::from_logits(a, b.ln())
+            .unwrap()
+            .log_prob(counts),
+    );
     let (n1, n2) = (Normal::new(c, a).unwrap(), Normal::new(d, b).unwrap());
     check("Normal log_prob", n1.log_prob(xr));
     check("Normal KL", kl_divergence(&n1, &n2));

@@ -537,7 +537,7 @@ pub(crate) fn std_gamma_rsample<'t, F: Element>(
 
 /// The logarithms of `Gamma(a, 1)` draws, one for each `a`
 /// ([`ln_std_gamma_with`]), in `f64`.
-fn ln_std_gamma_draws<F: Element>(a: &Tensor<F>, rng: &mut dyn Rng) -> Vec<f64> {
+pub(crate) fn ln_std_gamma_draws<F: Element>(a: &Tensor<F>, rng: &mut dyn Rng) -> Vec<f64> {
     let data = a.data();
     gamma_draws(data.len(), rng, |i, draws| {
         ln_std_gamma_with(data[i].to_f64().unwrap_or(f64::NAN), draws)

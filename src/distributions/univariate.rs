@@ -1,4 +1,4 @@
-//! Laplace, Exponential, Uniform and Poisson.
+//! Laplace, Exponential, Uniform, Poisson and NegativeBinomial.
 
 use super::normal::{StandardLaplace, loc_scale_log_prob};
 use super::{
@@ -569,6 +569,158 @@ impl<'t, F: Element> Distribution<'t, F> for Poisson<'t, F> {
     }
     fn batch_shape(&self) -> Vec<usize> {
         self.rate.shape()
+    }
+    fn event_shape(&self) -> Vec<usize> {
+        vec![]
+    }
+}
+
+/// The negative binomial distribution: the number of successes before the
+/// `total_count`-th failure, each trial a success with probability
+/// `sigmoid(logits)` (TFP's and PyTorch's convention). A Poisson whose
+/// rate is Gamma-distributed: the overdispersed count likelihood.
+///
+/// # Mass
+/// `ln P(k) = ln Γ(k + r) - ln Γ(r) - ln Γ(k + 1) - r softplus(l) - k
+/// softplus(-l)` for `r = total_count` and `l = logits`, taken as `-ln(k +
+/// r) - ln B(k + 1, r)` plus the two non-positive terms, differentiable in
+/// both parameters (and, as TFP does, in `k` through `ln B`). Terms of
+/// size `k` cancel for large counts: 1e-9 relative holds to counts of
+/// about 1e7.
+///
+/// # Sampling
+/// `sample` only (a count has no reparameterization; train through it with
+/// the score-function estimator, [`bayes::score`](crate::bayes::score)):
+/// a Poisson draw at a rate drawn from `Gamma(r, e^-l)`.
+///
+/// # Moments
+/// Mean `r e^l`, variance `r e^l (1 + e^l)`.
+///
+/// # Parameters
+/// - `total_count`: finite, > 0 (not necessarily an integer);
+///   `logits`: finite; shapes broadcast.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let tape = Tape::<f64>::new();
+/// // r = 2, success probability 1/2: P(k) = (k + 1) / 2^(k + 2)
+/// let d = NegativeBinomial::from_logits(tape.scalar(2.0), tape.scalar(0.0))?;
+/// let p1 = d.log_prob(tape.scalar(1.0))?.item()?.exp();
+/// assert!((p1 - 0.25).abs() < 1e-12);
+/// assert_eq!(d.mean()?.item()?, 2.0);
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct NegativeBinomial<'t, F: Element> {
+    total_count: Var<'t, F>,
+    logits: Var<'t, F>,
+}
+
+impl<'t, F: Element> NegativeBinomial<'t, F> {
+    /// From the number of failures that ends the trials and the log-odds of
+    /// a success.
+    ///
+    /// # Errors
+    /// A `total_count` that is not finite and > 0; non-finite logits;
+    /// shapes that do not broadcast.
+    pub fn from_logits(total_count: Var<'t, F>, logits: Var<'t, F>) -> Result<Self> {
+        same_tape("NegativeBinomial::from_logits", &total_count, &logits)?;
+        check_positive("NegativeBinomial", "total_count", &total_count)?;
+        check_finite("NegativeBinomial", "logits", &logits)?;
+        batch_broadcast(
+            "NegativeBinomial",
+            ("total_count", total_count.shape()),
+            ("logits", logits.shape()),
+        )?;
+        Ok(NegativeBinomial {
+            total_count,
+            logits,
+        })
+    }
+
+    /// The number of failures that ends the trials.
+    pub fn total_count(&self) -> Var<'t, F> {
+        self.total_count
+    }
+
+    /// The log-odds of a success.
+    pub fn logits(&self) -> Var<'t, F> {
+        self.logits
+    }
+}
+
+impl<'t, F: Element> Distribution<'t, F> for NegativeBinomial<'t, F> {
+    fn name(&self) -> &'static str {
+        "NegativeBinomial"
+    }
+    fn tape(&self) -> &'t Tape<F> {
+        self.logits.tape()
+    }
+    fn log_prob(&self, k: Var<'t, F>) -> Result<Var<'t, F>> {
+        same_tape("NegativeBinomial::log_prob", &self.logits, &k)?;
+        check_values(
+            "NegativeBinomial",
+            "value",
+            &k,
+            "must be a count (an integer >= 0)",
+            |v| v >= F::zero() && v.fract() == F::zero() && v.is_finite(),
+        )?;
+        batch_broadcast(
+            "NegativeBinomial",
+            ("value", k.shape()),
+            ("batch", self.batch_shape()),
+        )?;
+        let (r, l) = (self.total_count, self.logits);
+        // ln Γ(k + r) - ln Γ(r) - ln Γ(k + 1) = -ln(k + r) - ln B(k + 1, r)
+        let binomial = (k + F::one()).lbeta(r)?.try_add(k.try_add(r)?.ln())?;
+        let failures = r.try_mul(l.softplus())?;
+        let successes = k.try_mul((-l).softplus())?;
+        Ok(-(binomial.try_add(failures)?.try_add(successes)?))
+    }
+    fn rsample_n(&self, _: Option<usize>, _: &mut dyn Rng) -> Result<Var<'t, F>> {
+        Err(Error::Unsupported {
+            distribution: "NegativeBinomial",
+            what: "reparameterized sampling (rsample); use the score-function estimator",
+        })
+    }
+    fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        let shape = self.batch_shape();
+        let r = self.total_count.value().broadcast_to(&shape)?;
+        let l = self.logits.value().broadcast_to(&shape)?;
+        // the Poisson rates: Gamma(r, 1) draws times e^l, in logarithms
+        let ln_g = super::gamma::ln_std_gamma_draws(&r, rng);
+        let mut draws = Vec::with_capacity(ln_g.len());
+        for (ln_g, &l) in ln_g.into_iter().zip(l.data()) {
+            let rate = (ln_g + l.to_f64().unwrap_or(f64::NAN)).exp();
+            if !rate.is_finite() {
+                return Err(Error::invalid(
+                    "NegativeBinomial::sample",
+                    format!(
+                        "a draw's Poisson rate overflows (logits {}): its counts are beyond any float",
+                        crate::error::Number(l.to_f64().unwrap_or(f64::NAN))
+                    ),
+                ));
+            }
+            draws.push(F::lit(poisson_draw(rate, rng)));
+        }
+        Tensor::from_vec(draws, &shape)
+    }
+    fn entropy(&self) -> Result<Var<'t, F>> {
+        Err(Error::Unsupported {
+            distribution: "NegativeBinomial",
+            what: "a closed-form entropy",
+        })
+    }
+    fn mean(&self) -> Result<Var<'t, F>> {
+        self.total_count.try_mul(self.logits.exp())
+    }
+    fn variance(&self) -> Result<Var<'t, F>> {
+        // r e^l (1 + e^l) = r e^l / (1 - p)
+        let odds = self.logits.exp();
+        self.total_count.try_mul(odds)?.try_mul(odds + F::one())
+    }
+    fn batch_shape(&self) -> Vec<usize> {
+        broadcast_shape(&self.total_count.shape(), &self.logits.shape()).unwrap_or_default()
     }
     fn event_shape(&self) -> Vec<usize> {
         vec![]

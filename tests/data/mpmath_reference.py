@@ -1,7 +1,8 @@
 """Writes mpmath_reference.json: reference values in the format of TFP's files, for what those files
 do not hold: the KL divergences of Uniform/Uniform, Poisson/Poisson, Exponential/Gamma,
-Gamma/Exponential and LogitNormal/LogitNormal, and the Cauchy, HalfCauchy and HalfNormal
-log-densities, entropies and KLs, each with its gradients, from closed forms in 50-digit mpmath.
+Gamma/Exponential and LogitNormal/LogitNormal, the Cauchy, HalfCauchy and HalfNormal
+log-densities, entropies and KLs, and the NegativeBinomial log-mass, each with its gradients, from
+closed forms in 50-digit mpmath.
 The first group's derivatives are written out and checked against mpmath's numerical ones; the
 second group's are mpmath's numerical derivatives, and its entropies and KLs are checked against
 mpmath's quadrature of their integrals. TensorFlow Probability's float64 value stands beside each
@@ -158,6 +159,11 @@ def half_normal_kl(sq, sp):
     return mp.log(sp / sq) + sq ** 2 / (2 * sp ** 2) - mp.mpf(1) / 2
 
 
+def negative_binomial_log_prob(r, logits, k):
+    return (mp.loggamma(k + r) - mp.loggamma(r) - mp.loggamma(k + 1)
+            - r * mp.log1p(mp.exp(logits)) - k * mp.log1p(mp.exp(-logits)))
+
+
 def by_quadrature(kind, args):
     """The entropy or KL of a case as the integral that defines it (None for a density)."""
     if not kind.endswith(("entropy", "kl")):
@@ -217,6 +223,18 @@ NUMERIC = {
         (1e3, 2e3), (1e-3, 1e-3),
     ]),
     "half_normal_entropy": (half_normal_entropy, ["scale"], [(1.0,), (1e-3,), (37.0,), (1e10,)]),
+    "negative_binomial_log_prob": (negative_binomial_log_prob, ["total_count", "logits", "k"], [
+        (2.0, 0.0, 1.0),
+        (5.5, -1.2, 0.0),
+        (0.3, 2.0, 7.0),
+        (100.0, 0.5, 160.0),
+        (1e4, -3.0, 500.0),
+        (1e6, 0.0, 1e6),
+        (1e7, 0.1, 1.1e7),
+        (0.01, -5.0, 0.0),
+        (3.0, 20.0, 1e9),
+        (50.0, -30.0, 2.0),
+    ]),
     "half_normal_kl": (half_normal_kl, ["scale_q", "scale_p"], [
         (1.0, 2.0), (0.1, 5.0), (0.5, 0.5), (1.0, 1.000001), (1e-3, 1e3), (3.0, 0.2),
         (1e6, 3e6), (7.0, 0.07),
@@ -256,6 +274,8 @@ try:
             "half_normal_log_prob": lambda: tfd.HalfNormal(a[0]).log_prob(a[1]),
             "half_normal_entropy": lambda: tfd.HalfNormal(a[0]).entropy(),
             "half_normal_kl": lambda: tfd.kl_divergence(tfd.HalfNormal(a[0]), tfd.HalfNormal(a[1])),
+            "negative_binomial_log_prob":
+                lambda: tfd.NegativeBinomial(a[0], logits=a[1]).log_prob(a[2]),
         }
         if kind in single:
             return float(single[kind]())
