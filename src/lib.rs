@@ -190,9 +190,9 @@ pub use bayes::elbo::{Batch, Elbo, ElboLoss, KlWeight};
 pub use bayes::forward::{Divergences, Forward, SampleMode};
 pub use bayes::iwae::{Iwae, IwaeLoss};
 pub use distributions::{
-    Bernoulli, Beta, Categorical, Cauchy, Dirichlet, Distribution, Divergence, Exponential, Gamma,
-    HalfCauchy, HalfNormal, Independent, Laplace, LogNormal, LogitNormal, MixtureOfNormals,
-    MultivariateNormal, NegativeBinomial, Normal, Poisson, RelaxedBernoulli,
+    Bernoulli, Beta, Binomial, Categorical, Cauchy, Dirichlet, Distribution, Divergence,
+    Exponential, Gamma, HalfCauchy, HalfNormal, Independent, Laplace, LogNormal, LogitNormal,
+    MixtureOfNormals, MultivariateNormal, NegativeBinomial, Normal, Poisson, RelaxedBernoulli,
     RelaxedOneHotCategorical, SpikeAndSlab, StudentT, Uniform, kl_divergence, kl_divergence_with,
     kl_from_sample, kl_monte_carlo,
 };
@@ -243,18 +243,18 @@ pub fn set_threads(n: usize) -> Result<()> {
 /// Everything a typical program needs, in one import.
 pub mod prelude {
     pub use crate::{
-        Activation, Adam, Batch, Bernoulli, Beta, BiasMode, Categorical, Cauchy, Constraint,
-        Conv2dFlipout, Conv2dLocalReparameterization, Conv2dMap, Conv2dReparameterization, Dense,
-        DenseFlipout, DenseLocalReparameterization, DenseReparameterization, Dirichlet,
-        Distribution, DistributionHead, Divergence, Divergences, Elbo, ElboLoss, Element, Error,
-        Exponential, Flatten, Forward, Gamma, GradCheck, GradCheckReport, Gradients, HalfCauchy,
-        HalfNormal, Independent, Iwae, IwaeLoss, KlMethod, KlWeight, Laplace, LinearMap, LogNormal,
-        LogitNormal, MaxPool2d, MixtureOfNormals, Module, MultivariateNormal, NegativeBinomial,
-        Normal, Op, Optimizer, Padding, Param, ParamStore, Poisson, Predict, Prior,
-        RelaxedBernoulli, RelaxedOneHotCategorical, Result, SampleMode, Sequential, Sgd,
-        SpikeAndSlab, StudentT, Tape, Tensor, Uniform, Var, VariationalConfig, gradcheck,
-        gradcheck_params, kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo,
-        predict_classes, predict_regression,
+        Activation, Adam, Batch, Bernoulli, Beta, BiasMode, Binomial, Categorical, Cauchy,
+        Constraint, Conv2dFlipout, Conv2dLocalReparameterization, Conv2dMap,
+        Conv2dReparameterization, Dense, DenseFlipout, DenseLocalReparameterization,
+        DenseReparameterization, Dirichlet, Distribution, DistributionHead, Divergence,
+        Divergences, Elbo, ElboLoss, Element, Error, Exponential, Flatten, Forward, Gamma,
+        GradCheck, GradCheckReport, Gradients, HalfCauchy, HalfNormal, Independent, Iwae, IwaeLoss,
+        KlMethod, KlWeight, Laplace, LinearMap, LogNormal, LogitNormal, MaxPool2d,
+        MixtureOfNormals, Module, MultivariateNormal, NegativeBinomial, Normal, Op, Optimizer,
+        Padding, Param, ParamStore, Poisson, Predict, Prior, RelaxedBernoulli,
+        RelaxedOneHotCategorical, Result, SampleMode, Sequential, Sgd, SpikeAndSlab, StudentT,
+        Tape, Tensor, Uniform, Var, VariationalConfig, gradcheck, gradcheck_params, kl_divergence,
+        kl_divergence_with, kl_from_sample, kl_monte_carlo, predict_classes, predict_regression,
     };
     pub use rand::{
         Rng, RngExt, SeedableRng,

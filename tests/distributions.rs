@@ -55,7 +55,7 @@ fn every_family_reference_case_matches() {
 #[test]
 fn every_mpmath_reference_case_matches() {
     let text = include_str!("data/mpmath_reference.json");
-    every_reference_case_matches(text, 111, 4, |_| tfp_cases::RTOL);
+    every_reference_case_matches(text, 121, 4, |_| tfp_cases::RTOL);
 }
 
 fn gc<Fun>(name: &str, f: Fun, inputs: &[Tensor<f64>])
@@ -693,6 +693,101 @@ fn negative_binomial_draws_follow_its_mass() -> Result<()> {
     let huge = NegativeBinomial::from_logits(tape.scalar(3.0), tape.scalar(800.0))?;
     let e = huge.sample(&mut rng).err().unwrap().to_string();
     assert!(e.contains("overflows"), "{e}");
+    Ok(())
+}
+
+/// The binomial's log-mass in the logits, with parameters that broadcast
+/// (counts are not perturbed: values between counts are refused; the
+/// reference file checks the derivatives in `n` and `k`).
+#[test]
+fn gradcheck_binomial_log_prob() {
+    let counts = Tensor::from_rows(&[[0.0, 3.0, 12.0], [1.0, 40.0, 7.0]]).unwrap();
+    let n = Tensor::from_vec(vec![12.0, 45.0], &[2, 1]).unwrap();
+    gc(
+        "binomial log_prob",
+        |tape, a| {
+            let d = Binomial::from_logits(tape.constant(n.clone()), a[0])?;
+            d.log_prob(tape.constant(counts.clone()))
+        },
+        &[v(&[-1.0, 0.5, 2.5])],
+    );
+}
+
+/// Draws of the binomial follow its mass, by trials one at a time (10) and
+/// through Knuth's Beta halving (1000), at a probability below and above
+/// 1/2; a count above `n` has no mass and no gradient; bad parameters and
+/// values are named.
+#[test]
+fn binomial_draws_follow_its_mass() -> Result<()> {
+    let tape = Tape::<f64>::new();
+    let mut rng = StdRng::seed_from_u64(43);
+    let n = 100_000;
+    for (trials, logits, ks) in [(10.0, -0.4, 0..8), (1000.0, 1.3, 780..800)] {
+        let d = Binomial::from_logits(tape.scalar(trials), tape.scalar(logits))?;
+        let draws = d.sample_n(Some(n), &mut rng)?;
+        assert!(
+            draws
+                .data()
+                .iter()
+                .all(|&k| (0.0..=trials).contains(&k) && k.fract() == 0.0)
+        );
+        for k in ks {
+            let p = d.log_prob(tape.scalar(k as f64))?.item()?.exp();
+            let share = draws.data().iter().filter(|&&x| x == k as f64).count() as f64 / n as f64;
+            let se = (p * (1.0 - p) / n as f64).sqrt();
+            assert!(
+                (share - p).abs() < 4.0 * se,
+                "n = {trials}: P({k}) = {p}, drawn {share}"
+            );
+        }
+        let (mean, var) = (d.mean()?.item()?, d.variance()?.item()?);
+        let (m, se) = mean_and_se(&draws);
+        assert!((m - mean).abs() < 4.0 * se, "{m} vs {mean}");
+        assert!(
+            ((se * se * n as f64) - var).abs() < 0.03 * var,
+            "variance vs {var}"
+        );
+        let ks = tape.constant(Tensor::from_fn(&[trials as usize + 1], |i| i as f64));
+        let total: f64 = d.log_prob(ks)?.value().data().iter().map(|l| l.exp()).sum();
+        assert!((total - 1.0).abs() < 1e-12, "{total}");
+    }
+    let none = Binomial::from_logits(tape.scalar(0.0), tape.scalar(0.7))?;
+    assert!(
+        none.sample_n(Some(5), &mut rng)?
+            .data()
+            .iter()
+            .all(|&k| k == 0.0)
+    );
+
+    let l = tape.var(Tensor::scalar(0.3));
+    let d = Binomial::from_logits(tape.scalar(5.0), l)?;
+    let k = tape.var(Tensor::vector(&[2.0, 6.0]));
+    let lp = d.log_prob(k)?;
+    assert!(lp.value().data()[0].is_finite());
+    assert_eq!(lp.value().data()[1], f64::NEG_INFINITY);
+    let g = lp.sum().backward()?;
+    assert_eq!(g.get(k).unwrap().data()[1], 0.0);
+    assert!(g.get(l).unwrap().item()?.is_finite());
+
+    for (n, l) in [
+        (2.5, 0.0),
+        (-1.0, 0.0),
+        (f64::INFINITY, 0.0),
+        (3.0, f64::NAN),
+    ] {
+        let e = Binomial::from_logits(tape.scalar(n), tape.scalar(l))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("Binomial"), "{e}");
+    }
+    for k in [-1.0, 0.5] {
+        let e = d.log_prob(tape.scalar(k)).err().unwrap().to_string();
+        assert!(e.contains("count"), "{e}");
+    }
+    assert!(matches!(
+        d.rsample(&mut rng),
+        Err(Error::Unsupported { .. })
+    ));
     Ok(())
 }
 

@@ -268,6 +268,9 @@ fn other_families<F: Element>(t: [&Tensor<f64>; 4], seed: u64) {
     if let Ok(d) = NegativeBinomial::from_logits(a, b) {
         exercise_backward(&d, x, rng);
     }
+    if let Ok(d) = Binomial::from_logits(a, b) {
+        exercise_backward(&d, x, rng);
+    }
     if let Ok(d) = Exponential::new(a) {
         exercise_backward(&d, x, rng);
     }

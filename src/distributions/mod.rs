@@ -46,7 +46,7 @@ pub use transformed::{
     Affine, Bijector, Chain, Exp, LogNormal, LogitNormal, Sigmoid, Softplus,
     TransformedDistribution,
 };
-pub use univariate::{Exponential, Laplace, NegativeBinomial, Poisson, Uniform};
+pub use univariate::{Binomial, Exponential, Laplace, NegativeBinomial, Poisson, Uniform};
 
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};

@@ -1,4 +1,4 @@
-//! Laplace, Exponential, Uniform, Poisson and NegativeBinomial.
+//! Laplace, Exponential, Uniform, Poisson, NegativeBinomial and Binomial.
 
 use super::normal::{StandardLaplace, loc_scale_log_prob};
 use super::{
@@ -718,6 +718,222 @@ impl<'t, F: Element> Distribution<'t, F> for NegativeBinomial<'t, F> {
         // r e^l (1 + e^l) = r e^l / (1 - p)
         let odds = self.logits.exp();
         self.total_count.try_mul(odds)?.try_mul(odds + F::one())
+    }
+    fn batch_shape(&self) -> Vec<usize> {
+        broadcast_shape(&self.total_count.shape(), &self.logits.shape()).unwrap_or_default()
+    }
+    fn event_shape(&self) -> Vec<usize> {
+        vec![]
+    }
+}
+
+/// The binomial distribution: the number of successes in `total_count`
+/// trials, each a success with probability `sigmoid(logits)`.
+///
+/// # Mass
+/// `ln P(k) = ln C(n, k) - k softplus(-l) - (n - k) softplus(l)` for `n =
+/// total_count` and `l = logits`, with `ln C(n, k) = -ln(n + 1) - ln B(k +
+/// 1, n - k + 1)` (0 at `k = 0` and `k = n`, where those two terms would
+/// leave their rounding); `-inf` (gradient 0) for a count above `n`. The two
+/// softplus terms are non-positive and do not cancel each other, as `k l`
+/// and `n softplus(l)` do: near a probability of 1 their rounding exceeds
+/// the whole log-probability (`P(50 of 50)` at logits 40 is `e^-2.1e-16`,
+/// where each of those terms is about 2000).
+/// Differentiable in the logits, and in `n` and `k` through the continuous
+/// extension of `ln B`, as TFP's is.
+///
+/// # Sampling
+/// `sample` only (train through a count with the score-function estimator,
+/// [`bayes::score`](crate::bayes::score)): Knuth's halving by Beta draws
+/// down to 40 trials or fewer, then one uniform per trial; exact, in
+/// about `log2 n` Beta draws.
+///
+/// # Moments
+/// Mean `n p`, variance `n p (1 - p)`, `p = sigmoid(l)`.
+///
+/// # Parameters
+/// - `total_count`: a whole number >= 0, finite; `logits`: finite; shapes
+///   broadcast.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let tape = Tape::<f64>::new();
+/// let d = Binomial::from_logits(tape.scalar(4.0), tape.scalar(0.0))?;
+/// // C(4, 2) / 2^4
+/// assert!((d.log_prob(tape.scalar(2.0))?.item()?.exp() - 0.375).abs() < 1e-12);
+/// assert_eq!(d.log_prob(tape.scalar(5.0))?.item()?, f64::NEG_INFINITY);
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct Binomial<'t, F: Element> {
+    total_count: Var<'t, F>,
+    logits: Var<'t, F>,
+}
+
+impl<'t, F: Element> Binomial<'t, F> {
+    /// From the number of trials and the log-odds of a success.
+    ///
+    /// # Errors
+    /// A `total_count` that is not a finite whole number >= 0; non-finite
+    /// logits; shapes that do not broadcast.
+    pub fn from_logits(total_count: Var<'t, F>, logits: Var<'t, F>) -> Result<Self> {
+        same_tape("Binomial::from_logits", &total_count, &logits)?;
+        check_values(
+            "Binomial",
+            "total_count",
+            &total_count,
+            "must be a whole number >= 0",
+            |v| v >= F::zero() && v.fract() == F::zero() && v.is_finite(),
+        )?;
+        check_finite("Binomial", "logits", &logits)?;
+        batch_broadcast(
+            "Binomial",
+            ("total_count", total_count.shape()),
+            ("logits", logits.shape()),
+        )?;
+        Ok(Binomial {
+            total_count,
+            logits,
+        })
+    }
+
+    /// The number of trials.
+    pub fn total_count(&self) -> Var<'t, F> {
+        self.total_count
+    }
+
+    /// The log-odds of a success.
+    pub fn logits(&self) -> Var<'t, F> {
+        self.logits
+    }
+}
+
+/// A `Beta(a, b)` draw in `f64`, from two Gamma draws' logarithms.
+fn beta_draw(a: f64, b: f64, rng: &mut dyn Rng) -> f64 {
+    let ln = super::gamma::ln_std_gamma_draws(&Tensor::vector(&[a, b]), rng);
+    // G_a / (G_a + G_b) = sigmoid(ln G_a - ln G_b)
+    1.0 / (1.0 + (ln[1] - ln[0]).exp())
+}
+
+/// A binomial draw of `n` trials with success probability `p` (Knuth,
+/// TAOCP vol. 2, 3.4.1): the `a`-th smallest of `n` uniforms is a
+/// `Beta(a, n + 1 - a)` draw `x`; the trials below it succeed with
+/// probability `p / x` if `p <= x`, and those above it, all of the first
+/// `a` being successes, with `(p - x) / (1 - x)` otherwise. Each step
+/// halves `n`; the last 40 trials or fewer are drawn one by one.
+fn binomial_draw(n: f64, p: f64, rng: &mut dyn Rng) -> f64 {
+    let (mut n, mut p, mut k) = (n, p, 0.0);
+    while n > 40.0 {
+        let a = (n / 2.0).floor() + 1.0;
+        let b = n + 1.0 - a;
+        let x = beta_draw(a, b, rng);
+        if x >= p {
+            n = a - 1.0;
+            p /= x;
+        } else {
+            k += a;
+            n = b - 1.0;
+            p = (p - x) / (1.0 - x);
+        }
+    }
+    for _ in 0..n as u32 {
+        if open_uniform(rng) < p {
+            k += 1.0;
+        }
+    }
+    k
+}
+
+impl<'t, F: Element> Distribution<'t, F> for Binomial<'t, F> {
+    fn name(&self) -> &'static str {
+        "Binomial"
+    }
+    fn tape(&self) -> &'t Tape<F> {
+        self.logits.tape()
+    }
+    fn log_prob(&self, k: Var<'t, F>) -> Result<Var<'t, F>> {
+        same_tape("Binomial::log_prob", &self.logits, &k)?;
+        check_values(
+            "Binomial",
+            "value",
+            &k,
+            "must be a count (an integer >= 0)",
+            |v| v >= F::zero() && v.fract() == F::zero() && v.is_finite(),
+        )?;
+        let shape = batch_broadcast(
+            "Binomial",
+            ("value", k.shape()),
+            ("batch", self.batch_shape()),
+        )?;
+        let k = k.broadcast_to(&shape)?;
+        let n_values = self.total_count.value().broadcast_to(&shape)?;
+        let (n, l) = (self.total_count, self.logits);
+        on_support(
+            "Binomial",
+            k,
+            |i, v| v <= n_values.data()[i],
+            F::zero(),
+            |k| {
+                let rest = n.try_sub(k)?;
+                let choose = (k + F::one())
+                    .lbeta(rest + F::one())?
+                    .try_add((n + F::one()).ln())?;
+                // ln C(n, 0) = ln C(n, n) = 0 exactly, where the two terms
+                // above leave their rounding: the value is taken as 0 there,
+                // the gradient kept (the continuous extension's)
+                let (kv, nv) = (k.value(), &n_values);
+                let ends = Tensor::from_fn(&shape, |i| {
+                    let (k, n) = (kv.data()[i], nv.data()[i]);
+                    if k == F::zero() || k == n {
+                        F::one()
+                    } else {
+                        F::zero()
+                    }
+                });
+                let choose = choose.try_sub(choose.detach() * ends)?;
+                let successes = k.try_mul((-l).softplus())?;
+                let failures = rest.try_mul(l.softplus())?;
+                Ok(-(choose.try_add(successes)?.try_add(failures)?))
+            },
+        )
+    }
+    fn rsample_n(&self, _: Option<usize>, _: &mut dyn Rng) -> Result<Var<'t, F>> {
+        Err(Error::Unsupported {
+            distribution: "Binomial",
+            what: "reparameterized sampling (rsample); use the score-function estimator",
+        })
+    }
+    fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        let shape = self.batch_shape();
+        let n = self.total_count.value().broadcast_to(&shape)?;
+        let l = self.logits.value().broadcast_to(&shape)?;
+        let draws = n
+            .data()
+            .iter()
+            .zip(l.data())
+            .map(|(&n, &l)| {
+                let (n, l) = (n.to_f64().unwrap_or(0.0), l.to_f64().unwrap_or(0.0));
+                // count the rarer outcome, whose probability keeps its digits
+                match l <= 0.0 {
+                    true => F::lit(binomial_draw(n, 1.0 / (1.0 + (-l).exp()), rng)),
+                    false => F::lit(n - binomial_draw(n, 1.0 / (1.0 + l.exp()), rng)),
+                }
+            })
+            .collect();
+        Tensor::from_vec(draws, &shape)
+    }
+    fn entropy(&self) -> Result<Var<'t, F>> {
+        Err(Error::Unsupported {
+            distribution: "Binomial",
+            what: "a closed-form entropy",
+        })
+    }
+    fn mean(&self) -> Result<Var<'t, F>> {
+        self.total_count.try_mul(self.logits.sigmoid())
+    }
+    fn variance(&self) -> Result<Var<'t, F>> {
+        let (p, q) = (self.logits.sigmoid(), (-self.logits).sigmoid());
+        self.total_count.try_mul(p)?.try_mul(q)
     }
     fn batch_shape(&self) -> Vec<usize> {
         broadcast_shape(&self.total_count.shape(), &self.logits.shape()).unwrap_or_default()

@@ -379,9 +379,12 @@ pub fn evaluate(case: &Value, index: usize) -> Result<Option<CaseResult>> {
         | "half_normal_log_prob"
         | "half_normal_entropy"
         | "half_normal_kl"
-        | "negative_binomial_log_prob" => {
+        | "negative_binomial_log_prob"
+        | "binomial_log_prob" => {
             let names: &[&str] = match kind.as_str() {
-                "negative_binomial_log_prob" => &["total_count", "logits", "k"],
+                "negative_binomial_log_prob" | "binomial_log_prob" => {
+                    &["total_count", "logits", "k"]
+                }
                 "cauchy_log_prob" => &["loc", "scale", "x"],
                 "cauchy_kl" => &["loc_q", "scale_q", "loc_p", "scale_p"],
                 "half_cauchy_log_prob" | "half_normal_log_prob" => &["scale", "x"],
@@ -430,6 +433,7 @@ pub fn evaluate(case: &Value, index: usize) -> Result<Option<CaseResult>> {
                 "negative_binomial_log_prob" => {
                     NegativeBinomial::from_logits(v[0], v[1])?.log_prob(v[2])?
                 }
+                "binomial_log_prob" => Binomial::from_logits(v[0], v[1])?.log_prob(v[2])?,
                 _ => LogitNormal::new(v[0], v[1])?.log_prob(v[2])?,
             };
             let g = out.backward()?;

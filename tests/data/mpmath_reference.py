@@ -1,12 +1,11 @@
 """Writes mpmath_reference.json: reference values in the format of TFP's files, for what those files
 do not hold: the KL divergences of Uniform/Uniform, Poisson/Poisson, Exponential/Gamma,
 Gamma/Exponential and LogitNormal/LogitNormal, the Cauchy, HalfCauchy and HalfNormal
-log-densities, entropies and KLs, and the NegativeBinomial log-mass, each with its gradients, from
-closed forms in 50-digit mpmath.
-The first group's derivatives are written out and checked against mpmath's numerical ones; the
-second group's are mpmath's numerical derivatives, and its entropies and KLs are checked against
-mpmath's quadrature of their integrals. TensorFlow Probability's float64 value stands beside each
-case (`tfp_value`) when TFP is installed and has it.
+log-densities, entropies and KLs, and the NegativeBinomial and Binomial log-masses, each with its
+gradients, from closed forms in 50-digit mpmath. The first group's derivatives are written out and
+checked against mpmath's numerical ones; the second group's are mpmath's numerical derivatives,
+and its entropies and KLs are checked against mpmath's quadrature of their integrals. TensorFlow
+Probability's float64 value stands beside each case (`tfp_value`) when TFP is installed and has it.
 
 Run: python3 tests/data/mpmath_reference.py   (needs `pip install mpmath`; TFP optional)
 """
@@ -164,6 +163,11 @@ def negative_binomial_log_prob(r, logits, k):
             - r * mp.log1p(mp.exp(logits)) - k * mp.log1p(mp.exp(-logits)))
 
 
+def binomial_log_prob(n, logits, k):
+    return (mp.loggamma(n + 1) - mp.loggamma(k + 1) - mp.loggamma(n - k + 1)
+            - k * mp.log1p(mp.exp(-logits)) - (n - k) * mp.log1p(mp.exp(logits)))
+
+
 def by_quadrature(kind, args):
     """The entropy or KL of a case as the integral that defines it (None for a density)."""
     if not kind.endswith(("entropy", "kl")):
@@ -235,6 +239,18 @@ NUMERIC = {
         (3.0, 20.0, 1e9),
         (50.0, -30.0, 2.0),
     ]),
+    "binomial_log_prob": (binomial_log_prob, ["total_count", "logits", "k"], [
+        (4.0, 0.0, 2.0),
+        (10.0, 0.3, 0.0),
+        (10.0, 0.3, 10.0),
+        (1.0, -2.0, 1.0),
+        (1e6, 0.2, 5.5e5),
+        (1e3, -8.0, 3.0),
+        (50.0, 30.0, 50.0),
+        (50.0, 30.0, 49.0),
+        (0.0, 1.5, 0.0),
+        (1e7, -0.1, 4.7e6),
+    ]),
     "half_normal_kl": (half_normal_kl, ["scale_q", "scale_p"], [
         (1.0, 2.0), (0.1, 5.0), (0.5, 0.5), (1.0, 1.000001), (1e-3, 1e3), (3.0, 0.2),
         (1e6, 3e6), (7.0, 0.07),
@@ -274,6 +290,7 @@ try:
             "half_normal_log_prob": lambda: tfd.HalfNormal(a[0]).log_prob(a[1]),
             "half_normal_entropy": lambda: tfd.HalfNormal(a[0]).entropy(),
             "half_normal_kl": lambda: tfd.kl_divergence(tfd.HalfNormal(a[0]), tfd.HalfNormal(a[1])),
+            "binomial_log_prob": lambda: tfd.Binomial(a[0], logits=a[1]).log_prob(a[2]),
             "negative_binomial_log_prob":
                 lambda: tfd.NegativeBinomial(a[0], logits=a[1]).log_prob(a[2]),
         }
