@@ -12,12 +12,11 @@
 //! itself: Normal, HalfNormal, LogNormal, LogitNormal, Cauchy, HalfCauchy,
 //! Laplace, Exponential, Gamma, Beta, Dirichlet, Uniform, Poisson,
 //! Bernoulli, Categorical, MultivariateNormal, and Independent of a pair
-//! that has one; and
-//! Exponential against Gamma either way) are registered through the same
-//! call a user makes for a pair of their own, [`register_kl`]. See [`KlRule`] for a rule written
-//! out and `tests/open_api.rs` for a distribution defined outside the
-//! crate, given a KL against [`Normal`], registered and used as a layer
-//! prior.
+//! that has one; and Exponential against Gamma either way) are registered
+//! through the same call a user makes for a pair of their own,
+//! [`register_kl`]. See [`KlRule`] for a rule written out and
+//! `tests/open_api.rs` for a distribution defined outside the crate, given
+//! a KL against [`Normal`], registered and used as a layer prior.
 //!
 //! A pair matches when both types match exactly (Rust has no subclasses,
 //! so there is no "most specific" rule to apply); [`Independent`] is
@@ -292,8 +291,9 @@ pub const AUTO_MC_SAMPLES: usize = 16;
 /// registry of [`register_kl`]: built in are Normal, HalfNormal,
 /// LogNormal, LogitNormal, Cauchy, HalfCauchy, Laplace, Exponential, Gamma,
 /// Beta, Dirichlet, Uniform, Poisson, Bernoulli, Categorical and
-/// MultivariateNormal, each against itself, Exponential against Gamma either way, and
-/// Independent/Independent (of a pair that has one, over as many axes).
+/// MultivariateNormal, each against itself, Exponential against Gamma
+/// either way, and Independent/Independent (of a pair that has one, over
+/// as many axes).
 /// KL(Uniform || Uniform) is `+inf`, with a zero gradient, where the
 /// first's interval is not inside the second's.
 ///
