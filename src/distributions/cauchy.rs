@@ -3,8 +3,8 @@
 
 use super::normal::{Standardized, loc_scale_log_prob};
 use super::{
-    Distribution, batch_broadcast, check_divisor, check_finite, check_values, on_support,
-    open_uniform, same_tape, sample_shape,
+    Distribution, batch_broadcast, check_divisor, check_finite, on_support, open_uniform,
+    same_tape, sample_shape,
 };
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};
@@ -236,13 +236,7 @@ impl<'t, F: Element> Distribution<'t, F> for HalfCauchy<'t, F> {
     }
     fn log_prob(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
         same_tape("HalfCauchy::log_prob", &self.scale, &x)?;
-        check_values(
-            "HalfCauchy",
-            "value",
-            &x,
-            "must not be NaN or infinite",
-            |v| v.is_finite(),
-        )?;
+        check_finite("HalfCauchy", "value", &x)?;
         batch_broadcast(
             "HalfCauchy",
             ("value", x.shape()),

@@ -484,6 +484,21 @@ impl<'t, F: Element> Poisson<'t, F> {
     }
 }
 
+/// Errors unless every element of `k` is a count, a whole number >= 0.
+fn check_counts<F: Element>(d: &'static str, p: &'static str, k: &Var<'_, F>) -> Result<()> {
+    check_values(d, p, k, "must be a count (an integer >= 0)", |v| {
+        v >= F::zero() && v.fract() == F::zero() && v.is_finite()
+    })
+}
+
+/// The error of `rsample` for a distribution over counts.
+fn no_rsample(distribution: &'static str) -> Error {
+    Error::Unsupported {
+        distribution,
+        what: "reparameterized sampling (rsample); use the score-function estimator",
+    }
+}
+
 /// A Poisson draw.
 fn poisson_draw(lambda: f64, rng: &mut dyn Rng) -> f64 {
     if lambda < 10.0 {
@@ -530,21 +545,12 @@ impl<'t, F: Element> Distribution<'t, F> for Poisson<'t, F> {
     }
     fn log_prob(&self, k: Var<'t, F>) -> Result<Var<'t, F>> {
         same_tape("Poisson::log_prob", &self.rate, &k)?;
-        check_values(
-            "Poisson",
-            "value",
-            &k,
-            "must be a count (an integer >= 0)",
-            |v| v >= F::zero() && v.fract() == F::zero() && v.is_finite(),
-        )?;
+        check_counts("Poisson", "value", &k)?;
         // k ln λ - λ - ln Γ(k + 1) without its cancellation for large counts
         k.poisson_log_mass(self.rate)
     }
     fn rsample_n(&self, _: Option<usize>, _: &mut dyn Rng) -> Result<Var<'t, F>> {
-        Err(Error::Unsupported {
-            distribution: "Poisson",
-            what: "reparameterized sampling (rsample); use the score-function estimator",
-        })
+        Err(no_rsample("Poisson"))
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         let r = self.rate.value();
@@ -658,13 +664,7 @@ impl<'t, F: Element> Distribution<'t, F> for NegativeBinomial<'t, F> {
     }
     fn log_prob(&self, k: Var<'t, F>) -> Result<Var<'t, F>> {
         same_tape("NegativeBinomial::log_prob", &self.logits, &k)?;
-        check_values(
-            "NegativeBinomial",
-            "value",
-            &k,
-            "must be a count (an integer >= 0)",
-            |v| v >= F::zero() && v.fract() == F::zero() && v.is_finite(),
-        )?;
+        check_counts("NegativeBinomial", "value", &k)?;
         batch_broadcast(
             "NegativeBinomial",
             ("value", k.shape()),
@@ -678,10 +678,7 @@ impl<'t, F: Element> Distribution<'t, F> for NegativeBinomial<'t, F> {
         Ok(-(binomial.try_add(failures)?.try_add(successes)?))
     }
     fn rsample_n(&self, _: Option<usize>, _: &mut dyn Rng) -> Result<Var<'t, F>> {
-        Err(Error::Unsupported {
-            distribution: "NegativeBinomial",
-            what: "reparameterized sampling (rsample); use the score-function estimator",
-        })
+        Err(no_rsample("NegativeBinomial"))
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         let shape = self.batch_shape();
@@ -774,17 +771,11 @@ impl<'t, F: Element> Binomial<'t, F> {
     /// From the number of trials and the log-odds of a success.
     ///
     /// # Errors
-    /// A `total_count` that is not a finite whole number >= 0; non-finite
+    /// A `total_count` that is not a whole number >= 0; non-finite
     /// logits; shapes that do not broadcast.
     pub fn from_logits(total_count: Var<'t, F>, logits: Var<'t, F>) -> Result<Self> {
         same_tape("Binomial::from_logits", &total_count, &logits)?;
-        check_values(
-            "Binomial",
-            "total_count",
-            &total_count,
-            "must be a whole number >= 0",
-            |v| v >= F::zero() && v.fract() == F::zero() && v.is_finite(),
-        )?;
+        check_counts("Binomial", "total_count", &total_count)?;
         check_finite("Binomial", "logits", &logits)?;
         batch_broadcast(
             "Binomial",
@@ -853,13 +844,7 @@ impl<'t, F: Element> Distribution<'t, F> for Binomial<'t, F> {
     }
     fn log_prob(&self, k: Var<'t, F>) -> Result<Var<'t, F>> {
         same_tape("Binomial::log_prob", &self.logits, &k)?;
-        check_values(
-            "Binomial",
-            "value",
-            &k,
-            "must be a count (an integer >= 0)",
-            |v| v >= F::zero() && v.fract() == F::zero() && v.is_finite(),
-        )?;
+        check_counts("Binomial", "value", &k)?;
         let shape = batch_broadcast(
             "Binomial",
             ("value", k.shape()),
@@ -898,10 +883,7 @@ impl<'t, F: Element> Distribution<'t, F> for Binomial<'t, F> {
         )
     }
     fn rsample_n(&self, _: Option<usize>, _: &mut dyn Rng) -> Result<Var<'t, F>> {
-        Err(Error::Unsupported {
-            distribution: "Binomial",
-            what: "reparameterized sampling (rsample); use the score-function estimator",
-        })
+        Err(no_rsample("Binomial"))
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         let shape = self.batch_shape();
