@@ -191,10 +191,10 @@ pub use bayes::forward::{Divergences, Forward, SampleMode};
 pub use bayes::iwae::{Iwae, IwaeLoss};
 pub use distributions::{
     Bernoulli, Beta, Binomial, Categorical, Cauchy, Dirichlet, Distribution, Divergence,
-    Exponential, Gamma, HalfCauchy, HalfNormal, Independent, Laplace, LogNormal, LogitNormal,
-    MixtureOfNormals, MultivariateNormal, NegativeBinomial, Normal, Poisson, RelaxedBernoulli,
-    RelaxedOneHotCategorical, SpikeAndSlab, StudentT, Uniform, kl_divergence, kl_divergence_with,
-    kl_from_sample, kl_monte_carlo,
+    Exponential, Gamma, Geometric, Gumbel, HalfCauchy, HalfNormal, Independent, InverseGamma,
+    Laplace, LogNormal, LogitNormal, MixtureOfNormals, MultivariateNormal, NegativeBinomial,
+    Normal, Poisson, RelaxedBernoulli, RelaxedOneHotCategorical, SpikeAndSlab, StudentT, Uniform,
+    Weibull, kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo,
 };
 pub use error::{Error, Result};
 pub use layers::predict::{Predict, predict_classes, predict_regression};
@@ -248,13 +248,14 @@ pub mod prelude {
         Conv2dReparameterization, Dense, DenseFlipout, DenseLocalReparameterization,
         DenseReparameterization, Dirichlet, Distribution, DistributionHead, Divergence,
         Divergences, Elbo, ElboLoss, Element, Error, Exponential, Flatten, Forward, Gamma,
-        GradCheck, GradCheckReport, Gradients, HalfCauchy, HalfNormal, Independent, Iwae, IwaeLoss,
-        KlMethod, KlWeight, Laplace, LinearMap, LogNormal, LogitNormal, MaxPool2d,
-        MixtureOfNormals, Module, MultivariateNormal, NegativeBinomial, Normal, Op, Optimizer,
-        Padding, Param, ParamStore, Poisson, Predict, Prior, RelaxedBernoulli,
-        RelaxedOneHotCategorical, Result, SampleMode, Sequential, Sgd, SpikeAndSlab, StudentT,
-        Tape, Tensor, Uniform, Var, VariationalConfig, gradcheck, gradcheck_params, kl_divergence,
-        kl_divergence_with, kl_from_sample, kl_monte_carlo, predict_classes, predict_regression,
+        Geometric, GradCheck, GradCheckReport, Gradients, Gumbel, HalfCauchy, HalfNormal,
+        Independent, InverseGamma, Iwae, IwaeLoss, KlMethod, KlWeight, Laplace, LinearMap,
+        LogNormal, LogitNormal, MaxPool2d, MixtureOfNormals, Module, MultivariateNormal,
+        NegativeBinomial, Normal, Op, Optimizer, Padding, Param, ParamStore, Poisson, Predict,
+        Prior, RelaxedBernoulli, RelaxedOneHotCategorical, Result, SampleMode, Sequential, Sgd,
+        SpikeAndSlab, StudentT, Tape, Tensor, Uniform, Var, VariationalConfig, Weibull, gradcheck,
+        gradcheck_params, kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo,
+        predict_classes, predict_regression,
     };
     pub use rand::{
         Rng, RngExt, SeedableRng,

@@ -55,7 +55,7 @@ fn every_family_reference_case_matches() {
 #[test]
 fn every_mpmath_reference_case_matches() {
     let text = include_str!("data/mpmath_reference.json");
-    every_reference_case_matches(text, 121, 4, |_| tfp_cases::RTOL);
+    every_reference_case_matches(text, 212, 4, |_| tfp_cases::RTOL);
 }
 
 fn gc<Fun>(name: &str, f: Fun, inputs: &[Tensor<f64>])
@@ -563,6 +563,30 @@ fn the_cauchy_density_holds_in_the_far_tails() -> Result<()> {
     Ok(())
 }
 
+/// `q`'s KL from `p` and its entropy are the means of `ln q(z) - ln p(z)`
+/// and `-ln q(z)` over the draws `z` of `q`, within four standard errors.
+fn kl_and_entropy_are_the_means_over<'t>(
+    name: &str,
+    q: &(dyn Distribution<'t, f64> + 't),
+    p: &(dyn Distribution<'t, f64> + 't),
+    z: Var<'t, f64>,
+) -> Result<()> {
+    let lq = q.log_prob(z)?;
+    let (kl, se) = mean_and_se(&(lq - p.log_prob(z)?).value());
+    let exact = kl_divergence(q, p)?.item()?;
+    assert!(
+        (kl - exact).abs() < 4.0 * se,
+        "{name} KL: {kl} ± {se} vs {exact}"
+    );
+    let (h, se) = mean_and_se(&(-lq).value());
+    let exact = q.entropy()?.item()?;
+    assert!(
+        (h - exact).abs() < 4.0 * se,
+        "{name} entropy: {h} ± {se} vs {exact}"
+    );
+    Ok(())
+}
+
 /// Draws of the Cauchy have its quartiles, the half-normal's its mean and
 /// variance, and each family's entropy and KL are the Monte Carlo limits of
 /// their integrals (all within four standard errors).
@@ -609,19 +633,7 @@ fn cauchy_and_half_distribution_draws_and_integrals() -> Result<()> {
     ];
     for (name, q, p) in &pairs {
         let z = tape.constant(q.sample_n(Some(n), &mut rng)?);
-        let lq = q.log_prob(z)?;
-        let (kl, se) = mean_and_se(&(lq - p.log_prob(z)?).value());
-        let exact = kl_divergence(q.as_ref(), p.as_ref())?.item()?;
-        assert!(
-            (kl - exact).abs() < 4.0 * se,
-            "{name} KL: {kl} ± {se} vs {exact}"
-        );
-        let (h, se) = mean_and_se(&(-lq).value());
-        let exact = q.entropy()?.item()?;
-        assert!(
-            (h - exact).abs() < 4.0 * se,
-            "{name} entropy: {h} ± {se} vs {exact}"
-        );
+        kl_and_entropy_are_the_means_over(name, q.as_ref(), p.as_ref(), z)?;
     }
     Ok(())
 }
@@ -1592,4 +1604,319 @@ fn categorical_kl_gradcheck_in_both_forms() {
     gc("categorical KL, near", kl, &[near, v(&[0.31, -0.2, 0.1])]);
     let far = Tensor::from_vec(vec![4.0, -3.0, 0.5, -2.0, 6.0, 1.0], &[2, 3]).unwrap();
     gc("categorical KL, far", kl, &[far, v(&[-1.0, 3.0, 0.0])]);
+}
+
+/// The Gumbel, Weibull, inverse Gamma and geometric densities (in the
+/// value and every parameter, the geometric's in its logits), entropies,
+/// moments, KLs and draws, with parameters that broadcast.
+#[test]
+fn gradcheck_gumbel_weibull_inverse_gamma_and_geometric() {
+    let col = |x: &[f64]| Tensor::from_vec(x.to_vec(), &[x.len(), 1]).unwrap();
+    // values below the mode (e^-z large) and above it
+    let x = Tensor::from_rows(&[[0.3, -2.0, 7.5], [1.2, 0.05, -4.0]]).unwrap();
+    gc(
+        "gumbel log_prob",
+        |_, a| Gumbel::new(a[0], a[1].exp())?.log_prob(a[2]),
+        &[col(&[0.2, -1.0]), v(&[0.1, -0.5, 1.0]), x.clone()],
+    );
+    let xp = x.map(|x| x.abs() + 0.1);
+    gc(
+        "weibull log_prob",
+        |_, a| Weibull::new(a[0].exp(), a[1].exp())?.log_prob(a[2]),
+        &[col(&[-0.5, 1.2]), v(&[0.1, -0.5, 1.0]), xp.clone()],
+    );
+    gc(
+        "inverse gamma log_prob",
+        |_, a| InverseGamma::new(a[0].exp(), a[1].exp())?.log_prob(a[2]),
+        // a concentration of e^3.5 = 33 takes the form for large ones near the mode
+        &[col(&[-0.5, 3.5]), v(&[0.1, -0.5, 3.0]), xp.clone()],
+    );
+    gc(
+        "geometric log_prob",
+        |tape, a| {
+            let k = tape.constant(Tensor::from_rows(&[[0.0, 3.0, 12.0], [1.0, 40.0, 7.0]])?);
+            Geometric::from_logits(a[0])?.log_prob(k)
+        },
+        &[col(&[-1.5, 2.0])],
+    );
+    gc(
+        "entropies and moments",
+        |_, a| {
+            let (s, k) = (a[0].exp(), a[1].exp());
+            let g = Gumbel::new(a[1], s)?;
+            let w = Weibull::new(k, s)?;
+            let ig = InverseGamma::new(k + 2.5, s)?;
+            let geo = Geometric::from_logits(a[1])?;
+            let h = g.entropy()? + w.entropy()? + ig.entropy()? + geo.entropy()?;
+            let m = g.mean()? * g.variance()? + w.mean()? + w.variance()?;
+            Ok(h + m + ig.mean()? + ig.variance()? + geo.mean()? * geo.variance()?)
+        },
+        // concentrations e^3.2 = 24.5 and 0.61: both forms of the Weibull variance
+        &[v(&[0.1, -0.5, 1.0]), v(&[0.0, 3.2, -0.5])],
+    );
+    gc(
+        "kls",
+        |_, a| {
+            let (sq, sp) = (a[1].exp(), a[3].exp());
+            let g = kl_divergence(&Gumbel::new(a[0], sq)?, &Gumbel::new(a[2], sp)?)?;
+            let (kq, kp) = (a[0].exp(), a[2].exp());
+            let w = kl_divergence(&Weibull::new(kq, sq)?, &Weibull::new(kp, sp)?)?;
+            let ig = kl_divergence(&InverseGamma::new(kq, sq)?, &InverseGamma::new(kp, sp)?)?;
+            let geo = kl_divergence(
+                &Geometric::from_logits(a[0])?,
+                &Geometric::from_logits(a[2])?,
+            )?;
+            Ok(g + w + ig + geo)
+        },
+        &[
+            col(&[0.3, -1.0]),
+            col(&[0.7, -0.2]),
+            v(&[0.1, 0.4, 0.5]),
+            v(&[0.3, 0.6, -0.1]),
+        ],
+    );
+    gc(
+        "draws",
+        |_, a| {
+            let mut rng = StdRng::seed_from_u64(3);
+            let (s, k) = (a[1].exp(), a[0].exp());
+            let g = Gumbel::new(a[0], s)?.rsample_n(Some(3), &mut rng)?;
+            let w = Weibull::new(k, s)?.rsample_n(Some(3), &mut rng)?;
+            Ok(g + w)
+        },
+        &[v(&[0.3, -1.0]), v(&[0.7, -0.2])],
+    );
+}
+
+/// The inverse Gamma's `rsample` gradient is unbiased: `E[y + ln y]` for
+/// `y ~ InverseGamma(a, b)` is `b / (a - 1) + ln b - ψ(a)`, and the mean
+/// of the draws' gradients is its gradient within the statistical check's
+/// bound (finite differences do not apply: the draws' gradient holds the
+/// Gamma's CDF fixed, not the random numbers).
+#[test]
+fn inverse_gamma_rsample_gradient_is_unbiased() {
+    use bayesgrad::autodiff::statcheck::{StatGradCheck, stat_gradcheck};
+    let (a, b) = (5.0, 2.0);
+    let exact = {
+        let tape = Tape::<f64>::new();
+        let (av, bv) = (tape.var(Tensor::scalar(a)), tape.var(Tensor::scalar(b)));
+        let e = bv / (av - 1.0) + bv.ln() - av.digamma();
+        let g = e.backward().unwrap();
+        vec![
+            g.get(av).unwrap().item().unwrap(),
+            g.get(bv).unwrap().item().unwrap(),
+        ]
+    };
+    stat_gradcheck(
+        |rng| {
+            let tape = Tape::<f64>::new();
+            let (av, bv) = (tape.var(Tensor::scalar(a)), tape.var(Tensor::scalar(b)));
+            let y = InverseGamma::new(av, bv)?.rsample_n(Some(16), rng)?;
+            let g = ((y + y.ln()).sum() / 16.0).backward()?;
+            Ok(vec![g.get(av).unwrap().item()?, g.get(bv).unwrap().item()?])
+        },
+        &exact,
+        &StatGradCheck::default(),
+        &mut StdRng::seed_from_u64(8),
+    )
+    .unwrap();
+}
+
+/// Draws of each family have its mean and variance (the geometric's also
+/// its mass at small counts), and its entropy and KL are the Monte Carlo
+/// limits of their integrals (all within four standard errors).
+#[test]
+fn gumbel_weibull_inverse_gamma_and_geometric_draws_and_integrals() -> Result<()> {
+    let tape = Tape::<f64>::new();
+    let s = |x: f64| tape.scalar(x);
+    let mut rng = StdRng::seed_from_u64(31);
+    let n = 200_000;
+    let families: Vec<(&str, Boxed, Boxed)> = vec![
+        (
+            "gumbel",
+            Box::new(Gumbel::new(s(0.5), s(0.7))?),
+            Box::new(Gumbel::new(s(-1.0), s(2.0))?),
+        ),
+        (
+            "weibull",
+            Box::new(Weibull::new(s(1.7), s(2.0))?),
+            Box::new(Weibull::new(s(0.8), s(1.2))?),
+        ),
+        (
+            "inverse gamma",
+            Box::new(InverseGamma::new(s(6.0), s(2.0))?),
+            Box::new(InverseGamma::new(s(3.0), s(1.5))?),
+        ),
+        (
+            "geometric",
+            Box::new(Geometric::from_logits(s(-0.7))?),
+            Box::new(Geometric::from_logits(s(0.4))?),
+        ),
+    ];
+    for (name, q, p) in &families {
+        let draws = q.sample_n(Some(n), &mut rng)?;
+        let (m, se) = mean_and_se(&draws);
+        let mean = q.mean()?.item()?;
+        assert!(
+            (m - mean).abs() < 4.0 * se,
+            "{name} mean: {m} ± {se} vs {mean}"
+        );
+        // the variance's standard error from the draws' fourth moment
+        let var = q.variance()?.item()?;
+        let sq = draws.map(|x| (x - m).powi(2));
+        let (ss, se) = mean_and_se(&sq);
+        assert!(
+            (ss - var).abs() < 4.0 * se,
+            "{name} variance: {ss} ± {se} vs {var}"
+        );
+        kl_and_entropy_are_the_means_over(name, q.as_ref(), p.as_ref(), tape.constant(draws))?;
+    }
+    // the geometric's mass at small counts, and its sum over the counts
+    let d = Geometric::from_logits(s(-0.7))?;
+    let draws = d.sample_n(Some(n), &mut rng)?;
+    for k in 0..6 {
+        let p = d.log_prob(s(k as f64))?.item()?.exp();
+        let share = draws.data().iter().filter(|&&x| x == k as f64).count() as f64 / n as f64;
+        let se = (p * (1.0 - p) / n as f64).sqrt();
+        assert!((share - p).abs() < 4.0 * se, "P({k}) = {p}, drawn {share}");
+    }
+    let ks = tape.constant(Tensor::from_fn(&[400], |i| i as f64));
+    let total: f64 = d.log_prob(ks)?.value().data().iter().map(|l| l.exp()).sum();
+    assert!((total - 1.0).abs() < 1e-12, "{total}");
+    Ok(())
+}
+
+/// Where the densities' terms overflow, the values are `-inf` (never NaN)
+/// and the gradients infinite or finite, never NaN: the Gumbel far below
+/// its mode (`e^-z` beyond the largest float, and `z` itself `-inf`), the
+/// Weibull far above its scale (`e^(k t)` overflowing, and `k t` itself);
+/// the inverse Gamma keeps its finite value where `b / x` underflows to 0
+/// in `f32`, and its `-inf` where `b / x` overflows; the moments an
+/// inverse Gamma lacks are `+inf`; the geometric's entropy and KL stay
+/// finite at logits whose `e^-l` overflows.
+#[test]
+fn extreme_values_of_gumbel_weibull_inverse_gamma_and_geometric() -> Result<()> {
+    let tape = Tape::<f32>::new();
+    let no_nan = |v: Var<'_, f32>, inputs: &[Var<'_, f32>]| -> Result<Vec<f32>> {
+        let values = v.value().data().to_vec();
+        assert!(values.iter().all(|x| !x.is_nan()), "{values:?}");
+        let g = v.sum().backward()?;
+        for x in inputs {
+            let g = g.get(*x).unwrap().data().to_vec();
+            assert!(g.iter().all(|x| !x.is_nan()), "{g:?}");
+        }
+        Ok(values)
+    };
+    let (loc, scale) = (
+        tape.var(Tensor::scalar(0.0)),
+        tape.var(Tensor::scalar(1e-30)),
+    );
+    let x = tape.var(Tensor::vector(&[-100.0, -3e38, 1.0, 0.0]));
+    let lp = no_nan(Gumbel::new(loc, scale)?.log_prob(x)?, &[loc, scale, x])?;
+    assert_eq!(&lp[..2], &[f32::NEG_INFINITY; 2]);
+    // z = 1e30: -(z + e^-z) - ln(scale) = -1e30 + 69
+    assert_eq!(lp[2], -1e30, "{lp:?}");
+    assert!((lp[3] - (1e30f64.ln() - 1.0) as f32).abs() < 1e-4, "{lp:?}");
+
+    let (k, s) = (
+        tape.var(Tensor::vector(&[2.0, 3e38])),
+        tape.var(Tensor::scalar(1.0)),
+    );
+    let x = tape.var(Tensor::vector(&[1e30, 2.0]));
+    let lp = no_nan(Weibull::new(k, s)?.log_prob(x)?, &[k, s, x])?;
+    assert_eq!(lp, [f32::NEG_INFINITY; 2]);
+
+    let (a, b) = (
+        tape.var(Tensor::scalar(0.5)),
+        tape.var(Tensor::scalar(1e-30)),
+    );
+    // (1e-40 is subnormal in f32: its reciprocal overflows, b / x does not)
+    let x = tape.var(Tensor::vector(&[1e20, 1e-40]));
+    let lp = no_nan(InverseGamma::new(a, b)?.log_prob(x)?, &[a, b, x])?;
+    // a ln b - ln Γ(a) - (a + 1) ln x - b/x, with b/x = 1e-50 (0 in f32) and 1e10
+    let direct =
+        |x: f64| 0.5 * 1e-30f64.ln() - std::f64::consts::PI.sqrt().ln() - 1.5 * x.ln() - 1e-30 / x;
+    for (&got, x) in lp.iter().zip([1e20, 1e-40f32 as f64]) {
+        let want = direct(x);
+        assert!(
+            (got as f64 - want).abs() < 1e-6 * want.abs(),
+            "{lp:?} vs {want}"
+        );
+    }
+    // in f64, b / x beyond the largest float: -inf
+    let t64 = Tape::<f64>::new();
+    let (a, b) = (t64.var(Tensor::scalar(2.0)), t64.var(Tensor::scalar(1e300)));
+    let x = t64.var(Tensor::scalar(1e-300));
+    let lp = InverseGamma::new(a, b)?.log_prob(x)?;
+    assert_eq!(lp.item()?, f64::NEG_INFINITY);
+    let g = lp.backward()?;
+    assert!(
+        [a, b, x]
+            .iter()
+            .all(|v| !g.get(*v).unwrap().item().unwrap().is_nan())
+    );
+    let d = InverseGamma::new(tape.scalar(0.5), tape.scalar(1.0))?;
+    assert_eq!(d.mean()?.item()?, f32::INFINITY);
+    let d = InverseGamma::new(tape.var(Tensor::vector(&[1.5, 4.0])), tape.scalar(3.0))?;
+    assert_eq!(d.variance()?.value().data()[0], f32::INFINITY);
+    assert!((d.variance()?.value().data()[1] - 0.5).abs() < 1e-6);
+
+    let l = tape.var(Tensor::vector(&[-200.0, -60.0, 0.0, 200.0]));
+    let geo = Geometric::from_logits(l)?;
+    let h = no_nan(geo.entropy()?, &[l])?;
+    // ≈ 1 - l for l far below 0; softplus(-l) + l e^-l above
+    assert!(
+        (h[0] - 201.0).abs() < 1e-3 && (h[1] - 61.0).abs() < 1e-4,
+        "{h:?}"
+    );
+    assert!(h.iter().all(|h| h.is_finite()));
+    let p = Geometric::from_logits(tape.var(Tensor::vector(&[-199.0, -61.0, 1.0, 190.0])))?;
+    let kl = no_nan(kl_divergence(&geo, &p)?, &[l])?;
+    assert!(kl.iter().all(|k| k.is_finite() && *k >= 0.0), "{kl:?}");
+    Ok(())
+}
+
+/// Bad parameters and values are named; counts that overflow a float are
+/// an error; the geometric has no `rsample`.
+#[test]
+fn gumbel_weibull_inverse_gamma_and_geometric_refuse_bad_input() -> Result<()> {
+    let tape = Tape::<f64>::new();
+    let s = |x: f64| tape.scalar(x);
+    for (name, r) in [
+        ("Gumbel", Gumbel::new(s(f64::NAN), s(1.0)).err()),
+        ("Gumbel", Gumbel::new(s(0.0), s(0.0)).err()),
+        ("Weibull", Weibull::new(s(-1.0), s(1.0)).err()),
+        ("Weibull", Weibull::new(s(1.0), s(f64::INFINITY)).err()),
+        ("InverseGamma", InverseGamma::new(s(0.0), s(1.0)).err()),
+        ("InverseGamma", InverseGamma::new(s(1.0), s(-2.0)).err()),
+        ("Geometric", Geometric::from_logits(s(f64::INFINITY)).err()),
+    ] {
+        let e = r.expect("an error").to_string();
+        assert!(e.contains(name), "{e}");
+    }
+    let g = Geometric::from_logits(s(0.3))?;
+    for k in [-1.0, 0.5, f64::INFINITY] {
+        let e = g.log_prob(s(k)).err().unwrap().to_string();
+        assert!(e.contains("count"), "{e}");
+    }
+    let mut rng = StdRng::seed_from_u64(5);
+    assert!(matches!(
+        g.rsample(&mut rng),
+        Err(Error::Unsupported { .. })
+    ));
+    let tape32 = Tape::<f32>::new();
+    let far = Geometric::from_logits(tape32.scalar(-95.0))?;
+    let e = far.sample(&mut rng).err().unwrap().to_string();
+    assert!(e.contains("overflows"), "{e}");
+    // outside the support: -inf with no gradient
+    let x = tape.var(Tensor::vector(&[-1.0, 0.0, 2.0]));
+    let lp = Weibull::new(s(1.5), s(1.0))?.log_prob(x)?;
+    assert_eq!(&lp.value().data()[..2], &[f64::NEG_INFINITY; 2]);
+    assert_eq!(
+        &lp.sum().backward()?.get(x).unwrap().data()[..2],
+        &[0.0, 0.0]
+    );
+    let lp = InverseGamma::new(s(1.5), s(1.0))?.log_prob(x)?;
+    assert_eq!(&lp.value().data()[..2], &[f64::NEG_INFINITY; 2]);
+    Ok(())
 }

@@ -5,6 +5,12 @@
 //! with respect to every input, is finite; parameters given per value (19
 //! of them: two groups of eight lanes and a tail) and as single values.
 //!
+//! The Gumbel's and Weibull's log-densities and divergences, the
+//! Weibull's draws and variance and the inverse Gamma's draws legitimately
+//! leave `f32`'s range at the domain's ends (a Gumbel `e^-z` with `z =
+//! -1e3 / 1e-4`, a Weibull `e^(k t)` with `k = 1e5`, an inverse Gamma draw
+//! near 1e37 times a derivative near 1e8): those are checked for NaN only.
+//!
 //! The Student-t's draws are finite from `ν = 0.5` on. Below it they
 //! legitimately leave `f32`'s range (with `ν = 0.05` about one draw in a
 //! hundred has `|t| > 3.4e38`), so there the draws and their gradients are
@@ -135,6 +141,37 @@ fn families(p: [f64; 4], (xp, xu, xr): (f64, f64, f64), n: usize, seed: u64) {
             .unwrap()
             .log_prob(counts),
     );
+    // the Gumbel and Weibull densities and divergences legitimately leave
+    // f32's range here (e^-z with z = -1e3 / 1e-4, a Weibull's e^(k t) with
+    // k = 1e5): no NaN; their entropies, moments and draws are finite
+    let (gq, gp) = (Gumbel::new(c, b).unwrap(), Gumbel::new(d, a).unwrap());
+    no_nan("Gumbel log_prob", gq.log_prob(xr), &ins, &at);
+    no_nan("Gumbel KL", kl_divergence(&gq, &gp), &ins, &at);
+    check("Gumbel entropy", gq.entropy());
+    check("Gumbel rsample", gq.rsample(&mut rng));
+    let (wq, wp) = (Weibull::new(a, b).unwrap(), Weibull::new(c, d).unwrap());
+    no_nan("Weibull log_prob", wq.log_prob(xp), &ins, &at);
+    no_nan("Weibull KL", kl_divergence(&wq, &wp), &ins, &at);
+    check("Weibull entropy", wq.entropy());
+    no_nan("Weibull rsample", wq.rsample(&mut rng), &ins, &at);
+    no_nan("Weibull variance", wq.variance(), &ins, &at);
+    let (iq, ip) = (
+        InverseGamma::new(a, b).unwrap(),
+        InverseGamma::new(c, d).unwrap(),
+    );
+    check("InverseGamma log_prob", iq.log_prob(xp));
+    check("InverseGamma entropy", iq.entropy());
+    check("InverseGamma KL", kl_divergence(&iq, &ip));
+    // (its gradient in a concentration near 1e-4 is beyond f32: draws near
+    // 1e37 times the derivative of ln G, about -ln G / a)
+    no_nan("InverseGamma rsample", iq.rsample(&mut rng), &ins, &at);
+    let (eq, ep) = (
+        Geometric::from_logits(a.ln()).unwrap(),
+        Geometric::from_logits(-b.ln()).unwrap(),
+    );
+    check("Geometric log_prob", eq.log_prob(counts));
+    check("Geometric entropy", eq.entropy());
+    check("Geometric KL", kl_divergence(&eq, &ep));
     let (n1, n2) = (Normal::new(c, a).unwrap(), Normal::new(d, b).unwrap());
     check("Normal log_prob", n1.log_prob(xr));
     check("Normal KL", kl_divergence(&n1, &n2));

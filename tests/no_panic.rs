@@ -271,6 +271,18 @@ fn other_families<F: Element>(t: [&Tensor<f64>; 4], seed: u64) {
     if let Ok(d) = Binomial::from_logits(a, b) {
         exercise_backward(&d, x, rng);
     }
+    if let Ok(d) = Gumbel::new(a, b) {
+        exercise_backward(&d, x, rng);
+    }
+    if let Ok(d) = Weibull::new(a, b) {
+        exercise_backward(&d, x, rng);
+    }
+    if let Ok(d) = InverseGamma::new(a, b) {
+        exercise_backward(&d, x, rng);
+    }
+    if let Ok(d) = Geometric::from_logits(a) {
+        exercise_backward(&d, x, rng);
+    }
     if let Ok(d) = Exponential::new(a) {
         exercise_backward(&d, x, rng);
     }

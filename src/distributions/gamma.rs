@@ -547,7 +547,7 @@ pub(crate) fn ln_std_gamma_draws<F: Element>(a: &Tensor<F>, rng: &mut dyn Rng) -
 /// The logarithms of `Gamma(a, 1)` draws of `shape` ([`ln_std_gamma_with`]),
 /// differentiable in `a` (the implicit derivative of `ln x`,
 /// [`gamma_sample_log_grads`]), and the same logarithms in `f64`.
-fn ln_std_gamma_rsample<'t, F: Element>(
+pub(crate) fn ln_std_gamma_rsample<'t, F: Element>(
     a: Var<'t, F>,
     shape: &[usize],
     rng: &mut dyn Rng,
@@ -811,7 +811,7 @@ fn near<F: Element>(y: F, a: F) -> bool {
 /// gradient. So the formulas must be elementwise (or sum only the last
 /// axis, taken as the inputs' last), and a mask they use must come from
 /// the inputs they are given: a mask of the whole would not fit a side.
-fn split<'t, F: Element>(
+pub(crate) fn split<'t, F: Element>(
     inputs: &[Var<'t, F>],
     (in_mask, out_mask): (Tensor<F>, Tensor<F>),
     large: impl FnOnce(&[Var<'t, F>]) -> Result<Var<'t, F>>,
@@ -863,7 +863,10 @@ fn split<'t, F: Element>(
 
 /// 1 where `keep` holds for the inputs' values (broadcast together),
 /// else 0.
-fn mask_where<F: Element>(inputs: &[Var<'_, F>], keep: impl Fn(&[F]) -> bool) -> Result<Tensor<F>> {
+pub(crate) fn mask_where<F: Element>(
+    inputs: &[Var<'_, F>],
+    keep: impl Fn(&[F]) -> bool,
+) -> Result<Tensor<F>> {
     per_element(inputs, |v| if keep(v) { F::one() } else { F::zero() })
 }
 
@@ -1019,6 +1022,64 @@ impl Pointwise<3> for GammaLogDensity {
             }
         }
     }
+}
+
+/// The inverse Gamma's log-density `ln p(x) = a ln b - ln Γ(a) - (a + 1) ln
+/// x - b / x` of `[a, b, x]` at `x > 0`, in `f64` with its partial
+/// derivatives (rounded once for `f32`). It is the Gamma's log-density of
+/// `y = b / x` at rate 1 plus `ln y - ln x`, so the Gamma's stable form
+/// serves where `a` is at least [`LARGE`] and `y` is [`near`] `a`:
+/// `ln(a)/2 - C(a) - ln(2π)/2 - bd0(a, y) - ln x`. Elsewhere the direct
+/// sum, which neither forms `1/x` (it overflows for small `x`) nor lets
+/// `b / x` underflow into a wrong `-inf`; where `b / x` overflows the
+/// value is `-inf`, as the density's.
+#[derive(Clone, Copy)]
+struct InverseGammaLogDensity;
+
+impl Pointwise<3> for InverseGammaLogDensity {
+    const NAME: &'static str = "inverse_gamma_log_density";
+    const KEYED: usize = 2;
+    type Pre = GammaTerms;
+
+    #[inline(always)]
+    fn pre(v: &[Lanes; 3]) -> GammaTerms {
+        <GammaLogDensity as Pointwise<3>>::pre(v)
+    }
+
+    #[inline(always)]
+    fn eval(v: &[Lanes; 3], t: &GammaTerms, out: &mut Lanes, d: &mut [Lanes; 3]) {
+        let ([a, b, x], ln_x) = (v, ln_each(&v[2]));
+        for l in 0..LANES {
+            let (a, b, x) = (a[l], b[l], x[l]);
+            let y = b / x;
+            out[l] = ((a * t.ln_b[l] - (a + 1.0) * ln_x[l]) - y) - t.lgamma[l];
+            d[0][l] = t.ln_b[l] - ln_x[l] - t.digamma[l];
+            d[1][l] = a / b - 1.0 / x;
+            d[2][l] = (y - a - 1.0) / x;
+        }
+        if let Some((ln_a, c, dc)) = &t.large {
+            for l in 0..LANES {
+                let (a, b, x) = (a[l], b[l], x[l]);
+                let y = b / x;
+                if !(a >= LARGE && near(y, a)) {
+                    continue;
+                }
+                out[l] = ln_a[l] * 0.5 - c[l] - HALF_LN_2PI - special::bd0(a, y) - ln_x[l];
+                d[0][l] = 0.5 / a - dc[l] - special::ln_ratio(a, y);
+                d[1][l] = (a / y - 1.0) / x;
+                d[2][l] = (y - a - 1.0) / x;
+            }
+        }
+    }
+}
+
+/// The inverse Gamma's log-density at `x > 0` ([`InverseGammaLogDensity`]).
+pub(crate) fn inverse_gamma_log_density<'t, F: Element>(
+    a: Var<'t, F>,
+    b: Var<'t, F>,
+    x: Var<'t, F>,
+) -> Result<Var<'t, F>> {
+    pointwise::apply(InverseGammaLogDensity, &[a, b, x])
 }
 
 /// `(a - b) ψ(a) - ln Γ(a) + ln Γ(b)`, the part of a Gamma, Beta or

@@ -35,9 +35,9 @@
 //! so one registration serves every tape.
 
 use super::{
-    Bernoulli, Beta, Categorical, Cauchy, Dirichlet, Distribution, Exponential, Gamma, HalfCauchy,
-    HalfNormal, Independent, Laplace, LogNormal, LogitNormal, MultivariateNormal, Normal, Poisson,
-    Uniform,
+    Bernoulli, Beta, Categorical, Cauchy, Dirichlet, Distribution, Exponential, Gamma, Geometric,
+    Gumbel, HalfCauchy, HalfNormal, Independent, InverseGamma, Laplace, LogNormal, LogitNormal,
+    MultivariateNormal, Normal, Poisson, Uniform, Weibull,
 };
 use crate::autodiff::tape::Var;
 use crate::error::{Error, Result};
@@ -176,6 +176,10 @@ builtin_rules! {
     HalfNormalHalfNormal: HalfNormal, HalfNormal => super::normal::kl_half_normal;
     CauchyCauchy: Cauchy, Cauchy => super::cauchy::kl_cauchy;
     HalfCauchyHalfCauchy: HalfCauchy, HalfCauchy => super::cauchy::kl_half_cauchy;
+    GumbelGumbel: Gumbel, Gumbel => super::extreme::kl_gumbel;
+    WeibullWeibull: Weibull, Weibull => super::extreme::kl_weibull;
+    InverseGammaInverseGamma: InverseGamma, InverseGamma => super::inverse_gamma::kl_inverse_gamma;
+    GeometricGeometric: Geometric, Geometric => super::univariate::kl_geometric;
 }
 
 /// Registers (or replaces) an analytic KL rule, process-wide, for every

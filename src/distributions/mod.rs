@@ -16,8 +16,10 @@ mod bernoulli;
 mod categorical;
 mod cauchy;
 mod expectation;
+mod extreme;
 mod gamma;
 mod independent;
+mod inverse_gamma;
 pub mod kl;
 mod linked;
 mod mixture;
@@ -32,8 +34,10 @@ pub use bernoulli::Bernoulli;
 pub use categorical::Categorical;
 pub use cauchy::{Cauchy, HalfCauchy};
 pub use expectation::{expectation_enumerated, expectation_quadrature};
+pub use extreme::{Gumbel, Weibull};
 pub use gamma::{Beta, Dirichlet, Gamma, StudentT};
 pub use independent::Independent;
+pub use inverse_gamma::InverseGamma;
 pub use kl::{
     AUTO_MC_SAMPLES, Divergence, KlRule, kl_divergence, kl_divergence_with, kl_from_sample,
     kl_monte_carlo, register_kl,
@@ -46,7 +50,9 @@ pub use transformed::{
     Affine, Bijector, Chain, Exp, LogNormal, LogitNormal, Sigmoid, Softplus,
     TransformedDistribution,
 };
-pub use univariate::{Binomial, Exponential, Laplace, NegativeBinomial, Poisson, Uniform};
+pub use univariate::{
+    Binomial, Exponential, Geometric, Laplace, NegativeBinomial, Poisson, Uniform,
+};
 
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};

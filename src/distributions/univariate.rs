@@ -924,3 +924,157 @@ impl<'t, F: Element> Distribution<'t, F> for Binomial<'t, F> {
         vec![]
     }
 }
+
+/// The geometric distribution: the number of failures before the first
+/// success, each trial a success with probability `p = sigmoid(logits)`
+/// (TFP's and PyTorch's convention; counts `0, 1, 2, ...`).
+///
+/// # Mass
+/// `ln P(k) = k ln(1 - p) + ln p = -k softplus(l) - softplus(-l)` for
+/// `l = logits`, differentiable in the logits.
+///
+/// # Sampling
+/// `sample` only (a count has no reparameterization; train through it with
+/// the score-function estimator, [`bayes::score`](crate::bayes::score)):
+/// `floor(E / softplus(l))` for a standard exponential draw `E`. A count
+/// beyond the largest float (logits below about -88 in `f32`) is an
+/// error rather than `+inf`.
+///
+/// # Moments
+/// Mean `e^-l = (1 - p)/p`, variance `e^-l (1 + e^-l)`; entropy
+/// `softplus(-l) + e^-l softplus(l)`, whose second term (`ln(1 + u)/u` for
+/// `u = e^l`, at most 1) is taken as `e^(ln softplus(l) - l)` with `ln
+/// softplus(l)` from its series `l - e^l / 2` below `l = -30`: finite for
+/// every logit (`e^-l` alone overflows where `softplus(l)` underflows).
+///
+/// # Parameters
+/// - `logits`: finite.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let tape = Tape::<f64>::new();
+/// // p = 1/2: P(k) = 2^-(k + 1)
+/// let d = Geometric::from_logits(tape.scalar(0.0))?;
+/// let p2 = d.log_prob(tape.scalar(2.0))?.item()?.exp();
+/// assert!((p2 - 0.125).abs() < 1e-12);
+/// assert_eq!(d.mean()?.item()?, 1.0);
+/// assert!((d.entropy()?.item()? - 2.0 * 2f64.ln()).abs() < 1e-12);
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct Geometric<'t, F: Element> {
+    logits: Var<'t, F>,
+}
+
+impl<'t, F: Element> Geometric<'t, F> {
+    /// From the log-odds of a success.
+    ///
+    /// # Errors
+    /// Non-finite logits.
+    pub fn from_logits(logits: Var<'t, F>) -> Result<Self> {
+        check_finite("Geometric", "logits", &logits)?;
+        Ok(Geometric { logits })
+    }
+
+    /// The log-odds of a success.
+    pub fn logits(&self) -> Var<'t, F> {
+        self.logits
+    }
+}
+
+/// From this logit down, `ln softplus(l)` is taken as `l - e^l / 2` (the
+/// rest of its series, `5 e^(2l) / 24`, is below 10⁻²⁶ there).
+const LN_SOFTPLUS_SERIES: f64 = -30.0;
+
+/// `ln softplus(l) = ln ln(1 + e^l)`, finite for every finite `l` (where
+/// `softplus(l)` underflows to 0, below about -745 in `f64` and -104 in
+/// `f32`, its logarithm is still `l` less a little).
+fn ln_softplus<'t, F: Element>(l: Var<'t, F>) -> Result<Var<'t, F>> {
+    let series = super::gamma::mask_where(&[l], |v| v[0] < F::lit(LN_SOFTPLUS_SERIES))?;
+    super::gamma::split(
+        &[l],
+        (series.clone(), series),
+        |v| Ok(v[0] - v[0].exp() * F::lit(0.5)),
+        |v| Ok(v[0].softplus().ln()),
+    )
+}
+
+impl<'t, F: Element> Distribution<'t, F> for Geometric<'t, F> {
+    fn name(&self) -> &'static str {
+        "Geometric"
+    }
+    fn tape(&self) -> &'t Tape<F> {
+        self.logits.tape()
+    }
+    fn log_prob(&self, k: Var<'t, F>) -> Result<Var<'t, F>> {
+        same_tape("Geometric::log_prob", &self.logits, &k)?;
+        check_counts("Geometric", "value", &k)?;
+        batch_broadcast(
+            "Geometric",
+            ("value", k.shape()),
+            ("batch", self.batch_shape()),
+        )?;
+        let l = self.logits;
+        let failures = k.try_mul(l.softplus())?;
+        Ok(-(failures.try_add((-l).softplus())?))
+    }
+    fn rsample_n(&self, _: Option<usize>, _: &mut dyn Rng) -> Result<Var<'t, F>> {
+        Err(no_rsample("Geometric"))
+    }
+    fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        let l = self.logits.value();
+        let mut draws = Vec::with_capacity(l.len());
+        for &l in l.data() {
+            let l = l.to_f64().unwrap_or(f64::NAN);
+            let softplus = l.max(0.0) + (-l.abs()).exp().ln_1p();
+            let k = F::lit((-open_uniform(rng).ln() / softplus).floor());
+            if !k.is_finite() {
+                return Err(Error::invalid(
+                    "Geometric::sample",
+                    format!(
+                        "a draw overflows (logits {}): its counts are beyond any float",
+                        crate::error::Number(l)
+                    ),
+                ));
+            }
+            draws.push(k);
+        }
+        Tensor::from_vec(draws, l.shape())
+    }
+    fn entropy(&self) -> Result<Var<'t, F>> {
+        let l = self.logits;
+        let ratio = ln_softplus(l)?.try_sub(l)?.exp();
+        (-l).softplus().try_add(ratio)
+    }
+    fn mean(&self) -> Result<Var<'t, F>> {
+        Ok((-self.logits).exp())
+    }
+    fn variance(&self) -> Result<Var<'t, F>> {
+        let odds = (-self.logits).exp();
+        odds.try_mul(odds + F::one())
+    }
+    fn batch_shape(&self) -> Vec<usize> {
+        self.logits.shape()
+    }
+    fn event_shape(&self) -> Vec<usize> {
+        vec![]
+    }
+}
+
+/// KL(Geometric(l1) || Geometric(l2))
+/// `= softplus(-l2) - softplus(-l1) + e^-l1 (softplus(l2) - softplus(l1))`,
+/// with the last term taken as `g(l1) expm1(ln softplus(l2) - ln
+/// softplus(l1))` for `g(l) = e^(ln softplus(l) - l)` ([`ln_softplus`]):
+/// finite wherever the divergence is (`e^-l1` alone overflows where
+/// `softplus(l1)` underflows, and their product is about 1), and `+inf`
+/// where it is beyond the largest float.
+pub(crate) fn kl_geometric<'t, F: Element>(
+    q: &Geometric<'t, F>,
+    p: &Geometric<'t, F>,
+) -> Result<Var<'t, F>> {
+    let (l1, l2) = (q.logits, p.logits);
+    same_tape("kl_divergence", &l1, &l2)?;
+    let (s1, s2) = (ln_softplus(l1)?, ln_softplus(l2)?);
+    let tail = s1.try_sub(l1)?.exp().try_mul(s2.try_sub(s1)?.expm1())?;
+    (-l2).softplus().try_sub((-l1).softplus())?.try_add(tail)
+}

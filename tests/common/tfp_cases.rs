@@ -380,15 +380,43 @@ pub fn evaluate(case: &Value, index: usize) -> Result<Option<CaseResult>> {
         | "half_normal_entropy"
         | "half_normal_kl"
         | "negative_binomial_log_prob"
-        | "binomial_log_prob" => {
+        | "binomial_log_prob"
+        | "gumbel_log_prob"
+        | "gumbel_entropy"
+        | "gumbel_kl"
+        | "weibull_log_prob"
+        | "weibull_entropy"
+        | "weibull_kl"
+        | "weibull_mean"
+        | "weibull_variance"
+        | "inverse_gamma_log_prob"
+        | "inverse_gamma_entropy"
+        | "inverse_gamma_kl"
+        | "geometric_log_prob"
+        | "geometric_entropy"
+        | "geometric_kl" => {
             let names: &[&str] = match kind.as_str() {
                 "negative_binomial_log_prob" | "binomial_log_prob" => {
                     &["total_count", "logits", "k"]
                 }
-                "cauchy_log_prob" => &["loc", "scale", "x"],
-                "cauchy_kl" => &["loc_q", "scale_q", "loc_p", "scale_p"],
+                "cauchy_log_prob" | "gumbel_log_prob" => &["loc", "scale", "x"],
+                "cauchy_kl" | "gumbel_kl" => &["loc_q", "scale_q", "loc_p", "scale_p"],
+                "weibull_log_prob" | "inverse_gamma_log_prob" => &["concentration", "scale", "x"],
+                "weibull_entropy"
+                | "weibull_mean"
+                | "weibull_variance"
+                | "inverse_gamma_entropy" => &["concentration", "scale"],
+                "weibull_kl" | "inverse_gamma_kl" => {
+                    &["concentration_q", "scale_q", "concentration_p", "scale_p"]
+                }
+                "geometric_log_prob" => &["logits", "k"],
+                "geometric_entropy" => &["logits"],
+                "geometric_kl" => &["logits_q", "logits_p"],
                 "half_cauchy_log_prob" | "half_normal_log_prob" => &["scale", "x"],
-                "cauchy_entropy" | "half_cauchy_entropy" | "half_normal_entropy" => &["scale"],
+                "cauchy_entropy"
+                | "half_cauchy_entropy"
+                | "half_normal_entropy"
+                | "gumbel_entropy" => &["scale"],
                 "half_cauchy_kl" | "half_normal_kl" => &["scale_q", "scale_p"],
                 "lognormal_kl" | "logit_normal_kl" => &["loc_q", "scale_q", "loc_p", "scale_p"],
                 "uniform_kl" => &["low_q", "high_q", "low_p", "high_p"],
@@ -434,6 +462,28 @@ pub fn evaluate(case: &Value, index: usize) -> Result<Option<CaseResult>> {
                     NegativeBinomial::from_logits(v[0], v[1])?.log_prob(v[2])?
                 }
                 "binomial_log_prob" => Binomial::from_logits(v[0], v[1])?.log_prob(v[2])?,
+                "gumbel_log_prob" => Gumbel::new(v[0], v[1])?.log_prob(v[2])?,
+                "gumbel_entropy" => Gumbel::new(tape.scalar(0.0), v[0])?.entropy()?,
+                "gumbel_kl" => kl_divergence(&Gumbel::new(v[0], v[1])?, &Gumbel::new(v[2], v[3])?)?,
+                "weibull_log_prob" => Weibull::new(v[0], v[1])?.log_prob(v[2])?,
+                "weibull_entropy" => Weibull::new(v[0], v[1])?.entropy()?,
+                "weibull_mean" => Weibull::new(v[0], v[1])?.mean()?,
+                "weibull_variance" => Weibull::new(v[0], v[1])?.variance()?,
+                "weibull_kl" => {
+                    kl_divergence(&Weibull::new(v[0], v[1])?, &Weibull::new(v[2], v[3])?)?
+                }
+                "inverse_gamma_log_prob" => InverseGamma::new(v[0], v[1])?.log_prob(v[2])?,
+                "inverse_gamma_entropy" => InverseGamma::new(v[0], v[1])?.entropy()?,
+                "inverse_gamma_kl" => kl_divergence(
+                    &InverseGamma::new(v[0], v[1])?,
+                    &InverseGamma::new(v[2], v[3])?,
+                )?,
+                "geometric_log_prob" => Geometric::from_logits(v[0])?.log_prob(v[1])?,
+                "geometric_entropy" => Geometric::from_logits(v[0])?.entropy()?,
+                "geometric_kl" => kl_divergence(
+                    &Geometric::from_logits(v[0])?,
+                    &Geometric::from_logits(v[1])?,
+                )?,
                 _ => LogitNormal::new(v[0], v[1])?.log_prob(v[2])?,
             };
             let g = out.backward()?;

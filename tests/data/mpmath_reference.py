@@ -12,6 +12,7 @@ Run: python3 tests/data/mpmath_reference.py   (needs `pip install mpmath`; TFP o
 import json
 import math
 import os
+import sys
 
 import mpmath as mp
 
@@ -168,6 +169,78 @@ def binomial_log_prob(n, logits, k):
             - k * mp.log1p(mp.exp(-logits)) - (n - k) * mp.log1p(mp.exp(logits)))
 
 
+EULER = mp.euler
+
+
+def gumbel_log_prob(loc, scale, x):
+    z = (x - loc) / scale
+    return -mp.log(scale) - (z + mp.exp(-z))
+
+
+def gumbel_entropy(scale):
+    return mp.log(scale) + EULER + 1
+
+
+def gumbel_kl(mq, sq, mp_, sp):
+    r, d = sq / sp, (mq - mp_) / sp
+    return -mp.log(r) + EULER * (r - 1) + mp.exp(-d) * mp.gamma(1 + r) - 1 + d
+
+
+def weibull_log_prob(k, lam, x):
+    t = mp.log(x / lam)
+    return mp.log(k) - mp.log(lam) + (k - 1) * t - mp.exp(k * t)
+
+
+def weibull_entropy(k, lam):
+    return EULER * (1 - 1 / k) + mp.log(lam / k) + 1
+
+
+def weibull_kl(kq, lq, kp, lp):
+    # E_q[ln q] - E_q[ln p], with E ln x = ln lq - γ/kq and E x^kp = lq^kp Γ(1 + kp/kq)
+    e_ln = mp.log(lq) - EULER / kq
+    e_ln_q = -weibull_entropy(kq, lq)
+    e_ln_p = (mp.log(kp) - mp.log(lp) + (kp - 1) * (e_ln - mp.log(lp))
+              - (lq / lp) ** kp * mp.gamma(1 + kp / kq))
+    return e_ln_q - e_ln_p
+
+
+def weibull_mean(k, lam):
+    return lam * mp.gamma(1 + 1 / k)
+
+
+def weibull_variance(k, lam):
+    return lam ** 2 * (mp.gamma(1 + 2 / k) - mp.gamma(1 + 1 / k) ** 2)
+
+
+def inverse_gamma_log_prob(a, b, x):
+    return a * mp.log(b) - mp.loggamma(a) - (a + 1) * mp.log(x) - b / x
+
+
+def inverse_gamma_entropy(a, b):
+    return a + mp.log(b) + mp.loggamma(a) - (a + 1) * mp.digamma(a)
+
+
+def inverse_gamma_kl(aq, bq, ap, bp):
+    return gamma_kl(aq, bq, ap, bp)[0]
+
+
+def softplus(x):
+    return mp.log1p(mp.exp(x))
+
+
+def geometric_log_prob(logits, k):
+    return -k * softplus(logits) - softplus(-logits)
+
+
+def geometric_entropy(logits):
+    return softplus(-logits) + mp.exp(-logits) * softplus(logits)
+
+
+def geometric_kl(lq, lp):
+    return (softplus(-lp) - softplus(-lq)
+            + mp.exp(-lq) * (softplus(lp) - softplus(lq)))
+
+
 def by_quadrature(kind, args):
     """The entropy or KL of a case as the integral that defines it (None for a density)."""
     if not kind.endswith(("entropy", "kl")):
@@ -180,6 +253,54 @@ def by_quadrature(kind, args):
         lp = lambda x: cauchy_log_prob(args[2], args[3], x)
         f = lambda x: mp.exp(lq(x)) * (lq(x) - lp(x))
         return mp.quad(f, [-mp.inf, args[0] - args[1], args[0], args[0] + args[1], mp.inf])
+    if kind in ("gumbel_entropy", "gumbel_kl"):
+        # over the standard variable z of q (x = loc + scale z), whose density
+        # is below e^-390 left of -6 and whose tail right of 80 holds e^-80
+        loc, scale = (0, args[0]) if kind == "gumbel_entropy" else (args[0], args[1])
+        lq = lambda z: gumbel_log_prob(0, 1, z)
+        if kind == "gumbel_entropy":
+            f = lambda z: -mp.exp(lq(z)) * (lq(z) - mp.log(scale))
+        else:
+            lp = lambda z: gumbel_log_prob(args[2], args[3], loc + scale * z) + mp.log(scale)
+            f = lambda z: mp.exp(lq(z)) * (lq(z) - lp(z))
+        return mp.quad(f, [-6, -2, 0, 2, 10, 30, 80])
+    if kind in ("weibull_entropy", "weibull_kl", "inverse_gamma_entropy", "inverse_gamma_kl"):
+        # over w with x = λ e^(w/k) (Weibull: w = ln E, E ~ Exp(1), density
+        # e^(w - e^w)) or x = b e^-w (inverse Gamma: w = ln G, G ~ Gamma(a, 1),
+        # density e^(a w - e^w) / Γ(a)), on a finite range outside which q
+        # holds less than e^-100
+        a0, b0 = args[0], args[1]
+        if kind.startswith("weibull"):
+            dens = weibull_log_prob
+            x_of = lambda w: b0 * mp.exp(w / a0)
+            lw = lambda w: w - mp.exp(w)
+            pts = [-110, -20, -4, 0, 2, 6]
+        else:
+            dens = inverse_gamma_log_prob
+            x_of = lambda w: b0 * mp.exp(-w)
+            lw = lambda w: a0 * w - mp.exp(w) - mp.loggamma(a0)
+            c = mp.log(a0)
+            if a0 >= 1:
+                width = 1 / mp.sqrt(a0)
+                pts = [c + width * z for z in (-40, -8, -2, 0, 2, 8, 40)]
+            else:
+                pts = [-130 / a0, -20 / a0, -2 / a0, 0, 2, 6]
+        # ln p_x(x(w)) = ln p_w(w) - ln |dx/dw|: the density of x from w's
+        lq = lambda w: dens(a0, b0, x_of(w))
+        if kind.endswith("entropy"):
+            f = lambda w: -mp.exp(lw(w)) * lq(w)
+        else:
+            lp = lambda w: dens(args[2], args[3], x_of(w))
+            f = lambda w: mp.exp(lw(w)) * (lq(w) - lp(w))
+        return mp.quad(f, pts)
+    if kind in ("geometric_entropy", "geometric_kl"):
+        if any(abs(a) > 5 for a in args):
+            return None
+        lq = lambda k: geometric_log_prob(args[0], k)
+        if kind == "geometric_entropy":
+            return mp.nsum(lambda k: -mp.exp(lq(k)) * lq(k), [0, mp.inf])
+        lp = lambda k: geometric_log_prob(args[1], k)
+        return mp.nsum(lambda k: mp.exp(lq(k)) * (lq(k) - lp(k)), [0, mp.inf])
     if kind.startswith("half_"):
         lq = {"half_cauchy": half_cauchy_log_prob, "half_normal": half_normal_log_prob}[
             kind.rsplit("_", 1)[0]]
@@ -255,6 +376,88 @@ NUMERIC = {
         (1.0, 2.0), (0.1, 5.0), (0.5, 0.5), (1.0, 1.000001), (1e-3, 1e3), (3.0, 0.2),
         (1e6, 3e6), (7.0, 0.07),
     ]),
+    "gumbel_log_prob": (gumbel_log_prob, ["loc", "scale", "x"], [
+        (0.0, 1.0, 0.5),
+        (1.0, 2.0, 1.0),
+        (-3.0, 0.01, -3.05),
+        (0.0, 1.0, -30.0),
+        (0.0, 1.0, -700.0),
+        (0.0, 1.0, 700.0),
+        (2.0, 1e3, -7.0),
+        (1e10, 1e-5, 1e10 + 1.0),
+    ]),
+    "gumbel_entropy": (gumbel_entropy, ["scale"], [(1.0,), (1e-3,), (37.0,), (1e10,)]),
+    "gumbel_kl": (gumbel_kl, ["loc_q", "scale_q", "loc_p", "scale_p"], [
+        (0.0, 1.0, 1.0, 2.0),
+        (-3.0, 0.1, 2.0, 5.0),
+        (0.5, 0.5, 0.5, 0.5),
+        (1.0, 1.0, 1.0, 1.000001),
+        (0.0, 0.3, 1.0, 0.2),
+        (4.0, 2.0, -4.0, 2.0),
+        (1e6, 1e6, -1e6, 3e6),
+        (0.1, 7.0, 0.0, 0.5),
+    ]),
+    "weibull_log_prob": (weibull_log_prob, ["concentration", "scale", "x"], [
+        (1.0, 2.0, 3.0),
+        (0.5, 1.0, 0.01),
+        (2.0, 1.0, 1.0),
+        (5.0, 3.0, 2.9),
+        (1e3, 1.0, 1.001),
+        (1e6, 2.0, 2.000001),
+        (0.1, 1e3, 1e-20),
+        (50.0, 1.0, 20.0),
+        (0.7, 1e-3, 1e5),
+    ]),
+    "weibull_entropy": (weibull_entropy, ["concentration", "scale"], [
+        (1.0, 1.0), (0.5, 2.0), (10.0, 0.1), (1e3, 1.0), (0.05, 5.0),
+    ]),
+    "weibull_kl": (weibull_kl, ["concentration_q", "scale_q", "concentration_p", "scale_p"], [
+        (1.0, 1.0, 2.0, 3.0),
+        (0.5, 2.0, 1.5, 1.0),
+        (2.0, 1.0, 2.0, 1.0),
+        (10.0, 1.0, 10.00001, 1.0),
+        (3.0, 1.0, 0.5, 10.0),
+        (1e3, 1.0, 900.0, 1.001),
+        (0.2, 5.0, 0.3, 4.0),
+    ]),
+    "weibull_mean": (weibull_mean, ["concentration", "scale"], [
+        (1.0, 2.0), (0.5, 1.0), (1e3, 1.0), (0.1, 1.0), (3.0, 1e-3),
+    ]),
+    "weibull_variance": (weibull_variance, ["concentration", "scale"], [
+        (1.0, 2.0), (0.5, 1.0), (2.0, 1.0), (19.0, 1.0), (21.0, 1.0), (100.0, 3.0),
+        (1e4, 1.0), (1e7, 1.0),
+    ]),
+    "inverse_gamma_log_prob": (inverse_gamma_log_prob, ["concentration", "scale", "x"], [
+        (3.0, 2.0, 1.0),
+        (0.5, 1.0, 0.1),
+        (1e3, 1e3, 1.0),
+        (1e6, 1e6, 1.001),
+        (20.0, 19.0, 1.0),
+        (2.0, 1.0, 1e-150),
+        (0.1, 1e-300, 1e30),
+        (5.0, 3.0, 1e20),
+    ]),
+    "inverse_gamma_entropy": (inverse_gamma_entropy, ["concentration", "scale"], [
+        (1.0, 1.0), (3.0, 2.0), (1e4, 1.0), (0.5, 5.0),
+    ]),
+    "inverse_gamma_kl": (inverse_gamma_kl, ["concentration_q", "scale_q", "concentration_p",
+                                            "scale_p"], [
+        (2.0, 1.0, 3.0, 2.0),
+        (1e3, 1e3, 1e3, 1000.001),
+        (0.5, 0.1, 2.0, 3.0),
+        (1.0, 1.0, 1.0, 1.0),
+        (40.0, 2.0, 5.0, 0.5),
+    ]),
+    "geometric_log_prob": (geometric_log_prob, ["logits", "k"], [
+        (0.0, 2.0), (-3.0, 10.0), (5.0, 0.0), (-30.0, 1e12), (20.0, 3.0), (-1e3, 5.0),
+    ]),
+    "geometric_entropy": (geometric_entropy, ["logits"], [
+        (0.0,), (-3.0,), (5.0,), (-40.0,), (40.0,), (-700.0,),
+    ]),
+    "geometric_kl": (geometric_kl, ["logits_q", "logits_p"], [
+        (0.0, 1.0), (-3.0, 2.0), (5.0, 5.0), (1.0, 1.000001), (-40.0, -38.0), (30.0, -2.0),
+        (-700.0, -690.0), (2.0, -1.5),
+    ]),
 }
 
 def check_derivatives(f, args, grads):
@@ -293,6 +496,23 @@ try:
             "binomial_log_prob": lambda: tfd.Binomial(a[0], logits=a[1]).log_prob(a[2]),
             "negative_binomial_log_prob":
                 lambda: tfd.NegativeBinomial(a[0], logits=a[1]).log_prob(a[2]),
+            "gumbel_log_prob": lambda: tfd.Gumbel(a[0], a[1]).log_prob(a[2]),
+            "gumbel_entropy": lambda: tfd.Gumbel(np.float64(0), a[0]).entropy(),
+            "gumbel_kl": lambda: tfd.kl_divergence(tfd.Gumbel(a[0], a[1]), tfd.Gumbel(a[2], a[3])),
+            "weibull_log_prob": lambda: tfd.Weibull(a[0], a[1]).log_prob(a[2]),
+            "weibull_entropy": lambda: tfd.Weibull(a[0], a[1]).entropy(),
+            "weibull_kl":
+                lambda: tfd.kl_divergence(tfd.Weibull(a[0], a[1]), tfd.Weibull(a[2], a[3])),
+            "weibull_mean": lambda: tfd.Weibull(a[0], a[1]).mean(),
+            "weibull_variance": lambda: tfd.Weibull(a[0], a[1]).variance(),
+            "inverse_gamma_log_prob": lambda: tfd.InverseGamma(a[0], a[1]).log_prob(a[2]),
+            "inverse_gamma_entropy": lambda: tfd.InverseGamma(a[0], a[1]).entropy(),
+            "inverse_gamma_kl": lambda: tfd.kl_divergence(tfd.InverseGamma(a[0], a[1]),
+                                                          tfd.InverseGamma(a[2], a[3])),
+            "geometric_log_prob": lambda: tfd.Geometric(logits=a[0]).log_prob(a[1]),
+            "geometric_entropy": lambda: tfd.Geometric(logits=a[0]).entropy(),
+            "geometric_kl": lambda: tfd.kl_divergence(tfd.Geometric(logits=a[0]),
+                                                      tfd.Geometric(logits=a[1])),
         }
         if kind in single:
             return float(single[kind]())
@@ -322,6 +542,7 @@ for kind, (f, names, rows) in KINDS.items():
         cases.append(case)
 
 for kind, (f, names, rows) in NUMERIC.items():
+    print(kind, file=sys.stderr, flush=True)
     for row in rows:
         args = [mp.mpf(x) for x in row]
         value = f(*args)
@@ -331,7 +552,13 @@ for kind, (f, names, rows) in NUMERIC.items():
                 shifted = list(args)
                 shifted[i] = t
                 return f(*shifted)
-            grads.append(mp.diff(along, args[i]))
+            # (a step relative to an argument near 0, which the default would
+            # cross; digits enough for a term beside one of 1e150, whose
+            # change the default 50 would not see)
+            tiny = args[i] != 0 and abs(args[i]) < mp.mpf(10) ** -100
+            step = {"h": abs(args[i]) * mp.mpf(10) ** -20} if tiny else {}
+            with mp.workdps(250 if tiny or abs(value) > 1e100 else mp.mp.dps):
+                grads.append(+mp.diff(along, args[i], **step))
         quad = by_quadrature(kind, args)
         if quad is not None:
             assert abs(quad - value) <= mp.mpf(10) ** -15 * max(abs(value), 1), (kind, row, value, quad)

@@ -1,0 +1,447 @@
+//! Gumbel and Weibull: the extreme-value families (the largest of many
+//! draws, and the time to the first of many failures). The logarithm of a
+//! Weibull draw is a negated Gumbel draw, so their divergences share one
+//! closed form ([`gumbel_kl_form`]).
+
+use super::normal::{Standardized, loc_scale_log_prob};
+use super::pointwise::{self, LANES, Lanes, Pointwise};
+use super::{
+    Distribution, batch_broadcast, check_divisor, check_finite, on_support, open_uniform,
+    same_tape, sample_shape,
+};
+use crate::autodiff::tape::{Tape, Var};
+use crate::error::Result;
+use crate::kernels::special::{exp_m1_lanes, ln_lanes, mask, select};
+use crate::tensor::{Element, Tensor, broadcast_shape};
+use rand::Rng;
+use std::f64::consts::PI;
+
+/// The Euler–Mascheroni constant `γ`, the mean of the standard Gumbel.
+const EULER: f64 = 0.577_215_664_901_532_9;
+
+/// The standard Gumbel: `-(z + e^-z)`, slope `1 - e^-z`. Where `e^-z`
+/// overflows the log-density is `-inf` (also at `z = -inf`, where the sum
+/// would be `inf - inf`).
+pub(crate) struct StandardGumbel;
+
+impl Standardized for StandardGumbel {
+    const NAME: &'static str = "gumbel_log_prob";
+    const LN_C: f64 = 0.0;
+    #[inline(always)]
+    fn log_density<F: Element>(z: F) -> F {
+        let e = (-z).exp();
+        if e == F::infinity() {
+            F::neg_infinity()
+        } else {
+            -(z + e)
+        }
+    }
+    #[inline(always)]
+    fn slope<F: Element>(z: F) -> F {
+        -(-z).exp_m1()
+    }
+}
+
+/// A standard Gumbel draw, `-ln(-ln u)` for `u` uniform in (0, 1): finite,
+/// within about ±37 in `f64`.
+fn standard_gumbel(rng: &mut dyn Rng) -> f64 {
+    -(-open_uniform(rng).ln()).ln()
+}
+
+/// The Gumbel distribution (type I extreme value): the law of the largest
+/// of many draws, and the noise of the Gumbel-max trick.
+///
+/// # Density
+/// `ln p(x) = -ln scale - (z + e^-z)`, `z = (x - loc) / scale`.
+///
+/// # Sampling
+/// `x = loc - scale · ln(-ln u)`: `rsample` is differentiable in both
+/// parameters.
+///
+/// # Moments
+/// Mean `loc + γ scale` (`γ` Euler's constant), variance `π² scale² / 6`,
+/// entropy `ln scale + γ + 1`.
+///
+/// # Parameters
+/// - `loc`: finite; `scale`: finite, at least the smallest normal number;
+///   shapes broadcast.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let tape = Tape::<f64>::new();
+/// let d = Gumbel::new(tape.scalar(1.0), tape.scalar(2.0))?;
+/// // at the mode: -ln 2 - 1
+/// assert!((d.log_prob(tape.scalar(1.0))?.item()? + 2f64.ln() + 1.0).abs() < 1e-12);
+/// assert!((d.mean()?.item()? - (1.0 + 2.0 * 0.5772156649015329)).abs() < 1e-12);
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct Gumbel<'t, F: Element> {
+    loc: Var<'t, F>,
+    scale: Var<'t, F>,
+}
+
+impl<'t, F: Element> Gumbel<'t, F> {
+    /// From a location (the mode) and a scale.
+    ///
+    /// # Errors
+    /// A non-finite location; a scale that is not finite or is below the
+    /// smallest normal number; shapes that do not broadcast.
+    pub fn new(loc: Var<'t, F>, scale: Var<'t, F>) -> Result<Self> {
+        same_tape("Gumbel::new", &loc, &scale)?;
+        check_finite("Gumbel", "loc", &loc)?;
+        check_divisor("Gumbel", "scale", &scale)?;
+        batch_broadcast("Gumbel", ("loc", loc.shape()), ("scale", scale.shape()))?;
+        Ok(Gumbel { loc, scale })
+    }
+
+    /// The location (the mode).
+    pub fn loc(&self) -> Var<'t, F> {
+        self.loc
+    }
+
+    /// The scale.
+    pub fn scale(&self) -> Var<'t, F> {
+        self.scale
+    }
+}
+
+impl<'t, F: Element> Distribution<'t, F> for Gumbel<'t, F> {
+    fn name(&self) -> &'static str {
+        "Gumbel"
+    }
+    fn tape(&self) -> &'t Tape<F> {
+        self.loc.tape()
+    }
+    fn log_prob(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
+        same_tape("Gumbel::log_prob", &self.loc, &x)?;
+        check_finite("Gumbel", "value", &x)?;
+        batch_broadcast(
+            "Gumbel",
+            ("value", x.shape()),
+            ("batch", self.batch_shape()),
+        )?;
+        loc_scale_log_prob::<StandardGumbel, F>(x, self.loc, self.scale)
+    }
+    fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
+        let shape = sample_shape(n, &self.batch_shape());
+        let z = Tensor::from_fn(&shape, |_| F::lit(standard_gumbel(rng)));
+        self.loc.try_add(self.scale * z)
+    }
+    fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        Ok(self.rsample(rng)?.value())
+    }
+    fn entropy(&self) -> Result<Var<'t, F>> {
+        (self.scale.ln() + F::lit(EULER + 1.0)).broadcast_to(&self.batch_shape())
+    }
+    fn mean(&self) -> Result<Var<'t, F>> {
+        self.loc.try_add(self.scale * F::lit(EULER))
+    }
+    fn variance(&self) -> Result<Var<'t, F>> {
+        (self.scale.square() * F::lit(PI * PI / 6.0)).broadcast_to(&self.batch_shape())
+    }
+    fn batch_shape(&self) -> Vec<usize> {
+        broadcast_shape(&self.loc.shape(), &self.scale.shape()).unwrap_or_default()
+    }
+    fn event_shape(&self) -> Vec<usize> {
+        vec![]
+    }
+}
+
+/// `-ln r + γ (r - 1) + expm1(ln Γ(1 + r) - d) + d`: the KL from
+/// `Gumbel(m1, s1)` to `Gumbel(m2, s2)` with `r = s1 / s2` and `d = (m1 -
+/// m2) / s2`. It is 0 at `r = 1`, `d = 0`, where the exponential's part
+/// is taken by `expm1` (`e^(…)` less 1 would lose the digits of the
+/// terms that cancel); `+inf` where `e^-d` overflows.
+///
+/// Where the divergence leaves the floats (`e^-d Γ(1 + r)` beyond the
+/// largest, or `d` itself infinite) it is `+inf` with a gradient of 0
+/// ([`or_infinite`]).
+fn gumbel_kl_form<'t, F: Element>(r: Var<'t, F>, d: Var<'t, F>) -> Result<Var<'t, F>> {
+    or_infinite(&[r, d], |v| {
+        let (r, d) = (v[0], v[1]);
+        let growth = (r + F::one()).lgamma().try_sub(d)?.expm1();
+        let t = (r - F::one()) * F::lit(EULER) - r.ln();
+        t.try_add(growth)?.try_add(d)
+    })
+}
+
+/// `form(inputs)` (elementwise, never negative), with `+inf` and a gradient
+/// of 0 where it leaves the floats (`+inf`, or NaN from `inf - inf`), as
+/// KL(Uniform || Uniform) where `q` leaves `p`: there the form's own
+/// gradient meets an infinite derivative with a zero one, or two infinite
+/// ones of opposite signs (NaN). Elements that overflow are computed again
+/// apart, so those that do not keep their gradients.
+fn or_infinite<'t, F: Element>(
+    inputs: &[Var<'t, F>],
+    form: impl Fn(&[Var<'t, F>]) -> Result<Var<'t, F>>,
+) -> Result<Var<'t, F>> {
+    let whole = form(inputs)?;
+    let value = whole.value();
+    if value.data().iter().all(|v| v.is_finite()) {
+        return Ok(whole);
+    }
+    let finite = value.map(|v| if v.is_finite() { F::one() } else { F::zero() });
+    let beyond = |v: &[Var<'t, F>]| {
+        let shape = v.iter().fold(Vec::new(), |s, v| {
+            broadcast_shape(&s, &v.shape()).unwrap_or_default()
+        });
+        Ok(v[0].tape().constant(Tensor::full(&shape, F::infinity())))
+    };
+    super::gamma::split(inputs, (finite.clone(), finite), form, beyond)
+}
+
+/// KL(Gumbel || Gumbel) (see [`gumbel_kl_form`]).
+pub(crate) fn kl_gumbel<'t, F: Element>(
+    q: &Gumbel<'t, F>,
+    p: &Gumbel<'t, F>,
+) -> Result<Var<'t, F>> {
+    same_tape("kl_divergence", &q.loc, &p.loc)?;
+    let shape = batch_broadcast(
+        "Gumbel",
+        ("the posterior's parameters", q.batch_shape()),
+        ("the prior's parameters", p.batch_shape()),
+    )?;
+    let r = q.scale.try_div(p.scale)?;
+    let d = q.loc.try_sub(p.loc)?.try_div(p.scale)?;
+    gumbel_kl_form(r, d)?.broadcast_to(&shape)
+}
+
+/// The Weibull distribution with shape `concentration` (`k`) and `scale`
+/// (`λ`): lifetimes whose hazard grows (`k > 1`) or falls (`k < 1`) as a
+/// power of time; `k = 1` is the exponential with rate `1/λ`.
+///
+/// # Density
+/// `ln p(x) = ln k - ln λ + (k - 1) t - e^(k t)` with `t = ln(x / λ)`, on
+/// `x > 0`; `-inf` (gradient 0) for `x <= 0` and `+inf`, as the
+/// [`Gamma`](super::Gamma) (whose support is also taken open at 0).
+/// Computed in `f64` with its partial derivatives in one pass (and
+/// rounded once for `f32`); `-inf` where `e^(k t)` overflows.
+///
+/// # Sampling
+/// `x = λ (-ln u)^(1/k)`: `rsample` is differentiable in both parameters.
+/// A draw beyond the largest float (a concentration near 10⁻³, say) is
+/// `+inf`.
+///
+/// # Moments
+/// Mean `λ Γ(1 + 1/k)`; variance `λ² (Γ(1 + 2/k) - Γ(1 + 1/k)²)`, taken as
+/// `λ² Γ(1 + 1/k)² expm1(D)` with `D = ln Γ(1 + 2/k) - 2 ln Γ(1 + 1/k)`
+/// from its power series in `1/k` for `k > 20` (the two `ln Γ` cancel to
+/// `π²/(6 k²)` there); entropy `γ (1 - 1/k) + ln(λ / k) + 1`.
+///
+/// # Parameters
+/// - `concentration`, `scale`: finite, at least the smallest normal number;
+///   shapes broadcast.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let tape = Tape::<f64>::new();
+/// // concentration 1: the exponential with rate 1/2
+/// let d = Weibull::new(tape.scalar(1.0), tape.scalar(2.0))?;
+/// let lp = d.log_prob(tape.scalar(3.0))?.item()?;
+/// assert!((lp - (0.5f64.ln() - 1.5)).abs() < 1e-12);
+/// assert!((d.mean()?.item()? - 2.0).abs() < 1e-12);
+/// assert!((d.variance()?.item()? - 4.0).abs() < 1e-12);
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct Weibull<'t, F: Element> {
+    concentration: Var<'t, F>,
+    scale: Var<'t, F>,
+}
+
+impl<'t, F: Element> Weibull<'t, F> {
+    /// From a concentration (shape `k`) and a scale (`λ`).
+    ///
+    /// # Errors
+    /// Parameters that are not finite or are below the smallest normal
+    /// number; shapes that do not broadcast.
+    pub fn new(concentration: Var<'t, F>, scale: Var<'t, F>) -> Result<Self> {
+        same_tape("Weibull::new", &concentration, &scale)?;
+        check_divisor("Weibull", "concentration", &concentration)?;
+        check_divisor("Weibull", "scale", &scale)?;
+        batch_broadcast(
+            "Weibull",
+            ("concentration", concentration.shape()),
+            ("scale", scale.shape()),
+        )?;
+        Ok(Weibull {
+            concentration,
+            scale,
+        })
+    }
+
+    /// The concentration (shape `k`).
+    pub fn concentration(&self) -> Var<'t, F> {
+        self.concentration
+    }
+
+    /// The scale (`λ`).
+    pub fn scale(&self) -> Var<'t, F> {
+        self.scale
+    }
+}
+
+/// The Weibull log-density of `[k, λ, x]` in `f64` lanes, with its
+/// partial derivatives: `∂k = 1/k - t expm1(u)`, `∂λ = k expm1(u) / λ`,
+/// `∂x = -(1 + k expm1(u)) / x`, for `t = ln(x / λ)` and `u = k t`.
+#[derive(Clone, Copy)]
+struct WeibullLogDensity;
+
+impl Pointwise<3> for WeibullLogDensity {
+    const NAME: &'static str = "weibull_log_density";
+    const KEYED: usize = 2;
+    /// `ln k` and `ln λ`.
+    type Pre = (Lanes, Lanes);
+
+    #[inline(always)]
+    fn pre(v: &[Lanes; 3]) -> (Lanes, Lanes) {
+        (ln_lanes(&v[0]), ln_lanes(&v[1]))
+    }
+
+    #[inline(always)]
+    fn eval(v: &[Lanes; 3], (ln_k, ln_s): &(Lanes, Lanes), out: &mut Lanes, d: &mut [Lanes; 3]) {
+        let [k, s, x] = v;
+        // t = ln(x / λ), one rounding before the logarithm (`k t` carries
+        // it `k` times), or ln x - ln λ where the ratio leaves the normal
+        // numbers
+        let ratio: Lanes = std::array::from_fn(|l| x[l] / s[l]);
+        let (ln_ratio, ln_x) = (ln_lanes(&ratio), ln_lanes(x));
+        let t: Lanes = std::array::from_fn(|l| {
+            let normal = ratio[l] >= f64::MIN_POSITIVE && ratio[l] < f64::INFINITY;
+            select(mask(normal), ln_ratio[l], ln_x[l] - ln_s[l])
+        });
+        let u: Lanes = std::array::from_fn(|l| k[l] * t[l]);
+        // (beyond ±800, e^u is inf or 0 already: the clamp keeps infinities
+        // out of the lanes' range reduction)
+        let em = exp_m1_lanes(&u.map(|u| u.clamp(-800.0, 800.0)));
+        for l in 0..LANES {
+            let (k, em) = (k[l], em[l]);
+            let front = ln_k[l] - ln_s[l] - t[l] - 1.0;
+            let tail = select(mask(em < f64::INFINITY), u[l] - em, f64::NEG_INFINITY);
+            out[l] = front + tail;
+            d[0][l] = 1.0 / k - t[l] * em;
+            d[1][l] = k * em / s[l];
+            d[2][l] = -(1.0 + k * em) / x[l];
+        }
+    }
+}
+
+/// `ln Γ(1 + 2h) - 2 ln Γ(1 + h)` from its power series,
+/// `Σ_{n >= 2} (-1)^n ζ(n) (2^n - 2) h^n / n`: the coefficients of `h²`
+/// to `h¹⁷`, enough for `h <= 1/20` to a relative 10⁻¹⁷.
+const VARIANCE_SERIES: [f64; 16] = [
+    1.644_934_066_848_226_4,
+    -2.404_113_806_319_188_5,
+    3.788_131_317_988_983_5,
+    -6.221_566_530_860_22,
+    10.512_544_973_839_308,
+    -18.150_286_992_874_612,
+    31.879_456_059_284_73,
+    -56.780_475_593_477_995,
+    102.301_645_578_063,
+    -186.091_919_080_366_2,
+    341.250_623_195_770_3,
+    -630.077_309_408_974_4,
+    1_170.214_526_210_609_4,
+    -2_184.466_816_943_389,
+    4_095.937_594_224_255_5,
+    -7_710.058_882_793_788,
+];
+
+impl<'t, F: Element> Distribution<'t, F> for Weibull<'t, F> {
+    fn name(&self) -> &'static str {
+        "Weibull"
+    }
+    fn tape(&self) -> &'t Tape<F> {
+        self.scale.tape()
+    }
+    fn log_prob(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
+        same_tape("Weibull::log_prob", &self.scale, &x)?;
+        batch_broadcast(
+            "Weibull",
+            ("value", x.shape()),
+            ("batch", self.batch_shape()),
+        )?;
+        let (k, s) = (self.concentration, self.scale);
+        on_support(
+            "Weibull",
+            x,
+            |_, v| v > F::zero() && v < F::infinity(),
+            F::one(),
+            |x| pointwise::apply(WeibullLogDensity, &[k, s, x]),
+        )
+    }
+    fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
+        let shape = sample_shape(n, &self.batch_shape());
+        // ln E for E a standard exponential draw
+        let ln_e: Tensor<F> = Tensor::from_fn(&shape, |_| F::lit((-open_uniform(rng).ln()).ln()));
+        let power = self
+            .tape()
+            .constant(ln_e)
+            .try_div(self.concentration)?
+            .exp();
+        self.scale.try_mul(power)
+    }
+    fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        Ok(self.rsample(rng)?.value())
+    }
+    fn entropy(&self) -> Result<Var<'t, F>> {
+        let k = self.concentration;
+        let h = (-k.scalar_div(F::one()) + F::one()) * F::lit(EULER);
+        Ok(h.try_add(self.scale.try_div(k)?.ln())? + F::one())
+    }
+    fn mean(&self) -> Result<Var<'t, F>> {
+        let h = self.concentration.scalar_div(F::one());
+        self.scale.try_mul((h + F::one()).lgamma().exp())
+    }
+    // (+inf with a gradient of 0 where it overflows: the two ln Γ of `D`
+    // have infinite gradients of opposite signs there)
+    fn variance(&self) -> Result<Var<'t, F>> {
+        or_infinite(&[self.concentration, self.scale], |v| {
+            let h = v[0].scalar_div(F::one());
+            let series = |w: &[Var<'t, F>]| {
+                let h = w[0];
+                let mut acc = h.tape().scalar(F::lit(VARIANCE_SERIES[15]));
+                for &c in VARIANCE_SERIES[..15].iter().rev() {
+                    acc = acc.try_mul(h)? + F::lit(c);
+                }
+                acc.try_mul(h.square())
+            };
+            let direct = |w: &[Var<'t, F>]| {
+                let h = w[0];
+                let twice = (h * F::lit(2.0) + F::one()).lgamma();
+                twice.try_sub((h + F::one()).lgamma() * F::lit(2.0))
+            };
+            let small = super::gamma::mask_where(&[h], |w| w[0] <= F::lit(0.05))?;
+            let d = super::gamma::split(&[h], (small.clone(), small), series, direct)?;
+            let mean = v[1].try_mul((h + F::one()).lgamma().exp())?;
+            mean.square().try_mul(d.expm1())
+        })
+    }
+    fn batch_shape(&self) -> Vec<usize> {
+        broadcast_shape(&self.concentration.shape(), &self.scale.shape()).unwrap_or_default()
+    }
+    fn event_shape(&self) -> Vec<usize> {
+        vec![]
+    }
+}
+
+/// KL(Weibull || Weibull): `-ln X` of a Weibull `X` is a Gumbel with
+/// location `-ln λ` and scale `1/k`, and the divergence is that of the
+/// two Gumbels: [`gumbel_kl_form`] with `r = k2 / k1` and `d = -k2 ln(λ1 /
+/// λ2)`.
+pub(crate) fn kl_weibull<'t, F: Element>(
+    q: &Weibull<'t, F>,
+    p: &Weibull<'t, F>,
+) -> Result<Var<'t, F>> {
+    same_tape("kl_divergence", &q.scale, &p.scale)?;
+    let shape = batch_broadcast(
+        "Weibull",
+        ("the posterior's parameters", q.batch_shape()),
+        ("the prior's parameters", p.batch_shape()),
+    )?;
+    let r = p.concentration.try_div(q.concentration)?;
+    let d = -(p.concentration.try_mul(q.scale.try_div(p.scale)?.ln())?);
+    gumbel_kl_form(r, d)?.broadcast_to(&shape)
+}
