@@ -10,9 +10,10 @@
 //! [`kl_divergence`] looks the pair `(type of q, type of p)` up in a
 //! process-wide registry. The built-in pairs (each family against
 //! itself: Normal, HalfNormal, LogNormal, LogitNormal, Cauchy, HalfCauchy,
-//! Laplace, Exponential, Gamma, Beta, Dirichlet, Uniform, Poisson,
-//! Bernoulli, Categorical, MultivariateNormal, and Independent of a pair
-//! that has one; and Exponential against Gamma either way) are registered
+//! Gumbel, Weibull, Laplace, Exponential, Gamma, InverseGamma, Beta,
+//! Dirichlet, Uniform, Poisson, Geometric, Bernoulli, Categorical,
+//! MultivariateNormal, and Independent of a pair that has one; and
+//! Exponential against Gamma either way) are registered
 //! through the same call a user makes for a pair of their own,
 //! [`register_kl`]. See [`KlRule`] for a rule written out and
 //! `tests/open_api.rs` for a distribution defined outside the crate, given
