@@ -590,9 +590,11 @@ impl<'t, F: Element> Distribution<'t, F> for Poisson<'t, F> {
 /// `ln P(k) = ln Γ(k + r) - ln Γ(r) - ln Γ(k + 1) - r softplus(l) - k
 /// softplus(-l)` for `r = total_count` and `l = logits`, taken as `-ln(k +
 /// r) - ln B(k + 1, r)` plus the two non-positive terms, differentiable in
-/// both parameters (and, as TFP does, in `k` through `ln B`). Terms of
-/// size `k` cancel for large counts: 1e-9 relative holds to counts of
-/// about 1e7.
+/// both parameters (and, as TFP does, in `k` through `ln B`). From `k >=
+/// 1` and `k + r >= 32` on it is taken as `ln(r / (k + r))` plus the
+/// binomial mass of `k` in `k + r` trials in Loader's saddle-point form,
+/// whose terms do not cancel: it keeps its digits at any count (the direct
+/// sum cancels terms of size `k`).
 ///
 /// # Sampling
 /// `sample` only (a count has no reparameterization; train through it with
@@ -670,12 +672,26 @@ impl<'t, F: Element> Distribution<'t, F> for NegativeBinomial<'t, F> {
             ("value", k.shape()),
             ("batch", self.batch_shape()),
         )?;
-        let (r, l) = (self.total_count, self.logits);
-        // ln Γ(k + r) - ln Γ(r) - ln Γ(k + 1) = -ln(k + r) - ln B(k + 1, r)
-        let binomial = (k + F::one()).lbeta(r)?.try_add(k.try_add(r)?.ln())?;
-        let failures = r.try_mul(l.softplus())?;
-        let successes = k.try_mul((-l).softplus())?;
-        Ok(-(binomial.try_add(failures)?.try_add(successes)?))
+        let inputs = [self.total_count, k, self.logits];
+        let direct = |v: &[Var<'t, F>]| {
+            let (r, k, l) = (v[0], v[1], v[2]);
+            // ln Γ(k + r) - ln Γ(r) - ln Γ(k + 1) = -ln(k + r) - ln B(k + 1, r)
+            let binomial = (k + F::one()).lbeta(r)?.try_add(k.try_add(r)?.ln())?;
+            let failures = r.try_mul(l.softplus())?;
+            let successes = k.try_mul((-l).softplus())?;
+            Ok(-(binomial.try_add(failures)?.try_add(successes)?))
+        };
+        // the binomial mass of k in k + r trials, times r / (k + r)
+        let saddle = |v: &[Var<'t, F>]| {
+            let (r, k, l) = (v[0], v[1], v[2]);
+            let n = k.try_add(r)?;
+            let binomial = binomial_saddle_point(n, k, r, l)?;
+            binomial.try_add(r.ln())?.try_sub(n.ln())
+        };
+        let large = super::gamma::mask_where(&inputs, |v| {
+            v[1] >= F::one() && v[0] + v[1] >= F::lit(SADDLE_POINT_FROM)
+        })?;
+        super::gamma::split(&inputs, (large.clone(), large), saddle, direct)
     }
     fn rsample_n(&self, _: Option<usize>, _: &mut dyn Rng) -> Result<Var<'t, F>> {
         Err(no_rsample("NegativeBinomial"))
@@ -724,6 +740,71 @@ impl<'t, F: Element> Distribution<'t, F> for NegativeBinomial<'t, F> {
     }
 }
 
+/// From this many trials on (`n` for the binomial, `k + r` for the
+/// negative binomial), the log-masses are taken in Loader's saddle-point
+/// form ([`binomial_saddle_point`]), inside the support's ends.
+const SADDLE_POINT_FROM: f64 = 32.0;
+
+/// `ln C(n, k) + k ln p + (n - k) ln q` for `0 < k < n`, with `p =
+/// sigmoid(l)` and `rest = n - k` (passed apart, so that the negative
+/// binomial's `r` does not go through `k + r` and back): Loader's (2000)
+/// saddle-point form, `C(n) - C(k) - C(rest) - bd0(k, n p) - bd0(rest, n
+/// q) + ln(n / (2π k rest)) / 2` with `C` the remainder of Stirling's
+/// series (`Var::lgamma_correction`) and `bd0(x, y) = x ln(x/y) + y - x`.
+/// The direct sum cancels terms of size `k` (1e-9 relative held to counts
+/// of about 1e7); here every term is small where the mass is not, and the
+/// form holds its digits at any count.
+fn binomial_saddle_point<'t, F: Element>(
+    n: Var<'t, F>,
+    k: Var<'t, F>,
+    rest: Var<'t, F>,
+    l: Var<'t, F>,
+) -> Result<Var<'t, F>> {
+    let corrections = n.lgamma_correction() - k.lgamma_correction();
+    let corrections = corrections.try_sub(rest.lgamma_correction())?;
+    let successes = k.bd0(n.try_mul(l.sigmoid())?)?;
+    let failures = rest.bd0(n.try_mul((-l).sigmoid())?)?;
+    let spread = n.ln().try_sub(k.ln())?.try_sub(rest.ln())? * F::lit(0.5);
+    let t = corrections.try_sub(successes.try_add(failures)?)?;
+    Ok(t.try_add(spread)? - F::lit(super::HALF_LN_2PI))
+}
+
+/// `ln C(n, k) + k ln p + (n - k) ln q` through `ln B` and two non-positive
+/// softplus terms, `ln C` taken as exactly 0 at `k = 0` and `k = n`.
+fn binomial_direct<'t, F: Element>(
+    n: Var<'t, F>,
+    k: Var<'t, F>,
+    l: Var<'t, F>,
+) -> Result<Var<'t, F>> {
+    let shape = [n.shape(), k.shape(), l.shape()]
+        .iter()
+        .try_fold(Vec::new(), |s, t| broadcast_shape(&s, t))
+        .unwrap_or_default();
+    let rest = n.try_sub(k)?;
+    let choose = (k + F::one())
+        .lbeta(rest + F::one())?
+        .try_add((n + F::one()).ln())?;
+    // ln C(n, 0) = ln C(n, n) = 0 exactly, where the two terms above leave
+    // their rounding: the value is taken as 0 there, the gradient kept (the
+    // continuous extension's)
+    let (kv, nv) = (
+        k.value().broadcast_to(&shape)?,
+        n.value().broadcast_to(&shape)?,
+    );
+    let ends = Tensor::from_fn(&shape, |i| {
+        let (k, n) = (kv.data()[i], nv.data()[i]);
+        if k == F::zero() || k == n {
+            F::one()
+        } else {
+            F::zero()
+        }
+    });
+    let choose = choose.try_sub(choose.detach() * ends)?;
+    let successes = k.try_mul((-l).softplus())?;
+    let failures = rest.try_mul(l.softplus())?;
+    Ok(-(choose.try_add(successes)?.try_add(failures)?))
+}
+
 /// The binomial distribution: the number of successes in `total_count`
 /// trials, each a success with probability `sigmoid(logits)`.
 ///
@@ -735,8 +816,10 @@ impl<'t, F: Element> Distribution<'t, F> for NegativeBinomial<'t, F> {
 /// softplus terms are non-positive and do not cancel each other, as `k l`
 /// and `n softplus(l)` do: near a probability of 1 their rounding exceeds
 /// the whole log-probability (`P(50 of 50)` at logits 40 is `e^-2.1e-16`,
-/// where each of those terms is about 2000).
-/// Differentiable in the logits, and in `n` and `k` through the continuous
+/// where each of those terms is about 2000). Inside the ends, from `n >=
+/// 32` trials on, the mass is taken in Loader's saddle-point form instead,
+/// whose terms do not cancel where the sum's of size `k` do: it keeps its
+/// digits at any count. Differentiable in the logits, and in `n` and `k` through the continuous
 /// extension of `ln B`, as TFP's is.
 ///
 /// # Sampling
@@ -859,26 +942,17 @@ impl<'t, F: Element> Distribution<'t, F> for Binomial<'t, F> {
             |i, v| v <= n_values.data()[i],
             F::zero(),
             |k| {
-                let rest = n.try_sub(k)?;
-                let choose = (k + F::one())
-                    .lbeta(rest + F::one())?
-                    .try_add((n + F::one()).ln())?;
-                // ln C(n, 0) = ln C(n, n) = 0 exactly, where the two terms
-                // above leave their rounding: the value is taken as 0 there,
-                // the gradient kept (the continuous extension's)
-                let (kv, nv) = (k.value(), &n_values);
-                let ends = Tensor::from_fn(&shape, |i| {
-                    let (k, n) = (kv.data()[i], nv.data()[i]);
-                    if k == F::zero() || k == n {
-                        F::one()
-                    } else {
-                        F::zero()
-                    }
-                });
-                let choose = choose.try_sub(choose.detach() * ends)?;
-                let successes = k.try_mul((-l).softplus())?;
-                let failures = rest.try_mul(l.softplus())?;
-                Ok(-(choose.try_add(successes)?.try_add(failures)?))
+                let inputs = [n, k, l];
+                let interior = super::gamma::mask_where(&inputs, |v| {
+                    v[1] > F::zero() && v[1] < v[0] && v[0] >= F::lit(SADDLE_POINT_FROM)
+                })?;
+                let saddle = |v: &[Var<'t, F>]| {
+                    let (n, k, l) = (v[0], v[1], v[2]);
+                    binomial_saddle_point(n, k, n.try_sub(k)?, l)
+                };
+                super::gamma::split(&inputs, (interior.clone(), interior), saddle, |v| {
+                    binomial_direct(v[0], v[1], v[2])
+                })
             },
         )
     }
