@@ -819,8 +819,8 @@ fn binomial_direct<'t, F: Element>(
 /// where each of those terms is about 2000). Inside the ends, from `n >=
 /// 32` trials on, the mass is taken in Loader's saddle-point form instead,
 /// whose terms do not cancel where the sum's of size `k` do: it keeps its
-/// digits at any count. Differentiable in the logits, and in `n` and `k` through the continuous
-/// extension of `ln B`, as TFP's is.
+/// digits at any count. Differentiable in the logits, and in `n` and `k`
+/// through the continuous extension of `ln B`, as TFP's is.
 ///
 /// # Sampling
 /// `sample` only (train through a count with the score-function estimator,
