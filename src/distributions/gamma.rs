@@ -870,8 +870,8 @@ pub(crate) fn mask_where<F: Element>(
     per_element(inputs, |v| if keep(v) { F::one() } else { F::zero() })
 }
 
-/// `f` of the inputs' values (broadcast together), element by element.
-fn per_element<F: Element>(inputs: &[Var<'_, F>], f: impl Fn(&[F]) -> F) -> Result<Tensor<F>> {
+/// The inputs' shapes broadcast together.
+fn broadcast_of<F: Element>(inputs: &[Var<'_, F>]) -> Result<Vec<usize>> {
     let mut shape = Vec::new();
     for v in inputs {
         shape = broadcast_shape(&shape, &v.shape()).ok_or_else(|| Error::ShapeMismatch {
@@ -880,6 +880,21 @@ fn per_element<F: Element>(inputs: &[Var<'_, F>], f: impl Fn(&[F]) -> F) -> Resu
             rhs: v.shape(),
         })?;
     }
+    Ok(shape)
+}
+
+/// `+inf` at every position of the inputs' broadcast shape, a constant (no
+/// gradient): the side of a [`split`] where a quantity leaves the floats.
+pub(crate) fn infinite<'t, F: Element>(inputs: &[Var<'t, F>]) -> Result<Var<'t, F>> {
+    let shape = broadcast_of(inputs)?;
+    Ok(inputs[0]
+        .tape()
+        .constant(Tensor::full(&shape, F::infinity())))
+}
+
+/// `f` of the inputs' values (broadcast together), element by element.
+fn per_element<F: Element>(inputs: &[Var<'_, F>], f: impl Fn(&[F]) -> F) -> Result<Tensor<F>> {
+    let shape = broadcast_of(inputs)?;
     let values = inputs
         .iter()
         .map(|v| v.value().broadcast_to(&shape))

@@ -98,11 +98,7 @@ impl<'t, F: Element> InverseGamma<'t, F> {
     ) -> Result<Var<'t, F>> {
         let inputs = [self.concentration, self.scale];
         let finite = super::gamma::mask_where(&inputs, |v| v[0] > bound)?;
-        let infinite = |v: &[Var<'t, F>]| {
-            let shape = broadcast_shape(&v[0].shape(), &v[1].shape()).unwrap_or_default();
-            Ok(self.tape().constant(Tensor::full(&shape, F::infinity())))
-        };
-        super::gamma::split(&inputs, (finite.clone(), finite), f, infinite)
+        super::gamma::split(&inputs, (finite.clone(), finite), f, super::gamma::infinite)
     }
 }
 

@@ -776,10 +776,6 @@ fn binomial_direct<'t, F: Element>(
     k: Var<'t, F>,
     l: Var<'t, F>,
 ) -> Result<Var<'t, F>> {
-    let shape = [n.shape(), k.shape(), l.shape()]
-        .iter()
-        .try_fold(Vec::new(), |s, t| broadcast_shape(&s, t))
-        .unwrap_or_default();
     let rest = n.try_sub(k)?;
     let choose = (k + F::one())
         .lbeta(rest + F::one())?
@@ -787,18 +783,7 @@ fn binomial_direct<'t, F: Element>(
     // ln C(n, 0) = ln C(n, n) = 0 exactly, where the two terms above leave
     // their rounding: the value is taken as 0 there, the gradient kept (the
     // continuous extension's)
-    let (kv, nv) = (
-        k.value().broadcast_to(&shape)?,
-        n.value().broadcast_to(&shape)?,
-    );
-    let ends = Tensor::from_fn(&shape, |i| {
-        let (k, n) = (kv.data()[i], nv.data()[i]);
-        if k == F::zero() || k == n {
-            F::one()
-        } else {
-            F::zero()
-        }
-    });
+    let ends = super::gamma::mask_where(&[k, n], |v| v[0] == F::zero() || v[0] == v[1])?;
     let choose = choose.try_sub(choose.detach() * ends)?;
     let successes = k.try_mul((-l).softplus())?;
     let failures = rest.try_mul(l.softplus())?;
@@ -1100,7 +1085,7 @@ impl<'t, F: Element> Distribution<'t, F> for Geometric<'t, F> {
         let mut draws = Vec::with_capacity(l.len());
         for &l in l.data() {
             let l = l.to_f64().unwrap_or(f64::NAN);
-            let softplus = l.max(0.0) + (-l.abs()).exp().ln_1p();
+            let softplus = crate::autodiff::ops::softplus(l);
             let k = F::lit((-open_uniform(rng).ln() / softplus).floor());
             if !k.is_finite() {
                 return Err(Error::invalid(
