@@ -182,13 +182,12 @@ fn or_infinite<'t, F: Element>(
         return Ok(whole);
     }
     let finite = value.map(|v| if v.is_finite() { F::one() } else { F::zero() });
-    let beyond = |v: &[Var<'t, F>]| {
-        let shape = v.iter().fold(Vec::new(), |s, v| {
-            broadcast_shape(&s, &v.shape()).unwrap_or_default()
-        });
-        Ok(v[0].tape().constant(Tensor::full(&shape, F::infinity())))
-    };
-    super::gamma::split(inputs, (finite.clone(), finite), form, beyond)
+    super::gamma::split(
+        inputs,
+        (finite.clone(), finite),
+        form,
+        super::gamma::infinite,
+    )
 }
 
 /// KL(Gumbel || Gumbel) (see [`gumbel_kl_form`]).
@@ -395,35 +394,76 @@ impl<'t, F: Element> Distribution<'t, F> for Weibull<'t, F> {
         let h = self.concentration.scalar_div(F::one());
         self.scale.try_mul((h + F::one()).lgamma().exp())
     }
-    // (+inf with a gradient of 0 where it overflows: the two ln Γ of `D`
-    // have infinite gradients of opposite signs there)
     fn variance(&self) -> Result<Var<'t, F>> {
-        or_infinite(&[self.concentration, self.scale], |v| {
-            let h = v[0].scalar_div(F::one());
-            let series = |w: &[Var<'t, F>]| {
-                let h = w[0];
-                let mut acc = h.tape().scalar(F::lit(VARIANCE_SERIES[15]));
-                for &c in VARIANCE_SERIES[..15].iter().rev() {
-                    acc = acc.try_mul(h)? + F::lit(c);
-                }
-                acc.try_mul(h.square())
-            };
-            let direct = |w: &[Var<'t, F>]| {
-                let h = w[0];
-                let twice = (h * F::lit(2.0) + F::one()).lgamma();
-                twice.try_sub((h + F::one()).lgamma() * F::lit(2.0))
-            };
-            let small = super::gamma::mask_where(&[h], |w| w[0] <= F::lit(0.05))?;
-            let d = super::gamma::split(&[h], (small.clone(), small), series, direct)?;
-            let mean = v[1].try_mul((h + F::one()).lgamma().exp())?;
-            mean.square().try_mul(d.expm1())
-        })
+        pointwise::apply(WeibullVariance, &[self.concentration, self.scale])
     }
     fn batch_shape(&self) -> Vec<usize> {
         broadcast_shape(&self.concentration.shape(), &self.scale.shape()).unwrap_or_default()
     }
     fn event_shape(&self) -> Vec<usize> {
         vec![]
+    }
+}
+
+/// The Weibull variance of `[k, λ]`, `λ² Γ(1 + h)² expm1(D)` with `D = ln
+/// Γ(1 + 2h) - 2 ln Γ(1 + h)` and `h = 1/k` (`D` from its series for `h <=
+/// 1/20`), in `f64` with its partial derivatives, taken from the logarithm
+/// `L = 2 ln λ + 2 ln Γ(1 + h) + ln expm1(D)`: `∂λ = 2 v / λ` and `∂k = -v
+/// h² L'(h)` with `L'(h) = 2ψ(1 + h) + D'(h) e^D / expm1(D)`. Built from
+/// the tape's ops, the backward multiplied each of `D`'s two terms by about
+/// the value before they cancel, and near the largest float they
+/// overflowed with opposite signs (NaN); here the derivative of the
+/// logarithm is summed first, and a gradient beyond the floats is an
+/// infinity of one sign.
+#[derive(Clone, Copy)]
+struct WeibullVariance;
+
+impl Pointwise<2> for WeibullVariance {
+    const NAME: &'static str = "weibull_variance";
+    const KEYED: usize = 2;
+    type Pre = ();
+
+    #[inline(always)]
+    fn pre(_: &[Lanes; 2]) {}
+
+    fn eval(v: &[Lanes; 2], _: &(), out: &mut Lanes, d: &mut [Lanes; 2]) {
+        use crate::kernels::special::{digamma, lgamma};
+        for l in 0..LANES {
+            let (k, s) = (v[0][l], v[1][l]);
+            let h = 1.0 / k;
+            // D and D'
+            let (dv, dd) = if h <= 0.05 {
+                let (mut acc, mut slope) = (0.0, 0.0);
+                for (i, &c) in VARIANCE_SERIES.iter().enumerate().rev() {
+                    acc = acc * h + c;
+                    slope = slope * h + c * (i + 2) as f64;
+                }
+                (acc * h * h, slope * h)
+            } else {
+                let twice = lgamma(1.0 + 2.0 * h) - 2.0 * lgamma(1.0 + h);
+                (twice, 2.0 * (digamma(1.0 + 2.0 * h) - digamma(1.0 + h)))
+            };
+            if dv <= 0.0 {
+                // D below the smallest float (h below 1e-154): nothing left
+                (out[l], d[0][l], d[1][l]) = (0.0, 0.0, 0.0);
+                continue;
+            }
+            // ln expm1(D) and e^D / expm1(D), from e^-D beyond D = 1 (where
+            // e^D overflows first)
+            let (ln_em, ratio) = if dv > 1.0 {
+                let t = -(-dv).exp_m1();
+                (dv + t.ln(), 1.0 / t)
+            } else {
+                let em = dv.exp_m1();
+                (em.ln(), (em + 1.0) / em)
+            };
+            let ln_mean = s.ln() + lgamma(1.0 + h);
+            let value = (2.0 * ln_mean + ln_em).exp();
+            let slope = 2.0 * digamma(1.0 + h) + dd * ratio;
+            out[l] = value;
+            d[0][l] = -(value * slope) * h * h;
+            d[1][l] = 2.0 * value / s;
+        }
     }
 }
 
