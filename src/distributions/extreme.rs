@@ -226,7 +226,8 @@ pub(crate) fn kl_gumbel<'t, F: Element>(
 /// Mean `λ Γ(1 + 1/k)`; variance `λ² (Γ(1 + 2/k) - Γ(1 + 1/k)²)`, taken as
 /// `λ² Γ(1 + 1/k)² expm1(D)` with `D = ln Γ(1 + 2/k) - 2 ln Γ(1 + 1/k)`
 /// from its power series in `1/k` for `k >= 20` (the two `ln Γ` cancel to
-/// `π²/(6 k²)` there); entropy `γ (1 - 1/k) + ln(λ / k) + 1`.
+/// `π²/(6 k²)` there), computed in `f64` through its logarithm with its
+/// partial derivatives; entropy `γ (1 - 1/k) + ln(λ / k) + 1`.
 ///
 /// # Parameters
 /// - `concentration`, `scale`: finite, at least the smallest normal number;
