@@ -1878,6 +1878,71 @@ fn extreme_values_of_gumbel_weibull_inverse_gamma_and_geometric() -> Result<()> 
     Ok(())
 }
 
+/// The Weibull and Gumbel divergences of `[k1, λ1, k2, λ2]` (the Gumbels
+/// those Weibulls' negated logarithms are) on a tape of `F`: each value
+/// and its gradient in the four parameters, as `f64`.
+fn extreme_kls<F: Element>(p: [f64; 4]) -> Result<[[f64; 5]; 2]> {
+    let tape = Tape::<F>::new();
+    let [k1, s1, k2, s2] = p.map(|x| tape.var(Tensor::scalar(F::from_f64(x).unwrap())));
+    let weibull = kl_divergence(&Weibull::new(k1, s1)?, &Weibull::new(k2, s2)?)?;
+    // -ln X of a Weibull X: location -ln λ, scale 1/k
+    let (q, p) = (
+        Gumbel::new(-s1.ln(), (-k1.ln()).exp())?,
+        Gumbel::new(-s2.ln(), (-k2.ln()).exp())?,
+    );
+    let gumbel = kl_divergence(&q, &p)?;
+    let mut out = [[0.0; 5]; 2];
+    for (o, kl) in out.iter_mut().zip([weibull, gumbel]) {
+        let g = kl.backward()?;
+        o[0] = kl.item()?.to_f64().unwrap();
+        for (o, x) in o[1..].iter_mut().zip([k1, s1, k2, s2]) {
+            *o = g.get(x).unwrap().item()?.to_f64().unwrap();
+        }
+    }
+    Ok(out)
+}
+
+/// Near the largest `f32` the Weibull and Gumbel divergences' gradients
+/// are the `f64` ones rounded (infinities of one sign where they leave
+/// `f32`'s range), not NaN: built from the tape's ops, two partials of
+/// about 1e40 with opposite signs overflowed and met (the f32-domain
+/// property test found the first case). Beyond `f32`'s range the value is
+/// `+inf` with a gradient of 0.
+#[test]
+fn extreme_divergences_keep_their_gradients_near_the_largest_f32() -> Result<()> {
+    for p in [
+        [
+            0.015141293491474032,
+            1.0,
+            0.5312778988212422,
+            18591.720577783715,
+        ],
+        [0.02, 3.0, 0.6, 9000.0],
+        [0.025, 2.0, 0.9, 5000.0],
+        // 5e40
+        [0.03, 1.0, 1.2, 1e6],
+    ] {
+        let (wide, narrow) = (extreme_kls::<f64>(p)?, extreme_kls::<f32>(p)?);
+        for (w, n) in wide.iter().zip(&narrow) {
+            assert!(w[0] > 1e30 && w[0] < 1e41, "{wide:?}");
+            if (w[0] as f32).is_infinite() {
+                assert_eq!(n, &[f64::INFINITY, 0.0, 0.0, 0.0, 0.0], "{p:?}");
+                continue;
+            }
+            for (w, n) in w.iter().zip(n) {
+                // f32 parameters are the f64 ones rounded: a few parts in
+                // 1e7 of each, times the divergence's exponents (below 100)
+                let near = match *w as f32 {
+                    w if w.is_infinite() => *n == w as f64,
+                    _ => (w - n).abs() <= 1e-4 * w.abs(),
+                };
+                assert!(near, "{p:?}: f64 {wide:?}, f32 {narrow:?}");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Bad parameters and values are named; counts that overflow a float are
 /// an error; the geometric has no `rsample`.
 #[test]

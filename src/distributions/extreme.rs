@@ -1,7 +1,8 @@
 //! Gumbel and Weibull: the extreme-value families (the largest of many
 //! draws, and the time to the first of many failures). The logarithm of a
 //! Weibull draw is a negated Gumbel draw, so their divergences share one
-//! closed form ([`gumbel_kl_form`]).
+//! closed form ([`gumbel_kl_form`]), each
+//! computed in `f64` with its partial derivatives.
 
 use super::normal::{Standardized, loc_scale_log_prob};
 use super::pointwise::{self, LANES, Lanes, Pointwise};
@@ -150,45 +151,81 @@ impl<'t, F: Element> Distribution<'t, F> for Gumbel<'t, F> {
 
 /// `-ln r + γ (r - 1) + expm1(ln Γ(1 + r) - d) + d`: the KL from
 /// `Gumbel(m1, s1)` to `Gumbel(m2, s2)` with `r = s1 / s2` and `d = (m1 -
-/// m2) / s2`. It is 0 at `r = 1`, `d = 0`, where the exponential's part
-/// is taken by `expm1` (`e^(…)` less 1 would lose the digits of the
-/// terms that cancel); `+inf` where `e^-d` overflows.
+/// m2) / s2`, at one position in `f64`. It is 0 at `r = 1`, `d = 0`,
+/// where the exponential's part is taken by `expm1` (`e^(…)` less 1 would
+/// lose the digits of the terms that cancel); `+inf` where `e^-d`
+/// overflows.
 ///
-/// Where the divergence leaves the floats (`e^-d Γ(1 + r)` beyond the
-/// largest, or `d` itself infinite) it is `+inf` with a gradient of 0
-/// ([`or_infinite`]).
-fn gumbel_kl_form<'t, F: Element>(r: Var<'t, F>, d: Var<'t, F>) -> Result<Var<'t, F>> {
-    or_infinite(&[r, d], |v| {
-        let (r, d) = (v[0], v[1]);
-        let growth = (r + F::one()).lgamma().try_sub(d)?.expm1();
-        let t = (r - F::one()) * F::lit(EULER) - r.ln();
-        t.try_add(growth)?.try_add(d)
-    })
+/// Returns the value, `∂r = γ - 1/r + E ψ(1 + r)`, `∂d = -expm1(ln Γ(1 +
+/// r) - d)` and `r ∂r + d ∂d = γ r - 1 + d + E (r ψ(1 + r) - d)` (with `E
+/// = Γ(1 + r) e^-d`; the combination the scales' partials take, summed
+/// before `E` multiplies it, so that where it is large it is one product
+/// of one sign, not two that overflow with opposite signs); `None` where
+/// the divergence leaves the floats (`E` beyond the largest, or `d`
+/// itself infinite), which the families hold at `+inf` with a gradient of
+/// 0.
+#[inline(always)]
+fn gumbel_kl_form(r: f64, d: f64) -> Option<[f64; 4]> {
+    use crate::kernels::special::{digamma, lgamma};
+    let growth = lgamma(1.0 + r) - d;
+    let value = ((r - 1.0) * EULER - r.ln()) + growth.exp_m1() + d;
+    if !value.is_finite() {
+        return None;
+    }
+    let (e, psi) = (growth.exp(), digamma(1.0 + r));
+    Some([
+        value,
+        EULER - 1.0 / r + e * psi,
+        -growth.exp_m1(),
+        EULER * r - 1.0 + d + e * (r * psi - d),
+    ])
 }
 
-/// `form(inputs)` (elementwise, never negative), with `+inf` and a gradient
-/// of 0 where it leaves the floats (`+inf`, or NaN from `inf - inf`), as
-/// KL(Uniform || Uniform) where `q` leaves `p`: there the form's own
-/// gradient meets an infinite derivative with a zero one, or two infinite
-/// ones of opposite signs (NaN). Elements that overflow are computed again
-/// apart, so those that do not keep their gradients.
-fn or_infinite<'t, F: Element>(
-    inputs: &[Var<'t, F>],
-    form: impl Fn(&[Var<'t, F>]) -> Result<Var<'t, F>>,
-) -> Result<Var<'t, F>> {
-    let whole = form(inputs)?;
-    let value = whole.value();
-    if value.data().iter().all(|v| v.is_finite()) {
-        return Ok(whole);
+/// `ln(a / b)`, from the ratio where it is a normal float (exact for
+/// close `a` and `b`), else `ln a - ln b`.
+#[inline(always)]
+fn ln_ratio(a: f64, b: f64) -> f64 {
+    let ratio = a / b;
+    if ratio.is_normal() {
+        ratio.ln()
+    } else {
+        a.ln() - b.ln()
     }
-    let finite = value.map(|v| if v.is_finite() { F::one() } else { F::zero() });
-    super::gamma::split(
-        inputs,
-        (finite.clone(), finite),
-        form,
-        super::gamma::infinite,
-    )
 }
+
+/// KL(Gumbel || Gumbel) of `[m1, s1, m2, s2]` ([`gumbel_kl_form`] and the
+/// chain rule through `r` and `d`), in `f64` with its partial derivatives:
+/// built from the tape's ops in `f32`, the backward multiplied `∂r` and
+/// `∂d` by the scales' derivatives apart, and where the value neared the
+/// largest float they overflowed with opposite signs (NaN).
+#[derive(Clone, Copy)]
+struct GumbelDivergence;
+
+impl Pointwise<4> for GumbelDivergence {
+    const NAME: &'static str = "kl_gumbel";
+    const KEYED: usize = 4;
+    type Pre = ();
+    const FLAT_BEYOND_THE_FLOATS: bool = true;
+
+    #[inline(always)]
+    fn pre(_: &[Lanes; 4]) {}
+
+    fn eval(v: &[Lanes; 4], _: &(), out: &mut Lanes, d: &mut [Lanes; 4]) {
+        for l in 0..LANES {
+            let (m1, s1, m2, s2) = (v[0][l], v[1][l], v[2][l], v[3][l]);
+            let shift = match m1 - m2 {
+                diff if diff.is_finite() => diff / s2,
+                _ => m1 / s2 - m2 / s2,
+            };
+            let [value, dr, dd, scaled] = gumbel_kl_form(s1 / s2, shift).unwrap_or(BEYOND);
+            out[l] = value;
+            [d[0][l], d[1][l], d[2][l], d[3][l]] = [dd / s2, dr / s2, -dd / s2, -scaled / s2];
+        }
+    }
+}
+
+/// A divergence beyond the floats: `+inf`, partial derivatives 0.
+const BEYOND: [f64; 4] = [f64::INFINITY, 0.0, 0.0, 0.0];
 
 /// KL(Gumbel || Gumbel) (see [`gumbel_kl_form`]).
 pub(crate) fn kl_gumbel<'t, F: Element>(
@@ -201,9 +238,7 @@ pub(crate) fn kl_gumbel<'t, F: Element>(
         ("the posterior's parameters", q.batch_shape()),
         ("the prior's parameters", p.batch_shape()),
     )?;
-    let r = q.scale.try_div(p.scale)?;
-    let d = q.loc.try_sub(p.loc)?.try_div(p.scale)?;
-    gumbel_kl_form(r, d)?.broadcast_to(&shape)
+    pointwise::apply(GumbelDivergence, &[q.loc, q.scale, p.loc, p.scale])?.broadcast_to(&shape)
 }
 
 /// The Weibull distribution with shape `concentration` (`k`) and `scale`
@@ -482,7 +517,34 @@ pub(crate) fn kl_weibull<'t, F: Element>(
         ("the posterior's parameters", q.batch_shape()),
         ("the prior's parameters", p.batch_shape()),
     )?;
-    let r = p.concentration.try_div(q.concentration)?;
-    let d = -(p.concentration.try_mul(q.scale.try_div(p.scale)?.ln())?);
-    gumbel_kl_form(r, d)?.broadcast_to(&shape)
+    let inputs = [q.concentration, q.scale, p.concentration, p.scale];
+    pointwise::apply(WeibullDivergence, &inputs)?.broadcast_to(&shape)
+}
+
+/// KL(Weibull || Weibull) of `[k1, λ1, k2, λ2]`: [`gumbel_kl_form`] with
+/// `r = k2 / k1` and `d = -k2 ln(λ1 / λ2)`, in `f64` with its partial
+/// derivatives (as [`GumbelDivergence`]).
+#[derive(Clone, Copy)]
+struct WeibullDivergence;
+
+impl Pointwise<4> for WeibullDivergence {
+    const NAME: &'static str = "kl_weibull";
+    const KEYED: usize = 4;
+    type Pre = ();
+    const FLAT_BEYOND_THE_FLOATS: bool = true;
+
+    #[inline(always)]
+    fn pre(_: &[Lanes; 4]) {}
+
+    fn eval(v: &[Lanes; 4], _: &(), out: &mut Lanes, d: &mut [Lanes; 4]) {
+        for l in 0..LANES {
+            let (k1, s1, k2, s2) = (v[0][l], v[1][l], v[2][l], v[3][l]);
+            let r = k2 / k1;
+            let [value, dr, dd, scaled] =
+                gumbel_kl_form(r, -(k2 * ln_ratio(s1, s2))).unwrap_or(BEYOND);
+            out[l] = value;
+            [d[0][l], d[1][l], d[2][l], d[3][l]] =
+                [-(r * dr) / k1, -(k2 * dd) / s1, scaled / k2, (k2 * dd) / s2];
+        }
+    }
 }

@@ -65,6 +65,11 @@ pub(crate) trait Pointwise<const N: usize>: Copy + Send + Sync + 'static {
     fn covers(_v: &[f64; N]) -> bool {
         true
     }
+    /// Whether a position whose value, rounded to the tape's type, is not
+    /// finite has partial derivatives 0: a closed form held at `+inf` where
+    /// it leaves the floats, whose partials there (finite in `f64` when
+    /// only an `f32` value overflows) are no slope of the value.
+    const FLAT_BEYOND_THE_FLOATS: bool = false;
 }
 
 /// The formula `K` of `inputs` (broadcast together) as one op of their
@@ -304,6 +309,13 @@ impl<F: Element, K: Pointwise<N>, const N: usize> Op<F> for Fused<K, N> {
             unsafe { (out.assume_init(), partials.map(|p| p.assume_init())) };
         if let Some(f) = K::FALLBACK {
             self.fall_back(f, &strided, &mut out, &mut partials)?;
+        }
+        if K::FLAT_BEYOND_THE_FLOATS {
+            for (i, _) in out.iter().enumerate().filter(|(_, y)| !y.is_finite()) {
+                for p in partials.iter_mut().filter(|p| !p.is_empty()) {
+                    p[i] = 0.0;
+                }
+            }
         }
         *self.partials.borrow_mut() = partials;
         Ok(Tensor::new_unchecked(out, shape))
