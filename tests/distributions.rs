@@ -1943,6 +1943,40 @@ fn extreme_divergences_keep_their_gradients_near_the_largest_f32() -> Result<()>
     Ok(())
 }
 
+/// In `f64`, a difference of locations or a ratio of scales beyond the
+/// floats does not make a finite divergence `+inf`: Gumbels 2e308 apart
+/// at scale 1e300 (`d = 2e8`), Weibull scales 1e300 and 1e-300 (`ln(λ1 /
+/// λ2)` from the logarithms).
+#[test]
+fn extreme_divergences_in_f64_where_a_difference_or_ratio_overflows() -> Result<()> {
+    let tape = Tape::<f64>::new();
+    let s = |x: f64| tape.var(Tensor::scalar(x));
+    let (m1, s1, m2, s2) = (s(1e308), s(1e300), s(-1e308), s(1e300));
+    let kl = kl_divergence(&Gumbel::new(m1, s1)?, &Gumbel::new(m2, s2)?)?;
+    // r = 1, d = 2e8: d - 1 + e^-d
+    assert_eq!(kl.item()?, 2e8 - 1.0);
+    let g = kl.backward()?;
+    let grad = |v: Var<'_, f64>| g.get(v).unwrap().item().unwrap();
+    // ∂m = ±(1 - e^-d)/s2, ∂s1 = (γ - 1)/s2, ∂s2 = -(γ - 1 + d)/s2
+    assert_eq!((grad(m1), grad(m2)), (1e-300, -1e-300));
+    let euler = 0.577_215_664_901_532_9;
+    assert!((grad(s1) / ((euler - 1.0) / 1e300) - 1.0).abs() < 1e-12);
+    assert!((grad(s2) / (-(euler - 1.0 + 2e8) / 1e300) - 1.0).abs() < 1e-12);
+
+    let (k1, l1, k2, l2) = (s(1.0), s(1e300), s(1e-3), s(1e-300));
+    let kl = kl_divergence(&Weibull::new(k1, l1)?, &Weibull::new(k2, l2)?)?;
+    // 50-digit mpmath
+    let want = 7.928_343_476_426_523;
+    assert!((kl.item()? / want - 1.0).abs() < 1e-13, "{}", kl.item()?);
+    let g = kl.backward()?;
+    assert!(
+        [k1, l1, k2, l2]
+            .iter()
+            .all(|v| g.get(*v).unwrap().item().unwrap().is_finite())
+    );
+    Ok(())
+}
+
 /// Bad parameters and values are named; counts that overflow a float are
 /// an error; the geometric has no `rsample`.
 #[test]
