@@ -17,7 +17,7 @@ use crate::autodiff::ops::binary::broadcast_all;
 use crate::autodiff::profile::untimed;
 use crate::autodiff::tape::{Op, Tape, Var};
 use crate::error::{Error, Result};
-use crate::kernels::parallel::{join, par_new, par_sum2, vectorized};
+use crate::kernels::parallel::{join_with, par_new, par_sum2, vectorized_with};
 use crate::kernels::special::ln_lanes;
 use crate::tensor::{Element, Storage, Tensor, Uninit};
 use std::cell::RefCell;
@@ -96,6 +96,14 @@ struct Fused<K, const N: usize> {
     /// needs a gradient (empty for the others).
     partials: RefCell<[Storage<f64>; N]>,
 }
+
+/// A part of the positions for [`run`]: its first position, its outputs
+/// and its partials (those that are not empty).
+type Part<'a, F, const N: usize> = (
+    usize,
+    &'a mut [MaybeUninit<F>],
+    [&'a mut [MaybeUninit<f64>]; N],
+);
 
 /// An input as the loops read it: its data and the step between positions
 /// (0 for a single value, 1 for a value per position).
@@ -276,6 +284,15 @@ impl<F: Element, K: Pointwise<N>, const N: usize> Op<F> for Fused<K, N> {
             let mut d: [&mut [MaybeUninit<f64>]; N] = partials.each_mut().map(|p| p.slots());
             let out = out.slots();
             let pre = pre.as_ref();
+            // one closure for the whole and for each half: `run`, with the
+            // formula inlined into it, compiled once for each instruction
+            // set (`identity` only lets the closure carry its attribute)
+            let part = std::convert::identity(
+                #[inline(always)]
+                |(start, out, mut d): Part<'_, F, N>| {
+                    run::<F, K, N>(&strided, pre, start, out, &mut d)
+                },
+            );
             if n >= SPLIT_MIN {
                 let mid = n / 2;
                 let (o0, o1) = out.split_at_mut(mid);
@@ -289,18 +306,9 @@ impl<F: Element, K: Pointwise<N>, const N: usize> Op<F> for Fused<K, N> {
                 });
                 let d0 = halves.each_mut().map(|h| std::mem::take(&mut h.0));
                 let d1 = halves.each_mut().map(|h| std::mem::take(&mut h.1));
-                let (mut d0, mut d1) = (d0, d1);
-                join(
-                    #[inline(always)]
-                    || run::<F, K, N>(&strided, pre, 0, o0, &mut d0),
-                    #[inline(always)]
-                    || run::<F, K, N>(&strided, pre, mid, o1, &mut d1),
-                );
+                join_with(&part, (0, o0, d0), (mid, o1, d1));
             } else {
-                vectorized(
-                    #[inline(always)]
-                    || run::<F, K, N>(&strided, pre, 0, out, &mut d),
-                );
+                vectorized_with(&part, (0, out, d));
             }
         }
         // SAFETY: `run` wrote every position of `out` and of each partial

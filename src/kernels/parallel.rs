@@ -501,6 +501,36 @@ pub(crate) fn join(a: impl FnOnce() + Send, b: impl FnOnce() + Send) {
     ]);
 }
 
+/// `f(x)` through [`vectorized`]. Every call with the same `f` (and `T`)
+/// runs one compiled body of `f` for each instruction set: the closures
+/// of [`vectorized`] and [`join`] are each a type of their own, compiled
+/// (inlined) apart for each instruction set at each call, so a large body
+/// called for a whole and for two halves was compiled nine times. Never
+/// inlined: its body holds `f`'s for the baseline instruction set, which
+/// would otherwise be copied into every caller again.
+#[inline(never)]
+pub(crate) fn vectorized_with<T, G: Fn(T)>(f: &G, x: T) {
+    vectorized(
+        #[inline(always)]
+        move || f(x),
+    )
+}
+
+/// [`join`] of `f(a)` and `f(b)` through [`vectorized_with`]: one body of
+/// `f` for each instruction set, shared with the other calls of
+/// [`vectorized_with`] with the same `f`.
+pub(crate) fn join_with<T: Send, G: Fn(T) + Sync>(f: &G, a: T, b: T) {
+    if threads() == 1 {
+        vectorized_with(f, a);
+        vectorized_with(f, b);
+        return;
+    }
+    run_jobs(vec![
+        Box::new(move || vectorized_with(f, a)),
+        Box::new(move || vectorized_with(f, b)),
+    ]);
+}
+
 /// Runs `f(i)` for every `i in 0..parts` on up to `parts` threads.
 pub(crate) fn par_for(parts: usize, f: impl Fn(usize) + Sync) {
     let f = &f;
