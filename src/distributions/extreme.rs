@@ -1,8 +1,8 @@
 //! Gumbel and Weibull: the extreme-value families (the largest of many
 //! draws, and the time to the first of many failures). The logarithm of a
 //! Weibull draw is a negated Gumbel draw, so their divergences share one
-//! closed form ([`gumbel_kl_form`]), each
-//! computed in `f64` with its partial derivatives.
+//! closed form ([`gumbel_kl_form`]), each computed in `f64` with its
+//! partial derivatives.
 
 use super::normal::{Standardized, loc_scale_log_prob};
 use super::pointwise::{self, LANES, Lanes, Pointwise};
