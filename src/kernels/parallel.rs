@@ -509,7 +509,7 @@ pub(crate) fn join(a: impl FnOnce() + Send, b: impl FnOnce() + Send) {
 /// inlined: its body holds `f`'s for the baseline instruction set, which
 /// would otherwise be copied into every caller again.
 #[inline(never)]
-pub(crate) fn vectorized_with<T, G: Fn(T)>(f: &G, x: T) {
+pub(crate) fn vectorized_with<T, R, G: Fn(T) -> R>(f: &G, x: T) -> R {
     vectorized(
         #[inline(always)]
         move || f(x),
@@ -597,21 +597,20 @@ const PIECES_PER_THREAD: usize = 8;
 /// Calls `f(start, chunk)` on `out` (one call for short slices; two
 /// halves on two threads for long ones).
 pub(crate) fn par_fill<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync) {
+    // one closure for every part, so that `f` is compiled once for each
+    // instruction set (`identity` only lets the closure carry its
+    // attribute)
+    let part = std::convert::identity(
+        #[inline(always)]
+        |(start, chunk): (usize, &mut [T])| f(start, chunk),
+    );
     if out.len() < PARALLEL_MIN {
-        vectorized(
-            #[inline(always)]
-            || f(0, out),
-        );
+        vectorized_with(&part, (0, out));
         return;
     }
     let mid = out.len() / 2;
     let (a, b) = out.split_at_mut(mid);
-    join(
-        #[inline(always)]
-        || f(0, a),
-        #[inline(always)]
-        || f(mid, b),
-    );
+    join_with(&part, (0, a), (mid, b));
 }
 
 /// Outputs made of `count` equal consecutive blocks, one per item, that
@@ -658,25 +657,24 @@ pub(crate) fn par_blocks<D: Blocks, R: Send>(
     work: usize,
     f: impl Fn(Range<usize>, D) -> R + Sync,
 ) -> (R, R) {
+    // one closure for every part, as in `par_fill`
+    let part = std::convert::identity(
+        #[inline(always)]
+        |(items, data, result): (Range<usize>, D, &mut Option<R>)| *result = Some(f(items, data)),
+    );
+    let (mut first, mut second) = (None, None);
     if work < PARALLEL_MIN || count < 2 {
         let (all, none) = data.split_blocks(count, count);
-        return vectorized(
-            #[inline(always)]
-            || (f(0..count, all), f(count..count, none)),
-        );
+        vectorized_with(&part, (0..count, all, &mut first));
+        vectorized_with(&part, (count..count, none, &mut second));
+    } else {
+        let mid = count / 2;
+        let (a, b) = data.split_blocks(count, mid);
+        join_with(&part, (0..mid, a, &mut first), (mid..count, b, &mut second));
     }
-    let mid = count / 2;
-    let (a, b) = data.split_blocks(count, mid);
-    let (mut first, mut second) = (None, None);
-    join(
-        #[inline(always)]
-        || first = Some(f(0..mid, a)),
-        #[inline(always)]
-        || second = Some(f(mid..count, b)),
-    );
     first
         .zip(second)
-        .expect("join returns only after both halves ran")
+        .expect("both parts ran before this returns")
 }
 
 /// A new tensor buffer of `len` elements written by `f(start, chunk)` over
