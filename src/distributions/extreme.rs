@@ -12,7 +12,7 @@ use super::{
 };
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::Result;
-use crate::kernels::special::{exp_m1_lanes, ln_lanes, mask, select};
+use crate::kernels::special::{self, exp_m1_lanes, ln_lanes, mask, select};
 use crate::tensor::{Element, Tensor, broadcast_shape};
 use rand::Rng;
 use std::f64::consts::PI;
@@ -168,7 +168,8 @@ impl<'t, F: Element> Distribution<'t, F> for Gumbel<'t, F> {
 fn gumbel_kl_form(r: f64, d: f64) -> Option<[f64; 4]> {
     use crate::kernels::special::{digamma, lgamma};
     let growth = lgamma(1.0 + r) - d;
-    let value = ((r - 1.0) * EULER - r.ln()) + growth.exp_m1() + d;
+    let less_one = growth.exp_m1();
+    let value = ((r - 1.0) * EULER - r.ln()) + less_one + d;
     if !value.is_finite() {
         return None;
     }
@@ -176,21 +177,9 @@ fn gumbel_kl_form(r: f64, d: f64) -> Option<[f64; 4]> {
     Some([
         value,
         EULER - 1.0 / r + e * psi,
-        -growth.exp_m1(),
+        -less_one,
         EULER * r - 1.0 + d + e * (r * psi - d),
     ])
-}
-
-/// `ln(a / b)`, from the ratio where it is a normal float (exact for
-/// close `a` and `b`), else `ln a - ln b`.
-#[inline(always)]
-fn ln_ratio(a: f64, b: f64) -> f64 {
-    let ratio = a / b;
-    if ratio.is_normal() {
-        ratio.ln()
-    } else {
-        a.ln() - b.ln()
-    }
 }
 
 /// KL(Gumbel || Gumbel) of `[m1, s1, m2, s2]` ([`gumbel_kl_form`] and the
@@ -211,21 +200,35 @@ impl Pointwise<4> for GumbelDivergence {
     fn pre(_: &[Lanes; 4]) {}
 
     fn eval(v: &[Lanes; 4], _: &(), out: &mut Lanes, d: &mut [Lanes; 4]) {
-        for l in 0..LANES {
-            let (m1, s1, m2, s2) = (v[0][l], v[1][l], v[2][l], v[3][l]);
+        each_lane(v, out, d, |[m1, s1, m2, s2]| {
             let shift = match m1 - m2 {
                 diff if diff.is_finite() => diff / s2,
                 _ => m1 / s2 - m2 / s2,
             };
-            let [value, dr, dd, scaled] = gumbel_kl_form(s1 / s2, shift).unwrap_or(BEYOND);
-            out[l] = value;
-            [d[0][l], d[1][l], d[2][l], d[3][l]] = [dd / s2, dr / s2, -dd / s2, -scaled / s2];
-        }
+            let [value, dr, dd, scaled] = gumbel_kl_form(s1 / s2, shift)?;
+            Some((value, [dd / s2, dr / s2, -dd / s2, -scaled / s2]))
+        });
     }
 }
 
-/// A divergence beyond the floats: `+inf`, partial derivatives 0.
-const BEYOND: [f64; 4] = [f64::INFINITY, 0.0, 0.0, 0.0];
+/// The value and partial derivatives of each lane from `at` (the four
+/// inputs of one position), `+inf` with partials 0 where it gives `None`.
+#[inline(always)]
+fn each_lane(
+    v: &[Lanes; 4],
+    out: &mut Lanes,
+    d: &mut [Lanes; 4],
+    at: impl Fn([f64; 4]) -> Option<(f64, [f64; 4])>,
+) {
+    for l in 0..LANES {
+        let inputs = [v[0][l], v[1][l], v[2][l], v[3][l]];
+        let (value, partials) = at(inputs).unwrap_or((f64::INFINITY, [0.0; 4]));
+        out[l] = value;
+        for (d, p) in d.iter_mut().zip(partials) {
+            d[l] = p;
+        }
+    }
+}
 
 /// KL(Gumbel || Gumbel) (see [`gumbel_kl_form`]).
 pub(crate) fn kl_gumbel<'t, F: Element>(
@@ -537,14 +540,11 @@ impl Pointwise<4> for WeibullDivergence {
     fn pre(_: &[Lanes; 4]) {}
 
     fn eval(v: &[Lanes; 4], _: &(), out: &mut Lanes, d: &mut [Lanes; 4]) {
-        for l in 0..LANES {
-            let (k1, s1, k2, s2) = (v[0][l], v[1][l], v[2][l], v[3][l]);
+        each_lane(v, out, d, |[k1, s1, k2, s2]| {
             let r = k2 / k1;
-            let [value, dr, dd, scaled] =
-                gumbel_kl_form(r, -(k2 * ln_ratio(s1, s2))).unwrap_or(BEYOND);
-            out[l] = value;
-            [d[0][l], d[1][l], d[2][l], d[3][l]] =
-                [-(r * dr) / k1, -(k2 * dd) / s1, scaled / k2, (k2 * dd) / s2];
-        }
+            let [value, dr, dd, scaled] = gumbel_kl_form(r, -(k2 * special::ln_ratio(s1, s2)))?;
+            let partials = [-(r * dr) / k1, -(k2 * dd) / s1, scaled / k2, (k2 * dd) / s2];
+            Some((value, partials))
+        });
     }
 }
