@@ -509,7 +509,7 @@ pub(crate) fn join(a: impl FnOnce() + Send, b: impl FnOnce() + Send) {
 /// inlined: its body holds `f`'s for the baseline instruction set, which
 /// would otherwise be copied into every caller again.
 #[inline(never)]
-pub(crate) fn vectorized_with<T, R, G: Fn(T) -> R>(f: &G, x: T) -> R {
+pub(crate) fn vectorized_with<T, G: Fn(T)>(f: &G, x: T) {
     vectorized(
         #[inline(always)]
         move || f(x),
