@@ -121,12 +121,46 @@ impl<F: Element, R: for<'t> KlRule<'t, F>> ErasedKl<F> for Erased<R> {
 /// `Arc<dyn ErasedKl<F>>` for the element type of its keys.
 type Rules = HashMap<(TypeId, TypeId), Arc<dyn Any + Send + Sync>>;
 
-static RULES: LazyLock<RwLock<Rules>> = LazyLock::new(|| {
-    let mut rules = Rules::new();
-    builtin::<f32>(&mut rules);
-    builtin::<f64>(&mut rules);
-    RwLock::new(rules)
-});
+/// The registered rules, and the element types whose built-in rules have
+/// been filed.
+#[derive(Default)]
+struct Registry {
+    rules: Rules,
+    builtin_for: HashSet<TypeId>,
+}
+
+static RULES: LazyLock<RwLock<Registry>> = LazyLock::new(Default::default);
+
+/// [`RULES`], for reading or writing, with the built-in rules of `F`
+/// filed (see [`with_builtin`]).
+fn registry<F: Element>() -> &'static RwLock<Registry> {
+    with_builtin::<F>(&RULES)
+}
+
+/// `registry`, with the built-in rules of `F` filed if they were not. They
+/// are filed on the first use for `F`, not for both element types when the
+/// registry is made: a registry made with both compiled every built-in
+/// divergence for both types into the library itself, whatever type a
+/// program uses (docs/cold-start.md). Every path to the rules of `F`
+/// ([`lookup`], [`register_kl`]) comes through here first, so a rule that
+/// a user registers is filed after the built-in one it replaces and is
+/// never overwritten by it.
+fn with_builtin<F: Element>(registry: &RwLock<Registry>) -> &RwLock<Registry> {
+    let filed = registry
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .builtin_for
+        .contains(&typeid::of::<F>());
+    if !filed {
+        let mut registry = registry
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if registry.builtin_for.insert(typeid::of::<F>()) {
+            builtin::<F>(&mut registry.rules);
+        }
+    }
+    registry
+}
 
 fn insert<F: Element, R: for<'t> KlRule<'t, F>>(rules: &mut Rules, rule: R) -> bool {
     // the types' keys erase lifetimes: the same for every 't
@@ -197,7 +231,7 @@ builtin_rules! {
 /// `tests/open_api.rs` registers KL(Laplace || Normal) for a Laplace
 /// distribution defined there and trains a layer with it as a prior.
 pub fn register_kl<F: Element, R: for<'t> KlRule<'t, F>>(rule: R) -> bool {
-    let mut rules = RULES
+    let mut registry = registry::<F>()
         .write()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     USER_RULES
@@ -207,7 +241,7 @@ pub fn register_kl<F: Element, R: for<'t> KlRule<'t, F>>(rule: R) -> bool {
             typeid::of::<<R as KlRule<'static, F>>::Q>(),
             typeid::of::<<R as KlRule<'static, F>>::P>(),
         ));
-    insert::<F, R>(&mut rules, rule)
+    insert::<F, R>(&mut registry.rules, rule)
 }
 
 /// The pairs [`register_kl`] has filed a rule for (a built-in pair or not).
@@ -230,10 +264,10 @@ pub(crate) fn lookup<'t, F: Element>(
     q: &(dyn Distribution<'t, F> + '_),
     p: &(dyn Distribution<'t, F> + '_),
 ) -> Option<Arc<dyn ErasedKl<F>>> {
-    let rules = RULES
+    let registry = registry::<F>()
         .read()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let rule = rules.get(&(q.type_key(), p.type_key()))?;
+    let rule = registry.rules.get(&(q.type_key(), p.type_key()))?;
     rule.downcast_ref::<Arc<dyn ErasedKl<F>>>().cloned()
 }
 
@@ -456,4 +490,44 @@ pub fn kl_monte_carlo<'t, F: Element>(
     }
     let z = q.rsample_n(Some(samples), rng)?;
     kl_from_sample(q, p, z)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct ZeroKl;
+    impl<'t> KlRule<'t, f32> for ZeroKl {
+        type Q = Normal<'t, f32>;
+        type P = Normal<'t, f32>;
+        fn kl(&self, q: &Normal<'t, f32>, _: &Normal<'t, f32>) -> Result<Var<'t, f32>> {
+            Ok(q.loc() * 0.0)
+        }
+    }
+
+    #[test]
+    fn builtin_rules_are_filed_once_for_each_type_and_never_over_a_users_rule() {
+        fn key<F: Element>() -> (TypeId, TypeId) {
+            let normal = typeid::of::<Normal<'static, F>>();
+            (normal, normal)
+        }
+        let registry = RwLock::new(Registry::default());
+        let rule = |key| registry.read().unwrap().rules.get(&key).cloned();
+        with_builtin::<f32>(&registry);
+        assert!(
+            rule(key::<f32>()).is_some(),
+            "filed on the first use for f32"
+        );
+        assert!(rule(key::<f64>()).is_none(), "f64's not filed for f32");
+        // a user's rule replaces the built-in one, and stays
+        insert::<f32, _>(&mut registry.write().unwrap().rules, ZeroKl);
+        let users = rule(key::<f32>()).unwrap();
+        with_builtin::<f32>(&registry);
+        with_builtin::<f64>(&registry);
+        assert!(Arc::ptr_eq(&users, &rule(key::<f32>()).unwrap()));
+        assert!(
+            rule(key::<f64>()).is_some(),
+            "filed on the first use for f64"
+        );
+    }
 }
