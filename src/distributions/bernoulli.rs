@@ -48,6 +48,8 @@ impl<'t, F: Element> Bernoulli<'t, F> {
 }
 
 impl<'t, F: Element> Distribution<'t, F> for Bernoulli<'t, F> {
+    super::kl::builtin_kl!(Bernoulli => kl_bernoulli);
+
     fn name(&self) -> &'static str {
         "Bernoulli"
     }

@@ -169,6 +169,8 @@ impl<'t, F: Element> Categorical<'t, F> {
 }
 
 impl<'t, F: Element> Distribution<'t, F> for Categorical<'t, F> {
+    super::kl::builtin_kl!(Categorical => kl_categorical);
+
     fn name(&self) -> &'static str {
         "Categorical"
     }

@@ -106,6 +106,8 @@ impl<'t, F: Element> Cauchy<'t, F> {
 }
 
 impl<'t, F: Element> Distribution<'t, F> for Cauchy<'t, F> {
+    super::kl::builtin_kl!(Cauchy => kl_cauchy);
+
     fn name(&self) -> &'static str {
         "Cauchy"
     }
@@ -228,6 +230,8 @@ impl<'t, F: Element> HalfCauchy<'t, F> {
 }
 
 impl<'t, F: Element> Distribution<'t, F> for HalfCauchy<'t, F> {
+    super::kl::builtin_kl!(HalfCauchy => kl_half_cauchy);
+
     fn name(&self) -> &'static str {
         "HalfCauchy"
     }

@@ -108,6 +108,8 @@ impl<'t, F: Element> Gumbel<'t, F> {
 }
 
 impl<'t, F: Element> Distribution<'t, F> for Gumbel<'t, F> {
+    super::kl::builtin_kl!(Gumbel => kl_gumbel);
+
     fn name(&self) -> &'static str {
         "Gumbel"
     }
@@ -388,6 +390,8 @@ const VARIANCE_SERIES: [f64; 16] = [
 ];
 
 impl<'t, F: Element> Distribution<'t, F> for Weibull<'t, F> {
+    super::kl::builtin_kl!(Weibull => kl_weibull);
+
     fn name(&self) -> &'static str {
         "Weibull"
     }

@@ -24,8 +24,8 @@
 
 use super::pointwise::{self, LANES, Lanes, Pointwise, ln_each};
 use super::{
-    Distribution, HALF_LN_2PI, batch_broadcast, check_divisor, check_positive, check_values,
-    into_open_unit, on_support, open_unit, same_tape, sample_shape,
+    Distribution, Exponential, HALF_LN_2PI, batch_broadcast, check_divisor, check_positive,
+    check_values, into_open_unit, on_support, open_unit, same_tape, sample_shape,
 };
 use crate::autodiff::ops::sigmoid;
 use crate::autodiff::profile::untimed;
@@ -685,6 +685,11 @@ impl<'t, F: Element> Gamma<'t, F> {
 }
 
 impl<'t, F: Element> Distribution<'t, F> for Gamma<'t, F> {
+    super::kl::builtin_kl!(
+        Gamma => kl_gamma,
+        Exponential => super::univariate::kl_gamma_exponential,
+    );
+
     fn name(&self) -> &'static str {
         "Gamma"
     }
@@ -1520,6 +1525,8 @@ impl<'t, F: Element> Beta<'t, F> {
 }
 
 impl<'t, F: Element> Distribution<'t, F> for Beta<'t, F> {
+    super::kl::builtin_kl!(Beta => kl_beta);
+
     fn name(&self) -> &'static str {
         "Beta"
     }
@@ -2450,6 +2457,8 @@ fn row_masks<F: Element>(rows: Vec<F>, shape: &[usize]) -> Result<(Tensor<F>, Te
 }
 
 impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
+    super::kl::builtin_kl!(Dirichlet => kl_dirichlet);
+
     fn name(&self) -> &'static str {
         "Dirichlet"
     }

@@ -69,6 +69,8 @@ impl<'t, F: Element> Independent<'t, F> {
 }
 
 impl<'t, F: Element> Distribution<'t, F> for Independent<'t, F> {
+    super::kl::builtin_kl!(Independent => super::kl::kl_independent);
+
     fn name(&self) -> &'static str {
         "Independent"
     }

@@ -103,6 +103,8 @@ impl<'t, F: Element> InverseGamma<'t, F> {
 }
 
 impl<'t, F: Element> Distribution<'t, F> for InverseGamma<'t, F> {
+    super::kl::builtin_kl!(InverseGamma => kl_inverse_gamma);
+
     fn name(&self) -> &'static str {
         "InverseGamma"
     }

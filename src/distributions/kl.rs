@@ -8,16 +8,23 @@
 //! # The registry
 //!
 //! [`kl_divergence`] looks the pair `(type of q, type of p)` up in a
-//! process-wide registry. The built-in pairs (each family against
-//! itself: Normal, HalfNormal, LogNormal, LogitNormal, Cauchy, HalfCauchy,
-//! Gumbel, Weibull, Laplace, Exponential, Gamma, InverseGamma, Beta,
-//! Dirichlet, Uniform, Poisson, Geometric, Bernoulli, Categorical,
-//! MultivariateNormal, and Independent of a pair that has one; and
-//! Exponential against Gamma either way) are registered
-//! through the same call a user makes for a pair of their own,
-//! [`register_kl`]. See [`KlRule`] for a rule written out and
-//! `tests/open_api.rs` for a distribution defined outside the crate, given
-//! a KL against [`Normal`], registered and used as a layer prior.
+//! process-wide registry of rules, filed by [`register_kl`], and otherwise
+//! takes the closed form built into the crate for the pair, if there is
+//! one: each family against itself (Normal, HalfNormal, LogNormal,
+//! LogitNormal, Cauchy, HalfCauchy, Gumbel, Weibull, Laplace, Exponential,
+//! Gamma, InverseGamma, Beta, Dirichlet, Uniform, Poisson, Geometric,
+//! Bernoulli, Categorical, MultivariateNormal, and Independent of a pair
+//! that has one) and Exponential against Gamma either way. A rule registered
+//! for a built-in pair replaces the built-in closed form. See [`KlRule`] for
+//! a rule written out and `tests/open_api.rs` for a distribution defined
+//! outside the crate, given a KL against [`Normal`](super::Normal),
+//! registered and used as a layer prior.
+//!
+//! The built-in closed forms are given by the families themselves (through
+//! hidden methods of [`Distribution`]), not filed in the registry: a table
+//! of them names every closed form in one place, and a program then
+//! compiles all of them, for every element type, whether it uses the
+//! families or not (docs/cold-start.md).
 //!
 //! A pair matches when both types match exactly (Rust has no subclasses,
 //! so there is no "most specific" rule to apply); [`Independent`] is
@@ -35,11 +42,7 @@
 //! casts. A [`KlRule`] is implemented for every tape lifetime `'t` at once,
 //! so one registration serves every tape.
 
-use super::{
-    Bernoulli, Beta, Categorical, Cauchy, Dirichlet, Distribution, Exponential, Gamma, Geometric,
-    Gumbel, HalfCauchy, HalfNormal, Independent, InverseGamma, Laplace, LogNormal, LogitNormal,
-    MultivariateNormal, Normal, Poisson, Uniform, Weibull,
-};
+use super::{Distribution, Independent};
 use crate::autodiff::tape::Var;
 use crate::error::{Error, Result};
 use crate::tensor::Element;
@@ -121,46 +124,8 @@ impl<F: Element, R: for<'t> KlRule<'t, F>> ErasedKl<F> for Erased<R> {
 /// `Arc<dyn ErasedKl<F>>` for the element type of its keys.
 type Rules = HashMap<(TypeId, TypeId), Arc<dyn Any + Send + Sync>>;
 
-/// The registered rules, and the element types whose built-in rules have
-/// been filed.
-#[derive(Default)]
-struct Registry {
-    rules: Rules,
-    builtin_for: HashSet<TypeId>,
-}
-
-static RULES: LazyLock<RwLock<Registry>> = LazyLock::new(Default::default);
-
-/// [`RULES`], for reading or writing, with the built-in rules of `F`
-/// filed (see [`with_builtin`]).
-fn registry<F: Element>() -> &'static RwLock<Registry> {
-    with_builtin::<F>(&RULES)
-}
-
-/// `registry`, with the built-in rules of `F` filed if they were not. They
-/// are filed on the first use for `F`, not for both element types when the
-/// registry is made: a registry made with both compiled every built-in
-/// divergence for both types into the library itself, whatever type a
-/// program uses (docs/cold-start.md). Every path to the rules of `F`
-/// ([`lookup`], [`register_kl`]) comes through here first, so a rule that
-/// a user registers is filed after the built-in one it replaces and is
-/// never overwritten by it.
-fn with_builtin<F: Element>(registry: &RwLock<Registry>) -> &RwLock<Registry> {
-    let filed = registry
-        .read()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .builtin_for
-        .contains(&typeid::of::<F>());
-    if !filed {
-        let mut registry = registry
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if registry.builtin_for.insert(typeid::of::<F>()) {
-            builtin::<F>(&mut registry.rules);
-        }
-    }
-    registry
-}
+/// The rules filed by [`register_kl`].
+static RULES: LazyLock<RwLock<Rules>> = LazyLock::new(Default::default);
 
 fn insert<F: Element, R: for<'t> KlRule<'t, F>>(rules: &mut Rules, rule: R) -> bool {
     // the types' keys erase lifetimes: the same for every 't
@@ -172,54 +137,39 @@ fn insert<F: Element, R: for<'t> KlRule<'t, F>>(rules: &mut Rules, rule: R) -> b
     rules.insert(key, Arc::new(erased)).is_some()
 }
 
-/// The built-in pairs: a unit struct per pair.
-macro_rules! builtin_rules {
-    ($($rule:ident: $q:ident, $p:ident => $f:path;)*) => {
-        $(
-            struct $rule;
-            impl<'t, F: Element> KlRule<'t, F> for $rule {
-                type Q = $q<'t, F>;
-                type P = $p<'t, F>;
-                fn kl(&self, q: &$q<'t, F>, p: &$p<'t, F>) -> Result<Var<'t, F>> {
-                    $f(q, p)
+/// The hidden methods of [`Distribution`] that give a family's built-in
+/// closed forms, inside the family's `impl Distribution<'t, F>`: each
+/// listed family of `p` (a type with parameters `<'t, F>`) with the
+/// function of `(q, p)` that computes KL(q || p).
+///
+/// The closed forms sit with the families, not in a table filled when the
+/// registry is first read: such a table names every closed form for every
+/// element type in one function, and a program compiled them all, for the
+/// families it never uses too (docs/cold-start.md).
+macro_rules! builtin_kl {
+    ($($p:ident => $kl:path),+ $(,)?) => {
+        fn builtin_kl(
+            &self,
+            p: &dyn Distribution<'t, F>,
+        ) -> Option<Result<Var<'t, F>>> {
+            $(
+                if let Some(p) = p.downcast_ref::<$p<'t, F>>() {
+                    return Some($kl(self, p));
                 }
-            }
-        )*
-        fn builtin<F: Element>(rules: &mut Rules) {
-            $(insert::<F, _>(rules, $rule);)*
+            )+
+            None
+        }
+        fn has_builtin_kl(p: std::any::TypeId) -> bool {
+            $(p == typeid::of::<$p<'static, F>>())||+
         }
     };
 }
-
-builtin_rules! {
-    NormalNormal: Normal, Normal => super::normal::kl_normal_normal;
-    CategoricalCategorical: Categorical, Categorical => super::categorical::kl_categorical;
-    BernoulliBernoulli: Bernoulli, Bernoulli => super::bernoulli::kl_bernoulli;
-    IndependentIndependent: Independent, Independent => kl_independent;
-    GammaGamma: Gamma, Gamma => super::gamma::kl_gamma;
-    BetaBeta: Beta, Beta => super::gamma::kl_beta;
-    DirichletDirichlet: Dirichlet, Dirichlet => super::gamma::kl_dirichlet;
-    LaplaceLaplace: Laplace, Laplace => super::univariate::kl_laplace;
-    ExponentialExponential: Exponential, Exponential => super::univariate::kl_exponential;
-    LogNormalLogNormal: LogNormal, LogNormal => super::transformed::kl_lognormal;
-    MvnMvn: MultivariateNormal, MultivariateNormal => super::mvn::kl_mvn;
-    LogitNormalLogitNormal: LogitNormal, LogitNormal => super::transformed::kl_logit_normal;
-    UniformUniform: Uniform, Uniform => super::univariate::kl_uniform;
-    PoissonPoisson: Poisson, Poisson => super::univariate::kl_poisson;
-    ExponentialGamma: Exponential, Gamma => super::univariate::kl_exponential_gamma;
-    GammaExponential: Gamma, Exponential => super::univariate::kl_gamma_exponential;
-    HalfNormalHalfNormal: HalfNormal, HalfNormal => super::normal::kl_half_normal;
-    CauchyCauchy: Cauchy, Cauchy => super::cauchy::kl_cauchy;
-    HalfCauchyHalfCauchy: HalfCauchy, HalfCauchy => super::cauchy::kl_half_cauchy;
-    GumbelGumbel: Gumbel, Gumbel => super::extreme::kl_gumbel;
-    WeibullWeibull: Weibull, Weibull => super::extreme::kl_weibull;
-    InverseGammaInverseGamma: InverseGamma, InverseGamma => super::inverse_gamma::kl_inverse_gamma;
-    GeometricGeometric: Geometric, Geometric => super::univariate::kl_geometric;
-}
+pub(crate) use builtin_kl;
 
 /// Registers (or replaces) an analytic KL rule, process-wide, for every
 /// later [`kl_divergence`] call on any thread.
-/// Returns whether a rule for the pair existed before. A variational layer
+/// Returns whether a rule for the pair existed before (registered, or built
+/// in). A variational layer
 /// whose posterior and prior make the pair applies the rule under the
 /// automatic or analytic divergence: its fused sampler, which computes the
 /// built-in divergence itself, steps aside.
@@ -231,7 +181,7 @@ builtin_rules! {
 /// `tests/open_api.rs` registers KL(Laplace || Normal) for a Laplace
 /// distribution defined there and trains a layer with it as a prior.
 pub fn register_kl<F: Element, R: for<'t> KlRule<'t, F>>(rule: R) -> bool {
-    let mut registry = registry::<F>()
+    let mut rules = RULES
         .write()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     USER_RULES
@@ -241,7 +191,11 @@ pub fn register_kl<F: Element, R: for<'t> KlRule<'t, F>>(rule: R) -> bool {
             typeid::of::<<R as KlRule<'static, F>>::Q>(),
             typeid::of::<<R as KlRule<'static, F>>::P>(),
         ));
-    insert::<F, R>(&mut registry.rules, rule)
+    let replaced = insert::<F, R>(&mut rules, rule);
+    replaced
+        || <<R as KlRule<'static, F>>::Q as Distribution<'static, F>>::has_builtin_kl(typeid::of::<
+            <R as KlRule<'static, F>>::P,
+        >())
 }
 
 /// The pairs [`register_kl`] has filed a rule for (a built-in pair or not).
@@ -264,16 +218,16 @@ pub(crate) fn lookup<'t, F: Element>(
     q: &(dyn Distribution<'t, F> + '_),
     p: &(dyn Distribution<'t, F> + '_),
 ) -> Option<Arc<dyn ErasedKl<F>>> {
-    let registry = registry::<F>()
+    let rules = RULES
         .read()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let rule = registry.rules.get(&(q.type_key(), p.type_key()))?;
+    let rule = rules.get(&(q.type_key(), p.type_key()))?;
     rule.downcast_ref::<Arc<dyn ErasedKl<F>>>().cloned()
 }
 
 /// KL between two Independent distributions that reinterpret as many axes
 /// into events of the same shape: the base pair's KL summed over those axes.
-fn kl_independent<'t, F: Element>(
+pub(crate) fn kl_independent<'t, F: Element>(
     q: &Independent<'t, F>,
     p: &Independent<'t, F>,
 ) -> Result<Var<'t, F>> {
@@ -327,12 +281,12 @@ pub const AUTO_MC_SAMPLES: usize = 16;
 /// The analytic KL(q || p), one value per batch element.
 ///
 /// Closed forms are looked up by the two concrete types in the open
-/// registry of [`register_kl`]: built in are Normal, HalfNormal,
-/// LogNormal, LogitNormal, Cauchy, HalfCauchy, Laplace, Exponential, Gamma,
-/// Beta, Dirichlet, Uniform, Poisson, Bernoulli, Categorical and
-/// MultivariateNormal, each against itself, Exponential against Gamma
-/// either way, and Independent/Independent (of a pair that has one, over
-/// as many axes).
+/// registry of [`register_kl`], then among those built in: Normal, HalfNormal,
+/// LogNormal, LogitNormal, Cauchy, HalfCauchy, Gumbel, Weibull, Laplace,
+/// Exponential, Gamma, InverseGamma, Beta, Dirichlet, Uniform, Poisson,
+/// Geometric, Bernoulli, Categorical and MultivariateNormal, each against
+/// itself, Exponential against Gamma either way, and
+/// Independent/Independent (of a pair that has one, over as many axes).
 /// KL(Uniform || Uniform) is `+inf`, with a zero gradient, where the
 /// first's interval is not inside the second's.
 ///
@@ -356,9 +310,11 @@ pub fn kl_divergence<'t, F: Element>(
 ) -> Result<Var<'t, F>> {
     match lookup(q, p) {
         Some(rule) => rule.kl(q, p),
-        None => Err(Error::NoAnalyticKl {
-            q: q.describe(),
-            p: p.describe(),
+        None => q.builtin_kl(p).unwrap_or_else(|| {
+            Err(Error::NoAnalyticKl {
+                q: q.describe(),
+                p: p.describe(),
+            })
         }),
     }
 }
@@ -495,39 +451,148 @@ pub fn kl_monte_carlo<'t, F: Element>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::autodiff::tape::Tape;
+    use crate::distributions::{
+        Bernoulli, Beta, Categorical, Cauchy, Dirichlet, Exponential, Gamma, Geometric, Gumbel,
+        HalfCauchy, HalfNormal, InverseGamma, Laplace, LogNormal, LogitNormal, MultivariateNormal,
+        Normal, Poisson, StudentT, Uniform, Weibull,
+    };
+    use crate::tensor::Tensor;
 
-    struct ZeroKl;
-    impl<'t> KlRule<'t, f32> for ZeroKl {
-        type Q = Normal<'t, f32>;
-        type P = Normal<'t, f32>;
-        fn kl(&self, q: &Normal<'t, f32>, _: &Normal<'t, f32>) -> Result<Var<'t, f32>> {
-            Ok(q.loc() * 0.0)
-        }
+    /// `(q's name, p's name)` of every pair with a closed form in the
+    /// crate, as the module's documentation lists them.
+    const PAIRS: [(&str, &str); 23] = [
+        ("Normal", "Normal"),
+        ("HalfNormal", "HalfNormal"),
+        ("LogNormal", "LogNormal"),
+        ("LogitNormal", "LogitNormal"),
+        ("Cauchy", "Cauchy"),
+        ("HalfCauchy", "HalfCauchy"),
+        ("Gumbel", "Gumbel"),
+        ("Weibull", "Weibull"),
+        ("Laplace", "Laplace"),
+        ("Exponential", "Exponential"),
+        ("Gamma", "Gamma"),
+        ("InverseGamma", "InverseGamma"),
+        ("Beta", "Beta"),
+        ("Dirichlet", "Dirichlet"),
+        ("Uniform", "Uniform"),
+        ("Poisson", "Poisson"),
+        ("Geometric", "Geometric"),
+        ("Bernoulli", "Bernoulli"),
+        ("Categorical", "Categorical"),
+        ("MultivariateNormal", "MultivariateNormal"),
+        ("Independent", "Independent"),
+        ("Exponential", "Gamma"),
+        ("Gamma", "Exponential"),
+    ];
+
+    /// `Q::has_builtin_kl` against every `p`, and whether `q.builtin_kl(p)`
+    /// gives a value, for each `p` by name.
+    fn pairs_of<'t, Q: Distribution<'t, f64>>(
+        q: &Q,
+        all: &[&dyn Distribution<'t, f64>],
+    ) -> Vec<(String, bool, bool)> {
+        all.iter()
+            .map(|p| {
+                let by_key = Q::has_builtin_kl(p.type_key());
+                let computed = q.builtin_kl(*p).is_some_and(|kl| kl.is_ok());
+                (format!("{} || {}", q.name(), p.name()), by_key, computed)
+            })
+            .collect()
     }
 
     #[test]
-    fn builtin_rules_are_filed_once_for_each_type_and_never_over_a_users_rule() {
-        fn key<F: Element>() -> (TypeId, TypeId) {
-            let normal = typeid::of::<Normal<'static, F>>();
-            (normal, normal)
+    fn each_family_gives_the_closed_forms_of_its_pairs_and_says_so_by_type() -> Result<()> {
+        let tape = Tape::<f64>::new();
+        let s = |v: f64| tape.var(Tensor::scalar(v));
+        let v = |v: &[f64]| tape.var(Tensor::from_vec(v.to_vec(), &[v.len()]).unwrap());
+        let tril = tape.var(Tensor::from_vec(vec![1.0, 0.0, 0.3, 0.8], &[2, 2])?);
+        let normal = Normal::new(s(0.1), s(1.2))?;
+        let half_normal = HalfNormal::new(s(0.7))?;
+        let log_normal = LogNormal::new(s(0.1), s(0.5))?;
+        let logit_normal = LogitNormal::new(s(0.1), s(0.5))?;
+        let cauchy = Cauchy::new(s(0.1), s(0.5))?;
+        let half_cauchy = HalfCauchy::new(s(0.5))?;
+        let gumbel = Gumbel::new(s(0.1), s(0.5))?;
+        let weibull = Weibull::new(s(1.5), s(0.5))?;
+        let laplace = Laplace::new(s(0.1), s(0.5))?;
+        let exponential = Exponential::new(s(1.5))?;
+        let gamma = Gamma::new(s(2.0), s(1.5))?;
+        let inverse_gamma = InverseGamma::new(s(2.0), s(1.5))?;
+        let beta = Beta::new(s(2.0), s(1.5))?;
+        let dirichlet = Dirichlet::new(v(&[2.0, 1.5, 0.7]))?;
+        let uniform = Uniform::new(s(0.1), s(0.5))?;
+        let poisson = Poisson::new(s(1.5))?;
+        let geometric = Geometric::from_logits(s(0.2))?;
+        let bernoulli = Bernoulli::from_logits(s(0.2))?;
+        let categorical = Categorical::from_logits(v(&[0.2, -0.1, 0.4]))?;
+        let mvn = MultivariateNormal::from_scale_tril(v(&[0.1, 0.2]), tril)?;
+        let independent = Independent::new(Box::new(Normal::new(v(&[0.1]), v(&[0.9]))?), 1)?;
+        // no closed form against anything
+        let student = StudentT::new(s(3.0), s(0.1), s(0.5))?;
+        let all: [&dyn Distribution<'_, f64>; 22] = [
+            &normal,
+            &half_normal,
+            &log_normal,
+            &logit_normal,
+            &cauchy,
+            &half_cauchy,
+            &gumbel,
+            &weibull,
+            &laplace,
+            &exponential,
+            &gamma,
+            &inverse_gamma,
+            &beta,
+            &dirichlet,
+            &uniform,
+            &poisson,
+            &geometric,
+            &bernoulli,
+            &categorical,
+            &mvn,
+            &independent,
+            &student,
+        ];
+        let rows = [
+            pairs_of(&normal, &all),
+            pairs_of(&half_normal, &all),
+            pairs_of(&log_normal, &all),
+            pairs_of(&logit_normal, &all),
+            pairs_of(&cauchy, &all),
+            pairs_of(&half_cauchy, &all),
+            pairs_of(&gumbel, &all),
+            pairs_of(&weibull, &all),
+            pairs_of(&laplace, &all),
+            pairs_of(&exponential, &all),
+            pairs_of(&gamma, &all),
+            pairs_of(&inverse_gamma, &all),
+            pairs_of(&beta, &all),
+            pairs_of(&dirichlet, &all),
+            pairs_of(&uniform, &all),
+            pairs_of(&poisson, &all),
+            pairs_of(&geometric, &all),
+            pairs_of(&bernoulli, &all),
+            pairs_of(&categorical, &all),
+            pairs_of(&mvn, &all),
+            pairs_of(&independent, &all),
+            pairs_of(&student, &all),
+        ];
+        let mut expected: Vec<String> = PAIRS.iter().map(|(q, p)| format!("{q} || {p}")).collect();
+        expected.sort();
+        let mut found = Vec::new();
+        for (pair, by_key, computed) in rows.into_iter().flatten() {
+            assert_eq!(
+                by_key, computed,
+                "{pair}: by type {by_key}, computed {computed}"
+            );
+            if computed {
+                found.push(pair);
+            }
         }
-        let registry = RwLock::new(Registry::default());
-        let rule = |key| registry.read().unwrap().rules.get(&key).cloned();
-        with_builtin::<f32>(&registry);
-        assert!(
-            rule(key::<f32>()).is_some(),
-            "filed on the first use for f32"
-        );
-        assert!(rule(key::<f64>()).is_none(), "f64's not filed for f32");
-        // a user's rule replaces the built-in one, and stays
-        insert::<f32, _>(&mut registry.write().unwrap().rules, ZeroKl);
-        let users = rule(key::<f32>()).unwrap();
-        with_builtin::<f32>(&registry);
-        with_builtin::<f64>(&registry);
-        assert!(Arc::ptr_eq(&users, &rule(key::<f32>()).unwrap()));
-        assert!(
-            rule(key::<f64>()).is_some(),
-            "filed on the first use for f64"
-        );
+        found.sort();
+        assert_eq!(found, expected);
+        Ok(())
     }
 }

@@ -202,6 +202,28 @@ pub trait Distribution<'t, F: Element>: sealed::TypeKey {
     fn describe(&self) -> String {
         self.name().to_string()
     }
+    /// KL(self || p) by a closed form built into the crate, `None` for a
+    /// pair without one. Not part of the API: the crate's families give
+    /// their closed forms here, so that a program compiles those of the
+    /// families it uses and no others; [`kl_divergence`] calls it for a
+    /// pair without a rule from [`register_kl`]. A closed form of your own
+    /// goes through [`register_kl`].
+    #[doc(hidden)]
+    fn builtin_kl(&self, p: &dyn Distribution<'t, F>) -> Option<Result<Var<'t, F>>> {
+        let _ = p;
+        None
+    }
+    /// Whether [`builtin_kl`](Self::builtin_kl) has a closed form against
+    /// the type whose key is `p` (lifetimes erased, as `typeid::of` gives
+    /// it). Not part of the API, as `builtin_kl`.
+    #[doc(hidden)]
+    fn has_builtin_kl(p: std::any::TypeId) -> bool
+    where
+        Self: Sized,
+    {
+        let _ = p;
+        false
+    }
 }
 
 impl<'t, F: Element> dyn Distribution<'t, F> + '_ {

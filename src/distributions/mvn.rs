@@ -185,6 +185,8 @@ impl<'t, F: Element> MultivariateNormal<'t, F> {
 }
 
 impl<'t, F: Element> Distribution<'t, F> for MultivariateNormal<'t, F> {
+    super::kl::builtin_kl!(MultivariateNormal => kl_mvn);
+
     fn name(&self) -> &'static str {
         "MultivariateNormal"
     }

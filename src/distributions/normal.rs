@@ -453,6 +453,8 @@ impl<'t, F: Element> Normal<'t, F> {
 }
 
 impl<'t, F: Element> Distribution<'t, F> for Normal<'t, F> {
+    super::kl::builtin_kl!(Normal => kl_normal_normal);
+
     fn name(&self) -> &'static str {
         "Normal"
     }
@@ -584,6 +586,8 @@ impl<'t, F: Element> HalfNormal<'t, F> {
 }
 
 impl<'t, F: Element> Distribution<'t, F> for HalfNormal<'t, F> {
+    super::kl::builtin_kl!(HalfNormal => kl_half_normal);
+
     fn name(&self) -> &'static str {
         "HalfNormal"
     }

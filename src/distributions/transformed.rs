@@ -465,6 +465,8 @@ impl<'t, F: Element> LogNormal<'t, F> {
 }
 
 impl<'t, F: Element> Distribution<'t, F> for LogNormal<'t, F> {
+    super::kl::builtin_kl!(LogNormal => kl_lognormal);
+
     fn name(&self) -> &'static str {
         "LogNormal"
     }
@@ -566,6 +568,8 @@ impl<'t, F: Element> LogitNormal<'t, F> {
 }
 
 impl<'t, F: Element> Distribution<'t, F> for LogitNormal<'t, F> {
+    super::kl::builtin_kl!(LogitNormal => kl_logit_normal);
+
     fn name(&self) -> &'static str {
         "LogitNormal"
     }

@@ -2,8 +2,8 @@
 
 use super::normal::{StandardLaplace, loc_scale_log_prob};
 use super::{
-    Distribution, batch_broadcast, check_divisor, check_finite, check_positive, check_values,
-    on_support, open_uniform, same_tape, sample_shape,
+    Distribution, Gamma, batch_broadcast, check_divisor, check_finite, check_positive,
+    check_values, on_support, open_uniform, same_tape, sample_shape,
 };
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};
@@ -64,6 +64,8 @@ impl<'t, F: Element> Laplace<'t, F> {
 }
 
 impl<'t, F: Element> Distribution<'t, F> for Laplace<'t, F> {
+    super::kl::builtin_kl!(Laplace => kl_laplace);
+
     fn name(&self) -> &'static str {
         "Laplace"
     }
@@ -173,6 +175,8 @@ impl<'t, F: Element> Exponential<'t, F> {
 }
 
 impl<'t, F: Element> Distribution<'t, F> for Exponential<'t, F> {
+    super::kl::builtin_kl!(Exponential => kl_exponential, Gamma => kl_exponential_gamma);
+
     fn name(&self) -> &'static str {
         "Exponential"
     }
@@ -334,6 +338,8 @@ impl<'t, F: Element> Uniform<'t, F> {
 }
 
 impl<'t, F: Element> Distribution<'t, F> for Uniform<'t, F> {
+    super::kl::builtin_kl!(Uniform => kl_uniform);
+
     fn name(&self) -> &'static str {
         "Uniform"
     }
@@ -537,6 +543,8 @@ fn poisson_draw(lambda: f64, rng: &mut dyn Rng) -> f64 {
 }
 
 impl<'t, F: Element> Distribution<'t, F> for Poisson<'t, F> {
+    super::kl::builtin_kl!(Poisson => kl_poisson);
+
     fn name(&self) -> &'static str {
         "Poisson"
     }
@@ -1059,6 +1067,8 @@ fn ln_softplus<'t, F: Element>(l: Var<'t, F>) -> Result<Var<'t, F>> {
 }
 
 impl<'t, F: Element> Distribution<'t, F> for Geometric<'t, F> {
+    super::kl::builtin_kl!(Geometric => kl_geometric);
+
     fn name(&self) -> &'static str {
         "Geometric"
     }
