@@ -193,8 +193,8 @@ pub use distributions::{
     Bernoulli, Beta, Binomial, Categorical, Cauchy, Dirichlet, Distribution, Divergence,
     Exponential, Gamma, Geometric, Gumbel, HalfCauchy, HalfNormal, Independent, InverseGamma,
     Laplace, LogNormal, LogitNormal, MixtureOfNormals, MultivariateNormal, NegativeBinomial,
-    Normal, Poisson, RelaxedBernoulli, RelaxedOneHotCategorical, SpikeAndSlab, StudentT, Uniform,
-    Weibull, kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo,
+    Normal, Pareto, Poisson, RelaxedBernoulli, RelaxedOneHotCategorical, SpikeAndSlab, StudentT,
+    Uniform, Weibull, kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo,
 };
 pub use error::{Error, Result};
 pub use layers::predict::{Predict, predict_classes, predict_regression};
@@ -251,11 +251,11 @@ pub mod prelude {
         Geometric, GradCheck, GradCheckReport, Gradients, Gumbel, HalfCauchy, HalfNormal,
         Independent, InverseGamma, Iwae, IwaeLoss, KlMethod, KlWeight, Laplace, LinearMap,
         LogNormal, LogitNormal, MaxPool2d, MixtureOfNormals, Module, MultivariateNormal,
-        NegativeBinomial, Normal, Op, Optimizer, Padding, Param, ParamStore, Poisson, Predict,
-        Prior, RelaxedBernoulli, RelaxedOneHotCategorical, Result, SampleMode, Sequential, Sgd,
-        SpikeAndSlab, StudentT, Tape, Tensor, Uniform, Var, VariationalConfig, Weibull, gradcheck,
-        gradcheck_params, kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo,
-        predict_classes, predict_regression,
+        NegativeBinomial, Normal, Op, Optimizer, Padding, Param, ParamStore, Pareto, Poisson,
+        Predict, Prior, RelaxedBernoulli, RelaxedOneHotCategorical, Result, SampleMode, Sequential,
+        Sgd, SpikeAndSlab, StudentT, Tape, Tensor, Uniform, Var, VariationalConfig, Weibull,
+        gradcheck, gradcheck_params, kl_divergence, kl_divergence_with, kl_from_sample,
+        kl_monte_carlo, predict_classes, predict_regression,
     };
     pub use rand::{
         Rng, RngExt, SeedableRng,

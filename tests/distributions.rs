@@ -51,13 +51,13 @@ fn every_family_reference_case_matches() {
 /// Every case of the 50-digit reference for what TFP's files do not hold
 /// (the KL pairs of Uniform, Poisson, LogitNormal, Exponential against
 /// Gamma and back; the Cauchy, HalfCauchy, HalfNormal, Gumbel, Weibull,
-/// inverse Gamma and geometric densities, entropies and KLs, the Weibull's
-/// moments; the negative binomial and binomial masses to counts of 1e14):
-/// value and gradients at 1e-9 relative.
+/// Pareto, inverse Gamma and geometric densities, entropies and KLs, the
+/// Weibull's and the Pareto's moments; the negative binomial and binomial
+/// masses to counts of 1e14): value and gradients at 1e-9 relative.
 #[test]
 fn every_mpmath_reference_case_matches() {
     let text = include_str!("data/mpmath_reference.json");
-    every_reference_case_matches(text, 221, 4, |_| tfp_cases::RTOL);
+    every_reference_case_matches(text, 253, 4, |_| tfp_cases::RTOL);
 }
 
 fn gc<Fun>(name: &str, f: Fun, inputs: &[Tensor<f64>])
@@ -2056,5 +2056,179 @@ fn count_log_masses_keep_their_digits_at_large_counts_in_f32() -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// The Pareto density (in the value and both parameters), entropy,
+/// moments, KL and draws, with parameters that broadcast; the values sit
+/// above the scales, the posterior's scale above the prior's.
+#[test]
+fn gradcheck_pareto() {
+    let col = |x: &[f64]| Tensor::from_vec(x.to_vec(), &[x.len(), 1]).unwrap();
+    gc(
+        "pareto log_prob",
+        |_, a| Pareto::new(a[0].exp(), a[1].exp())?.log_prob(a[2]),
+        &[
+            col(&[-0.5, 1.2]),
+            v(&[0.1, -0.5, 1.0]),
+            Tensor::from_rows(&[[1.5, 0.9, 9.0], [30.0, 0.7, 3.2]]).unwrap(),
+        ],
+    );
+    gc(
+        "pareto entropy and moments",
+        |_, a| {
+            // concentrations above 2: a finite variance
+            let d = Pareto::new(a[0].exp() + 2.0, a[1].exp())?;
+            Ok(d.entropy()? + d.mean()? + d.variance()?)
+        },
+        &[v(&[0.1, -0.5, 1.0]), v(&[0.0, 1.5, -0.5])],
+    );
+    gc(
+        "pareto kl",
+        |_, a| {
+            let (mp, aq, ap) = (a[1].exp(), a[0].exp(), a[2].exp());
+            // the posterior's scale above the prior's
+            let mq = mp + a[3].exp();
+            kl_divergence(&Pareto::new(aq, mq)?, &Pareto::new(ap, mp)?)
+        },
+        &[
+            col(&[0.3, -1.0]),
+            col(&[0.7, -0.2]),
+            // one concentration close to the posterior's: the series
+            v(&[0.1, 0.305, 0.5]),
+            v(&[0.3, 0.6, -0.1]),
+        ],
+    );
+    gc(
+        "pareto draws",
+        |_, a| {
+            let mut rng = StdRng::seed_from_u64(3);
+            Pareto::new(a[0].exp(), a[1].exp())?.rsample_n(Some(3), &mut rng)
+        },
+        &[v(&[0.3, 1.0]), v(&[0.7, -0.2])],
+    );
+}
+
+/// The Pareto's `rsample` gradient is unbiased: `E[1/x] = α / ((α + 1) m)`.
+#[test]
+fn pareto_rsample_gradient_is_unbiased() {
+    use bayesgrad::autodiff::statcheck::{StatGradCheck, stat_gradcheck};
+    let (a, m) = (2.5, 1.5);
+    stat_gradcheck(
+        |rng| {
+            let tape = Tape::<f64>::new();
+            let (av, mv) = (tape.var(Tensor::scalar(a)), tape.var(Tensor::scalar(m)));
+            let y = Pareto::new(av, mv)?.rsample_n(Some(16), rng)?;
+            let g = ((1.0 / y).sum() / 16.0).backward()?;
+            Ok(vec![g.get(av).unwrap().item()?, g.get(mv).unwrap().item()?])
+        },
+        &[1.0 / ((a + 1.0) * (a + 1.0) * m), -a / ((a + 1.0) * m * m)],
+        &StatGradCheck::default(),
+        &mut StdRng::seed_from_u64(8),
+    )
+    .unwrap();
+}
+
+/// Pareto draws have its mean and variance, nothing below the scale, and
+/// its entropy and KL are the Monte Carlo limits of their integrals (all
+/// within four standard errors).
+#[test]
+fn pareto_draws_and_integrals() -> Result<()> {
+    let tape = Tape::<f64>::new();
+    let s = |x: f64| tape.scalar(x);
+    let mut rng = StdRng::seed_from_u64(37);
+    let n = 200_000;
+    // a concentration above 4: the variance's standard error is finite
+    let q = Pareto::new(s(6.5), s(2.0))?;
+    let p = Pareto::new(s(3.0), s(1.5))?;
+    let draws = q.sample_n(Some(n), &mut rng)?;
+    assert!(draws.data().iter().all(|&x| x >= 2.0));
+    let (m, se) = mean_and_se(&draws);
+    let mean = q.mean()?.item()?;
+    assert!((m - mean).abs() < 4.0 * se, "mean: {m} ± {se} vs {mean}");
+    let var = q.variance()?.item()?;
+    let (ss, se) = mean_and_se(&draws.map(|x| (x - m).powi(2)));
+    assert!(
+        (ss - var).abs() < 4.0 * se,
+        "variance: {ss} ± {se} vs {var}"
+    );
+    kl_and_entropy_are_the_means_over("pareto", &q, &p, tape.constant(draws))
+}
+
+/// Below its scale and at `+inf` the Pareto density is `-inf`, the mean
+/// of a concentration up to 1 and the variance of one up to 2 are `+inf`,
+/// and so is the KL of a posterior whose scale is below the prior's: each
+/// with gradient 0, never NaN; in `f32` the values are those of `f64`
+/// rounded; bad parameters and NaN values are errors.
+#[test]
+fn pareto_outside_its_support_and_its_tail() -> Result<()> {
+    let tape = Tape::<f64>::new();
+    let (a, m) = (
+        tape.var(Tensor::vector(&[0.5, 1.0, 3.0])),
+        tape.var(Tensor::scalar(2.0)),
+    );
+    let d = Pareto::new(a, m)?;
+    let x = tape.var(Tensor::vector(&[1.0, f64::INFINITY, 2.0]));
+    let lp = d.log_prob(x)?;
+    let at_scale = 3.0f64.ln() - 2.0f64.ln();
+    assert_eq!(
+        lp.value().data(),
+        &[f64::NEG_INFINITY, f64::NEG_INFINITY, at_scale]
+    );
+    let g = lp.sum().backward()?;
+    assert_eq!(g.get(x).unwrap().data(), &[0.0, 0.0, -2.0]);
+    assert_eq!(g.get(a).unwrap().data(), &[0.0, 0.0, 1.0 / 3.0]);
+    assert_eq!(g.get(m).unwrap().item()?, 1.5);
+    for (what, out, finite) in [
+        ("mean", d.mean()?, [false, false, true]),
+        ("variance", d.variance()?, [false, false, true]),
+    ] {
+        let values = out.value();
+        for (v, f) in values.data().iter().zip(finite) {
+            assert_eq!(v.is_finite(), f, "{what}: {:?}", values.data());
+            assert!(f || *v == f64::INFINITY, "{what}: {:?}", values.data());
+        }
+        let g = out.sum().backward()?;
+        assert_eq!(&g.get(a).unwrap().data()[..2], &[0.0, 0.0], "{what}");
+        assert!(g.get(m).unwrap().item()?.is_finite(), "{what}");
+    }
+    // the posterior's scale below the prior's
+    let (mq, mp) = (
+        tape.var(Tensor::vector(&[1.0, 3.0])),
+        tape.var(Tensor::scalar(2.0)),
+    );
+    let kl = kl_divergence(
+        &Pareto::new(a.sum(), mq)?,
+        &Pareto::new(tape.scalar(2.0), mp)?,
+    )?;
+    assert_eq!(kl.value().data()[0], f64::INFINITY);
+    assert!(kl.value().data()[1].is_finite());
+    let g = kl.sum().backward()?;
+    assert_eq!(g.get(mq).unwrap().data()[0], 0.0);
+    assert!(g.get(mp).unwrap().item()?.is_finite());
+    // f32: the f64 values rounded
+    let t32 = Tape::<f32>::new();
+    let d32 = Pareto::new(t32.scalar(3.0), t32.scalar(2.0))?;
+    let x32 = t32.constant(Tensor::vector(&[2.0f32, 2.5, 1e30]));
+    let x64 = tape.constant(Tensor::vector(&[2.0, 2.5, 1e30f32 as f64]));
+    let d64 = Pareto::new(tape.scalar(3.0), tape.scalar(2.0))?;
+    let (l32, l64) = (d32.log_prob(x32)?.value(), d64.log_prob(x64)?.value());
+    for (a, b) in l32.data().iter().zip(l64.data()) {
+        assert_eq!(*a, *b as f32);
+    }
+    // bad parameters and values
+    for (alpha, scale) in [
+        (0.0, 1.0),
+        (-1.0, 1.0),
+        (1.0, 0.0),
+        (f64::NAN, 1.0),
+        (1.0, f64::INFINITY),
+    ] {
+        assert!(
+            Pareto::new(tape.scalar(alpha), tape.scalar(scale)).is_err(),
+            "{alpha}, {scale}"
+        );
+    }
+    assert!(d.log_prob(tape.scalar(f64::NAN)).is_err());
     Ok(())
 }

@@ -11,6 +11,10 @@
 //! -1e3 / 1e-4`, a Weibull `e^(k t)` with `k = 1e5`, an inverse Gamma draw
 //! near 1e37 times a derivative near 1e8): those are checked for NaN only.
 //!
+//! The Pareto's draws, mean and variance leave it for small concentrations
+//! (`e^(E / α)` with `α = 1e-4`; the mean and variance are `+inf` below 1
+//! and 2): those too are checked for NaN only.
+//!
 //! The Student-t's draws are finite from `ν = 0.5` on. Below it they
 //! legitimately leave `f32`'s range (with `ν = 0.05` about one draw in a
 //! hundred has `|t| > 3.4e38`), so there the draws and their gradients are
@@ -172,6 +176,19 @@ fn families(p: [f64; 4], (xp, xu, xr): (f64, f64, f64), n: usize, seed: u64) {
     check("Geometric log_prob", eq.log_prob(counts));
     check("Geometric entropy", eq.entropy());
     check("Geometric KL", kl_divergence(&eq, &ep));
+    // the Pareto's draws leave f32's range for small concentrations (e^(E /
+    // α) with α = 1e-4), and so do its mean and variance, +inf below 1 and
+    // 2: no NaN; the posterior's scale is above the prior's
+    let (pq, pp) = (
+        Pareto::new(a, b).unwrap(),
+        Pareto::new(c, b / (d + 1.0)).unwrap(),
+    );
+    check("Pareto log_prob", pq.log_prob(b + xp));
+    check("Pareto entropy", pq.entropy());
+    check("Pareto KL", kl_divergence(&pq, &pp));
+    no_nan("Pareto rsample", pq.rsample(&mut rng), &ins, &at);
+    no_nan("Pareto mean", pq.mean(), &ins, &at);
+    no_nan("Pareto variance", pq.variance(), &ins, &at);
     let (n1, n2) = (Normal::new(c, a).unwrap(), Normal::new(d, b).unwrap());
     check("Normal log_prob", n1.log_prob(xr));
     check("Normal KL", kl_divergence(&n1, &n2));

@@ -5,7 +5,7 @@
 //! partial derivatives.
 
 use super::normal::{Standardized, loc_scale_log_prob};
-use super::pointwise::{self, LANES, Lanes, Pointwise};
+use super::pointwise::{self, LANES, Lanes, Pointwise, each_lane};
 use super::{
     Distribution, batch_broadcast, check_divisor, check_finite, on_support, open_uniform,
     same_tape, sample_shape,
@@ -202,7 +202,7 @@ impl Pointwise<4> for GumbelDivergence {
     fn pre(_: &[Lanes; 4]) {}
 
     fn eval(v: &[Lanes; 4], _: &(), out: &mut Lanes, d: &mut [Lanes; 4]) {
-        each_lane(v, out, d, |[m1, s1, m2, s2]| {
+        each_lane(v, out, d, f64::INFINITY, |[m1, s1, m2, s2]| {
             let shift = match m1 - m2 {
                 diff if diff.is_finite() => diff / s2,
                 _ => m1 / s2 - m2 / s2,
@@ -210,25 +210,6 @@ impl Pointwise<4> for GumbelDivergence {
             let [value, dr, dd, scaled] = gumbel_kl_form(s1 / s2, shift)?;
             Some((value, [dd / s2, dr / s2, -dd / s2, -scaled / s2]))
         });
-    }
-}
-
-/// The value and partial derivatives of each lane from `at` (the four
-/// inputs of one position), `+inf` with partials 0 where it gives `None`.
-#[inline(always)]
-fn each_lane(
-    v: &[Lanes; 4],
-    out: &mut Lanes,
-    d: &mut [Lanes; 4],
-    at: impl Fn([f64; 4]) -> Option<(f64, [f64; 4])>,
-) {
-    for l in 0..LANES {
-        let inputs = [v[0][l], v[1][l], v[2][l], v[3][l]];
-        let (value, partials) = at(inputs).unwrap_or((f64::INFINITY, [0.0; 4]));
-        out[l] = value;
-        for (d, p) in d.iter_mut().zip(partials) {
-            d[l] = p;
-        }
     }
 }
 
@@ -544,7 +525,7 @@ impl Pointwise<4> for WeibullDivergence {
     fn pre(_: &[Lanes; 4]) {}
 
     fn eval(v: &[Lanes; 4], _: &(), out: &mut Lanes, d: &mut [Lanes; 4]) {
-        each_lane(v, out, d, |[k1, s1, k2, s2]| {
+        each_lane(v, out, d, f64::INFINITY, |[k1, s1, k2, s2]| {
             let r = k2 / k1;
             let [value, dr, dd, scaled] = gumbel_kl_form(r, -(k2 * special::ln_ratio(s1, s2)))?;
             let partials = [-(r * dr) / k1, -(k2 * dd) / s1, scaled / k2, (k2 * dd) / s2];

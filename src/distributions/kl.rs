@@ -11,10 +11,10 @@
 //! process-wide registry of rules, filed by [`register_kl`], and otherwise
 //! takes the closed form built into the crate for the pair, if there is
 //! one: each family against itself (Normal, HalfNormal, LogNormal,
-//! LogitNormal, Cauchy, HalfCauchy, Gumbel, Weibull, Laplace, Exponential,
-//! Gamma, InverseGamma, Beta, Dirichlet, Uniform, Poisson, Geometric,
-//! Bernoulli, Categorical, MultivariateNormal, and Independent of a pair
-//! that has one) and Exponential against Gamma either way. A rule registered
+//! LogitNormal, Cauchy, HalfCauchy, Gumbel, Weibull, Pareto, Laplace,
+//! Exponential, Gamma, InverseGamma, Beta, Dirichlet, Uniform, Poisson,
+//! Geometric, Bernoulli, Categorical, MultivariateNormal, and Independent of
+//! a pair that has one) and Exponential against Gamma either way. A rule registered
 //! for a built-in pair replaces the built-in closed form. See [`KlRule`] for
 //! a rule written out and `tests/open_api.rs` for a distribution defined
 //! outside the crate, given a KL against [`Normal`](super::Normal),
@@ -282,8 +282,8 @@ pub const AUTO_MC_SAMPLES: usize = 16;
 ///
 /// Closed forms are looked up by the two concrete types in the open
 /// registry of [`register_kl`], then among those built in: Normal, HalfNormal,
-/// LogNormal, LogitNormal, Cauchy, HalfCauchy, Gumbel, Weibull, Laplace,
-/// Exponential, Gamma, InverseGamma, Beta, Dirichlet, Uniform, Poisson,
+/// LogNormal, LogitNormal, Cauchy, HalfCauchy, Gumbel, Weibull, Pareto,
+/// Laplace, Exponential, Gamma, InverseGamma, Beta, Dirichlet, Uniform, Poisson,
 /// Geometric, Bernoulli, Categorical and MultivariateNormal, each against
 /// itself, Exponential against Gamma either way, and
 /// Independent/Independent (of a pair that has one, over as many axes).
@@ -455,13 +455,13 @@ mod tests {
     use crate::distributions::{
         Bernoulli, Beta, Categorical, Cauchy, Dirichlet, Exponential, Gamma, Geometric, Gumbel,
         HalfCauchy, HalfNormal, InverseGamma, Laplace, LogNormal, LogitNormal, MultivariateNormal,
-        Normal, Poisson, StudentT, Uniform, Weibull,
+        Normal, Pareto, Poisson, StudentT, Uniform, Weibull,
     };
     use crate::tensor::Tensor;
 
     /// `(q's name, p's name)` of every pair with a closed form in the
     /// crate, as the module's documentation lists them.
-    const PAIRS: [(&str, &str); 23] = [
+    const PAIRS: [(&str, &str); 24] = [
         ("Normal", "Normal"),
         ("HalfNormal", "HalfNormal"),
         ("LogNormal", "LogNormal"),
@@ -470,6 +470,7 @@ mod tests {
         ("HalfCauchy", "HalfCauchy"),
         ("Gumbel", "Gumbel"),
         ("Weibull", "Weibull"),
+        ("Pareto", "Pareto"),
         ("Laplace", "Laplace"),
         ("Exponential", "Exponential"),
         ("Gamma", "Gamma"),
@@ -516,6 +517,7 @@ mod tests {
         let half_cauchy = HalfCauchy::new(s(0.5))?;
         let gumbel = Gumbel::new(s(0.1), s(0.5))?;
         let weibull = Weibull::new(s(1.5), s(0.5))?;
+        let pareto = Pareto::new(s(1.5), s(0.5))?;
         let laplace = Laplace::new(s(0.1), s(0.5))?;
         let exponential = Exponential::new(s(1.5))?;
         let gamma = Gamma::new(s(2.0), s(1.5))?;
@@ -531,7 +533,7 @@ mod tests {
         let independent = Independent::new(Box::new(Normal::new(v(&[0.1]), v(&[0.9]))?), 1)?;
         // no closed form against anything
         let student = StudentT::new(s(3.0), s(0.1), s(0.5))?;
-        let all: [&dyn Distribution<'_, f64>; 22] = [
+        let all: [&dyn Distribution<'_, f64>; 23] = [
             &normal,
             &half_normal,
             &log_normal,
@@ -540,6 +542,7 @@ mod tests {
             &half_cauchy,
             &gumbel,
             &weibull,
+            &pareto,
             &laplace,
             &exponential,
             &gamma,
@@ -564,6 +567,7 @@ mod tests {
             pairs_of(&half_cauchy, &all),
             pairs_of(&gumbel, &all),
             pairs_of(&weibull, &all),
+            pairs_of(&pareto, &all),
             pairs_of(&laplace, &all),
             pairs_of(&exponential, &all),
             pairs_of(&gamma, &all),

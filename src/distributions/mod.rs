@@ -25,6 +25,7 @@ mod linked;
 mod mixture;
 mod mvn;
 mod normal;
+mod pareto;
 mod pointwise;
 mod relaxed;
 mod transformed;
@@ -45,6 +46,7 @@ pub use kl::{
 pub use mixture::{MixtureOfNormals, SpikeAndSlab};
 pub use mvn::MultivariateNormal;
 pub use normal::{HalfNormal, Normal};
+pub use pareto::Pareto;
 pub use relaxed::{RelaxedBernoulli, RelaxedOneHotCategorical};
 pub use transformed::{
     Affine, Bijector, Chain, Exp, LogNormal, LogitNormal, Sigmoid, Softplus,

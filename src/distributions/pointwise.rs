@@ -72,6 +72,26 @@ pub(crate) trait Pointwise<const N: usize>: Copy + Send + Sync + 'static {
     const FLAT_BEYOND_THE_FLOATS: bool = false;
 }
 
+/// Runs `f` on the inputs of each lane (those of one position) and writes
+/// its value and partials, or `beyond` (`-inf` or `+inf`) with partials 0
+/// where it gives `None`: for a formula computed a position at a time.
+#[inline(always)]
+pub(crate) fn each_lane<const N: usize>(
+    v: &[Lanes; N],
+    out: &mut Lanes,
+    d: &mut [Lanes; N],
+    beyond: f64,
+    f: impl Fn([f64; N]) -> Option<(f64, [f64; N])>,
+) {
+    for l in 0..LANES {
+        let (value, partials) = f(std::array::from_fn(|i| v[i][l])).unwrap_or((beyond, [0.0; N]));
+        out[l] = value;
+        for (d, p) in d.iter_mut().zip(partials) {
+            d[l] = p;
+        }
+    }
+}
+
 /// The formula `K` of `inputs` (broadcast together) as one op of their
 /// tape (`_formula` names it at the call).
 pub(crate) fn apply<'t, F: Element, K: Pointwise<N>, const N: usize>(

@@ -394,19 +394,29 @@ pub fn evaluate(case: &Value, index: usize) -> Result<Option<CaseResult>> {
         | "inverse_gamma_kl"
         | "geometric_log_prob"
         | "geometric_entropy"
-        | "geometric_kl" => {
+        | "geometric_kl"
+        | "pareto_log_prob"
+        | "pareto_entropy"
+        | "pareto_kl"
+        | "pareto_mean"
+        | "pareto_variance" => {
             let names: &[&str] = match kind.as_str() {
                 "negative_binomial_log_prob" | "binomial_log_prob" => {
                     &["total_count", "logits", "k"]
                 }
                 "cauchy_log_prob" | "gumbel_log_prob" => &["loc", "scale", "x"],
                 "cauchy_kl" | "gumbel_kl" => &["loc_q", "scale_q", "loc_p", "scale_p"],
-                "weibull_log_prob" | "inverse_gamma_log_prob" => &["concentration", "scale", "x"],
+                "weibull_log_prob" | "inverse_gamma_log_prob" | "pareto_log_prob" => {
+                    &["concentration", "scale", "x"]
+                }
                 "weibull_entropy"
                 | "weibull_mean"
                 | "weibull_variance"
-                | "inverse_gamma_entropy" => &["concentration", "scale"],
-                "weibull_kl" | "inverse_gamma_kl" => {
+                | "inverse_gamma_entropy"
+                | "pareto_entropy"
+                | "pareto_mean"
+                | "pareto_variance" => &["concentration", "scale"],
+                "weibull_kl" | "inverse_gamma_kl" | "pareto_kl" => {
                     &["concentration_q", "scale_q", "concentration_p", "scale_p"]
                 }
                 "geometric_log_prob" => &["logits", "k"],
@@ -484,6 +494,11 @@ pub fn evaluate(case: &Value, index: usize) -> Result<Option<CaseResult>> {
                     &Geometric::from_logits(v[0])?,
                     &Geometric::from_logits(v[1])?,
                 )?,
+                "pareto_log_prob" => Pareto::new(v[0], v[1])?.log_prob(v[2])?,
+                "pareto_entropy" => Pareto::new(v[0], v[1])?.entropy()?,
+                "pareto_mean" => Pareto::new(v[0], v[1])?.mean()?,
+                "pareto_variance" => Pareto::new(v[0], v[1])?.variance()?,
+                "pareto_kl" => kl_divergence(&Pareto::new(v[0], v[1])?, &Pareto::new(v[2], v[3])?)?,
                 _ => LogitNormal::new(v[0], v[1])?.log_prob(v[2])?,
             };
             let g = out.backward()?;

@@ -1,7 +1,8 @@
 """Writes mpmath_reference.json: reference values in the format of TFP's files, for what those files
 do not hold: the KL divergences of Uniform/Uniform, Poisson/Poisson, Exponential/Gamma,
 Gamma/Exponential and LogitNormal/LogitNormal, the Cauchy, HalfCauchy and HalfNormal
-log-densities, entropies and KLs, and the NegativeBinomial and Binomial log-masses, each with its
+log-densities, entropies and KLs, the Pareto log-density, entropy, KL, mean and variance, and the
+NegativeBinomial and Binomial log-masses, each with its
 gradients, from closed forms in 50-digit mpmath. The first group's derivatives are written out and
 checked against mpmath's numerical ones; the second group's are mpmath's numerical derivatives,
 and its entropies and KLs are checked against mpmath's quadrature of their integrals. TensorFlow
@@ -224,6 +225,29 @@ def inverse_gamma_kl(aq, bq, ap, bp):
     return gamma_kl(aq, bq, ap, bp)[0]
 
 
+def pareto_log_prob(a, m, x):
+    return mp.log(a) + a * mp.log(m) - (a + 1) * mp.log(x)
+
+
+def pareto_entropy(a, m):
+    return mp.log(m / a) + 1 / a + 1
+
+
+def pareto_kl(aq, mq, ap, mp_):
+    # (for mq >= mp_, which the cases hold: +inf below, where the numerical
+    # derivatives at mq = mp_ take the formula on)
+    r = aq / ap
+    return mp.log(r) + 1 / r - 1 + ap * mp.log(mq / mp_)
+
+
+def pareto_mean(a, m):
+    return a * m / (a - 1)
+
+
+def pareto_variance(a, m):
+    return m ** 2 * a / ((a - 1) ** 2 * (a - 2))
+
+
 def softplus(x):
     return mp.log1p(mp.exp(x))
 
@@ -293,6 +317,16 @@ def by_quadrature(kind, args):
             lp = lambda w: dens(args[2], args[3], x_of(w))
             f = lambda w: mp.exp(lw(w)) * (lq(w) - lp(w))
         return mp.quad(f, pts)
+    if kind in ("pareto_entropy", "pareto_kl"):
+        # over w = α ln(x / m), a standard exponential under q (density e^-w)
+        a0, m0 = args[0], args[1]
+        x_of = lambda w: m0 * mp.exp(w / a0)
+        lq = lambda w: pareto_log_prob(a0, m0, x_of(w))
+        if kind == "pareto_entropy":
+            f = lambda w: -mp.exp(-w) * lq(w)
+        else:
+            f = lambda w: mp.exp(-w) * (lq(w) - pareto_log_prob(args[2], args[3], x_of(w)))
+        return mp.quad(f, [0, 1, 4, 16, 64, 240])
     if kind in ("geometric_entropy", "geometric_kl"):
         if any(abs(a) > 5 for a in args):
             return None
@@ -436,6 +470,36 @@ NUMERIC = {
         (1.0, 2.0), (0.5, 1.0), (2.0, 1.0), (19.0, 1.0), (21.0, 1.0), (100.0, 3.0),
         (1e4, 1.0), (1e7, 1.0),
     ]),
+    "pareto_log_prob": (pareto_log_prob, ["concentration", "scale", "x"], [
+        (3.0, 2.0, 4.0),
+        (0.5, 1.0, 1.0),
+        (1.0, 1.0, 1e10),
+        (1e3, 1.0, 1.0001),
+        (2.5, 1e-3, 7.0),
+        (0.1, 5.0, 1e200),
+        (50.0, 2.0, 2.5),
+        (1e-3, 1.0, 10.0),
+    ]),
+    "pareto_entropy": (pareto_entropy, ["concentration", "scale"], [
+        (3.0, 2.0), (0.5, 1.0), (1e3, 1e-3), (1e-2, 10.0), (1.0, 1.0),
+    ]),
+    "pareto_kl": (pareto_kl, ["concentration_q", "scale_q", "concentration_p", "scale_p"], [
+        (3.0, 2.0, 1.0, 1.0),
+        (1.5, 2.0, 1.5, 2.0),
+        (2.0, 5.0, 2.00001, 4.0),
+        (4.0, 1.0, 4.05, 1.0),
+        (4.0, 1.0, 4.1, 1.0),
+        (0.5, 1.0, 5.0, 0.1),
+        (10.0, 1e3, 0.1, 1.0),
+        (1.0, 1.0, 1.0 + 1e-9, 1.0),
+    ]),
+    "pareto_mean": (pareto_mean, ["concentration", "scale"], [
+        (3.0, 2.0), (1.5, 1.0), (1.0000001, 1.0), (1e3, 5.0), (7.0, 1e-3),
+    ]),
+    "pareto_variance": (pareto_variance, ["concentration", "scale"], [
+        (3.0, 2.0), (2.5, 1.0), (2.0000001, 1.0), (1e3, 5.0), (10.0, 1e-3),
+        (2.0 + 2 ** -40, 1e-159),
+    ]),
     "inverse_gamma_log_prob": (inverse_gamma_log_prob, ["concentration", "scale", "x"], [
         (3.0, 2.0, 1.0),
         (0.5, 1.0, 0.1),
@@ -518,6 +582,10 @@ try:
             "inverse_gamma_entropy": lambda: tfd.InverseGamma(a[0], a[1]).entropy(),
             "inverse_gamma_kl": lambda: tfd.kl_divergence(tfd.InverseGamma(a[0], a[1]),
                                                           tfd.InverseGamma(a[2], a[3])),
+            "pareto_log_prob": lambda: tfd.Pareto(a[0], a[1]).log_prob(a[2]),
+            "pareto_entropy": lambda: tfd.Pareto(a[0], a[1]).entropy(),
+            "pareto_mean": lambda: tfd.Pareto(a[0], a[1]).mean(),
+            "pareto_variance": lambda: tfd.Pareto(a[0], a[1]).variance(),
             "geometric_log_prob": lambda: tfd.Geometric(logits=a[0]).log_prob(a[1]),
             "geometric_entropy": lambda: tfd.Geometric(logits=a[0]).entropy(),
             "geometric_kl": lambda: tfd.kl_divergence(tfd.Geometric(logits=a[0]),
