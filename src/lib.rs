@@ -192,9 +192,10 @@ pub use bayes::iwae::{Iwae, IwaeLoss};
 pub use distributions::{
     Bernoulli, Beta, Binomial, Categorical, Cauchy, Dirichlet, Distribution, Divergence,
     Exponential, Gamma, Geometric, Gumbel, HalfCauchy, HalfNormal, Independent, InverseGamma,
-    Laplace, LogNormal, LogitNormal, MixtureOfNormals, MultivariateNormal, NegativeBinomial,
-    Normal, Pareto, Poisson, RelaxedBernoulli, RelaxedOneHotCategorical, SpikeAndSlab, StudentT,
-    Uniform, Weibull, kl_divergence, kl_divergence_with, kl_from_sample, kl_monte_carlo,
+    Kumaraswamy, Laplace, LogNormal, LogitNormal, MixtureOfNormals, MultivariateNormal,
+    NegativeBinomial, Normal, Pareto, Poisson, RelaxedBernoulli, RelaxedOneHotCategorical,
+    SpikeAndSlab, StudentT, Uniform, Weibull, kl_divergence, kl_divergence_with, kl_from_sample,
+    kl_monte_carlo,
 };
 pub use error::{Error, Result};
 pub use layers::predict::{Predict, predict_classes, predict_regression};
@@ -249,8 +250,8 @@ pub mod prelude {
         DenseReparameterization, Dirichlet, Distribution, DistributionHead, Divergence,
         Divergences, Elbo, ElboLoss, Element, Error, Exponential, Flatten, Forward, Gamma,
         Geometric, GradCheck, GradCheckReport, Gradients, Gumbel, HalfCauchy, HalfNormal,
-        Independent, InverseGamma, Iwae, IwaeLoss, KlMethod, KlWeight, Laplace, LinearMap,
-        LogNormal, LogitNormal, MaxPool2d, MixtureOfNormals, Module, MultivariateNormal,
+        Independent, InverseGamma, Iwae, IwaeLoss, KlMethod, KlWeight, Kumaraswamy, Laplace,
+        LinearMap, LogNormal, LogitNormal, MaxPool2d, MixtureOfNormals, Module, MultivariateNormal,
         NegativeBinomial, Normal, Op, Optimizer, Padding, Param, ParamStore, Pareto, Poisson,
         Predict, Prior, RelaxedBernoulli, RelaxedOneHotCategorical, Result, SampleMode, Sequential,
         Sgd, SpikeAndSlab, StudentT, Tape, Tensor, Uniform, Var, VariationalConfig, Weibull,

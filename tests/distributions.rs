@@ -51,13 +51,13 @@ fn every_family_reference_case_matches() {
 /// Every case of the 50-digit reference for what TFP's files do not hold
 /// (the KL pairs of Uniform, Poisson, LogitNormal, Exponential against
 /// Gamma and back; the Cauchy, HalfCauchy, HalfNormal, Gumbel, Weibull,
-/// Pareto, inverse Gamma and geometric densities, entropies and KLs, the
-/// Weibull's and the Pareto's moments; the negative binomial and binomial
+/// Pareto, Kumaraswamy, inverse Gamma and geometric densities, entropies
+/// and KLs, the Weibull's, Pareto's and Kumaraswamy's moments; the negative binomial and binomial
 /// masses to counts of 1e14): value and gradients at 1e-9 relative.
 #[test]
 fn every_mpmath_reference_case_matches() {
     let text = include_str!("data/mpmath_reference.json");
-    every_reference_case_matches(text, 253, 4, |_| tfp_cases::RTOL);
+    every_reference_case_matches(text, 281, 4, |_| tfp_cases::RTOL);
 }
 
 fn gc<Fun>(name: &str, f: Fun, inputs: &[Tensor<f64>])
@@ -2227,6 +2227,182 @@ fn pareto_outside_its_support_and_its_tail() -> Result<()> {
         assert!(
             Pareto::new(tape.scalar(alpha), tape.scalar(scale)).is_err(),
             "{alpha}, {scale}"
+        );
+    }
+    assert!(d.log_prob(tape.scalar(f64::NAN)).is_err());
+    Ok(())
+}
+
+/// The Kumaraswamy density (in the value and both concentrations), its
+/// entropy, moments and draws, with concentrations that broadcast.
+#[test]
+fn gradcheck_kumaraswamy() {
+    let col = |x: &[f64]| Tensor::from_vec(x.to_vec(), &[x.len(), 1]).unwrap();
+    gc(
+        "kumaraswamy log_prob",
+        |_, a| Kumaraswamy::new(a[0].exp(), a[1].exp())?.log_prob(a[2]),
+        &[
+            col(&[-0.5, 1.2]),
+            v(&[0.1, -0.7, 1.0]),
+            Tensor::from_rows(&[[0.2, 0.55, 0.9], [0.05, 0.7, 0.35]]).unwrap(),
+        ],
+    );
+    gc(
+        "kumaraswamy entropy and moments",
+        |_, a| {
+            let d = Kumaraswamy::new(a[0].exp(), a[1].exp())?;
+            Ok(d.entropy()? + d.mean()? + d.variance()? * 10.0)
+        },
+        // b below 1, near 1 and large; a from 0.6 to 4.5
+        &[v(&[0.1, -0.5, 1.5]), v(&[-1.0, 0.01, 2.5])],
+    );
+    gc(
+        "kumaraswamy draws",
+        |_, a| {
+            let mut rng = StdRng::seed_from_u64(3);
+            Kumaraswamy::new(a[0].exp(), a[1].exp())?.rsample_n(Some(3), &mut rng)
+        },
+        &[v(&[0.3, -0.4]), v(&[0.7, -0.2])],
+    );
+}
+
+/// The Kumaraswamy's `rsample` gradient is unbiased: the mean of the
+/// draws' gradients is the gradient of its mean, `b B(1 + 1/a, b)`.
+#[test]
+fn kumaraswamy_rsample_gradient_is_unbiased() {
+    use bayesgrad::autodiff::statcheck::{StatGradCheck, stat_gradcheck};
+    let (a, b) = (0.8, 2.5);
+    let exact = {
+        let tape = Tape::<f64>::new();
+        let (av, bv) = (tape.var(Tensor::scalar(a)), tape.var(Tensor::scalar(b)));
+        let g = Kumaraswamy::new(av, bv)
+            .unwrap()
+            .mean()
+            .unwrap()
+            .backward()
+            .unwrap();
+        vec![
+            g.get(av).unwrap().item().unwrap(),
+            g.get(bv).unwrap().item().unwrap(),
+        ]
+    };
+    stat_gradcheck(
+        |rng| {
+            let tape = Tape::<f64>::new();
+            let (av, bv) = (tape.var(Tensor::scalar(a)), tape.var(Tensor::scalar(b)));
+            let y = Kumaraswamy::new(av, bv)?.rsample_n(Some(16), rng)?;
+            let g = (y.sum() / 16.0).backward()?;
+            Ok(vec![g.get(av).unwrap().item()?, g.get(bv).unwrap().item()?])
+        },
+        &exact,
+        &StatGradCheck::default(),
+        &mut StdRng::seed_from_u64(8),
+    )
+    .unwrap();
+}
+
+/// Kumaraswamy draws follow its distribution function `1 - (1 - x^a)^b`
+/// and have its mean and variance; its entropy is the Monte Carlo limit of
+/// `-ln p`, and a Monte Carlo KL against a Beta with the same mean is
+/// positive and matches its own estimate from the draws (all within four
+/// standard errors).
+#[test]
+fn kumaraswamy_draws_and_integrals() -> Result<()> {
+    let tape = Tape::<f64>::new();
+    let s = |x: f64| tape.scalar(x);
+    let mut rng = StdRng::seed_from_u64(41);
+    let n = 200_000;
+    let (a, b) = (0.7, 2.2);
+    let q = Kumaraswamy::new(s(a), s(b))?;
+    let draws = q.sample_n(Some(n), &mut rng)?;
+    assert!(draws.data().iter().all(|&x| x > 0.0 && x < 1.0));
+    for x in [0.05, 0.3, 0.6, 0.9] {
+        let cdf: f64 = 1.0 - (1.0 - f64::powf(x, a)).powf(b);
+        let share = draws.data().iter().filter(|&&d| d <= x).count() as f64 / n as f64;
+        let se = (cdf * (1.0 - cdf) / n as f64).sqrt();
+        assert!(
+            (share - cdf).abs() < 4.0 * se,
+            "P(X <= {x}) = {cdf}, drawn {share}"
+        );
+    }
+    let (m, se) = mean_and_se(&draws);
+    let mean = q.mean()?.item()?;
+    assert!((m - mean).abs() < 4.0 * se, "mean: {m} ± {se} vs {mean}");
+    let var = q.variance()?.item()?;
+    let (ss, se) = mean_and_se(&draws.map(|x| (x - m).powi(2)));
+    assert!(
+        (ss - var).abs() < 4.0 * se,
+        "variance: {ss} ± {se} vs {var}"
+    );
+    let z = tape.constant(draws);
+    let (h, se) = mean_and_se(&(-q.log_prob(z)?).value());
+    let exact = q.entropy()?.item()?;
+    assert!(
+        (h - exact).abs() < 4.0 * se,
+        "entropy: {h} ± {se} vs {exact}"
+    );
+    // no closed form against a Beta: Auto estimates it from draws
+    let p = Beta::new(s(1.0), s(1.0 / mean - 1.0))?;
+    let (kl, se) = mean_and_se(&(q.log_prob(z)? - p.log_prob(z)?).value());
+    assert!(matches!(
+        kl_divergence(&q, &p),
+        Err(Error::NoAnalyticKl { .. })
+    ));
+    let auto = kl_divergence_with(&q, &p, Divergence::MonteCarlo { samples: 20_000 }, &mut rng)?;
+    let auto = auto.item()?;
+    assert!(kl > 0.0 && (auto - kl).abs() < 4.0 * se * (n as f64 / 20_000.0).sqrt());
+    Ok(())
+}
+
+/// Outside `(0, 1)` the Kumaraswamy density is `-inf` with gradient 0; in
+/// `f32` its values are those of `f64` rounded; near 1, where `x^a` is
+/// close to 1, it keeps its digits; bad concentrations and NaN values are
+/// errors.
+#[test]
+fn kumaraswamy_outside_its_support_and_near_its_ends() -> Result<()> {
+    let tape = Tape::<f64>::new();
+    let (a, b) = (tape.var(Tensor::scalar(2.0)), tape.var(Tensor::scalar(3.0)));
+    let d = Kumaraswamy::new(a, b)?;
+    let x = tape.var(Tensor::vector(&[0.0, 1.0, -0.5, 1.5, 0.5]));
+    let lp = d.log_prob(x)?;
+    let inside = 6.0f64.ln() + 0.5f64.ln() + 2.0 * 0.75f64.ln();
+    let values = lp.value();
+    assert_eq!(&values.data()[..4], &[f64::NEG_INFINITY; 4]);
+    assert!((values.data()[4] - inside).abs() < 1e-15);
+    let g = lp.sum().backward()?;
+    assert_eq!(&g.get(x).unwrap().data()[..4], &[0.0; 4]);
+    // with a = 1/2, 1 - x^a = δ / (1 + √x) for x = 1 - δ (δ exact), where
+    // 1 - √x loses the digits √x rounded away: 2e-4 off at δ near 1e-12
+    let half = Kumaraswamy::new(tape.scalar(0.5), b)?;
+    let x = 1.0 - 1e-12;
+    let delta: f64 = 1.0 - x;
+    let near = half.log_prob(tape.scalar(x))?.item()?;
+    let ln_w = delta.ln() - (1.0 + x.sqrt()).ln();
+    let want = 1.5f64.ln() - 0.5 * x.ln() + 2.0 * ln_w;
+    assert!((near - want).abs() < 1e-14 * want.abs(), "{near} vs {want}");
+    assert!(
+        ((1.0 - x.sqrt()).ln() - ln_w).abs() > 1e-5,
+        "the test's point"
+    );
+    // f32: the f64 values rounded
+    let t32 = Tape::<f32>::new();
+    let d32 = Kumaraswamy::new(t32.scalar(2.0), t32.scalar(3.0))?;
+    let xs = [0.001f32, 0.25, 0.5, 0.999];
+    let l32 = d32.log_prob(t32.constant(Tensor::vector(&xs)))?.value();
+    let x64: Vec<f64> = xs.iter().map(|&x| x as f64).collect();
+    let l64 = d.log_prob(tape.constant(Tensor::vector(&x64)))?.value();
+    for (a, b) in l32.data().iter().zip(l64.data()) {
+        assert_eq!(*a, *b as f32);
+    }
+    for (c1, c0) in [
+        (0.0, 1.0),
+        (1.0, -1.0),
+        (f64::NAN, 1.0),
+        (1.0, f64::INFINITY),
+    ] {
+        assert!(
+            Kumaraswamy::new(tape.scalar(c1), tape.scalar(c0)).is_err(),
+            "{c1}, {c0}"
         );
     }
     assert!(d.log_prob(tape.scalar(f64::NAN)).is_err());

@@ -189,6 +189,12 @@ fn families(p: [f64; 4], (xp, xu, xr): (f64, f64, f64), n: usize, seed: u64) {
     no_nan("Pareto rsample", pq.rsample(&mut rng), &ins, &at);
     no_nan("Pareto mean", pq.mean(), &ins, &at);
     no_nan("Pareto variance", pq.variance(), &ins, &at);
+    let ku = Kumaraswamy::new(a, b).unwrap();
+    check("Kumaraswamy log_prob", ku.log_prob(xu));
+    check("Kumaraswamy entropy", ku.entropy());
+    check("Kumaraswamy mean", ku.mean());
+    check("Kumaraswamy variance", ku.variance());
+    check("Kumaraswamy rsample", ku.rsample(&mut rng));
     let (n1, n2) = (Normal::new(c, a).unwrap(), Normal::new(d, b).unwrap());
     check("Normal log_prob", n1.log_prob(xr));
     check("Normal KL", kl_divergence(&n1, &n2));

@@ -454,8 +454,8 @@ mod tests {
     use crate::autodiff::tape::Tape;
     use crate::distributions::{
         Bernoulli, Beta, Categorical, Cauchy, Dirichlet, Exponential, Gamma, Geometric, Gumbel,
-        HalfCauchy, HalfNormal, InverseGamma, Laplace, LogNormal, LogitNormal, MultivariateNormal,
-        Normal, Pareto, Poisson, StudentT, Uniform, Weibull,
+        HalfCauchy, HalfNormal, InverseGamma, Kumaraswamy, Laplace, LogNormal, LogitNormal,
+        MultivariateNormal, Normal, Pareto, Poisson, StudentT, Uniform, Weibull,
     };
     use crate::tensor::Tensor;
 
@@ -533,7 +533,8 @@ mod tests {
         let independent = Independent::new(Box::new(Normal::new(v(&[0.1]), v(&[0.9]))?), 1)?;
         // no closed form against anything
         let student = StudentT::new(s(3.0), s(0.1), s(0.5))?;
-        let all: [&dyn Distribution<'_, f64>; 23] = [
+        let kumaraswamy = Kumaraswamy::new(s(2.0), s(1.5))?;
+        let all: [&dyn Distribution<'_, f64>; 24] = [
             &normal,
             &half_normal,
             &log_normal,
@@ -557,6 +558,7 @@ mod tests {
             &mvn,
             &independent,
             &student,
+            &kumaraswamy,
         ];
         let rows = [
             pairs_of(&normal, &all),
@@ -582,6 +584,7 @@ mod tests {
             pairs_of(&mvn, &all),
             pairs_of(&independent, &all),
             pairs_of(&student, &all),
+            pairs_of(&kumaraswamy, &all),
         ];
         let mut expected: Vec<String> = PAIRS.iter().map(|(q, p)| format!("{q} || {p}")).collect();
         expected.sort();

@@ -21,6 +21,7 @@ mod gamma;
 mod independent;
 mod inverse_gamma;
 pub mod kl;
+mod kumaraswamy;
 mod linked;
 mod mixture;
 mod mvn;
@@ -43,6 +44,7 @@ pub use kl::{
     AUTO_MC_SAMPLES, Divergence, KlRule, kl_divergence, kl_divergence_with, kl_from_sample,
     kl_monte_carlo, register_kl,
 };
+pub use kumaraswamy::Kumaraswamy;
 pub use mixture::{MixtureOfNormals, SpikeAndSlab};
 pub use mvn::MultivariateNormal;
 pub use normal::{HalfNormal, Normal};

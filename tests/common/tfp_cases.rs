@@ -399,8 +399,16 @@ pub fn evaluate(case: &Value, index: usize) -> Result<Option<CaseResult>> {
         | "pareto_entropy"
         | "pareto_kl"
         | "pareto_mean"
-        | "pareto_variance" => {
+        | "pareto_variance"
+        | "kumaraswamy_log_prob"
+        | "kumaraswamy_entropy"
+        | "kumaraswamy_mean"
+        | "kumaraswamy_variance" => {
             let names: &[&str] = match kind.as_str() {
+                "kumaraswamy_log_prob" => &["concentration1", "concentration0", "x"],
+                "kumaraswamy_entropy" | "kumaraswamy_mean" | "kumaraswamy_variance" => {
+                    &["concentration1", "concentration0"]
+                }
                 "negative_binomial_log_prob" | "binomial_log_prob" => {
                     &["total_count", "logits", "k"]
                 }
@@ -494,6 +502,10 @@ pub fn evaluate(case: &Value, index: usize) -> Result<Option<CaseResult>> {
                     &Geometric::from_logits(v[0])?,
                     &Geometric::from_logits(v[1])?,
                 )?,
+                "kumaraswamy_log_prob" => Kumaraswamy::new(v[0], v[1])?.log_prob(v[2])?,
+                "kumaraswamy_entropy" => Kumaraswamy::new(v[0], v[1])?.entropy()?,
+                "kumaraswamy_mean" => Kumaraswamy::new(v[0], v[1])?.mean()?,
+                "kumaraswamy_variance" => Kumaraswamy::new(v[0], v[1])?.variance()?,
                 "pareto_log_prob" => Pareto::new(v[0], v[1])?.log_prob(v[2])?,
                 "pareto_entropy" => Pareto::new(v[0], v[1])?.entropy()?,
                 "pareto_mean" => Pareto::new(v[0], v[1])?.mean()?,

@@ -1,7 +1,8 @@
 """Writes mpmath_reference.json: reference values in the format of TFP's files, for what those files
 do not hold: the KL divergences of Uniform/Uniform, Poisson/Poisson, Exponential/Gamma,
 Gamma/Exponential and LogitNormal/LogitNormal, the Cauchy, HalfCauchy and HalfNormal
-log-densities, entropies and KLs, the Pareto log-density, entropy, KL, mean and variance, and the
+log-densities, entropies and KLs, the Pareto log-density, entropy, KL, mean and variance, the
+Kumaraswamy log-density, entropy, mean and variance, and the
 NegativeBinomial and Binomial log-masses, each with its
 gradients, from closed forms in 50-digit mpmath. The first group's derivatives are written out and
 checked against mpmath's numerical ones; the second group's are mpmath's numerical derivatives,
@@ -248,6 +249,22 @@ def pareto_variance(a, m):
     return m ** 2 * a / ((a - 1) ** 2 * (a - 2))
 
 
+def kumaraswamy_log_prob(a, b, x):
+    return mp.log(a) + mp.log(b) + (a - 1) * mp.log(x) + (b - 1) * mp.log(1 - x ** a)
+
+
+def kumaraswamy_entropy(a, b):
+    return (1 - 1 / b) + (1 - 1 / a) * (mp.digamma(b + 1) + EULER) - mp.log(a * b)
+
+
+def kumaraswamy_mean(a, b):
+    return b * mp.beta(1 + 1 / a, b)
+
+
+def kumaraswamy_variance(a, b):
+    return b * mp.beta(1 + 2 / a, b) - kumaraswamy_mean(a, b) ** 2
+
+
 def softplus(x):
     return mp.log1p(mp.exp(x))
 
@@ -317,6 +334,14 @@ def by_quadrature(kind, args):
             lp = lambda w: dens(args[2], args[3], x_of(w))
             f = lambda w: mp.exp(lw(w)) * (lq(w) - lp(w))
         return mp.quad(f, pts)
+    if kind == "kumaraswamy_entropy":
+        # over u = P(X <= x): 1 - x^a = (1 - u)^(1/b), and the log-density
+        # written in u keeps its digits at both ends
+        a0, b0 = args
+        l1m = lambda u: mp.log1p(-u)
+        lq = lambda u: (mp.log(a0) + mp.log(b0) + (a0 - 1) / a0 * mp.log(-mp.expm1(l1m(u) / b0))
+                        + (b0 - 1) / b0 * l1m(u))
+        return mp.quad(lambda u: -lq(u), [0, 0.5, 1])
     if kind in ("pareto_entropy", "pareto_kl"):
         # over w = α ln(x / m), a standard exponential under q (density e^-w)
         a0, m0 = args[0], args[1]
@@ -500,6 +525,27 @@ NUMERIC = {
         (3.0, 2.0), (2.5, 1.0), (2.0000001, 1.0), (1e3, 5.0), (10.0, 1e-3),
         (2.0 + 2 ** -40, 1e-159),
     ]),
+    "kumaraswamy_log_prob": (kumaraswamy_log_prob, ["concentration1", "concentration0", "x"], [
+        (1.0, 3.0, 0.5),
+        (2.0, 5.0, 0.3),
+        (0.5, 0.5, 0.01),
+        (0.5, 0.5, 0.999),
+        (5.0, 2.0, 0.9999),
+        (1e3, 1.0, 0.999),
+        (0.1, 10.0, 1e-20),
+        (3.0, 0.2, 0.7),
+        (2.0, 2.0, 1.0 - 1e-12),
+    ]),
+    "kumaraswamy_entropy": (kumaraswamy_entropy, ["concentration1", "concentration0"], [
+        (1.0, 1.0), (2.0, 5.0), (0.5, 0.5), (10.0, 0.3), (1e3, 1e3),
+    ]),
+    "kumaraswamy_mean": (kumaraswamy_mean, ["concentration1", "concentration0"], [
+        (1.0, 3.0), (2.0, 5.0), (0.5, 0.5), (10.0, 0.3), (1e3, 1e3), (1e-2, 2.0), (3.0, 1e-3),
+    ]),
+    "kumaraswamy_variance": (kumaraswamy_variance, ["concentration1", "concentration0"], [
+        (1.0, 3.0), (2.0, 5.0), (0.5, 0.5), (10.0, 0.3), (100.0, 100.0), (1e-2, 2.0),
+        (3.0, 1e-3),
+    ]),
     "inverse_gamma_log_prob": (inverse_gamma_log_prob, ["concentration", "scale", "x"], [
         (3.0, 2.0, 1.0),
         (0.5, 1.0, 0.1),
@@ -582,6 +628,10 @@ try:
             "inverse_gamma_entropy": lambda: tfd.InverseGamma(a[0], a[1]).entropy(),
             "inverse_gamma_kl": lambda: tfd.kl_divergence(tfd.InverseGamma(a[0], a[1]),
                                                           tfd.InverseGamma(a[2], a[3])),
+            "kumaraswamy_log_prob": lambda: tfd.Kumaraswamy(a[0], a[1]).log_prob(a[2]),
+            "kumaraswamy_entropy": lambda: tfd.Kumaraswamy(a[0], a[1]).entropy(),
+            "kumaraswamy_mean": lambda: tfd.Kumaraswamy(a[0], a[1]).mean(),
+            "kumaraswamy_variance": lambda: tfd.Kumaraswamy(a[0], a[1]).variance(),
             "pareto_log_prob": lambda: tfd.Pareto(a[0], a[1]).log_prob(a[2]),
             "pareto_entropy": lambda: tfd.Pareto(a[0], a[1]).entropy(),
             "pareto_mean": lambda: tfd.Pareto(a[0], a[1]).mean(),
