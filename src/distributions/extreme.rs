@@ -7,8 +7,8 @@
 use super::normal::{Standardized, loc_scale_log_prob};
 use super::pointwise::{self, LANES, Lanes, Pointwise, each_lane};
 use super::{
-    Distribution, batch_broadcast, check_divisor, check_finite, on_support, open_uniform,
-    same_tape, sample_shape,
+    Distribution, batch_broadcast, check_divisor, check_finite, check_two, on_support,
+    open_uniform, same_tape, sample_shape,
 };
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::Result;
@@ -278,13 +278,12 @@ impl<'t, F: Element> Weibull<'t, F> {
     /// Parameters that are not finite or are below the smallest normal
     /// number; shapes that do not broadcast.
     pub fn new(concentration: Var<'t, F>, scale: Var<'t, F>) -> Result<Self> {
-        same_tape("Weibull::new", &concentration, &scale)?;
-        check_divisor("Weibull", "concentration", &concentration)?;
-        check_divisor("Weibull", "scale", &scale)?;
-        batch_broadcast(
+        check_two(
+            "Weibull::new",
             "Weibull",
-            ("concentration", concentration.shape()),
-            ("scale", scale.shape()),
+            check_divisor,
+            ("concentration", &concentration),
+            ("scale", &scale),
         )?;
         Ok(Weibull {
             concentration,

@@ -25,7 +25,7 @@
 use super::pointwise::{self, LANES, Lanes, Pointwise, ln_each};
 use super::{
     Distribution, Exponential, HALF_LN_2PI, batch_broadcast, check_divisor, check_positive,
-    check_values, into_open_unit, on_support, open_unit, same_tape, sample_shape,
+    check_two, check_values, into_open_unit, on_support, open_unit, same_tape, sample_shape,
 };
 use crate::autodiff::ops::sigmoid;
 use crate::autodiff::profile::untimed;
@@ -636,13 +636,12 @@ pub struct Gamma<'t, F: Element> {
 impl<'t, F: Element> Gamma<'t, F> {
     /// From a concentration (shape) and a rate (inverse scale).
     pub fn new(concentration: Var<'t, F>, rate: Var<'t, F>) -> Result<Self> {
-        same_tape("Gamma::new", &concentration, &rate)?;
-        check_positive("Gamma", "concentration", &concentration)?;
-        check_positive("Gamma", "rate", &rate)?;
-        batch_broadcast(
+        check_two(
+            "Gamma::new",
             "Gamma",
-            ("concentration", concentration.shape()),
-            ("rate", rate.shape()),
+            check_positive,
+            ("concentration", &concentration),
+            ("rate", &rate),
         )?;
         Ok(Gamma {
             concentration,
@@ -1471,13 +1470,12 @@ pub struct Beta<'t, F: Element> {
 impl<'t, F: Element> Beta<'t, F> {
     /// From the two concentrations (`a` of `x`, `b` of `1 - x`).
     pub fn new(concentration1: Var<'t, F>, concentration0: Var<'t, F>) -> Result<Self> {
-        same_tape("Beta::new", &concentration1, &concentration0)?;
-        check_positive("Beta", "concentration1", &concentration1)?;
-        check_positive("Beta", "concentration0", &concentration0)?;
-        batch_broadcast(
+        check_two(
+            "Beta::new",
             "Beta",
-            ("concentration1", concentration1.shape()),
-            ("concentration0", concentration0.shape()),
+            check_positive,
+            ("concentration1", &concentration1),
+            ("concentration0", &concentration0),
         )?;
         Ok(Beta {
             concentration1,

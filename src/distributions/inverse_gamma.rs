@@ -2,7 +2,9 @@
 //! the [`Gamma`] it inverts.
 
 use super::gamma::{Gamma, inverse_gamma_log_density, kl_gamma, ln_std_gamma_rsample};
-use super::{Distribution, batch_broadcast, check_positive, on_support, same_tape, sample_shape};
+use super::{
+    Distribution, batch_broadcast, check_positive, check_two, on_support, same_tape, sample_shape,
+};
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::Result;
 use crate::tensor::{Element, Tensor, broadcast_shape};
@@ -60,13 +62,12 @@ impl<'t, F: Element> InverseGamma<'t, F> {
     /// Parameters that are not finite and `> 0`; shapes that do not
     /// broadcast.
     pub fn new(concentration: Var<'t, F>, scale: Var<'t, F>) -> Result<Self> {
-        same_tape("InverseGamma::new", &concentration, &scale)?;
-        check_positive("InverseGamma", "concentration", &concentration)?;
-        check_positive("InverseGamma", "scale", &scale)?;
-        batch_broadcast(
+        check_two(
+            "InverseGamma::new",
             "InverseGamma",
-            ("concentration", concentration.shape()),
-            ("scale", scale.shape()),
+            check_positive,
+            ("concentration", &concentration),
+            ("scale", &scale),
         )?;
         Ok(InverseGamma {
             concentration,

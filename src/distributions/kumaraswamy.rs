@@ -7,7 +7,8 @@
 
 use super::pointwise::{self, Lanes, Pointwise, each_lane};
 use super::{
-    Distribution, batch_broadcast, check_divisor, on_support, open_uniform, same_tape, sample_shape,
+    Distribution, batch_broadcast, check_divisor, check_two, on_support, open_uniform, same_tape,
+    sample_shape,
 };
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::Result;
@@ -70,13 +71,12 @@ impl<'t, F: Element> Kumaraswamy<'t, F> {
     /// Concentrations that are not finite or are below the smallest normal
     /// number; shapes that do not broadcast.
     pub fn new(concentration1: Var<'t, F>, concentration0: Var<'t, F>) -> Result<Self> {
-        same_tape("Kumaraswamy::new", &concentration1, &concentration0)?;
-        check_divisor("Kumaraswamy", "concentration1", &concentration1)?;
-        check_divisor("Kumaraswamy", "concentration0", &concentration0)?;
-        batch_broadcast(
+        check_two(
+            "Kumaraswamy::new",
             "Kumaraswamy",
-            ("concentration1", concentration1.shape()),
-            ("concentration0", concentration0.shape()),
+            check_divisor,
+            ("concentration1", &concentration1),
+            ("concentration0", &concentration0),
         )?;
         Ok(Kumaraswamy {
             concentration1,

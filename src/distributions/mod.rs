@@ -343,6 +343,23 @@ pub(crate) fn batch_broadcast(
     })
 }
 
+/// The checks of a family's two parameters: on one tape (`op` names the
+/// constructor), each passing `check` ([`check_positive`],
+/// [`check_divisor`]), and shapes that broadcast.
+pub(crate) fn check_two<F: Element>(
+    op: &'static str,
+    distribution: &'static str,
+    check: fn(&'static str, &'static str, &Var<'_, F>) -> Result<()>,
+    (first, a): (&'static str, &Var<'_, F>),
+    (second, b): (&'static str, &Var<'_, F>),
+) -> Result<()> {
+    same_tape(op, a, b)?;
+    check(distribution, first, a)?;
+    check(distribution, second, b)?;
+    batch_broadcast(distribution, (first, a.shape()), (second, b.shape()))?;
+    Ok(())
+}
+
 /// Both vars must live on the same tape.
 pub(crate) fn same_tape<F: Element>(
     op: &'static str,

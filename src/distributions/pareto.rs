@@ -6,7 +6,7 @@
 
 use super::pointwise::{self, Lanes, Pointwise, each_lane};
 use super::{
-    Distribution, batch_broadcast, check_divisor, check_values, open_uniform, same_tape,
+    Distribution, batch_broadcast, check_divisor, check_two, check_values, open_uniform, same_tape,
     sample_shape,
 };
 use crate::autodiff::tape::{Tape, Var};
@@ -65,13 +65,12 @@ impl<'t, F: Element> Pareto<'t, F> {
     /// Parameters that are not finite or are below the smallest normal
     /// number; shapes that do not broadcast.
     pub fn new(concentration: Var<'t, F>, scale: Var<'t, F>) -> Result<Self> {
-        same_tape("Pareto::new", &concentration, &scale)?;
-        check_divisor("Pareto", "concentration", &concentration)?;
-        check_divisor("Pareto", "scale", &scale)?;
-        batch_broadcast(
+        check_two(
+            "Pareto::new",
             "Pareto",
-            ("concentration", concentration.shape()),
-            ("scale", scale.shape()),
+            check_divisor,
+            ("concentration", &concentration),
+            ("scale", &scale),
         )?;
         Ok(Pareto {
             concentration,
