@@ -14,11 +14,11 @@
 //! LogitNormal, Cauchy, HalfCauchy, Gumbel, Weibull, Pareto, Laplace,
 //! Exponential, Gamma, InverseGamma, Beta, Dirichlet, Uniform, Poisson,
 //! Geometric, Bernoulli, Categorical, MultivariateNormal, and Independent of
-//! a pair that has one) and Exponential against Gamma either way. A rule registered
-//! for a built-in pair replaces the built-in closed form. See [`KlRule`] for
-//! a rule written out and `tests/open_api.rs` for a distribution defined
-//! outside the crate, given a KL against [`Normal`](super::Normal),
-//! registered and used as a layer prior.
+//! a pair that has one) and Exponential against Gamma either way. A rule
+//! registered for a built-in pair replaces the built-in closed form. See
+//! [`KlRule`] for a rule written out and `tests/open_api.rs` for a
+//! distribution defined outside the crate, given a KL against
+//! [`Normal`](super::Normal), registered and used as a layer prior.
 //!
 //! The built-in closed forms are given by the families themselves (through
 //! hidden methods of [`Distribution`]), not filed in the registry: a table
@@ -169,10 +169,9 @@ pub(crate) use builtin_kl;
 /// Registers (or replaces) an analytic KL rule, process-wide, for every
 /// later [`kl_divergence`] call on any thread.
 /// Returns whether a rule for the pair existed before (registered, or built
-/// in). A variational layer
-/// whose posterior and prior make the pair applies the rule under the
-/// automatic or analytic divergence: its fused sampler, which computes the
-/// built-in divergence itself, steps aside.
+/// in). A variational layer whose posterior and prior make the pair applies
+/// the rule under the automatic or analytic divergence: its fused sampler,
+/// which computes the built-in divergence itself, steps aside.
 ///
 /// Check a rule with
 /// [`gradcheck`](crate::autodiff::gradcheck::gradcheck) and against
