@@ -280,6 +280,15 @@ fn other_families<F: Element>(t: [&Tensor<f64>; 4], seed: u64) {
     if let Ok(d) = InverseGamma::new(a, b) {
         exercise_backward(&d, x, rng);
     }
+    if let Ok(d) = Pareto::new(a, b) {
+        exercise_backward(&d, x, rng);
+        if let Ok(p) = Pareto::new(b, a) {
+            let _ = kl_divergence(&d, &p).map(|v| v.sum().backward());
+        }
+    }
+    if let Ok(d) = Kumaraswamy::new(a, b) {
+        exercise_backward(&d, x, rng);
+    }
     if let Ok(d) = Geometric::from_logits(a) {
         exercise_backward(&d, x, rng);
     }
