@@ -2408,3 +2408,55 @@ fn kumaraswamy_outside_its_support_and_near_its_ends() -> Result<()> {
     assert!(d.log_prob(tape.scalar(f64::NAN)).is_err());
     Ok(())
 }
+
+/// `from_probs` of the families parameterized by log-odds: the masses of
+/// the probabilities given, differentiable in them, the same as from the
+/// log-odds computed apart; probabilities outside `(0, 1)` are errors.
+#[test]
+fn from_probs_gives_the_masses_of_the_probabilities() -> Result<()> {
+    let tape = Tape::<f64>::new();
+    let s = |x: f64| tape.scalar(x);
+    let close = |got: Var<'_, f64>, want: f64| {
+        let got = got.item().unwrap().exp();
+        assert!((got - want).abs() < 1e-14, "{got} vs {want}");
+    };
+    close(Bernoulli::from_probs(s(0.3))?.log_prob(s(1.0))?, 0.3);
+    // P(2 failures, then a success)
+    close(
+        Geometric::from_probs(s(0.25))?.log_prob(s(2.0))?,
+        0.75 * 0.75 * 0.25,
+    );
+    // C(5, 2) 0.3² 0.7³
+    close(
+        Binomial::from_probs(s(5.0), s(0.3))?.log_prob(s(2.0))?,
+        0.3087,
+    );
+    let logit = |p: f64| tape.scalar(p.ln() - (-p).ln_1p());
+    let (nb_p, nb_l) = (
+        NegativeBinomial::from_probs(s(3.0), s(0.4))?.log_prob(s(4.0))?,
+        NegativeBinomial::from_logits(s(3.0), logit(0.4))?.log_prob(s(4.0))?,
+    );
+    assert_eq!(nb_p.item()?, nb_l.item()?);
+    gc(
+        "log-masses in the probabilities",
+        |tape, a| {
+            let p = a[0].sigmoid();
+            let k = tape.constant(Tensor::vector(&[0.0, 1.0, 3.0]));
+            let b = Bernoulli::from_probs(p)?
+                .log_prob(tape.constant(Tensor::vector(&[1.0, 0.0, 1.0])))?;
+            let g = Geometric::from_probs(p)?.log_prob(k)?;
+            let n = tape.constant(Tensor::vector(&[4.0, 4.0, 4.0]));
+            let bi = Binomial::from_probs(n, p)?.log_prob(k)?;
+            let nb = NegativeBinomial::from_probs(n, p)?.log_prob(k)?;
+            Ok(b + g + bi + nb)
+        },
+        &[v(&[-2.0, 0.3, 4.0])],
+    );
+    for p in [0.0, 1.0, -0.1, 1.5, f64::NAN] {
+        assert!(Bernoulli::from_probs(s(p)).is_err(), "{p}");
+        assert!(Geometric::from_probs(s(p)).is_err(), "{p}");
+        assert!(Binomial::from_probs(s(3.0), s(p)).is_err(), "{p}");
+        assert!(NegativeBinomial::from_probs(s(3.0), s(p)).is_err(), "{p}");
+    }
+    Ok(())
+}

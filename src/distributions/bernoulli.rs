@@ -35,6 +35,15 @@ pub struct Bernoulli<'t, F: Element> {
 }
 
 impl<'t, F: Element> Bernoulli<'t, F> {
+    /// From the probability of a 1, through its log-odds.
+    ///
+    /// # Errors
+    /// Probabilities outside `(0, 1)` (a certain outcome has infinite
+    /// log-odds).
+    pub fn from_probs(probs: Var<'t, F>) -> Result<Self> {
+        Self::from_logits(super::logits_of_probs("Bernoulli", probs)?)
+    }
+
     /// From log-odds.
     pub fn from_logits(logits: Var<'t, F>) -> Result<Self> {
         check_logits("Bernoulli", &logits)?;

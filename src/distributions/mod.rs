@@ -343,6 +343,20 @@ pub(crate) fn batch_broadcast(
     })
 }
 
+/// The log-odds `ln p - ln(1 - p)` of probabilities of a success, for the
+/// families parameterized by logits (`1 - p` as `log1p(-p)`, exact near
+/// 1): differentiable in `probs`, each of which must be in `(0, 1)`, where
+/// the log-odds are finite.
+pub(crate) fn logits_of_probs<'t, F: Element>(
+    distribution: &'static str,
+    probs: Var<'t, F>,
+) -> Result<Var<'t, F>> {
+    check_values(distribution, "probs", &probs, "must be in (0, 1)", |p| {
+        p > F::zero() && p < F::one()
+    })?;
+    Ok(probs.ln() - (-probs).log1p())
+}
+
 /// The checks of a family's two parameters: on one tape (`op` names the
 /// constructor), each passing `check` ([`check_positive`],
 /// [`check_divisor`]), and shapes that broadcast.

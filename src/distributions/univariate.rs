@@ -633,6 +633,19 @@ pub struct NegativeBinomial<'t, F: Element> {
 }
 
 impl<'t, F: Element> NegativeBinomial<'t, F> {
+    /// From the number of failures that ends the trials and the probability
+    /// of a success, through its log-odds.
+    ///
+    /// # Errors
+    /// Those of [`from_logits`](Self::from_logits); probabilities outside
+    /// `(0, 1)`.
+    pub fn from_probs(total_count: Var<'t, F>, probs: Var<'t, F>) -> Result<Self> {
+        Self::from_logits(
+            total_count,
+            super::logits_of_probs("NegativeBinomial", probs)?,
+        )
+    }
+
     /// From the number of failures that ends the trials and the log-odds of
     /// a success.
     ///
@@ -844,6 +857,16 @@ pub struct Binomial<'t, F: Element> {
 }
 
 impl<'t, F: Element> Binomial<'t, F> {
+    /// From the number of trials and the probability of a success, through
+    /// its log-odds.
+    ///
+    /// # Errors
+    /// Those of [`from_logits`](Self::from_logits); probabilities outside
+    /// `(0, 1)`.
+    pub fn from_probs(total_count: Var<'t, F>, probs: Var<'t, F>) -> Result<Self> {
+        Self::from_logits(total_count, super::logits_of_probs("Binomial", probs)?)
+    }
+
     /// From the number of trials and the log-odds of a success.
     ///
     /// # Errors
@@ -1034,6 +1057,15 @@ pub struct Geometric<'t, F: Element> {
 }
 
 impl<'t, F: Element> Geometric<'t, F> {
+    /// From the probability of a success, through its log-odds.
+    ///
+    /// # Errors
+    /// Probabilities outside `(0, 1)` (at 1 the count is always 0, whose
+    /// log-odds are infinite).
+    pub fn from_probs(probs: Var<'t, F>) -> Result<Self> {
+        Self::from_logits(super::logits_of_probs("Geometric", probs)?)
+    }
+
     /// From the log-odds of a success.
     ///
     /// # Errors
