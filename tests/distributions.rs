@@ -2460,3 +2460,36 @@ fn from_probs_gives_the_masses_of_the_probabilities() -> Result<()> {
     }
     Ok(())
 }
+
+/// `Gamma::chi_squared(k)`: the density `x^(k/2 - 1) e^(-x/2) / (2^(k/2)
+/// Γ(k/2))` at whole and fractional `k`, differentiable in `k` and `x`,
+/// with the batch shape of `k`; a `k` that is not positive is an error.
+#[test]
+fn chi_squared_is_the_gamma_of_half_the_degrees_of_freedom() -> Result<()> {
+    let tape = Tape::<f64>::new();
+    let ks = [1.0, 2.5, 7.0];
+    let d = Gamma::chi_squared(tape.var(Tensor::vector(&ks)))?;
+    assert_eq!(d.batch_shape(), vec![3]);
+    let x = 1.7;
+    let lp = d.log_prob(tape.scalar(x))?.value();
+    // Γ(1/2) = √π, Γ(5/4) = Γ(1/4) / 4, Γ(7/2) = 15 √π / 8
+    let sqrt_pi = std::f64::consts::PI.sqrt();
+    let gammas = [sqrt_pi, 3.625_609_908_221_908 / 4.0, 15.0 * sqrt_pi / 8.0];
+    for ((k, got), gamma_h) in ks.iter().zip(lp.data()).zip(gammas) {
+        let h = k / 2.0;
+        let want = (h - 1.0) * x.ln() - x / 2.0 - h * 2f64.ln() - gamma_h.ln();
+        assert!((got - want).abs() < 1e-13, "k = {k}: {got} vs {want}");
+    }
+    gc(
+        "chi-squared log_prob and entropy",
+        |_, a| {
+            let d = Gamma::chi_squared(a[0].exp())?;
+            Ok(d.log_prob(a[1])?.sum() + d.entropy()?.sum())
+        },
+        &[v(&[0.0, 1.2, -0.7]), v(&[0.4, 2.0, 0.05])],
+    );
+    for k in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        assert!(Gamma::chi_squared(tape.scalar(k)).is_err(), "{k}");
+    }
+    Ok(())
+}

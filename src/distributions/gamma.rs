@@ -634,6 +634,31 @@ pub struct Gamma<'t, F: Element> {
 }
 
 impl<'t, F: Element> Gamma<'t, F> {
+    /// The chi-squared distribution with `df` degrees of freedom (TFP's
+    /// and PyTorch's `Chi2`): `Gamma(df / 2, 1/2)`, the sum of `df` squared
+    /// standard normal draws where `df` is whole. Differentiable in `df`,
+    /// which may be any positive number.
+    ///
+    /// ```
+    /// use bayesgrad::prelude::*;
+    /// let tape = Tape::<f64>::new();
+    /// let d = Gamma::chi_squared(tape.scalar(4.0))?;
+    /// // x e^(-x/2) / 4 at x = 2
+    /// let lp = d.log_prob(tape.scalar(2.0))?.item()?;
+    /// assert!((lp - (0.5f64 * (-1.0f64).exp()).ln()).abs() < 1e-12);
+    /// assert!((d.mean()?.item()? - 4.0).abs() < 1e-12);
+    /// assert!((d.variance()?.item()? - 8.0).abs() < 1e-12);
+    /// # Ok::<(), bayesgrad::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// A `df` that is not finite and positive.
+    pub fn chi_squared(df: Var<'t, F>) -> Result<Self> {
+        check_positive("Gamma::chi_squared", "df", &df)?;
+        let rate = df.tape().constant(Tensor::scalar(F::lit(0.5)));
+        Self::new(df * F::lit(0.5), rate)
+    }
+
     /// From a concentration (shape) and a rate (inverse scale).
     pub fn new(concentration: Var<'t, F>, rate: Var<'t, F>) -> Result<Self> {
         check_two(
