@@ -2394,6 +2394,17 @@ fn kumaraswamy_outside_its_support_and_near_its_ends() -> Result<()> {
     for (a, b) in l32.data().iter().zip(l64.data()) {
         assert_eq!(*a, *b as f32);
     }
+    // a concentration near the smallest normal number: draws of 0, whose
+    // slopes are 0, not NaN (a² underflows)
+    let (tiny, one) = (
+        tape.var(Tensor::scalar(1e-300)),
+        tape.var(Tensor::scalar(1.0)),
+    );
+    let draws = Kumaraswamy::new(tiny, one)?.rsample_n(Some(8), &mut StdRng::seed_from_u64(1))?;
+    assert!(draws.value().data().iter().all(|&x| x == 0.0));
+    let g = draws.sum().backward()?;
+    assert_eq!(g.get(tiny).unwrap().item()?, 0.0);
+    assert_eq!(g.get(one).unwrap().item()?, 0.0);
     for (c1, c0) in [
         (0.0, 1.0),
         (1.0, -1.0),

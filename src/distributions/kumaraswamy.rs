@@ -156,9 +156,15 @@ impl Pointwise<3> for KumaraswamyDraw {
             let s = e / b;
             let ln_w = (-(-s).exp_m1()).ln();
             let x = (ln_w / a).exp();
+            if x == 0.0 {
+                // a draw below the smallest float: its slopes, smaller
+                // still, are 0 (where `a²` or `a b` would underflow too
+                // and divide 0 by 0)
+                return Some((0.0, [0.0; 3]));
+            }
             // x / (a b expm1(s)), 0 where expm1(s) overflows
-            let slope = x / (a * b) / s.exp_m1();
-            Some((x, [-(x * ln_w) / (a * a), -(s * slope), slope]))
+            let slope = x / a / b / s.exp_m1();
+            Some((x, [-((x * ln_w) / a) / a, -(s * slope), slope]))
         });
     }
 }
@@ -197,7 +203,7 @@ impl Pointwise<2> for KumaraswamyMean {
     fn pre(_: &[Lanes; 2]) {}
 
     fn eval(v: &[Lanes; 2], _: &(), out: &mut Lanes, d: &mut [Lanes; 2]) {
-        each_lane(v, out, d, f64::NAN, |[a, b]| {
+        each_lane(v, out, d, 0.0, |[a, b]| {
             let (l, da, db) = ln_moment(1.0, a, b);
             let m = l.exp();
             Some((m, [m * da, m * db]))
@@ -220,7 +226,7 @@ impl Pointwise<2> for KumaraswamyVariance {
     fn pre(_: &[Lanes; 2]) {}
 
     fn eval(v: &[Lanes; 2], _: &(), out: &mut Lanes, d: &mut [Lanes; 2]) {
-        each_lane(v, out, d, f64::NAN, |[a, b]| {
+        each_lane(v, out, d, 0.0, |[a, b]| {
             let (l1, da1, db1) = ln_moment(1.0, a, b);
             let (l2, da2, db2) = ln_moment(2.0, a, b);
             let (m1, m2) = (l1.exp(), l2.exp());
