@@ -198,6 +198,8 @@ fn families(p: [f64; 4], (xp, xu, xr): (f64, f64, f64), n: usize, seed: u64) {
     let (n1, n2) = (Normal::new(c, a).unwrap(), Normal::new(d, b).unwrap());
     check("Normal log_prob", n1.log_prob(xr));
     check("Normal KL", kl_divergence(&n1, &n2));
+    let lp = Laplace::new(d, b).unwrap();
+    check("Normal Laplace KL", kl_divergence(&n1, &lp));
     let (q, r) = (
         Bernoulli::from_logits(a.ln()).unwrap(),
         Bernoulli::from_logits(-b.ln()).unwrap(),

@@ -255,6 +255,9 @@ fn other_families<F: Element>(t: [&Tensor<f64>; 4], seed: u64) {
     }
     if let Ok(d) = Laplace::new(a, b) {
         exercise_backward(&d, x, rng);
+        if let Ok(n) = Normal::new(b, a) {
+            let _ = kl_divergence(&n, &d).map(|v| v.sum().backward());
+        }
     }
     if let Ok(d) = Cauchy::new(a, b) {
         exercise_backward(&d, x, rng);

@@ -1,6 +1,6 @@
 use super::{
-    Distribution, HALF_LN_2PI, batch_broadcast, check_divisor, check_finite, on_support, same_tape,
-    sample_shape, standard_normal,
+    Distribution, HALF_LN_2PI, Laplace, batch_broadcast, check_divisor, check_finite, on_support,
+    same_tape, sample_shape, standard_normal,
 };
 use crate::autodiff::ops::binary::{
     Operands, RUN_BACKWARD, RUN_FORWARD, View, broadcast_all, fill4, map4, with_value,
@@ -453,7 +453,10 @@ impl<'t, F: Element> Normal<'t, F> {
 }
 
 impl<'t, F: Element> Distribution<'t, F> for Normal<'t, F> {
-    super::kl::builtin_kl!(Normal => kl_normal_normal);
+    super::kl::builtin_kl!(
+        Normal => kl_normal_normal,
+        Laplace => super::univariate::kl_normal_laplace,
+    );
 
     fn name(&self) -> &'static str {
         "Normal"

@@ -1,13 +1,14 @@
 //! Laplace, Exponential, Uniform, Poisson, NegativeBinomial and Binomial.
 
 use super::normal::{StandardLaplace, loc_scale_log_prob};
+use super::pointwise::{self, Lanes, Pointwise, each_lane};
 use super::{
     Distribution, Gamma, batch_broadcast, check_divisor, check_finite, check_positive,
     check_values, on_support, open_uniform, same_tape, sample_shape,
 };
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};
-use crate::kernels::special::lgamma;
+use crate::kernels::special::{lgamma, ln_ratio};
 use crate::tensor::{Element, Tensor, broadcast_shape};
 use rand::Rng;
 
@@ -126,6 +127,66 @@ pub(crate) fn kl_laplace<'t, F: Element>(
     let t = b2.ln().try_sub(b1.ln())?.try_add(d.try_div(b2)?)?;
     let decay = b1.try_div(b2)?.try_mul((-d.try_div(b1)?).exp())?;
     Ok(t.try_add(decay)? - F::one())
+}
+
+/// KL(Normal(μ, σ) || Laplace(m, s)) of `[μ, σ, m, s]`, a sparsity prior
+/// against a mean-field posterior: with `d = μ - m`, `z = d / σ` and the
+/// folded normal's mean `E|x - m| = σ √(2/π) e^(-z²/2) + d erf(z/√2)`
+/// (two terms of one sign), `ln(2 s / σ) - ln(2π)/2 - 1/2 + E|x - m| / s`,
+/// and its partial derivatives `∂μ = erf(z/√2) / s = -∂m`,
+/// `∂σ = √(2/π) e^(-z²/2) / s - 1/σ` and `∂s = (1 - E|x - m| / s) / s`.
+/// Where `d` overflows, `E|x - m| / s` is `|μ/s - m/s|`.
+#[derive(Clone, Copy)]
+struct NormalLaplaceDivergence;
+
+impl Pointwise<4> for NormalLaplaceDivergence {
+    const NAME: &'static str = "kl_normal_laplace";
+    const KEYED: usize = 4;
+    type Pre = ();
+    const FLAT_BEYOND_THE_FLOATS: bool = true;
+
+    #[inline(always)]
+    fn pre(_: &[Lanes; 4]) {}
+
+    fn eval(v: &[Lanes; 4], _: &(), out: &mut Lanes, d: &mut [Lanes; 4]) {
+        const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+        const HALF_LN_2PI_PLUS_HALF: f64 = super::HALF_LN_2PI + 0.5;
+        each_lane(v, out, d, f64::INFINITY, |[mu, sigma, m, s]| {
+            let diff = mu - m;
+            let z = diff / sigma;
+            let bump = SQRT_2_OVER_PI * (-0.5 * z * z).exp();
+            let erf = libm::erf(z * std::f64::consts::FRAC_1_SQRT_2);
+            let mean_abs_over_s = if diff.is_finite() {
+                (sigma * bump + diff * erf) / s
+            } else {
+                (mu / s - m / s).abs()
+            };
+            let value = std::f64::consts::LN_2 + ln_ratio(s, sigma) - HALF_LN_2PI_PLUS_HALF
+                + mean_abs_over_s;
+            let partials = [
+                erf / s,
+                bump / s - 1.0 / sigma,
+                -erf / s,
+                (1.0 - mean_abs_over_s) / s,
+            ];
+            Some((value, partials))
+        });
+    }
+}
+
+/// KL(Normal || Laplace), one value per batch element ([`NormalLaplaceDivergence`]).
+pub(crate) fn kl_normal_laplace<'t, F: Element>(
+    q: &super::Normal<'t, F>,
+    p: &Laplace<'t, F>,
+) -> Result<Var<'t, F>> {
+    same_tape("kl_divergence", &q.loc(), &p.loc)?;
+    let shape = batch_broadcast(
+        "Laplace",
+        ("the posterior's parameters", q.batch_shape()),
+        ("the prior's parameters", p.batch_shape()),
+    )?;
+    let inputs = [q.loc(), q.scale(), p.loc, p.scale];
+    pointwise::apply(NormalLaplaceDivergence, &inputs)?.broadcast_to(&shape)
 }
 
 /// The exponential distribution with `rate`.

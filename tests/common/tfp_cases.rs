@@ -395,6 +395,7 @@ pub fn evaluate(case: &Value, index: usize) -> Result<Option<CaseResult>> {
         | "geometric_log_prob"
         | "geometric_entropy"
         | "geometric_kl"
+        | "normal_laplace_kl"
         | "pareto_log_prob"
         | "pareto_entropy"
         | "pareto_kl"
@@ -424,6 +425,7 @@ pub fn evaluate(case: &Value, index: usize) -> Result<Option<CaseResult>> {
                 | "pareto_entropy"
                 | "pareto_mean"
                 | "pareto_variance" => &["concentration", "scale"],
+                "normal_laplace_kl" => &["loc_q", "scale_q", "loc_p", "scale_p"],
                 "weibull_kl" | "inverse_gamma_kl" | "pareto_kl" => {
                     &["concentration_q", "scale_q", "concentration_p", "scale_p"]
                 }
@@ -506,6 +508,9 @@ pub fn evaluate(case: &Value, index: usize) -> Result<Option<CaseResult>> {
                 "kumaraswamy_entropy" => Kumaraswamy::new(v[0], v[1])?.entropy()?,
                 "kumaraswamy_mean" => Kumaraswamy::new(v[0], v[1])?.mean()?,
                 "kumaraswamy_variance" => Kumaraswamy::new(v[0], v[1])?.variance()?,
+                "normal_laplace_kl" => {
+                    kl_divergence(&Normal::new(v[0], v[1])?, &Laplace::new(v[2], v[3])?)?
+                }
                 "pareto_log_prob" => Pareto::new(v[0], v[1])?.log_prob(v[2])?,
                 "pareto_entropy" => Pareto::new(v[0], v[1])?.entropy()?,
                 "pareto_mean" => Pareto::new(v[0], v[1])?.mean()?,

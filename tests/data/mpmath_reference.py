@@ -1,7 +1,7 @@
 """Writes mpmath_reference.json: reference values in the format of TFP's files, for what those files
 do not hold: the KL divergences of Uniform/Uniform, Poisson/Poisson, Exponential/Gamma,
-Gamma/Exponential and LogitNormal/LogitNormal, the Cauchy, HalfCauchy and HalfNormal
-log-densities, entropies and KLs, the Pareto log-density, entropy, KL, mean and variance, the
+Gamma/Exponential, LogitNormal/LogitNormal and Normal/Laplace, the Cauchy, HalfCauchy and
+HalfNormal log-densities, entropies and KLs, the Pareto log-density, entropy, KL, mean and variance, the
 Kumaraswamy log-density, entropy, mean and variance, and the
 NegativeBinomial and Binomial log-masses, each with its
 gradients, from closed forms in 50-digit mpmath. The first group's derivatives are written out and
@@ -226,6 +226,13 @@ def inverse_gamma_kl(aq, bq, ap, bp):
     return gamma_kl(aq, bq, ap, bp)[0]
 
 
+def normal_laplace_kl(mq, sq, mp_, sp):
+    d = mq - mp_
+    z = d / sq
+    mean_abs = sq * mp.sqrt(2 / mp.pi) * mp.exp(-z ** 2 / 2) + d * mp.erf(z / mp.sqrt(2))
+    return mp.log(2 * sp / sq) - mp.log(2 * mp.pi) / 2 - mp.mpf(1) / 2 + mean_abs / sp
+
+
 def pareto_log_prob(a, m, x):
     return mp.log(a) + a * mp.log(m) - (a + 1) * mp.log(x)
 
@@ -334,6 +341,14 @@ def by_quadrature(kind, args):
             lp = lambda w: dens(args[2], args[3], x_of(w))
             f = lambda w: mp.exp(lw(w)) * (lq(w) - lp(w))
         return mp.quad(f, pts)
+    if kind == "normal_laplace_kl":
+        mq, sq, mp_, sp = args
+        normal = lambda t: -t ** 2 / 2 - mp.log(2 * mp.pi) / 2
+        laplace = lambda x: -mp.log(2 * sp) - abs(x - mp_) / sp
+        # over t with x = mq + sq t, broken at the Laplace's kink
+        f = lambda t: mp.exp(normal(t)) * (normal(t) - mp.log(sq) - laplace(mq + sq * t))
+        kink = (mp_ - mq) / sq
+        return mp.quad(f, [-mp.inf] + sorted({mp.mpf(-40), kink, mp.mpf(40)}) + [mp.inf])
     if kind == "kumaraswamy_entropy":
         # over u = P(X <= x): 1 - x^a = (1 - u)^(1/b), and the log-density
         # written in u keeps its digits at both ends
@@ -494,6 +509,15 @@ NUMERIC = {
     "weibull_variance": (weibull_variance, ["concentration", "scale"], [
         (1.0, 2.0), (0.5, 1.0), (2.0, 1.0), (19.0, 1.0), (21.0, 1.0), (100.0, 3.0),
         (1e4, 1.0), (1e7, 1.0),
+    ]),
+    "normal_laplace_kl": (normal_laplace_kl, ["loc_q", "scale_q", "loc_p", "scale_p"], [
+        (0.0, 1.0, 0.0, 1.0),
+        (0.3, 0.5, -0.2, 2.0),
+        (-3.0, 0.1, 1.0, 0.7),
+        (1e-3, 1e-3, 0.0, 1e-2),
+        (5.0, 4.0, 5.0, 0.25),
+        (1e3, 1.0, -1e3, 10.0),
+        (0.2, 30.0, 0.1, 0.05),
     ]),
     "pareto_log_prob": (pareto_log_prob, ["concentration", "scale", "x"], [
         (3.0, 2.0, 4.0),
