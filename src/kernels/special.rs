@@ -502,6 +502,48 @@ fn trigamma_tail_of_inverse(r: f64) -> f64 {
             - r2 * (1.0 / 30.0 - r2 * (1.0 / 42.0 - r2 * (1.0 / 30.0 - r2 * (5.0 / 66.0)))))
 }
 
+/// `ψ''(x)` and `ψ'''(x)` for `x > 0` (NaN otherwise): `x` is raised
+/// past 20 by `ψ''(x) = ψ''(x + 1) - 2/x³` and `ψ'''(x) = ψ'''(x + 1) +
+/// 6/x⁴` (terms of one sign), then the asymptotic series, the derivatives
+/// of [`trigamma`]'s, to `x⁻¹⁶` and `x⁻¹⁷`: the first term left out is
+/// below 10⁻¹⁶ of each from 20 on.
+pub(crate) fn tetragamma_pentagamma(x: f64) -> (f64, f64) {
+    if x.is_nan() || x <= 0.0 {
+        return (f64::NAN, f64::NAN);
+    }
+    if x.is_infinite() {
+        return (0.0, 0.0);
+    }
+    let (mut x, mut second, mut third) = (x, 0.0, 0.0);
+    while x < 20.0 {
+        let x2 = x * x;
+        second -= 2.0 / (x2 * x);
+        third += 6.0 / (x2 * x2);
+        x += 1.0;
+    }
+    let r = 1.0 / x;
+    let r2 = r * r;
+    // -r² - r³ - r⁴/2 + r⁶/6 - r⁸/6 + 3r¹⁰/10 - 5r¹²/6 + 691r¹⁴/210 - 35r¹⁶/2
+    let tail2 = r2
+        * r2
+        * (-0.5
+            + r2 * (1.0 / 6.0
+                + r2 * (-1.0 / 6.0
+                    + r2 * (0.3 + r2 * (-5.0 / 6.0 + r2 * (691.0 / 210.0 - r2 * 17.5))))));
+    // 2r³ + 3r⁴ + 2r⁵ - r⁷ + 4r⁹/3 - 3r¹¹ + 10r¹³ - 691r¹⁵/15 + 280r¹⁷
+    let tail3 = r
+        * r2
+        * r2
+        * (2.0
+            + r2 * (-1.0
+                + r2 * (4.0 / 3.0
+                    + r2 * (-3.0 + r2 * (10.0 + r2 * (-691.0 / 15.0 + r2 * 280.0))))));
+    (
+        second + (-r2 - r2 * r + tail2),
+        third + (2.0 * r2 * r + 3.0 * r2 * r2 + tail3),
+    )
+}
+
 /// The regularized incomplete gamma functions `(P(a, x), Q(a, x))`,
 /// `P + Q = 1`: the series for `x < a + 1`, Lentz's continued fraction
 /// otherwise, each giving its own tail to full relative precision.
@@ -3019,6 +3061,49 @@ mod tests {
             let want = slope * z + 0.5 * curvature * z * z;
             assert!((lgamma(x) / want - 1.0).abs() < 1e-12, "{base}");
         }
+    }
+
+    #[test]
+    fn tetragamma_and_pentagamma_match_their_closed_forms() {
+        // ψ''(1) = -2ζ(3), ψ'''(1) = 6ζ(4) = π⁴/15, ψ''(1/2) = -14ζ(3),
+        // ψ'''(1/2) = π⁴
+        let zeta3 = 1.202_056_903_159_594_3;
+        let pi4 = PI.powi(4);
+        for (x, second, third) in [(1.0, -2.0 * zeta3, pi4 / 15.0), (0.5, -14.0 * zeta3, pi4)] {
+            let (s, t) = tetragamma_pentagamma(x);
+            assert!(
+                ((s - second) / second).abs() < 4e-16,
+                "ψ''({x}) = {s} vs {second}"
+            );
+            assert!(
+                ((t - third) / third).abs() < 4e-16,
+                "ψ'''({x}) = {t} vs {third}"
+            );
+        }
+        // against central differences of trigamma and of ψ'' itself, on
+        // both sides of the switch to the series at 20
+        for x in [3.3, 19.5, 20.0, 20.5, 57.0, 1e4] {
+            let h = 1e-4 * x;
+            let (s, t) = tetragamma_pentagamma(x);
+            let numeric = (trigamma(x + h) - trigamma(x - h)) / (2.0 * h);
+            assert!(
+                ((s - numeric) / s).abs() < 1e-7,
+                "ψ''({x}) = {s} vs {numeric}"
+            );
+            let (sp, sm) = (
+                tetragamma_pentagamma(x + h).0,
+                tetragamma_pentagamma(x - h).0,
+            );
+            let numeric = (sp - sm) / (2.0 * h);
+            assert!(
+                ((t - numeric) / t).abs() < 1e-7,
+                "ψ'''({x}) = {t} vs {numeric}"
+            );
+        }
+        // the recurrences at a small x
+        let ((s, t), (s1, t1)) = (tetragamma_pentagamma(1e-3), tetragamma_pentagamma(1.001));
+        assert!(((s - (s1 - 2e9)) / s).abs() < 4e-16 && ((t - (t1 + 6e12)) / t).abs() < 4e-16);
+        assert!(tetragamma_pentagamma(0.0).0.is_nan() && tetragamma_pentagamma(-1.0).1.is_nan());
     }
 
     #[test]

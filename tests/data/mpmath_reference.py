@@ -565,10 +565,12 @@ NUMERIC = {
     ]),
     "kumaraswamy_mean": (kumaraswamy_mean, ["concentration1", "concentration0"], [
         (1.0, 3.0), (2.0, 5.0), (0.5, 0.5), (10.0, 0.3), (1e3, 1e3), (1e-2, 2.0), (3.0, 1e-3),
+        (1e7, 0.5),
     ]),
     "kumaraswamy_variance": (kumaraswamy_variance, ["concentration1", "concentration0"], [
         (1.0, 3.0), (2.0, 5.0), (0.5, 0.5), (10.0, 0.3), (100.0, 100.0), (1e-2, 2.0),
-        (3.0, 1e-3),
+        (3.0, 1e-3), (1e4, 2.0), (1.5e5, 1.5), (2.5e5, 0.2), (1e7, 0.5), (1e10, 3.0),
+        (1e15, 2.0),
     ]),
     "inverse_gamma_log_prob": (inverse_gamma_log_prob, ["concentration", "scale", "x"], [
         (3.0, 2.0, 1.0),
