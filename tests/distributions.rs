@@ -2575,14 +2575,15 @@ fn kumaraswamy_variance_keeps_its_digits_where_it_is_tiny() {
     assert_eq!(checked, 6);
 }
 
-/// Between near-equal Gumbels and Weibulls (scales 1 and 1.000001,
-/// concentrations 10 and 10.00001) the divergence, about 9e-13, matches
-/// the 50-digit reference at 1e-9 relative, with no absolute floor: its
-/// terms cancel to the size of the squared difference, and `ln Γ(1 + r)`
-/// through a rounded `1 + r` left them 5e-5 and 1e-4 off (TFP 0.25: 7.5e-5
-/// and 3.5e-4).
+/// Between near-equal Gumbels, Weibulls and geometrics (scales 1 and
+/// 1.000001, concentrations 10 and 10.00001, logits 1 and 1.000001) the
+/// divergence, about 1e-13 to 1e-12, matches the 50-digit reference at
+/// 1e-9 relative, with no absolute floor: its terms cancel to the size of
+/// the squared difference. `ln Γ(1 + r)` through a rounded `1 + r` left
+/// the first two 5e-5 and 1e-4 off (TFP 0.25: 7.5e-5 and 3.5e-4), and the
+/// differences of softplus values taken apart the third 3.6e-4.
 #[test]
-fn near_equal_extreme_value_divergences_keep_their_digits() {
+fn near_equal_divergences_keep_their_digits() {
     let doc = crate::json::parse(include_str!("data/mpmath_reference.json").as_bytes()).unwrap();
     let cases = doc.get("cases").and_then(|c| c.as_array()).unwrap();
     let num = |c: &crate::json::Value, k: &str| c.get(k).and_then(|v| v.as_f64()).unwrap();
@@ -2590,7 +2591,8 @@ fn near_equal_extreme_value_divergences_keep_their_digits() {
     for case in cases {
         let kind = case.get("kind").and_then(|k| k.as_str()).unwrap();
         let want = num(case, "value");
-        if !matches!(kind, "gumbel_kl" | "weibull_kl") || want == 0.0 || want > 1e-12 {
+        let kinds = ["gumbel_kl", "weibull_kl", "geometric_kl"];
+        if !kinds.contains(&kind) || want == 0.0 || want > 1e-12 {
             continue;
         }
         let tape = Tape::<f64>::new();
@@ -2600,9 +2602,13 @@ fn near_equal_extreme_value_divergences_keep_their_digits() {
                 &Gumbel::new(s("loc_q"), s("scale_q")).unwrap(),
                 &Gumbel::new(s("loc_p"), s("scale_p")).unwrap(),
             ),
-            _ => kl_divergence(
+            "weibull_kl" => kl_divergence(
                 &Weibull::new(s("concentration_q"), s("scale_q")).unwrap(),
                 &Weibull::new(s("concentration_p"), s("scale_p")).unwrap(),
+            ),
+            _ => kl_divergence(
+                &Geometric::from_logits(s("logits_q")).unwrap(),
+                &Geometric::from_logits(s("logits_p")).unwrap(),
             ),
         };
         let got = got.unwrap().item().unwrap();
@@ -2612,5 +2618,5 @@ fn near_equal_extreme_value_divergences_keep_their_digits() {
         );
         checked += 1;
     }
-    assert_eq!(checked, 2);
+    assert_eq!(checked, 3);
 }
