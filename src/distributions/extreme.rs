@@ -253,13 +253,12 @@ pub(crate) fn kl_gumbel<'t, F: Element>(
     q: &Gumbel<'t, F>,
     p: &Gumbel<'t, F>,
 ) -> Result<Var<'t, F>> {
-    same_tape("kl_divergence", &q.loc, &p.loc)?;
-    let shape = batch_broadcast(
+    pointwise::divergence(
+        GumbelDivergence,
         "Gumbel",
-        ("the posterior's parameters", q.batch_shape()),
-        ("the prior's parameters", p.batch_shape()),
-    )?;
-    pointwise::apply(GumbelDivergence, &[q.loc, q.scale, p.loc, p.scale])?.broadcast_to(&shape)
+        (q.batch_shape(), p.batch_shape()),
+        [q.loc, q.scale, p.loc, p.scale],
+    )
 }
 
 /// The Weibull distribution with shape `concentration` (`k`) and `scale`
@@ -533,14 +532,12 @@ pub(crate) fn kl_weibull<'t, F: Element>(
     q: &Weibull<'t, F>,
     p: &Weibull<'t, F>,
 ) -> Result<Var<'t, F>> {
-    same_tape("kl_divergence", &q.scale, &p.scale)?;
-    let shape = batch_broadcast(
+    pointwise::divergence(
+        WeibullDivergence,
         "Weibull",
-        ("the posterior's parameters", q.batch_shape()),
-        ("the prior's parameters", p.batch_shape()),
-    )?;
-    let inputs = [q.concentration, q.scale, p.concentration, p.scale];
-    pointwise::apply(WeibullDivergence, &inputs)?.broadcast_to(&shape)
+        (q.batch_shape(), p.batch_shape()),
+        [q.concentration, q.scale, p.concentration, p.scale],
+    )
 }
 
 /// KL(Weibull || Weibull) of `[k1, λ1, k2, λ2]`: [`gumbel_kl_form`] with

@@ -235,14 +235,12 @@ pub(crate) fn kl_pareto<'t, F: Element>(
     q: &Pareto<'t, F>,
     p: &Pareto<'t, F>,
 ) -> Result<Var<'t, F>> {
-    same_tape("kl_divergence", &q.scale, &p.scale)?;
-    let shape = batch_broadcast(
+    pointwise::divergence(
+        ParetoDivergence,
         "Pareto",
-        ("the posterior's parameters", q.batch_shape()),
-        ("the prior's parameters", p.batch_shape()),
-    )?;
-    let inputs = [q.concentration, q.scale, p.concentration, p.scale];
-    pointwise::apply(ParetoDivergence, &inputs)?.broadcast_to(&shape)
+        (q.batch_shape(), p.batch_shape()),
+        [q.concentration, q.scale, p.concentration, p.scale],
+    )
 }
 
 impl<'t, F: Element> Distribution<'t, F> for Pareto<'t, F> {

@@ -92,6 +92,25 @@ pub(crate) fn each_lane<const N: usize>(
     }
 }
 
+/// KL(q || p) as the formula `K` of the two distributions' parameters
+/// (`q`'s two, then `p`'s), one value per batch element: the two on one
+/// tape, and batch shapes (`q`'s, `p`'s) that broadcast, or an error naming
+/// `distribution`.
+pub(crate) fn divergence<'t, F: Element, K: Pointwise<4>>(
+    formula: K,
+    distribution: &'static str,
+    (q, p): (Vec<usize>, Vec<usize>),
+    inputs: [Var<'t, F>; 4],
+) -> Result<Var<'t, F>> {
+    super::same_tape("kl_divergence", &inputs[0], &inputs[2])?;
+    super::batch_broadcast(
+        distribution,
+        ("the posterior's parameters", q),
+        ("the prior's parameters", p),
+    )?;
+    apply(formula, &inputs)
+}
+
 /// The formula `K` of `inputs` (broadcast together) as one op of their
 /// tape (`_formula` names it at the call).
 pub(crate) fn apply<'t, F: Element, K: Pointwise<N>, const N: usize>(

@@ -179,14 +179,12 @@ pub(crate) fn kl_normal_laplace<'t, F: Element>(
     q: &super::Normal<'t, F>,
     p: &Laplace<'t, F>,
 ) -> Result<Var<'t, F>> {
-    same_tape("kl_divergence", &q.loc(), &p.loc)?;
-    let shape = batch_broadcast(
+    pointwise::divergence(
+        NormalLaplaceDivergence,
         "Laplace",
-        ("the posterior's parameters", q.batch_shape()),
-        ("the prior's parameters", p.batch_shape()),
-    )?;
-    let inputs = [q.loc(), q.scale(), p.loc, p.scale];
-    pointwise::apply(NormalLaplaceDivergence, &inputs)?.broadcast_to(&shape)
+        (q.batch_shape(), p.batch_shape()),
+        [q.loc(), q.scale(), p.loc, p.scale],
+    )
 }
 
 /// The exponential distribution with `rate`.
