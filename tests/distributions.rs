@@ -2534,6 +2534,26 @@ fn normal_laplace_divergence() -> Result<()> {
     kl_and_entropy_are_the_means_over("normal laplace", &q, &p, z)
 }
 
+/// The cases of the 50-digit reference, each with its kind.
+fn mpmath_cases() -> Vec<(String, crate::json::Value)> {
+    let doc = crate::json::parse(include_str!("data/mpmath_reference.json").as_bytes()).unwrap();
+    let cases = doc.get("cases").and_then(|c| c.as_array()).unwrap();
+    cases
+        .iter()
+        .map(|c| {
+            (
+                c.get("kind").and_then(|k| k.as_str()).unwrap().to_string(),
+                c.clone(),
+            )
+        })
+        .collect()
+}
+
+/// The number under `key` in a reference case.
+fn case_num(case: &crate::json::Value, key: &str) -> f64 {
+    case.get(key).and_then(|v| v.as_f64()).unwrap()
+}
+
 /// Where the Kumaraswamy variance is tiny beside its squared mean (`a`
 /// from 10⁴ to 10¹⁵, on both sides of the switch to the series near
 /// 2·10⁵; variances from about 10⁻⁸ down to 10⁻³⁰), it and its gradients
@@ -2542,18 +2562,15 @@ fn normal_laplace_divergence() -> Result<()> {
 /// loses all its digits from `a = 10⁸`.
 #[test]
 fn kumaraswamy_variance_keeps_its_digits_where_it_is_tiny() {
-    let doc = crate::json::parse(include_str!("data/mpmath_reference.json").as_bytes()).unwrap();
-    let cases = doc.get("cases").and_then(|c| c.as_array()).unwrap();
-    let num = |c: &crate::json::Value, k: &str| c.get(k).and_then(|v| v.as_f64()).unwrap();
     let mut checked = 0;
-    for case in cases {
-        let kind = case.get("kind").and_then(|k| k.as_str()).unwrap();
-        if kind != "kumaraswamy_variance" || num(case, "concentration1") < 1e4 {
+    for (kind, case) in mpmath_cases() {
+        let num = |k: &str| case_num(&case, k);
+        if kind != "kumaraswamy_variance" || num("concentration1") < 1e4 {
             continue;
         }
         let tape = Tape::<f64>::new();
-        let a = tape.var(Tensor::scalar(num(case, "concentration1")));
-        let b = tape.var(Tensor::scalar(num(case, "concentration0")));
+        let a = tape.var(Tensor::scalar(num("concentration1")));
+        let b = tape.var(Tensor::scalar(num("concentration0")));
         let var = Kumaraswamy::new(a, b).unwrap().variance().unwrap();
         let g = var.backward().unwrap();
         let got = [
@@ -2561,13 +2578,13 @@ fn kumaraswamy_variance_keeps_its_digits_where_it_is_tiny() {
             g.get(a).unwrap().item().unwrap(),
             g.get(b).unwrap().item().unwrap(),
         ];
-        let want = ["value", "grad_concentration1", "grad_concentration0"].map(|k| num(case, k));
+        let want = ["value", "grad_concentration1", "grad_concentration0"].map(num);
         for ((got, want), what) in got.iter().zip(want).zip(["value", "∂a", "∂b"]) {
             let rel = ((got - want) / want).abs();
             assert!(
                 rel < 1e-9,
                 "a = {}: {what} {got} vs {want}",
-                num(case, "concentration1")
+                num("concentration1")
             );
         }
         checked += 1;
@@ -2584,19 +2601,16 @@ fn kumaraswamy_variance_keeps_its_digits_where_it_is_tiny() {
 /// differences of softplus values taken apart the third 3.6e-4.
 #[test]
 fn near_equal_divergences_keep_their_digits() {
-    let doc = crate::json::parse(include_str!("data/mpmath_reference.json").as_bytes()).unwrap();
-    let cases = doc.get("cases").and_then(|c| c.as_array()).unwrap();
-    let num = |c: &crate::json::Value, k: &str| c.get(k).and_then(|v| v.as_f64()).unwrap();
     let mut checked = 0;
-    for case in cases {
-        let kind = case.get("kind").and_then(|k| k.as_str()).unwrap();
-        let want = num(case, "value");
+    for (kind, case) in mpmath_cases() {
+        let (kind, num) = (kind.as_str(), |k: &str| case_num(&case, k));
+        let want = num("value");
         let kinds = ["gumbel_kl", "weibull_kl", "geometric_kl"];
         if !kinds.contains(&kind) || want == 0.0 || want > 1e-12 {
             continue;
         }
         let tape = Tape::<f64>::new();
-        let s = |k: &str| tape.scalar(num(case, k));
+        let s = |k: &str| tape.scalar(num(k));
         let got = match kind {
             "gumbel_kl" => kl_divergence(
                 &Gumbel::new(s("loc_q"), s("scale_q")).unwrap(),
