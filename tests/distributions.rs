@@ -2557,9 +2557,9 @@ fn case_num(case: &crate::json::Value, key: &str) -> f64 {
 /// Where the Kumaraswamy variance is tiny beside its squared mean (`a`
 /// from 10⁴ to 10¹⁵, on both sides of the switch to the series near
 /// 2·10⁵; variances from about 10⁻⁸ down to 10⁻³⁰), it and its gradients
-/// match the 50-digit reference at 1e-9 relative, with no absolute floor
-/// (the reference check's 1e-12 would pass any of them); `E[x²] - E[x]²`
-/// loses all its digits from `a = 10⁸`.
+/// match the 50-digit reference at 1e-9 relative (as the reference check
+/// holds every value that is not zero); `E[x²] - E[x]²` loses all its
+/// digits from `a = 10⁸`.
 #[test]
 fn kumaraswamy_variance_keeps_its_digits_where_it_is_tiny() {
     let mut checked = 0;
@@ -2595,8 +2595,9 @@ fn kumaraswamy_variance_keeps_its_digits_where_it_is_tiny() {
 /// Between near-equal Gumbels, Weibulls and geometrics (scales 1 and
 /// 1.000001, concentrations 10 and 10.00001, logits 1 and 1.000001) the
 /// divergence, about 1e-13 to 1e-12, matches the 50-digit reference at
-/// 1e-9 relative, with no absolute floor: its terms cancel to the size of
-/// the squared difference. `ln Γ(1 + r)` through a rounded `1 + r` left
+/// 1e-9 relative (as the reference check holds every value that is not
+/// zero; it once passed these at 1e-12 absolute): its terms cancel to the
+/// size of the squared difference. `ln Γ(1 + r)` through a rounded `1 + r` left
 /// the first two 5e-5 and 1e-4 off (TFP 0.25: 7.5e-5 and 3.5e-4), and the
 /// differences of softplus values taken apart the third 3.6e-4.
 #[test]
