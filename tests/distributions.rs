@@ -50,14 +50,14 @@ fn every_family_reference_case_matches() {
 
 /// Every case of the 50-digit reference for what TFP's files do not hold
 /// (the KL pairs of Uniform, Poisson, LogitNormal, Exponential against
-/// Gamma and back, Normal against Laplace; the Cauchy, HalfCauchy, HalfNormal, Gumbel, Weibull,
+/// Gamma and back, Normal against Laplace, Kumaraswamy against Beta; the Cauchy, HalfCauchy, HalfNormal, Gumbel, Weibull,
 /// Pareto, Kumaraswamy, inverse Gamma and geometric densities, entropies
 /// and KLs, the Weibull's, Pareto's and Kumaraswamy's moments; the negative binomial and binomial
 /// masses to counts of 1e14): value and gradients at 1e-9 relative.
 #[test]
 fn every_mpmath_reference_case_matches() {
     let text = include_str!("data/mpmath_reference.json");
-    every_reference_case_matches(text, 295, 4, |_| tfp_cases::RTOL);
+    every_reference_case_matches(text, 307, 4, |_| tfp_cases::RTOL);
 }
 
 fn gc<Fun>(name: &str, f: Fun, inputs: &[Tensor<f64>])
@@ -2257,6 +2257,20 @@ fn gradcheck_kumaraswamy() {
         &[v(&[0.1, -0.5, 1.5]), v(&[-1.0, 0.01, 2.5])],
     );
     gc(
+        "kumaraswamy || beta",
+        |_, a| {
+            let q = Kumaraswamy::new(a[0].exp(), a[1].exp())?;
+            kl_divergence(&q, &Beta::new(a[2].exp(), a[3].exp())?)
+        },
+        // b below 1 and above; the prior's concentrations broadcast against them
+        &[
+            col(&[-0.5, 1.2]),
+            v(&[0.4, -0.7, 2.0]),
+            v(&[0.0, 0.9, -0.3]),
+            col(&[0.2, 1.6]),
+        ],
+    );
+    gc(
         "kumaraswamy draws",
         |_, a| {
             let mut rng = StdRng::seed_from_u64(3);
@@ -2264,6 +2278,45 @@ fn gradcheck_kumaraswamy() {
         },
         &[v(&[0.3, -0.4]), v(&[0.7, -0.2])],
     );
+}
+
+/// Kumaraswamy(1, b) is Beta(1, b): its KL against a Beta, quadrature and
+/// all, is the Beta's closed form, value and gradients, to a few units of
+/// 1e-16 times the larger of its value and its largest term (about `1/b`,
+/// or 1), where the Betas are far apart, close (where the KL, 1e-9 or
+/// less, keeps its digits in absolute terms only) and the same.
+#[test]
+fn kumaraswamy_of_concentration_one_has_the_betas_divergence() -> Result<()> {
+    for (b, alpha, beta) in [
+        (3.0, 2.0, 0.5),
+        (0.2, 1.0, 7.0),
+        (40.0, 0.3, 30.0),
+        (3.0, 1.0, 3.0001),
+        (3.0, 1.0, 3.0),
+        (0.05, 1.000001, 0.05),
+    ] {
+        let scale = 1.0 + 1.0 / b;
+        let tape = Tape::<f64>::new();
+        let (b, alpha, beta) = (
+            tape.var(Tensor::scalar(b)),
+            tape.scalar(alpha),
+            tape.scalar(beta),
+        );
+        let prior = Beta::new(alpha, beta)?;
+        let q = kl_divergence(&Kumaraswamy::new(tape.scalar(1.0), b)?, &prior)?;
+        let p = kl_divergence(&Beta::new(tape.scalar(1.0), b)?, &prior)?;
+        let (gq, gp) = (q.backward()?, p.backward()?);
+        let (q, p) = (q.item()?, p.item()?);
+        let scale = scale.max(p.abs());
+        assert!(
+            (q - p).abs() <= 2e-15 * scale,
+            "b = {:?}: {q} vs {p}",
+            b.value()
+        );
+        let (gq, gp) = (gq.get(b).unwrap().item()?, gp.get(b).unwrap().item()?);
+        assert!((gq - gp).abs() <= 1e-13 * gp.abs().max(1.0), "{gq} vs {gp}");
+    }
+    Ok(())
 }
 
 /// The Kumaraswamy's `rsample` gradient is unbiased: the mean of the
@@ -2303,9 +2356,9 @@ fn kumaraswamy_rsample_gradient_is_unbiased() {
 
 /// Kumaraswamy draws follow its distribution function `1 - (1 - x^a)^b`
 /// and have its mean and variance; its entropy is the Monte Carlo limit of
-/// `-ln p`, and a Monte Carlo KL against a Beta with the same mean is
-/// positive and matches its own estimate from the draws (all within four
-/// standard errors).
+/// `-ln p`, and its KL against a Beta with the same mean, in closed form
+/// and by `Divergence::MonteCarlo`, is the mean of `ln q - ln p` over the
+/// draws (all within four standard errors).
 #[test]
 fn kumaraswamy_draws_and_integrals() -> Result<()> {
     let tape = Tape::<f64>::new();
@@ -2341,13 +2394,13 @@ fn kumaraswamy_draws_and_integrals() -> Result<()> {
         (h - exact).abs() < 4.0 * se,
         "entropy: {h} ± {se} vs {exact}"
     );
-    // no closed form against a Beta: Auto estimates it from draws
     let p = Beta::new(s(1.0), s(1.0 / mean - 1.0))?;
     let (kl, se) = mean_and_se(&(q.log_prob(z)? - p.log_prob(z)?).value());
-    assert!(matches!(
-        kl_divergence(&q, &p),
-        Err(Error::NoAnalyticKl { .. })
-    ));
+    let closed = kl_divergence(&q, &p)?.item()?;
+    assert!(
+        kl > 0.0 && (closed - kl).abs() < 4.0 * se,
+        "KL: {kl} ± {se} vs {closed}"
+    );
     let auto = kl_divergence_with(&q, &p, Divergence::MonteCarlo { samples: 20_000 }, &mut rng)?;
     let auto = auto.item()?;
     assert!(kl > 0.0 && (auto - kl).abs() < 4.0 * se * (n as f64 / 20_000.0).sqrt());

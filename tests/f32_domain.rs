@@ -195,6 +195,7 @@ fn families(p: [f64; 4], (xp, xu, xr): (f64, f64, f64), n: usize, seed: u64) {
     check("Kumaraswamy mean", ku.mean());
     check("Kumaraswamy variance", ku.variance());
     check("Kumaraswamy rsample", ku.rsample(&mut rng));
+    check("Kumaraswamy Beta KL", kl_divergence(&ku, &be2));
     let (n1, n2) = (Normal::new(c, a).unwrap(), Normal::new(d, b).unwrap());
     check("Normal log_prob", n1.log_prob(xr));
     check("Normal KL", kl_divergence(&n1, &n2));

@@ -14,8 +14,10 @@
 //! LogitNormal, Cauchy, HalfCauchy, Gumbel, Weibull, Pareto, Laplace,
 //! Exponential, Gamma, InverseGamma, Beta, Dirichlet, Uniform, Poisson,
 //! Geometric, Bernoulli, Categorical, MultivariateNormal, and Independent of
-//! a pair that has one), Exponential against Gamma either way, and Normal
-//! against Laplace (a mean-field posterior under a sparsity prior). A rule
+//! a pair that has one), Exponential against Gamma either way, Normal
+//! against Laplace (a mean-field posterior under a sparsity prior), and
+//! Kumaraswamy against Beta (stick-breaking weights under their prior; its
+//! `E[ln(1 - x)]` by quadrature). A rule
 //! registered for a built-in pair replaces the built-in closed form. See
 //! [`KlRule`] for a rule written out and `tests/open_api.rs` for a
 //! distribution defined outside the crate, given a KL against
@@ -286,7 +288,8 @@ pub const AUTO_MC_SAMPLES: usize = 16;
 /// Laplace, Exponential, Gamma, InverseGamma, Beta, Dirichlet, Uniform, Poisson,
 /// Geometric, Bernoulli, Categorical and MultivariateNormal, each against
 /// itself, Exponential against Gamma either way, Normal against Laplace,
-/// and Independent/Independent (of a pair that has one, over as many axes).
+/// Kumaraswamy against Beta, and Independent/Independent (of a pair that
+/// has one, over as many axes).
 /// KL(Uniform || Uniform) is `+inf`, with a zero gradient, where the
 /// first's interval is not inside the second's.
 ///
@@ -461,7 +464,7 @@ mod tests {
 
     /// `(q's name, p's name)` of every pair with a closed form in the
     /// crate, as the module's documentation lists them.
-    const PAIRS: [(&str, &str); 25] = [
+    const PAIRS: [(&str, &str); 26] = [
         ("Normal", "Normal"),
         ("HalfNormal", "HalfNormal"),
         ("LogNormal", "LogNormal"),
@@ -487,6 +490,7 @@ mod tests {
         ("Exponential", "Gamma"),
         ("Gamma", "Exponential"),
         ("Normal", "Laplace"),
+        ("Kumaraswamy", "Beta"),
     ];
 
     /// `Q::has_builtin_kl` against every `p`, and whether `q.builtin_kl(p)`

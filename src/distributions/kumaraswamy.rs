@@ -5,6 +5,7 @@
 //! gradients). Every formula is computed in `f64` with its partial
 //! derivatives.
 
+use super::gamma::Beta;
 use super::pointwise::{self, Lanes, Pointwise, each_lane};
 use super::{
     Distribution, batch_broadcast, check_divisor, check_two, on_support, open_uniform, same_tape,
@@ -13,10 +14,11 @@ use super::{
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::Result;
 use crate::kernels::special::{
-    digamma_diff, lgamma, lgamma_diff, tetragamma_pentagamma, trigamma_diff,
+    digamma_diff, lbeta, lgamma, lgamma_diff, tetragamma_pentagamma, trigamma, trigamma_diff,
 };
 use crate::tensor::{Element, Tensor, broadcast_shape};
 use rand::Rng;
+use std::sync::LazyLock;
 
 /// The Euler–Mascheroni constant `γ`: `ψ(b + 1) + γ` is the harmonic
 /// number `H_b`.
@@ -44,8 +46,20 @@ const EULER: f64 = 0.577_215_664_901_532_9;
 /// `10⁻¹⁶ a²` of its digits: all of them from `a = 10⁸`); against 50-digit
 /// values from `a = 10⁻²` to `10¹⁵`, 4e-10 at worst. The entropy
 /// is `(1 - 1/b) + (1 - 1/a) H_b - ln(a b)` with the harmonic number `H_b =
-/// ψ(b + 1) + γ`. There is no closed-form KL; `Divergence::Auto` (or
-/// `MonteCarlo`) estimates it from reparameterized draws.
+/// ψ(b + 1) + γ`.
+///
+/// # Divergence
+/// KL(Kumaraswamy || [`Beta`]), the pair of a stick-breaking posterior
+/// and its prior, is built in: the entropy and `E[ln x] = -H_b / a` in
+/// closed form, and `E[ln(1 - x)]` with its partials by a tanh-sinh
+/// quadrature over the uniform of a draw (81 to 641 points an element for
+/// `a` and `b` from `10⁻²` to `10⁵`). Against 50-digit values (`a` and `b`
+/// from `10⁻²` to `10³`), the KL and its gradients are within 7·10⁻¹⁴.
+/// Where the two distributions nearly coincide the KL is the difference
+/// of terms of the size of 1, and it keeps its digits in absolute terms
+/// there, not relative ones. Against other families,
+/// `Divergence::Auto` (or `MonteCarlo`) estimates the KL from
+/// reparameterized draws.
 ///
 /// # Parameters
 /// - `a > 0` and `b > 0`, finite and not below the smallest normal number;
@@ -60,6 +74,9 @@ const EULER: f64 = 0.577_215_664_901_532_9;
 /// assert!((lp - 0.75f64.ln()).abs() < 1e-12);
 /// assert!((d.mean()?.item()? - 0.25).abs() < 1e-12);
 /// assert!((d.variance()?.item()? - 0.0375).abs() < 1e-12);
+/// // and so is its KL against that Beta zero
+/// let beta = Beta::new(tape.scalar(1.0), tape.scalar(3.0))?;
+/// assert!(kl_divergence(&d, &beta)?.item()?.abs() < 1e-12);
 /// # Ok::<(), bayesgrad::Error>(())
 /// ```
 #[derive(Clone, Copy)]
@@ -282,7 +299,230 @@ impl Pointwise<2> for KumaraswamyVariance {
     }
 }
 
+/// The largest `t` of the tanh-sinh rule of [`mean_log_complement`]: its
+/// nodes there lie within `e^-233` of the interval's ends, where the
+/// weights (about `10⁻¹⁰⁰`) leave nothing of the integrand to count.
+const TANH_SINH_REACH: f64 = 5.0;
+
+/// The levels of [`mean_log_complement`]'s rule: level `k` has step
+/// `2^-k` (10·2ᵏ + 1 nodes in all).
+const TANH_SINH_LEVELS: usize = 8;
+
+/// A change from one level to the next below this, relative to the
+/// estimate, ends [`mean_log_complement`]: the error of a tanh-sinh
+/// estimate falls about as the square of the last change, so the estimate
+/// is then good to about the rounding of the sum.
+const TANH_SINH_SETTLED: f64 = 1e-9;
+
+/// One node of the tanh-sinh rule on `(0, 1)` at `t >= 0`: `v = (1 +
+/// tanh(π/2 sinh t)) / 2`, its complement `1 - v` (computed as such, so
+/// that both keep their digits near the ends) and the weight `dv/dt`; the
+/// node at `-t` swaps `v` and its complement.
+#[derive(Clone, Copy)]
+struct TanhSinhNode {
+    v: f64,
+    complement: f64,
+    weight: f64,
+}
+
+/// The nodes of every level, level by level (level 0: `t = 0, 1, ...,
+/// 5`; level `k`: the odd multiples of `2^-k`), and where each level ends.
+static TANH_SINH: LazyLock<(Vec<TanhSinhNode>, [usize; TANH_SINH_LEVELS + 1])> =
+    LazyLock::new(|| {
+        let node = |t: f64| {
+            let u = std::f64::consts::FRAC_PI_2 * t.sinh();
+            let cosh_u = u.cosh();
+            TanhSinhNode {
+                v: 1.0 / (1.0 + (-2.0 * u).exp()),
+                complement: 1.0 / (1.0 + (2.0 * u).exp()),
+                weight: std::f64::consts::FRAC_PI_4 * t.cosh() / (cosh_u * cosh_u),
+            }
+        };
+        let (mut nodes, mut ends) = (Vec::new(), [0; TANH_SINH_LEVELS + 1]);
+        for (level, end) in ends.iter_mut().enumerate() {
+            let (step, first) = match level {
+                0 => (1.0, 0),
+                _ => (0.5f64.powi(level as i32), 1),
+            };
+            let stride = if level == 0 { 1 } else { 2 };
+            let mut k = first;
+            while k as f64 * step <= TANH_SINH_REACH {
+                nodes.push(node(k as f64 * step));
+                k += stride;
+            }
+            *end = nodes.len();
+        }
+        (nodes, ends)
+    });
+
+/// `ln(1 - e^x)` for `x < 0`, from `expm1` near 0 and `ln_1p` beyond `-ln
+/// 2`, keeping its relative accuracy both ways.
+#[inline(always)]
+fn ln_one_less_exp(x: f64) -> f64 {
+    if x > -std::f64::consts::LN_2 {
+        (-x.exp_m1()).ln()
+    } else {
+        (-x.exp()).ln_1p()
+    }
+}
+
+/// `g = ln(1 - x)` at the draw `x = (1 - v^(1/b))^(1/a)` of a uniform `v`
+/// (given with its complement `c = 1 - v`), and its partials in `a` and
+/// `b`. With `s = ln v / b`, `w = 1 - e^s`, `t = ln w / a` and `x = e^t`:
+/// `∂a = (t / a) x / (1 - x)` and `∂b = -(s / (a b)) (e^s / w) (x / (1 -
+/// x))`. Where `v^(1/b)` is small, `ln w` and `t` underflow while `g` is
+/// about `s - ln a`: `λ = ln(-ln w)` and `τ = ln(-t) = λ - ln a` carry them
+/// in logarithms, and the ratios come through `e^(t - g)`, whose size is
+/// that of `x / (1 - x)` without its overflow.
+fn log_complement_terms(v: f64, c: f64, a: f64, b: f64, ln_a: f64) -> [f64; 3] {
+    let ln_v = if v < 0.5 { v.ln() } else { (-c).ln_1p() };
+    let s = ln_v / b;
+    if s == 0.0 {
+        // v^(1/b) = 1 and x = 0: g and both slopes are 0 in the limit
+        return [0.0; 3];
+    }
+    let lambda = if s > -1.0 {
+        (-ln_one_less_exp(s)).ln()
+    } else {
+        // -ln w = -ln(1 - e^s) = e^s (1 + e^s / 2 + ...)
+        let e = s.exp();
+        if e == 0.0 {
+            s
+        } else {
+            s + (-(-e).ln_1p() / e).ln()
+        }
+    };
+    let tau = lambda - ln_a;
+    let t = -tau.exp();
+    if t == f64::NEG_INFINITY {
+        return [0.0; 3];
+    }
+    let g = if tau < -1.0 {
+        // 1 - e^t = -t (expm1(t) / t)
+        if t == 0.0 {
+            tau
+        } else {
+            tau + (t.exp_m1() / t).ln()
+        }
+    } else {
+        ln_one_less_exp(t)
+    };
+    // x / (1 - x) = e^(t - g); t x / (1 - x) = -e^(τ + t - g)
+    let d_a = -(tau + t - g).exp() / a;
+    let d_b = -(s / (a * b)) * (s + lambda.exp() + t - g).exp();
+    [g, d_a, d_b]
+}
+
+/// `E[ln(1 - x)]` under Kumaraswamy(a, b), with its partials in `a` and
+/// `b`, as `∫₀¹ ln(1 - x(v)) dv` over the uniform `v` of a draw
+/// ([`log_complement_terms`]) by the tanh-sinh rule, whose nodes crowd
+/// towards both ends, where the integrand has its logarithmic singularity
+/// (`v → 0`, `x → 1`) and its steepest part for small `b`. Levels are added
+/// until the three integrals change by less than [`TANH_SINH_SETTLED`]
+/// from one level to the next (from level 3 on): at most level 6 for `a`
+/// and `b` from `10⁻²` to `10⁵` (a test walks that grid). Where `a = 1`
+/// the draw is a Beta(1, b)'s and the integral is `-1/b`.
+fn mean_log_complement(a: f64, b: f64) -> [f64; 3] {
+    mean_log_complement_at_level(a, b).0
+}
+
+/// [`mean_log_complement`] and the level at which it settled (or the last).
+fn mean_log_complement_at_level(a: f64, b: f64) -> ([f64; 3], usize) {
+    let (nodes, ends) = &*TANH_SINH;
+    let ln_a = a.ln();
+    let (mut sums, mut last, mut step) = ([0.0; 3], [f64::NAN; 3], 1.0);
+    let mut start = 0;
+    for (level, &end) in ends.iter().enumerate() {
+        for (k, n) in nodes[start..end].iter().enumerate() {
+            let mut add = |v: f64, c: f64| {
+                let terms = log_complement_terms(v, c, a, b, ln_a);
+                for (sum, term) in sums.iter_mut().zip(terms) {
+                    *sum += n.weight * term;
+                }
+            };
+            add(n.v, n.complement);
+            // t = 0 (the first node of level 0) is its own mirror image
+            if level > 0 || start + k > 0 {
+                add(n.complement, n.v);
+            }
+        }
+        start = end;
+        if level > 0 {
+            step *= 0.5;
+        }
+        let estimate = sums.map(|sum| sum * step);
+        let settled = estimate
+            .iter()
+            .zip(&last)
+            .all(|(now, before)| (now - before).abs() <= TANH_SINH_SETTLED * now.abs());
+        if level >= 3 && settled {
+            return (estimate, level);
+        }
+        last = estimate;
+    }
+    (last, TANH_SINH_LEVELS)
+}
+
+/// KL(Kumaraswamy(a, b) || Beta(α, β)) of `[a, b, α, β]`: `E_q[ln q] -
+/// E_q[ln p]` with the Kumaraswamy's entropy in closed form, `E[ln x] =
+/// -H_b / a` (`H_b = ψ(b + 1) + γ`, taken as `ψ(1 + b) - ψ(1)` with its
+/// relative accuracy for a small `b`) and `L = E[ln(1 - x)]` by quadrature
+/// ([`mean_log_complement`]):
+/// `ln(a b) - (b - 1) / b - H_b (a - α) / a - (β - 1) L + ln B(α, β)`, with
+/// `∂a = 1/a - α H_b / a² - (β - 1) ∂L/∂a`, `∂b = 1/b - 1/b² - ψ'(b + 1)
+/// (a - α) / a - (β - 1) ∂L/∂b`, `∂α = H_b / a + ψ(α) - ψ(α + β)` and `∂β =
+/// -L + ψ(β) - ψ(α + β)`.
+#[derive(Clone, Copy)]
+struct KumaraswamyBetaDivergence;
+
+impl Pointwise<4> for KumaraswamyBetaDivergence {
+    const NAME: &'static str = "kl_kumaraswamy_beta";
+    const KEYED: usize = 4;
+    type Pre = ();
+
+    #[inline(always)]
+    fn pre(_: &[Lanes; 4]) {}
+
+    fn eval(v: &[Lanes; 4], _: &(), out: &mut Lanes, d: &mut [Lanes; 4]) {
+        each_lane(v, out, d, f64::INFINITY, |[a, b, alpha, beta]| {
+            let harmonic = -digamma_diff(1.0, b);
+            let [l, l_a, l_b] = mean_log_complement(a, b);
+            let gap = (a - alpha) / a;
+            let value =
+                (a.ln() + b.ln()) - (b - 1.0) / b - harmonic * gap - times_b_less_one(beta, l)
+                    + lbeta(alpha, beta);
+            let partials = [
+                1.0 / a - ((alpha * harmonic) / a) / a - times_b_less_one(beta, l_a),
+                (1.0 / b - (1.0 / b) / b) - trigamma(b + 1.0) * gap - times_b_less_one(beta, l_b),
+                harmonic / a + digamma_diff(alpha, beta),
+                digamma_diff(beta, alpha) - l,
+            ];
+            Some((value, partials))
+        });
+    }
+}
+
+/// KL(Kumaraswamy || Beta), one value per batch element ([`Kumaraswamy`]).
+pub(crate) fn kl_kumaraswamy_beta<'t, F: Element>(
+    q: &Kumaraswamy<'t, F>,
+    p: &Beta<'t, F>,
+) -> Result<Var<'t, F>> {
+    pointwise::divergence(
+        KumaraswamyBetaDivergence,
+        "Kumaraswamy",
+        (q.batch_shape(), p.batch_shape()),
+        [
+            q.concentration1,
+            q.concentration0,
+            p.concentration1(),
+            p.concentration0(),
+        ],
+    )
+}
+
 impl<'t, F: Element> Distribution<'t, F> for Kumaraswamy<'t, F> {
+    super::kl::builtin_kl!(Beta => kl_kumaraswamy_beta);
+
     fn name(&self) -> &'static str {
         "Kumaraswamy"
     }
@@ -341,5 +581,37 @@ impl<'t, F: Element> Distribution<'t, F> for Kumaraswamy<'t, F> {
     }
     fn event_shape(&self) -> Vec<usize> {
         vec![]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Over `a` and `b` from `10⁻²` to `10⁵` (every half decade) the
+    /// quadrature settles by level 6 with finite integrals; where `a = 1`
+    /// (a Beta(1, b) draw) `E[ln(1 - x)] = -1/b` and its slope in `b` is
+    /// `1/b²`.
+    #[test]
+    fn the_quadrature_settles_across_the_grid() {
+        let grid: Vec<f64> = (-4..=10).map(|k| 10f64.powf(f64::from(k) / 2.0)).collect();
+        for &a in &grid {
+            for &b in &grid {
+                let (terms, level) = mean_log_complement_at_level(a, b);
+                assert!(level <= 6, "a = {a}, b = {b}: level {level}");
+                assert!(
+                    terms.iter().all(|t| t.is_finite()),
+                    "a = {a}, b = {b}: {terms:?}"
+                );
+            }
+        }
+        for &b in &grid {
+            let [l, _, l_b] = mean_log_complement(1.0, b);
+            assert!((l + 1.0 / b).abs() <= 1e-14 / b, "b = {b}: {l}");
+            assert!(
+                (l_b - 1.0 / (b * b)).abs() <= 1e-13 / (b * b),
+                "b = {b}: {l_b}"
+            );
+        }
     }
 }

@@ -412,8 +412,15 @@ pub fn evaluate(case: &Value, index: usize) -> Result<Option<CaseResult>> {
         | "kumaraswamy_log_prob"
         | "kumaraswamy_entropy"
         | "kumaraswamy_mean"
-        | "kumaraswamy_variance" => {
+        | "kumaraswamy_variance"
+        | "kumaraswamy_beta_kl" => {
             let names: &[&str] = match kind.as_str() {
+                "kumaraswamy_beta_kl" => &[
+                    "concentration1_q",
+                    "concentration0_q",
+                    "concentration1_p",
+                    "concentration0_p",
+                ],
                 "kumaraswamy_log_prob" => &["concentration1", "concentration0", "x"],
                 "kumaraswamy_entropy" | "kumaraswamy_mean" | "kumaraswamy_variance" => {
                     &["concentration1", "concentration0"]
@@ -516,6 +523,9 @@ pub fn evaluate(case: &Value, index: usize) -> Result<Option<CaseResult>> {
                 "kumaraswamy_entropy" => Kumaraswamy::new(v[0], v[1])?.entropy()?,
                 "kumaraswamy_mean" => Kumaraswamy::new(v[0], v[1])?.mean()?,
                 "kumaraswamy_variance" => Kumaraswamy::new(v[0], v[1])?.variance()?,
+                "kumaraswamy_beta_kl" => {
+                    kl_divergence(&Kumaraswamy::new(v[0], v[1])?, &Beta::new(v[2], v[3])?)?
+                }
                 "normal_laplace_kl" => {
                     kl_divergence(&Normal::new(v[0], v[1])?, &Laplace::new(v[2], v[3])?)?
                 }

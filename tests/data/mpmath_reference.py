@@ -1,11 +1,12 @@
 """Writes mpmath_reference.json: reference values in the format of TFP's files, for what those files
 do not hold: the KL divergences of Uniform/Uniform, Poisson/Poisson, Exponential/Gamma,
-Gamma/Exponential, LogitNormal/LogitNormal and Normal/Laplace, the Cauchy, HalfCauchy and
-HalfNormal log-densities, entropies and KLs, the Pareto log-density, entropy, KL, mean and variance, the
-Kumaraswamy log-density, entropy, mean and variance, and the
-NegativeBinomial and Binomial log-masses, each with its
-gradients, from closed forms in 50-digit mpmath. The first group's derivatives are written out and
-checked against mpmath's numerical ones; the second group's are mpmath's numerical derivatives,
+Gamma/Exponential, LogitNormal/LogitNormal, Normal/Laplace and Kumaraswamy/Beta, the Cauchy,
+HalfCauchy and HalfNormal log-densities, entropies and KLs, the Pareto log-density, entropy, KL,
+mean and variance, the Kumaraswamy log-density, entropy, mean and variance, and the
+NegativeBinomial and Binomial log-masses, each with its gradients, from closed forms in 50-digit
+mpmath. The first group's derivatives are written out and checked against mpmath's numerical ones
+(Kumaraswamy/Beta's, whose E[ln(1 - x)] is a quadrature, checked against the series of that
+integral, against central differences); the second group's are mpmath's numerical derivatives,
 and its entropies and KLs are checked against mpmath's quadrature of their integrals. TensorFlow
 Probability's float64 value stands beside each case (`tfp_value`) when TFP is installed and has it.
 
@@ -271,6 +272,53 @@ def kumaraswamy_mean(a, b):
 def kumaraswamy_variance(a, b):
     return b * mp.beta(1 + 2 / a, b) - kumaraswamy_mean(a, b) ** 2
 
+
+def kumaraswamy_log_complement(a, b, parts_wanted=(0, 1, 2)):
+    """E[ln(1 - x)] under Kumaraswamy(a, b) and its derivatives in a and b, by quadrature over E
+    = -ln v (a standard exponential; the draw is x = (1 - e^(-E/b))^(1/a)), each integrand written
+    with expm1 and log1p so that it keeps its digits where x is near 0 or 1."""
+    def parts(e):
+        s = -e / b
+        es = mp.exp(s)
+        w = -mp.expm1(s)
+        t = mp.log1p(-es) / a
+        x = mp.exp(t)
+        if s == 0 or x == 0:
+            # x = 0: each integrand is 0 in the limit
+            return [mp.mpf(0)] * 3
+        one_less = -mp.expm1(t)
+        ratio = x / one_less
+        weight = mp.exp(-e)
+        log_one_less = mp.log1p(-x) if x < 0.5 else mp.log(one_less)
+        return [weight * log_one_less, weight * (t / a) * ratio,
+                weight * (-(s / (a * b)) * (es / w) * ratio)]
+    # (breaks every half decade: a peak of the integrand far out, as for a small a, is then
+    # inside an interval of its own size)
+    pts = sorted({mp.mpf(0), mp.inf} | {b * mp.mpf(10) ** (k / 2) for k in range(-8, 5)}
+                 | {mp.mpf(10) ** (k / 2) for k in range(-8, 8)})
+    # (mpmath's quad stops at an absolute error of 10^-50: each integral is taken again over
+    # its first estimate, so that a small one keeps its relative digits too)
+    out = []
+    for i in parts_wanted:
+        scale = abs(mp.quad(lambda e: parts(e)[i], pts, maxdegree=4))
+        out.append(scale * mp.quad(lambda e: parts(e)[i] / scale, pts))
+    return out
+
+
+def kumaraswamy_beta_kl(a, b, al, be):
+    """KL(Kumaraswamy(a, b) || Beta(al, be)) and its derivatives in a, b, al, be: minus the
+    Kumaraswamy entropy, less E[ln p] with E[ln x] = -H_b / a and E[ln(1 - x)] by quadrature."""
+    h = mp.digamma(b + 1) + EULER
+    l, l_a, l_b = kumaraswamy_log_complement(a, b)
+    gap = (a - al) / a
+    value = mp.log(a * b) - (b - 1) / b - h * gap - (be - 1) * l + mp.log(mp.beta(al, be))
+    grads = [
+        1 / a - al * h / a ** 2 - (be - 1) * l_a,
+        1 / b - 1 / b ** 2 - mp.polygamma(1, b + 1) * gap - (be - 1) * l_b,
+        h / a + mp.digamma(al) - mp.digamma(al + be),
+        -l + mp.digamma(be) - mp.digamma(al + be),
+    ]
+    return value, grads
 
 def softplus(x):
     return mp.log1p(mp.exp(x))
@@ -605,6 +653,49 @@ NUMERIC = {
     ]),
 }
 
+# after the functions it names: KL(Kumaraswamy || Beta), whose E[ln(1 - x)] is a quadrature,
+# checked here against the series -Σ_m b B(1 + m/a, b) / m (summed by mpmath's extrapolation)
+KINDS["kumaraswamy_beta_kl"] = (kumaraswamy_beta_kl, ["concentration1_q", "concentration0_q",
+                                                      "concentration1_p", "concentration0_p"], [
+    (2.0, 3.0, 1.0, 5.0),
+    (0.5, 0.5, 1.0, 1.0),
+    (1.0, 1.0, 2.0, 2.0),
+    (5.0, 0.1, 1.0, 3.0),
+    (0.1, 2.0, 0.5, 0.5),
+    (30.0, 30.0, 20.0, 40.0),
+    (1e3, 0.5, 3.0, 0.7),
+    (0.05, 0.05, 1.0, 1.0),
+    (3.0, 500.0, 2.0, 50.0),
+    (100.0, 0.01, 1.0, 1.0),
+    (0.02, 1.0, 1.0, 10.0),
+    (0.01, 100.0, 1.0, 3.0),
+])
+
+
+def check_kumaraswamy_beta_derivatives(args, grads):
+    """The derivatives of KL(Kumaraswamy || Beta) against central differences of its value (steps
+    of 10^-12 relative, the value's quadrature good to 10^-45: 10^-20 or better)."""
+    def value(a, b, al, be):
+        l = kumaraswamy_log_complement(a, b, parts_wanted=(0,))[0]
+        h = mp.digamma(b + 1) + EULER
+        return (mp.log(a * b) - (b - 1) / b - h * (a - al) / a - (be - 1) * l
+                + mp.log(mp.beta(al, be)))
+    for i, g in enumerate(grads):
+        step = abs(args[i]) * mp.mpf(10) ** -12
+        up, down = list(args), list(args)
+        up[i] += step
+        down[i] -= step
+        numeric = (value(*up) - value(*down)) / (2 * step)
+        assert abs(numeric - g) <= mp.mpf(10) ** -15 * max(abs(g), 1), (args, i, g, numeric)
+
+
+for row in KINDS["kumaraswamy_beta_kl"][2]:
+    a, b = mp.mpf(row[0]), mp.mpf(row[1])
+    if b >= 2:
+        series = -mp.nsum(lambda m: b * mp.beta(1 + m / a, b) / m, [1, mp.inf])
+        quad = kumaraswamy_log_complement(a, b)[0]
+        assert abs(series - quad) <= mp.mpf(10) ** -25 * abs(series), (row, series, quad)
+
 def check_derivatives(f, args, grads):
     """Each analytic derivative against mpmath's numerical one, where the step fits."""
     for i, g in enumerate(grads):
@@ -681,7 +772,9 @@ for kind, (f, names, rows) in KINDS.items():
     for row in rows:
         args = [mp.mpf(x) for x in row]
         value, grads = f(*args)
-        if kind != "uniform_kl":
+        if kind == "kumaraswamy_beta_kl":
+            check_kumaraswamy_beta_derivatives(args, grads)
+        elif kind != "uniform_kl":
             check_derivatives(f, args, grads)
         case = {"kind": kind}
         case.update({name: x for name, x in zip(names, row)})
