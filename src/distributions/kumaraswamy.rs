@@ -53,7 +53,9 @@ const EULER: f64 = 0.577_215_664_901_532_9;
 /// and its prior, is built in: the entropy and `E[ln x] = -H_b / a` in
 /// closed form, and `E[ln(1 - x)]` with its partials by a tanh-sinh
 /// quadrature over the uniform of a draw (81 to 641 points an element for
-/// `a` and `b` from `10⁻²` to `10⁵`). Against 50-digit values (`a` and `b`
+/// `a` and `b` from `10⁻²` to `10⁵`, each a few exponentials and
+/// logarithms: microseconds an element, where the closed forms take
+/// nanoseconds). Against 50-digit values (`a` and `b`
 /// from `10⁻²` to `10³`), the KL and its gradients are within 7·10⁻¹⁴.
 /// Where the two distributions nearly coincide the KL is the difference
 /// of terms of the size of 1, and it keeps its digits in absolute terms
@@ -314,14 +316,15 @@ const TANH_SINH_LEVELS: usize = 8;
 /// is then good to about the rounding of the sum.
 const TANH_SINH_SETTLED: f64 = 1e-9;
 
-/// One node of the tanh-sinh rule on `(0, 1)` at `t >= 0`: `v = (1 +
-/// tanh(π/2 sinh t)) / 2`, its complement `1 - v` (computed as such, so
-/// that both keep their digits near the ends) and the weight `dv/dt`; the
-/// node at `-t` swaps `v` and its complement.
+/// One node of the tanh-sinh rule on `(0, 1)` at `t >= 0`: the logarithms
+/// of `v = (1 + tanh(u)) / 2 = 1 / (1 + e^(-2u))`, `u = π/2 sinh t`, and of
+/// its complement `1 - v = 1 / (1 + e^(2u))` (each from `e^(-2u)`, so that
+/// both keep their digits near the ends), and the weight `dv/dt`; the node
+/// at `-t` swaps `v` and its complement.
 #[derive(Clone, Copy)]
 struct TanhSinhNode {
-    v: f64,
-    complement: f64,
+    ln_v: f64,
+    ln_complement: f64,
     weight: f64,
 }
 
@@ -331,10 +334,10 @@ static TANH_SINH: LazyLock<(Vec<TanhSinhNode>, [usize; TANH_SINH_LEVELS + 1])> =
     LazyLock::new(|| {
         let node = |t: f64| {
             let u = std::f64::consts::FRAC_PI_2 * t.sinh();
-            let cosh_u = u.cosh();
+            let (cosh_u, ln_v) = (u.cosh(), -(-2.0 * u).exp().ln_1p());
             TanhSinhNode {
-                v: 1.0 / (1.0 + (-2.0 * u).exp()),
-                complement: 1.0 / (1.0 + (2.0 * u).exp()),
+                ln_v,
+                ln_complement: ln_v - 2.0 * u,
                 weight: std::f64::consts::FRAC_PI_4 * t.cosh() / (cosh_u * cosh_u),
             }
         };
@@ -367,29 +370,29 @@ fn ln_one_less_exp(x: f64) -> f64 {
 }
 
 /// `g = ln(1 - x)` at the draw `x = (1 - v^(1/b))^(1/a)` of a uniform `v`
-/// (given with its complement `c = 1 - v`), and its partials in `a` and
-/// `b`. With `s = ln v / b`, `w = 1 - e^s`, `t = ln w / a` and `x = e^t`:
+/// (given as `ln v`), and its partials in `a` and `b`. With `s = ln v / b`, `w = 1 - e^s`, `t = ln w / a` and `x = e^t`:
 /// `∂a = (t / a) x / (1 - x)` and `∂b = -(s / (a b)) (e^s / w) (x / (1 -
 /// x))`. Where `v^(1/b)` is small, `ln w` and `t` underflow while `g` is
 /// about `s - ln a`: `λ = ln(-ln w)` and `τ = ln(-t) = λ - ln a` carry them
 /// in logarithms, and the ratios come through `e^(t - g)`, whose size is
 /// that of `x / (1 - x)` without its overflow.
-fn log_complement_terms(v: f64, c: f64, a: f64, b: f64, ln_a: f64) -> [f64; 3] {
-    let ln_v = if v < 0.5 { v.ln() } else { (-c).ln_1p() };
+fn log_complement_terms(ln_v: f64, a: f64, b: f64, ln_a: f64) -> [f64; 3] {
     let s = ln_v / b;
     if s == 0.0 {
         // v^(1/b) = 1 and x = 0: g and both slopes are 0 in the limit
         return [0.0; 3];
     }
-    let lambda = if s > -1.0 {
-        (-ln_one_less_exp(s)).ln()
+    // λ and -ln w
+    let (lambda, minus_ln_w) = if s > -1.0 {
+        let minus_ln_w = -ln_one_less_exp(s);
+        (minus_ln_w.ln(), minus_ln_w)
     } else {
         // -ln w = -ln(1 - e^s) = e^s (1 + e^s / 2 + ...)
         let e = s.exp();
-        if e == 0.0 {
-            s
-        } else {
-            s + (-(-e).ln_1p() / e).ln()
+        let minus_ln_w = -(-e).ln_1p();
+        match e == 0.0 {
+            true => (s, 0.0),
+            false => (s + (minus_ln_w / e).ln(), minus_ln_w),
         }
     };
     let tau = lambda - ln_a;
@@ -409,7 +412,7 @@ fn log_complement_terms(v: f64, c: f64, a: f64, b: f64, ln_a: f64) -> [f64; 3] {
     };
     // x / (1 - x) = e^(t - g); t x / (1 - x) = -e^(τ + t - g)
     let d_a = -(tau + t - g).exp() / a;
-    let d_b = -(s / (a * b)) * (s + lambda.exp() + t - g).exp();
+    let d_b = -(s / (a * b)) * (s + minus_ln_w + t - g).exp();
     [g, d_a, d_b]
 }
 
@@ -434,16 +437,16 @@ fn mean_log_complement_at_level(a: f64, b: f64) -> ([f64; 3], usize) {
     let mut start = 0;
     for (level, &end) in ends.iter().enumerate() {
         for (k, n) in nodes[start..end].iter().enumerate() {
-            let mut add = |v: f64, c: f64| {
-                let terms = log_complement_terms(v, c, a, b, ln_a);
+            let mut add = |ln_v: f64| {
+                let terms = log_complement_terms(ln_v, a, b, ln_a);
                 for (sum, term) in sums.iter_mut().zip(terms) {
                     *sum += n.weight * term;
                 }
             };
-            add(n.v, n.complement);
+            add(n.ln_v);
             // t = 0 (the first node of level 0) is its own mirror image
             if level > 0 || start + k > 0 {
-                add(n.complement, n.v);
+                add(n.ln_complement);
             }
         }
         start = end;
