@@ -194,8 +194,8 @@ pub use distributions::{
     Exponential, Gamma, Geometric, Gumbel, HalfCauchy, HalfNormal, Independent, InverseGamma,
     Kumaraswamy, Laplace, LogNormal, LogitNormal, MixtureOfNormals, MultivariateNormal,
     NegativeBinomial, Normal, Pareto, Poisson, RelaxedBernoulli, RelaxedOneHotCategorical,
-    SpikeAndSlab, StudentT, Uniform, Weibull, kl_divergence, kl_divergence_with, kl_from_sample,
-    kl_monte_carlo,
+    SpikeAndSlab, StudentT, Uniform, VonMises, Weibull, kl_divergence, kl_divergence_with,
+    kl_from_sample, kl_monte_carlo,
 };
 pub use error::{Error, Result};
 pub use layers::predict::{Predict, predict_classes, predict_regression};
@@ -254,8 +254,8 @@ pub mod prelude {
         LinearMap, LogNormal, LogitNormal, MaxPool2d, MixtureOfNormals, Module, MultivariateNormal,
         NegativeBinomial, Normal, Op, Optimizer, Padding, Param, ParamStore, Pareto, Poisson,
         Predict, Prior, RelaxedBernoulli, RelaxedOneHotCategorical, Result, SampleMode, Sequential,
-        Sgd, SpikeAndSlab, StudentT, Tape, Tensor, Uniform, Var, VariationalConfig, Weibull,
-        gradcheck, gradcheck_params, kl_divergence, kl_divergence_with, kl_from_sample,
+        Sgd, SpikeAndSlab, StudentT, Tape, Tensor, Uniform, Var, VariationalConfig, VonMises,
+        Weibull, gradcheck, gradcheck_params, kl_divergence, kl_divergence_with, kl_from_sample,
         kl_monte_carlo, predict_classes, predict_regression,
     };
     pub use rand::{

@@ -196,6 +196,15 @@ fn families(p: [f64; 4], (xp, xu, xr): (f64, f64, f64), n: usize, seed: u64) {
     check("Kumaraswamy variance", ku.variance());
     check("Kumaraswamy rsample", ku.rsample(&mut rng));
     check("Kumaraswamy Beta KL", kl_divergence(&ku, &be2));
+    let (vm, vm2) = (VonMises::new(c, a).unwrap(), VonMises::new(d, b).unwrap());
+    check("VonMises log_prob", vm.log_prob(xr));
+    check("VonMises entropy", vm.entropy());
+    check("VonMises variance", vm.variance());
+    check("VonMises KL", kl_divergence(&vm, &vm2));
+    check(
+        "VonMises sample",
+        Ok(tape.constant(vm.sample(&mut rng).unwrap())),
+    );
     let (n1, n2) = (Normal::new(c, a).unwrap(), Normal::new(d, b).unwrap());
     check("Normal log_prob", n1.log_prob(xr));
     check("Normal KL", kl_divergence(&n1, &n2));

@@ -298,6 +298,12 @@ fn other_families<F: Element>(t: [&Tensor<f64>; 4], seed: u64) {
     if let Ok(d) = Geometric::from_logits(a) {
         exercise_backward(&d, x, rng);
     }
+    if let Ok(d) = VonMises::new(a, b) {
+        exercise_backward(&d, x, rng);
+        if let Ok(p) = VonMises::new(b, a) {
+            let _ = kl_divergence(&d, &p).map(|v| v.sum().backward());
+        }
+    }
     if let Ok(d) = Exponential::new(a) {
         exercise_backward(&d, x, rng);
     }

@@ -13,8 +13,8 @@
 //! one: each family against itself (Normal, HalfNormal, LogNormal,
 //! LogitNormal, Cauchy, HalfCauchy, Gumbel, Weibull, Pareto, Laplace,
 //! Exponential, Gamma, InverseGamma, Beta, Dirichlet, Uniform, Poisson,
-//! Geometric, Bernoulli, Categorical, MultivariateNormal, and Independent of
-//! a pair that has one), Exponential against Gamma either way, Normal
+//! Geometric, Bernoulli, Categorical, MultivariateNormal, VonMises, and
+//! Independent of a pair that has one), Exponential against Gamma either way, Normal
 //! against Laplace (a mean-field posterior under a sparsity prior), and
 //! Kumaraswamy against Beta (stick-breaking weights under their prior; its
 //! `E[ln(1 - x)]` by quadrature). A rule
@@ -286,7 +286,7 @@ pub const AUTO_MC_SAMPLES: usize = 16;
 /// registry of [`register_kl`], then among those built in: Normal, HalfNormal,
 /// LogNormal, LogitNormal, Cauchy, HalfCauchy, Gumbel, Weibull, Pareto,
 /// Laplace, Exponential, Gamma, InverseGamma, Beta, Dirichlet, Uniform, Poisson,
-/// Geometric, Bernoulli, Categorical and MultivariateNormal, each against
+/// Geometric, Bernoulli, Categorical, MultivariateNormal and VonMises, each against
 /// itself, Exponential against Gamma either way, Normal against Laplace,
 /// Kumaraswamy against Beta, and Independent/Independent (of a pair that
 /// has one, over as many axes).
@@ -458,13 +458,13 @@ mod tests {
     use crate::distributions::{
         Bernoulli, Beta, Categorical, Cauchy, Dirichlet, Exponential, Gamma, Geometric, Gumbel,
         HalfCauchy, HalfNormal, InverseGamma, Kumaraswamy, Laplace, LogNormal, LogitNormal,
-        MultivariateNormal, Normal, Pareto, Poisson, StudentT, Uniform, Weibull,
+        MultivariateNormal, Normal, Pareto, Poisson, StudentT, Uniform, VonMises, Weibull,
     };
     use crate::tensor::Tensor;
 
     /// `(q's name, p's name)` of every pair with a closed form in the
     /// crate, as the module's documentation lists them.
-    const PAIRS: [(&str, &str); 26] = [
+    const PAIRS: [(&str, &str); 27] = [
         ("Normal", "Normal"),
         ("HalfNormal", "HalfNormal"),
         ("LogNormal", "LogNormal"),
@@ -491,6 +491,7 @@ mod tests {
         ("Gamma", "Exponential"),
         ("Normal", "Laplace"),
         ("Kumaraswamy", "Beta"),
+        ("VonMises", "VonMises"),
     ];
 
     /// `Q::has_builtin_kl` against every `p`, and whether `q.builtin_kl(p)`
@@ -536,10 +537,11 @@ mod tests {
         let categorical = Categorical::from_logits(v(&[0.2, -0.1, 0.4]))?;
         let mvn = MultivariateNormal::from_scale_tril(v(&[0.1, 0.2]), tril)?;
         let independent = Independent::new(Box::new(Normal::new(v(&[0.1]), v(&[0.9]))?), 1)?;
+        let von_mises = VonMises::new(s(0.1), s(2.5))?;
         // no closed form against anything
         let student = StudentT::new(s(3.0), s(0.1), s(0.5))?;
         let kumaraswamy = Kumaraswamy::new(s(2.0), s(1.5))?;
-        let all: [&dyn Distribution<'_, f64>; 24] = [
+        let all: [&dyn Distribution<'_, f64>; 25] = [
             &normal,
             &half_normal,
             &log_normal,
@@ -564,6 +566,7 @@ mod tests {
             &independent,
             &student,
             &kumaraswamy,
+            &von_mises,
         ];
         let rows = [
             pairs_of(&normal, &all),
@@ -590,6 +593,7 @@ mod tests {
             pairs_of(&independent, &all),
             pairs_of(&student, &all),
             pairs_of(&kumaraswamy, &all),
+            pairs_of(&von_mises, &all),
         ];
         let mut expected: Vec<String> = PAIRS.iter().map(|(q, p)| format!("{q} || {p}")).collect();
         expected.sort();

@@ -31,6 +31,7 @@ mod pointwise;
 mod relaxed;
 mod transformed;
 mod univariate;
+mod von_mises;
 
 pub use bernoulli::Bernoulli;
 pub use categorical::Categorical;
@@ -57,6 +58,7 @@ pub use transformed::{
 pub use univariate::{
     Binomial, Exponential, Geometric, Laplace, NegativeBinomial, Poisson, Uniform,
 };
+pub use von_mises::VonMises;
 
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};

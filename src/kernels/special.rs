@@ -429,6 +429,79 @@ pub(crate) fn ln_ratio(a: f64, y: f64) -> f64 {
     }
 }
 
+/// Where [`bessel_ratio`] leaves the power series for the asymptotic one:
+/// from here the asymptotic series' smallest term, about `e^-2κ`, is below
+/// `10⁻²¹`.
+const BESSEL_ASYMPTOTIC_FROM: f64 = 25.0;
+
+/// The modified Bessel functions of the first kind of orders 0 and 1 as
+/// the von Mises distribution needs them, for `κ > 0`: `[ln I₀(κ) - κ,
+/// A(κ), 1 - A(κ), A'(κ)]` with `A = I₁ / I₀`, each a quotient of sums of
+/// terms of one sign (the forms of `1 - A` and `A' = 1 - A/κ - A²` as
+/// differences lose about `κ²` ulp at large `κ`). Below
+/// [`BESSEL_ASYMPTOTIC_FROM`], from the power series in `t = κ²/4`: `I₀ =
+/// Σ t^n / n!²`, `I₁ = (κ/2) Σ t^n / (n! (n + 1)!)` and `A' I₀² = Σ p_n t^n
+/// / (2 (n + 1)²)` with `p_n = (2n)! / n!⁴` (the coefficients of `I₀²`), and
+/// `ln I₀` from `ln_1p` of the terms past the first; from there, from the
+/// asymptotic series `I_ν(κ) ≈ e^κ / √(2πκ) Σ c_n(ν) κ^-n`, where `1 - A`
+/// is `Σ (c_n(0) - c_n(1)) κ^-n / Σ c_n(0) κ^-n` (`c_n(1) < 0` for `n >=
+/// 1`) and `A'` the derivative of the quotient.
+pub(crate) fn bessel_ratio(k: f64) -> [f64; 4] {
+    if k.is_nan() {
+        return [f64::NAN; 4];
+    }
+    if k < BESSEL_ASYMPTOTIC_FROM {
+        let t = 0.25 * k * k;
+        // the sums past their first terms (1, 1 and 1/2), and the terms
+        let (mut r0, mut r1, mut r2) = (0.0, 0.0, 0.0);
+        let (mut t0, mut t1, mut t2) = (1.0, 1.0, 1.0);
+        let mut n = 1.0;
+        loop {
+            t0 *= t / (n * n);
+            t1 *= t / (n * (n + 1.0));
+            // p_n t^n = p_{n-1} t^(n-1) t (2n)(2n - 1) / n⁴
+            t2 *= t * ((2.0 * n) * (2.0 * n - 1.0) / (n * n)) / (n * n);
+            r0 += t0;
+            r1 += t1;
+            r2 += t2 / (2.0 * (n + 1.0) * (n + 1.0));
+            if (t0 <= 1e-17 * r0 && t2 <= 1e-17 * r2 && n > t) || t2 == 0.0 {
+                break;
+            }
+            n += 1.0;
+        }
+        let (s0, s1) = (1.0 + r0, 1.0 + r1);
+        let a = 0.5 * k * s1 / s0;
+        let one_less = (s0 - 0.5 * k * s1) / s0;
+        return [r0.ln_1p() - k, a, one_less, ((0.5 + r2) / s0) / s0];
+    }
+    // c_k(0) = c_{k-1}(0) (2k - 1)² / 8k, c_k(1) = c_{k-1}(1) (2k - 3)(2k + 1) / 8k
+    let z = 1.0 / k;
+    let (mut c0, mut c1, mut power) = (1.0, 1.0, 1.0);
+    let (mut s0, mut diff, mut d0, mut d1) = (1.0, 0.0, 0.0, 0.0);
+    let mut s1 = 1.0;
+    for n in 1..=40 {
+        let m = f64::from(n);
+        c0 *= (2.0 * m - 1.0) * (2.0 * m - 1.0) / (8.0 * m);
+        c1 *= (2.0 * m - 3.0) * (2.0 * m + 1.0) / (8.0 * m);
+        power *= z;
+        let (u0, u1) = (c0 * power, c1 * power);
+        s0 += u0;
+        s1 += u1;
+        diff += u0 - u1;
+        // d/dκ of c κ^-n is -n c κ^-n / κ
+        d0 -= m * u0 * z;
+        d1 -= m * u1 * z;
+        if u0 <= 1e-17 * s0 {
+            break;
+        }
+    }
+    let a = s1 / s0;
+    // (S1' S0 - S1 S0') / S0², whose two products have the same sign
+    let slope = (d1 * s0 - s1 * d0) / (s0 * s0);
+    let ln_i0 = s0.ln() - 0.5 * ((2.0 * std::f64::consts::PI).ln() + k.ln());
+    [ln_i0, a, diff / s0, slope]
+}
+
 /// The digamma function `ψ(x) = d ln Γ(x) / dx`; NaN at the poles.
 pub(crate) fn digamma(x: f64) -> f64 {
     if x.is_nan() || (x <= 0.0 && x == x.floor()) {
@@ -2304,6 +2377,28 @@ fn beta_sample_grad(a: f64, b: f64, x: f64) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The two sides of `bessel_ratio`'s switch from the power series to
+    /// the asymptotic one agree at the switch, in every output (a series
+    /// cut short on either side would leave a step there); below it,
+    /// `A'` agrees with `1 - A/κ - A²` where that difference keeps its
+    /// digits (small `κ`).
+    #[test]
+    fn bessel_ratio_is_continuous_across_its_switch() {
+        let at = BESSEL_ASYMPTOTIC_FROM;
+        let (below, above) = (bessel_ratio(at * (1.0 - 1e-15)), bessel_ratio(at));
+        for (i, (b, a)) in below.iter().zip(above).enumerate() {
+            assert!((b - a).abs() <= 1e-13 * a.abs(), "output {i}: {b} vs {a}");
+        }
+        for k in [1e-6, 0.01, 0.3, 1.0] {
+            let [_, a, _, slope] = bessel_ratio(k);
+            let direct = 1.0 - a / k - a * a;
+            assert!(
+                (slope - direct).abs() <= 1e-14,
+                "κ = {k}: {slope} vs {direct}"
+            );
+        }
+    }
 
     /// `pow2_inverse` takes a value back to [1, 2) exactly across the
     /// exponents it covers (the product is `m`, its significand), and

@@ -413,8 +413,15 @@ pub fn evaluate(case: &Value, index: usize) -> Result<Option<CaseResult>> {
         | "kumaraswamy_entropy"
         | "kumaraswamy_mean"
         | "kumaraswamy_variance"
-        | "kumaraswamy_beta_kl" => {
+        | "kumaraswamy_beta_kl"
+        | "von_mises_log_prob"
+        | "von_mises_entropy"
+        | "von_mises_variance"
+        | "von_mises_kl" => {
             let names: &[&str] = match kind.as_str() {
+                "von_mises_log_prob" => &["loc", "concentration", "x"],
+                "von_mises_entropy" | "von_mises_variance" => &["concentration"],
+                "von_mises_kl" => &["loc_q", "concentration_q", "loc_p", "concentration_p"],
                 "kumaraswamy_beta_kl" => &[
                     "concentration1_q",
                     "concentration0_q",
@@ -523,6 +530,12 @@ pub fn evaluate(case: &Value, index: usize) -> Result<Option<CaseResult>> {
                 "kumaraswamy_entropy" => Kumaraswamy::new(v[0], v[1])?.entropy()?,
                 "kumaraswamy_mean" => Kumaraswamy::new(v[0], v[1])?.mean()?,
                 "kumaraswamy_variance" => Kumaraswamy::new(v[0], v[1])?.variance()?,
+                "von_mises_log_prob" => VonMises::new(v[0], v[1])?.log_prob(v[2])?,
+                "von_mises_entropy" => VonMises::new(v[0] * 0.0, v[0])?.entropy()?,
+                "von_mises_variance" => VonMises::new(v[0] * 0.0, v[0])?.variance()?,
+                "von_mises_kl" => {
+                    kl_divergence(&VonMises::new(v[0], v[1])?, &VonMises::new(v[2], v[3])?)?
+                }
                 "kumaraswamy_beta_kl" => {
                     kl_divergence(&Kumaraswamy::new(v[0], v[1])?, &Beta::new(v[2], v[3])?)?
                 }

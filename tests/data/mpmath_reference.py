@@ -2,9 +2,9 @@
 do not hold: the KL divergences of Uniform/Uniform, Poisson/Poisson, Exponential/Gamma,
 Gamma/Exponential, LogitNormal/LogitNormal, Normal/Laplace and Kumaraswamy/Beta, the Cauchy,
 HalfCauchy and HalfNormal log-densities, entropies and KLs, the Pareto log-density, entropy, KL,
-mean and variance, the Kumaraswamy log-density, entropy, mean and variance, and the
-NegativeBinomial and Binomial log-masses, each with its gradients, from closed forms in 50-digit
-mpmath. The first group's derivatives are written out and checked against mpmath's numerical ones
+mean and variance, the Kumaraswamy log-density, entropy, mean and variance, the von Mises
+log-density, entropy, circular variance and KL, and the NegativeBinomial and Binomial log-masses,
+each with its gradients, from closed forms in 50-digit mpmath. The first group's derivatives are written out and checked against mpmath's numerical ones
 (Kumaraswamy/Beta's, whose E[ln(1 - x)] is a quadrature, checked against the series of that
 integral, against central differences); the second group's are mpmath's numerical derivatives,
 and its entropies and KLs are checked against mpmath's quadrature of their integrals. TensorFlow
@@ -320,6 +320,23 @@ def kumaraswamy_beta_kl(a, b, al, be):
     ]
     return value, grads
 
+def von_mises_log_prob(m, k, x):
+    return k * mp.cos(x - m) - mp.log(2 * mp.pi * mp.besseli(0, k))
+
+
+def von_mises_entropy(k):
+    return mp.log(2 * mp.pi * mp.besseli(0, k)) - k * mp.besseli(1, k) / mp.besseli(0, k)
+
+
+def von_mises_variance(k):
+    return 1 - mp.besseli(1, k) / mp.besseli(0, k)
+
+
+def von_mises_kl(m1, k1, m2, k2):
+    a1 = mp.besseli(1, k1) / mp.besseli(0, k1)
+    return (mp.log(mp.besseli(0, k2)) - mp.log(mp.besseli(0, k1))
+            + a1 * (k1 - k2 * mp.cos(m1 - m2)))
+
 def softplus(x):
     return mp.log1p(mp.exp(x))
 
@@ -341,6 +358,17 @@ def by_quadrature(kind, args):
     """The entropy or KL of a case as the integral that defines it (None for a density)."""
     if not kind.endswith(("entropy", "kl")):
         return None
+    if kind in ("von_mises_entropy", "von_mises_kl"):
+        # over the angle from the location, broken where a large κ's density is
+        m0, k0 = (args[0], args[1]) if kind == "von_mises_kl" else (0, args[0])
+        w = 1 / mp.sqrt(k0)
+        pts = sorted({-mp.pi, mp.pi} | {z * w for z in (-40, -8, -2, 0, 2, 8, 40) if z * w < mp.pi
+                                        and z * w > -mp.pi})
+        lq = lambda t: von_mises_log_prob(0, k0, t)
+        if kind == "von_mises_entropy":
+            return mp.quad(lambda t: -mp.exp(lq(t)) * lq(t), pts)
+        lp = lambda t: von_mises_log_prob(args[2], args[3], m0 + t)
+        return mp.quad(lambda t: mp.exp(lq(t)) * (lq(t) - lp(t)), pts)
     if kind == "cauchy_entropy":
         f = lambda x: -mp.exp(cauchy_log_prob(0, args[0], x)) * cauchy_log_prob(0, args[0], x)
         return mp.quad(f, [-mp.inf, 0, mp.inf])
@@ -651,6 +679,29 @@ NUMERIC = {
         (0.0, 1.0), (-3.0, 2.0), (5.0, 5.0), (1.0, 1.000001), (-40.0, -38.0), (30.0, -2.0),
         (-700.0, -690.0), (2.0, -1.5),
     ]),
+    "von_mises_log_prob": (von_mises_log_prob, ["loc", "concentration", "x"], [
+        (0.0, 1.0, 0.5),
+        (0.5, 2.0, 1.0 + 2 * math.pi),
+        (-1.0, 1e-3, 2.5),
+        (0.3, 30.0, 0.31),
+        (0.0, 1e3, 0.05),
+        (1.0, 1e6, 1.0 + 1e-4),
+        (2.0, 7.0, -3.0),
+    ]),
+    "von_mises_entropy": (von_mises_entropy, ["concentration"], [
+        (1e-3,), (0.5,), (2.0,), (24.0,), (26.0,), (100.0,), (1e5,),
+    ]),
+    "von_mises_variance": (von_mises_variance, ["concentration"], [
+        (1e-3,), (0.5,), (2.0,), (24.0,), (26.0,), (100.0,), (1e5,),
+    ]),
+    "von_mises_kl": (von_mises_kl, ["loc_q", "concentration_q", "loc_p", "concentration_p"], [
+        (0.0, 1.0, 0.5, 2.0),
+        (0.3, 30.0, -0.2, 5.0),
+        (1.0, 0.01, -2.0, 0.5),
+        (0.0, 100.0, 0.1, 100.0),
+        (2.0, 3.0, 2.0, 0.2),
+        (-1.0, 1e3, 3.0, 1e-2),
+    ]),
 }
 
 # after the functions it names: KL(Kumaraswamy || Beta), whose E[ln(1 - x)] is a quadrature,
@@ -753,6 +804,11 @@ try:
             "pareto_entropy": lambda: tfd.Pareto(a[0], a[1]).entropy(),
             "pareto_mean": lambda: tfd.Pareto(a[0], a[1]).mean(),
             "pareto_variance": lambda: tfd.Pareto(a[0], a[1]).variance(),
+            "von_mises_log_prob": lambda: tfd.VonMises(a[0], a[1]).log_prob(a[2]),
+            "von_mises_entropy": lambda: tfd.VonMises(np.float64(0), a[0]).entropy(),
+            "von_mises_variance": lambda: tfd.VonMises(np.float64(0), a[0]).variance(),
+            "von_mises_kl": lambda: tfd.kl_divergence(tfd.VonMises(a[0], a[1]),
+                                                      tfd.VonMises(a[2], a[3])),
             "geometric_log_prob": lambda: tfd.Geometric(logits=a[0]).log_prob(a[1]),
             "geometric_entropy": lambda: tfd.Geometric(logits=a[0]).entropy(),
             "geometric_kl": lambda: tfd.kl_divergence(tfd.Geometric(logits=a[0]),

@@ -1,0 +1,315 @@
+//! The von Mises distribution: a normal distribution wrapped onto the
+//! circle, for angles (directions, phases, times of day).
+
+use super::pointwise::{self, Lanes, Pointwise, each_lane};
+use super::{
+    Distribution, batch_broadcast, check_divisor, check_finite, open_uniform, same_tape,
+    sample_shape,
+};
+use crate::autodiff::tape::{Tape, Var};
+use crate::error::{Error, Result};
+use crate::kernels::special::bessel_ratio;
+use crate::tensor::{Element, Tensor, broadcast_shape};
+use rand::Rng;
+use std::f64::consts::PI;
+
+/// `ln 2π`.
+const LN_TWO_PI: f64 = 1.837_877_066_409_345_5;
+
+/// The von Mises distribution on the circle, with location `μ` and
+/// concentration `κ` (TFP's and PyTorch's `VonMises(loc, concentration)`).
+///
+/// # Density
+/// `ln p(x) = κ (cos(x - μ) - 1) - ln(2π I₀(κ) e^-κ)` for every real `x`
+/// (the density has period `2π`), with `cos(x - μ) - 1` as `-2 sin²((x -
+/// μ)/2)` and the Bessel function scaled by `e^-κ`, so that neither
+/// overflows nor loses its digits near the location for a large `κ`.
+///
+/// # Sampling
+/// Best and Fisher's rejection sampler, in `[-π, π)`; `sample` only:
+/// `rsample` is an error (the draws are not a differentiable function of
+/// the parameters here; train through them with the score-function
+/// estimator of `bayes::score`).
+///
+/// # Moments and entropy
+/// `mean` is the location (the circular mean) and `variance` the circular
+/// variance `1 - A(κ)`, `A = I₁ / I₀`, as in TFP. The entropy is `ln(2π
+/// I₀(κ)) - κ A(κ)`, taken as `ln 2π + ln(I₀(κ) e^-κ) + κ (1 - A(κ))`.
+/// KL(VonMises || VonMises) is built in: `ln I₀(κ2) - ln I₀(κ1) +
+/// A(κ1) (κ1 - κ2 cos(μ1 - μ2))`, written as a sum of terms that each
+/// vanish where the two coincide.
+///
+/// # Parameters
+/// - `loc`: finite; `concentration`: finite, at least the smallest normal
+///   number; shapes broadcast.
+///
+/// ```
+/// use bayesgrad::prelude::*;
+/// let tape = Tape::<f64>::new();
+/// let d = VonMises::new(tape.scalar(0.5), tape.scalar(2.0))?;
+/// // periodic in the value
+/// let at = |x: f64| d.log_prob(tape.scalar(x)).and_then(|lp| lp.item());
+/// assert!((at(1.0)? - at(1.0 + 2.0 * std::f64::consts::PI)?).abs() < 1e-12);
+/// assert!(d.rsample(&mut rand::rng()).is_err());
+/// # Ok::<(), bayesgrad::Error>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct VonMises<'t, F: Element> {
+    loc: Var<'t, F>,
+    concentration: Var<'t, F>,
+}
+
+impl<'t, F: Element> VonMises<'t, F> {
+    /// From a location (an angle) and a concentration.
+    ///
+    /// # Errors
+    /// A non-finite location; a concentration that is not finite or is
+    /// below the smallest normal number; shapes that do not broadcast.
+    pub fn new(loc: Var<'t, F>, concentration: Var<'t, F>) -> Result<Self> {
+        same_tape("VonMises::new", &loc, &concentration)?;
+        check_finite("VonMises", "loc", &loc)?;
+        check_divisor("VonMises", "concentration", &concentration)?;
+        batch_broadcast(
+            "VonMises",
+            ("loc", loc.shape()),
+            ("concentration", concentration.shape()),
+        )?;
+        Ok(VonMises { loc, concentration })
+    }
+
+    /// The location `μ`.
+    pub fn loc(&self) -> Var<'t, F> {
+        self.loc
+    }
+
+    /// The concentration `κ`.
+    pub fn concentration(&self) -> Var<'t, F> {
+        self.concentration
+    }
+}
+
+/// `1 - cos d = 2 sin²(d/2)`, with its digits for a small `d`.
+#[inline(always)]
+fn one_less_cos(d: f64) -> f64 {
+    let s = (0.5 * d).sin();
+    2.0 * s * s
+}
+
+/// The von Mises log-density of `[μ, κ, x]`: `-κ (1 - cos(x - μ)) - ln 2π -
+/// ln(I₀(κ) e^-κ)`, `∂μ = κ sin(x - μ) = -∂x`, `∂κ = cos(x - μ) - A(κ)`
+/// (as `(1 - A) - (1 - cos(x - μ))`).
+#[derive(Clone, Copy)]
+struct VonMisesLogDensity;
+
+impl Pointwise<3> for VonMisesLogDensity {
+    const NAME: &'static str = "von_mises_log_density";
+    const KEYED: usize = 2;
+    type Pre = ();
+
+    #[inline(always)]
+    fn pre(_: &[Lanes; 3]) {}
+
+    fn eval(v: &[Lanes; 3], _: &(), out: &mut Lanes, d: &mut [Lanes; 3]) {
+        each_lane(v, out, d, f64::NEG_INFINITY, |[m, k, x]| {
+            let [ln_i0, _, one_less_a, _] = bessel_ratio(k);
+            let (dx, c) = (x - m, one_less_cos(x - m));
+            let slope = k * dx.sin();
+            Some((
+                -(k * c) - LN_TWO_PI - ln_i0,
+                [slope, one_less_a - c, -slope],
+            ))
+        });
+    }
+}
+
+/// The von Mises entropy of `[κ]`, `ln 2π + ln(I₀(κ) e^-κ) + κ (1 -
+/// A(κ))`, and its derivative `-κ A'(κ)`.
+#[derive(Clone, Copy)]
+struct VonMisesEntropy;
+
+impl Pointwise<1> for VonMisesEntropy {
+    const NAME: &'static str = "von_mises_entropy";
+    const KEYED: usize = 1;
+    type Pre = ();
+
+    #[inline(always)]
+    fn pre(_: &[Lanes; 1]) {}
+
+    fn eval(v: &[Lanes; 1], _: &(), out: &mut Lanes, d: &mut [Lanes; 1]) {
+        each_lane(v, out, d, f64::NAN, |[k]| {
+            let [ln_i0, _, one_less_a, slope] = bessel_ratio(k);
+            Some((LN_TWO_PI + ln_i0 + k * one_less_a, [-(k * slope)]))
+        });
+    }
+}
+
+/// The circular variance of `[κ]`, `1 - A(κ)`, and its derivative `-A'(κ)`.
+#[derive(Clone, Copy)]
+struct VonMisesVariance;
+
+impl Pointwise<1> for VonMisesVariance {
+    const NAME: &'static str = "von_mises_variance";
+    const KEYED: usize = 1;
+    type Pre = ();
+
+    #[inline(always)]
+    fn pre(_: &[Lanes; 1]) {}
+
+    fn eval(v: &[Lanes; 1], _: &(), out: &mut Lanes, d: &mut [Lanes; 1]) {
+        each_lane(v, out, d, f64::NAN, |[k]| {
+            let [_, _, one_less_a, slope] = bessel_ratio(k);
+            Some((one_less_a, [-slope]))
+        });
+    }
+}
+
+/// KL(VonMises || VonMises) of `[μ1, κ1, μ2, κ2]`, with `Δ = μ1 - μ2`, `A1
+/// = A(κ1)` and `c = 1 - cos Δ`: `(ln I₀(κ2) e^-κ2 - ln I₀(κ1) e^-κ1) +
+/// (κ2 - κ1)(1 - A1) + κ2 A1 c`, each term 0 where the two coincide; `∂μ1 =
+/// A1 κ2 sin Δ = -∂μ2`, `∂κ1 = A'(κ1) ((κ1 - κ2) + κ2 c)` and `∂κ2 = ((1 -
+/// A1) - (1 - A2)) + A1 c`.
+#[derive(Clone, Copy)]
+struct VonMisesDivergence;
+
+impl Pointwise<4> for VonMisesDivergence {
+    const NAME: &'static str = "kl_von_mises";
+    const KEYED: usize = 4;
+    type Pre = ();
+
+    #[inline(always)]
+    fn pre(_: &[Lanes; 4]) {}
+
+    fn eval(v: &[Lanes; 4], _: &(), out: &mut Lanes, d: &mut [Lanes; 4]) {
+        each_lane(v, out, d, f64::INFINITY, |[m1, k1, m2, k2]| {
+            let [ln1, a1, one_less_a1, slope1] = bessel_ratio(k1);
+            let [ln2, _, one_less_a2, _] = bessel_ratio(k2);
+            let (dm, c) = (m1 - m2, one_less_cos(m1 - m2));
+            let value = (ln2 - ln1) + (k2 - k1) * one_less_a1 + k2 * a1 * c;
+            let turn = a1 * k2 * dm.sin();
+            let partials = [
+                turn,
+                slope1 * ((k1 - k2) + k2 * c),
+                -turn,
+                (one_less_a1 - one_less_a2) + a1 * c,
+            ];
+            Some((value, partials))
+        });
+    }
+}
+
+/// KL(VonMises || VonMises), one value per batch element ([`VonMises`]).
+pub(crate) fn kl_von_mises<'t, F: Element>(
+    q: &VonMises<'t, F>,
+    p: &VonMises<'t, F>,
+) -> Result<Var<'t, F>> {
+    pointwise::divergence(
+        VonMisesDivergence,
+        "VonMises",
+        (q.batch_shape(), p.batch_shape()),
+        [q.loc, q.concentration, p.loc, p.concentration],
+    )
+}
+
+/// One draw of the angle from the location, by Best and Fisher's (1979)
+/// rejection sampler for concentration `k`, in `[-π, π]`. Its constants
+/// are taken in forms without cancellation: with `s = √(1 + 4κ²)` and
+/// `τ = 1 + s`, `ρ = (2κ / (s + 1)) (τ / (τ + √(2τ)))` (for a small `κ`,
+/// where `τ - √(2τ)` cancels) and `r - 1 = (1 - ρ)² / 2ρ`, with
+/// `1 - ρ = (√(2τ) - 4κ / (2κ - 1 + s)) / 2κ` for a large one; then
+/// `1 - f = (r - 1)(1 - z) / (r + z)` and the angle `2 asin(√((1 - f)/2))`,
+/// which keeps its digits where it is small (`κ` large).
+fn von_mises_angle(k: f64, rng: &mut dyn Rng) -> f64 {
+    let s = (2.0 * k).hypot(1.0);
+    let tau = 1.0 + s;
+    let root = (2.0 * tau).sqrt();
+    let rho = (2.0 * k / (s + 1.0)) * (tau / (tau + root));
+    let one_less_rho = if k > 1.0 {
+        (root - 4.0 * k / (2.0 * k - 1.0 + s)) / (2.0 * k)
+    } else {
+        1.0 - rho
+    };
+    let r_less_one = one_less_rho * one_less_rho / (2.0 * rho);
+    let r = 1.0 + r_less_one;
+    loop {
+        let (u1, u2, u3) = (open_uniform(rng), open_uniform(rng), open_uniform(rng));
+        let half = 0.5 * PI * u1;
+        // z = cos(π u1), 1 - z = 2 sin²(π u1 / 2)
+        let (z, one_less_z) = ((PI * u1).cos(), 2.0 * half.sin() * half.sin());
+        let one_less_f = r_less_one * one_less_z / (r + z);
+        let c = k * (r_less_one + one_less_f);
+        if c * (2.0 - c) - u2 > 0.0 || (c / u2).ln() + 1.0 - c >= 0.0 {
+            let angle = 2.0 * (0.5 * one_less_f).min(1.0).sqrt().asin();
+            return if u3 < 0.5 { -angle } else { angle };
+        }
+    }
+}
+
+/// `x` wrapped into `[-π, π)`.
+fn wrap_angle(x: f64) -> f64 {
+    let y = (x + PI).rem_euclid(2.0 * PI) - PI;
+    if y >= PI { -PI } else { y }
+}
+
+impl<'t, F: Element> Distribution<'t, F> for VonMises<'t, F> {
+    super::kl::builtin_kl!(VonMises => kl_von_mises);
+
+    fn name(&self) -> &'static str {
+        "VonMises"
+    }
+    fn tape(&self) -> &'t Tape<F> {
+        self.loc.tape()
+    }
+    fn log_prob(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
+        same_tape("VonMises::log_prob", &self.loc, &x)?;
+        check_finite("VonMises", "value", &x)?;
+        batch_broadcast(
+            "VonMises",
+            ("value", x.shape()),
+            ("batch", self.batch_shape()),
+        )?;
+        pointwise::apply(VonMisesLogDensity, &[self.loc, self.concentration, x])
+    }
+    fn rsample_n(&self, _: Option<usize>, _: &mut dyn Rng) -> Result<Var<'t, F>> {
+        Err(Error::Unsupported {
+            distribution: "VonMises",
+            what: "reparameterized sampling (rsample; use sample and the score-function estimator)",
+        })
+    }
+    fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        self.sample_n(None, rng)
+    }
+    /// Best and Fisher's sampler per draw, in `f64`, each draw wrapped into
+    /// `[-π, π)`.
+    fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        let batch = self.batch_shape();
+        let shape = sample_shape(n, &batch);
+        let loc = self.loc.value().broadcast_to(&batch)?;
+        let k = self.concentration.value().broadcast_to(&batch)?;
+        let (loc, k) = (F::as_f64s(loc.data()), F::as_f64s(k.data()));
+        let per = loc.len().max(1);
+        Ok(Tensor::from_fn(&shape, |i| {
+            let j = i % per;
+            F::lit(wrap_angle(loc[j] + von_mises_angle(k[j], rng)))
+        }))
+    }
+    /// `ln 2π + ln(I₀(κ) e^-κ) + κ (1 - A(κ))`.
+    fn entropy(&self) -> Result<Var<'t, F>> {
+        let h = pointwise::apply(VonMisesEntropy, &[self.concentration])?;
+        h.broadcast_to(&self.batch_shape())
+    }
+    /// The location (the circular mean).
+    fn mean(&self) -> Result<Var<'t, F>> {
+        self.loc.broadcast_to(&self.batch_shape())
+    }
+    /// The circular variance `1 - A(κ)`.
+    fn variance(&self) -> Result<Var<'t, F>> {
+        let v = pointwise::apply(VonMisesVariance, &[self.concentration])?;
+        v.broadcast_to(&self.batch_shape())
+    }
+    fn batch_shape(&self) -> Vec<usize> {
+        broadcast_shape(&self.loc.shape(), &self.concentration.shape()).unwrap_or_default()
+    }
+    fn event_shape(&self) -> Vec<usize> {
+        vec![]
+    }
+}
