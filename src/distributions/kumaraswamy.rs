@@ -6,7 +6,7 @@
 //! derivatives.
 
 use super::gamma::Beta;
-use super::pointwise::{self, Lanes, Pointwise, each_lane};
+use super::pointwise::{self, LANES, Lanes, Pointwise, each_lane};
 use super::{
     Distribution, batch_broadcast, check_divisor, check_two, on_support, open_uniform, same_tape,
     sample_shape,
@@ -14,7 +14,8 @@ use super::{
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::Result;
 use crate::kernels::special::{
-    digamma_diff, lbeta, lgamma, lgamma_diff, tetragamma_pentagamma, trigamma, trigamma_diff,
+    digamma_diff, exp_lanes, exp_m1_lanes, lbeta, lgamma, lgamma_diff, ln_1p_lanes, ln_lanes,
+    tetragamma_pentagamma, trigamma, trigamma_diff,
 };
 use crate::tensor::{Element, Tensor, broadcast_shape};
 use rand::Rng;
@@ -358,106 +359,143 @@ static TANH_SINH: LazyLock<(Vec<TanhSinhNode>, [usize; TANH_SINH_LEVELS + 1])> =
         (nodes, ends)
     });
 
-/// `ln(1 - e^x)` for `x < 0`, from `expm1` near 0 and `ln_1p` beyond `-ln
-/// 2`, keeping its relative accuracy both ways.
-#[inline(always)]
-fn ln_one_less_exp(x: f64) -> f64 {
-    if x > -std::f64::consts::LN_2 {
-        (-x.exp_m1()).ln()
-    } else {
-        (-x.exp()).ln_1p()
-    }
-}
-
 /// `g = ln(1 - x)` at the draw `x = (1 - v^(1/b))^(1/a)` of a uniform `v`
-/// (given as `ln v`), and its partials in `a` and `b`. With `s = ln v / b`, `w = 1 - e^s`, `t = ln w / a` and `x = e^t`:
-/// `∂a = (t / a) x / (1 - x)` and `∂b = -(s / (a b)) (e^s / w) (x / (1 -
-/// x))`. Where `v^(1/b)` is small, `ln w` and `t` underflow while `g` is
-/// about `s - ln a`: `λ = ln(-ln w)` and `τ = ln(-t) = λ - ln a` carry them
-/// in logarithms, and the ratios come through `e^(t - g)`, whose size is
-/// that of `x / (1 - x)` without its overflow.
-fn log_complement_terms(ln_v: f64, a: f64, b: f64, ln_a: f64) -> [f64; 3] {
-    let s = ln_v / b;
-    if s == 0.0 {
-        // v^(1/b) = 1 and x = 0: g and both slopes are 0 in the limit
-        return [0.0; 3];
+/// (given as `ln v`), and its partials in `a` and `b`. With `s = ln v / b`,
+/// `w = 1 - e^s`, `t = ln w / a` and `x = e^t`: `∂a = (t / a) x / (1 - x)`
+/// and `∂b = -(s / (a b)) (e^s / w) (x / (1 - x))`. Where `v^(1/b)` is
+/// small, `ln w` and `t` underflow while `g` is about `s - ln a`: `λ =
+/// ln(-ln w)` and `τ = ln(-t) = λ - ln a` carry them in logarithms, and the
+/// ratios come through `e^(t - g)`, whose size is that of `x / (1 - x)`
+/// without its overflow.
+///
+/// Every lane at one node, in operations that vectorize (`exp_lanes` and
+/// the like for libm's calls), each branch computed in every lane and the
+/// lane's chosen (an argument a branch cannot take is replaced by a
+/// harmless one where the branch is not chosen). `-ln w` is `-expm1`'s
+/// logarithm or `ln_1p(-e^s)`, `λ = s + ln(-ln w / e^s)` (the ratio 1 where
+/// `e^s` underflows), and `g = τ + ln(expm1(t) / t)` above `t = -ln 2` (a
+/// sum of two terms of one sign) and `ln_1p(-e^t)` below.
+#[inline(always)]
+fn log_complement_lanes(ln_v: f64, a: &Lanes, b: &Lanes, ln_a: &Lanes) -> [Lanes; 3] {
+    // (loops, not `array::from_fn`, which LLVM may leave out of line,
+    // compiled without the caller's wider instructions)
+    let minus_ln2 = -std::f64::consts::LN_2;
+    let mut s = [0.0; LANES];
+    for l in 0..LANES {
+        s[l] = ln_v / b[l];
     }
-    // λ and -ln w
-    let (lambda, minus_ln_w) = if s > -1.0 {
-        let minus_ln_w = -ln_one_less_exp(s);
-        (minus_ln_w.ln(), minus_ln_w)
-    } else {
-        // -ln w = -ln(1 - e^s) = e^s (1 + e^s / 2 + ...)
-        let e = s.exp();
-        let minus_ln_w = -(-e).ln_1p();
-        match e == 0.0 {
-            true => (s, 0.0),
-            false => (s + (minus_ln_w / e).ln(), minus_ln_w),
-        }
-    };
-    let tau = lambda - ln_a;
-    let t = -tau.exp();
-    if t == f64::NEG_INFINITY {
-        return [0.0; 3];
+    let (e, em1) = (exp_lanes(&s), exp_m1_lanes(&s));
+    let (mut near, mut far) = ([1.0; LANES], [-0.5; LANES]);
+    for l in 0..LANES {
+        let above = s[l] > minus_ln2;
+        near[l] = if above && s[l] < 0.0 { -em1[l] } else { 1.0 };
+        far[l] = if above { -0.5 } else { -e[l] };
     }
-    let g = if tau < -1.0 {
-        // 1 - e^t = -t (expm1(t) / t)
-        if t == 0.0 {
-            tau
+    let (ln_near, ln_far) = (ln_lanes(&near), ln_1p_lanes(&far));
+    let (mut minus_ln_w, mut ratio) = ([0.0; LANES], [1.0; LANES]);
+    for l in 0..LANES {
+        minus_ln_w[l] = if s[l] > minus_ln2 {
+            -ln_near[l]
         } else {
-            tau + (t.exp_m1() / t).ln()
-        }
-    } else {
-        ln_one_less_exp(t)
-    };
-    // x / (1 - x) = e^(t - g); t x / (1 - x) = -e^(τ + t - g)
-    let d_a = -(tau + t - g).exp() / a;
-    let d_b = -(s / (a * b)) * (s + minus_ln_w + t - g).exp();
-    [g, d_a, d_b]
+            -ln_far[l]
+        };
+        let q = minus_ln_w[l] / e[l];
+        ratio[l] = if e[l] > 0.0 && q > 0.0 && q < f64::INFINITY {
+            q
+        } else {
+            1.0
+        };
+    }
+    let ln_ratio = ln_lanes(&ratio);
+    let mut tau = [0.0; LANES];
+    for l in 0..LANES {
+        tau[l] = s[l] + ln_ratio[l] - ln_a[l];
+    }
+    let mut t = exp_lanes(&tau);
+    for t in t.iter_mut() {
+        *t = -*t;
+    }
+    let (et, em1t) = (exp_lanes(&t), exp_m1_lanes(&t));
+    let (mut r, mut low) = ([1.0; LANES], [-0.5; LANES]);
+    for l in 0..LANES {
+        let above = t[l] > minus_ln2;
+        r[l] = if above && t[l] < 0.0 {
+            em1t[l] / t[l]
+        } else {
+            1.0
+        };
+        low[l] = if above { -0.5 } else { -et[l] };
+    }
+    let (ln_r, ln_low) = (ln_lanes(&r), ln_1p_lanes(&low));
+    let (mut g, mut arg_a, mut arg_b) = ([0.0; LANES], [0.0; LANES], [0.0; LANES]);
+    for l in 0..LANES {
+        g[l] = if t[l] > minus_ln2 {
+            tau[l] + ln_r[l]
+        } else {
+            ln_low[l]
+        };
+        arg_a[l] = tau[l] + t[l] - g[l];
+        arg_b[l] = s[l] + minus_ln_w[l] + t[l] - g[l];
+    }
+    let (exp_a, exp_b) = (exp_lanes(&arg_a), exp_lanes(&arg_b));
+    let mut out = [[0.0; LANES]; 3];
+    for l in 0..LANES {
+        // v^(1/b) = 1 (s = 0) or x = 0 (t = -inf): each integrand is 0 in the limit
+        let zero = s[l] == 0.0 || t[l] == f64::NEG_INFINITY;
+        out[0][l] = if zero { 0.0 } else { g[l] };
+        out[1][l] = if zero { 0.0 } else { -exp_a[l] / a[l] };
+        out[2][l] = if zero {
+            0.0
+        } else {
+            -(s[l] / (a[l] * b[l])) * exp_b[l]
+        };
+    }
+    out
 }
 
-/// `E[ln(1 - x)]` under Kumaraswamy(a, b), with its partials in `a` and
-/// `b`, as `∫₀¹ ln(1 - x(v)) dv` over the uniform `v` of a draw
-/// ([`log_complement_terms`]) by the tanh-sinh rule, whose nodes crowd
+/// `E[ln(1 - x)]` under Kumaraswamy(a, b) in each lane, with its partials
+/// in `a` and `b`, and the level at which every lane had settled, as
+/// `∫₀¹ ln(1 - x(v)) dv` over the uniform `v` of a draw
+/// ([`log_complement_lanes`]) by the tanh-sinh rule, whose nodes crowd
 /// towards both ends, where the integrand has its logarithmic singularity
 /// (`v → 0`, `x → 1`) and its steepest part for small `b`. Levels are added
 /// until the three integrals change by less than [`TANH_SINH_SETTLED`]
 /// from one level to the next (from level 3 on): at most level 6 for `a`
-/// and `b` from `10⁻²` to `10⁵` (a test walks that grid). Where `a = 1`
-/// the draw is a Beta(1, b)'s and the integral is `-1/b`.
-fn mean_log_complement(a: f64, b: f64) -> [f64; 3] {
-    mean_log_complement_at_level(a, b).0
-}
-
-/// [`mean_log_complement`] and the level at which it settled (or the last).
-fn mean_log_complement_at_level(a: f64, b: f64) -> ([f64; 3], usize) {
+/// and `b` from `10⁻²` to `10⁵` (a test walks that grid). The eight lanes
+/// go on together until the last has settled. Where `a = 1` the draw is a
+/// Beta(1, b)'s and the integral is `-1/b`.
+#[inline(always)]
+fn mean_log_complement(a: &Lanes, b: &Lanes) -> ([Lanes; 3], usize) {
     let (nodes, ends) = &*TANH_SINH;
-    let ln_a = a.ln();
-    let (mut sums, mut last, mut step) = ([0.0; 3], [f64::NAN; 3], 1.0);
+    let ln_a = ln_lanes(a);
+    let (mut sums, mut last, mut step) = ([[0.0; LANES]; 3], [[f64::NAN; LANES]; 3], 1.0);
     let mut start = 0;
     for (level, &end) in ends.iter().enumerate() {
         for (k, n) in nodes[start..end].iter().enumerate() {
-            let mut add = |ln_v: f64| {
-                let terms = log_complement_terms(ln_v, a, b, ln_a);
-                for (sum, term) in sums.iter_mut().zip(terms) {
-                    *sum += n.weight * term;
-                }
-            };
-            add(n.ln_v);
             // t = 0 (the first node of level 0) is its own mirror image
-            if level > 0 || start + k > 0 {
-                add(n.ln_complement);
+            let mirrored = level > 0 || start + k > 0;
+            for ln_v in [n.ln_v, n.ln_complement]
+                .into_iter()
+                .take(1 + usize::from(mirrored))
+            {
+                let terms = log_complement_lanes(ln_v, a, b, &ln_a);
+                for (sum, term) in sums.iter_mut().zip(&terms) {
+                    for (sum, term) in sum.iter_mut().zip(term) {
+                        *sum += n.weight * term;
+                    }
+                }
             }
         }
         start = end;
         if level > 0 {
             step *= 0.5;
         }
-        let estimate = sums.map(|sum| sum * step);
-        let settled = estimate
-            .iter()
-            .zip(&last)
-            .all(|(now, before)| (now - before).abs() <= TANH_SINH_SETTLED * now.abs());
+        let estimate = sums.map(|sum| sum.map(|sum| sum * step));
+        let settled = estimate.iter().zip(&last).all(|(now, before)| {
+            now.iter()
+                .zip(before)
+                .all(|(now, before)| (now - before).abs() <= TANH_SINH_SETTLED * now.abs())
+        });
         if level >= 3 && settled {
             return (estimate, level);
         }
@@ -486,10 +524,13 @@ impl Pointwise<4> for KumaraswamyBetaDivergence {
     #[inline(always)]
     fn pre(_: &[Lanes; 4]) {}
 
+    #[inline(always)]
     fn eval(v: &[Lanes; 4], _: &(), out: &mut Lanes, d: &mut [Lanes; 4]) {
-        each_lane(v, out, d, f64::INFINITY, |[a, b, alpha, beta]| {
+        let ([l, l_a, l_b], _) = mean_log_complement(&v[0], &v[1]);
+        for i in 0..LANES {
+            let [a, b, alpha, beta] = [v[0][i], v[1][i], v[2][i], v[3][i]];
+            let (l, l_a, l_b) = (l[i], l_a[i], l_b[i]);
             let harmonic = -digamma_diff(1.0, b);
-            let [l, l_a, l_b] = mean_log_complement(a, b);
             let gap = (a - alpha) / a;
             let value =
                 (a.ln() + b.ln()) - (b - 1.0) / b - harmonic * gap - times_b_less_one(beta, l)
@@ -500,8 +541,11 @@ impl Pointwise<4> for KumaraswamyBetaDivergence {
                 harmonic / a + digamma_diff(alpha, beta),
                 digamma_diff(beta, alpha) - l,
             ];
-            Some((value, partials))
-        });
+            out[i] = value;
+            for (d, p) in d.iter_mut().zip(partials) {
+                d[i] = p;
+            }
+        }
     }
 }
 
@@ -600,21 +644,24 @@ mod tests {
         let grid: Vec<f64> = (-4..=10).map(|k| 10f64.powf(f64::from(k) / 2.0)).collect();
         for &a in &grid {
             for &b in &grid {
-                let (terms, level) = mean_log_complement_at_level(a, b);
+                // each pair alone in its lanes (a lane settles with the others)
+                let (terms, level) = mean_log_complement(&[a; LANES], &[b; LANES]);
                 assert!(level <= 6, "a = {a}, b = {b}: level {level}");
+                let terms = terms.map(|t| t[0]);
                 assert!(
                     terms.iter().all(|t| t.is_finite()),
                     "a = {a}, b = {b}: {terms:?}"
                 );
             }
         }
-        for &b in &grid {
-            let [l, _, l_b] = mean_log_complement(1.0, b);
-            assert!((l + 1.0 / b).abs() <= 1e-14 / b, "b = {b}: {l}");
-            assert!(
-                (l_b - 1.0 / (b * b)).abs() <= 1e-13 / (b * b),
-                "b = {b}: {l_b}"
-            );
+        for b in grid.chunks(LANES) {
+            let b: Lanes = std::array::from_fn(|l| b[l.min(b.len() - 1)]);
+            let ([l, _, l_b], _) = mean_log_complement(&[1.0; LANES], &b);
+            for (i, &b) in b.iter().enumerate() {
+                assert!((l[i] + 1.0 / b).abs() <= 1e-14 / b, "b = {b}: {}", l[i]);
+                let want = 1.0 / (b * b);
+                assert!((l_b[i] - want).abs() <= 1e-13 * want, "b = {b}: {}", l_b[i]);
+            }
         }
     }
 }
