@@ -246,8 +246,8 @@ fn kl_logits<F: Element>(a: F, b: F) -> F {
 }
 
 /// The analytic Bernoulli KL as one op (see [`kl_logits`]); gradients
-/// `sigmoid(a) sigmoid(-a) (a - b)` for `a` and `sigmoid(b) - sigmoid(a)`
-/// (`sigmoid(-a) - sigmoid(-b)` where `a + b > 0`) for `b`.
+/// `sigmoid(a) sigmoid(-a) (a - b)` for `a` and `sigmoid(b) - sigmoid(a)`,
+/// as `sigmoid(a) sigmoid(-b) expm1(b - a)`, for `b`.
 struct Kl;
 
 impl<F: Element> Op<F> for Kl {
@@ -266,10 +266,17 @@ impl<F: Element> Op<F> for Kl {
     ) -> Result<Vec<Option<Tensor<F>>>> {
         let (a, b) = (inputs[0], inputs[1]);
         let da = map3(a, b, g, |a, b, g| (sigmoid(a) * sigmoid(-a) * (a - b)) * g);
-        // sigmoid(b) - sigmoid(a), from the complements when both are near
-        // 1 (the difference of two numbers near 1 lost it: 0 at 30 and 80)
+        // sigmoid(b) - sigmoid(a) = sigmoid(a) sigmoid(-b) expm1(b - a), a
+        // product that keeps its digits where the logits are close (the
+        // difference lost them: 3e-9 off at -0.7 and -0.7000001); where
+        // expm1 overflows, the difference, from the complements when both
+        // are near 1 (the difference of two numbers near 1 lost it: 0 at 30
+        // and 80)
         let db = map3(a, b, g, |a, b, g| {
-            let d = if a + b > F::zero() {
+            let close = sigmoid(a) * sigmoid(-b) * (b - a).exp_m1();
+            let d = if close.is_finite() {
+                close
+            } else if a + b > F::zero() {
                 sigmoid(-a) - sigmoid(-b)
             } else {
                 sigmoid(b) - sigmoid(a)
@@ -383,8 +390,14 @@ impl Pointwise<2> for Divergence {
             let beyond = ln_1p_u[l] + s[l] * dl;
             out[l] = select(mask(ul > 1.0), beyond, middle);
             let sigmoid_b = select(flip[l], t.sigmoid_neg[l], t.sigmoid[l]);
+            let sigmoid_neg_b = select(flip[l], t.sigmoid[l], t.sigmoid_neg[l]);
             let sign = select(flip[l], -1.0, 1.0);
-            d[0][l] = sign * (sigmoid_b - s[l]);
+            // sigmoid(b) - sigmoid(a) = sigmoid(a) sigmoid(-b) expm1(b - a),
+            // a product that keeps its digits where the logits are close
+            // (the difference lost them: 3e-9 off at -0.7 and -0.7000001);
+            // where expm1 overflows, the difference, with nothing to cancel
+            let close = s[l] * sigmoid_neg_b * em[l];
+            d[0][l] = sign * select(finite[l], close, sigmoid_b - s[l]);
             d[1][l] = sign * (s[l] * (1.0 - s[l]) * dl);
         }
         // a far below b, where e^-d overflows: the direct form, with
