@@ -50,14 +50,15 @@ fn every_family_reference_case_matches() {
 
 /// Every case of the 50-digit reference for what TFP's files do not hold
 /// (the KL pairs of Uniform, Poisson, LogitNormal, Exponential against
-/// Gamma and back, Normal against Laplace, Kumaraswamy against Beta; the Cauchy, HalfCauchy, HalfNormal, Gumbel, Weibull,
+/// Gamma and back, Normal against Laplace, Kumaraswamy against Beta,
+/// Binomial against Binomial; the Cauchy, HalfCauchy, HalfNormal, Gumbel, Weibull,
 /// Pareto, Kumaraswamy, inverse Gamma, geometric and von Mises densities, entropies
 /// and KLs, the Weibull's, Pareto's, Kumaraswamy's and von Mises' moments; the negative binomial and binomial
 /// masses to counts of 1e14): value and gradients at 1e-9 relative.
 #[test]
 fn every_mpmath_reference_case_matches() {
     let text = include_str!("data/mpmath_reference.json");
-    every_reference_case_matches(text, 334, 4, |_| tfp_cases::RTOL);
+    every_reference_case_matches(text, 340, 4, |_| tfp_cases::RTOL);
 }
 
 fn gc<Fun>(name: &str, f: Fun, inputs: &[Tensor<f64>])
@@ -2813,5 +2814,59 @@ fn von_mises_periodicity_and_bad_parameters() -> Result<()> {
     ] {
         assert!(VonMises::new(s(loc), s(k)).is_err(), "({loc}, {k})");
     }
+    Ok(())
+}
+
+/// KL(Binomial || Binomial) of equal total counts is `n` times the
+/// Bernoulli KL of the logits: a gradcheck in both logits with counts that
+/// broadcast, the mean of `ln q - ln p` over draws (within four standard
+/// errors), no gradient to the counts, and an error naming the position
+/// where two counts differ.
+#[test]
+fn binomial_divergence_of_equal_counts() -> Result<()> {
+    let n = Tensor::from_vec(vec![3.0, 40.0], &[2, 1])?;
+    gc(
+        "binomial kl",
+        |tape, a| {
+            let n = tape.constant(Tensor::from_vec(vec![3.0, 40.0], &[2, 1])?);
+            kl_divergence(
+                &Binomial::from_logits(n, a[0])?,
+                &Binomial::from_logits(n, a[1])?,
+            )
+        },
+        &[v(&[0.3, -2.0, 4.0]), v(&[-0.5, -1.9, 1.0])],
+    );
+    let tape = Tape::<f64>::new();
+    let counts = tape.var(n);
+    let (q, p) = (
+        Binomial::from_logits(counts, tape.var(v(&[0.3, -2.0, 4.0])))?,
+        Binomial::from_logits(counts, tape.scalar(-0.5))?,
+    );
+    let kl = kl_divergence(&q, &p)?;
+    let grads = kl.sum().backward()?;
+    assert!(
+        grads
+            .get(counts)
+            .is_none_or(|g| g.data().iter().all(|&x| x == 0.0))
+    );
+    let mut rng = StdRng::seed_from_u64(5);
+    let draws = tape.constant(q.sample_n(Some(20_000), &mut rng)?);
+    let terms = (q.log_prob(draws)? - p.log_prob(draws)?).value();
+    let per = kl.value().len();
+    for (i, &want) in kl.value().data().iter().enumerate() {
+        let at: Vec<f64> = terms.data().iter().skip(i).step_by(per).copied().collect();
+        let (m, se) = mean_and_se(&Tensor::vector(&at));
+        assert!(
+            (m - want).abs() < 4.0 * se,
+            "position {i}: {m} ± {se} vs {want}"
+        );
+    }
+    let other = Binomial::from_logits(tape.var(v(&[3.0, 41.0])), tape.scalar(0.0))?;
+    let e = kl_divergence(
+        &Binomial::from_logits(tape.var(v(&[3.0, 40.0])), tape.scalar(0.0))?,
+        &other,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("position 1"), "{e}");
     Ok(())
 }

@@ -273,6 +273,9 @@ fn other_families<F: Element>(t: [&Tensor<f64>; 4], seed: u64) {
     }
     if let Ok(d) = Binomial::from_logits(a, b) {
         exercise_backward(&d, x, rng);
+        if let Ok(p) = Binomial::from_logits(a, x) {
+            let _ = kl_divergence(&d, &p).map(|v| v.sum().backward());
+        }
     }
     if let Ok(d) = Gumbel::new(a, b) {
         exercise_backward(&d, x, rng);

@@ -13,8 +13,8 @@
 //! one: each family against itself (Normal, HalfNormal, LogNormal,
 //! LogitNormal, Cauchy, HalfCauchy, Gumbel, Weibull, Pareto, Laplace,
 //! Exponential, Gamma, InverseGamma, Beta, Dirichlet, Uniform, Poisson,
-//! Geometric, Bernoulli, Categorical, MultivariateNormal, VonMises, and
-//! Independent of a pair that has one), Exponential against Gamma either way, Normal
+//! Geometric, Bernoulli, Categorical, MultivariateNormal, VonMises, Binomial
+//! (of equal total counts), and Independent of a pair that has one), Exponential against Gamma either way, Normal
 //! against Laplace (a mean-field posterior under a sparsity prior), and
 //! Kumaraswamy against Beta (stick-breaking weights under their prior; its
 //! `E[ln(1 - x)]` by quadrature). A rule
@@ -286,7 +286,8 @@ pub const AUTO_MC_SAMPLES: usize = 16;
 /// registry of [`register_kl`], then among those built in: Normal, HalfNormal,
 /// LogNormal, LogitNormal, Cauchy, HalfCauchy, Gumbel, Weibull, Pareto,
 /// Laplace, Exponential, Gamma, InverseGamma, Beta, Dirichlet, Uniform, Poisson,
-/// Geometric, Bernoulli, Categorical, MultivariateNormal and VonMises, each against
+/// Geometric, Bernoulli, Categorical, MultivariateNormal, VonMises and
+/// Binomial (of equal total counts), each against
 /// itself, Exponential against Gamma either way, Normal against Laplace,
 /// Kumaraswamy against Beta, and Independent/Independent (of a pair that
 /// has one, over as many axes).
@@ -456,15 +457,15 @@ mod tests {
     use super::*;
     use crate::autodiff::tape::Tape;
     use crate::distributions::{
-        Bernoulli, Beta, Categorical, Cauchy, Dirichlet, Exponential, Gamma, Geometric, Gumbel,
-        HalfCauchy, HalfNormal, InverseGamma, Kumaraswamy, Laplace, LogNormal, LogitNormal,
+        Bernoulli, Beta, Binomial, Categorical, Cauchy, Dirichlet, Exponential, Gamma, Geometric,
+        Gumbel, HalfCauchy, HalfNormal, InverseGamma, Kumaraswamy, Laplace, LogNormal, LogitNormal,
         MultivariateNormal, Normal, Pareto, Poisson, StudentT, Uniform, VonMises, Weibull,
     };
     use crate::tensor::Tensor;
 
     /// `(q's name, p's name)` of every pair with a closed form in the
     /// crate, as the module's documentation lists them.
-    const PAIRS: [(&str, &str); 27] = [
+    const PAIRS: [(&str, &str); 28] = [
         ("Normal", "Normal"),
         ("HalfNormal", "HalfNormal"),
         ("LogNormal", "LogNormal"),
@@ -492,6 +493,7 @@ mod tests {
         ("Normal", "Laplace"),
         ("Kumaraswamy", "Beta"),
         ("VonMises", "VonMises"),
+        ("Binomial", "Binomial"),
     ];
 
     /// `Q::has_builtin_kl` against every `p`, and whether `q.builtin_kl(p)`
@@ -538,10 +540,11 @@ mod tests {
         let mvn = MultivariateNormal::from_scale_tril(v(&[0.1, 0.2]), tril)?;
         let independent = Independent::new(Box::new(Normal::new(v(&[0.1]), v(&[0.9]))?), 1)?;
         let von_mises = VonMises::new(s(0.1), s(2.5))?;
+        let binomial = Binomial::from_logits(s(5.0), s(0.3))?;
         // no closed form against anything
         let student = StudentT::new(s(3.0), s(0.1), s(0.5))?;
         let kumaraswamy = Kumaraswamy::new(s(2.0), s(1.5))?;
-        let all: [&dyn Distribution<'_, f64>; 25] = [
+        let all: [&dyn Distribution<'_, f64>; 26] = [
             &normal,
             &half_normal,
             &log_normal,
@@ -567,6 +570,7 @@ mod tests {
             &student,
             &kumaraswamy,
             &von_mises,
+            &binomial,
         ];
         let rows = [
             pairs_of(&normal, &all),
@@ -594,6 +598,7 @@ mod tests {
             pairs_of(&student, &all),
             pairs_of(&kumaraswamy, &all),
             pairs_of(&von_mises, &all),
+            pairs_of(&binomial, &all),
         ];
         let mut expected: Vec<String> = PAIRS.iter().map(|(q, p)| format!("{q} || {p}")).collect();
         expected.sort();

@@ -993,7 +993,48 @@ fn binomial_draw(n: f64, p: f64, rng: &mut dyn Rng) -> f64 {
     k
 }
 
+/// KL(Binomial || Binomial) of two distributions with the same total count
+/// `n` at every position: `n` times the Bernoulli KL of their logits (the
+/// counts are sums of `n` independent trials, and KL adds over independent
+/// parts). Where the counts differ the divergence has no closed form (or
+/// is `+inf`, where the posterior's count is the larger): an error naming
+/// the first such position. The counts get no gradient (the divergence is
+/// defined only where they are equal, so it has no slope in either alone).
+pub(crate) fn kl_binomial<'t, F: Element>(
+    q: &Binomial<'t, F>,
+    p: &Binomial<'t, F>,
+) -> Result<Var<'t, F>> {
+    same_tape("kl_divergence", &q.logits, &p.logits)?;
+    let shape = batch_broadcast(
+        "Binomial",
+        ("the posterior's parameters", q.batch_shape()),
+        ("the prior's parameters", p.batch_shape()),
+    )?;
+    let (nq, np) = (
+        q.total_count.value().broadcast_to(&shape)?,
+        p.total_count.value().broadcast_to(&shape)?,
+    );
+    if let Some(i) = nq.data().iter().zip(np.data()).position(|(a, b)| a != b) {
+        return Err(Error::invalid(
+            "kl_divergence",
+            format!(
+                "KL(Binomial || Binomial) is in closed form only where the two total counts are \
+                 equal; at position {i} they are {} and {}",
+                nq.data()[i],
+                np.data()[i]
+            ),
+        ));
+    }
+    let trials = super::bernoulli::kl_bernoulli(
+        &super::Bernoulli::from_logits(q.logits)?,
+        &super::Bernoulli::from_logits(p.logits)?,
+    )?;
+    trials.try_mul(q.tape().constant(nq))
+}
+
 impl<'t, F: Element> Distribution<'t, F> for Binomial<'t, F> {
+    super::kl::builtin_kl!(Binomial => kl_binomial);
+
     fn name(&self) -> &'static str {
         "Binomial"
     }

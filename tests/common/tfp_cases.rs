@@ -417,8 +417,10 @@ pub fn evaluate(case: &Value, index: usize) -> Result<Option<CaseResult>> {
         | "von_mises_log_prob"
         | "von_mises_entropy"
         | "von_mises_variance"
-        | "von_mises_kl" => {
+        | "von_mises_kl"
+        | "binomial_kl" => {
             let names: &[&str] = match kind.as_str() {
+                "binomial_kl" => &["total_count", "logits_q", "logits_p"],
                 "von_mises_log_prob" => &["loc", "concentration", "x"],
                 "von_mises_entropy" | "von_mises_variance" => &["concentration"],
                 "von_mises_kl" => &["loc_q", "concentration_q", "loc_p", "concentration_p"],
@@ -530,6 +532,10 @@ pub fn evaluate(case: &Value, index: usize) -> Result<Option<CaseResult>> {
                 "kumaraswamy_entropy" => Kumaraswamy::new(v[0], v[1])?.entropy()?,
                 "kumaraswamy_mean" => Kumaraswamy::new(v[0], v[1])?.mean()?,
                 "kumaraswamy_variance" => Kumaraswamy::new(v[0], v[1])?.variance()?,
+                "binomial_kl" => kl_divergence(
+                    &Binomial::from_logits(v[0], v[1])?,
+                    &Binomial::from_logits(v[0], v[2])?,
+                )?,
                 "von_mises_log_prob" => VonMises::new(v[0], v[1])?.log_prob(v[2])?,
                 "von_mises_entropy" => VonMises::new(v[0] * 0.0, v[0])?.entropy()?,
                 "von_mises_variance" => VonMises::new(v[0] * 0.0, v[0])?.variance()?,
@@ -553,7 +559,15 @@ pub fn evaluate(case: &Value, index: usize) -> Result<Option<CaseResult>> {
             pairs.push(("value".into(), out.item()?, num(case, "value")?));
             for (var, name) in v.iter().zip(names) {
                 let key = format!("grad_{name}");
-                push_grad(&mut pairs, &key, g.get(*var).unwrap(), values(case, &key)?);
+                // an input the value does not reach (a Binomial KL's total
+                // count) has gradient 0, which the reference gives it
+                let zero = Tensor::zeros(&var.shape());
+                push_grad(
+                    &mut pairs,
+                    &key,
+                    g.get(*var).unwrap_or(&zero),
+                    values(case, &key)?,
+                );
             }
         }
         "mvn_tril_log_prob" | "mvn_tril_entropy" | "mvn_tril_kl" => {

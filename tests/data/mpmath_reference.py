@@ -1,6 +1,7 @@
 """Writes mpmath_reference.json: reference values in the format of TFP's files, for what those files
 do not hold: the KL divergences of Uniform/Uniform, Poisson/Poisson, Exponential/Gamma,
-Gamma/Exponential, LogitNormal/LogitNormal, Normal/Laplace and Kumaraswamy/Beta, the Cauchy,
+Gamma/Exponential, LogitNormal/LogitNormal, Normal/Laplace, Kumaraswamy/Beta and
+Binomial/Binomial (a sum over the counts, its derivatives mpmath's), the Cauchy,
 HalfCauchy and HalfNormal log-densities, entropies and KLs, the Pareto log-density, entropy, KL,
 mean and variance, the Kumaraswamy log-density, entropy, mean and variance, the von Mises
 log-density, entropy, circular variance and KL, and the NegativeBinomial and Binomial log-masses,
@@ -740,6 +741,31 @@ def check_kumaraswamy_beta_derivatives(args, grads):
         assert abs(numeric - g) <= mp.mpf(10) ** -15 * max(abs(g), 1), (args, i, g, numeric)
 
 
+def binomial_kl(n, lq, lp):
+    """KL(Binomial(n, lq) || Binomial(n, lp)) as the sum over the counts of q(k) ln(q(k) / p(k)),
+    with mpmath's derivatives of that sum in the logits; the total count's gradient is 0 (the
+    divergence is defined only where the two counts are equal)."""
+    def kl(a, b):
+        total = mp.mpf(0)
+        for k in range(int(n) + 1):
+            lq_k = (mp.log(mp.binomial(n, k)) - k * mp.log1p(mp.exp(-a))
+                    - (n - k) * mp.log1p(mp.exp(a)))
+            lp_k = (mp.log(mp.binomial(n, k)) - k * mp.log1p(mp.exp(-b))
+                    - (n - k) * mp.log1p(mp.exp(b)))
+            total += mp.exp(lq_k) * (lq_k - lp_k)
+        return total
+    return kl(lq, lp), [mp.mpf(0), mp.diff(lambda a: kl(a, lp), lq), mp.diff(lambda b: kl(lq, b), lp)]
+
+
+KINDS["binomial_kl"] = (binomial_kl, ["total_count", "logits_q", "logits_p"], [
+    (1.0, 0.3, -0.4),
+    (5.0, 0.0, 2.0),
+    (20.0, -3.0, 1.5),
+    (50.0, 4.0, 3.9),
+    (100.0, -0.7, -0.7000001),
+    (7.0, 12.0, -12.0),
+])
+
 for row in KINDS["kumaraswamy_beta_kl"][2]:
     a, b = mp.mpf(row[0]), mp.mpf(row[1])
     if b >= 2:
@@ -830,7 +856,7 @@ for kind, (f, names, rows) in KINDS.items():
         value, grads = f(*args)
         if kind == "kumaraswamy_beta_kl":
             check_kumaraswamy_beta_derivatives(args, grads)
-        elif kind != "uniform_kl":
+        elif kind not in ("uniform_kl", "binomial_kl"):
             check_derivatives(f, args, grads)
         case = {"kind": kind}
         case.update({name: x for name, x in zip(names, row)})
