@@ -304,7 +304,7 @@ impl Pointwise<2> for KumaraswamyVariance {
 
 /// The largest `t` of the tanh-sinh rule of [`mean_log_complement`]: its
 /// nodes there lie within `e^-233` of the interval's ends, where the
-/// weights (about `10⁻¹⁰⁰`) leave nothing of the integrand to count.
+/// weights (below `10⁻⁹⁸`) leave nothing of the integrand to count.
 const TANH_SINH_REACH: f64 = 5.0;
 
 /// The levels of [`mean_log_complement`]'s rule: level `k` has step

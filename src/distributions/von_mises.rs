@@ -1,5 +1,5 @@
-//! The von Mises distribution: a normal distribution wrapped onto the
-//! circle, for angles (directions, phases, times of day).
+//! The von Mises distribution: the circle's counterpart of the normal
+//! distribution, for angles (directions, phases, times of day).
 
 use super::pointwise::{self, Lanes, Pointwise, each_lane};
 use super::{

@@ -464,7 +464,9 @@ pub(crate) fn bessel_ratio(k: f64) -> [f64; 4] {
             r0 += t0;
             r1 += t1;
             r2 += t2 / (2.0 * (n + 1.0) * (n + 1.0));
-            if (t0 <= 1e-17 * r0 && t2 <= 1e-17 * r2 && n > t) || t2 == 0.0 {
+            // (past both series' largest terms: t0's ratio t / n² and t2's,
+            // about 4t / n², below 1)
+            if (t0 <= 1e-17 * r0 && t2 <= 1e-17 * r2 && n * n > 4.0 * t) || t2 == 0.0 {
                 break;
             }
             n += 1.0;
