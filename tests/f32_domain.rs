@@ -201,10 +201,7 @@ fn families(p: [f64; 4], (xp, xu, xr): (f64, f64, f64), n: usize, seed: u64) {
     check("VonMises entropy", vm.entropy());
     check("VonMises variance", vm.variance());
     check("VonMises KL", kl_divergence(&vm, &vm2));
-    check(
-        "VonMises sample",
-        Ok(tape.constant(vm.sample(&mut rng).unwrap())),
-    );
+    check("VonMises rsample", vm.rsample(&mut rng));
     let (n1, n2) = (Normal::new(c, a).unwrap(), Normal::new(d, b).unwrap());
     check("Normal log_prob", n1.log_prob(xr));
     check("Normal KL", kl_divergence(&n1, &n2));

@@ -598,19 +598,18 @@ pub fn evaluate(case: &Value, index: usize) -> Result<Option<CaseResult>> {
                 push_grad(&mut pairs, &key, g.get(*var).unwrap(), values(case, &key)?);
             }
         }
-        "gamma_implicit_grad" | "beta_implicit_grad" => {
-            let gamma = kind == "gamma_implicit_grad";
-            let names: &[&str] = if gamma {
-                &["concentration", "rate"]
-            } else {
-                &["concentration1", "concentration0"]
+        "gamma_implicit_grad" | "beta_implicit_grad" | "von_mises_implicit_grad" => {
+            let names: &[&str] = match kind.as_str() {
+                "gamma_implicit_grad" => &["concentration", "rate"],
+                "beta_implicit_grad" => &["concentration1", "concentration0"],
+                _ => &["loc", "concentration"],
             };
             let v = inputs(&tape, case, names)?;
             let x = Tensor::scalar(num(case, "x")?);
-            let out = if gamma {
-                Gamma::new(v[0], v[1])?.reparameterize(x)?
-            } else {
-                Beta::new(v[0], v[1])?.reparameterize(x)?
+            let out = match kind.as_str() {
+                "gamma_implicit_grad" => Gamma::new(v[0], v[1])?.reparameterize(x)?,
+                "beta_implicit_grad" => Beta::new(v[0], v[1])?.reparameterize(x)?,
+                _ => VonMises::new(v[0], v[1])?.reparameterize(x)?,
             };
             let g = out.backward()?;
             for (var, name) in v.iter().zip(names) {

@@ -4,8 +4,9 @@ Gamma/Exponential, LogitNormal/LogitNormal, Normal/Laplace, Kumaraswamy/Beta and
 Binomial/Binomial (a sum over the counts, its derivatives mpmath's), the Cauchy,
 HalfCauchy and HalfNormal log-densities, entropies and KLs, the Pareto log-density, entropy, KL,
 mean and variance, the Kumaraswamy log-density, entropy, mean and variance, the von Mises
-log-density, entropy, circular variance and KL, and the NegativeBinomial and Binomial log-masses,
-each with its gradients, from closed forms in 50-digit mpmath. The first group's derivatives are written out and checked against mpmath's numerical ones
+log-density, entropy, circular variance and KL and the implicit derivatives of its draws, and the
+NegativeBinomial and Binomial log-masses, each with its gradients, from closed forms in 50-digit
+mpmath. The first group's derivatives are written out and checked against mpmath's numerical ones
 (Kumaraswamy/Beta's, whose E[ln(1 - x)] is a quadrature, checked against the series of that
 integral, against central differences); the second group's are mpmath's numerical derivatives,
 and its entropies and KLs are checked against mpmath's quadrature of their integrals. TensorFlow
@@ -902,6 +903,32 @@ for kind, (f, names, rows) in NUMERIC.items():
             if v is not None:
                 case["tfp_value"] = v if math.isfinite(v) else str(v)
         cases.append(case)
+
+
+
+def von_mises_angle_slope(k, theta):
+    """The implicit derivative of a von Mises draw at angle theta from the location, -(dF/dk) / p,
+    with dF/dk = the integral from 0 to theta of (cos t - A) p(t), A = I1/I0."""
+    a = mp.besseli(1, k) / mp.besseli(0, k)
+    dens = lambda t: mp.exp(k * (mp.cos(t) - 1))
+    w = 1 / mp.sqrt(k)
+    pts = sorted({mp.mpf(0), theta} | {z * w for z in (0.5, 1, 2, 4, 8) if 0 < z * w < abs(theta)}
+                 | {-z * w for z in (0.5, 1, 2, 4, 8) if -abs(theta) < -z * w < 0})
+    # from 0 to theta (descending for a negative theta: the integral's sign follows)
+    pts = sorted((x for x in pts if min(0, theta) <= x <= max(0, theta)), key=abs)
+    d_f = mp.quad(lambda t: (mp.cos(t) - a) * dens(t), pts)
+    return -d_f / dens(theta)
+
+
+# implicit derivatives of von Mises draws, in the format of the families file's implicit cases
+for loc, k, x in [(0.0, 0.01, 0.1), (0.0, 0.01, 3.1), (1.0, 0.5, 1.7), (0.0, 0.5, -2.1),
+                  (0.0, 2.0, 0.35), (2.0, 2.0, -3.0), (0.0, 30.0, 0.09), (0.0, 30.0, -0.55),
+                  (0.0, 30.0, 1.1), (0.0, 1e3, 0.0003), (0.5, 1e3, 0.55), (0.0, 1e3, 0.19),
+                  (0.0, 1e5, 3e-5), (0.0, 1e5, 0.0095), (0.0, 1e5, 0.019), (3.0, 4.0, -3.0)]:
+    m, kk, xx = mp.mpf(loc), mp.mpf(k), mp.mpf(x)
+    theta = (xx - m + mp.pi) % (2 * mp.pi) - mp.pi
+    cases.append({"kind": "von_mises_implicit_grad", "loc": loc, "concentration": k, "x": x,
+                  "dx_dloc": 1.0, "dx_dconcentration": float(von_mises_angle_slope(kk, theta))})
 
 out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mpmath_reference.json")
 with open(out, "w") as fh:
