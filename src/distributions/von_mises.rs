@@ -1,7 +1,7 @@
 //! The von Mises distribution: the circle's counterpart of the normal
 //! distribution, for angles (directions, phases, times of day).
 
-use super::pointwise::{self, Lanes, Pointwise, each_lane};
+use super::pointwise::{self, LANES, Lanes, Pointwise, each_lane};
 use super::{
     Distribution, batch_broadcast, check_divisor, check_finite, open_uniform, same_tape,
     sample_shape,
@@ -124,24 +124,39 @@ fn one_less_cos(d: f64) -> f64 {
 #[derive(Clone, Copy)]
 struct VonMisesLogDensity;
 
+/// `ln(I₀(κ) e^-κ)` and `1 - A(κ)` of each lane's concentration: once for
+/// all positions where the parameters are single values (the log-density
+/// of a million `f32` values with its gradient, a single `κ`, took 61 and
+/// 162 ns a value at `κ = 2` and `20` with [`bessel_ratio`] taken at every
+/// position, 10 ns with it once; AMD EPYC, two threads).
+#[inline(always)]
+fn bessel_lanes(v: &Lanes) -> [Lanes; 2] {
+    let mut out = [[0.0; LANES]; 2];
+    for (l, &k) in v.iter().enumerate() {
+        let [ln_i0, _, one_less_a, _] = bessel_ratio(k);
+        (out[0][l], out[1][l]) = (ln_i0, one_less_a);
+    }
+    out
+}
+
 impl Pointwise<3> for VonMisesLogDensity {
     const NAME: &'static str = "von_mises_log_density";
     const KEYED: usize = 2;
-    type Pre = ();
+    type Pre = [Lanes; 2];
 
     #[inline(always)]
-    fn pre(_: &[Lanes; 3]) {}
+    fn pre(v: &[Lanes; 3]) -> [Lanes; 2] {
+        bessel_lanes(&v[1])
+    }
 
-    fn eval(v: &[Lanes; 3], _: &(), out: &mut Lanes, d: &mut [Lanes; 3]) {
-        each_lane(v, out, d, f64::NEG_INFINITY, |[m, k, x]| {
-            let [ln_i0, _, one_less_a, _] = bessel_ratio(k);
+    fn eval(v: &[Lanes; 3], pre: &[Lanes; 2], out: &mut Lanes, d: &mut [Lanes; 3]) {
+        for l in 0..LANES {
+            let ([m, k, x], [ln_i0, one_less_a]) = (v.map(|v| v[l]), pre.map(|p| p[l]));
             let (dx, c) = (x - m, one_less_cos(x - m));
             let slope = k * dx.sin();
-            Some((
-                -(k * c) - LN_TWO_PI - ln_i0,
-                [slope, one_less_a - c, -slope],
-            ))
-        });
+            out[l] = -(k * c) - LN_TWO_PI - ln_i0;
+            (d[0][l], d[1][l], d[2][l]) = (slope, one_less_a - c, -slope);
+        }
     }
 }
 
@@ -358,17 +373,20 @@ struct VonMisesDraw;
 impl Pointwise<3> for VonMisesDraw {
     const NAME: &'static str = "von_mises_draw";
     const KEYED: usize = 2;
-    type Pre = ();
+    type Pre = [Lanes; 2];
 
     #[inline(always)]
-    fn pre(_: &[Lanes; 3]) {}
+    fn pre(v: &[Lanes; 3]) -> [Lanes; 2] {
+        bessel_lanes(&v[1])
+    }
 
-    fn eval(v: &[Lanes; 3], _: &(), out: &mut Lanes, d: &mut [Lanes; 3]) {
-        each_lane(v, out, d, f64::NAN, |[m, k, x]| {
-            let [_, _, one_less_a, _] = bessel_ratio(k);
-            let slope = von_mises_angle_slope(wrap_angle(x - m), k, one_less_a);
-            Some((x, [1.0, slope, 0.0]))
-        });
+    fn eval(v: &[Lanes; 3], pre: &[Lanes; 2], out: &mut Lanes, d: &mut [Lanes; 3]) {
+        for l in 0..LANES {
+            let [m, k, x] = v.map(|v| v[l]);
+            let slope = von_mises_angle_slope(wrap_angle(x - m), k, pre[1][l]);
+            out[l] = x;
+            (d[0][l], d[1][l], d[2][l]) = (1.0, slope, 0.0);
+        }
     }
 }
 
