@@ -268,7 +268,7 @@ impl<F: Element> Op<F> for Kl {
         let da = map3(a, b, g, |a, b, g| (sigmoid(a) * sigmoid(-a) * (a - b)) * g);
         // sigmoid(b) - sigmoid(a) = sigmoid(a) sigmoid(-b) expm1(b - a), a
         // product that keeps its digits where the logits are close (the
-        // difference lost them: 3e-9 off at -0.7 and -0.7000001); where
+        // difference lost them: 2.7e-9 off at -0.7 and -0.7000001); where
         // expm1 overflows, the difference, from the complements when both
         // are near 1 (the difference of two numbers near 1 lost it: 0 at 30
         // and 80)
@@ -394,7 +394,7 @@ impl Pointwise<2> for Divergence {
             let sign = select(flip[l], -1.0, 1.0);
             // sigmoid(b) - sigmoid(a) = sigmoid(a) sigmoid(-b) expm1(b - a),
             // a product that keeps its digits where the logits are close
-            // (the difference lost them: 3e-9 off at -0.7 and -0.7000001);
+            // (the difference lost them: 2.7e-9 off at -0.7 and -0.7000001);
             // where expm1 overflows, the difference, with nothing to cancel
             let close = s[l] * sigmoid_neg_b * em[l];
             d[0][l] = sign * select(finite[l], close, sigmoid_b - s[l]);

@@ -437,8 +437,9 @@ const BESSEL_ASYMPTOTIC_FROM: f64 = 25.0;
 /// The modified Bessel functions of the first kind of orders 0 and 1 as
 /// the von Mises distribution needs them, for `κ > 0`: `[ln I₀(κ) - κ,
 /// A(κ), 1 - A(κ), A'(κ)]` with `A = I₁ / I₀`, each a quotient of sums of
-/// terms of one sign (the forms of `1 - A` and `A' = 1 - A/κ - A²` as
-/// differences lose about `κ²` ulp at large `κ`). Below
+/// terms of one sign (`A' = 1 - A/κ - A²` as a difference, from a
+/// correctly rounded `A`, is 4e-12 off at `κ = 100` and 9e-9 at `10⁴`, in
+/// mpmath). Below
 /// [`BESSEL_ASYMPTOTIC_FROM`], from the power series in `t = κ²/4`: `I₀ =
 /// Σ t^n / n!²`, `I₁ = (κ/2) Σ t^n / (n! (n + 1)!)` and `A' I₀² = Σ p_n t^n
 /// / (2 (n + 1)²)` with `p_n = (2n)! / n!⁴` (the coefficients of `I₀²`), and
