@@ -2449,17 +2449,59 @@ fn kumaraswamy_outside_its_support_and_near_its_ends() -> Result<()> {
     for (a, b) in l32.data().iter().zip(l64.data()) {
         assert_eq!(*a, *b as f32);
     }
-    // a concentration near the smallest normal number: draws of 0, whose
-    // slopes are 0, not NaN (a² underflows)
+    // a concentration near the smallest normal number: draws below every
+    // float, moved to the smallest one, whose slopes are 0, not NaN (a²
+    // underflows)
     let (tiny, one) = (
         tape.var(Tensor::scalar(1e-300)),
         tape.var(Tensor::scalar(1.0)),
     );
     let draws = Kumaraswamy::new(tiny, one)?.rsample_n(Some(8), &mut StdRng::seed_from_u64(1))?;
-    assert!(draws.value().data().iter().all(|&x| x == 0.0));
+    assert!(draws.value().data().iter().all(|&x| x == f64::MIN_POSITIVE));
     let g = draws.sum().backward()?;
     assert_eq!(g.get(tiny).unwrap().item()?, 0.0);
     assert_eq!(g.get(one).unwrap().item()?, 0.0);
+    // both concentrations tiny: draws that round to 1, moved below it, with
+    // slopes 0, not inf / inf
+    let other = tape.var(Tensor::scalar(1e-300));
+    let draws = Kumaraswamy::new(tiny, other)?.rsample_n(Some(8), &mut StdRng::seed_from_u64(1))?;
+    assert!(
+        draws
+            .value()
+            .data()
+            .iter()
+            .all(|&x| x == 1.0 - f64::EPSILON / 2.0)
+    );
+    let g = draws.sum().backward()?;
+    assert_eq!(
+        (g.get(tiny).unwrap().item()?, g.get(other).unwrap().item()?),
+        (0.0, 0.0)
+    );
+    // a small b puts much of the mass within an ulp of 1, in f64 and f32:
+    // every draw is inside the support, where `log_prob` is finite
+    let (a, b) = (
+        tape.var(Tensor::scalar(2.0)),
+        tape.var(Tensor::scalar(0.01)),
+    );
+    let d = Kumaraswamy::new(a, b)?;
+    let x = d.rsample_n(Some(2000), &mut StdRng::seed_from_u64(3))?;
+    assert!(
+        x.value()
+            .data()
+            .iter()
+            .any(|&x| x == 1.0 - f64::EPSILON / 2.0)
+    );
+    assert!(d.log_prob(x)?.value().data().iter().all(|v| v.is_finite()));
+    let t32 = Tape::<f32>::new();
+    let d32 = Kumaraswamy::new(t32.scalar(2.0), t32.scalar(0.01))?;
+    let x = d32.rsample_n(Some(2000), &mut StdRng::seed_from_u64(3))?;
+    assert!(
+        d32.log_prob(x)?
+            .value()
+            .data()
+            .iter()
+            .all(|v| v.is_finite())
+    );
     for (c1, c0) in [
         (0.0, 1.0),
         (1.0, -1.0),

@@ -26,6 +26,7 @@ mod no_panic;
 mod numerics;
 mod open_api;
 mod readme;
+mod sample_n;
 mod silent;
 mod sparse_vd;
 mod spike_slab_posterior;

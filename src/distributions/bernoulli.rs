@@ -89,15 +89,21 @@ impl<'t, F: Element> Distribution<'t, F> for Bernoulli<'t, F> {
         })
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        self.sample_n(None, rng)
+    }
+    fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         let l = self.logits.value();
-        let draws = l.data().iter().map(|&l| {
-            if uniform::<F>(rng) < sigmoid(l) {
-                F::one()
-            } else {
-                F::zero()
-            }
-        });
-        Tensor::from_vec(draws.collect(), l.shape())
+        let p: Vec<F> = l.data().iter().map(|&l| sigmoid(l)).collect();
+        super::repeat_batches("Bernoulli", n, l.shape(), |out| {
+            out.extend(p.iter().map(|&p| {
+                if uniform::<F>(rng) < p {
+                    F::one()
+                } else {
+                    F::zero()
+                }
+            }));
+            Ok(())
+        })
     }
     // H = softplus(l) - l sigmoid(l), written as softplus(-|l|) + |l| sigmoid(-|l|):
     // a sum of positive terms (the first form cancels for large |l|)

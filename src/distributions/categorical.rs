@@ -206,12 +206,7 @@ impl<'t, F: Element> Distribution<'t, F> for Categorical<'t, F> {
     /// Inverse-CDF draws from `exp(logits - max)`, computed once for all
     /// `n` draws and without tape nodes.
     fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
-        if n == Some(0) {
-            return Err(Error::invalid(
-                "Distribution::sample_n",
-                "Categorical needs at least one draw (n = Some(0))",
-            ));
-        }
+        super::check_draw_count("Categorical", n)?;
         let logits = self.logits.value();
         let k = self.num_classes();
         // unnormalized cumulative weights per row, shifted by the row's max

@@ -3,12 +3,12 @@
 
 use super::normal::{Standardized, loc_scale_log_prob};
 use super::{
-    Distribution, batch_broadcast, check_divisor, check_finite, on_support, open_uniform,
-    same_tape, sample_shape,
+    Distribution, batch_broadcast, check_divisor, check_finite, on_support, same_tape, sample_shape,
 };
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};
-use crate::tensor::{Element, Tensor};
+use crate::kernels::random::Unit;
+use crate::tensor::{Element, Tensor, unit_draws};
 use rand::Rng;
 use std::f64::consts::PI;
 
@@ -39,12 +39,6 @@ impl Standardized for StandardCauchy {
             F::lit(2.0) / (z + z.recip())
         }
     }
-}
-
-/// A standard Cauchy draw, `tan(π (u - 1/2))` for `u` uniform in (0, 1)
-/// (in `f64`: finite, at most about 3e15 in size).
-fn standard_cauchy<F: Element>(rng: &mut dyn Rng) -> F {
-    F::lit((PI * (open_uniform(rng) - 0.5)).tan())
 }
 
 /// The Cauchy distribution (Student's t with one degree of freedom).
@@ -126,11 +120,15 @@ impl<'t, F: Element> Distribution<'t, F> for Cauchy<'t, F> {
     }
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
         let shape = sample_shape(n, &self.batch_shape());
-        let z = Tensor::from_fn(&shape, |_| standard_cauchy::<F>(rng));
+        // tan(π (u - 1/2)), finite, at most about 3e15 in size
+        let z = unit_draws::<F>(Unit::Cauchy, &shape, rng);
         self.loc.try_add(self.scale * z)
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())
+    }
+    fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        super::sample_n_reparameterized(self, n, rng)
     }
     fn entropy(&self) -> Result<Var<'t, F>> {
         (self.scale.ln() + F::lit((4.0 * PI).ln())).broadcast_to(&self.batch_shape())
@@ -260,12 +258,15 @@ impl<'t, F: Element> Distribution<'t, F> for HalfCauchy<'t, F> {
     }
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
         let shape = sample_shape(n, &self.batch_shape());
-        let z: Tensor<F> =
-            Tensor::from_fn(&shape, |_| F::lit((0.5 * PI * open_uniform(rng)).tan()));
+        // tan(π u / 2), finite, at most about 6e15
+        let z = unit_draws::<F>(Unit::HalfCauchy, &shape, rng);
         Ok(self.scale * z)
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())
+    }
+    fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        super::sample_n_reparameterized(self, n, rng)
     }
     fn entropy(&self) -> Result<Var<'t, F>> {
         Ok(self.scale.ln() + F::lit((2.0 * PI).ln()))

@@ -7,13 +7,14 @@
 use super::normal::{Standardized, loc_scale_log_prob};
 use super::pointwise::{self, LANES, Lanes, Pointwise, each_lane};
 use super::{
-    Distribution, batch_broadcast, check_divisor, check_finite, check_two, on_support,
-    open_uniform, same_tape, sample_shape,
+    Distribution, batch_broadcast, check_divisor, check_finite, check_two, on_support, same_tape,
+    sample_shape,
 };
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::Result;
+use crate::kernels::random::Unit;
 use crate::kernels::special::{self, exp_m1_lanes, lgamma, ln_lanes, mask, select};
-use crate::tensor::{Element, Tensor, broadcast_shape};
+use crate::tensor::{Element, Tensor, broadcast_shape, unit_draws};
 use rand::Rng;
 use std::f64::consts::PI;
 
@@ -41,12 +42,6 @@ impl Standardized for StandardGumbel {
     fn slope<F: Element>(z: F) -> F {
         -(-z).exp_m1()
     }
-}
-
-/// A standard Gumbel draw, `-ln(-ln u)` for `u` uniform in (0, 1): finite,
-/// within about ±37 in `f64`.
-fn standard_gumbel(rng: &mut dyn Rng) -> f64 {
-    -(-open_uniform(rng).ln()).ln()
 }
 
 /// The Gumbel distribution (type I extreme value): the law of the largest
@@ -128,11 +123,14 @@ impl<'t, F: Element> Distribution<'t, F> for Gumbel<'t, F> {
     }
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
         let shape = sample_shape(n, &self.batch_shape());
-        let z = Tensor::from_fn(&shape, |_| F::lit(standard_gumbel(rng)));
+        let z = unit_draws::<F>(Unit::Gumbel, &shape, rng);
         self.loc.try_add(self.scale * z)
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())
+    }
+    fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        super::sample_n_reparameterized(self, n, rng)
     }
     fn entropy(&self) -> Result<Var<'t, F>> {
         (self.scale.ln() + F::lit(EULER + 1.0)).broadcast_to(&self.batch_shape())
@@ -431,7 +429,7 @@ impl<'t, F: Element> Distribution<'t, F> for Weibull<'t, F> {
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
         let shape = sample_shape(n, &self.batch_shape());
         // ln E for E a standard exponential draw
-        let ln_e: Tensor<F> = Tensor::from_fn(&shape, |_| F::lit((-open_uniform(rng).ln()).ln()));
+        let ln_e = unit_draws::<F>(Unit::LnExponential, &shape, rng);
         let power = self
             .tape()
             .constant(ln_e)
@@ -441,6 +439,9 @@ impl<'t, F: Element> Distribution<'t, F> for Weibull<'t, F> {
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())
+    }
+    fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        super::sample_n_reparameterized(self, n, rng)
     }
     fn entropy(&self) -> Result<Var<'t, F>> {
         let k = self.concentration;

@@ -764,6 +764,9 @@ impl<'t, F: Element> Distribution<'t, F> for Gamma<'t, F> {
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())
     }
+    fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        super::sample_n_reparameterized(self, n, rng)
+    }
     // H = a - ln b + ln Γ(a) + (1 - a) ψ(a); with ln Γ and ψ written as
     // their leading terms plus corrections (C and C'), the terms that grow
     // with a cancel: H = ln(a)/2 - ln b + ln(2π)/2 + 1/2 - 1/(2a) + C(a)
@@ -1609,6 +1612,9 @@ impl<'t, F: Element> Distribution<'t, F> for Beta<'t, F> {
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())
+    }
+    fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        super::sample_n_reparameterized(self, n, rng)
     }
     // H = ln B(a, b) - (a - 1) ψ(a) - (b - 1) ψ(b) + (a + b - 2) ψ(a + b):
     // from `LARGE` on, the Dirichlet entropy's form with Stirling's
@@ -2538,6 +2544,9 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())
     }
+    fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        super::sample_n_reparameterized(self, n, rng)
+    }
     // H = ln B(α) + (α0 - k) ψ(α0) - Σ (α_i - 1) ψ(α_i). For rows whose
     // concentrations are all at least `LARGE`, with ln Γ and ψ written as
     // Stirling's terms plus corrections (C, C'), the growing terms cancel:
@@ -3017,6 +3026,9 @@ impl<'t, F: Element> Distribution<'t, F> for StudentT<'t, F> {
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())
+    }
+    fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        super::sample_n_reparameterized(self, n, rng)
     }
     // H = (ν+1)/2 (ψ((ν+1)/2) - ψ(ν/2)) + ln(ν)/2 + ln B(ν/2, 1/2) + ln scale,
     // the digamma difference and ln B taken whole (their parts are large

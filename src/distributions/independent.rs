@@ -89,6 +89,10 @@ impl<'t, F: Element> Distribution<'t, F> for Independent<'t, F> {
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         self.base.sample(rng)
     }
+    fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        super::check_draw_count(self.name(), n)?;
+        self.base.sample_n(n, rng)
+    }
     fn entropy(&self) -> Result<Var<'t, F>> {
         self.reduce(self.base.entropy()?)
     }

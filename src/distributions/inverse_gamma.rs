@@ -140,6 +140,9 @@ impl<'t, F: Element> Distribution<'t, F> for InverseGamma<'t, F> {
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())
     }
+    fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        super::sample_n_reparameterized(self, n, rng)
+    }
     // H(1/G) = H(G) - 2 E[ln G] = H(G) - 2 (ψ(a) - ln b)
     fn entropy(&self) -> Result<Var<'t, F>> {
         let (a, b) = (self.concentration, self.scale);

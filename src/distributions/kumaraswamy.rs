@@ -8,16 +8,16 @@
 use super::gamma::Beta;
 use super::pointwise::{self, LANES, Lanes, Pointwise, each_lane};
 use super::{
-    Distribution, batch_broadcast, check_divisor, check_two, on_support, open_uniform, same_tape,
-    sample_shape,
+    Distribution, batch_broadcast, check_divisor, check_two, on_support, same_tape, sample_shape,
 };
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::Result;
+use crate::kernels::random::Unit;
 use crate::kernels::special::{
-    digamma_diff, exp_lanes, exp_m1_lanes, lbeta, lgamma, lgamma_diff, ln_1p_lanes, ln_lanes,
-    tetragamma_pentagamma, trigamma, trigamma_diff,
+    digamma_diff, exp_lanes, exp_m1_lanes, lbeta, lgamma, lgamma_diff, ln_1p_lanes, ln_lanes, mask,
+    select, tetragamma_pentagamma, trigamma, trigamma_diff,
 };
-use crate::tensor::{Element, Tensor, broadcast_shape};
+use crate::tensor::{Element, Tensor, broadcast_shape, unit_draws};
 use rand::Rng;
 use std::sync::LazyLock;
 
@@ -171,26 +171,62 @@ struct KumaraswamyDraw;
 impl Pointwise<3> for KumaraswamyDraw {
     const NAME: &'static str = "kumaraswamy_draw";
     const KEYED: usize = 2;
-    type Pre = ();
+    /// `1/a` and `1/b`.
+    type Pre = (Lanes, Lanes);
 
     #[inline(always)]
-    fn pre(_: &[Lanes; 3]) {}
+    fn pre(v: &[Lanes; 3]) -> (Lanes, Lanes) {
+        let (mut inv_a, mut inv_b) = ([0.0; LANES], [0.0; LANES]);
+        for l in 0..LANES {
+            inv_a[l] = 1.0 / v[0][l];
+            inv_b[l] = 1.0 / v[1][l];
+        }
+        (inv_a, inv_b)
+    }
 
-    fn eval(v: &[Lanes; 3], _: &(), out: &mut Lanes, d: &mut [Lanes; 3]) {
-        each_lane(v, out, d, 0.0, |[a, b, e]| {
-            let s = e / b;
-            let ln_w = (-(-s).exp_m1()).ln();
-            let x = (ln_w / a).exp();
-            if x == 0.0 {
-                // a draw below the smallest float: its slopes, smaller
-                // still, are 0 (where `a²` or `a b` would underflow too
-                // and divide 0 by 0)
-                return Some((0.0, [0.0; 3]));
+    #[inline(always)]
+    fn eval(v: &[Lanes; 3], (inv_a, inv_b): &(Lanes, Lanes), out: &mut Lanes, d: &mut [Lanes; 3]) {
+        let e = &v[2];
+        let (mut s, mut capped, mut minus_s) = ([0.0; LANES], [0.0; LANES], [0.0; LANES]);
+        for l in 0..LANES {
+            s[l] = e[l] * inv_b[l];
+            // (beyond 800, e^-s is 0 and e^s inf already: the cap keeps
+            // the lanes' range reduction in its range)
+            capped[l] = s[l].min(800.0);
+            minus_s[l] = -capped[l];
+        }
+        let mut w = exp_m1_lanes(&minus_s);
+        for l in 0..LANES {
+            // 1 - e^-s, at least the smallest float where s is (1 where
+            // it underflows: the lane is set to 0 below)
+            w[l] = select(mask(s[l] > 0.0), -w[l], 1.0);
+        }
+        let ln_w = ln_lanes(&w);
+        let mut power = [0.0; LANES];
+        for l in 0..LANES {
+            power[l] = ln_w[l] * inv_a[l];
+        }
+        let x = exp_lanes(&power);
+        let growth = exp_m1_lanes(&capped);
+        for l in 0..LANES {
+            let x = x[l];
+            // x / (a b expm1(s)), divided first: 0 where expm1(s)
+            // overflows, not inf / inf where a b underflows as well
+            let slope = ((x / growth[l]) * inv_a[l]) * inv_b[l];
+            let partials = [
+                -(((x * ln_w[l]) * inv_a[l]) * inv_a[l]),
+                -(s[l] * slope),
+                slope,
+            ];
+            // a draw below the smallest float (or of an s that underflows):
+            // its slopes, smaller still, are 0 (where `a²` or `a b` would
+            // underflow too and divide 0 by 0)
+            let live = mask(x > 0.0 && s[l] > 0.0);
+            out[l] = select(live, x, 0.0);
+            for (d, p) in d.iter_mut().zip(partials) {
+                d[l] = select(live, p, 0.0);
             }
-            // x / (a b expm1(s)), 0 where expm1(s) overflows
-            let slope = x / a / b / s.exp_m1();
-            Some((x, [-((x * ln_w) / a) / a, -(s * slope), slope]))
-        });
+        }
     }
 }
 
@@ -595,15 +631,23 @@ impl<'t, F: Element> Distribution<'t, F> for Kumaraswamy<'t, F> {
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
         let shape = sample_shape(n, &self.batch_shape());
         // standard exponential draws
-        let e: Tensor<F> = Tensor::from_fn(&shape, |_| F::lit(-open_uniform(rng).ln()));
+        let e = unit_draws::<F>(Unit::Exponential, &shape, rng);
         let e = self.tape().constant(e);
-        pointwise::apply(
+        // a draw that rounds to 0 or 1 (b well below 1 puts much of the
+        // mass within an ulp of 1) is moved to the nearest value inside the
+        // support, where `log_prob` takes it, with a gradient of 0 there
+        let (lo, hi) = super::open_unit_bounds();
+        Ok(pointwise::apply(
             KumaraswamyDraw,
             &[self.concentration1, self.concentration0, e],
-        )
+        )?
+        .clamp(lo, hi))
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())
+    }
+    fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        super::sample_n_reparameterized(self, n, rng)
     }
     /// `(1 - 1/b) + (1 - 1/a) (ψ(b + 1) + γ) - ln a - ln b`.
     fn entropy(&self) -> Result<Var<'t, F>> {

@@ -794,6 +794,9 @@ impl<'t, F: Element> Distribution<'t, F> for MixtureOfNormals<'t, F> {
         })
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        self.sample_n(None, rng)
+    }
+    fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         let full = self.full_shape();
         let k = *full.last().unwrap_or(&1);
         let w = self
@@ -803,20 +806,22 @@ impl<'t, F: Element> Distribution<'t, F> for MixtureOfNormals<'t, F> {
             .map(|l| l.exp());
         let locs = self.locs.value().broadcast_to(&full)?;
         let scales = self.scales.value().broadcast_to(&full)?;
-        let noise: Tensor<F> = standard_normal(&[w.len() / k], rng);
-        let mut out = Vec::with_capacity(w.len() / k);
-        for r in 0..w.len() / k {
-            let u: F = uniform(rng);
-            let mut acc = F::zero();
-            let j = (0..k)
-                .find(|&j| {
-                    acc = acc + w.data()[r * k + j];
-                    u < acc
-                })
-                .unwrap_or(k - 1);
-            out.push(locs.data()[r * k + j] + scales.data()[r * k + j] * noise.data()[r]);
-        }
-        Tensor::from_vec(out, &self.batch_shape())
+        let rows = w.len() / k;
+        super::repeat_batches(self.name, n, &self.batch_shape(), |out| {
+            let noise: Tensor<F> = standard_normal(&[rows], rng);
+            for r in 0..rows {
+                let u: F = uniform(rng);
+                let mut acc = F::zero();
+                let j = (0..k)
+                    .find(|&j| {
+                        acc = acc + w.data()[r * k + j];
+                        u < acc
+                    })
+                    .unwrap_or(k - 1);
+                out.push(locs.data()[r * k + j] + scales.data()[r * k + j] * noise.data()[r]);
+            }
+            Ok(())
+        })
     }
     fn entropy(&self) -> Result<Var<'t, F>> {
         Err(Error::Unsupported {

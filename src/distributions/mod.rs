@@ -157,21 +157,23 @@ pub trait Distribution<'t, F: Element>: sealed::TypeKey {
     /// A plain draw (no gradient) of shape `batch + event`.
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>>;
     /// `n` plain draws stacked on a new leading axis (`None`: no axis).
-    /// The default calls [`sample`](Self::sample) `n` times; a family can
-    /// draw them in one pass.
+    ///
+    /// Every built-in family draws them in one pass, with no tape node per
+    /// draw: the reparameterized families return the values
+    /// [`rsample_n`](Self::rsample_n) gives for the same generator state,
+    /// the others the values of `n` calls of [`sample`](Self::sample) one
+    /// after the other (Categorical, the mixtures and the von Mises
+    /// distribution have draws of their own). The default, for a
+    /// distribution written outside the crate, calls `sample` `n` times;
+    /// override it where one pass is possible.
     ///
     /// # Errors
     /// `Some(0)`; the errors of `sample`.
     fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        check_draw_count(self.name(), n)?;
         let Some(n) = n else {
             return self.sample(rng);
         };
-        if n == 0 {
-            return Err(Error::invalid(
-                "Distribution::sample_n",
-                format!("{} needs at least one draw (n = Some(0))", self.name()),
-            ));
-        }
         let first = self.sample(rng)?;
         let shape = sample_shape(Some(n), first.shape());
         let mut data = Vec::with_capacity(first.len() * n);
@@ -515,6 +517,51 @@ pub(crate) fn on_support_of_events<'t, F: Element>(
 }
 
 /// `n` (or none) leading sample axes followed by `shape`.
+/// The error of [`Distribution::sample_n`] for `Some(0)` draws.
+pub(crate) fn check_draw_count(distribution: &str, n: Option<usize>) -> Result<()> {
+    match n {
+        Some(0) => Err(Error::invalid(
+            "Distribution::sample_n",
+            format!("{distribution} needs at least one draw (n = Some(0))"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// [`Distribution::sample_n`] of a family whose plain draw is the value of
+/// its reparameterized one: one pass, a handful of tape nodes whatever `n`.
+pub(crate) fn sample_n_reparameterized<'t, F: Element, D: Distribution<'t, F> + ?Sized>(
+    d: &D,
+    n: Option<usize>,
+    rng: &mut dyn Rng,
+) -> Result<Tensor<F>> {
+    check_draw_count(d.name(), n)?;
+    Ok(d.rsample_n(n, rng)?.value())
+}
+
+/// [`Distribution::sample_n`] of a family without a reparameterized draw:
+/// `draw` appends one draw of the whole batch (of shape `batch`) to its
+/// vector, `n` times (`None`: once, no axis), so that the values of one
+/// pass are those of `n` calls of the family's `sample` one after the
+/// other, with the parameters read once.
+pub(crate) fn repeat_batches<F: Element>(
+    distribution: &str,
+    n: Option<usize>,
+    batch: &[usize],
+    mut draw: impl FnMut(&mut Vec<F>) -> Result<()>,
+) -> Result<Tensor<F>> {
+    check_draw_count(distribution, n)?;
+    let shape = sample_shape(n, batch);
+    let mut out = Vec::with_capacity(crate::tensor::checked_alloc::<F>(
+        "Distribution::sample_n",
+        &shape,
+    )?);
+    for _ in 0..n.unwrap_or(1) {
+        draw(&mut out)?;
+    }
+    Tensor::from_vec(out, &shape)
+}
+
 pub(crate) fn sample_shape(n: Option<usize>, shape: &[usize]) -> Vec<usize> {
     let mut s = Vec::with_capacity(shape.len() + 1);
     s.extend(n);

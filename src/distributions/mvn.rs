@@ -228,6 +228,9 @@ impl<'t, F: Element> Distribution<'t, F> for MultivariateNormal<'t, F> {
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())
     }
+    fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        super::sample_n_reparameterized(self, n, rng)
+    }
     // H = d (1 + ln 2π) / 2 + Σ ln L_ii
     fn entropy(&self) -> Result<Var<'t, F>> {
         let d = self.dim() as f64;

@@ -481,13 +481,31 @@ impl<'t, F: Element> Distribution<'t, F> for Normal<'t, F> {
         Ok(self.loc + self.scale * eps)
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
-        let shape = self.batch_shape();
-        let loc = self.loc.value().broadcast_to(&shape)?;
-        let scale = self.scale.value().broadcast_to(&shape)?;
-        let eps: Tensor<F> = standard_normal(&shape, rng);
-        Ok(Tensor::from_fn(&shape, |i| {
-            loc.data()[i] + scale.data()[i] * eps.data()[i]
-        }))
+        self.sample_n(None, rng)
+    }
+    /// The values of `rsample_n`, without the tape.
+    fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        super::check_draw_count("Normal", n)?;
+        let batch = self.batch_shape();
+        let loc = self.loc.value().broadcast_to(&batch)?;
+        let scale = self.scale.value().broadcast_to(&batch)?;
+        let mut x: Tensor<F> = standard_normal(&sample_shape(n, &batch), rng);
+        let (loc, scale) = (loc.data(), scale.data());
+        // in place, a draw of the batch at a time (the batch's elements
+        // repeat along the draws)
+        let values = x.data_mut();
+        match (loc, scale) {
+            ([], _) => {}
+            ([loc], [scale]) => values.iter_mut().for_each(|x| *x = *loc + *scale * *x),
+            _ => {
+                for draw in values.chunks_exact_mut(loc.len()) {
+                    for ((x, &loc), &scale) in draw.iter_mut().zip(loc).zip(scale) {
+                        *x = loc + scale * *x;
+                    }
+                }
+            }
+        }
+        Ok(x)
     }
     // H = 1/2 + ln(2 pi)/2 + ln scale
     fn entropy(&self) -> Result<Var<'t, F>> {
@@ -620,6 +638,9 @@ impl<'t, F: Element> Distribution<'t, F> for HalfNormal<'t, F> {
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())
+    }
+    fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        super::sample_n_reparameterized(self, n, rng)
     }
     fn entropy(&self) -> Result<Var<'t, F>> {
         let c = 0.5 * (std::f64::consts::PI / 2.0).ln() + 0.5;

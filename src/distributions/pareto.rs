@@ -6,13 +6,13 @@
 
 use super::pointwise::{self, Lanes, Pointwise, each_lane};
 use super::{
-    Distribution, batch_broadcast, check_divisor, check_two, check_values, open_uniform, same_tape,
-    sample_shape,
+    Distribution, batch_broadcast, check_divisor, check_two, check_values, same_tape, sample_shape,
 };
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::Result;
+use crate::kernels::random::Unit;
 use crate::kernels::special::ln_ratio;
-use crate::tensor::{Element, Tensor, broadcast_shape};
+use crate::tensor::{Element, Tensor, broadcast_shape, unit_draws};
 use rand::Rng;
 
 /// The Pareto distribution with concentration (tail index) `α` and scale
@@ -265,12 +265,15 @@ impl<'t, F: Element> Distribution<'t, F> for Pareto<'t, F> {
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
         let shape = sample_shape(n, &self.batch_shape());
         // a standard exponential draw E
-        let e: Tensor<F> = Tensor::from_fn(&shape, |_| F::lit(-open_uniform(rng).ln()));
+        let e = unit_draws::<F>(Unit::Exponential, &shape, rng);
         let power = self.tape().constant(e).try_div(self.concentration)?.exp();
         self.scale.try_mul(power)
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())
+    }
+    fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        super::sample_n_reparameterized(self, n, rng)
     }
     /// `ln m - ln α + 1/α + 1`.
     fn entropy(&self) -> Result<Var<'t, F>> {

@@ -1,25 +1,22 @@
 //! Continuous relaxations of discrete distributions (Concrete / Gumbel-softmax).
 
 use super::{
-    Distribution, batch_broadcast, check_divisor, check_logits, check_values, open_uniform,
-    sample_shape,
+    Distribution, batch_broadcast, check_divisor, check_logits, check_values, sample_shape,
 };
 use crate::autodiff::tape::{Op, Tape, Var};
 use crate::error::{Error, Result};
-use crate::tensor::{Element, Tensor, broadcast_shape};
+use crate::kernels::random::Unit;
+use crate::tensor::{Element, Tensor, broadcast_shape, unit_draws};
 use rand::Rng;
 
 /// Logistic noise `ln u - ln(1 - u)`, `u` uniform in (0, 1).
 fn logistic_noise<F: Element>(shape: &[usize], rng: &mut dyn Rng) -> Tensor<F> {
-    Tensor::from_fn(shape, |_| {
-        let u = open_uniform(rng);
-        F::lit(u.ln() - (-u).ln_1p())
-    })
+    unit_draws(Unit::Logistic, shape, rng)
 }
 
 /// Gumbel noise `-ln(-ln u)`, `u` uniform in (0, 1).
 fn gumbel_noise<F: Element>(shape: &[usize], rng: &mut dyn Rng) -> Tensor<F> {
-    Tensor::from_fn(shape, |_| F::lit(-(-open_uniform(rng).ln()).ln()))
+    unit_draws(Unit::Gumbel, shape, rng)
 }
 
 /// Errors unless the temperature is finite and at least the smallest
@@ -200,6 +197,9 @@ impl<'t, F: Element> Distribution<'t, F> for RelaxedBernoulli<'t, F> {
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())
     }
+    fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        super::sample_n_reparameterized(self, n, rng)
+    }
     fn entropy(&self) -> Result<Var<'t, F>> {
         Err(Error::Unsupported {
             distribution: "RelaxedBernoulli",
@@ -377,6 +377,9 @@ impl<'t, F: Element> Distribution<'t, F> for RelaxedOneHotCategorical<'t, F> {
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())
+    }
+    fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        super::sample_n_reparameterized(self, n, rng)
     }
     fn entropy(&self) -> Result<Var<'t, F>> {
         Err(Error::Unsupported {

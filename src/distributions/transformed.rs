@@ -393,7 +393,11 @@ impl<'t, F: Element> Distribution<'t, F> for TransformedDistribution<'t, F> {
         self.bijector.forward(self.base.rsample_n(n, rng)?)
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
-        let x = self.tape().constant(self.base.sample(rng)?);
+        self.sample_n(None, rng)
+    }
+    fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        super::check_draw_count(self.name(), n)?;
+        let x = self.tape().constant(self.base.sample_n(n, rng)?);
         Ok(self.bijector.forward(x)?.value())
     }
     fn entropy(&self) -> Result<Var<'t, F>> {
@@ -483,8 +487,12 @@ impl<'t, F: Element> Distribution<'t, F> for LogNormal<'t, F> {
     }
     // the values of `Exp::forward`, without the tape
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        self.sample_n(None, rng)
+    }
+    fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        super::check_draw_count(self.name(), n)?;
         let floor = F::min_positive_value();
-        Ok(self.normal.sample(rng)?.map(|x| {
+        Ok(self.normal.sample_n(n, rng)?.map(|x| {
             let y = x.exp();
             if y < floor { floor } else { y }
         }))
@@ -586,9 +594,13 @@ impl<'t, F: Element> Distribution<'t, F> for LogitNormal<'t, F> {
     }
     // the values of `Sigmoid::forward`, without the tape
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        self.sample_n(None, rng)
+    }
+    fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        super::check_draw_count(self.name(), n)?;
         Ok(self
             .normal
-            .sample(rng)?
+            .sample_n(n, rng)?
             .map(|x| into_open_unit(crate::autodiff::ops::sigmoid(x))))
     }
     fn entropy(&self) -> Result<Var<'t, F>> {

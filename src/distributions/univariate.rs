@@ -8,12 +8,13 @@ use super::{
 };
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::{Error, Result};
+use crate::kernels::random::Unit;
 use crate::kernels::special::{lgamma, ln_ratio};
-use crate::tensor::{Element, Tensor, broadcast_shape};
+use crate::tensor::{Element, Tensor, broadcast_shape, unit_draws};
 use rand::Rng;
 
 fn uniforms<F: Element>(shape: &[usize], rng: &mut dyn Rng) -> Tensor<F> {
-    Tensor::from_fn(shape, |_| F::lit(open_uniform(rng)))
+    unit_draws(Unit::Uniform, shape, rng)
 }
 
 /// The Laplace (double exponential) distribution.
@@ -86,16 +87,15 @@ impl<'t, F: Element> Distribution<'t, F> for Laplace<'t, F> {
     }
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
         let shape = sample_shape(n, &self.batch_shape());
-        // -sign(u) ln(1 - 2|u|) for u = v - 1/2, v in (0, 1): a standard Laplace draw
-        let e: Tensor<F> = uniforms::<F>(&shape, rng).map(|v| {
-            let u = v - F::lit(0.5);
-            let mag = -(F::one() - u.abs() * F::lit(2.0)).ln();
-            if u < F::zero() { -mag } else { mag }
-        });
+        // a standard exponential draw with a random sign
+        let e: Tensor<F> = unit_draws(Unit::Laplace, &shape, rng);
         self.loc.try_add(self.scale * e)
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())
+    }
+    fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        super::sample_n_reparameterized(self, n, rng)
     }
     // H = 1 + ln(2 scale)
     fn entropy(&self) -> Result<Var<'t, F>> {
@@ -255,11 +255,14 @@ impl<'t, F: Element> Distribution<'t, F> for Exponential<'t, F> {
     }
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
         let shape = sample_shape(n, &self.batch_shape());
-        let e: Tensor<F> = uniforms::<F>(&shape, rng).map(|u| -u.ln());
+        let e: Tensor<F> = unit_draws(Unit::Exponential, &shape, rng);
         self.tape().constant(e).try_div(self.rate)
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())
+    }
+    fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        super::sample_n_reparameterized(self, n, rng)
     }
     // H = 1 - ln rate
     fn entropy(&self) -> Result<Var<'t, F>> {
@@ -445,6 +448,9 @@ impl<'t, F: Element> Distribution<'t, F> for Uniform<'t, F> {
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())
     }
+    fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        super::sample_n_reparameterized(self, n, rng)
+    }
     fn entropy(&self) -> Result<Var<'t, F>> {
         self.ln_width()
     }
@@ -620,13 +626,15 @@ impl<'t, F: Element> Distribution<'t, F> for Poisson<'t, F> {
         Err(no_rsample("Poisson"))
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        self.sample_n(None, rng)
+    }
+    fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         let r = self.rate.value();
-        let draws = r
-            .data()
-            .iter()
-            .map(|l| F::lit(poisson_draw(l.to_f64().unwrap_or(f64::NAN), rng)))
-            .collect();
-        Tensor::from_vec(draws, r.shape())
+        let rates = F::as_f64s(r.data());
+        super::repeat_batches("Poisson", n, r.shape(), |out| {
+            out.extend(rates.iter().map(|&l| F::lit(poisson_draw(l, rng))));
+            Ok(())
+        })
     }
     fn entropy(&self) -> Result<Var<'t, F>> {
         Err(Error::Unsupported {
@@ -692,6 +700,33 @@ pub struct NegativeBinomial<'t, F: Element> {
 }
 
 impl<'t, F: Element> NegativeBinomial<'t, F> {
+    /// One draw of the batch, of counts `r` and logits `l` (both of the
+    /// batch's shape), appended to `out`.
+    fn draw_batch(
+        &self,
+        r: &Tensor<F>,
+        l: &Tensor<F>,
+        rng: &mut dyn Rng,
+        out: &mut Vec<F>,
+    ) -> Result<()> {
+        // the Poisson rates: Gamma(r, 1) draws times e^l, in logarithms
+        let ln_g = super::gamma::ln_std_gamma_draws(r, rng);
+        for (ln_g, &l) in ln_g.into_iter().zip(l.data()) {
+            let rate = (ln_g + l.to_f64().unwrap_or(f64::NAN)).exp();
+            if !rate.is_finite() {
+                return Err(Error::invalid(
+                    "NegativeBinomial::sample",
+                    format!(
+                        "a draw's Poisson rate overflows (logits {}): its counts are beyond any float",
+                        crate::error::Number(l.to_f64().unwrap_or(f64::NAN))
+                    ),
+                ));
+            }
+            out.push(F::lit(poisson_draw(rate, rng)));
+        }
+        Ok(())
+    }
+
     /// From the number of failures that ends the trials and the probability
     /// of a success, through its log-odds.
     ///
@@ -777,26 +812,15 @@ impl<'t, F: Element> Distribution<'t, F> for NegativeBinomial<'t, F> {
         Err(no_rsample("NegativeBinomial"))
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        self.sample_n(None, rng)
+    }
+    fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         let shape = self.batch_shape();
         let r = self.total_count.value().broadcast_to(&shape)?;
         let l = self.logits.value().broadcast_to(&shape)?;
-        // the Poisson rates: Gamma(r, 1) draws times e^l, in logarithms
-        let ln_g = super::gamma::ln_std_gamma_draws(&r, rng);
-        let mut draws = Vec::with_capacity(ln_g.len());
-        for (ln_g, &l) in ln_g.into_iter().zip(l.data()) {
-            let rate = (ln_g + l.to_f64().unwrap_or(f64::NAN)).exp();
-            if !rate.is_finite() {
-                return Err(Error::invalid(
-                    "NegativeBinomial::sample",
-                    format!(
-                        "a draw's Poisson rate overflows (logits {}): its counts are beyond any float",
-                        crate::error::Number(l.to_f64().unwrap_or(f64::NAN))
-                    ),
-                ));
-            }
-            draws.push(F::lit(poisson_draw(rate, rng)));
-        }
-        Tensor::from_vec(draws, &shape)
+        super::repeat_batches("NegativeBinomial", n, &shape, |out| {
+            self.draw_batch(&r, &l, rng, out)
+        })
     }
     fn entropy(&self) -> Result<Var<'t, F>> {
         Err(Error::Unsupported {
@@ -1076,23 +1100,23 @@ impl<'t, F: Element> Distribution<'t, F> for Binomial<'t, F> {
         Err(no_rsample("Binomial"))
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        self.sample_n(None, rng)
+    }
+    fn sample_n(&self, draws: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         let shape = self.batch_shape();
         let n = self.total_count.value().broadcast_to(&shape)?;
         let l = self.logits.value().broadcast_to(&shape)?;
-        let draws = n
-            .data()
-            .iter()
-            .zip(l.data())
-            .map(|(&n, &l)| {
-                let (n, l) = (n.to_f64().unwrap_or(0.0), l.to_f64().unwrap_or(0.0));
+        let (n, l) = (F::as_f64s(n.data()), F::as_f64s(l.data()));
+        super::repeat_batches("Binomial", draws, &shape, |out| {
+            out.extend(n.iter().zip(l.iter()).map(|(&n, &l)| {
                 // count the rarer outcome, whose probability keeps its digits
                 match l <= 0.0 {
                     true => F::lit(binomial_draw(n, 1.0 / (1.0 + (-l).exp()), rng)),
                     false => F::lit(n - binomial_draw(n, 1.0 / (1.0 + l.exp()), rng)),
                 }
-            })
-            .collect();
-        Tensor::from_vec(draws, &shape)
+            }));
+            Ok(())
+        })
     }
     fn entropy(&self) -> Result<Var<'t, F>> {
         Err(Error::Unsupported {
@@ -1223,24 +1247,31 @@ impl<'t, F: Element> Distribution<'t, F> for Geometric<'t, F> {
         Err(no_rsample("Geometric"))
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        self.sample_n(None, rng)
+    }
+    fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         let l = self.logits.value();
-        let mut draws = Vec::with_capacity(l.len());
-        for &l in l.data() {
-            let l = l.to_f64().unwrap_or(f64::NAN);
-            let softplus = crate::autodiff::ops::softplus(l);
-            let k = F::lit((-open_uniform(rng).ln() / softplus).floor());
-            if !k.is_finite() {
-                return Err(Error::invalid(
-                    "Geometric::sample",
-                    format!(
-                        "a draw overflows (logits {}): its counts are beyond any float",
-                        crate::error::Number(l)
-                    ),
-                ));
+        let logits = F::as_f64s(l.data());
+        let softplus: Vec<f64> = logits
+            .iter()
+            .map(|&l| crate::autodiff::ops::softplus(l))
+            .collect();
+        super::repeat_batches("Geometric", n, l.shape(), |out| {
+            for (&l, &softplus) in logits.iter().zip(&softplus) {
+                let k = F::lit((-open_uniform(rng).ln() / softplus).floor());
+                if !k.is_finite() {
+                    return Err(Error::invalid(
+                        "Geometric::sample",
+                        format!(
+                            "a draw overflows (logits {}): its counts are beyond any float",
+                            crate::error::Number(l)
+                        ),
+                    ));
+                }
+                out.push(k);
             }
-            draws.push(k);
-        }
-        Tensor::from_vec(draws, l.shape())
+            Ok(())
+        })
     }
     fn entropy(&self) -> Result<Var<'t, F>> {
         let l = self.logits;

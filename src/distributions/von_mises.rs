@@ -431,6 +431,7 @@ impl<'t, F: Element> Distribution<'t, F> for VonMises<'t, F> {
     /// Best and Fisher's sampler per draw, in `f64`, each draw wrapped into
     /// `[-π, π)`.
     fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
+        super::check_draw_count("VonMises", n)?;
         let batch = self.batch_shape();
         let shape = sample_shape(n, &batch);
         let loc = self.loc.value().broadcast_to(&batch)?;

@@ -418,6 +418,217 @@ fn fill_normals<F: Element>(seed: u64) -> impl Fn(usize, &mut [MaybeUninit<F>]) 
     }
 }
 
+/// The standard draws that the bulk samplers of one-uniform families
+/// compute from a uniform `u` in (0, 1) each ([`unit_draws`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Unit {
+    /// `u` itself (for `f32`, the nearest value inside (0, 1)).
+    Uniform,
+    /// `-ln u`: a standard exponential draw, in `[1.1e-16, 36.74]`.
+    Exponential,
+    /// `±(-ln u)`, the sign from a bit of its own: a standard Laplace draw.
+    Laplace,
+    /// `-ln(-ln u)`: a standard Gumbel draw, in `[-3.61, 36.74]`.
+    Gumbel,
+    /// `ln(-ln u)`: the logarithm of a standard exponential draw.
+    LnExponential,
+    /// `ln u - ln(1 - u)`: a standard logistic draw, within `±36.74`.
+    Logistic,
+    /// `tan(π (u - 1/2))`: a standard Cauchy draw, within `±2.9e15`.
+    Cauchy,
+    /// `tan(π u / 2)`: a standard half-Cauchy draw, in `[1.7e-16, 5.7e15]`.
+    HalfCauchy,
+}
+
+/// `(-1)^k π^(2k+1) / (2k+1)!` for `k = 0..=10`: `sin(π x) = x Σ c_k
+/// x^(2k)`, whose next term is below `1.2e-18` for `|x| <= 1/2`.
+const SIN_PI: [f64; 11] = [
+    std::f64::consts::PI,
+    -5.16771278004997,
+    2.5501640398773455,
+    -0.5992645293207921,
+    0.08214588661112823,
+    -0.0073704309457143504,
+    0.00046630280576761255,
+    -2.1915353447830217e-05,
+    7.952054001475513e-07,
+    -2.2948428997269873e-08,
+    5.392664662608129e-10,
+];
+
+/// `sin(π x) / sin(π y)` of each lane for `x` and `y` in `[0, 1/2]`: `tan`
+/// of an angle through the sines of it and of its complement, each from
+/// its Taylor series, so that both keep their relative accuracy down to
+/// the smallest arguments (where `tan` near a pole has its digits in the
+/// complement).
+#[inline(always)]
+fn sin_pi_ratio(x: &[f64; 8], y: &[f64; 8]) -> [f64; 8] {
+    let sin_pi = |x: f64| {
+        let z = x * x;
+        let mut p = SIN_PI[10];
+        for &c in SIN_PI[..10].iter().rev() {
+            p = c + z * p;
+        }
+        x * p
+    };
+    let mut out = [0.0; 8];
+    for l in 0..8 {
+        out[l] = sin_pi(x[l]) / sin_pi(y[l]);
+    }
+    out
+}
+
+/// `2^52` and its bits.
+const TWO_52: f64 = 4_503_599_627_370_496.0;
+/// `1 / 2^52`.
+const TWO_POW_MINUS_52: f64 = 1.0 / TWO_52;
+
+/// Eight uniforms `u = (j + 1/2) / 2^52` in (0, 1), `j` 52 random bits
+/// (32 of one step of the streams and the top 20 of the next), and the
+/// second step's lowest bits, which `u` does not use. `u` and `1 - u` are
+/// both exact, so `ln u` and `ln(1 - u)` keep their digits at both ends:
+/// `u` is at least `2^-53` from 0 and from 1.
+#[inline(always)]
+fn unit_lanes(lanes: &mut Lanes) -> ([f64; 8], [u32; 8]) {
+    let (hi, lo) = (lanes.next(), lanes.next());
+    let mut u = [0.0; 8];
+    for l in 0..8 {
+        let j = (u64::from(hi[l]) << 20) | u64::from(lo[l] >> 12);
+        // 2^52 + j exactly, less 2^52: j as a float without a conversion
+        // instruction (AVX2 has none from 64-bit integers)
+        u[l] = (f64::from_bits(TWO_52.to_bits() | j) - TWO_52 + 0.5) * TWO_POW_MINUS_52;
+    }
+    (u, lo)
+}
+
+/// `-x` of each lane (a loop: `array::map` can stay out of line, without
+/// the caller's wider instructions).
+#[inline(always)]
+fn negated(x: &[f64; 8]) -> [f64; 8] {
+    let mut out = [0.0; 8];
+    for l in 0..8 {
+        out[l] = -x[l];
+    }
+    out
+}
+
+/// The draws of `kind` from the uniforms and spare bits of
+/// [`unit_lanes`], in `f64` lanes ([`ln_lanes`](super::special::ln_lanes)
+/// is within about an ulp).
+#[inline(always)]
+fn unit_transform(kind: Unit, u: &[f64; 8], spare: &[u32; 8]) -> [f64; 8] {
+    use super::special::ln_lanes;
+    match kind {
+        Unit::Uniform => *u,
+        Unit::Exponential => negated(&ln_lanes(u)),
+        Unit::Laplace => {
+            let e = negated(&ln_lanes(u));
+            let mut out = [0.0; 8];
+            for l in 0..8 {
+                out[l] = if spare[l] & 1 == 1 { e[l] } else { -e[l] };
+            }
+            out
+        }
+        Unit::Gumbel => negated(&ln_lanes(&negated(&ln_lanes(u)))),
+        Unit::LnExponential => ln_lanes(&negated(&ln_lanes(u))),
+        Unit::Cauchy => {
+            // w = u - 1/2, |w| and 1/2 - |w| all exact (u is an odd
+            // multiple of 2^-53, never 1/2)
+            let (mut t, mut c) = ([0.0; 8], [0.0; 8]);
+            for l in 0..8 {
+                t[l] = (u[l] - 0.5).abs();
+                c[l] = 0.5 - t[l];
+            }
+            let r = sin_pi_ratio(&t, &c);
+            let mut out = [0.0; 8];
+            for l in 0..8 {
+                out[l] = if u[l] < 0.5 { -r[l] } else { r[l] };
+            }
+            out
+        }
+        Unit::HalfCauchy => {
+            // u / 2 and (1 - u) / 2, both exact
+            let (mut t, mut c) = ([0.0; 8], [0.0; 8]);
+            for l in 0..8 {
+                t[l] = 0.5 * u[l];
+                c[l] = 0.5 * (1.0 - u[l]);
+            }
+            sin_pi_ratio(&t, &c)
+        }
+        Unit::Logistic => {
+            // 1 - u is exact (see `unit_lanes`)
+            let mut v = [0.0; 8];
+            for l in 0..8 {
+                v[l] = 1.0 - u[l];
+            }
+            let (a, b) = (ln_lanes(u), ln_lanes(&v));
+            let mut out = [0.0; 8];
+            for l in 0..8 {
+                out[l] = a[l] - b[l];
+            }
+            out
+        }
+    }
+}
+
+/// Writes the draws of `kind` for positions `start..start + chunk.len()`
+/// of the stream `seed` into `chunk`, eight at a time.
+#[inline(always)]
+fn fill_units<F: Element>(kind: Unit, seed: u64, start: usize, chunk: &mut [MaybeUninit<F>]) {
+    let mut lanes = Lanes::new(part_seed(seed, start));
+    for block in chunk.chunks_mut(8) {
+        let (u, spare) = unit_lanes(&mut lanes);
+        let x = unit_transform(kind, &u, &spare);
+        for (o, &x) in block.iter_mut().zip(&x) {
+            o.write(unit_element(kind, x));
+        }
+    }
+}
+
+/// A draw of `kind` rounded to the element type: a uniform stays inside
+/// (0, 1), which `f32` rounds those within `2^-25` of 1 out of.
+#[inline(always)]
+fn unit_element<F: Element>(kind: Unit, x: f64) -> F {
+    let v = F::lit(x);
+    match kind {
+        Unit::Uniform => v.min(F::one() - F::epsilon() * F::lit(0.5)),
+        _ => v,
+    }
+}
+
+/// `len` draws of `kind` in the element type, seeded from `rng` (one
+/// `next_u64`), eight lanes at a time and in [`standard_normal`]'s parts,
+/// so that a seed gives the same values on any CPU and thread count. The
+/// draws are computed in `f64` and rounded once.
+pub(crate) fn unit_draws<F: Element>(kind: Unit, len: usize, rng: &mut dyn Rng) -> Storage<F> {
+    let seed = rng.next_u64();
+    // one body for each kind, with the transform chosen outside the loop
+    macro_rules! each_kind {
+        ($($k:ident),*) => {
+            match kind {
+                // SAFETY: `fill_units` writes every element of each chunk
+                $(Unit::$k => unsafe {
+                    super::parallel::par_new(
+                        len,
+                        #[inline(always)]
+                        |start, chunk| fill_units(Unit::$k, seed, start, chunk),
+                    )
+                },)*
+            }
+        };
+    }
+    each_kind!(
+        Uniform,
+        Exponential,
+        Laplace,
+        Gumbel,
+        LnExponential,
+        Logistic,
+        Cauchy,
+        HalfCauchy
+    )
+}
+
 /// xoshiro256++ seeded from one `u64` through PCG32 outputs: the generator
 /// and the seeding of `rand` 0.8's `SmallRng::seed_from_u64` on 64-bit
 /// targets, written out so that the signs (and the Gamma, Beta and
@@ -530,6 +741,178 @@ mod tests {
         let mut one = Xoshiro256::new(1);
         assert_eq!(one.next_u64(), 13_159_342_511_175_687_856);
         assert_eq!(one.next_u64(), 711_931_187_601_865_195);
+    }
+
+    const KINDS: [Unit; 8] = [
+        Unit::Uniform,
+        Unit::Exponential,
+        Unit::Laplace,
+        Unit::Gumbel,
+        Unit::LnExponential,
+        Unit::Logistic,
+        Unit::Cauchy,
+        Unit::HalfCauchy,
+    ];
+
+    /// The distribution function of each kind, in `f64`.
+    fn cdf(kind: Unit, x: f64) -> f64 {
+        use std::f64::consts::PI;
+        match kind {
+            Unit::Uniform => x.clamp(0.0, 1.0),
+            Unit::Exponential => -(-x.max(0.0)).exp_m1(),
+            Unit::Laplace if x < 0.0 => 0.5 * x.exp(),
+            Unit::Laplace => 1.0 - 0.5 * (-x).exp(),
+            Unit::Gumbel => (-(-x).exp()).exp(),
+            Unit::LnExponential => -(-x.exp()).exp_m1(),
+            Unit::Logistic => 1.0 / (1.0 + (-x).exp()),
+            Unit::Cauchy => 0.5 + x.atan() / PI,
+            Unit::HalfCauchy => 2.0 * x.max(0.0).atan() / PI,
+        }
+    }
+
+    /// The draws of every kind follow its distribution: the share below
+    /// each decile within five standard errors, in `f32` and `f64`, and
+    /// every draw finite (and inside (0, 1) for the uniforms).
+    #[test]
+    fn unit_draws_follow_their_distributions() {
+        const N: usize = 200_000;
+        for kind in KINDS {
+            let x64: Storage<f64> = unit_draws(kind, N, &mut SmallRng::seed_from_u64(5));
+            let x32: Storage<f32> = unit_draws(kind, N, &mut SmallRng::seed_from_u64(5));
+            let x32: Vec<f64> = x32.iter().map(|&x| f64::from(x)).collect();
+            for x in [&x64[..], &x32[..]] {
+                assert!(x.iter().all(|x| x.is_finite()), "{kind:?}");
+                if kind == Unit::Uniform {
+                    assert!(x.iter().all(|&u| u > 0.0 && u < 1.0), "{kind:?}");
+                }
+                for p in [0.1, 0.25, 0.5, 0.75, 0.9] {
+                    // the decile, by bisection of the distribution function
+                    let (mut lo, mut hi) = (-1e3, 1e3);
+                    for _ in 0..200 {
+                        let mid = 0.5 * (lo + hi);
+                        if cdf(kind, mid) < p {
+                            lo = mid
+                        } else {
+                            hi = mid
+                        }
+                    }
+                    let below = x.iter().filter(|&&v| v < lo).count() as f64 / N as f64;
+                    let se = (p * (1.0 - p) / N as f64).sqrt();
+                    assert!(
+                        (below - p).abs() < 5.0 * se,
+                        "{kind:?}: P(x < {lo}) = {below}, not {p}"
+                    );
+                }
+            }
+            // the two parts of a long tensor use different streams
+            assert_ne!(x64[..8], x64[N / 2..N / 2 + 8], "{kind:?}");
+        }
+    }
+
+    /// The transforms at the ends of the uniforms, `u = 2^-53` and `1 -
+    /// 2^-53` (52 bits all 0 or all 1), and in between, against `f64`
+    /// closed forms: finite, within a few ulp, and `f32`'s uniforms still
+    /// inside (0, 1).
+    #[test]
+    fn unit_transforms_keep_their_digits_at_both_ends() {
+        use std::f64::consts::PI;
+        // u from 52 chosen bits, as `unit_lanes` forms it
+        let u_of =
+            |j: u64| (f64::from_bits(TWO_52.to_bits() | j) - TWO_52 + 0.5) * TWO_POW_MINUS_52;
+        let (lowest, highest) = (u_of(0), u_of((1 << 52) - 1));
+        assert_eq!((lowest, 1.0 - highest), (2f64.powi(-53), 2f64.powi(-53)));
+        let mut js: Vec<u64> = vec![
+            0,
+            1,
+            2,
+            (1 << 51) - 1,
+            1 << 51,
+            (1 << 52) - 2,
+            (1 << 52) - 1,
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        js.extend((0..4000).map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state >> 12
+        }));
+        for block in js.chunks(8) {
+            let mut u = [0.5; 8];
+            let mut spare = [0u32; 8];
+            for (l, &j) in block.iter().enumerate() {
+                u[l] = u_of(j);
+                spare[l] = j as u32;
+            }
+            for kind in KINDS {
+                let x = unit_transform(kind, &u, &spare);
+                for l in 0..block.len() {
+                    let (u, x) = (u[l], x[l]);
+                    // the complement, exact
+                    let v = 1.0 - u;
+                    let e = -u.ln();
+                    let want = match kind {
+                        Unit::Uniform => u,
+                        Unit::Exponential => e,
+                        Unit::Laplace => {
+                            if spare[l] & 1 == 1 {
+                                e
+                            } else {
+                                -e
+                            }
+                        }
+                        Unit::Gumbel => -e.ln(),
+                        Unit::LnExponential => e.ln(),
+                        Unit::Logistic => u.ln() - v.ln(),
+                        // tan near its poles from the complement: tan(π(1/2 - c)) = 1/tan(π c)
+                        Unit::Cauchy if u < 0.25 => -1.0 / (PI * u).tan(),
+                        Unit::Cauchy if u > 0.75 => 1.0 / (PI * v).tan(),
+                        Unit::Cauchy => (PI * (u - 0.5)).tan(),
+                        Unit::HalfCauchy if u < 0.5 => (0.5 * PI * u).tan(),
+                        Unit::HalfCauchy => 1.0 / (0.5 * PI * v).tan(),
+                    };
+                    assert!(x.is_finite(), "{kind:?} at u = {u}: {x}");
+                    // a few ulp of the larger of the result and the terms it is made of
+                    // (a logarithm of E near 1 carries E's rounding as an absolute error)
+                    let scale = match kind {
+                        Unit::Logistic => u.ln().abs().max(v.ln().abs()),
+                        Unit::Gumbel | Unit::LnExponential => want.abs().max(1.0),
+                        _ => want.abs(),
+                    };
+                    assert!(
+                        (x - want).abs() <= 8.0 * f64::EPSILON * scale,
+                        "{kind:?} at u = {u}: {x}, expected {want}"
+                    );
+                    let (x32, x64) = (unit_element::<f32>(kind, x), unit_element::<f64>(kind, x));
+                    assert!(x32.is_finite() && x64 == x, "{kind:?} at u = {u}: {x32}");
+                    if kind == Unit::Uniform {
+                        assert!(x32 > 0.0 && x32 < 1.0, "u = {u} in f32: {x32}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The draws are the same bits on every instruction set.
+    #[test]
+    fn unit_draws_are_the_same_on_every_tier() {
+        use crate::kernels::parallel::{Tier, on_tier};
+        for kind in KINDS {
+            let draw =
+                || -> Storage<f32> { unit_draws(kind, 50_000, &mut SmallRng::seed_from_u64(2)) };
+            let portable = on_tier(Tier::Portable, draw).expect("portable");
+            for tier in [Tier::Avx2Fma, Tier::Avx512] {
+                if let Some(other) = on_tier(tier, draw) {
+                    assert!(
+                        portable
+                            .iter()
+                            .zip(other.iter())
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{kind:?} on {tier:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ mod random;
 mod storage;
 
 pub use crate::kernels::Element;
-pub(crate) use random::{rademacher, standard_normal};
+pub(crate) use random::{rademacher, standard_normal, unit_draws};
 
 use crate::error::{Error, Result};
 use crate::kernels::gemm::{MatRef, Product, gemm_new};

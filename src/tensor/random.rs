@@ -11,6 +11,17 @@ pub(crate) fn standard_normal<F: Element>(shape: &[usize], rng: &mut dyn Rng) ->
     Tensor::new_unchecked(random::standard_normal(len, rng), shape.to_vec())
 }
 
+/// Draws of one of the standard one-uniform families of a shape, seeded
+/// from `rng` (see [`random::unit_draws`]).
+pub(crate) fn unit_draws<F: Element>(
+    kind: random::Unit,
+    shape: &[usize],
+    rng: &mut dyn Rng,
+) -> Tensor<F> {
+    let len = super::numel(shape);
+    Tensor::new_unchecked(random::unit_draws(kind, len, rng), shape.to_vec())
+}
+
 /// Random signs ±1 of a shape (see [`Tensor::rademacher`]).
 pub(crate) fn rademacher<F: Element>(shape: &[usize], rng: &mut dyn Rng) -> Tensor<F> {
     let len = super::numel(shape);
