@@ -2,7 +2,8 @@
 //! few tape nodes whatever the number of draws, the values `rsample_n`
 //! gives where the family has a reparameterized draw and those of `n`
 //! calls of `sample` one after the other where it has not, and an error
-//! for no draws.
+//! for no draws; and draws inside the support where the mass crowds the
+//! ends of the floats.
 
 use bayesgrad::distributions::{Exp, TransformedDistribution};
 use bayesgrad::prelude::*;
@@ -188,6 +189,45 @@ fn an_empty_batch_gives_empty_draws() -> Result<()> {
     for d in families {
         let draws = d.sample_n(Some(4), &mut StdRng::seed_from_u64(1))?;
         assert_eq!(draws.shape(), &[4, 0], "{}", d.name());
+    }
+    Ok(())
+}
+
+/// Draws at parameters that put much of the mass near the ends of the
+/// floats are inside the support: `log_prob` of each is finite (a draw
+/// that rounds to 0 or 1 where the support excludes them is moved to the
+/// nearest float inside).
+#[test]
+fn draws_near_the_ends_of_the_floats_are_inside_the_support() -> Result<()> {
+    let tape = Tape::<f32>::new();
+    let s = |x: f32| tape.scalar(x);
+    let families: Vec<Box<dyn Distribution<'_, f32> + '_>> = vec![
+        Box::new(Weibull::new(s(0.1), s(1.0))?),
+        Box::new(Kumaraswamy::new(s(2.0), s(0.01))?),
+        Box::new(Kumaraswamy::new(s(0.01), s(2.0))?),
+        Box::new(Beta::new(s(0.01), s(0.01))?),
+        Box::new(Gamma::new(s(0.01), s(1.0))?),
+        Box::new(InverseGamma::new(s(0.5), s(1.0))?),
+        Box::new(LogNormal::new(s(0.0), s(10.0))?),
+        Box::new(LogitNormal::new(s(0.0), s(10.0))?),
+        Box::new(Pareto::new(s(0.5), s(1.0))?),
+        Box::new(RelaxedBernoulli::new(s(0.01), s(0.0))?),
+        Box::new(Exponential::new(s(1e30))?),
+        Box::new(Uniform::new(s(0.0), s(1.0))?),
+        Box::new(Laplace::new(s(0.0), s(1.0))?),
+        Box::new(Gumbel::new(s(0.0), s(1.0))?),
+        Box::new(HalfCauchy::new(s(1e-30))?),
+    ];
+    for d in families {
+        let x = d.rsample_n(Some(100_000), &mut StdRng::seed_from_u64(11))?;
+        let lp = d.log_prob(x)?.value();
+        let outside = lp.data().iter().filter(|v| !v.is_finite()).count();
+        assert_eq!(
+            outside,
+            0,
+            "{}: {outside} draws outside the support",
+            d.name()
+        );
     }
     Ok(())
 }

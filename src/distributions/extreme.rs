@@ -435,7 +435,9 @@ impl<'t, F: Element> Distribution<'t, F> for Weibull<'t, F> {
             .constant(ln_e)
             .try_div(self.concentration)?
             .exp();
-        self.scale.try_mul(power)
+        // a small concentration takes draws below the smallest float,
+        // where the density is not defined: they are moved to it
+        Ok(super::above_zero(self.scale.try_mul(power)?))
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())
