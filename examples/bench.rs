@@ -1,7 +1,7 @@
 //! The benchmark workloads of docs/benchmarks.md: one full training step
 //! (forward, backward, optimizer update) timed after warm-up.
 //!
-//! Run: `cargo run --release --example bench [-- mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|scaling|floor|gemm|handover|repeat|survey|all] [--steps N] [--batch B] [--width W] [--load N] [--threads N] [--default-alloc] [--ops]`
+//! Run: `cargo run --release --example bench [-- mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|draws|scaling|floor|gemm|handover|repeat|survey|all] [--steps N] [--batch B] [--width W] [--load N] [--threads N] [--default-alloc] [--ops]`
 //! (`--load N` starts N busy-looping competitor threads; `scaling` prints ms per step and GFLOP/s of
 //! `mlp` over batch sizes, widths and thread counts; `gemm` the GFLOP/s of the workloads' products
 //! and the time of the `conv` workload's convolution as a plain `conv2d`; `survey` the time per
@@ -282,6 +282,68 @@ fn sampling(rounds: usize) -> Result<()> {
             ta * 1e3,
             tg * 1e3,
             N as f64 / tb / 1e6
+        );
+    }
+    Ok(())
+}
+
+/// Draws per second of the one-uniform families' `rsample` with gradients
+/// (1 000 000 `f32` draws of single trainable parameters, then backward of
+/// their sum), after three untimed rounds; the peers' `draws` measure the
+/// same.
+fn draws(rounds: usize) -> Result<()> {
+    const N: usize = 1_000_000;
+    let mut rng = SmallRng::seed_from_u64(0);
+    type Case = fn(&Tape<f32>) -> Result<Box<dyn Distribution<'_, f32> + '_>>;
+    let cases: [(&str, Case); 9] = [
+        ("Exponential(2)", |t| {
+            Ok(Box::new(Exponential::new(t.scalar(2.0))?))
+        }),
+        ("Laplace(0.5, 2)", |t| {
+            Ok(Box::new(Laplace::new(t.scalar(0.5), t.scalar(2.0))?))
+        }),
+        ("Gumbel(0.5, 2)", |t| {
+            Ok(Box::new(Gumbel::new(t.scalar(0.5), t.scalar(2.0))?))
+        }),
+        ("Uniform(0.5, 2)", |t| {
+            Ok(Box::new(Uniform::new(t.scalar(0.5), t.scalar(2.0))?))
+        }),
+        ("Cauchy(0.5, 2)", |t| {
+            Ok(Box::new(Cauchy::new(t.scalar(0.5), t.scalar(2.0))?))
+        }),
+        ("HalfCauchy(2)", |t| {
+            Ok(Box::new(HalfCauchy::new(t.scalar(2.0))?))
+        }),
+        ("Weibull(1.5, 2)", |t| {
+            Ok(Box::new(Weibull::new(t.scalar(1.5), t.scalar(2.0))?))
+        }),
+        ("Pareto(1.5, 2)", |t| {
+            Ok(Box::new(Pareto::new(t.scalar(1.5), t.scalar(2.0))?))
+        }),
+        ("Kumaraswamy(1.5, 2)", |t| {
+            Ok(Box::new(Kumaraswamy::new(t.scalar(1.5), t.scalar(2.0))?))
+        }),
+    ];
+    for (name, case) in cases {
+        let round = |rng: &mut SmallRng| -> Result<f64> {
+            let t = Instant::now();
+            let tape = Tape::<f32>::new();
+            let d = case(&tape)?;
+            d.rsample_n(Some(N), rng)?.sum().backward()?;
+            Ok(t.elapsed().as_secs_f64())
+        };
+        for _ in 0..3 {
+            round(&mut rng)?;
+        }
+        let mut times = (0..rounds)
+            .map(|_| round(&mut rng))
+            .collect::<Result<Vec<_>>>()?;
+        times.sort_by(f64::total_cmp);
+        let median = times[times.len() / 2];
+        say!(
+            "sampling {name}: rsample with gradients {:.2} M draws/s (a round {:.3} ms, median of {rounds})",
+            N as f64 / median / 1e6,
+            median * 1e3
         );
     }
     Ok(())
@@ -1078,7 +1140,7 @@ fn survey() -> Result<()> {
     Ok(())
 }
 
-const USAGE: &str = "usage: bench [mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|scaling|floor|gemm|handover|repeat|survey|all] [--steps N] [--batch B] [--width W] [--load N] [--threads N] [--default-alloc] [--ops]
+const USAGE: &str = "usage: bench [mlp|sparse_vd|iwae|conv|tiny|discrete|sampling|draws|scaling|floor|gemm|handover|repeat|survey|all] [--steps N] [--batch B] [--width W] [--load N] [--threads N] [--default-alloc] [--ops]
   --steps N        timed steps per workload (default 50)
   --batch B        the mlp workload's batch (default 128), as in a point of scaling
   --width W        the mlp workload's hidden width (default 512)
@@ -1118,7 +1180,7 @@ fn bench() -> Result<()> {
             "--width" => width = number(&mut args, "--width", 1)?,
             "--load" => load = number(&mut args, "--load", 0)?,
             "--threads" => bayesgrad::set_threads(number(&mut args, "--threads", 1)?)?,
-            "mlp" | "conv" | "tiny" | "discrete" | "sampling" | "sparse_vd" | "iwae"
+            "mlp" | "conv" | "tiny" | "discrete" | "sampling" | "draws" | "sparse_vd" | "iwae"
             | "scaling" | "floor" | "gemm" | "handover" | "repeat" | "survey" | "all" => which = a,
             "--default-alloc" => default_alloc = true,
             "--ops" => ops = true,
@@ -1190,6 +1252,9 @@ fn bench() -> Result<()> {
     }
     if which == "all" || which == "sampling" {
         sampling(steps.min(20))?;
+    }
+    if which == "all" || which == "draws" {
+        draws(steps.min(20))?;
     }
     stop.store(true, Ordering::Relaxed);
     for c in competitors {

@@ -1,15 +1,17 @@
 """Pairs bayesgrad's `bench` with the peer scripts, run by run, and reports the ratio of each pair.
 
 usage: python examples/compare_peers.py [--pairs N] [--bench PATH] [--torch PY] [--tf PY] [--compile] [workload ...]
-    workloads: mlp conv tiny sparse_vd iwae discrete sampling (default: all of them), survey
+    workloads: mlp conv tiny sparse_vd iwae discrete sampling draws (default: all of them), survey
 
 Each pair is one run of `bench <workload>` followed at once by one run of each peer on the same
 workload (PyTorch eager through `torch_bench.py` or `torch_bench_extra.py`; TFP through
-`tfp_bench.py` for mlp, conv, tiny and sampling), so that both sides of a ratio see the machine
+`tfp_bench.py` for mlp, conv, tiny, sampling and draws), so that both sides of a ratio see the machine
 in the same state; a machine whose speed drifts from minute to minute moves both. For each
 workload it prints the medians of each side and, per pair, the faster peer's time over
-bayesgrad's (for sampling, the rates the other way round: bayesgrad's draws per second over the
-faster peer's), with the median, the smallest, and how many pairs reach 3.
+bayesgrad's (for sampling and draws, the rates the other way round: bayesgrad's draws per second
+over the faster peer's), with the median, the smallest, and how many pairs reach 3. `draws` times
+the one-uniform families (Exponential to Kumaraswamy) in float32, `sampling` the Gamma, Beta and
+Dirichlet draws with their implicit gradients in float64.
 
 `survey` (only when named) pairs `bench survey` with `torch_bench_extra.py survey`: every row
 (ops, log-densities and KL divergences over 400 000 float32 values, forward and backward) in
@@ -31,10 +33,16 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-WORKLOADS = ["mlp", "conv", "tiny", "sparse_vd", "iwae", "discrete", "sampling"]
+WORKLOADS = ["mlp", "conv", "tiny", "sparse_vd", "iwae", "discrete", "sampling", "draws"]
 # the rows of `bench survey`, as its output names them
 SURVEY = []
 SAMPLING = ["Gamma(2.5, 1)", "Beta(2, 3)", "Dirichlet([1.5, 2, 0.7])"]
+# the rows of `bench draws`: the one-uniform families
+DRAWS = [
+    "Exponential(2)", "Laplace(0.5, 2)", "Gumbel(0.5, 2)", "Uniform(0.5, 2)", "Cauchy(0.5, 2)",
+    "HalfCauchy(2)", "Weibull(1.5, 2)", "Pareto(1.5, 2)", "Kumaraswamy(1.5, 2)",
+]
+RATES = {"sampling": SAMPLING, "draws": DRAWS}
 
 
 def run(cmd):
@@ -46,13 +54,13 @@ def run(cmd):
 
 def times(output, workload):
     """ms per step (or, for sampling, ms per million draws for each distribution)."""
-    if workload == "sampling":
+    if workload in RATES:
         rates = re.findall(r"sampling (.+?): rsample with gradients ([0-9.]+) M draws/s", output)
         found = {name: 1000.0 / float(rate) for name, rate in rates}
-        missing = [name for name in SAMPLING if name not in found]
+        missing = [name for name in RATES[workload] if name not in found]
         if missing:
             raise SystemExit(f"no rate for {', '.join(missing)} in:\n{output}")
-        return [found[name] for name in SAMPLING]
+        return [found[name] for name in RATES[workload]]
     if workload == "survey":
         rows = re.findall(r"^survey (.+?) +[0-9.]+ ms +([0-9.]+) ns/element", output, re.M)
         found = {name: float(ns) for name, ns in rows}
@@ -104,7 +112,7 @@ def main(argv):
                 peers["torch.compile"] = peers["PyTorch"] + ["--compile"]
         if workload == "survey":
             peers.pop("torch.compile", None)
-        if os.path.exists(tf_py) and workload in ("mlp", "conv", "tiny", "sampling"):
+        if os.path.exists(tf_py) and workload in ("mlp", "conv", "tiny", "sampling", "draws"):
             peers["TFP"] = [tf_py, os.path.join(HERE, "tfp_bench.py"), workload]
         if not peers:
             print(f"{workload}: no peer interpreter found, skipped")
@@ -129,9 +137,9 @@ def main(argv):
                 f"  {workload} pair {i + 1}: " + ", ".join(f"{r:.2f}" for r in ratios[-1]) + sides,
                 flush=True,
             )
-        names = {"sampling": SAMPLING, "survey": SURVEY}.get(workload, [workload])
+        names = {**RATES, "survey": SURVEY}.get(workload, [workload])
         for k, name in enumerate(names):
-            unit = {"sampling": "ms per M draws", "survey": "ns per element"}.get(workload, "ms per step")
+            unit = "ns per element" if workload == "survey" else "ms per M draws" if workload in RATES else "ms per step"
             column = [r[k] for r in ratios]
             peer_medians = ", ".join(
                 f"{p} {statistics.median(t[k] for t in theirs[p]):.4g}" for p in peers

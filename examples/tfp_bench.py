@@ -1,4 +1,5 @@
-"""The benchmark workloads in TensorFlow Probability (mlp, conv, tiny and the sampling rates), for
+"""The benchmark workloads in TensorFlow Probability (mlp, conv, tiny, the sampling rates and the
+draws of the one-uniform families), for
 ratios measured on one machine.
 
 Not part of the build or of CI. The machine's speed drifts from hour to hour, so compare
@@ -6,12 +7,12 @@ bayesgrad's `examples/bench.rs` with TFP by running both in the same minutes:
 
     python3 -m venv /tmp/tfenv
     /tmp/tfenv/bin/pip install tensorflow-cpu==2.21.0 tensorflow-probability==0.25.0 tf_keras==2.21.0
-    /tmp/tfenv/bin/python examples/tfp_bench.py --steps 100      # or: mlp | conv | tiny | sampling
+    /tmp/tfenv/bin/python examples/tfp_bench.py --steps 100      # or: mlp | conv | tiny | sampling | draws
     /tmp/tfenv/bin/python examples/tfp_bench.py mlp --batch 2048 --width 1024   # as bench's --batch, --width
     cargo run --release --example bench -- all --steps 100
 
 Prints one line per workload, `<workload> ms_per_step=<median> p10=<..> p90=<..>`, like the
-Rust bench (for sampling, `sampling <family>: rsample with gradients <rate> M draws/s`). Each
+Rust bench (for sampling and draws, `sampling <family>: rsample with gradients <rate> M draws/s`). Each
 step is one `@tf.function`-compiled training step (forward, backward, Adam), timed after warm-up.
 """
 
@@ -143,6 +144,45 @@ def run(name, step, steps):
     sys.stdout.flush()
 
 
+def draws():
+    """Draws per second of `rsample` with the gradient of the one-uniform families, as `bench --
+    draws` measures them: 1 000 000 float32 draws of single trainable parameters (a fresh
+    stateless seed each step), then the gradient of their sum."""
+    n = 1_000_000
+    f32 = tf.float32
+    cases = [
+        ("Exponential(2)", [2.0], lambda p: tfd.Exponential(p[0])),
+        ("Laplace(0.5, 2)", [0.5, 2.0], lambda p: tfd.Laplace(p[0], p[1])),
+        ("Gumbel(0.5, 2)", [0.5, 2.0], lambda p: tfd.Gumbel(p[0], p[1])),
+        ("Uniform(0.5, 2)", [0.5, 2.0], lambda p: tfd.Uniform(p[0], p[1])),
+        ("Cauchy(0.5, 2)", [0.5, 2.0], lambda p: tfd.Cauchy(p[0], p[1])),
+        ("HalfCauchy(2)", [0.0, 2.0], lambda p: tfd.HalfCauchy(p[0], p[1])),
+        ("Weibull(1.5, 2)", [1.5, 2.0], lambda p: tfd.Weibull(p[0], p[1])),
+        ("Pareto(1.5, 2)", [1.5, 2.0], lambda p: tfd.Pareto(p[0], p[1])),
+        ("Kumaraswamy(1.5, 2)", [1.5, 2.0], lambda p: tfd.Kumaraswamy(p[0], p[1])),
+    ]
+    for name, values, make in cases:
+        params = [tf.Variable(tf.constant(v, f32)) for v in values]
+
+        @tf.function
+        def step(seed):
+            with tf.GradientTape() as tape:
+                total = tf.reduce_sum(make(params).sample(n, seed=seed))
+            return tape.gradient(total, params)
+
+        seeds = iter(range(1_000_000))
+        seed = lambda: tf.constant([next(seeds), 0], tf.int32)  # noqa: E731
+        for _ in range(3):
+            step(seed())
+        times = []
+        for _ in range(20):
+            start = time.perf_counter()
+            [g.numpy() for g in step(seed()) if g is not None]
+            times.append(time.perf_counter() - start)
+        rate = n / float(np.median(times)) / 1e6
+        print(f"sampling {name}: rsample with gradients {rate:.2f} M draws/s", flush=True)
+
+
 def main():
     steps, which, batch, width = 50, "all", 128, 512
     args = sys.argv[1:]
@@ -161,10 +201,10 @@ def main():
             batch = number(a)
         elif a == "--width":
             width = number(a)
-        elif a in ("all", "mlp", "conv", "tiny", "sampling"):
+        elif a in ("all", "mlp", "conv", "tiny", "sampling", "draws"):
             which = a
         else:
-            sys.exit(f"unknown argument '{a}' (mlp, conv, tiny, sampling, all, --steps N,"
+            sys.exit(f"unknown argument '{a}' (mlp, conv, tiny, sampling, draws, all, --steps N,"
                      " --batch B and --width W for mlp)")
     print(f"TensorFlow {tf.__version__}, TFP {tfp.__version__}, threads: TensorFlow's defaults")
     for name, make in (("tiny", tiny), ("mlp", lambda: mlp(batch, width)), ("conv", conv)):
@@ -172,6 +212,8 @@ def main():
             run(name, make(), steps)
     if which in ("all", "sampling"):
         sampling()
+    if which in ("all", "draws"):
+        draws()
 
 
 if __name__ == "__main__":

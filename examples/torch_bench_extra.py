@@ -3,12 +3,12 @@ would (eager, all cores), for ratios against `cargo run --release --example benc
 same minutes:
 
     python3 -m venv .venv-torch && .venv-torch/bin/pip install torch bayesian-torch
-    .venv-torch/bin/python examples/torch_bench_extra.py [sparse_vd|iwae|discrete|sampling|all|gemm|survey|accuracy]
+    .venv-torch/bin/python examples/torch_bench_extra.py [sparse_vd|iwae|discrete|sampling|draws|all|gemm|survey|accuracy]
         [--flush-denormal] [--compile]
 
 `--flush-denormal` turns on `torch.set_flush_denormal(True)` (subnormal numbers read and written as
 zero), which changes the arithmetic but spares Intel CPUs their slow subnormal path. `--compile`
-runs the loss of `sparse_vd`, `iwae` and `discrete`, and the draws of `sampling`, under
+runs the loss of `sparse_vd`, `iwae` and `discrete`, and the draws of `sampling` and `draws`, under
 `torch.compile` (forward and, through it, backward; the optimizer's update stays eager), as
 `torch_bench.py --compile` does. Prints `<workload> ms_per_step=<median>` lines (sampling:
 millions of draws per second with the gradient). Not part of the build or of CI.
@@ -20,6 +20,8 @@ millions of draws per second with the gradient). Not part of the build or of CI.
 - discrete: 128 rows of 10-category logits, 8 draws each, score function with the leave-one-out
   baseline (torch.distributions.Categorical).
 - sampling: rsample and the implicit gradient of Gamma(2.5), Beta(2, 3), Dirichlet([1.5, 2, 0.7]).
+- draws: rsample with the gradient of the one-uniform families (Exponential, Laplace, Gumbel,
+  Uniform, Cauchy, HalfCauchy, Weibull, Pareto, Kumaraswamy), 1 000 000 float32 draws.
 - gemm (not part of `all`): GFLOP/s of `torch.matmul` in float32 on the products of the `mlp`
   step, best of 25 as in `bench -- gemm` (the left operand of `x^T g` is a transposed view, as in
   autograd's weight gradient).
@@ -165,6 +167,36 @@ def sampling():
 
         def step():
             draw(parameter()).backward()
+        ms = timeit(step, 20)
+        out.append((name, n / (ms / 1000) / 1e6))
+    return out
+
+
+def draws():
+    """Draws per second of rsample with the gradient of the one-uniform families, as `bench --
+    draws` measures them: 1 000 000 float32 draws of single trainable parameters, then backward of
+    their sum. The parameters are given in bayesgrad's order (Weibull and Pareto: concentration,
+    then scale; torch takes the scale first)."""
+    n = 1_000_000
+    dist = torch.distributions
+    p = lambda v: torch.tensor(v, requires_grad=True)  # noqa: E731
+    cases = [
+        ("Exponential(2)", lambda: dist.Exponential(p(2.0))),
+        ("Laplace(0.5, 2)", lambda: dist.Laplace(p(0.5), p(2.0))),
+        ("Gumbel(0.5, 2)", lambda: dist.Gumbel(p(0.5), p(2.0))),
+        ("Uniform(0.5, 2)", lambda: dist.Uniform(p(0.5), p(2.0))),
+        ("Cauchy(0.5, 2)", lambda: dist.Cauchy(p(0.5), p(2.0))),
+        ("HalfCauchy(2)", lambda: dist.HalfCauchy(p(2.0))),
+        ("Weibull(1.5, 2)", lambda: dist.Weibull(p(2.0), p(1.5))),
+        ("Pareto(1.5, 2)", lambda: dist.Pareto(p(2.0), p(1.5))),
+        ("Kumaraswamy(1.5, 2)", lambda: dist.Kumaraswamy(p(1.5), p(2.0))),
+    ]
+    out = []
+    for name, make in cases:
+        draw = compiled(lambda d: d.rsample((n,)).sum())
+
+        def step():
+            draw(make()).backward()
         ms = timeit(step, 20)
         out.append((name, n / (ms / 1000) / 1e6))
     return out
@@ -316,6 +348,9 @@ if __name__ == "__main__":
             print(f"{name} ms_per_step={f():.4f}", flush=True)
     if which in ("sampling", "all"):
         for name, rate in sampling():
+            print(f"sampling {name}: rsample with gradients {rate:.2f} M draws/s", flush=True)
+    if which in ("draws", "all"):
+        for name, rate in draws():
             print(f"sampling {name}: rsample with gradients {rate:.2f} M draws/s", flush=True)
     if which == "gemm":
         print("gemm: torch.matmul in float32, GFLOP/s, best of 25", flush=True)
