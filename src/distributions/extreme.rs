@@ -436,7 +436,8 @@ impl<'t, F: Element> Distribution<'t, F> for Weibull<'t, F> {
             .try_div(self.concentration)?
             .exp();
         // a small concentration takes draws below the smallest float,
-        // where the density is not defined: they are moved to it
+        // which round to 0, outside the support `log_prob` takes: they
+        // are moved to it
         Ok(super::above_zero(self.scale.try_mul(power)?))
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {

@@ -516,7 +516,6 @@ pub(crate) fn on_support_of_events<'t, F: Element>(
     lp(x_safe)?.choose(keep_events, tape.scalar(F::neg_infinity()))
 }
 
-/// `n` (or none) leading sample axes followed by `shape`.
 /// The error of [`Distribution::sample_n`] for `Some(0)` draws.
 pub(crate) fn check_draw_count(distribution: &str, n: Option<usize>) -> Result<()> {
     match n {
@@ -562,6 +561,7 @@ pub(crate) fn repeat_batches<F: Element>(
     Tensor::from_vec(out, &shape)
 }
 
+/// `n` (or none) leading sample axes followed by `shape`.
 pub(crate) fn sample_shape(n: Option<usize>, shape: &[usize]) -> Vec<usize> {
     let mut s = Vec::with_capacity(shape.len() + 1);
     s.extend(n);

@@ -23,8 +23,8 @@ fn uniforms<F: Element>(shape: &[usize], rng: &mut dyn Rng) -> Tensor<F> {
 /// `ln p(x) = -ln(2 scale) - |x - loc| / scale`.
 ///
 /// # Sampling
-/// `x = loc - scale · sign(u) · ln(1 - 2|u|)`, `u ~ U(-1/2, 1/2)`:
-/// `rsample` is differentiable in both parameters.
+/// `x = loc ± scale · E`, `E = -ln u` a standard exponential draw and the
+/// sign a fair coin: `rsample` is differentiable in both parameters.
 ///
 /// # Parameters
 /// - `loc`: finite; `scale`: finite, at least the smallest normal number;

@@ -428,7 +428,7 @@ pub(crate) enum Unit {
     Exponential,
     /// `±(-ln u)`, the sign from a bit of its own: a standard Laplace draw.
     Laplace,
-    /// `-ln(-ln u)`: a standard Gumbel draw, in `[-3.61, 36.74]`.
+    /// `-ln(-ln u)`: a standard Gumbel draw, in `[-3.60, 36.74]`.
     Gumbel,
     /// `ln(-ln u)`: the logarithm of a standard exponential draw.
     LnExponential,
