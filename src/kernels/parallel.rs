@@ -216,6 +216,8 @@ pub(crate) const MAX_THREADS: usize = 256;
 /// caller that claimed it) and the claim.
 struct Helper {
     slot: Mutex<Slot>,
+    /// The CPU the caller ran on when it posted the job (-1: unknown).
+    caller_cpu: std::sync::atomic::AtomicI32,
     /// Set (after the job is in the slot) when a job is waiting, so the
     /// spinning helper polls an atomic rather than the lock.
     posted: AtomicBool,
@@ -233,6 +235,7 @@ struct Slot {
 
 impl Helper {
     fn post(&self, job: Job) {
+        self.caller_cpu.store(cpu::current(), Ordering::Relaxed);
         let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
         slot.job = Some(job);
         let sleeping = std::mem::replace(&mut slot.sleeping, false);
@@ -259,6 +262,7 @@ impl Helper {
     /// again.
     fn serve(&self) -> ! {
         let mut spin = SPIN;
+        let mut away = cpu::Away::new();
         loop {
             spin_for(spin, || self.posted.load(Ordering::Acquire));
             let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
@@ -273,10 +277,120 @@ impl Helper {
                     self.posted.store(false, Ordering::Relaxed);
                     drop(slot);
                     spin = SPIN;
+                    away.leave(self.caller_cpu.load(Ordering::Relaxed));
                     job(); // never unwinds: `run_jobs` wraps each job in catch_unwind
                 }
                 // woken with its job taken back (or spuriously)
                 None => spin = SPIN_AFTER_MISS,
+            }
+        }
+    }
+}
+
+/// Keeping a helper off its caller's CPU. On the 2-core virtual machines
+/// this project runs on, the scheduler at times wakes a helper on the CPU
+/// of the caller that posted its job and leaves the two there while the
+/// other CPU idles, for tens of milliseconds: every product of a round ran
+/// at one thread's speed (`bench -- repeat`: 9 and 10 rounds of 30 on AMD
+/// EPYC family 26 model 2, the two threads on one CPU in each slow round
+/// and on two in each fast one). A helper that starts a job on the CPU its
+/// caller posted it from takes that CPU out of its own affinity mask, so
+/// that the kernel moves it at once to another allowed CPU (the caller's
+/// thread is the user's, and is left alone); the next job from a caller
+/// that has moved onto the helper's CPU moves the helper again.
+mod cpu {
+    /// `cpu_set_t`: 1024 bits.
+    pub(super) type Mask = [u64; 16];
+
+    #[cfg(target_os = "linux")]
+    mod sys {
+        use super::Mask;
+        unsafe extern "C" {
+            fn sched_getcpu() -> i32;
+            fn sched_getaffinity(pid: i32, size: usize, mask: *mut Mask) -> i32;
+            fn sched_setaffinity(pid: i32, size: usize, mask: *const Mask) -> i32;
+        }
+        pub(super) fn current() -> i32 {
+            // SAFETY: no arguments; returns -1 on failure
+            unsafe { sched_getcpu() }
+        }
+        /// The calling thread's affinity mask.
+        pub(super) fn get() -> Option<Mask> {
+            let mut mask = [0u64; 16];
+            // SAFETY: `mask` is a writable `cpu_set_t` of the size given;
+            // pid 0 is the calling thread
+            let ok = unsafe { sched_getaffinity(0, size_of::<Mask>(), &mut mask) } == 0;
+            ok.then_some(mask)
+        }
+        /// Sets the calling thread's affinity mask.
+        pub(super) fn set(mask: &Mask) -> bool {
+            // SAFETY: `mask` is a `cpu_set_t` of the size given; pid 0 is
+            // the calling thread, which only moves between allowed CPUs
+            unsafe { sched_setaffinity(0, size_of::<Mask>(), mask) == 0 }
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    mod sys {
+        use super::Mask;
+        pub(super) fn current() -> i32 {
+            -1
+        }
+        pub(super) fn get() -> Option<Mask> {
+            None
+        }
+        pub(super) fn set(_: &Mask) -> bool {
+            false
+        }
+    }
+
+    /// The CPU the calling thread runs on, or -1 where that is unknown.
+    pub(super) fn current() -> i32 {
+        sys::current()
+    }
+
+    /// `mask` without `cpu`, unless that leaves no CPU (or `cpu` is not in
+    /// it, or out of its range).
+    pub(super) fn without(mask: &Mask, cpu: i32) -> Option<Mask> {
+        let cpu = usize::try_from(cpu).ok()?;
+        let (word, bit) = (cpu / 64, 1u64 << (cpu % 64));
+        if mask.get(word)? & bit == 0 {
+            return None;
+        }
+        let mut out = *mask;
+        out[word] &= !bit;
+        out.iter().any(|&w| w != 0).then_some(out)
+    }
+
+    /// A helper's record of the CPUs it may run on and the one it keeps
+    /// away from.
+    pub(super) struct Away {
+        /// The mask the thread started with (the process's); `None` where
+        /// it could not be read or names a single CPU.
+        allowed: Option<Mask>,
+        /// The CPU taken out of it, if any.
+        avoided: i32,
+    }
+
+    impl Away {
+        pub(super) fn new() -> Self {
+            let allowed = sys::get().filter(|m| m.iter().map(|w| w.count_ones()).sum::<u32>() > 1);
+            Away {
+                allowed,
+                avoided: -1,
+            }
+        }
+
+        /// Leaves `caller`'s CPU if this thread is on it.
+        pub(super) fn leave(&mut self, caller: i32) {
+            let Some(allowed) = &self.allowed else { return };
+            if caller < 0 || caller == self.avoided || current() != caller {
+                return;
+            }
+            if let Some(mask) = without(allowed, caller)
+                && sys::set(&mask)
+            {
+                self.avoided = caller;
             }
         }
     }
@@ -292,6 +406,7 @@ fn helper(i: usize) -> Option<&'static Helper> {
                 job: None,
                 sleeping: false,
             }),
+            caller_cpu: std::sync::atomic::AtomicI32::new(-1),
             posted: AtomicBool::new(false),
             wake: Condvar::new(),
             claimed: AtomicBool::new(false),
@@ -1165,6 +1280,96 @@ mod tests {
         }
         set_threads(original).unwrap();
         assert!(on_helper, "no part ran on a helper");
+    }
+
+    #[test]
+    fn a_mask_without_a_cpu_keeps_the_others_and_never_empties() {
+        let mut mask = [0u64; 16];
+        mask[0] = 0b1011;
+        mask[1] = 1;
+        assert_eq!(
+            cpu::without(&mask, 1).map(|m| (m[0], m[1])),
+            Some((0b1001, 1))
+        );
+        assert_eq!(
+            cpu::without(&mask, 64).map(|m| (m[0], m[1])),
+            Some((0b1011, 0))
+        );
+        // a CPU outside the mask, or out of its range, or unknown
+        assert_eq!(cpu::without(&mask, 2), None);
+        assert_eq!(cpu::without(&mask, 5000), None);
+        assert_eq!(cpu::without(&mask, -1), None);
+        // the last CPU stays
+        let one = [1u64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(cpu::without(&one, 0), None);
+    }
+
+    /// With the caller held on the CPU its helper last ran on, a part that
+    /// runs on the helper runs on another CPU: a helper that starts a job
+    /// on its caller's CPU leaves it (on a machine with one allowed CPU, or
+    /// off Linux, there is nothing to check).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_helper_leaves_the_cpu_of_its_caller() {
+        unsafe extern "C" {
+            fn sched_getaffinity(pid: i32, size: usize, mask: *mut cpu::Mask) -> i32;
+            fn sched_setaffinity(pid: i32, size: usize, mask: *const cpu::Mask) -> i32;
+        }
+        let _held = thread_count_held();
+        let original = threads();
+        set_threads(2).unwrap();
+        let caller = std::thread::current().id();
+        // the CPUs of the parts of two, the helper's when it ran one
+        let parts = || {
+            let seen = Mutex::new(Vec::new());
+            par_for(2, |i| {
+                if i == 0 {
+                    // time for the helper to start its part
+                    std::thread::sleep(Duration::from_micros(300));
+                }
+                seen.lock()
+                    .unwrap()
+                    .push((std::thread::current().id(), cpu::current()));
+            });
+            let seen = seen.into_inner().unwrap();
+            seen.into_iter()
+                .find(|&(id, _)| id != caller)
+                .map(|(_, c)| c)
+        };
+        let mut mine = [0u64; 16];
+        // SAFETY: a writable cpu_set_t of the size given, this thread
+        let got = unsafe { sched_getaffinity(0, size_of::<cpu::Mask>(), &mut mine) };
+        assert_eq!(got, 0);
+        let set = |mask: &cpu::Mask| {
+            // SAFETY: a cpu_set_t of the size given; this thread, moved
+            // only between CPUs the process may use
+            let done = unsafe { sched_setaffinity(0, size_of::<cpu::Mask>(), mask) };
+            assert_eq!(done, 0);
+        };
+        let helper_cpu = (0..50).find_map(|_| parts());
+        let Some(target) = helper_cpu.filter(|&c| cpu::without(&mine, c).is_some()) else {
+            set_threads(original).unwrap();
+            return;
+        };
+        // this thread onto the helper's CPU alone
+        let mut just_there = [0u64; 16];
+        just_there[target as usize / 64] = 1 << (target % 64);
+        set(&just_there);
+        let mut on_helper = 0;
+        let mut shared = 0;
+        for _ in 0..100 {
+            if let Some(ran) = parts() {
+                on_helper += 1;
+                shared += usize::from(ran == target);
+            }
+        }
+        set(&mine);
+        set_threads(original).unwrap();
+        assert!(on_helper > 0, "no part ran on a helper");
+        assert_eq!(
+            shared, 0,
+            "{shared} of {on_helper} helper parts ran on the caller's CPU"
+        );
     }
 
     #[test]
