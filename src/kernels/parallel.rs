@@ -291,7 +291,7 @@ impl Helper {
 /// this project runs on, the scheduler at times wakes a helper on the CPU
 /// of the caller that posted its job and leaves the two there while the
 /// other CPU idles, for tens of milliseconds: every product of a round ran
-/// at one thread's speed (`bench -- repeat`: 9 and 10 rounds of 30 on AMD
+/// at one thread's speed (`bench -- repeat`: 9 to 17 rounds of 30 on AMD
 /// EPYC family 26 model 2, the two threads on one CPU in each slow round
 /// and on two in each fast one). A helper that starts a job on the CPU its
 /// caller posted it from takes that CPU out of its own affinity mask, so
