@@ -314,12 +314,13 @@ mod cpu {
             // SAFETY: no arguments; returns -1 on failure
             unsafe { sched_getcpu() }
         }
-        /// The calling thread's affinity mask.
-        pub(super) fn get() -> Option<Mask> {
+        /// The affinity mask of the process's main thread, as it is now.
+        pub(super) fn process() -> Option<Mask> {
+            let pid = i32::try_from(std::process::id()).ok()?;
             let mut mask = [0u64; 16];
             // SAFETY: `mask` is a writable `cpu_set_t` of the size given;
-            // pid 0 is the calling thread
-            let ok = unsafe { sched_getaffinity(0, size_of::<Mask>(), &mut mask) } == 0;
+            // the process id names its main thread
+            let ok = unsafe { sched_getaffinity(pid, size_of::<Mask>(), &mut mask) } == 0;
             ok.then_some(mask)
         }
         /// Sets the calling thread's affinity mask.
@@ -336,7 +337,7 @@ mod cpu {
         pub(super) fn current() -> i32 {
             -1
         }
-        pub(super) fn get() -> Option<Mask> {
+        pub(super) fn process() -> Option<Mask> {
             None
         }
         pub(super) fn set(_: &Mask) -> bool {
@@ -362,32 +363,25 @@ mod cpu {
         out.iter().any(|&w| w != 0).then_some(out)
     }
 
-    /// A helper's record of the CPUs it may run on and the one it keeps
-    /// away from.
+    /// The CPU a helper keeps away from (-1: none).
     pub(super) struct Away {
-        /// The mask the thread started with (the process's); `None` where
-        /// it could not be read or names a single CPU.
-        allowed: Option<Mask>,
-        /// The CPU taken out of it, if any.
         avoided: i32,
     }
 
     impl Away {
         pub(super) fn new() -> Self {
-            let allowed = sys::get().filter(|m| m.iter().map(|w| w.count_ones()).sum::<u32>() > 1);
-            Away {
-                allowed,
-                avoided: -1,
-            }
+            Away { avoided: -1 }
         }
 
-        /// Leaves `caller`'s CPU if this thread is on it.
+        /// Leaves `caller`'s CPU if this thread is on it: its mask becomes
+        /// the process's CPUs as its main thread has them now (so that a
+        /// restriction the process got after the helper started holds)
+        /// less the caller's, unless that leaves none.
         pub(super) fn leave(&mut self, caller: i32) {
-            let Some(allowed) = &self.allowed else { return };
             if caller < 0 || caller == self.avoided || current() != caller {
                 return;
             }
-            if let Some(mask) = without(allowed, caller)
+            if let Some(mask) = sys::process().and_then(|m| without(&m, caller))
                 && sys::set(&mask)
             {
                 self.avoided = caller;
