@@ -88,6 +88,21 @@ def tiny():
     return step
 
 
+def draws_per_second(step, n, fetch):
+    """Millions of draws per second of `step(seed)`, which draws `n` with a fresh stateless seed
+    each call: the median of 20 calls after 3 untimed ones, each until `fetch` has its result."""
+    seeds = iter(range(1_000_000))
+    seed = lambda: tf.constant([next(seeds), 0], tf.int32)  # noqa: E731
+    for _ in range(3):
+        step(seed())
+    times = []
+    for _ in range(20):
+        start = time.perf_counter()
+        fetch(step(seed()))
+        times.append(time.perf_counter() - start)
+    return n / float(np.median(times)) / 1e6
+
+
 def sampling():
     """Draws per second of `rsample` with the gradient (float64, 100 000 draws a step, a fresh
     stateless seed each step), as `torch_bench_extra.py sampling` and bayesgrad's `bench -- sampling`
@@ -113,16 +128,7 @@ def sampling():
                 total = draw(c, seed)
             return tape.gradient(total, c)
 
-        seeds = iter(range(1_000_000))
-        seed = lambda: tf.constant([next(seeds), 0], tf.int32)  # noqa: E731
-        for _ in range(3):
-            step(seed())
-        times = []
-        for _ in range(20):
-            start = time.perf_counter()
-            step(seed()).numpy()
-            times.append(time.perf_counter() - start)
-        rate = n / float(np.median(times)) / 1e6
+        rate = draws_per_second(step, n, lambda g: g.numpy())
         print(f"sampling {name}: rsample with gradients {rate:.2f} M draws/s", flush=True)
 
 
@@ -170,16 +176,7 @@ def draws():
                 total = tf.reduce_sum(make(params).sample(n, seed=seed))
             return tape.gradient(total, params)
 
-        seeds = iter(range(1_000_000))
-        seed = lambda: tf.constant([next(seeds), 0], tf.int32)  # noqa: E731
-        for _ in range(3):
-            step(seed())
-        times = []
-        for _ in range(20):
-            start = time.perf_counter()
-            [g.numpy() for g in step(seed()) if g is not None]
-            times.append(time.perf_counter() - start)
-        rate = n / float(np.median(times)) / 1e6
+        rate = draws_per_second(step, n, lambda gs: [g.numpy() for g in gs if g is not None])
         print(f"sampling {name}: rsample with gradients {rate:.2f} M draws/s", flush=True)
 
 
