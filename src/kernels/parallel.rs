@@ -294,10 +294,11 @@ impl Helper {
 /// at one thread's speed (`bench -- repeat`: 9 to 17 rounds of 30 on AMD
 /// EPYC family 26 model 2, the two threads on one CPU in each slow round
 /// and on two in each fast one). A helper that starts a job on the CPU its
-/// caller posted it from takes that CPU out of its own affinity mask, so
-/// that the kernel moves it at once to another allowed CPU (the caller's
-/// thread is the user's, and is left alone); the next job from a caller
-/// that has moved onto the helper's CPU moves the helper again.
+/// caller posted it from sets its own affinity mask to the process's CPUs
+/// less that one, so that the kernel moves it at once to another allowed
+/// CPU (the caller's thread is the user's, and is left alone); the next
+/// job from a caller that has moved onto the helper's CPU moves the helper
+/// again.
 mod cpu {
     /// `cpu_set_t`: 1024 bits.
     pub(super) type Mask = [u64; 16];
