@@ -262,7 +262,6 @@ impl Helper {
     /// again.
     fn serve(&self) -> ! {
         let mut spin = SPIN;
-        let mut away = cpu::Away::new();
         loop {
             spin_for(spin, || self.posted.load(Ordering::Acquire));
             let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
@@ -277,8 +276,8 @@ impl Helper {
                     self.posted.store(false, Ordering::Relaxed);
                     drop(slot);
                     spin = SPIN;
-                    away.leave(self.caller_cpu.load(Ordering::Relaxed));
-                    job(); // never unwinds: `run_jobs` wraps each job in catch_unwind
+                    // never unwinds: `run_jobs` wraps each job in catch_unwind
+                    cpu::away_from(self.caller_cpu.load(Ordering::Relaxed), job);
                 }
                 // woken with its job taken back (or spuriously)
                 None => spin = SPIN_AFTER_MISS,
@@ -295,10 +294,9 @@ impl Helper {
 /// EPYC family 26 model 2, the two threads on one CPU in each slow round
 /// and on two in each fast one). A helper that starts a job on the CPU its
 /// caller posted it from sets its own affinity mask to the process's CPUs
-/// less that one, so that the kernel moves it at once to another allowed
-/// CPU (the caller's thread is the user's, and is left alone); the next
-/// job from a caller that has moved onto the helper's CPU moves the helper
-/// again.
+/// less that one for the job's time, so that the kernel moves it at once to
+/// another allowed CPU (the caller's thread is the user's, and is left
+/// alone).
 mod cpu {
     /// `cpu_set_t`: 1024 bits.
     pub(super) type Mask = [u64; 16];
@@ -364,29 +362,25 @@ mod cpu {
         out.iter().any(|&w| w != 0).then_some(out)
     }
 
-    /// The CPU a helper keeps away from (-1: none).
-    pub(super) struct Away {
-        avoided: i32,
-    }
-
-    impl Away {
-        pub(super) fn new() -> Self {
-            Away { avoided: -1 }
-        }
-
-        /// Leaves `caller`'s CPU if this thread is on it: its mask becomes
-        /// the process's CPUs as its main thread has them now (so that a
-        /// restriction the process got after the helper started holds)
-        /// less the caller's, unless that leaves none.
-        pub(super) fn leave(&mut self, caller: i32) {
-            if caller < 0 || caller == self.avoided || current() != caller {
-                return;
-            }
-            if let Some(mask) = sys::process().and_then(|m| without(&m, caller))
-                && sys::set(&mask)
-            {
-                self.avoided = caller;
-            }
+    /// Runs `job` off `caller`'s CPU: if this thread is on it, for the
+    /// job's time its mask is the process's CPUs as its main thread has
+    /// them now (so that a restriction the process got after the helper
+    /// started holds) less the caller's, unless that leaves none; after
+    /// the job, the process's CPUs again, so that a helper is never kept
+    /// from a CPU that a later job could use (the move has been made, and
+    /// the thread stays where it is until the scheduler moves it).
+    pub(super) fn away_from(caller: i32, job: impl FnOnce()) {
+        let all = match caller >= 0 && current() == caller {
+            true => sys::process(),
+            false => None,
+        };
+        let moved = all
+            .as_ref()
+            .and_then(|all| without(all, caller))
+            .is_some_and(|mask| sys::set(&mask));
+        job();
+        if let (true, Some(all)) = (moved, all) {
+            sys::set(&all);
         }
     }
 }
@@ -1341,7 +1335,11 @@ mod tests {
             let done = unsafe { sched_setaffinity(0, size_of::<cpu::Mask>(), mask) };
             assert_eq!(done, 0);
         };
-        let helper_cpu = (0..50).find_map(|_| parts());
+        let start = Instant::now();
+        let helper_cpu = std::iter::repeat_with(parts)
+            .take_while(|_| start.elapsed() < Duration::from_secs(3))
+            .flatten()
+            .next();
         let Some(target) = helper_cpu.filter(|&c| cpu::without(&mine, c).is_some()) else {
             set_threads(original).unwrap();
             return;
@@ -1350,9 +1348,11 @@ mod tests {
         let mut just_there = [0u64; 16];
         just_there[target as usize / 64] = 1 << (target % 64);
         set(&just_there);
-        let mut on_helper = 0;
-        let mut shared = 0;
-        for _ in 0..100 {
+        // (other tests running at once may hold the helper for a while:
+        // parts until a hundred ran on it, or for three seconds)
+        let (mut on_helper, mut shared) = (0, 0);
+        let start = Instant::now();
+        while on_helper < 100 && start.elapsed() < Duration::from_secs(3) {
             if let Some(ran) = parts() {
                 on_helper += 1;
                 shared += usize::from(ran == target);
