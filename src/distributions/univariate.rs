@@ -13,10 +13,6 @@ use crate::kernels::special::{lgamma, ln_ratio};
 use crate::tensor::{Element, Tensor, broadcast_shape, unit_draws};
 use rand::Rng;
 
-fn uniforms<F: Element>(shape: &[usize], rng: &mut dyn Rng) -> Tensor<F> {
-    unit_draws(Unit::Uniform, shape, rng)
-}
-
 /// The Laplace (double exponential) distribution.
 ///
 /// # Density
@@ -437,7 +433,7 @@ impl<'t, F: Element> Distribution<'t, F> for Uniform<'t, F> {
     }
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
         let shape = sample_shape(n, &self.batch_shape());
-        let u = self.tape().constant(uniforms(&shape, rng));
+        let u = self.tape().constant(unit_draws(Unit::Uniform, &shape, rng));
         if self.overflows() {
             // low (1 - u) + high u: the same draw without the width
             let v = self.tape().constant(u.value().map(|u| F::one() - u));
