@@ -817,7 +817,7 @@ impl<'t, F: Element> Distribution<'t, F> for MixtureOfNormals<'t, F> {
         let mut noise = noise.data().chunks(rows.max(1));
         super::repeat_batches(self.name, n, &self.batch_shape(), |out| {
             let noise = noise.next().unwrap_or_default();
-            for r in 0..rows {
+            for (r, &z) in noise.iter().enumerate() {
                 let u: F = uniform(rng);
                 let mut acc = F::zero();
                 let j = (0..k)
@@ -826,7 +826,7 @@ impl<'t, F: Element> Distribution<'t, F> for MixtureOfNormals<'t, F> {
                         u < acc
                     })
                     .unwrap_or(k - 1);
-                out.push(locs.data()[r * k + j] + scales.data()[r * k + j] * noise[r]);
+                out.push(locs.data()[r * k + j] + scales.data()[r * k + j] * z);
             }
             Ok(())
         })
