@@ -1050,6 +1050,43 @@ mod tests {
                 let piece = normals.next_piece(len);
                 bits.extend(piece.iter().map(|v| u64::from(v.to_bits())));
             }
+            // the lane forms of ln, exp and expm1 (multiply-adds in their
+            // polynomials), from subnormals to 1e300
+            let wide: Vec<[f64; 8]> = (0..400)
+                .map(|i| {
+                    std::array::from_fn(|l| (0.0173 * f64::from(i * 8 + l as i32)).exp() * 1e-310)
+                })
+                .collect();
+            let lanes: Vec<[f64; 8]> = vectorized(|| {
+                wide.iter()
+                    .flat_map(|x| {
+                        let small = x.map(|v| v.ln() * 0.1);
+                        let (e, m1) = special::exp_and_exp_m1_lanes(&small);
+                        [special::ln_lanes(x), e, m1, special::exp_m1_lanes(&small)]
+                    })
+                    .collect()
+            });
+            bits.extend(lanes.iter().flatten().map(|v| v.to_bits()));
+            // the one-uniform draws of every kind, on one thread (below
+            // PARALLEL_MIN), in both element types
+            use super::super::random::{Unit, unit_draws};
+            use rand::SeedableRng;
+            for kind in [
+                Unit::Uniform,
+                Unit::Exponential,
+                Unit::Laplace,
+                Unit::Gumbel,
+                Unit::LnExponential,
+                Unit::Logistic,
+                Unit::Cauchy,
+                Unit::HalfCauchy,
+            ] {
+                let mut rng = rand::rngs::SmallRng::seed_from_u64(11);
+                let x: Storage<f64> = unit_draws(kind, 3001, &mut rng);
+                bits.extend(x.iter().map(|v| v.to_bits()));
+                let x: Storage<f32> = unit_draws(kind, 3001, &mut rng);
+                bits.extend(x.iter().map(|v| u64::from(v.to_bits())));
+            }
             bits
         })
     }

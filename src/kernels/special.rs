@@ -1019,16 +1019,17 @@ pub(crate) fn ln_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
         // pairs (Estrin's scheme): four multiply-add levels where Horner's
         // rule takes nine in a chain
         let c = |j: usize| 2.0 / (2 * j + 1) as f64;
-        let pair = |j: usize| c(j) + z * c(j + 1);
+        let pair = |j: usize| z.mul_add(c(j + 1), c(j));
         let (z2, z4) = (z * z, (z * z) * (z * z));
-        let low = (pair(1) + z2 * pair(3)) + z4 * (pair(5) + z2 * pair(7));
-        let series = low + (z4 * z4) * pair(9);
+        let low = z4.mul_add(z2.mul_add(pair(7), pair(5)), z2.mul_add(pair(3), pair(1)));
+        let series = (z4 * z4).mul_add(pair(9), low);
         // `k as f64` without the conversion AVX2 lacks (a vector of i64 to
         // f64 is AVX-512 only): k + 4096 as the low bits of 2^52's mantissa,
         // exact
         const MAGIC: f64 = 4_503_599_627_370_496.0 + 4096.0;
         let kf = f64::from_bits(MAGIC.to_bits().wrapping_add(k as u64)) - MAGIC;
-        ln[l] = kf * LN2_HI + ((2.0 * s + s * (z * series)) + kf * LN2_LO);
+        // k ln 2's high part is exact: the first multiply-add rounds once
+        ln[l] = kf.mul_add(LN2_HI, kf.mul_add(LN2_LO, s.mul_add(z * series, 2.0 * s)));
     }
     ln
 }
@@ -1082,14 +1083,22 @@ pub(crate) fn exp_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
 /// less 1 beyond, where `|e^x - 1| > 0.29` cancels at most two bits.
 #[inline(always)]
 pub(crate) fn exp_m1_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
-    let mut out = [0.0; L];
+    exp_and_exp_m1_lanes(x).1
+}
+
+/// `(e^x, e^x - 1)` of each lane: [`exp_lanes`] and [`exp_m1_lanes`], the
+/// same values, from one range reduction and polynomial for both (`e^x -
+/// 1` beyond `ln(2)/2` is `e^x` less 1).
+#[inline(always)]
+pub(crate) fn exp_and_exp_m1_lanes<const L: usize>(x: &[f64; L]) -> ([f64; L], [f64; L]) {
+    let (mut exp, mut exp_m1) = ([0.0; L], [0.0; L]);
     for l in 0..L {
         let (r, k) = reduced(x[l]);
         let small = exp_m1_reduced(x[l]);
-        let large = scaled(1.0 + exp_m1_reduced(r), k) - 1.0;
-        out[l] = select(mask(x[l].abs() <= 0.5 * LN_2), small, large);
+        exp[l] = scaled(1.0 + exp_m1_reduced(r), k);
+        exp_m1[l] = select(mask(x[l].abs() <= 0.5 * LN_2), small, exp[l] - 1.0);
     }
-    out
+    (exp, exp_m1)
 }
 
 /// `ln 2`.
@@ -1106,8 +1115,8 @@ fn reduced(x: f64) -> (f64, f64) {
     // 1.5 * 2^52: adding it rounds to an integer (to even)
     const ROUND: f64 = 6_755_399_441_055_744.0;
     let x = x.clamp(-746.0, 710.0);
-    let k = (x * std::f64::consts::LOG2_E + ROUND) - ROUND;
-    ((x - k * LN2_HI) - k * LN2_LO, k)
+    let k = x.mul_add(std::f64::consts::LOG2_E, ROUND) - ROUND;
+    ((-k).mul_add(LN2_LO, (-k).mul_add(LN2_HI, x)), k)
 }
 
 /// `e^r - 1` for `|r| <= ln(2)/2` from the Taylor polynomial of degree 13
@@ -1134,10 +1143,10 @@ fn exp_m1_reduced(r: f64) -> f64 {
     let (r2, r4) = (r * r, (r * r) * (r * r));
     let r8 = r4 * r4;
     // Σ C[j] r^j for j = 0..13, then times r
-    let pair = |j: usize| C[j] + r * C[j + 1];
-    let low = (pair(0) + r2 * pair(2)) + r4 * (pair(4) + r2 * pair(6));
-    let high = (pair(8) + r2 * pair(10)) + r4 * C[12];
-    r * (low + r8 * high)
+    let pair = |j: usize| r.mul_add(C[j + 1], C[j]);
+    let low = r4.mul_add(r2.mul_add(pair(6), pair(4)), r2.mul_add(pair(2), pair(0)));
+    let high = r4.mul_add(C[12], r2.mul_add(pair(10), pair(8)));
+    r * r8.mul_add(high, low)
 }
 
 /// `m 2^k` for an integer-valued `k` in `[-1076, 1025]`, as `m 2^(k - j)
