@@ -14,11 +14,12 @@ use crate::autodiff::tape::{Tape, Var};
 use crate::error::Result;
 use crate::kernels::random::Unit;
 use crate::kernels::special::{
-    digamma_diff, exp_lanes, exp_m1_lanes, lbeta, lgamma, lgamma_diff, ln_1p_lanes, ln_lanes, mask,
-    select, tetragamma_pentagamma, trigamma, trigamma_diff,
+    digamma_diff, exp_and_exp_m1_lanes, exp_lanes, lbeta, lgamma, lgamma_diff, ln_1p_lanes,
+    ln_lanes, mask, select, tetragamma_pentagamma, trigamma, trigamma_diff,
 };
 use crate::tensor::{Element, Tensor, broadcast_shape, unit_draws};
 use rand::Rng;
+use std::marker::PhantomData;
 use std::sync::LazyLock;
 
 /// The Euler–Mascheroni constant `γ`: `ψ(b + 1) + γ` is the harmonic
@@ -164,11 +165,20 @@ impl Pointwise<3> for KumaraswamyLogDensity {
 /// A Kumaraswamy draw from `[a, b, e]`, `e` a standard exponential draw:
 /// with `s = e / b` and `w = 1 - e^-s = -expm1(-s)`, `x = e^(ln w / a)`,
 /// `∂a = -x ln w / a²`, `∂b = -x s / (a b expm1(s))` and `∂e = x / (a b
-/// expm1(s))`.
-#[derive(Clone, Copy)]
-struct KumaraswamyDraw;
+/// expm1(s))`. A draw that rounds to 0 or 1 in `F` (or below its smallest
+/// normal number) is the nearest value of `F` inside, with partials 0, as
+/// [`Var::clamp`] into [`open_unit_bounds`](super::open_unit_bounds) would
+/// give it: one op where a clamp took a fifth of the time.
+struct KumaraswamyDraw<F>(PhantomData<fn() -> F>);
 
-impl Pointwise<3> for KumaraswamyDraw {
+impl<F> Clone for KumaraswamyDraw<F> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<F> Copy for KumaraswamyDraw<F> {}
+
+impl<F: Element> Pointwise<3> for KumaraswamyDraw<F> {
     const NAME: &'static str = "kumaraswamy_draw";
     const KEYED: usize = 2;
     /// `1/a` and `1/b`.
@@ -194,7 +204,9 @@ impl Pointwise<3> for KumaraswamyDraw {
             // range reduction in its range)
             minus_s[l] = -s[l].min(800.0);
         }
-        let mut w = exp_m1_lanes(&minus_s);
+        // e^-s with e^-s - 1: for 1 / expm1(s) = e^-s / w, an exponential
+        // the expm1 computes on its way where a second would take as long
+        let (decay, mut w) = exp_and_exp_m1_lanes(&minus_s);
         for l in 0..LANES {
             // 1 - e^-s, at least the smallest float where s is (1 where
             // it underflows: the lane is set to 0 below)
@@ -206,9 +218,8 @@ impl Pointwise<3> for KumaraswamyDraw {
             power[l] = ln_w[l] * inv_a[l];
         }
         let x = exp_lanes(&power);
-        // e^-s, for 1 / expm1(s) = e^-s / w: an exponential where expm1
-        // takes two polynomials
-        let decay = exp_lanes(&minus_s);
+        let (lo, hi) = super::open_unit_bounds::<F>();
+        let (lo, hi) = (lo.to_f64().unwrap_or(0.0), hi.to_f64().unwrap_or(1.0));
         for l in 0..LANES {
             let x = x[l];
             // x / (a b expm1(s)) with 1 / expm1(s) = e^-s / w, the
@@ -219,8 +230,13 @@ impl Pointwise<3> for KumaraswamyDraw {
             // its slopes, smaller still, are 0 (where `a²` or `a b` would
             // underflow too and divide 0 by 0); `&`, not `&&`, whose branch
             // kept the loop out of vector registers
-            let live = mask((x > 0.0) & (s[l] > 0.0));
-            out[l] = select(live, x, 0.0);
+            let x = select(mask((x > 0.0) & (s[l] > 0.0)), x, 0.0);
+            // the draw as `F` rounds it: inside [lo, hi] it is kept with
+            // its slopes, outside (0 among them) it is moved to the nearer
+            // bound, flat
+            let rounded = F::lit(x).to_f64().unwrap_or(x);
+            let live = mask((rounded >= lo) & (rounded <= hi));
+            out[l] = rounded.max(lo).min(hi);
             d[0][l] = select(live, -(((x * ln_w[l]) * inv_a[l]) * inv_a[l]), 0.0);
             d[1][l] = select(live, -(s[l] * slope), 0.0);
             d[2][l] = select(live, slope, 0.0);
@@ -418,7 +434,7 @@ fn log_complement_lanes(ln_v: f64, a: &Lanes, b: &Lanes, ln_a: &Lanes) -> [Lanes
     for l in 0..LANES {
         s[l] = ln_v / b[l];
     }
-    let (e, em1) = (exp_lanes(&s), exp_m1_lanes(&s));
+    let (e, em1) = exp_and_exp_m1_lanes(&s);
     let (mut near, mut far) = ([1.0; LANES], [-0.5; LANES]);
     for l in 0..LANES {
         let above = s[l] > minus_ln2;
@@ -449,7 +465,7 @@ fn log_complement_lanes(ln_v: f64, a: &Lanes, b: &Lanes, ln_a: &Lanes) -> [Lanes
     for t in t.iter_mut() {
         *t = -*t;
     }
-    let (et, em1t) = (exp_lanes(&t), exp_m1_lanes(&t));
+    let (et, em1t) = exp_and_exp_m1_lanes(&t);
     let (mut r, mut low) = ([1.0; LANES], [-0.5; LANES]);
     for l in 0..LANES {
         let above = t[l] > minus_ln2;
@@ -634,12 +650,10 @@ impl<'t, F: Element> Distribution<'t, F> for Kumaraswamy<'t, F> {
         // a draw that rounds to 0 or 1 (b well below 1 puts much of the
         // mass within an ulp of 1) is moved to the nearest value inside the
         // support, where `log_prob` takes it, with a gradient of 0 there
-        let (lo, hi) = super::open_unit_bounds();
-        Ok(pointwise::apply(
-            KumaraswamyDraw,
+        pointwise::apply(
+            KumaraswamyDraw::<F>(PhantomData),
             &[self.concentration1, self.concentration0, e],
-        )?
-        .clamp(lo, hi))
+        )
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())
@@ -692,9 +706,9 @@ mod tests {
                 for e in draws.chunks(LANES) {
                     let e: Lanes = std::array::from_fn(|l| e[l.min(e.len() - 1)]);
                     let v = [[a; LANES], [b; LANES], e];
-                    let pre = KumaraswamyDraw::pre(&v);
+                    let pre = KumaraswamyDraw::<f64>::pre(&v);
                     let (mut out, mut d) = ([0.0; LANES], [[0.0; LANES]; 3]);
-                    KumaraswamyDraw::eval(&v, &pre, &mut out, &mut d);
+                    KumaraswamyDraw::<f64>::eval(&v, &pre, &mut out, &mut d);
                     for l in 0..LANES {
                         let s = e[l] / b;
                         let ln_w = (-(-s).exp_m1()).ln();
@@ -702,6 +716,11 @@ mod tests {
                         let slope = x / a / b / s.exp_m1();
                         let want = [x, -((x * ln_w) / a) / a, -(s * slope), slope];
                         let got = [out[l], d[0][l], d[1][l], d[2][l]];
+                        // a draw of 1 is moved inside, flat (the test below)
+                        if x == 1.0 {
+                            assert_eq!(got, [1.0 - f64::EPSILON / 2.0, 0.0, 0.0, 0.0]);
+                            continue;
+                        }
                         for (g, w) in got.iter().zip(want) {
                             // (where e^s overflows the scalar slope is 0, the
                             // lanes' e^-s / w a subnormal: both nothing)
@@ -721,6 +740,46 @@ mod tests {
             }
         }
         assert!(worst > 0.0, "the lanes are not the scalar formulas' bits");
+    }
+
+    /// A draw that `F` rounds to 1 (or to 0, or below its smallest normal
+    /// number) is the nearest value inside (0, 1), flat: `f32` moves
+    /// `x = 1 - 10⁻⁹` (and `f64` keeps it, with its slopes), both move an
+    /// `x` of exactly 1 and of `1e-50`, and a draw already inside keeps its
+    /// value and slopes in both.
+    #[test]
+    fn a_draw_that_rounds_out_of_the_interval_is_moved_inside_flat() {
+        fn draw<F: Element>(a: f64, b: f64, e: f64) -> (f64, [f64; 3]) {
+            let v = [[a; LANES], [b; LANES], [e; LANES]];
+            let pre = KumaraswamyDraw::<F>::pre(&v);
+            let (mut out, mut d) = ([0.0; LANES], [[0.0; LANES]; 3]);
+            KumaraswamyDraw::<F>::eval(&v, &pre, &mut out, &mut d);
+            (out[0], [d[0][0], d[1][0], d[2][0]])
+        }
+        let (lo32, hi32) = crate::distributions::open_unit_bounds::<f32>();
+        let hi64 = crate::distributions::open_unit_bounds::<f64>().1;
+        // a = 1: x = 1 - e^(-e/b); e^-s = 1e-9 at s = 9 ln 10
+        let e = 9.0 * 10f64.ln();
+        let (x, d) = draw::<f32>(1.0, 1.0, e);
+        assert_eq!((x, d), (f64::from(hi32), [0.0; 3]));
+        let (x, d) = draw::<f64>(1.0, 1.0, e);
+        assert!((x - (1.0 - 1e-9)).abs() < 1e-15 && x < hi64, "{x}");
+        assert!(d.iter().all(|&d| d != 0.0 && d.is_finite()), "{d:?}");
+        // x = 1 exactly (e^-s below an ulp of 1) and x = (1e-10)^5
+        for (a, e, want32, want64) in [
+            (1.0, 100.0, f64::from(hi32), hi64),
+            (0.2, 1e-10, f64::from(lo32), 1e-50),
+        ] {
+            let (x, d) = draw::<f32>(a, 1.0, e);
+            assert_eq!((x, d), (want32, [0.0; 3]), "a = {a}, e = {e}");
+            let (x, _) = draw::<f64>(a, 1.0, e);
+            assert!((x - want64).abs() <= 1e-9 * want64, "a = {a}, e = {e}: {x}");
+        }
+        // inside: the same value (as f32 rounds it) and slopes in both
+        let (x32, d32) = draw::<f32>(2.0, 3.0, 0.7);
+        let (x64, d64) = draw::<f64>(2.0, 3.0, 0.7);
+        assert_eq!(x32, f64::from(x64 as f32));
+        assert_eq!(d32, d64);
     }
 
     /// Over `a` and `b` from `10⁻²` to `10⁵` (every half decade) the
