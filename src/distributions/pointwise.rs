@@ -31,6 +31,9 @@ pub(crate) const LANES: usize = 8;
 /// Eight positions' values of one input, as `f64`.
 pub(crate) type Lanes = [f64; LANES];
 
+/// Groups of eight positions that [`Pointwise::eval_block`] takes at once.
+pub(crate) const BLOCK: usize = 8;
+
 /// From this many positions on, forward runs as two halves on two threads.
 const SPLIT_MIN: usize = 4096;
 
@@ -56,6 +59,29 @@ pub(crate) trait Pointwise<const N: usize>: Copy + Send + Sync + 'static {
     /// The value at eight positions into `out`, and its partial derivative
     /// in each input into `d`.
     fn eval(v: &[Lanes; N], pre: &Self::Pre, out: &mut Lanes, d: &mut [Lanes; N]);
+    /// Whether [`eval_block`](Self::eval_block) is the formula's own: then
+    /// full blocks of [`BLOCK`] groups go through it where the parameters
+    /// are single values.
+    const STAGED: bool = false;
+    /// [`eval`](Self::eval) of [`BLOCK`] groups, with the same values:
+    /// `v(g)` reads group `g`'s inputs and `put(g, value, partials)` takes
+    /// its results. A formula whose steps form a long chain (a logarithm
+    /// of an exponential, an exponential of that) can take each step over
+    /// every group before the next, so that the CPU does not hold a chain
+    /// per group in flight, which fills its window of instructions and
+    /// leaves its units idle.
+    #[inline(always)]
+    fn eval_block(
+        v: impl Fn(usize) -> [Lanes; N],
+        pre: &Self::Pre,
+        mut put: impl FnMut(usize, &Lanes, &[Lanes; N]),
+    ) {
+        for g in 0..BLOCK {
+            let (mut out, mut d) = ([0.0; LANES], [[0.0; LANES]; N]);
+            Self::eval(&v(g), pre, &mut out, &mut d);
+            put(g, &out, &d);
+        }
+    }
     /// The formula, elementwise on an `f64` tape, for the positions that
     /// [`covers`](Self::covers) leaves out (`None`: it covers every one).
     const FALLBACK: Option<Fallback> = None;
@@ -184,6 +210,16 @@ fn run<F: Element, K: Pointwise<N>, const N: usize>(
     let mut at = 0;
     match pre {
         Some(pre) => {
+            while K::STAGED && n - at >= BLOCK * LANES {
+                K::eval_block(
+                    #[inline(always)]
+                    |g| group(inputs, &single, start + at + g * LANES, LANES),
+                    pre,
+                    #[inline(always)]
+                    |g, value, partials| write(out, d, at + g * LANES, LANES, value, partials),
+                );
+                at += BLOCK * LANES;
+            }
             while n - at >= 2 * LANES {
                 let (v0, v1) = (
                     group(inputs, &single, start + at, LANES),
