@@ -675,6 +675,27 @@ fn fill_units<F: Element>(kind: Unit, seed: u64, start: usize, chunk: &mut [Mayb
         }
         return;
     }
+    if std::mem::size_of::<F>() == 4 && matches!(kind, Unit::Exponential | Unit::Laplace) {
+        // `f32` exponential draws (with a random sign for Laplace's): the
+        // logarithm of the uniform in `f32` lanes, sixteen at a time
+        for block in chunk.chunks_mut(16) {
+            let (u0, spare0) = unit_lanes(&mut lanes);
+            let (u1, spare1) = unit_lanes(&mut lanes);
+            let ln = ln_to_f32(&u0, &u1);
+            let mut spare = [0; 16];
+            spare[..8].copy_from_slice(&spare0);
+            spare[8..].copy_from_slice(&spare1);
+            let mut x = [0.0f32; 16];
+            for l in 0..16 {
+                let negative = kind == Unit::Laplace && spare[l] & 1 == 0;
+                x[l] = if negative { ln[l] } else { -ln[l] };
+            }
+            for (o, &x) in block.iter_mut().zip(&x) {
+                o.write(F::lit(f64::from(x)));
+            }
+        }
+        return;
+    }
     for block in chunk.chunks_mut(8) {
         let (u, spare) = unit_lanes(&mut lanes);
         let x = unit_transform(kind, &u, &spare);
@@ -698,7 +719,10 @@ fn unit_element<F: Element>(kind: Unit, x: f64) -> F {
 /// `len` draws of `kind` in the element type, seeded from `rng` (one
 /// `next_u64`), eight lanes at a time and in [`standard_normal`]'s parts,
 /// so that a seed gives the same values on any CPU and thread count. The
-/// draws are computed in `f64` and rounded once.
+/// draws are computed in `f64` and rounded once, but for the `f32` draws
+/// whose last step is a logarithm (exponential, Laplace, Gumbel and
+/// ln-exponential), which take it in `f32` lanes from an exact `f64`
+/// reduction ([`ln_to_f32`]: within two ulp).
 pub(crate) fn unit_draws<F: Element>(kind: Unit, len: usize, rng: &mut dyn Rng) -> Storage<F> {
     let seed = rng.next_u64();
     // one body for each kind, with the transform chosen outside the loop
@@ -911,9 +935,9 @@ mod tests {
     /// The bulk draws are the lane transforms of the uniforms in order,
     /// eight a step, whatever passes a kind takes (Gumbel's two), up to a
     /// length that ends inside a block and across the two threads' parts:
-    /// the same bits, but for the `f32` draws of a logarithm of an
-    /// exponential draw, whose outer logarithm is taken in `f32` (within
-    /// two ulp of the `f64` value rounded).
+    /// the same bits, but for the `f32` exponential and Laplace draws and
+    /// the logarithms of exponential draws, whose (outer) logarithm is
+    /// taken in `f32` (within two ulp of the `f64` value rounded).
     #[test]
     fn unit_draws_are_the_lane_transforms_of_the_stream() {
         for kind in KINDS {
@@ -946,8 +970,11 @@ mod tests {
                 for i in 0..len {
                     assert_eq!(x64[i].to_bits(), want[i].to_bits(), "{kind:?}, {len}: {i}");
                     let w32: f32 = unit_element(kind, want[i]);
-                    if matches!(kind, Unit::Gumbel | Unit::LnExponential) {
-                        // the outer logarithm in `f32` (`ln_to_f32`)
+                    if matches!(
+                        kind,
+                        Unit::Gumbel | Unit::LnExponential | Unit::Exponential | Unit::Laplace
+                    ) {
+                        // a logarithm in `f32` (`ln_to_f32`)
                         let ulp = f32::from_bits(w32.abs().to_bits() + 1) - w32.abs();
                         assert!((x32[i] - w32).abs() <= 2.0 * ulp, "{kind:?}, {len}: {i}");
                     } else {
