@@ -589,9 +589,9 @@ fn of_exponential(kind: Unit, e: &[f64; 8]) -> [f64; 8] {
 /// is near 1 there), so the digits of an `x` near 1 are kept. Then `ln(1 +
 /// f) = 2 atanh(s)`, `s = f / (2 + f)`, from five terms of the series
 /// (`|s| < 0.172`: the next is below 2e-9 of the sum), and `k ln 2` in two
-/// parts, the first exact. Half the vectors of [`ln_lanes`] and a shorter
-/// series: for the `f32` Gumbel draws, whose outer logarithm took as long
-/// as the draw of the uniform and the inner one together.
+/// parts, the first exact. Half the vectors of
+/// [`ln_lanes`](super::special::ln_lanes) and a shorter series, for the
+/// `f32` draws whose last step is a logarithm.
 #[inline(always)]
 fn ln_to_f32(lo: &[f64; 8], hi: &[f64; 8]) -> [f32; 16] {
     // ln 2 with its 12 low bits cleared (0.693115234375: k ln 2 is exact
