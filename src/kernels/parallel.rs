@@ -1071,16 +1071,7 @@ mod tests {
             // PARALLEL_MIN), in both element types
             use super::super::random::{Unit, unit_draws};
             use rand::SeedableRng;
-            for kind in [
-                Unit::Uniform,
-                Unit::Exponential,
-                Unit::Laplace,
-                Unit::Gumbel,
-                Unit::LnExponential,
-                Unit::Logistic,
-                Unit::Cauchy,
-                Unit::HalfCauchy,
-            ] {
+            for kind in Unit::ALL {
                 let mut rng = rand::rngs::SmallRng::seed_from_u64(11);
                 let x: Storage<f64> = unit_draws(kind, 3001, &mut rng);
                 bits.extend(x.iter().map(|v| v.to_bits()));

@@ -440,6 +440,21 @@ pub(crate) enum Unit {
     HalfCauchy,
 }
 
+impl Unit {
+    /// Every kind, for the tests that go through them all.
+    #[cfg(test)]
+    pub(crate) const ALL: [Unit; 8] = [
+        Unit::Uniform,
+        Unit::Exponential,
+        Unit::Laplace,
+        Unit::Gumbel,
+        Unit::LnExponential,
+        Unit::Logistic,
+        Unit::Cauchy,
+        Unit::HalfCauchy,
+    ];
+}
+
 /// `(-1)^k π^(2k+1) / (2k+1)!` for `k = 0..=10`: `sin(π x) = x Σ c_k
 /// x^(2k)`, whose next term is below `1.2e-18` for `|x| <= 1/2`.
 const SIN_PI: [f64; 11] = [
@@ -866,16 +881,7 @@ mod tests {
         assert_eq!(one.next_u64(), 711_931_187_601_865_195);
     }
 
-    const KINDS: [Unit; 8] = [
-        Unit::Uniform,
-        Unit::Exponential,
-        Unit::Laplace,
-        Unit::Gumbel,
-        Unit::LnExponential,
-        Unit::Logistic,
-        Unit::Cauchy,
-        Unit::HalfCauchy,
-    ];
+    const KINDS: [Unit; 8] = Unit::ALL;
 
     /// The distribution function of each kind, in `f64`.
     fn cdf(kind: Unit, x: f64) -> f64 {
