@@ -168,15 +168,9 @@ impl Pointwise<3> for KumaraswamyLogDensity {
 /// expm1(s))`. A draw that rounds to 0 or 1 in `F` (or below its smallest
 /// normal number) is the nearest value of `F` inside, with partials 0, as
 /// [`Var::clamp`] into [`open_unit_bounds`](super::open_unit_bounds) would
-/// give it: one op where a clamp took a fifth of the time.
+/// give it, without a pass and a tensor of its own.
+#[derive(Clone, Copy)]
 struct KumaraswamyDraw<F>(PhantomData<fn() -> F>);
-
-impl<F> Clone for KumaraswamyDraw<F> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<F> Copy for KumaraswamyDraw<F> {}
 
 impl<F: Element> Pointwise<3> for KumaraswamyDraw<F> {
     const NAME: &'static str = "kumaraswamy_draw";

@@ -652,7 +652,7 @@ fn ln_to_f32(lo: &[f64; 8], hi: &[f64; 8]) -> [f32; 16] {
 }
 
 /// Writes the draws of `kind` for positions `start..start + chunk.len()`
-/// of the stream `seed` into `chunk`, eight at a time.
+/// of the stream `seed` into `chunk`, eight or sixteen at a time.
 #[inline(always)]
 fn fill_units<F: Element>(kind: Unit, seed: u64, start: usize, chunk: &mut [MaybeUninit<F>]) {
     let mut lanes = Lanes::new(part_seed(seed, start));
