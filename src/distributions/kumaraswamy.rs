@@ -266,8 +266,6 @@ fn draw_finish<F: Element>(
         power[l] = ln_w[l] * inv_a[l];
     }
     let x = exp_lanes(&power);
-    let (lo, hi) = super::open_unit_bounds::<F>();
-    let (lo, hi) = (lo.to_f64().unwrap_or(0.0), hi.to_f64().unwrap_or(1.0));
     let (mut out, mut d) = ([0.0; LANES], [[0.0; LANES]; 3]);
     for l in 0..LANES {
         let x = x[l];
@@ -280,12 +278,12 @@ fn draw_finish<F: Element>(
         // too and divide 0 by 0); `&`, not `&&`, whose branch kept the loop
         // out of vector registers
         let x = select(mask((x > 0.0) & (s[l] > 0.0)), x, 0.0);
-        // the draw as `F` rounds it: inside [lo, hi] it is kept with its
-        // slopes, outside (0 among them) it is moved to the nearer bound,
-        // flat
-        let rounded = F::lit(x).to_f64().unwrap_or(x);
-        let live = mask((rounded >= lo) & (rounded <= hi));
-        out[l] = rounded.max(lo).min(hi);
+        // the draw as `F` rounds it: inside the open interval it is kept
+        // with its slopes, outside (0 among them) it is moved inside, flat
+        let rounded = F::lit(x);
+        let inside = super::into_open_unit(rounded);
+        let live = mask(inside == rounded);
+        out[l] = inside.to_f64().unwrap_or(f64::NAN);
         d[0][l] = select(live, -(((x * ln_w[l]) * inv_a[l]) * inv_a[l]), 0.0);
         d[1][l] = select(live, -(s[l] * slope), 0.0);
         d[2][l] = select(live, slope, 0.0);

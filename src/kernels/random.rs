@@ -614,7 +614,6 @@ fn ln_to_f32(lo: &[f64; 8], hi: &[f64; 8]) -> [f32; 16] {
     const LN2_HI: f32 = f32::from_bits(0x3F31_7000);
     const LN2_LO: f32 = 3.194_618_5e-5;
     const SQRT_HALF: u64 = 0x3FE6_A09E_667F_3BCD;
-    const MAGIC: f64 = 4_503_599_627_370_496.0 + 4096.0;
     let reduce = |x: &[f64; 8]| {
         let (mut f, mut k) = ([0.0f32; 8], [0.0f32; 8]);
         for l in 0..8 {
@@ -622,11 +621,10 @@ fn ln_to_f32(lo: &[f64; 8], hi: &[f64; 8]) -> [f32; 16] {
             // bits less k's exponent are those of m in [√½, √2)
             let bits = x[l].to_bits();
             let shifted = bits.wrapping_sub(SQRT_HALF);
-            let k_bits = (shifted as i64 >> 52) as u64;
-            let m = f64::from_bits(bits.wrapping_sub(k_bits << 52));
+            let exponent = shifted as i64 >> 52;
+            let m = f64::from_bits(bits.wrapping_sub((exponent as u64) << 52));
             f[l] = (m - 1.0) as f32;
-            // `k as f64` without a conversion from i64 (which AVX2 lacks)
-            k[l] = (f64::from_bits(MAGIC.to_bits().wrapping_add(k_bits)) - MAGIC) as f32;
+            k[l] = super::special::small_int_as_f64(exponent) as f32;
         }
         (f, k)
     };

@@ -1023,15 +1023,20 @@ pub(crate) fn ln_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
         let (z2, z4) = (z * z, (z * z) * (z * z));
         let low = z4.mul_add(z2.mul_add(pair(7), pair(5)), z2.mul_add(pair(3), pair(1)));
         let series = (z4 * z4).mul_add(pair(9), low);
-        // `k as f64` without the conversion AVX2 lacks (a vector of i64 to
-        // f64 is AVX-512 only): k + 4096 as the low bits of 2^52's mantissa,
-        // exact
-        const MAGIC: f64 = 4_503_599_627_370_496.0 + 4096.0;
-        let kf = f64::from_bits(MAGIC.to_bits().wrapping_add(k as u64)) - MAGIC;
+        let kf = small_int_as_f64(k);
         // k ln 2's high part is exact: the first multiply-add rounds once
         ln[l] = kf.mul_add(LN2_HI, kf.mul_add(LN2_LO, s.mul_add(z * series, 2.0 * s)));
     }
     ln
+}
+
+/// `k as f64` for `|k| < 4096` without the conversion AVX2 lacks (a vector
+/// of `i64` to `f64` is AVX-512 only): `k + 4096` as the low bits of
+/// 2^52's mantissa, exact.
+#[inline(always)]
+pub(crate) fn small_int_as_f64(k: i64) -> f64 {
+    const MAGIC: f64 = 4_503_599_627_370_496.0 + 4096.0;
+    f64::from_bits(MAGIC.to_bits().wrapping_add(k as u64)) - MAGIC
 }
 
 /// `ln(1 + v)` of each lane for finite `v > -1`, within about two ulp:
