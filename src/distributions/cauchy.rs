@@ -122,7 +122,7 @@ impl<'t, F: Element> Distribution<'t, F> for Cauchy<'t, F> {
         let shape = sample_shape(n, &self.batch_shape());
         // tan(π (u - 1/2)), finite, at most about 3e15 in size
         let z = unit_draws::<F>(Unit::Cauchy, &shape, rng);
-        self.loc.try_add(self.scale * z)
+        self.tape().constant(z).affine(self.scale, self.loc)
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())

@@ -124,7 +124,7 @@ impl<'t, F: Element> Distribution<'t, F> for Gumbel<'t, F> {
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
         let shape = sample_shape(n, &self.batch_shape());
         let z = unit_draws::<F>(Unit::Gumbel, &shape, rng);
-        self.loc.try_add(self.scale * z)
+        self.tape().constant(z).affine(self.scale, self.loc)
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())

@@ -3022,7 +3022,7 @@ impl<'t, F: Element> Distribution<'t, F> for StudentT<'t, F> {
         // finite one (NaN in `f32` at ν = 0.3), and G underflows
         let h = ln_ratio_to_gamma_draw(self.df * F::lit(0.5), &shape, rng)?;
         let t = eps.try_mul((h * F::lit(0.5)).exp())?;
-        self.loc.try_add(self.scale.try_mul(t)?)
+        t.affine(self.scale, self.loc)
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())

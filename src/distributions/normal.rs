@@ -478,7 +478,7 @@ impl<'t, F: Element> Distribution<'t, F> for Normal<'t, F> {
     // loc + scale * eps, eps ~ N(0, 1): differentiable in loc and scale.
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
         let eps = standard_normal(&sample_shape(n, &self.batch_shape()), rng);
-        Ok(self.loc + self.scale * eps)
+        self.tape().constant(eps).affine(self.scale, self.loc)
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         self.sample_n(None, rng)

@@ -85,7 +85,7 @@ impl<'t, F: Element> Distribution<'t, F> for Laplace<'t, F> {
         let shape = sample_shape(n, &self.batch_shape());
         // a standard exponential draw with a random sign
         let e: Tensor<F> = unit_draws(Unit::Laplace, &shape, rng);
-        self.loc.try_add(self.scale * e)
+        self.tape().constant(e).affine(self.scale, self.loc)
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())
@@ -439,7 +439,7 @@ impl<'t, F: Element> Distribution<'t, F> for Uniform<'t, F> {
             let v = self.tape().constant(u.value().map(|u| F::one() - u));
             return self.low.try_mul(v)?.try_add(self.high.try_mul(u)?);
         }
-        self.low.try_add(self.width()?.try_mul(u)?)
+        u.affine(self.width()?, self.low)
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         Ok(self.rsample(rng)?.value())

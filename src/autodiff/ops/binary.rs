@@ -455,6 +455,80 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
     }
 }
 
+/// `x · scale + shift` with broadcasting, in one pass: the values of `x *
+/// scale + shift` as the two ops give them (two roundings, not a fused
+/// multiply-add), for the draws of the location-scale families (`x` a
+/// standard draw), where the second op's pass and its output took as long
+/// as the first's.
+struct Affine;
+
+impl<F: Element> Op<F> for Affine {
+    fn name(&self) -> &str {
+        "affine"
+    }
+    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
+        let ops = Operands::<F, 3>::new("affine", inputs, RUN_FORWARD)?;
+        // SAFETY: `fill4` writes every element of each chunk or segment.
+        let out = unsafe {
+            ops.new_output(
+                #[inline(always)]
+                |_, [x, scale, shift], out| {
+                    fill4(
+                        &|x, scale, shift, _| x * scale + shift,
+                        [x, scale, shift, shift],
+                        out,
+                    );
+                },
+            )
+        };
+        Ok(Tensor::new_unchecked(out, ops.shape))
+    }
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        output: &Tensor<F>,
+        grad: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        self.backward_needed(inputs, output, grad, &[true; 3])
+    }
+    fn backward_needed(
+        &self,
+        inputs: &[&Tensor<F>],
+        output: &Tensor<F>,
+        grad: &Tensor<F>,
+        needs: &[bool],
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        let ops = Operands::<F, 3>::new("affine", inputs, RUN_BACKWARD)?;
+        let g = grad.data();
+        let mut out = Vec::with_capacity(3);
+        // g times the other factor, for `x` (side 0) and `scale` (side 1)
+        for side in 0..2 {
+            if !needs[side] {
+                out.push(None);
+                continue;
+            }
+            // SAFETY: `fill4` writes every element of each chunk or segment.
+            let data = unsafe {
+                ops.new_output(
+                    #[inline(always)]
+                    |at, [x, scale, _], part| {
+                        let other = if side == 0 { scale } else { x };
+                        let g = View::each(&g[at..]);
+                        fill4(&|g, other, _, _| g * other, [g, other, other, other], part);
+                    },
+                )
+            };
+            let full = Tensor::new_unchecked(data, output.shape().to_vec());
+            out.push(Some(full.sum_to_owned(inputs[side].shape())?));
+        }
+        out.push(match needs[2] {
+            true => Some(grad.clone().sum_to_owned(inputs[2].shape())?),
+            false => None,
+        });
+        Ok(out)
+    }
+}
+
 /// The gradient of a binary op's operand `side` at the operands `a`, `b`,
 /// the output `y` and its gradient `g` (each from the first position of
 /// `out`), into every element of `out`.
@@ -653,6 +727,17 @@ impl<'t, F: Element> Var<'t, F> {
         }
         self.tape
             .apply(Binary::<K>(std::marker::PhantomData), &[self, rhs])
+    }
+
+    /// `self * scale + shift` with broadcasting, the same values, in one
+    /// op ([`Affine`]); errors on incompatible shapes or tapes.
+    pub(crate) fn affine(self, scale: Var<'t, F>, shift: Var<'t, F>) -> Result<Self> {
+        for other in [scale, shift] {
+            if !std::ptr::eq(self.tape, other.tape) {
+                return Err(Error::ForeignTape { op: "affine" });
+            }
+        }
+        self.tape.apply(Affine, &[self, scale, shift])
     }
 
     /// `self + rhs` with broadcasting; errors on incompatible shapes.
@@ -1179,6 +1264,63 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// `x.affine(scale, shift)` passes the finite-difference check with
+    /// each operand broadcast against the others (a column, a row, a single
+    /// value), and gives the bits of `x * scale + shift`, values and
+    /// gradients, in both element types, on one thread and two.
+    #[test]
+    fn affine_is_the_product_and_sum_in_one_op() {
+        let shapes: [[&[usize]; 3]; 4] = [
+            [&[3, 4], &[4], &[3, 1]],
+            [&[4], &[3, 1], &[]],
+            [&[2, 3], &[], &[2, 3]],
+            [&[5001, 3], &[], &[]],
+        ];
+        for [xs, ss, hs] in shapes {
+            let make = |shape: &[usize], k: usize| {
+                Tensor::<f64>::from_fn(shape, |i| 0.3 + ((i * 7 + k) % 11) as f64 * 0.17)
+            };
+            let inputs = [make(xs, 0), make(ss, 1), make(hs, 2)];
+            if xs[0] < 10 {
+                let report = crate::autodiff::gradcheck::gradcheck(
+                    |_, v| v[0].affine(v[1], v[2]),
+                    &inputs,
+                    &crate::autodiff::gradcheck::GradCheck::default(),
+                );
+                assert!(report.is_ok(), "{xs:?} {ss:?} {hs:?}: {report:?}");
+            }
+            fn same_bits<F: Element>(inputs: &[Tensor<F>; 3], what: &str) {
+                let run = |fused: bool| {
+                    let tape = Tape::new();
+                    let v = inputs.clone().map(|t| tape.var(t));
+                    let y = if fused {
+                        v[0].affine(v[1], v[2]).unwrap()
+                    } else {
+                        v[0] * v[1] + v[2]
+                    };
+                    let w = tape.constant(Tensor::from_fn(&y.shape(), |i| {
+                        F::lit((i % 5) as f64 - 2.0)
+                    }));
+                    let g = (y * w).sum().backward().unwrap();
+                    let mut out = vec![y.value()];
+                    out.extend(v.iter().map(|v| g.get(*v).unwrap().clone()));
+                    out.iter()
+                        .map(|t| {
+                            let bits = t.data().iter().map(|x| x.to_f64().unwrap().to_bits());
+                            (t.shape().to_vec(), bits.collect::<Vec<_>>())
+                        })
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(run(true), run(false), "{what}");
+            }
+            let what = format!("{xs:?} {ss:?} {hs:?}");
+            same_bits(&inputs, &what);
+            let narrow =
+                |t: &Tensor<f64>| Tensor::<f32>::from_fn(t.shape(), |i| t.data()[i] as f32);
+            same_bits(&inputs.each_ref().map(narrow), &what);
         }
     }
 
