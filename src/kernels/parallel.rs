@@ -370,9 +370,10 @@ mod cpu {
     /// from a CPU that a later job could use (the move has been made, and
     /// the thread stays where it is until the scheduler moves it).
     pub(super) fn away_from(caller: i32, job: impl FnOnce()) {
-        let all = match caller >= 0 && current() == caller {
-            true => sys::process(),
-            false => None,
+        let all = if caller >= 0 && current() == caller {
+            sys::process()
+        } else {
+            None
         };
         let moved = all
             .as_ref()

@@ -521,9 +521,10 @@ impl<F: Element> Op<F> for Affine {
             let full = Tensor::new_unchecked(data, output.shape().to_vec());
             out.push(Some(full.sum_to_owned(inputs[side].shape())?));
         }
-        out.push(match needs[2] {
-            true => Some(grad.clone().sum_to_owned(inputs[2].shape())?),
-            false => None,
+        out.push(if needs[2] {
+            Some(grad.clone().sum_to_owned(inputs[2].shape())?)
+        } else {
+            None
         });
         Ok(out)
     }
