@@ -194,6 +194,7 @@ impl<F: Element> Pointwise<3> for KumaraswamyDraw<F> {
         let (s, decay, w) = draw_decay(&v[2], inv_b);
         let ln_w = ln_lanes(&w);
         let power = draw_power(&ln_w, inv_a);
+        // (a second group's lanes computed and dropped)
         let (x, _) = draw_exp::<F>(&power, &power);
         (*out, *d) = draw_finish::<F>(&x, &s, &decay, &w, &ln_w, inv_a, inv_b);
     }

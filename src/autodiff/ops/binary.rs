@@ -1278,7 +1278,8 @@ mod tests {
             [&[3, 4], &[4], &[3, 1]],
             [&[4], &[3, 1], &[]],
             [&[2, 3], &[], &[2, 3]],
-            [&[5001, 3], &[], &[]],
+            // (above PARALLEL_MIN: on both threads)
+            [&[40001, 3], &[], &[]],
         ];
         for [xs, ss, hs] in shapes {
             let make = |shape: &[usize], k: usize| {
