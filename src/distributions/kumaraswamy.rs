@@ -14,9 +14,9 @@ use crate::autodiff::tape::{Tape, Var};
 use crate::error::Result;
 use crate::kernels::random::Unit;
 use crate::kernels::special::{
-    digamma_diff, exp_and_exp_m1_lanes, exp_lanes, exp_nonpositive_to_f32, lbeta, lgamma,
-    lgamma_diff, ln_1p_lanes, ln_lanes, mask, select, tetragamma_pentagamma, trigamma,
-    trigamma_diff,
+    digamma_diff, exp_and_exp_m1_lanes, exp_and_exp_m1_nonpositive_lanes, exp_lanes,
+    exp_nonpositive_to_f32, lbeta, lgamma, lgamma_diff, ln_1p_lanes, ln_lanes, mask, select,
+    tetragamma_pentagamma, trigamma, trigamma_diff,
 };
 use crate::tensor::{Element, Tensor, broadcast_shape, unit_draws};
 use rand::Rng;
@@ -248,7 +248,7 @@ fn draw_decay(e: &Lanes, inv_b: &Lanes) -> (Lanes, Lanes, Lanes) {
     }
     // e^-s with e^-s - 1: for 1 / expm1(s) = e^-s / w, an exponential the
     // expm1 computes on its way
-    let (decay, e_m1) = exp_and_exp_m1_lanes(&minus_s);
+    let (decay, e_m1) = exp_and_exp_m1_nonpositive_lanes(&minus_s);
     let mut w = [0.0; LANES];
     for l in 0..LANES {
         // 1 - e^-s, at least the smallest float where s is (1 where it

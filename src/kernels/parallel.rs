@@ -1063,7 +1063,16 @@ mod tests {
                     .flat_map(|x| {
                         let small = x.map(|v| v.ln() * 0.1);
                         let (e, m1) = special::exp_and_exp_m1_lanes(&small);
-                        [special::ln_lanes(x), e, m1, special::exp_m1_lanes(&small)]
+                        let (ne, nm1) =
+                            special::exp_and_exp_m1_nonpositive_lanes(&small.map(|v| -v.abs()));
+                        [
+                            special::ln_lanes(x),
+                            e,
+                            m1,
+                            special::exp_m1_lanes(&small),
+                            ne,
+                            nm1,
+                        ]
                     })
                     .collect()
             });

@@ -1115,6 +1115,29 @@ pub(crate) fn exp_and_exp_m1_lanes<const L: usize>(x: &[f64; L]) -> ([f64; L], [
     (exp, exp_m1)
 }
 
+/// [`exp_and_exp_m1_lanes`] of `x <= 0`, the same values down to `k =
+/// -1022` (`e^x` to about `2^-1022.5`, a little into the subnormals); below,
+/// `e^x` is 0: it is `(1 + p) 2^k` with the one power of two that `e^x - 1`
+/// takes, not two factors that keep the smaller subnormal results. For the
+/// first step of a Kumaraswamy draw, whose draw is 1 (moved inside the
+/// support, flat) long before `e^-s` leaves the normal numbers: its op
+/// took 0.95–0.97 ms a million `f32` draws instead of 1.05–1.10 (AMD EPYC
+/// family 26 model 2, AVX-512).
+#[inline(always)]
+pub(crate) fn exp_and_exp_m1_nonpositive_lanes<const L: usize>(
+    x: &[f64; L],
+) -> ([f64; L], [f64; L]) {
+    let (mut exp, mut exp_m1) = ([0.0; L], [0.0; L]);
+    for l in 0..L {
+        let (r, k) = reduced(x[l]);
+        let p = exp_m1_reduced(r);
+        let power = power_of_two(k.max(-1023.0));
+        exp[l] = (1.0 + p) * power;
+        exp_m1[l] = power.mul_add(p, power - 1.0);
+    }
+    (exp, exp_m1)
+}
+
 /// `e^x` of sixteen `f64` lanes `x <= 0` (`lo` then `hi`) as `f32`,
 /// within an ulp of `e^x` rounded where that is normal and 0 where it is
 /// below `f32::MIN_POSITIVE` (or its subnormal value where `k = -126`;
@@ -3103,6 +3126,36 @@ mod tests {
             exp_nonpositive_to_f32(ends[..8].try_into().unwrap(), ends[8..].try_into().unwrap());
         assert_eq!(got[..5], [1.0, 1.0, 0.0, 0.0, 0.0]);
         assert!(got[5].is_nan());
+    }
+
+    /// `exp_and_exp_m1_nonpositive_lanes` gives the bits of
+    /// `exp_and_exp_m1_lanes` from 0 down to where `e^x` leaves the normal
+    /// numbers and a little beyond, and 0 or those bits below (`e^x - 1`
+    /// the same bits everywhere).
+    #[test]
+    fn the_nonpositive_exponential_is_the_general_one() {
+        let n = 100_000;
+        for i in 0..n / 8 {
+            let x: [f64; 8] = std::array::from_fn(|l| -746.0 * ((8 * i + l) as f64 / n as f64));
+            let (want, want_m1) = exp_and_exp_m1_lanes(&x);
+            let (got, got_m1) = exp_and_exp_m1_nonpositive_lanes(&x);
+            assert_eq!(got_m1.map(f64::to_bits), want_m1.map(f64::to_bits), "{x:?}");
+            for l in 0..8 {
+                // (k = -1022 down to e^x = 2^-1022.5, 0.71 of the smallest
+                // normal number)
+                if want[l] >= f64::MIN_POSITIVE * 0.75 {
+                    assert_eq!(got[l].to_bits(), want[l].to_bits(), "e^{}", x[l]);
+                } else {
+                    assert!(got[l] == 0.0 || got[l] == want[l], "e^{}: {}", x[l], got[l]);
+                }
+            }
+        }
+        let (e, m1) = exp_and_exp_m1_nonpositive_lanes(&[0.0, -0.0, -1e300, f64::NAN]);
+        assert_eq!(
+            (&e[..3], &m1[..3]),
+            (&[1.0, 1.0, 0.0][..], &[0.0, 0.0, -1.0][..])
+        );
+        assert!(e[3].is_nan() && m1[3].is_nan());
     }
 
     /// `exp_m1_lanes` against libm at 200 000 evenly spaced points of `[-2,
