@@ -1082,11 +1082,9 @@ pub(crate) fn exp_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
     out
 }
 
-/// `e^x - 1` of each lane, within about two ulp of the result (`-1` below
-/// `e^-745`, `+inf` above `e^709.78`): the Taylor polynomial itself where
-/// the range reduction leaves `x` as it is (`|x|` up to about `ln(2)/2`; no
-/// `1` added and taken away), [`exp_lanes`]' form less 1 beyond, where
-/// `|e^x - 1| > 0.29` cancels at most two bits.
+/// `e^x - 1` of each lane, within 2 ulp of the result (`-1` below
+/// `e^-745`, `+inf` above `e^709.78`): the second value of
+/// [`exp_and_exp_m1_lanes`].
 #[inline(always)]
 pub(crate) fn exp_m1_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
     exp_and_exp_m1_lanes(x).1
@@ -1162,8 +1160,7 @@ pub(crate) fn exp_nonpositive_to_f32(lo: &[f64; 8], hi: &[f64; 8]) -> [f32; 16] 
     let mut out = [0.0f32; 16];
     for l in 0..16 {
         // 2^k from the biased exponent k + 127 (0 at k = -127, +inf at
-        // 128) as the low
-        // bits of 2^23's mantissa, shifted into place
+        // 128) as the low bits of 2^23's mantissa, shifted into place
         const TWO_23: f32 = 8_388_608.0;
         let power = f32::from_bits(((k[l] + 127.0) + TWO_23).to_bits() << 23);
         // e^r - 1 = r + r² q(r), q = Σ r^j / (j + 2)! for j = 0..6 in
