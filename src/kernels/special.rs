@@ -1099,11 +1099,8 @@ pub(crate) fn exp_m1_lanes<const L: usize>(x: &[f64; L]) -> [f64; L] {
 pub(crate) fn exp_and_exp_m1_lanes<const L: usize>(x: &[f64; L]) -> ([f64; L], [f64; L]) {
     let (mut exp, mut exp_m1) = ([0.0; L], [0.0; L]);
     for l in 0..L {
-        let (r, k) = reduced(x[l]);
-        let p = exp_m1_reduced(r);
+        let (p, k, power) = exp_parts(x[l]);
         exp[l] = scaled(1.0 + p, k);
-        // 2^k, or 0 below the normal powers (where e^x - 1 rounds to -1)
-        let power = power_of_two(k.max(-1023.0));
         exp_m1[l] = select(
             mask(k <= 1023.0),
             power.mul_add(p, power - 1.0),
@@ -1111,6 +1108,15 @@ pub(crate) fn exp_and_exp_m1_lanes<const L: usize>(x: &[f64; L]) -> ([f64; L], [
         );
     }
     (exp, exp_m1)
+}
+
+/// `(p, k, 2^k)` with `e^x = (1 + p) 2^k`, `p = e^r - 1` of the reduced
+/// argument ([`reduced`], [`exp_m1_reduced`]); `2^k` is 0 below the normal
+/// powers (where `e^x - 1 = 2^k p + (2^k - 1)` rounds to -1).
+#[inline(always)]
+fn exp_parts(x: f64) -> (f64, f64, f64) {
+    let (r, k) = reduced(x);
+    (exp_m1_reduced(r), k, power_of_two(k.max(-1023.0)))
 }
 
 /// [`exp_and_exp_m1_lanes`] of `x <= 0`, the same values down to `k =
@@ -1127,9 +1133,7 @@ pub(crate) fn exp_and_exp_m1_nonpositive_lanes<const L: usize>(
 ) -> ([f64; L], [f64; L]) {
     let (mut exp, mut exp_m1) = ([0.0; L], [0.0; L]);
     for l in 0..L {
-        let (r, k) = reduced(x[l]);
-        let p = exp_m1_reduced(r);
-        let power = power_of_two(k.max(-1023.0));
+        let (p, _, power) = exp_parts(x[l]);
         exp[l] = (1.0 + p) * power;
         exp_m1[l] = power.mul_add(p, power - 1.0);
     }
@@ -3083,13 +3087,19 @@ mod tests {
         }
     }
 
+    /// The gap from `|v|` to the next float up, at least the smallest
+    /// normal number.
+    fn ulp(v: f64) -> f64 {
+        (f64::from_bits(v.abs().to_bits() + 1) - v.abs()).max(f64::MIN_POSITIVE)
+    }
+
     /// `exp_nonpositive_to_f32` against libm's `f64` exponential rounded to
     /// `f32`: within an ulp at 400 000 points of `[-87.3, 0]` and at the
     /// `f32` below 0.5 in magnitude from a sweep of their bits, below
     /// `f32::MIN_POSITIVE` where that is, and 1, 0 and NaN at the ends.
     #[test]
     fn exp_nonpositive_to_f32_is_within_an_ulp() {
-        let ulp = |v: f32| f32::from_bits(v.to_bits() + 1) - v;
+        let ulp32 = |v: f32| f32::from_bits(v.to_bits() + 1) - v;
         let check = |x: [f64; 16]| {
             let got =
                 exp_nonpositive_to_f32(x[..8].try_into().unwrap(), x[8..].try_into().unwrap());
@@ -3099,7 +3109,7 @@ mod tests {
                     assert!(got[l] < f32::MIN_POSITIVE, "e^{} = {} in f32", x[l], got[l]);
                 } else {
                     let err = (got[l] - want).abs();
-                    assert!(err <= ulp(want), "e^{}: {} against {want}", x[l], got[l]);
+                    assert!(err <= ulp32(want), "e^{}: {} against {want}", x[l], got[l]);
                 }
             }
         };
@@ -3161,7 +3171,6 @@ mod tests {
     /// there when `e^x - 1` was `e^x` less 1).
     #[test]
     fn exp_m1_lanes_are_within_two_ulp_near_zero() {
-        let ulp = |v: f64| (f64::from_bits(v.abs().to_bits() + 1) - v.abs()).max(f64::MIN_POSITIVE);
         let n = 200_000;
         for i in 0..n / 8 {
             let x: [f64; 8] = std::array::from_fn(|l| -2.0 + 4.0 * ((8 * i + l) as f64 / n as f64));
@@ -3183,7 +3192,6 @@ mod tests {
     /// of the result where it is normal, 0, -1 and `+inf` beyond the range.
     #[test]
     fn exp_lanes_are_within_two_ulp_of_libm() {
-        let ulp = |v: f64| (f64::from_bits(v.abs().to_bits() + 1) - v.abs()).max(f64::MIN_POSITIVE);
         let mut worst = 0.0f64;
         let mut bits = 1u64;
         while bits < 750f64.to_bits() {
