@@ -2966,7 +2966,9 @@ fn a_uniform_over_every_float_is_not_infinitely_wide() {
 /// A Student-t value so far from its location that `z²` overflows (1e200
 /// at scale 1, or 1 at scale 1e-300) has a finite log-density, far out
 /// in the tails; it is not -inf. Against mpmath (800 digits), in one
-/// tensor with an ordinary value, gradient in x included.
+/// tensor with ordinary values, gradient in x included; the ordinary ones'
+/// gradients stay finite where the far form is computed beside them (a
+/// location of 1e17 once made them NaN).
 #[test]
 #[allow(clippy::excessive_precision)] // mpmath's 17 digits
 fn student_t_far_in_the_tails_is_finite() {
@@ -2985,6 +2987,9 @@ fn student_t_far_in_the_tails_is_finite() {
         (2.5, -1e160, 3.0, 2.0, -1_287.127_914_937_946_4, 3.5e-160),
         // df near 1e-300: z²/df overflows though z² does not
         (1e-300, 1e10, 0.0, 1.0, -714.494_526_008_714_11, -1.0e-10),
+        // at its location, beside the far values, with `loc + scale`
+        // rounding to `loc`: the far form must not see `x - loc = 0` there
+        (3.0, 1e17, 1e17, 1.0, -1.000_888_849_623_509_7, 0.0),
     ];
     let tape = Tape::<f64>::new();
     let col = |k: usize| {
@@ -3012,6 +3017,7 @@ fn student_t_far_in_the_tails_is_finite() {
     for (i, dloc, dscale, ddf) in [
         (0, 4.0e-200, 3.0, -459.274_565_273_915_14),
         (2, 4.0, 3.0e300, -689.533_074_573_319_71),
+        (5, 0.0, -1.0, 0.026_480_513_893_278_643),
     ] {
         for (what, var, want) in [
             ("loc", loc, dloc),

@@ -2930,7 +2930,9 @@ impl<'t, F: Element> StudentT<'t, F> {
     /// finite for any finite `x`: a value 1e200 from the location is far
     /// out in the tails, not impossible. Each form sees, where the other is
     /// taken, a value at which it is finite (`z = 0` for the direct one,
-    /// `z = 1` for the far one), and the two are chosen, not blended.
+    /// `x - loc = scale` for the far one: given as such, not as `x = loc +
+    /// scale`, which rounds to `loc` where `loc` is above `2^53 scale`),
+    /// and the two are chosen, not blended.
     fn log1p_z2_over_df(&self, x: Var<'t, F>) -> Result<Var<'t, F>> {
         let (nu, loc, scale) = (self.df, self.loc, self.scale);
         let direct = |x: Var<'t, F>| -> Result<Var<'t, F>> {
@@ -2953,12 +2955,8 @@ impl<'t, F: Element> StudentT<'t, F> {
         );
         let near = far.map(|m| F::one() - m);
         let tape = self.tape();
-        let x_near = x.choose(near.clone(), tape.constant(l.clone()))?;
-        let x_far = x.choose(
-            far.clone(),
-            tape.constant(l.zip_map(&s, "StudentT", |l, s| l + s)?),
-        )?;
-        let d = x_far.try_sub(loc)?;
+        let x_near = x.choose(near, tape.constant(l))?;
+        let d = x.try_sub(loc)?.choose(far.clone(), tape.constant(s))?;
         let ln_z2 = (d.abs().ln().try_sub(scale.ln())?) * F::lit(2.0);
         let far_form = ln_z2
             .try_sub(nu.ln())?
