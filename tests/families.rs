@@ -1466,6 +1466,14 @@ fn implicit_derivatives_of_huge_concentrations_are_exact_or_an_error() {
         e.contains("beta_rsample") && e.contains("did not converge"),
         "{e}"
     );
+    // a draw far below 1e-4 is named in scientific notation, not with
+    // hundreds of digits
+    let tiny = Beta::new(tape.scalar(1e-3), huge).unwrap();
+    let e = backward_error(tiny.rsample(&mut rng).unwrap()).unwrap_or_default();
+    assert!(
+        e.contains("did not converge") && e.contains("e-") && e.len() < 250,
+        "{e}"
+    );
 }
 
 /// In f32 the families' log-densities stay within a few ulp of the f64

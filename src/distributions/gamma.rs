@@ -348,7 +348,7 @@ impl<F: Element, const P: usize> Op<F> for ImplicitSample<F, P> {
                 format!(
                     "the implicit derivative of the draw {} with parameters {params:?} did not \
                      converge; parameters up to {MAX_IMPLICIT_PARAMETER:e} are supported",
-                    to_f64(x[i])
+                    crate::error::Number(to_f64(x[i]))
                 ),
             ));
         }
