@@ -3038,6 +3038,63 @@ fn student_t_far_in_the_tails_is_finite() {
     }
 }
 
+/// The log-normal variance `expm1(s²) exp(2 loc + s²)` where one factor
+/// leaves the floats and the product does not, or both do: against mpmath
+/// (100 digits) at 1e-13 relative, gradients included, and 0 with
+/// partials 0 where the variance is below the smallest float. The product
+/// of the two factors gave NaN at `(-1e8, 1e3)` (`inf · 0`) and `inf` at
+/// `(360, 1e-20)`.
+#[test]
+#[allow(clippy::excessive_precision)] // mpmath's 17 digits
+fn lognormal_variance_where_its_factors_leave_the_floats() {
+    // (loc, scale, variance, d/d loc, d/d scale)
+    let cases = [
+        (
+            0.5,
+            1.2,
+            36.951_174_328_550_334,
+            73.902_348_657_100_668,
+            204.900_934_559_749_19,
+        ),
+        (
+            360.0,
+            1e-20,
+            4.920_700_930_263_815_2e272,
+            9.841_401_860_527_630_4e272,
+            9.841_401_860_527_630_9e292,
+        ),
+        (
+            300.0,
+            1e-160,
+            3.773_020_300_929_939_7e-60,
+            7.546_040_601_859_879_5e-60,
+            7.546_040_601_859_879_6e100,
+        ),
+        (-1e8, 1e3, 0.0, 0.0, 0.0),
+    ];
+    for (m, s, want, want_m, want_s) in cases {
+        let tape = Tape::<f64>::new();
+        let (loc, scale) = (tape.var(Tensor::scalar(m)), tape.var(Tensor::scalar(s)));
+        let var = LogNormal::new(loc, scale).unwrap().variance().unwrap();
+        let g = var.backward().unwrap();
+        let got = [
+            var.item().unwrap(),
+            g.get(loc).unwrap().item().unwrap(),
+            g.get(scale).unwrap().item().unwrap(),
+        ];
+        for ((got, want), what) in got
+            .iter()
+            .zip([want, want_m, want_s])
+            .zip(["value", "∂loc", "∂scale"])
+        {
+            assert!(
+                (got - want).abs() <= 1e-13 * want.abs(),
+                "({m}, {s}): {what} {got:e} vs {want:e}"
+            );
+        }
+    }
+}
+
 /// In `f32` the Beta divergence and its gradients are the `f64` ones
 /// rounded (the `f64` path is checked against mpmath elsewhere): its forms
 /// cancel terms of the size of a concentration times its digamma, which

@@ -1,6 +1,7 @@
 //! Bijectors, distributions transformed by them, and the log-normal and
 //! logit-normal distributions built from them.
 
+use super::pointwise::{self, Lanes, Pointwise, each_lane};
 use super::{
     Distribution, Normal, above_zero, into_open_unit, kl::kl_divergence,
     linked::linked_normal_log_prob, on_support_of_events, open_unit_bounds,
@@ -506,17 +507,63 @@ impl<'t, F: Element> Distribution<'t, F> for LogNormal<'t, F> {
         let s2 = self.normal.scale().square();
         Ok(self.normal.loc().try_add(s2 * F::lit(0.5))?.exp())
     }
-    // expm1(scale²) exp(2 loc + scale²)
     fn variance(&self) -> Result<Var<'t, F>> {
-        let s2 = self.normal.scale().square();
-        let e = (self.normal.loc() * F::lit(2.0)).try_add(s2)?.exp();
-        s2.expm1().try_mul(e)
+        pointwise::apply(LogNormalVariance, &[self.normal.loc(), self.normal.scale()])
     }
     fn batch_shape(&self) -> Vec<usize> {
         self.normal.batch_shape()
     }
     fn event_shape(&self) -> Vec<usize> {
         vec![]
+    }
+}
+
+/// The log-normal variance of `[loc, scale]`, `expm1(s²) exp(2 loc + s²)`
+/// (`s` the scale), with `∂loc = 2 v` and `∂s = 2 v (s + r / s)`, `r = s² /
+/// (1 - e^-s²)` (`1` at `s = 0`). Where that product is not a normal
+/// number (one factor overflows where the other underflows: `expm1(10⁶)`
+/// and `exp(-2·10⁸)` gave NaN for a variance of 0), or `s²` is not (it
+/// underflows beside a large `loc`), it is taken through its logarithm, `2 loc + s² +
+/// ln expm1(s²)`, with `ln expm1(y) = y + ln(1 - e^-y)` above 1 and `2 ln s
+/// + y/2` below `10⁻⁸`.
+#[derive(Clone, Copy)]
+struct LogNormalVariance;
+
+impl Pointwise<2> for LogNormalVariance {
+    const NAME: &'static str = "lognormal_variance";
+    const KEYED: usize = 2;
+    type Pre = ();
+
+    #[inline(always)]
+    fn pre(_: &[Lanes; 2]) {}
+
+    fn eval(v: &[Lanes; 2], _: &(), out: &mut Lanes, d: &mut [Lanes; 2]) {
+        each_lane(v, out, d, f64::INFINITY, |[m, s]| {
+            let y = s * s;
+            // y / (1 - e^-y), and its limit where y is 0
+            let r = if y > 1e-8 {
+                y / -(-y).exp_m1()
+            } else {
+                1.0 + 0.5 * y
+            };
+            let direct = y.exp_m1() * (2.0 * m + y).exp();
+            // (a subnormal s² has lost digits: its logarithm is 2 ln s)
+            if direct.is_normal() && y.is_normal() {
+                return Some((direct, [2.0 * direct, 2.0 * direct * (s + r / s)]));
+            }
+            let ln_expm1 = if y > 1.0 {
+                y + (-(-y).exp()).ln_1p()
+            } else if y > 1e-8 {
+                y.exp_m1().ln()
+            } else {
+                2.0 * s.ln() + 0.5 * y
+            };
+            let z = 2.0 * m + y + ln_expm1;
+            let value = z.exp();
+            // 2 v (s + r/s) = 2 v (y + r) / s
+            let slope = (z + std::f64::consts::LN_2 + (y + r).ln() - s.ln()).exp();
+            Some((value, [2.0 * value, slope]))
+        });
     }
 }
 
