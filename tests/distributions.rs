@@ -2689,6 +2689,103 @@ fn kumaraswamy_variance_keeps_its_digits_where_it_is_tiny() {
     assert_eq!(checked, 6);
 }
 
+/// Where `b` is tiny the Kumaraswamy mass sits near 1 and the variance is
+/// of the size of `b` (`b / 2` at `a = 1`): it and its gradients match
+/// mpmath (200 digits, `b B(1 + 2/a, b) - (b B(1 + 1/a, b))²` and its
+/// numerical derivatives) at 1e-9 relative, on both sides of the switch
+/// to the series in `b` at 10⁻³. Its log-moments were once taken as
+/// differences over `1/a` that agree in every digit there: the variance
+/// came out NaN from `b = 10⁻¹⁶` down, and 2e-4 off at `b = 10⁻⁷`, `a = 2·10⁵`.
+#[test]
+#[allow(clippy::excessive_precision)] // mpmath's 17 digits
+fn kumaraswamy_variance_of_a_tiny_b() {
+    // (a, b, variance, ∂a, ∂b)
+    let cases = [
+        (
+            1.0,
+            1e-30,
+            5.000_000_000_000_000_4e-31,
+            -5.000_000_000_000_000_4e-31,
+            0.5,
+        ),
+        (
+            1e8,
+            1e-30,
+            2.404_113_741_379_796_2e-46,
+            -4.808_227_417_820_201_3e-54,
+            2.404_113_741_379_796e-16,
+        ),
+        (
+            2.5,
+            1e-12,
+            1.694_551_424_371_129_6e-13,
+            -9.228_238_496_871_749_3e-14,
+            0.169_455_142_436_786_91,
+        ),
+        (
+            0.3,
+            1e-20,
+            1.300_041_802_541_084_7e-20,
+            -2.669_192_173_976_161_5e-20,
+            1.300_041_802_541_084_7,
+        ),
+        (
+            40.0,
+            1e-9,
+            1.406_490_500_665_578_1e-12,
+            -6.805_044_645_014_247_5e-14,
+            0.001_406_490_498_704_949_6,
+        ),
+        (
+            1.0,
+            3e-6,
+            1.499_988_750_057_374_8e-6,
+            -1.499_985_195_679_511_6e-6,
+            0.499_992_500_057_374_67,
+        ),
+        (
+            1e3,
+            6e-4,
+            1.437_414_227_590_710_3e-9,
+            -2.870_951_084_506_398_4e-12,
+            2.393_747_894_773_221_4e-6,
+        ),
+        (
+            30.0,
+            2e-3,
+            4.881_185_606_268_751_9e-6,
+            -3.115_580_935_589_254_3e-7,
+            0.002_433_735_539_968_577_3,
+        ),
+        (
+            2e5,
+            1e-7,
+            6.010_202_530_726_090_8e-18,
+            -6.010_161_944_514_957_8e-23,
+            6.010_201_718_989_540_6e-11,
+        ),
+    ];
+    for (a0, b0, want, want_a, want_b) in cases {
+        let tape = Tape::<f64>::new();
+        let (a, b) = (tape.var(Tensor::scalar(a0)), tape.var(Tensor::scalar(b0)));
+        let var = Kumaraswamy::new(a, b).unwrap().variance().unwrap();
+        let g = var.backward().unwrap();
+        let got = [
+            var.item().unwrap(),
+            g.get(a).unwrap().item().unwrap(),
+            g.get(b).unwrap().item().unwrap(),
+        ];
+        for ((got, want), what) in got
+            .iter()
+            .zip([want, want_a, want_b])
+            .zip(["value", "∂a", "∂b"])
+        {
+            let rel = ((got - want) / want).abs();
+            assert!(rel < 1e-9, "a = {a0}, b = {b0}: {what} {got:e} vs {want:e}");
+        }
+    }
+}
+
 /// Between near-equal Gumbels, Weibulls and geometrics (scales 1 and
 /// 1.000001, concentrations 10 and 10.00001, logits 1 and 1.000001) the
 /// divergence, about 1e-13 to 1e-12, matches the 50-digit reference at
