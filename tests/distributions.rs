@@ -729,6 +729,80 @@ fn gradcheck_binomial_log_prob() {
     );
 }
 
+/// At logits whose probability is far below the smallest float's square
+/// root, the binomial and negative binomial log-masses keep their slope
+/// in the logits, `k sigmoid(-l) - (n - k) sigmoid(l)` (`r` in place of
+/// `n - k` for the negative binomial), and their value where the mean
+/// count underflows: their saddle-point form once multiplied the gradient
+/// of `bd0` in the mean count by `n` before `sigmoid`'s slope, which came
+/// out `±inf` (`Binomial(1e15, -700)` at 1e8 successes,
+/// `NegativeBinomial(1e8, 700)` at one, `f32` logits past 88), and took
+/// `bd0` of a mean of 0 beyond logits of 745: `Binomial(40, -800)` at one
+/// success gave `-inf` for `ln 40 - 800`.
+#[test]
+fn binomial_slopes_at_far_logits() {
+    fn value<F: Element>(n: f64, l: f64, k: f64) -> f64 {
+        let tape = Tape::<F>::new();
+        let (n, l) = (tape.scalar(F::lit(n)), tape.scalar(F::lit(l)));
+        let d = Binomial::from_logits(n, l).unwrap();
+        let lp = d.log_prob(tape.scalar(F::lit(k))).unwrap();
+        lp.item().unwrap().to_f64().unwrap()
+    }
+    let want = 40f64.ln() - 800.0;
+    let got = value::<f64>(40.0, -800.0, 1.0);
+    assert!((got - want).abs() <= 1e-15 * want.abs(), "{got} vs {want}");
+    let got = value::<f64>(40.0, 800.0, 39.0);
+    assert!((got - want).abs() <= 1e-15 * want.abs(), "{got} vs {want}");
+    fn check<F: Element>(negative: bool, n: f64, l: f64, k: f64) {
+        let tape = Tape::<F>::new();
+        let logits = tape.var(Tensor::scalar(F::lit(l)));
+        let count = tape.constant(Tensor::scalar(F::lit(n)));
+        let value = tape.constant(Tensor::scalar(F::lit(k)));
+        let lp = match negative {
+            false => Binomial::from_logits(count, logits)
+                .unwrap()
+                .log_prob(value),
+            true => NegativeBinomial::from_logits(count, logits)
+                .unwrap()
+                .log_prob(value),
+        }
+        .unwrap();
+        let got = lp.backward().unwrap().get(logits).unwrap().item().unwrap();
+        let got = got.to_f64().unwrap();
+        let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
+        let failures = if negative { n } else { n - k };
+        let want = k * sigmoid(-l) - failures * sigmoid(l);
+        let tol = if F::DTYPE == "F32" { 1e-6 } else { 1e-12 };
+        assert!(
+            (got - want).abs() <= tol * want.abs(),
+            "{} ({n}, {l}) at {k}: {got:e} vs {want:e}",
+            if negative {
+                "NegativeBinomial"
+            } else {
+                "Binomial"
+            }
+        );
+    }
+    for (n, l, k) in [
+        (1e15, -700.0, 1e8),
+        (1e15, 700.0, 1.0),
+        (1e15, -400.0, 50.0),
+        (40.0, -800.0, 1.0),
+    ] {
+        check::<f64>(false, n, l, k);
+    }
+    for (r, l, k) in [
+        (1e8, 700.0, 1.0),
+        (1.0, -700.0, 1e8),
+        (40.0, 400.0, 3.0),
+        (1.0, -800.0, 40.0),
+    ] {
+        check::<f64>(true, r, l, k);
+    }
+    check::<f32>(false, 1e6, -95.0, 10.0);
+    check::<f32>(true, 1e6, 95.0, 10.0);
+}
+
 /// Draws of the binomial follow its mass, by trials one at a time (10) and
 /// through Knuth's Beta halving (1000), at a probability below and above
 /// 1/2; a count above `n` has no mass and no gradient; bad parameters and

@@ -862,11 +862,43 @@ fn binomial_saddle_point<'t, F: Element>(
 ) -> Result<Var<'t, F>> {
     let corrections = n.lgamma_correction() - k.lgamma_correction();
     let corrections = corrections.try_sub(rest.lgamma_correction())?;
-    let successes = k.bd0(n.try_mul(l.sigmoid())?)?;
-    let failures = rest.bd0(n.try_mul((-l).sigmoid())?)?;
+    let successes = deviance_from_mean(k, n, l)?;
+    let failures = deviance_from_mean(rest, n, -l)?;
     let spread = n.ln().try_sub(k.ln())?.try_sub(rest.ln())? * F::lit(0.5);
     let t = corrections.try_sub(successes.try_add(failures)?)?;
     Ok(t.try_add(spread)? - F::lit(super::HALF_LN_2PI))
+}
+
+/// `bd0(a, n sigmoid(l))`, the deviance of a count `a` from its mean in
+/// [`binomial_saddle_point`]. Where `sigmoid(l)` is below about
+/// `sqrt(MIN_POSITIVE)` (`l` under half of `ln MIN_POSITIVE`: -354 in
+/// `f64`, -43 in `f32`), the mean is far below any count it meets (short
+/// of counts past 1e154, or 1e19 in `f32`), and the deviance is `a (ln a -
+/// ln y) + y - a` with `ln y = ln n - softplus(-l)`, whose terms do not
+/// cancel there. Through the mean `y` itself, `y` underflowed to 0 from
+/// `l = -745` on (`Binomial(40, -800)` at one success gave `-inf` for
+/// -796.3, with a NaN gradient), and before that the gradient in `y`, `1 -
+/// a / y`, passed the largest float on its way to `sigmoid`'s slope (`inf`
+/// in the logits of `Binomial(1e15, -700)` at 1e8 successes; in `f32` from
+/// `l = -88`). Elsewhere it is `bd0` of the product, which keeps its digits
+/// where `a` is near `y`; that form sees `l = 0` where it is not taken.
+fn deviance_from_mean<'t, F: Element>(
+    a: Var<'t, F>,
+    n: Var<'t, F>,
+    l: Var<'t, F>,
+) -> Result<Var<'t, F>> {
+    let below = F::min_positive_value().ln() * F::lit(0.5);
+    let far = super::gamma::mask_where(&[a, n, l], |v| v[2] < below)?;
+    if far.data().iter().all(|&m| m == F::zero()) {
+        return a.bd0(n.try_mul(l.sigmoid())?);
+    }
+    let tape = l.tape();
+    let near = far.map(|m| F::one() - m);
+    let l_near = l.choose(near, tape.constant(Tensor::zeros(far.shape())))?;
+    let direct = a.bd0(n.try_mul(l_near.sigmoid())?)?;
+    let ln_y = n.ln().try_sub((-l).softplus())?;
+    let logs = a.try_mul(a.ln().try_sub(ln_y)?)?.try_add(ln_y.exp())?;
+    logs.try_sub(a)?.choose(far, direct)
 }
 
 /// `ln C(n, k) + k ln p + (n - k) ln q` through `ln B` and two non-positive
