@@ -523,9 +523,10 @@ impl<'t, F: Element> Distribution<'t, F> for LogNormal<'t, F> {
 /// (1 - e^-s²)` (`1` at `s = 0`). Where that product is not a normal
 /// number (one factor overflows where the other underflows: `expm1(10⁶)`
 /// and `exp(-2·10⁸)` gave NaN for a variance of 0), or `s²` is not (it
-/// underflows beside a large `loc`), it is taken through its logarithm, `2 loc + s² +
-/// ln expm1(s²)`, with `ln expm1(y) = y + ln(1 - e^-y)` above 1 and `2 ln s
-/// + y/2` below `10⁻⁸`.
+/// underflows beside a large `loc`), it is taken through its logarithm,
+/// `2 loc + s² + ln expm1(s²)`, with `ln expm1(y) = y + ln(1 - e^-y)`
+/// above 1 and `2 ln s + y/2` below `10⁻⁸`, and so is the scale's
+/// partial.
 #[derive(Clone, Copy)]
 struct LogNormalVariance;
 
