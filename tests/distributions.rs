@@ -214,6 +214,66 @@ fn gradcheck_entropies_and_moments() {
     );
 }
 
+/// Between Normals whose scales are further apart than the float range
+/// (their ratio underflows or overflows), the divergence is its closed
+/// form, `(r² + d² - 1)/2 - ln r` with `ln r = ln sq - ln sp`, finite or
+/// `+inf`, never NaN, in `f64` and `f32`: the log of the rounded ratio gave
+/// `inf` for 759.8 (scales 1e-300 and 1e30) and NaN (`inf - inf`) the
+/// other way round. Its gradients stay finite where it is.
+#[test]
+fn normal_kl_between_scales_beyond_the_float_range() {
+    fn kl<F: Element>(sq: f64, sp: f64, mq: f64) -> (f64, Vec<f64>) {
+        let tape = Tape::<F>::new();
+        let p: Vec<Var<'_, F>> = [mq, sq, 0.0, sp]
+            .iter()
+            .map(|&x| tape.var(Tensor::scalar(F::lit(x))))
+            .collect();
+        let q = Normal::new(p[0], p[1]).unwrap();
+        let prior = Normal::new(p[2], p[3]).unwrap();
+        let kl = kl_divergence(&q, &prior).unwrap();
+        let value = kl.item().unwrap().to_f64().unwrap();
+        let grads = match value.is_finite() {
+            true => {
+                let g = kl.backward().unwrap();
+                p.iter()
+                    .map(|v| g.get(*v).unwrap().item().unwrap().to_f64().unwrap())
+                    .collect()
+            }
+            false => Vec::new(),
+        };
+        (value, grads)
+    }
+    // (sq, sp, mq): the closed form in f64 logarithms
+    let want = |sq: f64, sp: f64, mq: f64| {
+        let d = mq / sp;
+        0.5 * (d * d - 1.0) - (sq.ln() - sp.ln())
+    };
+    for (sq, sp, mq) in [
+        (1e-300, 1e30, 0.0),
+        (1e-300, 1e30, 3e29),
+        (1e-200, 1e200, 0.0),
+    ] {
+        let (got, grads) = kl::<f64>(sq, sp, mq);
+        let w = want(sq, sp, mq);
+        assert!(
+            (got - w).abs() <= 1e-15 * w.abs(),
+            "({sq:e}, {sp:e}): {got} vs {w}"
+        );
+        assert!(
+            grads.iter().all(|g| g.is_finite()),
+            "({sq:e}, {sp:e}): {grads:?}"
+        );
+    }
+    let (got, _) = kl::<f64>(1e30, 1e-300, 0.0);
+    assert_eq!(got, f64::INFINITY);
+    let (got, grads) = kl::<f32>(1e-30, 1e20, 0.0);
+    let w = want(f64::from(1e-30f32), f64::from(1e20f32), 0.0);
+    assert!((got - w).abs() <= 1e-6 * w.abs(), "f32: {got} vs {w}");
+    assert!(grads.iter().all(|g| g.is_finite()), "f32: {grads:?}");
+    let (got, _) = kl::<f32>(1e20, 1e-30, 0.0);
+    assert_eq!(got, f64::INFINITY);
+}
+
 #[test]
 fn gradcheck_kl_wrt_both_arguments() {
     gc(

@@ -281,12 +281,21 @@ fn slopes<F: Element>(
 
 /// `KL(N(mq, sq) || N(mp, sp))`, with `r = sq / sp` and
 /// `d = (mq - mp) / sp`: `r² - 1` as `(r - 1)(r + 1)`, exact factors near
-/// `r = 1`, where the rounding of `r²` would be all of a small KL.
+/// `r = 1`, where the rounding of `r²` would be all of a small KL. Where
+/// `r` is not a normal number (the scales more than the float range
+/// apart), `ln r` is `ln sq - ln sp`: `ln` of an `r` that underflowed to 0
+/// made the divergence `inf` (it is 759.8 at scales 1e-300 and 1e30), and
+/// of one that overflowed, `inf - inf`.
 #[inline(always)]
 fn normal_kl_term<F: Element>(mq: F, sq: F, mp: F, sp: F) -> F {
     let r = sq / sp;
     let d = (mq - mp) / sp;
-    F::lit(0.5) * ((r - F::one()) * (r + F::one()) + d * d) - r.fast_ln()
+    let ln_r = if r.is_normal() {
+        r.fast_ln()
+    } else {
+        sq.fast_ln() - sp.fast_ln()
+    };
+    F::lit(0.5) * ((r - F::one()) * (r + F::one()) + d * d) - ln_r
 }
 
 /// KL(N(mq, sq) || N(mp, sp)) elementwise over inputs `[mq, sq, mp, sp]`, fused.
