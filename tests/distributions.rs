@@ -2785,6 +2785,19 @@ fn case_num(case: &crate::json::Value, key: &str) -> f64 {
     case.get(key).and_then(|v| v.as_f64()).unwrap()
 }
 
+/// The Kumaraswamy(a, b) variance and its partials in `a` and `b`.
+fn kumaraswamy_variance_and_partials(a: f64, b: f64) -> [f64; 3] {
+    let tape = Tape::<f64>::new();
+    let (a, b) = (tape.var(Tensor::scalar(a)), tape.var(Tensor::scalar(b)));
+    let var = Kumaraswamy::new(a, b).unwrap().variance().unwrap();
+    let g = var.backward().unwrap();
+    [
+        var.item().unwrap(),
+        g.get(a).unwrap().item().unwrap(),
+        g.get(b).unwrap().item().unwrap(),
+    ]
+}
+
 /// Where the Kumaraswamy variance is tiny beside its squared mean (`a`
 /// from 10⁴ to 10¹⁵, on both sides of the switch to the series near
 /// 2·10⁵; variances from about 10⁻⁸ down to 10⁻³⁰), it and its gradients
@@ -2799,16 +2812,7 @@ fn kumaraswamy_variance_keeps_its_digits_where_it_is_tiny() {
         if kind != "kumaraswamy_variance" || num("concentration1") < 1e4 {
             continue;
         }
-        let tape = Tape::<f64>::new();
-        let a = tape.var(Tensor::scalar(num("concentration1")));
-        let b = tape.var(Tensor::scalar(num("concentration0")));
-        let var = Kumaraswamy::new(a, b).unwrap().variance().unwrap();
-        let g = var.backward().unwrap();
-        let got = [
-            var.item().unwrap(),
-            g.get(a).unwrap().item().unwrap(),
-            g.get(b).unwrap().item().unwrap(),
-        ];
+        let got = kumaraswamy_variance_and_partials(num("concentration1"), num("concentration0"));
         let want = ["value", "grad_concentration1", "grad_concentration0"].map(num);
         for ((got, want), what) in got.iter().zip(want).zip(["value", "∂a", "∂b"]) {
             let rel = ((got - want) / want).abs();
@@ -2900,15 +2904,7 @@ fn kumaraswamy_variance_of_a_tiny_b() {
         ),
     ];
     for (a0, b0, want, want_a, want_b) in cases {
-        let tape = Tape::<f64>::new();
-        let (a, b) = (tape.var(Tensor::scalar(a0)), tape.var(Tensor::scalar(b0)));
-        let var = Kumaraswamy::new(a, b).unwrap().variance().unwrap();
-        let g = var.backward().unwrap();
-        let got = [
-            var.item().unwrap(),
-            g.get(a).unwrap().item().unwrap(),
-            g.get(b).unwrap().item().unwrap(),
-        ];
+        let got = kumaraswamy_variance_and_partials(a0, b0);
         for ((got, want), what) in got
             .iter()
             .zip([want, want_a, want_b])
