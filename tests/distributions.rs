@@ -218,7 +218,7 @@ fn gradcheck_entropies_and_moments() {
 /// (their ratio underflows or overflows), the divergence is its closed
 /// form, `(r² + d² - 1)/2 - ln r` with `ln r = ln sq - ln sp`, finite or
 /// `+inf`, never NaN, in `f64` and `f32`: the log of the rounded ratio gave
-/// `inf` for 759.8 (scales 1e-300 and 1e30) and NaN (`inf - inf`) the
+/// `inf` for 759.35 (scales 1e-300 and 1e30) and NaN (`inf - inf`) the
 /// other way round. Its gradients stay finite where it is.
 #[test]
 fn normal_kl_between_scales_beyond_the_float_range() {
@@ -796,7 +796,8 @@ fn gradcheck_binomial_log_prob() {
 /// count underflows: their saddle-point form once multiplied the gradient
 /// of `bd0` in the mean count by `n` before `sigmoid`'s slope, which came
 /// out `±inf` (`Binomial(1e15, -700)` at 1e8 successes,
-/// `NegativeBinomial(1e8, 700)` at one, `f32` logits past 88), and took
+/// `NegativeBinomial(1e8, 700)` at one, `f32` `NegativeBinomial(1e6, 95)`
+/// at 10), and took
 /// `bd0` of a mean of 0 beyond logits of 745: `Binomial(40, -800)` at one
 /// success gave `-inf` for `ln 40 - 800`.
 #[test]
@@ -2833,7 +2834,8 @@ fn kumaraswamy_variance_keeps_its_digits_where_it_is_tiny() {
 /// numerical derivatives) at 1e-9 relative, on both sides of the switch
 /// to the series in `b` at 10⁻³. Its log-moments were once taken as
 /// differences over `1/a` that agree in every digit there: the variance
-/// came out NaN from `b = 10⁻¹⁶` down, and 2e-4 off at `b = 10⁻⁷`, `a = 2·10⁵`.
+/// came out NaN from `b = 10⁻¹⁵` down, 27 % off at `b = 10⁻¹⁴` (`a = 1`) and
+/// 1.4e-3 off at `b = 10⁻⁷`, `a = 2·10⁵`.
 #[test]
 #[allow(clippy::excessive_precision)] // mpmath's 17 digits
 fn kumaraswamy_variance_of_a_tiny_b() {

@@ -389,11 +389,12 @@ const SECOND_AT_ONE: f64 = -2.404_113_806_319_188_6;
 /// Below this `b` (and from [`VARIANCE_SERIES_BELOW`] on in `h`), the
 /// variance's `D` comes from its series in `b` ([`small_b_log_ratio`]),
 /// where `G(2h) - 2 G(h)` is off by about `10⁻¹⁶ / h²` relative (`G` of
-/// the size of `b h`, `D` of `b h²`: 4e-6 at `h = 5·10⁻⁶`). Against a
-/// 200-digit reference over `a` from 1 to 10⁶, the variance just below
-/// it is within 3e-12 and its derivatives within 2.1e-9 (`∂a`, whose
-/// series stops a term earlier); just above, the form of differences over
-/// `h` is up to 1.5e-7 off where `a` is 10⁴ to 2·10⁵ (`10⁻¹⁶ / (b h)`).
+/// the size of `b h`, `D` of `b h²`: 6.5e-6 at `a = 2·10⁵`, `b = 10⁻⁷`).
+/// Against a 200-digit reference over `a` from 1 to 10⁶, the variance
+/// just below it is within 1e-11 and its derivatives within 2.1e-9 (`∂a`,
+/// whose series stops a term earlier); just above, the form of
+/// differences over `h` is up to 1.5e-7 off where `a` is 10⁴ to 2·10⁵
+/// (`10⁻¹⁶ / (b h)`).
 const SMALL_B_SERIES_BELOW: f64 = 1e-3;
 
 /// The variance's `D = G(2h) - 2 G(h)` for a small `b`, with its
@@ -426,8 +427,8 @@ const THIRD_AND_FOURTH_AT_ONE: (f64, f64) = (6.493_939_402_266_829, -24.886_266_
 /// Below this `b`, the variance's `c3 = ψ''(1) - ψ''(1 + b)` is taken
 /// from its series, `-b (ψ'''(1) + ψ''''(1) b / 2)` (off by about `3 b²`
 /// relative), where the difference of the two values has lost most of
-/// its digits (all of them at `b = 10⁻¹⁶`, where `c3` is 6.5e-16 and the
-/// variance's `D` came out negative).
+/// its digits (all of them from `b = 10⁻¹⁶`, where `1 + b` rounds to 1:
+/// at `a = 10⁸`, `b = 10⁻³⁰` the variance came out NaN).
 const THIRD_SERIES_BELOW: f64 = 1e-5;
 
 impl Pointwise<2> for KumaraswamyVariance {

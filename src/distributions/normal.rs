@@ -284,7 +284,7 @@ fn slopes<F: Element>(
 /// `r = 1`, where the rounding of `r²` would be all of a small KL. Where
 /// `r` is not a normal number (the scales more than the float range
 /// apart), `ln r` is `ln sq - ln sp`: `ln` of an `r` that underflowed to 0
-/// made the divergence `inf` (it is 759.8 at scales 1e-300 and 1e30), and
+/// made the divergence `inf` (it is 759.35 at scales 1e-300 and 1e30), and
 /// of one that overflowed, `inf - inf`.
 #[inline(always)]
 fn normal_kl_term<F: Element>(mq: F, sq: F, mp: F, sp: F) -> F {

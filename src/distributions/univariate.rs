@@ -879,8 +879,8 @@ fn binomial_saddle_point<'t, F: Element>(
 /// `l = -745` on (`Binomial(40, -800)` at one success gave `-inf` for
 /// -796.3, with a NaN gradient), and before that the gradient in `y`, `1 -
 /// a / y`, passed the largest float on its way to `sigmoid`'s slope (`inf`
-/// in the logits of `Binomial(1e15, -700)` at 1e8 successes; in `f32` from
-/// `l = -88`). Elsewhere it is `bd0` of the product, which keeps its digits
+/// in the logits of `Binomial(1e15, -700)` at 1e8 successes; in `f32`, of
+/// `NegativeBinomial(1e6, 95)` at 10). Elsewhere it is `bd0` of the product, which keeps its digits
 /// where `a` is near `y`; that form sees `l = 0` where it is not taken.
 fn deviance_from_mean<'t, F: Element>(
     a: Var<'t, F>,
