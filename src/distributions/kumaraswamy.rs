@@ -443,7 +443,6 @@ impl Pointwise<2> for KumaraswamyVariance {
         each_lane(v, out, d, 0.0, |[a, b]| {
             let h = 1.0 / a;
             let [g1, g1_t, g1_b] = ln_moment(h, b);
-            let [g2, g2_t, g2_b] = ln_moment(2.0 * h, b);
             // D and its derivatives (in a through h: dh/da = -h/a)
             let (dv, dv_a, dv_b) = if h < VARIANCE_SERIES_BELOW {
                 // c2 h² + c3 h³ with c_k = ψ⁽ᵏ⁻¹⁾(1) - ψ⁽ᵏ⁻¹⁾(1 + b)
@@ -464,6 +463,7 @@ impl Pointwise<2> for KumaraswamyVariance {
             } else if b < SMALL_B_SERIES_BELOW {
                 small_b_log_ratio(h, b, a)
             } else {
+                let [g2, g2_t, g2_b] = ln_moment(2.0 * h, b);
                 (
                     g2 - 2.0 * g1,
                     -(2.0 * h / a) * (g2_t - g1_t),
