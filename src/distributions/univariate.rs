@@ -880,25 +880,26 @@ fn binomial_saddle_point<'t, F: Element>(
 /// -796.3, with a NaN gradient), and before that the gradient in `y`, `1 -
 /// a / y`, passed the largest float on its way to `sigmoid`'s slope (`inf`
 /// in the logits of `Binomial(1e15, -700)` at 1e8 successes; in `f32`, of
-/// `NegativeBinomial(1e6, 95)` at 10). Elsewhere it is `bd0` of the product, which keeps its digits
-/// where `a` is near `y`; that form sees `l = 0` where it is not taken.
+/// `NegativeBinomial(1e6, 95)` at 10). Elsewhere it is `bd0` of the
+/// product, which keeps its digits where `a` is near `y`. Each form is
+/// built on its own elements ([`split`](super::gamma::split)).
 fn deviance_from_mean<'t, F: Element>(
     a: Var<'t, F>,
     n: Var<'t, F>,
     l: Var<'t, F>,
 ) -> Result<Var<'t, F>> {
     let below = F::min_positive_value().ln() * F::lit(0.5);
-    let far = super::gamma::mask_where(&[a, n, l], |v| v[2] < below)?;
-    if far.data().iter().all(|&m| m == F::zero()) {
-        return a.bd0(n.try_mul(l.sigmoid())?);
-    }
-    let tape = l.tape();
-    let near = far.map(|m| F::one() - m);
-    let l_near = l.choose(near, tape.constant(Tensor::zeros(far.shape())))?;
-    let direct = a.bd0(n.try_mul(l_near.sigmoid())?)?;
-    let ln_y = n.ln().try_sub((-l).softplus())?;
-    let logs = a.try_mul(a.ln().try_sub(ln_y)?)?.try_add(ln_y.exp())?;
-    logs.try_sub(a)?.choose(far, direct)
+    let inputs = [a, n, l];
+    let far = super::gamma::mask_where(&inputs, |v| v[2] < below)?;
+    let logs = |v: &[Var<'t, F>]| {
+        let (a, n, l) = (v[0], v[1], v[2]);
+        let ln_y = n.ln().try_sub((-l).softplus())?;
+        a.try_mul(a.ln().try_sub(ln_y)?)?
+            .try_add(ln_y.exp())?
+            .try_sub(a)
+    };
+    let product = |v: &[Var<'t, F>]| v[0].bd0(v[1].try_mul(v[2].sigmoid())?);
+    super::gamma::split(&inputs, (far.clone(), far), logs, product)
 }
 
 /// `ln C(n, k) + k ln p + (n - k) ln q` through `ln B` and two non-positive
