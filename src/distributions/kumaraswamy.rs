@@ -61,11 +61,14 @@ const EULER: f64 = 0.577_215_664_901_532_9;
 /// quadrature over the uniform of a draw (81 to 641 points an element for
 /// `a` and `b` from `10⁻²` to `10⁵`, each a few exponentials and
 /// logarithms: microseconds an element, where the closed forms take
-/// nanoseconds). Against 50-digit values (`a` and `b`
-/// from `10⁻²` to `10³`), the KL and its gradients are within 7·10⁻¹⁴.
-/// Where the two distributions nearly coincide the KL is the difference
-/// of terms of the size of 1, and it keeps its digits in absolute terms
-/// there, not relative ones. Against other families,
+/// nanoseconds; up to 2561 points where `b` is below `10⁻³`). Against
+/// 50-digit values (`a` and `b` from `10⁻²` to `10³`, and `b` down to
+/// `10⁻⁸`), the KL and its gradients are within 2·10⁻¹³. `E[ln(1 - x)]` is
+/// about `-1/b` where `b` is small: it is integrated less that term, so
+/// that the KL's terms of the size of `1/b` cancel in closed form. Where
+/// the two distributions nearly coincide the KL is the difference of terms
+/// of the size of 1 (and of `ln b`), and it keeps its digits in absolute
+/// terms there, not relative ones. Against other families,
 /// `Divergence::Auto` (or `MonteCarlo`) estimates the KL from
 /// reparameterized draws.
 ///
@@ -545,14 +548,18 @@ static TANH_SINH: LazyLock<(Vec<TanhSinhNode>, [usize; TANH_SINH_LEVELS + 1])> =
         (nodes, ends)
     });
 
-/// `g = ln(1 - x)` at the draw `x = (1 - v^(1/b))^(1/a)` of a uniform `v`
-/// (given as `ln v`), and its partials in `a` and `b`. With `s = ln v / b`,
-/// `w = 1 - e^s`, `t = ln w / a` and `x = e^t`: `∂a = (t / a) x / (1 - x)`
-/// and `∂b = -(s / (a b)) (e^s / w) (x / (1 - x))`. Where `v^(1/b)` is
-/// small, `ln w` and `t` underflow while `g` is about `s - ln a`: `λ =
-/// ln(-ln w)` and `τ = ln(-t) = λ - ln a` carry them in logarithms, and the
-/// ratios come through `e^(t - g)`, whose size is that of `x / (1 - x)`
-/// without its overflow.
+/// `g - s`, `∂g/∂a + 1/a` and `∂g/∂b + s/b` for `g = ln(1 - x)` at the
+/// draw `x = (1 - v^(1/b))^(1/a)` of a uniform `v` (given as `ln v`), with
+/// `s = ln v / b = ln(1 - x^a)`, whose mean `-1/b` and its partials are
+/// exact: [`mean_log_complement`] integrates these remainders, so that
+/// terms of the size of `1/b` cancel in closed form, not in the sums. With
+/// `w = 1 - e^s`, `t = ln w / a` and `x = e^t`: `∂g/∂a = (t / a) x / (1 -
+/// x)` and `∂g/∂b = -(s / (a b)) (e^s / w) (x / (1 - x))`, so the remainders
+/// are `-expm1(t - g + τ) / a` and `-(s / b) expm1(s - ln w + t - g - ln
+/// a)`. Where `v^(1/b)` is small, `ln w` and `t` underflow while `g` is
+/// about `s - ln a`: `λ = ln(-ln w)` and `τ = ln(-t) = λ - ln a` carry them
+/// in logarithms, and `s` and `ln a` drop out of the exponents in closed
+/// form, which leaves them as small as the remainders are.
 ///
 /// Every lane at one node, in operations that vectorize (`exp_lanes` and
 /// the like for libm's calls), each branch computed in every lane and the
@@ -560,7 +567,8 @@ static TANH_SINH: LazyLock<(Vec<TanhSinhNode>, [usize; TANH_SINH_LEVELS + 1])> =
 /// harmless one where the branch is not chosen). `-ln w` is `-expm1`'s
 /// logarithm or `ln_1p(-e^s)`, `λ = s + ln(-ln w / e^s)` (the ratio 1 where
 /// `e^s` underflows), and `g = τ + ln(expm1(t) / t)` above `t = -ln 2` (a
-/// sum of two terms of one sign) and `ln_1p(-e^t)` below.
+/// sum of two terms of one sign) and `ln_1p(-e^t)` below (where `|s|` is
+/// below `ln(1 / (1 - 2^-a))`, so that `g - s` is taken as such).
 #[inline(always)]
 fn log_complement_lanes(ln_v: f64, a: &Lanes, b: &Lanes, ln_a: &Lanes) -> [Lanes; 3] {
     // (loops, not `array::from_fn`, which LLVM may leave out of line,
@@ -613,43 +621,57 @@ fn log_complement_lanes(ln_v: f64, a: &Lanes, b: &Lanes, ln_a: &Lanes) -> [Lanes
         low[l] = if above { -0.5 } else { -et[l] };
     }
     let (ln_r, ln_low) = (ln_lanes(&r), ln_1p_lanes(&low));
-    let (mut g, mut arg_a, mut arg_b) = ([0.0; LANES], [0.0; LANES], [0.0; LANES]);
+    let (mut rest, mut arg_a, mut arg_b) = ([0.0; LANES], [0.0; LANES], [0.0; LANES]);
     for l in 0..LANES {
-        g[l] = if t[l] > minus_ln2 {
-            tau[l] + ln_r[l]
+        // g - s, g - τ - t and g - s - ln w - t + ln a, with the terms
+        // that cancel left out where g is about s - ln a
+        let far = t[l] > minus_ln2;
+        rest[l] = if far {
+            (ln_ratio[l] - ln_a[l]) + ln_r[l]
         } else {
-            ln_low[l]
+            ln_low[l] - s[l]
         };
-        arg_a[l] = tau[l] + t[l] - g[l];
-        arg_b[l] = s[l] + minus_ln_w[l] + t[l] - g[l];
+        arg_a[l] = if far {
+            t[l] - ln_r[l]
+        } else {
+            tau[l] + t[l] - ln_low[l]
+        };
+        arg_b[l] = if far {
+            minus_ln_w[l] + t[l] - ln_ratio[l] - ln_r[l]
+        } else {
+            s[l] + minus_ln_w[l] + t[l] - ln_low[l] - ln_a[l]
+        };
     }
-    let (exp_a, exp_b) = (exp_lanes(&arg_a), exp_lanes(&arg_b));
+    let (_, em1_a) = exp_and_exp_m1_lanes(&arg_a);
+    let (_, em1_b) = exp_and_exp_m1_lanes(&arg_b);
     let mut out = [[0.0; LANES]; 3];
     for l in 0..LANES {
-        // v^(1/b) = 1 (s = 0) or x = 0 (t = -inf): each integrand is 0 in the limit
+        // v^(1/b) = 1 (s = 0) or x = 0 (t = -inf): g and its partials are
+        // 0 in the limit
         let zero = s[l] == 0.0 || t[l] == f64::NEG_INFINITY;
-        out[0][l] = if zero { 0.0 } else { g[l] };
-        out[1][l] = if zero { 0.0 } else { -exp_a[l] / a[l] };
-        out[2][l] = if zero {
-            0.0
-        } else {
-            -(s[l] / (a[l] * b[l])) * exp_b[l]
-        };
+        out[0][l] = if zero { -s[l] } else { rest[l] };
+        out[1][l] = if zero { 1.0 } else { -em1_a[l] } / a[l];
+        out[2][l] = if zero { 1.0 } else { -em1_b[l] } * (s[l] / b[l]);
     }
     out
 }
 
 /// `E[ln(1 - x)]` under Kumaraswamy(a, b) in each lane, with its partials
-/// in `a` and `b`, and the level at which every lane had settled, as
-/// `∫₀¹ ln(1 - x(v)) dv` over the uniform `v` of a draw
-/// ([`log_complement_lanes`]) by the tanh-sinh rule, whose nodes crowd
-/// towards both ends, where the integrand has its logarithmic singularity
-/// (`v → 0`, `x → 1`) and its steepest part for small `b`. Levels are added
-/// until the three integrals change by less than [`TANH_SINH_SETTLED`]
-/// from one level to the next (from level 3 on): at most level 6 for `a`
-/// and `b` from `10⁻²` to `10⁵` (a test walks that grid). The eight lanes
-/// go on together until the last has settled. Where `a = 1` the draw is a
-/// Beta(1, b)'s and the integral is `-1/b`.
+/// in `a` and `b`, as `R = E[ln(1 - x)] + 1/b`, `∂R/∂a + 1/a` and `∂R/∂b -
+/// 1/b²` ([`log_complement_lanes`]), and the level at which every lane had
+/// settled, as integrals over the uniform `v` of a draw by the tanh-sinh
+/// rule, whose nodes crowd towards both ends, where the integrand has its
+/// logarithmic singularity (`v → 0`, `x → 1`) and its steepest part for
+/// small `b`. Levels are added until each integral changes by less than
+/// [`TANH_SINH_SETTLED`] from one level to the next (from level 3 on),
+/// relative to the larger of itself and of the integral less its closed
+/// form term (`E[ln(1 - x)]` and its partials), the latter times `b` where
+/// `b < 1`: those are the sizes of the terms the remainders are added to
+/// in the divergence and its partials (of the size of 1, `b/a` and `1/b`
+/// where `b` is small). At most level 6 for `a` and `b` from `10⁻²` to
+/// `10⁵` (a test walks that grid). The eight lanes go on together until the
+/// last has settled. Where `a = 1` the draw is a Beta(1, b)'s, `1 - x = v^(1/b)`,
+/// and `R` and its slope in `b` are 0.
 #[inline(always)]
 fn mean_log_complement(a: &Lanes, b: &Lanes) -> ([Lanes; 3], usize) {
     let (nodes, ends) = &*TANH_SINH;
@@ -677,10 +699,19 @@ fn mean_log_complement(a: &Lanes, b: &Lanes) -> ([Lanes; 3], usize) {
             step *= 0.5;
         }
         let estimate = sums.map(|sum| sum.map(|sum| sum * step));
-        let settled = estimate.iter().zip(&last).all(|(now, before)| {
-            now.iter()
-                .zip(before)
-                .all(|(now, before)| (now - before).abs() <= TANH_SINH_SETTLED * now.abs())
+        let settled = (0..LANES).all(|l| {
+            // E[ln(1 - x)] and its partials, times b (b² for the slope in
+            // b) where b < 1
+            let (inv_a, inv_b, k) = (1.0 / a[l], 1.0 / b[l], b[l].min(1.0));
+            let plain = [
+                (estimate[0][l] - inv_b) * k,
+                (estimate[1][l] - inv_a) * k,
+                (estimate[2][l] * k) * k + (inv_b * k) * (inv_b * k),
+            ];
+            (0..3).all(|i| {
+                let scale = estimate[i][l].abs().max(plain[i].abs());
+                (estimate[i][l] - last[i][l]).abs() <= TANH_SINH_SETTLED * scale
+            })
         });
         if level >= 3 && settled {
             return (estimate, level);
@@ -693,12 +724,16 @@ fn mean_log_complement(a: &Lanes, b: &Lanes) -> ([Lanes; 3], usize) {
 /// KL(Kumaraswamy(a, b) || Beta(α, β)) of `[a, b, α, β]`: `E_q[ln q] -
 /// E_q[ln p]` with the Kumaraswamy's entropy in closed form, `E[ln x] =
 /// -H_b / a` (`H_b = ψ(b + 1) + γ`, taken as `ψ(1 + b) - ψ(1)` with its
-/// relative accuracy for a small `b`) and `L = E[ln(1 - x)]` by quadrature
-/// ([`mean_log_complement`]):
-/// `ln(a b) - (b - 1) / b - H_b (a - α) / a - (β - 1) L + ln B(α, β)`, with
-/// `∂a = 1/a - α H_b / a² - (β - 1) ∂L/∂a`, `∂b = 1/b - 1/b² - ψ'(b + 1)
-/// (a - α) / a - (β - 1) ∂L/∂b`, `∂α = H_b / a + ψ(α) - ψ(α + β)` and `∂β =
-/// -L + ψ(β) - ψ(α + β)`.
+/// relative accuracy for a small `b`) and `E[ln(1 - x)] = R - 1/b` by
+/// quadrature ([`mean_log_complement`], with `M = ∂R/∂a + 1/a` and `N =
+/// ∂R/∂b - 1/b²`): `ln(a b) + (β - b) / b - H_b (a - α) / a - (β - 1) R +
+/// ln B(α, β)`, with `∂a = β/a - α H_b / a² - (β - 1) M`, `∂b = (b - β) /
+/// b² - ψ'(b + 1) (a - α) / a - (β - 1) N`, `∂α = H_b / a + ψ(α) - ψ(α +
+/// β)` and `∂β = (β - b) / (b β) + ψ(1 + β) - ψ(α + β) - R`. Written so,
+/// the terms of the size of `1/b` (and `1/a` in `∂a`), which cancel where
+/// the two distributions are close, do so in closed form: with `E[ln(1 -
+/// x)]` itself the KL between equal distributions at `b = 10⁻⁸` was
+/// `-1.7·10⁻⁸`.
 #[derive(Clone, Copy)]
 struct KumaraswamyBetaDivergence;
 
@@ -712,20 +747,26 @@ impl Pointwise<4> for KumaraswamyBetaDivergence {
 
     #[inline(always)]
     fn eval(v: &[Lanes; 4], _: &(), out: &mut Lanes, d: &mut [Lanes; 4]) {
-        let ([l, l_a, l_b], _) = mean_log_complement(&v[0], &v[1]);
+        let ([r, m, n], _) = mean_log_complement(&v[0], &v[1]);
         for i in 0..LANES {
             let [a, b, alpha, beta] = [v[0][i], v[1][i], v[2][i], v[3][i]];
-            let (l, l_a, l_b) = (l[i], l_a[i], l_b[i]);
+            let (r, m, n) = (r[i], m[i], n[i]);
             let harmonic = -digamma_diff(1.0, b);
             let gap = (a - alpha) / a;
             let value =
-                (a.ln() + b.ln()) - (b - 1.0) / b - harmonic * gap - times_b_less_one(beta, l)
+                (a.ln() + b.ln()) + (beta - b) / b - harmonic * gap - times_b_less_one(beta, r)
                     + lbeta(alpha, beta);
+            // ψ(1 + β) - ψ(α + β), each pair with its digits
+            let digamma_gap = if alpha >= 1.0 {
+                digamma_diff(1.0 + beta, alpha - 1.0)
+            } else {
+                -digamma_diff(alpha + beta, 1.0 - alpha)
+            };
             let partials = [
-                1.0 / a - ((alpha * harmonic) / a) / a - times_b_less_one(beta, l_a),
-                (1.0 / b - (1.0 / b) / b) - trigamma(b + 1.0) * gap - times_b_less_one(beta, l_b),
+                beta / a - ((alpha * harmonic) / a) / a - times_b_less_one(beta, m),
+                ((b - beta) / b) / b - trigamma(b + 1.0) * gap - times_b_less_one(beta, n),
                 harmonic / a + digamma_diff(alpha, beta),
-                digamma_diff(beta, alpha) - l,
+                ((beta - b) / b) / beta + digamma_gap - r,
             ];
             out[i] = value;
             for (d, p) in d.iter_mut().zip(partials) {
@@ -963,7 +1004,10 @@ mod tests {
     /// Over `a` and `b` from `10⁻²` to `10⁵` (every half decade) the
     /// quadrature settles by level 6 with finite integrals; where `a = 1`
     /// (a Beta(1, b) draw) `E[ln(1 - x)] = -1/b` and its slope in `b` is
-    /// `1/b²`.
+    /// `1/b²`, so that the remainders `R` and `∂R/∂b - 1/b²` are 0, to the
+    /// rounding of terms of the size of 1 (not of `1/b`), also for `b`
+    /// down to `10⁻¹²` (by level 7 there: `∂R/∂a + 1/a`, of the size of
+    /// `b`, settles to its own digits).
     #[test]
     fn the_quadrature_settles_across_the_grid() {
         let grid: Vec<f64> = (-4..=10).map(|k| 10f64.powf(f64::from(k) / 2.0)).collect();
@@ -979,13 +1023,14 @@ mod tests {
                 );
             }
         }
-        for b in grid.chunks(LANES) {
+        let small: Vec<f64> = (-24..=-5).map(|k| 10f64.powf(f64::from(k) / 2.0)).collect();
+        for b in grid.chunks(LANES).chain(small.chunks(LANES)) {
             let b: Lanes = std::array::from_fn(|l| b[l.min(b.len() - 1)]);
-            let ([l, _, l_b], _) = mean_log_complement(&[1.0; LANES], &b);
+            let ([r, _, n], level) = mean_log_complement(&[1.0; LANES], &b);
+            assert!(level <= 7, "b = {b:?}: level {level}");
             for (i, &b) in b.iter().enumerate() {
-                assert!((l[i] + 1.0 / b).abs() <= 1e-14 / b, "b = {b}: {}", l[i]);
-                let want = 1.0 / (b * b);
-                assert!((l_b[i] - want).abs() <= 1e-13 * want, "b = {b}: {}", l_b[i]);
+                assert!(r[i].abs() <= 1e-15, "b = {b:e}: {:e}", r[i]);
+                assert!(n[i].abs() <= 1e-13, "b = {b:e}: {:e}", n[i]);
             }
         }
     }

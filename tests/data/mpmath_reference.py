@@ -722,6 +722,12 @@ KINDS["kumaraswamy_beta_kl"] = (kumaraswamy_beta_kl, ["concentration1_q", "conce
     (100.0, 0.01, 1.0, 1.0),
     (0.02, 1.0, 1.0, 10.0),
     (0.01, 100.0, 1.0, 3.0),
+    # a small b, where E[ln(1 - x)] is about -1/b and the KL's terms of that size cancel
+    (1.0, 1e-8, 1.0, 1e-8),
+    (1.0, 1e-8, 1.0, 1.1e-8),
+    (0.7, 1e-7, 0.7, 2e-7),
+    (3.0, 1e-5, 2.0, 2e-5),
+    (0.5, 1e-8, 0.3, 2e-8),
 ])
 
 
