@@ -59,9 +59,9 @@ const EULER: f64 = 0.577_215_664_901_532_9;
 /// and its prior, is built in: the entropy and `E[ln x] = -H_b / a` in
 /// closed form, and `E[ln(1 - x)]` with its partials by a tanh-sinh
 /// quadrature over the uniform of a draw (81 to 641 points an element for
-/// `a` and `b` from `10⁻²` to `10⁵`, each a few exponentials and
-/// logarithms: microseconds an element, where the closed forms take
-/// nanoseconds; up to 2561 points where `b` is below `10⁻³`). Against
+/// `a` from `10⁻²` to `10⁵` and `b` from `10⁻¹²` to `10⁵`, each a few
+/// exponentials and logarithms: microseconds an element, where the closed
+/// forms take nanoseconds). Against
 /// 50-digit values (`a` and `b` from `10⁻²` to `10³`, and `b` down to
 /// `10⁻⁸`), the KL and its gradients are within 2·10⁻¹³. `E[ln(1 - x)]` is
 /// about `-1/b` where `b` is small: it is integrated less that term, so
@@ -506,6 +506,16 @@ const TANH_SINH_LEVELS: usize = 8;
 /// is then good to about the rounding of the sum.
 const TANH_SINH_SETTLED: f64 = 1e-9;
 
+/// Below this `b`, [`mean_log_complement`] integrates over `y = -ln v / b`
+/// (`-s`) on `(0, Y)`, where the draw's features lie at `y` of the size of
+/// 1 (and of `ln(1/a)`), not over `v`, where they crowd into `1 - v` of
+/// the size of `b` at the interval's end.
+const OVER_Y_BELOW: f64 = 1e-2;
+
+/// `Y` less `ln(1/a)` (where `a < 1`): beyond it `ln(1 - x) - s` is `-ln
+/// a` and the partials' remainders are 0 to within `e^-Y / a`.
+const Y_BEYOND_FEATURES: f64 = 40.0;
+
 /// One node of the tanh-sinh rule on `(0, 1)` at `t >= 0`: the logarithms
 /// of `v = (1 + tanh(u)) / 2 = 1 / (1 + e^(-2u))`, `u = π/2 sinh t`, and of
 /// its complement `1 - v = 1 / (1 + e^(2u))` (each from `e^(-2u)`, so that
@@ -515,6 +525,8 @@ const TANH_SINH_SETTLED: f64 = 1e-9;
 struct TanhSinhNode {
     ln_v: f64,
     ln_complement: f64,
+    v: f64,
+    complement: f64,
     weight: f64,
 }
 
@@ -528,6 +540,8 @@ static TANH_SINH: LazyLock<(Vec<TanhSinhNode>, [usize; TANH_SINH_LEVELS + 1])> =
             TanhSinhNode {
                 ln_v,
                 ln_complement: ln_v - 2.0 * u,
+                v: ln_v.exp(),
+                complement: (ln_v - 2.0 * u).exp(),
                 weight: std::f64::consts::FRAC_PI_4 * t.cosh() / (cosh_u * cosh_u),
             }
         };
@@ -570,13 +584,13 @@ static TANH_SINH: LazyLock<(Vec<TanhSinhNode>, [usize; TANH_SINH_LEVELS + 1])> =
 /// sum of two terms of one sign) and `ln_1p(-e^t)` below (where `|s|` is
 /// below `ln(1 / (1 - 2^-a))`, so that `g - s` is taken as such).
 #[inline(always)]
-fn log_complement_lanes(ln_v: f64, a: &Lanes, b: &Lanes, ln_a: &Lanes) -> [Lanes; 3] {
+fn log_complement_lanes(ln_v: &Lanes, a: &Lanes, b: &Lanes, ln_a: &Lanes) -> [Lanes; 3] {
     // (loops, not `array::from_fn`, which LLVM may leave out of line,
     // compiled without the caller's wider instructions)
     let minus_ln2 = -std::f64::consts::LN_2;
     let mut s = [0.0; LANES];
     for l in 0..LANES {
-        s[l] = ln_v / b[l];
+        s[l] = ln_v[l] / b[l];
     }
     let (e, em1) = exp_and_exp_m1_lanes(&s);
     let (mut near, mut far) = ([1.0; LANES], [-0.5; LANES]);
@@ -662,34 +676,66 @@ fn log_complement_lanes(ln_v: f64, a: &Lanes, b: &Lanes, ln_a: &Lanes) -> [Lanes
 /// settled, as integrals over the uniform `v` of a draw by the tanh-sinh
 /// rule, whose nodes crowd towards both ends, where the integrand has its
 /// logarithmic singularity (`v → 0`, `x → 1`) and its steepest part for
-/// small `b`. Levels are added until each integral changes by less than
+/// small `b`. Below [`OVER_Y_BELOW`] that part lies within `1 - v` of the
+/// size of `b`, which the rule would reach only with many levels: there
+/// the integrals are taken over `y = -ln v / b` on `(0, Y)` (`dv = b
+/// e^(-b y) dy`, the same nodes on the longer interval), where the draw's
+/// features lie at `y` of the size of 1, and beyond `Y` ([`Y_BEYOND_FEATURES`]
+/// past `ln(1/a)`) the remainders' limits (`-ln a`, 0, 0) are added in closed
+/// form. Levels are added until each integral changes by less than
 /// [`TANH_SINH_SETTLED`] from one level to the next (from level 3 on),
 /// relative to the larger of itself and of the integral less its closed
-/// form term (`E[ln(1 - x)]` and its partials), the latter times `b` where
-/// `b < 1`: those are the sizes of the terms the remainders are added to
-/// in the divergence and its partials (of the size of 1, `b/a` and `1/b`
-/// where `b` is small). At most level 6 for `a` and `b` from `10⁻²` to
-/// `10⁵` (a test walks that grid). The eight lanes go on together until the
-/// last has settled. Where `a = 1` the draw is a Beta(1, b)'s, `1 - x = v^(1/b)`,
-/// and `R` and its slope in `b` are 0.
+/// form term (`E[ln(1 - x)]` and its partials), the latter times `b` (`b²`
+/// for the slope in `b`) where `b < 1`: those are the sizes of the terms
+/// the remainders are added to in the divergence and its partials (of the
+/// size of 1, `b/a` and 1 where `b` is small). At most level 6 for `a` from
+/// `10⁻²` to `10⁵` and `b` from `10⁻¹²` to `10⁵` (a test walks that grid).
+/// The eight lanes go on together until the last has settled. Where `a =
+/// 1` the draw is a Beta(1, b)'s, `1 - x = v^(1/b)`, and `R` and its slope
+/// in `b` are 0.
 #[inline(always)]
 fn mean_log_complement(a: &Lanes, b: &Lanes) -> ([Lanes; 3], usize) {
     let (nodes, ends) = &*TANH_SINH;
     let ln_a = ln_lanes(a);
+    // b Y for the lanes taken over y (0 for those over v), and their tails
+    let (mut reach, mut minus_reach) = ([0.0; LANES], [0.0; LANES]);
+    for l in 0..LANES {
+        if b[l] < OVER_Y_BELOW {
+            reach[l] = b[l] * (Y_BEYOND_FEATURES + (-ln_a[l]).max(0.0));
+        }
+        minus_reach[l] = -reach[l];
+    }
+    let over_y = reach.iter().any(|&r| r > 0.0);
+    let tail = exp_lanes(&minus_reach);
     let (mut sums, mut last, mut step) = ([[0.0; LANES]; 3], [[f64::NAN; LANES]; 3], 1.0);
     let mut start = 0;
     for (level, &end) in ends.iter().enumerate() {
         for (k, n) in nodes[start..end].iter().enumerate() {
             // t = 0 (the first node of level 0) is its own mirror image
             let mirrored = level > 0 || start + k > 0;
-            for ln_v in [n.ln_v, n.ln_complement]
+            for (ln_u, u) in [(n.ln_v, n.v), (n.ln_complement, n.complement)]
                 .into_iter()
                 .take(1 + usize::from(mirrored))
             {
-                let terms = log_complement_lanes(ln_v, a, b, &ln_a);
+                // v = u, or v = e^(-b y) at y = Y u with dv = b Y e^(-b y) du
+                let (mut ln_v, mut weight) = ([ln_u; LANES], [n.weight; LANES]);
+                if over_y {
+                    for l in 0..LANES {
+                        ln_v[l] = -(reach[l] * u);
+                    }
+                    let density = exp_lanes(&ln_v);
+                    for l in 0..LANES {
+                        if reach[l] > 0.0 {
+                            weight[l] *= reach[l] * density[l];
+                        } else {
+                            ln_v[l] = ln_u;
+                        }
+                    }
+                }
+                let terms = log_complement_lanes(&ln_v, a, b, &ln_a);
                 for (sum, term) in sums.iter_mut().zip(&terms) {
-                    for (sum, term) in sum.iter_mut().zip(term) {
-                        *sum += n.weight * term;
+                    for l in 0..LANES {
+                        sum[l] += weight[l] * term[l];
                     }
                 }
             }
@@ -698,7 +744,13 @@ fn mean_log_complement(a: &Lanes, b: &Lanes) -> ([Lanes; 3], usize) {
         if level > 0 {
             step *= 0.5;
         }
-        let estimate = sums.map(|sum| sum.map(|sum| sum * step));
+        let mut estimate = sums.map(|sum| sum.map(|sum| sum * step));
+        for l in 0..LANES {
+            // beyond Y, g - s is -ln a, and the partials' remainders 0
+            if reach[l] > 0.0 {
+                estimate[0][l] -= ln_a[l] * tail[l];
+            }
+        }
         let settled = (0..LANES).all(|l| {
             // E[ln(1 - x)] and its partials, times b (b² for the slope in
             // b) where b < 1
@@ -1001,18 +1053,19 @@ mod tests {
         }
     }
 
-    /// Over `a` and `b` from `10⁻²` to `10⁵` (every half decade) the
-    /// quadrature settles by level 6 with finite integrals; where `a = 1`
-    /// (a Beta(1, b) draw) `E[ln(1 - x)] = -1/b` and its slope in `b` is
-    /// `1/b²`, so that the remainders `R` and `∂R/∂b - 1/b²` are 0, to the
-    /// rounding of terms of the size of 1 (not of `1/b`), also for `b`
-    /// down to `10⁻¹²` (by level 7 there: `∂R/∂a + 1/a`, of the size of
-    /// `b`, settles to its own digits).
+    /// Over `a` from `10⁻²` to `10⁵` and `b` from `10⁻¹²` to `10⁵` (every
+    /// half decade) the quadrature settles by level 6 with finite
+    /// integrals; where `a = 1` (a Beta(1, b) draw) `E[ln(1 - x)] = -1/b`
+    /// and its slope in `b` is `1/b²`, so that the remainders `R` and `∂R/∂b
+    /// - 1/b²` are 0, to the rounding of terms of the size of 1 (not of
+    /// `1/b`); and on either side of [`OVER_Y_BELOW`] the integrals over `v`
+    /// and over `y` agree.
     #[test]
     fn the_quadrature_settles_across_the_grid() {
         let grid: Vec<f64> = (-4..=10).map(|k| 10f64.powf(f64::from(k) / 2.0)).collect();
+        let small: Vec<f64> = (-24..=-5).map(|k| 10f64.powf(f64::from(k) / 2.0)).collect();
         for &a in &grid {
-            for &b in &grid {
+            for &b in grid.iter().chain(&small) {
                 // each pair alone in its lanes (a lane settles with the others)
                 let (terms, level) = mean_log_complement(&[a; LANES], &[b; LANES]);
                 assert!(level <= 6, "a = {a}, b = {b}: level {level}");
@@ -1023,14 +1076,26 @@ mod tests {
                 );
             }
         }
-        let small: Vec<f64> = (-24..=-5).map(|k| 10f64.powf(f64::from(k) / 2.0)).collect();
         for b in grid.chunks(LANES).chain(small.chunks(LANES)) {
             let b: Lanes = std::array::from_fn(|l| b[l.min(b.len() - 1)]);
-            let ([r, _, n], level) = mean_log_complement(&[1.0; LANES], &b);
-            assert!(level <= 7, "b = {b:?}: level {level}");
+            let ([r, _, n], _) = mean_log_complement(&[1.0; LANES], &b);
             for (i, &b) in b.iter().enumerate() {
                 assert!(r[i].abs() <= 1e-15, "b = {b:e}: {:e}", r[i]);
                 assert!(n[i].abs() <= 1e-13, "b = {b:e}: {:e}", n[i]);
+            }
+        }
+        let below = OVER_Y_BELOW * (1.0 - 1e-12);
+        assert!(below < OVER_Y_BELOW);
+        for &a in &grid {
+            let (over_v, _) = mean_log_complement(&[a; LANES], &[OVER_Y_BELOW; LANES]);
+            let (over_y, _) = mean_log_complement(&[a; LANES], &[below; LANES]);
+            for (v, y) in over_v.iter().zip(&over_y) {
+                let (v, y) = (v[0], y[0]);
+                // (1e-13 where the remainder is 0 but for the rounding, at a = 1)
+                assert!(
+                    (v - y).abs() <= 1e-11 * v.abs() + 1e-13,
+                    "a = {a}: {v:e} vs {y:e}"
+                );
             }
         }
     }
