@@ -1070,7 +1070,7 @@ fn survey() -> Result<()> {
         })?;
     }
     // KL(q || p) of a posterior of full tensors against a prior
-    let divergences: [(&str, Build, Build); 5] = [
+    let divergences: [(&str, Build, Build); 7] = [
         (
             "Normal",
             |t, v, _| {
@@ -1116,6 +1116,28 @@ fn survey() -> Result<()> {
             "Bernoulli",
             |t, v, _| Ok(Box::new(Bernoulli::from_logits(t.var(v.real.clone()))?)),
             |_, v, p| Ok(Box::new(Bernoulli::from_logits(p(&v.pos, 0.0))?)),
+        ),
+        // a stick-breaking posterior against its prior (a quadrature per element)
+        (
+            "Kumaraswamy",
+            |t, v, _| {
+                Ok(Box::new(Kumaraswamy::new(
+                    t.var(v.pos.clone()),
+                    t.var(v.pos.clone()),
+                )?))
+            },
+            |_, v, p| Ok(Box::new(Beta::new(p(&v.unit, 1.0), p(&v.pos, 1.0))?)),
+        ),
+        // ... where b is from 1e-5 to 1e-3
+        (
+            "Kumaraswamy (b small)",
+            |t, v, _| {
+                Ok(Box::new(Kumaraswamy::new(
+                    t.var(v.pos.clone()),
+                    t.var(v.unit.map(|x| x * 1e-3)),
+                )?))
+            },
+            |_, v, p| Ok(Box::new(Beta::new(p(&v.unit, 1.0), p(&v.pos, 1.0))?)),
         ),
     ];
     for (name, q, p) in divergences {
