@@ -506,6 +506,10 @@ const TANH_SINH_LEVELS: usize = 8;
 /// is then good to about the rounding of the sum.
 const TANH_SINH_SETTLED: f64 = 1e-9;
 
+/// An exponent beyond which `e^x` is within a factor `e^9` of overflowing
+/// (and `expm1(x)` is `e^x`).
+const EXP_NEAR_OVERFLOW: f64 = 700.0;
+
 /// Below this `b`, [`mean_log_complement`] integrates over `y = -ln v / b`
 /// (`-s`) on `(0, Y)`, where the draw's features lie at `y` of the size of
 /// 1 (and of `ln(1/a)`), not over `v`, where they crowd into `1 - v` of
@@ -562,11 +566,13 @@ static TANH_SINH: LazyLock<(Vec<TanhSinhNode>, [usize; TANH_SINH_LEVELS + 1])> =
         (nodes, ends)
     });
 
-/// `g - s`, `∂g/∂a + 1/a` and `∂g/∂b + s/b` for `g = ln(1 - x)` at the
-/// draw `x = (1 - v^(1/b))^(1/a)` of a uniform `v` (given as `ln v`), with
-/// `s = ln v / b = ln(1 - x^a)`, whose mean `-1/b` and its partials are
-/// exact: [`mean_log_complement`] integrates these remainders, so that
-/// terms of the size of `1/b` cancel in closed form, not in the sums. With
+/// `g - s`, `∂g/∂a + 1/a` and `∂g/∂b + s/b`, then `g`, `∂g/∂a` and
+/// `∂g/∂b`, for `g = ln(1 - x)` at the draw `x = (1 - v^(1/b))^(1/a)` of a
+/// uniform `v` (given as `ln v`), with `s = ln v / b = ln(1 - x^a)`, whose
+/// mean `-1/b` and its partials are exact: [`mean_log_complement`]
+/// integrates both, so that where `E[ln(1 - x)]` is about `-1/b` terms of
+/// that size cancel in closed form, not in the sums, and where it is far
+/// smaller (`x` tiny) it keeps its own digits. With
 /// `w = 1 - e^s`, `t = ln w / a` and `x = e^t`: `∂g/∂a = (t / a) x / (1 -
 /// x)` and `∂g/∂b = -(s / (a b)) (e^s / w) (x / (1 - x))`, so the remainders
 /// are `-expm1(t - g + τ) / a` and `-(s / b) expm1(s - ln w + t - g - ln
@@ -584,7 +590,7 @@ static TANH_SINH: LazyLock<(Vec<TanhSinhNode>, [usize; TANH_SINH_LEVELS + 1])> =
 /// sum of two terms of one sign) and `ln_1p(-e^t)` below (where `|s|` is
 /// below `ln(1 / (1 - 2^-a))`, so that `g - s` is taken as such).
 #[inline(always)]
-fn log_complement_lanes(ln_v: &Lanes, a: &Lanes, b: &Lanes, ln_a: &Lanes) -> [Lanes; 3] {
+fn log_complement_lanes(ln_v: &Lanes, a: &Lanes, b: &Lanes, ln_a: &Lanes) -> [Lanes; 6] {
     // (loops, not `array::from_fn`, which LLVM may leave out of line,
     // compiled without the caller's wider instructions)
     let minus_ln2 = -std::f64::consts::LN_2;
@@ -656,24 +662,47 @@ fn log_complement_lanes(ln_v: &Lanes, a: &Lanes, b: &Lanes, ln_a: &Lanes) -> [La
             s[l] + minus_ln_w[l] + t[l] - ln_low[l] - ln_a[l]
         };
     }
-    let (_, em1_a) = exp_and_exp_m1_lanes(&arg_a);
-    let (_, em1_b) = exp_and_exp_m1_lanes(&arg_b);
-    let mut out = [[0.0; LANES]; 3];
+    let (e_a, em1_a) = exp_and_exp_m1_lanes(&arg_a);
+    let (e_b, em1_b) = exp_and_exp_m1_lanes(&arg_b);
+    let mut out = [[0.0; LANES]; 6];
     for l in 0..LANES {
         // v^(1/b) = 1 (s = 0) or x = 0 (t = -inf): g and its partials are
         // 0 in the limit
         let zero = s[l] == 0.0 || t[l] == f64::NEG_INFINITY;
+        let g = if t[l] > minus_ln2 {
+            tau[l] + ln_r[l]
+        } else {
+            ln_low[l]
+        };
         out[0][l] = if zero { -s[l] } else { rest[l] };
         out[1][l] = if zero { 1.0 } else { -em1_a[l] } / a[l];
-        out[2][l] = if zero { 1.0 } else { -em1_b[l] } * (s[l] / b[l]);
+        let f = s[l] / b[l];
+        out[2][l] = if zero { f } else { -em1_b[l] * f };
+        out[3][l] = if zero { 0.0 } else { g };
+        out[4][l] = if zero { 0.0 } else { -e_a[l] / a[l] };
+        out[5][l] = if zero { 0.0 } else { -e_b[l] * f };
+    }
+    // where e^arg_b overflows, s / b has underflowed (b beyond 10¹⁵⁰ or so):
+    // their product from the sum of their logarithms, a lane at a time
+    // (outside the loop above, which then stays in vector registers)
+    if arg_b.iter().any(|&x| x > EXP_NEAR_OVERFLOW) {
+        for l in 0..LANES {
+            let f = s[l] / b[l];
+            if arg_b[l] > EXP_NEAR_OVERFLOW && s[l] != 0.0 {
+                let p = -f.signum() * (arg_b[l] + f.abs().ln()).exp();
+                out[2][l] = p;
+                out[5][l] = p;
+            }
+        }
     }
     out
 }
 
 /// `E[ln(1 - x)]` under Kumaraswamy(a, b) in each lane, with its partials
 /// in `a` and `b`, as `R = E[ln(1 - x)] + 1/b`, `∂R/∂a + 1/a` and `∂R/∂b -
-/// 1/b²` ([`log_complement_lanes`]), and the level at which every lane had
-/// settled, as integrals over the uniform `v` of a draw by the tanh-sinh
+/// 1/b²` and as themselves ([`log_complement_lanes`]), and the level at
+/// which every lane had settled, as integrals over the uniform `v` of a
+/// draw by the tanh-sinh
 /// rule, whose nodes crowd towards both ends, where the integrand has its
 /// logarithmic singularity (`v → 0`, `x → 1`) and its steepest part for
 /// small `b`. Below [`OVER_Y_BELOW`] that part lies within `1 - v` of the
@@ -688,13 +717,16 @@ fn log_complement_lanes(ln_v: &Lanes, a: &Lanes, b: &Lanes, ln_a: &Lanes) -> [La
 /// form term (`E[ln(1 - x)]` and its partials), the latter times `b` (`b²`
 /// for the slope in `b`) where `b < 1`: those are the sizes of the terms
 /// the remainders are added to in the divergence and its partials (of the
-/// size of 1, `b/a` and 1 where `b` is small). At most level 6 for `a` from
+/// size of 1, `b/a` and 1 where `b` is small); where the integral itself is
+/// the smaller of the two (and the one the divergence takes), relative to
+/// itself. Over `y` the integrals themselves are the remainders less their
+/// terms. At most level 6 for `a` from
 /// `10⁻²` to `10⁵` and `b` from `10⁻¹²` to `10⁵` (a test walks that grid).
 /// The eight lanes go on together until the last has settled. Where `a =
 /// 1` the draw is a Beta(1, b)'s, `1 - x = v^(1/b)`, and `R` and its slope
 /// in `b` are 0.
 #[inline(always)]
-fn mean_log_complement(a: &Lanes, b: &Lanes) -> ([Lanes; 3], usize) {
+fn mean_log_complement(a: &Lanes, b: &Lanes) -> ([Lanes; 6], usize) {
     let (nodes, ends) = &*TANH_SINH;
     let ln_a = ln_lanes(a);
     // b Y for the lanes taken over y (0 for those over v), and their tails
@@ -707,7 +739,7 @@ fn mean_log_complement(a: &Lanes, b: &Lanes) -> ([Lanes; 3], usize) {
     }
     let over_y = reach.iter().any(|&r| r > 0.0);
     let tail = exp_lanes(&minus_reach);
-    let (mut sums, mut last, mut step) = ([[0.0; LANES]; 3], [[f64::NAN; LANES]; 3], 1.0);
+    let (mut sums, mut last, mut step) = ([[0.0; LANES]; 6], [[f64::NAN; LANES]; 6], 1.0);
     let mut start = 0;
     for (level, &end) in ends.iter().enumerate() {
         for (k, n) in nodes[start..end].iter().enumerate() {
@@ -746,23 +778,37 @@ fn mean_log_complement(a: &Lanes, b: &Lanes) -> ([Lanes; 3], usize) {
         }
         let mut estimate = sums.map(|sum| sum.map(|sum| sum * step));
         for l in 0..LANES {
-            // beyond Y, g - s is -ln a, and the partials' remainders 0
+            let (inv_a, inv_b) = (1.0 / a[l], 1.0 / b[l]);
             if reach[l] > 0.0 {
+                // beyond Y, g - s is -ln a, and the partials' remainders 0;
+                // the integrals themselves from the remainders
                 estimate[0][l] -= ln_a[l] * tail[l];
+                estimate[3][l] = estimate[0][l] - inv_b;
+                estimate[4][l] = estimate[1][l] - inv_a;
+                estimate[5][l] = estimate[2][l] + inv_b * inv_b;
             }
         }
         let settled = (0..LANES).all(|l| {
-            // E[ln(1 - x)] and its partials, times b (b² for the slope in
-            // b) where b < 1
+            // the integrals themselves times b (b² for the slope in b)
+            // where b < 1, from the remainders (in a form that does not
+            // overflow)
             let (inv_a, inv_b, k) = (1.0 / a[l], 1.0 / b[l], b[l].min(1.0));
-            let plain = [
+            let scaled = [
                 (estimate[0][l] - inv_b) * k,
                 (estimate[1][l] - inv_a) * k,
                 (estimate[2][l] * k) * k + (inv_b * k) * (inv_b * k),
             ];
             (0..3).all(|i| {
-                let scale = estimate[i][l].abs().max(plain[i].abs());
-                (estimate[i][l] - last[i][l]).abs() <= TANH_SINH_SETTLED * scale
+                let (rest, whole) = (estimate[i][l], estimate[i + 3][l]);
+                if whole.abs() <= rest.abs() {
+                    // the integral itself is the smaller, and the one used
+                    (whole - last[i + 3][l]).abs() <= TANH_SINH_SETTLED * whole.abs()
+                } else {
+                    // the remainder, relative also to the size of the terms
+                    // it is added to
+                    let scale = rest.abs().max(scaled[i].abs());
+                    (rest - last[i][l]).abs() <= TANH_SINH_SETTLED * scale
+                }
             })
         });
         if level >= 3 && settled {
@@ -785,7 +831,14 @@ fn mean_log_complement(a: &Lanes, b: &Lanes) -> ([Lanes; 3], usize) {
 /// the terms of the size of `1/b` (and `1/a` in `∂a`), which cancel where
 /// the two distributions are close, do so in closed form: with `E[ln(1 -
 /// x)]` itself the KL between equal distributions at `b = 10⁻⁸` was
-/// `-1.7·10⁻⁸`.
+/// `-1.7·10⁻⁸`. Where an integral is smaller than its remainder (`x`
+/// tiny, `E[ln(1 - x)]` far below `1/b`), or the remainder's form is NaN
+/// (`β/a` beyond the floats), each term takes the integral's form, with
+/// `L = E[ln(1 - x)]`: `ln(a b) - (b - 1) / b - (β - 1) L` and so on,
+/// `∂a = 1/a - α H_b / a² - (β - 1) ∂L/∂a`, `∂b = 1/b - 1/b² - ψ'(b + 1)
+/// (a - α) / a - (β - 1) ∂L/∂b` and `∂β = ψ(β) - ψ(α + β) - L`: the
+/// remainder would leave `L` to the rounding of `1/b` (a KL of -69 for `a
+/// = 0.001`, `b = 1000` against Beta(1, 10³⁰)).
 #[derive(Clone, Copy)]
 struct KumaraswamyBetaDivergence;
 
@@ -799,32 +852,61 @@ impl Pointwise<4> for KumaraswamyBetaDivergence {
 
     #[inline(always)]
     fn eval(v: &[Lanes; 4], _: &(), out: &mut Lanes, d: &mut [Lanes; 4]) {
-        let ([r, m, n], _) = mean_log_complement(&v[0], &v[1]);
+        let ([r, m, n, l, l_a, l_b], _) = mean_log_complement(&v[0], &v[1]);
         for i in 0..LANES {
             let [a, b, alpha, beta] = [v[0][i], v[1][i], v[2][i], v[3][i]];
-            let (r, m, n) = (r[i], m[i], n[i]);
             let harmonic = -digamma_diff(1.0, b);
             let gap = (a - alpha) / a;
-            let value =
-                (a.ln() + b.ln()) + (beta - b) / b - harmonic * gap - times_b_less_one(beta, r)
-                    + lbeta(alpha, beta);
+            // each integral's form, or its remainder's where that is the
+            // smaller (and the form is not NaN, as where β/a overflows)
             // ψ(1 + β) - ψ(α + β), each pair with its digits
             let digamma_gap = if alpha >= 1.0 {
                 digamma_diff(1.0 + beta, alpha - 1.0)
             } else {
                 -digamma_diff(alpha + beta, 1.0 - alpha)
             };
+            let [value_terms, beta_terms] = prefer(
+                l[i].abs() <= r[i].abs(),
+                [
+                    -(b - 1.0) / b - times_b_less_one(beta, l[i]),
+                    digamma_diff(beta, alpha) - l[i],
+                ],
+                [
+                    (beta - b) / b - times_b_less_one(beta, r[i]),
+                    ((beta - b) / b) / beta + digamma_gap - r[i],
+                ],
+            );
+            let [a_terms] = prefer(
+                l_a[i].abs() <= m[i].abs(),
+                [1.0 / a - times_b_less_one(beta, l_a[i])],
+                [beta / a - times_b_less_one(beta, m[i])],
+            );
+            let [b_terms] = prefer(
+                l_b[i].abs() <= n[i].abs(),
+                [(1.0 / b - (1.0 / b) / b) - times_b_less_one(beta, l_b[i])],
+                [((b - beta) / b) / b - times_b_less_one(beta, n[i])],
+            );
+            let value = (a.ln() + b.ln()) + value_terms - harmonic * gap + lbeta(alpha, beta);
             let partials = [
-                beta / a - ((alpha * harmonic) / a) / a - times_b_less_one(beta, m),
-                ((b - beta) / b) / b - trigamma(b + 1.0) * gap - times_b_less_one(beta, n),
+                a_terms - ((alpha * harmonic) / a) / a,
+                b_terms - trigamma(b + 1.0) * gap,
                 harmonic / a + digamma_diff(alpha, beta),
-                ((beta - b) / b) / beta + digamma_gap - r,
+                beta_terms,
             ];
             out[i] = value;
             for (d, p) in d.iter_mut().zip(partials) {
                 d[i] = p;
             }
         }
+    }
+}
+
+/// `whole` where `whole_first`, or where `rest` holds a NaN; else `rest`.
+fn prefer<const N: usize>(whole_first: bool, whole: [f64; N], rest: [f64; N]) -> [f64; N] {
+    if whole_first || rest.iter().any(|x| x.is_nan()) {
+        whole
+    } else {
+        rest
     }
 }
 
@@ -1078,7 +1160,7 @@ mod tests {
         }
         for b in grid.chunks(LANES).chain(small.chunks(LANES)) {
             let b: Lanes = std::array::from_fn(|l| b[l.min(b.len() - 1)]);
-            let ([r, _, n], _) = mean_log_complement(&[1.0; LANES], &b);
+            let ([r, _, n, ..], _) = mean_log_complement(&[1.0; LANES], &b);
             for (i, &b) in b.iter().enumerate() {
                 assert!(r[i].abs() <= 1e-15, "b = {b:e}: {:e}", r[i]);
                 assert!(n[i].abs() <= 1e-13, "b = {b:e}: {:e}", n[i]);

@@ -728,6 +728,9 @@ KINDS["kumaraswamy_beta_kl"] = (kumaraswamy_beta_kl, ["concentration1_q", "conce
     (0.7, 1e-7, 0.7, 2e-7),
     (3.0, 1e-5, 2.0, 2e-5),
     (0.5, 1e-8, 0.3, 2e-8),
+    # E[ln(1 - x)] far smaller than 1/b (x tiny), beside a large β: the integral itself
+    (0.005, 5.0, 1.0, 1e12),
+    (0.01, 2.0, 0.5, 1e15),
 ])
 
 
