@@ -501,7 +501,8 @@ const TANH_SINH_REACH: f64 = 5.0;
 const TANH_SINH_LEVELS: usize = 8;
 
 /// A change from one level to the next below this, relative to the
-/// estimate, ends [`mean_log_complement`]: the error of a tanh-sinh
+/// estimate (or to the terms it is added to), ends
+/// [`mean_log_complement`]: the error of a tanh-sinh
 /// estimate falls about as the square of the last change, so the estimate
 /// is then good to about the rounding of the sum.
 const TANH_SINH_SETTLED: f64 = 1e-9;
@@ -702,29 +703,28 @@ fn log_complement_lanes(ln_v: &Lanes, a: &Lanes, b: &Lanes, ln_a: &Lanes) -> [La
 /// in `a` and `b`, as `R = E[ln(1 - x)] + 1/b`, `∂R/∂a + 1/a` and `∂R/∂b -
 /// 1/b²` and as themselves ([`log_complement_lanes`]), and the level at
 /// which every lane had settled, as integrals over the uniform `v` of a
-/// draw by the tanh-sinh
-/// rule, whose nodes crowd towards both ends, where the integrand has its
-/// logarithmic singularity (`v → 0`, `x → 1`) and its steepest part for
-/// small `b`. Below [`OVER_Y_BELOW`] that part lies within `1 - v` of the
-/// size of `b`, which the rule would reach only with many levels: there
-/// the integrals are taken over `y = -ln v / b` on `(0, Y)` (`dv = b
-/// e^(-b y) dy`, the same nodes on the longer interval), where the draw's
-/// features lie at `y` of the size of 1, and beyond `Y` ([`Y_BEYOND_FEATURES`]
-/// past `ln(1/a)`) the remainders' limits (`-ln a`, 0, 0) are added in closed
-/// form. Levels are added until each integral changes by less than
-/// [`TANH_SINH_SETTLED`] from one level to the next (from level 3 on),
-/// relative to the larger of itself and of the integral less its closed
-/// form term (`E[ln(1 - x)]` and its partials), the latter times `b` (`b²`
-/// for the slope in `b`) where `b < 1`: those are the sizes of the terms
-/// the remainders are added to in the divergence and its partials (of the
-/// size of 1, `b/a` and 1 where `b` is small); where the integral itself is
-/// the smaller of the two (and the one the divergence takes), relative to
-/// itself. Over `y` the integrals themselves are the remainders less their
-/// terms. At most level 6 for `a` from
-/// `10⁻²` to `10⁵` and `b` from `10⁻¹²` to `10⁵` (a test walks that grid).
-/// The eight lanes go on together until the last has settled. Where `a =
-/// 1` the draw is a Beta(1, b)'s, `1 - x = v^(1/b)`, and `R` and its slope
-/// in `b` are 0.
+/// draw by the tanh-sinh rule, whose nodes crowd towards both ends, where
+/// the integrand has its logarithmic singularity (`v → 0`, `x → 1`) and its
+/// steepest part for small `b`. Below [`OVER_Y_BELOW`] that part lies
+/// within `1 - v` of the size of `b`, which the rule would reach only with
+/// many levels: there the integrals are taken over `y = -ln v / b` on `(0,
+/// Y)` (`dv = b e^(-b y) dy`, the same nodes on the longer interval), where
+/// the draw's features lie at `y` of the size of 1, and beyond `Y`
+/// ([`Y_BEYOND_FEATURES`] past `ln(1/a)`) the remainders' limits (`-ln a`,
+/// 0, 0) are added in closed form; over `y` the integrals themselves are
+/// the remainders less their terms.
+///
+/// Levels are added until each integral changes by less than
+/// [`TANH_SINH_SETTLED`] from one level to the next (from level 3 on):
+/// where the integral itself is the smaller of the two forms (and the one
+/// the divergence takes), relative to itself; else the remainder, relative
+/// to the larger of itself and of the integral itself times `b` (`b²` for
+/// the slope in `b`) where `b < 1`, the sizes of the terms the remainders
+/// are added to in the divergence and its partials (of the size of 1, `b/a`
+/// and 1 where `b` is small). At most level 6 for `a` from `10⁻²` to `10⁵`
+/// and `b` from `10⁻¹²` to `10⁵` (a test walks that grid). The eight lanes
+/// go on together until the last has settled. Where `a = 1` the draw is a
+/// Beta(1, b)'s, `1 - x = v^(1/b)`, and `R` and its slope in `b` are 0.
 #[inline(always)]
 fn mean_log_complement(a: &Lanes, b: &Lanes) -> ([Lanes; 6], usize) {
     let (nodes, ends) = &*TANH_SINH;
@@ -857,14 +857,14 @@ impl Pointwise<4> for KumaraswamyBetaDivergence {
             let [a, b, alpha, beta] = [v[0][i], v[1][i], v[2][i], v[3][i]];
             let harmonic = -digamma_diff(1.0, b);
             let gap = (a - alpha) / a;
-            // each integral's form, or its remainder's where that is the
-            // smaller (and the form is not NaN, as where β/a overflows)
             // ψ(1 + β) - ψ(α + β), each pair with its digits
             let digamma_gap = if alpha >= 1.0 {
                 digamma_diff(1.0 + beta, alpha - 1.0)
             } else {
                 -digamma_diff(alpha + beta, 1.0 - alpha)
             };
+            // each integral's form, or its remainder's where that is the
+            // smaller (and the form is not NaN, as where β/a overflows)
             let [value_terms, beta_terms] = prefer(
                 l[i].abs() <= r[i].abs(),
                 [
