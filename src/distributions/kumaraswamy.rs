@@ -857,34 +857,38 @@ impl Pointwise<4> for KumaraswamyBetaDivergence {
             let [a, b, alpha, beta] = [v[0][i], v[1][i], v[2][i], v[3][i]];
             let harmonic = -digamma_diff(1.0, b);
             let gap = (a - alpha) / a;
-            // ψ(1 + β) - ψ(α + β), each pair with its digits
-            let digamma_gap = if alpha >= 1.0 {
-                digamma_diff(1.0 + beta, alpha - 1.0)
-            } else {
-                -digamma_diff(alpha + beta, 1.0 - alpha)
-            };
             // each integral's form, or its remainder's where that is the
             // smaller (and the form is not NaN, as where β/a overflows)
             let [value_terms, beta_terms] = prefer(
                 l[i].abs() <= r[i].abs(),
-                [
-                    -(b - 1.0) / b - times_b_less_one(beta, l[i]),
-                    digamma_diff(beta, alpha) - l[i],
-                ],
-                [
-                    (beta - b) / b - times_b_less_one(beta, r[i]),
-                    ((beta - b) / b) / beta + digamma_gap - r[i],
-                ],
+                || {
+                    [
+                        -(b - 1.0) / b - times_b_less_one(beta, l[i]),
+                        digamma_diff(beta, alpha) - l[i],
+                    ]
+                },
+                || {
+                    // ψ(1 + β) - ψ(α + β), each pair with its digits
+                    let digamma_gap = if alpha >= 1.0 {
+                        digamma_diff(1.0 + beta, alpha - 1.0)
+                    } else {
+                        -digamma_diff(alpha + beta, 1.0 - alpha)
+                    };
+                    [
+                        (beta - b) / b - times_b_less_one(beta, r[i]),
+                        ((beta - b) / b) / beta + digamma_gap - r[i],
+                    ]
+                },
             );
             let [a_terms] = prefer(
                 l_a[i].abs() <= m[i].abs(),
-                [1.0 / a - times_b_less_one(beta, l_a[i])],
-                [beta / a - times_b_less_one(beta, m[i])],
+                || [1.0 / a - times_b_less_one(beta, l_a[i])],
+                || [beta / a - times_b_less_one(beta, m[i])],
             );
             let [b_terms] = prefer(
                 l_b[i].abs() <= n[i].abs(),
-                [(1.0 / b - (1.0 / b) / b) - times_b_less_one(beta, l_b[i])],
-                [((b - beta) / b) / b - times_b_less_one(beta, n[i])],
+                || [(1.0 / b - (1.0 / b) / b) - times_b_less_one(beta, l_b[i])],
+                || [((b - beta) / b) / b - times_b_less_one(beta, n[i])],
             );
             let value = (a.ln() + b.ln()) + value_terms - harmonic * gap + lbeta(alpha, beta);
             let partials = [
@@ -902,9 +906,19 @@ impl Pointwise<4> for KumaraswamyBetaDivergence {
 }
 
 /// `whole` where `whole_first`, or where `rest` holds a NaN; else `rest`.
-fn prefer<const N: usize>(whole_first: bool, whole: [f64; N], rest: [f64; N]) -> [f64; N] {
-    if whole_first || rest.iter().any(|x| x.is_nan()) {
-        whole
+/// (Each form is computed only where it may be taken.)
+#[inline(always)]
+fn prefer<const N: usize>(
+    whole_first: bool,
+    whole: impl FnOnce() -> [f64; N],
+    rest: impl FnOnce() -> [f64; N],
+) -> [f64; N] {
+    if whole_first {
+        return whole();
+    }
+    let rest = rest();
+    if rest.iter().any(|x| x.is_nan()) {
+        whole()
     } else {
         rest
     }
