@@ -59,7 +59,7 @@ fn every_family_reference_case_matches() {
 #[test]
 fn every_mpmath_reference_case_matches() {
     let text = include_str!("data/mpmath_reference.json");
-    every_reference_case_matches(text, 363, 4, |_| tfp_cases::RTOL);
+    every_reference_case_matches(text, 369, 4, |_| tfp_cases::RTOL);
 }
 
 fn gc<Fun>(name: &str, f: Fun, inputs: &[Tensor<f64>])
@@ -862,6 +862,75 @@ fn binomial_slopes_at_far_logits() {
     }
     check::<f32>(false, 1e6, -95.0, 10.0);
     check::<f32>(true, 1e6, 95.0, 10.0);
+}
+
+/// At a count of 0 (and, for the binomial, at `n`) the log-mass is the
+/// other side's term alone, `-r softplus(l)` (`-n softplus(±l)`), never
+/// above 0, and its slope in the count parameter is that term's: the
+/// `ln Γ` terms' values and slopes cancel exactly there. Taken as separate
+/// terms they left their rounding, about 1e-16, which beside a tiny
+/// success probability exceeded the whole value: `NegativeBinomial(0.01,
+/// -35)` at 0 gave `ln P = +8.8e-16` (want `-6.3e-18`) and a slope in `r`
+/// of 0; the binomial's slope in `n` at 0 was 0.5 % off at
+/// `Binomial(10, -31)`.
+#[test]
+fn log_masses_at_zero_counts_are_the_failures_term() -> Result<()> {
+    let softplus = |x: f64| x.max(0.0) + (-x.abs()).exp().ln_1p();
+    let close = |got: f64, want: f64, what: &str| {
+        assert!(
+            (got - want).abs() <= 1e-14 * want.abs(),
+            "{what}: {got:e} vs {want:e}"
+        );
+    };
+    for r in [1e-3, 0.01, 0.6, 1.0, 7.5, 31.0, 1e6, 1e12] {
+        for l in [-700.0, -35.0, -22.0, -5.0, 0.0, 3.0] {
+            let tape = Tape::<f64>::new();
+            let (count, logits) = (tape.var(Tensor::scalar(r)), tape.scalar(l));
+            let zero = tape.var(Tensor::scalar(0.0));
+            let lp = NegativeBinomial::from_logits(count, logits)?.log_prob(zero)?;
+            let what = format!("NegativeBinomial({r}, {l}) at 0");
+            let value = lp.item()?;
+            assert!(value <= 0.0, "{what}: {value:e}");
+            close(value, -r * softplus(l), &what);
+            let g = lp.backward()?;
+            close(g.get(count).unwrap().item()?, -softplus(l), &what);
+            // the slope in k, psi(r) - psi(1), is the continuous extension's
+            let slope = tape.scalar(r).digamma() - tape.scalar(1.0).digamma();
+            let got = g.get(zero).unwrap().item()? + softplus(-l);
+            assert!((got - slope.item()?).abs() <= 1e-12 * (1.0 + slope.item()?.abs()));
+        }
+    }
+    for n in [1.0, 2.0, 10.0, 31.0, 214.0, 1e6, 1e12] {
+        for l in [-35.0, -21.0, -5.0, 0.0, 4.0] {
+            for at_n in [false, true] {
+                let tape = Tape::<f64>::new();
+                let count = tape.var(Tensor::scalar(n));
+                // the failure side's probability is the tiny one at k = n
+                let l = if at_n { -l } else { l };
+                let d = Binomial::from_logits(count, tape.scalar(l))?;
+                let k = if at_n { n } else { 0.0 };
+                let lp = d.log_prob(tape.scalar(k))?;
+                let what = format!("Binomial({n}, {l}) at {k}");
+                let other = if at_n { softplus(-l) } else { softplus(l) };
+                let value = lp.item()?;
+                assert!(value <= 0.0, "{what}: {value:e}");
+                close(value, -n * other, &what);
+                let slope = lp.backward()?.get(count).unwrap().item()?;
+                if at_n {
+                    // psi(n + 1) - psi(1) - softplus(l)
+                    let psi = tape.scalar(n + 1.0).digamma() - tape.scalar(1.0).digamma();
+                    let want = psi.item()? - softplus(l);
+                    assert!(
+                        (slope - want).abs() <= 1e-13 * want.abs().max(1.0),
+                        "{what}"
+                    );
+                } else {
+                    close(slope, -other, &what);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Draws of the binomial follow its mass, by trials one at a time (10) and

@@ -659,13 +659,16 @@ impl<'t, F: Element> Distribution<'t, F> for Poisson<'t, F> {
 ///
 /// # Mass
 /// `ln P(k) = ln Γ(k + r) - ln Γ(r) - ln Γ(k + 1) - r softplus(l) - k
-/// softplus(-l)` for `r = total_count` and `l = logits`, taken as `-ln(k +
-/// r) - ln B(k + 1, r)` plus the two non-positive terms, differentiable in
-/// both parameters (and, as TFP does, in `k` through `ln B`). From `k >=
-/// 1` and `k + r >= 32` on it is taken as `ln(r / (k + r))` plus the
-/// binomial mass of `k` in `k + r` trials in Loader's saddle-point form,
-/// whose terms do not cancel: it keeps its digits at any count (the direct
-/// sum cancels terms of size `k`).
+/// softplus(-l)` for `r = total_count` and `l = logits`, with the first
+/// difference taken whole ([`Var::lgamma_diff`]): at `k = 0` the three
+/// `ln Γ` terms are exactly 0 with a slope of 0 in `r`, so
+/// `ln P(0) = -r softplus(l)` keeps its digits however small it is.
+/// Differentiable in both parameters (and, as TFP does, in `k` through the
+/// continuous extension of `ln Γ`). From `k >= 1` and `k + r >= 32` on it
+/// is taken as `ln(r / (k + r))` plus the binomial mass of `k` in `k + r`
+/// trials in Loader's saddle-point form, whose terms do not cancel: it
+/// keeps its digits at any count (the direct sum cancels terms of size
+/// `k`).
 ///
 /// # Sampling
 /// `sample` only (a count has no reparameterization; train through it with
@@ -786,11 +789,12 @@ impl<'t, F: Element> Distribution<'t, F> for NegativeBinomial<'t, F> {
         let inputs = [self.total_count, k, self.logits];
         let direct = |v: &[Var<'t, F>]| {
             let (r, k, l) = (v[0], v[1], v[2]);
-            // ln Γ(k + r) - ln Γ(r) - ln Γ(k + 1) = -ln(k + r) - ln B(k + 1, r)
-            let binomial = (k + F::one()).lbeta(r)?.try_add(k.try_add(r)?.ln())?;
+            // ln Γ(k + r) - ln Γ(r) - ln Γ(k + 1), exactly 0 with a slope of
+            // 0 in r at k = 0, where the mass is e^(-r softplus(l))
+            let binomial = r.lgamma_diff(k)?.try_sub((k + F::one()).lgamma())?;
             let failures = r.try_mul(l.softplus())?;
             let successes = k.try_mul((-l).softplus())?;
-            Ok(-(binomial.try_add(failures)?.try_add(successes)?))
+            binomial.try_sub(failures)?.try_sub(successes)
         };
         // the binomial mass of k in k + r trials, times r / (k + r)
         let saddle = |v: &[Var<'t, F>]| {
@@ -910,17 +914,19 @@ fn binomial_direct<'t, F: Element>(
     l: Var<'t, F>,
 ) -> Result<Var<'t, F>> {
     let rest = n.try_sub(k)?;
-    let choose = (k + F::one())
-        .lbeta(rest + F::one())?
-        .try_add((n + F::one()).ln())?;
-    // ln C(n, 0) = ln C(n, n) = 0 exactly, where the two terms above leave
-    // their rounding: the value is taken as 0 there, the gradient kept (the
-    // continuous extension's)
-    let ends = super::gamma::mask_where(&[k, n], |v| v[0] == F::zero() || v[0] == v[1])?;
-    let choose = choose.try_sub(choose.detach() * ends)?;
+    // ln C(n, k) = ln Γ(n + 1) - ln Γ(j + 1) - ln Γ(n - j + 1) from the end
+    // j (k or n - k) it is nearer: exactly 0, with the slopes of 0 the
+    // mass has there, at k = 0 and k = n
+    let from_end = |j: Var<'t, F>, other: Var<'t, F>| -> Result<Var<'t, F>> {
+        (other + F::one())
+            .lgamma_diff(j)?
+            .try_sub((j + F::one()).lgamma())
+    };
+    let low = super::gamma::mask_where(&[k, rest], |v| v[0] <= v[1])?;
+    let choose = from_end(k, rest)?.choose(low, from_end(rest, k)?)?;
     let successes = k.try_mul((-l).softplus())?;
     let failures = rest.try_mul(l.softplus())?;
-    Ok(-(choose.try_add(successes)?.try_add(failures)?))
+    choose.try_sub(successes)?.try_sub(failures)
 }
 
 /// The binomial distribution: the number of successes in `total_count`
@@ -928,17 +934,21 @@ fn binomial_direct<'t, F: Element>(
 ///
 /// # Mass
 /// `ln P(k) = ln C(n, k) - k softplus(-l) - (n - k) softplus(l)` for `n =
-/// total_count` and `l = logits`, with `ln C(n, k) = -ln(n + 1) - ln B(k +
-/// 1, n - k + 1)` (0 at `k = 0` and `k = n`, where those two terms would
-/// leave their rounding); `-inf` (gradient 0) for a count above `n`. The two
-/// softplus terms are non-positive and do not cancel each other, as `k l`
-/// and `n softplus(l)` do: near a probability of 1 their rounding exceeds
-/// the whole log-probability (`P(50 of 50)` at logits 40 is `e^-2.1e-16`,
-/// where each of those terms is about 2000). Inside the ends, from `n >=
-/// 32` trials on, the mass is taken in Loader's saddle-point form instead,
-/// whose terms do not cancel where the sum's of size `k` do: it keeps its
-/// digits at any count. Differentiable in the logits, and in `n` and `k`
-/// through the continuous extension of `ln B`, as TFP's is.
+/// total_count` and `l = logits`, with
+/// `ln C(n, k) = ln Γ(n + 1) - ln Γ(j + 1) - ln Γ(n - j + 1)` from the end
+/// `j` (`k` or `n - k`) nearer it, the first difference taken whole
+/// ([`Var::lgamma_diff`]): exactly 0 at `k = 0` and `k = n`, with the
+/// slopes of 0 that the mass has there (the slope in `n` at `k = 0` is
+/// `-softplus(l)` alone, however small); `-inf`
+/// (gradient 0) for a count above `n`. The two softplus terms are
+/// non-positive and do not cancel each other, as `k l` and `n softplus(l)`
+/// do: near a probability of 1 their rounding exceeds the whole
+/// log-probability (`P(50 of 50)` at logits 40 is `e^-2.1e-16`, where each
+/// of those terms is about 2000). Inside the ends, from `n >= 32` trials
+/// on, the mass is taken in Loader's saddle-point form instead, whose terms
+/// do not cancel where the sum's of size `k` do: it keeps its digits at any
+/// count. Differentiable in the logits, and in `n` and `k` through the
+/// continuous extension of `ln Γ`, as TFP's is.
 ///
 /// # Sampling
 /// `sample` only (train through a count with the score-function estimator,

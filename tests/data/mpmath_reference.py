@@ -515,6 +515,11 @@ NUMERIC = {
         (2.5, 25.0, 1.8e11),
         (1e12, -0.5, 6e11),
         (40.0, 0.3, 1.0),
+        # k = 0 at a tiny success probability: ln P(0) = -r softplus(l), far below the
+        # rounding of ln Γ(k + r) - ln Γ(r) - ln Γ(k + 1) taken as separate terms
+        (0.01, -35.0, 0.0),
+        (0.6, -22.0, 0.0),
+        (1e6, -30.0, 0.0),
     ]),
     "binomial_log_prob": (binomial_log_prob, ["total_count", "logits", "k"], [
         (4.0, 0.0, 2.0),
@@ -532,6 +537,11 @@ NUMERIC = {
         (1e15, 1.0, 7.31e14),
         (33.0, 2.0, 32.0),
         (1e9, 5.0, 1e9 - 3.0),
+        # the ends at a tiny failure or success probability: the slope in n at k = 0 is
+        # -softplus(l) alone, the ln C(n, k) terms' slopes cancelling exactly
+        (2.0, -21.0, 0.0),
+        (10.0, -31.0, 0.0),
+        (1e6, 33.0, 1e6),
     ]),
     "half_normal_kl": (half_normal_kl, ["scale_q", "scale_p"], [
         (1.0, 2.0), (0.1, 5.0), (0.5, 0.5), (1.0, 1.000001), (1e-3, 1e3), (3.0, 0.2),
