@@ -23,10 +23,6 @@ use rand::Rng;
 use std::marker::PhantomData;
 use std::sync::LazyLock;
 
-/// The Euler–Mascheroni constant `γ`: `ψ(b + 1) + γ` is the harmonic
-/// number `H_b`.
-const EULER: f64 = 0.577_215_664_901_532_9;
-
 /// The Kumaraswamy distribution with concentrations `a` (`concentration1`)
 /// and `b` (`concentration0`), TFP's `Kumaraswamy(concentration1,
 /// concentration0)`: `P(X <= x) = 1 - (1 - x^a)^b` on `[0, 1]`.
@@ -137,11 +133,45 @@ fn times_b_less_one(b: f64, y: f64) -> f64 {
 
 /// The Kumaraswamy log-density of `[a, b, x]` for `x` in `(0, 1)`, with
 /// `t = a ln x`, `w = 1 - x^a = -expm1(t)` and `r = x^a / (1 - x^a) =
-/// 1 / expm1(-t)`: `ln a + ln b + (a - 1) ln x + (b - 1) ln w`, `∂a = 1/a +
-/// ln x (1 - (b - 1) r)`, `∂b = 1/b + ln w`, `∂x = ((a - 1) - (b - 1) a r)
-/// / x`.
+/// 1 / expm1(-t)`: `ln a + ln b + (a - 1) ln x + (b - 1) ln w`,
+/// `∂b = 1/b + ln w`, `∂x = ((a - 1) - (b - 1) a r) / x` and
+/// `∂a = 1/a + ln x (1 - (b - 1) r)`. With `u = -t` small, `1/a` and
+/// `-ln x (b - 1) r` are each about `1/a` and add up to about
+/// `(b - u (b + 1) / 2) / a`; taken as `ln x (1 - G(u)) + (b / a) h(u)`
+/// with `h(u) = u / expm1(u)` and `G(u) = 1/u - 1/expm1(u)`
+/// ([`one_over_minus_expm1`]), the terms are of size `max(b, u) / a`
+/// instead, so that form is `1 / max(b, u)` times as accurate, and is
+/// used where `b` and `u` are both below 1 (at `a = 1e-21`, `b = 7e-28`
+/// and `x = 0.94`, `∂a` is -0.031, which the first form gives as 131072).
 #[derive(Clone, Copy)]
 struct KumaraswamyLogDensity;
+
+/// `1 / (k + 2)!` for `k` from 0 to 17: the series of
+/// `(expm1(u) - u) / u²`, whose next term is below 1e-17 of its sum for
+/// `u < 1`.
+const EXPM1_LESS_U: [f64; 18] = {
+    let mut c = [0.0; 18];
+    let (mut k, mut factorial) = (0, 2.0);
+    while k < 18 {
+        c[k] = 1.0 / factorial;
+        factorial *= (k + 3) as f64;
+        k += 1;
+    }
+    c
+};
+
+/// `G(u) = 1/u - 1/expm1(u) = (expm1(u) - u) / (u expm1(u))` for `u >= 0`
+/// given `h = u / expm1(u)` (1 at `u = 0`), from 1/2 at 0 down to `1/u`:
+/// below 1 as `h (expm1(u) - u) / u²` ([`EXPM1_LESS_U`]), where the two
+/// reciprocals cancel.
+#[inline(always)]
+fn one_over_minus_expm1(u: f64, h: f64) -> f64 {
+    if u < 1.0 {
+        h * EXPM1_LESS_U.iter().rev().fold(0.0, |sum, &c| c + u * sum)
+    } else {
+        1.0 / u - h / u
+    }
+}
 
 impl Pointwise<3> for KumaraswamyLogDensity {
     const NAME: &'static str = "kumaraswamy_log_density";
@@ -157,13 +187,17 @@ impl Pointwise<3> for KumaraswamyLogDensity {
             let lx = x.ln();
             let t = a * lx;
             let ln_w = (-t.exp_m1()).ln();
-            let br = times_b_less_one(b, 1.0 / (-t).exp_m1());
+            let expm1_u = (-t).exp_m1();
+            let br = times_b_less_one(b, 1.0 / expm1_u);
             let value = a.ln() + b.ln() + (a - 1.0) * lx + times_b_less_one(b, ln_w);
-            let partials = [
-                1.0 / a + lx * (1.0 - br),
-                1.0 / b + ln_w,
-                ((a - 1.0) - a * br) / x,
-            ];
+            let u = -t;
+            let slope_a = if u < 1.0 && b < 1.0 {
+                let h = if u == 0.0 { 1.0 } else { u / expm1_u };
+                lx * (1.0 - one_over_minus_expm1(u, h)) + (b / a) * h
+            } else {
+                1.0 / a + lx * (1.0 - br)
+            };
+            let partials = [slope_a, 1.0 / b + ln_w, ((a - 1.0) - a * br) / x];
             Some((value, partials))
         });
     }
@@ -986,10 +1020,14 @@ impl<'t, F: Element> Distribution<'t, F> for Kumaraswamy<'t, F> {
     fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         super::sample_n_reparameterized(self, n, rng)
     }
-    /// `(1 - 1/b) + (1 - 1/a) (ψ(b + 1) + γ) - ln a - ln b`.
+    /// `(1 - 1/b) + (1 - 1/a) (ψ(b + 1) + γ) - ln a - ln b`, with
+    /// `ψ(b + 1) + γ = ψ(b + 1) - ψ(1)` taken whole
+    /// ([`Var::digamma_diff`]): about `π² b / 6` for a small `b`, where the
+    /// sum of the two keeps only the rounding of `γ`, which `1/a` then
+    /// multiplies.
     fn entropy(&self) -> Result<Var<'t, F>> {
         let (a, b) = (self.concentration1, self.concentration0);
-        let harmonic = (b + F::one()).digamma() + F::lit(EULER);
+        let harmonic = -self.tape().scalar(F::one()).digamma_diff(b)?;
         let front = -b.scalar_div(F::one()) + F::one();
         let weighted = (-a.scalar_div(F::one()) + F::one()).try_mul(harmonic)?;
         front.try_add(weighted)?.try_sub(a.ln())?.try_sub(b.ln())
@@ -1015,6 +1053,33 @@ impl<'t, F: Element> Distribution<'t, F> for Kumaraswamy<'t, F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `G(u) = 1/u - 1/expm1(u)` is 1/2 at 0 and `1/2 - u/12 + u³/720` near
+    /// it; its series below 1 and its two reciprocals from 1 on agree at 1
+    /// and around it, and it falls to `1/u` where `expm1(u)` overflows.
+    #[test]
+    fn one_over_minus_expm1_is_smooth_across_its_two_forms() {
+        let g = |u: f64| {
+            let h = if u == 0.0 { 1.0 } else { u / u.exp_m1() };
+            one_over_minus_expm1(u, h)
+        };
+        assert_eq!(g(0.0), 0.5);
+        for u in [1e-300, 1e-12, 1e-6, 1e-3] {
+            let want = 0.5 - u / 12.0 + u * u * u / 720.0;
+            assert!((g(u) - want).abs() <= 1e-16, "{u}: {} vs {want}", g(u));
+        }
+        // 1/u - 1/expm1(u) at 1: 1 - 1/(e - 1), rounded from 30 digits
+        let at_one = 0.418_023_293_130_673_6;
+        assert!((g(1.0) - at_one).abs() <= 2e-16, "{}", g(1.0));
+        // the series below 1 and the form above against the reciprocals
+        for u in [0.5f64, 0.9, 0.999, 1.0 - 1e-12, 40.0] {
+            let want = 1.0 / u - 1.0 / u.exp_m1();
+            assert!((g(u) - want).abs() <= 4e-16, "{u}: {} vs {want}", g(u));
+        }
+        for u in [800.0, 1e300] {
+            assert!((g(u) - 1.0 / u).abs() <= 1e-16 / u, "{u}");
+        }
+    }
 
     /// The draw and its partials in lanes against the same formulas
     /// computed a position at a time with the platform's `exp_m1`, `ln` and
