@@ -25,10 +25,12 @@ import sys
 
 import mpmath as mp
 
+USAGE = __doc__
 HERE = os.path.dirname(os.path.abspath(__file__))
 GENERATOR = os.path.join(HERE, "..", "tests", "data", "mpmath_reference.py")
 source = open(GENERATOR).read()
 # the generator's formulas and kinds, without its TFP column or its output
+# (its docstring replaces this module's `__doc__`, kept above as USAGE)
 exec(source[:source.index("\ntry:\n")])
 
 L, D = mp.loggamma, mp.digamma
@@ -227,7 +229,7 @@ def formula(kind):
 
 def main():
     if len(sys.argv) < 6:
-        sys.exit(__doc__)
+        sys.exit(USAGE)
     seed, per, lo, hi, out = (int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]),
                               float(sys.argv[4]), sys.argv[5])
     random.seed(seed)
