@@ -2840,6 +2840,61 @@ fn normal_laplace_divergence() -> Result<()> {
     kl_and_entropy_are_the_means_over("normal laplace", &q, &p, z)
 }
 
+/// KL(Laplace || Laplace): finite differences in all four parameters with
+/// shapes that broadcast (the posterior's location on either side of the
+/// prior's, near it and far from it beside the scales). Where the locations
+/// differ by 10⁻⁹ of the posterior's scale, the slope in them is
+/// `(1 - e^-x) / b2` to its last digits (as the difference of `1 / b2` and
+/// `e^-x / b2` it kept seven); where `b1 / b2` overflows, the value is
+/// `+inf` with slopes of 0, not NaN (`inf · e^-x` at an `e^-x` of 0).
+#[test]
+fn laplace_divergence_keeps_its_digits() -> Result<()> {
+    let col = |x: &[f64]| Tensor::from_vec(x.to_vec(), &[x.len(), 1]).unwrap();
+    gc(
+        "laplace kl",
+        |_, a| {
+            kl_divergence(
+                &Laplace::new(a[0], a[1].exp())?,
+                &Laplace::new(a[2], a[3].exp())?,
+            )
+        },
+        &[
+            v(&[-2.0, 0.25, 0.31, 9.0]),
+            v(&[0.2, -1.0, 0.5, -3.0]),
+            col(&[0.0, 0.3]),
+            col(&[-0.5, 1.0]),
+        ],
+    );
+    let tape = Tape::<f64>::new();
+    let var = |x: f64| tape.var(Tensor::scalar(x));
+    let (m1, b1, m2, b2) = (var(1e-9), var(1.0), var(0.0), var(2.0));
+    let kl = kl_divergence(&Laplace::new(m1, b1)?, &Laplace::new(m2, b2)?)?;
+    // ln 2 + x/2 + e^-x/2 - 1 = ln 2 - 1/2 + x²/4 - ...
+    let value = kl.item()?;
+    assert!(
+        (value - (2f64.ln() - 0.5)).abs() <= 1e-15 * value,
+        "{value}"
+    );
+    let g = kl.backward()?;
+    let x = 1e-9;
+    let want = (x - x * x / 2.0 + x * x * x / 6.0) / 2.0;
+    for (var, sign) in [(m1, 1.0), (m2, -1.0)] {
+        let got = g.get(var).unwrap().item()?;
+        assert!(
+            (got - sign * want).abs() <= 1e-15 * want,
+            "{got:e} vs {want:e}"
+        );
+    }
+    let (m1, b1, m2, b2) = (var(0.0), var(1e300), var(1e305), var(1e-10));
+    let kl = kl_divergence(&Laplace::new(m1, b1)?, &Laplace::new(m2, b2)?)?;
+    assert_eq!(kl.item()?, f64::INFINITY);
+    let g = kl.backward()?;
+    for var in [m1, b1, m2, b2] {
+        assert_eq!(g.get(var).unwrap().item()?, 0.0);
+    }
+    Ok(())
+}
+
 /// The cases of the 50-digit reference, each with its kind.
 fn mpmath_cases() -> Vec<(String, crate::json::Value)> {
     let doc = crate::json::parse(include_str!("data/mpmath_reference.json").as_bytes()).unwrap();
