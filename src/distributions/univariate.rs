@@ -116,9 +116,9 @@ impl<'t, F: Element> Distribution<'t, F> for Laplace<'t, F> {
 /// `d = |m1 - m2|`, `x = d / b1` and `c = (b1 / b2) e^-x`,
 /// `ln(b2 / b1) + d / b2 + c - 1`, and its partial derivatives
 /// `∂m1 = sign(m1 - m2) (1 - e^-x) / b2 = -∂m2`, with `1 - e^-x` as
-/// `-expm1(-x)` (as the difference of `1 / b2` and `c / b1` it kept
-/// `1e-16 / x` of its digits: a relative error of 6e-8 where `d` is 10⁻⁸ of
-/// `b1`), `∂b1 = (c (1 + x) - 1) / b1` and `∂b2 = (1 - d / b2 - c) / b2`.
+/// `-expm1(-x)` (as the difference of `1 / b2` and `c / b1` its relative
+/// error grows up to about `1e-16 / x`: 6e-8 where `d` is 10⁻¹⁰ of `b1`),
+/// `∂b1 = (c (1 + x) - 1) / b1` and `∂b2 = (1 - d / b2 - c) / b2`.
 /// Where `b1 / b2` overflows, `c` is `e^(ln(b1 / b2) - x)`.
 #[derive(Clone, Copy)]
 struct LaplaceDivergence;
@@ -987,16 +987,16 @@ fn binomial_direct<'t, F: Element>(
 /// `j` (`k` or `n - k`) nearer it, the first difference taken whole
 /// ([`Var::lgamma_diff`]): exactly 0 at `k = 0` and `k = n`, with the
 /// slopes of 0 that the mass has there (the slope in `n` at `k = 0` is
-/// `-softplus(l)` alone, however small); `-inf`
-/// (gradient 0) for a count above `n`. The two softplus terms are
-/// non-positive and do not cancel each other, as `k l` and `n softplus(l)`
-/// do: near a probability of 1 their rounding exceeds the whole
-/// log-probability (`P(50 of 50)` at logits 40 is `e^-2.1e-16`, where each
-/// of those terms is about 2000). Inside the ends, from `n >= 32` trials
-/// on, the mass is taken in Loader's saddle-point form instead, whose terms
-/// do not cancel where the sum's of size `k` do: it keeps its digits at any
-/// count. Differentiable in the logits, and in `n` and `k` through the
-/// continuous extension of `ln Γ`, as TFP's is.
+/// `-softplus(l)` alone, however small); `-inf` (gradient 0) for a count
+/// above `n`. The two softplus terms are non-positive and do not cancel
+/// each other, as `k l` and `n softplus(l)` do: near a probability of 1
+/// their rounding exceeds the whole log-probability (`P(50 of 50)` at
+/// logits 40 is `e^-2.1e-16`, where each of those terms is about 2000).
+/// Inside the ends, from `n >= 32` trials on, the mass is taken in Loader's
+/// saddle-point form instead, whose terms do not cancel where the sum's of
+/// size `k` do: it keeps its digits at any count. Differentiable in the
+/// logits, and in `n` and `k` through the continuous extension of `ln Γ`,
+/// as TFP's is.
 ///
 /// # Sampling
 /// `sample` only (train through a count with the score-function estimator,
