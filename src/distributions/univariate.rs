@@ -970,8 +970,14 @@ fn binomial_direct<'t, F: Element>(
             .lgamma_diff(j)?
             .try_sub((j + F::one()).lgamma())
     };
+    // each end's form built on its own elements only
     let low = super::gamma::mask_where(&[k, rest], |v| v[0] <= v[1])?;
-    let choose = from_end(k, rest)?.choose(low, from_end(rest, k)?)?;
+    let choose = super::gamma::split(
+        &[k, rest],
+        (low.clone(), low),
+        |v| from_end(v[0], v[1]),
+        |v| from_end(v[1], v[0]),
+    )?;
     let successes = k.try_mul((-l).softplus())?;
     let failures = rest.try_mul(l.softplus())?;
     choose.try_sub(successes)?.try_sub(failures)
