@@ -1,6 +1,6 @@
 """Random cases in the reference format, against mpmath: a sweep for what the fixed cases miss.
 
-usage: python examples/reference_sweep.py SEED PER LO HI OUT.json [KIND,KIND,...]
+usage: python examples/reference_sweep.py [--near] SEED PER LO HI OUT.json [KIND,KIND,...]
 
 For each kind it draws PER cases with positive parameters log-uniform in [10^LO, 10^HI], real
 ones either uniform in [-10, 10] or of such a size with either sign, values in the unit interval
@@ -9,7 +9,15 @@ value and every derivative in the format of `tests/data/mpmath_reference.json`, 
 
     cargo run --release --example tfp_reference -- OUT.json
 
-checks bayesgrad against them. Values come from the closed forms of
+checks bayesgrad against them. With `--near`, only the divergences between two members of
+one family are drawn, the second distribution's parameters those of the first each times
+`1 ± 10^u`, `u` uniform in [-12, -1] (a scale the second may not exceed, Pareto's, times
+`1 - 10^u`): divergences of nearly equal distributions, where a small value is the difference of
+large terms (a prior and a posterior that start out equal). Such a divergence is ill-conditioned
+(a relative change of one unit in the last place of a parameter can change it by far more), and
+each case also gets `cond_value` and `cond_grad_NAME`, the relative condition number of each
+quantity (`conditioning` below); `tfp_reference` then accepts an error of up to 8 units of 2⁻⁵²
+times that number where it exceeds 1e-9 (what rounding the inputs alone can do). Values come from the closed forms of
 `tests/data/mpmath_reference.py` (and the textbook ones below for the families TFP's files
 cover), computed at 120 significant digits; derivatives by mpmath's numerical differentiation at
 that precision with a step of 1e-40 relative to the argument. Cases whose value or a derivative
@@ -216,6 +224,58 @@ NAMES = {
 }
 
 
+# the divergences between two members of one family, their arguments those of the first then the
+# second in the same order
+NEAR = ["poisson_kl", "logit_normal_kl", "cauchy_kl", "half_cauchy_kl", "half_normal_kl",
+        "gumbel_kl", "weibull_kl", "pareto_kl", "inverse_gamma_kl", "geometric_kl",
+        "von_mises_kl", "gamma_kl", "beta_kl", "laplace_kl", "lognormal_kl", "bernoulli_kl",
+        "normal_kl"]
+
+
+def nearby(kind, draw):
+    """A draw of `kind` whose second distribution is the first, each parameter moved by a
+    relative 10^u, u in [-12, -1]."""
+    row = draw()
+    half = len(row) // 2
+    q = list(row[:half])
+    p = [x * (1 + random.choice([-1, 1]) * 10 ** random.uniform(-12, -1)) for x in q]
+    if kind == "pareto_kl":
+        # (concentration, scale): the second scale at most the first
+        p[1] = q[1] * (1 - 10 ** random.uniform(-12, -1))
+    return tuple(q + p)
+
+
+def step(x, digits):
+    """A step for numerical differentiation at `x`: 10^-digits relative (absolute at 0)."""
+    return (abs(x) if x != 0 else 1) * mp.mpf(10) ** -digits
+
+
+def conditioning(f, args, value, grads):
+    """The relative condition numbers of the value and of each derivative: `Σ_j |x_j ∂_j q| / |q|`
+    for each quantity `q`, the relative change that relative changes of one unit in every argument
+    can make (a result computed from inputs perturbed by their rounding errors is that far off).
+    Second derivatives by differentiating the first ones, with a step of 1e-25 relative. `None`
+    where the quantity is 0 (and left out of the case where it is not finite as a float)."""
+    def grad(i, point):
+        def along(t):
+            shifted = list(point)
+            shifted[i] = t
+            return f(*shifted)
+        return mp.diff(along, point[i], h=step(point[i], 40))
+
+    conds = [sum(abs(x * g) for x, g in zip(args, grads)) / abs(value) if value != 0 else None]
+    for i, g in enumerate(grads):
+        total = 0
+        for j, x in enumerate(args):
+            def shifted_grad(t, j=j):
+                point = list(args)
+                point[j] = t
+                return grad(i, point)
+            total += abs(x * mp.diff(shifted_grad, x, h=step(x, 25)))
+        conds.append(total / abs(g) if g != 0 else None)
+    return conds
+
+
 def formula(kind):
     """The value function of a kind and its argument names."""
     if kind in TEXTBOOK:
@@ -228,13 +288,16 @@ def formula(kind):
 
 
 def main():
-    if len(sys.argv) < 6:
+    argv = [a for a in sys.argv[1:] if a != "--near"]
+    near = len(argv) < len(sys.argv) - 1
+    if len(argv) < 5:
         sys.exit(USAGE)
-    seed, per, lo, hi, out = (int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]),
-                              float(sys.argv[4]), sys.argv[5])
+    seed, per, lo, hi, out = int(argv[0]), int(argv[1]), float(argv[2]), float(argv[3]), argv[4]
     random.seed(seed)
     kinds = samplers(lo, hi)
-    wanted = sys.argv[6].split(",") if len(sys.argv) > 6 else list(kinds)
+    if near:
+        kinds = {k: (lambda k=k, d=kinds[k]: nearby(k, d)) for k in NEAR}
+    wanted = argv[5].split(",") if len(argv) > 5 else list(kinds)
     unknown = [k for k in wanted if k not in kinds]
     if unknown:
         sys.exit(f"unknown kinds: {', '.join(unknown)}")
@@ -254,8 +317,9 @@ def main():
                             shifted = list(args)
                             shifted[i] = t
                             return f(*shifted)
-                        step = abs(x) * mp.mpf(10) ** -40 if x != 0 else mp.mpf(10) ** -40
-                        grads.append(+mp.diff(along, x, h=step))
+                        grads.append(+mp.diff(along, x, h=step(x, 40)))
+                    if near:
+                        conds = conditioning(f, args, value, grads)
             except (ValueError, ZeroDivisionError, mp.libmp.libhyper.NoConvergence) as e:
                 print(f"  skipped {row}: {e}", file=sys.stderr)
                 continue
@@ -265,6 +329,10 @@ def main():
             case.update(dict(zip(names, row)))
             case["value"] = float(value)
             case.update({f"grad_{n}": float(g) for n, g in zip(names, grads)})
+            if near:
+                keys = ["value"] + [f"grad_{n}" for n in names]
+                case.update({f"cond_{k}": float(c) for k, c in zip(keys, conds)
+                             if c is not None and math.isfinite(float(c))})
             cases.append(case)
     with open(out, "w") as f:
         json.dump({"source": f"examples/reference_sweep.py {' '.join(sys.argv[1:])}",

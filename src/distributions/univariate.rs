@@ -1,5 +1,6 @@
 //! Laplace, Exponential, Uniform, Poisson, NegativeBinomial and Binomial.
 
+use super::bernoulli::{exp_excess, kl_logits, log1p_excess};
 use super::normal::{StandardLaplace, loc_scale_log_prob};
 use super::pointwise::{self, Fallback, Lanes, Pointwise, each_lane};
 use super::{
@@ -113,13 +114,23 @@ impl<'t, F: Element> Distribution<'t, F> for Laplace<'t, F> {
 }
 
 /// KL(Laplace(m1, b1) || Laplace(m2, b2)) of `[m1, b1, m2, b2]`: with
-/// `d = |m1 - m2|`, `x = d / b1` and `c = (b1 / b2) e^-x`,
-/// `ln(b2 / b1) + d / b2 + c - 1`, and its partial derivatives
-/// `∂m1 = sign(m1 - m2) (1 - e^-x) / b2 = -∂m2`, with `1 - e^-x` as
-/// `-expm1(-x)` (as the difference of `1 / b2` and `c / b1` its relative
-/// error grows up to about `1e-16 / x`: 6e-8 where `d` is 10⁻¹⁰ of `b1`),
-/// `∂b1 = (c (1 + x) - 1) / b1` and `∂b2 = (1 - d / b2 - c) / b2`.
-/// Where `b1 / b2` overflows, `c` is `e^(ln(b1 / b2) - x)`.
+/// `d = |m1 - m2|`, `x = d / b1`, `r = b1 / b2` and `c = r e^-x`, `ln(b2 /
+/// b1) + d / b2 + c - 1`, taken as `(t - ln(1 + t)) + r (e^-x - 1 + x)`
+/// with `t = r - 1 = (b1 - b2) / b2`, two terms that are never negative,
+/// each from its series where it is small ([`log1p_excess`],
+/// [`exp_excess`]; `ln r` from the scales where `|t| >= 1/2`); summed as
+/// written its terms cancel between near-equal
+/// distributions (the value came out as 0 or wholly wrong, against
+/// mpmath, where the scales were 1.3e-10 and the locations 4.5e-3 of the
+/// scale apart). Its partial derivatives: `∂m1 = sign(m1 - m2) (1 - e^-x)
+/// / b2 = -∂m2`, with `1 - e^-x` as `-expm1(-x)` (as the difference of `1
+/// / b2` and `c / b1` its relative error grows up to about `1e-16 / x`:
+/// 6e-8 where `d` is 10⁻¹⁰ of `b1`), `∂b1 = (c (1 + x) - 1) / b1` and
+/// `∂b2 = (1 - d / b2 - c) / b2`, where `|t|` and `x` are below 1/2 as
+/// `(t - r (1 - (1 + x) e^-x)) / b1` and `-(t + r (e^-x - 1 + x)) / b2`
+/// (whose terms are of the size of `t` and `x²` there, and cancel where
+/// `r` or `x` is large). Where `b1 / b2` overflows, the value is taken as
+/// first written too, with `c = e^(ln(b1 / b2) - x)`.
 #[derive(Clone, Copy)]
 struct LaplaceDivergence;
 
@@ -138,24 +149,46 @@ impl Pointwise<4> for LaplaceDivergence {
             let dist = diff.abs();
             let x = dist / b1;
             let ratio = b1 / b2;
-            let c = if ratio.is_finite() {
-                ratio * (-x).exp()
-            } else {
-                (ln_ratio(b1, b2) - x).exp()
-            };
-            let value = ln_ratio(b2, b1) + dist / b2 + c - 1.0;
             let slope_loc = if diff == 0.0 {
                 0.0
             } else {
                 (-(-x).exp_m1() / b2).copysign(diff)
             };
-            let partials = [
-                slope_loc,
-                (c * (1.0 + x) - 1.0) / b1,
-                -slope_loc,
-                (1.0 - dist / b2 - c) / b2,
-            ];
-            Some((value, partials))
+            // the partials as first written, given c
+            let scale_slopes = |c: f64| {
+                [
+                    slope_loc,
+                    (c * (1.0 + x) - 1.0) / b1,
+                    -slope_loc,
+                    (1.0 - dist / b2 - c) / b2,
+                ]
+            };
+            if ratio.is_finite() {
+                let (t, excess) = ((b1 - b2) / b2, exp_excess(x));
+                // (1 + t rounds away ln r where r is small: from the scales)
+                let head = if t.abs() < 0.5 {
+                    log1p_excess(t)
+                } else {
+                    t - ln_ratio(b1, b2)
+                };
+                let value = head + ratio * excess;
+                if t.abs() < 0.5 && x < 0.5 {
+                    // 1 - (1 + x) e^-x
+                    let k = -(x * (-x).exp_m1()) - excess;
+                    let partials = [
+                        slope_loc,
+                        (t - ratio * k) / b1,
+                        -slope_loc,
+                        -(t + ratio * excess) / b2,
+                    ];
+                    return Some((value, partials));
+                }
+                let c = ratio * (-x).exp();
+                return Some((value, scale_slopes(c)));
+            }
+            let c = (ln_ratio(b1, b2) - x).exp();
+            let value = ln_ratio(b2, b1) + dist / b2 + c - 1.0;
+            Some((value, scale_slopes(c)))
         });
     }
 }
@@ -1389,8 +1422,8 @@ impl<'t, F: Element> Distribution<'t, F> for Geometric<'t, F> {
 /// KL(Geometric(l1) || Geometric(l2))
 /// `= softplus(-l2) - softplus(-l1) + e^-l1 (softplus(l2) - softplus(l1))`,
 /// one formula in `f64` with its partial derivatives ([`GeometricDivergence`])
-/// for logits within ±30, and beyond them the tape's formula
-/// ([`kl_geometric_of`]).
+/// where `|l1|` and `|l2 - l1|` are at most 700, and beyond them the tape's
+/// formula ([`kl_geometric_of`]).
 pub(crate) fn kl_geometric<'t, F: Element>(
     q: &Geometric<'t, F>,
     p: &Geometric<'t, F>,
@@ -1414,14 +1447,21 @@ fn softplus_difference(a: f64, b: f64) -> f64 {
     }
 }
 
-/// KL(Geometric(l1) || Geometric(l2)) of `[l1, l2]` from the two
-/// differences of softplus values ([`softplus_difference`]), whose terms of
-/// the size of `l1 - l2` cancel between near-equal logits: there the
-/// divergence is what is left, and the differences taken apart kept only
-/// their absolute accuracy (3.6e-4 relative off at logits 1 and 1.000001).
-/// Its partials: `∂l1 = -e^-l1 (softplus(l2) - softplus(l1))`, `∂l2 =
-/// e^-l1 σ(l2) - σ(-l2)`. Beyond logits of ±30 (where `e^-l1` and the
-/// softplus values leave this form's range) the tape's formula
+/// KL(Geometric(l1) || Geometric(l2)) of `[l1, l2]`: the Bernoulli
+/// divergence between the same logits divided by the first's success
+/// probability, `(1 + e^-l1) KL(Bernoulli(l1) || Bernoulli(l2))` (the
+/// expected number of trials times the divergence of one), which
+/// [`kl_logits`] takes in terms of the size of the result. Summed from its
+/// two differences of softplus values, whose terms of the size of `l1 -
+/// l2` cancel, it kept only their absolute accuracy (3.6e-4 of the value
+/// off at logits 1 and 1.000001; the tape's formula, which served beyond
+/// logits of ±30, was 8e4 times the value off at 33.52 and 2.6e-10 apart,
+/// against mpmath). Its partials:
+/// `∂l1 = -e^-l1 (softplus(l2) - softplus(l1))` ([`softplus_difference`])
+/// and `∂l2 = e^-l1 σ(l2) - σ(-l2)`, as `-e^-l1 σ(l2) expm1(l1 - l2)` where
+/// `l1 - l2 <= 1` (beyond, the difference does not cancel and the product
+/// could be `0 · inf`). Where `|l1|` or `|l2 - l1|` exceeds 700 (where
+/// `e^-l1` or `expm1(l2 - l1)` leaves the range) the tape's formula
 /// ([`kl_geometric_of`]).
 #[derive(Clone, Copy)]
 struct GeometricDivergence;
@@ -1433,7 +1473,7 @@ impl Pointwise<2> for GeometricDivergence {
     const FALLBACK: Option<Fallback> = Some(|v| kl_geometric_of(v[0], v[1]));
 
     fn covers(v: &[f64; 2]) -> bool {
-        v[0].abs() <= 30.0 && v[1].abs() <= 30.0
+        v[0].abs() <= 700.0 && (v[1] - v[0]).abs() <= 700.0
     }
 
     #[inline(always)]
@@ -1446,9 +1486,15 @@ impl Pointwise<2> for GeometricDivergence {
                 return Some((0.0, [0.0; 2]));
             }
             let (e, tail) = ((-l1).exp(), softplus_difference(l2, l1));
-            let value = softplus_difference(-l2, -l1) + e * tail;
+            let value = (1.0 + e) * kl_logits(l1, l2);
             let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
-            Some((value, [-(e * tail), e * sigmoid(l2) - sigmoid(-l2)]))
+            // (the difference cancels only where l2 is within 1 above l1 or below it)
+            let slope = if l1 - l2 <= 1.0 {
+                -(e * sigmoid(l2) * (l1 - l2).exp_m1())
+            } else {
+                e * sigmoid(l2) - sigmoid(-l2)
+            };
+            Some((value, [-(e * tail), slope]))
         });
     }
 }

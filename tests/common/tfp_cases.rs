@@ -77,17 +77,39 @@ fn values(case: &Value, key: &str) -> Result<Vec<f64>> {
     Ok(tensor(case, key)?.data().to_vec())
 }
 
-/// Compares computed numbers with expected ones; returns (worst rel err, all ok, detail).
-fn compare(pairs: &[(&str, f64, f64)]) -> (f64, bool, String) {
-    compare_with(pairs, RTOL)
+/// Compares computed numbers with expected ones at a relative tolerance;
+/// returns (worst rel err, all ok, detail).
+fn compare_with(pairs: &[(&str, f64, f64)], rtol: f64) -> (f64, bool, String) {
+    compare_each(pairs, |_| rtol)
 }
 
-/// [`compare`] at a given relative tolerance.
-fn compare_with(pairs: &[(&str, f64, f64)], rtol: f64) -> (f64, bool, String) {
+/// Units of 2⁻⁵² of error allowed per unit of a quantity's relative
+/// condition number, where a case gives one (`cond_value`,
+/// `cond_grad_NAME`: the divergences between near-equal distributions of
+/// `examples/reference_sweep.py --near`, ill-conditioned problems whose
+/// inputs' rounding alone moves them by that much).
+pub const COND_ULPS: f64 = 8.0;
+
+/// [`compare_with`] with each quantity's tolerance: [`RTOL`], or where `case`
+/// gives the quantity's condition number `c` (under `cond_` and its name
+/// without an index), the larger of that and `COND_ULPS ε c`.
+fn compare_conditioned(case: &Value, pairs: &[(&str, f64, f64)]) -> (f64, bool, String) {
+    compare_each(pairs, |name| {
+        let key = format!("cond_{}", name.split('[').next().unwrap_or(name));
+        match case[key.as_str()].as_f64() {
+            Some(c) => RTOL.max(COND_ULPS * f64::EPSILON * c),
+            None => RTOL,
+        }
+    })
+}
+
+/// Compares each pair at the relative tolerance `rtol` gives its name.
+fn compare_each(pairs: &[(&str, f64, f64)], rtol: impl Fn(&str) -> f64) -> (f64, bool, String) {
     let mut worst = 0.0f64;
     let mut ok = true;
     let mut detail = String::new();
     for &(name, got, want) in pairs {
+        let rtol = rtol(name);
         let abs = (got - want).abs();
         let rel = abs / want.abs().max(f64::MIN_POSITIVE);
         // Only at a reference that is zero (an analytic zero, or its
@@ -663,7 +685,7 @@ pub fn evaluate(case: &Value, index: usize) -> Result<Option<CaseResult>> {
         _ => return Ok(None),
     }
     let refs: Vec<(&str, f64, f64)> = pairs.iter().map(|(n, g, w)| (n.as_str(), *g, *w)).collect();
-    let (worst, passed, detail) = compare(&refs);
+    let (worst, passed, detail) = compare_conditioned(case, &refs);
     Ok(Some(CaseResult {
         kind,
         index,

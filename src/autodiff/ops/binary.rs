@@ -256,12 +256,13 @@ special_kernel!(
 );
 special_kernel!(
     /// `(a - b) ψ(a) - ln Γ(a) + ln Γ(b)`; `d/da = (a - b) ψ'(a)`,
-    /// `d/db = ψ(b) - ψ(a)`. Value and derivatives are taken in lanes
+    /// `d/db = ψ(b) - ψ(a)` ([`special::digamma_spread`]). Value and
+    /// derivatives are taken in lanes
     /// ([`special::shape_divergence_lanes`]).
     ShapeDivergenceK, "shape_divergence", special::shape_divergence_direct,
     |a, b| (
         special2(|a, b| if a == b { 0.0 } else { (a - b) * special::trigamma(a) }, a, b),
-        special2(|a, b| if a == b { 0.0 } else { special::digamma(b) - special::digamma(a) }, a, b),
+        special2(special::digamma_spread, a, b),
     ),
     lanes: |a, b| special::shape_divergence_lanes(a, b),
     grads: |side, a, b| special::shape_divergence_grad_lanes(side, a, b)
