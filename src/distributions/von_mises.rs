@@ -233,9 +233,13 @@ impl Pointwise<4> for VonMisesDivergence {
             let [ln2, a2, one_less_a2, _] = bessel_ratio(k2);
             let (dm, c) = (m1 - m2, one_less_cos(m1 - m2));
             let delta = k2 - k1;
-            let (concentrations, spread) = if delta.abs() <= (0.125 * k1.min(k2)).max(0.25) {
+            // (the zeros of I₀ nearest to [κ1, κ2] are at least max(κ, 2) away)
+            let reach = delta.abs() / k1.min(k2).max(2.0);
+            let (concentrations, spread) = if delta == 0.0 {
+                (0.0, 0.0)
+            } else if reach <= 0.125 {
                 let [[weighted], [whole]] =
-                    remainder_integrals(|u| [bessel_ratio(k1 + u * delta)[3]]);
+                    remainder_integrals(reach, |u| [bessel_ratio(k1 + u * delta)[3]]);
                 (delta * delta * weighted, delta * whole)
             } else {
                 // A2 - A1 from whichever of A and 1 - A is the smaller

@@ -287,7 +287,7 @@ pub(crate) fn shape_divergence_direct(a: f64, b: f64) -> f64 {
     }
     if shapes_near(a, b) {
         let delta = b - a;
-        return taylor_remainder(|u| {
+        return taylor_remainder(delta.abs() / a.min(b), |u| {
             let x = a + u * delta;
             let q = delta / x;
             q * q + delta * delta * trigamma(x + 1.0)
@@ -297,33 +297,42 @@ pub(crate) fn shape_divergence_direct(a: f64, b: f64) -> f64 {
 }
 
 /// Whether two positive parameters differ by at most an eighth of the
-/// smaller, where divergences between them are taken from [`taylor_remainder`]:
-/// a function with no singularity nearer to the interval than the smaller
-/// parameter (as `ln Γ` and `ln I₀`, whose poles and zeros lie at 0 and
-/// beyond, or on the imaginary axis) is integrated there by the eight-point
-/// Gauss–Legendre rule to about `30⁻¹⁶` of its value.
+/// smaller, where divergences between them are taken from [`taylor_remainder`]
+/// (a function with no singularity nearer to the interval than the smaller
+/// parameter, as `ln Γ`, whose poles lie at 0 and below).
 #[inline(always)]
 pub(crate) fn shapes_near(a: f64, b: f64) -> bool {
     (a - b).abs() * 8.0 <= a.min(b)
 }
 
-/// `∫₀¹ (1 - u) g(u) du` by the eight-point Gauss–Legendre rule: with
-/// `g(u) = δ² f''(a + u δ)`, the remainder `f(a + δ) - f(a) - δ f'(a)` of
-/// the first-order Taylor polynomial, a sum of terms of one sign where `f`
-/// is convex, where the difference of the three values loses the digits
-/// of a small remainder (every divergence between two members of an
-/// exponential family is such a remainder of its log-normalizer).
-pub(crate) fn taylor_remainder(g: impl Fn(f64) -> f64) -> f64 {
-    remainder_integrals(|u| [g(u)])[0][0]
+/// `∫₀¹ (1 - u) g(u) du` by Gauss–Legendre quadrature: with `g(u) = δ²
+/// f''(a + u δ)`, the remainder `f(a + δ) - f(a) - δ f'(a)` of the
+/// first-order Taylor polynomial, a sum of terms of one sign where `f` is
+/// convex, where the difference of the three values loses the digits of a
+/// small remainder (every divergence between two members of an exponential
+/// family is such a remainder of its log-normalizer). `reach` is `|δ|`
+/// over a bound on the distance from `a` to the nearest singularity of
+/// `f''` in the complex plane, at most 1/8: the eight-point rule then
+/// integrates to about `32⁻¹⁶` of the value, and the four-point rule,
+/// taken where `reach` is at most 1/64, to about `256⁻⁸` (half the cost).
+pub(crate) fn taylor_remainder(reach: f64, g: impl Fn(f64) -> f64) -> f64 {
+    remainder_integrals(reach, |u| [g(u)])[0][0]
 }
 
 /// `[∫₀¹ (1 - u) g(u) du, ∫₀¹ g(u) du]`, for each of `K` functions, from
-/// the same eight values of `g` ([`taylor_remainder`]): with `g(u) = δ
-/// f''(a + u δ)`, the second is `f'(a + δ) - f'(a)`, the remainder's
-/// derivative in `δ`.
-pub(crate) fn remainder_integrals<const K: usize>(g: impl Fn(f64) -> [f64; K]) -> [[f64; K]; 2] {
+/// the same values of `g` ([`taylor_remainder`], whose `reach` chooses the
+/// rule): with `g(u) = δ f''(a + u δ)`, the second is `f'(a + δ) - f'(a)`,
+/// the remainder's derivative in `δ`.
+pub(crate) fn remainder_integrals<const K: usize>(
+    reach: f64,
+    g: impl Fn(f64) -> [f64; K],
+) -> [[f64; K]; 2] {
+    let rule: &[(f64, f64)] = match reach <= 1.0 / 64.0 {
+        true => &GAUSS_LEGENDRE_4,
+        false => &GAUSS_LEGENDRE_8,
+    };
     let (mut weighted, mut whole) = ([0.0; K], [0.0; K]);
-    for &(x, w) in GAUSS_LEGENDRE_8.iter() {
+    for &(x, w) in rule {
         let u = 0.5 * (x + 1.0);
         for (k, value) in g(u).into_iter().enumerate() {
             weighted[k] += w * (1.0 - u) * value;
@@ -379,22 +388,32 @@ pub(crate) fn legendre_rule<const N: usize>() -> [(f64, f64); N] {
 /// of the Legendre polynomial `P₈`, and weights `2 / ((1 - x²) P₈'(x)²)`,
 /// correctly rounded from 40-digit values (by Newton's method
 /// [`legendre_rule`] leaves 6 ulp in the weights).
-const GAUSS_LEGENDRE_8: [(f64, f64); 8] = {
-    const HALF: [(f64, f64); 4] = [
-        (0.960_289_856_497_536_3, 0.101_228_536_290_376_26),
-        (0.796_666_477_413_626_7, 0.222_381_034_453_374_48),
-        (0.525_532_409_916_329, 0.313_706_645_877_887_27),
-        (0.183_434_642_495_649_8, 0.362_683_783_378_362),
-    ];
-    let mut rule = [(0.0, 0.0); 8];
+const GAUSS_LEGENDRE_8: [(f64, f64); 8] = symmetric([
+    (0.960_289_856_497_536_3, 0.101_228_536_290_376_26),
+    (0.796_666_477_413_626_7, 0.222_381_034_453_374_48),
+    (0.525_532_409_916_329, 0.313_706_645_877_887_27),
+    (0.183_434_642_495_649_8, 0.362_683_783_378_362),
+]);
+
+/// The four-point Gauss–Legendre rule on `[-1, 1]`, as
+/// [`GAUSS_LEGENDRE_8`].
+const GAUSS_LEGENDRE_4: [(f64, f64); 4] = symmetric([
+    (0.861_136_311_594_052_6, 0.347_854_845_137_453_85),
+    (0.339_981_043_584_856_26, 0.652_145_154_862_546_1),
+]);
+
+/// A rule of `N` nodes from its positive nodes (and their weights), the
+/// negative ones first.
+const fn symmetric<const H: usize, const N: usize>(half: [(f64, f64); H]) -> [(f64, f64); N] {
+    let mut rule = [(0.0, 0.0); N];
     let mut i = 0;
-    while i < 4 {
-        rule[i] = (-HALF[i].0, HALF[i].1);
-        rule[7 - i] = HALF[i];
+    while i < H {
+        rule[i] = (-half[i].0, half[i].1);
+        rule[N - 1 - i] = half[i];
         i += 1;
     }
     rule
-};
+}
 
 /// `ψ(a) - ψ(a + b)` for `a, b > 0` (the derivative of [`lbeta`] in `a`),
 /// with its relative accuracy wherever `b` is small beside `a`, where the
@@ -3705,14 +3724,17 @@ mod tests {
         );
     }
 
-    /// The `N`-point Gauss–Legendre rules, the eight-point one of
-    /// [`taylor_remainder`] and the 32-point one [`legendre_rule`] builds
+    /// The `N`-point Gauss–Legendre rules, the four- and eight-point ones
+    /// of [`taylor_remainder`] and the 32-point one [`legendre_rule`] builds
     /// for the von Mises draws' slopes, integrate every power up to `x^(2N
     /// - 1)` over `[-1, 1]` to its value `2 / (n + 1)` (odd ones to 0).
     #[test]
     fn the_gauss_legendre_rules_are_exact_to_degree_2n_minus_1() {
-        let rules: [(&[(f64, f64)], f64); 2] =
-            [(&GAUSS_LEGENDRE_8, 1e-15), (&legendre_rule::<32>(), 2e-15)];
+        let rules: [(&[(f64, f64)], f64); 3] = [
+            (&GAUSS_LEGENDRE_4, 1e-15),
+            (&GAUSS_LEGENDRE_8, 1e-15),
+            (&legendre_rule::<32>(), 2e-15),
+        ];
         for (rule, tolerance) in rules {
             let points = rule.len();
             for n in 0..2 * points as i32 {
@@ -3736,12 +3758,13 @@ mod tests {
     fn taylor_remainders_are_exact_for_polynomials_and_exp() {
         // f(x) = x^16 from a = 0.5 by δ = 0.3
         let (a, d) = (0.5f64, 0.3f64);
-        let got = taylor_remainder(|u| d * d * 240.0 * (a + u * d).powi(14));
+        let got = taylor_remainder(0.1, |u| d * d * 240.0 * (a + u * d).powi(14));
         let want = (a + d).powi(16) - a.powi(16) - 16.0 * a.powi(15) * d;
         // (a few ulp: the rounding of eight terms and of the three powers)
         assert!((got - want).abs() <= 4e-15 * want, "{got} vs {want}");
-        for d in [1e-8, -1e-3, 0.1, -0.1] {
-            let [[weighted], [whole]] = remainder_integrals(|u| [d * d * (u * d).exp()]);
+        for d in [1e-8f64, -1e-3, 0.1, -0.1] {
+            // (e^x has no singularity: either rule)
+            let [[weighted], [whole]] = remainder_integrals(d.abs(), |u| [d * d * (u * d).exp()]);
             // e^δ - 1 - δ from its series (the difference would cancel)
             let (mut term, mut want) = (d, 0.0);
             for n in 2..20 {
