@@ -119,6 +119,44 @@ fn bernoulli_log_prob_entropy_and_kl_without_cancellation() {
     }
 }
 
+/// The Bernoulli entropy's slope `-l σ(l) σ(-l)` near `l = 0`, where as
+/// the sum of its terms' slopes (two halves of about `∓1/2`) it kept only
+/// their rounding: 2.4e-7 off at `l = 1e-10` and wholly wrong at `-3e-20`
+/// (values and slopes from mpmath, in `f64` and `f32`).
+#[test]
+#[allow(clippy::excessive_precision)] // mpmath's digits
+fn bernoulli_entropy_slope_keeps_its_digits_near_zero() {
+    let cases = [
+        // (ln 2 less l²/8 and beyond: ln 2 in f64)
+        (1e-10, std::f64::consts::LN_2, -2.5e-11),
+        (-3e-20, std::f64::consts::LN_2, 7.5e-21),
+        (0.7, 0.635_454_608_367_741_62, -0.155_199_011_305_176_34),
+        (
+            -25.0,
+            3.610_865_404_841_462_2e-10,
+            3.471_985_966_144_567_7e-10,
+        ),
+    ];
+    for (l, value, slope) in cases {
+        let tape = Tape::<f64>::new();
+        let logits = tape.var(Tensor::scalar(l));
+        let h = Bernoulli::from_logits(logits).unwrap().entropy().unwrap();
+        let got = h.backward().unwrap().get(logits).unwrap().item().unwrap();
+        assert!(rel(h.item().unwrap(), value) < 1e-14, "H({l})");
+        assert!(rel(got, slope) < 1e-14, "H'({l}) = {got:e}, want {slope:e}");
+        let tape = Tape::<f32>::new();
+        let logits = tape.var(Tensor::scalar(l as f32));
+        let h = Bernoulli::from_logits(logits).unwrap().entropy().unwrap();
+        let got = h.backward().unwrap().get(logits).unwrap().item().unwrap();
+        // (the f32 logit is l rounded: the slope is that of the rounded one)
+        let want = f64::from(l as f32) * slope / l;
+        assert!(
+            close_f32(got, want, 2.0),
+            "f32 H'({l}) = {got:e}, want {want:e}"
+        );
+    }
+}
+
 /// KLs between Bernoullis whose logits are far apart (mpmath): taken as the
 /// difference of two terms that both grow like `u = s (e^-d - 1)`, the KL
 /// lost its digits, 4e-5 of it from -1 against 30 in `f64` (all of it in
