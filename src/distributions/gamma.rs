@@ -1823,7 +1823,10 @@ impl Pointwise<4> for StudentTLogDensity {
 
 /// `KL(Beta(a1, b1) || Beta(a2, b2))`, which is `ln B(a2, b2) - ln B(a1,
 /// b1) + (a1 - a2) ψ(a1) + (b1 - b2) ψ(b1) + (a2 - a1 + b2 - b1) ψ(a1 +
-/// b1)`, in one of three forms, chosen element by element:
+/// b1)`, in one of four forms, chosen element by element:
+/// - Where each pair of concentrations is within an eighth of its smaller
+///   ([`beta_near`]), as one Taylor remainder of `ln B` ([`kl_beta_near`]):
+///   the forms below cancel terms there that agree in most of their digits.
 /// - Where the two `a`s are below [`LARGE`] and both 16 times smaller than
 ///   the `b`s, `b1` at most [`SHIFTED_MAX`] (or the same with the roles
 ///   swapped; see [`kl_beta_shifted`]),
@@ -1866,9 +1869,11 @@ pub(crate) fn kl_beta<'t, F: Element>(q: &Beta<'t, F>, p: &Beta<'t, F>) -> Resul
 
 /// [`kl_beta`] as one [`Pointwise`] formula in `f64` (for `f32`), of the
 /// inputs `[a2, b2, a1, b1]` (the prior's first: its `ln Γ` and ψ are
-/// computed once when its parameters are single values). Where neither
-/// pair of concentrations is taken by [`kl_beta_shifted`], [`kl_beta`] is
-/// `D(a1, a2) + D(b1, b2) - D(s1, s2)` (`s = a + b`) of [`pair_divergence`]s
+/// computed once when its parameters are single values). Near
+/// concentrations ([`beta_near`]) take [`beta_near_scalar`] lane by lane.
+/// Where neither pair of concentrations is taken by [`kl_beta_shifted`],
+/// [`kl_beta`] is `D(a1, a2) + D(b1, b2) - D(s1, s2)` (`s = a + b`) of
+/// [`pair_divergence`]s
 /// plus what [`added_back`] adds, which this computes lane by lane with the
 /// same forms: the direct sum where the first argument is below [`LARGE`],
 /// the large form where both are at least [`LARGE`], the form less `a`
