@@ -1532,6 +1532,54 @@ fn near_divergences_are_not_negative<F: Element>(
     Ok(())
 }
 
+/// Divergences between near concentrations far up the range are finite and
+/// at least 0 (the remainders' squares of differences overflow there, and
+/// their forms give way to the others), and `KL(Beta(a, 2) || Beta(1.1 a,
+/// 2))` at `a = 1e100` is its limit `2 (r - 1 - ln r)`, `r = 1.1` (the
+/// divergence of the Gamma(2) that `1 - x` becomes).
+#[test]
+fn divergences_between_near_huge_concentrations_are_finite() {
+    for a in [1e100, 1e155, 1e250, 3e307] {
+        let tape = Tape::<f64>::new();
+        let (q, p) = (
+            tape.var(Tensor::scalar(a)),
+            tape.var(Tensor::scalar(a * 1.05)),
+        );
+        let (one, two) = (tape.scalar(1.0), tape.scalar(2.0));
+        let kls = [
+            kl_divergence(&Gamma::new(q, one).unwrap(), &Gamma::new(p, one).unwrap()),
+            kl_divergence(
+                &InverseGamma::new(q, two).unwrap(),
+                &InverseGamma::new(p, two).unwrap(),
+            ),
+            kl_divergence(&Beta::new(q, q).unwrap(), &Beta::new(p, p).unwrap()),
+            kl_divergence(&Beta::new(q, two).unwrap(), &Beta::new(p, two).unwrap()),
+            kl_divergence(
+                &VonMises::new(one, q).unwrap(),
+                &VonMises::new(one, p).unwrap(),
+            ),
+        ];
+        for (i, kl) in kls.into_iter().enumerate() {
+            let kl = kl.unwrap();
+            let value = kl.item().unwrap();
+            assert!(
+                value.is_finite() && value >= 0.0,
+                "{a:e}, divergence {i}: {value:e}"
+            );
+            let g = kl.backward().unwrap();
+            assert!(g.all_finite(), "{a:e}, divergence {i}: gradients");
+        }
+    }
+    let tape = Tape::<f64>::new();
+    let (a, two) = (1e100, tape.scalar(2.0));
+    let q = Beta::new(tape.scalar(a), two).unwrap();
+    let p = Beta::new(tape.scalar(a * 1.1), two).unwrap();
+    let kl = kl_divergence(&q, &p).unwrap().item().unwrap();
+    let r = 1.1f64;
+    let want = 2.0 * ((r - 1.0) - r.ln());
+    assert!((kl - want).abs() <= 1e-13 * want, "{kl:e} vs {want:e}");
+}
+
 /// A long parameter tensor is checked in two halves on two threads: a bad
 /// value in either half is reported, and of two, the first.
 #[test]

@@ -1959,8 +1959,9 @@ fn beta_near_scalar([a1, b1, a2, b2]: [f64; 4]) -> (f64, [f64; 4]) {
         let (qa, qb, ra, rb) = (da / a, db / b, da / s, db / s);
         let ga = (qa * ta / a + da * ua) - (rb / s + db * ps);
         let gb = (qb * tb / b + db * ub) - (ra / s + da * ps);
-        let form = (qa * qa * ta + da * da * ua) + (qb * qb * tb + db * db * ub)
-            - 2.0 * (ra * rb + da * db * ps);
+        // (each product from its smallest factors up: δ² can overflow)
+        let form = (qa * qa * ta + da * (da * ua)) + (qb * qb * tb + db * (db * ub))
+            - 2.0 * (ra * rb + da * (db * ps));
         [ga, gb, form]
     };
     if da == 0.0 && db == 0.0 {
@@ -2270,9 +2271,14 @@ fn kl_beta_of<'t, F: Element>(inputs: &[Var<'t, F>; 4]) -> Result<Var<'t, F>> {
 
 /// Whether [`kl_beta`] takes [`kl_beta_near`] at the inputs `[a1, b1, a2,
 /// b2]`: both pairs of concentrations [`shapes_near`] each other (and so
-/// their sums).
+/// their sums), and `q`'s below 1e150 (beyond, `ψ'(a) - ψ'(a + b)`, about
+/// `b / a²`, leaves the range). Where both concentrations are large and
+/// move by one fraction `t`, the remainder's terms of about `δ²/a` cancel
+/// to the divergence (about `t²/4`), as the other forms' terms do: that
+/// direction keeps some `1 / (4a)` of the value's digits.
 fn beta_near<F: Element>(v: &[F]) -> bool {
-    shapes_near(v[0], v[2]) && shapes_near(v[1], v[3])
+    let larger = if v[0] < v[1] { v[1] } else { v[0] };
+    shapes_near(v[0], v[2]) && shapes_near(v[1], v[3]) && larger < F::lit(1e150)
 }
 
 /// `KL(Beta(a1, b1) || Beta(a2, b2))` between near concentrations

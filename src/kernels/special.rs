@@ -289,8 +289,9 @@ pub(crate) fn shape_divergence_direct(a: f64, b: f64) -> f64 {
         let delta = b - a;
         return taylor_remainder(delta.abs() / a.min(b), |u| {
             let x = a + u * delta;
+            // (δ ψ'(x + 1) first: about δ / x, where δ² can overflow)
             let q = delta / x;
-            q * q + delta * delta * trigamma(x + 1.0)
+            q * q + delta * (delta * trigamma(x + 1.0))
         });
     }
     (a - b) * digamma(a) - lgamma(a) + lgamma(b)
