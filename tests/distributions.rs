@@ -1534,10 +1534,12 @@ fn near_divergences_are_not_negative<F: Element>(
 
 /// Divergences between near concentrations far up the range are finite and
 /// at least 0 (the remainders' squares of differences overflow there, and
-/// their forms give way to the others), and `KL(Beta(a, 2) || Beta(1.1 a,
-/// 2))` at `a = 1e100` is its limit `2 (r - 1 - ln r)`, `r = 1.1` (the
-/// divergence of the Gamma(2) that `1 - x` becomes).
+/// their forms give way to the others); a Beta divergence whose two
+/// concentrations move by one fraction keeps its digits; and `KL(Beta(a, 2)
+/// || Beta(1.1 a, 2))` at `a = 1e100` is its limit `2 (r - 1 - ln r)`, `r =
+/// 1.1` (the divergence of the Gamma(2) that `1 - x` becomes).
 #[test]
+#[allow(clippy::excessive_precision)] // mpmath's digits
 fn divergences_between_near_huge_concentrations_are_finite() {
     for a in [1e100, 1e155, 1e250, 3e307] {
         let tape = Tape::<f64>::new();
@@ -1568,6 +1570,63 @@ fn divergences_between_near_huge_concentrations_are_finite() {
             );
             let g = kl.backward().unwrap();
             assert!(g.all_finite(), "{a:e}, divergence {i}: gradients");
+        }
+    }
+    // both concentrations moved by one fraction, where the terms of size
+    // δ²/a cancel to the divergence (mpmath at 300 digits: value, then the
+    // slopes in a1, b1, a2, b2)
+    let cases = [
+        (
+            [1e100, 1e100, 1.05e100, 1.05e100],
+            6.049_179_152_840_010_1e-4,
+            [
+                -1.25e-102,
+                -1.25e-102,
+                1.190_476_190_476_192_9e-102,
+                1.190_476_190_476_192_9e-102,
+            ],
+        ),
+        (
+            [1e12, 1e12, 1_000_000_999_999.999_9, 1_000_000_999_999.999_9],
+            2.499_998_332_725_482_4e-13,
+            [
+                -2.499_999_999_696_074_2e-19,
+                -2.499_999_999_696_074_2e-19,
+                2.499_997_499_698_574_8e-19,
+                2.499_997_499_698_574_8e-19,
+            ],
+        ),
+        (
+            [2e8, 5e7, 200_020_000.0, 50_005_000.0],
+            2.499_833_363_330_583_6e-9,
+            [
+                -5.000_000_015e-14,
+                -8.000_000_064e-13,
+                4.999_500_064_992_750_8e-14,
+                7.999_200_143_982_402_1e-13,
+            ],
+        ),
+    ];
+    for (x, value, slopes) in cases {
+        let tape = Tape::<f64>::new();
+        let v = x.map(|x| tape.var(Tensor::scalar(x)));
+        let kl = kl_divergence(
+            &Beta::new(v[0], v[1]).unwrap(),
+            &Beta::new(v[2], v[3]).unwrap(),
+        )
+        .unwrap();
+        let got = kl.item().unwrap();
+        assert!(
+            (got - value).abs() <= 1e-12 * value,
+            "{x:?}: {got:e} vs {value:e}"
+        );
+        let g = kl.backward().unwrap();
+        for (i, want) in slopes.into_iter().enumerate() {
+            let got = g.get(v[i]).unwrap().item().unwrap();
+            assert!(
+                (got - want).abs() <= 1e-9 * want.abs(),
+                "{x:?}, slope {i}: {got:e} vs {want:e}"
+            );
         }
     }
     let tape = Tape::<f64>::new();

@@ -1968,8 +1968,34 @@ fn beta_near_scalar([a1, b1, a2, b2]: [f64; 4]) -> (f64, [f64; 4]) {
         return (0.0, [0.0; 4]);
     }
     let reach = (da.abs() / a1.min(a2)).max(db.abs() / b1.min(b2));
-    let [weighted, whole] = special::remainder_integrals(reach, |u| pull(a1 + u * da, b1 + u * db));
-    let [ga, gb, _] = pull(a1, b1);
+    // where every concentration on the way is at least LARGE, ψ'(x) = 1/x +
+    // 1/(2x²) + R(x) term by term: with u = δa/a, v = δb/b, w = δs/s, λ =
+    // a/s and μ = b/s, the 1/x terms of δ' H δ are a μ (u - v)² and the
+    // 1/(2x²) terms (u² + v² - w²)/2, as u² + λ (v - u)(v + w) (or with the
+    // roles swapped, whichever of λ, μ is at most 1/2): where both move by
+    // one fraction, the three terms of size δ²/a cancel to those of δ²/a²
+    let pull_large = |a: f64, b: f64| {
+        let s = a + b;
+        let (lam, mu) = (a / s, b / s);
+        let ds = da + db;
+        let (u, v, w) = (da / a, db / b, ds / s);
+        let r = special::trigamma_correction;
+        let (ra, rb, rs) = (r(a), r(b), r(s));
+        let halves = match lam <= 0.5 {
+            true => u * u + lam * (v - u) * (v + w),
+            false => v * v + mu * (u - v) * (u + w),
+        };
+        let form = a * mu * (u - v) * (u - v)
+            + 0.5 * halves
+            + ((da * (da * ra) + db * (db * rb)) - ds * (ds * rs));
+        let ga = mu * (u - v) + 0.5 * mu * ((u - v) + w) / a + (da * ra - ds * rs);
+        let gb = lam * (v - u) + 0.5 * lam * ((v - u) + w) / b + (db * rb - ds * rs);
+        [ga, gb, form]
+    };
+    let large = a1.min(a2).min(b1.min(b2)) >= LARGE;
+    let at = |a: f64, b: f64| if large { pull_large(a, b) } else { pull(a, b) };
+    let [weighted, whole] = special::remainder_integrals(reach, |u| at(a1 + u * da, b1 + u * db));
+    let [ga, gb, _] = at(a1, b1);
     (weighted[2], [-ga, -gb, whole[0], whole[1]])
 }
 
@@ -2272,10 +2298,7 @@ fn kl_beta_of<'t, F: Element>(inputs: &[Var<'t, F>; 4]) -> Result<Var<'t, F>> {
 /// Whether [`kl_beta`] takes [`kl_beta_near`] at the inputs `[a1, b1, a2,
 /// b2]`: both pairs of concentrations [`shapes_near`] each other (and so
 /// their sums), and `q`'s below 1e150 (beyond, `ψ'(a) - ψ'(a + b)`, about
-/// `b / a²`, leaves the range). Where both concentrations are large and
-/// move by one fraction `t`, the remainder's terms of about `δ²/a` cancel
-/// to the divergence (about `t²/4`), as the other forms' terms do: that
-/// direction keeps some `1 / (4a)` of the value's digits.
+/// `b / a²`, leaves the range).
 fn beta_near<F: Element>(v: &[F]) -> bool {
     let larger = if v[0] < v[1] { v[1] } else { v[0] };
     shapes_near(v[0], v[2]) && shapes_near(v[1], v[3]) && larger < F::lit(1e150)
@@ -2287,8 +2310,15 @@ fn beta_near<F: Element>(v: &[F]) -> bool {
 /// δ' H(u) δ du` with `δ = (a2 - a1, b2 - b1)` and `H` the Hessian of `ln
 /// B` at `(a1, b1) + u δ` ([`special::remainder_integrals`]), whose
 /// entries `ψ'(a) - ψ'(a + b)` ([`special::trigamma_diff`]), `ψ'(b) -
-/// ψ'(a + b)` and `-ψ'(a + b)` keep their relative accuracy. Its partials
-/// in `p`'s concentrations are `∫₀¹ H(u) δ du` and in `q`'s `-H(0) δ`.
+/// ψ'(a + b)` and `-ψ'(a + b)` keep their relative accuracy. Where every
+/// concentration is at least [`LARGE`], `δ' H δ` is taken term by term of
+/// `ψ'(x) = 1/x + 1/(2x²) + R(x)`: where both concentrations move by one
+/// fraction `t`, its terms of size `δ²/a` cancel to the divergence (about
+/// `t²/4`), which was 0 at `KL(Beta(1e100, 1e100) || Beta(1.05e100,
+/// 1.05e100))` (6.05e-4) and 3.7e-4 of itself off at `1e12` and `t =
+/// 1e-6` (against mpmath), and whose `1/x` terms are exactly `a μ (u -
+/// v)²` (`u = δa/a`, `v = δb/b`, `μ = b/(a + b)`). Its partials in `p`'s
+/// concentrations are `∫₀¹ H(u) δ du` and in `q`'s `-H(0) δ`.
 /// (As `D(a1, a2) + D(b1, b2) - D(a1 + b1, a2 + b2)` of three remainders
 /// the first and last would agree in most of their digits where `b` is
 /// small beside `a`: `ψ'(a)` and `ψ'(a + b)` differ by about `b ψ''(a)`.)
