@@ -1639,6 +1639,66 @@ fn divergences_between_near_huge_concentrations_are_finite() {
     assert!((kl - want).abs() <= 1e-13 * want, "{kl:e} vs {want:e}");
 }
 
+/// KL(Gamma || Gamma) where shape and rate move by one fraction (the same
+/// mean): terms of size `a t²` cancel to about `t²/4`. Values and slopes
+/// in `a1, b1, a2, b2` against mpmath at 300 digits (the rate slopes of
+/// the first two cases are 0 to the reference's own precision).
+#[test]
+#[allow(clippy::excessive_precision)] // mpmath's digits
+fn gamma_divergence_along_a_fixed_mean_keeps_its_digits() {
+    let cases = [
+        (
+            [1e100, 1e100, 1.05e100, 1.05e100],
+            6.049_179_152_840_010_1e-4,
+            [-2.5e-102, 0.0, 2.380_952_380_952_385_8e-102, 0.0f64],
+        ),
+        (
+            [1e12, 1e12, 1_000_000_999_999.999_9, 1_000_000_999_999.999_9],
+            2.499_998_332_725_065_7e-13,
+            [
+                -4.999_999_999_391_315_1e-19,
+                0.0,
+                4.999_994_999_396_316_3e-19,
+                0.0,
+            ],
+        ),
+        (
+            [3e5, 2.0, 300_299.999_999_999_94, 2.002],
+            2.498_337_357_335_971_8e-7,
+            [
+                -1.666_668_434_626_782_8e-9,
+                -1.258_371_185_031_137_4e-11,
+                1.665_003_430_271_510_7e-9,
+                1.257_114_070_960_177_4e-11,
+            ],
+        ),
+    ];
+    for (x, value, slopes) in cases {
+        let tape = Tape::<f64>::new();
+        let v = x.map(|x| tape.var(Tensor::scalar(x)));
+        let q = Gamma::new(v[0], v[1]).unwrap();
+        let kl = kl_divergence(&q, &Gamma::new(v[2], v[3]).unwrap()).unwrap();
+        let got = kl.item().unwrap();
+        assert!(
+            (got - value).abs() <= 1e-12 * value,
+            "{x:?}: {got:e} vs {value:e}"
+        );
+        let g = kl.backward().unwrap();
+        for (i, want) in slopes.into_iter().enumerate() {
+            let got = g.get(v[i]).unwrap().item().unwrap();
+            let tolerance = if want == 0.0 {
+                1e-40
+            } else {
+                1e-9 * want.abs()
+            };
+            assert!(
+                (got - want).abs() <= tolerance,
+                "{x:?}, slope {i}: {got:e} vs {want:e}"
+            );
+        }
+    }
+}
+
 /// A long parameter tensor is checked in two halves on two threads: a bad
 /// value in either half is reported, and of two, the first.
 #[test]
