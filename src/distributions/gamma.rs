@@ -1348,22 +1348,35 @@ fn gamma_near_scalar([a1, b1, a2, b2]: [f64; 4]) -> (f64, [f64; 4]) {
     (weighted[2], [-ga, -gb, whole[0], whole[1]])
 }
 
-/// [`gamma_near_scalar`] as one [`Pointwise`] formula of `[a1, b1, a2, b2]`.
-#[derive(Clone, Copy)]
-struct GammaNearDivergence;
+/// A [`Pointwise`] formula of `[a1, b1, a2, b2]` taken a position at a time
+/// by a function of them that gives the value and the four partials.
+macro_rules! by_position {
+    ($(#[$doc:meta])* $name:ident, $op:literal, $f:path) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy)]
+        struct $name;
 
-impl Pointwise<4> for GammaNearDivergence {
-    const NAME: &'static str = "kl_gamma_near";
-    const KEYED: usize = 4;
-    type Pre = ();
+        impl Pointwise<4> for $name {
+            const NAME: &'static str = $op;
+            const KEYED: usize = 4;
+            type Pre = ();
 
-    #[inline(always)]
-    fn pre(_: &[Lanes; 4]) {}
+            #[inline(always)]
+            fn pre(_: &[Lanes; 4]) {}
 
-    fn eval(v: &[Lanes; 4], _: &(), out: &mut Lanes, d: &mut [Lanes; 4]) {
-        pointwise::each_lane(v, out, d, f64::INFINITY, |x| Some(gamma_near_scalar(x)));
-    }
+            fn eval(v: &[Lanes; 4], _: &(), out: &mut Lanes, d: &mut [Lanes; 4]) {
+                pointwise::each_lane(v, out, d, f64::INFINITY, |x| Some($f(x)));
+            }
+        }
+    };
 }
+
+by_position!(
+    /// [`gamma_near_scalar`] as one [`Pointwise`] formula.
+    GammaNearDivergence,
+    "kl_gamma_near",
+    gamma_near_scalar
+);
 
 /// [`kl_gamma`] as one [`Pointwise`] formula in `f64` (for `f32`), of the
 /// inputs `[a2, b2, a1, b1]` (the prior's parameters first: their terms are
@@ -2087,23 +2100,12 @@ fn beta_near_scalar([a1, b1, a2, b2]: [f64; 4]) -> (f64, [f64; 4]) {
     (weighted[2], [-ga, -gb, whole[0], whole[1]])
 }
 
-/// [`kl_beta_near`] as one [`Pointwise`] formula of `[a1, b1, a2, b2]`
-/// ([`beta_near_scalar`]).
-#[derive(Clone, Copy)]
-struct BetaNearDivergence;
-
-impl Pointwise<4> for BetaNearDivergence {
-    const NAME: &'static str = "kl_beta_near";
-    const KEYED: usize = 4;
-    type Pre = ();
-
-    #[inline(always)]
-    fn pre(_: &[Lanes; 4]) {}
-
-    fn eval(v: &[Lanes; 4], _: &(), out: &mut Lanes, d: &mut [Lanes; 4]) {
-        pointwise::each_lane(v, out, d, f64::INFINITY, |x| Some(beta_near_scalar(x)));
-    }
-}
+by_position!(
+    /// [`kl_beta_near`] as one [`Pointwise`] formula ([`beta_near_scalar`]).
+    BetaNearDivergence,
+    "kl_beta_near",
+    beta_near_scalar
+);
 
 impl BetaDivergence {
     /// [`kl_beta`]'s forms other than [`kl_beta_near`].
