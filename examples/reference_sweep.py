@@ -1,6 +1,6 @@
 """Random cases in the reference format, against mpmath: a sweep for what the fixed cases miss.
 
-usage: python examples/reference_sweep.py [--near] SEED PER LO HI OUT.json [KIND,KIND,...]
+usage: python examples/reference_sweep.py [--near | --scaled] SEED PER LO HI OUT.json [KIND,KIND,...]
 
 For each kind it draws PER cases with positive parameters log-uniform in [10^LO, 10^HI], real
 ones either uniform in [-10, 10] or of such a size with either sign, values in the unit interval
@@ -17,10 +17,16 @@ large terms (a prior and a posterior that start out equal). Such a divergence is
 (a relative change of one unit in the last place of a parameter can change it by far more), and
 each case also gets `cond_value` and `cond_grad_NAME`, the relative condition number of each
 quantity (`conditioning` below); `tfp_reference` then accepts an error of up to 8 units of 2⁻⁵²
-times that number where it exceeds 1e-9 (what rounding the inputs alone can do). Values come from the closed forms of
+times that number where it exceeds 1e-9 (what rounding the inputs alone can do). With
+`--scaled`, the divergences of the families whose concentrations scale a spread without moving
+its centre (Beta, Dirichlet over three categories, Gamma and inverse Gamma, whose rates scale
+with them) are drawn with every parameter of the second distribution that of the first times
+one factor `exp(±10^u)`, `u` uniform in [-12, 0.7]: at large concentrations the terms of size
+`a ln a` cancel to a divergence of order 1 or less, also with condition numbers. Values come from the closed forms of
 `tests/data/mpmath_reference.py` (and the textbook ones below for the families TFP's files
 cover), computed at 120 significant digits; derivatives by mpmath's numerical differentiation at
-that precision with a step of 1e-40 relative to the argument. Cases whose value or a derivative
+that precision (plus the decimal exponent of the largest argument, so that terms of size `a ln
+a` keep 120 digits) with a step of 1e-40 relative to the argument. Cases whose value or a derivative
 is not finite or beyond 1e300 are dropped. At extreme parameters (LO, HI beyond ±12 or so)
 recheck a failure at more digits before believing the reference. Not part of the build or of CI;
 `docs/accuracy.md` has the figures.
@@ -93,6 +99,20 @@ TEXTBOOK = {
     "normal_entropy": lambda s: mp.log(s) + (1 + mp.log(2 * mp.pi)) / 2,
     "normal_kl": lambda m1, s1, m2, s2: normal_kl(m1, s1, m2, s2)[0],
 }
+
+
+def dirichlet_kl(*c):
+    """KL(Dir(a) || Dir(b)) of the concentrations `a` then `b`, flattened."""
+    k = len(c) // 2
+    a, b = c[:k], c[k:]
+    a0, b0 = sum(a), sum(b)
+    return (L(a0) - sum(L(x) for x in a) - L(b0) + sum(L(x) for x in b)
+            + sum((x - y) * (D(x) - D(a0)) for x, y in zip(a, b)))
+
+
+# entries whose arguments are vectors: the kind's function takes them flattened, the case gives
+# each as a list (its derivatives and their condition numbers likewise)
+VECTORS = {"dirichlet_kl": (dirichlet_kl, ["concentration_q", "concentration_p"], 3)}
 
 
 def samplers(lo, hi):
@@ -193,6 +213,7 @@ def samplers(lo, hi):
         "normal_log_prob": lambda: (r(), p(), r()),
         "normal_entropy": lambda: (p(),),
         "normal_kl": lambda: (r(), p(), r(), p()),
+        "dirichlet_kl": lambda: tuple(p() for _ in range(2 * VECTORS["dirichlet_kl"][2])),
     }
 
 
@@ -245,6 +266,20 @@ def nearby(kind, draw):
     return tuple(q + p)
 
 
+# the divergences whose second distribution is the first with every parameter scaled by one
+# factor (the spread changes, the centre stays)
+SCALED = ["beta_kl", "dirichlet_kl", "gamma_kl", "inverse_gamma_kl"]
+
+
+def scaled(draw):
+    """A draw whose second distribution is the first with every parameter times `exp(±10^u)`,
+    u in [-12, 0.7]."""
+    row = draw()
+    q = list(row[:len(row) // 2])
+    c = math.exp(random.choice([-1, 1]) * 10 ** random.uniform(-12, 0.7))
+    return tuple(q + [x * c for x in q])
+
+
 def step(x, digits):
     """A step for numerical differentiation at `x`: 10^-digits relative (absolute at 0)."""
     return (abs(x) if x != 0 else 1) * mp.mpf(10) ** -digits
@@ -278,6 +313,9 @@ def conditioning(f, args, value, grads):
 
 def formula(kind):
     """The value function of a kind and its argument names."""
+    if kind in VECTORS:
+        f, names, _ = VECTORS[kind]
+        return f, names
     if kind in TEXTBOOK:
         return TEXTBOOK[kind], NAMES[kind]
     if kind in KINDS:
@@ -287,16 +325,37 @@ def formula(kind):
     return f, names
 
 
+def grouped(kind, names, numbers):
+    """The entries of a case: one number per name, or for a kind with vector arguments, each name
+    a list of as many of them."""
+    numbers = [None if x is None else float(x) for x in numbers]
+    if kind not in VECTORS:
+        return dict(zip(names, numbers))
+    k = VECTORS[kind][2]
+    return {n: numbers[i * k:(i + 1) * k] for i, n in enumerate(names)}
+
+
+def usable(c):
+    """Whether a condition number (or each of a list of them) is known and finite."""
+    items = c if isinstance(c, list) else [c]
+    return all(x is not None and math.isfinite(x) for x in items)
+
+
 def main():
-    argv = [a for a in sys.argv[1:] if a != "--near"]
-    near = len(argv) < len(sys.argv) - 1
+    argv = [a for a in sys.argv[1:] if a not in ("--near", "--scaled")]
+    mode = next((a for a in sys.argv[1:] if a in ("--near", "--scaled")), None)
+    near = mode is not None
     if len(argv) < 5:
         sys.exit(USAGE)
     seed, per, lo, hi, out = int(argv[0]), int(argv[1]), float(argv[2]), float(argv[3]), argv[4]
     random.seed(seed)
     kinds = samplers(lo, hi)
-    if near:
+    if mode == "--near":
         kinds = {k: (lambda k=k, d=kinds[k]: nearby(k, d)) for k in NEAR}
+    elif mode == "--scaled":
+        kinds = {k: (lambda d=kinds[k]: scaled(d)) for k in SCALED}
+    else:
+        del kinds["dirichlet_kl"]
     wanted = argv[5].split(",") if len(argv) > 5 else list(kinds)
     unknown = [k for k in wanted if k not in kinds]
     if unknown:
@@ -307,8 +366,9 @@ def main():
         print(kind, file=sys.stderr, flush=True)
         for _ in range(per):
             row = tuple(float(x) for x in kinds[kind]())
+            digits = 120 + max(0, int(math.log10(max(abs(x) for x in row) or 1)))
             try:
-                with mp.workdps(120):
+                with mp.workdps(digits):
                     args = [mp.mpf(x) for x in row]
                     value = f(*args)
                     grads = []
@@ -326,13 +386,16 @@ def main():
             if not all(mp.isfinite(v) and abs(v) < 1e300 for v in [value] + grads):
                 continue
             case = {"kind": kind}
-            case.update(dict(zip(names, row)))
+            case.update(grouped(kind, names, row))
             case["value"] = float(value)
-            case.update({f"grad_{n}": float(g) for n, g in zip(names, grads)})
+            case.update(grouped(kind, [f"grad_{n}" for n in names], [float(g) for g in grads]))
             if near:
-                keys = ["value"] + [f"grad_{n}" for n in names]
-                case.update({f"cond_{k}": float(c) for k, c in zip(keys, conds)
-                             if c is not None and math.isfinite(float(c))})
+                case["cond_value"] = None if conds[0] is None else float(conds[0])
+                keys = [f"cond_grad_{n}" for n in names]
+                case.update(grouped(kind, keys, conds[1:]))
+                # (a condition number that is not known is left out, with its quantity's list)
+                case = {k: v for k, v in case.items()
+                        if not k.startswith("cond_") or usable(v)}
             cases.append(case)
     with open(out, "w") as f:
         json.dump({"source": f"examples/reference_sweep.py {' '.join(sys.argv[1:])}",

@@ -92,11 +92,20 @@ pub const COND_ULPS: f64 = 8.0;
 
 /// [`compare_with`] with each quantity's tolerance: [`RTOL`], or where `case`
 /// gives the quantity's condition number `c` (under `cond_` and its name
-/// without an index), the larger of that and `COND_ULPS ε c`.
+/// without an index; for a vector, a list indexed as the quantity is), the
+/// larger of that and `COND_ULPS ε c`.
 fn compare_conditioned(case: &Value, pairs: &[(&str, f64, f64)]) -> (f64, bool, String) {
     compare_each(pairs, |name| {
-        let key = format!("cond_{}", name.split('[').next().unwrap_or(name));
-        match case[key.as_str()].as_f64() {
+        let (base, index) = match name.split_once('[') {
+            Some((base, rest)) => (base, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (name, None),
+        };
+        let cond = &case[format!("cond_{base}").as_str()];
+        let c = match (cond, index) {
+            (Value::Array(items), Some(i)) => items.get(i).and_then(Value::as_f64),
+            _ => cond.as_f64(),
+        };
+        match c {
             Some(c) => RTOL.max(COND_ULPS * f64::EPSILON * c),
             None => RTOL,
         }
