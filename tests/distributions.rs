@@ -75,6 +75,18 @@ fn every_near_divergence_case_matches() {
     every_reference_case_matches(text, 135, 7, |_| f64::INFINITY);
 }
 
+/// Every case of the divergences whose second distribution has every
+/// parameter of the first times one factor (Beta, Dirichlet over three
+/// categories, Gamma, inverse Gamma; concentrations from 0.1 to 1e300, the
+/// factor from `e^-5` to `e^5`): value and gradients within 1e-9
+/// relative, or within `COND_ULPS` units of 2⁻⁵² per unit of their
+/// condition number where that is more.
+#[test]
+fn every_scaled_divergence_case_matches() {
+    let text = include_str!("data/scaled_reference.json");
+    every_reference_case_matches(text, 80, 20, |_| f64::INFINITY);
+}
+
 fn gc<Fun>(name: &str, f: Fun, inputs: &[Tensor<f64>])
 where
     Fun: for<'t> Fn(&'t Tape<f64>, &[Var<'t, f64>]) -> Result<Var<'t, f64>>,
@@ -1353,6 +1365,26 @@ proptest! {
         near_divergences_are_not_negative::<f32>([x, a, b], [x2, a2, b2])?;
     }
 
+    /// Where every concentration of the second distribution is that of the
+    /// first times `c` and the first's are all equal (Beta(a, a),
+    /// Gamma(a, a), inverse Gamma(a, a), Dirichlet(a, a, a)), the
+    /// divergence tends to `(K - 1)/2 · (c - 1 - ln c)` as `a` grows (`K` the
+    /// concentrations a `ln Γ` term each: 2 for the Beta, the Gammas' rate
+    /// counted as the second, 3 for the Dirichlet), to within about `1/a` of
+    /// itself: from `a` = 1e6 to 1e300 in `f64` and to 1e35 in `f32`, with
+    /// `c` from `e^-5` to `e^5` and within 1e-12 of 1.
+    #[test]
+    fn divergences_of_scaled_concentrations_reach_their_limit(
+        x in 6.0..300.0f64,
+        u in -12.0..0.7f64,
+        up in any::<bool>(),
+    ) {
+        let a = 10f64.powf(x);
+        let c = (if up { 1.0 } else { -1.0 } * 10f64.powf(u)).exp();
+        scaled_divergences_reach_their_limit::<f64>(a, c)?;
+        scaled_divergences_reach_their_limit::<f32>(a.min(1e35), c)?;
+    }
+
     #[test]
     fn log_prob_is_finite_on_the_support((m, s) in normal_params(), x in -1e4..1e4f64,
                                          pi in 0.001..0.999f64, spike in 1e-3..1.0f64, slab in 1.0..3000.0f64) {
@@ -1432,6 +1464,60 @@ proptest! {
             prop_assert!((a - b).abs() <= 1e-12 * (1.0 + b.abs()), "{}: {} vs {}", i, a, b);
         }
     }
+}
+
+/// [`divergences_of_scaled_concentrations_reach_their_limit`] at `a` and
+/// `c` in `F`: the second distribution's concentrations are `a c` rounded
+/// to `F`, and `c` the ratio of the two as rounded.
+fn scaled_divergences_reach_their_limit<F: Element>(
+    a: f64,
+    c: f64,
+) -> std::result::Result<(), TestCaseError> {
+    let in_f = |x: f64| Tensor::<F>::scalar(F::lit(x));
+    let (q, p) = (in_f(a), in_f(a * c));
+    let c = p.to_f64().data()[0] / q.to_f64().data()[0];
+    if c == 1.0 {
+        return Ok(());
+    }
+    let tape = Tape::<F>::new();
+    let (qv, pv) = (q.data()[0], p.data()[0]);
+    let (q, p) = (tape.constant(q), tape.constant(p));
+    let row = |x| Dirichlet::new(tape.constant(Tensor::full(&[3], x))).unwrap();
+    // (K - 1, the divergence)
+    let kls = [
+        (
+            1.0,
+            kl_divergence(&Beta::new(q, q).unwrap(), &Beta::new(p, p).unwrap()),
+        ),
+        (
+            1.0,
+            kl_divergence(&Gamma::new(q, q).unwrap(), &Gamma::new(p, p).unwrap()),
+        ),
+        (
+            1.0,
+            kl_divergence(
+                &InverseGamma::new(q, q).unwrap(),
+                &InverseGamma::new(p, p).unwrap(),
+            ),
+        ),
+        (2.0, kl_divergence(&row(qv), &row(pv))),
+    ];
+    let phi = (c - 1.0) - c.ln();
+    // about 1/a of the limit, and the rounding of a divergence whose
+    // condition number is about 1/|c - 1| (the inputs are exact: the
+    // concentrations of each distribution are equal)
+    let eps = Tensor::<F>::scalar(F::epsilon()).to_f64().data()[0];
+    let tol = 1e-5 + 8.0 * eps / (c - 1.0).abs().min(1.0);
+    for (i, (k1, kl)) in kls.into_iter().enumerate() {
+        let got = kl.unwrap().value().to_f64().data()[0];
+        let want = 0.5 * k1 * phi;
+        prop_assert!(
+            (got - want).abs() <= tol * want,
+            "{} a = {a:e}, c = {c}, divergence {i}: {got:e} vs {want:e}",
+            F::DTYPE
+        );
+    }
+    Ok(())
 }
 
 /// The divergences between two members of each family, the first built
@@ -1696,6 +1782,183 @@ fn gamma_divergence_along_a_fixed_mean_keeps_its_digits() {
                 "{x:?}, slope {i}: {got:e} vs {want:e}"
             );
         }
+    }
+}
+
+/// The Beta, Gamma and Dirichlet divergences where every parameter of the
+/// second is that of the first times one factor (the means kept, the
+/// spread changed), at concentrations from 1e12: the terms of size `a ln a`
+/// cancel to a divergence of order 1, and where the inputs' proportions
+/// differ in their last bits (`2e100` against `3e100`, which are not in
+/// the ratio 2:3 as floats) to one of about `ε² a`. Values and slopes
+/// (first distribution's parameters, then the second's) against mpmath at
+/// 400 digits at the inputs as floats; in `f32` at the inputs rounded to
+/// `f32`.
+#[test]
+#[allow(clippy::excessive_precision)] // mpmath's digits
+fn divergences_where_every_concentration_scales_keep_their_digits() {
+    fn check<F: Element>(
+        name: &str,
+        x: &[f64],
+        value: f64,
+        slopes: &[f64],
+        rtol: f64,
+        kl: for<'t> fn(&[Var<'t, F>]) -> Result<Var<'t, F>>,
+    ) {
+        let tape = Tape::<F>::new();
+        let v: Vec<_> = x
+            .iter()
+            .map(|&x| tape.var(Tensor::scalar(F::lit(x))))
+            .collect();
+        let kl = kl(&v).unwrap();
+        let got = kl.value().to_f64().data()[0];
+        assert!(
+            (got - value).abs() <= rtol * value,
+            "{name} {x:?}: {got:e} vs {value:e}"
+        );
+        let g = kl.backward().unwrap();
+        for (i, &want) in slopes.iter().enumerate() {
+            let got = g.get(v[i]).unwrap().to_f64().data()[0];
+            assert!(
+                (got - want).abs() <= rtol * want.abs(),
+                "{name} {x:?}, slope {i}: {got:e} vs {want:e}"
+            );
+        }
+    }
+    fn beta<'t, F: Element>(v: &[Var<'t, F>]) -> Result<Var<'t, F>> {
+        kl_divergence(&Beta::new(v[0], v[1])?, &Beta::new(v[2], v[3])?)
+    }
+    fn gamma<'t, F: Element>(v: &[Var<'t, F>]) -> Result<Var<'t, F>> {
+        kl_divergence(&Gamma::new(v[0], v[1])?, &Gamma::new(v[2], v[3])?)
+    }
+    fn dirichlet<'t, F: Element>(v: &[Var<'t, F>]) -> Result<Var<'t, F>> {
+        let row = |v: &[Var<'t, F>]| Dirichlet::new(Var::stack(v, 0)?);
+        kl_divergence(&row(&v[..3])?, &row(&v[3..])?)
+    }
+    let f64_cases: [(&str, &[f64], f64, &[f64], _); 6] = [
+        (
+            "Beta",
+            &[2e12, 3e12, 3e12, 4.5e12],
+            0.047267445945926605307,
+            &[
+                -7.50000000000175e-14,
+                -3.3333333333339259259e-14,
+                5.0000000000009722222e-14,
+                2.2222222222225514403e-14,
+            ],
+            beta::<f64> as for<'t> fn(&[Var<'t, f64>]) -> Result<Var<'t, f64>>,
+        ),
+        (
+            "Beta",
+            &[2e100, 3e100, 3e100, 4.5e100],
+            3.3965661823393872363e+68,
+            &[
+                1.7484020030031561662e-16,
+                -1.1656013353354375196e-16,
+                -1.1656013353354374517e-16,
+                7.770675568902916093e-17,
+            ],
+            beta::<f64>,
+        ),
+        (
+            "Beta, near",
+            &[2e40, 3e40, 2.0000002e40, 3.0000003e40],
+            9.7433435115101377878e-8,
+            &[
+                -2.4178516376127564394e-24,
+                1.6119010917418375613e-24,
+                2.4178513958276170183e-24,
+                -1.6119009305517446139e-24,
+            ],
+            beta::<f64>,
+        ),
+        (
+            "Gamma",
+            &[2e100, 3e100, 3e100, 4.5e100],
+            5.6609436372323120605e+68,
+            &[
+                2.9140033383385936858e-16,
+                -1.9426688922257292497e-16,
+                -1.942668892225729061e-16,
+                1.2951125948171526654e-16,
+            ],
+            gamma::<f64>,
+        ),
+        (
+            "Dirichlet",
+            &[2e12, 3e12, 4e12, 3e12, 4.5e12, 6e12],
+            0.094534891891849121108,
+            &[
+                -9.7222222222242026749e-14,
+                -5.5555555555563786008e-14,
+                -3.4722222222226401749e-14,
+                6.481481481482581733e-14,
+                3.7037037037041609511e-14,
+                2.3148148148150470107e-14,
+            ],
+            dirichlet::<f64>,
+        ),
+        (
+            "Dirichlet",
+            &[2e100, 3e100, 4e100, 2.1e100, 3.15e100, 4.2e100],
+            3.7150566621060728971e+68,
+            &[
+                6.5834890236538594779e-17,
+                -1.3166978047307719809e-16,
+                6.5834890236538594779e-17,
+                -6.2699895463370093521e-17,
+                1.2539979092674018337e-16,
+                -6.2699895463370093521e-17,
+            ],
+            dirichlet::<f64>,
+        ),
+    ];
+    for (name, x, value, slopes, kl) in f64_cases {
+        check(name, x, value, slopes, 1e-11, kl);
+    }
+    // the inputs as f32: 2e30 is 2.0000000300949324e30, and so on
+    let f32_cases: [(&str, &[f64], f64, &[f64], _); 3] = [
+        (
+            "Beta f32",
+            &[2e30, 3e30, 3e30, 4.5e30],
+            6343323146555145.4693,
+            &[
+                7.5557862588959938466e-8,
+                -5.0371910929969241904e-8,
+                -5.0371909661304579139e-8,
+                3.3581273389461860395e-8,
+            ],
+            beta::<f32> as for<'t> fn(&[Var<'t, f32>]) -> Result<Var<'t, f32>>,
+        ),
+        (
+            "Gamma f32",
+            &[2e30, 3e30, 3e30, 4.5e30],
+            10572205338932740.515,
+            &[
+                1.2592977351892918037e-7,
+                -8.3953186574835010331e-8,
+                -8.3953183050766439534e-8,
+                5.5968789170386764921e-8,
+            ],
+            gamma::<f32>,
+        ),
+        (
+            "Dirichlet f32",
+            &[2e30, 3e30, 4e30, 3e30, 4.5e30, 6e30],
+            10572205181142467.633,
+            &[
+                4.1976589763349032988e-8,
+                -8.3953183755580147382e-8,
+                4.1976589763349032988e-8,
+                -2.7984394193630219616e-8,
+                5.5968788857136219918e-8,
+                -2.7984394193630219616e-8,
+            ],
+            dirichlet::<f32>,
+        ),
+    ];
+    for (name, x, value, slopes, kl) in f32_cases {
+        check(name, x, value, slopes, 3.0 * f64::from(f32::EPSILON), kl);
     }
 }
 

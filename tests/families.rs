@@ -243,29 +243,31 @@ fn gradcheck_log_probs_entropies_and_kls() {
         &[v(&[2.0, 0.5, 1.0]), v(&[1.2, 1.5, 0.3])],
     );
     // each element on one of the forms: a1 below 10; a1 and a2 from 10
-    // with y = a1 b2 / b1 near a2; a1 from 10 and a2 below; both from 10
-    // with y far from a2
+    // with y = a1 b2 / b1 near a2 (twice: the second with the shapes far
+    // apart); a1 from 10 and a2 below; both from 10 with y far from a2
     gc(
         "KL Gamma, every form",
         |_, x| kl_divergence(&Gamma::new(x[0], x[1])?, &Gamma::new(x[2], x[3])?),
         &[
-            v(&[2.0, 15.0, 40.0, 12.0]),
-            v(&[0.5, 1.5, 2.0, 0.3]),
-            v(&[1.2, 12.0, 3.0, 30.0]),
-            v(&[1.5, 1.0, 0.2, 30.0]),
+            v(&[2.0, 15.0, 40.0, 40.0, 12.0]),
+            v(&[0.5, 1.5, 2.0, 2.0, 0.3]),
+            v(&[1.2, 12.0, 80.0, 3.0, 30.0]),
+            v(&[1.5, 1.0, 4.1, 0.2, 30.0]),
         ],
     );
     // pairs whose first concentration is from 10 and second below (taken
-    // less the first), both from 10, and both below; then the `a`s small
-    // beside the `b`s, and the `b`s beside the `a`s (the shifted forms)
+    // less the first), and both below; every concentration from 10 (the
+    // form by parts), twice, the second with the proportions nearly kept;
+    // then the `a`s small beside the `b`s, and the `b`s beside the `a`s
+    // (the shifted forms)
     gc(
         "KL Beta, every form",
         |_, x| kl_divergence(&Beta::new(x[0], x[1])?, &Beta::new(x[2], x[3])?),
         &[
-            v(&[2.0, 15.0, 40.0, 0.05, 3.0]),
-            v(&[0.5, 20.0, 30.0, 3.0, 0.05]),
-            v(&[1.2, 3.0, 50.0, 0.1, 2.0]),
-            v(&[1.5, 2.0, 35.0, 2.0, 0.1]),
+            v(&[2.0, 15.0, 40.0, 40.0, 0.05, 3.0]),
+            v(&[0.5, 20.0, 30.0, 60.0, 3.0, 0.05]),
+            v(&[1.2, 3.0, 50.0, 80.0, 0.1, 2.0]),
+            v(&[1.5, 2.0, 35.0, 121.0, 2.0, 0.1]),
         ],
     );
     // two categories: the Beta divergence of the two concentrations, here
@@ -278,12 +280,28 @@ fn gradcheck_log_probs_entropies_and_kls() {
             Tensor::from_rows(&[[0.1, 2.0], [1.5, 0.7]]).unwrap(),
         ],
     );
+    // (the last two rows every concentration from 10: by parts, the second
+    // with the proportions nearly kept)
     gc(
         "KL Dirichlet, every form",
         |_, x| kl_divergence(&Dirichlet::new(x[0])?, &Dirichlet::new(x[1])?),
         &[
-            Tensor::from_rows(&[[15.0, 20.0, 30.0], [2.0, 0.5, 1.0], [40.0, 12.0, 0.7]]).unwrap(),
-            Tensor::from_rows(&[[3.0, 2.0, 0.5], [1.2, 1.5, 0.3], [50.0, 11.0, 2.0]]).unwrap(),
+            Tensor::from_rows(&[
+                [15.0, 20.0, 30.0],
+                [2.0, 0.5, 1.0],
+                [40.0, 12.0, 0.7],
+                [15.0, 20.0, 30.0],
+                [15.0, 20.0, 30.0],
+            ])
+            .unwrap(),
+            Tensor::from_rows(&[
+                [3.0, 2.0, 0.5],
+                [1.2, 1.5, 0.3],
+                [50.0, 11.0, 2.0],
+                [25.0, 12.0, 40.0],
+                [30.0, 40.0, 61.0],
+            ])
+            .unwrap(),
         ],
     );
     // small shared concentrations at either end of a row, on the sticks'

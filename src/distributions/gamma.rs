@@ -1240,14 +1240,20 @@ pub(crate) fn kl_gamma<'t, F: Element>(q: &Gamma<'t, F>, p: &Gamma<'t, F>) -> Re
         let y = a1.try_mul(b2.try_div(b1)?)?;
         let ln_y = a1.ln().try_add(b2.ln().try_sub(b1.ln())?)?;
         let both_large = |w: &[Var<'t, F>]| {
-            let (a1, a2, y, ln_y) = (w[0], w[1], w[2], w[3]);
-            let near_form = |u: &[Var<'t, F>]| u[0].bd0(u[1]);
+            let (a1, a2, y, ln_y, b1, b2) = (w[0], w[1], w[2], w[3], w[4], w[5]);
+            let near_form =
+                |u: &[Var<'t, F>]| pointwise::apply(RateDeviance, &[u[3], u[4], u[0], u[5]]);
             let far_form = |u: &[Var<'t, F>]| {
                 let (a2, y, ln_y) = (u[0], u[1], u[2]);
                 a2.try_mul(a2.ln().try_sub(ln_y)?)?.try_add(y.try_sub(a2)?)
             };
             let close = mask_where(&[a2, y], |v| near(v[1], v[0]))?;
-            let bd0 = split(&[a2, y, ln_y], (close.clone(), close), near_form, far_form)?;
+            let bd0 = split(
+                &[a2, y, ln_y, a1, b1, b2],
+                (close.clone(), close),
+                near_form,
+                far_form,
+            )?;
             let t = bd0.try_sub(a2.try_div(a1)?.ln() * F::lit(0.5))?;
             t.try_add(a2.lgamma_correction())
         };
@@ -1257,7 +1263,7 @@ pub(crate) fn kl_gamma<'t, F: Element>(q: &Gamma<'t, F>, p: &Gamma<'t, F>) -> Re
             t.try_add(a1.ln() * F::lit(0.5) - F::lit(HALF_LN_2PI))
         };
         let a2_large = mask_where(&[a2], |v| v[0] >= F::lit(LARGE))?;
-        let split_inputs = [a1, a2, y, ln_y];
+        let split_inputs = [a1, a2, y, ln_y, b1, b2];
         let rest = split(
             &split_inputs,
             (a2_large.clone(), a2_large),
@@ -1370,6 +1376,35 @@ macro_rules! by_position {
         }
     };
 }
+
+/// `bd0(a2, y)` with `y = a1 b2 / b1`, of the inputs `[a1, b1, a2, b2]`,
+/// from `a2 - y` computed without rounding `y` first
+/// ([`special::ratio_apart`]): where `y` is close to `a2` the divergence is
+/// about `(a2 - y)² / a2`, and from `y` rounded it carried an error of about
+/// `ε² a2` (`KL(Gamma(2e100, 3e100) || Gamma(3e100, 4.5e100))`, whose
+/// inputs' means differ in their last bits, came out 1.006e69 for
+/// 5.661e68). The partials: `ln(a2 / y)` in `a2`, and through `∂/∂y = -(a2
+/// - y)/y`, `-(a2 - y)/a1`, `(a2 - y)/b1` and `-(a2 - y)/b2`.
+fn rate_deviance_scalar([a1, b1, a2, b2]: [f64; 4]) -> (f64, [f64; 4]) {
+    let y = a1 * (b2 / b1);
+    let apart = special::ratio_apart(a2, a1, b2, b1);
+    (
+        deviance(a2, y, apart),
+        [
+            -apart / a1,
+            apart / b1,
+            ln_deviate(a2, y, apart),
+            -apart / b2,
+        ],
+    )
+}
+
+by_position!(
+    /// [`rate_deviance_scalar`] as one [`Pointwise`] formula.
+    RateDeviance,
+    "bd0_of_rates",
+    rate_deviance_scalar
+);
 
 by_position!(
     /// [`gamma_near_scalar`] as one [`Pointwise`] formula.
@@ -1497,10 +1532,16 @@ impl GammaDivergence {
             let (y, ln_y, diff) = (a1 * ratio[l], ln_a1[l] + r[l], a1 - a2);
             let common = (diff * dc1[l] - diff / (2.0 * a1)) - c1[l];
             let (rest, d_a2) = match t.large {
-                Some((c2, dc2)) if a2 >= LARGE => (
-                    (special::bd0(a2, y) - 0.5 * (a2 / a1).ln()) + c2[l],
-                    special::ln_ratio(a2, y) - 0.5 / a2 + 0.5 / a1 + (dc2[l] - dc1[l]),
-                ),
+                Some((c2, dc2)) if a2 >= LARGE => {
+                    // (a2 - y from the products, as `RateDeviance` takes it)
+                    let apart = special::ratio_apart(a2, a1, b2[l], b1[l]);
+                    d[1][l] = -apart / b2[l];
+                    d[3][l] = apart / b1[l];
+                    d[2][l] = -apart / a1 + diff / (2.0 * a1 * a1) + diff * tc1[l];
+                    out[l] = common + (deviance(a2, y, apart) - 0.5 * (a2 / a1).ln()) + c2[l];
+                    d[0][l] = ln_deviate(a2, y, apart) - 0.5 / a2 + 0.5 / a1 + (dc2[l] - dc1[l]);
+                    continue;
+                }
                 _ => (
                     (y - a2 * ln_y) + t.lgamma[l] + (0.5 * ln_a1[l] - HALF_LN_2PI),
                     t.digamma[l] - ln_y + 0.5 / a1 - dc1[l],
@@ -1924,10 +1965,17 @@ impl Pointwise<4> for StudentTLogDensity {
 
 /// `KL(Beta(a1, b1) || Beta(a2, b2))`, which is `ln B(a2, b2) - ln B(a1,
 /// b1) + (a1 - a2) ψ(a1) + (b1 - b2) ψ(b1) + (a2 - a1 + b2 - b1) ψ(a1 +
-/// b1)`, in one of four forms, chosen element by element:
+/// b1)`, in one of five forms, chosen element by element:
 /// - Where each pair of concentrations is within an eighth of its smaller
 ///   ([`beta_near`]), as one Taylor remainder of `ln B` ([`kl_beta_near`]):
 ///   the forms below cancel terms there that agree in most of their digits.
+/// - Where every concentration is at least [`LARGE`], or the largest at
+///   least [`BY_PARTS_FROM`] and the next form does not apply, as the
+///   divergences of the parts of `ln B` by Stirling's series
+///   ([`kl_beta_large`]), each small where the divergence is: the two
+///   forms after the next cancel terms of the size of the largest
+///   concentration, and lost the whole divergence where the
+///   concentrations all move by one factor.
 /// - Where the two `a`s are below [`LARGE`] and both 16 times smaller than
 ///   the `b`s, `b1` at most [`SHIFTED_MAX`] (or the same with the roles
 ///   swapped; see [`kl_beta_shifted`]),
@@ -1950,7 +1998,7 @@ impl Pointwise<4> for StudentTLogDensity {
 ///   range, instead of NaN.
 ///
 /// In `f32` the divergence and its gradients are computed in `f64` by
-/// [`BetaDivergence`] (the same forms) and rounded once: its forms cancel
+/// [`BetaDivergence`] (the same forms) and rounded once: the general forms cancel
 /// terms of the size of the concentrations times their digammas, which at
 /// a concentration of 1e6 left an `f32` result up to 1.7 % off
 /// (`KL(Beta(1e6, 30) || Beta(500, 0.7))` came out 3.5625 for 3.5037).
@@ -1971,7 +2019,8 @@ pub(crate) fn kl_beta<'t, F: Element>(q: &Beta<'t, F>, p: &Beta<'t, F>) -> Resul
 /// [`kl_beta`] as one [`Pointwise`] formula in `f64` (for `f32`), of the
 /// inputs `[a2, b2, a1, b1]` (the prior's first: its `ln Γ` and ψ are
 /// computed once when its parameters are single values). Near
-/// concentrations ([`beta_near`]) take [`beta_near_scalar`] lane by lane.
+/// concentrations ([`beta_near`]) take [`beta_near_scalar`] lane by lane,
+/// and those of [`beta_large`] [`beta_large_scalar`].
 /// Where neither pair of concentrations is taken by [`kl_beta_shifted`],
 /// [`kl_beta`] is `D(a1, a2) + D(b1, b2) - D(s1, s2)` (`s = a + b`) of
 /// [`pair_divergence`]s
@@ -2036,6 +2085,8 @@ impl Pointwise<4> for BetaDivergence {
             let q_first = [a1[l], b1[l], a2[l], b2[l]];
             if beta_near(&q_first) {
                 (out[l], [d[2][l], d[3][l], d[0][l], d[1][l]]) = beta_near_scalar(q_first);
+            } else if beta_large(&q_first) {
+                (out[l], [d[2][l], d[3][l], d[0][l], d[1][l]]) = beta_large_scalar(q_first);
             }
         }
     }
@@ -2075,22 +2126,29 @@ fn beta_near_scalar([a1, b1, a2, b2]: [f64; 4]) -> (f64, [f64; 4]) {
     // 1/(2x²) terms (u² + v² - w²)/2, as u² + λ (v - u)(v + w) (or with the
     // roles swapped, whichever of λ, μ is at most 1/2): where both move by
     // one fraction, the three terms of size δ²/a cancel to those of δ²/a²
+    //
+    // u - v is `(a2 b1 - a1 b2) / (a b)` at every point `(a, b)` of the
+    // segment, from the products' exact difference: as the difference of
+    // `u` and `v` rounded, its error of about `ε u` became one of `a ε² u²`
+    // in the divergence, which at `1e40` and `t = 1e-7` outweighed it tenfold
+    let apart = special::product_difference(a2, b1, a1, b2);
     let pull_large = |a: f64, b: f64| {
         let s = a + b;
         let (lam, mu) = (a / s, b / s);
         let ds = da + db;
         let (u, v, w) = (da / a, db / b, ds / s);
+        let u_v = apart / a / b;
         let r = special::trigamma_correction;
         let (ra, rb, rs) = (r(a), r(b), r(s));
         let halves = match lam <= 0.5 {
-            true => u * u + lam * (v - u) * (v + w),
-            false => v * v + mu * (u - v) * (u + w),
+            true => u * u - lam * u_v * (v + w),
+            false => v * v + mu * u_v * (u + w),
         };
-        let form = a * mu * (u - v) * (u - v)
+        let form = a * mu * u_v * u_v
             + 0.5 * halves
             + ((da * (da * ra) + db * (db * rb)) - ds * (ds * rs));
-        let ga = mu * (u - v) + 0.5 * mu * ((u - v) + w) / a + (da * ra - ds * rs);
-        let gb = lam * (v - u) + 0.5 * lam * ((v - u) + w) / b + (db * rb - ds * rs);
+        let ga = mu * u_v + 0.5 * mu * (u_v + w) / a + (da * ra - ds * rs);
+        let gb = -lam * u_v + 0.5 * lam * (w - u_v) / b + (db * rb - ds * rs);
         [ga, gb, form]
     };
     let large = a1.min(a2).min(b1.min(b2)) >= LARGE;
@@ -2382,8 +2440,182 @@ impl<F: Element> Op<F> for InF64Elementwise {
 /// [`kl_beta`] of the inputs `[a1, b1, a2, b2]`, in their own precision.
 fn kl_beta_of<'t, F: Element>(inputs: &[Var<'t, F>; 4]) -> Result<Var<'t, F>> {
     let near = mask_where(inputs, |v| beta_near(v))?;
-    split(inputs, (near.clone(), near), kl_beta_near, kl_beta_far)
+    let rest = |v: &[Var<'t, F>]| {
+        let large = mask_where(v, |v| beta_large(v))?;
+        split(v, (large.clone(), large), kl_beta_large, kl_beta_far)
+    };
+    split(inputs, (near.clone(), near), kl_beta_near, rest)
 }
+
+/// Whether [`kl_beta`] takes [`kl_beta_large`] at the inputs `[a1, b1, a2,
+/// b2]` that [`beta_near`] does not take: both sums finite, and every
+/// concentration at least [`LARGE`], or (where [`kl_beta_shifted`] does not
+/// take them) the largest at least [`BY_PARTS_FROM`] and at most 1e300
+/// times the square of the smallest (so that its terms, such as `δ/a²`,
+/// stay in range: `a1 = 1e-300` made them NaN).
+fn beta_large<F: Element>(v: &[F]) -> bool {
+    let finite = (v[0] + v[1]).is_finite() && (v[2] + v[3]).is_finite();
+    let largest = v.iter().fold(F::zero(), |m, &x| if x > m { x } else { m });
+    let smallest = v.iter().fold(largest, |m, &x| if x < m { x } else { m });
+    let in_range = largest.to_f64().unwrap_or(f64::INFINITY)
+        <= 1e300 * smallest.to_f64().unwrap_or(0.0).powi(2);
+    finite
+        && (v.iter().all(|&x| x >= F::lit(LARGE))
+            || (largest >= F::lit(BY_PARTS_FROM)
+                && in_range
+                && !beta_shifted(v, false)
+                && !beta_shifted(v, true)))
+}
+
+/// The largest concentration from which [`kl_beta`] takes [`kl_beta_large`]
+/// where some are below [`LARGE`] (and the `a`s or the `b`s are not
+/// small beside the others): the general form's parts are then of the size
+/// of that concentration and cancel to the divergence, which
+/// `KL(Beta(1.41e13, 62.3) || Beta(1.19e11, 0.526))` (2.03620) lost from
+/// its fourth digit on. Below it their rounding errors stay under about
+/// `1e-12`.
+const BY_PARTS_FROM: f64 = 1024.0;
+
+/// `KL(Beta(a1, b1) || Beta(a2, b2))` where every concentration is at least
+/// [`LARGE`] ([`beta_large`]): [`divergence_by_parts`] of the rows `(a1,
+/// b1)` and `(a2, b2)`. The other forms add terms of size `a ln a` that
+/// cancel to one of order 1: `KL(Beta(2e12, 3e12) || Beta(3e12, 4.5e12))`
+/// (the same means, the spread 1.5 times smaller; 0.0472674459459...)
+/// came out 0.04822, and at `1e100` as 1.2e85.
+fn kl_beta_large<'t, F: Element>(v: &[Var<'t, F>]) -> Result<Var<'t, F>> {
+    pointwise::apply(BetaLargeDivergence, &[v[0], v[1], v[2], v[3]])
+}
+
+/// [`kl_beta_large`] of one position `[a1, b1, a2, b2]`: the value and the
+/// partials in `a1, b1, a2, b2`.
+fn beta_large_scalar([a1, b1, a2, b2]: [f64; 4]) -> (f64, [f64; 4]) {
+    let (mut dq, mut dp) = ([0.0; 2], [0.0; 2]);
+    let value = divergence_by_parts(&[a1, b1], &[a2, b2], &mut dq, &mut dp);
+    (value, [dq[0], dq[1], dp[0], dp[1]])
+}
+
+/// `KL(Dir(a) || Dir(b))` for one row of concentrations (every one at
+/// least [`LARGE`], or for a Beta those of [`beta_large`]; their sums
+/// finite), in three parts that are each
+/// small where the divergence is; its partials in `a` and `b` are written
+/// to `grad_a` and `grad_b`. The divergence is the Bregman divergence of
+/// `ln B(x) = Σ ln Γ(x_i) - ln Γ(x0)` (`x0 = Σ x_i`) from `a` to `b`, and
+/// with `ln Γ(x) = (x - 1/2) ln x - x + ln(2π)/2 + C(x)` the sum of the
+/// divergences of its parts:
+/// - of `Σ x_i ln x_i - x0 ln x0`, of degree 1, `Σ bd0(b_i, m_i)` with `m
+///   = b0 a / a0` (`b`'s total in `a`'s proportions): 0 where the
+///   proportions agree. `b_i - m_i = (b_i a0 - a_i b0) / a0` is taken from
+///   the products' exact difference and the totals' compensated sums: one
+///   rounding of `m_i` alone makes an error of about `ε² b_i`, which
+///   outweighs the whole divergence from concentrations of about 1e32 on
+///   (at `1e100`, 1e68 against a true 3.4e68 of inputs whose proportions
+///   differ in their last bits);
+/// - of `-(Σ ln x_i - ln x0)/2`, `(Σ φ(b_i/a_i) - φ(b0/a0))/2` with `φ(r) =
+///   r - 1 - ln r` (`bd0(a_i, b_i)/a_i`), of order 1 where every
+///   concentration moves by one factor;
+/// - of the corrections `Σ C(x_i) - C(x0)`, each `C(b_i) - C(a_i) - C'(a_i)
+///   (b_i - a_i)`, of the size of `1/a` (a Taylor remainder where the two
+///   are near each other).
+///
+/// The partials are the same parts' derivatives: in `b_i`, `ln(b_i/m_i) +
+/// (δ_i/(a_i b_i) - δ0/(a0 b0))/2 + C'(b_i) - C'(a_i) - C'(b0) + C'(a0)`;
+/// in `a_i`, `-((b_i - m_i)/a_i + (δ_i/a_i² - δ0/a0²)/2 + C''(a_i) δ_i -
+/// C''(a0) δ0)` (`-H δ`, `H` the Hessian of `ln B` at `a`), with `δ = b -
+/// a`.
+fn divergence_by_parts(a: &[f64], b: &[f64], grad_a: &mut [f64], grad_b: &mut [f64]) -> f64 {
+    use special::{bd0, digamma_correction as dc, trigamma_correction as tc};
+    let largest = |x: &[f64]| x.iter().fold(0.0f64, |m, &v| m.max(v));
+    let (ua, ub) = (
+        special::power_of_two_below(largest(a)),
+        special::power_of_two_below(largest(b)),
+    );
+    // the totals of the scaled rows (exact scalings), with their rounding
+    // errors
+    let (sa, ea) = compensated_sum(a.iter().map(|&x| x / ua));
+    let (sb, eb) = compensated_sum(b.iter().map(|&x| x / ub));
+    let (a0, b0) = (ua * (sa + ea), ub * (sb + eb));
+    let (d0, w) = (b0 - a0, (b0 - a0) / a0);
+    let (mut proportions, mut spreads, mut corrections) = (0.0, 0.0, 0.0);
+    for i in 0..a.len() {
+        let (x, y) = (a[i], b[i]);
+        let (xs, ys) = (x / ua, y / ub);
+        let cross = special::product_difference(ys, sa, xs, sb) + (ys * ea - xs * eb);
+        let apart = ub * (cross / (sa + ea));
+        let m = b0 * (x / a0);
+        proportions += deviance(y, m, apart);
+        spreads += bd0(x, y) / x;
+        corrections += correction_divergence(x, y);
+        let (d, u) = (y - x, (y - x) / x);
+        grad_b[i] = ln_deviate(y, m, apart)
+            + 0.5 * (u / y - w / b0)
+            + ((dc(y) - dc(x)) - (dc(b0) - dc(a0)));
+        grad_a[i] = -(apart / x + 0.5 * (u / x - w / a0) + (tc(x) * d - tc(a0) * d0));
+    }
+    proportions + 0.5 * (spreads - bd0(a0, b0) / a0) + (corrections - correction_divergence(a0, b0))
+}
+
+/// `C(y) - C(x) - C'(x) (y - x)` for the correction `C` of Stirling's
+/// series ([`special::lgamma_correction`]): where `x` and `y` are
+/// [`shapes_near`], the Taylor remainder `δ² ∫₀¹ (1 - u) C''(x + u δ) du`
+/// (the difference of the two values, of the size of `1/(12x)`, would
+/// leave an error of about `ε/x` in a divergence of `δ²/x³`).
+fn correction_divergence(x: f64, y: f64) -> f64 {
+    use special::{digamma_correction, lgamma_correction, trigamma_correction};
+    let d = y - x;
+    if shapes_near(x, y) {
+        let reach = d.abs() / x.min(y);
+        d * (d * special::taylor_remainder(reach, |u| trigamma_correction(x + u * d)))
+    } else {
+        (lgamma_correction(y) - lgamma_correction(x)) - digamma_correction(x) * d
+    }
+}
+
+/// The sum of `xs` as its rounded value and the rounding errors of the
+/// additions (Neumaier's compensated sum): together within about `ε²` of
+/// the total, relative to the largest partial sum.
+fn compensated_sum(xs: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (mut sum, mut error) = (0.0f64, 0.0);
+    for x in xs {
+        let t = sum + x;
+        error += if sum.abs() >= x.abs() {
+            (sum - t) + x
+        } else {
+            (x - t) + sum
+        };
+        sum = t;
+    }
+    (sum, error)
+}
+
+/// `bd0(y, m) = m ((1 + δ) ln(1 + δ) - δ)` with `δ = d / m`, given `d = y -
+/// m` computed as such: as `m (δ² - (1 + δ)(δ - ln(1 + δ)))` where `|δ| <
+/// 1/2` (no digits lost to `y - m` rounded), else [`special::bd0`].
+fn deviance(y: f64, m: f64, d: f64) -> f64 {
+    let delta = d / m;
+    if delta.abs() < 0.5 {
+        m * (delta * delta - (1.0 + delta) * super::bernoulli::log1p_excess(delta))
+    } else {
+        special::bd0(y, m)
+    }
+}
+
+/// `ln(y / m)`, the derivative of [`deviance`] in `y`, given `d = y - m`
+/// computed as such.
+fn ln_deviate(y: f64, m: f64, d: f64) -> f64 {
+    let delta = d / m;
+    if delta.abs() < 0.5 {
+        delta.ln_1p()
+    } else {
+        special::ln_ratio(y, m)
+    }
+}
+
+by_position!(
+    /// [`kl_beta_large`] as one [`Pointwise`] formula ([`beta_large_scalar`]).
+    BetaLargeDivergence,
+    "kl_beta_large",
+    beta_large_scalar
+);
 
 /// Whether [`kl_beta`] takes [`kl_beta_near`] at the inputs `[a1, b1, a2,
 /// b2]`: both pairs of concentrations [`shapes_near`] each other (and so
@@ -2946,7 +3178,17 @@ fn kl_dirichlet_of<'t, F: Element>(a: Var<'t, F>, b: Var<'t, F>) -> Result<Var<'
         let (q, p) = (stick_pieces(OP, v[0])?, stick_pieces(OP, v[1])?);
         kl_beta(&q, &p)?.sum_axis(last_axis(v), false)
     };
-    let closed = |v: &[Var<'t, F>]| kl_dirichlet_closed(v[0], v[1], last_axis(v));
+    // the rows below the spread in closed form, or where every
+    // concentration is large by parts (one op of both rows, broadcast)
+    let closed = |v: &[Var<'t, F>]| {
+        let by_parts = |w: &[Var<'t, F>]| {
+            let shape = shape_of(w);
+            let (a, b) = (w[0].broadcast_to(&shape)?, w[1].broadcast_to(&shape)?);
+            a.tape.apply(DirichletByParts, &[a, b])
+        };
+        let sums = |w: &[Var<'t, F>]| kl_dirichlet_closed(w[0], w[1], last_axis(w));
+        by_rows(v, large_rows(OP, v[0], v[1])?, by_parts, sums)
+    };
     // over two categories every row is one stick
     let spread = if k == 2 {
         F::zero()
@@ -2954,6 +3196,123 @@ fn kl_dirichlet_of<'t, F: Element>(a: Var<'t, F>, b: Var<'t, F>) -> Result<Var<'
         F::lit(STICKS_SPREAD)
     };
     by_spread(OP, a, b, spread, sticks, closed)
+}
+
+/// The inputs' shapes broadcast together (those of a [`split`] side, which
+/// broadcast: a shape error was reported before the split).
+fn shape_of<F: Element>(inputs: &[Var<'_, F>]) -> Vec<usize> {
+    inputs.iter().fold(Vec::new(), |shape, v| {
+        broadcast_shape(&shape, &v.shape()).unwrap_or(shape)
+    })
+}
+
+/// 1 for each row of `a` and `b` (broadcast together) whose concentrations
+/// are all at least [`LARGE`] and add up to finite totals, where the
+/// closed form's terms of size `a ln a` would cancel
+/// ([`DirichletByParts`]), else 0; and the broadcast shape.
+fn large_rows<F: Element>(
+    op: &'static str,
+    a: Var<'_, F>,
+    b: Var<'_, F>,
+) -> Result<(Vec<F>, Vec<usize>)> {
+    let large = |r: &[F]| {
+        r.iter().all(|&c| c >= F::lit(LARGE)) && r.iter().fold(F::zero(), |s, &c| s + c).is_finite()
+    };
+    rows_where(op, a, b, |x, y| large(x) && large(y))
+}
+
+/// 1 for each row of `a` and `b` (broadcast together) where `keep` holds
+/// of the two rows, else 0; and the broadcast shape (`op` names a shape
+/// error).
+fn rows_where<F: Element>(
+    op: &'static str,
+    a: Var<'_, F>,
+    b: Var<'_, F>,
+    keep: impl Fn(&[F], &[F]) -> bool,
+) -> Result<(Vec<F>, Vec<usize>)> {
+    let shape = broadcast_shape(&a.shape(), &b.shape()).ok_or_else(|| Error::ShapeMismatch {
+        op,
+        lhs: a.shape(),
+        rhs: b.shape(),
+    })?;
+    let (av, bv) = (
+        a.value().broadcast_to(&shape)?,
+        b.value().broadcast_to(&shape)?,
+    );
+    let k = shape.last().copied().unwrap_or(1).max(1);
+    let rows = av
+        .data()
+        .chunks(k)
+        .zip(bv.data().chunks(k))
+        .map(|(x, y)| if keep(x, y) { F::one() } else { F::zero() })
+        .collect();
+    Ok((rows, shape))
+}
+
+/// `KL(Dir(a) || Dir(b))` along the last axis of `a` and `b` (of one
+/// shape), every row of concentrations at least [`LARGE`]: one op, each
+/// row by [`divergence_by_parts`] in `f64`, its partials recomputed by
+/// backward.
+struct DirichletByParts;
+
+impl DirichletByParts {
+    /// The divergence of each row, and (with `grads`) the partials.
+    fn rows<F: Element>(inputs: &[&Tensor<F>], grads: bool) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let (a, b) = (inputs[0].to_f64(), inputs[1].to_f64());
+        let k = a.shape().last().copied().unwrap_or(1).max(1);
+        let n = a.len();
+        let (mut ga, mut gb) = (vec![0.0; n], vec![0.0; n]);
+        let (mut sa, mut sb) = (vec![0.0; k], vec![0.0; k]);
+        let values = a
+            .data()
+            .chunks(k)
+            .zip(b.data().chunks(k))
+            .enumerate()
+            .map(|(r, (x, y))| {
+                let value = divergence_by_parts(x, y, &mut sa, &mut sb);
+                if grads {
+                    ga[r * k..(r + 1) * k].copy_from_slice(&sa);
+                    gb[r * k..(r + 1) * k].copy_from_slice(&sb);
+                }
+                value
+            })
+            .collect();
+        (values, ga, gb)
+    }
+}
+
+impl<F: Element> Op<F> for DirichletByParts {
+    fn name(&self) -> &str {
+        "kl_dirichlet_by_parts"
+    }
+    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
+        let shape = inputs[0].shape();
+        let (values, ..) = Self::rows(inputs, false);
+        Tensor::from_vec(
+            values.into_iter().map(F::lit).collect(),
+            &shape[..shape.len() - 1],
+        )
+    }
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        _output: &Tensor<F>,
+        grad: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        let shape = inputs[0].shape();
+        let k = shape.last().copied().unwrap_or(1).max(1);
+        let (_, ga, gb) = Self::rows(inputs, true);
+        let g = grad.to_f64();
+        let scaled = |d: Vec<f64>| {
+            let data = d
+                .iter()
+                .enumerate()
+                .map(|(i, &d)| F::lit(g.data()[i / k] * d))
+                .collect();
+            Tensor::from_vec(data, shape).map(Some)
+        };
+        Ok(vec![scaled(ga)?, scaled(gb)?])
+    }
 }
 
 /// The last axis of the inputs a Dirichlet formula is given (the largest
@@ -2973,14 +3332,25 @@ fn by_spread<'t, F: Element>(
     sticks: impl FnOnce(&[Var<'t, F>]) -> Result<Var<'t, F>>,
     sums: impl FnOnce(&[Var<'t, F>]) -> Result<Var<'t, F>>,
 ) -> Result<Var<'t, F>> {
-    let (rows, shape) = spread_rows(op, a, b, spread)?;
+    by_rows(&[a, b], spread_rows(op, a, b, spread)?, sticks, sums)
+}
+
+/// `yes(inputs)` in the rows whose entry of `rows` is 1, `no(inputs)` in
+/// the others ([`split`] by the rows of `shape`, the inputs' broadcast
+/// shape; only one is built where every row takes it).
+fn by_rows<'t, F: Element>(
+    inputs: &[Var<'t, F>],
+    (rows, shape): (Vec<F>, Vec<usize>),
+    yes: impl FnOnce(&[Var<'t, F>]) -> Result<Var<'t, F>>,
+    no: impl FnOnce(&[Var<'t, F>]) -> Result<Var<'t, F>>,
+) -> Result<Var<'t, F>> {
     if rows.iter().all(|&m| m == F::zero()) {
-        return sums(&[a, b]);
+        return no(inputs);
     }
     if rows.iter().all(|&m| m == F::one()) {
-        return sticks(&[a, b]);
+        return yes(inputs);
     }
-    split(&[a, b], row_masks(rows, &shape)?, sticks, sums)
+    split(inputs, row_masks(rows, &shape)?, yes, no)
 }
 
 /// The stick-breaking pieces of a Dirichlet's concentrations `c` along
@@ -3057,36 +3427,16 @@ fn spread_rows<F: Element>(
     b: Var<'_, F>,
     spread: F,
 ) -> Result<(Vec<F>, Vec<usize>)> {
-    let shape = broadcast_shape(&a.shape(), &b.shape()).ok_or_else(|| Error::ShapeMismatch {
-        op,
-        lhs: a.shape(),
-        rhs: b.shape(),
-    })?;
-    let (av, bv) = (
-        a.value().broadcast_to(&shape)?,
-        b.value().broadcast_to(&shape)?,
-    );
-    let k = shape.last().copied().unwrap_or(1).max(1);
-    let rows = av
-        .data()
-        .chunks(k)
-        .zip(bv.data().chunks(k))
-        .map(|(x, y)| {
-            // (the concentrations are positive and finite, and so are
-            // their sums: checked when the Dirichlets were built)
-            let (mut lo, mut hi) = (F::infinity(), F::zero());
-            for &c in x.iter().chain(y) {
-                lo = if c < lo { c } else { lo };
-                hi = if c > hi { c } else { hi };
-            }
-            if hi > lo * spread {
-                F::one()
-            } else {
-                F::zero()
-            }
-        })
-        .collect();
-    Ok((rows, shape))
+    rows_where(op, a, b, |x, y| {
+        // (the concentrations are positive and finite, and so are their
+        // sums: checked when the Dirichlets were built)
+        let (mut lo, mut hi) = (F::infinity(), F::zero());
+        for &c in x.iter().chain(y) {
+            lo = if c < lo { c } else { lo };
+            hi = if c > hi { c } else { hi };
+        }
+        hi > lo * spread
+    })
 }
 
 /// `KL(Dir(a) || Dir(b))` in closed form along `axis`, `ln Γ(a0) - Σ ln

@@ -555,6 +555,36 @@ pub(crate) fn poisson_log_mass(k: f64, rate: f64) -> f64 {
     -bd0(k, rate) - stirling
 }
 
+/// `a b - c d` to within about one rounding of the result (Kahan's
+/// algorithm: the rounding error of `c d`, exact by a fused multiply-add,
+/// is added back), where the products agree in most of their digits and
+/// their plain difference keeps none of them. The products must not
+/// overflow.
+pub(crate) fn product_difference(a: f64, b: f64, c: f64, d: f64) -> f64 {
+    let cd = c * d;
+    let error = (-c).mul_add(d, cd);
+    a.mul_add(b, -cd) + error
+}
+
+/// The power of 2 at or below a positive normal `x` (its exponent alone):
+/// dividing by it is exact, and brings `x` into `[1, 2)`.
+pub(crate) fn power_of_two_below(x: f64) -> f64 {
+    f64::from_bits(x.to_bits() & 0x7ff0_0000_0000_0000)
+}
+
+/// `a2 - a1 b2 / b1` for positive normal arguments, as `(a2 b1 - a1 b2) /
+/// b1` from the products' [`product_difference`] (the `a`s and the `b`s
+/// each scaled by the power of 2 below the larger, so that no product
+/// overflows): where `a1 b2 / b1` is close to `a2`, the difference of the
+/// two rounded keeps only the absolute accuracy of `ε a2`.
+pub(crate) fn ratio_apart(a2: f64, a1: f64, b2: f64, b1: f64) -> f64 {
+    let (ua, ub) = (
+        power_of_two_below(a1.max(a2)),
+        power_of_two_below(b1.max(b2)),
+    );
+    ua * (product_difference(a2 / ua, b1 / ub, a1 / ua, b2 / ub) / (b1 / ub))
+}
+
 /// `ln(a / y)`, from the logarithms when the ratio over- or underflows.
 pub(crate) fn ln_ratio(a: f64, y: f64) -> f64 {
     let r = a / y;
