@@ -10,7 +10,7 @@ value and every derivative in the format of `tests/data/mpmath_reference.json`, 
     cargo run --release --example tfp_reference -- OUT.json
 
 checks bayesgrad against them. With `--near`, only the divergences between two members of
-one family are drawn, the second distribution's parameters those of the first each times
+one family are drawn (the Dirichlet's over three categories among them), the second distribution's parameters those of the first each times
 `1 ± 10^u`, `u` uniform in [-12, -1] (a scale the second may not exceed, Pareto's, times
 `1 - 10^u`): divergences of nearly equal distributions, where a small value is the difference of
 large terms (a prior and a posterior that start out equal). Such a divergence is ill-conditioned
@@ -250,7 +250,7 @@ NAMES = {
 NEAR = ["poisson_kl", "logit_normal_kl", "cauchy_kl", "half_cauchy_kl", "half_normal_kl",
         "gumbel_kl", "weibull_kl", "pareto_kl", "inverse_gamma_kl", "geometric_kl",
         "von_mises_kl", "gamma_kl", "beta_kl", "laplace_kl", "lognormal_kl", "bernoulli_kl",
-        "normal_kl"]
+        "normal_kl", "dirichlet_kl"]
 
 
 def nearby(kind, draw):

@@ -2476,9 +2476,10 @@ fn beta_large<F: Element>(v: &[F]) -> bool {
 /// `1e-12`.
 const BY_PARTS_FROM: f64 = 1024.0;
 
-/// `KL(Beta(a1, b1) || Beta(a2, b2))` where every concentration is at least
-/// [`LARGE`] ([`beta_large`]): [`divergence_by_parts`] of the rows `(a1,
-/// b1)` and `(a2, b2)`. The other forms add terms of size `a ln a` that
+/// `KL(Beta(a1, b1) || Beta(a2, b2))` at the inputs of [`beta_large`] (every
+/// concentration at least [`LARGE`], or the largest at least
+/// [`BY_PARTS_FROM`]): [`divergence_by_parts`] of the rows `(a1, b1)` and
+/// `(a2, b2)`. The other forms add terms of size `a ln a` that
 /// cancel to one of order 1: `KL(Beta(2e12, 3e12) || Beta(3e12, 4.5e12))`
 /// (the same means, the spread 1.5 times smaller; 0.0472674459459...)
 /// came out 0.04822, and at `1e100` as 1.2e85.
@@ -3127,9 +3128,11 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
     }
 }
 
-/// `KL(Dir(a) || Dir(b))`. Over two categories, and in the rows whose
+/// `KL(Dir(a) || Dir(b))`. Over two categories, in the rows whose
 /// concentrations (`a`'s and `b`'s together) spread over more than
-/// [`STICKS_SPREAD`], it is the sum of the divergences of its sticks: a
+/// [`STICKS_SPREAD`], and in those whose concentrations are each
+/// [`shapes_near`] their counterpart, some below [`LARGE`], it is the sum
+/// of the divergences of its sticks: a
 /// Dirichlet draw is `x_1 ~ Beta(a_1, a_2 + ... + a_K)`, then the rest of
 /// the stick shared out by `Dir(a_2, ..., a_K)` independently of it, and
 /// the two densities' Jacobians cancel, so
@@ -3137,7 +3140,9 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
 /// `t_k = Σ_{j>k} a_j` ([`Var::cumsum_from_end`]). Every term is a Beta
 /// divergence ([`kl_beta`]) that is at least 0, so the sum cancels
 /// nothing, and each takes the Beta's forms for small and large
-/// concentrations. The other rows take the closed form
+/// concentrations. Rows whose concentrations are all at least [`LARGE`]
+/// take [`divergence_by_parts`] ([`DirichletByParts`]), and the other
+/// rows the closed form
 /// ([`kl_dirichlet_closed`]), within about 1e-9 there in f64 and several
 /// times cheaper; where small concentrations are shared it loses the
 /// digits of a small divergence to terms of order 1: `KL(Dir([1e-6, 2e-6,
@@ -3182,7 +3187,7 @@ fn kl_dirichlet_of<'t, F: Element>(a: Var<'t, F>, b: Var<'t, F>) -> Result<Var<'
     // concentration is large by parts (one op of both rows, broadcast)
     let closed = |v: &[Var<'t, F>]| {
         let by_parts = |w: &[Var<'t, F>]| {
-            let shape = shape_of(w);
+            let shape = broadcast_of(w)?;
             let (a, b) = (w[0].broadcast_to(&shape)?, w[1].broadcast_to(&shape)?);
             a.tape.apply(DirichletByParts, &[a, b])
         };
@@ -3195,15 +3200,17 @@ fn kl_dirichlet_of<'t, F: Element>(a: Var<'t, F>, b: Var<'t, F>) -> Result<Var<'
     } else {
         F::lit(STICKS_SPREAD)
     };
-    by_spread(OP, a, b, spread, sticks, closed)
-}
-
-/// The inputs' shapes broadcast together (those of a [`split`] side, which
-/// broadcast: a shape error was reported before the split).
-fn shape_of<F: Element>(inputs: &[Var<'_, F>]) -> Vec<usize> {
-    inputs.iter().fold(Vec::new(), |shape, v| {
-        broadcast_shape(&shape, &v.shape()).unwrap_or(shape)
-    })
+    // the sticks where the concentrations spread, or where each is
+    // [`shapes_near`] its counterpart and some are below LARGE: there the
+    // closed form's parts, remainders each, cancel to the divergence (which
+    // came out -2.2e-17 for 1.4e-17 between [0.0104, 292.4, 0.019] and
+    // itself moved by about 1e-9), where each stick's Beta divergence is one
+    // remainder ([`kl_beta_near`])
+    let rows = rows_where(OP, a, b, |x, y| {
+        let near = x.iter().zip(y).all(|(&p, &q)| shapes_near(p, q));
+        spreads(x, y, spread) || (near && x.iter().chain(y).any(|&c| c < F::lit(LARGE)))
+    })?;
+    by_rows(&[a, b], rows, sticks, closed)
 }
 
 /// 1 for each row of `a` and `b` (broadcast together) whose concentrations
@@ -3427,16 +3434,20 @@ fn spread_rows<F: Element>(
     b: Var<'_, F>,
     spread: F,
 ) -> Result<(Vec<F>, Vec<usize>)> {
-    rows_where(op, a, b, |x, y| {
-        // (the concentrations are positive and finite, and so are their
-        // sums: checked when the Dirichlets were built)
-        let (mut lo, mut hi) = (F::infinity(), F::zero());
-        for &c in x.iter().chain(y) {
-            lo = if c < lo { c } else { lo };
-            hi = if c > hi { c } else { hi };
-        }
-        hi > lo * spread
-    })
+    rows_where(op, a, b, |x, y| spreads(x, y, spread))
+}
+
+/// Whether the concentrations of the rows `x` and `y` together spread over
+/// more than `spread` (the largest over the smallest).
+fn spreads<F: Element>(x: &[F], y: &[F], spread: F) -> bool {
+    // (the concentrations are positive and finite, and so are their sums:
+    // checked when the Dirichlets were built)
+    let (mut lo, mut hi) = (F::infinity(), F::zero());
+    for &c in x.iter().chain(y) {
+        lo = if c < lo { c } else { lo };
+        hi = if c > hi { c } else { hi };
+    }
+    hi > lo * spread
 }
 
 /// `KL(Dir(a) || Dir(b))` in closed form along `axis`, `ln Γ(a0) - Σ ln
