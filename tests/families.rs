@@ -2671,6 +2671,74 @@ fn digamma_differences_keep_their_digits_for_small_increments() {
     }
 }
 
+/// The Beta entropy where its concentrations add up to less than 1e-100:
+/// its slopes `(1 - a) ψ'(a) + (s - 2) ψ'(s)` gather two terms that
+/// overflow from about 1.3e-154 down, and came out NaN (`inf - inf`) at
+/// `Beta(1e-160, 1e-160)`; they are `+inf` where the slope is beyond the
+/// floats and finite elsewhere. Values and slopes against mpmath at 700
+/// digits (the inputs as floats).
+#[test]
+#[allow(clippy::excessive_precision)] // mpmath's digits
+fn beta_entropy_slopes_at_tiny_concentrations_are_not_nan() {
+    let cases = [
+        // (a, b, H, ∂a, ∂b)
+        (
+            1e-120,
+            1e-120,
+            -1.0000000000000000214e+120,
+            5.0000000000000002139e+239,
+            5.0000000000000002139e+239,
+        ),
+        (
+            1e-101,
+            3e-101,
+            -8.3333333333333329244e+100,
+            8.7499999999999991941e+201,
+            -1.3888888888888889288e+200,
+        ),
+        (
+            1e-300,
+            1e-110,
+            -9.9999999999999997494e+299,
+            f64::INFINITY,
+            -9.9999999999999989756e+219,
+        ),
+        (
+            1e-300,
+            1e-300,
+            -9.9999999999999997494e+299,
+            f64::INFINITY,
+            f64::INFINITY,
+        ),
+        (
+            1e-160,
+            2e-160,
+            -8.333333333333333428e+159,
+            f64::INFINITY,
+            f64::INFINITY,
+        ),
+    ];
+    for (a, b, h, da, db) in cases {
+        let tape = Tape::<f64>::new();
+        let (x, y) = (tape.var(Tensor::scalar(a)), tape.var(Tensor::scalar(b)));
+        let entropy = Beta::new(x, y).unwrap().entropy().unwrap();
+        let got = entropy.item().unwrap();
+        assert!(
+            (got - h).abs() <= 1e-14 * h.abs(),
+            "H({a:e}, {b:e}): {got:e} vs {h:e}"
+        );
+        let g = entropy.backward().unwrap();
+        for (var, want) in [(x, da), (y, db)] {
+            let got = g.get(var).unwrap().item().unwrap();
+            let close = match want.is_finite() {
+                true => (got - want).abs() <= 1e-14 * want.abs(),
+                false => got == want,
+            };
+            assert!(close, "slope of H({a:e}, {b:e}): {got:e} vs {want:e}");
+        }
+    }
+}
+
 /// Divergences at concentrations of 1e-300, where ψ' = 1/a² overflows and
 /// single terms of the sums overflow with opposite signs: a zero factor in
 /// front of an overflowing derivative gives 0, not NaN; a sum whose parts

@@ -1629,6 +1629,52 @@ impl Pointwise<2> for GammaEntropy {
     }
 }
 
+/// Below this sum of its concentrations the Beta entropy is taken by
+/// [`beta_entropy_tiny`]: from about 1.3e-154 down, `ψ'` of the sum and of
+/// each concentration overflow, and the sums of the terms' slopes were
+/// `inf - inf` (NaN) at `Beta(1e-160, 1e-160)`.
+const TINY_SUM: f64 = 1e-100;
+
+/// The Beta entropy `H = ln B(a, b) - (a - 1)(ψ(a) - ψ(s)) - (b - 1)(ψ(b) -
+/// ψ(s))` (`s = a + b`) and its partials in `a` and `b`, for a sum below
+/// [`TINY_SUM`]: with `ψ(x) = ψ(x + 1) - 1/x`, `ψ(a) - ψ(s)` is `-(b/a)/s +
+/// (ψ(a + 1) - ψ(s + 1))`, and `∂H/∂a = (1 - a) ψ'(a) + (s - 2) ψ'(s)` is
+/// `((1 - a) - (2 - s)(a/s)²)/a² + (1 - a) ψ'(a + 1) + (s - 2) ψ'(s + 1)`,
+/// whose first term has the sign of the two huge ones it gathers and
+/// overflows to `±inf` only where their sum does (`+inf` at `a = b =
+/// 1e-300`, about `1/(2a²)`).
+fn beta_entropy_tiny([a, b]: [f64; 2]) -> (f64, [f64; 2]) {
+    let s = a + b;
+    let slope = |x: f64| {
+        let r = x / s;
+        ((1.0 - x) - (2.0 - s) * (r * r)) / x / x
+            + ((1.0 - x) * special::trigamma(x + 1.0) + (s - 2.0) * special::trigamma(s + 1.0))
+    };
+    let part =
+        |x: f64, y: f64| -(1.0 - x) * (y / x) / s - (x - 1.0) * special::digamma_diff(x + 1.0, y);
+    (
+        special::lbeta(a, b) + part(a, b) + part(b, a),
+        [slope(a), slope(b)],
+    )
+}
+
+/// [`beta_entropy_tiny`] as one [`Pointwise`] formula.
+#[derive(Clone, Copy)]
+struct BetaEntropyTiny;
+
+impl Pointwise<2> for BetaEntropyTiny {
+    const NAME: &'static str = "beta_entropy_tiny";
+    const KEYED: usize = 2;
+    type Pre = ();
+
+    #[inline(always)]
+    fn pre(_: &[Lanes; 2]) {}
+
+    fn eval(v: &[Lanes; 2], _: &(), out: &mut Lanes, d: &mut [Lanes; 2]) {
+        pointwise::each_lane(v, out, d, f64::INFINITY, |x| Some(beta_entropy_tiny(x)));
+    }
+}
+
 /// The Beta distribution on (0, 1).
 ///
 /// # Density
@@ -1812,13 +1858,19 @@ impl<'t, F: Element> Distribution<'t, F> for Beta<'t, F> {
                 h.try_add(s.scalar_div(F::one()) - s.ln() * F::lit(0.5) - s.lgamma_correction())?;
             Ok(h + F::lit(HALF_LN_2PI + 0.5))
         };
-        // ln B(a, b) - (a - 1) (ψ(a) - ψ(a + b)) - (b - 1) (ψ(b) - ψ(a + b))
+        // ln B(a, b) - (a - 1) (ψ(a) - ψ(a + b)) - (b - 1) (ψ(b) - ψ(a + b)),
+        // where a + b is below TINY_SUM as one op ([`beta_entropy_tiny`])
         let small = |v: &[Var<'t, F>]| {
-            let (a, b) = (v[0], v[1]);
-            let h = a
-                .lbeta(b)?
-                .try_sub((a - F::one()).try_mul(a.digamma_diff(b)?)?)?;
-            h.try_sub((b - F::one()).try_mul(b.digamma_diff(a)?)?)
+            let sums = |w: &[Var<'t, F>]| {
+                let (a, b) = (w[0], w[1]);
+                let h = a
+                    .lbeta(b)?
+                    .try_sub((a - F::one()).try_mul(a.digamma_diff(b)?)?)?;
+                h.try_sub((b - F::one()).try_mul(b.digamma_diff(a)?)?)
+            };
+            let tiny = mask_where(v, |v| v[0] + v[1] < F::lit(TINY_SUM))?;
+            let by_parts = |w: &[Var<'t, F>]| pointwise::apply(BetaEntropyTiny, &[w[0], w[1]]);
+            split(v, (tiny.clone(), tiny), by_parts, sums)
         };
         by_size(&[self.concentration1, self.concentration0], large, small)
     }
