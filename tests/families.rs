@@ -2671,15 +2671,16 @@ fn digamma_differences_keep_their_digits_for_small_increments() {
     }
 }
 
-/// The Beta entropy where its concentrations add up to less than 1e-100:
-/// its slopes `(1 - a) ψ'(a) + (s - 2) ψ'(s)` gather two terms that
-/// overflow from about 1.3e-154 down, and came out NaN (`inf - inf`) at
-/// `Beta(1e-160, 1e-160)`; they are `+inf` where the slope is beyond the
-/// floats and finite elsewhere. Values and slopes against mpmath at 700
-/// digits (the inputs as floats).
+/// The Beta and Dirichlet entropies where the concentrations add up to less
+/// than 1e-100: their slopes `(1 - a) ψ'(a) + (s - 2) ψ'(s)` (`(α0 - K)
+/// ψ'(α0)` for the Dirichlet) gather two terms that overflow from about
+/// 1.3e-154 down, and came out NaN (`inf - inf`) at `Beta(1e-160, 1e-160)`
+/// and `Dirichlet([1e-300; 3])`; they are `+inf` where the slope is beyond
+/// the floats and finite elsewhere. Values and slopes against mpmath at 700
+/// to 800 digits (the inputs as floats).
 #[test]
 #[allow(clippy::excessive_precision)] // mpmath's digits
-fn beta_entropy_slopes_at_tiny_concentrations_are_not_nan() {
+fn entropy_slopes_at_tiny_concentrations_are_not_nan() {
     let cases = [
         // (a, b, H, ∂a, ∂b)
         (
@@ -2735,6 +2736,47 @@ fn beta_entropy_slopes_at_tiny_concentrations_are_not_nan() {
                 false => got == want,
             };
             assert!(close, "slope of H({a:e}, {b:e}): {got:e} vs {want:e}");
+        }
+    }
+    let inf = f64::INFINITY;
+    let rows: [([f64; 3], f64, [f64; 3]); 4] = [
+        (
+            [1e-120; 3],
+            -2.0000000000000000428e+120,
+            [6.6666666666666669519e+239; 3],
+        ),
+        (
+            [1e-101, 2e-101, 3e-101],
+            -1.33333333333333326e+101,
+            [
+                9.1666666666666657626e+201,
+                1.6666666666666665383e+201,
+                2.7777777777777767561e+200,
+            ],
+        ),
+        ([1e-300; 3], -1.9999999999999999499e+300, [inf; 3]),
+        (
+            [1e-300, 1e-160, 1e-160],
+            -9.9999999999999997494e+299,
+            [inf; 3],
+        ),
+    ];
+    for (a, h, slopes) in rows {
+        let tape = Tape::<f64>::new();
+        let c = tape.var(Tensor::vector(&a));
+        let entropy = Dirichlet::new(c).unwrap().entropy().unwrap();
+        let got = entropy.item().unwrap();
+        assert!(
+            (got - h).abs() <= 1e-14 * h.abs(),
+            "H({a:?}): {got:e} vs {h:e}"
+        );
+        let g = entropy.backward().unwrap();
+        for (&got, want) in g.get(c).unwrap().data().iter().zip(slopes) {
+            let close = match want.is_finite() {
+                true => (got - want).abs() <= 1e-14 * want.abs(),
+                false => got == want,
+            };
+            assert!(close, "slope of H({a:?}): {got:e} vs {want:e}");
         }
     }
 }

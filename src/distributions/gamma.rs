@@ -1658,6 +1658,90 @@ fn beta_entropy_tiny([a, b]: [f64; 2]) -> (f64, [f64; 2]) {
     )
 }
 
+/// The Dirichlet entropy `H = ln B(α) + (α0 - K) ψ(α0) - Σ (α_i - 1) ψ(α_i)`
+/// of one row whose concentrations add up to less than [`TINY_SUM`], and
+/// its slopes written to `grad`, as [`beta_entropy_tiny`] takes the Beta's:
+/// with `ψ(x) = ψ(x + 1) - 1/x`, `H = ln B(α) + (α0 - K) ψ(α0 + 1) - Σ (α_i -
+/// 1) ψ(α_i + 1) + (K - 1) + K/α0 - Σ 1/α_i`, and `∂H/∂α_i = ((1 - α_i) - (K
+/// - α0)(α_i/α0)²)/α_i² + (1 - α_i) ψ'(α_i + 1) + (α0 - K) ψ'(α0 + 1)`.
+fn dirichlet_entropy_tiny(a: &[f64], grad: &mut [f64]) -> f64 {
+    let k = a.len() as f64;
+    let a0: f64 = a.iter().sum();
+    let (psi0, psi1) = (special::digamma(a0 + 1.0), special::trigamma(a0 + 1.0));
+    let mut h = (a0 - k) * psi0 + (k - 1.0) + k / a0 - special::lgamma(a0);
+    for (g, &x) in grad.iter_mut().zip(a) {
+        h += special::lgamma(x) - (x - 1.0) * special::digamma(x + 1.0) - 1.0 / x;
+        let r = x / a0;
+        *g = ((1.0 - x) - (k - a0) * (r * r)) / x / x
+            + ((1.0 - x) * special::trigamma(x + 1.0) + (a0 - k) * psi1);
+    }
+    h
+}
+
+/// [`dirichlet_entropy_tiny`] along the last axis, one op: backward
+/// recomputes the slopes.
+struct DirichletEntropyTiny;
+
+impl DirichletEntropyTiny {
+    /// The entropy of each row and the slopes.
+    fn rows<F: Element>(c: &Tensor<F>) -> (Vec<f64>, Vec<f64>) {
+        let c = c.to_f64();
+        let k = c.shape().last().copied().unwrap_or(1).max(1);
+        let mut grad = vec![0.0; c.len()];
+        let values = c
+            .data()
+            .chunks(k)
+            .zip(grad.chunks_mut(k))
+            .map(|(row, g)| dirichlet_entropy_tiny(row, g))
+            .collect();
+        (values, grad)
+    }
+}
+
+impl<F: Element> Op<F> for DirichletEntropyTiny {
+    fn name(&self) -> &str {
+        "dirichlet_entropy_tiny"
+    }
+    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
+        row_values(Self::rows(inputs[0]).0, inputs[0].shape())
+    }
+    fn backward(
+        &self,
+        inputs: &[&Tensor<F>],
+        _output: &Tensor<F>,
+        grad: &Tensor<F>,
+    ) -> Result<Vec<Option<Tensor<F>>>> {
+        let (_, slopes) = Self::rows(inputs[0]);
+        Ok(vec![row_slopes(&slopes, grad, inputs[0].shape())?])
+    }
+}
+
+/// One value per row of an input of `shape` (its last axis the row), as the
+/// output of a row op.
+fn row_values<F: Element>(values: Vec<f64>, shape: &[usize]) -> Result<Tensor<F>> {
+    Tensor::from_vec(
+        values.into_iter().map(F::lit).collect(),
+        &shape[..shape.len() - 1],
+    )
+}
+
+/// The gradient of an input of `shape` to a row op: each partial in
+/// `slopes` times the incoming gradient of its row.
+fn row_slopes<F: Element>(
+    slopes: &[f64],
+    grad: &Tensor<F>,
+    shape: &[usize],
+) -> Result<Option<Tensor<F>>> {
+    let k = shape.last().copied().unwrap_or(1).max(1);
+    let g = grad.to_f64();
+    let data = slopes
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| F::lit(g.data()[i / k] * d))
+        .collect();
+    Tensor::from_vec(data, shape).map(Some)
+}
+
 /// [`beta_entropy_tiny`] as one [`Pointwise`] formula.
 #[derive(Clone, Copy)]
 struct BetaEntropyTiny;
@@ -3153,7 +3237,19 @@ impl<'t, F: Element> Distribution<'t, F> for Dirichlet<'t, F> {
             let a = v[0];
             split(&[a], Self::large_rows_of(&a.value())?, large, small)
         };
-        by_spread("entropy", a, a, pieces_spread(), sticks, sums)
+        // rows adding up to less than TINY_SUM as one op, whichever their
+        // spread: there the slopes of both forms above are `inf - inf`
+        let tiny = rows_where("entropy", a, a, |x, _| {
+            x.iter().fold(F::zero(), |s, &c| s + c) < F::lit(TINY_SUM)
+        })?;
+        let rest =
+            |v: &[Var<'t, F>]| by_spread("entropy", v[0], v[0], pieces_spread(), sticks, sums);
+        by_rows(
+            &[a],
+            tiny,
+            |v| v[0].tape.apply(DirichletEntropyTiny, &[v[0]]),
+            rest,
+        )
     }
     fn mean(&self) -> Result<Var<'t, F>> {
         let a = self.concentration;
@@ -3345,12 +3441,7 @@ impl<F: Element> Op<F> for DirichletByParts {
         "kl_dirichlet_by_parts"
     }
     fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
-        let shape = inputs[0].shape();
-        let (values, ..) = Self::rows(inputs, false);
-        Tensor::from_vec(
-            values.into_iter().map(F::lit).collect(),
-            &shape[..shape.len() - 1],
-        )
+        row_values(Self::rows(inputs, false).0, inputs[0].shape())
     }
     fn backward(
         &self,
@@ -3359,18 +3450,11 @@ impl<F: Element> Op<F> for DirichletByParts {
         grad: &Tensor<F>,
     ) -> Result<Vec<Option<Tensor<F>>>> {
         let shape = inputs[0].shape();
-        let k = shape.last().copied().unwrap_or(1).max(1);
         let (_, ga, gb) = Self::rows(inputs, true);
-        let g = grad.to_f64();
-        let scaled = |d: Vec<f64>| {
-            let data = d
-                .iter()
-                .enumerate()
-                .map(|(i, &d)| F::lit(g.data()[i / k] * d))
-                .collect();
-            Tensor::from_vec(data, shape).map(Some)
-        };
-        Ok(vec![scaled(ga)?, scaled(gb)?])
+        Ok(vec![
+            row_slopes(&ga, grad, shape)?,
+            row_slopes(&gb, grad, shape)?,
+        ])
     }
 }
 
