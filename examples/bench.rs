@@ -6,7 +6,7 @@
 //! `mlp` over batch sizes, widths and thread counts; `gemm` the GFLOP/s of the workloads' products
 //! and the time of the `conv` workload's convolution as a plain `conv2d`; `survey` the time per
 //! element of ops, log-densities and divergences over 400 000 values; `--ops` then times as many
-//! steps again op by op with `bayesgrad::autodiff::profile::OpTimer` and prints its table;
+//! steps (for `draws`, rounds) again op by op with `bayesgrad::autodiff::profile::OpTimer` and prints its table;
 //! `repeat` counts the rounds in which a product repeated on the pool ran at one thread's speed.)
 //! Prints `<workload> ms_per_step=<median> p10=<..> p90=<..>` per workload,
 //! then the resident memory (peak, and its change over the timed steps).
@@ -291,7 +291,7 @@ fn sampling(rounds: usize) -> Result<()> {
 /// (1 000 000 `f32` draws of single trainable parameters, then backward of
 /// their sum), after three untimed rounds; the peers' `draws` measure the
 /// same.
-fn draws(rounds: usize) -> Result<()> {
+fn draws(rounds: usize, ops: bool) -> Result<()> {
     const N: usize = 1_000_000;
     let mut rng = SmallRng::seed_from_u64(0);
     type Case = fn(&Tape<f32>) -> Result<Box<dyn Distribution<'_, f32> + '_>>;
@@ -345,6 +345,21 @@ fn draws(rounds: usize) -> Result<()> {
             N as f64 / median / 1e6,
             median * 1e3
         );
+        if ops {
+            // as many rounds again, each op timed (the draws a family
+            // starts from, which are not an op, are the wall time's rest)
+            let timer = OpTimer::start()?;
+            let start = Instant::now();
+            for _ in 0..rounds {
+                round(&mut rng)?;
+            }
+            let wall = start.elapsed().as_secs_f64() * 1e3 / rounds as f64;
+            let times = timer.finish();
+            let covered = times.total().as_secs_f64() * 1e3 / rounds as f64;
+            say!(
+                "{name}: time by op over {rounds} rounds, {wall:.3} ms a round, {covered:.3} of it in the ops below\n{times}"
+            );
+        }
     }
     Ok(())
 }
@@ -1276,7 +1291,7 @@ fn bench() -> Result<()> {
         sampling(steps.min(20))?;
     }
     if which == "all" || which == "draws" {
-        draws(steps.min(20))?;
+        draws(steps.min(20), ops)?;
     }
     stop.store(true, Ordering::Relaxed);
     for c in competitors {
