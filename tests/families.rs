@@ -2855,6 +2855,186 @@ fn divergences_at_tiny_concentrations_are_finite_where_they_should_be() {
     assert_eq!(kl.item().unwrap(), f64::INFINITY);
 }
 
+/// The slopes of Beta, Gamma and Dirichlet divergences between
+/// concentrations below about 1e-154, where `ψ'` overflows but the slopes
+/// do not: a shape divergence's slope `(a - b) ψ'(a)` was `∓inf` there
+/// (its factor `ψ'(a)` taken alone), and a sum of two such slopes NaN
+/// (`KL(Beta(1e-300, 1e-300) || Beta(2e-300, 1e-300))` in `a1`, true
+/// `-7.5e299`). Each case as a scalar and as a vector of 19 copies (so
+/// that the lane forms run too), against mpmath at 700 digits (the inputs
+/// as floats).
+#[test]
+#[allow(clippy::excessive_precision)] // mpmath's digits
+fn divergence_slopes_at_tiny_concentrations_are_finite() {
+    type Case = ([f64; 4], f64, [f64; 4]);
+    // ([a1, b1, a2, b2], KL, its slopes in a1, b1, a2, b2)
+    let beta: [Case; 4] = [
+        (
+            [1e-300, 1e-300, 2e-300, 1e-300],
+            2.1231792754821907256e-1,
+            [
+                -7.4999999999999998121e+299,
+                2.4999999999999999374e+299,
+                3.3333333333333332498e+299,
+                -1.6666666666666666249e+299,
+            ],
+        ),
+        (
+            [1e-160, 1e-160, 1e-160, 2e-160],
+            2.1231792754821907256e-1,
+            [
+                2.5000000000000000284e+159,
+                -7.5000000000000000852e+159,
+                -1.6666666666666666856e+159,
+                3.3333333333333333712e+159,
+            ],
+        ),
+        (
+            [1e-300, 1e-300, 1e-300, 1.5e-300],
+            6.7678443206045393129e-2,
+            [
+                1.2500000000000001759e+299,
+                -3.7500000000000005277e+299,
+                -1.0000000000000001076e+299,
+                2.3333333333333335106e+299,
+            ],
+        ),
+        (
+            [1e-170, 5.0, 2e-170, 5.0],
+            3.0685281944005469058e-1,
+            [
+                -1.0000000000000000167e+170,
+                2.2132295573711532168e-171,
+                5.0000000000000000833e+169,
+                -2.2132295573711532168e-171,
+            ],
+        ),
+    ];
+    let gamma: [Case; 3] = [
+        (
+            [1e-300, 1.0, 2e-300, 1.0],
+            3.0685281944005469058e-1,
+            [
+                -9.9999999999999997494e+299,
+                1.0000000000000000251e-300,
+                4.9999999999999998747e+299,
+                -1.0000000000000000251e-300,
+            ],
+        ),
+        (
+            [1e-160, 2.0, 3e-160, 0.5],
+            9.013877113318903086e-1,
+            [
+                -2.0000000000000000227e+160,
+                1.3749999999999999844e-160,
+                6.6666666666666667424e+159,
+                -5.4999999999999999375e-160,
+            ],
+        ),
+        (
+            [2e-200, 1e-3, 1e-200, 1e-3],
+            1.9314718055994530942e-1,
+            [
+                2.5000000000000000447e+199,
+                -9.9999999999999996128e-198,
+                -5.0000000000000000895e+199,
+                9.9999999999999996128e-198,
+            ],
+        ),
+    ];
+    let within = |tol: f64| {
+        move |got: f64, want: f64, what: &str| {
+            assert!(
+                (got - want).abs() <= tol * want.abs(),
+                "{what}: {got:e} vs {want:e}"
+            );
+        }
+    };
+    // (the values keep 12 digits or so here, where terms of size 1/a
+    // cancel to one of size 1)
+    let (value, near) = (within(1e-11), within(1e-12));
+    for (family, cases) in [("Beta", &beta[..]), ("Gamma", &gamma[..])] {
+        for &(c, kl, slopes) in cases.iter() {
+            for n in [1, 19] {
+                let tape = Tape::<f64>::new();
+                let v = c.map(|x| tape.var(Tensor::full(&[n], x)));
+                let divergence = match family {
+                    "Beta" => kl_divergence(
+                        &Beta::new(v[0], v[1]).unwrap(),
+                        &Beta::new(v[2], v[3]).unwrap(),
+                    ),
+                    _ => kl_divergence(
+                        &Gamma::new(v[0], v[1]).unwrap(),
+                        &Gamma::new(v[2], v[3]).unwrap(),
+                    ),
+                }
+                .unwrap();
+                let g = divergence.sum().backward().unwrap();
+                for i in 0..n {
+                    let what = format!("{family} {c:?} ({n} copies, #{i})");
+                    value(divergence.value().data()[i], kl, &what);
+                    for (k, &want) in slopes.iter().enumerate() {
+                        let got = g.get(v[k]).unwrap().data()[i];
+                        near(got, want, &format!("slope {k} of {what}"));
+                    }
+                }
+            }
+        }
+    }
+    // ([q], [p], KL, slopes in q and then in p)
+    type Rows = ([f64; 3], [f64; 3], f64, [f64; 6]);
+    let dirichlet: [Rows; 2] = [
+        (
+            [1e-300, 1e-300, 2e-300],
+            [2e-300, 1e-300, 1e-300],
+            0.5,
+            [
+                -9.9999999999999997494e+299,
+                0.0,
+                2.4999999999999999374e+299,
+                4.9999999999999998747e+299,
+                // -5.3e-402: below the floats
+                0.0,
+                -4.9999999999999998747e+299,
+            ],
+        ),
+        (
+            [1e-160, 2e-160, 1e-160],
+            [1e-160, 1e-160, 3e-160],
+            1.0676784432060453738,
+            [
+                6.250000000000000071e+158,
+                3.1250000000000000355e+159,
+                -1.937500000000000022e+160,
+                -5.0000000000000000568e+158,
+                -5.5000000000000000625e+159,
+                6.1666666666666667367e+159,
+            ],
+        ),
+    ];
+    for (q, p, kl, slopes) in dirichlet {
+        let tape = Tape::<f64>::new();
+        let (vq, vp) = (tape.var(Tensor::vector(&q)), tape.var(Tensor::vector(&p)));
+        let divergence =
+            kl_divergence(&Dirichlet::new(vq).unwrap(), &Dirichlet::new(vp).unwrap()).unwrap();
+        let what = format!("Dirichlet {q:?} || {p:?}");
+        value(divergence.item().unwrap(), kl, &what);
+        let g = divergence.backward().unwrap();
+        let got = g
+            .get(vq)
+            .unwrap()
+            .data()
+            .iter()
+            .chain(g.get(vp).unwrap().data());
+        for (k, (&got, want)) in got.zip(slopes).enumerate() {
+            match want == 0.0 {
+                true => assert_eq!(got, 0.0, "slope {k} of {what}"),
+                false => near(got, want, &format!("slope {k} of {what}")),
+            }
+        }
+    }
+}
+
 /// The Gamma density where `rate * x` is below the smallest normal number
 /// (subnormal, or rounded to 0): there its large-concentration form cannot
 /// be used and the direct sum is, per element, in f32 and f64, with the

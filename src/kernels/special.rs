@@ -297,6 +297,26 @@ pub(crate) fn shape_divergence_direct(a: f64, b: f64) -> f64 {
     (a - b) * digamma(a) - lgamma(a) + lgamma(b)
 }
 
+/// `(a - b) ψ'(a)`, the derivative of [`shape_divergence_direct`] in `a`
+/// (0 where `a = b`). Below [`TINY_SHAPE`], `ψ'(a)` as `1/a² + ψ'(a + 1)`
+/// with `(a - b)/a` divided by `a` once more: `ψ'(a)` alone overflows below
+/// about 1e-154, where `(a - b) ψ'(a)` does not (about `-1e300` at `a =
+/// 1e-300`, `b = 2a`), and the product of the two was `-inf`, which a Beta
+/// or Gamma divergence's slope then met with `+inf` from another of its
+/// parts (NaN at `KL(Beta(1e-300, 1e-300) || Beta(2e-300, 1e-300))`).
+pub(crate) fn shape_slope(a: f64, b: f64) -> f64 {
+    if a == b {
+        0.0
+    } else if a < TINY_SHAPE {
+        (a - b) / a / a + (a - b) * trigamma(a + 1.0)
+    } else {
+        (a - b) * trigamma(a)
+    }
+}
+
+/// The concentration below which [`shape_slope`] takes `ψ'(a)` apart.
+const TINY_SHAPE: f64 = 1e-100;
+
 /// Whether two positive parameters differ by at most an eighth of the
 /// smaller, where divergences between them are taken from [`taylor_remainder`]
 /// (a function with no singularity nearer to the interval than the smaller
@@ -1895,9 +1915,12 @@ pub(crate) fn shape_divergence_grad_lanes<const L: usize>(
     let mut out = [0.0; L];
     if side == 0 {
         let psi1 = trigamma_lanes(a);
+        let mut tiny = [0; L];
         for l in 0..L {
             out[l] = (a[l] - b[l]) * psi1[l];
+            tiny[l] = mask(a[l] < TINY_SHAPE);
         }
+        one_by_one(&tiny, &mut out, |l| shape_slope(a[l], b[l]));
     } else {
         let (pa, pb) = (digamma_lanes(a), digamma_lanes(b));
         let mut near = [0; L];
@@ -3138,7 +3161,7 @@ mod tests {
             ),
             (
                 "its derivative in a",
-                |a, b| if a == b { 0.0 } else { (a - b) * trigamma(a) },
+                shape_slope,
                 |a, b| shape_divergence_grad_lanes::<8>(0, a, b),
                 |a, b| shape_divergence_grad_lanes::<1>(0, a, b),
             ),

@@ -261,7 +261,7 @@ special_kernel!(
     /// ([`special::shape_divergence_lanes`]).
     ShapeDivergenceK, "shape_divergence", special::shape_divergence_direct,
     |a, b| (
-        special2(|a, b| if a == b { 0.0 } else { (a - b) * special::trigamma(a) }, a, b),
+        special2(special::shape_slope, a, b),
         special2(special::digamma_spread, a, b),
     ),
     lanes: |a, b| special::shape_divergence_lanes(a, b),
