@@ -3035,6 +3035,47 @@ fn divergence_slopes_at_tiny_concentrations_are_finite() {
     }
 }
 
+/// The inverse Gamma's entropy at concentrations where `ψ'` overflows
+/// (below about 1e-154): its slope in the concentration, `1 - (1 + a)
+/// ψ'(a)`, is `-inf` there, and was NaN (`+inf` from the Gamma's entropy
+/// less `+inf` from `2 ψ(a)`). One vector mixes those concentrations with
+/// ordinary ones. Against mpmath at 700 digits.
+#[test]
+#[allow(clippy::excessive_precision)] // mpmath's digits
+fn inverse_gamma_entropy_slope_at_tiny_concentrations() {
+    // (a, H, ∂a) at b = 3 (∂b = 1/3)
+    let cases = [
+        (1e-300, 9.9999999999999997494e+299, f64::NEG_INFINITY),
+        (1e-160, 1.0000000000000000114e+160, f64::NEG_INFINITY),
+        (
+            1e-120,
+            1.0000000000000000214e+120,
+            -1.0000000000000000428e+240,
+        ),
+        (2.5, 1.4222469168826776957, -0.7162521463508220274),
+    ];
+    let tape = Tape::<f64>::new();
+    let a = tape.var(Tensor::vector(&cases.map(|c| c.0)));
+    let b = tape.var(Tensor::scalar(3.0));
+    let entropy = InverseGamma::new(a, b).unwrap().entropy().unwrap();
+    let g = entropy.sum().backward().unwrap();
+    for (i, (conc, h, da)) in cases.into_iter().enumerate() {
+        let got = entropy.value().data()[i];
+        assert!(
+            (got - h).abs() <= 1e-14 * h.abs(),
+            "H(a = {conc:e}): {got:e} vs {h:e}"
+        );
+        let got = g.get(a).unwrap().data()[i];
+        let close = match da.is_finite() {
+            true => (got - da).abs() <= 1e-12 * da.abs(),
+            false => got == da,
+        };
+        assert!(close, "dH/da at {conc:e}: {got:e} vs {da:e}");
+    }
+    let db = g.get(b).unwrap().item().unwrap();
+    assert!((db - 4.0 / 3.0).abs() <= 1e-14, "dH/db summed: {db}");
+}
+
 /// The Gamma density where `rate * x` is below the smallest normal number
 /// (subnormal, or rounded to 0): there its large-concentration form cannot
 /// be used and the direct sum is, per element, in f32 and f64, with the

@@ -1,7 +1,9 @@
 //! The inverse Gamma: the conjugate prior of a normal variance, built on
 //! the [`Gamma`] it inverts.
 
-use super::gamma::{Gamma, inverse_gamma_log_density, kl_gamma, ln_std_gamma_rsample};
+use super::gamma::{
+    Gamma, inverse_gamma_log_density, kl_gamma, ln_std_gamma_rsample, mask_where, split,
+};
 use super::{
     Distribution, batch_broadcast, check_positive, check_two, on_support, same_tape, sample_shape,
 };
@@ -9,6 +11,10 @@ use crate::autodiff::tape::{Tape, Var};
 use crate::error::Result;
 use crate::tensor::{Element, Tensor, broadcast_shape};
 use rand::Rng;
+
+/// The concentration below which [`InverseGamma`]'s entropy is the sum of
+/// its terms rather than the Gamma's entropy less `2 E[ln G]`.
+const TINY_ENTROPY: f64 = 1e-100;
 
 /// The inverse Gamma distribution: `1/G` for `G ~ Gamma(concentration,
 /// rate = scale)`, with `concentration` `a` and `scale` `b` (TFP's
@@ -98,7 +104,7 @@ impl<'t, F: Element> InverseGamma<'t, F> {
         f: impl FnOnce(&[Var<'t, F>]) -> Result<Var<'t, F>>,
     ) -> Result<Var<'t, F>> {
         let inputs = [self.concentration, self.scale];
-        let finite = super::gamma::mask_where(&inputs, |v| v[0] > bound)?;
+        let finite = mask_where(&inputs, |v| v[0] > bound)?;
         super::gamma::split(&inputs, (finite.clone(), finite), f, super::gamma::infinite)
     }
 }
@@ -143,11 +149,26 @@ impl<'t, F: Element> Distribution<'t, F> for InverseGamma<'t, F> {
     fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         super::sample_n_reparameterized(self, n, rng)
     }
-    // H(1/G) = H(G) - 2 E[ln G] = H(G) - 2 (ψ(a) - ln b)
+    // H(1/G) = H(G) - 2 E[ln G] = H(G) - 2 (ψ(a) - ln b); below
+    // TINY_ENTROPY the sum of its terms, `a + ln b + ln Γ(a) - (1 + a)
+    // ψ(a)`: there the slopes of H(G) and of 2ψ(a) are `+inf` and `-inf`
+    // (each with the factor `ψ'(a)`, which overflows below about 1e-154)
+    // and their difference NaN, where the sum's slope `1 - (1 + a) ψ'(a)`
+    // is `-inf`, as it is (about `-1/a²`)
     fn entropy(&self) -> Result<Var<'t, F>> {
         let (a, b) = (self.concentration, self.scale);
-        let h = self.to_gamma()?.entropy()?;
-        h.try_sub((a.digamma().try_sub(b.ln())?) * F::lit(2.0))
+        let by_gamma = |v: &[Var<'t, F>]| {
+            let (a, b) = (v[0], v[1]);
+            let h = Gamma::new(a, b)?.entropy()?;
+            h.try_sub((a.digamma().try_sub(b.ln())?) * F::lit(2.0))
+        };
+        let by_terms = |v: &[Var<'t, F>]| {
+            let (a, b) = (v[0], v[1]);
+            let t = a.try_add(b.ln())?.try_add(a.lgamma())?;
+            t.try_sub((a + F::one()).try_mul(a.digamma())?)
+        };
+        let tiny = mask_where(&[a, b], |v| v[0] < F::lit(TINY_ENTROPY))?;
+        split(&[a, b], (tiny.clone(), tiny), by_terms, by_gamma)
     }
     fn mean(&self) -> Result<Var<'t, F>> {
         self.where_finite(F::one(), |v| v[1].try_div(v[0] - F::one()))
