@@ -300,6 +300,52 @@ fn normal_kl_between_scales_beyond_the_float_range() {
     assert_eq!(got, f64::INFINITY);
 }
 
+/// The Normal divergence's slopes where the prior's scale squared
+/// underflows (below about 1e-154 in `f64`, 1e-19 in `f32`) but the slopes
+/// do not: `(mq - mp) / sp²` and `sq / sp² - 1 / sq` divided `sp²` out,
+/// and were NaN in `mq` (0/0) where the locations are equal, `±inf` where
+/// they are close, and `inf` in `sq` where the scales are equal (all three
+/// are 0 or finite). Checked against the same slopes in `f64` from the
+/// inputs as `F` holds them.
+#[test]
+fn normal_kl_slopes_where_the_prior_scale_squared_underflows() {
+    fn slopes<F: Element>(mq: f64, sq: f64, mp: f64, sp: f64) -> [f64; 4] {
+        let tape = Tape::<F>::new();
+        let p = [mq, sq, mp, sp].map(|x| tape.var(Tensor::scalar(F::lit(x))));
+        let kl = kl_divergence(
+            &Normal::new(p[0], p[1]).unwrap(),
+            &Normal::new(p[2], p[3]).unwrap(),
+        )
+        .unwrap();
+        let g = kl.backward().unwrap();
+        p.map(|v| g.get(v).unwrap().item().unwrap().to_f64().unwrap())
+    }
+    // the slopes in f64 at the inputs as F rounds them, each from its
+    // factors divided out in turn
+    fn want<F: Element>(mq: f64, sq: f64, mp: f64, sp: f64) -> [f64; 4] {
+        let [mq, sq, mp, sp] = [mq, sq, mp, sp].map(|x| F::lit(x).to_f64().unwrap());
+        let (r, d) = (sq / sp, (mq - mp) / sp);
+        let dm = d / sp;
+        [dm, r / sp - 1.0 / sq, -dm, (1.0 - r * r - d * d) / sp]
+    }
+    fn check<F: Element>(mq: f64, sq: f64, mp: f64, sp: f64, tol: f64) {
+        let (got, want) = (slopes::<F>(mq, sq, mp, sp), want::<F>(mq, sq, mp, sp));
+        for (k, (g, w)) in got.into_iter().zip(want).enumerate() {
+            assert!(
+                g.is_finite() && (g - w).abs() <= tol * w.abs(),
+                "{}: slope {k} at ({mq:e}, {sq:e}) || ({mp:e}, {sp:e}): {g:e} vs {w:e}",
+                F::DTYPE
+            );
+        }
+    }
+    check::<f64>(0.5, 1e-200, 0.5, 1e-200, 1e-15);
+    check::<f64>(0.5, 2e-200, 0.5, 1e-200, 1e-15);
+    check::<f64>(1e-300, 1e-160, 3e-300, 1e-160, 1e-15);
+    check::<f32>(0.5, 1e-20, 0.5, 1e-20, 1e-6);
+    check::<f32>(3e-30, 1e-20, 1e-30, 1e-20, 1e-6);
+    check::<f32>(0.25, 3e-21, 0.25, 1e-20, 1e-6);
+}
+
 #[test]
 fn gradcheck_kl_wrt_both_arguments() {
     gc(

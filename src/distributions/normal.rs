@@ -341,15 +341,19 @@ impl<F: Element> Op<F> for NormalKl {
         // With d = (mq - mp) / sp and r = sq / sp: d/dmq = d / sp = -d/dmp,
         // d/dsq = sq / sp^2 - 1 / sq, d/dsp = (1 - r^2 - d^2) / sp.
         let gv = View::each(g);
-        // g (mq - mp) / sp² and g (sq / sp² - 1 / sq)
+        // g (mq - mp) / sp² and g (sq / sp² - 1 / sq), dividing by `sp`
+        // twice: `sp²` underflows from scales of about 1e-154 (1e-19 in
+        // f32), where the slope in `mq` came out 0/0 = NaN for `mq = mp`
+        // (it is 0) and `inf` for a small `mq - mp` (1e-30 against a
+        // scale of 1e-20 in f32: 1e10)
         let dmq = map4(
-            |g, mq, mp, sp| g * (mq - mp) / (sp * sp),
+            |g, mq, mp, sp| g * ((mq - mp) / sp / sp),
             [gv, mq, mp, sp],
             n,
         );
         let dsq = needs[1].then(|| {
             map4(
-                |g, sq, sp, _| g * (sq / (sp * sp) - F::one() / sq),
+                |g, sq, sp, _| g * (sq / sp / sp - F::one() / sq),
                 [gv, sq, sp, sp],
                 n,
             )
