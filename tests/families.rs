@@ -3074,6 +3074,29 @@ fn inverse_gamma_entropy_slope_at_tiny_concentrations() {
     }
     let db = g.get(b).unwrap().item().unwrap();
     assert!((db - 4.0 / 3.0).abs() <= 1e-14, "dH/db summed: {db}");
+    // in f32, where ψ' overflows below about 5e-20: -inf (-1e60), and
+    // -1.00000004e28 at 1e-14 (mpmath, the input as f32), beside an
+    // ordinary concentration
+    let tape = Tape::<f32>::new();
+    let a = tape.var(Tensor::vector(&[1e-30f32, 1e-14, 2.5]));
+    let entropy = InverseGamma::new(a, tape.scalar(3.0))
+        .unwrap()
+        .entropy()
+        .unwrap();
+    let g = entropy.sum().backward().unwrap();
+    let slopes = g.get(a).unwrap().data().to_vec();
+    let want = [
+        f64::NEG_INFINITY,
+        -1.0000000350966708355e+28,
+        -0.7162521463508220274,
+    ];
+    for (got, want) in slopes.into_iter().map(f64::from).zip(want) {
+        let close = match want.is_finite() {
+            true => (got - want).abs() <= 4.0 * f64::from(f32::EPSILON) * want.abs(),
+            false => got == want,
+        };
+        assert!(close, "f32 dH/da: {got:e} vs {want:e}");
+    }
 }
 
 /// The Gamma density where `rate * x` is below the smallest normal number

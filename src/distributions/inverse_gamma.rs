@@ -12,10 +12,6 @@ use crate::error::Result;
 use crate::tensor::{Element, Tensor, broadcast_shape};
 use rand::Rng;
 
-/// The concentration below which [`InverseGamma`]'s entropy is the sum of
-/// its terms rather than the Gamma's entropy less `2 E[ln G]`.
-const TINY_ENTROPY: f64 = 1e-100;
-
 /// The inverse Gamma distribution: `1/G` for `G ~ Gamma(concentration,
 /// rate = scale)`, with `concentration` `a` and `scale` `b` (TFP's
 /// `InverseGamma(concentration, scale)`; PyTorch calls the same `b` its
@@ -149,12 +145,13 @@ impl<'t, F: Element> Distribution<'t, F> for InverseGamma<'t, F> {
     fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         super::sample_n_reparameterized(self, n, rng)
     }
-    // H(1/G) = H(G) - 2 E[ln G] = H(G) - 2 (ψ(a) - ln b); below
-    // TINY_ENTROPY the sum of its terms, `a + ln b + ln Γ(a) - (1 + a)
-    // ψ(a)`: there the slopes of H(G) and of 2ψ(a) are `+inf` and `-inf`
-    // (each with the factor `ψ'(a)`, which overflows below about 1e-154)
-    // and their difference NaN, where the sum's slope `1 - (1 + a) ψ'(a)`
-    // is `-inf`, as it is (about `-1/a²`)
+    // H(1/G) = H(G) - 2 E[ln G] = H(G) - 2 (ψ(a) - ln b); below ε² (ε
+    // the type's epsilon: 4.9e-32 in f64, 1.4e-14 in f32) the sum of its
+    // terms, `a + ln b + ln Γ(a) - (1 + a) ψ(a)`, whose large terms have
+    // one sign there: the slopes of H(G) and of 2ψ(a) are `+inf` and
+    // `-inf` where `ψ'(a)`, their factor, overflows (below about 1e-154 in
+    // f64, 5e-20 in f32), and their difference was NaN, where the sum's
+    // slope `1 - (1 + a) ψ'(a)` is `-inf`, as it is (about `-1/a²`)
     fn entropy(&self) -> Result<Var<'t, F>> {
         let (a, b) = (self.concentration, self.scale);
         let by_gamma = |v: &[Var<'t, F>]| {
@@ -167,7 +164,7 @@ impl<'t, F: Element> Distribution<'t, F> for InverseGamma<'t, F> {
             let t = a.try_add(b.ln())?.try_add(a.lgamma())?;
             t.try_sub((a + F::one()).try_mul(a.digamma())?)
         };
-        let tiny = mask_where(&[a, b], |v| v[0] < F::lit(TINY_ENTROPY))?;
+        let tiny = mask_where(&[a, b], |v| v[0] < F::epsilon() * F::epsilon())?;
         split(&[a, b], (tiny.clone(), tiny), by_terms, by_gamma)
     }
     fn mean(&self) -> Result<Var<'t, F>> {
