@@ -6,7 +6,8 @@
 //! `mlp` over batch sizes, widths and thread counts; `gemm` the GFLOP/s of the workloads' products
 //! and the time of the `conv` workload's convolution as a plain `conv2d`; `survey` the time per
 //! element of ops, log-densities and divergences over 400 000 values; `--ops` then times as many
-//! steps (for `draws`, rounds) again op by op with `bayesgrad::autodiff::profile::OpTimer` and prints its table;
+//! steps (for `draws`, rounds) again op by op with `bayesgrad::autodiff::profile::OpTimer` and
+//! prints its table;
 //! `repeat` counts the rounds in which a product repeated on the pool ran at one thread's speed.)
 //! Prints `<workload> ms_per_step=<median> p10=<..> p90=<..>` per workload,
 //! then the resident memory (peak, and its change over the timed steps).

@@ -101,7 +101,7 @@ impl<'t, F: Element> InverseGamma<'t, F> {
     ) -> Result<Var<'t, F>> {
         let inputs = [self.concentration, self.scale];
         let finite = mask_where(&inputs, |v| v[0] > bound)?;
-        super::gamma::split(&inputs, (finite.clone(), finite), f, super::gamma::infinite)
+        split(&inputs, (finite.clone(), finite), f, super::gamma::infinite)
     }
 }
 
