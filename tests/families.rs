@@ -3099,6 +3099,30 @@ fn inverse_gamma_entropy_slope_at_tiny_concentrations() {
     }
 }
 
+/// The entries above a multivariate normal's scale diagonal are not
+/// parameters: their slopes are 0 even where the solves overflow there. At
+/// `L = [[1e-30, 0], [1, 1e-30]]` in `f32` (`L⁻¹` has entries of 1e60) the
+/// upper slots' slopes of `KL(q || q)` were NaN (`inf · 0` through the
+/// triangle's mask). (The slopes of the lower triangle there, 0 at this
+/// minimum, go through the overflowing solves and are not checked: `p`'s
+/// first diagonal entry's is NaN.)
+#[test]
+fn multivariate_normal_slopes_above_the_diagonal_are_zero_where_solves_overflow() {
+    let tape = Tape::<f32>::new();
+    let l = || tape.var(Tensor::from_fn(&[2, 2], |i| [1e-30f32, 0.0, 1.0, 1e-30][i]));
+    let loc = || tape.var(Tensor::vector(&[0.0f32, 1.0]));
+    let (lq, lp) = (l(), l());
+    let q = MultivariateNormal::from_scale_tril(loc(), lq).unwrap();
+    let p = MultivariateNormal::from_scale_tril(loc(), lp).unwrap();
+    let kl = kl_divergence(&q, &p).unwrap();
+    assert_eq!(kl.item().unwrap(), 0.0);
+    let g = kl.backward().unwrap();
+    for (name, v) in [("q", lq), ("p", lp)] {
+        let above = g.get(v).unwrap().data()[1];
+        assert_eq!(above, 0.0, "slope above the diagonal of {name}'s scale");
+    }
+}
+
 /// The Gamma density where `rate * x` is below the smallest normal number
 /// (subnormal, or rounded to 0): there its large-concentration form cannot
 /// be used and the direct sum is, per element, in f32 and f64, with the

@@ -88,12 +88,16 @@ impl<'t, F: Element> MultivariateNormal<'t, F> {
         }
         // read through the lower-triangle mask: every use (the solve, the
         // sampler, the KL) then gives the entries above the diagonal a zero
-        // gradient, as they are not parameters
+        // gradient, as they are not parameters; chosen, not multiplied, so
+        // that an infinite or NaN gradient there stays out (a product with
+        // the mask's 0 was NaN: `KL(q || q)` at `L = [[1e-30, 0], [1,
+        // 1e-30]]` in f32, whose solves overflow above the diagonal)
         let tril = Tensor::from_fn(
             &[d, d],
             |i| if i % d <= i / d { F::one() } else { F::zero() },
         );
-        let scale_tril = scale_tril * tril;
+        let zeros = scale_tril.tape().constant(Tensor::zeros(&[d, d]));
+        let scale_tril = scale_tril.choose(tril, zeros)?;
         Ok(MultivariateNormal { loc, scale_tril })
     }
 
