@@ -3660,6 +3660,121 @@ fn kumaraswamy_variance_of_a_tiny_b() {
     }
 }
 
+/// The Kumaraswamy(a, b) mean and its partials in `a` and `b`.
+fn kumaraswamy_mean_and_partials(a: f64, b: f64) -> [f64; 3] {
+    let tape = Tape::<f64>::new();
+    let (a, b) = (tape.var(Tensor::scalar(a)), tape.var(Tensor::scalar(b)));
+    let mean = Kumaraswamy::new(a, b).unwrap().mean().unwrap();
+    let g = mean.backward().unwrap();
+    [
+        mean.item().unwrap(),
+        g.get(a).unwrap().item().unwrap(),
+        g.get(b).unwrap().item().unwrap(),
+    ]
+}
+
+/// Below `a` of about 10⁻¹⁵⁴, the Kumaraswamy mean's and variance's slopes
+/// in `a` (through `h = 1/a`: `-(h/a) ∂/∂h`) keep their range: `h/a`
+/// overflowed there (the variance's slope came out `-inf` or NaN where it
+/// is finite or 0), and the mean's `E[x] (ψ(1 + h) - ψ(1 + h + b))`, two
+/// small factors, underflowed (its slope came out 0 where it is 1 at
+/// `a = 10⁻²⁰⁰`, `b = 1`, and at `a = b = 10⁻³⁰⁰`). Against mpmath at 700
+/// digits (`b B(1 + n/a, b)` and its closed-form derivatives, the inputs
+/// as floats); where the mean and the variance are below the floats
+/// (`b = 3`), the value and the slopes are 0.
+#[test]
+#[allow(clippy::excessive_precision)] // mpmath's digits
+fn kumaraswamy_moment_slopes_at_tiny_a() {
+    type Case = ([f64; 2], [f64; 3], [f64; 3]);
+    // ([a, b], [mean, ∂a, ∂b], [variance, ∂a, ∂b])
+    let cases: [Case; 8] = [
+        (
+            [1e-300, 1e-300],
+            [1.0, 1.0, -6.9135274356311523804e+2],
+            [6.9065959638255531004e-298, -1.0, 6.9065959638255529273e+2],
+        ),
+        (
+            [1e-200, 1.0],
+            [9.999999999999999821e-201, 1.0, -4.6009423426371066145e-198],
+            [4.9999999999999999105e-201, 5.0e-1, -2.3039369072213530337e-198],
+        ),
+        (
+            [1e-300, 0.5],
+            [
+                8.8622692545275802475e-151,
+                4.4311346272637900127e+149,
+                -6.1215153386979092348e-148,
+            ],
+            [
+                6.2665706865775013346e-151,
+                3.1332853432887505888e+149,
+                -4.3329086629339376582e-148,
+            ],
+        ),
+        (
+            [1e-160, 1e-5],
+            [
+                9.9631689112259637268e-1,
+                9.9631689112259646551e+154,
+                -3.6763178075165569286e+2,
+            ],
+            [
+                3.6626376678946764904e-3,
+                -9.8898470986830097042e+154,
+                3.6423568376433515577e+2,
+            ],
+        ),
+        (
+            [1e-200, 1e-2],
+            [
+                9.9432585119150594152e-3,
+                9.9432585119150598002e+195,
+                -4.584616794167516751,
+            ],
+            [
+                9.7757070185385032475e-3,
+                9.6768386287037323404e+195,
+                -4.4686210069209535115,
+            ],
+        ),
+        ([1e-170, 3.0], [0.0; 3], [0.0; 3]),
+        (
+            [1e-50, 1e-300],
+            [1.0, 1.0000000000000000174e-250, -1.1570647031460381705e+2],
+            [
+                1.1501332313404387463e-298,
+                -1.0000000000000000174e-250,
+                1.1501332313404387174e+2,
+            ],
+        ),
+        (
+            [1e-160, 1e-300],
+            [1.0, 1.0000000000000000364e-140, -3.6899083054394884231e+2],
+            [
+                3.6829768336338890623e-298,
+                -1.0000000000000000364e-140,
+                3.6829768336338889701e+2,
+            ],
+        ),
+    ];
+    for ([a, b], mean, variance) in cases {
+        let got = [
+            ("mean", kumaraswamy_mean_and_partials(a, b), mean),
+            ("variance", kumaraswamy_variance_and_partials(a, b), variance),
+        ];
+        for (moment, got, want) in got {
+            for ((got, want), what) in got.iter().zip(want).zip(["value", "∂a", "∂b"]) {
+                let ok = if want == 0.0 {
+                    *got == 0.0
+                } else {
+                    ((got - want) / want).abs() < 1e-9
+                };
+                assert!(ok, "a = {a:e}, b = {b:e}: {moment} {what} {got:e} vs {want:e}");
+            }
+        }
+    }
+}
+
 /// Between near-equal Gumbels, Weibulls and geometrics (scales 1 and
 /// 1.000001, concentrations 10 and 10.00001, logits 1 and 1.000001) the
 /// divergence, about 1e-13 to 1e-12, matches the 50-digit reference at

@@ -362,8 +362,9 @@ fn draw_finish<F: Element>(
 }
 
 /// `G(t) = ln Γ(1 + t) - ln Γ(1 + b + t) + ln Γ(1 + b)`, the logarithm of
-/// `E[x^n] = b B(1 + n/a, b)` at `t = n/a`, with its derivatives in `t`,
-/// `ψ(1 + t) - ψ(1 + b + t)`, and in `b`, `ψ(1 + b) - ψ(1 + b + t)`. `G`
+/// `E[x^n] = b B(1 + n/a, b)` at `t = n/a`, with its derivative in `t`
+/// times `t` ([`scaled_digamma_diff`]), and in `b`, `ψ(1 + b) - ψ(1 + b +
+/// t)`. `G`
 /// is symmetric in `t` and `b`, and of the size of the smaller of them
 /// where that is small: it is taken as two differences of `ln Γ` over the
 /// smaller one ([`lgamma_diff`]), `(ln Γ(1 + m) - ln Γ(1)) - (ln Γ(1 + M
@@ -374,7 +375,30 @@ fn draw_finish<F: Element>(
 fn ln_moment(t: f64, b: f64) -> [f64; 3] {
     let (small, large) = if t <= b { (t, b) } else { (b, t) };
     let value = lgamma_diff(1.0, small) - lgamma_diff(1.0 + large, small);
-    [value, digamma_diff(1.0 + t, b), digamma_diff(1.0 + b, t)]
+    [value, scaled_digamma_diff(t, b), digamma_diff(1.0 + b, t)]
+}
+
+/// From this `t` on, [`scaled_digamma_diff`] takes the leading terms of
+/// `ψ`'s expansion alone: the rest is below `10⁻²⁰` of them.
+const SCALED_EXPANSION_FROM: f64 = 1e10;
+
+/// `t (ψ(1 + t) - ψ(1 + b + t))`, the slope of [`ln_moment`] in `t` times
+/// `t`: the slopes in `a` take it (`∂/∂a = -(t/a) ∂/∂t` at `t = n/a`), as
+/// a product that stays in range where its two factors do not. From
+/// [`SCALED_EXPANSION_FROM`] on it is `-(t/x) b (ln(1 + u)/u + 1/(2(x +
+/// b)))` with `x = 1 + t` and `u = b/x`: the difference of digammas
+/// underflows where `u` does (at `a = b = 10⁻³⁰⁰` the mean's slope in `a`
+/// came out 0 where it is 1), and `t/a` overflows from `a = 10⁻¹⁵⁴` (the
+/// variance's slope was NaN or `-inf` there).
+fn scaled_digamma_diff(t: f64, b: f64) -> f64 {
+    if t < SCALED_EXPANSION_FROM {
+        return t * digamma_diff(1.0 + t, b);
+    }
+    let x = 1.0 + t;
+    let u = b / x;
+    // ln(1 + u)/u is 1 to the last digit below 1e-20
+    let ln_ratio = if u < 1e-20 { 1.0 } else { u.ln_1p() / u };
+    -((t / x) * b * (ln_ratio + 0.5 / (x + b)))
 }
 
 /// The Kumaraswamy mean of `[a, b]`, `b B(1 + 1/a, b)`.
@@ -392,9 +416,9 @@ impl Pointwise<2> for KumaraswamyMean {
     fn eval(v: &[Lanes; 2], _: &(), out: &mut Lanes, d: &mut [Lanes; 2]) {
         each_lane(v, out, d, 0.0, |[a, b]| {
             let h = 1.0 / a;
-            let [g, g_t, g_b] = ln_moment(h, b);
+            let [g, hg_h, g_b] = ln_moment(h, b);
             let m = g.exp();
-            Some((m, [-(m * g_t * h) / a, m * g_b]))
+            Some((m, [-(m * hg_h) / a, m * g_b]))
         });
     }
 }
@@ -437,22 +461,22 @@ const SMALL_B_SERIES_BELOW: f64 = 1e-3;
 /// f_j(1)` for `f_j = ψ⁽ʲ⁻¹⁾`, the first two as differences of differences
 /// ([`digamma_diff`], [`trigamma_diff`]: `10⁻¹⁶ / h` relative), the others,
 /// corrections, directly; the derivative in `h` to `j = 3` (its `T4` would
-/// need `ψ⁽⁴⁾`).
-fn small_b_log_ratio(h: f64, b: f64, a: f64) -> (f64, f64, f64) {
+/// need `ψ⁽⁴⁾`). The derivative in `a` comes times `a`, as `-h ∂D/∂h`.
+fn small_b_log_ratio(h: f64, b: f64) -> (f64, f64, f64) {
     let (second_2h, third_2h) = tetragamma_pentagamma(1.0 + 2.0 * h);
     let (second_h, third_h) = tetragamma_pentagamma(1.0 + h);
     let t1 = digamma_diff(1.0, h) - digamma_diff(1.0 + h, h);
     let t2 = trigamma_diff(1.0, h) - trigamma_diff(1.0 + h, h);
     let t3 = (second_2h - 2.0 * second_h) + SECOND_AT_ONE;
     let t4 = (third_2h - 2.0 * third_h) + THIRD_AND_FOURTH_AT_ONE.0;
-    // their derivatives in h
-    let t1_h = -2.0 * trigamma_diff(1.0 + h, h);
-    let t2_h = 2.0 * (second_2h - second_h);
-    let t3_h = 2.0 * (third_2h - third_h);
+    // their derivatives in h, times h (each factor of h first, so that a
+    // difference that underflows leaves 0, not 0 times an overflow)
+    let t1_h = -2.0 * (h * trigamma_diff(1.0 + h, h));
+    let t2_h = 2.0 * (h * second_2h - h * second_h);
+    let t3_h = 2.0 * (h * third_2h - h * third_h);
     let d = -(b * (t1 + b * (t2 * 0.5 + b * (t3 / 6.0 + b * t4 / 24.0))));
-    let d_h = -(b * (t1_h + b * (t2_h * 0.5 + b * t3_h / 6.0)));
     let d_b = -(t1 + b * (t2 + b * (t3 * 0.5 + b * t4 / 6.0)));
-    (d, -(h / a) * d_h, d_b)
+    (d, b * (t1_h + b * (t2_h * 0.5 + b * t3_h / 6.0)), d_b)
 }
 
 /// `ψ'''(1) = 6 ζ(4)` and `ψ''''(1) = -24 ζ(5)`.
@@ -476,9 +500,11 @@ impl Pointwise<2> for KumaraswamyVariance {
     fn eval(v: &[Lanes; 2], _: &(), out: &mut Lanes, d: &mut [Lanes; 2]) {
         each_lane(v, out, d, 0.0, |[a, b]| {
             let h = 1.0 / a;
-            let [g1, g1_t, g1_b] = ln_moment(h, b);
-            // D and its derivatives (in a through h: dh/da = -h/a)
-            let (dv, dv_a, dv_b) = if h < VARIANCE_SERIES_BELOW {
+            let [g1, hg1_h, g1_b] = ln_moment(h, b);
+            // D and its derivatives, in a times a (through h: a dh/da = -h),
+            // so that the slope in a is only divided by a at the end: h/a
+            // overflows from a = 1e-154
+            let (dv, adv_a, dv_b) = if h < VARIANCE_SERIES_BELOW {
                 // c2 h² + c3 h³ with c_k = ψ⁽ᵏ⁻¹⁾(1) - ψ⁽ᵏ⁻¹⁾(1 + b)
                 let (second, third) = tetragamma_pentagamma(1.0 + b);
                 let c3 = if b < THIRD_SERIES_BELOW {
@@ -491,18 +517,14 @@ impl Pointwise<2> for KumaraswamyVariance {
                 let h2 = h * h;
                 (
                     h2 * (c2 + c3 * h),
-                    -(h2 * (2.0 * c2 + 3.0 * c3 * h)) / a,
+                    -(h2 * (2.0 * c2 + 3.0 * c3 * h)),
                     -(h2 * (second + third * h)),
                 )
             } else if b < SMALL_B_SERIES_BELOW {
-                small_b_log_ratio(h, b, a)
+                small_b_log_ratio(h, b)
             } else {
-                let [g2, g2_t, g2_b] = ln_moment(2.0 * h, b);
-                (
-                    g2 - 2.0 * g1,
-                    -(2.0 * h / a) * (g2_t - g1_t),
-                    g2_b - 2.0 * g1_b,
-                )
+                let [g2, hg2_h, g2_b] = ln_moment(2.0 * h, b);
+                (g2 - 2.0 * g1, 2.0 * hg1_h - hg2_h, g2_b - 2.0 * g1_b)
             };
             // E[x]² expm1(D) and E[x²] = E[x]² e^D through their logarithms:
             // E[x]² may underflow where expm1(D) overflows
@@ -514,7 +536,7 @@ impl Pointwise<2> for KumaraswamyVariance {
             let value = (2.0 * g1 + ln_em).exp();
             let second = (2.0 * g1 + dv).exp();
             let partials = [
-                2.0 * value * (-(g1_t * h) / a) + second * dv_a,
+                (second * adv_a - 2.0 * value * hg1_h) / a,
                 2.0 * value * g1_b + second * dv_b,
             ];
             Some((value, partials))
