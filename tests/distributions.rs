@@ -3660,6 +3660,114 @@ fn kumaraswamy_variance_of_a_tiny_b() {
     }
 }
 
+/// The Kumaraswamy log-density where `x^a` is tiny beside 1 and `b`
+/// large (its term `(b - 1) ln(1 - x^a)` is about `-(b - 1) x^a`), and where
+/// `a ln x` is below the floats' range beside 1: values and slopes in `a`,
+/// `b` and `x` against mpmath at 700 digits. `ln(1 - x^a)` was taken as
+/// `ln(-expm1(a ln x))`, whose digits go with those of `1 - x^a`: at
+/// `a = 1`, `b = 1e150`, `x = 1e-20` the log-density came out 345.4 where
+/// it is -1e130, at `b = 5e15`, `x^a = 1e-8` it was 0.5 off; and at `a =
+/// 1e-300` the slopes in `x` and `a` overflowed (`-inf` for -2.8e20,
+/// `inf` for 3e300). The slope in `b`, `1/b + ln(1 - x^a)`, is held to
+/// 1e-9 of its larger term.
+#[test]
+#[allow(clippy::excessive_precision)] // mpmath's digits
+fn kumaraswamy_log_density_where_x_to_the_a_is_tiny() {
+    type Case = ([f64; 3], [f64; 4]);
+    // ([a, b, x], [log-density, ∂a, ∂b, ∂x])
+    let cases: [Case; 7] = [
+        (
+            [1.0, 1e150, 1e-20],
+            [
+                -9.9999999999999992599e+129,
+                4.6051701859880910327e+131,
+                -9.9999999999999994516e-21,
+                -9.9999999999999998085e+149,
+            ],
+        ),
+        (
+            [0.5, 1e150, 1e-300],
+            [
+                6.8908238071765375987e+2,
+                1.9999999999999954168,
+                6.6348579099582460123e-168,
+                -9.9999999999999997162e+299,
+            ],
+        ),
+        (
+            [3.0, 1e150, 1e-20],
+            [
+                -9.999999999999998163e+89,
+                4.6051701859880905275e+91,
+                -9.9999999999999983546e-61,
+                -2.9999999999999996134e+110,
+            ],
+        ),
+        (
+            [2.0, 5e15, 1e-4],
+            [
+                -4.999997261897888053e+7,
+                4.6051701449363894651e+8,
+                -9.9999998500000012918e-9,
+                -9.9999999999999994792e+11,
+            ],
+        ),
+        (
+            [1e-300, 1e20, 0.3],
+            [
+                -6.9058990113935133951e+22,
+                // 1e320: beyond the floats
+                f64::INFINITY,
+                -6.9058990113935133951e+2,
+                -2.7686118169417912479e+20,
+            ],
+        ),
+        (
+            [1e-300, 3.0, 1.0 - 1e-12],
+            [
+                -2.126490057881757723e+3,
+                2.9999999999999999248e+300,
+                -7.1807323780277323043e+2,
+                -2.0000442444210056623e+12,
+            ],
+        ),
+        (
+            [2.0, 3.0, 0.5],
+            [
+                5.2324814376454783652e-1,
+                2.6895093981335156353e-1,
+                4.5651260881552405894e-2,
+                -6.6666666666666666667e-1,
+            ],
+        ),
+    ];
+    for ([a0, b0, x0], want) in cases {
+        let tape = Tape::<f64>::new();
+        let [a, b, x] = [a0, b0, x0].map(|v| tape.var(Tensor::scalar(v)));
+        let lp = Kumaraswamy::new(a, b).unwrap().log_prob(x).unwrap();
+        let g = lp.backward().unwrap();
+        let slope = |v| g.get(v).unwrap().item().unwrap();
+        let got = [lp.item().unwrap(), slope(a), slope(b), slope(x)];
+        for (k, what) in ["value", "∂a", "∂b", "∂x"].iter().enumerate() {
+            let (got, want) = (got[k], want[k]);
+            let tolerance = if k == 2 {
+                1e-9 * want.abs().max(1.0 / b0)
+            } else {
+                1e-9 * want.abs()
+            };
+            let ok = if want.is_infinite() {
+                got == want
+            } else {
+                (got - want).abs() <= tolerance
+            };
+            assert!(
+                ok,
+                "a = {a0:e}, b = {b0:e}, x = {x0:e}: {what} {got:e} vs {want:e}"
+            );
+        }
+    }
+}
+
 /// The Kumaraswamy(a, b) mean and its partials in `a` and `b`.
 fn kumaraswamy_mean_and_partials(a: f64, b: f64) -> [f64; 3] {
     let tape = Tape::<f64>::new();
@@ -3696,7 +3804,11 @@ fn kumaraswamy_moment_slopes_at_tiny_a() {
         (
             [1e-200, 1.0],
             [9.999999999999999821e-201, 1.0, -4.6009423426371066145e-198],
-            [4.9999999999999999105e-201, 5.0e-1, -2.3039369072213530337e-198],
+            [
+                4.9999999999999999105e-201,
+                5.0e-1,
+                -2.3039369072213530337e-198,
+            ],
         ),
         (
             [1e-300, 0.5],
@@ -3760,7 +3872,11 @@ fn kumaraswamy_moment_slopes_at_tiny_a() {
     for ([a, b], mean, variance) in cases {
         let got = [
             ("mean", kumaraswamy_mean_and_partials(a, b), mean),
-            ("variance", kumaraswamy_variance_and_partials(a, b), variance),
+            (
+                "variance",
+                kumaraswamy_variance_and_partials(a, b),
+                variance,
+            ),
         ];
         for (moment, got, want) in got {
             for ((got, want), what) in got.iter().zip(want).zip(["value", "∂a", "∂b"]) {
@@ -3769,7 +3885,10 @@ fn kumaraswamy_moment_slopes_at_tiny_a() {
                 } else {
                     ((got - want) / want).abs() < 1e-9
                 };
-                assert!(ok, "a = {a:e}, b = {b:e}: {moment} {what} {got:e} vs {want:e}");
+                assert!(
+                    ok,
+                    "a = {a:e}, b = {b:e}: {moment} {what} {got:e} vs {want:e}"
+                );
             }
         }
     }

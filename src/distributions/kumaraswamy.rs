@@ -124,6 +124,24 @@ impl<'t, F: Element> Kumaraswamy<'t, F> {
     }
 }
 
+/// `ln(1 - x^a)` from `u = -a ln x` (and `a`, `ln x`): where `x^a = e^-u`
+/// is below 1/2, `ln(1 - x^a)` as `ln1p(-e^-u)`, whose digits `ln(-expm1(-u))`
+/// loses with those of `1 - x^a` as it rounds to 1 (all of them where
+/// `x^a` is below the float spacing at 1: `(b - 1) ln(1 - x^a)` was 0 at
+/// `a = 1`, `b = 1e150`, `x = 1e-20`, where it is -1e130); where `u` is
+/// below the smallest normal float, `ln u`, as `ln a + ln(-ln x)` (`u`
+/// itself may round to 0).
+#[inline(always)]
+fn ln_one_less_power(u: f64, a: f64, lx: f64) -> f64 {
+    if u > std::f64::consts::LN_2 {
+        (-(-u).exp()).ln_1p()
+    } else if u >= f64::MIN_POSITIVE {
+        (-(-u).exp_m1()).ln()
+    } else {
+        a.ln() + (-lx).ln()
+    }
+}
+
 /// `(b - 1) y` that is 0 at `b = 1` whatever `y` (an infinite `y` at the
 /// ends of the floats would make it NaN).
 #[inline(always)]
@@ -132,17 +150,20 @@ fn times_b_less_one(b: f64, y: f64) -> f64 {
 }
 
 /// The Kumaraswamy log-density of `[a, b, x]` for `x` in `(0, 1)`, with
-/// `t = a ln x`, `w = 1 - x^a = -expm1(t)` and `r = x^a / (1 - x^a) =
-/// 1 / expm1(-t)`: `ln a + ln b + (a - 1) ln x + (b - 1) ln w`,
-/// `∂b = 1/b + ln w`, `∂x = ((a - 1) - (b - 1) a r) / x` and
-/// `∂a = 1/a + ln x (1 - (b - 1) r)`. With `u = -t` small, `1/a` and
-/// `-ln x (b - 1) r` are each about `1/a` and add up to about
-/// `(b - u (b + 1) / 2) / a`; taken as `ln x (1 - G(u)) + (b / a) h(u)`
-/// with `h(u) = u / expm1(u)` and `G(u) = 1/u - 1/expm1(u)`
-/// ([`one_over_minus_expm1`]), the terms are of size `max(b, u) / a`
-/// instead, so that form is `1 / max(b, u)` times as accurate, and is
-/// used where `b` and `u` are both below 1 (at `a = 1e-21`, `b = 7e-28`
-/// and `x = 0.94`, `∂a` is -0.031, which the first form gives as 131072).
+/// `u = -a ln x`, `w = 1 - x^a` ([`ln_one_less_power`]), `r = x^a / (1 -
+/// x^a) = 1 / expm1(u)` and `h(u) = u / expm1(u)`: `ln a + ln b + (a - 1)
+/// ln x + (b - 1) ln w`, `∂b = 1/b + ln w`, `∂x = ((a - 1) - (b - 1) a r)
+/// / x` with `a r = h / -ln x`, and `∂a = 1/a + ln x (1 - (b - 1) r) = (1
+/// + (b - 1) h) / a + ln x` (`r` and `a r` overflow where `u` is below the
+/// floats' range beside 1, at `a = 1e-300`: the slopes came out `±inf`
+/// where they are finite). With `u` small, `1/a` and `(b - 1) h / a` are
+/// each about `1/a` and add up with `ln x` to about `(b - u (b + 1) / 2)
+/// / a`; taken as `ln x (1 - G(u)) + (b / a) h(u)` with `G(u) = 1/u -
+/// 1/expm1(u)` ([`one_over_minus_expm1`]), the terms are of size `max(b,
+/// u) / a` instead, so that form is `1 / max(b, u)` times as accurate, and
+/// is used where `b` and `u` are both below 1 (at `a = 1e-21`, `b =
+/// 7e-28` and `x = 0.94`, `∂a` is -0.031, which the first form gives as
+/// 131072).
 #[derive(Clone, Copy)]
 struct KumaraswamyLogDensity;
 
@@ -182,19 +203,19 @@ impl Pointwise<3> for KumaraswamyLogDensity {
     fn eval(v: &[Lanes; 3], _: &(), out: &mut Lanes, d: &mut [Lanes; 3]) {
         each_lane(v, out, d, f64::NEG_INFINITY, |[a, b, x]| {
             let lx = x.ln();
-            let t = a * lx;
-            let ln_w = (-t.exp_m1()).ln();
-            let expm1_u = (-t).exp_m1();
-            let br = times_b_less_one(b, 1.0 / expm1_u);
+            let u = -(a * lx);
+            let ln_w = ln_one_less_power(u, a, lx);
+            let expm1_u = u.exp_m1();
+            let h = if u == 0.0 { 1.0 } else { u / expm1_u };
             let value = a.ln() + b.ln() + (a - 1.0) * lx + times_b_less_one(b, ln_w);
-            let u = -t;
             let slope_a = if u < 1.0 && b < 1.0 {
-                let h = if u == 0.0 { 1.0 } else { u / expm1_u };
                 lx * (1.0 - one_over_minus_expm1(u, h)) + (b / a) * h
             } else {
-                1.0 / a + lx * (1.0 - br)
+                (1.0 + times_b_less_one(b, h)) / a + lx
             };
-            let partials = [slope_a, 1.0 / b + ln_w, ((a - 1.0) - a * br) / x];
+            // a r = a / expm1(u) = h / -ln x
+            let ar = times_b_less_one(b, h / -lx);
+            let partials = [slope_a, 1.0 / b + ln_w, ((a - 1.0) - ar) / x];
             Some((value, partials))
         });
     }
