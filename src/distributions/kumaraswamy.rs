@@ -151,19 +151,19 @@ fn times_b_less_one(b: f64, y: f64) -> f64 {
 
 /// The Kumaraswamy log-density of `[a, b, x]` for `x` in `(0, 1)`, with
 /// `u = -a ln x`, `w = 1 - x^a` ([`ln_one_less_power`]), `r = x^a / (1 -
-/// x^a) = 1 / expm1(u)` and `h(u) = u / expm1(u)`: `ln a + ln b + (a - 1)
-/// ln x + (b - 1) ln w`, `∂b = 1/b + ln w`, `∂x = ((a - 1) - (b - 1) a r)
-/// / x` with `a r = h / -ln x`, and `∂a = 1/a + ln x (1 - (b - 1) r) = (1
-/// + (b - 1) h) / a + ln x` (`r` and `a r` overflow where `u` is below the
-/// floats' range beside 1, at `a = 1e-300`: the slopes came out `±inf`
-/// where they are finite). With `u` small, `1/a` and `(b - 1) h / a` are
-/// each about `1/a` and add up with `ln x` to about `(b - u (b + 1) / 2)
-/// / a`; taken as `ln x (1 - G(u)) + (b / a) h(u)` with `G(u) = 1/u -
-/// 1/expm1(u)` ([`one_over_minus_expm1`]), the terms are of size `max(b,
-/// u) / a` instead, so that form is `1 / max(b, u)` times as accurate, and
-/// is used where `b` and `u` are both below 1 (at `a = 1e-21`, `b =
-/// 7e-28` and `x = 0.94`, `∂a` is -0.031, which the first form gives as
-/// 131072).
+/// x^a) = 1 / expm1(u)` and `h(u) = u / expm1(u)`: the value is
+/// `ln a + ln b + (a - 1) ln x + (b - 1) ln w`, with `∂b = 1/b + ln w`,
+/// `∂x = ((a - 1) - (b - 1) a r) / x` where `a r = h / -ln x`, and
+/// `∂a = 1/a + ln x (1 - (b - 1) r) = (1 + (b - 1) h) / a + ln x` (`r`
+/// and `a r` overflow where `u` is below the floats' range beside 1, at
+/// `a = 1e-300`: the slopes came out `±inf` where they are finite). With
+/// `u` small, `1/a` and `(b - 1) h / a` are each about `1/a` and add up
+/// with `ln x` to about `(b - u (b + 1) / 2) / a`; taken as `ln x (1 -
+/// G(u)) + (b / a) h(u)` with `G(u) = 1/u - 1/expm1(u)`
+/// ([`one_over_minus_expm1`]), the terms are of size `max(b, u) / a`
+/// instead, so that form is `1 / max(b, u)` times as accurate, and is
+/// used where `b` and `u` are both below 1 (at `a = 1e-21`, `b = 7e-28`
+/// and `x = 0.94`, `∂a` is -0.031, which the first form gives as 131072).
 #[derive(Clone, Copy)]
 struct KumaraswamyLogDensity;
 
