@@ -4108,3 +4108,92 @@ fn single_parameters_give_the_bits_of_parameters_per_value_at_every_length() {
         }
     }
 }
+
+/// Beta divergences where a sum of one distribution's concentrations
+/// rounds (a concentration below the other's last digits) and the other
+/// distribution's is far from it: what the smaller term adds to the
+/// terms of the sums is then of the size of the divergence, and the
+/// slopes cancel terms far larger than themselves. The general form
+/// (`KL(Beta(1000, 1e20) || Beta(1e-300, 1000))` came out 1000 where it
+/// is 692.81, `KL(Beta(1000, 1e150) || Beta(0.5, 1e300))` 1000 where it
+/// is 1e153, with a slope in `1e150` of -5e-151 for -1000) and the form by
+/// parts (`KL(Beta(1e-20, 1e-3) || Beta(1e-3, 1e150))` 1e133 where it is
+/// 1.0000016e136, its slope in `1e-3` -1e136 for -2e139) both missed it.
+/// Against mpmath at 400 digits, the inputs as floats; the slope in `b1`
+/// of the third case (-1e-34, where its terms are of the size of 1e-17)
+/// to 1e-31.
+#[test]
+#[allow(clippy::excessive_precision)] // mpmath's digits
+fn beta_divergence_where_a_sum_of_concentrations_rounds() {
+    type Case = ([f64; 4], f64, [f64; 4]);
+    // ([a1, b1, a2, b2], KL, its slopes in a1, b1, a2, b2)
+    let cases: [Case; 5] = [
+        (
+            [1e-20, 1e-3, 1e-3, 1e150],
+            1.0000016425331957433e+136,
+            [
+                1.0000016425331957882e+156,
+                -2.0000000023976319868e+139,
+                1.0000000000000000314e+20,
+                1.0000016425331957625e-14,
+            ],
+        ),
+        (
+            [1e-20, 0.5, 0.5, 1e150],
+            4.9348022005446789441e+130,
+            [
+                4.9348022005446792147e+150,
+                -1.682879664423431875e+131,
+                1.0000000000000000514e+20,
+                4.9348022005446790387e-20,
+            ],
+        ),
+        (
+            [1000.0, 1e20, 1e-300, 1000.0],
+            6.928103003378445554e+2,
+            [
+                5.0016666663334335214e-4,
+                -9.9949999999999999001e-35,
+                -9.9999999999999997494e+299,
+                9.99999999999999995e-18,
+            ],
+        ),
+        (
+            [1000.0, 1e150, 0.5, 1e300],
+            1.0000000000000000717e+153,
+            [
+                1.0000000000000000717e+150,
+                -1.0000000000000000908e+3,
+                -3.5425852917077708821e+2,
+                1.0000000000000000192e-147,
+            ],
+        ),
+        (
+            [1000.0, 1e20, 0.5, 1e300],
+            1.0000000000000000475e+283,
+            [
+                1.0000000000000000425e+280,
+                -1.0000000000000000425e+263,
+                -6.535945912600030271e+2,
+                9.99999999999999995e-18,
+            ],
+        ),
+    ];
+    for (k, (inputs, want, want_slopes)) in cases.into_iter().enumerate() {
+        let tape = Tape::<f64>::new();
+        let v = inputs.map(|x| tape.var(Tensor::scalar(x)));
+        let q = Beta::new(v[0], v[1]).unwrap();
+        let kl = kl_divergence(&q, &Beta::new(v[2], v[3]).unwrap()).unwrap();
+        let got = kl.item().unwrap();
+        assert!(close(got, want, 1e-9), "{inputs:?}: KL {got:e} vs {want:e}");
+        let g = kl.backward().unwrap();
+        for (j, want) in want_slopes.into_iter().enumerate() {
+            let got = g.get(v[j]).unwrap().item().unwrap();
+            let ok = match (k, j) {
+                (2, 1) => (got - want).abs() <= 1e-31,
+                _ => close(got, want, 1e-9),
+            };
+            assert!(ok, "{inputs:?}: slope {j} {got:e} vs {want:e}");
+        }
+    }
+}

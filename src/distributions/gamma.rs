@@ -2128,10 +2128,17 @@ impl Pointwise<4> for StudentTLogDensity {
 ///   not are added back.
 /// - Where that sum is not finite (its three parts can overflow with
 ///   opposite signs when a concentration of `q` is far below 1e-10 and one
-///   of `p` is large), as `ln B(a2, b2) - ln B(a1, b1) + (a1 - a2) (ψ(a1) -
+///   of `p` is large), or where `a1 + b1` or `a2 + b2` drops digits of its
+///   smaller term ([`sum_rounds`]),
+///   as `ln B(a2, b2) - ln B(a1, b1) + (a1 - a2) (ψ(a1) -
 ///   ψ(a1 + b1)) + (b1 - b2) (ψ(b1) - ψ(a1 + b1))`, whose differences of
 ///   digammas do not overflow: +inf where the divergence is beyond the
-///   range, instead of NaN.
+///   range, instead of NaN. A sum that rounds so drops what its smaller term
+///   adds to `D(a1 + b1, a2 + b2)`, of the size of the divergence where
+///   the other sum is far from it, and the slopes cancel terms far larger
+///   than themselves: `KL(Beta(1000, 1e20) || Beta(1e-300, 1000))` came out
+///   1000 where it is 692.81, `KL(Beta(1000, 1e150) || Beta(0.5, 1e300))`
+///   1000 where it is 1e153, with a slope in `1e150` of -5e-151 for -1000.
 ///
 /// In `f32` the divergence and its gradients are computed in `f64` by
 /// [`BetaDivergence`] (the same forms) and rounded once: the general forms cancel
@@ -2193,7 +2200,12 @@ impl Pointwise<4> for BetaDivergence {
     fn covers(v: &[f64; 4]) -> bool {
         let [a2, b2, a1, b1] = *v;
         let q_first = [a1, b1, a2, b2];
-        beta_near(&q_first) || (!beta_shifted(&q_first, false) && !beta_shifted(&q_first, true))
+        // (sums that round in `f64`, of `f32` terms far apart, take the
+        // general form's other form, in the fallback)
+        let rounds = sum_rounds(a1, b1) || sum_rounds(a2, b2);
+        beta_near(&q_first)
+            || beta_large(&q_first)
+            || (!beta_shifted(&q_first, false) && !beta_shifted(&q_first, true) && !rounds)
     }
 
     #[inline(always)]
@@ -2670,7 +2682,10 @@ fn divergence_by_parts(a: &[f64], b: &[f64], grad_a: &mut [f64], grad_b: &mut [f
     // errors
     let (sa, ea) = compensated_sum(a.iter().map(|&x| x / ua));
     let (sb, eb) = compensated_sum(b.iter().map(|&x| x / ub));
-    let (a0, b0) = (ua * (sa + ea), ub * (sb + eb));
+    let (ta, tb) = (sa + ea, sb + eb);
+    let (a0, b0) = (ua * ta, ub * tb);
+    // what the totals lose as they round, which the sums hold
+    let (ea0, eb0) = (ua * ((sa - ta) + ea), ub * ((sb - tb) + eb));
     let (d0, w) = (b0 - a0, (b0 - a0) / a0);
     let (mut proportions, mut spreads, mut corrections) = (0.0, 0.0, 0.0);
     for i in 0..a.len() {
@@ -2688,7 +2703,28 @@ fn divergence_by_parts(a: &[f64], b: &[f64], grad_a: &mut [f64], grad_b: &mut [f
             + ((dc(y) - dc(x)) - (dc(b0) - dc(a0)));
         grad_a[i] = -(apart / x + 0.5 * (u / x - w / a0) + (tc(x) * d - tc(a0) * d0));
     }
-    proportions + 0.5 * (spreads - bd0(a0, b0) / a0) + (corrections - correction_divergence(a0, b0))
+    // the totals' terms, and their partials, to first order in the totals'
+    // rounding: where a row's concentrations are far apart (1e-20 beside 1)
+    // its total rounds to the larger, and with `b0` far from `a0` the
+    // terms of the totals then miss about `b0 ψ'(a0) ea0`, of the size of
+    // the divergence (`KL(Beta(1e-20, 1) || Beta(1, 1e150))` came out
+    // 1e130, where it is 1.645e130; at `Beta(1e-20, 1e-3)` the slope in
+    // `1e-3` came out -1e136 for -2e139)
+    let mut rounding = 0.0;
+    if ea0 != 0.0 || eb0 != 0.0 {
+        let (tc_a0, inv_a0) = (tc(a0), 1.0 / a0);
+        let across = 0.5 * inv_a0 * inv_a0 + tc_a0;
+        rounding = (0.5 * w * inv_a0 + tc_a0 * d0) * ea0 - (0.5 * w / b0 + (dc(b0) - dc(a0))) * eb0;
+        let of_a0 = special::tetragamma_correction(a0) * d0 - tc_a0 - (0.5 + w) * inv_a0 * inv_a0;
+        let shift_a = of_a0 * ea0 + across * eb0;
+        let shift_b = across * ea0 - (0.5 / (b0 * b0) + tc(b0)) * eb0;
+        grad_a.iter_mut().for_each(|g| *g += shift_a);
+        grad_b.iter_mut().for_each(|g| *g += shift_b);
+    }
+    proportions
+        + 0.5 * (spreads - bd0(a0, b0) / a0)
+        + (corrections - correction_divergence(a0, b0))
+        + rounding
 }
 
 /// `C(y) - C(x) - C'(x) (y - x)` for the correction `C` of Stirling's
@@ -2875,18 +2911,37 @@ fn kl_beta_general<'t, F: Element>(inputs: &[Var<'t, F>]) -> Result<Var<'t, F>> 
         t.try_add(b1.try_sub(b2)?.try_mul(b1.digamma_diff(a1)?)?)
     };
     let kl = by_divergences(inputs)?;
-    if kl.value().data().iter().all(|v| v.is_finite()) {
+    let rounds = mask_where(inputs, |x| {
+        let x = |k: usize| x[k].to_f64().unwrap_or(f64::NAN);
+        sum_rounds(x(0), x(1)) || sum_rounds(x(2), x(3))
+    })?;
+    let value = kl.value();
+    if value.data().iter().all(|v| v.is_finite()) && rounds.data().iter().all(|&m| m == F::zero()) {
         return Ok(kl);
     }
-    let overflow = kl
-        .value()
-        .map(|v| if v.is_finite() { F::zero() } else { F::one() });
+    let rounds = rounds.broadcast_to(value.shape())?;
+    let other = value.data().iter().zip(rounds.data()).map(|(v, &r)| {
+        match v.is_finite() && r == F::zero() {
+            true => F::zero(),
+            false => F::one(),
+        }
+    });
+    let other = Tensor::from_vec(other.collect(), value.shape())?;
     split(
         inputs,
-        (overflow.clone(), overflow),
+        (other.clone(), other),
         by_digamma_diffs,
         by_divergences,
     )
+}
+
+/// Whether `a + b` (in `f64`) drops digits of the smaller term: one is
+/// below `2⁻²⁶` of the other (more than half its digits below the sum's
+/// last) and the sum rounds.
+fn sum_rounds(a: f64, b: f64) -> bool {
+    let (small, large) = if a < b { (a, b) } else { (b, a) };
+    let s = a + b;
+    small < large * (1.0 / 67_108_864.0) && s.is_finite() && s - large != small
 }
 
 /// The first arguments that [`pair_divergence`] removed and that do not

@@ -169,6 +169,20 @@ pub(crate) fn trigamma_correction(x: f64) -> f64 {
     }
 }
 
+/// `ψ''(x) + 1/x² + 1/x³` for `x > 0`, the derivative of
+/// [`trigamma_correction`] (about `-1 / (2 x⁴)` for large `x`): from 10 on
+/// the derivative of [`trigamma_tail`]'s series, below it `ψ''(x + 1) + (1
+/// - 1/x) / x²` (`ψ''(x) = ψ''(x + 1) - 2/x³`).
+pub(crate) fn tetragamma_correction(x: f64) -> f64 {
+    if x >= 10.0 {
+        let r = 1.0 / x;
+        let r2 = r * r;
+        -(r2 * r2) * (0.5 - r2 * (1.0 / 6.0 - r2 * (1.0 / 6.0 - r2 * (0.3 - r2 * (5.0 / 6.0)))))
+    } else {
+        tetragamma_pentagamma(x + 1.0).0 + (1.0 - 1.0 / x) / (x * x)
+    }
+}
+
 /// `ln B(a, b) = ln Γ(a) + ln Γ(b) - ln Γ(a + b)` for `a, b > 0`, accurate
 /// for large arguments: with `p <= q` the two, and `s = p + q`,
 /// - both below 10: the three `ln Γ` directly (none is large);
