@@ -4197,3 +4197,55 @@ fn beta_divergence_where_a_sum_of_concentrations_rounds() {
         }
     }
 }
+
+/// The Gamma divergence's slope in `q`'s rate where `p`'s rate is below
+/// the last digits of `q`'s: `-a1 b2 / b1²` came out of `(b2 - b1) / b1`,
+/// which drops `b2` there, so that the slope in `b1` was the other term's
+/// alone (1e-20 for -5e-11 at `KL(Gamma(0.5, 1e-10) || Gamma(1e-30,
+/// 1e-30))`). Against mpmath at 100 digits, the inputs as floats.
+#[test]
+#[allow(clippy::excessive_precision)] // mpmath's digits
+fn gamma_divergence_slope_in_the_rate_where_the_rates_are_far_apart() {
+    type Case = ([f64; 4], f64, [f64; 4]);
+    let cases: [Case; 2] = [
+        (
+            [0.5, 1e-10, 1e-30, 1e-30],
+            6.702343283388595861e+1,
+            [
+                1.4674011002723396547,
+                -4.9999999990000000524e-11,
+                -9.9999999999999991666e+29,
+                4.9999999989999998178e+9,
+            ],
+        ),
+        (
+            [2.0, 1.0, 1e-300, 1e-20],
+            6.8962109656841063946e+2,
+            [
+                2.8986813369645287295e-1,
+                -1.9999999999999998903e-20,
+                -9.9999999999999997494e+299,
+                2.0,
+            ],
+        ),
+    ];
+    for (inputs, want, want_slopes) in cases {
+        let tape = Tape::<f64>::new();
+        let v = inputs.map(|x| tape.var(Tensor::scalar(x)));
+        let q = Gamma::new(v[0], v[1]).unwrap();
+        let kl = kl_divergence(&q, &Gamma::new(v[2], v[3]).unwrap()).unwrap();
+        let got = kl.item().unwrap();
+        assert!(
+            close(got, want, 1e-12),
+            "{inputs:?}: KL {got:e} vs {want:e}"
+        );
+        let g = kl.backward().unwrap();
+        for (j, want) in want_slopes.into_iter().enumerate() {
+            let got = g.get(v[j]).unwrap().item().unwrap();
+            assert!(
+                close(got, want, 1e-12),
+                "{inputs:?}: slope {j} {got:e} vs {want:e}"
+            );
+        }
+    }
+}

@@ -1219,8 +1219,8 @@ fn pair_divergence<'t, F: Element>(
 /// would cancel instead), it is taken with its rate terms as `bd0(a1, y) +
 /// (a1 - a2) ln(1 + (b2 - b1) / b1)` where `b2 / b1` is [`near`] 1 (the
 /// difference of the two logarithms kept only their absolute accuracy),
-/// and `a1 (b2 - b1) / b1` in an order whose intermediate does not leave
-/// the range.
+/// and elsewhere `a1 (b2 - b1) / b1` as `a1 (b2 / b1) - a1`, in an order
+/// whose intermediate does not leave the range.
 ///
 /// In `f32` the divergence is computed in `f64` by [`GammaDivergence`] (the
 /// same forms) and rounded once.
@@ -1284,14 +1284,19 @@ pub(crate) fn kl_gamma<'t, F: Element>(q: &Gamma<'t, F>, p: &Gamma<'t, F>) -> Re
         let direct = |w: &[Var<'t, F>]| {
             let (a1, b1, a2, b2) = (w[0], w[1], w[2], w[3]);
             let t = a2.try_mul(b1.ln().try_sub(b2.ln())?)?;
-            // a1 (b2 - b1) / b1, as a1 ((b2 - b1) / b1) where that ratio is
-            // finite, else as (a1 / b1) (b2 - b1): the ratio overflows for a
-            // tiny b1 where the term does not (a1 = 1e-300, b1 = 1e-10,
-            // b2 = 1e300), and a1 / b1 underflows for a huge b1
-            let ratio = |u: &[Var<'t, F>]| u[0].try_mul(u[2].try_sub(u[1])?.try_div(u[1])?);
-            let scaled = |u: &[Var<'t, F>]| u[0].try_div(u[1])?.try_mul(u[2].try_sub(u[1])?);
+            // a1 (b2 - b1) / b1 = a1 (b2 / b1) - a1 (the rates are not near
+            // here, so that the two terms do not cancel), as a1 (b2 / b1)
+            // where that ratio is finite, else as (a1 / b1) b2: the ratio
+            // overflows for a tiny b1 where the term does not (a1 = 1e-300,
+            // b1 = 1e-10, b2 = 1e300), and a1 / b1 underflows for a huge
+            // b1. Not through b2 - b1, which drops b2 where it is below b1's
+            // last digits, and with it the slope in b1, -a1 b2 / b1² (at a1
+            // = 0.5, b1 = 1e-10, b2 = 1e-30 that slope came out 1e-20, the
+            // other term's, for -5e-11)
+            let ratio = |u: &[Var<'t, F>]| u[0].try_mul(u[2].try_div(u[1])?)?.try_sub(u[0]);
+            let scaled = |u: &[Var<'t, F>]| u[0].try_div(u[1])?.try_mul(u[2])?.try_sub(u[0]);
             let sides = [a1, b1, b2];
-            let finite = mask_where(&sides, |v| ((v[2] - v[1]) / v[1]).is_finite())?;
+            let finite = mask_where(&sides, |v| (v[2] / v[1]).is_finite())?;
             t.try_add(split(&sides, (finite.clone(), finite), ratio, scaled)?)
         };
         let close = mask_where(v, |v| near(v[3] / v[1], F::one()))?;
