@@ -449,7 +449,10 @@ impl<'t, F: Element> Distribution<'t, F> for Weibull<'t, F> {
     fn entropy(&self) -> Result<Var<'t, F>> {
         let k = self.concentration;
         let h = (-k.scalar_div(F::one()) + F::one()) * F::lit(EULER);
-        Ok(h.try_add(self.scale.try_div(k)?.ln())? + F::one())
+        // ln(λ / k) from the logarithms where the quotient leaves the
+        // floats (`+inf` at k = 1e-30, λ = 1e10 in f32, where the entropy
+        // is -5.8e29; a slope of -inf at k = 1e20, λ = 1e-300)
+        Ok(h.try_add(self.scale.ln_ratio(k)?)? + F::one())
     }
     fn mean(&self) -> Result<Var<'t, F>> {
         let h = self.concentration.scalar_div(F::one());

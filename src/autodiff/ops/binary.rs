@@ -281,6 +281,12 @@ special_kernel!(
     |a, y| (special2(special::ln_ratio, a, y), special2(|a, y| 1.0 - a / y, a, y))
 );
 special_kernel!(
+    /// `ln(a / y)` ([`special::ln_ratio`]: `ln a - ln y` where the quotient
+    /// leaves the normal floats); `d/da = 1/a`, `d/dy = -1/y`.
+    LnRatioK, "ln_ratio", special::ln_ratio,
+    |a, y| (special2(|a, _| 1.0 / a, a, y), special2(|_, y| -1.0 / y, a, y))
+);
+special_kernel!(
     /// `ln P(k; λ)` of a Poisson count; `d/dk = ln λ - ψ(k + 1)` (of the
     /// continuous extension), `d/dλ = k / λ - 1`.
     PoissonLogMassK, "poisson_log_mass", special::poisson_log_mass,
@@ -822,6 +828,12 @@ impl<'t, F: Element> Var<'t, F> {
     /// Gamma log-density around its mode at large concentrations).
     pub(crate) fn bd0(self, y: Var<'t, F>) -> Result<Self> {
         self.binary::<Bd0K>(y)
+    }
+    /// `ln(self / y)` for positive `self` and `y`, with broadcasting: as
+    /// `ln self - ln y` where the quotient leaves the normal floats (its
+    /// logarithm, and the slopes through it, lost their range there).
+    pub(crate) fn ln_ratio(self, y: Var<'t, F>) -> Result<Self> {
+        self.binary::<LnRatioK>(y)
     }
     /// `self` where `mask` is nonzero and `other` elsewhere (all three
     /// broadcast together); the gradient reaches each only where it was
