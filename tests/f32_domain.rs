@@ -233,3 +233,131 @@ proptest! {
         families(p, (xp, xu, xr), if single { 0 } else { 19 }, seed);
     }
 }
+
+/// The value of `f` at `inputs` and its slopes in them, on a tape of `F`,
+/// as `f64`s.
+fn value_and_slopes<F: Element, const N: usize>(
+    inputs: [f64; N],
+    f: impl for<'t> Fn(&'t Tape<F>, [Var<'t, F>; N]) -> Result<Var<'t, F>>,
+) -> (f64, [f64; N]) {
+    let tape = Tape::<F>::new();
+    let v = inputs.map(|x| tape.var(Tensor::scalar(F::from(x).unwrap())));
+    let y = f(&tape, v).unwrap();
+    let g = y.backward().unwrap();
+    let wide = |x: F| x.to_f64().unwrap();
+    (
+        wide(y.item().unwrap()),
+        v.map(|x| wide(g.get(x).unwrap().item().unwrap())),
+    )
+}
+
+/// `f` in `f32` against `f` in `f64` at the same (`f32`) inputs, where
+/// its intermediates leave `f32`'s range but its value and slopes do not:
+/// each within `tol` relative of the `f64` one (a slope below `f32`'s
+/// smallest normal number within that number).
+fn f32_matches_f64<const N: usize>(
+    what: &str,
+    inputs: [f64; N],
+    tol: f64,
+    f32_form: impl for<'t> Fn(&'t Tape<f32>, [Var<'t, f32>; N]) -> Result<Var<'t, f32>>,
+    f64_form: impl for<'t> Fn(&'t Tape<f64>, [Var<'t, f64>; N]) -> Result<Var<'t, f64>>,
+) {
+    let inputs = inputs.map(|x| x as f32 as f64);
+    let (v32, g32) = value_and_slopes::<f32, N>(inputs, f32_form);
+    let (v64, g64) = value_and_slopes::<f64, N>(inputs, f64_form);
+    assert!(
+        v64.is_finite() && v64.abs() < 3e38,
+        "{what} {inputs:?}: f64 {v64:e}"
+    );
+    assert!(
+        (v32 - v64).abs() <= tol * v64.abs(),
+        "{what} {inputs:?}: {v32:e} vs {v64:e}"
+    );
+    for (i, (a, b)) in g32.iter().zip(g64).enumerate() {
+        assert!(b.abs() < 3e38, "{what} {inputs:?}: f64 slope {i} {b:e}");
+        // (a slope below `f32`'s normal range may round to 0 or a subnormal)
+        let slack = tol * b.abs() + f64::from(f32::MIN_POSITIVE);
+        assert!(
+            (a - b).abs() <= slack,
+            "{what} {inputs:?}: slope {i} {a:e} vs {b:e}"
+        );
+    }
+}
+
+/// Cauchy and half-Cauchy log-densities and divergences, and the Weibull
+/// entropy, where `(x - loc) / scale`, the square of a ratio of scales or
+/// `scale / concentration` leave `f32`'s range but the logarithms taken of
+/// them do not: the Cauchy log-density at a location of -1e30 and a scale
+/// of 1e-30 was `-inf` (-208.4) with a NaN slope, the divergence between
+/// scales of 1e-30 and 1e10 `+inf` (90.7), and the Weibull entropy at
+/// `k = 1e-30`, `λ = 1e10` `+inf` (-5.8e29; its slope in `k` is beyond
+/// `f32`, so `k = 1e-15`, `λ = 1e30` here).
+#[test]
+fn logarithms_of_quantities_beyond_f32_stay_finite() {
+    let cauchy_lp = |loc: f64, scale: f64, x: f64| {
+        f32_matches_f64(
+            "Cauchy log-density",
+            [loc, scale, x],
+            1e-6,
+            |_, [m, s, x]| Cauchy::new(m, s)?.log_prob(x),
+            |_, [m, s, x]| Cauchy::new(m, s)?.log_prob(x),
+        )
+    };
+    cauchy_lp(-1e30, 1e-30, 0.5);
+    cauchy_lp(0.0, 1e-30, 1e10);
+    cauchy_lp(3e38, 1e-3, -3e38);
+    f32_matches_f64(
+        "half-Cauchy log-density",
+        [1e-30, 1e10],
+        1e-6,
+        |_, [s, x]| HalfCauchy::new(s)?.log_prob(x),
+        |_, [s, x]| HalfCauchy::new(s)?.log_prob(x),
+    );
+    for (s1, s2) in [(1e-30, 1e10), (1e30, 1e-10)] {
+        f32_matches_f64(
+            "Cauchy divergence",
+            [0.5, s1, -2.0, s2],
+            1e-6,
+            |_, [m1, s1, m2, s2]| kl_divergence(&Cauchy::new(m1, s1)?, &Cauchy::new(m2, s2)?),
+            |_, [m1, s1, m2, s2]| kl_divergence(&Cauchy::new(m1, s1)?, &Cauchy::new(m2, s2)?),
+        );
+        f32_matches_f64(
+            "half-Cauchy divergence",
+            [s1, s2],
+            1e-6,
+            |_, [s1, s2]| kl_divergence(&HalfCauchy::new(s1)?, &HalfCauchy::new(s2)?),
+            |_, [s1, s2]| kl_divergence(&HalfCauchy::new(s1)?, &HalfCauchy::new(s2)?),
+        );
+    }
+    for (k, scale) in [(1e-15, 1e30), (1e10, 1e-30), (1e30, 1e-10)] {
+        f32_matches_f64(
+            "Weibull entropy",
+            [k, scale],
+            1e-6,
+            |_, [k, s]| Weibull::new(k, s)?.entropy(),
+            |_, [k, s]| Weibull::new(k, s)?.entropy(),
+        );
+    }
+}
+
+/// The Weibull entropy's slopes in `f64` where `scale / concentration`
+/// is below the normal floats: `∂k = γ/k² - 1/k` came out `-inf` at `k =
+/// 1e20`, `λ = 1e-300` (through `ln` of a subnormal quotient).
+#[test]
+fn weibull_entropy_slopes_where_the_quotient_is_subnormal() {
+    let (k, scale) = (1e20, 1e-300);
+    let (value, [dk, ds]) =
+        value_and_slopes::<f64, 2>([k, scale], |_, [k, s]| Weibull::new(k, s)?.entropy());
+    let euler = 0.577_215_664_901_532_9;
+    let want = euler * (1.0 - 1.0 / k) + (scale.ln() - k.ln()) + 1.0;
+    assert!(
+        (value - want).abs() <= 1e-14 * want.abs(),
+        "{value:e} vs {want:e}"
+    );
+    let want_k = euler / (k * k) - 1.0 / k;
+    assert!(
+        (dk - want_k).abs() <= 1e-14 * want_k.abs(),
+        "{dk:e} vs {want_k:e}"
+    );
+    assert!((ds - 1.0 / scale).abs() <= 1e-14 / scale, "{ds:e}");
+}

@@ -1,6 +1,7 @@
 //! Cauchy and HalfCauchy: the heavy-tailed location and scale priors of
 //! robust regression and horseshoe shrinkage.
 
+use super::gamma::InF64;
 use super::normal::{Standardized, loc_scale_log_prob};
 use super::{
     Distribution, batch_broadcast, check_divisor, check_finite, on_support, same_tape, sample_shape,
@@ -116,7 +117,10 @@ impl<'t, F: Element> Distribution<'t, F> for Cauchy<'t, F> {
             ("value", x.shape()),
             ("batch", self.batch_shape()),
         )?;
-        loc_scale_log_prob::<StandardCauchy, F>(x, self.loc, self.scale)
+        let lp = loc_scale_log_prob::<StandardCauchy, F>(x, self.loc, self.scale)?;
+        widened_where_infinite(lp, "cauchy_log_prob", &[x, self.loc, self.scale], |v| {
+            loc_scale_log_prob::<StandardCauchy, f64>(v[0], v[1], v[2])
+        })
     }
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
         let shape = sample_shape(n, &self.batch_shape());
@@ -153,6 +157,26 @@ impl<'t, F: Element> Distribution<'t, F> for Cauchy<'t, F> {
     }
 }
 
+/// `y`, or where `y` (of an `f32` tape) has a value that is not finite,
+/// `f` of `inputs` computed in `f64` (and rounded once): the Cauchy
+/// log-density and divergence are logarithms of quantities that leave the
+/// range of `f32` where they do not (`z = (x - loc) / scale` of 1e60, at
+/// a location of -1e30 and a scale of 1e-30, gave a log-density of `-inf`
+/// for -208.4 and a NaN slope; the divergence between scales of 1e-30 and
+/// 1e10 came out `+inf` for 90.7). An infinite `f32` value is the test:
+/// these formulas' values are finite wherever their inputs are.
+fn widened_where_infinite<'t, F: Element>(
+    y: Var<'t, F>,
+    name: &'static str,
+    inputs: &[Var<'t, F>],
+    f: for<'s> fn(&[Var<'s, f64>]) -> Result<Var<'s, f64>>,
+) -> Result<Var<'t, F>> {
+    if F::DTYPE != "F32" || y.value().data().iter().all(|v| v.is_finite()) {
+        return Ok(y);
+    }
+    y.tape().apply(InF64::new(name, f, inputs), inputs)
+}
+
 /// `ln(1 + (u² + v²))` with `u = (s1 - s2) / (2 √(s1 s2))` and `v = (m1 -
 /// m2) / (2 √(s1 s2))`: the KL between Cauchys, `ln(((s1 + s2)² + (m1 -
 /// m2)²) / (4 s1 s2))` (Chyzak and Nielsen 2019), in a form that is 0 at
@@ -179,7 +203,12 @@ pub(crate) fn kl_cauchy<'t, F: Element>(
         ("the posterior's parameters", q.batch_shape()),
         ("the prior's parameters", p.batch_shape()),
     )?;
-    cauchy_kl_form((q.loc, q.scale), (p.loc, p.scale))?.broadcast_to(&shape)
+    let kl = cauchy_kl_form((q.loc, q.scale), (p.loc, p.scale))?;
+    let inputs = [q.loc, q.scale, p.loc, p.scale];
+    widened_where_infinite(kl, "kl_cauchy", &inputs, |v| {
+        cauchy_kl_form((v[0], v[1]), (v[2], v[3]))
+    })?
+    .broadcast_to(&shape)
 }
 
 /// The half-Cauchy distribution on `[0, inf)`: `|x|` for `x` Cauchy with
@@ -252,6 +281,12 @@ impl<'t, F: Element> Distribution<'t, F> for HalfCauchy<'t, F> {
             F::zero(),
             |x| {
                 let lp = loc_scale_log_prob::<StandardCauchy, F>(x, zero, self.scale)?;
+                let lp = widened_where_infinite(
+                    lp,
+                    "half_cauchy_log_prob",
+                    &[x, zero, self.scale],
+                    |v| loc_scale_log_prob::<StandardCauchy, f64>(v[0], v[1], v[2]),
+                )?;
                 Ok(lp + F::lit(std::f64::consts::LN_2))
             },
         )
@@ -304,5 +339,10 @@ pub(crate) fn kl_half_cauchy<'t, F: Element>(
         ("the prior's scale", p.batch_shape()),
     )?;
     let zero = q.tape().scalar(F::zero());
-    cauchy_kl_form((zero, q.scale), (zero, p.scale))?.broadcast_to(&shape)
+    let kl = cauchy_kl_form((zero, q.scale), (zero, p.scale))?;
+    widened_where_infinite(kl, "kl_half_cauchy", &[q.scale, p.scale], |v| {
+        let zero = v[0].tape().scalar(0.0);
+        cauchy_kl_form((zero, v[0]), (zero, v[1]))
+    })?
+    .broadcast_to(&shape)
 }

@@ -2433,7 +2433,7 @@ impl BetaDivergence {
 /// `f64`, and round the value and the input gradients back once. For
 /// formulas whose `f32` evaluation cancels beyond what careful forms can
 /// keep; backward evaluates `f` again rather than keep a tape alive.
-struct InF64 {
+pub(crate) struct InF64 {
     name: &'static str,
     f: for<'s> fn(&[Var<'s, f64>]) -> Result<Var<'s, f64>>,
     /// Whether each input needs a gradient; the others are constants of
@@ -2448,7 +2448,7 @@ fn narrowed<F: Element>(t: &Tensor<f64>) -> Result<Tensor<F>> {
 
 impl InF64 {
     /// `f` as an op of `inputs`' tape, for `inputs`.
-    fn new<F: Element>(
+    pub(crate) fn new<F: Element>(
         name: &'static str,
         f: for<'s> fn(&[Var<'s, f64>]) -> Result<Var<'s, f64>>,
         inputs: &[Var<'_, F>],
