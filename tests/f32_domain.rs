@@ -361,3 +361,41 @@ fn weibull_entropy_slopes_where_the_quotient_is_subnormal() {
     );
     assert!((ds - 1.0 / scale).abs() <= 1e-14 / scale, "{ds:e}");
 }
+
+/// The inverse Gamma entropy in `f32` is the `f64` one rounded once: its
+/// two parts cancel (1.92 and 1.85 at `a = 3`, `b = 1`, for 0.00201), and
+/// in `f32` arithmetic it was 240 ulp off there. Its variance takes the
+/// square of neither the scale nor the mean, which overflowed in `f32` at
+/// `a = 1e10`, `b = 1e30` (`+inf` for 1e30).
+#[test]
+fn inverse_gamma_entropy_and_variance_in_f32() {
+    for (a, b) in [(3.0, 1.0), (2.5, 0.3), (40.0, 7.0)] {
+        let (a, b) = (a as f32 as f64, b as f32 as f64);
+        let entropy = |tape: &Tape<f64>| {
+            InverseGamma::new(tape.scalar(a), tape.scalar(b))
+                .unwrap()
+                .entropy()
+                .unwrap()
+                .item()
+                .unwrap()
+        };
+        let want = entropy(&Tape::new()) as f32;
+        let tape = Tape::<f32>::new();
+        let got = InverseGamma::new(tape.scalar(a as f32), tape.scalar(b as f32))
+            .unwrap()
+            .entropy()
+            .unwrap()
+            .item()
+            .unwrap();
+        // within an ulp of the f64 value rounded
+        let ulp = f32::EPSILON * want.abs();
+        assert!((got - want).abs() <= ulp, "({a}, {b}): {got:e} vs {want:e}");
+    }
+    f32_matches_f64(
+        "inverse Gamma variance",
+        [1e10, 1e30],
+        1e-6,
+        |_, [a, b]| InverseGamma::new(a, b)?.variance(),
+        |_, [a, b]| InverseGamma::new(a, b)?.variance(),
+    );
+}
