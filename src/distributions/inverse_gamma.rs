@@ -145,13 +145,7 @@ impl<'t, F: Element> Distribution<'t, F> for InverseGamma<'t, F> {
     fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         super::sample_n_reparameterized(self, n, rng)
     }
-    // H(1/G) = H(G) - 2 E[ln G] = H(G) - 2 (ψ(a) - ln b); below ε² (ε
-    // the type's epsilon: 4.9e-32 in f64, 1.4e-14 in f32) the sum of its
-    // terms, `a + ln b + ln Γ(a) - (1 + a) ψ(a)`, whose large terms have
-    // one sign there: the slopes of H(G) and of 2ψ(a) are `+inf` and
-    // `-inf` where `ψ'(a)`, their factor, overflows (below about 1e-154 in
-    // f64, 5e-20 in f32), and their difference was NaN, where the sum's
-    // slope `1 - (1 + a) ψ'(a)` is `-inf`, as it is (about `-1/a²`)
+    // `entropy_of`, in f64 for f32
     fn entropy(&self) -> Result<Var<'t, F>> {
         let (a, b) = (self.concentration, self.scale);
         if F::DTYPE == "F32" {
@@ -181,13 +175,17 @@ impl<'t, F: Element> Distribution<'t, F> for InverseGamma<'t, F> {
     }
 }
 
-/// The inverse Gamma entropy of concentrations `a` and scales `b`, as the
-/// Gamma's less `2 (ψ(a) - ln b)`, or below `ε²` of the element type as the
-/// sum of its terms `a + ln b + ln Γ(a) - (1 + a) ψ(a)` (where `ψ'` of the
-/// first form's slopes overflows). [`InverseGamma::entropy`] takes it in
-/// `f64` for `f32`: the two parts cancel to the entropy (1.92 and 1.85 at
+/// The inverse Gamma entropy of concentrations `a` and scales `b`:
+/// `H(1/G) = H(G) - 2 E[ln G] = H(G) - 2 (ψ(a) - ln b)`; below `ε²` of the
+/// element type (4.9e-32 in `f64`) the sum of its terms, `a + ln b + ln
+/// Γ(a) - (1 + a) ψ(a)`, whose large terms have one sign there: the slopes
+/// of `H(G)` and of `2ψ(a)` are `+inf` and `-inf` where `ψ'(a)`, their
+/// factor, overflows (below about 1e-154 in `f64`), and their difference
+/// was NaN, where the sum's slope `1 - (1 + a) ψ'(a)` is `-inf`, as it is
+/// (about `-1/a²`). [`InverseGamma::entropy`] takes it in `f64` for `f32`:
+/// the two parts of the first form cancel to the entropy (1.92 and 1.85 at
 /// `a = 3`, `b = 1`, for 0.00201), which in `f32` arithmetic was 240 ulp
-/// off there.
+/// off there (and its slope NaN below 5e-20).
 fn entropy_of<'t, F: Element>(a: Var<'t, F>, b: Var<'t, F>) -> Result<Var<'t, F>> {
     let by_gamma = |v: &[Var<'t, F>]| {
         let (a, b) = (v[0], v[1]);
