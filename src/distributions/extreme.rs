@@ -191,8 +191,12 @@ fn ln_gamma_two_plus(u: f64) -> f64 {
 /// lose the digits of the terms that cancel); `+inf` where `e^-d`
 /// overflows.
 ///
-/// Returns the value, `∂r = γ - 1/r + E ψ(1 + r)`, `∂d = -expm1(ln Γ(1 +
-/// r) - d)` and `r ∂r + d ∂d = γ r - 1 + d + E (r ψ(1 + r) - d)` (with `E
+/// `ln r` is given (as [`special::ln_ratio`] of the two scales: `r` may be
+/// subnormal, where its logarithm loses digits, at scales 1e320 apart).
+/// Returns the value, `∂r + 1/r = γ + E ψ(1 + r)` (the callers take `1/r`
+/// apart, which overflows for a subnormal `r` where the slope does not),
+/// `∂d = -expm1(ln Γ(1 + r) - d)` and `r ∂r + d ∂d = γ r - 1 + d + E (r
+/// ψ(1 + r) - d)` (with `E
 /// = Γ(1 + r) e^-d`; the combination the scales' partials take, summed
 /// before `E` multiplies it, so that where it is large it is one product
 /// of one sign, not two that overflow with opposite signs); `None` where
@@ -200,18 +204,18 @@ fn ln_gamma_two_plus(u: f64) -> f64 {
 /// itself infinite), which the families hold at `+inf` with a gradient of
 /// 0.
 #[inline(always)]
-fn gumbel_kl_form(r: f64, d: f64) -> Option<[f64; 4]> {
+fn gumbel_kl_form(r: f64, ln_r: f64, d: f64) -> Option<[f64; 4]> {
     use crate::kernels::special::digamma;
     let growth = ln_gamma_two_plus(r - 1.0) - d;
     let less_one = growth.exp_m1();
-    let value = ((r - 1.0) * EULER - r.ln()) + less_one + d;
+    let value = ((r - 1.0) * EULER - ln_r) + less_one + d;
     if !value.is_finite() {
         return None;
     }
     let (e, psi) = (growth.exp(), digamma(1.0 + r));
     Some([
         value,
-        EULER - 1.0 / r + e * psi,
+        EULER + e * psi,
         -less_one,
         EULER * r - 1.0 + d + e * (r * psi - d),
     ])
@@ -240,8 +244,11 @@ impl Pointwise<4> for GumbelDivergence {
                 diff if diff.is_finite() => diff / s2,
                 _ => m1 / s2 - m2 / s2,
             };
-            let [value, dr, dd, scaled] = gumbel_kl_form(s1 / s2, shift)?;
-            Some((value, [dd / s2, dr / s2, -dd / s2, -scaled / s2]))
+            let ln_r = special::ln_ratio(s1, s2);
+            let [value, dr_plus, dd, scaled] = gumbel_kl_form(s1 / s2, ln_r, shift)?;
+            // ∂s1 = ∂r / s2 with ∂r = dr_plus - 1/r: -1/(r s2) = -1/s1
+            let ds1 = dr_plus / s2 - 1.0 / s1;
+            Some((value, [dd / s2, ds1, -dd / s2, -scaled / s2]))
         });
     }
 }
@@ -565,8 +572,15 @@ impl Pointwise<4> for WeibullDivergence {
     fn eval(v: &[Lanes; 4], _: &(), out: &mut Lanes, d: &mut [Lanes; 4]) {
         each_lane(v, out, d, f64::INFINITY, |[k1, s1, k2, s2]| {
             let r = k2 / k1;
-            let [value, dr, dd, scaled] = gumbel_kl_form(r, -(k2 * special::ln_ratio(s1, s2)))?;
-            let partials = [-(r * dr) / k1, -(k2 * dd) / s1, scaled / k2, (k2 * dd) / s2];
+            let shift = -(k2 * special::ln_ratio(s1, s2));
+            let [value, dr_plus, dd, scaled] = gumbel_kl_form(r, special::ln_ratio(k2, k1), shift)?;
+            // r ∂r = r dr_plus - 1
+            let partials = [
+                -(r * dr_plus - 1.0) / k1,
+                -(k2 * dd) / s1,
+                scaled / k2,
+                (k2 * dd) / s2,
+            ];
             Some((value, partials))
         });
     }
