@@ -29,8 +29,9 @@ use std::sync::LazyLock;
 ///
 /// # Density
 /// `ln p(x) = ln a + ln b + (a - 1) ln x + (b - 1) ln(1 - x^a)` for `0 < x <
-/// 1`, with `1 - x^a` as `-expm1(a ln x)` (its digits kept where `x^a` is
-/// near 1); `-inf` (gradient 0) outside.
+/// 1`, with `ln(1 - x^a)` as `ln(-expm1(a ln x))` where `x^a` is near 1 and
+/// as `ln1p(-x^a)` where it is below 1/2 (the digits of each kept);
+/// `-inf` (gradient 0) outside.
 ///
 /// # Sampling
 /// `x = (1 - e^(-E / b))^(1/a)` for a standard exponential `E` (the inverse
