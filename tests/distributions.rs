@@ -3528,17 +3528,27 @@ fn case_num(case: &crate::json::Value, key: &str) -> f64 {
     case.get(key).and_then(|v| v.as_f64()).unwrap()
 }
 
-/// The Kumaraswamy(a, b) variance and its partials in `a` and `b`.
-fn kumaraswamy_variance_and_partials(a: f64, b: f64) -> [f64; 3] {
+/// A Kumaraswamy(a, b) moment (`Distribution::mean` or `variance`) and its
+/// partials in `a` and `b`.
+fn kumaraswamy_moment_and_partials(
+    a: f64,
+    b: f64,
+    moment: for<'t> fn(&Kumaraswamy<'t, f64>) -> Result<Var<'t, f64>>,
+) -> [f64; 3] {
     let tape = Tape::<f64>::new();
     let (a, b) = (tape.var(Tensor::scalar(a)), tape.var(Tensor::scalar(b)));
-    let var = Kumaraswamy::new(a, b).unwrap().variance().unwrap();
-    let g = var.backward().unwrap();
+    let m = moment(&Kumaraswamy::new(a, b).unwrap()).unwrap();
+    let g = m.backward().unwrap();
     [
-        var.item().unwrap(),
+        m.item().unwrap(),
         g.get(a).unwrap().item().unwrap(),
         g.get(b).unwrap().item().unwrap(),
     ]
+}
+
+/// The Kumaraswamy(a, b) variance and its partials in `a` and `b`.
+fn kumaraswamy_variance_and_partials(a: f64, b: f64) -> [f64; 3] {
+    kumaraswamy_moment_and_partials(a, b, |k| k.variance())
 }
 
 /// Where the Kumaraswamy variance is tiny beside its squared mean (`a`
@@ -3768,19 +3778,6 @@ fn kumaraswamy_log_density_where_x_to_the_a_is_tiny() {
     }
 }
 
-/// The Kumaraswamy(a, b) mean and its partials in `a` and `b`.
-fn kumaraswamy_mean_and_partials(a: f64, b: f64) -> [f64; 3] {
-    let tape = Tape::<f64>::new();
-    let (a, b) = (tape.var(Tensor::scalar(a)), tape.var(Tensor::scalar(b)));
-    let mean = Kumaraswamy::new(a, b).unwrap().mean().unwrap();
-    let g = mean.backward().unwrap();
-    [
-        mean.item().unwrap(),
-        g.get(a).unwrap().item().unwrap(),
-        g.get(b).unwrap().item().unwrap(),
-    ]
-}
-
 /// Below `a` of about 10⁻¹⁵⁴, the Kumaraswamy mean's and variance's slopes
 /// in `a` (through `h = 1/a`: `-(h/a) ∂/∂h`) keep their range: `h/a`
 /// overflowed there (the variance's slope came out `-inf` or NaN where it
@@ -3871,7 +3868,11 @@ fn kumaraswamy_moment_slopes_at_tiny_a() {
     ];
     for ([a, b], mean, variance) in cases {
         let got = [
-            ("mean", kumaraswamy_mean_and_partials(a, b), mean),
+            (
+                "mean",
+                kumaraswamy_moment_and_partials(a, b, |k| k.mean()),
+                mean,
+            ),
             (
                 "variance",
                 kumaraswamy_variance_and_partials(a, b),
