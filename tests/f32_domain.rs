@@ -238,11 +238,11 @@ proptest! {
 /// as `f64`s.
 fn value_and_slopes<F: Element, const N: usize>(
     inputs: [f64; N],
-    f: impl for<'t> Fn(&'t Tape<F>, [Var<'t, F>; N]) -> Result<Var<'t, F>>,
+    f: impl for<'t> Fn([Var<'t, F>; N]) -> Result<Var<'t, F>>,
 ) -> (f64, [f64; N]) {
     let tape = Tape::<F>::new();
     let v = inputs.map(|x| tape.var(Tensor::scalar(F::from(x).unwrap())));
-    let y = f(&tape, v).unwrap();
+    let y = f(v).unwrap();
     let g = y.backward().unwrap();
     let wide = |x: F| x.to_f64().unwrap();
     (
@@ -259,8 +259,8 @@ fn f32_matches_f64<const N: usize>(
     what: &str,
     inputs: [f64; N],
     tol: f64,
-    f32_form: impl for<'t> Fn(&'t Tape<f32>, [Var<'t, f32>; N]) -> Result<Var<'t, f32>>,
-    f64_form: impl for<'t> Fn(&'t Tape<f64>, [Var<'t, f64>; N]) -> Result<Var<'t, f64>>,
+    f32_form: impl for<'t> Fn([Var<'t, f32>; N]) -> Result<Var<'t, f32>>,
+    f64_form: impl for<'t> Fn([Var<'t, f64>; N]) -> Result<Var<'t, f64>>,
 ) {
     let inputs = inputs.map(|x| x as f32 as f64);
     let (v32, g32) = value_and_slopes::<f32, N>(inputs, f32_form);
@@ -284,6 +284,14 @@ fn f32_matches_f64<const N: usize>(
     }
 }
 
+/// [`f32_matches_f64`] of one formula written once (a closure is not
+/// generic over the element type, so the macro writes it for both).
+macro_rules! f32_vs_f64 {
+    ($what:expr, $inputs:expr, $tol:expr, |$v:pat_param| $body:expr) => {
+        f32_matches_f64($what, $inputs, $tol, |$v| $body, |$v| $body)
+    };
+}
+
 /// Cauchy and half-Cauchy log-densities and divergences, and the Weibull
 /// entropy, where `(x - loc) / scale`, the square of a ratio of scales or
 /// `scale / concentration` leave `f32`'s range but the logarithms taken of
@@ -295,48 +303,34 @@ fn f32_matches_f64<const N: usize>(
 #[test]
 fn logarithms_of_quantities_beyond_f32_stay_finite() {
     let cauchy_lp = |loc: f64, scale: f64, x: f64| {
-        f32_matches_f64(
-            "Cauchy log-density",
-            [loc, scale, x],
-            1e-6,
-            |_, [m, s, x]| Cauchy::new(m, s)?.log_prob(x),
-            |_, [m, s, x]| Cauchy::new(m, s)?.log_prob(x),
-        )
+        f32_vs_f64!("Cauchy log-density", [loc, scale, x], 1e-6, |[m, s, x]| {
+            Cauchy::new(m, s)?.log_prob(x)
+        })
     };
     cauchy_lp(-1e30, 1e-30, 0.5);
     cauchy_lp(0.0, 1e-30, 1e10);
     cauchy_lp(3e38, 1e-3, -3e38);
-    f32_matches_f64(
-        "half-Cauchy log-density",
-        [1e-30, 1e10],
-        1e-6,
-        |_, [s, x]| HalfCauchy::new(s)?.log_prob(x),
-        |_, [s, x]| HalfCauchy::new(s)?.log_prob(x),
-    );
+    f32_vs_f64!("half-Cauchy log-density", [1e-30, 1e10], 1e-6, |[s, x]| {
+        HalfCauchy::new(s)?.log_prob(x)
+    });
     for (s1, s2) in [(1e-30, 1e10), (1e30, 1e-10)] {
-        f32_matches_f64(
-            "Cauchy divergence",
-            [0.5, s1, -2.0, s2],
-            1e-6,
-            |_, [m1, s1, m2, s2]| kl_divergence(&Cauchy::new(m1, s1)?, &Cauchy::new(m2, s2)?),
-            |_, [m1, s1, m2, s2]| kl_divergence(&Cauchy::new(m1, s1)?, &Cauchy::new(m2, s2)?),
-        );
-        f32_matches_f64(
-            "half-Cauchy divergence",
-            [s1, s2],
-            1e-6,
-            |_, [s1, s2]| kl_divergence(&HalfCauchy::new(s1)?, &HalfCauchy::new(s2)?),
-            |_, [s1, s2]| kl_divergence(&HalfCauchy::new(s1)?, &HalfCauchy::new(s2)?),
-        );
+        f32_vs_f64!("Cauchy divergence", [0.5, s1, -2.0, s2], 1e-6, |[
+            m1,
+            s1,
+            m2,
+            s2,
+        ]| {
+            kl_divergence(&Cauchy::new(m1, s1)?, &Cauchy::new(m2, s2)?)
+        });
+        f32_vs_f64!("half-Cauchy divergence", [s1, s2], 1e-6, |[s1, s2]| {
+            kl_divergence(&HalfCauchy::new(s1)?, &HalfCauchy::new(s2)?)
+        });
     }
     for (k, scale) in [(1e-15, 1e30), (1e10, 1e-30), (1e30, 1e-10)] {
-        f32_matches_f64(
-            "Weibull entropy",
-            [k, scale],
-            1e-6,
-            |_, [k, s]| Weibull::new(k, s)?.entropy(),
-            |_, [k, s]| Weibull::new(k, s)?.entropy(),
-        );
+        f32_vs_f64!("Weibull entropy", [k, scale], 1e-6, |[k, s]| Weibull::new(
+            k, s
+        )?
+        .entropy());
     }
 }
 
@@ -347,7 +341,7 @@ fn logarithms_of_quantities_beyond_f32_stay_finite() {
 fn weibull_entropy_slopes_where_the_quotient_is_subnormal() {
     let (k, scale) = (1e20, 1e-300);
     let (value, [dk, ds]) =
-        value_and_slopes::<f64, 2>([k, scale], |_, [k, s]| Weibull::new(k, s)?.entropy());
+        value_and_slopes::<f64, 2>([k, scale], |[k, s]| Weibull::new(k, s)?.entropy());
     let euler = 0.577_215_664_901_532_9;
     let want = euler * (1.0 - 1.0 / k) + (scale.ln() - k.ln()) + 1.0;
     assert!(
@@ -391,11 +385,7 @@ fn inverse_gamma_entropy_and_variance_in_f32() {
         let ulp = f32::EPSILON * want.abs();
         assert!((got - want).abs() <= ulp, "({a}, {b}): {got:e} vs {want:e}");
     }
-    f32_matches_f64(
-        "inverse Gamma variance",
-        [1e10, 1e30],
-        1e-6,
-        |_, [a, b]| InverseGamma::new(a, b)?.variance(),
-        |_, [a, b]| InverseGamma::new(a, b)?.variance(),
-    );
+    f32_vs_f64!("inverse Gamma variance", [1e10, 1e30], 1e-6, |[a, b]| {
+        InverseGamma::new(a, b)?.variance()
+    });
 }
