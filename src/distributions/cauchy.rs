@@ -1,8 +1,9 @@
 //! Cauchy and HalfCauchy: the heavy-tailed location and scale priors of
 //! robust regression and horseshoe shrinkage.
 
-use super::gamma::InF64;
 use super::normal::{Standardized, loc_scale_log_prob};
+use super::widened::rounded_once;
+use super::widened::widened_where_infinite;
 use super::{
     Distribution, batch_broadcast, check_divisor, check_finite, on_support, same_tape, sample_shape,
 };
@@ -135,7 +136,10 @@ impl<'t, F: Element> Distribution<'t, F> for Cauchy<'t, F> {
         super::sample_n_reparameterized(self, n, rng)
     }
     fn entropy(&self) -> Result<Var<'t, F>> {
-        (self.scale.ln() + F::lit((4.0 * PI).ln())).broadcast_to(&self.batch_shape())
+        let h = rounded_once!("cauchy_entropy", [self.scale], |v: G| Ok(
+            v[0].ln() + G::lit((4.0 * PI).ln())
+        ))?;
+        h.broadcast_to(&self.batch_shape())
     }
     fn mean(&self) -> Result<Var<'t, F>> {
         Err(Error::Unsupported {
@@ -155,26 +159,6 @@ impl<'t, F: Element> Distribution<'t, F> for Cauchy<'t, F> {
     fn event_shape(&self) -> Vec<usize> {
         vec![]
     }
-}
-
-/// `y`, or where `y` (of an `f32` tape) has a value that is not finite,
-/// `f` of `inputs` computed in `f64` (and rounded once): the Cauchy
-/// log-density and divergence are logarithms of quantities that leave the
-/// range of `f32` where they do not (`z = (x - loc) / scale` of 1e60, at
-/// a location of -1e30 and a scale of 1e-30, gave a log-density of `-inf`
-/// for -208.4 and a NaN slope; the divergence between scales of 1e-30 and
-/// 1e10 came out `+inf` for 90.7). An infinite `f32` value is the test:
-/// these formulas' values are finite wherever their inputs are.
-fn widened_where_infinite<'t, F: Element>(
-    y: Var<'t, F>,
-    name: &'static str,
-    inputs: &[Var<'t, F>],
-    f: for<'s> fn(&[Var<'s, f64>]) -> Result<Var<'s, f64>>,
-) -> Result<Var<'t, F>> {
-    if F::DTYPE != "F32" || y.value().data().iter().all(|v| v.is_finite()) {
-        return Ok(y);
-    }
-    y.tape().apply(InF64::new(name, f, inputs), inputs)
 }
 
 /// `ln(1 + (u² + v²))` with `u = (s1 - s2) / (2 √(s1 s2))` and `v = (m1 -
@@ -304,7 +288,9 @@ impl<'t, F: Element> Distribution<'t, F> for HalfCauchy<'t, F> {
         super::sample_n_reparameterized(self, n, rng)
     }
     fn entropy(&self) -> Result<Var<'t, F>> {
-        Ok(self.scale.ln() + F::lit((2.0 * PI).ln()))
+        rounded_once!("half_cauchy_entropy", [self.scale], |v: G| Ok(
+            v[0].ln() + G::lit((2.0 * PI).ln())
+        ))
     }
     fn mean(&self) -> Result<Var<'t, F>> {
         Err(Error::Unsupported {

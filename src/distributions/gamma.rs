@@ -23,12 +23,13 @@
 //! seed gives the same draws on any machine and thread count.
 
 use super::pointwise::{self, LANES, Lanes, Pointwise, ln_each};
+use super::widened::rounded_once;
+use super::widened::{InF64, in_f64_elementwise};
 use super::{
     Distribution, Exponential, HALF_LN_2PI, batch_broadcast, check_divisor, check_positive,
     check_two, check_values, into_open_unit, on_support, open_unit, same_tape, sample_shape,
 };
 use crate::autodiff::ops::sigmoid;
-use crate::autodiff::profile::untimed;
 use crate::autodiff::tape::{Op, Tape, Var};
 use crate::error::{Error, Result};
 use crate::kernels::parallel::{join, par_blocks, par_fill_costly, sum_pairwise};
@@ -2428,168 +2429,6 @@ impl BetaDivergence {
     }
 }
 
-/// An `f64` computation applied to `f32` (or `f64`) inputs: forward and
-/// backward each run `f` on a tape of their own, on the inputs widened to
-/// `f64`, and round the value and the input gradients back once. For
-/// formulas whose `f32` evaluation cancels beyond what careful forms can
-/// keep; backward evaluates `f` again rather than keep a tape alive.
-pub(crate) struct InF64 {
-    name: &'static str,
-    f: for<'s> fn(&[Var<'s, f64>]) -> Result<Var<'s, f64>>,
-    /// Whether each input needs a gradient; the others are constants of
-    /// the `f64` tape, whose backward then skips them (a log-density's
-    /// values, say).
-    needs: Vec<bool>,
-}
-
-fn narrowed<F: Element>(t: &Tensor<f64>) -> Result<Tensor<F>> {
-    Tensor::from_vec(t.data().iter().map(|&x| F::lit(x)).collect(), t.shape())
-}
-
-impl InF64 {
-    /// `f` as an op of `inputs`' tape, for `inputs`.
-    pub(crate) fn new<F: Element>(
-        name: &'static str,
-        f: for<'s> fn(&[Var<'s, f64>]) -> Result<Var<'s, f64>>,
-        inputs: &[Var<'_, F>],
-    ) -> Self {
-        let needs = inputs.iter().map(|v| v.requires_grad()).collect();
-        InF64 { name, f, needs }
-    }
-
-    /// `f` on the inputs widened to `f64`, as variables of a tape of its
-    /// own (constants where they need no gradient), then `then` of its
-    /// output, with this thread's op timer paused.
-    fn run<F: Element, R>(
-        &self,
-        inputs: &[&Tensor<F>],
-        then: impl for<'s> FnOnce(&[Var<'s, f64>], Var<'s, f64>) -> Result<R>,
-    ) -> Result<R> {
-        untimed(|| {
-            let tape = Tape::<f64>::new();
-            let vars: Vec<_> = inputs
-                .iter()
-                .enumerate()
-                .map(|(i, t)| match self.needs.get(i) {
-                    Some(false) => tape.constant(t.to_f64()),
-                    _ => tape.var(t.to_f64()),
-                })
-                .collect();
-            let out = (self.f)(&vars)?;
-            then(&vars, out)
-        })
-    }
-}
-
-impl<F: Element> Op<F> for InF64 {
-    fn name(&self) -> &str {
-        self.name
-    }
-    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
-        self.run(inputs, |_, out| narrowed(&out.value()))
-    }
-    fn backward(
-        &self,
-        inputs: &[&Tensor<F>],
-        _output: &Tensor<F>,
-        grad: &Tensor<F>,
-    ) -> Result<Vec<Option<Tensor<F>>>> {
-        self.run(inputs, |vars, out| {
-            let weighted = out.try_mul(out.tape.constant(grad.to_f64()))?.sum();
-            let grads = weighted.backward()?;
-            vars.iter()
-                .map(|v| grads.get(*v).map(narrowed).transpose())
-                .collect()
-        })
-    }
-}
-
-/// [`InF64`] for an elementwise `f` (each output element depends only on
-/// the elements of the inputs it is broadcast from), applied to `inputs`.
-/// Where every input that needs a gradient has the output's shape (a
-/// parameter per value), forward runs `f` once and, for those inputs, its
-/// backward too, keeping their partial derivatives element by element; the
-/// op's backward multiplies them by the incoming gradient in `f64` and
-/// rounds once, one evaluation of `f` fewer than [`InF64`]'s backward,
-/// which evaluates it again. Where such an input is broadcast (a single
-/// parameter for many values), [`InF64`] runs instead: there the partials
-/// would need `f` at every element of the broadcast input, where `f` takes
-/// it once.
-fn in_f64_elementwise<'t, F: Element>(
-    name: &'static str,
-    f: for<'s> fn(&[Var<'s, f64>]) -> Result<Var<'s, f64>>,
-    inputs: &[Var<'t, F>],
-) -> Result<Var<'t, F>> {
-    let tape = inputs[0].tape;
-    let shape = inputs.iter().try_fold(Vec::new(), |shape, v| {
-        broadcast_shape(&shape, &v.shape()).ok_or_else(|| Error::ShapeMismatch {
-            op: name,
-            lhs: shape.clone(),
-            rhs: v.shape(),
-        })
-    })?;
-    let formula = InF64::new(name, f, inputs);
-    let per_value = inputs
-        .iter()
-        .zip(&formula.needs)
-        .all(|(v, &need)| !need || v.shape() == shape);
-    if !per_value {
-        return tape.apply(formula, inputs);
-    }
-    let op = InF64Elementwise {
-        formula,
-        partials: std::cell::RefCell::new(Vec::new()),
-    };
-    tape.apply(op, inputs)
-}
-
-/// The op of [`in_f64_elementwise`] where the inputs that need a gradient
-/// have the output's shape.
-struct InF64Elementwise {
-    /// The formula, run as [`InF64`] runs it (with which inputs need a
-    /// gradient).
-    formula: InF64,
-    /// `∂ output_i / ∂ input_i` of each input that needs a gradient.
-    partials: std::cell::RefCell<Vec<Option<Tensor<f64>>>>,
-}
-
-impl<F: Element> Op<F> for InF64Elementwise {
-    fn name(&self) -> &str {
-        self.formula.name
-    }
-    fn forward(&self, inputs: &[&Tensor<F>]) -> Result<Tensor<F>> {
-        self.formula.run(inputs, |vars, out| {
-            let mut partials = self.partials.borrow_mut();
-            partials.clear();
-            if self.formula.needs.iter().any(|&n| n) {
-                let grads = out.sum().backward()?;
-                for (v, &need) in vars.iter().zip(&self.formula.needs) {
-                    let zeros = || Tensor::zeros(&v.shape());
-                    partials.push(need.then(|| grads.get(*v).cloned().unwrap_or_else(zeros)));
-                }
-            }
-            narrowed(&out.value())
-        })
-    }
-    fn backward(
-        &self,
-        _inputs: &[&Tensor<F>],
-        _output: &Tensor<F>,
-        grad: &Tensor<F>,
-    ) -> Result<Vec<Option<Tensor<F>>>> {
-        let partials = self.partials.borrow();
-        let g = grad.to_f64();
-        (0..self.formula.needs.len())
-            .map(|i| match partials.get(i) {
-                Some(Some(d)) => {
-                    narrowed(&g.zip_map(d, self.formula.name, |g, d| g * d)?).map(Some)
-                }
-                _ => Ok(None),
-            })
-            .collect()
-    }
-}
-
 /// [`kl_beta`] of the inputs `[a1, b1, a2, b2]`, in their own precision.
 fn kl_beta_of<'t, F: Element>(inputs: &[Var<'t, F>; 4]) -> Result<Var<'t, F>> {
     let near = mask_where(inputs, |v| beta_near(v))?;
@@ -3835,12 +3674,14 @@ impl<'t, F: Element> Distribution<'t, F> for StudentT<'t, F> {
     // the digamma difference and ln B taken whole (their parts are large
     // numbers that cancel for large ν)
     fn entropy(&self) -> Result<Var<'t, F>> {
-        let nu = self.df;
-        let (h1, h) = ((nu + F::one()) * F::lit(0.5), nu * F::lit(0.5));
-        let half = self.tape().scalar(F::lit(0.5));
-        let t = -h1.try_mul(h.digamma_diff(half)?)?;
-        let t = t.try_add(nu.ln() * F::lit(0.5))?.try_add(h.lbeta(half)?)?;
-        t.try_add(self.scale.ln())
+        rounded_once!("student_t_entropy", [self.df, self.scale], |v: G| {
+            let nu = v[0];
+            let (h1, h) = ((nu + G::one()) * G::lit(0.5), nu * G::lit(0.5));
+            let half = nu.tape().scalar(G::lit(0.5));
+            let t = -h1.try_mul(h.digamma_diff(half)?)?;
+            let t = t.try_add(nu.ln() * G::lit(0.5))?.try_add(h.lbeta(half)?)?;
+            t.try_add(v[1].ln())
+        })
     }
     fn mean(&self) -> Result<Var<'t, F>> {
         check_values(

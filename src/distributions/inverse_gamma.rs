@@ -2,8 +2,9 @@
 //! the [`Gamma`] it inverts.
 
 use super::gamma::{
-    Gamma, InF64, inverse_gamma_log_density, kl_gamma, ln_std_gamma_rsample, mask_where, split,
+    Gamma, inverse_gamma_log_density, kl_gamma, ln_std_gamma_rsample, mask_where, split,
 };
+use super::widened::rounded_once;
 use super::{
     Distribution, batch_broadcast, check_positive, check_two, on_support, same_tape, sample_shape,
 };
@@ -147,12 +148,11 @@ impl<'t, F: Element> Distribution<'t, F> for InverseGamma<'t, F> {
     }
     // `entropy_of`, in f64 for f32
     fn entropy(&self) -> Result<Var<'t, F>> {
-        let (a, b) = (self.concentration, self.scale);
-        if F::DTYPE == "F32" {
-            let op = InF64::new("inverse_gamma_entropy", |v| entropy_of(v[0], v[1]), &[a, b]);
-            return a.tape().apply(op, &[a, b]);
-        }
-        entropy_of(a, b)
+        rounded_once!(
+            "inverse_gamma_entropy",
+            [self.concentration, self.scale],
+            |v: G| entropy_of(v[0], v[1])
+        )
     }
     fn mean(&self) -> Result<Var<'t, F>> {
         self.where_finite(F::one(), |v| v[1].try_div(v[0] - F::one()))

@@ -7,6 +7,7 @@
 
 use super::gamma::Beta;
 use super::pointwise::{self, BLOCK, LANES, Lanes, Pointwise, each_lane};
+use super::widened::rounded_once;
 use super::{
     Distribution, batch_broadcast, check_divisor, check_two, on_support, same_tape, sample_shape,
 };
@@ -1068,10 +1069,13 @@ impl<'t, F: Element> Distribution<'t, F> for Kumaraswamy<'t, F> {
     /// multiplies.
     fn entropy(&self) -> Result<Var<'t, F>> {
         let (a, b) = (self.concentration1, self.concentration0);
-        let harmonic = -self.tape().scalar(F::one()).digamma_diff(b)?;
-        let front = -b.scalar_div(F::one()) + F::one();
-        let weighted = (-a.scalar_div(F::one()) + F::one()).try_mul(harmonic)?;
-        front.try_add(weighted)?.try_sub(a.ln())?.try_sub(b.ln())
+        rounded_once!("kumaraswamy_entropy", [a, b], |v: G| {
+            let (a, b) = (v[0], v[1]);
+            let harmonic = -a.tape().scalar(G::one()).digamma_diff(b)?;
+            let front = -b.scalar_div(G::one()) + G::one();
+            let weighted = (-a.scalar_div(G::one()) + G::one()).try_mul(harmonic)?;
+            front.try_add(weighted)?.try_sub(a.ln())?.try_sub(b.ln())
+        })
     }
     fn mean(&self) -> Result<Var<'t, F>> {
         pointwise::apply(KumaraswamyMean, &[self.concentration1, self.concentration0])

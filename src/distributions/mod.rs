@@ -32,6 +32,7 @@ mod relaxed;
 mod transformed;
 mod univariate;
 mod von_mises;
+mod widened;
 
 pub use bernoulli::Bernoulli;
 pub use categorical::Categorical;

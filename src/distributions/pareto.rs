@@ -5,6 +5,7 @@
 //! computed in `f64` with its partial derivatives.
 
 use super::pointwise::{self, Lanes, Pointwise, each_lane};
+use super::widened::rounded_once;
 use super::{
     Distribution, batch_broadcast, check_divisor, check_two, check_values, same_tape, sample_shape,
 };
@@ -277,9 +278,15 @@ impl<'t, F: Element> Distribution<'t, F> for Pareto<'t, F> {
     }
     /// `ln m - ln α + 1/α + 1`.
     fn entropy(&self) -> Result<Var<'t, F>> {
-        let a = self.concentration;
-        let h = self.scale.ln().try_sub(a.ln())?;
-        Ok(h.try_add(a.scalar_div(F::one()))? + F::one())
+        rounded_once!(
+            "pareto_entropy",
+            [self.concentration, self.scale],
+            |v: G| {
+                let a = v[0];
+                let h = v[1].ln().try_sub(a.ln())?;
+                Ok(h.try_add(a.scalar_div(G::one()))? + G::one())
+            }
+        )
     }
     fn mean(&self) -> Result<Var<'t, F>> {
         pointwise::apply(ParetoMean, &[self.concentration, self.scale])

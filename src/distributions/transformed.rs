@@ -2,6 +2,7 @@
 //! logit-normal distributions built from them.
 
 use super::pointwise::{self, Lanes, Pointwise, each_lane};
+use super::widened::rounded_once;
 use super::{
     Distribution, Normal, above_zero, into_open_unit, kl::kl_divergence,
     linked::linked_normal_log_prob, on_support_of_events, open_unit_bounds,
@@ -500,12 +501,21 @@ impl<'t, F: Element> Distribution<'t, F> for LogNormal<'t, F> {
     }
     // H = H(Normal) + loc
     fn entropy(&self) -> Result<Var<'t, F>> {
-        self.normal.entropy()?.try_add(self.normal.loc())
+        let (loc, scale) = (self.normal.loc(), self.normal.scale());
+        rounded_once!("log_normal_entropy", [loc, scale], |v: G| Normal::new(
+            v[0], v[1]
+        )?
+        .entropy()?
+        .try_add(v[0]))
     }
-    // exp(loc + scale² / 2)
+    // exp(loc + scale² / 2), in `f64` for `f32`: the exponential of a
+    // rounded exponent (42 ulp off at a scale of 12.6)
     fn mean(&self) -> Result<Var<'t, F>> {
-        let s2 = self.normal.scale().square();
-        Ok(self.normal.loc().try_add(s2 * F::lit(0.5))?.exp())
+        let (loc, scale) = (self.normal.loc(), self.normal.scale());
+        rounded_once!("log_normal_mean", [loc, scale], |v: G| {
+            let s2 = v[1].square();
+            Ok(v[0].try_add(s2 * G::lit(0.5))?.exp())
+        })
     }
     fn variance(&self) -> Result<Var<'t, F>> {
         pointwise::apply(LogNormalVariance, &[self.normal.loc(), self.normal.scale()])

@@ -3,6 +3,7 @@
 use super::bernoulli::{exp_excess, kl_logits, log1p_excess};
 use super::normal::{StandardLaplace, loc_scale_log_prob};
 use super::pointwise::{self, Fallback, Lanes, Pointwise, each_lane};
+use super::widened::rounded_once;
 use super::{
     Distribution, Gamma, batch_broadcast, check_divisor, check_finite, check_positive,
     check_values, on_support, open_uniform, same_tape, sample_shape,
@@ -96,7 +97,9 @@ impl<'t, F: Element> Distribution<'t, F> for Laplace<'t, F> {
     }
     // H = 1 + ln(2 scale)
     fn entropy(&self) -> Result<Var<'t, F>> {
-        let h = (self.scale * F::lit(2.0)).ln() + F::one();
+        let h = rounded_once!("laplace_entropy", [self.scale], |v: G| Ok(
+            v[0].ln() + G::lit(1.0 + std::f64::consts::LN_2)
+        ))?;
         h.broadcast_to(&self.batch_shape())
     }
     fn mean(&self) -> Result<Var<'t, F>> {
@@ -343,7 +346,9 @@ impl<'t, F: Element> Distribution<'t, F> for Exponential<'t, F> {
     }
     // H = 1 - ln rate
     fn entropy(&self) -> Result<Var<'t, F>> {
-        Ok(-self.rate.ln() + F::one())
+        rounded_once!("exponential_entropy", [self.rate], |v: G| Ok(
+            -v[0].ln() + G::one()
+        ))
     }
     fn mean(&self) -> Result<Var<'t, F>> {
         Ok(self.rate.powf(-F::one()))
