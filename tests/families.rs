@@ -4290,3 +4290,99 @@ fn gumbel_and_weibull_divergences_at_subnormal_ratios() {
     assert!(close(dk1, 1.0 / k1, 1e-12), "{dk1:e}");
     assert!(close(dk2, -1.0 / k2, 1e-12), "{dk2:e}");
 }
+
+/// The value and the slopes of `f` at the `f64` inputs `at`.
+fn value_and_slopes_at<const N: usize>(
+    at: [f64; N],
+    f: impl for<'t> Fn([Var<'t, f64>; N]) -> Result<Var<'t, f64>>,
+) -> (f64, [f64; N]) {
+    let tape = Tape::<f64>::new();
+    let v = at.map(|x| tape.var(Tensor::scalar(x)));
+    let y = f(v).unwrap();
+    let g = y.backward().unwrap();
+    (
+        y.item().unwrap(),
+        v.map(|x| g.get(x).map_or(0.0, |t| t.item().unwrap())),
+    )
+}
+
+/// Each of `got` within `tol` relative of `want` (`what` names the case).
+fn all_close<const N: usize>(what: &str, got: [f64; N], want: [f64; N], tol: f64) {
+    for (g, w) in got.iter().zip(&want) {
+        assert!(close(*g, *w, tol), "{what}: {got:?} vs {want:?}");
+    }
+}
+
+/// Cauchy and half-Cauchy log-densities and divergences in `f64` where
+/// `z = (x - loc) / scale` (the scaled differences `u`, `v` of the
+/// divergence) overflow but their logarithms do not: the log-density was
+/// `-inf` with a NaN slope in the scale, the divergence `+inf` with NaN
+/// slopes. Against mpmath (50 digits); each slope is the leading term of
+/// its closed form, the rest below `1e-300` of it.
+#[test]
+#[allow(clippy::excessive_precision)]
+fn cauchy_logarithms_of_quantities_beyond_f64() {
+    let (value, slopes) = value_and_slopes_at([0.0, -1e300, 1e-300], |[x, m, s]| {
+        Cauchy::new(m, s)?.log_prob(x)
+    });
+    all_close(
+        "Cauchy log-density",
+        [value],
+        [-2073.471_313_580_490_5],
+        1e-15,
+    );
+    // -2/d, 2/d and 1/s with d = x - loc
+    all_close("its slopes", slopes, [-2e-300, 2e-300, 1e300], 1e-14);
+    let (value, slopes) =
+        value_and_slopes_at([1e-300, 1e10], |[s, x]| HalfCauchy::new(s)?.log_prob(x));
+    all_close(
+        "half-Cauchy log-density",
+        [value],
+        [-737.278_812_463_384_07],
+        1e-15,
+    );
+    all_close("its slopes", slopes, [1e300, -2e-10], 1e-14);
+    let (value, slopes) = value_and_slopes_at([-1e300, 1e-300, 0.5, 1e-150], |[m1, s1, m2, s2]| {
+        kl_divergence(&Cauchy::new(m1, s1)?, &Cauchy::new(m2, s2)?)
+    });
+    all_close(
+        "Cauchy divergence",
+        [value],
+        [2416.328_053_282_628_1],
+        1e-15,
+    );
+    // 2 Δ / Δ² = -2 / |Δ| in m1, -1/s1 and -1/s2 in the scales
+    all_close(
+        "its slopes",
+        slopes,
+        [-2e-300, -1e300, 2e-300, -1e150],
+        1e-14,
+    );
+    let (value, slopes) = value_and_slopes_at([1e-300, 1e20], |[s1, s2]| {
+        kl_divergence(&HalfCauchy::new(s1)?, &HalfCauchy::new(s2)?)
+    });
+    // ln((s1 + s2)² / (4 s1 s2)) = ln(s2 / s1) - ln 4 + 2 ln(1 + s1/s2)
+    let want = (1e20f64.ln() - 1e-300f64.ln()) - 4f64.ln();
+    all_close("half-Cauchy divergence", [value], [want], 1e-15);
+    all_close("its slopes", slopes, [-1e300, 1e-20], 1e-14);
+}
+
+/// The Laplace divergence where `|m1 - m2| / b1` overflows: its term `r
+/// (e^-x - 1 + x)` is `d / b2 - r` (it was `0 · inf`, NaN, at `r = 0`) and
+/// the slope in `b1` through `c (1 + x)` is `-1/b1` (NaN at a finite
+/// value). The closed form `ln(b2 / b1) + d / b2 + r e^-x - 1`, whose `r
+/// e^-x` is 0 here.
+#[test]
+fn laplace_divergence_where_the_scaled_distance_overflows() {
+    for (m2, b2) in [(-1e30, 0.5), (-1e30, 1e30)] {
+        let (m1, b1) = (-1e300, 1e-300);
+        let (value, slopes) = value_and_slopes_at([m1, b1, m2, b2], |[m1, b1, m2, b2]| {
+            kl_divergence(&Laplace::new(m1, b1)?, &Laplace::new(m2, b2)?)
+        });
+        let d: f64 = m2 - m1;
+        let want = (b2.ln() - b1.ln()) + d / b2 - 1.0;
+        all_close("Laplace divergence", [value], [want], 1e-15);
+        let slopes_want = [-1.0 / b2, -1.0 / b1, 1.0 / b2, (1.0 - d / b2) / b2];
+        all_close("its slopes", slopes, slopes_want, 1e-15);
+    }
+}

@@ -1,6 +1,7 @@
 //! Cauchy and HalfCauchy: the heavy-tailed location and scale priors of
 //! robust regression and horseshoe shrinkage.
 
+use super::gamma::split;
 use super::normal::{Standardized, loc_scale_log_prob};
 use super::widened::rounded_once;
 use super::widened::widened_where_infinite;
@@ -118,10 +119,12 @@ impl<'t, F: Element> Distribution<'t, F> for Cauchy<'t, F> {
             ("value", x.shape()),
             ("batch", self.batch_shape()),
         )?;
+        let inputs = [x, self.loc, self.scale];
         let lp = loc_scale_log_prob::<StandardCauchy, F>(x, self.loc, self.scale)?;
-        widened_where_infinite(lp, "cauchy_log_prob", &[x, self.loc, self.scale], |v| {
+        let lp = widened_where_infinite(lp, "cauchy_log_prob", &inputs, |v| {
             loc_scale_log_prob::<StandardCauchy, f64>(v[0], v[1], v[2])
-        })
+        })?;
+        far_where_infinite(lp, &inputs, near_log_prob, far_log_prob)
     }
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
         let shape = sample_shape(n, &self.batch_shape());
@@ -161,6 +164,63 @@ impl<'t, F: Element> Distribution<'t, F> for Cauchy<'t, F> {
     }
 }
 
+/// `y`, the value of `near(inputs)`, or where it is infinite, `far` of
+/// the inputs there ([`split`]; `near` again for the rest): the Cauchy
+/// log-density and divergence are logarithms of quantities that leave the
+/// floats where the logarithms do not (in `f64`, where `f32`'s are
+/// recomputed in `f64` first, [`widened_where_infinite`]).
+fn far_where_infinite<'t, F: Element>(
+    y: Var<'t, F>,
+    inputs: &[Var<'t, F>],
+    near: impl FnOnce(&[Var<'t, F>]) -> Result<Var<'t, F>>,
+    far: impl FnOnce(&[Var<'t, F>]) -> Result<Var<'t, F>>,
+) -> Result<Var<'t, F>> {
+    let value = y.value();
+    if value.data().iter().all(|v| v.is_finite()) {
+        return Ok(y);
+    }
+    let mask = value.map(|v| if v.is_finite() { F::zero() } else { F::one() });
+    split(inputs, (mask.clone(), mask), far, near)
+}
+
+/// The Cauchy log-density of `[x, loc, scale]`, as first computed.
+fn near_log_prob<'t, F: Element>(v: &[Var<'t, F>]) -> Result<Var<'t, F>> {
+    loc_scale_log_prob::<StandardCauchy, F>(v[0], v[1], v[2])
+}
+
+/// The Cauchy log-density of `[x, loc, scale]` where `z = (x - loc) /
+/// scale` overflows: `-ln π - ln s - ln(1 + z²)` with `ln(1 + z²) = 2 ln|z|`
+/// (`1/z²` is far below an ulp), `ln π + ln s - 2 ln|x - loc|`, the
+/// difference taken of halves (it may overflow itself). At `x = 0`, a
+/// location of -1e300 and a scale of 1e-300 it is -2073.2, where `z`
+/// made it `-inf` with a NaN slope.
+fn far_log_prob<'t, F: Element>(v: &[Var<'t, F>]) -> Result<Var<'t, F>> {
+    let half = F::lit(0.5);
+    let d = (v[0] * half).try_sub(v[1] * half)?.abs();
+    let ln_d = d.ln() + F::lit(std::f64::consts::LN_2);
+    Ok(v[2].ln().try_sub(ln_d * F::lit(2.0))? - F::lit(StandardCauchy::LN_C))
+}
+
+/// [`cauchy_kl_form`] where `u² + v²` overflows: with `a = |s1 - s2| / 2`
+/// and `b = |m1 - m2| / 2` (halves, which do not overflow), the divergence
+/// is `ln(a² + b²) - ln s1 - ln s2`, and `ln(a² + b²) = 2 ln M + ln(1 +
+/// (m / M)²)` with `M` the larger of `a` and `b` and `m` the smaller. At
+/// locations -1e300 and 0.5 and scales 1e-300 and 1e-150 it is 2417.5,
+/// where `u` and `v` made it `+inf` with NaN slopes.
+fn cauchy_kl_far<'t, F: Element>(
+    (m1, s1): (Var<'t, F>, Var<'t, F>),
+    (m2, s2): (Var<'t, F>, Var<'t, F>),
+) -> Result<Var<'t, F>> {
+    let half = F::lit(0.5);
+    let a = (s1 * half).try_sub(s2 * half)?.abs();
+    let b = (m1 * half).try_sub(m2 * half)?.abs();
+    let a_larger = super::gamma::mask_where(&[a, b], |v| v[0] >= v[1])?;
+    let (large, small) = (a.choose(a_larger.clone(), b)?, b.choose(a_larger, a)?);
+    let ratio = small.try_div(large)?;
+    let ln_sum = large.ln() * F::lit(2.0) + ratio.square().log1p();
+    ln_sum.try_sub(s1.ln())?.try_sub(s2.ln())
+}
+
 /// `ln(1 + (u² + v²))` with `u = (s1 - s2) / (2 √(s1 s2))` and `v = (m1 -
 /// m2) / (2 √(s1 s2))`: the KL between Cauchys, `ln(((s1 + s2)² + (m1 -
 /// m2)²) / (4 s1 s2))` (Chyzak and Nielsen 2019), in a form that is 0 at
@@ -189,9 +249,15 @@ pub(crate) fn kl_cauchy<'t, F: Element>(
     )?;
     let kl = cauchy_kl_form((q.loc, q.scale), (p.loc, p.scale))?;
     let inputs = [q.loc, q.scale, p.loc, p.scale];
-    widened_where_infinite(kl, "kl_cauchy", &inputs, |v| {
+    let kl = widened_where_infinite(kl, "kl_cauchy", &inputs, |v| {
         cauchy_kl_form((v[0], v[1]), (v[2], v[3]))
-    })?
+    })?;
+    far_where_infinite(
+        kl,
+        &inputs,
+        |v| cauchy_kl_form((v[0], v[1]), (v[2], v[3])),
+        |v| cauchy_kl_far((v[0], v[1]), (v[2], v[3])),
+    )?
     .broadcast_to(&shape)
 }
 
@@ -264,13 +330,12 @@ impl<'t, F: Element> Distribution<'t, F> for HalfCauchy<'t, F> {
             |_, v| v >= F::zero(),
             F::zero(),
             |x| {
+                let inputs = [x, zero, self.scale];
                 let lp = loc_scale_log_prob::<StandardCauchy, F>(x, zero, self.scale)?;
-                let lp = widened_where_infinite(
-                    lp,
-                    "half_cauchy_log_prob",
-                    &[x, zero, self.scale],
-                    |v| loc_scale_log_prob::<StandardCauchy, f64>(v[0], v[1], v[2]),
-                )?;
+                let lp = widened_where_infinite(lp, "half_cauchy_log_prob", &inputs, |v| {
+                    loc_scale_log_prob::<StandardCauchy, f64>(v[0], v[1], v[2])
+                })?;
+                let lp = far_where_infinite(lp, &inputs, near_log_prob, far_log_prob)?;
                 Ok(lp + F::lit(std::f64::consts::LN_2))
             },
         )
@@ -326,9 +391,21 @@ pub(crate) fn kl_half_cauchy<'t, F: Element>(
     )?;
     let zero = q.tape().scalar(F::zero());
     let kl = cauchy_kl_form((zero, q.scale), (zero, p.scale))?;
-    widened_where_infinite(kl, "kl_half_cauchy", &[q.scale, p.scale], |v| {
+    let kl = widened_where_infinite(kl, "kl_half_cauchy", &[q.scale, p.scale], |v| {
         let zero = v[0].tape().scalar(0.0);
         cauchy_kl_form((zero, v[0]), (zero, v[1]))
-    })?
+    })?;
+    far_where_infinite(
+        kl,
+        &[q.scale, p.scale],
+        |v| {
+            let zero = v[0].tape().scalar(F::zero());
+            cauchy_kl_form((zero, v[0]), (zero, v[1]))
+        },
+        |v| {
+            let zero = v[0].tape().scalar(F::zero());
+            cauchy_kl_far((zero, v[0]), (zero, v[1]))
+        },
+    )?
     .broadcast_to(&shape)
 }

@@ -157,11 +157,13 @@ impl Pointwise<4> for LaplaceDivergence {
             } else {
                 (-(-x).exp_m1() / b2).copysign(diff)
             };
-            // the partials as first written, given c
+            // the partials as first written, given c (`c (1 + x)`, with
+            // `c = r e^-x`, is `c`, not `0 · inf`, where `x` overflows)
             let scale_slopes = |c: f64| {
+                let c_x = if x.is_finite() { c * (1.0 + x) } else { c };
                 [
                     slope_loc,
-                    (c * (1.0 + x) - 1.0) / b1,
+                    (c_x - 1.0) / b1,
                     -slope_loc,
                     (1.0 - dist / b2 - c) / b2,
                 ]
@@ -174,7 +176,16 @@ impl Pointwise<4> for LaplaceDivergence {
                 } else {
                     t - ln_ratio(b1, b2)
                 };
-                let value = head + ratio * excess;
+                // r (e^-x - 1 + x) = r e^-x - r + d / b2: where `x`
+                // overflows (`d` beyond `b1` by more than the floats'
+                // range), `d / b2 - r`, not `r · inf` (NaN at `r = 0`, for
+                // a divergence of `d / b2`, 1e270 at `d = 1e300`, `b1 =
+                // 1e-300`, `b2 = 1e30`)
+                let value = if x.is_finite() {
+                    head + ratio * excess
+                } else {
+                    head + (dist / b2 - ratio)
+                };
                 if t.abs() < 0.5 && x < 0.5 {
                     // 1 - (1 + x) e^-x
                     let k = -(x * (-x).exp_m1()) - excess;
