@@ -4386,3 +4386,75 @@ fn laplace_divergence_where_the_scaled_distance_overflows() {
         all_close("its slopes", slopes, slopes_want, 1e-15);
     }
 }
+
+/// The normal (and half-normal) divergence between near-equal scales
+/// keeps its relative accuracy: `r² - 1` and `2 ln r` cancel there to
+/// about `t²` (`t = r - 1`), and their roundings left a relative error of
+/// about `ε / |t|` in the value and in the scales' slopes (3e-8 of the
+/// value at `t = 2⁻²⁶`). Against mpmath (60 digits) at the same `f64`
+/// inputs `[mq, sq, mp, sp]`.
+#[test]
+#[allow(clippy::excessive_precision)]
+fn normal_divergence_between_near_equal_scales() {
+    let cases = [
+        (
+            [0.0, 1.0 + 2f64.powi(-26), 0.0, 1.0],
+            2.220_446_038_221_238_370_1e-16,
+            [
+                2.980_232_216_565_071_088_4e-8,
+                -2.980_232_260_973_991_742_5e-8,
+            ],
+        ),
+        (
+            [3e-9, 0.7, 0.0, 0.7 * (1.0 + 1e-7)],
+            1.000_918_201_029_942_357_4e-14,
+            [
+                -2.857_142_429_333_373_272_1e-7,
+                2.857_142_143_356_768_242_2e-7,
+            ],
+        ),
+        (
+            [0.0, 1.995_262_265_205_383_3, 0.0, 2.0],
+            5.615_971_625_627_346_363_5e-6,
+            [
+                -0.002_371_679_825_951_885_755_4,
+                0.002_366_061_630_935_334_392_2,
+            ],
+        ),
+    ];
+    for (at, want, [dsq, dsp]) in cases {
+        let (value, slopes) = value_and_slopes_at(at, |[mq, sq, mp, sp]| {
+            kl_divergence(&Normal::new(mq, sq)?, &Normal::new(mp, sp)?)
+        });
+        all_close(
+            &format!("normal divergence at {at:?}"),
+            [value],
+            [want],
+            1e-14,
+        );
+        all_close(
+            &format!("its scales' slopes at {at:?}"),
+            [slopes[1], slopes[3]],
+            [dsq, dsp],
+            1e-14,
+        );
+    }
+    let (value, slopes) = value_and_slopes_at([1.995_262_265_205_383_3, 2.0], |[q, p]| {
+        kl_divergence(&HalfNormal::new(q)?, &HalfNormal::new(p)?)
+    });
+    all_close(
+        "half-normal divergence",
+        [value],
+        [5.615_971_625_627_346_363_5e-6],
+        1e-14,
+    );
+    all_close(
+        "its slopes",
+        slopes,
+        [
+            -0.002_371_679_825_951_885_755_4,
+            0.002_366_061_630_935_334_392_2,
+        ],
+        1e-14,
+    );
+}

@@ -281,16 +281,25 @@ fn slopes<F: Element>(
 }
 
 /// `KL(N(mq, sq) || N(mp, sp))`, with `r = sq / sp` and
-/// `d = (mq - mp) / sp`: `r² - 1` as `(r - 1)(r + 1)`, exact factors near
-/// `r = 1`, where the rounding of `r²` would be all of a small KL. Where
-/// `r` is not a normal number (the scales more than the float range
-/// apart), `ln r` is `ln sq - ln sp`: `ln` of an `r` that underflowed to 0
-/// made the divergence `inf` (it is 759.35 at scales 1e-300 and 1e30), and
-/// of one that overflowed, `inf - inf`.
+/// `d = (mq - mp) / sp`: `(r² - 1 + d²) / 2 - ln r`. Where the scales are
+/// near (`|t| < 1/4`, `t = r - 1` taken as `(sq - sp) / sp`, exact but for
+/// one rounding), `d²/2 + t²/2 + (t - ln(1 + t))`, three terms that are
+/// never negative ([`log1p_excess_near`]): `r² - 1` and `2 ln r` cancel
+/// there to about `t²`, and their roundings (and that of `r`) left a
+/// relative error of about `ε / |t|` (300 `f32` ulp at scales 1.9953 and
+/// 2). Elsewhere `r² - 1` as `(r - 1)(r + 1)`; where `r` is not a normal
+/// number (the scales more than the float range apart), `ln r` is `ln sq -
+/// ln sp`: `ln` of an `r` that underflowed to 0 made the divergence `inf`
+/// (it is 759.35 at scales 1e-300 and 1e30), and of one that overflowed,
+/// `inf - inf`.
 #[inline(always)]
 fn normal_kl_term<F: Element>(mq: F, sq: F, mp: F, sp: F) -> F {
     let r = sq / sp;
     let d = (mq - mp) / sp;
+    let t = (sq - sp) / sp;
+    if t.abs() < F::lit(0.25) {
+        return F::lit(0.5) * (d * d + t * t) + log1p_excess_near(t);
+    }
     let ln_r = if r.is_normal() {
         r.fast_ln()
     } else {
@@ -299,9 +308,34 @@ fn normal_kl_term<F: Element>(mq: F, sq: F, mp: F, sp: F) -> F {
     F::lit(0.5) * ((r - F::one()) * (r + F::one()) + d * d) - ln_r
 }
 
+/// `t - ln(1 + t)` for `|t| < 1/4`, with its relative accuracy: with `v = t
+/// / (2 + t)`, `ln(1 + t) = 2 atanh(v) = 2 (v + v³/3 + v⁵/5 + …)` and `t -
+/// 2v = v t`, so it is `v t - 2 v³ (1/3 + v²/5 + v⁴/7 + …)`, whose second
+/// term is at most a twentieth of the first (`|v| <= 1/7`), and the series
+/// in `w = v² <= 1/49` is done to `w¹⁰` (the rest below `10⁻¹⁸` of it).
+#[inline(always)]
+fn log1p_excess_near<F: Element>(t: F) -> F {
+    let v = t / (F::lit(2.0) + t);
+    let w = v * v;
+    let mut series = F::lit(1.0 / 23.0);
+    for k in (0..10).rev() {
+        series = series * w + F::lit(1.0 / (2 * k + 3) as f64);
+    }
+    v * t - F::lit(2.0) * (v * w) * series
+}
+
+/// `r² - 1` of [`normal_kl_term`] as `t (2 + t)` where `|t| < 1/4`,
+/// `None` elsewhere: near 1, `r²` rounded keeps about `ε / |t|` of it.
+#[inline(always)]
+fn near_square_excess<F: Element>(sq: F, sp: F) -> Option<F> {
+    let t = (sq - sp) / sp;
+    (t.abs() < F::lit(0.25)).then(|| t * (F::lit(2.0) + t))
+}
+
 /// KL(N(mq, sq) || N(mp, sp)) elementwise over inputs `[mq, sq, mp, sp]`, fused.
 /// With `r = sq / sp`, `d = (mq - mp) / sp`: `KL = (r^2 + d^2 - 1)/2 - ln r`,
-/// `d/dmq = d / sp = -d/dmp`, `d/dsq = (r^2 - 1) / sq`, `d/dsp = (1 - r^2 - d^2) / sp`.
+/// `d/dmq = d / sp = -d/dmp`, `d/dsq = (r^2 - 1) / sq`, `d/dsp = (1 - r^2 - d^2) / sp`, with
+/// `r^2 - 1` from [`near_square_excess`] where the scales are near.
 struct NormalKl;
 
 impl<F: Element> Op<F> for NormalKl {
@@ -354,7 +388,13 @@ impl<F: Element> Op<F> for NormalKl {
         );
         let dsq = needs[1].then(|| {
             map4(
-                |g, sq, sp, _| g * (sq / sp / sp - F::one() / sq),
+                |g, sq, sp, _| {
+                    let slope = match near_square_excess(sq, sp) {
+                        Some(excess) => excess / sq,
+                        None => sq / sp / sp - F::one() / sq,
+                    };
+                    g * slope
+                },
                 [gv, sq, sp, sp],
                 n,
             )
@@ -369,7 +409,10 @@ impl<F: Element> Op<F> for NormalKl {
                         let i = start + j;
                         let b = sp.at(i);
                         let (r, d) = (sq.at(i) / b, (mq.at(i) - mp.at(i)) / b);
-                        *out = g[i] * (F::one() - r * r - d * d) / b;
+                        *out = match near_square_excess(sq.at(i), b) {
+                            Some(excess) => g[i] * -(excess + d * d) / b,
+                            None => g[i] * (F::one() - r * r - d * d) / b,
+                        };
                     }
                 },
             );
