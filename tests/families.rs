@@ -4458,3 +4458,65 @@ fn normal_divergence_between_near_equal_scales() {
         1e-14,
     );
 }
+
+/// Finite-difference checks of the Bernoulli and geometric quantities
+/// computed from the probabilities they were built from (not from their
+/// log-odds): log-masses, entropies, means, variances and divergences.
+#[test]
+fn gradcheck_distributions_built_from_probabilities() {
+    /// Quantity `k` of `d` (entropy, mean, variance; a divergence from
+    /// `other` for 3).
+    fn quantity<'t, D: Distribution<'t, f64>>(k: usize, d: D, other: D) -> Result<Var<'t, f64>> {
+        match k {
+            0 => d.entropy(),
+            1 => d.mean(),
+            2 => d.variance(),
+            _ => kl_divergence(&d, &other),
+        }
+    }
+    let probs = || v(&[0.02, 0.3, 0.55, 0.9]);
+    let others = || v(&[0.05, 0.25, 0.6, 0.8]);
+    gc(
+        "Bernoulli log-mass",
+        |t, a| {
+            let x = t.constant(v(&[0.0, 1.0, 1.0, 0.0]));
+            Bernoulli::from_probs(a[0])?.log_prob(x)
+        },
+        &[probs()],
+    );
+    gc(
+        "geometric log-mass",
+        |t, a| {
+            let k = t.constant(v(&[0.0, 2.0, 7.0, 1.0]));
+            Geometric::from_probs(a[0])?.log_prob(k)
+        },
+        &[probs()],
+    );
+    for (k, what) in ["entropy", "mean", "variance", "divergence"]
+        .iter()
+        .enumerate()
+    {
+        gc(
+            &format!("Bernoulli {what}"),
+            |_, a| {
+                quantity(
+                    k,
+                    Bernoulli::from_probs(a[0])?,
+                    Bernoulli::from_probs(a[1])?,
+                )
+            },
+            &[probs(), others()],
+        );
+        gc(
+            &format!("geometric {what}"),
+            |_, a| {
+                quantity(
+                    k,
+                    Geometric::from_probs(a[0])?,
+                    Geometric::from_probs(a[1])?,
+                )
+            },
+            &[probs(), others()],
+        );
+    }
+}
