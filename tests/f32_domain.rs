@@ -517,3 +517,22 @@ fn distributions_built_from_probabilities_keep_them() {
         });
     }
 }
+
+/// The Student-t variance where it leaves the floats (`3 s²` with a scale
+/// of 1e30 in `f32`, 1e300 in `f64`): `+inf`, and its slope in `ν`, `-2
+/// s² / (ν - 2)²`, `-inf` beyond them (it was NaN: the two partials of `ν
+/// / (ν - 2)` met as `inf - inf`); the slope in the scale, `2 s ν / (ν -
+/// 2)`, stays finite.
+#[test]
+fn student_t_variance_beyond_the_floats_has_no_nan_slope() {
+    fn check<F: Element>(scale: f64) {
+        let (value, [df, s]) = value_and_slopes::<F, 2>([3.0, scale], |[df, s]| {
+            StudentT::new(df, s.tape().scalar(F::zero()), s)?.variance()
+        });
+        assert_eq!(value, f64::INFINITY);
+        assert_eq!(df, f64::NEG_INFINITY);
+        assert!((s / (6.0 * scale) - 1.0).abs() < 1e-6, "{s:e}");
+    }
+    check::<f32>(1e30);
+    check::<f64>(1e300);
+}

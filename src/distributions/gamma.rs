@@ -3719,7 +3719,12 @@ impl<'t, F: Element> Distribution<'t, F> for StudentT<'t, F> {
         let nu = nu
             .try_mul(tape.constant(keep.clone()))?
             .try_add(tape.constant(fill))?;
-        let finite = self.scale.square().try_mul(nu.try_div(nu - F::lit(2.0))?)?;
+        // ν/(ν - 2) as 1 + 2/(ν - 2), one path to ν: through the quotient
+        // the two partials, ±inf where the squared scale overflows, met as
+        // inf - inf (a NaN slope at ν = 3 with a scale of 1e30 in f32,
+        // where the variance leaves the floats)
+        let ratio = (nu - F::lit(2.0)).scalar_div(F::lit(2.0)) + F::one();
+        let finite = self.scale.square().try_mul(ratio)?;
         let shape = self.batch_shape();
         finite
             .broadcast_to(&shape)?
