@@ -3,7 +3,6 @@
 
 use super::gamma::split;
 use super::normal::{Standardized, loc_scale_log_prob};
-use super::widened::rounded_once;
 use super::widened::widened_where_infinite;
 use super::{
     Distribution, batch_broadcast, check_divisor, check_finite, on_support, same_tape, sample_shape,
@@ -139,10 +138,9 @@ impl<'t, F: Element> Distribution<'t, F> for Cauchy<'t, F> {
         super::sample_n_reparameterized(self, n, rng)
     }
     fn entropy(&self) -> Result<Var<'t, F>> {
-        let h = rounded_once!("cauchy_entropy", [self.scale], |v: G| Ok(
-            v[0].ln() + G::lit((4.0 * PI).ln())
-        ))?;
-        h.broadcast_to(&self.batch_shape())
+        self.scale
+            .ln_plus((4.0 * PI).ln())
+            .broadcast_to(&self.batch_shape())
     }
     fn mean(&self) -> Result<Var<'t, F>> {
         Err(Error::Unsupported {
@@ -353,9 +351,7 @@ impl<'t, F: Element> Distribution<'t, F> for HalfCauchy<'t, F> {
         super::sample_n_reparameterized(self, n, rng)
     }
     fn entropy(&self) -> Result<Var<'t, F>> {
-        rounded_once!("half_cauchy_entropy", [self.scale], |v: G| Ok(
-            v[0].ln() + G::lit((2.0 * PI).ln())
-        ))
+        Ok(self.scale.ln_plus((2.0 * PI).ln()))
     }
     fn mean(&self) -> Result<Var<'t, F>> {
         Err(Error::Unsupported {

@@ -134,10 +134,9 @@ impl<'t, F: Element> Distribution<'t, F> for Gumbel<'t, F> {
         super::sample_n_reparameterized(self, n, rng)
     }
     fn entropy(&self) -> Result<Var<'t, F>> {
-        let h = rounded_once!("gumbel_entropy", [self.scale], |v: G| Ok(
-            v[0].ln() + G::lit(EULER + 1.0)
-        ))?;
-        h.broadcast_to(&self.batch_shape())
+        self.scale
+            .ln_plus(EULER + 1.0)
+            .broadcast_to(&self.batch_shape())
     }
     // `loc + γ scale`, which cancels near its root (608 ulp off at -2,
     // 3.4674 where it was taken in `f32`)

@@ -1,4 +1,3 @@
-use super::widened::rounded_once;
 use super::{
     Distribution, HALF_LN_2PI, Laplace, batch_broadcast, check_divisor, check_finite, on_support,
     same_tape, sample_shape, standard_normal,
@@ -566,9 +565,9 @@ impl<'t, F: Element> Distribution<'t, F> for Normal<'t, F> {
     }
     // H = 1/2 + ln(2 pi)/2 + ln scale
     fn entropy(&self) -> Result<Var<'t, F>> {
-        let h = rounded_once!("normal_entropy", [self.scale], |v: G| Ok(
-            v[0].ln() + G::lit(0.5 + HALF_LN_2PI)
-        ))?;
+        // (in f64, rounded once: near its root the two terms rounded apart
+        // lost its digits in f32)
+        let h = self.scale.ln_plus(0.5 + HALF_LN_2PI);
         h.broadcast_to(&self.batch_shape())
     }
     fn mean(&self) -> Result<Var<'t, F>> {
@@ -702,9 +701,9 @@ impl<'t, F: Element> Distribution<'t, F> for HalfNormal<'t, F> {
         super::sample_n_reparameterized(self, n, rng)
     }
     fn entropy(&self) -> Result<Var<'t, F>> {
-        rounded_once!("half_normal_entropy", [self.scale], |v: G| Ok(
-            v[0].ln() + G::lit(0.5 * (std::f64::consts::PI / 2.0).ln() + 0.5)
-        ))
+        Ok(self
+            .scale
+            .ln_plus(0.5 * (std::f64::consts::PI / 2.0).ln() + 0.5))
     }
     fn mean(&self) -> Result<Var<'t, F>> {
         Ok(self.scale * F::lit((2.0 / std::f64::consts::PI).sqrt()))

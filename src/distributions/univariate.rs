@@ -97,9 +97,7 @@ impl<'t, F: Element> Distribution<'t, F> for Laplace<'t, F> {
     }
     // H = 1 + ln(2 scale)
     fn entropy(&self) -> Result<Var<'t, F>> {
-        let h = rounded_once!("laplace_entropy", [self.scale], |v: G| Ok(
-            v[0].ln() + G::lit(1.0 + std::f64::consts::LN_2)
-        ))?;
+        let h = self.scale.ln_plus(1.0 + std::f64::consts::LN_2);
         h.broadcast_to(&self.batch_shape())
     }
     fn mean(&self) -> Result<Var<'t, F>> {
@@ -357,9 +355,7 @@ impl<'t, F: Element> Distribution<'t, F> for Exponential<'t, F> {
     }
     // H = 1 - ln rate
     fn entropy(&self) -> Result<Var<'t, F>> {
-        rounded_once!("exponential_entropy", [self.rate], |v: G| Ok(
-            -v[0].ln() + G::one()
-        ))
+        Ok(-self.rate.ln_plus(-1.0))
     }
     fn mean(&self) -> Result<Var<'t, F>> {
         Ok(self.rate.powf(-F::one()))

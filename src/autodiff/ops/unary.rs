@@ -288,6 +288,41 @@ impl<F: Element> Kernel<F> for Ln<F> {
         g / x
     }
 }
+/// `ln x + c` of a constant `c`, computed in f64 and rounded once (for
+/// f32, where `ln x` and `c` rounded apart lost the digits of a sum near
+/// 0: an entropy `ln σ + c` near its root); gradient `g / x`.
+#[derive(Clone, Copy)]
+pub(crate) struct LnPlus<F> {
+    c: f64,
+    _f: std::marker::PhantomData<fn() -> F>,
+}
+impl<F: Element> Kernel<F> for LnPlus<F> {
+    const NAME: &'static str = "ln_plus";
+    #[inline(always)]
+    fn f(&self, x: F) -> F {
+        F::lit(x.to_f64().unwrap_or(f64::NAN).ln() + self.c)
+    }
+    #[inline(always)]
+    fn df(&self, x: F, _: F) -> F {
+        x.recip()
+    }
+    #[inline(always)]
+    fn grad(&self, x: F, _: F, g: F) -> F {
+        g / x
+    }
+    #[inline(always)]
+    fn f_slice(&self, x: &[F], out: &mut [MaybeUninit<F>]) {
+        let c = self.c;
+        special_lanes(
+            x,
+            out,
+            #[inline(always)]
+            |v, _| v,
+            #[inline(always)]
+            |x| crate::kernels::special::ln_lanes(x).map(|l| l + c),
+        )
+    }
+}
 kernel!(
     /// `e^x - 1`; its derivative `e^x` from `x`, not `y + 1`, which loses
     /// the digits of `e^x` as `y` nears -1 (all of them below x = -17 in
@@ -458,6 +493,13 @@ impl<'t, F: Element> Var<'t, F> {
     /// Natural logarithm.
     pub fn ln(self) -> Self {
         self.map(Ln::new())
+    }
+    /// `ln self + c`, computed in f64 and rounded once.
+    pub(crate) fn ln_plus(self, c: f64) -> Self {
+        self.map(LnPlus {
+            c,
+            _f: std::marker::PhantomData,
+        })
     }
     /// `ln |Γ(x)|`, accurate to about 1e-15 relative for `x > 0` (including
     /// near 1 and 2, where it crosses zero); its derivative is the digamma
