@@ -470,6 +470,8 @@ fn distributions_built_from_probabilities_keep_them() {
                 .unwrap(),
             p as f32
         );
+        let geometric = Geometric::from_probs(probs).unwrap();
+        assert_eq!(geometric.probs().item().unwrap(), p as f32);
         let tape = Tape::<f64>::new();
         let probs = tape.scalar(p);
         assert_eq!(

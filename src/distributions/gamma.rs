@@ -23,8 +23,7 @@
 //! seed gives the same draws on any machine and thread count.
 
 use super::pointwise::{self, LANES, Lanes, Pointwise, ln_each};
-use super::widened::rounded_once;
-use super::widened::{InF64, in_f64_elementwise};
+use super::widened::{InF64, in_f64_elementwise, rounded_once};
 use super::{
     Distribution, Exponential, HALF_LN_2PI, batch_broadcast, check_divisor, check_positive,
     check_two, check_values, into_open_unit, on_support, open_unit, same_tape, sample_shape,

@@ -1356,6 +1356,12 @@ impl<'t, F: Element> Geometric<'t, F> {
     pub fn logits(&self) -> Var<'t, F> {
         self.logits
     }
+
+    /// The probability of a success: the one it was built from, or the
+    /// sigmoid of its logits.
+    pub fn probs(&self) -> Var<'t, F> {
+        self.probs.unwrap_or_else(|| self.logits.sigmoid())
+    }
 }
 
 /// From this logit down, `ln softplus(l)` is taken as `l - e^l / 2` (the
