@@ -619,6 +619,13 @@ pub(crate) fn ratio_apart(a2: f64, a1: f64, b2: f64, b1: f64) -> f64 {
     ua * (product_difference(a2 / ua, b1 / ub, a1 / ua, b2 / ub) / (b1 / ub))
 }
 
+/// `loc + γ scale`, the mean of a Gumbel distribution: in `f64` for `f32`
+/// arguments, where the two terms rounded apart lost the digits of a mean
+/// near 0 (608 ulp at -2, 3.4674).
+pub(crate) fn gumbel_mean(loc: f64, scale: f64) -> f64 {
+    loc + EULER * scale
+}
+
 /// `ln(a / y)`, from the logarithms when the ratio over- or underflows.
 pub(crate) fn ln_ratio(a: f64, y: f64) -> f64 {
     let r = a / y;

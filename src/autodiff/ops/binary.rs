@@ -287,6 +287,12 @@ special_kernel!(
     |a, y| (special2(|a, _| 1.0 / a, a, y), special2(|_, y| -1.0 / y, a, y))
 );
 special_kernel!(
+    /// `loc + γ scale`, a Gumbel mean, rounded once; `d/dloc = 1`,
+    /// `d/dscale = γ`.
+    GumbelMeanK, "gumbel_mean", special::gumbel_mean,
+    |_loc, _scale| (F::one(), F::lit(0.577_215_664_901_532_9))
+);
+special_kernel!(
     /// `ln P(k; λ)` of a Poisson count; `d/dk = ln λ - ψ(k + 1)` (of the
     /// continuous extension), `d/dλ = k / λ - 1`.
     PoissonLogMassK, "poisson_log_mass", special::poisson_log_mass,
@@ -834,6 +840,12 @@ impl<'t, F: Element> Var<'t, F> {
     /// logarithm, and the slopes through it, lost their range there).
     pub(crate) fn ln_ratio(self, y: Var<'t, F>) -> Result<Self> {
         self.binary::<LnRatioK>(y)
+    }
+    /// `self + γ scale` (Euler's constant γ), a Gumbel mean from its
+    /// location and scale, with broadcasting: computed in f64 and rounded
+    /// once.
+    pub(crate) fn gumbel_mean(self, scale: Var<'t, F>) -> Result<Self> {
+        self.binary::<GumbelMeanK>(scale)
     }
     /// `self` where `mask` is nonzero and `other` elsewhere (all three
     /// broadcast together); the gradient reaches each only where it was
