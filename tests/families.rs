@@ -3,6 +3,7 @@
 //! fixed seeds, 10⁵ draws), statistical checks of the implicit
 //! reparameterization, bijectors and bad input.
 
+use crate::f32_domain::value_and_slopes;
 use bayesgrad::autodiff::statcheck::{StatGradCheck, stat_gradcheck};
 use bayesgrad::distributions::{
     Affine, Bijector, Chain, Exp, Sigmoid, Softplus, TransformedDistribution,
@@ -4291,21 +4292,6 @@ fn gumbel_and_weibull_divergences_at_subnormal_ratios() {
     assert!(close(dk2, -1.0 / k2, 1e-12), "{dk2:e}");
 }
 
-/// The value and the slopes of `f` at the `f64` inputs `at`.
-fn value_and_slopes_at<const N: usize>(
-    at: [f64; N],
-    f: impl for<'t> Fn([Var<'t, f64>; N]) -> Result<Var<'t, f64>>,
-) -> (f64, [f64; N]) {
-    let tape = Tape::<f64>::new();
-    let v = at.map(|x| tape.var(Tensor::scalar(x)));
-    let y = f(v).unwrap();
-    let g = y.backward().unwrap();
-    (
-        y.item().unwrap(),
-        v.map(|x| g.get(x).map_or(0.0, |t| t.item().unwrap())),
-    )
-}
-
 /// Each of `got` within `tol` relative of `want` (`what` names the case).
 fn all_close<const N: usize>(what: &str, got: [f64; N], want: [f64; N], tol: f64) {
     for (g, w) in got.iter().zip(&want) {
@@ -4322,7 +4308,7 @@ fn all_close<const N: usize>(what: &str, got: [f64; N], want: [f64; N], tol: f64
 #[test]
 #[allow(clippy::excessive_precision)]
 fn cauchy_logarithms_of_quantities_beyond_f64() {
-    let (value, slopes) = value_and_slopes_at([0.0, -1e300, 1e-300], |[x, m, s]| {
+    let (value, slopes) = value_and_slopes::<f64, _>([0.0, -1e300, 1e-300], |[x, m, s]| {
         Cauchy::new(m, s)?.log_prob(x)
     });
     all_close(
@@ -4334,7 +4320,7 @@ fn cauchy_logarithms_of_quantities_beyond_f64() {
     // -2/d, 2/d and 1/s with d = x - loc
     all_close("its slopes", slopes, [-2e-300, 2e-300, 1e300], 1e-14);
     let (value, slopes) =
-        value_and_slopes_at([1e-300, 1e10], |[s, x]| HalfCauchy::new(s)?.log_prob(x));
+        value_and_slopes::<f64, _>([1e-300, 1e10], |[s, x]| HalfCauchy::new(s)?.log_prob(x));
     all_close(
         "half-Cauchy log-density",
         [value],
@@ -4342,9 +4328,10 @@ fn cauchy_logarithms_of_quantities_beyond_f64() {
         1e-15,
     );
     all_close("its slopes", slopes, [1e300, -2e-10], 1e-14);
-    let (value, slopes) = value_and_slopes_at([-1e300, 1e-300, 0.5, 1e-150], |[m1, s1, m2, s2]| {
-        kl_divergence(&Cauchy::new(m1, s1)?, &Cauchy::new(m2, s2)?)
-    });
+    let (value, slopes) =
+        value_and_slopes::<f64, _>([-1e300, 1e-300, 0.5, 1e-150], |[m1, s1, m2, s2]| {
+            kl_divergence(&Cauchy::new(m1, s1)?, &Cauchy::new(m2, s2)?)
+        });
     all_close(
         "Cauchy divergence",
         [value],
@@ -4358,7 +4345,7 @@ fn cauchy_logarithms_of_quantities_beyond_f64() {
         [-2e-300, -1e300, 2e-300, -1e150],
         1e-14,
     );
-    let (value, slopes) = value_and_slopes_at([1e-300, 1e20], |[s1, s2]| {
+    let (value, slopes) = value_and_slopes::<f64, _>([1e-300, 1e20], |[s1, s2]| {
         kl_divergence(&HalfCauchy::new(s1)?, &HalfCauchy::new(s2)?)
     });
     // ln((s1 + s2)² / (4 s1 s2)) = ln(s2 / s1) - ln 4 + 2 ln(1 + s1/s2)
@@ -4376,7 +4363,7 @@ fn cauchy_logarithms_of_quantities_beyond_f64() {
 fn laplace_divergence_where_the_scaled_distance_overflows() {
     for (m2, b2) in [(-1e30, 0.5), (-1e30, 1e30)] {
         let (m1, b1) = (-1e300, 1e-300);
-        let (value, slopes) = value_and_slopes_at([m1, b1, m2, b2], |[m1, b1, m2, b2]| {
+        let (value, slopes) = value_and_slopes::<f64, _>([m1, b1, m2, b2], |[m1, b1, m2, b2]| {
             kl_divergence(&Laplace::new(m1, b1)?, &Laplace::new(m2, b2)?)
         });
         let d: f64 = m2 - m1;
@@ -4390,8 +4377,8 @@ fn laplace_divergence_where_the_scaled_distance_overflows() {
 /// The normal (and half-normal) divergence between near-equal scales
 /// keeps its relative accuracy: `r² - 1` and `2 ln r` cancel there to
 /// about `t²` (`t = r - 1`), and their roundings left a relative error of
-/// about `ε / |t|` in the value and in the scales' slopes (3e-8 of the
-/// value at `t = 2⁻²⁶`). Against mpmath (60 digits) at the same `f64`
+/// up to about `ε / |t|` in the value and in the scales' slopes (2.5e-9
+/// of the value at `t = 2⁻²⁶`). Against mpmath (60 digits) at the same `f64`
 /// inputs `[mq, sq, mp, sp]`.
 #[test]
 #[allow(clippy::excessive_precision)]
@@ -4423,7 +4410,7 @@ fn normal_divergence_between_near_equal_scales() {
         ),
     ];
     for (at, want, [dsq, dsp]) in cases {
-        let (value, slopes) = value_and_slopes_at(at, |[mq, sq, mp, sp]| {
+        let (value, slopes) = value_and_slopes::<f64, _>(at, |[mq, sq, mp, sp]| {
             kl_divergence(&Normal::new(mq, sq)?, &Normal::new(mp, sp)?)
         });
         all_close(
@@ -4439,7 +4426,7 @@ fn normal_divergence_between_near_equal_scales() {
             1e-14,
         );
     }
-    let (value, slopes) = value_and_slopes_at([1.995_262_265_205_383_3, 2.0], |[q, p]| {
+    let (value, slopes) = value_and_slopes::<f64, _>([1.995_262_265_205_383_3, 2.0], |[q, p]| {
         kl_divergence(&HalfNormal::new(q)?, &HalfNormal::new(p)?)
     });
     all_close(

@@ -3,7 +3,6 @@
 
 use super::gamma::split;
 use super::normal::{Standardized, loc_scale_log_prob};
-use super::widened::widened_where_infinite;
 use super::{
     Distribution, batch_broadcast, check_divisor, check_finite, on_support, same_tape, sample_shape,
 };
@@ -119,10 +118,7 @@ impl<'t, F: Element> Distribution<'t, F> for Cauchy<'t, F> {
             ("batch", self.batch_shape()),
         )?;
         let inputs = [x, self.loc, self.scale];
-        let lp = loc_scale_log_prob::<StandardCauchy, F>(x, self.loc, self.scale)?;
-        let lp = widened_where_infinite(lp, "cauchy_log_prob", &inputs, |v| {
-            loc_scale_log_prob::<StandardCauchy, f64>(v[0], v[1], v[2])
-        })?;
+        let lp = near_log_prob(&inputs)?;
         far_where_infinite(lp, &inputs, near_log_prob, far_log_prob)
     }
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
@@ -165,8 +161,11 @@ impl<'t, F: Element> Distribution<'t, F> for Cauchy<'t, F> {
 /// `y`, the value of `near(inputs)`, or where it is infinite, `far` of
 /// the inputs there ([`split`]; `near` again for the rest): the Cauchy
 /// log-density and divergence are logarithms of quantities that leave the
-/// floats where the logarithms do not (in `f64`, where `f32`'s are
-/// recomputed in `f64` first, [`widened_where_infinite`]).
+/// floats where the logarithms do not (`z = (x - loc) / scale` of 1e60 in
+/// `f32`, at a location of -1e30 and a scale of 1e-30, made the
+/// log-density `-inf` for -208.4 with a NaN slope; in `f64` at a location
+/// of -1e300 and a scale of 1e-300). Where `z` overflows, the `1` of `1 +
+/// z²` is far below an ulp of it, so the far forms drop it exactly.
 fn far_where_infinite<'t, F: Element>(
     y: Var<'t, F>,
     inputs: &[Var<'t, F>],
@@ -247,9 +246,6 @@ pub(crate) fn kl_cauchy<'t, F: Element>(
     )?;
     let kl = cauchy_kl_form((q.loc, q.scale), (p.loc, p.scale))?;
     let inputs = [q.loc, q.scale, p.loc, p.scale];
-    let kl = widened_where_infinite(kl, "kl_cauchy", &inputs, |v| {
-        cauchy_kl_form((v[0], v[1]), (v[2], v[3]))
-    })?;
     far_where_infinite(
         kl,
         &inputs,
@@ -329,10 +325,7 @@ impl<'t, F: Element> Distribution<'t, F> for HalfCauchy<'t, F> {
             F::zero(),
             |x| {
                 let inputs = [x, zero, self.scale];
-                let lp = loc_scale_log_prob::<StandardCauchy, F>(x, zero, self.scale)?;
-                let lp = widened_where_infinite(lp, "half_cauchy_log_prob", &inputs, |v| {
-                    loc_scale_log_prob::<StandardCauchy, f64>(v[0], v[1], v[2])
-                })?;
+                let lp = near_log_prob(&inputs)?;
                 let lp = far_where_infinite(lp, &inputs, near_log_prob, far_log_prob)?;
                 Ok(lp + F::lit(std::f64::consts::LN_2))
             },
@@ -387,10 +380,6 @@ pub(crate) fn kl_half_cauchy<'t, F: Element>(
     )?;
     let zero = q.tape().scalar(F::zero());
     let kl = cauchy_kl_form((zero, q.scale), (zero, p.scale))?;
-    let kl = widened_where_infinite(kl, "kl_half_cauchy", &[q.scale, p.scale], |v| {
-        let zero = v[0].tape().scalar(0.0);
-        cauchy_kl_form((zero, v[0]), (zero, v[1]))
-    })?;
     far_where_infinite(
         kl,
         &[q.scale, p.scale],

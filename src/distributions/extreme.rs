@@ -14,13 +14,10 @@ use super::{
 use crate::autodiff::tape::{Tape, Var};
 use crate::error::Result;
 use crate::kernels::random::Unit;
-use crate::kernels::special::{self, exp_m1_lanes, lgamma, ln_lanes, mask, select};
+use crate::kernels::special::{self, EULER, exp_m1_lanes, lgamma, ln_lanes, mask, select};
 use crate::tensor::{Element, Tensor, broadcast_shape, unit_draws};
 use rand::Rng;
 use std::f64::consts::PI;
-
-/// The Euler–Mascheroni constant `γ`, the mean of the standard Gumbel.
-const EULER: f64 = 0.577_215_664_901_532_9;
 
 /// The standard Gumbel: `-(z + e^-z)`, slope `1 - e^-z`. Where `e^-z`
 /// overflows the log-density is `-inf` (also at `z = -inf`, where the sum

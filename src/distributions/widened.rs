@@ -170,26 +170,6 @@ impl<F: Element> Op<F> for InF64Elementwise {
     }
 }
 
-/// `y`, or where `y` (of an `f32` tape) has a value that is not finite,
-/// `f` of `inputs` computed in `f64` (and rounded once): the Cauchy
-/// log-density and divergence are logarithms of quantities that leave the
-/// range of `f32` where they do not (`z = (x - loc) / scale` of 1e60, at
-/// a location of -1e30 and a scale of 1e-30, gave a log-density of `-inf`
-/// for -208.4 and a NaN slope; the divergence between scales of 1e-30 and
-/// 1e10 came out `+inf` for 90.7). An infinite `f32` value is the test:
-/// these formulas' values are finite wherever their inputs are.
-pub(crate) fn widened_where_infinite<'t, F: Element>(
-    y: Var<'t, F>,
-    name: &'static str,
-    inputs: &[Var<'t, F>],
-    f: for<'s> fn(&[Var<'s, f64>]) -> Result<Var<'s, f64>>,
-) -> Result<Var<'t, F>> {
-    if F::DTYPE != "F32" || y.value().data().iter().all(|v| v.is_finite()) {
-        return Ok(y);
-    }
-    y.tape().apply(InF64::new(name, f, inputs), inputs)
-}
-
 /// `formula` of `inputs`: for an `f32` tape computed in `f64` and rounded
 /// once ([`in_f64_elementwise`], the formula elementwise), for `f64` as it
 /// is. [`rounded_once!`] writes both forms from one body.

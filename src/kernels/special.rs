@@ -18,8 +18,8 @@ use std::f64::consts::PI;
 
 use crate::kernels::parallel::{Tier, tier, vectorized};
 
-/// Euler–Mascheroni constant.
-const EULER: f64 = 0.577_215_664_901_532_9;
+/// The Euler–Mascheroni constant `γ` (the mean of the standard Gumbel).
+pub(crate) const EULER: f64 = 0.577_215_664_901_532_9;
 /// `ln(2 pi) / 2`.
 const HALF_LN_2PI: f64 = 0.918_938_533_204_672_8;
 /// Terms of the Taylor series of `ln Γ(1 + z)` taken near 1 and 2

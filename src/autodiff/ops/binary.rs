@@ -290,7 +290,7 @@ special_kernel!(
     /// `loc + γ scale`, a Gumbel mean, rounded once; `d/dloc = 1`,
     /// `d/dscale = γ`.
     GumbelMeanK, "gumbel_mean", special::gumbel_mean,
-    |_loc, _scale| (F::one(), F::lit(0.577_215_664_901_532_9))
+    |_loc, _scale| (F::one(), F::lit(special::EULER))
 );
 special_kernel!(
     /// `ln P(k; λ)` of a Poisson count; `d/dk = ln λ - ψ(k + 1)` (of the
