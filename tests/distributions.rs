@@ -794,31 +794,34 @@ fn gradcheck_negative_binomial_log_prob() {
 }
 
 /// Draws of the negative binomial follow its mass (the share of each small
-/// count, and the mean and variance, within four standard errors); bad
-/// parameters and values are named; a rate that overflows is an error
-/// rather than an infinite count.
+/// count, and the mean and variance, within four standard errors), built
+/// from logits or from probabilities; bad parameters and values are named;
+/// a rate that overflows is an error rather than an infinite count.
 #[test]
 fn negative_binomial_draws_follow_its_mass() -> Result<()> {
     let tape = Tape::<f64>::new();
     let d = NegativeBinomial::from_logits(tape.scalar(2.5), tape.scalar(0.4))?;
     let mut rng = StdRng::seed_from_u64(41);
     let n = 200_000;
-    let draws = d.sample_n(Some(n), &mut rng)?;
-    for k in 0..8 {
-        let p = d.log_prob(tape.scalar(k as f64))?.item()?.exp();
-        let share = draws.data().iter().filter(|&&x| x == k as f64).count() as f64 / n as f64;
-        let se = (p * (1.0 - p) / n as f64).sqrt();
-        assert!((share - p).abs() < 4.0 * se, "P({k}) = {p}, drawn {share}");
+    let from_probs = NegativeBinomial::from_probs(tape.scalar(2.5), tape.scalar(0.3))?;
+    for d in [d, from_probs] {
+        let draws = d.sample_n(Some(n), &mut rng)?;
+        for k in 0..8 {
+            let p = d.log_prob(tape.scalar(k as f64))?.item()?.exp();
+            let share = draws.data().iter().filter(|&&x| x == k as f64).count() as f64 / n as f64;
+            let se = (p * (1.0 - p) / n as f64).sqrt();
+            assert!((share - p).abs() < 4.0 * se, "P({k}) = {p}, drawn {share}");
+        }
+        let (mean, var) = (d.mean()?.item()?, d.variance()?.item()?);
+        let (m, se) = mean_and_se(&draws);
+        assert!((m - mean).abs() < 4.0 * se, "{m} vs {mean}");
+        let ss = draws.data().iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n as f64 - 1.0);
+        assert!((ss - var).abs() < 0.03 * var, "{ss} vs {var}");
+        // the mass sums to 1 over the counts
+        let ks = tape.constant(Tensor::from_fn(&[400], |i| i as f64));
+        let total: f64 = d.log_prob(ks)?.value().data().iter().map(|l| l.exp()).sum();
+        assert!((total - 1.0).abs() < 1e-12, "{total}");
     }
-    let (mean, var) = (d.mean()?.item()?, d.variance()?.item()?);
-    let (m, se) = mean_and_se(&draws);
-    assert!((m - mean).abs() < 4.0 * se, "{m} vs {mean}");
-    let ss = draws.data().iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n as f64 - 1.0);
-    assert!((ss - var).abs() < 0.03 * var, "{ss} vs {var}");
-    // the mass sums to 1 over the counts
-    let ks = tape.constant(Tensor::from_fn(&[400], |i| i as f64));
-    let total: f64 = d.log_prob(ks)?.value().data().iter().map(|l| l.exp()).sum();
-    assert!((total - 1.0).abs() < 1e-12, "{total}");
 
     let bad = |r: f64, l: f64| NegativeBinomial::from_logits(tape.scalar(r), tape.scalar(l));
     for (r, l) in [
@@ -1007,15 +1010,27 @@ fn log_masses_at_zero_counts_are_the_failures_term() -> Result<()> {
 
 /// Draws of the binomial follow its mass, by trials one at a time (10) and
 /// through Knuth's Beta halving (1000), at a probability below and above
-/// 1/2; a count above `n` has no mass and no gradient; bad parameters and
-/// values are named.
+/// 1/2, built from logits or from probabilities; a count above `n` has no
+/// mass and no gradient; bad parameters and values are named.
 #[test]
 fn binomial_draws_follow_its_mass() -> Result<()> {
     let tape = Tape::<f64>::new();
     let mut rng = StdRng::seed_from_u64(43);
     let n = 100_000;
-    for (trials, logits, ks) in [(10.0, -0.4, 0..8), (1000.0, 1.3, 780..800)] {
-        let d = Binomial::from_logits(tape.scalar(trials), tape.scalar(logits))?;
+    let cases = [
+        (10.0, -0.4, 0..8, false),
+        (1000.0, 1.3, 780..800, false),
+        (10.0, -0.4, 0..8, true),
+        (1000.0, 1.3, 780..800, true),
+    ];
+    for (trials, logits, ks, from_probs) in cases {
+        let d = match from_probs {
+            false => Binomial::from_logits(tape.scalar(trials), tape.scalar(logits))?,
+            true => {
+                let p = 1.0 / (1.0 + f64::exp(-logits));
+                Binomial::from_probs(tape.scalar(trials), tape.scalar(p))?
+            }
+        };
         let draws = d.sample_n(Some(n), &mut rng)?;
         assert!(
             draws

@@ -4506,4 +4506,31 @@ fn gradcheck_distributions_built_from_probabilities() {
             &[probs(), others()],
         );
     }
+    // (the two families have no closed-form entropy, nor the negative
+    // binomial a divergence)
+    let counts = || v(&[3.0, 8.0, 1.0, 20.0]);
+    for (k, what) in [(1, "mean"), (2, "variance"), (3, "divergence")] {
+        gc(
+            &format!("binomial {what}"),
+            |t, a| {
+                let n = t.constant(counts());
+                quantity(
+                    k,
+                    Binomial::from_probs(n, a[0])?,
+                    Binomial::from_probs(n, a[1])?,
+                )
+            },
+            &[probs(), others()],
+        );
+    }
+    for (k, what) in [(1, "mean"), (2, "variance")] {
+        gc(
+            &format!("negative binomial {what}"),
+            |_, a| {
+                let d = NegativeBinomial::from_probs(a[0], a[1])?;
+                if k == 1 { d.mean() } else { d.variance() }
+            },
+            &[v(&[0.5, 2.5, 7.0, 1.0]), probs()],
+        );
+    }
 }

@@ -773,7 +773,11 @@ impl<'t, F: Element> Distribution<'t, F> for Poisson<'t, F> {
 ///
 /// # Parameters
 /// - `total_count`: finite, > 0 (not necessarily an integer);
-///   `logits`: finite; shapes broadcast.
+///   `logits`: finite; shapes broadcast. Or `probs` in `(0, 1)`, kept:
+///   built from them, its mean `r p / (1 - p)`, variance `r p / (1 -
+///   p)²` and draws come from them (through the rounded log-odds, whose
+///   error of about `|l| ε` is a relative error of `e^l`, an `f32` mean at
+///   `p = 1.5e-5` was 8 ulp off), and the mass from the log-odds.
 ///
 /// ```
 /// use bayesgrad::prelude::*;
@@ -789,28 +793,30 @@ impl<'t, F: Element> Distribution<'t, F> for Poisson<'t, F> {
 pub struct NegativeBinomial<'t, F: Element> {
     total_count: Var<'t, F>,
     logits: Var<'t, F>,
+    /// The probabilities it was built from, if it was.
+    probs: Option<Var<'t, F>>,
 }
 
 impl<'t, F: Element> NegativeBinomial<'t, F> {
-    /// One draw of the batch, of counts `r` and logits `l` (both of the
-    /// batch's shape), appended to `out`.
+    /// One draw of the batch, of counts `r` and log-odds `l` (both of the
+    /// batch's shape, `l` in `f64`), appended to `out`.
     fn draw_batch(
         &self,
         r: &Tensor<F>,
-        l: &Tensor<F>,
+        l: &[f64],
         rng: &mut dyn Rng,
         out: &mut Vec<F>,
     ) -> Result<()> {
         // the Poisson rates: Gamma(r, 1) draws times e^l, in logarithms
         let ln_g = super::gamma::ln_std_gamma_draws(r, rng);
-        for (ln_g, &l) in ln_g.into_iter().zip(l.data()) {
-            let rate = (ln_g + l.to_f64().unwrap_or(f64::NAN)).exp();
+        for (ln_g, &l) in ln_g.into_iter().zip(l) {
+            let rate = (ln_g + l).exp();
             if !rate.is_finite() {
                 return Err(Error::invalid(
                     "NegativeBinomial::sample",
                     format!(
                         "a draw's Poisson rate overflows (logits {}): its counts are beyond any float",
-                        crate::error::Number(l.to_f64().unwrap_or(f64::NAN))
+                        crate::error::Number(l)
                     ),
                 ));
             }
@@ -820,16 +826,17 @@ impl<'t, F: Element> NegativeBinomial<'t, F> {
     }
 
     /// From the number of failures that ends the trials and the probability
-    /// of a success, through its log-odds.
+    /// of a success (kept, and its log-odds beside it).
     ///
     /// # Errors
     /// Those of [`from_logits`](Self::from_logits); probabilities outside
     /// `(0, 1)`.
     pub fn from_probs(total_count: Var<'t, F>, probs: Var<'t, F>) -> Result<Self> {
-        Self::from_logits(
-            total_count,
-            super::logits_of_probs("NegativeBinomial", probs)?,
-        )
+        let logits = super::logits_of_probs("NegativeBinomial", probs)?;
+        Ok(NegativeBinomial {
+            probs: Some(probs),
+            ..Self::from_logits(total_count, logits)?
+        })
     }
 
     /// From the number of failures that ends the trials and the log-odds of
@@ -850,6 +857,7 @@ impl<'t, F: Element> NegativeBinomial<'t, F> {
         Ok(NegativeBinomial {
             total_count,
             logits,
+            probs: None,
         })
     }
 
@@ -862,6 +870,30 @@ impl<'t, F: Element> NegativeBinomial<'t, F> {
     pub fn logits(&self) -> Var<'t, F> {
         self.logits
     }
+
+    /// The probability of a success: the one it was built from, or the
+    /// sigmoid of its logits.
+    pub fn probs(&self) -> Var<'t, F> {
+        self.probs.unwrap_or_else(|| self.logits.sigmoid())
+    }
+}
+
+/// The log-odds `ln p - ln(1 - p)` in `f64` of the probabilities `probs`
+/// where given (the `f64` difference of the two logarithms, not the
+/// rounded log-odds of `F`), else the `logits` widened, at the batch's
+/// `shape`.
+fn wide_log_odds<F: Element>(
+    logits: Var<'_, F>,
+    probs: Option<Var<'_, F>>,
+    shape: &[usize],
+) -> Result<Vec<f64>> {
+    Ok(match probs {
+        Some(p) => F::as_f64s(p.value().broadcast_to(shape)?.data())
+            .iter()
+            .map(|&p| p.ln() - (-p).ln_1p())
+            .collect(),
+        None => F::as_f64s(logits.value().broadcast_to(shape)?.data()).into_owned(),
+    })
 }
 
 impl<'t, F: Element> Distribution<'t, F> for NegativeBinomial<'t, F> {
@@ -910,7 +942,7 @@ impl<'t, F: Element> Distribution<'t, F> for NegativeBinomial<'t, F> {
     fn sample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         let shape = self.batch_shape();
         let r = self.total_count.value().broadcast_to(&shape)?;
-        let l = self.logits.value().broadcast_to(&shape)?;
+        let l = wide_log_odds(self.logits, self.probs, &shape)?;
         super::repeat_batches("NegativeBinomial", n, &shape, |out| {
             self.draw_batch(&r, &l, rng, out)
         })
@@ -922,9 +954,20 @@ impl<'t, F: Element> Distribution<'t, F> for NegativeBinomial<'t, F> {
         })
     }
     fn mean(&self) -> Result<Var<'t, F>> {
+        if let Some(p) = self.probs {
+            // r p / (1 - p)
+            return self.total_count.try_mul(p.try_div(-p + F::one())?);
+        }
         self.total_count.try_mul(self.logits.exp())
     }
     fn variance(&self) -> Result<Var<'t, F>> {
+        if let Some(p) = self.probs {
+            // r p / (1 - p)²
+            let failure = -p + F::one();
+            return self
+                .total_count
+                .try_mul(p.try_div(failure)?.try_div(failure)?);
+        }
         // r e^l (1 + e^l) = r e^l / (1 - p)
         let odds = self.logits.exp();
         self.total_count.try_mul(odds)?.try_mul(odds + F::one())
@@ -1060,7 +1103,9 @@ fn binomial_direct<'t, F: Element>(
 ///
 /// # Parameters
 /// - `total_count`: a whole number >= 0, finite; `logits`: finite; shapes
-///   broadcast.
+///   broadcast. Or `probs` in `(0, 1)`, kept: built from them, its mean,
+///   variance, draws and divergence come from them (as the Bernoulli's
+///   do), and the mass from the log-odds.
 ///
 /// ```
 /// use bayesgrad::prelude::*;
@@ -1075,17 +1120,23 @@ fn binomial_direct<'t, F: Element>(
 pub struct Binomial<'t, F: Element> {
     total_count: Var<'t, F>,
     logits: Var<'t, F>,
+    /// The probabilities it was built from, if it was.
+    probs: Option<Var<'t, F>>,
 }
 
 impl<'t, F: Element> Binomial<'t, F> {
-    /// From the number of trials and the probability of a success, through
-    /// its log-odds.
+    /// From the number of trials and the probability of a success (kept,
+    /// and its log-odds beside it).
     ///
     /// # Errors
     /// Those of [`from_logits`](Self::from_logits); probabilities outside
     /// `(0, 1)`.
     pub fn from_probs(total_count: Var<'t, F>, probs: Var<'t, F>) -> Result<Self> {
-        Self::from_logits(total_count, super::logits_of_probs("Binomial", probs)?)
+        let logits = super::logits_of_probs("Binomial", probs)?;
+        Ok(Binomial {
+            probs: Some(probs),
+            ..Self::from_logits(total_count, logits)?
+        })
     }
 
     /// From the number of trials and the log-odds of a success.
@@ -1105,6 +1156,7 @@ impl<'t, F: Element> Binomial<'t, F> {
         Ok(Binomial {
             total_count,
             logits,
+            probs: None,
         })
     }
 
@@ -1116,6 +1168,12 @@ impl<'t, F: Element> Binomial<'t, F> {
     /// The log-odds of a success.
     pub fn logits(&self) -> Var<'t, F> {
         self.logits
+    }
+
+    /// The probability of a success: the one it was built from, or the
+    /// sigmoid of its logits.
+    pub fn probs(&self) -> Var<'t, F> {
+        self.probs.unwrap_or_else(|| self.logits.sigmoid())
     }
 }
 
@@ -1187,10 +1245,12 @@ pub(crate) fn kl_binomial<'t, F: Element>(
             ),
         ));
     }
-    let trials = super::bernoulli::kl_bernoulli(
-        &super::Bernoulli::from_logits(q.logits)?,
-        &super::Bernoulli::from_logits(p.logits)?,
-    )?;
+    // one trial's divergence, from the probabilities where both kept them
+    let trial = |b: &Binomial<'t, F>| match (q.probs, p.probs, b.probs) {
+        (Some(_), Some(_), Some(probs)) => super::Bernoulli::from_probs(probs),
+        _ => super::Bernoulli::from_logits(b.logits),
+    };
+    let trials = super::bernoulli::kl_bernoulli(&trial(q)?, &trial(p)?)?;
     trials.try_mul(q.tape().constant(nq))
 }
 
@@ -1243,8 +1303,8 @@ impl<'t, F: Element> Distribution<'t, F> for Binomial<'t, F> {
     fn sample_n(&self, draws: Option<usize>, rng: &mut dyn Rng) -> Result<Tensor<F>> {
         let shape = self.batch_shape();
         let n = self.total_count.value().broadcast_to(&shape)?;
-        let l = self.logits.value().broadcast_to(&shape)?;
-        let (n, l) = (F::as_f64s(n.data()), F::as_f64s(l.data()));
+        let n = F::as_f64s(n.data());
+        let l = wide_log_odds(self.logits, self.probs, &shape)?;
         super::repeat_batches("Binomial", draws, &shape, |out| {
             out.extend(n.iter().zip(l.iter()).map(|(&n, &l)| {
                 // count the rarer outcome, whose probability keeps its digits
@@ -1263,10 +1323,13 @@ impl<'t, F: Element> Distribution<'t, F> for Binomial<'t, F> {
         })
     }
     fn mean(&self) -> Result<Var<'t, F>> {
-        self.total_count.try_mul(self.logits.sigmoid())
+        self.total_count.try_mul(self.probs())
     }
     fn variance(&self) -> Result<Var<'t, F>> {
-        let (p, q) = (self.logits.sigmoid(), (-self.logits).sigmoid());
+        let (p, q) = match self.probs {
+            Some(p) => (p, -p + F::one()),
+            None => (self.logits.sigmoid(), (-self.logits).sigmoid()),
+        };
         self.total_count.try_mul(p)?.try_mul(q)
     }
     fn batch_shape(&self) -> Vec<usize> {
