@@ -897,6 +897,63 @@ pub(crate) fn par_sum_pairwise<F: Element>(x: &[F]) -> F {
     first + second
 }
 
+/// [`par_sum_pairwise`] of the `len` values that `fill(start, block)`
+/// writes a block of at most [`PAIRWISE_BLOCK`] at a time (the block's
+/// values from position `start` on), without a buffer of all of them: the
+/// same blocks, the same pairwise tree over their sums and the same split
+/// between the threads, so the same bits as writing the values out and
+/// summing them. For a gradient summed to a single value (a parameter
+/// broadcast to every position), whose terms were a tensor written and
+/// read once.
+///
+/// # Safety
+/// `fill` must initialize every element of each block it is given.
+pub(crate) unsafe fn par_sum_filled<F: Element>(
+    len: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<F>]) + Sync,
+) -> F {
+    let blocks = len.div_ceil(PAIRWISE_BLOCK);
+    let mut sums = vec![F::zero(); blocks];
+    let part = std::convert::identity(
+        #[inline(always)]
+        |(first, sums): (usize, &mut [F])| {
+            let mut block = [MaybeUninit::<F>::uninit(); PAIRWISE_BLOCK];
+            for (k, sum) in sums.iter_mut().enumerate() {
+                let start = (first + k) * PAIRWISE_BLOCK;
+                let block = &mut block[..PAIRWISE_BLOCK.min(len - start)];
+                fill(start, block);
+                // SAFETY: `fill` initialized every element of the block
+                // (the caller's contract)
+                let block = unsafe { &*(block as *const [MaybeUninit<F>] as *const [F]) };
+                *sum = sum_lanes(block);
+            }
+        },
+    );
+    // `par_sum_pairwise`'s split: the first ⌈blocks / 2⌉ blocks and the rest
+    let half = blocks.div_ceil(2);
+    if len < PARALLEL_MIN {
+        vectorized_with(&part, (0, &mut sums[..]));
+    } else {
+        let (a, b) = sums.split_at_mut(half);
+        join_with(&part, (0, a), (half, b));
+    }
+    pairwise_total(&sums)
+}
+
+/// The sum of block sums over [`sum_pairwise`]'s tree: the first `⌈n /
+/// 2⌉` and the rest, each summed so, then added (a block's sum alone is
+/// itself; none, 0).
+fn pairwise_total<F: Element>(sums: &[F]) -> F {
+    match sums {
+        [] => F::zero(),
+        [one] => *one,
+        _ => {
+            let (a, b) = sums.split_at(sums.len().div_ceil(2));
+            pairwise_total(a) + pairwise_total(b)
+        }
+    }
+}
+
 /// Adds a stream of block sums pairwise: block sums of equal rank are
 /// combined as they arrive (a binary counter), so `n` blocks cost
 /// `O(log n)` memory and `O(log n)` rounding per value.
@@ -1116,6 +1173,37 @@ mod tests {
                 }
                 None => eprintln!("skipped {tier:?}: not on this CPU"),
             }
+        }
+    }
+
+    /// The values a block at a time, summed without their buffer: the bits
+    /// of writing them out and summing them, at lengths around the block,
+    /// the threads' split and blocks that do not divide the length.
+    #[test]
+    fn par_sum_filled_has_the_bits_of_the_values_summed() {
+        let value = |i: usize| ((i * 37) % 101) as f32 * 0.013 - 0.6;
+        for n in [
+            0,
+            1,
+            255,
+            256,
+            257,
+            600,
+            PARALLEL_MIN - 1,
+            PARALLEL_MIN,
+            3 * PARALLEL_MIN + 77,
+            1_000_000,
+        ] {
+            let x: Vec<f32> = (0..n).map(value).collect();
+            // SAFETY: every element of each block is written
+            let filled = unsafe {
+                par_sum_filled(n, |start, block: &mut [MaybeUninit<f32>]| {
+                    for (k, b) in block.iter_mut().enumerate() {
+                        b.write(value(start + k));
+                    }
+                })
+            };
+            assert_eq!(filled.to_bits(), par_sum_pairwise(&x).to_bits(), "{n}");
         }
     }
 

@@ -4,7 +4,7 @@
 use crate::autodiff::ops::unary::SPECIAL_LANES;
 use crate::autodiff::tape::{Op, Var};
 use crate::error::{Error, Result};
-use crate::kernels::parallel::{par_new, par_new_in_segments};
+use crate::kernels::parallel::{par_new, par_new_in_segments, par_sum_filled};
 use crate::kernels::special;
 use crate::tensor::{Element, Storage, Tensor, tiled, trailing_broadcast};
 use std::borrow::Cow;
@@ -425,7 +425,6 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
         grad: &Tensor<F>,
         needs: &[bool],
     ) -> Result<Vec<Option<Tensor<F>>>> {
-        let shape = output.shape();
         if let Some((da, db)) = K::CONSTANT_DF {
             // the gradient is passed on, scaled by a constant (+-1 for add
             // and sub)
@@ -453,16 +452,17 @@ impl<F: Element, K: Kernel2<F>> Op<F> for Binary<K> {
                 continue;
             }
             // SAFETY: `grad_into` writes every element of each chunk or segment.
-            let data = unsafe {
-                ops.new_output(
+            let gradient = unsafe {
+                gradient_of(
+                    &ops,
+                    inputs[side].shape(),
                     #[inline(always)]
                     |at, [a, b], part| {
                         grad_into::<F, K>(side, (a, b), (&y[at..], &g[at..]), part);
                     },
                 )
             };
-            let full = Tensor::new_unchecked(data, shape.to_vec());
-            out.push(Some(full.sum_to_owned(inputs[side].shape())?));
+            out.push(Some(gradient?));
         }
         Ok(out)
     }
@@ -507,7 +507,7 @@ impl<F: Element> Op<F> for Affine {
     fn backward_needed(
         &self,
         inputs: &[&Tensor<F>],
-        output: &Tensor<F>,
+        _output: &Tensor<F>,
         grad: &Tensor<F>,
         needs: &[bool],
     ) -> Result<Vec<Option<Tensor<F>>>> {
@@ -521,8 +521,10 @@ impl<F: Element> Op<F> for Affine {
                 continue;
             }
             // SAFETY: `fill4` writes every element of each chunk or segment.
-            let data = unsafe {
-                ops.new_output(
+            let gradient = unsafe {
+                gradient_of(
+                    &ops,
+                    inputs[side].shape(),
                     #[inline(always)]
                     |at, [x, scale, _], part| {
                         let other = if side == 0 { scale } else { x };
@@ -531,8 +533,7 @@ impl<F: Element> Op<F> for Affine {
                     },
                 )
             };
-            let full = Tensor::new_unchecked(data, output.shape().to_vec());
-            out.push(Some(full.sum_to_owned(inputs[side].shape())?));
+            out.push(Some(gradient?));
         }
         out.push(if needs[2] {
             Some(grad.clone().sum_to_owned(inputs[2].shape())?)
@@ -732,6 +733,57 @@ impl<'a, F: Element, const N: usize> Operands<'a, F, N> {
             }
         }
     }
+}
+
+impl<F: Element, const N: usize> Operands<'_, F, N> {
+    /// The sum of the output's elements that `fill` writes (as
+    /// [`new_output`](Self::new_output) takes it), without the output: the
+    /// bits of [`Tensor::sum_all`] of it ([`par_sum_filled`]), for operands
+    /// that are not read in segments (no period).
+    ///
+    /// # Safety
+    /// As for [`new_output`](Self::new_output).
+    #[inline(always)]
+    pub(crate) unsafe fn output_sum(
+        &self,
+        fill: impl Fn(usize, [View<'_, F>; N], &mut [MaybeUninit<F>]) + Sync,
+    ) -> F {
+        debug_assert!(self.period.is_none(), "operands read in segments");
+        let n = crate::tensor::numel(&self.shape);
+        let views = |at: usize| std::array::from_fn(|k| self.readings[k].view_at(at));
+        // SAFETY: `fill` initializes every element of each block (the
+        // caller's contract)
+        unsafe {
+            par_sum_filled(
+                n,
+                #[inline(always)]
+                |at, block| fill(at, views(at), block),
+            )
+        }
+    }
+}
+
+/// The gradient of an operand that is a single value (`shape`, one
+/// element) from the sum of the output-shaped terms `fill` writes, without
+/// them where the operands allow it (the bits of writing them out and
+/// summing: [`Operands::output_sum`]); otherwise written out and summed.
+///
+/// # Safety
+/// As for [`Operands::new_output`].
+#[inline(always)]
+unsafe fn gradient_of<F: Element, const N: usize>(
+    ops: &Operands<'_, F, N>,
+    shape: &[usize],
+    fill: impl Fn(usize, [View<'_, F>; N], &mut [MaybeUninit<F>]) + Sync,
+) -> Result<Tensor<F>> {
+    if crate::tensor::numel(shape) == 1 && ops.period.is_none() {
+        // SAFETY: the caller's contract
+        let sum = unsafe { ops.output_sum(fill) };
+        return Tensor::from_vec(vec![sum], shape);
+    }
+    // SAFETY: the caller's contract
+    let data = unsafe { ops.new_output(fill) };
+    Tensor::new_unchecked(data, ops.shape.clone()).sum_to_owned(shape)
 }
 
 impl<'t, F: Element> Var<'t, F> {
