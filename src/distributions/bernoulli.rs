@@ -31,10 +31,11 @@ use rand::Rng;
 ///
 /// Built from probabilities, it keeps them: its log-probabilities,
 /// entropy, mean, variance and draws come from them (`x ln p + (1 - x)
-/// ln(1 - p)`, the mean `p` itself), and only the divergence from the
-/// log-odds. Through the log-odds a probability of 1e-5 came back 12 ulp
-/// off in `f32` (the logit's rounding, about `|l| ε`, is a relative
-/// error of the probability).
+/// ln(1 - p)`, the mean `p` itself), and the divergence from the log-odds,
+/// which in `f32` it takes in `f64` from the probabilities. Through the
+/// rounded log-odds a probability of 1e-5 came back 12 ulp off in `f32`
+/// (the logit's rounding, about `|l| ε`, is a relative error of the
+/// probability).
 ///
 /// # Errors
 /// Non-finite logits; values other than 0 and 1.
@@ -336,7 +337,7 @@ impl<F: Element> Op<F> for Kl {
 
 /// KL(q || p) between Bernoullis with logits a of q and b of p, without
 /// cancellation (see [`kl_logits`]); in `f32` computed in `f64` by
-/// [`Divergence`] and rounded once, and where both were built from
+/// [`Divergence`] and rounded once, and where either was built from
 /// probabilities, from their logits in `f64` (those rounded to `f32`
 /// differ by about `|l| ε` each, and near-equal distributions' divergence
 /// by up to 137 ulp).
@@ -346,11 +347,30 @@ pub(crate) fn kl_bernoulli<'t, F: Element>(
 ) -> Result<Var<'t, F>> {
     let (a, b) = (q.logits, p.logits);
     super::same_tape("kl_divergence", &a, &b)?;
-    if let (Some(pq), Some(pp), "F32") = (q.probs, p.probs, F::DTYPE) {
-        return rounded_once!("kl_bernoulli", [pq, pp], |v: G| kl_bernoulli(
-            &Bernoulli::from_probs(v[0])?,
-            &Bernoulli::from_probs(v[1])?
-        ));
+    if F::DTYPE == "F32" {
+        // a side built from probabilities through its logits in `f64`,
+        // whether the other was too or was built from logits
+        match (q.probs, p.probs) {
+            (Some(pq), Some(pp)) => {
+                return rounded_once!("kl_bernoulli", [pq, pp], |v: G| kl_bernoulli(
+                    &Bernoulli::from_probs(v[0])?,
+                    &Bernoulli::from_probs(v[1])?
+                ));
+            }
+            (Some(pq), None) => {
+                return rounded_once!("kl_bernoulli", [pq, b], |v: G| kl_bernoulli(
+                    &Bernoulli::from_probs(v[0])?,
+                    &Bernoulli::from_logits(v[1])?
+                ));
+            }
+            (None, Some(pp)) => {
+                return rounded_once!("kl_bernoulli", [a, pp], |v: G| kl_bernoulli(
+                    &Bernoulli::from_logits(v[0])?,
+                    &Bernoulli::from_probs(v[1])?
+                ));
+            }
+            (None, None) => {}
+        }
     }
     if F::DTYPE == "F32" {
         return pointwise::apply(Divergence, &[b, a]);

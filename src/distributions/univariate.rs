@@ -1245,10 +1245,10 @@ pub(crate) fn kl_binomial<'t, F: Element>(
             ),
         ));
     }
-    // one trial's divergence, from the probabilities where both kept them
-    let trial = |b: &Binomial<'t, F>| match (q.probs, p.probs, b.probs) {
-        (Some(_), Some(_), Some(probs)) => super::Bernoulli::from_probs(probs),
-        _ => super::Bernoulli::from_logits(b.logits),
+    // one trial's divergence, from the probabilities of a side that kept them
+    let trial = |b: &Binomial<'t, F>| match b.probs {
+        Some(probs) => super::Bernoulli::from_probs(probs),
+        None => super::Bernoulli::from_logits(b.logits),
     };
     let trials = super::bernoulli::kl_bernoulli(&trial(q)?, &trial(p)?)?;
     trials.try_mul(q.tape().constant(nq))
@@ -1365,10 +1365,10 @@ impl<'t, F: Element> Distribution<'t, F> for Binomial<'t, F> {
 /// # Parameters
 /// - `logits`: finite; or `probs` in `(0, 1)`, kept: built from them, its
 ///   mass, entropy (`-((1 - p) / p) ln(1 - p) - ln p`), mean `(1 - p) /
-///   p`, variance `(1 - p) / p²` and draws come from them, and only the
-///   divergence from the log-odds (a logit's rounding, about `|l| ε`, is a
-///   relative error of `p`: through it a mean at `p = 2.9e-4` was 13 ulp
-///   off in `f32`).
+///   p`, variance `(1 - p) / p²` and draws come from them, and the
+///   divergence from the log-odds, in `f32` taken in `f64` from the
+///   probabilities (a logit's rounding, about `|l| ε`, is a relative error
+///   of `p`: through it a mean at `p = 2.9e-4` was 13 ulp off in `f32`).
 ///
 /// ```
 /// use bayesgrad::prelude::*;
@@ -1550,14 +1550,31 @@ pub(crate) fn kl_geometric<'t, F: Element>(
     p: &Geometric<'t, F>,
 ) -> Result<Var<'t, F>> {
     same_tape("kl_divergence", &q.logits, &p.logits)?;
-    // from probabilities in `f32`, their logits in `f64` (see
+    // a side built from probabilities in `f32`: its logits in `f64` (see
     // `kl_bernoulli`: the divergence was up to 117 ulp off through the
     // rounded ones)
-    if let (Some(pq), Some(pp), "F32") = (q.probs, p.probs, F::DTYPE) {
-        return rounded_once!("kl_geometric", [pq, pp], |v: G| kl_geometric(
-            &Geometric::from_probs(v[0])?,
-            &Geometric::from_probs(v[1])?
-        ));
+    if F::DTYPE == "F32" {
+        match (q.probs, p.probs) {
+            (Some(pq), Some(pp)) => {
+                return rounded_once!("kl_geometric", [pq, pp], |v: G| kl_geometric(
+                    &Geometric::from_probs(v[0])?,
+                    &Geometric::from_probs(v[1])?
+                ));
+            }
+            (Some(pq), None) => {
+                return rounded_once!("kl_geometric", [pq, p.logits], |v: G| kl_geometric(
+                    &Geometric::from_probs(v[0])?,
+                    &Geometric::from_logits(v[1])?
+                ));
+            }
+            (None, Some(pp)) => {
+                return rounded_once!("kl_geometric", [q.logits, pp], |v: G| kl_geometric(
+                    &Geometric::from_logits(v[0])?,
+                    &Geometric::from_probs(v[1])?
+                ));
+            }
+            (None, None) => {}
+        }
     }
     pointwise::apply(GeometricDivergence, &[q.logits, p.logits])
 }
