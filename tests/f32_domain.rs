@@ -617,3 +617,31 @@ fn student_t_variance_beyond_the_floats_has_no_nan_slope() {
     check::<f32>(1e30);
     check::<f64>(1e300);
 }
+
+/// A value outside the support gets `-inf` with slopes of 0 in every
+/// parameter, even where the density at the stand-in point that
+/// `on_support` evaluates there overflows: the `f32` Weibull log-density
+/// at 0 and at `+inf` with a concentration of 1000 and a scale of 1e-30
+/// had NaN slopes in both parameters (0 times the NaN partials of the
+/// density at 1, where `(x / λ)^k` overflows).
+/// Single parameters and a parameter per value (the gradient summed, or
+/// passed on value by value) alike.
+#[test]
+fn outside_the_support_the_slopes_are_zero_where_the_stand_in_overflows() {
+    for per_value in [false, true] {
+        let tape = Tape::<f32>::new();
+        let param = |v: f32| match per_value {
+            false => tape.var(Tensor::scalar(v)),
+            true => tape.var(Tensor::vector(&[v, v])),
+        };
+        let (k, s) = (param(1000.0), param(1e-30));
+        let x = tape.constant(Tensor::vector(&[0.0, f32::INFINITY]));
+        let lp = Weibull::new(k, s).unwrap().log_prob(x).unwrap();
+        assert!(lp.value().data().iter().all(|&v| v == f32::NEG_INFINITY));
+        let g = lp.sum().backward().unwrap();
+        for p in [k, s] {
+            let slopes = g.get(p).unwrap().data().to_vec();
+            assert!(slopes.iter().all(|&d| d == 0.0), "{per_value}: {slopes:?}");
+        }
+    }
+}

@@ -18,7 +18,7 @@ use crate::autodiff::profile::untimed;
 use crate::autodiff::tape::{Op, Tape, Var};
 use crate::error::{Error, Result};
 use crate::kernels::parallel::{join_with, par_new, par_sum2, vectorized_with};
-use crate::kernels::special::ln_lanes;
+use crate::kernels::special::{ln_lanes, mask, select};
 use crate::tensor::{Element, Storage, Tensor, Uninit};
 use std::cell::RefCell;
 use std::marker::PhantomData;
@@ -429,7 +429,6 @@ impl<F: Element, K: Pointwise<N>, const N: usize> Op<F> for Fused<K, N> {
                     return Ok(None);
                 }
                 let shape = inputs[j].shape();
-                let wide = |g: F| g.to_f64().unwrap_or(f64::NAN);
                 if shape == output.shape() {
                     // SAFETY: every element of each chunk is written (the
                     // slices of its length, if either were shorter, panic)
@@ -441,7 +440,7 @@ impl<F: Element, K: Pointwise<N>, const N: usize> Op<F> for Fused<K, N> {
                                 let span = start..start + chunk.len();
                                 let terms = g[span.clone()].iter().zip(&p[span]);
                                 for (o, (&g, &p)) in chunk.iter_mut().zip(terms) {
-                                    o.write(F::lit(wide(g) * p));
+                                    o.write(F::lit(term(g, p)));
                                 }
                             },
                         )
@@ -449,16 +448,37 @@ impl<F: Element, K: Pointwise<N>, const N: usize> Op<F> for Fused<K, N> {
                     return Ok(Some(Tensor::new_unchecked(each, shape.to_vec())));
                 }
                 if inputs[j].len() == 1 {
-                    let sum = par_sum2(g, p, |g, p| wide(g) * p);
+                    // the plain products first: [`term`]'s choice kept this
+                    // sum out of vector registers (the Kumaraswamy draws'
+                    // backward took twice as long); only a NaN sum, which a
+                    // zero gradient times a NaN partial may have made, is
+                    // taken again term by term
+                    let wide = |g: F, p: f64| g.to_f64().unwrap_or(f64::NAN) * p;
+                    let mut sum = par_sum2(g, p, wide);
+                    if sum.is_nan() {
+                        sum = par_sum2(g, p, term);
+                    }
                     return Tensor::from_vec(vec![F::lit(sum)], shape).map(Some);
                 }
-                let each = g.iter().zip(p).map(|(&g, &p)| wide(g) * p);
+                let each = g.iter().zip(p).map(|(&g, &p)| term(g, p));
                 let full = Tensor::from_vec(each.collect(), output.shape())?.sum_to(shape)?;
                 let narrowed = full.data().iter().map(|&x| F::lit(x)).collect();
                 Tensor::from_vec(narrowed, shape).map(Some)
             })
             .collect()
     }
+}
+
+/// A term of an input's gradient: the incoming gradient `g` times the
+/// partial `p`, in `f64`. A zero gradient passes on 0 whatever the partial,
+/// as the binary ops' do: a partial that overflowed to NaN where the value
+/// is set aside (as `on_support` sets aside the density at a stand-in for
+/// a point outside the support) gave 0 times NaN, a NaN slope.
+#[inline(always)]
+fn term<F: Element>(g: F, p: f64) -> f64 {
+    let g = g.to_f64().unwrap_or(f64::NAN);
+    // chosen by a mask, not a branch, so that the loops stay in vectors
+    select(mask(g != 0.0), g * p, 0.0)
 }
 
 impl<K: Pointwise<N>, const N: usize> Fused<K, N> {
