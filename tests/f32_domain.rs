@@ -603,7 +603,8 @@ fn counts_built_from_probabilities_keep_them() {
 /// of 1e30 in `f32`, 1e300 in `f64`): `+inf`, and its slope in `ν`, `-2
 /// s² / (ν - 2)²`, `-inf` beyond them (it was NaN: the two partials of `ν
 /// / (ν - 2)` met as `inf - inf`); the slope in the scale, `2 s ν / (ν -
-/// 2)`, stays finite.
+/// 2)`, stays finite. With `ν` as large as the scale the slope in `ν` is
+/// -2 (it was NaN: `s²` overflowed and `2 / (ν - 2)²` underflowed).
 #[test]
 fn student_t_variance_beyond_the_floats_has_no_nan_slope() {
     fn check<F: Element>(scale: f64) {
@@ -616,6 +617,18 @@ fn student_t_variance_beyond_the_floats_has_no_nan_slope() {
     }
     check::<f32>(1e30);
     check::<f64>(1e300);
+    // ν as large as the scale: the slope in ν, -2 s² / (ν - 2)², is -2
+    // (it was NaN: s² overflowed and 2 / (ν - 2)² underflowed)
+    fn large_df<F: Element>(scale: f64) {
+        let (value, [df, s]) = value_and_slopes::<F, 2>([scale, scale], |[df, s]| {
+            StudentT::new(df, s.tape().scalar(F::zero()), s)?.variance()
+        });
+        assert_eq!(value, f64::INFINITY);
+        assert!((df + 2.0).abs() < 1e-5, "{df:e}");
+        assert!((s / (2.0 * scale) - 1.0).abs() < 1e-6, "{s:e}");
+    }
+    large_df::<f32>(1e30);
+    large_df::<f64>(1e300);
 }
 
 /// A value outside the support gets `-inf` with slopes of 0 in every

@@ -3718,12 +3718,15 @@ impl<'t, F: Element> Distribution<'t, F> for StudentT<'t, F> {
         let nu = nu
             .try_mul(tape.constant(keep.clone()))?
             .try_add(tape.constant(fill))?;
-        // ν/(ν - 2) as 1 + 2/(ν - 2), one path to ν: through the quotient
-        // the two partials, ±inf where the squared scale overflows, met as
-        // inf - inf (a NaN slope at ν = 3 with a scale of 1e30 in f32,
-        // where the variance leaves the floats)
-        let ratio = (nu - F::lit(2.0)).scalar_div(F::lit(2.0)) + F::one();
-        let finite = self.scale.square().try_mul(ratio)?;
+        // s² ν/(ν - 2) as s² + 2 (s / (ν - 2)) s, one path to ν: through
+        // the quotient ν/(ν - 2) the two partials, ±inf where the squared
+        // scale overflows, met as inf - inf (a NaN slope at ν = 3 with a
+        // scale of 1e30 in f32, where the variance leaves the floats), and
+        // through s² (1 + 2/(ν - 2)) the slope in ν was s² = inf times
+        // 2/(ν - 2)² = 0 (NaN at ν = s = 1e30 in f32, where it is -2)
+        let s = self.scale;
+        let scaled = s.try_div(nu - F::lit(2.0))?;
+        let finite = s.square().try_add(scaled.try_mul(s)? * F::lit(2.0))?;
         let shape = self.batch_shape();
         finite
             .broadcast_to(&shape)?
