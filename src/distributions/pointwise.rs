@@ -477,7 +477,6 @@ impl<F: Element, K: Pointwise<N>, const N: usize> Op<F> for Fused<K, N> {
 #[inline(always)]
 fn term<F: Element>(g: F, p: f64) -> f64 {
     let g = g.to_f64().unwrap_or(f64::NAN);
-    // chosen by a mask, not a branch, so that the loops stay in vectors
     select(mask(g != 0.0), g * p, 0.0)
 }
 
