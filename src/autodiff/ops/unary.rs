@@ -302,13 +302,14 @@ impl<F: Element> Kernel<F> for LnPlus<F> {
     fn f(&self, x: F) -> F {
         F::lit(x.to_f64().unwrap_or(f64::NAN).ln() + self.c)
     }
+    // the derivative of `ln x`, as `Ln` takes it
     #[inline(always)]
-    fn df(&self, x: F, _: F) -> F {
-        x.recip()
+    fn df(&self, x: F, y: F) -> F {
+        Ln::new().df(x, y)
     }
     #[inline(always)]
-    fn grad(&self, x: F, _: F, g: F) -> F {
-        g / x
+    fn grad(&self, x: F, y: F, g: F) -> F {
+        Ln::new().grad(x, y, g)
     }
     #[inline(always)]
     fn f_slice(&self, x: &[F], out: &mut [MaybeUninit<F>]) {
