@@ -3567,7 +3567,7 @@ impl<'t, F: Element> StudentT<'t, F> {
     /// `ln(1 + z²/ν)` with `z = (x - loc) / scale`. Where `|z|` or
     /// `|z| / sqrt(ν)` passes `sqrt(MAX) / 1e4` (so that `z²` or `z²/ν`
     /// would overflow, or nearly), it is
-    /// `2 (ln|x - loc| - ln scale) - ln ν + ln(1 + ν (scale / (x - loc))²)`,
+    /// `softplus(2 (ln|x - loc| - ln scale - ln(ν)/2))`,
     /// finite for any finite `x`: a value 1e200 from the location is far
     /// out in the tails, not impossible. Each form sees, where the other is
     /// taken, a value at which it is finite (`z = 0` for the direct one,
@@ -3598,10 +3598,17 @@ impl<'t, F: Element> StudentT<'t, F> {
         let tape = self.tape();
         let x_near = x.choose(near, tape.constant(l))?;
         let d = x.try_sub(loc)?.choose(far.clone(), tape.constant(s))?;
-        let ln_z2 = (d.abs().ln().try_sub(scale.ln())?) * F::lit(2.0);
-        let far_form = ln_z2
-            .try_sub(nu.ln())?
-            .try_add(scale.try_div(d)?.square().try_mul(nu)?.log1p())?;
+        // softplus(2 ln(|z| / √ν)) = ln(1 + z²/ν): each slope the product of
+        // the softplus's (at most 2) and one of 1/d, 1/scale, 1/(2ν), none
+        // passing the largest float on the way to a finite slope (as `ln(z²)
+        // - ln ν + ln(1 + ν (scale / d)²)` the square's backward took ν (ν +
+        // 1)/2, +inf at ν = 1e300, times scale / d, 0 there: NaN slopes)
+        let ln_ratio = d
+            .abs()
+            .ln()
+            .try_sub(scale.ln())?
+            .try_sub(nu.ln() * F::lit(0.5))?;
+        let far_form = (ln_ratio * F::lit(2.0)).softplus();
         far_form.choose(far, direct(x_near)?)
     }
 

@@ -1,7 +1,8 @@
 """Writes mpmath_reference.json: reference values in the format of TFP's files, for what those files
 do not hold: the KL divergences of Uniform/Uniform, Poisson/Poisson, Exponential/Gamma,
 Gamma/Exponential, LogitNormal/LogitNormal, Normal/Laplace, Kumaraswamy/Beta and
-Binomial/Binomial (a sum over the counts, its derivatives mpmath's), the Cauchy,
+Binomial/Binomial (a sum over the counts, its derivatives mpmath's), the Student-t log-density far
+in its tails and at degrees of freedom up to 1e305, the Cauchy,
 HalfCauchy and HalfNormal log-densities, entropies and KLs, the Pareto log-density, entropy, KL,
 mean and variance, the Kumaraswamy log-density, entropy, mean and variance, the von Mises
 log-density, entropy, circular variance and KL and the implicit derivatives of its draws, and the
@@ -67,6 +68,26 @@ def normal_kl(mq, sq, mp_, sp):
                    1 / sp - (sq ** 2 + d ** 2) / sp ** 3]
 
 
+def student_t_log_prob(nu, loc, s, x):
+    """The Student-t log-density and its derivatives in df, loc, scale and x, at 600 digits: at df =
+    1e300 its ln-gamma terms, about 3.5e302 each, differ by about 345."""
+    with mp.workdps(600):
+        z = (x - loc) / s
+        q = z * z / nu
+        h = (nu + 1) / 2
+        value = (mp.loggamma(h) - mp.loggamma(nu / 2) - mp.log(nu * mp.pi) / 2 - mp.log(s)
+                 - h * mp.log1p(q))
+        dloc = (nu + 1) * z / (s * (nu + z * z))
+        grads = [
+            (mp.digamma(h) - mp.digamma(nu / 2)) / 2 - 1 / (2 * nu) - mp.log1p(q) / 2
+            + (nu + 1) * z * z / (2 * nu * (nu + z * z)),
+            dloc,
+            -1 / s + dloc * z,
+            -dloc,
+        ]
+    return +value, [+g for g in grads]
+
+
 KINDS = {
     "uniform_kl": (uniform_kl, ["low_q", "high_q", "low_p", "high_p"], [
         (0.0, 1.0, -1.0, 2.0),
@@ -118,6 +139,18 @@ KINDS = {
         (-1.0, 2.0, -1.0000001, 2.0),
         (4.0, 0.3, 3.0, 0.35),
         (0.0, 1.0, 0.0, 1.000001),
+    ]),
+    # far in the tails, at degrees of freedom from 1e-300 to 1e305: |x - loc| / scale past 1e150
+    # (or past 1e150 sqrt(df)) takes the far form of ln(1 + z²/df)
+    "student_t_log_prob": (student_t_log_prob, ["df", "loc", "scale", "x"], [
+        (1e300, 0.0, 1.0, 1e300),
+        (1e300, -3.0, 1.0, 1e200),
+        (1e300, 0.5, 2.0, 1e10),
+        (1e305, 2.0, 3.0, -1e200),
+        (1e200, 1.0, 1e-100, 2.0),
+        (1e150, 0.0, 1e-150, 1e10),
+        (3.5, 0.0, 1.0, 1e200),
+        (1e-300, 0.0, 1.0, 1e200),
     ]),
 }
 
@@ -799,14 +832,18 @@ for row in KINDS["kumaraswamy_beta_kl"][2]:
         quad = kumaraswamy_log_complement(a, b)[0]
         assert abs(series - quad) <= mp.mpf(10) ** -25 * abs(series), (row, series, quad)
 
-def check_derivatives(f, args, grads):
-    """Each analytic derivative against mpmath's numerical one, where the step fits."""
+def check_derivatives(f, args, grads, relative_step=None):
+    """Each analytic derivative against mpmath's numerical one, where the step fits (or with a step
+    of `relative_step` times each argument, or times 1 where it is 0)."""
     for i, g in enumerate(grads):
         def along(t, i=i):
             shifted = list(args)
             shifted[i] = t
             return f(*shifted)[0]
-        numeric = mp.diff(along, args[i])
+        step = {}
+        if relative_step is not None:
+            step = {"h": (abs(args[i]) if args[i] != 0 else 1) * relative_step}
+        numeric = mp.diff(along, args[i], **step)
         scale = max(abs(g), mp.mpf(10) ** -30)
         assert abs(numeric - g) <= mp.mpf(10) ** -20 * scale, (f.__name__, args, i, g, numeric)
 
@@ -852,6 +889,7 @@ try:
             "kumaraswamy_entropy": lambda: tfd.Kumaraswamy(a[0], a[1]).entropy(),
             "kumaraswamy_mean": lambda: tfd.Kumaraswamy(a[0], a[1]).mean(),
             "kumaraswamy_variance": lambda: tfd.Kumaraswamy(a[0], a[1]).variance(),
+            "student_t_log_prob": lambda: tfd.StudentT(a[0], a[1], a[2]).log_prob(a[3]),
             "pareto_log_prob": lambda: tfd.Pareto(a[0], a[1]).log_prob(a[2]),
             "pareto_entropy": lambda: tfd.Pareto(a[0], a[1]).entropy(),
             "pareto_mean": lambda: tfd.Pareto(a[0], a[1]).mean(),
@@ -882,6 +920,11 @@ for kind, (f, names, rows) in KINDS.items():
         value, grads = f(*args)
         if kind == "kumaraswamy_beta_kl":
             check_kumaraswamy_beta_derivatives(args, grads)
+        elif kind == "student_t_log_prob":
+            # (a difference quotient of values near 1e302 needs their 600 digits, and a step
+            # relative to arguments up to 1e308)
+            with mp.workdps(600):
+                check_derivatives(f, args, grads, mp.mpf(10) ** -100)
         elif kind not in ("uniform_kl", "binomial_kl"):
             check_derivatives(f, args, grads)
         case = {"kind": kind}
