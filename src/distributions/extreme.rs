@@ -544,7 +544,9 @@ impl Pointwise<2> for WeibullVariance {
             let value = (2.0 * ln_mean + ln_em).exp();
             let slope = 2.0 * digamma(1.0 + h) + dd * ratio;
             out[l] = value;
-            d[0][l] = -(value * slope) * h * h;
+            // (slope h first: at k = 1e150 and λ = 1e300 the value, 1.6e300,
+            // times the slope, 2e150, overflowed where ∂k is -3.3e150)
+            d[0][l] = -(value * (slope * h)) * h;
             d[1][l] = 2.0 * value / s;
         }
     }

@@ -1066,14 +1066,16 @@ impl<'t, F: Element> Distribution<'t, F> for Kumaraswamy<'t, F> {
     /// `ψ(b + 1) + γ = ψ(b + 1) - ψ(1)` taken whole
     /// ([`Var::digamma_diff`]): about `π² b / 6` for a small `b`, where the
     /// sum of the two keeps only the rounding of `γ`, which `1/a` then
-    /// multiplies.
+    /// multiplies. The second term is `H - H/a` (`H = ψ(b + 1) + γ`): as
+    /// `(1 - 1/a) H` its slope in `a` was `H` times `1/a²`, which
+    /// overflowed at `a = 1e-160` where `H/a²` is 1.6e290 (`b = 1e-30`).
     fn entropy(&self) -> Result<Var<'t, F>> {
         let (a, b) = (self.concentration1, self.concentration0);
         rounded_once!("kumaraswamy_entropy", [a, b], |v: G| {
             let (a, b) = (v[0], v[1]);
             let harmonic = -a.tape().scalar(G::one()).digamma_diff(b)?;
             let front = -b.scalar_div(G::one()) + G::one();
-            let weighted = (-a.scalar_div(G::one()) + G::one()).try_mul(harmonic)?;
+            let weighted = harmonic.try_sub(harmonic.try_div(a)?)?;
             front.try_add(weighted)?.try_sub(a.ln())?.try_sub(b.ln())
         })
     }

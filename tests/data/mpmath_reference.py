@@ -247,7 +247,10 @@ def weibull_mean(k, lam):
 
 
 def weibull_variance(k, lam):
-    return lam ** 2 * (mp.gamma(1 + 2 / k) - mp.gamma(1 + 1 / k) ** 2)
+    # (the two gammas agree in about 2 log10(k) digits: at k = 1e150, 300 of them)
+    with mp.workdps(mp.mp.dps + 2 * max(0, int(mp.log10(k)))):
+        value = lam ** 2 * (mp.gamma(1 + 2 / k) - mp.gamma(1 + 1 / k) ** 2)
+    return +value
 
 
 def inverse_gamma_log_prob(a, b, x):
@@ -629,7 +632,7 @@ NUMERIC = {
     ]),
     "weibull_variance": (weibull_variance, ["concentration", "scale"], [
         (1.0, 2.0), (0.5, 1.0), (2.0, 1.0), (19.0, 1.0), (21.0, 1.0), (100.0, 3.0),
-        (1e4, 1.0), (1e7, 1.0),
+        (1e4, 1.0), (1e7, 1.0), (1e150, 1e300),
     ]),
     "normal_laplace_kl": (normal_laplace_kl, ["loc_q", "scale_q", "loc_p", "scale_p"], [
         (0.0, 1.0, 0.0, 1.0),
@@ -689,6 +692,8 @@ NUMERIC = {
         (1.0, 1.0), (2.0, 5.0), (0.5, 0.5), (10.0, 0.3), (1e3, 1e3),
         # a small b: ψ(b + 1) + γ is about π² b / 6, which 1/a multiplies
         (8.6e-26, 1.16e-16), (1.7e-17, 1.5e-27), (2e-8, 1e-24),
+        # (and 1/a² overflows where H / a² does not)
+        (1e-160, 1e-30),
     ]),
     "kumaraswamy_mean": (kumaraswamy_mean, ["concentration1", "concentration0"], [
         (1.0, 3.0), (2.0, 5.0), (0.5, 0.5), (10.0, 0.3), (1e3, 1e3), (1e-2, 2.0), (3.0, 1e-3),
@@ -953,7 +958,9 @@ for kind, (f, names, rows) in NUMERIC.items():
             # cross; digits enough for a term beside one of 1e150, whose
             # change the default 50 would not see)
             tiny = args[i] != 0 and abs(args[i]) < mp.mpf(10) ** -100
-            step = {"h": abs(args[i]) * mp.mpf(10) ** -20} if tiny else {}
+            # (and relative to one beyond 1e100, which an absolute step would not move)
+            huge = abs(args[i]) > mp.mpf(10) ** 100
+            step = {"h": abs(args[i]) * mp.mpf(10) ** -20} if tiny or huge else {}
             with mp.workdps(250 if tiny or abs(value) > 1e100 else mp.mp.dps):
                 grads.append(+mp.diff(along, args[i], **step))
         quad = by_quadrature(kind, args)
