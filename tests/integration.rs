@@ -12,6 +12,7 @@ mod dfdx_oracle;
 mod discrete;
 mod distributions;
 mod engine;
+mod extremes;
 mod f32_domain;
 mod families;
 mod faults;
