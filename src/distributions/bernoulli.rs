@@ -1,5 +1,5 @@
 use super::pointwise::{self, LANES, Lanes, Pointwise};
-use super::widened::rounded_once;
+use super::widened::{kl_from_kept_probs, rounded_once};
 use super::{Distribution, check_logits, check_values, uniform};
 use crate::autodiff::ops::binary::{View, map4};
 use crate::autodiff::ops::{sigmoid, softplus};
@@ -347,31 +347,7 @@ pub(crate) fn kl_bernoulli<'t, F: Element>(
 ) -> Result<Var<'t, F>> {
     let (a, b) = (q.logits, p.logits);
     super::same_tape("kl_divergence", &a, &b)?;
-    if F::DTYPE == "F32" {
-        // a side built from probabilities through its logits in `f64`,
-        // whether the other was too or was built from logits
-        match (q.probs, p.probs) {
-            (Some(pq), Some(pp)) => {
-                return rounded_once!("kl_bernoulli", [pq, pp], |v: G| kl_bernoulli(
-                    &Bernoulli::from_probs(v[0])?,
-                    &Bernoulli::from_probs(v[1])?
-                ));
-            }
-            (Some(pq), None) => {
-                return rounded_once!("kl_bernoulli", [pq, b], |v: G| kl_bernoulli(
-                    &Bernoulli::from_probs(v[0])?,
-                    &Bernoulli::from_logits(v[1])?
-                ));
-            }
-            (None, Some(pp)) => {
-                return rounded_once!("kl_bernoulli", [a, pp], |v: G| kl_bernoulli(
-                    &Bernoulli::from_logits(v[0])?,
-                    &Bernoulli::from_probs(v[1])?
-                ));
-            }
-            (None, None) => {}
-        }
-    }
+    kl_from_kept_probs!("kl_bernoulli", kl_bernoulli, Bernoulli, q, p);
     if F::DTYPE == "F32" {
         return pointwise::apply(Divergence, &[b, a]);
     }

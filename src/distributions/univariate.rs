@@ -3,7 +3,7 @@
 use super::bernoulli::{exp_excess, kl_logits, log1p_excess};
 use super::normal::{StandardLaplace, loc_scale_log_prob};
 use super::pointwise::{self, Fallback, Lanes, Pointwise, each_lane};
-use super::widened::rounded_once;
+use super::widened::{kl_from_kept_probs, rounded_once};
 use super::{
     Distribution, Gamma, batch_broadcast, check_divisor, check_finite, check_positive,
     check_values, on_support, open_uniform, same_tape, sample_shape,
@@ -1550,32 +1550,9 @@ pub(crate) fn kl_geometric<'t, F: Element>(
     p: &Geometric<'t, F>,
 ) -> Result<Var<'t, F>> {
     same_tape("kl_divergence", &q.logits, &p.logits)?;
-    // a side built from probabilities in `f32`: its logits in `f64` (see
-    // `kl_bernoulli`: the divergence was up to 117 ulp off through the
-    // rounded ones)
-    if F::DTYPE == "F32" {
-        match (q.probs, p.probs) {
-            (Some(pq), Some(pp)) => {
-                return rounded_once!("kl_geometric", [pq, pp], |v: G| kl_geometric(
-                    &Geometric::from_probs(v[0])?,
-                    &Geometric::from_probs(v[1])?
-                ));
-            }
-            (Some(pq), None) => {
-                return rounded_once!("kl_geometric", [pq, p.logits], |v: G| kl_geometric(
-                    &Geometric::from_probs(v[0])?,
-                    &Geometric::from_logits(v[1])?
-                ));
-            }
-            (None, Some(pp)) => {
-                return rounded_once!("kl_geometric", [q.logits, pp], |v: G| kl_geometric(
-                    &Geometric::from_logits(v[0])?,
-                    &Geometric::from_probs(v[1])?
-                ));
-            }
-            (None, None) => {}
-        }
-    }
+    // a side built from probabilities in `f32`: its logits in `f64` (the
+    // divergence was up to 117 ulp off through the rounded ones)
+    kl_from_kept_probs!("kl_geometric", kl_geometric, Geometric, q, p);
     pointwise::apply(GeometricDivergence, &[q.logits, p.logits])
 }
 
