@@ -80,7 +80,7 @@ enum Quantity {
 /// parameters for the divergence), its value and its slope in each of
 /// `args` (a value that is a count is a constant); `None` where building or
 /// computing it is an error.
-fn value_and_slopes<F: Element>(
+fn quantity_with_slopes<F: Element>(
     name: &str,
     np: usize,
     quantity: Quantity,
@@ -191,7 +191,8 @@ fn nan_places<F: Element>() -> Vec<String> {
             if known && matches!(quantity, Quantity::Divergence) {
                 continue;
             }
-            let Some((value, slopes)) = value_and_slopes::<F>(name, np, quantity, &args, counts)
+            let Some((value, slopes)) =
+                quantity_with_slopes::<F>(name, np, quantity, &args, counts)
             else {
                 continue;
             };
