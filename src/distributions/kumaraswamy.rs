@@ -19,7 +19,7 @@ use crate::kernels::special::{
     exp_nonpositive_to_f32, lbeta, lgamma_diff, ln_1p_lanes, ln_lanes, mask, select,
     tetragamma_pentagamma, trigamma, trigamma_diff,
 };
-use crate::tensor::{Element, Tensor, broadcast_shape, unit_draws};
+use crate::tensor::{Element, Tensor, broadcast_shape};
 use rand::Rng;
 use std::marker::PhantomData;
 use std::sync::LazyLock;
@@ -293,6 +293,10 @@ impl<F: Element> Pointwise<3> for KumaraswamyDraw<F> {
             put(g, &out, &d);
         }
     }
+}
+
+impl<F: Element> pointwise::Drawn<3> for KumaraswamyDraw<F> {
+    const DRAWS: Unit = Unit::Exponential;
 }
 
 /// The first step of a Kumaraswamy draw from exponential draws `e`: `s =
@@ -1045,15 +1049,15 @@ impl<'t, F: Element> Distribution<'t, F> for Kumaraswamy<'t, F> {
     }
     fn rsample_n(&self, n: Option<usize>, rng: &mut dyn Rng) -> Result<Var<'t, F>> {
         let shape = sample_shape(n, &self.batch_shape());
-        // standard exponential draws
-        let e = unit_draws::<F>(Unit::Exponential, &shape, rng);
-        let e = self.tape().constant(e);
-        // a draw that rounds to 0 or 1 (b well below 1 puts much of the
-        // mass within an ulp of 1) is moved to the nearest value inside the
-        // support, where `log_prob` takes it, with a gradient of 0 there
-        pointwise::apply(
+        // from standard exponential draws, taken inside the op; a draw that
+        // rounds to 0 or 1 (b well below 1 puts much of the mass within an
+        // ulp of 1) is moved to the nearest value inside the support, where
+        // `log_prob` takes it, with a gradient of 0 there
+        pointwise::apply_drawn(
             KumaraswamyDraw::<F>(PhantomData),
-            &[self.concentration1, self.concentration0, e],
+            &[self.concentration1, self.concentration0],
+            &shape,
+            rng,
         )
     }
     fn sample(&self, rng: &mut dyn Rng) -> Result<Tensor<F>> {
@@ -1174,6 +1178,86 @@ mod tests {
             }
         }
         assert!(worst > 0.0, "the lanes are not the scalar formulas' bits");
+    }
+
+    /// `rsample_n` takes the exponential draws inside its op: the values
+    /// and gradients of the op on a constant of the draws `unit_draws`
+    /// gives for the same seed, bit for bit, in both element types, for
+    /// single and per-element concentrations (broadcast over the sample
+    /// axis), for a tensor shorter than a piece of draws, one of many
+    /// pieces, and one split over two threads (an odd length).
+    #[test]
+    fn the_draws_taken_inside_the_op_are_those_of_a_tensor_of_draws() {
+        use crate::kernels::parallel::PARALLEL_MIN;
+        use crate::tensor::unit_draws;
+        use rand::SeedableRng;
+        fn check<F: Element>(n: usize, batch: usize) -> Result<()> {
+            let tape = Tape::<F>::new();
+            let concentrations = |first: f64, step: f64| -> Tensor<F> {
+                match batch {
+                    0 => Tensor::scalar(F::lit(first)),
+                    _ => Tensor::from_vec(
+                        (0..batch)
+                            .map(|i| F::lit(first + step * i as f64))
+                            .collect(),
+                        &[batch],
+                    )
+                    .expect("a vector"),
+                }
+            };
+            let a = tape.var(concentrations(1.5, 2.0));
+            let b = tape.var(concentrations(0.4, 0.7));
+            let d = Kumaraswamy::new(a, b)?;
+            let rng = rand::rngs::SmallRng::seed_from_u64(5);
+            let drawn = d.rsample_n(Some(n), &mut rng.clone())?;
+            let shape = sample_shape(Some(n), &d.batch_shape());
+            let e = unit_draws::<F>(Unit::Exponential, &shape, &mut rng.clone());
+            let kept =
+                pointwise::apply(KumaraswamyDraw::<F>(PhantomData), &[a, b, tape.constant(e)])?;
+            let bits = |v: Var<'_, F>| -> Vec<u64> {
+                v.value()
+                    .data()
+                    .iter()
+                    .map(|x| x.to_f64().map_or(0, f64::to_bits))
+                    .collect()
+            };
+            assert_eq!(bits(drawn), bits(kept), "values, n = {n}, batch = {batch}");
+            // an incoming gradient that differs from position to position
+            let len = drawn.value().len();
+            let weights = Tensor::from_vec(
+                (0..len).map(|i| F::lit((i % 7) as f64 - 2.5)).collect(),
+                &shape,
+            )?;
+            let weights = tape.constant(weights);
+            let slopes = |x: Var<'_, F>| -> Result<Vec<Vec<u64>>> {
+                let grads = x.try_mul(weights)?.sum().backward()?;
+                Ok([a, b]
+                    .iter()
+                    .map(|&p| {
+                        grads.get(p).map_or(Vec::new(), |g| {
+                            g.data()
+                                .iter()
+                                .map(|x| x.to_f64().map_or(0, f64::to_bits))
+                                .collect()
+                        })
+                    })
+                    .collect())
+            };
+            let (got, want) = (slopes(drawn)?, slopes(kept)?);
+            assert!(want.iter().all(|g| !g.is_empty()), "both slopes are there");
+            assert_eq!(got, want, "slopes, n = {n}, batch = {batch}");
+            Ok(())
+        }
+        for (n, batch) in [
+            (13, 0),
+            (1000, 0),
+            (300, 3),
+            (PARALLEL_MIN + 7, 0),
+            (PARALLEL_MIN / 2 + 3, 3),
+        ] {
+            check::<f32>(n, batch).expect("f32");
+            check::<f64>(n, batch).expect("f64");
+        }
     }
 
     /// The draw op's steps over a block of groups give each group's

@@ -1259,7 +1259,17 @@ pub(crate) fn broadcast_all<'a, F: Element>(
     inputs: &[&'a Tensor<F>],
 ) -> Result<(Vec<usize>, Vec<Operand<'a, F>>)> {
     let shape = common_shape(op, inputs)?;
-    let operands = inputs
+    let operands = broadcast_into(inputs, &shape)?;
+    Ok((shape, operands))
+}
+
+/// Each input as an [`Operand`] of `shape` (an error where one does not
+/// broadcast to it).
+pub(crate) fn broadcast_into<'a, F: Element>(
+    inputs: &[&'a Tensor<F>],
+    shape: &[usize],
+) -> Result<Vec<Operand<'a, F>>> {
+    inputs
         .iter()
         .map(|t| {
             if t.len() == 1 {
@@ -1269,13 +1279,12 @@ pub(crate) fn broadcast_all<'a, F: Element>(
                 })
             } else {
                 Ok(Operand {
-                    data: widen(t, &shape)?,
+                    data: widen(t, shape)?,
                     scalar: false,
                 })
             }
         })
-        .collect::<Result<_>>()?;
-    Ok((shape, operands))
+        .collect()
 }
 
 #[cfg(test)]
