@@ -334,6 +334,98 @@ fn logarithms_of_quantities_beyond_f32_stay_finite() {
     }
 }
 
+/// The location-scale log-densities and the Normal and log-normal
+/// divergences where `x - loc` (`loc_q - loc_p`) overflows `f32` but `(x -
+/// loc) / scale` does not: at `x = 3e38`, `loc = -3e38`, `scale = 1e37`
+/// the Normal, Laplace and Gumbel log-densities were `-inf` (they are
+/// -1886, -145.9 and -145.2) with infinite slopes, and the Normal
+/// divergence between those locations at scales 1e37 `+inf` (1800).
+/// Each density through the op's three paths: single
+/// parameters with a value that needs a slope, per-value parameters, and
+/// single parameters with a constant tensor of values (its slopes summed).
+#[test]
+fn location_differences_beyond_f32_stay_finite() {
+    fn paths<
+        D: for<'t> Fn(Var<'t, f32>, Var<'t, f32>) -> Result<Box<dyn Distribution<'t, f32> + 't>>,
+    >(
+        what: &str,
+        (m, s, x): (f64, f64, f64),
+        build: D,
+        (want, want_slopes): (f64, [f64; 3]),
+    ) {
+        let close = |a: f32, b: f64, slack: f64| (f64::from(a) - b).abs() <= 1e-6 * b.abs() + slack;
+        let tiny = f64::from(f32::MIN_POSITIVE);
+        for per_value in [false, true] {
+            let tape = Tape::<f32>::new();
+            let shape: &[usize] = if per_value { &[2] } else { &[] };
+            let full = |v: f64| Tensor::full(shape, v as f32);
+            let (loc, scale) = (tape.var(full(m)), tape.var(full(s)));
+            let x = tape.constant(Tensor::full(&[2], x as f32));
+            let y = build(loc, scale).unwrap().log_prob(x).unwrap();
+            assert!(
+                y.value().data().iter().all(|&v| close(v, want, 0.0)),
+                "{what} {per_value}: {:?} vs {want:e}",
+                y.value().data()
+            );
+            let g = y.sum().backward().unwrap();
+            let times = if per_value { 1.0 } else { 2.0 };
+            for (p, w) in [(loc, want_slopes[0]), (scale, want_slopes[1])] {
+                let got = g.get(p).unwrap();
+                assert!(
+                    got.data().iter().all(|&v| close(v, times * w, tiny)),
+                    "{what} {per_value}: {:?} vs {w:e}",
+                    got.data()
+                );
+            }
+        }
+    }
+    // a family's log-density through the three paths (`paths`) and
+    // against its `f64` value with a value that needs a slope
+    macro_rules! density {
+        ($family:ident, $inputs:expr) => {{
+            let inputs: [f64; 3] = $inputs.map(|v: f64| v as f32 as f64);
+            let want =
+                value_and_slopes::<f64, 3>(inputs, |[m, s, x]| $family::new(m, s)?.log_prob(x));
+            let what = stringify!($family);
+            paths(
+                what,
+                (inputs[0], inputs[1], inputs[2]),
+                |m, s| Ok(Box::new($family::new(m, s)?)),
+                want,
+            );
+            f32_vs_f64!(what, inputs, 1e-6, |[m, s, x]| $family::new(m, s)?
+                .log_prob(x));
+        }};
+    }
+    for (m, s, x) in [
+        (-3e38, 1e37, 3e38),
+        (3e38, 1e37, -3e38),
+        (-3e38, 1e30, 3e38),
+    ] {
+        density!(Normal, [m, s, x]);
+        density!(Laplace, [m, s, x]);
+        f32_vs_f64!("Normal divergence", [m, s, x, 1e37], 1e-6, |[
+            m1,
+            s1,
+            m2,
+            s2,
+        ]| {
+            kl_divergence(&Normal::new(m1, s1)?, &Normal::new(m2, s2)?)
+        });
+        f32_vs_f64!("log-normal divergence", [m, s, x, 1e37], 1e-6, |[
+            m1,
+            s1,
+            m2,
+            s2,
+        ]| {
+            kl_divergence(&LogNormal::new(m1, s1)?, &LogNormal::new(m2, s2)?)
+        });
+    }
+    // the Gumbel density is finite only above its location there (below
+    // it, `e^-z` overflows with the density)
+    density!(Gumbel, [-3e38, 1e37, 3e38]);
+}
+
 /// The Weibull entropy's slopes in `f64` where `scale / concentration`
 /// is below the normal floats: `∂k = γ/k² - 1/k` came out `-inf` at `k =
 /// 1e20`, `λ = 1e-300` (through `ln` of a subnormal quotient).

@@ -138,10 +138,34 @@ fn scalar_parameters<'a, F: Element>(inputs: &[&'a Tensor<F>]) -> Option<(&'a Te
     (fits(m) && fits(s) && !x.is_empty()).then(|| (x, m.data()[0], s.data()[0]))
 }
 
+/// `x - m` where it is finite, else `x/2 - m/2`, with the factor (1 or 2)
+/// that takes it back: finite `x` and `m` of opposite signs beyond half
+/// the largest float subtract to an overflow, and `z = (x - m) / scale`
+/// came out infinite where it lies in the floats (with it the density:
+/// `-inf` where an `f32` Normal's is -1886, at `x = 3e38`, `loc = -3e38`,
+/// `scale = 1e37`). Halves subtract without overflow, and `(h / s) k` is
+/// `(x - m) / s` bit for bit wherever `x - m` is finite (`k = 1`).
+#[inline(always)]
+pub(crate) fn halved_difference<F: Element>(x: F, m: F) -> (F, F) {
+    let d = x - m;
+    let wide = d.abs() == F::infinity();
+    let half = F::lit(0.5);
+    let h = if wide { x * half - m * half } else { d };
+    (h, if wide { F::lit(2.0) } else { F::one() })
+}
+
+/// `(x - m) / s`, finite wherever it lies in the floats
+/// ([`halved_difference`]).
+#[inline(always)]
+fn standardized<F: Element>(x: F, m: F, s: F) -> F {
+    let (h, k) = halved_difference(x, m);
+    h / s * k
+}
+
 /// `ln p(x; m, s)`: the general branch's formula.
 #[inline(always)]
 fn log_density<K: Standardized, F: Element>(x: F, m: F, s: F) -> F {
-    let z = (x - m) / s;
+    let z = standardized(x, m, s);
     K::log_density(z) - s.fast_ln() - F::lit(K::LN_C)
 }
 
@@ -154,7 +178,7 @@ fn log_density4<K: Standardized, F: Element>(x: F, m: F, s: F, _: F) -> F {
 /// `g slope(z) / s`, with `z = (x - m) / s` (0 where `g` is).
 #[inline(always)]
 fn loc_slope<K: Standardized, F: Element>(g: F, x: F, m: F, s: F) -> F {
-    let z = (x - m) / s;
+    let z = standardized(x, m, s);
     if g == F::zero() {
         F::zero()
     } else {
@@ -165,7 +189,7 @@ fn loc_slope<K: Standardized, F: Element>(g: F, x: F, m: F, s: F) -> F {
 /// `g (z slope(z) - 1) / s` (0 where `g` is).
 #[inline(always)]
 fn scale_slope<K: Standardized, F: Element>(g: F, x: F, m: F, s: F) -> F {
-    let z = (x - m) / s;
+    let z = standardized(x, m, s);
     if g == F::zero() {
         F::zero()
     } else {
@@ -185,7 +209,8 @@ impl<K: Standardized, F: Element> Op<F> for LocScaleLogProb<K> {
             // so that the loop vectorizes (see `with_value`)
             let (inv, offset) = (F::one() / s, s.fast_ln() + F::lit(K::LN_C));
             return Ok(with_value(x, m, move |xi, m| {
-                K::log_density((xi - m) * inv) - offset
+                let (h, k) = halved_difference(xi, m);
+                K::log_density(h * (inv * k)) - offset
             }));
         }
         // a loc and a scale per value (a posterior at its own draws), or any
@@ -223,9 +248,15 @@ impl<K: Standardized, F: Element> Op<F> for LocScaleLogProb<K> {
             let inv = F::one() / sv;
             // sums in eight lanes (a single running sum does not vectorize);
             // 0 where gi is, also where z overflows
-            let dloc = par_sum2(xs, g, |xi, gi| K::weighted_slope(gi, xi - mv, inv));
+            // (`halved_difference`: where `x - loc` overflows, its half
+            // with twice the inverse)
+            let dloc = par_sum2(xs, g, |xi, gi| {
+                let (h, k) = halved_difference(xi, mv);
+                K::weighted_slope(gi, h, inv * k)
+            });
             let dscale = par_sum2(xs, g, |xi, gi| {
-                let z = (xi - mv) * inv;
+                let (h, k) = halved_difference(xi, mv);
+                let z = h * (inv * k);
                 if gi == F::zero() {
                     gi
                 } else {
@@ -294,7 +325,7 @@ fn slopes<F: Element>(
 #[inline(always)]
 fn normal_kl_term<F: Element>(mq: F, sq: F, mp: F, sp: F) -> F {
     let r = sq / sp;
-    let d = (mq - mp) / sp;
+    let d = standardized(mq, mp, sp);
     let t = (sq - sp) / sp;
     if t.abs() < F::lit(0.25) {
         return F::lit(0.5) * (d * d + t * t) + log1p_excess_near(t);
@@ -381,7 +412,10 @@ impl<F: Element> Op<F> for NormalKl {
         // (it is 0) and `inf` for a small `mq - mp` (1e-30 against a
         // scale of 1e-20 in f32: 1e10)
         let dmq = map4(
-            |g, mq, mp, sp| g * ((mq - mp) / sp / sp),
+            |g, mq, mp, sp| {
+                let (h, k) = halved_difference(mq, mp);
+                g * (h / sp / sp * k)
+            },
             [gv, mq, mp, sp],
             n,
         );
@@ -407,7 +441,7 @@ impl<F: Element> Op<F> for NormalKl {
                     for (j, out) in chunk.iter_mut().enumerate() {
                         let i = start + j;
                         let b = sp.at(i);
-                        let (r, d) = (sq.at(i) / b, (mq.at(i) - mp.at(i)) / b);
+                        let (r, d) = (sq.at(i) / b, standardized(mq.at(i), mp.at(i), b));
                         *out = match near_square_excess(sq.at(i), b) {
                             Some(excess) => g[i] * -(excess + d * d) / b,
                             None => g[i] * (F::one() - r * r - d * d) / b,
