@@ -400,13 +400,19 @@ impl<F: Element, K: Pointwise<N>, const N: usize> Op<F> for Fused<K, N> {
         let (shape, operands) = broadcast_all(K::NAME, inputs)?;
         let views: Vec<_> = operands.iter().map(|o| o.view()).collect();
         let strided: [Strided<'_, F>; N] = std::array::from_fn(|j| views[j].strided());
-        self.evaluate(
-            shape,
-            &strided,
-            SPLIT_MIN,
-            #[inline(always)]
-            |strided, pre, (start, out, mut d)| run::<F, K, N>(strided, pre, start, out, &mut d),
-        )
+        // SAFETY: `run` writes every position of its part's outputs and of
+        // each of its partials that is not empty
+        unsafe {
+            self.evaluate(
+                shape,
+                &strided,
+                SPLIT_MIN,
+                #[inline(always)]
+                |strided, pre, (start, out, mut d)| {
+                    run::<F, K, N>(strided, pre, start, out, &mut d)
+                },
+            )
+        }
     }
 
     fn backward(
@@ -520,13 +526,17 @@ impl<F: Element, K: Drawn<N>, const N: usize> Op<F> for DrawnOp<K, N> {
             None => (&[][..], 1),
         });
         let seed = self.seed;
-        self.fused.evaluate(
-            self.shape.clone(),
-            &strided,
-            PARALLEL_MIN,
-            #[inline(always)]
-            |strided, pre, part| run_drawn::<F, K, N>(strided, pre, seed, part),
-        )
+        // SAFETY: `run_drawn` runs `run` over its part's pieces, one after
+        // another from its first position to its last
+        unsafe {
+            self.fused.evaluate(
+                self.shape.clone(),
+                &strided,
+                PARALLEL_MIN,
+                #[inline(always)]
+                |strided, pre, part| run_drawn::<F, K, N>(strided, pre, seed, part),
+            )
+        }
     }
 
     fn backward(
@@ -569,7 +579,11 @@ impl<K: Pointwise<N>, const N: usize> Fused<K, N> {
     /// of `shape` from `strided`, the inputs: `part` computes those of a
     /// part ([`run`] or [`run_drawn`]), the whole or, from `split_min`
     /// positions on, each half on a thread of its own.
-    fn evaluate<F: Element>(
+    ///
+    /// # Safety
+    /// `part` must write every element of the outputs and of each partial
+    /// that is not empty of the part it is given: they are read as written.
+    unsafe fn evaluate<F: Element>(
         &self,
         shape: Vec<usize>,
         strided: &[Strided<'_, F>; N],
@@ -615,9 +629,9 @@ impl<K: Pointwise<N>, const N: usize> Fused<K, N> {
                 vectorized_with(&part, (0, out, d));
             }
         }
-        // SAFETY: `part` (`run` or `run_drawn`) wrote every position of
-        // `out` and of each partial that is not empty, over the one part or
-        // the two halves
+        // SAFETY: `part` wrote every position of `out` and of each partial
+        // that is not empty, over the one part or the two halves (the
+        // caller's contract)
         let (mut out, mut partials) =
             unsafe { (out.assume_init(), partials.map(|p| p.assume_init())) };
         if let Some(f) = K::FALLBACK {

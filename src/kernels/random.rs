@@ -64,8 +64,9 @@ impl Lanes {
     }
 }
 
-/// A source of the eight streams' steps: [`Lanes`] itself, or the steps
-/// [`UnitStream`] drew from it ahead ([`DrawnSteps`]).
+/// A source of the eight streams' steps: [`Lanes`] itself (the tests
+/// draw from it step by step), or its steps drawn ahead ([`DrawnSteps`],
+/// as [`fill_piece`] draws them).
 trait Steps {
     /// The next step's eight words.
     fn step(&mut self) -> [u32; 8];
