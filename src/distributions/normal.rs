@@ -146,7 +146,7 @@ fn scalar_parameters<'a, F: Element>(inputs: &[&'a Tensor<F>]) -> Option<(&'a Te
 /// `scale = 1e37`). Halves subtract without overflow, and `(h / s) k` is
 /// `(x - m) / s` bit for bit wherever `x - m` is finite (`k = 1`).
 #[inline(always)]
-pub(crate) fn halved_difference<F: Element>(x: F, m: F) -> (F, F) {
+fn halved_difference<F: Element>(x: F, m: F) -> (F, F) {
     let d = x - m;
     let wide = d.abs() == F::infinity();
     let half = F::lit(0.5);
@@ -160,6 +160,13 @@ pub(crate) fn halved_difference<F: Element>(x: F, m: F) -> (F, F) {
 fn standardized<F: Element>(x: F, m: F, s: F) -> F {
     let (h, k) = halved_difference(x, m);
     h / s * k
+}
+
+/// [`standardized`] by the inverse of the scale, `(x - m) inv`.
+#[inline(always)]
+fn standardized_by<F: Element>(x: F, m: F, inv: F) -> F {
+    let (h, k) = halved_difference(x, m);
+    h * (inv * k)
 }
 
 /// `ln p(x; m, s)`: the general branch's formula.
@@ -209,8 +216,7 @@ impl<K: Standardized, F: Element> Op<F> for LocScaleLogProb<K> {
             // so that the loop vectorizes (see `with_value`)
             let (inv, offset) = (F::one() / s, s.fast_ln() + F::lit(K::LN_C));
             return Ok(with_value(x, m, move |xi, m| {
-                let (h, k) = halved_difference(xi, m);
-                K::log_density(h * (inv * k)) - offset
+                K::log_density(standardized_by(xi, m, inv)) - offset
             }));
         }
         // a loc and a scale per value (a posterior at its own draws), or any
@@ -255,8 +261,7 @@ impl<K: Standardized, F: Element> Op<F> for LocScaleLogProb<K> {
                 K::weighted_slope(gi, h, inv * k)
             });
             let dscale = par_sum2(xs, g, |xi, gi| {
-                let (h, k) = halved_difference(xi, mv);
-                let z = h * (inv * k);
+                let z = standardized_by(xi, mv, inv);
                 if gi == F::zero() {
                     gi
                 } else {

@@ -1037,6 +1037,16 @@ mod tests {
 
     const KINDS: [Unit; 8] = Unit::ALL;
 
+    /// The parts `par_fill` cuts a tensor of `len` elements into, as
+    /// `(start, end)`: the whole, or the halves of a long one.
+    fn fill_parts(len: usize) -> Vec<(usize, usize)> {
+        if len < super::super::parallel::PARALLEL_MIN {
+            vec![(0, len)]
+        } else {
+            vec![(0, len / 2), (len / 2, len)]
+        }
+    }
+
     /// The distribution function of each kind, in `f64`.
     fn cdf(kind: Unit, x: f64) -> f64 {
         use std::f64::consts::PI;
@@ -1110,15 +1120,8 @@ mod tests {
                 let x64: Storage<f64> = unit_draws(kind, len, &mut rng.clone());
                 let x32: Storage<f32> = unit_draws(kind, len, &mut rng.clone());
                 let seed = rng.next_u64();
-                // the parts `par_fill` cuts: the halves of a long tensor
-                let starts = if len < super::super::parallel::PARALLEL_MIN {
-                    vec![0]
-                } else {
-                    vec![0, len / 2]
-                };
                 let mut want = Vec::with_capacity(len);
-                for (p, &start) in starts.iter().enumerate() {
-                    let end = starts.get(p + 1).copied().unwrap_or(len);
+                for (start, end) in fill_parts(len) {
                     let mut lanes = Lanes::new(part_seed(seed, start));
                     while want.len() < end {
                         let (u, spare) = unit_lanes(&mut lanes);
@@ -1282,14 +1285,8 @@ mod tests {
             let mut rng = SmallRng::seed_from_u64(11);
             let want: Storage<F> = unit_draws(kind, len, &mut rng.clone());
             let seed = rng.next_u64();
-            let starts = if len < PARALLEL_MIN {
-                vec![0]
-            } else {
-                vec![0, len / 2]
-            };
             let mut got = Vec::with_capacity(len);
-            for (p, &start) in starts.iter().enumerate() {
-                let end = starts.get(p + 1).copied().unwrap_or(len);
+            for (start, end) in fill_parts(len) {
                 let mut stream = UnitStream::<F>::new(seed, start);
                 let mut at = start;
                 while at < end {
