@@ -145,11 +145,7 @@ pub(crate) fn apply<'t, F: Element, K: Pointwise<N>, const N: usize>(
     _formula: K,
     inputs: &[Var<'t, F>; N],
 ) -> Result<Var<'t, F>> {
-    let op = Fused::<K, N> {
-        k: PhantomData,
-        needs: inputs.each_ref().map(|v| v.requires_grad()),
-        partials: RefCell::new(std::array::from_fn(|_| Storage::from_vec(Vec::new()))),
-    };
+    let op = Fused::<K, N>::new(inputs.each_ref().map(|v| v.requires_grad()));
     inputs[0].tape().apply(op, inputs)
 }
 
@@ -186,11 +182,7 @@ pub(crate) fn apply_drawn<'t, F: Element, K: Drawn<N>, const M: usize, const N: 
         );
     }
     let op = DrawnOp::<K, N> {
-        fused: Fused {
-            k: PhantomData,
-            needs: std::array::from_fn(|j| j < M && params[j].requires_grad()),
-            partials: RefCell::new(std::array::from_fn(|_| Storage::from_vec(Vec::new()))),
-        },
+        fused: Fused::new(std::array::from_fn(|j| j < M && params[j].requires_grad())),
         seed: rng.next_u64(),
         shape: shape.to_vec(),
     };
@@ -575,6 +567,15 @@ fn term<F: Element>(g: F, p: f64) -> f64 {
 }
 
 impl<K: Pointwise<N>, const N: usize> Fused<K, N> {
+    /// The op, keeping the partials of the inputs that `needs` marks.
+    fn new(needs: [bool; N]) -> Self {
+        Fused {
+            k: PhantomData,
+            needs,
+            partials: RefCell::new(std::array::from_fn(|_| Storage::from_vec(Vec::new()))),
+        }
+    }
+
     /// The formula's values (and the partials it keeps) at every position
     /// of `shape` from `strided`, the inputs: `part` computes those of a
     /// part ([`run`] or [`run_drawn`]), the whole or, from `split_min`
