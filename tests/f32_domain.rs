@@ -334,6 +334,40 @@ fn logarithms_of_quantities_beyond_f32_stay_finite() {
     }
 }
 
+/// The Beta divergence in `f32` where the first distribution's
+/// concentrations are far below the second's larger one, against the same
+/// divergence in `f64` at the same inputs (whose forms `beta_kl` in
+/// `mpmath_reference.json` checks there): each value and slope that `f32`
+/// holds within 1e-5 of the `f64` one (or of `f32`'s smallest normal
+/// number), the others the infinity of their sign. The `f32` formula took
+/// these positions by parts while the `f64` divergence does not: the slope
+/// of `KL(Beta(1e-10, 1e-30) || Beta(1e20, 1e10))` in `1e20` came out -9.5e-7
+/// for -3.4e-19.
+#[test]
+fn beta_divergence_of_small_concentrations_beside_a_large_one_matches_f64() {
+    fn kl<F: Element>([a1, b1, a2, b2]: [Var<'_, F>; 4]) -> Result<Var<'_, F>> {
+        kl_divergence(&Beta::new(a1, b1)?, &Beta::new(a2, b2)?)
+    }
+    for inputs in [
+        [1e-10, 1e-30, 1e20, 1e10],
+        [1e-30, 1e-10, 1e10, 1e20],
+        [1e-40, 1e-10, 1e10, 1e20],
+        [0.5, 2.0, 3.0, 5000.0],
+    ] {
+        let inputs = inputs.map(|x: f64| x as f32 as f64);
+        let (v32, g32) = value_and_slopes::<f32, 4>(inputs, kl::<f32>);
+        let (v64, g64) = value_and_slopes::<f64, 4>(inputs, kl::<f64>);
+        let slopes = g32.into_iter().zip(g64).map(|(a, b)| ("slope", a, b));
+        for (what, a, b) in [("value", v32, v64)].into_iter().chain(slopes) {
+            let ok = match b.abs() < f64::from(f32::MAX) {
+                true => (a - b).abs() <= 1e-5 * b.abs() + f64::from(f32::MIN_POSITIVE),
+                false => a == b.signum() * f64::INFINITY,
+            };
+            assert!(ok, "{inputs:?}: {what} {a:e} in f32, {b:e} in f64");
+        }
+    }
+}
+
 /// The location-scale log-densities and the Normal and log-normal
 /// divergences where `x - loc` (`loc_q - loc_p`) overflows `f32` but `(x -
 /// loc) / scale` does not: at `x = 3e38`, `loc = -3e38`, `scale = 1e37`

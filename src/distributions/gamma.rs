@@ -2116,7 +2116,9 @@ impl Pointwise<4> for StudentTLogDensity {
 ///   ([`kl_beta_large`]), each small where the divergence is: the two
 ///   forms after the next cancel terms of the size of the largest
 ///   concentration, and lost the whole divergence where the
-///   concentrations all move by one factor.
+///   concentrations all move by one factor. But where some concentration
+///   is below [`LARGE`] and both of `q`'s are below [`BY_PARTS_FROM`]
+///   ([`beta_small_q`]), as the last form below.
 /// - Where the two `a`s are below [`LARGE`] and both 16 times smaller than
 ///   the `b`s, `b1` at most [`SHIFTED_MAX`] (or the same with the roles
 ///   swapped; see [`kl_beta_shifted`]),
@@ -2206,11 +2208,14 @@ impl Pointwise<4> for BetaDivergence {
         let [a2, b2, a1, b1] = *v;
         let q_first = [a1, b1, a2, b2];
         // (sums that round in `f64`, of `f32` terms far apart, take the
-        // general form's other form, in the fallback)
+        // general form's other form, in the fallback, and so do `q`'s
+        // concentrations small beside a large one of `p`'s)
         let rounds = sum_rounds(a1, b1) || sum_rounds(a2, b2);
         beta_near(&q_first)
-            || beta_large(&q_first)
-            || (!beta_shifted(&q_first, false) && !beta_shifted(&q_first, true) && !rounds)
+            || match beta_large(&q_first) {
+                true => !beta_small_q(&q_first),
+                false => !beta_shifted(&q_first, false) && !beta_shifted(&q_first, true) && !rounds,
+            }
     }
 
     #[inline(always)]
@@ -2433,9 +2438,36 @@ fn kl_beta_of<'t, F: Element>(inputs: &[Var<'t, F>; 4]) -> Result<Var<'t, F>> {
     let near = mask_where(inputs, |v| beta_near(v))?;
     let rest = |v: &[Var<'t, F>]| {
         let large = mask_where(v, |v| beta_large(v))?;
-        split(v, (large.clone(), large), kl_beta_large, kl_beta_far)
+        let by_parts = |w: &[Var<'t, F>]| {
+            let small_q = mask_where(w, |w| beta_small_q(w))?;
+            split(
+                w,
+                (small_q.clone(), small_q),
+                kl_beta_by_digamma_diffs,
+                kl_beta_large,
+            )
+        };
+        split(v, (large.clone(), large), by_parts, kl_beta_far)
     };
     split(inputs, (near.clone(), near), kl_beta_near, rest)
+}
+
+/// Whether [`kl_beta`] takes [`kl_beta_by_digamma_diffs`] at the inputs
+/// `[a1, b1, a2, b2]` of [`beta_large`]: some concentration below
+/// [`LARGE`] and both of `q`'s below [`BY_PARTS_FROM`] (so that the largest,
+/// which took them by parts, is one of `p`'s). By parts, the slopes in
+/// `q`'s concentrations are sums of terms of size `δ/a²` (`δ = b - a`) and
+/// corrections at `a` that cancel: with `q`'s far below 1 beside a large
+/// `p` their rounding outweighed a slope (in `1e-10` of `KL(Beta(1e-60,
+/// 1e-100) || Beta(1e-10, 1e100))` 8.9e43 for 1e20) and the value lost a
+/// term (`KL(Beta(1e-100, 1e-60) || Beta(1e-30, 1e30))` 1e50 for 1e70).
+/// With differences of digammas every term keeps its digits there; on
+/// grids of concentrations from 1e-100 to 1e100 (`q`'s below 1e3) no value
+/// or slope is further from mpmath's than by parts, which from `q`'s of 3e3
+/// on is the closer one.
+fn beta_small_q<F: Element>(v: &[F]) -> bool {
+    let below = |x: F, bound: f64| x < F::lit(bound);
+    v.iter().any(|&x| below(x, LARGE)) && below(v[0], BY_PARTS_FROM) && below(v[1], BY_PARTS_FROM)
 }
 
 /// Whether [`kl_beta`] takes [`kl_beta_large`] at the inputs `[a1, b1, a2,
@@ -2747,12 +2779,6 @@ fn kl_beta_general<'t, F: Element>(inputs: &[Var<'t, F>]) -> Result<Var<'t, F>> 
             None => Ok(kl),
         }
     };
-    let by_digamma_diffs = |v: &[Var<'t, F>]| {
-        let (a1, b1, a2, b2) = (v[0], v[1], v[2], v[3]);
-        let t = a2.lbeta(b2)?.try_sub(a1.lbeta(b1)?)?;
-        let t = t.try_add(a1.try_sub(a2)?.try_mul(a1.digamma_diff(b1)?)?)?;
-        t.try_add(b1.try_sub(b2)?.try_mul(b1.digamma_diff(a1)?)?)
-    };
     let kl = by_divergences(inputs)?;
     let rounds = mask_where(inputs, |x| {
         let x = |k: usize| x[k].to_f64().unwrap_or(f64::NAN);
@@ -2773,9 +2799,20 @@ fn kl_beta_general<'t, F: Element>(inputs: &[Var<'t, F>]) -> Result<Var<'t, F>> 
     split(
         inputs,
         (other.clone(), other),
-        by_digamma_diffs,
+        kl_beta_by_digamma_diffs,
         by_divergences,
     )
+}
+
+/// `KL(Beta(a1, b1) || Beta(a2, b2))` from the inputs `[a1, b1, a2, b2]` as
+/// `ln B(a2, b2) - ln B(a1, b1) + (a1 - a2) (ψ(a1) - ψ(a1 + b1)) + (b1 -
+/// b2) (ψ(b1) - ψ(a1 + b1))`, the differences of ψ taken as such
+/// ([`Var::digamma_diff`]).
+fn kl_beta_by_digamma_diffs<'t, F: Element>(v: &[Var<'t, F>]) -> Result<Var<'t, F>> {
+    let (a1, b1, a2, b2) = (v[0], v[1], v[2], v[3]);
+    let t = a2.lbeta(b2)?.try_sub(a1.lbeta(b1)?)?;
+    let t = t.try_add(a1.try_sub(a2)?.try_mul(a1.digamma_diff(b1)?)?)?;
+    t.try_add(b1.try_sub(b2)?.try_mul(b1.digamma_diff(a1)?)?)
 }
 
 /// Whether `a + b` (in `f64`) drops digits of the smaller term: one is

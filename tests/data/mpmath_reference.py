@@ -1,8 +1,8 @@
 """Writes mpmath_reference.json: reference values in the format of TFP's files, for what those files
 do not hold: the KL divergences of Uniform/Uniform, Poisson/Poisson, Exponential/Gamma,
-Gamma/Exponential, LogitNormal/LogitNormal, Normal/Laplace, Kumaraswamy/Beta and
-Binomial/Binomial (a sum over the counts, its derivatives mpmath's), the Student-t log-density far
-in its tails and at degrees of freedom up to 1e305, the Cauchy,
+Gamma/Exponential, LogitNormal/LogitNormal, Normal/Laplace, Kumaraswamy/Beta, Beta/Beta (where
+the first's concentrations are far below the second's larger one) and Binomial/Binomial (a sum
+over the counts, its derivatives mpmath's), the Student-t log-density far in its tails and at degrees of freedom up to 1e305, the Cauchy,
 HalfCauchy and HalfNormal log-densities, entropies and KLs, the Pareto log-density, entropy, KL,
 mean and variance, the Kumaraswamy log-density, entropy, mean and variance, the von Mises
 log-density, entropy, circular variance and KL and the implicit derivatives of its draws, and the
@@ -37,6 +37,23 @@ def gamma_kl(a1, b1, a2, b2):
         (y - a2) / b2,
     ]
     return value, grads
+
+
+def beta_kl(a1, b1, a2, b2):
+    """KL(Beta(a1, b1) || Beta(a2, b2)) and its derivatives in a1, b1, a2, b2, in 800 digits: at
+    concentrations of 1e-100 beside 1e10 its terms, of 1e200 and more, cancel to far less."""
+    with mp.workdps(max(800, mp.mp.dps)):
+        lbeta = lambda a, b: mp.loggamma(a) + mp.loggamma(b) - mp.loggamma(a + b)
+        s1, s2 = a1 + b1, a2 + b2
+        value = (lbeta(a2, b2) - lbeta(a1, b1) + (a1 - a2) * mp.digamma(a1)
+                 + (b1 - b2) * mp.digamma(b1) + (s2 - s1) * mp.digamma(s1))
+        grads = [
+            (a1 - a2) * mp.polygamma(1, a1) + (s2 - s1) * mp.polygamma(1, s1),
+            (b1 - b2) * mp.polygamma(1, b1) + (s2 - s1) * mp.polygamma(1, s1),
+            mp.digamma(a2) - mp.digamma(s2) - mp.digamma(a1) + mp.digamma(s1),
+            mp.digamma(b2) - mp.digamma(s2) - mp.digamma(b1) + mp.digamma(s1),
+        ]
+        return value, grads
 
 
 def uniform_kl(lq, hq, lp, hp):
@@ -821,6 +838,18 @@ def binomial_kl(n, lq, lp):
     return kl(lq, lp), [mp.mpf(0), mp.diff(lambda a: kl(a, lp), lq), mp.diff(lambda b: kl(lq, b), lp)]
 
 
+# KL(Beta || Beta) where q's concentrations are far below p's larger one: its terms, of 1e200
+# and more, cancel, so the derivatives are checked at 1000 digits
+KINDS["beta_kl"] = (beta_kl, ["concentration1_q", "concentration0_q", "concentration1_p",
+                              "concentration0_p"], [
+    (1e-100, 1e-60, 1e-30, 1e30),
+    (1e-60, 1e-100, 1e-10, 1e100),
+    (1e-100, 1e-100, 1e-100, 1e10),
+    (1e-10, 1.0, 1e10, 1e30),
+    (0.5, 2.0, 3.0, 5000.0),
+])
+
+
 KINDS["binomial_kl"] = (binomial_kl, ["total_count", "logits_q", "logits_p"], [
     (1.0, 0.3, -0.4),
     (5.0, 0.0, 2.0),
@@ -925,6 +954,9 @@ for kind, (f, names, rows) in KINDS.items():
         value, grads = f(*args)
         if kind == "kumaraswamy_beta_kl":
             check_kumaraswamy_beta_derivatives(args, grads)
+        elif kind == "beta_kl":
+            with mp.workdps(1000):
+                check_derivatives(f, args, grads, mp.mpf(10) ** -100)
         elif kind == "student_t_log_prob":
             # (a difference quotient of values near 1e302 needs their 600 digits, and a step
             # relative to arguments up to 1e308)
