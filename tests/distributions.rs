@@ -51,7 +51,7 @@ fn every_family_reference_case_matches() {
 /// Every case of the 50-digit reference for what TFP's files do not hold
 /// (the KL pairs of Uniform, Poisson, LogitNormal, Exponential against
 /// Gamma and back, Normal against Laplace, Kumaraswamy against Beta, Beta
-/// against Beta at concentrations from 1e-100 to 1e30, Binomial against
+/// against Beta at concentrations from 1e-100 to 1e100, Binomial against
 /// Binomial; the Cauchy, HalfCauchy, HalfNormal, Gumbel, Weibull,
 /// Pareto, Kumaraswamy, inverse Gamma, geometric and von Mises densities, entropies
 /// and KLs, the Weibull's, Pareto's, Kumaraswamy's and von Mises' moments, the von Mises

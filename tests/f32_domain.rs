@@ -339,10 +339,10 @@ fn logarithms_of_quantities_beyond_f32_stay_finite() {
 /// divergence in `f64` at the same inputs (whose forms `beta_kl` in
 /// `mpmath_reference.json` checks there): each value and slope that `f32`
 /// holds within 1e-5 of the `f64` one (or of `f32`'s smallest normal
-/// number), the others the infinity of their sign. The `f32` formula took
-/// these positions by parts while the `f64` divergence does not: the slope
-/// of `KL(Beta(1e-10, 1e-30) || Beta(1e20, 1e10))` in `1e20` came out -9.5e-7
-/// for -3.4e-19.
+/// number), the others the infinity of their sign. The `f32` formula kept
+/// taking these positions by parts, which the `f64` divergence leaves to
+/// another form there: the slope of `KL(Beta(1e-10, 1e-30) || Beta(1e20,
+/// 1e10))` in `1e20` came out -9.5e-7 for -3.4e-19.
 #[test]
 fn beta_divergence_of_small_concentrations_beside_a_large_one_matches_f64() {
     fn kl<F: Element>([a1, b1, a2, b2]: [Var<'_, F>; 4]) -> Result<Var<'_, F>> {

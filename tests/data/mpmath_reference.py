@@ -1,17 +1,18 @@
 """Writes mpmath_reference.json: reference values in the format of TFP's files, for what those files
 do not hold: the KL divergences of Uniform/Uniform, Poisson/Poisson, Exponential/Gamma,
-Gamma/Exponential, LogitNormal/LogitNormal, Normal/Laplace, Kumaraswamy/Beta, Beta/Beta (where
-the first's concentrations are far below the second's larger one) and Binomial/Binomial (a sum
-over the counts, its derivatives mpmath's), the Student-t log-density far in its tails and at degrees of freedom up to 1e305, the Cauchy,
-HalfCauchy and HalfNormal log-densities, entropies and KLs, the Pareto log-density, entropy, KL,
-mean and variance, the Kumaraswamy log-density, entropy, mean and variance, the von Mises
-log-density, entropy, circular variance and KL and the implicit derivatives of its draws, and the
-NegativeBinomial and Binomial log-masses, each with its gradients, from closed forms in 50-digit
-mpmath. The first group's derivatives are written out and checked against mpmath's numerical ones
-(Kumaraswamy/Beta's, whose E[ln(1 - x)] is a quadrature, checked against the series of that
-integral, against central differences); the second group's are mpmath's numerical derivatives,
-and its entropies and KLs are checked against mpmath's quadrature of their integrals. TensorFlow
-Probability's float64 value stands beside each case (`tfp_value`) when TFP is installed and has it.
+Gamma/Exponential, LogitNormal/LogitNormal, Normal/Laplace, Kumaraswamy/Beta, Beta/Beta (where the
+first's concentrations are far below the second's larger one) and Binomial/Binomial (a sum over the
+counts, its derivatives mpmath's), the Student-t log-density far in its tails and at degrees of
+freedom up to 1e305, the Cauchy, HalfCauchy and HalfNormal log-densities, entropies and KLs, the
+Pareto log-density, entropy, KL, mean and variance, the Kumaraswamy log-density, entropy, mean and
+variance, the von Mises log-density, entropy, circular variance and KL and the implicit derivatives
+of its draws, and the NegativeBinomial and Binomial log-masses, each with its gradients, from closed
+forms in 50-digit mpmath. The first group's derivatives are written out and checked against mpmath's
+numerical ones (Kumaraswamy/Beta's, whose E[ln(1 - x)] is a quadrature, checked against the series
+of that integral, against central differences); the second group's are mpmath's numerical
+derivatives, and its entropies and KLs are checked against mpmath's quadrature of their integrals.
+TensorFlow Probability's float64 value stands beside each case (`tfp_value`) when TFP is installed
+and has it.
 
 Run: python3 tests/data/mpmath_reference.py   (needs `pip install mpmath`; TFP optional)
 """
