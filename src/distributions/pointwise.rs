@@ -17,7 +17,9 @@ use crate::autodiff::ops::binary::{broadcast_all, broadcast_into};
 use crate::autodiff::profile::untimed;
 use crate::autodiff::tape::{Op, Tape, Var};
 use crate::error::{Error, Result};
-use crate::kernels::parallel::{PARALLEL_MIN, join_with, par_new, par_sum2, vectorized_with};
+use crate::kernels::parallel::{
+    PARALLEL_MIN, halves, join_with, par_new, par_sum2, vectorized_with,
+};
 use crate::kernels::random::{UNIT_PIECE, Unit, UnitStream};
 use crate::kernels::special::{ln_lanes, mask, select};
 use crate::tensor::{Element, Storage, Tensor, Uninit};
@@ -476,7 +478,7 @@ impl<F: Element, K: Pointwise<N>, const N: usize> Op<F> for Fused<K, N> {
 /// the draws of `K::DRAWS` from `seed`, taken a piece at a time from the
 /// stream of the part that starts at `start` ([`UnitStream`]): the parts
 /// must be those of [`par_fill`](crate::kernels::parallel::par_fill), as
-/// [`Fused::evaluate`] makes them from [`PARALLEL_MIN`] on.
+/// [`Fused::evaluate`] makes them with [`PARALLEL_MIN`] ([`halves`]).
 #[inline(always)]
 fn run_drawn<F: Element, K: Drawn<N>, const N: usize>(
     inputs: &[Strided<'_, F>; N],
@@ -612,8 +614,7 @@ impl<K: Pointwise<N>, const N: usize> Fused<K, N> {
                 #[inline(always)]
                 |p: Part<'_, F, N>| part(strided, pre, p),
             );
-            if n >= split_min {
-                let mid = n / 2;
+            if let Some(mid) = halves(n, split_min) {
                 let (o0, o1) = out.split_at_mut(mid);
                 let mut halves = d.each_mut().map(|d| {
                     let d = std::mem::take(d);

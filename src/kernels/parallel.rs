@@ -709,13 +709,22 @@ pub(crate) fn par_fill<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Syn
         #[inline(always)]
         |(start, chunk): (usize, &mut [T])| f(start, chunk),
     );
-    if out.len() < PARALLEL_MIN {
-        vectorized_with(&part, (0, out));
-        return;
+    match halves(out.len(), PARALLEL_MIN) {
+        None => vectorized_with(&part, (0, out)),
+        Some(mid) => {
+            let (a, b) = out.split_at_mut(mid);
+            join_with(&part, (0, a), (mid, b));
+        }
     }
-    let mid = out.len() / 2;
-    let (a, b) = out.split_at_mut(mid);
-    join_with(&part, (0, a), (mid, b));
+}
+
+/// Where [`par_fill`] (with `min` = [`PARALLEL_MIN`]) cuts `len` elements
+/// into two parts, one a thread: at `len / 2` from `min` elements on,
+/// nowhere below. Ops that draw their own random numbers a part at a time
+/// cut where it does, so that each part's stream starts where the part of
+/// a tensor of draws does.
+pub(crate) fn halves(len: usize, min: usize) -> Option<usize> {
+    (len >= min).then_some(len / 2)
 }
 
 /// Outputs made of `count` equal consecutive blocks, one per item, that

@@ -64,14 +64,15 @@ impl Lanes {
     }
 }
 
-/// A source of the eight streams' steps: [`Lanes`] itself (the tests
-/// draw from it step by step), or its steps drawn ahead ([`DrawnSteps`],
-/// as [`fill_piece`] draws them).
+/// A source of the eight streams' steps: its steps drawn ahead
+/// ([`DrawnSteps`], as [`fill_piece`] draws them), or in the tests
+/// [`Lanes`] itself, step by step.
 trait Steps {
     /// The next step's eight words.
     fn step(&mut self) -> [u32; 8];
 }
 
+#[cfg(test)]
 impl Steps for Lanes {
     #[inline(always)]
     fn step(&mut self) -> [u32; 8] {
@@ -1040,10 +1041,10 @@ mod tests {
     /// The parts `par_fill` cuts a tensor of `len` elements into, as
     /// `(start, end)`: the whole, or the halves of a long one.
     fn fill_parts(len: usize) -> Vec<(usize, usize)> {
-        if len < super::super::parallel::PARALLEL_MIN {
-            vec![(0, len)]
-        } else {
-            vec![(0, len / 2), (len / 2, len)]
+        use crate::kernels::parallel::{PARALLEL_MIN, halves};
+        match halves(len, PARALLEL_MIN) {
+            None => vec![(0, len)],
+            Some(mid) => vec![(0, mid), (mid, len)],
         }
     }
 
