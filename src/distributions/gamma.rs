@@ -2243,7 +2243,8 @@ impl Pointwise<4> for BetaDivergence {
             let q_first = [a1[l], b1[l], a2[l], b2[l]];
             if beta_near(&q_first) {
                 (out[l], [d[2][l], d[3][l], d[0][l], d[1][l]]) = beta_near_scalar(q_first);
-            } else if beta_large(&q_first) {
+            } else if beta_large(&q_first) && !beta_small_q(&q_first) {
+                // (the positions of `beta_small_q` are the fallback's)
                 (out[l], [d[2][l], d[3][l], d[0][l], d[1][l]]) = beta_large_scalar(q_first);
             }
         }
