@@ -2512,10 +2512,44 @@ fn kl_beta_large<'t, F: Element>(v: &[Var<'t, F>]) -> Result<Var<'t, F>> {
 }
 
 /// [`kl_beta_large`] of one position `[a1, b1, a2, b2]`: the value and the
-/// partials in `a1, b1, a2, b2`.
+/// partials in `a1, b1, a2, b2`. The partials in `p`'s concentrations are
+/// each taken either by parts or as a difference of digamma differences,
+/// `∂a2 = (ψ(a2) - ψ(a2 + b2)) - (ψ(a1) - ψ(a1 + b1))` (and the same with
+/// the `a`s and `b`s swapped; [`special::digamma_diff`]), whichever has the
+/// smaller terms: the two differences, or by parts about `1 / min(a1, a2)`
+/// and `ln(a2 / m)` with `m = a1 (a2 + b2) / (a1 + b1)`. Each form loses
+/// what the other keeps. By parts, where `p`'s concentrations are
+/// far below `q`'s, `p`'s terms of size `1/a2` that cancel among themselves
+/// (to about `b2/a2²` where `b2` is small beside `a2`) took in `q`'s part
+/// of the slope before they cancelled, and lost it: the slope of
+/// `KL(Beta(1e10, 1e-30) || Beta(1e-100, 1e-60))` in `1e-60` came out -1e20
+/// where it is 1e30, and that of `KL(Beta(1e-10, 1e5) || Beta(12, 1e100))`
+/// in `1e100` 8.4e-7 of itself off. The differences cancel where `p` and
+/// `q` share their proportions, where by parts keeps the digits: at
+/// `KL(Beta(12, 1e30) || Beta(6, 5e29))` the slope in `5e29` from them is
+/// all rounding error. On grids of concentrations from 1e-100 to 1e100
+/// (and of `p`'s as `q`'s moved by factors from `1 + 1e-6` to 3), against
+/// mpmath at 450 digits, this choice is never more than 10 times further
+/// from mpmath than the closer of the two forms (and 1e-12 of the slope)
+/// but where both are within rounding of the terms the slope cancels.
 fn beta_large_scalar([a1, b1, a2, b2]: [f64; 4]) -> (f64, [f64; 4]) {
+    use special::digamma_diff;
     let (mut dq, mut dp) = ([0.0; 2], [0.0; 2]);
     let value = divergence_by_parts(&[a1, b1], &[a2, b2], &mut dq, &mut dp);
+    let (ln_s1, ln_s2) = ((a1 + b1).ln(), (a2 + b2).ln());
+    // the size of the terms of the slope by parts in `y` (of `p`) beside `x`
+    let by_parts_terms = |x: f64, y: f64| {
+        let proportions = (y.ln() - ln_s2) - (x.ln() - ln_s1);
+        (1.0 / x.min(y)).max(proportions.abs())
+    };
+    let (q_a, p_a) = (digamma_diff(a1, b1), digamma_diff(a2, b2));
+    if q_a.abs() + p_a.abs() <= by_parts_terms(a1, a2) {
+        dp[0] = p_a - q_a;
+    }
+    let (q_b, p_b) = (digamma_diff(b1, a1), digamma_diff(b2, a2));
+    if q_b.abs() + p_b.abs() <= by_parts_terms(b1, b2) {
+        dp[1] = p_b - q_b;
+    }
     (value, [dq[0], dq[1], dp[0], dp[1]])
 }
 

@@ -1,7 +1,7 @@
 """Writes mpmath_reference.json: reference values in the format of TFP's files, for what those files
 do not hold: the KL divergences of Uniform/Uniform, Poisson/Poisson, Exponential/Gamma,
-Gamma/Exponential, LogitNormal/LogitNormal, Normal/Laplace, Kumaraswamy/Beta, Beta/Beta (where the
-first's concentrations are far below the second's larger one) and Binomial/Binomial (a sum over the
+Gamma/Exponential, LogitNormal/LogitNormal, Normal/Laplace, Kumaraswamy/Beta, Beta/Beta (where one's
+concentrations are far below the other's larger one) and Binomial/Binomial (a sum over the
 counts, its derivatives mpmath's), the Student-t log-density far in its tails and at degrees of
 freedom up to 1e305, the Cauchy, HalfCauchy and HalfNormal log-densities, entropies and KLs, the
 Pareto log-density, entropy, KL, mean and variance, the Kumaraswamy log-density, entropy, mean and
@@ -839,8 +839,9 @@ def binomial_kl(n, lq, lp):
     return kl(lq, lp), [mp.mpf(0), mp.diff(lambda a: kl(a, lp), lq), mp.diff(lambda b: kl(lq, b), lp)]
 
 
-# KL(Beta || Beta) where q's concentrations are far below p's larger one: its terms, of 1e200
-# and more, cancel, so the derivatives are checked at 1000 digits
+# KL(Beta || Beta) where q's concentrations are far below p's larger one, and where p's are far
+# below q's larger one and below 1: its terms, of 1e200 and more, cancel, so the derivatives
+# are checked at 1000 digits
 KINDS["beta_kl"] = (beta_kl, ["concentration1_q", "concentration0_q", "concentration1_p",
                               "concentration0_p"], [
     (1e-100, 1e-60, 1e-30, 1e30),
@@ -848,6 +849,9 @@ KINDS["beta_kl"] = (beta_kl, ["concentration1_q", "concentration0_q", "concentra
     (1e-100, 1e-100, 1e-100, 1e10),
     (1e-10, 1.0, 1e10, 1e30),
     (0.5, 2.0, 3.0, 5000.0),
+    (2.0, 3e3, 1e-30, 1e-100),
+    (1e10, 1e-30, 1e-100, 1e-60),
+    (3.0, 1e5, 0.1, 1e-30),
 ])
 
 
