@@ -260,15 +260,17 @@ fn gradcheck_log_probs_entropies_and_kls() {
     // less the first), and both below; every concentration from 10 (the
     // form by parts), twice, the second with the proportions nearly kept;
     // then the `a`s small beside the `b`s, and the `b`s beside the `a`s
-    // (the shifted forms)
+    // (the shifted forms); by parts with the slopes in the second's
+    // concentrations, far below the first's, as differences of digamma
+    // differences
     gc(
         "KL Beta, every form",
         |_, x| kl_divergence(&Beta::new(x[0], x[1])?, &Beta::new(x[2], x[3])?),
         &[
-            v(&[2.0, 15.0, 40.0, 40.0, 0.05, 3.0]),
-            v(&[0.5, 20.0, 30.0, 60.0, 3.0, 0.05]),
-            v(&[1.2, 3.0, 50.0, 80.0, 0.1, 2.0]),
-            v(&[1.5, 2.0, 35.0, 121.0, 2.0, 0.1]),
+            v(&[2.0, 15.0, 40.0, 40.0, 0.05, 3.0, 2.0]),
+            v(&[0.5, 20.0, 30.0, 60.0, 3.0, 0.05, 3000.0]),
+            v(&[1.2, 3.0, 50.0, 80.0, 0.1, 2.0, 0.001]),
+            v(&[1.5, 2.0, 35.0, 121.0, 2.0, 0.1, 0.01]),
         ],
     );
     // two categories: the Beta divergence of the two concentrations, here
