@@ -1222,6 +1222,12 @@ fn pair_divergence<'t, F: Element>(
 /// and elsewhere `a1 (b2 - b1) / b1` as `a1 (b2 / b1) - a1`, in an order
 /// whose intermediate does not leave the range.
 ///
+/// The direct sum ([`GammaDirect`]) and the large forms' terms in `y`
+/// ([`RateTerm`], [`RateTermFar`]) are each one formula with its partials
+/// written out, so that a slope whose two terms each overflow is the
+/// infinity of its sign ([`sum_beyond_range`], [`rate_slopes`]) where the
+/// tape's paths met as `inf - inf`.
+///
 /// In `f32` the divergence is computed in `f64` by [`GammaDivergence`] (the
 /// same forms) and rounded once.
 pub(crate) fn kl_gamma<'t, F: Element>(q: &Gamma<'t, F>, p: &Gamma<'t, F>) -> Result<Var<'t, F>> {
@@ -1231,77 +1237,45 @@ pub(crate) fn kl_gamma<'t, F: Element>(q: &Gamma<'t, F>, p: &Gamma<'t, F>) -> Re
     }
     let inputs = [q.concentration, q.rate, p.concentration, p.rate];
     let large = |v: &[Var<'t, F>]| {
-        let (a1, b1, a2, b2) = (v[0], v[1], v[2], v[3]);
+        let (a1, a2) = (v[0], v[2]);
         let diff = a1.try_sub(a2)?;
         // -(a1 - a2)/(2 a1) + (a1 - a2) C'(a1) - C(a1), common to both forms
         let common = diff.try_mul(a1.digamma_correction())?;
         let common = common.try_sub(diff.try_div(a1)? * F::lit(0.5))?;
         let common = common.try_sub(a1.lgamma_correction())?;
-        let y = a1.try_mul(b2.try_div(b1)?)?;
-        let ln_y = a1.ln().try_add(b2.ln().try_sub(b1.ln())?)?;
         let both_large = |w: &[Var<'t, F>]| {
-            let (a1, a2, y, ln_y, b1, b2) = (w[0], w[1], w[2], w[3], w[4], w[5]);
+            let (a1, a2) = (w[0], w[2]);
             let near_form =
-                |u: &[Var<'t, F>]| pointwise::apply(RateDeviance, &[u[3], u[4], u[0], u[5]]);
-            let far_form = |u: &[Var<'t, F>]| {
-                let (a2, y, ln_y) = (u[0], u[1], u[2]);
-                a2.try_mul(a2.ln().try_sub(ln_y)?)?.try_add(y.try_sub(a2)?)
-            };
-            let close = mask_where(&[a2, y], |v| near(v[1], v[0]))?;
-            let bd0 = split(
-                &[a2, y, ln_y, a1, b1, b2],
-                (close.clone(), close),
-                near_form,
-                far_form,
-            )?;
+                |u: &[Var<'t, F>]| pointwise::apply(RateDeviance, &[u[0], u[1], u[2], u[3]]);
+            let far_form =
+                |u: &[Var<'t, F>]| pointwise::apply(RateTermFar, &[u[0], u[1], u[2], u[3]]);
+            let close = mask_where(w, |v| near(v[0] * (v[3] / v[1]), v[2]))?;
+            let bd0 = split(w, (close.clone(), close), near_form, far_form)?;
             let t = bd0.try_sub(a2.try_div(a1)?.ln() * F::lit(0.5))?;
             t.try_add(a2.lgamma_correction())
         };
         let small_a2 = |w: &[Var<'t, F>]| {
-            let (a1, a2, y, ln_y) = (w[0], w[1], w[2], w[3]);
-            let t = y.try_sub(a2.try_mul(ln_y)?)?.try_add(a2.lgamma())?;
+            let (a1, a2) = (w[0], w[2]);
+            let t = pointwise::apply(RateTerm, &[w[0], w[1], w[2], w[3]])?;
+            let t = t.try_add(a2.lgamma())?;
             t.try_add(a1.ln() * F::lit(0.5) - F::lit(HALF_LN_2PI))
         };
         let a2_large = mask_where(&[a2], |v| v[0] >= F::lit(LARGE))?;
-        let split_inputs = [a1, a2, y, ln_y, b1, b2];
-        let rest = split(
-            &split_inputs,
-            (a2_large.clone(), a2_large),
-            both_large,
-            small_a2,
-        )?;
+        let rest = split(v, (a2_large.clone(), a2_large), both_large, small_a2)?;
         common.try_add(rest)
     };
     let small = |v: &[Var<'t, F>]| {
-        let (a1, a2) = (v[0], v[2]);
         let stable = |w: &[Var<'t, F>]| {
             let (a1, b1, a2, b2) = (w[0], w[1], w[2], w[3]);
             let y = a1.try_mul(b2.try_div(b1)?)?;
             // ln(b2 / b1) as ln(1 + δ), δ exact where the rates are close
             let ln_ratio = b2.try_sub(b1)?.try_div(b1)?.log1p();
-            a1.bd0(y)?.try_add(a1.try_sub(a2)?.try_mul(ln_ratio)?)
+            let rates = a1.bd0(y)?.try_add(a1.try_sub(a2)?.try_mul(ln_ratio)?)?;
+            a1.shape_divergence_direct(a2)?.try_add(rates)
         };
-        let direct = |w: &[Var<'t, F>]| {
-            let (a1, b1, a2, b2) = (w[0], w[1], w[2], w[3]);
-            let t = a2.try_mul(b1.ln().try_sub(b2.ln())?)?;
-            // a1 (b2 - b1) / b1 = a1 (b2 / b1) - a1 (the rates are not near
-            // here, so that the two terms do not cancel), as a1 (b2 / b1)
-            // where that ratio is finite, else as (a1 / b1) b2: the ratio
-            // overflows for a tiny b1 where the term does not (a1 = 1e-300,
-            // b1 = 1e-10, b2 = 1e300), and a1 / b1 underflows for a huge
-            // b1. Not through b2 - b1, which drops b2 where it is below b1's
-            // last digits, and with it the slope in b1, -a1 b2 / b1² (at a1
-            // = 0.5, b1 = 1e-10, b2 = 1e-30 that slope came out 1e-20, the
-            // other term's, for -5e-11)
-            let ratio = |u: &[Var<'t, F>]| u[0].try_mul(u[2].try_div(u[1])?)?.try_sub(u[0]);
-            let scaled = |u: &[Var<'t, F>]| u[0].try_div(u[1])?.try_mul(u[2])?.try_sub(u[0]);
-            let sides = [a1, b1, b2];
-            let finite = mask_where(&sides, |v| (v[2] / v[1]).is_finite())?;
-            t.try_add(split(&sides, (finite.clone(), finite), ratio, scaled)?)
-        };
+        let direct = |w: &[Var<'t, F>]| pointwise::apply(GammaDirect, &[w[0], w[1], w[2], w[3]]);
         let close = mask_where(v, |v| near(v[3] / v[1], F::one()))?;
-        let rates = split(v, (close.clone(), close), stable, direct)?;
-        a1.shape_divergence_direct(a2)?.try_add(rates)
+        split(v, (close.clone(), close), stable, direct)
     };
     let far = |v: &[Var<'t, F>]| {
         let a1_large = mask_where(v, |v| v[0] >= F::lit(LARGE) && !shapes_near(v[0], v[2]))?;
@@ -1409,6 +1383,180 @@ by_position!(
     RateDeviance,
     "bd0_of_rates",
     rate_deviance_scalar
+);
+
+/// `x + y` where each may have overflowed: where they are infinities of
+/// opposite signs (their sum NaN), the one whose logarithm of its
+/// magnitude (`ln_x()`, `ln_y()`) is the larger, so that a slope beyond
+/// the range is the infinity of its sign. Two tape paths that each
+/// overflow met as `inf - inf`: the slope of `KL(Gamma(1e-10, 1e-200) ||
+/// Gamma(1e200, 1))` in `1e-200`, `a2/b1 - a1 b2/b1²` (1e400), was NaN.
+fn sum_beyond_range(x: f64, y: f64, ln_x: impl FnOnce() -> f64, ln_y: impl FnOnce() -> f64) -> f64 {
+    let sum = x + y;
+    if !sum.is_nan() || x.is_nan() || y.is_nan() {
+        return sum;
+    }
+    if ln_x() >= ln_y() { x } else { y }
+}
+
+/// `y = a1 b2 / b1`, the mean of `q` times the rate of `p`, as `a1 (b2 /
+/// b1)` where that ratio is a normal float, else as `(a1 / b1) b2`: the
+/// ratio overflows for a tiny `b1` where `y` does not (`a1 = 1e-300`, `b1
+/// = 1e-10`, `b2 = 1e300`).
+fn scaled_mean(a1: f64, b1: f64, b2: f64) -> f64 {
+    let ratio = b2 / b1;
+    if ratio.is_normal() {
+        a1 * ratio
+    } else {
+        (a1 / b1) * b2
+    }
+}
+
+/// `a b / c²` for positive finite `a`, `b` and `c`, from their significands
+/// and binary exponents apart, so that it overflows or underflows only
+/// where the result is beyond the range (`(a / c)(b / c)` and `(a (b / c))
+/// / c` can in between: at `a = 1e200`, `b = 1e-300`, `c = 1e100` both are
+/// 0, for 1e-300).
+fn product_over_square(a: f64, b: f64, c: f64) -> f64 {
+    let split = |x: f64| {
+        let (x, shift) = match x < f64::MIN_POSITIVE {
+            true => (x * 2f64.powi(64), -64),
+            false => (x, 0),
+        };
+        let bits = x.to_bits();
+        let exponent = ((bits >> 52) & 0x7ff) as i32 - 1023 + shift;
+        let significand = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | 0x3ff0_0000_0000_0000);
+        (significand, exponent)
+    };
+    let ((ma, ea), (mb, eb), (mc, ec)) = (split(a), split(b), split(c));
+    let (mut m, mut e) = ((ma * mb) / (mc * mc), ea + eb - 2 * ec);
+    // 2^e in steps that the floats hold
+    while e > 1000 {
+        m *= 2f64.powi(1000);
+        e -= 1000;
+    }
+    while e < -1000 {
+        m *= 2f64.powi(-1000);
+        e += 1000;
+    }
+    m * 2f64.powi(e)
+}
+
+/// The slopes of the Gamma divergence in the rates, `∂b1 = a2/b1 - a1
+/// b2/b1²` and `∂b2 = a1/b1 - a2/b2`, each in one expression of its two
+/// terms ([`sum_beyond_range`]), each term as small or as large as it is
+/// ([`product_over_square`]), so that a slope beyond the range is the
+/// infinity of its sign.
+fn rate_slopes(a1: f64, b1: f64, a2: f64, b2: f64) -> (f64, f64) {
+    let db1 = sum_beyond_range(
+        a2 / b1,
+        -product_over_square(a1, b2, b1),
+        || a2.ln() - b1.ln(),
+        || a1.ln() + b2.ln() - 2.0 * b1.ln(),
+    );
+    let db2 = sum_beyond_range(
+        a1 / b1,
+        -(a2 / b2),
+        || a1.ln() - b1.ln(),
+        || a2.ln() - b2.ln(),
+    );
+    (db1, db2)
+}
+
+/// [`kl_gamma`]'s direct sum at `[a1, b1, a2, b2]` (`a1` below [`LARGE`] or
+/// [`shapes_near`] `a2`, the rates not [`near`]): `D(a1, a2) + a2 (ln b1 -
+/// ln b2) + (y - a1)` with `D` the direct [`shape_divergence`] and `y` of
+/// [`scaled_mean`] (`a1 (b2 - b1) / b1` not through `b2 - b1`, which drops
+/// `b2` where it is below `b1`'s last digits, and with it the slope in
+/// `b1`: at `a1 = 0.5`, `b1 = 1e-10`, `b2 = 1e-30` that slope came out
+/// 1e-20, the other term's, for -5e-11), and its partials `∂a1 = (a1 - a2) ψ'(a1) + b2/b1 - 1`,
+/// `∂a2 = ψ(a2) - ψ(a1) + ln b1 - ln b2` and those of [`rate_slopes`], in
+/// one formula: on the tape, as the sums of the slopes of the terms, those
+/// that each overflowed met as `inf - inf` (NaN for the slope in `a1` at
+/// `KL(Gamma(1e-300, 1e-10) || Gamma(1e-100, 1e300))`, which is -inf).
+/// The value and each partial that overflows in two terms of opposite
+/// signs is the infinity of the larger ([`sum_beyond_range`]).
+fn gamma_direct_scalar([a1, b1, a2, b2]: [f64; 4]) -> (f64, [f64; 4]) {
+    let (ln_b1, ln_b2) = (b1.ln(), b2.ln());
+    let y = scaled_mean(a1, b1, b2);
+    let log_term = a2 * (ln_b1 - ln_b2);
+    let rates = sum_beyond_range(
+        log_term,
+        y - a1,
+        || a2.ln() + (ln_b1 - ln_b2).abs().ln(),
+        || a1.ln() + ln_b2 - ln_b1,
+    );
+    let value = special::shape_divergence_direct(a1, a2) + rates;
+    // (a1 - a2) ψ'(a1) overflows (to -inf) only below `TINY_SHAPE`, where it
+    // is (a1 - a2) / a1² to within far less than its rounding
+    let da1 = sum_beyond_range(
+        special::shape_slope(a1, a2),
+        b2 / b1 - 1.0,
+        || (a1 - a2).abs().ln() - 2.0 * a1.ln(),
+        || ln_b2 - ln_b1,
+    );
+    let da2 = special::digamma_spread(a1, a2) + (ln_b1 - ln_b2);
+    let (db1, db2) = rate_slopes(a1, b1, a2, b2);
+    (value, [da1, db1, da2, db2])
+}
+
+by_position!(
+    /// [`gamma_direct_scalar`] as one [`Pointwise`] formula.
+    GammaDirect,
+    "kl_gamma_direct",
+    gamma_direct_scalar
+);
+
+/// The terms of [`kl_gamma`]'s large forms in which the rates enter, at
+/// `[a1, b1, a2, b2]` (`a1` at least [`LARGE`]), with `y` of
+/// [`scaled_mean`] and `ln y = ln a1 + (ln b2 - ln b1)`: `y - a2 ln y`
+/// where `a2` is below [`LARGE`], and (`FAR`) `bd0(a2, y) = a2 (ln a2 -
+/// ln y) + (y - a2)` where `a2` is large too and `y` not [`near`] it. The
+/// partials go through `y` alone (`∂/∂y = 1 - a2/y`): `(y - a2)/a1` in
+/// `a1`, `-ln y` (`FAR`: `ln a2 - ln y`) in `a2`, and those of
+/// [`rate_slopes`], each one expression where on the tape the paths
+/// through `y` and `ln y` each overflowed (NaN for the slope in `1e-300`
+/// of `KL(Gamma(1e10, 1e-300) || Gamma(1e100, 1))`, which is -inf).
+fn rate_term_scalar<const FAR: bool>([a1, b1, a2, b2]: [f64; 4]) -> (f64, [f64; 4]) {
+    let y = scaled_mean(a1, b1, b2);
+    let ln_y = a1.ln() + (b2.ln() - b1.ln());
+    let (value, da2) = match FAR {
+        true => {
+            let ln_a2 = a2.ln();
+            let log_term = a2 * (ln_a2 - ln_y);
+            let value = sum_beyond_range(
+                log_term,
+                y - a2,
+                || a2.ln() + (ln_a2 - ln_y).abs().ln(),
+                || ln_y,
+            );
+            (value, ln_a2 - ln_y)
+        }
+        false => {
+            let value = sum_beyond_range(y, -(a2 * ln_y), || ln_y, || a2.ln() + ln_y.abs().ln());
+            (value, -ln_y)
+        }
+    };
+    // (y - a2)/a1 as b2/b1 - a2/a1, whose terms do not under- or overflow
+    // in between (a1 >= LARGE: a2/a1 is finite)
+    let da1 = b2 / b1 - a2 / a1;
+    let (db1, db2) = rate_slopes(a1, b1, a2, b2);
+    (value, [da1, db1, da2, db2])
+}
+
+by_position!(
+    /// [`rate_term_scalar`] as one [`Pointwise`] formula, `y - a2 ln y`.
+    RateTerm,
+    "gamma_rate_term",
+    rate_term_scalar::<false>
+);
+
+by_position!(
+    /// [`rate_term_scalar`] as one [`Pointwise`] formula, `bd0(a2, y)` far
+    /// from `y = a2`.
+    RateTermFar,
+    "gamma_rate_term_far",
+    rate_term_scalar::<true>
 );
 
 by_position!(
