@@ -1469,11 +1469,12 @@ fn rate_slopes(a1: f64, b1: f64, a2: f64, b2: f64) -> (f64, f64) {
 /// [`scaled_mean`] (`a1 (b2 - b1) / b1` not through `b2 - b1`, which drops
 /// `b2` where it is below `b1`'s last digits, and with it the slope in
 /// `b1`: at `a1 = 0.5`, `b1 = 1e-10`, `b2 = 1e-30` that slope came out
-/// 1e-20, the other term's, for -5e-11), and its partials `∂a1 = (a1 - a2) ψ'(a1) + b2/b1 - 1`,
-/// `∂a2 = ψ(a2) - ψ(a1) + ln b1 - ln b2` and those of [`rate_slopes`], in
-/// one formula: on the tape, as the sums of the slopes of the terms, those
-/// that each overflowed met as `inf - inf` (NaN for the slope in `a1` at
-/// `KL(Gamma(1e-300, 1e-10) || Gamma(1e-100, 1e300))`, which is -inf).
+/// 1e-20, the other term's, for -5e-11), and its partials `∂a1 = (a1 -
+/// a2) ψ'(a1) + b2/b1 - 1`, `∂a2 = ψ(a2) - ψ(a1) + ln b1 - ln b2` and
+/// those of [`rate_slopes`], in one formula: on the tape, as the sums of
+/// the slopes of the terms, those that each overflowed met as `inf - inf`
+/// (NaN for the slope in `a1` at `KL(Gamma(1e-300, 1e-10) || Gamma(1e-100,
+/// 1e300))`, which is -inf).
 /// The value and each partial that overflows in two terms of opposite
 /// signs is the infinity of the larger ([`sum_beyond_range`]).
 fn gamma_direct_scalar([a1, b1, a2, b2]: [f64; 4]) -> (f64, [f64; 4]) {
@@ -1527,7 +1528,7 @@ fn rate_term_scalar<const FAR: bool>([a1, b1, a2, b2]: [f64; 4]) -> (f64, [f64; 
             let value = sum_beyond_range(
                 log_term,
                 y - a2,
-                || a2.ln() + (ln_a2 - ln_y).abs().ln(),
+                || ln_a2 + (ln_a2 - ln_y).abs().ln(),
                 || ln_y,
             );
             (value, ln_a2 - ln_y)
