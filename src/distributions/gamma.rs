@@ -2681,10 +2681,21 @@ fn kl_beta_large<'t, F: Element>(v: &[Var<'t, F>]) -> Result<Var<'t, F>> {
 /// mpmath at 450 digits, this choice is never more than 10 times further
 /// from mpmath than the closer of the two forms (and 1e-12 of the slope)
 /// but where both are within rounding of the terms the slope cancels.
+///
+/// The value is chosen the same way, by parts or as `ln B(a2, b2) - ln
+/// B(a1, b1) + (a1 - a2) (ψ(a1) - ψ(a1 + b1)) + (b1 - b2) (ψ(b1) - ψ(a1 +
+/// b1))`, whichever has the smaller terms: by parts, the spreads `bd0(x,
+/// y)/x` of a row whose concentrations are far apart are far larger than
+/// the divergence and cancel against the totals': `KL(Beta(1e10, 1e-30) ||
+/// Beta(1e100, 1e30))` came out half of itself, and at `1e5` in place of
+/// `1e10` 1e-5 of itself off. On the grid of concentrations from 1e-100 to
+/// 1e100 the value moved at 1001 positions, 66 of them closer to mpmath's
+/// by more than 10 times, none further, every one within 1e-12 of it; on
+/// the grid of `p`'s moved from `q`'s by a factor none moved.
 fn beta_large_scalar([a1, b1, a2, b2]: [f64; 4]) -> (f64, [f64; 4]) {
     use special::digamma_diff;
-    let (mut dq, mut dp) = ([0.0; 2], [0.0; 2]);
-    let value = divergence_by_parts(&[a1, b1], &[a2, b2], &mut dq, &mut dp);
+    let (mut dq, mut dp, mut terms) = ([0.0; 2], [0.0; 2], 0.0);
+    let mut value = divergence_by_parts(&[a1, b1], &[a2, b2], &mut dq, &mut dp, &mut terms);
     let (ln_s1, ln_s2) = ((a1 + b1).ln(), (a2 + b2).ln());
     // the size of the terms of the slope by parts in `y` (of `p`) beside `x`
     let by_parts_terms = |x: f64, y: f64| {
@@ -2698,6 +2709,17 @@ fn beta_large_scalar([a1, b1, a2, b2]: [f64; 4]) -> (f64, [f64; 4]) {
     let (q_b, p_b) = (digamma_diff(b1, a1), digamma_diff(b2, a2));
     if q_b.abs() + p_b.abs() <= by_parts_terms(b1, b2) {
         dp[1] = p_b - q_b;
+    }
+    // the value the same way: by parts, or `ln B(a2, b2) - ln B(a1, b1) +
+    // (a1 - a2) (ψ(a1) - ψ(a1 + b1)) + (b1 - b2) (ψ(b1) - ψ(a1 + b1))`
+    let differences = [
+        special::lbeta(a2, b2),
+        -special::lbeta(a1, b1),
+        (a1 - a2) * q_a,
+        (b1 - b2) * q_b,
+    ];
+    if differences.iter().fold(0.0, |m: f64, t| m.max(t.abs())) < terms {
+        value = differences.iter().sum();
     }
     (value, [dq[0], dq[1], dp[0], dp[1]])
 }
@@ -2729,8 +2751,16 @@ fn beta_large_scalar([a1, b1, a2, b2]: [f64; 4]) -> (f64, [f64; 4]) {
 /// (δ_i/(a_i b_i) - δ0/(a0 b0))/2 + C'(b_i) - C'(a_i) - C'(b0) + C'(a0)`;
 /// in `a_i`, `-((b_i - m_i)/a_i + (δ_i/a_i² - δ0/a0²)/2 + C''(a_i) δ_i -
 /// C''(a0) δ0)` (`-H δ`, `H` the Hessian of `ln B` at `a`), with `δ = b -
-/// a`.
-fn divergence_by_parts(a: &[f64], b: &[f64], grad_a: &mut [f64], grad_b: &mut [f64]) -> f64 {
+/// a`. The largest magnitude of the terms it adds up is written to
+/// `terms` (the second and third parts' two terms cancel where the
+/// concentrations of a row are far apart).
+fn divergence_by_parts(
+    a: &[f64],
+    b: &[f64],
+    grad_a: &mut [f64],
+    grad_b: &mut [f64],
+    terms: &mut f64,
+) -> f64 {
     use special::{bd0, digamma_correction as dc, trigamma_correction as tc};
     let largest = |x: &[f64]| x.iter().fold(0.0f64, |m, &v| m.max(v));
     let (ua, ub) = (
@@ -2780,10 +2810,18 @@ fn divergence_by_parts(a: &[f64], b: &[f64], grad_a: &mut [f64], grad_b: &mut [f
         grad_a.iter_mut().for_each(|g| *g += shift_a);
         grad_b.iter_mut().for_each(|g| *g += shift_b);
     }
-    proportions
-        + 0.5 * (spreads - bd0(a0, b0) / a0)
-        + (corrections - correction_divergence(a0, b0))
-        + rounding
+    let (spread0, correction0) = (bd0(a0, b0) / a0, correction_divergence(a0, b0));
+    *terms = [
+        proportions,
+        0.5 * spreads,
+        0.5 * spread0,
+        corrections,
+        correction0,
+        rounding,
+    ]
+    .iter()
+    .fold(0.0, |m: f64, t| m.max(t.abs()));
+    proportions + 0.5 * (spreads - spread0) + (corrections - correction0) + rounding
 }
 
 /// `C(y) - C(x) - C'(x) (y - x)` for the correction `C` of Stirling's
@@ -3543,7 +3581,7 @@ impl DirichletByParts {
             .zip(b.data().chunks(k))
             .enumerate()
             .map(|(r, (x, y))| {
-                let value = divergence_by_parts(x, y, &mut sa, &mut sb);
+                let value = divergence_by_parts(x, y, &mut sa, &mut sb, &mut 0.0);
                 if grads {
                     ga[r * k..(r + 1) * k].copy_from_slice(&sa);
                     gb[r * k..(r + 1) * k].copy_from_slice(&sb);

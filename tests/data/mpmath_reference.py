@@ -839,9 +839,9 @@ def binomial_kl(n, lq, lp):
     return kl(lq, lp), [mp.mpf(0), mp.diff(lambda a: kl(a, lp), lq), mp.diff(lambda b: kl(lq, b), lp)]
 
 
-# KL(Beta || Beta) where q's concentrations are far below p's larger one, and where p's are far
-# below q's larger one and below 1: its terms, of 1e200 and more, cancel, so the derivatives
-# are checked at 1000 digits
+# KL(Beta || Beta) where q's concentrations are far below p's larger one, where p's are far
+# below q's larger one and below 1, and where q's are far apart beside large ones of p: its
+# terms, of 1e200 and more, cancel, so the derivatives are checked at 1000 digits
 KINDS["beta_kl"] = (beta_kl, ["concentration1_q", "concentration0_q", "concentration1_p",
                               "concentration0_p"], [
     (1e-100, 1e-60, 1e-30, 1e30),
@@ -852,6 +852,7 @@ KINDS["beta_kl"] = (beta_kl, ["concentration1_q", "concentration0_q", "concentra
     (2.0, 3e3, 1e-30, 1e-100),
     (1e10, 1e-30, 1e-100, 1e-60),
     (3.0, 1e5, 0.1, 1e-30),
+    (1e5, 1e-30, 1e100, 1e30),
 ])
 
 
