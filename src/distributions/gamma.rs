@@ -2655,7 +2655,11 @@ const BY_PARTS_FROM: f64 = 1024.0;
 /// `(a2, b2)`. The other forms add terms of size `a ln a` that
 /// cancel to one of order 1: `KL(Beta(2e12, 3e12) || Beta(3e12, 4.5e12))`
 /// (the same means, the spread 1.5 times smaller; 0.0472674459459...)
-/// came out 0.04822, and at `1e100` as 1.2e85.
+/// came out 0.04822, and at `1e100` as 1.2e85. Where a row's
+/// concentrations are far apart or `p`'s far below `q`'s, the value and
+/// the slopes in `p`'s concentrations are taken from differences of
+/// digammas instead, each where its terms are the smaller
+/// ([`beta_large_scalar`]).
 fn kl_beta_large<'t, F: Element>(v: &[Var<'t, F>]) -> Result<Var<'t, F>> {
     pointwise::apply(BetaLargeDivergence, &[v[0], v[1], v[2], v[3]])
 }
